@@ -1,1 +1,34 @@
+//! mailboxd: provisions hybrid Exchange remote mailboxes for joiner and leaver events.
+//! See ARCHITECTURE.md for the map.
+
+pub mod admin;
+pub mod alert;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod directory;
+pub mod event;
+pub mod exchange;
+pub mod intake;
+pub mod lab;
+pub mod publish;
+pub mod store;
+pub mod telemetry;
 pub mod winrm;
+pub mod worker;
+
+use std::sync::OnceLock;
+
+/// This process's name in leases and attempt records: `host:pid:random`.
+pub fn replica_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".into());
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}:{}:{}", std::process::id(), &tag[..6])
+    })
+}

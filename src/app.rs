@@ -1,0 +1,120 @@
+//! Wires the parts into the daemon: store → intake, worker, admin.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Settings, WinrmAuth};
+use crate::exchange::Exchange;
+use crate::store::Store;
+use crate::winrm::{Auth, ClientConfig, WinrmClient};
+use crate::{admin, intake, worker};
+
+/// A running daemon.
+pub struct App {
+    pub admin_addr: SocketAddr,
+    pub store: Store,
+    pub replica: String,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Builds the WinRM client from `[winrm]`, refusing what would be unsafe.
+pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
+    let endpoint = url::Url::parse(&s.winrm.endpoint).context("winrm.endpoint")?;
+    let password: SecretString = s.winrm.password.clone().context(
+        "no WinRM password: set MAILBOXD_WINRM_PASSWORD or winrm.password_file",
+    )?;
+    let auth = match s.winrm.auth {
+        WinrmAuth::Basic => Auth::Basic,
+        other => anyhow::bail!(
+            "winrm.auth = {other:?} is not available in this version; use \"basic\" over HTTPS"
+        ),
+    };
+    if endpoint.scheme() == "http" {
+        if s.winrm.allow_unencrypted {
+            tracing::warn!(endpoint = %endpoint, "winrm.allow_unencrypted is set: the WinRM password and all data cross the network in clear text");
+        } else {
+            anyhow::bail!(
+                "winrm.endpoint {endpoint} is plain HTTP: use https:// (port 5986), or set winrm.allow_unencrypted = true knowingly"
+            );
+        }
+    }
+    let mut cfg = ClientConfig::new(endpoint, s.winrm.username.clone(), password);
+    cfg.auth = auth;
+    cfg.allow_unencrypted = s.winrm.allow_unencrypted;
+    cfg.ca_file = s.winrm.ca_file.clone();
+    cfg.operation_timeout = s.winrm.operation_timeout;
+    Ok(WinrmClient::new(cfg)?)
+}
+
+impl App {
+    /// Connects, migrates and starts every part. Returns once the admin listener is bound.
+    pub async fn start(settings: Settings) -> anyhow::Result<App> {
+        let store = Store::connect(&settings.database.url, settings.database.max_connections)
+            .await
+            .context("connecting to PostgreSQL")?;
+        store.migrate().await.context("migrating the database")?;
+        let client = winrm_client(&settings)?;
+        let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone());
+        let replica = crate::replica_name().to_owned();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (connected_tx, connected_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        tasks.push(tokio::spawn(intake::run(
+            settings.amqp.clone(),
+            store.clone(),
+            settings.worker.max_attempts,
+            shutdown_rx.clone(),
+            connected_tx,
+        )));
+
+        let w = worker::Worker {
+            store: store.clone(),
+            exchange,
+            cfg: settings.worker.clone(),
+            batch_size: settings.exchange.batch_size,
+            remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
+            replica: replica.clone(),
+        };
+        tasks.push(tokio::spawn(w.run(shutdown_rx.clone())));
+
+        let (listener, admin_addr) = admin::bind(&settings.admin.listen)
+            .await
+            .with_context(|| format!("binding admin.listen {}", settings.admin.listen))?;
+        let router = admin::router(admin::AdminState {
+            store: store.clone(),
+            broker_connected: connected_rx,
+        });
+        let mut admin_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = admin_shutdown.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin server stopped");
+            }
+        }));
+        tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
+        Ok(App {
+            admin_addr,
+            store,
+            replica,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops intake, workers and admin; in-flight deliveries stay unacked (the broker
+    /// redelivers them) and running jobs are picked up again after their lease.
+    pub async fn stop(self) {
+        self.shutdown.send_replace(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! The command line (design §7). Every command that lists or shows takes `--json`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::event::EventKind;
+use crate::lab::{self, Lab, LabConfig};
+use crate::publish::{EventSpec, Publisher};
+use crate::store::{ActionRefused, JobFilter, JobState, Store};
+use crate::telemetry::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(name = "mailboxd", version, about = "Provisions hybrid Exchange remote mailboxes for IAM joiner and leaver events")]
+pub struct Cli {
+    /// Configuration file (TOML). Default: ./mailboxd.toml if present. Environment
+    /// variables MAILBOXD__SECTION__KEY override it.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Log output: human (terminal) or json (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: intake, workers, admin HTTP.
+    Run,
+    /// Apply the embedded database migrations (idempotent, advisory-locked).
+    Migrate,
+    /// The embedded default: lab + daemon on local PostgreSQL and RabbitMQ, sample events, a summary.
+    Demo(DemoArgs),
+    /// The simulated Windows side: a WinRM host emulating Exchange's recipient cmdlets.
+    Lab(LabArgs),
+    /// Publish events to RabbitMQ (with publisher confirms).
+    Publish(PublishArgs),
+    /// See and steer the job queue.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Messages that could not be parsed.
+    #[command(subcommand)]
+    Poison(PoisonCommand),
+    /// The alert outbox.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Joiner events to publish (leavers and a rehire are added).
+    #[arg(long, default_value_t = 8)]
+    pub events: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    /// Address for the WinRM endpoint (/wsman) and the lab's JSON (/lab/...).
+    #[arg(long, default_value = "127.0.0.1:5985")]
+    pub listen: SocketAddr,
+    /// The user the WinRM endpoint accepts (HTTP Basic).
+    #[arg(long, default_value = lab::DEFAULT_USER)]
+    pub user: String,
+    /// File holding that user's password. Default: $MAILBOXD_LAB_PASSWORD, else "mailboxd-lab".
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Seed accounts user00001 … userNNNNN (plain AD users, no mailbox).
+    #[arg(long, default_value_t = 100)]
+    pub accounts: usize,
+    /// More accounts, one JSON object per line: sam_account_name, user_principal_name,
+    /// disabled, object_guid, recipient (none|remote|onprem), hidden, synced.
+    #[arg(long)]
+    pub accounts_file: Option<PathBuf>,
+    /// Time to open an Exchange session (per PowerShell run), e.g. 2s.
+    #[arg(long, default_value = "0s", value_parser = parse_dur)]
+    pub session_latency: std::time::Duration,
+    /// Time per cmdlet, e.g. 50ms.
+    #[arg(long, default_value = "0s", value_parser = parse_dur)]
+    pub cmdlet_latency: std::time::Duration,
+    /// WinRM MaxShellsPerUser.
+    #[arg(long, default_value_t = 30)]
+    pub max_shells_per_user: usize,
+}
+
+fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// joiner or leaver (omit with --file).
+    #[arg(value_parser = ["joiner", "leaver"])]
+    pub kind: Option<String>,
+    /// sAMAccountName of the account.
+    #[arg(long)]
+    pub sam: Option<String>,
+    /// Event id (default: a new UUID).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub guid: Option<String>,
+    #[arg(long)]
+    pub upn: Option<String>,
+    #[arg(long)]
+    pub remote_routing_address: Option<String>,
+    #[arg(long)]
+    pub alias: Option<String>,
+    #[arg(long)]
+    pub primary_smtp_address: Option<String>,
+    /// The DC the account was created on.
+    #[arg(long)]
+    pub dc: Option<String>,
+    /// Publish every line of this file (JSON events, one per line) as it is.
+    #[arg(long, conflicts_with_all = ["kind", "sam"])]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job with its attempts.
+    Show {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a failed, cancelled or waiting job again now.
+    Retry { id: Uuid },
+    /// Cancel a job that has not finished.
+    Cancel { id: Uuid },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoisonCommand {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the stored message again (optionally with a corrected body).
+    Replay {
+        id: i64,
+        /// Replace the body with this file's content (after fixing it).
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertsCommand {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Lab(args) => run_lab(args).await,
+        Command::Demo(args) => crate::demo::run(args.events, cli.config.as_deref()).await,
+        command => {
+            let settings = Settings::load(cli.config.as_deref())?;
+            with_settings(command, settings).await
+        }
+    }
+}
+
+async fn store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(&settings.database.url, 2)
+        .await
+        .context("connecting to PostgreSQL (database.url)")
+}
+
+async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i32> {
+    match command {
+        Command::Run => {
+            let app = crate::app::App::start(settings).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            app.stop().await;
+            Ok(0)
+        }
+        Command::Migrate => {
+            store(&settings).await?.migrate().await?;
+            println!("migrations applied");
+            Ok(0)
+        }
+        Command::Publish(args) => publish(args, &settings).await,
+        Command::Jobs(cmd) => jobs(cmd, &store(&settings).await?).await,
+        Command::Poison(cmd) => poison(cmd, &settings).await,
+        Command::Alerts(AlertsCommand::List { limit, json }) => {
+            let alerts = store(&settings).await?.list_alerts(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&alerts)?);
+            } else {
+                println!("{:>6}  {:<20}  {:<10}  {:<6}  SUBJECT", "ID", "CREATED", "KIND", "SENT");
+                for a in alerts {
+                    println!(
+                        "{:>6}  {:<20}  {:<10}  {:<6}  {}",
+                        a.id,
+                        a.created_at.format("%Y-%m-%d %H:%M:%S"),
+                        a.kind,
+                        if a.sent_at.is_some() { "yes" } else { "no" },
+                        a.subject
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Lab(_) | Command::Demo(_) => unreachable!("handled before loading settings"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
+    let password = match &args.password_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading --password-file {}", p.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        None => std::env::var("MAILBOXD_LAB_PASSWORD").unwrap_or_else(|_| "mailboxd-lab".into()),
+    };
+    let mut accounts = lab::directory::seeded(args.accounts);
+    if let Some(path) = &args.accounts_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --accounts-file {}", path.display()))?;
+        accounts.extend(
+            lab::directory::parse_accounts_file(&text)
+                .map_err(|e| anyhow::anyhow!("--accounts-file {}: {e}", path.display()))?,
+        );
+    }
+    let n = accounts.len();
+    let lab = Lab::start(LabConfig {
+        listen: args.listen,
+        user: args.user.clone(),
+        password: SecretString::from(password),
+        accounts,
+        latency: lab::Latency {
+            session: args.session_latency,
+            cmdlet: args.cmdlet_latency,
+        },
+        max_shells_per_user: args.max_shells_per_user,
+    })
+    .await
+    .with_context(|| format!("binding {}", args.listen))?;
+    println!(
+        "mailboxd lab: WinRM at {} (user {}), {n} accounts; state at http://{}/lab/mailboxes and /lab/invocations",
+        lab.endpoint(),
+        args.user,
+        lab.addr
+    );
+    tokio::select! {
+        _ = lab.wait() => {}
+        _ = shutdown_signal() => {}
+    }
+    Ok(0)
+}
+
+async fn publish(args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> {
+    let publisher = Publisher::connect(&settings.amqp).await?;
+    if let Some(path) = args.file {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut n = 0usize;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
+            let key = match v.get("type").and_then(|t| t.as_str()).and_then(EventKind::parse) {
+                Some(k) => k.routing_key(),
+                None => bail!("{} line {}: \"type\" must be joiner or leaver", path.display(), i + 1),
+            };
+            let id = v.get("id").and_then(|x| x.as_str()).map(str::to_owned);
+            publisher
+                .publish_raw(key, line.as_bytes(), Some("application/json"), id.as_deref())
+                .await?;
+            n += 1;
+        }
+        println!("published {n} events from {}", path.display());
+        return Ok(0);
+    }
+    let (Some(kind), Some(sam)) = (args.kind.as_deref().and_then(EventKind::parse), args.sam) else {
+        bail!("say what to publish: `mailboxd publish joiner --sam NAME` or `--file events.jsonl`");
+    };
+    let mut spec = EventSpec::new(kind, sam);
+    if let Some(id) = args.id {
+        spec.id = id;
+    }
+    spec.object_guid = args.guid;
+    spec.user_principal_name = args.upn;
+    spec.remote_routing_address = args.remote_routing_address;
+    spec.alias = args.alias;
+    spec.primary_smtp_address = args.primary_smtp_address;
+    spec.created_on_server = args.dc;
+    publisher.publish(&spec).await?;
+    println!("published {} event {} for {}", spec.kind, spec.id, spec.sam_account_name);
+    Ok(0)
+}
+
+async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
+    match cmd {
+        JobsCommand::List {
+            state,
+            account,
+            limit,
+            json,
+        } => {
+            let state = match state {
+                Some(s) => Some(JobState::parse(&s).with_context(|| {
+                    format!(
+                        "unknown state {s:?}; one of: {}",
+                        JobState::ALL.map(JobState::as_str).join(", ")
+                    )
+                })?),
+                None => None,
+            };
+            let list = store
+                .list_jobs(&JobFilter {
+                    state,
+                    account,
+                    kind: None,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(0);
+            }
+            println!(
+                "{:<36}  {:<6}  {:<20}  {:<16}  {:>7}  {:<19}  DETAIL",
+                "ID", "TYPE", "ACCOUNT", "STATE", "ATTEMPT", "UPDATED"
+            );
+            for j in list {
+                let detail = j
+                    .outcome
+                    .clone()
+                    .or_else(|| j.last_error.clone())
+                    .unwrap_or_default();
+                println!(
+                    "{:<36}  {:<6}  {:<20}  {:<16}  {:>7}  {:<19}  {}",
+                    j.id,
+                    j.kind,
+                    j.event.account.sam_account_name,
+                    j.state,
+                    format!("{}/{}", j.attempt, j.max_attempts),
+                    j.updated_at.format("%Y-%m-%d %H:%M:%S"),
+                    detail.chars().take(80).collect::<String>()
+                );
+            }
+            Ok(0)
+        }
+        JobsCommand::Show { id, json } => {
+            let Some((job, attempts)) = store.get_job(id).await? else {
+                eprintln!("no job {id}");
+                return Ok(1);
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"job": job, "attempts": attempts}))?
+                );
+                return Ok(0);
+            }
+            println!("job        {}", job.id);
+            println!("event      {} ({}, from {})", job.event_id, job.kind, job.event.source.as_deref().unwrap_or("?"));
+            println!("account    {}", job.event.account.sam_account_name);
+            println!("state      {}{}", job.state, job.outcome.as_deref().map(|o| format!(" ({o})")).unwrap_or_default());
+            println!("attempts   {}/{}", job.attempt, job.max_attempts);
+            println!("occurred   {}", job.occurred_at);
+            println!("created    {}", job.created_at);
+            if !job.state.is_terminal() {
+                println!("next       {}", job.next_attempt_at);
+            }
+            if let Some(e) = &job.last_error {
+                println!("last error [{}] {e}", job.last_error_class.as_deref().unwrap_or("?"));
+            }
+            for a in attempts {
+                println!(
+                    "  #{} {} → {} on {} by {}{}",
+                    a.attempt,
+                    a.started_at.format("%Y-%m-%d %H:%M:%S"),
+                    a.outcome,
+                    a.host.as_deref().unwrap_or("-"),
+                    a.replica,
+                    a.error_message.map(|m| format!(": {m}")).unwrap_or_default()
+                );
+            }
+            Ok(0)
+        }
+        JobsCommand::Retry { id } => report(id, "retry", store.retry_job(id).await?),
+        JobsCommand::Cancel { id } => report(id, "cancel", store.cancel_job(id).await?),
+    }
+}
+
+fn report(id: Uuid, action: &str, r: Result<(), ActionRefused>) -> anyhow::Result<i32> {
+    match r {
+        Ok(()) => {
+            println!("{action}: job {id} done");
+            Ok(0)
+        }
+        Err(ActionRefused::NotFound) => {
+            eprintln!("no job {id}");
+            Ok(1)
+        }
+        Err(ActionRefused::WrongState(s)) => {
+            eprintln!("cannot {action} job {id}: it is {s}");
+            Ok(1)
+        }
+    }
+}
+
+async fn poison(cmd: PoisonCommand, settings: &Settings) -> anyhow::Result<i32> {
+    let store = store(settings).await?;
+    match cmd {
+        PoisonCommand::List { limit, json } => {
+            let list = store.list_poison(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(0);
+            }
+            println!("{:>6}  {:<19}  {:<18}  {:>7}  REASON", "ID", "RECEIVED", "ROUTING KEY", "BYTES");
+            for p in list {
+                println!(
+                    "{:>6}  {:<19}  {:<18}  {:>7}  {}",
+                    p.id,
+                    p.received_at.format("%Y-%m-%d %H:%M:%S"),
+                    p.routing_key,
+                    p.body_size,
+                    p.reason
+                );
+            }
+            Ok(0)
+        }
+        PoisonCommand::Show { id, json } => {
+            let Some(p) = store.get_poison(id).await? else {
+                eprintln!("no poison message {id}");
+                return Ok(1);
+            };
+            let body = String::from_utf8_lossy(&p.body).into_owned();
+            if json {
+                let mut v = serde_json::to_value(&p)?;
+                v["body"] = serde_json::json!(body);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("poison message {} received {}", p.id, p.received_at);
+                println!("reason       {}", p.reason);
+                println!("routing key  {} (exchange {})", p.routing_key, p.exchange);
+                println!("content type {}", p.content_type.as_deref().unwrap_or("-"));
+                println!("message id   {}", p.message_id.as_deref().unwrap_or("-"));
+                println!("size         {} bytes{}", p.body_size, if p.truncated { " (stored truncated)" } else { "" });
+                println!("body\n{body}");
+            }
+            Ok(0)
+        }
+        PoisonCommand::Replay { id, body_file } => {
+            let Some(p) = store.get_poison(id).await? else {
+                eprintln!("no poison message {id}");
+                return Ok(1);
+            };
+            if p.truncated && body_file.is_none() {
+                bail!("poison message {id} was stored truncated; replay it with --body-file");
+            }
+            let body = match body_file {
+                Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+                None => p.body.clone(),
+            };
+            let publisher = Publisher::connect(&settings.amqp).await?;
+            publisher
+                .publish_raw(&p.routing_key, &body, p.content_type.as_deref(), p.message_id.as_deref())
+                .await?;
+            store.mark_poison_replayed(id).await?;
+            println!("replayed poison message {id} to routing key {}", p.routing_key);
+            Ok(0)
+        }
+    }
+}

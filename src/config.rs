@@ -1,0 +1,521 @@
+//! Configuration: one TOML file plus `MAILBOXD__SECTION__KEY` environment overrides.
+//!
+//! Secrets are never read from the TOML file itself: each is a `*_file` path or an
+//! environment variable (`MAILBOXD_WINRM_PASSWORD`, …), and is held in a
+//! [`SecretString`] so `Debug` and logs show `[REDACTED]`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0} (check the --config path and the TOML syntax)")]
+    Load(#[from] config::ConfigError),
+    #[error("cannot read secret file {path}: {source} (check the path and its permissions)")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration, as the daemon uses it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub database: Database,
+    pub amqp: Amqp,
+    pub ldap: Ldap,
+    pub winrm: Winrm,
+    pub exchange: Exchange,
+    pub worker: Worker,
+    pub smtp: Smtp,
+    pub admin: Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Amqp {
+    pub url: String,
+    /// Topic exchange the IAM system publishes to.
+    pub exchange: String,
+    /// Durable queue mailboxd consumes from.
+    pub queue: String,
+    /// Dead-letter exchange; rejected (poison) messages land in `<queue>.dead`.
+    pub dead_letter_exchange: String,
+    /// Unacknowledged deliveries in flight at most.
+    pub prefetch: u16,
+    /// `quorum` (replicated, the default) or `classic`.
+    pub queue_type: QueueType,
+    /// Let the broker delete the queues when unused this long (demo and tests only).
+    #[serde(default, with = "humantime_opt")]
+    pub queue_expires: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ldap {
+    /// Domain controllers, tried in order. Empty: directory checks are off and
+    /// mailboxd relies on Exchange's own answers (see ARCHITECTURE.md).
+    pub urls: Vec<String>,
+    pub base_dn: String,
+    pub bind_dn: String,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub sync_rule: String,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WinrmAuth {
+    Basic,
+    Ntlm,
+    Kerberos,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Winrm {
+    pub endpoint: String,
+    pub auth: WinrmAuth,
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Basic auth over plain HTTP sends the password in clear text: only with this set.
+    pub allow_unencrypted: bool,
+    /// WS-Management OperationTimeout for each Receive poll.
+    #[serde(with = "humantime_secs")]
+    pub operation_timeout: Duration,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeMode {
+    Remote,
+    Snapin,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Exchange {
+    pub mode: ExchangeMode,
+    pub connection_uris: Vec<String>,
+    pub view_entire_forest: bool,
+    /// Domain of the cloud routing address, e.g. `tenant.mail.onmicrosoft.com`.
+    pub remote_routing_domain: String,
+    /// Accounts per PowerShell run (amortises the Exchange session set-up).
+    pub batch_size: u32,
+    /// Explicit Exchange credential for `remote` mode (sent on stdin, never on a command line).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Worker {
+    /// Concurrent batches (each one PowerShell process on the Windows host).
+    pub concurrency: u32,
+    pub max_attempts: i32,
+    #[serde(with = "humantime_secs")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_secs")]
+    pub backoff_cap: Duration,
+    /// How long a claimed job stays locked without a heartbeat.
+    #[serde(with = "humantime_secs")]
+    pub lease: Duration,
+    /// Fallback poll interval when no notification arrives.
+    #[serde(with = "humantime_secs")]
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    Starttls,
+    Implicit,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    pub listen: String,
+    pub token_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub token: Option<SecretString>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database: Database::default(),
+            amqp: Amqp::default(),
+            ldap: Ldap::default(),
+            winrm: Winrm::default(),
+            exchange: Exchange::default(),
+            worker: Worker::default(),
+            smtp: Smtp::default(),
+            admin: Admin::default(),
+        }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: "postgres://postgres@127.0.0.1:5432/mailboxd".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for Amqp {
+    fn default() -> Self {
+        Amqp {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            exchange: "iam.events".into(),
+            queue: "mailboxd.events".into(),
+            dead_letter_exchange: "mailboxd.dead".into(),
+            prefetch: 100,
+            queue_type: QueueType::Quorum,
+            queue_expires: None,
+        }
+    }
+}
+
+impl Default for Ldap {
+    fn default() -> Self {
+        Ldap {
+            urls: Vec::new(),
+            base_dn: String::new(),
+            bind_dn: String::new(),
+            password_file: None,
+            ca_file: None,
+            sync_rule: "none".into(),
+            password: None,
+        }
+    }
+}
+
+impl Default for Winrm {
+    fn default() -> Self {
+        Winrm {
+            endpoint: "https://127.0.0.1:5986/wsman".into(),
+            auth: WinrmAuth::Basic,
+            username: "mailboxd".into(),
+            password_file: None,
+            ca_file: None,
+            allow_unencrypted: false,
+            operation_timeout: Duration::from_secs(20),
+            password: None,
+        }
+    }
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange {
+            mode: ExchangeMode::None,
+            connection_uris: Vec::new(),
+            view_entire_forest: false,
+            remote_routing_domain: "tenant.mail.onmicrosoft.com".into(),
+            batch_size: 50,
+            username: None,
+            password_file: None,
+            password: None,
+        }
+    }
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker {
+            concurrency: 4,
+            max_attempts: 12,
+            backoff_base: Duration::from_secs(30),
+            backoff_cap: Duration::from_secs(3600),
+            lease: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp {
+            host: String::new(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: None,
+            password_file: None,
+            from: "mailboxd@localhost".into(),
+            to: Vec::new(),
+            password: None,
+        }
+    }
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: "127.0.0.1:8080".into(),
+            token_file: None,
+            token: None,
+        }
+    }
+}
+
+/// Durations are written as seconds (`30`) or with a unit (`"30s"`, `"5m"`, `"1h"`, `"250ms"`).
+mod humantime_secs {
+    use serde::{Deserialize, Deserializer, de::Error};
+    use std::time::Duration;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Float(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Int(s) => Ok(Duration::from_secs(s)),
+            Raw::Float(s) if s >= 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
+            Raw::Float(s) => Err(D::Error::custom(format!("invalid duration {s}"))),
+            Raw::Text(t) => super::parse_duration(&t).map_err(D::Error::custom),
+        }
+    }
+}
+
+mod humantime_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::humantime_secs")] Duration);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&t[..i], t[i..].trim()),
+        None => (t, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 5m, 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {text:?}: use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Settings {
+    /// Loads defaults, then the TOML file (if given or if `mailboxd.toml` exists), then
+    /// `MAILBOXD__SECTION__KEY` environment variables, then reads the secrets.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        match path {
+            Some(p) => {
+                builder = builder.add_source(config::File::from(p).required(true));
+            }
+            None => {
+                builder = builder.add_source(config::File::with_name("mailboxd.toml").required(false));
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("MAILBOXD")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("ldap.urls")
+                .with_list_parse_key("exchange.connection_uris")
+                .with_list_parse_key("smtp.to")
+                .try_parsing(true),
+        );
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.read_secrets()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Reads every secret from its `*_file` path or its environment variable.
+    pub fn read_secrets(&mut self) -> Result<(), ConfigError> {
+        self.winrm.password = secret("MAILBOXD_WINRM_PASSWORD", self.winrm.password_file.as_deref())?;
+        self.ldap.password = secret("MAILBOXD_LDAP_PASSWORD", self.ldap.password_file.as_deref())?;
+        self.smtp.password = secret("MAILBOXD_SMTP_PASSWORD", self.smtp.password_file.as_deref())?;
+        self.exchange.password = secret(
+            "MAILBOXD_EXCHANGE_PASSWORD",
+            self.exchange.password_file.as_deref(),
+        )?;
+        self.admin.token = secret("MAILBOXD_ADMIN_TOKEN", self.admin.token_file.as_deref())?;
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.worker.concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                key: "worker.concurrency",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.exchange.batch_size == 0 {
+            return Err(ConfigError::Invalid {
+                key: "exchange.batch_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.worker.max_attempts < 1 {
+            return Err(ConfigError::Invalid {
+                key: "worker.max_attempts",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(ConfigError::Invalid {
+                key: "amqp.prefetch",
+                reason: "must be at least 1 (0 would mean unbounded)".into(),
+            });
+        }
+        url::Url::parse(&self.winrm.endpoint).map_err(|e| ConfigError::Invalid {
+            key: "winrm.endpoint",
+            reason: format!("{e}: expected http(s)://host:port/wsman"),
+        })?;
+        Ok(())
+    }
+}
+
+/// A secret from a file (trailing newline stripped) or, failing that, an environment variable.
+fn secret(env: &str, file: Option<&Path>) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let trimmed = text.trim_end_matches(['\r', '\n']);
+        return Ok(Some(SecretString::from(trimmed.to_owned())));
+    }
+    Ok(std::env::var(env).ok().map(SecretString::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn debug_of_the_configuration_never_shows_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for (name, value) in [
+            ("winrm", "winrm-S3cret-value"),
+            ("ldap", "ldap-S3cret-value"),
+            ("smtp", "smtp-S3cret-value"),
+            ("exchange", "exch-S3cret-value"),
+            ("token", "token-S3cret-value"),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{value}\n")).unwrap();
+            files.push(p);
+        }
+        let toml = format!(
+            "[winrm]\npassword_file = {:?}\n[ldap]\npassword_file = {:?}\n[smtp]\npassword_file = {:?}\n[exchange]\nusername = \"svc\"\npassword_file = {:?}\n[admin]\ntoken_file = {:?}\n",
+            files[0], files[1], files[2], files[3], files[4]
+        );
+        let cfg_path = dir.path().join("mailboxd.toml");
+        std::fs::write(&cfg_path, toml).unwrap();
+        let s = Settings::load(Some(&cfg_path)).unwrap();
+        // The secrets were read (trailing newline stripped)...
+        assert_eq!(
+            s.winrm.password.as_ref().unwrap().expose_secret(),
+            "winrm-S3cret-value"
+        );
+        assert_eq!(
+            s.admin.token.as_ref().unwrap().expose_secret(),
+            "token-S3cret-value"
+        );
+        // ...and no form of printing the configuration shows any of them.
+        for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(!shown.contains("S3cret"), "secret leaked: {shown}");
+            assert!(shown.contains("REDACTED"));
+        }
+    }
+
+    #[test]
+    fn durations_accept_units() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn a_missing_secret_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "[winrm]\npassword_file = \"/nonexistent/pw\"\n").unwrap();
+        let err = Settings::load(Some(&cfg)).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/pw"), "{err}");
+    }
+}

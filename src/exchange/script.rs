@@ -1,0 +1,306 @@
+//! The PowerShell side: the fixed bootstrap, the templates, the stdin payload and the
+//! `MAILBOXD-RESULT` lines that come back (design §5).
+//!
+//! Values never go into script text: the command line is a constant (the bootstrap,
+//! base64 of UTF-16LE, with `-EncodedCommand`), and everything else is one JSON document
+//! on the process's stdin.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::ExchangeMode;
+
+pub const BOOTSTRAP: &str = include_str!("../../ps-templates/bootstrap.ps1");
+const COMMON: &str = include_str!("../../ps-templates/common.ps1");
+const ENABLE: &str = include_str!("../../ps-templates/enable-remote-mailbox.ps1");
+const HIDE: &str = include_str!("../../ps-templates/hide-remote-mailbox.ps1");
+
+/// Marks a result line on stdout; anything else is transcript.
+pub const RESULT_MARKER: &str = "MAILBOXD-RESULT ";
+/// The bootstrap's last word when the template itself could not run.
+pub const FATAL_MARKER: &str = "MAILBOXD-FATAL ";
+
+pub const POWERSHELL: &str = "powershell.exe";
+
+/// What a batch does: one template each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Template {
+    EnableRemoteMailbox,
+    HideRemoteMailbox,
+}
+
+impl Template {
+    pub const ALL: [Template; 2] = [Template::EnableRemoteMailbox, Template::HideRemoteMailbox];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Template::EnableRemoteMailbox => "enable-remote-mailbox",
+            Template::HideRemoteMailbox => "hide-remote-mailbox",
+        }
+    }
+
+    /// The full script sent on stdin: the common prelude, then the template.
+    pub fn script(self) -> String {
+        let body = match self {
+            Template::EnableRemoteMailbox => ENABLE,
+            Template::HideRemoteMailbox => HIDE,
+        };
+        format!("{COMMON}\n{body}")
+    }
+
+    /// Which template a script is, by its exact content (the lab uses this).
+    pub fn recognise(script: &str) -> Option<Template> {
+        Template::ALL.into_iter().find(|t| t.script() == script)
+    }
+}
+
+/// The arguments after `powershell.exe`: constant for every batch.
+pub fn command_arguments() -> Vec<String> {
+    let utf16: Vec<u8> = BOOTSTRAP.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(utf16);
+    [
+        "-NoLogo",
+        "-NoProfile",
+        "-NonInteractive",
+        "-ExecutionPolicy",
+        "Bypass",
+        "-EncodedCommand",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain(std::iter::once(encoded))
+    .collect()
+}
+
+/// Decodes `-EncodedCommand`'s argument (the lab uses this to recognise the bootstrap).
+pub fn decode_encoded_command(arg: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(arg).ok()?;
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+/// How the template opens its Exchange session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionData {
+    pub mode: ExchangeMode,
+    pub connection_uris: Vec<String>,
+    pub view_entire_forest: bool,
+    /// Explicit Exchange credential (remote mode only). Travels on stdin over the
+    /// encrypted WinRM channel; never on a command line, never on disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialData>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CredentialData {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for CredentialData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialData")
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// One account in a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccountData {
+    pub job_id: Uuid,
+    /// `-Identity`: the objectGUID when known (unambiguous), else the sAMAccountName.
+    pub identity: String,
+    pub sam_account_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_controller: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_routing_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_smtp_address: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchData {
+    pub session: SessionData,
+    pub accounts: Vec<AccountData>,
+}
+
+/// The document on stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payload {
+    pub template: Template,
+    pub script: String,
+    pub data: BatchData,
+}
+
+impl Payload {
+    pub fn new(template: Template, data: BatchData) -> Payload {
+        Payload {
+            template,
+            script: template.script(),
+            data,
+        }
+    }
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising plain strings and numbers cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// One `MAILBOXD-RESULT` line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ResultLine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// `session` for a failure to open the Exchange session; absent per account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_routing_address: Option<String>,
+}
+
+impl ResultLine {
+    pub fn to_line(&self) -> String {
+        format!(
+            "{RESULT_MARKER}{}",
+            serde_json::to_string(self).unwrap_or_default()
+        )
+    }
+}
+
+/// The parsed stdout of one run: result lines, a fatal message if any, and the rest.
+#[derive(Debug, Default)]
+pub struct ParsedOutput {
+    pub results: Vec<ResultLine>,
+    pub fatal: Option<String>,
+    pub other: Vec<String>,
+    pub malformed: Vec<String>,
+}
+
+pub fn parse_stdout(stdout: &str) -> ParsedOutput {
+    let mut out = ParsedOutput::default();
+    for line in stdout.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(json) = line.strip_prefix(RESULT_MARKER) {
+            match serde_json::from_str::<ResultLine>(json) {
+                Ok(r) => out.results.push(r),
+                Err(_) => out.malformed.push(line.to_owned()),
+            }
+        } else if let Some(msg) = line.strip_prefix(FATAL_MARKER) {
+            out.fatal = Some(msg.to_owned());
+        } else if !line.trim().is_empty() {
+            out.other.push(line.to_owned());
+        }
+    }
+    out
+}
+
+/// Extracts the readable error strings from PowerShell's `#< CLIXML` stderr; plain text
+/// stderr is returned as it is.
+pub fn clean_stderr(stderr: &str) -> String {
+    let Some(rest) = stderr.trim_start().strip_prefix("#< CLIXML") else {
+        return stderr.trim().to_owned();
+    };
+    let mut messages = Vec::new();
+    let mut reader = quick_xml::Reader::from_str(rest);
+    let mut in_error = false;
+    let mut text = String::new();
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Start(e)) if e.local_name().as_ref() == "S" => {
+                in_error = e
+                    .attributes()
+                    .flatten()
+                    .any(|a| a.key.local_name().as_ref() == "S" && a.value.as_ref() == "Error");
+                text.clear();
+            }
+            Ok(quick_xml::events::Event::Text(t)) if in_error => {
+                text.push_str(&t.xml10_content());
+            }
+            Ok(quick_xml::events::Event::GeneralRef(r)) if in_error => {
+                if let Ok(Some(c)) = r.resolve_char_ref() {
+                    text.push(c);
+                } else {
+                    text.push_str(match r.xml10_content().as_ref() {
+                        "lt" => "<",
+                        "gt" => ">",
+                        "amp" => "&",
+                        "quot" => "\"",
+                        "apos" => "'",
+                        _ => "",
+                    });
+                }
+            }
+            Ok(quick_xml::events::Event::End(e)) if in_error && e.local_name().as_ref() == "S" => {
+                in_error = false;
+                messages.push(text.replace("_x000D__x000A_", "\n").replace("_x000A_", "\n"));
+            }
+            Ok(quick_xml::events::Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    messages.concat().trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_constant_and_round_trips() {
+        let args = command_arguments();
+        assert_eq!(args[5], "-EncodedCommand");
+        assert_eq!(decode_encoded_command(&args[6]).as_deref(), Some(BOOTSTRAP));
+        // Through cmd.exe the whole line must stay far below its 8191-character limit.
+        let line: usize = args.iter().map(|a| a.len() + 1).sum::<usize>() + POWERSHELL.len();
+        assert!(line < 8191, "command line is {line} characters");
+    }
+
+    #[test]
+    fn templates_are_recognised_by_content_only() {
+        for t in Template::ALL {
+            assert_eq!(Template::recognise(&t.script()), Some(t));
+        }
+        let tampered = Template::EnableRemoteMailbox.script().replace("Enable-RemoteMailbox @enable", "Remove-Mailbox @enable");
+        assert_eq!(Template::recognise(&tampered), None);
+    }
+
+    #[test]
+    fn result_lines_are_separated_from_noise() {
+        let stdout = "WARNING: something\r\nMAILBOXD-RESULT {\"job_id\":\"a\",\"status\":\"enabled\"}\r\nMAILBOXD-RESULT {broken\r\n\r\nMAILBOXD-FATAL boom\r\n";
+        let p = parse_stdout(stdout);
+        assert_eq!(p.results.len(), 1);
+        assert_eq!(p.results[0].status, "enabled");
+        assert_eq!(p.malformed.len(), 1);
+        assert_eq!(p.fatal.as_deref(), Some("boom"));
+        assert_eq!(p.other, vec!["WARNING: something".to_owned()]);
+    }
+
+    #[test]
+    fn clixml_stderr_yields_the_error_text() {
+        let stderr = "#< CLIXML\r\n<Objs Version=\"1.1.0.1\" xmlns=\"http://schemas.microsoft.com/powershell/2004/04\"><Obj S=\"progress\" RefId=\"0\"><TN RefId=\"0\"><T>System.Management.Automation.PSCustomObject</T></TN></Obj><S S=\"Error\">Write-Error : bad &amp; worse_x000D__x000A_</S><S S=\"Error\">second line_x000D__x000A_</S></Objs>";
+        assert_eq!(clean_stderr(stderr), "Write-Error : bad & worse\nsecond line");
+        assert_eq!(clean_stderr("plain text\r\n"), "plain text");
+    }
+}

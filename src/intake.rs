@@ -1,0 +1,273 @@
+//! Consumes IAM events from RabbitMQ and turns each into a committed job.
+//!
+//! A delivery is acknowledged only after its job row is committed; one that cannot be
+//! parsed is stored in `poison_messages` and rejected without requeue (so the broker's
+//! dead-letter queue keeps a copy too). Connection loss: reconnect with capped, jittered
+//! backoff; the broker redelivers what was unacked and the event id deduplicates it.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::watch;
+
+use crate::config;
+use crate::event::{self, Event, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
+use crate::store::{NewPoison, Store};
+
+/// Deliveries gathered into one database transaction at most.
+const BATCH_MAX: usize = 200;
+/// How long a batch waits for more deliveries once it has one.
+const BATCH_WINDOW: Duration = Duration::from_millis(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("RabbitMQ: {0} (is the broker reachable at amqp.url, and may this user declare the topology?)")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker closed the consumer (queue deleted or channel closed); reconnecting")]
+    ConsumerClosed,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Queue names derived from the configuration.
+pub fn dead_letter_queue(cfg: &config::Amqp) -> String {
+    format!("{}.dead", cfg.queue)
+}
+
+pub async fn connect(url: &str) -> Result<Connection, lapin::Error> {
+    Connection::connect(url, ConnectionProperties::default().with_connection_name("mailboxd".into()))
+        .await
+}
+
+/// Declares the exchange, the durable queue with its dead-letter exchange and queue, and
+/// the bindings for both routing keys. Idempotent; also shipped as deploy/rabbitmq/definitions.json.
+pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(cfg.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .await?;
+    ch.exchange_declare(
+        cfg.dead_letter_exchange.as_str().into(),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(cfg.queue_type.as_str().into()),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(cfg.dead_letter_exchange.as_str().into()),
+    );
+    let mut dead_args = FieldTable::default();
+    dead_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(cfg.queue_type.as_str().into()),
+    );
+    if let Some(expires) = cfg.queue_expires {
+        // Only for throwaway queues (demo, tests): the broker drops them when unused.
+        let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
+        args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+        dead_args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+    }
+    let queue_opts = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let dead = dead_letter_queue(cfg);
+    ch.queue_declare(dead.as_str().into(), queue_opts, dead_args).await?;
+    ch.queue_bind(
+        dead.as_str().into(),
+        cfg.dead_letter_exchange.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(cfg.queue.as_str().into(), queue_opts, args).await?;
+    for key in [ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER] {
+        ch.queue_bind(
+            cfg.queue.as_str().into(),
+            cfg.exchange.as_str().into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs until `shutdown` turns true, reconnecting as needed.
+pub async fn run(
+    cfg: config::Amqp,
+    store: Store,
+    max_attempts: i32,
+    mut shutdown: watch::Receiver<bool>,
+    connected: watch::Sender<bool>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let result = tokio::select! {
+            r = consume(&cfg, &store, max_attempts, &connected, &mut failures) => r,
+            _ = shutdown.changed() => return,
+        };
+        connected.send_replace(false);
+        if let Err(e) = result {
+            failures = failures.saturating_add(1);
+            let delay = crate::worker::backoff(
+                failures,
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            );
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "intake lost RabbitMQ; reconnecting");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+async fn consume(
+    cfg: &config::Amqp,
+    store: &Store,
+    max_attempts: i32,
+    connected: &watch::Sender<bool>,
+    failures: &mut u32,
+) -> Result<(), IntakeError> {
+    let conn = connect(&cfg.url).await?;
+    let ch = conn.create_channel().await?;
+    declare_topology(&ch, cfg).await?;
+    ch.basic_qos(cfg.prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            cfg.queue.as_str().into(),
+            format!("mailboxd-{}", crate::replica_name()).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    connected.send_replace(true);
+    *failures = 0;
+    tracing::info!(queue = %cfg.queue, prefetch = cfg.prefetch, "intake consuming");
+    loop {
+        let Some(first) = consumer.next().await else {
+            return Err(IntakeError::ConsumerClosed);
+        };
+        let mut batch = vec![first?];
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < BATCH_MAX {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(d)) => batch.push(d?),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        handle_batch(store, max_attempts, batch).await?;
+    }
+}
+
+async fn handle_batch(
+    store: &Store,
+    max_attempts: i32,
+    batch: Vec<lapin::message::Delivery>,
+) -> Result<(), IntakeError> {
+    let mut good: Vec<(lapin::message::Delivery, Event)> = Vec::new();
+    for delivery in batch {
+        let props = &delivery.properties;
+        let parsed = event::parse(
+            &delivery.data,
+            props.content_type().as_ref().map(ShortString::as_str),
+            props.message_id().as_ref().map(ShortString::as_str),
+            delivery.routing_key.as_str(),
+        );
+        match parsed {
+            Ok(ev) => good.push((delivery, ev)),
+            Err(reason) => {
+                let poison = NewPoison {
+                    reason: reason.to_string(),
+                    routing_key: delivery.routing_key.to_string(),
+                    exchange: delivery.exchange.to_string(),
+                    content_type: props.content_type().as_ref().map(|s| s.to_string()),
+                    message_id: props.message_id().as_ref().map(|s| s.to_string()),
+                    headers: props.headers().as_ref().map_or(serde_json::Value::Null, table_to_json),
+                    body: delivery.data.clone(),
+                };
+                let id = store.insert_poison(&poison).await?;
+                tracing::warn!(poison_id = id, reason = %reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
+            }
+        }
+    }
+    if good.is_empty() {
+        return Ok(());
+    }
+    let events: Vec<Event> = good.iter().map(|(_, e)| e.clone()).collect();
+    let inserted = store.insert_events(&events, max_attempts).await?;
+    for ((_, ev), ins) in good.iter().zip(&inserted) {
+        tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
+    }
+    failpoint("intake-after-commit");
+    for (delivery, _) in good {
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    Ok(())
+}
+
+/// A crash hook for the test that kills the daemon between commit and ack.
+/// Set `MAILBOXD_FAILPOINT=intake-after-commit` to abort the process at that point.
+fn failpoint(name: &str) {
+    if std::env::var("MAILBOXD_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting");
+        std::process::abort();
+    }
+}
+
+fn table_to_json(t: &FieldTable) -> serde_json::Value {
+    serde_json::Value::Object(
+        t.inner()
+            .iter()
+            .map(|(k, v)| (k.to_string(), value_to_json(v)))
+            .collect(),
+    )
+}
+
+fn value_to_json(v: &AMQPValue) -> serde_json::Value {
+    use serde_json::json;
+    match v {
+        AMQPValue::Boolean(b) => json!(b),
+        AMQPValue::ShortShortInt(n) => json!(n),
+        AMQPValue::ShortShortUInt(n) => json!(n),
+        AMQPValue::ShortInt(n) => json!(n),
+        AMQPValue::ShortUInt(n) => json!(n),
+        AMQPValue::LongInt(n) => json!(n),
+        AMQPValue::LongUInt(n) => json!(n),
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::Float(n) => json!(n),
+        AMQPValue::Double(n) => json!(n),
+        AMQPValue::ShortString(s) => json!(s.as_str()),
+        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::FieldArray(a) => {
+            serde_json::Value::Array(a.as_slice().iter().map(value_to_json).collect())
+        }
+        AMQPValue::Timestamp(t) => json!(t),
+        AMQPValue::FieldTable(t) => table_to_json(t),
+        other => json!(format!("{other:?}")),
+    }
+}

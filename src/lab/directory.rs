@@ -1,0 +1,214 @@
+//! The lab's in-memory directory: the AD accounts and the Exchange attributes that the
+//! recipient cmdlets write on them.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// msExchRecipientTypeDetails for a remote (cloud) user mailbox.
+pub const RECIPIENT_TYPE_REMOTE_USER_MAILBOX: i64 = 2_147_483_648;
+/// msExchRecipientTypeDetails for an on-premises user mailbox.
+pub const RECIPIENT_TYPE_USER_MAILBOX: i64 = 1;
+/// msExchRecipientDisplayType of a synced mailbox user.
+pub const DISPLAY_TYPE_SYNCED_MAILBOX_USER: i64 = -2_147_483_642;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Recipient {
+    #[default]
+    None,
+    Remote,
+    Onprem,
+}
+
+/// One line of `--accounts-file` (JSON lines).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSeed {
+    pub sam_account_name: String,
+    #[serde(default)]
+    pub user_principal_name: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub object_guid: Option<Uuid>,
+    #[serde(default)]
+    pub recipient: Recipient,
+    #[serde(default)]
+    pub hidden: bool,
+    #[serde(default)]
+    pub synced: bool,
+}
+
+/// An account as `GET /lab/mailboxes` shows it, with the AD attributes Exchange wrote.
+#[derive(Debug, Clone, Serialize)]
+#[allow(non_snake_case)]
+pub struct LabAccount {
+    pub sam_account_name: String,
+    pub user_principal_name: String,
+    pub object_guid: Uuid,
+    pub distinguished_name: String,
+    pub disabled: bool,
+    pub synced: bool,
+    pub recipient: Recipient,
+    pub hidden: bool,
+    pub remote_routing_address: Option<String>,
+    pub primary_smtp_address: Option<String>,
+    pub alias: Option<String>,
+    pub proxy_addresses: Vec<String>,
+    pub msExchRecipientTypeDetails: Option<i64>,
+    pub msExchRemoteRecipientType: Option<i64>,
+    pub msExchRecipientDisplayType: Option<i64>,
+    pub msExchHideFromAddressLists: Option<bool>,
+    pub targetAddress: Option<String>,
+    pub mailNickname: Option<String>,
+}
+
+/// The lab's AD domain.
+pub const LAB_DOMAIN: &str = "corp.example";
+pub const LAB_BASE_DN: &str = "DC=corp,DC=example";
+
+impl LabAccount {
+    pub fn from_seed(seed: AccountSeed) -> LabAccount {
+        let upn = seed
+            .user_principal_name
+            .unwrap_or_else(|| format!("{}@{LAB_DOMAIN}", seed.sam_account_name));
+        let dn = format!(
+            "CN={},CN=Users,{LAB_BASE_DN}",
+            escape_dn_value(&seed.sam_account_name)
+        );
+        let mut a = LabAccount {
+            sam_account_name: seed.sam_account_name.clone(),
+            user_principal_name: upn,
+            object_guid: seed.object_guid.unwrap_or_else(Uuid::new_v4),
+            distinguished_name: dn,
+            disabled: seed.disabled,
+            synced: seed.synced,
+            recipient: Recipient::None,
+            hidden: false,
+            remote_routing_address: None,
+            primary_smtp_address: None,
+            alias: None,
+            proxy_addresses: Vec::new(),
+            msExchRecipientTypeDetails: None,
+            msExchRemoteRecipientType: None,
+            msExchRecipientDisplayType: None,
+            msExchHideFromAddressLists: None,
+            targetAddress: None,
+            mailNickname: None,
+        };
+        let alias = default_alias(&a);
+        match seed.recipient {
+            Recipient::None => {}
+            Recipient::Remote => {
+                let rra = format!("{alias}@tenant.mail.onmicrosoft.com");
+                let primary = format!("{alias}@{LAB_DOMAIN}");
+                a.make_remote(&rra, &alias, &primary);
+            }
+            Recipient::Onprem => {
+                a.recipient = Recipient::Onprem;
+                a.alias = Some(alias.clone());
+                a.mailNickname = Some(alias.clone());
+                let primary = format!("{alias}@{LAB_DOMAIN}");
+                a.proxy_addresses = vec![format!("SMTP:{primary}")];
+                a.primary_smtp_address = Some(primary);
+                a.msExchRecipientTypeDetails = Some(RECIPIENT_TYPE_USER_MAILBOX);
+                a.msExchRecipientDisplayType = Some(0);
+            }
+        }
+        if seed.hidden {
+            a.set_hidden(true);
+        }
+        a
+    }
+
+    /// What Enable-RemoteMailbox writes (notes/exchange.md §1).
+    pub fn make_remote(&mut self, rra: &str, alias: &str, primary: &str) {
+        self.recipient = Recipient::Remote;
+        self.remote_routing_address = Some(rra.to_owned());
+        self.alias = Some(alias.to_owned());
+        self.mailNickname = Some(alias.to_owned());
+        self.primary_smtp_address = Some(primary.to_owned());
+        self.proxy_addresses = vec![format!("SMTP:{primary}"), format!("smtp:{rra}")];
+        self.targetAddress = Some(format!("SMTP:{rra}"));
+        self.msExchRecipientTypeDetails = Some(RECIPIENT_TYPE_REMOTE_USER_MAILBOX);
+        self.msExchRemoteRecipientType = Some(1);
+        self.msExchRecipientDisplayType = Some(DISPLAY_TYPE_SYNCED_MAILBOX_USER);
+    }
+
+    pub fn set_hidden(&mut self, hidden: bool) {
+        self.hidden = hidden;
+        self.msExchHideFromAddressLists = Some(hidden);
+    }
+
+    /// Whether `identity` names this account the way Exchange's UserIdParameter resolves it:
+    /// objectGUID, distinguished name, UPN, `DOMAIN\sam` or the sAMAccountName.
+    pub fn matches(&self, identity: &str) -> bool {
+        let id = identity.trim();
+        if let Ok(g) = Uuid::parse_str(id.trim_matches(|c| c == '{' || c == '}')) {
+            return g == self.object_guid;
+        }
+        let sam = id.rsplit_once('\\').map_or(id, |(_, s)| s);
+        sam.eq_ignore_ascii_case(&self.sam_account_name)
+            || sam.to_lowercase() == self.sam_account_name.to_lowercase()
+            || id.eq_ignore_ascii_case(&self.user_principal_name)
+            || id.eq_ignore_ascii_case(&self.distinguished_name)
+    }
+}
+
+/// The alias Exchange builds when none is given: the UPN's local part, else the sAMAccountName,
+/// with characters an alias cannot hold dropped.
+pub fn default_alias(a: &LabAccount) -> String {
+    let base = a
+        .user_principal_name
+        .split('@')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&a.sam_account_name);
+    let alias: String = base
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(*c))
+        .collect();
+    if alias.is_empty() {
+        "user".to_owned()
+    } else {
+        alias
+    }
+}
+
+/// RFC 4514 escaping for a DN attribute value.
+fn escape_dn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && (c == '#' || c == ' '));
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `--accounts N`: user00001 … plain users with no mailbox.
+pub fn seeded(n: usize) -> Vec<AccountSeed> {
+    (1..=n)
+        .map(|i| AccountSeed {
+            sam_account_name: format!("user{i:05}"),
+            user_principal_name: None,
+            disabled: false,
+            object_guid: None,
+            recipient: Recipient::None,
+            hidden: false,
+            synced: true,
+        })
+        .collect()
+}
+
+/// Parses `--accounts-file` (one JSON object per line; blank lines and `#` comments skipped).
+pub fn parse_accounts_file(text: &str) -> Result<Vec<AccountSeed>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}

@@ -1,0 +1,435 @@
+//! Emulates what mailboxd's templates do on a real host, against the lab's directory.
+//!
+//! The lab runs no PowerShell. It recognises the fixed bootstrap and each template by
+//! exact content, then performs the template's documented steps on the JSON data it was
+//! sent, recording every cmdlet call with the parameter values as received.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::cmd;
+use super::directory::{LabAccount, Recipient, default_alias};
+use super::wsman::{CommandHost, Launch, ProcessOutput};
+use crate::config::ExchangeMode;
+use crate::exchange::script::{self, AccountData, Payload, ResultLine, Template};
+
+/// The lab's Exchange server name, as it appears in error ids.
+pub const EXCHANGE_SERVER: &str = "LAB-EX01";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Invocation {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub user: String,
+    pub cmdlet: String,
+    pub parameters: Map<String, Value>,
+    /// `null` when the cmdlet succeeded; else the exception type.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub powershell_runs: u64,
+    pub exchange_sessions: u64,
+    pub accounts_processed: u64,
+    pub cmdlets: u64,
+    pub rejected_scripts: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    /// Opening the Exchange session (once per PowerShell run).
+    pub session: Duration,
+    /// Each cmdlet.
+    pub cmdlet: Duration,
+}
+
+/// Shared state: the directory, the invocation log and counters.
+#[derive(Default)]
+pub struct LabState {
+    pub accounts: Vec<LabAccount>,
+    pub invocations: Vec<Invocation>,
+    pub stats: Stats,
+}
+
+pub type SharedState = Arc<Mutex<LabState>>;
+
+/// The `CommandHost` behind the lab's WinRM endpoint.
+pub struct LabHost {
+    pub state: SharedState,
+    pub hostname: String,
+    pub latency: Latency,
+}
+
+fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, LabState> {
+    // A panic while holding the lock leaves plain data behind; keep serving it.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl CommandHost for LabHost {
+    fn launch(&self, user: &str, command: &str, arguments: &[String]) -> Launch {
+        // WinRS joins Command and Arguments with spaces; so does cmd.exe's parser.
+        let mut words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        words.extend(arguments.iter().flat_map(|a| a.split_whitespace().map(str::to_owned)));
+        let Some(first) = words.first() else {
+            return Launch::Done(cmd::run(&self.hostname, user, command, arguments));
+        };
+        let exe = first.rsplit(['\\', '/']).next().unwrap_or(first).to_ascii_lowercase();
+        if exe != "powershell" && exe != "powershell.exe" {
+            return Launch::Done(cmd::run(&self.hostname, user, command, arguments));
+        }
+        let encoded = words.windows(2).find_map(|w| {
+            let flag = w[0].to_ascii_lowercase();
+            let is_enc = flag.len() >= 2
+                && (flag == "-e" || flag == "-ec" || "-encodedcommand".starts_with(flag.as_str()))
+                && flag.starts_with("-e");
+            is_enc.then(|| w[1].clone())
+        });
+        let is_bootstrap = encoded
+            .as_deref()
+            .and_then(script::decode_encoded_command)
+            .is_some_and(|s| s == script::BOOTSTRAP);
+        if !is_bootstrap {
+            lock(&self.state).stats.rejected_scripts += 1;
+            return Launch::Done(ProcessOutput {
+                stdout: Vec::new(),
+                stderr: b"mailboxd lab: this host emulates Exchange for mailboxd's bootstrap and templates only; it cannot run other PowerShell.\r\n".to_vec(),
+                exit_code: 1,
+            });
+        }
+        let state = self.state.clone();
+        let latency = self.latency;
+        let user = user.to_owned();
+        Launch::AwaitStdin(Box::new(move |stdin: Vec<u8>| {
+            Box::pin(async move { run_bootstrap(state, latency, &user, &stdin).await })
+        }))
+    }
+}
+
+/// What the bootstrap does with its stdin: parse the request, run the template.
+async fn run_bootstrap(
+    state: SharedState,
+    latency: Latency,
+    user: &str,
+    stdin: &[u8],
+) -> ProcessOutput {
+    lock(&state).stats.powershell_runs += 1;
+    let payload: Payload = match serde_json::from_slice(stdin) {
+        Ok(p) => p,
+        Err(e) => return fatal(&format!("Conversion from JSON failed with error: {e}")),
+    };
+    let Some(template) = Template::recognise(&payload.script) else {
+        lock(&state).stats.rejected_scripts += 1;
+        return fatal("mailboxd lab: the script on stdin is not one of mailboxd's templates");
+    };
+    let mut run = Run {
+        state,
+        latency,
+        user: user.to_owned(),
+        lines: Vec::new(),
+    };
+    if let Err(failure) = run.open_session(&payload).await {
+        let mut r = failure;
+        r.scope = Some("session".into());
+        run.lines.push(r.to_line());
+        return run.output();
+    }
+    for account in &payload.data.accounts {
+        if !latency.cmdlet.is_zero() {
+            tokio::time::sleep(latency.cmdlet).await;
+        }
+        let mut result = match template {
+            Template::EnableRemoteMailbox => run.enable(account),
+            Template::HideRemoteMailbox => run.hide(account),
+        };
+        result.job_id = Some(account.job_id.to_string());
+        lock(&run.state).stats.accounts_processed += 1;
+        run.lines.push(result.to_line());
+    }
+    run.output()
+}
+
+fn fatal(message: &str) -> ProcessOutput {
+    ProcessOutput {
+        stdout: format!("{}{message}\r\n", script::FATAL_MARKER).into_bytes(),
+        stderr: Vec::new(),
+        exit_code: 3,
+    }
+}
+
+struct Run {
+    state: SharedState,
+    latency: Latency,
+    user: String,
+    lines: Vec<String>,
+}
+
+/// An Exchange error as the template's `Get-MailboxdError` reports it.
+fn error(reason: &str, category: &str, task: &str, hex: &str, message: String) -> ResultLine {
+    ResultLine {
+        status: "error".into(),
+        category: Some(category.into()),
+        reason: Some(reason.into()),
+        error_id: Some(format!(
+            "[Server={EXCHANGE_SERVER},RequestId={},TimeStamp={}] [FailureCategory=Cmdlet-{reason}] {hex},Microsoft.Exchange.Management.RecipientTasks.{task}",
+            uuid::Uuid::new_v4(),
+            Utc::now().format("%-m/%-d/%Y %-I:%M:%S %p")
+        )),
+        message: Some(message),
+        ..ResultLine::default()
+    }
+}
+
+fn status(s: &str) -> ResultLine {
+    ResultLine {
+        status: s.into(),
+        ..ResultLine::default()
+    }
+}
+
+impl Run {
+    fn output(self) -> ProcessOutput {
+        let mut stdout = String::new();
+        for l in &self.lines {
+            stdout.push_str(l);
+            stdout.push_str("\r\n");
+        }
+        ProcessOutput {
+            stdout: stdout.into_bytes(),
+            stderr: Vec::new(),
+            exit_code: 0,
+        }
+    }
+
+    fn record(&self, cmdlet: &str, parameters: Map<String, Value>, error: Option<&str>) {
+        let mut st = lock(&self.state);
+        let seq = st.invocations.len() as u64 + 1;
+        st.stats.cmdlets += 1;
+        st.invocations.push(Invocation {
+            seq,
+            at: Utc::now(),
+            user: self.user.clone(),
+            cmdlet: cmdlet.to_owned(),
+            parameters,
+            error: error.map(str::to_owned),
+        });
+    }
+
+    async fn open_session(&mut self, payload: &Payload) -> Result<(), ResultLine> {
+        let session = &payload.data.session;
+        if !self.latency.session.is_zero() {
+            tokio::time::sleep(self.latency.session).await;
+        }
+        match session.mode {
+            ExchangeMode::None => {}
+            ExchangeMode::Snapin => {
+                let mut p = Map::new();
+                p.insert(
+                    "Name".into(),
+                    json!("Microsoft.Exchange.Management.PowerShell.RecipientManagement"),
+                );
+                self.record("Add-PSSnapin", p, None);
+            }
+            ExchangeMode::Remote => {
+                let Some(uri) = session.connection_uris.first() else {
+                    return Err(error(
+                        "RuntimeException",
+                        "OperationStopped",
+                        "NewPSSession",
+                        "0",
+                        "no Exchange server could be reached: ".into(),
+                    ));
+                };
+                let mut p = Map::new();
+                p.insert("ConfigurationName".into(), json!("Microsoft.Exchange"));
+                p.insert("ConnectionUri".into(), json!(uri));
+                p.insert("Authentication".into(), json!("Kerberos"));
+                if let Some(c) = &session.credential {
+                    // The credential's user name is recorded; its password never is.
+                    p.insert("Credential".into(), json!(c.username));
+                }
+                self.record("New-PSSession", p, None);
+            }
+        }
+        lock(&self.state).stats.exchange_sessions += 1;
+        if session.view_entire_forest {
+            let mut p = Map::new();
+            p.insert("ViewEntireForest".into(), json!(true));
+            self.record("Set-ADServerSettings", p, None);
+        }
+        Ok(())
+    }
+
+    fn common(account: &AccountData) -> Map<String, Value> {
+        let mut p = Map::new();
+        p.insert("Identity".into(), json!(account.identity));
+        if let Some(dc) = &account.domain_controller {
+            p.insert("DomainController".into(), json!(dc));
+        }
+        p
+    }
+
+    fn not_found(task: &str, account: &AccountData) -> ResultLine {
+        let dc = account.domain_controller.as_deref().unwrap_or("dc1.corp.example");
+        error(
+            "ManagementObjectNotFoundException",
+            "NotSpecified",
+            task,
+            "8B8D3C",
+            format!(
+                "The operation couldn't be performed because object '{}' couldn't be found on '{dc}'.",
+                account.identity
+            ),
+        )
+    }
+
+    /// enable-remote-mailbox.ps1, step by step.
+    fn enable(&self, account: &AccountData) -> ResultLine {
+        let common = Self::common(account);
+        let mut params = common.clone();
+        params.insert(
+            "RemoteRoutingAddress".into(),
+            json!(account.remote_routing_address.clone().unwrap_or_default()),
+        );
+        if let Some(a) = &account.alias {
+            params.insert("Alias".into(), json!(a));
+        }
+        if let Some(p) = &account.primary_smtp_address {
+            params.insert("PrimarySmtpAddress".into(), json!(p));
+        }
+        let outcome = self.try_enable(account);
+        let failed = outcome.as_ref().err().and_then(|e| e.reason.clone());
+        self.record("Enable-RemoteMailbox", params, failed.as_deref());
+        let enable_error = match outcome {
+            Ok(()) => return status("enabled"),
+            Err(e) => e,
+        };
+        if enable_error.reason.as_deref() != Some("RecipientTaskException") {
+            return enable_error;
+        }
+        // Exchange has no "already enabled" no-op: ask Get-RemoteMailbox.
+        let existing = self.find_remote(account);
+        self.record(
+            "Get-RemoteMailbox",
+            common.clone(),
+            existing.is_none().then_some("ManagementObjectNotFoundException"),
+        );
+        let Some((index, rra, hidden)) = existing else {
+            return enable_error;
+        };
+        if hidden {
+            let mut p = common;
+            p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
+            self.record("Set-RemoteMailbox", p, None);
+            lock(&self.state).accounts[index].set_hidden(false);
+            let mut r = status("unhidden");
+            r.remote_routing_address = rra;
+            return r;
+        }
+        let mut r = status("already");
+        r.remote_routing_address = rra;
+        r
+    }
+
+    fn try_enable(&self, account: &AccountData) -> Result<(), ResultLine> {
+        const TASK: &str = "EnableRemoteMailbox";
+        let mut st = lock(&self.state);
+        let Some(index) = st.accounts.iter().position(|a| a.matches(&account.identity)) else {
+            return Err(Self::not_found(TASK, account));
+        };
+        let target = &st.accounts[index];
+        let type_name = match target.recipient {
+            Recipient::None => None,
+            Recipient::Remote => Some("RemoteUserMailbox"),
+            Recipient::Onprem => Some("UserMailbox"),
+        };
+        if let Some(type_name) = type_name {
+            return Err(error(
+                "RecipientTaskException",
+                "InvalidArgument",
+                TASK,
+                "2882FF3D",
+                format!(
+                    "This task does not support recipients of this type. The specified recipient {} is of type {type_name}. Please make sure that this recipient matches the required recipient type for this task.",
+                    target.distinguished_name
+                ),
+            ));
+        }
+        let alias = account.alias.clone().unwrap_or_else(|| default_alias(target));
+        let primary = account
+            .primary_smtp_address
+            .clone()
+            .unwrap_or_else(|| format!("{alias}@{}", super::directory::LAB_DOMAIN));
+        let rra = account.remote_routing_address.clone().unwrap_or_default();
+        if !rra.contains('@') {
+            return Err(error(
+                "ErrorCannotFindTargetDeliveryDomainException",
+                "NotSpecified",
+                TASK,
+                "6A8B1F",
+                "Couldn't find a target delivery domain for the remote routing address. Run the Hybrid Configuration Wizard or specify -RemoteRoutingAddress.".into(),
+            ));
+        }
+        // Proxy addresses are unique forest-wide.
+        let wanted = [format!("smtp:{primary}"), format!("smtp:{rra}")];
+        if let Some(holder) = st.accounts.iter().enumerate().find_map(|(i, a)| {
+            (i != index
+                && a.proxy_addresses
+                    .iter()
+                    .any(|p| wanted.iter().any(|w| w.eq_ignore_ascii_case(p))))
+            .then(|| a.distinguished_name.clone())
+        }) {
+            return Err(error(
+                "ProxyAddressExistsException",
+                "NotSpecified",
+                TASK,
+                "A9D1E3",
+                format!(
+                    "The proxy address \"SMTP:{primary}\" is already being used by the proxy addresses or LegacyExchangeDN of \"{holder}\". Please choose another proxy address."
+                ),
+            ));
+        }
+        st.accounts[index].make_remote(&rra, &alias, &primary);
+        Ok(())
+    }
+
+    /// Get-RemoteMailbox: (index, RemoteRoutingAddress, HiddenFromAddressListsEnabled).
+    fn find_remote(&self, account: &AccountData) -> Option<(usize, Option<String>, bool)> {
+        let st = lock(&self.state);
+        st.accounts
+            .iter()
+            .position(|a| a.matches(&account.identity) && a.recipient == Recipient::Remote)
+            .map(|i| {
+                let a = &st.accounts[i];
+                (i, a.remote_routing_address.clone(), a.hidden)
+            })
+    }
+
+    /// hide-remote-mailbox.ps1, step by step.
+    fn hide(&self, account: &AccountData) -> ResultLine {
+        let common = Self::common(account);
+        let existing = self.find_remote(account);
+        self.record(
+            "Get-RemoteMailbox",
+            common.clone(),
+            existing.is_none().then_some("ManagementObjectNotFoundException"),
+        );
+        let Some((index, _, hidden)) = existing else {
+            let mut r = Self::not_found("GetRemoteMailbox", account);
+            r.status = "not_remote".into();
+            return r;
+        };
+        if hidden {
+            return status("already");
+        }
+        let mut p = common;
+        p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
+        self.record("Set-RemoteMailbox", p, None);
+        lock(&self.state).accounts[index].set_hidden(true);
+        status("hidden")
+    }
+}

@@ -1,0 +1,127 @@
+//! The lab: a simulated Windows side (the IQService/WinRM host and its Exchange session)
+//! for demos, tests and benchmarks. It speaks real WS-Management at `/wsman` and serves
+//! its own state as JSON under `/lab/`.
+
+pub mod cmd;
+pub mod directory;
+pub mod exchange;
+pub mod wsman;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use directory::{AccountSeed, LabAccount, Recipient};
+pub use exchange::{Invocation, LabState, Latency, SharedState, Stats};
+
+/// The WinRM user the lab accepts when none is given.
+pub const DEFAULT_USER: &str = "mailboxd";
+/// The lab's host name (what `hostname` prints).
+pub const HOSTNAME: &str = "LAB-IQSVC01";
+
+pub struct LabConfig {
+    pub listen: SocketAddr,
+    pub user: String,
+    pub password: SecretString,
+    pub accounts: Vec<AccountSeed>,
+    pub latency: Latency,
+    pub max_shells_per_user: usize,
+}
+
+/// A running lab.
+pub struct Lab {
+    pub addr: SocketAddr,
+    pub state: SharedState,
+    task: JoinHandle<()>,
+}
+
+impl Lab {
+    /// Binds and serves in the background.
+    pub async fn start(cfg: LabConfig) -> std::io::Result<Lab> {
+        let accounts = cfg.accounts.into_iter().map(LabAccount::from_seed).collect();
+        let state: SharedState = Arc::new(Mutex::new(LabState {
+            accounts,
+            ..LabState::default()
+        }));
+        let host = Arc::new(exchange::LabHost {
+            state: state.clone(),
+            hostname: HOSTNAME.to_owned(),
+            latency: cfg.latency,
+        });
+        let wsman_cfg = wsman::WsmanConfig {
+            users: vec![(cfg.user, cfg.password)],
+            max_shells_per_user: cfg.max_shells_per_user,
+            max_operation_timeout: std::time::Duration::from_secs(60),
+            hostname: HOSTNAME.to_owned(),
+        };
+        let app = wsman::router(wsman_cfg, host).merge(
+            Router::new()
+                .route("/lab/invocations", get(invocations))
+                .route("/lab/mailboxes", get(mailboxes))
+                .route("/lab/stats", get(stats))
+                .with_state(state.clone()),
+        );
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "lab server stopped");
+            }
+        });
+        Ok(Lab { addr, state, task })
+    }
+
+    /// `http://addr/wsman`
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/wsman", self.addr)
+    }
+
+    /// Waits until the server stops (it runs until the process ends).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+fn read(state: &SharedState) -> std::sync::MutexGuard<'_, LabState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn invocations(State(state): State<SharedState>) -> Json<Vec<Invocation>> {
+    Json(read(&state).invocations.clone())
+}
+
+async fn mailboxes(State(state): State<SharedState>) -> Json<Vec<LabAccount>> {
+    Json(read(&state).accounts.clone())
+}
+
+async fn stats(State(state): State<SharedState>) -> Json<serde_json::Value> {
+    let st = read(&state);
+    let mut by_cmdlet = serde_json::Map::new();
+    for inv in &st.invocations {
+        let n = by_cmdlet
+            .get(&inv.cmdlet)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        by_cmdlet.insert(inv.cmdlet.clone(), serde_json::json!(n + 1));
+    }
+    Json(serde_json::json!({
+        "stats": st.stats,
+        "accounts": st.accounts.len(),
+        "invocations_by_cmdlet": by_cmdlet,
+    }))
+}

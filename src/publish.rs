@@ -1,0 +1,160 @@
+//! Publishing events with publisher confirms (for `mailboxd publish`, the demo, tests and
+//! backfills). A message counts as published only when the broker confirmed it and it was
+//! routed to a queue.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection};
+
+use crate::config;
+use crate::event::{EventKind, SCHEMA_V1};
+use crate::intake;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("RabbitMQ: {0} (is the broker reachable at amqp.url?)")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused the message (nack); nothing was queued — publish it again")]
+    Nacked,
+    #[error("no queue is bound for routing key {0}; the message was returned, not queued")]
+    Unroutable(String),
+}
+
+pub struct Publisher {
+    _conn: Connection,
+    ch: Channel,
+    exchange: String,
+}
+
+/// The fields of an event to publish; `to_json` fills in the contract's envelope.
+#[derive(Debug, Clone)]
+pub struct EventSpec {
+    pub kind: EventKind,
+    pub sam_account_name: String,
+    pub id: String,
+    pub object_guid: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub remote_routing_address: Option<String>,
+    pub alias: Option<String>,
+    pub primary_smtp_address: Option<String>,
+    pub created_on_server: Option<String>,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub source: String,
+}
+
+impl EventSpec {
+    pub fn new(kind: EventKind, sam: impl Into<String>) -> EventSpec {
+        EventSpec {
+            kind,
+            sam_account_name: sam.into(),
+            id: uuid::Uuid::new_v4().to_string(),
+            object_guid: None,
+            user_principal_name: None,
+            remote_routing_address: None,
+            alias: None,
+            primary_smtp_address: None,
+            created_on_server: None,
+            occurred_at: chrono::Utc::now(),
+            source: "mailboxd-publish".into(),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut account = serde_json::json!({ "sam_account_name": self.sam_account_name });
+        for (k, v) in [
+            ("object_guid", &self.object_guid),
+            ("user_principal_name", &self.user_principal_name),
+            ("created_on_server", &self.created_on_server),
+        ] {
+            if let Some(v) = v {
+                account[k] = serde_json::json!(v);
+            }
+        }
+        let mut ev = serde_json::json!({
+            "schema": SCHEMA_V1,
+            "id": self.id,
+            "type": self.kind.as_str(),
+            "occurred_at": self.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "account": account,
+            "source": self.source,
+        });
+        let mut mailbox = serde_json::Map::new();
+        for (k, v) in [
+            ("alias", &self.alias),
+            ("remote_routing_address", &self.remote_routing_address),
+            ("primary_smtp_address", &self.primary_smtp_address),
+        ] {
+            if let Some(v) = v {
+                mailbox.insert(k.into(), serde_json::json!(v));
+            }
+        }
+        if !mailbox.is_empty() {
+            ev["mailbox"] = serde_json::Value::Object(mailbox);
+        }
+        ev
+    }
+}
+
+impl Publisher {
+    /// Connects, declares the topology (so nothing published now can be dropped for want
+    /// of a queue) and turns on publisher confirms.
+    pub async fn connect(cfg: &config::Amqp) -> Result<Publisher, PublishError> {
+        let conn = intake::connect(&cfg.url).await?;
+        let ch = conn.create_channel().await?;
+        intake::declare_topology(&ch, cfg).await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher {
+            _conn: conn,
+            ch,
+            exchange: cfg.exchange.clone(),
+        })
+    }
+
+    /// Publishes a persistent message and waits for the broker's confirm.
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        content_type: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let mut props = BasicProperties::default().with_delivery_mode(2);
+        if let Some(ct) = content_type {
+            props = props.with_content_type(ct.into());
+        }
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
+        let confirm = self
+            .ch
+            .basic_publish(
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                props,
+            )
+            .await?
+            .await?;
+        if !confirm.is_ack() {
+            return Err(PublishError::Nacked);
+        }
+        if confirm.take_message().is_some() {
+            return Err(PublishError::Unroutable(routing_key.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub async fn publish(&self, spec: &EventSpec) -> Result<(), PublishError> {
+        let body = spec.to_json().to_string();
+        self.publish_raw(
+            spec.kind.routing_key(),
+            body.as_bytes(),
+            Some("application/json"),
+            Some(&spec.id),
+        )
+        .await
+    }
+}

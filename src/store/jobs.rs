@@ -1,0 +1,634 @@
+//! Jobs: insert (idempotent on the event id, latest intent wins), claim, heartbeat, finish.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::event::{Event, EventKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Retrying,
+    WaitingForSync,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Superseded,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::WaitingForSync,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Superseded,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::WaitingForSync => "waiting_for_sync",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Superseded => "superseded",
+        }
+    }
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Superseded
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an attempt failed, which decides what happens next (design §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Network, WinRM timeouts, throttling, replication lag: retry with backoff.
+    Transient,
+    /// The directory says wait for cloud sync.
+    NotSynced,
+    /// The account or request is wrong: retrying cannot help; alert support.
+    Permanent,
+    /// Authentication refused, host down for long: pause, alert operations once.
+    Systemic,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::NotSynced => "not_synced",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Systemic => "systemic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: Uuid,
+    pub event_id: String,
+    pub kind: EventKind,
+    pub account: String,
+    pub event: Event,
+    pub state: JobState,
+    pub outcome: Option<String>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_class: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub replica: String,
+    pub host: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: String,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub transcript: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new job; it may have superseded older ones of the same account.
+    New(Uuid),
+    /// The event id was already known (a redelivery): nothing was written.
+    Duplicate(Uuid),
+    /// A newer event for the account is already queued: recorded as superseded.
+    Stale(Uuid),
+}
+
+impl Inserted {
+    pub fn job_id(self) -> Uuid {
+        match self {
+            Inserted::New(id) | Inserted::Duplicate(id) | Inserted::Stale(id) => id,
+        }
+    }
+}
+
+/// What one attempt came to, as the worker decided.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Succeeded {
+        outcome: String,
+    },
+    Retry {
+        class: ErrorClass,
+        error: String,
+        at: DateTime<Utc>,
+    },
+    Failed {
+        class: ErrorClass,
+        error: String,
+        alert: Option<NewAlert>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    pub kind: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// The record of one attempt, written with its resolution.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: DateTime<Utc>,
+    pub host: Option<String>,
+    pub transcript: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub account: Option<String>,
+    pub kind: Option<EventKind>,
+    pub limit: i64,
+}
+
+const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, max_attempts, \
+    next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, created_at, \
+    updated_at, started_at, finished_at";
+
+fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<Job, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    let payload: serde_json::Value = row.try_get("payload")?;
+    let event: Event = serde_json::from_value(payload)
+        .map_err(|e| StoreError::Corrupt(format!("job payload: {e}")))?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        kind: EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("kind {kind}")))?,
+        account: row.try_get("account")?,
+        event,
+        state: JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+        outcome: row.try_get("outcome")?,
+        attempt: row.try_get("attempt")?,
+        max_attempts: row.try_get("max_attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        locked_by: row.try_get("locked_by")?,
+        locked_until: row.try_get("locked_until")?,
+        last_error: row.try_get("last_error")?,
+        last_error_class: row.try_get("last_error_class")?,
+        occurred_at: row.try_get("occurred_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn interval(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Store {
+    /// Inserts the jobs for a batch of events in one transaction. Idempotent on the event id.
+    pub async fn insert_events(
+        &self,
+        events: &[Event],
+        max_attempts: i32,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            out.push(insert_event(&mut tx, event, max_attempts).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Claims up to `limit` due jobs for `replica`, at most one per account.
+    /// Also takes over jobs whose lease expired (their replica died).
+    pub async fn claim(
+        &self,
+        replica: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        // A concurrent claim by another replica can race on the per-account unique
+        // index; that statement then fails as a whole and is simply tried again.
+        for _ in 0..5 {
+            match self.try_claim(replica, limit, lease).await {
+                Err(StoreError::Db(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("23505") =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    async fn try_claim(
+        &self,
+        replica: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Jobs whose lease ran out: record the lost attempt, then make them due again.
+        sqlx::query(
+            "WITH expired AS (
+                SELECT id FROM jobs
+                 WHERE state = 'running' AND locked_until < now()
+                 FOR UPDATE SKIP LOCKED)
+             , lost AS (
+                INSERT INTO job_attempts (job_id, attempt, replica, started_at, outcome, error_class, error_message)
+                SELECT j.id, j.attempt, coalesce(j.locked_by, '?'), coalesce(j.started_at, now()), 'lease_expired', 'transient',
+                       'replica ' || coalesce(j.locked_by, '?') || ' stopped before finishing (crash or lost database connection); the job runs again'
+                  FROM jobs j JOIN expired e ON e.id = j.id)
+             UPDATE jobs SET state = 'retrying', locked_by = NULL, locked_until = NULL,
+                             next_attempt_at = now(), updated_at = now(),
+                             last_error = 'lease expired: the replica running it stopped',
+                             last_error_class = 'transient'
+               FROM expired WHERE jobs.id = expired.id",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let sql = format!(
+            "WITH due AS (
+                SELECT j.id FROM jobs j
+                 WHERE j.state IN ('queued', 'retrying') AND j.next_attempt_at <= now()
+                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.account = j.account AND r.state = 'running')
+                 ORDER BY j.next_attempt_at, j.created_at
+                 LIMIT $1 * 2
+                 FOR UPDATE SKIP LOCKED)
+             , one_per_account AS (
+                SELECT DISTINCT ON (j.account) j.id FROM jobs j JOIN due d ON d.id = j.id
+                 ORDER BY j.account, j.occurred_at DESC)
+             , picked AS (
+                SELECT o.id FROM one_per_account o JOIN jobs j ON j.id = o.id
+                 ORDER BY j.next_attempt_at, j.created_at LIMIT $1)
+             UPDATE jobs SET state = 'running', locked_by = $2,
+                             locked_until = now() + make_interval(secs => $3),
+                             attempt = attempt + 1, started_at = now(), updated_at = now()
+               FROM picked WHERE jobs.id = picked.id
+             RETURNING {}",
+            JOB_COLUMNS
+                .split(", ")
+                .map(|c| format!("jobs.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .bind(replica)
+            .bind(interval(lease))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Extends the lease of jobs this replica is still running.
+    pub async fn heartbeat(
+        &self,
+        replica: &str,
+        ids: &[Uuid],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET locked_until = now() + make_interval(secs => $3)
+              WHERE id = ANY($1) AND locked_by = $2 AND state = 'running'",
+        )
+        .bind(ids)
+        .bind(replica)
+        .bind(interval(lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Records an attempt and moves the job on, in one transaction (with its alert, if any).
+    /// Returns false if this replica no longer held the job (its lease was taken over).
+    pub async fn finish(
+        &self,
+        job: &Job,
+        replica: &str,
+        record: &AttemptRecord,
+        resolution: &Resolution,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (state, outcome, class, error, next_at): (
+            JobState,
+            Option<&str>,
+            Option<ErrorClass>,
+            Option<&str>,
+            Option<DateTime<Utc>>,
+        ) = match resolution {
+            Resolution::Succeeded { outcome } => {
+                (JobState::Succeeded, Some(outcome.as_str()), None, None, None)
+            }
+            Resolution::Retry { class, error, at } => {
+                let state = if *class == ErrorClass::NotSynced {
+                    JobState::WaitingForSync
+                } else {
+                    JobState::Retrying
+                };
+                (state, None, Some(*class), Some(error.as_str()), Some(*at))
+            }
+            Resolution::Failed { class, error, .. } => {
+                (JobState::Failed, None, Some(*class), Some(error.as_str()), None)
+            }
+        };
+        let terminal = state.is_terminal();
+        let updated = sqlx::query(
+            "UPDATE jobs SET state = $3, outcome = coalesce($4, outcome),
+                    last_error = $5, last_error_class = $6,
+                    next_attempt_at = coalesce($7, next_attempt_at),
+                    locked_by = NULL, locked_until = NULL, updated_at = now(),
+                    finished_at = CASE WHEN $8 THEN now() ELSE NULL END
+              WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+        )
+        .bind(job.id)
+        .bind(replica)
+        .bind(state.as_str())
+        .bind(outcome)
+        .bind(error)
+        .bind(class.map(ErrorClass::as_str))
+        .bind(next_at)
+        .bind(terminal)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome, error_class, error_message, transcript)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(job.id)
+        .bind(job.attempt)
+        .bind(replica)
+        .bind(&record.host)
+        .bind(record.started_at)
+        .bind(state.as_str())
+        .bind(class.map(ErrorClass::as_str))
+        .bind(error)
+        .bind(&record.transcript)
+        .execute(&mut *tx)
+        .await?;
+        if let Resolution::Failed {
+            alert: Some(alert), ..
+        } = resolution
+        {
+            sqlx::query("INSERT INTO alerts (job_id, kind, subject, body) VALUES ($1, $2, $3, $4)")
+                .bind(job.id)
+                .bind(&alert.kind)
+                .bind(&alert.subject)
+                .bind(&alert.body)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn get_job(&self, id: Uuid) -> Result<Option<(Job, Vec<Attempt>)>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_from_row(&row)?;
+        let attempts = sqlx::query_as(
+            "SELECT attempt, replica, host, started_at, finished_at, outcome, error_class, error_message, transcript
+               FROM job_attempts WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some((job, attempts)))
+    }
+
+    pub async fn job_by_event(&self, event_id: &str) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE event_id = $1")))
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+              WHERE ($1::text IS NULL OR state = $1)
+                AND ($2::text IS NULL OR account = lower($2))
+                AND ($3::text IS NULL OR kind = $3)
+              ORDER BY created_at DESC, id LIMIT $4"
+        )))
+        .bind(f.state.map(JobState::as_str))
+        .bind(&f.account)
+        .bind(f.kind.map(EventKind::as_str))
+        .bind(if f.limit > 0 { f.limit } else { 100 })
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Job counts by state (every state present, zero where none).
+    pub async fn count_by_state(&self) -> Result<Vec<(JobState, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(JobState::ALL
+            .into_iter()
+            .map(|s| {
+                let n = rows
+                    .iter()
+                    .find(|(name, _)| name == s.as_str())
+                    .map_or(0, |(_, n)| *n);
+                (s, n)
+            })
+            .collect())
+    }
+
+    pub async fn count_unsent_alerts(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM alerts WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+    max_attempts: i32,
+) -> Result<Inserted, StoreError> {
+    let account = event.account.sam_account_name.key();
+    // Serialise inserts per account so "latest intent wins" holds across replicas.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(&account)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(id) = sqlx::query_scalar::<_, Uuid>("SELECT id FROM jobs WHERE event_id = $1")
+        .bind(&event.id)
+        .fetch_optional(&mut **tx)
+        .await?
+    {
+        return Ok(Inserted::Duplicate(id));
+    }
+    let payload = serde_json::to_value(event)
+        .map_err(|e| StoreError::Corrupt(format!("cannot serialise event: {e}")))?;
+    let id = Uuid::new_v4();
+    // A newer pending event for the same account already says what should be true.
+    let newer: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE account = $1 AND occurred_at > $2
+            AND state IN ('queued', 'retrying', 'waiting_for_sync', 'running')
+          ORDER BY occurred_at DESC LIMIT 1",
+    )
+    .bind(&account)
+    .bind(event.occurred_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let state = if newer.is_some() {
+        JobState::Superseded
+    } else {
+        JobState::Queued
+    };
+    sqlx::query(
+        "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts, occurred_at,
+                           superseded_by, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $10 IS NULL THEN NULL ELSE now() END)",
+    )
+    .bind(id)
+    .bind(&event.id)
+    .bind(event.kind.as_str())
+    .bind(&account)
+    .bind(payload)
+    .bind(&event.source)
+    .bind(state.as_str())
+    .bind(max_attempts)
+    .bind(event.occurred_at)
+    .bind(newer)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(_newer) = newer {
+        return Ok(Inserted::Stale(id));
+    }
+    // Latest intent wins: older pending jobs for this account are moot now.
+    sqlx::query(
+        "UPDATE jobs SET state = 'superseded', superseded_by = $1, finished_at = now(), updated_at = now()
+          WHERE account = $2 AND id <> $1 AND state IN ('queued', 'retrying', 'waiting_for_sync')
+            AND occurred_at <= $3",
+    )
+    .bind(id)
+    .bind(&account)
+    .bind(event.occurred_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Inserted::New(id))
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Alert {
+    pub id: i64,
+    pub job_id: Option<Uuid>,
+    pub kind: String,
+    pub subject: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionRefused {
+    NotFound,
+    WrongState(JobState),
+}
+
+impl Store {
+    /// Operator retry: a failed, cancelled, retrying or waiting job runs again now,
+    /// with a fresh set of attempts.
+    pub async fn retry_job(&self, id: Uuid) -> Result<Result<(), ActionRefused>, StoreError> {
+        self.operator_update(
+            id,
+            "UPDATE jobs SET state = 'queued', next_attempt_at = now(), attempt = 0,
+                    finished_at = NULL, updated_at = now()
+              WHERE id = $1 AND state IN ('failed', 'cancelled', 'retrying', 'waiting_for_sync')",
+        )
+        .await
+    }
+
+    /// Operator cancel: a job that has not run to its end stops here.
+    pub async fn cancel_job(&self, id: Uuid) -> Result<Result<(), ActionRefused>, StoreError> {
+        self.operator_update(
+            id,
+            "UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
+              WHERE id = $1 AND state IN ('queued', 'retrying', 'waiting_for_sync')",
+        )
+        .await
+    }
+
+    async fn operator_update(
+        &self,
+        id: Uuid,
+        sql: &'static str,
+    ) -> Result<Result<(), ActionRefused>, StoreError> {
+        let n = sqlx::query(sql).bind(id).execute(&self.pool).await?.rows_affected();
+        if n == 1 {
+            return Ok(Ok(()));
+        }
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Err(match state.as_deref().and_then(JobState::parse) {
+            Some(s) => ActionRefused::WrongState(s),
+            None => ActionRefused::NotFound,
+        }))
+    }
+
+    pub async fn list_alerts(&self, limit: i64) -> Result<Vec<Alert>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM alerts ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}

@@ -1,0 +1,93 @@
+//! The only module that speaks SQL: jobs, attempts, poison messages and the alert outbox.
+//!
+//! Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_by`,
+//! `locked_until`), so any number of replicas can share one database.
+
+mod jobs;
+mod poison;
+
+pub use jobs::*;
+pub use poison::*;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0} (is PostgreSQL reachable at the configured database.url?)")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0} (run `mailboxd migrate` and check its output)")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url(e.to_string()))?
+            .application_name("mailboxd")
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations; sqlx holds an advisory lock while it does, so
+    /// replicas starting together do not race.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.execute("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+/// Creates the database named in `url` if it does not exist (used by `demo` and tests):
+/// connects to the server's `postgres` database to do it.
+pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
+    let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+    let name = opts
+        .get_database()
+        .ok_or_else(|| StoreError::Url("the URL names no database".into()))?
+        .to_owned();
+    let mut admin = opts.clone().database("postgres").connect().await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut admin)
+        .await?;
+    if exists.is_none() {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let create = format!("CREATE DATABASE {quoted}");
+        match admin.execute(sqlx::AssertSqlSafe(create)).await {
+            Ok(_) => {}
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
