@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs (from Debian's packages and PyPI) and starts what mailboxd's tests need on this
+# machine: PostgreSQL, RabbitMQ, and pywinrm (an independent WinRM client the tests run
+# against the lab). Idempotent: what is already running is left alone. Needs root for
+# installs; a machine that already has everything needs nothing.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*" >&2; }
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local secs=$1 what=$2; shift 2
+  for _ in $(seq 1 $((secs * 10))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  log "$what did not come up within ${secs}s"; return 1
+}
+
+# --- PostgreSQL (trust auth on 127.0.0.1 for the postgres user, as the tests expect) ---
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
+if ! command -v pg_isready >/dev/null 2>&1 || ! pg_up; then
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    apt_install postgresql postgresql-client
+    hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -n1)
+    # Throwaway test server: trust loopback connections.
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  wait_for 60 PostgreSQL pg_up
+fi
+log "PostgreSQL ready"
+
+# --- RabbitMQ ---
+rmq_up() { rabbitmq-diagnostics -q check_port_connectivity; }
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  log "installing RabbitMQ"
+  apt_install rabbitmq-server
+fi
+if ! rmq_up >/dev/null 2>&1; then
+  log "starting RabbitMQ"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  wait_for 120 RabbitMQ rmq_up
+fi
+log "RabbitMQ ready"
+
+# --- Python peers for the independent-client tests ---
+if ! python3 -c 'import winrm' >/dev/null 2>&1; then
+  log "installing pywinrm"
+  python3 -m pip install -q pywinrm
+fi
+log "pywinrm ready"

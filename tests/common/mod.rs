@@ -1,0 +1,255 @@
+//! Shared test helpers: each test gets a fresh PostgreSQL database, its own RabbitMQ
+//! exchange and queues, and its own lab on a random port, then starts the real daemon
+//! (in-process, or as the binary when the test needs to kill it).
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mailboxd::app::App;
+use mailboxd::config::{ExchangeMode, Settings};
+use mailboxd::event::EventKind;
+use mailboxd::lab::{self, AccountSeed, Lab, LabConfig, Recipient};
+use mailboxd::publish::{EventSpec, Publisher};
+use mailboxd::store::{Job, JobState, Store};
+use secrecy::SecretString;
+use serde_json::Value;
+
+pub const LAB_PASSWORD: &str = "lab-pass-for-tests";
+
+pub fn pg_server() -> String {
+    std::env::var("MAILBOXD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("MAILBOXD_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn seed(sam: &str) -> AccountSeed {
+    AccountSeed {
+        sam_account_name: sam.into(),
+        user_principal_name: None,
+        disabled: false,
+        object_guid: None,
+        recipient: Recipient::None,
+        hidden: false,
+        synced: true,
+    }
+}
+
+pub fn remote(sam: &str, disabled: bool, hidden: bool) -> AccountSeed {
+    AccountSeed {
+        disabled,
+        hidden,
+        recipient: Recipient::Remote,
+        ..seed(sam)
+    }
+}
+
+/// One test's world: database, broker names, lab, settings for the daemon.
+pub struct TestEnv {
+    pub settings: Settings,
+    pub lab: Lab,
+    pub store: Store,
+    pub http: reqwest::Client,
+    pub tag: String,
+}
+
+impl TestEnv {
+    pub async fn new(accounts: Vec<AccountSeed>) -> TestEnv {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let lab = Lab::start(LabConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            user: lab::DEFAULT_USER.into(),
+            password: SecretString::from(LAB_PASSWORD),
+            accounts,
+            latency: lab::Latency::default(),
+            max_shells_per_user: 30,
+        })
+        .await
+        .expect("lab starts");
+        let mut s = Settings::default();
+        s.database.url = format!("{}/mailboxd_test_{tag}", pg_server());
+        s.amqp.url = amqp_url();
+        s.amqp.exchange = format!("test.{tag}.events");
+        s.amqp.queue = format!("test.{tag}.jobs");
+        s.amqp.dead_letter_exchange = format!("test.{tag}.dlx");
+        s.amqp.queue_expires = Some(Duration::from_secs(300));
+        s.winrm.endpoint = lab.endpoint();
+        s.winrm.username = lab::DEFAULT_USER.into();
+        s.winrm.password = Some(SecretString::from(LAB_PASSWORD));
+        s.winrm.allow_unencrypted = true;
+        s.exchange.mode = ExchangeMode::None;
+        s.worker.backoff_base = Duration::from_millis(200);
+        s.worker.backoff_cap = Duration::from_secs(1);
+        s.worker.poll_interval = Duration::from_millis(200);
+        s.worker.lease = Duration::from_secs(30);
+        s.admin.listen = "127.0.0.1:0".into();
+        mailboxd::store::ensure_database(&s.database.url)
+            .await
+            .expect("test database can be created");
+        let store = Store::connect(&s.database.url, 4).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        TestEnv {
+            settings: s,
+            lab,
+            store,
+            http: reqwest::Client::new(),
+            tag,
+        }
+    }
+
+    pub async fn start_daemon(&self) -> App {
+        App::start(self.settings.clone()).await.expect("daemon starts")
+    }
+
+    /// The environment that configures the `mailboxd` binary like `self.settings`.
+    pub fn daemon_env(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        vec![
+            ("MAILBOXD__DATABASE__URL".into(), s.database.url.clone()),
+            ("MAILBOXD__AMQP__URL".into(), s.amqp.url.clone()),
+            ("MAILBOXD__AMQP__EXCHANGE".into(), s.amqp.exchange.clone()),
+            ("MAILBOXD__AMQP__QUEUE".into(), s.amqp.queue.clone()),
+            ("MAILBOXD__AMQP__DEAD_LETTER_EXCHANGE".into(), s.amqp.dead_letter_exchange.clone()),
+            ("MAILBOXD__AMQP__QUEUE_EXPIRES".into(), "300s".into()),
+            ("MAILBOXD__WINRM__ENDPOINT".into(), s.winrm.endpoint.clone()),
+            ("MAILBOXD__WINRM__USERNAME".into(), s.winrm.username.clone()),
+            ("MAILBOXD__WINRM__ALLOW_UNENCRYPTED".into(), "true".into()),
+            ("MAILBOXD_WINRM_PASSWORD".into(), LAB_PASSWORD.into()),
+            ("MAILBOXD__EXCHANGE__MODE".into(), "none".into()),
+            ("MAILBOXD__WORKER__POLL_INTERVAL".into(), "200ms".into()),
+            ("MAILBOXD__WORKER__LEASE".into(), "30s".into()),
+            ("MAILBOXD__ADMIN__LISTEN".into(), "127.0.0.1:0".into()),
+        ]
+    }
+
+    /// Starts `mailboxd run` as a child process.
+    pub fn spawn_daemon(&self, extra_env: &[(&str, &str)]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailboxd"));
+        cmd.arg("run").envs(self.daemon_env()).stdout(Stdio::null()).stderr(Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("spawn mailboxd")
+    }
+
+    /// Runs a CLI command of the binary against this environment; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+            .args(args)
+            .envs(self.daemon_env())
+            .output()
+            .expect("run mailboxd");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub async fn publisher(&self) -> Publisher {
+        Publisher::connect(&self.settings.amqp).await.expect("publisher connects")
+    }
+
+    pub fn joiner(&self, sam: &str) -> EventSpec {
+        EventSpec::new(EventKind::Joiner, sam)
+    }
+
+    pub fn leaver(&self, sam: &str) -> EventSpec {
+        EventSpec::new(EventKind::Leaver, sam)
+    }
+
+    /// Waits (bounded) until the job for `event_id` satisfies `done`.
+    pub async fn wait_job(&self, event_id: &str, done: impl Fn(&Job) -> bool) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(job) = self.store.job_by_event(event_id).await.expect("query") {
+                if done(&job) {
+                    return job;
+                }
+                assert!(Instant::now() < deadline, "job for {event_id} still {:?} after 30 s: {job:?}", job.state);
+            } else {
+                assert!(Instant::now() < deadline, "no job for event {event_id} after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_terminal(&self, event_id: &str) -> Job {
+        self.wait_job(event_id, |j| j.state.is_terminal()).await
+    }
+
+    pub async fn wait_succeeded(&self, event_id: &str) -> Job {
+        let job = self.wait_terminal(event_id).await;
+        assert_eq!(job.state, JobState::Succeeded, "job: {job:?}");
+        job
+    }
+
+    async fn lab_get(&self, path: &str) -> Vec<Value> {
+        self.http
+            .get(format!("http://{}{path}", self.lab.addr))
+            .send()
+            .await
+            .expect("lab answers")
+            .json()
+            .await
+            .expect("lab JSON")
+    }
+
+    /// `GET /lab/invocations`
+    pub async fn invocations(&self) -> Vec<Value> {
+        self.lab_get("/lab/invocations").await
+    }
+
+    /// The invocations of `cmdlet` whose Identity is `identity`.
+    pub async fn invocations_of(&self, cmdlet: &str, identity: &str) -> Vec<Value> {
+        self.invocations()
+            .await
+            .into_iter()
+            .filter(|i| i["cmdlet"] == cmdlet && i["parameters"]["Identity"] == identity)
+            .collect()
+    }
+
+    /// `GET /lab/mailboxes`, the entry for `sam`.
+    pub async fn mailbox(&self, sam: &str) -> Value {
+        self.lab_get("/lab/mailboxes")
+            .await
+            .into_iter()
+            .find(|m| m["sam_account_name"] == sam)
+            .unwrap_or_else(|| panic!("lab has no account {sam}"))
+    }
+
+    /// Deletes this test's queues and exchanges (they also expire on their own).
+    pub async fn cleanup(self) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        if let Ok(conn) = mailboxd::intake::connect(&self.settings.amqp.url).await {
+            if let Ok(ch) = conn.create_channel().await {
+                let a = &self.settings.amqp;
+                let dead = mailboxd::intake::dead_letter_queue(a);
+                for q in [a.queue.as_str(), dead.as_str()] {
+                    let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+                }
+                for e in [a.exchange.as_str(), a.dead_letter_exchange.as_str()] {
+                    let _ = ch.exchange_delete(e.into(), ExchangeDeleteOptions::default()).await;
+                }
+            }
+        }
+        self.lab.stop();
+    }
+}
+
+/// Waits (bounded) for a child process to exit.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,260 @@
+//! User stories of the whole pipeline: RabbitMQ → PostgreSQL → worker → WinRM → lab.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestEnv, remote, seed, wait_exit};
+use lapin::options::BasicGetOptions;
+use mailboxd::store::JobState;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_published_joiner_gets_a_remote_mailbox() {
+    let env = TestEnv::new(vec![seed("jdoe")]).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+
+    let mut ev = env.joiner("jdoe");
+    ev.primary_smtp_address = Some("john.doe@corp.example".into());
+    publisher.publish(&ev).await.unwrap();
+
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.outcome.as_deref(), Some("enabled"));
+    assert_eq!(job.attempt, 1);
+
+    // The lab shows what Exchange would have written to AD.
+    let m = env.mailbox("jdoe").await;
+    assert_eq!(m["recipient"], "remote");
+    assert_eq!(m["msExchRecipientTypeDetails"], 2_147_483_648i64);
+    assert_eq!(m["targetAddress"], "SMTP:jdoe@tenant.mail.onmicrosoft.com");
+    assert_eq!(m["primary_smtp_address"], "john.doe@corp.example");
+
+    // Exactly one Enable-RemoteMailbox, with the values from the event.
+    let calls = env.invocations_of("Enable-RemoteMailbox", "jdoe").await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["parameters"]["RemoteRoutingAddress"], "jdoe@tenant.mail.onmicrosoft.com");
+    assert_eq!(calls[0]["parameters"]["PrimarySmtpAddress"], "john.doe@corp.example");
+    assert!(calls[0]["error"].is_null());
+
+    // The attempt is on record with the host that ran it.
+    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, "succeeded");
+    assert_eq!(attempts[0].host.as_deref(), Some(env.settings.winrm.endpoint.as_str()));
+
+    // Operations see it through the CLI.
+    let (code, out, err) = env.cli(&["jobs", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["id"], job.id.to_string());
+    assert_eq!(list[0]["state"], "succeeded");
+    let (code, out, _) = env.cli(&["jobs", "show", &job.id.to_string(), "--json"]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["job"]["event"]["account"]["sam_account_name"], "jdoe");
+    assert_eq!(shown["attempts"][0]["outcome"], "succeeded");
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_event_twice_makes_one_job_and_one_enable() {
+    let env = TestEnv::new(vec![seed("twice"), seed("marker")]).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+
+    let ev = env.joiner("twice");
+    publisher.publish(&ev).await.unwrap();
+    publisher.publish(&ev).await.unwrap();
+    // A later event on the same queue: once it is stored, both copies were handled.
+    let marker = env.joiner("marker");
+    publisher.publish(&marker).await.unwrap();
+    env.wait_succeeded(&marker.id).await;
+    env.wait_succeeded(&ev.id).await;
+
+    let jobs = env
+        .store
+        .list_jobs(&mailboxd::store::JobFilter {
+            account: Some("twice".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(env.invocations_of("Enable-RemoteMailbox", "twice").await.len(), 1);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leaver_is_hidden_from_the_address_lists() {
+    let env = TestEnv::new(vec![remote("gone", true, false), remote("hidden", true, true)]).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+
+    let ev = env.leaver("gone");
+    publisher.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.outcome.as_deref(), Some("hidden"));
+    let m = env.mailbox("gone").await;
+    assert_eq!(m["msExchHideFromAddressLists"], true);
+    assert_eq!(m["recipient"], "remote", "a leaver never removes the mailbox");
+    let sets = env.invocations_of("Set-RemoteMailbox", "gone").await;
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0]["parameters"]["HiddenFromAddressListsEnabled"], true);
+
+    // Already hidden: a no-op, no Set-RemoteMailbox.
+    let ev = env.leaver("hidden");
+    publisher.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.outcome.as_deref(), Some("already"));
+    assert!(env.invocations_of("Set-RemoteMailbox", "hidden").await.is_empty());
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unparsable_message_is_kept_as_poison_and_the_daemon_keeps_going() {
+    let env = TestEnv::new(vec![seed("after")]).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+
+    publisher
+        .publish_raw("ad.user.created", b"{this is not json", Some("application/json"), Some("bad-1"))
+        .await
+        .unwrap();
+    let after = env.joiner("after");
+    publisher.publish(&after).await.unwrap();
+    env.wait_succeeded(&after.id).await;
+
+    // Recorded with its reason and raw bytes...
+    let poison = env.store.list_poison(10).await.unwrap();
+    assert_eq!(poison.len(), 1);
+    assert!(poison[0].reason.contains("not valid JSON"), "{}", poison[0].reason);
+    assert_eq!(poison[0].body, b"{this is not json");
+    assert_eq!(poison[0].message_id.as_deref(), Some("bad-1"));
+    // ...not turned into a job...
+    assert!(env.store.job_by_event("bad-1").await.unwrap().is_none());
+    // ...and dead-lettered by the broker.
+    let conn = mailboxd::intake::connect(&env.settings.amqp.url).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let dead = mailboxd::intake::dead_letter_queue(&env.settings.amqp);
+    let got = ch
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a dead-lettered copy");
+    assert_eq!(got.delivery.data, b"{this is not json");
+
+    // Operations see it.
+    let (code, out, _) = env.cli(&["poison", "list", "--json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_account_names_reach_exchange_as_data() {
+    // Legal in AD, dangerous if spliced into PowerShell.
+    let nasty = "x$(calc)`'";
+    let env = TestEnv::new(vec![seed(nasty)]).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+
+    let mut ev = env.joiner(nasty);
+    ev.alias = Some("xcalc".into());
+    publisher.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+
+    let calls = env.invocations_of("Enable-RemoteMailbox", nasty).await;
+    assert_eq!(calls.len(), 1, "the identity arrived byte for byte");
+    assert_eq!(calls[0]["parameters"]["Alias"], "xcalc");
+    assert_eq!(env.mailbox(nasty).await["recipient"], "remote");
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_commit_and_ack_does_not_duplicate_the_job() {
+    let env = TestEnv::new(vec![seed("crashy"), seed("marker")]).await;
+    let publisher = env.publisher().await;
+
+    // The daemon aborts right after committing the job, before acking the delivery.
+    let mut child = env.spawn_daemon(&[
+        ("MAILBOXD_FAILPOINT", "intake-after-commit"),
+        ("MAILBOXD__WORKER__LEASE", "5s"),
+    ]);
+    let ev = env.joiner("crashy");
+    publisher.publish(&ev).await.unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("the daemon hit the failpoint");
+    assert!(!status.success());
+    let stored = env.store.job_by_event(&ev.id).await.unwrap().expect("the job was committed");
+
+    // Restarted normally, it gets the unacked message again from the broker.
+    let mut child = env.spawn_daemon(&[]);
+    let marker = env.joiner("marker");
+    publisher.publish(&marker).await.unwrap();
+    env.wait_succeeded(&marker.id).await;
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.id, stored.id, "the redelivery reused the committed job");
+    let all = env
+        .store
+        .list_jobs(&mailboxd::store::JobFilter { limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "one job per event: {all:?}");
+    let enables: Vec<_> = env
+        .invocations_of("Enable-RemoteMailbox", "crashy")
+        .await
+        .into_iter()
+        .filter(|c| c["error"].is_null())
+        .collect();
+    assert_eq!(enables.len(), 1);
+    assert!(env.store.list_poison(10).await.unwrap().is_empty());
+
+    let _ = child.kill();
+    let _ = child.wait();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rehire_makes_the_hidden_mailbox_visible_again() {
+    let env = TestEnv::new(vec![remote("back", false, true)]).await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("back");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.outcome.as_deref(), Some("unhidden"));
+    assert_eq!(env.mailbox("back").await["msExchHideFromAddressLists"], false);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_permanent_exchange_error_fails_the_job_once_and_raises_one_alert() {
+    // An on-premises mailbox must never be turned into a remote one.
+    let mut onprem = seed("onprem");
+    onprem.recipient = mailboxd::lab::Recipient::Onprem;
+    let env = TestEnv::new(vec![onprem]).await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("onprem");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_terminal(&ev.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert!(job.last_error.as_deref().unwrap_or("").contains("UserMailbox"), "{job:?}");
+    assert_eq!(job.attempt, 1, "permanent errors are not retried");
+    let alerts = env.store.list_alerts(10).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].subject.contains("Mailbox for onprem not enabled"), "{}", alerts[0].subject);
+    app.stop().await;
+    env.cleanup().await;
+}
