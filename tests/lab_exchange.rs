@@ -1,0 +1,165 @@
+//! The Exchange driver against the lab's WinRM endpoint: each documented behaviour of the
+//! templates, as the lab emulates it, seen through mailboxd's own client.
+
+mod common;
+
+use common::{LAB_PASSWORD, remote, seed};
+use mailboxd::config::{self, ExchangeMode};
+use mailboxd::exchange::{AccountData, AccountOutcome, Exchange, Template};
+use mailboxd::lab::{self, Lab, LabConfig, Recipient};
+use mailboxd::store::ErrorClass;
+use mailboxd::winrm::{ClientConfig, WinrmClient};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+async fn lab_with(accounts: Vec<mailboxd::lab::AccountSeed>) -> Lab {
+    Lab::start(LabConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        user: lab::DEFAULT_USER.into(),
+        password: SecretString::from(LAB_PASSWORD),
+        accounts,
+        latency: lab::Latency::default(),
+        max_shells_per_user: 30,
+    })
+    .await
+    .unwrap()
+}
+
+fn exchange(lab: &Lab, mode: ExchangeMode) -> Exchange {
+    let mut cfg = ClientConfig::new(
+        lab.endpoint().parse().unwrap(),
+        lab::DEFAULT_USER,
+        SecretString::from(LAB_PASSWORD),
+    );
+    cfg.allow_unencrypted = true;
+    let client = WinrmClient::new(cfg).unwrap();
+    let ex = config::Exchange {
+        mode,
+        connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
+        ..config::Exchange::default()
+    };
+    Exchange::new(client, &ex, lab.endpoint())
+}
+
+fn account(identity: &str) -> AccountData {
+    AccountData {
+        job_id: Uuid::new_v4(),
+        identity: identity.into(),
+        sam_account_name: identity.into(),
+        domain_controller: Some("dc1.corp.example".into()),
+        remote_routing_address: Some(format!("{identity}@tenant.mail.onmicrosoft.com")),
+        alias: None,
+        primary_smtp_address: None,
+    }
+}
+
+fn status(o: &AccountOutcome) -> String {
+    match o {
+        AccountOutcome::Done { status } => status.clone(),
+        AccountOutcome::Failed { class, message } => format!("{class:?}: {message}"),
+    }
+}
+
+#[tokio::test]
+async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
+    let mut onprem = seed("onprem");
+    onprem.recipient = Recipient::Onprem;
+    let lab = lab_with(vec![seed("fresh"), remote("already", false, false), onprem]).await;
+    let ex = exchange(&lab, ExchangeMode::Remote);
+    let accounts = vec![account("fresh"), account("already"), account("onprem"), account("nobody")];
+    let ids: Vec<Uuid> = accounts.iter().map(|a| a.job_id).collect();
+    let r = ex.run_batch(Template::EnableRemoteMailbox, accounts).await.unwrap();
+
+    assert_eq!(status(&r.outcomes[&ids[0]]), "enabled");
+    assert_eq!(status(&r.outcomes[&ids[1]]), "already");
+    match &r.outcomes[&ids[2]] {
+        AccountOutcome::Failed { class, message } => {
+            assert_eq!(*class, ErrorClass::Permanent);
+            assert!(message.contains("is of type UserMailbox"), "{message}");
+        }
+        other => panic!("on-prem mailbox must fail: {other:?}"),
+    }
+    match &r.outcomes[&ids[3]] {
+        AccountOutcome::Failed { class, message } => {
+            assert_eq!(*class, ErrorClass::Transient, "not on the DC yet may be replication");
+            assert!(message.contains("couldn't be found on 'dc1.corp.example'"), "{message}");
+        }
+        other => panic!("unknown account must fail: {other:?}"),
+    }
+    // One session for the whole batch; the remote mode went to the configured server.
+    let st = lab.state.lock().unwrap();
+    assert_eq!(st.stats.exchange_sessions, 1);
+    assert_eq!(st.invocations[0].cmdlet, "New-PSSession");
+    assert_eq!(st.invocations[0].parameters["ConnectionUri"], "http://ex01.corp.example/PowerShell/");
+}
+
+#[tokio::test]
+async fn a_proxy_address_in_use_is_a_permanent_error() {
+    let lab = lab_with(vec![remote("first", false, false), seed("second")]).await;
+    let ex = exchange(&lab, ExchangeMode::None);
+    let mut a = account("second");
+    a.primary_smtp_address = Some("first@corp.example".into());
+    let id = a.job_id;
+    let r = ex.run_batch(Template::EnableRemoteMailbox, vec![a]).await.unwrap();
+    match &r.outcomes[&id] {
+        AccountOutcome::Failed { class, message } => {
+            assert_eq!(*class, ErrorClass::Permanent);
+            assert!(message.starts_with("ProxyAddressExistsException"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hiding_is_idempotent_and_never_touches_a_non_remote_account() {
+    let lab = lab_with(vec![remote("leaver", true, false), seed("plain")]).await;
+    let ex = exchange(&lab, ExchangeMode::Snapin);
+    let first = account("leaver");
+    let plain = account("plain");
+    let (a, p) = (first.job_id, plain.job_id);
+    let r = ex.run_batch(Template::HideRemoteMailbox, vec![first, plain]).await.unwrap();
+    assert_eq!(status(&r.outcomes[&a]), "hidden");
+    assert_eq!(status(&r.outcomes[&p]), "not_remote");
+    let again = account("leaver");
+    let id = again.job_id;
+    let r = ex.run_batch(Template::HideRemoteMailbox, vec![again]).await.unwrap();
+    assert_eq!(status(&r.outcomes[&id]), "already");
+    let st = lab.state.lock().unwrap();
+    let sets: Vec<_> = st.invocations.iter().filter(|i| i.cmdlet == "Set-RemoteMailbox").collect();
+    assert_eq!(sets.len(), 1, "one Set-RemoteMailbox in all");
+    assert_eq!(st.invocations[0].cmdlet, "Add-PSSnapin");
+}
+
+#[tokio::test]
+async fn a_wrong_winrm_password_is_a_systemic_batch_error() {
+    let lab = lab_with(vec![seed("x")]).await;
+    let mut cfg = ClientConfig::new(lab.endpoint().parse().unwrap(), lab::DEFAULT_USER, SecretString::from("wrong"));
+    cfg.allow_unencrypted = true;
+    let ex = Exchange::new(WinrmClient::new(cfg).unwrap(), &config::Exchange::default(), lab.endpoint());
+    let err = ex.run_batch(Template::EnableRemoteMailbox, vec![account("x")]).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Systemic, "{err}");
+    assert!(lab.state.lock().unwrap().invocations.is_empty());
+}
+
+#[tokio::test]
+async fn the_explicit_exchange_credential_travels_on_stdin_and_is_never_recorded() {
+    let lab = lab_with(vec![seed("cred")]).await;
+    let mut cfg = ClientConfig::new(lab.endpoint().parse().unwrap(), lab::DEFAULT_USER, SecretString::from(LAB_PASSWORD));
+    cfg.allow_unencrypted = true;
+    let ex_cfg = config::Exchange {
+        mode: ExchangeMode::Remote,
+        connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
+        username: Some("CORP\\svc-exch".into()),
+        password: Some(SecretString::from("Exch-S3cret!")),
+        ..config::Exchange::default()
+    };
+    let ex = Exchange::new(WinrmClient::new(cfg).unwrap(), &ex_cfg, lab.endpoint());
+    let a = account("cred");
+    let id = a.job_id;
+    let r = ex.run_batch(Template::EnableRemoteMailbox, vec![a]).await.unwrap();
+    assert_eq!(status(&r.outcomes[&id]), "enabled");
+    let st = lab.state.lock().unwrap();
+    assert_eq!(st.invocations[0].parameters["Credential"], "CORP\\svc-exch");
+    let all = serde_json::to_string(&st.invocations).unwrap();
+    assert!(!all.contains("Exch-S3cret!"));
+}
