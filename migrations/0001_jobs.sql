@@ -29,7 +29,7 @@ CREATE TABLE jobs (
 
 -- At most one running job per account.
 CREATE UNIQUE INDEX jobs_one_running_per_account ON jobs (account) WHERE state = 'running';
-CREATE INDEX jobs_claimable ON jobs (next_attempt_at) WHERE state IN ('queued', 'retrying');
+CREATE INDEX jobs_claimable ON jobs (next_attempt_at) WHERE state IN ('queued', 'retrying', 'waiting_for_sync');
 CREATE INDEX jobs_expired_leases ON jobs (locked_until) WHERE state = 'running';
 CREATE INDEX jobs_account ON jobs (account, created_at DESC);
 CREATE INDEX jobs_state ON jobs (state, updated_at DESC);

@@ -151,6 +151,21 @@ async fn consume(
     failures: &mut u32,
 ) -> Result<(), IntakeError> {
     let conn = connect(&cfg.url).await?;
+    let result = consume_on(&conn, cfg, store, max_attempts, connected, failures).await;
+    // Close explicitly so the broker requeues our unacked deliveries at once, instead of
+    // holding them for a connection that lingers.
+    let _ = conn.close(320, "mailboxd intake reconnecting".into()).await;
+    result
+}
+
+async fn consume_on(
+    conn: &Connection,
+    cfg: &config::Amqp,
+    store: &Store,
+    max_attempts: i32,
+    connected: &watch::Sender<bool>,
+    failures: &mut u32,
+) -> Result<(), IntakeError> {
     let ch = conn.create_channel().await?;
     declare_topology(&ch, cfg).await?;
     ch.basic_qos(cfg.prefetch, BasicQosOptions::default()).await?;
@@ -181,6 +196,31 @@ async fn consume(
     }
 }
 
+/// Retries a database write until it succeeds: the deliveries stay unacked meanwhile
+/// (prefetch stops the flow), so a database outage delays events and loses none.
+async fn with_db_retry<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let mut failures = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = crate::worker::backoff(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(30),
+                );
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "intake cannot {what}; holding the deliveries and retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
 async fn handle_batch(
     store: &Store,
     max_attempts: i32,
@@ -207,7 +247,7 @@ async fn handle_batch(
                     headers: props.headers().as_ref().map_or(serde_json::Value::Null, table_to_json),
                     body: delivery.data.clone(),
                 };
-                let id = store.insert_poison(&poison).await?;
+                let id = with_db_retry("store a poison message", || store.insert_poison(&poison)).await;
                 tracing::warn!(poison_id = id, reason = %reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
                 delivery
                     .reject(BasicRejectOptions { requeue: false })
@@ -219,7 +259,8 @@ async fn handle_batch(
         return Ok(());
     }
     let events: Vec<Event> = good.iter().map(|(_, e)| e.clone()).collect();
-    let inserted = store.insert_events(&events, max_attempts).await?;
+    let inserted =
+        with_db_retry("store jobs", || store.insert_events(&events, max_attempts)).await;
     for ((_, ev), ins) in good.iter().zip(&inserted) {
         tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
     }
@@ -269,5 +310,54 @@ fn value_to_json(v: &AMQPValue) -> serde_json::Value {
         AMQPValue::Timestamp(t) => json!(t),
         AMQPValue::FieldTable(t) => table_to_json(t),
         other => json!(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped definitions must declare exactly what the daemon declares with its
+    /// defaults, or the broker refuses the second declaration (PRECONDITION_FAILED).
+    #[test]
+    fn shipped_rabbitmq_definitions_match_the_default_topology() {
+        let defs: serde_json::Value =
+            serde_json::from_str(include_str!("../deploy/rabbitmq/definitions.json")).unwrap();
+        let cfg = config::Amqp::default();
+        let exchanges: Vec<(&str, &str)> = defs["exchanges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["type"].as_str().unwrap()))
+            .collect();
+        assert!(exchanges.contains(&(cfg.exchange.as_str(), "topic")));
+        assert!(exchanges.contains(&(cfg.dead_letter_exchange.as_str(), "fanout")));
+        let queue = defs["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == cfg.queue.as_str())
+            .unwrap();
+        assert_eq!(queue["durable"], true);
+        assert_eq!(queue["arguments"]["x-queue-type"], cfg.queue_type.as_str());
+        assert_eq!(
+            queue["arguments"]["x-dead-letter-exchange"],
+            cfg.dead_letter_exchange.as_str()
+        );
+        let keys: Vec<&str> = defs["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["destination"] == cfg.queue.as_str())
+            .map(|b| b["routing_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, vec![ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER]);
+        assert!(
+            defs["queues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q["name"] == dead_letter_queue(&cfg).as_str())
+        );
     }
 }

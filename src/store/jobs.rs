@@ -289,7 +289,7 @@ impl Store {
         let sql = format!(
             "WITH due AS (
                 SELECT j.id FROM jobs j
-                 WHERE j.state IN ('queued', 'retrying') AND j.next_attempt_at <= now()
+                 WHERE j.state IN ('queued', 'retrying', 'waiting_for_sync') AND j.next_attempt_at <= now()
                    AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.account = j.account AND r.state = 'running')
                  ORDER BY j.next_attempt_at, j.created_at
                  LIMIT $1 * 2
