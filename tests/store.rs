@@ -1,0 +1,146 @@
+//! The job store against a real PostgreSQL: idempotence, latest intent wins, claiming with
+//! leases, and what a crashed replica leaves behind.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use mailboxd::event::{Account, AccountName, Event, EventKind};
+use mailboxd::store::{AttemptRecord, Inserted, JobState, Resolution, Store};
+
+async fn fresh_store() -> Store {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let url = format!("{}/mailboxd_test_{}", common::pg_server(), &tag[..12]);
+    mailboxd::store::ensure_database(&url).await.unwrap();
+    let store = Store::connect(&url, 8).await.unwrap();
+    store.migrate().await.unwrap();
+    // Migrating twice is harmless.
+    store.migrate().await.unwrap();
+    store
+}
+
+fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
+    Event {
+        id: id.into(),
+        kind,
+        occurred_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap(),
+        account: Account {
+            sam_account_name: AccountName::parse(sam).unwrap(),
+            object_guid: None,
+            distinguished_name: None,
+            user_principal_name: None,
+            created_on_server: None,
+        },
+        mailbox: None,
+        source: Some("test".into()),
+    }
+}
+
+#[tokio::test]
+async fn inserting_the_same_event_twice_keeps_one_job() {
+    let store = fresh_store().await;
+    let e = event("e1", EventKind::Joiner, "jdoe", 0);
+    let first = store.insert_events(&[e.clone()], 5).await.unwrap();
+    let again = store.insert_events(&[e.clone(), e], 5).await.unwrap();
+    let Inserted::New(id) = first[0] else { panic!("{first:?}") };
+    assert_eq!(again, vec![Inserted::Duplicate(id), Inserted::Duplicate(id)]);
+}
+
+#[tokio::test]
+async fn a_newer_event_supersedes_and_an_older_one_arrives_superseded() {
+    let store = fresh_store().await;
+    let joiner = event("j", EventKind::Joiner, "Mover", 0);
+    let leaver = event("l", EventKind::Leaver, "mover", 5); // same account, any case
+    let late = event("old", EventKind::Joiner, "MOVER", 1); // older than the leaver
+    store.insert_events(&[joiner], 5).await.unwrap();
+    store.insert_events(&[leaver], 5).await.unwrap();
+    let r = store.insert_events(&[late], 5).await.unwrap();
+    assert!(matches!(r[0], Inserted::Stale(_)), "{r:?}");
+    let state = |id: &str| {
+        let store = store.clone();
+        let id = id.to_owned();
+        async move { store.job_by_event(&id).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state("j").await, JobState::Superseded);
+    assert_eq!(state("l").await, JobState::Queued);
+    assert_eq!(state("old").await, JobState::Superseded);
+}
+
+#[tokio::test]
+async fn replicas_claim_disjoint_jobs_and_never_two_for_one_account() {
+    let store = fresh_store().await;
+    let events: Vec<Event> = (0..40)
+        .map(|i| event(&format!("e{i}"), EventKind::Joiner, &format!("u{i}"), 0))
+        .collect();
+    store.insert_events(&events, 5).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let (a, b) = tokio::join!(store.claim("replica-a", 25, lease), store.claim("replica-b", 25, lease));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 40);
+    assert!(a.iter().all(|j| !b.iter().any(|k| k.id == j.id)));
+    assert!(a.iter().chain(&b).all(|j| j.state == JobState::Running && j.attempt == 1));
+    assert!(store.claim("replica-c", 10, lease).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt() {
+    let store = fresh_store().await;
+    store
+        .insert_events(&[event("e", EventKind::Leaver, "crash", 0)], 5)
+        .await
+        .unwrap();
+    let claimed = store.claim("dead-replica", 10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Within the lease nobody else gets it.
+    assert!(store.claim("other", 10, Duration::from_secs(60)).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await; // let the 200 ms lease run out
+    let again = store.claim("other", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    // The dead replica's late answer is refused: it no longer holds the job.
+    let record = AttemptRecord { started_at: Utc::now(), host: None, transcript: None };
+    let ok = Resolution::Succeeded { outcome: "hidden".into() };
+    assert!(!store.finish(&claimed[0], "dead-replica", &record, &ok).await.unwrap());
+    assert!(store.finish(&again[0], "other", &record, &ok).await.unwrap());
+    let (job, attempts) = store.get_job(again[0].id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, vec!["lease_expired", "succeeded"]);
+    assert_eq!(attempts[0].replica, "dead-replica");
+}
+
+#[tokio::test]
+async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
+    let store = fresh_store().await;
+    store
+        .insert_events(
+            &[event("f", EventKind::Joiner, "f1", 0), event("q", EventKind::Joiner, "q1", 0)],
+            1,
+        )
+        .await
+        .unwrap();
+    let jobs = store.claim("r", 1, Duration::from_secs(60)).await.unwrap();
+    let record = AttemptRecord { started_at: Utc::now(), host: None, transcript: None };
+    let fail = Resolution::Failed {
+        class: mailboxd::store::ErrorClass::Permanent,
+        error: "ProxyAddressExistsException: taken".into(),
+        alert: None,
+    };
+    assert!(store.finish(&jobs[0], "r", &record, &fail).await.unwrap());
+    let failed = jobs[0].id;
+    let other = store.job_by_event(if jobs[0].event_id == "f" { "q" } else { "f" }).await.unwrap().unwrap();
+
+    assert_eq!(store.retry_job(failed).await.unwrap(), Ok(()));
+    let job = store.get_job(failed).await.unwrap().unwrap().0;
+    assert_eq!((job.state, job.attempt), (JobState::Queued, 0));
+    assert_eq!(store.cancel_job(other.id).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.cancel_job(other.id).await.unwrap(),
+        Err(mailboxd::store::ActionRefused::WrongState(JobState::Cancelled))
+    );
+    assert_eq!(
+        store.retry_job(uuid::Uuid::new_v4()).await.unwrap(),
+        Err(mailboxd::store::ActionRefused::NotFound)
+    );
+}
