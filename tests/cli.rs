@@ -1,0 +1,78 @@
+//! The command line as an operator uses it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{TestEnv, seed};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_with_json_logs_writes_one_json_object_per_line() {
+    let env = TestEnv::new(vec![]).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+        .args(["run", "--log-format", "json"])
+        .envs(env.daemon_env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Read until the daemon says it runs (bounded by the lines it writes before that).
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines().take(50) {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{v}");
+        let running = v["message"] == "mailboxd running";
+        seen.push(v);
+        if running {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let last = seen.last().expect("some log lines");
+    assert_eq!(last["message"], "mailboxd running", "{seen:?}");
+    assert!(last["admin_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    // The WinRM password given in the environment never shows up in the logs.
+    assert!(!serde_json::to_string(&seen).unwrap().contains(common::LAB_PASSWORD));
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_from_the_command_line_reaches_the_daemon() {
+    let env = TestEnv::new(vec![seed("clijoe")]).await;
+    let app = env.start_daemon().await;
+    let (code, out, err) = env.cli(&[
+        "publish",
+        "joiner",
+        "--sam",
+        "clijoe",
+        "--id",
+        "cli-event-1",
+        "--alias",
+        "clijoe",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cli-event-1"), "{out}");
+    let job = env.wait_succeeded("cli-event-1").await;
+    assert_eq!(job.event.source.as_deref(), Some("mailboxd-publish"));
+
+    // Unknown states are refused with the list of valid ones.
+    let (code, _, err) = env.cli(&["jobs", "list", "--state", "stuck"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("waiting_for_sync"), "{err}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[test]
+fn help_lists_the_working_commands() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailboxd")).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["run", "migrate", "demo", "lab", "publish", "jobs", "poison", "alerts"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
+    }
+}
