@@ -25,9 +25,11 @@ pub struct App {
 /// Builds the WinRM client from `[winrm]`, refusing what would be unsafe.
 pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
     let endpoint = url::Url::parse(&s.winrm.endpoint).context("winrm.endpoint")?;
-    let password: SecretString = s.winrm.password.clone().context(
-        "no WinRM password: set MAILBOXD_WINRM_PASSWORD or winrm.password_file",
-    )?;
+    let password: SecretString = s
+        .winrm
+        .password
+        .clone()
+        .context("no WinRM password: set MAILBOXD_WINRM_PASSWORD or winrm.password_file")?;
     let auth = match s.winrm.auth {
         WinrmAuth::Basic => Auth::Basic,
         other => anyhow::bail!(

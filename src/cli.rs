@@ -16,7 +16,11 @@ use crate::store::{ActionRefused, JobFilter, JobState, Store};
 use crate::telemetry::LogFormat;
 
 #[derive(Parser, Debug)]
-#[command(name = "mailboxd", version, about = "Provisions hybrid Exchange remote mailboxes for IAM joiner and leaver events")]
+#[command(
+    name = "mailboxd",
+    version,
+    about = "Provisions hybrid Exchange remote mailboxes for IAM joiner and leaver events"
+)]
 pub struct Cli {
     /// Configuration file (TOML). Default: ./mailboxd.toml if present. Environment
     /// variables MAILBOXD__SECTION__KEY override it.
@@ -217,7 +221,10 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
             if json {
                 println!("{}", serde_json::to_string_pretty(&alerts)?);
             } else {
-                println!("{:>6}  {:<20}  {:<10}  {:<6}  SUBJECT", "ID", "CREATED", "KIND", "SENT");
+                println!(
+                    "{:>6}  {:<20}  {:<10}  {:<6}  SUBJECT",
+                    "ID", "CREATED", "KIND", "SENT"
+                );
                 for a in alerts {
                     println!(
                         "{:>6}  {:<20}  {:<10}  {:<6}  {}",
@@ -239,13 +246,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -311,20 +319,34 @@ async fn publish(args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> 
             }
             let v: serde_json::Value = serde_json::from_str(line)
                 .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
-            let key = match v.get("type").and_then(|t| t.as_str()).and_then(EventKind::parse) {
+            let key = match v
+                .get("type")
+                .and_then(|t| t.as_str())
+                .and_then(EventKind::parse)
+            {
                 Some(k) => k.routing_key(),
-                None => bail!("{} line {}: \"type\" must be joiner or leaver", path.display(), i + 1),
+                None => bail!(
+                    "{} line {}: \"type\" must be joiner or leaver",
+                    path.display(),
+                    i + 1
+                ),
             };
             let id = v.get("id").and_then(|x| x.as_str()).map(str::to_owned);
             publisher
-                .publish_raw(key, line.as_bytes(), Some("application/json"), id.as_deref())
+                .publish_raw(
+                    key,
+                    line.as_bytes(),
+                    Some("application/json"),
+                    id.as_deref(),
+                )
                 .await?;
             n += 1;
         }
         println!("published {n} events from {}", path.display());
         return Ok(0);
     }
-    let (Some(kind), Some(sam)) = (args.kind.as_deref().and_then(EventKind::parse), args.sam) else {
+    let (Some(kind), Some(sam)) = (args.kind.as_deref().and_then(EventKind::parse), args.sam)
+    else {
         bail!("say what to publish: `mailboxd publish joiner --sam NAME` or `--file events.jsonl`");
     };
     let mut spec = EventSpec::new(kind, sam);
@@ -338,7 +360,10 @@ async fn publish(args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> 
     spec.primary_smtp_address = args.primary_smtp_address;
     spec.created_on_server = args.dc;
     publisher.publish(&spec).await?;
-    println!("published {} event {} for {}", spec.kind, spec.id, spec.sam_account_name);
+    println!(
+        "published {} event {} for {}",
+        spec.kind, spec.id, spec.sam_account_name
+    );
     Ok(0)
 }
 
@@ -402,14 +427,28 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"job": job, "attempts": attempts}))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"job": job, "attempts": attempts})
+                    )?
                 );
                 return Ok(0);
             }
             println!("job        {}", job.id);
-            println!("event      {} ({}, from {})", job.event_id, job.kind, job.event.source.as_deref().unwrap_or("?"));
+            println!(
+                "event      {} ({}, from {})",
+                job.event_id,
+                job.kind,
+                job.event.source.as_deref().unwrap_or("?")
+            );
             println!("account    {}", job.event.account.sam_account_name);
-            println!("state      {}{}", job.state, job.outcome.as_deref().map(|o| format!(" ({o})")).unwrap_or_default());
+            println!(
+                "state      {}{}",
+                job.state,
+                job.outcome
+                    .as_deref()
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default()
+            );
             println!("attempts   {}/{}", job.attempt, job.max_attempts);
             println!("occurred   {}", job.occurred_at);
             println!("created    {}", job.created_at);
@@ -417,7 +456,10 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
                 println!("next       {}", job.next_attempt_at);
             }
             if let Some(e) = &job.last_error {
-                println!("last error [{}] {e}", job.last_error_class.as_deref().unwrap_or("?"));
+                println!(
+                    "last error [{}] {e}",
+                    job.last_error_class.as_deref().unwrap_or("?")
+                );
             }
             for a in attempts {
                 println!(
@@ -427,7 +469,9 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
                     a.outcome,
                     a.host.as_deref().unwrap_or("-"),
                     a.replica,
-                    a.error_message.map(|m| format!(": {m}")).unwrap_or_default()
+                    a.error_message
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
                 );
             }
             Ok(0)
@@ -463,7 +507,10 @@ async fn poison(cmd: PoisonCommand, settings: &Settings) -> anyhow::Result<i32> 
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(0);
             }
-            println!("{:>6}  {:<19}  {:<18}  {:>7}  REASON", "ID", "RECEIVED", "ROUTING KEY", "BYTES");
+            println!(
+                "{:>6}  {:<19}  {:<18}  {:>7}  REASON",
+                "ID", "RECEIVED", "ROUTING KEY", "BYTES"
+            );
             for p in list {
                 println!(
                     "{:>6}  {:<19}  {:<18}  {:>7}  {}",
@@ -492,7 +539,15 @@ async fn poison(cmd: PoisonCommand, settings: &Settings) -> anyhow::Result<i32> 
                 println!("routing key  {} (exchange {})", p.routing_key, p.exchange);
                 println!("content type {}", p.content_type.as_deref().unwrap_or("-"));
                 println!("message id   {}", p.message_id.as_deref().unwrap_or("-"));
-                println!("size         {} bytes{}", p.body_size, if p.truncated { " (stored truncated)" } else { "" });
+                println!(
+                    "size         {} bytes{}",
+                    p.body_size,
+                    if p.truncated {
+                        " (stored truncated)"
+                    } else {
+                        ""
+                    }
+                );
                 println!("body\n{body}");
             }
             Ok(0)
@@ -511,10 +566,18 @@ async fn poison(cmd: PoisonCommand, settings: &Settings) -> anyhow::Result<i32> 
             };
             let publisher = Publisher::connect(&settings.amqp).await?;
             publisher
-                .publish_raw(&p.routing_key, &body, p.content_type.as_deref(), p.message_id.as_deref())
+                .publish_raw(
+                    &p.routing_key,
+                    &body,
+                    p.content_type.as_deref(),
+                    p.message_id.as_deref(),
+                )
                 .await?;
             store.mark_poison_replayed(id).await?;
-            println!("replayed poison message {id} to routing key {}", p.routing_key);
+            println!(
+                "replayed poison message {id} to routing key {}",
+                p.routing_key
+            );
             Ok(0)
         }
     }

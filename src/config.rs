@@ -362,7 +362,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" | "" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {text:?}: use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {text:?}: use ms, s, m or h"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {text:?}"));
@@ -380,7 +384,8 @@ impl Settings {
                 builder = builder.add_source(config::File::from(p).required(true));
             }
             None => {
-                builder = builder.add_source(config::File::with_name("mailboxd.toml").required(false));
+                builder =
+                    builder.add_source(config::File::with_name("mailboxd.toml").required(false));
             }
         }
         builder = builder.add_source(
@@ -401,7 +406,10 @@ impl Settings {
 
     /// Reads every secret from its `*_file` path or its environment variable.
     pub fn read_secrets(&mut self) -> Result<(), ConfigError> {
-        self.winrm.password = secret("MAILBOXD_WINRM_PASSWORD", self.winrm.password_file.as_deref())?;
+        self.winrm.password = secret(
+            "MAILBOXD_WINRM_PASSWORD",
+            self.winrm.password_file.as_deref(),
+        )?;
         self.ldap.password = secret("MAILBOXD_LDAP_PASSWORD", self.ldap.password_file.as_deref())?;
         self.smtp.password = secret("MAILBOXD_SMTP_PASSWORD", self.smtp.password_file.as_deref())?;
         self.exchange.password = secret(

@@ -77,7 +77,10 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("creating the database at {}", settings.database.url))?;
     let app = App::start(settings.clone()).await?;
-    println!("daemon     admin at http://{}/readyz, replica {}", app.admin_addr, app.replica);
+    println!(
+        "daemon     admin at http://{}/readyz, replica {}",
+        app.admin_addr, app.replica
+    );
 
     // The IAM system's side: events through the broker.
     let publisher = Publisher::connect(&settings.amqp).await?;
@@ -93,7 +96,11 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         e.source = "mailboxd-demo".into();
         publisher.publish(e).await?;
     }
-    println!("published  {} events to exchange {}", events.len(), settings.amqp.exchange);
+    println!(
+        "published  {} events to exchange {}",
+        events.len(),
+        settings.amqp.exchange
+    );
 
     let tty = std::io::stdout().is_terminal();
     let mut last = String::new();
@@ -122,7 +129,9 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
             }
             last = line;
         }
-        let done = jobs.iter().all(|j| j.as_ref().is_some_and(|j| j.state.is_terminal()));
+        let done = jobs
+            .iter()
+            .all(|j| j.as_ref().is_some_and(|j| j.state.is_terminal()));
         if done || started.elapsed() > DEADLINE {
             break jobs;
         }
@@ -142,11 +151,17 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         let (state, detail) = match j {
             Some(j) => (
                 j.state.to_string(),
-                j.outcome.clone().or_else(|| j.last_error.clone()).unwrap_or_default(),
+                j.outcome
+                    .clone()
+                    .or_else(|| j.last_error.clone())
+                    .unwrap_or_default(),
             ),
             None => ("not stored".into(), String::new()),
         };
-        println!("{:<12} {:<7} {:<12} {detail}", e.sam_account_name, e.kind, state);
+        println!(
+            "{:<12} {:<7} {:<12} {detail}",
+            e.sam_account_name, e.kind, state
+        );
     }
     let succeeded = outcome
         .iter()
@@ -179,7 +194,11 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
             "demo: {} of {} events did not succeed{}",
             events.len() - succeeded,
             events.len(),
-            if started.elapsed() > DEADLINE { " within the deadline" } else { "" }
+            if started.elapsed() > DEADLINE {
+                " within the deadline"
+            } else {
+                ""
+            }
         );
         Ok(1)
     }

@@ -13,7 +13,9 @@ use serde::Serialize;
 pub enum AccountState {
     /// No directory is configured: nothing was checked.
     NotChecked,
-    NotFound { domain_controller: String },
+    NotFound {
+        domain_controller: String,
+    },
     Found {
         domain_controller: String,
         disabled: bool,

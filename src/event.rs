@@ -47,7 +47,7 @@ impl EventKind {
 
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -216,7 +216,12 @@ pub fn parse(
         return Err(EventError::TooLarge(body.len()));
     }
     if let Some(ct) = content_type {
-        let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let base = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if !base.is_empty() && base != "application/json" {
             return Err(EventError::ContentType(ct.to_owned()));
         }
@@ -235,8 +240,12 @@ pub fn parse(
         return Err(invalid("id", "must be 1-200 printable characters"));
     }
     let kind_text = wire.kind.ok_or(EventError::Missing("type"))?;
-    let kind = EventKind::parse(&kind_text)
-        .ok_or_else(|| invalid("type", format!("{kind_text:?} is neither \"joiner\" nor \"leaver\"")))?;
+    let kind = EventKind::parse(&kind_text).ok_or_else(|| {
+        invalid(
+            "type",
+            format!("{kind_text:?} is neither \"joiner\" nor \"leaver\""),
+        )
+    })?;
     if (routing_key == ROUTING_KEY_JOINER || routing_key == ROUTING_KEY_LEAVER)
         && routing_key != kind.routing_key()
     {
@@ -247,7 +256,12 @@ pub fn parse(
     }
     let occurred_text = wire.occurred_at.ok_or(EventError::Missing("occurred_at"))?;
     let occurred_at = DateTime::parse_from_rfc3339(&occurred_text)
-        .map_err(|e| invalid("occurred_at", format!("{e}: expected RFC 3339, e.g. 2026-11-22T10:00:00Z")))?
+        .map_err(|e| {
+            invalid(
+                "occurred_at",
+                format!("{e}: expected RFC 3339, e.g. 2026-11-22T10:00:00Z"),
+            )
+        })?
         .with_timezone(&Utc);
     let wa = wire.account.ok_or(EventError::Missing("account"))?;
     let sam = wa
@@ -264,21 +278,37 @@ pub fn parse(
     };
     let user_principal_name = wa
         .user_principal_name
-        .map(|u| check_address(&u).map(|_| u).map_err(|r| invalid("account.user_principal_name", r)))
+        .map(|u| {
+            check_address(&u)
+                .map(|_| u)
+                .map_err(|r| invalid("account.user_principal_name", r))
+        })
         .transpose()?;
     let distinguished_name = wa
         .distinguished_name
-        .map(|d| check_text(&d, 2048).map(|_| d).map_err(|r| invalid("account.distinguished_name", r)))
+        .map(|d| {
+            check_text(&d, 2048)
+                .map(|_| d)
+                .map_err(|r| invalid("account.distinguished_name", r))
+        })
         .transpose()?;
     let created_on_server = wa
         .created_on_server
-        .map(|h| check_hostname(&h).map(|_| h).map_err(|r| invalid("account.created_on_server", r)))
+        .map(|h| {
+            check_hostname(&h)
+                .map(|_| h)
+                .map_err(|r| invalid("account.created_on_server", r))
+        })
         .transpose()?;
     let mailbox = match wire.mailbox {
         Some(m) => {
             let alias = m
                 .alias
-                .map(|a| check_alias(&a).map(|_| a).map_err(|r| invalid("mailbox.alias", r)))
+                .map(|a| {
+                    check_alias(&a)
+                        .map(|_| a)
+                        .map_err(|r| invalid("mailbox.alias", r))
+                })
                 .transpose()?;
             let remote_routing_address = m
                 .remote_routing_address
@@ -306,7 +336,11 @@ pub fn parse(
     };
     let source = wire
         .source
-        .map(|s| check_text(&s, 100).map(|_| s).map_err(|r| invalid("source", r)))
+        .map(|s| {
+            check_text(&s, 100)
+                .map(|_| s)
+                .map_err(|r| invalid("source", r))
+        })
         .transpose()?;
     Ok(Event {
         id,
@@ -349,7 +383,9 @@ pub fn check_address(s: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
     if !ok_local || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-        return Err(format!("{s:?}: the part before @ has characters SMTP does not allow"));
+        return Err(format!(
+            "{s:?}: the part before @ has characters SMTP does not allow"
+        ));
     }
     check_hostname(domain).map_err(|r| format!("{s:?}: domain {r}"))
 }
@@ -381,7 +417,9 @@ fn check_alias(s: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
     if !ok || s.starts_with('.') || s.ends_with('.') {
-        return Err(format!("{s:?} has characters Exchange does not allow in an alias"));
+        return Err(format!(
+            "{s:?} has characters Exchange does not allow in an alias"
+        ));
     }
     Ok(())
 }
@@ -403,7 +441,13 @@ mod tests {
 
     #[test]
     fn a_valid_joiner_parses() {
-        let e = parse(joiner("jdoe").as_bytes(), Some("application/json"), None, ROUTING_KEY_JOINER).unwrap();
+        let e = parse(
+            joiner("jdoe").as_bytes(),
+            Some("application/json"),
+            None,
+            ROUTING_KEY_JOINER,
+        )
+        .unwrap();
         assert_eq!(e.kind, EventKind::Joiner);
         assert_eq!(e.account.sam_account_name.as_str(), "jdoe");
         assert_eq!(e.source.as_deref(), Some("identityiq"));
@@ -414,7 +458,17 @@ mod tests {
         for ok in ["o'brien", "svc$", "jürgen", "a`b", "x y"] {
             assert!(AccountName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a\"b", "a;b", "a|b", "aaaaaaaaaaaaaaaaaaaaa", "a\nb", "ends.", "..", "a@b"] {
+        for bad in [
+            "",
+            "a\"b",
+            "a;b",
+            "a|b",
+            "aaaaaaaaaaaaaaaaaaaaa",
+            "a\nb",
+            "ends.",
+            "..",
+            "a@b",
+        ] {
             assert!(AccountName::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -423,18 +477,32 @@ mod tests {
     fn each_bad_event_gets_a_precise_reason() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"{not json".to_vec(), "not valid JSON"),
-            (br#"{"schema":"mailboxd.event/v9"}"#.to_vec(), "unknown schema"),
-            (br#"{"schema":"mailboxd.event/v1","type":"joiner"}"#.to_vec(), "missing field id"),
+            (
+                br#"{"schema":"mailboxd.event/v9"}"#.to_vec(),
+                "unknown schema",
+            ),
+            (
+                br#"{"schema":"mailboxd.event/v1","type":"joiner"}"#.to_vec(),
+                "missing field id",
+            ),
             (joiner("a;b").into_bytes(), "account.sam_account_name"),
             (vec![b' '; MAX_MESSAGE_BYTES + 1], "limit"),
         ];
         for (body, want) in cases {
-            let err = parse(&body, None, None, ROUTING_KEY_JOINER).unwrap_err().to_string();
+            let err = parse(&body, None, None, ROUTING_KEY_JOINER)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
         let err = parse(joiner("jdoe").as_bytes(), None, None, ROUTING_KEY_LEAVER).unwrap_err();
         assert!(err.to_string().contains("routing key"), "{err}");
-        let err = parse(joiner("jdoe").as_bytes(), Some("text/plain"), None, ROUTING_KEY_JOINER).unwrap_err();
+        let err = parse(
+            joiner("jdoe").as_bytes(),
+            Some("text/plain"),
+            None,
+            ROUTING_KEY_JOINER,
+        )
+        .unwrap_err();
         assert!(matches!(err, EventError::ContentType(_)));
     }
 
@@ -449,7 +517,9 @@ mod tests {
     fn addresses_are_checked() {
         assert!(check_address("john.doe@corp.example").is_ok());
         assert!(check_address("x@tenant.mail.onmicrosoft.com").is_ok());
-        for bad in ["nodomain", "a@", "@b.c", "a b@c.d", "a@b..c", "a@-b.c", "a\"@b.c"] {
+        for bad in [
+            "nodomain", "a@", "@b.c", "a b@c.d", "a@b..c", "a@-b.c", "a\"@b.c",
+        ] {
             assert!(check_address(bad).is_err(), "{bad}");
         }
     }

@@ -27,7 +27,9 @@ const BATCH_WINDOW: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    #[error("RabbitMQ: {0} (is the broker reachable at amqp.url, and may this user declare the topology?)")]
+    #[error(
+        "RabbitMQ: {0} (is the broker reachable at amqp.url, and may this user declare the topology?)"
+    )]
     Amqp(#[from] lapin::Error),
     #[error("the broker closed the consumer (queue deleted or channel closed); reconnecting")]
     ConsumerClosed,
@@ -41,8 +43,11 @@ pub fn dead_letter_queue(cfg: &config::Amqp) -> String {
 }
 
 pub async fn connect(url: &str) -> Result<Connection, lapin::Error> {
-    Connection::connect(url, ConnectionProperties::default().with_connection_name("mailboxd".into()))
-        .await
+    Connection::connect(
+        url,
+        ConnectionProperties::default().with_connection_name("mailboxd".into()),
+    )
+    .await
 }
 
 /// Declares the exchange, the durable queue with its dead-letter exchange and queue, and
@@ -52,8 +57,13 @@ pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), la
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    ch.exchange_declare(cfg.exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
-        .await?;
+    ch.exchange_declare(
+        cfg.exchange.as_str().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
     ch.exchange_declare(
         cfg.dead_letter_exchange.as_str().into(),
         ExchangeKind::Fanout,
@@ -86,7 +96,8 @@ pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), la
         ..QueueDeclareOptions::default()
     };
     let dead = dead_letter_queue(cfg);
-    ch.queue_declare(dead.as_str().into(), queue_opts, dead_args).await?;
+    ch.queue_declare(dead.as_str().into(), queue_opts, dead_args)
+        .await?;
     ch.queue_bind(
         dead.as_str().into(),
         cfg.dead_letter_exchange.as_str().into(),
@@ -95,7 +106,8 @@ pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), la
         FieldTable::default(),
     )
     .await?;
-    ch.queue_declare(cfg.queue.as_str().into(), queue_opts, args).await?;
+    ch.queue_declare(cfg.queue.as_str().into(), queue_opts, args)
+        .await?;
     for key in [ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER] {
         ch.queue_bind(
             cfg.queue.as_str().into(),
@@ -168,7 +180,8 @@ async fn consume_on(
 ) -> Result<(), IntakeError> {
     let ch = conn.create_channel().await?;
     declare_topology(&ch, cfg).await?;
-    ch.basic_qos(cfg.prefetch, BasicQosOptions::default()).await?;
+    ch.basic_qos(cfg.prefetch, BasicQosOptions::default())
+        .await?;
     let mut consumer = ch
         .basic_consume(
             cfg.queue.as_str().into(),
@@ -244,10 +257,14 @@ async fn handle_batch(
                     exchange: delivery.exchange.to_string(),
                     content_type: props.content_type().as_ref().map(|s| s.to_string()),
                     message_id: props.message_id().as_ref().map(|s| s.to_string()),
-                    headers: props.headers().as_ref().map_or(serde_json::Value::Null, table_to_json),
+                    headers: props
+                        .headers()
+                        .as_ref()
+                        .map_or(serde_json::Value::Null, table_to_json),
                     body: delivery.data.clone(),
                 };
-                let id = with_db_retry("store a poison message", || store.insert_poison(&poison)).await;
+                let id =
+                    with_db_retry("store a poison message", || store.insert_poison(&poison)).await;
                 tracing::warn!(poison_id = id, reason = %reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
                 delivery
                     .reject(BasicRejectOptions { requeue: false })
@@ -259,8 +276,7 @@ async fn handle_batch(
         return Ok(());
     }
     let events: Vec<Event> = good.iter().map(|(_, e)| e.clone()).collect();
-    let inserted =
-        with_db_retry("store jobs", || store.insert_events(&events, max_attempts)).await;
+    let inserted = with_db_retry("store jobs", || store.insert_events(&events, max_attempts)).await;
     for ((_, ev), ins) in good.iter().zip(&inserted) {
         tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
     }

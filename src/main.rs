@@ -3,7 +3,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = mailboxd::cli::Cli::parse();
-    mailboxd::telemetry::init(cli.log_format);
+    // The demo prints its own progress; its daemon only speaks up about problems.
+    let level = match cli.command {
+        mailboxd::cli::Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    mailboxd::telemetry::init(cli.log_format, level);
     match mailboxd::cli::main(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -43,7 +43,9 @@ impl Worker {
             let w = self.clone();
             let wake = wake.clone();
             let shutdown = shutdown.clone();
-            loops.push(tokio::spawn(async move { w.claim_loop(i, wake, shutdown).await }));
+            loops.push(tokio::spawn(async move {
+                w.claim_loop(i, wake, shutdown).await
+            }));
         }
         for l in loops {
             let _ = l.await;
@@ -238,10 +240,14 @@ impl Worker {
                     tracing::error!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, "job failed")
                 }
             },
-            Ok(false) => tracing::warn!(job_id = %job.id, "lease lost before finishing: another replica owns the job now"),
+            Ok(false) => {
+                tracing::warn!(job_id = %job.id, "lease lost before finishing: another replica owns the job now")
+            }
             // The lease expires and another claim runs the job again; the Exchange step is
             // idempotent, so that is safe.
-            Err(e) => tracing::error!(job_id = %job.id, error = %e, "cannot record the outcome; the job will run again after its lease"),
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %e, "cannot record the outcome; the job will run again after its lease")
+            }
         }
     }
 }

@@ -11,7 +11,9 @@ use uuid::Uuid;
 use crate::config;
 use crate::store::ErrorClass;
 use crate::winrm::{ShellOptions, WinrmClient, WinrmError};
-pub use script::{AccountData, BatchData, CredentialData, Payload, ResultLine, SessionData, Template};
+pub use script::{
+    AccountData, BatchData, CredentialData, Payload, ResultLine, SessionData, Template,
+};
 
 /// Transcript kept per attempt at most (the store keeps an excerpt, not a log).
 const TRANSCRIPT_CAP: usize = 8 * 1024;
@@ -21,8 +23,13 @@ const TRANSCRIPT_CAP: usize = 8 * 1024;
 pub enum AccountOutcome {
     /// Exchange did it, or it was already true: the status says which
     /// (`enabled`, `already`, `unhidden`, `hidden`, `not_remote`).
-    Done { status: String },
-    Failed { class: ErrorClass, message: String },
+    Done {
+        status: String,
+    },
+    Failed {
+        class: ErrorClass,
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -238,10 +245,22 @@ mod tests {
 
     #[test]
     fn classification_follows_the_exception_type() {
-        assert_eq!(classify(Some("ProxyAddressExistsException"), ""), ErrorClass::Permanent);
-        assert_eq!(classify(Some("ManagementObjectNotFoundException"), ""), ErrorClass::Transient);
-        assert_eq!(classify(Some("CommandNotFoundException"), ""), ErrorClass::Systemic);
+        assert_eq!(
+            classify(Some("ProxyAddressExistsException"), ""),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            classify(Some("ManagementObjectNotFoundException"), ""),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify(Some("CommandNotFoundException"), ""),
+            ErrorClass::Systemic
+        );
         assert_eq!(classify(None, "Access is denied"), ErrorClass::Systemic);
-        assert_eq!(classify(Some("PSRemotingTransportException"), "exceeded"), ErrorClass::Transient);
+        assert_eq!(
+            classify(Some("PSRemotingTransportException"), "exceeded"),
+            ErrorClass::Transient
+        );
     }
 }

@@ -58,7 +58,10 @@ impl Template {
 
 /// The arguments after `powershell.exe`: constant for every batch.
 pub fn command_arguments() -> Vec<String> {
-    let utf16: Vec<u8> = BOOTSTRAP.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let utf16: Vec<u8> = BOOTSTRAP
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
     let encoded = base64::engine::general_purpose::STANDARD.encode(utf16);
     [
         "-NoLogo",
@@ -254,7 +257,10 @@ pub fn clean_stderr(stderr: &str) -> String {
             }
             Ok(quick_xml::events::Event::End(e)) if in_error && e.local_name().as_ref() == "S" => {
                 in_error = false;
-                messages.push(text.replace("_x000D__x000A_", "\n").replace("_x000A_", "\n"));
+                messages.push(
+                    text.replace("_x000D__x000A_", "\n")
+                        .replace("_x000A_", "\n"),
+                );
             }
             Ok(quick_xml::events::Event::Eof) | Err(_) => break,
             _ => {}
@@ -282,7 +288,9 @@ mod tests {
         for t in Template::ALL {
             assert_eq!(Template::recognise(&t.script()), Some(t));
         }
-        let tampered = Template::EnableRemoteMailbox.script().replace("Enable-RemoteMailbox @enable", "Remove-Mailbox @enable");
+        let tampered = Template::EnableRemoteMailbox
+            .script()
+            .replace("Enable-RemoteMailbox @enable", "Remove-Mailbox @enable");
         assert_eq!(Template::recognise(&tampered), None);
     }
 
@@ -300,7 +308,10 @@ mod tests {
     #[test]
     fn clixml_stderr_yields_the_error_text() {
         let stderr = "#< CLIXML\r\n<Objs Version=\"1.1.0.1\" xmlns=\"http://schemas.microsoft.com/powershell/2004/04\"><Obj S=\"progress\" RefId=\"0\"><TN RefId=\"0\"><T>System.Management.Automation.PSCustomObject</T></TN></Obj><S S=\"Error\">Write-Error : bad &amp; worse_x000D__x000A_</S><S S=\"Error\">second line_x000D__x000A_</S></Objs>";
-        assert_eq!(clean_stderr(stderr), "Write-Error : bad & worse\nsecond line");
+        assert_eq!(
+            clean_stderr(stderr),
+            "Write-Error : bad & worse\nsecond line"
+        );
         assert_eq!(clean_stderr("plain text\r\n"), "plain text");
     }
 }

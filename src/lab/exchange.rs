@@ -74,11 +74,19 @@ impl CommandHost for LabHost {
     fn launch(&self, user: &str, command: &str, arguments: &[String]) -> Launch {
         // WinRS joins Command and Arguments with spaces; so does cmd.exe's parser.
         let mut words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
-        words.extend(arguments.iter().flat_map(|a| a.split_whitespace().map(str::to_owned)));
+        words.extend(
+            arguments
+                .iter()
+                .flat_map(|a| a.split_whitespace().map(str::to_owned)),
+        );
         let Some(first) = words.first() else {
             return Launch::Done(cmd::run(&self.hostname, user, command, arguments));
         };
-        let exe = first.rsplit(['\\', '/']).next().unwrap_or(first).to_ascii_lowercase();
+        let exe = first
+            .rsplit(['\\', '/'])
+            .next()
+            .unwrap_or(first)
+            .to_ascii_lowercase();
         if exe != "powershell" && exe != "powershell.exe" {
             return Launch::Done(cmd::run(&self.hostname, user, command, arguments));
         }
@@ -274,7 +282,10 @@ impl Run {
     }
 
     fn not_found(task: &str, account: &AccountData) -> ResultLine {
-        let dc = account.domain_controller.as_deref().unwrap_or("dc1.corp.example");
+        let dc = account
+            .domain_controller
+            .as_deref()
+            .unwrap_or("dc1.corp.example");
         error(
             "ManagementObjectNotFoundException",
             "NotSpecified",
@@ -316,7 +327,9 @@ impl Run {
         self.record(
             "Get-RemoteMailbox",
             common.clone(),
-            existing.is_none().then_some("ManagementObjectNotFoundException"),
+            existing
+                .is_none()
+                .then_some("ManagementObjectNotFoundException"),
         );
         let Some((index, rra, hidden)) = existing else {
             return enable_error;
@@ -338,7 +351,11 @@ impl Run {
     fn try_enable(&self, account: &AccountData) -> Result<(), ResultLine> {
         const TASK: &str = "EnableRemoteMailbox";
         let mut st = lock(&self.state);
-        let Some(index) = st.accounts.iter().position(|a| a.matches(&account.identity)) else {
+        let Some(index) = st
+            .accounts
+            .iter()
+            .position(|a| a.matches(&account.identity))
+        else {
             return Err(Self::not_found(TASK, account));
         };
         let target = &st.accounts[index];
@@ -359,7 +376,10 @@ impl Run {
                 ),
             ));
         }
-        let alias = account.alias.clone().unwrap_or_else(|| default_alias(target));
+        let alias = account
+            .alias
+            .clone()
+            .unwrap_or_else(|| default_alias(target));
         let primary = account
             .primary_smtp_address
             .clone()
@@ -416,7 +436,9 @@ impl Run {
         self.record(
             "Get-RemoteMailbox",
             common.clone(),
-            existing.is_none().then_some("ManagementObjectNotFoundException"),
+            existing
+                .is_none()
+                .then_some("ManagementObjectNotFoundException"),
         );
         let Some((index, _, hidden)) = existing else {
             let mut r = Self::not_found("GetRemoteMailbox", account);

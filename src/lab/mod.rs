@@ -44,7 +44,11 @@ pub struct Lab {
 impl Lab {
     /// Binds and serves in the background.
     pub async fn start(cfg: LabConfig) -> std::io::Result<Lab> {
-        let accounts = cfg.accounts.into_iter().map(LabAccount::from_seed).collect();
+        let accounts = cfg
+            .accounts
+            .into_iter()
+            .map(LabAccount::from_seed)
+            .collect();
         let state: SharedState = Arc::new(Mutex::new(LabState {
             accounts,
             ..LabState::default()

@@ -60,7 +60,7 @@ impl JobState {
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -200,7 +200,8 @@ fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<Job, StoreError> {
         kind: EventKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("kind {kind}")))?,
         account: row.try_get("account")?,
         event,
-        state: JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
         outcome: row.try_get("outcome")?,
         attempt: row.try_get("attempt")?,
         max_attempts: row.try_get("max_attempts")?,
@@ -357,9 +358,13 @@ impl Store {
             Option<&str>,
             Option<DateTime<Utc>>,
         ) = match resolution {
-            Resolution::Succeeded { outcome } => {
-                (JobState::Succeeded, Some(outcome.as_str()), None, None, None)
-            }
+            Resolution::Succeeded { outcome } => (
+                JobState::Succeeded,
+                Some(outcome.as_str()),
+                None,
+                None,
+                None,
+            ),
             Resolution::Retry { class, error, at } => {
                 let state = if *class == ErrorClass::NotSynced {
                     JobState::WaitingForSync
@@ -368,9 +373,13 @@ impl Store {
                 };
                 (state, None, Some(*class), Some(error.as_str()), Some(*at))
             }
-            Resolution::Failed { class, error, .. } => {
-                (JobState::Failed, None, Some(*class), Some(error.as_str()), None)
-            }
+            Resolution::Failed { class, error, .. } => (
+                JobState::Failed,
+                None,
+                Some(*class),
+                Some(error.as_str()),
+                None,
+            ),
         };
         let terminal = state.is_terminal();
         let updated = sqlx::query(
@@ -427,10 +436,12 @@ impl Store {
     }
 
     pub async fn get_job(&self, id: Uuid) -> Result<Option<(Job, Vec<Attempt>)>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let job = job_from_row(&row)?;
         let attempts = sqlx::query_as(
@@ -444,10 +455,12 @@ impl Store {
     }
 
     pub async fn job_by_event(&self, event_id: &str) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE event_id = $1")))
-            .bind(event_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE event_id = $1"
+        )))
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -487,9 +500,11 @@ impl Store {
     }
 
     pub async fn count_unsent_alerts(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM alerts WHERE sent_at IS NULL")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM alerts WHERE sent_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 }
 
@@ -611,7 +626,11 @@ impl Store {
         id: Uuid,
         sql: &'static str,
     ) -> Result<Result<(), ActionRefused>, StoreError> {
-        let n = sqlx::query(sql).bind(id).execute(&self.pool).await?.rows_affected();
+        let n = sqlx::query(sql)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         if n == 1 {
             return Ok(Ok(()));
         }
@@ -626,9 +645,11 @@ impl Store {
     }
 
     pub async fn list_alerts(&self, limit: i64) -> Result<Vec<Alert>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM alerts ORDER BY id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM alerts ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

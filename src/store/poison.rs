@@ -60,17 +60,21 @@ impl Store {
     }
 
     pub async fn list_poison(&self, limit: i64) -> Result<Vec<PoisonMessage>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM poison_messages ORDER BY id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM poison_messages ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn get_poison(&self, id: i64) -> Result<Option<PoisonMessage>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM poison_messages WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM poison_messages WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }
 

@@ -1,0 +1,466 @@
+//! The WinRS client: open a shell, run a command with stdin, collect its output, close.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::error::WinrmError;
+use super::soap::{self, Envelope, RequestHeader, esc};
+use super::xml::Element;
+
+/// How the client authenticates. NTLM and Kerberos arrive with their own issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Basic,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub endpoint: url::Url,
+    pub username: String,
+    pub password: SecretString,
+    pub auth: Auth,
+    /// Basic over plain http only when this is true.
+    pub allow_unencrypted: bool,
+    /// Extra PEM CA certificates, trusted besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// WS-Management OperationTimeout; the HTTP read timeout is this plus 10 s.
+    pub operation_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_envelope_size: u32,
+}
+
+impl ClientConfig {
+    pub fn new(endpoint: url::Url, username: impl Into<String>, password: SecretString) -> Self {
+        ClientConfig {
+            endpoint,
+            username: username.into(),
+            password,
+            auth: Auth::Basic,
+            allow_unencrypted: false,
+            ca_file: None,
+            operation_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(10),
+            max_envelope_size: 153_600,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ShellOptions {
+    /// 65001 = UTF-8 (the default: 437 would garble non-ASCII names).
+    pub codepage: u32,
+    pub no_profile: bool,
+    /// Frees the shell on the host if mailboxd vanishes without deleting it.
+    pub idle_timeout: Option<Duration>,
+    pub working_directory: Option<String>,
+    pub environment: Vec<(String, String)>,
+}
+
+impl Default for ShellOptions {
+    fn default() -> Self {
+        ShellOptions {
+            codepage: 65001,
+            no_profile: true,
+            idle_timeout: Some(Duration::from_secs(300)),
+            working_directory: None,
+            environment: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i64,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    cfg: ClientConfig,
+    session_id: String,
+}
+
+/// A WinRM client for one endpoint; cheap to clone.
+#[derive(Clone)]
+pub struct WinrmClient {
+    inner: Arc<Inner>,
+}
+
+impl WinrmClient {
+    pub fn new(cfg: ClientConfig) -> Result<Self, WinrmError> {
+        match cfg.endpoint.scheme() {
+            "https" => {}
+            "http" if cfg.allow_unencrypted => {}
+            "http" => {
+                return Err(WinrmError::Config(format!(
+                    "{} is plain HTTP and Basic auth would send the password in clear text: use https://, or allow_unencrypted = true knowingly",
+                    cfg.endpoint
+                )));
+            }
+            other => {
+                return Err(WinrmError::Config(format!(
+                    "unsupported URL scheme {other:?}"
+                )));
+            }
+        }
+        let mut builder = reqwest::Client::builder()
+            .http1_only()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.operation_timeout + Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .no_proxy();
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                WinrmError::Config(format!("cannot read winrm.ca_file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                WinrmError::Config(format!("winrm.ca_file {} is not PEM: {e}", path.display()))
+            })?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| WinrmError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(WinrmClient {
+            inner: Arc::new(Inner {
+                http,
+                cfg,
+                session_id: format!("uuid:{}", soap::new_guid()),
+            }),
+        })
+    }
+
+    pub fn endpoint(&self) -> &url::Url {
+        &self.inner.cfg.endpoint
+    }
+
+    /// Sends one request envelope and returns the reply; faults become `WinrmError::Fault`.
+    async fn call(
+        &self,
+        action: &str,
+        shell_id: Option<&str>,
+        options: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Envelope, WinrmError> {
+        let cfg = &self.inner.cfg;
+        let message_id = format!("uuid:{}", soap::new_guid());
+        let envelope = soap::request(
+            &RequestHeader {
+                to: cfg.endpoint.as_str(),
+                action,
+                resource_uri: soap::RESOURCE_CMD,
+                message_id: &message_id,
+                session_id: &self.inner.session_id,
+                max_envelope_size: cfg.max_envelope_size,
+                operation_timeout: cfg.operation_timeout,
+                shell_id,
+                options,
+            },
+            body,
+        );
+        let resp = self
+            .inner
+            .http
+            .post(cfg.endpoint.clone())
+            .basic_auth(&cfg.username, Some(cfg.password.expose_secret()))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/soap+xml;charset=UTF-8",
+            )
+            .header(reqwest::header::ACCEPT_ENCODING, "identity")
+            .body(envelope)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(transport_error)?;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(WinrmError::Unauthorized);
+        }
+        let parsed = Envelope::parse(&text);
+        if let Ok(env) = &parsed
+            && let Some(fault) = env.fault()
+        {
+            return Err(WinrmError::Fault(fault));
+        }
+        if !status.is_success() {
+            return Err(WinrmError::Http {
+                status: status.as_u16(),
+                body_excerpt: text.chars().take(300).collect(),
+            });
+        }
+        let env = parsed.map_err(WinrmError::Protocol)?;
+        if let Some(rel) = env.relates_to()
+            && rel != message_id
+        {
+            return Err(WinrmError::Protocol(format!(
+                "reply relates to {rel}, not to the request {message_id}"
+            )));
+        }
+        Ok(env)
+    }
+
+    /// Creates a WinRS cmd shell.
+    pub async fn open_shell(&self, opts: &ShellOptions) -> Result<Shell, WinrmError> {
+        let mut body = String::from(
+            "<rsp:Shell><rsp:InputStreams>stdin</rsp:InputStreams><rsp:OutputStreams>stdout stderr</rsp:OutputStreams>",
+        );
+        if let Some(dir) = &opts.working_directory {
+            body.push_str(&format!(
+                "<rsp:WorkingDirectory>{}</rsp:WorkingDirectory>",
+                esc(dir)
+            ));
+        }
+        if let Some(idle) = opts.idle_timeout {
+            body.push_str(&format!(
+                "<rsp:IdleTimeOut>{}</rsp:IdleTimeOut>",
+                soap::xs_duration(idle)
+            ));
+        }
+        if !opts.environment.is_empty() {
+            body.push_str("<rsp:Environment>");
+            for (k, v) in &opts.environment {
+                body.push_str(&format!(
+                    r#"<rsp:Variable Name="{}">{}</rsp:Variable>"#,
+                    esc(k),
+                    esc(v)
+                ));
+            }
+            body.push_str("</rsp:Environment>");
+        }
+        body.push_str("</rsp:Shell>");
+        let codepage = opts.codepage.to_string();
+        let options = [
+            (
+                "WINRS_NOPROFILE",
+                if opts.no_profile { "TRUE" } else { "FALSE" },
+            ),
+            ("WINRS_CODEPAGE", codepage.as_str()),
+        ];
+        let env = self
+            .call(soap::ACTION_CREATE, None, &options, &body)
+            .await?;
+        let id = env
+            .body
+            .find(soap::NS_WSMAN, "SelectorSet")
+            .and_then(|s| {
+                s.children_named(soap::NS_WSMAN, "Selector")
+                    .find(|x| x.attr("Name") == Some("ShellId"))
+            })
+            .or_else(|| env.body.find(soap::NS_SHELL, "ShellId"))
+            .map(|e| e.trimmed_text().to_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| WinrmError::Protocol("CreateResponse without a ShellId".into()))?;
+        Ok(Shell {
+            client: self.clone(),
+            id,
+        })
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> WinrmError {
+    if e.is_timeout() {
+        WinrmError::Timeout
+    } else {
+        // Include the source chain: TLS verification failures are only named there.
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        WinrmError::Connect(msg)
+    }
+}
+
+/// An open WinRS shell on the host.
+pub struct Shell {
+    client: WinrmClient,
+    id: String,
+}
+
+/// One Receive reply, decoded.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReceiveChunk {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Present when the command is Done.
+    pub exit_code: Option<i64>,
+}
+
+/// Reads a ReceiveResponse body: streams in document order, and the command state.
+pub fn parse_receive(body: &Element, command_id: &str) -> Result<ReceiveChunk, WinrmError> {
+    let resp = body
+        .child(soap::NS_SHELL, "ReceiveResponse")
+        .ok_or_else(|| WinrmError::Protocol("expected a ReceiveResponse".into()))?;
+    let mut out = ReceiveChunk::default();
+    for s in resp.children_named(soap::NS_SHELL, "Stream") {
+        if s.attr("CommandId")
+            .is_some_and(|c| !c.eq_ignore_ascii_case(command_id))
+        {
+            continue;
+        }
+        let data = s.trimmed_text();
+        if data.is_empty() {
+            continue;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| WinrmError::Protocol(format!("stream is not base64: {e}")))?;
+        match s.attr("Name") {
+            Some("stdout") => out.stdout.extend(bytes),
+            Some("stderr") => out.stderr.extend(bytes),
+            _ => {}
+        }
+    }
+    if let Some(state) = resp.child(soap::NS_SHELL, "CommandState")
+        && state.attr("State").is_some_and(|s| s.ends_with("/Done"))
+    {
+        let code = state
+            .child(soap::NS_SHELL, "ExitCode")
+            .map(|e| e.trimmed_text())
+            .unwrap_or("0");
+        // 32-bit on the wire; accept signed and unsigned spellings.
+        let exit = code
+            .parse::<i64>()
+            .map_err(|_| WinrmError::Protocol(format!("ExitCode {code:?} is not a number")))?;
+        out.exit_code = Some(exit);
+    }
+    Ok(out)
+}
+
+impl Shell {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs `command arguments…` (through cmd.exe, as WinRS does by default), writes
+    /// `stdin` and closes it, collects stdout/stderr until the command is done.
+    pub async fn run(
+        &self,
+        command: &str,
+        arguments: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<CommandOutput, WinrmError> {
+        let c = &self.client;
+        let mut body = format!(
+            "<rsp:CommandLine><rsp:Command>{}</rsp:Command>",
+            esc(command)
+        );
+        for a in arguments {
+            body.push_str(&format!("<rsp:Arguments>{}</rsp:Arguments>", esc(a)));
+        }
+        body.push_str("</rsp:CommandLine>");
+        let options = [
+            (
+                "WINRS_CONSOLEMODE_STDIN",
+                if stdin.is_some() { "FALSE" } else { "TRUE" },
+            ),
+            ("WINRS_SKIP_CMD_SHELL", "FALSE"),
+        ];
+        let env = c
+            .call(soap::ACTION_COMMAND, Some(&self.id), &options, &body)
+            .await?;
+        let command_id = env
+            .body
+            .find(soap::NS_SHELL, "CommandId")
+            .map(|e| e.trimmed_text().to_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| WinrmError::Protocol("CommandResponse without a CommandId".into()))?;
+
+        let result = self.feed_and_collect(&command_id, stdin).await;
+        // Release the command even after Done, so the host frees it; its answer does not matter.
+        let signal = format!(
+            r#"<rsp:Signal CommandId="{}"><rsp:Code>{}</rsp:Code></rsp:Signal>"#,
+            esc(&command_id),
+            soap::SIGNAL_TERMINATE
+        );
+        if let Err(e) = c
+            .call(soap::ACTION_SIGNAL, Some(&self.id), &[], &signal)
+            .await
+        {
+            tracing::debug!(error = %e, "signal after the command ended was refused");
+        }
+        result
+    }
+
+    async fn feed_and_collect(
+        &self,
+        command_id: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<CommandOutput, WinrmError> {
+        let c = &self.client;
+        if let Some(data) = stdin {
+            // What fits in one envelope after base64 growth, less room for the header.
+            let room = (c.inner.cfg.max_envelope_size as usize)
+                .saturating_sub(4096)
+                .max(4096);
+            let chunk = (room / 4) * 3;
+            let mut chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            let last = chunks.len() - 1;
+            for (i, part) in chunks.into_iter().enumerate() {
+                let body = format!(
+                    r#"<rsp:Send><rsp:Stream Name="stdin" CommandId="{}"{}>{}</rsp:Stream></rsp:Send>"#,
+                    esc(command_id),
+                    if i == last { r#" End="true""# } else { "" },
+                    base64::engine::general_purpose::STANDARD.encode(part)
+                );
+                c.call(soap::ACTION_SEND, Some(&self.id), &[], &body)
+                    .await?;
+            }
+        }
+        let mut out = CommandOutput {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            exit_code: 0,
+        };
+        let receive = format!(
+            r#"<rsp:Receive><rsp:DesiredStream CommandId="{}">stdout stderr</rsp:DesiredStream></rsp:Receive>"#,
+            esc(command_id)
+        );
+        loop {
+            let reply = c
+                .call(
+                    soap::ACTION_RECEIVE,
+                    Some(&self.id),
+                    &[("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")],
+                    &receive,
+                )
+                .await;
+            let env = match reply {
+                Ok(env) => env,
+                // Nothing to say within OperationTimeout: the normal idle path, ask again.
+                Err(WinrmError::Fault(f)) if f.code == Some(soap::CODE_OPERATION_TIMEOUT) => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let chunk = parse_receive(&env.body, command_id)?;
+            out.stdout.extend(chunk.stdout);
+            out.stderr.extend(chunk.stderr);
+            if let Some(code) = chunk.exit_code {
+                out.exit_code = code;
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes the shell on the host.
+    pub async fn close(self) -> Result<(), WinrmError> {
+        self.client
+            .call(soap::ACTION_DELETE, Some(&self.id), &[], "")
+            .await
+            .map(|_| ())
+    }
+}
