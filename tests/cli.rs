@@ -22,8 +22,8 @@ async fn run_with_json_logs_writes_one_json_object_per_line() {
     let mut seen = Vec::new();
     for line in BufReader::new(stderr).lines().take(50) {
         let line = line.unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{v}");
         let running = v["message"] == "mailboxd running";
         seen.push(v);
@@ -35,9 +35,18 @@ async fn run_with_json_logs_writes_one_json_object_per_line() {
     let _ = child.wait();
     let last = seen.last().expect("some log lines");
     assert_eq!(last["message"], "mailboxd running", "{seen:?}");
-    assert!(last["admin_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        last["admin_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     // The WinRM password given in the environment never shows up in the logs.
-    assert!(!serde_json::to_string(&seen).unwrap().contains(common::LAB_PASSWORD));
+    assert!(
+        !serde_json::to_string(&seen)
+            .unwrap()
+            .contains(common::LAB_PASSWORD)
+    );
     env.cleanup().await;
 }
 
@@ -70,9 +79,14 @@ async fn publish_from_the_command_line_reaches_the_daemon() {
 
 #[test]
 fn help_lists_the_working_commands() {
-    let out = Command::new(env!("CARGO_BIN_EXE_mailboxd")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["run", "migrate", "demo", "lab", "publish", "jobs", "poison", "alerts"] {
+    for cmd in [
+        "run", "migrate", "demo", "lab", "publish", "jobs", "poison", "alerts",
+    ] {
         assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
     }
 }

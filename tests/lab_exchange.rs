@@ -66,9 +66,17 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
     onprem.recipient = Recipient::Onprem;
     let lab = lab_with(vec![seed("fresh"), remote("already", false, false), onprem]).await;
     let ex = exchange(&lab, ExchangeMode::Remote);
-    let accounts = vec![account("fresh"), account("already"), account("onprem"), account("nobody")];
+    let accounts = vec![
+        account("fresh"),
+        account("already"),
+        account("onprem"),
+        account("nobody"),
+    ];
     let ids: Vec<Uuid> = accounts.iter().map(|a| a.job_id).collect();
-    let r = ex.run_batch(Template::EnableRemoteMailbox, accounts).await.unwrap();
+    let r = ex
+        .run_batch(Template::EnableRemoteMailbox, accounts)
+        .await
+        .unwrap();
 
     assert_eq!(status(&r.outcomes[&ids[0]]), "enabled");
     assert_eq!(status(&r.outcomes[&ids[1]]), "already");
@@ -81,8 +89,15 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
     }
     match &r.outcomes[&ids[3]] {
         AccountOutcome::Failed { class, message } => {
-            assert_eq!(*class, ErrorClass::Transient, "not on the DC yet may be replication");
-            assert!(message.contains("couldn't be found on 'dc1.corp.example'"), "{message}");
+            assert_eq!(
+                *class,
+                ErrorClass::Transient,
+                "not on the DC yet may be replication"
+            );
+            assert!(
+                message.contains("couldn't be found on 'dc1.corp.example'"),
+                "{message}"
+            );
         }
         other => panic!("unknown account must fail: {other:?}"),
     }
@@ -90,7 +105,10 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
     let st = lab.state.lock().unwrap();
     assert_eq!(st.stats.exchange_sessions, 1);
     assert_eq!(st.invocations[0].cmdlet, "New-PSSession");
-    assert_eq!(st.invocations[0].parameters["ConnectionUri"], "http://ex01.corp.example/PowerShell/");
+    assert_eq!(
+        st.invocations[0].parameters["ConnectionUri"],
+        "http://ex01.corp.example/PowerShell/"
+    );
 }
 
 #[tokio::test]
@@ -100,11 +118,17 @@ async fn a_proxy_address_in_use_is_a_permanent_error() {
     let mut a = account("second");
     a.primary_smtp_address = Some("first@corp.example".into());
     let id = a.job_id;
-    let r = ex.run_batch(Template::EnableRemoteMailbox, vec![a]).await.unwrap();
+    let r = ex
+        .run_batch(Template::EnableRemoteMailbox, vec![a])
+        .await
+        .unwrap();
     match &r.outcomes[&id] {
         AccountOutcome::Failed { class, message } => {
             assert_eq!(*class, ErrorClass::Permanent);
-            assert!(message.starts_with("ProxyAddressExistsException"), "{message}");
+            assert!(
+                message.starts_with("ProxyAddressExistsException"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -117,15 +141,25 @@ async fn hiding_is_idempotent_and_never_touches_a_non_remote_account() {
     let first = account("leaver");
     let plain = account("plain");
     let (a, p) = (first.job_id, plain.job_id);
-    let r = ex.run_batch(Template::HideRemoteMailbox, vec![first, plain]).await.unwrap();
+    let r = ex
+        .run_batch(Template::HideRemoteMailbox, vec![first, plain])
+        .await
+        .unwrap();
     assert_eq!(status(&r.outcomes[&a]), "hidden");
     assert_eq!(status(&r.outcomes[&p]), "not_remote");
     let again = account("leaver");
     let id = again.job_id;
-    let r = ex.run_batch(Template::HideRemoteMailbox, vec![again]).await.unwrap();
+    let r = ex
+        .run_batch(Template::HideRemoteMailbox, vec![again])
+        .await
+        .unwrap();
     assert_eq!(status(&r.outcomes[&id]), "already");
     let st = lab.state.lock().unwrap();
-    let sets: Vec<_> = st.invocations.iter().filter(|i| i.cmdlet == "Set-RemoteMailbox").collect();
+    let sets: Vec<_> = st
+        .invocations
+        .iter()
+        .filter(|i| i.cmdlet == "Set-RemoteMailbox")
+        .collect();
     assert_eq!(sets.len(), 1, "one Set-RemoteMailbox in all");
     assert_eq!(st.invocations[0].cmdlet, "Add-PSSnapin");
 }
@@ -133,10 +167,21 @@ async fn hiding_is_idempotent_and_never_touches_a_non_remote_account() {
 #[tokio::test]
 async fn a_wrong_winrm_password_is_a_systemic_batch_error() {
     let lab = lab_with(vec![seed("x")]).await;
-    let mut cfg = ClientConfig::new(lab.endpoint().parse().unwrap(), lab::DEFAULT_USER, SecretString::from("wrong"));
+    let mut cfg = ClientConfig::new(
+        lab.endpoint().parse().unwrap(),
+        lab::DEFAULT_USER,
+        SecretString::from("wrong"),
+    );
     cfg.allow_unencrypted = true;
-    let ex = Exchange::new(WinrmClient::new(cfg).unwrap(), &config::Exchange::default(), lab.endpoint());
-    let err = ex.run_batch(Template::EnableRemoteMailbox, vec![account("x")]).await.unwrap_err();
+    let ex = Exchange::new(
+        WinrmClient::new(cfg).unwrap(),
+        &config::Exchange::default(),
+        lab.endpoint(),
+    );
+    let err = ex
+        .run_batch(Template::EnableRemoteMailbox, vec![account("x")])
+        .await
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Systemic, "{err}");
     assert!(lab.state.lock().unwrap().invocations.is_empty());
 }
@@ -144,7 +189,11 @@ async fn a_wrong_winrm_password_is_a_systemic_batch_error() {
 #[tokio::test]
 async fn the_explicit_exchange_credential_travels_on_stdin_and_is_never_recorded() {
     let lab = lab_with(vec![seed("cred")]).await;
-    let mut cfg = ClientConfig::new(lab.endpoint().parse().unwrap(), lab::DEFAULT_USER, SecretString::from(LAB_PASSWORD));
+    let mut cfg = ClientConfig::new(
+        lab.endpoint().parse().unwrap(),
+        lab::DEFAULT_USER,
+        SecretString::from(LAB_PASSWORD),
+    );
     cfg.allow_unencrypted = true;
     let ex_cfg = config::Exchange {
         mode: ExchangeMode::Remote,
@@ -156,7 +205,10 @@ async fn the_explicit_exchange_credential_travels_on_stdin_and_is_never_recorded
     let ex = Exchange::new(WinrmClient::new(cfg).unwrap(), &ex_cfg, lab.endpoint());
     let a = account("cred");
     let id = a.job_id;
-    let r = ex.run_batch(Template::EnableRemoteMailbox, vec![a]).await.unwrap();
+    let r = ex
+        .run_batch(Template::EnableRemoteMailbox, vec![a])
+        .await
+        .unwrap();
     assert_eq!(status(&r.outcomes[&id]), "enabled");
     let st = lab.state.lock().unwrap();
     assert_eq!(st.invocations[0].parameters["Credential"], "CORP\\svc-exch");

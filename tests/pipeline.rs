@@ -32,15 +32,24 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     // Exactly one Enable-RemoteMailbox, with the values from the event.
     let calls = env.invocations_of("Enable-RemoteMailbox", "jdoe").await;
     assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!(calls[0]["parameters"]["RemoteRoutingAddress"], "jdoe@tenant.mail.onmicrosoft.com");
-    assert_eq!(calls[0]["parameters"]["PrimarySmtpAddress"], "john.doe@corp.example");
+    assert_eq!(
+        calls[0]["parameters"]["RemoteRoutingAddress"],
+        "jdoe@tenant.mail.onmicrosoft.com"
+    );
+    assert_eq!(
+        calls[0]["parameters"]["PrimarySmtpAddress"],
+        "john.doe@corp.example"
+    );
     assert!(calls[0]["error"].is_null());
 
     // The attempt is on record with the host that ran it.
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "succeeded");
-    assert_eq!(attempts[0].host.as_deref(), Some(env.settings.winrm.endpoint.as_str()));
+    assert_eq!(
+        attempts[0].host.as_deref(),
+        Some(env.settings.winrm.endpoint.as_str())
+    );
 
     // Operations see it through the CLI.
     let (code, out, err) = env.cli(&["jobs", "list", "--json"]);
@@ -83,7 +92,12 @@ async fn the_same_event_twice_makes_one_job_and_one_enable() {
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert_eq!(env.invocations_of("Enable-RemoteMailbox", "twice").await.len(), 1);
+    assert_eq!(
+        env.invocations_of("Enable-RemoteMailbox", "twice")
+            .await
+            .len(),
+        1
+    );
 
     app.stop().await;
     env.cleanup().await;
@@ -91,7 +105,11 @@ async fn the_same_event_twice_makes_one_job_and_one_enable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leaver_is_hidden_from_the_address_lists() {
-    let env = TestEnv::new(vec![remote("gone", true, false), remote("hidden", true, true)]).await;
+    let env = TestEnv::new(vec![
+        remote("gone", true, false),
+        remote("hidden", true, true),
+    ])
+    .await;
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
 
@@ -101,7 +119,10 @@ async fn a_leaver_is_hidden_from_the_address_lists() {
     assert_eq!(job.outcome.as_deref(), Some("hidden"));
     let m = env.mailbox("gone").await;
     assert_eq!(m["msExchHideFromAddressLists"], true);
-    assert_eq!(m["recipient"], "remote", "a leaver never removes the mailbox");
+    assert_eq!(
+        m["recipient"], "remote",
+        "a leaver never removes the mailbox"
+    );
     let sets = env.invocations_of("Set-RemoteMailbox", "gone").await;
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0]["parameters"]["HiddenFromAddressListsEnabled"], true);
@@ -111,7 +132,11 @@ async fn a_leaver_is_hidden_from_the_address_lists() {
     publisher.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.outcome.as_deref(), Some("already"));
-    assert!(env.invocations_of("Set-RemoteMailbox", "hidden").await.is_empty());
+    assert!(
+        env.invocations_of("Set-RemoteMailbox", "hidden")
+            .await
+            .is_empty()
+    );
 
     app.stop().await;
     env.cleanup().await;
@@ -124,7 +149,12 @@ async fn an_unparsable_message_is_kept_as_poison_and_the_daemon_keeps_going() {
     let publisher = env.publisher().await;
 
     publisher
-        .publish_raw("ad.user.created", b"{this is not json", Some("application/json"), Some("bad-1"))
+        .publish_raw(
+            "ad.user.created",
+            b"{this is not json",
+            Some("application/json"),
+            Some("bad-1"),
+        )
         .await
         .unwrap();
     let after = env.joiner("after");
@@ -134,13 +164,19 @@ async fn an_unparsable_message_is_kept_as_poison_and_the_daemon_keeps_going() {
     // Recorded with its reason and raw bytes...
     let poison = env.store.list_poison(10).await.unwrap();
     assert_eq!(poison.len(), 1);
-    assert!(poison[0].reason.contains("not valid JSON"), "{}", poison[0].reason);
+    assert!(
+        poison[0].reason.contains("not valid JSON"),
+        "{}",
+        poison[0].reason
+    );
     assert_eq!(poison[0].body, b"{this is not json");
     assert_eq!(poison[0].message_id.as_deref(), Some("bad-1"));
     // ...not turned into a job...
     assert!(env.store.job_by_event("bad-1").await.unwrap().is_none());
     // ...and dead-lettered by the broker.
-    let conn = mailboxd::intake::connect(&env.settings.amqp.url).await.unwrap();
+    let conn = mailboxd::intake::connect(&env.settings.amqp.url)
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let dead = mailboxd::intake::dead_letter_queue(&env.settings.amqp);
     let got = ch
@@ -194,9 +230,15 @@ async fn a_crash_between_commit_and_ack_does_not_duplicate_the_job() {
     ]);
     let ev = env.joiner("crashy");
     publisher.publish(&ev).await.unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("the daemon hit the failpoint");
+    let status =
+        wait_exit(&mut child, Duration::from_secs(30)).expect("the daemon hit the failpoint");
     assert!(!status.success());
-    let stored = env.store.job_by_event(&ev.id).await.unwrap().expect("the job was committed");
+    let stored = env
+        .store
+        .job_by_event(&ev.id)
+        .await
+        .unwrap()
+        .expect("the job was committed");
 
     // Restarted normally, it gets the unacked message again from the broker.
     let mut child = env.spawn_daemon(&[]);
@@ -207,7 +249,10 @@ async fn a_crash_between_commit_and_ack_does_not_duplicate_the_job() {
     assert_eq!(job.id, stored.id, "the redelivery reused the committed job");
     let all = env
         .store
-        .list_jobs(&mailboxd::store::JobFilter { limit: 100, ..Default::default() })
+        .list_jobs(&mailboxd::store::JobFilter {
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(all.len(), 2, "one job per event: {all:?}");
@@ -233,7 +278,10 @@ async fn a_rehire_makes_the_hidden_mailbox_visible_again() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.outcome.as_deref(), Some("unhidden"));
-    assert_eq!(env.mailbox("back").await["msExchHideFromAddressLists"], false);
+    assert_eq!(
+        env.mailbox("back").await["msExchHideFromAddressLists"],
+        false
+    );
     app.stop().await;
     env.cleanup().await;
 }
@@ -250,11 +298,21 @@ async fn a_permanent_exchange_error_fails_the_job_once_and_raises_one_alert() {
     let job = env.wait_terminal(&ev.id).await;
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
-    assert!(job.last_error.as_deref().unwrap_or("").contains("UserMailbox"), "{job:?}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("UserMailbox"),
+        "{job:?}"
+    );
     assert_eq!(job.attempt, 1, "permanent errors are not retried");
     let alerts = env.store.list_alerts(10).await.unwrap();
     assert_eq!(alerts.len(), 1);
-    assert!(alerts[0].subject.contains("Mailbox for onprem not enabled"), "{}", alerts[0].subject);
+    assert!(
+        alerts[0].subject.contains("Mailbox for onprem not enabled"),
+        "{}",
+        alerts[0].subject
+    );
     app.stop().await;
     env.cleanup().await;
 }

@@ -43,8 +43,13 @@ async fn inserting_the_same_event_twice_keeps_one_job() {
     let e = event("e1", EventKind::Joiner, "jdoe", 0);
     let first = store.insert_events(&[e.clone()], 5).await.unwrap();
     let again = store.insert_events(&[e.clone(), e], 5).await.unwrap();
-    let Inserted::New(id) = first[0] else { panic!("{first:?}") };
-    assert_eq!(again, vec![Inserted::Duplicate(id), Inserted::Duplicate(id)]);
+    let Inserted::New(id) = first[0] else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        again,
+        vec![Inserted::Duplicate(id), Inserted::Duplicate(id)]
+    );
 }
 
 #[tokio::test]
@@ -75,12 +80,25 @@ async fn replicas_claim_disjoint_jobs_and_never_two_for_one_account() {
         .collect();
     store.insert_events(&events, 5).await.unwrap();
     let lease = Duration::from_secs(60);
-    let (a, b) = tokio::join!(store.claim("replica-a", 25, lease), store.claim("replica-b", 25, lease));
+    let (a, b) = tokio::join!(
+        store.claim("replica-a", 25, lease),
+        store.claim("replica-b", 25, lease)
+    );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 40);
     assert!(a.iter().all(|j| !b.iter().any(|k| k.id == j.id)));
-    assert!(a.iter().chain(&b).all(|j| j.state == JobState::Running && j.attempt == 1));
-    assert!(store.claim("replica-c", 10, lease).await.unwrap().is_empty());
+    assert!(
+        a.iter()
+            .chain(&b)
+            .all(|j| j.state == JobState::Running && j.attempt == 1)
+    );
+    assert!(
+        store
+            .claim("replica-c", 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -90,19 +108,47 @@ async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt()
         .insert_events(&[event("e", EventKind::Leaver, "crash", 0)], 5)
         .await
         .unwrap();
-    let claimed = store.claim("dead-replica", 10, Duration::from_millis(200)).await.unwrap();
+    let claimed = store
+        .claim("dead-replica", 10, Duration::from_millis(200))
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     // Within the lease nobody else gets it.
-    assert!(store.claim("other", 10, Duration::from_secs(60)).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim("other", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     tokio::time::sleep(Duration::from_millis(400)).await; // let the 200 ms lease run out
-    let again = store.claim("other", 10, Duration::from_secs(60)).await.unwrap();
+    let again = store
+        .claim("other", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 2);
     // The dead replica's late answer is refused: it no longer holds the job.
-    let record = AttemptRecord { started_at: Utc::now(), host: None, transcript: None };
-    let ok = Resolution::Succeeded { outcome: "hidden".into() };
-    assert!(!store.finish(&claimed[0], "dead-replica", &record, &ok).await.unwrap());
-    assert!(store.finish(&again[0], "other", &record, &ok).await.unwrap());
+    let record = AttemptRecord {
+        started_at: Utc::now(),
+        host: None,
+        transcript: None,
+    };
+    let ok = Resolution::Succeeded {
+        outcome: "hidden".into(),
+    };
+    assert!(
+        !store
+            .finish(&claimed[0], "dead-replica", &record, &ok)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish(&again[0], "other", &record, &ok)
+            .await
+            .unwrap()
+    );
     let (job, attempts) = store.get_job(again[0].id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Succeeded);
     let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
@@ -115,13 +161,20 @@ async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
     let store = fresh_store().await;
     store
         .insert_events(
-            &[event("f", EventKind::Joiner, "f1", 0), event("q", EventKind::Joiner, "q1", 0)],
+            &[
+                event("f", EventKind::Joiner, "f1", 0),
+                event("q", EventKind::Joiner, "q1", 0),
+            ],
             1,
         )
         .await
         .unwrap();
     let jobs = store.claim("r", 1, Duration::from_secs(60)).await.unwrap();
-    let record = AttemptRecord { started_at: Utc::now(), host: None, transcript: None };
+    let record = AttemptRecord {
+        started_at: Utc::now(),
+        host: None,
+        transcript: None,
+    };
     let fail = Resolution::Failed {
         class: mailboxd::store::ErrorClass::Permanent,
         error: "ProxyAddressExistsException: taken".into(),
@@ -129,7 +182,11 @@ async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
     };
     assert!(store.finish(&jobs[0], "r", &record, &fail).await.unwrap());
     let failed = jobs[0].id;
-    let other = store.job_by_event(if jobs[0].event_id == "f" { "q" } else { "f" }).await.unwrap().unwrap();
+    let other = store
+        .job_by_event(if jobs[0].event_id == "f" { "q" } else { "f" })
+        .await
+        .unwrap()
+        .unwrap();
 
     assert_eq!(store.retry_job(failed).await.unwrap(), Ok(()));
     let job = store.get_job(failed).await.unwrap().unwrap().0;
@@ -137,7 +194,9 @@ async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
     assert_eq!(store.cancel_job(other.id).await.unwrap(), Ok(()));
     assert_eq!(
         store.cancel_job(other.id).await.unwrap(),
-        Err(mailboxd::store::ActionRefused::WrongState(JobState::Cancelled))
+        Err(mailboxd::store::ActionRefused::WrongState(
+            JobState::Cancelled
+        ))
     );
     assert_eq!(
         store.retry_job(uuid::Uuid::new_v4()).await.unwrap(),

@@ -17,7 +17,12 @@ fn syntax_errors(source: &str) -> Vec<String> {
         if node.is_error() || node.is_missing() {
             let p = node.start_position();
             let line = source.lines().nth(p.row).unwrap_or("");
-            errors.push(format!("line {}:{} {}: {line}", p.row + 1, p.column + 1, node.kind()));
+            errors.push(format!(
+                "line {}:{} {}: {line}",
+                p.row + 1,
+                p.column + 1,
+                node.kind()
+            ));
         }
         stack.extend(node.children(&mut cursor));
     }
@@ -32,7 +37,11 @@ fn the_bootstrap_and_every_template_parse_as_powershell() {
     }
     for (name, source) in sources {
         let errors = syntax_errors(&source);
-        assert!(errors.is_empty(), "{name} has syntax errors:\n{}", errors.join("\n"));
+        assert!(
+            errors.is_empty(),
+            "{name} has syntax errors:\n{}",
+            errors.join("\n")
+        );
     }
 }
 

@@ -19,11 +19,13 @@ use serde_json::Value;
 pub const LAB_PASSWORD: &str = "lab-pass-for-tests";
 
 pub fn pg_server() -> String {
-    std::env::var("MAILBOXD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("MAILBOXD_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("MAILBOXD_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("MAILBOXD_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 pub fn seed(sam: &str) -> AccountSeed {
@@ -101,7 +103,9 @@ impl TestEnv {
     }
 
     pub async fn start_daemon(&self) -> App {
-        App::start(self.settings.clone()).await.expect("daemon starts")
+        App::start(self.settings.clone())
+            .await
+            .expect("daemon starts")
     }
 
     /// The environment that configures the `mailboxd` binary like `self.settings`.
@@ -112,7 +116,10 @@ impl TestEnv {
             ("MAILBOXD__AMQP__URL".into(), s.amqp.url.clone()),
             ("MAILBOXD__AMQP__EXCHANGE".into(), s.amqp.exchange.clone()),
             ("MAILBOXD__AMQP__QUEUE".into(), s.amqp.queue.clone()),
-            ("MAILBOXD__AMQP__DEAD_LETTER_EXCHANGE".into(), s.amqp.dead_letter_exchange.clone()),
+            (
+                "MAILBOXD__AMQP__DEAD_LETTER_EXCHANGE".into(),
+                s.amqp.dead_letter_exchange.clone(),
+            ),
             ("MAILBOXD__AMQP__QUEUE_EXPIRES".into(), "300s".into()),
             ("MAILBOXD__WINRM__ENDPOINT".into(), s.winrm.endpoint.clone()),
             ("MAILBOXD__WINRM__USERNAME".into(), s.winrm.username.clone()),
@@ -128,7 +135,10 @@ impl TestEnv {
     /// Starts `mailboxd run` as a child process.
     pub fn spawn_daemon(&self, extra_env: &[(&str, &str)]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailboxd"));
-        cmd.arg("run").envs(self.daemon_env()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("run")
+            .envs(self.daemon_env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -150,7 +160,9 @@ impl TestEnv {
     }
 
     pub async fn publisher(&self) -> Publisher {
-        Publisher::connect(&self.settings.amqp).await.expect("publisher connects")
+        Publisher::connect(&self.settings.amqp)
+            .await
+            .expect("publisher connects")
     }
 
     pub fn joiner(&self, sam: &str) -> EventSpec {
@@ -169,9 +181,16 @@ impl TestEnv {
                 if done(&job) {
                     return job;
                 }
-                assert!(Instant::now() < deadline, "job for {event_id} still {:?} after 30 s: {job:?}", job.state);
+                assert!(
+                    Instant::now() < deadline,
+                    "job for {event_id} still {:?} after 30 s: {job:?}",
+                    job.state
+                );
             } else {
-                assert!(Instant::now() < deadline, "no job for event {event_id} after 30 s");
+                assert!(
+                    Instant::now() < deadline,
+                    "no job for event {event_id} after 30 s"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -229,10 +248,14 @@ impl TestEnv {
                 let a = &self.settings.amqp;
                 let dead = mailboxd::intake::dead_letter_queue(a);
                 for q in [a.queue.as_str(), dead.as_str()] {
-                    let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+                    let _ = ch
+                        .queue_delete(q.into(), QueueDeleteOptions::default())
+                        .await;
                 }
                 for e in [a.exchange.as_str(), a.dead_letter_exchange.as_str()] {
-                    let _ = ch.exchange_delete(e.into(), ExchangeDeleteOptions::default()).await;
+                    let _ = ch
+                        .exchange_delete(e.into(), ExchangeDeleteOptions::default())
+                        .await;
                 }
             }
         }
