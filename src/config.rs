@@ -24,7 +24,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration, as the daemon uses it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub database: Database,
@@ -191,21 +191,6 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
     #[serde(skip)]
     pub token: Option<SecretString>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            database: Database::default(),
-            amqp: Amqp::default(),
-            ldap: Ldap::default(),
-            winrm: Winrm::default(),
-            exchange: Exchange::default(),
-            worker: Worker::default(),
-            smtp: Smtp::default(),
-            admin: Admin::default(),
-        }
-    }
 }
 
 impl Default for Database {

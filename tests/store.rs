@@ -41,7 +41,10 @@ fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
 async fn inserting_the_same_event_twice_keeps_one_job() {
     let store = fresh_store().await;
     let e = event("e1", EventKind::Joiner, "jdoe", 0);
-    let first = store.insert_events(&[e.clone()], 5).await.unwrap();
+    let first = store
+        .insert_events(std::slice::from_ref(&e), 5)
+        .await
+        .unwrap();
     let again = store.insert_events(&[e.clone(), e], 5).await.unwrap();
     let Inserted::New(id) = first[0] else {
         panic!("{first:?}")

@@ -317,7 +317,7 @@ impl Run {
         self.record("Enable-RemoteMailbox", params, failed.as_deref());
         let enable_error = match outcome {
             Ok(()) => return status("enabled"),
-            Err(e) => e,
+            Err(e) => *e,
         };
         if enable_error.reason.as_deref() != Some("RecipientTaskException") {
             return enable_error;
@@ -348,7 +348,7 @@ impl Run {
         r
     }
 
-    fn try_enable(&self, account: &AccountData) -> Result<(), ResultLine> {
+    fn try_enable(&self, account: &AccountData) -> Result<(), Box<ResultLine>> {
         const TASK: &str = "EnableRemoteMailbox";
         let mut st = lock(&self.state);
         let Some(index) = st
@@ -356,7 +356,7 @@ impl Run {
             .iter()
             .position(|a| a.matches(&account.identity))
         else {
-            return Err(Self::not_found(TASK, account));
+            return Err(Box::new(Self::not_found(TASK, account)));
         };
         let target = &st.accounts[index];
         let type_name = match target.recipient {
@@ -365,7 +365,7 @@ impl Run {
             Recipient::Onprem => Some("UserMailbox"),
         };
         if let Some(type_name) = type_name {
-            return Err(error(
+            return Err(Box::new(error(
                 "RecipientTaskException",
                 "InvalidArgument",
                 TASK,
@@ -374,7 +374,7 @@ impl Run {
                     "This task does not support recipients of this type. The specified recipient {} is of type {type_name}. Please make sure that this recipient matches the required recipient type for this task.",
                     target.distinguished_name
                 ),
-            ));
+            )));
         }
         let alias = account
             .alias
@@ -386,13 +386,13 @@ impl Run {
             .unwrap_or_else(|| format!("{alias}@{}", super::directory::LAB_DOMAIN));
         let rra = account.remote_routing_address.clone().unwrap_or_default();
         if !rra.contains('@') {
-            return Err(error(
+            return Err(Box::new(error(
                 "ErrorCannotFindTargetDeliveryDomainException",
                 "NotSpecified",
                 TASK,
                 "6A8B1F",
                 "Couldn't find a target delivery domain for the remote routing address. Run the Hybrid Configuration Wizard or specify -RemoteRoutingAddress.".into(),
-            ));
+            )));
         }
         // Proxy addresses are unique forest-wide.
         let wanted = [format!("smtp:{primary}"), format!("smtp:{rra}")];
@@ -403,7 +403,7 @@ impl Run {
                     .any(|p| wanted.iter().any(|w| w.eq_ignore_ascii_case(p))))
             .then(|| a.distinguished_name.clone())
         }) {
-            return Err(error(
+            return Err(Box::new(error(
                 "ProxyAddressExistsException",
                 "NotSpecified",
                 TASK,
@@ -411,7 +411,7 @@ impl Run {
                 format!(
                     "The proxy address \"SMTP:{primary}\" is already being used by the proxy addresses or LegacyExchangeDN of \"{holder}\". Please choose another proxy address."
                 ),
-            ));
+            )));
         }
         st.accounts[index].make_remote(&rra, &alias, &primary);
         Ok(())

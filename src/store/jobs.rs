@@ -218,6 +218,15 @@ fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<Job, StoreError> {
     })
 }
 
+/// What `finish` writes: new state, outcome, error class, error text, next attempt.
+type Transition<'a> = (
+    JobState,
+    Option<&'a str>,
+    Option<ErrorClass>,
+    Option<&'a str>,
+    Option<DateTime<Utc>>,
+);
+
 fn interval(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -351,13 +360,7 @@ impl Store {
         resolution: &Resolution,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let (state, outcome, class, error, next_at): (
-            JobState,
-            Option<&str>,
-            Option<ErrorClass>,
-            Option<&str>,
-            Option<DateTime<Utc>>,
-        ) = match resolution {
+        let (state, outcome, class, error, next_at): Transition<'_> = match resolution {
             Resolution::Succeeded { outcome } => (
                 JobState::Succeeded,
                 Some(outcome.as_str()),

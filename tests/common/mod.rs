@@ -243,20 +243,20 @@ impl TestEnv {
     /// Deletes this test's queues and exchanges (they also expire on their own).
     pub async fn cleanup(self) {
         use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-        if let Ok(conn) = mailboxd::intake::connect(&self.settings.amqp.url).await {
-            if let Ok(ch) = conn.create_channel().await {
-                let a = &self.settings.amqp;
-                let dead = mailboxd::intake::dead_letter_queue(a);
-                for q in [a.queue.as_str(), dead.as_str()] {
-                    let _ = ch
-                        .queue_delete(q.into(), QueueDeleteOptions::default())
-                        .await;
-                }
-                for e in [a.exchange.as_str(), a.dead_letter_exchange.as_str()] {
-                    let _ = ch
-                        .exchange_delete(e.into(), ExchangeDeleteOptions::default())
-                        .await;
-                }
+        if let Ok(conn) = mailboxd::intake::connect(&self.settings.amqp.url).await
+            && let Ok(ch) = conn.create_channel().await
+        {
+            let a = &self.settings.amqp;
+            let dead = mailboxd::intake::dead_letter_queue(a);
+            for q in [a.queue.as_str(), dead.as_str()] {
+                let _ = ch
+                    .queue_delete(q.into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for e in [a.exchange.as_str(), a.dead_letter_exchange.as_str()] {
+                let _ = ch
+                    .exchange_delete(e.into(), ExchangeDeleteOptions::default())
+                    .await;
             }
         }
         self.lab.stop();
