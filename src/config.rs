@@ -160,6 +160,9 @@ pub struct Worker {
     /// Fallback poll interval when no notification arrives.
     #[serde(with = "humantime_secs")]
     pub poll_interval: Duration,
+    /// A batch still running after this is abandoned and its jobs retried (a hung host).
+    #[serde(with = "humantime_secs")]
+    pub batch_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -269,6 +272,7 @@ impl Default for Worker {
             backoff_cap: Duration::from_secs(3600),
             lease: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
+            batch_timeout: Duration::from_secs(900),
         }
     }
 }

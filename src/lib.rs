@@ -32,3 +32,12 @@ pub fn replica_name() -> &'static str {
         format!("{host}:{}:{}", std::process::id(), &tag[..6])
     })
 }
+
+/// Makes ring the process's TLS crypto provider (once; later calls do nothing).
+pub fn install_tls_provider() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // Err only means another provider was installed first, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

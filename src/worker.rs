@@ -140,7 +140,13 @@ impl Worker {
             return;
         }
         let host = Some(self.exchange.endpoint().to_owned());
-        match self.exchange.run_batch(template, accounts).await {
+        let run = tokio::time::timeout(
+            self.cfg.batch_timeout,
+            self.exchange.run_batch(template, accounts),
+        )
+        .await
+        .unwrap_or_else(|_| Err(crate::exchange::ExchangeError::Hung(self.cfg.batch_timeout)));
+        match run {
             Ok(result) => {
                 let record = AttemptRecord {
                     started_at,

@@ -316,3 +316,30 @@ async fn a_permanent_exchange_error_fails_the_job_once_and_raises_one_alert() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_windows_host_does_not_hold_jobs_forever() {
+    let slow = mailboxd::lab::Latency {
+        session: Duration::from_secs(20),
+        cmdlet: Duration::ZERO,
+    };
+    let mut env = TestEnv::with_latency(vec![seed("stuck")], slow).await;
+    env.settings.worker.batch_timeout = Duration::from_millis(500);
+    env.settings.worker.max_attempts = 1;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("stuck");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_terminal(&ev.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.last_error_class.as_deref(), Some("transient"));
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("did not finish"),
+        "{job:?}"
+    );
+    assert_eq!(env.store.list_alerts(10).await.unwrap().len(), 1);
+    app.stop().await;
+    env.cleanup().await;
+}

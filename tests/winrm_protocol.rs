@@ -199,7 +199,7 @@ async fn the_lab_answers_a_recorded_pypsrp_session_like_windows_did() {
     .await
     .unwrap();
     let url = lab.endpoint();
-    let http = reqwest::Client::new();
+    let http = common::http();
 
     // Create: same reply structure as the recording, a new ShellId.
     let (status, text) = post(&http, &url, fixture("create_shell_request.xml")).await;
@@ -299,7 +299,7 @@ async fn the_lab_refuses_what_windows_refuses() {
     .await
     .unwrap();
     let url = lab.endpoint();
-    let http = reqwest::Client::new();
+    let http = common::http();
 
     // No credentials: 401 with both schemes offered, empty body.
     let r = http

@@ -47,6 +47,10 @@ pub enum ExchangeError {
     Session { class: ErrorClass, message: String },
     #[error("the PowerShell script stopped (exit code {exit_code}): {message}")]
     Script { exit_code: i64, message: String },
+    #[error(
+        "the batch did not finish within {0:?} (worker.batch_timeout); the Windows host may be hung — its jobs are retried"
+    )]
+    Hung(std::time::Duration),
 }
 
 impl ExchangeError {
@@ -57,6 +61,7 @@ impl ExchangeError {
             ExchangeError::Winrm(_) => ErrorClass::Transient,
             ExchangeError::Session { class, .. } => *class,
             ExchangeError::Script { .. } => ErrorClass::Systemic,
+            ExchangeError::Hung(_) => ErrorClass::Transient,
         }
     }
 }

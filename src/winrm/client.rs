@@ -93,6 +93,7 @@ pub struct WinrmClient {
 
 impl WinrmClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, WinrmError> {
+        crate::install_tls_provider();
         match cfg.endpoint.scheme() {
             "https" => {}
             "http" if cfg.allow_unencrypted => {}

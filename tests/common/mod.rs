@@ -60,13 +60,19 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(accounts: Vec<AccountSeed>) -> TestEnv {
+        TestEnv::with_latency(accounts, lab::Latency::default()).await
+    }
+
+    /// A lab that charges `latency` for the Exchange session and each cmdlet.
+    pub async fn with_latency(accounts: Vec<AccountSeed>, latency: lab::Latency) -> TestEnv {
+        mailboxd::install_tls_provider();
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let lab = Lab::start(LabConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             user: lab::DEFAULT_USER.into(),
             password: SecretString::from(LAB_PASSWORD),
             accounts,
-            latency: lab::Latency::default(),
+            latency,
             max_shells_per_user: 30,
         })
         .await
@@ -261,6 +267,12 @@ impl TestEnv {
         }
         self.lab.stop();
     }
+}
+
+/// An HTTP client for tests (with the process's TLS provider installed).
+pub fn http() -> reqwest::Client {
+    mailboxd::install_tls_provider();
+    reqwest::Client::new()
 }
 
 /// Waits (bounded) for a child process to exit.
