@@ -145,7 +145,9 @@ impl Worker {
             self.exchange.run_batch(template, accounts),
         )
         .await
-        .unwrap_or_else(|_| Err(crate::exchange::ExchangeError::Hung(self.cfg.batch_timeout)));
+        .unwrap_or(Err(crate::exchange::ExchangeError::Hung(
+            self.cfg.batch_timeout,
+        )));
         match run {
             Ok(result) => {
                 let record = AttemptRecord {
