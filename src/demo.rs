@@ -12,23 +12,11 @@ use secrecy::SecretString;
 use crate::app::App;
 use crate::config::{ExchangeMode, Settings};
 use crate::event::EventKind;
-use crate::lab::{self, AccountSeed, Lab, LabConfig, Recipient};
+use crate::lab::{self, AccountSeed, Lab, LabConfig};
 use crate::publish::{EventSpec, Publisher};
 use crate::store::{self, JobState};
 
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn seed(sam: &str, disabled: bool, recipient: Recipient, hidden: bool) -> AccountSeed {
-    AccountSeed {
-        sam_account_name: sam.into(),
-        user_principal_name: None,
-        disabled,
-        object_guid: None,
-        recipient,
-        hidden,
-        synced: true,
-    }
-}
 
 pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     let started = Instant::now();
@@ -38,10 +26,10 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     // The Windows side: the lab on a free loopback port, with a password made for this run.
     let password = uuid::Uuid::new_v4().simple().to_string();
     let mut accounts = lab::directory::seeded(joiners);
-    accounts.push(seed("leaver01", true, Recipient::Remote, false));
-    accounts.push(seed("leaver02", true, Recipient::Remote, false));
-    accounts.push(seed("rehire01", false, Recipient::Remote, true));
-    accounts.push(seed("d'arcy$", false, Recipient::None, false));
+    accounts.push(AccountSeed::remote("leaver01", true, false));
+    accounts.push(AccountSeed::remote("leaver02", true, false));
+    accounts.push(AccountSeed::remote("rehire01", false, true));
+    accounts.push(AccountSeed::user("d'arcy$"));
     let lab = Lab::start(LabConfig {
         listen: "127.0.0.1:0".parse()?,
         user: lab::DEFAULT_USER.into(),

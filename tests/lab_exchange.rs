@@ -6,23 +6,14 @@ mod common;
 use common::{LAB_PASSWORD, remote, seed};
 use mailboxd::config::{self, ExchangeMode};
 use mailboxd::exchange::{AccountData, AccountOutcome, Exchange, Template};
-use mailboxd::lab::{self, Lab, LabConfig, Recipient};
+use mailboxd::lab::{self, Lab, Recipient};
 use mailboxd::store::ErrorClass;
 use mailboxd::winrm::{ClientConfig, WinrmClient};
 use secrecy::SecretString;
 use uuid::Uuid;
 
 async fn lab_with(accounts: Vec<mailboxd::lab::AccountSeed>) -> Lab {
-    Lab::start(LabConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        user: lab::DEFAULT_USER.into(),
-        password: SecretString::from(LAB_PASSWORD),
-        accounts,
-        latency: lab::Latency::default(),
-        max_shells_per_user: 30,
-    })
-    .await
-    .unwrap()
+    common::start_lab(accounts, lab::Latency::default(), 30).await
 }
 
 fn exchange(lab: &Lab, mode: ExchangeMode) -> Exchange {

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use mailboxd::lab::{self, Lab, LabConfig};
+use mailboxd::lab;
 use mailboxd::winrm::soap::{self, Envelope};
 use mailboxd::winrm::{
     ClientConfig, ShellOptions, WinrmClient, WinrmError, parse_receive, xml::Element,
@@ -188,16 +188,7 @@ async fn post(http: &reqwest::Client, url: &str, body: String) -> (u16, String) 
 
 #[tokio::test]
 async fn the_lab_answers_a_recorded_pypsrp_session_like_windows_did() {
-    let lab = Lab::start(LabConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        user: lab::DEFAULT_USER.into(),
-        password: SecretString::from(common::LAB_PASSWORD),
-        accounts: vec![],
-        latency: lab::Latency::default(),
-        max_shells_per_user: 30,
-    })
-    .await
-    .unwrap();
+    let lab = common::start_lab(vec![], lab::Latency::default(), 30).await;
     let url = lab.endpoint();
     let http = common::http();
 
@@ -288,16 +279,7 @@ async fn the_lab_answers_a_recorded_pypsrp_session_like_windows_did() {
 
 #[tokio::test]
 async fn the_lab_refuses_what_windows_refuses() {
-    let lab = Lab::start(LabConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        user: lab::DEFAULT_USER.into(),
-        password: SecretString::from(common::LAB_PASSWORD),
-        accounts: vec![],
-        latency: lab::Latency::default(),
-        max_shells_per_user: 2,
-    })
-    .await
-    .unwrap();
+    let lab = common::start_lab(vec![], lab::Latency::default(), 2).await;
     let url = lab.endpoint();
     let http = common::http();
 

@@ -67,6 +67,31 @@ pub struct LabAccount {
 pub const LAB_DOMAIN: &str = "corp.example";
 pub const LAB_BASE_DN: &str = "DC=corp,DC=example";
 
+impl AccountSeed {
+    /// A plain, enabled, synced AD user with no mailbox.
+    pub fn user(sam: &str) -> AccountSeed {
+        AccountSeed {
+            sam_account_name: sam.to_owned(),
+            user_principal_name: None,
+            disabled: false,
+            object_guid: None,
+            recipient: Recipient::None,
+            hidden: false,
+            synced: true,
+        }
+    }
+
+    /// A user with a remote mailbox, disabled and/or hidden as given.
+    pub fn remote(sam: &str, disabled: bool, hidden: bool) -> AccountSeed {
+        AccountSeed {
+            disabled,
+            hidden,
+            recipient: Recipient::Remote,
+            ..AccountSeed::user(sam)
+        }
+    }
+}
+
 impl LabAccount {
     pub fn from_seed(seed: AccountSeed) -> LabAccount {
         let upn = seed
@@ -192,15 +217,7 @@ fn escape_dn_value(v: &str) -> String {
 /// `--accounts N`: user00001 … plain users with no mailbox.
 pub fn seeded(n: usize) -> Vec<AccountSeed> {
     (1..=n)
-        .map(|i| AccountSeed {
-            sam_account_name: format!("user{i:05}"),
-            user_principal_name: None,
-            disabled: false,
-            object_guid: None,
-            recipient: Recipient::None,
-            hidden: false,
-            synced: true,
-        })
+        .map(|i| AccountSeed::user(&format!("user{i:05}")))
         .collect()
 }
 

@@ -323,14 +323,7 @@ impl Run {
             return enable_error;
         }
         // Exchange has no "already enabled" no-op: ask Get-RemoteMailbox.
-        let existing = self.find_remote(account);
-        self.record(
-            "Get-RemoteMailbox",
-            common.clone(),
-            existing
-                .is_none()
-                .then_some("ManagementObjectNotFoundException"),
-        );
+        let existing = self.get_remote_mailbox(account, &common);
         let Some((index, rra, hidden)) = existing else {
             return enable_error;
         };
@@ -417,7 +410,20 @@ impl Run {
         Ok(())
     }
 
-    /// Get-RemoteMailbox: (index, RemoteRoutingAddress, HiddenFromAddressListsEnabled).
+    /// Get-RemoteMailbox, recorded: (index, RemoteRoutingAddress, HiddenFromAddressListsEnabled).
+    fn get_remote_mailbox(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+    ) -> Option<(usize, Option<String>, bool)> {
+        let existing = self.find_remote(account);
+        let error = existing
+            .is_none()
+            .then_some("ManagementObjectNotFoundException");
+        self.record("Get-RemoteMailbox", common.clone(), error);
+        existing
+    }
+
     fn find_remote(&self, account: &AccountData) -> Option<(usize, Option<String>, bool)> {
         let st = lock(&self.state);
         st.accounts
@@ -432,14 +438,7 @@ impl Run {
     /// hide-remote-mailbox.ps1, step by step.
     fn hide(&self, account: &AccountData) -> ResultLine {
         let common = Self::common(account);
-        let existing = self.find_remote(account);
-        self.record(
-            "Get-RemoteMailbox",
-            common.clone(),
-            existing
-                .is_none()
-                .then_some("ManagementObjectNotFoundException"),
-        );
+        let existing = self.get_remote_mailbox(account, &common);
         let Some((index, _, hidden)) = existing else {
             let mut r = Self::not_found("GetRemoteMailbox", account);
             r.status = "not_remote".into();

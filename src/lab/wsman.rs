@@ -184,6 +184,8 @@ struct Fault {
     detail: Option<&'static str>,
     wsman_code: u32,
     message: String,
+    /// Windows reports some faults (the shell quota) as a CIM `MSFT_WmiError` instead of a WSManFault.
+    cim: bool,
 }
 
 const FAULT_ACTION_WSMAN: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault";
@@ -201,6 +203,7 @@ impl Fault {
             ),
             wsman_code: soap::CODE_INVALID_SELECTORS,
             message: message.to_owned(),
+            cim: false,
         }
     }
 
@@ -225,6 +228,7 @@ impl Fault {
             detail: None,
             wsman_code: soap::CODE_INVALID_HEADER,
             message,
+            cim: false,
         }
     }
 
@@ -238,6 +242,7 @@ impl Fault {
             detail: None,
             wsman_code: soap::CODE_OPERATION_TIMEOUT,
             message: m.to_owned(),
+            cim: false,
         }
     }
 
@@ -252,6 +257,7 @@ impl Fault {
             message: format!(
                 "The WS-Management service cannot process the request. This user is allowed a maximum number of {max} concurrent shells, which has been exceeded. Close existing shells or raise the quota for this user. "
             ),
+            cim: true,
         }
     }
 
@@ -264,6 +270,7 @@ impl Fault {
             detail: Some("http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/InvalidValue"),
             wsman_code: soap::CODE_INVALID_PARAMETER,
             message: "The parameter is incorrect. ".into(),
+            cim: false,
         }
     }
 
@@ -274,11 +281,33 @@ impl Fault {
             subcode: "a:ActionNotSupported",
             reason: "The action is not supported by the service. ",
             detail: None,
-            wsman_code: 2_150_858_754,
+            wsman_code: 2_150_858_771,
             message: format!(
                 "The WS-Management service cannot process the request because the action {action} is not supported. "
             ),
+            cim: false,
         }
+    }
+
+    /// The detail block as the recorded quota fault has it.
+    fn cim_detail(&self) -> String {
+        let m = esc(&self.message);
+        let code = self.wsman_code;
+        format!(
+            concat!(
+                r#"<p:MSFT_WmiError b:IsCIM_Error="true" xmlns:b="http://schemas.dmtf.org/wbem/wsman/1/cimbinding.xsd" xmlns:cim="http://schemas.dmtf.org/wbem/wscim/1/common" xmlns:p="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError" xsi:type="p:MSFT_WmiError_Type" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">"#,
+                r#"<p:CIMStatusCode xsi:type="cim:cimUnsignedInt">27</p:CIMStatusCode>"#,
+                r#"<p:Message xsi:type="cim:cimString">{m}</p:Message>"#,
+                r#"<p:MessageID xsi:type="cim:cimString">HRESULT 0x{code:08x}</p:MessageID>"#,
+                r#"<p:error_Category xsi:type="cim:cimUnsignedInt">30</p:error_Category>"#,
+                r#"<p:error_Code xsi:type="cim:cimUnsignedInt">{code}</p:error_Code>"#,
+                r#"<p:error_Type xsi:type="cim:cimString">HRESULT</p:error_Type>"#,
+                r#"<p:error_WindowsErrorMessage xsi:type="cim:cimString">{m}</p:error_WindowsErrorMessage>"#,
+                r#"</p:MSFT_WmiError>"#
+            ),
+            m = m,
+            code = code
+        )
     }
 
     fn render(&self, relates_to: Option<&str>, machine: &str) -> Response {
@@ -286,21 +315,28 @@ impl Fault {
             .detail
             .map(|d| format!("<w:FaultDetail>{d}</w:FaultDetail>"))
             .unwrap_or_default();
+        let wsman_fault = if self.cim {
+            self.cim_detail()
+        } else {
+            format!(
+                "<f:WSManFault xmlns:f=\"{}\" Code=\"{}\" Machine=\"{}\"><f:Message>{}</f:Message></f:WSManFault>",
+                soap::NS_FAULT,
+                self.wsman_code,
+                esc(machine),
+                esc(&self.message)
+            )
+        };
         let relates = relates_to
             .map(|r| format!("<a:RelatesTo>{}</a:RelatesTo>", esc(r)))
             .unwrap_or_default();
         let body = format!(
-            "<s:Envelope {REPLY_NS}><s:Header><a:Action>{}</a:Action><a:MessageID>uuid:{}</a:MessageID><a:To>{}</a:To>{relates}</s:Header><s:Body><s:Fault><s:Code><s:Value>{}</s:Value><s:Subcode><s:Value>{}</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang=\"en-US\">{}</s:Text></s:Reason><s:Detail>{detail}<f:WSManFault xmlns:f=\"{}\" Code=\"{}\" Machine=\"{}\"><f:Message>{}</f:Message></f:WSManFault></s:Detail></s:Fault></s:Body></s:Envelope>",
+            "<s:Envelope {REPLY_NS}><s:Header><a:Action>{}</a:Action><a:MessageID>uuid:{}</a:MessageID><a:To>{}</a:To>{relates}</s:Header><s:Body><s:Fault><s:Code><s:Value>{}</s:Value><s:Subcode><s:Value>{}</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang=\"en-US\">{}</s:Text></s:Reason><s:Detail>{detail}{wsman_fault}</s:Detail></s:Fault></s:Body></s:Envelope>",
             self.action,
             soap::new_guid(),
             soap::ANONYMOUS,
             self.code,
             self.subcode,
             esc(self.reason),
-            soap::NS_FAULT,
-            self.wsman_code,
-            esc(machine),
-            esc(&self.message),
         );
         soap_response(StatusCode::INTERNAL_SERVER_ERROR, body)
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mailboxd::app::App;
 use mailboxd::config::{ExchangeMode, Settings};
 use mailboxd::event::EventKind;
-use mailboxd::lab::{self, AccountSeed, Lab, LabConfig, Recipient};
+use mailboxd::lab::{self, AccountSeed, Lab, LabConfig};
 use mailboxd::publish::{EventSpec, Publisher};
 use mailboxd::store::{Job, JobState, Store};
 use secrecy::SecretString;
@@ -29,24 +29,29 @@ pub fn amqp_url() -> String {
 }
 
 pub fn seed(sam: &str) -> AccountSeed {
-    AccountSeed {
-        sam_account_name: sam.into(),
-        user_principal_name: None,
-        disabled: false,
-        object_guid: None,
-        recipient: Recipient::None,
-        hidden: false,
-        synced: true,
-    }
+    AccountSeed::user(sam)
 }
 
 pub fn remote(sam: &str, disabled: bool, hidden: bool) -> AccountSeed {
-    AccountSeed {
-        disabled,
-        hidden,
-        recipient: Recipient::Remote,
-        ..seed(sam)
-    }
+    AccountSeed::remote(sam, disabled, hidden)
+}
+
+/// A lab on a random loopback port, accepting `DEFAULT_USER` / `LAB_PASSWORD`.
+pub async fn start_lab(
+    accounts: Vec<AccountSeed>,
+    latency: lab::Latency,
+    max_shells: usize,
+) -> Lab {
+    Lab::start(LabConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        user: lab::DEFAULT_USER.into(),
+        password: SecretString::from(LAB_PASSWORD),
+        accounts,
+        latency,
+        max_shells_per_user: max_shells,
+    })
+    .await
+    .expect("lab starts")
 }
 
 /// One test's world: database, broker names, lab, settings for the daemon.
@@ -67,16 +72,7 @@ impl TestEnv {
     pub async fn with_latency(accounts: Vec<AccountSeed>, latency: lab::Latency) -> TestEnv {
         mailboxd::install_tls_provider();
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let lab = Lab::start(LabConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            user: lab::DEFAULT_USER.into(),
-            password: SecretString::from(LAB_PASSWORD),
-            accounts,
-            latency,
-            max_shells_per_user: 30,
-        })
-        .await
-        .expect("lab starts");
+        let lab = start_lab(accounts, latency, 30).await;
         let mut s = Settings::default();
         s.database.url = format!("{}/mailboxd_test_{tag}", pg_server());
         s.amqp.url = amqp_url();
