@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (from Debian's packages and PyPI) and starts what mailboxd's tests need on this
-# machine: PostgreSQL, RabbitMQ, and pywinrm (an independent WinRM client the tests run
-# against the lab). Idempotent: what is already running is left alone. Needs root for
+# machine: PostgreSQL, RabbitMQ, and pywinrm + pypsrp (independent WinRM clients the tests
+# run against the lab). Idempotent: what is already running is left alone. Needs root for
 # installs; a machine that already has everything needs nothing.
 set -euo pipefail
 
@@ -53,9 +53,9 @@ if ! rmq_up >/dev/null 2>&1; then
 fi
 log "RabbitMQ ready"
 
-# --- Python peers for the independent-client tests ---
-if ! python3 -c 'import winrm' >/dev/null 2>&1; then
-  log "installing pywinrm"
-  python3 -m pip install -q pywinrm
+# --- Python peers for the independent-client tests (WinRM clients run against the lab) ---
+if ! python3 -c 'import winrm, pypsrp' >/dev/null 2>&1; then
+  log "installing pywinrm and pypsrp"
+  python3 -m pip install -q pywinrm pypsrp
 fi
-log "pywinrm ready"
+log "pywinrm and pypsrp ready"

@@ -1,5 +1,5 @@
-//! pywinrm, an independent WinRM client, against the lab's WinRM endpoint: the whole lab
-//! (`mailboxd lab` as users run it) and the WS-Management service alone with a test host.
+//! Independent WinRM clients (pywinrm, pypsrp) against the lab's WinRM endpoint: the whole
+//! lab (`mailboxd lab` as users run it) and the WS-Management service alone with a test host.
 
 mod common;
 
@@ -13,6 +13,40 @@ use mailboxd::lab::wsman::{self, CommandHost, Launch, ProcessOutput, WsmanConfig
 
 use mailboxd::lab;
 use secrecy::SecretString;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pypsrp_runs_commands_on_the_lab() {
+    let have = Command::new("python3")
+        .args(["-c", "import pypsrp"])
+        .status();
+    assert!(
+        have.is_ok_and(|s| s.success()),
+        "pypsrp is missing: `python3 -m pip install pypsrp` (deploy/dev/services.sh does it)"
+    );
+    let lab = common::start_lab(vec![], lab::Latency::default(), 30).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pypsrp_lab.py");
+    let (host, port) = (lab.addr.ip().to_string(), lab.addr.port().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, &host, &port, lab::DEFAULT_USER])
+            .env("LAB_PASSWORD", common::LAB_PASSWORD)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pypsrp checks failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        6,
+        "{stdout}"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pywinrm_runs_commands_on_the_lab() {
