@@ -71,26 +71,25 @@ pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), la
         FieldTable::default(),
     )
     .await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(cfg.queue_type.as_str().into()),
-    );
+    // Both queues: the configured type, and a TTL only for throwaway queues (demo, tests).
+    let base_args = || {
+        let mut t = FieldTable::default();
+        t.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(cfg.queue_type.as_str().into()),
+        );
+        if let Some(expires) = cfg.queue_expires {
+            let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
+            t.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+        }
+        t
+    };
+    let dead_args = base_args();
+    let mut args = base_args();
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(cfg.dead_letter_exchange.as_str().into()),
     );
-    let mut dead_args = FieldTable::default();
-    dead_args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(cfg.queue_type.as_str().into()),
-    );
-    if let Some(expires) = cfg.queue_expires {
-        // Only for throwaway queues (demo, tests): the broker drops them when unused.
-        let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
-        args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
-        dead_args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
-    }
     let queue_opts = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()

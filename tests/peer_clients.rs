@@ -14,75 +14,55 @@ use mailboxd::lab::wsman::{self, CommandHost, Launch, ProcessOutput, WsmanConfig
 use mailboxd::lab;
 use secrecy::SecretString;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pypsrp_runs_commands_on_the_lab() {
+/// Runs a peer script (tests/peers/NAME) with the lab's password in its environment; fails
+/// (never skips) when the Python package it needs is missing. Returns its stdout.
+async fn run_peer(module: &str, script: &str, args: Vec<String>) -> String {
     let have = Command::new("python3")
-        .args(["-c", "import pypsrp"])
+        .args(["-c", &format!("import {module}")])
         .status();
     assert!(
         have.is_ok_and(|s| s.success()),
-        "pypsrp is missing: `python3 -m pip install pypsrp` (deploy/dev/services.sh does it)"
+        "Python package {module} is missing: deploy/dev/services.sh installs it"
     );
-    let lab = common::start_lab(vec![], lab::Latency::default(), 30).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pypsrp_lab.py");
-    let (host, port) = (lab.addr.ip().to_string(), lab.addr.port().to_string());
+    let path = format!("{}/tests/peers/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
-            .args([script, &host, &port, lab::DEFAULT_USER])
+            .arg(path)
+            .args(args)
             .env("LAB_PASSWORD", common::LAB_PASSWORD)
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pypsrp checks failed:\n{stdout}\n{stderr}"
-    );
-    assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        6,
-        "{stdout}"
-    );
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+fn oks(stdout: &str) -> usize {
+    stdout.lines().filter(|l| l.starts_with("ok ")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pypsrp_runs_commands_on_the_lab() {
+    let lab = common::start_lab(vec![], lab::Latency::default(), 30).await;
+    let args = vec![
+        lab.addr.ip().to_string(),
+        lab.addr.port().to_string(),
+        lab::DEFAULT_USER.into(),
+    ];
+    let stdout = run_peer("pypsrp", "pypsrp_lab.py", args).await;
+    assert_eq!(oks(&stdout), 6, "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pywinrm_runs_commands_on_the_lab() {
-    let have = Command::new("python3")
-        .args(["-c", "import winrm"])
-        .status();
-    assert!(
-        have.is_ok_and(|s| s.success()),
-        "pywinrm is missing: `python3 -m pip install pywinrm` (deploy/dev/services.sh does it)"
-    );
     let lab = common::start_lab(vec![], lab::Latency::default(), 30).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/peers/pywinrm_full_lab.py"
-    );
-    let endpoint = lab.endpoint();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, &endpoint, lab::DEFAULT_USER])
-            .env("LAB_PASSWORD", common::LAB_PASSWORD)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "pywinrm checks failed:\n{stdout}\n{stderr}"
-    );
-    assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        8,
-        "{stdout}"
-    );
+    let args = vec![lab.endpoint(), lab::DEFAULT_USER.into()];
+    let stdout = run_peer("winrm", "pywinrm_full_lab.py", args).await;
+    assert_eq!(oks(&stdout), 8, "{stdout}");
 }
 
 const USER: &str = "vagrant";
@@ -114,20 +94,10 @@ impl CommandHost for PeerHost {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pywinrm_sees_windows_behaviour_from_the_wsman_service() {
-    let probe = Command::new("python3")
-        .args(["-c", "import winrm"])
-        .output()
-        .expect("python3 must be installed to run the pywinrm peer test");
-    assert!(
-        probe.status.success(),
-        "pywinrm is not importable ({}). Install it with `pip install pywinrm` — this test \
-         checks the lab against an independent WinRM client and must not be skipped.",
-        String::from_utf8_lossy(&probe.stderr).trim()
-    );
-
     let cfg = WsmanConfig {
         users: vec![(USER.to_string(), SecretString::from(PASSWORD))],
         max_shells_per_user: MAX_SHELLS,
+        // Shorter than the `slow` command, so pywinrm must re-poll through TimedOut faults.
         max_operation_timeout: Duration::from_secs(1),
         hostname: HOST.to_string(),
     };
@@ -137,28 +107,15 @@ async fn pywinrm_sees_windows_behaviour_from_the_wsman_service() {
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-
-    let script = format!(
-        "{}/tests/peers/pywinrm_wsman.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let url = format!("http://{addr}/wsman");
-    let max = MAX_SHELLS.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script.as_str(), &url, USER, PASSWORD, HOST, &max])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "pywinrm peer failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    let args = [
+        &format!("http://{addr}/wsman"),
+        USER,
+        PASSWORD,
+        HOST,
+        &MAX_SHELLS.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let stdout = run_peer("winrm", "pywinrm_wsman.py", args).await;
     assert!(stdout.contains("pywinrm: all checks passed"), "{stdout}");
 }
