@@ -343,3 +343,41 @@ async fn a_hung_windows_host_does_not_hold_jobs_forever() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
+    // The Windows side takes 2 s per session: long enough to kill the daemon in the middle.
+    let slow = mailboxd::lab::Latency {
+        session: Duration::from_secs(2),
+        cmdlet: Duration::ZERO,
+    };
+    let env = TestEnv::with_latency(vec![seed("midway")], slow).await;
+    let short_lease = [("MAILBOXD__WORKER__LEASE", "3s")];
+    let mut first = env.spawn_daemon(&short_lease);
+    let ev = env.joiner("midway");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_job(&ev.id, |j| j.state == JobState::Running).await;
+    first.kill().unwrap(); // SIGKILL: no cleanup, the lease stays
+    first.wait().unwrap();
+
+    // Another replica takes the job over once the lease expires, and finishes it.
+    let mut second = env.spawn_daemon(&short_lease);
+    let job = env.wait_succeeded(&ev.id).await;
+    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, vec!["lease_expired", "succeeded"], "{attempts:?}");
+
+    // Exchange enabled the mailbox exactly once, whichever attempt got there.
+    let enabled: Vec<_> = env
+        .invocations_of("Enable-RemoteMailbox", "midway")
+        .await
+        .into_iter()
+        .filter(|c| c["error"].is_null())
+        .collect();
+    assert_eq!(enabled.len(), 1);
+    assert_eq!(env.mailbox("midway").await["recipient"], "remote");
+
+    let _ = second.kill();
+    let _ = second.wait();
+    env.cleanup().await;
+}
