@@ -229,3 +229,39 @@ pub fn parse_accounts_file(text: &str) -> Result<Vec<AccountSeed>, String> {
         .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_file_takes_any_name_ad_allows() {
+        let text = concat!(
+            "# one account per line\n",
+            r#"{"sam_account_name": "o'brien$", "recipient": "remote", "hidden": true}"#,
+            "\n\n",
+            r#"{"sam_account_name": "x`$(calc)", "disabled": true, "object_guid": "b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f"}"#,
+            "\n",
+            r#"{"sam_account_name": "jürgen", "user_principal_name": "j@corp.example", "recipient": "onprem"}"#,
+            "\n"
+        );
+        let seeds = parse_accounts_file(text).unwrap();
+        assert_eq!(seeds.len(), 3);
+        let a: Vec<LabAccount> = seeds.into_iter().map(LabAccount::from_seed).collect();
+        assert_eq!(a[0].recipient, Recipient::Remote);
+        assert_eq!(a[0].msExchHideFromAddressLists, Some(true));
+        assert!(a[1].matches("b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f"));
+        assert!(a[1].matches("CORP\\x`$(calc)"));
+        assert!(a[2].matches("j@corp.example") && a[2].matches("JÜRGEN"));
+        assert_eq!(
+            a[2].msExchRecipientTypeDetails,
+            Some(RECIPIENT_TYPE_USER_MAILBOX)
+        );
+    }
+
+    #[test]
+    fn a_bad_accounts_file_line_is_named() {
+        let err = parse_accounts_file("{\"sam_account_name\": \"a\"}\n{\"sam\": 1}\n").unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
+    }
+}
