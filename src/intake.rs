@@ -42,12 +42,18 @@ pub fn dead_letter_queue(cfg: &config::Amqp) -> String {
     format!("{}.dead", cfg.queue)
 }
 
-pub async fn connect(url: &str) -> Result<Connection, lapin::Error> {
+/// Connects to the broker; `name` shows in the broker's connection list (who is this?).
+pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
     Connection::connect(
         url,
-        ConnectionProperties::default().with_connection_name("mailboxd".into()),
+        ConnectionProperties::default().with_connection_name(name.into()),
     )
     .await
+}
+
+/// The intake's connection name: operators (and the reconnect test) find it by its queue.
+pub fn connection_name(cfg: &config::Amqp) -> String {
+    format!("mailboxd intake {} {}", cfg.queue, crate::replica_name())
 }
 
 /// Declares the exchange, the durable queue with its dead-letter exchange and queue, and
@@ -161,7 +167,7 @@ async fn consume(
     connected: &watch::Sender<bool>,
     failures: &mut u32,
 ) -> Result<(), IntakeError> {
-    let conn = connect(&cfg.url).await?;
+    let conn = connect(&cfg.url, &connection_name(cfg)).await?;
     let result = consume_on(&conn, cfg, store, max_attempts, connected, failures).await;
     // Close explicitly so the broker requeues our unacked deliveries at once, instead of
     // holding them for a connection that lingers.

@@ -98,7 +98,7 @@ impl Publisher {
     /// Connects, declares the topology (so nothing published now can be dropped for want
     /// of a queue) and turns on publisher confirms.
     pub async fn connect(cfg: &config::Amqp) -> Result<Publisher, PublishError> {
-        let conn = intake::connect(&cfg.url).await?;
+        let conn = intake::connect(&cfg.url, "mailboxd publish").await?;
         let ch = conn.create_channel().await?;
         intake::declare_topology(&ch, cfg).await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;

@@ -174,7 +174,7 @@ async fn an_unparsable_message_is_kept_as_poison_and_the_daemon_keeps_going() {
     // ...not turned into a job...
     assert!(env.store.job_by_event("bad-1").await.unwrap().is_none());
     // ...and dead-lettered by the broker.
-    let conn = mailboxd::intake::connect(&env.settings.amqp.url)
+    let conn = mailboxd::intake::connect(&env.settings.amqp.url, "test")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();

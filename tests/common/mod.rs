@@ -245,7 +245,7 @@ impl TestEnv {
     /// Deletes this test's queues and exchanges (they also expire on their own).
     pub async fn cleanup(self) {
         use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-        if let Ok(conn) = mailboxd::intake::connect(&self.settings.amqp.url).await
+        if let Ok(conn) = mailboxd::intake::connect(&self.settings.amqp.url, "test cleanup").await
             && let Ok(ch) = conn.create_channel().await
         {
             let a = &self.settings.amqp;
