@@ -17,6 +17,7 @@ use crate::store::Store;
 pub struct AdminState {
     pub store: Store,
     pub broker_connected: watch::Receiver<bool>,
+    pub circuit: std::sync::Arc<crate::circuit::Circuit>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -31,10 +32,13 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers and the intake is connected to the broker.
+/// Ready when the database answers and the intake is connected to the broker. An open
+/// circuit (Windows side down) is reported but does not make the daemon unready: it still
+/// takes in events and keeps them.
 async fn readyz(State(s): State<AdminState>) -> (StatusCode, Json<serde_json::Value>) {
     let database = s.store.ping().await.is_ok();
     let broker = *s.broker_connected.borrow();
+    let circuit = s.circuit.status();
     let ready = database && broker;
     let code = if ready {
         StatusCode::OK
@@ -43,7 +47,7 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, Json<serde_json::Va
     };
     (
         code,
-        Json(json!({"ready": ready, "database": database, "broker": broker})),
+        Json(json!({"ready": ready, "database": database, "broker": broker, "circuit": circuit})),
     )
 }
 

@@ -36,3 +36,20 @@ pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
         ),
     }
 }
+
+/// The one alert for operations when the circuit opens (the Windows side is down).
+pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) -> NewAlert {
+    NewAlert {
+        kind: ErrorClass::Systemic.as_str().to_owned(),
+        subject: format!("[mailboxd] Windows host {endpoint} unavailable: mailbox jobs paused"),
+        body: format!(
+            "mailboxd stopped sending work to {endpoint} after: {reason}\n\n\
+             Jobs are kept and wait; none uses up its attempts while the host is down. mailboxd \
+             tries again every {secs} s or so and resumes by itself once the host answers.\n\n\
+             What to do: check that the host is up, that WinRM answers on the configured endpoint, \
+             and that the service account's password has not expired or been locked.\n\
+             See the queue: mailboxd jobs list --state retrying\n",
+            secs = pause.as_secs()
+        ),
+    }
+}

@@ -7,6 +7,9 @@ use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
+use crate::circuit::Circuit;
 use crate::config::{Settings, WinrmAuth};
 use crate::exchange::Exchange;
 use crate::store::Store;
@@ -75,6 +78,10 @@ impl App {
             connected_tx,
         )));
 
+        let circuit = Arc::new(Circuit::new(
+            settings.worker.circuit_threshold,
+            settings.worker.circuit_cooldown,
+        ));
         let w = worker::Worker {
             store: store.clone(),
             exchange,
@@ -82,6 +89,7 @@ impl App {
             batch_size: settings.exchange.batch_size,
             remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
             replica: replica.clone(),
+            circuit: circuit.clone(),
         };
         tasks.push(tokio::spawn(w.run(shutdown_rx.clone())));
 
@@ -91,6 +99,7 @@ impl App {
         let router = admin::router(admin::AdminState {
             store: store.clone(),
             broker_connected: connected_rx,
+            circuit,
         });
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {

@@ -163,6 +163,12 @@ pub struct Worker {
     /// A batch still running after this is abandoned and its jobs retried (a hung host).
     #[serde(with = "humantime_secs")]
     pub batch_timeout: Duration,
+    /// Consecutive whole-batch failures (host unreachable) that open the circuit; an
+    /// authentication refusal opens it at once.
+    pub circuit_threshold: u32,
+    /// How long the open circuit pauses work before one probe batch (doubles while it fails, up to 10 min).
+    #[serde(with = "humantime_secs")]
+    pub circuit_cooldown: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -273,6 +279,8 @@ impl Default for Worker {
             lease: Duration::from_secs(300),
             poll_interval: Duration::from_secs(2),
             batch_timeout: Duration::from_secs(900),
+            circuit_threshold: 3,
+            circuit_cooldown: Duration::from_secs(60),
         }
     }
 }

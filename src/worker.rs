@@ -10,6 +10,7 @@ use rand::Rng;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+use crate::circuit::{Circuit, Permit};
 use crate::config;
 use crate::event::{EventKind, check_address};
 use crate::exchange::{AccountData, AccountOutcome, Exchange, Template};
@@ -31,6 +32,7 @@ pub struct Worker {
     pub batch_size: u32,
     pub remote_routing_domain: String,
     pub replica: String,
+    pub circuit: Arc<Circuit>,
 }
 
 impl Worker {
@@ -58,14 +60,23 @@ impl Worker {
             if *shutdown.borrow() {
                 return;
             }
+            // The Windows side is down: wait, then let one loop probe it with one job.
+            let limit = match self.circuit.permit() {
+                Permit::Go => i64::from(self.batch_size),
+                Permit::Probe => 1,
+                Permit::Wait(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d.min(self.cfg.poll_interval)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    continue;
+                }
+            };
             // Register interest before claiming, so a notification in between is not lost.
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let claimed = self
-                .store
-                .claim(&self.replica, i64::from(self.batch_size), self.cfg.lease)
-                .await;
+            let claimed = self.store.claim(&self.replica, limit, self.cfg.lease).await;
             match claimed {
                 Ok(jobs) if !jobs.is_empty() => {
                     tracing::debug!(slot, jobs = jobs.len(), "claimed a batch");
@@ -74,6 +85,9 @@ impl Worker {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot claim jobs; retrying"),
+            }
+            if limit == 1 && self.circuit.status().open {
+                self.circuit.probe_unused();
             }
             tokio::select! {
                 _ = &mut notified => {}
@@ -150,6 +164,7 @@ impl Worker {
         )));
         match run {
             Ok(result) => {
+                self.circuit.success();
                 let record = AttemptRecord {
                     started_at,
                     host,
@@ -170,13 +185,38 @@ impl Worker {
             }
             Err(e) => {
                 tracing::warn!(error = %e, jobs = runnable.len(), "batch failed as a whole");
+                let reason = e.to_string();
+                let (opened, open) = self
+                    .circuit
+                    .failure(e.class() == ErrorClass::Systemic, &reason);
+                if let Some(pause) = opened {
+                    let alert =
+                        crate::alert::circuit_opened(self.exchange.endpoint(), &reason, pause);
+                    if let Err(err) = self
+                        .store
+                        .raise_alert(&alert, Duration::from_secs(3600))
+                        .await
+                    {
+                        tracing::error!(error = %err, "cannot write the circuit alert");
+                    }
+                }
                 let record = AttemptRecord {
                     started_at,
                     host,
                     transcript: None,
                 };
                 for job in &runnable {
-                    let res = self.failure(job, e.class(), e.to_string());
+                    let res = if open {
+                        // Not this job's fault: it waits for the host without using an attempt.
+                        let wait = self.circuit.reopens_in() + Duration::from_millis(100);
+                        Resolution::Deferred {
+                            class: e.class(),
+                            error: reason.clone(),
+                            at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                        }
+                    } else {
+                        self.failure(job, e.class(), reason.clone())
+                    };
                     self.finish(job, &record, res).await;
                 }
             }
@@ -246,6 +286,9 @@ impl Worker {
                 }
                 Resolution::Failed { class, error, .. } => {
                     tracing::error!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, "job failed")
+                }
+                Resolution::Deferred { error, at, .. } => {
+                    tracing::info!(job_id = %job.id, account = %job.account, %error, next_attempt_at = %at, "job deferred: the circuit is open")
                 }
             },
             Ok(false) => {

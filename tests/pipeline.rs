@@ -381,3 +381,127 @@ async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
     let _ = second.wait();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts() {
+    let accounts = || vec![seed("out1"), seed("out2"), seed("out3")];
+    let mut env = TestEnv::new(accounts()).await;
+    // The host goes down before the daemon ever reaches it.
+    let addr = env.lab.addr;
+    env.lab.stop();
+    env.settings.worker.circuit_threshold = 2;
+    env.settings.worker.circuit_cooldown = Duration::from_millis(300);
+    env.settings.worker.max_attempts = 3;
+    env.settings.exchange.batch_size = 1;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let events: Vec<_> = ["out1", "out2", "out3"]
+        .iter()
+        .map(|s| env.joiner(s))
+        .collect();
+    for e in &events {
+        publisher.publish(e).await.unwrap();
+    }
+
+    // The circuit opens and readiness says why.
+    let readyz = format!("http://{}/readyz", app.admin_addr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let v: serde_json::Value = env
+            .http
+            .get(&readyz)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["circuit"]["open"] == true {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "circuit never opened: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        status["circuit"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach"),
+        "{status}"
+    );
+    assert_eq!(
+        status["ready"], true,
+        "still taking in events while the host is down"
+    );
+
+    // Let the probes fail a few times (the pause doubles each time), then bring the host back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut lab = None;
+    for _ in 0..50 {
+        match mailboxd::lab::Lab::start(mailboxd::lab::LabConfig {
+            listen: addr,
+            user: mailboxd::lab::DEFAULT_USER.into(),
+            password: secrecy::SecretString::from(common::LAB_PASSWORD),
+            accounts: accounts(),
+            latency: Default::default(),
+            max_shells_per_user: 30,
+        })
+        .await
+        {
+            Ok(l) => {
+                lab = Some(l);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    env.lab = lab.expect("the lab's port is free again");
+
+    for e in &events {
+        let job = env.wait_succeeded(&e.id).await;
+        assert!(
+            job.attempt < 3,
+            "attempts were burned during the outage: {job:?}"
+        );
+        let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!(attempts.last().unwrap().outcome, "succeeded");
+    }
+    let deferred = {
+        let mut n = 0;
+        for e in &events {
+            let job = env.store.job_by_event(&e.id).await.unwrap().unwrap();
+            let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+            n += attempts.iter().filter(|a| a.outcome == "deferred").count();
+        }
+        n
+    };
+    assert!(
+        deferred >= 2,
+        "jobs waited for the host: {deferred} deferred attempts"
+    );
+    // One alert for the outage, none per job.
+    let alerts = env.store.list_alerts(10).await.unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0].subject.contains("unavailable"),
+        "{}",
+        alerts[0].subject
+    );
+    assert!(alerts[0].job_id.is_none());
+    let v: serde_json::Value = env
+        .http
+        .get(&readyz)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["circuit"]["open"], false, "{v}");
+
+    app.stop().await;
+    env.cleanup().await;
+}

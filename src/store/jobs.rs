@@ -159,6 +159,13 @@ pub enum Resolution {
         error: String,
         alert: Option<NewAlert>,
     },
+    /// Not the job's fault (the Windows side is down: the circuit is open). Retried at
+    /// `at` without using up one of its attempts.
+    Deferred {
+        class: ErrorClass,
+        error: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -383,14 +390,23 @@ impl Store {
                 Some(error.as_str()),
                 None,
             ),
+            Resolution::Deferred { class, error, at } => (
+                JobState::Retrying,
+                None,
+                Some(*class),
+                Some(error.as_str()),
+                Some(*at),
+            ),
         };
+        let deferred = matches!(resolution, Resolution::Deferred { .. });
         let terminal = state.is_terminal();
         let updated = sqlx::query(
             "UPDATE jobs SET state = $3, outcome = coalesce($4, outcome),
                     last_error = $5, last_error_class = $6,
                     next_attempt_at = coalesce($7, next_attempt_at),
                     locked_by = NULL, locked_until = NULL, updated_at = now(),
-                    finished_at = CASE WHEN $8 THEN now() ELSE NULL END
+                    finished_at = CASE WHEN $8 THEN now() ELSE NULL END,
+                    attempt = attempt - CASE WHEN $9 THEN 1 ELSE 0 END
               WHERE id = $1 AND locked_by = $2 AND state = 'running'",
         )
         .bind(job.id)
@@ -401,6 +417,7 @@ impl Store {
         .bind(class.map(ErrorClass::as_str))
         .bind(next_at)
         .bind(terminal)
+        .bind(deferred)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -416,7 +433,7 @@ impl Store {
         .bind(replica)
         .bind(&record.host)
         .bind(record.started_at)
-        .bind(state.as_str())
+        .bind(if deferred { "deferred" } else { state.as_str() })
         .bind(class.map(ErrorClass::as_str))
         .bind(error)
         .bind(&record.transcript)
@@ -645,6 +662,24 @@ impl Store {
             Some(s) => ActionRefused::WrongState(s),
             None => ActionRefused::NotFound,
         }))
+    }
+
+    /// An alert not tied to one job (e.g. the circuit opened), written unless the same
+    /// subject was raised within `quiet`: one email per real problem, not a storm.
+    pub async fn raise_alert(&self, alert: &NewAlert, quiet: Duration) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO alerts (kind, subject, body)
+             SELECT $1, $2, $3
+              WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE subject = $2
+                                   AND created_at > now() - make_interval(secs => $4))",
+        )
+        .bind(&alert.kind)
+        .bind(&alert.subject)
+        .bind(&alert.body)
+        .bind(interval(quiet))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn list_alerts(&self, limit: i64) -> Result<Vec<Alert>, StoreError> {

@@ -1,0 +1,191 @@
+//! The circuit breaker between the worker and the Windows side (design §3): when the host
+//! refuses the credentials or stays unreachable, work pauses instead of burning every job's
+//! attempts, operations get one alert, and a single probe batch tests the host from time to time.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+const MAX_COOLDOWN: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// Closed: claim as usual.
+    Go,
+    /// Half-open: this caller runs the one probe batch.
+    Probe,
+    /// Open: wait this long before asking again.
+    Wait(Duration),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CircuitStatus {
+    pub open: bool,
+    pub reason: Option<String>,
+    /// Seconds until the next probe, when open.
+    pub retry_in_s: Option<u64>,
+}
+
+struct Inner {
+    failures: u32,
+    open_until: Option<Instant>,
+    cooldown: Duration,
+    probing: bool,
+    reason: Option<String>,
+}
+
+pub struct Circuit {
+    threshold: u32,
+    base_cooldown: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl Circuit {
+    pub fn new(threshold: u32, cooldown: Duration) -> Circuit {
+        Circuit {
+            threshold: threshold.max(1),
+            base_cooldown: cooldown,
+            inner: Mutex::new(Inner {
+                failures: 0,
+                open_until: None,
+                cooldown,
+                probing: false,
+                reason: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn permit(&self) -> Permit {
+        let mut s = self.lock();
+        match s.open_until {
+            None => Permit::Go,
+            Some(t) => {
+                let now = Instant::now();
+                if now < t {
+                    Permit::Wait(t - now)
+                } else if !s.probing {
+                    s.probing = true;
+                    Permit::Probe
+                } else {
+                    Permit::Wait(Duration::from_millis(200))
+                }
+            }
+        }
+    }
+
+    /// The probe found nothing to do: let the next claim probe instead.
+    pub fn probe_unused(&self) {
+        self.lock().probing = false;
+    }
+
+    /// A batch reached the Windows side and came back: close.
+    pub fn success(&self) {
+        let mut s = self.lock();
+        if s.open_until.is_some() {
+            tracing::info!("the Windows side answers again: circuit closed, work resumes");
+        }
+        s.failures = 0;
+        s.open_until = None;
+        s.probing = false;
+        s.cooldown = self.base_cooldown;
+        s.reason = None;
+    }
+
+    /// A whole batch failed. Returns `Some(pause)` when this opened the circuit (the
+    /// caller raises the one alert), and whether the circuit is open now.
+    pub fn failure(&self, systemic: bool, reason: &str) -> (Option<Duration>, bool) {
+        let mut s = self.lock();
+        s.failures = s.failures.saturating_add(1);
+        let now = Instant::now();
+        if s.probing {
+            // The probe failed: stay open, wait longer.
+            s.probing = false;
+            s.cooldown = (s.cooldown * 2).min(MAX_COOLDOWN);
+            s.open_until = Some(now + s.cooldown);
+            s.reason = Some(reason.to_owned());
+            return (None, true);
+        }
+        if s.open_until.is_some() {
+            return (None, true);
+        }
+        if systemic || s.failures >= self.threshold {
+            s.open_until = Some(now + s.cooldown);
+            s.reason = Some(reason.to_owned());
+            tracing::error!(
+                reason,
+                pause_s = s.cooldown.as_secs(),
+                "circuit opened: work paused"
+            );
+            return (Some(s.cooldown), true);
+        }
+        (None, false)
+    }
+
+    /// When work may resume (for deferred jobs' next attempt).
+    pub fn reopens_in(&self) -> Duration {
+        self.lock().open_until.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        })
+    }
+
+    pub fn status(&self) -> CircuitStatus {
+        let s = self.lock();
+        CircuitStatus {
+            open: s.open_until.is_some(),
+            reason: s.reason.clone(),
+            retry_in_s: s
+                .open_until
+                .map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_or_at_once_when_systemic() {
+        let c = Circuit::new(3, Duration::from_secs(60));
+        assert_eq!(c.failure(false, "refused"), (None, false));
+        assert_eq!(c.failure(false, "refused"), (None, false));
+        assert_eq!(
+            c.failure(false, "refused"),
+            (Some(Duration::from_secs(60)), true)
+        );
+        assert!(matches!(c.permit(), Permit::Wait(_)));
+        assert!(c.status().open);
+        // Further failures while open raise nothing new.
+        assert_eq!(c.failure(true, "401"), (None, true));
+
+        let c = Circuit::new(3, Duration::from_secs(60));
+        assert_eq!(c.failure(true, "401").0, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn one_probe_after_the_cooldown_and_a_longer_pause_when_it_fails() {
+        let c = Circuit::new(1, Duration::from_millis(10));
+        c.failure(false, "down");
+        std::thread::sleep(Duration::from_millis(20)); // past the 10 ms cooldown
+        assert_eq!(c.permit(), Permit::Probe);
+        assert!(
+            matches!(c.permit(), Permit::Wait(_)),
+            "only one probe at a time"
+        );
+        assert_eq!(c.failure(false, "still down"), (None, true));
+        assert!(
+            c.reopens_in() > Duration::from_millis(10),
+            "the pause doubled"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(c.permit(), Permit::Probe);
+        c.success();
+        assert_eq!(c.permit(), Permit::Go);
+        assert!(!c.status().open);
+    }
+}
