@@ -75,9 +75,10 @@ CREATE TABLE alerts (
     created_at  timestamptz NOT NULL DEFAULT now(),
     sent_at     timestamptz,
     attempts    integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),  -- SMTP retries back off
     last_error  text
 );
-CREATE INDEX alerts_unsent ON alerts (created_at) WHERE sent_at IS NULL;
+CREATE INDEX alerts_unsent ON alerts (next_attempt_at) WHERE sent_at IS NULL;
 
 -- Wake idle workers as soon as a job becomes claimable.
 CREATE FUNCTION mailboxd_notify_job() RETURNS trigger AS $$

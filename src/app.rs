@@ -93,6 +93,12 @@ impl App {
         };
         tasks.push(tokio::spawn(w.run(shutdown_rx.clone())));
 
+        tasks.push(tokio::spawn(crate::alert::sender::run(
+            store.clone(),
+            settings.smtp.clone(),
+            shutdown_rx.clone(),
+        )));
+
         let (listener, admin_addr) = admin::bind(&settings.admin.listen)
             .await
             .with_context(|| format!("binding admin.listen {}", settings.admin.listen))?;

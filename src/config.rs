@@ -189,6 +189,13 @@ pub struct Smtp {
     pub password_file: Option<PathBuf>,
     pub from: String,
     pub to: Vec<String>,
+    /// Extra PEM CA certificate(s) trusted for the SMTP server, besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    #[serde(with = "humantime_secs")]
+    pub timeout: Duration,
+    /// First pause after a failed send; doubles per failure, up to 15 minutes.
+    #[serde(with = "humantime_secs")]
+    pub retry_base: Duration,
     #[serde(skip)]
     pub password: Option<SecretString>,
 }
@@ -295,6 +302,9 @@ impl Default for Smtp {
             password_file: None,
             from: "mailboxd@localhost".into(),
             to: Vec::new(),
+            ca_file: None,
+            timeout: Duration::from_secs(30),
+            retry_base: Duration::from_secs(10),
             password: None,
         }
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (from Debian's packages and PyPI) and starts what mailboxd's tests need on this
-# machine: PostgreSQL, RabbitMQ, and pywinrm + pypsrp (independent WinRM clients the tests
-# run against the lab). Idempotent: what is already running is left alone. Needs root for
+# machine: PostgreSQL, RabbitMQ, pywinrm + pypsrp (independent WinRM clients the tests
+# run against the lab) and aiosmtpd (an SMTP server that captures mail). Idempotent: what is already running is left alone. Needs root for
 # installs; a machine that already has everything needs nothing.
 set -euo pipefail
 
@@ -54,8 +54,8 @@ fi
 log "RabbitMQ ready"
 
 # --- Python peers for the independent-client tests (WinRM clients run against the lab) ---
-if ! python3 -c 'import winrm, pypsrp' >/dev/null 2>&1; then
-  log "installing pywinrm and pypsrp"
-  python3 -m pip install -q pywinrm pypsrp
+if ! python3 -c 'import winrm, pypsrp, aiosmtpd' >/dev/null 2>&1; then
+  log "installing pywinrm, pypsrp and aiosmtpd"
+  python3 -m pip install -q pywinrm pypsrp aiosmtpd
 fi
-log "pywinrm and pypsrp ready"
+log "pywinrm, pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"

@@ -608,6 +608,7 @@ pub struct Alert {
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
     pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
 }
 
@@ -680,6 +681,60 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Delivers due alerts with `send`, at most `limit`, each marked sent or rescheduled with
+    /// backoff in the same transaction that locked it — so two replicas never send one alert,
+    /// and a crash between send and commit sends it again at most once (same Message-ID).
+    pub async fn deliver_alerts<F, Fut>(
+        &self,
+        limit: i64,
+        retry_base: Duration,
+        send: F,
+    ) -> Result<(u32, u32), StoreError>
+    where
+        F: Fn(Alert) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let due: Vec<Alert> = sqlx::query_as(
+            "SELECT * FROM alerts WHERE sent_at IS NULL AND next_attempt_at <= now()
+              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (mut sent, mut failed) = (0, 0);
+        for alert in due {
+            let id = alert.id;
+            let attempts = alert.attempts;
+            match send(alert).await {
+                Ok(()) => {
+                    sqlx::query("UPDATE alerts SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sent += 1;
+                }
+                Err(e) => {
+                    // base, 2·base, 4·base … up to 15 min between tries.
+                    let delay =
+                        (retry_base.as_secs_f64() * 2f64.powi(attempts.clamp(0, 10))).min(900.0);
+                    sqlx::query(
+                        "UPDATE alerts SET attempts = attempts + 1, last_error = $2,
+                                next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(e)
+                    .bind(delay)
+                    .execute(&mut *tx)
+                    .await?;
+                    failed += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok((sent, failed))
     }
 
     pub async fn list_alerts(&self, limit: i64) -> Result<Vec<Alert>, StoreError> {
