@@ -1,30 +1,216 @@
-//! The daemon's admin HTTP: liveness and readiness. The dashboard, JSON API and metrics
-//! arrive with their own issue.
+//! The daemon's admin HTTP: liveness, readiness, and the JSON API under `/api/v1` that
+//! the CLI's operations mirror. Every write needs the bearer token; reads too, unless
+//! `admin.open_reads` says otherwise. (Dashboard and metrics arrive with their own issue.)
 
 use std::net::SocketAddr;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use uuid::Uuid;
 
-use crate::store::Store;
+use crate::store::{ActionRefused, JobFilter, JobState, Store};
 
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Store,
     pub broker_connected: watch::Receiver<bool>,
     pub circuit: std::sync::Arc<crate::circuit::Circuit>,
+    pub token: Option<SecretString>,
+    pub open_reads: bool,
 }
 
 pub fn router(state: AdminState) -> Router {
+    if state.open_reads {
+        tracing::warn!("admin.open_reads is set: the job API can be read without a token");
+    }
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(show_job))
+        .route("/api/v1/jobs/{id}/retry", post(retry_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/poison", get(list_poison))
+        .route("/api/v1/alerts", get(list_alerts))
         .with_state(state)
+}
+
+fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    (status, Json(json!({"error": detail.into()}))).into_response()
+}
+
+/// Constant-time comparison of the presented token with the configured one.
+fn token_matches(expected: &SecretString, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (expected.expose_secret().as_bytes(), given.trim().as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// `Err(response)` unless the caller may do this.
+fn authorize(s: &AdminState, headers: &HeaderMap, write: bool) -> Result<(), Response> {
+    if !write && s.open_reads {
+        return Ok(());
+    }
+    match &s.token {
+        None => Err(problem(
+            StatusCode::FORBIDDEN,
+            "the API is disabled: set admin.token_file (or MAILBOXD_ADMIN_TOKEN) to use it",
+        )),
+        Some(t) if token_matches(t, headers) => Ok(()),
+        Some(_) => Err(problem(
+            StatusCode::UNAUTHORIZED,
+            "send the admin token as `Authorization: Bearer <token>`",
+        )),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "admin API request failed");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; see the daemon's log",
+    )
+}
+
+#[derive(Deserialize)]
+struct JobQuery {
+    state: Option<String>,
+    account: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_jobs(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<JobQuery>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, false) {
+        return r;
+    }
+    let state = match q.state.as_deref().map(|v| (v, JobState::parse(v))) {
+        Some((v, None)) => {
+            return problem(StatusCode::BAD_REQUEST, format!("unknown state {v:?}"));
+        }
+        Some((_, st)) => st,
+        None => None,
+    };
+    let kind = match q
+        .kind
+        .as_deref()
+        .map(|v| (v, crate::event::EventKind::parse(v)))
+    {
+        Some((v, None)) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("unknown type {v:?}: joiner or leaver"),
+            );
+        }
+        Some((_, k)) => k,
+        None => None,
+    };
+    let filter = JobFilter {
+        state,
+        account: q.account,
+        kind,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    match s.store.list_jobs(&filter).await {
+        Ok(jobs) => Json(json!({ "jobs": jobs })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn show_job(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, false) {
+        return r;
+    }
+    match s.store.get_job(id).await {
+        Ok(Some((job, attempts))) => {
+            Json(json!({ "job": job, "attempts": attempts })).into_response()
+        }
+        Ok(None) => problem(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+fn action_result(
+    id: Uuid,
+    r: Result<Result<(), ActionRefused>, crate::store::StoreError>,
+) -> Response {
+    match r {
+        Ok(Ok(())) => Json(json!({ "id": id, "ok": true })).into_response(),
+        Ok(Err(ActionRefused::NotFound)) => problem(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Ok(Err(ActionRefused::WrongState(st))) => {
+            problem(StatusCode::CONFLICT, format!("job {id} is {st}"))
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn retry_job(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, true) {
+        return r;
+    }
+    action_result(id, s.store.retry_job(id).await)
+}
+
+async fn cancel_job(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, true) {
+        return r;
+    }
+    action_result(id, s.store.cancel_job(id).await)
+}
+
+async fn list_poison(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers, false) {
+        return r;
+    }
+    match s.store.list_poison(100).await {
+        Ok(p) => Json(json!({ "poison": p })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn list_alerts(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers, false) {
+        return r;
+    }
+    match s.store.list_alerts(100).await {
+        Ok(a) => Json(json!({ "alerts": a })).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 /// The process is alive and serving.

@@ -106,6 +106,8 @@ impl App {
             store: store.clone(),
             broker_connected: connected_rx,
             circuit,
+            token: settings.admin.token.clone(),
+            open_reads: settings.admin.open_reads,
         });
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {

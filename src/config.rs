@@ -204,7 +204,10 @@ pub struct Smtp {
 #[serde(default, deny_unknown_fields)]
 pub struct Admin {
     pub listen: String,
+    /// Bearer token for `/api/v1` (every write, and reads unless `open_reads`).
     pub token_file: Option<PathBuf>,
+    /// Serve the read-only API without a token (logged at start). Off by default.
+    pub open_reads: bool,
     #[serde(skip)]
     pub token: Option<SecretString>,
 }
@@ -315,6 +318,7 @@ impl Default for Admin {
         Admin {
             listen: "127.0.0.1:8080".into(),
             token_file: None,
+            open_reads: false,
             token: None,
         }
     }
