@@ -64,18 +64,18 @@ fn token_matches(expected: &SecretString, headers: &HeaderMap) -> bool {
     diff == 0
 }
 
-/// `Err(response)` unless the caller may do this.
-fn authorize(s: &AdminState, headers: &HeaderMap, write: bool) -> Result<(), Response> {
+/// The refusal, unless the caller may do this.
+fn refuse(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> {
     if !write && s.open_reads {
-        return Ok(());
+        return None;
     }
     match &s.token {
-        None => Err(problem(
+        None => Some(problem(
             StatusCode::FORBIDDEN,
             "the API is disabled: set admin.token_file (or MAILBOXD_ADMIN_TOKEN) to use it",
         )),
-        Some(t) if token_matches(t, headers) => Ok(()),
-        Some(_) => Err(problem(
+        Some(t) if token_matches(t, headers) => None,
+        Some(_) => Some(problem(
             StatusCode::UNAUTHORIZED,
             "send the admin token as `Authorization: Bearer <token>`",
         )),
@@ -104,7 +104,7 @@ async fn list_jobs(
     headers: HeaderMap,
     Query(q): Query<JobQuery>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, false) {
+    if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
     let state = match q.state.as_deref().map(|v| (v, JobState::parse(v))) {
@@ -145,7 +145,7 @@ async fn show_job(
     headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, false) {
+    if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
     match s.store.get_job(id).await {
@@ -176,7 +176,7 @@ async fn retry_job(
     headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, true) {
+    if let Some(r) = refuse(&s, &headers, true) {
         return r;
     }
     action_result(id, s.store.retry_job(id).await)
@@ -187,14 +187,14 @@ async fn cancel_job(
     headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, true) {
+    if let Some(r) = refuse(&s, &headers, true) {
         return r;
     }
     action_result(id, s.store.cancel_job(id).await)
 }
 
 async fn list_poison(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers, false) {
+    if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
     match s.store.list_poison(100).await {
@@ -204,7 +204,7 @@ async fn list_poison(State(s): State<AdminState>, headers: HeaderMap) -> Respons
 }
 
 async fn list_alerts(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&s, &headers, false) {
+    if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
     match s.store.list_alerts(100).await {
