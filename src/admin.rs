@@ -82,6 +82,14 @@ fn refuse(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> 
     }
 }
 
+/// `{"<key>": rows}`, or the 500 that says where to look.
+fn listing<T: serde::Serialize>(key: &str, rows: Result<T, crate::store::StoreError>) -> Response {
+    match rows {
+        Ok(rows) => Json(json!({ key: rows })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "admin API request failed");
     problem(
@@ -134,10 +142,7 @@ async fn list_jobs(
         kind,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
-    match s.store.list_jobs(&filter).await {
-        Ok(jobs) => Json(json!({ "jobs": jobs })).into_response(),
-        Err(e) => internal(e),
-    }
+    listing("jobs", s.store.list_jobs(&filter).await)
 }
 
 async fn show_job(
@@ -197,20 +202,14 @@ async fn list_poison(State(s): State<AdminState>, headers: HeaderMap) -> Respons
     if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
-    match s.store.list_poison(100).await {
-        Ok(p) => Json(json!({ "poison": p })).into_response(),
-        Err(e) => internal(e),
-    }
+    listing("poison", s.store.list_poison(100).await)
 }
 
 async fn list_alerts(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
-    match s.store.list_alerts(100).await {
-        Ok(a) => Json(json!({ "alerts": a })).into_response(),
-        Err(e) => internal(e),
-    }
+    listing("alerts", s.store.list_alerts(100).await)
 }
 
 /// The process is alive and serving.

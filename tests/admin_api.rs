@@ -9,6 +9,20 @@ use serde_json::Value;
 
 const TOKEN: &str = "ops-token-for-tests";
 
+/// A request to the API with `token` (if any): (status, JSON body or Null).
+async fn call(env: &TestEnv, method: &str, url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = match method {
+        "POST" => env.http.post(url),
+        _ => env.http.get(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operators_list_show_and_retry_jobs_with_the_token() {
     let mut onprem = seed("onprem");
@@ -24,70 +38,48 @@ async fn operators_list_show_and_retry_jobs_with_the_token() {
     let failed = env.wait_terminal(&bad.id).await;
     env.wait_succeeded(&good.id).await;
     let base = format!("http://{}/api/v1", app.admin_addr);
-    let http = &env.http;
 
     // Without the token: refused, and the refusal says what to send.
-    let r = http.get(format!("{base}/jobs")).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("Bearer"));
-    let r = http
-        .get(format!("{base}/jobs"))
-        .bearer_auth("wrong-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let (status, body) = call(&env, "GET", &format!("{base}/jobs"), None).await;
+    assert_eq!(status, 401);
+    assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+    let (status, _) = call(&env, "GET", &format!("{base}/jobs"), Some("wrong-token")).await;
+    assert_eq!(status, 401);
 
     // With it: the failed job, filtered by state, with its attempts.
-    let list: Value = http
-        .get(format!("{base}/jobs?state=failed"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = call(
+        &env,
+        "GET",
+        &format!("{base}/jobs?state=failed"),
+        Some(TOKEN),
+    )
+    .await;
     let jobs = list["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{list}");
     assert_eq!(jobs[0]["id"], failed.id.to_string());
-    let shown: Value = http
-        .get(format!("{base}/jobs/{}", failed.id))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, shown) = call(
+        &env,
+        "GET",
+        &format!("{base}/jobs/{}", failed.id),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(shown["attempts"][0]["error_class"], "permanent");
-    let r = http
-        .get(format!("{base}/jobs?state=stuck"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let alerts: Value = http
-        .get(format!("{base}/alerts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, _) = call(
+        &env,
+        "GET",
+        &format!("{base}/jobs?state=stuck"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, alerts) = call(&env, "GET", &format!("{base}/alerts"), Some(TOKEN)).await;
     assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1);
 
     // Retry: allowed for the failed job (it runs, and fails again for the same reason),
     // refused with 409 for the succeeded one, 404 for an unknown id.
-    let r = http
-        .post(format!("{base}/jobs/{}/retry", failed.id))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let retry = format!("{base}/jobs/{}/retry", failed.id);
+    assert_eq!(call(&env, "POST", &retry, Some(TOKEN)).await.0, 200);
     let rerun = env
         .wait_job(&bad.id, |j| {
             j.state == mailboxd::store::JobState::Failed && j.updated_at > failed.updated_at
@@ -98,20 +90,13 @@ async fn operators_list_show_and_retry_jobs_with_the_token() {
         "a retried job starts a fresh set of attempts"
     );
     let good_job = env.store.job_by_event(&good.id).await.unwrap().unwrap();
-    let r = http
-        .post(format!("{base}/jobs/{}/retry", good_job.id))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
-    let r = http
-        .post(format!("{base}/jobs/{}/cancel", uuid::Uuid::new_v4()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let retry_good = format!("{base}/jobs/{}/retry", good_job.id);
+    assert_eq!(call(&env, "POST", &retry_good, Some(TOKEN)).await.0, 409);
+    let cancel_unknown = format!("{base}/jobs/{}/cancel", uuid::Uuid::new_v4());
+    assert_eq!(
+        call(&env, "POST", &cancel_unknown, Some(TOKEN)).await.0,
+        404
+    );
 
     app.stop().await;
     env.cleanup().await;
@@ -123,15 +108,11 @@ async fn without_a_token_the_api_is_off_and_open_reads_stay_read_only() {
     env.settings.admin.open_reads = true;
     let app = env.start_daemon().await;
     let base = format!("http://{}/api/v1", app.admin_addr);
-    let r = env.http.get(format!("{base}/jobs")).send().await.unwrap();
-    assert_eq!(r.status(), 200, "reads are open by explicit setting");
-    let r = env
-        .http
-        .post(format!("{base}/jobs/{}/cancel", uuid::Uuid::new_v4()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "no token configured: no writes at all");
+    let (status, _) = call(&env, "GET", &format!("{base}/jobs"), None).await;
+    assert_eq!(status, 200, "reads are open by explicit setting");
+    let cancel = format!("{base}/jobs/{}/cancel", uuid::Uuid::new_v4());
+    let (status, _) = call(&env, "POST", &cancel, None).await;
+    assert_eq!(status, 403, "no token configured: no writes at all");
     app.stop().await;
     env.cleanup().await;
 }
