@@ -56,12 +56,7 @@ fn token_matches(expected: &SecretString, headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let (a, b) = (expected.expose_secret().as_bytes(), given.trim().as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
+    crate::secret_eq(expected.expose_secret().as_bytes(), given.trim().as_bytes())
 }
 
 /// The refusal, unless the caller may do this.

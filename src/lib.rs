@@ -42,3 +42,13 @@ pub fn install_tls_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+/// Compares a presented secret with the expected one in constant time, so response timing
+/// does not reveal how much of a password or token matched.
+pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}

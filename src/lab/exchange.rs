@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::cmd;
 use super::directory::{LabAccount, Recipient, default_alias};
+use super::lock;
 use super::wsman::{CommandHost, Launch, ProcessOutput};
 use crate::config::ExchangeMode;
 use crate::exchange::script::{self, AccountData, Payload, ResultLine, Template};
@@ -63,11 +64,6 @@ pub struct LabHost {
     pub state: SharedState,
     pub hostname: String,
     pub latency: Latency,
-}
-
-fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, LabState> {
-    // A panic while holding the lock leaves plain data behind; keep serving it.
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl CommandHost for LabHost {

@@ -101,20 +101,21 @@ impl Lab {
     }
 }
 
-fn read(state: &SharedState) -> std::sync::MutexGuard<'_, LabState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
+/// Locks lab state; a panic while it was held left plain data behind, so keep serving it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn invocations(State(state): State<SharedState>) -> Json<Vec<Invocation>> {
-    Json(read(&state).invocations.clone())
+    Json(lock(&state).invocations.clone())
 }
 
 async fn mailboxes(State(state): State<SharedState>) -> Json<Vec<LabAccount>> {
-    Json(read(&state).accounts.clone())
+    Json(lock(&state).accounts.clone())
 }
 
 async fn stats(State(state): State<SharedState>) -> Json<serde_json::Value> {
-    let st = read(&state);
+    let st = lock(&state);
     let mut by_cmdlet = serde_json::Map::new();
     for inv in &st.invocations {
         let n = by_cmdlet

@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 
+use super::lock;
 use crate::winrm::soap::{self, Envelope, esc};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,19 +90,6 @@ pub fn router(cfg: WsmanConfig, host: Arc<dyn CommandHost>) -> Router {
         .with_state(server)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Constant-time comparison, so timing does not reveal how much of a password matched.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
-}
-
 fn authenticate(cfg: &WsmanConfig, headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -115,8 +103,8 @@ fn authenticate(cfg: &WsmanConfig, headers: &HeaderMap) -> Option<String> {
     let (user, password) = text.split_once(':')?;
     let mut found = None;
     for (u, p) in &cfg.users {
-        let ok = same(u.to_lowercase().as_bytes(), user.to_lowercase().as_bytes())
-            & same(p.expose_secret().as_bytes(), password.as_bytes());
+        let ok = crate::secret_eq(u.to_lowercase().as_bytes(), user.to_lowercase().as_bytes())
+            & crate::secret_eq(p.expose_secret().as_bytes(), password.as_bytes());
         if ok {
             found = Some(u.clone());
         }
