@@ -90,6 +90,8 @@ impl App {
             remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
             replica: replica.clone(),
             circuit: circuit.clone(),
+            directory: crate::directory::Directory::from_config(&settings.ldap)?,
+            require_cloud_sync: settings.ldap.require_cloud_sync,
         };
         tasks.push(tokio::spawn(w.run(shutdown_rx.clone())));
 

@@ -82,16 +82,42 @@ impl QueueType {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Ldap {
-    /// Domain controllers, tried in order. Empty: directory checks are off and
-    /// mailboxd relies on Exchange's own answers (see ARCHITECTURE.md).
+    /// Domain controllers, tried in order (`ldaps://dc1.corp.example`, or `ldap://…` with
+    /// StartTLS). Empty: directory checks are off and mailboxd relies on Exchange's own
+    /// answers (see ARCHITECTURE.md).
     pub urls: Vec<String>,
     pub base_dn: String,
     pub bind_dn: String,
     pub password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) trusted besides the system roots.
     pub ca_file: Option<PathBuf>,
-    pub sync_rule: String,
+    /// Which attribute proves Entra Connect has picked the account up.
+    pub sync_rule: SyncRule,
+    /// Joiners wait (`waiting_for_sync`) until `sync_rule` says the account is synced.
+    pub require_cloud_sync: bool,
+    /// `ldap://` URLs upgrade with StartTLS unless this is false.
+    pub starttls: bool,
+    /// Plain LDAP (no TLS at all) sends the bind password in clear text: only with this set.
+    pub allow_plaintext: bool,
+    /// Connect, bind and search deadline per domain controller.
+    #[serde(with = "humantime_secs")]
+    pub timeout: Duration,
+    /// Bound connections kept per domain controller (each one multiplexes requests).
+    pub pool_size: usize,
     #[serde(skip)]
     pub password: Option<SecretString>,
+}
+
+/// How to tell from on-premises AD that an account reached Entra ID (notes/exchange.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncRule {
+    /// `mS-DS-ConsistencyGuid` present: Entra Connect has picked the object up.
+    ConsistencyGuid,
+    /// `msDS-ExternalDirectoryObjectId` present: the cloud object exists (hybrid writeback).
+    ExternalDirectoryObjectId,
+    /// Every account counts as synced.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -169,6 +195,13 @@ pub struct Worker {
     /// How long the open circuit pauses work before one probe batch (doubles while it fails, up to 10 min).
     #[serde(with = "humantime_secs")]
     pub circuit_cooldown: Duration,
+    /// How often a joiner in `waiting_for_sync` asks the directory again.
+    #[serde(with = "humantime_secs")]
+    pub sync_poll_interval: Duration,
+    /// A joiner still not synced this long after its event fails with a clear reason
+    /// (default: two Entra Connect cycles plus margin).
+    #[serde(with = "humantime_secs")]
+    pub sync_deadline: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -243,7 +276,12 @@ impl Default for Ldap {
             bind_dn: String::new(),
             password_file: None,
             ca_file: None,
-            sync_rule: "none".into(),
+            sync_rule: SyncRule::ConsistencyGuid,
+            require_cloud_sync: false,
+            starttls: true,
+            allow_plaintext: false,
+            timeout: Duration::from_secs(10),
+            pool_size: 2,
             password: None,
         }
     }
@@ -291,6 +329,8 @@ impl Default for Worker {
             batch_timeout: Duration::from_secs(900),
             circuit_threshold: 3,
             circuit_cooldown: Duration::from_secs(60),
+            sync_poll_interval: Duration::from_secs(300),
+            sync_deadline: Duration::from_secs(2 * 3600),
         }
     }
 }

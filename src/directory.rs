@@ -1,35 +1,686 @@
-//! Directory checks against Active Directory (design §4).
+//! Directory checks against Active Directory (design §4): what is true of an account on
+//! the domain controller that Exchange will be told to use.
 //!
-//! This slice has the data types and the RFC 4515 filter escaping; the LDAP client
-//! (ldap3, LDAPS/StartTLS, DC failover) arrives with its own issue. Until `[ldap].urls`
-//! is set, the worker skips the pre-check and relies on what Exchange answers, which is
-//! still idempotent: the templates map "already a remote mailbox" to a no-op.
+//! One `Directory` holds a small pool of bound ldap3 connections per domain controller
+//! (each connection multiplexes requests). Controllers are tried in order; the first that
+//! answers is the one the worker passes to Exchange as `-DomainController`, so a new
+//! account that has not replicated yet cannot make Exchange look in the wrong place.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
+use uuid::Uuid;
 
-/// What the directory says about an account before mailboxd acts.
+use crate::config::{self, SyncRule};
+
+/// msExchRecipientTypeDetails values that are remote (cloud) recipients: RemoteUserMailbox,
+/// RemoteRoomMailbox, RemoteEquipmentMailbox, RemoteSharedMailbox (notes/exchange.md §10).
+const REMOTE_TYPES_MASK: i64 = 0xE_8000_0000;
+/// msExchRecipientTypeDetails of a mail user (Enable-RemoteMailbox converts it).
+const MAIL_USER: i64 = 128;
+/// On-premises mailbox types: UserMailbox, LinkedMailbox, SharedMailbox, LegacyMailbox,
+/// RoomMailbox, EquipmentMailbox.
+const ONPREM_MAILBOX_TYPES: [i64; 6] = [1, 2, 4, 8, 16, 32];
+/// userAccountControl ACCOUNTDISABLE.
+const UAC_DISABLED: i64 = 0x2;
+
+/// The attributes every account read asks for.
+const ACCOUNT_ATTRS: [&str; 12] = [
+    "sAMAccountName",
+    "userPrincipalName",
+    "objectGUID",
+    "userAccountControl",
+    "msExchRecipientTypeDetails",
+    "msExchRemoteRecipientType",
+    "msExchHideFromAddressLists",
+    "targetAddress",
+    "mailNickname",
+    "proxyAddresses",
+    "mS-DS-ConsistencyGuid",
+    "msDS-ExternalDirectoryObjectId",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(
+        "no domain controller answered ({tried}); check that they are up and reachable from this host, and [ldap].urls"
+    )]
+    AllUnreachable { tried: String },
+    #[error(
+        "domain controller {url} refused the bind as {bind_dn:?}: {reason}; check [ldap].bind_dn and the LDAP password secret"
+    )]
+    BindRefused {
+        url: String,
+        bind_dn: String,
+        reason: String,
+    },
+    #[error("search on {domain_controller} failed: {reason}; it is retried")]
+    Search {
+        domain_controller: String,
+        reason: String,
+    },
+    #[error(
+        "{count} directory objects match {lookup} on {domain_controller}; fix the duplicates in AD or send the objectGUID"
+    )]
+    Ambiguous {
+        domain_controller: String,
+        lookup: String,
+        count: usize,
+    },
+    #[error("[ldap] configuration: {0}")]
+    Config(String),
+}
+
+impl DirectoryError {
+    /// How the worker treats it: a refused bind breaks every job (systemic), a directory
+    /// that cannot be reached or answer may recover (transient), duplicates need a person.
+    pub fn class(&self) -> crate::store::ErrorClass {
+        use crate::store::ErrorClass;
+        match self {
+            DirectoryError::AllUnreachable { .. } | DirectoryError::Search { .. } => {
+                ErrorClass::Transient
+            }
+            DirectoryError::BindRefused { .. } | DirectoryError::Config(_) => ErrorClass::Systemic,
+            DirectoryError::Ambiguous { .. } => ErrorClass::Permanent,
+        }
+    }
+
+    /// A label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DirectoryError::AllUnreachable { .. } => "unreachable",
+            DirectoryError::BindRefused { .. } => "bind_refused",
+            DirectoryError::Search { .. } => "search",
+            DirectoryError::Ambiguous { .. } => "ambiguous",
+            DirectoryError::Config(_) => "config",
+        }
+    }
+}
+
+/// How to find an account: objectGUID is exact and survives renames; otherwise the
+/// sAMAccountName or the UPN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Guid(Uuid),
+    Sam(String),
+    Upn(String),
+}
+
+impl Lookup {
+    /// The LDAP filter, every value escaped (RFC 4515).
+    pub fn filter(&self) -> String {
+        match self {
+            Lookup::Guid(g) => format!(
+                "(&(objectClass=user)(objectGUID={}))",
+                g.to_bytes_le()
+                    .iter()
+                    .map(|b| format!("\\{b:02x}"))
+                    .collect::<String>()
+            ),
+            Lookup::Sam(s) => account_filter(s),
+            Lookup::Upn(u) => format!(
+                "(&(objectCategory=person)(objectClass=user)(userPrincipalName={}))",
+                escape_filter_value(u)
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Guid(g) => write!(f, "objectGUID {g}"),
+            Lookup::Sam(s) => write!(f, "sAMAccountName {s:?}"),
+            Lookup::Upn(u) => write!(f, "userPrincipalName {u:?}"),
+        }
+    }
+}
+
+/// What msExchRecipientTypeDetails says the account is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipientType {
+    None,
+    RemoteMailbox,
+    OnPremMailbox,
+    MailUser,
+    Other,
+}
+
+impl RecipientType {
+    pub fn from_type_details(v: Option<i64>) -> RecipientType {
+        match v {
+            None | Some(0) => RecipientType::None,
+            Some(t) if t & REMOTE_TYPES_MASK != 0 => RecipientType::RemoteMailbox,
+            Some(MAIL_USER) => RecipientType::MailUser,
+            Some(t) if ONPREM_MAILBOX_TYPES.contains(&t) => RecipientType::OnPremMailbox,
+            Some(_) => RecipientType::Other,
+        }
+    }
+}
+
+/// One account as a domain controller showed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum AccountState {
-    /// No directory is configured: nothing was checked.
-    NotChecked,
-    NotFound {
-        domain_controller: String,
-    },
-    Found {
-        domain_controller: String,
-        disabled: bool,
-        remote_mailbox: bool,
-        onprem_mailbox: bool,
-        hidden: bool,
-    },
+pub struct Account {
+    pub distinguished_name: String,
+    pub sam_account_name: String,
+    pub user_principal_name: Option<String>,
+    pub object_guid: Option<Uuid>,
+    pub user_account_control: i64,
+    pub disabled: bool,
+    pub recipient: RecipientType,
+    pub recipient_type_details: Option<i64>,
+    pub hidden: bool,
+    pub target_address: Option<String>,
+    pub cloud_synced: bool,
+}
+
+/// The answer to one read: which domain controller answered, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountState {
+    /// The controller's DNS name (its rootDSE `dnsHostName`): what Exchange is given.
+    pub domain_controller: String,
+    /// The URL that reached it, for the verification read after Exchange ran.
+    #[serde(skip)]
+    pub url: String,
+    pub account: Option<Account>,
+}
+
+#[derive(Clone)]
+struct Conn {
+    ldap: Ldap,
+    dns_host_name: String,
+}
+
+/// The directory client: ordered domain controllers, a pool of bound connections each.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    urls: Vec<url::Url>,
+    base_dn: String,
+    bind_dn: String,
+    password: Option<SecretString>,
+    tls: Arc<rustls::ClientConfig>,
+    starttls: bool,
+    timeout: Duration,
+    pool_size: usize,
+    sync_rule: SyncRule,
+    pool: Mutex<HashMap<String, Vec<Conn>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Directory {
+    /// `None` when no domain controller is configured (directory checks off).
+    pub fn from_config(cfg: &config::Ldap) -> Result<Option<Directory>, DirectoryError> {
+        if cfg.urls.is_empty() {
+            return Ok(None);
+        }
+        let mut urls = Vec::new();
+        for u in &cfg.urls {
+            let url = url::Url::parse(u)
+                .map_err(|e| DirectoryError::Config(format!("urls: {u:?} is not a URL ({e})")))?;
+            match url.scheme() {
+                "ldaps" => {}
+                "ldap" if cfg.starttls => {}
+                "ldap" if cfg.allow_plaintext => tracing::warn!(
+                    url = %url,
+                    "LDAP without TLS: the bind password crosses the network in clear text (allow_plaintext = true)"
+                ),
+                "ldap" => {
+                    return Err(DirectoryError::Config(format!(
+                        "{u} is plain LDAP with starttls = false; use ldaps://, StartTLS, or set allow_plaintext = true deliberately"
+                    )));
+                }
+                other => {
+                    return Err(DirectoryError::Config(format!(
+                        "{u}: scheme {other:?} is not ldap or ldaps"
+                    )));
+                }
+            }
+            if url.host_str().is_none() {
+                return Err(DirectoryError::Config(format!("{u} names no host")));
+            }
+            urls.push(url);
+        }
+        if cfg.base_dn.is_empty() {
+            return Err(DirectoryError::Config("base_dn is empty".into()));
+        }
+        let tls = tls_config(cfg.ca_file.as_deref())?;
+        Ok(Some(Directory {
+            inner: Arc::new(Inner {
+                urls,
+                base_dn: cfg.base_dn.clone(),
+                bind_dn: cfg.bind_dn.clone(),
+                password: cfg.password.clone(),
+                tls,
+                starttls: cfg.starttls,
+                timeout: cfg.timeout,
+                pool_size: cfg.pool_size.max(1),
+                sync_rule: cfg.sync_rule,
+                pool: Mutex::new(HashMap::new()),
+                next: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        }))
+    }
+
+    /// The domain controllers in the order they will be tried: `preferred` (the DC the
+    /// account was created on, from the event) first, then the configured list.
+    pub fn order(&self, preferred: Option<&str>) -> Vec<url::Url> {
+        let mut out = Vec::with_capacity(self.inner.urls.len() + 1);
+        if let Some(host) = preferred {
+            let known = self
+                .inner
+                .urls
+                .iter()
+                .find(|u| u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host)));
+            match known {
+                Some(u) => out.push(u.clone()),
+                None => {
+                    // Same scheme and port as the first configured DC, on the named host.
+                    let mut u = self.inner.urls[0].clone();
+                    if u.set_host(Some(host)).is_ok() {
+                        out.push(u);
+                    }
+                }
+            }
+        }
+        for u in &self.inner.urls {
+            if !out.contains(u) {
+                out.push(u.clone());
+            }
+        }
+        out
+    }
+
+    /// Reads the account from the first domain controller that answers.
+    pub async fn read(
+        &self,
+        lookup: &Lookup,
+        preferred_dc: Option<&str>,
+    ) -> Result<AccountState, DirectoryError> {
+        let mut tried = Vec::new();
+        for url in self.order(preferred_dc) {
+            match self.read_on(&url, lookup).await {
+                Ok(state) => return Ok(state),
+                Err(ReadError::Unreachable(reason)) => {
+                    tracing::warn!(dc = %url, %reason, "domain controller unreachable; trying the next");
+                    tried.push(format!("{url}: {reason}"));
+                }
+                Err(ReadError::Fatal(e)) => return Err(e),
+            }
+        }
+        Err(DirectoryError::AllUnreachable {
+            tried: tried.join("; "),
+        })
+    }
+
+    /// Reads the account again on the controller that answered before (verification).
+    pub async fn reread(
+        &self,
+        previous: &AccountState,
+        lookup: &Lookup,
+    ) -> Result<AccountState, DirectoryError> {
+        let url = url::Url::parse(&previous.url)
+            .map_err(|e| DirectoryError::Config(format!("{}: {e}", previous.url)))?;
+        match self.read_on(&url, lookup).await {
+            Ok(s) => Ok(s),
+            Err(ReadError::Unreachable(reason)) => Err(DirectoryError::AllUnreachable {
+                tried: format!("{url}: {reason}"),
+            }),
+            Err(ReadError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Binds to every configured controller and reads its rootDSE (`mailboxd check`).
+    pub async fn check(&self) -> Vec<(String, Result<String, String>)> {
+        let mut out = Vec::new();
+        for url in &self.inner.urls {
+            let r = match self.connection(url).await {
+                Ok(c) => Ok(c.dns_host_name),
+                Err(ReadError::Unreachable(r)) => Err(r),
+                Err(ReadError::Fatal(e)) => Err(e.to_string()),
+            };
+            out.push((url.to_string(), r));
+        }
+        out
+    }
+
+    async fn read_on(&self, url: &url::Url, lookup: &Lookup) -> Result<AccountState, ReadError> {
+        // A pooled connection may have been closed by the DC (idle timeout): one fresh retry.
+        for fresh in [false, true] {
+            let conn = if fresh {
+                self.connect(url).await?
+            } else {
+                self.connection(url).await?
+            };
+            match self.search_account(&conn, lookup).await {
+                Ok(account) => {
+                    return Ok(AccountState {
+                        domain_controller: conn.dns_host_name.clone(),
+                        url: url.to_string(),
+                        account,
+                    });
+                }
+                Err(SearchFailure::Connection(reason)) => {
+                    self.drop_pooled(url);
+                    if fresh {
+                        return Err(ReadError::Unreachable(reason));
+                    }
+                }
+                Err(SearchFailure::Fatal(e)) => return Err(ReadError::Fatal(e)),
+            }
+        }
+        Err(ReadError::Unreachable("no connection".into()))
+    }
+
+    async fn search_account(
+        &self,
+        conn: &Conn,
+        lookup: &Lookup,
+    ) -> Result<Option<Account>, SearchFailure> {
+        let mut ldap = conn.ldap.clone();
+        let secs = i32::try_from(self.inner.timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+        let result = ldap
+            .with_timeout(self.inner.timeout)
+            .with_search_options(SearchOptions::new().sizelimit(2).timelimit(secs))
+            .search(
+                &self.inner.base_dn,
+                Scope::Subtree,
+                &lookup.filter(),
+                ACCOUNT_ATTRS.to_vec(),
+            )
+            .await;
+        let search = match result {
+            Ok(s) => s,
+            Err(e) => return Err(classify_op_error(e, &conn.dns_host_name)),
+        };
+        // 4 = sizeLimitExceeded: more than one object matched.
+        let (entries, res) = (search.0, search.1);
+        if res.rc != 0 && res.rc != 4 {
+            return Err(SearchFailure::Fatal(DirectoryError::Search {
+                domain_controller: conn.dns_host_name.clone(),
+                reason: format!("LDAP result {} {}", res.rc, res.text),
+            }));
+        }
+        let entries: Vec<SearchEntry> = entries
+            .into_iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+            .map(SearchEntry::construct)
+            .collect();
+        if entries.len() > 1 || res.rc == 4 {
+            return Err(SearchFailure::Fatal(DirectoryError::Ambiguous {
+                domain_controller: conn.dns_host_name.clone(),
+                lookup: lookup.to_string(),
+                count: entries.len().max(2),
+            }));
+        }
+        Ok(entries
+            .into_iter()
+            .next()
+            .map(|e| account_from_entry(&e, self.inner.sync_rule)))
+    }
+
+    async fn connection(&self, url: &url::Url) -> Result<Conn, ReadError> {
+        let key = url.to_string();
+        {
+            let pool = crate::lab::lock(&self.inner.pool);
+            if let Some(conns) = pool.get(&key)
+                && conns.len() >= self.inner.pool_size
+            {
+                let i = self
+                    .inner
+                    .next
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut c = conns[i % conns.len()].clone();
+                if !c.ldap.is_closed() {
+                    return Ok(c);
+                }
+            }
+        }
+        let conn = self.connect(url).await?;
+        let mut pool = crate::lab::lock(&self.inner.pool);
+        let conns = pool.entry(key).or_default();
+        conns.retain(|c| !c.ldap.clone().is_closed());
+        if conns.len() < self.inner.pool_size {
+            conns.push(conn.clone());
+        }
+        Ok(conn)
+    }
+
+    fn drop_pooled(&self, url: &url::Url) {
+        crate::lab::lock(&self.inner.pool).remove(url.as_str());
+    }
+
+    /// Connects (TLS or StartTLS), binds, and reads the controller's DNS name.
+    async fn connect(&self, url: &url::Url) -> Result<Conn, ReadError> {
+        let inner = &self.inner;
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(inner.timeout)
+            .set_config(inner.tls.clone())
+            .set_starttls(url.scheme() == "ldap" && inner.starttls);
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url.as_str())
+            .await
+            .map_err(|e| ReadError::Unreachable(connect_reason(&e)))?;
+        ldap3::drive!(conn);
+        ldap.with_timeout(inner.timeout);
+        if !inner.bind_dn.is_empty() {
+            let pw = inner
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned())
+                .unwrap_or_default();
+            let res = ldap
+                .with_timeout(inner.timeout)
+                .simple_bind(&inner.bind_dn, &pw)
+                .await
+                .map_err(|e| ReadError::Unreachable(connect_reason(&e)))?;
+            if res.rc != 0 {
+                return Err(ReadError::Fatal(DirectoryError::BindRefused {
+                    url: url.to_string(),
+                    bind_dn: inner.bind_dn.clone(),
+                    reason: bind_reason(res.rc, &res.text),
+                }));
+            }
+        }
+        let root = ldap
+            .with_timeout(inner.timeout)
+            .search("", Scope::Base, "(objectClass=*)", vec!["dnsHostName"])
+            .await
+            .map_err(|e| ReadError::Unreachable(connect_reason(&e)))?;
+        let dns_host_name = root
+            .0
+            .into_iter()
+            .map(SearchEntry::construct)
+            .find_map(|e| first(&e, "dnsHostName"))
+            .unwrap_or_else(|| url.host_str().unwrap_or_default().to_owned());
+        Ok(Conn {
+            ldap,
+            dns_host_name,
+        })
+    }
+}
+
+enum ReadError {
+    /// Try the next domain controller.
+    Unreachable(String),
+    Fatal(DirectoryError),
+}
+
+enum SearchFailure {
+    Connection(String),
+    Fatal(DirectoryError),
+}
+
+impl From<ReadError> for SearchFailure {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Unreachable(r) => SearchFailure::Connection(r),
+            ReadError::Fatal(e) => SearchFailure::Fatal(e),
+        }
+    }
+}
+
+fn classify_op_error(e: LdapError, dc: &str) -> SearchFailure {
+    match e {
+        LdapError::Timeout { .. } => SearchFailure::Fatal(DirectoryError::Search {
+            domain_controller: dc.to_owned(),
+            reason: "timed out".into(),
+        }),
+        LdapError::LdapResult { result } => SearchFailure::Fatal(DirectoryError::Search {
+            domain_controller: dc.to_owned(),
+            reason: format!("LDAP result {} {}", result.rc, result.text),
+        }),
+        other => SearchFailure::Connection(other.to_string()),
+    }
+}
+
+fn connect_reason(e: &LdapError) -> String {
+    match e {
+        LdapError::Io { source } if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".into()
+        }
+        LdapError::Timeout { .. } => "timed out".into(),
+        other => {
+            let text = other.to_string();
+            if text.contains("certificate") || text.contains("Certificate") {
+                format!(
+                    "TLS: {text} (check [ldap].ca_file and that the DC's certificate names the host in the URL)"
+                )
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// AD puts the reason in the diagnostic text: `data 52e` wrong password, `533` disabled,
+/// `701`/`532` expired, `775` locked out.
+fn bind_reason(rc: u32, text: &str) -> String {
+    let why = if text.contains("data 52e") {
+        "wrong password"
+    } else if text.contains("data 533") {
+        "the service account is disabled"
+    } else if text.contains("data 532") || text.contains("data 701") {
+        "the service account's password has expired"
+    } else if text.contains("data 775") {
+        "the service account is locked out"
+    } else if rc == 8 {
+        "the DC requires TLS for simple binds"
+    } else {
+        "refused"
+    };
+    format!("{why} (LDAP result {rc})")
+}
+
+fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
+    crate::install_tls_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| DirectoryError::Config(format!("ca_file {}: {e}", path.display())))?;
+        let mut added = 0;
+        for cert in rustls_pemfile_certs(&pem) {
+            roots
+                .add(cert)
+                .map_err(|e| DirectoryError::Config(format!("ca_file {}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(DirectoryError::Config(format!(
+                "ca_file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+    }
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+fn first(e: &SearchEntry, name: &str) -> Option<String> {
+    e.attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first().cloned())
+}
+
+fn first_bin(e: &SearchEntry, name: &str) -> Option<Vec<u8>> {
+    e.bin_attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first().cloned())
+        // ldap3 keeps a binary value that happens to be valid UTF-8 among the text ones.
+        .or_else(|| first(e, name).map(String::into_bytes))
+}
+
+fn present(e: &SearchEntry, name: &str) -> bool {
+    e.attrs
+        .keys()
+        .chain(e.bin_attrs.keys())
+        .any(|k| k.eq_ignore_ascii_case(name))
+}
+
+/// Builds the account from the attributes a DC returned; missing attributes mean "not set".
+pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
+    let uac = first(e, "userAccountControl")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let type_details = first(e, "msExchRecipientTypeDetails").and_then(|v| v.parse::<i64>().ok());
+    let cloud_synced = match rule {
+        SyncRule::ConsistencyGuid => present(e, "mS-DS-ConsistencyGuid"),
+        SyncRule::ExternalDirectoryObjectId => present(e, "msDS-ExternalDirectoryObjectId"),
+        SyncRule::Off => true,
+    };
+    Account {
+        distinguished_name: e.dn.clone(),
+        sam_account_name: first(e, "sAMAccountName").unwrap_or_default(),
+        user_principal_name: first(e, "userPrincipalName"),
+        object_guid: first_bin(e, "objectGUID")
+            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+            .map(Uuid::from_bytes_le),
+        user_account_control: uac,
+        disabled: uac & UAC_DISABLED != 0,
+        recipient: RecipientType::from_type_details(type_details),
+        recipient_type_details: type_details,
+        hidden: first(e, "msExchHideFromAddressLists")
+            .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
+        target_address: first(e, "targetAddress"),
+        cloud_synced,
+    }
 }
 
 /// Escapes a value for an LDAP search filter (RFC 4515 §3): `*`, `(`, `)`, `\` and NUL,
 /// plus every non-printable or non-ASCII byte, as `\XX`.
 pub fn escape_filter_value(value: &str) -> String {
+    escape_filter_bytes(value.as_bytes())
+}
+
+/// Escapes raw octets for a filter; printable ASCII other than the specials stays as is.
+pub fn escape_filter_bytes(value: &[u8]) -> String {
     let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
+    for &b in value {
         match b {
             b'*' | b'(' | b')' | b'\\' | 0 => out.push_str(&format!("\\{b:02x}")),
             0x20..=0x7e => out.push(b as char),
@@ -63,5 +714,33 @@ mod tests {
         let f = account_filter("x)(|(cn=*");
         assert_eq!(f.matches('(').count(), f.matches(')').count());
         assert!(!f.contains("(|"));
+    }
+
+    #[test]
+    fn guid_filters_use_the_wire_byte_order() {
+        // notes/exchange.md §8: the first three fields are little-endian on the wire.
+        let g = Uuid::parse_str("b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f").unwrap();
+        assert_eq!(
+            Lookup::Guid(g).filter(),
+            r"(&(objectClass=user)(objectGUID=\c3\a2\f0\b1\e5\d4\07\f6\18\29\3a\4b\5c\6d\7e\8f))"
+        );
+    }
+
+    #[test]
+    fn recipient_types_follow_exchange_values() {
+        use RecipientType::{MailUser, OnPremMailbox, Other, RemoteMailbox};
+        assert_eq!(RecipientType::from_type_details(None), RecipientType::None);
+        assert_eq!(
+            RecipientType::from_type_details(Some(2_147_483_648)),
+            RemoteMailbox
+        );
+        assert_eq!(
+            RecipientType::from_type_details(Some(34_359_738_368)),
+            RemoteMailbox
+        );
+        assert_eq!(RecipientType::from_type_details(Some(1)), OnPremMailbox);
+        assert_eq!(RecipientType::from_type_details(Some(4)), OnPremMailbox);
+        assert_eq!(RecipientType::from_type_details(Some(128)), MailUser);
+        assert_eq!(RecipientType::from_type_details(Some(64)), Other);
     }
 }

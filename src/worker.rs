@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::circuit::{Circuit, Permit};
 use crate::config;
+use crate::directory::{AccountState, Directory, Lookup, RecipientType};
 use crate::event::{EventKind, check_address};
 use crate::exchange::{AccountData, AccountOutcome, Exchange, Template};
 use crate::store::{AttemptRecord, ErrorClass, Job, Resolution, Store};
@@ -33,6 +34,135 @@ pub struct Worker {
     pub remote_routing_domain: String,
     pub replica: String,
     pub circuit: Arc<Circuit>,
+    /// `None`: no domain controller configured, Exchange's answers are trusted.
+    pub directory: Option<Directory>,
+    pub require_cloud_sync: bool,
+}
+
+/// What the directory check decided for one job (design §4, notes/exchange.md §10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Run the template against the domain controller that answered.
+    Run,
+    /// Already true: succeeded without touching Exchange.
+    Done(&'static str),
+    /// The event is stale (a leaver whose account is enabled again).
+    Cancel(String),
+    /// Joiner not synced to the cloud yet.
+    WaitForSync(String),
+    Fail(ErrorClass, String),
+}
+
+/// Decides from what the domain controller shows whether Exchange needs to be asked.
+pub fn plan(
+    kind: EventKind,
+    sam: &str,
+    state: &AccountState,
+    remote_routing_address: Option<&str>,
+    require_cloud_sync: bool,
+) -> Plan {
+    let dc = &state.domain_controller;
+    let Some(a) = &state.account else {
+        return match kind {
+            EventKind::Joiner => Plan::Fail(
+                ErrorClass::Transient,
+                format!(
+                    "account {sam:?} is not on domain controller {dc} yet (replication lag, or it was never created); retried"
+                ),
+            ),
+            EventKind::Leaver => Plan::Done("gone"),
+        };
+    };
+    match kind {
+        EventKind::Joiner => match a.recipient {
+            RecipientType::RemoteMailbox => {
+                let current = a.target_address.as_deref().map(|t| {
+                    t.strip_prefix("SMTP:")
+                        .or(t.strip_prefix("smtp:"))
+                        .unwrap_or(t)
+                });
+                match (current, remote_routing_address) {
+                    (Some(cur), Some(want)) if !cur.eq_ignore_ascii_case(want) => Plan::Fail(
+                        ErrorClass::Permanent,
+                        format!(
+                            "account {sam:?} already has a remote mailbox routed to {cur}, not {want}; fix the targetAddress in Exchange or the event"
+                        ),
+                    ),
+                    // Hidden: a rehire. The template makes it visible again.
+                    _ if a.hidden => Plan::Run,
+                    _ => Plan::Done("already"),
+                }
+            }
+            RecipientType::OnPremMailbox => Plan::Fail(
+                ErrorClass::Permanent,
+                format!(
+                    "account {sam:?} has an on-premises mailbox (msExchRecipientTypeDetails={}); migrate it to Exchange Online instead of enabling a remote mailbox",
+                    a.recipient_type_details.unwrap_or_default()
+                ),
+            ),
+            RecipientType::Other => Plan::Fail(
+                ErrorClass::Permanent,
+                format!(
+                    "account {sam:?} is already a mail recipient of another type (msExchRecipientTypeDetails={}); an Exchange administrator must decide",
+                    a.recipient_type_details.unwrap_or_default()
+                ),
+            ),
+            RecipientType::None | RecipientType::MailUser => {
+                if require_cloud_sync && !a.cloud_synced {
+                    Plan::WaitForSync(format!(
+                        "account {sam:?} is not synced to the cloud yet (sync rule on {dc}); waiting for Entra Connect"
+                    ))
+                } else {
+                    Plan::Run
+                }
+            }
+        },
+        EventKind::Leaver => {
+            if !a.disabled {
+                Plan::Cancel(format!(
+                    "account {sam:?} is enabled again on {dc} (userAccountControl {}): the leaver is stale and was not applied",
+                    a.user_account_control
+                ))
+            } else if a.recipient != RecipientType::RemoteMailbox {
+                Plan::Done("not_remote")
+            } else if a.hidden {
+                Plan::Done("already")
+            } else {
+                Plan::Run
+            }
+        }
+    }
+}
+
+/// Whether the account now shows what Exchange said it did.
+fn verified(kind: EventKind, status: &str, after: &AccountState) -> Result<(), String> {
+    let Some(a) = &after.account else {
+        return Err(format!(
+            "the account is no longer on {} after Exchange reported {status:?}",
+            after.domain_controller
+        ));
+    };
+    let ok = match (kind, status) {
+        (EventKind::Joiner, _) => a.recipient == RecipientType::RemoteMailbox && !a.hidden,
+        (EventKind::Leaver, "not_remote") => a.recipient != RecipientType::RemoteMailbox,
+        (EventKind::Leaver, _) => a.hidden,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Exchange reported {status:?} but {} shows recipient type {:?}, hidden {}; retried",
+            after.domain_controller, a.recipient, a.hidden
+        ))
+    }
+}
+
+/// One job on its way through a batch.
+struct Pending {
+    job: Job,
+    data: AccountData,
+    lookup: Lookup,
+    before: Option<AccountState>,
 }
 
 impl Worker {
@@ -131,29 +261,37 @@ impl Worker {
             EventKind::Joiner => Template::EnableRemoteMailbox,
             EventKind::Leaver => Template::HideRemoteMailbox,
         };
-        let mut accounts = Vec::new();
-        let mut runnable = Vec::new();
+        let mut pending = Vec::new();
         for job in jobs {
             match self.account_data(&job) {
-                Ok(a) => {
-                    accounts.push(a);
-                    runnable.push(job);
+                Ok(data) => {
+                    let ev = &job.event.account;
+                    let lookup = ev.object_guid.map_or_else(
+                        || Lookup::Sam(ev.sam_account_name.as_str().to_owned()),
+                        Lookup::Guid,
+                    );
+                    pending.push(Pending {
+                        job,
+                        data,
+                        lookup,
+                        before: None,
+                    });
                 }
                 Err(message) => {
-                    let record = AttemptRecord {
-                        started_at,
-                        host: None,
-                        transcript: None,
-                    };
                     let res = self.failure(&job, ErrorClass::Permanent, message);
-                    self.finish(&job, &record, res).await;
+                    self.finish(&job, &AttemptRecord::new(started_at), res)
+                        .await;
                 }
             }
         }
-        if runnable.is_empty() {
+        if let Some(dir) = &self.directory {
+            pending = self.precheck(dir, kind, pending, started_at).await;
+        }
+        if pending.is_empty() {
             return;
         }
         let host = Some(self.exchange.endpoint().to_owned());
+        let accounts = pending.iter().map(|p| p.data.clone()).collect();
         let run = tokio::time::timeout(
             self.cfg.batch_timeout,
             self.exchange.run_batch(template, accounts),
@@ -165,26 +303,33 @@ impl Worker {
         match run {
             Ok(result) => {
                 self.circuit.success();
-                let record = AttemptRecord {
-                    started_at,
-                    host,
-                    transcript: (!result.transcript.is_empty()).then_some(result.transcript),
-                };
-                for job in &runnable {
-                    let res = match result.outcomes.get(&job.id) {
-                        Some(AccountOutcome::Done { status }) => Resolution::Succeeded {
-                            outcome: status.clone(),
-                        },
-                        Some(AccountOutcome::Failed { class, message }) => {
-                            self.failure(job, *class, message.clone())
-                        }
-                        None => self.failure(job, ErrorClass::Transient, "no outcome".into()),
-                    };
-                    self.finish(job, &record, res).await;
-                }
+                let transcript = (!result.transcript.is_empty()).then_some(result.transcript);
+                let finishing = pending.into_iter().map(|p| {
+                    let outcome = result.outcomes.get(&p.job.id).cloned();
+                    let host = host.clone();
+                    let transcript = transcript.clone();
+                    async move {
+                        let mut record = self.record(started_at, &p);
+                        record.host = host;
+                        record.transcript = transcript;
+                        let res = match outcome {
+                            Some(AccountOutcome::Done { status }) => {
+                                self.verify(kind, &p, status, &mut record).await
+                            }
+                            Some(AccountOutcome::Failed { class, message }) => {
+                                self.failure(&p.job, class, message)
+                            }
+                            None => {
+                                self.failure(&p.job, ErrorClass::Transient, "no outcome".into())
+                            }
+                        };
+                        self.finish(&p.job, &record, res).await;
+                    }
+                });
+                futures::future::join_all(finishing).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, jobs = runnable.len(), "batch failed as a whole");
+                tracing::warn!(error = %e, jobs = pending.len(), "batch failed as a whole");
                 let reason = e.to_string();
                 let (opened, open) = self
                     .circuit
@@ -200,12 +345,9 @@ impl Worker {
                         tracing::error!(error = %err, "cannot write the circuit alert");
                     }
                 }
-                let record = AttemptRecord {
-                    started_at,
-                    host,
-                    transcript: None,
-                };
-                for job in &runnable {
+                for p in &pending {
+                    let mut record = self.record(started_at, p);
+                    record.host = host.clone();
                     let res = if open {
                         // Not this job's fault: it waits for the host without using an attempt.
                         let wait = self.circuit.reopens_in() + Duration::from_millis(100);
@@ -215,11 +357,129 @@ impl Worker {
                             at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
                         }
                     } else {
-                        self.failure(job, e.class(), reason.clone())
+                        self.failure(&p.job, e.class(), reason.clone())
                     };
-                    self.finish(job, &record, res).await;
+                    self.finish(&p.job, &record, res).await;
                 }
             }
+        }
+    }
+
+    fn record(&self, started_at: chrono::DateTime<Utc>, p: &Pending) -> AttemptRecord {
+        let mut record = AttemptRecord::new(started_at);
+        if let Some(before) = &p.before {
+            record.domain_controller = Some(before.domain_controller.clone());
+            record.directory = Some(serde_json::json!({ "before": before }));
+        }
+        record
+    }
+
+    /// Reads every account of the batch from AD and settles the jobs that need no
+    /// Exchange call; returns the rest, pointed at the domain controller that answered.
+    async fn precheck(
+        &self,
+        dir: &Directory,
+        kind: EventKind,
+        pending: Vec<Pending>,
+        started_at: chrono::DateTime<Utc>,
+    ) -> Vec<Pending> {
+        let reads = pending.into_iter().map(|mut p| async move {
+            let preferred = p.job.event.account.created_on_server.clone();
+            let read = dir.read(&p.lookup, preferred.as_deref()).await;
+            let state = match read {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(job_id = %p.job.id, error = %e, kind = e.kind(), "directory check failed");
+                    let res = self.failure(&p.job, e.class(), e.to_string());
+                    self.finish(&p.job, &AttemptRecord::new(started_at), res).await;
+                    return None;
+                }
+            };
+            let sam = p.data.sam_account_name.clone();
+            let decision = plan(
+                kind,
+                &sam,
+                &state,
+                p.data.remote_routing_address.as_deref(),
+                self.require_cloud_sync,
+            );
+            p.data.domain_controller = Some(state.domain_controller.clone());
+            if let Some(g) = state.account.as_ref().and_then(|a| a.object_guid) {
+                // The GUID read from AD: unambiguous, whatever the event named.
+                p.data.identity = g.to_string();
+                p.lookup = Lookup::Guid(g);
+            }
+            p.before = Some(state);
+            let res = match decision {
+                Plan::Run => return Some(p),
+                Plan::Done(outcome) => Resolution::Succeeded {
+                    outcome: outcome.to_owned(),
+                },
+                Plan::Cancel(note) => Resolution::Cancelled { note },
+                Plan::WaitForSync(reason) => self.wait_for_sync(&p.job, reason),
+                Plan::Fail(class, reason) => self.failure(&p.job, class, reason),
+            };
+            self.finish(&p.job, &self.record(started_at, &p), res).await;
+            None
+        });
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Re-reads the account on the same domain controller after Exchange reported success:
+    /// the job succeeds only if AD shows it.
+    async fn verify(
+        &self,
+        kind: EventKind,
+        p: &Pending,
+        status: String,
+        record: &mut AttemptRecord,
+    ) -> Resolution {
+        let (Some(dir), Some(before)) = (&self.directory, &p.before) else {
+            return Resolution::Succeeded { outcome: status };
+        };
+        match dir.reread(before, &p.lookup).await {
+            Ok(after) => {
+                record.directory = Some(serde_json::json!({ "before": before, "after": after }));
+                match verified(kind, &status, &after) {
+                    Ok(()) => Resolution::Succeeded { outcome: status },
+                    Err(why) => self.failure(&p.job, ErrorClass::Transient, why),
+                }
+            }
+            Err(e) => self.failure(
+                &p.job,
+                ErrorClass::Transient,
+                format!("Exchange reported {status:?} but the verification read failed: {e}"),
+            ),
+        }
+    }
+
+    /// Waits (without using attempts) until the sync deadline, then fails with the reason.
+    fn wait_for_sync(&self, job: &Job, reason: String) -> Resolution {
+        let waited = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+        if waited >= self.cfg.sync_deadline {
+            let error = format!(
+                "{reason}; gave up after {}s (worker.sync_deadline): check Entra Connect and the account's sync scope",
+                self.cfg.sync_deadline.as_secs()
+            );
+            return Resolution::Failed {
+                alert: Some(crate::alert::for_failed_job(
+                    job,
+                    ErrorClass::NotSynced,
+                    &error,
+                )),
+                class: ErrorClass::NotSynced,
+                error,
+            };
+        }
+        Resolution::Deferred {
+            class: ErrorClass::NotSynced,
+            error: reason,
+            at: Utc::now()
+                + chrono::Duration::from_std(self.cfg.sync_poll_interval).unwrap_or_default(),
         }
     }
 
@@ -288,7 +548,10 @@ impl Worker {
                     tracing::error!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, "job failed")
                 }
                 Resolution::Deferred { error, at, .. } => {
-                    tracing::info!(job_id = %job.id, account = %job.account, %error, next_attempt_at = %at, "job deferred: the circuit is open")
+                    tracing::info!(job_id = %job.id, account = %job.account, %error, next_attempt_at = %at, "job deferred without using an attempt")
+                }
+                Resolution::Cancelled { note } => {
+                    tracing::info!(job_id = %job.id, account = %job.account, %note, "job cancelled")
                 }
             },
             Ok(false) => {

@@ -132,11 +132,7 @@ async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt()
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 2);
     // The dead replica's late answer is refused: it no longer holds the job.
-    let record = AttemptRecord {
-        started_at: Utc::now(),
-        host: None,
-        transcript: None,
-    };
+    let record = AttemptRecord::new(Utc::now());
     let ok = Resolution::Succeeded {
         outcome: "hidden".into(),
     };
@@ -173,11 +169,7 @@ async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
         .await
         .unwrap();
     let jobs = store.claim("r", 1, Duration::from_secs(60)).await.unwrap();
-    let record = AttemptRecord {
-        started_at: Utc::now(),
-        host: None,
-        transcript: None,
-    };
+    let record = AttemptRecord::new(Utc::now());
     let fail = Resolution::Failed {
         class: mailboxd::store::ErrorClass::Permanent,
         error: "ProxyAddressExistsException: taken".into(),

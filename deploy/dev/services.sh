@@ -59,3 +59,6 @@ if ! python3 -c 'import winrm, pypsrp, aiosmtpd' >/dev/null 2>&1; then
   python3 -m pip install -q pywinrm pypsrp aiosmtpd
 fi
 log "pywinrm, pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"
+
+# --- Samba as an AD domain controller (the directory tests' real LDAP server) ---
+bash "$(dirname "$0")/samba-ad.sh" start

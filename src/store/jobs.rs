@@ -123,6 +123,10 @@ pub struct Attempt {
     pub error_class: Option<String>,
     pub error_message: Option<String>,
     pub transcript: Option<String>,
+    /// The domain controller the attempt read and told Exchange to use.
+    pub domain_controller: Option<String>,
+    /// What the directory showed: `{"before": …, "after": …}`.
+    pub directory: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,8 +163,13 @@ pub enum Resolution {
         error: String,
         alert: Option<NewAlert>,
     },
-    /// Not the job's fault (the Windows side is down: the circuit is open). Retried at
-    /// `at` without using up one of its attempts.
+    /// The directory says the job must not run (a leaver whose account is enabled again):
+    /// cancelled with a note, no alert.
+    Cancelled {
+        note: String,
+    },
+    /// Not the job's fault (the Windows side is down: the circuit is open, or the account
+    /// waits for the cloud sync). Retried at `at` without using up one of its attempts.
     Deferred {
         class: ErrorClass,
         error: String,
@@ -181,6 +190,20 @@ pub struct AttemptRecord {
     pub started_at: DateTime<Utc>,
     pub host: Option<String>,
     pub transcript: Option<String>,
+    pub domain_controller: Option<String>,
+    pub directory: Option<serde_json::Value>,
+}
+
+impl AttemptRecord {
+    pub fn new(started_at: DateTime<Utc>) -> AttemptRecord {
+        AttemptRecord {
+            started_at,
+            host: None,
+            transcript: None,
+            domain_controller: None,
+            directory: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -390,8 +413,19 @@ impl Store {
                 Some(error.as_str()),
                 None,
             ),
+            Resolution::Cancelled { note } => (
+                JobState::Cancelled,
+                Some("stale"),
+                None,
+                Some(note.as_str()),
+                None,
+            ),
             Resolution::Deferred { class, error, at } => (
-                JobState::Retrying,
+                if *class == ErrorClass::NotSynced {
+                    JobState::WaitingForSync
+                } else {
+                    JobState::Retrying
+                },
                 None,
                 Some(*class),
                 Some(error.as_str()),
@@ -425,8 +459,9 @@ impl Store {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome, error_class, error_message, transcript)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome, error_class, error_message, transcript,
+                                       domain_controller, directory)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(job.id)
         .bind(job.attempt)
@@ -437,6 +472,8 @@ impl Store {
         .bind(class.map(ErrorClass::as_str))
         .bind(error)
         .bind(&record.transcript)
+        .bind(&record.domain_controller)
+        .bind(&record.directory)
         .execute(&mut *tx)
         .await?;
         if let Resolution::Failed {
@@ -465,7 +502,8 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let job = job_from_row(&row)?;
         let attempts = sqlx::query_as(
-            "SELECT attempt, replica, host, started_at, finished_at, outcome, error_class, error_message, transcript
+            "SELECT attempt, replica, host, started_at, finished_at, outcome, error_class, error_message, transcript,
+                    domain_controller, directory
                FROM job_attempts WHERE job_id = $1 ORDER BY id",
         )
         .bind(id)
