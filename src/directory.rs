@@ -73,6 +73,8 @@ pub enum DirectoryError {
     },
     #[error("[ldap] configuration: {0}")]
     Config(String),
+    #[error("{0}: no AD account can have this name (control characters); fix the event")]
+    InvalidLookup(String),
 }
 
 impl DirectoryError {
@@ -85,7 +87,9 @@ impl DirectoryError {
                 ErrorClass::Transient
             }
             DirectoryError::BindRefused { .. } | DirectoryError::Config(_) => ErrorClass::Systemic,
-            DirectoryError::Ambiguous { .. } => ErrorClass::Permanent,
+            DirectoryError::Ambiguous { .. } | DirectoryError::InvalidLookup(_) => {
+                ErrorClass::Permanent
+            }
         }
     }
 
@@ -97,6 +101,7 @@ impl DirectoryError {
             DirectoryError::Search { .. } => "search",
             DirectoryError::Ambiguous { .. } => "ambiguous",
             DirectoryError::Config(_) => "config",
+            DirectoryError::InvalidLookup(_) => "invalid_lookup",
         }
     }
 }
@@ -305,6 +310,15 @@ impl Directory {
         lookup: &Lookup,
         preferred_dc: Option<&str>,
     ) -> Result<AccountState, DirectoryError> {
+        let value = match lookup {
+            Lookup::Guid(_) => "",
+            Lookup::Sam(v) | Lookup::Upn(v) => v.as_str(),
+        };
+        // Samba ends an assertion value at an escaped \00; AD names never hold control
+        // characters, so such a value can only ever be a mistake or an attack.
+        if value.chars().any(char::is_control) {
+            return Err(DirectoryError::InvalidLookup(lookup.to_string()));
+        }
         let mut tried = Vec::new();
         for url in self.order(preferred_dc) {
             match self.read_on(&url, lookup).await {

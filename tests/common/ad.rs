@@ -1,0 +1,235 @@
+//! The real Active Directory of the tests: the Samba AD DC that `deploy/dev/samba-ad.sh`
+//! provisions (its `ad.env` says where). Users are written over LDAPS as an administrator
+//! would, with the Exchange attributes Exchange itself writes.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use mailboxd::config;
+use secrecy::SecretString;
+use uuid::Uuid;
+
+pub struct TestAd {
+    pub host: String,
+    pub name: String,
+    pub base_dn: String,
+    pub bind_dn: String,
+    pub password: String,
+    pub ca_file: PathBuf,
+}
+
+/// How a test user looks in AD.
+#[derive(Debug, Clone, Default)]
+pub struct User {
+    pub disabled: bool,
+    /// msExchRecipientTypeDetails: None, 2147483648 (remote), 1 (on-prem mailbox)…
+    pub type_details: Option<i64>,
+    pub hidden: bool,
+    pub target_address: Option<String>,
+    /// mS-DS-ConsistencyGuid stamped (Entra Connect picked it up).
+    pub synced: bool,
+    pub upn: Option<String>,
+}
+
+impl User {
+    pub fn remote(target: &str) -> User {
+        User {
+            type_details: Some(2_147_483_648),
+            target_address: Some(format!("SMTP:{target}")),
+            ..User::default()
+        }
+    }
+}
+
+impl TestAd {
+    /// Reads `ad.env` of the running test DC; panics with what to run when it is missing.
+    pub fn get() -> TestAd {
+        let dir =
+            std::env::var("MAILBOXD_TEST_AD_DIR").unwrap_or_else(|_| "/var/tmp/mailboxd-ad".into());
+        let env = std::fs::read_to_string(format!("{dir}/ad.env")).unwrap_or_else(|e| {
+            panic!("no test AD in {dir} ({e}): run `bash deploy/dev/samba-ad.sh start` (tests/run.sh does)")
+        });
+        let get = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} missing from ad.env"))
+                .to_owned()
+        };
+        let password = std::fs::read_to_string(get("MAILBOXD_TEST_AD_PASSWORD_FILE"))
+            .expect("admin password file")
+            .trim_end()
+            .to_owned();
+        TestAd {
+            host: get("MAILBOXD_TEST_AD_HOST"),
+            name: get("MAILBOXD_TEST_AD_NAME"),
+            base_dn: get("MAILBOXD_TEST_AD_BASE_DN"),
+            bind_dn: get("MAILBOXD_TEST_AD_BIND_DN"),
+            password,
+            ca_file: get("MAILBOXD_TEST_AD_CA_FILE").into(),
+        }
+    }
+
+    /// mailboxd's `[ldap]` settings for this DC over LDAPS.
+    pub fn settings(&self) -> config::Ldap {
+        config::Ldap {
+            urls: vec![format!("ldaps://{}", self.host)],
+            base_dn: self.base_dn.clone(),
+            bind_dn: self.bind_dn.clone(),
+            ca_file: Some(self.ca_file.clone()),
+            password: Some(SecretString::from(self.password.clone())),
+            timeout: Duration::from_secs(5),
+            ..config::Ldap::default()
+        }
+    }
+
+    async fn admin(&self) -> ldap3::Ldap {
+        mailboxd::install_tls_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&self.ca_file).expect("CA file");
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(c.expect("PEM")).expect("CA cert");
+        }
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let settings = LdapConnSettings::new().set_config(Arc::new(tls));
+        let (conn, mut ldap) =
+            LdapConnAsync::with_settings(settings, &format!("ldaps://{}", self.host))
+                .await
+                .expect("LDAPS connect to the test DC");
+        ldap3::drive!(conn);
+        ldap.simple_bind(&self.bind_dn, &self.password)
+            .await
+            .and_then(|r| r.success())
+            .expect("admin bind");
+        ldap
+    }
+
+    /// Creates a user whose sAMAccountName is `sam` (any name AD allows) under CN=Users,
+    /// with a plain CN made from `cn`; returns its DN and objectGUID.
+    pub async fn add_user(&self, cn: &str, sam: &str, u: &User) -> (String, Uuid) {
+        let mut ldap = self.admin().await;
+        let dn = format!("CN={cn},CN=Users,{}", self.base_dn);
+        // 0x200 normal account + 0x20 no password required (test users have none).
+        let uac = if u.disabled { 0x222 } else { 0x220 };
+        let upn = u
+            .upn
+            .clone()
+            .unwrap_or_else(|| format!("{cn}@corp.example"));
+        let uac = uac.to_string();
+        let attrs: Vec<(&str, HashSet<&str>)> = vec![
+            (
+                "objectClass",
+                HashSet::from(["top", "person", "organizationalPerson", "user"]),
+            ),
+            ("sAMAccountName", HashSet::from([sam])),
+            ("userPrincipalName", HashSet::from([upn.as_str()])),
+            ("userAccountControl", HashSet::from([uac.as_str()])),
+        ];
+        ldap.add(&dn, attrs)
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("add {dn}: {e}"));
+        let guid = self.guid(&mut ldap, &dn).await;
+        let mut mods: Vec<Mod<String>> = Vec::new();
+        let set = |k: &str, v: String| Mod::Replace(k.to_owned(), HashSet::from([v]));
+        if let Some(t) = u.type_details {
+            mods.push(set("msExchRecipientTypeDetails", t.to_string()));
+            if t == 2_147_483_648 {
+                mods.push(set("msExchRemoteRecipientType", "1".into()));
+            }
+        }
+        if u.hidden {
+            mods.push(set("msExchHideFromAddressLists", "TRUE".into()));
+        }
+        if let Some(t) = &u.target_address {
+            mods.push(set("targetAddress", t.clone()));
+        }
+        if !mods.is_empty() {
+            ldap.modify(&dn, mods)
+                .await
+                .and_then(|r| r.success())
+                .unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+        }
+        if u.synced {
+            self.stamp_synced(&dn, guid).await;
+        }
+        (dn, guid)
+    }
+
+    async fn guid(&self, ldap: &mut ldap3::Ldap, dn: &str) -> Uuid {
+        let (entries, _) = ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["objectGUID"])
+            .await
+            .and_then(|r| r.success())
+            .expect("read back the new user");
+        let e = SearchEntry::construct(entries.into_iter().next().expect("the user"));
+        let raw = e
+            .bin_attrs
+            .get("objectGUID")
+            .and_then(|v| v.first().cloned())
+            .or_else(|| {
+                e.attrs
+                    .get("objectGUID")
+                    .and_then(|v| v.first())
+                    .map(|s| s.clone().into_bytes())
+            })
+            .expect("objectGUID");
+        Uuid::from_bytes_le(raw.try_into().expect("16 bytes"))
+    }
+
+    /// What Entra Connect does first: writes the objectGUID into mS-DS-ConsistencyGuid.
+    pub async fn stamp_synced(&self, dn: &str, guid: Uuid) {
+        let mut ldap = self.admin().await;
+        let v = guid.to_bytes_le().to_vec();
+        ldap.modify(
+            dn,
+            vec![Mod::Replace(
+                b"mS-DS-ConsistencyGuid".to_vec(),
+                HashSet::from([v]),
+            )],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("stamp mS-DS-ConsistencyGuid");
+    }
+
+    /// Writes what Enable-RemoteMailbox writes on the account.
+    pub async fn stamp_remote(&self, dn: &str, target: &str, hidden: bool) {
+        let mut ldap = self.admin().await;
+        let set = |k: &str, v: &str| Mod::Replace(k.to_owned(), HashSet::from([v.to_owned()]));
+        let mut mods = vec![
+            set("msExchRecipientTypeDetails", "2147483648"),
+            set("msExchRemoteRecipientType", "1"),
+            set("targetAddress", &format!("SMTP:{target}")),
+        ];
+        mods.push(set(
+            "msExchHideFromAddressLists",
+            if hidden { "TRUE" } else { "FALSE" },
+        ));
+        ldap.modify(dn, mods)
+            .await
+            .and_then(|r| r.success())
+            .expect("stamp Exchange attributes");
+    }
+
+    /// Sets or clears the ACCOUNTDISABLE bit.
+    pub async fn set_disabled(&self, dn: &str, disabled: bool) {
+        let mut ldap = self.admin().await;
+        let uac = if disabled { "546" } else { "544" };
+        ldap.modify(
+            dn,
+            vec![Mod::Replace(
+                "userAccountControl".to_owned(),
+                HashSet::from([uac.to_owned()]),
+            )],
+        )
+        .await
+        .and_then(|r| r.success())
+        .expect("set userAccountControl");
+    }
+}
