@@ -523,6 +523,14 @@ mod tests {
     use secrecy::ExposeSecret;
 
     #[test]
+    fn the_shipped_example_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/mailboxd.example.toml");
+        let s = Settings::load(Some(&path)).expect("deploy/mailboxd.example.toml is valid");
+        assert_eq!(s.ldap.sync_rule, SyncRule::ConsistencyGuid);
+        assert_eq!(s.worker.sync_deadline, Duration::from_secs(7200));
+    }
+
+    #[test]
     fn debug_of_the_configuration_never_shows_a_secret() {
         let dir = tempfile::tempdir().unwrap();
         let mut files = Vec::new();
