@@ -116,7 +116,17 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    /// The LDAP filter, every value escaped (RFC 4515).
+    /// Where and how to search. A GUID is read as AD's `<GUID=…>` base object (AD and Samba
+    /// both resolve it, and it keeps binary values out of the filter); names are searched
+    /// in the subtree with an escaped filter.
+    pub fn search(&self, base_dn: &str) -> (String, Scope, String) {
+        match self {
+            Lookup::Guid(g) => (format!("<GUID={g}>"), Scope::Base, "(objectClass=user)".into()),
+            _ => (base_dn.to_owned(), Scope::Subtree, self.filter()),
+        }
+    }
+
+    /// The LDAP filter, every value escaped (RFC 4515); a GUID as its escaped octets.
     pub fn filter(&self) -> String {
         match self {
             Lookup::Guid(g) => format!(
@@ -400,23 +410,23 @@ impl Directory {
         lookup: &Lookup,
     ) -> Result<Option<Account>, SearchFailure> {
         let mut ldap = conn.ldap.clone();
+        let (base, scope, filter) = lookup.search(&self.inner.base_dn);
         let secs = i32::try_from(self.inner.timeout.as_secs().max(1)).unwrap_or(i32::MAX);
         let result = ldap
             .with_timeout(self.inner.timeout)
             .with_search_options(SearchOptions::new().sizelimit(2).timelimit(secs))
-            .search(
-                &self.inner.base_dn,
-                Scope::Subtree,
-                &lookup.filter(),
-                ACCOUNT_ATTRS.to_vec(),
-            )
+            .search(&base, scope, &filter, ACCOUNT_ATTRS.to_vec())
             .await;
         let search = match result {
             Ok(s) => s,
             Err(e) => return Err(classify_op_error(e, &conn.dns_host_name)),
         };
-        // 4 = sizeLimitExceeded: more than one object matched.
+        // 4 = sizeLimitExceeded: more than one object matched. 32 = noSuchObject: a
+        // `<GUID=…>` base that names nothing.
         let (entries, res) = (search.0, search.1);
+        if res.rc == 32 && matches!(lookup, Lookup::Guid(_)) {
+            return Ok(None);
+        }
         if res.rc != 0 && res.rc != 4 {
             return Err(SearchFailure::Fatal(DirectoryError::Search {
                 domain_controller: conn.dns_host_name.clone(),

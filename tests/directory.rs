@@ -67,6 +67,11 @@ async fn an_account_reads_the_same_over_ldaps_and_starttls() {
         .await
         .unwrap();
     assert_eq!(missing.account, None);
+    let missing = ldaps
+        .read(&Lookup::Guid(uuid::Uuid::new_v4()), None)
+        .await
+        .unwrap();
+    assert_eq!(missing.account, None);
 }
 
 #[tokio::test]
