@@ -68,6 +68,10 @@ pub struct LabArgs {
     /// Address for the WinRM endpoint (/wsman) and the lab's JSON (/lab/...).
     #[arg(long, default_value = "127.0.0.1:5985")]
     pub listen: SocketAddr,
+    /// Address of the lab's domain controller (plain LDAP; the same user and password bind,
+    /// as user@corp.example or CORP\\user).
+    #[arg(long, default_value = "127.0.0.1:1389")]
+    pub ldap_listen: SocketAddr,
     /// The user the WinRM endpoint accepts (HTTP Basic).
     #[arg(long, default_value = lab::DEFAULT_USER)]
     pub user: String,
@@ -291,13 +295,16 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
             cmdlet: args.cmdlet_latency,
         },
         max_shells_per_user: args.max_shells_per_user,
+        ldap_listen: Some(args.ldap_listen),
     })
     .await
-    .with_context(|| format!("binding {}", args.listen))?;
+    .with_context(|| format!("binding {} and {}", args.listen, args.ldap_listen))?;
     println!(
-        "mailboxd lab: WinRM at {} (user {}), {n} accounts; state at http://{}/lab/mailboxes and /lab/invocations",
+        "mailboxd lab: WinRM at {} (user {}), LDAP at ldap://{} (base {}), {n} accounts; state at http://{}/lab/mailboxes and /lab/invocations",
         lab.endpoint(),
         args.user,
+        args.ldap_listen,
+        lab::directory::LAB_BASE_DN,
         lab.addr
     );
     tokio::select! {

@@ -40,17 +40,26 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
             cmdlet: Duration::from_millis(20),
         },
         max_shells_per_user: 30,
+        ldap_listen: Some(([127, 0, 0, 1], 0).into()),
     })
     .await
     .context("starting the lab")?;
-    println!("lab        WinRM host at {}", lab.endpoint());
+    println!(
+        "lab        WinRM host at {}, domain controller at {}",
+        lab.endpoint(),
+        lab.ldap_url().unwrap_or_default()
+    );
 
     // The daemon, on the configured PostgreSQL and RabbitMQ, with throwaway queue names so
     // a demo never touches a real deployment's queues.
     settings.winrm.endpoint = lab.endpoint();
     settings.winrm.username = lab::DEFAULT_USER.into();
-    settings.winrm.password = Some(SecretString::from(password));
+    settings.winrm.password = Some(SecretString::from(password.clone()));
     settings.winrm.allow_unencrypted = true; // loopback only
+    // Directory checks against the lab's domain controller, as against AD.
+    if let Some(ldap) = lab.ldap_settings(lab::DEFAULT_USER, SecretString::from(password.clone())) {
+        settings.ldap = ldap;
+    }
     settings.exchange.mode = ExchangeMode::Remote;
     settings.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
     settings.amqp.exchange = format!("mailboxd.demo.{run_id}");

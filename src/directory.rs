@@ -121,7 +121,11 @@ impl Lookup {
     /// in the subtree with an escaped filter.
     pub fn search(&self, base_dn: &str) -> (String, Scope, String) {
         match self {
-            Lookup::Guid(g) => (format!("<GUID={g}>"), Scope::Base, "(objectClass=user)".into()),
+            Lookup::Guid(g) => (
+                format!("<GUID={g}>"),
+                Scope::Base,
+                "(objectClass=user)".into(),
+            ),
             _ => (base_dn.to_owned(), Scope::Subtree, self.filter()),
         }
     }

@@ -448,6 +448,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             accounts: accounts(),
             latency: Default::default(),
             max_shells_per_user: 30,
+            ldap_listen: None,
         })
         .await
         {

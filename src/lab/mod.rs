@@ -5,6 +5,7 @@
 pub mod cmd;
 pub mod directory;
 pub mod exchange;
+pub mod ldap;
 pub mod wsman;
 
 use std::net::SocketAddr;
@@ -32,13 +33,18 @@ pub struct LabConfig {
     pub accounts: Vec<AccountSeed>,
     pub latency: Latency,
     pub max_shells_per_user: usize,
+    /// The lab's domain controller (LDAP); `None`: no directory served.
+    pub ldap_listen: Option<SocketAddr>,
 }
 
 /// A running lab.
 pub struct Lab {
     pub addr: SocketAddr,
+    /// Where the lab's LDAP server listens, when it serves one.
+    pub ldap_addr: Option<SocketAddr>,
     pub state: SharedState,
     task: JoinHandle<()>,
+    ldap_task: Option<JoinHandle<()>>,
 }
 
 impl Lab {
@@ -58,6 +64,19 @@ impl Lab {
             hostname: HOSTNAME.to_owned(),
             latency: cfg.latency,
         });
+        let (ldap_addr, ldap_task) = match cfg.ldap_listen {
+            Some(listen) => {
+                let listener = TcpListener::bind(listen).await?;
+                let addr = listener.local_addr()?;
+                let auth = Arc::new(ldap::LdapAuth {
+                    user: cfg.user.clone(),
+                    password: cfg.password.clone(),
+                });
+                let task = tokio::spawn(ldap::serve(listener, state.clone(), auth));
+                (Some(addr), Some(task))
+            }
+            None => (None, None),
+        };
         let wsman_cfg = wsman::WsmanConfig {
             users: vec![(cfg.user, cfg.password)],
             max_shells_per_user: cfg.max_shells_per_user,
@@ -83,12 +102,38 @@ impl Lab {
                 tracing::error!(error = %e, "lab server stopped");
             }
         });
-        Ok(Lab { addr, state, task })
+        Ok(Lab {
+            addr,
+            ldap_addr,
+            state,
+            task,
+            ldap_task,
+        })
     }
 
     /// `http://addr/wsman`
     pub fn endpoint(&self) -> String {
         format!("http://{}/wsman", self.addr)
+    }
+
+    /// `ldap://addr` of the lab's domain controller, when it serves one.
+    pub fn ldap_url(&self) -> Option<String> {
+        self.ldap_addr.map(|a| format!("ldap://{a}"))
+    }
+
+    /// `[ldap]` settings that point mailboxd at the lab's domain controller.
+    pub fn ldap_settings(&self, user: &str, password: SecretString) -> Option<crate::config::Ldap> {
+        let url = self.ldap_url()?;
+        Some(crate::config::Ldap {
+            urls: vec![url],
+            base_dn: directory::LAB_BASE_DN.into(),
+            bind_dn: format!("{user}@{}", directory::LAB_DOMAIN),
+            password: Some(password),
+            // The lab speaks plain LDAP on loopback; said explicitly, as the client requires.
+            starttls: false,
+            allow_plaintext: true,
+            ..crate::config::Ldap::default()
+        })
     }
 
     /// Waits until the server stops (it runs until the process ends).
@@ -98,6 +143,9 @@ impl Lab {
 
     pub fn stop(&self) {
         self.task.abort();
+        if let Some(t) = &self.ldap_task {
+            t.abort();
+        }
     }
 }
 

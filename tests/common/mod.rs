@@ -51,6 +51,7 @@ pub async fn start_lab(
         accounts,
         latency,
         max_shells_per_user: max_shells,
+        ldap_listen: Some(([127, 0, 0, 1], 0).into()),
     })
     .await
     .expect("lab starts")
