@@ -262,9 +262,7 @@ fn search(
                     LdapResult {
                         code: LdapResultCode::NoSuchObject,
                         matcheddn: String::new(),
-                        message: format!(
-                            "0000208D: NameErr: DSID-03100241, problem 2001 (NO_OBJECT), data 0, best match of:\n\t''\n"
-                        ),
+                        message: "0000208D: NameErr: DSID-03100241, problem 2001 (NO_OBJECT), data 0, best match of:\n\t''\n".to_owned(),
                         referral: Vec::new(),
                     },
                     Vec::new(),
