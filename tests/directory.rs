@@ -375,7 +375,11 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     let calls = env
         .invocations_of("Enable-RemoteMailbox", &joiner_guid.to_string())
         .await;
-    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| c["error"].is_null()).count(),
+        1,
+        "{calls:?}"
+    );
     assert_eq!(calls[0]["parameters"]["DomainController"], ad.name.as_str());
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(

@@ -88,6 +88,10 @@ impl TestEnv {
         s.winrm.password = Some(SecretString::from(LAB_PASSWORD));
         s.winrm.allow_unencrypted = true;
         s.exchange.mode = ExchangeMode::None;
+        // Directory checks against the lab's domain controller, as a deployment does against AD.
+        s.ldap = lab
+            .ldap_settings(lab::DEFAULT_USER, SecretString::from(LAB_PASSWORD))
+            .expect("the test lab serves LDAP");
         s.worker.backoff_base = Duration::from_millis(200);
         s.worker.backoff_cap = Duration::from_secs(1);
         s.worker.poll_interval = Duration::from_millis(200);
@@ -116,7 +120,32 @@ impl TestEnv {
     /// The environment that configures the `mailboxd` binary like `self.settings`.
     pub fn daemon_env(&self) -> Vec<(String, String)> {
         let s = &self.settings;
-        vec![
+        let mut env = Vec::new();
+        if !s.ldap.urls.is_empty() {
+            use secrecy::ExposeSecret;
+            env.extend([
+                ("MAILBOXD__LDAP__URLS".into(), s.ldap.urls.join(",")),
+                ("MAILBOXD__LDAP__BASE_DN".into(), s.ldap.base_dn.clone()),
+                ("MAILBOXD__LDAP__BIND_DN".into(), s.ldap.bind_dn.clone()),
+                (
+                    "MAILBOXD__LDAP__STARTTLS".into(),
+                    s.ldap.starttls.to_string(),
+                ),
+                (
+                    "MAILBOXD__LDAP__ALLOW_PLAINTEXT".into(),
+                    s.ldap.allow_plaintext.to_string(),
+                ),
+                (
+                    "MAILBOXD_LDAP_PASSWORD".into(),
+                    s.ldap
+                        .password
+                        .as_ref()
+                        .map(|p| p.expose_secret().to_owned())
+                        .unwrap_or_default(),
+                ),
+            ]);
+        }
+        env.extend([
             ("MAILBOXD__DATABASE__URL".into(), s.database.url.clone()),
             ("MAILBOXD__AMQP__URL".into(), s.amqp.url.clone()),
             ("MAILBOXD__AMQP__EXCHANGE".into(), s.amqp.exchange.clone()),
@@ -134,7 +163,8 @@ impl TestEnv {
             ("MAILBOXD__WORKER__POLL_INTERVAL".into(), "200ms".into()),
             ("MAILBOXD__WORKER__LEASE".into(), "30s".into()),
             ("MAILBOXD__ADMIN__LISTEN".into(), "127.0.0.1:0".into()),
-        ]
+        ]);
+        env
     }
 
     /// Starts `mailboxd run` as a child process.
@@ -227,12 +257,25 @@ impl TestEnv {
         self.lab_get("/lab/invocations").await
     }
 
-    /// The invocations of `cmdlet` whose Identity is `identity`.
+    /// The invocations of `cmdlet` for the account `identity` names: by itself, or by the
+    /// objectGUID that the directory check passes to Exchange instead of the name.
     pub async fn invocations_of(&self, cmdlet: &str, identity: &str) -> Vec<Value> {
+        let guid = self
+            .lab_get("/lab/mailboxes")
+            .await
+            .into_iter()
+            .find(|m| m["sam_account_name"] == identity)
+            .and_then(|m| m["object_guid"].as_str().map(str::to_owned));
         self.invocations()
             .await
             .into_iter()
-            .filter(|i| i["cmdlet"] == cmdlet && i["parameters"]["Identity"] == identity)
+            .filter(|i| {
+                i["cmdlet"] == cmdlet
+                    && (i["parameters"]["Identity"] == identity
+                        || guid
+                            .as_deref()
+                            .is_some_and(|g| i["parameters"]["Identity"] == g))
+            })
             .collect()
     }
 
