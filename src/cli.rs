@@ -94,6 +94,23 @@ pub struct LabArgs {
     /// WinRM MaxShellsPerUser.
     #[arg(long, default_value_t = 30)]
     pub max_shells_per_user: usize,
+    /// Exchange PowerShellMaxConcurrency: open Exchange sessions per user.
+    #[arg(long, default_value_t = 18)]
+    pub max_exchange_sessions: usize,
+    /// Exchange PowerShellMaxCmdlets per PowerShellMaxCmdletsTimePeriod, e.g. 100/10s.
+    #[arg(long, value_parser = parse_budget)]
+    pub cmdlet_budget: Option<(u32, std::time::Duration)>,
+    /// Faults in force from the start: JSON lines, each one body of POST /lab/faults.
+    #[arg(long)]
+    pub faults_file: Option<PathBuf>,
+}
+
+fn parse_budget(s: &str) -> Result<(u32, std::time::Duration), String> {
+    let (n, w) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected CMDLETS/WINDOW, e.g. 100/10s"))?;
+    let n = n.trim().parse::<u32>().map_err(|e| format!("{n:?}: {e}"))?;
+    Ok((n, crate::config::parse_duration(w.trim())?))
 }
 
 fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
@@ -285,6 +302,21 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
         );
     }
     let n = accounts.len();
+    let mut faults = Vec::new();
+    if let Some(path) = &args.faults_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --faults-file {}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            faults.push(
+                serde_json::from_str::<lab::FaultRequest>(line).map_err(|e| {
+                    anyhow::anyhow!("--faults-file {} line {}: {e}", path.display(), i + 1)
+                })?,
+            );
+        }
+    }
     let lab = Lab::start(LabConfig {
         listen: args.listen,
         user: args.user.clone(),
@@ -296,6 +328,11 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
         },
         max_shells_per_user: args.max_shells_per_user,
         ldap_listen: Some(args.ldap_listen),
+        throttle: lab::Throttle {
+            max_sessions_per_user: args.max_exchange_sessions,
+            cmdlet_budget: args.cmdlet_budget,
+        },
+        faults,
     })
     .await
     .with_context(|| format!("binding {} and {}", args.listen, args.ldap_listen))?;

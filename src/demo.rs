@@ -41,6 +41,8 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         },
         max_shells_per_user: 30,
         ldap_listen: Some(([127, 0, 0, 1], 0).into()),
+        throttle: Default::default(),
+        faults: Vec::new(),
     })
     .await
     .context("starting the lab")?;

@@ -331,9 +331,19 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(error = %e, jobs = pending.len(), "batch failed as a whole");
                 let reason = e.to_string();
-                let (opened, open) = self
-                    .circuit
-                    .failure(e.class() == ErrorClass::Systemic, &reason);
+                // Throttling says the host is up and busy: back off, keep the circuit closed.
+                let retry_after = match &e {
+                    crate::exchange::ExchangeError::Throttled { retry_after, .. } => {
+                        Some(retry_after.unwrap_or_default())
+                    }
+                    _ => None,
+                };
+                let (opened, open) = if retry_after.is_some() {
+                    (None, false)
+                } else {
+                    self.circuit
+                        .failure(e.class() == ErrorClass::Systemic, &reason)
+                };
                 if let Some(pause) = opened {
                     let alert =
                         crate::alert::circuit_opened(self.exchange.endpoint(), &reason, pause);
@@ -357,7 +367,18 @@ impl Worker {
                             at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
                         }
                     } else {
-                        self.failure(&p.job, e.class(), reason.clone())
+                        match (self.failure(&p.job, e.class(), reason.clone()), retry_after) {
+                            (Resolution::Retry { class, error, at }, Some(wait)) => {
+                                let floor = Utc::now()
+                                    + chrono::Duration::from_std(wait).unwrap_or_default();
+                                Resolution::Retry {
+                                    class,
+                                    error,
+                                    at: at.max(floor),
+                                }
+                            }
+                            (res, _) => res,
+                        }
                     };
                     self.finish(&p.job, &record, res).await;
                 }

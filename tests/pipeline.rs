@@ -457,6 +457,8 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             latency: Default::default(),
             max_shells_per_user: 30,
             ldap_listen: None,
+            throttle: Default::default(),
+            faults: Vec::new(),
         })
         .await
         {

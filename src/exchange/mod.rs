@@ -45,6 +45,16 @@ pub enum ExchangeError {
     Winrm(#[from] WinrmError),
     #[error("could not open the Exchange session: {message}")]
     Session { class: ErrorClass, message: String },
+    /// Exchange refused a session under its throttling policy (PowerShellMaxConcurrency or
+    /// the runspace budget): the host is fine, mailboxd is too busy. Retried, not a reason
+    /// to open the circuit; lower worker.concurrency across replicas if it persists.
+    #[error(
+        "Exchange throttled the session (lower worker.concurrency if this persists): {message}"
+    )]
+    Throttled {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("the PowerShell script stopped (exit code {exit_code}): {message}")]
     Script { exit_code: i64, message: String },
     #[error(
@@ -60,10 +70,29 @@ impl ExchangeError {
             ExchangeError::Winrm(WinrmError::Config(_)) => ErrorClass::Systemic,
             ExchangeError::Winrm(_) => ErrorClass::Transient,
             ExchangeError::Session { class, .. } => *class,
+            ExchangeError::Throttled { .. } => ErrorClass::Transient,
             ExchangeError::Script { .. } => ErrorClass::Systemic,
             ExchangeError::Hung(_) => ErrorClass::Transient,
         }
     }
+}
+
+/// Whether a session refusal is Exchange's throttling (notes/exchange.md §5), and how long
+/// it asks to wait. Both refusals arrive as a generic PSRemotingTransportException, so the
+/// text is all there is to go on; `Some(None)`: throttled, no wait given.
+pub fn throttling(message: &str) -> Option<Option<std::time::Duration>> {
+    let throttled = message.contains("exceeded the maximum number of connections")
+        || message.contains("exceeded your budget");
+    if !throttled {
+        return None;
+    }
+    let wait = message
+        .split("wait for ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    Some(wait)
 }
 
 /// Maps an Exchange/PowerShell exception type to what mailboxd does about it
@@ -167,6 +196,12 @@ impl Exchange {
                 ErrorClass::Permanent => ErrorClass::Systemic,
                 other => other,
             };
+            if let Some(retry_after) = throttling(&message) {
+                return Err(ExchangeError::Throttled {
+                    message,
+                    retry_after,
+                });
+            }
             return Err(ExchangeError::Session { class, message });
         }
         if let Some(fatal) = parsed.fatal {
@@ -246,6 +281,15 @@ fn excerpt(other: &[String], malformed: &[String], stderr: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exchange_throttling_refusals_are_recognised_with_their_wait() {
+        let cap = "[FailureCategory=AuthZ-AuthorizationException] Fail to create a runspace because you have exceeded the maximum number of connections allowed : 18";
+        assert_eq!(throttling(cap), Some(None));
+        let budget = "Fail to create runspace because you have exceeded your budget to create runspace. Please wait for 42 seconds.";
+        assert_eq!(throttling(budget), Some(Some(std::time::Duration::from_secs(42))));
+        assert_eq!(throttling("The WinRM client cannot process the request."), None);
+    }
+
     use super::*;
 
     #[test]

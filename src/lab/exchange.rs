@@ -55,6 +55,18 @@ pub struct LabState {
     pub accounts: Vec<LabAccount>,
     pub invocations: Vec<Invocation>,
     pub stats: Stats,
+    /// Injected faults and Exchange's throttling counters.
+    pub faults: super::faults::Faults,
+}
+
+impl LabState {
+    /// The account `identity` names, as the domain controller sees it now (an account
+    /// still replicating is on no DC yet).
+    pub fn find(&self, identity: &str) -> Option<usize> {
+        self.accounts
+            .iter()
+            .position(|a| a.matches(identity) && !self.faults.lagging(&a.sam_account_name))
+    }
 }
 
 pub type SharedState = Arc<Mutex<LabState>>;
@@ -142,17 +154,24 @@ async fn run_bootstrap(
         run.lines.push(r.to_line());
         return run.output();
     }
+    // The Exchange session counts against PowerShellMaxConcurrency until the process ends.
+    let remote = payload.data.session.mode == ExchangeMode::Remote;
     for account in &payload.data.accounts {
         if !latency.cmdlet.is_zero() {
             tokio::time::sleep(latency.cmdlet).await;
         }
-        let mut result = match template {
-            Template::EnableRemoteMailbox => run.enable(account),
-            Template::HideRemoteMailbox => run.hide(account),
+        let injected = lock(&run.state).faults.next_cmdlet(&run.user);
+        let mut result = match (injected, template) {
+            (Some(fault), t) => run.injected(account, t, &fault),
+            (None, Template::EnableRemoteMailbox) => run.enable(account),
+            (None, Template::HideRemoteMailbox) => run.hide(account),
         };
         result.job_id = Some(account.job_id.to_string());
         lock(&run.state).stats.accounts_processed += 1;
         run.lines.push(result.to_line());
+    }
+    if remote {
+        lock(&run.state).faults.close_session(&run.user);
     }
     run.output()
 }
@@ -225,7 +244,13 @@ impl Run {
 
     async fn open_session(&mut self, payload: &Payload) -> Result<(), ResultLine> {
         let session = &payload.data.session;
-        if !self.latency.session.is_zero() {
+        // A remote session counts against PowerShellMaxConcurrency from the moment it is
+        // being opened until the process ends; a refusal comes back at once.
+        let refused = match session.mode {
+            ExchangeMode::Remote => lock(&self.state).faults.open_session(&self.user).err(),
+            _ => None,
+        };
+        if refused.is_none() && !self.latency.session.is_zero() {
             tokio::time::sleep(self.latency.session).await;
         }
         match session.mode {
@@ -240,6 +265,9 @@ impl Run {
             }
             ExchangeMode::Remote => {
                 let Some(uri) = session.connection_uris.first() else {
+                    if refused.is_none() {
+                        lock(&self.state).faults.close_session(&self.user);
+                    }
                     return Err(error(
                         "RuntimeException",
                         "OperationStopped",
@@ -255,6 +283,17 @@ impl Run {
                 if let Some(c) = &session.credential {
                     // The credential's user name is recorded; its password never is.
                     p.insert("Credential".into(), json!(c.username));
+                }
+                if let Some(message) = refused {
+                    self.record("New-PSSession", p, Some("PSRemotingTransportException"));
+                    return Err(ResultLine {
+                        status: "error".into(),
+                        category: Some("OpenError".into()),
+                        reason: Some("PSRemotingTransportException".into()),
+                        error_id: Some("IncorrectProtocolVersion,PSSessionOpenFailed".into()),
+                        message: Some(message),
+                        ..ResultLine::default()
+                    });
                 }
                 self.record("New-PSSession", p, None);
             }
@@ -340,11 +379,7 @@ impl Run {
     fn try_enable(&self, account: &AccountData) -> Result<(), Box<ResultLine>> {
         const TASK: &str = "EnableRemoteMailbox";
         let mut st = lock(&self.state);
-        let Some(index) = st
-            .accounts
-            .iter()
-            .position(|a| a.matches(&account.identity))
-        else {
+        let Some(index) = st.find(&account.identity) else {
             return Err(Box::new(Self::not_found(TASK, account)));
         };
         let target = &st.accounts[index];
@@ -422,13 +457,38 @@ impl Run {
 
     fn find_remote(&self, account: &AccountData) -> Option<(usize, Option<String>, bool)> {
         let st = lock(&self.state);
-        st.accounts
-            .iter()
-            .position(|a| a.matches(&account.identity) && a.recipient == Recipient::Remote)
+        st.find(&account.identity)
+            .filter(|i| st.accounts[*i].recipient == Recipient::Remote)
             .map(|i| {
                 let a = &st.accounts[i];
                 (i, a.remote_routing_address.clone(), a.hidden)
             })
+    }
+
+    /// A cmdlet that fails with an injected fault (or Exchange's spent budget): the first
+    /// cmdlet the template would run is recorded with the error, and nothing changes.
+    fn injected(
+        &self,
+        account: &AccountData,
+        template: Template,
+        fault: &super::faults::CmdletError,
+    ) -> ResultLine {
+        let dc = account
+            .domain_controller
+            .as_deref()
+            .unwrap_or("dc1.corp.example");
+        let (reason, message) = fault.render(&account.identity, dc);
+        let (cmdlet, task) = match template {
+            Template::EnableRemoteMailbox => ("Enable-RemoteMailbox", "EnableRemoteMailbox"),
+            Template::HideRemoteMailbox => ("Get-RemoteMailbox", "GetRemoteMailbox"),
+        };
+        self.record(cmdlet, Self::common(account), Some(&reason));
+        let category = match reason.as_str() {
+            "UnauthorizedAccessException" => "PermissionDenied",
+            "ThrottlingException" => "ResourceBusy",
+            _ => "NotSpecified",
+        };
+        error(&reason, category, task, "0", message)
     }
 
     /// hide-remote-mailbox.ps1, step by step.

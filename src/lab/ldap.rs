@@ -245,7 +245,11 @@ fn search(
     let st = lock(state);
     // Which accounts are in scope.
     let candidates: Vec<&LabAccount> = match guid_base {
-        Some(Ok(g)) => st.accounts.iter().filter(|a| a.object_guid == g).collect(),
+        Some(Ok(g)) => st
+            .accounts
+            .iter()
+            .filter(|a| a.object_guid == g && !st.faults.lagging(&a.sam_account_name))
+            .collect(),
         Some(Err(_)) => {
             return vec![done(
                 id,
@@ -270,6 +274,7 @@ fn search(
             }
             st.accounts
                 .iter()
+                .filter(|a| !st.faults.lagging(&a.sam_account_name))
                 .filter(|a| {
                     let dn = a.distinguished_name.to_lowercase();
                     match req.scope {
@@ -286,7 +291,7 @@ fn search(
     };
     let matching: Vec<Entry> = candidates
         .into_iter()
-        .map(entry)
+        .map(|a| entry(a, a.synced && !st.faults.unsynced(&a.sam_account_name)))
         .filter(|e| matches(&req.filter, e))
         .collect();
     drop(st);
@@ -383,7 +388,7 @@ fn root_dse() -> Entry {
 }
 
 /// The account as a domain controller shows it.
-fn entry(a: &LabAccount) -> Entry {
+fn entry(a: &LabAccount, synced: bool) -> Entry {
     let mut attrs: Vec<(String, Vec<Vec<u8>>)> = vec![
         (
             "objectClass".into(),
@@ -446,7 +451,7 @@ fn entry(a: &LabAccount) -> Entry {
                 .collect(),
         ));
     }
-    if a.synced {
+    if synced {
         // What Entra Connect writes: the source anchor, and (hybrid writeback) the cloud id.
         attrs.push((
             "mS-DS-ConsistencyGuid".into(),
@@ -578,11 +583,10 @@ fn modify(req: &LdapModifyRequest, state: &SharedState) -> LdapResult {
         .strip_prefix("<GUID=")
         .and_then(|r| r.strip_suffix('>'))
         .and_then(|g| Uuid::parse_str(g).ok());
-    let Some(i) = st
-        .accounts
-        .iter()
-        .position(|a| a.distinguished_name.to_lowercase() == dn || Some(a.object_guid) == guid)
-    else {
+    let Some(i) = st.accounts.iter().position(|a| {
+        (a.distinguished_name.to_lowercase() == dn || Some(a.object_guid) == guid)
+            && !st.faults.lagging(&a.sam_account_name)
+    }) else {
         return result(
             LdapResultCode::NoSuchObject,
             "0000208D: NameErr: DSID-0310028D, problem 2001 (NO_OBJECT), data 0",

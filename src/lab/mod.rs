@@ -5,13 +5,17 @@
 pub mod cmd;
 pub mod directory;
 pub mod exchange;
+pub mod faults;
 pub mod ldap;
 pub mod wsman;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use secrecy::SecretString;
@@ -20,6 +24,7 @@ use tokio::task::JoinHandle;
 
 pub use directory::{AccountSeed, LabAccount, Recipient};
 pub use exchange::{Invocation, LabState, Latency, SharedState, Stats};
+pub use faults::{FaultRequest, Throttle};
 
 /// The WinRM user the lab accepts when none is given.
 pub const DEFAULT_USER: &str = "mailboxd";
@@ -35,6 +40,10 @@ pub struct LabConfig {
     pub max_shells_per_user: usize,
     /// The lab's domain controller (LDAP); `None`: no directory served.
     pub ldap_listen: Option<SocketAddr>,
+    /// Exchange's throttling policy.
+    pub throttle: Throttle,
+    /// Faults in force from the start (`--faults-file`).
+    pub faults: Vec<FaultRequest>,
 }
 
 /// A running lab.
@@ -55,8 +64,16 @@ impl Lab {
             .into_iter()
             .map(LabAccount::from_seed)
             .collect();
+        let mut faults = faults::Faults {
+            throttle: cfg.throttle,
+            ..faults::Faults::default()
+        };
+        for f in &cfg.faults {
+            faults.apply(f);
+        }
         let state: SharedState = Arc::new(Mutex::new(LabState {
             accounts,
+            faults,
             ..LabState::default()
         }));
         let host = Arc::new(exchange::LabHost {
@@ -83,25 +100,23 @@ impl Lab {
             max_operation_timeout: std::time::Duration::from_secs(60),
             hostname: HOSTNAME.to_owned(),
         };
-        let app = wsman::router(wsman_cfg, host).merge(
-            Router::new()
-                .route("/lab/invocations", get(invocations))
-                .route("/lab/mailboxes", get(mailboxes))
-                .route("/lab/stats", get(stats))
-                .with_state(state.clone()),
-        );
+        let down = Arc::new(tokio::sync::Notify::new());
+        let app = wsman::router(wsman_cfg, host)
+            .layer(middleware::from_fn_with_state(state.clone(), host_faults))
+            .merge(
+                Router::new()
+                    .route("/lab/invocations", get(invocations))
+                    .route("/lab/mailboxes", get(mailboxes))
+                    .route("/lab/stats", get(stats))
+                    .route("/lab/faults", get(list_faults).post(set_fault))
+                    .with_state(LabHttp {
+                        state: state.clone(),
+                        down: down.clone(),
+                    }),
+            );
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            {
-                tracing::error!(error = %e, "lab server stopped");
-            }
-        });
+        let task = tokio::spawn(supervise(listener, addr, app, state.clone(), down));
         Ok(Lab {
             addr,
             ldap_addr,
@@ -154,16 +169,133 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn invocations(State(state): State<SharedState>) -> Json<Vec<Invocation>> {
-    Json(lock(&state).invocations.clone())
+/// Serves until aborted; a `host_down` fault closes the listener (connections are refused)
+/// and binds the same address again when the fault ends.
+async fn supervise(
+    first: TcpListener,
+    addr: SocketAddr,
+    app: Router,
+    state: SharedState,
+    down: Arc<tokio::sync::Notify>,
+) {
+    let mut listener = Some(first);
+    loop {
+        let l = match listener.take() {
+            Some(l) => l,
+            None => match TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, %addr, "lab cannot bind again yet");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let svc = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        // Aborted with the supervisor (Lab::stop) as well as on a host_down fault.
+        let server = AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, svc).await {
+                tracing::error!(error = %e, "lab server stopped");
+            }
+        }));
+        down.notified().await;
+        drop(server);
+        let until = lock(&state).faults.host_down_until;
+        if let Some(until) = until {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        tracing::info!(%addr, "lab host is up again");
+    }
 }
 
-async fn mailboxes(State(state): State<SharedState>) -> Json<Vec<LabAccount>> {
-    Json(lock(&state).accounts.clone())
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
-async fn stats(State(state): State<SharedState>) -> Json<serde_json::Value> {
-    let st = lock(&state);
+/// Host-level faults in front of `/wsman`: refused credentials, stalls, and the requests
+/// that were already on an open connection when the host went down.
+async fn host_faults(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let (refused, stall, down) = {
+        let st = lock(&state);
+        let down = st
+            .faults
+            .host_down_until
+            .is_some_and(|t| std::time::Instant::now() < t);
+        (st.faults.auth_refused(), st.faults.stall(), down)
+    };
+    if down {
+        let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    if let Some(d) = stall {
+        tokio::time::sleep(d).await;
+    }
+    if refused {
+        let mut r = StatusCode::UNAUTHORIZED.into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"WSMAN\""),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+#[derive(Clone)]
+struct LabHttp {
+    state: SharedState,
+    down: Arc<tokio::sync::Notify>,
+}
+
+async fn list_faults(State(lab): State<LabHttp>) -> Json<serde_json::Value> {
+    Json(lock(&lab.state).faults.describe())
+}
+
+async fn set_fault(
+    State(lab): State<LabHttp>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
+    let req: FaultRequest = serde_json::from_slice(&body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("not a fault request ({e}); see the module docs of src/lab/faults.rs"),
+        )
+    })?;
+    let described = {
+        let mut st = lock(&lab.state);
+        st.faults.apply(&req);
+        st.faults.describe()
+    };
+    if matches!(req, FaultRequest::HostDown { .. }) {
+        // Answer this request first, then close the listener.
+        let down = lab.down.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            down.notify_one();
+        });
+    }
+    tracing::info!(?req, "lab fault set");
+    Ok(Json(described))
+}
+
+async fn invocations(State(lab): State<LabHttp>) -> Json<Vec<Invocation>> {
+    Json(lock(&lab.state).invocations.clone())
+}
+
+async fn mailboxes(State(lab): State<LabHttp>) -> Json<Vec<LabAccount>> {
+    Json(lock(&lab.state).accounts.clone())
+}
+
+async fn stats(State(lab): State<LabHttp>) -> Json<serde_json::Value> {
+    let st = lock(&lab.state);
     let mut by_cmdlet = serde_json::Map::new();
     for inv in &st.invocations {
         let n = by_cmdlet
@@ -172,9 +304,13 @@ async fn stats(State(state): State<SharedState>) -> Json<serde_json::Value> {
             .unwrap_or(0);
         by_cmdlet.insert(inv.cmdlet.clone(), serde_json::json!(n + 1));
     }
+    let open_sessions: usize = st.faults.sessions.values().sum();
     Json(serde_json::json!({
         "stats": st.stats,
         "accounts": st.accounts.len(),
         "invocations_by_cmdlet": by_cmdlet,
+        "throttled": st.faults.throttled,
+        "exchange_sessions_open": open_sessions,
+        "exchange_sessions_high_water": st.faults.sessions_high_water,
     }))
 }

@@ -44,17 +44,25 @@ pub async fn start_lab(
     latency: lab::Latency,
     max_shells: usize,
 ) -> Lab {
-    Lab::start(LabConfig {
+    let mut cfg = lab_config(accounts);
+    cfg.latency = latency;
+    cfg.max_shells_per_user = max_shells;
+    Lab::start(cfg).await.expect("lab starts")
+}
+
+/// The test lab's configuration: random ports, `DEFAULT_USER` / `LAB_PASSWORD`, a DC.
+pub fn lab_config(accounts: Vec<AccountSeed>) -> LabConfig {
+    LabConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         user: lab::DEFAULT_USER.into(),
         password: SecretString::from(LAB_PASSWORD),
         accounts,
-        latency,
-        max_shells_per_user: max_shells,
+        latency: lab::Latency::default(),
+        max_shells_per_user: 30,
         ldap_listen: Some(([127, 0, 0, 1], 0).into()),
-    })
-    .await
-    .expect("lab starts")
+        throttle: Default::default(),
+        faults: Vec::new(),
+    }
 }
 
 /// One test's world: database, broker names, lab, settings for the daemon.
@@ -73,9 +81,16 @@ impl TestEnv {
 
     /// A lab that charges `latency` for the Exchange session and each cmdlet.
     pub async fn with_latency(accounts: Vec<AccountSeed>, latency: lab::Latency) -> TestEnv {
+        let mut cfg = lab_config(accounts);
+        cfg.latency = latency;
+        TestEnv::with_lab(cfg).await
+    }
+
+    /// A lab configured by the test (throttling, faults from the start…).
+    pub async fn with_lab(cfg: LabConfig) -> TestEnv {
         mailboxd::install_tls_provider();
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let lab = start_lab(accounts, latency, 30).await;
+        let lab = Lab::start(cfg).await.expect("lab starts");
         let mut s = Settings::default();
         s.database.url = format!("{}/mailboxd_test_{tag}", pg_server());
         s.amqp.url = amqp_url();
@@ -244,6 +259,35 @@ impl TestEnv {
     async fn lab_get(&self, path: &str) -> Vec<Value> {
         self.http
             .get(format!("http://{}{path}", self.lab.addr))
+            .send()
+            .await
+            .expect("lab answers")
+            .json()
+            .await
+            .expect("lab JSON")
+    }
+
+    /// `POST /lab/faults`: one call switches a fault on.
+    pub async fn fault(&self, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("http://{}/lab/faults", self.lab.addr))
+            .json(&body)
+            .send()
+            .await
+            .expect("lab answers");
+        assert!(
+            r.status().is_success(),
+            "fault {body} refused: {}",
+            r.status()
+        );
+        r.json().await.expect("lab JSON")
+    }
+
+    /// `GET /lab/stats`
+    pub async fn lab_stats(&self) -> Value {
+        self.http
+            .get(format!("http://{}/lab/stats", self.lab.addr))
             .send()
             .await
             .expect("lab answers")

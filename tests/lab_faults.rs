@@ -1,0 +1,269 @@
+//! The lab's faults on demand and Exchange's throttling, each seen through the real daemon:
+//! one `POST /lab/faults`, then what mailboxd does about it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, lab_config, seed};
+use mailboxd::config::ExchangeMode;
+use mailboxd::store::JobState;
+use serde_json::json;
+
+fn errors_of(calls: &[serde_json::Value]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| c["error"].as_str().unwrap_or("ok").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
+    let env = TestEnv::new(vec![seed("jthrottle")]).await;
+    let f = env
+        .fault(json!({"fault": "cmdlet_errors", "count": 2, "error": "throttled"}))
+        .await;
+    assert_eq!(f["cmdlet_errors"].as_array().unwrap().len(), 2);
+    let app = env.start_daemon().await;
+    let ev = env.joiner("jthrottle");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.attempt, 3, "{job:?}");
+    let calls = env
+        .invocations_of("Enable-RemoteMailbox", "jthrottle")
+        .await;
+    assert_eq!(
+        errors_of(&calls),
+        vec!["ThrottlingException", "ThrottlingException", "ok"]
+    );
+    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(attempts[0].error_class.as_deref(), Some("transient"));
+    assert!(
+        attempts[0]
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("PowerShellMaxCmdlets"),
+        "{attempts:?}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_custom_permanent_error_fails_the_job_with_exchanges_text() {
+    let env = TestEnv::new(vec![seed("jproxy")]).await;
+    env.fault(json!({"fault": "cmdlet_errors", "count": 1, "error": {
+        "reason": "ProxyAddressExistsException",
+        "message": "The proxy address \"SMTP:jproxy@corp.example\" is already being used by \"CN=other,CN=Users,DC=corp,DC=example\"."
+    }}))
+    .await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("jproxy");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_terminal(&ev.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert!(job.last_error.unwrap().contains("already being used"));
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_credentials_open_the_circuit_until_the_host_accepts_them_again() {
+    let mut env = TestEnv::new(vec![seed("jauth")]).await;
+    env.settings.worker.circuit_cooldown = Duration::from_millis(300);
+    env.fault(json!({"fault": "auth_refused", "seconds": 1.5}))
+        .await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("jauth");
+    env.publisher().await.publish(&ev).await.unwrap();
+
+    let readyz = format!("http://{}/readyz", app.admin_addr);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = env
+            .http
+            .get(&readyz)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["circuit"]["open"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "circuit never opened: {v}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let job = env.wait_succeeded(&ev.id).await;
+    // The refusal was the host's fault, not the job's: no attempt was spent on it.
+    assert_eq!(job.attempt, 1, "{job:?}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_that_is_down_refuses_connections_then_comes_back() {
+    let env = TestEnv::new(vec![seed("jdown")]).await;
+    env.fault(json!({"fault": "host_down", "seconds": 1.0}))
+        .await;
+    // The listener is closed: a new connection is refused.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = reqwest::Client::new()
+        .get(format!("http://{}/lab/stats", env.lab.addr))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+
+    let app = env.start_daemon().await;
+    let ev = env.joiner("jdown");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+    assert!(
+        attempts.len() >= 2,
+        "the first attempt met the outage: {attempts:?}"
+    );
+    assert!(
+        attempts[0]
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("refused"),
+        "{attempts:?}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_host_trips_the_batch_timeout_and_the_job_runs_again() {
+    let mut env = TestEnv::new(vec![seed("jstall")]).await;
+    env.settings.worker.batch_timeout = Duration::from_millis(400);
+    env.fault(json!({"fault": "stall", "seconds": 1.0, "for_seconds": 1.5}))
+        .await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("jstall");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+    assert!(
+        attempts[0]
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("batch_timeout"),
+        "{attempts:?}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_lag_keeps_the_joiner_waiting_until_the_dc_has_the_account() {
+    let env = TestEnv::new(vec![seed("jlag")]).await;
+    env.fault(json!({"fault": "replication_lag", "account": "jlag", "seconds": 1.0}))
+        .await;
+    let started = Instant::now();
+    let app = env.start_daemon().await;
+    let ev = env.joiner("jlag");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env
+        .wait_job(&ev.id, |j| j.state == JobState::Retrying)
+        .await;
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap()
+            .contains("not on domain controller lab-dc1.corp.example"),
+        "{job:?}"
+    );
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.outcome.as_deref(), Some("enabled"));
+    // Exchange was asked only once the DC had the account.
+    let calls = env.invocations_of("Enable-RemoteMailbox", "jlag").await;
+    assert_eq!(errors_of(&calls), vec!["ok"]);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_account_not_yet_synced_waits_without_spending_attempts() {
+    let mut env = TestEnv::new(vec![seed("jsync")]).await;
+    env.settings.ldap.require_cloud_sync = true;
+    env.settings.worker.sync_poll_interval = Duration::from_millis(200);
+    env.fault(json!({"fault": "not_synced", "account": "jsync", "seconds": 1.0}))
+        .await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("jsync");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_job(&ev.id, |j| j.state == JobState::WaitingForSync)
+        .await;
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.attempt, 1, "waiting spent attempts: {job:?}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exchange_session_throttling_is_enforced_and_survived() {
+    let accounts: Vec<_> = (1..=6).map(|i| seed(&format!("jses{i}"))).collect();
+    let mut cfg = lab_config(accounts);
+    cfg.throttle.max_sessions_per_user = 1;
+    cfg.latency.session = Duration::from_millis(200);
+    let mut env = TestEnv::with_lab(cfg).await;
+    env.settings.exchange.mode = ExchangeMode::Remote;
+    env.settings.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
+    env.settings.exchange.batch_size = 1;
+    env.settings.worker.concurrency = 3;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let mut ids = Vec::new();
+    for i in 1..=6 {
+        let ev = env.joiner(&format!("jses{i}"));
+        publisher.publish(&ev).await.unwrap();
+        ids.push(ev.id);
+    }
+    for id in &ids {
+        env.wait_succeeded(id).await;
+    }
+    let stats = env.lab_stats().await;
+    assert_eq!(stats["exchange_sessions_high_water"], 1, "{stats}");
+    assert!(stats["throttled"].as_u64().unwrap() >= 1, "{stats}");
+    let refused: Vec<_> = env
+        .invocations()
+        .await
+        .into_iter()
+        .filter(|c| c["cmdlet"] == "New-PSSession" && c["error"] == "PSRemotingTransportException")
+        .collect();
+    assert!(!refused.is_empty());
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cmdlet_budget_throttles_a_burst_and_every_job_still_succeeds() {
+    let accounts: Vec<_> = (1..=5).map(|i| seed(&format!("jbud{i}"))).collect();
+    let mut cfg = lab_config(accounts);
+    cfg.throttle.cmdlet_budget = Some((2, Duration::from_millis(500)));
+    let env = TestEnv::with_lab(cfg).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let mut ids = Vec::new();
+    for i in 1..=5 {
+        let ev = env.joiner(&format!("jbud{i}"));
+        publisher.publish(&ev).await.unwrap();
+        ids.push(ev.id);
+    }
+    for id in &ids {
+        env.wait_succeeded(id).await;
+    }
+    let stats = env.lab_stats().await;
+    assert!(stats["throttled"].as_u64().unwrap() >= 1, "{stats}");
+    app.stop().await;
+    env.cleanup().await;
+}
