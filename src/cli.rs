@@ -91,6 +91,9 @@ pub struct LabArgs {
     /// Time per cmdlet, e.g. 50ms.
     #[arg(long, default_value = "0s", value_parser = parse_dur)]
     pub cmdlet_latency: std::time::Duration,
+    /// Time per WinRM request (the network and the WinRM service), e.g. 5ms.
+    #[arg(long, default_value = "0s", value_parser = parse_dur)]
+    pub winrm_latency: std::time::Duration,
     /// WinRM MaxShellsPerUser.
     #[arg(long, default_value_t = 30)]
     pub max_shells_per_user: usize,
@@ -325,6 +328,7 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
         latency: lab::Latency {
             session: args.session_latency,
             cmdlet: args.cmdlet_latency,
+            round_trip: args.winrm_latency,
         },
         max_shells_per_user: args.max_shells_per_user,
         ldap_listen: Some(args.ldap_listen),

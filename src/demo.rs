@@ -38,6 +38,7 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         latency: lab::Latency {
             session: Duration::from_millis(300),
             cmdlet: Duration::from_millis(20),
+            round_trip: Duration::ZERO,
         },
         max_shells_per_user: 30,
         ldap_listen: Some(([127, 0, 0, 1], 0).into()),

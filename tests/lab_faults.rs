@@ -267,3 +267,24 @@ async fn the_cmdlet_budget_throttles_a_burst_and_every_job_still_succeeds() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exchange_refuses_a_routing_domain_the_hybrid_setup_does_not_accept() {
+    let env = TestEnv::new(vec![seed("jdomain")]).await;
+    let app = env.start_daemon().await;
+    let mut ev = env.joiner("jdomain");
+    ev.remote_routing_address = Some("jdomain@corp.example".into());
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_terminal(&ev.id).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert!(
+        job.last_error
+            .as_deref()
+            .unwrap()
+            .contains("ErrorCannotFindTargetDeliveryDomainException"),
+        "{job:?}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -327,6 +327,7 @@ async fn a_hung_windows_host_does_not_hold_jobs_forever() {
     let slow = mailboxd::lab::Latency {
         session: Duration::from_secs(20),
         cmdlet: Duration::ZERO,
+        round_trip: Duration::ZERO,
     };
     let mut env = TestEnv::with_latency(vec![seed("stuck")], slow).await;
     env.settings.worker.batch_timeout = Duration::from_millis(500);
@@ -355,6 +356,7 @@ async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
     let slow = mailboxd::lab::Latency {
         session: Duration::from_secs(2),
         cmdlet: Duration::ZERO,
+        round_trip: Duration::ZERO,
     };
     let env = TestEnv::with_latency(vec![seed("midway")], slow).await;
     let short_lease = [("MAILBOXD__WORKER__LEASE", "3s")];

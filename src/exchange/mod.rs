@@ -286,8 +286,14 @@ mod tests {
         let cap = "[FailureCategory=AuthZ-AuthorizationException] Fail to create a runspace because you have exceeded the maximum number of connections allowed : 18";
         assert_eq!(throttling(cap), Some(None));
         let budget = "Fail to create runspace because you have exceeded your budget to create runspace. Please wait for 42 seconds.";
-        assert_eq!(throttling(budget), Some(Some(std::time::Duration::from_secs(42))));
-        assert_eq!(throttling("The WinRM client cannot process the request."), None);
+        assert_eq!(
+            throttling(budget),
+            Some(Some(std::time::Duration::from_secs(42)))
+        );
+        assert_eq!(
+            throttling("The WinRM client cannot process the request."),
+            None
+        );
     }
 
     use super::*;

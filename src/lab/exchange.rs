@@ -47,6 +47,8 @@ pub struct Latency {
     pub session: Duration,
     /// Each cmdlet.
     pub cmdlet: Duration,
+    /// Each WinRM request (network and WinRM service), charged before it is handled.
+    pub round_trip: Duration,
 }
 
 /// Shared state: the directory, the invocation log and counters.
@@ -409,7 +411,11 @@ impl Run {
             .clone()
             .unwrap_or_else(|| format!("{alias}@{}", super::directory::LAB_DOMAIN));
         let rra = account.remote_routing_address.clone().unwrap_or_default();
-        if !rra.contains('@') {
+        // The hybrid configuration accepts the tenant's coexistence domain only.
+        let accepted = rra
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| d.to_ascii_lowercase().ends_with(".mail.onmicrosoft.com"));
+        if !accepted {
             return Err(Box::new(error(
                 "ErrorCannotFindTargetDeliveryDomainException",
                 "NotSpecified",

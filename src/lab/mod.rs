@@ -102,7 +102,10 @@ impl Lab {
         };
         let down = Arc::new(tokio::sync::Notify::new());
         let app = wsman::router(wsman_cfg, host)
-            .layer(middleware::from_fn_with_state(state.clone(), host_faults))
+            .layer(middleware::from_fn_with_state(
+                (state.clone(), cfg.latency.round_trip),
+                host_faults,
+            ))
             .merge(
                 Router::new()
                     .route("/lab/invocations", get(invocations))
@@ -220,7 +223,14 @@ impl Drop for AbortOnDrop {
 
 /// Host-level faults in front of `/wsman`: refused credentials, stalls, and the requests
 /// that were already on an open connection when the host went down.
-async fn host_faults(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+async fn host_faults(
+    State((state, round_trip)): State<(SharedState, std::time::Duration)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !round_trip.is_zero() {
+        tokio::time::sleep(round_trip).await;
+    }
     let (refused, stall, down) = {
         let st = lock(&state);
         let down = st
