@@ -37,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: intake, workers, admin HTTP.
     Run,
+    /// Benchmarks against the local services and the lab (they print numbers).
+    Bench(crate::bench::BenchArgs),
     /// Apply the embedded database migrations (idempotent, advisory-locked).
     Migrate,
     /// The embedded default: lab + daemon on local PostgreSQL and RabbitMQ, sample events, a summary.
@@ -238,6 +240,7 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
             Ok(0)
         }
         Command::Publish(args) => publish(args, &settings).await,
+        Command::Bench(args) => crate::bench::run(args, &settings).await,
         Command::Jobs(cmd) => jobs(cmd, &store(&settings).await?).await,
         Command::Poison(cmd) => poison(cmd, &settings).await,
         Command::Alerts(AlertsCommand::List { limit, json }) => {

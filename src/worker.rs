@@ -304,17 +304,17 @@ impl Worker {
             Ok(result) => {
                 self.circuit.success();
                 let transcript = (!result.transcript.is_empty()).then_some(result.transcript);
-                let finishing = pending.into_iter().map(|p| {
+                let deciding = pending.iter().map(|p| {
                     let outcome = result.outcomes.get(&p.job.id).cloned();
                     let host = host.clone();
                     let transcript = transcript.clone();
                     async move {
-                        let mut record = self.record(started_at, &p);
+                        let mut record = self.record(started_at, p);
                         record.host = host;
                         record.transcript = transcript;
                         let res = match outcome {
                             Some(AccountOutcome::Done { status }) => {
-                                self.verify(kind, &p, status, &mut record).await
+                                self.verify(kind, p, status, &mut record).await
                             }
                             Some(AccountOutcome::Failed { class, message }) => {
                                 self.failure(&p.job, class, message)
@@ -323,10 +323,26 @@ impl Worker {
                                 self.failure(&p.job, ErrorClass::Transient, "no outcome".into())
                             }
                         };
-                        self.finish(&p.job, &record, res).await;
+                        (record, res)
                     }
                 });
-                futures::future::join_all(finishing).await;
+                let decided = futures::future::join_all(deciding).await;
+                // The batch's outcomes land in one transaction.
+                let outcomes: Vec<_> = pending
+                    .iter()
+                    .zip(&decided)
+                    .map(|(p, (record, res))| (&p.job, record, res))
+                    .collect();
+                match self.store.finish_many(&self.replica, &outcomes).await {
+                    Ok(held) => {
+                        for ((job, _, res), held) in outcomes.iter().zip(held) {
+                            self.log_outcome(job, res, held);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, jobs = outcomes.len(), "cannot record the batch's outcomes; its jobs run again after their lease")
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, jobs = pending.len(), "batch failed as a whole");
@@ -558,7 +574,18 @@ impl Worker {
 
     async fn finish(&self, job: &Job, record: &AttemptRecord, res: Resolution) {
         match self.store.finish(job, &self.replica, record, &res).await {
-            Ok(true) => match &res {
+            Ok(held) => self.log_outcome(job, &res, held),
+            // The lease expires and another claim runs the job again; the Exchange step is
+            // idempotent, so that is safe.
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %e, "cannot record the outcome; the job will run again after its lease")
+            }
+        }
+    }
+
+    fn log_outcome(&self, job: &Job, res: &Resolution, held: bool) {
+        match held {
+            true => match res {
                 Resolution::Succeeded { outcome } => {
                     tracing::info!(job_id = %job.id, account = %job.account, kind = %job.kind, outcome, "job succeeded")
                 }
@@ -575,13 +602,8 @@ impl Worker {
                     tracing::info!(job_id = %job.id, account = %job.account, %note, "job cancelled")
                 }
             },
-            Ok(false) => {
+            false => {
                 tracing::warn!(job_id = %job.id, "lease lost before finishing: another replica owns the job now")
-            }
-            // The lease expires and another claim runs the job again; the Exchange step is
-            // idempotent, so that is safe.
-            Err(e) => {
-                tracing::error!(job_id = %job.id, error = %e, "cannot record the outcome; the job will run again after its lease")
             }
         }
     }

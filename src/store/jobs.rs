@@ -390,75 +390,220 @@ impl Store {
         resolution: &Resolution,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let (state, outcome, class, error, next_at): Transition<'_> = match resolution {
-            Resolution::Succeeded { outcome } => (
-                JobState::Succeeded,
-                Some(outcome.as_str()),
-                None,
-                None,
-                None,
-            ),
-            Resolution::Retry { class, error, at } => {
-                let state = if *class == ErrorClass::NotSynced {
-                    JobState::WaitingForSync
-                } else {
-                    JobState::Retrying
-                };
-                (state, None, Some(*class), Some(error.as_str()), Some(*at))
+        let held = finish_in(&mut tx, job, replica, record, resolution).await?;
+        if held {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(held)
+    }
+
+    /// `finish` for many jobs in one transaction (one commit, one WAL flush): a batch's
+    /// outcomes land together. Returns, per job, whether this replica still held it.
+    pub async fn finish_many(
+        &self,
+        replica: &str,
+        outcomes: &[(&Job, &AttemptRecord, &Resolution)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let n = outcomes.len();
+        let (mut ids, mut states, mut results, mut errors, mut classes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut next_ats, mut terminals, mut deferreds) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (job, _, resolution) in outcomes {
+            let (state, outcome, class, error, next_at) = transition(resolution);
+            ids.push(job.id);
+            states.push(state.as_str());
+            results.push(outcome);
+            errors.push(error);
+            classes.push(class.map(ErrorClass::as_str));
+            next_ats.push(next_at);
+            terminals.push(state.is_terminal());
+            deferreds.push(matches!(resolution, Resolution::Deferred { .. }));
+        }
+        let mut tx = self.pool.begin().await?;
+        // One statement moves every job still leased to this replica.
+        let held: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE jobs SET state = u.state, outcome = coalesce(u.outcome, jobs.outcome),
+                    last_error = u.error, last_error_class = u.class,
+                    next_attempt_at = coalesce(u.next_at, jobs.next_attempt_at),
+                    locked_by = NULL, locked_until = NULL, updated_at = now(),
+                    finished_at = CASE WHEN u.terminal THEN now() ELSE NULL END,
+                    attempt = jobs.attempt - CASE WHEN u.deferred THEN 1 ELSE 0 END
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::timestamptz[], $7::bool[], $8::bool[])
+                    AS u(id, state, outcome, error, class, next_at, terminal, deferred)
+              WHERE jobs.id = u.id AND jobs.locked_by = $9 AND jobs.state = 'running'
+             RETURNING jobs.id",
+        )
+        .bind(&ids)
+        .bind(&states)
+        .bind(&results)
+        .bind(&errors)
+        .bind(&classes)
+        .bind(&next_ats)
+        .bind(&terminals)
+        .bind(&deferreds)
+        .bind(replica)
+        .fetch_all(&mut *tx)
+        .await?;
+        let held: std::collections::HashSet<Uuid> = held.into_iter().collect();
+        let mut a_ids = Vec::new();
+        let (mut a_attempt, mut a_host, mut a_started, mut a_outcome) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut a_class, mut a_error, mut a_transcript, mut a_dc, mut a_dir) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, (job, record, resolution)) in outcomes.iter().enumerate() {
+            if !held.contains(&job.id) {
+                continue;
             }
-            Resolution::Failed { class, error, .. } => (
-                JobState::Failed,
-                None,
-                Some(*class),
-                Some(error.as_str()),
-                None,
-            ),
-            Resolution::Cancelled { note } => (
-                JobState::Cancelled,
-                Some("stale"),
-                None,
-                Some(note.as_str()),
-                None,
-            ),
-            Resolution::Deferred { class, error, at } => (
-                if *class == ErrorClass::NotSynced {
-                    JobState::WaitingForSync
-                } else {
-                    JobState::Retrying
-                },
-                None,
-                Some(*class),
-                Some(error.as_str()),
-                Some(*at),
-            ),
-        };
-        let deferred = matches!(resolution, Resolution::Deferred { .. });
-        let terminal = state.is_terminal();
-        let updated = sqlx::query(
-            "UPDATE jobs SET state = $3, outcome = coalesce($4, outcome),
+            a_ids.push(job.id);
+            a_attempt.push(job.attempt);
+            a_host.push(record.host.clone());
+            a_started.push(record.started_at);
+            a_outcome.push(if deferreds[i] { "deferred" } else { states[i] });
+            a_class.push(classes[i]);
+            a_error.push(errors[i]);
+            a_transcript.push(record.transcript.clone());
+            a_dc.push(record.domain_controller.clone());
+            a_dir.push(record.directory.clone());
+            if let Resolution::Failed {
+                alert: Some(alert), ..
+            } = resolution
+            {
+                sqlx::query(
+                    "INSERT INTO alerts (job_id, kind, subject, body) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(job.id)
+                .bind(&alert.kind)
+                .bind(&alert.subject)
+                .bind(&alert.body)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome, error_class,
+                                       error_message, transcript, domain_controller, directory)
+             SELECT u.job_id, u.attempt, $2, u.host, u.started_at, u.outcome, u.class, u.error,
+                    u.transcript, u.dc, u.directory
+               FROM unnest($1::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::text[],
+                           $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[])
+                    AS u(job_id, attempt, host, started_at, outcome, class, error, transcript, dc, directory)",
+        )
+        .bind(&a_ids)
+        .bind(replica)
+        .bind(&a_attempt)
+        .bind(&a_host)
+        .bind(&a_started)
+        .bind(&a_outcome)
+        .bind(&a_class)
+        .bind(&a_error)
+        .bind(&a_transcript)
+        .bind(&a_dc)
+        .bind(&a_dir)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(outcomes
+            .iter()
+            .map(|(j, _, _)| held.contains(&j.id))
+            .collect())
+    }
+}
+
+/// What a resolution writes on the job row.
+fn transition(resolution: &Resolution) -> Transition<'_> {
+    let t: Transition<'_> = match resolution {
+        Resolution::Succeeded { outcome } => (
+            JobState::Succeeded,
+            Some(outcome.as_str()),
+            None,
+            None,
+            None,
+        ),
+        Resolution::Retry { class, error, at } => {
+            let state = if *class == ErrorClass::NotSynced {
+                JobState::WaitingForSync
+            } else {
+                JobState::Retrying
+            };
+            (state, None, Some(*class), Some(error.as_str()), Some(*at))
+        }
+        Resolution::Failed { class, error, .. } => (
+            JobState::Failed,
+            None,
+            Some(*class),
+            Some(error.as_str()),
+            None,
+        ),
+        Resolution::Cancelled { note } => (
+            JobState::Cancelled,
+            Some("stale"),
+            None,
+            Some(note.as_str()),
+            None,
+        ),
+        Resolution::Deferred { class, error, at } => (
+            if *class == ErrorClass::NotSynced {
+                JobState::WaitingForSync
+            } else {
+                JobState::Retrying
+            },
+            None,
+            Some(*class),
+            Some(error.as_str()),
+            Some(*at),
+        ),
+    };
+    t
+}
+
+/// One job's transition inside the caller's transaction; false (and nothing written) when
+/// the job is no longer running under `replica`'s lease.
+async fn finish_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: &Job,
+    replica: &str,
+    record: &AttemptRecord,
+    resolution: &Resolution,
+) -> Result<bool, StoreError> {
+    let (state, outcome, class, error, next_at) = transition(resolution);
+    let deferred = matches!(resolution, Resolution::Deferred { .. });
+    let terminal = state.is_terminal();
+    let updated = sqlx::query(
+        "UPDATE jobs SET state = $3, outcome = coalesce($4, outcome),
                     last_error = $5, last_error_class = $6,
                     next_attempt_at = coalesce($7, next_attempt_at),
                     locked_by = NULL, locked_until = NULL, updated_at = now(),
                     finished_at = CASE WHEN $8 THEN now() ELSE NULL END,
                     attempt = attempt - CASE WHEN $9 THEN 1 ELSE 0 END
               WHERE id = $1 AND locked_by = $2 AND state = 'running'",
-        )
-        .bind(job.id)
-        .bind(replica)
-        .bind(state.as_str())
-        .bind(outcome)
-        .bind(error)
-        .bind(class.map(ErrorClass::as_str))
-        .bind(next_at)
-        .bind(terminal)
-        .bind(deferred)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query(
+    )
+    .bind(job.id)
+    .bind(replica)
+    .bind(state.as_str())
+    .bind(outcome)
+    .bind(error)
+    .bind(class.map(ErrorClass::as_str))
+    .bind(next_at)
+    .bind(terminal)
+    .bind(deferred)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
             "INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome, error_class, error_message, transcript,
                                        domain_controller, directory)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -474,24 +619,24 @@ impl Store {
         .bind(&record.transcript)
         .bind(&record.domain_controller)
         .bind(&record.directory)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        if let Resolution::Failed {
-            alert: Some(alert), ..
-        } = resolution
-        {
-            sqlx::query("INSERT INTO alerts (job_id, kind, subject, body) VALUES ($1, $2, $3, $4)")
-                .bind(job.id)
-                .bind(&alert.kind)
-                .bind(&alert.subject)
-                .bind(&alert.body)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+    if let Resolution::Failed {
+        alert: Some(alert), ..
+    } = resolution
+    {
+        sqlx::query("INSERT INTO alerts (job_id, kind, subject, body) VALUES ($1, $2, $3, $4)")
+            .bind(job.id)
+            .bind(&alert.kind)
+            .bind(&alert.subject)
+            .bind(&alert.body)
+            .execute(&mut **tx)
+            .await?;
     }
+    Ok(true)
+}
 
+impl Store {
     pub async fn get_job(&self, id: Uuid) -> Result<Option<(Job, Vec<Attempt>)>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"

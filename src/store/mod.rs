@@ -3,6 +3,7 @@
 //! Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_by`,
 //! `locked_until`), so any number of replicas can share one database.
 
+mod bench;
 mod jobs;
 mod poison;
 

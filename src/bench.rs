@@ -1,0 +1,313 @@
+//! `mailboxd bench …`: measurements that print numbers (a table, or `--json`), run against
+//! the real local services and the lab. Not tests: they assert nothing, they report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::config::{ExchangeMode, Settings};
+use crate::event::EventKind;
+use crate::exchange::{AccountData, Exchange, Template};
+use crate::lab::{self, Lab, LabConfig};
+use crate::store::{AttemptRecord, Resolution, Store};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: Which,
+    /// One JSON object instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Which {
+    /// The lab's own timing: N cmdlets at a given latency, C PowerShell runs at a time,
+    /// against the theoretical N × latency / C.
+    Lab {
+        #[arg(long, default_value_t = 100)]
+        cmdlets: usize,
+        #[arg(long, default_value = "50ms", value_parser = parse_dur)]
+        cmdlet_latency: Duration,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Claim-and-complete throughput of empty jobs on PostgreSQL with 1, 4 and 16 workers,
+    /// and the same work done by a plain `UPDATE … SKIP LOCKED RETURNING` loop.
+    Queue {
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        workers: Vec<usize>,
+        /// Jobs claimed per claim (the worker's batch).
+        #[arg(long, default_value_t = 50)]
+        batch: i64,
+    },
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
+    match args.which {
+        Which::Lab {
+            cmdlets,
+            cmdlet_latency,
+            concurrency,
+        } => bench_lab(cmdlets, cmdlet_latency, concurrency, args.json).await,
+        Which::Queue {
+            jobs,
+            workers,
+            batch,
+        } => bench_queue(settings, jobs, &workers, batch, args.json).await,
+    }
+}
+
+#[derive(Serialize)]
+struct LabResult {
+    cmdlets: usize,
+    cmdlet_latency_ms: f64,
+    concurrency: usize,
+    elapsed_s: f64,
+    theoretical_s: f64,
+    overhead_pct: f64,
+}
+
+async fn bench_lab(
+    cmdlets: usize,
+    latency: Duration,
+    concurrency: usize,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let concurrency = concurrency.max(1);
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let lab = Lab::start(LabConfig {
+        listen: "127.0.0.1:0".parse()?,
+        user: lab::DEFAULT_USER.into(),
+        password: SecretString::from(password.clone()),
+        accounts: lab::directory::seeded(cmdlets),
+        latency: lab::Latency {
+            session: Duration::ZERO,
+            cmdlet: latency,
+            round_trip: Duration::ZERO,
+        },
+        max_shells_per_user: concurrency.max(30),
+        ldap_listen: None,
+        throttle: Default::default(),
+        faults: Vec::new(),
+    })
+    .await?;
+    let exchange = lab_exchange(&lab, password)?;
+    // Accounts dealt round-robin to `concurrency` PowerShell runs, all started at once.
+    let mut batches: Vec<Vec<AccountData>> = vec![Vec::new(); concurrency];
+    for i in 0..cmdlets {
+        batches[i % concurrency].push(account(&format!("user{:05}", i + 1)));
+    }
+    let started = Instant::now();
+    let runs = batches.into_iter().map(|b| {
+        let ex = exchange.clone();
+        async move { ex.run_batch(Template::EnableRemoteMailbox, b).await }
+    });
+    for r in futures::future::join_all(runs).await {
+        r.context("a lab batch failed")?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lab.stop();
+    let theoretical = cmdlets as f64 * latency.as_secs_f64() / concurrency as f64;
+    let r = LabResult {
+        cmdlets,
+        cmdlet_latency_ms: latency.as_secs_f64() * 1e3,
+        concurrency,
+        elapsed_s: elapsed,
+        theoretical_s: theoretical,
+        overhead_pct: if theoretical > 0.0 {
+            (elapsed / theoretical - 1.0) * 100.0
+        } else {
+            0.0
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("cmdlets  latency  concurrency  elapsed   theoretical  overhead");
+        println!(
+            "{:<8} {:<8} {:<12} {:<9} {:<12} {:.1} %",
+            r.cmdlets,
+            format!("{:.0}ms", r.cmdlet_latency_ms),
+            r.concurrency,
+            format!("{:.3}s", r.elapsed_s),
+            format!("{:.3}s", r.theoretical_s),
+            r.overhead_pct
+        );
+    }
+    Ok(0)
+}
+
+/// mailboxd's Exchange client pointed at a lab (Basic over loopback HTTP, no session).
+fn lab_exchange(lab: &Lab, password: String) -> anyhow::Result<Exchange> {
+    let mut s = Settings::default();
+    s.winrm.endpoint = lab.endpoint();
+    s.winrm.username = lab::DEFAULT_USER.into();
+    s.winrm.password = Some(SecretString::from(password));
+    s.winrm.allow_unencrypted = true;
+    s.exchange.mode = ExchangeMode::None;
+    let client = crate::app::winrm_client(&s)?;
+    Ok(Exchange::new(client, &s.exchange, s.winrm.endpoint.clone()))
+}
+
+fn account(sam: &str) -> AccountData {
+    AccountData {
+        job_id: uuid::Uuid::new_v4(),
+        identity: sam.to_owned(),
+        sam_account_name: sam.to_owned(),
+        domain_controller: None,
+        remote_routing_address: Some(format!("{sam}@tenant.mail.onmicrosoft.com")),
+        alias: None,
+        primary_smtp_address: None,
+    }
+}
+
+#[derive(Serialize)]
+struct QueueRow {
+    workers: usize,
+    mailboxd_jobs_per_s: f64,
+    plain_jobs_per_s: f64,
+    ratio: f64,
+}
+
+async fn bench_queue(
+    settings: &Settings,
+    jobs: usize,
+    workers: &[usize],
+    batch: i64,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let url = bench_database_url(&settings.database.url)?;
+    crate::store::ensure_database(&url).await?;
+    let max_workers = workers.iter().copied().max().unwrap_or(1);
+    let store = Store::connect(&url, u32::try_from(max_workers + 2).unwrap_or(32)).await?;
+    store.migrate().await?;
+    let mut rows = Vec::new();
+    for &w in workers {
+        let w = w.max(1);
+        store.bench_reset().await?;
+        fill(&store, jobs).await?;
+        let started = Instant::now();
+        let done = claim_and_finish(&store, w, batch).await?;
+        let ours = done as f64 / started.elapsed().as_secs_f64();
+
+        store.bench_requeue().await?;
+        let started = Instant::now();
+        let done = plain_loop(&store, w, batch).await?;
+        let plain = done as f64 / started.elapsed().as_secs_f64();
+        rows.push(QueueRow {
+            workers: w,
+            mailboxd_jobs_per_s: ours,
+            plain_jobs_per_s: plain,
+            ratio: ours / plain,
+        });
+    }
+    store.bench_reset().await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "jobs": jobs, "batch": batch, "rows": rows })
+        );
+    } else {
+        println!("{jobs} empty jobs, claimed {batch} at a time (database {url})");
+        println!("workers  mailboxd jobs/s  plain UPDATE…RETURNING jobs/s  ratio");
+        for r in &rows {
+            println!(
+                "{:<8} {:<16.0} {:<30.0} {:.2}",
+                r.workers, r.mailboxd_jobs_per_s, r.plain_jobs_per_s, r.ratio
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// The same server as `database.url`, database `mailboxd_bench`: never the real queue.
+fn bench_database_url(url: &str) -> anyhow::Result<String> {
+    let mut u = url::Url::parse(url).context("database.url")?;
+    u.set_path("/mailboxd_bench");
+    Ok(u.to_string())
+}
+
+/// `jobs` joiners for distinct accounts, through the same insert path as the intake.
+async fn fill(store: &Store, jobs: usize) -> anyhow::Result<()> {
+    let mut i = 0;
+    while i < jobs {
+        let n = (jobs - i).min(1000);
+        let mut events = Vec::with_capacity(n);
+        for k in i..i + n {
+            let spec = crate::publish::EventSpec::new(EventKind::Joiner, format!("bench{k:07}"));
+            let body = serde_json::to_vec(&spec.to_json())?;
+            events.push(crate::event::parse(
+                &body,
+                Some("application/json"),
+                None,
+                EventKind::Joiner.routing_key(),
+            )?);
+        }
+        store.insert_events(&events, 3).await?;
+        i += n;
+    }
+    Ok(())
+}
+
+/// What a worker does, minus Exchange: claim a batch with a lease, record each outcome.
+async fn claim_and_finish(store: &Store, workers: usize, batch: i64) -> anyhow::Result<u64> {
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks = (0..workers).map(|i| {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let replica = format!("bench-{i}");
+            let ok = Resolution::Succeeded {
+                outcome: "enabled".into(),
+            };
+            loop {
+                let jobs = store
+                    .claim(&replica, batch, Duration::from_secs(60))
+                    .await?;
+                if jobs.is_empty() {
+                    return Ok::<_, crate::store::StoreError>(());
+                }
+                let record = AttemptRecord::new(chrono::Utc::now());
+                let outcomes: Vec<_> = jobs.iter().map(|j| (j, &record, &ok)).collect();
+                store.finish_many(&replica, &outcomes).await?;
+                done.fetch_add(jobs.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    });
+    for t in futures::future::join_all(tasks).await {
+        t??;
+    }
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+async fn plain_loop(store: &Store, workers: usize, batch: i64) -> anyhow::Result<u64> {
+    let tasks = (0..workers).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                let got = store.bench_plain_step(batch).await?;
+                if got == 0 {
+                    return Ok::<_, crate::store::StoreError>(n);
+                }
+                n += got;
+            }
+        })
+    });
+    let mut total = 0;
+    for t in futures::future::join_all(tasks).await {
+        total += t??;
+    }
+    Ok(total)
+}
