@@ -88,6 +88,10 @@ pub fn plan(
                             "account {sam:?} already has a remote mailbox routed to {cur}, not {want}; fix the targetAddress in Exchange or the event"
                         ),
                     ),
+                    // Hidden and disabled: the leaver came after this joiner; never unhide it.
+                    _ if a.hidden && a.disabled => Plan::Cancel(format!(
+                        "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
+                    )),
                     // Hidden: a rehire. The template makes it visible again.
                     _ if a.hidden => Plan::Run,
                     _ => Plan::Done("already"),
@@ -632,6 +636,135 @@ async fn listen(store: Store, wake: Arc<Notify>, shutdown: watch::Receiver<bool>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::directory::Account;
+
+    fn state(a: Option<Account>) -> AccountState {
+        AccountState {
+            domain_controller: "dc1.corp.example".into(),
+            url: "ldaps://dc1.corp.example".into(),
+            account: a,
+        }
+    }
+
+    fn acct(recipient: RecipientType, disabled: bool, hidden: bool, synced: bool) -> Account {
+        Account {
+            distinguished_name: "CN=j,CN=Users,DC=corp,DC=example".into(),
+            sam_account_name: "j".into(),
+            user_principal_name: None,
+            object_guid: None,
+            user_account_control: if disabled { 514 } else { 512 },
+            disabled,
+            recipient,
+            recipient_type_details: match recipient {
+                RecipientType::RemoteMailbox => Some(2_147_483_648),
+                RecipientType::OnPremMailbox => Some(1),
+                RecipientType::MailUser => Some(128),
+                RecipientType::Other => Some(64),
+                RecipientType::None => None,
+            },
+            hidden,
+            target_address: (recipient == RecipientType::RemoteMailbox)
+                .then(|| "SMTP:j@t.mail.onmicrosoft.com".into()),
+            cloud_synced: synced,
+        }
+    }
+
+    #[test]
+    fn every_directory_decision_of_the_design() {
+        use EventKind::{Joiner, Leaver};
+        use RecipientType::*;
+        let rra = Some("j@t.mail.onmicrosoft.com");
+        let kinds = |p: &Plan| match p {
+            Plan::Run => "run",
+            Plan::Done(o) => o,
+            Plan::Cancel(_) => "cancel",
+            Plan::WaitForSync(_) => "wait",
+            Plan::Fail(ErrorClass::Transient, _) => "transient",
+            Plan::Fail(ErrorClass::Permanent, _) => "permanent",
+            Plan::Fail(..) => "other",
+        };
+        let rows: Vec<(EventKind, Option<Account>, bool, &str)> = vec![
+            (Joiner, Option::None, false, "transient"),
+            (Joiner, Some(acct(None, false, false, true)), false, "run"),
+            (
+                Joiner,
+                Some(acct(MailUser, false, false, true)),
+                false,
+                "run",
+            ),
+            (
+                Joiner,
+                Some(acct(RemoteMailbox, false, false, true)),
+                false,
+                "already",
+            ),
+            (
+                Joiner,
+                Some(acct(RemoteMailbox, false, true, true)),
+                false,
+                "run",
+            ),
+            (
+                Joiner,
+                Some(acct(RemoteMailbox, true, true, true)),
+                false,
+                "cancel",
+            ),
+            (
+                Joiner,
+                Some(acct(OnPremMailbox, false, false, true)),
+                false,
+                "permanent",
+            ),
+            (
+                Joiner,
+                Some(acct(Other, false, false, true)),
+                false,
+                "permanent",
+            ),
+            (Joiner, Some(acct(None, false, false, false)), true, "wait"),
+            (Joiner, Some(acct(None, false, false, false)), false, "run"),
+            (Leaver, Option::None, false, "gone"),
+            (
+                Leaver,
+                Some(acct(RemoteMailbox, false, false, true)),
+                false,
+                "cancel",
+            ),
+            (
+                Leaver,
+                Some(acct(None, true, false, true)),
+                false,
+                "not_remote",
+            ),
+            (
+                Leaver,
+                Some(acct(RemoteMailbox, true, true, true)),
+                false,
+                "already",
+            ),
+            (
+                Leaver,
+                Some(acct(RemoteMailbox, true, false, true)),
+                false,
+                "run",
+            ),
+        ];
+        for (kind, a, require_sync, want) in rows {
+            let desc = format!("{kind:?} {a:?} sync={require_sync}");
+            let p = plan(kind, "j", &state(a), rra, require_sync);
+            assert_eq!(kinds(&p), want, "{desc}: {p:?}");
+        }
+        // A remote mailbox routed elsewhere is a conflict for a person, not a no-op.
+        let p = plan(
+            Joiner,
+            "j",
+            &state(Some(acct(RemoteMailbox, false, false, true))),
+            Some("other@t.mail.onmicrosoft.com"),
+            false,
+        );
+        assert_eq!(kinds(&p), "permanent");
+    }
 
     #[test]
     fn backoff_stays_within_its_exponential_ceiling() {

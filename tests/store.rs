@@ -198,3 +198,39 @@ async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
         Err(mailboxd::store::ActionRefused::NotFound)
     );
 }
+
+#[tokio::test]
+async fn an_event_older_than_the_last_processed_one_is_recorded_and_skipped() {
+    let store = fresh_store().await;
+    // The leaver (10:05) is processed first…
+    store
+        .insert_events(&[event("leave", EventKind::Leaver, "late", 5)], 5)
+        .await
+        .unwrap();
+    let jobs = store.claim("r", 10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let ok = Resolution::Succeeded {
+        outcome: "hidden".into(),
+    };
+    assert!(
+        store
+            .finish(&jobs[0], "r", &AttemptRecord::new(Utc::now()), &ok)
+            .await
+            .unwrap()
+    );
+    // …then the joiner from 10:00 arrives late: it must not undo the leaver.
+    let got = store
+        .insert_events(&[event("join", EventKind::Joiner, "late", 0)], 5)
+        .await
+        .unwrap();
+    assert!(matches!(got[0], Inserted::Stale(_)), "{got:?}");
+    let job = store.job_by_event("join").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Superseded);
+    assert!(
+        store
+            .claim("r", 10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

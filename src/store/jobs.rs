@@ -732,10 +732,11 @@ async fn insert_event(
     let payload = serde_json::to_value(event)
         .map_err(|e| StoreError::Corrupt(format!("cannot serialise event: {e}")))?;
     let id = Uuid::new_v4();
-    // A newer pending event for the same account already says what should be true.
+    // A newer event for the same account, pending or already processed, says what should be
+    // true: this one arrived late (a redelivery, a slow publisher) and is recorded, not run.
     let newer: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM jobs WHERE account = $1 AND occurred_at > $2
-            AND state IN ('queued', 'retrying', 'waiting_for_sync', 'running')
+            AND state IN ('queued', 'retrying', 'waiting_for_sync', 'running', 'succeeded', 'failed')
           ORDER BY occurred_at DESC LIMIT 1",
     )
     .bind(&account)
