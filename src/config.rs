@@ -202,6 +202,10 @@ pub struct Worker {
     /// (default: two Entra Connect cycles plus margin).
     #[serde(with = "humantime_secs")]
     pub sync_deadline: Duration,
+    /// Succeeded, cancelled and superseded jobs are deleted (with their attempts) after this
+    /// long; failed jobs stay until an operator acts.
+    #[serde(with = "humantime_secs")]
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -331,6 +335,7 @@ impl Default for Worker {
             circuit_cooldown: Duration::from_secs(60),
             sync_poll_interval: Duration::from_secs(300),
             sync_deadline: Duration::from_secs(2 * 3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -413,9 +418,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" | "" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => {
             return Err(format!(
-                "invalid duration unit in {text:?}: use ms, s, m or h"
+                "invalid duration unit in {text:?}: use ms, s, m, h or d"
             ));
         }
     };

@@ -174,6 +174,7 @@ impl Worker {
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(self.store.clone(), wake.clone(), shutdown.clone()));
+        let pruner = tokio::spawn(prune(self.store.clone(), self.cfg.retention));
         let mut loops = Vec::new();
         for i in 0..self.cfg.concurrency {
             let w = self.clone();
@@ -187,6 +188,7 @@ impl Worker {
             let _ = l.await;
         }
         listener.abort();
+        pruner.abort();
     }
 
     async fn claim_loop(&self, slot: u32, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
@@ -608,6 +610,28 @@ impl Worker {
             },
             false => {
                 tracing::warn!(job_id = %job.id, "lease lost before finishing: another replica owns the job now")
+            }
+        }
+    }
+}
+
+/// Retention: every few minutes, delete finished jobs past `worker.retention`. Any replica
+/// may do it; the deletes are idempotent and chunked.
+async fn prune(store: Store, retention: Duration) {
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(300).min(retention.max(Duration::from_secs(1))));
+    loop {
+        tick.tick().await;
+        loop {
+            match store.prune(retention, 1000).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(deleted = n, "pruned finished jobs past retention")
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prune finished jobs; trying again later");
+                    break;
+                }
             }
         }
     }

@@ -234,3 +234,56 @@ async fn an_event_older_than_the_last_processed_one_is_recorded_and_skipped() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
+    let store = fresh_store().await;
+    store
+        .insert_events(
+            &[
+                event("ok", EventKind::Joiner, "done1", 0),
+                event("bad", EventKind::Joiner, "fail1", 0),
+                event("again", EventKind::Joiner, "retry1", 0),
+            ],
+            5,
+        )
+        .await
+        .unwrap();
+    let jobs = store.claim("r", 3, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    let record = AttemptRecord::new(Utc::now());
+    for j in &jobs {
+        let res = match j.event_id.as_str() {
+            "ok" => Resolution::Succeeded {
+                outcome: "enabled".into(),
+            },
+            "bad" => Resolution::Failed {
+                class: mailboxd::store::ErrorClass::Permanent,
+                error: "no".into(),
+                alert: None,
+            },
+            _ => Resolution::Retry {
+                class: mailboxd::store::ErrorClass::Transient,
+                error: "later".into(),
+                at: Utc::now() + chrono::Duration::hours(1),
+            },
+        };
+        assert!(store.finish(j, "r", &record, &res).await.unwrap());
+    }
+    // Nothing is old enough yet.
+    assert_eq!(
+        store.prune(Duration::from_secs(3600), 100).await.unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.prune(Duration::from_millis(1), 100).await.unwrap(), 1);
+    assert!(store.job_by_event("ok").await.unwrap().is_none());
+    assert!(
+        store.job_by_event("bad").await.unwrap().is_some(),
+        "failed jobs stay"
+    );
+    assert!(
+        store.job_by_event("again").await.unwrap().is_some(),
+        "pending jobs stay"
+    );
+}

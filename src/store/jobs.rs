@@ -637,6 +637,23 @@ async fn finish_in(
 }
 
 impl Store {
+    /// Deletes finished jobs older than `age` (not failed ones: those wait for an operator),
+    /// a bounded chunk per call so a large backlog never holds long locks.
+    pub async fn prune(&self, age: Duration, chunk: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                 WHERE state IN ('succeeded', 'cancelled', 'superseded')
+                   AND finished_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+        )
+        .bind(interval(age))
+        .bind(chunk)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     pub async fn get_job(&self, id: Uuid) -> Result<Option<(Job, Vec<Attempt>)>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
