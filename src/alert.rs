@@ -54,6 +54,23 @@ pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) 
     }
 }
 
+/// The one recovery alert when the circuit closes again.
+pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
+    NewAlert {
+        kind: ErrorClass::Systemic.as_str().to_owned(),
+        subject: format!(
+            "[mailboxd] Windows host {endpoint} available again: mailbox jobs resumed"
+        ),
+        body: format!(
+            "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n             Nothing to do, unless this keeps happening: then look at the host's availability.\n             See the queue: mailboxd jobs list --state retrying\n",
+            secs = outage.as_secs()
+        ),
+    }
+}
+
+/// How long identical circuit alerts (from several replicas, or a flapping host) are folded.
+pub const CIRCUIT_ALERT_QUIET: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Sends the alert outbox by SMTP until shutdown. Without `[smtp].host` alerts stay in the
 /// outbox (visible with `mailboxd alerts list`) and this returns at once.
 pub mod sender {

@@ -33,6 +33,7 @@ struct Inner {
     cooldown: Duration,
     probing: bool,
     reason: Option<String>,
+    opened_at: Option<Instant>,
 }
 
 pub struct Circuit {
@@ -52,6 +53,7 @@ impl Circuit {
                 cooldown,
                 probing: false,
                 reason: None,
+                opened_at: None,
             }),
         }
     }
@@ -83,17 +85,23 @@ impl Circuit {
         self.lock().probing = false;
     }
 
-    /// A batch reached the Windows side and came back: close.
-    pub fn success(&self) {
+    /// A batch reached the Windows side and came back: close. Returns how long the outage
+    /// lasted when this closed an open circuit (the caller raises the one recovery alert).
+    pub fn success(&self) -> Option<Duration> {
         let mut s = self.lock();
-        if s.open_until.is_some() {
-            tracing::info!("the Windows side answers again: circuit closed, work resumes");
+        let outage = s.opened_at.take().map(|t| t.elapsed());
+        if let Some(d) = outage {
+            tracing::info!(
+                outage_s = d.as_secs(),
+                "the Windows side answers again: circuit closed, work resumes"
+            );
         }
         s.failures = 0;
         s.open_until = None;
         s.probing = false;
         s.cooldown = self.base_cooldown;
         s.reason = None;
+        outage
     }
 
     /// A whole batch failed. Returns `Some(pause)` when this opened the circuit (the
@@ -115,6 +123,7 @@ impl Circuit {
         }
         if systemic || s.failures >= self.threshold {
             s.open_until = Some(now + s.cooldown);
+            s.opened_at = Some(now);
             s.reason = Some(reason.to_owned());
             tracing::error!(
                 reason,
@@ -184,7 +193,8 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(c.permit(), Permit::Probe);
-        c.success();
+        assert!(c.success().is_some(), "closing reports the outage");
+        assert_eq!(c.success(), None, "a closed circuit closes nothing");
         assert_eq!(c.permit(), Permit::Go);
         assert!(!c.status().open);
     }

@@ -308,7 +308,16 @@ impl Worker {
         )));
         match run {
             Ok(result) => {
-                self.circuit.success();
+                if let Some(outage) = self.circuit.success() {
+                    let alert = crate::alert::circuit_closed(self.exchange.endpoint(), outage);
+                    if let Err(err) = self
+                        .store
+                        .raise_alert(&alert, crate::alert::CIRCUIT_ALERT_QUIET)
+                        .await
+                    {
+                        tracing::error!(error = %err, "cannot write the recovery alert");
+                    }
+                }
                 let transcript = (!result.transcript.is_empty()).then_some(result.transcript);
                 let deciding = pending.iter().map(|p| {
                     let outcome = result.outcomes.get(&p.job.id).cloned();
@@ -371,7 +380,7 @@ impl Worker {
                         crate::alert::circuit_opened(self.exchange.endpoint(), &reason, pause);
                     if let Err(err) = self
                         .store
-                        .raise_alert(&alert, Duration::from_secs(3600))
+                        .raise_alert(&alert, crate::alert::CIRCUIT_ALERT_QUIET)
                         .await
                     {
                         tracing::error!(error = %err, "cannot write the circuit alert");

@@ -495,15 +495,24 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
         deferred >= 2,
         "jobs waited for the host: {deferred} deferred attempts"
     );
-    // One alert for the outage, none per job.
+    // One alert when the outage began and one when it ended, none per job.
     let alerts = env.store.list_alerts(10).await.unwrap();
-    assert_eq!(alerts.len(), 1, "{alerts:?}");
-    assert!(
-        alerts[0].subject.contains("unavailable"),
-        "{}",
-        alerts[0].subject
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let subjects: Vec<&str> = alerts.iter().map(|a| a.subject.as_str()).collect();
+    assert_eq!(
+        subjects.iter().filter(|s| s.contains("unavailable")).count(),
+        1,
+        "{subjects:?}"
     );
-    assert!(alerts[0].job_id.is_none());
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| s.contains("available again"))
+            .count(),
+        1,
+        "{subjects:?}"
+    );
+    assert!(alerts.iter().all(|a| a.job_id.is_none()));
     let v: serde_json::Value = env
         .http
         .get(&readyz)
