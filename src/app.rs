@@ -23,6 +23,7 @@ pub struct App {
     pub replica: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    grace: std::time::Duration,
 }
 
 /// Builds the WinRM client from `[winrm]`, refusing what would be unsafe.
@@ -127,15 +128,33 @@ impl App {
             replica,
             shutdown,
             tasks,
+            grace: settings.worker.shutdown_grace,
         })
     }
 
-    /// Stops intake, workers and admin; in-flight deliveries stay unacked (the broker
-    /// redelivers them) and running jobs are picked up again after their lease.
+    /// Stops claiming, lets in-flight batches finish within `worker.shutdown_grace`, then
+    /// releases what is still running so another replica takes it at once (the directory
+    /// check makes running it again safe). Deliveries not yet committed stay unacked and
+    /// the broker redelivers them.
     pub async fn stop(self) {
         self.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let mut late = 0;
         for t in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                late += 1;
+            }
+        }
+        match self.store.release_running(&self.replica).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                jobs = n,
+                tasks = late,
+                "shutdown deadline passed: released running jobs for another replica"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot release running jobs; they run again after their lease")
+            }
         }
     }
 }

@@ -206,6 +206,9 @@ pub struct Worker {
     /// long; failed jobs stay until an operator acts.
     #[serde(with = "humantime_secs")]
     pub retention: Duration,
+    /// On SIGTERM, how long in-flight batches may run on before their jobs are released.
+    #[serde(with = "humantime_secs")]
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -336,6 +339,7 @@ impl Default for Worker {
             sync_poll_interval: Duration::from_secs(300),
             sync_deadline: Duration::from_secs(2 * 3600),
             retention: Duration::from_secs(30 * 24 * 3600),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

@@ -500,7 +500,10 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     let subjects: Vec<&str> = alerts.iter().map(|a| a.subject.as_str()).collect();
     assert_eq!(
-        subjects.iter().filter(|s| s.contains("unavailable")).count(),
+        subjects
+            .iter()
+            .filter(|s| s.contains("unavailable"))
+            .count(),
         1,
         "{subjects:?}"
     );
@@ -524,6 +527,43 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
         .unwrap();
     assert_eq!(v["circuit"]["open"], false, "{v}");
 
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_work_finish_briefly_then_hands_it_to_another_replica() {
+    let slow = mailboxd::lab::Latency {
+        session: Duration::from_secs(3),
+        cmdlet: Duration::ZERO,
+        round_trip: Duration::ZERO,
+    };
+    let env = TestEnv::with_latency(vec![seed("term")], slow).await;
+    let mut first = env.spawn_daemon(&[("MAILBOXD__WORKER__SHUTDOWN_GRACE", "300ms")]);
+    let ev = env.joiner("term");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_job(&ev.id, |j| j.state == JobState::Running).await;
+
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = wait_exit(&mut first, Duration::from_secs(10)).expect("exits after SIGTERM");
+    assert!(exit.success(), "{exit:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "did not wait out the batch");
+
+    // Released, not left running until its lease: due now, the attempt not counted.
+    let job = env.store.job_by_event(&ev.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Retrying, "{job:?}");
+    assert_eq!(job.attempt, 0);
+    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(attempts.last().unwrap().outcome, "released");
+
+    let app = env.start_daemon().await;
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.attempt, 1);
     app.stop().await;
     env.cleanup().await;
 }

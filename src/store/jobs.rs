@@ -637,6 +637,28 @@ async fn finish_in(
 }
 
 impl Store {
+    /// Gives back the jobs `replica` is running (shutdown past its deadline): due again at
+    /// once, the interrupted attempt recorded and not counted.
+    pub async fn release_running(&self, replica: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "WITH mine AS (
+                SELECT id FROM jobs WHERE state = 'running' AND locked_by = $1 FOR UPDATE)
+             , noted AS (
+                INSERT INTO job_attempts (job_id, attempt, replica, started_at, outcome, error_class, error_message)
+                SELECT j.id, j.attempt, $1, coalesce(j.started_at, now()), 'released', 'transient',
+                       'the replica shut down before the attempt finished; the job runs again'
+                  FROM jobs j JOIN mine m ON m.id = j.id)
+             UPDATE jobs SET state = 'retrying', locked_by = NULL, locked_until = NULL,
+                             next_attempt_at = now(), updated_at = now(),
+                             attempt = greatest(attempt - 1, 0)
+               FROM mine WHERE jobs.id = mine.id",
+        )
+        .bind(replica)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Deletes finished jobs older than `age` (not failed ones: those wait for an operator),
     /// a bounded chunk per call so a large backlog never holds long locks.
     pub async fn prune(&self, age: Duration, chunk: i64) -> Result<u64, StoreError> {
