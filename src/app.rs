@@ -83,6 +83,17 @@ impl App {
             settings.worker.circuit_threshold,
             settings.worker.circuit_cooldown,
         ));
+        let directory = crate::directory::Directory::from_config(&settings.ldap)?;
+        if let (Some(dir), Some(every)) = (&directory, settings.reconcile.interval) {
+            tasks.push(tokio::spawn(crate::reconcile::scheduled(
+                dir.clone(),
+                store.clone(),
+                settings.reconcile.clone(),
+                settings.worker.max_attempts,
+                every,
+                shutdown_rx.clone(),
+            )));
+        }
         let w = worker::Worker {
             store: store.clone(),
             exchange,
@@ -91,7 +102,7 @@ impl App {
             remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
             replica: replica.clone(),
             circuit: circuit.clone(),
-            directory: crate::directory::Directory::from_config(&settings.ldap)?,
+            directory: directory.clone(),
             require_cloud_sync: settings.ldap.require_cloud_sync,
         };
         tasks.push(tokio::spawn(w.run(shutdown_rx.clone())));

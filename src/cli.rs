@@ -39,6 +39,14 @@ pub enum Command {
     Run,
     /// Benchmarks against the local services and the lab (they print numbers).
     Bench(crate::bench::BenchArgs),
+    /// Compare AD with what should be true; queue jobs for the differences.
+    Reconcile {
+        /// Report the differences, queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the embedded database migrations (idempotent, advisory-locked).
     Migrate,
     /// The embedded default: lab + daemon on local PostgreSQL and RabbitMQ, sample events, a summary.
@@ -241,6 +249,7 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
         }
         Command::Publish(args) => publish(args, &settings).await,
         Command::Bench(args) => crate::bench::run(args, &settings).await,
+        Command::Reconcile { dry_run, json } => reconcile(&settings, dry_run, json).await,
         Command::Jobs(cmd) => jobs(cmd, &store(&settings).await?).await,
         Command::Poison(cmd) => poison(cmd, &settings).await,
         Command::Alerts(AlertsCommand::List { limit, json }) => {
@@ -267,6 +276,63 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
         }
         Command::Lab(_) | Command::Demo(_) => unreachable!("handled before loading settings"),
     }
+}
+
+async fn reconcile(settings: &Settings, dry_run: bool, json: bool) -> anyhow::Result<i32> {
+    let dir = crate::directory::Directory::from_config(&settings.ldap)?
+        .context("reconciliation reads AD: set [ldap].urls")?;
+    let store = store(settings).await?;
+    store.migrate().await?;
+    let lock = store.try_reconcile_lock().await?.context(
+        "another replica is reconciling right now (the reconcile advisory lock is held); try again later",
+    )?;
+    let result = crate::reconcile::run(
+        &dir,
+        &store,
+        &settings.reconcile,
+        settings.worker.max_attempts,
+        dry_run,
+        !json,
+    )
+    .await;
+    lock.release().await?;
+    let r = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(if r.capped && !dry_run { 3 } else { 0 });
+    }
+    println!("{:<20} {:<24} REASON", "KIND", "ACCOUNT");
+    for d in &r.differences {
+        let kind = serde_json::to_value(d.kind)?;
+        println!(
+            "{:<20} {:<24} {}",
+            kind.as_str().unwrap_or_default(),
+            d.sam_account_name,
+            d.reason
+        );
+    }
+    println!(
+        "run {}: scanned {} accounts on {} in {:.1}s; {} differences{}",
+        r.run_id,
+        r.scanned,
+        r.domain_controllers.join(", "),
+        r.elapsed_s,
+        r.differences.len(),
+        if dry_run {
+            " (dry run: nothing queued)".to_owned()
+        } else if r.capped {
+            format!(
+                "; more than reconcile.max_jobs_per_run = {}: nothing queued, an alert was raised",
+                settings.reconcile.max_jobs_per_run
+            )
+        } else {
+            format!(
+                "; {} jobs queued, {} already in progress",
+                r.jobs_created, r.skipped_pending
+            )
+        }
+    );
+    Ok(if r.capped && !dry_run { 3 } else { 0 })
 }
 
 async fn shutdown_signal() {

@@ -35,6 +35,50 @@ pub struct Settings {
     pub worker: Worker,
     pub smtp: Smtp,
     pub admin: Admin,
+    pub reconcile: Reconcile,
+}
+
+/// Reconciliation (`mailboxd reconcile`, and scheduled in the daemon when `interval` is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Reconcile {
+    /// How often the daemon reconciles (one replica at a time). Absent: never on its own.
+    #[serde(default, with = "humantime_opt")]
+    pub interval: Option<Duration>,
+    /// Where to look. Empty: `[ldap].base_dn` with `DEFAULT_RECONCILE_FILTER`.
+    pub scopes: Vec<ReconcileScope>,
+    /// More differences than this in one run: no job is created and an alert says why (a
+    /// misconfigured filter must not queue the whole directory).
+    pub max_jobs_per_run: usize,
+    /// Entries per page of the paged LDAP search.
+    pub page_size: i32,
+}
+
+/// One base DN and the LDAP filter for the users mailboxd is responsible for there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileScope {
+    pub base_dn: String,
+    #[serde(default = "default_reconcile_filter")]
+    pub filter: String,
+}
+
+/// Every user account (people, not computers).
+pub const DEFAULT_RECONCILE_FILTER: &str = "(&(objectCategory=person)(objectClass=user))";
+
+fn default_reconcile_filter() -> String {
+    DEFAULT_RECONCILE_FILTER.to_owned()
+}
+
+impl Default for Reconcile {
+    fn default() -> Self {
+        Reconcile {
+            interval: None,
+            scopes: Vec::new(),
+            max_jobs_per_run: 500,
+            page_size: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -366,6 +366,73 @@ impl Directory {
         }
     }
 
+    /// Reads every user under `base` matching `filter` with the Simple Paged Results
+    /// control (`page_size` per page), handing each account to `each` as it arrives, so
+    /// a directory of any size is scanned in bounded memory. Returns the DC used.
+    pub async fn scan(
+        &self,
+        base: &str,
+        filter: &str,
+        page_size: i32,
+        mut each: impl FnMut(Account),
+    ) -> Result<String, DirectoryError> {
+        let mut tried = Vec::new();
+        for url in self.order(None) {
+            let conn = match self.connect(&url).await {
+                Ok(c) => c,
+                Err(ReadError::Unreachable(r)) => {
+                    tried.push(format!("{url}: {r}"));
+                    continue;
+                }
+                Err(ReadError::Fatal(e)) => return Err(e),
+            };
+            let dc = conn.dns_host_name.clone();
+            let search_err = |e: LdapError| DirectoryError::Search {
+                domain_controller: dc.clone(),
+                reason: e.to_string(),
+            };
+            let mut ldap = conn.ldap.clone();
+            let adapters: Vec<Box<dyn ldap3::adapters::Adapter<_, _>>> = vec![
+                Box::new(ldap3::adapters::EntriesOnly::new()),
+                Box::new(ldap3::adapters::PagedResults::new(page_size.max(1))),
+            ];
+            let mut stream = ldap
+                .with_timeout(self.inner.timeout)
+                .streaming_search_with(
+                    adapters,
+                    base,
+                    Scope::Subtree,
+                    filter,
+                    ACCOUNT_ATTRS.to_vec(),
+                )
+                .await
+                .map_err(search_err)?;
+            while let Some(entry) = stream.next().await.map_err(search_err)? {
+                each(account_from_entry(
+                    &SearchEntry::construct(entry),
+                    self.inner.sync_rule,
+                ));
+            }
+            let res = stream.finish().await;
+            if res.rc != 0 {
+                return Err(DirectoryError::Search {
+                    domain_controller: dc,
+                    reason: format!("LDAP result {} {}", res.rc, res.text),
+                });
+            }
+            let _ = conn.ldap.clone().unbind().await;
+            return Ok(dc);
+        }
+        Err(DirectoryError::AllUnreachable {
+            tried: tried.join("; "),
+        })
+    }
+
+    /// The base DN searches start from (`[ldap].base_dn`).
+    pub fn base_dn(&self) -> &str {
+        &self.inner.base_dn
+    }
+
     /// Binds to every configured controller and reads its rootDSE (`mailboxd check`).
     pub async fn check(&self) -> Vec<(String, Result<String, String>)> {
         let mut out = Vec::new();

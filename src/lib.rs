@@ -15,6 +15,7 @@ pub mod exchange;
 pub mod intake;
 pub mod lab;
 pub mod publish;
+pub mod reconcile;
 pub mod store;
 pub mod telemetry;
 pub mod winrm;

@@ -552,7 +552,10 @@ async fn sigterm_lets_work_finish_briefly_then_hands_it_to_another_replica() {
     assert!(status.success());
     let exit = wait_exit(&mut first, Duration::from_secs(10)).expect("exits after SIGTERM");
     assert!(exit.success(), "{exit:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "did not wait out the batch");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "did not wait out the batch"
+    );
 
     // Released, not left running until its lease: due now, the attempt not counted.
     let job = env.store.job_by_event(&ev.id).await.unwrap().unwrap();

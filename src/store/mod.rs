@@ -6,9 +6,11 @@
 mod bench;
 mod jobs;
 mod poison;
+mod reconcile;
 
 pub use jobs::*;
 pub use poison::*;
+pub use reconcile::*;
 
 use std::str::FromStr;
 use std::time::Duration;

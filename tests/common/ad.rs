@@ -32,6 +32,7 @@ pub struct User {
     /// mS-DS-ConsistencyGuid stamped (Entra Connect picked it up).
     pub synced: bool,
     pub upn: Option<String>,
+    pub description: Option<String>,
 }
 
 impl User {
@@ -109,11 +110,34 @@ impl TestAd {
         ldap
     }
 
+    /// Creates an organizational unit directly under the domain; returns its DN.
+    pub async fn add_ou(&self, name: &str) -> String {
+        let mut ldap = self.admin().await;
+        let dn = format!("OU={name},{}", self.base_dn);
+        ldap.add(
+            &dn,
+            vec![
+                ("objectClass", HashSet::from(["top", "organizationalUnit"])),
+                ("ou", HashSet::from([name])),
+            ],
+        )
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("add {dn}: {e}"));
+        dn
+    }
+
     /// Creates a user whose sAMAccountName is `sam` (any name AD allows) under CN=Users,
     /// with a plain CN made from `cn`; returns its DN and objectGUID.
     pub async fn add_user(&self, cn: &str, sam: &str, u: &User) -> (String, Uuid) {
+        let users = format!("CN=Users,{}", self.base_dn);
+        self.add_user_at(&users, cn, sam, u).await
+    }
+
+    /// `add_user` in the container `parent`.
+    pub async fn add_user_at(&self, parent: &str, cn: &str, sam: &str, u: &User) -> (String, Uuid) {
         let mut ldap = self.admin().await;
-        let dn = format!("CN={cn},CN=Users,{}", self.base_dn);
+        let dn = format!("CN={cn},{parent}");
         // 0x200 normal account + 0x20 no password required (test users have none).
         let uac = if u.disabled { 0x222 } else { 0x220 };
         let upn = u
@@ -148,6 +172,9 @@ impl TestAd {
         }
         if let Some(t) = &u.target_address {
             mods.push(set("targetAddress", t.clone()));
+        }
+        if let Some(d) = &u.description {
+            mods.push(set("description", d.clone()));
         }
         if !mods.is_empty() {
             ldap.modify(&dn, mods)

@@ -1,0 +1,333 @@
+//! Reconciliation: compare Active Directory with what should be true and turn every
+//! difference into an ordinary job (same store path as events: dedup, supersede, one
+//! running job per account), with source `reconcile`.
+//!
+//! Rule: an enabled user in scope should have a visible remote mailbox; a disabled user in
+//! scope should have its remote mailbox hidden. On-premises mailboxes are reported and
+//! never touched.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::config::{self, DEFAULT_RECONCILE_FILTER};
+use crate::directory::{Account, Directory, RecipientType};
+use crate::event::{self, AccountName, Event, EventKind};
+use crate::store::{NewAlert, RunRecord, Store};
+
+/// Differences kept in the run record and shown to operators (all are counted).
+const SAMPLE: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffKind {
+    /// Enabled user without a remote mailbox: a joiner the events missed.
+    MissingMailbox,
+    /// Enabled user whose remote mailbox is hidden: a rehire the events missed.
+    HiddenButEnabled,
+    /// Disabled user whose remote mailbox is still in the address lists: a missed leaver.
+    VisibleLeaver,
+    /// Has an on-premises mailbox: reported only.
+    OnPremMailbox,
+}
+
+impl DiffKind {
+    fn job(self) -> Option<EventKind> {
+        match self {
+            DiffKind::MissingMailbox | DiffKind::HiddenButEnabled => Some(EventKind::Joiner),
+            DiffKind::VisibleLeaver => Some(EventKind::Leaver),
+            DiffKind::OnPremMailbox => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    pub kind: DiffKind,
+    pub sam_account_name: String,
+    pub object_guid: Option<uuid::Uuid>,
+    pub distinguished_name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: i64,
+    pub dry_run: bool,
+    pub domain_controllers: Vec<String>,
+    pub scanned: usize,
+    pub differences: Vec<Difference>,
+    pub by_kind: BTreeMap<DiffKind, usize>,
+    pub jobs_created: usize,
+    /// Differences whose account already has a job in progress.
+    pub skipped_pending: usize,
+    /// More differences than `max_jobs_per_run`: nothing was queued.
+    pub capped: bool,
+    pub elapsed_s: f64,
+}
+
+/// What one account needs, if anything.
+pub fn difference(a: &Account) -> Option<Difference> {
+    let (kind, reason) = match (a.disabled, a.recipient, a.hidden) {
+        (_, RecipientType::OnPremMailbox, _) => (
+            DiffKind::OnPremMailbox,
+            "has an on-premises mailbox; mailboxd never converts it".to_owned(),
+        ),
+        (false, RecipientType::None | RecipientType::MailUser, _) => (
+            DiffKind::MissingMailbox,
+            "enabled user without a remote mailbox".to_owned(),
+        ),
+        (false, RecipientType::RemoteMailbox, true) => (
+            DiffKind::HiddenButEnabled,
+            "enabled user whose remote mailbox is hidden from the address lists".to_owned(),
+        ),
+        (true, RecipientType::RemoteMailbox, false) => (
+            DiffKind::VisibleLeaver,
+            "disabled user whose remote mailbox is still in the address lists".to_owned(),
+        ),
+        _ => return None,
+    };
+    Some(Difference {
+        kind,
+        sam_account_name: a.sam_account_name.clone(),
+        object_guid: a.object_guid,
+        distinguished_name: a.distinguished_name.clone(),
+        reason,
+    })
+}
+
+/// Scans every scope, reports the differences and (unless `dry_run`) queues jobs for them.
+pub async fn run(
+    dir: &Directory,
+    store: &Store,
+    cfg: &config::Reconcile,
+    max_attempts: i32,
+    dry_run: bool,
+    progress: bool,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let run_id = store
+        .start_reconcile_run(crate::replica_name(), dry_run)
+        .await?;
+    let scopes = if cfg.scopes.is_empty() {
+        vec![config::ReconcileScope {
+            base_dn: dir.base_dn().to_owned(),
+            filter: DEFAULT_RECONCILE_FILTER.to_owned(),
+        }]
+    } else {
+        cfg.scopes.clone()
+    };
+    let mut scanned = 0usize;
+    let mut differences = Vec::new();
+    let mut dcs = Vec::new();
+    let mut last_progress = Instant::now();
+    for scope in &scopes {
+        let dc = dir
+            .scan(&scope.base_dn, &scope.filter, cfg.page_size, |a| {
+                scanned += 1;
+                if progress && last_progress.elapsed() >= Duration::from_secs(1) {
+                    eprint!(
+                        "\rscanned {scanned} accounts, {} differences",
+                        differences.len()
+                    );
+                    last_progress = Instant::now();
+                }
+                if let Some(d) = difference(&a) {
+                    differences.push(d);
+                }
+            })
+            .await;
+        match dc {
+            Ok(dc) => dcs.push(dc),
+            Err(e) => {
+                let record = RunRecord {
+                    domain_controller: None,
+                    scanned: i32::try_from(scanned).unwrap_or(i32::MAX),
+                    differences: 0,
+                    by_kind: serde_json::json!({}),
+                    sample: serde_json::json!([]),
+                    jobs_created: 0,
+                    skipped_pending: 0,
+                    capped: false,
+                    error: Some(&e.to_string()),
+                };
+                store.finish_reconcile_run(run_id, &record).await?;
+                return Err(e.into());
+            }
+        }
+    }
+    if progress {
+        eprintln!(
+            "\rscanned {scanned} accounts, {} differences",
+            differences.len()
+        );
+    }
+    // Several scopes may overlap: one difference per account.
+    differences.sort_by(|a, b| {
+        a.sam_account_name
+            .to_lowercase()
+            .cmp(&b.sam_account_name.to_lowercase())
+    });
+    differences.dedup_by(|a, b| a.sam_account_name.eq_ignore_ascii_case(&b.sam_account_name));
+    let mut by_kind = BTreeMap::new();
+    for d in &differences {
+        *by_kind.entry(d.kind).or_insert(0usize) += 1;
+    }
+
+    let actionable: Vec<&Difference> = differences
+        .iter()
+        .filter(|d| d.kind.job().is_some())
+        .collect();
+    let capped = actionable.len() > cfg.max_jobs_per_run;
+    let mut jobs_created = 0;
+    let mut skipped_pending = 0;
+    if !dry_run && capped {
+        let alert = NewAlert {
+            kind: "reconcile".into(),
+            subject: format!(
+                "[mailboxd] Reconciliation queued nothing: {} differences exceed the cap of {}",
+                actionable.len(),
+                cfg.max_jobs_per_run
+            ),
+            body: format!(
+                "Run {run_id} compared {scanned} accounts and found {} that would need a job, more than \
+                 reconcile.max_jobs_per_run = {}. That usually means a scope or filter is wrong, so nothing \
+                 was queued.\n\nWhat to do: check the differences with `mailboxd reconcile --dry-run`; if \
+                 they are real, raise the cap for one run or work through them in smaller scopes.\n",
+                actionable.len(),
+                cfg.max_jobs_per_run
+            ),
+        };
+        store.raise_alert(&alert, Duration::from_secs(3600)).await?;
+        tracing::error!(
+            run_id,
+            differences = actionable.len(),
+            cap = cfg.max_jobs_per_run,
+            "reconciliation capped: nothing queued"
+        );
+    } else if !dry_run {
+        let keys: Vec<String> = actionable
+            .iter()
+            .map(|d| d.sam_account_name.to_lowercase())
+            .collect();
+        let pending = store.pending_accounts(&keys).await?;
+        let mut events = Vec::new();
+        for d in &actionable {
+            if pending.contains(&d.sam_account_name.to_lowercase()) {
+                skipped_pending += 1;
+                continue;
+            }
+            match to_event(run_id, d) {
+                Ok(e) => events.push(e),
+                Err(why) => {
+                    tracing::warn!(account = %d.sam_account_name, %why, "difference cannot become a job")
+                }
+            }
+        }
+        for chunk in events.chunks(500) {
+            let inserted = store.insert_events(chunk, max_attempts).await?;
+            jobs_created += inserted
+                .iter()
+                .filter(|i| matches!(i, crate::store::Inserted::New(_)))
+                .count();
+        }
+    }
+    let report = Report {
+        run_id,
+        dry_run,
+        domain_controllers: dcs,
+        scanned,
+        by_kind,
+        jobs_created,
+        skipped_pending,
+        capped,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        differences,
+    };
+    let sample: Vec<&Difference> = report.differences.iter().take(SAMPLE).collect();
+    let dc = report.domain_controllers.first().cloned();
+    store
+        .finish_reconcile_run(
+            run_id,
+            &RunRecord {
+                domain_controller: dc.as_deref(),
+                scanned: i32::try_from(report.scanned).unwrap_or(i32::MAX),
+                differences: i32::try_from(report.differences.len()).unwrap_or(i32::MAX),
+                by_kind: serde_json::to_value(&report.by_kind)?,
+                sample: serde_json::to_value(&sample)?,
+                jobs_created: i32::try_from(report.jobs_created).unwrap_or(i32::MAX),
+                skipped_pending: i32::try_from(report.skipped_pending).unwrap_or(i32::MAX),
+                capped: report.capped,
+                error: None,
+            },
+        )
+        .await?;
+    Ok(report)
+}
+
+/// The job a difference becomes: an ordinary event, sourced `reconcile`.
+fn to_event(run_id: i64, d: &Difference) -> Result<Event, String> {
+    let kind = d.kind.job().ok_or("reported only")?;
+    let sam = AccountName::parse(&d.sam_account_name)?;
+    let key = d.object_guid.map_or_else(|| sam.key(), |g| g.to_string());
+    Ok(Event {
+        id: format!("reconcile-{run_id}-{key}"),
+        kind,
+        occurred_at: Utc::now(),
+        account: event::Account {
+            sam_account_name: sam,
+            object_guid: d.object_guid,
+            distinguished_name: Some(d.distinguished_name.clone()),
+            user_principal_name: None,
+            created_on_server: None,
+        },
+        mailbox: None,
+        source: Some("reconcile".into()),
+    })
+}
+
+/// The daemon's schedule: every `interval`, one replica (the advisory lock's holder) runs.
+pub async fn scheduled(
+    dir: Directory,
+    store: Store,
+    cfg: config::Reconcile,
+    max_attempts: i32,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let lock = match store.try_reconcile_lock().await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                tracing::debug!("another replica is reconciling");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the reconcile lock");
+                continue;
+            }
+        };
+        match run(&dir, &store, &cfg, max_attempts, false, false).await {
+            Ok(r) => tracing::info!(
+                run_id = r.run_id,
+                scanned = r.scanned,
+                differences = r.differences.len(),
+                jobs_created = r.jobs_created,
+                capped = r.capped,
+                "reconciliation finished"
+            ),
+            Err(e) => tracing::error!(error = %e, "reconciliation failed"),
+        }
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "cannot release the reconcile lock (it goes with the connection)");
+        }
+    }
+}
