@@ -36,6 +36,15 @@ pub enum Which {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Time and peak memory of a reconciliation dry run: against a lab directory of N users
+    /// (started as a separate process), or with --use-config against the configured [ldap].
+    Reconcile {
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        /// Reconcile the directory in the configuration (e.g. a populated Samba AD) instead.
+        #[arg(long)]
+        use_config: bool,
+    },
     /// Claim-and-complete throughput of empty jobs on PostgreSQL with 1, 4 and 16 workers,
     /// and the same work done by a plain `UPDATE … SKIP LOCKED RETURNING` loop.
     Queue {
@@ -65,7 +74,139 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             workers,
             batch,
         } => bench_queue(settings, jobs, &workers, batch, args.json).await,
+        Which::Reconcile {
+            accounts,
+            use_config,
+        } => bench_reconcile(settings, accounts, use_config, args.json).await,
     }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn bench_reconcile(
+    settings: &Settings,
+    accounts: usize,
+    use_config: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let mut cfg_ldap = settings.ldap.clone();
+    let mut lab_child = None;
+    let dir = tempfile_dir()?;
+    if !use_config {
+        // The lab in its own process, so the peak memory measured here is mailboxd's alone.
+        let file = dir.join("accounts.jsonl");
+        let mut text = String::with_capacity(accounts * 80);
+        for i in 0..accounts {
+            // 90 % fine, 5 % missing a mailbox, 5 % leavers still visible.
+            let line = match i % 20 {
+                0 => format!("{{\"sam_account_name\":\"rc{i:07}\",\"synced\":true}}"),
+                1 => format!(
+                    "{{\"sam_account_name\":\"rc{i:07}\",\"recipient\":\"remote\",\"disabled\":true}}"
+                ),
+                _ => format!("{{\"sam_account_name\":\"rc{i:07}\",\"recipient\":\"remote\"}}"),
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        std::fs::write(&file, text)?;
+        let (http, ldap) = (free_port()?, free_port()?);
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["lab", "--accounts", "0", "--accounts-file"])
+            .arg(&file)
+            .args(["--listen", &format!("127.0.0.1:{http}")])
+            .args(["--ldap-listen", &format!("127.0.0.1:{ldap}")])
+            .env("MAILBOXD_LAB_PASSWORD", &password)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the lab")?;
+        lab_child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", ldap))
+            .await
+            .is_err()
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the lab did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cfg_ldap = crate::config::Ldap {
+            urls: vec![format!("ldap://127.0.0.1:{ldap}")],
+            base_dn: lab::directory::LAB_BASE_DN.into(),
+            bind_dn: format!("{}@{}", lab::DEFAULT_USER, lab::directory::LAB_DOMAIN),
+            password: Some(SecretString::from(password)),
+            starttls: false,
+            allow_plaintext: true,
+            ..crate::config::Ldap::default()
+        };
+    }
+    let result = async {
+        let directory = crate::directory::Directory::from_config(&cfg_ldap)?
+            .context("no [ldap].urls configured")?;
+        let url = bench_database_url(&settings.database.url)?;
+        crate::store::ensure_database(&url).await?;
+        let store = Store::connect(&url, 4).await?;
+        store.migrate().await?;
+        let before = peak_rss_mib();
+        let mut rcfg = settings.reconcile.clone();
+        rcfg.max_jobs_per_run = usize::MAX;
+        let report = crate::reconcile::run(&directory, &store, &rcfg, 3, true, !json).await?;
+        Ok::<_, anyhow::Error>((report, before, peak_rss_mib()))
+    }
+    .await;
+    if let Some(mut c) = lab_child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (report, before, after) = result?;
+    let out = serde_json::json!({
+        "directory": if use_config { "configured" } else { "lab" },
+        "scanned": report.scanned,
+        "differences": report.differences.len(),
+        "elapsed_s": report.elapsed_s,
+        "accounts_per_s": report.scanned as f64 / report.elapsed_s.max(1e-9),
+        "peak_rss_mib_before": before,
+        "peak_rss_mib": after,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!(
+            "reconciled {} accounts ({} differences) in {:.2}s = {:.0}/s; peak RSS {:.1} MiB (before the scan {:.1} MiB)",
+            report.scanned,
+            report.differences.len(),
+            report.elapsed_s,
+            report.scanned as f64 / report.elapsed_s.max(1e-9),
+            after.unwrap_or_default(),
+            before.unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("mailboxd-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
 }
 
 #[derive(Serialize)]

@@ -289,14 +289,8 @@ fn search(
                 .collect()
         }
     };
-    let matching: Vec<Entry> = candidates
-        .into_iter()
-        .map(|a| entry(a, a.synced && !st.faults.unsynced(&a.sam_account_name)))
-        .filter(|e| matches(&req.filter, e))
-        .collect();
-    drop(st);
-
-    // Simple paged results (RFC 2696): the cookie is the offset of the next page.
+    // Simple paged results (RFC 2696): the cookie is the candidate index to resume from, so
+    // paging through a large directory costs one pass, not one pass per page.
     let paged = ctrl.iter().find_map(|c| match c {
         LdapControl::SimplePagedResults { size, cookie } => Some((*size, cookie.clone())),
         _ => None,
@@ -314,7 +308,16 @@ fn search(
     let limit = usize::try_from(req.sizelimit).unwrap_or(0);
     let mut out = Vec::new();
     let mut sent = 0usize;
-    for e in matching.iter().skip(start).take(page) {
+    let mut next = candidates.len();
+    for (i, a) in candidates.iter().enumerate().skip(start) {
+        if sent == page {
+            next = i;
+            break;
+        }
+        let e = entry(a, a.synced && !st.faults.unsynced(&a.sam_account_name));
+        if !matches(&req.filter, &e) {
+            continue;
+        }
         if limit > 0 && sent == limit {
             out.push(done(
                 id,
@@ -325,20 +328,22 @@ fn search(
         }
         out.push(reply(
             id,
-            LdapOp::SearchResultEntry(select(e, &req.attrs, req.typesonly)),
+            LdapOp::SearchResultEntry(select(&e, &req.attrs, req.typesonly)),
         ));
         sent += 1;
     }
+    let total = candidates.len();
+    drop(st);
     let ctrl = match paged {
         Some(_) => {
-            let next = start + sent;
-            let cookie = if next < matching.len() {
+            let cookie = if next < total {
                 next.to_string().into_bytes()
             } else {
                 Vec::new()
             };
+            // The size estimate may count non-matching candidates; RFC 2696 allows that.
             vec![LdapControl::SimplePagedResults {
-                size: i64::try_from(matching.len()).unwrap_or(i64::MAX),
+                size: i64::try_from(total).unwrap_or(i64::MAX),
                 cookie,
             }]
         }
