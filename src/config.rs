@@ -105,6 +105,10 @@ pub struct Amqp {
     /// Let the broker delete the queues when unused this long (demo and tests only).
     #[serde(default, with = "humantime_opt")]
     pub queue_expires: Option<Duration>,
+    /// IdentityIQ XML: the application names whose AccountRequests are for mailboxd.
+    pub iiq_applications: Vec<String>,
+    /// Domains an event's remote routing address may use; empty: any.
+    pub allowed_routing_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -315,6 +319,8 @@ impl Default for Amqp {
             prefetch: 100,
             queue_type: QueueType::Quorum,
             queue_expires: None,
+            iiq_applications: vec!["Active Directory".into()],
+            allowed_routing_domains: Vec::new(),
         }
     }
 }
@@ -501,6 +507,8 @@ impl Settings {
                 .with_list_parse_key("ldap.urls")
                 .with_list_parse_key("exchange.connection_uris")
                 .with_list_parse_key("smtp.to")
+                .with_list_parse_key("amqp.iiq_applications")
+                .with_list_parse_key("amqp.allowed_routing_domains")
                 .try_parsing(true),
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;

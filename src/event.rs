@@ -166,6 +166,79 @@ pub enum EventError {
     Missing(&'static str),
     #[error("invalid field {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("IdentityIQ XML could not be read: {0}")]
+    Xml(String),
+}
+
+/// What the intake checks beyond the contract itself (from `[amqp]`).
+#[derive(Debug, Clone, Default)]
+pub struct IntakeRules {
+    /// IdentityIQ application names whose AccountRequests are for mailboxd.
+    pub iiq_applications: Vec<String>,
+    /// Domains a remote routing address may use; empty: any.
+    pub allowed_routing_domains: Vec<String>,
+}
+
+/// What one delivery came to: the events it carries (an IdentityIQ plan may carry several,
+/// or none for mailboxd), and what the log should say about it.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub events: Vec<Event>,
+    pub ignored: Vec<String>,
+    /// Credential attribute names an IdentityIQ sender included (values never kept).
+    pub credentials: Vec<String>,
+}
+
+/// Parses a delivery of either format: the JSON contract, or IdentityIQ XML (by content
+/// type `application/xml`/`text/xml`, or a body that starts with `<`).
+pub fn parse_delivery(
+    body: &[u8],
+    content_type: Option<&str>,
+    message_id: Option<&str>,
+    routing_key: &str,
+    rules: &IntakeRules,
+) -> Result<Delivery, EventError> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(EventError::TooLarge(body.len()));
+    }
+    let mut out = if crate::iiq::looks_like_xml(body, content_type) {
+        let p = crate::iiq::parse(body, message_id, Utc::now(), &rules.iiq_applications)?;
+        Delivery {
+            events: p.events,
+            ignored: p.ignored,
+            credentials: p.credentials,
+        }
+    } else {
+        Delivery {
+            events: vec![parse(body, content_type, message_id, routing_key)?],
+            ..Delivery::default()
+        }
+    };
+    if !rules.allowed_routing_domains.is_empty() {
+        for e in &mut out.events {
+            if let Some(rra) = e
+                .mailbox
+                .as_ref()
+                .and_then(|m| m.remote_routing_address.as_deref())
+            {
+                let domain = rra.rsplit_once('@').map_or("", |(_, d)| d);
+                if !rules
+                    .allowed_routing_domains
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(domain))
+                {
+                    return Err(invalid(
+                        "mailbox.remote_routing_address",
+                        format!(
+                            "domain {domain:?} is not one of the allowed routing domains ({})",
+                            rules.allowed_routing_domains.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The JSON as sent; every field optional so that a missing one gets a precise error.
@@ -426,6 +499,34 @@ fn check_alias(s: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn routing_domains_outside_the_allow_list_are_refused() {
+        let body = br#"{"schema":"mailboxd.event/v1","id":"r1","type":"joiner","occurred_at":"2026-11-22T10:00:00Z","account":{"sam_account_name":"jdoe"},"mailbox":{"remote_routing_address":"jdoe@evil.example"}}"#;
+        let rules = IntakeRules {
+            allowed_routing_domains: vec!["tenant.mail.onmicrosoft.com".into()],
+            ..IntakeRules::default()
+        };
+        let err = parse_delivery(body, None, None, "ad.user.created", &rules).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not one of the allowed routing domains"),
+            "{err}"
+        );
+        let ok = body
+            .to_vec()
+            .iter()
+            .map(|b| *b as char)
+            .collect::<String>()
+            .replace("evil.example", "tenant.mail.onmicrosoft.com");
+        assert_eq!(
+            parse_delivery(ok.as_bytes(), None, None, "ad.user.created", &rules)
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+    }
+
     use super::*;
 
     fn joiner(sam: &str) -> String {

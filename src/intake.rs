@@ -197,6 +197,10 @@ async fn consume_on(
         .await?;
     connected.send_replace(true);
     *failures = 0;
+    let rules = event::IntakeRules {
+        iiq_applications: cfg.iiq_applications.clone(),
+        allowed_routing_domains: cfg.allowed_routing_domains.clone(),
+    };
     tracing::info!(queue = %cfg.queue, prefetch = cfg.prefetch, "intake consuming");
     loop {
         let Some(first) = consumer.next().await else {
@@ -210,7 +214,7 @@ async fn consume_on(
                 Ok(None) | Err(_) => break,
             }
         }
-        handle_batch(store, max_attempts, batch).await?;
+        handle_batch(store, max_attempts, &rules, batch).await?;
     }
 }
 
@@ -242,31 +246,55 @@ where
 async fn handle_batch(
     store: &Store,
     max_attempts: i32,
+    rules: &event::IntakeRules,
     batch: Vec<lapin::message::Delivery>,
 ) -> Result<(), IntakeError> {
-    let mut good: Vec<(lapin::message::Delivery, Event)> = Vec::new();
+    let mut good: Vec<(lapin::message::Delivery, Vec<Event>)> = Vec::new();
     for delivery in batch {
         let props = &delivery.properties;
-        let parsed = event::parse(
+        let content_type = props.content_type().as_ref().map(ShortString::as_str);
+        let parsed = event::parse_delivery(
             &delivery.data,
-            props.content_type().as_ref().map(ShortString::as_str),
+            content_type,
             props.message_id().as_ref().map(ShortString::as_str),
             delivery.routing_key.as_str(),
+            rules,
         );
         match parsed {
-            Ok(ev) => good.push((delivery, ev)),
+            Ok(d) => {
+                if !d.credentials.is_empty() {
+                    tracing::warn!(
+                        attributes = ?d.credentials,
+                        routing_key = %delivery.routing_key,
+                        "an IdentityIQ plan carried credentials; they were dropped unread — the sender should stop sending them"
+                    );
+                }
+                for why in &d.ignored {
+                    tracing::info!(routing_key = %delivery.routing_key, "ignored: {why}");
+                }
+                good.push((delivery, d.events));
+            }
             Err(reason) => {
+                // An XML body may hold credentials: keep it only with them removed, and
+                // withhold it when it cannot be parsed far enough to tell.
+                let body = if crate::iiq::looks_like_xml(&delivery.data, content_type) {
+                    crate::iiq::sanitized(&delivery.data).unwrap_or_else(|| {
+                        b"[body withheld by mailboxd: unreadable XML may hold credentials]".to_vec()
+                    })
+                } else {
+                    delivery.data.clone()
+                };
                 let poison = NewPoison {
                     reason: reason.to_string(),
                     routing_key: delivery.routing_key.to_string(),
                     exchange: delivery.exchange.to_string(),
-                    content_type: props.content_type().as_ref().map(|s| s.to_string()),
+                    content_type: content_type.map(str::to_owned),
                     message_id: props.message_id().as_ref().map(|s| s.to_string()),
                     headers: props
                         .headers()
                         .as_ref()
                         .map_or(serde_json::Value::Null, table_to_json),
-                    body: delivery.data.clone(),
+                    body,
                 };
                 let id =
                     with_db_retry("store a poison message", || store.insert_poison(&poison)).await;
@@ -280,10 +308,13 @@ async fn handle_batch(
     if good.is_empty() {
         return Ok(());
     }
-    let events: Vec<Event> = good.iter().map(|(_, e)| e.clone()).collect();
-    let inserted = with_db_retry("store jobs", || store.insert_events(&events, max_attempts)).await;
-    for ((_, ev), ins) in good.iter().zip(&inserted) {
-        tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
+    let events: Vec<Event> = good.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+    if !events.is_empty() {
+        let inserted =
+            with_db_retry("store jobs", || store.insert_events(&events, max_attempts)).await;
+        for (ev, ins) in events.iter().zip(&inserted) {
+            tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
+        }
     }
     failpoint("intake-after-commit");
     for (delivery, _) in good {

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod directory;
 pub mod event;
 pub mod exchange;
+pub mod iiq;
 pub mod intake;
 pub mod lab;
 pub mod publish;

@@ -35,6 +35,18 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
 /// Parses a document into its root element. DTDs are refused: SOAP forbids them, and
 /// refusing them keeps entity expansion out entirely.
 pub fn parse(text: &str) -> Result<Element, XmlError> {
+    parse_doc(text, false)
+}
+
+/// Like `parse`, but a document type declaration that only names an external DTD
+/// (`<!DOCTYPE ProvisioningPlan PUBLIC "sailpoint.dtd" "sailpoint.dtd">`, as IdentityIQ
+/// writes) is accepted and ignored — never fetched. An internal subset, where entities
+/// would be declared, is still refused, so no entity is ever expanded (billion laughs).
+pub fn parse_allowing_external_doctype(text: &str) -> Result<Element, XmlError> {
+    parse_doc(text, true)
+}
+
+fn parse_doc(text: &str, external_doctype_ok: bool) -> Result<Element, XmlError> {
     let mut reader = NsReader::from_str(text);
     let mut stack: Vec<Element> = Vec::new();
     loop {
@@ -103,7 +115,15 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                     }
                 }
             }
-            Event::DocType(_) => return Err(XmlError("a DTD is not allowed here".into())),
+            Event::DocType(d) => {
+                let has_subset = d.as_ref().contains(['[', '<']);
+                if !external_doctype_ok || has_subset {
+                    return Err(XmlError(
+                        "a DTD with declarations is not allowed (entities are never expanded)"
+                            .into(),
+                    ));
+                }
+            }
             Event::Eof => return Err(XmlError("document ended before its root element".into())),
             _ => {}
         }
