@@ -45,6 +45,12 @@ pub enum Which {
         #[arg(long)]
         use_config: bool,
     },
+    /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
+    /// INSERT of the same rows as the ceiling.
+    Ingest {
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+    },
     /// Claim-and-complete throughput of empty jobs on PostgreSQL with 1, 4 and 16 workers,
     /// and the same work done by a plain `UPDATE … SKIP LOCKED RETURNING` loop.
     Queue {
@@ -78,7 +84,112 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             accounts,
             use_config,
         } => bench_reconcile(settings, accounts, use_config, args.json).await,
+        Which::Ingest { events } => bench_ingest(settings, events, args.json).await,
     }
+}
+
+async fn bench_ingest(settings: &Settings, n: usize, json: bool) -> anyhow::Result<i32> {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut amqp = settings.amqp.clone();
+    amqp.exchange = format!("mailboxd.bench.{tag}");
+    amqp.queue = format!("mailboxd.bench.{tag}");
+    amqp.dead_letter_exchange = format!("mailboxd.bench.{tag}.dlx");
+    amqp.queue_expires = Some(Duration::from_secs(600));
+    let url = bench_database_url(&settings.database.url)?;
+    crate::store::ensure_database(&url).await?;
+    let store = Store::connect(&url, 8).await?;
+    store.migrate().await?;
+    store.bench_reset().await?;
+
+    // Declare the topology (intake does it on connect), then fill the queue.
+    let publisher = crate::publish::Publisher::connect(&amqp).await?;
+    {
+        let conn = crate::intake::connect(&amqp.url, "mailboxd bench ingest").await?;
+        let ch = conn.create_channel().await?;
+        crate::intake::declare_topology(&ch, &amqp).await?;
+    }
+    let mut bodies = Vec::with_capacity(n);
+    let mut events = Vec::with_capacity(n);
+    for i in 0..n {
+        let spec = crate::publish::EventSpec::new(EventKind::Joiner, format!("ing{i:07}"));
+        let body = serde_json::to_vec(&spec.to_json())?;
+        events.push(crate::event::parse(&body, None, None, "ad.user.created")?);
+        bodies.push((spec.id, body));
+    }
+    let started = Instant::now();
+    let msgs: Vec<(&str, &[u8], Option<&str>)> = bodies
+        .iter()
+        .map(|(id, b)| {
+            (
+                EventKind::Joiner.routing_key(),
+                b.as_slice(),
+                Some(id.as_str()),
+            )
+        })
+        .collect();
+    publisher.publish_many(&msgs, 2000).await?;
+    let publish_s = started.elapsed().as_secs_f64();
+
+    // The intake alone, from a full queue to committed jobs.
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (connected, _) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let intake = tokio::spawn(crate::intake::run(
+        amqp.clone(),
+        store.clone(),
+        3,
+        stop_rx,
+        connected,
+    ));
+    loop {
+        let stored: i64 = store.count_by_state().await?.iter().map(|(_, c)| c).sum();
+        if stored as usize >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ingest_s = started.elapsed().as_secs_f64();
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), intake).await;
+
+    // The ceiling: the same rows, plain batched INSERTs.
+    store.bench_reset().await?;
+    let started = Instant::now();
+    store.bench_raw_insert(&events, 200, 3).await?;
+    let raw_s = started.elapsed().as_secs_f64();
+    store.bench_reset().await?;
+    if let Ok(conn) = crate::intake::connect(&amqp.url, "mailboxd bench cleanup").await
+        && let Ok(ch) = conn.create_channel().await
+    {
+        let _ = ch
+            .queue_delete(amqp.queue.as_str().into(), Default::default())
+            .await;
+    }
+
+    let ingest = n as f64 / ingest_s;
+    let raw = n as f64 / raw_s;
+    let out = serde_json::json!({
+        "events": n,
+        "publish_s": publish_s,
+        "ingest_s": ingest_s,
+        "ingest_per_s": ingest,
+        "raw_insert_s": raw_s,
+        "raw_insert_per_s": raw,
+        "ratio": ingest / raw,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!("events  ingest (queue → jobs)   raw batched INSERT   ratio");
+        println!(
+            "{n:<7} {:<25} {:<20} {:.2}",
+            format!("{ingest:.0}/s ({ingest_s:.2}s)"),
+            format!("{raw:.0}/s ({raw_s:.2}s)"),
+            ingest / raw
+        );
+        println!("(publishing {n} events with confirms took {publish_s:.2}s)");
+    }
+    Ok(0)
 }
 
 /// Peak resident memory of this process so far (VmHWM), in MiB.

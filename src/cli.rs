@@ -429,7 +429,7 @@ async fn publish(args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> 
     if let Some(path) = args.file {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let mut n = 0usize;
+        let mut messages = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -449,16 +449,13 @@ async fn publish(args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> 
                 ),
             };
             let id = v.get("id").and_then(|x| x.as_str()).map(str::to_owned);
-            publisher
-                .publish_raw(
-                    key,
-                    line.as_bytes(),
-                    Some("application/json"),
-                    id.as_deref(),
-                )
-                .await?;
-            n += 1;
+            messages.push((key, line.as_bytes(), id));
         }
+        let refs: Vec<(&str, &[u8], Option<&str>)> = messages
+            .iter()
+            .map(|(k, b, id)| (*k, *b, id.as_deref()))
+            .collect();
+        let n = publisher.publish_many(&refs, 1000).await?;
         println!("published {n} events from {}", path.display());
         return Ok(0);
     }

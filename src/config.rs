@@ -316,7 +316,7 @@ impl Default for Amqp {
             exchange: "iam.events".into(),
             queue: "mailboxd.events".into(),
             dead_letter_exchange: "mailboxd.dead".into(),
-            prefetch: 100,
+            prefetch: 500,
             queue_type: QueueType::Quorum,
             queue_expires: None,
             iiq_applications: vec!["Active Directory".into()],

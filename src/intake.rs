@@ -21,7 +21,7 @@ use crate::event::{self, Event, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
 use crate::store::{NewPoison, Store};
 
 /// Deliveries gathered into one database transaction at most.
-const BATCH_MAX: usize = 200;
+const BATCH_MAX: usize = 500;
 /// How long a batch waits for more deliveries once it has one.
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
 
@@ -317,8 +317,10 @@ async fn handle_batch(
         }
     }
     failpoint("intake-after-commit");
-    for (delivery, _) in good {
-        delivery.ack(BasicAckOptions::default()).await?;
+    // One frame acks the whole batch: every delivery up to the last tag on this channel is
+    // either in this batch (committed above) or was rejected already.
+    if let Some((last, _)) = good.iter().max_by_key(|(d, _)| d.delivery_tag) {
+        last.ack(BasicAckOptions { multiple: true }).await?;
     }
     Ok(())
 }

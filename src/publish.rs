@@ -147,6 +147,52 @@ impl Publisher {
         Ok(())
     }
 
+    /// Publishes many messages at full speed: up to `window` unconfirmed at a time, then
+    /// waits for their confirms (a nack or an unroutable message is an error).
+    pub async fn publish_many(
+        &self,
+        messages: &[(&str, &[u8], Option<&str>)],
+        window: usize,
+    ) -> Result<usize, PublishError> {
+        let mut done = 0;
+        for chunk in messages.chunks(window.max(1)) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for (routing_key, body, message_id) in chunk {
+                let mut props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into());
+                if let Some(id) = message_id {
+                    props = props.with_message_id((*id).into());
+                }
+                let confirm = self
+                    .ch
+                    .basic_publish(
+                        self.exchange.as_str().into(),
+                        (*routing_key).into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        body,
+                        props,
+                    )
+                    .await?;
+                pending.push((routing_key, confirm));
+            }
+            for (routing_key, confirm) in pending {
+                let confirm = confirm.await?;
+                if !confirm.is_ack() {
+                    return Err(PublishError::Nacked);
+                }
+                if confirm.take_message().is_some() {
+                    return Err(PublishError::Unroutable((*routing_key).to_owned()));
+                }
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
     pub async fn publish(&self, spec: &EventSpec) -> Result<(), PublishError> {
         let body = spec.to_json().to_string();
         self.publish_raw(

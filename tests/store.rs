@@ -287,3 +287,28 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
         "pending jobs stay"
     );
 }
+
+#[tokio::test]
+async fn one_batch_decides_duplicates_and_the_latest_intent_per_account() {
+    let store = fresh_store().await;
+    let join = event("b-join", EventKind::Joiner, "batchy", 0);
+    let leave = event("b-leave", EventKind::Leaver, "batchy", 5);
+    let other = event("b-other", EventKind::Joiner, "someone", 1);
+    let got = store
+        .insert_events(&[join.clone(), leave, join, other], 5)
+        .await
+        .unwrap();
+    let (Inserted::Stale(stale), Inserted::New(winner), Inserted::Duplicate(dup), Inserted::New(_)) =
+        (got[0], got[1], got[2], got[3])
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!(dup, stale, "the repeated event is the first one");
+    assert_ne!(stale, winner);
+    let j = store.job_by_event("b-join").await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Superseded);
+    let claimed = store.claim("r", 10, Duration::from_secs(60)).await.unwrap();
+    let mut ids: Vec<_> = claimed.iter().map(|j| j.event_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["b-leave", "b-other"]);
+}

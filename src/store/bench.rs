@@ -37,4 +37,47 @@ impl Store {
         .await?;
         Ok(r.len() as u64)
     }
+
+    /// The ceiling for ingest: the same job rows as the intake writes, inserted with plain
+    /// batched `INSERT … SELECT FROM unnest` (no dedup, no advisory lock, no supersede).
+    pub async fn bench_raw_insert(
+        &self,
+        events: &[crate::event::Event],
+        batch: usize,
+        max_attempts: i32,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for chunk in events.chunks(batch.max(1)) {
+            let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::new_v4()).collect();
+            let event_ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
+            let kinds: Vec<&str> = chunk.iter().map(|e| e.kind.as_str()).collect();
+            let accounts: Vec<String> = chunk
+                .iter()
+                .map(|e| e.account.sam_account_name.key())
+                .collect();
+            let payloads: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|e| serde_json::to_value(e).unwrap_or_default())
+                .collect();
+            let occurred: Vec<chrono::DateTime<chrono::Utc>> =
+                chunk.iter().map(|e| e.occurred_at).collect();
+            let r = sqlx::query(
+                "INSERT INTO jobs (id, event_id, kind, account, payload, state, max_attempts, occurred_at)
+                 SELECT id, event_id, kind, account, payload, 'queued', $7, occurred_at
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
+                        AS u(id, event_id, kind, account, payload, occurred_at)",
+            )
+            .bind(&ids)
+            .bind(&event_ids)
+            .bind(&kinds)
+            .bind(&accounts)
+            .bind(&payloads)
+            .bind(&occurred)
+            .bind(max_attempts)
+            .execute(&self.pool)
+            .await?;
+            n += r.rows_affected();
+        }
+        Ok(n)
+    }
 }

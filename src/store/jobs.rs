@@ -1,11 +1,12 @@
 //! Jobs: insert (idempotent on the event id, latest intent wins), claim, heartbeat, finish.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::Row;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -262,19 +263,185 @@ fn interval(d: Duration) -> f64 {
 }
 
 impl Store {
-    /// Inserts the jobs for a batch of events in one transaction. Idempotent on the event id.
+    /// Inserts the jobs for a batch of events in one transaction. Idempotent on the event id;
+    /// latest intent wins per account (within the batch and against what is stored). The
+    /// work is set-based — a handful of statements per batch, not per event — so ingest
+    /// keeps up with a burst.
     pub async fn insert_events(
         &self,
         events: &[Event],
         max_attempts: i32,
     ) -> Result<Vec<Inserted>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            out.push(insert_event(&mut tx, event, max_attempts).await?);
+        let keys: Vec<String> = events
+            .iter()
+            .map(|e| e.account.sam_account_name.key())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        // Serialise with other replicas' inserts for the same accounts (sorted: no deadlock).
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(a, 7)) FROM unnest($1::text[]) AS a",
+        )
+        .bind(&sorted)
+        .execute(&mut *tx)
+        .await?;
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let known: HashMap<String, Uuid> = sqlx::query_as::<_, (String, Uuid)>(
+            "SELECT event_id, id FROM jobs WHERE event_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        // The newest stored event per account, pending or already processed.
+        let newest: HashMap<String, (DateTime<Utc>, Uuid)> = sqlx::query_as::<_, (String, DateTime<Utc>, Uuid)>(
+            "SELECT DISTINCT ON (account) account, occurred_at, id FROM jobs
+              WHERE account = ANY($1)
+                AND state IN ('queued', 'retrying', 'waiting_for_sync', 'running', 'succeeded', 'failed')
+              ORDER BY account, occurred_at DESC, created_at DESC",
+        )
+        .bind(&sorted)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(a, t, id)| (a, (t, id)))
+        .collect();
+
+        // Decide every event in Rust: duplicates, then the winner per account.
+        let mut out: Vec<Option<Inserted>> = vec![None; events.len()];
+        let mut fresh: HashMap<&str, Uuid> = HashMap::new();
+        let mut new_ids = vec![Uuid::nil(); events.len()];
+        for (i, e) in events.iter().enumerate() {
+            if let Some(id) = known.get(&e.id).or(fresh.get(e.id.as_str())) {
+                out[i] = Some(Inserted::Duplicate(*id));
+                continue;
+            }
+            let id = Uuid::new_v4();
+            fresh.insert(e.id.as_str(), id);
+            new_ids[i] = id;
+        }
+        // Per account, the newest new event of the batch (a later one wins a tie).
+        let mut winner: HashMap<&str, usize> = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let w = winner.entry(keys[i].as_str()).or_insert(i);
+            if e.occurred_at >= events[*w].occurred_at {
+                *w = i;
+            }
+        }
+        let mut rows: Vec<(usize, &str, Option<Uuid>)> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let w = winner[keys[i].as_str()];
+            let stored_newer = newest
+                .get(&keys[i])
+                .filter(|(t, _)| *t > e.occurred_at)
+                .map(|(_, id)| *id);
+            let superseded_by = if let Some(id) = stored_newer {
+                Some(id)
+            } else if w != i {
+                Some(new_ids[w])
+            } else {
+                None
+            };
+            out[i] = Some(match superseded_by {
+                Some(_) => Inserted::Stale(new_ids[i]),
+                None => Inserted::New(new_ids[i]),
+            });
+            rows.push((
+                i,
+                if superseded_by.is_some() {
+                    "superseded"
+                } else {
+                    "queued"
+                },
+                superseded_by,
+            ));
+        }
+        if !rows.is_empty() {
+            let mut r_id = Vec::with_capacity(rows.len());
+            let mut r_event = Vec::with_capacity(rows.len());
+            let mut r_kind = Vec::with_capacity(rows.len());
+            let mut r_account = Vec::with_capacity(rows.len());
+            let mut r_payload = Vec::with_capacity(rows.len());
+            let mut r_source = Vec::with_capacity(rows.len());
+            let mut r_state = Vec::with_capacity(rows.len());
+            let mut r_occurred = Vec::with_capacity(rows.len());
+            let mut r_by = Vec::with_capacity(rows.len());
+            for (i, state, by) in &rows {
+                let e = &events[*i];
+                r_id.push(new_ids[*i]);
+                r_event.push(e.id.as_str());
+                r_kind.push(e.kind.as_str());
+                r_account.push(keys[*i].as_str());
+                r_payload
+                    .push(serde_json::to_value(e).map_err(|e| {
+                        StoreError::Corrupt(format!("cannot serialise event: {e}"))
+                    })?);
+                r_source.push(e.source.as_deref());
+                r_state.push(*state);
+                r_occurred.push(e.occurred_at);
+                r_by.push(*by);
+            }
+            sqlx::query(
+                "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
+                                   occurred_at, superseded_by, finished_at)
+                 SELECT u.id, u.event_id, u.kind, u.account, u.payload, u.source, u.state, $10,
+                        u.occurred_at, u.superseded_by,
+                        CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
+                               $7::text[], $8::timestamptz[], $9::uuid[])
+                        AS u(id, event_id, kind, account, payload, source, state, occurred_at, superseded_by)",
+            )
+            .bind(&r_id)
+            .bind(&r_event)
+            .bind(&r_kind)
+            .bind(&r_account)
+            .bind(&r_payload)
+            .bind(&r_source)
+            .bind(&r_state)
+            .bind(&r_occurred)
+            .bind(&r_by)
+            .bind(max_attempts)
+            .execute(&mut *tx)
+            .await?;
+            // Latest intent wins: older pending jobs of each winning account are moot now.
+            let (mut w_account, mut w_id, mut w_time) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, state, _) in &rows {
+                if *state == "queued" {
+                    w_account.push(keys[*i].as_str());
+                    w_id.push(new_ids[*i]);
+                    w_time.push(events[*i].occurred_at);
+                }
+            }
+            sqlx::query(
+                "UPDATE jobs SET state = 'superseded', superseded_by = u.id, finished_at = now(), updated_at = now()
+                   FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(account, id, occurred_at)
+                  WHERE jobs.account = u.account AND jobs.id <> u.id
+                    AND jobs.state IN ('queued', 'retrying', 'waiting_for_sync')
+                    AND jobs.occurred_at <= u.occurred_at",
+            )
+            .bind(&w_account)
+            .bind(&w_id)
+            .bind(&w_time)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(Inserted::Duplicate(Uuid::nil())))
+            .collect())
     }
 
     /// Claims up to `limit` due jobs for `replica`, at most one per account.
@@ -748,77 +915,6 @@ impl Store {
                 .await?,
         )
     }
-}
-
-async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
-    max_attempts: i32,
-) -> Result<Inserted, StoreError> {
-    let account = event.account.sam_account_name.key();
-    // Serialise inserts per account so "latest intent wins" holds across replicas.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(&account)
-        .execute(&mut **tx)
-        .await?;
-    if let Some(id) = sqlx::query_scalar::<_, Uuid>("SELECT id FROM jobs WHERE event_id = $1")
-        .bind(&event.id)
-        .fetch_optional(&mut **tx)
-        .await?
-    {
-        return Ok(Inserted::Duplicate(id));
-    }
-    let payload = serde_json::to_value(event)
-        .map_err(|e| StoreError::Corrupt(format!("cannot serialise event: {e}")))?;
-    let id = Uuid::new_v4();
-    // A newer event for the same account, pending or already processed, says what should be
-    // true: this one arrived late (a redelivery, a slow publisher) and is recorded, not run.
-    let newer: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE account = $1 AND occurred_at > $2
-            AND state IN ('queued', 'retrying', 'waiting_for_sync', 'running', 'succeeded', 'failed')
-          ORDER BY occurred_at DESC LIMIT 1",
-    )
-    .bind(&account)
-    .bind(event.occurred_at)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let state = if newer.is_some() {
-        JobState::Superseded
-    } else {
-        JobState::Queued
-    };
-    sqlx::query(
-        "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts, occurred_at,
-                           superseded_by, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $10 IS NULL THEN NULL ELSE now() END)",
-    )
-    .bind(id)
-    .bind(&event.id)
-    .bind(event.kind.as_str())
-    .bind(&account)
-    .bind(payload)
-    .bind(&event.source)
-    .bind(state.as_str())
-    .bind(max_attempts)
-    .bind(event.occurred_at)
-    .bind(newer)
-    .execute(&mut **tx)
-    .await?;
-    if let Some(_newer) = newer {
-        return Ok(Inserted::Stale(id));
-    }
-    // Latest intent wins: older pending jobs for this account are moot now.
-    sqlx::query(
-        "UPDATE jobs SET state = 'superseded', superseded_by = $1, finished_at = now(), updated_at = now()
-          WHERE account = $2 AND id <> $1 AND state IN ('queued', 'retrying', 'waiting_for_sync')
-            AND occurred_at <= $3",
-    )
-    .bind(id)
-    .bind(&account)
-    .bind(event.occurred_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(Inserted::New(id))
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
