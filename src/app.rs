@@ -99,6 +99,7 @@ impl App {
             exchange,
             cfg: settings.worker.clone(),
             batch_size: settings.exchange.batch_size,
+            batch_linger: settings.exchange.batch_linger,
             remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
             replica: replica.clone(),
             circuit: circuit.clone(),

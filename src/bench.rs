@@ -45,6 +45,23 @@ pub enum Which {
         #[arg(long)]
         use_config: bool,
     },
+    /// End to end: N joiners published at once → all succeeded, through the daemon and a lab
+    /// with Exchange-like timings; against the lab's theoretical limit and the naive way
+    /// (a new session per account, one at a time).
+    Burst {
+        #[arg(long, default_value_t = 2000)]
+        accounts: usize,
+        #[arg(long, default_value = "3s", value_parser = parse_dur)]
+        session: Duration,
+        #[arg(long, default_value = "50ms", value_parser = parse_dur)]
+        cmdlet: Duration,
+        /// Exchange's PowerShellMaxConcurrency in the lab, and mailboxd's concurrency.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Accounts timed the naive way (each its own shell and Exchange session).
+        #[arg(long, default_value_t = 3)]
+        naive_sample: usize,
+    },
     /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
     /// INSERT of the same rows as the ceiling.
     Ingest {
@@ -85,7 +102,211 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             use_config,
         } => bench_reconcile(settings, accounts, use_config, args.json).await,
         Which::Ingest { events } => bench_ingest(settings, events, args.json).await,
+        Which::Burst {
+            accounts,
+            session,
+            cmdlet,
+            concurrency,
+            naive_sample,
+        } => {
+            bench_burst(
+                settings,
+                accounts,
+                session,
+                cmdlet,
+                concurrency,
+                naive_sample,
+                args.json,
+            )
+            .await
+        }
     }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench_burst(
+    settings: &Settings,
+    n: usize,
+    session: Duration,
+    cmdlet: Duration,
+    concurrency: usize,
+    naive_sample: usize,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let concurrency = concurrency.max(1);
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let lab = Lab::start(LabConfig {
+        listen: "127.0.0.1:0".parse()?,
+        user: lab::DEFAULT_USER.into(),
+        password: SecretString::from(password.clone()),
+        accounts: lab::directory::seeded(n + naive_sample),
+        latency: lab::Latency {
+            session,
+            cmdlet,
+            round_trip: Duration::ZERO,
+        },
+        max_shells_per_user: 30,
+        ldap_listen: Some(([127, 0, 0, 1], 0).into()),
+        throttle: lab::Throttle {
+            max_sessions_per_user: concurrency,
+            cmdlet_budget: None,
+        },
+        faults: Vec::new(),
+    })
+    .await?;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut s = settings.clone();
+    s.database.url = bench_database_url(&settings.database.url)?;
+    s.amqp.exchange = format!("mailboxd.bench.{tag}");
+    s.amqp.queue = format!("mailboxd.bench.{tag}");
+    s.amqp.dead_letter_exchange = format!("mailboxd.bench.{tag}.dlx");
+    s.amqp.queue_expires = Some(Duration::from_secs(600));
+    s.winrm.endpoint = lab.endpoint();
+    s.winrm.username = lab::DEFAULT_USER.into();
+    s.winrm.password = Some(SecretString::from(password.clone()));
+    s.winrm.allow_unencrypted = true;
+    s.exchange.mode = ExchangeMode::Remote;
+    s.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
+    s.exchange.batch_size = u32::try_from(n.div_ceil(concurrency).clamp(1, 500)).unwrap_or(500);
+    s.exchange.batch_linger = Duration::from_secs(1);
+    s.worker.concurrency = u32::try_from(concurrency).unwrap_or(8);
+    s.worker.poll_interval = Duration::from_millis(200);
+    s.worker.batch_timeout = Duration::from_secs(3600);
+    s.admin.listen = "127.0.0.1:0".into();
+    s.smtp.host = String::new();
+    if let Some(l) = lab.ldap_settings(lab::DEFAULT_USER, SecretString::from(password.clone())) {
+        s.ldap = l;
+    }
+    crate::store::ensure_database(&s.database.url).await?;
+    {
+        let store = Store::connect(&s.database.url, 2).await?;
+        store.migrate().await?;
+        store.bench_reset().await?;
+    }
+    let app = crate::app::App::start(s.clone()).await?;
+    let publisher = crate::publish::Publisher::connect(&s.amqp).await?;
+    let bodies: Vec<(String, Vec<u8>)> = (1..=n)
+        .map(|i| {
+            let spec = crate::publish::EventSpec::new(EventKind::Joiner, format!("user{i:05}"));
+            let body = serde_json::to_vec(&spec.to_json()).unwrap_or_default();
+            (spec.id, body)
+        })
+        .collect();
+    let msgs: Vec<(&str, &[u8], Option<&str>)> = bodies
+        .iter()
+        .map(|(id, b)| {
+            (
+                EventKind::Joiner.routing_key(),
+                b.as_slice(),
+                Some(id.as_str()),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let t0 = chrono::Utc::now();
+    publisher.publish_many(&msgs, 2000).await?;
+    let store = app.store.clone();
+    loop {
+        let counts = store.count_by_state().await?;
+        let done: i64 = counts
+            .iter()
+            .filter(|(st, _)| st.is_terminal())
+            .map(|(_, c)| c)
+            .sum();
+        if done as usize >= n {
+            break;
+        }
+        if !json && started.elapsed().as_secs() % 5 == 0 {
+            eprint!(
+                "\r{done}/{n} done after {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let jobs = store
+        .list_jobs(&crate::store::JobFilter {
+            limit: i64::try_from(n).unwrap_or(i64::MAX),
+            ..Default::default()
+        })
+        .await?;
+    let succeeded = jobs
+        .iter()
+        .filter(|j| j.state == crate::store::JobState::Succeeded)
+        .count();
+    let mut lat: Vec<f64> = jobs
+        .iter()
+        .filter_map(|j| j.finished_at)
+        .map(|f| (f - t0).num_milliseconds().max(0) as f64)
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    app.stop().await;
+
+    // The naive way on a sample: one account per shell and Exchange session, in turn.
+    let exchange = {
+        let client = crate::app::winrm_client(&s)?;
+        Exchange::new(client, &s.exchange, s.winrm.endpoint.clone())
+    };
+    let naive_started = Instant::now();
+    for i in 0..naive_sample {
+        let sam = format!("user{:05}", n + 1 + i);
+        exchange
+            .run_batch(Template::EnableRemoteMailbox, vec![account(&sam)])
+            .await
+            .context("a naive run failed")?;
+    }
+    let naive_per_s = if naive_sample > 0 {
+        naive_sample as f64 / naive_started.elapsed().as_secs_f64()
+    } else {
+        1.0 / (session + cmdlet).as_secs_f64()
+    };
+    let stats = lab.state.lock().map(|st| st.faults.throttled).unwrap_or(0);
+    lab.stop();
+
+    let limit_s = n as f64 * cmdlet.as_secs_f64() / concurrency as f64 + session.as_secs_f64();
+    let throughput = n as f64 / elapsed;
+    let limit_per_s = n as f64 / limit_s;
+    let out = serde_json::json!({
+        "accounts": n,
+        "succeeded": succeeded,
+        "elapsed_s": elapsed,
+        "throughput_per_s": throughput,
+        "limit_per_s": limit_per_s,
+        "ratio_to_limit": throughput / limit_per_s,
+        "naive_per_s": naive_per_s,
+        "ratio_to_naive": throughput / naive_per_s,
+        "p50_ms": percentile(&lat, 0.50),
+        "p95_ms": percentile(&lat, 0.95),
+        "p99_ms": percentile(&lat, 0.99),
+        "session_s": session.as_secs_f64(),
+        "cmdlet_ms": cmdlet.as_secs_f64() * 1e3,
+        "concurrency": concurrency,
+        "batch_size": s.exchange.batch_size,
+        "throttled_sessions": stats,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        eprintln!();
+        println!(
+            "{n} joiners ({succeeded} succeeded) in {elapsed:.1}s = {throughput:.1}/s; limit {limit_per_s:.1}/s ({:.0} %); naive {naive_per_s:.2}/s (×{:.0}); event→done p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms",
+            throughput / limit_per_s * 100.0,
+            throughput / naive_per_s,
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.95),
+            percentile(&lat, 0.99)
+        );
+    }
+    Ok(if succeeded == n { 0 } else { 1 })
 }
 
 async fn bench_ingest(settings: &Settings, n: usize, json: bool) -> anyhow::Result<i32> {

@@ -211,6 +211,10 @@ pub struct Exchange {
     pub remote_routing_domain: String,
     /// Accounts per PowerShell run (amortises the Exchange session set-up).
     pub batch_size: u32,
+    /// A batch smaller than `batch_size` waits this long for more jobs before it runs, so a
+    /// burst shares Exchange sessions instead of paying one per trickle. 0: run at once.
+    #[serde(with = "humantime_secs")]
+    pub batch_linger: Duration,
     /// Explicit Exchange credential for `remote` mode (sent on stdin, never on a command line).
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -367,6 +371,7 @@ impl Default for Exchange {
             view_entire_forest: false,
             remote_routing_domain: "tenant.mail.onmicrosoft.com".into(),
             batch_size: 50,
+            batch_linger: Duration::from_millis(200),
             username: None,
             password_file: None,
             password: None,

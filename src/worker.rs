@@ -31,6 +31,7 @@ pub struct Worker {
     pub exchange: Exchange,
     pub cfg: config::Worker,
     pub batch_size: u32,
+    pub batch_linger: Duration,
     pub remote_routing_domain: String,
     pub replica: String,
     pub circuit: Arc<Circuit>,
@@ -214,7 +215,19 @@ impl Worker {
             notified.as_mut().enable();
             let claimed = self.store.claim(&self.replica, limit, self.cfg.lease).await;
             match claimed {
-                Ok(jobs) if !jobs.is_empty() => {
+                Ok(mut jobs) if !jobs.is_empty() => {
+                    // Let a burst fill the batch: one more claim after the linger. The jobs
+                    // already claimed are leased, so waiting holds nothing up elsewhere.
+                    let room = limit - jobs.len() as i64;
+                    if room > 0 && !self.batch_linger.is_zero() {
+                        tokio::time::sleep(self.batch_linger).await;
+                        match self.store.claim(&self.replica, room, self.cfg.lease).await {
+                            Ok(more) => jobs.extend(more),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot claim more jobs for the batch")
+                            }
+                        }
+                    }
                     tracing::debug!(slot, jobs = jobs.len(), "claimed a batch");
                     self.process(jobs).await;
                     continue;

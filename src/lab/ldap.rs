@@ -309,10 +309,15 @@ fn search(
     let mut out = Vec::new();
     let mut sent = 0usize;
     let mut next = candidates.len();
+    // Most searches name one account: skip the others without building their entries.
+    let wanted_sam = required_equality(&req.filter, "sAMAccountName");
     for (i, a) in candidates.iter().enumerate().skip(start) {
         if sent == page {
             next = i;
             break;
+        }
+        if wanted_sam.is_some_and(|w| !w.eq_ignore_ascii_case(&a.sam_account_name)) {
+            continue;
         }
         let e = entry(a, a.synced && !st.faults.unsynced(&a.sam_account_name));
         if !matches(&req.filter, &e) {
@@ -495,6 +500,16 @@ fn select(e: &Entry, wanted: &[String], types_only: bool) -> LdapSearchResultEnt
     LdapSearchResultEntry {
         dn: e.dn.clone(),
         attributes,
+    }
+}
+
+/// The value `attr` must equal for `f` to match (an equality at the top or inside a
+/// top-level AND), if the filter says so.
+fn required_equality<'a>(f: &'a LdapFilter, attr: &str) -> Option<&'a str> {
+    match f {
+        LdapFilter::Equality(a, v) if a.eq_ignore_ascii_case(attr) => Some(v.as_str()),
+        LdapFilter::And(fs) => fs.iter().find_map(|f| required_equality(f, attr)),
+        _ => None,
     }
 }
 

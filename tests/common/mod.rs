@@ -103,6 +103,7 @@ impl TestEnv {
         s.winrm.password = Some(SecretString::from(LAB_PASSWORD));
         s.winrm.allow_unencrypted = true;
         s.exchange.mode = ExchangeMode::None;
+        s.exchange.batch_linger = Duration::ZERO;
         // Directory checks against the lab's domain controller, as a deployment does against AD.
         s.ldap = lab
             .ldap_settings(lab::DEFAULT_USER, SecretString::from(LAB_PASSWORD))
@@ -175,6 +176,7 @@ impl TestEnv {
             ("MAILBOXD__WINRM__ALLOW_UNENCRYPTED".into(), "true".into()),
             ("MAILBOXD_WINRM_PASSWORD".into(), LAB_PASSWORD.into()),
             ("MAILBOXD__EXCHANGE__MODE".into(), "none".into()),
+            ("MAILBOXD__EXCHANGE__BATCH_LINGER".into(), "0s".into()),
             ("MAILBOXD__WORKER__POLL_INTERVAL".into(), "200ms".into()),
             ("MAILBOXD__WORKER__LEASE".into(), "30s".into()),
             ("MAILBOXD__ADMIN__LISTEN".into(), "127.0.0.1:0".into()),
