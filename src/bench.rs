@@ -224,7 +224,7 @@ async fn bench_burst(
         if done as usize >= n {
             break;
         }
-        if !json && started.elapsed().as_secs() % 5 == 0 {
+        if !json && started.elapsed().as_secs().is_multiple_of(5) {
             eprint!(
                 "\r{done}/{n} done after {:.0}s",
                 started.elapsed().as_secs_f64()
