@@ -23,6 +23,13 @@ pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
     };
     NewAlert {
         kind: class.as_str().to_owned(),
+        digest_key: Some(format!(
+            "{}:{}:{}",
+            class.as_str(),
+            job.kind,
+            signature(error, sam)
+        )),
+        account: Some(sam.to_owned()),
         subject: format!("[mailboxd] Mailbox for {sam} {what}: {short}"),
         body: format!(
             "Job {id} ({kind} for {sam}, event {event}) failed after {n} attempt(s).\n\n\
@@ -37,9 +44,38 @@ pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
     }
 }
 
+/// The problem an error describes, without what differs between accounts (the name,
+/// ids, numbers), so that the same failure for many accounts folds into one digest.
+pub fn signature(error: &str, sam: &str) -> String {
+    let mut text = error.replace(sam, "<account>");
+    if !sam.is_empty() {
+        let lower = text.to_lowercase();
+        if let Some(i) = lower.find(&sam.to_lowercase()) {
+            text.replace_range(i..i + sam.len(), "<account>");
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_hex = 0usize;
+    for c in text.chars() {
+        // Digits and GUID-like hex runs become '#': RequestIds, timestamps, counts.
+        if c.is_ascii_digit() || (in_hex > 0 && (c.is_ascii_hexdigit() || c == '-')) {
+            if !out.ends_with('#') {
+                out.push('#');
+            }
+            in_hex += 1;
+            continue;
+        }
+        in_hex = 0;
+        out.push(c);
+    }
+    out.chars().take(200).collect()
+}
+
 /// The one alert for operations when the circuit opens (the Windows side is down).
 pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) -> NewAlert {
     NewAlert {
+        digest_key: None,
+        account: None,
         kind: ErrorClass::Systemic.as_str().to_owned(),
         subject: format!("[mailboxd] Windows host {endpoint} unavailable: mailbox jobs paused"),
         body: format!(
@@ -57,6 +93,8 @@ pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) 
 /// The one recovery alert when the circuit closes again.
 pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
     NewAlert {
+        digest_key: None,
+        account: None,
         kind: ErrorClass::Systemic.as_str().to_owned(),
         subject: format!(
             "[mailboxd] Windows host {endpoint} available again: mailbox jobs resumed"
@@ -104,11 +142,27 @@ pub mod sender {
         transport: AsyncSmtpTransport<Tokio1Executor>,
         from: Mailbox,
         to: Vec<Mailbox>,
+        /// Recipients by error class (`smtp.to_by_class`), instead of `to`.
+        by_class: std::collections::HashMap<String, Vec<Mailbox>>,
         domain: String,
+        /// `admin.public_url`: links to the job on the dashboard.
+        public_url: Option<String>,
+        digest_window: Duration,
+    }
+
+    const HTML: &str = include_str!("alert_templates/alert.html");
+    const DIGEST: &str = include_str!("alert_templates/digest.txt");
+
+    fn html_escape(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
     }
 
     impl Sender {
-        pub fn new(cfg: &Smtp) -> Result<Sender, SenderError> {
+        pub fn new(cfg: &Smtp, public_url: Option<String>) -> Result<Sender, SenderError> {
             crate::install_tls_provider();
             let tls = || -> Result<TlsParameters, SenderError> {
                 let mut b = TlsParameters::builder(cfg.host.clone());
@@ -151,36 +205,139 @@ pub mod sender {
             if to.is_empty() {
                 return Err(config("to", "no recipients: list who receives alerts"));
             }
+            let mut by_class = std::collections::HashMap::new();
+            for (class, list) in &cfg.to_by_class {
+                let parsed = list
+                    .iter()
+                    .map(|t| {
+                        t.parse::<Mailbox>()
+                            .map_err(|e| config("to_by_class", format!("{class}: {t:?}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                by_class.insert(class.clone(), parsed);
+            }
             let domain = from.email.domain().to_owned();
             Ok(Sender {
                 transport: builder.build(),
                 from,
                 to,
+                by_class,
                 domain,
+                public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+                digest_window: cfg.digest_window,
             })
         }
 
-        /// The email for one alert. The Message-ID is derived from the alert, so a resend after
-        /// a crash carries the same id and mail systems can drop the duplicate.
-        pub fn message(&self, alert: &Alert) -> Result<Message, String> {
-            let mut b = Message::builder()
-                .from(self.from.clone())
-                .subject(alert.subject.clone())
-                .message_id(Some(format!(
-                    "<alert-{}-{}@{}>",
-                    alert.id,
-                    alert.created_at.timestamp(),
-                    self.domain
-                )))
-                .header(ContentType::TEXT_PLAIN);
-            for t in &self.to {
-                b = b.to(t.clone());
+        /// Subject and plain text of one email for `alerts` (one alert, or a digest of
+        /// several with the same problem), plus the job link if there is one.
+        fn compose(
+            &self,
+            alerts: &[Alert],
+            note: Option<&str>,
+        ) -> (String, String, Option<String>) {
+            let first = &alerts[0];
+            let link = match (&self.public_url, first.job_id) {
+                (Some(base), Some(job)) if alerts.len() == 1 => Some(format!("{base}/jobs/{job}")),
+                (Some(base), _) if alerts.len() > 1 => Some(format!("{base}/jobs?state=failed")),
+                _ => None,
+            };
+            let (subject, mut body) = if alerts.len() == 1 {
+                (first.subject.clone(), first.body.clone())
+            } else {
+                let problem = first
+                    .digest_key
+                    .as_deref()
+                    .and_then(|k| k.splitn(3, ':').nth(2))
+                    .unwrap_or(first.subject.as_str())
+                    .to_owned();
+                let accounts: Vec<String> = alerts
+                    .iter()
+                    .take(500)
+                    .map(|a| {
+                        format!(
+                            "  {}  (job {}, {})",
+                            a.account.as_deref().unwrap_or("-"),
+                            a.job_id.map(|j| j.to_string()).unwrap_or_default(),
+                            a.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+                        )
+                    })
+                    .collect();
+                let body = DIGEST
+                    .replace("{{count}}", &alerts.len().to_string())
+                    .replace("{{window}}", &self.digest_window.as_secs().to_string())
+                    .replace("{{problem}}", &problem)
+                    .replace("{{accounts}}", &accounts.join("\n"))
+                    .replace("{{first}}", &first.body);
+                (
+                    format!(
+                        "[mailboxd] {} accounts failed with: {}",
+                        alerts.len(),
+                        problem.chars().take(120).collect::<String>()
+                    ),
+                    body,
+                )
+            };
+            if let Some(l) = &link {
+                body.push_str(&format!("\nOn the dashboard: {l}\n"));
             }
-            b.body(alert.body.clone()).map_err(|e| e.to_string())
+            if let Some(n) = note {
+                body.push_str(&format!("\n{n}\n"));
+            }
+            (subject, body, link)
         }
 
-        pub async fn send(&self, alert: Alert) -> Result<(), String> {
-            let msg = self.message(&alert)?;
+        /// The email for one alert or a digest: a plain-text and an HTML part. The Message-ID
+        /// is derived from the (first) alert, so a resend after a crash carries the same id
+        /// and mail systems can drop the duplicate.
+        pub fn message(&self, alerts: &[Alert], note: Option<&str>) -> Result<Message, String> {
+            let first = alerts.first().ok_or("no alert to send")?;
+            let (subject, text, link) = self.compose(alerts, note);
+            let html = HTML
+                .replace("{{subject}}", &html_escape(&subject))
+                .replace("{{body}}", &html_escape(&text))
+                .replace(
+                    "{{link}}",
+                    &link
+                        .map(|l| {
+                            format!(
+                                "<p><a href=\"{}\">Open in the mailboxd dashboard</a></p>",
+                                html_escape(&l)
+                            )
+                        })
+                        .unwrap_or_default(),
+                );
+            let class = first.kind.as_str();
+            let to = self.by_class.get(class).unwrap_or(&self.to);
+            let mut b = Message::builder()
+                .from(self.from.clone())
+                .subject(subject)
+                .message_id(Some(format!(
+                    "<alert-{}-{}@{}>",
+                    first.id,
+                    first.created_at.timestamp(),
+                    self.domain
+                )));
+            for t in to {
+                b = b.to(t.clone());
+            }
+            b.multipart(
+                lettre::message::MultiPart::alternative()
+                    .singlepart(
+                        lettre::message::SinglePart::builder()
+                            .header(ContentType::TEXT_PLAIN)
+                            .body(text),
+                    )
+                    .singlepart(
+                        lettre::message::SinglePart::builder()
+                            .header(ContentType::TEXT_HTML)
+                            .body(html),
+                    ),
+            )
+            .map_err(|e| e.to_string())
+        }
+
+        pub async fn send(&self, alerts: Vec<Alert>, note: Option<String>) -> Result<(), String> {
+            let msg = self.message(&alerts, note.as_deref())?;
             self.transport
                 .send(msg)
                 .await
@@ -189,12 +346,17 @@ pub mod sender {
         }
     }
 
-    pub async fn run(store: Store, cfg: Smtp, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        store: Store,
+        cfg: Smtp,
+        public_url: Option<String>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         if cfg.host.is_empty() {
             tracing::warn!("no [smtp].host: alerts stay in the outbox (mailboxd alerts list)");
             return;
         }
-        let sender = match Sender::new(&cfg) {
+        let sender = match Sender::new(&cfg, public_url) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "alert emails are off until the SMTP settings are fixed");
@@ -202,8 +364,14 @@ pub mod sender {
             }
         };
         loop {
+            let policy = crate::store::DeliveryPolicy {
+                limit: 500,
+                retry_base: cfg.retry_base,
+                digest_window: cfg.digest_window,
+                hourly_cap: cfg.hourly_cap,
+            };
             match store
-                .deliver_alerts(20, cfg.retry_base, |a| sender.send(a))
+                .deliver_alerts(&policy, |alerts, note| sender.send(alerts, note))
                 .await
             {
                 Ok((sent, failed)) if sent + failed > 0 => {

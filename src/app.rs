@@ -111,6 +111,7 @@ impl App {
         tasks.push(tokio::spawn(crate::alert::sender::run(
             store.clone(),
             settings.smtp.clone(),
+            settings.admin.public_url.clone(),
             shutdown_rx.clone(),
         )));
 

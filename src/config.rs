@@ -288,6 +288,14 @@ pub struct Smtp {
     /// First pause after a failed send; doubles per failure, up to 15 minutes.
     #[serde(with = "humantime_secs")]
     pub retry_base: Duration,
+    /// Recipients per error class (`permanent`, `systemic`, `transient`, `not_synced`,
+    /// `reconcile`) instead of `to`, e.g. support for account problems, operations for outages.
+    pub to_by_class: std::collections::HashMap<String, Vec<String>>,
+    /// Failures with the same problem within this window go out as one digest email.
+    #[serde(with = "humantime_secs")]
+    pub digest_window: Duration,
+    /// Alert emails per hour at most; the rest stay in the outbox, marked suppressed.
+    pub hourly_cap: u32,
     #[serde(skip)]
     pub password: Option<SecretString>,
 }
@@ -300,6 +308,9 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
     /// Serve the read-only API without a token (logged at start). Off by default.
     pub open_reads: bool,
+    /// Where operators reach the dashboard (e.g. https://mailboxd.corp.example); alert
+    /// emails link to the job there.
+    pub public_url: Option<String>,
     #[serde(skip)]
     pub token: Option<SecretString>,
 }
@@ -412,6 +423,9 @@ impl Default for Smtp {
             ca_file: None,
             timeout: Duration::from_secs(30),
             retry_base: Duration::from_secs(10),
+            to_by_class: std::collections::HashMap::new(),
+            digest_window: Duration::from_secs(60),
+            hourly_cap: 30,
             password: None,
         }
     }
@@ -423,6 +437,7 @@ impl Default for Admin {
             listen: "127.0.0.1:8080".into(),
             token_file: None,
             open_reads: false,
+            public_url: None,
             token: None,
         }
     }

@@ -186,6 +186,8 @@ pub async fn run(
     if !dry_run && capped {
         let alert = NewAlert {
             kind: "reconcile".into(),
+            digest_key: None,
+            account: None,
             subject: format!(
                 "[mailboxd] Reconciliation queued nothing: {} differences exceed the cap of {}",
                 actionable.len(),

@@ -183,6 +183,9 @@ pub struct NewAlert {
     pub kind: String,
     pub subject: String,
     pub body: String,
+    /// Alerts with the same key within the digest window go out as one email.
+    pub digest_key: Option<String>,
+    pub account: Option<String>,
 }
 
 /// The record of one attempt, written with its resolution.
@@ -647,15 +650,7 @@ impl Store {
                 alert: Some(alert), ..
             } = resolution
             {
-                sqlx::query(
-                    "INSERT INTO alerts (job_id, kind, subject, body) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(job.id)
-                .bind(&alert.kind)
-                .bind(&alert.subject)
-                .bind(&alert.body)
-                .execute(&mut *tx)
-                .await?;
+                insert_alert(&mut tx, Some(job.id), alert).await?;
             }
         }
         sqlx::query(
@@ -686,6 +681,26 @@ impl Store {
             .map(|(j, _, _)| held.contains(&j.id))
             .collect())
     }
+}
+
+async fn insert_alert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job_id: Option<Uuid>,
+    alert: &NewAlert,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO alerts (job_id, kind, subject, body, digest_key, account)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(job_id)
+    .bind(&alert.kind)
+    .bind(&alert.subject)
+    .bind(&alert.body)
+    .bind(&alert.digest_key)
+    .bind(&alert.account)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// What a resolution writes on the job row.
@@ -792,13 +807,7 @@ async fn finish_in(
         alert: Some(alert), ..
     } = resolution
     {
-        sqlx::query("INSERT INTO alerts (job_id, kind, subject, body) VALUES ($1, $2, $3, $4)")
-            .bind(job.id)
-            .bind(&alert.kind)
-            .bind(&alert.subject)
-            .bind(&alert.body)
-            .execute(&mut **tx)
-            .await?;
+        insert_alert(tx, Some(job.id), alert).await?;
     }
     Ok(true)
 }
@@ -929,6 +938,22 @@ pub struct Alert {
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
+    pub digest_key: Option<String>,
+    pub account: Option<String>,
+    pub folded_into: Option<i64>,
+    pub suppressed: bool,
+}
+
+/// How the alert outbox is emailed.
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    /// Alerts read per round.
+    pub limit: i64,
+    pub retry_base: Duration,
+    /// Alerts of one problem within this window go out as one digest.
+    pub digest_window: Duration,
+    /// Emails per hour at most; the rest are kept, marked suppressed.
+    pub hourly_cap: u32,
 }
 
 /// Why an operator action was refused.
@@ -1007,43 +1032,98 @@ impl Store {
     /// and a crash between send and commit sends it again at most once (same Message-ID).
     pub async fn deliver_alerts<F, Fut>(
         &self,
-        limit: i64,
-        retry_base: Duration,
+        policy: &DeliveryPolicy,
         send: F,
     ) -> Result<(u32, u32), StoreError>
     where
-        F: Fn(Alert) -> Fut,
+        F: Fn(Vec<Alert>, Option<String>) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
         let mut tx = self.pool.begin().await?;
+        // Alerts of one problem wait out the digest window so a burst becomes one email.
         let due: Vec<Alert> = sqlx::query_as(
             "SELECT * FROM alerts WHERE sent_at IS NULL AND next_attempt_at <= now()
+                AND (digest_key IS NULL OR digest_key IN (
+                        SELECT digest_key FROM alerts
+                         WHERE sent_at IS NULL AND digest_key IS NOT NULL
+                           AND created_at <= now() - make_interval(secs => $2)))
               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
-        .bind(limit)
+        .bind(policy.limit)
+        .bind(interval(policy.digest_window))
         .fetch_all(&mut *tx)
         .await?;
-        let (mut sent, mut failed) = (0, 0);
+        if due.is_empty() {
+            tx.commit().await?;
+            return Ok((0, 0));
+        }
+        let sent_last_hour: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM alerts WHERE sent_at > now() - interval '1 hour'
+                AND NOT suppressed AND folded_into IS NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut room = i64::from(policy.hourly_cap) - sent_last_hour;
+        // One email per digest key (or per alert without one), oldest first.
+        let mut groups: Vec<Vec<Alert>> = Vec::new();
         for alert in due {
-            let id = alert.id;
-            let attempts = alert.attempts;
-            match send(alert).await {
+            match alert.digest_key.as_ref().and_then(|k| {
+                groups
+                    .iter()
+                    .position(|g| g[0].digest_key.as_ref() == Some(k))
+            }) {
+                Some(i) => groups[i].push(alert),
+                None => groups.push(vec![alert]),
+            }
+        }
+        let (mut sent, mut failed) = (0, 0);
+        let total_groups = groups.len();
+        for (gi, group) in groups.into_iter().enumerate() {
+            let ids: Vec<i64> = group.iter().map(|a| a.id).collect();
+            if room <= 0 {
+                sqlx::query(
+                    "UPDATE alerts SET sent_at = now(), suppressed = true,
+                            last_error = 'not emailed: the hourly cap (smtp.hourly_cap) was reached'
+                      WHERE id = ANY($1)",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                continue;
+            }
+            // The last email allowed this hour says how many are held back.
+            let note = (room == 1 && gi + 1 < total_groups).then(|| {
+                format!(
+                    "{} more alert email(s) are suppressed this hour (smtp.hourly_cap = {}); see `mailboxd alerts list`.",
+                    total_groups - gi - 1,
+                    policy.hourly_cap
+                )
+            });
+            let attempts = group[0].attempts;
+            match send(group, note).await {
                 Ok(()) => {
-                    sqlx::query("UPDATE alerts SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE alerts SET sent_at = now(), attempts = attempts + 1, last_error = NULL,
+                                folded_into = CASE WHEN id = $2 THEN NULL ELSE $2 END
+                          WHERE id = ANY($1)",
+                    )
+                    .bind(&ids)
+                    .bind(ids[0])
+                    .execute(&mut *tx)
+                    .await?;
                     sent += 1;
+                    room -= 1;
                 }
                 Err(e) => {
                     // base, 2·base, 4·base … up to 15 min between tries.
-                    let delay =
-                        (retry_base.as_secs_f64() * 2f64.powi(attempts.clamp(0, 10))).min(900.0);
+                    let delay = (policy.retry_base.as_secs_f64()
+                        * 2f64.powi(attempts.clamp(0, 10)))
+                    .min(900.0);
                     sqlx::query(
                         "UPDATE alerts SET attempts = attempts + 1, last_error = $2,
-                                next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                                next_attempt_at = now() + make_interval(secs => $3) WHERE id = ANY($1)",
                     )
-                    .bind(id)
+                    .bind(&ids)
                     .bind(e)
                     .bind(delay)
                     .execute(&mut *tx)
