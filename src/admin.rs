@@ -1,6 +1,6 @@
 //! The daemon's admin HTTP: liveness, readiness, and the JSON API under `/api/v1` that
 //! the CLI's operations mirror. Every write needs the bearer token; reads too, unless
-//! `admin.open_reads` says otherwise. (Dashboard and metrics arrive with their own issue.)
+//! `admin.open_reads` says otherwise. `/metrics` is Prometheus' text format (open, counts only).
 
 use std::net::SocketAddr;
 
@@ -34,6 +34,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(show_job))
         .route("/api/v1/jobs/{id}/retry", post(retry_job))
@@ -41,6 +42,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/poison", get(list_poison))
         .route("/api/v1/alerts", get(list_alerts))
         .with_state(state)
+}
+
+/// Prometheus text format. Open like `/healthz`: it holds counts, never names or secrets.
+async fn metrics(State(st): State<AdminState>) -> Response {
+    let broker = *st.broker_connected.borrow();
+    let body = crate::metrics::render(&st.store, st.circuit.status().open, broker).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 fn problem(status: StatusCode, detail: impl Into<String>) -> Response {

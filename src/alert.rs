@@ -376,6 +376,9 @@ pub mod sender {
             {
                 Ok((sent, failed)) if sent + failed > 0 => {
                     tracing::info!(sent, failed, "alert outbox delivered");
+                    metrics::counter!("mailboxd_alerts_sent_total").increment(u64::from(sent));
+                    metrics::counter!("mailboxd_alert_send_failures_total")
+                        .increment(u64::from(failed));
                     if failed == 0 {
                         continue;
                     }

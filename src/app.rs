@@ -60,6 +60,7 @@ pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
 impl App {
     /// Connects, migrates and starts every part. Returns once the admin listener is bound.
     pub async fn start(settings: Settings) -> anyhow::Result<App> {
+        crate::metrics::handle();
         let store = Store::connect(&settings.database.url, settings.database.max_connections)
             .await
             .context("connecting to PostgreSQL")?;

@@ -298,6 +298,7 @@ async fn handle_batch(
                 };
                 let id =
                     with_db_retry("store a poison message", || store.insert_poison(&poison)).await;
+                metrics::counter!("mailboxd_poison_received_total").increment(1);
                 tracing::warn!(poison_id = id, reason = %reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
                 delivery
                     .reject(BasicRejectOptions { requeue: false })
@@ -314,6 +315,12 @@ async fn handle_batch(
             with_db_retry("store jobs", || store.insert_events(&events, max_attempts)).await;
         for (ev, ins) in events.iter().zip(&inserted) {
             tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
+            let format = if ev.source.as_deref() == Some("identityiq") {
+                "identityiq"
+            } else {
+                "json"
+            };
+            metrics::counter!("mailboxd_events_ingested_total", "format" => format).increment(1);
         }
     }
     failpoint("intake-after-commit");

@@ -15,6 +15,7 @@ pub mod exchange;
 pub mod iiq;
 pub mod intake;
 pub mod lab;
+pub mod metrics;
 pub mod publish;
 pub mod reconcile;
 pub mod store;

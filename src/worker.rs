@@ -306,6 +306,8 @@ impl Worker {
         if let Some(dir) = &self.directory {
             pending = self.precheck(dir, kind, pending, started_at).await;
         }
+        metrics::histogram!("mailboxd_batch_size", "kind" => kind.as_str())
+            .record(pending.len() as f64);
         if pending.is_empty() {
             return;
         }
@@ -322,6 +324,8 @@ impl Worker {
         match run {
             Ok(result) => {
                 if let Some(outage) = self.circuit.success() {
+                    metrics::counter!("mailboxd_circuit_transitions_total", "to" => "closed")
+                        .increment(1);
                     let alert = crate::alert::circuit_closed(self.exchange.endpoint(), outage);
                     if let Err(err) = self
                         .store
@@ -374,6 +378,15 @@ impl Worker {
             }
             Err(e) => {
                 tracing::warn!(error = %e, jobs = pending.len(), "batch failed as a whole");
+                if let crate::exchange::ExchangeError::Winrm(w) = &e {
+                    let kind = format!("{w:?}");
+                    let kind = kind
+                        .split(['(', ' ', '{'])
+                        .next()
+                        .unwrap_or("other")
+                        .to_owned();
+                    metrics::counter!("mailboxd_winrm_errors_total", "kind" => kind).increment(1);
+                }
                 let reason = e.to_string();
                 // Throttling says the host is up and busy: back off, keep the circuit closed.
                 let retry_after = match &e {
@@ -389,6 +402,8 @@ impl Worker {
                         .failure(e.class() == ErrorClass::Systemic, &reason)
                 };
                 if let Some(pause) = opened {
+                    metrics::counter!("mailboxd_circuit_transitions_total", "to" => "open")
+                        .increment(1);
                     let alert =
                         crate::alert::circuit_opened(self.exchange.endpoint(), &reason, pause);
                     if let Err(err) = self
@@ -455,6 +470,7 @@ impl Worker {
                 Ok(state) => state,
                 Err(e) => {
                     tracing::warn!(job_id = %p.job.id, error = %e, kind = e.kind(), "directory check failed");
+                    metrics::counter!("mailboxd_ldap_errors_total", "kind" => e.kind()).increment(1);
                     let res = self.failure(&p.job, e.class(), e.to_string());
                     self.finish(&p.job, &AttemptRecord::new(started_at), res).await;
                     return None;
@@ -612,6 +628,22 @@ impl Worker {
     }
 
     fn log_outcome(&self, job: &Job, res: &Resolution, held: bool) {
+        if held {
+            let (outcome, class) = match res {
+                Resolution::Succeeded { .. } => ("succeeded", "none"),
+                Resolution::Retry { class, .. } => ("retry", class.as_str()),
+                Resolution::Failed { class, .. } => ("failed", class.as_str()),
+                Resolution::Deferred { class, .. } => ("deferred", class.as_str()),
+                Resolution::Cancelled { .. } => ("cancelled", "none"),
+            };
+            metrics::counter!("mailboxd_attempts_total", "outcome" => outcome, "class" => class)
+                .increment(1);
+            if let Some(started) = job.started_at {
+                let secs = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1e3;
+                metrics::histogram!("mailboxd_attempt_duration_seconds", "outcome" => outcome)
+                    .record(secs);
+            }
+        }
         match held {
             true => match res {
                 Resolution::Succeeded { outcome } => {

@@ -116,3 +116,104 @@ async fn without_a_token_the_api_is_off_and_open_reads_stay_read_only() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// The value of the first sample of `name` whose labels contain every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
+    let mut onprem = seed("monprem");
+    onprem.recipient = Recipient::Onprem;
+    let env = TestEnv::new(vec![onprem, seed("mfine")]).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let bad = env.joiner("monprem");
+    let good = env.joiner("mfine");
+    publisher.publish(&bad).await.unwrap();
+    publisher.publish(&good).await.unwrap();
+    publisher
+        .publish_raw("ad.user.created", b"{nope", Some("application/json"), None)
+        .await
+        .unwrap();
+    env.wait_terminal(&bad.id).await;
+    env.wait_succeeded(&good.id).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.store.list_poison(5).await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let r = env
+        .http
+        .get(format!("http://{}/metrics", app.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "open like /healthz");
+    let text = r.text().await.unwrap();
+    // The queue as the database has it (this test's database).
+    assert_eq!(
+        sample(&text, "mailboxd_jobs", &[r#"state="succeeded""#]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "mailboxd_jobs", &[r#"state="failed""#]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "mailboxd_jobs", &[r#"state="running""#]),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, "mailboxd_poison_messages", &[]), Some(1.0));
+    assert_eq!(
+        sample(&text, "mailboxd_alert_outbox", &[r#"status="pending""#]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "mailboxd_circuit_open", &[]), Some(0.0));
+    assert_eq!(sample(&text, "mailboxd_broker_connected", &[]), Some(1.0));
+    // What happened (process-wide counters: at least this test's share).
+    assert!(
+        sample(
+            &text,
+            "mailboxd_attempts_total",
+            &[r#"outcome="succeeded""#]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            "mailboxd_attempts_total",
+            &[r#"outcome="failed""#, r#"class="permanent""#]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            "mailboxd_events_ingested_total",
+            &[r#"format="json""#]
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
+    assert!(sample(&text, "mailboxd_poison_received_total", &[]).unwrap_or(0.0) >= 1.0);
+    assert!(
+        text.contains("mailboxd_attempt_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("mailboxd_batch_size_bucket"), "{text}");
+    assert!(!text.contains(common::LAB_PASSWORD));
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -917,6 +917,16 @@ impl Store {
             .collect())
     }
 
+    /// Unsent alerts: (all pending, those whose last send failed).
+    pub async fn alert_outbox_depth(&self) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE last_error IS NOT NULL)
+               FROM alerts WHERE sent_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn count_unsent_alerts(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT count(*) FROM alerts WHERE sent_at IS NULL")

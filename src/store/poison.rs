@@ -59,6 +59,12 @@ impl Store {
         Ok(id)
     }
 
+    pub async fn count_poison(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM poison_messages")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn list_poison(&self, limit: i64) -> Result<Vec<PoisonMessage>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM poison_messages ORDER BY id DESC LIMIT $1")

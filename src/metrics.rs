@@ -1,0 +1,77 @@
+//! Prometheus metrics (`/metrics` on the admin listener). Counters and histograms are
+//! recorded where things happen; queue depths are read from PostgreSQL at scrape time, so
+//! every replica reports the same truth about the shared queue.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `mailboxd_jobs` | gauge | `state` |
+//! | `mailboxd_alert_outbox` | gauge | `status` (pending, failing) |
+//! | `mailboxd_poison_messages` | gauge | — |
+//! | `mailboxd_circuit_open` | gauge | — |
+//! | `mailboxd_broker_connected` | gauge | — |
+//! | `mailboxd_events_ingested_total` | counter | `format` (json, identityiq) |
+//! | `mailboxd_poison_received_total` | counter | — |
+//! | `mailboxd_attempts_total` | counter | `outcome`, `class` |
+//! | `mailboxd_attempt_duration_seconds` | histogram | `outcome` |
+//! | `mailboxd_batch_size` | histogram | `kind` |
+//! | `mailboxd_winrm_errors_total` | counter | `kind` |
+//! | `mailboxd_ldap_errors_total` | counter | `kind` |
+//! | `mailboxd_circuit_transitions_total` | counter | `to` (open, closed) |
+//! | `mailboxd_alerts_sent_total` / `mailboxd_alert_send_failures_total` | counter | — |
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide recorder once (several in-process daemons share it, as tests
+/// run them) and returns the handle that renders the text format.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+            ];
+            let sizes = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("mailboxd_attempt_duration_seconds".into()),
+                    &buckets,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("mailboxd_batch_size".into()), &sizes)
+                })
+                .and_then(|b| b.install_recorder())
+                .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// The scrape: recorded metrics plus the queue's state read now.
+pub async fn render(
+    store: &crate::store::Store,
+    circuit_open: bool,
+    broker_connected: bool,
+) -> String {
+    if let Ok(counts) = store.count_by_state().await {
+        for state in crate::store::JobState::ALL {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!("mailboxd_jobs", "state" => state.as_str()).set(n as f64);
+        }
+    }
+    if let Ok((pending, failing)) = store.alert_outbox_depth().await {
+        metrics::gauge!("mailboxd_alert_outbox", "status" => "pending").set(pending as f64);
+        metrics::gauge!("mailboxd_alert_outbox", "status" => "failing").set(failing as f64);
+    }
+    if let Ok(n) = store.count_poison().await {
+        metrics::gauge!("mailboxd_poison_messages").set(n as f64);
+    }
+    metrics::gauge!("mailboxd_circuit_open").set(f64::from(u8::from(circuit_open)));
+    metrics::gauge!("mailboxd_broker_connected").set(f64::from(u8::from(broker_connected)));
+    handle().map(PrometheusHandle::render).unwrap_or_default()
+}
