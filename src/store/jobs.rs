@@ -632,7 +632,7 @@ impl Store {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut a_class, mut a_error, mut a_transcript, mut a_dc, mut a_dir) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (i, (job, record, resolution)) in outcomes.iter().enumerate() {
+        for (i, (job, record, _)) in outcomes.iter().enumerate() {
             if !held.contains(&job.id) {
                 continue;
             }
@@ -646,12 +646,6 @@ impl Store {
             a_transcript.push(record.transcript.clone());
             a_dc.push(record.domain_controller.clone());
             a_dir.push(record.directory.clone());
-            if let Resolution::Failed {
-                alert: Some(alert), ..
-            } = resolution
-            {
-                insert_alert(&mut tx, Some(job.id), alert).await?;
-            }
         }
         sqlx::query(
             "INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome, error_class,
@@ -675,6 +669,16 @@ impl Store {
         .bind(&a_dir)
         .execute(&mut *tx)
         .await?;
+        // Alerts last, so that they can list every attempt including this one.
+        for (job, _, resolution) in outcomes {
+            if let Resolution::Failed {
+                alert: Some(alert), ..
+            } = resolution
+                && held.contains(&job.id)
+            {
+                insert_alert(&mut tx, Some(job.id), alert).await?;
+            }
+        }
         tx.commit().await?;
         Ok(outcomes
             .iter()
@@ -683,11 +687,44 @@ impl Store {
     }
 }
 
+/// (attempt, started, outcome, class, error excerpt, host) for an alert's history.
+type AttemptLine = (
+    i32,
+    DateTime<Utc>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 async fn insert_alert(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     job_id: Option<Uuid>,
     alert: &NewAlert,
 ) -> Result<(), StoreError> {
+    let mut body = alert.body.clone();
+    if let Some(id) = job_id {
+        // The attempts with their times: what support needs to see the history at a glance.
+        let rows: Vec<AttemptLine> = sqlx::query_as(
+            "SELECT attempt, started_at, outcome, error_class, left(error_message, 160), host
+               FROM job_attempts WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        if !rows.is_empty() {
+            body.push_str("\nAttempts:\n");
+            for (n, at, outcome, class, error, host) in rows {
+                body.push_str(&format!(
+                    "  #{n}  {}  {outcome}{}{}{}\n",
+                    at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    class.map(|c| format!(" ({c})")).unwrap_or_default(),
+                    host.map(|h| format!(" on {h}")).unwrap_or_default(),
+                    error.map(|e| format!(": {e}")).unwrap_or_default(),
+                ));
+            }
+        }
+    }
     sqlx::query(
         "INSERT INTO alerts (job_id, kind, subject, body, digest_key, account)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -695,7 +732,7 @@ async fn insert_alert(
     .bind(job_id)
     .bind(&alert.kind)
     .bind(&alert.subject)
-    .bind(&alert.body)
+    .bind(&body)
     .bind(&alert.digest_key)
     .bind(&alert.account)
     .execute(&mut **tx)
