@@ -41,6 +41,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/api/v1/poison", get(list_poison))
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/reconcile/runs", get(list_reconcile_runs))
+        .merge(crate::dashboard::routes())
         .with_state(state)
 }
 
@@ -213,6 +215,13 @@ async fn list_alerts(State(s): State<AdminState>, headers: HeaderMap) -> Respons
         return r;
     }
     listing("alerts", s.store.list_alerts(100).await)
+}
+
+async fn list_reconcile_runs(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&s, &headers, false) {
+        return r;
+    }
+    listing("runs", s.store.list_reconcile_runs(50).await)
 }
 
 /// The process is alive and serving.

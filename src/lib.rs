@@ -8,6 +8,7 @@ pub mod bench;
 pub mod circuit;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod directory;
 pub mod event;

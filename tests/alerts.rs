@@ -140,7 +140,10 @@ async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
     assert!(mail.contains("Message-ID: <alert-"), "{mail}");
     assert!(mail.contains("What to do"), "{mail}");
     let decoded = decode_parts(mail);
-    assert!(decoded.contains("Attempts:") && decoded.contains("#1 "), "{decoded}");
+    assert!(
+        decoded.contains("Attempts:") && decoded.contains("#1 "),
+        "{decoded}"
+    );
     assert!(!mail.contains(common::LAB_PASSWORD));
 
     app.stop().await;

@@ -1,0 +1,486 @@
+//! The operators' dashboard: server-rendered HTML on the admin listener, readable without
+//! JavaScript. Queue overview with a 24-hour chart, the job list with filters and search by
+//! account, a job page with its attempts and the retry/cancel buttons, the alert outbox,
+//! poison messages and reconciliation runs.
+//!
+//! Access follows the API: the admin token (sent once through `/login`, then kept in an
+//! HttpOnly, SameSite=Strict cookie), or reads without it when `admin.open_reads` is set.
+//! Actions always need the token. Every value shown is HTML-escaped.
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::admin::AdminState;
+use crate::event::EventKind;
+use crate::store::{JobFilter, JobState};
+
+const COOKIE: &str = "mailboxd_token";
+
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/login", get(login_form).post(login))
+        .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/retry", post(retry))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/alerts", get(alerts))
+        .route("/poison", get(poison))
+        .route("/reconcile", get(reconcile))
+}
+
+/// HTML-escapes a value for text and attribute positions.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn has_token(s: &AdminState, headers: &HeaderMap) -> bool {
+    match (&s.token, cookie_token(headers)) {
+        (Some(t), Some(given)) => crate::secret_eq(t.expose_secret().as_bytes(), given.as_bytes()),
+        _ => false,
+    }
+}
+
+/// The refusal when the visitor may not see (or, for `write`, change) anything.
+fn check(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> {
+    if has_token(s, headers) || (!write && s.open_reads) {
+        return None;
+    }
+    if s.token.is_none() {
+        return Some(page_with_status(
+            StatusCode::FORBIDDEN,
+            "Dashboard off",
+            "<p>The dashboard needs an admin token: set <code>admin.token_file</code> (or \
+             <code>MAILBOXD_ADMIN_TOKEN</code>), or <code>admin.open_reads = true</code> to read without one.</p>",
+        ));
+    }
+    if write {
+        return Some(page_with_status(
+            StatusCode::UNAUTHORIZED,
+            "Token needed",
+            "<p>Actions need the admin token. <a href=\"/login\">Log in</a>.</p>",
+        ));
+    }
+    Some(Redirect::to("/login").into_response())
+}
+
+fn page(title: &str, body: &str) -> Response {
+    page_with_status(StatusCode::OK, title, body)
+}
+
+fn page_with_status(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{t} · mailboxd</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 0; color: #1b1b1b; }}
+header {{ background: #17324d; color: #fff; padding: .6em 1.2em; }}
+header a {{ color: #fff; margin-right: 1.2em; text-decoration: none; }}
+main {{ padding: 1em 1.2em; max-width: 80em; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ text-align: left; padding: .3em .6em; border-bottom: 1px solid #ddd; vertical-align: top; }}
+.state-failed {{ color: #a40000; font-weight: bold; }} .state-succeeded {{ color: #1d6b1d; }}
+.state-retrying, .state-waiting_for_sync {{ color: #8a5a00; }} .state-running {{ color: #0b4f8a; }}
+.bad {{ background: #fde7e7; padding: .5em; }} .good {{ background: #e6f4e6; padding: .5em; }}
+.cards {{ display: flex; flex-wrap: wrap; gap: .8em; }} .card {{ border: 1px solid #ccc; padding: .6em 1em; min-width: 8em; }}
+.card b {{ font-size: 1.6em; display: block; }} pre {{ white-space: pre-wrap; background: #f4f4f4; padding: .6em; }}
+</style></head>
+<body><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/jobs?state=failed">Failed</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a><a href="/login">Log in</a></header>
+<main><h1>{t}</h1>
+{body}
+</main></body></html>"#,
+        t = esc(title)
+    );
+    (status, Html(html)).into_response()
+}
+
+fn state_cell(state: &str) -> String {
+    format!("<td class=\"state-{s}\">{s}</td>", s = esc(state))
+}
+
+async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(r) = check(&s, &headers, false) {
+        return r;
+    }
+    let counts = s.store.count_by_state().await.unwrap_or_default();
+    let circuit = s.circuit.status();
+    let broker = *s.broker_connected.borrow();
+    let mut body = String::new();
+    body.push_str(&match (&circuit.open, &circuit.reason) {
+        (true, reason) => format!(
+            "<p class=\"bad\" id=\"circuit\">Circuit <b>open</b>: work on the Windows side is paused ({}). Next probe in {} s.</p>",
+            esc(reason.as_deref().unwrap_or("")),
+            circuit.retry_in_s.unwrap_or(0)
+        ),
+        (false, _) => "<p class=\"good\" id=\"circuit\">Circuit closed: the Windows side answers.</p>".into(),
+    });
+    body.push_str(if broker {
+        "<p class=\"good\" id=\"broker\">Broker connected: events flow in.</p>"
+    } else {
+        "<p class=\"bad\" id=\"broker\">Broker <b>disconnected</b>: events wait in RabbitMQ until mailboxd reconnects.</p>"
+    });
+    body.push_str("<h2>Queue</h2><div class=\"cards\">");
+    for state in JobState::ALL {
+        let n = counts
+            .iter()
+            .find(|(st, _)| *st == state)
+            .map_or(0, |(_, n)| *n);
+        body.push_str(&format!(
+            "<a class=\"card\" href=\"/jobs?state={s}\" id=\"count-{s}\"><b>{n}</b>{s}</a>",
+            s = state.as_str()
+        ));
+    }
+    body.push_str("</div>");
+    body.push_str(&chart(&s).await);
+    page("Overview", &body)
+}
+
+/// Jobs finished per hour over the last 24 h as an inline SVG bar chart.
+async fn chart(s: &AdminState) -> String {
+    let rows = s.store.finished_per_hour().await.unwrap_or_default();
+    let max = rows
+        .iter()
+        .map(|(_, ok, bad)| ok + bad)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let mut bars = String::new();
+    for (i, (hour, ok, bad)) in rows.iter().enumerate() {
+        let x = i as f64 * 30.0;
+        let h_ok = *ok as f64 / max * 120.0;
+        let h_bad = *bad as f64 / max * 120.0;
+        bars.push_str(&format!(
+            "<g><title>{} UTC: {ok} succeeded, {bad} failed</title>\
+             <rect x=\"{x}\" y=\"{}\" width=\"24\" height=\"{h_ok}\" fill=\"#3a8a3a\"/>\
+             <rect x=\"{x}\" y=\"{}\" width=\"24\" height=\"{h_bad}\" fill=\"#b03030\"/></g>",
+            hour.format("%H:00"),
+            130.0 - h_ok,
+            130.0 - h_ok - h_bad,
+        ));
+    }
+    format!(
+        "<h2>Last 24 hours</h2><svg id=\"chart\" role=\"img\" aria-label=\"jobs finished per hour\" width=\"740\" height=\"140\" viewBox=\"0 0 740 140\">{bars}</svg>\
+         <p><small>Green: succeeded, red: failed, per hour (hover for numbers).</small></p>"
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct JobsQuery {
+    state: Option<String>,
+    account: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+async fn jobs(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<JobsQuery>,
+) -> Response {
+    if let Some(r) = check(&s, &headers, false) {
+        return r;
+    }
+    let filter = JobFilter {
+        state: q.state.as_deref().and_then(JobState::parse),
+        account: q.account.clone().filter(|a| !a.is_empty()),
+        kind: q.kind.as_deref().and_then(EventKind::parse),
+        limit: 200,
+    };
+    let list = s.store.list_jobs(&filter).await.unwrap_or_default();
+    let mut body = format!(
+        "<form method=\"get\" action=\"/jobs\"><label>Account <input name=\"account\" value=\"{}\"></label> \
+         <label>State <select name=\"state\"><option value=\"\">any</option>{}</select></label> \
+         <button type=\"submit\">Search</button></form>",
+        esc(q.account.as_deref().unwrap_or("")),
+        JobState::ALL
+            .iter()
+            .map(|st| format!(
+                "<option{}>{}</option>",
+                if q.state.as_deref() == Some(st.as_str()) {
+                    " selected"
+                } else {
+                    ""
+                },
+                st.as_str()
+            ))
+            .collect::<String>()
+    );
+    body.push_str("<table id=\"jobs\"><tr><th>Account</th><th>Type</th><th>State</th><th>Attempts</th><th>Last error</th><th>Updated</th></tr>");
+    for j in &list {
+        body.push_str(&format!(
+            "<tr><td><a href=\"/jobs/{id}\">{acct}</a></td><td>{kind}</td>{state}<td>{n}/{max}</td><td>{err}</td><td>{at}</td></tr>",
+            id = j.id,
+            acct = esc(j.event.account.sam_account_name.as_str()),
+            kind = j.kind,
+            state = state_cell(j.state.as_str()),
+            n = j.attempt,
+            max = j.max_attempts,
+            err = esc(&j.last_error.clone().unwrap_or_default().chars().take(140).collect::<String>()),
+            at = j.updated_at.format("%Y-%m-%d %H:%M:%S"),
+        ));
+    }
+    body.push_str("</table>");
+    if list.is_empty() {
+        body.push_str("<p>No job matches.</p>");
+    }
+    page("Jobs", &body)
+}
+
+async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uuid>) -> Response {
+    if let Some(r) = check(&s, &headers, false) {
+        return r;
+    }
+    let Ok(Some((j, attempts))) = s.store.get_job(id).await else {
+        return page_with_status(
+            StatusCode::NOT_FOUND,
+            "No such job",
+            "<p>No job with that id.</p>",
+        );
+    };
+    let sam = j.event.account.sam_account_name.as_str();
+    let mut body = format!(
+        "<table id=\"job\"><tr><th>Account</th><td id=\"account\">{}</td></tr>\
+         <tr><th>Type</th><td>{}</td></tr><tr><th>State</th><td id=\"state\" class=\"state-{st}\">{st}</td></tr>\
+         <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td>{}/{}</td></tr>\
+         <tr><th>Next attempt</th><td>{}</td></tr><tr><th>Event</th><td>{} (source {}, occurred {})</td></tr>\
+         <tr><th>Last error</th><td>{} {}</td></tr></table>",
+        esc(sam),
+        j.kind,
+        esc(j.outcome.as_deref().unwrap_or("")),
+        j.attempt,
+        j.max_attempts,
+        j.next_attempt_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        esc(&j.event_id),
+        esc(j.event.source.as_deref().unwrap_or("-")),
+        j.occurred_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        esc(j.last_error_class.as_deref().unwrap_or("")),
+        esc(j.last_error.as_deref().unwrap_or("")),
+        st = esc(j.state.as_str()),
+    );
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/jobs/{id}/retry\" style=\"display:inline\"><button id=\"retry\" type=\"submit\">Retry now</button></form> \
+         <form method=\"post\" action=\"/jobs/{id}/cancel\" style=\"display:inline\"><button id=\"cancel\" type=\"submit\">Cancel</button></form>"
+    ));
+    body.push_str("<h2>Attempts</h2><table id=\"attempts\"><tr><th>#</th><th>Started</th><th>Finished</th><th>Outcome</th><th>Class</th><th>Replica / host / DC</th><th>Error</th></tr>");
+    for a in &attempts {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}<br>{}<br>{}</td><td>{}</td></tr>",
+            a.attempt,
+            a.started_at.format("%H:%M:%S%.3f"),
+            a.finished_at.format("%H:%M:%S%.3f"),
+            esc(&a.outcome),
+            esc(a.error_class.as_deref().unwrap_or("")),
+            esc(&a.replica),
+            esc(a.host.as_deref().unwrap_or("")),
+            esc(a.domain_controller.as_deref().unwrap_or("")),
+            esc(a.error_message.as_deref().unwrap_or("")),
+        ));
+        if let Some(t) = &a.transcript {
+            body.push_str(&format!(
+                "<tr><td></td><td colspan=\"6\"><details><summary>Transcript</summary><pre>{}</pre></details></td></tr>",
+                esc(t)
+            ));
+        }
+    }
+    body.push_str("</table>");
+    page(&format!("Job for {sam}"), &body)
+}
+
+async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool) -> Response {
+    if let Some(r) = check(&s, &headers, true) {
+        return r;
+    }
+    let r = if retry {
+        s.store.retry_job(id).await
+    } else {
+        s.store.cancel_job(id).await
+    };
+    match r {
+        Ok(Ok(())) => {
+            tracing::info!(job_id = %id, action = if retry { "retry" } else { "cancel" }, "operator action from the dashboard");
+            Redirect::to(&format!("/jobs/{id}")).into_response()
+        }
+        Ok(Err(e)) => page_with_status(
+            StatusCode::CONFLICT,
+            "Not possible",
+            &format!(
+                "<p>{}</p><p><a href=\"/jobs/{id}\">Back to the job</a></p>",
+                esc(&format!("{e:?}"))
+            ),
+        ),
+        Err(e) => page_with_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            &format!("<p>{}</p>", esc(&e.to_string())),
+        ),
+    }
+}
+
+async fn retry(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uuid>) -> Response {
+    act(s, headers, id, true).await
+}
+
+async fn cancel(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uuid>) -> Response {
+    act(s, headers, id, false).await
+}
+
+async fn alerts(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(r) = check(&s, &headers, false) {
+        return r;
+    }
+    let list = s.store.list_alerts(200).await.unwrap_or_default();
+    let mut body = String::from(
+        "<table id=\"alerts\"><tr><th>Created</th><th>Status</th><th>Subject</th><th>Attempts</th><th>Last error</th></tr>",
+    );
+    for a in &list {
+        let status = if a.suppressed {
+            "suppressed"
+        } else if a.folded_into.is_some() {
+            "sent in a digest"
+        } else if a.sent_at.is_some() {
+            "sent"
+        } else if a.last_error.is_some() {
+            "failing"
+        } else {
+            "pending"
+        };
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            a.created_at.format("%Y-%m-%d %H:%M:%S"),
+            esc(&a.subject),
+            a.attempts,
+            esc(a.last_error.as_deref().unwrap_or("")),
+        ));
+    }
+    body.push_str("</table>");
+    page("Alerts", &body)
+}
+
+async fn poison(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(r) = check(&s, &headers, false) {
+        return r;
+    }
+    let list = s.store.list_poison(200).await.unwrap_or_default();
+    let mut body = String::from(
+        "<p>Messages that could not become a job. Replay one after fixing it: <code>mailboxd poison replay ID</code>.</p><table id=\"poison\"><tr><th>Id</th><th>Received</th><th>Routing key</th><th>Reason</th><th>Size</th></tr>",
+    );
+    for p in &list {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            p.id,
+            p.received_at.format("%Y-%m-%d %H:%M:%S"),
+            esc(&p.routing_key),
+            esc(&p.reason),
+            p.body_size
+        ));
+    }
+    body.push_str("</table>");
+    page("Poison messages", &body)
+}
+
+async fn reconcile(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(r) = check(&s, &headers, false) {
+        return r;
+    }
+    let runs = s.store.list_reconcile_runs(50).await.unwrap_or_default();
+    let mut body = String::from(
+        "<table id=\"runs\"><tr><th>Started</th><th>Mode</th><th>DC</th><th>Scanned</th><th>Differences</th><th>Jobs queued</th><th>Notes</th></tr>",
+    );
+    for r in &runs {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td></tr>",
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            if r.dry_run { "dry run" } else { "run" },
+            esc(r.domain_controller.as_deref().unwrap_or("")),
+            r.scanned,
+            r.differences,
+            esc(&r.by_kind.to_string()),
+            r.jobs_created,
+            esc(&match (&r.error, r.capped) {
+                (Some(e), _) => e.clone(),
+                (None, true) => "capped: nothing queued, alert raised".into(),
+                _ => String::new(),
+            }),
+        ));
+    }
+    body.push_str("</table>");
+    page("Reconciliation runs", &body)
+}
+
+async fn login_form() -> Response {
+    page(
+        "Log in",
+        "<form method=\"post\" action=\"/login\"><label>Admin token <input type=\"password\" name=\"token\" autocomplete=\"off\"></label> <button id=\"login\" type=\"submit\">Log in</button></form>",
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(s): State<AdminState>, Form(f): Form<LoginForm>) -> Response {
+    let ok = s
+        .token
+        .as_ref()
+        .is_some_and(|t| crate::secret_eq(t.expose_secret().as_bytes(), f.token.as_bytes()));
+    if !ok {
+        return page_with_status(
+            StatusCode::UNAUTHORIZED,
+            "Log in",
+            "<p class=\"bad\">Wrong token.</p><p><a href=\"/login\">Try again</a></p>",
+        );
+    }
+    // Tokens are opaque ASCII secrets; anything else could not travel in a cookie anyway.
+    if !f
+        .token
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+    {
+        return page_with_status(
+            StatusCode::BAD_REQUEST,
+            "Log in",
+            "<p>This token cannot be kept in a cookie; use the API with a bearer header.</p>",
+        );
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_owned()),
+            (
+                header::SET_COOKIE,
+                format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", f.token),
+            ),
+        ],
+    )
+        .into_response()
+}

@@ -1,0 +1,141 @@
+//! Operators read and steer the queue in the dashboard (server-rendered HTML).
+
+mod common;
+
+use common::{TestEnv, seed};
+use mailboxd::lab::Recipient;
+use mailboxd::store::JobState;
+use secrecy::SecretString;
+
+const TOKEN: &str = "dashboard-token-for-tests";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
+    let mut onprem = seed("dashonprem");
+    onprem.recipient = Recipient::Onprem;
+    let hostile = "o'brien&co";
+    let mut env = TestEnv::new(vec![onprem, seed(hostile)]).await;
+    env.settings.admin.token = Some(SecretString::from(TOKEN));
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let bad = env.joiner("dashonprem");
+    let good = env.joiner(hostile);
+    publisher.publish(&bad).await.unwrap();
+    publisher.publish(&good).await.unwrap();
+    let failed = env.wait_terminal(&bad.id).await;
+    assert_eq!(failed.state, JobState::Failed);
+    env.wait_succeeded(&good.id).await;
+
+    let base = format!("http://{}", app.admin_addr);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Without the token: sent to the login page; actions refused.
+    let r = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login");
+    let r = client
+        .post(format!("{base}/jobs/{}/retry", failed.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Log in: an HttpOnly, SameSite=Strict cookie.
+    let r = client
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let get = |path: String| {
+        let client = client.clone();
+        let cookie = cookie.clone();
+        async move {
+            let r = client
+                .get(path)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+
+    let home = get(format!("{base}/")).await;
+    assert!(home.contains(r#"id="count-succeeded"><b>1</b>"#), "{home}");
+    assert!(home.contains(r#"id="count-failed"><b>1</b>"#), "{home}");
+    assert!(home.contains("Circuit closed"), "{home}");
+    assert!(home.contains("Broker connected"), "{home}");
+    assert!(home.contains("<svg id=\"chart\""), "{home}");
+
+    // The failed list, and a search by account that escapes what it shows.
+    let list = get(format!("{base}/jobs?state=failed")).await;
+    assert!(list.contains("dashonprem"), "{list}");
+    assert!(!list.contains("o&#39;brien"), "only failed jobs: {list}");
+    let search = get(format!("{base}/jobs?account=o%27brien%26co")).await;
+    assert!(search.contains("o&#39;brien&amp;co"), "{search}");
+    assert!(!search.contains("o'brien&co"), "unescaped: {search}");
+
+    // The job page: what happened, attempt by attempt, and the buttons.
+    let page = get(format!("{base}/jobs/{}", failed.id)).await;
+    assert!(page.contains("on-premises mailbox"), "{page}");
+    assert!(
+        page.contains(r#"id="attempts""#) && page.contains("permanent"),
+        "{page}"
+    );
+    assert!(page.contains(r#"id="retry""#));
+
+    // Retry from the dashboard: back on the job page, the job queued again.
+    let r = client
+        .post(format!("{base}/jobs/{}/retry", failed.id))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("/jobs/{}", failed.id)
+    );
+    // It runs again (a second attempt on record) and fails again: still on-prem.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (job, attempts) = env.store.get_job(failed.id).await.unwrap().unwrap();
+        if attempts.len() == 2 && job.state.is_terminal() {
+            assert_eq!(job.state, JobState::Failed);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not retried: {job:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    for path in ["/alerts", "/poison", "/reconcile"] {
+        let body = get(format!("{base}{path}")).await;
+        assert!(body.contains("<table"), "{path}: {body}");
+    }
+    let alerts = get(format!("{base}/alerts")).await;
+    assert!(alerts.contains("dashonprem"), "{alerts}");
+
+    app.stop().await;
+    env.cleanup().await;
+}
