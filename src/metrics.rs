@@ -18,6 +18,10 @@
 //! | `mailboxd_ldap_errors_total` | counter | `kind` |
 //! | `mailboxd_circuit_transitions_total` | counter | `to` (open, closed) |
 //! | `mailboxd_alerts_sent_total` / `mailboxd_alert_send_failures_total` | counter | — |
+//! | `mailboxd_reconcile_runs_total` | counter | `mode` |
+//! | `mailboxd_reconcile_scanned`, `mailboxd_reconcile_progress` | gauge | — |
+//! | `mailboxd_reconcile_differences` | gauge | `kind` |
+//! | `mailboxd_reconcile_jobs_created_total` | counter | — |
 
 use std::sync::OnceLock;
 

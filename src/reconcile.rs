@@ -127,6 +127,10 @@ pub async fn run(
         let dc = dir
             .scan(&scope.base_dn, &scope.filter, cfg.page_size, |a| {
                 scanned += 1;
+                // Progress for a long scan, on the dashboard's metrics as on a terminal.
+                if scanned.is_multiple_of(1000) {
+                    metrics::gauge!("mailboxd_reconcile_progress").set(scanned as f64);
+                }
                 if progress && last_progress.elapsed() >= Duration::from_secs(1) {
                     eprint!(
                         "\rscanned {scanned} accounts, {} differences",
@@ -248,6 +252,18 @@ pub async fn run(
         elapsed_s: started.elapsed().as_secs_f64(),
         differences,
     };
+    metrics::counter!("mailboxd_reconcile_runs_total", "mode" => if dry_run { "dry_run" } else { "run" })
+        .increment(1);
+    metrics::gauge!("mailboxd_reconcile_scanned").set(report.scanned as f64);
+    for (kind, n) in &report.by_kind {
+        let kind = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        metrics::gauge!("mailboxd_reconcile_differences", "kind" => kind).set(*n as f64);
+    }
+    metrics::counter!("mailboxd_reconcile_jobs_created_total")
+        .increment(report.jobs_created as u64);
     let sample: Vec<&Difference> = report.differences.iter().take(SAMPLE).collect();
     let dc = report.domain_controllers.first().cloned();
     store
