@@ -8,6 +8,7 @@ Invoke-MailboxdBatch -Session $Data.session -Accounts $Data.accounts -Action {
     $enable.RemoteRoutingAddress = [string]$account.remote_routing_address
     if ($account.alias) { $enable.Alias = [string]$account.alias }
     if ($account.primary_smtp_address) { $enable.PrimarySmtpAddress = [string]$account.primary_smtp_address }
+    if ($account.archive -eq $true) { $enable.Archive = $true }
     try {
         Enable-RemoteMailbox @enable | Out-Null
         return @{ status = 'enabled' }

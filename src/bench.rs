@@ -642,6 +642,7 @@ fn account(sam: &str) -> AccountData {
         remote_routing_address: Some(format!("{sam}@tenant.mail.onmicrosoft.com")),
         alias: None,
         primary_smtp_address: None,
+        archive: false,
     }
 }
 

@@ -135,6 +135,9 @@ pub struct Mailbox {
     pub remote_routing_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_smtp_address: Option<String>,
+    /// Also enable the cloud archive (`Enable-RemoteMailbox -Archive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<bool>,
 }
 
 /// A validated event: the job's payload, stored as JSON.
@@ -268,6 +271,7 @@ struct WireMailbox {
     alias: Option<String>,
     remote_routing_address: Option<String>,
     primary_smtp_address: Option<String>,
+    archive: Option<bool>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> EventError {
@@ -403,6 +407,7 @@ pub fn parse(
                 alias,
                 remote_routing_address,
                 primary_smtp_address,
+                archive: m.archive,
             })
         }
         None => None,

@@ -259,6 +259,7 @@ fn to_event(
         alias: get(&values, "mailNickname").map(str::to_owned),
         remote_routing_address: address("remoteRoutingAddress")?,
         primary_smtp_address: address("mail")?,
+        archive: get(&values, "archive").map(|v| v.eq_ignore_ascii_case("true")),
     };
     let has_mailbox = mailbox != Mailbox::default();
     Ok(Event {

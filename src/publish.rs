@@ -39,6 +39,8 @@ pub struct EventSpec {
     pub created_on_server: Option<String>,
     pub occurred_at: chrono::DateTime<chrono::Utc>,
     pub source: String,
+    /// `mailbox.archive`: enable the cloud archive too.
+    pub archive: bool,
 }
 
 impl EventSpec {
@@ -55,6 +57,7 @@ impl EventSpec {
             created_on_server: None,
             occurred_at: chrono::Utc::now(),
             source: "mailboxd-publish".into(),
+            archive: false,
         }
     }
 
@@ -86,6 +89,9 @@ impl EventSpec {
             if let Some(v) = v {
                 mailbox.insert(k.into(), serde_json::json!(v));
             }
+        }
+        if self.archive {
+            mailbox.insert("archive".into(), serde_json::json!(true));
         }
         if !mailbox.is_empty() {
             ev["mailbox"] = serde_json::Value::Object(mailbox);

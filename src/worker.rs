@@ -594,6 +594,7 @@ impl Worker {
             remote_routing_address,
             alias: mailbox.alias,
             primary_smtp_address: mailbox.primary_smtp_address,
+            archive: mailbox.archive.unwrap_or(false),
         })
     }
 

@@ -41,6 +41,7 @@ fn account(identity: &str) -> AccountData {
         remote_routing_address: Some(format!("{identity}@tenant.mail.onmicrosoft.com")),
         alias: None,
         primary_smtp_address: None,
+        archive: false,
     }
 }
 

@@ -16,6 +16,7 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
 
     let mut ev = env.joiner("jdoe");
     ev.primary_smtp_address = Some("john.doe@corp.example".into());
+    ev.archive = true;
     publisher.publish(&ev).await.unwrap();
 
     let job = env.wait_succeeded(&ev.id).await;
@@ -28,6 +29,7 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     assert_eq!(m["msExchRecipientTypeDetails"], 2_147_483_648i64);
     assert_eq!(m["targetAddress"], "SMTP:jdoe@tenant.mail.onmicrosoft.com");
     assert_eq!(m["primary_smtp_address"], "john.doe@corp.example");
+    assert_eq!(m["archive"], true, "-Archive was asked for");
 
     // Exactly one Enable-RemoteMailbox, with the values from the event.
     let calls = env.invocations_of("Enable-RemoteMailbox", "jdoe").await;
@@ -40,6 +42,7 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
         calls[0]["parameters"]["PrimarySmtpAddress"],
         "john.doe@corp.example"
     );
+    assert_eq!(calls[0]["parameters"]["Archive"], true);
     assert!(calls[0]["error"].is_null());
 
     // The attempt is on record with the host that ran it.

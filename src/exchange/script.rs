@@ -132,6 +132,9 @@ pub struct AccountData {
     pub alias: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_smtp_address: Option<String>,
+    /// `-Archive`: enable the cloud archive too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archive: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -61,6 +61,8 @@ pub struct LabAccount {
     pub msExchHideFromAddressLists: Option<bool>,
     pub targetAddress: Option<String>,
     pub mailNickname: Option<String>,
+    /// `Enable-RemoteMailbox -Archive` was used.
+    pub archive: bool,
 }
 
 /// The lab's AD domain.
@@ -120,6 +122,7 @@ impl LabAccount {
             msExchHideFromAddressLists: None,
             targetAddress: None,
             mailNickname: None,
+            archive: false,
         };
         let alias = default_alias(&a);
         match seed.recipient {

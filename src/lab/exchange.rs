@@ -349,6 +349,9 @@ impl Run {
         if let Some(p) = &account.primary_smtp_address {
             params.insert("PrimarySmtpAddress".into(), json!(p));
         }
+        if account.archive {
+            params.insert("Archive".into(), json!(true));
+        }
         let outcome = self.try_enable(account);
         let failed = outcome.as_ref().err().and_then(|e| e.reason.clone());
         self.record("Enable-RemoteMailbox", params, failed.as_deref());
@@ -444,6 +447,10 @@ impl Run {
             )));
         }
         st.accounts[index].make_remote(&rra, &alias, &primary);
+        if account.archive {
+            // What -Archive writes: the archive is provisioned in the cloud.
+            st.accounts[index].archive = true;
+        }
         Ok(())
     }
 
