@@ -12,7 +12,7 @@ pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
         EventKind::Joiner => "not enabled",
         EventKind::Leaver => "not hidden",
     };
-    let short: String = error.chars().take(120).collect();
+    let short = shorten(error, 110);
     let next = match class {
         ErrorClass::Permanent => {
             "What to do: the account or the request is wrong; fix it in AD or in the IAM system, then retry the job."
@@ -42,6 +42,16 @@ pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
             class = class.as_str(),
         ),
     }
+}
+
+/// At most `max` characters, cut at a word boundary with an ellipsis.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
+    format!("{}…", cut.trim_end_matches([',', ';', ':']))
 }
 
 /// The problem an error describes, without what differs between accounts (the name,
@@ -81,11 +91,11 @@ pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) 
         body: format!(
             "mailboxd stopped sending work to {endpoint} after: {reason}\n\n\
              Jobs are kept and wait; none uses up its attempts while the host is down. mailboxd \
-             tries again every {secs} s or so and resumes by itself once the host answers.\n\n\
+             tries again every {secs:.1} s or so (longer while it stays down) and resumes by itself once the host answers.\n\n\
              What to do: check that the host is up, that WinRM answers on the configured endpoint, \
              and that the service account's password has not expired or been locked.\n\
              See the queue: mailboxd jobs list --state retrying\n",
-            secs = pause.as_secs()
+            secs = pause.as_secs_f64()
         ),
     }
 }
@@ -100,7 +110,9 @@ pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
             "[mailboxd] Windows host {endpoint} available again: mailbox jobs resumed"
         ),
         body: format!(
-            "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n             Nothing to do, unless this keeps happening: then look at the host's availability.\n             See the queue: mailboxd jobs list --state retrying\n",
+            "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n\
+             Nothing to do, unless this keeps happening: then look at the host's availability.\n\
+             See the queue: mailboxd jobs list --state retrying\n",
             secs = outage.as_secs()
         ),
     }
