@@ -421,13 +421,15 @@ impl Store {
             // Latest intent wins: older pending jobs of each winning account are moot now.
             let (mut w_account, mut w_id, mut w_time) = (Vec::new(), Vec::new(), Vec::new());
             for (i, state, _) in &rows {
-                if *state == "queued" {
+                // Only accounts with stored jobs can have older pending ones to supersede.
+                if *state == "queued" && newest.contains_key(&keys[*i]) {
                     w_account.push(keys[*i].as_str());
                     w_id.push(new_ids[*i]);
                     w_time.push(events[*i].occurred_at);
                 }
             }
-            sqlx::query(
+            if !w_account.is_empty() {
+                sqlx::query(
                 "UPDATE jobs SET state = 'superseded', superseded_by = u.id, finished_at = now(), updated_at = now()
                    FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(account, id, occurred_at)
                   WHERE jobs.account = u.account AND jobs.id <> u.id
@@ -439,6 +441,7 @@ impl Store {
             .bind(&w_time)
             .execute(&mut *tx)
             .await?;
+            }
         }
         tx.commit().await?;
         Ok(out
