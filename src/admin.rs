@@ -25,6 +25,8 @@ pub struct AdminState {
     pub circuit: std::sync::Arc<crate::circuit::Circuit>,
     pub token: Option<SecretString>,
     pub open_reads: bool,
+    /// Who actions with the token are recorded as.
+    pub token_name: String,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -36,6 +38,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/retry", post(bulk_retry))
         .route("/api/v1/jobs/{id}", get(show_job))
         .route("/api/v1/jobs/{id}/retry", post(retry_job))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
@@ -160,7 +163,8 @@ async fn show_job(
     }
     match s.store.get_job(id).await {
         Ok(Some((job, attempts))) => {
-            Json(json!({ "job": job, "attempts": attempts })).into_response()
+            let actions = s.store.job_actions(id).await.unwrap_or_default();
+            Json(json!({ "job": job, "attempts": attempts, "actions": actions })).into_response()
         }
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => internal(e),
@@ -189,7 +193,12 @@ async fn retry_job(
     if let Some(r) = refuse(&s, &headers, true) {
         return r;
     }
-    action_result(id, s.store.retry_job(id).await)
+    action_result(
+        id,
+        s.store
+            .retry_job(id, &format!("api:{}", s.token_name))
+            .await,
+    )
 }
 
 async fn cancel_job(
@@ -200,7 +209,71 @@ async fn cancel_job(
     if let Some(r) = refuse(&s, &headers, true) {
         return r;
     }
-    action_result(id, s.store.cancel_job(id).await)
+    action_result(
+        id,
+        s.store
+            .cancel_job(id, &format!("api:{}", s.token_name))
+            .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct BulkQuery {
+    /// `failed` (default) or `cancelled`.
+    state: Option<String>,
+    account: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    error_class: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `POST /api/v1/jobs/retry?state=failed&error_class=systemic…`: retry every match.
+async fn bulk_retry(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<BulkQuery>,
+) -> Response {
+    if let Some(r) = refuse(&s, &headers, true) {
+        return r;
+    }
+    let state = match q.state.as_deref().unwrap_or("failed") {
+        "failed" => JobState::Failed,
+        "cancelled" => JobState::Cancelled,
+        other => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("bulk retry takes state=failed or state=cancelled, not {other:?}"),
+            );
+        }
+    };
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => match crate::event::EventKind::parse(k) {
+            Some(k) => Some(k),
+            None => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown type {k:?}: joiner or leaver"),
+                );
+            }
+        },
+    };
+    let filter = crate::store::BulkRetry {
+        states: vec![state],
+        account: q.account,
+        kind,
+        error_class: q.error_class,
+        limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
+    };
+    match s
+        .store
+        .retry_matching(&filter, &format!("api:{}", s.token_name))
+        .await
+    {
+        Ok(ids) => Json(json!({ "retried": ids.len(), "ids": ids })).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 async fn list_poison(State(s): State<AdminState>, headers: HeaderMap) -> Response {

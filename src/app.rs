@@ -125,6 +125,7 @@ impl App {
             circuit,
             token: settings.admin.token.clone(),
             open_reads: settings.admin.open_reads,
+            token_name: settings.admin.token_name.clone(),
         });
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {

@@ -590,9 +590,19 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        JobsCommand::Retry { id } => report(id, "retry", store.retry_job(id).await?),
-        JobsCommand::Cancel { id } => report(id, "cancel", store.cancel_job(id).await?),
+        JobsCommand::Retry { id } => report(id, "retry", store.retry_job(id, &cli_actor()).await?),
+        JobsCommand::Cancel { id } => {
+            report(id, "cancel", store.cancel_job(id, &cli_actor()).await?)
+        }
     }
+}
+
+/// Who a CLI action is recorded as: the operating-system user.
+fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }
 
 fn report(id: Uuid, action: &str, r: Result<(), ActionRefused>) -> anyhow::Result<i32> {

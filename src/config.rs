@@ -308,6 +308,9 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
     /// Serve the read-only API without a token (logged at start). Off by default.
     pub open_reads: bool,
+    /// The name operator actions done with the token are recorded under (`api:<name>`,
+    /// `dashboard:<name>`), e.g. the team that holds it.
+    pub token_name: String,
     /// Where operators reach the dashboard (e.g. https://mailboxd.corp.example); alert
     /// emails link to the job there.
     pub public_url: Option<String>,
@@ -437,6 +440,7 @@ impl Default for Admin {
             listen: "127.0.0.1:8080".into(),
             token_file: None,
             open_reads: false,
+            token_name: "admin".into(),
             public_url: None,
             token: None,
         }

@@ -312,6 +312,23 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
         }
     }
     body.push_str("</table>");
+    let actions = s.store.job_actions(id).await.unwrap_or_default();
+    if !actions.is_empty() {
+        body.push_str("<h2>Operator actions</h2><table id=\"actions\"><tr><th>When</th><th>What</th><th>Who</th></tr>");
+        for a in &actions {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                esc(&format!(
+                    "{} {}",
+                    a.action,
+                    a.detail.as_deref().unwrap_or("")
+                )),
+                esc(&a.actor)
+            ));
+        }
+        body.push_str("</table>");
+    }
     page(&format!("Job for {sam}"), &body)
 }
 
@@ -319,10 +336,11 @@ async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool) -> Respon
     if let Some(r) = check(&s, &headers, true) {
         return r;
     }
+    let actor = format!("dashboard:{}", s.token_name);
     let r = if retry {
-        s.store.retry_job(id).await
+        s.store.retry_job(id, &actor).await
     } else {
-        s.store.cancel_job(id).await
+        s.store.cancel_job(id, &actor).await
     };
     match r {
         Ok(Ok(())) => {

@@ -98,6 +98,45 @@ async fn operators_list_show_and_retry_jobs_with_the_token() {
         404
     );
 
+    // The retry is on the job's record: who, what, when.
+    let (_, shown) = call(
+        &env,
+        "GET",
+        &format!("{base}/jobs/{}", failed.id),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(shown["actions"][0]["action"], "retry", "{shown}");
+    assert_eq!(shown["actions"][0]["actor"], "api:admin");
+
+    // Bulk retry by filter: every failed permanent job, one call.
+    let (status, _) = call(
+        &env,
+        "POST",
+        &format!("{base}/jobs/retry?state=failed"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "writes need the token");
+    let (status, body) = call(
+        &env,
+        "POST",
+        &format!("{base}/jobs/retry?state=failed&error_class=permanent"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retried"], 1, "{body}");
+    assert_eq!(body["ids"][0], failed.id.to_string());
+    let (_, shown) = call(
+        &env,
+        "GET",
+        &format!("{base}/jobs/{}", failed.id),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(shown["actions"][1]["detail"], "bulk retry", "{shown}");
+
     app.stop().await;
     env.cleanup().await;
 }

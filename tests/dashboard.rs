@@ -129,6 +129,12 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
+    let page = get(format!("{base}/jobs/{}", failed.id)).await;
+    assert!(
+        page.contains(r#"id="actions""#) && page.contains("dashboard:admin"),
+        "{page}"
+    );
+
     for path in ["/alerts", "/poison", "/reconcile"] {
         let body = get(format!("{base}{path}")).await;
         assert!(body.contains("<table"), "{path}: {body}");

@@ -183,18 +183,18 @@ async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
         .unwrap()
         .unwrap();
 
-    assert_eq!(store.retry_job(failed).await.unwrap(), Ok(()));
+    assert_eq!(store.retry_job(failed, "test").await.unwrap(), Ok(()));
     let job = store.get_job(failed).await.unwrap().unwrap().0;
     assert_eq!((job.state, job.attempt), (JobState::Queued, 0));
-    assert_eq!(store.cancel_job(other.id).await.unwrap(), Ok(()));
+    assert_eq!(store.cancel_job(other.id, "test").await.unwrap(), Ok(()));
     assert_eq!(
-        store.cancel_job(other.id).await.unwrap(),
+        store.cancel_job(other.id, "test").await.unwrap(),
         Err(mailboxd::store::ActionRefused::WrongState(
             JobState::Cancelled
         ))
     );
     assert_eq!(
-        store.retry_job(uuid::Uuid::new_v4()).await.unwrap(),
+        store.retry_job(uuid::Uuid::new_v4(), "test").await.unwrap(),
         Err(mailboxd::store::ActionRefused::NotFound)
     );
 }

@@ -1009,6 +1009,26 @@ pub struct Alert {
     pub suppressed: bool,
 }
 
+/// Which jobs a bulk retry takes.
+#[derive(Debug, Clone)]
+pub struct BulkRetry {
+    /// Failed and/or cancelled.
+    pub states: Vec<JobState>,
+    pub account: Option<String>,
+    pub kind: Option<EventKind>,
+    pub error_class: Option<String>,
+    pub limit: i64,
+}
+
+/// One operator action on a job.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OperatorAction {
+    pub action: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub detail: Option<String>,
+}
+
 /// How the alert outbox is emailed.
 #[derive(Debug, Clone)]
 pub struct DeliveryPolicy {
@@ -1031,9 +1051,15 @@ pub enum ActionRefused {
 impl Store {
     /// Operator retry: a failed, cancelled, retrying or waiting job runs again now,
     /// with a fresh set of attempts.
-    pub async fn retry_job(&self, id: Uuid) -> Result<Result<(), ActionRefused>, StoreError> {
+    pub async fn retry_job(
+        &self,
+        id: Uuid,
+        actor: &str,
+    ) -> Result<Result<(), ActionRefused>, StoreError> {
         self.operator_update(
             id,
+            actor,
+            "retry",
             "UPDATE jobs SET state = 'queued', next_attempt_at = now(), attempt = 0,
                     finished_at = NULL, updated_at = now()
               WHERE id = $1 AND state IN ('failed', 'cancelled', 'retrying', 'waiting_for_sync')",
@@ -1042,28 +1068,95 @@ impl Store {
     }
 
     /// Operator cancel: a job that has not run to its end stops here.
-    pub async fn cancel_job(&self, id: Uuid) -> Result<Result<(), ActionRefused>, StoreError> {
+    pub async fn cancel_job(
+        &self,
+        id: Uuid,
+        actor: &str,
+    ) -> Result<Result<(), ActionRefused>, StoreError> {
         self.operator_update(
             id,
+            actor,
+            "cancel",
             "UPDATE jobs SET state = 'cancelled', finished_at = now(), updated_at = now()
               WHERE id = $1 AND state IN ('queued', 'retrying', 'waiting_for_sync')",
         )
         .await
     }
 
+    /// Bulk retry: every failed or cancelled job matching the filter is queued again (at
+    /// most `filter.limit`), each one recorded as an operator action. Returns their ids.
+    pub async fn retry_matching(
+        &self,
+        filter: &BulkRetry,
+        actor: &str,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "WITH picked AS (
+                SELECT id FROM jobs
+                 WHERE state = ANY($1)
+                   AND ($2::text IS NULL OR account = lower($2))
+                   AND ($3::text IS NULL OR kind = $3)
+                   AND ($4::text IS NULL OR last_error_class = $4)
+                 ORDER BY updated_at LIMIT $5 FOR UPDATE SKIP LOCKED)
+             UPDATE jobs SET state = 'queued', next_attempt_at = now(), attempt = 0,
+                             finished_at = NULL, updated_at = now()
+               FROM picked WHERE jobs.id = picked.id
+             RETURNING jobs.id",
+        )
+        .bind(filter.states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        .bind(&filter.account)
+        .bind(filter.kind.map(EventKind::as_str))
+        .bind(&filter.error_class)
+        .bind(filter.limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO operator_actions (job_id, action, actor, detail)
+             SELECT id, 'retry', $2, 'bulk retry' FROM unnest($1::uuid[]) AS id",
+        )
+        .bind(&ids)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// What operators did to a job, oldest first.
+    pub async fn job_actions(&self, id: Uuid) -> Result<Vec<OperatorAction>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT action, actor, at, detail FROM operator_actions WHERE job_id = $1 ORDER BY at, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn operator_update(
         &self,
         id: Uuid,
+        actor: &str,
+        action: &str,
         sql: &'static str,
     ) -> Result<Result<(), ActionRefused>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query(sql)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         if n == 1 {
+            sqlx::query("INSERT INTO operator_actions (job_id, action, actor) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(action)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
             return Ok(Ok(()));
         }
+        tx.rollback().await?;
         let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
