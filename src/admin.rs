@@ -45,6 +45,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/poison", get(list_poison))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/reconcile/runs", get(list_reconcile_runs))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::dashboard::routes())
         .with_state(state)
 }
@@ -295,6 +296,13 @@ async fn list_reconcile_runs(State(s): State<AdminState>, headers: HeaderMap) ->
         return r;
     }
     listing("runs", s.store.list_reconcile_runs(50).await)
+}
+
+/// The OpenAPI 3 description of this API (`tests/admin_api.rs` checks it covers every route).
+pub const OPENAPI: &str = include_str!("admin_api/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// The process is alive and serving.

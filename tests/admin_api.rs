@@ -256,3 +256,48 @@ async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route_the_api_serves() {
+    let env = TestEnv::new(vec![]).await;
+    let app = env.start_daemon().await;
+    let doc: Value = env
+        .http
+        .get(format!("http://{}/api/v1/openapi.json", app.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let src = include_str!("../src/admin.rs");
+    let mut routes = 0;
+    for part in src.split(".route(\"").skip(1) {
+        let path = part.split('"').next().unwrap();
+        let methods: Vec<&str> = ["get", "post"]
+            .into_iter()
+            .filter(|m| {
+                part.split(')')
+                    .next()
+                    .unwrap_or("")
+                    .contains(&format!("{m}("))
+                    || part.contains(&format!(", {m}("))
+            })
+            .collect();
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} is not in openapi.json"
+        );
+        for m in methods {
+            assert!(
+                doc["paths"][path][m].is_object(),
+                "{m} {path} is not in openapi.json"
+            );
+        }
+        routes += 1;
+    }
+    assert!(routes >= 12, "found {routes} routes");
+    app.stop().await;
+    env.cleanup().await;
+}
