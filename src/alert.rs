@@ -348,6 +348,14 @@ pub mod sender {
             .map_err(|e| e.to_string())
         }
 
+        /// Connects (TLS and AUTH as configured) and says NOOP: `mailboxd check`.
+        pub async fn test_connection(&self) -> Result<bool, String> {
+            self.transport
+                .test_connection()
+                .await
+                .map_err(|e| e.to_string())
+        }
+
         pub async fn send(&self, alerts: Vec<Alert>, note: Option<String>) -> Result<(), String> {
             let msg = self.message(&alerts, note.as_deref())?;
             self.transport

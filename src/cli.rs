@@ -39,6 +39,12 @@ pub enum Command {
     Run,
     /// Benchmarks against the local services and the lab (they print numbers).
     Bench(crate::bench::BenchArgs),
+    /// Test every dependency of the configuration (PostgreSQL, RabbitMQ, LDAP, WinRM, the
+    /// Exchange session, SMTP) and print OK/FAIL with the reason.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare AD with what should be true; queue jobs for the differences.
     Reconcile {
         /// Report the differences, queue nothing.
@@ -250,6 +256,28 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
         Command::Publish(args) => publish(args, &settings).await,
         Command::Bench(args) => crate::bench::run(args, &settings).await,
         Command::Reconcile { dry_run, json } => reconcile(&settings, dry_run, json).await,
+        Command::Check { json } => {
+            let probes = crate::check::run(&settings).await;
+            let failed = probes
+                .iter()
+                .any(|p| p.status == crate::check::Status::Fail);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&probes)?);
+            } else {
+                println!("{:<40} {:<6} {:>7}  DETAIL", "CHECK", "STATUS", "MS");
+                for p in &probes {
+                    let status = serde_json::to_value(p.status)?;
+                    println!(
+                        "{:<40} {:<6} {:>7}  {}",
+                        p.name,
+                        status.as_str().unwrap_or_default(),
+                        p.ms,
+                        p.detail
+                    );
+                }
+            }
+            Ok(i32::from(failed))
+        }
         Command::Jobs(cmd) => jobs(cmd, &store(&settings).await?).await,
         Command::Poison(cmd) => poison(cmd, &settings).await,
         Command::Alerts(AlertsCommand::List { limit, json }) => {

@@ -85,8 +85,74 @@ fn help_lists_the_working_commands() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for cmd in [
-        "run", "migrate", "demo", "lab", "publish", "jobs", "poison", "alerts",
+        "run",
+        "migrate",
+        "demo",
+        "lab",
+        "publish",
+        "jobs",
+        "poison",
+        "alerts",
+        "check",
+        "reconcile",
+        "bench",
     ] {
         assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_tries_every_dependency_and_names_what_fails() {
+    let env = common::TestEnv::new(vec![]).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+        .args(["check", "--json"])
+        .envs(env.daemon_env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probes: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let status = |name: &str| {
+        probes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str().unwrap().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} probe: {probes}"))
+            .clone()
+    };
+    assert_eq!(status("PostgreSQL")["status"], "OK");
+    assert_eq!(status("RabbitMQ")["status"], "OK");
+    assert_eq!(status("LDAP ldap://")["status"], "OK", "{probes}");
+    let winrm = status("WinRM");
+    assert_eq!(winrm["status"], "OK");
+    assert!(
+        winrm["detail"].as_str().unwrap().contains("LAB-IQSVC01"),
+        "{winrm}"
+    );
+    assert_eq!(status("Exchange session")["status"], "OK");
+    assert_eq!(status("SMTP")["status"], "SKIP");
+
+    // The WinRM host down: FAIL with the reason, exit code 1, the rest still checked.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+        .arg("check")
+        .envs(env.daemon_env())
+        .env("MAILBOXD__WINRM__ENDPOINT", "http://127.0.0.1:9/wsman")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table.lines().find(|l| l.starts_with("WinRM")).unwrap();
+    assert!(line.contains("FAIL"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("PostgreSQL") && l.contains(" OK ")),
+        "{table}"
+    );
+    env.cleanup().await;
 }
