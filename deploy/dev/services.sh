@@ -60,5 +60,12 @@ if ! python3 -c 'import winrm, pypsrp, aiosmtpd, yaml' >/dev/null 2>&1; then
 fi
 log "pywinrm, pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"
 
+# --- Headless Chromium and chromedriver for the dashboard's browser test (Debian's) ---
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium and chromium-driver"
+  apt_install chromium chromium-driver
+fi
+log "chromium and chromedriver ready"
+
 # --- Samba as an AD domain controller (the directory tests' real LDAP server) ---
 bash "$(dirname "$0")/samba-ad.sh" start

@@ -1,0 +1,223 @@
+//! The dashboard in a real browser: headless Chromium driven through chromedriver (the W3C
+//! WebDriver protocol over HTTP). Logs in, reads the overview and a failed job, clicks Retry
+//! and sees the job run again. Screenshots land in `target/dashboard-*.png` of the checkout.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, seed};
+use mailboxd::lab::Recipient;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "browser-token-for-tests";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Driver {
+    child: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect(
+                "chromedriver is missing: deploy/dev/services.sh installs Debian's chromium-driver",
+            );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        // The flags that work on this machine kind (no sandbox as root, no network chatter).
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--window-size=1280,900",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let r: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {r}"))
+            .to_owned();
+        Driver {
+            child,
+            base,
+            session,
+            http,
+            _profile: profile,
+        }
+    }
+
+    async fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(v["value"]["error"].is_null(), "webdriver {path}: {v}");
+        v["value"].clone()
+    }
+
+    async fn go(&self, url: &str) {
+        self.cmd("POST", "/url", json!({ "url": url })).await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        self.cmd("GET", &format!("/element/{e}/text"), Value::Null)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd("POST", &format!("/element/{e}/click"), json!({}))
+            .await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        use base64::Engine;
+        let png = self.cmd("GET", "/screenshot", Value::Null).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        let dir = std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/dashboard-{name}.png"), bytes).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
+    let mut onprem = seed("webonprem");
+    onprem.recipient = Recipient::Onprem;
+    let mut env = TestEnv::new(vec![onprem, seed("webfine"), seed("webwait")]).await;
+    env.settings.admin.token = Some(SecretString::from(TOKEN));
+    env.settings.ldap.require_cloud_sync = true;
+    env.fault(json!({"fault": "not_synced", "account": "webwait", "seconds": 600}))
+        .await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let bad = env.joiner("webonprem");
+    let good = env.joiner("webfine");
+    let wait = env.joiner("webwait");
+    for e in [&bad, &good, &wait] {
+        publisher.publish(e).await.unwrap();
+    }
+    let failed = env.wait_terminal(&bad.id).await;
+    env.wait_succeeded(&good.id).await;
+    env.wait_job(&wait.id, |j| {
+        j.state == mailboxd::store::JobState::WaitingForSync
+    })
+    .await;
+    let base = format!("http://{}", app.admin_addr);
+
+    let b = Driver::start().await;
+    b.go(&format!("{base}/")).await;
+    // Not logged in: the login form.
+    b.find("input[name=token]").await;
+    let input = b.find("input[name=token]").await;
+    b.cmd(
+        "POST",
+        &format!("/element/{input}/value"),
+        json!({ "text": TOKEN }),
+    )
+    .await;
+    b.click("#login").await;
+
+    // The overview: counts by state, circuit and broker at a glance.
+    assert_eq!(b.text("#count-succeeded b").await, "1");
+    assert_eq!(b.text("#count-failed b").await, "1");
+    assert_eq!(b.text("#count-waiting_for_sync b").await, "1");
+    assert!(b.text("#circuit").await.contains("Circuit closed"));
+    assert!(b.text("#broker").await.contains("Broker connected"));
+    b.screenshot("overview").await;
+
+    // The failed job from the failed list.
+    b.go(&format!("{base}/jobs?state=failed")).await;
+    b.screenshot("jobs").await;
+    b.click("#jobs a").await;
+    assert_eq!(b.text("#account").await, "webonprem");
+    assert_eq!(b.text("#state").await, "failed");
+    b.screenshot("job").await;
+
+    // Retry: the browser comes back to the job page and the job runs again.
+    b.click("#retry").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (job, attempts) = env.store.get_job(failed.id).await.unwrap().unwrap();
+        if attempts.len() == 2 && job.state.is_terminal() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retry did not run: {job:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.go(&format!("{base}/jobs/{}", failed.id)).await;
+    assert!(b.text("#actions").await.contains("dashboard:admin"));
+    b.screenshot("job-after-retry").await;
+
+    drop(b);
+    app.stop().await;
+    env.cleanup().await;
+}
