@@ -141,8 +141,8 @@ impl Driver {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().unwrap())
             .unwrap();
-        let dir = std::env::var("CARGO_TARGET_DIR")
-            .unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")));
+        // Under the checkout's target/ (the CI artifact), wherever cargo builds.
+        let dir = format!("{}/target", env!("CARGO_MANIFEST_DIR"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(format!("{dir}/dashboard-{name}.png"), bytes).unwrap();
     }
