@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -116,14 +117,48 @@ struct JobQuery {
     limit: Option<i64>,
 }
 
+/// A query string or path that does not parse: a JSON 400 like every other refusal.
+fn bad_request(e: impl std::fmt::Display) -> Response {
+    problem(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// An account filter as sent: no control characters (they cannot be in AD names).
+fn check_account(a: &Option<String>) -> Result<(), Response> {
+    match a {
+        Some(a) if a.len() > 256 || a.chars().any(char::is_control) => Err(bad_request(
+            "account must be at most 256 characters without control characters",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_limit(limit: Option<i64>, max: i64) -> Result<i64, Response> {
+    match limit {
+        None => Ok(max.min(100)),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(bad_request(format!("limit {n} is outside 1..={max}"))),
+    }
+}
+
 async fn list_jobs(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    Query(q): Query<JobQuery>,
+    q: Result<Query<JobQuery>, QueryRejection>,
 ) -> Response {
     if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_request(e),
+    };
+    if let Err(r) = check_account(&q.account) {
+        return r;
+    }
+    let limit = match check_limit(q.limit, 1000) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
     let state = match q.state.as_deref().map(|v| (v, JobState::parse(v))) {
         Some((v, None)) => {
             return problem(StatusCode::BAD_REQUEST, format!("unknown state {v:?}"));
@@ -149,7 +184,7 @@ async fn list_jobs(
         state,
         account: q.account,
         kind,
-        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        limit,
     };
     listing("jobs", s.store.list_jobs(&filter).await)
 }
@@ -157,11 +192,15 @@ async fn list_jobs(
 async fn show_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
     if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(e) => return bad_request(e),
+    };
     match s.store.get_job(id).await {
         Ok(Some((job, attempts))) => {
             let actions = s.store.job_actions(id).await.unwrap_or_default();
@@ -189,11 +228,15 @@ fn action_result(
 async fn retry_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
     if let Some(r) = refuse(&s, &headers, true) {
         return r;
     }
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(e) => return bad_request(e),
+    };
     action_result(
         id,
         s.store
@@ -205,11 +248,15 @@ async fn retry_job(
 async fn cancel_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    Path(id): Path<Uuid>,
+    id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
     if let Some(r) = refuse(&s, &headers, true) {
         return r;
     }
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(e) => return bad_request(e),
+    };
     action_result(
         id,
         s.store
@@ -233,10 +280,28 @@ struct BulkQuery {
 async fn bulk_retry(
     State(s): State<AdminState>,
     headers: HeaderMap,
-    Query(q): Query<BulkQuery>,
+    q: Result<Query<BulkQuery>, QueryRejection>,
 ) -> Response {
     if let Some(r) = refuse(&s, &headers, true) {
         return r;
+    }
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_request(e),
+    };
+    if let Err(r) = check_account(&q.account) {
+        return r;
+    }
+    let limit = match check_limit(q.limit.or(Some(1000)), 10_000) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    if let Some(c) = q.error_class.as_deref()
+        && !["transient", "not_synced", "permanent", "systemic"].contains(&c)
+    {
+        return bad_request(format!(
+            "error_class {c:?}: transient, not_synced, permanent or systemic"
+        ));
     }
     let state = match q.state.as_deref().unwrap_or("failed") {
         "failed" => JobState::Failed,
@@ -265,7 +330,7 @@ async fn bulk_retry(
         account: q.account,
         kind,
         error_class: q.error_class,
-        limit: q.limit.unwrap_or(1000).clamp(1, 10_000),
+        limit,
     };
     match s
         .store

@@ -301,3 +301,41 @@ async fn the_openapi_document_describes_every_route_the_api_serves() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// Schemathesis (an independent API tester from PyPI) generates requests from the OpenAPI
+/// document and checks every answer against it: no server errors, documented status codes
+/// and content types, bodies matching their schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schemathesis_finds_nothing_the_openapi_document_does_not_promise() {
+    let mut onprem = seed("stonprem");
+    onprem.recipient = Recipient::Onprem;
+    let mut env = TestEnv::new(vec![onprem, seed("stfine")]).await;
+    env.settings.admin.token = Some(SecretString::from(TOKEN));
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let bad = env.joiner("stonprem");
+    let good = env.joiner("stfine");
+    publisher.publish(&bad).await.unwrap();
+    publisher.publish(&good).await.unwrap();
+    env.wait_terminal(&bad.id).await;
+    env.wait_succeeded(&good.id).await;
+
+    let out = tokio::process::Command::new("schemathesis")
+        .args([
+            "run",
+            &format!("http://{}/api/v1/openapi.json", app.admin_addr),
+        ])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["--checks", "all", "-n", "25", "--no-color"])
+        .output()
+        .await
+        .expect("schemathesis runs (deploy/dev/services.sh installs it from PyPI)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -54,9 +54,9 @@ fi
 log "RabbitMQ ready"
 
 # --- Python peers for the independent-client tests (WinRM clients run against the lab) ---
-if ! python3 -c 'import winrm, pypsrp, aiosmtpd, yaml' >/dev/null 2>&1; then
+if ! python3 -c 'import winrm, pypsrp, aiosmtpd, yaml, schemathesis' >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
   log "installing pywinrm, pypsrp and aiosmtpd"
-  python3 -m pip install -q pywinrm pypsrp aiosmtpd pyyaml
+  python3 -m pip install -q pywinrm pypsrp aiosmtpd pyyaml schemathesis
 fi
 log "pywinrm, pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"
 
