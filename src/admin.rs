@@ -123,20 +123,20 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
 }
 
 /// An account filter as sent: no control characters (they cannot be in AD names).
-fn check_account(a: &Option<String>) -> Result<(), Response> {
+fn check_account(a: &Option<String>) -> Option<Response> {
     match a {
-        Some(a) if a.len() > 256 || a.chars().any(char::is_control) => Err(bad_request(
+        Some(a) if a.len() > 256 || a.chars().any(char::is_control) => Some(bad_request(
             "account must be at most 256 characters without control characters",
         )),
-        _ => Ok(()),
+        _ => None,
     }
 }
 
-fn check_limit(limit: Option<i64>, max: i64) -> Result<i64, Response> {
+fn check_limit(limit: Option<i64>, max: i64) -> Result<i64, String> {
     match limit {
         None => Ok(max.min(100)),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(bad_request(format!("limit {n} is outside 1..={max}"))),
+        Some(n) => Err(format!("limit {n} is outside 1..={max}")),
     }
 }
 
@@ -152,12 +152,12 @@ async fn list_jobs(
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
-    if let Err(r) = check_account(&q.account) {
+    if let Some(r) = check_account(&q.account) {
         return r;
     }
     let limit = match check_limit(q.limit, 1000) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let state = match q.state.as_deref().map(|v| (v, JobState::parse(v))) {
         Some((v, None)) => {
@@ -289,12 +289,12 @@ async fn bulk_retry(
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
-    if let Err(r) = check_account(&q.account) {
+    if let Some(r) = check_account(&q.account) {
         return r;
     }
     let limit = match check_limit(q.limit.or(Some(1000)), 10_000) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     if let Some(c) = q.error_class.as_deref()
         && !["transient", "not_synced", "permanent", "systemic"].contains(&c)
