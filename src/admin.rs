@@ -28,6 +28,8 @@ pub struct AdminState {
     pub open_reads: bool,
     /// Who actions with the token are recorded as.
     pub token_name: String,
+    /// For replaying poison messages to the broker.
+    pub amqp: crate::config::Amqp,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -44,6 +46,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/jobs/{id}/retry", post(retry_job))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/api/v1/poison", get(list_poison))
+        .route("/api/v1/poison/{id}/replay", post(replay_poison))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/reconcile/runs", get(list_reconcile_runs))
         .route("/api/v1/openapi.json", get(openapi))
@@ -114,7 +117,29 @@ struct JobQuery {
     account: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    error_class: Option<String>,
+    /// RFC 3339: jobs created at or after.
+    since: Option<String>,
+    /// RFC 3339: jobs created before.
+    until: Option<String>,
     limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+fn error_class_ok(c: &str) -> bool {
+    ["transient", "not_synced", "permanent", "systemic"].contains(&c)
+}
+
+fn time_param(
+    name: &str,
+    v: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    v.map(|t| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&chrono::Utc))
+            .map_err(|e| format!("{name}: {e}; expected RFC 3339, e.g. 2026-11-22T10:00:00Z"))
+    })
+    .transpose()
 }
 
 /// A query string or path that does not parse: a JSON 400 like every other refusal.
@@ -180,13 +205,42 @@ async fn list_jobs(
         Some((_, k)) => k,
         None => None,
     };
+    if let Some(c) = q.error_class.as_deref()
+        && !error_class_ok(c)
+    {
+        return bad_request(format!(
+            "error_class {c:?}: transient, not_synced, permanent or systemic"
+        ));
+    }
+    let (since, until) = match (
+        time_param("since", q.since.as_deref()),
+        time_param("until", q.until.as_deref()),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
+    };
+    let offset = q.offset.unwrap_or(0);
+    if !(0..=1_000_000_000).contains(&offset) {
+        return bad_request("offset must be within 0..=1000000000");
+    }
     let filter = JobFilter {
         state,
         account: q.account,
         kind,
+        error_class: q.error_class,
+        since,
+        until,
         limit,
+        offset,
     };
-    listing("jobs", s.store.list_jobs(&filter).await)
+    match s.store.list_jobs(&filter).await {
+        Ok(jobs) => {
+            // A full page may have more behind it.
+            let next = (jobs.len() as i64 == limit).then_some(offset + limit);
+            Json(json!({ "jobs": jobs, "next_offset": next })).into_response()
+        }
+        Err(e) => internal(e),
+    }
 }
 
 async fn show_job(
@@ -297,7 +351,7 @@ async fn bulk_retry(
         Err(e) => return bad_request(e),
     };
     if let Some(c) = q.error_class.as_deref()
-        && !["transient", "not_synced", "permanent", "systemic"].contains(&c)
+        && !error_class_ok(c)
     {
         return bad_request(format!(
             "error_class {c:?}: transient, not_synced, permanent or systemic"
@@ -347,6 +401,33 @@ async fn list_poison(State(s): State<AdminState>, headers: HeaderMap) -> Respons
         return r;
     }
     listing("poison", s.store.list_poison(100).await)
+}
+
+/// `POST /api/v1/poison/{id}/replay`: publish the stored message again (as it was).
+async fn replay_poison(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    id: Result<Path<i64>, PathRejection>,
+) -> Response {
+    if let Some(r) = refuse(&s, &headers, true) {
+        return r;
+    }
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(e) => return bad_request(e),
+    };
+    use crate::publish::ReplayError;
+    match crate::publish::replay_poison(&s.store, &s.amqp, id, None).await {
+        Ok(key) => {
+            tracing::info!(poison_id = id, actor = %format!("api:{}", s.token_name), "poison message replayed");
+            Json(json!({ "id": id, "replayed_to": key })).into_response()
+        }
+        Err(ReplayError::NotFound(_)) => {
+            problem(StatusCode::NOT_FOUND, format!("no poison message {id}"))
+        }
+        Err(e @ ReplayError::Truncated(_)) => problem(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => internal(e),
+    }
 }
 
 async fn list_alerts(State(s): State<AdminState>, headers: HeaderMap) -> Response {

@@ -126,6 +126,7 @@ impl App {
             token: settings.admin.token.clone(),
             open_reads: settings.admin.open_reads,
             token_name: settings.admin.token_name.clone(),
+            amqp: settings.amqp.clone(),
         });
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {

@@ -530,8 +530,8 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
                 .list_jobs(&JobFilter {
                     state,
                     account,
-                    kind: None,
                     limit,
+                    ..Default::default()
                 })
                 .await?;
             if json {
@@ -705,32 +705,26 @@ async fn poison(cmd: PoisonCommand, settings: &Settings) -> anyhow::Result<i32> 
             Ok(0)
         }
         PoisonCommand::Replay { id, body_file } => {
-            let Some(p) = store.get_poison(id).await? else {
-                eprintln!("no poison message {id}");
-                return Ok(1);
-            };
-            if p.truncated && body_file.is_none() {
-                bail!("poison message {id} was stored truncated; replay it with --body-file");
-            }
             let body = match body_file {
-                Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
-                None => p.body.clone(),
+                Some(f) => {
+                    Some(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
+                }
+                None => None,
             };
-            let publisher = Publisher::connect(&settings.amqp).await?;
-            publisher
-                .publish_raw(
-                    &p.routing_key,
-                    &body,
-                    p.content_type.as_deref(),
-                    p.message_id.as_deref(),
-                )
-                .await?;
-            store.mark_poison_replayed(id).await?;
-            println!(
-                "replayed poison message {id} to routing key {}",
-                p.routing_key
-            );
-            Ok(0)
+            match crate::publish::replay_poison(&store, &settings.amqp, id, body).await {
+                Ok(key) => {
+                    println!("replayed poison message {id} to routing key {key}");
+                    Ok(0)
+                }
+                Err(crate::publish::ReplayError::NotFound(_)) => {
+                    eprintln!("no poison message {id}");
+                    Ok(1)
+                }
+                Err(crate::publish::ReplayError::Truncated(_)) => {
+                    bail!("poison message {id} was stored truncated; replay it with --body-file")
+                }
+                Err(e) => Err(e.into()),
+            }
         }
     }
 }

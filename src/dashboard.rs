@@ -214,6 +214,7 @@ async fn jobs(
         account: q.account.clone().filter(|a| !a.is_empty()),
         kind: q.kind.as_deref().and_then(EventKind::parse),
         limit: 200,
+        ..Default::default()
     };
     let list = s.store.list_jobs(&filter).await.unwrap_or_default();
     let mut body = format!(

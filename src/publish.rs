@@ -210,3 +210,45 @@ impl Publisher {
         .await
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no poison message {0}")]
+    NotFound(i64),
+    #[error("poison message {0} was stored truncated; replay it with a corrected body")]
+    Truncated(i64),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Publishes a poison message again (after the sender or mailboxd was fixed), with its
+/// routing key, content type and message id, or with a corrected `body`; marks it replayed.
+/// Returns the routing key used.
+pub async fn replay_poison(
+    store: &crate::store::Store,
+    amqp: &config::Amqp,
+    id: i64,
+    body: Option<Vec<u8>>,
+) -> Result<String, ReplayError> {
+    let p = store
+        .get_poison(id)
+        .await?
+        .ok_or(ReplayError::NotFound(id))?;
+    if p.truncated && body.is_none() {
+        return Err(ReplayError::Truncated(id));
+    }
+    let body = body.unwrap_or_else(|| p.body.clone());
+    let publisher = Publisher::connect(amqp).await?;
+    publisher
+        .publish_raw(
+            &p.routing_key,
+            &body,
+            p.content_type.as_deref(),
+            p.message_id.as_deref(),
+        )
+        .await?;
+    store.mark_poison_replayed(id).await?;
+    Ok(p.routing_key)
+}

@@ -215,7 +215,14 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub account: Option<String>,
     pub kind: Option<EventKind>,
+    /// `transient`, `not_synced`, `permanent` or `systemic` (of the last error).
+    pub error_class: Option<String>,
+    /// Created at or after / before.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
     pub limit: i64,
+    /// Rows to skip (pagination; newest first).
+    pub offset: i64,
 }
 
 const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, max_attempts, \
@@ -928,12 +935,19 @@ impl Store {
               WHERE ($1::text IS NULL OR state = $1)
                 AND ($2::text IS NULL OR account = lower($2))
                 AND ($3::text IS NULL OR kind = $3)
-              ORDER BY created_at DESC, id LIMIT $4"
+                AND ($5::text IS NULL OR last_error_class = $5)
+                AND ($6::timestamptz IS NULL OR created_at >= $6)
+                AND ($7::timestamptz IS NULL OR created_at < $7)
+              ORDER BY created_at DESC, id LIMIT $4 OFFSET $8"
         )))
         .bind(f.state.map(JobState::as_str))
         .bind(&f.account)
         .bind(f.kind.map(EventKind::as_str))
         .bind(if f.limit > 0 { f.limit } else { 100 })
+        .bind(&f.error_class)
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.offset.max(0))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
