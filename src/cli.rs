@@ -185,9 +185,17 @@ pub enum JobsCommand {
         json: bool,
     },
     /// Run a failed, cancelled or waiting job again now.
-    Retry { id: Uuid },
+    Retry {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a job that has not finished.
-    Cancel { id: Uuid },
+    Cancel {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +217,8 @@ pub enum PoisonCommand {
         /// Replace the body with this file's content (after fixing it).
         #[arg(long)]
         body_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -618,10 +628,15 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        JobsCommand::Retry { id } => report(id, "retry", store.retry_job(id, &cli_actor()).await?),
-        JobsCommand::Cancel { id } => {
-            report(id, "cancel", store.cancel_job(id, &cli_actor()).await?)
+        JobsCommand::Retry { id, json } => {
+            report(id, "retry", store.retry_job(id, &cli_actor()).await?, json)
         }
+        JobsCommand::Cancel { id, json } => report(
+            id,
+            "cancel",
+            store.cancel_job(id, &cli_actor()).await?,
+            json,
+        ),
     }
 }
 
@@ -633,7 +648,19 @@ fn cli_actor() -> String {
     format!("cli:{user}")
 }
 
-fn report(id: Uuid, action: &str, r: Result<(), ActionRefused>) -> anyhow::Result<i32> {
+fn report(id: Uuid, action: &str, r: Result<(), ActionRefused>, json: bool) -> anyhow::Result<i32> {
+    if json {
+        let (ok, error) = match &r {
+            Ok(()) => (true, None),
+            Err(ActionRefused::NotFound) => (false, Some(format!("no job {id}"))),
+            Err(ActionRefused::WrongState(s)) => (false, Some(format!("the job is {s}"))),
+        };
+        println!(
+            "{}",
+            serde_json::json!({"id": id, "action": action, "ok": ok, "error": error})
+        );
+        return Ok(i32::from(!ok));
+    }
     match r {
         Ok(()) => {
             println!("{action}: job {id} done");
@@ -704,7 +731,11 @@ async fn poison(cmd: PoisonCommand, settings: &Settings) -> anyhow::Result<i32> 
             }
             Ok(0)
         }
-        PoisonCommand::Replay { id, body_file } => {
+        PoisonCommand::Replay {
+            id,
+            body_file,
+            json,
+        } => {
             let body = match body_file {
                 Some(f) => {
                     Some(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
@@ -713,7 +744,11 @@ async fn poison(cmd: PoisonCommand, settings: &Settings) -> anyhow::Result<i32> 
             };
             match crate::publish::replay_poison(&store, &settings.amqp, id, body).await {
                 Ok(key) => {
-                    println!("replayed poison message {id} to routing key {key}");
+                    if json {
+                        println!("{}", serde_json::json!({"id": id, "replayed_to": key}));
+                    } else {
+                        println!("replayed poison message {id} to routing key {key}");
+                    }
                     Ok(0)
                 }
                 Err(crate::publish::ReplayError::NotFound(_)) => {

@@ -156,3 +156,31 @@ async fn check_tries_every_dependency_and_names_what_fails() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_retry_from_the_cli_answers_in_json_and_is_on_the_record() {
+    let mut onprem = common::seed("clionprem");
+    onprem.recipient = mailboxd::lab::Recipient::Onprem;
+    let env = common::TestEnv::new(vec![onprem]).await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("clionprem");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_terminal(&ev.id).await;
+    let (code, out, err) = env.cli(&["jobs", "retry", &job.id.to_string(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let actions = env.store.job_actions(job.id).await.unwrap();
+    assert_eq!(actions[0].action, "retry");
+    assert!(actions[0].actor.starts_with("cli:"), "{actions:?}");
+    let (code, out, _) = env.cli(&[
+        "jobs",
+        "cancel",
+        &uuid::Uuid::new_v4().to_string(),
+        "--json",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("no job"), "{out}");
+    app.stop().await;
+    env.cleanup().await;
+}
