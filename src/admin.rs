@@ -126,10 +126,6 @@ struct JobQuery {
     offset: Option<i64>,
 }
 
-fn error_class_ok(c: &str) -> bool {
-    ["transient", "not_synced", "permanent", "systemic"].contains(&c)
-}
-
 fn time_param(
     name: &str,
     v: Option<&str>,
@@ -147,22 +143,76 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
     problem(StatusCode::BAD_REQUEST, e.to_string())
 }
 
-/// An account filter as sent: no control characters (they cannot be in AD names).
-fn check_account(a: &Option<String>) -> Option<Response> {
-    match a {
-        Some(a) if a.len() > 256 || a.chars().any(char::is_control) => Some(bad_request(
-            "account must be at most 256 characters without control characters",
-        )),
-        _ => None,
-    }
+/// The filters both the job list and bulk retry take, checked: the account, the type, the
+/// error class and the page size (`max` at most, `default` when absent).
+struct Filters {
+    kind: Option<crate::event::EventKind>,
+    limit: i64,
 }
 
-fn check_limit(limit: Option<i64>, max: i64) -> Result<i64, String> {
-    match limit {
-        None => Ok(max.min(100)),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(n) => Err(format!("limit {n} is outside 1..={max}")),
+fn filters(
+    account: &Option<String>,
+    kind: Option<&str>,
+    error_class: Option<&str>,
+    limit: Option<i64>,
+    default: i64,
+    max: i64,
+) -> Result<Filters, String> {
+    if account
+        .as_ref()
+        .is_some_and(|a| a.len() > 256 || a.chars().any(char::is_control))
+    {
+        return Err("account must be at most 256 characters without control characters".into());
     }
+    let kind = kind
+        .map(|k| {
+            crate::event::EventKind::parse(k)
+                .ok_or_else(|| format!("unknown type {k:?}: joiner or leaver"))
+        })
+        .transpose()?;
+    if let Some(c) = error_class
+        && !["transient", "not_synced", "permanent", "systemic"].contains(&c)
+    {
+        return Err(format!(
+            "error_class {c:?}: transient, not_synced, permanent or systemic"
+        ));
+    }
+    let limit = match limit {
+        None => default,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(n) => return Err(format!("limit {n} is outside 1..={max}")),
+    };
+    Ok(Filters { kind, limit })
+}
+
+fn job_filter(q: JobQuery) -> Result<JobFilter, String> {
+    let f = filters(
+        &q.account,
+        q.kind.as_deref(),
+        q.error_class.as_deref(),
+        q.limit,
+        100,
+        1000,
+    )?;
+    let state = q
+        .state
+        .as_deref()
+        .map(|v| JobState::parse(v).ok_or_else(|| format!("unknown state {v:?}")))
+        .transpose()?;
+    let offset = q.offset.unwrap_or(0);
+    if !(0..=1_000_000_000).contains(&offset) {
+        return Err("offset must be within 0..=1000000000".into());
+    }
+    Ok(JobFilter {
+        state,
+        account: q.account,
+        kind: f.kind,
+        error_class: q.error_class,
+        since: time_param("since", q.since.as_deref())?,
+        until: time_param("until", q.until.as_deref())?,
+        limit: f.limit,
+        offset,
+    })
 }
 
 async fn list_jobs(
@@ -173,70 +223,17 @@ async fn list_jobs(
     if let Some(r) = refuse(&s, &headers, false) {
         return r;
     }
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_request(e),
-    };
-    if let Some(r) = check_account(&q.account) {
-        return r;
-    }
-    let limit = match check_limit(q.limit, 1000) {
-        Ok(l) => l,
-        Err(e) => return bad_request(e),
-    };
-    let state = match q.state.as_deref().map(|v| (v, JobState::parse(v))) {
-        Some((v, None)) => {
-            return problem(StatusCode::BAD_REQUEST, format!("unknown state {v:?}"));
-        }
-        Some((_, st)) => st,
-        None => None,
-    };
-    let kind = match q
-        .kind
-        .as_deref()
-        .map(|v| (v, crate::event::EventKind::parse(v)))
+    let filter = match q
+        .map_err(|e| e.to_string())
+        .and_then(|Query(q)| job_filter(q))
     {
-        Some((v, None)) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                format!("unknown type {v:?}: joiner or leaver"),
-            );
-        }
-        Some((_, k)) => k,
-        None => None,
-    };
-    if let Some(c) = q.error_class.as_deref()
-        && !error_class_ok(c)
-    {
-        return bad_request(format!(
-            "error_class {c:?}: transient, not_synced, permanent or systemic"
-        ));
-    }
-    let (since, until) = match (
-        time_param("since", q.since.as_deref()),
-        time_param("until", q.until.as_deref()),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return bad_request(e),
-    };
-    let offset = q.offset.unwrap_or(0);
-    if !(0..=1_000_000_000).contains(&offset) {
-        return bad_request("offset must be within 0..=1000000000");
-    }
-    let filter = JobFilter {
-        state,
-        account: q.account,
-        kind,
-        error_class: q.error_class,
-        since,
-        until,
-        limit,
-        offset,
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
     };
     match s.store.list_jobs(&filter).await {
         Ok(jobs) => {
             // A full page may have more behind it.
-            let next = (jobs.len() as i64 == limit).then_some(offset + limit);
+            let next = (jobs.len() as i64 == filter.limit).then_some(filter.offset + filter.limit);
             Json(json!({ "jobs": jobs, "next_offset": next })).into_response()
         }
         Err(e) => internal(e),
@@ -265,10 +262,26 @@ async fn show_job(
     }
 }
 
-fn action_result(
-    id: Uuid,
-    r: Result<Result<(), ActionRefused>, crate::store::StoreError>,
+/// Retry or cancel one job, as the token's holder: 200, 404, or 409 with the job's state.
+async fn job_action(
+    s: AdminState,
+    headers: HeaderMap,
+    id: Result<Path<Uuid>, PathRejection>,
+    retry: bool,
 ) -> Response {
+    if let Some(r) = refuse(&s, &headers, true) {
+        return r;
+    }
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(e) => return bad_request(e),
+    };
+    let actor = format!("api:{}", s.token_name);
+    let r = if retry {
+        s.store.retry_job(id, &actor).await
+    } else {
+        s.store.cancel_job(id, &actor).await
+    };
     match r {
         Ok(Ok(())) => Json(json!({ "id": id, "ok": true })).into_response(),
         Ok(Err(ActionRefused::NotFound)) => problem(StatusCode::NOT_FOUND, format!("no job {id}")),
@@ -284,19 +297,7 @@ async fn retry_job(
     headers: HeaderMap,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
-    if let Some(r) = refuse(&s, &headers, true) {
-        return r;
-    }
-    let Path(id) = match id {
-        Ok(id) => id,
-        Err(e) => return bad_request(e),
-    };
-    action_result(
-        id,
-        s.store
-            .retry_job(id, &format!("api:{}", s.token_name))
-            .await,
-    )
+    job_action(s, headers, id, true).await
 }
 
 async fn cancel_job(
@@ -304,19 +305,7 @@ async fn cancel_job(
     headers: HeaderMap,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
-    if let Some(r) = refuse(&s, &headers, true) {
-        return r;
-    }
-    let Path(id) = match id {
-        Ok(id) => id,
-        Err(e) => return bad_request(e),
-    };
-    action_result(
-        id,
-        s.store
-            .cancel_job(id, &format!("api:{}", s.token_name))
-            .await,
-    )
+    job_action(s, headers, id, false).await
 }
 
 #[derive(Deserialize)]
@@ -331,6 +320,33 @@ struct BulkQuery {
 }
 
 /// `POST /api/v1/jobs/retry?state=failed&error_class=systemic…`: retry every match.
+fn bulk_filter(q: BulkQuery) -> Result<crate::store::BulkRetry, String> {
+    let f = filters(
+        &q.account,
+        q.kind.as_deref(),
+        q.error_class.as_deref(),
+        q.limit,
+        1000,
+        10_000,
+    )?;
+    let state = match q.state.as_deref().unwrap_or("failed") {
+        "failed" => JobState::Failed,
+        "cancelled" => JobState::Cancelled,
+        other => {
+            return Err(format!(
+                "bulk retry takes state=failed or state=cancelled, not {other:?}"
+            ));
+        }
+    };
+    Ok(crate::store::BulkRetry {
+        states: vec![state],
+        account: q.account,
+        kind: f.kind,
+        error_class: q.error_class,
+        limit: f.limit,
+    })
+}
+
 async fn bulk_retry(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -339,52 +355,12 @@ async fn bulk_retry(
     if let Some(r) = refuse(&s, &headers, true) {
         return r;
     }
-    let Query(q) = match q {
-        Ok(q) => q,
-        Err(e) => return bad_request(e),
-    };
-    if let Some(r) = check_account(&q.account) {
-        return r;
-    }
-    let limit = match check_limit(q.limit.or(Some(1000)), 10_000) {
-        Ok(l) => l,
-        Err(e) => return bad_request(e),
-    };
-    if let Some(c) = q.error_class.as_deref()
-        && !error_class_ok(c)
+    let filter = match q
+        .map_err(|e| e.to_string())
+        .and_then(|Query(q)| bulk_filter(q))
     {
-        return bad_request(format!(
-            "error_class {c:?}: transient, not_synced, permanent or systemic"
-        ));
-    }
-    let state = match q.state.as_deref().unwrap_or("failed") {
-        "failed" => JobState::Failed,
-        "cancelled" => JobState::Cancelled,
-        other => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                format!("bulk retry takes state=failed or state=cancelled, not {other:?}"),
-            );
-        }
-    };
-    let kind = match q.kind.as_deref() {
-        None => None,
-        Some(k) => match crate::event::EventKind::parse(k) {
-            Some(k) => Some(k),
-            None => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown type {k:?}: joiner or leaver"),
-                );
-            }
-        },
-    };
-    let filter = crate::store::BulkRetry {
-        states: vec![state],
-        account: q.account,
-        kind,
-        error_class: q.error_class,
-        limit,
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
     };
     match s
         .store

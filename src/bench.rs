@@ -143,32 +143,13 @@ async fn bench_burst(
 ) -> anyhow::Result<i32> {
     let concurrency = concurrency.max(1);
     let password = uuid::Uuid::new_v4().simple().to_string();
-    let lab = Lab::start(LabConfig {
-        listen: "127.0.0.1:0".parse()?,
-        user: lab::DEFAULT_USER.into(),
-        password: SecretString::from(password.clone()),
-        accounts: lab::directory::seeded(n + naive_sample),
-        latency: lab::Latency {
-            session,
-            cmdlet,
-            round_trip: Duration::ZERO,
-        },
-        max_shells_per_user: 30,
-        ldap_listen: Some(([127, 0, 0, 1], 0).into()),
-        throttle: lab::Throttle {
-            max_sessions_per_user: concurrency,
-            cmdlet_budget: None,
-        },
-        faults: Vec::new(),
-    })
-    .await?;
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut cfg = lab_config(n + naive_sample, session, cmdlet, &password);
+    cfg.ldap_listen = Some(([127, 0, 0, 1], 0).into());
+    cfg.throttle.max_sessions_per_user = concurrency;
+    let lab = Lab::start(cfg).await?;
     let mut s = settings.clone();
     s.database.url = bench_database_url(&settings.database.url)?;
-    s.amqp.exchange = format!("mailboxd.bench.{tag}");
-    s.amqp.queue = format!("mailboxd.bench.{tag}");
-    s.amqp.dead_letter_exchange = format!("mailboxd.bench.{tag}.dlx");
-    s.amqp.queue_expires = Some(Duration::from_secs(600));
+    s.amqp = bench_amqp(&settings.amqp);
     s.winrm.endpoint = lab.endpoint();
     s.winrm.username = lab::DEFAULT_USER.into();
     s.winrm.password = Some(SecretString::from(password.clone()));
@@ -310,12 +291,7 @@ async fn bench_burst(
 }
 
 async fn bench_ingest(settings: &Settings, n: usize, json: bool) -> anyhow::Result<i32> {
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let mut amqp = settings.amqp.clone();
-    amqp.exchange = format!("mailboxd.bench.{tag}");
-    amqp.queue = format!("mailboxd.bench.{tag}");
-    amqp.dead_letter_exchange = format!("mailboxd.bench.{tag}.dlx");
-    amqp.queue_expires = Some(Duration::from_secs(600));
+    let amqp = bench_amqp(&settings.amqp);
     let url = bench_database_url(&settings.database.url)?;
     crate::store::ensure_database(&url).await?;
     let store = Store::connect(&url, 8).await?;
@@ -559,22 +535,9 @@ async fn bench_lab(
 ) -> anyhow::Result<i32> {
     let concurrency = concurrency.max(1);
     let password = uuid::Uuid::new_v4().simple().to_string();
-    let lab = Lab::start(LabConfig {
-        listen: "127.0.0.1:0".parse()?,
-        user: lab::DEFAULT_USER.into(),
-        password: SecretString::from(password.clone()),
-        accounts: lab::directory::seeded(cmdlets),
-        latency: lab::Latency {
-            session: Duration::ZERO,
-            cmdlet: latency,
-            round_trip: Duration::ZERO,
-        },
-        max_shells_per_user: concurrency.max(30),
-        ldap_listen: None,
-        throttle: Default::default(),
-        faults: Vec::new(),
-    })
-    .await?;
+    let mut cfg = lab_config(cmdlets, Duration::ZERO, latency, &password);
+    cfg.max_shells_per_user = concurrency.max(30);
+    let lab = Lab::start(cfg).await?;
     let exchange = lab_exchange(&lab, password)?;
     // Accounts dealt round-robin to `concurrency` PowerShell runs, all started at once.
     let mut batches: Vec<Vec<AccountData>> = vec![Vec::new(); concurrency];
@@ -619,6 +582,37 @@ async fn bench_lab(
         );
     }
     Ok(0)
+}
+
+/// A lab on a free loopback port with Exchange-like timings and a fresh password.
+fn lab_config(accounts: usize, session: Duration, cmdlet: Duration, password: &str) -> LabConfig {
+    LabConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        user: lab::DEFAULT_USER.into(),
+        password: SecretString::from(password.to_owned()),
+        accounts: lab::directory::seeded(accounts),
+        latency: lab::Latency {
+            session,
+            cmdlet,
+            round_trip: Duration::ZERO,
+        },
+        max_shells_per_user: 30,
+        ldap_listen: None,
+        throttle: Default::default(),
+        faults: Vec::new(),
+    }
+}
+
+/// Broker names of this run only (they expire when unused), never the real queue.
+fn bench_amqp(base: &crate::config::Amqp) -> crate::config::Amqp {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    crate::config::Amqp {
+        exchange: format!("mailboxd.bench.{tag}"),
+        queue: format!("mailboxd.bench.{tag}"),
+        dead_letter_exchange: format!("mailboxd.bench.{tag}.dlx"),
+        queue_expires: Some(Duration::from_secs(600)),
+        ..base.clone()
+    }
 }
 
 /// mailboxd's Exchange client pointed at a lab (Basic over loopback HTTP, no session).

@@ -23,20 +23,40 @@ async fn call(env: &TestEnv, method: &str, url: &str, token: Option<&str>) -> (u
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn operators_list_show_and_retry_jobs_with_the_token() {
-    let mut onprem = seed("onprem");
+/// A daemon whose queue holds one failed job (`bad`, an on-premises mailbox) and one
+/// succeeded one (`good`); with the admin token when `token`.
+async fn queue_with_a_failure(
+    bad: &str,
+    good: &str,
+    token: bool,
+) -> (
+    TestEnv,
+    mailboxd::app::App,
+    mailboxd::publish::EventSpec,
+    mailboxd::publish::EventSpec,
+    mailboxd::store::Job,
+) {
+    let mut onprem = seed(bad);
     onprem.recipient = Recipient::Onprem;
-    let mut env = TestEnv::new(vec![onprem, seed("fine")]).await;
-    env.settings.admin.token = Some(SecretString::from(TOKEN));
+    let mut env = TestEnv::new(vec![onprem, seed(good)]).await;
+    if token {
+        env.settings.admin.token = Some(SecretString::from(TOKEN));
+    }
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
-    let bad = env.joiner("onprem");
-    let good = env.joiner("fine");
+    let bad = env.joiner(bad);
+    let good = env.joiner(good);
     publisher.publish(&bad).await.unwrap();
     publisher.publish(&good).await.unwrap();
     let failed = env.wait_terminal(&bad.id).await;
     env.wait_succeeded(&good.id).await;
+    (env, app, bad, good, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_list_show_and_retry_jobs_with_the_token() {
+    let (env, app, bad, good, failed) = queue_with_a_failure("onprem", "fine", true).await;
+    let publisher = env.publisher().await;
     let base = format!("http://{}/api/v1", app.admin_addr);
 
     // Without the token: refused, and the refusal says what to send.
@@ -257,21 +277,12 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
-    let mut onprem = seed("monprem");
-    onprem.recipient = Recipient::Onprem;
-    let env = TestEnv::new(vec![onprem, seed("mfine")]).await;
-    let app = env.start_daemon().await;
+    let (env, app, ..) = queue_with_a_failure("monprem", "mfine", false).await;
     let publisher = env.publisher().await;
-    let bad = env.joiner("monprem");
-    let good = env.joiner("mfine");
-    publisher.publish(&bad).await.unwrap();
-    publisher.publish(&good).await.unwrap();
     publisher
         .publish_raw("ad.user.created", b"{nope", Some("application/json"), None)
         .await
         .unwrap();
-    env.wait_terminal(&bad.id).await;
-    env.wait_succeeded(&good.id).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while env.store.list_poison(5).await.unwrap().is_empty() {
         assert!(std::time::Instant::now() < deadline);
@@ -366,15 +377,9 @@ async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
 async fn the_openapi_document_describes_every_route_the_api_serves() {
     let env = TestEnv::new(vec![]).await;
     let app = env.start_daemon().await;
-    let doc: Value = env
-        .http
-        .get(format!("http://{}/api/v1/openapi.json", app.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = env
+        .get_json(&format!("http://{}/api/v1/openapi.json", app.admin_addr))
+        .await;
     assert_eq!(doc["openapi"], "3.0.3");
     let src = include_str!("../src/admin.rs");
     let mut routes = 0;
@@ -412,18 +417,7 @@ async fn the_openapi_document_describes_every_route_the_api_serves() {
 /// and content types, bodies matching their schemas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schemathesis_finds_nothing_the_openapi_document_does_not_promise() {
-    let mut onprem = seed("stonprem");
-    onprem.recipient = Recipient::Onprem;
-    let mut env = TestEnv::new(vec![onprem, seed("stfine")]).await;
-    env.settings.admin.token = Some(SecretString::from(TOKEN));
-    let app = env.start_daemon().await;
-    let publisher = env.publisher().await;
-    let bad = env.joiner("stonprem");
-    let good = env.joiner("stfine");
-    publisher.publish(&bad).await.unwrap();
-    publisher.publish(&good).await.unwrap();
-    env.wait_terminal(&bad.id).await;
-    env.wait_succeeded(&good.id).await;
+    let (env, app, ..) = queue_with_a_failure("stonprem", "stfine", true).await;
 
     let out = tokio::process::Command::new("schemathesis")
         .args([

@@ -66,6 +66,15 @@ impl Drop for SmtpSink {
     }
 }
 
+/// Alerts to the capturing SMTP server on `port` (plain SMTP on loopback), for `to`.
+fn send_to_sink(env: &mut TestEnv, port: u16, to: &str) {
+    env.settings.smtp.host = "127.0.0.1".into();
+    env.settings.smtp.port = port;
+    env.settings.smtp.tls = SmtpTls::None;
+    env.settings.smtp.from = "mailboxd@corp.example".into();
+    env.settings.smtp.to = vec![to.into()];
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -81,11 +90,7 @@ async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
     let mut env = TestEnv::new(vec![onprem]).await;
     let port = free_port(); // nothing listens there yet: SMTP is down
     let maildir = tempfile::tempdir().unwrap();
-    env.settings.smtp.host = "127.0.0.1".into();
-    env.settings.smtp.port = port;
-    env.settings.smtp.tls = SmtpTls::None; // the sink is plain SMTP on loopback
-    env.settings.smtp.from = "mailboxd@corp.example".into();
-    env.settings.smtp.to = vec!["iam-support@corp.example".into()];
+    send_to_sink(&mut env, port, "iam-support@corp.example");
     env.settings.smtp.retry_base = Duration::from_millis(200);
     env.settings.smtp.timeout = Duration::from_secs(5);
     env.settings.smtp.digest_window = Duration::from_millis(300);
@@ -159,11 +164,7 @@ async fn fifty_identical_failures_become_one_digest_without_the_planted_secret()
     let port = free_port();
     let maildir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(port, maildir.path());
-    env.settings.smtp.host = "127.0.0.1".into();
-    env.settings.smtp.port = port;
-    env.settings.smtp.tls = SmtpTls::None;
-    env.settings.smtp.from = "mailboxd@corp.example".into();
-    env.settings.smtp.to = vec!["operations@corp.example".into()];
+    send_to_sink(&mut env, port, "operations@corp.example");
     env.settings
         .smtp
         .to_by_class
@@ -282,11 +283,7 @@ async fn the_hourly_cap_holds_back_the_rest_and_says_so() {
     let port = free_port();
     let maildir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(port, maildir.path());
-    env.settings.smtp.host = "127.0.0.1".into();
-    env.settings.smtp.port = port;
-    env.settings.smtp.tls = SmtpTls::None;
-    env.settings.smtp.from = "mailboxd@corp.example".into();
-    env.settings.smtp.to = vec!["iam-support@corp.example".into()];
+    send_to_sink(&mut env, port, "iam-support@corp.example");
     env.settings.smtp.digest_window = Duration::from_secs(1);
     env.settings.smtp.hourly_cap = 2;
     // Three different problems: three emails wanted, two allowed.

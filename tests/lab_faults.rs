@@ -79,24 +79,7 @@ async fn refused_credentials_open_the_circuit_until_the_host_accepts_them_again(
     let ev = env.joiner("jauth");
     env.publisher().await.publish(&ev).await.unwrap();
 
-    let readyz = format!("http://{}/readyz", app.admin_addr);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v: serde_json::Value = env
-            .http
-            .get(&readyz)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["circuit"]["open"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "circuit never opened: {v}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    env.wait_circuit_open(&app).await;
     let job = env.wait_succeeded(&ev.id).await;
     // The refusal was the host's fault, not the job's: no attempt was spent on it.
     assert_eq!(job.attempt, 1, "{job:?}");

@@ -418,26 +418,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
 
     // The circuit opens and readiness says why.
     let readyz = format!("http://{}/readyz", app.admin_addr);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let v: serde_json::Value = env
-            .http
-            .get(&readyz)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["circuit"]["open"] == true {
-            break v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "circuit never opened: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = env.wait_circuit_open(&app).await;
     assert!(
         status["circuit"]["reason"]
             .as_str()

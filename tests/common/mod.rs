@@ -269,6 +269,32 @@ impl TestEnv {
             .expect("lab JSON")
     }
 
+    /// GET `url` and read its JSON body.
+    pub async fn get_json(&self, url: &str) -> Value {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// Waits (bounded) until the daemon's `/readyz` reports the circuit open; returns it.
+    pub async fn wait_circuit_open(&self, app: &App) -> Value {
+        let readyz = format!("http://{}/readyz", app.admin_addr);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.get_json(&readyz).await;
+            if v["circuit"]["open"] == true {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "circuit never opened: {v}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// `POST /lab/faults`: one call switches a fault on.
     pub async fn fault(&self, body: Value) -> Value {
         let r = self
