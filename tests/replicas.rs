@@ -9,7 +9,7 @@ use mailboxd::store::JobState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_run_every_job_exactly_once() {
-    const N: usize = 600;
+    const N: usize = 2000;
     let accounts: Vec<_> = (0..N).map(|i| seed(&format!("rep{i:04}"))).collect();
     let env = TestEnv::new(accounts).await;
     let replicas: Vec<_> = (0..3)
