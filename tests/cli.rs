@@ -184,3 +184,32 @@ async fn jobs_retry_from_the_cli_answers_in_json_and_is_on_the_record() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_migrating_at_once_do_not_race() {
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let url = format!("{}/mailboxd_test_{tag}", common::pg_server());
+    mailboxd::store::ensure_database(&url).await.unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+            .arg("migrate")
+            .env("MAILBOXD__DATABASE__URL", &url)
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let store = mailboxd::store::Store::connect(&url, 1).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!(applied, files, "each migration applied once");
+}
