@@ -73,9 +73,9 @@ async fn a_custom_permanent_error_fails_the_job_with_exchanges_text() {
 async fn refused_credentials_open_the_circuit_until_the_host_accepts_them_again() {
     let mut env = TestEnv::new(vec![seed("jauth")]).await;
     env.settings.worker.circuit_cooldown = Duration::from_millis(300);
+    let app = env.start_daemon().await;
     env.fault(json!({"fault": "auth_refused", "seconds": 1.5}))
         .await;
-    let app = env.start_daemon().await;
     let ev = env.joiner("jauth");
     env.publisher().await.publish(&ev).await.unwrap();
 
@@ -89,8 +89,12 @@ async fn refused_credentials_open_the_circuit_until_the_host_accepts_them_again(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_host_that_is_down_refuses_connections_then_comes_back() {
-    let env = TestEnv::new(vec![seed("jdown")]).await;
-    env.fault(json!({"fault": "host_down", "seconds": 1.0}))
+    let mut env = TestEnv::new(vec![seed("jdown")]).await;
+    // Repeated refusals open the circuit; a short cooldown lets the probe find the host back.
+    env.settings.worker.circuit_cooldown = Duration::from_millis(300);
+    let app = env.start_daemon().await;
+    // The daemon is up first, so its first attempt comes within the outage.
+    env.fault(json!({"fault": "host_down", "seconds": 2.0}))
         .await;
     // The listener is closed: a new connection is refused.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -101,7 +105,6 @@ async fn a_host_that_is_down_refuses_connections_then_comes_back() {
         .unwrap_err();
     assert!(err.is_connect(), "{err:?}");
 
-    let app = env.start_daemon().await;
     let ev = env.joiner("jdown");
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
@@ -126,9 +129,9 @@ async fn a_host_that_is_down_refuses_connections_then_comes_back() {
 async fn a_stalled_host_trips_the_batch_timeout_and_the_job_runs_again() {
     let mut env = TestEnv::new(vec![seed("jstall")]).await;
     env.settings.worker.batch_timeout = Duration::from_millis(400);
+    let app = env.start_daemon().await;
     env.fault(json!({"fault": "stall", "seconds": 1.0, "for_seconds": 1.5}))
         .await;
-    let app = env.start_daemon().await;
     let ev = env.joiner("jstall");
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
@@ -148,10 +151,10 @@ async fn a_stalled_host_trips_the_batch_timeout_and_the_job_runs_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replication_lag_keeps_the_joiner_waiting_until_the_dc_has_the_account() {
     let env = TestEnv::new(vec![seed("jlag")]).await;
+    let app = env.start_daemon().await;
+    let started = Instant::now();
     env.fault(json!({"fault": "replication_lag", "account": "jlag", "seconds": 1.0}))
         .await;
-    let started = Instant::now();
-    let app = env.start_daemon().await;
     let ev = env.joiner("jlag");
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env
@@ -179,9 +182,9 @@ async fn an_account_not_yet_synced_waits_without_spending_attempts() {
     let mut env = TestEnv::new(vec![seed("jsync")]).await;
     env.settings.ldap.require_cloud_sync = true;
     env.settings.worker.sync_poll_interval = Duration::from_millis(200);
+    let app = env.start_daemon().await;
     env.fault(json!({"fault": "not_synced", "account": "jsync", "seconds": 1.0}))
         .await;
-    let app = env.start_daemon().await;
     let ev = env.joiner("jsync");
     env.publisher().await.publish(&ev).await.unwrap();
     env.wait_job(&ev.id, |j| j.state == JobState::WaitingForSync)
