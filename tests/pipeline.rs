@@ -554,3 +554,36 @@ async fn sigterm_lets_work_finish_briefly_then_hands_it_to_another_replica() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typographic_quotes_and_subexpressions_stay_data() {
+    // PowerShell treats U+2018–U+201E as quotes too; `$(…)` and backticks are its syntax.
+    let nasty = "q\u{2018}\u{2019}\u{201A}\u{201B}\u{201C}\u{201D}\u{201E}$(x)`";
+    let mut env = TestEnv::new(vec![seed(nasty)]).await;
+    // Without a directory the name itself is the -Identity Exchange receives.
+    env.settings.ldap = Default::default();
+    let app = env.start_daemon().await;
+    let mut ev = env.joiner(nasty);
+    ev.alias = Some("qquotes".into());
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    let calls = env.invocations().await;
+    let enable: Vec<_> = calls
+        .iter()
+        .filter(|c| c["cmdlet"] == "Enable-RemoteMailbox")
+        .collect();
+    assert_eq!(enable.len(), 1, "{calls:?}");
+    assert_eq!(enable[0]["parameters"]["Identity"], nasty, "byte for byte");
+    // Nothing but the template's cmdlets ran.
+    assert!(
+        calls.iter().all(|c| [
+            "Enable-RemoteMailbox",
+            "Get-RemoteMailbox",
+            "Set-RemoteMailbox"
+        ]
+        .contains(&c["cmdlet"].as_str().unwrap_or(""))),
+        "{calls:?}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
