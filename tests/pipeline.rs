@@ -587,3 +587,64 @@ async fn typographic_quotes_and_subexpressions_stay_data() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_batch_reports_each_account_on_its_own() {
+    let mut holder = remote("b-holder", false, false);
+    holder.user_principal_name = Some("b-holder@corp.example".into());
+    let mut env = TestEnv::new(vec![
+        seed("b-ok"),
+        remote("b-already", false, false),
+        seed("b-proxy"),
+        holder,
+    ])
+    .await;
+    // Exchange's own answers, all in one PowerShell run.
+    env.settings.ldap = Default::default();
+    env.settings.worker.concurrency = 1;
+    env.settings.exchange.batch_size = 10;
+    env.settings.exchange.batch_linger = Duration::from_millis(500);
+    env.settings.worker.backoff_base = Duration::from_secs(60);
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let ok = env.joiner("b-ok");
+    let already = env.joiner("b-already");
+    let missing = env.joiner("b-missing");
+    let mut proxy = env.joiner("b-proxy");
+    // The primary address another account already holds.
+    proxy.primary_smtp_address = Some("b-holder@corp.example".into());
+    for e in [&ok, &already, &missing, &proxy] {
+        publisher.publish(e).await.unwrap();
+    }
+    let ok = env.wait_succeeded(&ok.id).await;
+    assert_eq!(ok.outcome.as_deref(), Some("enabled"));
+    let already = env.wait_succeeded(&already.id).await;
+    assert_eq!(already.outcome.as_deref(), Some("already"));
+    let missing = env
+        .wait_job(&missing.id, |j| j.state == JobState::Retrying)
+        .await;
+    assert_eq!(missing.last_error_class.as_deref(), Some("transient"));
+    assert!(missing.last_error.unwrap().contains("couldn't be found"));
+    let proxy = env.wait_terminal(&proxy.id).await;
+    assert_eq!(proxy.state, JobState::Failed);
+    assert_eq!(proxy.last_error_class.as_deref(), Some("permanent"));
+    assert!(
+        proxy
+            .last_error
+            .unwrap()
+            .contains("ProxyAddressExistsException")
+    );
+    // One run for all four: the same attempt start, one PowerShell process.
+    let mut starts = Vec::new();
+    for id in [ok.id, already.id, missing.id, proxy.id] {
+        let (_, attempts) = env.store.get_job(id).await.unwrap().unwrap();
+        starts.push(attempts[0].started_at);
+    }
+    assert!(starts.iter().all(|s| *s == starts[0]), "{starts:?}");
+    let stats: serde_json::Value = env
+        .get_json(&format!("http://{}/lab/stats", env.lab.addr))
+        .await;
+    assert_eq!(stats["stats"]["powershell_runs"], 1, "{stats}");
+    app.stop().await;
+    env.cleanup().await;
+}
