@@ -173,6 +173,16 @@ pub enum EventError {
     Xml(String),
 }
 
+/// The media type of a Content-Type value, lower-cased, without parameters.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// What the intake checks beyond the contract itself (from `[amqp]`).
 #[derive(Debug, Clone, Default)]
 pub struct IntakeRules {
@@ -293,12 +303,7 @@ pub fn parse(
         return Err(EventError::TooLarge(body.len()));
     }
     if let Some(ct) = content_type {
-        let base = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let base = media_type(ct);
         if !base.is_empty() && base != "application/json" {
             return Err(EventError::ContentType(ct.to_owned()));
         }

@@ -35,12 +35,7 @@ pub fn is_credential(name: &str) -> bool {
 /// Whether the body is XML rather than JSON (content type, or its first character).
 pub fn looks_like_xml(body: &[u8], content_type: Option<&str>) -> bool {
     if let Some(ct) = content_type {
-        let base = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let base = event::media_type(ct);
         if base == "application/xml" || base == "text/xml" {
             return true;
         }

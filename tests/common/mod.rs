@@ -259,14 +259,10 @@ impl TestEnv {
     }
 
     async fn lab_get(&self, path: &str) -> Vec<Value> {
-        self.http
-            .get(format!("http://{}{path}", self.lab.addr))
-            .send()
-            .await
-            .expect("lab answers")
-            .json()
-            .await
-            .expect("lab JSON")
+        let v = self
+            .get_json(&format!("http://{}{path}", self.lab.addr))
+            .await;
+        serde_json::from_value(v).expect("the lab answers with a JSON list")
     }
 
     /// GET `url` and read its JSON body.
