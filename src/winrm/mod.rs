@@ -4,6 +4,7 @@
 
 mod client;
 pub mod error;
+pub mod ntlm;
 pub mod soap;
 pub mod xml;
 
