@@ -600,6 +600,10 @@ fn lab_config(accounts: usize, session: Duration, cmdlet: Duration, password: &s
         ldap_listen: None,
         throttle: Default::default(),
         faults: Vec::new(),
+        max_envelope_kb: 500,
+        tls_listen: None,
+        tls_cert_out: None,
+        cbt_hardening: Default::default(),
     }
 }
 

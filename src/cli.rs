@@ -122,6 +122,18 @@ pub struct LabArgs {
     /// Faults in force from the start: JSON lines, each one body of POST /lab/faults.
     #[arg(long)]
     pub faults_file: Option<PathBuf>,
+    /// WinRM MaxEnvelopeSizekb: larger requests get HTTP 413.
+    #[arg(long, default_value_t = 500)]
+    pub max_envelope_kb: usize,
+    /// Also serve WinRM over HTTPS here (Windows' 5986), on a fresh self-signed certificate.
+    #[arg(long)]
+    pub tls_listen: Option<SocketAddr>,
+    /// Write that certificate (PEM) here, for clients' ca_file.
+    #[arg(long, requires = "tls_listen")]
+    pub tls_cert_out: Option<PathBuf>,
+    /// Require NTLM channel binding on the HTTPS listener (CbtHardeningLevel Strict).
+    #[arg(long)]
+    pub strict_channel_binding: bool,
 }
 
 fn parse_budget(s: &str) -> Result<(u32, std::time::Duration), String> {
@@ -444,6 +456,14 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
             cmdlet_budget: args.cmdlet_budget,
         },
         faults,
+        max_envelope_kb: args.max_envelope_kb,
+        tls_listen: args.tls_listen,
+        tls_cert_out: args.tls_cert_out.clone(),
+        cbt_hardening: if args.strict_channel_binding {
+            crate::winrm::ntlm::CbtHardening::Strict
+        } else {
+            crate::winrm::ntlm::CbtHardening::Relaxed
+        },
     })
     .await
     .with_context(|| format!("binding {} and {}", args.listen, args.ldap_listen))?;
@@ -455,6 +475,15 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
         lab::directory::LAB_BASE_DN,
         lab.addr
     );
+    if let Some(tls) = lab.tls_endpoint() {
+        println!(
+            "mailboxd lab: WinRM over HTTPS at {tls}{}",
+            args.tls_cert_out
+                .as_ref()
+                .map(|p| format!(" (certificate in {})", p.display()))
+                .unwrap_or_default()
+        );
+    }
     tokio::select! {
         _ = lab.wait() => {}
         _ = shutdown_signal() => {}

@@ -44,6 +44,10 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         ldap_listen: Some(([127, 0, 0, 1], 0).into()),
         throttle: Default::default(),
         faults: Vec::new(),
+        max_envelope_kb: 500,
+        tls_listen: None,
+        tls_cert_out: None,
+        cbt_hardening: Default::default(),
     })
     .await
     .context("starting the lab")?;

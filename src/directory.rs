@@ -271,7 +271,8 @@ impl Directory {
         if cfg.base_dn.is_empty() {
             return Err(DirectoryError::Config("base_dn is empty".into()));
         }
-        let tls = tls_config(cfg.ca_file.as_deref())?;
+        let tls =
+            crate::tls::client_config(cfg.ca_file.as_deref()).map_err(DirectoryError::Config)?;
         Ok(Some(Directory {
             inner: Arc::new(Inner {
                 urls,
@@ -672,46 +673,6 @@ fn bind_reason(rc: u32, text: &str) -> String {
         "refused"
     };
     format!("{why} (LDAP result {rc})")
-}
-
-fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
-    crate::install_tls_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| DirectoryError::Config(format!("ca_file {}: {e}", path.display())))?;
-        let mut added = 0;
-        for cert in rustls_pemfile_certs(&pem) {
-            roots
-                .add(cert)
-                .map_err(|e| DirectoryError::Config(format!("ca_file {}: {e}", path.display())))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(DirectoryError::Config(format!(
-                "ca_file {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    Ok(Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
-}
-
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect()
 }
 
 fn first(e: &SearchEntry, name: &str) -> Option<String> {

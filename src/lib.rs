@@ -22,6 +22,7 @@ pub mod publish;
 pub mod reconcile;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod winrm;
 pub mod worker;
 

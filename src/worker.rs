@@ -379,13 +379,8 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(error = %e, jobs = pending.len(), "batch failed as a whole");
                 if let crate::exchange::ExchangeError::Winrm(w) = &e {
-                    let kind = format!("{w:?}");
-                    let kind = kind
-                        .split(['(', ' ', '{'])
-                        .next()
-                        .unwrap_or("other")
-                        .to_owned();
-                    metrics::counter!("mailboxd_winrm_errors_total", "kind" => kind).increment(1);
+                    metrics::counter!("mailboxd_winrm_errors_total", "kind" => w.kind())
+                        .increment(1);
                 }
                 let reason = e.to_string();
                 // Throttling says the host is up and busy: back off, keep the circuit closed.

@@ -65,6 +65,26 @@ async fn pywinrm_runs_commands_on_the_lab() {
     assert_eq!(oks(&stdout), 8, "{stdout}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pywinrm_speaks_ntlm_with_message_encryption_and_channel_binding_to_the_lab() {
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    let mut cfg = common::lab_config(vec![]);
+    cfg.ldap_listen = None;
+    cfg.tls_listen = Some(([127, 0, 0, 1], 0).into());
+    cfg.tls_cert_out = Some(ca.path().to_owned());
+    // Strict: the lab refuses NTLM over TLS that is not bound to its certificate.
+    cfg.cbt_hardening = mailboxd::winrm::ntlm::CbtHardening::Strict;
+    let lab = lab::Lab::start(cfg).await.unwrap();
+    let args = vec![
+        lab.endpoint(),
+        lab.tls_endpoint().unwrap(),
+        ca.path().display().to_string(),
+        lab::DEFAULT_USER.into(),
+    ];
+    let stdout = run_peer("winrm", "pywinrm_ntlm.py", args).await;
+    assert_eq!(oks(&stdout), 5, "{stdout}");
+}
+
 const USER: &str = "vagrant";
 const PASSWORD: &str = "p@ss w0rd:\"<&>";
 const HOST: &str = "LAB-IQSVC01";
@@ -100,13 +120,13 @@ async fn pywinrm_sees_windows_behaviour_from_the_wsman_service() {
         // Shorter than the `slow` command, so pywinrm must re-poll through TimedOut faults.
         max_operation_timeout: Duration::from_secs(1),
         hostname: HOST.to_string(),
+        max_envelope_kb: 500,
+        cbt_hardening: Default::default(),
     };
     let app = wsman::router(cfg, Arc::new(PeerHost));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    tokio::spawn(lab::serve(listener, app, None));
     let args = [
         &format!("http://{addr}/wsman"),
         USER,

@@ -445,6 +445,10 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             ldap_listen: None,
             throttle: Default::default(),
             faults: Vec::new(),
+            max_envelope_kb: 500,
+            tls_listen: None,
+            tls_cert_out: None,
+            cbt_hardening: Default::default(),
         })
         .await
         {

@@ -61,32 +61,43 @@ fn the_client_reads_every_recorded_receive_reply() {
 
 #[test]
 fn every_recorded_fault_becomes_a_typed_fault() {
-    for (file, code, subcode) in [
+    // Each recorded fault, the code and subcode Windows sent, and the kind the worker acts on.
+    for (file, code, subcode, kind) in [
         (
             "fault_receive_operation_timeout_2150858793.xml",
             2_150_858_793u32,
             "TimedOut",
+            "operation_timeout",
         ),
         (
             "fault_invalid_selectors_unknown_command_2150858843.xml",
             2_150_858_843,
             "InvalidSelectors",
+            "shell_gone",
         ),
-        ("fault_invalid_parameter_87.xml", 87, "InvalidParameter"),
+        (
+            "fault_invalid_parameter_87.xml",
+            87,
+            "InvalidParameter",
+            "fault",
+        ),
         (
             "fault_command_not_found_2147942402.xml",
             2_147_942_402,
             "InternalError",
+            "fault",
         ),
         (
             "fault_invalid_header_timeout_2150858767.xml",
             2_150_858_767,
             "InvalidMessageInformationHeader",
+            "fault",
         ),
         (
             "fault_shell_quota_exceeded_2150859173.xml",
             2_150_859_173,
             "QuotaLimit",
+            "shell_quota",
         ),
     ] {
         let f = envelope(file)
@@ -98,18 +109,19 @@ fn every_recorded_fault_becomes_a_typed_fault() {
             f.message.as_deref().is_some_and(|m| !m.is_empty()),
             "{file}: {f:?}"
         );
+        assert_eq!(WinrmError::from_fault(f).kind(), kind, "{file}");
     }
-    let quota = WinrmError::Fault(
+    let quota = WinrmError::from_fault(
         envelope("fault_shell_quota_exceeded_2150859173.xml")
             .fault()
             .unwrap(),
     );
     assert!(quota.is_transient(), "shell quota is worth retrying");
+    let text = quota.to_string();
     assert!(
-        quota
-            .to_string()
-            .contains("maximum number of 30 concurrent shells"),
-        "{quota}"
+        text.contains("maximum number of 30 concurrent shells")
+            && text.contains("MaxShellsPerUser"),
+        "the message quotes Windows and says what to check: {text}"
     );
 }
 
@@ -345,7 +357,7 @@ async fn the_lab_refuses_what_windows_refuses() {
     cfg.allow_unencrypted = true;
     let client = WinrmClient::new(cfg).unwrap();
     match client.open_shell(&ShellOptions::default()).await {
-        Err(WinrmError::Fault(f)) => assert_eq!(f.code, Some(soap::CODE_QUOTA_LIMIT)),
+        Err(WinrmError::ShellQuota(f)) => assert_eq!(f.code, Some(soap::CODE_QUOTA_LIMIT)),
         Err(e) => panic!("expected QuotaLimit, got {e}"),
         Ok(_) => panic!("expected QuotaLimit, got a shell"),
     }
@@ -353,45 +365,21 @@ async fn the_lab_refuses_what_windows_refuses() {
 
 #[tokio::test]
 async fn the_client_streams_large_stdin_and_output_across_envelopes() {
-    use mailboxd::lab::wsman::{CommandHost, Launch, ProcessOutput, WsmanConfig, router};
-    struct Echo;
-    impl CommandHost for Echo {
-        fn launch(&self, _user: &str, command: &str, _args: &[String]) -> Launch {
-            if command == "slow" {
-                return Launch::AwaitStdin(Box::new(|_| {
-                    Box::pin(async {
-                        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-                        ProcessOutput {
-                            stdout: b"late\r\n".to_vec(),
-                            stderr: vec![],
-                            exit_code: 0,
-                        }
-                    })
-                }));
-            }
-            Launch::AwaitStdin(Box::new(|stdin| {
-                Box::pin(async move {
-                    ProcessOutput {
-                        stdout: stdin.clone(),
-                        stderr: stdin,
-                        exit_code: 7,
-                    }
-                })
-            }))
-        }
-    }
+    use mailboxd::lab::wsman::{WsmanConfig, router};
     let app = router(
         WsmanConfig {
             users: vec![("u".into(), SecretString::from("p"))],
             max_shells_per_user: 5,
             max_operation_timeout: std::time::Duration::from_secs(60),
             hostname: "T".into(),
+            max_envelope_kb: 500,
+            cbt_hardening: Default::default(),
         },
-        std::sync::Arc::new(Echo),
+        std::sync::Arc::new(common::echo_host::EchoHost),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(mailboxd::lab::serve(listener, app, None));
     let mut cfg = ClientConfig::new(
         format!("http://{addr}/wsman").parse().unwrap(),
         "u",

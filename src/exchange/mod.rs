@@ -66,8 +66,14 @@ pub enum ExchangeError {
 impl ExchangeError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            ExchangeError::Winrm(WinrmError::Unauthorized) => ErrorClass::Systemic,
-            ExchangeError::Winrm(WinrmError::Config(_)) => ErrorClass::Systemic,
+            // What only an administrator can mend: credentials, rights, certificates, settings.
+            ExchangeError::Winrm(
+                WinrmError::Unauthorized
+                | WinrmError::Config(_)
+                | WinrmError::AccessDenied(_)
+                | WinrmError::Tls(_)
+                | WinrmError::EnvelopeTooLarge(_),
+            ) => ErrorClass::Systemic,
             ExchangeError::Winrm(_) => ErrorClass::Transient,
             ExchangeError::Session { class, .. } => *class,
             ExchangeError::Throttled { .. } => ErrorClass::Transient,

@@ -97,6 +97,18 @@ impl CommandHost for LabHost {
             .next()
             .unwrap_or(first)
             .to_ascii_lowercase();
+        if exe == "more" || exe == "more.com" {
+            // Piped `more` copies its stdin to stdout: the lab's way to move data both ways.
+            return Launch::AwaitStdin(Box::new(|stdin| {
+                Box::pin(async move {
+                    ProcessOutput {
+                        stdout: stdin,
+                        stderr: Vec::new(),
+                        exit_code: 0,
+                    }
+                })
+            }));
+        }
         if exe != "powershell" && exe != "powershell.exe" {
             return Launch::Done(cmd::run(&self.hostname, user, command, arguments));
         }

@@ -44,16 +44,50 @@ pub struct LabConfig {
     pub throttle: Throttle,
     /// Faults in force from the start (`--faults-file`).
     pub faults: Vec<FaultRequest>,
+    /// MaxEnvelopeSizekb (Windows' default is 500).
+    pub max_envelope_kb: usize,
+    /// A second WinRM listener with TLS (Windows' 5986), on a fresh self-signed certificate.
+    pub tls_listen: Option<SocketAddr>,
+    /// Where to write that certificate (PEM) so clients can trust it.
+    pub tls_cert_out: Option<std::path::PathBuf>,
+    /// CbtHardeningLevel of the TLS listener.
+    pub cbt_hardening: crate::winrm::ntlm::CbtHardening,
+}
+
+impl LabConfig {
+    /// A lab on `listen` with one account and password, no directory, no faults.
+    pub fn new(listen: SocketAddr, user: impl Into<String>, password: SecretString) -> LabConfig {
+        LabConfig {
+            listen,
+            user: user.into(),
+            password,
+            accounts: Vec::new(),
+            latency: Latency::default(),
+            max_shells_per_user: 30,
+            ldap_listen: None,
+            throttle: Throttle::default(),
+            faults: Vec::new(),
+            max_envelope_kb: 500,
+            tls_listen: None,
+            tls_cert_out: None,
+            cbt_hardening: Default::default(),
+        }
+    }
 }
 
 /// A running lab.
 pub struct Lab {
     pub addr: SocketAddr,
+    /// The TLS WinRM listener, when configured.
+    pub tls_addr: Option<SocketAddr>,
+    /// The TLS listener's certificate (PEM).
+    pub tls_cert_pem: Option<String>,
     /// Where the lab's LDAP server listens, when it serves one.
     pub ldap_addr: Option<SocketAddr>,
     pub state: SharedState,
     task: JoinHandle<()>,
     ldap_task: Option<JoinHandle<()>>,
+    tls_task: Option<JoinHandle<()>>,
 }
 
 impl Lab {
@@ -99,6 +133,8 @@ impl Lab {
             max_shells_per_user: cfg.max_shells_per_user,
             max_operation_timeout: std::time::Duration::from_secs(60),
             hostname: HOSTNAME.to_owned(),
+            max_envelope_kb: cfg.max_envelope_kb,
+            cbt_hardening: cfg.cbt_hardening,
         };
         let down = Arc::new(tokio::sync::Notify::new());
         let app = wsman::router(wsman_cfg, host)
@@ -117,11 +153,27 @@ impl Lab {
                         down: down.clone(),
                     }),
             );
+        let (tls_addr, tls_cert_pem, tls_task) = match cfg.tls_listen {
+            Some(listen) => {
+                let (acceptor, binding, pem) = self_signed_tls()?;
+                if let Some(path) = &cfg.tls_cert_out {
+                    std::fs::write(path, &pem)?;
+                }
+                let listener = TcpListener::bind(listen).await?;
+                let addr = listener.local_addr()?;
+                let task = tokio::spawn(serve(listener, app.clone(), Some((acceptor, binding))));
+                (Some(addr), Some(pem), Some(task))
+            }
+            None => (None, None, None),
+        };
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(supervise(listener, addr, app, state.clone(), down));
         Ok(Lab {
             addr,
+            tls_addr,
+            tls_cert_pem,
+            tls_task,
             ldap_addr,
             state,
             task,
@@ -159,8 +211,17 @@ impl Lab {
         let _ = self.task.await;
     }
 
+    /// `https://localhost:port/wsman` of the TLS listener (the certificate names localhost and 127.0.0.1).
+    pub fn tls_endpoint(&self) -> Option<String> {
+        self.tls_addr
+            .map(|a| format!("https://localhost:{}/wsman", a.port()))
+    }
+
     pub fn stop(&self) {
         self.task.abort();
+        if let Some(t) = &self.tls_task {
+            t.abort();
+        }
         if let Some(t) = &self.ldap_task {
             t.abort();
         }
@@ -194,15 +255,8 @@ async fn supervise(
                 }
             },
         };
-        let svc = app
-            .clone()
-            .into_make_service_with_connect_info::<SocketAddr>();
         // Aborted with the supervisor (Lab::stop) as well as on a host_down fault.
-        let server = AbortOnDrop(tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, svc).await {
-                tracing::error!(error = %e, "lab server stopped");
-            }
-        }));
+        let server = AbortOnDrop(tokio::spawn(serve(l, app.clone(), None)));
         down.notified().await;
         drop(server);
         let until = lock(&state).faults.host_down_until;
@@ -210,6 +264,89 @@ async fn supervise(
             tokio::time::sleep_until(until.into()).await;
         }
         tracing::info!(%addr, "lab host is up again");
+    }
+}
+
+/// A fresh self-signed certificate for localhost/127.0.0.1: the acceptor, the certificate's
+/// `tls-server-end-point` binding and its PEM.
+fn self_signed_tls() -> std::io::Result<(tokio_rustls::TlsAcceptor, Vec<u8>, String)> {
+    crate::install_tls_provider();
+    let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let key = rcgen::generate_simple_self_signed(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        HOSTNAME.to_ascii_lowercase(),
+    ])
+    .map_err(|e| other(&e))?;
+    let der = key.cert.der().clone();
+    let binding = crate::winrm::ntlm::tls_server_end_point(der.as_ref());
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()),
+    );
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], private)
+        .map_err(|e| other(&e))?;
+    Ok((
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        binding,
+        key.cert.pem(),
+    ))
+}
+
+/// Serves `app` on every connection `listener` accepts, each with its own security state
+/// (NTLM is bound to a connection), inside TLS when `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<(tokio_rustls::TlsAcceptor, Vec<u8>)>,
+) {
+    use tower::ServiceExt;
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "lab cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let security = Arc::new(match &tls {
+                Some((_, binding)) => wsman::ConnSecurity::tls(binding.clone()),
+                None => wsman::ConnSecurity::default(),
+            });
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req.extensions_mut().insert(security.clone());
+                    app.clone().oneshot(req)
+                });
+            let http = hyper::server::conn::http1::Builder::new();
+            let done = match tls {
+                Some((acceptor, _)) => match acceptor.accept(tcp).await {
+                    Ok(stream) => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, %peer, "lab TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    http.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await
+                }
+            };
+            if let Err(e) = done {
+                tracing::debug!(error = %e, %peer, "lab connection ended");
+            }
+        });
     }
 }
 

@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 
 use super::lock;
+use crate::winrm::ntlm::{self, Accepted, Acceptor, CbtHardening};
 use crate::winrm::soap::{self, Envelope, esc};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,10 @@ pub struct WsmanConfig {
     pub max_operation_timeout: Duration,
     /// Shown as `Machine=` in faults.
     pub hostname: String,
+    /// MaxEnvelopeSizekb: larger requests get HTTP 413, as from http.sys.
+    pub max_envelope_kb: usize,
+    /// Channel binding on TLS connections (CbtHardeningLevel).
+    pub cbt_hardening: CbtHardening,
 }
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(7200);
@@ -330,26 +335,176 @@ impl Fault {
     }
 }
 
-/// Requests larger than this are refused (Windows' MaxEnvelopeSizekb is 500).
-const MAX_REQUEST_BYTES: usize = 512 * 1024;
+/// Per-connection security state: NTLM authenticates a TCP connection, not a request, so the
+/// listener creates one of these per connection and hands it to every request on it.
+#[derive(Default)]
+pub struct ConnSecurity {
+    ntlm: Mutex<Option<Acceptor>>,
+    /// `tls-server-end-point` data of the listener's certificate, on TLS connections.
+    pub binding: Option<Vec<u8>>,
+}
+
+impl ConnSecurity {
+    pub fn tls(binding: Vec<u8>) -> ConnSecurity {
+        ConnSecurity {
+            ntlm: Mutex::new(None),
+            binding: Some(binding),
+        }
+    }
+}
+
+fn challenge(token: &[u8]) -> Response {
+    let mut r = StatusCode::UNAUTHORIZED.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "Negotiate {}",
+        base64::engine::general_purpose::STANDARD.encode(token)
+    )) {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+    h.insert(
+        header::SERVER,
+        HeaderValue::from_static("Microsoft-HTTPAPI/2.0"),
+    );
+    r
+}
+
+/// One NTLM handshake leg on this connection: a challenge to send, or the proven user.
+fn negotiate(
+    server: &Server,
+    conn: Option<&Arc<ConnSecurity>>,
+    token: &str,
+) -> Result<String, Box<Response>> {
+    let Some(conn) = conn else {
+        return Err(Box::new(unauthorized()));
+    };
+    let Ok(token) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
+        return Err(Box::new(
+            (StatusCode::BAD_REQUEST, "Negotiate token is not base64").into_response(),
+        ));
+    };
+    let mut slot = lock(&conn.ntlm);
+    // A NEGOTIATE message starts a new context, also on a connection that had one.
+    if token.get(8..12) == Some(&[1, 0, 0, 0]) {
+        *slot = Some(Acceptor::new());
+    }
+    let Some(acceptor) = slot.as_mut() else {
+        return Err(Box::new(unauthorized()));
+    };
+    match acceptor.step(
+        &token,
+        &server.cfg.users,
+        conn.binding.as_deref(),
+        server.cfg.cbt_hardening,
+    ) {
+        Ok(Accepted::Challenge(c)) => Err(Box::new(challenge(&c))),
+        Ok(Accepted::User(u)) => Ok(u),
+        Err(e) => {
+            *slot = None;
+            tracing::info!(error = %e, "lab refused an NTLM logon");
+            Err(Box::new(unauthorized()))
+        }
+    }
+}
 
 async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) -> Response {
     let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    let conn = req.extensions().get::<Arc<ConnSecurity>>().cloned();
     let (parts, body) = req.into_parts();
     let headers: HeaderMap = parts.headers;
-    let Some(user) = authenticate(&server.cfg, &headers) else {
-        return unauthorized();
+    let scheme = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split_once(' ').unwrap_or((v, "")));
+    let user = match scheme {
+        Some((s, token))
+            if s.eq_ignore_ascii_case("negotiate") || s.eq_ignore_ascii_case("ntlm") =>
+        {
+            match negotiate(&server, conn.as_ref(), token) {
+                Ok(u) => u,
+                Err(r) => return *r,
+            }
+        }
+        Some(_) => match authenticate(&server.cfg, &headers) {
+            Some(u) => u,
+            None => return unauthorized(),
+        },
+        // Later requests on an NTLM-authenticated connection carry no Authorization header.
+        None => match conn.as_ref().and_then(|c| {
+            lock(&c.ntlm)
+                .as_ref()
+                .and_then(|a| a.user().map(str::to_owned))
+        }) {
+            Some(u) => u,
+            None => return unauthorized(),
+        },
     };
-    let body: Bytes = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+    // http.sys refuses what exceeds MaxEnvelopeSizekb before WinRM sees it.
+    let limit = server.cfg.max_envelope_kb * 1024;
+    let body: Bytes = match axum::body::to_bytes(body, limit + 4096).await {
         Ok(b) => b,
         Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     };
+    let sealed = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(ntlm::is_encrypted);
+    let body = if sealed {
+        let Some(conn) = conn.as_ref() else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        let plain = lock(&conn.ntlm)
+            .as_mut()
+            .map(|a| a.unwrap(&body))
+            .unwrap_or_else(|| Err(ntlm::NtlmError::Handshake("no NTLM context".into())));
+        match plain {
+            Ok(p) => Bytes::from(p),
+            Err(e) => {
+                tracing::info!(error = %e, "lab cannot unseal a request");
+                return (StatusCode::BAD_REQUEST, "cannot decrypt the message").into_response();
+            }
+        }
+    } else {
+        body
+    };
+    if body.len() > limit {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
     if body.is_empty() {
         // Clients probe with an empty authenticated POST before the first envelope.
         return StatusCode::OK.into_response();
     }
+    let client_ip = connect.map(|c| c.0.ip().to_string()).unwrap_or_default();
+    let resp = soap(&server, &user, &client_ip, &body).await;
+    if !sealed {
+        return resp;
+    }
+    // The reply goes back sealed with this connection's context.
+    let (mut parts, body) = resp.into_parts();
+    let plain = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let wrapped = conn
+        .as_ref()
+        .and_then(|c| lock(&c.ntlm).as_mut().map(|a| a.wrap(&plain)));
+    match wrapped {
+        Some(Ok(w)) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(ntlm::ENCRYPTED_CONTENT_TYPE),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(w))
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Answers one (plaintext) SOAP request.
+async fn soap(server: &Server, user: &str, client_ip: &str, body: &[u8]) -> Response {
     let machine = server.cfg.hostname.clone();
-    let Ok(text) = std::str::from_utf8(&body) else {
+    let Ok(text) = std::str::from_utf8(body) else {
         return (StatusCode::BAD_REQUEST, "request body is not UTF-8").into_response();
     };
     let env = match Envelope::parse(text) {
@@ -385,7 +540,6 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         .header_text(soap::NS_WSMAN, "MaxEnvelopeSize")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(153_600);
-    let client_ip = connect.map(|c| c.0.ip().to_string()).unwrap_or_default();
     let relates = relates.unwrap_or_default().to_owned();
     let result = match action.as_str() {
         soap::ACTION_GET if resource.starts_with(soap::RESOURCE_CONFIG) => Ok(reply(
@@ -396,12 +550,12 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         _ if resource != soap::RESOURCE_CMD => Err(Fault::invalid_selectors(
             "The WS-Management service cannot process the request because the resource URI is not supported by the lab. ",
         )),
-        soap::ACTION_CREATE => create(&server, &env, &user, &client_ip, &relates),
-        soap::ACTION_COMMAND => command(&server, &env, &user, &relates),
-        soap::ACTION_SEND => send(&server, &env, &relates),
-        soap::ACTION_RECEIVE => receive(&server, &env, timeout, max_envelope, &relates).await,
-        soap::ACTION_SIGNAL => signal(&server, &env, &relates),
-        soap::ACTION_DELETE => delete(&server, &env, &relates),
+        soap::ACTION_CREATE => create(server, &env, user, client_ip, &relates),
+        soap::ACTION_COMMAND => command(server, &env, user, &relates),
+        soap::ACTION_SEND => send(server, &env, &relates),
+        soap::ACTION_RECEIVE => receive(server, &env, timeout, max_envelope, &relates).await,
+        soap::ACTION_SIGNAL => signal(server, &env, &relates),
+        soap::ACTION_DELETE => delete(server, &env, &relates),
         other => Err(Fault::action_not_supported(other)),
     };
     match result {
@@ -412,9 +566,11 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
 
 fn config_document(cfg: &WsmanConfig) -> String {
     format!(
-        "<cfg:Config xmlns:cfg=\"{}\"><cfg:MaxEnvelopeSizekb>500</cfg:MaxEnvelopeSizekb><cfg:MaxTimeoutms>{}</cfg:MaxTimeoutms><cfg:MaxBatchItems>32000</cfg:MaxBatchItems><cfg:Service><cfg:MaxConcurrentOperationsPerUser>1500</cfg:MaxConcurrentOperationsPerUser><cfg:MaxConnections>300</cfg:MaxConnections><cfg:AllowUnencrypted>true</cfg:AllowUnencrypted><cfg:Auth><cfg:Basic>true</cfg:Basic><cfg:Kerberos>false</cfg:Kerberos><cfg:Negotiate>false</cfg:Negotiate><cfg:Certificate>false</cfg:Certificate><cfg:CredSSP>false</cfg:CredSSP><cfg:CbtHardeningLevel>Relaxed</cfg:CbtHardeningLevel></cfg:Auth></cfg:Service><cfg:Winrs><cfg:AllowRemoteShellAccess>true</cfg:AllowRemoteShellAccess><cfg:IdleTimeout>{}</cfg:IdleTimeout><cfg:MaxShellsPerUser>{}</cfg:MaxShellsPerUser></cfg:Winrs></cfg:Config>",
+        "<cfg:Config xmlns:cfg=\"{}\"><cfg:MaxEnvelopeSizekb>{}</cfg:MaxEnvelopeSizekb><cfg:MaxTimeoutms>{}</cfg:MaxTimeoutms><cfg:MaxBatchItems>32000</cfg:MaxBatchItems><cfg:Service><cfg:MaxConcurrentOperationsPerUser>1500</cfg:MaxConcurrentOperationsPerUser><cfg:MaxConnections>300</cfg:MaxConnections><cfg:AllowUnencrypted>true</cfg:AllowUnencrypted><cfg:Auth><cfg:Basic>true</cfg:Basic><cfg:Kerberos>false</cfg:Kerberos><cfg:Negotiate>true</cfg:Negotiate><cfg:Certificate>false</cfg:Certificate><cfg:CredSSP>false</cfg:CredSSP><cfg:CbtHardeningLevel>{:?}</cfg:CbtHardeningLevel></cfg:Auth></cfg:Service><cfg:Winrs><cfg:AllowRemoteShellAccess>true</cfg:AllowRemoteShellAccess><cfg:IdleTimeout>{}</cfg:IdleTimeout><cfg:MaxShellsPerUser>{}</cfg:MaxShellsPerUser></cfg:Winrs></cfg:Config>",
         soap::NS_CONFIG,
+        cfg.max_envelope_kb,
         cfg.max_operation_timeout.as_millis(),
+        cfg.cbt_hardening,
         DEFAULT_IDLE.as_millis(),
         cfg.max_shells_per_user
     )

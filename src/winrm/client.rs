@@ -5,16 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::error::WinrmError;
 use super::soap::{self, Envelope, RequestHeader, esc};
+use super::transport::{BasicTransport, NtlmTransport};
 use super::xml::Element;
 
-/// How the client authenticates. NTLM and Kerberos arrive with their own issue.
+/// How the client authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
+    /// HTTP Basic: https only, unless `allow_unencrypted`.
     Basic,
+    /// NTLM through Negotiate; over http every message is sealed (WinRM message encryption),
+    /// over https the TLS channel is bound into the handshake (channel binding).
+    Ntlm,
 }
 
 #[derive(Debug, Clone)]
@@ -79,8 +84,13 @@ pub struct CommandOutput {
     pub exit_code: i64,
 }
 
+enum Transport {
+    Basic(BasicTransport),
+    Ntlm(NtlmTransport),
+}
+
 struct Inner {
-    http: reqwest::Client,
+    transport: Transport,
     cfg: ClientConfig,
     session_id: String,
 }
@@ -94,12 +104,12 @@ pub struct WinrmClient {
 impl WinrmClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, WinrmError> {
         crate::install_tls_provider();
-        match cfg.endpoint.scheme() {
-            "https" => {}
-            "http" if cfg.allow_unencrypted => {}
+        let https = match cfg.endpoint.scheme() {
+            "https" => true,
+            "http" if cfg.allow_unencrypted || cfg.auth == Auth::Ntlm => false,
             "http" => {
                 return Err(WinrmError::Config(format!(
-                    "{} is plain HTTP and Basic auth would send the password in clear text: use https://, or allow_unencrypted = true knowingly",
+                    "{} is plain HTTP and Basic auth would send the password in clear text: use https://, auth = \"ntlm\" (messages are sealed), or allow_unencrypted = true knowingly",
                     cfg.endpoint
                 )));
             }
@@ -108,30 +118,65 @@ impl WinrmClient {
                     "unsupported URL scheme {other:?}"
                 )));
             }
-        }
-        let mut builder = reqwest::Client::builder()
-            .http1_only()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.operation_timeout + Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .no_proxy();
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                WinrmError::Config(format!("cannot read winrm.ca_file {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                WinrmError::Config(format!("winrm.ca_file {} is not PEM: {e}", path.display()))
-            })?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
+        };
+        let read_timeout = cfg.operation_timeout + Duration::from_secs(10);
+        let transport = match cfg.auth {
+            Auth::Basic => {
+                let mut builder = reqwest::Client::builder()
+                    .http1_only()
+                    .connect_timeout(cfg.connect_timeout)
+                    .timeout(read_timeout)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .no_proxy();
+                if let Some(path) = &cfg.ca_file {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        WinrmError::Config(format!(
+                            "cannot read winrm.ca_file {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                        WinrmError::Config(format!(
+                            "winrm.ca_file {} is not PEM: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    for c in certs {
+                        builder = builder.add_root_certificate(c);
+                    }
+                }
+                let http = builder.build().map_err(|e| {
+                    WinrmError::Config(format!("cannot build the HTTP client: {e}"))
+                })?;
+                Transport::Basic(BasicTransport {
+                    http,
+                    endpoint: cfg.endpoint.clone(),
+                    username: cfg.username.clone(),
+                    password: cfg.password.clone(),
+                })
             }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| WinrmError::Config(format!("cannot build the HTTP client: {e}")))?;
+            Auth::Ntlm => {
+                let tls = if https {
+                    Some(
+                        crate::tls::client_config(cfg.ca_file.as_deref())
+                            .map_err(|e| WinrmError::Config(format!("winrm.{e}")))?,
+                    )
+                } else {
+                    None
+                };
+                Transport::Ntlm(NtlmTransport::new(
+                    cfg.endpoint.clone(),
+                    cfg.username.clone(),
+                    cfg.password.clone(),
+                    tls,
+                    cfg.connect_timeout,
+                    read_timeout,
+                ))
+            }
+        };
         Ok(WinrmClient {
             inner: Arc::new(Inner {
-                http,
+                transport,
                 cfg,
                 session_id: format!("uuid:{}", soap::new_guid()),
             }),
@@ -166,34 +211,30 @@ impl WinrmClient {
             },
             body,
         );
-        let resp = self
-            .inner
-            .http
-            .post(cfg.endpoint.clone())
-            .basic_auth(&cfg.username, Some(cfg.password.expose_secret()))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/soap+xml;charset=UTF-8",
-            )
-            .header(reqwest::header::ACCEPT_ENCODING, "identity")
-            .body(envelope)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(transport_error)?;
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(WinrmError::Unauthorized);
+        let reply = match &self.inner.transport {
+            Transport::Basic(t) => t.post(envelope).await?,
+            Transport::Ntlm(t) => t.post(envelope).await?,
+        };
+        let (status, text) = (reply.status, reply.body);
+        match status {
+            401 => return Err(WinrmError::Unauthorized),
+            // http.sys refuses a request above MaxEnvelopeSizekb before WinRM sees it.
+            413 => {
+                return Err(WinrmError::EnvelopeTooLarge(format!(
+                    "HTTP 413 for a {action} request"
+                )));
+            }
+            _ => {}
         }
         let parsed = Envelope::parse(&text);
         if let Ok(env) = &parsed
             && let Some(fault) = env.fault()
         {
-            return Err(WinrmError::Fault(fault));
+            return Err(WinrmError::from_fault(fault));
         }
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             return Err(WinrmError::Http {
-                status: status.as_u16(),
+                status,
                 body_excerpt: text.chars().take(300).collect(),
             });
         }
@@ -263,22 +304,6 @@ impl WinrmClient {
             client: self.clone(),
             id,
         })
-    }
-}
-
-fn transport_error(e: reqwest::Error) -> WinrmError {
-    if e.is_timeout() {
-        WinrmError::Timeout
-    } else {
-        // Include the source chain: TLS verification failures are only named there.
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        WinrmError::Connect(msg)
     }
 }
 
@@ -442,9 +467,7 @@ impl Shell {
             let env = match reply {
                 Ok(env) => env,
                 // Nothing to say within OperationTimeout: the normal idle path, ask again.
-                Err(WinrmError::Fault(f)) if f.code == Some(soap::CODE_OPERATION_TIMEOUT) => {
-                    continue;
-                }
+                Err(WinrmError::OperationTimeout(_)) => continue,
                 Err(e) => return Err(e),
             };
             let chunk = parse_receive(&env.body, command_id)?;

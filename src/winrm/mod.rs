@@ -6,6 +6,7 @@ mod client;
 pub mod error;
 pub mod ntlm;
 pub mod soap;
+mod transport;
 pub mod xml;
 
 pub use client::{

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod ad;
+pub mod echo_host;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,6 +63,10 @@ pub fn lab_config(accounts: Vec<AccountSeed>) -> LabConfig {
         ldap_listen: Some(([127, 0, 0, 1], 0).into()),
         throttle: Default::default(),
         faults: Vec::new(),
+        max_envelope_kb: 500,
+        tls_listen: None,
+        tls_cert_out: None,
+        cbt_hardening: Default::default(),
     }
 }
 

@@ -1,0 +1,390 @@
+//! Moving one SOAP envelope to the host and its reply back, per authentication scheme.
+//!
+//! Basic rides reqwest. NTLM authenticates a TCP connection, not a request, and reqwest's
+//! pool cannot promise which connection a request takes; so that scheme drives hyper's
+//! HTTP/1.1 connection API on connections it owns: each is authenticated once, carries one
+//! request at a time and its own sealing state, and is kept for the next request.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpStream;
+
+use super::error::WinrmError;
+use super::ntlm::{self, Initiator};
+
+/// A reply as it came: status and (unsealed) body.
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+const SOAP_CONTENT_TYPE: &str = "application/soap+xml;charset=UTF-8";
+/// Windows drops an idle keep-alive connection after about two minutes; don't reuse one near that.
+const MAX_IDLE: Duration = Duration::from_secs(90);
+
+pub(crate) struct BasicTransport {
+    pub http: reqwest::Client,
+    pub endpoint: url::Url,
+    pub username: String,
+    pub password: SecretString,
+}
+
+impl BasicTransport {
+    pub async fn post(&self, envelope: String) -> Result<Reply, WinrmError> {
+        let resp = self
+            .http
+            .post(self.endpoint.clone())
+            .basic_auth(&self.username, Some(self.password.expose_secret()))
+            .header(reqwest::header::CONTENT_TYPE, SOAP_CONTENT_TYPE)
+            .header(reqwest::header::ACCEPT_ENCODING, "identity")
+            .body(envelope)
+            .send()
+            .await
+            .map_err(reqwest_error)?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(reqwest_error)?;
+        Ok(Reply { status, body })
+    }
+}
+
+/// Names a reqwest failure by what an operator has to look at.
+fn reqwest_error(e: reqwest::Error) -> WinrmError {
+    if e.is_timeout() {
+        return WinrmError::Timeout;
+    }
+    let mut chain = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    let mut io_kind = None;
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        src = s.source();
+    }
+    classify_connect(io_kind, chain)
+}
+
+fn classify_connect(io_kind: Option<std::io::ErrorKind>, chain: String) -> WinrmError {
+    let lower = chain.to_ascii_lowercase();
+    if io_kind == Some(std::io::ErrorKind::ConnectionRefused)
+        || lower.contains("connection refused")
+    {
+        WinrmError::Refused(chain)
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
+        WinrmError::Tls(chain)
+    } else {
+        WinrmError::Unreachable(chain)
+    }
+}
+
+/// Where and how an NTLM connection is made.
+pub(crate) struct NtlmTransport {
+    pub endpoint: url::Url,
+    pub username: String,
+    pub password: SecretString,
+    /// `Some` for https endpoints.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    idle: Mutex<Vec<NtlmConn>>,
+}
+
+struct NtlmConn {
+    sender: SendRequest<Full<Bytes>>,
+    ctx: Initiator,
+    last_used: Instant,
+}
+
+impl NtlmTransport {
+    pub fn new(
+        endpoint: url::Url,
+        username: String,
+        password: SecretString,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> NtlmTransport {
+        NtlmTransport {
+            endpoint,
+            username,
+            password,
+            tls,
+            connect_timeout,
+            read_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn host(&self) -> String {
+        self.endpoint.host_str().unwrap_or("localhost").to_owned()
+    }
+
+    fn authority(&self) -> String {
+        match self.endpoint.port() {
+            Some(p) => format!("{}:{p}", self.host()),
+            None => self.host(),
+        }
+    }
+
+    fn take_idle(&self) -> Option<NtlmConn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(c) = idle.pop() {
+            if !c.sender.is_closed() && c.last_used.elapsed() < MAX_IDLE {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, mut c: NtlmConn) {
+        c.last_used = Instant::now();
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+
+    /// Opens a connection (TLS when https) and runs the NTLM handshake on it.
+    async fn connect(&self) -> Result<NtlmConn, WinrmError> {
+        let addr = self.authority();
+        let port = self.endpoint.port_or_known_default().unwrap_or(5985);
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((self.host().as_str(), port)),
+        )
+        .await
+        .map_err(|_| {
+            WinrmError::Unreachable(format!(
+                "no connection to {addr} within {:?}",
+                self.connect_timeout
+            ))
+        })?
+        .map_err(|e| classify_connect(Some(e.kind()), format!("{addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, binding) = match &self.tls {
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host())
+                    .map_err(|e| WinrmError::Config(format!("endpoint host name: {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| WinrmError::Tls(format!("{addr}: {e}")))?;
+                // Channel binding ties the NTLM proof to this TLS session's certificate.
+                let binding = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| ntlm::tls_server_end_point(c.as_ref()));
+                (handshake(tls).await?, binding)
+            }
+            None => (handshake(tcp).await?, None),
+        };
+        let (mut ctx, negotiate) = Initiator::start(
+            &self.username,
+            &self.password,
+            &self.host(),
+            binding.as_deref(),
+        )
+        .map_err(|e| WinrmError::Config(e.to_string()))?;
+        let resp = self.send(&mut sender, Some(&negotiate), None).await?;
+        let challenge = match (resp.status().as_u16(), negotiate_token(resp.headers())) {
+            (401, Some(t)) => t,
+            (401, None) => {
+                return Err(WinrmError::Config(format!(
+                    "{addr} does not offer Negotiate authentication (WWW-Authenticate: {}); check winrm.auth and the host's Service/Auth settings",
+                    offered(resp.headers())
+                )));
+            }
+            (s, _) => {
+                return Err(WinrmError::Protocol(format!(
+                    "HTTP {s} to an NTLM NEGOTIATE; expected 401 with a challenge"
+                )));
+            }
+        };
+        let authenticate = ctx
+            .authenticate(&challenge)
+            .map_err(|e| WinrmError::Protocol(e.to_string()))?;
+        // An empty body completes the handshake, as pywinrm and pypsrp do, so that the auth
+        // exchange does not depend on the first request's size.
+        let resp = self.send(&mut sender, Some(&authenticate), None).await?;
+        match resp.status().as_u16() {
+            200..=299 => {}
+            401 => return Err(WinrmError::Unauthorized),
+            s => {
+                return Err(WinrmError::Http {
+                    status: s,
+                    body_excerpt: "after the NTLM AUTHENTICATE message".into(),
+                });
+            }
+        }
+        drain(resp).await?;
+        Ok(NtlmConn {
+            sender,
+            ctx,
+            last_used: Instant::now(),
+        })
+    }
+
+    async fn send(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        token: Option<&[u8]>,
+        body: Option<(Vec<u8>, &'static str)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, WinrmError> {
+        let mut req = hyper::Request::post(self.endpoint.path())
+            .header(header::HOST, self.authority())
+            .header(header::ACCEPT_ENCODING, "identity")
+            .header(header::USER_AGENT, "mailboxd");
+        if let Some(t) = token {
+            req = req.header(
+                header::AUTHORIZATION,
+                format!(
+                    "Negotiate {}",
+                    base64::engine::general_purpose::STANDARD.encode(t)
+                ),
+            );
+        }
+        let body = match body {
+            Some((b, content_type)) => {
+                req = req.header(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                b
+            }
+            None => Vec::new(),
+        };
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| WinrmError::Protocol(e.to_string()))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| WinrmError::Unreachable(format!("the connection closed: {e}")))?;
+        tokio::time::timeout(self.read_timeout, sender.send_request(req))
+            .await
+            .map_err(|_| WinrmError::Timeout)?
+            .map_err(|e| WinrmError::Unreachable(format!("the connection broke: {e}")))
+    }
+
+    /// Sends one envelope sealed; a connection that lost its security context (401) is
+    /// replaced once, transparently — the host did not act on a request it refused.
+    pub async fn post(&self, envelope: String) -> Result<Reply, WinrmError> {
+        for attempt in 0..2 {
+            let mut conn = match self.take_idle() {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
+            // Inside TLS the envelope travels as it is, as Windows' own client sends it.
+            let body = if self.tls.is_some() {
+                (envelope.clone().into_bytes(), SOAP_CONTENT_TYPE)
+            } else {
+                let sealed = conn
+                    .ctx
+                    .wrap(envelope.as_bytes())
+                    .map_err(|e| WinrmError::Encryption(e.to_string()))?;
+                (sealed, ntlm::ENCRYPTED_CONTENT_TYPE)
+            };
+            let resp = self.send(&mut conn.sender, None, Some(body)).await?;
+            let status = resp.status().as_u16();
+            if status == 401 {
+                drop(conn);
+                if attempt == 0 {
+                    tracing::debug!(
+                        "the WinRM host dropped the NTLM context; authenticating again"
+                    );
+                    continue;
+                }
+                return Err(WinrmError::Unauthorized);
+            }
+            let encrypted = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(ntlm::is_encrypted);
+            let keep = !resp
+                .headers()
+                .get(header::CONNECTION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+            let raw = tokio::time::timeout(self.read_timeout, resp.into_body().collect())
+                .await
+                .map_err(|_| WinrmError::Timeout)?
+                .map_err(|e| WinrmError::Unreachable(format!("the reply broke off: {e}")))?
+                .to_bytes();
+            let body = if encrypted {
+                // A context that cannot unseal is out of step for good: the connection goes.
+                let plain = conn
+                    .ctx
+                    .unwrap(&raw)
+                    .map_err(|e| WinrmError::Encryption(e.to_string()))?;
+                String::from_utf8_lossy(&plain).into_owned()
+            } else {
+                String::from_utf8_lossy(&raw).into_owned()
+            };
+            if keep {
+                self.give_back(conn);
+            }
+            return Ok(Reply { status, body });
+        }
+        Err(WinrmError::Unauthorized)
+    }
+}
+
+async fn handshake<S>(io: S) -> Result<SendRequest<Full<Bytes>>, WinrmError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| WinrmError::Unreachable(format!("HTTP/1.1 handshake: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "WinRM connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+async fn drain(resp: hyper::Response<hyper::body::Incoming>) -> Result<(), WinrmError> {
+    resp.into_body()
+        .collect()
+        .await
+        .map(|_| ())
+        .map_err(|e| WinrmError::Unreachable(format!("the reply broke off: {e}")))
+}
+
+/// The token of a `WWW-Authenticate: Negotiate <b64>` header.
+fn negotiate_token(headers: &hyper::HeaderMap) -> Option<Vec<u8>> {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            if !scheme.eq_ignore_ascii_case("negotiate") && !scheme.eq_ignore_ascii_case("ntlm") {
+                return None;
+            }
+            base64::engine::general_purpose::STANDARD
+                .decode(token.trim())
+                .ok()
+        })
+}
+
+fn offered(headers: &hyper::HeaderMap) -> String {
+    let v: Vec<&str> = headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
