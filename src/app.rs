@@ -36,11 +36,13 @@ pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
         .context("no WinRM password: set MAILBOXD_WINRM_PASSWORD or winrm.password_file")?;
     let auth = match s.winrm.auth {
         WinrmAuth::Basic => Auth::Basic,
-        other => anyhow::bail!(
-            "winrm.auth = {other:?} is not available in this version; use \"basic\" over HTTPS"
+        WinrmAuth::Ntlm => Auth::Ntlm,
+        WinrmAuth::Kerberos => anyhow::bail!(
+            "winrm.auth = \"kerberos\" is not available in this version; use \"ntlm\" (sealed over HTTP, channel-bound over HTTPS)"
         ),
     };
-    if endpoint.scheme() == "http" {
+    // NTLM seals every message over plain HTTP; Basic would not.
+    if endpoint.scheme() == "http" && auth == Auth::Basic {
         if s.winrm.allow_unencrypted {
             tracing::warn!(endpoint = %endpoint, "winrm.allow_unencrypted is set: the WinRM password and all data cross the network in clear text");
         } else {
