@@ -1,5 +1,6 @@
 //! What operations install, checked: the systemd unit with `systemd-analyze verify`, the
-//! container image's Dockerfile, the compose stack (`compose config` and its structure).
+//! container image's Dockerfile, the compose stack (`compose config` and its structure) and
+//! the Kubernetes manifests (schemas, the ServiceMonitor, cross-references).
 
 use std::process::Command;
 
@@ -262,4 +263,131 @@ fn make_secrets_writes_each_secret_once() {
     let (ok, text) = run(Command::new("bash").arg(&script));
     assert!(ok, "{text}");
     assert_eq!(read("admin-token"), token, "a second run keeps what exists");
+}
+
+fn check_k8s(dir: &std::path::Path) -> (bool, String) {
+    run(Command::new("python3")
+        .arg(format!("{}/tests/deploy/check_k8s.py", root()))
+        .arg(dir))
+}
+
+/// Schemas (kubernetes-validate, offline), the ServiceMonitor CRD and the cross-references:
+/// tests/deploy/check_k8s.py says what it checks.
+#[test]
+fn the_kubernetes_manifests_validate() {
+    let (ok, text) = check_k8s(std::path::Path::new(&format!("{}/deploy/k8s", root())));
+    assert!(
+        ok,
+        "tests/deploy/check_k8s.py (needs kubernetes-validate, jsonschema and PyYAML: bash deploy/dev/services.sh):\n{text}"
+    );
+}
+
+/// The checker is only worth something if it fails: each of these breaks one manifest in a
+/// copy of deploy/k8s, and the check must name the problem.
+#[test]
+fn a_broken_kubernetes_manifest_fails_the_check() {
+    let cases = [
+        (
+            "deployment.yaml",
+            "  replicas: 2",
+            "  replcas: 2",
+            "'replcas' was unexpected",
+        ),
+        (
+            "deployment.yaml",
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesystem: false",
+            "root filesystem not read-only",
+        ),
+        (
+            "deployment.yaml",
+            "path: /readyz",
+            "path: /ready",
+            "readinessProbe",
+        ),
+        (
+            "servicemonitor.yaml",
+            "- port: admin",
+            "- port: metrics",
+            "not a port name",
+        ),
+        (
+            "servicemonitor.yaml",
+            "interval: 30s",
+            "intervall: 30s",
+            "'intervall' was unexpected",
+        ),
+        (
+            "configmap.yaml",
+            "secrets/ldap-password",
+            "secrets/ldap-pw",
+            "ldap.password_file",
+        ),
+        (
+            "service.yaml",
+            "port: 8080",
+            "port: \"8080\"",
+            "is not of type 'integer'",
+        ),
+        (
+            "pdb.yaml",
+            "matchLabels:\n      app.kubernetes.io/name: mailboxd",
+            "matchLabels:\n      app.kubernetes.io/name: mailbox",
+            "PodDisruptionBudget",
+        ),
+    ];
+    for (file, from, to, want) in cases {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for entry in std::fs::read_dir(format!("{}/deploy/k8s", root())).expect("deploy/k8s") {
+            let entry = entry.expect("a directory entry");
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+        }
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{file} no longer contains {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+        let (ok, out) = check_k8s(dir.path());
+        assert!(!ok, "{file} with {to:?} passed the check");
+        assert!(
+            out.contains(want),
+            "{file} with {to:?}: expected {want:?} in:\n{out}"
+        );
+    }
+}
+
+/// The ConfigMap's mailboxd.toml is a configuration mailboxd accepts (unknown keys are errors).
+#[test]
+fn the_kubernetes_configuration_loads() {
+    let cm = repo("deploy/k8s/configmap.yaml");
+    let start = cm
+        .find("mailboxd.toml: |\n")
+        .expect("a mailboxd.toml block in the ConfigMap");
+    let toml: String = cm[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for name in [
+        "winrm-password",
+        "ldap-password",
+        "smtp-password",
+        "admin-token",
+    ] {
+        std::fs::write(dir.path().join(name), "placeholder\n").expect("write");
+    }
+    let path = dir.path().join("mailboxd.toml");
+    std::fs::write(
+        &path,
+        toml.replace(
+            "/etc/mailboxd/secrets/",
+            &format!("{}/", dir.path().display()),
+        ),
+    )
+    .expect("write");
+    let s =
+        mailboxd::config::Settings::load(Some(&path)).expect("the ConfigMap's mailboxd.toml loads");
+    assert_eq!(s.admin.listen, "0.0.0.0:8080");
+    assert!(s.winrm.password.is_some() && s.smtp.password.is_some());
 }
