@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (from Debian's packages and PyPI) and starts what mailboxd's tests need on this
 # machine: PostgreSQL, RabbitMQ, pywinrm + pypsrp (independent WinRM clients the tests
-# run against the lab) and aiosmtpd (an SMTP server that captures mail). Idempotent: what is already running is left alone. Needs root for
+# run against the lab), aiosmtpd (an SMTP server that captures mail) and the deployment
+# checks' validators (docker-compose, kubernetes-validate, jsonschema). Idempotent: what is already running is left alone. Needs root for
 # installs; a machine that already has everything needs nothing.
 set -euo pipefail
 
@@ -59,6 +60,20 @@ if ! python3 -c 'import winrm, pypsrp, aiosmtpd, yaml, schemathesis' >/dev/null 
   python3 -m pip install -q pywinrm pypsrp aiosmtpd pyyaml schemathesis
 fi
 log "pywinrm, pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"
+
+# --- Deployment checks (tests/deploy_artifacts.rs): a compose implementation for
+# `compose config` (Debian's docker-compose where the docker compose plugin is missing; no
+# Docker engine is needed) and kubernetes-validate (the Kubernetes schemas ship in the wheel,
+# nothing is fetched at run time) with jsonschema (also the event schema's validator) ---
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+  log "installing docker-compose"
+  apt_install docker-compose
+fi
+if ! python3 -c 'import kubernetes_validate, jsonschema' >/dev/null 2>&1; then
+  log "installing kubernetes-validate and jsonschema"
+  python3 -m pip install -q kubernetes-validate jsonschema
+fi
+log "compose validator, kubernetes-validate and jsonschema ready"
 
 # --- Headless Chromium and chromedriver for the dashboard's browser test (Debian's) ---
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
