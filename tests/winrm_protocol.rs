@@ -57,6 +57,16 @@ fn the_client_reads_every_recorded_receive_reply() {
     let r = parse_receive(&clixml.body, &id).unwrap();
     assert!(String::from_utf8_lossy(&r.stderr).starts_with("#< CLIXML"));
     assert_eq!(r.exit_code, Some(1));
+    // What an operator reads: PowerShell's error text, not CLIXML.
+    let text = mailboxd::winrm::clixml::readable(&r.stderr);
+    assert!(
+        text.starts_with("Write-Error \"Error\" : Error\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FullyQualifiedErrorId") && !text.contains("<S"),
+        "{text}"
+    );
 }
 
 #[test]

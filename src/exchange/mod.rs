@@ -188,7 +188,7 @@ impl Exchange {
         }
         let output = run?;
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = script::clean_stderr(&String::from_utf8_lossy(&output.stderr));
+        let stderr = crate::winrm::clixml::readable(&output.stderr);
         let parsed = script::parse_stdout(&stdout);
         let transcript = self.redact(&excerpt(&parsed.other, &parsed.malformed, &stderr));
 

@@ -222,56 +222,6 @@ pub fn parse_stdout(stdout: &str) -> ParsedOutput {
     out
 }
 
-/// Extracts the readable error strings from PowerShell's `#< CLIXML` stderr; plain text
-/// stderr is returned as it is.
-pub fn clean_stderr(stderr: &str) -> String {
-    let Some(rest) = stderr.trim_start().strip_prefix("#< CLIXML") else {
-        return stderr.trim().to_owned();
-    };
-    let mut messages = Vec::new();
-    let mut reader = quick_xml::Reader::from_str(rest);
-    let mut in_error = false;
-    let mut text = String::new();
-    loop {
-        match reader.read_event() {
-            Ok(quick_xml::events::Event::Start(e)) if e.local_name().as_ref() == "S" => {
-                in_error = e
-                    .attributes()
-                    .flatten()
-                    .any(|a| a.key.local_name().as_ref() == "S" && a.value.as_ref() == "Error");
-                text.clear();
-            }
-            Ok(quick_xml::events::Event::Text(t)) if in_error => {
-                text.push_str(&t.xml10_content());
-            }
-            Ok(quick_xml::events::Event::GeneralRef(r)) if in_error => {
-                if let Ok(Some(c)) = r.resolve_char_ref() {
-                    text.push(c);
-                } else {
-                    text.push_str(match r.xml10_content().as_ref() {
-                        "lt" => "<",
-                        "gt" => ">",
-                        "amp" => "&",
-                        "quot" => "\"",
-                        "apos" => "'",
-                        _ => "",
-                    });
-                }
-            }
-            Ok(quick_xml::events::Event::End(e)) if in_error && e.local_name().as_ref() == "S" => {
-                in_error = false;
-                messages.push(
-                    text.replace("_x000D__x000A_", "\n")
-                        .replace("_x000A_", "\n"),
-                );
-            }
-            Ok(quick_xml::events::Event::Eof) | Err(_) => break,
-            _ => {}
-        }
-    }
-    messages.concat().trim().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,15 +256,5 @@ mod tests {
         assert_eq!(p.malformed.len(), 1);
         assert_eq!(p.fatal.as_deref(), Some("boom"));
         assert_eq!(p.other, vec!["WARNING: something".to_owned()]);
-    }
-
-    #[test]
-    fn clixml_stderr_yields_the_error_text() {
-        let stderr = "#< CLIXML\r\n<Objs Version=\"1.1.0.1\" xmlns=\"http://schemas.microsoft.com/powershell/2004/04\"><Obj S=\"progress\" RefId=\"0\"><TN RefId=\"0\"><T>System.Management.Automation.PSCustomObject</T></TN></Obj><S S=\"Error\">Write-Error : bad &amp; worse_x000D__x000A_</S><S S=\"Error\">second line_x000D__x000A_</S></Objs>";
-        assert_eq!(
-            clean_stderr(stderr),
-            "Write-Error : bad & worse\nsecond line"
-        );
-        assert_eq!(clean_stderr("plain text\r\n"), "plain text");
     }
 }

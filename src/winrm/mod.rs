@@ -3,6 +3,7 @@
 //! with the lab's server.
 
 mod client;
+pub mod clixml;
 pub mod error;
 pub mod ntlm;
 pub mod soap;
