@@ -264,3 +264,54 @@ async fn refused_and_unreachable_hosts_are_told_apart() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_takes_stdin_in_several_sends_on_a_long_lived_shell() {
+    let t = lab_with_tls(CbtHardening::Relaxed, 30).await;
+    let c = client(&t.lab.endpoint(), Auth::Ntlm, common::LAB_PASSWORD, None);
+    let shell = c.open_shell(&ShellOptions::default()).await.expect("shell");
+    for round in 0..3 {
+        let mut p = shell.start("more", &[], true).await.expect("start");
+        p.send(format!("request {round}a\n").as_bytes(), false)
+            .await
+            .expect("first send");
+        p.send(b"request b\n", false).await.expect("second send");
+        p.send(b"end\n", true).await.expect("last send");
+        let out = p.wait().await.expect("output");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("request {round}a\nrequest b\nend\n")
+        );
+        p.terminate().await;
+    }
+    shell.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_caller_does_not_leak_its_shell() {
+    // One shell allowed: if the abandoned one stayed, the next Create would hit the quota.
+    let t = lab_with_tls(CbtHardening::Relaxed, 1).await;
+    let c = client(&t.lab.endpoint(), Auth::Ntlm, common::LAB_PASSWORD, None);
+    let c2 = c.clone();
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), async move {
+        let shell = c2.open_shell(&ShellOptions::default()).await.expect("shell");
+        // Waits on stdin that never closes: only the timeout ends this.
+        let mut p = shell.start("more", &[], true).await.expect("start");
+        p.wait().await
+    })
+    .await;
+    assert!(cancelled.is_err(), "the caller was cancelled");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.open_shell(&ShellOptions::default()).await {
+            Ok(s) => {
+                s.close().await.expect("close");
+                break;
+            }
+            Err(WinrmError::ShellQuota(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the abandoned shell was not deleted: {e}"),
+        }
+    }
+}

@@ -303,6 +303,7 @@ impl WinrmClient {
         Ok(Shell {
             client: self.clone(),
             id,
+            closed: false,
         })
     }
 }
@@ -311,6 +312,7 @@ impl WinrmClient {
 pub struct Shell {
     client: WinrmClient,
     id: String,
+    closed: bool,
 }
 
 /// One Receive reply, decoded.
@@ -368,15 +370,15 @@ impl Shell {
         &self.id
     }
 
-    /// Runs `command arguments…` (through cmd.exe, as WinRS does by default), writes
-    /// `stdin` and closes it, collects stdout/stderr until the command is done.
-    pub async fn run(
+    /// Starts `command arguments…` (through cmd.exe, as WinRS does by default) and returns
+    /// the running process, to be fed with [`Process::send`] and read with
+    /// [`Process::receive`]: one long-lived process can take request after request.
+    pub async fn start(
         &self,
         command: &str,
         arguments: &[&str],
-        stdin: Option<&[u8]>,
-    ) -> Result<CommandOutput, WinrmError> {
-        let c = &self.client;
+        reads_stdin: bool,
+    ) -> Result<Process<'_>, WinrmError> {
         let mut body = format!(
             "<rsp:CommandLine><rsp:Command>{}</rsp:Command>",
             esc(command)
@@ -388,11 +390,12 @@ impl Shell {
         let options = [
             (
                 "WINRS_CONSOLEMODE_STDIN",
-                if stdin.is_some() { "FALSE" } else { "TRUE" },
+                if reads_stdin { "FALSE" } else { "TRUE" },
             ),
             ("WINRS_SKIP_CMD_SHELL", "FALSE"),
         ];
-        let env = c
+        let env = self
+            .client
             .call(soap::ACTION_COMMAND, Some(&self.id), &options, &body)
             .await?;
         let command_id = env
@@ -401,76 +404,120 @@ impl Shell {
             .map(|e| e.trimmed_text().to_owned())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| WinrmError::Protocol("CommandResponse without a CommandId".into()))?;
-
-        let result = self.feed_and_collect(&command_id, stdin).await;
-        // Release the command even after Done, so the host frees it; its answer does not matter.
-        let signal = format!(
-            r#"<rsp:Signal CommandId="{}"><rsp:Code>{}</rsp:Code></rsp:Signal>"#,
-            esc(&command_id),
-            soap::SIGNAL_TERMINATE
-        );
-        if let Err(e) = c
-            .call(soap::ACTION_SIGNAL, Some(&self.id), &[], &signal)
-            .await
-        {
-            tracing::debug!(error = %e, "signal after the command ended was refused");
-        }
-        result
+        Ok(Process {
+            shell: self,
+            command_id,
+            done: None,
+        })
     }
 
-    async fn feed_and_collect(
+    /// Runs a command to its end: writes `stdin` and closes it, collects stdout/stderr.
+    pub async fn run(
         &self,
-        command_id: &str,
+        command: &str,
+        arguments: &[&str],
         stdin: Option<&[u8]>,
     ) -> Result<CommandOutput, WinrmError> {
-        let c = &self.client;
-        if let Some(data) = stdin {
-            // What fits in one envelope after base64 growth, less room for the header.
-            let room = (c.inner.cfg.max_envelope_size as usize)
-                .saturating_sub(4096)
-                .max(4096);
-            let chunk = (room / 4) * 3;
-            let mut chunks: Vec<&[u8]> = data.chunks(chunk).collect();
-            if chunks.is_empty() {
-                chunks.push(&[]);
+        let mut p = self.start(command, arguments, stdin.is_some()).await?;
+        let result = async {
+            if let Some(data) = stdin {
+                p.send(data, true).await?;
             }
-            let last = chunks.len() - 1;
-            for (i, part) in chunks.into_iter().enumerate() {
-                let body = format!(
-                    r#"<rsp:Send><rsp:Stream Name="stdin" CommandId="{}"{}>{}</rsp:Stream></rsp:Send>"#,
-                    esc(command_id),
-                    if i == last { r#" End="true""# } else { "" },
-                    base64::engine::general_purpose::STANDARD.encode(part)
-                );
-                c.call(soap::ACTION_SEND, Some(&self.id), &[], &body)
-                    .await?;
-            }
+            p.wait().await
         }
+        .await;
+        p.terminate().await;
+        result
+    }
+}
+
+/// A command running in a shell.
+pub struct Process<'s> {
+    shell: &'s Shell,
+    command_id: String,
+    done: Option<i64>,
+}
+
+impl Process<'_> {
+    pub fn command_id(&self) -> &str {
+        &self.command_id
+    }
+
+    /// Writes to the process's stdin, in as many Send envelopes as MaxEnvelopeSize needs;
+    /// `end` closes stdin after the data.
+    pub async fn send(&mut self, data: &[u8], end: bool) -> Result<(), WinrmError> {
+        let c = &self.shell.client;
+        // What fits in one envelope after base64 growth, less room for the header.
+        let room = (c.inner.cfg.max_envelope_size as usize)
+            .saturating_sub(4096)
+            .max(4096);
+        let chunk = (room / 4) * 3;
+        let mut chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        let last = chunks.len() - 1;
+        for (i, part) in chunks.into_iter().enumerate() {
+            let body = format!(
+                r#"<rsp:Send><rsp:Stream Name="stdin" CommandId="{}"{}>{}</rsp:Stream></rsp:Send>"#,
+                esc(&self.command_id),
+                if end && i == last {
+                    r#" End="true""#
+                } else {
+                    ""
+                },
+                base64::engine::general_purpose::STANDARD.encode(part)
+            );
+            c.call(soap::ACTION_SEND, Some(&self.shell.id), &[], &body)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One Receive: what the process wrote since the last one (empty when OperationTimeout
+    /// passed with nothing new), and its exit code once it ended.
+    pub async fn receive(&mut self) -> Result<ReceiveChunk, WinrmError> {
+        if let Some(code) = self.done {
+            return Ok(ReceiveChunk {
+                exit_code: Some(code),
+                ..ReceiveChunk::default()
+            });
+        }
+        let receive = format!(
+            r#"<rsp:Receive><rsp:DesiredStream CommandId="{}">stdout stderr</rsp:DesiredStream></rsp:Receive>"#,
+            esc(&self.command_id)
+        );
+        let reply = self
+            .shell
+            .client
+            .call(
+                soap::ACTION_RECEIVE,
+                Some(&self.shell.id),
+                &[("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")],
+                &receive,
+            )
+            .await;
+        match reply {
+            Ok(env) => {
+                let chunk = parse_receive(&env.body, &self.command_id)?;
+                self.done = chunk.exit_code;
+                Ok(chunk)
+            }
+            // Nothing to say within OperationTimeout: the normal idle path.
+            Err(WinrmError::OperationTimeout(_)) => Ok(ReceiveChunk::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Collects output until the process ends.
+    pub async fn wait(&mut self) -> Result<CommandOutput, WinrmError> {
         let mut out = CommandOutput {
             stdout: Vec::new(),
             stderr: Vec::new(),
             exit_code: 0,
         };
-        let receive = format!(
-            r#"<rsp:Receive><rsp:DesiredStream CommandId="{}">stdout stderr</rsp:DesiredStream></rsp:Receive>"#,
-            esc(command_id)
-        );
         loop {
-            let reply = c
-                .call(
-                    soap::ACTION_RECEIVE,
-                    Some(&self.id),
-                    &[("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")],
-                    &receive,
-                )
-                .await;
-            let env = match reply {
-                Ok(env) => env,
-                // Nothing to say within OperationTimeout: the normal idle path, ask again.
-                Err(WinrmError::OperationTimeout(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let chunk = parse_receive(&env.body, command_id)?;
+            let chunk = self.receive().await?;
             out.stdout.extend(chunk.stdout);
             out.stderr.extend(chunk.stderr);
             if let Some(code) = chunk.exit_code {
@@ -480,11 +527,52 @@ impl Shell {
         }
     }
 
+    /// Ends the process (or releases it after it ended, so the host frees it); the host's
+    /// answer does not matter.
+    pub async fn terminate(self) {
+        let signal = format!(
+            r#"<rsp:Signal CommandId="{}"><rsp:Code>{}</rsp:Code></rsp:Signal>"#,
+            esc(&self.command_id),
+            soap::SIGNAL_TERMINATE
+        );
+        if let Err(e) = self
+            .shell
+            .client
+            .call(soap::ACTION_SIGNAL, Some(&self.shell.id), &[], &signal)
+            .await
+        {
+            tracing::debug!(error = %e, "signal to end the command was refused");
+        }
+    }
+}
+
+impl Shell {
     /// Deletes the shell on the host.
-    pub async fn close(self) -> Result<(), WinrmError> {
+    pub async fn close(mut self) -> Result<(), WinrmError> {
+        self.closed = true;
         self.client
             .call(soap::ACTION_DELETE, Some(&self.id), &[], "")
             .await
             .map(|_| ())
+    }
+}
+
+impl Drop for Shell {
+    /// A shell dropped without `close` (an error, a cancelled caller) is deleted in the
+    /// background: left behind, it would hold one of the user's MaxShellsPerUser for hours.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        let id = std::mem::take(&mut self.id);
+        rt.spawn(async move {
+            if let Err(e) = client.call(soap::ACTION_DELETE, Some(&id), &[], "").await {
+                tracing::debug!(error = %e, shell = %id, "deleting an abandoned shell failed");
+            }
+        });
     }
 }

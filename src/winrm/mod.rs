@@ -11,7 +11,7 @@ mod transport;
 pub mod xml;
 
 pub use client::{
-    Auth, ClientConfig, CommandOutput, ReceiveChunk, Shell, ShellOptions, WinrmClient,
+    Auth, ClientConfig, CommandOutput, Process, ReceiveChunk, Shell, ShellOptions, WinrmClient,
     parse_receive,
 };
 pub use error::{WinrmError, WsmanFault};
