@@ -15,3 +15,20 @@ pub use client::{
     parse_receive,
 };
 pub use error::{WinrmError, WsmanFault};
+
+/// Everything the client does with bytes a host sends back, for the fuzz target
+/// (`fuzz/fuzz_targets/winrm_reply.rs`) and its smoke test: it must never panic.
+#[doc(hidden)]
+pub fn read_untrusted_reply(data: &[u8]) {
+    let _ = ntlm::unframe(data);
+    let _ = clixml::readable(data);
+    let text = String::from_utf8_lossy(data);
+    if let Ok(env) = soap::Envelope::parse(&text) {
+        if let Some(f) = env.fault() {
+            let e = WinrmError::from_fault(f);
+            let _ = (e.to_string(), e.kind(), e.is_transient());
+        }
+        let _ = parse_receive(&env.body, "00000000-0000-0000-0000-000000000000");
+        let _ = (env.action(), env.relates_to(), env.selector("ShellId"));
+    }
+}
