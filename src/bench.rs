@@ -68,6 +68,14 @@ pub enum Which {
         #[arg(long, default_value_t = 50_000)]
         events: usize,
     },
+    /// Per-command overhead of each WinRM mode (Basic/NTLM × HTTP/HTTPS) against the lab:
+    /// a fresh shell per command, and a command in an open shell.
+    Winrm {
+        #[arg(long, default_value_t = 50)]
+        shells: usize,
+        #[arg(long, default_value_t = 200)]
+        commands: usize,
+    },
     /// Claim-and-complete throughput of empty jobs on PostgreSQL with 1, 4 and 16 workers,
     /// and the same work done by a plain `UPDATE … SKIP LOCKED RETURNING` loop.
     Queue {
@@ -102,6 +110,9 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             use_config,
         } => bench_reconcile(settings, accounts, use_config, args.json).await,
         Which::Ingest { events } => bench_ingest(settings, events, args.json).await,
+        Which::Winrm { shells, commands } => {
+            crate::bench_winrm::bench_winrm(shells, commands, args.json).await
+        }
         Which::Burst {
             accounts,
             session,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod alert;
 pub mod app;
 pub mod bench;
+pub mod bench_winrm;
 pub mod check;
 pub mod circuit;
 pub mod cli;

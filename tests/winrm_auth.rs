@@ -294,7 +294,10 @@ async fn a_cancelled_caller_does_not_leak_its_shell() {
     let c = client(&t.lab.endpoint(), Auth::Ntlm, common::LAB_PASSWORD, None);
     let c2 = c.clone();
     let cancelled = tokio::time::timeout(Duration::from_millis(300), async move {
-        let shell = c2.open_shell(&ShellOptions::default()).await.expect("shell");
+        let shell = c2
+            .open_shell(&ShellOptions::default())
+            .await
+            .expect("shell");
         // Waits on stdin that never closes: only the timeout ends this.
         let mut p = shell.start("more", &[], true).await.expect("start");
         p.wait().await

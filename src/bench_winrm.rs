@@ -1,0 +1,139 @@
+//! `mailboxd bench winrm`: what each way of reaching the host costs per command, against a
+//! lab with no added latency — a new shell per command (open, run, close) and a command in a
+//! shell that is already open — for Basic and NTLM over HTTP and HTTPS.
+
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::lab::{self, Lab, LabConfig};
+use crate::winrm::{Auth, ClientConfig, ShellOptions, WinrmClient};
+
+#[derive(Serialize)]
+struct Row {
+    mode: &'static str,
+    /// Mean milliseconds for open shell + `hostname` + close.
+    fresh_shell_ms: f64,
+    /// Mean milliseconds for `hostname` in an open shell.
+    open_shell_ms: f64,
+    fresh_shell_p95_ms: f64,
+    open_shell_p95_ms: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let p95 = v
+        .get(((v.len() as f64 - 1.0) * 0.95).round() as usize)
+        .copied()
+        .unwrap_or(0.0);
+    (mean, p95)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub async fn bench_winrm(shells: usize, commands: usize, json: bool) -> anyhow::Result<i32> {
+    let ca = tempfile_path()?;
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let mut cfg = LabConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        lab::DEFAULT_USER,
+        SecretString::from(password.clone()),
+    );
+    cfg.tls_listen = Some(([127, 0, 0, 1], 0).into());
+    cfg.tls_cert_out = Some(ca.clone());
+    let lab = Lab::start(cfg).await?;
+    let https = lab
+        .tls_endpoint()
+        .ok_or_else(|| anyhow::anyhow!("the lab has no TLS listener"))?;
+    let modes: [(&'static str, Auth, String); 4] = [
+        ("basic/http", Auth::Basic, lab.endpoint()),
+        ("basic/https", Auth::Basic, https.clone()),
+        ("ntlm/http (sealed)", Auth::Ntlm, lab.endpoint()),
+        ("ntlm/https (channel-bound)", Auth::Ntlm, https),
+    ];
+    let mut rows = Vec::new();
+    for (mode, auth, endpoint) in modes {
+        let mut cc = ClientConfig::new(
+            endpoint.parse()?,
+            lab::DEFAULT_USER,
+            SecretString::from(password.clone()),
+        );
+        cc.auth = auth;
+        cc.allow_unencrypted = auth == Auth::Basic && endpoint.starts_with("http:");
+        cc.ca_file = Some(ca.clone());
+        let client = WinrmClient::new(cc)?;
+        // Warm-up: the first connection (and NTLM handshake) is not what is measured.
+        client
+            .open_shell(&ShellOptions::default())
+            .await?
+            .close()
+            .await?;
+        let mut fresh = Vec::with_capacity(shells);
+        for _ in 0..shells {
+            let t = Instant::now();
+            let shell = client.open_shell(&ShellOptions::default()).await?;
+            shell.run("hostname", &[], None).await?;
+            shell.close().await?;
+            fresh.push(ms(t.elapsed()));
+        }
+        let shell = client.open_shell(&ShellOptions::default()).await?;
+        let mut open = Vec::with_capacity(commands);
+        for _ in 0..commands {
+            let t = Instant::now();
+            shell.run("hostname", &[], None).await?;
+            open.push(ms(t.elapsed()));
+        }
+        shell.close().await?;
+        let (f, fp) = stats(fresh);
+        let (o, op) = stats(open);
+        rows.push(Row {
+            mode,
+            fresh_shell_ms: f,
+            open_shell_ms: o,
+            fresh_shell_p95_ms: fp,
+            open_shell_p95_ms: op,
+        });
+    }
+    let _ = std::fs::remove_file(&ca);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({
+                "bench": "winrm",
+                "shells": shells,
+                "commands": commands,
+                "rows": rows,
+            }))?
+        );
+    } else {
+        println!(
+            "per-command overhead against the lab (no added latency; {shells} fresh shells, {commands} commands in an open shell)"
+        );
+        println!(
+            "{:<28} {:>22} {:>22}",
+            "mode", "open+run+close ms", "run in open shell ms"
+        );
+        for r in &rows {
+            println!(
+                "{:<28} {:>12.2} (p95 {:>5.2}) {:>12.2} (p95 {:>5.2})",
+                r.mode,
+                r.fresh_shell_ms,
+                r.fresh_shell_p95_ms,
+                r.open_shell_ms,
+                r.open_shell_p95_ms
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn tempfile_path() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::env::temp_dir().join(format!(
+        "mailboxd-bench-winrm-{}.pem",
+        uuid::Uuid::new_v4().simple()
+    )))
+}
