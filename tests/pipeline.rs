@@ -423,7 +423,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
         status["circuit"]["reason"]
             .as_str()
             .unwrap()
-            .contains("cannot reach"),
+            .contains("nothing accepts connections at the WinRM endpoint"),
         "{status}"
     );
     assert_eq!(

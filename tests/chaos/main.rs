@@ -1,0 +1,187 @@
+//! Chaos: joiners and leavers flow through three daemon replicas while replicas are killed
+//! with SIGKILL and restarted, the broker's connections are closed, PostgreSQL's backends are
+//! terminated, and the lab's host goes down and refuses credentials for a while. At the end
+//! every event is exactly one succeeded job, every joiner was enabled by exactly one
+//! successful Enable-RemoteMailbox, every leaver is hidden, nothing is left running, and the
+//! outages raised circuit alerts in open/recovered pairs.
+//!
+//! Short by default (CI). Long: `bash tests/chaos/run.sh` (2,000 events, more rounds).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, remote, seed, wait_exit};
+use mailboxd::store::JobState;
+use serde_json::json;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn kill9(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL: no shutdown path runs
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_survives_kills_broker_and_database_drops_and_host_outages() {
+    let n = env_usize("MAILBOXD_CHAOS_EVENTS", 400);
+    let rounds = env_usize("MAILBOXD_CHAOS_ROUNDS", 5);
+    let joiners: Vec<String> = (0..n / 2).map(|i| format!("cj{i:05}")).collect();
+    let leavers: Vec<String> = (0..n - n / 2).map(|i| format!("cl{i:05}")).collect();
+    let mut accounts: Vec<_> = joiners.iter().map(|s| seed(s)).collect();
+    accounts.extend(leavers.iter().map(|s| remote(s, true, false)));
+    let env = TestEnv::new(accounts).await;
+    let extra = [
+        ("MAILBOXD__EXCHANGE__BATCH_SIZE", "10"),
+        ("MAILBOXD__WORKER__CONCURRENCY", "4"),
+    ];
+    let mut replicas: Vec<Child> = (0..3).map(|_| env.spawn_daemon(&extra)).collect();
+
+    let publisher = env.publisher().await;
+    let mut ids = Vec::with_capacity(n);
+    for sam in &joiners {
+        let ev = env.joiner(sam);
+        publisher.publish(&ev).await.expect("publish joiner");
+        ids.push(ev.id);
+    }
+    for sam in &leavers {
+        let ev = env.leaver(sam);
+        publisher.publish(&ev).await.expect("publish leaver");
+        ids.push(ev.id);
+    }
+    drop(publisher);
+
+    // Chaos while the queue drains: one blow per round, in turn.
+    let mut outages = 0;
+    for round in 0..rounds {
+        match round % 5 {
+            0 => {
+                let i = round % replicas.len();
+                kill9(&mut replicas[i]);
+                replicas[i] = env.spawn_daemon(&extra);
+            }
+            1 => {
+                let out = std::process::Command::new("rabbitmqctl")
+                    .args(["close_all_connections", "chaos test"])
+                    .output()
+                    .expect("rabbitmqctl runs");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            2 => {
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .execute(env.store.pool())
+                .await
+                .expect("terminate backends");
+            }
+            3 => {
+                env.fault(json!({"fault": "host_down", "seconds": 2.0}))
+                    .await;
+                outages += 1;
+            }
+            _ => {
+                env.fault(json!({"fault": "auth_refused", "seconds": 2.0}))
+                    .await;
+                outages += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+
+    // Everything settles: every event a job, every job finished.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let counts = env.store.count_by_state().await.unwrap_or_default();
+        let done: i64 = counts
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum();
+        let total: i64 = counts.iter().map(|(_, n)| n).sum();
+        if done as usize == n && total as usize == n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: {counts:?} of {n} events"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for id in &ids {
+        let job = env
+            .store
+            .job_by_event(id)
+            .await
+            .expect("query")
+            .unwrap_or_else(|| panic!("event {id} has no job"));
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    }
+    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'running'")
+        .fetch_one(env.store.pool())
+        .await
+        .expect("count running");
+    assert_eq!(running, 0, "no job left running");
+
+    // Exactly one successful Enable-RemoteMailbox per joiner.
+    let calls = env.invocations().await;
+    let mut enabled = HashMap::<String, usize>::new();
+    for c in calls
+        .iter()
+        .filter(|c| c["cmdlet"] == "Enable-RemoteMailbox" && c["error"].is_null())
+    {
+        *enabled
+            .entry(
+                c["parameters"]["Identity"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    for sam in &joiners {
+        assert_eq!(enabled.get(sam), Some(&1), "{sam}: {:?}", enabled.get(sam));
+        let m = env.mailbox(sam).await;
+        assert_eq!(m["recipient"], "remote", "{sam}: {m}");
+    }
+    assert_eq!(enabled.len(), joiners.len(), "no other account was enabled");
+    for sam in &leavers {
+        let m = env.mailbox(sam).await;
+        assert_eq!(m["hidden"], true, "{sam}: {m}");
+    }
+
+    // Outages raised circuit alerts in pairs (opened, then recovered), at most one pair per outage.
+    let alerts = env.store.list_alerts(1000).await.expect("alerts");
+    let live = |needle: &str| {
+        alerts
+            .iter()
+            .filter(|a| a.subject.contains(needle) && a.folded_into.is_none() && !a.suppressed)
+            .count()
+    };
+    let opened = live("unavailable");
+    let closed = live("available again");
+    if outages > 0 {
+        assert!(opened >= 1, "an outage raised no alert: {alerts:?}");
+    }
+    assert_eq!(opened, closed, "each opened circuit alert has its recovery");
+    assert!(opened <= outages, "{opened} alerts for {outages} outages");
+
+    for mut child in replicas {
+        kill9(&mut child);
+        let _ = wait_exit(&mut child, Duration::from_secs(1));
+    }
+    env.cleanup().await;
+}
