@@ -38,7 +38,16 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     let leavers: Vec<String> = (0..n - n / 2).map(|i| format!("cl{i:05}")).collect();
     let mut accounts: Vec<_> = joiners.iter().map(|s| seed(s)).collect();
     accounts.extend(leavers.iter().map(|s| remote(s, true, false)));
-    let env = TestEnv::new(accounts).await;
+    // Exchange-like pauses keep the queue busy while the blows land.
+    let env = TestEnv::with_latency(
+        accounts,
+        mailboxd::lab::Latency {
+            session: Duration::from_millis(300),
+            cmdlet: Duration::from_millis(50),
+            round_trip: Duration::ZERO,
+        },
+    )
+    .await;
     let extra = [
         ("MAILBOXD__EXCHANGE__BATCH_SIZE", "10"),
         ("MAILBOXD__WORKER__CONCURRENCY", "4"),
@@ -59,10 +68,10 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     }
     drop(publisher);
 
-    // Chaos while the queue drains: one blow per round, in turn.
+    // Chaos while the queue drains: one blow per round, in turn, the host's outages first.
     let mut outages = 0;
     for round in 0..rounds {
-        match round % 5 {
+        match [3, 0, 4, 1, 2][round % 5] {
             0 => {
                 let i = round % replicas.len();
                 kill9(&mut replicas[i]);
@@ -136,31 +145,39 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
         .expect("count running");
     assert_eq!(running, 0, "no job left running");
 
-    // Exactly one successful Enable-RemoteMailbox per joiner.
-    let calls = env.invocations().await;
+    // Exactly one successful Enable-RemoteMailbox per joiner (named by sAMAccountName, or by
+    // the objectGUID the directory check hands to Exchange).
+    let mailboxes = env.mailboxes().await;
+    let sam_of: HashMap<String, String> = mailboxes
+        .iter()
+        .flat_map(|m| {
+            let sam = m["sam_account_name"].as_str().unwrap_or("").to_owned();
+            let guid = m["object_guid"].as_str().unwrap_or("").to_owned();
+            [(sam.clone(), sam.clone()), (guid, sam)]
+        })
+        .collect();
     let mut enabled = HashMap::<String, usize>::new();
-    for c in calls
+    for c in env
+        .invocations()
+        .await
         .iter()
         .filter(|c| c["cmdlet"] == "Enable-RemoteMailbox" && c["error"].is_null())
     {
-        *enabled
-            .entry(
-                c["parameters"]["Identity"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-            )
-            .or_default() += 1;
+        let identity = c["parameters"]["Identity"].as_str().unwrap_or("");
+        let sam = sam_of.get(identity).cloned().unwrap_or(identity.to_owned());
+        *enabled.entry(sam).or_default() += 1;
     }
+    let by_sam: HashMap<&str, &serde_json::Value> = mailboxes
+        .iter()
+        .map(|m| (m["sam_account_name"].as_str().unwrap_or(""), m))
+        .collect();
     for sam in &joiners {
         assert_eq!(enabled.get(sam), Some(&1), "{sam}: {:?}", enabled.get(sam));
-        let m = env.mailbox(sam).await;
-        assert_eq!(m["recipient"], "remote", "{sam}: {m}");
+        assert_eq!(by_sam[sam.as_str()]["recipient"], "remote", "{sam}");
     }
     assert_eq!(enabled.len(), joiners.len(), "no other account was enabled");
     for sam in &leavers {
-        let m = env.mailbox(sam).await;
-        assert_eq!(m["hidden"], true, "{sam}: {m}");
+        assert_eq!(by_sam[sam.as_str()]["hidden"], true, "{sam}");
     }
 
     // Outages raised circuit alerts in pairs (opened, then recovered), at most one pair per outage.

@@ -352,6 +352,11 @@ impl TestEnv {
             .collect()
     }
 
+    /// `GET /lab/mailboxes`: every account the lab knows.
+    pub async fn mailboxes(&self) -> Vec<Value> {
+        self.lab_get("/lab/mailboxes").await
+    }
+
     /// `GET /lab/mailboxes`, the entry for `sam`.
     pub async fn mailbox(&self, sam: &str) -> Value {
         self.lab_get("/lab/mailboxes")
