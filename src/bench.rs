@@ -590,6 +590,7 @@ fn lab_config(accounts: usize, session: Duration, cmdlet: Duration, password: &s
         listen: ([127, 0, 0, 1], 0).into(),
         user: lab::DEFAULT_USER.into(),
         password: SecretString::from(password.to_owned()),
+        ldap_password: None,
         accounts: lab::directory::seeded(accounts),
         latency: lab::Latency {
             session,
