@@ -478,10 +478,20 @@ async fn alert_email_goes_out_in_clear_text_only_with_smtp_tls_none() {
     };
     assert!(alert.sent_at.is_none(), "{alert:?}");
     let why = alert.last_error.clone().unwrap_or_default();
-    assert!(why.to_lowercase().contains("tls"), "{why}");
+    assert!(why.contains("STARTTLS"), "{why}");
     assert!(sink.messages().is_empty(), "nothing went out in clear text");
     let mut daemon = daemon;
     assert!(daemon.stop().success(), "{}", daemon.logs());
+    let refusal = daemon
+        .logs()
+        .lines()
+        .find(|l| l.contains("cannot send the alert email"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("the failed send is not logged: {}", daemon.logs()));
+    assert!(
+        refusal.contains("WARN") && refusal.to_lowercase().contains("tls"),
+        "{refusal}"
+    );
     assert!(
         !daemon.logs().contains("smtp.tls = \"none\""),
         "{}",
