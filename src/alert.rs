@@ -362,7 +362,12 @@ pub mod sender {
                 .send(msg)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| {
+                    // Kept on the alert too; the log says why nothing went out (e.g. a server
+                    // without STARTTLS: never a fallback to clear text).
+                    tracing::warn!(error = %e, alerts = alerts.len(), "cannot send the alert email; retried later");
+                    e.to_string()
+                })
         }
     }
 

@@ -68,7 +68,8 @@ impl App {
             .context("connecting to PostgreSQL")?;
         store.migrate().await.context("migrating the database")?;
         let client = winrm_client(&settings)?;
-        let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone());
+        let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone())
+            .redacting(settings.secret_values());
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected_tx, connected_rx) = watch::channel(false);

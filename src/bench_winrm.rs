@@ -35,7 +35,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-pub async fn bench_winrm(shells: usize, commands: usize, json: bool) -> anyhow::Result<i32> {
+pub(crate) async fn bench_winrm(
+    shells: usize,
+    commands: usize,
+    out: &crate::bench::Output,
+) -> anyhow::Result<i32> {
     let ca = tempfile_path()?;
     let password = uuid::Uuid::new_v4().simple().to_string();
     let mut cfg = LabConfig::new(
@@ -99,17 +103,13 @@ pub async fn bench_winrm(shells: usize, commands: usize, json: bool) -> anyhow::
         });
     }
     let _ = std::fs::remove_file(&ca);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string(&serde_json::json!({
-                "bench": "winrm",
-                "shells": shells,
-                "commands": commands,
-                "rows": rows,
-            }))?
-        );
-    } else {
+    let value = serde_json::json!({
+        "bench": "winrm",
+        "shells": shells,
+        "commands": commands,
+        "rows": rows,
+    });
+    if out.emit("winrm", &value)? {
         println!(
             "per-command overhead against the lab (no added latency; {shells} fresh shells, {commands} commands in an open shell)"
         );

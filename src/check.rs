@@ -159,7 +159,8 @@ pub async fn run(s: &Settings) -> Vec<Probe> {
                 Ok(c) => c,
                 Err(e) => return (Status::Fail, e.to_string()),
             };
-            let ex = crate::exchange::Exchange::new(client, &s.exchange, s.winrm.endpoint.clone());
+            let ex = crate::exchange::Exchange::new(client, &s.exchange, s.winrm.endpoint.clone())
+                .redacting(s.secret_values());
             // A batch of no accounts: opens the session in the configured mode, touches nothing.
             match ex
                 .run_batch(crate::exchange::Template::EnableRemoteMailbox, Vec::new())

@@ -443,6 +443,7 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
         listen: args.listen,
         user: args.user.clone(),
         password: SecretString::from(password),
+        ldap_password: None,
         accounts,
         latency: lab::Latency {
             session: args.session_latency,

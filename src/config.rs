@@ -557,6 +557,27 @@ impl Settings {
         Ok(())
     }
 
+    /// Every secret value this configuration holds (non-empty, longest first): what must
+    /// not reach a log, a stored error, an email or a response, even when a peer echoes it.
+    pub fn secret_values(&self) -> Vec<String> {
+        use secrecy::ExposeSecret;
+        let mut v: Vec<String> = [
+            &self.winrm.password,
+            &self.ldap.password,
+            &self.smtp.password,
+            &self.exchange.password,
+            &self.admin.token,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose_secret().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        v.dedup();
+        v
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.worker.concurrency == 0 {
             return Err(ConfigError::Invalid {

@@ -34,6 +34,7 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         listen: "127.0.0.1:0".parse()?,
         user: lab::DEFAULT_USER.into(),
         password: SecretString::from(password.clone()),
+        ldap_password: None,
         accounts,
         latency: lab::Latency {
             session: Duration::from_millis(300),

@@ -8,11 +8,16 @@ async fn main() {
         mailboxd::cli::Command::Demo(_) => "warn",
         _ => "info",
     };
-    mailboxd::telemetry::init(cli.log_format, level);
+    let format = cli.log_format;
+    mailboxd::telemetry::init(format, level);
     match mailboxd::cli::main(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A log shipper reading JSON lines sees why the daemon would not start, too.
+            match format {
+                mailboxd::telemetry::LogFormat::Json => tracing::error!("{e:#}"),
+                mailboxd::telemetry::LogFormat::Human => eprintln!("error: {e:#}"),
+            }
             std::process::exit(2);
         }
     }

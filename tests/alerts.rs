@@ -3,85 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, seed};
-use mailboxd::config::SmtpTls;
+use common::smtp::{SmtpSink, decode_parts, send_to_sink};
+use common::{TestEnv, free_port, seed};
 use mailboxd::lab::Recipient;
-
-/// `python3 -m aiosmtpd` capturing every message into `dir/new/` (Maildir).
-struct SmtpSink {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl SmtpSink {
-    fn start(port: u16, dir: &Path) -> SmtpSink {
-        let have = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .status();
-        assert!(
-            have.is_ok_and(|s| s.success()),
-            "aiosmtpd is missing: deploy/dev/services.sh installs it"
-        );
-        for sub in ["tmp", "new", "cur"] {
-            std::fs::create_dir_all(dir.join(sub)).unwrap();
-        }
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        SmtpSink {
-            child,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn messages(&self) -> Vec<String> {
-        std::fs::read_dir(self.dir.join("new"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Alerts to the capturing SMTP server on `port` (plain SMTP on loopback), for `to`.
-fn send_to_sink(env: &mut TestEnv, port: u16, to: &str) {
-    env.settings.smtp.host = "127.0.0.1".into();
-    env.settings.smtp.port = port;
-    env.settings.smtp.tls = SmtpTls::None;
-    env.settings.smtp.from = "mailboxd@corp.example".into();
-    env.settings.smtp.to = vec![to.into()];
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
@@ -245,35 +171,6 @@ async fn fifty_identical_failures_become_one_digest_without_the_planted_secret()
 
     app.stop().await;
     env.cleanup().await;
-}
-
-/// The message with quoted-printable and base64 parts decoded (good enough to search).
-fn decode_parts(mail: &str) -> String {
-    let mut out = String::new();
-    let qp = mail.replace("=\n", "").replace("=\r\n", "");
-    let mut bytes = Vec::new();
-    let b = qp.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'='
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&qp[i + 1..i + 3], 16)
-        {
-            bytes.push(v);
-            i += 3;
-            continue;
-        }
-        bytes.push(b[i]);
-        i += 1;
-    }
-    out.push_str(&String::from_utf8_lossy(&bytes));
-    use base64::Engine;
-    for line in mail.lines() {
-        if let Ok(d) = base64::engine::general_purpose::STANDARD.decode(line.trim()) {
-            out.push_str(&String::from_utf8_lossy(&d));
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

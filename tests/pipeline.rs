@@ -439,6 +439,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             listen: addr,
             user: mailboxd::lab::DEFAULT_USER.into(),
             password: secrecy::SecretString::from(common::LAB_PASSWORD),
+            ldap_password: None,
             accounts: accounts(),
             latency: Default::default(),
             max_shells_per_user: 30,

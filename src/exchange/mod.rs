@@ -158,6 +158,17 @@ impl Exchange {
         }
     }
 
+    /// Also writes `[REDACTED]` for these values (the other secrets the daemon holds: the
+    /// WinRM, LDAP and SMTP passwords, the admin token) wherever Exchange's output is kept:
+    /// an error text that echoes one must not carry it into the database, the API or an email.
+    pub fn redacting(mut self, secrets: impl IntoIterator<Item = String>) -> Exchange {
+        self.secrets
+            .extend(secrets.into_iter().filter(|s| !s.is_empty()));
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.secrets.dedup();
+        self
+    }
+
     /// The WinRM host, for the attempt record.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

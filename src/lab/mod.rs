@@ -35,6 +35,8 @@ pub struct LabConfig {
     pub listen: SocketAddr,
     pub user: String,
     pub password: SecretString,
+    /// The password the domain controller accepts for `user`; `None`: the same as WinRM's.
+    pub ldap_password: Option<SecretString>,
     pub accounts: Vec<AccountSeed>,
     pub latency: Latency,
     pub max_shells_per_user: usize,
@@ -71,6 +73,7 @@ impl LabConfig {
             tls_listen: None,
             tls_cert_out: None,
             cbt_hardening: Default::default(),
+            ldap_password: None,
         }
     }
 }
@@ -121,7 +124,7 @@ impl Lab {
                 let addr = listener.local_addr()?;
                 let auth = Arc::new(ldap::LdapAuth {
                     user: cfg.user.clone(),
-                    password: cfg.password.clone(),
+                    password: cfg.ldap_password.clone().unwrap_or(cfg.password.clone()),
                 });
                 let task = tokio::spawn(ldap::serve(listener, state.clone(), auth));
                 (Some(addr), Some(task))

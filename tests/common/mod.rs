@@ -6,6 +6,7 @@
 
 pub mod ad;
 pub mod echo_host;
+pub mod smtp;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,6 +58,7 @@ pub fn lab_config(accounts: Vec<AccountSeed>) -> LabConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         user: lab::DEFAULT_USER.into(),
         password: SecretString::from(LAB_PASSWORD),
+        ldap_password: None,
         accounts,
         latency: lab::Latency::default(),
         max_shells_per_user: 30,
@@ -77,6 +79,8 @@ pub struct TestEnv {
     pub store: Store,
     pub http: reqwest::Client,
     pub tag: String,
+    /// The password the lab's WinRM endpoint accepts (what the daemon is given).
+    pub winrm_password: String,
 }
 
 impl TestEnv {
@@ -93,7 +97,10 @@ impl TestEnv {
 
     /// A lab configured by the test (throttling, faults from the start…).
     pub async fn with_lab(cfg: LabConfig) -> TestEnv {
+        use secrecy::ExposeSecret;
         mailboxd::install_tls_provider();
+        let winrm_password = cfg.password.expose_secret().to_owned();
+        let ldap_password = cfg.ldap_password.clone().unwrap_or(cfg.password.clone());
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let lab = Lab::start(cfg).await.expect("lab starts");
         let mut s = Settings::default();
@@ -105,13 +112,13 @@ impl TestEnv {
         s.amqp.queue_expires = Some(Duration::from_secs(300));
         s.winrm.endpoint = lab.endpoint();
         s.winrm.username = lab::DEFAULT_USER.into();
-        s.winrm.password = Some(SecretString::from(LAB_PASSWORD));
+        s.winrm.password = Some(SecretString::from(winrm_password.clone()));
         s.winrm.allow_unencrypted = true;
         s.exchange.mode = ExchangeMode::None;
         s.exchange.batch_linger = Duration::ZERO;
         // Directory checks against the lab's domain controller, as a deployment does against AD.
         s.ldap = lab
-            .ldap_settings(lab::DEFAULT_USER, SecretString::from(LAB_PASSWORD))
+            .ldap_settings(lab::DEFAULT_USER, ldap_password)
             .expect("the test lab serves LDAP");
         s.worker.backoff_base = Duration::from_millis(200);
         s.worker.backoff_cap = Duration::from_secs(1);
@@ -129,6 +136,7 @@ impl TestEnv {
             store,
             http: reqwest::Client::new(),
             tag,
+            winrm_password,
         }
     }
 
@@ -179,14 +187,177 @@ impl TestEnv {
             ("MAILBOXD__WINRM__ENDPOINT".into(), s.winrm.endpoint.clone()),
             ("MAILBOXD__WINRM__USERNAME".into(), s.winrm.username.clone()),
             ("MAILBOXD__WINRM__ALLOW_UNENCRYPTED".into(), "true".into()),
-            ("MAILBOXD_WINRM_PASSWORD".into(), LAB_PASSWORD.into()),
-            ("MAILBOXD__EXCHANGE__MODE".into(), "none".into()),
+            (
+                "MAILBOXD_WINRM_PASSWORD".into(),
+                self.winrm_password.clone(),
+            ),
+            (
+                "MAILBOXD__EXCHANGE__MODE".into(),
+                match s.exchange.mode {
+                    ExchangeMode::Remote => "remote",
+                    ExchangeMode::Snapin => "snapin",
+                    ExchangeMode::None => "none",
+                }
+                .into(),
+            ),
             ("MAILBOXD__EXCHANGE__BATCH_LINGER".into(), "0s".into()),
             ("MAILBOXD__WORKER__POLL_INTERVAL".into(), "200ms".into()),
             ("MAILBOXD__WORKER__LEASE".into(), "30s".into()),
             ("MAILBOXD__ADMIN__LISTEN".into(), "127.0.0.1:0".into()),
         ]);
+        {
+            use secrecy::ExposeSecret;
+            let x = &s.exchange;
+            if !x.connection_uris.is_empty() {
+                env.push((
+                    "MAILBOXD__EXCHANGE__CONNECTION_URIS".into(),
+                    x.connection_uris.join(","),
+                ));
+            }
+            if let Some(user) = &x.username {
+                env.push(("MAILBOXD__EXCHANGE__USERNAME".into(), user.clone()));
+            }
+            if let Some(pw) = &x.password {
+                env.push((
+                    "MAILBOXD_EXCHANGE_PASSWORD".into(),
+                    pw.expose_secret().to_owned(),
+                ));
+            }
+            if let Some(token) = &s.admin.token {
+                env.push((
+                    "MAILBOXD_ADMIN_TOKEN".into(),
+                    token.expose_secret().to_owned(),
+                ));
+            }
+            let m = &s.smtp;
+            if !m.host.is_empty() {
+                let tls = match m.tls {
+                    mailboxd::config::SmtpTls::Starttls => "starttls",
+                    mailboxd::config::SmtpTls::Implicit => "implicit",
+                    mailboxd::config::SmtpTls::None => "none",
+                };
+                env.extend([
+                    ("MAILBOXD__SMTP__HOST".into(), m.host.clone()),
+                    ("MAILBOXD__SMTP__PORT".into(), m.port.to_string()),
+                    ("MAILBOXD__SMTP__TLS".into(), tls.into()),
+                    ("MAILBOXD__SMTP__FROM".into(), m.from.clone()),
+                    ("MAILBOXD__SMTP__TO".into(), m.to.join(",")),
+                    (
+                        "MAILBOXD__SMTP__DIGEST_WINDOW".into(),
+                        format!("{}ms", m.digest_window.as_millis()),
+                    ),
+                    (
+                        "MAILBOXD__SMTP__RETRY_BASE".into(),
+                        format!("{}ms", m.retry_base.as_millis()),
+                    ),
+                ]);
+                if let Some(user) = &m.username {
+                    env.push(("MAILBOXD__SMTP__USERNAME".into(), user.clone()));
+                }
+                if let Some(pw) = &m.password {
+                    env.push((
+                        "MAILBOXD_SMTP_PASSWORD".into(),
+                        pw.expose_secret().to_owned(),
+                    ));
+                }
+            }
+        }
         env
+    }
+
+    /// Starts `mailboxd run` as a child process with `args` (e.g. `--log-format json`) and
+    /// exactly the environment `env` (start from `daemon_env()`), its stdout and stderr kept
+    /// in files, the admin listener on a free port; returns once `/healthz` answers (or the
+    /// process has exited: a refusal to start).
+    pub async fn spawn_logged(&self, args: &[&str], env: Vec<(String, String)>) -> Daemon {
+        let logs = tempfile::tempdir().expect("a directory for the daemon's logs");
+        let admin = format!("127.0.0.1:{}", free_port());
+        let out = std::fs::File::create(logs.path().join("stdout")).expect("stdout file");
+        let err = std::fs::File::create(logs.path().join("stderr")).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+            .arg("run")
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .env("MAILBOXD__ADMIN__LISTEN", &admin)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn mailboxd");
+        let mut daemon = Daemon {
+            child,
+            admin,
+            logs,
+            exited: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                daemon.exited = Some(status);
+                return daemon;
+            }
+            let healthy = self
+                .http
+                .get(format!("http://{}/healthz", daemon.admin))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if healthy {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon neither answered /healthz nor exited within 60 s: {}",
+                daemon.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every value of every text-like column (text, varchar, json/jsonb, arrays, enums,
+    /// bytea read as text) of every table in this test's database, as `(table.column,
+    /// value)`. Read from `information_schema`, so tables added later are covered too.
+    pub async fn database_text(&self) -> Vec<(String, String)> {
+        let pool = self.store.pool();
+        let columns: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text, data_type::text
+               FROM information_schema.columns
+              WHERE table_schema = current_schema()
+                AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb',
+                                  'ARRAY', 'USER-DEFINED', 'bytea', 'xml', 'name')
+              ORDER BY table_name, ordinal_position",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("information_schema answers");
+        assert!(
+            columns.iter().any(|(t, _, _)| t == "jobs"),
+            "no jobs table among {columns:?}"
+        );
+        let mut values = Vec::new();
+        for (table, column, ty) in columns {
+            let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            let expr = if ty == "bytea" {
+                format!("encode({}, 'escape')", q(&column))
+            } else {
+                format!("{}::text", q(&column))
+            };
+            let sql = format!(
+                "SELECT {expr} FROM {} WHERE {} IS NOT NULL",
+                q(&table),
+                q(&column)
+            );
+            // Identifiers from information_schema, quoted: no outside input.
+            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_all(pool)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            for (v,) in rows {
+                values.push((format!("{table}.{column}"), v));
+            }
+        }
+        values
     }
 
     /// Starts `mailboxd run` as a child process.
@@ -387,6 +558,110 @@ impl TestEnv {
         }
         self.lab.stop();
     }
+}
+
+/// A free TCP port on loopback (bound, then released for the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// `mailboxd run` as a child process (`TestEnv::spawn_logged`), logs kept in files.
+pub struct Daemon {
+    pub child: Child,
+    /// `127.0.0.1:port` of the admin listener.
+    pub admin: String,
+    logs: tempfile::TempDir,
+    exited: Option<std::process::ExitStatus>,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How it ended, if it did (a refusal to start ends it at once).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    /// Everything it wrote: stdout, then stderr.
+    pub fn logs(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.logs.path().join(f)).unwrap_or_default();
+        format!("{}{}", read("stdout"), read("stderr"))
+    }
+
+    /// SIGTERM, as systemd stops it; waits (bounded) for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        if let Some(status) = self.exit_status() {
+            return status;
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM to {} failed", self.pid());
+        let status = wait_exit(&mut self.child, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("mailboxd ignored SIGTERM for 60 s: {}", self.logs()));
+        self.exited = Some(status);
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exit_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The command line of every process on this machine, as `ps` shows it to any user:
+/// `(pid, parent pid, argv joined by spaces)`.
+pub fn process_command_lines() -> Vec<(u32, u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue; // exited meanwhile
+        };
+        let ppid = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace().nth(1)?.parse().ok()
+            })
+            .unwrap_or(0);
+        let argv = String::from_utf8_lossy(&raw).replace('\0', " ");
+        out.push((pid, ppid, argv.trim_end().to_owned()));
+    }
+    out
+}
+
+/// The processes `pid` started, and theirs, from a `process_command_lines()` snapshot.
+pub fn descendants(pid: u32, procs: &[(u32, u32, String)]) -> Vec<u32> {
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(procs.iter().filter(|p| p.1 == parent).map(|p| p.0));
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// An HTTP client for tests (with the process's TLS provider installed).
