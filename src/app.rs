@@ -37,11 +37,9 @@ pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
     let auth = match s.winrm.auth {
         WinrmAuth::Basic => Auth::Basic,
         WinrmAuth::Ntlm => Auth::Ntlm,
-        WinrmAuth::Kerberos => anyhow::bail!(
-            "winrm.auth = \"kerberos\" is not available in this version; use \"ntlm\" (sealed over HTTP, channel-bound over HTTPS)"
-        ),
+        WinrmAuth::Kerberos => Auth::Kerberos,
     };
-    // NTLM seals every message over plain HTTP; Basic would not.
+    // NTLM and Kerberos seal every message over plain HTTP; Basic would not.
     if endpoint.scheme() == "http" && auth == Auth::Basic {
         if s.winrm.allow_unencrypted {
             tracing::warn!(endpoint = %endpoint, "winrm.allow_unencrypted is set: the WinRM password and all data cross the network in clear text");
@@ -56,6 +54,8 @@ pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
     cfg.allow_unencrypted = s.winrm.allow_unencrypted;
     cfg.ca_file = s.winrm.ca_file.clone();
     cfg.operation_timeout = s.winrm.operation_timeout;
+    cfg.kdc = s.winrm.kdc.clone();
+    cfg.spn = s.winrm.spn.clone();
     Ok(WinrmClient::new(cfg)?)
 }
 

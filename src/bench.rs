@@ -1053,6 +1053,7 @@ fn lab_config(accounts: usize, session: Duration, cmdlet: Duration, password: &s
         tls_listen: None,
         tls_cert_out: None,
         cbt_hardening: Default::default(),
+        kerberos: None,
     }
 }
 

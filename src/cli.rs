@@ -134,6 +134,15 @@ pub struct LabArgs {
     /// Require NTLM channel binding on the HTTPS listener (CbtHardeningLevel Strict).
     #[arg(long)]
     pub strict_channel_binding: bool,
+    /// Accept Kerberos with the SPN's key from this keytab (`samba-tool domain exportkeytab`).
+    #[arg(long)]
+    pub kerberos_keytab: Option<PathBuf>,
+    /// The lab's SPN in that keytab.
+    #[arg(long, default_value = "HTTP/lab.corp.example")]
+    pub kerberos_spn: String,
+    /// Kerberos accounts allowed in (Remote Management Users); default: --user.
+    #[arg(long)]
+    pub kerberos_user: Vec<String>,
 }
 
 fn parse_budget(s: &str) -> Result<(u32, std::time::Duration), String> {
@@ -439,6 +448,32 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
             );
         }
     }
+    let kerberos = match &args.kerberos_keytab {
+        None => None,
+        Some(path) => {
+            let data = std::fs::read(path)
+                .with_context(|| format!("reading --kerberos-keytab {}", path.display()))?;
+            let entries = crate::winrm::kerberos::read_keytab(&data)
+                .map_err(|e| anyhow::anyhow!("--kerberos-keytab {}: {e}", path.display()))?;
+            let key = crate::winrm::kerberos::service_key(&entries, &args.kerberos_spn)
+                .with_context(|| {
+                    format!(
+                        "--kerberos-keytab {} has no AES key for {}",
+                        path.display(),
+                        args.kerberos_spn
+                    )
+                })?;
+            Some(lab::wsman::LabKerberos {
+                spn: args.kerberos_spn.clone(),
+                key,
+                allowed: if args.kerberos_user.is_empty() {
+                    vec![args.user.clone()]
+                } else {
+                    args.kerberos_user.clone()
+                },
+            })
+        }
+    };
     let lab = Lab::start(LabConfig {
         listen: args.listen,
         user: args.user.clone(),
@@ -465,6 +500,7 @@ async fn run_lab(args: LabArgs) -> anyhow::Result<i32> {
         } else {
             crate::winrm::ntlm::CbtHardening::Relaxed
         },
+        kerberos,
     })
     .await
     .with_context(|| format!("binding {} and {}", args.listen, args.ldap_listen))?;

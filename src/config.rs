@@ -189,6 +189,10 @@ pub struct Winrm {
     /// WS-Management OperationTimeout for each Receive poll.
     #[serde(with = "humantime_secs")]
     pub operation_timeout: Duration,
+    /// Kerberos: the domain's KDC, `tcp://dc1.corp.example:88` (TCP only).
+    pub kdc: Option<String>,
+    /// Kerberos: the host's service principal; `HTTP/<endpoint host>` when unset.
+    pub spn: Option<String>,
     #[serde(skip)]
     pub password: Option<SecretString>,
 }
@@ -372,6 +376,8 @@ impl Default for Winrm {
             ca_file: None,
             allow_unencrypted: false,
             operation_timeout: Duration::from_secs(20),
+            kdc: None,
+            spn: None,
             password: None,
         }
     }

@@ -49,6 +49,7 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         tls_listen: None,
         tls_cert_out: None,
         cbt_hardening: Default::default(),
+        kerberos: None,
     })
     .await
     .context("starting the lab")?;

@@ -122,6 +122,7 @@ async fn pywinrm_sees_windows_behaviour_from_the_wsman_service() {
         hostname: HOST.to_string(),
         max_envelope_kb: 500,
         cbt_hardening: Default::default(),
+        kerberos: None,
     };
     let app = wsman::router(cfg, Arc::new(PeerHost));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

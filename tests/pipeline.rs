@@ -450,6 +450,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             tls_listen: None,
             tls_cert_out: None,
             cbt_hardening: Default::default(),
+            kerberos: None,
         })
         .await
         {

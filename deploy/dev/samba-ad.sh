@@ -43,10 +43,44 @@ stop() {
   fi
 }
 
+# Kerberos for the WinRM tests: a service account holding the lab's SPN with AES keys only
+# (sspi has no RC4), its keytab, and a client account; idempotent, run on every start.
+kerberos() {
+  local H="-H $DIR/private/sam.ldb" kt="$DIR/http.keytab"
+  if [ -s "$kt" ] && [ -s "$DIR/krb-client.password" ] && grep -q MAILBOXD_TEST_KRB_KEYTAB "$DIR/ad.env"; then
+    return 0
+  fi
+  samba-tool user create svc-winrm-lab "Svc-$(openssl rand -hex 12)" $H >/dev/null 2>&1 || true
+  samba-tool user setexpiry svc-winrm-lab --noexpiry $H >/dev/null
+  samba-tool spn add HTTP/lab.corp.example svc-winrm-lab $H >/dev/null 2>&1 || true
+  printf 'dn: CN=svc-winrm-lab,CN=Users,%s\nchangetype: modify\nreplace: msDS-SupportedEncryptionTypes\nmsDS-SupportedEncryptionTypes: 24\n' "$BASE" \
+    | ldbmodify $H >/dev/null
+  rm -f "$kt"
+  samba-tool domain exportkeytab "$kt" --principal=HTTP/lab.corp.example -s "$DIR/etc/smb.conf" >/dev/null
+  chmod 600 "$kt"
+  local pw
+  pw="Krb-$(openssl rand -hex 12)"
+  samba-tool user delete mailboxd-krb $H >/dev/null 2>&1 || true
+  samba-tool user create mailboxd-krb "$pw" $H >/dev/null
+  samba-tool user setexpiry mailboxd-krb --noexpiry $H >/dev/null
+  printf '%s' "$pw" >"$DIR/krb-client.password"
+  chmod 600 "$DIR/krb-client.password"
+  sed -i '/^MAILBOXD_TEST_KRB_/d' "$DIR/ad.env"
+  {
+    echo "MAILBOXD_TEST_KRB_KDC=tcp://$IP:88"
+    echo "MAILBOXD_TEST_KRB_SPN=HTTP/lab.corp.example"
+    echo "MAILBOXD_TEST_KRB_KEYTAB=$kt"
+    echo "MAILBOXD_TEST_KRB_USER=mailboxd-krb@$REALM"
+    echo "MAILBOXD_TEST_KRB_PASSWORD_FILE=$DIR/krb-client.password"
+  } >>"$DIR/ad.env"
+  log "Kerberos: SPN HTTP/lab.corp.example (keytab $kt), client mailboxd-krb@$REALM"
+}
+
 start() {
   install
   if pid_alive && ldap_up && [ -s "$DIR/ad.env" ]; then
     log "DC already running from $DIR"
+    kerberos
     return 0
   fi
   stop || true
@@ -113,6 +147,7 @@ MAILBOXD_TEST_AD_CA_FILE=$DIR/tls/ca.pem
 MAILBOXD_TEST_AD_SMB_CONF=$DIR/etc/smb.conf
 EOF
   log "DC for $REALM up on $IP in $(( ($(date +%s%N) - t0) / 1000000 )) ms ($DIR)"
+  kerberos
 }
 
 case "${1:-}" in

@@ -54,6 +54,8 @@ pub struct LabConfig {
     pub tls_cert_out: Option<std::path::PathBuf>,
     /// CbtHardeningLevel of the TLS listener.
     pub cbt_hardening: crate::winrm::ntlm::CbtHardening,
+    /// Kerberos accepted on both listeners when set.
+    pub kerberos: Option<wsman::LabKerberos>,
 }
 
 impl LabConfig {
@@ -74,6 +76,7 @@ impl LabConfig {
             tls_cert_out: None,
             cbt_hardening: Default::default(),
             ldap_password: None,
+            kerberos: None,
         }
     }
 }
@@ -138,6 +141,7 @@ impl Lab {
             hostname: HOSTNAME.to_owned(),
             max_envelope_kb: cfg.max_envelope_kb,
             cbt_hardening: cfg.cbt_hardening,
+            kerberos: cfg.kerberos.clone(),
         };
         let down = Arc::new(tokio::sync::Notify::new());
         let app = wsman::router(wsman_cfg, host)

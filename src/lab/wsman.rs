@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 
 use super::lock;
+use crate::winrm::kerberos::{self, KeytabEntry, KrbAcceptor};
 use crate::winrm::ntlm::{self, Accepted, Acceptor, CbtHardening};
 use crate::winrm::soap::{self, Envelope, esc};
 
@@ -56,6 +57,8 @@ pub struct WsmanConfig {
     pub max_envelope_kb: usize,
     /// Channel binding on TLS connections (CbtHardeningLevel).
     pub cbt_hardening: CbtHardening,
+    /// Kerberos accepted when set.
+    pub kerberos: Option<LabKerberos>,
 }
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(7200);
@@ -254,6 +257,19 @@ impl Fault {
         }
     }
 
+    fn access_denied() -> Fault {
+        Fault {
+            action: FAULT_ACTION_WSMAN,
+            code: "s:Sender",
+            subcode: "w:AccessDenied",
+            reason: "Access is denied. ",
+            detail: None,
+            wsman_code: 5,
+            message: "Access is denied. ".into(),
+            cim: false,
+        }
+    }
+
     fn invalid_parameter() -> Fault {
         Fault {
             action: FAULT_ACTION_WSMAN,
@@ -339,7 +355,7 @@ impl Fault {
 /// listener creates one of these per connection and hands it to every request on it.
 #[derive(Default)]
 pub struct ConnSecurity {
-    ntlm: Mutex<Option<Acceptor>>,
+    ctx: Mutex<Option<ConnCtx>>,
     /// `tls-server-end-point` data of the listener's certificate, on TLS connections.
     pub binding: Option<Vec<u8>>,
 }
@@ -347,10 +363,48 @@ pub struct ConnSecurity {
 impl ConnSecurity {
     pub fn tls(binding: Vec<u8>) -> ConnSecurity {
         ConnSecurity {
-            ntlm: Mutex::new(None),
+            ctx: Mutex::new(None),
             binding: Some(binding),
         }
     }
+}
+
+/// The security context a connection negotiated.
+enum ConnCtx {
+    Ntlm(Box<Acceptor>),
+    Kerberos(Box<KrbAcceptor>),
+}
+
+impl ConnCtx {
+    fn user(&self) -> Option<&str> {
+        match self {
+            ConnCtx::Ntlm(a) => a.user(),
+            ConnCtx::Kerberos(a) => a.user(),
+        }
+    }
+
+    fn wrap(&mut self, plain: &[u8]) -> Result<Vec<u8>, ntlm::NtlmError> {
+        match self {
+            ConnCtx::Ntlm(a) => a.wrap(plain),
+            ConnCtx::Kerberos(a) => a.wrap(plain),
+        }
+    }
+
+    fn unwrap(&mut self, body: &[u8]) -> Result<Vec<u8>, ntlm::NtlmError> {
+        match self {
+            ConnCtx::Ntlm(a) => a.unwrap(body),
+            ConnCtx::Kerberos(a) => a.unwrap(body),
+        }
+    }
+}
+
+/// Kerberos on the lab's listener: the SPN, its key from a keytab, and the accounts allowed in
+/// (Windows' Remote Management Users).
+#[derive(Clone, Debug)]
+pub struct LabKerberos {
+    pub spn: String,
+    pub key: KeytabEntry,
+    pub allowed: Vec<String>,
 }
 
 fn challenge(token: &[u8]) -> Response {
@@ -369,12 +423,23 @@ fn challenge(token: &[u8]) -> Response {
     r
 }
 
-/// One NTLM handshake leg on this connection: a challenge to send, or the proven user.
+fn with_token(mut r: Response, token: &[u8]) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "Negotiate {}",
+        base64::engine::general_purpose::STANDARD.encode(token)
+    )) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// One Negotiate leg on this connection: NTLM (a challenge to send, or the proven user) or
+/// Kerberos (the AP-REQ accepted in one step; the AP-REP goes back with the reply).
 fn negotiate(
     server: &Server,
     conn: Option<&Arc<ConnSecurity>>,
     token: &str,
-) -> Result<String, Box<Response>> {
+) -> Result<(String, Option<Vec<u8>>), Box<Response>> {
     let Some(conn) = conn else {
         return Err(Box::new(unauthorized()));
     };
@@ -383,12 +448,39 @@ fn negotiate(
             (StatusCode::BAD_REQUEST, "Negotiate token is not base64").into_response(),
         ));
     };
-    let mut slot = lock(&conn.ntlm);
+    let mut slot = lock(&conn.ctx);
+    if kerberos::is_krb5_token(&token) {
+        let Some(krb) = &server.cfg.kerberos else {
+            tracing::info!("lab has no keytab: Kerberos refused");
+            return Err(Box::new(unauthorized()));
+        };
+        let accepted = KrbAcceptor::new(&krb.spn, &krb.key).and_then(|mut a| {
+            let (ap_rep, user) = a.accept(&token)?;
+            Ok((a, ap_rep, user))
+        });
+        return match accepted {
+            Ok((a, ap_rep, user)) => {
+                if !krb.allowed.iter().any(|u| u.eq_ignore_ascii_case(&user)) {
+                    // Authenticated, not authorised: Windows answers with an access-denied fault.
+                    return Err(Box::new(
+                        Fault::access_denied().render(None, &server.cfg.hostname),
+                    ));
+                }
+                *slot = Some(ConnCtx::Kerberos(Box::new(a)));
+                Ok((user, Some(ap_rep)))
+            }
+            Err(e) => {
+                *slot = None;
+                tracing::info!(error = %e, "lab refused a Kerberos logon");
+                Err(Box::new(unauthorized()))
+            }
+        };
+    }
     // A NEGOTIATE message starts a new context, also on a connection that had one.
     if token.get(8..12) == Some(&[1, 0, 0, 0]) {
-        *slot = Some(Acceptor::new());
+        *slot = Some(ConnCtx::Ntlm(Box::default()));
     }
-    let Some(acceptor) = slot.as_mut() else {
+    let Some(ConnCtx::Ntlm(acceptor)) = slot.as_mut() else {
         return Err(Box::new(unauthorized()));
     };
     match acceptor.step(
@@ -398,7 +490,7 @@ fn negotiate(
         server.cfg.cbt_hardening,
     ) {
         Ok(Accepted::Challenge(c)) => Err(Box::new(challenge(&c))),
-        Ok(Accepted::User(u)) => Ok(u),
+        Ok(Accepted::User(u)) => Ok((u, None)),
         Err(e) => {
             *slot = None;
             tracing::info!(error = %e, "lab refused an NTLM logon");
@@ -416,12 +508,16 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split_once(' ').unwrap_or((v, "")));
+    let mut reply_token = None;
     let user = match scheme {
         Some((s, token))
             if s.eq_ignore_ascii_case("negotiate") || s.eq_ignore_ascii_case("ntlm") =>
         {
             match negotiate(&server, conn.as_ref(), token) {
-                Ok(u) => u,
+                Ok((u, t)) => {
+                    reply_token = t;
+                    u
+                }
                 Err(r) => return *r,
             }
         }
@@ -431,7 +527,7 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         },
         // Later requests on an NTLM-authenticated connection carry no Authorization header.
         None => match conn.as_ref().and_then(|c| {
-            lock(&c.ntlm)
+            lock(&c.ctx)
                 .as_ref()
                 .and_then(|a| a.user().map(str::to_owned))
         }) {
@@ -453,10 +549,10 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         let Some(conn) = conn.as_ref() else {
             return StatusCode::BAD_REQUEST.into_response();
         };
-        let plain = lock(&conn.ntlm)
+        let plain = lock(&conn.ctx)
             .as_mut()
             .map(|a| a.unwrap(&body))
-            .unwrap_or_else(|| Err(ntlm::NtlmError::Handshake("no NTLM context".into())));
+            .unwrap_or_else(|| Err(ntlm::NtlmError::Handshake("no security context".into())));
         match plain {
             Ok(p) => Bytes::from(p),
             Err(e) => {
@@ -472,10 +568,17 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
     }
     if body.is_empty() {
         // Clients probe with an empty authenticated POST before the first envelope.
-        return StatusCode::OK.into_response();
+        let ok = StatusCode::OK.into_response();
+        return match &reply_token {
+            Some(t) => with_token(ok, t),
+            None => ok,
+        };
     }
     let client_ip = connect.map(|c| c.0.ip().to_string()).unwrap_or_default();
-    let resp = soap(&server, &user, &client_ip, &body).await;
+    let mut resp = soap(&server, &user, &client_ip, &body).await;
+    if let Some(t) = &reply_token {
+        resp = with_token(resp, t);
+    }
     if !sealed {
         return resp;
     }
@@ -487,7 +590,7 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
     };
     let wrapped = conn
         .as_ref()
-        .and_then(|c| lock(&c.ntlm).as_mut().map(|a| a.wrap(&plain)));
+        .and_then(|c| lock(&c.ctx).as_mut().map(|a| a.wrap(&plain)));
     match wrapped {
         Some(Ok(w)) => {
             parts.headers.insert(
@@ -566,10 +669,11 @@ async fn soap(server: &Server, user: &str, client_ip: &str, body: &[u8]) -> Resp
 
 fn config_document(cfg: &WsmanConfig) -> String {
     format!(
-        "<cfg:Config xmlns:cfg=\"{}\"><cfg:MaxEnvelopeSizekb>{}</cfg:MaxEnvelopeSizekb><cfg:MaxTimeoutms>{}</cfg:MaxTimeoutms><cfg:MaxBatchItems>32000</cfg:MaxBatchItems><cfg:Service><cfg:MaxConcurrentOperationsPerUser>1500</cfg:MaxConcurrentOperationsPerUser><cfg:MaxConnections>300</cfg:MaxConnections><cfg:AllowUnencrypted>true</cfg:AllowUnencrypted><cfg:Auth><cfg:Basic>true</cfg:Basic><cfg:Kerberos>false</cfg:Kerberos><cfg:Negotiate>true</cfg:Negotiate><cfg:Certificate>false</cfg:Certificate><cfg:CredSSP>false</cfg:CredSSP><cfg:CbtHardeningLevel>{:?}</cfg:CbtHardeningLevel></cfg:Auth></cfg:Service><cfg:Winrs><cfg:AllowRemoteShellAccess>true</cfg:AllowRemoteShellAccess><cfg:IdleTimeout>{}</cfg:IdleTimeout><cfg:MaxShellsPerUser>{}</cfg:MaxShellsPerUser></cfg:Winrs></cfg:Config>",
+        "<cfg:Config xmlns:cfg=\"{}\"><cfg:MaxEnvelopeSizekb>{}</cfg:MaxEnvelopeSizekb><cfg:MaxTimeoutms>{}</cfg:MaxTimeoutms><cfg:MaxBatchItems>32000</cfg:MaxBatchItems><cfg:Service><cfg:MaxConcurrentOperationsPerUser>1500</cfg:MaxConcurrentOperationsPerUser><cfg:MaxConnections>300</cfg:MaxConnections><cfg:AllowUnencrypted>true</cfg:AllowUnencrypted><cfg:Auth><cfg:Basic>true</cfg:Basic><cfg:Kerberos>{}</cfg:Kerberos><cfg:Negotiate>true</cfg:Negotiate><cfg:Certificate>false</cfg:Certificate><cfg:CredSSP>false</cfg:CredSSP><cfg:CbtHardeningLevel>{:?}</cfg:CbtHardeningLevel></cfg:Auth></cfg:Service><cfg:Winrs><cfg:AllowRemoteShellAccess>true</cfg:AllowRemoteShellAccess><cfg:IdleTimeout>{}</cfg:IdleTimeout><cfg:MaxShellsPerUser>{}</cfg:MaxShellsPerUser></cfg:Winrs></cfg:Config>",
         soap::NS_CONFIG,
         cfg.max_envelope_kb,
         cfg.max_operation_timeout.as_millis(),
+        cfg.kerberos.is_some(),
         cfg.cbt_hardening,
         DEFAULT_IDLE.as_millis(),
         cfg.max_shells_per_user

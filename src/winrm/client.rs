@@ -9,7 +9,7 @@ use secrecy::SecretString;
 
 use super::error::WinrmError;
 use super::soap::{self, Envelope, RequestHeader, esc};
-use super::transport::{BasicTransport, NtlmTransport};
+use super::transport::{BasicTransport, Mechanism, NtlmTransport};
 use super::xml::Element;
 
 /// How the client authenticates.
@@ -20,6 +20,9 @@ pub enum Auth {
     /// NTLM through Negotiate; over http every message is sealed (WinRM message encryption),
     /// over https the TLS channel is bound into the handshake (channel binding).
     Ntlm,
+    /// Kerberos through Negotiate: a password logon at `kdc`, a ticket for `spn`, mutual
+    /// authentication; messages sealed over http as with NTLM.
+    Kerberos,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +39,10 @@ pub struct ClientConfig {
     pub operation_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_envelope_size: u32,
+    /// Kerberos: the KDC, `tcp://dc1.corp.example:88`.
+    pub kdc: Option<String>,
+    /// Kerberos: the host's SPN; `HTTP/<endpoint host>` when not given.
+    pub spn: Option<String>,
 }
 
 impl ClientConfig {
@@ -50,6 +57,8 @@ impl ClientConfig {
             operation_timeout: Duration::from_secs(20),
             connect_timeout: Duration::from_secs(10),
             max_envelope_size: 153_600,
+            kdc: None,
+            spn: None,
         }
     }
 }
@@ -106,7 +115,7 @@ impl WinrmClient {
         crate::install_tls_provider();
         let https = match cfg.endpoint.scheme() {
             "https" => true,
-            "http" if cfg.allow_unencrypted || cfg.auth == Auth::Ntlm => false,
+            "http" if cfg.allow_unencrypted || cfg.auth != Auth::Basic => false,
             "http" => {
                 return Err(WinrmError::Config(format!(
                     "{} is plain HTTP and Basic auth would send the password in clear text: use https://, auth = \"ntlm\" (messages are sealed), or allow_unencrypted = true knowingly",
@@ -155,7 +164,20 @@ impl WinrmClient {
                     password: cfg.password.clone(),
                 })
             }
-            Auth::Ntlm => {
+            Auth::Ntlm | Auth::Kerberos => {
+                let mechanism = if cfg.auth == Auth::Kerberos {
+                    let kdc = cfg.kdc.clone().ok_or_else(|| {
+                        WinrmError::Config(
+                            "winrm.auth = \"kerberos\" needs winrm.kdc (tcp://dc.example:88)"
+                                .into(),
+                        )
+                    })?;
+                    let host = cfg.endpoint.host_str().unwrap_or_default().to_owned();
+                    let spn = cfg.spn.clone().unwrap_or_else(|| format!("HTTP/{host}"));
+                    Mechanism::Kerberos { kdc, spn }
+                } else {
+                    Mechanism::Ntlm
+                };
                 let tls = if https {
                     Some(
                         crate::tls::client_config(cfg.ca_file.as_deref())
@@ -165,6 +187,7 @@ impl WinrmClient {
                     None
                 };
                 Transport::Ntlm(NtlmTransport::new(
+                    mechanism,
                     cfg.endpoint.clone(),
                     cfg.username.clone(),
                     cfg.password.clone(),

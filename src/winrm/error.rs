@@ -70,6 +70,10 @@ pub enum WinrmError {
     OperationTimeout(WsmanFault),
     #[error("WinRM message encryption: {0}")]
     Encryption(String),
+    #[error(
+        "Kerberos logon failed: {0} (check winrm.kdc, the account as user@REALM, its password, and that the host's SPN HTTP/<fqdn> exists with AES keys)"
+    )]
+    Kerberos(String),
     #[error("the WinRM host answered HTTP {status}: {body_excerpt}")]
     Http { status: u16, body_excerpt: String },
     #[error("WS-Management fault: {0}")]
@@ -108,6 +112,7 @@ impl WinrmError {
             WinrmError::Config(_)
             | WinrmError::Tls(_)
             | WinrmError::Unauthorized
+            | WinrmError::Kerberos(_)
             | WinrmError::AccessDenied(_)
             | WinrmError::EnvelopeTooLarge(_)
             | WinrmError::Fault(_)
@@ -124,6 +129,7 @@ impl WinrmError {
                 | WinrmError::Unreachable(_)
                 | WinrmError::Tls(_)
                 | WinrmError::Unauthorized
+                | WinrmError::Kerberos(_)
                 | WinrmError::AccessDenied(_)
         )
     }
@@ -143,6 +149,7 @@ impl WinrmError {
             WinrmError::EnvelopeTooLarge(_) => "envelope_too_large",
             WinrmError::OperationTimeout(_) => "operation_timeout",
             WinrmError::Encryption(_) => "encryption",
+            WinrmError::Kerberos(_) => "kerberos",
             WinrmError::Http { .. } => "http",
             WinrmError::Fault(_) => "fault",
             WinrmError::Protocol(_) => "protocol",

@@ -5,6 +5,7 @@
 mod client;
 pub mod clixml;
 pub mod error;
+pub mod kerberos;
 pub mod ntlm;
 pub mod soap;
 mod transport;

@@ -19,9 +19,9 @@ const PROTOCOL: &str = "application/HTTP-SPNEGO-session-encrypted";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NtlmError {
-    #[error("NTLM handshake: {0}")]
+    #[error("security handshake: {0}")]
     Handshake(String),
-    #[error("the NTLM credentials were refused: {0}")]
+    #[error("the credentials were refused: {0}")]
     Refused(String),
     #[error(
         "an encrypted WinRM message could not be unsealed: {0} (the connection's security context is out of step; it is re-established)"
@@ -41,9 +41,14 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
-/// Seals `plain` with the context's outgoing key and sequence number.
-fn seal(ctx: &mut Ntlm, plain: &[u8]) -> Result<Sealed, NtlmError> {
-    let mut signature = vec![0u8; SIGNATURE_LEN];
+/// Seals `plain` with the context's outgoing key and sequence number; the header is as long
+/// as the mechanism's security trailer (16 bytes for NTLM, 60 for Kerberos AES).
+fn seal<S: Sspi>(ctx: &mut S, plain: &[u8]) -> Result<Sealed, NtlmError> {
+    let trailer = ctx
+        .query_context_sizes()
+        .map(|s| s.security_trailer as usize)
+        .unwrap_or(SIGNATURE_LEN);
+    let mut signature = vec![0u8; trailer];
     let mut data = plain.to_vec();
     let mut bufs = [
         SecurityBufferRef::token_buf(&mut signature),
@@ -60,7 +65,7 @@ fn seal(ctx: &mut Ntlm, plain: &[u8]) -> Result<Sealed, NtlmError> {
 }
 
 /// Unseals a message and checks its signature and sequence number.
-fn unseal(ctx: &mut Ntlm, sealed: Sealed) -> Result<Vec<u8>, NtlmError> {
+fn unseal<S: Sspi>(ctx: &mut S, sealed: Sealed) -> Result<Vec<u8>, NtlmError> {
     let Sealed {
         mut signature,
         mut ciphertext,
@@ -72,6 +77,25 @@ fn unseal(ctx: &mut Ntlm, sealed: Sealed) -> Result<Vec<u8>, NtlmError> {
     ctx.decrypt_message(&mut bufs)
         .map_err(|e| NtlmError::Seal(sspi_err(e)))?;
     Ok(bufs[1].data().to_vec())
+}
+
+/// Seals one SOAP envelope into a multipart/encrypted body with any established context.
+pub fn seal_with<S: Sspi>(ctx: &mut S, plain: &[u8]) -> Result<Vec<u8>, NtlmError> {
+    let sealed = seal(ctx, plain)?;
+    Ok(frame(&sealed, plain.len()))
+}
+
+/// Unseals a multipart/encrypted body with any established context.
+pub fn unseal_with<S: Sspi>(ctx: &mut S, body: &[u8]) -> Result<Vec<u8>, NtlmError> {
+    let (sealed, length) = unframe(body)?;
+    let plain = unseal(ctx, sealed)?;
+    if plain.len() != length {
+        return Err(NtlmError::Framing(format!(
+            "OriginalContent Length {length} but {} bytes unsealed",
+            plain.len()
+        )));
+    }
+    Ok(plain)
 }
 
 /// The multipart body MS-WSMV prescribes for one sealed SOAP envelope.
@@ -115,10 +139,9 @@ pub fn unframe(body: &[u8]) -> Result<(Sealed, usize), NtlmError> {
         return Err(bad("truncated before the signature length"));
     }
     let sig_len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-    if sig_len != SIGNATURE_LEN {
-        return Err(bad(
-            "the signature is not 16 bytes (not an NTLM-sealed message)",
-        ));
+    // 16 bytes for NTLM, 60 for Kerberos AES; anything far beyond is not a wrap token.
+    if sig_len == 0 || sig_len > 1024 {
+        return Err(bad("implausible wrap-token header length"));
     }
     let rest = &rest[4..];
     if rest.len() < sig_len {
@@ -148,7 +171,8 @@ pub fn unframe(body: &[u8]) -> Result<(Sealed, usize), NtlmError> {
 /// Whether a `Content-Type` header announces an encrypted WinRM body.
 pub fn is_encrypted(content_type: &str) -> bool {
     let ct = content_type.to_ascii_lowercase();
-    ct.starts_with("multipart/encrypted") && ct.contains(&PROTOCOL.to_ascii_lowercase())
+    // pywinrm's Kerberos transport names its protocol application/HTTP-Kerberos-session-encrypted.
+    ct.starts_with("multipart/encrypted") && ct.contains("-session-encrypted")
 }
 
 /// The `tls-server-end-point` channel binding data (RFC 5929 §4.1) of a server certificate:
@@ -276,21 +300,12 @@ impl Initiator {
 
     /// Seals one SOAP envelope into a multipart/encrypted body.
     pub fn wrap(&mut self, plain: &[u8]) -> Result<Vec<u8>, NtlmError> {
-        let sealed = seal(&mut self.ctx, plain)?;
-        Ok(frame(&sealed, plain.len()))
+        seal_with(&mut self.ctx, plain)
     }
 
     /// Unseals a multipart/encrypted reply.
     pub fn unwrap(&mut self, body: &[u8]) -> Result<Vec<u8>, NtlmError> {
-        let (sealed, length) = unframe(body)?;
-        let plain = unseal(&mut self.ctx, sealed)?;
-        if plain.len() != length {
-            return Err(NtlmError::Framing(format!(
-                "OriginalContent Length {length} but {} bytes unsealed",
-                plain.len()
-            )));
-        }
-        Ok(plain)
+        unseal_with(&mut self.ctx, body)
     }
 }
 
@@ -498,20 +513,11 @@ impl Acceptor {
     }
 
     pub fn wrap(&mut self, plain: &[u8]) -> Result<Vec<u8>, NtlmError> {
-        let sealed = seal(&mut self.ctx, plain)?;
-        Ok(frame(&sealed, plain.len()))
+        seal_with(&mut self.ctx, plain)
     }
 
     pub fn unwrap(&mut self, body: &[u8]) -> Result<Vec<u8>, NtlmError> {
-        let (sealed, length) = unframe(body)?;
-        let plain = unseal(&mut self.ctx, sealed)?;
-        if plain.len() != length {
-            return Err(NtlmError::Framing(format!(
-                "OriginalContent Length {length} but {} bytes unsealed",
-                plain.len()
-            )));
-        }
-        Ok(plain)
+        unseal_with(&mut self.ctx, body)
     }
 }
 

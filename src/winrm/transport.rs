@@ -17,7 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 
 use super::error::WinrmError;
-use super::ntlm::{self, Initiator};
+use super::kerberos::KrbInitiator;
+use super::ntlm::{self, Initiator, NtlmError};
 
 /// A reply as it came: status and (unsealed) body.
 pub struct Reply {
@@ -87,8 +88,42 @@ fn classify_connect(io_kind: Option<std::io::ErrorKind>, chain: String) -> Winrm
     }
 }
 
-/// Where and how an NTLM connection is made.
+/// Which security package authenticates the connections.
+#[derive(Clone)]
+pub(crate) enum Mechanism {
+    Ntlm,
+    /// Password logon at `kdc` (`tcp://dc:88`), ticket for `spn` (`HTTP/host.fqdn`).
+    Kerberos {
+        kdc: String,
+        spn: String,
+    },
+}
+
+/// An established security context of one connection.
+enum SecCtx {
+    Ntlm(Box<Initiator>),
+    Kerberos(Box<KrbInitiator>),
+}
+
+impl SecCtx {
+    fn wrap(&mut self, plain: &[u8]) -> Result<Vec<u8>, NtlmError> {
+        match self {
+            SecCtx::Ntlm(c) => c.wrap(plain),
+            SecCtx::Kerberos(c) => c.wrap(plain),
+        }
+    }
+
+    fn unwrap(&mut self, body: &[u8]) -> Result<Vec<u8>, NtlmError> {
+        match self {
+            SecCtx::Ntlm(c) => c.unwrap(body),
+            SecCtx::Kerberos(c) => c.unwrap(body),
+        }
+    }
+}
+
+/// Where and how an NTLM or Kerberos connection is made (both through `Negotiate`).
 pub(crate) struct NtlmTransport {
+    pub mechanism: Mechanism,
     pub endpoint: url::Url,
     pub username: String,
     pub password: SecretString,
@@ -101,12 +136,13 @@ pub(crate) struct NtlmTransport {
 
 struct NtlmConn {
     sender: SendRequest<Full<Bytes>>,
-    ctx: Initiator,
+    ctx: SecCtx,
     last_used: Instant,
 }
 
 impl NtlmTransport {
     pub fn new(
+        mechanism: Mechanism,
         endpoint: url::Url,
         username: String,
         password: SecretString,
@@ -115,6 +151,7 @@ impl NtlmTransport {
         read_timeout: Duration,
     ) -> NtlmTransport {
         NtlmTransport {
+            mechanism,
             endpoint,
             username,
             password,
@@ -187,14 +224,29 @@ impl NtlmTransport {
             }
             None => (handshake(tcp).await?, None),
         };
-        let (mut ctx, negotiate) = Initiator::start(
-            &self.username,
-            &self.password,
-            &self.host(),
-            binding.as_deref(),
-        )
-        .map_err(|e| WinrmError::Config(e.to_string()))?;
-        let resp = self.send(&mut sender, Some(&negotiate), None).await?;
+        let ctx = match self.mechanism.clone() {
+            Mechanism::Ntlm => self.ntlm_handshake(&mut sender, binding.as_deref()).await?,
+            Mechanism::Kerberos { kdc, spn } => {
+                self.kerberos_handshake(&mut sender, kdc, spn).await?
+            }
+        };
+        Ok(NtlmConn {
+            sender,
+            ctx,
+            last_used: Instant::now(),
+        })
+    }
+
+    async fn ntlm_handshake(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        binding: Option<&[u8]>,
+    ) -> Result<SecCtx, WinrmError> {
+        let addr = self.authority();
+        let (mut ctx, negotiate) =
+            Initiator::start(&self.username, &self.password, &self.host(), binding)
+                .map_err(|e| WinrmError::Config(e.to_string()))?;
+        let resp = self.send(sender, Some(&negotiate), None).await?;
         let challenge = match (resp.status().as_u16(), negotiate_token(resp.headers())) {
             (401, Some(t)) => t,
             (401, None) => {
@@ -214,7 +266,7 @@ impl NtlmTransport {
             .map_err(|e| WinrmError::Protocol(e.to_string()))?;
         // An empty body completes the handshake, as pywinrm and pypsrp do, so that the auth
         // exchange does not depend on the first request's size.
-        let resp = self.send(&mut sender, Some(&authenticate), None).await?;
+        let resp = self.send(sender, Some(&authenticate), None).await?;
         match resp.status().as_u16() {
             200..=299 => {}
             401 => return Err(WinrmError::Unauthorized),
@@ -226,11 +278,59 @@ impl NtlmTransport {
             }
         }
         drain(resp).await?;
-        Ok(NtlmConn {
-            sender,
-            ctx,
-            last_used: Instant::now(),
+        Ok(SecCtx::Ntlm(Box::new(ctx)))
+    }
+
+    async fn kerberos_handshake(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        kdc: String,
+        spn: String,
+    ) -> Result<SecCtx, WinrmError> {
+        let (user, password, timeout) = (
+            self.username.clone(),
+            self.password.clone(),
+            self.connect_timeout,
+        );
+        // The KDC exchanges are blocking calls inside sspi: off the runtime's threads.
+        let (mut ctx, ap_req) = tokio::task::spawn_blocking(move || {
+            KrbInitiator::start(&user, &password, &kdc, &spn, timeout)
         })
+        .await
+        .map_err(|e| WinrmError::Kerberos(format!("the logon task failed: {e}")))?
+        .map_err(|e| WinrmError::Kerberos(e.to_string()))?;
+        let resp = self.send(sender, Some(&ap_req), None).await?;
+        match resp.status().as_u16() {
+            200..=299 => {}
+            401 => return Err(WinrmError::Unauthorized),
+            s => {
+                // An authenticated but unauthorised account gets a fault (access denied).
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                    .unwrap_or_default();
+                if let Some(f) = super::soap::Envelope::parse(&body)
+                    .ok()
+                    .and_then(|e| e.fault())
+                {
+                    return Err(WinrmError::from_fault(f));
+                }
+                return Err(WinrmError::Http {
+                    status: s,
+                    body_excerpt: "after the Kerberos AP-REQ".into(),
+                });
+            }
+        }
+        // Mutual authentication: the host proves it holds the SPN's key.
+        let ap_rep = negotiate_token(resp.headers()).ok_or_else(|| {
+            WinrmError::Kerberos("the host sent no AP-REP, so it did not prove its identity".into())
+        })?;
+        drain(resp).await?;
+        ctx.finish(&ap_rep)
+            .map_err(|e| WinrmError::Kerberos(format!("the host's AP-REP: {e}")))?;
+        Ok(SecCtx::Kerberos(Box::new(ctx)))
     }
 
     async fn send(

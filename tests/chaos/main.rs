@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, remote, seed, wait_exit};
+use common::{TestEnv, remote, seed};
 use mailboxd::store::JobState;
 use serde_json::json;
 
@@ -23,6 +23,18 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The replicas, killed when the test ends however it ends: a failed assertion must not
+/// leave daemons running.
+struct Replicas(Vec<Child>);
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            kill9(c);
+        }
+    }
 }
 
 fn kill9(child: &mut Child) {
@@ -52,7 +64,7 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
         ("MAILBOXD__EXCHANGE__BATCH_SIZE", "10"),
         ("MAILBOXD__WORKER__CONCURRENCY", "4"),
     ];
-    let mut replicas: Vec<Child> = (0..3).map(|_| env.spawn_daemon(&extra)).collect();
+    let mut replicas = Replicas((0..3).map(|_| env.spawn_daemon(&extra)).collect());
 
     let publisher = env.publisher().await;
     let mut ids = Vec::with_capacity(n);
@@ -73,9 +85,9 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     for round in 0..rounds {
         match [3, 0, 4, 1, 2][round % 5] {
             0 => {
-                let i = round % replicas.len();
-                kill9(&mut replicas[i]);
-                replicas[i] = env.spawn_daemon(&extra);
+                let i = round % replicas.0.len();
+                kill9(&mut replicas.0[i]);
+                replicas.0[i] = env.spawn_daemon(&extra);
             }
             1 => {
                 let out = std::process::Command::new("rabbitmqctl")
@@ -196,9 +208,6 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     assert_eq!(opened, closed, "each opened circuit alert has its recovery");
     assert!(opened <= outages, "{opened} alerts for {outages} outages");
 
-    for mut child in replicas {
-        kill9(&mut child);
-        let _ = wait_exit(&mut child, Duration::from_secs(1));
-    }
+    drop(replicas);
     env.cleanup().await;
 }

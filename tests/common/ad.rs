@@ -45,20 +45,63 @@ impl User {
     }
 }
 
+/// A value of `ad.env`, which `deploy/dev/samba-ad.sh start` writes for the running test DC.
+pub fn ad_env(key: &str) -> String {
+    let dir =
+        std::env::var("MAILBOXD_TEST_AD_DIR").unwrap_or_else(|_| "/var/tmp/mailboxd-ad".into());
+    let env = std::fs::read_to_string(format!("{dir}/ad.env")).unwrap_or_else(|e| {
+        panic!(
+            "no test AD in {dir} ({e}): run `bash deploy/dev/samba-ad.sh start` (tests/run.sh does)"
+        )
+    });
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| {
+            panic!("{key} missing from {dir}/ad.env: run `bash deploy/dev/samba-ad.sh start`")
+        })
+        .to_owned()
+}
+
+/// The test DC as a Kerberos KDC: the lab's SPN and keytab, and a client account.
+pub struct TestKdc {
+    pub kdc: String,
+    pub spn: String,
+    pub keytab: std::path::PathBuf,
+    pub user: String,
+    pub password: String,
+}
+
+impl TestKdc {
+    pub fn get() -> TestKdc {
+        TestKdc {
+            kdc: ad_env("MAILBOXD_TEST_KRB_KDC"),
+            spn: ad_env("MAILBOXD_TEST_KRB_SPN"),
+            keytab: ad_env("MAILBOXD_TEST_KRB_KEYTAB").into(),
+            user: ad_env("MAILBOXD_TEST_KRB_USER"),
+            password: std::fs::read_to_string(ad_env("MAILBOXD_TEST_KRB_PASSWORD_FILE"))
+                .expect("Kerberos client password file")
+                .trim_end()
+                .to_owned(),
+        }
+    }
+
+    /// The lab's Kerberos acceptance: the SPN's key from the keytab, `allowed` accounts.
+    pub fn lab(&self, allowed: &[&str]) -> mailboxd::lab::wsman::LabKerberos {
+        let data = std::fs::read(&self.keytab).expect("keytab");
+        let entries = mailboxd::winrm::kerberos::read_keytab(&data).expect("keytab parses");
+        mailboxd::lab::wsman::LabKerberos {
+            spn: self.spn.clone(),
+            key: mailboxd::winrm::kerberos::service_key(&entries, &self.spn)
+                .expect("an AES key for the SPN"),
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
 impl TestAd {
     /// Reads `ad.env` of the running test DC; panics with what to run when it is missing.
     pub fn get() -> TestAd {
-        let dir =
-            std::env::var("MAILBOXD_TEST_AD_DIR").unwrap_or_else(|_| "/var/tmp/mailboxd-ad".into());
-        let env = std::fs::read_to_string(format!("{dir}/ad.env")).unwrap_or_else(|e| {
-            panic!("no test AD in {dir} ({e}): run `bash deploy/dev/samba-ad.sh start` (tests/run.sh does)")
-        });
-        let get = |k: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .unwrap_or_else(|| panic!("{k} missing from ad.env"))
-                .to_owned()
-        };
+        let get = ad_env;
         let password = std::fs::read_to_string(get("MAILBOXD_TEST_AD_PASSWORD_FILE"))
             .expect("admin password file")
             .trim_end()

@@ -69,6 +69,7 @@ pub fn lab_config(accounts: Vec<AccountSeed>) -> LabConfig {
         tls_listen: None,
         tls_cert_out: None,
         cbt_hardening: Default::default(),
+        kerberos: None,
     }
 }
 

@@ -1,0 +1,394 @@
+//! Kerberos for WinRM, both ends, on `sspi`: the client logs on with the account's password
+//! against the domain's KDC (over TCP) and asks for a ticket to the host's `HTTP/<fqdn>` SPN;
+//! the lab accepts it with the SPN's key from a keytab. Messages are sealed as with NTLM, with
+//! the Kerberos wrap token (60 bytes for AES) as the header (notes/kerberos.md).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sspi::network_client::NetworkClient;
+use sspi::{
+    AuthIdentity, BufferType, ClientRequestFlags, CredentialUse, Credentials, CredentialsBuffers,
+    DataRepresentation, Kerberos, KerberosConfig, NetworkProtocol, NetworkRequest, SecurityBuffer,
+    SecurityStatus, ServerRequestFlags, Sspi, SspiImpl, Username,
+};
+
+use super::ntlm::{NtlmError, seal_with, unseal_with};
+
+/// Talks to the KDC over TCP (Samba answers UDP requests with a PAC too large for UDP).
+struct TcpKdc {
+    timeout: Duration,
+}
+
+impl NetworkClient for TcpKdc {
+    fn send(&self, request: &NetworkRequest) -> sspi::Result<Vec<u8>> {
+        let fail = |m: String| sspi::Error::new(sspi::ErrorKind::NoAuthenticatingAuthority, m);
+        if request.protocol != NetworkProtocol::Tcp {
+            return Err(fail(format!(
+                "KDC {}: only tcp:// is supported",
+                request.url
+            )));
+        }
+        let host = request.url.host_str().unwrap_or("localhost");
+        let port = request.url.port().unwrap_or(88);
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| fail(format!("KDC {host}:{port}: {e}")))?
+            .next()
+            .ok_or_else(|| fail(format!("KDC {host}:{port} has no address")))?;
+        let mut s = TcpStream::connect_timeout(&addr, self.timeout)
+            .map_err(|e| fail(format!("KDC {addr}: {e}")))?;
+        let _ = s.set_read_timeout(Some(self.timeout));
+        let _ = s.set_write_timeout(Some(self.timeout));
+        // `data` carries its 4-byte length already; sspi wants the reply with its own.
+        s.write_all(&request.data)
+            .map_err(|e| fail(format!("KDC {addr}: {e}")))?;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)
+            .map_err(|e| fail(format!("KDC {addr}: {e}")))?;
+        let n = u32::from_be_bytes(len) as usize;
+        if n > 1 << 20 {
+            return Err(fail(format!("KDC {addr}: a {n}-byte reply")));
+        }
+        let mut out = len.to_vec();
+        out.resize(4 + n, 0);
+        s.read_exact(&mut out[4..])
+            .map_err(|e| fail(format!("KDC {addr}: {e}")))?;
+        Ok(out)
+    }
+}
+
+fn kerr(e: sspi::Error) -> NtlmError {
+    NtlmError::Handshake(e.to_string())
+}
+
+/// The client half of one Kerberos context (= one TCP connection to the host).
+pub struct KrbInitiator {
+    ctx: Kerberos,
+    creds: Option<CredentialsBuffers>,
+    spn: String,
+    kdc: TcpKdc,
+}
+
+impl KrbInitiator {
+    /// Logs on at the KDC and returns the AP-REQ for `spn`. Blocking (KDC round trips):
+    /// call it off the async runtime.
+    pub fn start(
+        user: &str,
+        password: &SecretString,
+        kdc_url: &str,
+        spn: &str,
+        timeout: Duration,
+    ) -> Result<(KrbInitiator, Vec<u8>), NtlmError> {
+        let cfg = KerberosConfig::new_with_kdc_url(kdc_url, "mailboxd".into());
+        let mut ctx = Kerberos::new_client_from_config(cfg).map_err(kerr)?;
+        let username = Username::parse(user)
+            .map_err(|e| NtlmError::Handshake(format!("user name {user:?}: {e}")))?;
+        let identity = Credentials::AuthIdentity(AuthIdentity {
+            username,
+            password: password.expose_secret().to_owned().into(),
+        });
+        let creds = ctx
+            .acquire_credentials_handle()
+            .with_credential_use(CredentialUse::Outbound)
+            .with_auth_data(&identity)
+            .execute(&mut ctx)
+            .map_err(kerr)?
+            .credentials_handle;
+        let mut me = KrbInitiator {
+            ctx,
+            creds,
+            spn: spn.to_owned(),
+            kdc: TcpKdc { timeout },
+        };
+        let token = me.step(None)?;
+        Ok((me, token))
+    }
+
+    fn step(&mut self, input: Option<&[u8]>) -> Result<Vec<u8>, NtlmError> {
+        let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        // sspi's Kerberos client wants an input buffer even on the first call (empty then).
+        let mut input_bufs = vec![SecurityBuffer::new(
+            input.map(<[u8]>::to_vec).unwrap_or_default(),
+            BufferType::Token,
+        )];
+        let mut builder = self
+            .ctx
+            .initialize_security_context()
+            .with_credentials_handle(&mut self.creds)
+            .with_context_requirements(
+                ClientRequestFlags::MUTUAL_AUTH
+                    | ClientRequestFlags::INTEGRITY
+                    | ClientRequestFlags::CONFIDENTIALITY
+                    | ClientRequestFlags::SEQUENCE_DETECT
+                    | ClientRequestFlags::REPLAY_DETECT,
+            )
+            .with_target_data_representation(DataRepresentation::Native)
+            .with_target_name(&self.spn)
+            .with_input(&mut input_bufs)
+            .with_output(&mut output);
+        let kdc = &self.kdc;
+        self.ctx
+            .initialize_security_context_impl(&mut builder)
+            .map_err(kerr)?
+            .resolve_with_client(kdc)
+            .map_err(|e| NtlmError::Refused(e.to_string()))?;
+        Ok(output.swap_remove(0).buffer)
+    }
+
+    /// Checks the host's AP-REP (mutual authentication: it really holds the SPN's key).
+    pub fn finish(&mut self, ap_rep: &[u8]) -> Result<(), NtlmError> {
+        self.step(Some(ap_rep)).map(|_| ())
+    }
+
+    pub fn wrap(&mut self, plain: &[u8]) -> Result<Vec<u8>, NtlmError> {
+        seal_with(&mut self.ctx, plain)
+    }
+
+    pub fn unwrap(&mut self, body: &[u8]) -> Result<Vec<u8>, NtlmError> {
+        unseal_with(&mut self.ctx, body)
+    }
+}
+
+/// One key of an MIT keytab.
+#[derive(Clone)]
+pub struct KeytabEntry {
+    /// Principal name components, e.g. `["HTTP", "lab.corp.example"]`.
+    pub components: Vec<String>,
+    pub realm: String,
+    pub enctype: u16,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeytabEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}@{} (enctype {}, key [REDACTED])",
+            self.components.join("/"),
+            self.realm,
+            self.enctype
+        )
+    }
+}
+
+/// Reads an MIT keytab (format 0x0502), as `samba-tool domain exportkeytab` and `ktpass` write it.
+pub fn read_keytab(data: &[u8]) -> Result<Vec<KeytabEntry>, String> {
+    fn take<'a>(d: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if d.len() < n {
+            return Err("truncated keytab".into());
+        }
+        let (a, b) = d.split_at(n);
+        *d = b;
+        Ok(a)
+    }
+    fn u16be(d: &mut &[u8]) -> Result<u16, String> {
+        let b = take(d, 2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn string(d: &mut &[u8]) -> Result<String, String> {
+        let n = u16be(d)? as usize;
+        Ok(String::from_utf8_lossy(take(d, n)?).into_owned())
+    }
+    let mut d = data;
+    if take(&mut d, 2)? != [5, 2] {
+        return Err("not an MIT keytab (version 0x0502)".into());
+    }
+    let mut out = Vec::new();
+    while d.len() >= 4 {
+        let b = take(&mut d, 4)?;
+        let size = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let len = size.unsigned_abs() as usize;
+        let mut e = take(&mut d, len)?;
+        if size <= 0 {
+            continue; // a hole left by a deleted entry
+        }
+        let ncomp = u16be(&mut e)? as usize;
+        let realm = string(&mut e)?;
+        let mut components = Vec::with_capacity(ncomp);
+        for _ in 0..ncomp {
+            components.push(string(&mut e)?);
+        }
+        take(&mut e, 4 + 4 + 1)?; // name type, timestamp, 8-bit kvno
+        let enctype = u16be(&mut e)?;
+        let klen = u16be(&mut e)? as usize;
+        let key = take(&mut e, klen)?.to_vec();
+        out.push(KeytabEntry {
+            components,
+            realm,
+            enctype,
+            key,
+        });
+    }
+    Ok(out)
+}
+
+/// The lab's Kerberos acceptor for one connection.
+pub struct KrbAcceptor {
+    ctx: Kerberos,
+    user: Option<String>,
+}
+
+/// AES256 (18) before AES128 (17): the key must match the ticket's enctype, and AD issues
+/// AES256 tickets to accounts with `msDS-SupportedEncryptionTypes` 24.
+pub fn service_key(entries: &[KeytabEntry], spn: &str) -> Option<KeytabEntry> {
+    let wanted: Vec<&str> = spn.split('/').collect();
+    [18u16, 17]
+        .iter()
+        .find_map(|t| {
+            entries.iter().find(|e| {
+                e.enctype == *t
+                    && e.components.len() == wanted.len()
+                    && e.components
+                        .iter()
+                        .zip(&wanted)
+                        .all(|(a, b)| a.eq_ignore_ascii_case(b))
+            })
+        })
+        .cloned()
+}
+
+impl KrbAcceptor {
+    pub fn new(spn: &str, key: &KeytabEntry) -> Result<KrbAcceptor, NtlmError> {
+        let parts: Vec<&str> = spn.split('/').collect();
+        let props = sspi::kerberos::ServerProperties::new(
+            &parts,
+            None,
+            Duration::from_secs(300),
+            Some(key.key.clone().into()),
+        )
+        .map_err(kerr)?;
+        // The KDC is not contacted to accept a ticket (no user-to-user).
+        let cfg = KerberosConfig::new_with_kdc_url("tcp://127.0.0.1:88", "lab".into());
+        let ctx = Kerberos::new_server_from_config(cfg, props).map_err(kerr)?;
+        Ok(KrbAcceptor { ctx, user: None })
+    }
+
+    /// Accepts the AP-REQ; returns the AP-REP for the client and the client's name.
+    pub fn accept(&mut self, ap_req: &[u8]) -> Result<(Vec<u8>, String), NtlmError> {
+        let mut creds: Option<CredentialsBuffers> = None;
+        let mut input = vec![SecurityBuffer::new(ap_req.to_vec(), BufferType::Token)];
+        let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        let builder = self
+            .ctx
+            .accept_security_context()
+            .with_credentials_handle(&mut creds)
+            .with_context_requirements(
+                ServerRequestFlags::MUTUAL_AUTH
+                    | ServerRequestFlags::INTEGRITY
+                    | ServerRequestFlags::CONFIDENTIALITY,
+            )
+            .with_target_data_representation(DataRepresentation::Native)
+            .with_input(&mut input)
+            .with_output(&mut output);
+        let kdc = TcpKdc {
+            timeout: Duration::from_secs(5),
+        };
+        let result = self
+            .ctx
+            .accept_security_context_impl(builder)
+            .map_err(|e| NtlmError::Refused(e.to_string()))?
+            .resolve_with_client(&kdc)
+            .map_err(|e| NtlmError::Refused(e.to_string()))?;
+        if !matches!(result.status, SecurityStatus::Ok) {
+            return Err(NtlmError::Handshake(format!(
+                "Kerberos accept ended with {:?}",
+                result.status
+            )));
+        }
+        let who = self
+            .ctx
+            .query_context_names()
+            .map_err(kerr)?
+            .username
+            .account_name()
+            .to_owned();
+        self.user = Some(who.clone());
+        Ok((output.swap_remove(0).buffer, who))
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    pub fn wrap(&mut self, plain: &[u8]) -> Result<Vec<u8>, NtlmError> {
+        seal_with(&mut self.ctx, plain)
+    }
+
+    pub fn unwrap(&mut self, body: &[u8]) -> Result<Vec<u8>, NtlmError> {
+        unseal_with(&mut self.ctx, body)
+    }
+}
+
+/// Whether a Negotiate token is a raw Kerberos (krb5 GSS-API) token, as pywinrm, pykerberos
+/// and mailboxd send it, rather than NTLM or SPNEGO.
+pub fn is_krb5_token(token: &[u8]) -> bool {
+    const KRB5_OID: [u8; 11] = [
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
+    ];
+    if token.first() != Some(&0x60) {
+        return false;
+    }
+    // DER length: short form, or 0x81/0x82 long form.
+    let at = match token.get(1) {
+        Some(l) if *l < 0x80 => 2,
+        Some(0x81) => 3,
+        Some(0x82) => 4,
+        _ => return false,
+    };
+    token.get(at..at + KRB5_OID.len()) == Some(&KRB5_OID)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keytab_entries_are_read_and_keys_never_printed() {
+        // One entry: HTTP/lab.corp.example@CORP.EXAMPLE, enctype 18, a 32-byte key.
+        let mut e = Vec::new();
+        e.extend_from_slice(&2u16.to_be_bytes());
+        for s in ["CORP.EXAMPLE", "HTTP", "lab.corp.example"] {
+            e.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            e.extend_from_slice(s.as_bytes());
+        }
+        e.extend_from_slice(&1u32.to_be_bytes());
+        e.extend_from_slice(&0u32.to_be_bytes());
+        e.push(2);
+        e.extend_from_slice(&18u16.to_be_bytes());
+        e.extend_from_slice(&32u16.to_be_bytes());
+        e.extend_from_slice(&[7u8; 32]);
+        let mut kt = vec![5, 2];
+        kt.extend_from_slice(&(-8i32).to_be_bytes());
+        kt.extend_from_slice(&[0; 8]);
+        kt.extend_from_slice(&(e.len() as i32).to_be_bytes());
+        kt.extend_from_slice(&e);
+        let entries = read_keytab(&kt).expect("keytab");
+        assert_eq!(entries.len(), 1);
+        let k = service_key(&entries, "HTTP/LAB.corp.example").expect("key");
+        assert_eq!(
+            (k.enctype, k.key.len(), k.realm.as_str()),
+            (18, 32, "CORP.EXAMPLE")
+        );
+        assert!(!format!("{k:?}").contains("7, 7"));
+        assert!(read_keytab(&kt[..kt.len() - 3]).is_err());
+        assert!(read_keytab(b"\x05\x01").is_err());
+    }
+
+    #[test]
+    fn tokens_are_told_apart() {
+        let krb = [
+            0x60, 0x82, 0x05, 0x00, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02,
+            0x02, 0x01,
+        ];
+        assert!(is_krb5_token(&krb));
+        let spnego = [
+            0x60, 0x82, 0x05, 0x00, 0x06, 0x06, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x02,
+        ];
+        assert!(!is_krb5_token(&spnego));
+        assert!(!is_krb5_token(b"NTLMSSP\0\x01\0\0\0"));
+        assert!(!is_krb5_token(&[]));
+    }
+}
