@@ -129,3 +129,73 @@ fn kerberos_contexts_seal_for_each_other() {
         assert_eq!(client.unwrap(&reply).expect("client unseals"), b"reply");
     }
 }
+
+/// pywinrm's Kerberos transport (pykerberos, MIT krb5, a ticket from `kinit`) as an
+/// independent client: its AP-REQ, our AP-REP, its sealed messages and ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pywinrm_speaks_kerberos_to_the_lab() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let kdc = TestKdc::get();
+    let lab = lab(&kdc, &["mailboxd-krb"], None).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("krb5.conf");
+    let host_port = kdc.kdc.trim_start_matches("tcp://").to_owned();
+    std::fs::write(
+        &conf,
+        format!(
+            "[libdefaults]\n default_realm = CORP.EXAMPLE\n dns_lookup_kdc = false\n rdns = false\n dns_canonicalize_hostname = false\n udp_preference_limit = 1\n[realms]\n CORP.EXAMPLE = {{\n  kdc = {host_port}\n }}\n[domain_realm]\n .corp.example = CORP.EXAMPLE\n"
+        ),
+    )
+    .expect("krb5.conf");
+    let ccache = format!("FILE:{}", dir.path().join("cc").display());
+    let have = Command::new("python3")
+        .args(["-c", "import winrm, kerberos"])
+        .status();
+    assert!(
+        have.is_ok_and(|s| s.success()),
+        "pywinrm or pykerberos is missing: deploy/dev/services.sh installs them"
+    );
+    let mut kinit = Command::new("kinit")
+        .arg(&kdc.user)
+        .env("KRB5_CONFIG", &conf)
+        .env("KRB5CCNAME", &ccache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("kinit (krb5-user) runs");
+    kinit
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{}\n", kdc.password).as_bytes())
+        .expect("password to kinit");
+    assert!(kinit.wait().expect("kinit").success(), "kinit failed");
+    let spn_host = kdc.spn.split('/').nth(1).expect("SPN host").to_owned();
+    let endpoint = lab.endpoint();
+    let script = format!(
+        "{}/tests/peers/pywinrm_kerberos.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, endpoint, spn_host])
+            .env("KRB5_CONFIG", &conf)
+            .env("KRB5CCNAME", &ccache)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        3,
+        "{stdout}"
+    );
+}

@@ -61,6 +61,14 @@ if ! python3 -c 'import winrm, pypsrp, aiosmtpd, yaml, schemathesis' >/dev/null 
 fi
 log "pywinrm, pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"
 
+# --- pykerberos (pywinrm's Kerberos transport, built against MIT krb5) and kinit ---
+if ! python3 -c 'import kerberos' >/dev/null 2>&1 || ! command -v kinit >/dev/null 2>&1; then
+  log "installing pykerberos and krb5-user"
+  apt_install libkrb5-dev gcc krb5-user
+  python3 -m pip install -q pykerberos
+fi
+log "pykerberos and kinit ready"
+
 # --- Deployment checks (tests/deploy_artifacts.rs): a compose implementation for
 # `compose config` (Debian's docker-compose where the docker compose plugin is missing; no
 # Docker engine is needed) and kubernetes-validate (the Kubernetes schemas ship in the wheel,

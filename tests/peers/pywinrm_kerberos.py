@@ -1,0 +1,36 @@
+"""pywinrm over Kerberos (pykerberos, a ticket from the ccache kinit filled) against the lab.
+
+Usage: KRB5_CONFIG=… KRB5CCNAME=… python3 pywinrm_kerberos.py ENDPOINT SPN_HOST
+Prints one line per check; exits non-zero on the first failure.
+"""
+import sys
+
+import winrm
+
+
+def check(name, got, want):
+    if got != want:
+        print(f"FAIL {name}: got {got!r}, want {want!r}")
+        sys.exit(1)
+    print(f"ok   {name}")
+
+
+def main():
+    endpoint, spn_host = sys.argv[1:3]
+    s = winrm.Session(
+        endpoint,
+        auth=(None, None),
+        transport="kerberos",
+        message_encryption="always",
+        kerberos_hostname_override=spn_host,
+    )
+    r = s.run_cmd("hostname")
+    check("kerberos hostname", (r.status_code, r.std_out), (0, b"LAB-IQSVC01\r\n"))
+    r = s.run_cmd("whoami")
+    check("kerberos whoami", r.std_out, b"lab-iqsvc01\\mailboxd-krb\r\n")
+    r = s.run_cmd("echo", ["Zoë"])
+    check("kerberos utf-8 echo", r.std_out, "Zoë\r\n".encode())
+
+
+if __name__ == "__main__":
+    main()
