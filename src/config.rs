@@ -674,6 +674,15 @@ mod tests {
             s.admin.token.as_ref().unwrap().expose_secret(),
             "token-S3cret-value"
         );
+        // ...all five are known as what to black out of texts from outside...
+        let mut all = s.secret_values();
+        assert_eq!(all.len(), 5, "{}", all.len());
+        assert!(
+            all.windows(2).all(|w| w[0].len() >= w[1].len()),
+            "longest first"
+        );
+        all.sort();
+        assert_eq!(all[4], "winrm-S3cret-value");
         // ...and no form of printing the configuration shows any of them.
         for shown in [format!("{s:?}"), format!("{s:#?}")] {
             assert!(!shown.contains("S3cret"), "secret leaked: {shown}");

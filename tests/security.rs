@@ -221,6 +221,11 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         "message": p.exchange_error("The object couldn't be found on the domain controller.")
     }}))
     .await;
+    // And its PowerShell runs print a warning that echoes them too (it lands in the
+    // attempts' transcripts).
+    env.fault(json!({"fault": "stray_output", "count": 2,
+        "text": p.exchange_error("WARNING: logon script")}))
+        .await;
     let retried = env.joiner("sec-ok");
     publisher.publish(&retried).await.expect("publish");
     let ok = env.wait_succeeded(&retried.id).await;
@@ -250,6 +255,12 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         rows.iter()
             .any(|(c, v)| c == "job_attempts.error_message" && v.contains("couldn't be found")),
         "the attempts are recorded: {rows:?}"
+    );
+    assert!(
+        rows.iter().any(|(c, v)| c == "job_attempts.transcript"
+            && v.contains("WARNING: logon script")
+            && v.contains("[REDACTED]")),
+        "the transcripts are recorded, the secrets in them blacked out: {rows:?}"
     );
     for (column, value) in rows {
         hay.add(format!("database {column}"), value);

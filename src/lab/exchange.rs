@@ -156,11 +156,13 @@ async fn run_bootstrap(
         lock(&state).stats.rejected_scripts += 1;
         return fatal("mailboxd lab: the script on stdin is not one of mailboxd's templates");
     };
+    let stray = lock(&state).faults.stray_output.pop_front();
     let mut run = Run {
         state,
         latency,
         user: user.to_owned(),
-        lines: Vec::new(),
+        lines: stray.iter().cloned().collect(),
+        stderr: stray.unwrap_or_default(),
     };
     if let Err(failure) = run.open_session(&payload).await {
         let mut r = failure;
@@ -203,6 +205,8 @@ struct Run {
     latency: Latency,
     user: String,
     lines: Vec<String>,
+    /// What the run prints on stderr (a `stray_output` fault).
+    stderr: String,
 }
 
 /// An Exchange error as the template's `Get-MailboxdError` reports it.
@@ -235,9 +239,14 @@ impl Run {
             stdout.push_str(l);
             stdout.push_str("\r\n");
         }
+        let stderr = if self.stderr.is_empty() {
+            Vec::new()
+        } else {
+            format!("{}\r\n", self.stderr).into_bytes()
+        };
         ProcessOutput {
             stdout: stdout.into_bytes(),
-            stderr: Vec::new(),
+            stderr,
             exit_code: 0,
         }
     }

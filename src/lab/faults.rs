@@ -9,6 +9,7 @@
 //! {"fault": "stall", "seconds": 2}
 //! {"fault": "replication_lag", "account": "jdoe", "seconds": 5}
 //! {"fault": "not_synced", "account": "jdoe", "seconds": 30}
+//! {"fault": "stray_output", "count": 1, "text": "WARNING: …"}
 //! {"fault": "clear"}
 //! ```
 
@@ -42,6 +43,9 @@ pub enum FaultRequest {
     ReplicationLag { account: String, seconds: f64 },
     /// The account is not synced to the cloud for `seconds`.
     NotSynced { account: String, seconds: f64 },
+    /// The next `count` PowerShell runs also print `text` (on stdout before the results, and
+    /// on stderr), as a logon script, a profile's `Write-Host` or a warning stream does.
+    StrayOutput { count: u32, text: String },
     /// Every fault off.
     Clear,
 }
@@ -125,6 +129,8 @@ pub struct Faults {
     pub replication_lag: HashMap<String, Instant>,
     /// Lower-cased sAMAccountName → until when it is not synced.
     pub not_synced: HashMap<String, Instant>,
+    /// Text the next PowerShell runs print besides their results.
+    pub stray_output: VecDeque<String>,
     pub throttle: Throttle,
     /// Open Exchange sessions per user, and their high-water mark.
     pub sessions: HashMap<String, usize>,
@@ -169,6 +175,10 @@ impl Faults {
             FaultRequest::NotSynced { account, seconds } => {
                 self.not_synced
                     .insert(account.to_lowercase(), now + secs(*seconds));
+            }
+            FaultRequest::StrayOutput { count, text } => {
+                self.stray_output
+                    .extend(std::iter::repeat_n(text.clone(), *count as usize));
             }
             FaultRequest::Clear => {
                 let throttle = self.throttle;
@@ -279,6 +289,7 @@ impl Faults {
             "auth_refused": self.auth_refused(),
             "host_down_for_s": self.host_down_until.as_ref().map(left),
             "stall_s": self.stall().map(|d| d.as_secs_f64()),
+            "stray_output": self.stray_output,
             "replication_lag": self.replication_lag.iter().filter(|(_, t)| **t > now).map(|(k, t)| (k.clone(), left(t))).collect::<HashMap<_, _>>(),
             "not_synced": self.not_synced.iter().filter(|(_, t)| **t > now).map(|(k, t)| (k.clone(), left(t))).collect::<HashMap<_, _>>(),
             "throttle": {
