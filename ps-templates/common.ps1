@@ -69,7 +69,17 @@ function Invoke-MailboxdBatch {
         [Parameter(Mandatory = $true)] [scriptblock] $Action
     )
     try {
-        $opened = Open-MailboxdExchange -Session $Session
+        # A warm process (serve.ps1) keeps its Exchange session for the next request.
+        if ($Session.warm -and $global:MailboxdExchangeReady -and
+            ($null -eq $global:MailboxdExchange -or $global:MailboxdExchange.State -eq 'Opened')) {
+            $opened = $global:MailboxdExchange
+        } else {
+            $opened = Open-MailboxdExchange -Session $Session
+            if ($Session.warm) {
+                $global:MailboxdExchange = $opened
+                $global:MailboxdExchangeReady = $true
+            }
+        }
     } catch {
         $failure = Get-MailboxdError -ErrorRecord $_
         $failure.scope = 'session'
@@ -91,6 +101,6 @@ function Invoke-MailboxdBatch {
             Write-MailboxdResult -Result $result
         }
     } finally {
-        if ($null -ne $opened) { Remove-PSSession -Session $opened }
+        if ($null -ne $opened -and -not $Session.warm) { Remove-PSSession -Session $opened }
     }
 }

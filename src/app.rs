@@ -24,6 +24,8 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     grace: std::time::Duration,
+    /// Its warm processes are ended at shutdown.
+    exchange: Exchange,
 }
 
 /// Builds the WinRM client from `[winrm]`, refusing what would be unsafe.
@@ -70,6 +72,7 @@ impl App {
         let client = winrm_client(&settings)?;
         let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone())
             .redacting(settings.secret_values());
+        let exchange_handle = exchange.clone();
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected_tx, connected_rx) = watch::channel(false);
@@ -148,6 +151,7 @@ impl App {
             shutdown,
             tasks,
             grace: settings.worker.shutdown_grace,
+            exchange: exchange_handle,
         })
     }
 
@@ -175,5 +179,9 @@ impl App {
                 tracing::error!(error = %e, "cannot release running jobs; they run again after their lease")
             }
         }
+        // Warm processes end with their shells, rather than holding the host's quotas until
+        // its idle timeout.
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.exchange.close()).await;
     }
 }

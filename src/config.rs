@@ -214,6 +214,12 @@ pub struct Exchange {
     /// Domain of the cloud routing address, e.g. `tenant.mail.onmicrosoft.com`.
     pub remote_routing_domain: String,
     /// Accounts per PowerShell run (amortises the Exchange session set-up).
+    /// Long-lived PowerShell processes kept on the host, each with its Exchange session
+    /// open, fed batch after batch (0: a new process and session per batch). Keep it below
+    /// Exchange's PowerShellMaxConcurrency and WinRM's MaxShellsPerUser.
+    pub warm_sessions: usize,
+    /// A warm process is replaced after this many batches.
+    pub warm_max_requests: u32,
     pub batch_size: u32,
     /// A batch smaller than `batch_size` waits this long for more jobs before it runs, so a
     /// burst shares Exchange sessions instead of paying one per trickle. 0: run at once.
@@ -390,6 +396,8 @@ impl Default for Exchange {
             connection_uris: Vec::new(),
             view_entire_forest: false,
             remote_routing_domain: "tenant.mail.onmicrosoft.com".into(),
+            warm_sessions: 0,
+            warm_max_requests: 100,
             batch_size: 50,
             batch_linger: Duration::from_millis(200),
             username: None,

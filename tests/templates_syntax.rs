@@ -2,7 +2,7 @@
 //! with a real PowerShell grammar (tree-sitter-powershell): a typo in a template must fail
 //! here, not on the Windows host.
 
-use mailboxd::exchange::script::{BOOTSTRAP, Template};
+use mailboxd::exchange::script::{BOOTSTRAP, SERVE, Template};
 
 fn syntax_errors(source: &str) -> Vec<String> {
     let mut parser = tree_sitter::Parser::new();
@@ -31,7 +31,10 @@ fn syntax_errors(source: &str) -> Vec<String> {
 
 #[test]
 fn the_bootstrap_and_every_template_parse_as_powershell() {
-    let mut sources = vec![("bootstrap".to_owned(), BOOTSTRAP.to_owned())];
+    let mut sources = vec![
+        ("bootstrap".to_owned(), BOOTSTRAP.to_owned()),
+        ("serve".to_owned(), SERVE.to_owned()),
+    ];
     for t in Template::ALL {
         sources.push((t.name().to_owned(), t.script()));
     }

@@ -2,6 +2,7 @@
 //! turns its output into one outcome per account.
 
 pub mod script;
+pub mod warm;
 
 use std::collections::HashMap;
 
@@ -129,6 +130,8 @@ pub struct Exchange {
     session: SessionData,
     endpoint: String,
     secrets: Vec<String>,
+    /// Warm sessions (`exchange.warm_sessions` > 0): batches go to long-lived processes.
+    warm: Option<std::sync::Arc<warm::WarmPool>>,
 }
 
 impl Exchange {
@@ -145,12 +148,21 @@ impl Exchange {
             .map(|c| c.password.clone())
             .filter(|p| !p.is_empty())
             .collect();
+        let warm = (cfg.warm_sessions > 0).then(|| {
+            std::sync::Arc::new(warm::WarmPool::new(
+                winrm.clone(),
+                cfg.warm_sessions,
+                cfg.warm_max_requests,
+            ))
+        });
         Exchange {
+            warm,
             winrm,
             session: SessionData {
                 mode: cfg.mode,
                 connection_uris: cfg.connection_uris.clone(),
                 view_entire_forest: cfg.view_entire_forest,
+                warm: cfg.warm_sessions > 0,
                 credential,
             },
             endpoint,
@@ -167,6 +179,13 @@ impl Exchange {
         self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         self.secrets.dedup();
         self
+    }
+
+    /// Ends the warm processes (shutdown); nothing without warm sessions.
+    pub async fn close(&self) {
+        if let Some(pool) = &self.warm {
+            pool.close().await;
+        }
     }
 
     /// The WinRM host, for the attempt record.
@@ -188,16 +207,21 @@ impl Exchange {
                 accounts,
             },
         );
-        let stdin = payload.to_bytes();
-        let args = script::command_arguments();
-        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let shell = self.winrm.open_shell(&ShellOptions::default()).await?;
-        let run = shell.run(script::POWERSHELL, &arg_refs, Some(&stdin)).await;
-        // Always give the shell back: leaked shells count against the host's quota.
-        if let Err(e) = shell.close().await {
-            tracing::warn!(error = %e, "could not delete the WinRM shell; it expires on the host's idle timeout");
-        }
-        let output = run?;
+        let output = match &self.warm {
+            Some(pool) => pool.run(&payload).await?,
+            None => {
+                let stdin = payload.to_bytes();
+                let args = script::command_arguments();
+                let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let shell = self.winrm.open_shell(&ShellOptions::default()).await?;
+                let run = shell.run(script::POWERSHELL, &arg_refs, Some(&stdin)).await;
+                // Always give the shell back: leaked shells count against the host's quota.
+                if let Err(e) = shell.close().await {
+                    tracing::warn!(error = %e, "could not delete the WinRM shell; it expires on the host's idle timeout");
+                }
+                run?
+            }
+        };
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = crate::winrm::clixml::readable(&output.stderr);
         let parsed = script::parse_stdout(&stdout);

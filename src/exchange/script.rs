@@ -12,10 +12,14 @@ use uuid::Uuid;
 use crate::config::ExchangeMode;
 
 pub const BOOTSTRAP: &str = include_str!("../../ps-templates/bootstrap.ps1");
+/// The warm-session bootstrap: request after request on stdin, one process.
+pub const SERVE: &str = include_str!("../../ps-templates/serve.ps1");
 const COMMON: &str = include_str!("../../ps-templates/common.ps1");
 const ENABLE: &str = include_str!("../../ps-templates/enable-remote-mailbox.ps1");
 const HIDE: &str = include_str!("../../ps-templates/hide-remote-mailbox.ps1");
 
+/// Ends the output of one request in a warm process (`MAILBOXD-DONE <id>`).
+pub const DONE_MARKER: &str = "MAILBOXD-DONE ";
 /// Marks a result line on stdout; anything else is transcript.
 pub const RESULT_MARKER: &str = "MAILBOXD-RESULT ";
 /// The bootstrap's last word when the template itself could not run.
@@ -58,7 +62,16 @@ impl Template {
 
 /// The arguments after `powershell.exe`: constant for every batch.
 pub fn command_arguments() -> Vec<String> {
-    let utf16: Vec<u8> = BOOTSTRAP
+    arguments_for(BOOTSTRAP)
+}
+
+/// The arguments that start a warm process (constant too).
+pub fn serve_arguments() -> Vec<String> {
+    arguments_for(SERVE)
+}
+
+fn arguments_for(bootstrap: &str) -> Vec<String> {
+    let utf16: Vec<u8> = bootstrap
         .encode_utf16()
         .flat_map(u16::to_le_bytes)
         .collect();
@@ -96,6 +109,9 @@ pub struct SessionData {
     pub mode: ExchangeMode,
     pub connection_uris: Vec<String>,
     pub view_entire_forest: bool,
+    /// Keep the session open for the next request (a warm process).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm: bool,
     /// Explicit Exchange credential (remote mode only). Travels on stdin over the
     /// encrypted WinRM channel; never on a command line, never on disk.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,6 +157,14 @@ pub struct AccountData {
 pub struct BatchData {
     pub session: SessionData,
     pub accounts: Vec<AccountData>,
+}
+
+/// One line on a warm process's stdin: a request id and the same document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WarmRequest {
+    pub id: String,
+    #[serde(flatten)]
+    pub payload: Payload,
 }
 
 /// The document on stdin.
@@ -213,6 +237,8 @@ pub fn parse_stdout(stdout: &str) -> ParsedOutput {
                 Ok(r) => out.results.push(r),
                 Err(_) => out.malformed.push(line.to_owned()),
             }
+        } else if line.starts_with(DONE_MARKER) {
+            // The end of a warm request: framing, not output.
         } else if let Some(msg) = line.strip_prefix(FATAL_MARKER) {
             out.fatal = Some(msg.to_owned());
         } else if !line.trim().is_empty() {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::cmd;
 use super::directory::{LabAccount, Recipient, default_alias};
 use super::lock;
-use super::wsman::{CommandHost, Launch, ProcessOutput};
+use super::wsman::{CommandHost, Launch, ProcessIo, ProcessOutput};
 use crate::config::ExchangeMode;
 use crate::exchange::script::{self, AccountData, Payload, ResultLine, Template};
 
@@ -119,10 +119,16 @@ impl CommandHost for LabHost {
                 && flag.starts_with("-e");
             is_enc.then(|| w[1].clone())
         });
-        let is_bootstrap = encoded
-            .as_deref()
-            .and_then(script::decode_encoded_command)
-            .is_some_and(|s| s == script::BOOTSTRAP);
+        let decoded = encoded.as_deref().and_then(script::decode_encoded_command);
+        if decoded.as_deref() == Some(script::SERVE) {
+            let state = self.state.clone();
+            let latency = self.latency;
+            let user = user.to_owned();
+            return Launch::Interactive(Box::new(move |io: ProcessIo| {
+                Box::pin(async move { serve(state, latency, user, io).await })
+            }));
+        }
+        let is_bootstrap = decoded.as_deref() == Some(script::BOOTSTRAP);
         if !is_bootstrap {
             lock(&self.state).stats.rejected_scripts += 1;
             return Launch::Done(ProcessOutput {
@@ -172,24 +178,111 @@ async fn run_bootstrap(
     }
     // The Exchange session counts against PowerShellMaxConcurrency until the process ends.
     let remote = payload.data.session.mode == ExchangeMode::Remote;
-    for account in &payload.data.accounts {
-        if !latency.cmdlet.is_zero() {
-            tokio::time::sleep(latency.cmdlet).await;
-        }
-        let injected = lock(&run.state).faults.next_cmdlet(&run.user);
-        let mut result = match (injected, template) {
-            (Some(fault), t) => run.injected(account, t, &fault),
-            (None, Template::EnableRemoteMailbox) => run.enable(account),
-            (None, Template::HideRemoteMailbox) => run.hide(account),
-        };
-        result.job_id = Some(account.job_id.to_string());
-        lock(&run.state).stats.accounts_processed += 1;
-        run.lines.push(result.to_line());
-    }
+    run.accounts(template, &payload).await;
     if remote {
         lock(&run.state).faults.close_session(&run.user);
     }
     run.output()
+}
+
+/// Gives a warm process's Exchange session back to PowerShellMaxConcurrency when the process
+/// ends, however it ends (stdin closed, terminated, its shell deleted).
+struct SessionSlot {
+    state: SharedState,
+    user: String,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        lock(&self.state).faults.close_session(&self.user);
+    }
+}
+
+/// What serve.ps1 does: request after request from stdin, the Exchange session opened by the
+/// first and kept, each request's output ending with `MAILBOXD-DONE <id>`.
+async fn serve(state: SharedState, latency: Latency, user: String, mut io: ProcessIo) -> i32 {
+    lock(&state).stats.powershell_runs += 1;
+    let mut pending = Vec::new();
+    let mut slot: Option<SessionSlot> = None;
+    let mut opened = false;
+    while let Some(chunk) = io.stdin.recv().await {
+        pending.extend(chunk);
+        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let out = serve_one(&state, latency, &user, &line, &mut opened, &mut slot).await;
+            io.stdout(&out.stdout);
+            if !out.stderr.is_empty() {
+                io.stderr(&out.stderr);
+            }
+        }
+    }
+    drop(slot);
+    0
+}
+
+async fn serve_one(
+    state: &SharedState,
+    latency: Latency,
+    user: &str,
+    line: &[u8],
+    opened: &mut bool,
+    slot: &mut Option<SessionSlot>,
+) -> ProcessOutput {
+    let done = |id: &str, mut out: ProcessOutput| {
+        out.stdout
+            .extend(format!("{}{id}\r\n", script::DONE_MARKER).into_bytes());
+        out
+    };
+    let request: script::WarmRequest = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) => {
+            return done(
+                "",
+                fatal(&format!("Conversion from JSON failed with error: {e}")),
+            );
+        }
+    };
+    let payload = request.payload;
+    let Some(template) = Template::recognise(&payload.script) else {
+        lock(state).stats.rejected_scripts += 1;
+        return done(
+            &request.id,
+            fatal("mailboxd lab: the script on stdin is not one of mailboxd's templates"),
+        );
+    };
+    let stray = lock(state).faults.stray_output.pop_front();
+    let mut run = Run {
+        state: state.clone(),
+        latency,
+        user: user.to_owned(),
+        lines: stray.iter().cloned().collect(),
+        stderr: stray.unwrap_or_default(),
+    };
+    // The template reuses the session while it is open (common.ps1, session.warm).
+    if !(*opened && payload.data.session.warm) {
+        if let Err(failure) = run.open_session(&payload).await {
+            let mut r = failure;
+            r.scope = Some("session".into());
+            run.lines.push(r.to_line());
+            return done(&request.id, run.output());
+        }
+        if payload.data.session.mode == ExchangeMode::Remote {
+            if payload.data.session.warm {
+                *slot = Some(SessionSlot {
+                    state: state.clone(),
+                    user: user.to_owned(),
+                });
+            } else {
+                lock(state).faults.close_session(user);
+            }
+        }
+        *opened = payload.data.session.warm;
+    }
+    run.accounts(template, &payload).await;
+    done(&request.id, run.output())
 }
 
 fn fatal(message: &str) -> ProcessOutput {
@@ -233,6 +326,24 @@ fn status(s: &str) -> ResultLine {
 }
 
 impl Run {
+    /// Each account of the request, in its own try/catch as the template does.
+    async fn accounts(&mut self, template: Template, payload: &Payload) {
+        for account in &payload.data.accounts {
+            if !self.latency.cmdlet.is_zero() {
+                tokio::time::sleep(self.latency.cmdlet).await;
+            }
+            let injected = lock(&self.state).faults.next_cmdlet(&self.user);
+            let mut result = match (injected, template) {
+                (Some(fault), t) => self.injected(account, t, &fault),
+                (None, Template::EnableRemoteMailbox) => self.enable(account),
+                (None, Template::HideRemoteMailbox) => self.hide(account),
+            };
+            result.job_id = Some(account.job_id.to_string());
+            lock(&self.state).stats.accounts_processed += 1;
+            self.lines.push(result.to_line());
+        }
+    }
+
     fn output(self) -> ProcessOutput {
         let mut stdout = String::new();
         for l in &self.lines {

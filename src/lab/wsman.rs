@@ -32,11 +32,35 @@ pub struct ProcessOutput {
 
 type StdinConsumer = Box<dyn FnOnce(Vec<u8>) -> BoxFuture<'static, ProcessOutput> + Send>;
 
+type Interactive = Box<dyn FnOnce(ProcessIo) -> BoxFuture<'static, i32> + Send>;
+
 pub enum Launch {
     /// The process does not read stdin; its output is known now.
     Done(ProcessOutput),
     /// The process reads all of stdin; its output comes once stdin is closed.
     AwaitStdin(StdinConsumer),
+    /// The process reads stdin as it arrives and writes as it goes (a long-lived process fed
+    /// request after request); the future's value is its exit code.
+    Interactive(Interactive),
+}
+
+/// A running interactive process's ends: stdin as Send delivers it (`None` once closed),
+/// and its stdout/stderr, which Receive hands out as they grow.
+pub struct ProcessIo {
+    pub stdin: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    out: Arc<(Mutex<Command>, Notify)>,
+}
+
+impl ProcessIo {
+    pub fn stdout(&self, data: &[u8]) {
+        lock(&self.out.0).stdout.extend_from_slice(data);
+        self.out.1.notify_waiters();
+    }
+
+    pub fn stderr(&self, data: &[u8]) {
+        lock(&self.out.0).stderr.extend_from_slice(data);
+        self.out.1.notify_waiters();
+    }
 }
 
 /// Decides what a command does.
@@ -71,6 +95,20 @@ struct Command {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     exit_code: Option<i32>,
+    /// An interactive process's stdin (dropped when the client closes it).
+    stdin_tx: Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>,
+    /// An interactive process's task, ended when its command or shell goes.
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Command {
+    /// Ends an interactive process (Signal terminate, shell deleted or expired).
+    fn kill(&mut self) {
+        self.stdin_tx = None;
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
 }
 
 struct ShellState {
@@ -683,7 +721,20 @@ fn config_document(cfg: &WsmanConfig) -> String {
 /// Forgets shells that were idle longer than their IdleTimeOut (as WinRM does).
 fn expire(shells: &mut HashMap<String, ShellState>) {
     let now = Instant::now();
-    shells.retain(|_, s| now.duration_since(s.last_used) < s.idle_timeout);
+    shells.retain(|_, s| {
+        let keep = now.duration_since(s.last_used) < s.idle_timeout;
+        if !keep {
+            kill_all(s);
+        }
+        keep
+    });
+}
+
+/// A shell that goes takes its processes with it.
+fn kill_all(shell: &ShellState) {
+    for c in shell.commands.values() {
+        lock(&c.0).kill();
+    }
 }
 
 fn create(
@@ -769,7 +820,10 @@ fn command(server: &Server, env: &Envelope, user: &str, relates: &str) -> Result
         stdout: Vec::new(),
         stderr: Vec::new(),
         exit_code: None,
+        stdin_tx: None,
+        task: None,
     };
+    let mut interactive = None;
     match launched {
         Launch::Done(out) => {
             c.stdout = out.stdout;
@@ -777,14 +831,31 @@ fn command(server: &Server, env: &Envelope, user: &str, relates: &str) -> Result
             c.exit_code = Some(out.exit_code);
         }
         Launch::AwaitStdin(f) => c.consumer = Some(f),
+        Launch::Interactive(f) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            c.stdin_tx = Some(tx);
+            interactive = Some((f, rx));
+        }
     }
     let id = soap::new_guid();
+    let cmd = Arc::new((Mutex::new(c), Notify::new()));
     with_shell(server, env, |shell| {
-        shell
-            .commands
-            .insert(id.clone(), Arc::new((Mutex::new(c), Notify::new())));
+        shell.commands.insert(id.clone(), cmd.clone());
         Ok(())
     })?;
+    if let Some((f, rx)) = interactive {
+        let io = ProcessIo {
+            stdin: rx,
+            out: cmd.clone(),
+        };
+        let done = cmd.clone();
+        let task = tokio::spawn(async move {
+            let code = f(io).await;
+            lock(&done.0).exit_code = Some(code);
+            done.1.notify_waiters();
+        });
+        lock(&cmd.0).task = Some(task.abort_handle());
+    }
     Ok(reply(
         &format!("{}Response", soap::ACTION_COMMAND),
         relates,
@@ -822,6 +893,15 @@ fn send(server: &Server, env: &Envelope, relates: &str) -> Result<String, Fault>
             .attr("End")
             .is_some_and(|e| e.eq_ignore_ascii_case("true"));
         let mut c = lock(&cmd.0);
+        if let Some(tx) = &c.stdin_tx {
+            if !data.is_empty() {
+                let _ = tx.send(data);
+            }
+            if end {
+                c.stdin_tx = None;
+            }
+            continue;
+        }
         c.stdin.extend(data);
         if end && let Some(consumer) = c.consumer.take() {
             let input = std::mem::take(&mut c.stdin);
@@ -930,7 +1010,9 @@ fn signal(server: &Server, env: &Envelope, relates: &str) -> Result<String, Faul
             .find(|k| k.eq_ignore_ascii_case(id))
             .cloned()
             .ok_or_else(Fault::unknown_command)?;
-        shell.commands.remove(&key);
+        if let Some(c) = shell.commands.remove(&key) {
+            lock(&c.0).kill();
+        }
         Ok(())
     })?;
     Ok(reply(
@@ -944,7 +1026,8 @@ fn delete(server: &Server, env: &Envelope, relates: &str) -> Result<String, Faul
     let id = env.selector("ShellId").ok_or_else(Fault::unknown_shell)?;
     let mut shells = lock(&server.shells);
     expire(&mut shells);
-    shells.remove(id).ok_or_else(Fault::unknown_shell)?;
+    let shell = shells.remove(id).ok_or_else(Fault::unknown_shell)?;
+    kill_all(&shell);
     Ok(reply(
         &format!("{}Response", soap::ACTION_DELETE),
         relates,

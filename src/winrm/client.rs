@@ -401,7 +401,7 @@ impl Shell {
         command: &str,
         arguments: &[&str],
         reads_stdin: bool,
-    ) -> Result<Process<'_>, WinrmError> {
+    ) -> Result<Process, WinrmError> {
         let mut body = format!(
             "<rsp:CommandLine><rsp:Command>{}</rsp:Command>",
             esc(command)
@@ -428,7 +428,8 @@ impl Shell {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| WinrmError::Protocol("CommandResponse without a CommandId".into()))?;
         Ok(Process {
-            shell: self,
+            client: self.client.clone(),
+            shell_id: self.id.clone(),
             command_id,
             done: None,
         })
@@ -454,22 +455,28 @@ impl Shell {
     }
 }
 
-/// A command running in a shell.
-pub struct Process<'s> {
-    shell: &'s Shell,
+/// A command running in a shell (which must stay open while it runs).
+pub struct Process {
+    client: WinrmClient,
+    shell_id: String,
     command_id: String,
     done: Option<i64>,
 }
 
-impl Process<'_> {
+impl Process {
     pub fn command_id(&self) -> &str {
         &self.command_id
+    }
+
+    /// The exit code, once a receive saw the process end.
+    pub fn exit_code(&self) -> Option<i64> {
+        self.done
     }
 
     /// Writes to the process's stdin, in as many Send envelopes as MaxEnvelopeSize needs;
     /// `end` closes stdin after the data.
     pub async fn send(&mut self, data: &[u8], end: bool) -> Result<(), WinrmError> {
-        let c = &self.shell.client;
+        let c = &self.client;
         // What fits in one envelope after base64 growth, less room for the header.
         let room = (c.inner.cfg.max_envelope_size as usize)
             .saturating_sub(4096)
@@ -491,7 +498,7 @@ impl Process<'_> {
                 },
                 base64::engine::general_purpose::STANDARD.encode(part)
             );
-            c.call(soap::ACTION_SEND, Some(&self.shell.id), &[], &body)
+            c.call(soap::ACTION_SEND, Some(&self.shell_id), &[], &body)
                 .await?;
         }
         Ok(())
@@ -511,11 +518,10 @@ impl Process<'_> {
             esc(&self.command_id)
         );
         let reply = self
-            .shell
             .client
             .call(
                 soap::ACTION_RECEIVE,
-                Some(&self.shell.id),
+                Some(&self.shell_id),
                 &[("WSMAN_CMDSHELL_OPTION_KEEPALIVE", "TRUE")],
                 &receive,
             )
@@ -559,9 +565,8 @@ impl Process<'_> {
             soap::SIGNAL_TERMINATE
         );
         if let Err(e) = self
-            .shell
             .client
-            .call(soap::ACTION_SIGNAL, Some(&self.shell.id), &[], &signal)
+            .call(soap::ACTION_SIGNAL, Some(&self.shell_id), &[], &signal)
             .await
         {
             tracing::debug!(error = %e, "signal to end the command was refused");

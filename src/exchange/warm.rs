@@ -1,0 +1,156 @@
+//! Warm sessions: long-lived PowerShell processes on the host (one WinRM shell each), each
+//! running `serve.ps1` and fed request after request on stdin, so the Exchange session is
+//! opened once per process instead of once per batch. The pool holds at most `size` of them
+//! (keep it below Exchange's PowerShellMaxConcurrency and WinRM's MaxShellsPerUser), recycles
+//! a process after `max_requests`, and drops one on any error.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::script::{self, Payload, WarmRequest};
+use crate::winrm::{CommandOutput, Process, Shell, ShellOptions, WinrmClient, WinrmError};
+
+struct WarmProcess {
+    shell: Shell,
+    process: Process,
+    requests: u32,
+    /// Output received after the last request's DONE line (normally nothing).
+    carry: Vec<u8>,
+}
+
+impl WarmProcess {
+    async fn start(client: &WinrmClient) -> Result<WarmProcess, WinrmError> {
+        let shell = client.open_shell(&ShellOptions::default()).await?;
+        let args = script::serve_arguments();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = shell.start(script::POWERSHELL, &refs, true).await?;
+        Ok(WarmProcess {
+            shell,
+            process,
+            requests: 0,
+            carry: Vec::new(),
+        })
+    }
+
+    /// Sends one request and reads until its DONE line.
+    async fn request(&mut self, payload: &Payload) -> Result<CommandOutput, WinrmError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut line = serde_json::to_vec(&WarmRequest {
+            id: id.clone(),
+            payload: payload.clone(),
+        })
+        .map_err(|e| WinrmError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.requests += 1;
+        self.process.send(&line, false).await?;
+        let marker = format!("{}{id}", script::DONE_MARKER);
+        let mut stdout = std::mem::take(&mut self.carry);
+        let mut stderr = Vec::new();
+        loop {
+            if let Some(end) = find_line(&stdout, marker.as_bytes()) {
+                self.carry = stdout.split_off(end);
+                return Ok(CommandOutput {
+                    stdout,
+                    stderr,
+                    exit_code: 0,
+                });
+            }
+            let chunk = self.process.receive().await?;
+            stdout.extend(chunk.stdout);
+            stderr.extend(chunk.stderr);
+            if let Some(code) = chunk.exit_code {
+                // The process ended under us: what it printed is the whole story.
+                return Ok(CommandOutput {
+                    stdout,
+                    stderr,
+                    exit_code: code,
+                });
+            }
+        }
+    }
+
+    async fn close(self) {
+        let WarmProcess {
+            shell, mut process, ..
+        } = self;
+        // Closing stdin lets serve.ps1 end (and close the Exchange session); then the shell goes.
+        let _ = process.send(&[], true).await;
+        process.terminate().await;
+        if let Err(e) = shell.close().await {
+            tracing::debug!(error = %e, "deleting a warm session's shell failed");
+        }
+    }
+}
+
+/// The end (after its CRLF) of the line holding `marker`, if it arrived whole.
+fn find_line(hay: &[u8], marker: &[u8]) -> Option<usize> {
+    let at = hay.windows(marker.len()).position(|w| w == marker)?;
+    let nl = hay[at..].iter().position(|&b| b == b'\n')?;
+    Some(at + nl + 1)
+}
+
+pub struct WarmPool {
+    client: WinrmClient,
+    idle: Mutex<Vec<WarmProcess>>,
+    permits: Semaphore,
+    max_requests: u32,
+    /// How long a batch waits for a free warm process before it is retried.
+    wait: Duration,
+}
+
+impl WarmPool {
+    pub fn new(client: WinrmClient, size: usize, max_requests: u32) -> WarmPool {
+        WarmPool {
+            client,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size.max(1)),
+            max_requests: max_requests.max(1),
+            wait: Duration::from_secs(300),
+        }
+    }
+
+    /// Runs one payload in a warm process (started if none is idle).
+    pub async fn run(&self, payload: &Payload) -> Result<CommandOutput, WinrmError> {
+        let _permit = tokio::time::timeout(self.wait, self.permits.acquire())
+            .await
+            .map_err(|_| WinrmError::Timeout)?
+            .map_err(|_| WinrmError::Protocol("the warm pool is closed".into()))?;
+        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut p = match taken {
+            Some(p) => p,
+            None => WarmProcess::start(&self.client).await?,
+        };
+        let out = p.request(payload).await;
+        match &out {
+            // Healthy and not yet due for recycling: back to the pool.
+            Ok(o) if o.exit_code == 0 && p.process.exit_code().is_none() => {
+                if p.requests >= self.max_requests {
+                    tokio::spawn(p.close());
+                } else {
+                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+                }
+            }
+            // An error or a process that ended: it is not used again.
+            _ => {
+                tokio::spawn(p.close());
+            }
+        }
+        out
+    }
+
+    /// Ends every idle process (shutdown).
+    pub async fn close(&self) {
+        let all: Vec<WarmProcess> =
+            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for p in all {
+            p.close().await;
+        }
+    }
+
+    /// Processes kept open now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}

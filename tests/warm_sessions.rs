@@ -1,0 +1,112 @@
+//! Warm sessions: long-lived PowerShell processes on the host, each opening its Exchange
+//! session once and then taking batch after batch on stdin.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{TestEnv, seed};
+use mailboxd::lab;
+
+fn latency() -> lab::Latency {
+    lab::Latency {
+        session: Duration::from_millis(200),
+        cmdlet: Duration::from_millis(5),
+        round_trip: Duration::ZERO,
+    }
+}
+
+/// Successful Enable-RemoteMailbox calls per sAMAccountName (named or by objectGUID).
+async fn enabled_per_account(env: &TestEnv) -> HashMap<String, usize> {
+    let sam_of: HashMap<String, String> = env
+        .mailboxes()
+        .await
+        .iter()
+        .flat_map(|m| {
+            let sam = m["sam_account_name"].as_str().unwrap_or("").to_owned();
+            let guid = m["object_guid"].as_str().unwrap_or("").to_owned();
+            [(sam.clone(), sam.clone()), (guid, sam)]
+        })
+        .collect();
+    let mut n = HashMap::new();
+    for c in env.invocations().await {
+        if c["cmdlet"] == "Enable-RemoteMailbox" && c["error"].is_null() {
+            let id = c["parameters"]["Identity"].as_str().unwrap_or("");
+            *n.entry(sam_of.get(id).cloned().unwrap_or(id.to_owned()))
+                .or_default() += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_warm_processes_open_exchange_twice_for_many_batches() {
+    let names: Vec<String> = (0..40).map(|i| format!("warm{i:02}")).collect();
+    let mut env = TestEnv::with_latency(names.iter().map(|s| seed(s)).collect(), latency()).await;
+    env.settings.exchange.warm_sessions = 2;
+    env.settings.worker.concurrency = 2;
+    env.settings.exchange.batch_size = 4;
+    env.settings.exchange.batch_linger = Duration::from_millis(50);
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let mut ids = Vec::new();
+    for n in &names {
+        let e = env.joiner(n);
+        publisher.publish(&e).await.expect("publish");
+        ids.push(e.id);
+    }
+    for id in &ids {
+        env.wait_succeeded(id).await;
+    }
+    let stats = env.lab_stats().await;
+    // At least ten batches went through two processes: two PowerShell starts, two sessions.
+    assert!(
+        stats["stats"]["powershell_runs"].as_u64().unwrap_or(99) <= 2,
+        "{stats}"
+    );
+    assert!(
+        stats["stats"]["exchange_sessions"].as_u64().unwrap_or(99) <= 2,
+        "{stats}"
+    );
+    let enabled = enabled_per_account(&env).await;
+    for n in &names {
+        assert_eq!(enabled.get(n), Some(&1), "{n}");
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_process_is_replaced_after_its_request_budget() {
+    let names: Vec<String> = (0..10).map(|i| format!("recy{i:02}")).collect();
+    let mut env = TestEnv::with_latency(names.iter().map(|s| seed(s)).collect(), latency()).await;
+    env.settings.exchange.warm_sessions = 1;
+    env.settings.exchange.warm_max_requests = 2;
+    env.settings.worker.concurrency = 1;
+    env.settings.exchange.batch_size = 2;
+    env.settings.exchange.batch_linger = Duration::from_millis(50);
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let mut ids = Vec::new();
+    for n in &names {
+        let e = env.joiner(n);
+        publisher.publish(&e).await.expect("publish");
+        ids.push(e.id);
+    }
+    for id in &ids {
+        env.wait_succeeded(id).await;
+    }
+    let stats = env.lab_stats().await;
+    let runs = stats["stats"]["powershell_runs"].as_u64().unwrap_or(0);
+    let sessions = stats["stats"]["exchange_sessions"].as_u64().unwrap_or(0);
+    // Two batches per process at most, so at least ceil(batches / 2) processes, each one session.
+    assert!(runs >= 3, "{stats}");
+    assert_eq!(runs, sessions, "one Exchange session per process: {stats}");
+    let enabled = enabled_per_account(&env).await;
+    for n in &names {
+        assert_eq!(enabled.get(n), Some(&1), "{n}");
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
