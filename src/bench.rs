@@ -66,6 +66,13 @@ pub enum Which {
         /// Accounts timed the naive way (each its own shell and Exchange session).
         #[arg(long, default_value_t = 3)]
         naive_sample: usize,
+        /// Warm sessions: one long-lived PowerShell process per worker, Exchange session
+        /// opened once each, fed small batches (see --batch-size).
+        #[arg(long)]
+        warm: bool,
+        /// Accounts per batch; default: the burst split evenly over the workers (cold), 20 (warm).
+        #[arg(long)]
+        batch_size: Option<u32>,
     },
     /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
     /// INSERT of the same rows as the ceiling.
@@ -170,6 +177,8 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             cmdlet,
             concurrency,
             naive_sample,
+            warm,
+            batch_size,
         } => {
             bench_burst(
                 settings,
@@ -178,6 +187,8 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
                 cmdlet,
                 concurrency,
                 naive_sample,
+                warm,
+                batch_size,
                 &out,
             )
             .await
@@ -201,6 +212,8 @@ async fn bench_burst(
     cmdlet: Duration,
     concurrency: usize,
     naive_sample: usize,
+    warm: bool,
+    batch_size: Option<u32>,
     output: &Output,
 ) -> anyhow::Result<i32> {
     let json = output.json;
@@ -211,8 +224,13 @@ async fn bench_burst(
     cfg.throttle.max_sessions_per_user = concurrency;
     let lab = Lab::start(cfg).await?;
     let mut s = daemon_settings(settings, &lab, &password).await?;
-    s.exchange.batch_size = u32::try_from(n.div_ceil(concurrency).clamp(1, 500)).unwrap_or(500);
+    s.exchange.batch_size = batch_size.unwrap_or(if warm {
+        20
+    } else {
+        u32::try_from(n.div_ceil(concurrency).clamp(1, 500)).unwrap_or(500)
+    });
     s.exchange.batch_linger = Duration::from_secs(1);
+    s.exchange.warm_sessions = if warm { concurrency } else { 0 };
     s.worker.concurrency = u32::try_from(concurrency).unwrap_or(8);
     s.worker.batch_timeout = Duration::from_secs(3600);
     let app = crate::app::App::start(s.clone()).await?;
@@ -262,7 +280,9 @@ async fn bench_burst(
     // The naive way on a sample: one account per shell and Exchange session, in turn.
     let exchange = {
         let client = crate::app::winrm_client(&s)?;
-        Exchange::new(client, &s.exchange, s.winrm.endpoint.clone())
+        let mut cold = s.exchange.clone();
+        cold.warm_sessions = 0;
+        Exchange::new(client, &cold, s.winrm.endpoint.clone())
     };
     let naive_started = Instant::now();
     for i in 0..naive_sample {
@@ -299,6 +319,7 @@ async fn bench_burst(
         "cmdlet_ms": cmdlet.as_secs_f64() * 1e3,
         "concurrency": concurrency,
         "batch_size": s.exchange.batch_size,
+        "warm_sessions": s.exchange.warm_sessions,
         "throttled_sessions": stats,
     });
     if output.emit("burst", &out)? {
