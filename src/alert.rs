@@ -118,9 +118,6 @@ pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
     }
 }
 
-/// How long identical circuit alerts (from several replicas, or a flapping host) are folded.
-pub const CIRCUIT_ALERT_QUIET: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// Sends the alert outbox by SMTP until shutdown. Without `[smtp].host` alerts stay in the
 /// outbox (visible with `mailboxd alerts list`) and this returns at once.
 pub mod sender {

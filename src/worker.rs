@@ -171,6 +171,20 @@ struct Pending {
 }
 
 impl Worker {
+    /// Writes the circuit's opened/closed alert, one pair per outage across replicas.
+    async fn raise_circuit_alert(
+        &self,
+        alert: &crate::store::NewAlert,
+        opening: bool,
+    ) -> Result<bool, crate::store::StoreError> {
+        let endpoint = self.exchange.endpoint();
+        let opened = crate::alert::circuit_opened(endpoint, "", Duration::ZERO).subject;
+        let closed = crate::alert::circuit_closed(endpoint, Duration::ZERO).subject;
+        self.store
+            .raise_circuit_alert(alert, &opened, &closed, opening)
+            .await
+    }
+
     /// Runs `concurrency` claim loops until shutdown.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let wake = Arc::new(Notify::new());
@@ -327,11 +341,7 @@ impl Worker {
                     metrics::counter!("mailboxd_circuit_transitions_total", "to" => "closed")
                         .increment(1);
                     let alert = crate::alert::circuit_closed(self.exchange.endpoint(), outage);
-                    if let Err(err) = self
-                        .store
-                        .raise_alert(&alert, crate::alert::CIRCUIT_ALERT_QUIET)
-                        .await
-                    {
+                    if let Err(err) = self.raise_circuit_alert(&alert, false).await {
                         tracing::error!(error = %err, "cannot write the recovery alert");
                     }
                 }
@@ -401,11 +411,7 @@ impl Worker {
                         .increment(1);
                     let alert =
                         crate::alert::circuit_opened(self.exchange.endpoint(), &reason, pause);
-                    if let Err(err) = self
-                        .store
-                        .raise_alert(&alert, crate::alert::CIRCUIT_ALERT_QUIET)
-                        .await
-                    {
+                    if let Err(err) = self.raise_circuit_alert(&alert, true).await {
                         tracing::error!(error = %err, "cannot write the circuit alert");
                     }
                 }

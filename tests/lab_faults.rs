@@ -129,6 +129,9 @@ async fn a_host_that_is_down_refuses_connections_then_comes_back() {
 async fn a_stalled_host_trips_the_batch_timeout_and_the_job_runs_again() {
     let mut env = TestEnv::new(vec![seed("jstall")]).await;
     env.settings.worker.batch_timeout = Duration::from_millis(400);
+    // However many attempts the stall catches on a slow machine, the next comes soon.
+    env.settings.worker.backoff_base = Duration::from_millis(200);
+    env.settings.worker.backoff_cap = Duration::from_secs(1);
     let app = env.start_daemon().await;
     env.fault(json!({"fault": "stall", "seconds": 1.0, "for_seconds": 1.5}))
         .await;

@@ -54,7 +54,7 @@ async fn pypsrp_runs_commands_on_the_lab() {
         lab::DEFAULT_USER.into(),
     ];
     let stdout = run_peer("pypsrp", "pypsrp_lab.py", args).await;
-    assert_eq!(oks(&stdout), 6, "{stdout}");
+    assert_eq!(oks(&stdout), 8, "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

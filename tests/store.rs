@@ -312,3 +312,42 @@ async fn one_batch_decides_duplicates_and_the_latest_intent_per_account() {
     ids.sort();
     assert_eq!(ids, vec!["b-leave", "b-other"]);
 }
+
+#[tokio::test]
+async fn each_outage_is_one_alert_and_one_recovery_whichever_replicas_report_it() {
+    let store = fresh_store().await;
+    let ep = "https://iqsvc01.corp.example:5986/wsman";
+    let opened = mailboxd::alert::circuit_opened(ep, "connection refused", Duration::from_secs(1));
+    let closed = mailboxd::alert::circuit_closed(ep, Duration::from_secs(30));
+    let raise = |a: &mailboxd::store::NewAlert, opening: bool| {
+        let store = store.clone();
+        let a = a.clone();
+        let (o, c) = (opened.subject.clone(), closed.subject.clone());
+        async move {
+            store
+                .raise_circuit_alert(&a, &o, &c, opening)
+                .await
+                .expect("alert")
+        }
+    };
+    // A recovery nobody announced is not news.
+    assert!(!raise(&closed, false).await);
+    // Three replicas see the host go: one alert.
+    assert!(raise(&opened, true).await);
+    assert!(!raise(&opened, true).await);
+    assert!(!raise(&opened, true).await);
+    // They see it come back: one recovery.
+    assert!(raise(&closed, false).await);
+    assert!(!raise(&closed, false).await);
+    // A replica that noticed late, or a flap within the quiet minute: no new pair.
+    assert!(!raise(&opened, true).await);
+    assert!(!raise(&closed, false).await);
+    let subjects: Vec<String> = store
+        .list_alerts(10)
+        .await
+        .expect("alerts")
+        .into_iter()
+        .map(|a| a.subject)
+        .collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+}

@@ -272,6 +272,10 @@ fn interval(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// A circuit that opens again within this long after a recovery alert is the same problem
+/// (another replica noticing late, or a flapping host), not a new email.
+pub const CIRCUIT_REOPEN_QUIET: Duration = Duration::from_secs(60);
+
 impl Store {
     /// Inserts the jobs for a batch of events in one transaction. Idempotent on the event id;
     /// latest intent wins per account (within the batch and against what is stored). The
@@ -1197,6 +1201,56 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// A circuit alert, paired across replicas: `opened` is written unless the outage was
+    /// announced already (the newest of the pair is an `opened`), `closed` only after an
+    /// `opened` — so each outage is one alert and one recovery, whichever replica sees it
+    /// first and however many see it.
+    pub async fn raise_circuit_alert(
+        &self,
+        alert: &NewAlert,
+        opened_subject: &str,
+        closed_subject: &str,
+        opening: bool,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One decision at a time per endpoint, cluster-wide.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailboxd circuit alert ' || $1))")
+            .bind(opened_subject)
+            .execute(&mut *tx)
+            .await?;
+        let latest: Option<(String, bool)> = sqlx::query_as(
+            "SELECT subject, created_at > now() - make_interval(secs => $3)
+               FROM alerts WHERE subject = $1 OR subject = $2
+              ORDER BY id DESC LIMIT 1",
+        )
+        .bind(opened_subject)
+        .bind(closed_subject)
+        .bind(interval(CIRCUIT_REOPEN_QUIET))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let write = match (&latest, opening) {
+            // An outage is announced once; its recovery only after it was announced.
+            (Some((subject, _)), true) if subject == opened_subject => false,
+            // Another replica seeing the same outage late, or a host flapping: the recovery
+            // just written stands for it.
+            (Some((_, recent)), true) => !recent,
+            (None, true) => true,
+            (latest, false) => latest
+                .as_ref()
+                .is_some_and(|(subject, _)| subject == opened_subject),
+        };
+        if write {
+            sqlx::query("INSERT INTO alerts (kind, subject, body) VALUES ($1, $2, $3)")
+                .bind(&alert.kind)
+                .bind(&alert.subject)
+                .bind(&alert.body)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(write)
     }
 
     /// Delivers due alerts with `send`, at most `limit`, each marked sent or rescheduled with

@@ -1,6 +1,7 @@
 """pypsrp (a second independent WinRM client) against the lab.
 
 Usage: python3 pypsrp_lab.py HOST PORT USER   (password in $LAB_PASSWORD)
+Basic, then NTLM with message encryption.
 """
 import os
 import sys
@@ -39,6 +40,12 @@ def main():
     # pypsrp reads winrm/config to size its envelopes.
     wsman.update_max_payload_size()
     check("config MaxEnvelopeSizekb", wsman.max_envelope_size, 512000)
+
+    # NTLM (pyspnego) with every message sealed, on plain HTTP.
+    ntlm = dict(opts, auth="ntlm", encryption="always")
+    c = Client(host, **ntlm)
+    check("ntlm sealed hostname", c.execute_cmd("hostname"), ("LAB-IQSVC01\r\n", "", 0))
+    check("ntlm sealed whoami", c.execute_cmd("whoami")[0], f"lab-iqsvc01\\{user}\r\n")
 
 
 if __name__ == "__main__":
