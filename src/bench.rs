@@ -87,6 +87,10 @@ pub enum Which {
         shells: usize,
         #[arg(long, default_value_t = 200)]
         commands: usize,
+        /// Also measure Kerberos against the KDC this file names (the `ad.env` that
+        /// deploy/dev/samba-ad.sh writes: MAILBOXD_TEST_KRB_*).
+        #[arg(long)]
+        kerberos_env: Option<PathBuf>,
     },
     /// Claim-and-complete throughput of empty jobs on PostgreSQL with 1, 4 and 16 workers,
     /// and the same work done by a plain `UPDATE … SKIP LOCKED RETURNING` loop.
@@ -168,9 +172,11 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
         Which::Ingest { events } => bench_ingest(settings, events, &out).await,
         Which::Memory { jobs, no_drain } => bench_memory(settings, jobs, !no_drain, &out).await,
         Which::Latency { events } => bench_latency(settings, events, &out).await,
-        Which::Winrm { shells, commands } => {
-            crate::bench_winrm::bench_winrm(shells, commands, &out).await
-        }
+        Which::Winrm {
+            shells,
+            commands,
+            kerberos_env,
+        } => crate::bench_winrm::bench_winrm(shells, commands, kerberos_env.as_deref(), &out).await,
         Which::Burst {
             accounts,
             session,

@@ -319,3 +319,31 @@ async fn a_cancelled_caller_does_not_leak_its_shell() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_drops_the_connection_gets_a_new_one_authenticated_again() {
+    let mut cfg = common::lab_config(vec![]);
+    cfg.ldap_listen = None;
+    let lab = Lab::start(cfg).await.expect("lab");
+    let addr = lab.addr;
+    let c = client(&lab.endpoint(), Auth::Ntlm, common::LAB_PASSWORD, None);
+    round_trip(&c).await;
+    // The host restarts: every connection and its NTLM context are gone.
+    lab.stop();
+    drop(lab);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _lab = loop {
+        let mut cfg = common::lab_config(vec![]);
+        cfg.ldap_listen = None;
+        cfg.listen = addr;
+        match Lab::start(cfg).await {
+            Ok(l) => break l,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("cannot bind {addr} again: {e}"),
+        }
+    };
+    // The same client carries on: a fresh connection, a fresh handshake, no error surfaced.
+    round_trip(&c).await;
+}
