@@ -207,3 +207,58 @@ async fn the_explicit_exchange_credential_travels_on_stdin_and_is_never_recorded
     let all = serde_json::to_string(&st.invocations).unwrap();
     assert!(!all.contains("Exch-S3cret!"));
 }
+
+/// What the host's process listing and event log would show: the same constant command line
+/// for every batch, cold or warm, with no account value and no secret in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_on_the_host_holds_no_event_value_and_no_secret() {
+    let hostile = "o'brien$(calc)`;\u{2019}x";
+    let lab = lab_with(vec![seed(hostile), seed("plain")]).await;
+    for warm in [0, 1] {
+        let mut cfg = ClientConfig::new(
+            lab.endpoint().parse().unwrap(),
+            lab::DEFAULT_USER,
+            SecretString::from(LAB_PASSWORD),
+        );
+        cfg.allow_unencrypted = true;
+        let ex_cfg = config::Exchange {
+            mode: ExchangeMode::Remote,
+            connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
+            username: Some("CORP\\svc-exch".into()),
+            password: Some(SecretString::from("Exch-S3cret!")),
+            warm_sessions: warm,
+            ..config::Exchange::default()
+        };
+        let ex = Exchange::new(WinrmClient::new(cfg).unwrap(), &ex_cfg, lab.endpoint());
+        for who in [hostile, "plain"] {
+            ex.run_batch(Template::HideRemoteMailbox, vec![account(who)])
+                .await
+                .unwrap();
+        }
+        ex.close().await;
+    }
+    let lines = lab.state.lock().unwrap().command_lines.clone();
+    assert!(lines.len() >= 3, "{lines:?}");
+    let cold = format!(
+        "powershell.exe {}",
+        mailboxd::exchange::script::command_arguments().join(" ")
+    );
+    let warm = format!(
+        "powershell.exe {}",
+        mailboxd::exchange::script::serve_arguments().join(" ")
+    );
+    for l in &lines {
+        assert!(*l == cold || *l == warm, "an unexpected command line: {l}");
+        for value in [
+            hostile,
+            "plain",
+            "brien",
+            "Exch-S3cret!",
+            LAB_PASSWORD,
+            "svc-exch",
+        ] {
+            assert!(!l.contains(value), "{value:?} on the command line: {l}");
+        }
+    }
+    assert!(lines.contains(&cold) && lines.contains(&warm), "{lines:?}");
+}

@@ -59,6 +59,9 @@ pub struct LabState {
     pub stats: Stats,
     /// Injected faults and Exchange's throttling counters.
     pub faults: super::faults::Faults,
+    /// Every WinRS command line the host was asked to start (Command and Arguments joined),
+    /// as a process listing or an event log on the host would show them.
+    pub command_lines: Vec<String>,
 }
 
 impl LabState {
@@ -82,6 +85,14 @@ pub struct LabHost {
 
 impl CommandHost for LabHost {
     fn launch(&self, user: &str, command: &str, arguments: &[String]) -> Launch {
+        {
+            let mut line = command.to_owned();
+            for a in arguments {
+                line.push(' ');
+                line.push_str(a);
+            }
+            lock(&self.state).command_lines.push(line);
+        }
         // WinRS joins Command and Arguments with spaces; so does cmd.exe's parser.
         let mut words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
         words.extend(
