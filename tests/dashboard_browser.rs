@@ -106,14 +106,33 @@ impl Driver {
         self.cmd("POST", "/url", json!({ "url": url })).await;
     }
 
+    /// The element `css` names, waiting up to 10 s for it: a click that navigates returns
+    /// before the next page is there.
     async fn find(&self, css: &str) -> String {
-        let v = self
-            .cmd(
-                "POST",
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
+        let url = format!("{}/session/{}/element", self.base, self.session);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let v = loop {
+            let v: Value = self
+                .http
+                .post(&url)
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let missing = v["value"]["error"] == "no such element";
+            if missing && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            assert!(
+                v["value"]["error"].is_null(),
+                "webdriver /element {css}: {v}"
+            );
+            break v["value"].clone();
+        };
         v[ELEMENT]
             .as_str()
             .unwrap_or_else(|| panic!("no element {css}: {v}"))

@@ -16,14 +16,19 @@ async fn lab_with(accounts: Vec<mailboxd::lab::AccountSeed>) -> Lab {
     common::start_lab(accounts, lab::Latency::default(), 30).await
 }
 
-fn exchange(lab: &Lab, mode: ExchangeMode) -> Exchange {
+/// A WinRM client for the lab (Basic over its plain-HTTP listener).
+fn client(lab: &Lab) -> WinrmClient {
     let mut cfg = ClientConfig::new(
         lab.endpoint().parse().unwrap(),
         lab::DEFAULT_USER,
         SecretString::from(LAB_PASSWORD),
     );
     cfg.allow_unencrypted = true;
-    let client = WinrmClient::new(cfg).unwrap();
+    WinrmClient::new(cfg).unwrap()
+}
+
+fn exchange(lab: &Lab, mode: ExchangeMode) -> Exchange {
+    let client = client(lab);
     let ex = config::Exchange {
         mode,
         connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
@@ -181,12 +186,6 @@ async fn a_wrong_winrm_password_is_a_systemic_batch_error() {
 #[tokio::test]
 async fn the_explicit_exchange_credential_travels_on_stdin_and_is_never_recorded() {
     let lab = lab_with(vec![seed("cred")]).await;
-    let mut cfg = ClientConfig::new(
-        lab.endpoint().parse().unwrap(),
-        lab::DEFAULT_USER,
-        SecretString::from(LAB_PASSWORD),
-    );
-    cfg.allow_unencrypted = true;
     let ex_cfg = config::Exchange {
         mode: ExchangeMode::Remote,
         connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
@@ -194,7 +193,7 @@ async fn the_explicit_exchange_credential_travels_on_stdin_and_is_never_recorded
         password: Some(SecretString::from("Exch-S3cret!")),
         ..config::Exchange::default()
     };
-    let ex = Exchange::new(WinrmClient::new(cfg).unwrap(), &ex_cfg, lab.endpoint());
+    let ex = Exchange::new(client(&lab), &ex_cfg, lab.endpoint());
     let a = account("cred");
     let id = a.job_id;
     let r = ex
@@ -215,12 +214,6 @@ async fn the_command_line_on_the_host_holds_no_event_value_and_no_secret() {
     let hostile = "o'brien$(calc)`;\u{2019}x";
     let lab = lab_with(vec![seed(hostile), seed("plain")]).await;
     for warm in [0, 1] {
-        let mut cfg = ClientConfig::new(
-            lab.endpoint().parse().unwrap(),
-            lab::DEFAULT_USER,
-            SecretString::from(LAB_PASSWORD),
-        );
-        cfg.allow_unencrypted = true;
         let ex_cfg = config::Exchange {
             mode: ExchangeMode::Remote,
             connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
@@ -229,7 +222,7 @@ async fn the_command_line_on_the_host_holds_no_event_value_and_no_secret() {
             warm_sessions: warm,
             ..config::Exchange::default()
         };
-        let ex = Exchange::new(WinrmClient::new(cfg).unwrap(), &ex_cfg, lab.endpoint());
+        let ex = Exchange::new(client(&lab), &ex_cfg, lab.endpoint());
         for who in [hostile, "plain"] {
             ex.run_batch(Template::HideRemoteMailbox, vec![account(who)])
                 .await
@@ -261,4 +254,47 @@ async fn the_command_line_on_the_host_holds_no_event_value_and_no_secret() {
         }
     }
     assert!(lines.contains(&cold) && lines.contains(&warm), "{lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_process_lost_with_its_host_is_replaced_without_failing_the_batch() {
+    let lab = lab_with(vec![seed("w1"), seed("w2")]).await;
+    let addr = lab.addr;
+    let ex_cfg = config::Exchange {
+        mode: ExchangeMode::Snapin,
+        warm_sessions: 1,
+        ..config::Exchange::default()
+    };
+    let ex = Exchange::new(client(&lab), &ex_cfg, lab.endpoint());
+    let a = account("w1");
+    let id = a.job_id;
+    let r = ex
+        .run_batch(Template::EnableRemoteMailbox, vec![a])
+        .await
+        .unwrap();
+    assert_eq!(status(&r.outcomes[&id]), "enabled");
+    // The host restarts: the warm process and its shell are gone.
+    lab.stop();
+    drop(lab);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lab = loop {
+        let mut c = common::lab_config(vec![seed("w1"), seed("w2")]);
+        c.listen = addr;
+        match Lab::start(c).await {
+            Ok(l) => break l,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("cannot bind {addr} again: {e}"),
+        }
+    };
+    let a = account("w2");
+    let id = a.job_id;
+    let r = ex
+        .run_batch(Template::EnableRemoteMailbox, vec![a])
+        .await
+        .expect("a fresh warm process takes the batch");
+    assert_eq!(status(&r.outcomes[&id]), "enabled");
+    assert_eq!(lab.state.lock().unwrap().stats.powershell_runs, 1);
+    ex.close().await;
 }

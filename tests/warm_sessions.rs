@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{TestEnv, seed};
@@ -15,29 +14,6 @@ fn latency() -> lab::Latency {
         cmdlet: Duration::from_millis(5),
         round_trip: Duration::ZERO,
     }
-}
-
-/// Successful Enable-RemoteMailbox calls per sAMAccountName (named or by objectGUID).
-async fn enabled_per_account(env: &TestEnv) -> HashMap<String, usize> {
-    let sam_of: HashMap<String, String> = env
-        .mailboxes()
-        .await
-        .iter()
-        .flat_map(|m| {
-            let sam = m["sam_account_name"].as_str().unwrap_or("").to_owned();
-            let guid = m["object_guid"].as_str().unwrap_or("").to_owned();
-            [(sam.clone(), sam.clone()), (guid, sam)]
-        })
-        .collect();
-    let mut n = HashMap::new();
-    for c in env.invocations().await {
-        if c["cmdlet"] == "Enable-RemoteMailbox" && c["error"].is_null() {
-            let id = c["parameters"]["Identity"].as_str().unwrap_or("");
-            *n.entry(sam_of.get(id).cloned().unwrap_or(id.to_owned()))
-                .or_default() += 1;
-        }
-    }
-    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -69,7 +45,7 @@ async fn two_warm_processes_open_exchange_twice_for_many_batches() {
         stats["stats"]["exchange_sessions"].as_u64().unwrap_or(99) <= 2,
         "{stats}"
     );
-    let enabled = enabled_per_account(&env).await;
+    let enabled = env.enables_per_account().await;
     for n in &names {
         assert_eq!(enabled.get(n), Some(&1), "{n}");
     }
@@ -103,7 +79,7 @@ async fn a_warm_process_is_replaced_after_its_request_budget() {
     // Two batches per process at most, so at least ceil(batches / 2) processes, each one session.
     assert!(runs >= 3, "{stats}");
     assert_eq!(runs, sessions, "one Exchange session per process: {stats}");
-    let enabled = enabled_per_account(&env).await;
+    let enabled = env.enables_per_account().await;
     for n in &names {
         assert_eq!(enabled.get(n), Some(&1), "{n}");
     }

@@ -5,7 +5,7 @@
 //! a process after `max_requests`, and drops one on any error.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -16,6 +16,7 @@ struct WarmProcess {
     shell: Shell,
     process: Process,
     requests: u32,
+    last_used: Instant,
     /// Output received after the last request's DONE line (normally nothing).
     carry: Vec<u8>,
 }
@@ -30,21 +31,20 @@ impl WarmProcess {
             shell,
             process,
             requests: 0,
+            last_used: Instant::now(),
             carry: Vec::new(),
         })
     }
 
-    /// Sends one request and reads until its DONE line.
-    async fn request(&mut self, payload: &Payload) -> Result<CommandOutput, WinrmError> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut line = serde_json::to_vec(&WarmRequest {
-            id: id.clone(),
-            payload: payload.clone(),
-        })
-        .map_err(|e| WinrmError::Protocol(e.to_string()))?;
-        line.push(b'\n');
+    /// Sends one request line; an error here means the process never got it.
+    async fn send(&mut self, line: &[u8]) -> Result<(), WinrmError> {
         self.requests += 1;
-        self.process.send(&line, false).await?;
+        self.last_used = Instant::now();
+        self.process.send(line, false).await
+    }
+
+    /// Reads until the DONE line of request `id`.
+    async fn read_until_done(&mut self, id: &str) -> Result<CommandOutput, WinrmError> {
         let marker = format!("{}{id}", script::DONE_MARKER);
         let mut stdout = std::mem::take(&mut self.carry);
         let mut stderr = Vec::new();
@@ -91,6 +91,11 @@ fn find_line(hay: &[u8], marker: &[u8]) -> Option<usize> {
     Some(at + nl + 1)
 }
 
+/// An idle process is not reused after this long: the host deletes a shell that saw no
+/// request for its IdleTimeOut (300 s as mailboxd opens them), and a request sent into a
+/// deleted shell would only fail.
+const MAX_IDLE: Duration = Duration::from_secs(240);
+
 pub struct WarmPool {
     client: WinrmClient,
     idle: Mutex<Vec<WarmProcess>>,
@@ -117,12 +122,35 @@ impl WarmPool {
             .await
             .map_err(|_| WinrmError::Timeout)?
             .map_err(|_| WinrmError::Protocol("the warm pool is closed".into()))?;
-        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut p = match taken {
-            Some(p) => p,
-            None => WarmProcess::start(&self.client).await?,
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut line = serde_json::to_vec(&WarmRequest {
+            id: id.clone(),
+            payload: payload.clone(),
+        })
+        .map_err(|e| WinrmError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        let mut p = loop {
+            match self.take_idle() {
+                Some(mut p) => match p.send(&line).await {
+                    Ok(()) => break p,
+                    // A kept process that cannot take the request (its shell expired, the host
+                    // restarted) never ran it: replace it and carry on.
+                    Err(e) => {
+                        tracing::info!(error = %e, "a warm PowerShell process is gone; starting another");
+                        tokio::spawn(p.close());
+                    }
+                },
+                None => {
+                    let mut p = WarmProcess::start(&self.client).await?;
+                    if let Err(e) = p.send(&line).await {
+                        tokio::spawn(p.close());
+                        return Err(e);
+                    }
+                    break p;
+                }
+            }
         };
-        let out = p.request(payload).await;
+        let out = p.read_until_done(&id).await;
         match &out {
             // Healthy and not yet due for recycling: back to the pool.
             Ok(o) if o.exit_code == 0 && p.process.exit_code().is_none() => {
@@ -138,6 +166,18 @@ impl WarmPool {
             }
         }
         out
+    }
+
+    /// An idle process fresh enough to reuse; stale ones are ended on the way.
+    fn take_idle(&self) -> Option<WarmProcess> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(p) = idle.pop() {
+            if p.last_used.elapsed() < MAX_IDLE {
+                return Some(p);
+            }
+            tokio::spawn(p.close());
+        }
+        None
     }
 
     /// Ends every idle process (shutdown).

@@ -309,7 +309,11 @@ pub async fn serve(
     tls: Option<(tokio_rustls::TlsAcceptor, Vec<u8>)>,
 ) {
     use tower::ServiceExt;
+    // The connections live in this set: when the listener's task ends (Lab::stop, a host_down
+    // fault), they end with it, as a host that goes away takes its connections along.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -320,7 +324,7 @@ pub async fn serve(
         };
         let app = app.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let security = Arc::new(match &tls {
                 Some((_, binding)) => wsman::ConnSecurity::tls(binding.clone()),
                 None => wsman::ConnSecurity::default(),

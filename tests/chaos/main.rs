@@ -160,25 +160,7 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     // Exactly one successful Enable-RemoteMailbox per joiner (named by sAMAccountName, or by
     // the objectGUID the directory check hands to Exchange).
     let mailboxes = env.mailboxes().await;
-    let sam_of: HashMap<String, String> = mailboxes
-        .iter()
-        .flat_map(|m| {
-            let sam = m["sam_account_name"].as_str().unwrap_or("").to_owned();
-            let guid = m["object_guid"].as_str().unwrap_or("").to_owned();
-            [(sam.clone(), sam.clone()), (guid, sam)]
-        })
-        .collect();
-    let mut enabled = HashMap::<String, usize>::new();
-    for c in env
-        .invocations()
-        .await
-        .iter()
-        .filter(|c| c["cmdlet"] == "Enable-RemoteMailbox" && c["error"].is_null())
-    {
-        let identity = c["parameters"]["Identity"].as_str().unwrap_or("");
-        let sam = sam_of.get(identity).cloned().unwrap_or(identity.to_owned());
-        *enabled.entry(sam).or_default() += 1;
-    }
+    let enabled = env.enables_per_account().await;
     let by_sam: HashMap<&str, &serde_json::Value> = mailboxes
         .iter()
         .map(|m| (m["sam_account_name"].as_str().unwrap_or(""), m))

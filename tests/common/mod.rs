@@ -524,6 +524,30 @@ impl TestEnv {
             .collect()
     }
 
+    /// Successful Enable-RemoteMailbox calls per sAMAccountName, whether Exchange was given
+    /// the name or the objectGUID the directory check found.
+    pub async fn enables_per_account(&self) -> std::collections::HashMap<String, usize> {
+        let sam_of: std::collections::HashMap<String, String> = self
+            .mailboxes()
+            .await
+            .iter()
+            .flat_map(|m| {
+                let sam = m["sam_account_name"].as_str().unwrap_or("").to_owned();
+                let guid = m["object_guid"].as_str().unwrap_or("").to_owned();
+                [(sam.clone(), sam.clone()), (guid, sam)]
+            })
+            .collect();
+        let mut n = std::collections::HashMap::new();
+        for c in self.invocations().await {
+            if c["cmdlet"] == "Enable-RemoteMailbox" && c["error"].is_null() {
+                let id = c["parameters"]["Identity"].as_str().unwrap_or("");
+                *n.entry(sam_of.get(id).cloned().unwrap_or(id.to_owned()))
+                    .or_default() += 1;
+            }
+        }
+        n
+    }
+
     /// `GET /lab/mailboxes`: every account the lab knows.
     pub async fn mailboxes(&self) -> Vec<Value> {
         self.lab_get("/lab/mailboxes").await

@@ -10,12 +10,7 @@ from pypsrp.client import Client
 from pypsrp.shell import Process, SignalCode, WinRS
 from pypsrp.wsman import WSMan
 
-
-def check(name, got, want):
-    if got != want:
-        print(f"FAIL {name}: got {got!r}, want {want!r}")
-        sys.exit(1)
-    print(f"ok   {name}")
+from peercheck import check  # tests/peers/peercheck.py (the script's folder is on sys.path)
 
 
 def main():

@@ -9,12 +9,7 @@ import sys
 import winrm
 from winrm.exceptions import InvalidCredentialsError
 
-
-def check(name, got, want):
-    if got != want:
-        print(f"FAIL {name}: got {got!r}, want {want!r}")
-        sys.exit(1)
-    print(f"ok   {name}")
+from peercheck import check  # tests/peers/peercheck.py (the script's folder is on sys.path)
 
 
 def main():
