@@ -372,13 +372,51 @@ impl NtlmTransport {
             .map_err(|e| WinrmError::Unreachable(format!("the connection broke: {e}")))
     }
 
+    /// Sends a request on an authenticated connection, telling apart a connection that was
+    /// already closed (the request never left: safe to send again elsewhere) from one that
+    /// broke with the request under way.
+    async fn send_unless_closed(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        (body, content_type): (Vec<u8>, &'static str),
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Unsent> {
+        let req = hyper::Request::post(self.endpoint.path())
+            .header(header::HOST, self.authority())
+            .header(header::ACCEPT_ENCODING, "identity")
+            .header(header::USER_AGENT, "mailboxd")
+            .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Unsent::Failed(WinrmError::Protocol(e.to_string())))?;
+        if let Err(e) = sender.ready().await {
+            return Err(Unsent::Closed(WinrmError::Unreachable(format!(
+                "the connection closed: {e}"
+            ))));
+        }
+        match tokio::time::timeout(self.read_timeout, sender.try_send_request(req)).await {
+            Err(_) => Err(Unsent::Failed(WinrmError::Timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(mut e)) => {
+                let never_sent = e.take_message().is_some();
+                let err = WinrmError::Unreachable(format!("the connection broke: {}", e.error()));
+                Err(if never_sent {
+                    Unsent::Closed(err)
+                } else {
+                    Unsent::Failed(err)
+                })
+            }
+        }
+    }
+
     /// Sends one envelope sealed; a connection that lost its security context (401) is
     /// replaced once, transparently — the host did not act on a request it refused.
     pub async fn post(&self, envelope: String) -> Result<Reply, WinrmError> {
-        for attempt in 0..2 {
-            let mut conn = match self.take_idle() {
-                Some(c) => c,
-                None => self.connect().await?,
+        let mut reauthenticated = false;
+        // Kept connections the host has closed meanwhile: each is tried, found dead before
+        // the request left, and replaced; a bound keeps a confused pool from spinning.
+        for _ in 0..8 {
+            let (mut conn, reused) = match self.take_idle() {
+                Some(c) => (c, true),
+                None => (self.connect().await?, false),
             };
             // Inside TLS the envelope travels as it is, as Windows' own client sends it.
             let body = if self.tls.is_some() {
@@ -390,13 +428,21 @@ impl NtlmTransport {
                     .map_err(|e| WinrmError::Encryption(e.to_string()))?;
                 (sealed, ntlm::ENCRYPTED_CONTENT_TYPE)
             };
-            let resp = self.send(&mut conn.sender, None, Some(body)).await?;
+            let resp = match self.send_unless_closed(&mut conn.sender, body).await {
+                Ok(r) => r,
+                Err(Unsent::Closed(e)) if reused => {
+                    tracing::debug!(error = %e, "a kept WinRM connection was closed by the host; opening another");
+                    continue;
+                }
+                Err(Unsent::Closed(e) | Unsent::Failed(e)) => return Err(e),
+            };
             let status = resp.status().as_u16();
             if status == 401 {
                 drop(conn);
-                if attempt == 0 {
+                if !reauthenticated {
+                    reauthenticated = true;
                     tracing::debug!(
-                        "the WinRM host dropped the NTLM context; authenticating again"
+                        "the WinRM host dropped the security context; authenticating again"
                     );
                     continue;
                 }
@@ -434,6 +480,14 @@ impl NtlmTransport {
         }
         Err(WinrmError::Unauthorized)
     }
+}
+
+/// Why a request on a kept connection did not get an answer.
+enum Unsent {
+    /// The connection was closed before the request left: try another.
+    Closed(WinrmError),
+    /// Anything else, including a connection that broke with the request under way.
+    Failed(WinrmError),
 }
 
 async fn handshake<S>(io: S) -> Result<SendRequest<Full<Bytes>>, WinrmError>
