@@ -73,6 +73,20 @@ impl App {
         let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone())
             .redacting(settings.secret_values());
         let exchange_handle = exchange.clone();
+        let warm = settings.exchange.warm_sessions;
+        if warm >= 18 {
+            tracing::warn!(
+                warm_sessions = warm,
+                "exchange.warm_sessions reaches Exchange's default PowerShellMaxConcurrency (18 sessions per user): unless the host's throttling policy was raised, sessions beyond it are refused"
+            );
+        }
+        if warm > settings.worker.concurrency as usize {
+            tracing::warn!(
+                warm_sessions = warm,
+                concurrency = settings.worker.concurrency,
+                "exchange.warm_sessions is above worker.concurrency: the extra processes are never used"
+            );
+        }
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected_tx, connected_rx) = watch::channel(false);
