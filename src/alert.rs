@@ -81,13 +81,22 @@ pub fn signature(error: &str, sam: &str) -> String {
     out.chars().take(200).collect()
 }
 
+/// The subjects of the circuit's two alerts for `endpoint`: (opened, closed). They name the
+/// pair the store keeps to one per outage.
+pub fn circuit_subjects(endpoint: &str) -> (String, String) {
+    (
+        format!("[mailboxd] Windows host {endpoint} unavailable: mailbox jobs paused"),
+        format!("[mailboxd] Windows host {endpoint} available again: mailbox jobs resumed"),
+    )
+}
+
 /// The one alert for operations when the circuit opens (the Windows side is down).
 pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) -> NewAlert {
     NewAlert {
         digest_key: None,
         account: None,
         kind: ErrorClass::Systemic.as_str().to_owned(),
-        subject: format!("[mailboxd] Windows host {endpoint} unavailable: mailbox jobs paused"),
+        subject: circuit_subjects(endpoint).0,
         body: format!(
             "mailboxd stopped sending work to {endpoint} after: {reason}\n\n\
              Jobs are kept and wait; none uses up its attempts while the host is down. mailboxd \
@@ -106,9 +115,7 @@ pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
         digest_key: None,
         account: None,
         kind: ErrorClass::Systemic.as_str().to_owned(),
-        subject: format!(
-            "[mailboxd] Windows host {endpoint} available again: mailbox jobs resumed"
-        ),
+        subject: circuit_subjects(endpoint).1,
         body: format!(
             "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n\
              Nothing to do, unless this keeps happening: then look at the host's availability.\n\

@@ -177,9 +177,7 @@ impl Worker {
         alert: &crate::store::NewAlert,
         opening: bool,
     ) -> Result<bool, crate::store::StoreError> {
-        let endpoint = self.exchange.endpoint();
-        let opened = crate::alert::circuit_opened(endpoint, "", Duration::ZERO).subject;
-        let closed = crate::alert::circuit_closed(endpoint, Duration::ZERO).subject;
+        let (opened, closed) = crate::alert::circuit_subjects(self.exchange.endpoint());
         self.store
             .raise_circuit_alert(alert, &opened, &closed, opening)
             .await

@@ -16,6 +16,20 @@ fn latency() -> lab::Latency {
     }
 }
 
+/// Publishes a joiner for each name and waits until every one succeeded.
+async fn joiners_all_succeed(env: &TestEnv, names: &[String]) {
+    let publisher = env.publisher().await;
+    let mut ids = Vec::new();
+    for n in names {
+        let e = env.joiner(n);
+        publisher.publish(&e).await.expect("publish");
+        ids.push(e.id);
+    }
+    for id in &ids {
+        env.wait_succeeded(id).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_warm_processes_open_exchange_twice_for_many_batches() {
     let names: Vec<String> = (0..40).map(|i| format!("warm{i:02}")).collect();
@@ -25,16 +39,7 @@ async fn two_warm_processes_open_exchange_twice_for_many_batches() {
     env.settings.exchange.batch_size = 4;
     env.settings.exchange.batch_linger = Duration::from_millis(50);
     let app = env.start_daemon().await;
-    let publisher = env.publisher().await;
-    let mut ids = Vec::new();
-    for n in &names {
-        let e = env.joiner(n);
-        publisher.publish(&e).await.expect("publish");
-        ids.push(e.id);
-    }
-    for id in &ids {
-        env.wait_succeeded(id).await;
-    }
+    joiners_all_succeed(&env, &names).await;
     let stats = env.lab_stats().await;
     // At least ten batches went through two processes: two PowerShell starts, two sessions.
     assert!(
@@ -63,16 +68,7 @@ async fn a_warm_process_is_replaced_after_its_request_budget() {
     env.settings.exchange.batch_size = 2;
     env.settings.exchange.batch_linger = Duration::from_millis(50);
     let app = env.start_daemon().await;
-    let publisher = env.publisher().await;
-    let mut ids = Vec::new();
-    for n in &names {
-        let e = env.joiner(n);
-        publisher.publish(&e).await.expect("publish");
-        ids.push(e.id);
-    }
-    for id in &ids {
-        env.wait_succeeded(id).await;
-    }
+    joiners_all_succeed(&env, &names).await;
     let stats = env.lab_stats().await;
     let runs = stats["stats"]["powershell_runs"].as_u64().unwrap_or(0);
     let sessions = stats["stats"]["exchange_sessions"].as_u64().unwrap_or(0);

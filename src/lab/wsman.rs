@@ -446,21 +446,15 @@ pub struct LabKerberos {
 }
 
 fn challenge(token: &[u8]) -> Response {
-    let mut r = StatusCode::UNAUTHORIZED.into_response();
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "Negotiate {}",
-        base64::engine::general_purpose::STANDARD.encode(token)
-    )) {
-        h.insert(header::WWW_AUTHENTICATE, v);
-    }
-    h.insert(
+    let mut r = with_token(StatusCode::UNAUTHORIZED.into_response(), token);
+    r.headers_mut().insert(
         header::SERVER,
         HeaderValue::from_static("Microsoft-HTTPAPI/2.0"),
     );
     r
 }
 
+/// Adds `WWW-Authenticate: Negotiate <token>` (an NTLM challenge, a Kerberos AP-REP).
 fn with_token(mut r: Response, token: &[u8]) -> Response {
     if let Ok(v) = HeaderValue::from_str(&format!(
         "Negotiate {}",

@@ -333,12 +333,12 @@ impl NtlmTransport {
         Ok(SecCtx::Kerberos(Box::new(ctx)))
     }
 
-    async fn send(
+    /// A POST to the endpoint: with a `Negotiate` token (handshake legs) and/or a body.
+    fn request(
         &self,
-        sender: &mut SendRequest<Full<Bytes>>,
         token: Option<&[u8]>,
         body: Option<(Vec<u8>, &'static str)>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, WinrmError> {
+    ) -> Result<hyper::Request<Full<Bytes>>, WinrmError> {
         let mut req = hyper::Request::post(self.endpoint.path())
             .header(header::HOST, self.authority())
             .header(header::ACCEPT_ENCODING, "identity")
@@ -359,9 +359,17 @@ impl NtlmTransport {
             }
             None => Vec::new(),
         };
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| WinrmError::Protocol(e.to_string()))?;
+        req.body(Full::new(Bytes::from(body)))
+            .map_err(|e| WinrmError::Protocol(e.to_string()))
+    }
+
+    async fn send(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        token: Option<&[u8]>,
+        body: Option<(Vec<u8>, &'static str)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, WinrmError> {
+        let req = self.request(token, body)?;
         sender
             .ready()
             .await
@@ -378,15 +386,9 @@ impl NtlmTransport {
     async fn send_unless_closed(
         &self,
         sender: &mut SendRequest<Full<Bytes>>,
-        (body, content_type): (Vec<u8>, &'static str),
+        body: (Vec<u8>, &'static str),
     ) -> Result<hyper::Response<hyper::body::Incoming>, Unsent> {
-        let req = hyper::Request::post(self.endpoint.path())
-            .header(header::HOST, self.authority())
-            .header(header::ACCEPT_ENCODING, "identity")
-            .header(header::USER_AGENT, "mailboxd")
-            .header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Unsent::Failed(WinrmError::Protocol(e.to_string())))?;
+        let req = self.request(None, Some(body)).map_err(Unsent::Failed)?;
         if let Err(e) = sender.ready().await {
             return Err(Unsent::Closed(WinrmError::Unreachable(format!(
                 "the connection closed: {e}"
