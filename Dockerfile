@@ -5,12 +5,23 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so a source change does not rebuild them.
+# The image carries the lab by default (the compose stack runs `mailboxd lab` from it);
+# `--build-arg FEATURES=production` builds the daemon alone, with no lab or acceptor code.
+ARG FEATURES=default
+# Dependencies first, so a source change does not rebuild them: the workspace's manifests
+# with empty crates.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && echo '' > src/lib.rs \
+COPY xml/Cargo.toml xml/
+COPY winrm/Cargo.toml winrm/
+COPY ps-templates/Cargo.toml ps-templates/
+COPY lab/Cargo.toml lab/
+RUN for c in . xml winrm ps-templates lab; do mkdir -p $c/src && touch $c/src/lib.rs; done \
+    && echo 'fn main() {}' > src/main.rs \
     && cargo build --release --locked 2>/dev/null || true
 COPY . .
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin mailboxd
+RUN touch src/main.rs src/lib.rs */src/lib.rs \
+    && cargo build --release --locked --bin mailboxd \
+       $([ "$FEATURES" = production ] && echo --no-default-features)
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -179,7 +179,7 @@ pub mod sender {
 
     impl Sender {
         pub fn new(cfg: &Smtp, public_url: Option<String>) -> Result<Sender, SenderError> {
-            crate::install_tls_provider();
+            winrm::tls::install_provider();
             let tls = || -> Result<TlsParameters, SenderError> {
                 let mut b = TlsParameters::builder(cfg.host.clone());
                 if let Some(path) = &cfg.ca_file {

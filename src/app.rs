@@ -13,8 +13,8 @@ use crate::circuit::Circuit;
 use crate::config::{Settings, WinrmAuth};
 use crate::exchange::Exchange;
 use crate::store::Store;
-use crate::winrm::{Auth, ClientConfig, WinrmClient};
 use crate::{admin, intake, worker};
+use winrm::{Auth, ClientConfig, WinrmClient};
 
 /// A running daemon.
 pub struct App {

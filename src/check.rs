@@ -48,7 +48,7 @@ where
 
 /// Runs every probe (in order: the later ones depend on nothing but their own settings).
 pub async fn run(s: &Settings) -> Vec<Probe> {
-    crate::install_tls_provider();
+    winrm::tls::install_provider();
     let mut out = Vec::new();
     out.push(
         timed("PostgreSQL", async {

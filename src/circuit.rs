@@ -2,7 +2,7 @@
 //! refuses the credentials or stays unreachable, work pauses instead of burning every job's
 //! attempts, operations get one alert, and a single probe batch tests the host from time to time.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -58,8 +58,8 @@ impl Circuit {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     pub fn permit(&self) -> Permit {

@@ -197,13 +197,8 @@ pub struct Winrm {
     pub password: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExchangeMode {
-    Remote,
-    Snapin,
-    None,
-}
+/// The host script's contract owns the mode names; the configuration reads them.
+pub use ps_templates::ExchangeMode;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -7,7 +7,9 @@
 //! account that has not replicated yet cannot make Exchange look in the wrong place.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
@@ -272,7 +274,7 @@ impl Directory {
             return Err(DirectoryError::Config("base_dn is empty".into()));
         }
         let tls =
-            crate::tls::client_config(cfg.ca_file.as_deref()).map_err(DirectoryError::Config)?;
+            winrm::tls::client_config(cfg.ca_file.as_deref()).map_err(DirectoryError::Config)?;
         Ok(Some(Directory {
             inner: Arc::new(Inner {
                 urls,
@@ -526,7 +528,7 @@ impl Directory {
     async fn connection(&self, url: &url::Url) -> Result<Conn, ReadError> {
         let key = url.to_string();
         {
-            let pool = crate::lab::lock(&self.inner.pool);
+            let pool = self.inner.pool.lock();
             if let Some(conns) = pool.get(&key)
                 && conns.len() >= self.inner.pool_size
             {
@@ -541,7 +543,7 @@ impl Directory {
             }
         }
         let conn = self.connect(url).await?;
-        let mut pool = crate::lab::lock(&self.inner.pool);
+        let mut pool = self.inner.pool.lock();
         let conns = pool.entry(key).or_default();
         conns.retain(|c| !c.ldap.clone().is_closed());
         if conns.len() < self.inner.pool_size {
@@ -551,7 +553,7 @@ impl Directory {
     }
 
     fn drop_pooled(&self, url: &url::Url) {
-        crate::lab::lock(&self.inner.pool).remove(url.as_str());
+        self.inner.pool.lock().remove(url.as_str());
     }
 
     /// Connects (TLS or StartTLS), binds, and reads the controller's DNS name.

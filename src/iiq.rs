@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::event::{self, Account, AccountName, Event, EventError, EventKind, Mailbox};
-use crate::winrm::xml::{self, Element};
+use winrm::xml::{self, Element};
 
 /// What one IdentityIQ document came to.
 #[derive(Debug, Default)]
@@ -298,7 +298,7 @@ pub fn sanitized(body: &[u8]) -> Option<Vec<u8>> {
 const REMOVED: &str = "[removed by mailboxd: credentials are never stored]";
 
 fn write(e: &Element, out: &mut String) {
-    use quick_xml::escape::escape;
+    use xml::escape;
     let secret = (e.name == "AttributeRequest" && attr(e, "name").is_some_and(is_credential))
         || (e.name == "entry" && attr(e, "key").is_some_and(is_credential));
     out.push('<');

@@ -4,27 +4,23 @@
 pub mod admin;
 pub mod alert;
 pub mod app;
-pub mod bench;
-pub mod bench_winrm;
 pub mod check;
 pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
-pub mod demo;
 pub mod directory;
 pub mod event;
 pub mod exchange;
 pub mod iiq;
 pub mod intake;
-pub mod lab;
 pub mod metrics;
 pub mod publish;
 pub mod reconcile;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
-pub mod winrm;
+#[cfg(feature = "lab")]
+pub mod tools;
 pub mod worker;
 
 use std::sync::OnceLock;
@@ -42,21 +38,8 @@ pub fn replica_name() -> &'static str {
     })
 }
 
-/// Makes ring the process's TLS crypto provider (once; later calls do nothing).
-pub fn install_tls_provider() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        // Err only means another provider was installed first, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 /// Compares a presented secret with the expected one in constant time, so response timing
 /// does not reveal how much of a password or token matched.
 pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }

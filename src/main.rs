@@ -3,11 +3,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = mailboxd::cli::Cli::parse();
-    // The demo prints its own progress; its daemon only speaks up about problems.
-    let level = match cli.command {
-        mailboxd::cli::Command::Demo(_) => "warn",
-        _ => "info",
-    };
+    let level = cli.command.log_level();
     let format = cli.log_format;
     mailboxd::telemetry::init(format, level);
     match mailboxd::cli::main(cli).await {

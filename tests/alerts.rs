@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::smtp::{SmtpSink, decode_parts, send_to_sink};
 use common::{TestEnv, free_port, seed};
-use mailboxd::lab::Recipient;
+use lab::Recipient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TestEnv, seed};
-use mailboxd::lab::Recipient;
+use lab::Recipient;
 use mailboxd::store::JobState;
 use secrecy::SecretString;
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, seed};
-use mailboxd::lab::Recipient;
+use lab::Recipient;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

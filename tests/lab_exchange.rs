@@ -4,15 +4,15 @@
 mod common;
 
 use common::{LAB_PASSWORD, remote, seed};
+use lab::{self, Lab, Recipient};
 use mailboxd::config::{self, ExchangeMode};
 use mailboxd::exchange::{AccountData, AccountOutcome, Exchange, Template};
-use mailboxd::lab::{self, Lab, Recipient};
 use mailboxd::store::ErrorClass;
-use mailboxd::winrm::{ClientConfig, WinrmClient};
 use secrecy::SecretString;
 use uuid::Uuid;
+use winrm::{ClientConfig, WinrmClient};
 
-async fn lab_with(accounts: Vec<mailboxd::lab::AccountSeed>) -> Lab {
+async fn lab_with(accounts: Vec<lab::AccountSeed>) -> Lab {
     common::start_lab(accounts, lab::Latency::default(), 30).await
 }
 
@@ -99,7 +99,7 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
         other => panic!("unknown account must fail: {other:?}"),
     }
     // One session for the whole batch; the remote mode went to the configured server.
-    let st = lab.state.lock().unwrap();
+    let st = lab.state.lock();
     assert_eq!(st.stats.exchange_sessions, 1);
     assert_eq!(st.invocations[0].cmdlet, "New-PSSession");
     assert_eq!(
@@ -151,7 +151,7 @@ async fn hiding_is_idempotent_and_never_touches_a_non_remote_account() {
         .await
         .unwrap();
     assert_eq!(status(&r.outcomes[&id]), "already");
-    let st = lab.state.lock().unwrap();
+    let st = lab.state.lock();
     let sets: Vec<_> = st
         .invocations
         .iter()
@@ -180,7 +180,7 @@ async fn a_wrong_winrm_password_is_a_systemic_batch_error() {
         .await
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Systemic, "{err}");
-    assert!(lab.state.lock().unwrap().invocations.is_empty());
+    assert!(lab.state.lock().invocations.is_empty());
 }
 
 #[tokio::test]
@@ -201,7 +201,7 @@ async fn the_explicit_exchange_credential_travels_on_stdin_and_is_never_recorded
         .await
         .unwrap();
     assert_eq!(status(&r.outcomes[&id]), "enabled");
-    let st = lab.state.lock().unwrap();
+    let st = lab.state.lock();
     assert_eq!(st.invocations[0].parameters["Credential"], "CORP\\svc-exch");
     let all = serde_json::to_string(&st.invocations).unwrap();
     assert!(!all.contains("Exch-S3cret!"));
@@ -230,15 +230,15 @@ async fn the_command_line_on_the_host_holds_no_event_value_and_no_secret() {
         }
         ex.close().await;
     }
-    let lines = lab.state.lock().unwrap().command_lines.clone();
+    let lines = lab.state.lock().command_lines.clone();
     assert!(lines.len() >= 3, "{lines:?}");
     let cold = format!(
         "powershell.exe {}",
-        mailboxd::exchange::script::command_arguments().join(" ")
+        ps_templates::command_arguments().join(" ")
     );
     let warm = format!(
         "powershell.exe {}",
-        mailboxd::exchange::script::serve_arguments().join(" ")
+        ps_templates::serve_arguments().join(" ")
     );
     for l in &lines {
         assert!(*l == cold || *l == warm, "an unexpected command line: {l}");
@@ -295,6 +295,6 @@ async fn a_warm_process_lost_with_its_host_is_replaced_without_failing_the_batch
         .await
         .expect("a fresh warm process takes the batch");
     assert_eq!(status(&r.outcomes[&id]), "enabled");
-    assert_eq!(lab.state.lock().unwrap().stats.powershell_runs, 1);
+    assert_eq!(lab.state.lock().stats.powershell_runs, 1);
     ex.close().await;
 }

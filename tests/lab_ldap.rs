@@ -6,8 +6,8 @@ mod common;
 use std::process::Command;
 
 use common::{LAB_PASSWORD, remote, seed, start_lab};
+use lab::{self, Lab};
 use mailboxd::directory::{Directory, Lookup, RecipientType};
-use mailboxd::lab::{self, Lab};
 use secrecy::SecretString;
 
 async fn lab_with_accounts() -> Lab {
@@ -261,7 +261,7 @@ async fn ldapmodify_changes_what_the_lab_shows() {
     let ldif = "dn: CN=remote01,CN=Users,DC=corp,DC=example\nchangetype: modify\nreplace: msExchHideFromAddressLists\nmsExchHideFromAddressLists: TRUE\n-\nreplace: userAccountControl\nuserAccountControl: 514\n-\n";
     let (code, out) = ldap_tool("ldapmodify", &lab, &[], Some(ldif));
     assert_eq!(code, 0, "{out}");
-    let st = lab.state.lock().unwrap();
+    let st = lab.state.lock();
     let a = st
         .accounts
         .iter()
@@ -274,7 +274,7 @@ async fn ldapmodify_changes_what_the_lab_shows() {
     let bad = "dn: CN=user00001,CN=Users,DC=corp,DC=example\nchangetype: modify\nreplace: mailNickname\nmailNickname: u1\n-\nreplace: noSuchThing\nnoSuchThing: 1\n-\n";
     let (code, out) = ldap_tool("ldapmodify", &lab, &[], Some(bad));
     assert_ne!(code, 0, "{out}");
-    let st = lab.state.lock().unwrap();
+    let st = lab.state.lock();
     let a = st
         .accounts
         .iter()
@@ -288,9 +288,12 @@ async fn ldapmodify_changes_what_the_lab_shows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailboxds_directory_client_reads_the_lab() {
     let lab = lab_with_accounts().await;
-    let cfg = lab
-        .ldap_settings(lab::DEFAULT_USER, SecretString::from(LAB_PASSWORD))
-        .unwrap();
+    let cfg = mailboxd::tools::lab_setup::ldap_settings(
+        &lab,
+        lab::DEFAULT_USER,
+        SecretString::from(LAB_PASSWORD),
+    )
+    .unwrap();
     let dir = Directory::from_config(&cfg).unwrap().unwrap();
     let st = dir
         .read(&Lookup::Sam("hidden01".into()), None)

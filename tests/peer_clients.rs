@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use mailboxd::lab::cmd;
-use mailboxd::lab::wsman::{self, CommandHost, Launch, ProcessOutput, WsmanConfig};
+use lab::cmd;
+use lab::wsman::{self, CommandHost, Launch, ProcessOutput, WsmanConfig};
 
-use mailboxd::lab;
 use secrecy::SecretString;
 
 /// Runs a peer script (tests/peers/NAME) with the lab's password in its environment; fails
@@ -73,7 +72,7 @@ async fn pywinrm_speaks_ntlm_with_message_encryption_and_channel_binding_to_the_
     cfg.tls_listen = Some(([127, 0, 0, 1], 0).into());
     cfg.tls_cert_out = Some(ca.path().to_owned());
     // Strict: the lab refuses NTLM over TLS that is not bound to its certificate.
-    cfg.cbt_hardening = mailboxd::winrm::ntlm::CbtHardening::Strict;
+    cfg.cbt_hardening = winrm::acceptor::CbtHardening::Strict;
     let lab = lab::Lab::start(cfg).await.unwrap();
     let args = vec![
         lab.endpoint(),

@@ -296,7 +296,7 @@ async fn a_rehire_makes_the_hidden_mailbox_visible_again() {
 async fn a_permanent_exchange_error_fails_the_job_once_and_raises_one_alert() {
     // An on-premises mailbox must never be turned into a remote one.
     let mut onprem = seed("onprem");
-    onprem.recipient = mailboxd::lab::Recipient::Onprem;
+    onprem.recipient = lab::Recipient::Onprem;
     let mut env = TestEnv::new(vec![onprem]).await;
     // Exchange's own refusal, not the directory pre-check (tests/directory.rs covers that).
     env.settings.ldap = Default::default();
@@ -327,7 +327,7 @@ async fn a_permanent_exchange_error_fails_the_job_once_and_raises_one_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_windows_host_does_not_hold_jobs_forever() {
-    let slow = mailboxd::lab::Latency {
+    let slow = lab::Latency {
         session: Duration::from_secs(20),
         cmdlet: Duration::ZERO,
         round_trip: Duration::ZERO,
@@ -356,7 +356,7 @@ async fn a_hung_windows_host_does_not_hold_jobs_forever() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
     // The Windows side takes 2 s per session: long enough to kill the daemon in the middle.
-    let slow = mailboxd::lab::Latency {
+    let slow = lab::Latency {
         session: Duration::from_secs(2),
         cmdlet: Duration::ZERO,
         round_trip: Duration::ZERO,
@@ -435,9 +435,9 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut lab = None;
     for _ in 0..50 {
-        match mailboxd::lab::Lab::start(mailboxd::lab::LabConfig {
+        match lab::Lab::start(lab::LabConfig {
             listen: addr,
-            user: mailboxd::lab::DEFAULT_USER.into(),
+            user: lab::DEFAULT_USER.into(),
             password: secrecy::SecretString::from(common::LAB_PASSWORD),
             ldap_password: None,
             accounts: accounts(),
@@ -523,7 +523,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_lets_work_finish_briefly_then_hands_it_to_another_replica() {
-    let slow = mailboxd::lab::Latency {
+    let slow = lab::Latency {
         session: Duration::from_secs(3),
         cmdlet: Duration::ZERO,
         round_trip: Duration::ZERO,

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/dev/services.sh
 python3 deploy/check-monitoring.py
-exec cargo test --all-targets "$@"
+exec cargo test --workspace --all-targets "$@"

@@ -55,7 +55,7 @@ impl Planted {
         }
         n.push((
             "winrm Basic credential".into(),
-            b64(&format!("{}:{}", mailboxd::lab::DEFAULT_USER, self.winrm)),
+            b64(&format!("{}:{}", lab::DEFAULT_USER, self.winrm)),
         ));
         n.push((
             "smtp AUTH PLAIN".into(),
@@ -69,7 +69,7 @@ impl Planted {
     fn exchange_error(&self, what: &str) -> String {
         format!(
             "{what} (diagnostic: remote session as {} with password {}, ldap bind {}, smtp relay {}, exchange credential {}, api token {})",
-            mailboxd::lab::DEFAULT_USER,
+            lab::DEFAULT_USER,
             self.winrm,
             self.ldap,
             self.smtp,
@@ -459,7 +459,7 @@ async fn ldap_without_tls_needs_allow_plaintext() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alert_email_goes_out_in_clear_text_only_with_smtp_tls_none() {
     let mut onprem = seed("tls-onprem");
-    onprem.recipient = mailboxd::lab::Recipient::Onprem; // Enable-RemoteMailbox fails for good
+    onprem.recipient = lab::Recipient::Onprem; // Enable-RemoteMailbox fails for good
     let mut env = TestEnv::new(vec![onprem]).await;
     let port = free_port();
     let maildir = tempfile::tempdir().expect("maildir");

@@ -2,7 +2,7 @@
 //! with a real PowerShell grammar (tree-sitter-powershell): a typo in a template must fail
 //! here, not on the Windows host.
 
-use mailboxd::exchange::script::{BOOTSTRAP, SERVE, Template};
+use ps_templates::{BOOTSTRAP, SERVE, Template};
 
 fn syntax_errors(source: &str) -> Vec<String> {
     let mut parser = tree_sitter::Parser::new();

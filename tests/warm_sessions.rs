@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{TestEnv, seed};
-use mailboxd::lab;
 
 fn latency() -> lab::Latency {
     lab::Latency {

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mailboxd::lab::wsman::{WsmanConfig, router};
-use mailboxd::lab::{self, Lab};
-use mailboxd::winrm::ntlm::CbtHardening;
-use mailboxd::winrm::{Auth, ClientConfig, ShellOptions, WinrmClient, WinrmError};
+use lab::wsman::{WsmanConfig, router};
+use lab::{self, Lab};
 use secrecy::SecretString;
+use winrm::acceptor::CbtHardening;
+use winrm::{Auth, ClientConfig, ShellOptions, WinrmClient, WinrmError};
 
 struct TlsLab {
     lab: Lab,

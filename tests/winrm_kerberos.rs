@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::ad::TestKdc;
-use mailboxd::lab::Lab;
-use mailboxd::winrm::{Auth, ClientConfig, ShellOptions, WinrmClient, WinrmError};
+use lab::Lab;
 use secrecy::SecretString;
+use winrm::{Auth, ClientConfig, ShellOptions, WinrmClient, WinrmError};
 
 async fn lab(kdc: &TestKdc, allowed: &[&str], tls: Option<&std::path::Path>) -> Lab {
     let mut cfg = common::lab_config(vec![]);
@@ -102,7 +102,8 @@ async fn an_account_the_host_does_not_admit_gets_access_denied() {
 
 #[test]
 fn kerberos_contexts_seal_for_each_other() {
-    use mailboxd::winrm::kerberos::{KrbAcceptor, KrbInitiator};
+    use winrm::acceptor::KrbAcceptor;
+    use winrm::kerberos::KrbInitiator;
     let kdc = TestKdc::get();
     let (mut client, ap_req) = KrbInitiator::start(
         &kdc.user,

@@ -6,12 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use mailboxd::lab;
-use mailboxd::winrm::soap::{self, Envelope};
-use mailboxd::winrm::{
-    ClientConfig, ShellOptions, WinrmClient, WinrmError, parse_receive, xml::Element,
-};
 use secrecy::SecretString;
+use winrm::soap::{self, Envelope};
+use winrm::{ClientConfig, ShellOptions, WinrmClient, WinrmError, parse_receive, xml::Element};
 
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,7 +55,7 @@ fn the_client_reads_every_recorded_receive_reply() {
     assert!(String::from_utf8_lossy(&r.stderr).starts_with("#< CLIXML"));
     assert_eq!(r.exit_code, Some(1));
     // What an operator reads: PowerShell's error text, not CLIXML.
-    let text = mailboxd::winrm::clixml::readable(&r.stderr);
+    let text = winrm::clixml::readable(&r.stderr);
     assert!(
         text.starts_with("Write-Error \"Error\" : Error\n"),
         "{text}"
@@ -375,7 +372,7 @@ async fn the_lab_refuses_what_windows_refuses() {
 
 #[tokio::test]
 async fn the_client_streams_large_stdin_and_output_across_envelopes() {
-    use mailboxd::lab::wsman::{WsmanConfig, router};
+    use lab::wsman::{WsmanConfig, router};
     let app = router(
         WsmanConfig {
             users: vec![("u".into(), SecretString::from("p"))],
@@ -390,7 +387,7 @@ async fn the_client_streams_large_stdin_and_output_across_envelopes() {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(mailboxd::lab::serve(listener, app, None));
+    tokio::spawn(lab::serve(listener, app, None));
     let mut cfg = ClientConfig::new(
         format!("http://{addr}/wsman").parse().unwrap(),
         "u",
@@ -444,7 +441,7 @@ fn damaged_replies_never_panic_the_reader() {
         }
         let bytes = std::fs::read(&path).expect("fixture");
         for cut in (0..bytes.len()).step_by(37) {
-            mailboxd::winrm::read_untrusted_reply(&bytes[..cut]);
+            winrm::read_untrusted_reply(&bytes[..cut]);
             inputs += 1;
         }
         for _ in 0..200 {
@@ -453,20 +450,20 @@ fn damaged_replies_never_panic_the_reader() {
                 let at = (next() as usize) % b.len();
                 b[at] = next() as u8;
             }
-            mailboxd::winrm::read_untrusted_reply(&b);
+            winrm::read_untrusted_reply(&b);
             inputs += 1;
         }
     }
     // The encrypted framing, damaged the same way.
-    let framed = mailboxd::winrm::ntlm::frame(
-        &mailboxd::winrm::ntlm::Sealed {
+    let framed = winrm::ntlm::frame(
+        &winrm::ntlm::Sealed {
             signature: vec![1; 16],
             ciphertext: b"<s:Envelope/>".to_vec(),
         },
         13,
     );
     for cut in 0..framed.len() {
-        mailboxd::winrm::read_untrusted_reply(&framed[..cut]);
+        winrm::read_untrusted_reply(&framed[..cut]);
         inputs += 1;
     }
     assert!(inputs > 5000, "{inputs} inputs");

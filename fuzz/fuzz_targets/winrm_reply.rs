@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    mailboxd::winrm::read_untrusted_reply(data);
+    winrm::read_untrusted_reply(data);
 });

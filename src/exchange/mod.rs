@@ -1,7 +1,6 @@
 //! Runs a batch of accounts through one PowerShell process on the Windows host and
 //! turns its output into one outcome per account.
 
-pub mod script;
 pub mod warm;
 
 use std::collections::HashMap;
@@ -11,10 +10,10 @@ use uuid::Uuid;
 
 use crate::config;
 use crate::store::ErrorClass;
-use crate::winrm::{ShellOptions, WinrmClient, WinrmError};
-pub use script::{
+pub use ps_templates::{
     AccountData, BatchData, CredentialData, Payload, ResultLine, SessionData, Template,
 };
+use winrm::{ShellOptions, WinrmClient, WinrmError};
 
 /// Transcript kept per attempt at most (the store keeps an excerpt, not a log).
 const TRANSCRIPT_CAP: usize = 8 * 1024;
@@ -211,10 +210,12 @@ impl Exchange {
             Some(pool) => pool.run(&payload).await?,
             None => {
                 let stdin = payload.to_bytes();
-                let args = script::command_arguments();
+                let args = ps_templates::command_arguments();
                 let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
                 let shell = self.winrm.open_shell(&ShellOptions::default()).await?;
-                let run = shell.run(script::POWERSHELL, &arg_refs, Some(&stdin)).await;
+                let run = shell
+                    .run(ps_templates::POWERSHELL, &arg_refs, Some(&stdin))
+                    .await;
                 // Always give the shell back: leaked shells count against the host's quota.
                 if let Err(e) = shell.close().await {
                     tracing::warn!(error = %e, "could not delete the WinRM shell; it expires on the host's idle timeout");
@@ -223,8 +224,8 @@ impl Exchange {
             }
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = crate::winrm::clixml::readable(&output.stderr);
-        let parsed = script::parse_stdout(&stdout);
+        let stderr = winrm::clixml::readable(&output.stderr);
+        let parsed = ps_templates::parse_stdout(&stdout);
         let transcript = self.redact(&excerpt(&parsed.other, &parsed.malformed, &stderr));
 
         if let Some(session_error) = parsed

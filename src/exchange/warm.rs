@@ -4,13 +4,13 @@
 //! (keep it below Exchange's PowerShellMaxConcurrency and WinRM's MaxShellsPerUser), recycles
 //! a process after `max_requests`, and drops one on any error.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::script::{self, Payload, WarmRequest};
-use crate::winrm::{CommandOutput, Process, Shell, ShellOptions, WinrmClient, WinrmError};
+use ps_templates::{self as script, Payload, WarmRequest};
+use winrm::{CommandOutput, Process, Shell, ShellOptions, WinrmClient, WinrmError};
 
 struct WarmProcess {
     shell: Shell,
@@ -157,7 +157,7 @@ impl WarmPool {
                 if p.requests >= self.max_requests {
                     tokio::spawn(p.close());
                 } else {
-                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+                    self.idle.lock().push(p);
                 }
             }
             // An error or a process that ended: it is not used again.
@@ -170,7 +170,7 @@ impl WarmPool {
 
     /// An idle process fresh enough to reuse; stale ones are ended on the way.
     fn take_idle(&self) -> Option<WarmProcess> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock();
         while let Some(p) = idle.pop() {
             if p.last_used.elapsed() < MAX_IDLE {
                 return Some(p);
@@ -182,8 +182,7 @@ impl WarmPool {
 
     /// Ends every idle process (shutdown).
     pub async fn close(&self) {
-        let all: Vec<WarmProcess> =
-            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        let all: Vec<WarmProcess> = std::mem::take(&mut *self.idle.lock());
         for p in all {
             p.close().await;
         }
@@ -191,6 +190,6 @@ impl WarmPool {
 
     /// Processes kept open now.
     pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.idle.lock().len()
     }
 }

@@ -53,7 +53,7 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     // Exchange-like pauses keep the queue busy while the blows land.
     let env = TestEnv::with_latency(
         accounts,
-        mailboxd::lab::Latency {
+        lab::Latency {
             session: Duration::from_millis(300),
             cmdlet: Duration::from_millis(50),
             round_trip: Duration::ZERO,

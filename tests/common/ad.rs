@@ -86,13 +86,12 @@ impl TestKdc {
     }
 
     /// The lab's Kerberos acceptance: the SPN's key from the keytab, `allowed` accounts.
-    pub fn lab(&self, allowed: &[&str]) -> mailboxd::lab::wsman::LabKerberos {
+    pub fn lab(&self, allowed: &[&str]) -> lab::wsman::LabKerberos {
         let data = std::fs::read(&self.keytab).expect("keytab");
-        let entries = mailboxd::winrm::kerberos::read_keytab(&data).expect("keytab parses");
-        mailboxd::lab::wsman::LabKerberos {
+        let entries = winrm::acceptor::read_keytab(&data).expect("keytab parses");
+        lab::wsman::LabKerberos {
             spn: self.spn.clone(),
-            key: mailboxd::winrm::kerberos::service_key(&entries, &self.spn)
-                .expect("an AES key for the SPN"),
+            key: winrm::acceptor::service_key(&entries, &self.spn).expect("an AES key for the SPN"),
             allowed: allowed.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -130,7 +129,7 @@ impl TestAd {
     }
 
     async fn admin(&self) -> ldap3::Ldap {
-        mailboxd::install_tls_provider();
+        winrm::tls::install_provider();
         let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(&self.ca_file).expect("CA file");
         use rustls::pki_types::pem::PemObject;

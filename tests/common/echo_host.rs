@@ -1,7 +1,7 @@
 //! A WinRS command host for protocol tests: `slow` answers after 2.5 s, anything else
 //! echoes its stdin on stdout and stderr and exits 7.
 
-use mailboxd::lab::wsman::{CommandHost, Launch, ProcessOutput};
+use lab::wsman::{CommandHost, Launch, ProcessOutput};
 
 pub struct EchoHost;
 

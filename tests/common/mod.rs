@@ -11,10 +11,10 @@ pub mod smtp;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab::{self, AccountSeed, Lab, LabConfig};
 use mailboxd::app::App;
 use mailboxd::config::{ExchangeMode, Settings};
 use mailboxd::event::EventKind;
-use mailboxd::lab::{self, AccountSeed, Lab, LabConfig};
 use mailboxd::publish::{EventSpec, Publisher};
 use mailboxd::store::{Job, JobState, Store};
 use secrecy::SecretString;
@@ -99,7 +99,7 @@ impl TestEnv {
     /// A lab configured by the test (throttling, faults from the start…).
     pub async fn with_lab(cfg: LabConfig) -> TestEnv {
         use secrecy::ExposeSecret;
-        mailboxd::install_tls_provider();
+        winrm::tls::install_provider();
         let winrm_password = cfg.password.expose_secret().to_owned();
         let ldap_password = cfg.ldap_password.clone().unwrap_or(cfg.password.clone());
         let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -118,8 +118,7 @@ impl TestEnv {
         s.exchange.mode = ExchangeMode::None;
         s.exchange.batch_linger = Duration::ZERO;
         // Directory checks against the lab's domain controller, as a deployment does against AD.
-        s.ldap = lab
-            .ldap_settings(lab::DEFAULT_USER, ldap_password)
+        s.ldap = mailboxd::tools::lab_setup::ldap_settings(&lab, lab::DEFAULT_USER, ldap_password)
             .expect("the test lab serves LDAP");
         s.worker.backoff_base = Duration::from_millis(200);
         s.worker.backoff_cap = Duration::from_secs(1);
@@ -691,7 +690,7 @@ pub fn descendants(pid: u32, procs: &[(u32, u32, String)]) -> Vec<u32> {
 
 /// An HTTP client for tests (with the process's TLS provider installed).
 pub fn http() -> reqwest::Client {
-    mailboxd::install_tls_provider();
+    winrm::tls::install_provider();
     reqwest::Client::new()
 }
 

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -18,10 +20,10 @@ use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 
-use super::lock;
-use crate::winrm::kerberos::{self, KeytabEntry, KrbAcceptor};
-use crate::winrm::ntlm::{self, Accepted, Acceptor, CbtHardening};
-use crate::winrm::soap::{self, Envelope, esc};
+use subtle::ConstantTimeEq;
+use winrm::acceptor::{self, Accepted, Acceptor, CbtHardening, KeytabEntry, KrbAcceptor};
+use winrm::ntlm;
+use winrm::soap::{self, Envelope, esc};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessOutput {
@@ -53,12 +55,12 @@ pub struct ProcessIo {
 
 impl ProcessIo {
     pub fn stdout(&self, data: &[u8]) {
-        lock(&self.out.0).stdout.extend_from_slice(data);
+        self.out.0.lock().stdout.extend_from_slice(data);
         self.out.1.notify_waiters();
     }
 
     pub fn stderr(&self, data: &[u8]) {
-        lock(&self.out.0).stderr.extend_from_slice(data);
+        self.out.0.lock().stderr.extend_from_slice(data);
         self.out.1.notify_waiters();
     }
 }
@@ -149,9 +151,12 @@ fn authenticate(cfg: &WsmanConfig, headers: &HeaderMap) -> Option<String> {
     let (user, password) = text.split_once(':')?;
     let mut found = None;
     for (u, p) in &cfg.users {
-        let ok = crate::secret_eq(u.to_lowercase().as_bytes(), user.to_lowercase().as_bytes())
-            & crate::secret_eq(p.expose_secret().as_bytes(), password.as_bytes());
-        if ok {
+        let ok = u
+            .to_lowercase()
+            .as_bytes()
+            .ct_eq(user.to_lowercase().as_bytes())
+            & p.expose_secret().as_bytes().ct_eq(password.as_bytes());
+        if bool::from(ok) {
             found = Some(u.clone());
         }
     }
@@ -480,8 +485,8 @@ fn negotiate(
             (StatusCode::BAD_REQUEST, "Negotiate token is not base64").into_response(),
         ));
     };
-    let mut slot = lock(&conn.ctx);
-    if kerberos::is_krb5_token(&token) {
+    let mut slot = conn.ctx.lock();
+    if acceptor::is_krb5_token(&token) {
         let Some(krb) = &server.cfg.kerberos else {
             tracing::info!("lab has no keytab: Kerberos refused");
             return Err(Box::new(unauthorized()));
@@ -559,7 +564,8 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         },
         // Later requests on an NTLM-authenticated connection carry no Authorization header.
         None => match conn.as_ref().and_then(|c| {
-            lock(&c.ctx)
+            c.ctx
+                .lock()
                 .as_ref()
                 .and_then(|a| a.user().map(str::to_owned))
         }) {
@@ -581,7 +587,9 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         let Some(conn) = conn.as_ref() else {
             return StatusCode::BAD_REQUEST.into_response();
         };
-        let plain = lock(&conn.ctx)
+        let plain = conn
+            .ctx
+            .lock()
             .as_mut()
             .map(|a| a.unwrap(&body))
             .unwrap_or_else(|| Err(ntlm::NtlmError::Handshake("no security context".into())));
@@ -622,7 +630,7 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
     };
     let wrapped = conn
         .as_ref()
-        .and_then(|c| lock(&c.ctx).as_mut().map(|a| a.wrap(&plain)));
+        .and_then(|c| c.ctx.lock().as_mut().map(|a| a.wrap(&plain)));
     match wrapped {
         Some(Ok(w)) => {
             parts.headers.insert(
@@ -727,7 +735,7 @@ fn expire(shells: &mut HashMap<String, ShellState>) {
 /// A shell that goes takes its processes with it.
 fn kill_all(shell: &ShellState) {
     for c in shell.commands.values() {
-        lock(&c.0).kill();
+        c.0.lock().kill();
     }
 }
 
@@ -743,7 +751,7 @@ fn create(
         .and_then(|s| s.child(soap::NS_SHELL, "IdleTimeOut"))
         .and_then(|t| soap::parse_xs_duration(t.trimmed_text()))
         .unwrap_or(DEFAULT_IDLE);
-    let mut shells = lock(&server.shells);
+    let mut shells = server.shells.lock();
     expire(&mut shells);
     let owned = shells.values().filter(|s| s.owner == user).count();
     if owned >= server.cfg.max_shells_per_user {
@@ -785,7 +793,7 @@ fn with_shell<T>(
     f: impl FnOnce(&mut ShellState) -> Result<T, Fault>,
 ) -> Result<T, Fault> {
     let id = env.selector("ShellId").ok_or_else(Fault::unknown_shell)?;
-    let mut shells = lock(&server.shells);
+    let mut shells = server.shells.lock();
     expire(&mut shells);
     let shell = shells.get_mut(id).ok_or_else(Fault::unknown_shell)?;
     shell.last_used = Instant::now();
@@ -845,10 +853,10 @@ fn command(server: &Server, env: &Envelope, user: &str, relates: &str) -> Result
         let done = cmd.clone();
         let task = tokio::spawn(async move {
             let code = f(io).await;
-            lock(&done.0).exit_code = Some(code);
+            done.0.lock().exit_code = Some(code);
             done.1.notify_waiters();
         });
-        lock(&cmd.0).task = Some(task.abort_handle());
+        cmd.0.lock().task = Some(task.abort_handle());
     }
     Ok(reply(
         &format!("{}Response", soap::ACTION_COMMAND),
@@ -886,7 +894,7 @@ fn send(server: &Server, env: &Envelope, relates: &str) -> Result<String, Fault>
         let end = stream
             .attr("End")
             .is_some_and(|e| e.eq_ignore_ascii_case("true"));
-        let mut c = lock(&cmd.0);
+        let mut c = cmd.0.lock();
         if let Some(tx) = &c.stdin_tx {
             if !data.is_empty() {
                 let _ = tx.send(data);
@@ -902,7 +910,7 @@ fn send(server: &Server, env: &Envelope, relates: &str) -> Result<String, Fault>
             let cmd = cmd.clone();
             tokio::spawn(async move {
                 let out = consumer(input).await;
-                let mut c = lock(&cmd.0);
+                let mut c = cmd.0.lock();
                 c.stdout.extend(out.stdout);
                 c.stderr.extend(out.stderr);
                 c.exit_code = Some(out.exit_code);
@@ -941,7 +949,7 @@ async fn receive(
         tokio::pin!(notified);
         notified.as_mut().enable();
         {
-            let mut c = lock(&cmd.0);
+            let mut c = cmd.0.lock();
             let has_output = !c.stdout.is_empty() || !c.stderr.is_empty();
             if has_output || c.exit_code.is_some() {
                 return Ok(reply(
@@ -1005,7 +1013,7 @@ fn signal(server: &Server, env: &Envelope, relates: &str) -> Result<String, Faul
             .cloned()
             .ok_or_else(Fault::unknown_command)?;
         if let Some(c) = shell.commands.remove(&key) {
-            lock(&c.0).kill();
+            c.0.lock().kill();
         }
         Ok(())
     })?;
@@ -1018,7 +1026,7 @@ fn signal(server: &Server, env: &Envelope, relates: &str) -> Result<String, Faul
 
 fn delete(server: &Server, env: &Envelope, relates: &str) -> Result<String, Fault> {
     let id = env.selector("ShellId").ok_or_else(Fault::unknown_shell)?;
-    let mut shells = lock(&server.shells);
+    let mut shells = server.shells.lock();
     expire(&mut shells);
     let shell = shells.remove(id).ok_or_else(Fault::unknown_shell)?;
     kill_all(&shell);

@@ -1,7 +1,7 @@
 //! WS-Management / WinRS SOAP: namespaces, actions, building requests and reading replies.
 //! Shared by the client and the lab's server.
 
-use super::xml::Element;
+use xml::Element;
 
 pub const NS_SOAP: &str = "http://www.w3.org/2003/05/soap-envelope";
 pub const NS_ADDRESSING: &str = "http://schemas.xmlsoap.org/ws/2004/08/addressing";

@@ -28,7 +28,6 @@ use super::directory::{
     RECIPIENT_TYPE_USER_MAILBOX, Recipient,
 };
 use super::exchange::SharedState;
-use super::lock;
 
 /// The lab DC's DNS name: what mailboxd passes to Exchange as -DomainController.
 pub const LAB_DC: &str = "lab-dc1.corp.example";
@@ -55,7 +54,10 @@ impl LdapAuth {
             format!("cn={u},cn=users,{}", LAB_BASE_DN.to_lowercase()),
         ];
         names.contains(&dn.to_lowercase())
-            && crate::secret_eq(pw.as_bytes(), self.password.expose_secret().as_bytes())
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                pw.as_bytes(),
+                self.password.expose_secret().as_bytes(),
+            ))
     }
 }
 
@@ -242,7 +244,7 @@ fn search(
         .map(|g| Uuid::parse_str(g.trim_matches(|c| c == '{' || c == '}')));
     let base_lc = base.to_lowercase();
     let domain_lc = LAB_BASE_DN.to_lowercase();
-    let st = lock(state);
+    let st = state.lock();
     // Which accounts are in scope.
     let candidates: Vec<&LabAccount> = match guid_base {
         Some(Ok(g)) => st
@@ -596,7 +598,7 @@ fn compare(e: &Entry, a: &str, want: &str, ok: impl Fn(std::cmp::Ordering) -> bo
 
 /// Applies a modify request to one account, all changes or none (as AD does).
 fn modify(req: &LdapModifyRequest, state: &SharedState) -> LdapResult {
-    let mut st = lock(state);
+    let mut st = state.lock();
     let dn = req.dn.to_lowercase();
     let guid = req
         .dn

@@ -10,7 +10,7 @@ pub mod ldap;
 pub mod wsman;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -18,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use parking_lot::Mutex;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -53,7 +54,7 @@ pub struct LabConfig {
     /// Where to write that certificate (PEM) so clients can trust it.
     pub tls_cert_out: Option<std::path::PathBuf>,
     /// CbtHardeningLevel of the TLS listener.
-    pub cbt_hardening: crate::winrm::ntlm::CbtHardening,
+    pub cbt_hardening: winrm::acceptor::CbtHardening,
     /// Kerberos accepted on both listeners when set.
     pub kerberos: Option<wsman::LabKerberos>,
 }
@@ -91,6 +92,7 @@ pub struct Lab {
     /// Where the lab's LDAP server listens, when it serves one.
     pub ldap_addr: Option<SocketAddr>,
     pub state: SharedState,
+    down: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
     ldap_task: Option<JoinHandle<()>>,
     tls_task: Option<JoinHandle<()>>,
@@ -175,8 +177,9 @@ impl Lab {
         };
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
-        let task = tokio::spawn(supervise(listener, addr, app, state.clone(), down));
+        let task = tokio::spawn(supervise(listener, addr, app, state.clone(), down.clone()));
         Ok(Lab {
+            down,
             addr,
             tls_addr,
             tls_cert_pem,
@@ -198,19 +201,43 @@ impl Lab {
         self.ldap_addr.map(|a| format!("ldap://{a}"))
     }
 
-    /// `[ldap]` settings that point mailboxd at the lab's domain controller.
-    pub fn ldap_settings(&self, user: &str, password: SecretString) -> Option<crate::config::Ldap> {
-        let url = self.ldap_url()?;
-        Some(crate::config::Ldap {
-            urls: vec![url],
-            base_dn: directory::LAB_BASE_DN.into(),
-            bind_dn: format!("{user}@{}", directory::LAB_DOMAIN),
-            password: Some(password),
-            // The lab speaks plain LDAP on loopback; said explicitly, as the client requires.
-            starttls: false,
-            allow_plaintext: true,
-            ..crate::config::Ldap::default()
-        })
+    /// Every cmdlet call so far, in order (what `GET /lab/invocations` shows).
+    pub fn invocations(&self) -> Vec<Invocation> {
+        self.state.lock().invocations.clone()
+    }
+
+    /// The directory's accounts as they are now (`GET /lab/mailboxes`).
+    pub fn accounts(&self) -> Vec<LabAccount> {
+        self.state.lock().accounts.clone()
+    }
+
+    /// One account by sAMAccountName (case-insensitive, as AD compares it).
+    pub fn account(&self, sam: &str) -> Option<LabAccount> {
+        let st = self.state.lock();
+        st.accounts
+            .iter()
+            .find(|a| a.sam_account_name.eq_ignore_ascii_case(sam))
+            .cloned()
+    }
+
+    /// The host's counters (PowerShell runs, Exchange sessions, cmdlets, …).
+    pub fn stats(&self) -> Stats {
+        self.state.lock().stats.clone()
+    }
+
+    /// Exchange session opens refused by throttling so far.
+    pub fn throttled(&self) -> u64 {
+        self.state.lock().faults.throttled
+    }
+
+    /// Puts a fault in force, as `POST /lab/faults` does.
+    pub fn set_fault(&self, req: &FaultRequest) {
+        apply_fault(&self.state, &self.down, req);
+    }
+
+    /// The bind name of a lab account at its domain controller (`user@corp.example`).
+    pub fn bind_dn(user: &str) -> String {
+        format!("{user}@{}", directory::LAB_DOMAIN)
     }
 
     /// Waits until the server stops (it runs until the process ends).
@@ -233,11 +260,6 @@ impl Lab {
             t.abort();
         }
     }
-}
-
-/// Locks lab state; a panic while it was held left plain data behind, so keep serving it.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Serves until aborted; a `host_down` fault closes the listener (connections are refused)
@@ -266,7 +288,7 @@ async fn supervise(
         let server = AbortOnDrop(tokio::spawn(serve(l, app.clone(), None)));
         down.notified().await;
         drop(server);
-        let until = lock(&state).faults.host_down_until;
+        let until = state.lock().faults.host_down_until;
         if let Some(until) = until {
             tokio::time::sleep_until(until.into()).await;
         }
@@ -277,7 +299,7 @@ async fn supervise(
 /// A fresh self-signed certificate for localhost/127.0.0.1: the acceptor, the certificate's
 /// `tls-server-end-point` binding and its PEM.
 fn self_signed_tls() -> std::io::Result<(tokio_rustls::TlsAcceptor, Vec<u8>, String)> {
-    crate::install_tls_provider();
+    winrm::tls::install_provider();
     let other = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
     let key = rcgen::generate_simple_self_signed(vec![
         "localhost".to_owned(),
@@ -286,7 +308,7 @@ fn self_signed_tls() -> std::io::Result<(tokio_rustls::TlsAcceptor, Vec<u8>, Str
     ])
     .map_err(|e| other(&e))?;
     let der = key.cert.der().clone();
-    let binding = crate::winrm::ntlm::tls_server_end_point(der.as_ref());
+    let binding = winrm::ntlm::tls_server_end_point(der.as_ref());
     let private = rustls::pki_types::PrivateKeyDer::Pkcs8(
         rustls::pki_types::PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()),
     );
@@ -380,7 +402,7 @@ async fn host_faults(
         tokio::time::sleep(round_trip).await;
     }
     let (refused, stall, down) = {
-        let st = lock(&state);
+        let st = state.lock();
         let down = st
             .faults
             .host_down_until
@@ -414,7 +436,7 @@ struct LabHttp {
 }
 
 async fn list_faults(State(lab): State<LabHttp>) -> Json<serde_json::Value> {
-    Json(lock(&lab.state).faults.describe())
+    Json(lab.state.lock().faults.describe())
 }
 
 async fn set_fault(
@@ -427,33 +449,42 @@ async fn set_fault(
             format!("not a fault request ({e}); see the module docs of src/lab/faults.rs"),
         )
     })?;
+    Ok(Json(apply_fault(&lab.state, &lab.down, &req)))
+}
+
+/// Puts a fault in force (or clears them) and describes the faults now in force.
+fn apply_fault(
+    state: &SharedState,
+    down: &Arc<tokio::sync::Notify>,
+    req: &FaultRequest,
+) -> serde_json::Value {
     let described = {
-        let mut st = lock(&lab.state);
-        st.faults.apply(&req);
+        let mut st = state.lock();
+        st.faults.apply(req);
         st.faults.describe()
     };
     if matches!(req, FaultRequest::HostDown { .. }) {
-        // Answer this request first, then close the listener.
-        let down = lab.down.clone();
+        // Answer the request that asked for it first, then close the listener.
+        let down = down.clone();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             down.notify_one();
         });
     }
     tracing::info!(?req, "lab fault set");
-    Ok(Json(described))
+    described
 }
 
 async fn invocations(State(lab): State<LabHttp>) -> Json<Vec<Invocation>> {
-    Json(lock(&lab.state).invocations.clone())
+    Json(lab.state.lock().invocations.clone())
 }
 
 async fn mailboxes(State(lab): State<LabHttp>) -> Json<Vec<LabAccount>> {
-    Json(lock(&lab.state).accounts.clone())
+    Json(lab.state.lock().accounts.clone())
 }
 
 async fn stats(State(lab): State<LabHttp>) -> Json<serde_json::Value> {
-    let st = lock(&lab.state);
+    let st = lab.state.lock();
     let mut by_cmdlet = serde_json::Map::new();
     for inv in &st.invocations {
         let n = by_cmdlet

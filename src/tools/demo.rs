@@ -12,9 +12,9 @@ use secrecy::SecretString;
 use crate::app::App;
 use crate::config::{ExchangeMode, Settings};
 use crate::event::EventKind;
-use crate::lab::{self, AccountSeed, Lab, LabConfig};
 use crate::publish::{EventSpec, Publisher};
 use crate::store::{self, JobState};
+use lab::{self, AccountSeed, Lab, LabConfig};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -66,7 +66,11 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     settings.winrm.password = Some(SecretString::from(password.clone()));
     settings.winrm.allow_unencrypted = true; // loopback only
     // Directory checks against the lab's domain controller, as against AD.
-    if let Some(ldap) = lab.ldap_settings(lab::DEFAULT_USER, SecretString::from(password.clone())) {
+    if let Some(ldap) = super::lab_setup::ldap_settings(
+        &lab,
+        lab::DEFAULT_USER,
+        SecretString::from(password.clone()),
+    ) {
         settings.ldap = ldap;
     }
     settings.exchange.mode = ExchangeMode::Remote;
@@ -148,7 +152,7 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     }
     let elapsed = started.elapsed();
     app.stop().await;
-    let invocations = lab.state.lock().map(|s| s.invocations.len()).unwrap_or(0);
+    let invocations = lab.invocations().len();
     lab.stop();
 
     println!();

@@ -2,6 +2,7 @@
 //! then look elements up by namespace URI and local name, never by prefix (every WinRM
 //! client and server picks its own prefixes).
 
+pub use quick_xml::escape::escape;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;

@@ -13,8 +13,8 @@ use serde::Serialize;
 use crate::config::{ExchangeMode, Settings};
 use crate::event::EventKind;
 use crate::exchange::{AccountData, Exchange, Template};
-use crate::lab::{self, Lab, LabConfig};
 use crate::store::{AttemptRecord, Resolution, Store};
+use lab::{self, Lab, LabConfig};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -176,7 +176,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             shells,
             commands,
             kerberos_env,
-        } => crate::bench_winrm::bench_winrm(shells, commands, kerberos_env.as_deref(), &out).await,
+        } => super::bench_winrm::bench_winrm(shells, commands, kerberos_env.as_deref(), &out).await,
         Which::Burst {
             accounts,
             session,
@@ -303,7 +303,7 @@ async fn bench_burst(
     } else {
         1.0 / (session + cmdlet).as_secs_f64()
     };
-    let stats = lab.state.lock().map(|st| st.faults.throttled).unwrap_or(0);
+    let stats = lab.throttled();
     lab.stop();
 
     let limit_s = n as f64 * cmdlet.as_secs_f64() / concurrency as f64 + session.as_secs_f64();
@@ -459,7 +459,11 @@ async fn daemon_settings(
     s.worker.poll_interval = Duration::from_millis(200);
     s.admin.listen = "127.0.0.1:0".into();
     s.smtp.host = String::new();
-    if let Some(l) = lab.ldap_settings(lab::DEFAULT_USER, SecretString::from(password.to_owned())) {
+    if let Some(l) = super::lab_setup::ldap_settings(
+        lab,
+        lab::DEFAULT_USER,
+        SecretString::from(password.to_owned()),
+    ) {
         s.ldap = l;
     }
     crate::store::ensure_database(&s.database.url).await?;
@@ -625,7 +629,7 @@ fn stop_child(child: &mut std::process::Child) {
 
 /// Waits (bounded) until `mailboxd run` answers on its admin listener.
 async fn wait_healthy(child: &mut std::process::Child, admin: &str) -> anyhow::Result<()> {
-    crate::install_tls_provider();
+    winrm::tls::install_provider();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -676,14 +680,10 @@ async fn bench_memory(
 
         // Every WinRM request of the lab now waits: the workers hold one batch each and the
         // rest of the jobs stay queued in PostgreSQL.
-        lab.state
-            .lock()
-            .map_err(|_| anyhow::anyhow!("lab state poisoned"))?
-            .faults
-            .apply(&lab::FaultRequest::Stall {
-                seconds: 5.0,
-                for_seconds: 0.0,
-            });
+        lab.set_fault(&lab::FaultRequest::Stall {
+            seconds: 5.0,
+            for_seconds: 0.0,
+        });
         let publisher = crate::publish::Publisher::connect(&s.amqp).await?;
         let bodies = joiner_bodies(n);
         let started = Instant::now();
@@ -709,11 +709,7 @@ async fn bench_memory(
         let mut drained = None;
         let mut drain_s = None;
         if drain {
-            lab.state
-                .lock()
-                .map_err(|_| anyhow::anyhow!("lab state poisoned"))?
-                .faults
-                .apply(&lab::FaultRequest::Clear);
+            lab.set_fault(&lab::FaultRequest::Clear);
             let started = Instant::now();
             let mut shown = Instant::now();
             loop {

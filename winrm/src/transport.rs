@@ -5,7 +5,7 @@
 //! HTTP/1.1 connection API on connections it owns: each is authenticated once, carries one
 //! request at a time and its own sealing state, and is kept for the next request.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
+use parking_lot::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 
@@ -174,7 +175,7 @@ impl NtlmTransport {
     }
 
     fn take_idle(&self) -> Option<NtlmConn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock();
         while let Some(c) = idle.pop() {
             if !c.sender.is_closed() && c.last_used.elapsed() < MAX_IDLE {
                 return Some(c);
@@ -185,7 +186,7 @@ impl NtlmTransport {
 
     fn give_back(&self, mut c: NtlmConn) {
         c.last_used = Instant::now();
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        self.idle.lock().push(c);
     }
 
     /// Opens a connection (TLS when https) and runs the NTLM handshake on it.

@@ -1,5 +1,6 @@
-//! The PowerShell side: the fixed bootstrap, the templates, the stdin payload and the
-//! `MAILBOXD-RESULT` lines that come back (design §5).
+//! The PowerShell mailboxd runs on the Windows host, and the contract with it: the fixed
+//! bootstrap, the templates, the stdin payload and the `MAILBOXD-RESULT` lines that come back
+//! (design §5). The daemon writes this contract and the lab reads it, so it is its own crate.
 //!
 //! Values never go into script text: the command line is a constant (the bootstrap,
 //! base64 of UTF-16LE, with `-EncodedCommand`), and everything else is one JSON document
@@ -9,14 +10,12 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::ExchangeMode;
-
-pub const BOOTSTRAP: &str = include_str!("../../ps-templates/bootstrap.ps1");
+pub const BOOTSTRAP: &str = include_str!("../bootstrap.ps1");
 /// The warm-session bootstrap: request after request on stdin, one process.
-pub const SERVE: &str = include_str!("../../ps-templates/serve.ps1");
-const COMMON: &str = include_str!("../../ps-templates/common.ps1");
-const ENABLE: &str = include_str!("../../ps-templates/enable-remote-mailbox.ps1");
-const HIDE: &str = include_str!("../../ps-templates/hide-remote-mailbox.ps1");
+pub const SERVE: &str = include_str!("../serve.ps1");
+const COMMON: &str = include_str!("../common.ps1");
+const ENABLE: &str = include_str!("../enable-remote-mailbox.ps1");
+const HIDE: &str = include_str!("../hide-remote-mailbox.ps1");
 
 /// Ends the output of one request in a warm process (`MAILBOXD-DONE <id>`).
 pub const DONE_MARKER: &str = "MAILBOXD-DONE ";
@@ -26,6 +25,18 @@ pub const RESULT_MARKER: &str = "MAILBOXD-RESULT ";
 pub const FATAL_MARKER: &str = "MAILBOXD-FATAL ";
 
 pub const POWERSHELL: &str = "powershell.exe";
+
+/// How the host's PowerShell reaches the Exchange recipient cmdlets (`exchange.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeMode {
+    /// `New-PSSession -ConfigurationName Microsoft.Exchange` to the connection URIs.
+    Remote,
+    /// The Exchange Management Tools' snap-in in the WinRS process itself.
+    Snapin,
+    /// The cmdlets are already there (a host whose profile loads them).
+    None,
+}
 
 /// What a batch does: one template each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,11 +63,6 @@ impl Template {
             Template::HideRemoteMailbox => HIDE,
         };
         format!("{COMMON}\n{body}")
-    }
-
-    /// Which template a script is, by its exact content (the lab uses this).
-    pub fn recognise(script: &str) -> Option<Template> {
-        Template::ALL.into_iter().find(|t| t.script() == script)
     }
 }
 
@@ -88,19 +94,6 @@ fn arguments_for(bootstrap: &str) -> Vec<String> {
     .map(|s| (*s).to_owned())
     .chain(std::iter::once(encoded))
     .collect()
-}
-
-/// Decodes `-EncodedCommand`'s argument (the lab uses this to recognise the bootstrap).
-pub fn decode_encoded_command(arg: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(arg).ok()?;
-    if bytes.len() % 2 != 0 {
-        return None;
-    }
-    let units: Vec<u16> = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    String::from_utf16(&units).ok()
 }
 
 /// How the template opens its Exchange session.
@@ -251,27 +244,6 @@ pub fn parse_stdout(stdout: &str) -> ParsedOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_command_line_is_constant_and_round_trips() {
-        let args = command_arguments();
-        assert_eq!(args[5], "-EncodedCommand");
-        assert_eq!(decode_encoded_command(&args[6]).as_deref(), Some(BOOTSTRAP));
-        // Through cmd.exe the whole line must stay far below its 8191-character limit.
-        let line: usize = args.iter().map(|a| a.len() + 1).sum::<usize>() + POWERSHELL.len();
-        assert!(line < 8191, "command line is {line} characters");
-    }
-
-    #[test]
-    fn templates_are_recognised_by_content_only() {
-        for t in Template::ALL {
-            assert_eq!(Template::recognise(&t.script()), Some(t));
-        }
-        let tampered = Template::EnableRemoteMailbox
-            .script()
-            .replace("Enable-RemoteMailbox @enable", "Remove-Mailbox @enable");
-        assert_eq!(Template::recognise(&tampered), None);
-    }
 
     #[test]
     fn result_lines_are_separated_from_noise() {

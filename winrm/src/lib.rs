@@ -1,15 +1,22 @@
-//! A WS-Management / WinRS client (notes/winrm.md): run a command in a cmd shell on a
-//! Windows host, with stdin, and collect its output. The SOAP and XML helpers are shared
-//! with the lab's server.
+//! WS-Management / WinRS (notes/winrm.md): the protocol and a client that runs a command in
+//! a cmd shell on a Windows host, with stdin, and collects its output. The envelopes (`soap`)
+//! are shared with the lab's server; the server halves of NTLM and Kerberos are in
+//! [`acceptor`], behind the `acceptor` feature, because only a server needs them.
 
+#[cfg(feature = "acceptor")]
+pub mod acceptor;
 mod client;
 pub mod clixml;
 pub mod error;
 pub mod kerberos;
 pub mod ntlm;
 pub mod soap;
+pub mod tls;
 mod transport;
-pub mod xml;
+
+/// The XML element tree the envelopes are read with (its own crate: IdentityIQ plans are read
+/// with it too).
+pub use xml;
 
 pub use client::{
     Auth, ClientConfig, CommandOutput, Process, ReceiveChunk, Shell, ShellOptions, WinrmClient,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::lab::{self, Lab, LabConfig};
-use crate::winrm::{Auth, ClientConfig, ShellOptions, WinrmClient};
+use lab::{self, Lab, LabConfig};
+use winrm::{Auth, ClientConfig, ShellOptions, WinrmClient};
 
 #[derive(Serialize)]
 struct Row {
@@ -70,7 +70,7 @@ pub(crate) async fn bench_winrm(
     shells: usize,
     commands: usize,
     kerberos_env: Option<&std::path::Path>,
-    out: &crate::bench::Output,
+    out: &super::bench::Output,
 ) -> anyhow::Result<i32> {
     let ca = tempfile_path()?;
     let password = uuid::Uuid::new_v4().simple().to_string();
@@ -83,12 +83,12 @@ pub(crate) async fn bench_winrm(
     cfg.tls_cert_out = Some(ca.clone());
     let kdc = kerberos_env.map(read_kdc).transpose()?;
     if let Some(k) = &kdc {
-        let entries = crate::winrm::kerberos::read_keytab(&std::fs::read(&k.keytab)?)
-            .map_err(anyhow::Error::msg)?;
-        let key = crate::winrm::kerberos::service_key(&entries, &k.spn)
+        let entries =
+            winrm::acceptor::read_keytab(&std::fs::read(&k.keytab)?).map_err(anyhow::Error::msg)?;
+        let key = winrm::acceptor::service_key(&entries, &k.spn)
             .ok_or_else(|| anyhow::anyhow!("no AES key for {} in the keytab", k.spn))?;
         let account = k.user.split('@').next().unwrap_or(&k.user).to_owned();
-        cfg.kerberos = Some(crate::lab::wsman::LabKerberos {
+        cfg.kerberos = Some(lab::wsman::LabKerberos {
             spn: k.spn.clone(),
             key,
             allowed: vec![account],

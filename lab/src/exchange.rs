@@ -4,7 +4,9 @@
 //! exact content, then performs the template's documented steps on the JSON data it was
 //! sent, recording every cmdlet call with the parameter values as received.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,10 +15,26 @@ use serde_json::{Map, Value, json};
 
 use super::cmd;
 use super::directory::{LabAccount, Recipient, default_alias};
-use super::lock;
 use super::wsman::{CommandHost, Launch, ProcessIo, ProcessOutput};
-use crate::config::ExchangeMode;
-use crate::exchange::script::{self, AccountData, Payload, ResultLine, Template};
+use ps_templates::{self as script, AccountData, ExchangeMode, Payload, ResultLine, Template};
+
+/// Decodes `-EncodedCommand`'s argument (how the lab recognises the bootstrap).
+fn decode_encoded_command(arg: &str) -> Option<String> {
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, arg).ok()?;
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+/// Which template a script is, by its exact content: the lab runs only what mailboxd sends.
+fn recognise(script: &str) -> Option<Template> {
+    Template::ALL.into_iter().find(|t| t.script() == script)
+}
 
 /// The lab's Exchange server name, as it appears in error ids.
 pub const EXCHANGE_SERVER: &str = "LAB-EX01";
@@ -91,7 +109,7 @@ impl CommandHost for LabHost {
                 line.push(' ');
                 line.push_str(a);
             }
-            lock(&self.state).command_lines.push(line);
+            self.state.lock().command_lines.push(line);
         }
         // WinRS joins Command and Arguments with spaces; so does cmd.exe's parser.
         let mut words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
@@ -130,7 +148,7 @@ impl CommandHost for LabHost {
                 && flag.starts_with("-e");
             is_enc.then(|| w[1].clone())
         });
-        let decoded = encoded.as_deref().and_then(script::decode_encoded_command);
+        let decoded = encoded.as_deref().and_then(decode_encoded_command);
         if decoded.as_deref() == Some(script::SERVE) {
             let state = self.state.clone();
             let latency = self.latency;
@@ -141,7 +159,7 @@ impl CommandHost for LabHost {
         }
         let is_bootstrap = decoded.as_deref() == Some(script::BOOTSTRAP);
         if !is_bootstrap {
-            lock(&self.state).stats.rejected_scripts += 1;
+            self.state.lock().stats.rejected_scripts += 1;
             return Launch::Done(ProcessOutput {
                 stdout: Vec::new(),
                 stderr: b"mailboxd lab: this host emulates Exchange for mailboxd's bootstrap and templates only; it cannot run other PowerShell.\r\n".to_vec(),
@@ -164,16 +182,16 @@ async fn run_bootstrap(
     user: &str,
     stdin: &[u8],
 ) -> ProcessOutput {
-    lock(&state).stats.powershell_runs += 1;
+    state.lock().stats.powershell_runs += 1;
     let payload: Payload = match serde_json::from_slice(stdin) {
         Ok(p) => p,
         Err(e) => return fatal(&format!("Conversion from JSON failed with error: {e}")),
     };
-    let Some(template) = Template::recognise(&payload.script) else {
-        lock(&state).stats.rejected_scripts += 1;
+    let Some(template) = recognise(&payload.script) else {
+        state.lock().stats.rejected_scripts += 1;
         return fatal("mailboxd lab: the script on stdin is not one of mailboxd's templates");
     };
-    let stray = lock(&state).faults.stray_output.pop_front();
+    let stray = state.lock().faults.stray_output.pop_front();
     let mut run = Run {
         state,
         latency,
@@ -191,7 +209,7 @@ async fn run_bootstrap(
     let remote = payload.data.session.mode == ExchangeMode::Remote;
     run.accounts(template, &payload).await;
     if remote {
-        lock(&run.state).faults.close_session(&run.user);
+        run.state.lock().faults.close_session(&run.user);
     }
     run.output()
 }
@@ -205,14 +223,14 @@ struct SessionSlot {
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        lock(&self.state).faults.close_session(&self.user);
+        self.state.lock().faults.close_session(&self.user);
     }
 }
 
 /// What serve.ps1 does: request after request from stdin, the Exchange session opened by the
 /// first and kept, each request's output ending with `MAILBOXD-DONE <id>`.
 async fn serve(state: SharedState, latency: Latency, user: String, mut io: ProcessIo) -> i32 {
-    lock(&state).stats.powershell_runs += 1;
+    state.lock().stats.powershell_runs += 1;
     let mut pending = Vec::new();
     let mut slot: Option<SessionSlot> = None;
     let mut opened = false;
@@ -257,14 +275,14 @@ async fn serve_one(
         }
     };
     let payload = request.payload;
-    let Some(template) = Template::recognise(&payload.script) else {
-        lock(state).stats.rejected_scripts += 1;
+    let Some(template) = recognise(&payload.script) else {
+        state.lock().stats.rejected_scripts += 1;
         return done(
             &request.id,
             fatal("mailboxd lab: the script on stdin is not one of mailboxd's templates"),
         );
     };
-    let stray = lock(state).faults.stray_output.pop_front();
+    let stray = state.lock().faults.stray_output.pop_front();
     let mut run = Run {
         state: state.clone(),
         latency,
@@ -287,7 +305,7 @@ async fn serve_one(
                     user: user.to_owned(),
                 });
             } else {
-                lock(state).faults.close_session(user);
+                state.lock().faults.close_session(user);
             }
         }
         *opened = payload.data.session.warm;
@@ -343,14 +361,14 @@ impl Run {
             if !self.latency.cmdlet.is_zero() {
                 tokio::time::sleep(self.latency.cmdlet).await;
             }
-            let injected = lock(&self.state).faults.next_cmdlet(&self.user);
+            let injected = self.state.lock().faults.next_cmdlet(&self.user);
             let mut result = match (injected, template) {
                 (Some(fault), t) => self.injected(account, t, &fault),
                 (None, Template::EnableRemoteMailbox) => self.enable(account),
                 (None, Template::HideRemoteMailbox) => self.hide(account),
             };
             result.job_id = Some(account.job_id.to_string());
-            lock(&self.state).stats.accounts_processed += 1;
+            self.state.lock().stats.accounts_processed += 1;
             self.lines.push(result.to_line());
         }
     }
@@ -374,7 +392,7 @@ impl Run {
     }
 
     fn record(&self, cmdlet: &str, parameters: Map<String, Value>, error: Option<&str>) {
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         let seq = st.invocations.len() as u64 + 1;
         st.stats.cmdlets += 1;
         st.invocations.push(Invocation {
@@ -392,7 +410,7 @@ impl Run {
         // A remote session counts against PowerShellMaxConcurrency from the moment it is
         // being opened until the process ends; a refusal comes back at once.
         let refused = match session.mode {
-            ExchangeMode::Remote => lock(&self.state).faults.open_session(&self.user).err(),
+            ExchangeMode::Remote => self.state.lock().faults.open_session(&self.user).err(),
             _ => None,
         };
         if refused.is_none() && !self.latency.session.is_zero() {
@@ -411,7 +429,7 @@ impl Run {
             ExchangeMode::Remote => {
                 let Some(uri) = session.connection_uris.first() else {
                     if refused.is_none() {
-                        lock(&self.state).faults.close_session(&self.user);
+                        self.state.lock().faults.close_session(&self.user);
                     }
                     return Err(error(
                         "RuntimeException",
@@ -443,7 +461,7 @@ impl Run {
                 self.record("New-PSSession", p, None);
             }
         }
-        lock(&self.state).stats.exchange_sessions += 1;
+        self.state.lock().stats.exchange_sessions += 1;
         if session.view_entire_forest {
             let mut p = Map::new();
             p.insert("ViewEntireForest".into(), json!(true));
@@ -514,7 +532,7 @@ impl Run {
             let mut p = common;
             p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
             self.record("Set-RemoteMailbox", p, None);
-            lock(&self.state).accounts[index].set_hidden(false);
+            self.state.lock().accounts[index].set_hidden(false);
             let mut r = status("unhidden");
             r.remote_routing_address = rra;
             return r;
@@ -526,7 +544,7 @@ impl Run {
 
     fn try_enable(&self, account: &AccountData) -> Result<(), Box<ResultLine>> {
         const TASK: &str = "EnableRemoteMailbox";
-        let mut st = lock(&self.state);
+        let mut st = self.state.lock();
         let Some(index) = st.find(&account.identity) else {
             return Err(Box::new(Self::not_found(TASK, account)));
         };
@@ -612,7 +630,7 @@ impl Run {
     }
 
     fn find_remote(&self, account: &AccountData) -> Option<(usize, Option<String>, bool)> {
-        let st = lock(&self.state);
+        let st = self.state.lock();
         st.find(&account.identity)
             .filter(|i| st.accounts[*i].recipient == Recipient::Remote)
             .map(|i| {
@@ -662,7 +680,34 @@ impl Run {
         let mut p = common;
         p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
         self.record("Set-RemoteMailbox", p, None);
-        lock(&self.state).accounts[index].set_hidden(true);
+        self.state.lock().accounts[index].set_hidden(true);
         status("hidden")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ps_templates::{BOOTSTRAP, POWERSHELL, command_arguments};
+
+    #[test]
+    fn the_command_line_is_constant_and_round_trips() {
+        let args = command_arguments();
+        assert_eq!(args[5], "-EncodedCommand");
+        assert_eq!(decode_encoded_command(&args[6]).as_deref(), Some(BOOTSTRAP));
+        // Through cmd.exe the whole line must stay far below its 8191-character limit.
+        let line: usize = args.iter().map(|a| a.len() + 1).sum::<usize>() + POWERSHELL.len();
+        assert!(line < 8191, "command line is {line} characters");
+    }
+
+    #[test]
+    fn templates_are_recognised_by_content_only() {
+        for t in Template::ALL {
+            assert_eq!(recognise(&t.script()), Some(t));
+        }
+        let tampered = Template::EnableRemoteMailbox
+            .script()
+            .replace("Enable-RemoteMailbox @enable", "Remove-Mailbox @enable");
+        assert_eq!(recognise(&tampered), None);
     }
 }

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use super::error::WinrmError;
 use super::soap::{self, Envelope, RequestHeader, esc};
 use super::transport::{BasicTransport, Mechanism, NtlmTransport};
-use super::xml::Element;
+use xml::Element;
 
 /// How the client authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub struct WinrmClient {
 
 impl WinrmClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, WinrmError> {
-        crate::install_tls_provider();
+        crate::tls::install_provider();
         let https = match cfg.endpoint.scheme() {
             "https" => true,
             "http" if cfg.allow_unencrypted || cfg.auth != Auth::Basic => false,

@@ -1,4 +1,4 @@
-//! TLS client settings shared by every outbound connection that is not built by its own crate
+//! TLS client settings for every outbound connection that is not built by its own crate
 //! (LDAP, WinRM with NTLM): the system roots plus an optional CA file, checks always on.
 
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 /// A rustls client configuration trusting the system roots and the PEM certificates of `ca_file`.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    crate::install_tls_provider();
+    install_provider();
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -41,4 +41,14 @@ pub fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> 
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)
         .collect()
+}
+
+/// Makes ring the process's TLS crypto provider (once; later calls do nothing). One provider
+/// for every client: aws-lc would add minutes to every clean build.
+pub fn install_provider() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        // Err only means another provider was installed first, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
