@@ -209,7 +209,7 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
     match command {
         Command::Run => {
             let app = crate::app::App::start(settings).await?;
-            shutdown_signal().await;
+            crate::signal::shutdown().await;
             tracing::info!("shutting down");
             app.stop().await;
             Ok(0)
@@ -329,27 +329,6 @@ async fn reconcile(settings: &Settings, dry_run: bool, json: bool) -> anyhow::Re
         }
     );
     Ok(if r.capped && !dry_run { 3 } else { 0 })
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn publish(args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> {

@@ -17,6 +17,7 @@ pub mod intake;
 pub mod metrics;
 pub mod publish;
 pub mod reconcile;
+pub mod signal;
 pub mod store;
 pub mod telemetry;
 #[cfg(feature = "lab")]
