@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::ad::TestKdc;
 use lab::Lab;
 use secrecy::SecretString;
+use winrm::acceptor::CbtHardening;
 use winrm::{Auth, ClientConfig, ShellOptions, WinrmClient, WinrmError};
 
 async fn lab(kdc: &TestKdc, allowed: &[&str], tls: Option<&std::path::Path>) -> Lab {
@@ -111,11 +112,14 @@ fn kerberos_contexts_seal_for_each_other() {
         &kdc.kdc,
         &kdc.spn,
         Duration::from_secs(10),
+        None,
     )
     .expect("logon and ticket");
     let lab = kdc.lab(&["mailboxd-krb"]);
     let mut server = KrbAcceptor::new(&lab.spn, &lab.key).expect("acceptor");
-    let (ap_rep, who) = server.accept(&ap_req).expect("accept");
+    let (ap_rep, who) = server
+        .accept(&ap_req, None, CbtHardening::Relaxed)
+        .expect("accept");
     assert_eq!(who, "mailboxd-krb");
     client.finish(&ap_rep).expect("mutual authentication");
     for i in 0..3 {
@@ -131,14 +135,109 @@ fn kerberos_contexts_seal_for_each_other() {
     }
 }
 
+/// http.sys with CbtHardeningLevel Strict refuses Negotiate without a channel binding token,
+/// Kerberos included (HTTP_AUTHENTICATION_HARDENING_LEVELS): the binding travels in the
+/// authenticator checksum's Bnd field (RFC 4121 §4.1.1.2).
+#[test]
+fn a_strict_acceptor_takes_only_a_kerberos_authenticator_bound_to_its_tls_channel() {
+    use winrm::acceptor::KrbAcceptor;
+    use winrm::kerberos::KrbInitiator;
+    let kdc = TestKdc::get();
+    let lab = kdc.lab(&["mailboxd-krb"]);
+    let ours = winrm::ntlm::tls_server_end_point(b"the listener's certificate");
+    let theirs = winrm::ntlm::tls_server_end_point(b"a man in the middle's certificate");
+    let attempt = |client_binding: Option<&[u8]>, hardening| {
+        let (_, ap_req) = KrbInitiator::start(
+            &kdc.user,
+            &SecretString::from(kdc.password.clone()),
+            &kdc.kdc,
+            &kdc.spn,
+            Duration::from_secs(10),
+            client_binding,
+        )
+        .expect("logon and ticket");
+        let mut server = KrbAcceptor::new(&lab.spn, &lab.key).expect("acceptor");
+        server
+            .accept(&ap_req, Some(&ours), hardening)
+            .map(|(_, who)| who)
+    };
+    assert_eq!(
+        attempt(Some(&ours), CbtHardening::Strict).expect("bound to our channel"),
+        "mailboxd-krb"
+    );
+    let unbound = attempt(None, CbtHardening::Strict).expect_err("no binding under Strict");
+    assert!(unbound.to_string().contains("Strict"), "{unbound}");
+    let relayed = attempt(Some(&theirs), CbtHardening::Strict).expect_err("another channel");
+    assert!(
+        relayed.to_string().contains("another TLS channel"),
+        "{relayed}"
+    );
+    assert!(attempt(Some(&theirs), CbtHardening::Relaxed).is_err());
+    assert!(attempt(None, CbtHardening::Relaxed).is_ok());
+}
+
+/// mailboxd's client binds its Kerberos logon to the host's certificate over HTTPS, so a host
+/// with CbtHardeningLevel Strict lets it in; so does pywinrm's (requests-kerberos sends the
+/// binding by default), which shows both ends agree on the binding's form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kerberos_over_https_passes_strict_channel_binding_hardening() {
+    let kdc = TestKdc::get();
+    let ca = tempfile::NamedTempFile::new().expect("temp");
+    let mut cfg = common::lab_config(vec![]);
+    cfg.ldap_listen = None;
+    cfg.kerberos = Some(kdc.lab(&["mailboxd-krb"]));
+    cfg.tls_listen = Some(([127, 0, 0, 1], 0).into());
+    cfg.tls_cert_out = Some(ca.path().to_owned());
+    cfg.cbt_hardening = CbtHardening::Strict;
+    let lab = Lab::start(cfg).await.expect("lab");
+    let https = lab.tls_endpoint().expect("TLS listener");
+    let c = client(&kdc, &https, &kdc.password, Some(ca.path()));
+    let shell = c.open_shell(&ShellOptions::default()).await.expect("shell");
+    let out = shell.run("whoami", &[], None).await.expect("whoami");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "lab-iqsvc01\\mailboxd-krb"
+    );
+    shell.close().await.expect("close");
+    let out = pywinrm_kerberos(&kdc, https, Some(ca.path())).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 3);
+}
+
 /// pywinrm's Kerberos transport (pykerberos, MIT krb5, a ticket from `kinit`) as an
 /// independent client: its AP-REQ, our AP-REP, its sealed messages and ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pywinrm_speaks_kerberos_to_the_lab() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let kdc = TestKdc::get();
     let lab = lab(&kdc, &["mailboxd-krb"], None).await;
+    let out = pywinrm_kerberos(&kdc, lab.endpoint(), None).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        3,
+        "{stdout}"
+    );
+}
+
+/// Runs tests/peers/pywinrm_kerberos.py against `endpoint` with a ticket `kinit` got from
+/// the test KDC; `ca` is the lab's certificate for an https endpoint.
+async fn pywinrm_kerberos(
+    kdc: &TestKdc,
+    endpoint: String,
+    ca: Option<&std::path::Path>,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().expect("temp dir");
     let conf = dir.path().join("krb5.conf");
     let host_port = kdc.kdc.trim_start_matches("tcp://").to_owned();
@@ -173,30 +272,22 @@ async fn pywinrm_speaks_kerberos_to_the_lab() {
         .expect("password to kinit");
     assert!(kinit.wait().expect("kinit").success(), "kinit failed");
     let spn_host = kdc.spn.split('/').nth(1).expect("SPN host").to_owned();
-    let endpoint = lab.endpoint();
     let script = format!(
         "{}/tests/peers/pywinrm_kerberos.py",
         env!("CARGO_MANIFEST_DIR")
     );
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, endpoint, spn_host])
+    let mut args = vec![script, endpoint, spn_host];
+    args.extend(ca.map(|p| p.display().to_string()));
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("python3")
+            .args(args)
             .env("KRB5_CONFIG", &conf)
             .env("KRB5CCNAME", &ccache)
             .output()
-            .expect("python3 runs")
+            .expect("python3 runs");
+        drop(dir);
+        out
     })
     .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        3,
-        "{stdout}"
-    );
+    .expect("join")
 }

@@ -492,7 +492,8 @@ fn negotiate(
             return Err(Box::new(unauthorized()));
         };
         let accepted = KrbAcceptor::new(&krb.spn, &krb.key).and_then(|mut a| {
-            let (ap_rep, user) = a.accept(&token)?;
+            let (ap_rep, user) =
+                a.accept(&token, conn.binding.as_deref(), server.cfg.cbt_hardening)?;
             Ok((a, ap_rep, user))
         });
         return match accepted {

@@ -15,7 +15,7 @@ use sspi::{
     Sspi, SspiImpl, Username,
 };
 
-use super::ntlm::{NtlmError, seal_with, unseal_with};
+use super::ntlm::{NtlmError, seal_with, sec_channel_bindings, unseal_with};
 
 /// Talks to the KDC over TCP (Samba answers UDP requests with a PAC too large for UDP).
 pub(crate) struct TcpKdc {
@@ -70,17 +70,22 @@ pub struct KrbInitiator {
     creds: Option<CredentialsBuffers>,
     spn: String,
     kdc: TcpKdc,
+    /// SEC_CHANNEL_BINDINGS for the first step, when Kerberos runs inside TLS.
+    binding: Option<Vec<u8>>,
 }
 
 impl KrbInitiator {
     /// Logs on at the KDC and returns the AP-REQ for `spn`. Blocking (KDC round trips):
-    /// call it off the async runtime.
+    /// call it off the async runtime. `channel_binding` is the `tls-server-end-point` data
+    /// when Kerberos runs inside TLS: it goes into the authenticator's checksum (RFC 4121
+    /// §4.1.1.2, the Bnd field), which http.sys requires with CbtHardeningLevel Strict.
     pub fn start(
         user: &str,
         password: &SecretString,
         kdc_url: &str,
         spn: &str,
         timeout: Duration,
+        channel_binding: Option<&[u8]>,
     ) -> Result<(KrbInitiator, Vec<u8>), NtlmError> {
         let cfg = KerberosConfig::new_with_kdc_url(kdc_url, "mailboxd".into());
         let mut ctx = Kerberos::new_client_from_config(cfg).map_err(kerr)?;
@@ -102,6 +107,7 @@ impl KrbInitiator {
             creds,
             spn: spn.to_owned(),
             kdc: TcpKdc { timeout },
+            binding: channel_binding.map(sec_channel_bindings),
         };
         let token = me.step(None)?;
         Ok((me, token))
@@ -114,6 +120,9 @@ impl KrbInitiator {
             input.map(<[u8]>::to_vec).unwrap_or_default(),
             BufferType::Token,
         )];
+        if let Some(b) = self.binding.take() {
+            input_bufs.push(SecurityBuffer::new(b, BufferType::ChannelBindings));
+        }
         let mut builder = self
             .ctx
             .initialize_security_context()

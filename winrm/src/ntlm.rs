@@ -192,6 +192,16 @@ pub fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
     out
 }
 
+/// SEC_CHANNEL_BINDINGS with only application data (the `tls-server-end-point` data), the
+/// buffer sspi reads channel bindings from, on either end and for NTLM and Kerberos alike.
+pub(crate) fn sec_channel_bindings(application_data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 32];
+    out[24..28].copy_from_slice(&(application_data.len() as u32).to_le_bytes());
+    out[28..32].copy_from_slice(&32u32.to_le_bytes());
+    out.extend_from_slice(application_data);
+    out
+}
+
 /// Splits `DOMAIN\user` / `user@domain` / `user` for NTLM.
 fn split_user(user: &str) -> (String, Option<String>) {
     if let Some((d, u)) = user.split_once('\\') {

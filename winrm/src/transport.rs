@@ -214,7 +214,8 @@ impl NtlmTransport {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| WinrmError::Tls(format!("{addr}: {e}")))?;
-                // Channel binding ties the NTLM proof to this TLS session's certificate.
+                // Channel binding ties the NTLM proof or the Kerberos authenticator to this
+                // TLS session's certificate.
                 let binding = tls
                     .get_ref()
                     .1
@@ -228,7 +229,8 @@ impl NtlmTransport {
         let ctx = match self.mechanism.clone() {
             Mechanism::Ntlm => self.ntlm_handshake(&mut sender, binding.as_deref()).await?,
             Mechanism::Kerberos { kdc, spn } => {
-                self.kerberos_handshake(&mut sender, kdc, spn).await?
+                self.kerberos_handshake(&mut sender, kdc, spn, binding)
+                    .await?
             }
         };
         Ok(NtlmConn {
@@ -287,6 +289,7 @@ impl NtlmTransport {
         sender: &mut SendRequest<Full<Bytes>>,
         kdc: String,
         spn: String,
+        binding: Option<Vec<u8>>,
     ) -> Result<SecCtx, WinrmError> {
         let (user, password, timeout) = (
             self.username.clone(),
@@ -295,7 +298,7 @@ impl NtlmTransport {
         );
         // The KDC exchanges are blocking calls inside sspi: off the runtime's threads.
         let (mut ctx, ap_req) = tokio::task::spawn_blocking(move || {
-            KrbInitiator::start(&user, &password, &kdc, &spn, timeout)
+            KrbInitiator::start(&user, &password, &kdc, &spn, timeout, binding.as_deref())
         })
         .await
         .map_err(|e| WinrmError::Kerberos(format!("the logon task failed: {e}")))?

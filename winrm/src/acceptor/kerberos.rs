@@ -8,6 +8,13 @@ use sspi::{
     SecurityStatus, ServerRequestFlags, Sspi, SspiImpl,
 };
 
+use picky_krb::constants::key_usages::{AP_REQ_AUTHENTICATOR, TICKET_REP};
+use picky_krb::crypto::CipherSuite;
+use picky_krb::data_types::{Authenticator, EncTicketPart};
+use picky_krb::gss_api::KrbMessage;
+use picky_krb::messages::ApReq;
+
+use super::ntlm::CbtHardening;
 use crate::kerberos::{TcpKdc, kerr};
 use crate::ntlm::{NtlmError, seal_with, unseal_with};
 
@@ -88,6 +95,76 @@ pub fn read_keytab(data: &[u8]) -> Result<Vec<KeytabEntry>, String> {
 pub struct KrbAcceptor {
     ctx: Kerberos,
     user: Option<String>,
+    /// The service key, kept to read the authenticator's channel binding.
+    key: Vec<u8>,
+}
+
+/// The channel-binding hash in the AP-REQ's authenticator checksum (RFC 4121 §4.1.1.2, octets
+/// 4..20 of a 0x8003 checksum), read with the service key; `None` when absent or all zeros.
+fn client_binding(token: &[u8], service_key: &[u8]) -> Result<Option<[u8; 16]>, NtlmError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| NtlmError::Refused(format!("{what}: {e}"));
+    let ap_req: ApReq = KrbMessage::<ApReq>::decode_application_krb_message(token)
+        .map_err(|e| bad("not a Kerberos AP-REQ", &e))?
+        .0
+        .krb_msg;
+    let ticket = &ap_req.0.ticket.0.0.enc_part.0;
+    let cipher = CipherSuite::try_from(ticket.etype.0.0.as_slice())
+        .map_err(|e| bad("ticket encryption type", &e))?
+        .cipher();
+    let plain = cipher
+        .decrypt(service_key, TICKET_REP, &ticket.cipher.0.0)
+        .map_err(|e| bad("ticket", &e))?;
+    let ticket: EncTicketPart =
+        picky_asn1_der::from_bytes(&plain).map_err(|e| bad("ticket", &e))?;
+    let session_key = &ticket.0.key.0.key_value.0.0;
+    let auth = &ap_req.0.authenticator.0;
+    let cipher = CipherSuite::try_from(auth.etype.0.0.as_slice())
+        .map_err(|e| bad("authenticator encryption type", &e))?
+        .cipher();
+    let plain = cipher
+        .decrypt(session_key, AP_REQ_AUTHENTICATOR, &auth.cipher.0.0)
+        .map_err(|e| bad("authenticator", &e))?;
+    let auth: Authenticator =
+        picky_asn1_der::from_bytes(&plain).map_err(|e| bad("authenticator", &e))?;
+    let Some(cksum) = auth.0.cksum.0.as_ref() else {
+        return Ok(None);
+    };
+    let value = &cksum.0.checksum.0.0;
+    // 0x8003, the GSS-API checksum; DER may give the integer a leading zero octet.
+    let kind = &cksum.0.cksumtype.0.0;
+    let gss = kind.iter().skip_while(|&&b| b == 0).eq([0x80u8, 0x03].iter());
+    let bnd: Option<[u8; 16]> = value.get(4..20).and_then(|b| b.try_into().ok());
+    Ok(bnd.filter(|b| gss && b.iter().any(|&x| x != 0)))
+}
+
+/// The MD5 of a gss_channel_bindings_struct holding only application data, laid out as
+/// RFC 4121 §4.1.1.2 (by way of RFC 1964 §1.1.1) hashes it: no addresses, lengths LE.
+fn gss_binding_hash(application_data: &[u8]) -> [u8; 16] {
+    use md5::Digest;
+    let mut md5 = md5::Md5::new();
+    md5.update([0u8; 16]); // initiator and acceptor address types and lengths: none
+    md5.update((application_data.len() as u32).to_le_bytes());
+    md5.update(application_data);
+    md5.finalize().into()
+}
+
+/// http.sys's channel-binding rule: a binding the client sent must match the TLS channel's;
+/// a client that sent none gets in only when hardening is Relaxed (or there is no TLS).
+fn check_binding(
+    sent: Option<[u8; 16]>,
+    ours: Option<&[u8]>,
+    hardening: CbtHardening,
+) -> Result<(), NtlmError> {
+    match (sent, ours) {
+        (Some(h), Some(b)) if h == gss_binding_hash(b) => Ok(()),
+        (Some(_), Some(_)) => Err(NtlmError::Refused(
+            "the Kerberos authenticator is bound to another TLS channel".into(),
+        )),
+        (None, Some(_)) if hardening == CbtHardening::Strict => Err(NtlmError::Refused(
+            "the Kerberos authenticator carries no channel binding and the listener's CbtHardeningLevel is Strict".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// AES256 (18) before AES128 (17): the key must match the ticket's enctype, and AD issues
@@ -122,11 +199,25 @@ impl KrbAcceptor {
         // The KDC is not contacted to accept a ticket (no user-to-user).
         let cfg = KerberosConfig::new_with_kdc_url("tcp://127.0.0.1:88", "lab".into());
         let ctx = Kerberos::new_server_from_config(cfg, props).map_err(kerr)?;
-        Ok(KrbAcceptor { ctx, user: None })
+        Ok(KrbAcceptor {
+            ctx,
+            user: None,
+            key: key.key.clone(),
+        })
     }
 
     /// Accepts the AP-REQ; returns the AP-REP for the client and the client's name.
-    pub fn accept(&mut self, ap_req: &[u8]) -> Result<(Vec<u8>, String), NtlmError> {
+    /// `binding` is the listener's `tls-server-end-point` data when it serves TLS: the
+    /// authenticator must carry its hash when `hardening` is Strict, and a hash it carries
+    /// must match (http.sys's rule for Negotiate, Kerberos included).
+    pub fn accept(
+        &mut self,
+        ap_req: &[u8],
+        binding: Option<&[u8]>,
+        hardening: CbtHardening,
+    ) -> Result<(Vec<u8>, String), NtlmError> {
+        // sspi's acceptor checks the ticket and the authenticator but not the binding.
+        check_binding(client_binding(ap_req, &self.key)?, binding, hardening)?;
         let mut creds: Option<CredentialsBuffers> = None;
         let mut input = vec![SecurityBuffer::new(ap_req.to_vec(), BufferType::Token)];
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];

@@ -9,16 +9,7 @@ use sspi::{
     ServerRequestFlags, Sspi, SspiImpl, Username,
 };
 
-use crate::ntlm::{NtlmError, seal_with, sspi_err, unseal_with};
-
-/// SEC_CHANNEL_BINDINGS with only application data, as sspi's acceptor reads it.
-fn sec_channel_bindings(application_data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; 32];
-    out[24..28].copy_from_slice(&(application_data.len() as u32).to_le_bytes());
-    out[28..32].copy_from_slice(&32u32.to_le_bytes());
-    out.extend_from_slice(application_data);
-    out
-}
+use crate::ntlm::{NtlmError, seal_with, sec_channel_bindings, sspi_err, unseal_with};
 
 /// How strictly the acceptor wants channel binding over TLS (Windows' CbtHardeningLevel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
