@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::backoff;
+
+/// The longest pause between probes, however long the host stays down.
 const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +33,8 @@ pub struct CircuitStatus {
 struct Inner {
     failures: u32,
     open_until: Option<Instant>,
-    cooldown: Duration,
+    /// Probes that failed since the circuit opened: each doubles the pause.
+    failed_probes: u32,
     probing: bool,
     reason: Option<String>,
     opened_at: Option<Instant>,
@@ -50,7 +54,7 @@ impl Circuit {
             inner: Mutex::new(Inner {
                 failures: 0,
                 open_until: None,
-                cooldown,
+                failed_probes: 0,
                 probing: false,
                 reason: None,
                 opened_at: None,
@@ -60,6 +64,13 @@ impl Circuit {
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
         self.inner.lock()
+    }
+
+    /// The pause before the next probe: the configured cooldown, doubled per failed probe
+    /// up to `MAX_COOLDOWN` (or the configured cooldown, if that is longer).
+    fn cooldown(&self, failed_probes: u32) -> Duration {
+        let cap = MAX_COOLDOWN.max(self.base_cooldown);
+        backoff::doubling(failed_probes.saturating_add(1), self.base_cooldown, cap)
     }
 
     pub fn permit(&self) -> Permit {
@@ -99,7 +110,7 @@ impl Circuit {
         s.failures = 0;
         s.open_until = None;
         s.probing = false;
-        s.cooldown = self.base_cooldown;
+        s.failed_probes = 0;
         s.reason = None;
         outage
     }
@@ -113,8 +124,8 @@ impl Circuit {
         if s.probing {
             // The probe failed: stay open, wait longer.
             s.probing = false;
-            s.cooldown = (s.cooldown * 2).min(MAX_COOLDOWN);
-            s.open_until = Some(now + s.cooldown);
+            s.failed_probes = s.failed_probes.saturating_add(1);
+            s.open_until = Some(now + self.cooldown(s.failed_probes));
             s.reason = Some(reason.to_owned());
             return (None, true);
         }
@@ -122,15 +133,16 @@ impl Circuit {
             return (None, true);
         }
         if systemic || s.failures >= self.threshold {
-            s.open_until = Some(now + s.cooldown);
+            let pause = self.cooldown(s.failed_probes);
+            s.open_until = Some(now + pause);
             s.opened_at = Some(now);
             s.reason = Some(reason.to_owned());
             tracing::error!(
                 reason,
-                pause_s = s.cooldown.as_secs(),
+                pause_s = pause.as_secs(),
                 "circuit opened: work paused"
             );
-            return (Some(s.cooldown), true);
+            return (Some(pause), true);
         }
         (None, false)
     }

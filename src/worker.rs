@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rand::Rng;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
@@ -16,14 +15,6 @@ use crate::directory::{AccountState, Directory, Lookup, RecipientType};
 use crate::event::{EventKind, check_address};
 use crate::exchange::{AccountData, AccountOutcome, Exchange, Template};
 use crate::store::{AttemptRecord, ErrorClass, Job, Resolution, Store};
-
-/// Exponential backoff with full jitter: a random delay in `[0, min(cap, base·2^(n-1))]`.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)));
-    let ceiling = exp.min(cap);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
-}
 
 #[derive(Clone)]
 pub struct Worker {
@@ -605,7 +596,8 @@ impl Worker {
         );
         if retryable && job.attempt < job.max_attempts {
             let attempt = u32::try_from(job.attempt).unwrap_or(1);
-            let delay = backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_cap);
+            let delay =
+                crate::backoff::full_jitter(attempt, self.cfg.backoff_base, self.cfg.backoff_cap);
             let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
             return Resolution::Retry { class, error, at };
         }
@@ -842,19 +834,5 @@ mod tests {
             false,
         );
         assert_eq!(kinds(&p), "permanent");
-    }
-
-    #[test]
-    fn backoff_stays_within_its_exponential_ceiling() {
-        let base = Duration::from_secs(30);
-        let cap = Duration::from_secs(3600);
-        for _ in 0..200 {
-            assert!(backoff(1, base, cap) <= base);
-            assert!(backoff(3, base, cap) <= base * 4);
-            assert!(backoff(40, base, cap) <= cap);
-        }
-        // Full jitter really spreads: 200 draws are not all equal.
-        let draws: std::collections::HashSet<_> = (0..200).map(|_| backoff(5, base, cap)).collect();
-        assert!(draws.len() > 10);
     }
 }

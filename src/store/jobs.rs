@@ -1342,9 +1342,13 @@ impl Store {
                 }
                 Err(e) => {
                     // base, 2·base, 4·base … up to 15 min between tries.
-                    let delay = (policy.retry_base.as_secs_f64()
-                        * 2f64.powi(attempts.clamp(0, 10)))
-                    .min(900.0);
+                    let tries = u32::try_from(attempts).unwrap_or(0).saturating_add(1);
+                    let delay = crate::backoff::doubling(
+                        tries,
+                        policy.retry_base,
+                        Duration::from_secs(900),
+                    )
+                    .as_secs_f64();
                     sqlx::query(
                         "UPDATE alerts SET attempts = attempts + 1, last_error = $2,
                                 next_attempt_at = now() + make_interval(secs => $3) WHERE id = ANY($1)",
