@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestEnv, lab_config, seed};
 use mailboxd::config::ExchangeMode;
-use mailboxd::store::JobState;
+use mailboxd::store::{ErrorClass, JobOutcome, JobState};
 use serde_json::json;
 
 fn errors_of(calls: &[serde_json::Value]) -> Vec<String> {
@@ -37,7 +37,7 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
         vec!["ThrottlingException", "ThrottlingException", "ok"]
     );
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    assert_eq!(attempts[0].error_class.as_deref(), Some("transient"));
+    assert_eq!(attempts[0].error_class, Some(ErrorClass::Transient));
     assert!(
         attempts[0]
             .error_message
@@ -63,7 +63,7 @@ async fn a_custom_permanent_error_fails_the_job_with_exchanges_text() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_terminal(&ev.id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::Permanent));
     assert!(job.last_error.unwrap().contains("already being used"));
     app.stop().await;
     env.cleanup().await;
@@ -171,7 +171,7 @@ async fn replication_lag_keeps_the_joiner_waiting_until_the_dc_has_the_account()
         "{job:?}"
     );
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome.as_deref(), Some("enabled"));
+    assert_eq!(job.outcome, Some(JobOutcome::Enabled));
     // Exchange was asked only once the DC had the account.
     let calls = env.invocations_of("Enable-RemoteMailbox", "jlag").await;
     assert_eq!(errors_of(&calls), vec!["ok"]);
@@ -266,7 +266,7 @@ async fn exchange_refuses_a_routing_domain_the_hybrid_setup_does_not_accept() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_terminal(&ev.id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::Permanent));
     assert!(
         job.last_error
             .as_deref()
