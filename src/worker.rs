@@ -368,19 +368,7 @@ impl Worker {
             .map(|p| {
                 let mut record = self.record(started_at, p);
                 record.host = host.clone();
-                let res = if open {
-                    // Not this job's fault: it waits for the host without using an attempt.
-                    Resolution::Deferred {
-                        class: e.class(),
-                        error: reason.clone(),
-                        at: at(self.circuit.reopens_in() + Duration::from_millis(100)),
-                    }
-                } else {
-                    self.retry_no_sooner(
-                        self.failure(&p.job, e.class(), reason.clone()),
-                        retry_after,
-                    )
-                };
+                let res = self.after_failed_batch(&p.job, e.class(), &reason, open, retry_after);
                 (&p.job, record, res)
             })
             .collect();
@@ -403,9 +391,25 @@ impl Worker {
         open
     }
 
-    /// A retry no sooner than Exchange's throttling asked for.
-    fn retry_no_sooner(&self, res: Resolution, wait: Option<Duration>) -> Resolution {
-        match (res, wait) {
+    /// One job of a batch that failed as a whole: deferred while the circuit is open (not
+    /// its fault: no attempt used), otherwise retried — no sooner than throttling asked —
+    /// or failed.
+    fn after_failed_batch(
+        &self,
+        job: &Job,
+        class: ErrorClass,
+        reason: &str,
+        open: bool,
+        retry_after: Option<Duration>,
+    ) -> Resolution {
+        if open {
+            return Resolution::Deferred {
+                class,
+                error: reason.to_owned(),
+                at: at(self.circuit.reopens_in() + Duration::from_millis(100)),
+            };
+        }
+        match (self.failure(job, class, reason.to_owned()), retry_after) {
             (
                 Resolution::Retry {
                     class,

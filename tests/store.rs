@@ -356,3 +356,23 @@ async fn each_outage_is_one_alert_and_one_recovery_whichever_replicas_report_it(
         .collect();
     assert_eq!(subjects.len(), 2, "{subjects:?}");
 }
+
+#[tokio::test]
+async fn a_queued_job_wakes_whoever_waits_for_work() {
+    let store = fresh_store().await;
+    let mut wake = store.wake_ups();
+    // The listener connects in the background: a job queued before it listens wakes
+    // nobody, so queue one after another until one does.
+    for i in 0..20 {
+        wake.mark_seen();
+        let e = event(&format!("w{i}"), EventKind::Joiner, &format!("wake{i}"), 0);
+        store.insert_events(&[e], 5).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(500), wake.next())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("no wake-up for 20 queued jobs");
+}

@@ -284,15 +284,21 @@ mod tests {
         );
     }
 
-    /// The claim names the pending states in its text to use the `jobs_claimable` index:
-    /// the index and `JobState::PENDING` must list the same states.
+    /// The claim names its states in its text to use the partial indexes of migration
+    /// 0001: the indexes and the enums must name the same states.
     #[test]
-    fn the_claimable_index_covers_exactly_the_pending_states() {
+    fn the_claims_partial_indexes_cover_the_states_it_names() {
         let migration = include_str!("../../migrations/0001_jobs.sql");
-        let index = format!(
-            "CREATE INDEX jobs_claimable ON jobs (next_attempt_at) WHERE state IN {};",
-            JobState::sql_list(&JobState::PENDING)
-        );
-        assert!(migration.contains(&index), "{index}");
+        let running = format!("WHERE state = '{}';", JobState::Running);
+        for index in [
+            format!(
+                "CREATE INDEX jobs_claimable ON jobs (next_attempt_at) WHERE state IN {};",
+                JobState::sql_list(&JobState::PENDING)
+            ),
+            format!("CREATE UNIQUE INDEX jobs_one_running_per_account ON jobs (account) {running}"),
+            format!("CREATE INDEX jobs_expired_leases ON jobs (locked_until) {running}"),
+        ] {
+            assert!(migration.contains(&index), "{index}");
+        }
     }
 }

@@ -59,43 +59,42 @@ struct Transition<'a> {
 
 impl Resolution {
     fn transition(&self) -> Transition<'_> {
+        let to = |state| Transition {
+            state,
+            outcome: None,
+            class: None,
+            error: None,
+            next_at: None,
+            deferred: false,
+        };
         let waiting = |class: &ErrorClass| match class {
             ErrorClass::NotSynced => JobState::WaitingForSync,
             _ => JobState::Retrying,
         };
-        let (state, outcome, class, error, next_at) = match self {
-            Resolution::Succeeded { outcome } => {
-                (JobState::Succeeded, Some(*outcome), None, None, None)
+        match self {
+            Resolution::Succeeded { outcome } => Transition {
+                outcome: Some(*outcome),
+                ..to(JobState::Succeeded)
+            },
+            Resolution::Retry { class, error, at } | Resolution::Deferred { class, error, at } => {
+                Transition {
+                    class: Some(*class),
+                    error: Some(error),
+                    next_at: Some(*at),
+                    deferred: matches!(self, Resolution::Deferred { .. }),
+                    ..to(waiting(class))
+                }
             }
-            Resolution::Retry { class, error, at } | Resolution::Deferred { class, error, at } => (
-                waiting(class),
-                None,
-                Some(*class),
-                Some(error.as_str()),
-                Some(*at),
-            ),
-            Resolution::Failed { class, error, .. } => (
-                JobState::Failed,
-                None,
-                Some(*class),
-                Some(error.as_str()),
-                None,
-            ),
-            Resolution::Cancelled { note } => (
-                JobState::Cancelled,
-                Some(JobOutcome::Stale),
-                None,
-                Some(note.as_str()),
-                None,
-            ),
-        };
-        Transition {
-            state,
-            outcome,
-            class,
-            error,
-            next_at,
-            deferred: matches!(self, Resolution::Deferred { .. }),
+            Resolution::Failed { class, error, .. } => Transition {
+                class: Some(*class),
+                error: Some(error),
+                ..to(JobState::Failed)
+            },
+            Resolution::Cancelled { note } => Transition {
+                outcome: Some(JobOutcome::Stale),
+                error: Some(note),
+                ..to(JobState::Cancelled)
+            },
         }
     }
 
