@@ -123,7 +123,7 @@ impl Resolution {
 }
 
 /// One job's attempt as the worker hands it in.
-pub type Outcome<'a> = (&'a Job, &'a AttemptRecord, &'a Resolution);
+pub type FinishedJob<'a> = (&'a Job, &'a AttemptRecord, &'a Resolution);
 
 impl Store {
     /// Records an attempt and moves the job on (see the module doc). Returns false, and
@@ -146,7 +146,7 @@ impl Store {
     pub async fn finish_many(
         &self,
         replica: &str,
-        outcomes: &[Outcome<'_>],
+        outcomes: &[FinishedJob<'_>],
     ) -> Result<Vec<bool>, StoreError> {
         let transitions: Vec<Transition<'_>> =
             outcomes.iter().map(|(_, _, r)| r.transition()).collect();
@@ -186,7 +186,7 @@ impl Store {
 async fn move_jobs(
     tx: &mut Transaction<'_, Postgres>,
     replica: &str,
-    outcomes: &[Outcome<'_>],
+    outcomes: &[FinishedJob<'_>],
     transitions: &[Transition<'_>],
 ) -> Result<HashSet<Uuid>, StoreError> {
     let held: Vec<Uuid> = sqlx::query_scalar(
