@@ -82,9 +82,9 @@ impl Worker {
                 return;
             }
             // The Windows side is down: wait, then let one loop probe it with one job.
-            let limit = match self.circuit.permit() {
-                Permit::Go => i64::from(self.batch_size),
-                Permit::Probe => 1,
+            let (limit, probe) = match self.circuit.permit() {
+                Permit::Go => (i64::from(self.batch_size), None),
+                Permit::Probe(probe) => (1, Some(probe)),
                 Permit::Wait(d) => {
                     tokio::select! {
                         _ = tokio::time::sleep(d.min(self.cfg.poll_interval)) => {}
@@ -95,17 +95,23 @@ impl Worker {
             };
             // Before claiming, so that a job queued meanwhile still wakes the wait below.
             wake.mark_seen();
-            match self.claim_batch(limit).await {
+            let worked = match self.claim_batch(limit).await {
                 Ok(jobs) if !jobs.is_empty() => {
                     tracing::debug!(slot, jobs = jobs.len(), "claimed a batch");
                     self.process(jobs).await;
-                    continue;
+                    true
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot claim jobs; retrying"),
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim jobs; retrying");
+                    false
+                }
+            };
+            if let Some(probe) = probe {
+                self.circuit.probe_ended(probe);
             }
-            if limit == 1 && self.circuit.status().open {
-                self.circuit.probe_unused();
+            if worked {
+                continue;
             }
             tokio::select! {
                 _ = wake.next() => {}

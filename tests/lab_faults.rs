@@ -87,6 +87,31 @@ async fn refused_credentials_open_the_circuit_until_the_host_accepts_them_again(
     env.cleanup().await;
 }
 
+/// A probe the directory settles before Exchange is asked (the account has its mailbox
+/// already) tells nothing about the host: the next claim must probe again, or the replica
+/// would wait for a verdict that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_probe_that_never_reached_the_host_lets_the_next_one_probe() {
+    let mut env = TestEnv::new(vec![seed("jprobe"), common::remote("jready", false, false)]).await;
+    env.settings.worker.circuit_cooldown = Duration::from_secs(2);
+    let app = env.start_daemon().await;
+    env.fault(json!({"fault": "auth_refused", "seconds": 1.0}))
+        .await;
+    let publisher = env.publisher().await;
+    let deferred = env.joiner("jprobe");
+    publisher.publish(&deferred).await.unwrap();
+    env.wait_circuit_open(&app).await;
+    // Due before the deferred joiner: the probe takes it, and AD shows it done already.
+    let ready = env.joiner("jready");
+    publisher.publish(&ready).await.unwrap();
+    let ready = env.wait_succeeded(&ready.id).await;
+    assert_eq!(ready.outcome, Some(JobOutcome::Already));
+    let deferred = env.wait_succeeded(&deferred.id).await;
+    assert_eq!(deferred.attempt, 1, "{deferred:?}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_host_that_is_down_refuses_connections_then_comes_back() {
     let mut env = TestEnv::new(vec![seed("jdown")]).await;
