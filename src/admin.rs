@@ -147,6 +147,7 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
 /// error class and the page size (`max` at most, `default` when absent).
 struct Filters {
     kind: Option<crate::event::EventKind>,
+    error_class: Option<crate::store::ErrorClass>,
     limit: i64,
 }
 
@@ -170,19 +171,23 @@ fn filters(
                 .ok_or_else(|| format!("unknown type {k:?}: joiner or leaver"))
         })
         .transpose()?;
-    if let Some(c) = error_class
-        && !["transient", "not_synced", "permanent", "systemic"].contains(&c)
-    {
-        return Err(format!(
-            "error_class {c:?}: transient, not_synced, permanent or systemic"
-        ));
-    }
+    let error_class = error_class
+        .map(|c| {
+            crate::store::ErrorClass::parse(c).ok_or_else(|| {
+                format!("error_class {c:?}: transient, not_synced, permanent or systemic")
+            })
+        })
+        .transpose()?;
     let limit = match limit {
         None => default,
         Some(n) if (1..=max).contains(&n) => n,
         Some(n) => return Err(format!("limit {n} is outside 1..={max}")),
     };
-    Ok(Filters { kind, limit })
+    Ok(Filters {
+        kind,
+        error_class,
+        limit,
+    })
 }
 
 fn job_filter(q: JobQuery) -> Result<JobFilter, String> {
@@ -207,7 +212,7 @@ fn job_filter(q: JobQuery) -> Result<JobFilter, String> {
         state,
         account: q.account,
         kind: f.kind,
-        error_class: q.error_class,
+        error_class: f.error_class,
         since: time_param("since", q.since.as_deref())?,
         until: time_param("until", q.until.as_deref())?,
         limit: f.limit,
@@ -342,7 +347,7 @@ fn bulk_filter(q: BulkQuery) -> Result<crate::store::BulkRetry, String> {
         states: vec![state],
         account: q.account,
         kind: f.kind,
-        error_class: q.error_class,
+        error_class: f.error_class,
         limit: f.limit,
     })
 }

@@ -7,17 +7,25 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::backoff;
+
+/// The longest pause between probes, however long the host stays down.
 const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permit {
     /// Closed: claim as usual.
     Go,
-    /// Half-open: this caller runs the one probe batch.
-    Probe,
+    /// Half-open: this caller runs the one probe batch, and hands the probe back with
+    /// [`Circuit::probe_ended`] when the batch is over.
+    Probe(Probe),
     /// Open: wait this long before asking again.
     Wait(Duration),
 }
+
+/// The one probe a half-open circuit lets out at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe(u64);
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CircuitStatus {
@@ -30,8 +38,12 @@ pub struct CircuitStatus {
 struct Inner {
     failures: u32,
     open_until: Option<Instant>,
-    cooldown: Duration,
-    probing: bool,
+    /// Probes that failed since the circuit opened: each doubles the pause.
+    failed_probes: u32,
+    /// The probe out now, if any.
+    probe: Option<u64>,
+    /// Probes let out so far: each gets the next number.
+    probes: u64,
     reason: Option<String>,
     opened_at: Option<Instant>,
 }
@@ -50,8 +62,9 @@ impl Circuit {
             inner: Mutex::new(Inner {
                 failures: 0,
                 open_until: None,
-                cooldown,
-                probing: false,
+                failed_probes: 0,
+                probe: None,
+                probes: 0,
                 reason: None,
                 opened_at: None,
             }),
@@ -62,6 +75,13 @@ impl Circuit {
         self.inner.lock()
     }
 
+    /// The pause before the next probe: the configured cooldown, doubled per failed probe
+    /// up to `MAX_COOLDOWN` (or the configured cooldown, if that is longer).
+    fn cooldown(&self, failed_probes: u32) -> Duration {
+        let cap = MAX_COOLDOWN.max(self.base_cooldown);
+        backoff::doubling(failed_probes.saturating_add(1), self.base_cooldown, cap)
+    }
+
     pub fn permit(&self) -> Permit {
         let mut s = self.lock();
         match s.open_until {
@@ -70,9 +90,10 @@ impl Circuit {
                 let now = Instant::now();
                 if now < t {
                     Permit::Wait(t - now)
-                } else if !s.probing {
-                    s.probing = true;
-                    Permit::Probe
+                } else if s.probe.is_none() {
+                    s.probes += 1;
+                    s.probe = Some(s.probes);
+                    Permit::Probe(Probe(s.probes))
                 } else {
                     Permit::Wait(Duration::from_millis(200))
                 }
@@ -80,9 +101,14 @@ impl Circuit {
         }
     }
 
-    /// The probe found nothing to do: let the next claim probe instead.
-    pub fn probe_unused(&self) {
-        self.lock().probing = false;
+    /// The probe's batch is over. If it reached the host, `success` or `failure` has
+    /// settled the probe already; if not (nothing was due, the directory settled its job,
+    /// Exchange only throttled), the next claim probes instead.
+    pub fn probe_ended(&self, probe: Probe) {
+        let mut s = self.lock();
+        if s.probe == Some(probe.0) {
+            s.probe = None;
+        }
     }
 
     /// A batch reached the Windows side and came back: close. Returns how long the outage
@@ -98,8 +124,8 @@ impl Circuit {
         }
         s.failures = 0;
         s.open_until = None;
-        s.probing = false;
-        s.cooldown = self.base_cooldown;
+        s.probe = None;
+        s.failed_probes = 0;
         s.reason = None;
         outage
     }
@@ -110,11 +136,10 @@ impl Circuit {
         let mut s = self.lock();
         s.failures = s.failures.saturating_add(1);
         let now = Instant::now();
-        if s.probing {
+        if s.probe.take().is_some() {
             // The probe failed: stay open, wait longer.
-            s.probing = false;
-            s.cooldown = (s.cooldown * 2).min(MAX_COOLDOWN);
-            s.open_until = Some(now + s.cooldown);
+            s.failed_probes = s.failed_probes.saturating_add(1);
+            s.open_until = Some(now + self.cooldown(s.failed_probes));
             s.reason = Some(reason.to_owned());
             return (None, true);
         }
@@ -122,15 +147,16 @@ impl Circuit {
             return (None, true);
         }
         if systemic || s.failures >= self.threshold {
-            s.open_until = Some(now + s.cooldown);
+            let pause = self.cooldown(s.failed_probes);
+            s.open_until = Some(now + pause);
             s.opened_at = Some(now);
             s.reason = Some(reason.to_owned());
             tracing::error!(
                 reason,
-                pause_s = s.cooldown.as_secs(),
+                pause_s = pause.as_secs(),
                 "circuit opened: work paused"
             );
-            return (Some(s.cooldown), true);
+            return (Some(pause), true);
         }
         (None, false)
     }
@@ -181,7 +207,7 @@ mod tests {
         let c = Circuit::new(1, Duration::from_millis(10));
         c.failure(false, "down");
         std::thread::sleep(Duration::from_millis(20)); // past the 10 ms cooldown
-        assert_eq!(c.permit(), Permit::Probe);
+        assert!(matches!(c.permit(), Permit::Probe(_)));
         assert!(
             matches!(c.permit(), Permit::Wait(_)),
             "only one probe at a time"
@@ -192,10 +218,36 @@ mod tests {
             "the pause doubled"
         );
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(c.permit(), Permit::Probe);
+        assert!(matches!(c.permit(), Permit::Probe(_)));
         assert!(c.success().is_some(), "closing reports the outage");
         assert_eq!(c.success(), None, "a closed circuit closes nothing");
         assert_eq!(c.permit(), Permit::Go);
         assert!(!c.status().open);
+    }
+
+    #[test]
+    fn a_probe_that_told_nothing_lets_the_next_claim_probe() {
+        let c = Circuit::new(1, Duration::from_millis(10));
+        c.failure(false, "down");
+        std::thread::sleep(Duration::from_millis(20));
+        let Permit::Probe(first) = c.permit() else {
+            panic!("no probe after the cooldown")
+        };
+        assert!(matches!(c.permit(), Permit::Wait(_)), "one probe at a time");
+        // Its batch never reached the host: no verdict, the probe comes back.
+        c.probe_ended(first);
+        let Permit::Probe(second) = c.permit() else {
+            panic!("the next claim must probe")
+        };
+        // The first probe's late end does not free the second one.
+        c.probe_ended(first);
+        assert!(matches!(c.permit(), Permit::Wait(_)));
+        // A verdict settles the probe; ending it afterwards changes nothing.
+        assert_eq!(c.failure(false, "still down"), (None, true));
+        c.probe_ended(second);
+        assert!(
+            matches!(c.permit(), Permit::Wait(_)),
+            "the pause after a failed probe"
+        );
     }
 }

@@ -424,7 +424,7 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             for j in list {
                 let detail = j
                     .outcome
-                    .clone()
+                    .map(|o| o.to_string())
                     .or_else(|| j.last_error.clone())
                     .unwrap_or_default();
                 println!(
@@ -465,10 +465,7 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             println!(
                 "state      {}{}",
                 job.state,
-                job.outcome
-                    .as_deref()
-                    .map(|o| format!(" ({o})"))
-                    .unwrap_or_default()
+                job.outcome.map(|o| format!(" ({o})")).unwrap_or_default()
             );
             println!("attempts   {}/{}", job.attempt, job.max_attempts);
             println!("occurred   {}", job.occurred_at);
@@ -479,7 +476,7 @@ async fn jobs(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             if let Some(e) = &job.last_error {
                 println!(
                     "last error [{}] {e}",
-                    job.last_error_class.as_deref().unwrap_or("?")
+                    job.last_error_class.map_or("?", |c| c.as_str())
                 );
             }
             for a in attempts {

@@ -146,7 +146,7 @@ pub async fn run(
         connected.send_replace(false);
         if let Err(e) = result {
             failures = failures.saturating_add(1);
-            let delay = crate::worker::backoff(
+            let delay = crate::backoff::full_jitter(
                 failures,
                 Duration::from_millis(500),
                 Duration::from_secs(30),
@@ -231,7 +231,7 @@ where
             Ok(v) => return v,
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let delay = crate::worker::backoff(
+                let delay = crate::backoff::full_jitter(
                     failures,
                     Duration::from_millis(200),
                     Duration::from_secs(30),

@@ -1,29 +1,30 @@
-//! Runs the job state machine (design §3): claim a batch, run it through Exchange,
-//! record one outcome per job (success, retry with backoff, or failure with an alert).
+//! The job state machine (design §3): claim a batch, check each account in AD (`plan`),
+//! run the rest through Exchange, verify in AD, and record one outcome per job — success,
+//! retry with backoff, failure with an alert, cancel, or a deferral that uses no attempt
+//! while the Windows side is down (`circuit`) or the account waits for the cloud sync.
+
+mod plan;
+
+pub use plan::{Plan, plan};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use rand::Rng;
-use tokio::sync::{Notify, watch};
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::circuit::{Circuit, Permit};
 use crate::config;
-use crate::directory::{AccountState, Directory, Lookup, RecipientType};
+use crate::directory::{AccountState, Directory, Lookup};
 use crate::event::{EventKind, check_address};
-use crate::exchange::{AccountData, AccountOutcome, Exchange, Template};
-use crate::store::{AttemptRecord, ErrorClass, Job, Resolution, Store};
-
-/// Exponential backoff with full jitter: a random delay in `[0, min(cap, base·2^(n-1))]`.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(30)));
-    let ceiling = exp.min(cap);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
-}
+use crate::exchange::{
+    AccountData, AccountOutcome, BatchResult, Exchange, ExchangeError, Template,
+};
+use crate::store::{
+    AttemptRecord, ErrorClass, Job, JobOutcome, NewAlert, Resolution, Store, StoreError, WakeUps,
+};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -40,128 +41,6 @@ pub struct Worker {
     pub require_cloud_sync: bool,
 }
 
-/// What the directory check decided for one job (design §4, notes/exchange.md §10).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
-    /// Run the template against the domain controller that answered.
-    Run,
-    /// Already true: succeeded without touching Exchange.
-    Done(&'static str),
-    /// The event is stale (a leaver whose account is enabled again).
-    Cancel(String),
-    /// Joiner not synced to the cloud yet.
-    WaitForSync(String),
-    Fail(ErrorClass, String),
-}
-
-/// Decides from what the domain controller shows whether Exchange needs to be asked.
-pub fn plan(
-    kind: EventKind,
-    sam: &str,
-    state: &AccountState,
-    remote_routing_address: Option<&str>,
-    require_cloud_sync: bool,
-) -> Plan {
-    let dc = &state.domain_controller;
-    let Some(a) = &state.account else {
-        return match kind {
-            EventKind::Joiner => Plan::Fail(
-                ErrorClass::Transient,
-                format!(
-                    "account {sam:?} is not on domain controller {dc} yet (replication lag, or it was never created); retried"
-                ),
-            ),
-            EventKind::Leaver => Plan::Done("gone"),
-        };
-    };
-    match kind {
-        EventKind::Joiner => match a.recipient {
-            RecipientType::RemoteMailbox => {
-                let current = a.target_address.as_deref().map(|t| {
-                    t.strip_prefix("SMTP:")
-                        .or(t.strip_prefix("smtp:"))
-                        .unwrap_or(t)
-                });
-                match (current, remote_routing_address) {
-                    (Some(cur), Some(want)) if !cur.eq_ignore_ascii_case(want) => Plan::Fail(
-                        ErrorClass::Permanent,
-                        format!(
-                            "account {sam:?} already has a remote mailbox routed to {cur}, not {want}; fix the targetAddress in Exchange or the event"
-                        ),
-                    ),
-                    // Hidden and disabled: the leaver came after this joiner; never unhide it.
-                    _ if a.hidden && a.disabled => Plan::Cancel(format!(
-                        "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
-                    )),
-                    // Hidden: a rehire. The template makes it visible again.
-                    _ if a.hidden => Plan::Run,
-                    _ => Plan::Done("already"),
-                }
-            }
-            RecipientType::OnPremMailbox => Plan::Fail(
-                ErrorClass::Permanent,
-                format!(
-                    "account {sam:?} has an on-premises mailbox (msExchRecipientTypeDetails={}); migrate it to Exchange Online instead of enabling a remote mailbox",
-                    a.recipient_type_details.unwrap_or_default()
-                ),
-            ),
-            RecipientType::Other => Plan::Fail(
-                ErrorClass::Permanent,
-                format!(
-                    "account {sam:?} is already a mail recipient of another type (msExchRecipientTypeDetails={}); an Exchange administrator must decide",
-                    a.recipient_type_details.unwrap_or_default()
-                ),
-            ),
-            RecipientType::None | RecipientType::MailUser => {
-                if require_cloud_sync && !a.cloud_synced {
-                    Plan::WaitForSync(format!(
-                        "account {sam:?} is not synced to the cloud yet (sync rule on {dc}); waiting for Entra Connect"
-                    ))
-                } else {
-                    Plan::Run
-                }
-            }
-        },
-        EventKind::Leaver => {
-            if !a.disabled {
-                Plan::Cancel(format!(
-                    "account {sam:?} is enabled again on {dc} (userAccountControl {}): the leaver is stale and was not applied",
-                    a.user_account_control
-                ))
-            } else if a.recipient != RecipientType::RemoteMailbox {
-                Plan::Done("not_remote")
-            } else if a.hidden {
-                Plan::Done("already")
-            } else {
-                Plan::Run
-            }
-        }
-    }
-}
-
-/// Whether the account now shows what Exchange said it did.
-fn verified(kind: EventKind, status: &str, after: &AccountState) -> Result<(), String> {
-    let Some(a) = &after.account else {
-        return Err(format!(
-            "the account is no longer on {} after Exchange reported {status:?}",
-            after.domain_controller
-        ));
-    };
-    let ok = match (kind, status) {
-        (EventKind::Joiner, _) => a.recipient == RecipientType::RemoteMailbox && !a.hidden,
-        (EventKind::Leaver, "not_remote") => a.recipient != RecipientType::RemoteMailbox,
-        (EventKind::Leaver, _) => a.hidden,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "Exchange reported {status:?} but {} shows recipient type {:?}, hidden {}; retried",
-            after.domain_controller, a.recipient, a.hidden
-        ))
-    }
-}
-
 /// One job on its way through a batch.
 struct Pending {
     job: Job,
@@ -170,23 +49,17 @@ struct Pending {
     before: Option<AccountState>,
 }
 
-impl Worker {
-    /// Writes the circuit's opened/closed alert, one pair per outage across replicas.
-    async fn raise_circuit_alert(
-        &self,
-        alert: &crate::store::NewAlert,
-        opening: bool,
-    ) -> Result<bool, crate::store::StoreError> {
-        let (opened, closed) = crate::alert::circuit_subjects(self.exchange.endpoint());
-        self.store
-            .raise_circuit_alert(alert, &opened, &closed, opening)
-            .await
-    }
+/// A job's attempt as it is recorded: the job, its record, what it came to.
+type Finished<'a> = (&'a Job, AttemptRecord, Resolution);
 
+fn at(delay: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
+}
+
+impl Worker {
     /// Runs `concurrency` claim loops until shutdown.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
-        let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(self.store.clone(), wake.clone(), shutdown.clone()));
+        let wake = self.store.wake_ups();
         let pruner = tokio::spawn(prune(self.store.clone(), self.cfg.retention));
         let mut loops = Vec::new();
         for i in 0..self.cfg.concurrency {
@@ -200,19 +73,18 @@ impl Worker {
         for l in loops {
             let _ = l.await;
         }
-        listener.abort();
         pruner.abort();
     }
 
-    async fn claim_loop(&self, slot: u32, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    async fn claim_loop(&self, slot: u32, mut wake: WakeUps, mut shutdown: watch::Receiver<bool>) {
         loop {
             if *shutdown.borrow() {
                 return;
             }
             // The Windows side is down: wait, then let one loop probe it with one job.
-            let limit = match self.circuit.permit() {
-                Permit::Go => i64::from(self.batch_size),
-                Permit::Probe => 1,
+            let (limit, probe) = match self.circuit.permit() {
+                Permit::Go => (i64::from(self.batch_size), None),
+                Permit::Probe(probe) => (1, Some(probe)),
                 Permit::Wait(d) => {
                     tokio::select! {
                         _ = tokio::time::sleep(d.min(self.cfg.poll_interval)) => {}
@@ -221,61 +93,61 @@ impl Worker {
                     continue;
                 }
             };
-            // Register interest before claiming, so a notification in between is not lost.
-            let notified = wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let claimed = self.store.claim(&self.replica, limit, self.cfg.lease).await;
-            match claimed {
-                Ok(mut jobs) if !jobs.is_empty() => {
-                    // Let a burst fill the batch: one more claim after the linger. The jobs
-                    // already claimed are leased, so waiting holds nothing up elsewhere.
-                    let room = limit - jobs.len() as i64;
-                    if room > 0 && !self.batch_linger.is_zero() {
-                        tokio::time::sleep(self.batch_linger).await;
-                        match self.store.claim(&self.replica, room, self.cfg.lease).await {
-                            Ok(more) => jobs.extend(more),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot claim more jobs for the batch")
-                            }
-                        }
-                    }
+            // Before claiming, so that a job queued meanwhile still wakes the wait below.
+            wake.mark_seen();
+            let worked = match self.claim_batch(limit).await {
+                Ok(jobs) if !jobs.is_empty() => {
                     tracing::debug!(slot, jobs = jobs.len(), "claimed a batch");
                     self.process(jobs).await;
-                    continue;
+                    true
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot claim jobs; retrying"),
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim jobs; retrying");
+                    false
+                }
+            };
+            if let Some(probe) = probe {
+                self.circuit.probe_ended(probe);
             }
-            if limit == 1 && self.circuit.status().open {
-                self.circuit.probe_unused();
+            if worked {
+                continue;
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = wake.next() => {}
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
                 _ = shutdown.changed() => return,
             }
         }
     }
 
-    /// Runs one claimed batch: joiners and leavers each in one PowerShell process.
+    /// Claims up to `limit` jobs, letting a burst fill the batch: one more claim after the
+    /// linger. The jobs already claimed are leased, so waiting holds nothing up elsewhere.
+    async fn claim_batch(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
+        let mut jobs = self
+            .store
+            .claim(&self.replica, limit, self.cfg.lease)
+            .await?;
+        let room = limit - jobs.len() as i64;
+        if !jobs.is_empty() && room > 0 && !self.batch_linger.is_zero() {
+            tokio::time::sleep(self.batch_linger).await;
+            match self.store.claim(&self.replica, room, self.cfg.lease).await {
+                Ok(more) => jobs.extend(more),
+                Err(e) => tracing::warn!(error = %e, "cannot claim more jobs for the batch"),
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Runs one claimed batch: joiners and leavers each in one PowerShell process, the
+    /// leases kept alive meanwhile.
     pub async fn process(&self, jobs: Vec<Job>) {
-        let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-        let heartbeat = {
-            let store = self.store.clone();
-            let replica = self.replica.clone();
-            let lease = self.cfg.lease;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(lease / 3);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = store.heartbeat(&replica, &ids, lease).await {
-                        tracing::warn!(error = %e, "lease heartbeat failed");
-                    }
-                }
-            })
-        };
+        let heartbeat = tokio::spawn(heartbeat(
+            self.store.clone(),
+            self.replica.clone(),
+            jobs.iter().map(|j| j.id).collect(),
+            self.cfg.lease,
+        ));
         let mut by_kind: HashMap<EventKind, Vec<Job>> = HashMap::new();
         for job in jobs {
             by_kind.entry(job.kind).or_default().push(job);
@@ -286,12 +158,30 @@ impl Worker {
         heartbeat.abort();
     }
 
+    /// One kind's jobs: those that can run are checked in AD, the rest of them go to
+    /// Exchange in one batch, and every job ends with one recorded outcome.
     async fn run_group(&self, kind: EventKind, jobs: Vec<Job>) {
         let started_at = Utc::now();
-        let template = match kind {
-            EventKind::Joiner => Template::EnableRemoteMailbox,
-            EventKind::Leaver => Template::HideRemoteMailbox,
-        };
+        let mut pending = self.prepare(jobs, started_at).await;
+        if let Some(dir) = &self.directory {
+            pending = self.precheck(dir, kind, pending, started_at).await;
+        }
+        metrics::histogram!("mailboxd_batch_size", "kind" => kind.as_str())
+            .record(pending.len() as f64);
+        if pending.is_empty() {
+            return;
+        }
+        match self.run_batch(kind, &pending).await {
+            Ok(result) => {
+                self.host_answered().await;
+                self.settle(kind, &pending, result, started_at).await;
+            }
+            Err(e) => self.batch_failed(&pending, e, started_at).await,
+        }
+    }
+
+    /// What each job needs for the template; a job that cannot run at all fails here.
+    async fn prepare(&self, jobs: Vec<Job>, started_at: DateTime<Utc>) -> Vec<Pending> {
         let mut pending = Vec::new();
         for job in jobs {
             match self.account_data(&job) {
@@ -315,142 +205,26 @@ impl Worker {
                 }
             }
         }
-        if let Some(dir) = &self.directory {
-            pending = self.precheck(dir, kind, pending, started_at).await;
-        }
-        metrics::histogram!("mailboxd_batch_size", "kind" => kind.as_str())
-            .record(pending.len() as f64);
-        if pending.is_empty() {
-            return;
-        }
-        let host = Some(self.exchange.endpoint().to_owned());
+        pending
+    }
+
+    /// Runs the batch's template in one PowerShell process, within `worker.batch_timeout`.
+    async fn run_batch(
+        &self,
+        kind: EventKind,
+        pending: &[Pending],
+    ) -> Result<BatchResult, ExchangeError> {
+        let template = match kind {
+            EventKind::Joiner => Template::EnableRemoteMailbox,
+            EventKind::Leaver => Template::HideRemoteMailbox,
+        };
         let accounts = pending.iter().map(|p| p.data.clone()).collect();
-        let run = tokio::time::timeout(
+        tokio::time::timeout(
             self.cfg.batch_timeout,
             self.exchange.run_batch(template, accounts),
         )
         .await
-        .unwrap_or(Err(crate::exchange::ExchangeError::Hung(
-            self.cfg.batch_timeout,
-        )));
-        match run {
-            Ok(result) => {
-                if let Some(outage) = self.circuit.success() {
-                    metrics::counter!("mailboxd_circuit_transitions_total", "to" => "closed")
-                        .increment(1);
-                    let alert = crate::alert::circuit_closed(self.exchange.endpoint(), outage);
-                    if let Err(err) = self.raise_circuit_alert(&alert, false).await {
-                        tracing::error!(error = %err, "cannot write the recovery alert");
-                    }
-                }
-                let transcript = (!result.transcript.is_empty()).then_some(result.transcript);
-                let deciding = pending.iter().map(|p| {
-                    let outcome = result.outcomes.get(&p.job.id).cloned();
-                    let host = host.clone();
-                    let transcript = transcript.clone();
-                    async move {
-                        let mut record = self.record(started_at, p);
-                        record.host = host;
-                        record.transcript = transcript;
-                        let res = match outcome {
-                            Some(AccountOutcome::Done { status }) => {
-                                self.verify(kind, p, status, &mut record).await
-                            }
-                            Some(AccountOutcome::Failed { class, message }) => {
-                                self.failure(&p.job, class, message)
-                            }
-                            None => {
-                                self.failure(&p.job, ErrorClass::Transient, "no outcome".into())
-                            }
-                        };
-                        (record, res)
-                    }
-                });
-                let decided = futures::future::join_all(deciding).await;
-                // The batch's outcomes land in one transaction.
-                let outcomes: Vec<_> = pending
-                    .iter()
-                    .zip(&decided)
-                    .map(|(p, (record, res))| (&p.job, record, res))
-                    .collect();
-                match self.store.finish_many(&self.replica, &outcomes).await {
-                    Ok(held) => {
-                        for ((job, _, res), held) in outcomes.iter().zip(held) {
-                            self.log_outcome(job, res, held);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, jobs = outcomes.len(), "cannot record the batch's outcomes; its jobs run again after their lease")
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, jobs = pending.len(), "batch failed as a whole");
-                if let crate::exchange::ExchangeError::Winrm(w) = &e {
-                    metrics::counter!("mailboxd_winrm_errors_total", "kind" => w.kind())
-                        .increment(1);
-                }
-                let reason = e.to_string();
-                // Throttling says the host is up and busy: back off, keep the circuit closed.
-                let retry_after = match &e {
-                    crate::exchange::ExchangeError::Throttled { retry_after, .. } => {
-                        Some(retry_after.unwrap_or_default())
-                    }
-                    _ => None,
-                };
-                let (opened, open) = if retry_after.is_some() {
-                    (None, false)
-                } else {
-                    self.circuit
-                        .failure(e.class() == ErrorClass::Systemic, &reason)
-                };
-                if let Some(pause) = opened {
-                    metrics::counter!("mailboxd_circuit_transitions_total", "to" => "open")
-                        .increment(1);
-                    let alert =
-                        crate::alert::circuit_opened(self.exchange.endpoint(), &reason, pause);
-                    if let Err(err) = self.raise_circuit_alert(&alert, true).await {
-                        tracing::error!(error = %err, "cannot write the circuit alert");
-                    }
-                }
-                for p in &pending {
-                    let mut record = self.record(started_at, p);
-                    record.host = host.clone();
-                    let res = if open {
-                        // Not this job's fault: it waits for the host without using an attempt.
-                        let wait = self.circuit.reopens_in() + Duration::from_millis(100);
-                        Resolution::Deferred {
-                            class: e.class(),
-                            error: reason.clone(),
-                            at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                        }
-                    } else {
-                        match (self.failure(&p.job, e.class(), reason.clone()), retry_after) {
-                            (Resolution::Retry { class, error, at }, Some(wait)) => {
-                                let floor = Utc::now()
-                                    + chrono::Duration::from_std(wait).unwrap_or_default();
-                                Resolution::Retry {
-                                    class,
-                                    error,
-                                    at: at.max(floor),
-                                }
-                            }
-                            (res, _) => res,
-                        }
-                    };
-                    self.finish(&p.job, &record, res).await;
-                }
-            }
-        }
-    }
-
-    fn record(&self, started_at: chrono::DateTime<Utc>, p: &Pending) -> AttemptRecord {
-        let mut record = AttemptRecord::new(started_at);
-        if let Some(before) = &p.before {
-            record.domain_controller = Some(before.domain_controller.clone());
-            record.directory = Some(serde_json::json!({ "before": before }));
-        }
-        record
+        .unwrap_or(Err(ExchangeError::Hung(self.cfg.batch_timeout)))
     }
 
     /// Reads every account of the batch from AD and settles the jobs that need no
@@ -460,53 +234,223 @@ impl Worker {
         dir: &Directory,
         kind: EventKind,
         pending: Vec<Pending>,
-        started_at: chrono::DateTime<Utc>,
+        started_at: DateTime<Utc>,
     ) -> Vec<Pending> {
-        let reads = pending.into_iter().map(|mut p| async move {
-            let preferred = p.job.event.account.created_on_server.clone();
-            let read = dir.read(&p.lookup, preferred.as_deref()).await;
-            let state = match read {
-                Ok(state) => state,
-                Err(e) => {
-                    tracing::warn!(job_id = %p.job.id, error = %e, kind = e.kind(), "directory check failed");
-                    metrics::counter!("mailboxd_ldap_errors_total", "kind" => e.kind()).increment(1);
-                    let res = self.failure(&p.job, e.class(), e.to_string());
-                    self.finish(&p.job, &AttemptRecord::new(started_at), res).await;
-                    return None;
-                }
-            };
-            let sam = p.data.sam_account_name.clone();
-            let decision = plan(
-                kind,
-                &sam,
-                &state,
-                p.data.remote_routing_address.as_deref(),
-                self.require_cloud_sync,
-            );
-            p.data.domain_controller = Some(state.domain_controller.clone());
-            if let Some(g) = state.account.as_ref().and_then(|a| a.object_guid) {
-                // The GUID read from AD: unambiguous, whatever the event named.
-                p.data.identity = g.to_string();
-                p.lookup = Lookup::Guid(g);
-            }
-            p.before = Some(state);
-            let res = match decision {
-                Plan::Run => return Some(p),
-                Plan::Done(outcome) => Resolution::Succeeded {
-                    outcome: outcome.to_owned(),
-                },
-                Plan::Cancel(note) => Resolution::Cancelled { note },
-                Plan::WaitForSync(reason) => self.wait_for_sync(&p.job, reason),
-                Plan::Fail(class, reason) => self.failure(&p.job, class, reason),
-            };
-            self.finish(&p.job, &self.record(started_at, &p), res).await;
-            None
-        });
+        let reads = pending
+            .into_iter()
+            .map(|p| self.check_one(dir, kind, p, started_at));
         futures::future::join_all(reads)
             .await
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// One account's directory check: the job back if Exchange must run it, or `None`
+    /// once its outcome is recorded.
+    async fn check_one(
+        &self,
+        dir: &Directory,
+        kind: EventKind,
+        mut p: Pending,
+        started_at: DateTime<Utc>,
+    ) -> Option<Pending> {
+        let preferred = p.job.event.account.created_on_server.clone();
+        let state = match dir.read(&p.lookup, preferred.as_deref()).await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(job_id = %p.job.id, error = %e, kind = e.kind(), "directory check failed");
+                metrics::counter!("mailboxd_ldap_errors_total", "kind" => e.kind()).increment(1);
+                let res = self.failure(&p.job, e.class(), e.to_string());
+                self.finish(&p.job, &AttemptRecord::new(started_at), res)
+                    .await;
+                return None;
+            }
+        };
+        let decision = plan(
+            kind,
+            &p.data.sam_account_name,
+            &state,
+            p.data.remote_routing_address.as_deref(),
+            self.require_cloud_sync,
+        );
+        p.data.domain_controller = Some(state.domain_controller.clone());
+        if let Some(g) = state.account.as_ref().and_then(|a| a.object_guid) {
+            // The GUID read from AD: unambiguous, whatever the event named.
+            p.data.identity = g.to_string();
+            p.lookup = Lookup::Guid(g);
+        }
+        p.before = Some(state);
+        let res = match decision {
+            Plan::Run => return Some(p),
+            Plan::Done(outcome) => Resolution::Succeeded { outcome },
+            Plan::Cancel(note) => Resolution::Cancelled { note },
+            Plan::WaitForSync(reason) => self.wait_for_sync(&p.job, reason),
+            Plan::Fail(class, reason) => self.failure(&p.job, class, reason),
+        };
+        self.finish(&p.job, &self.record(started_at, &p), res).await;
+        None
+    }
+
+    /// The batch came back from the Windows side: the host answers, so an open circuit
+    /// closes, with the one recovery alert.
+    async fn host_answered(&self) {
+        let Some(outage) = self.circuit.success() else {
+            return;
+        };
+        metrics::counter!("mailboxd_circuit_transitions_total", "to" => "closed").increment(1);
+        let alert = crate::alert::circuit_closed(self.exchange.endpoint(), outage);
+        if let Err(err) = self.raise_circuit_alert(&alert, false).await {
+            tracing::error!(error = %err, "cannot write the recovery alert");
+        }
+    }
+
+    /// Decides each job from its outcome in the batch (verified in AD) and records them
+    /// all in one transaction.
+    async fn settle(
+        &self,
+        kind: EventKind,
+        pending: &[Pending],
+        result: BatchResult,
+        started_at: DateTime<Utc>,
+    ) {
+        let host = Some(self.exchange.endpoint().to_owned());
+        let transcript = (!result.transcript.is_empty()).then_some(result.transcript);
+        let deciding = pending.iter().map(|p| {
+            let outcome = result.outcomes.get(&p.job.id).cloned();
+            let mut record = self.record(started_at, p);
+            record.host = host.clone();
+            record.transcript = transcript.clone();
+            async move {
+                let res = self.judge(kind, p, outcome, &mut record).await;
+                (&p.job, record, res)
+            }
+        });
+        let finished = futures::future::join_all(deciding).await;
+        self.finish_all(&finished).await;
+    }
+
+    /// What Exchange's answer for one job comes to.
+    async fn judge(
+        &self,
+        kind: EventKind,
+        p: &Pending,
+        outcome: Option<AccountOutcome>,
+        record: &mut AttemptRecord,
+    ) -> Resolution {
+        match outcome {
+            Some(AccountOutcome::Done { status }) => match JobOutcome::parse(&status) {
+                Some(status) => self.verify(kind, p, status, record).await,
+                // The templates report only the statuses mailboxd knows: anything else
+                // comes from a host that does not run them as shipped.
+                None => self.failure(
+                    &p.job,
+                    ErrorClass::Transient,
+                    format!("Exchange reported the unknown status {status:?}; see the transcript"),
+                ),
+            },
+            Some(AccountOutcome::Failed { class, message }) => self.failure(&p.job, class, message),
+            None => self.failure(&p.job, ErrorClass::Transient, "no outcome".into()),
+        }
+    }
+
+    /// The whole batch failed: count it against the circuit (not when Exchange only
+    /// throttled), then retry or defer every job of it.
+    async fn batch_failed(&self, pending: &[Pending], e: ExchangeError, started_at: DateTime<Utc>) {
+        tracing::warn!(error = %e, jobs = pending.len(), "batch failed as a whole");
+        if let ExchangeError::Winrm(w) = &e {
+            metrics::counter!("mailboxd_winrm_errors_total", "kind" => w.kind()).increment(1);
+        }
+        let reason = e.to_string();
+        // Throttling says the host is up and busy: back off, keep the circuit closed.
+        let retry_after = match &e {
+            ExchangeError::Throttled { retry_after, .. } => Some(retry_after.unwrap_or_default()),
+            _ => None,
+        };
+        let open = retry_after.is_none() && self.host_failed(&e, &reason).await;
+        let host = Some(self.exchange.endpoint().to_owned());
+        let finished: Vec<Finished<'_>> = pending
+            .iter()
+            .map(|p| {
+                let mut record = self.record(started_at, p);
+                record.host = host.clone();
+                let res = self.after_failed_batch(&p.job, e.class(), &reason, open, retry_after);
+                (&p.job, record, res)
+            })
+            .collect();
+        self.finish_all(&finished).await;
+    }
+
+    /// Tells the circuit the host failed, raising the one alert if that opened it.
+    /// Returns whether the circuit is open now.
+    async fn host_failed(&self, e: &ExchangeError, reason: &str) -> bool {
+        let (opened, open) = self
+            .circuit
+            .failure(e.class() == ErrorClass::Systemic, reason);
+        if let Some(pause) = opened {
+            metrics::counter!("mailboxd_circuit_transitions_total", "to" => "open").increment(1);
+            let alert = crate::alert::circuit_opened(self.exchange.endpoint(), reason, pause);
+            if let Err(err) = self.raise_circuit_alert(&alert, true).await {
+                tracing::error!(error = %err, "cannot write the circuit alert");
+            }
+        }
+        open
+    }
+
+    /// One job of a batch that failed as a whole: deferred while the circuit is open (not
+    /// its fault: no attempt used), otherwise retried — no sooner than throttling asked —
+    /// or failed.
+    fn after_failed_batch(
+        &self,
+        job: &Job,
+        class: ErrorClass,
+        reason: &str,
+        open: bool,
+        retry_after: Option<Duration>,
+    ) -> Resolution {
+        if open {
+            return Resolution::Deferred {
+                class,
+                error: reason.to_owned(),
+                at: at(self.circuit.reopens_in() + Duration::from_millis(100)),
+            };
+        }
+        match (self.failure(job, class, reason.to_owned()), retry_after) {
+            (
+                Resolution::Retry {
+                    class,
+                    error,
+                    at: next,
+                },
+                Some(wait),
+            ) => Resolution::Retry {
+                class,
+                error,
+                at: next.max(at(wait)),
+            },
+            (res, _) => res,
+        }
+    }
+
+    /// Writes the circuit's opened/closed alert, one pair per outage across replicas.
+    async fn raise_circuit_alert(
+        &self,
+        alert: &NewAlert,
+        opening: bool,
+    ) -> Result<bool, StoreError> {
+        let (opened, closed) = crate::alert::circuit_subjects(self.exchange.endpoint());
+        self.store
+            .raise_circuit_alert(alert, &opened, &closed, opening)
+            .await
+    }
+
+    fn record(&self, started_at: DateTime<Utc>, p: &Pending) -> AttemptRecord {
+        let mut record = AttemptRecord::new(started_at);
+        if let Some(before) = &p.before {
+            record.domain_controller = Some(before.domain_controller.clone());
+            record.directory = Some(serde_json::json!({ "before": before }));
+        }
+        record
     }
 
     /// Re-reads the account on the same domain controller after Exchange reported success:
@@ -515,7 +459,7 @@ impl Worker {
         &self,
         kind: EventKind,
         p: &Pending,
-        status: String,
+        status: JobOutcome,
         record: &mut AttemptRecord,
     ) -> Resolution {
         let (Some(dir), Some(before)) = (&self.directory, &p.before) else {
@@ -524,7 +468,7 @@ impl Worker {
         match dir.reread(before, &p.lookup).await {
             Ok(after) => {
                 record.directory = Some(serde_json::json!({ "before": before, "after": after }));
-                match verified(kind, &status, &after) {
+                match plan::verified(kind, status, &after) {
                     Ok(()) => Resolution::Succeeded { outcome: status },
                     Err(why) => self.failure(&p.job, ErrorClass::Transient, why),
                 }
@@ -532,7 +476,10 @@ impl Worker {
             Err(e) => self.failure(
                 &p.job,
                 ErrorClass::Transient,
-                format!("Exchange reported {status:?} but the verification read failed: {e}"),
+                format!(
+                    "Exchange reported {status:?} but the verification read failed: {e}",
+                    status = status.as_str()
+                ),
             ),
         }
     }
@@ -558,8 +505,7 @@ impl Worker {
         Resolution::Deferred {
             class: ErrorClass::NotSynced,
             error: reason,
-            at: Utc::now()
-                + chrono::Duration::from_std(self.cfg.sync_poll_interval).unwrap_or_default(),
+            at: at(self.cfg.sync_poll_interval),
         }
     }
 
@@ -605,9 +551,13 @@ impl Worker {
         );
         if retryable && job.attempt < job.max_attempts {
             let attempt = u32::try_from(job.attempt).unwrap_or(1);
-            let delay = backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_cap);
-            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            return Resolution::Retry { class, error, at };
+            let delay =
+                crate::backoff::full_jitter(attempt, self.cfg.backoff_base, self.cfg.backoff_cap);
+            return Resolution::Retry {
+                class,
+                error,
+                at: at(delay),
+            };
         }
         Resolution::Failed {
             alert: Some(crate::alert::for_failed_job(job, class, &error)),
@@ -618,7 +568,7 @@ impl Worker {
 
     async fn finish(&self, job: &Job, record: &AttemptRecord, res: Resolution) {
         match self.store.finish(job, &self.replica, record, &res).await {
-            Ok(held) => self.log_outcome(job, &res, held),
+            Ok(held) => log_outcome(job, &res, held),
             // The lease expires and another claim runs the job again; the Exchange step is
             // idempotent, so that is safe.
             Err(e) => {
@@ -627,44 +577,75 @@ impl Worker {
         }
     }
 
-    fn log_outcome(&self, job: &Job, res: &Resolution, held: bool) {
-        if held {
-            let (outcome, class) = match res {
-                Resolution::Succeeded { .. } => ("succeeded", "none"),
-                Resolution::Retry { class, .. } => ("retry", class.as_str()),
-                Resolution::Failed { class, .. } => ("failed", class.as_str()),
-                Resolution::Deferred { class, .. } => ("deferred", class.as_str()),
-                Resolution::Cancelled { .. } => ("cancelled", "none"),
-            };
-            metrics::counter!("mailboxd_attempts_total", "outcome" => outcome, "class" => class)
-                .increment(1);
-            if let Some(started) = job.started_at {
-                let secs = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1e3;
-                metrics::histogram!("mailboxd_attempt_duration_seconds", "outcome" => outcome)
-                    .record(secs);
+    /// A batch's outcomes land in one transaction.
+    async fn finish_all(&self, finished: &[Finished<'_>]) {
+        let outcomes: Vec<_> = finished
+            .iter()
+            .map(|(job, record, res)| (*job, record, res))
+            .collect();
+        match self.store.finish_many(&self.replica, &outcomes).await {
+            Ok(held) => {
+                for ((job, _, res), held) in outcomes.iter().zip(held) {
+                    log_outcome(job, res, held);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = outcomes.len(), "cannot record the batch's outcomes; its jobs run again after their lease")
             }
         }
-        match held {
-            true => match res {
-                Resolution::Succeeded { outcome } => {
-                    tracing::info!(job_id = %job.id, account = %job.account, kind = %job.kind, outcome, "job succeeded")
-                }
-                Resolution::Retry { class, error, at } => {
-                    tracing::warn!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, next_attempt_at = %at, "job will retry")
-                }
-                Resolution::Failed { class, error, .. } => {
-                    tracing::error!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, "job failed")
-                }
-                Resolution::Deferred { error, at, .. } => {
-                    tracing::info!(job_id = %job.id, account = %job.account, %error, next_attempt_at = %at, "job deferred without using an attempt")
-                }
-                Resolution::Cancelled { note } => {
-                    tracing::info!(job_id = %job.id, account = %job.account, %note, "job cancelled")
-                }
-            },
-            false => {
-                tracing::warn!(job_id = %job.id, "lease lost before finishing: another replica owns the job now")
-            }
+    }
+}
+
+/// The metric labels of an attempt: (outcome, class).
+fn labels(res: &Resolution) -> (&'static str, &'static str) {
+    match res {
+        Resolution::Succeeded { .. } => ("succeeded", "none"),
+        Resolution::Retry { class, .. } => ("retry", class.as_str()),
+        Resolution::Failed { class, .. } => ("failed", class.as_str()),
+        Resolution::Deferred { class, .. } => ("deferred", class.as_str()),
+        Resolution::Cancelled { .. } => ("cancelled", "none"),
+    }
+}
+
+fn log_outcome(job: &Job, res: &Resolution, held: bool) {
+    if !held {
+        tracing::warn!(job_id = %job.id, "lease lost before finishing: another replica owns the job now");
+        return;
+    }
+    let (outcome, class) = labels(res);
+    metrics::counter!("mailboxd_attempts_total", "outcome" => outcome, "class" => class)
+        .increment(1);
+    if let Some(started) = job.started_at {
+        let secs = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1e3;
+        metrics::histogram!("mailboxd_attempt_duration_seconds", "outcome" => outcome).record(secs);
+    }
+    match res {
+        Resolution::Succeeded { outcome } => {
+            tracing::info!(job_id = %job.id, account = %job.account, kind = %job.kind, outcome = outcome.as_str(), "job succeeded")
+        }
+        Resolution::Retry { class, error, at } => {
+            tracing::warn!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, next_attempt_at = %at, "job will retry")
+        }
+        Resolution::Failed { class, error, .. } => {
+            tracing::error!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, "job failed")
+        }
+        Resolution::Deferred { error, at, .. } => {
+            tracing::info!(job_id = %job.id, account = %job.account, %error, next_attempt_at = %at, "job deferred without using an attempt")
+        }
+        Resolution::Cancelled { note } => {
+            tracing::info!(job_id = %job.id, account = %job.account, %note, "job cancelled")
+        }
+    }
+}
+
+/// Extends the leases of a batch's jobs every third of the lease until aborted.
+async fn heartbeat(store: Store, replica: String, ids: Vec<Uuid>, lease: Duration) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.heartbeat(&replica, &ids, lease).await {
+            tracing::warn!(error = %e, "lease heartbeat failed");
         }
     }
 }
@@ -688,173 +669,5 @@ async fn prune(store: Store, retention: Duration) {
                 }
             }
         }
-    }
-}
-
-/// Wakes idle claim loops when a job becomes due (Postgres NOTIFY from a trigger).
-async fn listen(store: Store, wake: Arc<Notify>, shutdown: watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        match sqlx::postgres::PgListener::connect_with(store.pool()).await {
-            Ok(mut l) => {
-                if l.listen("mailboxd_jobs").await.is_ok() {
-                    while l.recv().await.is_ok() {
-                        wake.notify_waiters();
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "job listener cannot connect"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::directory::Account;
-
-    fn state(a: Option<Account>) -> AccountState {
-        AccountState {
-            domain_controller: "dc1.corp.example".into(),
-            url: "ldaps://dc1.corp.example".into(),
-            account: a,
-        }
-    }
-
-    fn acct(recipient: RecipientType, disabled: bool, hidden: bool, synced: bool) -> Account {
-        Account {
-            distinguished_name: "CN=j,CN=Users,DC=corp,DC=example".into(),
-            sam_account_name: "j".into(),
-            user_principal_name: None,
-            object_guid: None,
-            user_account_control: if disabled { 514 } else { 512 },
-            disabled,
-            recipient,
-            recipient_type_details: match recipient {
-                RecipientType::RemoteMailbox => Some(2_147_483_648),
-                RecipientType::OnPremMailbox => Some(1),
-                RecipientType::MailUser => Some(128),
-                RecipientType::Other => Some(64),
-                RecipientType::None => None,
-            },
-            hidden,
-            target_address: (recipient == RecipientType::RemoteMailbox)
-                .then(|| "SMTP:j@t.mail.onmicrosoft.com".into()),
-            cloud_synced: synced,
-        }
-    }
-
-    #[test]
-    fn every_directory_decision_of_the_design() {
-        use EventKind::{Joiner, Leaver};
-        use RecipientType::*;
-        let rra = Some("j@t.mail.onmicrosoft.com");
-        let kinds = |p: &Plan| match p {
-            Plan::Run => "run",
-            Plan::Done(o) => o,
-            Plan::Cancel(_) => "cancel",
-            Plan::WaitForSync(_) => "wait",
-            Plan::Fail(ErrorClass::Transient, _) => "transient",
-            Plan::Fail(ErrorClass::Permanent, _) => "permanent",
-            Plan::Fail(..) => "other",
-        };
-        let rows: Vec<(EventKind, Option<Account>, bool, &str)> = vec![
-            (Joiner, Option::None, false, "transient"),
-            (Joiner, Some(acct(None, false, false, true)), false, "run"),
-            (
-                Joiner,
-                Some(acct(MailUser, false, false, true)),
-                false,
-                "run",
-            ),
-            (
-                Joiner,
-                Some(acct(RemoteMailbox, false, false, true)),
-                false,
-                "already",
-            ),
-            (
-                Joiner,
-                Some(acct(RemoteMailbox, false, true, true)),
-                false,
-                "run",
-            ),
-            (
-                Joiner,
-                Some(acct(RemoteMailbox, true, true, true)),
-                false,
-                "cancel",
-            ),
-            (
-                Joiner,
-                Some(acct(OnPremMailbox, false, false, true)),
-                false,
-                "permanent",
-            ),
-            (
-                Joiner,
-                Some(acct(Other, false, false, true)),
-                false,
-                "permanent",
-            ),
-            (Joiner, Some(acct(None, false, false, false)), true, "wait"),
-            (Joiner, Some(acct(None, false, false, false)), false, "run"),
-            (Leaver, Option::None, false, "gone"),
-            (
-                Leaver,
-                Some(acct(RemoteMailbox, false, false, true)),
-                false,
-                "cancel",
-            ),
-            (
-                Leaver,
-                Some(acct(None, true, false, true)),
-                false,
-                "not_remote",
-            ),
-            (
-                Leaver,
-                Some(acct(RemoteMailbox, true, true, true)),
-                false,
-                "already",
-            ),
-            (
-                Leaver,
-                Some(acct(RemoteMailbox, true, false, true)),
-                false,
-                "run",
-            ),
-        ];
-        for (kind, a, require_sync, want) in rows {
-            let desc = format!("{kind:?} {a:?} sync={require_sync}");
-            let p = plan(kind, "j", &state(a), rra, require_sync);
-            assert_eq!(kinds(&p), want, "{desc}: {p:?}");
-        }
-        // A remote mailbox routed elsewhere is a conflict for a person, not a no-op.
-        let p = plan(
-            Joiner,
-            "j",
-            &state(Some(acct(RemoteMailbox, false, false, true))),
-            Some("other@t.mail.onmicrosoft.com"),
-            false,
-        );
-        assert_eq!(kinds(&p), "permanent");
-    }
-
-    #[test]
-    fn backoff_stays_within_its_exponential_ceiling() {
-        let base = Duration::from_secs(30);
-        let cap = Duration::from_secs(3600);
-        for _ in 0..200 {
-            assert!(backoff(1, base, cap) <= base);
-            assert!(backoff(3, base, cap) <= base * 4);
-            assert!(backoff(40, base, cap) <= cap);
-        }
-        // Full jitter really spreads: 200 draws are not all equal.
-        let draws: std::collections::HashSet<_> = (0..200).map(|_| backoff(5, base, cap)).collect();
-        assert!(draws.len() > 10);
     }
 }

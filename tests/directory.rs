@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::ad::{TestAd, User};
 use common::{TestEnv, remote, seed};
 use mailboxd::directory::{Directory, DirectoryError, Lookup, RecipientType};
-use mailboxd::store::JobState;
+use mailboxd::store::{ErrorClass, JobOutcome, JobState};
 
 fn tag() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
@@ -306,11 +306,11 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     let leaver = publish(env.leaver(&n("leaver"))).await;
 
     let job = env.wait_succeeded(&already).await;
-    assert_eq!(job.outcome.as_deref(), Some("already"));
+    assert_eq!(job.outcome, Some(JobOutcome::Already));
 
     let job = env.wait_terminal(&onprem).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::Permanent));
     assert!(
         job.last_error
             .as_deref()
@@ -322,7 +322,7 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     let job = env
         .wait_job(&missing, |j| j.state == JobState::Retrying)
         .await;
-    assert_eq!(job.last_error_class.as_deref(), Some("transient"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::Transient));
     assert!(
         job.last_error
             .as_deref()
@@ -339,9 +339,9 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     );
 
     let job = env.wait_succeeded(&nomailbox).await;
-    assert_eq!(job.outcome.as_deref(), Some("not_remote"));
+    assert_eq!(job.outcome, Some(JobOutcome::NotRemote));
     let job = env.wait_succeeded(&was_hidden).await;
-    assert_eq!(job.outcome.as_deref(), Some("already"));
+    assert_eq!(job.outcome, Some(JobOutcome::Already));
 
     // None of those reached Exchange.
     let calls = env.invocations().await;
@@ -393,7 +393,7 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     // Once AD shows what Exchange wrote, the next attempt is a no-op success.
     ad.stamp_remote(&joiner_dn, &rra(&n("joiner")), false).await;
     let job = env.wait_succeeded(&joiner).await;
-    assert_eq!(job.outcome.as_deref(), Some("already"));
+    assert_eq!(job.outcome, Some(JobOutcome::Already));
     // (A retry before the stamp may have called it again: Exchange refused that one.)
     assert_eq!(
         env.invocations_of("Enable-RemoteMailbox", &joiner_guid.to_string())
@@ -425,7 +425,7 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     );
     ad.stamp_remote(&leaver_dn, &rra(&n("leaver")), true).await;
     let job = env.wait_succeeded(&leaver).await;
-    assert_eq!(job.outcome.as_deref(), Some("already"));
+    assert_eq!(job.outcome, Some(JobOutcome::Already));
 
     app.stop().await;
     env.cleanup().await;
@@ -457,7 +457,7 @@ async fn a_joiner_waits_for_the_cloud_sync_until_its_deadline() {
     let job = env
         .wait_job(&ev.id, |j| j.state == JobState::WaitingForSync)
         .await;
-    assert_eq!(job.last_error_class.as_deref(), Some("not_synced"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::NotSynced));
     assert!(env.invocations().await.is_empty(), "ran before the sync");
     // Waiting uses no attempts.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -488,7 +488,7 @@ async fn a_joiner_waits_for_the_cloud_sync_until_its_deadline() {
     // The other one never syncs: it fails at the deadline with the reason.
     let job = env.wait_terminal(&ev_late.id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error_class.as_deref(), Some("not_synced"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::NotSynced));
     assert!(
         job.last_error.as_deref().unwrap().contains("sync_deadline"),
         "{job:?}"

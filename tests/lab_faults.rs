@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestEnv, lab_config, seed};
 use mailboxd::config::ExchangeMode;
-use mailboxd::store::JobState;
+use mailboxd::store::{ErrorClass, JobOutcome, JobState};
 use serde_json::json;
 
 fn errors_of(calls: &[serde_json::Value]) -> Vec<String> {
@@ -37,7 +37,7 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
         vec!["ThrottlingException", "ThrottlingException", "ok"]
     );
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    assert_eq!(attempts[0].error_class.as_deref(), Some("transient"));
+    assert_eq!(attempts[0].error_class, Some(ErrorClass::Transient));
     assert!(
         attempts[0]
             .error_message
@@ -63,7 +63,7 @@ async fn a_custom_permanent_error_fails_the_job_with_exchanges_text() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_terminal(&ev.id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::Permanent));
     assert!(job.last_error.unwrap().contains("already being used"));
     app.stop().await;
     env.cleanup().await;
@@ -83,6 +83,31 @@ async fn refused_credentials_open_the_circuit_until_the_host_accepts_them_again(
     let job = env.wait_succeeded(&ev.id).await;
     // The refusal was the host's fault, not the job's: no attempt was spent on it.
     assert_eq!(job.attempt, 1, "{job:?}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A probe the directory settles before Exchange is asked (the account has its mailbox
+/// already) tells nothing about the host: the next claim must probe again, or the replica
+/// would wait for a verdict that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_probe_that_never_reached_the_host_lets_the_next_one_probe() {
+    let mut env = TestEnv::new(vec![seed("jprobe"), common::remote("jready", false, false)]).await;
+    env.settings.worker.circuit_cooldown = Duration::from_secs(2);
+    let app = env.start_daemon().await;
+    env.fault(json!({"fault": "auth_refused", "seconds": 1.0}))
+        .await;
+    let publisher = env.publisher().await;
+    let deferred = env.joiner("jprobe");
+    publisher.publish(&deferred).await.unwrap();
+    env.wait_circuit_open(&app).await;
+    // Due before the deferred joiner: the probe takes it, and AD shows it done already.
+    let ready = env.joiner("jready");
+    publisher.publish(&ready).await.unwrap();
+    let ready = env.wait_succeeded(&ready.id).await;
+    assert_eq!(ready.outcome, Some(JobOutcome::Already));
+    let deferred = env.wait_succeeded(&deferred.id).await;
+    assert_eq!(deferred.attempt, 1, "{deferred:?}");
     app.stop().await;
     env.cleanup().await;
 }
@@ -171,7 +196,7 @@ async fn replication_lag_keeps_the_joiner_waiting_until_the_dc_has_the_account()
         "{job:?}"
     );
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome.as_deref(), Some("enabled"));
+    assert_eq!(job.outcome, Some(JobOutcome::Enabled));
     // Exchange was asked only once the DC had the account.
     let calls = env.invocations_of("Enable-RemoteMailbox", "jlag").await;
     assert_eq!(errors_of(&calls), vec!["ok"]);
@@ -266,7 +291,7 @@ async fn exchange_refuses_a_routing_domain_the_hybrid_setup_does_not_accept() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_terminal(&ev.id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::Permanent));
     assert!(
         job.last_error
             .as_deref()

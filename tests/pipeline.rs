@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{TestEnv, remote, seed, wait_exit};
 use lapin::options::BasicGetOptions;
-use mailboxd::store::JobState;
+use mailboxd::store::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_published_joiner_gets_a_remote_mailbox() {
@@ -20,7 +20,7 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     publisher.publish(&ev).await.unwrap();
 
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome.as_deref(), Some("enabled"));
+    assert_eq!(job.outcome, Some(JobOutcome::Enabled));
     assert_eq!(job.attempt, 1);
 
     // The lab shows what Exchange would have written to AD.
@@ -48,7 +48,7 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     // The attempt is on record with the host that ran it.
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].outcome, "succeeded");
+    assert_eq!(attempts[0].outcome, AttemptOutcome::Succeeded);
     assert_eq!(
         attempts[0].host.as_deref(),
         Some(env.settings.winrm.endpoint.as_str())
@@ -119,7 +119,7 @@ async fn a_leaver_is_hidden_from_the_address_lists() {
     let ev = env.leaver("gone");
     publisher.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome.as_deref(), Some("hidden"));
+    assert_eq!(job.outcome, Some(JobOutcome::Hidden));
     let m = env.mailbox("gone").await;
     assert_eq!(m["msExchHideFromAddressLists"], true);
     assert_eq!(
@@ -134,7 +134,7 @@ async fn a_leaver_is_hidden_from_the_address_lists() {
     let ev = env.leaver("hidden");
     publisher.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome.as_deref(), Some("already"));
+    assert_eq!(job.outcome, Some(JobOutcome::Already));
     assert!(
         env.invocations_of("Set-RemoteMailbox", "hidden")
             .await
@@ -283,7 +283,7 @@ async fn a_rehire_makes_the_hidden_mailbox_visible_again() {
     let ev = env.joiner("back");
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome.as_deref(), Some("unhidden"));
+    assert_eq!(job.outcome, Some(JobOutcome::Unhidden));
     assert_eq!(
         env.mailbox("back").await["msExchHideFromAddressLists"],
         false
@@ -305,7 +305,7 @@ async fn a_permanent_exchange_error_fails_the_job_once_and_raises_one_alert() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_terminal(&ev.id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error_class.as_deref(), Some("permanent"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::Permanent));
     assert!(
         job.last_error
             .as_deref()
@@ -340,7 +340,7 @@ async fn a_hung_windows_host_does_not_hold_jobs_forever() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_terminal(&ev.id).await;
     assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.last_error_class.as_deref(), Some("transient"));
+    assert_eq!(job.last_error_class, Some(ErrorClass::Transient));
     assert!(
         job.last_error
             .as_deref()
@@ -374,8 +374,12 @@ async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
     let mut second = env.spawn_daemon(&short_lease);
     let job = env.wait_succeeded(&ev.id).await;
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
-    assert_eq!(outcomes, vec!["lease_expired", "succeeded"], "{attempts:?}");
+    let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded],
+        "{attempts:?}"
+    );
 
     // Exchange enabled the mailbox exactly once, whichever attempt got there.
     let enabled: Vec<_> = env
@@ -470,14 +474,17 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             "attempts were burned during the outage: {job:?}"
         );
         let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-        assert_eq!(attempts.last().unwrap().outcome, "succeeded");
+        assert_eq!(attempts.last().unwrap().outcome, AttemptOutcome::Succeeded);
     }
     let deferred = {
         let mut n = 0;
         for e in &events {
             let job = env.store.job_by_event(&e.id).await.unwrap().unwrap();
             let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-            n += attempts.iter().filter(|a| a.outcome == "deferred").count();
+            n += attempts
+                .iter()
+                .filter(|a| a.outcome == AttemptOutcome::Deferred)
+                .count();
         }
         n
     };
@@ -552,7 +559,7 @@ async fn sigterm_lets_work_finish_briefly_then_hands_it_to_another_replica() {
     assert_eq!(job.state, JobState::Retrying, "{job:?}");
     assert_eq!(job.attempt, 0);
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    assert_eq!(attempts.last().unwrap().outcome, "released");
+    assert_eq!(attempts.last().unwrap().outcome, AttemptOutcome::Released);
 
     let app = env.start_daemon().await;
     let job = env.wait_succeeded(&ev.id).await;
@@ -623,17 +630,17 @@ async fn one_batch_reports_each_account_on_its_own() {
         publisher.publish(e).await.unwrap();
     }
     let ok = env.wait_succeeded(&ok.id).await;
-    assert_eq!(ok.outcome.as_deref(), Some("enabled"));
+    assert_eq!(ok.outcome, Some(JobOutcome::Enabled));
     let already = env.wait_succeeded(&already.id).await;
-    assert_eq!(already.outcome.as_deref(), Some("already"));
+    assert_eq!(already.outcome, Some(JobOutcome::Already));
     let missing = env
         .wait_job(&missing.id, |j| j.state == JobState::Retrying)
         .await;
-    assert_eq!(missing.last_error_class.as_deref(), Some("transient"));
+    assert_eq!(missing.last_error_class, Some(ErrorClass::Transient));
     assert!(missing.last_error.unwrap().contains("couldn't be found"));
     let proxy = env.wait_terminal(&proxy.id).await;
     assert_eq!(proxy.state, JobState::Failed);
-    assert_eq!(proxy.last_error_class.as_deref(), Some("permanent"));
+    assert_eq!(proxy.last_error_class, Some(ErrorClass::Permanent));
     assert!(
         proxy
             .last_error

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use mailboxd::event::{Account, AccountName, Event, EventKind};
-use mailboxd::store::{AttemptRecord, Inserted, JobState, Resolution, Store};
+use mailboxd::store::{
+    AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution, Store,
+};
 
 async fn fresh_store() -> Store {
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -134,7 +136,7 @@ async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt()
     // The dead replica's late answer is refused: it no longer holds the job.
     let record = AttemptRecord::new(Utc::now());
     let ok = Resolution::Succeeded {
-        outcome: "hidden".into(),
+        outcome: JobOutcome::Hidden,
     };
     assert!(
         !store
@@ -150,8 +152,11 @@ async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt()
     );
     let (job, attempts) = store.get_job(again[0].id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Succeeded);
-    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
-    assert_eq!(outcomes, vec!["lease_expired", "succeeded"]);
+    let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded]
+    );
     assert_eq!(attempts[0].replica, "dead-replica");
 }
 
@@ -210,7 +215,7 @@ async fn an_event_older_than_the_last_processed_one_is_recorded_and_skipped() {
     let jobs = store.claim("r", 10, Duration::from_secs(60)).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let ok = Resolution::Succeeded {
-        outcome: "hidden".into(),
+        outcome: JobOutcome::Hidden,
     };
     assert!(
         store
@@ -255,7 +260,7 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
     for j in &jobs {
         let res = match j.event_id.as_str() {
             "ok" => Resolution::Succeeded {
-                outcome: "enabled".into(),
+                outcome: JobOutcome::Enabled,
             },
             "bad" => Resolution::Failed {
                 class: mailboxd::store::ErrorClass::Permanent,
@@ -350,4 +355,24 @@ async fn each_outage_is_one_alert_and_one_recovery_whichever_replicas_report_it(
         .map(|a| a.subject)
         .collect();
     assert_eq!(subjects.len(), 2, "{subjects:?}");
+}
+
+#[tokio::test]
+async fn a_queued_job_wakes_whoever_waits_for_work() {
+    let store = fresh_store().await;
+    let mut wake = store.wake_ups();
+    // The listener connects in the background: a job queued before it listens wakes
+    // nobody, so queue one after another until one does.
+    for i in 0..20 {
+        wake.mark_seen();
+        let e = event(&format!("w{i}"), EventKind::Joiner, &format!("wake{i}"), 0);
+        store.insert_events(&[e], 5).await.unwrap();
+        if tokio::time::timeout(Duration::from_millis(500), wake.next())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("no wake-up for 20 queued jobs");
 }

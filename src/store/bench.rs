@@ -1,7 +1,7 @@
 //! SQL for `mailboxd bench queue`: the reference loop that mailboxd's claim-and-finish is
 //! measured against, and resetting the bench database between runs.
 
-use super::{Store, StoreError};
+use super::{JobState, Store, StoreError};
 
 impl Store {
     /// Empties the job tables (bench databases only).
@@ -15,9 +15,10 @@ impl Store {
     /// Puts every job back to `queued`, for the reference loop to work through.
     pub async fn bench_requeue(&self) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "UPDATE jobs SET state = 'queued', locked_by = NULL, locked_until = NULL,
+            "UPDATE jobs SET state = $1, locked_by = NULL, locked_until = NULL,
                     finished_at = NULL, attempt = 0, next_attempt_at = now()",
         )
+        .bind(JobState::Queued)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
@@ -26,13 +27,16 @@ impl Store {
     /// The ceiling: the plainest Postgres queue step, `UPDATE … WHERE id IN (SELECT … FOR
     /// UPDATE SKIP LOCKED) RETURNING id`, completing up to `batch` jobs in one statement.
     pub async fn bench_plain_step(&self, batch: i64) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE jobs SET state = 'succeeded', finished_at = now()
-              WHERE id IN (SELECT id FROM jobs WHERE state = 'queued'
+        // The state it takes is in the text, as in the claim, for the partial index.
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET state = $2, finished_at = now()
+              WHERE id IN (SELECT id FROM jobs WHERE state = '{queued}'
                             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING id",
-        )
+            queued = JobState::Queued
+        )))
         .bind(batch)
+        .bind(JobState::Succeeded)
         .fetch_all(&self.pool)
         .await?;
         Ok(r.len() as u64)
@@ -50,7 +54,7 @@ impl Store {
         for chunk in events.chunks(batch.max(1)) {
             let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::new_v4()).collect();
             let event_ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
-            let kinds: Vec<&str> = chunk.iter().map(|e| e.kind.as_str()).collect();
+            let kinds: Vec<_> = chunk.iter().map(|e| e.kind).collect();
             let accounts: Vec<String> = chunk
                 .iter()
                 .map(|e| e.account.sam_account_name.key())
@@ -63,7 +67,7 @@ impl Store {
                 chunk.iter().map(|e| e.occurred_at).collect();
             let r = sqlx::query(
                 "INSERT INTO jobs (id, event_id, kind, account, payload, state, max_attempts, occurred_at)
-                 SELECT id, event_id, kind, account, payload, 'queued', $7, occurred_at
+                 SELECT id, event_id, kind, account, payload, $8, $7, occurred_at
                    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[])
                         AS u(id, event_id, kind, account, payload, occurred_at)",
             )
@@ -74,6 +78,7 @@ impl Store {
             .bind(&payloads)
             .bind(&occurred)
             .bind(max_attempts)
+            .bind(JobState::Queued)
             .execute(&self.pool)
             .await?;
             n += r.rows_affected();

@@ -1,16 +1,28 @@
-//! The only module that speaks SQL: jobs, attempts, poison messages and the alert outbox.
+//! The only module that speaks SQL (LISTEN included): jobs, their attempts, operator
+//! actions, poison messages, the alert outbox and reconciliation runs, one file each.
 //!
 //! Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_by`,
-//! `locked_until`), so any number of replicas can share one database.
+//! `locked_until`), so any number of replicas can share one database. The enums kept in
+//! text columns are mapped in `columns`; nothing else here writes a state as a string.
 
+mod alerts;
+mod attempts;
 mod bench;
+mod columns;
 mod jobs;
+mod operator;
 mod poison;
 mod reconcile;
+mod wake_ups;
 
+pub use alerts::*;
+pub use attempts::*;
+pub use columns::*;
 pub use jobs::*;
+pub use operator::*;
 pub use poison::*;
 pub use reconcile::*;
+pub use wake_ups::*;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -67,6 +79,11 @@ impl Store {
         self.pool.execute("SELECT 1").await?;
         Ok(())
     }
+}
+
+/// A duration as the seconds `make_interval(secs => …)` takes.
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
 }
 
 /// Creates the database named in `url` if it does not exist (used by `demo` and tests):

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
 
-use super::{Store, StoreError};
+use super::{JobState, Store, StoreError};
 
 /// Advisory lock key for "a reconciliation is running" (any stable number of our own).
 const RECONCILE_LOCK: i64 = 0x6d62_7864_7263; // "mbxdrc"
@@ -74,10 +74,10 @@ impl Store {
         keys: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT account FROM jobs WHERE account = ANY($1)
-                AND state IN ('queued', 'running', 'retrying', 'waiting_for_sync')",
+            "SELECT DISTINCT account FROM jobs WHERE account = ANY($1) AND state = ANY($2)",
         )
         .bind(keys)
+        .bind(&JobState::UNFINISHED[..])
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().collect())

@@ -1210,7 +1210,7 @@ async fn claim_and_finish(store: &Store, workers: usize, batch: i64) -> anyhow::
         tokio::spawn(async move {
             let replica = format!("bench-{i}");
             let ok = Resolution::Succeeded {
-                outcome: "enabled".into(),
+                outcome: crate::store::JobOutcome::Enabled,
             };
             loop {
                 let jobs = store

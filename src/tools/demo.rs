@@ -162,7 +162,7 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
             Some(j) => (
                 j.state.to_string(),
                 j.outcome
-                    .clone()
+                    .map(|o| o.to_string())
                     .or_else(|| j.last_error.clone())
                     .unwrap_or_default(),
             ),

@@ -1,0 +1,132 @@
+//! Attempts: one `job_attempts` row per try of a job, with the host and domain controller
+//! it used, what the directory showed before and after, and an excerpt of the transcript.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{AttemptOutcome, ErrorClass, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub replica: String,
+    pub host: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+    pub error_class: Option<ErrorClass>,
+    pub error_message: Option<String>,
+    pub transcript: Option<String>,
+    /// The domain controller the attempt read and told Exchange to use.
+    pub domain_controller: Option<String>,
+    /// What the directory showed: `{"before": …, "after": …}`.
+    pub directory: Option<serde_json::Value>,
+}
+
+/// The record of one attempt, written with its resolution.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: DateTime<Utc>,
+    pub host: Option<String>,
+    pub transcript: Option<String>,
+    pub domain_controller: Option<String>,
+    pub directory: Option<serde_json::Value>,
+}
+
+impl AttemptRecord {
+    pub fn new(started_at: DateTime<Utc>) -> AttemptRecord {
+        AttemptRecord {
+            started_at,
+            host: None,
+            transcript: None,
+            domain_controller: None,
+            directory: None,
+        }
+    }
+}
+
+/// An attempt row to write: which try of which job, what it came to, and its record.
+pub(super) struct NewAttempt<'a> {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub outcome: AttemptOutcome,
+    pub class: Option<ErrorClass>,
+    pub error: Option<&'a str>,
+    pub record: &'a AttemptRecord,
+}
+
+/// One line of a job's history for its alert: the try, when, how it ended, the error's
+/// class and the first 160 characters of its text, and the host.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct HistoryLine {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+    pub error_class: Option<ErrorClass>,
+    pub error: Option<String>,
+    pub host: Option<String>,
+}
+
+impl Store {
+    /// A job's attempts, oldest first.
+    pub async fn attempts(&self, job_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT attempt, replica, host, started_at, finished_at, outcome, error_class, error_message, transcript,
+                    domain_controller, directory
+               FROM job_attempts WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// Writes the attempt rows of a batch by `replica` in one statement.
+pub(super) async fn insert_attempts(
+    tx: &mut Transaction<'_, Postgres>,
+    replica: &str,
+    rows: &[NewAttempt<'_>],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome, error_class,
+                                   error_message, transcript, domain_controller, directory)
+         SELECT u.job_id, u.attempt, $2, u.host, u.started_at, u.outcome, u.class, u.error,
+                u.transcript, u.dc, u.directory
+           FROM unnest($1::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::text[],
+                       $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[])
+                AS u(job_id, attempt, host, started_at, outcome, class, error, transcript, dc, directory)",
+    )
+    .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
+    .bind(replica)
+    .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.record.host.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.record.started_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.outcome).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.class).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.error).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.record.transcript.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.record.domain_controller.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.record.directory.as_ref()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A job's attempts so far, for the history in its alert.
+pub(super) async fn history(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: Uuid,
+) -> Result<Vec<HistoryLine>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT attempt, started_at, outcome, error_class, left(error_message, 160) AS error, host
+           FROM job_attempts WHERE job_id = $1 ORDER BY id",
+    )
+    .bind(job_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}

@@ -1,0 +1,309 @@
+//! New jobs from a batch of events: idempotent on the event id, and the latest intent wins
+//! per account — within the batch and against what is stored. The work is set-based (a
+//! handful of statements per batch, not per event) so that ingest keeps up with a burst;
+//! what each event becomes is decided in Rust, in between.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::event::Event;
+use crate::store::{JobState, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new job; it may have superseded older ones of the same account.
+    New(Uuid),
+    /// The event id was already known (a redelivery): nothing was written.
+    Duplicate(Uuid),
+    /// A newer event for the account is already queued: recorded as superseded.
+    Stale(Uuid),
+}
+
+impl Inserted {
+    pub fn job_id(self) -> Uuid {
+        match self {
+            Inserted::New(id) | Inserted::Duplicate(id) | Inserted::Stale(id) => id,
+        }
+    }
+}
+
+/// The newest stored job of an account that carries its intent: when it happened, which.
+type Newest = HashMap<String, (DateTime<Utc>, Uuid)>;
+
+/// A job row to write for the event at `index` of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NewRow {
+    index: usize,
+    id: Uuid,
+    /// A newer event of the same account (stored, or later in the batch) makes it moot.
+    superseded_by: Option<Uuid>,
+}
+
+impl NewRow {
+    fn state(&self) -> JobState {
+        match self.superseded_by {
+            Some(_) => JobState::Superseded,
+            None => JobState::Queued,
+        }
+    }
+}
+
+/// What a batch comes to: one answer per event, and the rows to write.
+#[derive(Debug)]
+struct Decision {
+    inserted: Vec<Inserted>,
+    rows: Vec<NewRow>,
+}
+
+impl Store {
+    /// Inserts the jobs for a batch of events in one transaction (see the module doc).
+    pub async fn insert_events(
+        &self,
+        events: &[Event],
+        max_attempts: i32,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let accounts: Vec<String> = events
+            .iter()
+            .map(|e| e.account.sam_account_name.key())
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        lock_accounts(&mut tx, &accounts).await?;
+        let known = known_events(&mut tx, events).await?;
+        let newest = newest_per_account(&mut tx, &accounts).await?;
+        let decision = decide(events, &accounts, &known, &newest);
+        if !decision.rows.is_empty() {
+            insert_rows(&mut tx, events, &accounts, &decision.rows, max_attempts).await?;
+            supersede_older(&mut tx, events, &accounts, &decision.rows, &newest).await?;
+        }
+        tx.commit().await?;
+        Ok(decision.inserted)
+    }
+}
+
+/// Serialises with other replicas' inserts for the same accounts, so that "latest intent
+/// wins" holds across replicas; in sorted order, so two batches cannot deadlock.
+async fn lock_accounts(
+    tx: &mut Transaction<'_, Postgres>,
+    accounts: &[String],
+) -> Result<(), StoreError> {
+    let mut sorted = accounts.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(a, 7)) FROM unnest($1::text[]) AS a",
+    )
+    .bind(&sorted)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The jobs already stored for the batch's event ids (redeliveries).
+async fn known_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Event],
+) -> Result<HashMap<String, Uuid>, StoreError> {
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let rows: Vec<(String, Uuid)> =
+        sqlx::query_as("SELECT event_id, id FROM jobs WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The newest stored event per account, pending or already processed.
+async fn newest_per_account(
+    tx: &mut Transaction<'_, Postgres>,
+    accounts: &[String],
+) -> Result<Newest, StoreError> {
+    let rows: Vec<(String, DateTime<Utc>, Uuid)> = sqlx::query_as(
+        "SELECT DISTINCT ON (account) account, occurred_at, id FROM jobs
+          WHERE account = ANY($1) AND state = ANY($2)
+          ORDER BY account, occurred_at DESC, created_at DESC",
+    )
+    .bind(accounts)
+    .bind(&JobState::INTENDED[..])
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|(a, t, id)| (a, (t, id))).collect())
+}
+
+/// Decides every event: a duplicate (of a stored job or of an earlier event in the batch),
+/// a new job, or a new job that is stale at once because a newer event of its account is
+/// stored or comes later in the batch.
+fn decide(
+    events: &[Event],
+    accounts: &[String],
+    known: &HashMap<String, Uuid>,
+    newest: &Newest,
+) -> Decision {
+    let ids = assign_ids(events, known);
+    let winners = batch_winners(events, accounts, &ids);
+    let mut decision = Decision {
+        inserted: Vec::with_capacity(events.len()),
+        rows: Vec::new(),
+    };
+    for (i, slot) in ids.iter().enumerate() {
+        let id = match slot {
+            Slot::Duplicate(id) => {
+                decision.inserted.push(Inserted::Duplicate(*id));
+                continue;
+            }
+            Slot::Fresh(id) => *id,
+        };
+        let stored_newer = newest
+            .get(&accounts[i])
+            .filter(|(t, _)| *t > events[i].occurred_at)
+            .map(|(_, id)| *id);
+        let winner = winners[accounts[i].as_str()];
+        let superseded_by = stored_newer.or_else(|| (winner != i).then(|| ids[winner].id()));
+        decision.inserted.push(match superseded_by {
+            Some(_) => Inserted::Stale(id),
+            None => Inserted::New(id),
+        });
+        decision.rows.push(NewRow {
+            index: i,
+            id,
+            superseded_by,
+        });
+    }
+    decision
+}
+
+/// The job id for each event of the batch: the known one, or a fresh one.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Duplicate(Uuid),
+    Fresh(Uuid),
+}
+
+impl Slot {
+    fn id(self) -> Uuid {
+        match self {
+            Slot::Duplicate(id) | Slot::Fresh(id) => id,
+        }
+    }
+}
+
+fn assign_ids(events: &[Event], known: &HashMap<String, Uuid>) -> Vec<Slot> {
+    let mut fresh: HashMap<&str, Uuid> = HashMap::new();
+    events
+        .iter()
+        .map(|e| match known.get(&e.id).or(fresh.get(e.id.as_str())) {
+            Some(id) => Slot::Duplicate(*id),
+            None => {
+                let id = Uuid::new_v4();
+                fresh.insert(e.id.as_str(), id);
+                Slot::Fresh(id)
+            }
+        })
+        .collect()
+}
+
+/// Per account, the index of the newest new event of the batch (a later one wins a tie).
+fn batch_winners<'a>(
+    events: &[Event],
+    accounts: &'a [String],
+    ids: &[Slot],
+) -> HashMap<&'a str, usize> {
+    let mut winner: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if matches!(ids[i], Slot::Duplicate(_)) {
+            continue;
+        }
+        let w = winner.entry(accounts[i].as_str()).or_insert(i);
+        if e.occurred_at >= events[*w].occurred_at {
+            *w = i;
+        }
+    }
+    winner
+}
+
+/// Writes the new job rows in one statement.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Event],
+    accounts: &[String],
+    rows: &[NewRow],
+    max_attempts: i32,
+) -> Result<(), StoreError> {
+    let event = |r: &NewRow| &events[r.index];
+    let payloads = rows
+        .iter()
+        .map(|r| serde_json::to_value(event(r)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Corrupt(format!("cannot serialise event: {e}")))?;
+    sqlx::query(
+        "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
+                           occurred_at, superseded_by, finished_at)
+         SELECT u.id, u.event_id, u.kind, u.account, u.payload, u.source, u.state, $10,
+                u.occurred_at, u.superseded_by,
+                CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
+                       $7::text[], $8::timestamptz[], $9::uuid[])
+                AS u(id, event_id, kind, account, payload, source, state, occurred_at, superseded_by)",
+    )
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| event(r).id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| event(r).kind).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| accounts[r.index].as_str()).collect::<Vec<_>>())
+    .bind(payloads)
+    .bind(rows.iter().map(|r| event(r).source.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(NewRow::state).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| event(r).occurred_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.superseded_by).collect::<Vec<_>>())
+    .bind(max_attempts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Latest intent wins: older pending jobs of each account that got a new queued job are
+/// moot now. Only accounts with stored jobs can have any.
+async fn supersede_older(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Event],
+    accounts: &[String],
+    rows: &[NewRow],
+    newest: &Newest,
+) -> Result<(), StoreError> {
+    let winners: Vec<&NewRow> = rows
+        .iter()
+        .filter(|r| r.state() == JobState::Queued && newest.contains_key(&accounts[r.index]))
+        .collect();
+    if winners.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE jobs SET state = $5, superseded_by = u.id, finished_at = now(), updated_at = now()
+           FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(account, id, occurred_at)
+          WHERE jobs.account = u.account AND jobs.id <> u.id
+            AND jobs.state = ANY($4)
+            AND jobs.occurred_at <= u.occurred_at",
+    )
+    .bind(
+        winners
+            .iter()
+            .map(|r| accounts[r.index].as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(winners.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(
+        winners
+            .iter()
+            .map(|r| events[r.index].occurred_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(&JobState::PENDING[..])
+    .bind(JobState::Superseded)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Jobs: the row, claiming due jobs under a lease, the heartbeat that extends it, giving
+//! jobs back at shutdown, retention, and the reads operators and metrics use. Inserting
+//! jobs from events is in `insert`, recording an attempt's outcome in `finish`.
+
+mod finish;
+mod insert;
+
+pub use finish::*;
+pub use insert::*;
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Attempt, AttemptOutcome, ErrorClass, JobOutcome, JobState, Store, StoreError, secs};
+use crate::event::{Event, EventKind};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub event_id: String,
+    pub kind: EventKind,
+    pub account: String,
+    #[sqlx(rename = "payload", json)]
+    pub event: Event,
+    pub state: JobState,
+    pub outcome: Option<JobOutcome>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_class: Option<ErrorClass>,
+    pub occurred_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub account: Option<String>,
+    pub kind: Option<EventKind>,
+    /// Of the last error.
+    pub error_class: Option<ErrorClass>,
+    /// Created at or after / before.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+    /// Rows to skip (pagination; newest first).
+    pub offset: i64,
+}
+
+/// The columns a [`Job`] is read from.
+const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, max_attempts, \
+    next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, created_at, \
+    updated_at, started_at, finished_at";
+
+/// Jobs whose lease ran out (their replica died): the lost attempt recorded, due again now.
+/// `state = 'running'` is in the text, rendered from the enum, so that the planner uses the
+/// `jobs_expired_leases` partial index; a bound parameter could not match it.
+static EXPIRE_LEASES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH expired AS (
+            SELECT id FROM jobs
+             WHERE state = '{running}' AND locked_until < now()
+             FOR UPDATE SKIP LOCKED)
+         , lost AS (
+            INSERT INTO job_attempts (job_id, attempt, replica, started_at, outcome, error_class, error_message)
+            SELECT j.id, j.attempt, coalesce(j.locked_by, '?'), coalesce(j.started_at, now()), $1, $2,
+                   'replica ' || coalesce(j.locked_by, '?') || ' stopped before finishing (crash or lost database connection); the job runs again'
+              FROM jobs j JOIN expired e ON e.id = j.id)
+         UPDATE jobs SET state = $3, locked_by = NULL, locked_until = NULL,
+                         next_attempt_at = now(), updated_at = now(),
+                         last_error = 'lease expired: the replica running it stopped',
+                         last_error_class = $2
+           FROM expired WHERE jobs.id = expired.id",
+        running = JobState::Running,
+    )
+});
+
+/// Due jobs, at most one per account and none of an account that has one running, leased
+/// to a replica. The states are in the text for the `jobs_claimable` and
+/// `jobs_one_running_per_account` partial indexes (see [`EXPIRE_LEASES`]).
+static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH due AS (
+            SELECT j.id FROM jobs j
+             WHERE j.state IN {pending} AND j.next_attempt_at <= now()
+               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.account = j.account AND r.state = '{running}')
+             ORDER BY j.next_attempt_at, j.created_at
+             LIMIT $1 * 2
+             FOR UPDATE SKIP LOCKED)
+         , one_per_account AS (
+            SELECT DISTINCT ON (j.account) j.id FROM jobs j JOIN due d ON d.id = j.id
+             ORDER BY j.account, j.occurred_at DESC)
+         , picked AS (
+            SELECT o.id FROM one_per_account o JOIN jobs j ON j.id = o.id
+             ORDER BY j.next_attempt_at, j.created_at LIMIT $1)
+         UPDATE jobs SET state = $4, locked_by = $2,
+                         locked_until = now() + make_interval(secs => $3),
+                         attempt = attempt + 1, started_at = now(), updated_at = now()
+           FROM picked WHERE jobs.id = picked.id
+         RETURNING {columns}",
+        pending = JobState::sql_list(&JobState::PENDING),
+        running = JobState::Running,
+        columns = JOB_COLUMNS
+            .split(", ")
+            .map(|c| format!("jobs.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+});
+
+impl Store {
+    /// Claims up to `limit` due jobs for `replica`, at most one per account.
+    /// Also takes over jobs whose lease expired (their replica died).
+    pub async fn claim(
+        &self,
+        replica: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        // A concurrent claim by another replica can race on the per-account unique
+        // index; that statement then fails as a whole and is simply tried again.
+        for _ in 0..5 {
+            match self.try_claim(replica, limit, lease).await {
+                Err(StoreError::Db(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("23505") =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    async fn try_claim(
+        &self,
+        replica: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(EXPIRE_LEASES.as_str())
+            .bind(AttemptOutcome::LeaseExpired)
+            .bind(ErrorClass::Transient)
+            .bind(JobState::Retrying)
+            .execute(&mut *tx)
+            .await?;
+        let jobs = sqlx::query_as(CLAIM_DUE.as_str())
+            .bind(limit)
+            .bind(replica)
+            .bind(secs(lease))
+            .bind(JobState::Running)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    /// Extends the lease of jobs this replica is still running.
+    pub async fn heartbeat(
+        &self,
+        replica: &str,
+        ids: &[Uuid],
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE jobs SET locked_until = now() + make_interval(secs => $3)
+              WHERE id = ANY($1) AND locked_by = $2 AND state = $4",
+        )
+        .bind(ids)
+        .bind(replica)
+        .bind(secs(lease))
+        .bind(JobState::Running)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Gives back the jobs `replica` is running (shutdown past its deadline): due again at
+    /// once, the interrupted attempt recorded and not counted.
+    pub async fn release_running(&self, replica: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "WITH mine AS (
+                SELECT id FROM jobs WHERE state = $2 AND locked_by = $1 FOR UPDATE)
+             , noted AS (
+                INSERT INTO job_attempts (job_id, attempt, replica, started_at, outcome, error_class, error_message)
+                SELECT j.id, j.attempt, $1, coalesce(j.started_at, now()), $3, $4,
+                       'the replica shut down before the attempt finished; the job runs again'
+                  FROM jobs j JOIN mine m ON m.id = j.id)
+             UPDATE jobs SET state = $5, locked_by = NULL, locked_until = NULL,
+                             next_attempt_at = now(), updated_at = now(),
+                             attempt = greatest(attempt - 1, 0)
+               FROM mine WHERE jobs.id = mine.id",
+        )
+        .bind(replica)
+        .bind(JobState::Running)
+        .bind(AttemptOutcome::Released)
+        .bind(ErrorClass::Transient)
+        .bind(JobState::Retrying)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes finished jobs older than `age` (not failed ones: those wait for an operator),
+    /// a bounded chunk per call so a large backlog never holds long locks.
+    pub async fn prune(&self, age: Duration, chunk: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                 WHERE state = ANY($3)
+                   AND finished_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+        )
+        .bind(secs(age))
+        .bind(chunk)
+        .bind(&JobState::PRUNABLE[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// A job and its attempts, oldest first.
+    pub async fn get_job(&self, id: Uuid) -> Result<Option<(Job, Vec<Attempt>)>, StoreError> {
+        let job: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(job) = job else { return Ok(None) };
+        let attempts = self.attempts(id).await?;
+        Ok(Some((job, attempts)))
+    }
+
+    pub async fn job_by_event(&self, event_id: &str) -> Result<Option<Job>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE event_id = $1"
+        )))
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+              WHERE ($1::text IS NULL OR state = $1)
+                AND ($2::text IS NULL OR account = lower($2))
+                AND ($3::text IS NULL OR kind = $3)
+                AND ($5::text IS NULL OR last_error_class = $5)
+                AND ($6::timestamptz IS NULL OR created_at >= $6)
+                AND ($7::timestamptz IS NULL OR created_at < $7)
+              ORDER BY created_at DESC, id LIMIT $4 OFFSET $8"
+        )))
+        .bind(f.state)
+        .bind(&f.account)
+        .bind(f.kind)
+        .bind(if f.limit > 0 { f.limit } else { 100 })
+        .bind(f.error_class)
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.offset.max(0))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Job counts by state (every state present, zero where none).
+    pub async fn count_by_state(&self) -> Result<Vec<(JobState, i64)>, StoreError> {
+        let rows: Vec<(JobState, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(JobState::ALL
+            .into_iter()
+            .map(|s| {
+                let n = rows.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
+                (s, n)
+            })
+            .collect())
+    }
+
+    /// Jobs finished per hour over the last 24 hours: (hour, succeeded, failed).
+    pub async fn finished_per_hour(&self) -> Result<Vec<(DateTime<Utc>, i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT h.hour,
+                    count(j.id) FILTER (WHERE j.state = $1),
+                    count(j.id) FILTER (WHERE j.state = $2)
+               FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
+                                    date_trunc('hour', now()), interval '1 hour') AS h(hour)
+               LEFT JOIN jobs j ON j.finished_at >= h.hour AND j.finished_at < h.hour + interval '1 hour'
+              GROUP BY h.hour ORDER BY h.hour",
+        )
+        .bind(JobState::Succeeded)
+        .bind(JobState::Failed)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

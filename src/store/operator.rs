@@ -1,0 +1,171 @@
+//! Operator actions: retry or cancel one job, retry many, each recorded in
+//! `operator_actions` (who did what, when) in the transaction that did it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{ActionKind, ErrorClass, JobState, Store, StoreError};
+use crate::event::EventKind;
+
+/// One operator action on a job.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OperatorAction {
+    pub action: ActionKind,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub detail: Option<String>,
+}
+
+/// Which jobs a bulk retry takes.
+#[derive(Debug, Clone)]
+pub struct BulkRetry {
+    /// Failed and/or cancelled.
+    pub states: Vec<JobState>,
+    pub account: Option<String>,
+    pub kind: Option<EventKind>,
+    pub error_class: Option<ErrorClass>,
+    pub limit: i64,
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionRefused {
+    NotFound,
+    WrongState(JobState),
+}
+
+/// What a retry writes on a job: due now, with a fresh set of attempts.
+const REQUEUE: &str =
+    "state = $2, next_attempt_at = now(), attempt = 0, finished_at = NULL, updated_at = now()";
+
+impl Store {
+    /// Operator retry: a failed, cancelled, retrying or waiting job runs again now,
+    /// with a fresh set of attempts.
+    pub async fn retry_job(
+        &self,
+        id: Uuid,
+        actor: &str,
+    ) -> Result<Result<(), ActionRefused>, StoreError> {
+        let sql = format!("UPDATE jobs SET {REQUEUE} WHERE id = $1 AND state = ANY($3)");
+        self.operator_update(
+            id,
+            actor,
+            ActionKind::Retry,
+            &sql,
+            JobState::Queued,
+            &JobState::RETRYABLE,
+        )
+        .await
+    }
+
+    /// Operator cancel: a job that has not run to its end stops here.
+    pub async fn cancel_job(
+        &self,
+        id: Uuid,
+        actor: &str,
+    ) -> Result<Result<(), ActionRefused>, StoreError> {
+        let sql = "UPDATE jobs SET state = $2, finished_at = now(), updated_at = now()
+                    WHERE id = $1 AND state = ANY($3)";
+        self.operator_update(
+            id,
+            actor,
+            ActionKind::Cancel,
+            sql,
+            JobState::Cancelled,
+            &JobState::PENDING,
+        )
+        .await
+    }
+
+    /// Bulk retry: every failed or cancelled job matching the filter is queued again (at
+    /// most `filter.limit`), each one recorded as an operator action. Returns their ids.
+    pub async fn retry_matching(
+        &self,
+        filter: &BulkRetry,
+        actor: &str,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "WITH picked AS (
+                SELECT id FROM jobs
+                 WHERE state = ANY($1)
+                   AND ($3::text IS NULL OR account = lower($3))
+                   AND ($4::text IS NULL OR kind = $4)
+                   AND ($5::text IS NULL OR last_error_class = $5)
+                 ORDER BY updated_at LIMIT $6 FOR UPDATE SKIP LOCKED)
+             UPDATE jobs SET {REQUEUE}
+               FROM picked WHERE jobs.id = picked.id
+             RETURNING jobs.id"
+        )))
+        .bind(&filter.states)
+        .bind(JobState::Queued)
+        .bind(&filter.account)
+        .bind(filter.kind)
+        .bind(filter.error_class)
+        .bind(filter.limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO operator_actions (job_id, action, actor, detail)
+             SELECT id, $3, $2, 'bulk retry' FROM unnest($1::uuid[]) AS id",
+        )
+        .bind(&ids)
+        .bind(actor)
+        .bind(ActionKind::Retry)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// What operators did to a job, oldest first.
+    pub async fn job_actions(&self, id: Uuid) -> Result<Vec<OperatorAction>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT action, actor, at, detail FROM operator_actions WHERE job_id = $1 ORDER BY at, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Runs `sql` (`$1` the job, `$2` its new state, `$3` the states it may be in) and
+    /// records the action if it moved the job; otherwise says why not.
+    async fn operator_update(
+        &self,
+        id: Uuid,
+        actor: &str,
+        action: ActionKind,
+        sql: &str,
+        to: JobState,
+        from: &[JobState],
+    ) -> Result<Result<(), ActionRefused>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(to)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            sqlx::query("INSERT INTO operator_actions (job_id, action, actor) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(action)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(Ok(()));
+        }
+        tx.rollback().await?;
+        let state: Option<JobState> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Err(match state {
+            Some(s) => ActionRefused::WrongState(s),
+            None => ActionRefused::NotFound,
+        }))
+    }
+}

@@ -1,0 +1,326 @@
+//! What the directory decides before Exchange is asked (design §4, notes/exchange.md §10),
+//! and whether the directory shows afterwards what Exchange said it did.
+
+use crate::directory::{Account, AccountState, RecipientType};
+use crate::event::EventKind;
+use crate::store::{ErrorClass, JobOutcome};
+
+/// What the directory check decided for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Run the template against the domain controller that answered.
+    Run,
+    /// Already true: succeeded without touching Exchange.
+    Done(JobOutcome),
+    /// The event is stale (a leaver whose account is enabled again).
+    Cancel(String),
+    /// Joiner not synced to the cloud yet.
+    WaitForSync(String),
+    Fail(ErrorClass, String),
+}
+
+/// Decides from what the domain controller shows whether Exchange needs to be asked.
+pub fn plan(
+    kind: EventKind,
+    sam: &str,
+    state: &AccountState,
+    remote_routing_address: Option<&str>,
+    require_cloud_sync: bool,
+) -> Plan {
+    let dc = &state.domain_controller;
+    match (kind, &state.account) {
+        (EventKind::Joiner, None) => Plan::Fail(
+            ErrorClass::Transient,
+            format!(
+                "account {sam:?} is not on domain controller {dc} yet (replication lag, or it was never created); retried"
+            ),
+        ),
+        (EventKind::Leaver, None) => Plan::Done(JobOutcome::Gone),
+        (EventKind::Joiner, Some(a)) => {
+            joiner(a, sam, dc, remote_routing_address, require_cloud_sync)
+        }
+        (EventKind::Leaver, Some(a)) => leaver(a, sam, dc),
+    }
+}
+
+/// A joiner: enable a remote mailbox unless the account has one or is another recipient.
+fn joiner(
+    a: &Account,
+    sam: &str,
+    dc: &str,
+    remote_routing_address: Option<&str>,
+    require_cloud_sync: bool,
+) -> Plan {
+    match a.recipient {
+        RecipientType::RemoteMailbox => remote_mailbox_joiner(a, sam, dc, remote_routing_address),
+        RecipientType::OnPremMailbox => Plan::Fail(
+            ErrorClass::Permanent,
+            format!(
+                "account {sam:?} has an on-premises mailbox (msExchRecipientTypeDetails={}); migrate it to Exchange Online instead of enabling a remote mailbox",
+                a.recipient_type_details.unwrap_or_default()
+            ),
+        ),
+        RecipientType::Other => Plan::Fail(
+            ErrorClass::Permanent,
+            format!(
+                "account {sam:?} is already a mail recipient of another type (msExchRecipientTypeDetails={}); an Exchange administrator must decide",
+                a.recipient_type_details.unwrap_or_default()
+            ),
+        ),
+        RecipientType::None | RecipientType::MailUser if require_cloud_sync && !a.cloud_synced => {
+            Plan::WaitForSync(format!(
+                "account {sam:?} is not synced to the cloud yet (sync rule on {dc}); waiting for Entra Connect"
+            ))
+        }
+        RecipientType::None | RecipientType::MailUser => Plan::Run,
+    }
+}
+
+/// A joiner whose account has a remote mailbox already: done, a rehire to unhide, a stale
+/// event, or a conflict when it is routed elsewhere.
+fn remote_mailbox_joiner(
+    a: &Account,
+    sam: &str,
+    dc: &str,
+    remote_routing_address: Option<&str>,
+) -> Plan {
+    let current = a.target_address.as_deref().map(|t| {
+        t.strip_prefix("SMTP:")
+            .or(t.strip_prefix("smtp:"))
+            .unwrap_or(t)
+    });
+    match (current, remote_routing_address) {
+        (Some(cur), Some(want)) if !cur.eq_ignore_ascii_case(want) => Plan::Fail(
+            ErrorClass::Permanent,
+            format!(
+                "account {sam:?} already has a remote mailbox routed to {cur}, not {want}; fix the targetAddress in Exchange or the event"
+            ),
+        ),
+        // Hidden and disabled: the leaver came after this joiner; never unhide it.
+        _ if a.hidden && a.disabled => Plan::Cancel(format!(
+            "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
+        )),
+        // Hidden: a rehire. The template makes it visible again.
+        _ if a.hidden => Plan::Run,
+        _ => Plan::Done(JobOutcome::Already),
+    }
+}
+
+/// A leaver: hide the remote mailbox, unless the account is enabled again (stale) or has
+/// nothing to hide.
+fn leaver(a: &Account, sam: &str, dc: &str) -> Plan {
+    if !a.disabled {
+        Plan::Cancel(format!(
+            "account {sam:?} is enabled again on {dc} (userAccountControl {}): the leaver is stale and was not applied",
+            a.user_account_control
+        ))
+    } else if a.recipient != RecipientType::RemoteMailbox {
+        Plan::Done(JobOutcome::NotRemote)
+    } else if a.hidden {
+        Plan::Done(JobOutcome::Already)
+    } else {
+        Plan::Run
+    }
+}
+
+/// Whether the account now shows what Exchange said it did.
+pub fn verified(kind: EventKind, status: JobOutcome, after: &AccountState) -> Result<(), String> {
+    let Some(a) = &after.account else {
+        return Err(format!(
+            "the account is no longer on {} after Exchange reported {status:?}",
+            after.domain_controller,
+            status = status.as_str()
+        ));
+    };
+    let ok = match (kind, status) {
+        (EventKind::Joiner, _) => a.recipient == RecipientType::RemoteMailbox && !a.hidden,
+        (EventKind::Leaver, JobOutcome::NotRemote) => a.recipient != RecipientType::RemoteMailbox,
+        (EventKind::Leaver, _) => a.hidden,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Exchange reported {status:?} but {} shows recipient type {:?}, hidden {}; retried",
+            after.domain_controller,
+            a.recipient,
+            a.hidden,
+            status = status.as_str()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(a: Option<Account>) -> AccountState {
+        AccountState {
+            domain_controller: "dc1.corp.example".into(),
+            url: "ldaps://dc1.corp.example".into(),
+            account: a,
+        }
+    }
+
+    fn acct(recipient: RecipientType, disabled: bool, hidden: bool, synced: bool) -> Account {
+        Account {
+            distinguished_name: "CN=j,CN=Users,DC=corp,DC=example".into(),
+            sam_account_name: "j".into(),
+            user_principal_name: None,
+            object_guid: None,
+            user_account_control: if disabled { 514 } else { 512 },
+            disabled,
+            recipient,
+            recipient_type_details: match recipient {
+                RecipientType::RemoteMailbox => Some(2_147_483_648),
+                RecipientType::OnPremMailbox => Some(1),
+                RecipientType::MailUser => Some(128),
+                RecipientType::Other => Some(64),
+                RecipientType::None => None,
+            },
+            hidden,
+            target_address: (recipient == RecipientType::RemoteMailbox)
+                .then(|| "SMTP:j@t.mail.onmicrosoft.com".into()),
+            cloud_synced: synced,
+        }
+    }
+
+    /// A plan without its text, to compare decisions.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Shape {
+        Run,
+        Done(JobOutcome),
+        Cancel,
+        Wait,
+        Fail(ErrorClass),
+    }
+
+    fn shape(p: &Plan) -> Shape {
+        match p {
+            Plan::Run => Shape::Run,
+            Plan::Done(o) => Shape::Done(*o),
+            Plan::Cancel(_) => Shape::Cancel,
+            Plan::WaitForSync(_) => Shape::Wait,
+            Plan::Fail(class, _) => Shape::Fail(*class),
+        }
+    }
+
+    #[test]
+    fn every_directory_decision_of_the_design() {
+        use EventKind::{Joiner, Leaver};
+        use JobOutcome::{Already, Gone, NotRemote};
+        use RecipientType::*;
+        let rra = Some("j@t.mail.onmicrosoft.com");
+        let transient = Shape::Fail(ErrorClass::Transient);
+        let permanent = || Shape::Fail(ErrorClass::Permanent);
+        let rows: Vec<(EventKind, Option<Account>, bool, Shape)> = vec![
+            (Joiner, Option::None, false, transient),
+            (
+                Joiner,
+                Some(acct(None, false, false, true)),
+                false,
+                Shape::Run,
+            ),
+            (
+                Joiner,
+                Some(acct(MailUser, false, false, true)),
+                false,
+                Shape::Run,
+            ),
+            (
+                Joiner,
+                Some(acct(RemoteMailbox, false, false, true)),
+                false,
+                Shape::Done(Already),
+            ),
+            (
+                Joiner,
+                Some(acct(RemoteMailbox, false, true, true)),
+                false,
+                Shape::Run,
+            ),
+            (
+                Joiner,
+                Some(acct(RemoteMailbox, true, true, true)),
+                false,
+                Shape::Cancel,
+            ),
+            (
+                Joiner,
+                Some(acct(OnPremMailbox, false, false, true)),
+                false,
+                permanent(),
+            ),
+            (
+                Joiner,
+                Some(acct(Other, false, false, true)),
+                false,
+                permanent(),
+            ),
+            (
+                Joiner,
+                Some(acct(None, false, false, false)),
+                true,
+                Shape::Wait,
+            ),
+            (
+                Joiner,
+                Some(acct(None, false, false, false)),
+                false,
+                Shape::Run,
+            ),
+            (Leaver, Option::None, false, Shape::Done(Gone)),
+            (
+                Leaver,
+                Some(acct(RemoteMailbox, false, false, true)),
+                false,
+                Shape::Cancel,
+            ),
+            (
+                Leaver,
+                Some(acct(None, true, false, true)),
+                false,
+                Shape::Done(NotRemote),
+            ),
+            (
+                Leaver,
+                Some(acct(RemoteMailbox, true, true, true)),
+                false,
+                Shape::Done(Already),
+            ),
+            (
+                Leaver,
+                Some(acct(RemoteMailbox, true, false, true)),
+                false,
+                Shape::Run,
+            ),
+        ];
+        for (kind, a, require_sync, want) in rows {
+            let desc = format!("{kind:?} {a:?} sync={require_sync}");
+            let p = plan(kind, "j", &state(a), rra, require_sync);
+            assert_eq!(shape(&p), want, "{desc}: {p:?}");
+        }
+        // A remote mailbox routed elsewhere is a conflict for a person, not a no-op.
+        let p = plan(
+            Joiner,
+            "j",
+            &state(Some(acct(RemoteMailbox, false, false, true))),
+            Some("other@t.mail.onmicrosoft.com"),
+            false,
+        );
+        assert_eq!(shape(&p), permanent());
+    }
+
+    #[test]
+    fn success_counts_only_when_the_directory_shows_it() {
+        let hidden = state(Some(acct(RecipientType::RemoteMailbox, true, true, true)));
+        let visible = state(Some(acct(RecipientType::RemoteMailbox, false, false, true)));
+        let plain = state(Some(acct(RecipientType::None, true, false, true)));
+        assert!(verified(EventKind::Leaver, JobOutcome::Hidden, &hidden).is_ok());
+        assert!(verified(EventKind::Leaver, JobOutcome::Hidden, &visible).is_err());
+        assert!(verified(EventKind::Leaver, JobOutcome::NotRemote, &plain).is_ok());
+        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &visible).is_ok());
+        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &hidden).is_err());
+        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &state(None)).is_err());
+    }
+}
