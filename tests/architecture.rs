@@ -452,7 +452,10 @@ fn function_lengths(text: &str) -> Vec<(String, usize)> {
     while i < lines.len() {
         let line = lines[i];
         let indent = line.len() - line.trim_start().len();
-        if let Some(name) = fn_name(line.trim_start()) {
+        // Product code only: a test may spell out a whole table of cases.
+        let is_test = i > 0 && lines[i - 1].trim_start().starts_with("#[test]")
+            || i > 0 && lines[i - 1].trim_start().starts_with("#[tokio::test");
+        if let Some(name) = fn_name(line.trim_start()).filter(|_| !is_test) {
             let close = format!("{}}}", " ".repeat(indent));
             let end = (i..lines.len())
                 .find(|&j| lines[j] == close || (j == i && line.trim_end().ends_with('}')));

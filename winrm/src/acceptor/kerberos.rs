@@ -132,7 +132,10 @@ fn client_binding(token: &[u8], service_key: &[u8]) -> Result<Option<[u8; 16]>, 
     let value = &cksum.0.checksum.0.0;
     // 0x8003, the GSS-API checksum; DER may give the integer a leading zero octet.
     let kind = &cksum.0.cksumtype.0.0;
-    let gss = kind.iter().skip_while(|&&b| b == 0).eq([0x80u8, 0x03].iter());
+    let gss = kind
+        .iter()
+        .skip_while(|&&b| b == 0)
+        .eq([0x80u8, 0x03].iter());
     let bnd: Option<[u8; 16]> = value.get(4..20).and_then(|b| b.try_into().ok());
     Ok(bnd.filter(|b| gss && b.iter().any(|&x| x != 0)))
 }
