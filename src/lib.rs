@@ -12,7 +12,6 @@ pub mod dashboard;
 pub mod directory;
 pub mod event;
 pub mod exchange;
-pub mod iiq;
 pub mod intake;
 pub mod metrics;
 pub mod publish;
