@@ -9,11 +9,12 @@ use tokio::task::JoinHandle;
 
 use std::sync::Arc;
 
+use crate::access::Access;
 use crate::circuit::Circuit;
 use crate::config::{Settings, WinrmAuth};
 use crate::exchange::Exchange;
 use crate::store::Store;
-use crate::{admin, intake, worker};
+use crate::{admin, dashboard, intake, worker};
 use winrm::{Auth, ClientConfig, WinrmClient};
 
 /// A running daemon.
@@ -139,15 +140,18 @@ impl App {
         let (listener, admin_addr) = admin::bind(&settings.admin.listen)
             .await
             .with_context(|| format!("binding admin.listen {}", settings.admin.listen))?;
-        let router = admin::router(admin::AdminState {
+        let state = admin::AdminState {
             store: store.clone(),
             broker_connected: connected_rx,
             circuit,
-            token: settings.admin.token.clone(),
-            open_reads: settings.admin.open_reads,
-            token_name: settings.admin.token_name.clone(),
+            access: Access::new(
+                settings.admin.token.clone(),
+                settings.admin.open_reads,
+                settings.admin.token_name.clone(),
+            ),
             amqp: settings.amqp.clone(),
-        });
+        };
+        let router = admin::router(state.clone()).merge(dashboard::router(state));
         let mut admin_shutdown = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {

@@ -12,17 +12,17 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::access::Refusal;
 use crate::admin::AdminState;
 use crate::event::EventKind;
 use crate::store::{JobFilter, JobState};
 
 const COOKIE: &str = "mailboxd_token";
 
-pub fn routes() -> Router<AdminState> {
+pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/login", get(login_form).post(login))
@@ -33,6 +33,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/alerts", get(alerts))
         .route("/poison", get(poison))
         .route("/reconcile", get(reconcile))
+        .with_state(state)
 }
 
 /// HTML-escapes a value for text and attribute positions.
@@ -62,34 +63,26 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn has_token(s: &AdminState, headers: &HeaderMap) -> bool {
-    match (&s.token, cookie_token(headers)) {
-        (Some(t), Some(given)) => crate::secret_eq(t.expose_secret().as_bytes(), given.as_bytes()),
-        _ => false,
-    }
-}
-
 /// The refusal when the visitor may not see (or, for `write`, change) anything.
 fn check(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> {
-    if has_token(s, headers) || (!write && s.open_reads) {
-        return None;
-    }
-    if s.token.is_none() {
-        return Some(page_with_status(
+    let refusal = s
+        .access
+        .check(cookie_token(headers).as_deref(), write)
+        .err()?;
+    Some(match refusal {
+        Refusal::Disabled => page_with_status(
             StatusCode::FORBIDDEN,
             "Dashboard off",
             "<p>The dashboard needs an admin token: set <code>admin.token_file</code> (or \
              <code>MAILBOXD_ADMIN_TOKEN</code>), or <code>admin.open_reads = true</code> to read without one.</p>",
-        ));
-    }
-    if write {
-        return Some(page_with_status(
+        ),
+        Refusal::NoToken if write => page_with_status(
             StatusCode::UNAUTHORIZED,
             "Token needed",
             "<p>Actions need the admin token. <a href=\"/login\">Log in</a>.</p>",
-        ));
-    }
-    Some(Redirect::to("/login").into_response())
+        ),
+        Refusal::NoToken => Redirect::to("/login").into_response(),
+    })
 }
 
 fn page(title: &str, body: &str) -> Response {
@@ -337,7 +330,7 @@ async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool) -> Respon
     if let Some(r) = check(&s, &headers, true) {
         return r;
     }
-    let actor = format!("dashboard:{}", s.token_name);
+    let actor = s.access.actor("dashboard");
     let r = if retry {
         s.store.retry_job(id, &actor).await
     } else {
@@ -468,11 +461,7 @@ struct LoginForm {
 }
 
 async fn login(State(s): State<AdminState>, Form(f): Form<LoginForm>) -> Response {
-    let ok = s
-        .token
-        .as_ref()
-        .is_some_and(|t| crate::secret_eq(t.expose_secret().as_bytes(), f.token.as_bytes()));
-    if !ok {
+    if !s.access.is_token(&f.token) {
         return page_with_status(
             StatusCode::UNAUTHORIZED,
             "Log in",

@@ -1,6 +1,7 @@
 //! mailboxd: provisions hybrid Exchange remote mailboxes for joiner and leaver events.
 //! See ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod admin;
 pub mod alert;
 pub mod app;
