@@ -194,7 +194,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<i32> {
     }
     tokio::select! {
         _ = lab.wait() => {}
-        _ = crate::cli::shutdown_signal() => {}
+        _ = crate::app::shutdown_signal() => {}
     }
     Ok(0)
 }
