@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::access::Refusal;
 use crate::admin::AdminState;
 use crate::event::EventKind;
-use crate::store::{JobFilter, JobState};
+use crate::store::{Attempt, Job, JobFilter, JobState, OperatorAction};
 
 const COOKIE: &str = "mailboxd_token";
 
@@ -260,14 +260,28 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
             "<p>No job with that id.</p>",
         );
     };
-    let sam = j.event.account.sam_account_name.as_str();
-    let mut body = format!(
+    let actions = s.store.job_actions(id).await.unwrap_or_default();
+    let body = [
+        job_table(&j),
+        action_buttons(id),
+        attempts_table(&attempts),
+        operator_actions(&actions),
+    ]
+    .concat();
+    page(
+        &format!("Job for {}", j.event.account.sam_account_name.as_str()),
+        &body,
+    )
+}
+
+fn job_table(j: &Job) -> String {
+    format!(
         "<table id=\"job\"><tr><th>Account</th><td id=\"account\">{}</td></tr>\
          <tr><th>Type</th><td>{}</td></tr><tr><th>State</th><td id=\"state\" class=\"state-{st}\">{st}</td></tr>\
          <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td>{}/{}</td></tr>\
          <tr><th>Next attempt</th><td>{}</td></tr><tr><th>Event</th><td>{} (source {}, occurred {})</td></tr>\
          <tr><th>Last error</th><td>{} {}</td></tr></table>",
-        esc(sam),
+        esc(j.event.account.sam_account_name.as_str()),
         j.kind,
         esc(j.outcome.as_deref().unwrap_or("")),
         j.attempt,
@@ -279,14 +293,22 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
         esc(j.last_error_class.as_deref().unwrap_or("")),
         esc(j.last_error.as_deref().unwrap_or("")),
         st = esc(j.state.as_str()),
-    );
-    body.push_str(&format!(
+    )
+}
+
+fn action_buttons(id: Uuid) -> String {
+    format!(
         "<form method=\"post\" action=\"/jobs/{id}/retry\" style=\"display:inline\"><button id=\"retry\" type=\"submit\">Retry now</button></form> \
          <form method=\"post\" action=\"/jobs/{id}/cancel\" style=\"display:inline\"><button id=\"cancel\" type=\"submit\">Cancel</button></form>"
-    ));
-    body.push_str("<h2>Attempts</h2><table id=\"attempts\"><tr><th>#</th><th>Started</th><th>Finished</th><th>Outcome</th><th>Class</th><th>Replica / host / DC</th><th>Error</th></tr>");
-    for a in &attempts {
-        body.push_str(&format!(
+    )
+}
+
+fn attempts_table(attempts: &[Attempt]) -> String {
+    let mut out = String::from(
+        "<h2>Attempts</h2><table id=\"attempts\"><tr><th>#</th><th>Started</th><th>Finished</th><th>Outcome</th><th>Class</th><th>Replica / host / DC</th><th>Error</th></tr>",
+    );
+    for a in attempts {
+        out.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}<br>{}<br>{}</td><td>{}</td></tr>",
             a.attempt,
             a.started_at.format("%H:%M:%S%.3f"),
@@ -299,31 +321,38 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
             esc(a.error_message.as_deref().unwrap_or("")),
         ));
         if let Some(t) = &a.transcript {
-            body.push_str(&format!(
+            out.push_str(&format!(
                 "<tr><td></td><td colspan=\"6\"><details><summary>Transcript</summary><pre>{}</pre></details></td></tr>",
                 esc(t)
             ));
         }
     }
-    body.push_str("</table>");
-    let actions = s.store.job_actions(id).await.unwrap_or_default();
-    if !actions.is_empty() {
-        body.push_str("<h2>Operator actions</h2><table id=\"actions\"><tr><th>When</th><th>What</th><th>Who</th></tr>");
-        for a in &actions {
-            body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                esc(&format!(
-                    "{} {}",
-                    a.action,
-                    a.detail.as_deref().unwrap_or("")
-                )),
-                esc(&a.actor)
-            ));
-        }
-        body.push_str("</table>");
+    out.push_str("</table>");
+    out
+}
+
+/// Who retried or cancelled the job, and when; nothing when no operator did.
+fn operator_actions(actions: &[OperatorAction]) -> String {
+    if actions.is_empty() {
+        return String::new();
     }
-    page(&format!("Job for {sam}"), &body)
+    let mut out = String::from(
+        "<h2>Operator actions</h2><table id=\"actions\"><tr><th>When</th><th>What</th><th>Who</th></tr>",
+    );
+    for a in actions {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            esc(&format!(
+                "{} {}",
+                a.action,
+                a.detail.as_deref().unwrap_or("")
+            )),
+            esc(&a.actor)
+        ));
+    }
+    out.push_str("</table>");
+    out
 }
 
 async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool) -> Response {
