@@ -3,9 +3,10 @@
 //! account, a job page with its attempts and the retry/cancel buttons, the alert outbox,
 //! poison messages and reconciliation runs.
 //!
-//! Access follows the API: the admin token (sent once through `/login`, then kept in an
-//! HttpOnly, SameSite=Strict cookie), or reads without it when `admin.open_reads` is set.
-//! Actions always need the token. Every value shown is HTML-escaped.
+//! Access follows the API's rule (`access`): the admin token (sent once through `/login`,
+//! then kept in an HttpOnly, SameSite=Strict cookie), or reads without it when
+//! `admin.open_reads` is set. Actions always need the token. Every value shown is
+//! HTML-escaped. The pages read [`AdminState`] like the API does; `app` mounts both.
 
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
@@ -37,7 +38,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// HTML-escapes a value for text and attribute positions.
-pub fn esc(s: &str) -> String {
+fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
