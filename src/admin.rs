@@ -1,6 +1,8 @@
 //! The daemon's admin HTTP: liveness, readiness, and the JSON API under `/api/v1` that
 //! the CLI's operations mirror. Every write needs the bearer token; reads too, unless
-//! `admin.open_reads` says otherwise. `/metrics` is Prometheus' text format (open, counts only).
+//! `admin.open_reads` says otherwise (the rule is `access`, shared with the dashboard).
+//! `/metrics` is Prometheus' text format (open, counts only). [`AdminState`] is what every
+//! handler on the admin listener sees, the dashboard's included; `app` mounts both.
 
 use std::net::SocketAddr;
 
@@ -10,13 +12,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::access::{Access, Refusal};
 use crate::store::{ActionRefused, JobFilter, JobState, Store};
 
 #[derive(Clone)]
@@ -24,16 +26,13 @@ pub struct AdminState {
     pub store: Store,
     pub broker_connected: watch::Receiver<bool>,
     pub circuit: std::sync::Arc<crate::circuit::Circuit>,
-    pub token: Option<SecretString>,
-    pub open_reads: bool,
-    /// Who actions with the token are recorded as.
-    pub token_name: String,
+    pub access: Access,
     /// For replaying poison messages to the broker.
     pub amqp: crate::config::Amqp,
 }
 
 pub fn router(state: AdminState) -> Router {
-    if state.open_reads {
+    if state.access.open_reads() {
         tracing::warn!("admin.open_reads is set: the job API can be read without a token");
     }
     Router::new()
@@ -50,7 +49,6 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/reconcile/runs", get(list_reconcile_runs))
         .route("/api/v1/openapi.json", get(openapi))
-        .merge(crate::dashboard::routes())
         .with_state(state)
 }
 
@@ -65,30 +63,23 @@ fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
     (status, Json(json!({"error": detail.into()}))).into_response()
 }
 
-/// Constant-time comparison of the presented token with the configured one.
-fn token_matches(expected: &SecretString, headers: &HeaderMap) -> bool {
-    let Some(given) = headers
+/// The token an `Authorization: Bearer …` header presents.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    crate::secret_eq(expected.expose_secret().as_bytes(), given.trim().as_bytes())
+        .map(str::trim)
 }
 
 /// The refusal, unless the caller may do this.
 fn refuse(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> {
-    if !write && s.open_reads {
-        return None;
-    }
-    match &s.token {
-        None => Some(problem(
+    match s.access.check(bearer(headers), write).err()? {
+        Refusal::Disabled => Some(problem(
             StatusCode::FORBIDDEN,
             "the API is disabled: set admin.token_file (or MAILBOXD_ADMIN_TOKEN) to use it",
         )),
-        Some(t) if token_matches(t, headers) => None,
-        Some(_) => Some(problem(
+        Refusal::NoToken => Some(problem(
             StatusCode::UNAUTHORIZED,
             "send the admin token as `Authorization: Bearer <token>`",
         )),
@@ -281,7 +272,7 @@ async fn job_action(
         Ok(id) => id,
         Err(e) => return bad_request(e),
     };
-    let actor = format!("api:{}", s.token_name);
+    let actor = s.access.actor("api");
     let r = if retry {
         s.store.retry_job(id, &actor).await
     } else {
@@ -369,7 +360,7 @@ async fn bulk_retry(
     };
     match s
         .store
-        .retry_matching(&filter, &format!("api:{}", s.token_name))
+        .retry_matching(&filter, &s.access.actor("api"))
         .await
     {
         Ok(ids) => Json(json!({ "retried": ids.len(), "ids": ids })).into_response(),
@@ -400,7 +391,7 @@ async fn replay_poison(
     use crate::publish::ReplayError;
     match crate::publish::replay_poison(&s.store, &s.amqp, id, None).await {
         Ok(key) => {
-            tracing::info!(poison_id = id, actor = %format!("api:{}", s.token_name), "poison message replayed");
+            tracing::info!(poison_id = id, actor = %s.access.actor("api"), "poison message replayed");
             Json(json!({ "id": id, "replayed_to": key })).into_response()
         }
         Err(ReplayError::NotFound(_)) => {

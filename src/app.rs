@@ -1,19 +1,23 @@
-//! Wires the parts into the daemon: store → intake, worker, admin.
+//! Wires the parts into the daemon (`mailboxd run`): store → intake, worker, alert sender,
+//! reconcile schedule, and the admin listener with the API and the dashboard on it. The
+//! parts do not know each other's wiring; it is all here, in the order things start.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use std::sync::Arc;
-
+use crate::access::Access;
+use crate::admin::AdminState;
 use crate::circuit::Circuit;
 use crate::config::{Settings, WinrmAuth};
+use crate::directory::Directory;
 use crate::exchange::Exchange;
 use crate::store::Store;
-use crate::{admin, intake, worker};
+use crate::{admin, dashboard, intake, worker};
 use winrm::{Auth, ClientConfig, WinrmClient};
 
 /// A running daemon.
@@ -69,42 +73,23 @@ impl App {
             .await
             .context("connecting to PostgreSQL")?;
         store.migrate().await.context("migrating the database")?;
-        let client = winrm_client(&settings)?;
-        let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone())
-            .redacting(settings.secret_values());
-        let exchange_handle = exchange.clone();
-        let warm = settings.exchange.warm_sessions;
-        if warm >= 18 {
-            tracing::warn!(
-                warm_sessions = warm,
-                "exchange.warm_sessions reaches Exchange's default PowerShellMaxConcurrency (18 sessions per user): unless the host's throttling policy was raised, sessions beyond it are refused"
-            );
-        }
-        if warm > settings.worker.concurrency as usize {
-            tracing::warn!(
-                warm_sessions = warm,
-                concurrency = settings.worker.concurrency,
-                "exchange.warm_sessions is above worker.concurrency: the extra processes are never used"
-            );
-        }
+        let exchange = exchange(&settings)?;
+        let directory = Directory::from_config(&settings.ldap)?;
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected_tx, connected_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let circuit = Arc::new(Circuit::new(
+            settings.worker.circuit_threshold,
+            settings.worker.circuit_cooldown,
+        ));
 
-        tasks.push(tokio::spawn(intake::run(
+        let mut tasks = vec![tokio::spawn(intake::run(
             settings.amqp.clone(),
             store.clone(),
             settings.worker.max_attempts,
             shutdown_rx.clone(),
             connected_tx,
-        )));
-
-        let circuit = Arc::new(Circuit::new(
-            settings.worker.circuit_threshold,
-            settings.worker.circuit_cooldown,
-        ));
-        let directory = crate::directory::Directory::from_config(&settings.ldap)?;
+        ))];
         if let (Some(dir), Some(every)) = (&directory, settings.reconcile.interval) {
             tasks.push(tokio::spawn(crate::reconcile::scheduled(
                 dir.clone(),
@@ -117,46 +102,26 @@ impl App {
         }
         let w = worker::Worker {
             store: store.clone(),
-            exchange,
+            exchange: exchange.clone(),
             cfg: settings.worker.clone(),
             batch_size: settings.exchange.batch_size,
             batch_linger: settings.exchange.batch_linger,
             remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
             replica: replica.clone(),
             circuit: circuit.clone(),
-            directory: directory.clone(),
+            directory,
             require_cloud_sync: settings.ldap.require_cloud_sync,
         };
         tasks.push(tokio::spawn(w.run(shutdown_rx.clone())));
-
         tasks.push(tokio::spawn(crate::alert::sender::run(
             store.clone(),
             settings.smtp.clone(),
             settings.admin.public_url.clone(),
             shutdown_rx.clone(),
         )));
-
-        let (listener, admin_addr) = admin::bind(&settings.admin.listen)
-            .await
-            .with_context(|| format!("binding admin.listen {}", settings.admin.listen))?;
-        let router = admin::router(admin::AdminState {
-            store: store.clone(),
-            broker_connected: connected_rx,
-            circuit,
-            token: settings.admin.token.clone(),
-            open_reads: settings.admin.open_reads,
-            token_name: settings.admin.token_name.clone(),
-            amqp: settings.amqp.clone(),
-        });
-        let mut admin_shutdown = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = admin_shutdown.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin server stopped");
-            }
-        }));
+        let state = admin_state(&settings, &store, connected_rx, circuit);
+        let (admin_addr, admin) = serve_admin(&settings.admin.listen, state, shutdown_rx).await?;
+        tasks.push(admin);
         tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
         Ok(App {
             admin_addr,
@@ -165,7 +130,7 @@ impl App {
             shutdown,
             tasks,
             grace: settings.worker.shutdown_grace,
-            exchange: exchange_handle,
+            exchange,
         })
     }
 
@@ -198,4 +163,67 @@ impl App {
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(5), self.exchange.close()).await;
     }
+}
+
+/// The Exchange side from `[exchange]` and `[winrm]`, with a warning for a warm-session
+/// count the host or the workers cannot use.
+fn exchange(settings: &Settings) -> anyhow::Result<Exchange> {
+    let client = winrm_client(settings)?;
+    let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone())
+        .redacting(settings.secret_values());
+    let warm = settings.exchange.warm_sessions;
+    if warm >= 18 {
+        tracing::warn!(
+            warm_sessions = warm,
+            "exchange.warm_sessions reaches Exchange's default PowerShellMaxConcurrency (18 sessions per user): unless the host's throttling policy was raised, sessions beyond it are refused"
+        );
+    }
+    if warm > settings.worker.concurrency as usize {
+        tracing::warn!(
+            warm_sessions = warm,
+            concurrency = settings.worker.concurrency,
+            "exchange.warm_sessions is above worker.concurrency: the extra processes are never used"
+        );
+    }
+    Ok(exchange)
+}
+
+fn admin_state(
+    settings: &Settings,
+    store: &Store,
+    broker_connected: watch::Receiver<bool>,
+    circuit: Arc<Circuit>,
+) -> AdminState {
+    AdminState {
+        store: store.clone(),
+        broker_connected,
+        circuit,
+        access: Access::new(
+            settings.admin.token.clone(),
+            settings.admin.open_reads,
+            settings.admin.token_name.clone(),
+        ),
+        amqp: settings.amqp.clone(),
+    }
+}
+
+/// Binds the admin listener and serves the API and the dashboard on it until shutdown.
+async fn serve_admin(
+    listen: &str,
+    state: AdminState,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let (listener, addr) = admin::bind(listen)
+        .await
+        .with_context(|| format!("binding admin.listen {listen}"))?;
+    let router = admin::router(state.clone()).merge(dashboard::router(state));
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    Ok((addr, task))
 }

@@ -49,156 +49,170 @@ where
 /// Runs every probe (in order: the later ones depend on nothing but their own settings).
 pub async fn run(s: &Settings) -> Vec<Probe> {
     winrm::tls::install_provider();
-    let mut out = Vec::new();
-    out.push(
-        timed("PostgreSQL", async {
-            match crate::store::Store::connect(&s.database.url, 1).await {
-                Ok(store) => match store.ping().await {
-                    Ok(()) => (
-                        Status::Ok,
-                        "connected; `mailboxd migrate` keeps the schema current".into(),
-                    ),
-                    Err(e) => (Status::Fail, e.to_string()),
-                },
-                Err(e) => (Status::Fail, format!("{e} (database.url)")),
-            }
-        })
-        .await,
-    );
-    out.push(
-        timed("RabbitMQ", async {
-            match crate::intake::connect(&s.amqp.url, "mailboxd check").await {
-                Ok(conn) => match conn.create_channel().await {
-                    Ok(ch) => {
-                        let passive = lapin::options::QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        };
-                        match ch
-                            .queue_declare(s.amqp.queue.as_str().into(), passive, Default::default())
-                            .await
-                        {
-                            Ok(q) => (
-                                Status::Ok,
-                                format!("queue {} holds {} message(s)", s.amqp.queue, q.message_count()),
-                            ),
-                            Err(_) => (
-                                Status::Ok,
-                                format!(
-                                    "connected; queue {} does not exist yet (the daemon declares it)",
-                                    s.amqp.queue
-                                ),
-                            ),
-                        }
-                    }
-                    Err(e) => (Status::Fail, e.to_string()),
-                },
-                Err(e) => (Status::Fail, format!("{e} (amqp.url)")),
-            }
-        })
-        .await,
-    );
-    match crate::directory::Directory::from_config(&s.ldap) {
-        Ok(None) => out.push(Probe {
-            name: "LDAP".into(),
-            status: Status::Skip,
-            detail: "[ldap].urls is empty: no directory checks".into(),
-            ms: 0,
-        }),
-        Err(e) => out.push(Probe {
-            name: "LDAP".into(),
-            status: Status::Fail,
-            detail: e.to_string(),
-            ms: 0,
-        }),
-        Ok(Some(dir)) => {
-            let started = Instant::now();
-            for (url, r) in dir.check().await {
-                out.push(Probe {
-                    name: format!("LDAP {url}"),
-                    status: if r.is_ok() { Status::Ok } else { Status::Fail },
-                    detail: match r {
-                        Ok(dc) => format!("bound as {}; domain controller {dc}", s.ldap.bind_dn),
-                        Err(e) => e,
-                    },
-                    ms: started.elapsed().as_millis(),
-                });
-            }
-        }
-    }
-    out.push(
-        timed("WinRM", async {
-            let client = match crate::app::winrm_client(s) {
-                Ok(c) => c,
-                Err(e) => return (Status::Fail, e.to_string()),
-            };
-            let shell = match client.open_shell(&Default::default()).await {
-                Ok(sh) => sh,
-                Err(e) => return (Status::Fail, e.to_string()),
-            };
-            let r = shell.run("hostname", &[], None).await;
-            let _ = shell.close().await;
-            match r {
-                Ok(o) if o.exit_code == 0 => (
-                    Status::Ok,
-                    format!(
-                        "{} answers as {}",
-                        s.winrm.endpoint,
-                        String::from_utf8_lossy(&o.stdout).trim()
-                    ),
-                ),
-                Ok(o) => (Status::Fail, format!("hostname exited {}", o.exit_code)),
-                Err(e) => (Status::Fail, e.to_string()),
-            }
-        })
-        .await,
-    );
-    out.push(
-        timed("Exchange session", async {
-            let client = match crate::app::winrm_client(s) {
-                Ok(c) => c,
-                Err(e) => return (Status::Fail, e.to_string()),
-            };
-            let ex = crate::exchange::Exchange::new(client, &s.exchange, s.winrm.endpoint.clone())
-                .redacting(s.secret_values());
-            // A batch of no accounts: opens the session in the configured mode, touches nothing.
-            match ex
-                .run_batch(crate::exchange::Template::EnableRemoteMailbox, Vec::new())
-                .await
-            {
-                Ok(_) => (
-                    Status::Ok,
-                    format!("session opened in {:?} mode", s.exchange.mode).to_lowercase(),
-                ),
-                Err(e) => (Status::Fail, e.to_string()),
-            }
-        })
-        .await,
-    );
-    if s.smtp.host.is_empty() {
-        out.push(Probe {
-            name: "SMTP".into(),
-            status: Status::Skip,
-            detail: "[smtp].host is empty: alerts stay in the outbox".into(),
-            ms: 0,
-        });
+    let mut out = vec![
+        timed("PostgreSQL", postgres(s)).await,
+        timed("RabbitMQ", rabbitmq(s)).await,
+    ];
+    out.extend(ldap(s).await);
+    out.push(timed("WinRM", winrm_hostname(s)).await);
+    out.push(timed("Exchange session", exchange_session(s)).await);
+    out.push(if s.smtp.host.is_empty() {
+        skipped("SMTP", "[smtp].host is empty: alerts stay in the outbox")
     } else {
-        out.push(
-            timed("SMTP", async {
-                match crate::alert::sender::Sender::new(&s.smtp, None) {
-                    Ok(sender) => match sender.test_connection().await {
-                        Ok(true) => (
-                            Status::Ok,
-                            format!("{}:{} accepts connections", s.smtp.host, s.smtp.port),
-                        ),
-                        Ok(false) => (Status::Fail, "the server did not answer NOOP".into()),
-                        Err(e) => (Status::Fail, e),
-                    },
-                    Err(e) => (Status::Fail, e.to_string()),
-                }
-            })
-            .await,
-        );
+        timed("SMTP", smtp(s)).await
+    });
+    out
+}
+
+/// What one probe found.
+type Verdict = (Status, String);
+
+fn fail(e: impl std::fmt::Display) -> Verdict {
+    (Status::Fail, e.to_string())
+}
+
+/// A probe that took no time: not configured, or refused before trying.
+fn untimed(name: &str, status: Status, detail: impl Into<String>) -> Probe {
+    Probe {
+        name: name.into(),
+        status,
+        detail: detail.into(),
+        ms: 0,
+    }
+}
+
+fn skipped(name: &str, detail: &str) -> Probe {
+    untimed(name, Status::Skip, detail)
+}
+
+async fn postgres(s: &Settings) -> Verdict {
+    let store = match crate::store::Store::connect(&s.database.url, 1).await {
+        Ok(store) => store,
+        Err(e) => return fail(format!("{e} (database.url)")),
+    };
+    match store.ping().await {
+        Ok(()) => (
+            Status::Ok,
+            "connected; `mailboxd migrate` keeps the schema current".into(),
+        ),
+        Err(e) => fail(e),
+    }
+}
+
+/// Connects and looks at the queue without declaring it (passive): a check changes nothing.
+async fn rabbitmq(s: &Settings) -> Verdict {
+    let conn = match crate::intake::connect(&s.amqp.url, "mailboxd check").await {
+        Ok(conn) => conn,
+        Err(e) => return fail(format!("{e} (amqp.url)")),
+    };
+    let ch = match conn.create_channel().await {
+        Ok(ch) => ch,
+        Err(e) => return fail(e),
+    };
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let queue = &s.amqp.queue;
+    match ch
+        .queue_declare(queue.as_str().into(), passive, Default::default())
+        .await
+    {
+        Ok(q) => (
+            Status::Ok,
+            format!("queue {queue} holds {} message(s)", q.message_count()),
+        ),
+        Err(_) => (
+            Status::Ok,
+            format!("connected; queue {queue} does not exist yet (the daemon declares it)"),
+        ),
+    }
+}
+
+/// One probe per configured domain controller.
+async fn ldap(s: &Settings) -> Vec<Probe> {
+    let dir = match crate::directory::Directory::from_config(&s.ldap) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => return vec![skipped("LDAP", "[ldap].urls is empty: no directory checks")],
+        Err(e) => return vec![untimed("LDAP", Status::Fail, e.to_string())],
+    };
+    let started = Instant::now();
+    let mut out = Vec::new();
+    for (url, r) in dir.check().await {
+        let (status, detail) = match r {
+            Ok(dc) => (
+                Status::Ok,
+                format!("bound as {}; domain controller {dc}", s.ldap.bind_dn),
+            ),
+            Err(e) => (Status::Fail, e),
+        };
+        out.push(Probe {
+            name: format!("LDAP {url}"),
+            status,
+            detail,
+            ms: started.elapsed().as_millis(),
+        });
     }
     out
+}
+
+/// Runs `hostname` in a WinRM shell: credentials, transport and the host's answer.
+async fn winrm_hostname(s: &Settings) -> Verdict {
+    let client = match crate::app::winrm_client(s) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let shell = match client.open_shell(&Default::default()).await {
+        Ok(sh) => sh,
+        Err(e) => return fail(e),
+    };
+    let r = shell.run("hostname", &[], None).await;
+    let _ = shell.close().await;
+    match r {
+        Ok(o) if o.exit_code == 0 => (
+            Status::Ok,
+            format!(
+                "{} answers as {}",
+                s.winrm.endpoint,
+                String::from_utf8_lossy(&o.stdout).trim()
+            ),
+        ),
+        Ok(o) => fail(format!("hostname exited {}", o.exit_code)),
+        Err(e) => fail(e),
+    }
+}
+
+async fn exchange_session(s: &Settings) -> Verdict {
+    let client = match crate::app::winrm_client(s) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let ex = crate::exchange::Exchange::new(client, &s.exchange, s.winrm.endpoint.clone())
+        .redacting(s.secret_values());
+    // A batch of no accounts: opens the session in the configured mode, touches nothing.
+    match ex
+        .run_batch(crate::exchange::Template::EnableRemoteMailbox, Vec::new())
+        .await
+    {
+        Ok(_) => (
+            Status::Ok,
+            format!("session opened in {:?} mode", s.exchange.mode).to_lowercase(),
+        ),
+        Err(e) => fail(e),
+    }
+}
+
+async fn smtp(s: &Settings) -> Verdict {
+    let sender = match crate::alert::sender::Sender::new(&s.smtp, None) {
+        Ok(sender) => sender,
+        Err(e) => return fail(e),
+    };
+    match sender.test_connection().await {
+        Ok(true) => (
+            Status::Ok,
+            format!("{}:{} accepts connections", s.smtp.host, s.smtp.port),
+        ),
+        Ok(false) => fail("the server did not answer NOOP"),
+        Err(e) => fail(e),
+    }
 }

@@ -3,26 +3,27 @@
 //! account, a job page with its attempts and the retry/cancel buttons, the alert outbox,
 //! poison messages and reconciliation runs.
 //!
-//! Access follows the API: the admin token (sent once through `/login`, then kept in an
-//! HttpOnly, SameSite=Strict cookie), or reads without it when `admin.open_reads` is set.
-//! Actions always need the token. Every value shown is HTML-escaped.
+//! Access follows the API's rule (`access`): the admin token (sent once through `/login`,
+//! then kept in an HttpOnly, SameSite=Strict cookie), or reads without it when
+//! `admin.open_reads` is set. Actions always need the token. Every value shown is
+//! HTML-escaped. The pages read [`AdminState`] like the API does; `app` mounts both.
 
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::access::Refusal;
 use crate::admin::AdminState;
 use crate::event::EventKind;
-use crate::store::{JobFilter, JobState};
+use crate::store::{Attempt, Job, JobFilter, JobState, OperatorAction};
 
 const COOKIE: &str = "mailboxd_token";
 
-pub fn routes() -> Router<AdminState> {
+pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/login", get(login_form).post(login))
@@ -33,10 +34,11 @@ pub fn routes() -> Router<AdminState> {
         .route("/alerts", get(alerts))
         .route("/poison", get(poison))
         .route("/reconcile", get(reconcile))
+        .with_state(state)
 }
 
 /// HTML-escapes a value for text and attribute positions.
-pub fn esc(s: &str) -> String {
+fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -62,34 +64,26 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn has_token(s: &AdminState, headers: &HeaderMap) -> bool {
-    match (&s.token, cookie_token(headers)) {
-        (Some(t), Some(given)) => crate::secret_eq(t.expose_secret().as_bytes(), given.as_bytes()),
-        _ => false,
-    }
-}
-
 /// The refusal when the visitor may not see (or, for `write`, change) anything.
 fn check(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> {
-    if has_token(s, headers) || (!write && s.open_reads) {
-        return None;
-    }
-    if s.token.is_none() {
-        return Some(page_with_status(
+    let refusal = s
+        .access
+        .check(cookie_token(headers).as_deref(), write)
+        .err()?;
+    Some(match refusal {
+        Refusal::Disabled => page_with_status(
             StatusCode::FORBIDDEN,
             "Dashboard off",
             "<p>The dashboard needs an admin token: set <code>admin.token_file</code> (or \
              <code>MAILBOXD_ADMIN_TOKEN</code>), or <code>admin.open_reads = true</code> to read without one.</p>",
-        ));
-    }
-    if write {
-        return Some(page_with_status(
+        ),
+        Refusal::NoToken if write => page_with_status(
             StatusCode::UNAUTHORIZED,
             "Token needed",
             "<p>Actions need the admin token. <a href=\"/login\">Log in</a>.</p>",
-        ));
-    }
-    Some(Redirect::to("/login").into_response())
+        ),
+        Refusal::NoToken => Redirect::to("/login").into_response(),
+    })
 }
 
 fn page(title: &str, body: &str) -> Response {
@@ -267,14 +261,28 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
             "<p>No job with that id.</p>",
         );
     };
-    let sam = j.event.account.sam_account_name.as_str();
-    let mut body = format!(
+    let actions = s.store.job_actions(id).await.unwrap_or_default();
+    let body = [
+        job_table(&j),
+        action_buttons(id),
+        attempts_table(&attempts),
+        operator_actions(&actions),
+    ]
+    .concat();
+    page(
+        &format!("Job for {}", j.event.account.sam_account_name.as_str()),
+        &body,
+    )
+}
+
+fn job_table(j: &Job) -> String {
+    format!(
         "<table id=\"job\"><tr><th>Account</th><td id=\"account\">{}</td></tr>\
          <tr><th>Type</th><td>{}</td></tr><tr><th>State</th><td id=\"state\" class=\"state-{st}\">{st}</td></tr>\
          <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td>{}/{}</td></tr>\
          <tr><th>Next attempt</th><td>{}</td></tr><tr><th>Event</th><td>{} (source {}, occurred {})</td></tr>\
          <tr><th>Last error</th><td>{} {}</td></tr></table>",
-        esc(sam),
+        esc(j.event.account.sam_account_name.as_str()),
         j.kind,
         esc(j.outcome.map_or("", |o| o.as_str())),
         j.attempt,
@@ -286,14 +294,22 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
         esc(j.last_error_class.map_or("", |c| c.as_str())),
         esc(j.last_error.as_deref().unwrap_or("")),
         st = esc(j.state.as_str()),
-    );
-    body.push_str(&format!(
+    )
+}
+
+fn action_buttons(id: Uuid) -> String {
+    format!(
         "<form method=\"post\" action=\"/jobs/{id}/retry\" style=\"display:inline\"><button id=\"retry\" type=\"submit\">Retry now</button></form> \
          <form method=\"post\" action=\"/jobs/{id}/cancel\" style=\"display:inline\"><button id=\"cancel\" type=\"submit\">Cancel</button></form>"
-    ));
-    body.push_str("<h2>Attempts</h2><table id=\"attempts\"><tr><th>#</th><th>Started</th><th>Finished</th><th>Outcome</th><th>Class</th><th>Replica / host / DC</th><th>Error</th></tr>");
-    for a in &attempts {
-        body.push_str(&format!(
+    )
+}
+
+fn attempts_table(attempts: &[Attempt]) -> String {
+    let mut out = String::from(
+        "<h2>Attempts</h2><table id=\"attempts\"><tr><th>#</th><th>Started</th><th>Finished</th><th>Outcome</th><th>Class</th><th>Replica / host / DC</th><th>Error</th></tr>",
+    );
+    for a in attempts {
+        out.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}<br>{}<br>{}</td><td>{}</td></tr>",
             a.attempt,
             a.started_at.format("%H:%M:%S%.3f"),
@@ -306,38 +322,45 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
             esc(a.error_message.as_deref().unwrap_or("")),
         ));
         if let Some(t) = &a.transcript {
-            body.push_str(&format!(
+            out.push_str(&format!(
                 "<tr><td></td><td colspan=\"6\"><details><summary>Transcript</summary><pre>{}</pre></details></td></tr>",
                 esc(t)
             ));
         }
     }
-    body.push_str("</table>");
-    let actions = s.store.job_actions(id).await.unwrap_or_default();
-    if !actions.is_empty() {
-        body.push_str("<h2>Operator actions</h2><table id=\"actions\"><tr><th>When</th><th>What</th><th>Who</th></tr>");
-        for a in &actions {
-            body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                a.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                esc(&format!(
-                    "{} {}",
-                    a.action,
-                    a.detail.as_deref().unwrap_or("")
-                )),
-                esc(&a.actor)
-            ));
-        }
-        body.push_str("</table>");
+    out.push_str("</table>");
+    out
+}
+
+/// Who retried or cancelled the job, and when; nothing when no operator did.
+fn operator_actions(actions: &[OperatorAction]) -> String {
+    if actions.is_empty() {
+        return String::new();
     }
-    page(&format!("Job for {sam}"), &body)
+    let mut out = String::from(
+        "<h2>Operator actions</h2><table id=\"actions\"><tr><th>When</th><th>What</th><th>Who</th></tr>",
+    );
+    for a in actions {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            esc(&format!(
+                "{} {}",
+                a.action,
+                a.detail.as_deref().unwrap_or("")
+            )),
+            esc(&a.actor)
+        ));
+    }
+    out.push_str("</table>");
+    out
 }
 
 async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool) -> Response {
     if let Some(r) = check(&s, &headers, true) {
         return r;
     }
-    let actor = format!("dashboard:{}", s.token_name);
+    let actor = s.access.actor("dashboard");
     let r = if retry {
         s.store.retry_job(id, &actor).await
     } else {
@@ -468,11 +491,7 @@ struct LoginForm {
 }
 
 async fn login(State(s): State<AdminState>, Form(f): Form<LoginForm>) -> Response {
-    let ok = s
-        .token
-        .as_ref()
-        .is_some_and(|t| crate::secret_eq(t.expose_secret().as_bytes(), f.token.as_bytes()));
-    if !ok {
+    if !s.access.is_token(&f.token) {
         return page_with_status(
             StatusCode::UNAUTHORIZED,
             "Log in",

@@ -253,14 +253,13 @@ async fn handle_batch(
     for delivery in batch {
         let props = &delivery.properties;
         let content_type = props.content_type().as_ref().map(ShortString::as_str);
-        let parsed = event::parse_delivery(
-            &delivery.data,
+        let received = event::Delivery {
+            body: &delivery.data,
             content_type,
-            props.message_id().as_ref().map(ShortString::as_str),
-            delivery.routing_key.as_str(),
-            rules,
-        );
-        match parsed {
+            message_id: props.message_id().as_ref().map(ShortString::as_str),
+            routing_key: delivery.routing_key.as_str(),
+        };
+        match event::decode(&received, rules) {
             Ok(d) => {
                 if !d.credentials.is_empty() {
                     tracing::warn!(
@@ -275,15 +274,7 @@ async fn handle_batch(
                 good.push((delivery, d.events));
             }
             Err(reason) => {
-                // An XML body may hold credentials: keep it only with them removed, and
-                // withhold it when it cannot be parsed far enough to tell.
-                let body = if crate::iiq::looks_like_xml(&delivery.data, content_type) {
-                    crate::iiq::sanitized(&delivery.data).unwrap_or_else(|| {
-                        b"[body withheld by mailboxd: unreadable XML may hold credentials]".to_vec()
-                    })
-                } else {
-                    delivery.data.clone()
-                };
+                let body = received.poison_body();
                 let poison = NewPoison {
                     reason: reason.to_string(),
                     routing_key: delivery.routing_key.to_string(),

@@ -1,6 +1,7 @@
 //! mailboxd: provisions hybrid Exchange remote mailboxes for joiner and leaver events.
 //! See ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod admin;
 pub mod alert;
 pub mod app;
@@ -13,7 +14,6 @@ pub mod dashboard;
 pub mod directory;
 pub mod event;
 pub mod exchange;
-pub mod iiq;
 pub mod intake;
 pub mod metrics;
 pub mod publish;

@@ -3,7 +3,7 @@
 //! routed to a queue.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 
 use crate::config;
 use crate::event::{EventKind, SCHEMA_V1};
@@ -123,34 +123,10 @@ impl Publisher {
         content_type: Option<&str>,
         message_id: Option<&str>,
     ) -> Result<(), PublishError> {
-        let mut props = BasicProperties::default().with_delivery_mode(2);
-        if let Some(ct) = content_type {
-            props = props.with_content_type(ct.into());
-        }
-        if let Some(id) = message_id {
-            props = props.with_message_id(id.into());
-        }
         let confirm = self
-            .ch
-            .basic_publish(
-                self.exchange.as_str().into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                props,
-            )
-            .await?
+            .send(routing_key, body, properties(content_type, message_id))
             .await?;
-        if !confirm.is_ack() {
-            return Err(PublishError::Nacked);
-        }
-        if confirm.take_message().is_some() {
-            return Err(PublishError::Unroutable(routing_key.to_owned()));
-        }
-        Ok(())
+        confirmed(confirm.await?, routing_key)
     }
 
     /// Publishes many messages at full speed: up to `window` unconfirmed at a time, then
@@ -164,39 +140,39 @@ impl Publisher {
         for chunk in messages.chunks(window.max(1)) {
             let mut pending = Vec::with_capacity(chunk.len());
             for (routing_key, body, message_id) in chunk {
-                let mut props = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into());
-                if let Some(id) = message_id {
-                    props = props.with_message_id((*id).into());
-                }
-                let confirm = self
-                    .ch
-                    .basic_publish(
-                        self.exchange.as_str().into(),
-                        (*routing_key).into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..BasicPublishOptions::default()
-                        },
-                        body,
-                        props,
-                    )
-                    .await?;
-                pending.push((routing_key, confirm));
+                let props = properties(Some("application/json"), *message_id);
+                pending.push((routing_key, self.send(routing_key, body, props).await?));
             }
             for (routing_key, confirm) in pending {
-                let confirm = confirm.await?;
-                if !confirm.is_ack() {
-                    return Err(PublishError::Nacked);
-                }
-                if confirm.take_message().is_some() {
-                    return Err(PublishError::Unroutable((*routing_key).to_owned()));
-                }
+                confirmed(confirm.await?, routing_key)?;
                 done += 1;
             }
         }
         Ok(done)
+    }
+
+    /// Sends one message, `mandatory` so that an unroutable one comes back rather than
+    /// vanishing; the confirm is awaited by the caller.
+    async fn send(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<PublisherConfirm, PublishError> {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        Ok(self
+            .ch
+            .basic_publish(
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                options,
+                body,
+                props,
+            )
+            .await?)
     }
 
     pub async fn publish(&self, spec: &EventSpec) -> Result<(), PublishError> {
@@ -209,6 +185,29 @@ impl Publisher {
         )
         .await
     }
+}
+
+/// A persistent message with these properties.
+fn properties(content_type: Option<&str>, message_id: Option<&str>) -> BasicProperties {
+    let mut props = BasicProperties::default().with_delivery_mode(2);
+    if let Some(ct) = content_type {
+        props = props.with_content_type(ct.into());
+    }
+    if let Some(id) = message_id {
+        props = props.with_message_id(id.into());
+    }
+    props
+}
+
+/// Published means acked by the broker and routed to a queue (not returned).
+fn confirmed(confirm: Confirmation, routing_key: &str) -> Result<(), PublishError> {
+    if !confirm.is_ack() {
+        return Err(PublishError::Nacked);
+    }
+    if confirm.take_message().is_some() {
+        return Err(PublishError::Unroutable(routing_key.to_owned()));
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

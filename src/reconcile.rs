@@ -13,9 +13,9 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::config::{self, DEFAULT_RECONCILE_FILTER};
-use crate::directory::{Account, Directory, RecipientType};
+use crate::directory::{Account, Directory, DirectoryError, RecipientType};
 use crate::event::{self, AccountName, Event, EventKind};
-use crate::store::{NewAlert, RunRecord, Store};
+use crate::store::{Inserted, NewAlert, RunRecord, Store, StoreError};
 
 /// Differences kept in the run record and shown to operators (all are counted).
 const SAMPLE: usize = 200;
@@ -111,149 +111,215 @@ pub async fn run(
     let run_id = store
         .start_reconcile_run(crate::replica_name(), dry_run)
         .await?;
-    let scopes = if cfg.scopes.is_empty() {
+    let mut found = Scan::default();
+    if let Err(e) = scan_scopes(dir, cfg, Progress::new(progress), &mut found).await {
+        record_failed(store, run_id, found.scanned, &e.to_string()).await?;
+        return Err(e.into());
+    }
+    let differences = one_per_account(found.differences);
+    let actionable: Vec<&Difference> = differences
+        .iter()
+        .filter(|d| d.kind.job().is_some())
+        .collect();
+    let capped = actionable.len() > cfg.max_jobs_per_run;
+    let queued = match (dry_run, capped) {
+        (true, _) => Queued::default(),
+        (false, true) => {
+            alert_capped(store, run_id, found.scanned, actionable.len(), cfg).await?;
+            Queued::default()
+        }
+        (false, false) => queue(store, run_id, &actionable, max_attempts).await?,
+    };
+    let report = Report {
+        run_id,
+        dry_run,
+        domain_controllers: found.domain_controllers,
+        scanned: found.scanned,
+        by_kind: count_by_kind(&differences),
+        jobs_created: queued.jobs_created,
+        skipped_pending: queued.skipped_pending,
+        capped,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        differences,
+    };
+    record_metrics(&report);
+    record_finished(store, &report).await?;
+    Ok(report)
+}
+
+/// What the scan of the scopes found so far (so far: a failed scan still says how far it got).
+#[derive(Default)]
+struct Scan {
+    scanned: usize,
+    differences: Vec<Difference>,
+    domain_controllers: Vec<String>,
+}
+
+/// The configured scopes, or the whole domain with the default filter.
+fn scopes(dir: &Directory, cfg: &config::Reconcile) -> Vec<config::ReconcileScope> {
+    if cfg.scopes.is_empty() {
         vec![config::ReconcileScope {
             base_dn: dir.base_dn().to_owned(),
             filter: DEFAULT_RECONCILE_FILTER.to_owned(),
         }]
     } else {
         cfg.scopes.clone()
-    };
-    let mut scanned = 0usize;
-    let mut differences = Vec::new();
-    let mut dcs = Vec::new();
-    let mut last_progress = Instant::now();
-    for scope in &scopes {
+    }
+}
+
+async fn scan_scopes(
+    dir: &Directory,
+    cfg: &config::Reconcile,
+    mut progress: Progress,
+    found: &mut Scan,
+) -> Result<(), DirectoryError> {
+    for scope in scopes(dir, cfg) {
         let dc = dir
             .scan(&scope.base_dn, &scope.filter, cfg.page_size, |a| {
-                scanned += 1;
-                // Progress for a long scan, on the dashboard's metrics as on a terminal.
-                if scanned.is_multiple_of(1000) {
-                    metrics::gauge!("mailboxd_reconcile_progress").set(scanned as f64);
-                }
-                if progress && last_progress.elapsed() >= Duration::from_secs(1) {
-                    eprint!(
-                        "\rscanned {scanned} accounts, {} differences",
-                        differences.len()
-                    );
-                    last_progress = Instant::now();
-                }
+                found.scanned += 1;
+                progress.tick(found.scanned, found.differences.len());
                 if let Some(d) = difference(&a) {
-                    differences.push(d);
+                    found.differences.push(d);
                 }
             })
-            .await;
-        match dc {
-            Ok(dc) => dcs.push(dc),
-            Err(e) => {
-                let record = RunRecord {
-                    domain_controller: None,
-                    scanned: i32::try_from(scanned).unwrap_or(i32::MAX),
-                    differences: 0,
-                    by_kind: serde_json::json!({}),
-                    sample: serde_json::json!([]),
-                    jobs_created: 0,
-                    skipped_pending: 0,
-                    capped: false,
-                    error: Some(&e.to_string()),
-                };
-                store.finish_reconcile_run(run_id, &record).await?;
-                return Err(e.into());
-            }
+            .await?;
+        found.domain_controllers.push(dc);
+    }
+    progress.finish(found.scanned, found.differences.len());
+    Ok(())
+}
+
+/// Progress of a long scan, on the dashboard's metrics as on a terminal.
+struct Progress {
+    on_terminal: bool,
+    last_shown: Instant,
+}
+
+impl Progress {
+    fn new(on_terminal: bool) -> Progress {
+        Progress {
+            on_terminal,
+            last_shown: Instant::now(),
         }
     }
-    if progress {
-        eprintln!(
-            "\rscanned {scanned} accounts, {} differences",
-            differences.len()
-        );
+
+    fn tick(&mut self, scanned: usize, differences: usize) {
+        if scanned.is_multiple_of(1000) {
+            metrics::gauge!("mailboxd_reconcile_progress").set(scanned as f64);
+        }
+        if self.on_terminal && self.last_shown.elapsed() >= Duration::from_secs(1) {
+            eprint!("\rscanned {scanned} accounts, {differences} differences");
+            self.last_shown = Instant::now();
+        }
     }
-    // Several scopes may overlap: one difference per account.
+
+    fn finish(&self, scanned: usize, differences: usize) {
+        if self.on_terminal {
+            eprintln!("\rscanned {scanned} accounts, {differences} differences");
+        }
+    }
+}
+
+/// One difference per account, sorted by name: several scopes may overlap.
+fn one_per_account(mut differences: Vec<Difference>) -> Vec<Difference> {
     differences.sort_by(|a, b| {
         a.sam_account_name
             .to_lowercase()
             .cmp(&b.sam_account_name.to_lowercase())
     });
     differences.dedup_by(|a, b| a.sam_account_name.eq_ignore_ascii_case(&b.sam_account_name));
+    differences
+}
+
+fn count_by_kind(differences: &[Difference]) -> BTreeMap<DiffKind, usize> {
     let mut by_kind = BTreeMap::new();
-    for d in &differences {
+    for d in differences {
         *by_kind.entry(d.kind).or_insert(0usize) += 1;
     }
+    by_kind
+}
 
-    let actionable: Vec<&Difference> = differences
+/// What queueing the differences came to.
+#[derive(Default)]
+struct Queued {
+    jobs_created: usize,
+    /// Differences whose account already has a job in progress.
+    skipped_pending: usize,
+}
+
+/// Too many differences usually mean a wrong scope or filter: nothing is queued, and
+/// support hears of it (at most once an hour).
+async fn alert_capped(
+    store: &Store,
+    run_id: i64,
+    scanned: usize,
+    actionable: usize,
+    cfg: &config::Reconcile,
+) -> anyhow::Result<()> {
+    let cap = cfg.max_jobs_per_run;
+    let alert = NewAlert {
+        kind: "reconcile".into(),
+        digest_key: None,
+        account: None,
+        subject: format!(
+            "[mailboxd] Reconciliation queued nothing: {actionable} differences exceed the cap of {cap}"
+        ),
+        body: format!(
+            "Run {run_id} compared {scanned} accounts and found {actionable} that would need a job, more than \
+             reconcile.max_jobs_per_run = {cap}. That usually means a scope or filter is wrong, so nothing \
+             was queued.\n\nWhat to do: check the differences with `mailboxd reconcile --dry-run`; if \
+             they are real, raise the cap for one run or work through them in smaller scopes.\n"
+        ),
+    };
+    store.raise_alert(&alert, Duration::from_secs(3600)).await?;
+    tracing::error!(
+        run_id,
+        differences = actionable,
+        cap,
+        "reconciliation capped: nothing queued"
+    );
+    Ok(())
+}
+
+/// Queues a job for each difference whose account has none in progress.
+async fn queue(
+    store: &Store,
+    run_id: i64,
+    actionable: &[&Difference],
+    max_attempts: i32,
+) -> anyhow::Result<Queued> {
+    let keys: Vec<String> = actionable
         .iter()
-        .filter(|d| d.kind.job().is_some())
+        .map(|d| d.sam_account_name.to_lowercase())
         .collect();
-    let capped = actionable.len() > cfg.max_jobs_per_run;
-    let mut jobs_created = 0;
-    let mut skipped_pending = 0;
-    if !dry_run && capped {
-        let alert = NewAlert {
-            kind: "reconcile".into(),
-            digest_key: None,
-            account: None,
-            subject: format!(
-                "[mailboxd] Reconciliation queued nothing: {} differences exceed the cap of {}",
-                actionable.len(),
-                cfg.max_jobs_per_run
-            ),
-            body: format!(
-                "Run {run_id} compared {scanned} accounts and found {} that would need a job, more than \
-                 reconcile.max_jobs_per_run = {}. That usually means a scope or filter is wrong, so nothing \
-                 was queued.\n\nWhat to do: check the differences with `mailboxd reconcile --dry-run`; if \
-                 they are real, raise the cap for one run or work through them in smaller scopes.\n",
-                actionable.len(),
-                cfg.max_jobs_per_run
-            ),
-        };
-        store.raise_alert(&alert, Duration::from_secs(3600)).await?;
-        tracing::error!(
-            run_id,
-            differences = actionable.len(),
-            cap = cfg.max_jobs_per_run,
-            "reconciliation capped: nothing queued"
-        );
-    } else if !dry_run {
-        let keys: Vec<String> = actionable
-            .iter()
-            .map(|d| d.sam_account_name.to_lowercase())
-            .collect();
-        let pending = store.pending_accounts(&keys).await?;
-        let mut events = Vec::new();
-        for d in &actionable {
-            if pending.contains(&d.sam_account_name.to_lowercase()) {
-                skipped_pending += 1;
-                continue;
-            }
-            match to_event(run_id, d) {
-                Ok(e) => events.push(e),
-                Err(why) => {
-                    tracing::warn!(account = %d.sam_account_name, %why, "difference cannot become a job")
-                }
-            }
+    let pending = store.pending_accounts(&keys).await?;
+    let mut queued = Queued::default();
+    let mut events = Vec::new();
+    for d in actionable {
+        if pending.contains(&d.sam_account_name.to_lowercase()) {
+            queued.skipped_pending += 1;
+            continue;
         }
-        for chunk in events.chunks(500) {
-            let inserted = store.insert_events(chunk, max_attempts).await?;
-            jobs_created += inserted
-                .iter()
-                .filter(|i| matches!(i, crate::store::Inserted::New(_)))
-                .count();
+        match to_event(run_id, d) {
+            Ok(e) => events.push(e),
+            Err(why) => {
+                tracing::warn!(account = %d.sam_account_name, %why, "difference cannot become a job")
+            }
         }
     }
-    let report = Report {
-        run_id,
-        dry_run,
-        domain_controllers: dcs,
-        scanned,
-        by_kind,
-        jobs_created,
-        skipped_pending,
-        capped,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        differences,
-    };
-    metrics::counter!("mailboxd_reconcile_runs_total", "mode" => if dry_run { "dry_run" } else { "run" })
-        .increment(1);
+    for chunk in events.chunks(500) {
+        let inserted = store.insert_events(chunk, max_attempts).await?;
+        queued.jobs_created += inserted
+            .iter()
+            .filter(|i| matches!(i, Inserted::New(_)))
+            .count();
+    }
+    Ok(queued)
+}
+
+fn record_metrics(report: &Report) {
+    let mode = if report.dry_run { "dry_run" } else { "run" };
+    metrics::counter!("mailboxd_reconcile_runs_total", "mode" => mode).increment(1);
     metrics::gauge!("mailboxd_reconcile_scanned").set(report.scanned as f64);
     for (kind, n) in &report.by_kind {
         let kind = serde_json::to_value(kind)
@@ -264,25 +330,48 @@ pub async fn run(
     }
     metrics::counter!("mailboxd_reconcile_jobs_created_total")
         .increment(report.jobs_created as u64);
+}
+
+/// A count as the run record's `integer` column holds it.
+fn column(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+async fn record_finished(store: &Store, report: &Report) -> anyhow::Result<()> {
     let sample: Vec<&Difference> = report.differences.iter().take(SAMPLE).collect();
-    let dc = report.domain_controllers.first().cloned();
-    store
-        .finish_reconcile_run(
-            run_id,
-            &RunRecord {
-                domain_controller: dc.as_deref(),
-                scanned: i32::try_from(report.scanned).unwrap_or(i32::MAX),
-                differences: i32::try_from(report.differences.len()).unwrap_or(i32::MAX),
-                by_kind: serde_json::to_value(&report.by_kind)?,
-                sample: serde_json::to_value(&sample)?,
-                jobs_created: i32::try_from(report.jobs_created).unwrap_or(i32::MAX),
-                skipped_pending: i32::try_from(report.skipped_pending).unwrap_or(i32::MAX),
-                capped: report.capped,
-                error: None,
-            },
-        )
-        .await?;
-    Ok(report)
+    let record = RunRecord {
+        domain_controller: report.domain_controllers.first().map(String::as_str),
+        scanned: column(report.scanned),
+        differences: column(report.differences.len()),
+        by_kind: serde_json::to_value(&report.by_kind)?,
+        sample: serde_json::to_value(&sample)?,
+        jobs_created: column(report.jobs_created),
+        skipped_pending: column(report.skipped_pending),
+        capped: report.capped,
+        error: None,
+    };
+    store.finish_reconcile_run(report.run_id, &record).await?;
+    Ok(())
+}
+
+async fn record_failed(
+    store: &Store,
+    run_id: i64,
+    scanned: usize,
+    error: &str,
+) -> Result<(), StoreError> {
+    let record = RunRecord {
+        domain_controller: None,
+        scanned: column(scanned),
+        differences: 0,
+        by_kind: serde_json::json!({}),
+        sample: serde_json::json!([]),
+        jobs_created: 0,
+        skipped_pending: 0,
+        capped: false,
+        error: Some(error),
+    };
+    store.finish_reconcile_run(run_id, &record).await
 }
 
 /// The job a difference becomes: an ordinary event, sourced `reconcile`.

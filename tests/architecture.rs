@@ -453,8 +453,8 @@ fn function_lengths(text: &str) -> Vec<(String, usize)> {
         let line = lines[i];
         let indent = line.len() - line.trim_start().len();
         // Product code only: a test may spell out a whole table of cases.
-        let is_test = i > 0 && lines[i - 1].trim_start().starts_with("#[test]")
-            || i > 0 && lines[i - 1].trim_start().starts_with("#[tokio::test");
+        let attr = i.checked_sub(1).map_or("", |p| lines[p].trim_start());
+        let is_test = attr.starts_with("#[test]") || attr.starts_with("#[tokio::test");
         if let Some(name) = fn_name(line.trim_start()).filter(|_| !is_test) {
             let close = format!("{}}}", " ".repeat(indent));
             let end = (i..lines.len())

@@ -1,0 +1,213 @@
+//! `mailboxd jobs …`: list, show, retry and cancel jobs. Tables for a terminal, `--json`
+//! for scripts; an action by the CLI is recorded as the operating-system user.
+
+use anyhow::Context;
+use clap::Subcommand;
+use uuid::Uuid;
+
+use crate::store::{ActionRefused, Attempt, Job, JobFilter, JobState, Store};
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job with its attempts.
+    Show {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a failed, cancelled or waiting job again now.
+    Retry {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job that has not finished.
+    Cancel {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
+    match cmd {
+        JobsCommand::List {
+            state,
+            account,
+            limit,
+            json,
+        } => {
+            let filter = JobFilter {
+                state: state.as_deref().map(job_state).transpose()?,
+                account,
+                limit,
+                ..Default::default()
+            };
+            list(store, &filter, json).await
+        }
+        JobsCommand::Show { id, json } => show(store, id, json).await,
+        JobsCommand::Retry { id, json } => {
+            report(id, "retry", store.retry_job(id, &cli_actor()).await?, json)
+        }
+        JobsCommand::Cancel { id, json } => report(
+            id,
+            "cancel",
+            store.cancel_job(id, &cli_actor()).await?,
+            json,
+        ),
+    }
+}
+
+fn job_state(s: &str) -> anyhow::Result<JobState> {
+    JobState::parse(s).with_context(|| {
+        format!(
+            "unknown state {s:?}; one of: {}",
+            JobState::ALL.map(JobState::as_str).join(", ")
+        )
+    })
+}
+
+async fn list(store: &Store, filter: &JobFilter, json: bool) -> anyhow::Result<i32> {
+    let list = store.list_jobs(filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print_list(&list);
+    }
+    Ok(0)
+}
+
+fn print_list(list: &[Job]) {
+    println!(
+        "{:<36}  {:<6}  {:<20}  {:<16}  {:>7}  {:<19}  DETAIL",
+        "ID", "TYPE", "ACCOUNT", "STATE", "ATTEMPT", "UPDATED"
+    );
+    for j in list {
+        let detail = j
+            .outcome
+            .map(|o| o.to_string())
+            .or_else(|| j.last_error.clone())
+            .unwrap_or_default();
+        println!(
+            "{:<36}  {:<6}  {:<20}  {:<16}  {:>7}  {:<19}  {}",
+            j.id,
+            j.kind,
+            j.event.account.sam_account_name,
+            j.state,
+            format!("{}/{}", j.attempt, j.max_attempts),
+            j.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            detail.chars().take(80).collect::<String>()
+        );
+    }
+}
+
+async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
+    let Some((job, attempts)) = store.get_job(id).await? else {
+        eprintln!("no job {id}");
+        return Ok(1);
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"job": job, "attempts": attempts}))?
+        );
+    } else {
+        print_job(&job);
+        print_attempts(&attempts);
+    }
+    Ok(0)
+}
+
+fn print_job(job: &Job) {
+    println!("job        {}", job.id);
+    println!(
+        "event      {} ({}, from {})",
+        job.event_id,
+        job.kind,
+        job.event.source.as_deref().unwrap_or("?")
+    );
+    println!("account    {}", job.event.account.sam_account_name);
+    println!(
+        "state      {}{}",
+        job.state,
+        job.outcome.map(|o| format!(" ({o})")).unwrap_or_default()
+    );
+    println!("attempts   {}/{}", job.attempt, job.max_attempts);
+    println!("occurred   {}", job.occurred_at);
+    println!("created    {}", job.created_at);
+    if !job.state.is_terminal() {
+        println!("next       {}", job.next_attempt_at);
+    }
+    if let Some(e) = &job.last_error {
+        println!(
+            "last error [{}] {e}",
+            job.last_error_class.map_or("?", |c| c.as_str())
+        );
+    }
+}
+
+fn print_attempts(attempts: &[Attempt]) {
+    for a in attempts {
+        println!(
+            "  #{} {} → {} on {} by {}{}",
+            a.attempt,
+            a.started_at.format("%Y-%m-%d %H:%M:%S"),
+            a.outcome,
+            a.host.as_deref().unwrap_or("-"),
+            a.replica,
+            a.error_message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// Who a CLI action is recorded as: the operating-system user.
+fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// What became of a retry or cancel: 0 when done, 1 (with the reason) when refused.
+fn report(id: Uuid, action: &str, r: Result<(), ActionRefused>, json: bool) -> anyhow::Result<i32> {
+    if json {
+        let (ok, error) = match &r {
+            Ok(()) => (true, None),
+            Err(ActionRefused::NotFound) => (false, Some(format!("no job {id}"))),
+            Err(ActionRefused::WrongState(s)) => (false, Some(format!("the job is {s}"))),
+        };
+        println!(
+            "{}",
+            serde_json::json!({"id": id, "action": action, "ok": ok, "error": error})
+        );
+        return Ok(i32::from(!ok));
+    }
+    match r {
+        Ok(()) => {
+            println!("{action}: job {id} done");
+            Ok(0)
+        }
+        Err(ActionRefused::NotFound) => {
+            eprintln!("no job {id}");
+            Ok(1)
+        }
+        Err(ActionRefused::WrongState(s)) => {
+            eprintln!("cannot {action} job {id}: it is {s}");
+            Ok(1)
+        }
+    }
+}

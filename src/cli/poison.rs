@@ -1,0 +1,133 @@
+//! `mailboxd poison …`: the messages that could not become a job, and replaying one (as it
+//! was, or with a corrected body) once the sender or mailboxd is fixed.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use crate::config::Settings;
+use crate::publish::{ReplayError, replay_poison};
+use crate::store::{PoisonMessage, Store};
+
+#[derive(Subcommand, Debug)]
+pub enum PoisonCommand {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the stored message again (optionally with a corrected body).
+    Replay {
+        id: i64,
+        /// Replace the body with this file's content (after fixing it).
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cmd: PoisonCommand, store: &Store, settings: &Settings) -> anyhow::Result<i32> {
+    match cmd {
+        PoisonCommand::List { limit, json } => list(store, limit, json).await,
+        PoisonCommand::Show { id, json } => show(store, id, json).await,
+        PoisonCommand::Replay {
+            id,
+            body_file,
+            json,
+        } => {
+            let body = body_file
+                .map(|f| std::fs::read(&f).with_context(|| format!("reading {}", f.display())))
+                .transpose()?;
+            replay(store, settings, id, body, json).await
+        }
+    }
+}
+
+async fn list(store: &Store, limit: i64, json: bool) -> anyhow::Result<i32> {
+    let list = store.list_poison(limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    println!(
+        "{:>6}  {:<19}  {:<18}  {:>7}  REASON",
+        "ID", "RECEIVED", "ROUTING KEY", "BYTES"
+    );
+    for p in list {
+        println!(
+            "{:>6}  {:<19}  {:<18}  {:>7}  {}",
+            p.id,
+            p.received_at.format("%Y-%m-%d %H:%M:%S"),
+            p.routing_key,
+            p.body_size,
+            p.reason
+        );
+    }
+    Ok(0)
+}
+
+async fn show(store: &Store, id: i64, json: bool) -> anyhow::Result<i32> {
+    let Some(p) = store.get_poison(id).await? else {
+        eprintln!("no poison message {id}");
+        return Ok(1);
+    };
+    let body = String::from_utf8_lossy(&p.body).into_owned();
+    if json {
+        let mut v = serde_json::to_value(&p)?;
+        v["body"] = serde_json::json!(body);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_message(&p, &body);
+    }
+    Ok(0)
+}
+
+fn print_message(p: &PoisonMessage, body: &str) {
+    println!("poison message {} received {}", p.id, p.received_at);
+    println!("reason       {}", p.reason);
+    println!("routing key  {} (exchange {})", p.routing_key, p.exchange);
+    println!("content type {}", p.content_type.as_deref().unwrap_or("-"));
+    println!("message id   {}", p.message_id.as_deref().unwrap_or("-"));
+    let truncated = if p.truncated {
+        " (stored truncated)"
+    } else {
+        ""
+    };
+    println!("size         {} bytes{truncated}", p.body_size);
+    println!("body\n{body}");
+}
+
+async fn replay(
+    store: &Store,
+    settings: &Settings,
+    id: i64,
+    body: Option<Vec<u8>>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    match replay_poison(store, &settings.amqp, id, body).await {
+        Ok(key) => {
+            if json {
+                println!("{}", serde_json::json!({"id": id, "replayed_to": key}));
+            } else {
+                println!("replayed poison message {id} to routing key {key}");
+            }
+            Ok(0)
+        }
+        Err(ReplayError::NotFound(_)) => {
+            eprintln!("no poison message {id}");
+            Ok(1)
+        }
+        Err(ReplayError::Truncated(_)) => {
+            bail!("poison message {id} was stored truncated; replay it with --body-file")
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,258 @@
+//! IdentityIQ's XML, accepted besides the JSON contract (design §2): a `ProvisioningPlan`
+//! with `AccountRequest`s, or a bare `AccountRequest`. Each AccountRequest for one of the
+//! configured AD applications becomes one event: `op="Create"` → joiner, `op="Disable"`
+//! (or an `IIQDisabled` attribute request set to true) → leaver; anything else is ignored
+//! with a log line.
+//!
+//! IdentityIQ rules often carry the Exchange service account's credentials in the plan
+//! (`username`, `pwdText`). mailboxd never needs them: credential-looking attributes are
+//! dropped before anything is stored or logged — the poison copy of a bad plan included
+//! (`sanitize`) — and a warning asks the sender to stop sending them. Reading a request's
+//! values (`request`) is apart from turning them into an event (here), so that the one
+//! place that skips credentials is the one place values are read.
+
+mod request;
+mod sanitize;
+
+use chrono::{DateTime, Utc};
+use xml::Element;
+
+use super::error::EventError;
+use super::format::strip_bom;
+use super::model::{Account, Event, EventKind, Mailbox};
+use super::validate::{account_name, check_address, check_hostname, checked, guid};
+pub use request::is_credential;
+use request::{Values, children, credential_names, sets_disabled};
+
+/// What one IdentityIQ document came to.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub events: Vec<Event>,
+    /// AccountRequests that were not for mailboxd, described for the log.
+    pub ignored: Vec<String>,
+    /// Names of credential attributes that were found and dropped.
+    pub credentials: Vec<String>,
+}
+
+/// Parses an IdentityIQ document into events. `message_id` (the AMQP property) makes the
+/// event ids stable across redeliveries; without it the document's content does.
+pub fn parse(
+    body: &[u8],
+    message_id: Option<&str>,
+    received_at: DateTime<Utc>,
+    applications: &[String],
+) -> Result<Parsed, EventError> {
+    let root = document(body)?;
+    let base_id = match message_id {
+        Some(m) if !m.is_empty() => m.to_owned(),
+        _ => content_id(body),
+    };
+    let mut out = Parsed::default();
+    for (i, req) in account_requests(&root)?.into_iter().enumerate() {
+        out.credentials
+            .extend(credential_names(req).map(str::to_owned));
+        match for_mailboxd(req, applications) {
+            Ok(kind) => {
+                out.events
+                    .push(to_event(req, kind, format!("{base_id}#{i}"), received_at)?)
+            }
+            Err(why) => out.ignored.push(format!("AccountRequest #{i} {why}")),
+        }
+    }
+    out.credentials.sort();
+    out.credentials.dedup();
+    Ok(out)
+}
+
+/// The document with every credential value removed, for the poison table. `None` when
+/// the document cannot be parsed: then nobody can tell where a credential might be, and
+/// the body is withheld.
+pub fn sanitized(body: &[u8]) -> Option<Vec<u8>> {
+    let root = document(body).ok()?;
+    Some(sanitize::rewrite(&root).into_bytes())
+}
+
+/// The parsed document: UTF-8 (a byte-order mark allowed), no DTDs or entities.
+fn document(body: &[u8]) -> Result<Element, EventError> {
+    let text = std::str::from_utf8(strip_bom(body))
+        .map_err(|e| EventError::Xml(format!("not UTF-8: {e}")))?;
+    xml::parse_allowing_external_doctype(text).map_err(|e| EventError::Xml(e.0))
+}
+
+fn account_requests(root: &Element) -> Result<Vec<&Element>, EventError> {
+    match root.name.as_str() {
+        "ProvisioningPlan" => Ok(children(root, "AccountRequest").collect()),
+        "AccountRequest" => Ok(vec![root]),
+        other => Err(EventError::Xml(format!(
+            "root element <{other}> is neither <ProvisioningPlan> nor <AccountRequest>"
+        ))),
+    }
+}
+
+/// The kind of event a request is, or why it is not one for mailboxd (for the log).
+fn for_mailboxd(req: &Element, applications: &[String]) -> Result<EventKind, String> {
+    let app = req.attr("application").unwrap_or_default();
+    let op = req.attr("op").unwrap_or_default();
+    if !applications.iter().any(|a| a.eq_ignore_ascii_case(app)) {
+        return Err(format!("for application {app:?} (op {op:?})"));
+    }
+    match op {
+        "Create" => Ok(EventKind::Joiner),
+        "Disable" => Ok(EventKind::Leaver),
+        "Modify" if sets_disabled(req) => Ok(EventKind::Leaver),
+        _ => Err(format!("op {op:?} for {app:?}: nothing for mailboxd")),
+    }
+}
+
+fn to_event(
+    req: &Element,
+    kind: EventKind,
+    id: String,
+    received_at: DateTime<Utc>,
+) -> Result<Event, EventError> {
+    let values = Values::of(req);
+    let account = account(req, &values)?;
+    let mailbox = mailbox(&values)?;
+    let has_mailbox = mailbox != Mailbox::default();
+    Ok(Event {
+        id,
+        kind,
+        occurred_at: received_at,
+        account,
+        mailbox: has_mailbox.then_some(mailbox),
+        source: Some("identityiq".into()),
+    })
+}
+
+/// The account: its name from `sAMAccountName` or a `nativeIdentity` that is not a DN; its
+/// DN from a `nativeIdentity` that is one, or `distinguishedName`.
+fn account(req: &Element, values: &Values) -> Result<Account, EventError> {
+    let native = req.attr("nativeIdentity").filter(|n| !n.is_empty());
+    let native_dn = native.filter(|n| n.contains('=') && n.contains(','));
+    let sam = values
+        .get("sAMAccountName")
+        .or(native.filter(|_| native_dn.is_none()))
+        .ok_or(EventError::Missing(
+            "sAMAccountName (an AttributeRequest, or a nativeIdentity that is not a DN)",
+        ))?;
+    let owned = |name| values.get(name).map(str::to_owned);
+    Ok(Account {
+        sam_account_name: account_name("sAMAccountName", sam)?,
+        object_guid: values
+            .get("objectGUID")
+            .map(|g| guid("objectGUID", g))
+            .transpose()?,
+        user_principal_name: owned("userPrincipalName")
+            .map(|u| checked("userPrincipalName", u, check_address))
+            .transpose()?,
+        created_on_server: owned("createdOnServer")
+            .map(|h| checked("createdOnServer", h, check_hostname))
+            .transpose()?,
+        distinguished_name: native_dn
+            .or(values.get("distinguishedName"))
+            .map(str::to_owned),
+    })
+}
+
+fn mailbox(values: &Values) -> Result<Mailbox, EventError> {
+    let address = |name: &'static str| {
+        values
+            .get(name)
+            .map(|a| checked(name, a.to_owned(), check_address))
+            .transpose()
+    };
+    Ok(Mailbox {
+        alias: values.get("mailNickname").map(str::to_owned),
+        remote_routing_address: address("remoteRoutingAddress")?,
+        primary_smtp_address: address("mail")?,
+        archive: values
+            .get("archive")
+            .map(|v| v.eq_ignore_ascii_case("true")),
+    })
+}
+
+/// A stable id for a document without a message id: redeliveries of the same bytes
+/// dedup to the same jobs.
+fn content_id(body: &[u8]) -> String {
+    // FNV-1a, 64 bit: stable across builds and platforms (unlike std's hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in body {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("iiq-{h:016x}-{}", body.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitizing_drops_credential_values_and_keeps_the_rest() {
+        let doc = br#"<ProvisioningPlan><AccountRequest application="Active Directory" op="Create">
+            <Attributes><Map><entry key="pwdText" value="S3cret!"/><entry key="flow" value="Joiner"/></Map></Attributes>
+            <AttributeRequest name="password" op="Set"><Value><String>Hunter2</String></Value></AttributeRequest>
+            <AttributeRequest name="sAMAccountName" op="Set" value="jdoe"/>
+        </AccountRequest></ProvisioningPlan>"#;
+        let clean = String::from_utf8(sanitized(doc).unwrap()).unwrap();
+        assert!(
+            !clean.contains("S3cret!") && !clean.contains("Hunter2"),
+            "{clean}"
+        );
+        assert!(
+            clean.contains("jdoe") && clean.contains("Joiner"),
+            "{clean}"
+        );
+        assert!(sanitized(b"<ProvisioningPlan><oops").is_none());
+    }
+
+    #[test]
+    fn each_request_for_mailboxd_is_an_event_and_the_rest_are_ignored_with_a_reason() {
+        let doc = br#"<ProvisioningPlan>
+            <AccountRequest application="Active Directory" op="Create" nativeIdentity="CN=J Doe,OU=Staff,DC=corp,DC=example">
+              <AttributeRequest name="sAMAccountName" value="jdoe"/>
+              <AttributeRequest name="pwdText" value="S3cret!"/>
+              <AttributeRequest name="mail" value="john.doe@corp.example"/>
+            </AccountRequest>
+            <AccountRequest application="Active Directory" op="Modify" nativeIdentity="leaver1">
+              <AttributeRequest name="IIQDisabled"><Value><String>true</String></Value></AttributeRequest>
+            </AccountRequest>
+            <AccountRequest application="Active Directory" op="Enable" nativeIdentity="x"/>
+            <AccountRequest application="Workday" op="Create" nativeIdentity="y"/>
+        </ProvisioningPlan>"#;
+        let apps = vec!["active directory".to_owned()];
+        let p = parse(doc, Some("m1"), Utc::now(), &apps).unwrap();
+        assert_eq!(p.events.len(), 2);
+        let (joiner, leaver) = (&p.events[0], &p.events[1]);
+        assert_eq!(
+            (joiner.id.as_str(), joiner.kind),
+            ("m1#0", EventKind::Joiner)
+        );
+        assert_eq!(joiner.account.sam_account_name.as_str(), "jdoe");
+        assert_eq!(
+            joiner.account.distinguished_name.as_deref(),
+            Some("CN=J Doe,OU=Staff,DC=corp,DC=example")
+        );
+        assert_eq!(
+            joiner
+                .mailbox
+                .as_ref()
+                .and_then(|m| m.primary_smtp_address.as_deref()),
+            Some("john.doe@corp.example")
+        );
+        assert_eq!(
+            (leaver.id.as_str(), leaver.kind),
+            ("m1#1", EventKind::Leaver)
+        );
+        assert_eq!(leaver.account.sam_account_name.as_str(), "leaver1");
+        assert_eq!(leaver.mailbox, None);
+        assert_eq!(
+            p.ignored,
+            [
+                "AccountRequest #2 op \"Enable\" for \"Active Directory\": nothing for mailboxd",
+                "AccountRequest #3 for application \"Workday\" (op \"Create\")",
+            ]
+        );
+        assert_eq!(p.credentials, ["pwdText"]);
+    }
+}

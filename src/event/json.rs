@@ -1,0 +1,253 @@
+//! The JSON contract (`mailboxd.event/v1`, docs/events.md) decoded into an [`Event`]. The
+//! wire types make every field optional so that a missing one is named in the error rather
+//! than lost in a serde message.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::error::EventError;
+use super::format::media_type;
+use super::model::{
+    Account, Event, EventKind, MAX_MESSAGE_BYTES, Mailbox, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER,
+    SCHEMA_V1,
+};
+use super::validate::{
+    account_name, check_address, check_alias, check_hostname, check_text, checked, guid,
+};
+
+/// The JSON as sent.
+#[derive(Deserialize)]
+struct Wire {
+    schema: Option<String>,
+    id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    occurred_at: Option<String>,
+    account: Option<WireAccount>,
+    mailbox: Option<WireMailbox>,
+    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireAccount {
+    sam_account_name: Option<String>,
+    object_guid: Option<String>,
+    distinguished_name: Option<String>,
+    user_principal_name: Option<String>,
+    created_on_server: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMailbox {
+    alias: Option<String>,
+    remote_routing_address: Option<String>,
+    primary_smtp_address: Option<String>,
+    archive: Option<bool>,
+}
+
+/// Parses an AMQP delivery body. `message_id` is the AMQP property, used when the body has no id;
+/// `routing_key` must agree with the event type when it is one of the two known keys.
+pub fn parse(
+    body: &[u8],
+    content_type: Option<&str>,
+    message_id: Option<&str>,
+    routing_key: &str,
+) -> Result<Event, EventError> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(EventError::TooLarge(body.len()));
+    }
+    check_content_type(content_type)?;
+    let wire: Wire = serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
+    check_schema(wire.schema.as_deref())?;
+    let id = event_id(wire.id, message_id)?;
+    let kind = event_kind(wire.kind, routing_key)?;
+    let occurred_at = occurred_at(wire.occurred_at)?;
+    let account = account(wire.account.ok_or(EventError::Missing("account"))?)?;
+    let mailbox = wire.mailbox.map(mailbox).transpose()?;
+    let source = wire
+        .source
+        .map(|s| checked("source", s, |s| check_text(s, 100)))
+        .transpose()?;
+    Ok(Event {
+        id,
+        kind,
+        occurred_at,
+        account,
+        mailbox,
+        source,
+    })
+}
+
+/// No content type, or `application/json` (parameters such as a charset aside).
+fn check_content_type(content_type: Option<&str>) -> Result<(), EventError> {
+    match content_type {
+        Some(ct) if !matches!(media_type(ct).as_str(), "" | "application/json") => {
+            Err(EventError::ContentType(ct.to_owned()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_schema(schema: Option<&str>) -> Result<(), EventError> {
+    match schema {
+        Some(SCHEMA_V1) => Ok(()),
+        Some(other) => Err(EventError::Schema(other.to_owned())),
+        None => Err(EventError::Missing("schema")),
+    }
+}
+
+/// The body's id, else the AMQP message id: 1–200 printable characters.
+fn event_id(id: Option<String>, message_id: Option<&str>) -> Result<String, EventError> {
+    let id = id
+        .or_else(|| message_id.map(str::to_owned))
+        .ok_or(EventError::Missing("id (or the AMQP message_id property)"))?;
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+        return Err(EventError::invalid(
+            "id",
+            "must be 1-200 printable characters",
+        ));
+    }
+    Ok(id)
+}
+
+/// The type, which must agree with a known routing key (an unknown key is not checked).
+fn event_kind(kind: Option<String>, routing_key: &str) -> Result<EventKind, EventError> {
+    let text = kind.ok_or(EventError::Missing("type"))?;
+    let kind = EventKind::parse(&text).ok_or_else(|| {
+        EventError::invalid(
+            "type",
+            format!("{text:?} is neither \"joiner\" nor \"leaver\""),
+        )
+    })?;
+    let known_key = routing_key == ROUTING_KEY_JOINER || routing_key == ROUTING_KEY_LEAVER;
+    if known_key && routing_key != kind.routing_key() {
+        return Err(EventError::invalid(
+            "type",
+            format!("{kind} event published with routing key {routing_key}"),
+        ));
+    }
+    Ok(kind)
+}
+
+fn occurred_at(text: Option<String>) -> Result<DateTime<Utc>, EventError> {
+    let text = text.ok_or(EventError::Missing("occurred_at"))?;
+    let at = DateTime::parse_from_rfc3339(&text).map_err(|e| {
+        EventError::invalid(
+            "occurred_at",
+            format!("{e}: expected RFC 3339, e.g. 2026-11-22T10:00:00Z"),
+        )
+    })?;
+    Ok(at.with_timezone(&Utc))
+}
+
+fn account(wa: WireAccount) -> Result<Account, EventError> {
+    let sam = wa
+        .sam_account_name
+        .ok_or(EventError::Missing("account.sam_account_name"))?;
+    Ok(Account {
+        sam_account_name: account_name("account.sam_account_name", &sam)?,
+        object_guid: wa
+            .object_guid
+            .map(|g| guid("account.object_guid", &g))
+            .transpose()?,
+        user_principal_name: wa
+            .user_principal_name
+            .map(|u| checked("account.user_principal_name", u, check_address))
+            .transpose()?,
+        distinguished_name: wa
+            .distinguished_name
+            .map(|d| checked("account.distinguished_name", d, |d| check_text(d, 2048)))
+            .transpose()?,
+        created_on_server: wa
+            .created_on_server
+            .map(|h| checked("account.created_on_server", h, check_hostname))
+            .transpose()?,
+    })
+}
+
+fn mailbox(m: WireMailbox) -> Result<Mailbox, EventError> {
+    let address =
+        |field, value: Option<String>| value.map(|a| checked(field, a, check_address)).transpose();
+    Ok(Mailbox {
+        alias: m
+            .alias
+            .map(|a| checked("mailbox.alias", a, check_alias))
+            .transpose()?,
+        remote_routing_address: address(
+            "mailbox.remote_routing_address",
+            m.remote_routing_address,
+        )?,
+        primary_smtp_address: address("mailbox.primary_smtp_address", m.primary_smtp_address)?,
+        archive: m.archive,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joiner(sam: &str) -> String {
+        serde_json::json!({
+            "schema": SCHEMA_V1, "id": "e1", "type": "joiner",
+            "occurred_at": "2026-11-22T10:00:00Z",
+            "account": {"sam_account_name": sam, "object_guid": "b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f"},
+            "mailbox": {"remote_routing_address": "jdoe@tenant.mail.onmicrosoft.com"},
+            "source": "identityiq"
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_valid_joiner_parses() {
+        let e = parse(
+            joiner("jdoe").as_bytes(),
+            Some("application/json"),
+            None,
+            ROUTING_KEY_JOINER,
+        )
+        .unwrap();
+        assert_eq!(e.kind, EventKind::Joiner);
+        assert_eq!(e.account.sam_account_name.as_str(), "jdoe");
+        assert_eq!(e.source.as_deref(), Some("identityiq"));
+    }
+
+    #[test]
+    fn each_bad_event_gets_a_precise_reason() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{not json".to_vec(), "not valid JSON"),
+            (
+                br#"{"schema":"mailboxd.event/v9"}"#.to_vec(),
+                "unknown schema",
+            ),
+            (
+                br#"{"schema":"mailboxd.event/v1","type":"joiner"}"#.to_vec(),
+                "missing field id",
+            ),
+            (joiner("a;b").into_bytes(), "account.sam_account_name"),
+            (vec![b' '; MAX_MESSAGE_BYTES + 1], "limit"),
+        ];
+        for (body, want) in cases {
+            let err = parse(&body, None, None, ROUTING_KEY_JOINER)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
+        let err = parse(joiner("jdoe").as_bytes(), None, None, ROUTING_KEY_LEAVER).unwrap_err();
+        assert!(err.to_string().contains("routing key"), "{err}");
+        let err = parse(
+            joiner("jdoe").as_bytes(),
+            Some("text/plain"),
+            None,
+            ROUTING_KEY_JOINER,
+        )
+        .unwrap_err();
+        assert!(matches!(err, EventError::ContentType(_)));
+    }
+
+    #[test]
+    fn message_id_property_stands_in_for_a_missing_id() {
+        let body = joiner("jdoe").replace("\"id\":\"e1\",", "");
+        let e = parse(body.as_bytes(), None, Some("amqp-id-7"), ROUTING_KEY_JOINER).unwrap();
+        assert_eq!(e.id, "amqp-id-7");
+    }
+}

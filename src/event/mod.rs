@@ -1,0 +1,149 @@
+//! The event contract (design §2): what the IAM system publishes, decoded and validated.
+//!
+//! One model, [`Event`] (`model`), with the rules its values must follow (`validate`), and
+//! two decoders into it: the JSON contract (`json`) and IdentityIQ's XML (`iiq`). [`decode`]
+//! is the one entry for a delivery: it picks the decoder (`format`) and applies the
+//! deployment's allow-lists (`rules`). Dependencies run one way — the decoders use the
+//! model, the model knows no decoder — so a third format is one more file beside them.
+
+mod error;
+mod format;
+pub mod iiq;
+pub mod json;
+mod model;
+mod rules;
+mod validate;
+
+use chrono::Utc;
+
+pub use error::EventError;
+pub use format::Format;
+/// The JSON contract's decoder: the format docs/events.md documents.
+pub use json::parse;
+pub use model::{
+    Account, AccountName, Event, EventKind, MAX_MESSAGE_BYTES, Mailbox, ROUTING_KEY_JOINER,
+    ROUTING_KEY_LEAVER, SCHEMA_V1,
+};
+pub use rules::IntakeRules;
+pub use validate::{check_address, check_hostname};
+
+/// What the poison table keeps of an XML body too broken to strip of credentials.
+const WITHHELD: &[u8] = b"[body withheld by mailboxd: unreadable XML may hold credentials]";
+
+/// One AMQP delivery as the contract sees it: the body and the properties that matter.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub body: &'a [u8],
+    pub content_type: Option<&'a str>,
+    /// The AMQP property: the event id when the body has none.
+    pub message_id: Option<&'a str>,
+    pub routing_key: &'a str,
+}
+
+impl Delivery<'_> {
+    pub fn format(&self) -> Format {
+        Format::of(self.body, self.content_type)
+    }
+
+    /// What of this delivery the poison table may keep when it is refused: a JSON body as
+    /// it came; an XML body only with its credentials removed, and none of it when it is
+    /// too broken to tell where a credential might be.
+    pub fn poison_body(&self) -> Vec<u8> {
+        match self.format() {
+            Format::Json => self.body.to_vec(),
+            Format::IdentityIq => iiq::sanitized(self.body).unwrap_or_else(|| WITHHELD.to_vec()),
+        }
+    }
+}
+
+/// What one delivery came to: the events it carries (an IdentityIQ plan may carry several,
+/// or none for mailboxd), and what the log should say about it.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub events: Vec<Event>,
+    pub ignored: Vec<String>,
+    /// Credential attribute names an IdentityIQ sender included (values never kept).
+    pub credentials: Vec<String>,
+}
+
+impl From<iiq::Parsed> for Decoded {
+    fn from(p: iiq::Parsed) -> Decoded {
+        Decoded {
+            events: p.events,
+            ignored: p.ignored,
+            credentials: p.credentials,
+        }
+    }
+}
+
+/// Decodes a delivery of either format into events that obey `rules`.
+pub fn decode(delivery: &Delivery<'_>, rules: &IntakeRules) -> Result<Decoded, EventError> {
+    if delivery.body.len() > MAX_MESSAGE_BYTES {
+        return Err(EventError::TooLarge(delivery.body.len()));
+    }
+    let decoded = match delivery.format() {
+        Format::IdentityIq => iiq::parse(
+            delivery.body,
+            delivery.message_id,
+            Utc::now(),
+            &rules.iiq_applications,
+        )?
+        .into(),
+        Format::Json => Decoded {
+            events: vec![json::parse(
+                delivery.body,
+                delivery.content_type,
+                delivery.message_id,
+                delivery.routing_key,
+            )?],
+            ..Decoded::default()
+        },
+    };
+    for event in &decoded.events {
+        rules.check(event)?;
+    }
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joiner(body: &[u8]) -> Delivery<'_> {
+        Delivery {
+            body,
+            content_type: None,
+            message_id: None,
+            routing_key: ROUTING_KEY_JOINER,
+        }
+    }
+
+    #[test]
+    fn routing_domains_outside_the_allow_list_are_refused() {
+        let body = br#"{"schema":"mailboxd.event/v1","id":"r1","type":"joiner","occurred_at":"2026-11-22T10:00:00Z","account":{"sam_account_name":"jdoe"},"mailbox":{"remote_routing_address":"jdoe@evil.example"}}"#;
+        let rules = IntakeRules {
+            allowed_routing_domains: vec!["tenant.mail.onmicrosoft.com".into()],
+            ..IntakeRules::default()
+        };
+        let err = decode(&joiner(body), &rules).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not one of the allowed routing domains"),
+            "{err}"
+        );
+        let ok =
+            String::from_utf8_lossy(body).replace("evil.example", "tenant.mail.onmicrosoft.com");
+        assert_eq!(
+            decode(&joiner(ok.as_bytes()), &rules).unwrap().events.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_unreadable_xml_body_is_withheld_from_the_poison_table() {
+        let broken = joiner(b"<ProvisioningPlan><entry key=\"pwdText\" value=\"S3cret\"");
+        assert_eq!(broken.poison_body(), WITHHELD);
+        let json = joiner(b"{\"not\": \"an event\"}");
+        assert_eq!(json.poison_body(), json.body);
+    }
+}

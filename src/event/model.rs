@@ -1,0 +1,177 @@
+//! The event itself: what a job's payload is, whichever format it arrived in. Nothing here
+//! knows JSON's wire shape or IdentityIQ's XML; the decoders build these types.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const SCHEMA_V1: &str = "mailboxd.event/v1";
+pub const ROUTING_KEY_JOINER: &str = "ad.user.created";
+pub const ROUTING_KEY_LEAVER: &str = "ad.user.disabled";
+/// Messages above this size are refused before parsing.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Joiner,
+    Leaver,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Joiner => "joiner",
+            EventKind::Leaver => "leaver",
+        }
+    }
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            EventKind::Joiner => ROUTING_KEY_JOINER,
+            EventKind::Leaver => ROUTING_KEY_LEAVER,
+        }
+    }
+    pub fn parse(text: &str) -> Option<EventKind> {
+        match text {
+            "joiner" => Some(EventKind::Joiner),
+            "leaver" => Some(EventKind::Leaver),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A validated sAMAccountName (pre-Windows 2000 logon name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountName(String);
+
+impl AccountName {
+    /// AD's rules: 1–20 characters, none of `" / \ [ ] : ; | = , + * ? < > @`,
+    /// no control characters, not only dots and spaces, no trailing dot.
+    pub fn parse(raw: &str) -> Result<AccountName, String> {
+        let n = raw.chars().count();
+        if n == 0 {
+            return Err("sam_account_name is empty".into());
+        }
+        if n > 20 {
+            return Err(format!(
+                "sam_account_name is {n} characters; Active Directory allows at most 20"
+            ));
+        }
+        if let Some(c) = raw
+            .chars()
+            .find(|c| "\"/\\[]:;|=,+*?<>@".contains(*c) || c.is_control())
+        {
+            return Err(format!(
+                "sam_account_name contains {c:?}, which Active Directory does not allow"
+            ));
+        }
+        if raw.chars().all(|c| c == '.' || c == ' ') {
+            return Err("sam_account_name consists only of dots and spaces".into());
+        }
+        if raw.ends_with('.') {
+            return Err("sam_account_name ends with a dot".into());
+        }
+        Ok(AccountName(raw.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The key that serialises work per account: AD compares sAMAccountName case-insensitively.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl TryFrom<String> for AccountName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        AccountName::parse(&value)
+    }
+}
+
+impl From<AccountName> for String {
+    fn from(a: AccountName) -> String {
+        a.0
+    }
+}
+
+impl fmt::Display for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub sam_account_name: AccountName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_guid: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinguished_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_principal_name: Option<String>,
+    /// The DC the account was created on: the one sure to have it already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_on_server: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Mailbox {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_routing_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_smtp_address: Option<String>,
+    /// Also enable the cloud archive (`Enable-RemoteMailbox -Archive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<bool>,
+}
+
+/// A validated event: the job's payload, stored as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub occurred_at: DateTime<Utc>,
+    pub account: Account,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<Mailbox>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_ad_allows_pass_even_with_quotes_and_dollars() {
+        for ok in ["o'brien", "svc$", "jürgen", "a`b", "x y"] {
+            assert!(AccountName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a\"b",
+            "a;b",
+            "a|b",
+            "aaaaaaaaaaaaaaaaaaaaa",
+            "a\nb",
+            "ends.",
+            "..",
+            "a@b",
+        ] {
+            assert!(AccountName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
