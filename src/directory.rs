@@ -31,7 +31,7 @@ const ONPREM_MAILBOX_TYPES: [i64; 6] = [1, 2, 4, 8, 16, 32];
 const UAC_DISABLED: i64 = 0x2;
 
 /// The attributes every account read asks for.
-const ACCOUNT_ATTRS: [&str; 12] = [
+const ACCOUNT_ATTRS: [&str; 14] = [
     "sAMAccountName",
     "userPrincipalName",
     "objectGUID",
@@ -44,6 +44,8 @@ const ACCOUNT_ATTRS: [&str; 12] = [
     "proxyAddresses",
     "mS-DS-ConsistencyGuid",
     "msDS-ExternalDirectoryObjectId",
+    "msExchArchiveGUID",
+    "msExchArchiveName",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +200,10 @@ pub struct Account {
     pub hidden: bool,
     pub target_address: Option<String>,
     pub cloud_synced: bool,
+    /// msExchArchiveGUID: the mailbox has a (cloud) archive.
+    pub archive_guid: Option<Uuid>,
+    /// msExchArchiveName.
+    pub archive_name: Option<String>,
 }
 
 /// The answer to one read: which domain controller answered, and what it holds.
@@ -726,6 +732,11 @@ pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
             .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
         target_address: first(e, "targetAddress"),
         cloud_synced,
+        archive_guid: first_bin(e, "msExchArchiveGUID")
+            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+            .map(Uuid::from_bytes_le)
+            .filter(|g| !g.is_nil()),
+        archive_name: first(e, "msExchArchiveName"),
     }
 }
 

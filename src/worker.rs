@@ -5,7 +5,7 @@
 
 mod plan;
 
-pub use plan::{Plan, plan};
+pub use plan::{Plan, Wanted, plan};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -267,11 +267,15 @@ impl Worker {
                 return None;
             }
         };
+        let wanted = Wanted {
+            remote_routing_address: p.data.remote_routing_address.as_deref(),
+            archive: p.data.archive,
+        };
         let decision = plan(
             kind,
             &p.data.sam_account_name,
             &state,
-            p.data.remote_routing_address.as_deref(),
+            wanted,
             self.require_cloud_sync,
         );
         p.data.domain_controller = Some(state.domain_controller.clone());
@@ -468,7 +472,7 @@ impl Worker {
         match dir.reread(before, &p.lookup).await {
             Ok(after) => {
                 record.directory = Some(serde_json::json!({ "before": before, "after": after }));
-                match plan::verified(kind, status, &after) {
+                match plan::verified(kind, status, &after, p.data.archive) {
                     Ok(()) => Resolution::Succeeded { outcome: status },
                     Err(why) => self.failure(&p.job, ErrorClass::Transient, why),
                 }

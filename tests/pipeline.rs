@@ -31,9 +31,12 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     assert_eq!(m["primary_smtp_address"], "john.doe@corp.example");
     assert_eq!(m["archive"], true, "-Archive was asked for");
 
-    // Exactly one Enable-RemoteMailbox, with the values from the event.
+    assert!(m["msExchArchiveGUID"].is_string(), "{m}");
+
+    // Two Enable-RemoteMailbox calls, as the parameter sets require: the mailbox with the
+    // values from the event, then -Archive (a set without -RemoteRoutingAddress).
     let calls = env.invocations_of("Enable-RemoteMailbox", "jdoe").await;
-    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(
         calls[0]["parameters"]["RemoteRoutingAddress"],
         "jdoe@tenant.mail.onmicrosoft.com"
@@ -42,12 +45,19 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
         calls[0]["parameters"]["PrimarySmtpAddress"],
         "john.doe@corp.example"
     );
-    assert_eq!(calls[0]["parameters"]["Archive"], true);
-    assert!(calls[0]["error"].is_null());
+    assert!(calls[0]["parameters"].get("Archive").is_none());
+    assert_eq!(calls[1]["parameters"]["Archive"], true);
+    assert!(calls[1]["parameters"].get("RemoteRoutingAddress").is_none());
+    assert!(calls.iter().all(|c| c["error"].is_null()), "{calls:?}");
 
-    // The attempt is on record with the host that ran it.
+    // The attempt is on record with the host that ran it, and with what AD showed after:
+    // the mailbox and its archive, read back from the domain controller.
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(attempts.len(), 1);
+    let after = &attempts[0].directory.as_ref().unwrap()["after"]["account"];
+    assert_eq!(after["recipient"], "remote_mailbox", "{after}");
+    assert_eq!(after["archive_guid"], m["msExchArchiveGUID"], "{after}");
+    assert_eq!(after["archive_name"], "In-Place Archive - jdoe");
     assert_eq!(attempts[0].outcome, AttemptOutcome::Succeeded);
     assert_eq!(
         attempts[0].host.as_deref(),
@@ -273,6 +283,47 @@ async fn a_crash_between_commit_and_ack_does_not_duplicate_the_job() {
 
     let _ = child.kill();
     let _ = child.wait();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_archive_asked_for_an_existing_mailbox_is_added_once_and_then_counts_as_done() {
+    let mut with_archive = remote("has.archive", false, false);
+    with_archive.archive = true;
+    let env = TestEnv::new(vec![remote("no.archive", false, false), with_archive]).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+
+    // The mailbox exists without an archive: only the -Archive call is needed.
+    let mut ev = env.joiner("no.archive");
+    ev.archive = true;
+    publisher.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    let calls = env
+        .invocations_of("Enable-RemoteMailbox", "no.archive")
+        .await;
+    let archive_calls: Vec<_> = calls
+        .iter()
+        .filter(|c| c["parameters"]["Archive"] == true)
+        .collect();
+    assert_eq!(archive_calls.len(), 1, "{calls:?}");
+    assert!(archive_calls[0]["error"].is_null());
+    assert!(env.mailbox("no.archive").await["msExchArchiveGUID"].is_string());
+
+    // Mailbox and archive both there: done from the directory, no Exchange call at all.
+    let mut ev = env.joiner("has.archive");
+    ev.archive = true;
+    publisher.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    assert!(
+        env.invocations_of("Enable-RemoteMailbox", "has.archive")
+            .await
+            .is_empty()
+    );
+
+    app.stop().await;
     env.cleanup().await;
 }
 

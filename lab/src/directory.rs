@@ -37,6 +37,9 @@ pub struct AccountSeed {
     pub hidden: bool,
     #[serde(default)]
     pub synced: bool,
+    /// A remote mailbox that has its cloud archive already (`recipient: "remote"` only).
+    #[serde(default)]
+    pub archive: bool,
 }
 
 /// An account as `GET /lab/mailboxes` shows it, with the AD attributes Exchange wrote.
@@ -63,6 +66,9 @@ pub struct LabAccount {
     pub mailNickname: Option<String>,
     /// `Enable-RemoteMailbox -Archive` was used.
     pub archive: bool,
+    /// What `-Archive` writes in AD: the archive's GUID and name.
+    pub msExchArchiveGUID: Option<Uuid>,
+    pub msExchArchiveName: Option<String>,
 }
 
 /// The lab's AD domain.
@@ -80,6 +86,7 @@ impl AccountSeed {
             recipient: Recipient::None,
             hidden: false,
             synced: true,
+            archive: false,
         }
     }
 
@@ -123,6 +130,8 @@ impl LabAccount {
             targetAddress: None,
             mailNickname: None,
             archive: false,
+            msExchArchiveGUID: None,
+            msExchArchiveName: None,
         };
         let alias = default_alias(&a);
         match seed.recipient {
@@ -131,6 +140,9 @@ impl LabAccount {
                 let rra = format!("{alias}@tenant.mail.onmicrosoft.com");
                 let primary = format!("{alias}@{LAB_DOMAIN}");
                 a.make_remote(&rra, &alias, &primary);
+                if seed.archive {
+                    a.enable_archive();
+                }
             }
             Recipient::Onprem => {
                 a.recipient = Recipient::Onprem;
@@ -161,6 +173,17 @@ impl LabAccount {
         self.msExchRecipientTypeDetails = Some(RECIPIENT_TYPE_REMOTE_USER_MAILBOX);
         self.msExchRemoteRecipientType = Some(1);
         self.msExchRecipientDisplayType = Some(DISPLAY_TYPE_SYNCED_MAILBOX_USER);
+    }
+
+    /// What `Enable-RemoteMailbox -Archive` writes: the archive's GUID and name, and
+    /// msExchRemoteRecipientType 3 (ProvisionMailbox | ProvisionArchive). The value 3 and the
+    /// name's "In-Place Archive - <name>" shape are from memory of real tenants, not from a
+    /// source in research/windows-errors.md.
+    pub fn enable_archive(&mut self) {
+        self.archive = true;
+        self.msExchArchiveGUID = Some(Uuid::new_v4());
+        self.msExchArchiveName = Some(format!("In-Place Archive - {}", self.sam_account_name));
+        self.msExchRemoteRecipientType = Some(3);
     }
 
     pub fn set_hidden(&mut self, hidden: bool) {
@@ -224,13 +247,104 @@ pub fn seeded(n: usize) -> Vec<AccountSeed> {
         .collect()
 }
 
+/// Why AD would refuse to add an account (research/windows-errors.md §10), with the LDAP
+/// diagnostic a domain controller returns for it. DSIDs vary by DC build; these are ones seen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddRefused {
+    /// LDAP 68; 0x524 = ERROR_USER_EXISTS (certipy/ldap-shell transcript).
+    #[error(
+        "sAMAccountName {0:?} is already in use: 00000524: UpdErr: DSID-031A11FA, problem 6005 (ENTRY_EXISTS), data 0"
+    )]
+    SamInUse(String),
+    /// ERROR_DS_UPN_VALUE_NOT_UNIQUE_IN_FOREST (8648), text from learn.microsoft.com "SPN and
+    /// UPN uniqueness"; the LDAP diagnostic string for it was not found, so none is shown.
+    #[error(
+        "userPrincipalName {0:?} is already in use: The operation failed because UPN value provided for addition/modification is not unique forest-wide."
+    )]
+    UpnInUse(String),
+    /// The schema's rule for sAMAccountName; 0x523 = ERROR_INVALID_ACCOUNT_NAME. That a DC
+    /// answers a bad character or a long name with this diagnostic is inferred (it was seen
+    /// for a noPac-patched rename).
+    #[error(
+        "sAMAccountName {name:?} {why}: 00000523: SysErr: DSID-031A1256, problem 22 (Invalid argument), data 0"
+    )]
+    BadSam { name: String, why: &'static str },
+}
+
+/// The characters a sAMAccountName cannot hold (schema doc for sAMAccountName).
+const SAM_FORBIDDEN: &str = "\"/\\[]:;|=,+*?<>";
+
+/// Checks a sAMAccountName against AD's rules: at most 20 characters (SAM's limit for
+/// earlier clients), none of `"/ \ [ ] : ; | = , + * ? < >`, not empty.
+pub fn check_sam(name: &str) -> Result<(), AddRefused> {
+    let why = if name.is_empty() {
+        Some("is empty")
+    } else if name.chars().count() > 20 {
+        Some("is longer than 20 characters")
+    } else if name
+        .chars()
+        .any(|c| SAM_FORBIDDEN.contains(c) || c.is_control())
+    {
+        Some("contains a character AD does not allow (\" / \\ [ ] : ; | = , + * ? < >)")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(AddRefused::BadSam {
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks that `seed` could be added beside `existing`: a valid sAMAccountName, unique
+/// (case-insensitively, as AD compares), and a UPN not in use forest-wide.
+pub fn check_new(existing: &[AccountSeed], seed: &AccountSeed) -> Result<(), AddRefused> {
+    check_sam(&seed.sam_account_name)?;
+    let upn = |s: &AccountSeed| {
+        s.user_principal_name
+            .clone()
+            .unwrap_or_else(|| format!("{}@{LAB_DOMAIN}", s.sam_account_name))
+    };
+    let wanted_upn = upn(seed);
+    for other in existing {
+        if other.sam_account_name.to_lowercase() == seed.sam_account_name.to_lowercase() {
+            return Err(AddRefused::SamInUse(seed.sam_account_name.clone()));
+        }
+        if upn(other).to_lowercase() == wanted_upn.to_lowercase() {
+            return Err(AddRefused::UpnInUse(wanted_upn));
+        }
+    }
+    Ok(())
+}
+
 /// Parses `--accounts-file` (one JSON object per line; blank lines and `#` comments skipped).
 pub fn parse_accounts_file(text: &str) -> Result<Vec<AccountSeed>, String> {
-    text.lines()
+    parse_accounts_file_beside(&[], text)
+}
+
+/// Parses `--accounts-file` for a directory that holds `existing` already (the `--accounts`
+/// users): each line is refused as AD would refuse the add, naming the line.
+pub fn parse_accounts_file_beside(
+    existing: &[AccountSeed],
+    text: &str,
+) -> Result<Vec<AccountSeed>, String> {
+    let mut all = existing.to_vec();
+    let mut added = Vec::new();
+    let lines = text
+        .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
-        .collect()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    for (i, line) in lines {
+        let seed: AccountSeed =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        check_new(&all, &seed)
+            .map_err(|e| format!("line {}: AD refuses the account: {e}", i + 1))?;
+        all.push(seed.clone());
+        added.push(seed);
+    }
+    Ok(added)
 }
 
 #[cfg(test)]
@@ -266,5 +380,46 @@ mod tests {
     fn a_bad_accounts_file_line_is_named() {
         let err = parse_accounts_file("{\"sam_account_name\": \"a\"}\n{\"sam\": 1}\n").unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
+    }
+
+    #[test]
+    fn an_accounts_file_is_refused_where_ad_refuses_the_add() {
+        let seeded = seeded(2);
+        let refused = |line: &str| {
+            parse_accounts_file_beside(
+                &seeded,
+                &format!("# c\n{{\"sam_account_name\": \"ok1\"}}\n{line}\n"),
+            )
+            .unwrap_err()
+        };
+        let dup = refused(r#"{"sam_account_name": "USER00001"}"#);
+        assert_eq!(
+            dup,
+            "line 3: AD refuses the account: sAMAccountName \"USER00001\" is already in use: 00000524: UpdErr: DSID-031A11FA, problem 6005 (ENTRY_EXISTS), data 0"
+        );
+        let upn =
+            refused(r#"{"sam_account_name": "other", "user_principal_name": "ok1@corp.example"}"#);
+        assert!(
+            upn.starts_with("line 3: ") && upn.contains("not unique forest-wide"),
+            "{upn}"
+        );
+        for bad in [
+            "a;b", "a:b", "a[1]", "a/b", "a=b", "a,b", "a+b", "a*b", "a?b", "a<b", "a|b",
+        ] {
+            let e = refused(&format!("{{\"sam_account_name\": {bad:?}}}"));
+            assert!(
+                e.starts_with("line 3: ") && e.contains("problem 22 (Invalid argument)"),
+                "{bad}: {e}"
+            );
+        }
+        let long = refused(r#"{"sam_account_name": "abcdefghijklmnopqrstu"}"#);
+        assert!(long.contains("longer than 20 characters"), "{long}");
+        // Twenty characters is still allowed, and so is a second file line with a new name.
+        let ok = parse_accounts_file_beside(
+            &seeded,
+            "{\"sam_account_name\": \"abcdefghijklmnopqrst\"}\n",
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 1);
     }
 }

@@ -322,6 +322,15 @@ fn fatal(message: &str) -> ProcessOutput {
     }
 }
 
+/// What Get-RemoteMailbox shows of a remote mailbox.
+struct Existing {
+    index: usize,
+    remote_routing_address: Option<String>,
+    hidden: bool,
+    /// ArchiveGuid is set (msExchArchiveGUID).
+    archive: bool,
+}
+
 struct Run {
     state: SharedState,
     latency: Latency,
@@ -350,6 +359,19 @@ fn error(reason: &str, category: &str, task: &str, hex: &str, message: String) -
 fn status(s: &str) -> ResultLine {
     ResultLine {
         status: s.into(),
+        ..ResultLine::default()
+    }
+}
+
+/// A ParameterBindingException as Windows PowerShell 5.1 reports it (research §3): raised by
+/// the local proxy, so no routing prefix and no PSComputerName.
+fn binding_error(cmdlet: &str, refused: &super::parameter_sets::BindingError) -> ResultLine {
+    ResultLine {
+        status: "error".into(),
+        category: Some("InvalidArgument".into()),
+        reason: Some("ParameterBindingException".into()),
+        error_id: Some(format!("{},{cmdlet}", refused.error_id)),
+        message: Some(refused.message.clone()),
         ..ResultLine::default()
     }
 }
@@ -403,6 +425,25 @@ impl Run {
             parameters,
             error: error.map(str::to_owned),
         });
+    }
+
+    /// One cmdlet call through the Exchange session: its named parameters are bound against
+    /// the cmdlet's documented parameter sets first, as the implicit-remoting proxy does; a
+    /// call that binds is recorded as made, one that does not is recorded with the
+    /// ParameterBindingException and returns the error the template would report.
+    fn bind(&self, cmdlet: &str, parameters: &Map<String, Value>) -> Result<(), Box<ResultLine>> {
+        let Some(spec) = super::parameter_sets::Cmdlet::find(cmdlet) else {
+            return Ok(());
+        };
+        let Err(refused) = spec.bind(parameters) else {
+            return Ok(());
+        };
+        self.record(
+            cmdlet,
+            parameters.clone(),
+            Some("ParameterBindingException"),
+        );
+        Err(Box::new(binding_error(cmdlet, &refused)))
     }
 
     async fn open_session(&mut self, payload: &Payload) -> Result<(), ResultLine> {
@@ -465,6 +506,7 @@ impl Run {
         if session.view_entire_forest {
             let mut p = Map::new();
             p.insert("ViewEntireForest".into(), json!(true));
+            self.bind("Set-ADServerSettings", &p).map_err(|e| *e)?;
             self.record("Set-ADServerSettings", p, None);
         }
         Ok(())
@@ -496,9 +538,28 @@ impl Run {
         )
     }
 
-    /// enable-remote-mailbox.ps1, step by step.
+    /// enable-remote-mailbox.ps1, step by step: the mailbox, then (a second call, in the
+    /// Archive parameter set) the archive when one is asked for and not there yet.
     fn enable(&self, account: &AccountData) -> ResultLine {
         let common = Self::common(account);
+        let (result, existing) = match self.enable_mailbox(account, &common) {
+            Ok(done) => done,
+            Err(e) => return *e,
+        };
+        if account.archive && !existing.as_ref().is_some_and(|e| e.archive) {
+            if let Err(e) = self.enable_archive(account, &common) {
+                return *e;
+            }
+        }
+        result
+    }
+
+    /// The mailbox call; on "already a remote mailbox", what Get-RemoteMailbox showed.
+    fn enable_mailbox(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+    ) -> Result<(ResultLine, Option<Existing>), Box<ResultLine>> {
         let mut params = common.clone();
         params.insert(
             "RemoteRoutingAddress".into(),
@@ -510,36 +571,53 @@ impl Run {
         if let Some(p) = &account.primary_smtp_address {
             params.insert("PrimarySmtpAddress".into(), json!(p));
         }
-        if account.archive {
-            params.insert("Archive".into(), json!(true));
-        }
+        self.bind("Enable-RemoteMailbox", &params)?;
         let outcome = self.try_enable(account);
         let failed = outcome.as_ref().err().and_then(|e| e.reason.clone());
         self.record("Enable-RemoteMailbox", params, failed.as_deref());
         let enable_error = match outcome {
-            Ok(()) => return status("enabled"),
-            Err(e) => *e,
+            Ok(()) => return Ok((status("enabled"), None)),
+            Err(e) => e,
         };
         if enable_error.reason.as_deref() != Some("RecipientTaskException") {
-            return enable_error;
+            return Err(enable_error);
         }
         // Exchange has no "already enabled" no-op: ask Get-RemoteMailbox.
-        let existing = self.get_remote_mailbox(account, &common);
-        let Some((index, rra, hidden)) = existing else {
-            return enable_error;
+        let Some(existing) = self.get_remote_mailbox(account, common)? else {
+            return Err(enable_error);
         };
-        if hidden {
-            let mut p = common;
-            p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
-            self.record("Set-RemoteMailbox", p, None);
-            self.state.lock().accounts[index].set_hidden(false);
-            let mut r = status("unhidden");
-            r.remote_routing_address = rra;
-            return r;
-        }
         let mut r = status("already");
-        r.remote_routing_address = rra;
-        r
+        r.remote_routing_address = existing.remote_routing_address.clone();
+        if existing.hidden {
+            let mut p = common.clone();
+            p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
+            self.bind("Set-RemoteMailbox", &p)?;
+            self.record("Set-RemoteMailbox", p, None);
+            self.state.lock().accounts[existing.index].set_hidden(false);
+            r.status = "unhidden".into();
+        }
+        Ok((r, Some(existing)))
+    }
+
+    /// `Enable-RemoteMailbox -Identity … -Archive`: provisions the cloud archive.
+    fn enable_archive(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+    ) -> Result<(), Box<ResultLine>> {
+        let mut params = common.clone();
+        params.insert("Archive".into(), json!(true));
+        self.bind("Enable-RemoteMailbox", &params)?;
+        let found = self.find_remote(account);
+        let error = found
+            .is_none()
+            .then_some("ManagementObjectNotFoundException");
+        self.record("Enable-RemoteMailbox", params, error);
+        let Some(existing) = found else {
+            return Err(Box::new(Self::not_found("EnableRemoteMailbox", account)));
+        };
+        self.state.lock().accounts[existing.index].enable_archive();
+        Ok(())
     }
 
     fn try_enable(&self, account: &AccountData) -> Result<(), Box<ResultLine>> {
@@ -608,34 +686,36 @@ impl Run {
             )));
         }
         st.accounts[index].make_remote(&rra, &alias, &primary);
-        if account.archive {
-            // What -Archive writes: the archive is provisioned in the cloud.
-            st.accounts[index].archive = true;
-        }
         Ok(())
     }
 
-    /// Get-RemoteMailbox, recorded: (index, RemoteRoutingAddress, HiddenFromAddressListsEnabled).
+    /// Get-RemoteMailbox, bound and recorded: the remote mailbox, if the identity names one.
     fn get_remote_mailbox(
         &self,
         account: &AccountData,
         common: &Map<String, Value>,
-    ) -> Option<(usize, Option<String>, bool)> {
+    ) -> Result<Option<Existing>, Box<ResultLine>> {
+        self.bind("Get-RemoteMailbox", common)?;
         let existing = self.find_remote(account);
         let error = existing
             .is_none()
             .then_some("ManagementObjectNotFoundException");
         self.record("Get-RemoteMailbox", common.clone(), error);
-        existing
+        Ok(existing)
     }
 
-    fn find_remote(&self, account: &AccountData) -> Option<(usize, Option<String>, bool)> {
+    fn find_remote(&self, account: &AccountData) -> Option<Existing> {
         let st = self.state.lock();
         st.find(&account.identity)
             .filter(|i| st.accounts[*i].recipient == Recipient::Remote)
-            .map(|i| {
-                let a = &st.accounts[i];
-                (i, a.remote_routing_address.clone(), a.hidden)
+            .map(|index| {
+                let a = &st.accounts[index];
+                Existing {
+                    index,
+                    remote_routing_address: a.remote_routing_address.clone(),
+                    hidden: a.hidden,
+                    archive: a.msExchArchiveGUID.is_some(),
+                }
             })
     }
 
@@ -668,19 +748,25 @@ impl Run {
     /// hide-remote-mailbox.ps1, step by step.
     fn hide(&self, account: &AccountData) -> ResultLine {
         let common = Self::common(account);
-        let existing = self.get_remote_mailbox(account, &common);
-        let Some((index, _, hidden)) = existing else {
+        let existing = match self.get_remote_mailbox(account, &common) {
+            Ok(existing) => existing,
+            Err(e) => return *e,
+        };
+        let Some(existing) = existing else {
             let mut r = Self::not_found("GetRemoteMailbox", account);
             r.status = "not_remote".into();
             return r;
         };
-        if hidden {
+        if existing.hidden {
             return status("already");
         }
         let mut p = common;
         p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
+        if let Err(e) = self.bind("Set-RemoteMailbox", &p) {
+            return *e;
+        }
         self.record("Set-RemoteMailbox", p, None);
-        self.state.lock().accounts[index].set_hidden(true);
+        self.state.lock().accounts[existing.index].set_hidden(true);
         status("hidden")
     }
 }
@@ -709,5 +795,47 @@ mod tests {
             .script()
             .replace("Enable-RemoteMailbox @enable", "Remove-Mailbox @enable");
         assert_eq!(recognise(&tampered), None);
+    }
+
+    #[test]
+    fn the_old_one_call_archive_is_refused_as_powershell_refuses_it() {
+        let run = Run {
+            state: SharedState::default(),
+            latency: Latency::default(),
+            user: "svc".into(),
+            lines: Vec::new(),
+            stderr: String::new(),
+        };
+        // What enable-remote-mailbox.ps1 sent before: the mailbox and -Archive in one call.
+        let old: Map<String, Value> = [
+            ("Identity", json!("jdoe")),
+            ("DomainController", json!("dc1.corp.example")),
+            (
+                "RemoteRoutingAddress",
+                json!("jdoe@tenant.mail.onmicrosoft.com"),
+            ),
+            ("Archive", json!(true)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let refused = run.bind("Enable-RemoteMailbox", &old).unwrap_err();
+        assert_eq!(refused.category.as_deref(), Some("InvalidArgument"));
+        assert_eq!(refused.reason.as_deref(), Some("ParameterBindingException"));
+        assert_eq!(
+            refused.error_id.as_deref(),
+            Some("AmbiguousParameterSet,Enable-RemoteMailbox")
+        );
+        assert_eq!(
+            refused.message.as_deref(),
+            Some("Parameter set cannot be resolved using the specified named parameters.")
+        );
+        let st = run.state.lock();
+        assert_eq!(st.invocations.len(), 1);
+        assert_eq!(
+            st.invocations[0].error.as_deref(),
+            Some("ParameterBindingException")
+        );
+        assert!(st.accounts.is_empty(), "nothing ran");
     }
 }

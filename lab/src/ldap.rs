@@ -452,8 +452,13 @@ fn entry(a: &LabAccount, synced: bool) -> Entry {
             .map(|h| if h { "TRUE" } else { "FALSE" }.to_owned()),
     );
     opt("targetAddress", a.targetAddress.clone());
+    opt("msExchArchiveName", a.msExchArchiveName.clone());
+
     opt("mailNickname", a.mailNickname.clone());
     opt("mail", a.primary_smtp_address.clone());
+    if let Some(g) = a.msExchArchiveGUID {
+        attrs.push(("msExchArchiveGUID".into(), vec![g.to_bytes_le().to_vec()]));
+    }
     if !a.proxy_addresses.is_empty() {
         attrs.push((
             "proxyAddresses".into(),

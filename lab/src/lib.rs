@@ -7,6 +7,7 @@ pub mod directory;
 pub mod exchange;
 pub mod faults;
 pub mod ldap;
+pub mod parameter_sets;
 pub mod wsman;
 
 use std::net::SocketAddr;

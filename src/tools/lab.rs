@@ -98,10 +98,9 @@ pub async fn run(args: LabArgs) -> anyhow::Result<i32> {
     if let Some(path) = &args.accounts_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --accounts-file {}", path.display()))?;
-        accounts.extend(
-            lab::directory::parse_accounts_file(&text)
-                .map_err(|e| anyhow::anyhow!("--accounts-file {}: {e}", path.display()))?,
-        );
+        let added = lab::directory::parse_accounts_file_beside(&accounts, &text)
+            .map_err(|e| anyhow::anyhow!("--accounts-file {}: {e}", path.display()))?;
+        accounts.extend(added);
     }
     let n = accounts.len();
     let mut faults = Vec::new();

@@ -19,12 +19,20 @@ pub enum Plan {
     Fail(ErrorClass, String),
 }
 
+/// What a joiner asks for besides the mailbox: where it routes, and whether an archive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted<'a> {
+    pub remote_routing_address: Option<&'a str>,
+    /// `mailbox.archive`: the mailbox has a cloud archive too.
+    pub archive: bool,
+}
+
 /// Decides from what the domain controller shows whether Exchange needs to be asked.
 pub fn plan(
     kind: EventKind,
     sam: &str,
     state: &AccountState,
-    remote_routing_address: Option<&str>,
+    wanted: Wanted<'_>,
     require_cloud_sync: bool,
 ) -> Plan {
     let dc = &state.domain_controller;
@@ -36,23 +44,15 @@ pub fn plan(
             ),
         ),
         (EventKind::Leaver, None) => Plan::Done(JobOutcome::Gone),
-        (EventKind::Joiner, Some(a)) => {
-            joiner(a, sam, dc, remote_routing_address, require_cloud_sync)
-        }
+        (EventKind::Joiner, Some(a)) => joiner(a, sam, dc, wanted, require_cloud_sync),
         (EventKind::Leaver, Some(a)) => leaver(a, sam, dc),
     }
 }
 
 /// A joiner: enable a remote mailbox unless the account has one or is another recipient.
-fn joiner(
-    a: &Account,
-    sam: &str,
-    dc: &str,
-    remote_routing_address: Option<&str>,
-    require_cloud_sync: bool,
-) -> Plan {
+fn joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>, require_cloud_sync: bool) -> Plan {
     match a.recipient {
-        RecipientType::RemoteMailbox => remote_mailbox_joiner(a, sam, dc, remote_routing_address),
+        RecipientType::RemoteMailbox => remote_mailbox_joiner(a, sam, dc, wanted),
         RecipientType::OnPremMailbox => Plan::Fail(
             ErrorClass::Permanent,
             format!(
@@ -76,20 +76,15 @@ fn joiner(
     }
 }
 
-/// A joiner whose account has a remote mailbox already: done, a rehire to unhide, a stale
-/// event, or a conflict when it is routed elsewhere.
-fn remote_mailbox_joiner(
-    a: &Account,
-    sam: &str,
-    dc: &str,
-    remote_routing_address: Option<&str>,
-) -> Plan {
+/// A joiner whose account has a remote mailbox already: done, a rehire to unhide, an
+/// archive still to enable, a stale event, or a conflict when it is routed elsewhere.
+fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -> Plan {
     let current = a.target_address.as_deref().map(|t| {
         t.strip_prefix("SMTP:")
             .or(t.strip_prefix("smtp:"))
             .unwrap_or(t)
     });
-    match (current, remote_routing_address) {
+    match (current, wanted.remote_routing_address) {
         (Some(cur), Some(want)) if !cur.eq_ignore_ascii_case(want) => Plan::Fail(
             ErrorClass::Permanent,
             format!(
@@ -102,6 +97,8 @@ fn remote_mailbox_joiner(
         )),
         // Hidden: a rehire. The template makes it visible again.
         _ if a.hidden => Plan::Run,
+        // The mailbox is there, its archive not: the template's second call adds it.
+        _ if wanted.archive && a.archive_guid.is_none() => Plan::Run,
         _ => Plan::Done(JobOutcome::Already),
     }
 }
@@ -123,8 +120,14 @@ fn leaver(a: &Account, sam: &str, dc: &str) -> Plan {
     }
 }
 
-/// Whether the account now shows what Exchange said it did.
-pub fn verified(kind: EventKind, status: JobOutcome, after: &AccountState) -> Result<(), String> {
+/// Whether the account now shows what Exchange said it did: for a joiner a visible remote
+/// mailbox, and its archive (msExchArchiveGUID) when one was asked for.
+pub fn verified(
+    kind: EventKind,
+    status: JobOutcome,
+    after: &AccountState,
+    archive: bool,
+) -> Result<(), String> {
     let Some(a) = &after.account else {
         return Err(format!(
             "the account is no longer on {} after Exchange reported {status:?}",
@@ -132,8 +135,16 @@ pub fn verified(kind: EventKind, status: JobOutcome, after: &AccountState) -> Re
             status = status.as_str()
         ));
     };
+    let mailbox = a.recipient == RecipientType::RemoteMailbox && !a.hidden;
+    if kind == EventKind::Joiner && mailbox && archive && a.archive_guid.is_none() {
+        return Err(format!(
+            "Exchange reported {status:?} but {} shows no archive (msExchArchiveGUID is not set); retried",
+            after.domain_controller,
+            status = status.as_str()
+        ));
+    }
     let ok = match (kind, status) {
-        (EventKind::Joiner, _) => a.recipient == RecipientType::RemoteMailbox && !a.hidden,
+        (EventKind::Joiner, _) => mailbox,
         (EventKind::Leaver, JobOutcome::NotRemote) => a.recipient != RecipientType::RemoteMailbox,
         (EventKind::Leaver, _) => a.hidden,
     };
@@ -182,6 +193,8 @@ mod tests {
             target_address: (recipient == RecipientType::RemoteMailbox)
                 .then(|| "SMTP:j@t.mail.onmicrosoft.com".into()),
             cloud_synced: synced,
+            archive_guid: None,
+            archive_name: None,
         }
     }
 
@@ -297,7 +310,11 @@ mod tests {
         ];
         for (kind, a, require_sync, want) in rows {
             let desc = format!("{kind:?} {a:?} sync={require_sync}");
-            let p = plan(kind, "j", &state(a), rra, require_sync);
+            let wanted = Wanted {
+                remote_routing_address: rra,
+                archive: false,
+            };
+            let p = plan(kind, "j", &state(a), wanted, require_sync);
             assert_eq!(shape(&p), want, "{desc}: {p:?}");
         }
         // A remote mailbox routed elsewhere is a conflict for a person, not a no-op.
@@ -305,10 +322,57 @@ mod tests {
             Joiner,
             "j",
             &state(Some(acct(RemoteMailbox, false, false, true))),
-            Some("other@t.mail.onmicrosoft.com"),
+            Wanted {
+                remote_routing_address: Some("other@t.mail.onmicrosoft.com"),
+                archive: false,
+            },
             false,
         );
         assert_eq!(shape(&p), permanent());
+    }
+
+    #[test]
+    fn a_joiner_with_an_archive_runs_until_the_archive_is_there() {
+        let wanted = Wanted {
+            remote_routing_address: Some("j@t.mail.onmicrosoft.com"),
+            archive: true,
+        };
+        let mut a = acct(RecipientType::RemoteMailbox, false, false, true);
+        let p = plan(
+            EventKind::Joiner,
+            "j",
+            &state(Some(a.clone())),
+            wanted,
+            false,
+        );
+        assert_eq!(shape(&p), Shape::Run, "the mailbox has no archive yet");
+        assert!(
+            verified(
+                EventKind::Joiner,
+                JobOutcome::Already,
+                &state(Some(a.clone())),
+                true
+            )
+            .is_err()
+        );
+        a.archive_guid = Some(uuid::Uuid::new_v4());
+        let p = plan(
+            EventKind::Joiner,
+            "j",
+            &state(Some(a.clone())),
+            wanted,
+            false,
+        );
+        assert_eq!(shape(&p), Shape::Done(JobOutcome::Already));
+        assert!(
+            verified(
+                EventKind::Joiner,
+                JobOutcome::Enabled,
+                &state(Some(a)),
+                true
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -316,11 +380,11 @@ mod tests {
         let hidden = state(Some(acct(RecipientType::RemoteMailbox, true, true, true)));
         let visible = state(Some(acct(RecipientType::RemoteMailbox, false, false, true)));
         let plain = state(Some(acct(RecipientType::None, true, false, true)));
-        assert!(verified(EventKind::Leaver, JobOutcome::Hidden, &hidden).is_ok());
-        assert!(verified(EventKind::Leaver, JobOutcome::Hidden, &visible).is_err());
-        assert!(verified(EventKind::Leaver, JobOutcome::NotRemote, &plain).is_ok());
-        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &visible).is_ok());
-        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &hidden).is_err());
-        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &state(None)).is_err());
+        assert!(verified(EventKind::Leaver, JobOutcome::Hidden, &hidden, false).is_ok());
+        assert!(verified(EventKind::Leaver, JobOutcome::Hidden, &visible, false).is_err());
+        assert!(verified(EventKind::Leaver, JobOutcome::NotRemote, &plain, false).is_ok());
+        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &visible, false).is_ok());
+        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &hidden, false).is_err());
+        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &state(None), false).is_err());
     }
 }
