@@ -353,7 +353,11 @@ impl Worker {
                     format!("Exchange reported the unknown status {status:?}; see the transcript"),
                 ),
             },
-            Some(AccountOutcome::Failed { class, message }) => self.failure(&p.job, class, message),
+            Some(AccountOutcome::Failed {
+                class,
+                message,
+                retry_after,
+            }) => no_sooner_than(self.failure(&p.job, class, message), retry_after),
             None => self.failure(&p.job, ErrorClass::Transient, "no outcome".into()),
         }
     }
@@ -366,12 +370,14 @@ impl Worker {
             metrics::counter!("mailboxd_winrm_errors_total", "kind" => w.kind()).increment(1);
         }
         let reason = e.to_string();
-        // Throttling says the host is up and busy: back off, keep the circuit closed.
+        // Throttling says the host is up and busy: back off, keep the circuit closed. A
+        // session Exchange dropped says the host is up too.
         let retry_after = match &e {
             ExchangeError::Throttled { retry_after, .. } => Some(retry_after.unwrap_or_default()),
             _ => None,
         };
-        let open = retry_after.is_none() && self.host_failed(&e, &reason).await;
+        let host_is_up = retry_after.is_some() || matches!(e, ExchangeError::SessionDropped { .. });
+        let open = !host_is_up && self.host_failed(&e, &reason).await;
         let host = Some(self.exchange.endpoint().to_owned());
         let finished: Vec<Finished<'_>> = pending
             .iter()
@@ -419,21 +425,7 @@ impl Worker {
                 at: at(self.circuit.reopens_in() + Duration::from_millis(100)),
             };
         }
-        match (self.failure(job, class, reason.to_owned()), retry_after) {
-            (
-                Resolution::Retry {
-                    class,
-                    error,
-                    at: next,
-                },
-                Some(wait),
-            ) => Resolution::Retry {
-                class,
-                error,
-                at: next.max(at(wait)),
-            },
-            (res, _) => res,
-        }
+        no_sooner_than(self.failure(job, class, reason.to_owned()), retry_after)
     }
 
     /// Writes the circuit's opened/closed alert, one pair per outage across replicas.
@@ -597,6 +589,25 @@ impl Worker {
                 tracing::error!(error = %e, jobs = outcomes.len(), "cannot record the batch's outcomes; its jobs run again after their lease")
             }
         }
+    }
+}
+
+/// A retry no sooner than Exchange's throttling asked (`wait`); other resolutions as they are.
+fn no_sooner_than(res: Resolution, wait: Option<Duration>) -> Resolution {
+    match (res, wait) {
+        (
+            Resolution::Retry {
+                class,
+                error,
+                at: next,
+            },
+            Some(wait),
+        ) => Resolution::Retry {
+            class,
+            error,
+            at: next.max(at(wait)),
+        },
+        (res, _) => res,
     }
 }
 

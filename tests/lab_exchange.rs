@@ -53,7 +53,7 @@ fn account(identity: &str) -> AccountData {
 fn status(o: &AccountOutcome) -> String {
     match o {
         AccountOutcome::Done { status } => status.clone(),
-        AccountOutcome::Failed { class, message } => format!("{class:?}: {message}"),
+        AccountOutcome::Failed { class, message, .. } => format!("{class:?}: {message}"),
     }
 }
 
@@ -78,14 +78,14 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
     assert_eq!(status(&r.outcomes[&ids[0]]), "enabled");
     assert_eq!(status(&r.outcomes[&ids[1]]), "already");
     match &r.outcomes[&ids[2]] {
-        AccountOutcome::Failed { class, message } => {
+        AccountOutcome::Failed { class, message, .. } => {
             assert_eq!(*class, ErrorClass::Permanent);
             assert!(message.contains("is of type UserMailbox"), "{message}");
         }
         other => panic!("on-prem mailbox must fail: {other:?}"),
     }
     match &r.outcomes[&ids[3]] {
-        AccountOutcome::Failed { class, message } => {
+        AccountOutcome::Failed { class, message, .. } => {
             assert_eq!(
                 *class,
                 ErrorClass::Transient,
@@ -120,7 +120,7 @@ async fn a_proxy_address_in_use_is_a_permanent_error() {
         .await
         .unwrap();
     match &r.outcomes[&id] {
-        AccountOutcome::Failed { class, message } => {
+        AccountOutcome::Failed { class, message, .. } => {
             assert_eq!(*class, ErrorClass::Permanent);
             assert!(
                 message.starts_with("ProxyAddressExistsException"),

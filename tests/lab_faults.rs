@@ -34,7 +34,11 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
         .await;
     assert_eq!(
         errors_of(&calls),
-        vec!["ThrottlingException", "ThrottlingException", "ok"]
+        vec![
+            "PSRemotingTransportException",
+            "PSRemotingTransportException",
+            "ok"
+        ]
     );
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(attempts[0].error_class, Some(ErrorClass::Transient));
@@ -43,9 +47,17 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
             .error_message
             .as_deref()
             .unwrap()
-            .contains("PowerShellMaxCmdlets"),
+            .contains("will not be approved for at least 500 milliseconds"),
         "{attempts:?}"
     );
+    // The stated wait is the retry time: no attempt came sooner (backoff alone is ms here).
+    for pair in attempts.windows(2) {
+        let gap = pair[1].started_at - pair[0].finished_at;
+        assert!(
+            gap >= chrono::Duration::milliseconds(500),
+            "{gap} {attempts:?}"
+        );
+    }
     app.stop().await;
     env.cleanup().await;
 }

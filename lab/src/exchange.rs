@@ -363,6 +363,14 @@ fn status(s: &str) -> ResultLine {
     }
 }
 
+/// The first cmdlet a template runs, and its Exchange task class.
+fn first_cmdlet(template: Template) -> (&'static str, &'static str) {
+    match template {
+        Template::EnableRemoteMailbox => ("Enable-RemoteMailbox", "EnableRemoteMailbox"),
+        Template::HideRemoteMailbox => ("Get-RemoteMailbox", "GetRemoteMailbox"),
+    }
+}
+
 /// A ParameterBindingException as Windows PowerShell 5.1 reports it (research §3): raised by
 /// the local proxy, so no routing prefix and no PSComputerName.
 fn binding_error(cmdlet: &str, refused: &super::parameter_sets::BindingError) -> ResultLine {
@@ -379,12 +387,29 @@ fn binding_error(cmdlet: &str, refused: &super::parameter_sets::BindingError) ->
 impl Run {
     /// Each account of the request, in its own try/catch as the template does.
     async fn accounts(&mut self, template: Template, payload: &Payload) {
+        // Once Exchange dropped the session, every later cmdlet of this process fails too.
+        let remote = payload.data.session.mode == ExchangeMode::Remote;
+        let mut dropped = false;
         for account in &payload.data.accounts {
             if !self.latency.cmdlet.is_zero() {
                 tokio::time::sleep(self.latency.cmdlet).await;
             }
-            let injected = self.state.lock().faults.next_cmdlet(&self.user);
+            let injected = {
+                let mut st = self.state.lock();
+                if remote && !dropped && st.faults.sessions_to_drop > 0 {
+                    st.faults.sessions_to_drop -= 1;
+                    dropped = true;
+                }
+                if dropped {
+                    None
+                } else {
+                    st.faults.next_cmdlet(&self.user)
+                }
+            };
             let mut result = match (injected, template) {
+                _ if dropped => {
+                    self.failed_call(account, template, super::faults::session_dropped())
+                }
                 (Some(fault), t) => self.injected(account, t, &fault),
                 (None, Template::EnableRemoteMailbox) => self.enable(account),
                 (None, Template::HideRemoteMailbox) => self.hide(account),
@@ -731,18 +756,32 @@ impl Run {
             .domain_controller
             .as_deref()
             .unwrap_or("dc1.corp.example");
-        let (reason, message) = fault.render(&account.identity, dc);
-        let (cmdlet, task) = match template {
-            Template::EnableRemoteMailbox => ("Enable-RemoteMailbox", "EnableRemoteMailbox"),
-            Template::HideRemoteMailbox => ("Get-RemoteMailbox", "GetRemoteMailbox"),
-        };
-        self.record(cmdlet, Self::common(account), Some(&reason));
-        let category = match reason.as_str() {
-            "UnauthorizedAccessException" => "PermissionDenied",
-            "ThrottlingException" => "ResourceBusy",
-            _ => "NotSpecified",
-        };
-        error(&reason, category, task, "0", message)
+        let cmdlet = first_cmdlet(template).0;
+        self.failed_call(account, template, fault.render(cmdlet, account, dc))
+    }
+
+    /// The template's first cmdlet, recorded as failing with `r`, as Get-MailboxdError
+    /// reports it: PowerShell's own id when it raised the error, else Exchange's task id
+    /// with its routing prefix.
+    fn failed_call(
+        &self,
+        account: &AccountData,
+        template: Template,
+        r: super::faults::Rendered,
+    ) -> ResultLine {
+        let (cmdlet, task) = first_cmdlet(template);
+        self.record(cmdlet, Self::common(account), Some(&r.reason));
+        match r.error_id {
+            Some(id) => ResultLine {
+                status: "error".into(),
+                category: Some(r.category),
+                reason: Some(r.reason),
+                error_id: Some(id),
+                message: Some(r.message),
+                ..ResultLine::default()
+            },
+            None => error(&r.reason, &r.category, task, "0", r.message),
+        }
     }
 
     /// hide-remote-mailbox.ps1, step by step.

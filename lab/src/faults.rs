@@ -3,6 +3,10 @@
 //!
 //! ```json
 //! {"fault": "cmdlet_errors", "count": 3, "error": "throttled"}
+//! {"fault": "cmdlet_errors", "count": 1, "error": "insufficient_access_rights"}
+//! {"fault": "cmdlet_errors", "count": 1, "error": "argument_transformation"}
+//! {"fault": "cmdlet_errors", "count": 1, "error": "command_not_found"}
+//! {"fault": "session_dropped", "count": 1}
 //! {"fault": "cmdlet_errors", "count": 1, "error": {"reason": "ProxyAddressExistsException", "message": "…"}}
 //! {"fault": "auth_refused", "seconds": 10}
 //! {"fault": "host_down", "seconds": 5}
@@ -16,6 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use ps_templates::AccountData;
 use serde::{Deserialize, Serialize};
 
 /// One request to `POST /lab/faults`.
@@ -46,6 +51,10 @@ pub enum FaultRequest {
     /// The next `count` PowerShell runs also print `text` (on stdout before the results, and
     /// on stderr), as a logon script, a profile's `Write-Host` or a warning stream does.
     StrayOutput { count: u32, text: String },
+    /// Exchange drops the next `count` sessions in use (its idle timeout, an app pool
+    /// recycle): the next cmdlet in such a session, and every one after it in that process,
+    /// fails with WSMan-InvalidShellID.
+    SessionDropped { count: u32 },
     /// Every fault off.
     Clear,
 }
@@ -67,36 +76,157 @@ pub enum NamedError {
     NotFound,
     /// Access denied (the service account lost its RBAC role).
     AccessDenied,
+    /// A protected account (adminCount=1, inheritance off): Exchange may not write it.
+    InsufficientAccessRights,
+    /// A value Exchange cannot convert to its parameter's type.
+    ArgumentTransformation,
+    /// The cmdlets are not in the host's PowerShell (`exchange.mode = "none"` on a plain host).
+    CommandNotFound,
 }
 
-impl CmdletError {
-    /// (exception type, message) as Exchange reports it.
-    pub fn render(&self, identity: &str, dc: &str) -> (String, String) {
-        match self {
-            CmdletError::Custom { reason, message } => (reason.clone(), message.clone()),
-            CmdletError::Named(NamedError::Throttled) => (
-                "ThrottlingException".into(),
-                throttled_message(60),
-            ),
-            CmdletError::Named(NamedError::NotFound) => (
-                "ManagementObjectNotFoundException".into(),
-                format!(
-                    "The operation couldn't be performed because object '{identity}' couldn't be found on '{dc}'."
-                ),
-            ),
-            CmdletError::Named(NamedError::AccessDenied) => (
-                "UnauthorizedAccessException".into(),
-                "Access is denied. The user isn't assigned to any management roles that allow this cmdlet.".into(),
-            ),
+/// A failing cmdlet as the template's Get-MailboxdError reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// CategoryInfo.Reason: the exception type.
+    pub reason: String,
+    /// CategoryInfo.Category.
+    pub category: String,
+    /// FullyQualifiedErrorId when PowerShell (not Exchange's task) raised it; `None`: the
+    /// task's own id, with the routing prefix Exchange adds.
+    pub error_id: Option<String>,
+    pub message: String,
+}
+
+impl Rendered {
+    fn exchange(reason: &str, category: &str, message: String) -> Rendered {
+        Rendered {
+            reason: reason.into(),
+            category: category.into(),
+            error_id: None,
+            message,
         }
     }
 }
 
-/// The lab's text for a spent cmdlet budget (PowerShellMaxCmdlets). The exact production
-/// wording is not in our notes; the shape follows the runspace-budget message.
-pub fn throttled_message(wait_s: u64) -> String {
+/// The user-load quota the `throttled` fault reports, and the wait it states.
+const QUOTA_REQUESTS: u32 = 1000;
+const QUOTA_SECONDS: u32 = 2;
+pub const THROTTLED_WAIT_MS: u64 = 500;
+
+impl CmdletError {
+    /// What Exchange reports for `cmdlet` on `account` (its DC `dc`).
+    pub fn render(&self, cmdlet: &str, account: &AccountData, dc: &str) -> Rendered {
+        let identity = &account.identity;
+        match self {
+            CmdletError::Custom { reason, message } => {
+                let category = match reason.as_str() {
+                    "UnauthorizedAccessException" => "PermissionDenied",
+                    "ThrottlingException" => "ResourceBusy",
+                    _ => "NotSpecified",
+                };
+                Rendered::exchange(reason, category, message.clone())
+            }
+            CmdletError::Named(NamedError::Throttled) => Rendered::exchange(
+                "PSRemotingTransportException",
+                "OperationStopped",
+                throttled_message(QUOTA_REQUESTS, QUOTA_SECONDS, THROTTLED_WAIT_MS),
+            ),
+            CmdletError::Named(NamedError::NotFound) => Rendered::exchange(
+                "ManagementObjectNotFoundException",
+                "NotSpecified",
+                format!(
+                    "The operation couldn't be performed because object '{identity}' couldn't be found on '{dc}'."
+                ),
+            ),
+            CmdletError::Named(NamedError::AccessDenied) => Rendered::exchange(
+                "UnauthorizedAccessException",
+                "PermissionDenied",
+                "Access is denied. The user isn't assigned to any management roles that allow this cmdlet.".into(),
+            ),
+            CmdletError::Named(NamedError::InsufficientAccessRights) => Rendered::exchange(
+                "ADOperationException",
+                "NotSpecified",
+                insufficient_rights_message(dc),
+            ),
+            CmdletError::Named(NamedError::ArgumentTransformation) => {
+                transformation_error(cmdlet, account)
+            }
+            CmdletError::Named(NamedError::CommandNotFound) => command_not_found(cmdlet),
+        }
+    }
+}
+
+/// Exchange's text for a write a protected account's ACL denies (research §5: Zachary
+/// Loeber's New-MoveRequest transcript; TechNet bb885050; KB 3096158). The DSID varies by
+/// DC build.
+pub fn insufficient_rights_message(dc: &str) -> String {
     format!(
-        "Cmdlet execution was stopped because you have exceeded your budget to run cmdlets (PowerShellMaxCmdlets). Please wait for {wait_s} seconds."
+        "Active Directory operation failed on {dc}. This error is not retriable. Additional information: Insufficient access rights to perform the operation.\nActive directory response: 00002098: SecErr: DSID-03150BB9, problem 4003 (INSUFF_ACCESS_RIGHTS), data 0"
+    )
+}
+
+/// A value Exchange cannot convert (research §6). The frame and ids are seen in transcripts;
+/// for -PrimarySmtpAddress / -RemoteRoutingAddress the whole text is composed by the pattern
+/// (no transcript for those parameters was found).
+fn transformation_error(cmdlet: &str, account: &AccountData) -> Rendered {
+    let (parameter, value) = match &account.primary_smtp_address {
+        Some(p) => ("PrimarySmtpAddress", p.clone()),
+        None => (
+            "RemoteRoutingAddress",
+            account.remote_routing_address.clone().unwrap_or_default(),
+        ),
+    };
+    Rendered {
+        reason: "ParameterBindingArgumentTransformationException".into(),
+        category: "InvalidData".into(),
+        error_id: Some(format!("ParameterArgumentTransformationError,{cmdlet}")),
+        message: format!(
+            "Cannot process argument transformation on parameter '{parameter}'. Cannot convert value \"{value}\" to type \"Microsoft.Exchange.Data.SmtpAddress\". Error: \"The email address '{value}' isn't correct. Please use this format: user name, the @ sign, followed by the domain name. For example, tonysmith@contoso.com or tony.smith@contoso.com.\""
+        ),
+    }
+}
+
+/// Windows PowerShell 5.1 without the Exchange cmdlets (research §8, learn.microsoft.com
+/// Q&A 1363212, verbatim).
+fn command_not_found(cmdlet: &str) -> Rendered {
+    Rendered {
+        reason: "CommandNotFoundException".into(),
+        category: "ObjectNotFound".into(),
+        error_id: Some("CommandNotFoundException".into()),
+        message: format!(
+            "The term '{cmdlet}' is not recognized as the name of a cmdlet, function, script file, or operable program. Check the spelling of the name, or if a path was included, verify that the path is correct and try again."
+        ),
+    }
+}
+
+/// A session Exchange dropped, mid-command (research §7: KB 3090768 "InvalidShellID error in
+/// RPS", verbatim but for the lab's names).
+pub fn session_dropped() -> Rendered {
+    Rendered {
+        reason: "PSRemotingTransportException".into(),
+        category: "OperationStopped".into(),
+        error_id: Some("JobFailure".into()),
+        message: format!(
+            "Processing data for a remote command failed with the following error message: [ClientAccessServer=LAB-EX01,BackEndServer=lab-ex01.corp.example,RequestId={},TimeStamp={}] [FailureCategory=WSMan-InvalidShellID] The request for the Windows Remote Shell with ShellId {} failed because the shell was not found on the server. Possible causes are: the specified ShellId is incorrect or the shell no longer exists on the server. Provide the correct ShellId or create a new shell and retry the operation. For more information, see the about_Remote_Troubleshooting Help topic.",
+            uuid::Uuid::new_v4(),
+            timestamp(),
+            uuid::Uuid::new_v4().to_string().to_uppercase()
+        ),
+    }
+}
+
+fn timestamp() -> String {
+    chrono::Utc::now()
+        .format("%-m/%-d/%Y %-I:%M:%S %p")
+        .to_string()
+}
+
+/// The WS-Management user-load quota (PowerShellMaxCmdlets per PowerShellMaxCmdletsTimePeriod):
+/// the only text seen for that limit (research §4a, c7solutions; an EMC 2010 transcript).
+/// No Exchange 2013+ text for a spent cmdlet budget was found.
+pub fn throttled_message(requests: u32, seconds: u32, wait_ms: u64) -> String {
+    format!(
+        "The WS-Management service cannot process the request. The user load quota of {requests} requests per {seconds} seconds has been exceeded. Send future requests at a slower rate or raise the quota for this user. The next request from this user will not be approved for at least {wait_ms} milliseconds."
     )
 }
 
@@ -138,6 +268,8 @@ pub struct Faults {
     /// Cmdlet start times per user within the budget window.
     pub cmdlet_times: HashMap<String, VecDeque<Instant>>,
     pub throttled: u64,
+    /// Sessions in use that Exchange will drop (`session_dropped`).
+    pub sessions_to_drop: u32,
 }
 
 fn secs(s: f64) -> Duration {
@@ -175,6 +307,9 @@ impl Faults {
             FaultRequest::NotSynced { account, seconds } => {
                 self.not_synced
                     .insert(account.to_lowercase(), now + secs(*seconds));
+            }
+            FaultRequest::SessionDropped { count } => {
+                self.sessions_to_drop = self.sessions_to_drop.saturating_add(*count);
             }
             FaultRequest::StrayOutput { count, text } => {
                 self.stray_output
@@ -232,10 +367,15 @@ impl Faults {
         let n = self.sessions.entry(user.to_owned()).or_default();
         if *n >= max {
             self.throttled += 1;
+            // Composed (research §4b): the sentence from an EXO transcript
+            // (Microsoft365DSC#359), the on-prem prefix and record from an Exchange AuthZ
+            // refusal (learn.microsoft.com Q&A 310545); no on-prem transcript of exactly this.
             return Err(format!(
-                "[lab-ex01.corp.example] Connecting to remote server lab-ex01.corp.example failed with the following error message : [ClientAccessServer=LAB-EX01,BackEndServer=lab-ex01.corp.example,RequestId={},TimeStamp={}] [FailureCategory=AuthZ-AuthorizationException] Fail to create a runspace because you have exceeded the maximum number of connections allowed : {max} For more information, see the about_Remote_Troubleshooting Help topic.",
+                "[lab-ex01.corp.example] Processing data from remote server lab-ex01.corp.example failed with the following error message: [ClientAccessServer=LAB-EX01,BackEndServer=lab-ex01.corp.example,RequestId={},TimeStamp={}] [AuthZRequestId={}][FailureCategory=AuthZ-AuthorizationException] Fail to create a runspace because you have exceeded the maximum number of connections allowed : {max} for the policy party : MaxConcurrency. Please close existing runspace and try again.\nPolicy: CN=GlobalThrottlingPolicy_{},CN=Global Settings,CN=LAB,CN=Microsoft Exchange,CN=Services,CN=Configuration,DC=corp,DC=example; \nSnapshot: Owner:\tSid~{user}~WSMan~false\nBudgetType:\tWSMan\nActiveRunspaces:\t{max}/{max} For more information, see the about_Remote_Troubleshooting Help topic.",
                 uuid::Uuid::new_v4(),
-                chrono::Utc::now().format("%-m/%-d/%Y %-I:%M:%S %p")
+                timestamp(),
+                uuid::Uuid::new_v4(),
+                uuid::Uuid::new_v4(),
             ));
         }
         *n += 1;
@@ -269,11 +409,11 @@ impl Faults {
             self.throttled += 1;
             let wait = times
                 .front()
-                .map(|t| window.saturating_sub(now.duration_since(*t)).as_secs() + 1)
+                .map(|t| window.saturating_sub(now.duration_since(*t)).as_millis() as u64 + 1)
                 .unwrap_or(1);
             return Some(CmdletError::Custom {
-                reason: "ThrottlingException".into(),
-                message: throttled_message(wait),
+                reason: "PSRemotingTransportException".into(),
+                message: throttled_message(max, window.as_secs().max(1) as u32, wait),
             });
         }
         times.push_back(now);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-pub use classify::{ExchangeError, classify, throttling};
+pub use classify::{ExchangeError, advice, classify, session_dropped, throttling};
 
 use crate::config;
 use crate::store::ErrorClass;
@@ -29,12 +29,12 @@ const TRANSCRIPT_CAP: usize = 8 * 1024;
 pub enum AccountOutcome {
     /// Exchange did it, or it was already true: the status says which
     /// (`enabled`, `already`, `unhidden`, `hidden`, `not_remote`).
-    Done {
-        status: String,
-    },
+    Done { status: String },
     Failed {
         class: ErrorClass,
         message: String,
+        /// Exchange's throttling said how long to wait: no retry sooner.
+        retry_after: Option<std::time::Duration>,
     },
 }
 
@@ -129,7 +129,7 @@ impl Exchange {
             },
         );
         let output = match &self.warm {
-            Some(pool) => pool.run(&payload).await?,
+            Some(pool) => run_warm(pool, &payload).await?,
             None => self.run_in_new_process(&payload).await?,
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -181,6 +181,19 @@ impl Exchange {
             }
             return Err(ExchangeError::Session { class, message });
         }
+        let last = last_results(&parsed.results);
+        if let Some(r) = last
+            .values()
+            .find(|r| r.reason.as_deref() == Some("CommandNotFoundException"))
+        {
+            // Not one account's problem: the session mode does not fit this host.
+            let message = self.redact(r.message.as_deref().unwrap_or("CommandNotFoundException"));
+            return Err(ExchangeError::CmdletsMissing { message });
+        }
+        if let Some(r) = last.values().find(|r| dropped(r)) {
+            let message = self.redact(r.message.as_deref().unwrap_or("the session was dropped"));
+            return Err(ExchangeError::SessionDropped { message });
+        }
         match &parsed.fatal {
             Some(fatal) => Err(ExchangeError::Script {
                 exit_code,
@@ -210,6 +223,7 @@ impl Exchange {
         for id in ids {
             outcomes.entry(id).or_insert_with(|| AccountOutcome::Failed {
                 class: ErrorClass::Transient,
+                retry_after: None,
                 message: format!(
                     "the script returned no result for this account (exit code {exit_code}); see the transcript"
                 ),
@@ -226,11 +240,20 @@ impl Exchange {
         }
         let message = self.redact(r.message.as_deref().unwrap_or("no message"));
         let class = classify(r.reason.as_deref(), &message);
-        let message = match &r.reason {
+        let retry_after = throttling(&message).flatten();
+        let advice = advice(r.reason.as_deref(), &message);
+        let mut message = match &r.reason {
             Some(reason) if !reason.is_empty() => format!("{reason}: {message}"),
             _ => message,
         };
-        AccountOutcome::Failed { class, message }
+        if let Some(advice) = advice {
+            message = format!("{message} — what to do: {advice}");
+        }
+        AccountOutcome::Failed {
+            class,
+            message,
+            retry_after,
+        }
     }
 
     fn redact(&self, text: &str) -> String {
@@ -240,6 +263,52 @@ impl Exchange {
         }
         t
     }
+}
+
+/// Whether a result line is an account's cmdlet failing because Exchange dropped the session.
+fn dropped(r: &ResultLine) -> bool {
+    r.status == "error"
+        && session_dropped(r.error_id.as_deref(), r.message.as_deref().unwrap_or(""))
+}
+
+/// Each job's last result line: a later line (a second run's) replaces an earlier one.
+fn last_results(results: &[ResultLine]) -> HashMap<&str, &ResultLine> {
+    results
+        .iter()
+        .filter_map(|r| r.job_id.as_deref().map(|id| (id, r)))
+        .collect()
+}
+
+/// Runs a batch in a warm process. When Exchange dropped that process's session (its idle
+/// timeout, an IIS recycle; the kept session looked Opened), the accounts it failed did not
+/// run: they go once more to a fresh process with a new session, and their second results
+/// follow the first ones (the later line for a job is the one that counts).
+async fn run_warm(pool: &warm::WarmPool, payload: &Payload) -> Result<CommandOutput, WinrmError> {
+    let first = pool.run(payload, true).await?;
+    let parsed = ps_templates::parse_stdout(&String::from_utf8_lossy(&first.stdout));
+    let again: Vec<String> = last_results(&parsed.results)
+        .into_iter()
+        .filter(|(_, r)| dropped(r))
+        .map(|(id, _)| id.to_owned())
+        .collect();
+    if again.is_empty() {
+        return Ok(first);
+    }
+    tracing::info!(
+        accounts = again.len(),
+        "Exchange dropped the warm session; running those accounts once more in a new process"
+    );
+    let mut retry = payload.clone();
+    retry
+        .data
+        .accounts
+        .retain(|a| again.contains(&a.job_id.to_string()));
+    let second = pool.run(&retry, false).await?;
+    let mut merged = first;
+    merged.stdout.extend(second.stdout);
+    merged.stderr.extend(second.stderr);
+    merged.exit_code = second.exit_code;
+    Ok(merged)
 }
 
 fn excerpt(other: &[String], malformed: &[String], stderr: &str) -> String {

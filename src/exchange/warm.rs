@@ -84,6 +84,15 @@ impl WarmProcess {
     }
 }
 
+/// Whether Exchange dropped the process's session: kept, it would fail every later request.
+fn session_lost(out: &CommandOutput) -> bool {
+    let text = String::from_utf8_lossy(&out.stdout);
+    ps_templates::parse_stdout(&text).results.iter().any(|r| {
+        r.status == "error"
+            && super::session_dropped(r.error_id.as_deref(), r.message.as_deref().unwrap_or(""))
+    })
+}
+
 /// The end (after its CRLF) of the line holding `marker`, if it arrived whole.
 fn find_line(hay: &[u8], marker: &[u8]) -> Option<usize> {
     let at = hay.windows(marker.len()).position(|w| w == marker)?;
@@ -116,8 +125,9 @@ impl WarmPool {
         }
     }
 
-    /// Runs one payload in a warm process (started if none is idle).
-    pub async fn run(&self, payload: &Payload) -> Result<CommandOutput, WinrmError> {
+    /// Runs one payload in a warm process: an idle one when `reuse`, else (and when none is
+    /// idle) a new one. A process whose Exchange session was dropped is not kept.
+    pub async fn run(&self, payload: &Payload, reuse: bool) -> Result<CommandOutput, WinrmError> {
         let _permit = tokio::time::timeout(self.wait, self.permits.acquire())
             .await
             .map_err(|_| WinrmError::Timeout)?
@@ -130,7 +140,8 @@ impl WarmPool {
         .map_err(|e| WinrmError::Protocol(e.to_string()))?;
         line.push(b'\n');
         let mut p = loop {
-            match self.take_idle() {
+            let idle = if reuse { self.take_idle() } else { None };
+            match idle {
                 Some(mut p) => match p.send(&line).await {
                     Ok(()) => break p,
                     // A kept process that cannot take the request (its shell expired, the host
@@ -153,7 +164,7 @@ impl WarmPool {
         let out = p.read_until_done(&id).await;
         match &out {
             // Healthy and not yet due for recycling: back to the pool.
-            Ok(o) if o.exit_code == 0 && p.process.exit_code().is_none() => {
+            Ok(o) if o.exit_code == 0 && p.process.exit_code().is_none() && !session_lost(o) => {
                 if p.requests >= self.max_requests {
                     tokio::spawn(p.close());
                 } else {
