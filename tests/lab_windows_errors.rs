@@ -149,7 +149,7 @@ async fn a_session_dropped_in_a_warm_process_fails_no_account() {
     }
     let stats = env.lab_stats().await;
     assert_eq!(
-        stats["powershell_runs"], 2,
+        stats["stats"]["powershell_runs"], 2,
         "a fresh process after the drop: {stats}"
     );
     let calls = env.invocations().await;
