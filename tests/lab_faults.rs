@@ -169,6 +169,11 @@ async fn a_stalled_host_trips_the_batch_timeout_and_the_job_runs_again() {
     // However many attempts the stall catches on a slow machine, the next comes soon.
     env.settings.worker.backoff_base = Duration::from_millis(200);
     env.settings.worker.backoff_cap = Duration::from_secs(1);
+    // This test is about the batch timeout, not the circuit: at ≥ 400 ms per hung attempt at
+    // most four attempts fit in the 1.5 s stall, and three in a row would open the circuit
+    // for its 60 s cooldown. A threshold above every attempt the job may use (12) keeps it
+    // closed, so the retries land after the stall however the timing falls.
+    env.settings.worker.circuit_threshold = 100;
     let app = env.start_daemon().await;
     env.fault(json!({"fault": "stall", "seconds": 1.0, "for_seconds": 1.5}))
         .await;

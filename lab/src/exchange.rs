@@ -571,10 +571,12 @@ impl Run {
             Ok(done) => done,
             Err(e) => return *e,
         };
-        if account.archive && !existing.as_ref().is_some_and(|e| e.archive) {
-            if let Err(e) = self.enable_archive(account, &common) {
-                return *e;
-            }
+        let needs_archive = account.archive && !existing.as_ref().is_some_and(|e| e.archive);
+        if let Err(e) = needs_archive
+            .then(|| self.enable_archive(account, &common))
+            .transpose()
+        {
+            return *e;
         }
         result
     }
