@@ -50,6 +50,23 @@ pub struct Invocation {
     pub error: Option<String>,
 }
 
+impl Invocation {
+    /// The value of parameter `name` (`-Identity` → `"Identity"`), as received.
+    pub fn parameter(&self, name: &str) -> Option<&Value> {
+        self.parameters.get(name)
+    }
+
+    /// The `-Identity` it was given, when it is text.
+    pub fn identity(&self) -> Option<&str> {
+        self.parameter("Identity").and_then(Value::as_str)
+    }
+
+    /// Whether the cmdlet succeeded (no exception).
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub powershell_runs: u64,

@@ -63,12 +63,15 @@ impl LdapAuth {
 
 /// Serves LDAP on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, state: SharedState, auth: Arc<LdapAuth>) {
+    // The sessions live in this set, so they end with the listener's task (a stopped lab).
+    let mut sessions = tokio::task::JoinSet::new();
     loop {
+        while sessions.try_join_next().is_some() {}
         match listener.accept().await {
             Ok((stream, _)) => {
                 let state = state.clone();
                 let auth = auth.clone();
-                tokio::spawn(async move {
+                sessions.spawn(async move {
                     if let Err(e) = session(stream, state, auth).await {
                         tracing::debug!(error = %e, "lab LDAP connection ended");
                     }
