@@ -56,9 +56,19 @@ impl Invocation {
         self.parameters.get(name)
     }
 
+    /// A text parameter's value.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.parameter(name).and_then(Value::as_str)
+    }
+
+    /// A switch or boolean parameter's value (`-Archive` → `Some(true)`).
+    pub fn flag(&self, name: &str) -> Option<bool> {
+        self.parameter(name).and_then(Value::as_bool)
+    }
+
     /// The `-Identity` it was given, when it is text.
     pub fn identity(&self) -> Option<&str> {
-        self.parameter("Identity").and_then(Value::as_str)
+        self.text("Identity")
     }
 
     /// Whether the cmdlet succeeded (no exception).

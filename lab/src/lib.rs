@@ -44,7 +44,7 @@ pub struct Lab {
     pub tls_cert_pem: Option<String>,
     /// Where the lab's LDAP server listens, when it serves one.
     pub ldap_addr: Option<SocketAddr>,
-    pub state: SharedState,
+    state: SharedState,
     down: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
     ldap_task: Option<JoinHandle<()>>,
