@@ -536,76 +536,25 @@ fn negotiate(
     }
 }
 
+/// One HTTP request to `/wsman`: authenticated (per request, or by the connection's
+/// context), unsealed if sealed, answered, and the answer sealed the same way.
 async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) -> Response {
     let connect = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
     let conn = req.extensions().get::<Arc<ConnSecurity>>().cloned();
     let (parts, body) = req.into_parts();
     let headers: HeaderMap = parts.headers;
-    let scheme = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split_once(' ').unwrap_or((v, "")));
-    let mut reply_token = None;
-    let user = match scheme {
-        Some((s, token))
-            if s.eq_ignore_ascii_case("negotiate") || s.eq_ignore_ascii_case("ntlm") =>
-        {
-            match negotiate(&server, conn.as_ref(), token) {
-                Ok((u, t)) => {
-                    reply_token = t;
-                    u
-                }
-                Err(r) => return *r,
-            }
-        }
-        Some(_) => match authenticate(&server.cfg, &headers) {
-            Some(u) => u,
-            None => return unauthorized(),
-        },
-        // Later requests on an NTLM-authenticated connection carry no Authorization header.
-        None => match conn.as_ref().and_then(|c| {
-            c.ctx
-                .lock()
-                .as_ref()
-                .and_then(|a| a.user().map(str::to_owned))
-        }) {
-            Some(u) => u,
-            None => return unauthorized(),
-        },
-    };
-    // http.sys refuses what exceeds MaxEnvelopeSizekb before WinRM sees it.
-    let limit = server.cfg.max_envelope_kb * 1024;
-    let body: Bytes = match axum::body::to_bytes(body, limit + 4096).await {
-        Ok(b) => b,
-        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    let (user, reply_token) = match sender(&server, conn.as_ref(), &headers) {
+        Ok(who) => who,
+        Err(r) => return *r,
     };
     let sealed = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(ntlm::is_encrypted);
-    let body = if sealed {
-        let Some(conn) = conn.as_ref() else {
-            return StatusCode::BAD_REQUEST.into_response();
-        };
-        let plain = conn
-            .ctx
-            .lock()
-            .as_mut()
-            .map(|a| a.unwrap(&body))
-            .unwrap_or_else(|| Err(ntlm::NtlmError::Handshake("no security context".into())));
-        match plain {
-            Ok(p) => Bytes::from(p),
-            Err(e) => {
-                tracing::info!(error = %e, "lab cannot unseal a request");
-                return (StatusCode::BAD_REQUEST, "cannot decrypt the message").into_response();
-            }
-        }
-    } else {
-        body
+    let body = match read_body(&server, conn.as_ref(), body, sealed).await {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
-    if body.len() > limit {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-    }
     if body.is_empty() {
         // Clients probe with an empty authenticated POST before the first envelope.
         let ok = StatusCode::OK.into_response();
@@ -622,15 +571,92 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
     if !sealed {
         return resp;
     }
-    // The reply goes back sealed with this connection's context.
+    seal_reply(resp, conn.as_ref()).await
+}
+
+/// Who sent the request, and the token to send back (Kerberos' AP-REP): Negotiate (NTLM or
+/// Kerberos) on this connection, Basic, or the user the connection authenticated earlier.
+fn sender(
+    server: &Server,
+    conn: Option<&Arc<ConnSecurity>>,
+    headers: &HeaderMap,
+) -> Result<(String, Option<Vec<u8>>), Box<Response>> {
+    let scheme = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split_once(' ').unwrap_or((v, "")));
+    match scheme {
+        Some((s, token))
+            if s.eq_ignore_ascii_case("negotiate") || s.eq_ignore_ascii_case("ntlm") =>
+        {
+            negotiate(server, conn, token)
+        }
+        Some(_) => authenticate(&server.cfg, headers)
+            .map(|u| (u, None))
+            .ok_or_else(|| Box::new(unauthorized())),
+        // Later requests on an NTLM-authenticated connection carry no Authorization header.
+        None => conn
+            .and_then(|c| {
+                c.ctx
+                    .lock()
+                    .as_ref()
+                    .and_then(|a| a.user().map(str::to_owned))
+            })
+            .map(|u| (u, None))
+            .ok_or_else(|| Box::new(unauthorized())),
+    }
+}
+
+/// The request's envelope in plain text, unsealed with the connection's context when
+/// `sealed`; refused (413) above MaxEnvelopeSizekb, as http.sys refuses it before WinRM
+/// sees it.
+async fn read_body(
+    server: &Server,
+    conn: Option<&Arc<ConnSecurity>>,
+    body: axum::body::Body,
+    sealed: bool,
+) -> Result<Bytes, Box<Response>> {
+    let limit = server.cfg.max_envelope_kb * 1024;
+    let too_large = || Box::new(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    let body: Bytes = axum::body::to_bytes(body, limit + 4096)
+        .await
+        .map_err(|_| too_large())?;
+    let body = if sealed {
+        let Some(conn) = conn else {
+            return Err(Box::new(StatusCode::BAD_REQUEST.into_response()));
+        };
+        let plain = conn
+            .ctx
+            .lock()
+            .as_mut()
+            .map(|a| a.unwrap(&body))
+            .unwrap_or_else(|| Err(ntlm::NtlmError::Handshake("no security context".into())));
+        match plain {
+            Ok(p) => Bytes::from(p),
+            Err(e) => {
+                tracing::info!(error = %e, "lab cannot unseal a request");
+                return Err(Box::new(
+                    (StatusCode::BAD_REQUEST, "cannot decrypt the message").into_response(),
+                ));
+            }
+        }
+    } else {
+        body
+    };
+    if body.len() > limit {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+/// The reply sealed with this connection's context.
+async fn seal_reply(resp: Response, conn: Option<&Arc<ConnSecurity>>) -> Response {
     let (mut parts, body) = resp.into_parts();
     let plain = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    let wrapped = conn
-        .as_ref()
-        .and_then(|c| c.ctx.lock().as_mut().map(|a| a.wrap(&plain)));
+    let wrapped = conn.and_then(|c| c.ctx.lock().as_mut().map(|a| a.wrap(&plain)));
     match wrapped {
         Some(Ok(w)) => {
             parts.headers.insert(
