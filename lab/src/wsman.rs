@@ -543,6 +543,11 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
     let conn = req.extensions().get::<Arc<ConnSecurity>>().cloned();
     let (parts, body) = req.into_parts();
     let headers: HeaderMap = parts.headers;
+    // Read before any answer, as http.sys does: a 401 that leaves the body unread would end
+    // the connection, and NTLM's next leg must come on the same one. `None`: above
+    // MaxEnvelopeSizekb, which http.sys refuses before WinRM sees it.
+    let limit = server.cfg.max_envelope_kb * 1024;
+    let raw = axum::body::to_bytes(body, limit + 4096).await.ok();
     let (user, reply_token) = match sender(&server, conn.as_ref(), &headers) {
         Ok(who) => who,
         Err(r) => return *r,
@@ -551,7 +556,7 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(ntlm::is_encrypted);
-    let body = match read_body(&server, conn.as_ref(), body, sealed).await {
+    let body = match plain_body(conn.as_ref(), raw, sealed, limit) {
         Ok(b) => b,
         Err(r) => return *r,
     };
@@ -608,19 +613,15 @@ fn sender(
 }
 
 /// The request's envelope in plain text, unsealed with the connection's context when
-/// `sealed`; refused (413) above MaxEnvelopeSizekb, as http.sys refuses it before WinRM
-/// sees it.
-async fn read_body(
-    server: &Server,
+/// `sealed`; refused (413) above MaxEnvelopeSizekb (`limit` bytes).
+fn plain_body(
     conn: Option<&Arc<ConnSecurity>>,
-    body: axum::body::Body,
+    raw: Option<Bytes>,
     sealed: bool,
+    limit: usize,
 ) -> Result<Bytes, Box<Response>> {
-    let limit = server.cfg.max_envelope_kb * 1024;
     let too_large = || Box::new(StatusCode::PAYLOAD_TOO_LARGE.into_response());
-    let body: Bytes = axum::body::to_bytes(body, limit + 4096)
-        .await
-        .map_err(|_| too_large())?;
+    let body = raw.ok_or_else(too_large)?;
     let body = if sealed {
         let Some(conn) = conn else {
             return Err(Box::new(StatusCode::BAD_REQUEST.into_response()));
