@@ -126,6 +126,8 @@ async fn a_stalled_host_trips_the_batch_timeout_and_the_job_runs_again() {
     // However many attempts the stall catches on a slow machine, the next comes soon.
     env.settings.worker.backoff_base = Duration::from_millis(200);
     env.settings.worker.backoff_cap = Duration::from_secs(1);
+    // Three hung batches in a row open the circuit: its pause must be as short.
+    env.settings.worker.circuit_cooldown = Duration::from_millis(300);
     let app = env.start_daemon().await;
     env.fault(json!({"fault": "stall", "seconds": 1.0, "for_seconds": 1.5}))
         .await;
