@@ -5,8 +5,8 @@ use hmac::{KeyInit, Mac};
 use md4::Digest;
 use secrecy::{ExposeSecret, SecretString};
 use sspi::{
-    AuthIdentity, BufferType, CredentialUse, DataRepresentation, Ntlm, SecurityBuffer,
-    ServerRequestFlags, Sspi, SspiImpl, Username,
+    AuthIdentity, AuthIdentityBuffers, BufferType, CredentialUse, DataRepresentation, Ntlm,
+    SecurityBuffer, ServerRequestFlags, Sspi, SspiImpl, Username,
 };
 
 use crate::ntlm::{NtlmError, seal_with, sec_channel_bindings, sspi_err, unseal_with};
@@ -170,22 +170,32 @@ impl Acceptor {
         Ok(Accepted::User(user.clone()))
     }
 
+    /// One `AcceptSecurityContext` call of sspi's NTLM server.
+    fn sspi_accept(
+        &mut self,
+        creds: &mut Option<AuthIdentityBuffers>,
+        input: &mut [SecurityBuffer],
+        output: &mut [SecurityBuffer],
+    ) -> sspi::Result<()> {
+        let builder = self
+            .ctx
+            .accept_security_context()
+            .with_credentials_handle(creds)
+            .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
+            .with_target_data_representation(DataRepresentation::Native)
+            .with_input(input)
+            .with_output(output);
+        self.ctx
+            .accept_security_context_impl(builder)
+            .and_then(|mut g| g.resolve_to_result())
+            .map(|_| ())
+    }
+
     /// NEGOTIATE → CHALLENGE.
     fn challenge(&mut self, token: &[u8]) -> Result<Accepted, NtlmError> {
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
         let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
-        let mut no_creds = None;
-        let builder = self
-            .ctx
-            .accept_security_context()
-            .with_credentials_handle(&mut no_creds)
-            .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
-            .with_target_data_representation(DataRepresentation::Native)
-            .with_input(&mut input)
-            .with_output(&mut output);
-        self.ctx
-            .accept_security_context_impl(builder)
-            .and_then(|mut g| g.resolve_to_result())
+        self.sspi_accept(&mut None, &mut input, &mut output)
             .map_err(|e| NtlmError::Handshake(sspi_err(e)))?;
         self.challenge = output.swap_remove(0).buffer;
         Ok(Accepted::Challenge(self.challenge.clone()))
@@ -222,17 +232,7 @@ impl Acceptor {
             ));
         }
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-        let builder = self
-            .ctx
-            .accept_security_context()
-            .with_credentials_handle(&mut creds)
-            .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
-            .with_target_data_representation(DataRepresentation::Native)
-            .with_input(&mut input)
-            .with_output(&mut output);
-        self.ctx
-            .accept_security_context_impl(builder)
-            .and_then(|mut g| g.resolve_to_result())
+        self.sspi_accept(&mut creds, &mut input, &mut output)
             .map_err(|e| NtlmError::Refused(sspi_err(e)))?;
         self.ctx
             .complete_auth_token(&mut output)
