@@ -138,11 +138,11 @@ impl App {
     /// releases what is still running so another replica takes it at once (the directory
     /// check makes running it again safe). Deliveries not yet committed stay unacked and
     /// the broker redelivers them.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.send_replace(true);
         let deadline = tokio::time::Instant::now() + self.grace;
         let mut late = 0;
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             if tokio::time::timeout_at(deadline, t).await.is_err() {
                 late += 1;
             }
@@ -162,6 +162,17 @@ impl App {
         // its idle timeout.
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(5), self.exchange.close()).await;
+    }
+}
+
+/// An `App` dropped without `stop` (a caller that failed or panicked) ends its tasks at
+/// once, so it takes nothing more from the broker or the database.
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 

@@ -247,7 +247,6 @@ async fn operators_list_show_and_retry_jobs_with_the_token() {
     assert_eq!(shown["actions"][1]["detail"], "bulk retry", "{shown}");
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -262,7 +261,6 @@ async fn without_a_token_the_api_is_off_and_open_reads_stay_read_only() {
     let (status, _) = call(&env, "POST", &cancel, None).await;
     assert_eq!(status, 403, "no token configured: no writes at all");
     app.stop().await;
-    env.cleanup().await;
 }
 
 /// The value of the first sample of `name` whose labels contain every `labels` pair.
@@ -370,7 +368,6 @@ async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
     assert!(text.contains("mailboxd_batch_size_bucket"), "{text}");
     assert!(!text.contains(common::LAB_PASSWORD));
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,7 +406,6 @@ async fn the_openapi_document_describes_every_route_the_api_serves() {
     }
     assert!(routes >= 12, "found {routes} routes");
     app.stop().await;
-    env.cleanup().await;
 }
 
 /// Schemathesis (an independent API tester from PyPI) generates requests from the OpenAPI
@@ -417,7 +413,7 @@ async fn the_openapi_document_describes_every_route_the_api_serves() {
 /// and content types, bodies matching their schemas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn schemathesis_finds_nothing_the_openapi_document_does_not_promise() {
-    let (env, app, ..) = queue_with_a_failure("stonprem", "stfine", true).await;
+    let (_env, app, ..) = queue_with_a_failure("stonprem", "stfine", true).await;
 
     let out = tokio::process::Command::new("schemathesis")
         .args([
@@ -444,5 +440,4 @@ async fn schemathesis_finds_nothing_the_openapi_document_does_not_promise() {
     );
     assert!(out.status.success(), "{text}");
     app.stop().await;
-    env.cleanup().await;
 }

@@ -78,7 +78,6 @@ async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
     assert!(!mail.contains(common::LAB_PASSWORD));
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -170,7 +169,6 @@ async fn fifty_identical_failures_become_one_digest_without_the_planted_secret()
     assert_eq!(alerts.iter().filter(|a| a.folded_into.is_none()).count(), 1);
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -231,5 +229,4 @@ async fn the_hourly_cap_holds_back_the_rest_and_says_so() {
     let alerts = env.store.list_alerts(10).await.unwrap();
     assert_eq!(alerts.iter().filter(|a| a.suppressed).count(), 1);
     app.stop().await;
-    env.cleanup().await;
 }

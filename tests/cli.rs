@@ -47,7 +47,6 @@ async fn run_with_json_logs_writes_one_json_object_per_line() {
             .unwrap()
             .contains(common::LAB_PASSWORD)
     );
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -74,7 +73,6 @@ async fn publish_from_the_command_line_reaches_the_daemon() {
     assert_ne!(code, 0);
     assert!(err.contains("waiting_for_sync"), "{err}");
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[test]
@@ -154,7 +152,6 @@ async fn check_tries_every_dependency_and_names_what_fails() {
             .any(|l| l.starts_with("PostgreSQL") && l.contains(" OK ")),
         "{table}"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -182,14 +179,12 @@ async fn jobs_retry_from_the_cli_answers_in_json_and_is_on_the_record() {
     assert_eq!(code, 1);
     assert!(out.contains("no job"), "{out}");
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_migrating_at_once_do_not_race() {
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let url = format!("{}/mailboxd_test_{tag}", common::pg_server());
-    mailboxd::store::ensure_database(&url).await.unwrap();
+    let db = common::TestDatabase::create_empty(&common::fresh_tag(), 1).await;
+    let url = db.url.clone();
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_mailboxd"))
             .arg("migrate")
@@ -203,9 +198,8 @@ async fn two_replicas_migrating_at_once_do_not_race() {
     });
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
-    let store = mailboxd::store::Store::connect(&url, 1).await.unwrap();
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(store.pool())
+        .fetch_one(db.pool())
         .await
         .unwrap();
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))

@@ -143,5 +143,4 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
     assert!(alerts.contains("dashonprem"), "{alerts}");
 
     app.stop().await;
-    env.cleanup().await;
 }

@@ -238,5 +238,4 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
 
     drop(b);
     app.stop().await;
-    env.cleanup().await;
 }

@@ -344,7 +344,7 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     assert_eq!(job.outcome, Some(JobOutcome::Already));
 
     // None of those reached Exchange.
-    let calls = env.invocations().await;
+    let calls = env.lab.invocations();
     for s in [
         "already",
         "onprem",
@@ -354,9 +354,9 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
         "wasHidden",
     ] {
         assert!(
-            !calls.iter().any(|c| c["parameters"]["Identity"]
-                .as_str()
-                .is_some_and(|i| i.contains(&n(s)))),
+            !calls
+                .iter()
+                .any(|c| c.identity().is_some_and(|i| i.contains(&n(s)))),
             "{s} reached Exchange: {calls:?}"
         );
     }
@@ -373,14 +373,14 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
         })
         .await;
     let calls = env
-        .invocations_of("Enable-RemoteMailbox", &joiner_guid.to_string())
-        .await;
+        .lab
+        .invocations_for("Enable-RemoteMailbox", &joiner_guid.to_string());
     assert_eq!(
-        calls.iter().filter(|c| c["error"].is_null()).count(),
+        calls.iter().filter(|c| c.succeeded()).count(),
         1,
         "{calls:?}"
     );
-    assert_eq!(calls[0]["parameters"]["DomainController"], ad.name.as_str());
+    assert_eq!(calls[0].text("DomainController"), Some(ad.name.as_str()));
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(
         attempts[0].domain_controller.as_deref(),
@@ -396,10 +396,10 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     assert_eq!(job.outcome, Some(JobOutcome::Already));
     // (A retry before the stamp may have called it again: Exchange refused that one.)
     assert_eq!(
-        env.invocations_of("Enable-RemoteMailbox", &joiner_guid.to_string())
-            .await
+        env.lab
+            .invocations_for("Enable-RemoteMailbox", &joiner_guid.to_string())
             .iter()
-            .filter(|c| c["error"].is_null())
+            .filter(|c| c.succeeded())
             .count(),
         1,
         "Enable-RemoteMailbox ran twice"
@@ -415,20 +415,16 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
         })
         .await;
     let hides = env
-        .invocations_of("Set-RemoteMailbox", &leaver_guid.to_string())
-        .await;
+        .lab
+        .invocations_for("Set-RemoteMailbox", &leaver_guid.to_string());
     assert!(!hides.is_empty(), "{job:?}");
-    assert_eq!(hides[0]["parameters"]["DomainController"], ad.name.as_str());
-    assert_eq!(
-        hides[0]["parameters"]["HiddenFromAddressListsEnabled"],
-        true
-    );
+    assert_eq!(hides[0].text("DomainController"), Some(ad.name.as_str()));
+    assert_eq!(hides[0].flag("HiddenFromAddressListsEnabled"), Some(true));
     ad.stamp_remote(&leaver_dn, &rra(&n("leaver")), true).await;
     let job = env.wait_succeeded(&leaver).await;
     assert_eq!(job.outcome, Some(JobOutcome::Already));
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -458,7 +454,7 @@ async fn a_joiner_waits_for_the_cloud_sync_until_its_deadline() {
         .wait_job(&ev.id, |j| j.state == JobState::WaitingForSync)
         .await;
     assert_eq!(job.last_error_class, Some(ErrorClass::NotSynced));
-    assert!(env.invocations().await.is_empty(), "ran before the sync");
+    assert!(env.lab.invocations().is_empty(), "ran before the sync");
     // Waiting uses no attempts.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let job = env.store.job_by_event(&ev.id).await.unwrap().unwrap();
@@ -474,8 +470,8 @@ async fn a_joiner_waits_for_the_cloud_sync_until_its_deadline() {
         .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while env
-        .invocations_of("Enable-RemoteMailbox", &guid.to_string())
-        .await
+        .lab
+        .invocations_for("Enable-RemoteMailbox", &guid.to_string())
         .is_empty()
     {
         assert!(
@@ -495,5 +491,4 @@ async fn a_joiner_waits_for_the_cloud_sync_until_its_deadline() {
     );
 
     app.stop().await;
-    env.cleanup().await;
 }

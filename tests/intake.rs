@@ -111,5 +111,4 @@ async fn every_event_becomes_exactly_one_job_when_the_broker_drops_the_connectio
     }
     assert!(env.store.list_poison(10).await.unwrap().is_empty());
     app.stop().await;
-    env.cleanup().await;
 }

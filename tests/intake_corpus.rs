@@ -151,7 +151,6 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
     assert_eq!(count, expected.len());
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -237,5 +236,4 @@ async fn identityiq_plans_become_jobs_without_their_credentials() {
     assert!(!dump.contains("svc-exchange"));
 
     app.stop().await;
-    env.cleanup().await;
 }

@@ -99,12 +99,12 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
         other => panic!("unknown account must fail: {other:?}"),
     }
     // One session for the whole batch; the remote mode went to the configured server.
-    let st = lab.state.lock();
-    assert_eq!(st.stats.exchange_sessions, 1);
-    assert_eq!(st.invocations[0].cmdlet, "New-PSSession");
+    assert_eq!(lab.stats().exchange_sessions, 1);
+    let calls = lab.invocations();
+    assert_eq!(calls[0].cmdlet, "New-PSSession");
     assert_eq!(
-        st.invocations[0].parameters["ConnectionUri"],
-        "http://ex01.corp.example/PowerShell/"
+        calls[0].text("ConnectionUri"),
+        Some("http://ex01.corp.example/PowerShell/")
     );
 }
 
@@ -151,14 +151,9 @@ async fn hiding_is_idempotent_and_never_touches_a_non_remote_account() {
         .await
         .unwrap();
     assert_eq!(status(&r.outcomes[&id]), "already");
-    let st = lab.state.lock();
-    let sets: Vec<_> = st
-        .invocations
-        .iter()
-        .filter(|i| i.cmdlet == "Set-RemoteMailbox")
-        .collect();
+    let sets = lab.invocations_of("Set-RemoteMailbox");
     assert_eq!(sets.len(), 1, "one Set-RemoteMailbox in all");
-    assert_eq!(st.invocations[0].cmdlet, "Add-PSSnapin");
+    assert_eq!(lab.invocations()[0].cmdlet, "Add-PSSnapin");
 }
 
 #[tokio::test]
@@ -180,7 +175,7 @@ async fn a_wrong_winrm_password_is_a_systemic_batch_error() {
         .await
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Systemic, "{err}");
-    assert!(lab.state.lock().invocations.is_empty());
+    assert!(lab.invocations().is_empty());
 }
 
 #[tokio::test]
@@ -201,9 +196,9 @@ async fn the_explicit_exchange_credential_travels_on_stdin_and_is_never_recorded
         .await
         .unwrap();
     assert_eq!(status(&r.outcomes[&id]), "enabled");
-    let st = lab.state.lock();
-    assert_eq!(st.invocations[0].parameters["Credential"], "CORP\\svc-exch");
-    let all = serde_json::to_string(&st.invocations).unwrap();
+    let calls = lab.invocations();
+    assert_eq!(calls[0].text("Credential"), Some("CORP\\svc-exch"));
+    let all = serde_json::to_string(&calls).unwrap();
     assert!(!all.contains("Exch-S3cret!"));
 }
 
@@ -230,7 +225,7 @@ async fn the_command_line_on_the_host_holds_no_event_value_and_no_secret() {
         }
         ex.close().await;
     }
-    let lines = lab.state.lock().command_lines.clone();
+    let lines = lab.command_lines();
     assert!(lines.len() >= 3, "{lines:?}");
     let cold = format!(
         "powershell.exe {}",
@@ -295,6 +290,78 @@ async fn a_warm_process_lost_with_its_host_is_replaced_without_failing_the_batch
         .await
         .expect("a fresh warm process takes the batch");
     assert_eq!(status(&r.outcomes[&id]), "enabled");
-    assert_eq!(lab.state.lock().stats.powershell_runs, 1);
+    assert_eq!(lab.stats().powershell_runs, 1);
     ex.close().await;
+}
+
+/// The lab's HTTP API (what an operator's `curl` and the Python peers read) shows the same
+/// state as its typed accessors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_serves_its_state_as_json_under_lab() {
+    let lab = lab_with(vec![seed("api1"), remote("api2", true, false)]).await;
+    let ex = exchange(&lab, ExchangeMode::Snapin);
+    ex.run_batch(Template::EnableRemoteMailbox, vec![account("api1")])
+        .await
+        .unwrap();
+    let http = common::http();
+    let get = |path: &'static str| {
+        let (http, url) = (http.clone(), format!("http://{}{path}", lab.addr));
+        async move {
+            let r = http.get(url).send().await.expect("the lab answers");
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.json::<serde_json::Value>().await.expect("JSON")
+        }
+    };
+
+    let invocations = get("/lab/invocations").await;
+    let typed = lab.invocations();
+    assert_eq!(invocations.as_array().map(Vec::len), Some(typed.len()));
+    assert_eq!(invocations[0]["cmdlet"], typed[0].cmdlet.as_str());
+    let enable = lab.invocations_of("Enable-RemoteMailbox");
+    let json_enable: Vec<_> = invocations
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["cmdlet"] == "Enable-RemoteMailbox")
+        .collect();
+    assert_eq!(json_enable.len(), 1);
+    assert_eq!(json_enable[0]["parameters"]["Identity"], "api1");
+    assert!(json_enable[0]["error"].is_null());
+    assert_eq!(enable[0].identity(), Some("api1"));
+
+    let mailboxes = get("/lab/mailboxes").await;
+    let api1 = mailboxes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["sam_account_name"] == "api1")
+        .expect("api1 listed");
+    assert_eq!(api1["recipient"], "remote");
+    assert_eq!(
+        api1["object_guid"],
+        lab.account("api1").unwrap().object_guid.to_string()
+    );
+    assert_eq!(
+        mailboxes.as_array().map(Vec::len),
+        Some(lab.accounts().len())
+    );
+
+    let stats = get("/lab/stats").await;
+    assert_eq!(
+        stats["stats"]["powershell_runs"],
+        lab.stats().powershell_runs
+    );
+    assert_eq!(stats["stats"]["cmdlets"], lab.stats().cmdlets);
+    assert_eq!(stats["accounts"], 2);
+    assert_eq!(stats["invocations_by_cmdlet"]["Enable-RemoteMailbox"], 1);
+    assert_eq!(stats["throttled"], lab.throttled());
+    assert_eq!(
+        stats["exchange_sessions_open"],
+        lab.exchange_sessions_open() as u64
+    );
+    assert_eq!(
+        stats["exchange_sessions_high_water"],
+        lab.exchange_sessions_high_water() as u64
+    );
+    assert_eq!(lab.successes_per_account("Enable-RemoteMailbox")["api1"], 1);
 }

@@ -10,10 +10,10 @@ use mailboxd::config::ExchangeMode;
 use mailboxd::store::{ErrorClass, JobOutcome, JobState};
 use serde_json::json;
 
-fn errors_of(calls: &[serde_json::Value]) -> Vec<String> {
+fn errors_of(calls: &[lab::Invocation]) -> Vec<String> {
     calls
         .iter()
-        .map(|c| c["error"].as_str().unwrap_or("ok").to_owned())
+        .map(|c| c.error.clone().unwrap_or_else(|| "ok".to_owned()))
         .collect()
 }
 
@@ -29,9 +29,7 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.attempt, 3, "{job:?}");
-    let calls = env
-        .invocations_of("Enable-RemoteMailbox", "jthrottle")
-        .await;
+    let calls = env.lab.invocations_for("Enable-RemoteMailbox", "jthrottle");
     assert_eq!(
         errors_of(&calls),
         vec![
@@ -59,7 +57,6 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
         );
     }
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,7 +75,6 @@ async fn a_custom_permanent_error_fails_the_job_with_exchanges_text() {
     assert_eq!(job.last_error_class, Some(ErrorClass::Permanent));
     assert!(job.last_error.unwrap().contains("already being used"));
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,7 +92,6 @@ async fn refused_credentials_open_the_circuit_until_the_host_accepts_them_again(
     // The refusal was the host's fault, not the job's: no attempt was spent on it.
     assert_eq!(job.attempt, 1, "{job:?}");
     app.stop().await;
-    env.cleanup().await;
 }
 
 /// A probe the directory settles before Exchange is asked (the account has its mailbox
@@ -159,7 +154,6 @@ async fn a_host_that_is_down_refuses_connections_then_comes_back() {
         "{attempts:?}"
     );
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -169,11 +163,8 @@ async fn a_stalled_host_trips_the_batch_timeout_and_the_job_runs_again() {
     // However many attempts the stall catches on a slow machine, the next comes soon.
     env.settings.worker.backoff_base = Duration::from_millis(200);
     env.settings.worker.backoff_cap = Duration::from_secs(1);
-    // This test is about the batch timeout, not the circuit: at ≥ 400 ms per hung attempt at
-    // most four attempts fit in the 1.5 s stall, and three in a row would open the circuit
-    // for its 60 s cooldown. A threshold above every attempt the job may use (12) keeps it
-    // closed, so the retries land after the stall however the timing falls.
-    env.settings.worker.circuit_threshold = 100;
+    // Three hung batches in a row open the circuit: its pause must be as short.
+    env.settings.worker.circuit_cooldown = Duration::from_millis(300);
     let app = env.start_daemon().await;
     env.fault(json!({"fault": "stall", "seconds": 1.0, "for_seconds": 1.5}))
         .await;
@@ -190,7 +181,6 @@ async fn a_stalled_host_trips_the_batch_timeout_and_the_job_runs_again() {
         "{attempts:?}"
     );
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -215,11 +205,10 @@ async fn replication_lag_keeps_the_joiner_waiting_until_the_dc_has_the_account()
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.outcome, Some(JobOutcome::Enabled));
     // Exchange was asked only once the DC had the account.
-    let calls = env.invocations_of("Enable-RemoteMailbox", "jlag").await;
+    let calls = env.lab.invocations_for("Enable-RemoteMailbox", "jlag");
     assert_eq!(errors_of(&calls), vec!["ok"]);
     assert!(started.elapsed() >= Duration::from_secs(1));
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -237,15 +226,20 @@ async fn an_account_not_yet_synced_waits_without_spending_attempts() {
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.attempt, 1, "waiting spent attempts: {job:?}");
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exchange_session_throttling_is_enforced_and_survived() {
     let accounts: Vec<_> = (1..=6).map(|i| seed(&format!("jses{i}"))).collect();
-    let mut cfg = lab_config(accounts);
-    cfg.throttle.max_sessions_per_user = 1;
-    cfg.latency.session = Duration::from_millis(200);
+    let cfg = lab_config(accounts)
+        .with_throttle(lab::Throttle {
+            max_sessions_per_user: 1,
+            ..Default::default()
+        })
+        .with_latency(lab::Latency {
+            session: Duration::from_millis(200),
+            ..Default::default()
+        });
     let mut env = TestEnv::with_lab(cfg).await;
     env.settings.exchange.mode = ExchangeMode::Remote;
     env.settings.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
@@ -262,25 +256,25 @@ async fn exchange_session_throttling_is_enforced_and_survived() {
     for id in &ids {
         env.wait_succeeded(id).await;
     }
-    let stats = env.lab_stats().await;
-    assert_eq!(stats["exchange_sessions_high_water"], 1, "{stats}");
-    assert!(stats["throttled"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(env.lab.exchange_sessions_high_water(), 1);
+    assert!(env.lab.throttled() >= 1);
     let refused: Vec<_> = env
-        .invocations()
-        .await
+        .lab
+        .invocations_of("New-PSSession")
         .into_iter()
-        .filter(|c| c["cmdlet"] == "New-PSSession" && c["error"] == "PSRemotingTransportException")
+        .filter(|c| c.error.as_deref() == Some("PSRemotingTransportException"))
         .collect();
     assert!(!refused.is_empty());
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cmdlet_budget_throttles_a_burst_and_every_job_still_succeeds() {
     let accounts: Vec<_> = (1..=5).map(|i| seed(&format!("jbud{i}"))).collect();
-    let mut cfg = lab_config(accounts);
-    cfg.throttle.cmdlet_budget = Some((2, Duration::from_millis(500)));
+    let cfg = lab_config(accounts).with_throttle(lab::Throttle {
+        cmdlet_budget: Some((2, Duration::from_millis(500))),
+        ..Default::default()
+    });
     let env = TestEnv::with_lab(cfg).await;
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
@@ -293,10 +287,8 @@ async fn the_cmdlet_budget_throttles_a_burst_and_every_job_still_succeeds() {
     for id in &ids {
         env.wait_succeeded(id).await;
     }
-    let stats = env.lab_stats().await;
-    assert!(stats["throttled"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(env.lab.throttled() >= 1);
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -317,5 +309,4 @@ async fn exchange_refuses_a_routing_domain_the_hybrid_setup_does_not_accept() {
         "{job:?}"
     );
     app.stop().await;
-    env.cleanup().await;
 }

@@ -261,27 +261,15 @@ async fn ldapmodify_changes_what_the_lab_shows() {
     let ldif = "dn: CN=remote01,CN=Users,DC=corp,DC=example\nchangetype: modify\nreplace: msExchHideFromAddressLists\nmsExchHideFromAddressLists: TRUE\n-\nreplace: userAccountControl\nuserAccountControl: 514\n-\n";
     let (code, out) = ldap_tool("ldapmodify", &lab, &[], Some(ldif));
     assert_eq!(code, 0, "{out}");
-    let st = lab.state.lock();
-    let a = st
-        .accounts
-        .iter()
-        .find(|a| a.sam_account_name == "remote01")
-        .unwrap();
+    let a = lab.account("remote01").unwrap();
     assert!(a.hidden && a.disabled);
-    drop(st);
 
     // All or nothing: one bad change leaves the entry as it was.
     let bad = "dn: CN=user00001,CN=Users,DC=corp,DC=example\nchangetype: modify\nreplace: mailNickname\nmailNickname: u1\n-\nreplace: noSuchThing\nnoSuchThing: 1\n-\n";
     let (code, out) = ldap_tool("ldapmodify", &lab, &[], Some(bad));
     assert_ne!(code, 0, "{out}");
-    let st = lab.state.lock();
-    let a = st
-        .accounts
-        .iter()
-        .find(|a| a.sam_account_name == "user00001")
-        .unwrap();
+    let a = lab.account("user00001").unwrap();
     assert_eq!(a.mailNickname, None);
-    drop(st);
     lab.stop();
 }
 

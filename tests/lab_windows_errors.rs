@@ -111,7 +111,7 @@ async fn a_session_dropped_in_a_cold_run_retries_the_batch() {
         drops += dropped.len();
     }
     assert!(drops >= 1, "the first batch met the dropped session");
-    let enables = env.enables_per_account().await;
+    let enables = env.lab.successes_per_account("Enable-RemoteMailbox");
     assert!(enables.values().all(|n| *n <= 2), "{enables:?}");
     let readyz = env
         .get_json(&format!("http://{}/readyz", app.admin_addr))
@@ -147,15 +147,15 @@ async fn a_session_dropped_in_a_warm_process_fails_no_account() {
         let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
         assert_eq!(attempts.len(), 1);
     }
-    let stats = env.lab_stats().await;
+    let stats = env.lab.stats();
     assert_eq!(
-        stats["stats"]["powershell_runs"], 2,
-        "a fresh process after the drop: {stats}"
+        stats.powershell_runs, 2,
+        "a fresh process after the drop: {stats:?}"
     );
-    let calls = env.invocations().await;
+    let calls = env.lab.invocations();
     let dropped = calls
         .iter()
-        .filter(|c| c["error"] == "PSRemotingTransportException")
+        .filter(|c| c.error.as_deref() == Some("PSRemotingTransportException"))
         .count();
     assert!(dropped >= 1, "the lab did drop the session");
     app.stop().await;

@@ -67,12 +67,11 @@ async fn pywinrm_runs_commands_on_the_lab() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pywinrm_speaks_ntlm_with_message_encryption_and_channel_binding_to_the_lab() {
     let ca = tempfile::NamedTempFile::new().unwrap();
-    let mut cfg = common::lab_config(vec![]);
-    cfg.ldap_listen = None;
-    cfg.tls_listen = Some(([127, 0, 0, 1], 0).into());
-    cfg.tls_cert_out = Some(ca.path().to_owned());
-    // Strict: the lab refuses NTLM over TLS that is not bound to its certificate.
-    cfg.cbt_hardening = winrm::acceptor::CbtHardening::Strict;
+    let cfg = common::lab_config(vec![])
+        .without_directory()
+        .with_tls(lab::LOOPBACK_ANY_PORT, Some(ca.path().to_owned()))
+        // Strict: the lab refuses NTLM over TLS that is not bound to its certificate.
+        .with_cbt_hardening(winrm::acceptor::CbtHardening::Strict);
     let lab = lab::Lab::start(cfg).await.unwrap();
     let args = vec![
         lab.endpoint(),

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestEnv, remote, seed, wait_exit};
+use lab::Recipient;
 use lapin::options::BasicGetOptions;
 use mailboxd::store::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
 
@@ -24,31 +25,37 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     assert_eq!(job.attempt, 1);
 
     // The lab shows what Exchange would have written to AD.
-    let m = env.mailbox("jdoe").await;
-    assert_eq!(m["recipient"], "remote");
-    assert_eq!(m["msExchRecipientTypeDetails"], 2_147_483_648i64);
-    assert_eq!(m["targetAddress"], "SMTP:jdoe@tenant.mail.onmicrosoft.com");
-    assert_eq!(m["primary_smtp_address"], "john.doe@corp.example");
-    assert_eq!(m["archive"], true, "-Archive was asked for");
+    let m = env.mailbox("jdoe");
+    assert_eq!(m.recipient, Recipient::Remote);
+    assert_eq!(m.msExchRecipientTypeDetails, Some(2_147_483_648i64));
+    assert_eq!(
+        m.targetAddress.as_deref(),
+        Some("SMTP:jdoe@tenant.mail.onmicrosoft.com")
+    );
+    assert_eq!(
+        m.primary_smtp_address.as_deref(),
+        Some("john.doe@corp.example")
+    );
+    assert!(m.archive, "-Archive was asked for");
 
-    assert!(m["msExchArchiveGUID"].is_string(), "{m}");
+    let archive_guid = m.msExchArchiveGUID.expect("msExchArchiveGUID");
 
     // Two Enable-RemoteMailbox calls, as the parameter sets require: the mailbox with the
     // values from the event, then -Archive (a set without -RemoteRoutingAddress).
-    let calls = env.invocations_of("Enable-RemoteMailbox", "jdoe").await;
+    let calls = env.lab.invocations_for("Enable-RemoteMailbox", "jdoe");
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(
-        calls[0]["parameters"]["RemoteRoutingAddress"],
-        "jdoe@tenant.mail.onmicrosoft.com"
+        calls[0].text("RemoteRoutingAddress"),
+        Some("jdoe@tenant.mail.onmicrosoft.com")
     );
     assert_eq!(
-        calls[0]["parameters"]["PrimarySmtpAddress"],
-        "john.doe@corp.example"
+        calls[0].text("PrimarySmtpAddress"),
+        Some("john.doe@corp.example")
     );
-    assert!(calls[0]["parameters"].get("Archive").is_none());
-    assert_eq!(calls[1]["parameters"]["Archive"], true);
-    assert!(calls[1]["parameters"].get("RemoteRoutingAddress").is_none());
-    assert!(calls.iter().all(|c| c["error"].is_null()), "{calls:?}");
+    assert_eq!(calls[0].flag("Archive"), None);
+    assert_eq!(calls[1].flag("Archive"), Some(true));
+    assert_eq!(calls[1].text("RemoteRoutingAddress"), None);
+    assert!(calls.iter().all(|c| c.succeeded()), "{calls:?}");
 
     // The attempt is on record with the host that ran it, and with what AD showed after:
     // the mailbox and its archive, read back from the domain controller.
@@ -56,7 +63,7 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     assert_eq!(attempts.len(), 1);
     let after = &attempts[0].directory.as_ref().unwrap()["after"]["account"];
     assert_eq!(after["recipient"], "remote_mailbox", "{after}");
-    assert_eq!(after["archive_guid"], m["msExchArchiveGUID"], "{after}");
+    assert_eq!(after["archive_guid"], archive_guid.to_string(), "{after}");
     assert_eq!(after["archive_name"], "In-Place Archive - jdoe");
     assert_eq!(attempts[0].outcome, AttemptOutcome::Succeeded);
     assert_eq!(
@@ -77,7 +84,6 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     assert_eq!(shown["attempts"][0]["outcome"], "succeeded");
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -106,14 +112,13 @@ async fn the_same_event_twice_makes_one_job_and_one_enable() {
         .unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(
-        env.invocations_of("Enable-RemoteMailbox", "twice")
-            .await
+        env.lab
+            .invocations_for("Enable-RemoteMailbox", "twice")
             .len(),
         1
     );
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -130,15 +135,16 @@ async fn a_leaver_is_hidden_from_the_address_lists() {
     publisher.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.outcome, Some(JobOutcome::Hidden));
-    let m = env.mailbox("gone").await;
-    assert_eq!(m["msExchHideFromAddressLists"], true);
+    let m = env.mailbox("gone");
+    assert_eq!(m.msExchHideFromAddressLists, Some(true));
     assert_eq!(
-        m["recipient"], "remote",
+        m.recipient,
+        Recipient::Remote,
         "a leaver never removes the mailbox"
     );
-    let sets = env.invocations_of("Set-RemoteMailbox", "gone").await;
+    let sets = env.lab.invocations_for("Set-RemoteMailbox", "gone");
     assert_eq!(sets.len(), 1);
-    assert_eq!(sets[0]["parameters"]["HiddenFromAddressListsEnabled"], true);
+    assert_eq!(sets[0].flag("HiddenFromAddressListsEnabled"), Some(true));
 
     // Already hidden: a no-op, no Set-RemoteMailbox.
     let ev = env.leaver("hidden");
@@ -146,13 +152,12 @@ async fn a_leaver_is_hidden_from_the_address_lists() {
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.outcome, Some(JobOutcome::Already));
     assert!(
-        env.invocations_of("Set-RemoteMailbox", "hidden")
-            .await
+        env.lab
+            .invocations_for("Set-RemoteMailbox", "hidden")
             .is_empty()
     );
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,7 +211,6 @@ async fn an_unparsable_message_is_kept_as_poison_and_the_daemon_keeps_going() {
     assert_eq!(list.as_array().unwrap().len(), 1);
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -225,13 +229,12 @@ async fn hostile_account_names_reach_exchange_as_data() {
     publisher.publish(&ev).await.unwrap();
     env.wait_succeeded(&ev.id).await;
 
-    let calls = env.invocations_of("Enable-RemoteMailbox", nasty).await;
+    let calls = env.lab.invocations_for("Enable-RemoteMailbox", nasty);
     assert_eq!(calls.len(), 1, "the identity arrived byte for byte");
-    assert_eq!(calls[0]["parameters"]["Alias"], "xcalc");
-    assert_eq!(env.mailbox(nasty).await["recipient"], "remote");
+    assert_eq!(calls[0].text("Alias"), Some("xcalc"));
+    assert_eq!(env.mailbox(nasty).recipient, Recipient::Remote);
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -257,7 +260,7 @@ async fn a_crash_between_commit_and_ack_does_not_duplicate_the_job() {
         .expect("the job was committed");
 
     // Restarted normally, it gets the unacked message again from the broker.
-    let mut child = env.spawn_daemon(&[]);
+    let _child = env.spawn_daemon(&[]);
     let marker = env.joiner("marker");
     publisher.publish(&marker).await.unwrap();
     env.wait_succeeded(&marker.id).await;
@@ -273,17 +276,13 @@ async fn a_crash_between_commit_and_ack_does_not_duplicate_the_job() {
         .unwrap();
     assert_eq!(all.len(), 2, "one job per event: {all:?}");
     let enables: Vec<_> = env
-        .invocations_of("Enable-RemoteMailbox", "crashy")
-        .await
+        .lab
+        .invocations_for("Enable-RemoteMailbox", "crashy")
         .into_iter()
-        .filter(|c| c["error"].is_null())
+        .filter(|c| c.succeeded())
         .collect();
     assert_eq!(enables.len(), 1);
     assert!(env.store.list_poison(10).await.unwrap().is_empty());
-
-    let _ = child.kill();
-    let _ = child.wait();
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -301,15 +300,15 @@ async fn an_archive_asked_for_an_existing_mailbox_is_added_once_and_then_counts_
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.outcome, Some(JobOutcome::Already));
     let calls = env
-        .invocations_of("Enable-RemoteMailbox", "no.archive")
-        .await;
+        .lab
+        .invocations_for("Enable-RemoteMailbox", "no.archive");
     let archive_calls: Vec<_> = calls
         .iter()
-        .filter(|c| c["parameters"]["Archive"] == true)
+        .filter(|c| c.flag("Archive") == Some(true))
         .collect();
     assert_eq!(archive_calls.len(), 1, "{calls:?}");
-    assert!(archive_calls[0]["error"].is_null());
-    assert!(env.mailbox("no.archive").await["msExchArchiveGUID"].is_string());
+    assert!(archive_calls[0].succeeded());
+    assert!(env.mailbox("no.archive").msExchArchiveGUID.is_some());
 
     // Mailbox and archive both there: done from the directory, no Exchange call at all.
     let mut ev = env.joiner("has.archive");
@@ -318,8 +317,8 @@ async fn an_archive_asked_for_an_existing_mailbox_is_added_once_and_then_counts_
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.outcome, Some(JobOutcome::Already));
     assert!(
-        env.invocations_of("Enable-RemoteMailbox", "has.archive")
-            .await
+        env.lab
+            .invocations_for("Enable-RemoteMailbox", "has.archive")
             .is_empty()
     );
 
@@ -335,12 +334,8 @@ async fn a_rehire_makes_the_hidden_mailbox_visible_again() {
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.outcome, Some(JobOutcome::Unhidden));
-    assert_eq!(
-        env.mailbox("back").await["msExchHideFromAddressLists"],
-        false
-    );
+    assert_eq!(env.mailbox("back").msExchHideFromAddressLists, Some(false));
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -373,7 +368,6 @@ async fn a_permanent_exchange_error_fails_the_job_once_and_raises_one_alert() {
         alerts[0].subject
     );
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -401,7 +395,6 @@ async fn a_hung_windows_host_does_not_hold_jobs_forever() {
     );
     assert_eq!(env.store.list_alerts(10).await.unwrap().len(), 1);
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -422,7 +415,7 @@ async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
     first.wait().unwrap();
 
     // Another replica takes the job over once the lease expires, and finishes it.
-    let mut second = env.spawn_daemon(&short_lease);
+    let _second = env.spawn_daemon(&short_lease);
     let job = env.wait_succeeded(&ev.id).await;
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
@@ -434,17 +427,13 @@ async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
 
     // Exchange enabled the mailbox exactly once, whichever attempt got there.
     let enabled: Vec<_> = env
-        .invocations_of("Enable-RemoteMailbox", "midway")
-        .await
+        .lab
+        .invocations_for("Enable-RemoteMailbox", "midway")
         .into_iter()
-        .filter(|c| c["error"].is_null())
+        .filter(|c| c.succeeded())
         .collect();
     assert_eq!(enabled.len(), 1);
-    assert_eq!(env.mailbox("midway").await["recipient"], "remote");
-
-    let _ = second.kill();
-    let _ = second.wait();
-    env.cleanup().await;
+    assert_eq!(env.mailbox("midway").recipient, Recipient::Remote);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -490,25 +479,13 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut lab = None;
     for _ in 0..50 {
-        match lab::Lab::start(lab::LabConfig {
-            listen: addr,
-            user: lab::DEFAULT_USER.into(),
-            password: secrecy::SecretString::from(common::LAB_PASSWORD),
-            ldap_password: None,
-            accounts: accounts(),
-            latency: Default::default(),
-            max_shells_per_user: 30,
-            ldap_listen: None,
-            throttle: Default::default(),
-            faults: Vec::new(),
-            max_envelope_kb: 500,
-            tls_listen: None,
-            tls_cert_out: None,
-            cbt_hardening: Default::default(),
-            kerberos: None,
-        })
-        .await
-        {
+        let cfg = lab::LabConfig::new(
+            addr,
+            lab::DEFAULT_USER,
+            secrecy::SecretString::from(common::LAB_PASSWORD),
+        )
+        .with_accounts(accounts());
+        match lab::Lab::start(cfg).await {
             Ok(l) => {
                 lab = Some(l);
                 break;
@@ -576,7 +553,6 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
     assert_eq!(v["circuit"]["open"], false, "{v}");
 
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -616,7 +592,6 @@ async fn sigterm_lets_work_finish_briefly_then_hands_it_to_another_replica() {
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.attempt, 1);
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -631,13 +606,13 @@ async fn typographic_quotes_and_subexpressions_stay_data() {
     ev.alias = Some("qquotes".into());
     env.publisher().await.publish(&ev).await.unwrap();
     env.wait_succeeded(&ev.id).await;
-    let calls = env.invocations().await;
+    let calls = env.lab.invocations();
     let enable: Vec<_> = calls
         .iter()
-        .filter(|c| c["cmdlet"] == "Enable-RemoteMailbox")
+        .filter(|c| c.cmdlet == "Enable-RemoteMailbox")
         .collect();
     assert_eq!(enable.len(), 1, "{calls:?}");
-    assert_eq!(enable[0]["parameters"]["Identity"], nasty, "byte for byte");
+    assert_eq!(enable[0].identity(), Some(nasty), "byte for byte");
     // Nothing but the template's cmdlets ran.
     assert!(
         calls.iter().all(|c| [
@@ -645,11 +620,10 @@ async fn typographic_quotes_and_subexpressions_stay_data() {
             "Get-RemoteMailbox",
             "Set-RemoteMailbox"
         ]
-        .contains(&c["cmdlet"].as_str().unwrap_or(""))),
+        .contains(&c.cmdlet.as_str())),
         "{calls:?}"
     );
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -705,10 +679,7 @@ async fn one_batch_reports_each_account_on_its_own() {
         starts.push(attempts[0].started_at);
     }
     assert!(starts.iter().all(|s| *s == starts[0]), "{starts:?}");
-    let stats: serde_json::Value = env
-        .get_json(&format!("http://{}/lab/stats", env.lab.addr))
-        .await;
-    assert_eq!(stats["stats"]["powershell_runs"], 1, "{stats}");
+    let stats = env.lab.stats();
+    assert_eq!(stats.powershell_runs, 1, "{stats:?}");
     app.stop().await;
-    env.cleanup().await;
 }

@@ -139,7 +139,6 @@ async fn the_dry_run_reports_exactly_the_differences() {
     assert_eq!(runs.len(), 1);
     assert!(runs[0].dry_run);
     assert_eq!(runs[0].differences, 4);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +186,6 @@ async fn a_real_run_queues_those_jobs_once_and_a_second_run_none() {
         .unwrap();
     assert_eq!(again.jobs_created, 0);
     assert_eq!(again.skipped_pending, 3);
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +210,6 @@ async fn the_cap_stops_a_run_and_raises_an_alert() {
         "{}",
         alerts[0].subject
     );
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,5 +259,4 @@ async fn the_cli_prints_the_dry_run_as_json() {
     assert_eq!(v["differences"].as_array().unwrap().len(), 4);
     assert_eq!(v["by_kind"]["missing_mailbox"], 1);
     assert_eq!(v["dry_run"], true);
-    env.cleanup().await;
 }

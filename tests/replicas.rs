@@ -53,14 +53,15 @@ async fn three_replicas_run_every_job_exactly_once() {
         assert_eq!(attempts.len(), 1, "{attempts:?}");
     }
     // Exactly one successful Enable-RemoteMailbox per account in the lab's log.
-    let calls = env.invocations().await;
     let mut per_identity = std::collections::HashMap::<String, usize>::new();
-    for c in calls
+    for c in env
+        .lab
+        .invocations_of("Enable-RemoteMailbox")
         .iter()
-        .filter(|c| c["cmdlet"] == "Enable-RemoteMailbox" && c["error"].is_null())
+        .filter(|c| c.succeeded())
     {
         *per_identity
-            .entry(c["parameters"]["Identity"].as_str().unwrap().to_owned())
+            .entry(c.identity().expect("an -Identity").to_owned())
             .or_default() += 1;
     }
     assert_eq!(per_identity.len(), N);
@@ -83,7 +84,6 @@ async fn three_replicas_run_every_job_exactly_once() {
             let _ = child.kill();
         }
     }
-    env.cleanup().await;
 }
 
 fn nix_term(child: &std::process::Child) -> std::io::Result<()> {

@@ -129,9 +129,9 @@ impl Haystack {
 /// planted and Exchange echoing them; then everything readable is searched for them.
 async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str) {
     let p = Planted::new();
-    let mut cfg = common::lab_config(vec![seed("sec-fail"), seed("sec-ok")]);
+    let mut cfg = common::lab_config(vec![seed("sec-fail"), seed("sec-ok")])
+        .with_ldap_password(SecretString::from(p.ldap.clone()));
     cfg.password = SecretString::from(p.winrm.clone());
-    cfg.ldap_password = Some(SecretString::from(p.ldap.clone()));
     let mut env = TestEnv::with_lab(cfg).await;
 
     // Alerts go to an SMTP server that wants a login: the SMTP password is really used.
@@ -339,7 +339,6 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
     hay.add(format!("daemon logs ({log_format})"), logs);
 
     hay.assert_free_of(&p.needles());
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -425,7 +424,6 @@ async fn winrm_basic_auth_over_plain_http_needs_allow_unencrypted() {
     )
     .await;
     assert_warned(allowed, "winrm.allow_unencrypted is set");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -453,7 +451,6 @@ async fn ldap_without_tls_needs_allow_plaintext() {
     )
     .await;
     assert_warned(allowed, "LDAP without TLS");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -522,7 +519,6 @@ async fn alert_email_goes_out_in_clear_text_only_with_smtp_tls_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_warned(daemon, "smtp.tls = \"none\": alert emails");
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -602,29 +598,28 @@ async fn hostile_values_in_every_field_stay_data_or_are_refused() {
 
     // Exactly the two expected Enable-RemoteMailbox calls, values byte for byte, and
     // nothing but the template's cmdlets ran.
-    let calls = env.invocations().await;
-    let enable: Vec<&Value> = calls
+    let calls = env.lab.invocations();
+    let enable: Vec<&lab::Invocation> = calls
         .iter()
-        .filter(|c| c["cmdlet"] == "Enable-RemoteMailbox")
+        .filter(|c| c.cmdlet == "Enable-RemoteMailbox")
         .collect();
     assert_eq!(enable.len(), 2, "{calls:#?}");
-    let p = &enable[0]["parameters"];
-    assert_eq!(p["Identity"], name);
-    assert_eq!(p["Alias"], alias.as_str());
-    assert_eq!(p["RemoteRoutingAddress"], routing);
-    assert_eq!(p["PrimarySmtpAddress"], primary);
-    assert_eq!(enable[1]["parameters"]["Identity"], "ok-after");
+    let p = enable[0];
+    assert_eq!(p.identity(), Some(name));
+    assert_eq!(p.text("Alias"), Some(alias.as_str()));
+    assert_eq!(p.text("RemoteRoutingAddress"), Some(routing));
+    assert_eq!(p.text("PrimarySmtpAddress"), Some(primary));
+    assert_eq!(enable[1].identity(), Some("ok-after"));
     assert!(
         calls.iter().all(|c| [
             "Enable-RemoteMailbox",
             "Get-RemoteMailbox",
             "Set-RemoteMailbox"
         ]
-        .contains(&c["cmdlet"].as_str().unwrap_or(""))),
+        .contains(&c.cmdlet.as_str())),
         "{calls:#?}"
     );
     let all = serde_json::to_string(&calls).expect("JSON");
     assert!(!all.contains("Remove-Mailbox"), "{all}");
     app.stop().await;
-    env.cleanup().await;
 }

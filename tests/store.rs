@@ -6,20 +6,17 @@ mod common;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use common::TestDatabase;
 use mailboxd::event::{Account, AccountName, Event, EventKind};
-use mailboxd::store::{
-    AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution, Store,
-};
+use mailboxd::store::{AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution};
 
-async fn fresh_store() -> Store {
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let url = format!("{}/mailboxd_test_{}", common::pg_server(), &tag[..12]);
-    mailboxd::store::ensure_database(&url).await.unwrap();
-    let store = Store::connect(&url, 8).await.unwrap();
-    store.migrate().await.unwrap();
+/// A migrated database of the test's own (dropped with it); derefs to its `Store`.
+async fn fresh_store() -> TestDatabase {
+    let db = TestDatabase::create_empty(&common::fresh_tag(), 8).await;
+    db.migrate().await.unwrap();
     // Migrating twice is harmless.
-    store.migrate().await.unwrap();
-    store
+    db.migrate().await.unwrap();
+    db
 }
 
 fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {

@@ -39,22 +39,15 @@ async fn two_warm_processes_open_exchange_twice_for_many_batches() {
     env.settings.exchange.batch_linger = Duration::from_millis(50);
     let app = env.start_daemon().await;
     joiners_all_succeed(&env, &names).await;
-    let stats = env.lab_stats().await;
+    let stats = env.lab.stats();
     // At least ten batches went through two processes: two PowerShell starts, two sessions.
-    assert!(
-        stats["stats"]["powershell_runs"].as_u64().unwrap_or(99) <= 2,
-        "{stats}"
-    );
-    assert!(
-        stats["stats"]["exchange_sessions"].as_u64().unwrap_or(99) <= 2,
-        "{stats}"
-    );
-    let enabled = env.enables_per_account().await;
+    assert!(stats.powershell_runs <= 2, "{stats:?}");
+    assert!(stats.exchange_sessions <= 2, "{stats:?}");
+    let enabled = env.lab.successes_per_account("Enable-RemoteMailbox");
     for n in &names {
         assert_eq!(enabled.get(n), Some(&1), "{n}");
     }
     app.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -68,16 +61,17 @@ async fn a_warm_process_is_replaced_after_its_request_budget() {
     env.settings.exchange.batch_linger = Duration::from_millis(50);
     let app = env.start_daemon().await;
     joiners_all_succeed(&env, &names).await;
-    let stats = env.lab_stats().await;
-    let runs = stats["stats"]["powershell_runs"].as_u64().unwrap_or(0);
-    let sessions = stats["stats"]["exchange_sessions"].as_u64().unwrap_or(0);
+    let stats = env.lab.stats();
+    let (runs, sessions) = (stats.powershell_runs, stats.exchange_sessions);
     // Two batches per process at most, so at least ceil(batches / 2) processes, each one session.
-    assert!(runs >= 3, "{stats}");
-    assert_eq!(runs, sessions, "one Exchange session per process: {stats}");
-    let enabled = env.enables_per_account().await;
+    assert!(runs >= 3, "{stats:?}");
+    assert_eq!(
+        runs, sessions,
+        "one Exchange session per process: {stats:?}"
+    );
+    let enabled = env.lab.successes_per_account("Enable-RemoteMailbox");
     for n in &names {
         assert_eq!(enabled.get(n), Some(&1), "{n}");
     }
     app.stop().await;
-    env.cleanup().await;
 }

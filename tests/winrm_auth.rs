@@ -22,12 +22,11 @@ struct TlsLab {
 
 async fn lab_with_tls(hardening: CbtHardening, max_shells: usize) -> TlsLab {
     let ca = tempfile::NamedTempFile::new().expect("temp file");
-    let mut cfg = common::lab_config(vec![]);
-    cfg.ldap_listen = None;
-    cfg.max_shells_per_user = max_shells;
-    cfg.tls_listen = Some(([127, 0, 0, 1], 0).into());
-    cfg.tls_cert_out = Some(ca.path().to_owned());
-    cfg.cbt_hardening = hardening;
+    let cfg = common::lab_config(vec![])
+        .without_directory()
+        .with_max_shells_per_user(max_shells)
+        .with_tls(lab::LOOPBACK_ANY_PORT, Some(ca.path().to_owned()))
+        .with_cbt_hardening(hardening);
     let lab = Lab::start(cfg).await.expect("lab starts");
     TlsLab { lab, ca }
 }
@@ -158,9 +157,9 @@ async fn the_shell_quota_is_a_typed_retryable_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envelope_above_max_envelope_size_is_refused_with_what_to_change() {
-    let mut cfg = common::lab_config(vec![]);
-    cfg.ldap_listen = None;
-    cfg.max_envelope_kb = 150;
+    let cfg = common::lab_config(vec![])
+        .without_directory()
+        .with_max_envelope_kb(150);
     let lab = Lab::start(cfg).await.expect("lab");
     // A client told the host takes 500 KB sends 350 KB chunks: the host refuses them.
     let mut cc = ClientConfig::new(
@@ -322,8 +321,7 @@ async fn a_cancelled_caller_does_not_leak_its_shell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_drops_the_connection_gets_a_new_one_authenticated_again() {
-    let mut cfg = common::lab_config(vec![]);
-    cfg.ldap_listen = None;
+    let cfg = common::lab_config(vec![]).without_directory();
     let lab = Lab::start(cfg).await.expect("lab");
     let addr = lab.addr;
     let c = client(&lab.endpoint(), Auth::Ntlm, common::LAB_PASSWORD, None);
@@ -333,8 +331,7 @@ async fn a_host_that_drops_the_connection_gets_a_new_one_authenticated_again() {
     drop(lab);
     let deadline = Instant::now() + Duration::from_secs(10);
     let _lab = loop {
-        let mut cfg = common::lab_config(vec![]);
-        cfg.ldap_listen = None;
+        let mut cfg = common::lab_config(vec![]).without_directory();
         cfg.listen = addr;
         match Lab::start(cfg).await {
             Ok(l) => break l,

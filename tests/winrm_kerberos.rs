@@ -13,12 +13,11 @@ use winrm::acceptor::CbtHardening;
 use winrm::{Auth, ClientConfig, ShellOptions, WinrmClient, WinrmError};
 
 async fn lab(kdc: &TestKdc, allowed: &[&str], tls: Option<&std::path::Path>) -> Lab {
-    let mut cfg = common::lab_config(vec![]);
-    cfg.ldap_listen = None;
-    cfg.kerberos = Some(kdc.lab(allowed));
+    let mut cfg = common::lab_config(vec![])
+        .without_directory()
+        .with_kerberos(Some(kdc.lab(allowed)));
     if let Some(ca) = tls {
-        cfg.tls_listen = Some(([127, 0, 0, 1], 0).into());
-        cfg.tls_cert_out = Some(ca.to_owned());
+        cfg = cfg.with_tls(lab::LOOPBACK_ANY_PORT, Some(ca.to_owned()));
     }
     Lab::start(cfg).await.expect("lab")
 }

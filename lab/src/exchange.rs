@@ -50,6 +50,33 @@ pub struct Invocation {
     pub error: Option<String>,
 }
 
+impl Invocation {
+    /// The value of parameter `name` (`-Identity` → `"Identity"`), as received.
+    pub fn parameter(&self, name: &str) -> Option<&Value> {
+        self.parameters.get(name)
+    }
+
+    /// A text parameter's value.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.parameter(name).and_then(Value::as_str)
+    }
+
+    /// A switch or boolean parameter's value (`-Archive` → `Some(true)`).
+    pub fn flag(&self, name: &str) -> Option<bool> {
+        self.parameter(name).and_then(Value::as_bool)
+    }
+
+    /// The `-Identity` it was given, when it is text.
+    pub fn identity(&self) -> Option<&str> {
+        self.text("Identity")
+    }
+
+    /// Whether the cmdlet succeeded (no exception).
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub powershell_runs: u64,

@@ -347,6 +347,11 @@ impl Faults {
         }
     }
 
+    /// Exchange sessions open now, over all users.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.values().sum()
+    }
+
     /// Whether the account is (still) invisible on the domain controllers.
     pub fn lagging(&self, sam: &str) -> bool {
         self.replication_lag

@@ -13,64 +13,85 @@ use crate::app::App;
 use crate::config::{ExchangeMode, Settings};
 use crate::event::EventKind;
 use crate::publish::{EventSpec, Publisher};
-use crate::store::{self, JobState};
+use crate::store::{self, Job, JobState};
 use lab::{self, AccountSeed, Lab, LabConfig};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// The accounts besides the joiners, and what happens to each.
+const EXTRAS: [(EventKind, &str); 4] = [
+    (EventKind::Leaver, "leaver01"),
+    (EventKind::Leaver, "leaver02"),
+    (EventKind::Joiner, "rehire01"),
+    (EventKind::Joiner, "d'arcy$"),
+];
+
 pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let mut settings = Settings::load(config)?;
-
-    // The Windows side: the lab on a free loopback port, with a password made for this run.
-    let password = uuid::Uuid::new_v4().simple().to_string();
-    let mut accounts = lab::directory::seeded(joiners);
-    accounts.push(AccountSeed::remote("leaver01", true, false));
-    accounts.push(AccountSeed::remote("leaver02", true, false));
-    accounts.push(AccountSeed::remote("rehire01", false, true));
-    accounts.push(AccountSeed::user("d'arcy$"));
-    let lab = Lab::start(LabConfig {
-        listen: "127.0.0.1:0".parse()?,
-        user: lab::DEFAULT_USER.into(),
-        password: SecretString::from(password.clone()),
-        ldap_password: None,
-        accounts,
-        latency: lab::Latency {
-            session: Duration::from_millis(300),
-            cmdlet: Duration::from_millis(20),
-            round_trip: Duration::ZERO,
-        },
-        max_shells_per_user: 30,
-        ldap_listen: Some(([127, 0, 0, 1], 0).into()),
-        throttle: Default::default(),
-        faults: Vec::new(),
-        max_envelope_kb: 500,
-        tls_listen: None,
-        tls_cert_out: None,
-        cbt_hardening: Default::default(),
-        kerberos: None,
-    })
-    .await
-    .context("starting the lab")?;
+    let settings = Settings::load(config)?;
+    // The Windows side: the lab on free loopback ports, with a password made for this run.
+    let password = SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+    let lab = Lab::start(lab_config(joiners, password.clone()))
+        .await
+        .context("starting the lab")?;
     println!(
         "lab        WinRM host at {}, domain controller at {}",
         lab.endpoint(),
         lab.ldap_url().unwrap_or_default()
     );
+    let settings = demo_settings(settings, &lab, password, &run_id);
+    store::ensure_database(&settings.database.url)
+        .await
+        .with_context(|| format!("creating the database at {}", settings.database.url))?;
+    let app = App::start(settings.clone()).await?;
+    println!(
+        "daemon     admin at http://{}/readyz, replica {}",
+        app.admin_addr, app.replica
+    );
+    let events = publish_events(&settings, joiners).await?;
+    let outcome = watch_progress(&app, &events, started).await?;
+    let elapsed = started.elapsed();
+    app.stop().await;
+    let invocations = lab.invocations().len();
+    lab.stop();
+    print_outcomes(&events, &outcome);
+    Ok(print_summary(&events, &outcome, elapsed, invocations))
+}
 
-    // The daemon, on the configured PostgreSQL and RabbitMQ, with throwaway queue names so
-    // a demo never touches a real deployment's queues.
+/// The lab with Exchange-like timings and the demo's accounts: `joiners` plain users, two
+/// leavers with a mailbox, a hidden rehire, and a name with `'` and `$` in it.
+fn lab_config(joiners: usize, password: SecretString) -> LabConfig {
+    let mut accounts = lab::directory::seeded(joiners);
+    accounts.extend([
+        AccountSeed::remote("leaver01", true, false),
+        AccountSeed::remote("leaver02", true, false),
+        AccountSeed::remote("rehire01", false, true),
+        AccountSeed::user("d'arcy$"),
+    ]);
+    LabConfig::loopback(password)
+        .with_accounts(accounts)
+        .with_latency(lab::Latency {
+            session: Duration::from_millis(300),
+            cmdlet: Duration::from_millis(20),
+            round_trip: Duration::ZERO,
+        })
+}
+
+/// The daemon, on the configured PostgreSQL and RabbitMQ, pointed at the lab, with
+/// throwaway queue names so a demo never touches a real deployment's queues.
+fn demo_settings(
+    mut settings: Settings,
+    lab: &Lab,
+    password: SecretString,
+    run_id: &str,
+) -> Settings {
     settings.winrm.endpoint = lab.endpoint();
     settings.winrm.username = lab::DEFAULT_USER.into();
-    settings.winrm.password = Some(SecretString::from(password.clone()));
+    settings.winrm.password = Some(password.clone());
     settings.winrm.allow_unencrypted = true; // loopback only
     // Directory checks against the lab's domain controller, as against AD.
-    if let Some(ldap) = super::lab_setup::ldap_settings(
-        &lab,
-        lab::DEFAULT_USER,
-        SecretString::from(password.clone()),
-    ) {
+    if let Some(ldap) = super::lab_setup::ldap_settings(lab, lab::DEFAULT_USER, password) {
         settings.ldap = ldap;
     }
     settings.exchange.mode = ExchangeMode::Remote;
@@ -83,25 +104,16 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     settings.worker.backoff_cap = Duration::from_secs(5);
     settings.worker.poll_interval = Duration::from_millis(500);
     settings.admin.listen = "127.0.0.1:0".into();
-    store::ensure_database(&settings.database.url)
-        .await
-        .with_context(|| format!("creating the database at {}", settings.database.url))?;
-    let app = App::start(settings.clone()).await?;
-    println!(
-        "daemon     admin at http://{}/readyz, replica {}",
-        app.admin_addr, app.replica
-    );
+    settings
+}
 
-    // The IAM system's side: events through the broker.
+/// The IAM system's side: the demo's events through the broker.
+async fn publish_events(settings: &Settings, joiners: usize) -> anyhow::Result<Vec<EventSpec>> {
     let publisher = Publisher::connect(&settings.amqp).await?;
-    let mut events = Vec::new();
-    for i in 1..=joiners {
-        events.push(EventSpec::new(EventKind::Joiner, format!("user{i:05}")));
-    }
-    events.push(EventSpec::new(EventKind::Leaver, "leaver01"));
-    events.push(EventSpec::new(EventKind::Leaver, "leaver02"));
-    events.push(EventSpec::new(EventKind::Joiner, "rehire01"));
-    events.push(EventSpec::new(EventKind::Joiner, "d'arcy$"));
+    let mut events: Vec<EventSpec> = (1..=joiners)
+        .map(|i| EventSpec::new(EventKind::Joiner, format!("user{i:05}")))
+        .collect();
+    events.extend(EXTRAS.map(|(kind, sam)| EventSpec::new(kind, sam)));
     for e in &mut events {
         e.source = "mailboxd-demo".into();
         publisher.publish(e).await?;
@@ -111,25 +123,23 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         events.len(),
         settings.amqp.exchange
     );
+    Ok(events)
+}
 
+/// Shows progress until every event's job is terminal or the deadline passed; the jobs.
+async fn watch_progress(
+    app: &App,
+    events: &[EventSpec],
+    started: Instant,
+) -> anyhow::Result<Vec<Option<Job>>> {
     let tty = std::io::stdout().is_terminal();
     let mut last = String::new();
-    let outcome = loop {
-        let mut jobs = Vec::new();
-        for e in &events {
+    let jobs = loop {
+        let mut jobs = Vec::with_capacity(events.len());
+        for e in events {
             jobs.push(app.store.job_by_event(&e.id).await?);
         }
-        let count = |s: JobState| jobs.iter().flatten().filter(|j| j.state == s).count();
-        let stored = jobs.iter().flatten().count();
-        let line = format!(
-            "progress   stored {stored}/{n} · queued {} · running {} · retrying {} · succeeded {} · failed {}",
-            count(JobState::Queued),
-            count(JobState::Running),
-            count(JobState::Retrying),
-            count(JobState::Succeeded),
-            count(JobState::Failed),
-            n = events.len()
-        );
+        let line = progress_line(&jobs);
         if line != last {
             if tty {
                 print!("\r{line}\x1b[K");
@@ -150,14 +160,28 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     if tty {
         println!();
     }
-    let elapsed = started.elapsed();
-    app.stop().await;
-    let invocations = lab.invocations().len();
-    lab.stop();
+    Ok(jobs)
+}
 
+fn progress_line(jobs: &[Option<Job>]) -> String {
+    let count = |s: JobState| jobs.iter().flatten().filter(|j| j.state == s).count();
+    format!(
+        "progress   stored {stored}/{n} · queued {} · running {} · retrying {} · succeeded {} · failed {}",
+        count(JobState::Queued),
+        count(JobState::Running),
+        count(JobState::Retrying),
+        count(JobState::Succeeded),
+        count(JobState::Failed),
+        stored = jobs.iter().flatten().count(),
+        n = jobs.len()
+    )
+}
+
+/// One line per event: its account, kind, state and outcome (or last error).
+fn print_outcomes(events: &[EventSpec], outcome: &[Option<Job>]) {
     println!();
     println!("{:<12} {:<7} {:<12} OUTCOME", "ACCOUNT", "TYPE", "STATE");
-    for (e, j) in events.iter().zip(&outcome) {
+    for (e, j) in events.iter().zip(outcome) {
         let (state, detail) = match j {
             Some(j) => (
                 j.state.to_string(),
@@ -173,16 +197,17 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
             e.sam_account_name, e.kind, state
         );
     }
-    let succeeded = outcome
-        .iter()
-        .flatten()
-        .filter(|j| j.state == JobState::Succeeded)
-        .count();
-    let failed = outcome
-        .iter()
-        .flatten()
-        .filter(|j| j.state == JobState::Failed)
-        .count();
+}
+
+/// The summary table and verdict; the exit code (0: every event succeeded).
+fn print_summary(
+    events: &[EventSpec],
+    outcome: &[Option<Job>],
+    elapsed: Duration,
+    invocations: usize,
+) -> i32 {
+    let count = |s: JobState| outcome.iter().flatten().filter(|j| j.state == s).count();
+    let (succeeded, failed) = (count(JobState::Succeeded), count(JobState::Failed));
     println!();
     println!("┌──────────┬───────────┬────────┬─────────┐");
     println!("│ events   │ succeeded │ failed │ elapsed │");
@@ -198,18 +223,17 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     println!("lab recorded {invocations} cmdlet invocations");
     if succeeded == events.len() {
         println!("demo: all {} events provisioned", events.len());
-        Ok(0)
-    } else {
-        println!(
-            "demo: {} of {} events did not succeed{}",
-            events.len() - succeeded,
-            events.len(),
-            if started.elapsed() > DEADLINE {
-                " within the deadline"
-            } else {
-                ""
-            }
-        );
-        Ok(1)
+        return 0;
     }
+    println!(
+        "demo: {} of {} events did not succeed{}",
+        events.len() - succeeded,
+        events.len(),
+        if elapsed > DEADLINE {
+            " within the deadline"
+        } else {
+            ""
+        }
+    );
+    1
 }

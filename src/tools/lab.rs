@@ -1,7 +1,7 @@
 //! `mailboxd lab`: the simulated Windows side as a command (the lab crate does the work).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -87,6 +87,64 @@ fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
 }
 
 pub async fn run(args: LabArgs) -> anyhow::Result<i32> {
+    let cfg = lab_config(&args)?;
+    let accounts = cfg.accounts.len();
+    let mut lab = Lab::start(cfg)
+        .await
+        .with_context(|| format!("binding {} and {}", args.listen, args.ldap_listen))?;
+    print_addresses(&lab, &args, accounts);
+    tokio::select! {
+        _ = lab.wait() => {}
+        _ = crate::signal::shutdown() => {}
+    }
+    Ok(0)
+}
+
+/// The lab the command line asks for, with its files read.
+fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
+    let mut accounts = lab::directory::seeded(args.accounts);
+    if let Some(path) = &args.accounts_file {
+        let added = read_accounts_file(path, &accounts)?;
+        accounts.extend(added);
+    }
+    let faults = match &args.faults_file {
+        Some(path) => read_faults_file(path)?,
+        None => Vec::new(),
+    };
+    let kerberos = match &args.kerberos_keytab {
+        Some(path) => Some(read_kerberos(path, args)?),
+        None => None,
+    };
+    let cbt = if args.strict_channel_binding {
+        winrm::acceptor::CbtHardening::Strict
+    } else {
+        winrm::acceptor::CbtHardening::Relaxed
+    };
+    let mut cfg = LabConfig::new(args.listen, args.user.clone(), read_password(args)?)
+        .with_directory(args.ldap_listen)
+        .with_accounts(accounts)
+        .with_latency(lab::Latency {
+            session: args.session_latency,
+            cmdlet: args.cmdlet_latency,
+            round_trip: args.winrm_latency,
+        })
+        .with_max_shells_per_user(args.max_shells_per_user)
+        .with_throttle(lab::Throttle {
+            max_sessions_per_user: args.max_exchange_sessions,
+            cmdlet_budget: args.cmdlet_budget,
+        })
+        .with_faults(faults)
+        .with_max_envelope_kb(args.max_envelope_kb)
+        .with_cbt_hardening(cbt)
+        .with_kerberos(kerberos);
+    if let Some(listen) = args.tls_listen {
+        cfg = cfg.with_tls(listen, args.tls_cert_out.clone());
+    }
+    Ok(cfg)
+}
+
+/// `--password-file`, else `$MAILBOXD_LAB_PASSWORD`, else the lab's well-known default.
+fn read_password(args: &LabArgs) -> anyhow::Result<SecretString> {
     let password = match &args.password_file {
         Some(p) => std::fs::read_to_string(p)
             .with_context(|| format!("reading --password-file {}", p.display()))?
@@ -94,88 +152,65 @@ pub async fn run(args: LabArgs) -> anyhow::Result<i32> {
             .to_owned(),
         None => std::env::var("MAILBOXD_LAB_PASSWORD").unwrap_or_else(|_| "mailboxd-lab".into()),
     };
-    let mut accounts = lab::directory::seeded(args.accounts);
-    if let Some(path) = &args.accounts_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading --accounts-file {}", path.display()))?;
-        let added = lab::directory::parse_accounts_file_beside(&accounts, &text)
-            .map_err(|e| anyhow::anyhow!("--accounts-file {}: {e}", path.display()))?;
-        accounts.extend(added);
-    }
-    let n = accounts.len();
+    Ok(SecretString::from(password))
+}
+
+/// The accounts of `--accounts-file`, each refused as AD would refuse it beside `existing`.
+fn read_accounts_file(
+    path: &Path,
+    existing: &[lab::AccountSeed],
+) -> anyhow::Result<Vec<lab::AccountSeed>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --accounts-file {}", path.display()))?;
+    lab::directory::parse_accounts_file_beside(existing, &text)
+        .map_err(|e| anyhow::anyhow!("--accounts-file {}: {e}", path.display()))
+}
+
+/// One fault request per line; blank lines and `#` comments skipped.
+fn read_faults_file(path: &Path) -> anyhow::Result<Vec<lab::FaultRequest>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --faults-file {}", path.display()))?;
     let mut faults = Vec::new();
-    if let Some(path) = &args.faults_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading --faults-file {}", path.display()))?;
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                continue;
-            }
-            faults.push(
-                serde_json::from_str::<lab::FaultRequest>(line).map_err(|e| {
-                    anyhow::anyhow!("--faults-file {} line {}: {e}", path.display(), i + 1)
-                })?,
-            );
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
         }
+        faults.push(
+            serde_json::from_str::<lab::FaultRequest>(line).map_err(|e| {
+                anyhow::anyhow!("--faults-file {} line {}: {e}", path.display(), i + 1)
+            })?,
+        );
     }
-    let kerberos = match &args.kerberos_keytab {
-        None => None,
-        Some(path) => {
-            let data = std::fs::read(path)
-                .with_context(|| format!("reading --kerberos-keytab {}", path.display()))?;
-            let entries = winrm::acceptor::read_keytab(&data)
-                .map_err(|e| anyhow::anyhow!("--kerberos-keytab {}: {e}", path.display()))?;
-            let key =
-                winrm::acceptor::service_key(&entries, &args.kerberos_spn).with_context(|| {
-                    format!(
-                        "--kerberos-keytab {} has no AES key for {}",
-                        path.display(),
-                        args.kerberos_spn
-                    )
-                })?;
-            Some(lab::wsman::LabKerberos {
-                spn: args.kerberos_spn.clone(),
-                key,
-                allowed: if args.kerberos_user.is_empty() {
-                    vec![args.user.clone()]
-                } else {
-                    args.kerberos_user.clone()
-                },
-            })
-        }
-    };
-    let lab = Lab::start(LabConfig {
-        listen: args.listen,
-        user: args.user.clone(),
-        password: SecretString::from(password),
-        ldap_password: None,
-        accounts,
-        latency: lab::Latency {
-            session: args.session_latency,
-            cmdlet: args.cmdlet_latency,
-            round_trip: args.winrm_latency,
-        },
-        max_shells_per_user: args.max_shells_per_user,
-        ldap_listen: Some(args.ldap_listen),
-        throttle: lab::Throttle {
-            max_sessions_per_user: args.max_exchange_sessions,
-            cmdlet_budget: args.cmdlet_budget,
-        },
-        faults,
-        max_envelope_kb: args.max_envelope_kb,
-        tls_listen: args.tls_listen,
-        tls_cert_out: args.tls_cert_out.clone(),
-        cbt_hardening: if args.strict_channel_binding {
-            winrm::acceptor::CbtHardening::Strict
+    Ok(faults)
+}
+
+/// The SPN's key from `--kerberos-keytab`, and who may log on with Kerberos.
+fn read_kerberos(path: &Path, args: &LabArgs) -> anyhow::Result<lab::wsman::LabKerberos> {
+    let data = std::fs::read(path)
+        .with_context(|| format!("reading --kerberos-keytab {}", path.display()))?;
+    let entries = winrm::acceptor::read_keytab(&data)
+        .map_err(|e| anyhow::anyhow!("--kerberos-keytab {}: {e}", path.display()))?;
+    let key = winrm::acceptor::service_key(&entries, &args.kerberos_spn).with_context(|| {
+        format!(
+            "--kerberos-keytab {} has no AES key for {}",
+            path.display(),
+            args.kerberos_spn
+        )
+    })?;
+    Ok(lab::wsman::LabKerberos {
+        spn: args.kerberos_spn.clone(),
+        key,
+        allowed: if args.kerberos_user.is_empty() {
+            vec![args.user.clone()]
         } else {
-            winrm::acceptor::CbtHardening::Relaxed
+            args.kerberos_user.clone()
         },
-        kerberos,
     })
-    .await
-    .with_context(|| format!("binding {} and {}", args.listen, args.ldap_listen))?;
+}
+
+fn print_addresses(lab: &Lab, args: &LabArgs, accounts: usize) {
     println!(
-        "mailboxd lab: WinRM at {} (user {}), LDAP at ldap://{} (base {}), {n} accounts; state at http://{}/lab/mailboxes and /lab/invocations",
+        "mailboxd lab: WinRM at {} (user {}), LDAP at ldap://{} (base {}), {accounts} accounts; state at http://{}/lab/mailboxes and /lab/invocations",
         lab.endpoint(),
         args.user,
         args.ldap_listen,
@@ -191,9 +226,4 @@ pub async fn run(args: LabArgs) -> anyhow::Result<i32> {
                 .unwrap_or_default()
         );
     }
-    tokio::select! {
-        _ = lab.wait() => {}
-        _ = crate::signal::shutdown() => {}
-    }
-    Ok(0)
 }

@@ -3,7 +3,6 @@
 //! build without the `lab` feature leaves all of it out.
 
 pub mod bench;
-pub mod bench_winrm;
 pub mod demo;
 pub mod lab;
 pub mod lab_setup;

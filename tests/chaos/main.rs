@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, remote, seed};
+use common::{KillOnDrop, TestEnv, remote, seed};
+use lab::Recipient;
 use mailboxd::store::JobState;
 use serde_json::json;
 
@@ -25,17 +26,9 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The replicas, killed when the test ends however it ends: a failed assertion must not
-/// leave daemons running.
-struct Replicas(Vec<Child>);
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            kill9(c);
-        }
-    }
-}
+/// The replicas, each killed when the test ends however it ends (`KillOnDrop`): a failed
+/// assertion must not leave daemons running.
+struct Replicas(Vec<KillOnDrop>);
 
 fn kill9(child: &mut Child) {
     let _ = child.kill(); // SIGKILL: no shutdown path runs
@@ -159,19 +152,19 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
 
     // Exactly one successful Enable-RemoteMailbox per joiner (named by sAMAccountName, or by
     // the objectGUID the directory check hands to Exchange).
-    let mailboxes = env.mailboxes().await;
-    let enabled = env.enables_per_account().await;
-    let by_sam: HashMap<&str, &serde_json::Value> = mailboxes
+    let mailboxes = env.lab.accounts();
+    let enabled = env.lab.successes_per_account("Enable-RemoteMailbox");
+    let by_sam: HashMap<&str, &lab::LabAccount> = mailboxes
         .iter()
-        .map(|m| (m["sam_account_name"].as_str().unwrap_or(""), m))
+        .map(|m| (m.sam_account_name.as_str(), m))
         .collect();
     for sam in &joiners {
         assert_eq!(enabled.get(sam), Some(&1), "{sam}: {:?}", enabled.get(sam));
-        assert_eq!(by_sam[sam.as_str()]["recipient"], "remote", "{sam}");
+        assert_eq!(by_sam[sam.as_str()].recipient, Recipient::Remote, "{sam}");
     }
     assert_eq!(enabled.len(), joiners.len(), "no other account was enabled");
     for sam in &leavers {
-        assert_eq!(by_sam[sam.as_str()]["hidden"], true, "{sam}");
+        assert!(by_sam[sam.as_str()].hidden, "{sam}");
     }
 
     // Outages raised circuit alerts in pairs (opened, then recovered), at most one pair per outage.
@@ -191,5 +184,4 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     assert!(opened <= outages, "{opened} alerts for {outages} outages");
 
     drop(replicas);
-    env.cleanup().await;
 }

@@ -104,6 +104,62 @@ struct Inner {
     session_id: String,
 }
 
+/// Whether the endpoint is https; plain http with Basic only when allowed explicitly.
+fn uses_tls(cfg: &ClientConfig) -> Result<bool, WinrmError> {
+    match cfg.endpoint.scheme() {
+        "https" => Ok(true),
+        "http" if cfg.allow_unencrypted || cfg.auth != Auth::Basic => Ok(false),
+        "http" => Err(WinrmError::Config(format!(
+            "{} is plain HTTP and Basic auth would send the password in clear text: use https://, auth = \"ntlm\" (messages are sealed), or allow_unencrypted = true knowingly",
+            cfg.endpoint
+        ))),
+        other => Err(WinrmError::Config(format!(
+            "unsupported URL scheme {other:?}"
+        ))),
+    }
+}
+
+/// reqwest for Basic: HTTP/1.1, the configured timeouts, no proxy, the extra CAs of
+/// `ca_file` trusted besides the system roots.
+fn basic_http_client(
+    cfg: &ClientConfig,
+    read_timeout: Duration,
+) -> Result<reqwest::Client, WinrmError> {
+    let mut builder = reqwest::Client::builder()
+        .http1_only()
+        .connect_timeout(cfg.connect_timeout)
+        .timeout(read_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .no_proxy();
+    if let Some(path) = &cfg.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            WinrmError::Config(format!("cannot read winrm.ca_file {}: {e}", path.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            WinrmError::Config(format!("winrm.ca_file {} is not PEM: {e}", path.display()))
+        })?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| WinrmError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// NTLM, or Kerberos at the configured KDC for the host's SPN (`HTTP/<host>` by default).
+fn mechanism(cfg: &ClientConfig) -> Result<Mechanism, WinrmError> {
+    if cfg.auth != Auth::Kerberos {
+        return Ok(Mechanism::Ntlm);
+    }
+    let kdc = cfg.kdc.clone().ok_or_else(|| {
+        WinrmError::Config("winrm.auth = \"kerberos\" needs winrm.kdc (tcp://dc.example:88)".into())
+    })?;
+    let host = cfg.endpoint.host_str().unwrap_or_default().to_owned();
+    let spn = cfg.spn.clone().unwrap_or_else(|| format!("HTTP/{host}"));
+    Ok(Mechanism::Kerberos { kdc, spn })
+}
+
 /// A WinRM client for one endpoint; cheap to clone.
 #[derive(Clone)]
 pub struct WinrmClient {
@@ -113,71 +169,17 @@ pub struct WinrmClient {
 impl WinrmClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, WinrmError> {
         crate::tls::install_provider();
-        let https = match cfg.endpoint.scheme() {
-            "https" => true,
-            "http" if cfg.allow_unencrypted || cfg.auth != Auth::Basic => false,
-            "http" => {
-                return Err(WinrmError::Config(format!(
-                    "{} is plain HTTP and Basic auth would send the password in clear text: use https://, auth = \"ntlm\" (messages are sealed), or allow_unencrypted = true knowingly",
-                    cfg.endpoint
-                )));
-            }
-            other => {
-                return Err(WinrmError::Config(format!(
-                    "unsupported URL scheme {other:?}"
-                )));
-            }
-        };
+        let https = uses_tls(&cfg)?;
         let read_timeout = cfg.operation_timeout + Duration::from_secs(10);
         let transport = match cfg.auth {
-            Auth::Basic => {
-                let mut builder = reqwest::Client::builder()
-                    .http1_only()
-                    .connect_timeout(cfg.connect_timeout)
-                    .timeout(read_timeout)
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .no_proxy();
-                if let Some(path) = &cfg.ca_file {
-                    let pem = std::fs::read(path).map_err(|e| {
-                        WinrmError::Config(format!(
-                            "cannot read winrm.ca_file {}: {e}",
-                            path.display()
-                        ))
-                    })?;
-                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                        WinrmError::Config(format!(
-                            "winrm.ca_file {} is not PEM: {e}",
-                            path.display()
-                        ))
-                    })?;
-                    for c in certs {
-                        builder = builder.add_root_certificate(c);
-                    }
-                }
-                let http = builder.build().map_err(|e| {
-                    WinrmError::Config(format!("cannot build the HTTP client: {e}"))
-                })?;
-                Transport::Basic(BasicTransport {
-                    http,
-                    endpoint: cfg.endpoint.clone(),
-                    username: cfg.username.clone(),
-                    password: cfg.password.clone(),
-                })
-            }
+            Auth::Basic => Transport::Basic(BasicTransport {
+                http: basic_http_client(&cfg, read_timeout)?,
+                endpoint: cfg.endpoint.clone(),
+                username: cfg.username.clone(),
+                password: cfg.password.clone(),
+            }),
             Auth::Ntlm | Auth::Kerberos => {
-                let mechanism = if cfg.auth == Auth::Kerberos {
-                    let kdc = cfg.kdc.clone().ok_or_else(|| {
-                        WinrmError::Config(
-                            "winrm.auth = \"kerberos\" needs winrm.kdc (tcp://dc.example:88)"
-                                .into(),
-                        )
-                    })?;
-                    let host = cfg.endpoint.host_str().unwrap_or_default().to_owned();
-                    let spn = cfg.spn.clone().unwrap_or_else(|| format!("HTTP/{host}"));
-                    Mechanism::Kerberos { kdc, spn }
-                } else {
-                    Mechanism::Ntlm
-                };
+                let mechanism = mechanism(&cfg)?;
                 let tls = if https {
                     Some(
                         crate::tls::client_config(cfg.ca_file.as_deref())

@@ -1,32 +1,11 @@
 //! WinRM errors, typed so the worker can tell "try again" from "fix the configuration".
 
-/// A WS-Management fault as the server reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WsmanFault {
-    /// The WSManFault `Code` (e.g. 2150858793 = operation timeout), when present.
-    pub code: Option<u32>,
-    /// The SOAP subcode's local name, e.g. `TimedOut`, `QuotaLimit`, `InvalidSelectors`.
-    pub subcode: String,
-    pub reason: String,
-    pub message: Option<String>,
-    pub machine: Option<String>,
-}
-
-impl std::fmt::Display for WsmanFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.subcode)?;
-        if let Some(c) = self.code {
-            write!(f, " (code {c})")?;
-        }
-        let text = self.message.as_deref().unwrap_or(&self.reason);
-        write!(f, ": {}", text.trim())
-    }
-}
-
-/// HRESULT 0x80338111: the request exceeded MaxEnvelopeSizekb.
-pub const CODE_ENVELOPE_TOO_LARGE: u32 = 2_150_859_025;
-/// Win32 ERROR_ACCESS_DENIED in a WSManFault.
-pub const CODE_ACCESS_DENIED: u32 = 5;
+/// The fault a host reports is part of the protocol (`soap`); the error that sorts it is here.
+pub use crate::soap::WsmanFault;
+use crate::soap::{
+    CODE_ACCESS_DENIED, CODE_ENVELOPE_TOO_LARGE, CODE_INVALID_SELECTORS, CODE_OPERATION_TIMEOUT,
+    CODE_QUOTA_LIMIT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WinrmError {
@@ -85,7 +64,6 @@ pub enum WinrmError {
 impl WinrmError {
     /// Sorts a fault into the kinds a caller acts on differently.
     pub fn from_fault(f: WsmanFault) -> WinrmError {
-        use super::soap::{CODE_INVALID_SELECTORS, CODE_OPERATION_TIMEOUT, CODE_QUOTA_LIMIT};
         match (f.code, f.subcode.as_str()) {
             (Some(CODE_ACCESS_DENIED), _) | (_, "AccessDenied") => WinrmError::AccessDenied(f),
             (Some(CODE_QUOTA_LIMIT), _) | (_, "QuotaLimit") => WinrmError::ShellQuota(f),

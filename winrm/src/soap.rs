@@ -1,5 +1,7 @@
 //! WS-Management / WinRS SOAP: namespaces, actions, building requests and reading replies.
-//! Shared by the client and the lab's server.
+//! Shared by the client and the lab's server. The faults a host reports are read here too
+//! ([`WsmanFault`]); `error` sorts them into the kinds a caller acts on, so `soap` needs
+//! nothing from `error`.
 
 use xml::Element;
 
@@ -39,6 +41,10 @@ pub const CODE_INVALID_SELECTORS: u32 = 2_150_858_843;
 pub const CODE_QUOTA_LIMIT: u32 = 2_150_859_173;
 pub const CODE_INVALID_HEADER: u32 = 2_150_858_767;
 pub const CODE_INVALID_PARAMETER: u32 = 87;
+/// HRESULT 0x80338111: the request exceeded MaxEnvelopeSizekb.
+pub const CODE_ENVELOPE_TOO_LARGE: u32 = 2_150_859_025;
+/// Win32 ERROR_ACCESS_DENIED in a WSManFault.
+pub const CODE_ACCESS_DENIED: u32 = 5;
 
 /// Escapes text for an XML element or attribute value.
 pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
@@ -172,6 +178,29 @@ pub fn request(h: &RequestHeader<'_>, body: &str) -> String {
     x
 }
 
+/// A WS-Management fault as the server reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsmanFault {
+    /// The WSManFault `Code` (e.g. 2150858793 = operation timeout), when present.
+    pub code: Option<u32>,
+    /// The SOAP subcode's local name, e.g. `TimedOut`, `QuotaLimit`, `InvalidSelectors`.
+    pub subcode: String,
+    pub reason: String,
+    pub message: Option<String>,
+    pub machine: Option<String>,
+}
+
+impl std::fmt::Display for WsmanFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.subcode)?;
+        if let Some(c) = self.code {
+            write!(f, " (code {c})")?;
+        }
+        let text = self.message.as_deref().unwrap_or(&self.reason);
+        write!(f, ": {}", text.trim())
+    }
+}
+
 /// A parsed envelope: its header and body elements.
 pub struct Envelope {
     pub header: Element,
@@ -180,7 +209,7 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn parse(text: &str) -> Result<Envelope, String> {
-        let root = super::xml::parse(text).map_err(|e| e.to_string())?;
+        let root = xml::parse(text).map_err(|e| e.to_string())?;
         if !root.is(NS_SOAP, "Envelope") {
             return Err(format!(
                 "root element is {{{}}}{}, not a SOAP 1.2 Envelope",
@@ -225,7 +254,7 @@ impl Envelope {
     }
 
     /// The SOAP fault in the body, if this is one.
-    pub fn fault(&self) -> Option<super::error::WsmanFault> {
+    pub fn fault(&self) -> Option<WsmanFault> {
         let f = self.body.child(NS_SOAP, "Fault")?;
         let subcode = f
             .path(&[(NS_SOAP, "Code"), (NS_SOAP, "Subcode"), (NS_SOAP, "Value")])
@@ -260,7 +289,7 @@ impl Envelope {
                     .map(|m| m.trimmed_text().to_owned())
             });
         let machine = wsman.and_then(|w| w.attr("Machine")).map(str::to_owned);
-        Some(super::error::WsmanFault {
+        Some(WsmanFault {
             code,
             subcode,
             reason,

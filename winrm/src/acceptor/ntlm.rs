@@ -5,8 +5,8 @@ use hmac::{KeyInit, Mac};
 use md4::Digest;
 use secrecy::{ExposeSecret, SecretString};
 use sspi::{
-    AuthIdentity, BufferType, CredentialUse, DataRepresentation, Ntlm, SecurityBuffer,
-    ServerRequestFlags, Sspi, SspiImpl, Username,
+    AuthIdentity, AuthIdentityBuffers, BufferType, CredentialUse, DataRepresentation, Ntlm,
+    SecurityBuffer, ServerRequestFlags, Sspi, SspiImpl, Username,
 };
 
 use crate::ntlm::{NtlmError, seal_with, sec_channel_bindings, sspi_err, unseal_with};
@@ -75,6 +75,38 @@ fn client_channel_binding(nt_response: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The fields of an AUTHENTICATE message the acceptor checks itself.
+struct Authenticate<'a> {
+    /// The NTLMv2 response: NTProofStr(16), then the blob it proves.
+    nt_response: &'a [u8],
+    /// DomainName as sent (UTF-16LE).
+    domain: &'a [u8],
+    user: String,
+}
+
+impl<'a> Authenticate<'a> {
+    /// NtChallengeResponse at 20, DomainName at 28, UserName at 36; NTLMv2 only.
+    fn parse(token: &'a [u8]) -> Result<Authenticate<'a>, NtlmError> {
+        let bad = |m: &str| NtlmError::Refused(m.to_owned());
+        if token.get(8..12) != Some(&[3, 0, 0, 0]) {
+            return Err(NtlmError::Handshake(
+                "expected an AUTHENTICATE message".into(),
+            ));
+        }
+        let nt_response = field(token, 20).ok_or_else(|| bad("no NtChallengeResponse"))?;
+        let domain = field(token, 28).ok_or_else(|| bad("no DomainName field"))?;
+        let user = from_utf16le(field(token, 36).ok_or_else(|| bad("no UserName field"))?);
+        if nt_response.len() < 48 {
+            return Err(bad("not an NTLMv2 response (NTLMv1 is not accepted)"));
+        }
+        Ok(Authenticate {
+            nt_response,
+            domain,
+            user,
+        })
+    }
+}
+
 type HmacMd5 = hmac::Hmac<md5::Md5>;
 
 fn hmac_md5(key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, NtlmError> {
@@ -105,55 +137,79 @@ impl Acceptor {
         hardening: CbtHardening,
     ) -> Result<Accepted, NtlmError> {
         if self.challenge.is_empty() {
-            let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-            let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
-            let mut no_creds = None;
-            let builder = self
-                .ctx
-                .accept_security_context()
-                .with_credentials_handle(&mut no_creds)
-                .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
-                .with_target_data_representation(DataRepresentation::Native)
-                .with_input(&mut input)
-                .with_output(&mut output);
-            self.ctx
-                .accept_security_context_impl(builder)
-                .and_then(|mut g| g.resolve_to_result())
-                .map_err(|e| NtlmError::Handshake(sspi_err(e)))?;
-            self.challenge = output.swap_remove(0).buffer;
-            return Ok(Accepted::Challenge(self.challenge.clone()));
+            return self.challenge(token);
         }
         if self.user.is_some() {
             return Err(NtlmError::Handshake(
                 "a second AUTHENTICATE on an authenticated connection".into(),
             ));
         }
-        // AUTHENTICATE: NtChallengeResponse at 20, DomainName at 28, UserName at 36.
-        let bad = |m: &str| NtlmError::Refused(m.to_owned());
-        if token.get(8..12) != Some(&[3, 0, 0, 0]) {
-            return Err(NtlmError::Handshake(
-                "expected an AUTHENTICATE message".into(),
-            ));
-        }
-        let nt_response = field(token, 20).ok_or_else(|| bad("no NtChallengeResponse"))?;
-        let wire_domain = field(token, 28).ok_or_else(|| bad("no DomainName field"))?;
-        let wire_user = from_utf16le(field(token, 36).ok_or_else(|| bad("no UserName field"))?);
-        if nt_response.len() < 48 {
-            return Err(bad("not an NTLMv2 response (NTLMv1 is not accepted)"));
-        }
+        let msg = Authenticate::parse(token)?;
         // sspi checks the password only; the account name is ours to check.
         let Some((user, password)) = users
             .iter()
-            .find(|(u, _)| u.eq_ignore_ascii_case(&wire_user))
+            .find(|(u, _)| u.eq_ignore_ascii_case(&msg.user))
         else {
-            return Err(NtlmError::Refused(format!("unknown account {wire_user:?}")));
+            return Err(NtlmError::Refused(format!(
+                "unknown account {:?}",
+                msg.user
+            )));
         };
-        let cb_sent = client_channel_binding(nt_response);
+        let cb_sent = client_channel_binding(msg.nt_response);
         if binding.is_some() && hardening == CbtHardening::Strict && cb_sent.is_none() {
-            return Err(bad(
-                "no channel binding over TLS (CbtHardeningLevel Strict)",
+            return Err(NtlmError::Refused(
+                "no channel binding over TLS (CbtHardeningLevel Strict)".into(),
             ));
         }
+        // sspi compares a binding only when it is given one and the client sent one.
+        let binding = binding.filter(|_| cb_sent.is_some());
+        self.accept(token, user, password, binding)?;
+        // sspi verifies only the MIC, which a client may leave out: prove the password here too.
+        self.check_nt_proof(&msg, password)?;
+        self.user = Some(user.clone());
+        Ok(Accepted::User(user.clone()))
+    }
+
+    /// One `AcceptSecurityContext` call of sspi's NTLM server.
+    fn sspi_accept(
+        &mut self,
+        creds: &mut Option<AuthIdentityBuffers>,
+        input: &mut [SecurityBuffer],
+        output: &mut [SecurityBuffer],
+    ) -> sspi::Result<()> {
+        let builder = self
+            .ctx
+            .accept_security_context()
+            .with_credentials_handle(creds)
+            .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
+            .with_target_data_representation(DataRepresentation::Native)
+            .with_input(input)
+            .with_output(output);
+        self.ctx
+            .accept_security_context_impl(builder)
+            .and_then(|mut g| g.resolve_to_result())
+            .map(|_| ())
+    }
+
+    /// NEGOTIATE → CHALLENGE.
+    fn challenge(&mut self, token: &[u8]) -> Result<Accepted, NtlmError> {
+        let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
+        self.sspi_accept(&mut None, &mut input, &mut output)
+            .map_err(|e| NtlmError::Handshake(sspi_err(e)))?;
+        self.challenge = output.swap_remove(0).buffer;
+        Ok(Accepted::Challenge(self.challenge.clone()))
+    }
+
+    /// sspi's half of AUTHENTICATE: the password (through the MIC and session key) and,
+    /// when given, the channel binding.
+    fn accept(
+        &mut self,
+        token: &[u8],
+        user: &str,
+        password: &SecretString,
+        binding: Option<&[u8]>,
+    ) -> Result<(), NtlmError> {
         let username =
             Username::new(user, None).map_err(|e| NtlmError::Handshake(e.to_string()))?;
         let identity = AuthIdentity {
@@ -169,47 +225,45 @@ impl Acceptor {
             .map_err(|e| NtlmError::Handshake(sspi_err(e)))?
             .credentials_handle;
         let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
-        // sspi compares a binding only when it is given one and the client sent one.
-        if let (Some(b), Some(_)) = (binding, &cb_sent) {
+        if let Some(b) = binding {
             input.push(SecurityBuffer::new(
                 sec_channel_bindings(b),
                 BufferType::ChannelBindings,
             ));
         }
         let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-        let builder = self
-            .ctx
-            .accept_security_context()
-            .with_credentials_handle(&mut creds)
-            .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
-            .with_target_data_representation(DataRepresentation::Native)
-            .with_input(&mut input)
-            .with_output(&mut output);
-        self.ctx
-            .accept_security_context_impl(builder)
-            .and_then(|mut g| g.resolve_to_result())
+        self.sspi_accept(&mut creds, &mut input, &mut output)
             .map_err(|e| NtlmError::Refused(sspi_err(e)))?;
         self.ctx
             .complete_auth_token(&mut output)
             .map_err(|e| NtlmError::Refused(sspi_err(e)))?;
-        // sspi verifies only the MIC, which a client may leave out: prove the password here too.
+        Ok(())
+    }
+
+    /// NTProofStr = HMAC-MD5(NTOWFv2, server challenge ‖ the rest of the response).
+    fn check_nt_proof(
+        &self,
+        msg: &Authenticate<'_>,
+        password: &SecretString,
+    ) -> Result<(), NtlmError> {
         let pw_hash = md4::Md4::digest(utf16le(password.expose_secret()));
-        let mut identity = utf16le(&wire_user.to_uppercase());
-        identity.extend_from_slice(wire_domain);
+        let mut identity = utf16le(&msg.user.to_uppercase());
+        identity.extend_from_slice(msg.domain);
         let ntowf = hmac_md5(&pw_hash, &[&identity])?;
         let server_challenge = self
             .challenge
             .get(24..32)
             .ok_or_else(|| NtlmError::Handshake("our CHALLENGE is short".into()))?;
-        let proof = hmac_md5(&ntowf, &[server_challenge, &nt_response[16..]])?;
+        let proof = hmac_md5(&ntowf, &[server_challenge, &msg.nt_response[16..]])?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             &proof[..],
-            &nt_response[..16],
+            &msg.nt_response[..16],
         )) {
-            return Err(bad("NTProofStr does not match the password"));
+            return Err(NtlmError::Refused(
+                "NTProofStr does not match the password".into(),
+            ));
         }
-        self.user = Some(user.clone());
-        Ok(Accepted::User(user.clone()))
+        Ok(())
     }
 
     /// The account this connection authenticated as.

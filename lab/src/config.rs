@@ -1,0 +1,149 @@
+//! What a lab serves and how it behaves, built one way: [`LabConfig::new`] or
+//! [`LabConfig::loopback`], then `with_*` for whatever differs from Windows' defaults.
+
+use std::net::SocketAddr;
+
+use secrecy::SecretString;
+
+use crate::{AccountSeed, DEFAULT_USER, FaultRequest, Latency, Throttle, wsman};
+
+/// A lab's configuration (see the module docs for how to build one).
+pub struct LabConfig {
+    pub listen: SocketAddr,
+    pub user: String,
+    pub password: SecretString,
+    /// The password the domain controller accepts for `user`; `None`: the same as WinRM's.
+    pub ldap_password: Option<SecretString>,
+    pub accounts: Vec<AccountSeed>,
+    pub latency: Latency,
+    pub max_shells_per_user: usize,
+    /// The lab's domain controller (LDAP); `None`: no directory served.
+    pub ldap_listen: Option<SocketAddr>,
+    /// Exchange's throttling policy.
+    pub throttle: Throttle,
+    /// Faults in force from the start (`--faults-file`).
+    pub faults: Vec<FaultRequest>,
+    /// MaxEnvelopeSizekb (Windows' default is 500).
+    pub max_envelope_kb: usize,
+    /// A second WinRM listener with TLS (Windows' 5986), on a fresh self-signed certificate.
+    pub tls_listen: Option<SocketAddr>,
+    /// Where to write that certificate (PEM) so clients can trust it.
+    pub tls_cert_out: Option<std::path::PathBuf>,
+    /// CbtHardeningLevel of the TLS listener.
+    pub cbt_hardening: winrm::acceptor::CbtHardening,
+    /// Kerberos accepted on both listeners when set.
+    pub kerberos: Option<wsman::LabKerberos>,
+}
+
+/// `127.0.0.1:0`: a free loopback port, picked when the lab binds.
+pub const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+
+/// The fields stay public for the rare case no builder method covers.
+impl LabConfig {
+    /// A lab on `listen` with one account and password, no directory, no faults, Windows'
+    /// defaults (MaxShellsPerUser 30, MaxEnvelopeSizekb 500, relaxed channel binding).
+    pub fn new(listen: SocketAddr, user: impl Into<String>, password: SecretString) -> LabConfig {
+        LabConfig {
+            listen,
+            user: user.into(),
+            password,
+            accounts: Vec::new(),
+            latency: Latency::default(),
+            max_shells_per_user: 30,
+            ldap_listen: None,
+            throttle: Throttle::default(),
+            faults: Vec::new(),
+            max_envelope_kb: 500,
+            tls_listen: None,
+            tls_cert_out: None,
+            cbt_hardening: Default::default(),
+            ldap_password: None,
+            kerberos: None,
+        }
+    }
+
+    /// What demos, benchmarks and tests start from: WinRM on a free loopback port for
+    /// [`DEFAULT_USER`] with `password`, and its domain controller on another one.
+    pub fn loopback(password: SecretString) -> LabConfig {
+        LabConfig::new(LOOPBACK_ANY_PORT, DEFAULT_USER, password).with_directory(LOOPBACK_ANY_PORT)
+    }
+
+    /// The accounts the directory starts with.
+    pub fn with_accounts(mut self, accounts: Vec<AccountSeed>) -> LabConfig {
+        self.accounts = accounts;
+        self
+    }
+
+    pub fn with_latency(mut self, latency: Latency) -> LabConfig {
+        self.latency = latency;
+        self
+    }
+
+    /// WinRM's MaxShellsPerUser.
+    pub fn with_max_shells_per_user(mut self, n: usize) -> LabConfig {
+        self.max_shells_per_user = n;
+        self
+    }
+
+    /// Serves the domain controller (LDAP) on `listen`.
+    pub fn with_directory(mut self, listen: SocketAddr) -> LabConfig {
+        self.ldap_listen = Some(listen);
+        self
+    }
+
+    /// Serves no domain controller: WinRM only.
+    pub fn without_directory(mut self) -> LabConfig {
+        self.ldap_listen = None;
+        self
+    }
+
+    /// A password for the domain controller other than WinRM's.
+    pub fn with_ldap_password(mut self, password: SecretString) -> LabConfig {
+        self.ldap_password = Some(password);
+        self
+    }
+
+    /// Exchange's throttling policy.
+    pub fn with_throttle(mut self, throttle: Throttle) -> LabConfig {
+        self.throttle = throttle;
+        self
+    }
+
+    /// Faults in force from the start.
+    pub fn with_faults(mut self, faults: Vec<FaultRequest>) -> LabConfig {
+        self.faults = faults;
+        self
+    }
+
+    /// MaxEnvelopeSizekb.
+    pub fn with_max_envelope_kb(mut self, kb: usize) -> LabConfig {
+        self.max_envelope_kb = kb;
+        self
+    }
+
+    /// A second WinRM listener with TLS on `listen`, its certificate written to `cert_out`.
+    pub fn with_tls(
+        mut self,
+        listen: SocketAddr,
+        cert_out: Option<std::path::PathBuf>,
+    ) -> LabConfig {
+        self.tls_listen = Some(listen);
+        self.tls_cert_out = cert_out;
+        self
+    }
+
+    /// CbtHardeningLevel of the TLS listener.
+    pub fn with_cbt_hardening(mut self, level: winrm::acceptor::CbtHardening) -> LabConfig {
+        self.cbt_hardening = level;
+        self
+    }
+
+    /// Kerberos accepted on both listeners (`None`: not offered).
+    pub fn with_kerberos(mut self, kerberos: Option<wsman::LabKerberos>) -> LabConfig {
+        self.kerberos = kerberos;
+        self
+    }
+}
