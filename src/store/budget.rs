@@ -154,6 +154,17 @@ impl Store {
         .await?)
     }
 
+    /// Replicas holding slots under a live lease, with how many each.
+    pub async fn slot_holders(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT holder, count(*) FROM exchange_session_slots
+              WHERE holder IS NOT NULL AND leased_until >= now()
+              GROUP BY holder ORDER BY holder",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Starts listening for released slots.
     pub fn slot_wake_ups(&self) -> WakeUps {
         self.wake_ups_on(SLOTS_CHANNEL)
