@@ -73,6 +73,13 @@ pub enum Which {
         /// Accounts per batch; default: the burst split evenly over the workers (cold), 20 (warm).
         #[arg(long)]
         batch_size: Option<u32>,
+        /// Through this many daemon processes sharing one database, against a lab allowing
+        /// --exchange-sessions sessions (see bench_replicas).
+        #[arg(long)]
+        replicas: Option<usize>,
+        /// With --replicas: Exchange's session limit in the lab and exchange.max_sessions.
+        #[arg(long, default_value_t = 6)]
+        exchange_sessions: usize,
     },
     /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
     /// INSERT of the same rows as the ceiling.
@@ -185,6 +192,31 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             naive_sample,
             warm,
             batch_size,
+            replicas: Some(replicas),
+            exchange_sessions,
+        } => {
+            let b = super::bench_replicas::ReplicaBurst {
+                accounts,
+                replicas,
+                concurrency,
+                sessions: exchange_sessions,
+                session,
+                cmdlet,
+                batch_size: batch_size.unwrap_or(20),
+            };
+            let _ = (naive_sample, warm);
+            super::bench_replicas::run(settings, b, &out).await
+        }
+        Which::Burst {
+            accounts,
+            session,
+            cmdlet,
+            concurrency,
+            naive_sample,
+            warm,
+            batch_size,
+            replicas: None,
+            ..
         } => {
             bench_burst(
                 settings,
@@ -442,7 +474,7 @@ async fn bench_ingest(settings: &Settings, n: usize, output: &Output) -> anyhow:
 /// A daemon's settings for one bench run against `lab` (which accepts `password`): the
 /// bench database (migrated, emptied), broker names of its own, Basic auth to the lab over
 /// loopback, a remote Exchange session, the lab's domain controller, no alert emails.
-async fn daemon_settings(
+pub(crate) async fn daemon_settings(
     settings: &Settings,
     lab: &Lab,
     password: &str,
@@ -474,7 +506,7 @@ async fn daemon_settings(
 }
 
 /// `n` joiners for `user00001`… as (event id, JSON body).
-fn joiner_bodies(n: usize) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn joiner_bodies(n: usize) -> Vec<(String, Vec<u8>)> {
     (1..=n)
         .map(|i| {
             let spec = crate::publish::EventSpec::new(EventKind::Joiner, format!("user{i:05}"));
@@ -485,7 +517,7 @@ fn joiner_bodies(n: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Publishes `bodies` as joiners, with confirms.
-async fn publish_joiners(
+pub(crate) async fn publish_joiners(
     publisher: &crate::publish::Publisher,
     bodies: &[(String, Vec<u8>)],
 ) -> anyhow::Result<()> {
@@ -600,7 +632,7 @@ fn spawn_daemon(s: &Settings, dir: &std::path::Path) -> anyhow::Result<std::proc
 
 /// A child process that is stopped however the bench ends (an error or a panic too), so
 /// no daemon is left working on the bench database.
-struct ChildGuard(std::process::Child);
+pub(crate) struct ChildGuard(pub(crate) std::process::Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -1056,7 +1088,12 @@ async fn bench_lab(
 }
 
 /// A lab on a free loopback port with Exchange-like timings and a fresh password.
-fn lab_config(accounts: usize, session: Duration, cmdlet: Duration, password: &str) -> LabConfig {
+pub(crate) fn lab_config(
+    accounts: usize,
+    session: Duration,
+    cmdlet: Duration,
+    password: &str,
+) -> LabConfig {
     LabConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         user: lab::DEFAULT_USER.into(),

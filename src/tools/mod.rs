@@ -3,6 +3,7 @@
 //! build without the `lab` feature leaves all of it out.
 
 pub mod bench;
+pub mod bench_replicas;
 pub mod bench_winrm;
 pub mod demo;
 pub mod lab;
