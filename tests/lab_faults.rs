@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestEnv, lab_config, seed};
 use mailboxd::config::ExchangeMode;
-use mailboxd::store::{ErrorClass, JobOutcome, JobState};
+use mailboxd::store::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
 use serde_json::json;
 
 fn errors_of(calls: &[serde_json::Value]) -> Vec<String> {
@@ -18,7 +18,7 @@ fn errors_of(calls: &[serde_json::Value]) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
+async fn a_throttled_cmdlet_defers_the_joiner_by_the_stated_wait_without_an_attempt() {
     let env = TestEnv::new(vec![seed("jthrottle")]).await;
     let f = env
         .fault(json!({"fault": "cmdlet_errors", "count": 2, "error": "throttled"}))
@@ -27,25 +27,30 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
     let app = env.start_daemon().await;
     let ev = env.joiner("jthrottle");
     env.publisher().await.publish(&ev).await.unwrap();
-    let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.attempt, 3, "{job:?}");
+    // Exchange said "Please wait for 60 seconds": the job waits that long, its attempt
+    // given back (issue 22: throttling never costs an attempt).
+    let job = env
+        .wait_job(&ev.id, |j| {
+            j.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("PowerShellMaxCmdlets"))
+        })
+        .await;
+    assert_eq!(job.state, JobState::Retrying, "{job:?}");
+    assert_eq!(job.attempt, 0, "throttling used an attempt: {job:?}");
+    let waits = (job.next_attempt_at - job.updated_at).num_seconds();
+    assert!((59..=61).contains(&waits), "waits {waits}s: {job:?}");
+    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(
+        attempts[0].outcome,
+        AttemptOutcome::Deferred,
+        "{attempts:?}"
+    );
     let calls = env
         .invocations_of("Enable-RemoteMailbox", "jthrottle")
         .await;
-    assert_eq!(
-        errors_of(&calls),
-        vec!["ThrottlingException", "ThrottlingException", "ok"]
-    );
-    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    assert_eq!(attempts[0].error_class, Some(ErrorClass::Transient));
-    assert!(
-        attempts[0]
-            .error_message
-            .as_deref()
-            .unwrap()
-            .contains("PowerShellMaxCmdlets"),
-        "{attempts:?}"
-    );
+    assert_eq!(errors_of(&calls), vec!["ThrottlingException"]);
     app.stop().await;
     env.cleanup().await;
 }
