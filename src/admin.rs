@@ -26,6 +26,8 @@ pub struct AdminState {
     pub store: Store,
     pub broker_connected: watch::Receiver<bool>,
     pub circuit: std::sync::Arc<crate::circuit::Circuit>,
+    /// The Exchange session budget (this replica's share, and the cluster's use in the store).
+    pub budget: std::sync::Arc<crate::budget::SessionBudget>,
     pub access: Access,
     /// For replaying poison messages to the broker.
     pub amqp: crate::config::Amqp,
@@ -55,7 +57,8 @@ pub fn router(state: AdminState) -> Router {
 /// Prometheus text format. Open like `/healthz`: it holds counts, never names or secrets.
 async fn metrics(State(st): State<AdminState>) -> Response {
     let broker = *st.broker_connected.borrow();
-    let body = crate::metrics::render(&st.store, st.circuit.status().open, broker).await;
+    let body =
+        crate::metrics::render(&st.store, st.circuit.status().open, broker, &st.budget).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -435,6 +438,7 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, Json<serde_json::Va
     let database = s.store.ping().await.is_ok();
     let broker = *s.broker_connected.borrow();
     let circuit = s.circuit.status();
+    let budget = exchange_budget(&s).await;
     let ready = database && broker;
     let code = if ready {
         StatusCode::OK
@@ -443,8 +447,26 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, Json<serde_json::Va
     };
     (
         code,
-        Json(json!({"ready": ready, "database": database, "broker": broker, "circuit": circuit})),
+        Json(
+            json!({"ready": ready, "database": database, "broker": broker, "circuit": circuit, "exchange_budget": budget}),
+        ),
     )
+}
+
+/// The session budget as `/readyz` shows it: the cluster's slots in use and refusals
+/// (from the store), this replica's share, its waiting batches and its refusals. Waiting
+/// for a slot is normal under load, so it never makes the replica unready.
+async fn exchange_budget(s: &AdminState) -> serde_json::Value {
+    let local = s.budget.local();
+    let cluster = s.store.budget_use().await.ok();
+    json!({
+        "max_sessions": local.max_sessions,
+        "in_use": cluster.as_ref().map(|c| c.in_use),
+        "replicas_holding": cluster.as_ref().map(|c| c.holders),
+        "throttled_last_15m": cluster.as_ref().map(|c| c.throttled_recently),
+        "last_throttled_at": cluster.and_then(|c| c.last_throttled_at),
+        "replica": local,
+    })
 }
 
 pub async fn bind(listen: &str) -> std::io::Result<(TcpListener, SocketAddr)> {

@@ -73,7 +73,15 @@ impl App {
             .await
             .context("connecting to PostgreSQL")?;
         store.migrate().await.context("migrating the database")?;
-        let exchange = exchange(&settings)?;
+        let budget = crate::budget::SessionBudget::start(
+            store.clone(),
+            crate::replica_name().to_owned(),
+            settings.exchange.max_sessions,
+            settings.exchange.session_lease,
+        )
+        .await
+        .context("setting up the Exchange session budget")?;
+        let exchange = exchange(&settings)?.with_budget(budget.clone());
         let directory = Directory::from_config(&settings.ldap)?;
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -111,6 +119,7 @@ impl App {
             circuit: circuit.clone(),
             directory,
             require_cloud_sync: settings.ldap.require_cloud_sync,
+            budget: budget.clone(),
         };
         tasks.push(tokio::spawn(w.run(shutdown_rx.clone())));
         tasks.push(tokio::spawn(crate::alert::sender::run(
@@ -119,7 +128,7 @@ impl App {
             settings.admin.public_url.clone(),
             shutdown_rx.clone(),
         )));
-        let state = admin_state(&settings, &store, connected_rx, circuit);
+        let state = admin_state(&settings, &store, connected_rx, circuit, budget);
         let (admin_addr, admin) = serve_admin(&settings.admin.listen, state, shutdown_rx).await?;
         tasks.push(admin);
         tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
@@ -204,11 +213,13 @@ fn admin_state(
     store: &Store,
     broker_connected: watch::Receiver<bool>,
     circuit: Arc<Circuit>,
+    budget: Arc<crate::budget::SessionBudget>,
 ) -> AdminState {
     AdminState {
         store: store.clone(),
         broker_connected,
         circuit,
+        budget,
         access: Access::new(
             settings.admin.token.clone(),
             settings.admin.open_reads,

@@ -56,6 +56,7 @@ pub async fn run(s: &Settings) -> Vec<Probe> {
     out.extend(ldap(s).await);
     out.push(timed("WinRM", winrm_hostname(s)).await);
     out.push(timed("Exchange session", exchange_session(s)).await);
+    out.push(timed("Exchange session budget", session_budget(s)).await);
     out.push(if s.smtp.host.is_empty() {
         skipped("SMTP", "[smtp].host is empty: alerts stay in the outbox")
     } else {
@@ -96,6 +97,39 @@ async fn postgres(s: &Settings) -> Verdict {
             "connected; `mailboxd migrate` keeps the schema current".into(),
         ),
         Err(e) => fail(e),
+    }
+}
+
+/// Exchange's PowerShellMaxConcurrency on-premises, by default.
+const EXCHANGE_DEFAULT_MAX_CONCURRENCY: u32 = 18;
+
+/// The cluster-wide session budget: its size against Exchange's default throttling policy,
+/// and what the replicas sharing the database use of it now.
+async fn session_budget(s: &Settings) -> Verdict {
+    let max = s.exchange.max_sessions;
+    if max >= EXCHANGE_DEFAULT_MAX_CONCURRENCY {
+        return fail(format!(
+            "exchange.max_sessions = {max} leaves no room under Exchange's default PowerShellMaxConcurrency ({EXCHANGE_DEFAULT_MAX_CONCURRENCY}) for people and other tools on the account: lower it, or raise the throttling policy (Set-ThrottlingPolicy) first"
+        ));
+    }
+    let budget = format!(
+        "exchange.max_sessions = {max} for all replicas together (Exchange's default PowerShellMaxConcurrency is {EXCHANGE_DEFAULT_MAX_CONCURRENCY}, WinRM's MaxShellsPerUser 30)"
+    );
+    let store = match crate::store::Store::connect(&s.database.url, 1).await {
+        Ok(store) => store,
+        Err(e) => return fail(format!("{budget}; cannot read its use: {e}")),
+    };
+    match store.budget_use().await {
+        Ok(u) => (
+            Status::Ok,
+            format!(
+                "{budget}; in use now: {} by {} replica(s); Exchange throttling refusals in the last 15 min: {}",
+                u.in_use, u.holders, u.throttled_recently
+            ),
+        ),
+        Err(e) => fail(format!(
+            "{budget}; cannot read its use ({e}): run `mailboxd migrate`"
+        )),
     }
 }
 

@@ -216,6 +216,15 @@ pub struct Exchange {
     /// A warm process is replaced after this many batches.
     pub warm_max_requests: u32,
     pub batch_size: u32,
+    /// Exchange sessions (each one WinRM shell) open at once across every replica sharing
+    /// the database: cold batches and warm processes alike. Keep it below Exchange's
+    /// PowerShellMaxConcurrency (18 by default) and WinRM's MaxShellsPerUser (30), leaving
+    /// room for people and other tools on the same account.
+    pub max_sessions: u32,
+    /// A replica's hold on a session slot lasts this long without its heartbeat (renewed
+    /// every third of it): a killed replica's slots come back by themselves after it.
+    #[serde(with = "humantime_secs")]
+    pub session_lease: Duration,
     /// A batch smaller than `batch_size` waits this long for more jobs before it runs, so a
     /// burst shares Exchange sessions instead of paying one per trickle. 0: run at once.
     #[serde(with = "humantime_secs")]
@@ -394,6 +403,8 @@ impl Default for Exchange {
             warm_sessions: 0,
             warm_max_requests: 100,
             batch_size: 50,
+            max_sessions: 12,
+            session_lease: Duration::from_secs(30),
             batch_linger: Duration::from_millis(200),
             username: None,
             password_file: None,
@@ -598,6 +609,19 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "exchange.batch_size",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.exchange.max_sessions == 0 {
+            return Err(ConfigError::Invalid {
+                key: "exchange.max_sessions",
+                reason: "must be at least 1 (Exchange's PowerShellMaxConcurrency is 18 by default)"
+                    .into(),
+            });
+        }
+        if self.exchange.session_lease < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                key: "exchange.session_lease",
+                reason: "must be at least 1s".into(),
             });
         }
         if self.worker.max_attempts < 1 {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod alert;
 pub mod app;
 pub mod backoff;
+pub mod budget;
 pub mod check;
 pub mod circuit;
 pub mod cli;

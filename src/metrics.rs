@@ -22,6 +22,12 @@
 //! | `mailboxd_reconcile_scanned`, `mailboxd_reconcile_progress` | gauge | — |
 //! | `mailboxd_reconcile_differences` | gauge | `kind` |
 //! | `mailboxd_reconcile_jobs_created_total` | counter | — |
+//! | `mailboxd_exchange_sessions_max` | gauge | — (`exchange.max_sessions`) |
+//! | `mailboxd_exchange_sessions_in_use` | gauge | — (all replicas, from PostgreSQL) |
+//! | `mailboxd_exchange_sessions_held` | gauge | — (this replica) |
+//! | `mailboxd_exchange_session_share` | gauge | — (this replica's adaptive share) |
+//! | `mailboxd_exchange_session_waiters` | gauge | — (batches of this replica waiting for a slot) |
+//! | `mailboxd_exchange_throttled_total` | counter | — (Exchange's refusals seen by this replica) |
 
 use std::sync::OnceLock;
 
@@ -58,7 +64,16 @@ pub async fn render(
     store: &crate::store::Store,
     circuit_open: bool,
     broker_connected: bool,
+    budget: &crate::budget::SessionBudget,
 ) -> String {
+    let local = budget.local();
+    metrics::gauge!("mailboxd_exchange_sessions_max").set(f64::from(local.max_sessions));
+    metrics::gauge!("mailboxd_exchange_sessions_held").set(f64::from(local.held));
+    metrics::gauge!("mailboxd_exchange_session_share").set(f64::from(local.share));
+    metrics::gauge!("mailboxd_exchange_session_waiters").set(local.waiting as f64);
+    if let Ok(cluster) = store.budget_use().await {
+        metrics::gauge!("mailboxd_exchange_sessions_in_use").set(cluster.in_use as f64);
+    }
     if let Ok(counts) = store.count_by_state().await {
         for state in crate::store::JobState::ALL {
             let n = counts

@@ -15,15 +15,17 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::budget::{SessionBudget, SlotGuard};
 use crate::circuit::{Circuit, Permit};
 use crate::config;
 use crate::directory::{AccountState, Directory, Lookup};
 use crate::event::{EventKind, check_address};
 use crate::exchange::{
-    AccountData, AccountOutcome, BatchResult, Exchange, ExchangeError, Template,
+    AccountData, AccountOutcome, BatchResult, Exchange, ExchangeError, Template, throttling,
 };
 use crate::store::{
-    AttemptRecord, ErrorClass, Job, JobOutcome, NewAlert, Resolution, Store, StoreError, WakeUps,
+    AttemptRecord, ErrorClass, Job, JobOutcome, NewAlert, Resolution, SlotPurpose, Store,
+    StoreError, WakeUps,
 };
 
 #[derive(Clone)]
@@ -39,6 +41,9 @@ pub struct Worker {
     /// `None`: no domain controller configured, Exchange's answers are trusted.
     pub directory: Option<Directory>,
     pub require_cloud_sync: bool,
+    /// The cluster-wide Exchange session budget: a cold batch holds a slot while it runs
+    /// (a warm process holds its own, see `exchange::warm`).
+    pub budget: Arc<SessionBudget>,
 }
 
 /// One job on its way through a batch.
@@ -93,6 +98,10 @@ impl Worker {
                     continue;
                 }
             };
+            // A session slot first, so no job is leased while its batch waits for one.
+            let Some(session) = self.session_slot(&mut shutdown).await else {
+                return;
+            };
             // Before claiming, so that a job queued meanwhile still wakes the wait below.
             wake.mark_seen();
             let worked = match self.claim_batch(limit).await {
@@ -107,6 +116,7 @@ impl Worker {
                     false
                 }
             };
+            drop(session);
             if let Some(probe) = probe {
                 self.circuit.probe_ended(probe);
             }
@@ -118,6 +128,21 @@ impl Worker {
                 _ = tokio::time::sleep(self.cfg.poll_interval) => {}
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+
+    /// Waits for an Exchange session slot for one cold batch; `Some(None)` with warm
+    /// sessions (the process holds the slot), `None` at shutdown.
+    async fn session_slot(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Option<SlotGuard>> {
+        if self.exchange.is_warm() {
+            return Some(None);
+        }
+        tokio::select! {
+            slot = self.budget.acquire(SlotPurpose::Batch) => Some(Some(slot)),
+            _ = shutdown.changed() => None,
         }
     }
 
@@ -173,6 +198,7 @@ impl Worker {
         }
         match self.run_batch(kind, &pending).await {
             Ok(result) => {
+                self.budget.session_opened();
                 self.host_answered().await;
                 self.settle(kind, &pending, result, started_at).await;
             }
@@ -353,6 +379,21 @@ impl Worker {
                     format!("Exchange reported the unknown status {status:?}; see the transcript"),
                 ),
             },
+            // Exchange's cmdlet budget was spent: not the job's fault, no attempt used; the
+            // wait Exchange stated is honoured.
+            Some(AccountOutcome::Failed {
+                message,
+                retry_after,
+                ..
+            }) if throttling(&message).is_some() => {
+                let stated = throttling(&message).flatten().or(retry_after);
+                let wait = self.budget.throttled(stated, &message).await;
+                Resolution::Deferred {
+                    class: ErrorClass::Transient,
+                    error: message,
+                    at: at(wait),
+                }
+            }
             Some(AccountOutcome::Failed {
                 class,
                 message,
@@ -370,13 +411,17 @@ impl Worker {
             metrics::counter!("mailboxd_winrm_errors_total", "kind" => w.kind()).increment(1);
         }
         let reason = e.to_string();
-        // Throttling says the host is up and busy: back off, keep the circuit closed. A
+        // Throttling says the host is up and busy: lower this replica's share, keep the
+        // circuit closed, and defer the jobs by Exchange's wait without using attempts. A
         // session Exchange dropped says the host is up too.
-        let retry_after = match &e {
-            ExchangeError::Throttled { retry_after, .. } => Some(retry_after.unwrap_or_default()),
+        let throttled = match &e {
+            ExchangeError::Throttled {
+                retry_after,
+                message,
+            } => Some(self.budget.throttled(*retry_after, message).await),
             _ => None,
         };
-        let host_is_up = retry_after.is_some() || matches!(e, ExchangeError::SessionDropped { .. });
+        let host_is_up = throttled.is_some() || matches!(e, ExchangeError::SessionDropped { .. });
         let open = !host_is_up && self.host_failed(&e, &reason).await;
         let host = Some(self.exchange.endpoint().to_owned());
         let finished: Vec<Finished<'_>> = pending
@@ -384,7 +429,7 @@ impl Worker {
             .map(|p| {
                 let mut record = self.record(started_at, p);
                 record.host = host.clone();
-                let res = self.after_failed_batch(&p.job, e.class(), &reason, open, retry_after);
+                let res = self.after_failed_batch(&p.job, e.class(), &reason, open, throttled);
                 (&p.job, record, res)
             })
             .collect();
@@ -407,25 +452,28 @@ impl Worker {
         open
     }
 
-    /// One job of a batch that failed as a whole: deferred while the circuit is open (not
-    /// its fault: no attempt used), otherwise retried — no sooner than throttling asked —
-    /// or failed.
+    /// One job of a batch that failed as a whole: deferred while the circuit is open or
+    /// Exchange throttled (not its fault: no attempt used), otherwise retried or failed.
     fn after_failed_batch(
         &self,
         job: &Job,
         class: ErrorClass,
         reason: &str,
         open: bool,
-        retry_after: Option<Duration>,
+        throttled: Option<Duration>,
     ) -> Resolution {
-        if open {
-            return Resolution::Deferred {
+        let deferred_by = match (open, throttled) {
+            (true, _) => Some(self.circuit.reopens_in() + Duration::from_millis(100)),
+            (false, wait) => wait,
+        };
+        match deferred_by {
+            Some(wait) => Resolution::Deferred {
                 class,
                 error: reason.to_owned(),
-                at: at(self.circuit.reopens_in() + Duration::from_millis(100)),
-            };
+                at: at(wait),
+            },
+            None => self.failure(job, class, reason.to_owned()),
         }
-        no_sooner_than(self.failure(job, class, reason.to_owned()), retry_after)
     }
 
     /// Writes the circuit's opened/closed alert, one pair per outage across replicas.

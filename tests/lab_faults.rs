@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestEnv, lab_config, seed};
 use mailboxd::config::ExchangeMode;
-use mailboxd::store::{ErrorClass, JobOutcome, JobState};
+use mailboxd::store::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
 use serde_json::json;
 
 fn errors_of(calls: &[lab::Invocation]) -> Vec<String> {
@@ -18,7 +18,7 @@ fn errors_of(calls: &[lab::Invocation]) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
+async fn a_throttled_cmdlet_defers_the_joiner_by_the_stated_wait_without_an_attempt() {
     let env = TestEnv::new(vec![seed("jthrottle")]).await;
     let f = env
         .fault(json!({"fault": "cmdlet_errors", "count": 2, "error": "throttled"}))
@@ -27,8 +27,10 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
     let app = env.start_daemon().await;
     let ev = env.joiner("jthrottle");
     env.publisher().await.publish(&ev).await.unwrap();
+    // Exchange said "… will not be approved for at least 500 milliseconds": each try waits
+    // that long, and the attempts are given back (throttling never costs an attempt).
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.attempt, 3, "{job:?}");
+    assert_eq!(job.attempt, 1, "throttling used an attempt: {job:?}");
     let calls = env.lab.invocations_for("Enable-RemoteMailbox", "jthrottle");
     assert_eq!(
         errors_of(&calls),
@@ -39,7 +41,16 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
         ]
     );
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    assert_eq!(attempts[0].error_class, Some(ErrorClass::Transient));
+    let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            AttemptOutcome::Deferred,
+            AttemptOutcome::Deferred,
+            AttemptOutcome::Succeeded
+        ],
+        "{attempts:?}"
+    );
     assert!(
         attempts[0]
             .error_message
@@ -48,7 +59,7 @@ async fn injected_cmdlet_errors_are_retried_then_the_joiner_succeeds() {
             .contains("will not be approved for at least 500 milliseconds"),
         "{attempts:?}"
     );
-    // The stated wait is the retry time: no attempt came sooner (backoff alone is ms here).
+    // The stated wait is the retry time: no try came sooner (backoff alone is ms here).
     for pair in attempts.windows(2) {
         let gap = pair[1].started_at - pair[0].finished_at;
         assert!(

@@ -96,3 +96,159 @@ fn nix_term(child: &std::process::Child) -> std::io::Result<()> {
         Err(std::io::Error::other("kill failed"))
     }
 }
+
+/// A lab whose Exchange allows `sessions` sessions (PowerShellMaxConcurrency), with a session
+/// set-up and cmdlet latency, and daemons in remote mode; `n` joiner accounts `{prefix}NNNN`.
+async fn throttling_env(prefix: &str, n: usize, sessions: usize, session: Duration) -> TestEnv {
+    let accounts: Vec<_> = (0..n).map(|i| seed(&format!("{prefix}{i:04}"))).collect();
+    let mut cfg = common::lab_config(accounts);
+    cfg.throttle.max_sessions_per_user = sessions;
+    cfg.latency.session = session;
+    cfg.latency.cmdlet = Duration::from_millis(5);
+    let mut env = TestEnv::with_lab(cfg).await;
+    env.settings.exchange.mode = mailboxd::config::ExchangeMode::Remote;
+    env.settings.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
+    env
+}
+
+/// The environment of one replica: concurrency 6 against a budget of 6 sessions.
+fn replica_env(lease: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MAILBOXD__EXCHANGE__MODE", "remote".into()),
+        (
+            "MAILBOXD__EXCHANGE__CONNECTION_URIS",
+            "http://lab-ex01.corp.example/PowerShell/".into(),
+        ),
+        ("MAILBOXD__EXCHANGE__BATCH_SIZE", "20".into()),
+        ("MAILBOXD__EXCHANGE__MAX_SESSIONS", "6".into()),
+        ("MAILBOXD__EXCHANGE__SESSION_LEASE", lease.into()),
+        ("MAILBOXD__WORKER__CONCURRENCY", "6".into()),
+    ]
+}
+
+fn spawn_replicas(env: &TestEnv, n: usize, lease: &str) -> Vec<common::daemon::KillOnDrop> {
+    let vars = replica_env(lease);
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    (0..n).map(|_| env.spawn_daemon(&refs)).collect()
+}
+
+async fn publish_joiners(env: &TestEnv, prefix: &str, n: usize) -> Vec<String> {
+    let publisher = env.publisher().await;
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let ev = env.joiner(&format!("{prefix}{i:04}"));
+        publisher.publish(&ev).await.unwrap();
+        ids.push(ev.id);
+    }
+    ids
+}
+
+async fn wait_all_terminal(env: &TestEnv, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let counts = env.store.count_by_state().await.unwrap();
+        let done: i64 = counts
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum();
+        if done as usize == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all jobs finished: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn stop_all(replicas: Vec<common::daemon::KillOnDrop>) {
+    for mut child in replicas {
+        let _ = nix_term(&child);
+        if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
+            let _ = child.kill();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_share_six_exchange_sessions_without_one_throttled_open() {
+    const N: usize = 360;
+    let env = throttling_env("bud", N, 6, Duration::from_millis(300)).await;
+    // 3 × 6 claim loops against Exchange's 6 sessions: without the shared budget, 12 of them
+    // would open a session and be refused.
+    let replicas = spawn_replicas(&env, 3, "30s");
+    let ids = publish_joiners(&env, "bud", N).await;
+    wait_all_terminal(&env, N, Duration::from_secs(120)).await;
+
+    assert_eq!(env.lab.throttled(), 0, "Exchange refused sessions");
+    let high_water = env.lab.exchange_sessions_high_water();
+    assert!(high_water <= 6, "{high_water} Exchange sessions at once");
+    for id in &ids {
+        let job = env.store.job_by_event(id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        // One attempt, and it was the one that succeeded: none paid for throttling.
+        assert_eq!(job.attempt, 1, "{job:?}");
+        let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+    }
+    assert_eq!(
+        env.lab.successes_per_account("Enable-RemoteMailbox").len(),
+        N
+    );
+    stop_all(replicas);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_replicas_session_slots_come_back_within_the_lease() {
+    const N: usize = 240;
+    const LEASE: Duration = Duration::from_secs(3);
+    let env = throttling_env("kil", N, 6, Duration::from_millis(1500)).await;
+    let mut replicas = spawn_replicas(&env, 2, "3s");
+    let ids = publish_joiners(&env, "kil", N).await;
+
+    // Wait until the first replica holds session slots mid-burst, then kill it (SIGKILL: no
+    // release runs).
+    let victim = replicas.remove(0);
+    let tag = format!(":{}:", victim.id());
+    let held_by_victim = |holders: &[(String, i64)]| {
+        holders
+            .iter()
+            .filter(|(h, _)| h.contains(&tag))
+            .map(|(_, n)| *n)
+            .sum::<i64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while held_by_victim(&env.store.slot_holders().await.unwrap()) == 0 {
+        assert!(Instant::now() < deadline, "the replica never held a slot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut victim = victim;
+    victim.kill().unwrap();
+    let killed_at = Instant::now();
+    victim.wait().unwrap();
+
+    // Its slots are free again within the lease (plus a second for the statement's clock).
+    loop {
+        let holders = env.store.slot_holders().await.unwrap();
+        if held_by_victim(&holders) == 0 {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < LEASE + Duration::from_secs(1),
+            "the killed replica still holds slots after the lease: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The survivor finishes the burst, taking the freed slots.
+    wait_all_terminal(&env, N, Duration::from_secs(120)).await;
+    for id in &ids {
+        let job = env.store.job_by_event(id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    }
+    assert_eq!(env.lab.throttled(), 0, "Exchange refused sessions");
+    stop_all(replicas);
+    env.cleanup().await;
+}

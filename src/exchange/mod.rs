@@ -102,6 +102,19 @@ impl Exchange {
         self
     }
 
+    /// Warm processes hold slots of the cluster's session budget for as long as they live.
+    pub fn with_budget(mut self, budget: std::sync::Arc<crate::budget::SessionBudget>) -> Exchange {
+        if let Some(pool) = &self.warm {
+            self.warm = Some(std::sync::Arc::new(pool.with_budget(budget)));
+        }
+        self
+    }
+
+    /// Whether batches run in warm processes (which hold their own session slots).
+    pub fn is_warm(&self) -> bool {
+        self.warm.is_some()
+    }
+
     /// Ends the warm processes (shutdown); nothing without warm sessions.
     pub async fn close(&self) {
         if let Some(pool) = &self.warm {

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+use std::sync::Arc;
+
+use crate::budget::{SessionBudget, SlotGuard};
+use crate::store::SlotPurpose;
 use ps_templates::{self as script, Payload, WarmRequest};
 use winrm::{CommandOutput, Process, Shell, ShellOptions, WinrmClient, WinrmError};
 
@@ -19,10 +23,20 @@ struct WarmProcess {
     last_used: Instant,
     /// Output received after the last request's DONE line (normally nothing).
     carry: Vec<u8>,
+    /// Its slot of the cluster's session budget, given back when the process is dropped.
+    _slot: Option<SlotGuard>,
 }
 
 impl WarmProcess {
-    async fn start(client: &WinrmClient) -> Result<WarmProcess, WinrmError> {
+    async fn start(
+        client: &WinrmClient,
+        budget: Option<&Arc<SessionBudget>>,
+    ) -> Result<WarmProcess, WinrmError> {
+        // No shell is opened before the budget allows one more Exchange session.
+        let slot = match budget {
+            Some(b) => Some(b.acquire(SlotPurpose::Warm).await),
+            None => None,
+        };
         let shell = client.open_shell(&ShellOptions::default()).await?;
         let args = script::serve_arguments();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -33,6 +47,7 @@ impl WarmProcess {
             requests: 0,
             last_used: Instant::now(),
             carry: Vec::new(),
+            _slot: slot,
         })
     }
 
@@ -112,6 +127,7 @@ pub struct WarmPool {
     max_requests: u32,
     /// How long a batch waits for a free warm process before it is retried.
     wait: Duration,
+    budget: Option<Arc<SessionBudget>>,
 }
 
 impl WarmPool {
@@ -122,6 +138,19 @@ impl WarmPool {
             permits: Semaphore::new(size.max(1)),
             max_requests: max_requests.max(1),
             wait: Duration::from_secs(300),
+            budget: None,
+        }
+    }
+
+    /// The same pool (not started yet), its processes holding slots of `budget`.
+    pub fn with_budget(&self, budget: Arc<SessionBudget>) -> WarmPool {
+        WarmPool {
+            client: self.client.clone(),
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(self.permits.available_permits().max(1)),
+            max_requests: self.max_requests,
+            wait: self.wait,
+            budget: Some(budget),
         }
     }
 
@@ -152,7 +181,7 @@ impl WarmPool {
                     }
                 },
                 None => {
-                    let mut p = WarmProcess::start(&self.client).await?;
+                    let mut p = WarmProcess::start(&self.client, self.budget.as_ref()).await?;
                     if let Err(e) = p.send(&line).await {
                         tokio::spawn(p.close());
                         return Err(e);

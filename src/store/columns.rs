@@ -302,3 +302,13 @@ mod tests {
         }
     }
 }
+
+text_column! {
+    /// What an Exchange session slot is held for.
+    pub enum SlotPurpose as "session slot purpose" {
+        /// One cold batch: a new shell and Exchange session, closed when the batch ends.
+        Batch = "batch",
+        /// A warm PowerShell process, for as long as it lives.
+        Warm = "warm",
+    }
+}

@@ -38,17 +38,22 @@ impl WakeUps {
 impl Store {
     /// Starts listening for due jobs (see the module doc).
     pub fn wake_ups(&self) -> WakeUps {
+        self.wake_ups_on(CHANNEL)
+    }
+
+    /// The same for another channel (a released Exchange session slot, `budget`).
+    pub(super) fn wake_ups_on(&self, channel: &'static str) -> WakeUps {
         let (tx, rx) = watch::channel(0u64);
-        tokio::spawn(listen(self.clone(), tx));
+        tokio::spawn(listen(self.clone(), channel, tx));
         WakeUps { rx }
     }
 }
 
 /// Listens until every receiver is gone, reconnecting a second after each failure.
-async fn listen(store: Store, tx: watch::Sender<u64>) {
+async fn listen(store: Store, channel: &'static str, tx: watch::Sender<u64>) {
     loop {
         tokio::select! {
-            () = relay(&store, &tx) => {}
+            () = relay(&store, channel, &tx) => {}
             () = tx.closed() => return,
         }
         tokio::select! {
@@ -59,7 +64,7 @@ async fn listen(store: Store, tx: watch::Sender<u64>) {
 }
 
 /// Relays notifications for as long as one connection lasts.
-async fn relay(store: &Store, tx: &watch::Sender<u64>) {
+async fn relay(store: &Store, channel: &str, tx: &watch::Sender<u64>) {
     let mut listener = match PgListener::connect_with(&store.pool).await {
         Ok(l) => l,
         Err(e) => {
@@ -67,7 +72,7 @@ async fn relay(store: &Store, tx: &watch::Sender<u64>) {
             return;
         }
     };
-    if let Err(e) = listener.listen(CHANNEL).await {
+    if let Err(e) = listener.listen(channel).await {
         tracing::debug!(error = %e, "job listener cannot LISTEN");
         return;
     }

@@ -14,6 +14,7 @@ mod output;
 mod process;
 mod queue;
 mod reconcile;
+mod replicas;
 mod support;
 mod winrm;
 
@@ -82,6 +83,13 @@ pub enum Which {
         /// Accounts per batch; default: the burst split evenly over the workers (cold), 20 (warm).
         #[arg(long)]
         batch_size: Option<u32>,
+        /// Through this many daemon processes sharing one database, against a lab allowing
+        /// --exchange-sessions sessions (see bench/replicas.rs).
+        #[arg(long)]
+        replicas: Option<usize>,
+        /// With --replicas: Exchange's session limit in the lab and exchange.max_sessions.
+        #[arg(long, default_value_t = 6)]
+        exchange_sessions: usize,
     },
     /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
     /// INSERT of the same rows as the ceiling.
@@ -166,9 +174,32 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             session,
             cmdlet,
             concurrency,
+            batch_size,
+            replicas: Some(replicas),
+            exchange_sessions,
+            ..
+        } => {
+            let b = replicas::ReplicaBurst {
+                accounts,
+                replicas,
+                concurrency,
+                sessions: exchange_sessions,
+                session,
+                cmdlet,
+                batch_size: batch_size.unwrap_or(20),
+            };
+            replicas::run(settings, b, &out).await
+        }
+        Which::Burst {
+            accounts,
+            session,
+            cmdlet,
+            concurrency,
             naive_sample,
             warm,
             batch_size,
+            replicas: None,
+            ..
         } => {
             let burst = burst::Burst {
                 accounts,

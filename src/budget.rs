@@ -1,0 +1,276 @@
+//! One Exchange session budget for every replica (issue 22). Before a cold batch opens its
+//! shell and Exchange session, and before a warm process starts, the replica takes one of
+//! `exchange.max_sessions` slots in PostgreSQL (`store::budget`), so replicas × concurrency
+//! can exceed Exchange's PowerShellMaxConcurrency without a single refusal: a replica that
+//! finds no free slot waits for one (woken by the release's NOTIFY) instead of opening a
+//! session and being throttled. Slots are leased and renewed here every third of
+//! `exchange.session_lease`; a killed replica's slots come back when their lease runs out.
+//!
+//! When Exchange throttles anyway (people or other tools use the same account), the
+//! replica's own share is halved and paused for the wait Exchange stated, then grows back by
+//! one slot per batch that got its session (AIMD), so it probes upwards without stampeding.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::store::{SlotPurpose, Store, StoreError};
+
+/// How long a waiter sleeps between looks when no release wakes it (a lost NOTIFY, or a
+/// killed holder whose lease expires without one).
+const RECHECK: Duration = Duration::from_millis(500);
+
+/// The wait after a throttled session when Exchange states none.
+pub const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// This replica's adaptive share of the budget (AIMD).
+#[derive(Debug)]
+struct Share {
+    /// Slots this replica may hold now: `1 ..= max`.
+    limit: u32,
+    /// Slots it holds.
+    held: u32,
+    /// No new session before this (Exchange asked to wait).
+    paused_until: Option<Instant>,
+}
+
+/// What `/readyz` and the dashboard show of this replica's side of the budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalBudget {
+    pub max_sessions: u32,
+    pub share: u32,
+    pub held: u32,
+    pub waiting: u64,
+    pub throttled: u64,
+    pub paused_for_ms: u64,
+}
+
+pub struct SessionBudget {
+    store: Store,
+    holder: String,
+    max: u32,
+    lease: Duration,
+    share: Mutex<Share>,
+    /// The holdings the heartbeat renews.
+    leases: Mutex<HashSet<Uuid>>,
+    waiting: AtomicU64,
+    throttled: AtomicU64,
+    /// Released slots (one LISTEN connection per replica, cloned per waiter).
+    wake: crate::store::WakeUps,
+}
+
+/// A held session slot; dropping it gives the slot back.
+pub struct SlotGuard {
+    budget: Arc<SessionBudget>,
+    lease: Uuid,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.budget.leases.lock().remove(&self.lease);
+        {
+            let mut share = self.budget.share.lock();
+            share.held = share.held.saturating_sub(1);
+        }
+        let store = self.budget.store.clone();
+        let lease = self.lease;
+        // Released at once so a waiting replica can go; if this fails (or the runtime is
+        // gone), the lease, no longer renewed, runs out instead.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.release_session_slot(lease).await {
+                    tracing::warn!(error = %e, "cannot release an Exchange session slot; it frees itself when its lease runs out");
+                }
+            });
+        }
+    }
+}
+
+impl SessionBudget {
+    /// Creates the slots and starts the heartbeat that renews this replica's holdings.
+    pub async fn start(
+        store: Store,
+        holder: String,
+        max: u32,
+        lease: Duration,
+    ) -> Result<Arc<SessionBudget>, StoreError> {
+        store.ensure_session_slots(max).await?;
+        let budget = Arc::new(SessionBudget {
+            store: store.clone(),
+            holder,
+            max: max.max(1),
+            lease,
+            share: Mutex::new(Share {
+                limit: max.max(1),
+                held: 0,
+                paused_until: None,
+            }),
+            leases: Mutex::new(HashSet::new()),
+            waiting: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            wake: store.slot_wake_ups(),
+        });
+        tokio::spawn(renew(Arc::downgrade(&budget), lease));
+        Ok(budget)
+    }
+
+    /// Waits until this replica may open one more Exchange session, and holds its slot.
+    /// Cancel-safe: a slot taken by a cancelled call is released by its guard.
+    pub async fn acquire(self: &Arc<Self>, purpose: SlotPurpose) -> SlotGuard {
+        let mut wake = self.wake.clone();
+        let mut counted = Waiting::new(&self.waiting);
+        loop {
+            wake.mark_seen();
+            let wait = match self.local_wait() {
+                Some(wait) => wait,
+                None => match self.try_acquire(purpose).await {
+                    Ok(Some(guard)) => return guard,
+                    Ok(None) => RECHECK,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take an Exchange session slot; trying again");
+                        RECHECK
+                    }
+                },
+            };
+            counted.start();
+            tokio::select! {
+                () = wake.next() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// How long to wait before looking for a slot, when this replica's share is spent or
+    /// Exchange asked to pause; `None`: look now.
+    fn local_wait(&self) -> Option<Duration> {
+        let share = self.share.lock();
+        if let Some(until) = share.paused_until {
+            let now = Instant::now();
+            if until > now {
+                return Some(until - now);
+            }
+        }
+        (share.held >= share.limit).then_some(RECHECK)
+    }
+
+    /// One look for a free slot in the database.
+    async fn try_acquire(
+        self: &Arc<Self>,
+        purpose: SlotPurpose,
+    ) -> Result<Option<SlotGuard>, StoreError> {
+        let lease = Uuid::new_v4();
+        self.leases.lock().insert(lease);
+        self.share.lock().held += 1;
+        // The guard exists before the statement runs: a cancelled call still releases.
+        let guard = SlotGuard {
+            budget: self.clone(),
+            lease,
+        };
+        let slot = self
+            .store
+            .acquire_session_slot(&self.holder, lease, purpose, self.max, self.lease)
+            .await?;
+        Ok(slot.map(|_| guard))
+    }
+
+    /// A batch got its Exchange session: additive increase of this replica's share.
+    pub fn session_opened(&self) {
+        let mut share = self.share.lock();
+        share.limit = (share.limit + 1).min(self.max);
+    }
+
+    /// Exchange throttled a session anyway: halve the share, pause for the stated wait, and
+    /// record it for the cluster's view. Returns the wait the jobs are deferred by.
+    pub async fn throttled(&self, retry_after: Option<Duration>, message: &str) -> Duration {
+        let wait = retry_after.unwrap_or(DEFAULT_THROTTLE_WAIT);
+        {
+            let mut share = self.share.lock();
+            share.limit = (share.limit / 2).max(1);
+            let until = Instant::now() + wait;
+            share.paused_until = Some(share.paused_until.map_or(until, |u| u.max(until)));
+        }
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("mailboxd_exchange_throttled_total").increment(1);
+        if let Err(e) = self
+            .store
+            .record_throttled(&self.holder, retry_after, message)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the throttling refusal");
+        }
+        wait
+    }
+
+    /// This replica's side, now.
+    pub fn local(&self) -> LocalBudget {
+        let share = self.share.lock();
+        let paused = share
+            .paused_until
+            .map(|u| u.saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        LocalBudget {
+            max_sessions: self.max,
+            share: share.limit,
+            held: share.held,
+            waiting: self.waiting.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            paused_for_ms: u64::try_from(paused.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn max_sessions(&self) -> u32 {
+        self.max
+    }
+}
+
+/// Counts one waiter while it waits (metrics and `/readyz`), however the wait ends.
+struct Waiting<'a> {
+    counter: &'a AtomicU64,
+    counted: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicU64) -> Waiting<'a> {
+        Waiting {
+            counter,
+            counted: false,
+        }
+    }
+
+    fn start(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.counter.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Renews this replica's holdings every third of the lease, for as long as the budget lives.
+async fn renew(budget: std::sync::Weak<SessionBudget>, lease: Duration) {
+    let mut tick = tokio::time::interval(lease / 3);
+    loop {
+        tick.tick().await;
+        let Some(b) = budget.upgrade() else { return };
+        let leases: Vec<Uuid> = b.leases.lock().iter().copied().collect();
+        if leases.is_empty() {
+            continue;
+        }
+        if let Err(e) = b.store.renew_session_slots(&leases, lease).await {
+            tracing::warn!(error = %e, "cannot renew the Exchange session slots; they run out after exchange.session_lease");
+        }
+    }
+}

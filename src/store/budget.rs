@@ -1,0 +1,172 @@
+//! The cluster-wide Exchange session budget (migration 0007): slots `0 .. max` claimed
+//! under a lease with `FOR UPDATE SKIP LOCKED`, renewed by the holder's heartbeat,
+//! released with a NOTIFY that wakes the replicas waiting for one, and Exchange's
+//! throttling refusals counted for the whole cluster.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{SlotPurpose, Store, StoreError, WakeUps, secs};
+
+/// The channel a released slot notifies.
+pub(super) const SLOTS_CHANNEL: &str = "mailboxd_session_slots";
+
+/// What the budget looks like now, for `/readyz`, the dashboard, metrics and `check`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BudgetUse {
+    /// Slots held under a live lease, by any replica.
+    pub in_use: i64,
+    /// Replicas holding at least one slot.
+    pub holders: i64,
+    /// Exchange's refusals over the last 15 minutes, all replicas.
+    pub throttled_recently: i64,
+    pub last_throttled_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Makes sure slots `0 .. max` exist (replicas with a smaller `max` ignore the rest).
+    pub async fn ensure_session_slots(&self, max: u32) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO exchange_session_slots (slot)
+             SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
+        )
+        .bind(i32::try_from(max).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a free slot below `max` (or one whose lease ran out) as `lease` for `holder`;
+    /// `None` when all are held.
+    pub async fn acquire_session_slot(
+        &self,
+        holder: &str,
+        lease: Uuid,
+        purpose: SlotPurpose,
+        max: u32,
+        lease_for: Duration,
+    ) -> Result<Option<i32>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE exchange_session_slots s
+                SET holder = $1, lease = $2, purpose = $3, acquired_at = now(),
+                    leased_until = now() + make_interval(secs => $5)
+              WHERE s.slot = (
+                    SELECT slot FROM exchange_session_slots
+                     WHERE slot < $4 AND (holder IS NULL OR leased_until < now())
+                     ORDER BY slot LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+             RETURNING s.slot",
+        )
+        .bind(holder)
+        .bind(lease)
+        .bind(purpose)
+        .bind(i32::try_from(max).unwrap_or(i32::MAX))
+        .bind(secs(lease_for))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Extends the given holdings (the heartbeat); returns how many were still held.
+    pub async fn renew_session_slots(
+        &self,
+        leases: &[Uuid],
+        lease_for: Duration,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE exchange_session_slots
+                SET leased_until = now() + make_interval(secs => $2)
+              WHERE lease = ANY($1)",
+        )
+        .bind(leases)
+        .bind(secs(lease_for))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Frees one holding and wakes the replicas waiting for a slot.
+    pub async fn release_session_slot(&self, lease: Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH freed AS (
+                UPDATE exchange_session_slots
+                   SET holder = NULL, lease = NULL, purpose = NULL, leased_until = NULL
+                 WHERE lease = $1 RETURNING slot)
+             SELECT pg_notify($2, slot::text) FROM freed",
+        )
+        .bind(lease)
+        .bind(SLOTS_CHANNEL)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records one throttling refusal by Exchange.
+    pub async fn record_throttled(
+        &self,
+        replica: &str,
+        wait: Option<Duration>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO exchange_throttle_events (replica, wait_ms, message) VALUES ($1, $2, $3)",
+        )
+        .bind(replica)
+        .bind(wait.map(|w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX)))
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The budget in use now, cluster-wide.
+    pub async fn budget_use(&self) -> Result<BudgetUse, StoreError> {
+        let (in_use, holders): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT holder) FROM exchange_session_slots
+              WHERE holder IS NOT NULL AND leased_until >= now()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let (throttled_recently, last_throttled_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE at > now() - interval '15 minutes'), max(at)
+                   FROM exchange_throttle_events",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(BudgetUse {
+            in_use,
+            holders,
+            throttled_recently,
+            last_throttled_at,
+        })
+    }
+
+    /// Slots held by `holder` under a live lease (tests and `check`).
+    pub async fn slots_held_by(&self, holder: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM exchange_session_slots
+              WHERE holder = $1 AND leased_until >= now()",
+        )
+        .bind(holder)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Replicas holding slots under a live lease, with how many each.
+    pub async fn slot_holders(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT holder, count(*) FROM exchange_session_slots
+              WHERE holder IS NOT NULL AND leased_until >= now()
+              GROUP BY holder ORDER BY holder",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Starts listening for released slots.
+    pub fn slot_wake_ups(&self) -> WakeUps {
+        self.wake_ups_on(SLOTS_CHANNEL)
+    }
+}

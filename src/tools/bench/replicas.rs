@@ -1,0 +1,197 @@
+//! `mailboxd bench burst --replicas N`: the same burst through N daemon processes sharing
+//! one database, against a lab whose Exchange allows fewer sessions than N × concurrency —
+//! throughput against the session limit, attempts paid for retries, throttled refusals.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+
+use crate::config::Settings;
+use crate::store::{JobFilter, JobState, Store};
+
+/// What one run is asked to do.
+pub struct ReplicaBurst {
+    pub accounts: usize,
+    pub replicas: usize,
+    /// worker.concurrency of each replica.
+    pub concurrency: usize,
+    /// Exchange's PowerShellMaxConcurrency in the lab, and exchange.max_sessions.
+    pub sessions: usize,
+    pub session: Duration,
+    pub cmdlet: Duration,
+    pub batch_size: u32,
+}
+
+/// The daemon's configuration as environment variables (the secrets too: never on a
+/// command line).
+fn daemon_env(s: &Settings, b: &ReplicaBurst) -> Vec<(String, String)> {
+    let secret = |p: &Option<secrecy::SecretString>| {
+        p.as_ref()
+            .map(|p| p.expose_secret().to_owned())
+            .unwrap_or_default()
+    };
+    [
+        ("MAILBOXD__DATABASE__URL", s.database.url.clone()),
+        ("MAILBOXD__AMQP__URL", s.amqp.url.clone()),
+        ("MAILBOXD__AMQP__EXCHANGE", s.amqp.exchange.clone()),
+        ("MAILBOXD__AMQP__QUEUE", s.amqp.queue.clone()),
+        (
+            "MAILBOXD__AMQP__DEAD_LETTER_EXCHANGE",
+            s.amqp.dead_letter_exchange.clone(),
+        ),
+        ("MAILBOXD__AMQP__QUEUE_EXPIRES", "600s".into()),
+        (
+            "MAILBOXD__AMQP__QUEUE_TYPE",
+            s.amqp.queue_type.as_str().into(),
+        ),
+        ("MAILBOXD__WINRM__ENDPOINT", s.winrm.endpoint.clone()),
+        ("MAILBOXD__WINRM__USERNAME", s.winrm.username.clone()),
+        ("MAILBOXD__WINRM__ALLOW_UNENCRYPTED", "true".into()),
+        ("MAILBOXD_WINRM_PASSWORD", secret(&s.winrm.password)),
+        ("MAILBOXD__LDAP__URLS", s.ldap.urls.join(",")),
+        ("MAILBOXD__LDAP__BASE_DN", s.ldap.base_dn.clone()),
+        ("MAILBOXD__LDAP__BIND_DN", s.ldap.bind_dn.clone()),
+        ("MAILBOXD__LDAP__STARTTLS", "false".into()),
+        ("MAILBOXD__LDAP__ALLOW_PLAINTEXT", "true".into()),
+        ("MAILBOXD_LDAP_PASSWORD", secret(&s.ldap.password)),
+        ("MAILBOXD__EXCHANGE__MODE", "remote".into()),
+        (
+            "MAILBOXD__EXCHANGE__CONNECTION_URIS",
+            s.exchange.connection_uris.join(","),
+        ),
+        ("MAILBOXD__EXCHANGE__BATCH_SIZE", b.batch_size.to_string()),
+        ("MAILBOXD__EXCHANGE__BATCH_LINGER", "1s".into()),
+        ("MAILBOXD__EXCHANGE__MAX_SESSIONS", b.sessions.to_string()),
+        ("MAILBOXD__WORKER__CONCURRENCY", b.concurrency.to_string()),
+        ("MAILBOXD__WORKER__POLL_INTERVAL", "200ms".into()),
+        ("MAILBOXD__WORKER__BATCH_TIMEOUT", "3600s".into()),
+        ("MAILBOXD__ADMIN__LISTEN", "127.0.0.1:0".into()),
+        ("MAILBOXD__SMTP__HOST", String::new()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// One `mailboxd run` child configured by `env` alone.
+fn spawn(env: &[(String, String)]) -> anyhow::Result<super::process::ChildGuard> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MAILBOXD") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    Ok(super::process::ChildGuard(
+        cmd.spawn().context("starting mailboxd run")?,
+    ))
+}
+
+/// Waits until every job is in a terminal state.
+async fn drain(store: &Store, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let done: i64 = store
+            .count_by_state()
+            .await?
+            .iter()
+            .filter(|(st, _)| st.is_terminal())
+            .map(|(_, c)| c)
+            .sum();
+        if done as usize >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the burst did not drain within an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(crate) async fn run(
+    settings: &Settings,
+    b: ReplicaBurst,
+    output: &super::output::Output,
+) -> anyhow::Result<i32> {
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let mut cfg = super::support::lab_config(b.accounts, b.session, b.cmdlet, &password);
+    cfg.ldap_listen = Some(([127, 0, 0, 1], 0).into());
+    cfg.throttle.max_sessions_per_user = b.sessions;
+    let lab = lab::Lab::start(cfg).await?;
+    let s = super::support::daemon_settings(settings, &lab, &password).await?;
+    let env = daemon_env(&s, &b);
+    let children = (0..b.replicas.max(1))
+        .map(|_| spawn(&env))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let store = Store::connect(&s.database.url, 2).await?;
+    let publisher = crate::publish::Publisher::connect(&s.amqp).await?;
+    let bodies = super::support::joiner_bodies(b.accounts);
+    // The replicas declare the queue; publishing before would lose nothing (confirms), but
+    // wait for their slots table and consumers to exist.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    super::support::publish_joiners(&publisher, &bodies).await?;
+    drain(&store, b.accounts).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(children);
+    let jobs = store
+        .list_jobs(&JobFilter {
+            limit: i64::try_from(b.accounts).unwrap_or(i64::MAX),
+            ..Default::default()
+        })
+        .await?;
+    let succeeded = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Succeeded)
+        .count();
+    let retries: i64 = jobs.iter().map(|j| i64::from(j.attempt.max(1) - 1)).sum();
+    let throttled = lab.throttled();
+    lab.stop();
+    report(&b, elapsed, succeeded, retries, throttled, output)
+}
+
+fn report(
+    b: &ReplicaBurst,
+    elapsed: f64,
+    succeeded: usize,
+    retries: i64,
+    throttled: u64,
+    output: &super::output::Output,
+) -> anyhow::Result<i32> {
+    let n = b.accounts;
+    // The session limit: `sessions` batches at a time, each a session set-up plus its cmdlets
+    // (Get-RemoteMailbox-free: one Enable-RemoteMailbox per account at least).
+    let batches = n.div_ceil(b.batch_size.max(1) as usize) as f64;
+    let per_batch = b.session.as_secs_f64() + f64::from(b.batch_size) * b.cmdlet.as_secs_f64();
+    let limit_s = (batches / b.sessions.max(1) as f64).ceil() * per_batch;
+    let out = serde_json::json!({
+        "accounts": n,
+        "replicas": b.replicas,
+        "concurrency_per_replica": b.concurrency,
+        "exchange_sessions": b.sessions,
+        "succeeded": succeeded,
+        "elapsed_s": elapsed,
+        "throughput_per_s": n as f64 / elapsed,
+        "session_limit_per_s": n as f64 / limit_s,
+        "ratio_to_limit": limit_s / elapsed,
+        "retries_paid": retries,
+        "throttled_refusals": throttled,
+    });
+    if output.emit("burst-replicas", &out)? {
+        println!(
+            "{} replicas × concurrency {} vs {} Exchange sessions: {n} joiners ({succeeded} succeeded) in {elapsed:.1}s = {:.1}/s; session limit {:.1}/s ({:.0} %); retries paid {retries}; throttled refusals {throttled}",
+            b.replicas,
+            b.concurrency,
+            b.sessions,
+            n as f64 / elapsed,
+            n as f64 / limit_s,
+            limit_s / elapsed * 100.0
+        );
+    }
+    Ok(if succeeded == n { 0 } else { 1 })
+}
