@@ -9,21 +9,18 @@ import os
 import sys
 
 import winrm
-from requests_credssp.exceptions import AuthenticationException
+from requests_credssp.exceptions import NTStatusException
 
 from peercheck import check  # tests/peers/peercheck.py (the script's folder is on sys.path)
 
 
 def session(url, user, password, mechanism="auto", **kw):
-    # credssp_minimum_version 5: this client too refuses a host without the CVE-2018-0886 fix.
-    return winrm.Session(
-        url,
-        auth=(user, password),
-        transport="credssp",
-        credssp_auth_mechanism=mechanism,
-        credssp_minimum_version=5,
-        **kw,
-    )
+    s = winrm.Session(url, auth=(user, password), transport="credssp", **kw)
+    # Session/Protocol do not pass these through to the transport (pywinrm 0.5.0).
+    s.protocol.transport.credssp_auth_mechanism = mechanism
+    # 5: this client too refuses a host without the CVE-2018-0886 fix.
+    s.protocol.transport.credssp_minimum_version = 5
+    return s
 
 
 def main():
@@ -64,9 +61,10 @@ def main():
         bad = session(http, u, pw, message_encryption="always")
         try:
             bad.run_cmd("hostname")
-            check(name, "accepted", "AuthenticationException")
-        except AuthenticationException:
-            check(name, "AuthenticationException", "AuthenticationException")
+            check(name, "accepted", "STATUS_LOGON_FAILURE")
+        except NTStatusException as e:
+            # Windows' own status for a bad user name or password, in the TSRequest errorCode.
+            check(name, hex(e.args[0]), "0xc000006d")
 
 
 if __name__ == "__main__":
