@@ -45,13 +45,21 @@ async fn the_client_runs_commands_over_credssp_on_http_and_https() {
     let lab = lab(true, ca.path()).await;
     let pin = lab.credssp_cert_sha256.clone().expect("CredSSP is on");
     for endpoint in [lab.endpoint(), lab.tls_endpoint().unwrap()] {
-        let c = WinrmClient::new(client(&endpoint, common::LAB_PASSWORD, Some(&pin), ca.path()))
-            .unwrap();
+        let c = WinrmClient::new(client(
+            &endpoint,
+            common::LAB_PASSWORD,
+            Some(&pin),
+            ca.path(),
+        ))
+        .unwrap();
         let shell = c.open_shell(&ShellOptions::default()).await.unwrap();
         let out = shell.run("hostname", &[], None).await.unwrap();
         assert_eq!(out.stdout, b"LAB-IQSVC01\r\n", "{endpoint}");
         let out = shell.run("whoami", &[], None).await.unwrap();
-        assert_eq!(out.stdout, format!("lab-iqsvc01\\{}\r\n", lab::DEFAULT_USER).as_bytes());
+        assert_eq!(
+            out.stdout,
+            format!("lab-iqsvc01\\{}\r\n", lab::DEFAULT_USER).as_bytes()
+        );
         // Both directions above 16 KiB: multipart/x-multi-encrypted over http.
         let big = "y".repeat(20_000);
         let out = shell.run("echo", &[big.as_str()], None).await.unwrap();
@@ -77,11 +85,19 @@ async fn a_host_without_credssp_says_what_to_enable() {
     let ca = tempfile::NamedTempFile::new().unwrap();
     let lab = lab(false, ca.path()).await;
     let pin = "00".repeat(32);
-    let e = hostname(client(&lab.endpoint(), common::LAB_PASSWORD, Some(&pin), ca.path()))
-        .await
-        .unwrap_err();
+    let e = hostname(client(
+        &lab.endpoint(),
+        common::LAB_PASSWORD,
+        Some(&pin),
+        ca.path(),
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(e, WinrmError::CredSspNotOffered(_)), "{e:?}");
-    assert!(e.to_string().contains("Enable-WSManCredSSP -Role Server"), "{e}");
+    assert!(
+        e.to_string().contains("Enable-WSManCredSSP -Role Server"),
+        "{e}"
+    );
     assert!(e.is_systemic());
 }
 
@@ -90,15 +106,25 @@ async fn the_credssp_certificate_must_be_pinned() {
     let ca = tempfile::NamedTempFile::new().unwrap();
     let lab = lab(true, ca.path()).await;
     // Not pinned at all: refused before any connection, saying what to set.
-    let e = WinrmClient::new(client(&lab.endpoint(), common::LAB_PASSWORD, None, ca.path()))
-        .err()
-        .expect("no pin is a configuration error");
+    let e = WinrmClient::new(client(
+        &lab.endpoint(),
+        common::LAB_PASSWORD,
+        None,
+        ca.path(),
+    ))
+    .err()
+    .expect("no pin is a configuration error");
     assert!(e.to_string().contains("winrm.credssp_cert_sha256"), "{e}");
     // Pinned to another certificate: the handshake stops before the password leaves.
     let other = "AB".repeat(32);
-    let e = hostname(client(&lab.endpoint(), common::LAB_PASSWORD, Some(&other), ca.path()))
-        .await
-        .unwrap_err();
+    let e = hostname(client(
+        &lab.endpoint(),
+        common::LAB_PASSWORD,
+        Some(&other),
+        ca.path(),
+    ))
+    .await
+    .unwrap_err();
     let fingerprint = lab.credssp_cert_sha256.clone().unwrap();
     assert!(matches!(e, WinrmError::CredSsp(_)), "{e:?}");
     assert!(e.to_string().contains(&fingerprint), "{e}");
@@ -119,7 +145,10 @@ async fn pywinrm_speaks_credssp_to_the_lab() {
     );
     let ca = tempfile::NamedTempFile::new().unwrap();
     let lab = lab(true, ca.path()).await;
-    let path = format!("{}/tests/peers/pywinrm_credssp.py", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/peers/pywinrm_credssp.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let args = vec![
         lab.endpoint(),
         lab.tls_endpoint().unwrap(),
@@ -139,6 +168,13 @@ async fn pywinrm_speaks_credssp_to_the_lab() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pywinrm_credssp.py failed:\n{stdout}\n{stderr}");
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 8, "{stdout}");
+    assert!(
+        out.status.success(),
+        "pywinrm_credssp.py failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        8,
+        "{stdout}"
+    );
 }

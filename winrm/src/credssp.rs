@@ -98,7 +98,12 @@ pub fn seal_records(conn: &mut Connection, plain: &[u8]) -> Result<Vec<u8>, Cred
 pub fn subject_public_key(cert_der: &[u8]) -> Result<Vec<u8>, CredSspError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| protocol(format!("the CredSSP certificate: {e}")))?;
-    Ok(cert.tbs_certificate.subject_pki.subject_public_key.data.to_vec())
+    Ok(cert
+        .tbs_certificate
+        .subject_pki
+        .subject_public_key
+        .data
+        .to_vec())
 }
 
 /// Encodes a TSRequest and encrypts it into the TLS session.
@@ -165,8 +170,12 @@ impl PinnedCert {
     ) -> Option<HandshakeSignatureValid> {
         use ring::signature as sig;
         let alg: &dyn sig::VerificationAlgorithm = match dss.scheme {
-            SignatureScheme::RSA_PKCS1_SHA256 => &sig::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
-            SignatureScheme::RSA_PKCS1_SHA512 => &sig::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+            SignatureScheme::RSA_PKCS1_SHA256 => {
+                &sig::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY
+            }
+            SignatureScheme::RSA_PKCS1_SHA512 => {
+                &sig::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY
+            }
             SignatureScheme::RSA_PKCS1_SHA1 => &sig::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
             _ => return None,
         };
@@ -195,9 +204,9 @@ impl ServerCertVerifier for PinnedCert {
                     Ok(ServerCertVerified::assertion())
                 } else {
                     Err(rustls::Error::InvalidCertificate(
-                        rustls::CertificateError::Other(rustls::OtherError(Arc::new(
-                            Unpinned(sha256_fingerprint(end_entity.as_ref())),
-                        ))),
+                        rustls::CertificateError::Other(rustls::OtherError(Arc::new(Unpinned(
+                            sha256_fingerprint(end_entity.as_ref()),
+                        )))),
                     ))
                 }
             }
@@ -402,7 +411,10 @@ impl CredSspInitiator {
 
     /// Encrypts one envelope for plain HTTP: the body and its Content-Type.
     pub fn wrap(&mut self, plain: &[u8]) -> Result<(Vec<u8>, String), CredSspError> {
-        Ok((seal_message(&mut self.tls, plain)?, content_type(plain.len())))
+        Ok((
+            seal_message(&mut self.tls, plain)?,
+            content_type(plain.len()),
+        ))
     }
 
     /// Decrypts a reply body.
@@ -482,7 +494,9 @@ pub fn unseal_message(conn: &mut Connection, body: &[u8]) -> Result<Vec<u8>, Cre
             .collect();
         let expected: usize = digits.parse().map_err(|_| bad("Length= is not a number"))?;
         let at = find(rest, marker).ok_or_else(|| bad("no octet-stream part"))? + marker.len();
-        let part = rest.get(at + 4..).ok_or_else(|| bad("truncated Length-Field"))?;
+        let part = rest
+            .get(at + 4..)
+            .ok_or_else(|| bad("truncated Length-Field"))?;
         let n = records_len(part);
         if n == 0 {
             return Err(bad("no complete TLS record in the part"));

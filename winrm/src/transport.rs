@@ -101,7 +101,9 @@ pub(crate) enum Mechanism {
     },
     /// CredSSP: NTLM inside CredSSP's own TLS session (trusting its certificate as `tls`
     /// says), then the password delegated to the host.
-    CredSsp { tls: Arc<rustls::ClientConfig> },
+    CredSsp {
+        tls: Arc<rustls::ClientConfig>,
+    },
 }
 
 /// An established security context of one connection.
@@ -271,7 +273,9 @@ impl NtlmTransport {
         let (mut ctx, negotiate) =
             Initiator::start(&self.username, &self.password, &self.host(), binding)
                 .map_err(|e| WinrmError::Config(e.to_string()))?;
-        let resp = self.send(sender, Some(("Negotiate", &negotiate)), None).await?;
+        let resp = self
+            .send(sender, Some(("Negotiate", &negotiate)), None)
+            .await?;
         let challenge = match (resp.status().as_u16(), negotiate_token(resp.headers())) {
             (401, Some(t)) => t,
             (401, None) => {
@@ -291,7 +295,9 @@ impl NtlmTransport {
             .map_err(|e| WinrmError::Protocol(e.to_string()))?;
         // An empty body completes the handshake, as pywinrm and pypsrp do, so that the auth
         // exchange does not depend on the first request's size.
-        let resp = self.send(sender, Some(("Negotiate", &authenticate)), None).await?;
+        let resp = self
+            .send(sender, Some(("Negotiate", &authenticate)), None)
+            .await?;
         match resp.status().as_u16() {
             200..=299 => {}
             401 => return Err(WinrmError::Unauthorized),
@@ -325,7 +331,9 @@ impl NtlmTransport {
         .await
         .map_err(|e| WinrmError::Kerberos(format!("the logon task failed: {e}")))?
         .map_err(|e| WinrmError::Kerberos(e.to_string()))?;
-        let resp = self.send(sender, Some(("Negotiate", &ap_req)), None).await?;
+        let resp = self
+            .send(sender, Some(("Negotiate", &ap_req)), None)
+            .await?;
         match resp.status().as_u16() {
             200..=299 => {}
             401 => return Err(WinrmError::Unauthorized),
@@ -390,7 +398,9 @@ impl NtlmTransport {
                 }
             }
         }
-        Err(WinrmError::CredSsp("the handshake did not finish in 10 legs".into()))
+        Err(WinrmError::CredSsp(
+            "the handshake did not finish in 10 legs".into(),
+        ))
     }
 
     /// A POST to the endpoint: with a `<scheme> <token>` Authorization (handshake legs)
@@ -515,7 +525,9 @@ impl NtlmTransport {
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ntlm::is_encrypted(ct) || super::credssp::is_credssp_encrypted(ct));
+                .is_some_and(|ct| {
+                    ntlm::is_encrypted(ct) || super::credssp::is_credssp_encrypted(ct)
+                });
             let keep = !resp
                 .headers()
                 .get(header::CONNECTION)
@@ -528,10 +540,7 @@ impl NtlmTransport {
                 .to_bytes();
             let body = if encrypted {
                 // A context that cannot unseal is out of step for good: the connection goes.
-                let plain = conn
-                    .ctx
-                    .unwrap(&raw)
-                    .map_err(WinrmError::Encryption)?;
+                let plain = conn.ctx.unwrap(&raw).map_err(WinrmError::Encryption)?;
                 String::from_utf8_lossy(&plain).into_owned()
             } else {
                 String::from_utf8_lossy(&raw).into_owned()

@@ -53,7 +53,10 @@ pub(super) fn unauthorized(cfg: &WsmanConfig) -> Response {
         HeaderValue::from_static("Negotiate"),
     );
     if cfg.credssp.is_some() {
-        h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("CredSSP"));
+        h.append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("CredSSP"),
+        );
     }
     h.append(
         header::WWW_AUTHENTICATE,

@@ -170,7 +170,12 @@ fn client(
 }
 
 /// A CredSSP client pinning the lab's CredSSP certificate.
-fn credssp_client(mode: &Mode, password: &str, ca: &Path, pin: &str) -> anyhow::Result<WinrmClient> {
+fn credssp_client(
+    mode: &Mode,
+    password: &str,
+    ca: &Path,
+    pin: &str,
+) -> anyhow::Result<WinrmClient> {
     let mut cc = ClientConfig::new(
         mode.endpoint.parse()?,
         lab::DEFAULT_USER,

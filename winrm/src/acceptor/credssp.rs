@@ -57,8 +57,8 @@ impl CredSspCert {
         let key = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| fail(&e))?;
         let pkcs8 = key.to_pkcs8_der().map_err(|e| fail(&e))?;
         let pair = rcgen::KeyPair::try_from(pkcs8.as_bytes()).map_err(|e| fail(&e))?;
-        let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned()])
-            .map_err(|e| fail(&e))?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![hostname.to_owned()]).map_err(|e| fail(&e))?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, format!("WSMAN-{hostname}"));
@@ -98,7 +98,8 @@ struct Accounts {
 
 impl Accounts {
     fn domain_ok(&self, domain: Option<&str>) -> bool {
-        domain.is_none_or(|d| d.is_empty() || self.domains.iter().any(|x| x.eq_ignore_ascii_case(d)))
+        domain
+            .is_none_or(|d| d.is_empty() || self.domains.iter().any(|x| x.eq_ignore_ascii_case(d)))
     }
 
     fn identity(username: Username, password: &SecretString) -> AuthIdentity {
@@ -113,7 +114,8 @@ impl CredentialsProxy for Accounts {
     type AuthenticationData = AuthIdentity;
 
     fn auth_data_by_user(&mut self, username: &Username) -> std::io::Result<AuthIdentity> {
-        let denied = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "unknown account");
+        let denied =
+            || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "unknown account");
         if !self.domain_ok(domain_of(username)) {
             return Err(denied());
         }
@@ -211,10 +213,13 @@ impl CredSspAcceptor {
         if plain.is_empty() {
             return Ok(CredSspAccepted::Continue(out));
         }
-        let ts = TsRequest::from_buffer(&plain)
-            .map_err(|e| CredSspError::Protocol(e.to_string()))?;
+        let ts =
+            TsRequest::from_buffer(&plain).map_err(|e| CredSspError::Protocol(e.to_string()))?;
         if ts.version < MIN_VERSION {
-            return self.refuse(format!("CredSSP version {} (below {MIN_VERSION})", ts.version));
+            return self.refuse(format!(
+                "CredSSP version {} (below {MIN_VERSION})",
+                ts.version
+            ));
         }
         if let Some(t) = &ts.nego_tokens
             && let Some(who) = authenticate_user(t)
@@ -234,10 +239,7 @@ impl CredSspAcceptor {
     }
 
     /// Hands the TSRequest to sspi, built on the first one (raw NTLM or SPNEGO, by the token).
-    fn process(
-        &mut self,
-        ts: TsRequest,
-    ) -> Result<Result<ServerState, ServerError>, CredSspError> {
+    fn process(&mut self, ts: TsRequest) -> Result<Result<ServerState, ServerError>, CredSspError> {
         if self.server.is_none() {
             let raw = ts
                 .nego_tokens
@@ -253,8 +255,9 @@ impl CredSspAcceptor {
                     "LAB".into(),
                 ))
             };
-            let server = CredSspServer::new(self.cert.public_key.clone(), self.accounts.clone(), mode)
-                .map_err(|e| CredSspError::Protocol(e.to_string()))?;
+            let server =
+                CredSspServer::new(self.cert.public_key.clone(), self.accounts.clone(), mode)
+                    .map_err(|e| CredSspError::Protocol(e.to_string()))?;
             self.server = Some(Box::new(server));
         }
         let Some(server) = self.server.as_mut() else {
@@ -288,19 +291,26 @@ impl CredSspAcceptor {
     /// must be the one that authenticated, a configured one, with its configured password.
     fn finish(&mut self, delegated: &AuthIdentity) -> Result<CredSspAccepted, CredSspError> {
         let name = delegated.username.account_name().to_owned();
-        let domain = domain_of(&delegated.username).unwrap_or_default().to_owned();
+        let domain = domain_of(&delegated.username)
+            .unwrap_or_default()
+            .to_owned();
         let Some((auth_domain, auth_user)) = self.authenticated.clone() else {
             return self.refuse("no NTLM AUTHENTICATE seen".into());
         };
         if !auth_user.eq_ignore_ascii_case(&name) {
-            return self.refuse(format!("delegated {name:?} but authenticated {auth_user:?}"));
+            return self.refuse(format!(
+                "delegated {name:?} but authenticated {auth_user:?}"
+            ));
         }
         if !self.accounts.domain_ok(Some(&domain)) || !self.accounts.domain_ok(Some(&auth_domain)) {
             return self.refuse(format!("domain {domain:?} is not the lab's"));
         }
         let mut found = None;
         for (u, p) in &self.accounts.users {
-            let ok = u.to_lowercase().as_bytes().ct_eq(name.to_lowercase().as_bytes())
+            let ok = u
+                .to_lowercase()
+                .as_bytes()
+                .ct_eq(name.to_lowercase().as_bytes())
                 & p.expose_secret()
                     .as_bytes()
                     .ct_eq(delegated.password.as_ref().as_bytes());
