@@ -178,3 +178,86 @@ async fn pywinrm_speaks_credssp_to_the_lab() {
         "{stdout}"
     );
 }
+
+/// sspi's own CredSSP client against the lab's acceptor in memory, announcing `version` and
+/// binding pubKeyAuth to the acceptor's key (or, as a man in the middle would, to another).
+fn handshake_in_memory(version: u32, true_key: bool) -> winrm::acceptor::CredSspAccepted {
+    use sspi::credssp::{ClientMode, ClientState, CredSspClient, CredSspMode, TsRequest};
+    use winrm::acceptor::{CredSspAccepted, CredSspAcceptor, CredSspCert};
+    use winrm::credssp::{
+        CredSspTrust, client_tls_config, drain, feed, send_ts, subject_public_key,
+    };
+    let cert = CredSspCert::generate("LAB-IQSVC01").unwrap();
+    let users = vec![(
+        lab::DEFAULT_USER.to_owned(),
+        SecretString::from(common::LAB_PASSWORD),
+    )];
+    let mut acc = CredSspAcceptor::new(&cert, &users, &["CORP".to_owned()]).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("lab").unwrap();
+    let cfg = client_tls_config(CredSspTrust::Unverified).unwrap();
+    let mut tls: rustls::Connection = rustls::ClientConnection::new(cfg, name).unwrap().into();
+    while tls.is_handshaking() {
+        let CredSspAccepted::Continue(back) = acc.step(&drain(&mut tls).unwrap()).unwrap() else {
+            panic!("refused during TLS");
+        };
+        feed(&mut tls, &back).unwrap();
+    }
+    let der = tls.peer_certificates().unwrap()[0].clone();
+    let mut key = subject_public_key(der.as_ref()).unwrap();
+    if !true_key {
+        let last = key.len() - 1;
+        key[last] ^= 1;
+    }
+    let user = sspi::Username::new(lab::DEFAULT_USER, None).unwrap();
+    let identity = sspi::AuthIdentity {
+        username: user,
+        password: common::LAB_PASSWORD.to_owned().into(),
+    };
+    let mut client = CredSspClient::new_with_version(
+        key,
+        sspi::Credentials::AuthIdentity(identity),
+        CredSspMode::WithCredentials,
+        version,
+        ClientMode::Ntlm(sspi::ntlm::NtlmConfig::default()),
+        "HTTP/lab".into(),
+    )
+    .unwrap();
+    let mut state = client
+        .process(TsRequest::default())
+        .resolve_to_result()
+        .unwrap();
+    loop {
+        let ts = match state {
+            ClientState::ReplyNeeded(ts) | ClientState::FinalMessage(ts) => ts,
+        };
+        match acc.step(&send_ts(&mut tls, &ts).unwrap()).unwrap() {
+            CredSspAccepted::Continue(back) => {
+                let reply = TsRequest::from_buffer(&feed(&mut tls, &back).unwrap()).unwrap();
+                state = client.process(reply).resolve_to_result().unwrap();
+            }
+            done => return done,
+        }
+    }
+}
+
+#[test]
+fn the_lab_refuses_old_versions_and_a_foreign_key_binding() {
+    use winrm::acceptor::CredSspAccepted;
+    match handshake_in_memory(6, true) {
+        CredSspAccepted::Delegated(logon) => assert_eq!(logon.user, lab::DEFAULT_USER),
+        _ => panic!("version 6 bound to the right key is accepted"),
+    }
+    match handshake_in_memory(4, true) {
+        CredSspAccepted::Refused { reason, .. } => {
+            assert!(reason.contains("version 4"), "{reason}")
+        }
+        _ => panic!("version 4 (no CVE-2018-0886 fix) is refused"),
+    }
+    assert!(
+        matches!(
+            handshake_in_memory(6, false),
+            CredSspAccepted::Refused { .. }
+        ),
+        "pubKeyAuth bound to another key is refused"
+    );
+}
