@@ -44,6 +44,7 @@ pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
         WinrmAuth::Basic => Auth::Basic,
         WinrmAuth::Ntlm => Auth::Ntlm,
         WinrmAuth::Kerberos => Auth::Kerberos,
+        WinrmAuth::CredSsp => Auth::CredSsp,
     };
     // NTLM and Kerberos seal every message over plain HTTP; Basic would not.
     if endpoint.scheme() == "http" && auth == Auth::Basic {
@@ -62,6 +63,8 @@ pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
     cfg.operation_timeout = s.winrm.operation_timeout;
     cfg.kdc = s.winrm.kdc.clone();
     cfg.spn = s.winrm.spn.clone();
+    cfg.credssp_cert_sha256 = s.winrm.credssp_cert_sha256.clone();
+    cfg.credssp_skip_cert_check = s.winrm.credssp_skip_cert_check;
     Ok(WinrmClient::new(cfg)?)
 }
 

@@ -174,6 +174,8 @@ pub enum WinrmAuth {
     Basic,
     Ntlm,
     Kerberos,
+    /// `credssp`: NTLM inside CredSSP, the password delegated to the host (docs/security.md).
+    CredSsp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +195,10 @@ pub struct Winrm {
     pub kdc: Option<String>,
     /// Kerberos: the host's service principal; `HTTP/<endpoint host>` when unset.
     pub spn: Option<String>,
+    /// CredSSP: SHA-256 fingerprints of the host's CredSSP certificate (`CN=WSMAN-<host>`).
+    pub credssp_cert_sha256: Vec<String>,
+    /// CredSSP: do not check the host's CredSSP certificate (logged at start-up).
+    pub credssp_skip_cert_check: bool,
     #[serde(skip)]
     pub password: Option<SecretString>,
 }
@@ -388,6 +394,8 @@ impl Default for Winrm {
             operation_timeout: Duration::from_secs(20),
             kdc: None,
             spn: None,
+            credssp_cert_sha256: Vec::new(),
+            credssp_skip_cert_check: false,
             password: None,
         }
     }

@@ -121,6 +121,7 @@ async fn pywinrm_sees_windows_behaviour_from_the_wsman_service() {
         max_envelope_kb: 500,
         cbt_hardening: Default::default(),
         kerberos: None,
+        credssp: None,
     };
     let app = wsman::router(cfg, Arc::new(PeerHost));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -206,6 +206,7 @@ async fn a_receive_that_times_out_twice_then_completes_is_one_result() {
             max_envelope_kb: 500,
             cbt_hardening: Default::default(),
             kerberos: None,
+            credssp: None,
         },
         Arc::new(common::echo_host::EchoHost),
     )

@@ -382,6 +382,7 @@ async fn the_client_streams_large_stdin_and_output_across_envelopes() {
             max_envelope_kb: 500,
             cbt_hardening: Default::default(),
             kerberos: None,
+            credssp: None,
         },
         std::sync::Arc::new(common::echo_host::EchoHost),
     );

@@ -55,11 +55,12 @@ fi
 log "RabbitMQ ready"
 
 # --- Python peers for the independent-client tests (WinRM clients run against the lab) ---
-if ! python3 -c 'import winrm, pypsrp, aiosmtpd, yaml, schemathesis' >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
-  log "installing pywinrm, pypsrp and aiosmtpd"
-  python3 -m pip install -q pywinrm pypsrp aiosmtpd pyyaml schemathesis
+# requests-credssp is pywinrm's CredSSP transport (tests/winrm_credssp.rs).
+if ! python3 -c 'import winrm, requests_credssp, pypsrp, aiosmtpd, yaml, schemathesis' >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
+  log "installing pywinrm, requests-credssp, pypsrp and aiosmtpd"
+  python3 -m pip install -q pywinrm requests-credssp pypsrp aiosmtpd pyyaml schemathesis
 fi
-log "pywinrm, pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"
+log "pywinrm (with requests-credssp), pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"
 
 # --- pykerberos (pywinrm's Kerberos transport, built against MIT krb5) and kinit ---
 if ! python3 -c 'import kerberos' >/dev/null 2>&1 || ! command -v kinit >/dev/null 2>&1; then

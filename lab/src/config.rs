@@ -33,6 +33,8 @@ pub struct LabConfig {
     pub cbt_hardening: winrm::acceptor::CbtHardening,
     /// Kerberos accepted on both listeners when set.
     pub kerberos: Option<wsman::LabKerberos>,
+    /// CredSSP accepted and offered on both listeners (Windows' default: off).
+    pub credssp: bool,
 }
 
 /// `127.0.0.1:0`: a free loopback port, picked when the lab binds.
@@ -62,6 +64,7 @@ impl LabConfig {
             cbt_hardening: Default::default(),
             ldap_password: None,
             kerberos: None,
+            credssp: false,
         }
     }
 
@@ -144,6 +147,13 @@ impl LabConfig {
     /// Kerberos accepted on both listeners (`None`: not offered).
     pub fn with_kerberos(mut self, kerberos: Option<wsman::LabKerberos>) -> LabConfig {
         self.kerberos = kerberos;
+        self
+    }
+
+    /// CredSSP on both listeners (`Enable-WSManCredSSP -Role Server`), on a fresh RSA
+    /// `CN=WSMAN-<host>` certificate made at start.
+    pub fn with_credssp(mut self, on: bool) -> LabConfig {
+        self.credssp = on;
         self
     }
 }

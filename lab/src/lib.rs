@@ -45,6 +45,8 @@ pub struct Lab {
     pub tls_cert_pem: Option<String>,
     /// Where the lab's LDAP server listens, when it serves one.
     pub ldap_addr: Option<SocketAddr>,
+    /// SHA-256 fingerprint of the CredSSP certificate, when CredSSP is on (the client pins it).
+    pub credssp_cert_sha256: Option<String>,
     state: SharedState,
     down: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
@@ -64,7 +66,9 @@ impl Lab {
             None => (None, None),
         };
         let down = Arc::new(tokio::sync::Notify::new());
-        let app = router(&cfg, &state, &down);
+        let credssp = credssp_settings(&cfg).await?;
+        let credssp_cert_sha256 = credssp.as_ref().map(|c| c.cert.fingerprint.clone());
+        let app = router(&cfg, &state, &down, credssp);
         let (tls_addr, tls_cert_pem, tls_task) = match cfg.tls_listen {
             Some(listen) => {
                 let (addr, pem, task) = start_tls(listen, &cfg, app.clone()).await?;
@@ -88,6 +92,7 @@ impl Lab {
             tls_cert_pem,
             tls_task,
             ldap_addr,
+            credssp_cert_sha256,
             state,
             task,
             ldap_task,
@@ -279,7 +284,32 @@ async fn start_directory(
 }
 
 /// `/wsman` behind the host-level faults, and the lab's own `/lab/…` API beside it.
-fn router(cfg: &LabConfig, state: &SharedState, down: &Arc<tokio::sync::Notify>) -> Router {
+/// CredSSP's certificate (an RSA key takes a moment: off the runtime's threads).
+async fn credssp_settings(cfg: &LabConfig) -> std::io::Result<Option<wsman::LabCredSsp>> {
+    if !cfg.credssp {
+        return Ok(None);
+    }
+    let cert = tokio::task::spawn_blocking(|| winrm::acceptor::CredSspCert::generate(HOSTNAME))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+    let netbios = directory::LAB_DOMAIN
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_uppercase();
+    Ok(Some(wsman::LabCredSsp {
+        cert,
+        domains: vec![netbios, directory::LAB_DOMAIN.to_owned()],
+    }))
+}
+
+fn router(
+    cfg: &LabConfig,
+    state: &SharedState,
+    down: &Arc<tokio::sync::Notify>,
+    credssp: Option<wsman::LabCredSsp>,
+) -> Router {
     let host = Arc::new(exchange::LabHost {
         state: state.clone(),
         hostname: HOSTNAME.to_owned(),
@@ -293,6 +323,7 @@ fn router(cfg: &LabConfig, state: &SharedState, down: &Arc<tokio::sync::Notify>)
         max_envelope_kb: cfg.max_envelope_kb,
         cbt_hardening: cfg.cbt_hardening,
         kerberos: cfg.kerberos.clone(),
+        credssp,
     };
     wsman::router(wsman_cfg, host)
         .layer(middleware::from_fn_with_state(

@@ -72,6 +72,9 @@ pub struct LabArgs {
     /// Kerberos accounts allowed in (Remote Management Users); default: --user.
     #[arg(long)]
     pub kerberos_user: Vec<String>,
+    /// Accept and offer CredSSP on both listeners (off by default, as on Windows).
+    #[arg(long)]
+    pub credssp: bool,
 }
 
 fn parse_budget(s: &str) -> Result<(u32, std::time::Duration), String> {
@@ -136,7 +139,8 @@ fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
         .with_faults(faults)
         .with_max_envelope_kb(args.max_envelope_kb)
         .with_cbt_hardening(cbt)
-        .with_kerberos(kerberos);
+        .with_kerberos(kerberos)
+        .with_credssp(args.credssp);
     if let Some(listen) = args.tls_listen {
         cfg = cfg.with_tls(listen, args.tls_cert_out.clone());
     }
@@ -217,6 +221,9 @@ fn print_addresses(lab: &Lab, args: &LabArgs, accounts: usize) {
         lab::directory::LAB_BASE_DN,
         lab.addr
     );
+    if let Some(pin) = &lab.credssp_cert_sha256 {
+        println!("mailboxd lab: CredSSP on; winrm.credssp_cert_sha256 = \"{pin}\"");
+    }
     if let Some(tls) = lab.tls_endpoint() {
         println!(
             "mailboxd lab: WinRM over HTTPS at {tls}{}",

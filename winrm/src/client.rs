@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use secrecy::SecretString;
 
+use super::credssp::{CredSspTrust, client_tls_config, parse_sha256};
 use super::error::WinrmError;
 use super::soap::{self, Envelope, RequestHeader, esc};
 use super::transport::{BasicTransport, Mechanism, NtlmTransport};
@@ -23,6 +24,10 @@ pub enum Auth {
     /// Kerberos through Negotiate: a password logon at `kdc`, a ticket for `spn`, mutual
     /// authentication; messages sealed over http as with NTLM.
     Kerberos,
+    /// CredSSP: NTLM inside CredSSP's TLS session, then the password is delegated to the
+    /// host (it can reach Exchange and AD as the account: the second hop). Messages are
+    /// encrypted with that TLS session over http, plain inside https.
+    CredSsp,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +48,10 @@ pub struct ClientConfig {
     pub kdc: Option<String>,
     /// Kerberos: the host's SPN; `HTTP/<endpoint host>` when not given.
     pub spn: Option<String>,
+    /// CredSSP: SHA-256 fingerprints of the host's CredSSP (`CN=WSMAN-<host>`) certificate.
+    pub credssp_cert_sha256: Vec<String>,
+    /// CredSSP: trust any CredSSP certificate (explicit, logged at start-up).
+    pub credssp_skip_cert_check: bool,
 }
 
 impl ClientConfig {
@@ -59,6 +68,8 @@ impl ClientConfig {
             max_envelope_size: 153_600,
             kdc: None,
             spn: None,
+            credssp_cert_sha256: Vec::new(),
+            credssp_skip_cert_check: false,
         }
     }
 }
@@ -149,8 +160,10 @@ fn basic_http_client(
 
 /// NTLM, or Kerberos at the configured KDC for the host's SPN (`HTTP/<host>` by default).
 fn mechanism(cfg: &ClientConfig) -> Result<Mechanism, WinrmError> {
-    if cfg.auth != Auth::Kerberos {
-        return Ok(Mechanism::Ntlm);
+    match cfg.auth {
+        Auth::Kerberos => {}
+        Auth::CredSsp => return credssp_mechanism(cfg),
+        Auth::Basic | Auth::Ntlm => return Ok(Mechanism::Ntlm),
     }
     let kdc = cfg.kdc.clone().ok_or_else(|| {
         WinrmError::Config("winrm.auth = \"kerberos\" needs winrm.kdc (tcp://dc.example:88)".into())
@@ -158,6 +171,34 @@ fn mechanism(cfg: &ClientConfig) -> Result<Mechanism, WinrmError> {
     let host = cfg.endpoint.host_str().unwrap_or_default().to_owned();
     let spn = cfg.spn.clone().unwrap_or_else(|| format!("HTTP/{host}"));
     Ok(Mechanism::Kerberos { kdc, spn })
+}
+
+/// CredSSP trusting the pinned certificate, or any with `credssp_skip_cert_check`.
+fn credssp_mechanism(cfg: &ClientConfig) -> Result<Mechanism, WinrmError> {
+    let trust = if cfg.credssp_skip_cert_check {
+        tracing::warn!(
+            endpoint = %cfg.endpoint,
+            "winrm.credssp_skip_cert_check: the host's CredSSP certificate is not checked; only the NTLM proof ties the session to the host"
+        );
+        CredSspTrust::Unverified
+    } else {
+        let mut pins = Vec::new();
+        for text in &cfg.credssp_cert_sha256 {
+            pins.push(parse_sha256(text).ok_or_else(|| {
+                WinrmError::Config(format!(
+                    "winrm.credssp_cert_sha256 {text:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+                ))
+            })?);
+        }
+        if pins.is_empty() {
+            return Err(WinrmError::Config(
+                "winrm.auth = \"credssp\" needs winrm.credssp_cert_sha256: the SHA-256 fingerprint of the host's CN=WSMAN-<host> certificate (or winrm.credssp_skip_cert_check = true, knowingly)".into(),
+            ));
+        }
+        CredSspTrust::Pinned(pins)
+    };
+    let tls = client_tls_config(trust).map_err(|e| WinrmError::Config(e.to_string()))?;
+    Ok(Mechanism::CredSsp { tls })
 }
 
 /// A WinRM client for one endpoint; cheap to clone.
@@ -178,7 +219,7 @@ impl WinrmClient {
                 username: cfg.username.clone(),
                 password: cfg.password.clone(),
             }),
-            Auth::Ntlm | Auth::Kerberos => {
+            Auth::Ntlm | Auth::Kerberos | Auth::CredSsp => {
                 let mechanism = mechanism(&cfg)?;
                 let tls = if https {
                     Some(

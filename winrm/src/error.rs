@@ -53,6 +53,12 @@ pub enum WinrmError {
         "Kerberos logon failed: {0} (check winrm.kdc, the account as user@REALM, its password, and that the host's SPN HTTP/<fqdn> exists with AES keys)"
     )]
     Kerberos(String),
+    #[error(
+        "the WinRM host does not offer CredSSP (it offers {0}): on the host run `Enable-WSManCredSSP -Role Server` (winrm/config/service/auth CredSSP=true), or choose another winrm.auth"
+    )]
+    CredSspNotOffered(String),
+    #[error("CredSSP with the WinRM host failed: {0}")]
+    CredSsp(String),
     #[error("the WinRM host answered HTTP {status}: {body_excerpt}")]
     Http { status: u16, body_excerpt: String },
     #[error("WS-Management fault: {0}")]
@@ -91,6 +97,8 @@ impl WinrmError {
             | WinrmError::Tls(_)
             | WinrmError::Unauthorized
             | WinrmError::Kerberos(_)
+            | WinrmError::CredSspNotOffered(_)
+            | WinrmError::CredSsp(_)
             | WinrmError::AccessDenied(_)
             | WinrmError::EnvelopeTooLarge(_)
             | WinrmError::Fault(_)
@@ -108,6 +116,8 @@ impl WinrmError {
                 | WinrmError::Tls(_)
                 | WinrmError::Unauthorized
                 | WinrmError::Kerberos(_)
+                | WinrmError::CredSspNotOffered(_)
+                | WinrmError::CredSsp(_)
                 | WinrmError::AccessDenied(_)
         )
     }
@@ -128,6 +138,8 @@ impl WinrmError {
             WinrmError::OperationTimeout(_) => "operation_timeout",
             WinrmError::Encryption(_) => "encryption",
             WinrmError::Kerberos(_) => "kerberos",
+            WinrmError::CredSspNotOffered(_) => "credssp_not_offered",
+            WinrmError::CredSsp(_) => "credssp",
             WinrmError::Http { .. } => "http",
             WinrmError::Fault(_) => "fault",
             WinrmError::Protocol(_) => "protocol",

@@ -7,6 +7,7 @@
 pub mod acceptor;
 mod client;
 pub mod clixml;
+pub mod credssp;
 pub mod error;
 pub mod kerberos;
 pub mod ntlm;

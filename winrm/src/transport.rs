@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 
+use super::credssp::{CredSspError, CredSspInitiator};
 use super::error::WinrmError;
 use super::kerberos::KrbInitiator;
 use super::ntlm::{self, Initiator, NtlmError};
@@ -98,27 +99,48 @@ pub(crate) enum Mechanism {
         kdc: String,
         spn: String,
     },
+    /// CredSSP: NTLM inside CredSSP's own TLS session (trusting its certificate as `tls`
+    /// says), then the password delegated to the host.
+    CredSsp {
+        tls: Arc<rustls::ClientConfig>,
+    },
 }
 
 /// An established security context of one connection.
 enum SecCtx {
     Ntlm(Box<Initiator>),
     Kerberos(Box<KrbInitiator>),
+    CredSsp(Box<CredSspInitiator>),
 }
 
 impl SecCtx {
-    fn wrap(&mut self, plain: &[u8]) -> Result<Vec<u8>, NtlmError> {
+    /// The sealed body and its Content-Type.
+    fn wrap(&mut self, plain: &[u8]) -> Result<(Vec<u8>, String), String> {
+        let spnego = |r: Result<Vec<u8>, NtlmError>| {
+            r.map(|b| (b, ntlm::ENCRYPTED_CONTENT_TYPE.to_owned()))
+                .map_err(|e| e.to_string())
+        };
         match self {
-            SecCtx::Ntlm(c) => c.wrap(plain),
-            SecCtx::Kerberos(c) => c.wrap(plain),
+            SecCtx::Ntlm(c) => spnego(c.wrap(plain)),
+            SecCtx::Kerberos(c) => spnego(c.wrap(plain)),
+            SecCtx::CredSsp(c) => c.wrap(plain).map_err(|e| e.to_string()),
         }
     }
 
-    fn unwrap(&mut self, body: &[u8]) -> Result<Vec<u8>, NtlmError> {
+    fn unwrap(&mut self, body: &[u8]) -> Result<Vec<u8>, String> {
         match self {
-            SecCtx::Ntlm(c) => c.unwrap(body),
-            SecCtx::Kerberos(c) => c.unwrap(body),
+            SecCtx::Ntlm(c) => c.unwrap(body).map_err(|e| e.to_string()),
+            SecCtx::Kerberos(c) => c.unwrap(body).map_err(|e| e.to_string()),
+            SecCtx::CredSsp(c) => c.unwrap(body).map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// A CredSSP failure as the worker sorts it: a refused password is Unauthorized as with NTLM.
+fn credssp_error(e: CredSspError) -> WinrmError {
+    match e {
+        CredSspError::Refused(_) => WinrmError::Unauthorized,
+        other => WinrmError::CredSsp(other.to_string()),
     }
 }
 
@@ -232,6 +254,8 @@ impl NtlmTransport {
                 self.kerberos_handshake(&mut sender, kdc, spn, binding)
                     .await?
             }
+            // pubKeyAuth, not channel binding, ties CredSSP to its (inner) TLS session.
+            Mechanism::CredSsp { tls } => self.credssp_handshake(&mut sender, tls).await?,
         };
         Ok(NtlmConn {
             sender,
@@ -249,7 +273,9 @@ impl NtlmTransport {
         let (mut ctx, negotiate) =
             Initiator::start(&self.username, &self.password, &self.host(), binding)
                 .map_err(|e| WinrmError::Config(e.to_string()))?;
-        let resp = self.send(sender, Some(&negotiate), None).await?;
+        let resp = self
+            .send(sender, Some(("Negotiate", &negotiate)), None)
+            .await?;
         let challenge = match (resp.status().as_u16(), negotiate_token(resp.headers())) {
             (401, Some(t)) => t,
             (401, None) => {
@@ -269,7 +295,9 @@ impl NtlmTransport {
             .map_err(|e| WinrmError::Protocol(e.to_string()))?;
         // An empty body completes the handshake, as pywinrm and pypsrp do, so that the auth
         // exchange does not depend on the first request's size.
-        let resp = self.send(sender, Some(&authenticate), None).await?;
+        let resp = self
+            .send(sender, Some(("Negotiate", &authenticate)), None)
+            .await?;
         match resp.status().as_u16() {
             200..=299 => {}
             401 => return Err(WinrmError::Unauthorized),
@@ -303,7 +331,9 @@ impl NtlmTransport {
         .await
         .map_err(|e| WinrmError::Kerberos(format!("the logon task failed: {e}")))?
         .map_err(|e| WinrmError::Kerberos(e.to_string()))?;
-        let resp = self.send(sender, Some(&ap_req), None).await?;
+        let resp = self
+            .send(sender, Some(("Negotiate", &ap_req)), None)
+            .await?;
         match resp.status().as_u16() {
             200..=299 => {}
             401 => return Err(WinrmError::Unauthorized),
@@ -337,28 +367,67 @@ impl NtlmTransport {
         Ok(SecCtx::Kerberos(Box::new(ctx)))
     }
 
-    /// A POST to the endpoint: with a `Negotiate` token (handshake legs) and/or a body.
+    /// CredSSP's legs (MS-WSMV 2.2.9.1.3): TLS records of CredSSP's own session, then
+    /// TSRequests inside it, each in `Authorization: CredSSP`, until the delegated
+    /// credentials' leg is answered 200.
+    async fn credssp_handshake(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<SecCtx, WinrmError> {
+        let (mut ctx, mut token) =
+            CredSspInitiator::start(&self.username, &self.password, &self.host(), tls)
+                .map_err(credssp_error)?;
+        // 5 legs with pywinrm's shape, 6 with sspi's own SPNEGO ordering; a bound stops a loop.
+        for leg in 0..10 {
+            let resp = self.send(sender, Some(("CredSSP", &token)), None).await?;
+            let status = resp.status().as_u16();
+            let reply = scheme_token(resp.headers(), &["credssp"]);
+            let offers = offered(resp.headers());
+            drain(resp).await?;
+            match (status, reply) {
+                (200..=299, _) if ctx.is_done() => return Ok(SecCtx::CredSsp(Box::new(ctx))),
+                (401, Some(t)) => token = ctx.step(&t).map_err(credssp_error)?,
+                (401, None) if leg == 0 => return Err(WinrmError::CredSspNotOffered(offers)),
+                (401, None) => return Err(WinrmError::Unauthorized),
+                (s, _) => {
+                    return Err(WinrmError::Http {
+                        status: s,
+                        body_excerpt: format!("in CredSSP leg {}", leg + 1),
+                    });
+                }
+            }
+        }
+        Err(WinrmError::CredSsp(
+            "the handshake did not finish in 10 legs".into(),
+        ))
+    }
+
+    /// A POST to the endpoint: with a `<scheme> <token>` Authorization (handshake legs)
+    /// and/or a body with its Content-Type.
     fn request(
         &self,
-        token: Option<&[u8]>,
-        body: Option<(Vec<u8>, &'static str)>,
+        token: Option<(&str, &[u8])>,
+        body: Option<(Vec<u8>, String)>,
     ) -> Result<hyper::Request<Full<Bytes>>, WinrmError> {
         let mut req = hyper::Request::post(self.endpoint.path())
             .header(header::HOST, self.authority())
             .header(header::ACCEPT_ENCODING, "identity")
             .header(header::USER_AGENT, "mailboxd");
-        if let Some(t) = token {
+        if let Some((scheme, t)) = token {
             req = req.header(
                 header::AUTHORIZATION,
                 format!(
-                    "Negotiate {}",
+                    "{scheme} {}",
                     base64::engine::general_purpose::STANDARD.encode(t)
                 ),
             );
         }
         let body = match body {
             Some((b, content_type)) => {
-                req = req.header(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                let value = HeaderValue::from_str(&content_type)
+                    .map_err(|e| WinrmError::Protocol(e.to_string()))?;
+                req = req.header(header::CONTENT_TYPE, value);
                 b
             }
             None => Vec::new(),
@@ -370,8 +439,8 @@ impl NtlmTransport {
     async fn send(
         &self,
         sender: &mut SendRequest<Full<Bytes>>,
-        token: Option<&[u8]>,
-        body: Option<(Vec<u8>, &'static str)>,
+        token: Option<(&str, &[u8])>,
+        body: Option<(Vec<u8>, String)>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, WinrmError> {
         let req = self.request(token, body)?;
         sender
@@ -390,7 +459,7 @@ impl NtlmTransport {
     async fn send_unless_closed(
         &self,
         sender: &mut SendRequest<Full<Bytes>>,
-        body: (Vec<u8>, &'static str),
+        body: (Vec<u8>, String),
     ) -> Result<hyper::Response<hyper::body::Incoming>, Unsent> {
         let req = self.request(None, Some(body)).map_err(Unsent::Failed)?;
         if let Err(e) = sender.ready().await {
@@ -426,13 +495,11 @@ impl NtlmTransport {
             };
             // Inside TLS the envelope travels as it is, as Windows' own client sends it.
             let body = if self.tls.is_some() {
-                (envelope.clone().into_bytes(), SOAP_CONTENT_TYPE)
+                (envelope.clone().into_bytes(), SOAP_CONTENT_TYPE.to_owned())
             } else {
-                let sealed = conn
-                    .ctx
+                conn.ctx
                     .wrap(envelope.as_bytes())
-                    .map_err(|e| WinrmError::Encryption(e.to_string()))?;
-                (sealed, ntlm::ENCRYPTED_CONTENT_TYPE)
+                    .map_err(WinrmError::Encryption)?
             };
             let resp = match self.send_unless_closed(&mut conn.sender, body).await {
                 Ok(r) => r,
@@ -458,7 +525,9 @@ impl NtlmTransport {
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .is_some_and(ntlm::is_encrypted);
+                .is_some_and(|ct| {
+                    ntlm::is_encrypted(ct) || super::credssp::is_credssp_encrypted(ct)
+                });
             let keep = !resp
                 .headers()
                 .get(header::CONNECTION)
@@ -471,10 +540,7 @@ impl NtlmTransport {
                 .to_bytes();
             let body = if encrypted {
                 // A context that cannot unseal is out of step for good: the connection goes.
-                let plain = conn
-                    .ctx
-                    .unwrap(&raw)
-                    .map_err(|e| WinrmError::Encryption(e.to_string()))?;
+                let plain = conn.ctx.unwrap(&raw).map_err(WinrmError::Encryption)?;
                 String::from_utf8_lossy(&plain).into_owned()
             } else {
                 String::from_utf8_lossy(&raw).into_owned()
@@ -521,13 +587,18 @@ async fn drain(resp: hyper::Response<hyper::body::Incoming>) -> Result<(), Winrm
 
 /// The token of a `WWW-Authenticate: Negotiate <b64>` header.
 fn negotiate_token(headers: &hyper::HeaderMap) -> Option<Vec<u8>> {
+    scheme_token(headers, &["negotiate", "ntlm"])
+}
+
+/// The token of a `WWW-Authenticate: <scheme> <b64>` header for one of `schemes`.
+fn scheme_token(headers: &hyper::HeaderMap, schemes: &[&str]) -> Option<Vec<u8>> {
     headers
         .get_all(header::WWW_AUTHENTICATE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(|v| {
             let (scheme, token) = v.split_once(' ')?;
-            if !scheme.eq_ignore_ascii_case("negotiate") && !scheme.eq_ignore_ascii_case("ntlm") {
+            if !schemes.iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
                 return None;
             }
             base64::engine::general_purpose::STANDARD

@@ -1,6 +1,6 @@
-//! Who may in: HTTP Basic per request, or Negotiate (NTLM, Kerberos) per connection — NTLM
-//! authenticates a TCP connection, so its context lives as long as the connection and seals
-//! and unseals that connection's messages.
+//! Who may in: HTTP Basic per request, or Negotiate (NTLM, Kerberos) or CredSSP per
+//! connection — these authenticate a TCP connection, so the context lives as long as the
+//! connection and seals and unseals that connection's messages.
 
 use std::sync::Arc;
 
@@ -10,7 +10,9 @@ use base64::Engine;
 use parking_lot::Mutex;
 use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
-use winrm::acceptor::{self, Accepted, Acceptor, KeytabEntry, KrbAcceptor};
+use winrm::acceptor::{
+    self, Accepted, Acceptor, CredSspAccepted, CredSspAcceptor, KeytabEntry, KrbAcceptor,
+};
 use winrm::ntlm;
 
 use super::fault::Fault;
@@ -41,13 +43,21 @@ pub(super) fn authenticate(cfg: &WsmanConfig, headers: &HeaderMap) -> Option<Str
     found
 }
 
-pub(super) fn unauthorized() -> Response {
+/// The anonymous 401: the schemes the listener offers (CredSSP only when enabled, as
+/// `Auth/CredSSP=true` does on Windows).
+pub(super) fn unauthorized(cfg: &WsmanConfig) -> Response {
     let mut r = StatusCode::UNAUTHORIZED.into_response();
     let h = r.headers_mut();
     h.append(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Negotiate"),
     );
+    if cfg.credssp.is_some() {
+        h.append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("CredSSP"),
+        );
+    }
     h.append(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"WSMAN\""),
@@ -75,12 +85,20 @@ impl ConnSecurity {
             binding: Some(binding),
         }
     }
+
+    /// Whether this connection's logon holds the user's network credentials (a second hop
+    /// from its processes works): only a completed CredSSP logon does (the client delegated
+    /// its password, which the lab checked and dropped); NTLM and Kerberos logons do not.
+    pub fn carries_delegated_credentials(&self) -> bool {
+        matches!(&*self.ctx.lock(), Some(ConnCtx::CredSsp(a)) if a.user().is_some())
+    }
 }
 
 /// The security context a connection negotiated.
 pub(super) enum ConnCtx {
     Ntlm(Box<Acceptor>),
     Kerberos(Box<KrbAcceptor>),
+    CredSsp(Box<CredSspAcceptor>),
 }
 
 impl ConnCtx {
@@ -88,6 +106,7 @@ impl ConnCtx {
         match self {
             ConnCtx::Ntlm(a) => a.user(),
             ConnCtx::Kerberos(a) => a.user(),
+            ConnCtx::CredSsp(a) => a.user(),
         }
     }
 
@@ -95,6 +114,17 @@ impl ConnCtx {
         match self {
             ConnCtx::Ntlm(a) => a.wrap(plain),
             ConnCtx::Kerberos(a) => a.wrap(plain),
+            ConnCtx::CredSsp(a) => a
+                .wrap(plain)
+                .map_err(|e| ntlm::NtlmError::Handshake(e.to_string())),
+        }
+    }
+
+    /// The Content-Type of a reply sealed with this context.
+    pub(super) fn sealed_content_type(&self, plain_len: usize) -> String {
+        match self {
+            ConnCtx::CredSsp(_) => winrm::credssp::content_type(plain_len),
+            _ => ntlm::ENCRYPTED_CONTENT_TYPE.to_owned(),
         }
     }
 
@@ -102,8 +132,19 @@ impl ConnCtx {
         match self {
             ConnCtx::Ntlm(a) => a.unwrap(body),
             ConnCtx::Kerberos(a) => a.unwrap(body),
+            ConnCtx::CredSsp(a) => a
+                .unwrap(body)
+                .map_err(|e| ntlm::NtlmError::Handshake(e.to_string())),
         }
     }
+}
+
+/// The lab's CredSSP listener settings: its certificate, and the domain names an account
+/// may be given with (NetBIOS and DNS).
+#[derive(Clone, Debug)]
+pub struct LabCredSsp {
+    pub cert: acceptor::CredSspCert,
+    pub domains: Vec<String>,
 }
 
 /// Kerberos on the lab's listener: the SPN, its key from a keytab, and the accounts allowed in
@@ -143,7 +184,7 @@ pub(super) fn negotiate(
     token: &str,
 ) -> Result<(String, Option<Vec<u8>>), Box<Response>> {
     let Some(conn) = conn else {
-        return Err(Box::new(unauthorized()));
+        return Err(Box::new(unauthorized(&server.cfg)));
     };
     let Ok(token) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
         return Err(Box::new(
@@ -154,7 +195,7 @@ pub(super) fn negotiate(
     if acceptor::is_krb5_token(&token) {
         let Some(krb) = &server.cfg.kerberos else {
             tracing::info!("lab has no keytab: Kerberos refused");
-            return Err(Box::new(unauthorized()));
+            return Err(Box::new(unauthorized(&server.cfg)));
         };
         let accepted = KrbAcceptor::new(&krb.spn, &krb.key).and_then(|mut a| {
             let (ap_rep, user) =
@@ -175,7 +216,7 @@ pub(super) fn negotiate(
             Err(e) => {
                 *slot = None;
                 tracing::info!(error = %e, "lab refused a Kerberos logon");
-                Err(Box::new(unauthorized()))
+                Err(Box::new(unauthorized(&server.cfg)))
             }
         };
     }
@@ -184,7 +225,7 @@ pub(super) fn negotiate(
         *slot = Some(ConnCtx::Ntlm(Box::default()));
     }
     let Some(ConnCtx::Ntlm(acceptor)) = slot.as_mut() else {
-        return Err(Box::new(unauthorized()));
+        return Err(Box::new(unauthorized(&server.cfg)));
     };
     match acceptor.step(
         &token,
@@ -197,7 +238,69 @@ pub(super) fn negotiate(
         Err(e) => {
             *slot = None;
             tracing::info!(error = %e, "lab refused an NTLM logon");
-            Err(Box::new(unauthorized()))
+            Err(Box::new(unauthorized(&server.cfg)))
+        }
+    }
+}
+
+/// Adds `WWW-Authenticate: CredSSP <token>` (the next TLS records of CredSSP's session).
+fn credssp_challenge(token: &[u8]) -> Response {
+    let mut r = StatusCode::UNAUTHORIZED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "CredSSP {}",
+        base64::engine::general_purpose::STANDARD.encode(token)
+    )) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r.headers_mut().insert(
+        header::SERVER,
+        HeaderValue::from_static("Microsoft-HTTPAPI/2.0"),
+    );
+    r
+}
+
+/// One CredSSP leg on this connection: the next token to send, or the user whose
+/// credentials were delegated (see [`ConnCtx::carries_delegated_credentials`]).
+pub(super) fn credssp(
+    server: &Server,
+    conn: Option<&Arc<ConnSecurity>>,
+    token: &str,
+) -> Result<(String, Option<Vec<u8>>), Box<Response>> {
+    let (Some(conn), Some(cfg)) = (conn, &server.cfg.credssp) else {
+        // CredSSP off (Windows' default): the anonymous 401, which does not offer it.
+        return Err(Box::new(unauthorized(&server.cfg)));
+    };
+    let Ok(token) = base64::engine::general_purpose::STANDARD.decode(token.trim()) else {
+        return Err(Box::new(
+            (StatusCode::BAD_REQUEST, "CredSSP token is not base64").into_response(),
+        ));
+    };
+    let mut slot = conn.ctx.lock();
+    // A ClientHello starts a new context, also on a connection that had one.
+    if acceptor::credssp::is_client_hello(&token) {
+        match CredSspAcceptor::new(&cfg.cert, &server.cfg.users, &cfg.domains) {
+            Ok(a) => *slot = Some(ConnCtx::CredSsp(Box::new(a))),
+            Err(e) => {
+                tracing::warn!(error = %e, "lab cannot start a CredSSP context");
+                return Err(Box::new(unauthorized(&server.cfg)));
+            }
+        }
+    }
+    let Some(ConnCtx::CredSsp(acceptor)) = slot.as_mut() else {
+        return Err(Box::new(unauthorized(&server.cfg)));
+    };
+    match acceptor.step(&token) {
+        Ok(CredSspAccepted::Continue(t)) => Err(Box::new(credssp_challenge(&t))),
+        Ok(CredSspAccepted::Delegated(logon)) => Ok((logon.user, None)),
+        Ok(CredSspAccepted::Refused { token, reason }) => {
+            *slot = None;
+            tracing::info!(%reason, "lab refused a CredSSP logon");
+            Err(Box::new(credssp_challenge(&token)))
+        }
+        Err(e) => {
+            *slot = None;
+            tracing::info!(error = %e, "lab refused a CredSSP logon");
+            Err(Box::new(unauthorized(&server.cfg)))
         }
     }
 }

@@ -28,8 +28,8 @@ use winrm::acceptor::CbtHardening;
 use winrm::ntlm;
 use winrm::soap::{self, Envelope};
 
-pub use auth::{ConnSecurity, LabKerberos};
-use auth::{authenticate, negotiate, unauthorized, with_token};
+pub use auth::{ConnSecurity, LabCredSsp, LabKerberos};
+use auth::{authenticate, credssp, negotiate, unauthorized, with_token};
 use fault::{Fault, reply, soap_response};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +92,8 @@ pub struct WsmanConfig {
     pub cbt_hardening: CbtHardening,
     /// Kerberos accepted when set.
     pub kerberos: Option<LabKerberos>,
+    /// CredSSP accepted (and offered) when set; Windows' default is off.
+    pub credssp: Option<LabCredSsp>,
 }
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(7200);
@@ -165,7 +167,7 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
     let sealed = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(ntlm::is_encrypted);
+        .is_some_and(|ct| ntlm::is_encrypted(ct) || winrm::credssp::is_credssp_encrypted(ct));
     let body = match plain_body(conn.as_ref(), raw, sealed, limit) {
         Ok(b) => b,
         Err(r) => return *r,
@@ -206,9 +208,10 @@ fn sender(
         {
             negotiate(server, conn, token)
         }
+        Some((s, token)) if s.eq_ignore_ascii_case("credssp") => credssp(server, conn, token),
         Some(_) => authenticate(&server.cfg, headers)
             .map(|u| (u, None))
-            .ok_or_else(|| Box::new(unauthorized())),
+            .ok_or_else(|| Box::new(unauthorized(&server.cfg))),
         // Later requests on an NTLM-authenticated connection carry no Authorization header.
         None => conn
             .and_then(|c| {
@@ -218,7 +221,7 @@ fn sender(
                     .and_then(|a| a.user().map(str::to_owned))
             })
             .map(|u| (u, None))
-            .ok_or_else(|| Box::new(unauthorized())),
+            .ok_or_else(|| Box::new(unauthorized(&server.cfg))),
     }
 }
 
@@ -267,13 +270,18 @@ async fn seal_reply(resp: Response, conn: Option<&Arc<ConnSecurity>>) -> Respons
         Ok(b) => b,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };
-    let wrapped = conn.and_then(|c| c.ctx.lock().as_mut().map(|a| a.wrap(&plain)));
+    let wrapped = conn.and_then(|c| {
+        c.ctx
+            .lock()
+            .as_mut()
+            .map(|a| (a.wrap(&plain), a.sealed_content_type(plain.len())))
+    });
     match wrapped {
-        Some(Ok(w)) => {
-            parts.headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(ntlm::ENCRYPTED_CONTENT_TYPE),
-            );
+        Some((Ok(w), content_type)) => {
+            let Ok(content_type) = HeaderValue::from_str(&content_type) else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            parts.headers.insert(header::CONTENT_TYPE, content_type);
             parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, axum::body::Body::from(w))
         }
@@ -346,11 +354,12 @@ async fn soap(server: &Server, user: &str, client_ip: &str, body: &[u8]) -> Resp
 
 fn config_document(cfg: &WsmanConfig) -> String {
     format!(
-        "<cfg:Config xmlns:cfg=\"{}\"><cfg:MaxEnvelopeSizekb>{}</cfg:MaxEnvelopeSizekb><cfg:MaxTimeoutms>{}</cfg:MaxTimeoutms><cfg:MaxBatchItems>32000</cfg:MaxBatchItems><cfg:Service><cfg:MaxConcurrentOperationsPerUser>1500</cfg:MaxConcurrentOperationsPerUser><cfg:MaxConnections>300</cfg:MaxConnections><cfg:AllowUnencrypted>true</cfg:AllowUnencrypted><cfg:Auth><cfg:Basic>true</cfg:Basic><cfg:Kerberos>{}</cfg:Kerberos><cfg:Negotiate>true</cfg:Negotiate><cfg:Certificate>false</cfg:Certificate><cfg:CredSSP>false</cfg:CredSSP><cfg:CbtHardeningLevel>{:?}</cfg:CbtHardeningLevel></cfg:Auth></cfg:Service><cfg:Winrs><cfg:AllowRemoteShellAccess>true</cfg:AllowRemoteShellAccess><cfg:IdleTimeout>{}</cfg:IdleTimeout><cfg:MaxShellsPerUser>{}</cfg:MaxShellsPerUser></cfg:Winrs></cfg:Config>",
+        "<cfg:Config xmlns:cfg=\"{}\"><cfg:MaxEnvelopeSizekb>{}</cfg:MaxEnvelopeSizekb><cfg:MaxTimeoutms>{}</cfg:MaxTimeoutms><cfg:MaxBatchItems>32000</cfg:MaxBatchItems><cfg:Service><cfg:MaxConcurrentOperationsPerUser>1500</cfg:MaxConcurrentOperationsPerUser><cfg:MaxConnections>300</cfg:MaxConnections><cfg:AllowUnencrypted>true</cfg:AllowUnencrypted><cfg:Auth><cfg:Basic>true</cfg:Basic><cfg:Kerberos>{}</cfg:Kerberos><cfg:Negotiate>true</cfg:Negotiate><cfg:Certificate>false</cfg:Certificate><cfg:CredSSP>{}</cfg:CredSSP><cfg:CbtHardeningLevel>{:?}</cfg:CbtHardeningLevel></cfg:Auth></cfg:Service><cfg:Winrs><cfg:AllowRemoteShellAccess>true</cfg:AllowRemoteShellAccess><cfg:IdleTimeout>{}</cfg:IdleTimeout><cfg:MaxShellsPerUser>{}</cfg:MaxShellsPerUser></cfg:Winrs></cfg:Config>",
         soap::NS_CONFIG,
         cfg.max_envelope_kb,
         cfg.max_operation_timeout.as_millis(),
         cfg.kerberos.is_some(),
+        cfg.credssp.is_some(),
         cfg.cbt_hardening,
         DEFAULT_IDLE.as_millis(),
         cfg.max_shells_per_user

@@ -74,7 +74,10 @@ pub(crate) async fn run(
     let lab = Lab::start(lab_config(&password, &ca, kdc.as_ref())?).await?;
     let mut rows = Vec::new();
     for mode in modes(&lab, kdc.is_some())? {
-        let client = client(&mode, &password, &ca, kdc.as_ref())?;
+        let client = match (&lab.credssp_cert_sha256, mode.auth) {
+            (Some(pin), Auth::CredSsp) => credssp_client(&mode, &password, &ca, pin)?,
+            _ => client(&mode, &password, &ca, kdc.as_ref())?,
+        };
         rows.push(measure(mode.name, &client, shells, commands).await?);
     }
     let _ = std::fs::remove_file(&ca);
@@ -114,7 +117,8 @@ fn lab_config(password: &str, ca: &Path, kdc: Option<&Kdc>) -> anyhow::Result<La
         SecretString::from(password.to_owned()),
     )
     .with_tls(LOOPBACK_ANY_PORT, Some(ca.to_owned()))
-    .with_kerberos(kerberos))
+    .with_kerberos(kerberos)
+    .with_credssp(true))
 }
 
 /// Basic and NTLM over HTTP and HTTPS; Kerberos too when there is a KDC.
@@ -133,6 +137,8 @@ fn modes(lab: &Lab, kerberos: bool) -> anyhow::Result<Vec<Mode>> {
         mode("basic/https", Auth::Basic, &https),
         mode("ntlm/http (sealed)", Auth::Ntlm, &http),
         mode("ntlm/https (channel-bound)", Auth::Ntlm, &https),
+        mode("credssp/http (encrypted)", Auth::CredSsp, &http),
+        mode("credssp/https", Auth::CredSsp, &https),
     ];
     if kerberos {
         modes.push(mode("kerberos/http (sealed)", Auth::Kerberos, &http));
@@ -160,6 +166,24 @@ fn client(
         cc.kdc = Some(k.kdc.clone());
         cc.spn = Some(k.spn.clone());
     }
+    Ok(WinrmClient::new(cc)?)
+}
+
+/// A CredSSP client pinning the lab's CredSSP certificate.
+fn credssp_client(
+    mode: &Mode,
+    password: &str,
+    ca: &Path,
+    pin: &str,
+) -> anyhow::Result<WinrmClient> {
+    let mut cc = ClientConfig::new(
+        mode.endpoint.parse()?,
+        lab::DEFAULT_USER,
+        SecretString::from(password.to_owned()),
+    );
+    cc.auth = Auth::CredSsp;
+    cc.ca_file = Some(ca.to_owned());
+    cc.credssp_cert_sha256 = vec![pin.to_owned()];
     Ok(WinrmClient::new(cc)?)
 }
 

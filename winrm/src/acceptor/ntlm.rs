@@ -37,7 +37,7 @@ pub struct Acceptor {
 }
 
 /// A field (`u16 len, u16 maxlen, u32 offset`) of an NTLM message.
-fn field(msg: &[u8], at: usize) -> Option<&[u8]> {
+pub(super) fn field(msg: &[u8], at: usize) -> Option<&[u8]> {
     let hdr = msg.get(at..at + 8)?;
     let len = u16::from_le_bytes([hdr[0], hdr[1]]) as usize;
     let off = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as usize;
@@ -48,7 +48,7 @@ fn utf16le(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect()
 }
 
-fn from_utf16le(b: &[u8]) -> String {
+pub(super) fn from_utf16le(b: &[u8]) -> String {
     let units: Vec<u16> = b
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
