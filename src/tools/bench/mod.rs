@@ -97,7 +97,7 @@ pub enum Which {
         #[arg(long, default_value_t = 50_000)]
         events: usize,
     },
-    /// Per-command overhead of each WinRM mode (Basic/NTLM × HTTP/HTTPS) against the lab:
+    /// Per-command overhead of each WinRM mode (Basic/NTLM/CredSSP × HTTP/HTTPS, Kerberos with --kerberos-env) against the lab:
     /// a fresh shell per command, and a command in an open shell.
     Winrm {
         #[arg(long, default_value_t = 50)]
