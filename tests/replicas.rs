@@ -28,23 +28,7 @@ async fn three_replicas_run_every_job_exactly_once() {
         ids.push(ev.id);
     }
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let counts = env.store.count_by_state().await.unwrap();
-        let done: i64 = counts
-            .iter()
-            .filter(|(s, _)| s.is_terminal())
-            .map(|(_, n)| n)
-            .sum();
-        if done as usize == N {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all jobs finished: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_terminal(&env, N, Duration::from_secs(120)).await;
     for id in &ids {
         let job = env.store.job_by_event(id).await.unwrap().unwrap();
         assert_eq!(job.state, JobState::Succeeded, "{job:?}");
