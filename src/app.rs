@@ -191,6 +191,13 @@ impl Drop for App {
 /// The Exchange side from `[exchange]` and `[winrm]`, with a warning for a warm-session
 /// count the host or the workers cannot use.
 fn exchange(settings: &Settings) -> anyhow::Result<Exchange> {
+    // Also for settings that did not come through Settings::load (embedded uses).
+    settings.validate_exchange()?;
+    if settings.exchange.mode == crate::config::ExchangeMode::None {
+        tracing::warn!(
+            "exchange.mode = \"none\": a fresh powershell.exe -NoProfile has no Exchange cmdlets, so every batch fails with CommandNotFoundException unless the host provides them some other way"
+        );
+    }
     let client = winrm_client(settings)?;
     let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone())
         .redacting(settings.secret_values());

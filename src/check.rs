@@ -217,22 +217,38 @@ async fn winrm_hostname(s: &Settings) -> Verdict {
 }
 
 async fn exchange_session(s: &Settings) -> Verdict {
+    // What the daemon would refuse at start (the second hop, no servers) is named first.
+    if let Err(e) = s.validate_exchange() {
+        return fail(e);
+    }
     let client = match crate::app::winrm_client(s) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
     let ex = crate::exchange::Exchange::new(client, &s.exchange, s.winrm.endpoint.clone())
         .redacting(s.secret_values());
-    // A batch of no accounts: opens the session in the configured mode, touches nothing.
+    // A batch of no accounts: opens the session in the configured mode and reads one
+    // recipient (common.ps1), so the second hop is tried for real; it changes nothing.
     match ex
         .run_batch(crate::exchange::Template::EnableRemoteMailbox, Vec::new())
         .await
     {
         Ok(_) => (
             Status::Ok,
-            format!("session opened in {:?} mode", s.exchange.mode).to_lowercase(),
+            format!(
+                "session opened in {} mode and read a recipient (the second hop works)",
+                format!("{:?}", s.exchange.mode).to_lowercase()
+            ),
         ),
-        Err(e) => fail(e),
+        Err(e) => fail(explain_host(&e.to_string())),
+    }
+}
+
+/// A session failure, with what it means and what to do when it is the host's set-up.
+fn explain_host(error: &str) -> String {
+    match crate::windows_host::HostProblem::recognise(error) {
+        Some(problem) => format!("{} — {error}", problem.explain()),
+        None => error.to_owned(),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "lab")]
 pub mod tools;
+pub mod windows_host;
 pub mod worker;
 
 use std::sync::OnceLock;

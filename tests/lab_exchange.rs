@@ -111,7 +111,7 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
 #[tokio::test]
 async fn a_proxy_address_in_use_is_a_permanent_error() {
     let lab = lab_with(vec![remote("first", false, false), seed("second")]).await;
-    let ex = exchange(&lab, ExchangeMode::None);
+    let ex = exchange(&lab, ExchangeMode::Remote);
     let mut a = account("second");
     a.primary_smtp_address = Some("first@corp.example".into());
     let id = a.job_id;

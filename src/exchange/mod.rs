@@ -184,6 +184,10 @@ impl Exchange {
             // A session that cannot open is the configuration's fault, never one account's.
             let class = match classify(session_error.reason.as_deref(), &message) {
                 ErrorClass::Permanent => ErrorClass::Systemic,
+                // The host's set-up (the second hop, its execution policy): no retry mends it.
+                _ if crate::windows_host::HostProblem::recognise(&message).is_some() => {
+                    ErrorClass::Systemic
+                }
                 other => other,
             };
             if let Some(retry_after) = throttling(&message) {
@@ -202,6 +206,18 @@ impl Exchange {
             // Not one account's problem: the session mode does not fit this host.
             let message = self.redact(r.message.as_deref().unwrap_or("CommandNotFoundException"));
             return Err(ExchangeError::CmdletsMissing { message });
+        }
+        if let Some(r) = last.values().find(|r| second_hop_directory(r)) {
+            // The snap-in reached the DC anonymously: every account fails the same way until
+            // the host's logon can authenticate onwards.
+            let message = self.redact(r.message.as_deref().unwrap_or("000004DC"));
+            return Err(ExchangeError::Session {
+                class: ErrorClass::Systemic,
+                message: format!(
+                    "{} — {message}",
+                    crate::windows_host::HostProblem::SecondHopDirectory.explain()
+                ),
+            });
         }
         if let Some(r) = last.values().find(|r| dropped(r)) {
             let message = self.redact(r.message.as_deref().unwrap_or("the session was dropped"));
@@ -276,6 +292,14 @@ impl Exchange {
         }
         t
     }
+}
+
+/// Whether an account's cmdlet failed because the process reached the DC without a bind of
+/// its own (the snap-in after a logon that holds no network credentials).
+fn second_hop_directory(r: &ResultLine) -> bool {
+    r.status == "error"
+        && crate::windows_host::HostProblem::recognise(r.message.as_deref().unwrap_or(""))
+            == Some(crate::windows_host::HostProblem::SecondHopDirectory)
 }
 
 /// Whether a result line is an account's cmdlet failing because Exchange dropped the session.

@@ -86,6 +86,10 @@ fn exchange_env(s: &Settings) -> Env {
             x.connection_uris.join(","),
         ));
     }
+    if let Some(hop) = x.second_hop {
+        let hop = format!("{hop:?}").to_lowercase();
+        env.push(var("MAILBOXD__EXCHANGE__SECOND_HOP", hop));
+    }
     if let Some(user) = &x.username {
         env.push(var("MAILBOXD__EXCHANGE__USERNAME", user));
     }

@@ -130,7 +130,10 @@ impl TestEnv {
         s.winrm.username = lab::DEFAULT_USER.into();
         s.winrm.password = Some(SecretString::from(winrm_password.clone()));
         s.winrm.allow_unencrypted = true;
-        s.exchange.mode = ExchangeMode::None;
+        // Remote, as on a real host ("none" finds no Exchange cmdlets); the second hop works
+        // because the lab's WinRM logon is Basic (a cleartext logon).
+        s.exchange.mode = ExchangeMode::Remote;
+        s.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
         s.exchange.batch_linger = Duration::ZERO;
         // Directory checks against the lab's domain controller, as a deployment does against AD.
         s.ldap = mailboxd::tools::lab_setup::ldap_settings(&lab, lab::DEFAULT_USER, ldap_password)
