@@ -236,8 +236,9 @@ async fn exchange_session(s: &Settings) -> Verdict {
         Ok(_) => (
             Status::Ok,
             format!(
-                "session opened in {} mode and read a recipient (the second hop works)",
-                format!("{:?}", s.exchange.mode).to_lowercase()
+                "session opened in {} mode and read a recipient (the second hop works: {})",
+                format!("{:?}", s.exchange.mode).to_lowercase(),
+                s.second_hop_remedy()
             ),
         ),
         Err(e) => fail(explain_host(&e.to_string())),
@@ -247,8 +248,11 @@ async fn exchange_session(s: &Settings) -> Verdict {
 /// A session failure, with what it means and what to do when it is the host's set-up.
 fn explain_host(error: &str) -> String {
     match crate::windows_host::HostProblem::recognise(error) {
-        Some(problem) => format!("{} — {error}", problem.explain()),
-        None => error.to_owned(),
+        // The Exchange client explains the session failures it recognises itself.
+        Some(problem) if !error.contains(&problem.explain()) => {
+            format!("{} — {error}", problem.explain())
+        }
+        _ => error.to_owned(),
     }
 }
 

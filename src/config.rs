@@ -732,6 +732,26 @@ impl Settings {
             || self.winrm.auth == WinrmAuth::Basic
     }
 
+    /// Which answer to the second hop is in force, in words (`mailboxd check` prints it).
+    pub fn second_hop_remedy(&self) -> &'static str {
+        let x = &self.exchange;
+        match (x.mode, x.second_hop) {
+            (ExchangeMode::None, _) => "none needed (exchange.mode = \"none\")",
+            (_, Some(SecondHop::Delegation)) => "Kerberos delegation configured in AD",
+            (ExchangeMode::Remote, Some(SecondHop::Credential)) => {
+                "an explicit Exchange credential"
+            }
+            (ExchangeMode::Remote, None) if x.username.is_some() => {
+                "an explicit Exchange credential"
+            }
+            _ if self.winrm_is_credssp() => "CredSSP (the WinRM logon's password is delegated)",
+            _ if self.winrm.auth == WinrmAuth::Basic => {
+                "a Basic WinRM logon (the host was given the password)"
+            }
+            _ => "none (the daemon refuses this configuration)",
+        }
+    }
+
     fn winrm_is_credssp(&self) -> bool {
         self.winrm.auth == WinrmAuth::CredSsp
     }
@@ -820,7 +840,10 @@ mod tests {
         assert!(credssp.validate_exchange().is_ok());
         let mut ntlm_delegation = remote(WinrmAuth::Ntlm);
         ntlm_delegation.exchange.second_hop = Some(SecondHop::Delegation);
-        assert_eq!(invalid_key(&ntlm_delegation).map(|k| k.0), Some("winrm.auth"));
+        assert_eq!(
+            invalid_key(&ntlm_delegation).map(|k| k.0),
+            Some("winrm.auth")
+        );
         let mut snapin = remote(WinrmAuth::Ntlm);
         snapin.exchange.mode = ExchangeMode::Snapin;
         snapin.exchange.second_hop = Some(SecondHop::Credential);

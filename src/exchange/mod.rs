@@ -181,13 +181,17 @@ impl Exchange {
             .find(|r| r.scope.as_deref() == Some("session"))
         {
             let message = self.redact(session_error.message.as_deref().unwrap_or("unknown error"));
+            // The host's set-up (the second hop, its execution policy): no retry mends it,
+            // and the job, the alert and the circuit say what does.
+            if let Some(problem) = crate::windows_host::HostProblem::recognise(&message) {
+                return Err(ExchangeError::Session {
+                    class: ErrorClass::Systemic,
+                    message: format!("{} — {message}", problem.explain()),
+                });
+            }
             // A session that cannot open is the configuration's fault, never one account's.
             let class = match classify(session_error.reason.as_deref(), &message) {
                 ErrorClass::Permanent => ErrorClass::Systemic,
-                // The host's set-up (the second hop, its execution policy): no retry mends it.
-                _ if crate::windows_host::HostProblem::recognise(&message).is_some() => {
-                    ErrorClass::Systemic
-                }
                 other => other,
             };
             if let Some(retry_after) = throttling(&message) {
