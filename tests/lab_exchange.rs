@@ -3,10 +3,12 @@
 
 mod common;
 
+use common::account_data as account;
+
 use common::{LAB_PASSWORD, remote, seed};
 use lab::{self, Lab, Recipient};
 use mailboxd::config::{self, ExchangeMode};
-use mailboxd::exchange::{AccountData, AccountOutcome, Exchange, Template};
+use mailboxd::exchange::{AccountOutcome, Exchange, Template};
 use mailboxd::store::ErrorClass;
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -35,19 +37,6 @@ fn exchange(lab: &Lab, mode: ExchangeMode) -> Exchange {
         ..config::Exchange::default()
     };
     Exchange::new(client, &ex, lab.endpoint())
-}
-
-fn account(identity: &str) -> AccountData {
-    AccountData {
-        job_id: Uuid::new_v4(),
-        identity: identity.into(),
-        sam_account_name: identity.into(),
-        domain_controller: Some("dc1.corp.example".into()),
-        remote_routing_address: Some(format!("{identity}@tenant.mail.onmicrosoft.com")),
-        alias: None,
-        primary_smtp_address: None,
-        archive: false,
-    }
 }
 
 fn status(o: &AccountOutcome) -> String {

@@ -6,12 +6,14 @@
 
 mod common;
 
+use common::account_data as account;
+
 use std::time::{Duration, Instant};
 
 use common::{LAB_PASSWORD, seed};
 use lab::{Lab, LabConfig, Throttle};
 use mailboxd::config::{self, ExchangeMode};
-use mailboxd::exchange::{AccountData, AccountOutcome, Exchange, ExchangeError, Template};
+use mailboxd::exchange::{AccountOutcome, Exchange, ExchangeError, Template};
 use mailboxd::store::ErrorClass;
 use mailboxd::windows_host::HostProblem;
 use secrecy::SecretString;
@@ -55,19 +57,6 @@ fn exchange_cfg(mode: ExchangeMode, credential: bool) -> config::Exchange {
 
 fn exchange(lab: &Lab, auth: Auth, x: &config::Exchange) -> Exchange {
     Exchange::new(client(lab, auth), x, lab.endpoint())
-}
-
-fn account(identity: &str) -> AccountData {
-    AccountData {
-        job_id: Uuid::new_v4(),
-        identity: identity.into(),
-        sam_account_name: identity.into(),
-        domain_controller: Some("dc1.corp.example".into()),
-        remote_routing_address: Some(format!("{identity}@tenant.mail.onmicrosoft.com")),
-        alias: None,
-        primary_smtp_address: None,
-        archive: false,
-    }
 }
 
 /// The session failure of an empty batch (what `mailboxd check` runs).

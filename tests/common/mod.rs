@@ -411,3 +411,18 @@ pub fn http() -> reqwest::Client {
     winrm::tls::install_provider();
     reqwest::Client::new()
 }
+
+/// One account of a batch as the worker hands it to the Exchange client: a joiner for
+/// `identity` with the tenant's routing address, on the lab's DC.
+pub fn account_data(identity: &str) -> mailboxd::exchange::AccountData {
+    mailboxd::exchange::AccountData {
+        job_id: uuid::Uuid::new_v4(),
+        identity: identity.into(),
+        sam_account_name: identity.into(),
+        domain_controller: Some("dc1.corp.example".into()),
+        remote_routing_address: Some(format!("{identity}@tenant.mail.onmicrosoft.com")),
+        alias: None,
+        primary_smtp_address: None,
+        archive: false,
+    }
+}
