@@ -133,6 +133,22 @@ async fn the_snapin_after_ntlm_binds_anonymously_and_check_reads_a_recipient() {
     );
     let read = &lab.invocations_of("Get-RemoteMailbox")[0];
     assert_eq!(read.parameter("ResultSize"), Some(&serde_json::json!(1)));
+    // With accounts, the anonymous bind fails each cmdlet; that is the host's set-up, not
+    // one account's: the whole batch fails as systemic (circuit, one alert), with the fix.
+    let e = ex
+        .run_batch(
+            Template::EnableRemoteMailbox,
+            vec![account("alice"), account("bob")],
+        )
+        .await
+        .expect_err("no account is judged on an anonymous bind");
+    assert_eq!(e.class(), ErrorClass::Systemic);
+    let text = e.to_string();
+    assert!(
+        text.starts_with("could not open the Exchange session: the second hop failed"),
+        "{text}"
+    );
+    assert!(text.contains("Enable-WSManCredSSP"), "{text}");
     // Basic is a cleartext logon: the snap-in's directory access works.
     let ok = exchange(
         &lab,
