@@ -115,6 +115,11 @@ impl Exchange {
         self.warm.is_some()
     }
 
+    /// Cmdlets opening this Exchange session costs in Exchange's cmdlet budget.
+    pub fn session_cmdlets(&self) -> u32 {
+        ps_templates::session_cmdlets(&self.session)
+    }
+
     /// Ends the warm processes (shutdown); nothing without warm sessions.
     pub async fn close(&self) {
         if let Some(pool) = &self.warm {
