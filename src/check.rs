@@ -156,11 +156,20 @@ async fn rabbitmq(s: &Settings) -> Verdict {
             Status::Ok,
             format!("queue {queue} holds {} message(s)", q.message_count()),
         ),
-        Err(_) => (
+        // 404 NOT_FOUND: a normal answer before the daemon's first start. (lapin logs the
+        // channel the broker closes for it as an ERROR; `check` silences that target.)
+        Err(e) if is_not_found(&e) => (
             Status::Ok,
             format!("connected; queue {queue} does not exist yet (the daemon declares it)"),
         ),
+        Err(e) => fail(format!(
+            "connected, but cannot look at queue {queue}: {e} (check the user's permissions on the vhost)"
+        )),
     }
+}
+
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
 }
 
 /// One probe per configured domain controller.
