@@ -105,7 +105,9 @@ impl Exchange {
     /// Warm processes hold slots of the cluster's session budget for as long as they live.
     pub fn with_budget(mut self, budget: std::sync::Arc<crate::budget::SessionBudget>) -> Exchange {
         if let Some(pool) = &self.warm {
-            self.warm = Some(std::sync::Arc::new(pool.with_budget(budget)));
+            let pool = std::sync::Arc::new(pool.with_budget(budget));
+            warm::WarmPool::reap_idle(&pool);
+            self.warm = Some(pool);
         }
         self
     }
