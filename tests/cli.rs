@@ -274,6 +274,23 @@ async fn check_prints_its_table_without_a_library_error_above_it() {
     assert!(lines[0].starts_with("CHECK "), "{out}");
     let rabbit = lines.iter().find(|l| l.starts_with("RabbitMQ")).unwrap();
     assert!(rabbit.contains("does not exist yet"), "{out}");
+    let budget = lines
+        .iter()
+        .find(|l| l.starts_with("Exchange session budget"))
+        .unwrap();
+    assert!(budget.contains("cmdlets not paced"), "{out}");
+    // With the cmdlet budget set, the line says what is used of it.
+    let (_, out, _) = env.cli_with(
+        &["check"],
+        &[
+            ("MAILBOXD__EXCHANGE__MAX_CMDLETS", "400"),
+            ("MAILBOXD__EXCHANGE__CMDLET_WINDOW", "60s"),
+        ],
+    );
+    assert!(
+        out.contains("cmdlets in the window now: 0 of exchange.max_cmdlets = 400 per 60 s"),
+        "{out}"
+    );
     // STATUS and MS line up under their headers, whatever the probe's name.
     let status_at = lines[0].find("STATUS").unwrap();
     for line in &lines[1..] {
