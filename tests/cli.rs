@@ -303,3 +303,34 @@ async fn check_prints_its_table_without_a_library_error_above_it() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmdlet_budget_that_cannot_work_is_refused_with_what_to_set() {
+    let env = TestEnv::new(vec![]).await;
+    // Half of Exchange's pair: the window is missing.
+    let (code, _, err) = env.cli_with(&["check"], &[("MAILBOXD__EXCHANGE__MAX_CMDLETS", "400")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exchange.cmdlet_window"), "{err}");
+
+    // A budget smaller than one account's batch: the daemon does not start.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+        .arg("run")
+        .envs(env.daemon_env())
+        .env("MAILBOXD__EXCHANGE__MAX_CMDLETS", "2")
+        .env("MAILBOXD__EXCHANGE__CMDLET_WINDOW", "10s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_exit(&mut child, std::time::Duration::from_secs(30));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
+    assert!(
+        err.contains("exchange.max_cmdlets = 2 cannot hold one account's batch"),
+        "{err}"
+    );
+}
