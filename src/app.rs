@@ -81,6 +81,14 @@ impl App {
             crate::replica_name().to_owned(),
             settings.exchange.max_sessions,
             settings.exchange.session_lease,
+            crate::budget::CmdletLimit::from_config(&settings.exchange).map(|limit| {
+                crate::budget::CmdletBudget::new(
+                    store.clone(),
+                    crate::replica_name().to_owned(),
+                    limit,
+                    settings.worker.batch_timeout,
+                )
+            }),
         )
         .await
         .context("setting up the Exchange session budget")?;
@@ -115,7 +123,8 @@ impl App {
             store: store.clone(),
             exchange: exchange.clone(),
             cfg: settings.worker.clone(),
-            batch_size: settings.exchange.batch_size,
+            batch_size: budget
+                .batch_size(settings.exchange.batch_size, exchange.session_cmdlets())?,
             batch_linger: settings.exchange.batch_linger,
             remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
             replica: replica.clone(),

@@ -245,6 +245,12 @@ pub struct Exchange {
     /// every third of it): a killed replica's slots come back by themselves after it.
     #[serde(with = "humantime_secs")]
     pub session_lease: Duration,
+    /// Exchange's PowerShellMaxCmdlets for the service account: cmdlets all replicas run
+    /// within `cmdlet_window` (its PowerShellMaxCmdletsTimePeriod). Batches are paced to it
+    /// instead of being refused. Unset (Exchange's default is Unlimited): not paced.
+    pub max_cmdlets: Option<u32>,
+    #[serde(default, with = "humantime_opt")]
+    pub cmdlet_window: Option<Duration>,
     /// A batch smaller than `batch_size` waits this long for more jobs before it runs, so a
     /// burst shares Exchange sessions instead of paying one per trickle. 0: run at once.
     #[serde(with = "humantime_secs")]
@@ -431,6 +437,8 @@ impl Default for Exchange {
             batch_size: 50,
             max_sessions: 12,
             session_lease: Duration::from_secs(30),
+            max_cmdlets: None,
+            cmdlet_window: None,
             batch_linger: Duration::from_millis(200),
             second_hop: None,
             username: None,
@@ -651,6 +659,7 @@ impl Settings {
                 reason: "must be at least 1s".into(),
             });
         }
+        self.validate_cmdlet_budget()?;
         if self.worker.max_attempts < 1 {
             return Err(ConfigError::Invalid {
                 key: "worker.max_attempts",
@@ -754,6 +763,35 @@ impl Settings {
 
     fn winrm_is_credssp(&self) -> bool {
         self.winrm.auth == WinrmAuth::CredSsp
+    }
+}
+
+impl Settings {
+    /// `exchange.max_cmdlets` and `exchange.cmdlet_window` go together, as Exchange's
+    /// PowerShellMaxCmdlets and PowerShellMaxCmdletsTimePeriod do.
+    fn validate_cmdlet_budget(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        match (self.exchange.max_cmdlets, self.exchange.cmdlet_window) {
+            (None, None) => Ok(()),
+            (Some(_), None) => invalid(
+                "exchange.cmdlet_window",
+                "set it with exchange.max_cmdlets: the throttling policy's PowerShellMaxCmdletsTimePeriod, e.g. \"60s\"",
+            ),
+            (None, Some(_)) => invalid(
+                "exchange.max_cmdlets",
+                "set it with exchange.cmdlet_window: the throttling policy's PowerShellMaxCmdlets",
+            ),
+            (Some(0), _) => invalid("exchange.max_cmdlets", "must be at least 1"),
+            (_, Some(w)) if w.is_zero() => {
+                invalid("exchange.cmdlet_window", "must be longer than 0s")
+            }
+            (Some(_), Some(_)) => Ok(()),
+        }
     }
 }
 

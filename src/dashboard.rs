@@ -155,7 +155,47 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     }
     body.push_str("</div>");
     body.push_str(&chart(&s).await);
+    body.push_str(&exchange_budget(&s).await);
     page("Overview", &body)
+}
+
+/// The Exchange budget in words: sessions in use of the cluster's maximum, this replica's
+/// share and waiting batches, Exchange's refusals, and the cmdlets in the window.
+async fn exchange_budget(s: &AdminState) -> String {
+    let local = s.budget.local();
+    let cluster = s.store.budget_use().await.ok();
+    let in_use = cluster
+        .as_ref()
+        .map_or_else(|| "an unknown number".into(), |c| c.in_use.to_string());
+    let refusals = match &cluster {
+        Some(c) if c.throttled_recently > 0 => format!(
+            "<b>Exchange refused {} time(s)</b> in the last 15 minutes (all replicas): someone else uses the service account, or the budget is above its throttling policy.",
+            c.throttled_recently
+        ),
+        _ => "Exchange refused nothing in the last 15 minutes.".into(),
+    };
+    let cmdlets = match s.budget.cmdlets() {
+        Some(c) => format!(
+            "Cmdlets: {} of {} used in the {} s window (all replicas); {} batch(es) of this replica waiting for room.",
+            s.store
+                .cmdlets_in_window()
+                .await
+                .map_or_else(|_| "?".into(), |n| n.to_string()),
+            c.limit().max,
+            c.limit().window.as_secs_f64(),
+            c.waiting()
+        ),
+        None => "Cmdlets are not paced (<code>exchange.max_cmdlets</code> unset, as Exchange's default policy has no cmdlet limit).".into(),
+    };
+    format!(
+        "<h2>Exchange budget</h2><p id=\"exchange-budget\">Sessions: {in_use} of {max} in use (all replicas). \
+         This replica may hold {share} and holds {held}; {waiting} batch(es) waiting for a session. {refusals}</p>\
+         <p id=\"cmdlet-budget\">{cmdlets}</p>",
+        max = local.max_sessions,
+        share = local.share,
+        held = local.held,
+        waiting = local.waiting,
+    )
 }
 
 /// Jobs finished per hour over the last 24 h as an inline SVG bar chart.

@@ -28,6 +28,8 @@
 //! | `mailboxd_exchange_session_share` | gauge | — (this replica's adaptive share) |
 //! | `mailboxd_exchange_session_waiters` | gauge | — (batches of this replica waiting for a slot) |
 //! | `mailboxd_exchange_throttled_total` | counter | — (Exchange's refusals seen by this replica) |
+//! | `mailboxd_exchange_cmdlets_in_window` | gauge | — (all replicas; only with `exchange.max_cmdlets`) |
+//! | `mailboxd_exchange_cmdlet_waiters` | gauge | — (batches of this replica waiting for room) |
 
 use std::sync::OnceLock;
 
@@ -73,6 +75,12 @@ pub async fn render(
     metrics::gauge!("mailboxd_exchange_session_waiters").set(local.waiting as f64);
     if let Ok(cluster) = store.budget_use().await {
         metrics::gauge!("mailboxd_exchange_sessions_in_use").set(cluster.in_use as f64);
+    }
+    if let Some(cmdlets) = budget.cmdlets() {
+        metrics::gauge!("mailboxd_exchange_cmdlet_waiters").set(cmdlets.waiting() as f64);
+        if let Ok(n) = store.cmdlets_in_window().await {
+            metrics::gauge!("mailboxd_exchange_cmdlets_in_window").set(n as f64);
+        }
     }
     if let Ok(counts) = store.count_by_state().await {
         for state in crate::store::JobState::ALL {

@@ -87,6 +87,7 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
     assert!(home.contains("Circuit closed"), "{home}");
     assert!(home.contains("Broker connected"), "{home}");
     assert!(home.contains("<svg id=\"chart\""), "{home}");
+    assert!(home.contains("Cmdlets are not paced"), "{home}");
 
     // The failed list, and a search by account that escapes what it shows.
     let list = get(format!("{base}/jobs?state=failed")).await;
@@ -142,5 +143,53 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
     let alerts = get(format!("{base}/alerts")).await;
     assert!(alerts.contains("dashonprem"), "{alerts}");
 
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_overview_tells_the_exchange_budget_in_words() {
+    let mut env = TestEnv::new(vec![seed("dashbudget")]).await;
+    env.settings.admin.open_reads = true;
+    env.settings.exchange.max_sessions = 5;
+    env.settings.exchange.max_cmdlets = Some(50);
+    env.settings.exchange.cmdlet_window = Some(std::time::Duration::from_secs(600));
+    let app = env.start_daemon().await;
+    let ev = env.joiner("dashbudget");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    // Another replica on the database was refused by Exchange.
+    env.store
+        .record_throttled(
+            "other-replica",
+            None,
+            "Fail to create a runspace because you have exceeded the maximum number of connections allowed : 18",
+        )
+        .await
+        .unwrap();
+
+    let home = env
+        .http
+        .get(format!("http://{}/", app.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Idle claim loops take a slot for a moment to look for work: the count in use varies.
+    assert!(home.contains(" of 5 in use (all replicas)."), "{home}");
+    assert!(
+        home.contains("This replica may hold 5 and holds "),
+        "{home}"
+    );
+    assert!(
+        home.contains("Exchange refused 1 time(s)</b> in the last 15 minutes"),
+        "{home}"
+    );
+    // The joiner's Enable-RemoteMailbox, counted for the 10 minutes after its batch.
+    assert!(
+        home.contains("Cmdlets: 1 of 50 used in the 600 s window (all replicas); 0 batch(es) of this replica waiting for room."),
+        "{home}"
+    );
     app.stop().await;
 }

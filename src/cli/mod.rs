@@ -7,6 +7,7 @@ mod jobs;
 mod poison;
 mod publish;
 mod reconcile;
+mod table;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ use crate::telemetry::LogFormat;
 pub use jobs::JobsCommand;
 pub use poison::PoisonCommand;
 pub use publish::PublishArgs;
+use table::{Align, Table};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,11 +85,15 @@ pub enum Command {
 }
 
 impl Command {
-    /// The demo prints its own progress; its daemon only speaks up about problems.
+    /// The demo prints its own progress; its daemon only speaks up about problems. `check`
+    /// looks at the queue passively: a queue that does not exist yet makes the broker close
+    /// the channel (404), which lapin logs as an ERROR above the table, while the table
+    /// reports it as the normal answer it is (and any other failure as FAIL).
     pub fn log_level(&self) -> &'static str {
         match self {
             #[cfg(feature = "lab")]
             Command::Demo(_) => "warn",
+            Command::Check { .. } => "info,lapin::channel=off",
             _ => "info",
         }
     }
@@ -178,17 +184,22 @@ async fn check(settings: &Settings, json: bool) -> anyhow::Result<i32> {
 }
 
 fn print_probes(probes: &[Probe]) -> anyhow::Result<()> {
-    println!("{:<40} {:<6} {:>7}  DETAIL", "CHECK", "STATUS", "MS");
+    let mut t = Table::new(&[
+        ("CHECK", Align::Left),
+        ("STATUS", Align::Left),
+        ("MS", Align::Right),
+        ("DETAIL", Align::Left),
+    ]);
     for p in probes {
         let status = serde_json::to_value(p.status)?;
-        println!(
-            "{:<40} {:<6} {:>7}  {}",
-            p.name,
-            status.as_str().unwrap_or_default(),
-            p.ms,
-            p.detail
-        );
+        t.row(vec![
+            p.name.clone(),
+            status.as_str().unwrap_or_default().to_owned(),
+            p.ms.to_string(),
+            p.detail.clone(),
+        ]);
     }
+    print!("{}", t.render());
     Ok(())
 }
 
@@ -198,19 +209,26 @@ async fn alerts(store: &Store, limit: i64, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&alerts)?);
         return Ok(0);
     }
-    println!(
-        "{:>6}  {:<20}  {:<10}  {:<6}  SUBJECT",
-        "ID", "CREATED", "KIND", "SENT"
-    );
-    for a in alerts {
-        println!(
-            "{:>6}  {:<20}  {:<10}  {:<6}  {}",
-            a.id,
-            a.created_at.format("%Y-%m-%d %H:%M:%S"),
-            a.kind,
-            if a.sent_at.is_some() { "yes" } else { "no" },
-            a.subject
-        );
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("CREATED", Align::Left),
+        ("KIND", Align::Left),
+        ("SENT", Align::Left),
+        ("SUBJECT", Align::Left),
+    ]);
+    for a in &alerts {
+        t.row(vec![
+            a.id.to_string(),
+            a.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            a.kind.to_string(),
+            if a.sent_at.is_some() { "yes" } else { "no" }.to_owned(),
+            a.subject.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    let total = store.count_alerts().await?;
+    if let Some(more) = table::more(alerts.len() as i64, total, "use a larger --limit") {
+        println!("{more}");
     }
     Ok(0)
 }

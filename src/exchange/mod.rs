@@ -105,7 +105,9 @@ impl Exchange {
     /// Warm processes hold slots of the cluster's session budget for as long as they live.
     pub fn with_budget(mut self, budget: std::sync::Arc<crate::budget::SessionBudget>) -> Exchange {
         if let Some(pool) = &self.warm {
-            self.warm = Some(std::sync::Arc::new(pool.with_budget(budget)));
+            let pool = std::sync::Arc::new(pool.with_budget(budget));
+            warm::WarmPool::reap_idle(&pool);
+            self.warm = Some(pool);
         }
         self
     }
@@ -113,6 +115,11 @@ impl Exchange {
     /// Whether batches run in warm processes (which hold their own session slots).
     pub fn is_warm(&self) -> bool {
         self.warm.is_some()
+    }
+
+    /// Cmdlets opening this Exchange session costs in Exchange's cmdlet budget.
+    pub fn session_cmdlets(&self) -> u32 {
+        ps_templates::session_cmdlets(&self.session)
     }
 
     /// Ends the warm processes (shutdown); nothing without warm sessions.

@@ -1,6 +1,6 @@
 //! The only module that speaks SQL (LISTEN included): jobs, their attempts, operator
 //! actions, poison messages, the alert outbox, reconciliation runs and the cluster-wide
-//! Exchange session budget, one file each.
+//! Exchange session and cmdlet budgets, one file each.
 //!
 //! Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_by`,
 //! `locked_until`), so any number of replicas can share one database. The enums kept in
@@ -10,6 +10,7 @@ mod alerts;
 mod attempts;
 mod bench;
 mod budget;
+mod cmdlets;
 mod columns;
 mod jobs;
 mod operator;
@@ -20,6 +21,7 @@ mod wake_ups;
 pub use alerts::*;
 pub use attempts::*;
 pub use budget::*;
+pub use cmdlets::*;
 pub use columns::*;
 pub use jobs::*;
 pub use operator::*;

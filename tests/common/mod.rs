@@ -282,9 +282,15 @@ impl TestEnv {
 
     /// Runs a CLI command of the binary against this environment; returns stdout.
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_with(args, &[])
+    }
+
+    /// The same with settings of its own (`MAILBOXD__…` variables) on top.
+    pub fn cli_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_mailboxd"))
             .args(args)
             .envs(self.daemon_env())
+            .envs(extra_env.iter().copied())
             .output()
             .expect("run mailboxd");
         (

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use super::{Attempt, AttemptOutcome, ErrorClass, JobOutcome, JobState, Store, StoreError, secs};
@@ -55,6 +56,14 @@ pub struct JobFilter {
     pub limit: i64,
     /// Rows to skip (pagination; newest first).
     pub offset: i64,
+}
+
+/// One page of a job listing.
+#[derive(Debug, Clone, Default)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Jobs the filter selects on every page (0 when this page is past the last).
+    pub total: i64,
 }
 
 /// The columns a [`Job`] is read from.
@@ -253,8 +262,14 @@ impl Store {
     }
 
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
+        Ok(self.page_jobs(f).await?.jobs)
+    }
+
+    /// The jobs `f` selects (its `limit` from its `offset`, newest first) and how many it
+    /// selects in all, so that a listing can say how many more there are.
+    pub async fn page_jobs(&self, f: &JobFilter) -> Result<JobPage, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS}, count(*) OVER () AS total FROM jobs
               WHERE ($1::text IS NULL OR state = $1)
                 AND ($2::text IS NULL OR account = lower($2))
                 AND ($3::text IS NULL OR kind = $3)
@@ -272,7 +287,13 @@ impl Store {
         .bind(f.until)
         .bind(f.offset.max(0))
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        let total = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            None => 0,
+        };
+        let jobs = rows.iter().map(Job::from_row).collect::<Result<_, _>>()?;
+        Ok(JobPage { jobs, total })
     }
 
     /// Job counts by state (every state present, zero where none).
