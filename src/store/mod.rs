@@ -1,5 +1,5 @@
 //! The only module that speaks SQL (LISTEN included): jobs, their attempts, operator
-//! actions, poison messages, the alert outbox, reconciliation runs and the cluster-wide
+//! actions, poison messages, the alert and outcome outboxes, reconciliation runs and the cluster-wide
 //! Exchange session budget, one file each.
 //!
 //! Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_by`,
@@ -13,6 +13,7 @@ mod budget;
 mod columns;
 mod jobs;
 mod operator;
+mod outcomes;
 mod poison;
 mod reconcile;
 mod wake_ups;
@@ -23,6 +24,7 @@ pub use budget::*;
 pub use columns::*;
 pub use jobs::*;
 pub use operator::*;
+pub use outcomes::*;
 pub use poison::*;
 pub use reconcile::*;
 pub use wake_ups::*;
