@@ -15,9 +15,24 @@ use mailboxd::store::{JobState, OutcomeFilter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_joiners_and_leavers_answers_each_event_once_with_what_ad_shows() {
-    let joiners: Vec<String> = (1..=8).map(|i| format!("new.{i:02}")).collect();
+    // The events give no address: the lab's email address policy (%g.%s@corp.example, as
+    // Exchange applies it) decides, with a collision and non-ASCII names among them.
+    let people = [
+        ("new.01", "John", "Smith"),
+        ("new.02", "John", "Smith"),
+        ("new.03", "Jürgen", "Müller"),
+        ("new.04", "Renée", "Straße"),
+        ("new.05", "Ana María", "López"),
+        ("new.06", "Ann", "Lee"),
+        ("new.07", "Bo", "Lee"),
+        ("new.08", "Cy", "Lee"),
+    ];
+    let joiners: Vec<String> = people.iter().map(|(s, _, _)| s.to_string()).collect();
     let leavers: Vec<String> = (1..=4).map(|i| format!("old.{i:02}")).collect();
-    let mut accounts: Vec<_> = joiners.iter().map(|s| seed(s)).collect();
+    let mut accounts: Vec<_> = people
+        .iter()
+        .map(|(s, g, sn)| lab::AccountSeed::person(s, g, sn))
+        .collect();
     accounts.extend(leavers.iter().map(|s| remote(s, true, false)));
     // One joiner cannot succeed: the account has an on-premises mailbox already.
     let mut onprem = seed("onprem");
@@ -92,6 +107,22 @@ async fn a_burst_of_joiners_and_leavers_answers_each_event_once_with_what_ad_sho
             lab.distinguished_name
         );
     }
+    let primary = |sam: &str| {
+        outcome_of(&got, sam).body["mailbox"]["primary_smtp_address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let smiths = HashSet::from([primary("new.01"), primary("new.02")]);
+    let expected = HashSet::from([
+        "John.Smith@corp.example".to_owned(),
+        "John.Smith2@corp.example".to_owned(),
+    ]);
+    assert_eq!(smiths, expected, "the second John Smith gets the number");
+    assert_eq!(primary("new.03"), "Juergen.Mueller@corp.example");
+    assert_eq!(primary("new.04"), "Renee.Strasse@corp.example");
+    assert_eq!(primary("new.05"), "Ana-Maria.Lopez@corp.example");
+    assert_eq!(primary("new.06"), "Ann.Lee@corp.example");
     for sam in &leavers {
         let m = outcome_of(&got, sam);
         assert_eq!(m.routing_key, "leaver.succeeded", "{m:#?}");
