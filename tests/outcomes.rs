@@ -77,6 +77,18 @@ async fn a_burst_of_joiners_and_leavers_answers_each_event_once_with_what_ad_sho
         assert_eq!(m.body["attempts"], job.attempt);
     }
 
+    // Every one is what docs/outcome.schema.json promises.
+    let bodies: Vec<Vec<u8>> = got
+        .iter()
+        .map(|m| m.body.to_string().into_bytes())
+        .collect();
+    for (m, v) in got
+        .iter()
+        .zip(common::schema::verdicts("outcome.schema.json", &bodies))
+    {
+        assert!(v.valid, "{:?}\n{:#}", v.errors, m.body);
+    }
+
     // A joiner's answer carries the addresses AD shows after the change.
     for sam in &joiners {
         let m = outcome_of(&got, sam);

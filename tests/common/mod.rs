@@ -13,6 +13,7 @@ pub mod ad;
 pub mod daemon;
 pub mod echo_host;
 pub mod outcomes;
+pub mod schema;
 pub mod scratch;
 pub mod smtp;
 
