@@ -23,6 +23,10 @@ pub enum OutcomeError {
     Amqp(#[from] lapin::Error),
     #[error("the broker refused the outcome (nack); it stays pending and is published again")]
     Nacked,
+    #[error(
+        "the broker did not confirm within {0:?} (half of outcomes.lease); the outcome stays pending and is published again"
+    )]
+    Unconfirmed(std::time::Duration),
 }
 
 /// The broker side of one publisher: a connection, a confirm channel, the exchange declared.
@@ -164,8 +168,13 @@ async fn publish(
         }
         sent.push((row.id, delivered.join("; ")));
     }
+    // Confirmed well within the lease, or not at all: a resend by another replica after the
+    // lease must not race this one.
+    let wait = cfg.lease / 2;
     for (confirm, to) in pending {
-        let confirmation = confirm.await?;
+        let confirmation = tokio::time::timeout(wait, confirm)
+            .await
+            .map_err(|_| OutcomeError::Unconfirmed(wait))??;
         if !confirmation.is_ack() {
             return Err(OutcomeError::Nacked);
         }

@@ -270,6 +270,116 @@ async fn a_crash_between_the_confirm_and_the_outbox_update_resends_with_the_same
     assert_eq!(of_marker, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outcome_the_broker_refuses_stays_visible_and_goes_out_once_it_can() {
+    let mut env = TestEnv::new(vec![seed("first"), seed("patient")]).await;
+    let iam = env.expect_outcomes().await;
+    env.settings.outcomes.retry_base = Duration::from_secs(3);
+    env.settings.outcomes.retry_cap = Duration::from_secs(3);
+    env.settings.admin.open_reads = true;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let first = env.joiner("first");
+    publisher.publish(&first).await.unwrap();
+    env.wait_succeeded(&first.id).await;
+    wait_all_sent(&env.store, 1).await;
+
+    // The outcome exchange disappears: the broker refuses the next outcome.
+    iam.delete_exchange().await;
+    let ev = env.joiner("patient");
+    publisher.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    let failing = wait_failing(&env).await;
+    assert_eq!(failing.event_id, ev.id);
+    assert!(failing.sent_at.is_none());
+    // Operators see it: the metric, the dashboard, the CLI.
+    let metrics = text(&env, &format!("http://{}/metrics", app.admin_addr)).await;
+    assert!(
+        metrics.contains("mailboxd_outcome_outbox{status=\"failing\"} 1"),
+        "{metrics}"
+    );
+    let overview = text(&env, &format!("http://{}/", app.admin_addr)).await;
+    assert!(overview.contains("could not be published"), "{overview}");
+    let (code, out, err) = env.cli(&["outcomes", "list", "--status", "failing"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("FAILING") && out.contains("joiner.succeeded"),
+        "{out}"
+    );
+
+    // Back before the next try: it goes out, once, and nothing is left pending.
+    iam.restore_exchange().await;
+    wait_all_sent(&env.store, 2).await;
+    let got = iam.drain().await;
+    let of_patient: Vec<&Received> = got
+        .iter()
+        .filter(|m| m.correlation_id.as_deref() == Some(ev.id.as_str()))
+        .collect();
+    assert_eq!(of_patient.len(), 1, "{got:#?}");
+    assert_eq!(
+        of_patient[0].message_id.as_deref(),
+        Some(failing.id.to_string().as_str())
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joiner_waiting_for_the_sync_says_so_once_and_then_how_it_ended() {
+    let mut env = TestEnv::new(vec![seed("slow.sync")]).await;
+    let iam = env.expect_outcomes().await;
+    env.settings.ldap.require_cloud_sync = true;
+    env.settings.worker.sync_poll_interval = Duration::from_millis(200);
+    let app = env.start_daemon().await;
+    // Entra Connect has not picked the account up for 1.5 s: several polls.
+    env.fault(serde_json::json!({"fault": "not_synced", "account": "slow.sync", "seconds": 1.5}))
+        .await;
+    let ev = env.joiner("slow.sync");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    wait_all_sent(&env.store, 2).await;
+    let got = iam.drain().await;
+    let keys: Vec<&str> = got.iter().map(|m| m.routing_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["joiner.waiting_for_sync", "joiner.succeeded"],
+        "one wait, then the end, in order: {got:#?}"
+    );
+    assert_eq!(got[0].body["error"]["class"], "not_synced");
+    assert_eq!(got[0].body["attempts"], 0, "waiting uses no attempt");
+    assert_eq!(got[1].body["attempts"], 1);
+    assert!(
+        got.iter()
+            .all(|m| m.correlation_id.as_deref() == Some(ev.id.as_str()))
+    );
+    assert_ne!(got[0].message_id, got[1].message_id);
+    app.stop().await;
+}
+
+async fn text(env: &TestEnv, url: &str) -> String {
+    let r = env.http.get(url).send().await.expect("answers");
+    r.text().await.expect("a text body")
+}
+
+/// Waits (bounded) for the first outcome whose publish failed.
+async fn wait_failing(env: &TestEnv) -> mailboxd::store::OutcomeRow {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = env
+            .store
+            .list_outcomes(OutcomeFilter::Failing, None, 10)
+            .await
+            .unwrap();
+        if let Some(row) = rows.into_iter().next() {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no outcome failed to publish within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The AMQP properties agree with the body: message_id is the outcome's id, correlation_id
 /// the event's, the type names the schema, the routing key is `<type>.<result>`.
 fn check_envelope(m: &Received) {

@@ -37,29 +37,51 @@ impl OutcomeQueue {
     /// A queue bound with `#` to the topic exchange `exchange` (declared as mailboxd does).
     pub async fn bound_to(url: &str, exchange: &str) -> OutcomeQueue {
         let mut q = OutcomeQueue::declare(url, &format!("{exchange}.iam")).await;
+        q.bind(exchange).await;
+        q.exchange = Some(exchange.to_owned());
+        q
+    }
+
+    /// Deletes the exchange (its bindings go with it): the broker refuses what is
+    /// published to it until it is declared again.
+    pub async fn delete_exchange(&self) {
+        let exchange = self.exchange.as_deref().expect("bound to an exchange");
+        self.ch
+            .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+            .await
+            .expect("exchange.delete");
+    }
+
+    /// Declares the exchange again and binds the queue to it, as `bound_to` did.
+    pub async fn restore_exchange(&self) {
+        let exchange = self.exchange.as_deref().expect("bound to an exchange");
+        self.bind(exchange).await;
+    }
+
+    async fn bind(&self, exchange: &str) {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        q.ch.exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
-        .expect("the outcome exchange");
-        q.ch.queue_bind(
-            q.queue.as_str().into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("binding the IAM queue");
-        q.exchange = Some(exchange.to_owned());
-        q
+        self.ch
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await
+            .expect("the outcome exchange");
+        self.ch
+            .queue_bind(
+                self.queue.as_str().into(),
+                exchange.into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("binding the IAM queue");
     }
 
     /// A queue the sender names in `reply_to`.
