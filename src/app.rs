@@ -1,5 +1,5 @@
 //! Wires the parts into the daemon (`mailboxd run`): store → intake, worker, alert sender,
-//! reconcile schedule, and the admin listener with the API and the dashboard on it. The
+//! outcome publisher, reconcile schedule, and the admin listener with the API and the dashboard on it. The
 //! parts do not know each other's wiring; it is all here, in the order things start.
 
 use std::net::SocketAddr;
@@ -138,6 +138,12 @@ impl App {
             store.clone(),
             settings.smtp.clone(),
             settings.admin.public_url.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::outcomes::run(
+            store.clone(),
+            settings.amqp.clone(),
+            settings.outcomes.clone(),
             shutdown_rx.clone(),
         )));
         let state = admin_state(&settings, &store, connected_rx, circuit, budget);

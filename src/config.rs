@@ -36,6 +36,43 @@ pub struct Settings {
     pub smtp: Smtp,
     pub admin: Admin,
     pub reconcile: Reconcile,
+    pub outcomes: Outcomes,
+}
+
+/// Outcome messages back to the IAM system (`mailboxd.outcome/v1`, docs/events.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outcomes {
+    /// The topic exchange outcomes are published to (declared durable if missing). Absent:
+    /// outcomes go only to an event's `reply_to`.
+    pub exchange: Option<String>,
+    /// Outcomes published per round (one confirm wait per round).
+    pub batch_size: u32,
+    /// How long a replica holds the outcomes it is publishing before another may take them.
+    #[serde(with = "humantime_secs")]
+    pub lease: Duration,
+    /// How often the publisher looks for outcomes when it has nothing to send.
+    #[serde(with = "humantime_secs")]
+    pub poll_interval: Duration,
+    /// First wait after a failed publish; doubles per failure of the same outcome.
+    #[serde(with = "humantime_secs")]
+    pub retry_base: Duration,
+    /// The longest wait between publishes of one outcome while the broker is away.
+    #[serde(with = "humantime_secs")]
+    pub retry_cap: Duration,
+}
+
+impl Default for Outcomes {
+    fn default() -> Self {
+        Outcomes {
+            exchange: None,
+            batch_size: 100,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Reconciliation (`mailboxd reconcile`, and scheduled in the daemon when `interval` is set).

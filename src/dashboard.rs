@@ -142,6 +142,7 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     } else {
         "<p class=\"bad\" id=\"broker\">Broker <b>disconnected</b>: events wait in RabbitMQ until mailboxd reconnects.</p>"
     });
+    body.push_str(&outcomes_line(&s).await);
     body.push_str("<h2>Queue</h2><div class=\"cards\">");
     for state in JobState::ALL {
         let n = counts
@@ -196,6 +197,22 @@ async fn exchange_budget(s: &AdminState) -> String {
         held = local.held,
         waiting = local.waiting,
     )
+}
+
+/// Whether the IAM system hears back: outcomes waiting for the broker, and failing ones.
+async fn outcomes_line(s: &AdminState) -> String {
+    let c = s.store.outcome_counts().await.unwrap_or_default();
+    if c.failing > 0 {
+        format!(
+            "<p class=\"bad\" id=\"outcomes\">Outcomes: <b>{}</b> could not be published to the IAM system ({} waiting in all); <code>mailboxd outcomes list --status failing</code> shows why. None is lost.</p>",
+            c.failing, c.pending
+        )
+    } else {
+        format!(
+            "<p class=\"good\" id=\"outcomes\">Outcomes: {} waiting to be published to the IAM system.</p>",
+            c.pending
+        )
+    }
 }
 
 /// Jobs finished per hour over the last 24 h as an inline SVG bar chart.

@@ -17,6 +17,7 @@ pub mod event;
 pub mod exchange;
 pub mod intake;
 pub mod metrics;
+pub mod outcomes;
 pub mod publish;
 pub mod reconcile;
 pub mod signal;

@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `mailboxd_jobs` | gauge | `state` |
 //! | `mailboxd_alert_outbox` | gauge | `status` (pending, failing) |
+//! | `mailboxd_outcome_outbox` | gauge | `status` (pending, failing) |
+//! | `mailboxd_outcomes_published_total` / `mailboxd_outcome_publish_failures_total` | counter | — |
 //! | `mailboxd_poison_messages` | gauge | — |
 //! | `mailboxd_circuit_open` | gauge | — |
 //! | `mailboxd_broker_connected` | gauge | — |
@@ -94,6 +96,10 @@ pub async fn render(
     if let Ok((pending, failing)) = store.alert_outbox_depth().await {
         metrics::gauge!("mailboxd_alert_outbox", "status" => "pending").set(pending as f64);
         metrics::gauge!("mailboxd_alert_outbox", "status" => "failing").set(failing as f64);
+    }
+    if let Ok(c) = store.outcome_counts().await {
+        metrics::gauge!("mailboxd_outcome_outbox", "status" => "pending").set(c.pending as f64);
+        metrics::gauge!("mailboxd_outcome_outbox", "status" => "failing").set(c.failing as f64);
     }
     if let Ok(n) = store.count_poison().await {
         metrics::gauge!("mailboxd_poison_messages").set(n as f64);

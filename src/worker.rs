@@ -4,6 +4,7 @@
 //! while the Windows side is down (`circuit`) or the account waits for the cloud sync.
 
 mod plan;
+mod view;
 
 pub use plan::{Plan, Wanted, plan};
 
@@ -506,6 +507,7 @@ impl Worker {
         if let Some(before) = &p.before {
             record.domain_controller = Some(before.domain_controller.clone());
             record.directory = Some(serde_json::json!({ "before": before }));
+            record.view = view::of(before);
         }
         record
     }
@@ -525,6 +527,7 @@ impl Worker {
         match dir.reread(before, &p.lookup).await {
             Ok(after) => {
                 record.directory = Some(serde_json::json!({ "before": before, "after": after }));
+                record.view = view::of(&after);
                 match plan::verified(kind, status, &after, p.data.archive) {
                     Ok(()) => Resolution::Succeeded { outcome: status },
                     Err(why) => self.failure(&p.job, ErrorClass::Transient, why),

@@ -682,10 +682,11 @@ impl Run {
             .alias
             .clone()
             .unwrap_or_else(|| default_alias(target));
+        // No address in the call: the email address policy decides (address_policy.rs).
         let primary = account
             .primary_smtp_address
             .clone()
-            .unwrap_or_else(|| format!("{alias}@{}", super::directory::LAB_DOMAIN));
+            .unwrap_or_else(|| super::address_policy::primary_for(target, &alias, &st.accounts));
         let rra = account.remote_routing_address.clone().unwrap_or_default();
         // The hybrid configuration accepts the tenant's coexistence domain only.
         let accepted = rra

@@ -3,6 +3,7 @@
 //! its own state as JSON under `/lab/`; in-process callers read the same state through
 //! [`Lab`]'s typed accessors.
 
+pub mod address_policy;
 mod api;
 pub mod cmd;
 mod config;

@@ -4,6 +4,7 @@
 //! than print one listing has a file of its own, holding its arguments with its code.
 
 mod jobs;
+mod outcomes;
 mod poison;
 mod publish;
 mod reconcile;
@@ -82,6 +83,9 @@ pub enum Command {
     /// The alert outbox.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// The outcome outbox: what the IAM system was told, what still waits for the broker.
+    #[command(subcommand)]
+    Outcomes(outcomes::OutcomesCommand),
 }
 
 impl Command {
@@ -155,6 +159,7 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
         Command::Check { json } => check(&settings, json).await,
         Command::Jobs(cmd) => jobs::run(cmd, &store(&settings).await?).await,
         Command::Poison(cmd) => poison::run(cmd, &store(&settings).await?, &settings).await,
+        Command::Outcomes(cmd) => outcomes::run(cmd, &store(&settings).await?).await,
         Command::Alerts(AlertsCommand::List { limit, json }) => {
             alerts(&store(&settings).await?, limit, json).await
         }

@@ -1,6 +1,6 @@
 //! The only module that speaks SQL (LISTEN included): jobs, their attempts, operator
-//! actions, poison messages, the alert outbox, reconciliation runs and the cluster-wide
-//! Exchange session and cmdlet budgets, one file each.
+//! actions, poison messages, the alert and outcome outboxes, reconciliation runs and the
+//! cluster-wide Exchange session and cmdlet budgets, one file each.
 //!
 //! Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_by`,
 //! `locked_until`), so any number of replicas can share one database. The enums kept in
@@ -14,6 +14,7 @@ mod cmdlets;
 mod columns;
 mod jobs;
 mod operator;
+mod outcomes;
 mod poison;
 mod reconcile;
 mod wake_ups;
@@ -25,6 +26,7 @@ pub use cmdlets::*;
 pub use columns::*;
 pub use jobs::*;
 pub use operator::*;
+pub use outcomes::*;
 pub use poison::*;
 pub use reconcile::*;
 pub use wake_ups::*;

@@ -12,6 +12,8 @@
 pub mod ad;
 pub mod daemon;
 pub mod echo_host;
+pub mod outcomes;
+pub mod schema;
 pub mod scratch;
 pub mod smtp;
 
@@ -396,6 +398,17 @@ impl TestEnv {
         self.lab
             .account(sam)
             .unwrap_or_else(|| panic!("lab has no account {sam}"))
+    }
+
+    /// Turns outcome messages on for this test's daemon (`test.<tag>.outcomes`, quick
+    /// retries) and returns the IAM system's queue bound to that exchange.
+    pub async fn expect_outcomes(&mut self) -> outcomes::OutcomeQueue {
+        let exchange = format!("test.{}.outcomes", self.tag);
+        self.settings.outcomes.exchange = Some(exchange.clone());
+        self.settings.outcomes.poll_interval = Duration::from_millis(100);
+        self.settings.outcomes.retry_base = Duration::from_millis(200);
+        self.settings.outcomes.retry_cap = Duration::from_secs(1);
+        outcomes::OutcomeQueue::bound_to(&self.settings.amqp.url, &exchange).await
     }
 
     /// Kept for tests written before the guards: dropping the `TestEnv` does all of it.

@@ -41,6 +41,10 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The event's AMQP `reply_to`: its outcome goes there too.
+    pub reply_to: Option<String>,
+    /// The newer job of the account that made this one moot.
+    pub superseded_by: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -67,9 +71,9 @@ pub struct JobPage {
 }
 
 /// The columns a [`Job`] is read from.
-const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, max_attempts, \
-    next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, created_at, \
-    updated_at, started_at, finished_at";
+pub(super) const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, \
+    max_attempts, next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, \
+    created_at, updated_at, started_at, finished_at, reply_to, superseded_by";
 
 /// Jobs whose lease ran out (their replica died): the lost attempt recorded, due again now.
 /// `state = 'running'` is in the text, rendered from the enum, so that the planner uses the
@@ -221,14 +225,16 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Deletes finished jobs older than `age` (not failed ones: those wait for an operator),
-    /// a bounded chunk per call so a large backlog never holds long locks.
+    /// Deletes finished jobs older than `age` (not failed ones: those wait for an operator;
+    /// nor one whose outcome is still unsent), with their sent outcomes, a bounded chunk per
+    /// call so a large backlog never holds long locks.
     pub async fn prune(&self, age: Duration, chunk: i64) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
                 SELECT id FROM jobs
                  WHERE state = ANY($3)
                    AND finished_at < now() - make_interval(secs => $1)
+                   AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = jobs.id AND o.sent_at IS NULL)
                  LIMIT $2)",
         )
         .bind(secs(age))
