@@ -86,7 +86,7 @@ impl App {
                     store.clone(),
                     crate::replica_name().to_owned(),
                     limit,
-                    settings.worker.batch_timeout,
+                    settings.exchange.session_lease,
                 )
             }),
         )

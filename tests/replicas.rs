@@ -296,3 +296,46 @@ async fn three_replicas_pace_their_batches_to_exchanges_cmdlet_budget() {
     stop_all(replicas);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_batchs_cmdlets_stay_counted_and_a_killed_replicas_run_out() {
+    const LEASE: Duration = Duration::from_secs(3);
+    const WINDOW: Duration = Duration::from_secs(2);
+    // Opening the session takes 8 s: the batch runs longer than the lease and the window.
+    let env =
+        throttling_env_with("grant", 4, 18, Duration::from_secs(8), Some((100, WINDOW))).await;
+    let mut replicas = spawn_replicas_with(
+        &env,
+        1,
+        "3s",
+        &[
+            ("MAILBOXD__EXCHANGE__MAX_CMDLETS", "100"),
+            ("MAILBOXD__EXCHANGE__CMDLET_WINDOW", "2s"),
+        ],
+    );
+    publish_joiners(&env, "grant", 4).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.store.cmdlets_in_window().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no batch took cmdlets");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let taken = Instant::now();
+
+    // Past the lease and the window, the running batch's cmdlets still count: renewed.
+    tokio::time::sleep_until((taken + LEASE + WINDOW + Duration::from_secs(1)).into()).await;
+    assert!(env.store.cmdlets_in_window().await.unwrap() > 0);
+
+    // Killed mid-batch (no settle runs): its grant runs out within the lease and the window.
+    let mut victim = replicas.remove(0);
+    victim.kill().unwrap();
+    let killed_at = Instant::now();
+    victim.wait().unwrap();
+    while env.store.cmdlets_in_window().await.unwrap() > 0 {
+        assert!(
+            killed_at.elapsed() < LEASE + WINDOW + Duration::from_secs(1),
+            "a killed replica's cmdlets still count"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.cleanup().await;
+}

@@ -2,7 +2,7 @@
 //! PowerShellMaxCmdletsTimePeriod counts the service account's cmdlets, whoever runs them, so
 //! a batch takes the most cmdlets it may run from one window shared through PostgreSQL
 //! (`store::cmdlets`) before it runs, and waits — no attempt used, nothing refused — while the
-//! window is spent. Once the batch is back its grant is lowered to what really ran and counts
+//! window is spent. A running batch's grant is leased and renewed like a session slot. Once the batch is back its grant is lowered to what really ran and counts
 //! until the window after the batch's end: every cmdlet started before then, so the window
 //! mailboxd keeps never ends before Exchange's does.
 
@@ -49,32 +49,45 @@ pub struct CmdletBudget {
     store: Store,
     holder: String,
     limit: CmdletLimit,
-    /// How long a grant counts while its batch runs: `worker.batch_timeout` plus the window.
+    /// A running batch's grant counts this long past its last renewal (the lease plus the
+    /// window), renewed every third of the lease: a killed replica's grants run out by
+    /// themselves, and no cmdlet it started leaves Exchange's window before mailboxd's.
     hold: Duration,
+    lease: Duration,
     waiting: AtomicU64,
     wake: WakeUps,
 }
 
-/// Cmdlets taken for one batch. Settle it with what ran; dropped unsettled (the batch's
-/// future cancelled), it keeps counting everything it took until its hold runs out.
+/// Cmdlets taken for one batch, renewed while it runs. Settle it with what ran; dropped
+/// unsettled (the batch's future cancelled), it counts all it took until its hold runs out.
 pub struct CmdletGrant {
     budget: Arc<CmdletBudget>,
     id: i64,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CmdletGrant {
+    fn drop(&mut self) {
+        self.renew.abort();
+    }
 }
 
 impl CmdletBudget {
+    /// `lease`: how long a killed replica's grants keep counting besides the window
+    /// (`exchange.session_lease`, as for its session slots).
     pub fn new(
         store: Store,
         holder: String,
         limit: CmdletLimit,
-        batch_timeout: Duration,
+        lease: Duration,
     ) -> Arc<CmdletBudget> {
         Arc::new(CmdletBudget {
             wake: store.cmdlet_wake_ups(),
             store,
             holder,
             limit,
-            hold: batch_timeout + limit.window,
+            hold: lease + limit.window,
+            lease,
             waiting: AtomicU64::new(0),
         })
     }
@@ -118,6 +131,7 @@ impl CmdletBudget {
                     return CmdletGrant {
                         budget: self.clone(),
                         id,
+                        renew: tokio::spawn(renew(self.clone(), id)),
                     };
                 }
                 Ok(CmdletTake::Full { room_in }) => room_in.clamp(MIN_WAIT, RECHECK),
@@ -145,9 +159,23 @@ impl CmdletGrant {
     /// The batch is back and ran `ran` cmdlets: the grant counts those until the window
     /// after now. If this fails, the grant counts all it took until its hold runs out.
     pub async fn settle(self, ran: u32) {
+        self.renew.abort();
         let b = &self.budget;
         if let Err(e) = b.store.settle_cmdlets(self.id, ran, b.limit.window).await {
-            tracing::warn!(error = %e, "cannot settle a cmdlet grant; it counts in full until worker.batch_timeout plus exchange.cmdlet_window");
+            tracing::warn!(error = %e, "cannot settle a cmdlet grant; it counts in full until exchange.session_lease plus exchange.cmdlet_window");
+        }
+    }
+}
+
+/// Renews one running batch's grant every third of the lease until aborted.
+async fn renew(budget: Arc<CmdletBudget>, id: i64) {
+    let mut tick = tokio::time::interval(budget.lease / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let b = &budget;
+        if let Err(e) = b.store.renew_cmdlets(id, b.hold, b.limit.window).await {
+            tracing::warn!(error = %e, "cannot renew a cmdlet grant; it may run out while its batch runs");
         }
     }
 }

@@ -84,6 +84,26 @@ impl Store {
         Ok(CmdletTake::Granted(id))
     }
 
+    /// Keeps a running batch's grant counting for `hold` from now (its replica's heartbeat);
+    /// a settled grant is left as it is.
+    pub async fn renew_cmdlets(
+        &self,
+        id: i64,
+        hold: Duration,
+        window: Duration,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE exchange_cmdlet_grants SET counts_until = now() + make_interval(secs => $2)
+              WHERE id = $1 AND counts_until > now() + make_interval(secs => $3)",
+        )
+        .bind(id)
+        .bind(secs(hold))
+        .bind(secs(window))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The grant's batch is back: it counts the cmdlets that ran (never more than taken)
     /// until `window` from now, and the replicas waiting for room look again.
     pub async fn settle_cmdlets(
