@@ -497,6 +497,10 @@ impl Run {
         let mut st = self.state.lock();
         let seq = st.invocations.len() as u64 + 1;
         st.stats.cmdlets += 1;
+        // Exchange counts the cmdlets run in its runspace, each call (not one per account).
+        if super::parameter_sets::Cmdlet::find(cmdlet).is_some() {
+            st.faults.charge_cmdlet(&self.user);
+        }
         st.invocations.push(Invocation {
             seq,
             at: Utc::now(),
