@@ -29,6 +29,10 @@ pub struct AdminState {
     /// The Exchange session budget (this replica's share, and the cluster's use in the store).
     pub budget: std::sync::Arc<crate::budget::SessionBudget>,
     pub access: Access,
+    /// AD sign-in and the dashboard's sessions.
+    pub signin: crate::signin::SignIn,
+    /// Session cookies get `Secure` (the dashboard is reached over HTTPS).
+    pub secure_cookies: bool,
     /// For replaying poison messages to the broker.
     pub amqp: crate::config::Amqp,
 }
@@ -281,6 +285,8 @@ async fn job_action(
     } else {
         s.store.cancel_job(id, &actor).await
     };
+    let what = if retry { "retry" } else { "cancel" };
+    crate::access::audit(&actor, what, &format!("job {id}"), outcome(&r));
     match r {
         Ok(Ok(())) => Json(json!({ "id": id, "ok": true })).into_response(),
         Ok(Err(ActionRefused::NotFound)) => problem(StatusCode::NOT_FOUND, format!("no job {id}")),
@@ -288,6 +294,16 @@ async fn job_action(
             problem(StatusCode::CONFLICT, format!("job {id} is {st}"))
         }
         Err(e) => internal(e),
+    }
+}
+
+/// How an action ended, for the audit trail.
+pub fn outcome<E>(r: &Result<Result<(), ActionRefused>, E>) -> &'static str {
+    match r {
+        Ok(Ok(())) => "done",
+        Ok(Err(ActionRefused::NotFound)) => "not found",
+        Ok(Err(ActionRefused::WrongState(_))) => "refused: wrong state",
+        Err(_) => "error",
     }
 }
 
@@ -361,12 +377,12 @@ async fn bulk_retry(
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    match s
-        .store
-        .retry_matching(&filter, &s.access.actor("api"))
-        .await
-    {
-        Ok(ids) => Json(json!({ "retried": ids.len(), "ids": ids })).into_response(),
+    let actor = s.access.actor("api");
+    match s.store.retry_matching(&filter, &actor).await {
+        Ok(ids) => {
+            crate::access::audit(&actor, "bulk retry", &format!("{} jobs", ids.len()), "done");
+            Json(json!({ "retried": ids.len(), "ids": ids })).into_response()
+        }
         Err(e) => internal(e),
     }
 }
@@ -394,7 +410,12 @@ async fn replay_poison(
     use crate::publish::ReplayError;
     match crate::publish::replay_poison(&s.store, &s.amqp, id, None).await {
         Ok(key) => {
-            tracing::info!(poison_id = id, actor = %s.access.actor("api"), "poison message replayed");
+            crate::access::audit(
+                &s.access.actor("api"),
+                "replay",
+                &format!("poison {id}"),
+                "done",
+            );
             Json(json!({ "id": id, "replayed_to": key })).into_response()
         }
         Err(ReplayError::NotFound(_)) => {

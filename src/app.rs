@@ -16,6 +16,7 @@ use crate::circuit::Circuit;
 use crate::config::{Settings, WinrmAuth};
 use crate::directory::Directory;
 use crate::exchange::Exchange;
+use crate::signin::{SignIn, SignInConfig};
 use crate::store::Store;
 use crate::{admin, dashboard, intake, worker};
 use winrm::{Auth, ClientConfig, WinrmClient};
@@ -86,6 +87,7 @@ impl App {
         .context("setting up the Exchange session budget")?;
         let exchange = exchange(&settings)?.with_budget(budget.clone());
         let directory = Directory::from_config(&settings.ldap)?;
+        let signin = signin(&settings, directory.clone(), &store);
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected_tx, connected_rx) = watch::channel(false);
@@ -131,7 +133,7 @@ impl App {
             settings.admin.public_url.clone(),
             shutdown_rx.clone(),
         )));
-        let state = admin_state(&settings, &store, connected_rx, circuit, budget);
+        let state = admin_state(&settings, &store, connected_rx, circuit, budget, signin);
         let (admin_addr, admin) = serve_admin(&settings.admin.listen, state, shutdown_rx).await?;
         tasks.push(admin);
         tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
@@ -217,6 +219,7 @@ fn admin_state(
     broker_connected: watch::Receiver<bool>,
     circuit: Arc<Circuit>,
     budget: Arc<crate::budget::SessionBudget>,
+    signin: SignIn,
 ) -> AdminState {
     AdminState {
         store: store.clone(),
@@ -229,7 +232,37 @@ fn admin_state(
             settings.admin.token_name.clone(),
         ),
         amqp: settings.amqp.clone(),
+        signin,
+        secure_cookies: settings
+            .admin
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://")),
     }
+}
+
+/// AD sign-in for the dashboard, from `[admin]` (off without groups or a directory).
+fn signin(settings: &Settings, directory: Option<Directory>, store: &Store) -> SignIn {
+    let a = &settings.admin;
+    let domain = if a.domain.is_empty() {
+        crate::signin::domain_of(&settings.ldap.base_dn)
+    } else {
+        a.domain.clone()
+    };
+    SignIn::new(
+        directory,
+        store.clone(),
+        SignInConfig {
+            viewer_groups: a.viewer_groups.clone(),
+            operator_groups: a.operator_groups.clone(),
+            domain,
+            limits: crate::store::SessionLimits {
+                idle: a.session_idle,
+                lifetime: a.session_lifetime,
+            },
+            group_check_interval: a.group_check_interval,
+        },
+    )
 }
 
 /// Binds the admin listener and serves the API and the dashboard on it until shutdown.
@@ -243,7 +276,8 @@ async fn serve_admin(
         .with_context(|| format!("binding admin.listen {listen}"))?;
     let router = admin::router(state.clone()).merge(dashboard::router(state));
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|s| *s).await;
         });
         if let Err(e) = serve.await {

@@ -334,6 +334,23 @@ pub struct Admin {
     /// Where operators reach the dashboard (e.g. https://mailboxd.corp.example); alert
     /// emails link to the job there.
     pub public_url: Option<String>,
+    /// AD groups (DNs) whose members may read the dashboard; nested membership counts.
+    pub viewer_groups: Vec<String>,
+    /// AD groups (DNs) whose members may also retry, cancel and replay; nested counts.
+    pub operator_groups: Vec<String>,
+    /// The NetBIOS domain people are recorded under (`dashboard:CORP\jdoe`). Empty: the
+    /// first `DC=` of `[ldap].base_dn`, upper-cased.
+    pub domain: String,
+    /// A dashboard session not used for this long ends.
+    #[serde(with = "humantime_secs")]
+    pub session_idle: Duration,
+    /// A dashboard session ends this long after sign-in, used or not.
+    #[serde(with = "humantime_secs")]
+    pub session_lifetime: Duration,
+    /// How often a session's group membership (and the account being enabled) is read
+    /// again from AD; a person no longer in the groups is signed out.
+    #[serde(with = "humantime_secs")]
+    pub group_check_interval: Duration,
     #[serde(skip)]
     pub token: Option<SecretString>,
 }
@@ -470,6 +487,12 @@ impl Default for Admin {
             open_reads: false,
             token_name: "admin".into(),
             public_url: None,
+            viewer_groups: Vec::new(),
+            operator_groups: Vec::new(),
+            domain: String::new(),
+            session_idle: Duration::from_secs(30 * 60),
+            session_lifetime: Duration::from_secs(12 * 3600),
+            group_check_interval: Duration::from_secs(5 * 60),
             token: None,
         }
     }
@@ -561,9 +584,17 @@ impl Settings {
                 .with_list_parse_key("smtp.to")
                 .with_list_parse_key("amqp.iiq_applications")
                 .with_list_parse_key("amqp.allowed_routing_domains")
+                .with_list_parse_key("admin.viewer_groups")
+                .with_list_parse_key("admin.operator_groups")
                 .try_parsing(true),
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;
+        for groups in [
+            &mut settings.admin.viewer_groups,
+            &mut settings.admin.operator_groups,
+        ] {
+            *groups = group_dns(std::mem::take(groups));
+        }
         settings.read_secrets()?;
         settings.validate()?;
         Ok(settings)
@@ -652,6 +683,27 @@ impl Settings {
     }
 }
 
+/// Group DNs as given: whole DNs from the file, or the pieces of one environment variable
+/// that the list separator (a comma) cut apart, joined again. A group's DN starts with
+/// `CN=`, so a piece that does not is the rest of the DN before it.
+fn group_dns(items: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let starts = item
+            .trim_start()
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("CN="));
+        match out.last_mut() {
+            Some(dn) if !starts => {
+                dn.push(',');
+                dn.push_str(&item);
+            }
+            _ => out.push(item.trim().to_owned()),
+        }
+    }
+    out
+}
+
 /// A secret from a file (trailing newline stripped) or, failing that, an environment variable.
 fn secret(env: &str, file: Option<&Path>) -> Result<Option<SecretString>, ConfigError> {
     if let Some(path) = file {
@@ -669,6 +721,23 @@ fn secret(env: &str, file: Option<&Path>) -> Result<Option<SecretString>, Config
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn group_dns_cut_at_commas_by_the_environment_are_joined_again() {
+        let cut = "CN=Ops,OU=Groups,DC=corp,DC=example,CN=Smith\\, J,DC=corp"
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            group_dns(cut),
+            [
+                "CN=Ops,OU=Groups,DC=corp,DC=example",
+                "CN=Smith\\, J,DC=corp"
+            ]
+        );
+        let whole = vec!["CN=A,DC=x".to_owned(), "cn=B,DC=x".to_owned()];
+        assert_eq!(group_dns(whole.clone()), whole);
+    }
 
     #[test]
     fn the_shipped_example_configuration_loads() {

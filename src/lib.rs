@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod publish;
 pub mod reconcile;
 pub mod signal;
+pub mod signin;
 pub mod store;
 pub mod telemetry;
 #[cfg(feature = "lab")]

@@ -15,6 +15,7 @@ mod jobs;
 mod operator;
 mod poison;
 mod reconcile;
+mod sessions;
 mod wake_ups;
 
 pub use alerts::*;
@@ -25,6 +26,7 @@ pub use jobs::*;
 pub use operator::*;
 pub use poison::*;
 pub use reconcile::*;
+pub use sessions::*;
 pub use wake_ups::*;
 
 use std::str::FromStr;

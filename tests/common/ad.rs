@@ -286,6 +286,58 @@ impl TestAd {
             .expect("stamp Exchange attributes");
     }
 
+    /// Creates a (global security) group under CN=Users; returns its DN.
+    pub async fn add_group(&self, cn: &str) -> String {
+        let mut ldap = self.admin().await;
+        let dn = format!("CN={cn},CN=Users,{}", self.base_dn);
+        ldap.add(
+            &dn,
+            vec![
+                ("objectClass", HashSet::from(["top", "group"])),
+                ("sAMAccountName", HashSet::from([cn])),
+            ],
+        )
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("add group {dn}: {e}"));
+        dn
+    }
+
+    /// Puts `member` (a user's or a group's DN) into `group`, or takes it out.
+    pub async fn set_member(&self, group: &str, member: &str, is_member: bool) {
+        let mut ldap = self.admin().await;
+        let values = HashSet::from([member.to_owned()]);
+        let m = if is_member {
+            Mod::Add("member".to_owned(), values)
+        } else {
+            Mod::Delete("member".to_owned(), values)
+        };
+        ldap.modify(group, vec![m])
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("member of {group}: {e}"));
+    }
+
+    /// Sets a user's password as an administrator does (unicodePwd over LDAPS), not to be
+    /// changed at the next logon.
+    pub async fn set_password(&self, dn: &str, password: &str) {
+        let mut ldap = self.admin().await;
+        let quoted: Vec<u8> = format!("\"{password}\"")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        ldap.modify(
+            dn,
+            vec![
+                Mod::Replace(b"unicodePwd".to_vec(), HashSet::from([quoted])),
+                Mod::Replace(b"pwdLastSet".to_vec(), HashSet::from([b"-1".to_vec()])),
+            ],
+        )
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("set the password of {dn}: {e}"));
+    }
+
     /// Sets or clears the ACCOUNTDISABLE bit.
     pub async fn set_disabled(&self, dn: &str, disabled: bool) {
         let mut ldap = self.admin().await;

@@ -13,6 +13,7 @@ pub mod ad;
 pub mod daemon;
 pub mod echo_host;
 pub mod scratch;
+pub mod signin;
 pub mod smtp;
 
 use std::process::{Command, Stdio};
