@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::access::Access;
+use crate::access::{Access, Token};
 use crate::admin::AdminState;
 use crate::circuit::Circuit;
 use crate::config::{Settings, WinrmAuth};
@@ -226,11 +226,7 @@ fn admin_state(
         broker_connected,
         circuit,
         budget,
-        access: Access::new(
-            settings.admin.token.clone(),
-            settings.admin.open_reads,
-            settings.admin.token_name.clone(),
-        ),
+        access: access(&settings.admin),
         amqp: settings.amqp.clone(),
         signin,
         secure_cookies: settings
@@ -239,6 +235,23 @@ fn admin_state(
             .as_deref()
             .is_some_and(|u| u.starts_with("https://")),
     }
+}
+
+/// The API's tokens: `admin.token` as an operator token, then `[[admin.tokens]]`.
+fn access(a: &crate::config::Admin) -> Access {
+    let shared = a.token.iter().map(|secret| Token {
+        name: a.token_name.clone(),
+        secret: secret.clone(),
+        can_act: true,
+    });
+    let named = a.tokens.iter().filter_map(|t| {
+        Some(Token {
+            name: t.name.clone(),
+            secret: t.token.clone()?,
+            can_act: t.role == crate::config::TokenRole::Operator,
+        })
+    });
+    Access::new(shared.chain(named).collect(), a.open_reads)
 }
 
 /// AD sign-in for the dashboard, from `[admin]` (off without groups or a directory).

@@ -351,8 +351,30 @@ pub struct Admin {
     /// again from AD; a person no longer in the groups is signed out.
     #[serde(with = "humantime_secs")]
     pub group_check_interval: Duration,
+    /// Named API tokens for automation, each a viewer or an operator (`[[admin.tokens]]`).
+    pub tokens: Vec<ApiToken>,
     #[serde(skip)]
     pub token: Option<SecretString>,
+}
+
+/// One named API token: actions with it are recorded as `api:<name>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: TokenRole,
+    /// File holding the token (trailing newline stripped).
+    pub token_file: PathBuf,
+    #[serde(skip)]
+    pub token: Option<SecretString>,
+}
+
+/// What an API token may do: read, or also act (retry, cancel, replay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    Viewer,
+    Operator,
 }
 
 impl Default for Database {
@@ -493,6 +515,7 @@ impl Default for Admin {
             session_idle: Duration::from_secs(30 * 60),
             session_lifetime: Duration::from_secs(12 * 3600),
             group_check_interval: Duration::from_secs(5 * 60),
+            tokens: Vec::new(),
             token: None,
         }
     }
@@ -613,6 +636,10 @@ impl Settings {
             self.exchange.password_file.as_deref(),
         )?;
         self.admin.token = secret("MAILBOXD_ADMIN_TOKEN", self.admin.token_file.as_deref())?;
+        for t in &mut self.admin.tokens {
+            // The file is required, so the (empty) variable name is never looked up.
+            t.token = secret("", Some(&t.token_file))?;
+        }
         Ok(())
     }
 
@@ -628,6 +655,7 @@ impl Settings {
             &self.admin.token,
         ]
         .into_iter()
+        .chain(self.admin.tokens.iter().map(|t| &t.token))
         .flatten()
         .map(|s| s.expose_secret().to_owned())
         .filter(|s| !s.is_empty())
@@ -669,6 +697,7 @@ impl Settings {
                 reason: "must be at least 1".into(),
             });
         }
+        self.validate_tokens()?;
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::Invalid {
                 key: "amqp.prefetch",
@@ -679,6 +708,44 @@ impl Settings {
             key: "winrm.endpoint",
             reason: format!("{e}: expected http(s)://host:port/wsman"),
         })?;
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// API tokens: each named once, none empty, no two the same secret.
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "admin.tokens",
+            reason,
+        };
+        let mut names = std::collections::HashSet::new();
+        let mut secrets = std::collections::HashSet::new();
+        for t in &self.admin.tokens {
+            if t.name.trim().is_empty() || t.name.chars().any(char::is_control) {
+                return Err(invalid(
+                    "every token needs a name (what its actions are recorded as)".into(),
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(format!("the name {:?} is used twice", t.name)));
+            }
+            let secret = t.token.as_ref().map_or("", |s| s.expose_secret());
+            if secret.is_empty() {
+                return Err(invalid(format!(
+                    "{}: {} is empty",
+                    t.name,
+                    t.token_file.display()
+                )));
+            }
+            if !secrets.insert(secret) {
+                return Err(invalid(format!(
+                    "{}: the same token as another one; give each its own",
+                    t.name
+                )));
+            }
+        }
         Ok(())
     }
 }
