@@ -134,7 +134,7 @@ impl App {
             shutdown_rx.clone(),
         )));
         let state = admin_state(&settings, &store, connected_rx, circuit, budget, signin);
-        let (admin_addr, admin) = serve_admin(&settings.admin.listen, state, shutdown_rx).await?;
+        let (admin_addr, admin) = serve_admin(&settings.admin, state, shutdown_rx).await?;
         tasks.push(admin);
         tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
         Ok(App {
@@ -229,11 +229,12 @@ fn admin_state(
         access: access(&settings.admin),
         amqp: settings.amqp.clone(),
         signin,
-        secure_cookies: settings
-            .admin
-            .public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://")),
+        secure_cookies: settings.admin.tls_cert_file.is_some()
+            || settings
+                .admin
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://")),
     }
 }
 
@@ -278,24 +279,39 @@ fn signin(settings: &Settings, directory: Option<Directory>, store: &Store) -> S
     )
 }
 
-/// Binds the admin listener and serves the API and the dashboard on it until shutdown.
+/// Binds the admin listener and serves the API and the dashboard on it until shutdown,
+/// over HTTPS when `admin.tls_cert_file` is set.
 async fn serve_admin(
-    listen: &str,
+    settings: &crate::config::Admin,
     state: AdminState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listen = &settings.listen;
     let (listener, addr) = admin::bind(listen)
         .await
         .with_context(|| format!("binding admin.listen {listen}"))?;
     let router = admin::router(state.clone()).merge(dashboard::router(state));
-    let task = tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "admin server stopped");
+    let task = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::admin_tls::TlsListener::start(listener, cert, key, shutdown.clone())?;
+            tokio::spawn(serve(tls, router, shutdown))
         }
-    });
+        _ => tokio::spawn(serve(listener, router, shutdown)),
+    };
     Ok((addr, task))
+}
+
+async fn serve<L>(listener: L, router: axum::Router, mut shutdown: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use axum::serve::ListenerExt;
+    // `tap_io` is what lets any listener give handlers the client's address.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "admin server stopped");
+    }
 }

@@ -351,6 +351,10 @@ pub struct Admin {
     /// again from AD; a person no longer in the groups is signed out.
     #[serde(with = "humantime_secs")]
     pub group_check_interval: Duration,
+    /// PEM certificate chain: the admin listener serves HTTPS (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// Named API tokens for automation, each a viewer or an operator (`[[admin.tokens]]`).
     pub tokens: Vec<ApiToken>,
     #[serde(skip)]
@@ -515,6 +519,8 @@ impl Default for Admin {
             session_idle: Duration::from_secs(30 * 60),
             session_lifetime: Duration::from_secs(12 * 3600),
             group_check_interval: Duration::from_secs(5 * 60),
+            tls_cert_file: None,
+            tls_key_file: None,
             tokens: Vec::new(),
             token: None,
         }
@@ -698,6 +704,12 @@ impl Settings {
             });
         }
         self.validate_tokens()?;
+        if self.admin.tls_cert_file.is_some() != self.admin.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "admin.tls_cert_file",
+                reason: "set both admin.tls_cert_file and admin.tls_key_file, or neither".into(),
+            });
+        }
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::Invalid {
                 key: "amqp.prefetch",

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admin_tls;
 pub mod alert;
 pub mod app;
 pub mod backoff;
