@@ -97,7 +97,10 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
     assert!(cookie.contains("; Secure"), "{cookie}");
 
     // A renewed certificate written over the files is served, the daemon still running.
-    assert_eq!(served(addr, std::slice::from_ref(&first)).await, first.to_vec());
+    assert_eq!(
+        served(addr, std::slice::from_ref(&first)).await,
+        first.to_vec()
+    );
     let (pem2, key2, second) = certificate();
     std::fs::write(&key_path, &key2).unwrap();
     std::fs::write(&cert_path, &pem2).unwrap();

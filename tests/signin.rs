@@ -190,6 +190,16 @@ async fn wrong_passwords_disabled_accounts_and_outsiders_are_refused_and_guessin
     let (status, _, page) = b.sign_in(&p.disabled, &p.password(&p.disabled)).await;
     assert_eq!(status, 401, "{page}");
     assert!(page.contains("disabled"), "{page}");
+    // Locked out in AD (too many wrong passwords elsewhere): the right password is refused.
+    let locked = format!("lck{}", p.t);
+    let (locked_dn, _) = ad.add_user(&locked, &locked, &User::default()).await;
+    ad.set_password(&locked_dn, &p.password(&locked)).await;
+    ad.set_member(&p.team, &locked_dn, true).await;
+    ad.lock_out(&locked_dn, &format!("{locked}@corp.example"))
+        .await;
+    let (status, _, page) = b.sign_in(&locked, &p.password(&locked)).await;
+    assert_eq!(status, 401, "{page}");
+    assert!(page.contains("locked out"), "{page}");
     let (status, _, page) = b.sign_in(&p.outsider, &p.password(&p.outsider)).await;
     assert_eq!(status, 403, "{page}");
     assert!(page.contains("none of the dashboard"), "{page}");
