@@ -644,7 +644,7 @@ fn refused(user: &str, client: SocketAddr, e: &SignInError) -> Response {
         SignInError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
         SignInError::Directory(_) | SignInError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    tracing::warn!(user = %user.chars().take(256).collect::<String>(), client = %client.ip(), reason = %e, "dashboard sign-in refused");
+    tracing::warn!(target: "audit", user = %user.chars().take(256).collect::<String>(), client = %client.ip(), reason = %e, "dashboard sign-in refused");
     page_with_status(
         status,
         "Sign in",

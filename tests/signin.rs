@@ -70,6 +70,8 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
     let mut browser = Browser::new(&daemon.admin);
     let (status, _) = browser.get("/").await;
     assert_eq!(status, 303, "not signed in: sent to the sign-in page");
+    let (status, _, _) = browser.sign_in(&p.operator, "Typo-in-the-password").await;
+    assert_eq!(status, 401);
     let password = p.password(&p.operator);
     let (status, set_cookie, page) = browser
         .sign_in(&format!("CORP\\{}", p.operator), &password)
@@ -130,7 +132,22 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
     assert_eq!(audit["actor"], who.as_str(), "{audit}");
     assert_eq!(audit["subject"], format!("job {id}"), "{audit}");
     assert_eq!(audit["outcome"], "done", "{audit}");
-    assert!(!logs.contains(&password), "the password reached the log");
+    let refused = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["target"] == "audit" && l["user"] == p.operator.as_str())
+        .unwrap_or_else(|| panic!("no log line for the refused sign-in in {logs}"));
+    assert_eq!(refused["message"], "dashboard sign-in refused", "{refused}");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("wrong user name or password"),
+        "{refused}"
+    );
+    for secret in [password.as_str(), "Typo-in-the-password"] {
+        assert!(!logs.contains(secret), "a password reached the log");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -111,17 +111,22 @@ impl Directory {
                     continue;
                 }
             };
-            if res.rc != 0 && res.rc != 32 {
+            // 4 sizeLimitExceeded: more than one entry, which the caller refuses as ambiguous.
+            if ![0, 4, 32].contains(&res.rc) {
                 return Err(DirectoryError::Search {
                     domain_controller: conn.dns_host_name,
                     reason: format!("LDAP result {} {}", res.rc, res.text),
                 });
             }
-            let entries = entries
+            let mut entries: Vec<SearchEntry> = entries
                 .into_iter()
+                .filter(|e| !e.is_ref() && !e.is_intermediate())
                 .map(SearchEntry::construct)
-                .filter(|e| !e.dn.is_empty())
                 .collect();
+            if res.rc == 4 {
+                // Make "more than one" visible even if the DC sent only the first.
+                entries.extend(entries.first().cloned());
+            }
             return Ok((url, entries));
         }
         Err(DirectoryError::AllUnreachable {
