@@ -115,8 +115,14 @@ impl TlsListener {
             current: RwLock::new(load(cert, key)?),
         });
         let (tx, streams) = mpsc::channel(64);
+        // Taken over here, before anything is served, so a SIGHUP from now on reloads
+        // instead of ending the process.
+        #[cfg(unix)]
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        #[cfg(not(unix))]
+        let hup = None;
         tokio::spawn(accept(tcp, certs.clone(), tx, shutdown.clone()));
-        tokio::spawn(reload(certs, shutdown));
+        tokio::spawn(reload(certs, hup, shutdown));
         Ok(TlsListener { streams, local })
     }
 }
@@ -162,20 +168,21 @@ fn stamps(certs: &Certs) -> [Option<SystemTime>; 2] {
     [&certs.cert, &certs.key].map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
 }
 
-async fn reload(certs: Arc<Certs>, mut shutdown: watch::Receiver<bool>) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+async fn reload(certs: Arc<Certs>, mut hup: Option<Hangup>, mut shutdown: watch::Receiver<bool>) {
     let mut seen = stamps(&certs);
     loop {
-        #[cfg(unix)]
         let hangup = async {
             match hup.as_mut() {
+                #[cfg(unix)]
                 Some(h) => h.recv().await,
-                None => std::future::pending().await,
+                _ => std::future::pending().await,
             }
         };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
         let why = tokio::select! {
             _ = hangup => "SIGHUP",
             _ = tokio::time::sleep(WATCH_EVERY) => "changed",

@@ -1,6 +1,6 @@
 //! The admin listener over HTTPS with a configured certificate: probes and the API answer
 //! on it, plain HTTP does not, the session cookie is `Secure`, and a renewed certificate
-//! written over the files is served without a restart.
+//! written over the files (or announced with SIGHUP) is served without a restart.
 
 mod common;
 
@@ -109,6 +109,34 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
         assert!(
             Instant::now() < deadline,
             "the renewed certificate was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // SIGHUP reloads too: files replaced with their old modification times (so the watcher
+    // sees no change), then the signal; the process lives on and serves the new one.
+    let (pem3, key3, third) = certificate();
+    for (path, text) in [(&key_path, &key3), (&cert_path, &pem3)] {
+        let was = std::fs::metadata(path).unwrap().modified().unwrap();
+        std::fs::write(path, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(was)
+            .unwrap();
+    }
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let all = [first, second, third.clone()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while served(addr, &all).await != third.to_vec() {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
