@@ -1,95 +1,112 @@
-//! Who may use the admin listener: one rule that the JSON API (token in a bearer header)
-//! and the dashboard (token in a cookie) both enforce. Reads need the admin token unless
-//! `admin.open_reads` is set, actions always need it, and without a configured token both
-//! are off. Each front end only says how the token arrives and how a refusal looks.
+//! Who may use the JSON API: named tokens (a bearer header), each a viewer (reads) or an
+//! operator (also actions), recorded by name (`api:<name>`); `admin.token` is an operator
+//! token named `admin.token_name`. Reads need a token unless `admin.open_reads` is set;
+//! without any token the API is off. (People use the dashboard with their AD sign-in,
+//! `signin`; no token is ever kept in a cookie.)
 
 use secrecy::{ExposeSecret, SecretString};
 
-/// The admin token and what it opens.
+/// One API token: its name (what actions are recorded as), its secret and whether it may act.
+#[derive(Clone)]
+pub struct Token {
+    pub name: String,
+    pub secret: SecretString,
+    pub can_act: bool,
+}
+
+/// The API's tokens and what they open.
 #[derive(Clone)]
 pub struct Access {
-    token: Option<SecretString>,
+    tokens: Vec<Token>,
     open_reads: bool,
-    /// Who actions with the token are recorded as.
-    token_name: String,
 }
 
 /// Why a caller may not do what it asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// No admin token is configured: the API and the dashboard are off.
+    /// No token is configured: the API is off.
     Disabled,
-    /// A token is configured and the caller did not present it.
+    /// Tokens are configured and the caller presented none of them.
     NoToken,
+    /// The caller's token may read, not act.
+    ReadOnly,
 }
 
 impl Access {
-    pub fn new(token: Option<SecretString>, open_reads: bool, token_name: String) -> Access {
-        Access {
-            token,
-            open_reads,
-            token_name,
-        }
+    pub fn new(tokens: Vec<Token>, open_reads: bool) -> Access {
+        Access { tokens, open_reads }
     }
 
     pub fn open_reads(&self) -> bool {
         self.open_reads
     }
 
-    /// Whether `presented` is the admin token, compared in constant time so that response
-    /// timing does not reveal how much of it matched.
-    pub fn is_token(&self, presented: &str) -> bool {
-        self.token
-            .as_ref()
-            .is_some_and(|t| crate::secret_eq(t.expose_secret().as_bytes(), presented.as_bytes()))
+    /// The token `presented` is, compared in constant time (every token is compared) so
+    /// that response timing does not reveal how much of one matched.
+    fn token(&self, presented: &str) -> Option<&Token> {
+        let mut found = None;
+        for t in &self.tokens {
+            if crate::secret_eq(t.secret.expose_secret().as_bytes(), presented.as_bytes()) {
+                found = Some(t);
+            }
+        }
+        found
     }
 
-    /// Whether a caller who `presented` this token (if any) may read, or with `write` act.
-    pub fn check(&self, presented: Option<&str>, write: bool) -> Result<(), Refusal> {
-        if !write && self.open_reads {
-            return Ok(());
-        }
-        if self.token.is_none() {
-            return Err(Refusal::Disabled);
-        }
-        match presented {
-            Some(p) if self.is_token(p) => Ok(()),
-            _ => Err(Refusal::NoToken),
+    /// Who a caller that `presented` this token (if any) is, when they may read, or with
+    /// `write` act: `api:<token name>`, or `None` for an anonymous open read.
+    pub fn check(&self, presented: Option<&str>, write: bool) -> Result<Option<String>, Refusal> {
+        let token = presented.and_then(|p| self.token(p));
+        match token {
+            Some(t) if write && !t.can_act => Err(Refusal::ReadOnly),
+            Some(t) => Ok(Some(format!("api:{}", t.name))),
+            None if !write && self.open_reads => Ok(None),
+            None if self.tokens.is_empty() => Err(Refusal::Disabled),
+            None => Err(Refusal::NoToken),
         }
     }
+}
 
-    /// Who an action taken with the token through `channel` (`api`, `dashboard`) is
-    /// recorded as.
-    pub fn actor(&self, channel: &str) -> String {
-        format!("{channel}:{}", self.token_name)
-    }
+/// One structured line of the audit trail (`target: "audit"`, for a SIEM): who did what
+/// to which object, and how it ended.
+pub fn audit(actor: &str, action: &str, subject: &str, outcome: &str) {
+    tracing::info!(target: "audit", actor, action, subject, outcome, "operator action");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn access(token: Option<&str>, open_reads: bool) -> Access {
-        Access::new(token.map(SecretString::from), open_reads, "ops".into())
+    fn access(tokens: &[(&str, &str, bool)], open_reads: bool) -> Access {
+        let tokens = tokens
+            .iter()
+            .map(|(name, secret, can_act)| Token {
+                name: (*name).into(),
+                secret: SecretString::from(*secret),
+                can_act: *can_act,
+            })
+            .collect();
+        Access::new(tokens, open_reads)
     }
 
     #[test]
-    fn reads_are_open_only_when_configured_and_actions_always_need_the_token() {
-        let closed = access(Some("t0ken"), false);
-        assert_eq!(closed.check(Some("t0ken"), true), Ok(()));
-        assert_eq!(closed.check(Some("t0ken"), false), Ok(()));
-        assert_eq!(closed.check(Some("wrong"), false), Err(Refusal::NoToken));
-        assert_eq!(closed.check(None, false), Err(Refusal::NoToken));
+    fn each_token_reads_and_only_operator_tokens_act_recorded_by_name() {
+        let a = access(&[("ops", "t0ken", true), ("grafana", "r3ad", false)], false);
+        assert_eq!(a.check(Some("t0ken"), true), Ok(Some("api:ops".into())));
+        assert_eq!(a.check(Some("r3ad"), false), Ok(Some("api:grafana".into())));
+        assert_eq!(a.check(Some("r3ad"), true), Err(Refusal::ReadOnly));
+        assert_eq!(a.check(Some("t0ke"), false), Err(Refusal::NoToken));
+        assert_eq!(a.check(None, false), Err(Refusal::NoToken));
+    }
 
-        let open = access(Some("t0ken"), true);
-        assert_eq!(open.check(None, false), Ok(()));
+    #[test]
+    fn reads_are_open_only_when_configured_and_without_tokens_the_api_is_off() {
+        let open = access(&[("ops", "t0ken", true)], true);
+        assert_eq!(open.check(None, false), Ok(None));
         assert_eq!(open.check(None, true), Err(Refusal::NoToken));
-
-        let off = access(None, false);
+        let off = access(&[], false);
         assert_eq!(off.check(Some(""), false), Err(Refusal::Disabled));
         assert_eq!(off.check(None, true), Err(Refusal::Disabled));
-        assert!(!off.is_token(""));
-        assert_eq!(access(None, true).check(None, false), Ok(()));
-        assert_eq!(closed.actor("api"), "api:ops");
+        assert_eq!(access(&[], true).check(None, false), Ok(None));
     }
 }

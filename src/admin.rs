@@ -29,6 +29,10 @@ pub struct AdminState {
     /// The Exchange session budget (this replica's share, and the cluster's use in the store).
     pub budget: std::sync::Arc<crate::budget::SessionBudget>,
     pub access: Access,
+    /// AD sign-in and the dashboard's sessions.
+    pub signin: crate::signin::SignIn,
+    /// Session cookies get `Secure` (the dashboard is reached over HTTPS).
+    pub secure_cookies: bool,
     /// For replaying poison messages to the broker.
     pub amqp: crate::config::Amqp,
 }
@@ -77,16 +81,32 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The refusal, unless the caller may do this.
 fn refuse(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> {
-    match s.access.check(bearer(headers), write).err()? {
-        Refusal::Disabled => Some(problem(
+    s.access.check(bearer(headers), write).err().map(refusal)
+}
+
+fn refusal(r: Refusal) -> Response {
+    match r {
+        Refusal::Disabled => problem(
             StatusCode::FORBIDDEN,
-            "the API is disabled: set admin.token_file (or MAILBOXD_ADMIN_TOKEN) to use it",
-        )),
-        Refusal::NoToken => Some(problem(
+            "the API is disabled: set admin.token_file (or MAILBOXD_ADMIN_TOKEN) or [[admin.tokens]] to use it",
+        ),
+        Refusal::NoToken => problem(
             StatusCode::UNAUTHORIZED,
-            "send the admin token as `Authorization: Bearer <token>`",
-        )),
+            "send an API token as `Authorization: Bearer <token>`",
+        ),
+        Refusal::ReadOnly => problem(
+            StatusCode::FORBIDDEN,
+            "this token may only read (role = \"viewer\"); use an operator token to act",
+        ),
     }
+}
+
+/// The actor of an action (`api:<token name>`), or why the caller may not act.
+fn actor(s: &AdminState, headers: &HeaderMap) -> Result<String, Refusal> {
+    // An action always has a token behind it: `check` opens only reads without one.
+    s.access
+        .check(bearer(headers), true)
+        .map(|who| who.unwrap_or_else(|| "api:?".into()))
 }
 
 /// `{"<key>": rows}`, or the 500 that says where to look.
@@ -268,19 +288,21 @@ async fn job_action(
     id: Result<Path<Uuid>, PathRejection>,
     retry: bool,
 ) -> Response {
-    if let Some(r) = refuse(&s, &headers, true) {
-        return r;
-    }
+    let actor = match actor(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return refusal(r),
+    };
     let Path(id) = match id {
         Ok(id) => id,
         Err(e) => return bad_request(e),
     };
-    let actor = s.access.actor("api");
     let r = if retry {
         s.store.retry_job(id, &actor).await
     } else {
         s.store.cancel_job(id, &actor).await
     };
+    let what = if retry { "retry" } else { "cancel" };
+    crate::access::audit(&actor, what, &format!("job {id}"), outcome(&r));
     match r {
         Ok(Ok(())) => Json(json!({ "id": id, "ok": true })).into_response(),
         Ok(Err(ActionRefused::NotFound)) => problem(StatusCode::NOT_FOUND, format!("no job {id}")),
@@ -288,6 +310,16 @@ async fn job_action(
             problem(StatusCode::CONFLICT, format!("job {id} is {st}"))
         }
         Err(e) => internal(e),
+    }
+}
+
+/// How an action ended, for the audit trail.
+pub fn outcome<E>(r: &Result<Result<(), ActionRefused>, E>) -> &'static str {
+    match r {
+        Ok(Ok(())) => "done",
+        Ok(Err(ActionRefused::NotFound)) => "not found",
+        Ok(Err(ActionRefused::WrongState(_))) => "refused: wrong state",
+        Err(_) => "error",
     }
 }
 
@@ -351,9 +383,10 @@ async fn bulk_retry(
     headers: HeaderMap,
     q: Result<Query<BulkQuery>, QueryRejection>,
 ) -> Response {
-    if let Some(r) = refuse(&s, &headers, true) {
-        return r;
-    }
+    let actor = match actor(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return refusal(r),
+    };
     let filter = match q
         .map_err(|e| e.to_string())
         .and_then(|Query(q)| bulk_filter(q))
@@ -361,12 +394,11 @@ async fn bulk_retry(
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    match s
-        .store
-        .retry_matching(&filter, &s.access.actor("api"))
-        .await
-    {
-        Ok(ids) => Json(json!({ "retried": ids.len(), "ids": ids })).into_response(),
+    match s.store.retry_matching(&filter, &actor).await {
+        Ok(ids) => {
+            crate::access::audit(&actor, "bulk retry", &format!("{} jobs", ids.len()), "done");
+            Json(json!({ "retried": ids.len(), "ids": ids })).into_response()
+        }
         Err(e) => internal(e),
     }
 }
@@ -384,9 +416,10 @@ async fn replay_poison(
     headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
 ) -> Response {
-    if let Some(r) = refuse(&s, &headers, true) {
-        return r;
-    }
+    let actor = match actor(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return refusal(r),
+    };
     let Path(id) = match id {
         Ok(id) => id,
         Err(e) => return bad_request(e),
@@ -394,7 +427,7 @@ async fn replay_poison(
     use crate::publish::ReplayError;
     match crate::publish::replay_poison(&s.store, &s.amqp, id, None).await {
         Ok(key) => {
-            tracing::info!(poison_id = id, actor = %s.access.actor("api"), "poison message replayed");
+            crate::access::audit(&actor, "replay", &format!("poison {id}"), "done");
             Json(json!({ "id": id, "replayed_to": key })).into_response()
         }
         Err(ReplayError::NotFound(_)) => {

@@ -10,12 +10,13 @@ use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::access::Access;
+use crate::access::{Access, Token};
 use crate::admin::AdminState;
 use crate::circuit::Circuit;
 use crate::config::{Settings, WinrmAuth};
 use crate::directory::Directory;
 use crate::exchange::Exchange;
+use crate::signin::{SignIn, SignInConfig};
 use crate::store::Store;
 use crate::{admin, dashboard, intake, worker};
 use winrm::{Auth, ClientConfig, WinrmClient};
@@ -94,6 +95,7 @@ impl App {
         .context("setting up the Exchange session budget")?;
         let exchange = exchange(&settings)?.with_budget(budget.clone());
         let directory = Directory::from_config(&settings.ldap)?;
+        let signin = signin(&settings, directory.clone(), &store);
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected_tx, connected_rx) = watch::channel(false);
@@ -146,8 +148,8 @@ impl App {
             settings.outcomes.clone(),
             shutdown_rx.clone(),
         )));
-        let state = admin_state(&settings, &store, connected_rx, circuit, budget);
-        let (admin_addr, admin) = serve_admin(&settings.admin.listen, state, shutdown_rx).await?;
+        let state = admin_state(&settings, &store, connected_rx, circuit, budget, signin);
+        let (admin_addr, admin) = serve_admin(&settings.admin, state, shutdown_rx).await?;
         tasks.push(admin);
         tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
         Ok(App {
@@ -239,38 +241,99 @@ fn admin_state(
     broker_connected: watch::Receiver<bool>,
     circuit: Arc<Circuit>,
     budget: Arc<crate::budget::SessionBudget>,
+    signin: SignIn,
 ) -> AdminState {
     AdminState {
         store: store.clone(),
         broker_connected,
         circuit,
         budget,
-        access: Access::new(
-            settings.admin.token.clone(),
-            settings.admin.open_reads,
-            settings.admin.token_name.clone(),
-        ),
+        access: access(&settings.admin),
         amqp: settings.amqp.clone(),
+        signin,
+        secure_cookies: settings.admin.tls_cert_file.is_some()
+            || settings
+                .admin
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://")),
     }
 }
 
-/// Binds the admin listener and serves the API and the dashboard on it until shutdown.
+/// The API's tokens: `admin.token` as an operator token, then `[[admin.tokens]]`.
+fn access(a: &crate::config::Admin) -> Access {
+    let shared = a.token.iter().map(|secret| Token {
+        name: a.token_name.clone(),
+        secret: secret.clone(),
+        can_act: true,
+    });
+    let named = a.tokens.iter().filter_map(|t| {
+        Some(Token {
+            name: t.name.clone(),
+            secret: t.token.clone()?,
+            can_act: t.role == crate::config::TokenRole::Operator,
+        })
+    });
+    Access::new(shared.chain(named).collect(), a.open_reads)
+}
+
+/// AD sign-in for the dashboard, from `[admin]` (off without groups or a directory).
+fn signin(settings: &Settings, directory: Option<Directory>, store: &Store) -> SignIn {
+    let a = &settings.admin;
+    let domain = if a.domain.is_empty() {
+        crate::signin::domain_of(&settings.ldap.base_dn)
+    } else {
+        a.domain.clone()
+    };
+    SignIn::new(
+        directory,
+        store.clone(),
+        SignInConfig {
+            viewer_groups: a.viewer_groups.clone(),
+            operator_groups: a.operator_groups.clone(),
+            domain,
+            limits: crate::store::SessionLimits {
+                idle: a.session_idle,
+                lifetime: a.session_lifetime,
+            },
+            group_check_interval: a.group_check_interval,
+        },
+    )
+}
+
+/// Binds the admin listener and serves the API and the dashboard on it until shutdown,
+/// over HTTPS when `admin.tls_cert_file` is set.
 async fn serve_admin(
-    listen: &str,
+    settings: &crate::config::Admin,
     state: AdminState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listen = &settings.listen;
     let (listener, addr) = admin::bind(listen)
         .await
         .with_context(|| format!("binding admin.listen {listen}"))?;
     let router = admin::router(state.clone()).merge(dashboard::router(state));
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "admin server stopped");
+    let task = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::admin_tls::TlsListener::start(listener, cert, key, shutdown.clone())?;
+            tokio::spawn(serve(tls, router, shutdown))
         }
-    });
+        _ => tokio::spawn(serve(listener, router, shutdown)),
+    };
     Ok((addr, task))
+}
+
+async fn serve<L>(listener: L, router: axum::Router, mut shutdown: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use axum::serve::ListenerExt;
+    // `tap_io` is what lets any listener give handlers the client's address.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "admin server stopped");
+    }
 }

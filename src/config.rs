@@ -394,8 +394,51 @@ pub struct Admin {
     /// Where operators reach the dashboard (e.g. https://mailboxd.corp.example); alert
     /// emails link to the job there.
     pub public_url: Option<String>,
+    /// AD groups (DNs) whose members may read the dashboard; nested membership counts.
+    pub viewer_groups: Vec<String>,
+    /// AD groups (DNs) whose members may also retry, cancel and replay; nested counts.
+    pub operator_groups: Vec<String>,
+    /// The NetBIOS domain people are recorded under (`dashboard:CORP\jdoe`). Empty: the
+    /// first `DC=` of `[ldap].base_dn`, upper-cased.
+    pub domain: String,
+    /// A dashboard session not used for this long ends.
+    #[serde(with = "humantime_secs")]
+    pub session_idle: Duration,
+    /// A dashboard session ends this long after sign-in, used or not.
+    #[serde(with = "humantime_secs")]
+    pub session_lifetime: Duration,
+    /// How often a session's group membership (and the account being enabled) is read
+    /// again from AD; a person no longer in the groups is signed out.
+    #[serde(with = "humantime_secs")]
+    pub group_check_interval: Duration,
+    /// PEM certificate chain: the admin listener serves HTTPS (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Named API tokens for automation, each a viewer or an operator (`[[admin.tokens]]`).
+    pub tokens: Vec<ApiToken>,
     #[serde(skip)]
     pub token: Option<SecretString>,
+}
+
+/// One named API token: actions with it are recorded as `api:<name>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: TokenRole,
+    /// File holding the token (trailing newline stripped).
+    pub token_file: PathBuf,
+    #[serde(skip)]
+    pub token: Option<SecretString>,
+}
+
+/// What an API token may do: read, or also act (retry, cancel, replay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    Viewer,
+    Operator,
 }
 
 impl Default for Database {
@@ -534,6 +577,15 @@ impl Default for Admin {
             open_reads: false,
             token_name: "admin".into(),
             public_url: None,
+            viewer_groups: Vec::new(),
+            operator_groups: Vec::new(),
+            domain: String::new(),
+            session_idle: Duration::from_secs(30 * 60),
+            session_lifetime: Duration::from_secs(12 * 3600),
+            group_check_interval: Duration::from_secs(5 * 60),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tokens: Vec::new(),
             token: None,
         }
     }
@@ -625,9 +677,17 @@ impl Settings {
                 .with_list_parse_key("smtp.to")
                 .with_list_parse_key("amqp.iiq_applications")
                 .with_list_parse_key("amqp.allowed_routing_domains")
+                .with_list_parse_key("admin.viewer_groups")
+                .with_list_parse_key("admin.operator_groups")
                 .try_parsing(true),
         );
         let mut settings: Settings = builder.build()?.try_deserialize()?;
+        for groups in [
+            &mut settings.admin.viewer_groups,
+            &mut settings.admin.operator_groups,
+        ] {
+            *groups = group_dns(std::mem::take(groups));
+        }
         settings.read_secrets()?;
         settings.validate()?;
         Ok(settings)
@@ -646,6 +706,10 @@ impl Settings {
             self.exchange.password_file.as_deref(),
         )?;
         self.admin.token = secret("MAILBOXD_ADMIN_TOKEN", self.admin.token_file.as_deref())?;
+        for t in &mut self.admin.tokens {
+            // The file is required, so the (empty) variable name is never looked up.
+            t.token = secret("", Some(&t.token_file))?;
+        }
         Ok(())
     }
 
@@ -661,6 +725,7 @@ impl Settings {
             &self.admin.token,
         ]
         .into_iter()
+        .chain(self.admin.tokens.iter().map(|t| &t.token))
         .flatten()
         .map(|s| s.expose_secret().to_owned())
         .filter(|s| !s.is_empty())
@@ -701,6 +766,13 @@ impl Settings {
             return Err(ConfigError::Invalid {
                 key: "worker.max_attempts",
                 reason: "must be at least 1".into(),
+            });
+        }
+        self.validate_tokens()?;
+        if self.admin.tls_cert_file.is_some() != self.admin.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "admin.tls_cert_file",
+                reason: "set both admin.tls_cert_file and admin.tls_key_file, or neither".into(),
             });
         }
         if self.amqp.prefetch == 0 {
@@ -832,6 +904,65 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// API tokens: each named once, none empty, no two the same secret.
+    fn validate_tokens(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "admin.tokens",
+            reason,
+        };
+        let mut names = std::collections::HashSet::new();
+        let mut secrets = std::collections::HashSet::new();
+        for t in &self.admin.tokens {
+            if t.name.trim().is_empty() || t.name.chars().any(char::is_control) {
+                return Err(invalid(
+                    "every token needs a name (what its actions are recorded as)".into(),
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(format!("the name {:?} is used twice", t.name)));
+            }
+            let secret = t.token.as_ref().map_or("", |s| s.expose_secret());
+            if secret.is_empty() {
+                return Err(invalid(format!(
+                    "{}: {} is empty",
+                    t.name,
+                    t.token_file.display()
+                )));
+            }
+            if !secrets.insert(secret) {
+                return Err(invalid(format!(
+                    "{}: the same token as another one; give each its own",
+                    t.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Group DNs as given: whole DNs from the file, or the pieces of one environment variable
+/// that the list separator (a comma) cut apart, joined again. A group's DN starts with
+/// `CN=`, so a piece that does not is the rest of the DN before it.
+fn group_dns(items: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        let starts = item
+            .trim_start()
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("CN="));
+        match out.last_mut() {
+            Some(dn) if !starts => {
+                dn.push(',');
+                dn.push_str(&item);
+            }
+            _ => out.push(item.trim().to_owned()),
+        }
+    }
+    out
+}
+
 /// A secret from a file (trailing newline stripped) or, failing that, an environment variable.
 fn secret(env: &str, file: Option<&Path>) -> Result<Option<SecretString>, ConfigError> {
     if let Some(path) = file {
@@ -926,6 +1057,23 @@ mod tests {
             invalid_key(&snapin).map(|k| k.0),
             Some("exchange.second_hop")
         );
+    }
+
+    #[test]
+    fn group_dns_cut_at_commas_by_the_environment_are_joined_again() {
+        let cut = "CN=Ops,OU=Groups,DC=corp,DC=example,CN=Smith\\, J,DC=corp"
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            group_dns(cut),
+            [
+                "CN=Ops,OU=Groups,DC=corp,DC=example",
+                "CN=Smith\\, J,DC=corp"
+            ]
+        );
+        let whole = vec!["CN=A,DC=x".to_owned(), "cn=B,DC=x".to_owned()];
+        assert_eq!(group_dns(whole.clone()), whole);
     }
 
     #[test]

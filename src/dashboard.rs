@@ -3,30 +3,36 @@
 //! account, a job page with its attempts and the retry/cancel buttons, the alert outbox,
 //! poison messages and reconciliation runs.
 //!
-//! Access follows the API's rule (`access`): the admin token (sent once through `/login`,
-//! then kept in an HttpOnly, SameSite=Strict cookie), or reads without it when
-//! `admin.open_reads` is set. Actions always need the token. Every value shown is
-//! HTML-escaped. The pages read [`AdminState`] like the API does; `app` mounts both.
+//! People sign in with their AD account (`signin`): the cookie holds a random session id
+//! (HttpOnly, SameSite=Strict, `Secure` behind HTTPS), viewers read, operators also act,
+//! and every state-changing form carries the session's CSRF token. `admin.open_reads` lets
+//! anyone read without signing in; the shared admin token is for the API only. Every value
+//! shown is HTML-escaped. The pages read [`AdminState`] like the API does; `app` mounts both.
+
+use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use secrecy::SecretString;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::access::Refusal;
 use crate::admin::AdminState;
 use crate::event::EventKind;
-use crate::store::{Attempt, Job, JobFilter, JobState, OperatorAction};
+use crate::signin::{Session, SignInError};
+use crate::store::{Attempt, Job, JobFilter, JobState, OperatorAction, Role};
 
-const COOKIE: &str = "mailboxd_token";
+const COOKIE: &str = "mailboxd_session";
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
         .route("/jobs", get(jobs))
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/retry", post(retry))
@@ -53,7 +59,7 @@ fn esc(s: &str) -> String {
     out
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -64,33 +70,102 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The refusal when the visitor may not see (or, for `write`, change) anything.
-fn check(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> {
-    let refusal = s
-        .access
-        .check(cookie_token(headers).as_deref(), write)
-        .err()?;
-    Some(match refusal {
-        Refusal::Disabled => page_with_status(
-            StatusCode::FORBIDDEN,
-            "Dashboard off",
-            "<p>The dashboard needs an admin token: set <code>admin.token_file</code> (or \
-             <code>MAILBOXD_ADMIN_TOKEN</code>), or <code>admin.open_reads = true</code> to read without one.</p>",
-        ),
-        Refusal::NoToken if write => page_with_status(
-            StatusCode::UNAUTHORIZED,
-            "Token needed",
-            "<p>Actions need the admin token. <a href=\"/login\">Log in</a>.</p>",
-        ),
-        Refusal::NoToken => Redirect::to("/login").into_response(),
-    })
+/// Who is looking: a signed-in person, or nobody (reads open to all).
+struct Visitor {
+    session: Option<Session>,
 }
 
-fn page(title: &str, body: &str) -> Response {
-    page_with_status(StatusCode::OK, title, body)
+impl Visitor {
+    fn can_act(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.role == Role::Operator)
+    }
+
+    /// The hidden field every state-changing form carries.
+    fn csrf_field(&self) -> String {
+        self.session.as_ref().map_or(String::new(), |s| {
+            format!(
+                "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+                esc(&s.csrf)
+            )
+        })
+    }
+
+    fn page(&self, title: &str, body: &str) -> Response {
+        let who = match &self.session {
+            Some(s) => format!(
+                "<span id=\"who\">{} ({})</span> <form method=\"post\" action=\"/logout\" style=\"display:inline\">{}<button id=\"logout\" type=\"submit\">Sign out</button></form>",
+                esc(&s.person),
+                s.role,
+                self.csrf_field()
+            ),
+            None => "<a href=\"/login\">Sign in</a>".into(),
+        };
+        render(StatusCode::OK, title, &who, body)
+    }
+}
+
+/// The visitor, or the response when they may not see (or, for `write`, change) anything.
+async fn visitor(s: &AdminState, headers: &HeaderMap, write: bool) -> Result<Visitor, Response> {
+    let session = match cookie_value(headers) {
+        Some(c) => s.signin.session(&c).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot check a dashboard session");
+            page_with_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                &format!(
+                    "<p>Your session cannot be checked now: {}</p>",
+                    esc(&e.to_string())
+                ),
+            )
+        })?,
+        None => None,
+    };
+    let visitor = Visitor { session };
+    match (&visitor.session, write) {
+        (Some(_), true) if !visitor.can_act() => Err(forbidden(
+            "Your AD groups let you read the dashboard, not act on it.",
+        )),
+        (Some(_), _) => Ok(visitor),
+        (None, true) => Err(forbidden("Actions need an operator signed in.")),
+        (None, false) if s.access.open_reads() => Ok(visitor),
+        (None, false) if !s.signin.enabled() => Err(page_with_status(
+            StatusCode::FORBIDDEN,
+            "Dashboard off",
+            "<p>The dashboard needs AD sign-in: set <code>[ldap].urls</code> and \
+             <code>admin.viewer_groups</code> or <code>admin.operator_groups</code>, or \
+             <code>admin.open_reads = true</code> to read without signing in.</p>",
+        )),
+        (None, false) => Err(Redirect::to("/login").into_response()),
+    }
+}
+
+fn forbidden(why: &str) -> Response {
+    page_with_status(
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        &format!("<p>{}</p><p><a href=\"/login\">Sign in</a></p>", esc(why)),
+    )
+}
+
+/// The operator session a state-changing form was sent in, its CSRF token checked.
+async fn operator(s: &AdminState, headers: &HeaderMap, csrf: &str) -> Result<Session, Response> {
+    let v = visitor(s, headers, true).await?;
+    match v.session {
+        Some(session) if crate::secret_eq(session.csrf.as_bytes(), csrf.as_bytes()) => Ok(session),
+        _ => Err(forbidden(
+            "This form is stale or did not come from this dashboard; reload the page and try again.",
+        )),
+    }
 }
 
 fn page_with_status(status: StatusCode, title: &str, body: &str) -> Response {
+    render(status, title, "<a href=\"/login\">Sign in</a>", body)
+}
+
+/// The page around `body`, with `who` (the signed-in person, or a sign-in link) in the header.
+fn render(status: StatusCode, title: &str, who: &str, body: &str) -> Response {
     let html = format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{t} · mailboxd</title>
@@ -108,7 +183,7 @@ th, td {{ text-align: left; padding: .3em .6em; border-bottom: 1px solid #ddd; v
 .cards {{ display: flex; flex-wrap: wrap; gap: .8em; }} .card {{ border: 1px solid #ccc; padding: .6em 1em; min-width: 8em; }}
 .card b {{ font-size: 1.6em; display: block; }} pre {{ white-space: pre-wrap; background: #f4f4f4; padding: .6em; }}
 </style></head>
-<body><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/jobs?state=failed">Failed</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a><a href="/login">Log in</a></header>
+<body><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/jobs?state=failed">Failed</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a>{who}</header>
 <main><h1>{t}</h1>
 {body}
 </main></body></html>"#,
@@ -122,9 +197,10 @@ fn state_cell(state: &str) -> String {
 }
 
 async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Some(r) = check(&s, &headers, false) {
-        return r;
-    }
+    let v = match visitor(&s, &headers, false).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let counts = s.store.count_by_state().await.unwrap_or_default();
     let circuit = s.circuit.status();
     let broker = *s.broker_connected.borrow();
@@ -157,7 +233,7 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     body.push_str("</div>");
     body.push_str(&chart(&s).await);
     body.push_str(&exchange_budget(&s).await);
-    page("Overview", &body)
+    v.page("Overview", &body)
 }
 
 /// The Exchange budget in words: sessions in use of the cluster's maximum, this replica's
@@ -257,9 +333,10 @@ async fn jobs(
     headers: HeaderMap,
     Query(q): Query<JobsQuery>,
 ) -> Response {
-    if let Some(r) = check(&s, &headers, false) {
-        return r;
-    }
+    let v = match visitor(&s, &headers, false).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let filter = JobFilter {
         state: q.state.as_deref().and_then(JobState::parse),
         account: q.account.clone().filter(|a| !a.is_empty()),
@@ -304,13 +381,14 @@ async fn jobs(
     if list.is_empty() {
         body.push_str("<p>No job matches.</p>");
     }
-    page("Jobs", &body)
+    v.page("Jobs", &body)
 }
 
 async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uuid>) -> Response {
-    if let Some(r) = check(&s, &headers, false) {
-        return r;
-    }
+    let v = match visitor(&s, &headers, false).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let Ok(Some((j, attempts))) = s.store.get_job(id).await else {
         return page_with_status(
             StatusCode::NOT_FOUND,
@@ -321,12 +399,12 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
     let actions = s.store.job_actions(id).await.unwrap_or_default();
     let body = [
         job_table(&j),
-        action_buttons(id),
+        action_buttons(id, &v),
         attempts_table(&attempts),
         operator_actions(&actions),
     ]
     .concat();
-    page(
+    v.page(
         &format!("Job for {}", j.event.account.sam_account_name.as_str()),
         &body,
     )
@@ -354,10 +432,15 @@ fn job_table(j: &Job) -> String {
     )
 }
 
-fn action_buttons(id: Uuid) -> String {
+/// Retry and cancel, for operators only: a viewer's page has no buttons to press.
+fn action_buttons(id: Uuid, v: &Visitor) -> String {
+    if !v.can_act() {
+        return String::new();
+    }
+    let csrf = v.csrf_field();
     format!(
-        "<form method=\"post\" action=\"/jobs/{id}/retry\" style=\"display:inline\"><button id=\"retry\" type=\"submit\">Retry now</button></form> \
-         <form method=\"post\" action=\"/jobs/{id}/cancel\" style=\"display:inline\"><button id=\"cancel\" type=\"submit\">Cancel</button></form>"
+        "<form method=\"post\" action=\"/jobs/{id}/retry\" style=\"display:inline\">{csrf}<button id=\"retry\" type=\"submit\">Retry now</button></form> \
+         <form method=\"post\" action=\"/jobs/{id}/cancel\" style=\"display:inline\">{csrf}<button id=\"cancel\" type=\"submit\">Cancel</button></form>"
     )
 }
 
@@ -413,21 +496,38 @@ fn operator_actions(actions: &[OperatorAction]) -> String {
     out
 }
 
-async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool) -> Response {
-    if let Some(r) = check(&s, &headers, true) {
-        return r;
-    }
-    let actor = s.access.actor("dashboard");
+/// The CSRF token a state-changing form carries.
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The form's CSRF token; a POST without a form has none (and is refused like a wrong one).
+fn csrf(f: Result<Form<CsrfForm>, FormRejection>) -> String {
+    f.map(|Form(f)| f.csrf).unwrap_or_default()
+}
+
+async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool, csrf: &str) -> Response {
+    let session = match operator(&s, &headers, csrf).await {
+        Ok(session) => session,
+        Err(r) => return r,
+    };
+    let actor = format!("dashboard:{}", session.person);
     let r = if retry {
         s.store.retry_job(id, &actor).await
     } else {
         s.store.cancel_job(id, &actor).await
     };
+    let what = if retry { "retry" } else { "cancel" };
+    crate::access::audit(
+        &actor,
+        what,
+        &format!("job {id}"),
+        crate::admin::outcome(&r),
+    );
     match r {
-        Ok(Ok(())) => {
-            tracing::info!(job_id = %id, action = if retry { "retry" } else { "cancel" }, "operator action from the dashboard");
-            Redirect::to(&format!("/jobs/{id}")).into_response()
-        }
+        Ok(Ok(())) => Redirect::to(&format!("/jobs/{id}")).into_response(),
         Ok(Err(e)) => page_with_status(
             StatusCode::CONFLICT,
             "Not possible",
@@ -444,18 +544,29 @@ async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool) -> Respon
     }
 }
 
-async fn retry(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uuid>) -> Response {
-    act(s, headers, id, true).await
+async fn retry(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    f: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    act(s, headers, id, true, &csrf(f)).await
 }
 
-async fn cancel(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uuid>) -> Response {
-    act(s, headers, id, false).await
+async fn cancel(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+    f: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    act(s, headers, id, false, &csrf(f)).await
 }
 
 async fn alerts(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Some(r) = check(&s, &headers, false) {
-        return r;
-    }
+    let v = match visitor(&s, &headers, false).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let list = s.store.list_alerts(200).await.unwrap_or_default();
     let mut body = String::from(
         "<table id=\"alerts\"><tr><th>Created</th><th>Status</th><th>Subject</th><th>Attempts</th><th>Last error</th></tr>",
@@ -481,13 +592,14 @@ async fn alerts(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         ));
     }
     body.push_str("</table>");
-    page("Alerts", &body)
+    v.page("Alerts", &body)
 }
 
 async fn poison(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Some(r) = check(&s, &headers, false) {
-        return r;
-    }
+    let v = match visitor(&s, &headers, false).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let list = s.store.list_poison(200).await.unwrap_or_default();
     let mut body = String::from(
         "<p>Messages that could not become a job. Replay one after fixing it: <code>mailboxd poison replay ID</code>.</p><table id=\"poison\"><tr><th>Id</th><th>Received</th><th>Routing key</th><th>Reason</th><th>Size</th></tr>",
@@ -503,13 +615,14 @@ async fn poison(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         ));
     }
     body.push_str("</table>");
-    page("Poison messages", &body)
+    v.page("Poison messages", &body)
 }
 
 async fn reconcile(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Some(r) = check(&s, &headers, false) {
-        return r;
-    }
+    let v = match visitor(&s, &headers, false).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let runs = s.store.list_reconcile_runs(50).await.unwrap_or_default();
     let mut body = String::from(
         "<table id=\"runs\"><tr><th>Started</th><th>Mode</th><th>DC</th><th>Scanned</th><th>Differences</th><th>Jobs queued</th><th>Notes</th></tr>",
@@ -532,48 +645,105 @@ async fn reconcile(State(s): State<AdminState>, headers: HeaderMap) -> Response 
         ));
     }
     body.push_str("</table>");
-    page("Reconciliation runs", &body)
+    v.page("Reconciliation runs", &body)
 }
 
-async fn login_form() -> Response {
-    page(
-        "Log in",
-        "<form method=\"post\" action=\"/login\"><label>Admin token <input type=\"password\" name=\"token\" autocomplete=\"off\"></label> <button id=\"login\" type=\"submit\">Log in</button></form>",
-    )
+async fn login_form(State(s): State<AdminState>) -> Response {
+    let note = if s.signin.enabled() {
+        ""
+    } else {
+        "<p class=\"bad\">AD sign-in is not configured on this daemon.</p>"
+    };
+    page_with_status(StatusCode::OK, "Sign in", &format!("{note}{LOGIN_FORM}"))
 }
+
+const LOGIN_FORM: &str = "<form method=\"post\" action=\"/login\">\
+<p><label>User <input name=\"user\" autocomplete=\"username\" placeholder=\"CORP\\jdoe or jdoe@corp.example\"></label></p>\
+<p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label></p>\
+<button id=\"login\" type=\"submit\">Sign in</button></form>";
 
 #[derive(Deserialize)]
 struct LoginForm {
-    token: String,
+    user: String,
+    password: SecretString,
 }
 
-async fn login(State(s): State<AdminState>, Form(f): Form<LoginForm>) -> Response {
-    if !s.access.is_token(&f.token) {
-        return page_with_status(
-            StatusCode::UNAUTHORIZED,
-            "Log in",
-            "<p class=\"bad\">Wrong token.</p><p><a href=\"/login\">Try again</a></p>",
-        );
-    }
-    // Tokens are opaque ASCII secrets; anything else could not travel in a cookie anyway.
-    if !f
-        .token
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
-    {
-        return page_with_status(
-            StatusCode::BAD_REQUEST,
-            "Log in",
-            "<p>This token cannot be kept in a cookie; use the API with a bearer header.</p>",
-        );
-    }
+/// Signs the person in with AD; refusals are logged (never the password) and counted.
+async fn login(
+    State(s): State<AdminState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let (cookie, session) = match s.signin.sign_in(&f.user, &f.password, client.ip()).await {
+        Ok(ok) => ok,
+        Err(e) => return refused(&f.user, client, &e),
+    };
+    tracing::info!(target: "audit", actor = %format!("dashboard:{}", session.person), role = %session.role, client = %client.ip(), "signed in to the dashboard");
+    let secure = if s.secure_cookies { "; Secure" } else { "" };
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/".to_owned()),
             (
                 header::SET_COOKIE,
-                format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", f.token),
+                format!("{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/{secure}"),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+/// The page for a refused sign-in, and its log line.
+fn refused(user: &str, client: SocketAddr, e: &SignInError) -> Response {
+    let status = match e {
+        SignInError::Refused(_) => StatusCode::UNAUTHORIZED,
+        SignInError::NoGroup(_) | SignInError::Off => StatusCode::FORBIDDEN,
+        SignInError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+        SignInError::Directory(_) | SignInError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    tracing::warn!(target: "audit", user = %user.chars().take(256).collect::<String>(), client = %client.ip(), reason = %e, "dashboard sign-in refused");
+    page_with_status(
+        status,
+        "Sign in",
+        &format!(
+            "<p class=\"bad\" id=\"error\">{}</p>{LOGIN_FORM}",
+            esc(&e.to_string())
+        ),
+    )
+}
+
+/// Ends the session on every replica and forgets the cookie.
+async fn logout(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    f: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let csrf = csrf(f);
+    let v = match visitor(&s, &headers, false).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(session) = v
+        .session
+        .filter(|x| crate::secret_eq(x.csrf.as_bytes(), csrf.as_bytes()))
+    else {
+        return forbidden("Sign out from a page of this dashboard.");
+    };
+    if let Err(e) = s.signin.sign_out(&session).await {
+        return page_with_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again",
+            &format!("<p>{}</p>", esc(&e.to_string())),
+        );
+    }
+    tracing::info!(target: "audit", actor = %format!("dashboard:{}", session.person), "signed out of the dashboard");
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/login".to_owned()),
+            (
+                header::SET_COOKIE,
+                format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
             ),
         ],
     )

@@ -19,6 +19,9 @@ use uuid::Uuid;
 
 use crate::config::{self, SyncRule};
 
+mod person;
+pub use person::{PasswordRefused, Person};
+
 /// msExchRecipientTypeDetails values that are remote (cloud) recipients: RemoteUserMailbox,
 /// RemoteRoomMailbox, RemoteEquipmentMailbox, RemoteSharedMailbox (notes/exchange.md §10).
 const REMOTE_TYPES_MASK: i64 = 0xE_8000_0000;
@@ -567,8 +570,8 @@ impl Directory {
         self.inner.pool.lock().remove(url.as_str());
     }
 
-    /// Connects (TLS or StartTLS), binds, and reads the controller's DNS name.
-    async fn connect(&self, url: &url::Url) -> Result<Conn, ReadError> {
+    /// Opens a connection (TLS or StartTLS, as configured) without binding.
+    async fn open(&self, url: &url::Url) -> Result<Ldap, ReadError> {
         let inner = &self.inner;
         let settings = LdapConnSettings::new()
             .set_conn_timeout(inner.timeout)
@@ -579,6 +582,13 @@ impl Directory {
             .map_err(|e| ReadError::Unreachable(connect_reason(&e)))?;
         ldap3::drive!(conn);
         ldap.with_timeout(inner.timeout);
+        Ok(ldap)
+    }
+
+    /// Connects, binds as the service account, and reads the controller's DNS name.
+    async fn connect(&self, url: &url::Url) -> Result<Conn, ReadError> {
+        let inner = &self.inner;
+        let mut ldap = self.open(url).await?;
         if !inner.bind_dn.is_empty() {
             let pw = inner
                 .password

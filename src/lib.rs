@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admin_tls;
 pub mod alert;
 pub mod app;
 pub mod backoff;
@@ -21,6 +22,7 @@ pub mod outcomes;
 pub mod publish;
 pub mod reconcile;
 pub mod signal;
+pub mod signin;
 pub mod store;
 pub mod telemetry;
 #[cfg(feature = "lab")]

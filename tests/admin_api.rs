@@ -263,6 +263,76 @@ async fn without_a_token_the_api_is_off_and_open_reads_stay_read_only() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn named_tokens_read_or_act_as_their_role_and_are_recorded_by_name() {
+    let mut onprem = seed("tokonprem");
+    onprem.recipient = Recipient::Onprem;
+    let mut env = TestEnv::new(vec![onprem]).await;
+    // The single shared token keeps working, as an operator token named `admin`.
+    env.settings.admin.token = Some(SecretString::from(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{value}\n")).unwrap();
+        path
+    };
+    let toml = format!(
+        "[[admin.tokens]]\nname = \"grafana\"\nrole = \"viewer\"\ntoken_file = {:?}\n\
+         [[admin.tokens]]\nname = \"deploy-bot\"\nrole = \"operator\"\ntoken_file = {:?}\n",
+        file("viewer", "viewer-token-for-tests"),
+        file("operator", "operator-token-for-tests"),
+    );
+    let config = file("mailboxd.toml", &toml);
+    let daemon = env
+        .spawn_logged(
+            &["--log-format", "json", "--config", config.to_str().unwrap()],
+            env.daemon_env(),
+        )
+        .await;
+    let bad = env.joiner("tokonprem");
+    env.publisher().await.publish(&bad).await.unwrap();
+    let failed = env.wait_terminal(&bad.id).await;
+    let base = format!("http://{}/api/v1", daemon.admin);
+    let retry = format!("{base}/jobs/{}/retry", failed.id);
+
+    let viewer = Some("viewer-token-for-tests");
+    let (status, list) = call(&env, "GET", &format!("{base}/jobs"), viewer).await;
+    assert_eq!(status, 200, "{list}");
+    let (status, body) = call(&env, "POST", &retry, viewer).await;
+    assert_eq!(status, 403, "a viewer token cannot act: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("only read"),
+        "{body}"
+    );
+
+    let (status, body) = call(&env, "POST", &retry, Some("operator-token-for-tests")).await;
+    assert_eq!(status, 200, "{body}");
+    env.wait_job(&bad.id, |j| {
+        j.attempt == 1 && j.state.is_terminal() && j.updated_at > failed.updated_at
+    })
+    .await;
+    let (status, body) = call(&env, "POST", &retry, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (_, shown) = call(&env, "GET", &format!("{base}/jobs/{}", failed.id), viewer).await;
+    let actors: Vec<&str> = shown["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors, ["api:deploy-bot", "api:admin"], "{shown}");
+    let logs = daemon.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(r#""target":"audit""#) && l.contains("api:deploy-bot")),
+        "{logs}"
+    );
+    for secret in ["viewer-token-for-tests", "operator-token-for-tests", TOKEN] {
+        assert!(!logs.contains(secret), "a token reached the log");
+    }
+}
+
 /// The value of the first sample of `name` whose labels contain every `labels` pair.
 fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()

@@ -2,24 +2,33 @@
 
 mod common;
 
+use common::ad::{TestAd, User};
+use common::signin::{Browser, csrf, people};
 use common::{TestEnv, seed};
-use lab::Recipient;
 use mailboxd::store::JobState;
-use secrecy::SecretString;
-
-const TOKEN: &str = "dashboard-token-for-tests";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
-    let mut onprem = seed("dashonprem");
-    onprem.recipient = Recipient::Onprem;
-    let hostile = "o'brien&co";
-    let mut env = TestEnv::new(vec![onprem, seed(hostile)]).await;
-    env.settings.admin.token = Some(SecretString::from(TOKEN));
+async fn an_operator_signs_in_sees_the_queue_and_retries_a_failed_job() {
+    let ad = TestAd::get();
+    let p = people(&ad).await;
+    // In AD: an on-premises mailbox (a joiner for it fails for good) and a name that needs
+    // escaping, already remote (its joiner succeeds without Exchange).
+    let onprem = format!("dashonprem{}", p.t);
+    let hostile = format!("o'brien&co{}", p.t);
+    let onprem_user = User {
+        type_details: Some(1),
+        ..User::default()
+    };
+    ad.add_user(&onprem, &onprem, &onprem_user).await;
+    let remote = User::remote(&format!("{hostile}@tenant.mail.onmicrosoft.com"));
+    ad.add_user(&format!("obrien{}", p.t), &hostile, &remote)
+        .await;
+    let mut env = TestEnv::new(vec![]).await;
+    p.grant(&ad, &mut env.settings);
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
-    let bad = env.joiner("dashonprem");
-    let good = env.joiner(hostile);
+    let bad = env.joiner(&onprem);
+    let good = env.joiner(&hostile);
     publisher.publish(&bad).await.unwrap();
     publisher.publish(&good).await.unwrap();
     let failed = env.wait_terminal(&bad.id).await;
@@ -27,57 +36,32 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
     env.wait_succeeded(&good.id).await;
 
     let base = format!("http://{}", app.admin_addr);
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let mut browser = Browser::new(app.admin_addr);
 
-    // Without the token: sent to the login page; actions refused.
-    let r = client.get(format!("{base}/")).send().await.unwrap();
-    assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/login");
-    let r = client
-        .post(format!("{base}/jobs/{}/retry", failed.id))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = client
-        .post(format!("{base}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("token=wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    // Not signed in: sent to the sign-in page; actions refused.
+    let (status, _) = browser.get("/").await;
+    assert_eq!(status, 303);
+    let r = browser
+        .post(&format!("/jobs/{}/retry", failed.id), &[])
+        .await;
+    assert_eq!(r.status(), 403);
+    let (status, _, _) = browser.sign_in(&p.operator, "wrong").await;
+    assert_eq!(status, 401);
 
-    // Log in: an HttpOnly, SameSite=Strict cookie.
-    let r = client
-        .post(format!("{base}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={TOKEN}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    // Sign in: an HttpOnly, SameSite=Strict session cookie.
+    let (status, cookie, page) = browser.sign_in(&p.operator, &p.password(&p.operator)).await;
+    assert_eq!(status, 303, "{page}");
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    let cookie = cookie.split(';').next().unwrap().to_owned();
     let get = |path: String| {
-        let client = client.clone();
-        let cookie = cookie.clone();
+        let browser = &browser;
+        let path = path[base.len()..].to_owned();
         async move {
-            let r = client
-                .get(path)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.text().await.unwrap()
+            let (status, body) = browser.get(&path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body
         }
     };
 
@@ -91,9 +75,9 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
 
     // The failed list, and a search by account that escapes what it shows.
     let list = get(format!("{base}/jobs?state=failed")).await;
-    assert!(list.contains("dashonprem"), "{list}");
+    assert!(list.contains(&onprem), "{list}");
     assert!(!list.contains("o&#39;brien"), "only failed jobs: {list}");
-    let search = get(format!("{base}/jobs?account=o%27brien%26co")).await;
+    let search = get(format!("{base}/jobs?account=o%27brien%26co{}", p.t)).await;
     assert!(search.contains("o&#39;brien&amp;co"), "{search}");
     assert!(!search.contains("o'brien&co"), "unescaped: {search}");
 
@@ -107,12 +91,12 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
     assert!(page.contains(r#"id="retry""#));
 
     // Retry from the dashboard: back on the job page, the job queued again.
-    let r = client
-        .post(format!("{base}/jobs/{}/retry", failed.id))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = browser
+        .post(
+            &format!("/jobs/{}/retry", failed.id),
+            &[("csrf", &csrf(&page))],
+        )
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(
         r.headers()["location"].to_str().unwrap(),
@@ -132,7 +116,8 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
 
     let page = get(format!("{base}/jobs/{}", failed.id)).await;
     assert!(
-        page.contains(r#"id="actions""#) && page.contains("dashboard:admin"),
+        page.contains(r#"id="actions""#)
+            && page.contains(&format!("dashboard:CORP\\{}", p.operator)),
         "{page}"
     );
 
@@ -141,7 +126,7 @@ async fn an_operator_logs_in_sees_the_queue_and_retries_a_failed_job() {
         assert!(body.contains("<table"), "{path}: {body}");
     }
     let alerts = get(format!("{base}/alerts")).await;
-    assert!(alerts.contains("dashonprem"), "{alerts}");
+    assert!(alerts.contains(&onprem), "{alerts}");
 
     app.stop().await;
 }
@@ -186,9 +171,10 @@ async fn the_overview_tells_the_exchange_budget_in_words() {
         home.contains("Exchange refused 1 time(s)</b> in the last 15 minutes"),
         "{home}"
     );
-    // The joiner's Enable-RemoteMailbox, counted for the 10 minutes after its batch.
+    // The joiner's Enable-RemoteMailbox and the 2 counted for the remote session's
+    // Import-PSSession, for the 10 minutes after its batch.
     assert!(
-        home.contains("Cmdlets: 1 of 50 used in the 600 s window (all replicas); 0 batch(es) of this replica waiting for room."),
+        home.contains("Cmdlets: 3 of 50 used in the 600 s window (all replicas); 0 batch(es) of this replica waiting for room."),
         "{home}"
     );
     app.stop().await;

@@ -1,18 +1,18 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver (the W3C
-//! WebDriver protocol over HTTP). Logs in, reads the overview and a failed job, clicks Retry
-//! and sees the job run again. Screenshots land in `target/dashboard-*.png` of the checkout.
+//! WebDriver protocol over HTTP). An AD operator signs in, reads the overview and a failed
+//! job, clicks Retry and sees the job run again under their name; an AD viewer sees no
+//! buttons. Screenshots land in `target/dashboard-*.png` of the checkout.
 
 mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestEnv, seed};
-use lab::Recipient;
-use secrecy::SecretString;
+use common::TestEnv;
+use common::ad::{TestAd, User};
+use common::signin::people;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "browser-token-for-tests";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 struct Driver {
@@ -167,20 +167,50 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Types `text` into the input `css`.
+    async fn type_into(&self, css: &str, text: &str) {
+        let input = self.find(css).await;
+        self.cmd(
+            "POST",
+            &format!("/element/{input}/value"),
+            json!({ "text": text }),
+        )
+        .await;
+    }
+
+    /// Fills the sign-in form and sends it.
+    async fn sign_in(&self, base: &str, user: &str, password: &str) {
+        self.go(&format!("{base}/login")).await;
+        self.type_into("input[name=user]", user).await;
+        self.type_into("input[name=password]", password).await;
+        self.click("#login").await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
-    let mut onprem = seed("webonprem");
-    onprem.recipient = Recipient::Onprem;
-    let mut env = TestEnv::new(vec![onprem, seed("webfine"), seed("webwait")]).await;
-    env.settings.admin.token = Some(SecretString::from(TOKEN));
-    env.settings.ldap.require_cloud_sync = true;
-    env.fault(json!({"fault": "not_synced", "account": "webwait", "seconds": 600}))
+    let ad = TestAd::get();
+    let p = people(&ad).await;
+    let n = |s: &str| format!("{s}{}", p.t);
+    let onprem = User {
+        type_details: Some(1),
+        ..User::default()
+    };
+    ad.add_user(&n("webonprem"), &n("webonprem"), &onprem).await;
+    let fine = User::remote(&format!("{}@tenant.mail.onmicrosoft.com", n("webfine")));
+    ad.add_user(&n("webfine"), &n("webfine"), &fine).await;
+    // Not stamped by the cloud sync: its joiner waits for it.
+    ad.add_user(&n("webwait"), &n("webwait"), &User::default())
         .await;
+    let mut env = TestEnv::new(vec![]).await;
+    p.grant(&ad, &mut env.settings);
+    env.settings.ldap.require_cloud_sync = true;
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
-    let bad = env.joiner("webonprem");
-    let good = env.joiner("webfine");
-    let wait = env.joiner("webwait");
+    let bad = env.joiner(&n("webonprem"));
+    let good = env.joiner(&n("webfine"));
+    let wait = env.joiner(&n("webwait"));
     for e in [&bad, &good, &wait] {
         publisher.publish(e).await.unwrap();
     }
@@ -194,16 +224,14 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
 
     let b = Driver::start().await;
     b.go(&format!("{base}/")).await;
-    // Not logged in: the login form.
-    b.find("input[name=token]").await;
-    let input = b.find("input[name=token]").await;
-    b.cmd(
-        "POST",
-        &format!("/element/{input}/value"),
-        json!({ "text": TOKEN }),
+    // Not signed in: the sign-in form.
+    b.find("input[name=user]").await;
+    b.sign_in(
+        &base,
+        &format!("CORP\\{}", p.operator),
+        &p.password(&p.operator),
     )
     .await;
-    b.click("#login").await;
 
     // The overview: counts by state, circuit and broker at a glance.
     assert_eq!(b.text("#count-succeeded b").await, "1");
@@ -211,13 +239,14 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
     assert_eq!(b.text("#count-waiting_for_sync b").await, "1");
     assert!(b.text("#circuit").await.contains("Circuit closed"));
     assert!(b.text("#broker").await.contains("Broker connected"));
+    assert!(b.text("#who").await.contains("(operator)"));
     b.screenshot("overview").await;
 
     // The failed job from the failed list.
     b.go(&format!("{base}/jobs?state=failed")).await;
     b.screenshot("jobs").await;
     b.click("#jobs a").await;
-    assert_eq!(b.text("#account").await, "webonprem");
+    assert_eq!(b.text("#account").await, n("webonprem"));
     assert_eq!(b.text("#state").await, "failed");
     b.screenshot("job").await;
 
@@ -233,8 +262,26 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     b.go(&format!("{base}/jobs/{}", failed.id)).await;
-    assert!(b.text("#actions").await.contains("dashboard:admin"));
+    let who = format!("dashboard:CORP\\{}", p.operator);
+    assert!(b.text("#actions").await.contains(&who));
     b.screenshot("job-after-retry").await;
+
+    // Signed out, then in as a viewer: the same job, no buttons.
+    b.click("#logout").await;
+    b.find("input[name=user]").await;
+    b.sign_in(&base, &p.viewer, &p.password(&p.viewer)).await;
+    b.go(&format!("{base}/jobs/{}", failed.id)).await;
+    assert!(b.text("#who").await.contains("(viewer)"));
+    assert_eq!(b.text("#state").await, "failed");
+    let buttons = b
+        .cmd(
+            "POST",
+            "/elements",
+            json!({"using": "css selector", "value": "#retry, #cancel"}),
+        )
+        .await;
+    assert_eq!(buttons.as_array().map(Vec::len), Some(0), "{buttons}");
+    b.screenshot("job-as-viewer").await;
 
     drop(b);
     app.stop().await;

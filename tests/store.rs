@@ -488,3 +488,56 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
     let counts = store.outcome_counts().await.unwrap();
     assert_eq!((counts.pending, counts.failing), (2, 0));
 }
+
+#[tokio::test]
+async fn dashboard_sessions_end_when_idle_too_old_or_signed_out_and_stay_ended() {
+    use mailboxd::store::{NewSession, Role, SessionLimits};
+    let store = fresh_store().await;
+    let long = Duration::from_secs(3600);
+    let open = |idle, lifetime| SessionLimits { idle, lifetime };
+    let session = |hash: &'static [u8]| NewSession {
+        id_hash: hash,
+        person: "CORP\\jdoe",
+        user_dn: "CN=jdoe,CN=Users,DC=corp,DC=example",
+        role: Role::Operator,
+    };
+    for (hash, limits) in [
+        (&b"idle"[..], open(Duration::ZERO, long)),
+        (&b"old"[..], open(long, Duration::ZERO)),
+    ] {
+        store.create_session(&session(hash)).await.unwrap();
+        let s = store.use_session(hash, open(long, long)).await.unwrap();
+        assert_eq!(
+            s.map(|s| (s.person, s.role)),
+            Some(("CORP\\jdoe".into(), Role::Operator))
+        );
+        assert!(
+            store.use_session(hash, limits).await.unwrap().is_none(),
+            "expired"
+        );
+        assert!(
+            store
+                .use_session(hash, open(long, long))
+                .await
+                .unwrap()
+                .is_none(),
+            "an expired session stays ended"
+        );
+    }
+    store.create_session(&session(b"out")).await.unwrap();
+    assert!(store.end_session(b"out", "signed out").await.unwrap());
+    assert!(
+        store
+            .use_session(b"out", open(long, long))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .use_session(b"unknown", open(long, long))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

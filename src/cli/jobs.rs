@@ -138,14 +138,29 @@ async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
         eprintln!("no job {id}");
         return Ok(1);
     };
+    let actions = store.job_actions(id).await?;
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"job": job, "attempts": attempts}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"job": job, "attempts": attempts, "actions": actions})
+            )?
         );
     } else {
         print_job(&job);
         print_attempts(&attempts);
+        for a in &actions {
+            println!(
+                "  {} {} by {}{}",
+                a.at.format("%Y-%m-%d %H:%M:%S"),
+                a.action,
+                a.actor,
+                a.detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            );
+        }
     }
     Ok(0)
 }

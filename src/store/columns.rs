@@ -270,6 +270,14 @@ impl OutcomeResult {
     }
 }
 
+text_column! {
+    /// What a signed-in person may do on the dashboard: viewers read, operators also act.
+    pub enum Role as "dashboard role" {
+        Viewer = "viewer",
+        Operator = "operator",
+    }
+}
+
 // The event's own module names its kinds; the store only stores them.
 text_encoding!(EventKind);
 

@@ -17,6 +17,7 @@ mod operator;
 mod outcomes;
 mod poison;
 mod reconcile;
+mod sessions;
 mod wake_ups;
 
 pub use alerts::*;
@@ -29,6 +30,7 @@ pub use operator::*;
 pub use outcomes::*;
 pub use poison::*;
 pub use reconcile::*;
+pub use sessions::*;
 pub use wake_ups::*;
 
 use std::str::FromStr;

@@ -286,6 +286,104 @@ impl TestAd {
             .expect("stamp Exchange attributes");
     }
 
+    /// Creates a (global security) group under CN=Users; returns its DN.
+    pub async fn add_group(&self, cn: &str) -> String {
+        let mut ldap = self.admin().await;
+        let dn = format!("CN={cn},CN=Users,{}", self.base_dn);
+        ldap.add(
+            &dn,
+            vec![
+                ("objectClass", HashSet::from(["top", "group"])),
+                ("sAMAccountName", HashSet::from([cn])),
+            ],
+        )
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("add group {dn}: {e}"));
+        dn
+    }
+
+    /// Puts `member` (a user's or a group's DN) into `group`, or takes it out.
+    pub async fn set_member(&self, group: &str, member: &str, is_member: bool) {
+        let mut ldap = self.admin().await;
+        let values = HashSet::from([member.to_owned()]);
+        let m = if is_member {
+            Mod::Add("member".to_owned(), values)
+        } else {
+            Mod::Delete("member".to_owned(), values)
+        };
+        ldap.modify(group, vec![m])
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("member of {group}: {e}"));
+    }
+
+    /// Sets a user's password as an administrator does (unicodePwd over LDAPS), not to be
+    /// changed at the next logon.
+    pub async fn set_password(&self, dn: &str, password: &str) {
+        let mut ldap = self.admin().await;
+        let quoted: Vec<u8> = format!("\"{password}\"")
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        ldap.modify(
+            dn,
+            vec![
+                Mod::Replace(b"unicodePwd".to_vec(), HashSet::from([quoted])),
+                Mod::Replace(b"pwdLastSet".to_vec(), HashSet::from([b"-1".to_vec()])),
+            ],
+        )
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("set the password of {dn}: {e}"));
+    }
+
+    /// Locks the account out the way AD does: a fine-grained password policy (PSO) with a
+    /// lockout threshold of 2 applied to it, then two binds with a wrong password.
+    pub async fn lock_out(&self, dn: &str, upn: &str) {
+        let mut ldap = self.admin().await;
+        let cn = format!("pso-{}", Uuid::new_v4().simple());
+        let pso = format!(
+            "CN={cn},CN=Password Settings Container,CN=System,{}",
+            self.base_dn
+        );
+        let attrs: Vec<(&str, HashSet<&str>)> = vec![
+            ("objectClass", HashSet::from(["msDS-PasswordSettings"])),
+            ("msDS-PasswordSettingsPrecedence", HashSet::from(["1"])),
+            (
+                "msDS-PasswordReversibleEncryptionEnabled",
+                HashSet::from(["FALSE"]),
+            ),
+            ("msDS-PasswordHistoryLength", HashSet::from(["0"])),
+            ("msDS-PasswordComplexityEnabled", HashSet::from(["FALSE"])),
+            ("msDS-MinimumPasswordLength", HashSet::from(["1"])),
+            ("msDS-MinimumPasswordAge", HashSet::from(["0"])),
+            (
+                "msDS-MaximumPasswordAge",
+                HashSet::from(["-36288000000000"]),
+            ),
+            ("msDS-LockoutThreshold", HashSet::from(["2"])),
+            (
+                "msDS-LockoutObservationWindow",
+                HashSet::from(["-18000000000"]),
+            ),
+            ("msDS-LockoutDuration", HashSet::from(["-18000000000"])),
+            ("msDS-PSOAppliesTo", HashSet::from([dn])),
+        ];
+        ldap.add(&pso, attrs)
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("add {pso}: {e}"));
+        for _ in 0..2 {
+            let mut user = self.admin().await;
+            let r = user
+                .simple_bind(upn, "not-the-password")
+                .await
+                .expect("bind");
+            assert_eq!(r.rc, 49, "a wrong password is refused: {r:?}");
+        }
+    }
+
     /// Sets or clears the ACCOUNTDISABLE bit.
     pub async fn set_disabled(&self, dn: &str, disabled: bool) {
         let mut ldap = self.admin().await;

@@ -79,7 +79,12 @@ fn ldap_env(s: &Settings) -> Env {
         return Vec::new();
     }
     let password = l.password.as_ref().map(|p| p.expose_secret().to_owned());
-    vec![
+    let ca = l
+        .ca_file
+        .iter()
+        .map(|f| var("MAILBOXD__LDAP__CA_FILE", f.to_string_lossy().into_owned()));
+    let mut env: Env = ca.collect();
+    env.extend([
         var("MAILBOXD__LDAP__URLS", l.urls.join(",")),
         var("MAILBOXD__LDAP__BASE_DN", &l.base_dn),
         var("MAILBOXD__LDAP__BIND_DN", &l.bind_dn),
@@ -89,7 +94,8 @@ fn ldap_env(s: &Settings) -> Env {
             l.allow_plaintext.to_string(),
         ),
         var("MAILBOXD_LDAP_PASSWORD", password.unwrap_or_default()),
-    ]
+    ]);
+    env
 }
 
 /// The Exchange session's servers and explicit credential, when set.

@@ -15,6 +15,7 @@ pub mod echo_host;
 pub mod outcomes;
 pub mod schema;
 pub mod scratch;
+pub mod signin;
 pub mod smtp;
 
 use std::process::{Command, Stdio};

@@ -1,0 +1,244 @@
+//! People who sign in to the dashboard: their password checked by a simple bind as them
+//! (over the directory's TLS, on the controller that found them), the state of their
+//! account, and their group membership with nested groups resolved by the DC itself
+//! (`LDAP_MATCHING_RULE_IN_CHAIN`, which AD and Samba both evaluate).
+
+use ldap3::{Scope, SearchEntry, SearchOptions};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Directory, DirectoryError, Lookup, ReadError, UAC_DISABLED, escape_filter_value};
+
+/// msDS-User-Account-Control-Computed UF_LOCKOUT: AD computes it from lockoutTime and the
+/// lockout policy (userAccountControl's own bit is never set on a DC).
+const UF_LOCKOUT: i64 = 0x10;
+/// The transitive member-of matching rule.
+const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+const PERSON_ATTRS: [&str; 3] = [
+    "sAMAccountName",
+    "userAccountControl",
+    "msDS-User-Account-Control-Computed",
+];
+
+/// A person's account as the DC shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub dn: String,
+    pub sam_account_name: String,
+    pub disabled: bool,
+    pub locked: bool,
+}
+
+/// Why a sign-in's password check did not let the person in.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordRefused {
+    #[error("wrong user name or password")]
+    Wrong,
+    #[error("the account is disabled in AD")]
+    Disabled,
+    #[error("the account is locked out in AD; wait for the lockout to end or ask for an unlock")]
+    Locked,
+    #[error("the password has expired or must be changed; change it, then sign in")]
+    Expired,
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+fn person_from(e: &SearchEntry) -> Person {
+    let int = |name: &str| {
+        super::first(e, name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    Person {
+        dn: e.dn.clone(),
+        sam_account_name: super::first(e, "sAMAccountName").unwrap_or_default(),
+        disabled: int("userAccountControl") & UAC_DISABLED != 0,
+        locked: int("msDS-User-Account-Control-Computed") & UF_LOCKOUT != 0,
+    }
+}
+
+/// What a refused bind as a person means: AD's diagnostic `data` code says it.
+fn refused_bind(text: &str) -> PasswordRefused {
+    if text.contains("data 533") {
+        PasswordRefused::Disabled
+    } else if text.contains("data 775") {
+        PasswordRefused::Locked
+    } else if ["data 532", "data 701", "data 773"]
+        .iter()
+        .any(|c| text.contains(c))
+    {
+        PasswordRefused::Expired
+    } else {
+        PasswordRefused::Wrong
+    }
+}
+
+impl Directory {
+    /// Runs one search on the first controller that answers (the service account's
+    /// connection); returns the URL that answered and the entries. A base that names
+    /// nothing (noSuchObject) is no entries.
+    async fn search_anywhere(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[&str],
+    ) -> Result<(url::Url, Vec<SearchEntry>), DirectoryError> {
+        let mut tried = Vec::new();
+        for url in self.order(None) {
+            let conn = match self.connection(&url).await {
+                Ok(c) => c,
+                Err(ReadError::Unreachable(r)) => {
+                    tried.push(format!("{url}: {r}"));
+                    continue;
+                }
+                Err(ReadError::Fatal(e)) => return Err(e),
+            };
+            let secs = i32::try_from(self.inner.timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+            let result = conn
+                .ldap
+                .clone()
+                .with_timeout(self.inner.timeout)
+                .with_search_options(SearchOptions::new().sizelimit(2).timelimit(secs))
+                .search(base, scope, filter, attrs.to_vec())
+                .await;
+            let (entries, res) = match result {
+                Ok(r) => (r.0, r.1),
+                Err(e) => {
+                    // A pooled connection the DC closed: forget it, try the next DC.
+                    self.drop_pooled(&url);
+                    tried.push(format!("{url}: {e}"));
+                    continue;
+                }
+            };
+            // 4 sizeLimitExceeded: more than one entry, which the caller refuses as ambiguous.
+            if ![0, 4, 32].contains(&res.rc) {
+                return Err(DirectoryError::Search {
+                    domain_controller: conn.dns_host_name,
+                    reason: format!("LDAP result {} {}", res.rc, res.text),
+                });
+            }
+            let mut entries: Vec<SearchEntry> = entries
+                .into_iter()
+                .filter(|e| !e.is_ref() && !e.is_intermediate())
+                .map(SearchEntry::construct)
+                .collect();
+            if res.rc == 4 {
+                // Make "more than one" visible even if the DC sent only the first.
+                entries.extend(entries.first().cloned());
+            }
+            return Ok((url, entries));
+        }
+        Err(DirectoryError::AllUnreachable {
+            tried: tried.join("; "),
+        })
+    }
+
+    /// Checks a person's password: finds them (by sAMAccountName or UPN), binds as them
+    /// on a fresh connection to the controller that found them, and refuses a disabled
+    /// or locked account. The password goes only into that bind.
+    pub async fn check_password(
+        &self,
+        lookup: &Lookup,
+        password: &SecretString,
+    ) -> Result<Person, PasswordRefused> {
+        // An empty password would be an unauthenticated bind, which a DC accepts.
+        if password.expose_secret().is_empty() || matches!(lookup, Lookup::Guid(_)) {
+            return Err(PasswordRefused::Wrong);
+        }
+        let (url, entries) = self
+            .search_anywhere(
+                &self.inner.base_dn,
+                Scope::Subtree,
+                &lookup.filter(),
+                &PERSON_ATTRS,
+            )
+            .await?;
+        let [entry] = entries.as_slice() else {
+            return Err(PasswordRefused::Wrong);
+        };
+        let person = person_from(entry);
+        if url.scheme() == "ldap" && !self.inner.starttls {
+            tracing::warn!(dc = %url, "a person's password is checked over LDAP without TLS (ldap.allow_plaintext = true)");
+        }
+        let mut ldap = self.open(&url).await.map_err(|e| match e {
+            ReadError::Unreachable(tried) => DirectoryError::AllUnreachable { tried },
+            ReadError::Fatal(e) => e,
+        })?;
+        let bound = ldap
+            .simple_bind(&person.dn, password.expose_secret())
+            .await
+            .map_err(|e| DirectoryError::AllUnreachable {
+                tried: format!("{url}: {e}"),
+            })?;
+        let _ = ldap.unbind().await;
+        match bound.rc {
+            0 if person.disabled => Err(PasswordRefused::Disabled),
+            0 if person.locked => Err(PasswordRefused::Locked),
+            0 => Ok(person),
+            49 => Err(refused_bind(&bound.text)),
+            rc => Err(PasswordRefused::Directory(DirectoryError::Search {
+                domain_controller: url.to_string(),
+                reason: format!(
+                    "bind as {} answered LDAP result {rc} {}",
+                    person.dn, bound.text
+                ),
+            })),
+        }
+    }
+
+    /// The person with this DN as the directory shows them now (`None`: gone).
+    pub async fn person(&self, dn: &str) -> Result<Option<Person>, DirectoryError> {
+        let (_, entries) = self
+            .search_anywhere(dn, Scope::Base, "(objectClass=user)", &PERSON_ATTRS)
+            .await?;
+        Ok(entries.first().map(person_from))
+    }
+
+    /// Whether the object `dn` is a member of any of `groups` (DNs), directly or through
+    /// nested groups.
+    pub async fn member_of_any(&self, dn: &str, groups: &[String]) -> Result<bool, DirectoryError> {
+        if groups.is_empty() {
+            return Ok(false);
+        }
+        let filter = format!(
+            "(|{})",
+            groups
+                .iter()
+                .map(|g| format!("(memberOf:{IN_CHAIN}:={})", escape_filter_value(g)))
+                .collect::<String>()
+        );
+        let (_, entries) = self
+            .search_anywhere(dn, Scope::Base, &filter, &["1.1"])
+            .await?;
+        Ok(!entries.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_bind_says_why_from_the_ad_data_code() {
+        let text = |code: &str| {
+            format!(
+                "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {code}, v1db1"
+            )
+        };
+        assert!(matches!(refused_bind(&text("52e")), PasswordRefused::Wrong));
+        assert!(matches!(
+            refused_bind(&text("533")),
+            PasswordRefused::Disabled
+        ));
+        assert!(matches!(
+            refused_bind(&text("775")),
+            PasswordRefused::Locked
+        ));
+        assert!(matches!(
+            refused_bind(&text("773")),
+            PasswordRefused::Expired
+        ));
+        assert!(matches!(refused_bind(""), PasswordRefused::Wrong));
+    }
+}
