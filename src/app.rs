@@ -236,6 +236,7 @@ fn admin_state(
             settings.admin.token_name.clone(),
         ),
         amqp: settings.amqp.clone(),
+        sync_deadline: settings.worker.sync_deadline,
     }
 }
 

@@ -7,9 +7,20 @@
 //! then kept in an HttpOnly, SameSite=Strict cookie), or reads without it when
 //! `admin.open_reads` is set. Actions always need the token. Every value shown is
 //! HTML-escaped. The pages read [`AdminState`] like the API does; `app` mounts both.
+//!
+//! The queue views live in the child modules: the job list with its filter (`list`,
+//! `filter`), failures grouped by error signature (`failures`), bulk actions by filter
+//! (`bulk`), health at a glance (`health`) and the self-refreshing part of a page (`live`).
+
+mod bulk;
+mod failures;
+mod filter;
+mod health;
+mod list;
+mod live;
 
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -18,8 +29,7 @@ use uuid::Uuid;
 
 use crate::access::Refusal;
 use crate::admin::AdminState;
-use crate::event::EventKind;
-use crate::store::{Attempt, Job, JobFilter, JobState, OperatorAction};
+use crate::store::{Attempt, Job, JobState, OperatorAction};
 
 const COOKIE: &str = "mailboxd_token";
 
@@ -27,7 +37,10 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/login", get(login_form).post(login))
-        .route("/jobs", get(jobs))
+        .route("/jobs", get(list::jobs))
+        .route("/failures", get(failures::failures))
+        .route("/bulk", get(bulk::list))
+        .route("/bulk/{action}", get(bulk::confirm).post(bulk::act))
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/retry", post(retry))
         .route("/jobs/{id}/cancel", post(cancel))
@@ -107,9 +120,15 @@ th, td {{ text-align: left; padding: .3em .6em; border-bottom: 1px solid #ddd; v
 .bad {{ background: #fde7e7; padding: .5em; }} .good {{ background: #e6f4e6; padding: .5em; }}
 .cards {{ display: flex; flex-wrap: wrap; gap: .8em; }} .card {{ border: 1px solid #ccc; padding: .6em 1em; min-width: 8em; }}
 .card b {{ font-size: 1.6em; display: block; }} pre {{ white-space: pre-wrap; background: #f4f4f4; padding: .6em; }}
+.card small {{ display: block; font-size: .55em; font-weight: normal; }} .muted {{ color: #555; }}
+a.button {{ display: inline-block; border: 1px solid #17324d; padding: .2em .7em; border-radius: 3px; color: #17324d; text-decoration: none; }}
+.group {{ border-left: 4px solid #a40000; padding: .1em 1em; margin: 1em 0; }}
+.swatch {{ display: inline-block; width: .8em; height: .8em; }} .swatch.ok {{ background: #2e7d32; }} .swatch.bad {{ background: #c62828; }}
+a:focus-visible, button:focus-visible, input:focus-visible, select:focus-visible, summary:focus-visible {{ outline: 3px solid #f0a500; outline-offset: 2px; }}
+.skip {{ position: absolute; left: -999px; }} .skip:focus {{ left: 1em; top: .4em; background: #fff; color: #17324d; padding: .3em; }}
 </style></head>
-<body><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/jobs?state=failed">Failed</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a><a href="/login">Log in</a></header>
-<main><h1>{t}</h1>
+<body><a class="skip" href='#main'>Skip to the content</a><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/failures">Failures</a><a href="/bulk">Bulk actions</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a><a href="/login">Log in</a></header>
+<main id="main"><h1>{t}</h1>
 {body}
 </main></body></html>"#,
         t = esc(title)
@@ -154,100 +173,8 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         ));
     }
     body.push_str("</div>");
-    body.push_str(&chart(&s).await);
-    page("Overview", &body)
-}
-
-/// Jobs finished per hour over the last 24 h as an inline SVG bar chart.
-async fn chart(s: &AdminState) -> String {
-    let rows = s.store.finished_per_hour().await.unwrap_or_default();
-    let max = rows
-        .iter()
-        .map(|(_, ok, bad)| ok + bad)
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
-    let mut bars = String::new();
-    for (i, (hour, ok, bad)) in rows.iter().enumerate() {
-        let x = i as f64 * 30.0;
-        let h_ok = *ok as f64 / max * 120.0;
-        let h_bad = *bad as f64 / max * 120.0;
-        bars.push_str(&format!(
-            "<g><title>{} UTC: {ok} succeeded, {bad} failed</title>\
-             <rect x=\"{x}\" y=\"{}\" width=\"24\" height=\"{h_ok}\" fill=\"#3a8a3a\"/>\
-             <rect x=\"{x}\" y=\"{}\" width=\"24\" height=\"{h_bad}\" fill=\"#b03030\"/></g>",
-            hour.format("%H:00"),
-            130.0 - h_ok,
-            130.0 - h_ok - h_bad,
-        ));
-    }
-    format!(
-        "<h2>Last 24 hours</h2><svg id=\"chart\" role=\"img\" aria-label=\"jobs finished per hour\" width=\"740\" height=\"140\" viewBox=\"0 0 740 140\">{bars}</svg>\
-         <p><small>Green: succeeded, red: failed, per hour (hover for numbers).</small></p>"
-    )
-}
-
-#[derive(Deserialize, Default)]
-struct JobsQuery {
-    state: Option<String>,
-    account: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
-async fn jobs(
-    State(s): State<AdminState>,
-    headers: HeaderMap,
-    Query(q): Query<JobsQuery>,
-) -> Response {
-    if let Some(r) = check(&s, &headers, false) {
-        return r;
-    }
-    let filter = JobFilter {
-        state: q.state.as_deref().and_then(JobState::parse),
-        account: q.account.clone().filter(|a| !a.is_empty()),
-        kind: q.kind.as_deref().and_then(EventKind::parse),
-        limit: 200,
-        ..Default::default()
-    };
-    let list = s.store.list_jobs(&filter).await.unwrap_or_default();
-    let mut body = format!(
-        "<form method=\"get\" action=\"/jobs\"><label>Account <input name=\"account\" value=\"{}\"></label> \
-         <label>State <select name=\"state\"><option value=\"\">any</option>{}</select></label> \
-         <button type=\"submit\">Search</button></form>",
-        esc(q.account.as_deref().unwrap_or("")),
-        JobState::ALL
-            .iter()
-            .map(|st| format!(
-                "<option{}>{}</option>",
-                if q.state.as_deref() == Some(st.as_str()) {
-                    " selected"
-                } else {
-                    ""
-                },
-                st.as_str()
-            ))
-            .collect::<String>()
-    );
-    body.push_str("<table id=\"jobs\"><tr><th>Account</th><th>Type</th><th>State</th><th>Attempts</th><th>Last error</th><th>Updated</th></tr>");
-    for j in &list {
-        body.push_str(&format!(
-            "<tr><td><a href=\"/jobs/{id}\">{acct}</a></td><td>{kind}</td>{state}<td>{n}/{max}</td><td>{err}</td><td>{at}</td></tr>",
-            id = j.id,
-            acct = esc(j.event.account.sam_account_name.as_str()),
-            kind = j.kind,
-            state = state_cell(j.state.as_str()),
-            n = j.attempt,
-            max = j.max_attempts,
-            err = esc(&j.last_error.clone().unwrap_or_default().chars().take(140).collect::<String>()),
-            at = j.updated_at.format("%Y-%m-%d %H:%M:%S"),
-        ));
-    }
-    body.push_str("</table>");
-    if list.is_empty() {
-        body.push_str("<p>No job matches.</p>");
-    }
-    page("Jobs", &body)
+    body.push_str(&health::section(&s).await);
+    page("Overview", &live::region(&body))
 }
 
 async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uuid>) -> Response {

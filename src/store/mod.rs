@@ -14,6 +14,7 @@ mod columns;
 mod jobs;
 mod operator;
 mod poison;
+mod queue_view;
 mod reconcile;
 mod wake_ups;
 
@@ -24,6 +25,7 @@ pub use columns::*;
 pub use jobs::*;
 pub use operator::*;
 pub use poison::*;
+pub use queue_view::*;
 pub use reconcile::*;
 pub use wake_ups::*;
 
