@@ -1,6 +1,8 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver (the W3C
 //! WebDriver protocol over HTTP). Logs in, reads the overview and a failed job, clicks Retry
-//! and sees the job run again. Screenshots land in `target/dashboard-*.png` of the checkout.
+//! and sees the job run again; watches failures appear as one group without a reload, retries
+//! the group and cancels by filter through the confirmations. Screenshots of each page land in
+//! `target/screenshots/dashboard-*.png` of the checkout.
 
 mod common;
 
@@ -154,6 +156,50 @@ impl Driver {
             .await;
     }
 
+    /// Runs `script` in the page and returns its value.
+    async fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
+    /// Waits up to 20 s for the text of `css` to contain `want` (the page updating itself).
+    async fn wait_text(&self, css: &str, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self
+                .js(&format!(
+                    "var e=document.querySelector({css:?});return e?e.textContent:null;"
+                ))
+                .await;
+            let text = found.as_str().unwrap_or_default().to_owned();
+            if text.contains(want) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed {want:?}; it shows {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Marks the page so that a reload (which would forget the mark) shows.
+    async fn mark(&self) {
+        self.js("window.__noReload = 'kept'; return null;").await;
+    }
+
+    async fn not_reloaded(&self) {
+        assert_eq!(
+            self.js("return window.__noReload || null;").await,
+            "kept",
+            "the page was reloaded"
+        );
+    }
+
     async fn screenshot(&self, name: &str) {
         use base64::Engine;
         let png = self.cmd("GET", "/screenshot", Value::Null).await;
@@ -161,7 +207,7 @@ impl Driver {
             .decode(png.as_str().unwrap())
             .unwrap();
         // Under the checkout's target/ (the CI artifact), wherever cargo builds.
-        let dir = format!("{}/target", env!("CARGO_MANIFEST_DIR"));
+        let dir = format!("{}/target/screenshots", env!("CARGO_MANIFEST_DIR"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(format!("{dir}/dashboard-{name}.png"), bytes).unwrap();
     }
@@ -235,6 +281,120 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
     b.go(&format!("{base}/jobs/{}", failed.id)).await;
     assert!(b.text("#actions").await.contains("dashboard:admin"));
     b.screenshot("job-after-retry").await;
+
+    drop(b);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter_cancelled() {
+    let burst = ["burstann", "burstbob", "burstcy"];
+    let mut seeds: Vec<_> = burst
+        .iter()
+        .map(|sam| {
+            let mut s = seed(sam);
+            s.recipient = Recipient::Onprem;
+            s
+        })
+        .collect();
+    seeds.extend([seed("livefine"), seed("livewait1"), seed("livewait2")]);
+    let mut env = TestEnv::new(seeds).await;
+    env.settings.admin.token = Some(SecretString::from(TOKEN));
+    env.settings.ldap.require_cloud_sync = true;
+    for sam in ["livewait1", "livewait2"] {
+        env.fault(json!({"fault": "not_synced", "account": sam, "seconds": 600}))
+            .await;
+    }
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let base = format!("http://{}", app.admin_addr);
+
+    let b = Driver::start().await;
+    b.go(&format!("{base}/login")).await;
+    let input = b.find("input[name=token]").await;
+    b.cmd(
+        "POST",
+        &format!("/element/{input}/value"),
+        json!({ "text": TOKEN }),
+    )
+    .await;
+    b.click("#login").await;
+
+    // The overview, open: a job finishing shows without a reload.
+    assert_eq!(b.text("#count-succeeded b").await, "0");
+    b.mark().await;
+    let fine = env.joiner("livefine");
+    publisher.publish(&fine).await.unwrap();
+    env.wait_succeeded(&fine.id).await;
+    b.wait_text("#count-succeeded b", "1").await;
+    b.not_reloaded().await;
+    assert!(b.text("#updated").await.contains("updated"));
+    b.screenshot("overview-live").await;
+
+    // The failures view, open: a burst of one problem appears as one group, live.
+    b.go(&format!("{base}/failures")).await;
+    b.find("#no-failures").await;
+    b.mark().await;
+    let events: Vec<_> = burst.iter().map(|sam| env.joiner(sam)).collect();
+    for e in &events {
+        publisher.publish(e).await.unwrap();
+    }
+    let title = b.wait_text("#group-0-title", "3 jobs —").await;
+    assert!(title.contains("has an on-premises mailbox"), "{title}");
+    b.not_reloaded().await;
+    b.screenshot("failures").await;
+
+    // One confirmed action retries the group; the jobs run again.
+    b.click("#group-0-retry").await;
+    let count = b.text("#bulk-count").await;
+    assert!(
+        count.starts_with("Retry 3 jobs matching: state failed or retrying"),
+        "{count}"
+    );
+    b.screenshot("bulk-retry-confirm").await;
+    b.click("#confirm").await;
+    assert!(b.text("#bulk-1").await.contains("retried 3"), "the record");
+    b.screenshot("bulk-actions").await;
+    for e in &events {
+        let job = env.wait_terminal(&e.id).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (job, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+            if attempts.len() == 2 && job.state.is_terminal() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the retry did not run: {job:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // A bulk cancel from the filtered job list, through its confirmation.
+    let waiting: Vec<_> = ["livewait1", "livewait2"]
+        .iter()
+        .map(|sam| env.joiner(sam))
+        .collect();
+    for e in &waiting {
+        publisher.publish(e).await.unwrap();
+        env.wait_job(&e.id, |j| {
+            j.state == mailboxd::store::JobState::WaitingForSync
+        })
+        .await;
+    }
+    b.go(&format!("{base}/jobs?state=waiting_for_sync")).await;
+    b.screenshot("jobs-filtered").await;
+    b.click("#bulk-cancel").await;
+    let count = b.text("#bulk-count").await;
+    assert_eq!(count, "Cancel 2 jobs matching: state waiting_for_sync.");
+    b.screenshot("bulk-cancel-confirm").await;
+    b.click("#confirm").await;
+    assert!(b.text("#bulk-2").await.contains("cancelled 2"));
+    for e in &waiting {
+        let job = env.wait_terminal(&e.id).await;
+        assert_eq!(job.state, mailboxd::store::JobState::Cancelled);
+    }
+    b.go(&format!("{base}/")).await;
+    b.find("#chart-days").await;
+    b.screenshot("overview-health").await;
 
     drop(b);
     app.stop().await;
