@@ -18,6 +18,7 @@ mod filter;
 mod health;
 mod list;
 mod live;
+mod timeline;
 
 use axum::Router;
 use axum::extract::{Form, Path, State};
@@ -29,7 +30,7 @@ use uuid::Uuid;
 
 use crate::access::Refusal;
 use crate::admin::AdminState;
-use crate::store::{Attempt, Job, JobState, OperatorAction};
+use crate::store::{Job, JobState, OperatorAction};
 
 const COOKIE: &str = "mailboxd_token";
 
@@ -130,8 +131,9 @@ a:focus-visible, button:focus-visible, input:focus-visible, select:focus-visible
 <body><a class="skip" href='#main'>Skip to the content</a><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/failures">Failures</a><a href="/bulk">Bulk actions</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a><a href="/login">Log in</a></header>
 <main id="main"><h1>{t}</h1>
 {body}
-</main></body></html>"#,
-        t = esc(title)
+</main><script>{local}</script></body></html>"#,
+        t = esc(title),
+        local = live::LOCAL_TIMES
     );
     (status, Html(html)).into_response()
 }
@@ -192,7 +194,8 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
     let body = [
         job_table(&j),
         action_buttons(id),
-        attempts_table(&attempts),
+        timeline::section(&j, &attempts, &actions),
+        timeline::event(&j),
         operator_actions(&actions),
     ]
     .concat();
@@ -206,7 +209,7 @@ fn job_table(j: &Job) -> String {
     format!(
         "<table id=\"job\"><tr><th>Account</th><td id=\"account\">{}</td></tr>\
          <tr><th>Type</th><td>{}</td></tr><tr><th>State</th><td id=\"state\" class=\"state-{st}\">{st}</td></tr>\
-         <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td>{}/{}</td></tr>\
+         <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td id=\"attempt-count\">{} of {}</td></tr>\
          <tr><th>Next attempt</th><td>{}</td></tr><tr><th>Event</th><td>{} (source {}, occurred {})</td></tr>\
          <tr><th>Last error</th><td>{} {}</td></tr></table>",
         esc(j.event.account.sam_account_name.as_str()),
@@ -214,10 +217,10 @@ fn job_table(j: &Job) -> String {
         esc(j.outcome.map_or("", |o| o.as_str())),
         j.attempt,
         j.max_attempts,
-        j.next_attempt_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        live::when(j.next_attempt_at),
         esc(&j.event_id),
         esc(j.event.source.as_deref().unwrap_or("-")),
-        j.occurred_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        live::when(j.occurred_at),
         esc(j.last_error_class.map_or("", |c| c.as_str())),
         esc(j.last_error.as_deref().unwrap_or("")),
         st = esc(j.state.as_str()),
@@ -231,34 +234,6 @@ fn action_buttons(id: Uuid) -> String {
     )
 }
 
-fn attempts_table(attempts: &[Attempt]) -> String {
-    let mut out = String::from(
-        "<h2>Attempts</h2><table id=\"attempts\"><tr><th>#</th><th>Started</th><th>Finished</th><th>Outcome</th><th>Class</th><th>Replica / host / DC</th><th>Error</th></tr>",
-    );
-    for a in attempts {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}<br>{}<br>{}</td><td>{}</td></tr>",
-            a.attempt,
-            a.started_at.format("%H:%M:%S%.3f"),
-            a.finished_at.format("%H:%M:%S%.3f"),
-            esc(a.outcome.as_str()),
-            esc(a.error_class.map_or("", |c| c.as_str())),
-            esc(&a.replica),
-            esc(a.host.as_deref().unwrap_or("")),
-            esc(a.domain_controller.as_deref().unwrap_or("")),
-            esc(a.error_message.as_deref().unwrap_or("")),
-        ));
-        if let Some(t) = &a.transcript {
-            out.push_str(&format!(
-                "<tr><td></td><td colspan=\"6\"><details><summary>Transcript</summary><pre>{}</pre></details></td></tr>",
-                esc(t)
-            ));
-        }
-    }
-    out.push_str("</table>");
-    out
-}
-
 /// Who retried or cancelled the job, and when; nothing when no operator did.
 fn operator_actions(actions: &[OperatorAction]) -> String {
     if actions.is_empty() {
@@ -270,7 +245,7 @@ fn operator_actions(actions: &[OperatorAction]) -> String {
     for a in actions {
         out.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            live::when(a.at),
             esc(&format!(
                 "{} {}",
                 a.action,

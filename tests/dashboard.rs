@@ -339,17 +339,25 @@ async fn failures_read_as_one_group_and_bulk_actions_confirm_the_count_and_filte
     assert_eq!(r.headers()["location"], "/bulk#bulk-1");
     // Each of the three runs again (a second attempt) and fails again: still on-prem.
     for id in &failed_ids {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let (job, attempts) = env.store.get_job(*id).await.unwrap().unwrap();
-            if attempts.len() == 2 && job.state.is_terminal() {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "not retried: {job:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        env.wait_attempts(*id, 2).await;
         let (_, page) = get(&format!("/jobs/{id}")).await;
         assert!(page.contains("bulk #1: state failed or retrying"), "{page}");
+        // The timeline: the first attempt, the retry, the attempt after it counted anew.
+        let max = env.settings.worker.max_attempts;
+        let first = page
+            .find(&format!(">attempt 1 of {max}</td>"))
+            .expect(&page);
+        let retried = page
+            .find("Retried: attempts start again from 1")
+            .expect(&page);
+        let again = page
+            .find(&format!(">attempt 1 of {max} after a manual retry</td>"))
+            .expect(&page);
+        assert!(first < retried && retried < again, "{page}");
+        assert!(
+            page.contains("The event as received") && page.contains("&quot;sam_account_name&quot;"),
+            "{page}"
+        );
     }
     let (_, bulk) = get("/bulk").await;
     assert!(

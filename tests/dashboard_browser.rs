@@ -269,15 +269,7 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
 
     // Retry: the browser comes back to the job page and the job runs again.
     b.click("#retry").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (job, attempts) = env.store.get_job(failed.id).await.unwrap().unwrap();
-        if attempts.len() == 2 && job.state.is_terminal() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the retry did not run: {job:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_attempts(failed.id, 2).await;
     b.go(&format!("{base}/jobs/{}", failed.id)).await;
     assert!(b.text("#actions").await.contains("dashboard:admin"));
     b.screenshot("job-after-retry").await;
@@ -357,15 +349,7 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     b.screenshot("bulk-actions").await;
     for e in &events {
         let job = env.wait_terminal(&e.id).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (job, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-            if attempts.len() == 2 && job.state.is_terminal() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the retry did not run: {job:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        env.wait_attempts(job.id, 2).await;
     }
 
     // A bulk cancel from the filtered job list, through its confirmation.

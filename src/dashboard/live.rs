@@ -17,6 +17,10 @@ pub fn when(t: DateTime<Utc>) -> String {
     )
 }
 
+/// Shows every `<time>` of a page in the viewer's zone (every page carries it).
+pub const LOCAL_TIMES: &str = "document.querySelectorAll('time[datetime]').forEach(function(t){\
+var d=new Date(t.getAttribute('datetime'));if(!isNaN(d))t.textContent=d.toLocaleString();});";
+
 /// `body` as the live part of a page, with its "updated" line and the script.
 pub fn region(body: &str) -> String {
     format!(
