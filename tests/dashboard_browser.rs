@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "browser-token-for-tests";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// WebDriver's key codes.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
 
 struct Driver {
     child: Child,
@@ -187,6 +190,27 @@ impl Driver {
         }
     }
 
+    /// Presses one key (a WebDriver key code such as TAB or ENTER) on whatever has the focus.
+    async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        self.cmd("POST", "/actions", actions).await;
+    }
+
+    /// Tabs through the page from its start until the element `id` has the focus, as a
+    /// keyboard user would; fails if 40 presses do not reach it.
+    async fn tab_to(&self, id: &str) {
+        self.js("document.activeElement && document.activeElement.blur(); return null;")
+            .await;
+        for _ in 0..40 {
+            self.press(TAB).await;
+            if self.js("return document.activeElement.id;").await == id {
+                return;
+            }
+        }
+        panic!("#{id} cannot be reached with the keyboard");
+    }
+
     /// Marks the page so that a reload (which would forget the mark) shows.
     async fn mark(&self) {
         self.js("window.__noReload = 'kept'; return null;").await;
@@ -323,28 +347,41 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     assert!(b.text("#updated").await.contains("updated"));
     b.screenshot("overview-live").await;
 
-    // The failures view, open: a burst of one problem appears as one group, live.
-    b.go(&format!("{base}/failures")).await;
-    b.find("#no-failures").await;
-    b.mark().await;
+    // Still open: a burst of one problem appears as one group on the overview and on the
+    // failures view, both without a reload.
+    assert!(
+        b.text("#top-failures")
+            .await
+            .contains("No failed or retrying job")
+    );
     let events: Vec<_> = burst.iter().map(|sam| env.joiner(sam)).collect();
     for e in &events {
         publisher.publish(e).await.unwrap();
     }
-    let title = b.wait_text("#group-0-title", "3 jobs —").await;
-    assert!(title.contains("has an on-premises mailbox"), "{title}");
+    let top = b.wait_text("#top-failures", "3 jobs —").await;
+    assert!(top.contains("has an on-premises mailbox"), "{top}");
     b.not_reloaded().await;
+    b.js("document.getElementById('top-failures').scrollIntoView(); return null;")
+        .await;
+    b.screenshot("overview-failures").await;
+
+    b.go(&format!("{base}/failures")).await;
+    b.mark().await;
+    let title = b.text("#group-0-title").await;
+    assert!(title.contains("3 jobs —"), "{title}");
     b.screenshot("failures").await;
 
-    // One confirmed action retries the group; the jobs run again.
-    b.click("#group-0-retry").await;
+    // One confirmed action retries the group, done with the keyboard; the jobs run again.
+    b.tab_to("group-0-retry").await;
+    b.press(ENTER).await;
     let count = b.text("#bulk-count").await;
     assert!(
         count.starts_with("Retry 3 jobs matching: state failed or retrying"),
         "{count}"
     );
     b.screenshot("bulk-retry-confirm").await;
-    b.click("#confirm").await;
+    b.tab_to("confirm").await;
+    b.press(ENTER).await;
     assert!(b.text("#bulk-1").await.contains("retried 3"), "the record");
     b.screenshot("bulk-actions").await;
     for e in &events {
@@ -378,6 +415,8 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     }
     b.go(&format!("{base}/")).await;
     b.find("#chart-days").await;
+    b.js("document.getElementById('chart').scrollIntoView(); return null;")
+        .await;
     b.screenshot("overview-health").await;
 
     drop(b);

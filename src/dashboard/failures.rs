@@ -86,18 +86,55 @@ pub fn group(rows: &[QueueRow]) -> Vec<Group> {
     groups
 }
 
-pub async fn failures(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Some(r) = check(&s, &headers, false) {
-        return r;
-    }
+/// The failure groups now, and whether the row cap left jobs out.
+async fn current(s: &AdminState) -> (Vec<Group>, bool) {
     let all = QueueFilter {
         states: vec![JobState::Failed, JobState::Retrying],
         ..Default::default()
     };
     let rows = s.store.queue_rows(&all.query()).await.unwrap_or_default();
-    let groups = group(&rows);
+    (group(&rows), rows.len() as i64 >= MAX_ROWS)
+}
+
+/// Groups an overview shows before "all failures".
+const ON_OVERVIEW: usize = 3;
+
+/// The largest failure groups for the overview, each with its group retry.
+pub async fn summary(s: &AdminState) -> String {
+    let (groups, _) = current(s).await;
+    if groups.is_empty() {
+        return "<h2>Failures</h2><p id=\"top-failures\">No failed or retrying job.</p>".into();
+    }
+    let items: String = groups
+        .iter()
+        .take(ON_OVERVIEW)
+        .enumerate()
+        .map(|(i, g)| {
+            format!(
+                "<li><a href=\"/failures#group-{i}\">{n} job{s} — {sig}</a> ({class}, last seen {last}) \
+                 <a class=\"button\" href=\"/bulk/retry?{q}\">Retry these {n}…</a></li>",
+                n = g.jobs(),
+                s = if g.jobs() == 1 { "" } else { "s" },
+                sig = esc(&g.signature),
+                class = esc(g.class.map_or("unclassified", |c| c.as_str())),
+                last = when(g.last_seen),
+                q = esc(&g.filter(&[JobState::Failed, JobState::Retrying]).to_query()),
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Failures</h2><ul id=\"top-failures\">{items}</ul><p><a href=\"/failures\">All {} failure group(s)</a></p>",
+        groups.len()
+    )
+}
+
+pub async fn failures(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(r) = check(&s, &headers, false) {
+        return r;
+    }
+    let (groups, capped) = current(&s).await;
     let mut body = String::new();
-    if rows.len() as i64 >= MAX_ROWS {
+    if capped {
         body.push_str(&format!(
             "<p class=\"bad\">Only the {MAX_ROWS} most recently updated failed or retrying jobs are grouped here.</p>"
         ));

@@ -20,6 +20,15 @@ pub fn age(secs: i64) -> String {
     }
 }
 
+/// A duration in seconds: tenths below ten seconds (most jobs take one or two), else [`age`].
+pub fn seconds(secs: f64) -> String {
+    if secs < 10.0 {
+        format!("{:.1} s", secs.max(0.0))
+    } else {
+        age(secs.round() as i64)
+    }
+}
+
 /// The health cards, the charts and the time-to-done table.
 pub async fn section(s: &AdminState) -> String {
     let ages = s.store.queue_ages().await.unwrap_or_default();
@@ -156,7 +165,7 @@ fn chart(id: &str, title: &str, rows: &[Throughput], label: &str, label_every: u
          <line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{bottom}\" stroke=\"#555\"/>\
          <line x1=\"{left}\" x2=\"{width}\" y1=\"{bottom}\" y2=\"{bottom}\" stroke=\"#555\"/>\
          <text x=\"12\" y=\"{mid}\" font-size=\"11\" transform=\"rotate(-90 12 {mid})\" text-anchor=\"middle\">jobs</text>{svg}</svg>\
-         <p class=\"legend\"><span class=\"swatch ok\"></span> succeeded <span class=\"swatch bad\"></span> failed \
+         <p class=\"legend\"><span class=\"swatch swatch-ok\"></span> succeeded <span class=\"swatch swatch-bad\"></span> failed \
          (times in UTC; hover a bar for its numbers)</p>\
          <details><summary>{t} as a table</summary><table><tr><th>From (UTC)</th><th>Succeeded</th><th>Failed</th></tr>{table}</table></details>",
         t = esc(title),
@@ -174,8 +183,8 @@ fn time_to_done(rows: &[TimeToDone]) -> String {
             Some(format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
                 when(r.hour),
-                age(p50.round() as i64),
-                age(p95.round() as i64)
+                seconds(p50),
+                seconds(p95)
             ))
         })
         .collect();
@@ -199,6 +208,9 @@ mod tests {
         assert_eq!(age(125), "2 min");
         assert_eq!(age(3 * 3600 + 12 * 60), "3 h 12 min");
         assert_eq!(age(2 * 86400 + 3600), "2 d 1 h");
+        assert_eq!(seconds(0.04), "0.0 s");
+        assert_eq!(seconds(1.25), "1.2 s");
+        assert_eq!(seconds(125.0), "2 min");
     }
 
     #[test]

@@ -32,12 +32,8 @@ fn attempt_label(a: &Attempt, max: i32, retries_before: usize) -> String {
 }
 
 fn duration(a: &Attempt) -> String {
-    let ms = (a.finished_at - a.started_at).num_milliseconds().max(0);
-    if ms < 10_000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    } else {
-        super::health::age(ms / 1000)
-    }
+    let ms = (a.finished_at - a.started_at).num_milliseconds();
+    super::health::seconds(ms as f64 / 1000.0)
 }
 
 fn attempt_row(a: &Attempt, label: &str) -> String {
