@@ -3,6 +3,8 @@
 //! "37 jobs — proxy address already in use" — with when it was first and last seen, the
 //! accounts, and one retry (and cancel) for the whole group through a confirmation.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -50,14 +52,13 @@ impl Group {
 /// largest group first.
 pub fn group(rows: &[QueueRow]) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<(Option<ErrorClass>, String), usize> = HashMap::new();
     for r in rows {
         let sig = row_signature(r);
-        let i = match groups
-            .iter()
-            .position(|g| g.class == r.last_error_class && g.signature == sig)
-        {
-            Some(i) => i,
+        let i = match index.get(&(r.last_error_class, sig.clone())) {
+            Some(i) => *i,
             None => {
+                index.insert((r.last_error_class, sig.clone()), groups.len());
                 groups.push(Group {
                     class: r.last_error_class,
                     signature: sig,

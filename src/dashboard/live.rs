@@ -32,7 +32,9 @@ pub fn region(body: &str) -> String {
 }
 
 /// Swaps in the live part when it changed (not while a field in it has the focus, so
-/// keyboard users keep their place) and rewrites times into the viewer's zone.
+/// keyboard users keep their place, nor while the tab is hidden) and rewrites times into
+/// the viewer's zone. An answer without a live part (signed out: the login page) counts
+/// as a failed refresh, so the page never claims to be current when it is not.
 fn script() -> String {
     format!(
         r#"(function(){{
@@ -42,10 +44,10 @@ var d=new Date(t.getAttribute('datetime'));if(!isNaN(d))t.textContent=d.toLocale
 function tick(){{var s=Math.round((Date.now()-at)/1000);
 upd.textContent=(failed?'Could not refresh; last ':'Live: ')+'updated '+(s<2?'just now':s+' s ago');}}
 async function pull(){{var el=document.getElementById('live');
-if(el.contains(document.activeElement)&&document.activeElement.matches('input,select,textarea'))return;
+if(document.hidden||el.contains(document.activeElement)&&document.activeElement.matches('input,select,textarea'))return;
 try{{var r=await fetch(location.href,{{credentials:'same-origin',headers:{{'Accept':'text/html'}}}});
 if(!r.ok)throw r.status;var d=new DOMParser().parseFromString(await r.text(),'text/html');
-var n=d.getElementById('live');if(n&&n.innerHTML!==el.dataset.raw){{el.dataset.raw=n.innerHTML;el.innerHTML=n.innerHTML;local(el);}}
+var n=d.getElementById('live');if(!n)throw 'signed out';if(n.innerHTML!==el.dataset.raw){{el.dataset.raw=n.innerHTML;el.innerHTML=n.innerHTML;local(el);}}
 at=Date.now();failed=false;}}catch(e){{failed=true;}}tick();}}
 document.getElementById('live').dataset.raw=document.getElementById('live').innerHTML;
 local(document);tick();setInterval(tick,1000);setInterval(pull,{REFRESH_MS});}})();"#

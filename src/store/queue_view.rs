@@ -198,14 +198,19 @@ impl Store {
             Bucket::Hour => ("hour", "23 hours"),
             Bucket::Day => ("day", "29 days"),
         };
+        // Jobs are counted in one pass over the span, then laid on every bucket of it.
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT b.bucket,
-                    count(j.id) FILTER (WHERE j.state = $1) AS succeeded,
-                    count(j.id) FILTER (WHERE j.state = $2) AS failed
+            "WITH done AS (
+                SELECT date_trunc('{unit}', finished_at) AS bucket,
+                       count(*) FILTER (WHERE state = $1) AS succeeded,
+                       count(*) FILTER (WHERE state = $2) AS failed
+                  FROM jobs WHERE finished_at >= date_trunc('{unit}', now()) - interval '{span}'
+                 GROUP BY 1)
+             SELECT b.bucket, coalesce(d.succeeded, 0) AS succeeded, coalesce(d.failed, 0) AS failed
                FROM generate_series(date_trunc('{unit}', now()) - interval '{span}',
                                     date_trunc('{unit}', now()), interval '1 {unit}') AS b(bucket)
-               LEFT JOIN jobs j ON j.finished_at >= b.bucket AND j.finished_at < b.bucket + interval '1 {unit}'
-              GROUP BY b.bucket ORDER BY b.bucket"
+               LEFT JOIN done d ON d.bucket = b.bucket
+              ORDER BY b.bucket"
         )))
         .bind(JobState::Succeeded)
         .bind(JobState::Failed)
@@ -217,13 +222,17 @@ impl Store {
     /// success carry no figures).
     pub async fn time_to_done(&self) -> Result<Vec<TimeToDone>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT h.hour,
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM j.finished_at - j.created_at))::float8 AS p50,
-                    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM j.finished_at - j.created_at))::float8 AS p95
+            "WITH done AS (
+                SELECT date_trunc('hour', finished_at) AS hour,
+                       extract(epoch FROM finished_at - created_at) AS secs
+                  FROM jobs WHERE state = $1
+                   AND finished_at >= date_trunc('hour', now()) - interval '23 hours')
+             SELECT h.hour,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY d.secs)::float8 AS p50,
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY d.secs)::float8 AS p95
                FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
                                     date_trunc('hour', now()), interval '1 hour') AS h(hour)
-               LEFT JOIN jobs j ON j.state = $1
-                    AND j.finished_at >= h.hour AND j.finished_at < h.hour + interval '1 hour'
+               LEFT JOIN done d ON d.hour = h.hour
               GROUP BY h.hour ORDER BY h.hour",
         )
         .bind(JobState::Succeeded)
