@@ -48,7 +48,10 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // The viewer is an hour east of UTC (all year round in December: Berlin is UTC+1),
+        // so times shown in the viewer's zone differ visibly from UTC.
         let child = Command::new(chromedriver)
+            .env("TZ", "Europe/Berlin")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -366,6 +369,22 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     b.screenshot("overview-failures").await;
 
     b.go(&format!("{base}/failures")).await;
+    // Times read in the viewer's zone, UTC on hover.
+    let t = b
+        .js("var t=document.querySelector('#group-0 time');return [t.textContent,t.title,t.getAttribute('datetime')];")
+        .await;
+    let utc = chrono::DateTime::parse_from_rfc3339(t[2].as_str().unwrap()).unwrap();
+    assert_eq!(
+        t[1],
+        utc.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        "UTC on hover"
+    );
+    let berlin = utc + chrono::Duration::hours(1);
+    let shown = t[0].as_str().unwrap();
+    assert!(
+        shown.contains(&berlin.format("%-I:%M:%S").to_string()),
+        "{shown} is not {berlin} in the viewer's zone"
+    );
     b.mark().await;
     let title = b.text("#group-0-title").await;
     assert!(title.contains("3 jobs —"), "{title}");
