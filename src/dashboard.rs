@@ -10,7 +10,8 @@
 //!
 //! The queue views live in the child modules: the job list with its filter (`list`,
 //! `filter`), failures grouped by error signature (`failures`), bulk actions by filter
-//! (`bulk`), health at a glance (`health`) and the self-refreshing part of a page (`live`).
+//! (`bulk`), health at a glance (`health`), the job page's timeline (`timeline`) and the
+//! self-refreshing part of a page (`live`).
 
 mod bulk;
 mod failures;

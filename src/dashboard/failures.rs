@@ -14,7 +14,7 @@ use super::filter::{MAX_ROWS, QueueFilter, row_signature};
 use super::live::{region, when};
 use super::{check, esc, page};
 use crate::admin::AdminState;
-use crate::store::{ErrorClass, JobState, QueueRow};
+use crate::store::{ErrorClass, JobState, QueueRow, StoreError};
 
 /// Accounts a group names before "and N more".
 const ACCOUNTS_SHOWN: usize = 12;
@@ -88,13 +88,21 @@ pub fn group(rows: &[QueueRow]) -> Vec<Group> {
 }
 
 /// The failure groups now, and whether the row cap left jobs out.
-async fn current(s: &AdminState) -> (Vec<Group>, bool) {
+async fn current(s: &AdminState) -> Result<(Vec<Group>, bool), StoreError> {
     let all = QueueFilter {
         states: vec![JobState::Failed, JobState::Retrying],
         ..Default::default()
     };
-    let rows = s.store.queue_rows(&all.query()).await.unwrap_or_default();
-    (group(&rows), rows.len() as i64 >= MAX_ROWS)
+    let rows = s.store.queue_rows(&all.query()).await?;
+    Ok((group(&rows), rows.len() as i64 >= MAX_ROWS))
+}
+
+/// Said instead of the groups when the store did not answer: never "no failure".
+fn unreadable(e: &StoreError) -> String {
+    format!(
+        "<p class=\"bad\" id=\"failures-unreadable\">The failures cannot be read now: {}</p>",
+        esc(&e.to_string())
+    )
 }
 
 /// Groups an overview shows before "all failures".
@@ -102,7 +110,10 @@ const ON_OVERVIEW: usize = 3;
 
 /// The largest failure groups for the overview, each with its group retry.
 pub async fn summary(s: &AdminState) -> String {
-    let (groups, _) = current(s).await;
+    let groups = match current(s).await {
+        Ok((groups, _)) => groups,
+        Err(e) => return format!("<h2>Failures</h2>{}", unreadable(&e)),
+    };
     if groups.is_empty() {
         return "<h2>Failures</h2><p id=\"top-failures\">No failed or retrying job.</p>".into();
     }
@@ -133,14 +144,17 @@ pub async fn failures(State(s): State<AdminState>, headers: HeaderMap) -> Respon
     if let Some(r) = check(&s, &headers, false) {
         return r;
     }
-    let (groups, capped) = current(&s).await;
     let mut body = String::new();
+    let (groups, capped) = current(&s).await.unwrap_or_else(|e| {
+        body.push_str(&unreadable(&e));
+        (Vec::new(), false)
+    });
     if capped {
         body.push_str(&format!(
             "<p class=\"bad\">Only the {MAX_ROWS} most recently updated failed or retrying jobs are grouped here.</p>"
         ));
     }
-    if groups.is_empty() {
+    if groups.is_empty() && body.is_empty() {
         body.push_str("<p id=\"no-failures\">No failed or retrying job.</p>");
     }
     for (i, g) in groups.iter().enumerate() {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::esc;
 use super::live::when;
 use crate::admin::AdminState;
-use crate::store::{Bucket, QueueAges, Throughput, TimeToDone};
+use crate::store::{Bucket, QueueAges, StoreError, Throughput, TimeToDone};
 
 /// "3 h 12 min", "45 s": an age an operator reads at a glance.
 pub fn age(secs: i64) -> String {
@@ -29,13 +29,23 @@ pub fn seconds(secs: f64) -> String {
     }
 }
 
-/// The health cards, the charts and the time-to-done table.
+/// The health cards, the charts and the time-to-done table; said instead when the store
+/// does not answer (never "none waiting" by mistake).
 pub async fn section(s: &AdminState) -> String {
-    let ages = s.store.queue_ages().await.unwrap_or_default();
-    let hours = s.store.throughput(Bucket::Hour).await.unwrap_or_default();
-    let days = s.store.throughput(Bucket::Day).await.unwrap_or_default();
-    let done = s.store.time_to_done().await.unwrap_or_default();
-    [
+    read(s).await.unwrap_or_else(|e| {
+        format!(
+            "<h2>Health</h2><p class=\"bad\" id=\"health-unreadable\">The queue's health cannot be read now: {}</p>",
+            esc(&e.to_string())
+        )
+    })
+}
+
+async fn read(s: &AdminState) -> Result<String, StoreError> {
+    let ages = s.store.queue_ages().await?;
+    let hours = s.store.throughput(Bucket::Hour).await?;
+    let days = s.store.throughput(Bucket::Day).await?;
+    let done = s.store.time_to_done().await?;
+    Ok([
         cards(&ages, s.sync_deadline, Utc::now()),
         chart(
             "chart",
@@ -53,7 +63,7 @@ pub async fn section(s: &AdminState) -> String {
         ),
         time_to_done(&done),
     ]
-    .concat()
+    .concat())
 }
 
 fn cards(a: &QueueAges, deadline: std::time::Duration, now: DateTime<Utc>) -> String {
