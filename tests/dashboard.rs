@@ -242,16 +242,29 @@ async fn failures_read_as_one_group_and_bulk_actions_confirm_the_count_and_filte
         env.joiner("grpwait1"),
         env.joiner("grpwait2"),
     );
-    for e in [&fine, &w1, &w2] {
+    for e in [&w1, &w2] {
         publisher.publish(e).await.unwrap();
     }
+    // An IAM system that sends more than the schema has, a credential included.
+    let mut body = fine.to_json();
+    body["initial_password"] = "Winter2026!-never-shown".into();
+    body["account"]["password"] = "Winter2026!-never-shown".into();
+    publisher
+        .publish_raw(
+            "ad.user.created",
+            body.to_string().as_bytes(),
+            Some("application/json"),
+            None,
+        )
+        .await
+        .unwrap();
     let mut failed_ids = Vec::new();
     for e in &failing {
         let j = env.wait_terminal(&e.id).await;
         assert_eq!(j.state, JobState::Failed);
         failed_ids.push(j.id);
     }
-    env.wait_succeeded(&fine.id).await;
+    let fine_job = env.wait_succeeded(&fine.id).await;
     for e in [&w1, &w2] {
         env.wait_job(&e.id, |j| j.state == JobState::WaitingForSync)
             .await;
@@ -291,6 +304,14 @@ async fn failures_read_as_one_group_and_bulk_actions_confirm_the_count_and_filte
         2,
         "one hour with a success: {ttd}"
     );
+
+    // The job page shows the event as received, without what the schema does not know.
+    let (_, page) = get(&format!("/jobs/{}", fine_job.id)).await;
+    assert!(
+        page.contains("The event as received") && page.contains("&quot;grpfine&quot;"),
+        "{page}"
+    );
+    assert!(!page.contains("Winter2026"), "a credential shown: {page}");
 
     // Failures: the three on-prem accounts are one group, the class and accounts named.
     let (_, failures) = get("/failures").await;
