@@ -124,7 +124,7 @@ th, td {{ text-align: left; padding: .3em .6em; border-bottom: 1px solid #ddd; v
 .card b {{ font-size: 1.6em; display: block; }} pre {{ white-space: pre-wrap; background: #f4f4f4; padding: .6em; }}
 .card small {{ display: block; font-size: .55em; font-weight: normal; }} .muted {{ color: #555; }}
 a.button {{ display: inline-block; border: 1px solid #17324d; padding: .2em .7em; border-radius: 3px; color: #17324d; text-decoration: none; }}
-.group {{ border-left: 4px solid #a40000; padding: .1em 1em; margin: 1em 0; }}
+.group {{ border-left: 4px solid #a40000; padding: .1em 1em; margin: 1em 0; }} tr:target {{ background: #fff4c2; }}
 .swatch {{ display: inline-block; width: .8em; height: .8em; }} .swatch-ok {{ background: #2e7d32; }} .swatch-bad {{ background: #c62828; }}
 a:focus-visible, button:focus-visible, input:focus-visible, select:focus-visible, summary:focus-visible {{ outline: 3px solid #f0a500; outline-offset: 2px; }}
 .skip {{ position: absolute; left: -999px; }} .skip:focus {{ left: 1em; top: .4em; background: #fff; color: #17324d; padding: .3em; }}
