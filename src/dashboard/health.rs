@@ -159,7 +159,25 @@ fn chart(id: &str, title: &str, rows: &[Throughput], label: &str, label_every: u
             ));
         }
     }
-    let table: String = rows
+    format!(
+        "<h2>{t}</h2><svg id=\"{id}\" role=\"img\" aria-label=\"{t}: jobs succeeded and failed\" width=\"{width}\" height=\"{h}\" viewBox=\"0 0 {width} {h}\">\
+         <line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{bottom}\" stroke=\"#555\"/>\
+         <line x1=\"{left}\" x2=\"{width}\" y1=\"{bottom}\" y2=\"{bottom}\" stroke=\"#555\"/>\
+         <text x=\"12\" y=\"{mid}\" font-size=\"11\" transform=\"rotate(-90 12 {mid})\" text-anchor=\"middle\">jobs</text>{svg}</svg>\
+         <p class=\"legend\"><span class=\"swatch swatch-ok\"></span> succeeded <span class=\"swatch swatch-bad\"></span> failed \
+         (times in UTC; hover a bar for its numbers)</p>\
+         {table}",
+        t = esc(title),
+        table = as_table(title, rows),
+        h = top + plot_h + 24.0,
+        bottom = top + plot_h,
+        mid = top + plot_h / 2.0,
+    )
+}
+
+/// A chart's numbers for readers who cannot see it (or want the figures).
+fn as_table(title: &str, rows: &[Throughput]) -> String {
+    let body: String = rows
         .iter()
         .map(|r| {
             format!(
@@ -171,17 +189,9 @@ fn chart(id: &str, title: &str, rows: &[Throughput], label: &str, label_every: u
         })
         .collect();
     format!(
-        "<h2>{t}</h2><svg id=\"{id}\" role=\"img\" aria-label=\"{t}: jobs succeeded and failed\" width=\"{width}\" height=\"{h}\" viewBox=\"0 0 {width} {h}\">\
-         <line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{bottom}\" stroke=\"#555\"/>\
-         <line x1=\"{left}\" x2=\"{width}\" y1=\"{bottom}\" y2=\"{bottom}\" stroke=\"#555\"/>\
-         <text x=\"12\" y=\"{mid}\" font-size=\"11\" transform=\"rotate(-90 12 {mid})\" text-anchor=\"middle\">jobs</text>{svg}</svg>\
-         <p class=\"legend\"><span class=\"swatch swatch-ok\"></span> succeeded <span class=\"swatch swatch-bad\"></span> failed \
-         (times in UTC; hover a bar for its numbers)</p>\
-         <details><summary>{t} as a table</summary><table><tr><th>From (UTC)</th><th>Succeeded</th><th>Failed</th></tr>{table}</table></details>",
-        t = esc(title),
-        h = top + plot_h + 24.0,
-        bottom = top + plot_h,
-        mid = top + plot_h / 2.0,
+        "<details><summary>{} as a table</summary><table><tr><th>From (UTC)</th><th>Succeeded</th>\
+         <th>Failed</th></tr>{body}</table></details>",
+        esc(title)
     )
 }
 
