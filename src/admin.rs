@@ -35,6 +35,8 @@ pub struct AdminState {
     pub secure_cookies: bool,
     /// For replaying poison messages to the broker.
     pub amqp: crate::config::Amqp,
+    /// How long a joiner may wait for the cloud sync (the dashboard shows the deadline).
+    pub sync_deadline: std::time::Duration,
 }
 
 pub fn router(state: AdminState) -> Router {

@@ -257,6 +257,7 @@ fn admin_state(
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://")),
+        sync_deadline: settings.worker.sync_deadline,
     }
 }
 

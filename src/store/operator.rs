@@ -38,7 +38,7 @@ pub enum ActionRefused {
 }
 
 /// What a retry writes on a job: due now, with a fresh set of attempts.
-const REQUEUE: &str =
+pub(super) const REQUEUE: &str =
     "state = $2, next_attempt_at = now(), attempt = 0, finished_at = NULL, updated_at = now()";
 
 impl Store {

@@ -340,6 +340,24 @@ impl TestEnv {
         }
     }
 
+    /// Waits (bounded) until job `id` has `attempts` attempts on record and has ended: an
+    /// operator's retry ran.
+    pub async fn wait_attempts(&self, id: uuid::Uuid, attempts: usize) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (job, done) = self.store.get_job(id).await.expect("query").expect("job");
+            if done.len() == attempts && job.state.is_terminal() {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} has {} attempt(s), not {attempts}, after 30 s: {job:?}",
+                done.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_terminal(&self, event_id: &str) -> Job {
         self.wait_job(event_id, |j| j.state.is_terminal()).await
     }

@@ -316,21 +316,4 @@ impl Store {
             })
             .collect())
     }
-
-    /// Jobs finished per hour over the last 24 hours: (hour, succeeded, failed).
-    pub async fn finished_per_hour(&self) -> Result<Vec<(DateTime<Utc>, i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT h.hour,
-                    count(j.id) FILTER (WHERE j.state = $1),
-                    count(j.id) FILTER (WHERE j.state = $2)
-               FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
-                                    date_trunc('hour', now()), interval '1 hour') AS h(hour)
-               LEFT JOIN jobs j ON j.finished_at >= h.hour AND j.finished_at < h.hour + interval '1 hour'
-              GROUP BY h.hour ORDER BY h.hour",
-        )
-        .bind(JobState::Succeeded)
-        .bind(JobState::Failed)
-        .fetch_all(&self.pool)
-        .await?)
-    }
 }
