@@ -187,7 +187,7 @@ impl Store {
             .filter(|((job, _, _), _)| held.contains(&job.id))
             .filter_map(|((job, record, _), t)| Some((*job, t.message(job, record)?)))
             .collect();
-        insert_outcomes(&mut tx, &answers).await?;
+        insert_outcomes(&mut tx, &answers, self.identityiq).await?;
         // Alerts last, so that they can list every attempt including this one.
         for (job, _, resolution) in outcomes {
             if let Some(alert) = resolution.alert()
