@@ -1,6 +1,7 @@
 //! The end of an attempt: the job moves on (succeeded, retried, failed, cancelled,
-//! deferred), its attempt is recorded and a final failure's alert is written, all in one
-//! transaction, and only while the replica still holds the job's lease.
+//! deferred), its attempt is recorded, a final failure's alert and the outcome message of a
+//! final state (or of a first wait for the sync) are written, all in one transaction, and
+//! only while the replica still holds the job's lease.
 
 use std::collections::HashSet;
 
