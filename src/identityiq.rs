@@ -144,6 +144,7 @@ pub fn request(workflow: &str, outcome: &Value) -> Value {
         ("type", &outcome["type"]),
         ("result", &outcome["result"]),
         ("outcome", &outcome["outcome"]),
+        ("identityName", &outcome["identity"]),
         ("accountName", &outcome["account"]["sam_account_name"]),
         ("nativeIdentity", &outcome["account"]["distinguished_name"]),
         ("objectGuid", &outcome["account"]["object_guid"]),

@@ -375,7 +375,10 @@ async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
     let publisher = env.publisher().await;
     let mut events = Vec::new();
     for sam in ["iiq.a", "iiq.b", "iiq.onprem"] {
-        let ev = env.joiner(sam);
+        let mut ev = env.joiner(sam);
+        if sam == "iiq.a" {
+            ev.identity = Some("Ada.Byron".into());
+        }
         publisher.publish(&ev).await.unwrap();
         events.push(ev);
     }
@@ -406,6 +409,15 @@ async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
             .unwrap_or_else(|| panic!("no launch for {sam}"))
     };
     assert_eq!(of("iiq.a").input["email"], "Ada.Byron@corp.example");
+    assert_eq!(
+        of("iiq.a").input["identityName"],
+        "Ada.Byron",
+        "the event's identity"
+    );
+    assert!(
+        !of("iiq.b").input.contains_key("identityName"),
+        "none in its event"
+    );
     assert_eq!(of("iiq.b").input["email"], "Emile.Zola@corp.example");
     assert_eq!(of("iiq.a").input["result"], "succeeded");
     assert_eq!(of("iiq.a").input["eventId"], events[0].id);

@@ -33,6 +33,7 @@ fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
         },
         mailbox: None,
         source: Some("test".into()),
+        identity: None,
     }
 }
 

@@ -78,6 +78,9 @@ pub struct OutcomeMessage {
     pub outcome: Option<JobOutcome>,
     pub at: DateTime<Utc>,
     pub attempts: i32,
+    /// The identity in the IAM system, when the event named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     pub account: OutcomeAccount,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<MailboxAddresses>,
@@ -134,6 +137,7 @@ pub(super) fn message(job: &Job, ending: Ending<'_>) -> OutcomeMessage {
         outcome: ending.outcome,
         at: Utc::now(),
         attempts: ending.attempts,
+        identity: job.event.identity.clone(),
         account,
         mailbox: ending.view.map(|v| v.mailbox.clone()),
         error: ending.error.map(|(class, message)| OutcomeError {
