@@ -24,3 +24,14 @@ CREATE TABLE outcomes (
 );
 CREATE INDEX outcomes_unsent ON outcomes (account, seq) WHERE sent_at IS NULL;
 CREATE INDEX outcomes_job ON outcomes (job_id);
+
+-- The same outcomes launched as an IdentityIQ workflow (identityiq.base_url), tracked apart
+-- from the AMQP publish: NULL = not for IdentityIQ (not configured when it was written),
+-- pending, sent, or refused (a 4xx that retrying cannot change: alerted, not retried).
+ALTER TABLE outcomes ADD COLUMN iiq_state text CHECK (iiq_state IN ('pending', 'sent', 'refused'));
+ALTER TABLE outcomes ADD COLUMN iiq_attempts integer NOT NULL DEFAULT 0;
+ALTER TABLE outcomes ADD COLUMN iiq_next_attempt_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE outcomes ADD COLUMN iiq_locked_by text;
+ALTER TABLE outcomes ADD COLUMN iiq_locked_until timestamptz;
+ALTER TABLE outcomes ADD COLUMN iiq_last_error text;
+CREATE INDEX outcomes_iiq_pending ON outcomes (account, seq) WHERE iiq_state = 'pending';

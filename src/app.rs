@@ -1,5 +1,5 @@
 //! Wires the parts into the daemon (`mailboxd run`): store → intake, worker, alert sender,
-//! outcome publisher, reconcile schedule, and the admin listener with the API and the dashboard on it. The
+//! outcome publisher (and IdentityIQ launcher), reconcile schedule, and the admin listener with the API and the dashboard on it. The
 //! parts do not know each other's wiring; it is all here, in the order things start.
 
 use std::net::SocketAddr;
@@ -75,7 +75,8 @@ impl App {
         crate::metrics::handle();
         let store = Store::connect(&settings.database.url, settings.database.max_connections)
             .await
-            .context("connecting to PostgreSQL")?;
+            .context("connecting to PostgreSQL")?
+            .delivering_to_identityiq(settings.identityiq.base_url.is_some());
         store.migrate().await.context("migrating the database")?;
         let budget = crate::budget::SessionBudget::start(
             store.clone(),
@@ -148,6 +149,14 @@ impl App {
             settings.outcomes.clone(),
             shutdown_rx.clone(),
         )));
+        if let Some(iiq) = crate::identityiq::Client::from_config(&settings.identityiq)? {
+            tasks.push(tokio::spawn(crate::identityiq::run(
+                store.clone(),
+                iiq,
+                settings.outcomes.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         let state = admin_state(&settings, &store, connected_rx, circuit, budget, signin);
         let (admin_addr, admin) = serve_admin(&settings.admin, state, shutdown_rx).await?;
         tasks.push(admin);

@@ -37,6 +37,86 @@ pub struct Settings {
     pub admin: Admin,
     pub reconcile: Reconcile,
     pub outcomes: Outcomes,
+    pub identityiq: IdentityIq,
+}
+
+/// Each outcome also launched as an IdentityIQ workflow through its SCIM API (optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityIq {
+    /// IdentityIQ's application URL, e.g. `https://iiq.corp.example/identityiq`. Absent: off.
+    pub base_url: Option<String>,
+    /// The workflow launched for each outcome.
+    pub workflow: String,
+    pub auth: IdentityIqAuth,
+    /// For `basic`: the IdentityIQ user with the SCIM API right.
+    pub username: Option<String>,
+    /// The password (`basic`) or the token (`bearer`); or `MAILBOXD_IDENTITYIQ_CREDENTIAL`.
+    pub credential_file: Option<PathBuf>,
+    /// Extra CA certificate(s), PEM, for IdentityIQ's HTTPS certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Allow `http://` (the credential in clear text; logged as a warning). Tests only.
+    pub allow_plaintext: bool,
+    #[serde(with = "humantime_secs")]
+    pub timeout: Duration,
+    #[serde(skip)]
+    pub credential: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityIqAuth {
+    Basic,
+    Bearer,
+}
+
+impl IdentityIq {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(base) = &self.base_url else {
+            return Ok(());
+        };
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let url = url::Url::parse(base)
+            .map_err(|e| invalid("identityiq.base_url", &format!("{base}: {e}")))?;
+        if url.scheme() != "https" && !(url.scheme() == "http" && self.allow_plaintext) {
+            return Err(invalid(
+                "identityiq.base_url",
+                "use https:// (or set identityiq.allow_plaintext = true knowingly)",
+            ));
+        }
+        if self.auth == IdentityIqAuth::Basic && self.username.is_none() {
+            return Err(invalid(
+                "identityiq.username",
+                "basic authentication needs the IdentityIQ user",
+            ));
+        }
+        if self.credential.is_none() {
+            return Err(invalid(
+                "identityiq.credential_file",
+                "set it (or MAILBOXD_IDENTITYIQ_CREDENTIAL): the password or bearer token",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for IdentityIq {
+    fn default() -> Self {
+        IdentityIq {
+            base_url: None,
+            workflow: "mailboxd Outcome".into(),
+            auth: IdentityIqAuth::Basic,
+            username: None,
+            credential_file: None,
+            ca_file: None,
+            allow_plaintext: false,
+            timeout: Duration::from_secs(30),
+            credential: None,
+        }
+    }
 }
 
 /// Outcome messages back to the IAM system (`mailboxd.outcome/v1`, docs/events.md).
@@ -710,6 +790,10 @@ impl Settings {
             // The file is required, so the (empty) variable name is never looked up.
             t.token = secret("", Some(&t.token_file))?;
         }
+        self.identityiq.credential = secret(
+            "MAILBOXD_IDENTITYIQ_CREDENTIAL",
+            self.identityiq.credential_file.as_deref(),
+        )?;
         Ok(())
     }
 
@@ -723,6 +807,7 @@ impl Settings {
             &self.smtp.password,
             &self.exchange.password,
             &self.admin.token,
+            &self.identityiq.credential,
         ]
         .into_iter()
         .chain(self.admin.tokens.iter().map(|t| &t.token))
@@ -736,6 +821,7 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.identityiq.validate()?;
         if self.worker.concurrency == 0 {
             return Err(ConfigError::Invalid {
                 key: "worker.concurrency",

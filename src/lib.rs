@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod directory;
 pub mod event;
 pub mod exchange;
+pub mod identityiq;
 pub mod intake;
 pub mod metrics;
 pub mod outcomes;

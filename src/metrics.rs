@@ -8,6 +8,7 @@
 //! | `mailboxd_alert_outbox` | gauge | `status` (pending, failing) |
 //! | `mailboxd_outcome_outbox` | gauge | `status` (pending, failing) |
 //! | `mailboxd_outcomes_published_total` / `mailboxd_outcome_publish_failures_total` | counter | — |
+//! | `mailboxd_identityiq_launches_total` | counter | `result` (launched, refused, failed) |
 //! | `mailboxd_poison_messages` | gauge | — |
 //! | `mailboxd_circuit_open` | gauge | — |
 //! | `mailboxd_broker_connected` | gauge | — |

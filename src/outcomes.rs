@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config;
-use crate::store::{OUTCOME_SCHEMA_V1, OutcomeRow, Store};
+use crate::store::{OUTCOME_SCHEMA_V1, OutcomeChannel, OutcomeRow, Store};
 use crate::{backoff, intake};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +82,38 @@ pub async fn run(
                 0
             }
         };
-        if sent == 0 {
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.poll_interval) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
+        if sent == 0 && !pause(cfg.poll_interval, &mut shutdown).await {
+            return;
         }
     }
+}
+
+/// Waits `poll` after a round that found nothing; false when the daemon is stopping.
+pub(crate) async fn pause(poll: std::time::Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(poll) => true,
+        _ = shutdown.wait_for(|s| *s) => false,
+    }
+}
+
+/// A round's worth of outcomes due on `channel`, leased to `replica`.
+pub(crate) async fn claim(
+    store: &Store,
+    channel: OutcomeChannel,
+    replica: &str,
+    cfg: &config::Outcomes,
+) -> Result<Vec<OutcomeRow>, crate::store::StoreError> {
+    let limit = i64::from(cfg.batch_size.max(1));
+    store
+        .claim_outcomes(channel, replica, limit, cfg.lease)
+        .await
+}
+
+/// When an outcome that failed `attempts` times on a channel is due again.
+pub(crate) fn next_try(attempts: i32, cfg: &config::Outcomes) -> chrono::DateTime<Utc> {
+    let n = u32::try_from(attempts).unwrap_or(u32::MAX);
+    let wait = backoff::doubling(n, cfg.retry_base, cfg.retry_cap);
+    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
 }
 
 /// One round: claim due outcomes, publish them, record what the broker confirmed. Returns
@@ -100,9 +125,7 @@ async fn round(
     replica: &str,
     link: &mut Option<Link>,
 ) -> Result<usize, crate::store::StoreError> {
-    let rows = store
-        .claim_outcomes(replica, i64::from(cfg.batch_size.max(1)), cfg.lease)
-        .await?;
+    let rows = claim(store, OutcomeChannel::Amqp, replica, cfg).await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -131,14 +154,15 @@ async fn round(
             metrics::counter!("mailboxd_outcome_publish_failures_total").increment(1);
             tracing::warn!(error = %e, outcomes = rows.len(), "outcomes not confirmed; they stay pending");
             for row in &rows {
-                let wait = backoff::doubling(
-                    u32::try_from(row.attempts).unwrap_or(u32::MAX),
-                    cfg.retry_base,
-                    cfg.retry_cap,
-                );
-                let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                let next = next_try(row.attempts, cfg);
                 store
-                    .outcomes_failed(replica, &[row.id], &e.to_string(), next)
+                    .outcomes_failed(
+                        OutcomeChannel::Amqp,
+                        replica,
+                        &[row.id],
+                        &e.to_string(),
+                        next,
+                    )
                     .await?;
             }
         }

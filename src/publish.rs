@@ -41,6 +41,8 @@ pub struct EventSpec {
     pub source: String,
     /// `mailbox.archive`: enable the cloud archive too.
     pub archive: bool,
+    /// The identity in the IAM system (`identity`).
+    pub identity: Option<String>,
 }
 
 impl EventSpec {
@@ -58,6 +60,7 @@ impl EventSpec {
             occurred_at: chrono::Utc::now(),
             source: "mailboxd-publish".into(),
             archive: false,
+            identity: None,
         }
     }
 
@@ -80,6 +83,9 @@ impl EventSpec {
             "account": account,
             "source": self.source,
         });
+        if let Some(identity) = &self.identity {
+            ev["identity"] = serde_json::json!(identity);
+        }
         let mut mailbox = serde_json::Map::new();
         for (k, v) in [
             ("alias", &self.alias),

@@ -392,6 +392,7 @@ fn to_event(run_id: i64, d: &Difference) -> Result<Event, String> {
         },
         mailbox: None,
         source: Some("reconcile".into()),
+        identity: None,
     })
 }
 

@@ -360,6 +360,135 @@ async fn text(env: &TestEnv, url: &str) -> String {
     r.text().await.expect("a text body")
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
+    let mut onprem = seed("iiq.onprem");
+    onprem.recipient = lab::Recipient::Onprem;
+    let mut env = TestEnv::new(vec![
+        lab::AccountSeed::person("iiq.a", "Ada", "Byron"),
+        lab::AccountSeed::person("iiq.b", "Émile", "Zola"),
+        onprem,
+    ])
+    .await;
+    let iiq = env.expect_identityiq(None).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let mut events = Vec::new();
+    for sam in ["iiq.a", "iiq.b", "iiq.onprem"] {
+        let mut ev = env.joiner(sam);
+        if sam == "iiq.a" {
+            ev.identity = Some("Ada.Byron".into());
+        }
+        publisher.publish(&ev).await.unwrap();
+        events.push(ev);
+    }
+    for ev in &events {
+        env.wait_terminal(&ev.id).await;
+    }
+    let rows = wait_outcomes(&env, 3, |o| o.iiq_state.as_deref() == Some("sent")).await;
+
+    let launches = iiq.launches();
+    assert_eq!(launches.len(), 3, "one launch per outcome: {launches:#?}");
+    for l in &launches {
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(l.workflow, "mailboxd Outcome");
+    }
+    let ids: HashSet<&str> = launches
+        .iter()
+        .map(|l| l.input["outcomeId"].as_str())
+        .collect();
+    let stored: HashSet<String> = rows.iter().map(|o| o.id.to_string()).collect();
+    assert_eq!(
+        ids,
+        stored.iter().map(String::as_str).collect::<HashSet<_>>()
+    );
+    let of = |sam: &str| {
+        launches
+            .iter()
+            .find(|l| l.input["accountName"] == sam)
+            .unwrap_or_else(|| panic!("no launch for {sam}"))
+    };
+    assert_eq!(of("iiq.a").input["email"], "Ada.Byron@corp.example");
+    assert_eq!(
+        of("iiq.a").input["identityName"],
+        "Ada.Byron",
+        "the event's identity"
+    );
+    assert!(
+        !of("iiq.b").input.contains_key("identityName"),
+        "none in its event"
+    );
+    assert_eq!(of("iiq.b").input["email"], "Emile.Zola@corp.example");
+    assert_eq!(of("iiq.a").input["result"], "succeeded");
+    assert_eq!(of("iiq.a").input["eventId"], events[0].id);
+    assert!(of("iiq.a").input["nativeIdentity"].starts_with("CN=iiq.a,"));
+    let failed = of("iiq.onprem");
+    assert_eq!(failed.input["result"], "failed");
+    assert_eq!(failed.input["errorClass"], "permanent");
+    assert!(failed.input["whatToDo"].contains("correct the account"));
+    let whole: serde_json::Value = serde_json::from_str(&failed.input["outcomeJson"]).unwrap();
+    assert_eq!(whole["schema"], "mailboxd.outcome/v1");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_identityiq_that_refuses_the_credential_raises_one_alert_and_is_not_asked_again() {
+    let mut env = TestEnv::new(vec![seed("iiq.x"), seed("iiq.y")]).await;
+    let iiq = env.expect_identityiq(Some(401)).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    for sam in ["iiq.x", "iiq.y"] {
+        let ev = env.joiner(sam);
+        publisher.publish(&ev).await.unwrap();
+        env.wait_succeeded(&ev.id).await;
+    }
+    let rows = wait_outcomes(&env, 2, |o| o.iiq_state.as_deref() == Some("refused")).await;
+    assert!(
+        rows.iter().all(|o| o
+            .iiq_last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("401")),
+        "{rows:#?}"
+    );
+    assert_eq!(iiq.launches().len(), 2, "each tried once, not retried");
+    let alerts = env.store.list_alerts(10).await.unwrap();
+    let refused: Vec<_> = alerts.iter().filter(|a| a.kind == "identityiq").collect();
+    assert_eq!(refused.len(), 1, "one alert for the problem: {alerts:#?}");
+    assert!(refused[0].body.contains("401"));
+    assert!(
+        !refused[0].body.contains(&format!("iiq-{}", env.tag)),
+        "the password stays out"
+    );
+    // Nothing is left pending for IdentityIQ.
+    assert_eq!(env.store.outcome_counts().await.unwrap().pending, 0);
+    app.stop().await;
+}
+
+/// Waits (bounded) until at least `n` outcomes are stored and all satisfy `done`.
+async fn wait_outcomes(
+    env: &TestEnv,
+    n: usize,
+    done: impl Fn(&mailboxd::store::OutcomeRow) -> bool,
+) -> Vec<mailboxd::store::OutcomeRow> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = env
+            .store
+            .list_outcomes(OutcomeFilter::All, None, 100)
+            .await
+            .unwrap();
+        if rows.len() >= n && rows.iter().all(&done) {
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outcomes not done within 30 s: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (bounded) for the first outcome whose publish failed.
 async fn wait_failing(env: &TestEnv) -> mailboxd::store::OutcomeRow {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

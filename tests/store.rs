@@ -33,6 +33,7 @@ fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
         },
         mailbox: None,
         source: Some("test".into()),
+        identity: None,
     }
 }
 
@@ -281,7 +282,12 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
     // Not while its outcome is unsent: the IAM system has not heard of it yet.
     assert_eq!(store.prune(Duration::from_millis(1), 100).await.unwrap(), 0);
     let outcomes = store
-        .claim_outcomes("r", 10, Duration::from_secs(60))
+        .claim_outcomes(
+            mailboxd::store::OutcomeChannel::Amqp,
+            "r",
+            10,
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     let sent: Vec<_> = outcomes.iter().map(|o| (o.id, "test".to_owned())).collect();
@@ -396,7 +402,7 @@ async fn a_queued_job_wakes_whoever_waits_for_work() {
 /// out oldest first and one at a time, and two replicas never hold the same one.
 #[tokio::test]
 async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_in_order() {
-    use mailboxd::store::{OutcomeFilter, OutcomeResult};
+    use mailboxd::store::{OutcomeChannel, OutcomeFilter, OutcomeResult};
     let store = fresh_store().await;
     // "mover": a joiner superseded by a newer leaver; "quit": cancelled by an operator.
     store
@@ -448,8 +454,8 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
     // Two replicas: "mover" has two unsent outcomes, only the older one is handed out, and
     // nobody gets what the other holds.
     let (a, b) = tokio::join!(
-        store.claim_outcomes("a", 10, lease),
-        store.claim_outcomes("b", 10, lease)
+        store.claim_outcomes(OutcomeChannel::Amqp, "a", 10, lease),
+        store.claim_outcomes(OutcomeChannel::Amqp, "b", 10, lease)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let mut held: Vec<&str> = a.iter().chain(&b).map(|o| o.event_id.as_str()).collect();
@@ -457,7 +463,7 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
     assert_eq!(held, vec!["j", "q"], "the leaver's waits for the joiner's");
     assert!(
         store
-            .claim_outcomes("c", 10, lease)
+            .claim_outcomes(OutcomeChannel::Amqp, "c", 10, lease)
             .await
             .unwrap()
             .is_empty()
@@ -480,7 +486,10 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
             .unwrap(),
         0
     );
-    let next = store.claim_outcomes("c", 10, lease).await.unwrap();
+    let next = store
+        .claim_outcomes(OutcomeChannel::Amqp, "c", 10, lease)
+        .await
+        .unwrap();
     assert_eq!(
         next.iter().map(|o| o.event_id.as_str()).collect::<Vec<_>>(),
         vec!["l"]

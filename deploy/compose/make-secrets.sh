@@ -27,7 +27,7 @@ if [ ! -s "$users" ]; then
     {"name": "admin", "password": "$(cat "$dir/rabbitmq-admin-password")", "tags": ["administrator"]}
   ],
   "permissions": [
-    {"user": "mailboxd", "vhost": "/", "configure": "^(iam\\\\.events|mailboxd\\\\..*)\$", "write": "^(iam\\\\.events|mailboxd\\\\..*)\$", "read": "^(iam\\\\.events|mailboxd\\\\..*)\$"},
+    {"user": "mailboxd", "vhost": "/", "configure": "^(iam\\\\.events|mailboxd\\\\..*)\$", "write": "^(iam\\\\.events|mailboxd\\\\..*|amq\\\\.default)\$", "read": "^(iam\\\\.events|mailboxd\\\\..*)\$"},
     {"user": "admin", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
   ]
 }

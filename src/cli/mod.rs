@@ -134,9 +134,10 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
 }
 
 async fn store(settings: &Settings) -> anyhow::Result<Store> {
-    Store::connect(&settings.database.url, 2)
+    Ok(Store::connect(&settings.database.url, 2)
         .await
-        .context("connecting to PostgreSQL (database.url)")
+        .context("connecting to PostgreSQL (database.url)")?
+        .delivering_to_identityiq(settings.identityiq.base_url.is_some()))
 }
 
 async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i32> {

@@ -26,6 +26,7 @@ struct Wire {
     account: Option<WireAccount>,
     mailbox: Option<WireMailbox>,
     source: Option<String>,
+    identity: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +69,10 @@ pub fn parse(
         .source
         .map(|s| checked("source", s, |s| check_text(s, 100)))
         .transpose()?;
+    let identity = wire
+        .identity
+        .map(|s| checked("identity", s, |s| check_text(s, 200)))
+        .transpose()?;
     Ok(Event {
         id,
         kind,
@@ -75,6 +80,7 @@ pub fn parse(
         account,
         mailbox,
         source,
+        identity,
     })
 }
 

@@ -149,6 +149,10 @@ pub struct Event {
     pub mailbox: Option<Mailbox>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The identity in the IAM system the account belongs to (IdentityIQ: the plan's
+    /// `nativeIdentity`): what its outcome names, so the IAM system finds the identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Outcomes written through this handle are also due for IdentityIQ (`[identityiq]`).
+    identityiq: bool,
 }
 
 impl Store {
@@ -72,7 +74,16 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            identityiq: false,
+        })
+    }
+
+    /// This handle writes outcomes due for IdentityIQ as well (when `[identityiq]` is set).
+    pub fn delivering_to_identityiq(mut self, on: bool) -> Store {
+        self.identityiq = on;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {

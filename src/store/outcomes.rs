@@ -78,6 +78,9 @@ pub struct OutcomeMessage {
     pub outcome: Option<JobOutcome>,
     pub at: DateTime<Utc>,
     pub attempts: i32,
+    /// The identity in the IAM system, when the event named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     pub account: OutcomeAccount,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<MailboxAddresses>,
@@ -134,6 +137,7 @@ pub(super) fn message(job: &Job, ending: Ending<'_>) -> OutcomeMessage {
         outcome: ending.outcome,
         at: Utc::now(),
         attempts: ending.attempts,
+        identity: job.event.identity.clone(),
         account,
         mailbox: ending.view.map(|v| v.mailbox.clone()),
         error: ending.error.map(|(class, message)| OutcomeError {
@@ -155,6 +159,7 @@ pub fn routing_key(kind: EventKind, result: OutcomeResult) -> String {
 pub(super) async fn insert_outcomes(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(&Job, OutcomeMessage)],
+    identityiq: bool,
 ) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
@@ -165,8 +170,10 @@ pub(super) async fn insert_outcomes(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| StoreError::Corrupt(format!("cannot serialise an outcome: {e}")))?;
     sqlx::query(
-        "INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body)
-         SELECT u.id, u.job_id, u.account, u.event_id, u.result, u.routing_key, u.reply_to, u.body
+        "INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body,
+                               iiq_state)
+         SELECT u.id, u.job_id, u.account, u.event_id, u.result, u.routing_key, u.reply_to, u.body,
+                CASE WHEN $10 THEN 'pending' END
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::jsonb[]) WITH ORDINALITY
                 AS u(id, job_id, account, event_id, result, routing_key, reply_to, body, n)
@@ -199,6 +206,7 @@ pub(super) async fn insert_outcomes(
     )
     .bind(bodies)
     .bind(OutcomeResult::WaitingForSync)
+    .bind(identityiq)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -210,6 +218,7 @@ pub(super) async fn insert_outcomes_of(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[Uuid],
     result: OutcomeResult,
+    identityiq: bool,
 ) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
@@ -233,7 +242,7 @@ pub(super) async fn insert_outcomes_of(
             (job, message(job, ending))
         })
         .collect();
-    insert_outcomes(tx, &rows).await
+    insert_outcomes(tx, &rows, identityiq).await
 }
 
 /// An outcome row as the publisher and `mailboxd outcomes list` see it.
@@ -254,17 +263,48 @@ pub struct OutcomeRow {
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub delivered: Option<String>,
+    /// IdentityIQ: not for it (`None`), `pending`, `sent` or `refused`.
+    pub iiq_state: Option<String>,
+    pub iiq_last_error: Option<String>,
+}
+
+/// Where an outcome goes: each is claimed, retried and marked on its own columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeChannel {
+    /// `outcomes.exchange` and `reply_to`: `sent_at`, `attempts`, `locked_by`, …
+    Amqp,
+    /// An IdentityIQ workflow launch: `iiq_state`, `iiq_attempts`, `iiq_locked_by`, …
+    IdentityIq,
+}
+
+impl OutcomeChannel {
+    /// The condition of a row still due on this channel.
+    fn pending(self) -> &'static str {
+        match self {
+            OutcomeChannel::Amqp => "sent_at IS NULL",
+            OutcomeChannel::IdentityIq => "iiq_state = 'pending'",
+        }
+    }
+
+    /// The prefix of this channel's attempts, next_attempt_at, locked_by, … columns.
+    fn prefix(self) -> &'static str {
+        match self {
+            OutcomeChannel::Amqp => "",
+            OutcomeChannel::IdentityIq => "iiq_",
+        }
+    }
 }
 
 const OUTCOME_COLUMNS: &str = "id, seq, job_id, account, event_id, result, routing_key, reply_to, body, \
-    created_at, sent_at, attempts, next_attempt_at, last_error, delivered";
+    created_at, sent_at, attempts, next_attempt_at, last_error, delivered, iiq_state, iiq_last_error";
 
 /// Which outcomes `mailboxd outcomes list` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutcomeFilter {
     All,
+    /// Not yet delivered everywhere it is due (the broker, IdentityIQ).
     Unsent,
-    /// Unsent after at least one failed publish.
+    /// Unsent after at least one failed publish (or IdentityIQ launch).
     Failing,
 }
 
@@ -276,32 +316,41 @@ pub struct OutcomeCounts {
 }
 
 impl Store {
-    /// Leases up to `limit` due outcomes to `replica`: of each account only its oldest
-    /// unsent one, so an account's outcomes go out in order. Oldest first.
+    /// Leases up to `limit` outcomes due on `channel` to `replica`: of each account only
+    /// its oldest one still due there, so an account's outcomes go out in order. Oldest
+    /// first; `attempts`, `next_attempt_at` and `last_error` are the channel's.
     pub async fn claim_outcomes(
         &self,
+        channel: OutcomeChannel,
         replica: &str,
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<OutcomeRow>, StoreError> {
+        let (due, p) = (channel.pending(), channel.prefix());
+        let returning = OUTCOME_COLUMNS
+            .split(", ")
+            .map(|c| match c {
+                "attempts" | "next_attempt_at" | "last_error" => {
+                    format!("outcomes.{p}{c} AS {c}")
+                }
+                _ => format!("outcomes.{c}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The channel's column names and condition are constants of this file.
         let mut rows: Vec<OutcomeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH due AS (
                 SELECT o.id FROM outcomes o
-                 WHERE o.sent_at IS NULL AND o.next_attempt_at <= now()
-                   AND (o.locked_until IS NULL OR o.locked_until < now())
+                 WHERE o.{due} AND o.{p}next_attempt_at <= now()
+                   AND (o.{p}locked_until IS NULL OR o.{p}locked_until < now())
                    AND NOT EXISTS (SELECT 1 FROM outcomes e
-                                    WHERE e.account = o.account AND e.seq < o.seq AND e.sent_at IS NULL)
+                                    WHERE e.account = o.account AND e.seq < o.seq AND e.{due})
                  ORDER BY o.seq LIMIT $1
                  FOR UPDATE SKIP LOCKED)
-             UPDATE outcomes SET locked_by = $2, locked_until = now() + make_interval(secs => $3),
-                                 attempts = outcomes.attempts + 1
+             UPDATE outcomes SET {p}locked_by = $2, {p}locked_until = now() + make_interval(secs => $3),
+                                 {p}attempts = outcomes.{p}attempts + 1
                FROM due WHERE outcomes.id = due.id
-             RETURNING {}",
-            OUTCOME_COLUMNS
-                .split(", ")
-                .map(|c| format!("outcomes.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+             RETURNING {returning}"
         )))
         .bind(limit)
         .bind(replica)
@@ -332,19 +381,22 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Gives outcomes back after a failed publish: due again at `next`, the error kept.
+    /// Gives outcomes back after a failed delivery on `channel`: due again at `next`, the
+    /// error kept.
     pub async fn outcomes_failed(
         &self,
+        channel: OutcomeChannel,
         replica: &str,
         ids: &[Uuid],
         error: &str,
         next: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE outcomes SET last_error = $3, next_attempt_at = $4,
-                                 locked_by = NULL, locked_until = NULL
-              WHERE id = ANY($1) AND locked_by = $2",
-        )
+        let p = channel.prefix();
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outcomes SET {p}last_error = $3, {p}next_attempt_at = $4,
+                                 {p}locked_by = NULL, {p}locked_until = NULL
+              WHERE id = ANY($1) AND {p}locked_by = $2"
+        )))
         .bind(ids)
         .bind(replica)
         .bind(error)
@@ -352,6 +404,27 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
+    }
+
+    /// Ends an outcome's IdentityIQ delivery: `sent`, or `refused` with the reason (a 4xx
+    /// that retrying cannot change). Only while `replica` holds it.
+    pub async fn identityiq_done(
+        &self,
+        replica: &str,
+        id: Uuid,
+        refused: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE outcomes SET iiq_state = CASE WHEN $3::text IS NULL THEN 'sent' ELSE 'refused' END,
+                                 iiq_last_error = $3, iiq_locked_by = NULL, iiq_locked_until = NULL
+              WHERE id = $1 AND iiq_locked_by = $2",
+        )
+        .bind(id)
+        .bind(replica)
+        .bind(refused)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Outcomes, newest first.
@@ -363,8 +436,9 @@ impl Store {
     ) -> Result<Vec<OutcomeRow>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {OUTCOME_COLUMNS} FROM outcomes
-              WHERE ($1 = 'all' OR sent_at IS NULL)
-                AND ($1 <> 'failing' OR last_error IS NOT NULL)
+              WHERE ($1 = 'all' OR sent_at IS NULL OR iiq_state = 'pending')
+                AND ($1 <> 'failing' OR (sent_at IS NULL AND last_error IS NOT NULL)
+                     OR (iiq_state = 'pending' AND iiq_last_error IS NOT NULL))
                 AND ($2::text IS NULL OR account = lower($2))
               ORDER BY seq DESC LIMIT $3"
         )))
@@ -381,8 +455,10 @@ impl Store {
 
     pub async fn outcome_counts(&self) -> Result<OutcomeCounts, StoreError> {
         let (pending, failing): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE last_error IS NOT NULL)
-               FROM outcomes WHERE sent_at IS NULL",
+            "SELECT count(*),
+                    count(*) FILTER (WHERE (sent_at IS NULL AND last_error IS NOT NULL)
+                                        OR (iiq_state = 'pending' AND iiq_last_error IS NOT NULL))
+               FROM outcomes WHERE sent_at IS NULL OR iiq_state = 'pending'",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -12,6 +12,7 @@
 pub mod ad;
 pub mod daemon;
 pub mod echo_host;
+pub mod identityiq;
 pub mod outcomes;
 pub mod schema;
 pub mod scratch;
@@ -428,6 +429,32 @@ impl TestEnv {
         self.settings.outcomes.retry_base = Duration::from_millis(200);
         self.settings.outcomes.retry_cap = Duration::from_secs(1);
         outcomes::OutcomeQueue::bound_to(&self.settings.amqp.url, &exchange).await
+    }
+
+    /// Points the daemon at an IdentityIQ stand-in (Basic as `spadmin`), launching
+    /// `mailboxd Outcome`; returns the stand-in, answering `refuse` if given.
+    pub async fn expect_identityiq(
+        &mut self,
+        refuse: Option<u16>,
+    ) -> identityiq::IdentityIqStandIn {
+        use base64::Engine;
+        let password = format!("iiq-{}", self.tag);
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("spadmin:{password}"));
+        let iiq = identityiq::IdentityIqStandIn::start(
+            &format!("Basic {basic}"),
+            "mailboxd Outcome",
+            refuse,
+        )
+        .await;
+        let cfg = &mut self.settings.identityiq;
+        cfg.base_url = Some(iiq.base_url.clone());
+        cfg.username = Some("spadmin".into());
+        cfg.credential = Some(SecretString::from(password));
+        cfg.allow_plaintext = true;
+        self.settings.outcomes.poll_interval = Duration::from_millis(100);
+        self.settings.outcomes.retry_base = Duration::from_millis(200);
+        self.settings.outcomes.retry_cap = Duration::from_secs(1);
+        iiq
     }
 
     /// Kept for tests written before the guards: dropping the `TestEnv` does all of it.

@@ -20,7 +20,7 @@ use xml::Element;
 use super::error::EventError;
 use super::format::strip_bom;
 use super::model::{Account, Event, EventKind, Mailbox};
-use super::validate::{account_name, check_address, check_hostname, checked, guid};
+use super::validate::{account_name, check_address, check_hostname, check_text, checked, guid};
 pub use request::is_credential;
 use request::{Values, children, credential_names, sets_disabled};
 
@@ -47,14 +47,16 @@ pub fn parse(
         Some(m) if !m.is_empty() => m.to_owned(),
         _ => content_id(body),
     };
+    let identity = plan_identity(&root)?;
     let mut out = Parsed::default();
     for (i, req) in account_requests(&root)?.into_iter().enumerate() {
         out.credentials
             .extend(credential_names(req).map(str::to_owned));
         match for_mailboxd(req, applications) {
             Ok(kind) => {
-                out.events
-                    .push(to_event(req, kind, format!("{base_id}#{i}"), received_at)?)
+                let mut event = to_event(req, kind, format!("{base_id}#{i}"), received_at)?;
+                event.identity = identity.clone();
+                out.events.push(event)
             }
             Err(why) => out.ignored.push(format!("AccountRequest #{i} {why}")),
         }
@@ -77,6 +79,19 @@ fn document(body: &[u8]) -> Result<Element, EventError> {
     let text = std::str::from_utf8(strip_bom(body))
         .map_err(|e| EventError::Xml(format!("not UTF-8: {e}")))?;
     xml::parse_allowing_external_doctype(text).map_err(|e| EventError::Xml(e.0))
+}
+
+/// The identity a plan is for: its `nativeIdentity` (IdentityIQ's identity name on an
+/// identity-level plan), or an `identity` attribute.
+fn plan_identity(root: &Element) -> Result<Option<String>, EventError> {
+    if root.name != "ProvisioningPlan" {
+        return Ok(None);
+    }
+    root.attr("nativeIdentity")
+        .or(root.attr("identity"))
+        .filter(|n| !n.is_empty())
+        .map(|n| checked("identity", n.to_owned(), |s| check_text(s, 200)))
+        .transpose()
 }
 
 fn account_requests(root: &Element) -> Result<Vec<&Element>, EventError> {
@@ -121,6 +136,7 @@ fn to_event(
         account,
         mailbox: has_mailbox.then_some(mailbox),
         source: Some("identityiq".into()),
+        identity: None,
     })
 }
 
@@ -208,7 +224,7 @@ mod tests {
 
     #[test]
     fn each_request_for_mailboxd_is_an_event_and_the_rest_are_ignored_with_a_reason() {
-        let doc = br#"<ProvisioningPlan>
+        let doc = br#"<ProvisioningPlan nativeIdentity="John.Doe">
             <AccountRequest application="Active Directory" op="Create" nativeIdentity="CN=J Doe,OU=Staff,DC=corp,DC=example">
               <AttributeRequest name="sAMAccountName" value="jdoe"/>
               <AttributeRequest name="pwdText" value="S3cret!"/>
@@ -229,6 +245,9 @@ mod tests {
             ("m1#0", EventKind::Joiner)
         );
         assert_eq!(joiner.account.sam_account_name.as_str(), "jdoe");
+        // The plan's nativeIdentity is the identity both requests belong to.
+        assert_eq!(joiner.identity.as_deref(), Some("John.Doe"));
+        assert_eq!(leaver.identity.as_deref(), Some("John.Doe"));
         assert_eq!(
             joiner.account.distinguished_name.as_deref(),
             Some("CN=J Doe,OU=Staff,DC=corp,DC=example")

@@ -1,6 +1,7 @@
 //! The end of an attempt: the job moves on (succeeded, retried, failed, cancelled,
-//! deferred), its attempt is recorded and a final failure's alert is written, all in one
-//! transaction, and only while the replica still holds the job's lease.
+//! deferred), its attempt is recorded, a final failure's alert and the outcome message of a
+//! final state (or of a first wait for the sync) are written, all in one transaction, and
+//! only while the replica still holds the job's lease.
 
 use std::collections::HashSet;
 
@@ -187,7 +188,7 @@ impl Store {
             .filter(|((job, _, _), _)| held.contains(&job.id))
             .filter_map(|((job, record, _), t)| Some((*job, t.message(job, record)?)))
             .collect();
-        insert_outcomes(&mut tx, &answers).await?;
+        insert_outcomes(&mut tx, &answers, self.identityiq).await?;
         // Alerts last, so that they can list every attempt including this one.
         for (job, _, resolution) in outcomes {
             if let Some(alert) = resolution.alert()

@@ -105,7 +105,7 @@ impl Store {
                     .filter(|r| r.superseded_by.is_some())
                     .map(|r| r.id),
             );
-            insert_outcomes_of(&mut tx, &moot, OutcomeResult::Superseded).await?;
+            insert_outcomes_of(&mut tx, &moot, OutcomeResult::Superseded, self.identityiq).await?;
         }
         tx.commit().await?;
         Ok(decision.inserted)

@@ -234,7 +234,8 @@ impl Store {
                 SELECT id FROM jobs
                  WHERE state = ANY($3)
                    AND finished_at < now() - make_interval(secs => $1)
-                   AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = jobs.id AND o.sent_at IS NULL)
+                   AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = jobs.id
+                                     AND (o.sent_at IS NULL OR o.iiq_state = 'pending'))
                  LIMIT $2)",
         )
         .bind(secs(age))
