@@ -135,6 +135,20 @@ pub fn lookup(name: &str, domain: &str) -> Option<Lookup> {
     })
 }
 
+/// What failed sign-ins are counted under: the user name (`CORP\jdoe`, `jdoe` and
+/// `jdoe@corp.example` count as one) and the client's address.
+fn failure_keys(lookup: Option<&Lookup>, typed: &str, client: IpAddr) -> [String; 2] {
+    let user = match lookup {
+        Some(Lookup::Sam(s)) => s.as_str(),
+        Some(Lookup::Upn(u)) => u.split('@').next().unwrap_or(u),
+        _ => typed.trim(),
+    };
+    [
+        format!("user:{}", user.to_lowercase()),
+        format!("addr:{client}"),
+    ]
+}
+
 impl SignIn {
     pub fn new(directory: Option<Directory>, store: Store, cfg: SignInConfig) -> SignIn {
         let groups = cfg.viewer_groups.len() + cfg.operator_groups.len();
@@ -158,15 +172,13 @@ impl SignIn {
         client: IpAddr,
     ) -> Result<(String, Session), SignInError> {
         let directory = self.directory.as_ref().ok_or(SignInError::Off)?;
-        let keys = [
-            format!("user:{}", name.trim().to_lowercase()),
-            format!("addr:{client}"),
-        ];
+        let lookup = lookup(name, &self.cfg.domain);
+        let keys = failure_keys(lookup.as_ref(), name, client);
         if let Some(minutes) = self.blocked(&keys).await? {
             return Err(SignInError::TooMany { minutes });
         }
-        let checked = match lookup(name, &self.cfg.domain) {
-            Some(lookup) => directory.check_password(&lookup, password).await,
+        let checked = match &lookup {
+            Some(lookup) => directory.check_password(lookup, password).await,
             None => Err(PasswordRefused::Wrong),
         };
         let person = match checked {
@@ -302,6 +314,15 @@ mod tests {
         );
         assert_eq!(lookup("jd\0oe", "CORP"), None);
         assert_eq!(lookup("", "CORP"), None);
+    }
+
+    #[test]
+    fn every_spelling_of_a_user_name_counts_its_failures_together() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        for typed in ["CORP\\JDoe", "jdoe", "jdoe@corp.example"] {
+            let keys = failure_keys(lookup(typed, "CORP").as_ref(), typed, ip);
+            assert_eq!(keys, ["user:jdoe", "addr:10.1.2.3"], "{typed}");
+        }
     }
 
     #[test]
