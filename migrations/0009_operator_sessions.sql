@@ -13,11 +13,3 @@ CREATE TABLE operator_sessions (
     ended_reason      text
 );
 CREATE INDEX operator_sessions_open ON operator_sessions (created_at) WHERE ended_at IS NULL;
-
--- Failed sign-ins, per user name (`user:jdoe`) and per client address (`addr:10.1.2.3`),
--- so the limit on guessing holds across replicas.
-CREATE TABLE signin_failures (
-    subject text NOT NULL,
-    at      timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX signin_failures_subject ON signin_failures (subject, at);
