@@ -26,30 +26,42 @@ function Open-MailboxdExchange {
     switch ([string]$Session.mode) {
         'none' { }
         'snapin' {
-            Add-PSSnapin -Name 'Microsoft.Exchange.Management.PowerShell.RecipientManagement'
+            Add-PSSnapin -Name 'Microsoft.Exchange.Management.PowerShell.RecipientManagement' -ErrorAction Stop
         }
         'remote' {
             $credential = $null
             if ($null -ne $Session.credential) {
-                $secure = ConvertTo-SecureString -String ([string]$Session.credential.password) -AsPlainText -Force
-                $credential = [System.Management.Automation.PSCredential]::new([string]$Session.credential.username, $secure)
+                $secure = ConvertTo-SecureString -String ([string]$Session.credential.password) -AsPlainText -Force -ErrorAction Stop
+                $credential = New-Object -TypeName System.Management.Automation.PSCredential -ArgumentList ([string]$Session.credential.username), $secure -ErrorAction Stop
             }
+            # Set-ADServerSettings only when used: a least-privilege role may lack it, and
+            # importing a name the role lacks fails the whole import.
+            $commands = @('Enable-RemoteMailbox', 'Set-RemoteMailbox', 'Get-RemoteMailbox')
+            if ($Session.view_entire_forest) { $commands += 'Set-ADServerSettings' }
+            # A session nobody removes (a killed process) counts against Exchange's
+            # PowerShellMaxConcurrency until it idles out: 15 minutes, not Exchange's default.
+            $sessionOption = New-PSSessionOption -IdleTimeout 900000 -ErrorAction Stop
             $failures = @()
             foreach ($uri in $Session.connection_uris) {
+                $candidate = $null
                 try {
                     $options = @{
                         ConfigurationName = 'Microsoft.Exchange'
                         ConnectionUri     = [string]$uri
                         Authentication    = 'Kerberos'
+                        SessionOption     = $sessionOption
+                        ErrorAction       = 'Stop'
                     }
                     if ($null -ne $credential) { $options.Credential = $credential }
-                    $opened = New-PSSession @options
-                    $commands = 'Enable-RemoteMailbox', 'Set-RemoteMailbox', 'Get-RemoteMailbox', 'Set-ADServerSettings'
-                    Import-PSSession -Session $opened -CommandName $commands -DisableNameChecking -AllowClobber | Out-Null
+                    $candidate = New-PSSession @options
+                    Import-PSSession -Session $candidate -CommandName $commands -DisableNameChecking -AllowClobber -ErrorAction Stop | Out-Null
+                    $opened = $candidate
                     break
                 } catch {
-                    $failures += ('{0}: {1}' -f $uri, $_.Exception.Message)
-                    $opened = $null
+                    $failures += ('{0}: {1} ({2})' -f $uri, $_.Exception.Message, $_.FullyQualifiedErrorId)
+                    # Opened but not imported: remove it, or it counts until its idle timeout.
+                    # SilentlyContinue: the failure worth reporting is the one just caught.
+                    if ($null -ne $candidate) { Remove-PSSession -Session $candidate -ErrorAction SilentlyContinue }
                 }
             }
             if ($null -eq $opened) {
@@ -58,7 +70,14 @@ function Open-MailboxdExchange {
         }
         default { throw ('unknown Exchange session mode: ' + [string]$Session.mode) }
     }
-    if ($Session.view_entire_forest) { Set-ADServerSettings -ViewEntireForest $true }
+    if ($Session.view_entire_forest) {
+        try {
+            Set-ADServerSettings -ViewEntireForest $true -ErrorAction Stop
+        } catch {
+            if ($null -ne $opened) { Remove-PSSession -Session $opened -ErrorAction SilentlyContinue }
+            throw
+        }
+    }
     return $opened
 }
 
@@ -80,7 +99,16 @@ function Invoke-MailboxdBatch {
                 $global:MailboxdExchangeReady = $true
             }
         }
+        if (@($Accounts).Count -eq 0) {
+            # An empty batch (mailboxd check) reads one recipient: a session that opens but
+            # cannot reach the directory (the second hop) fails here, not at a real account.
+            Get-RemoteMailbox -ResultSize 1 -ErrorAction Stop | Out-Null
+        }
     } catch {
+        # A session that opened but cannot serve (the recipient read failed) is removed too.
+        if ($null -ne $opened) { Remove-PSSession -Session $opened -ErrorAction SilentlyContinue }
+        $global:MailboxdExchange = $null
+        $global:MailboxdExchangeReady = $false
         $failure = Get-MailboxdError -ErrorRecord $_
         $failure.scope = 'session'
         $failure.status = 'error'
@@ -89,7 +117,9 @@ function Invoke-MailboxdBatch {
     }
     try {
         foreach ($account in $Accounts) {
-            $common = @{ Identity = [string]$account.identity }
+            # ErrorAction with every call: Import-PSSession's proxy functions do not see this
+            # script's $ErrorActionPreference.
+            $common = @{ Identity = [string]$account.identity; ErrorAction = 'Stop' }
             if ($account.domain_controller) { $common.DomainController = [string]$account.domain_controller }
             try {
                 $result = & $Action $account $common
@@ -101,6 +131,7 @@ function Invoke-MailboxdBatch {
             Write-MailboxdResult -Result $result
         }
     } finally {
-        if ($null -ne $opened -and -not $Session.warm) { Remove-PSSession -Session $opened }
+        # The results are written; a session that will not go idles out on its own.
+        if ($null -ne $opened -and -not $Session.warm) { Remove-PSSession -Session $opened -ErrorAction SilentlyContinue }
     }
 }

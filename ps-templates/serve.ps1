@@ -5,13 +5,19 @@
 # the data). Values never become script text; nothing touches the disk.
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
-[Console]::OutputEncoding = [System.Text.UTF8Encoding]::new($false)
-$reader = [System.IO.StreamReader]::new([Console]::OpenStandardInput(), [System.Text.UTF8Encoding]::new($false))
+try {
+    # Inside the try, as in bootstrap.ps1: Constrained Language Mode refuses these lines.
+    [Console]::OutputEncoding = [System.Text.UTF8Encoding]::new($false)
+    $reader = [System.IO.StreamReader]::new([Console]::OpenStandardInput(), [System.Text.UTF8Encoding]::new($false))
+} catch {
+    Write-Output ('MAILBOXD-FATAL ' + $_.Exception.Message)
+    exit 3
+}
 while ($null -ne ($line = $reader.ReadLine())) {
     if ($line.Trim() -eq '') { continue }
     $id = ''
     try {
-        $request = $line | ConvertFrom-Json
+        $request = $line | ConvertFrom-Json -ErrorAction Stop
         $id = [string]$request.id
         $template = [ScriptBlock]::Create([string]$request.script)
         & $template -Data $request.data
@@ -20,5 +26,10 @@ while ($null -ne ($line = $reader.ReadLine())) {
     }
     [Console]::Out.WriteLine('MAILBOXD-DONE ' + $id)
     [Console]::Out.Flush()
+}
+# stdin closed: remove the Exchange session now rather than leave it counting against
+# PowerShellMaxConcurrency until its idle timeout.
+if ($null -ne $global:MailboxdExchange) {
+    Remove-PSSession -Session $global:MailboxdExchange -ErrorAction SilentlyContinue
 }
 exit 0

@@ -35,6 +35,8 @@ pub struct AdminState {
     pub secure_cookies: bool,
     /// For replaying poison messages to the broker.
     pub amqp: crate::config::Amqp,
+    /// How long a joiner may wait for the cloud sync (the dashboard shows the deadline).
+    pub sync_deadline: std::time::Duration,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -492,7 +494,17 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, Json<serde_json::Va
 async fn exchange_budget(s: &AdminState) -> serde_json::Value {
     let local = s.budget.local();
     let cluster = s.store.budget_use().await.ok();
+    let cmdlets = match s.budget.cmdlets() {
+        Some(c) => json!({
+            "max": c.limit().max,
+            "window_s": c.limit().window.as_secs_f64(),
+            "in_window": s.store.cmdlets_in_window().await.ok(),
+            "waiting": c.waiting(),
+        }),
+        None => serde_json::Value::Null,
+    };
     json!({
+        "cmdlets": cmdlets,
         "max_sessions": local.max_sessions,
         "in_use": cluster.as_ref().map(|c| c.in_use),
         "replicas_holding": cluster.as_ref().map(|c| c.holders),

@@ -1,5 +1,5 @@
 //! Wires the parts into the daemon (`mailboxd run`): store → intake, worker, alert sender,
-//! reconcile schedule, and the admin listener with the API and the dashboard on it. The
+//! outcome publisher, reconcile schedule, and the admin listener with the API and the dashboard on it. The
 //! parts do not know each other's wiring; it is all here, in the order things start.
 
 use std::net::SocketAddr;
@@ -82,6 +82,14 @@ impl App {
             crate::replica_name().to_owned(),
             settings.exchange.max_sessions,
             settings.exchange.session_lease,
+            crate::budget::CmdletLimit::from_config(&settings.exchange).map(|limit| {
+                crate::budget::CmdletBudget::new(
+                    store.clone(),
+                    crate::replica_name().to_owned(),
+                    limit,
+                    settings.exchange.session_lease,
+                )
+            }),
         )
         .await
         .context("setting up the Exchange session budget")?;
@@ -117,7 +125,8 @@ impl App {
             store: store.clone(),
             exchange: exchange.clone(),
             cfg: settings.worker.clone(),
-            batch_size: settings.exchange.batch_size,
+            batch_size: budget
+                .batch_size(settings.exchange.batch_size, exchange.session_cmdlets())?,
             batch_linger: settings.exchange.batch_linger,
             remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
             replica: replica.clone(),
@@ -131,6 +140,12 @@ impl App {
             store.clone(),
             settings.smtp.clone(),
             settings.admin.public_url.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::outcomes::run(
+            store.clone(),
+            settings.amqp.clone(),
+            settings.outcomes.clone(),
             shutdown_rx.clone(),
         )));
         let state = admin_state(&settings, &store, connected_rx, circuit, budget, signin);
@@ -193,6 +208,13 @@ impl Drop for App {
 /// The Exchange side from `[exchange]` and `[winrm]`, with a warning for a warm-session
 /// count the host or the workers cannot use.
 fn exchange(settings: &Settings) -> anyhow::Result<Exchange> {
+    // Also for settings that did not come through Settings::load (embedded uses).
+    settings.validate_exchange()?;
+    if settings.exchange.mode == crate::config::ExchangeMode::None {
+        tracing::warn!(
+            "exchange.mode = \"none\": a fresh powershell.exe -NoProfile has no Exchange cmdlets, so every batch fails with CommandNotFoundException unless the host provides them some other way"
+        );
+    }
     let client = winrm_client(settings)?;
     let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone())
         .redacting(settings.secret_values());
@@ -235,6 +257,7 @@ fn admin_state(
                 .public_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://")),
+        sync_deadline: settings.worker.sync_deadline,
     }
 }
 

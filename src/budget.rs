@@ -22,6 +22,10 @@ use uuid::Uuid;
 
 use crate::store::{SlotPurpose, Store, StoreError};
 
+pub mod cmdlets;
+
+pub use cmdlets::{CmdletBudget, CmdletBudgetError, CmdletGrant, CmdletLimit};
+
 /// How long a waiter sleeps between looks when no release wakes it (a lost NOTIFY, or a
 /// killed holder whose lease expires without one).
 const RECHECK: Duration = Duration::from_millis(500);
@@ -63,6 +67,8 @@ pub struct SessionBudget {
     throttled: AtomicU64,
     /// Released slots (one LISTEN connection per replica, cloned per waiter).
     wake: crate::store::WakeUps,
+    /// Exchange's cmdlet budget, when configured (`exchange.max_cmdlets`).
+    cmdlets: Option<Arc<CmdletBudget>>,
 }
 
 /// A held session slot; dropping it gives the slot back.
@@ -99,6 +105,7 @@ impl SessionBudget {
         holder: String,
         max: u32,
         lease: Duration,
+        cmdlets: Option<Arc<CmdletBudget>>,
     ) -> Result<Arc<SessionBudget>, StoreError> {
         store.ensure_session_slots(max).await?;
         let budget = Arc::new(SessionBudget {
@@ -115,6 +122,7 @@ impl SessionBudget {
             waiting: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             wake: store.slot_wake_ups(),
+            cmdlets,
         });
         tokio::spawn(renew(Arc::downgrade(&budget), lease));
         Ok(budget)
@@ -226,6 +234,35 @@ impl SessionBudget {
 
     pub fn max_sessions(&self) -> u32 {
         self.max
+    }
+
+    /// Accounts per batch: `configured` (`exchange.batch_size`), or fewer so that one
+    /// batch's cmdlets fit Exchange's cmdlet budget; an error when not even one account fits.
+    pub fn batch_size(
+        &self,
+        configured: u32,
+        session_cmdlets: u32,
+    ) -> Result<u32, CmdletBudgetError> {
+        let Some(c) = &self.cmdlets else {
+            return Ok(configured);
+        };
+        let n = c.accounts_per_batch(
+            configured,
+            session_cmdlets,
+            ps_templates::MAX_CMDLETS_PER_ACCOUNT,
+        )?;
+        if n < configured {
+            tracing::info!(
+                batch_size = n,
+                "batches hold fewer accounts than exchange.batch_size so that one batch fits exchange.max_cmdlets"
+            );
+        }
+        Ok(n)
+    }
+
+    /// Exchange's cmdlet budget, when one is configured.
+    pub fn cmdlets(&self) -> Option<&Arc<CmdletBudget>> {
+        self.cmdlets.as_ref()
     }
 }
 

@@ -123,14 +123,33 @@ async fn session_budget(s: &Settings) -> Verdict {
         Ok(u) => (
             Status::Ok,
             format!(
-                "{budget}; in use now: {} by {} replica(s); Exchange throttling refusals in the last 15 min: {}",
-                u.in_use, u.holders, u.throttled_recently
+                "{budget}; in use now: {} by {} replica(s); Exchange throttling refusals in the last 15 min: {}; {}",
+                u.in_use,
+                u.holders,
+                u.throttled_recently,
+                cmdlet_budget(s, &store).await
             ),
         ),
         Err(e) => fail(format!(
             "{budget}; cannot read its use ({e}): run `mailboxd migrate`"
         )),
     }
+}
+
+/// The cmdlet budget as configured, and the cmdlets in its window now (all replicas).
+async fn cmdlet_budget(s: &Settings, store: &crate::store::Store) -> String {
+    let Some(limit) = crate::budget::CmdletLimit::from_config(&s.exchange) else {
+        return "cmdlets not paced (exchange.max_cmdlets unset: Exchange's default policy is Unlimited)".into();
+    };
+    let used = store
+        .cmdlets_in_window()
+        .await
+        .map_or_else(|e| format!("unknown ({e})"), |n| n.to_string());
+    format!(
+        "cmdlets in the window now: {used} of exchange.max_cmdlets = {} per {} s",
+        limit.max,
+        limit.window.as_secs_f64()
+    )
 }
 
 /// Connects and looks at the queue without declaring it (passive): a check changes nothing.
@@ -156,11 +175,20 @@ async fn rabbitmq(s: &Settings) -> Verdict {
             Status::Ok,
             format!("queue {queue} holds {} message(s)", q.message_count()),
         ),
-        Err(_) => (
+        // 404 NOT_FOUND: a normal answer before the daemon's first start. (lapin logs the
+        // channel the broker closes for it as an ERROR; `check` silences that target.)
+        Err(e) if is_not_found(&e) => (
             Status::Ok,
             format!("connected; queue {queue} does not exist yet (the daemon declares it)"),
         ),
+        Err(e) => fail(format!(
+            "connected, but cannot look at queue {queue}: {e} (check the user's permissions on the vhost)"
+        )),
     }
+}
+
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
 }
 
 /// One probe per configured domain controller.
@@ -217,22 +245,42 @@ async fn winrm_hostname(s: &Settings) -> Verdict {
 }
 
 async fn exchange_session(s: &Settings) -> Verdict {
+    // What the daemon would refuse at start (the second hop, no servers) is named first.
+    if let Err(e) = s.validate_exchange() {
+        return fail(e);
+    }
     let client = match crate::app::winrm_client(s) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
     let ex = crate::exchange::Exchange::new(client, &s.exchange, s.winrm.endpoint.clone())
         .redacting(s.secret_values());
-    // A batch of no accounts: opens the session in the configured mode, touches nothing.
+    // A batch of no accounts: opens the session in the configured mode and reads one
+    // recipient (common.ps1), so the second hop is tried for real; it changes nothing.
     match ex
         .run_batch(crate::exchange::Template::EnableRemoteMailbox, Vec::new())
         .await
     {
         Ok(_) => (
             Status::Ok,
-            format!("session opened in {:?} mode", s.exchange.mode).to_lowercase(),
+            format!(
+                "session opened in {} mode and read a recipient (the second hop works: {})",
+                format!("{:?}", s.exchange.mode).to_lowercase(),
+                s.second_hop_remedy()
+            ),
         ),
-        Err(e) => fail(e),
+        Err(e) => fail(explain_host(&e.to_string())),
+    }
+}
+
+/// A session failure, with what it means and what to do when it is the host's set-up.
+fn explain_host(error: &str) -> String {
+    match crate::windows_host::HostProblem::recognise(error) {
+        // The Exchange client explains the session failures it recognises itself.
+        Some(problem) if !error.contains(&problem.explain()) => {
+            format!("{} — {error}", problem.explain())
+        }
+        _ => error.to_owned(),
     }
 }
 

@@ -36,6 +36,43 @@ pub struct Settings {
     pub smtp: Smtp,
     pub admin: Admin,
     pub reconcile: Reconcile,
+    pub outcomes: Outcomes,
+}
+
+/// Outcome messages back to the IAM system (`mailboxd.outcome/v1`, docs/events.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outcomes {
+    /// The topic exchange outcomes are published to (declared durable if missing). Absent:
+    /// outcomes go only to an event's `reply_to`.
+    pub exchange: Option<String>,
+    /// Outcomes published per round (one confirm wait per round).
+    pub batch_size: u32,
+    /// How long a replica holds the outcomes it is publishing before another may take them.
+    #[serde(with = "humantime_secs")]
+    pub lease: Duration,
+    /// How often the publisher looks for outcomes when it has nothing to send.
+    #[serde(with = "humantime_secs")]
+    pub poll_interval: Duration,
+    /// First wait after a failed publish; doubles per failure of the same outcome.
+    #[serde(with = "humantime_secs")]
+    pub retry_base: Duration,
+    /// The longest wait between publishes of one outcome while the broker is away.
+    #[serde(with = "humantime_secs")]
+    pub retry_cap: Duration,
+}
+
+impl Default for Outcomes {
+    fn default() -> Self {
+        Outcomes {
+            exchange: None,
+            batch_size: 100,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Reconciliation (`mailboxd reconcile`, and scheduled in the daemon when `interval` is set).
@@ -206,6 +243,20 @@ pub struct Winrm {
 /// The host script's contract owns the mode names; the configuration reads them.
 pub use ps_templates::ExchangeMode;
 
+/// How the PowerShell process on the Windows host authenticates onwards, to Exchange and the
+/// domain controllers (the double hop, docs/operations.md): WinRM's NTLM or Kerberos logon
+/// leaves it no credentials of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecondHop {
+    /// `exchange.username`/`password_file`: New-PSSession -Credential (remote mode only).
+    Credential,
+    /// Kerberos constrained delegation configured in AD for the host's computer account.
+    Delegation,
+    /// CredSSP (`winrm.auth = "credssp"`): the credentials are delegated to the host.
+    Credssp,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Exchange {
@@ -231,10 +282,19 @@ pub struct Exchange {
     /// every third of it): a killed replica's slots come back by themselves after it.
     #[serde(with = "humantime_secs")]
     pub session_lease: Duration,
+    /// Exchange's PowerShellMaxCmdlets for the service account: cmdlets all replicas run
+    /// within `cmdlet_window` (its PowerShellMaxCmdletsTimePeriod). Batches are paced to it
+    /// instead of being refused. Unset (Exchange's default is Unlimited): not paced.
+    pub max_cmdlets: Option<u32>,
+    #[serde(default, with = "humantime_opt")]
+    pub cmdlet_window: Option<Duration>,
     /// A batch smaller than `batch_size` waits this long for more jobs before it runs, so a
     /// burst shares Exchange sessions instead of paying one per trickle. 0: run at once.
     #[serde(with = "humantime_secs")]
     pub batch_linger: Duration,
+    /// How the second hop is solved; absent: implied by the other settings (an Exchange
+    /// credential, or a Basic/CredSSP WinRM logon), else mailboxd refuses to start.
+    pub second_hop: Option<SecondHop>,
     /// Explicit Exchange credential for `remote` mode (sent on stdin, never on a command line).
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -447,7 +507,8 @@ impl Default for Winrm {
 impl Default for Exchange {
     fn default() -> Self {
         Exchange {
-            mode: ExchangeMode::None,
+            // A fresh powershell.exe has no Exchange cmdlets, so "none" cannot be the default.
+            mode: ExchangeMode::Remote,
             connection_uris: Vec::new(),
             view_entire_forest: false,
             remote_routing_domain: "tenant.mail.onmicrosoft.com".into(),
@@ -456,7 +517,10 @@ impl Default for Exchange {
             batch_size: 50,
             max_sessions: 12,
             session_lease: Duration::from_secs(30),
+            max_cmdlets: None,
+            cmdlet_window: None,
             batch_linger: Duration::from_millis(200),
+            second_hop: None,
             username: None,
             password_file: None,
             password: None,
@@ -697,6 +761,7 @@ impl Settings {
                 reason: "must be at least 1s".into(),
             });
         }
+        self.validate_cmdlet_budget()?;
         if self.worker.max_attempts < 1 {
             return Err(ConfigError::Invalid {
                 key: "worker.max_attempts",
@@ -720,7 +785,122 @@ impl Settings {
             key: "winrm.endpoint",
             reason: format!("{e}: expected http(s)://host:port/wsman"),
         })?;
+        // validate_exchange is not here: commands that never reach Exchange (migrate, jobs,
+        // publish) need no Exchange settings. The daemon's start and `check` call it.
         Ok(())
+    }
+
+    /// The Exchange session can open on a real host: servers to connect to, and an answer
+    /// to the second hop (checked when the daemon starts and by `check`, so the first batch
+    /// does not find out).
+    pub fn validate_exchange(&self) -> Result<(), ConfigError> {
+        let x = &self.exchange;
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if x.mode == ExchangeMode::Remote && x.connection_uris.is_empty() {
+            return invalid("exchange.connection_uris", "remote mode (the default) opens New-PSSession to these: set at least one, e.g. [\"http://ex01.corp.example/PowerShell/\"], or set exchange.mode = \"snapin\"".into());
+        }
+        if x.username.is_some() && x.password.is_none() {
+            return invalid("exchange.password_file", "exchange.username is set without a password: set exchange.password_file or MAILBOXD_EXCHANGE_PASSWORD".into());
+        }
+        let remedies = crate::windows_host::SECOND_HOP_REMEDIES;
+        match (x.mode, x.second_hop) {
+            (ExchangeMode::None, _) => Ok(()),
+            (ExchangeMode::Snapin, Some(SecondHop::Credential)) => invalid(
+                "exchange.second_hop",
+                format!(
+                    "the snap-in runs as the WinRM logon and cannot use an Exchange credential. {remedies}"
+                ),
+            ),
+            (ExchangeMode::Remote, Some(SecondHop::Credential)) if x.username.is_none() => invalid(
+                "exchange.username",
+                format!(
+                    "exchange.second_hop = \"credential\" needs exchange.username and exchange.password_file. {remedies}"
+                ),
+            ),
+            (_, Some(SecondHop::Credssp)) if !self.winrm_is_credssp() => invalid(
+                "winrm.auth",
+                format!(
+                    "exchange.second_hop = \"credssp\" needs winrm.auth = \"credssp\". {remedies}"
+                ),
+            ),
+            (_, Some(SecondHop::Delegation)) if self.winrm.auth != WinrmAuth::Kerberos => invalid(
+                "winrm.auth",
+                format!(
+                    "exchange.second_hop = \"delegation\" needs winrm.auth = \"kerberos\": only a Kerberos logon can be delegated onwards. {remedies}"
+                ),
+            ),
+            (_, Some(_)) => Ok(()),
+            (mode, None) if !self.second_hop_implied() => invalid(
+                "exchange.second_hop",
+                format!(
+                    "{} mode without an explicit credential cannot reach Exchange from the host: {remedies}",
+                    format!("{mode:?}").to_lowercase()
+                ),
+            ),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// Whether the other settings already solve the second hop: an Exchange credential
+    /// (remote mode), a CredSSP logon, or a Basic one — WinRM logs a Basic user on with the
+    /// password it was sent (a cleartext logon), and that logon can authenticate onwards.
+    fn second_hop_implied(&self) -> bool {
+        (self.exchange.mode == ExchangeMode::Remote && self.exchange.username.is_some())
+            || self.winrm_is_credssp()
+            || self.winrm.auth == WinrmAuth::Basic
+    }
+
+    /// Which answer to the second hop is in force, in words (`mailboxd check` prints it).
+    pub fn second_hop_remedy(&self) -> &'static str {
+        let x = &self.exchange;
+        match (x.mode, x.second_hop) {
+            (ExchangeMode::None, _) => "none needed (exchange.mode = \"none\")",
+            (_, Some(SecondHop::Delegation)) => "Kerberos delegation configured in AD",
+            (ExchangeMode::Remote, Some(SecondHop::Credential)) => {
+                "an explicit Exchange credential"
+            }
+            (ExchangeMode::Remote, None) if x.username.is_some() => {
+                "an explicit Exchange credential"
+            }
+            _ if self.winrm_is_credssp() => "CredSSP (the WinRM logon's password is delegated)",
+            _ if self.winrm.auth == WinrmAuth::Basic => {
+                "a Basic WinRM logon (the host was given the password)"
+            }
+            _ => "none (the daemon refuses this configuration)",
+        }
+    }
+
+    fn winrm_is_credssp(&self) -> bool {
+        self.winrm.auth == WinrmAuth::CredSsp
+    }
+}
+
+impl Settings {
+    /// `exchange.max_cmdlets` and `exchange.cmdlet_window` go together, as Exchange's
+    /// PowerShellMaxCmdlets and PowerShellMaxCmdletsTimePeriod do.
+    fn validate_cmdlet_budget(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        match (self.exchange.max_cmdlets, self.exchange.cmdlet_window) {
+            (None, None) => Ok(()),
+            (Some(_), None) => invalid(
+                "exchange.cmdlet_window",
+                "set it with exchange.max_cmdlets: the throttling policy's PowerShellMaxCmdletsTimePeriod, e.g. \"60s\"",
+            ),
+            (None, Some(_)) => invalid(
+                "exchange.max_cmdlets",
+                "set it with exchange.cmdlet_window: the throttling policy's PowerShellMaxCmdlets",
+            ),
+            (Some(0), _) => invalid("exchange.max_cmdlets", "must be at least 1"),
+            (_, Some(w)) if w.is_zero() => {
+                invalid("exchange.cmdlet_window", "must be longer than 0s")
+            }
+            (Some(_), Some(_)) => Ok(()),
+        }
     }
 }
 
@@ -800,6 +980,84 @@ fn secret(env: &str, file: Option<&Path>) -> Result<Option<SecretString>, Config
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    fn remote(auth: WinrmAuth) -> Settings {
+        let mut s = Settings::default();
+        s.winrm.auth = auth;
+        s.exchange.connection_uris = vec!["http://ex01.corp.example/PowerShell/".into()];
+        s
+    }
+
+    fn invalid_key(s: &Settings) -> Option<(&'static str, String)> {
+        match s.validate_exchange() {
+            Err(ConfigError::Invalid { key, reason }) => Some((key, reason)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_default_mode_is_remote_and_asks_for_its_servers() {
+        let s = Settings::default();
+        assert_eq!(s.exchange.mode, ExchangeMode::Remote);
+        assert_eq!(
+            invalid_key(&s).map(|k| k.0),
+            Some("exchange.connection_uris")
+        );
+    }
+
+    #[test]
+    fn ntlm_without_an_answer_to_the_second_hop_is_refused_with_the_remedies() {
+        let s = remote(WinrmAuth::Ntlm);
+        let (key, reason) = invalid_key(&s).expect("refused");
+        assert_eq!(key, "exchange.second_hop");
+        for remedy in [
+            "exchange.username",
+            "PrincipalsAllowedToDelegateToAccount",
+            "Enable-WSManCredSSP",
+        ] {
+            assert!(reason.contains(remedy), "{reason}");
+        }
+        let mut snapin = remote(WinrmAuth::Kerberos);
+        snapin.exchange.mode = ExchangeMode::Snapin;
+        assert_eq!(
+            invalid_key(&snapin).map(|k| k.0),
+            Some("exchange.second_hop")
+        );
+    }
+
+    #[test]
+    fn each_remedy_is_accepted_where_it_applies() {
+        let mut credential = remote(WinrmAuth::Ntlm);
+        credential.exchange.username = Some("CORP\\svc".into());
+        credential.exchange.password = Some(SecretString::from("x"));
+        assert!(credential.validate_exchange().is_ok());
+        let mut delegation = remote(WinrmAuth::Kerberos);
+        delegation.exchange.second_hop = Some(SecondHop::Delegation);
+        assert!(delegation.validate_exchange().is_ok());
+        // Basic is a cleartext logon: the host holds the password.
+        assert!(remote(WinrmAuth::Basic).validate_exchange().is_ok());
+        let mut credssp = remote(WinrmAuth::Ntlm);
+        credssp.exchange.second_hop = Some(SecondHop::Credssp);
+        assert_eq!(invalid_key(&credssp).map(|k| k.0), Some("winrm.auth"));
+        // CredSSP delegates the password: it answers the second hop by itself, in both modes.
+        let mut credssp = remote(WinrmAuth::CredSsp);
+        assert!(credssp.validate_exchange().is_ok());
+        credssp.exchange.mode = ExchangeMode::Snapin;
+        assert!(credssp.validate_exchange().is_ok());
+        let mut ntlm_delegation = remote(WinrmAuth::Ntlm);
+        ntlm_delegation.exchange.second_hop = Some(SecondHop::Delegation);
+        assert_eq!(
+            invalid_key(&ntlm_delegation).map(|k| k.0),
+            Some("winrm.auth")
+        );
+        let mut snapin = remote(WinrmAuth::Ntlm);
+        snapin.exchange.mode = ExchangeMode::Snapin;
+        snapin.exchange.second_hop = Some(SecondHop::Credential);
+        assert_eq!(
+            invalid_key(&snapin).map(|k| k.0),
+            Some("exchange.second_hop")
+        );
+    }
 
     #[test]
     fn group_dns_cut_at_commas_by_the_environment_are_joined_again() {

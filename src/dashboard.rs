@@ -8,12 +8,25 @@
 //! and every state-changing form carries the session's CSRF token. `admin.open_reads` lets
 //! anyone read without signing in; the shared admin token is for the API only. Every value
 //! shown is HTML-escaped. The pages read [`AdminState`] like the API does; `app` mounts both.
+//!
+//! The queue views live in the child modules: the job list with its filter (`list`,
+//! `filter`), failures grouped by error signature (`failures`), bulk actions by filter
+//! (`bulk`), health at a glance (`health`), the job page's timeline (`timeline`) and the
+//! self-refreshing part of a page (`live`).
+
+mod bulk;
+mod failures;
+mod filter;
+mod health;
+mod list;
+mod live;
+mod timeline;
 
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -22,9 +35,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::admin::AdminState;
-use crate::event::EventKind;
 use crate::signin::{Session, SignInError};
-use crate::store::{Attempt, Job, JobFilter, JobState, OperatorAction, Role};
+use crate::store::{Job, JobState, OperatorAction, Role};
 
 const COOKIE: &str = "mailboxd_session";
 
@@ -33,7 +45,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/", get(overview))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
-        .route("/jobs", get(jobs))
+        .route("/jobs", get(list::jobs))
+        .route("/failures", get(failures::failures))
+        .route("/bulk", get(bulk::list))
+        .route("/bulk/{action}", get(bulk::confirm).post(bulk::act))
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/retry", post(retry))
         .route("/jobs/{id}/cancel", post(cancel))
@@ -180,12 +195,19 @@ th, td {{ text-align: left; padding: .3em .6em; border-bottom: 1px solid #ddd; v
 .bad {{ background: #fde7e7; padding: .5em; }} .good {{ background: #e6f4e6; padding: .5em; }}
 .cards {{ display: flex; flex-wrap: wrap; gap: .8em; }} .card {{ border: 1px solid #ccc; padding: .6em 1em; min-width: 8em; }}
 .card b {{ font-size: 1.6em; display: block; }} pre {{ white-space: pre-wrap; background: #f4f4f4; padding: .6em; }}
+.card small {{ display: block; font-size: .55em; font-weight: normal; }} .muted {{ color: #555; }}
+a.button {{ display: inline-block; border: 1px solid #17324d; padding: .2em .7em; border-radius: 3px; color: #17324d; text-decoration: none; }}
+.group {{ border-left: 4px solid #a40000; padding: .1em 1em; margin: 1em 0; }} tr:target {{ background: #fff4c2; }}
+.swatch {{ display: inline-block; width: .8em; height: .8em; }} .swatch-ok {{ background: #2e7d32; }} .swatch-bad {{ background: #c62828; }}
+a:focus-visible, button:focus-visible, input:focus-visible, select:focus-visible, summary:focus-visible {{ outline: 3px solid #f0a500; outline-offset: 2px; }}
+.skip {{ position: absolute; left: -999px; }} .skip:focus {{ left: 1em; top: .4em; background: #fff; color: #17324d; padding: .3em; }}
 </style></head>
-<body><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/jobs?state=failed">Failed</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a>{who}</header>
-<main><h1>{t}</h1>
+<body><a class="skip" href='#main'>Skip to the content</a><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/failures">Failures</a><a href="/bulk">Bulk actions</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a>{who}</header>
+<main id="main"><h1>{t}</h1>
 {body}
-</main></body></html>"#,
-        t = esc(title)
+</main><script>{local}</script></body></html>"#,
+        t = esc(title),
+        local = live::LOCAL_TIMES
     );
     (status, Html(html)).into_response()
 }
@@ -216,6 +238,7 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     } else {
         "<p class=\"bad\" id=\"broker\">Broker <b>disconnected</b>: events wait in RabbitMQ until mailboxd reconnects.</p>"
     });
+    body.push_str(&outcomes_line(&s).await);
     body.push_str("<h2>Queue</h2><div class=\"cards\">");
     for state in JobState::ALL {
         let n = counts
@@ -228,101 +251,65 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         ));
     }
     body.push_str("</div>");
-    body.push_str(&chart(&s).await);
-    v.page("Overview", &body)
+    body.push_str(&exchange_budget(&s).await);
+    body.push_str(&failures::summary(&s, v.can_act()).await);
+    body.push_str(&health::section(&s).await);
+    v.page("Overview", &live::region(&body))
 }
 
-/// Jobs finished per hour over the last 24 h as an inline SVG bar chart.
-async fn chart(s: &AdminState) -> String {
-    let rows = s.store.finished_per_hour().await.unwrap_or_default();
-    let max = rows
-        .iter()
-        .map(|(_, ok, bad)| ok + bad)
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
-    let mut bars = String::new();
-    for (i, (hour, ok, bad)) in rows.iter().enumerate() {
-        let x = i as f64 * 30.0;
-        let h_ok = *ok as f64 / max * 120.0;
-        let h_bad = *bad as f64 / max * 120.0;
-        bars.push_str(&format!(
-            "<g><title>{} UTC: {ok} succeeded, {bad} failed</title>\
-             <rect x=\"{x}\" y=\"{}\" width=\"24\" height=\"{h_ok}\" fill=\"#3a8a3a\"/>\
-             <rect x=\"{x}\" y=\"{}\" width=\"24\" height=\"{h_bad}\" fill=\"#b03030\"/></g>",
-            hour.format("%H:00"),
-            130.0 - h_ok,
-            130.0 - h_ok - h_bad,
-        ));
-    }
+/// The Exchange budget in words: sessions in use of the cluster's maximum, this replica's
+/// share and waiting batches, Exchange's refusals, and the cmdlets in the window.
+async fn exchange_budget(s: &AdminState) -> String {
+    let local = s.budget.local();
+    let cluster = s.store.budget_use().await.ok();
+    let in_use = cluster
+        .as_ref()
+        .map_or_else(|| "an unknown number".into(), |c| c.in_use.to_string());
+    let refusals = match &cluster {
+        Some(c) if c.throttled_recently > 0 => format!(
+            "<b>Exchange refused {} time(s)</b> in the last 15 minutes (all replicas): someone else uses the service account, or the budget is above its throttling policy.",
+            c.throttled_recently
+        ),
+        _ => "Exchange refused nothing in the last 15 minutes.".into(),
+    };
+    let cmdlets = match s.budget.cmdlets() {
+        Some(c) => format!(
+            "Cmdlets: {} of {} used in the {} s window (all replicas); {} batch(es) of this replica waiting for room.",
+            s.store
+                .cmdlets_in_window()
+                .await
+                .map_or_else(|_| "?".into(), |n| n.to_string()),
+            c.limit().max,
+            c.limit().window.as_secs_f64(),
+            c.waiting()
+        ),
+        None => "Cmdlets are not paced (<code>exchange.max_cmdlets</code> unset, as Exchange's default policy has no cmdlet limit).".into(),
+    };
     format!(
-        "<h2>Last 24 hours</h2><svg id=\"chart\" role=\"img\" aria-label=\"jobs finished per hour\" width=\"740\" height=\"140\" viewBox=\"0 0 740 140\">{bars}</svg>\
-         <p><small>Green: succeeded, red: failed, per hour (hover for numbers).</small></p>"
+        "<h2>Exchange budget</h2><p id=\"exchange-budget\">Sessions: {in_use} of {max} in use (all replicas). \
+         This replica may hold {share} and holds {held}; {waiting} batch(es) waiting for a session. {refusals}</p>\
+         <p id=\"cmdlet-budget\">{cmdlets}</p>",
+        max = local.max_sessions,
+        share = local.share,
+        held = local.held,
+        waiting = local.waiting,
     )
 }
 
-#[derive(Deserialize, Default)]
-struct JobsQuery {
-    state: Option<String>,
-    account: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
-async fn jobs(
-    State(s): State<AdminState>,
-    headers: HeaderMap,
-    Query(q): Query<JobsQuery>,
-) -> Response {
-    let v = match visitor(&s, &headers, false).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let filter = JobFilter {
-        state: q.state.as_deref().and_then(JobState::parse),
-        account: q.account.clone().filter(|a| !a.is_empty()),
-        kind: q.kind.as_deref().and_then(EventKind::parse),
-        limit: 200,
-        ..Default::default()
-    };
-    let list = s.store.list_jobs(&filter).await.unwrap_or_default();
-    let mut body = format!(
-        "<form method=\"get\" action=\"/jobs\"><label>Account <input name=\"account\" value=\"{}\"></label> \
-         <label>State <select name=\"state\"><option value=\"\">any</option>{}</select></label> \
-         <button type=\"submit\">Search</button></form>",
-        esc(q.account.as_deref().unwrap_or("")),
-        JobState::ALL
-            .iter()
-            .map(|st| format!(
-                "<option{}>{}</option>",
-                if q.state.as_deref() == Some(st.as_str()) {
-                    " selected"
-                } else {
-                    ""
-                },
-                st.as_str()
-            ))
-            .collect::<String>()
-    );
-    body.push_str("<table id=\"jobs\"><tr><th>Account</th><th>Type</th><th>State</th><th>Attempts</th><th>Last error</th><th>Updated</th></tr>");
-    for j in &list {
-        body.push_str(&format!(
-            "<tr><td><a href=\"/jobs/{id}\">{acct}</a></td><td>{kind}</td>{state}<td>{n}/{max}</td><td>{err}</td><td>{at}</td></tr>",
-            id = j.id,
-            acct = esc(j.event.account.sam_account_name.as_str()),
-            kind = j.kind,
-            state = state_cell(j.state.as_str()),
-            n = j.attempt,
-            max = j.max_attempts,
-            err = esc(&j.last_error.clone().unwrap_or_default().chars().take(140).collect::<String>()),
-            at = j.updated_at.format("%Y-%m-%d %H:%M:%S"),
-        ));
+/// Whether the IAM system hears back: outcomes waiting for the broker, and failing ones.
+async fn outcomes_line(s: &AdminState) -> String {
+    let c = s.store.outcome_counts().await.unwrap_or_default();
+    if c.failing > 0 {
+        format!(
+            "<p class=\"bad\" id=\"outcomes\">Outcomes: <b>{}</b> could not be published to the IAM system ({} waiting in all); <code>mailboxd outcomes list --status failing</code> shows why. None is lost.</p>",
+            c.failing, c.pending
+        )
+    } else {
+        format!(
+            "<p class=\"good\" id=\"outcomes\">Outcomes: {} waiting to be published to the IAM system.</p>",
+            c.pending
+        )
     }
-    body.push_str("</table>");
-    if list.is_empty() {
-        body.push_str("<p>No job matches.</p>");
-    }
-    v.page("Jobs", &body)
 }
 
 async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uuid>) -> Response {
@@ -341,7 +328,8 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
     let body = [
         job_table(&j),
         action_buttons(id, &v),
-        attempts_table(&attempts),
+        timeline::section(&j, &attempts, &actions),
+        timeline::event(&j),
         operator_actions(&actions),
     ]
     .concat();
@@ -355,7 +343,7 @@ fn job_table(j: &Job) -> String {
     format!(
         "<table id=\"job\"><tr><th>Account</th><td id=\"account\">{}</td></tr>\
          <tr><th>Type</th><td>{}</td></tr><tr><th>State</th><td id=\"state\" class=\"state-{st}\">{st}</td></tr>\
-         <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td>{}/{}</td></tr>\
+         <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td id=\"attempt-count\">{} of {}</td></tr>\
          <tr><th>Next attempt</th><td>{}</td></tr><tr><th>Event</th><td>{} (source {}, occurred {})</td></tr>\
          <tr><th>Last error</th><td>{} {}</td></tr></table>",
         esc(j.event.account.sam_account_name.as_str()),
@@ -363,10 +351,10 @@ fn job_table(j: &Job) -> String {
         esc(j.outcome.map_or("", |o| o.as_str())),
         j.attempt,
         j.max_attempts,
-        j.next_attempt_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        live::when(j.next_attempt_at),
         esc(&j.event_id),
         esc(j.event.source.as_deref().unwrap_or("-")),
-        j.occurred_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        live::when(j.occurred_at),
         esc(j.last_error_class.map_or("", |c| c.as_str())),
         esc(j.last_error.as_deref().unwrap_or("")),
         st = esc(j.state.as_str()),
@@ -385,34 +373,6 @@ fn action_buttons(id: Uuid, v: &Visitor) -> String {
     )
 }
 
-fn attempts_table(attempts: &[Attempt]) -> String {
-    let mut out = String::from(
-        "<h2>Attempts</h2><table id=\"attempts\"><tr><th>#</th><th>Started</th><th>Finished</th><th>Outcome</th><th>Class</th><th>Replica / host / DC</th><th>Error</th></tr>",
-    );
-    for a in attempts {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}<br>{}<br>{}</td><td>{}</td></tr>",
-            a.attempt,
-            a.started_at.format("%H:%M:%S%.3f"),
-            a.finished_at.format("%H:%M:%S%.3f"),
-            esc(a.outcome.as_str()),
-            esc(a.error_class.map_or("", |c| c.as_str())),
-            esc(&a.replica),
-            esc(a.host.as_deref().unwrap_or("")),
-            esc(a.domain_controller.as_deref().unwrap_or("")),
-            esc(a.error_message.as_deref().unwrap_or("")),
-        ));
-        if let Some(t) = &a.transcript {
-            out.push_str(&format!(
-                "<tr><td></td><td colspan=\"6\"><details><summary>Transcript</summary><pre>{}</pre></details></td></tr>",
-                esc(t)
-            ));
-        }
-    }
-    out.push_str("</table>");
-    out
-}
-
 /// Who retried or cancelled the job, and when; nothing when no operator did.
 fn operator_actions(actions: &[OperatorAction]) -> String {
     if actions.is_empty() {
@@ -424,7 +384,7 @@ fn operator_actions(actions: &[OperatorAction]) -> String {
     for a in actions {
         out.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            live::when(a.at),
             esc(&format!(
                 "{} {}",
                 a.action,

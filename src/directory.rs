@@ -34,8 +34,9 @@ const ONPREM_MAILBOX_TYPES: [i64; 6] = [1, 2, 4, 8, 16, 32];
 const UAC_DISABLED: i64 = 0x2;
 
 /// The attributes every account read asks for.
-const ACCOUNT_ATTRS: [&str; 14] = [
+const ACCOUNT_ATTRS: [&str; 15] = [
     "sAMAccountName",
+    "mail",
     "userPrincipalName",
     "objectGUID",
     "userAccountControl",
@@ -202,6 +203,10 @@ pub struct Account {
     pub recipient_type_details: Option<i64>,
     pub hidden: bool,
     pub target_address: Option<String>,
+    /// `mail`: the primary SMTP address as AD shows it (Exchange's address policy sets it).
+    pub mail: Option<String>,
+    /// Every proxy address, `SMTP:` (primary) and `smtp:` (secondary) prefixes kept.
+    pub proxy_addresses: Vec<String>,
     pub cloud_synced: bool,
     /// msExchArchiveGUID: the mailbox has a (cloud) archive.
     pub archive_guid: Option<Uuid>,
@@ -700,6 +705,14 @@ fn first(e: &SearchEntry, name: &str) -> Option<String> {
         .and_then(|(_, v)| v.first().cloned())
 }
 
+fn all(e: &SearchEntry, name: &str) -> Vec<String> {
+    e.attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 fn first_bin(e: &SearchEntry, name: &str) -> Option<Vec<u8>> {
     e.bin_attrs
         .iter()
@@ -741,6 +754,8 @@ pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
         hidden: first(e, "msExchHideFromAddressLists")
             .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
         target_address: first(e, "targetAddress"),
+        mail: first(e, "mail"),
+        proxy_addresses: all(e, "proxyAddresses"),
         cloud_synced,
         archive_guid: first_bin(e, "msExchArchiveGUID")
             .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())

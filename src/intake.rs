@@ -301,9 +301,19 @@ async fn handle_batch(
         return Ok(());
     }
     let events: Vec<Event> = good.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+    // A sender that set reply_to asks for the outcome there as well.
+    let reply_to: Vec<Option<String>> = good
+        .iter()
+        .flat_map(|(d, e)| {
+            let to = d.properties.reply_to().as_ref().map(|s| s.to_string());
+            std::iter::repeat_n(to, e.len())
+        })
+        .collect();
     if !events.is_empty() {
-        let inserted =
-            with_db_retry("store jobs", || store.insert_events(&events, max_attempts)).await;
+        let inserted = with_db_retry("store jobs", || {
+            store.insert_deliveries(&events, &reply_to, max_attempts)
+        })
+        .await;
         for (ev, ins) in events.iter().zip(&inserted) {
             tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
             let format = if ev.source.as_deref() == Some("identityiq") {
@@ -323,9 +333,10 @@ async fn handle_batch(
     Ok(())
 }
 
-/// A crash hook for the test that kills the daemon between commit and ack.
+/// A crash hook for the tests that kill the daemon between commit and ack (and between an
+/// outcome's confirm and its row marked sent: `outcomes-after-confirm`).
 /// Set `MAILBOXD_FAILPOINT=intake-after-commit` to abort the process at that point.
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     if std::env::var("MAILBOXD_FAILPOINT").is_ok_and(|v| v == name) {
         tracing::error!(failpoint = name, "failpoint reached: aborting");
         std::process::abort();

@@ -18,6 +18,7 @@ pub mod event;
 pub mod exchange;
 pub mod intake;
 pub mod metrics;
+pub mod outcomes;
 pub mod publish;
 pub mod reconcile;
 pub mod signal;
@@ -26,6 +27,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "lab")]
 pub mod tools;
+pub mod windows_host;
 pub mod worker;
 
 use std::sync::OnceLock;

@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `mailboxd_jobs` | gauge | `state` |
 //! | `mailboxd_alert_outbox` | gauge | `status` (pending, failing) |
+//! | `mailboxd_outcome_outbox` | gauge | `status` (pending, failing) |
+//! | `mailboxd_outcomes_published_total` / `mailboxd_outcome_publish_failures_total` | counter | — |
 //! | `mailboxd_poison_messages` | gauge | — |
 //! | `mailboxd_circuit_open` | gauge | — |
 //! | `mailboxd_broker_connected` | gauge | — |
@@ -28,6 +30,8 @@
 //! | `mailboxd_exchange_session_share` | gauge | — (this replica's adaptive share) |
 //! | `mailboxd_exchange_session_waiters` | gauge | — (batches of this replica waiting for a slot) |
 //! | `mailboxd_exchange_throttled_total` | counter | — (Exchange's refusals seen by this replica) |
+//! | `mailboxd_exchange_cmdlets_in_window` | gauge | — (all replicas; only with `exchange.max_cmdlets`) |
+//! | `mailboxd_exchange_cmdlet_waiters` | gauge | — (batches of this replica waiting for room) |
 
 use std::sync::OnceLock;
 
@@ -74,6 +78,12 @@ pub async fn render(
     if let Ok(cluster) = store.budget_use().await {
         metrics::gauge!("mailboxd_exchange_sessions_in_use").set(cluster.in_use as f64);
     }
+    if let Some(cmdlets) = budget.cmdlets() {
+        metrics::gauge!("mailboxd_exchange_cmdlet_waiters").set(cmdlets.waiting() as f64);
+        if let Ok(n) = store.cmdlets_in_window().await {
+            metrics::gauge!("mailboxd_exchange_cmdlets_in_window").set(n as f64);
+        }
+    }
     if let Ok(counts) = store.count_by_state().await {
         for state in crate::store::JobState::ALL {
             let n = counts
@@ -86,6 +96,10 @@ pub async fn render(
     if let Ok((pending, failing)) = store.alert_outbox_depth().await {
         metrics::gauge!("mailboxd_alert_outbox", "status" => "pending").set(pending as f64);
         metrics::gauge!("mailboxd_alert_outbox", "status" => "failing").set(failing as f64);
+    }
+    if let Ok(c) = store.outcome_counts().await {
+        metrics::gauge!("mailboxd_outcome_outbox", "status" => "pending").set(c.pending as f64);
+        metrics::gauge!("mailboxd_outcome_outbox", "status" => "failing").set(c.failing as f64);
     }
     if let Ok(n) = store.count_poison().await {
         metrics::gauge!("mailboxd_poison_messages").set(n as f64);

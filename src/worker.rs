@@ -4,6 +4,7 @@
 //! while the Windows side is down (`circuit`) or the account waits for the cloud sync.
 
 mod plan;
+mod view;
 
 pub use plan::{Plan, Wanted, plan};
 
@@ -244,13 +245,26 @@ impl Worker {
             EventKind::Joiner => Template::EnableRemoteMailbox,
             EventKind::Leaver => Template::HideRemoteMailbox,
         };
-        let accounts = pending.iter().map(|p| p.data.clone()).collect();
-        tokio::time::timeout(
+        let accounts: Vec<AccountData> = pending.iter().map(|p| p.data.clone()).collect();
+        let session = self.exchange.session_cmdlets();
+        // Paced to Exchange's cmdlet budget: the batch waits for room in the window shared
+        // by every replica instead of being refused (its jobs stay leased; no attempt used).
+        let grant = match self.budget.cmdlets() {
+            Some(c) => Some(c.take(most_cmdlets(template, &accounts, session)).await),
+            None => None,
+        };
+        let result = tokio::time::timeout(
             self.cfg.batch_timeout,
-            self.exchange.run_batch(template, accounts),
+            self.exchange.run_batch(template, accounts.clone()),
         )
         .await
-        .unwrap_or(Err(ExchangeError::Hung(self.cfg.batch_timeout)))
+        .unwrap_or(Err(ExchangeError::Hung(self.cfg.batch_timeout)));
+        if let Some(grant) = grant {
+            grant
+                .settle(cmdlets_ran(template, &accounts, &result, session))
+                .await;
+        }
+        result
     }
 
     /// Reads every account of the batch from AD and settles the jobs that need no
@@ -493,6 +507,7 @@ impl Worker {
         if let Some(before) = &p.before {
             record.domain_controller = Some(before.domain_controller.clone());
             record.directory = Some(serde_json::json!({ "before": before }));
+            record.view = view::of(before);
         }
         record
     }
@@ -512,6 +527,7 @@ impl Worker {
         match dir.reread(before, &p.lookup).await {
             Ok(after) => {
                 record.directory = Some(serde_json::json!({ "before": before, "after": after }));
+                record.view = view::of(&after);
                 match plan::verified(kind, status, &after, p.data.archive) {
                     Ok(()) => Resolution::Succeeded { outcome: status },
                     Err(why) => self.failure(&p.job, ErrorClass::Transient, why),
@@ -638,6 +654,38 @@ impl Worker {
             }
         }
     }
+}
+
+/// The most cmdlets a batch may run: what its grant takes from Exchange's cmdlet budget.
+fn most_cmdlets(template: Template, accounts: &[AccountData], session: u32) -> u32 {
+    session
+        + accounts
+            .iter()
+            .map(|a| template.max_cmdlets(a))
+            .sum::<u32>()
+}
+
+/// The cmdlets a batch that came back ran: per account what its status says, the most it may
+/// have run where the status does not say (an error, or no result at all).
+fn cmdlets_ran(
+    template: Template,
+    accounts: &[AccountData],
+    result: &Result<BatchResult, ExchangeError>,
+    session: u32,
+) -> u32 {
+    let Ok(result) = result else {
+        return most_cmdlets(template, accounts, session);
+    };
+    let per_account = accounts.iter().map(|a| {
+        let status = match result.outcomes.get(&a.job_id) {
+            Some(AccountOutcome::Done { status }) => Some(status.as_str()),
+            _ => None,
+        };
+        status
+            .and_then(|s| template.cmdlets_ran(a, s))
+            .unwrap_or_else(|| template.max_cmdlets(a))
+    });
+    session + per_account.sum::<u32>()
 }
 
 /// A retry no sooner than Exchange's throttling asked (`wait`); other resolutions as they are.

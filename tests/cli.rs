@@ -207,3 +207,130 @@ async fn two_replicas_migrating_at_once_do_not_race() {
         .count() as i64;
     assert_eq!(applied, files, "each migration applied once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_list_lines_up_long_account_names_and_pages_a_long_list() {
+    // sAMAccountName allows 20 characters; the short names sit in the same columns.
+    let long = "a-twenty-char-name-x";
+    let mut names: Vec<String> = (0..59).map(|i| format!("pg{i:02}")).collect();
+    names.push(long.to_owned());
+    let env = TestEnv::new(names.iter().map(|n| seed(n)).collect()).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let mut ids = Vec::new();
+    for n in &names {
+        let ev = env.joiner(n);
+        publisher.publish(&ev).await.unwrap();
+        ids.push(ev.id);
+    }
+    for id in &ids {
+        env.wait_succeeded(id).await;
+    }
+    app.stop().await;
+
+    // All 60 on one page: every cell starts where its column's header does.
+    let (code, out, err) = env.cli(&["jobs", "list", "--limit", "60"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Vec<char>> = out.lines().map(|l| l.chars().collect()).collect();
+    assert_eq!(lines.len(), 61, "{out}");
+    assert!(out.contains(long), "{out}");
+    let header: String = lines[0].iter().collect();
+    for column in ["TYPE", "ACCOUNT", "STATE", "UPDATED", "DETAIL"] {
+        let at = header.find(column).unwrap();
+        for line in &lines[1..] {
+            assert!(
+                line[at - 1] == ' ' && line[at] != ' ',
+                "{column} out of line:\n{out}"
+            );
+        }
+    }
+
+    // 25 a page: the header, 25 jobs, and how many more there are.
+    let (_, out, _) = env.cli(&["jobs", "list", "--limit", "25"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 27, "{out}");
+    assert_eq!(
+        lines[26], "… 35 more; use --page 2 or a larger --limit",
+        "{out}"
+    );
+
+    // The last page: the rest, and nothing more to say.
+    let (_, out, _) = env.cli(&["jobs", "list", "--limit", "25", "--page", "3"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 11, "{out}");
+    assert!(!out.contains("more;"), "{out}");
+    let (_, out, _) = env.cli(&["jobs", "list", "--limit", "25", "--page", "4"]);
+    assert_eq!(out.trim(), "no jobs on page 4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_its_table_without_a_library_error_above_it() {
+    // No daemon has run yet: the intake queue does not exist, a normal answer.
+    let env = TestEnv::new(vec![]).await;
+    let (code, out, err) = env.cli(&["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("ERROR"), "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("CHECK "), "{out}");
+    let rabbit = lines.iter().find(|l| l.starts_with("RabbitMQ")).unwrap();
+    assert!(rabbit.contains("does not exist yet"), "{out}");
+    let budget = lines
+        .iter()
+        .find(|l| l.starts_with("Exchange session budget"))
+        .unwrap();
+    assert!(budget.contains("cmdlets not paced"), "{out}");
+    // With the cmdlet budget set, the line says what is used of it.
+    let (_, out, _) = env.cli_with(
+        &["check"],
+        &[
+            ("MAILBOXD__EXCHANGE__MAX_CMDLETS", "400"),
+            ("MAILBOXD__EXCHANGE__CMDLET_WINDOW", "60s"),
+        ],
+    );
+    assert!(
+        out.contains("cmdlets in the window now: 0 of exchange.max_cmdlets = 400 per 60 s"),
+        "{out}"
+    );
+    // STATUS and MS line up under their headers, whatever the probe's name.
+    let status_at = lines[0].find("STATUS").unwrap();
+    for line in &lines[1..] {
+        let status = &line[status_at..];
+        assert!(
+            ["OK ", "FAIL ", "SKIP "]
+                .iter()
+                .any(|s| status.starts_with(s)),
+            "{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmdlet_budget_that_cannot_work_is_refused_with_what_to_set() {
+    let env = TestEnv::new(vec![]).await;
+    // Half of Exchange's pair: the window is missing.
+    let (code, _, err) = env.cli_with(&["check"], &[("MAILBOXD__EXCHANGE__MAX_CMDLETS", "400")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exchange.cmdlet_window"), "{err}");
+
+    // A budget smaller than one account's batch: the daemon does not start.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailboxd"))
+        .arg("run")
+        .envs(env.daemon_env())
+        .env("MAILBOXD__EXCHANGE__MAX_CMDLETS", "2")
+        .env("MAILBOXD__EXCHANGE__CMDLET_WINDOW", "10s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_exit(&mut child, std::time::Duration::from_secs(30));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{err}");
+    assert!(
+        err.contains("exchange.max_cmdlets = 2 cannot hold one account's batch"),
+        "{err}"
+    );
+}

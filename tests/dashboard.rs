@@ -2,9 +2,9 @@
 
 mod common;
 
-use common::TestEnv;
 use common::ad::{TestAd, User};
 use common::signin::{Browser, csrf, people};
+use common::{TestEnv, seed};
 use mailboxd::store::JobState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -71,6 +71,7 @@ async fn an_operator_signs_in_sees_the_queue_and_retries_a_failed_job() {
     assert!(home.contains("Circuit closed"), "{home}");
     assert!(home.contains("Broker connected"), "{home}");
     assert!(home.contains("<svg id=\"chart\""), "{home}");
+    assert!(home.contains("Cmdlets are not paced"), "{home}");
 
     // The failed list, and a search by account that escapes what it shows.
     let list = get(format!("{base}/jobs?state=failed")).await;
@@ -126,6 +127,324 @@ async fn an_operator_signs_in_sees_the_queue_and_retries_a_failed_job() {
     }
     let alerts = get(format!("{base}/alerts")).await;
     assert!(alerts.contains(&onprem), "{alerts}");
+
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_overview_tells_the_exchange_budget_in_words() {
+    let mut env = TestEnv::new(vec![seed("dashbudget")]).await;
+    env.settings.admin.open_reads = true;
+    env.settings.exchange.max_sessions = 5;
+    env.settings.exchange.max_cmdlets = Some(50);
+    env.settings.exchange.cmdlet_window = Some(std::time::Duration::from_secs(600));
+    let app = env.start_daemon().await;
+    let ev = env.joiner("dashbudget");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    // Another replica on the database was refused by Exchange.
+    env.store
+        .record_throttled(
+            "other-replica",
+            None,
+            "Fail to create a runspace because you have exceeded the maximum number of connections allowed : 18",
+        )
+        .await
+        .unwrap();
+
+    let home = env
+        .http
+        .get(format!("http://{}/", app.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Idle claim loops take a slot for a moment to look for work: the count in use varies.
+    assert!(home.contains(" of 5 in use (all replicas)."), "{home}");
+    assert!(
+        home.contains("This replica may hold 5 and holds "),
+        "{home}"
+    );
+    assert!(
+        home.contains("Exchange refused 1 time(s)</b> in the last 15 minutes"),
+        "{home}"
+    );
+    // The joiner's Enable-RemoteMailbox and the 2 counted for the remote session's
+    // Import-PSSession, for the 10 minutes after its batch.
+    assert!(
+        home.contains("Cmdlets: 3 of 50 used in the 600 s window (all replicas); 0 batch(es) of this replica waiting for room."),
+        "{home}"
+    );
+    app.stop().await;
+}
+
+/// Fields as `Browser::post` takes them.
+fn form<'a>(fields: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The value of the hidden field `name` in a form.
+fn hidden<'a>(page: &'a str, name: &str) -> Vec<(&'a str, String)> {
+    // The confirmation's own form, not the sign-out form in the header.
+    let form = page
+        .split("<form method=\"post\" action=\"/bulk/")
+        .nth(1)
+        .and_then(|f| f.split("</form>").next())
+        .unwrap_or_else(|| panic!("no confirmation form: {page}"));
+    let mut out = Vec::new();
+    for part in form.split("<input type=\"hidden\" name=\"").skip(1) {
+        let (field, rest) = part.split_once('"').unwrap();
+        let value = rest
+            .split("value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let value = value
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&");
+        out.push((field, value));
+    }
+    assert!(out.iter().any(|(f, _)| *f == name), "no {name}: {page}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_read_as_one_group_and_bulk_actions_confirm_the_count_and_filter() {
+    let ad = TestAd::get();
+    let p = people(&ad).await;
+    // In AD: three on-premises mailboxes (their joiners fail for good, for one reason), an
+    // account already remote (its joiner succeeds) and two the cloud has not seen yet.
+    let sam = |name: &str| format!("{name}{}", p.t);
+    let onprem = User {
+        type_details: Some(1),
+        ..User::default()
+    };
+    for name in ["grpann", "grpbob", "grpcy"] {
+        ad.add_user(&sam(name), &sam(name), &onprem).await;
+    }
+    let remote = User::remote(&format!("{}@tenant.mail.onmicrosoft.com", sam("grpfine")));
+    ad.add_user(&sam("grpfine"), &sam("grpfine"), &remote).await;
+    for name in ["grpwait1", "grpwait2"] {
+        ad.add_user(&sam(name), &sam(name), &User::default()).await;
+    }
+    let mut env = TestEnv::new(vec![]).await;
+    p.grant(&ad, &mut env.settings);
+    env.settings.ldap.require_cloud_sync = true;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let mut failing = Vec::new();
+    for name in ["grpann", "grpbob", "grpcy"] {
+        let e = env.joiner(&sam(name));
+        publisher.publish(&e).await.unwrap();
+        failing.push(e);
+    }
+    let (fine, w1, w2) = (
+        env.joiner(&sam("grpfine")),
+        env.joiner(&sam("grpwait1")),
+        env.joiner(&sam("grpwait2")),
+    );
+    for e in [&w1, &w2] {
+        publisher.publish(e).await.unwrap();
+    }
+    // An IAM system that sends more than the schema has, a credential included.
+    let mut body = fine.to_json();
+    body["initial_password"] = "Winter2026!-never-shown".into();
+    body["account"]["password"] = "Winter2026!-never-shown".into();
+    publisher
+        .publish_raw(
+            "ad.user.created",
+            body.to_string().as_bytes(),
+            Some("application/json"),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut failed_ids = Vec::new();
+    for e in &failing {
+        let j = env.wait_terminal(&e.id).await;
+        assert_eq!(j.state, JobState::Failed);
+        failed_ids.push(j.id);
+    }
+    let fine_job = env.wait_succeeded(&fine.id).await;
+    for e in [&w1, &w2] {
+        env.wait_job(&e.id, |j| j.state == JobState::WaitingForSync)
+            .await;
+    }
+
+    // A viewer reads the groups but gets no action, and cannot confirm one.
+    let mut viewer = Browser::new(app.admin_addr);
+    let (status, _, _) = viewer.sign_in(&p.viewer, &p.password(&p.viewer)).await;
+    assert_eq!(status, 303);
+    let (_, failures) = viewer.get("/failures").await;
+    assert!(failures.contains("3 jobs"), "{failures}");
+    assert!(!failures.contains("group-0-retry"), "{failures}");
+    let (_, confirm) = viewer.get("/bulk/cancel?state=waiting_for_sync").await;
+    assert!(
+        confirm.contains("Only an operator can confirm this."),
+        "{confirm}"
+    );
+
+    let mut browser = Browser::new(app.admin_addr);
+    let (status, _, page) = browser.sign_in(&p.operator, &p.password(&p.operator)).await;
+    assert_eq!(status, 303, "{page}");
+    let anonymous = Browser::new(app.admin_addr);
+
+    // The overview: live, and the health at a glance.
+    let (_, home) = browser.get("/").await;
+    assert!(
+        home.contains(r#"<div id="live">"#) && home.contains(r#"id="updated""#),
+        "{home}"
+    );
+    assert!(
+        home.contains(r#"id="oldest"><span>Oldest queued or retrying</span><b>none waiting"#),
+        "{home}"
+    );
+    let sync = home.split(r#"id="sync""#).nth(1).unwrap();
+    assert!(sync.contains("<b>2 <small>the first fails at"), "{sync}");
+    assert!(
+        home.contains(r#"<svg id="chart-days""#) && home.contains(">jobs</text>"),
+        "{home}"
+    );
+    let ttd = home.split(r#"id="time-to-done""#).nth(1).unwrap();
+    assert_eq!(
+        ttd.split("</table>")
+            .next()
+            .unwrap()
+            .matches("<tr>")
+            .count(),
+        2,
+        "one hour with a success: {ttd}"
+    );
+
+    // The job page shows the event as received, without what the schema does not know.
+    let (_, page) = browser.get(&format!("/jobs/{}", fine_job.id)).await;
+    assert!(
+        page.contains("The event as received")
+            && page.contains(&format!("&quot;{}&quot;", sam("grpfine"))),
+        "{page}"
+    );
+    assert!(!page.contains("Winter2026"), "a credential shown: {page}");
+
+    // Failures: the three on-prem accounts are one group, the class and accounts named.
+    let (_, failures) = browser.get("/failures").await;
+    assert!(
+        failures
+            .contains("3 jobs — account &quot;&lt;account&gt;&quot; has an on-premises mailbox"),
+        "{failures}"
+    );
+    assert!(
+        !failures.contains(r#"id="group-1""#),
+        "one group only: {failures}"
+    );
+    assert!(
+        failures.contains("Class <b class=\"class-permanent\">permanent</b>: 3 failed, 0 retrying")
+    );
+    for name in ["grpann", "grpbob", "grpcy"] {
+        assert!(failures.contains(&sam(name)), "{name}: {failures}");
+    }
+    let retry_link = failures
+        .split(r#"id="group-0-retry" href=""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+
+    // The group's retry asks first, with the exact count and the filter in words.
+    let (status, confirm) = browser.get(&retry_link).await;
+    assert_eq!(status, 200, "{confirm}");
+    assert!(
+        confirm.contains("Retry <b>3</b> jobs matching: state failed or retrying, error class permanent, error “account &quot;&lt;account&gt;&quot; has an on-premises mailbox"),
+        "{confirm}"
+    );
+    let fields = hidden(&confirm, "expected");
+    let r = browser.post("/bulk/retry", &form(&fields)).await;
+    let forged = anonymous.post("/bulk/retry", &form(&fields)).await;
+    assert_eq!(
+        forged.status(),
+        403,
+        "an action needs an operator signed in"
+    );
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/bulk#bulk-1");
+    // Each of the three runs again (a second attempt) and fails again: still on-prem.
+    for id in &failed_ids {
+        env.wait_attempts(*id, 2).await;
+        let (_, page) = browser.get(&format!("/jobs/{id}")).await;
+        assert!(page.contains("bulk #1: state failed or retrying"), "{page}");
+        // The timeline: the first attempt, the retry, the attempt after it counted anew.
+        let max = env.settings.worker.max_attempts;
+        let first = page
+            .find(&format!(">attempt 1 of {max}</td>"))
+            .expect(&page);
+        let retried = page
+            .find("Retried: attempts start again from 1")
+            .expect(&page);
+        let again = page
+            .find(&format!(">attempt 1 of {max} after a manual retry</td>"))
+            .expect(&page);
+        assert!(first < retried && retried < again, "{page}");
+        assert!(
+            page.contains("The event as received") && page.contains("&quot;sam_account_name&quot;"),
+            "{page}"
+        );
+    }
+    let (_, bulk) = browser.get("/bulk").await;
+    assert!(
+        bulk.contains(r#"<tr id="bulk-1"><td>1</td>"#)
+            && bulk.contains(r#"<td>retried</td><td class="jobs">3</td>"#)
+            && bulk.contains(&format!("\\{}</td>", p.operator))
+            && bulk.contains("<td>dashboard:"),
+        "{bulk}"
+    );
+
+    // A bulk cancel from the filtered list: never more than the confirmation stated.
+    let (_, list) = browser.get("/jobs?state=waiting_for_sync").await;
+    assert!(
+        list.contains(&sam("grpwait1")) && list.contains(&sam("grpwait2")),
+        "{list}"
+    );
+    assert!(!list.contains(&sam("grpfine")), "{list}");
+    let (_, confirm) = browser.get("/bulk/cancel?state=waiting_for_sync").await;
+    assert!(
+        confirm.contains("Cancel <b>2</b> jobs matching: state waiting_for_sync."),
+        "{confirm}"
+    );
+    let mut fields = hidden(&confirm, "expected");
+    fields.retain(|(f, _)| *f != "expected");
+    fields.push(("expected", "1".into()));
+    let r = browser.post("/bulk/cancel", &form(&fields)).await;
+    assert_eq!(r.status(), 303);
+    let (_, confirm) = browser.get("/bulk/cancel?state=waiting_for_sync").await;
+    assert!(
+        confirm.contains("Cancel <b>1</b> job matching"),
+        "{confirm}"
+    );
+    let (_, bulk) = browser.get("/bulk").await;
+    assert!(
+        bulk.contains(
+            r#"<td>cancelled</td><td class="jobs">1</td><td>state waiting_for_sync</td>"#
+        ),
+        "{bulk}"
+    );
+
+    // A filter it cannot read is refused, never widened to every job.
+    let (status, page) = browser
+        .get("/bulk/cancel?state=waiting&class=permanent")
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("state &quot;waiting&quot; is not valid"),
+        "{page}"
+    );
 
     app.stop().await;
 }

@@ -1,7 +1,9 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver (the W3C
 //! WebDriver protocol over HTTP). An AD operator signs in, reads the overview and a failed
 //! job, clicks Retry and sees the job run again under their name; an AD viewer sees no
-//! buttons. Screenshots land in `target/dashboard-*.png` of the checkout.
+//! buttons. An operator watches failures appear as one group without a reload, retries the
+//! group and cancels by filter through the confirmations. Screenshots of each page land in
+//! `target/screenshots/dashboard-*.png` of the checkout.
 
 mod common;
 
@@ -14,6 +16,9 @@ use common::signin::people;
 use serde_json::{Value, json};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// WebDriver's key codes.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
 
 struct Driver {
     child: Child,
@@ -43,7 +48,10 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // The viewer is an hour east of UTC (all year round in December: Berlin is UTC+1),
+        // so times shown in the viewer's zone differ visibly from UTC.
         let child = Command::new(chromedriver)
+            .env("TZ", "Europe/Berlin")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -154,6 +162,71 @@ impl Driver {
             .await;
     }
 
+    /// Runs `script` in the page and returns its value.
+    async fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
+    /// Waits up to 20 s for the text of `css` to contain `want` (the page updating itself).
+    async fn wait_text(&self, css: &str, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self
+                .js(&format!(
+                    "var e=document.querySelector({css:?});return e?e.textContent:null;"
+                ))
+                .await;
+            let text = found.as_str().unwrap_or_default().to_owned();
+            if text.contains(want) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed {want:?}; it shows {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Presses one key (a WebDriver key code such as TAB or ENTER) on whatever has the focus.
+    async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        self.cmd("POST", "/actions", actions).await;
+    }
+
+    /// Tabs through the page from its start until the element `id` has the focus, as a
+    /// keyboard user would; fails if 40 presses do not reach it.
+    async fn tab_to(&self, id: &str) {
+        self.js("document.activeElement && document.activeElement.blur(); return null;")
+            .await;
+        for _ in 0..40 {
+            self.press(TAB).await;
+            if self.js("return document.activeElement.id;").await == id {
+                return;
+            }
+        }
+        panic!("#{id} cannot be reached with the keyboard");
+    }
+
+    /// Marks the page so that a reload (which would forget the mark) shows.
+    async fn mark(&self) {
+        self.js("window.__noReload = 'kept'; return null;").await;
+    }
+
+    async fn not_reloaded(&self) {
+        assert_eq!(
+            self.js("return window.__noReload || null;").await,
+            "kept",
+            "the page was reloaded"
+        );
+    }
+
     async fn screenshot(&self, name: &str) {
         use base64::Engine;
         let png = self.cmd("GET", "/screenshot", Value::Null).await;
@@ -161,7 +234,7 @@ impl Driver {
             .decode(png.as_str().unwrap())
             .unwrap();
         // Under the checkout's target/ (the CI artifact), wherever cargo builds.
-        let dir = format!("{}/target", env!("CARGO_MANIFEST_DIR"));
+        let dir = format!("{}/target/screenshots", env!("CARGO_MANIFEST_DIR"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(format!("{dir}/dashboard-{name}.png"), bytes).unwrap();
     }
@@ -252,15 +325,7 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
 
     // Retry: the browser comes back to the job page and the job runs again.
     b.click("#retry").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (job, attempts) = env.store.get_job(failed.id).await.unwrap().unwrap();
-        if attempts.len() == 2 && job.state.is_terminal() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the retry did not run: {job:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_attempts(failed.id, 2).await;
     b.go(&format!("{base}/jobs/{}", failed.id)).await;
     let who = format!("dashboard:CORP\\{}", p.operator);
     assert!(b.text("#actions").await.contains(&who));
@@ -282,6 +347,141 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
         .await;
     assert_eq!(buttons.as_array().map(Vec::len), Some(0), "{buttons}");
     b.screenshot("job-as-viewer").await;
+
+    drop(b);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter_cancelled() {
+    let ad = TestAd::get();
+    let p = people(&ad).await;
+    let n = |s: &str| format!("{s}{}", p.t);
+    // In AD: three on-premises mailboxes (one problem), an account already remote, and two
+    // the cloud sync has not stamped yet.
+    let burst = [n("burstann"), n("burstbob"), n("burstcy")];
+    let onprem = User {
+        type_details: Some(1),
+        ..User::default()
+    };
+    for sam in &burst {
+        ad.add_user(sam, sam, &onprem).await;
+    }
+    let fine_user = User::remote(&format!("{}@tenant.mail.onmicrosoft.com", n("livefine")));
+    ad.add_user(&n("livefine"), &n("livefine"), &fine_user)
+        .await;
+    for sam in [n("livewait1"), n("livewait2")] {
+        ad.add_user(&sam, &sam, &User::default()).await;
+    }
+    let mut env = TestEnv::new(vec![]).await;
+    p.grant(&ad, &mut env.settings);
+    env.settings.ldap.require_cloud_sync = true;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let base = format!("http://{}", app.admin_addr);
+
+    let b = Driver::start().await;
+    b.sign_in(&base, &p.operator, &p.password(&p.operator))
+        .await;
+
+    // The overview, open: a job finishing shows without a reload.
+    assert_eq!(b.text("#count-succeeded b").await, "0");
+    b.mark().await;
+    let fine = env.joiner(&n("livefine"));
+    publisher.publish(&fine).await.unwrap();
+    env.wait_succeeded(&fine.id).await;
+    b.wait_text("#count-succeeded b", "1").await;
+    b.not_reloaded().await;
+    assert!(b.text("#updated").await.contains("updated"));
+    b.screenshot("overview-live").await;
+
+    // Still open: a burst of one problem appears as one group on the overview and on the
+    // failures view, both without a reload.
+    assert!(
+        b.text("#top-failures")
+            .await
+            .contains("No failed or retrying job")
+    );
+    let events: Vec<_> = burst.iter().map(|sam| env.joiner(sam)).collect();
+    for e in &events {
+        publisher.publish(e).await.unwrap();
+    }
+    let top = b.wait_text("#top-failures", "3 jobs —").await;
+    assert!(top.contains("has an on-premises mailbox"), "{top}");
+    b.not_reloaded().await;
+    b.js("document.getElementById('top-failures').scrollIntoView(); return null;")
+        .await;
+    b.screenshot("overview-failures").await;
+
+    b.go(&format!("{base}/failures")).await;
+    // Times read in the viewer's zone, UTC on hover.
+    let t = b
+        .js("var t=document.querySelector('#group-0 time');return [t.textContent,t.title,t.getAttribute('datetime')];")
+        .await;
+    let utc = chrono::DateTime::parse_from_rfc3339(t[2].as_str().unwrap()).unwrap();
+    assert_eq!(
+        t[1],
+        utc.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        "UTC on hover"
+    );
+    let berlin = utc + chrono::Duration::hours(1);
+    let shown = t[0].as_str().unwrap();
+    assert!(
+        shown.contains(&berlin.format("%-I:%M:%S").to_string()),
+        "{shown} is not {berlin} in the viewer's zone"
+    );
+    b.mark().await;
+    let title = b.text("#group-0-title").await;
+    assert!(title.contains("3 jobs —"), "{title}");
+    b.screenshot("failures").await;
+
+    // One confirmed action retries the group, done with the keyboard; the jobs run again.
+    b.tab_to("group-0-retry").await;
+    b.press(ENTER).await;
+    let count = b.text("#bulk-count").await;
+    assert!(
+        count.starts_with("Retry 3 jobs matching: state failed or retrying"),
+        "{count}"
+    );
+    b.screenshot("bulk-retry-confirm").await;
+    b.tab_to("confirm").await;
+    b.press(ENTER).await;
+    assert!(b.text("#bulk-1").await.contains("retried 3"), "the record");
+    b.screenshot("bulk-actions").await;
+    for e in &events {
+        let job = env.wait_terminal(&e.id).await;
+        env.wait_attempts(job.id, 2).await;
+    }
+
+    // A bulk cancel from the filtered job list, through its confirmation.
+    let waiting: Vec<_> = [n("livewait1"), n("livewait2")]
+        .iter()
+        .map(|sam| env.joiner(sam))
+        .collect();
+    for e in &waiting {
+        publisher.publish(e).await.unwrap();
+        env.wait_job(&e.id, |j| {
+            j.state == mailboxd::store::JobState::WaitingForSync
+        })
+        .await;
+    }
+    b.go(&format!("{base}/jobs?state=waiting_for_sync")).await;
+    b.screenshot("jobs-filtered").await;
+    b.click("#bulk-cancel").await;
+    let count = b.text("#bulk-count").await;
+    assert_eq!(count, "Cancel 2 jobs matching: state waiting_for_sync.");
+    b.screenshot("bulk-cancel-confirm").await;
+    b.click("#confirm").await;
+    assert!(b.text("#bulk-2").await.contains("cancelled 2"));
+    for e in &waiting {
+        let job = env.wait_terminal(&e.id).await;
+        assert_eq!(job.state, mailboxd::store::JobState::Cancelled);
+    }
+    b.go(&format!("{base}/")).await;
+    b.find("#chart-days").await;
+    b.js("document.getElementById('chart').scrollIntoView(); return null;")
+        .await;
+    b.screenshot("overview-health").await;
 
     drop(b);
     app.stop().await;

@@ -6,6 +6,8 @@
 //!   `Settings::default()`;
 //! - every fenced `json` example in `docs/events.md` is accepted both by
 //!   `docs/event.schema.json` and by `mailboxd::event::parse`;
+//! - every fenced `json outcome` example there is accepted by `docs/outcome.schema.json`
+//!   (tests/outcomes.rs holds that schema to what the daemon publishes);
 //! - every poison JSON in `tests/data/poison/` that the code refuses for a reason the schema
 //!   can express is refused by the schema too, and a table of edge cases gets the same verdict
 //!   from both.
@@ -13,13 +15,13 @@
 //! Schema validation runs Python's jsonschema (tests/tools/validate_json.py; installed by
 //! deploy/dev/services.sh).
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::rc::Rc;
 
-use base64::Engine;
+use common::schema::SchemaVerdict;
 use mailboxd::config::Settings;
 use mailboxd::event::{self, EventError};
 use serde::Deserialize;
@@ -410,46 +412,9 @@ fn the_documented_defaults_are_the_defaults() {
 // ---------------------------------------------------------------------------------------------
 // The event contract.
 
-#[derive(serde::Deserialize, Debug)]
-struct SchemaVerdict {
-    json: bool,
-    valid: bool,
-    errors: Vec<String>,
-}
-
 /// Runs every document through docs/event.schema.json (Python's jsonschema), in one process.
 fn schema_verdicts(documents: &[Vec<u8>]) -> Vec<SchemaVerdict> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let request = serde_json::json!({
-        "schema": format!("{}/docs/event.schema.json", env!("CARGO_MANIFEST_DIR")),
-        "documents": documents.iter().map(|d| b64.encode(d)).collect::<Vec<_>>(),
-    });
-    let mut child = Command::new("python3")
-        .arg(format!(
-            "{}/tests/tools/validate_json.py",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("write the request");
-    let out = child.wait_with_output().expect("validate_json.py finishes");
-    assert!(
-        out.status.success(),
-        "tests/tools/validate_json.py (needs jsonschema: bash deploy/dev/services.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let verdicts: Vec<SchemaVerdict> =
-        serde_json::from_slice(&out.stdout).expect("validate_json.py answers JSON");
-    assert_eq!(verdicts.len(), documents.len());
-    verdicts
+    common::schema::verdicts("event.schema.json", documents)
 }
 
 /// The routing key that goes with a document's `type` (the code checks they agree).
@@ -465,13 +430,18 @@ fn code_accepts(body: &[u8]) -> Result<event::Event, EventError> {
     event::parse(body, Some("application/json"), None, routing_key(body))
 }
 
-/// The fenced ```json blocks of a Markdown file.
+/// The fenced ```json blocks of a Markdown file (events).
 fn json_blocks(markdown: &str) -> Vec<String> {
+    fenced_blocks(markdown, "```json")
+}
+
+/// The blocks of a Markdown file fenced with exactly `opening` (e.g. ```json outcome).
+fn fenced_blocks(markdown: &str, opening: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
         match &mut current {
-            None if line.trim() == "```json" => current = Some(String::new()),
+            None if line.trim() == opening => current = Some(String::new()),
             Some(block) if line.trim() == "```" => {
                 out.push(std::mem::take(block));
                 current = None;
@@ -483,8 +453,47 @@ fn json_blocks(markdown: &str) -> Vec<String> {
             None => {}
         }
     }
-    assert!(current.is_none(), "an unclosed ```json block");
+    assert!(current.is_none(), "an unclosed {opening} block");
     out
+}
+
+/// The outcome messages on docs/events.md (fenced ```json outcome, so that the event checks
+/// above leave them alone) are what docs/outcome.schema.json accepts; tests/outcomes.rs holds
+/// the schema to what the daemon really publishes.
+#[test]
+fn every_outcome_example_in_the_event_docs_is_accepted_by_the_outcome_schema() {
+    let blocks = fenced_blocks(&repo("docs/events.md"), "```json outcome");
+    let docs: Vec<Vec<u8>> = blocks.iter().map(|b| b.as_bytes().to_vec()).collect();
+    let mut results = BTreeSet::new();
+    for (block, verdict) in blocks
+        .iter()
+        .zip(common::schema::verdicts("outcome.schema.json", &docs))
+    {
+        assert!(
+            verdict.valid,
+            "docs/events.md outcome rejected by docs/outcome.schema.json: {:?}\n{block}",
+            verdict.errors
+        );
+        let v: serde_json::Value = serde_json::from_str(block).expect("JSON");
+        results.insert(v["result"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        results,
+        BTreeSet::from(["failed".to_owned(), "succeeded".to_owned()]),
+        "a success and a failure are shown"
+    );
+    // And the schema refuses what breaks the contract.
+    let broken = [
+        r#"{"schema":"mailboxd.outcome/v1","id":"x","event_id":"e","job_id":"649e2282-c0c4-4fde-8ced-d010b0154975","type":"joiner","result":"succeeded","outcome":"enabled","at":"2026-11-22T10:00:03Z","attempts":1,"account":{"sam_account_name":"j"}}"#,
+        r#"{"schema":"mailboxd.outcome/v1","id":"649e2282-c0c4-4fde-8ced-d010b0154975","event_id":"e","job_id":"649e2282-c0c4-4fde-8ced-d010b0154975","type":"joiner","result":"failed","at":"2026-11-22T10:00:03Z","attempts":1,"account":{"sam_account_name":"j"}}"#,
+    ];
+    let docs: Vec<Vec<u8>> = broken.iter().map(|b| b.as_bytes().to_vec()).collect();
+    for (b, v) in broken
+        .iter()
+        .zip(common::schema::verdicts("outcome.schema.json", &docs))
+    {
+        assert!(!v.valid, "accepted: {b}");
+    }
 }
 
 #[test]

@@ -3,10 +3,12 @@
 
 mod common;
 
+use common::account_data as account;
+
 use common::{LAB_PASSWORD, remote, seed};
 use lab::{self, Lab, Recipient};
 use mailboxd::config::{self, ExchangeMode};
-use mailboxd::exchange::{AccountData, AccountOutcome, Exchange, Template};
+use mailboxd::exchange::{AccountOutcome, Exchange, Template};
 use mailboxd::store::ErrorClass;
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -35,19 +37,6 @@ fn exchange(lab: &Lab, mode: ExchangeMode) -> Exchange {
         ..config::Exchange::default()
     };
     Exchange::new(client, &ex, lab.endpoint())
-}
-
-fn account(identity: &str) -> AccountData {
-    AccountData {
-        job_id: Uuid::new_v4(),
-        identity: identity.into(),
-        sam_account_name: identity.into(),
-        domain_controller: Some("dc1.corp.example".into()),
-        remote_routing_address: Some(format!("{identity}@tenant.mail.onmicrosoft.com")),
-        alias: None,
-        primary_smtp_address: None,
-        archive: false,
-    }
 }
 
 fn status(o: &AccountOutcome) -> String {
@@ -111,7 +100,7 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
 #[tokio::test]
 async fn a_proxy_address_in_use_is_a_permanent_error() {
     let lab = lab_with(vec![remote("first", false, false), seed("second")]).await;
-    let ex = exchange(&lab, ExchangeMode::None);
+    let ex = exchange(&lab, ExchangeMode::Remote);
     let mut a = account("second");
     a.primary_smtp_address = Some("first@corp.example".into());
     let id = a.job_id;

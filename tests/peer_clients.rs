@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use lab::cmd;
-use lab::wsman::{self, CommandHost, Launch, ProcessOutput, WsmanConfig};
+use lab::wsman::{self, CommandHost, Launch, Logon, ProcessOutput, WsmanConfig};
 
 use secrecy::SecretString;
 
@@ -91,7 +91,8 @@ const MAX_SHELLS: usize = 4;
 struct PeerHost;
 
 impl CommandHost for PeerHost {
-    fn launch(&self, user: &str, command: &str, arguments: &[String]) -> Launch {
+    fn launch(&self, logon: &Logon, command: &str, arguments: &[String]) -> Launch {
+        let user = logon.user.as_str();
         if command == "slow" {
             let ms: u64 = arguments.first().and_then(|a| a.parse().ok()).unwrap_or(0);
             return Launch::AwaitStdin(Box::new(move |_stdin| {
@@ -122,6 +123,7 @@ async fn pywinrm_sees_windows_behaviour_from_the_wsman_service() {
         cbt_hardening: Default::default(),
         kerberos: None,
         credssp: None,
+        trusted_for_delegation: false,
     };
     let app = wsman::router(cfg, Arc::new(PeerHost));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -84,9 +84,21 @@ fn nix_term(child: &std::process::Child) -> std::io::Result<()> {
 /// A lab whose Exchange allows `sessions` sessions (PowerShellMaxConcurrency), with a session
 /// set-up and cmdlet latency, and daemons in remote mode; `n` joiner accounts `{prefix}NNNN`.
 async fn throttling_env(prefix: &str, n: usize, sessions: usize, session: Duration) -> TestEnv {
+    throttling_env_with(prefix, n, sessions, session, None).await
+}
+
+/// The same with Exchange's cmdlet budget (PowerShellMaxCmdlets per time period) too.
+async fn throttling_env_with(
+    prefix: &str,
+    n: usize,
+    sessions: usize,
+    session: Duration,
+    cmdlet_budget: Option<(u32, Duration)>,
+) -> TestEnv {
     let accounts: Vec<_> = (0..n).map(|i| seed(&format!("{prefix}{i:04}"))).collect();
     let mut cfg = common::lab_config(accounts);
     cfg.throttle.max_sessions_per_user = sessions;
+    cfg.throttle.cmdlet_budget = cmdlet_budget;
     cfg.latency.session = session;
     cfg.latency.cmdlet = Duration::from_millis(5);
     let mut env = TestEnv::with_lab(cfg).await;
@@ -111,7 +123,18 @@ fn replica_env(lease: &str) -> Vec<(&'static str, String)> {
 }
 
 fn spawn_replicas(env: &TestEnv, n: usize, lease: &str) -> Vec<common::daemon::KillOnDrop> {
-    let vars = replica_env(lease);
+    spawn_replicas_with(env, n, lease, &[])
+}
+
+/// Replicas configured like `replica_env`, plus `extra`.
+fn spawn_replicas_with(
+    env: &TestEnv,
+    n: usize,
+    lease: &str,
+    extra: &[(&'static str, &str)],
+) -> Vec<common::daemon::KillOnDrop> {
+    let mut vars = replica_env(lease);
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     (0..n).map(|_| env.spawn_daemon(&refs)).collect()
 }
@@ -147,6 +170,22 @@ async fn wait_all_terminal(env: &TestEnv, n: usize, within: Duration) {
     }
 }
 
+/// Every job succeeded at attempt 1 with one attempt row (none paid for throttling), and the
+/// lab enabled each account's mailbox once.
+async fn each_succeeded_at_its_first_attempt(env: &TestEnv, ids: &[String]) {
+    for id in ids {
+        let job = env.store.job_by_event(id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        assert_eq!(job.attempt, 1, "{job:?}");
+        let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+    }
+    assert_eq!(
+        env.lab.successes_per_account("Enable-RemoteMailbox").len(),
+        ids.len()
+    );
+}
+
 fn stop_all(replicas: Vec<common::daemon::KillOnDrop>) {
     for mut child in replicas {
         let _ = nix_term(&child);
@@ -169,18 +208,7 @@ async fn three_replicas_share_six_exchange_sessions_without_one_throttled_open()
     assert_eq!(env.lab.throttled(), 0, "Exchange refused sessions");
     let high_water = env.lab.exchange_sessions_high_water();
     assert!(high_water <= 6, "{high_water} Exchange sessions at once");
-    for id in &ids {
-        let job = env.store.job_by_event(id).await.unwrap().unwrap();
-        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
-        // One attempt, and it was the one that succeeded: none paid for throttling.
-        assert_eq!(job.attempt, 1, "{job:?}");
-        let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-        assert_eq!(attempts.len(), 1, "{attempts:?}");
-    }
-    assert_eq!(
-        env.lab.successes_per_account("Enable-RemoteMailbox").len(),
-        N
-    );
+    each_succeeded_at_its_first_attempt(&env, &ids).await;
     stop_all(replicas);
     env.cleanup().await;
 }
@@ -234,5 +262,80 @@ async fn a_killed_replicas_session_slots_come_back_within_the_lease() {
     }
     assert_eq!(env.lab.throttled(), 0, "Exchange refused sessions");
     stop_all(replicas);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_pace_their_batches_to_exchanges_cmdlet_budget() {
+    const N: usize = 240;
+    // Exchange allows 40 cmdlets per 2 s for the service account: the burst needs at least
+    // 240 of them, so unpaced, 3 × 6 claim loops would run into the budget at once.
+    let budget = (40, Duration::from_secs(2));
+    let env = throttling_env_with("cmd", N, 18, Duration::from_millis(100), Some(budget)).await;
+    let started = Instant::now();
+    let replicas = spawn_replicas_with(
+        &env,
+        3,
+        "30s",
+        &[
+            ("MAILBOXD__EXCHANGE__MAX_SESSIONS", "12"),
+            ("MAILBOXD__EXCHANGE__MAX_CMDLETS", "40"),
+            ("MAILBOXD__EXCHANGE__CMDLET_WINDOW", "2s"),
+        ],
+    );
+    let ids = publish_joiners(&env, "cmd", N).await;
+    wait_all_terminal(&env, N, Duration::from_secs(180)).await;
+    let took = started.elapsed();
+
+    assert_eq!(env.lab.throttled(), 0, "Exchange refused cmdlets");
+    // Waiting for room in the window used no attempt and left no deferral behind.
+    each_succeeded_at_its_first_attempt(&env, &ids).await;
+    // Paced, not merely lucky: 240 cmdlets at 40 per 2 s take more than 10 s.
+    assert!(took > Duration::from_secs(10), "took {took:?}");
+    eprintln!("{N} joiners through 3 replicas at 40 cmdlets / 2 s: {took:?}");
+    stop_all(replicas);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_batchs_cmdlets_stay_counted_and_a_killed_replicas_run_out() {
+    const LEASE: Duration = Duration::from_secs(3);
+    const WINDOW: Duration = Duration::from_secs(2);
+    // Opening the session takes 8 s: the batch runs longer than the lease and the window.
+    let env =
+        throttling_env_with("grant", 4, 18, Duration::from_secs(8), Some((100, WINDOW))).await;
+    let mut replicas = spawn_replicas_with(
+        &env,
+        1,
+        "3s",
+        &[
+            ("MAILBOXD__EXCHANGE__MAX_CMDLETS", "100"),
+            ("MAILBOXD__EXCHANGE__CMDLET_WINDOW", "2s"),
+        ],
+    );
+    publish_joiners(&env, "grant", 4).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.store.cmdlets_in_window().await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no batch took cmdlets");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let taken = Instant::now();
+
+    // Past the lease and the window, the running batch's cmdlets still count: renewed.
+    tokio::time::sleep_until((taken + LEASE + WINDOW + Duration::from_secs(1)).into()).await;
+    assert!(env.store.cmdlets_in_window().await.unwrap() > 0);
+
+    // Killed mid-batch (no settle runs): its grant runs out within the lease and the window.
+    let mut victim = replicas.remove(0);
+    victim.kill().unwrap();
+    let killed_at = Instant::now();
+    victim.wait().unwrap();
+    while env.store.cmdlets_in_window().await.unwrap() > 0 {
+        assert!(
+            killed_at.elapsed() < LEASE + WINDOW + Duration::from_secs(1),
+            "a killed replica's cmdlets still count"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     env.cleanup().await;
 }

@@ -278,8 +278,25 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
         0
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
+    // Not while its outcome is unsent: the IAM system has not heard of it yet.
+    assert_eq!(store.prune(Duration::from_millis(1), 100).await.unwrap(), 0);
+    let outcomes = store
+        .claim_outcomes("r", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let sent: Vec<_> = outcomes.iter().map(|o| (o.id, "test".to_owned())).collect();
+    assert_eq!(store.outcomes_sent("r", &sent).await.unwrap(), 2);
     assert_eq!(store.prune(Duration::from_millis(1), 100).await.unwrap(), 1);
     assert!(store.job_by_event("ok").await.unwrap().is_none());
+    let left = store
+        .list_outcomes(mailboxd::store::OutcomeFilter::All, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|o| o.event_id.as_str()).collect::<Vec<_>>(),
+        vec!["bad"],
+        "the pruned job's sent outcome went with it"
+    );
     assert!(
         store.job_by_event("bad").await.unwrap().is_some(),
         "failed jobs stay"
@@ -372,6 +389,104 @@ async fn a_queued_job_wakes_whoever_waits_for_work() {
         }
     }
     panic!("no wake-up for 20 queued jobs");
+}
+
+/// Outcomes: every way a job ends writes its one outcome in the same transaction (a
+/// supersede, an operator's cancel, a worker's finish), an account's outcomes are handed
+/// out oldest first and one at a time, and two replicas never hold the same one.
+#[tokio::test]
+async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_in_order() {
+    use mailboxd::store::{OutcomeFilter, OutcomeResult};
+    let store = fresh_store().await;
+    // "mover": a joiner superseded by a newer leaver; "quit": cancelled by an operator.
+    store
+        .insert_events(
+            &[
+                event("j", EventKind::Joiner, "mover", 0),
+                event("q", EventKind::Joiner, "quit", 0),
+            ],
+            3,
+        )
+        .await
+        .unwrap();
+    store
+        .insert_events(&[event("l", EventKind::Leaver, "mover", 5)], 3)
+        .await
+        .unwrap();
+    let quit = store.job_by_event("q").await.unwrap().unwrap();
+    assert_eq!(store.cancel_job(quit.id, "test").await.unwrap(), Ok(()));
+    // The leaver runs and succeeds.
+    let lease = Duration::from_secs(60);
+    let claimed = store.claim("w", 10, lease).await.unwrap();
+    let leaver = claimed.iter().find(|j| j.event_id == "l").unwrap();
+    let done = Resolution::Succeeded {
+        outcome: JobOutcome::Hidden,
+    };
+    let record = AttemptRecord::new(Utc::now());
+    assert!(store.finish(leaver, "w", &record, &done).await.unwrap());
+
+    let mut all = store
+        .list_outcomes(OutcomeFilter::All, None, 100)
+        .await
+        .unwrap();
+    all.reverse(); // oldest first
+    let seen: Vec<(&str, OutcomeResult, &str)> = all
+        .iter()
+        .map(|o| (o.event_id.as_str(), o.result, o.routing_key.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("j", OutcomeResult::Superseded, "joiner.superseded"),
+            ("q", OutcomeResult::Cancelled, "joiner.cancelled"),
+            ("l", OutcomeResult::Succeeded, "leaver.succeeded"),
+        ]
+    );
+    let leaver_job = store.job_by_event("l").await.unwrap().unwrap();
+    assert_eq!(all[0].body["superseded_by"], leaver_job.id.to_string());
+
+    // Two replicas: "mover" has two unsent outcomes, only the older one is handed out, and
+    // nobody gets what the other holds.
+    let (a, b) = tokio::join!(
+        store.claim_outcomes("a", 10, lease),
+        store.claim_outcomes("b", 10, lease)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut held: Vec<&str> = a.iter().chain(&b).map(|o| o.event_id.as_str()).collect();
+    held.sort();
+    assert_eq!(held, vec!["j", "q"], "the leaver's waits for the joiner's");
+    assert!(
+        store
+            .claim_outcomes("c", 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The joiner's outcome is confirmed: now the leaver's is due, for one replica.
+    let (holder, row) = match a.iter().find(|o| o.event_id == "j") {
+        Some(r) => ("a", r),
+        None => ("b", b.iter().find(|o| o.event_id == "j").unwrap()),
+    };
+    let sent = store
+        .outcomes_sent(holder, &[(row.id, "exchange x".into())])
+        .await
+        .unwrap();
+    assert_eq!(sent, 1);
+    // Another replica's confirm cannot mark what it does not hold.
+    assert_eq!(
+        store
+            .outcomes_sent("c", &[(row.id, "exchange x".into())])
+            .await
+            .unwrap(),
+        0
+    );
+    let next = store.claim_outcomes("c", 10, lease).await.unwrap();
+    assert_eq!(
+        next.iter().map(|o| o.event_id.as_str()).collect::<Vec<_>>(),
+        vec!["l"]
+    );
+    let counts = store.outcome_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.failing), (2, 0));
 }
 
 #[tokio::test]

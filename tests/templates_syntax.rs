@@ -54,3 +54,90 @@ fn the_grammar_does_catch_broken_powershell() {
     assert!(!syntax_errors("foreach ($a in $b) { if ($a -eq 1) { 'x' }").is_empty());
     assert!(!syntax_errors("$x = @{ a = 1; b = ").is_empty());
 }
+
+/// The cmdlets that reach Exchange or the host's session set-up. Their errors must stop the
+/// account's try block: Import-PSSession's proxy functions do not see the script's
+/// `$ErrorActionPreference`, so a failure there would be a non-terminating error the template
+/// reports as success (notes/windows-reality.md, "templates robust on a real host").
+const GUARDED: &[&str] = &[
+    "Enable-RemoteMailbox",
+    "Set-RemoteMailbox",
+    "Get-RemoteMailbox",
+    "Set-ADServerSettings",
+    "Add-PSSnapin",
+    "New-PSSession",
+    "Import-PSSession",
+    "New-PSSessionOption",
+];
+
+/// Calls of a guarded cmdlet that pass no `-ErrorAction`, directly or in a splatted
+/// hashtable (`@common`, or a `.Clone()` of one) that holds `ErrorAction`.
+fn calls_without_error_action(source: &str) -> Vec<String> {
+    let mut parser = tree_sitter::Parser::new();
+    parser
+        .set_language(&tree_sitter_powershell::LANGUAGE.into())
+        .expect("grammar loads");
+    let tree = parser.parse(source, None).expect("parses");
+    let mut missing = Vec::new();
+    let mut cursor = tree.walk();
+    let mut stack = vec![tree.root_node()];
+    while let Some(node) = stack.pop() {
+        stack.extend(node.children(&mut cursor));
+        if node.kind() != "command" {
+            continue;
+        }
+        let text = &source[node.byte_range()];
+        let name = text.split_whitespace().next().unwrap_or("");
+        if !GUARDED.iter().any(|g| g.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        let splats_error_action = text
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix('@'))
+            .any(|var| hashtable_has_error_action(source, var, 0));
+        if !text.contains("-ErrorAction") && !splats_error_action {
+            missing.push(format!("line {}: {text}", node.start_position().row + 1));
+        }
+    }
+    missing
+}
+
+/// Whether `$var` is assigned a hashtable literal holding `ErrorAction`, or a clone of one.
+fn hashtable_has_error_action(source: &str, var: &str, depth: u8) -> bool {
+    let assignment = format!("${var} = ");
+    let Some(at) = source.find(&assignment) else {
+        return false;
+    };
+    let rhs = &source[at + assignment.len()..];
+    if let Some(body) = rhs.strip_prefix("@{") {
+        return body
+            .split('}')
+            .next()
+            .is_some_and(|b| b.contains("ErrorAction"));
+    }
+    let cloned = rhs
+        .strip_prefix('$')
+        .and_then(|r| r.split_once(".Clone()"))
+        .map(|(other, _)| other);
+    match cloned {
+        Some(other) if depth < 4 => hashtable_has_error_action(source, other, depth + 1),
+        _ => false,
+    }
+}
+
+#[test]
+fn every_exchange_cmdlet_call_passes_error_action() {
+    let mut sources = vec![("serve".to_owned(), SERVE.to_owned())];
+    for t in Template::ALL {
+        sources.push((t.name().to_owned(), t.script()));
+    }
+    for (name, source) in sources {
+        let missing = calls_without_error_action(&source);
+        assert!(missing.is_empty(), "{name}:\n{}", missing.join("\n"));
+    }
+    // The check catches the old shape: a call relying on the script's preference.
+    let planted = "$common = @{ Identity = 'x' }\nEnable-RemoteMailbox @common -Archive\nGet-RemoteMailbox -Identity x -ErrorAction Stop\n";
+    let missing = calls_without_error_action(planted);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(missing[0].contains("line 2"), "{missing:?}");
+}

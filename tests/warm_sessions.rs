@@ -75,3 +75,31 @@ async fn a_warm_process_is_replaced_after_its_request_budget() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_gone_quiet_gives_its_warm_sessions_back() {
+    let names: Vec<String> = (0..8).map(|i| format!("quiet{i:02}")).collect();
+    let mut env = TestEnv::with_latency(names.iter().map(|s| seed(s)).collect(), latency()).await;
+    env.settings.exchange.warm_sessions = 2;
+    env.settings.worker.concurrency = 2;
+    env.settings.exchange.batch_size = 2;
+    let app = env.start_daemon().await;
+    joiners_all_succeed(&env, &names).await;
+    // The warm processes stay for the next batches, each holding a session slot...
+    let held = env.store.budget_use().await.unwrap().in_use;
+    assert!(held >= 1, "no warm process kept");
+    // ...but not for ever once no batch comes: within the idle limit (30 s) and a look.
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let in_use = env.store.budget_use().await.unwrap().in_use;
+        if in_use == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{in_use} session slot(s) still held by idle warm processes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    app.stop().await;
+}

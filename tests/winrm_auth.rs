@@ -207,6 +207,7 @@ async fn a_receive_that_times_out_twice_then_completes_is_one_result() {
             cbt_hardening: Default::default(),
             kerberos: None,
             credssp: None,
+            trusted_for_delegation: false,
         },
         Arc::new(common::echo_host::EchoHost),
     )

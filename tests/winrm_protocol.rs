@@ -383,6 +383,7 @@ async fn the_client_streams_large_stdin_and_output_across_envelopes() {
             cbt_hardening: Default::default(),
             kerberos: None,
             credssp: None,
+            trusted_for_delegation: false,
         },
         std::sync::Arc::new(common::echo_host::EchoHost),
     );

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use secrecy::SecretString;
 
-use crate::{AccountSeed, DEFAULT_USER, FaultRequest, Latency, Throttle, wsman};
+use crate::{AccountSeed, DEFAULT_USER, FaultRequest, HostPolicy, Latency, Throttle, wsman};
 
 /// A lab's configuration (see the module docs for how to build one).
 pub struct LabConfig {
@@ -35,6 +35,11 @@ pub struct LabConfig {
     pub kerberos: Option<wsman::LabKerberos>,
     /// CredSSP accepted and offered on both listeners (Windows' default: off).
     pub credssp: bool,
+    /// The host is trusted for (constrained) delegation in AD: a Kerberos logon can make the
+    /// second hop. Off, as on a host nobody configured.
+    pub trusted_for_delegation: bool,
+    /// The host's execution policy, language mode and Exchange session idle timeout.
+    pub host_policy: HostPolicy,
 }
 
 /// `127.0.0.1:0`: a free loopback port, picked when the lab binds.
@@ -65,6 +70,8 @@ impl LabConfig {
             ldap_password: None,
             kerberos: None,
             credssp: false,
+            trusted_for_delegation: false,
+            host_policy: HostPolicy::default(),
         }
     }
 
@@ -154,6 +161,31 @@ impl LabConfig {
     /// `CN=WSMAN-<host>` certificate made at start.
     pub fn with_credssp(mut self, on: bool) -> LabConfig {
         self.credssp = on;
+        self
+    }
+
+    /// The host's computer account is trusted for delegation (resource-based or classic
+    /// constrained delegation to Exchange and the DCs): Kerberos logons reach the second hop.
+    pub fn with_delegation(mut self, trusted: bool) -> LabConfig {
+        self.trusted_for_delegation = trusted;
+        self
+    }
+
+    /// Group Policy sets the execution policy to AllSigned (`-ExecutionPolicy Bypass` loses).
+    pub fn with_all_signed(mut self, all_signed: bool) -> LabConfig {
+        self.host_policy.all_signed = all_signed;
+        self
+    }
+
+    /// WDAC/AppLocker puts PowerShell in Constrained Language Mode.
+    pub fn with_constrained_language(mut self, constrained: bool) -> LabConfig {
+        self.host_policy.constrained_language = constrained;
+        self
+    }
+
+    /// How long Exchange keeps a session nobody removed (tests use a short one).
+    pub fn with_session_idle_timeout(mut self, idle: std::time::Duration) -> LabConfig {
+        self.host_policy.session_idle_timeout = idle;
         self
     }
 }

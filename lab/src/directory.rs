@@ -40,6 +40,11 @@ pub struct AccountSeed {
     /// A remote mailbox that has its cloud archive already (`recipient: "remote"` only).
     #[serde(default)]
     pub archive: bool,
+    /// givenName and sn: what the email address policy builds the primary address from.
+    #[serde(default)]
+    pub given_name: Option<String>,
+    #[serde(default)]
+    pub surname: Option<String>,
 }
 
 /// An account as `GET /lab/mailboxes` shows it, with the AD attributes Exchange wrote.
@@ -52,6 +57,8 @@ pub struct LabAccount {
     pub distinguished_name: String,
     pub disabled: bool,
     pub synced: bool,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
     pub recipient: Recipient,
     pub hidden: bool,
     pub remote_routing_address: Option<String>,
@@ -87,6 +94,17 @@ impl AccountSeed {
             hidden: false,
             synced: true,
             archive: false,
+            given_name: None,
+            surname: None,
+        }
+    }
+
+    /// A plain user with a given name and surname (for the email address policy).
+    pub fn person(sam: &str, given_name: &str, surname: &str) -> AccountSeed {
+        AccountSeed {
+            given_name: Some(given_name.to_owned()),
+            surname: Some(surname.to_owned()),
+            ..AccountSeed::user(sam)
         }
     }
 
@@ -117,6 +135,8 @@ impl LabAccount {
             distinguished_name: dn,
             disabled: seed.disabled,
             synced: seed.synced,
+            given_name: seed.given_name.clone(),
+            surname: seed.surname.clone(),
             recipient: Recipient::None,
             hidden: false,
             remote_routing_address: None,

@@ -13,10 +13,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+mod session;
+
 use super::cmd;
 use super::directory::{LabAccount, Recipient, default_alias};
-use super::wsman::{CommandHost, Launch, ProcessIo, ProcessOutput};
+use super::wsman::{CommandHost, Launch, Logon, ProcessIo, ProcessOutput};
 use ps_templates::{self as script, AccountData, ExchangeMode, Payload, ResultLine, Template};
+pub use session::HostPolicy;
+pub(crate) use session::reap as reap_orphaned_sessions;
+use session::{SessionSlot, Unavailable};
 
 /// Decodes `-EncodedCommand`'s argument (how the lab recognises the bootstrap).
 fn decode_encoded_command(arg: &str) -> Option<String> {
@@ -107,6 +112,9 @@ pub struct LabState {
     /// Every WinRS command line the host was asked to start (Command and Arguments joined),
     /// as a process listing or an event log on the host would show them.
     pub command_lines: Vec<String>,
+    /// Exchange sessions no one removed (their process was killed), by user, and when their
+    /// idle timeout gives them back to PowerShellMaxConcurrency.
+    pub orphaned_sessions: Vec<(String, std::time::Instant)>,
 }
 
 impl LabState {
@@ -126,10 +134,12 @@ pub struct LabHost {
     pub state: SharedState,
     pub hostname: String,
     pub latency: Latency,
+    pub policy: HostPolicy,
 }
 
 impl CommandHost for LabHost {
-    fn launch(&self, user: &str, command: &str, arguments: &[String]) -> Launch {
+    fn launch(&self, logon: &Logon, command: &str, arguments: &[String]) -> Launch {
+        let user = logon.user.as_str();
         {
             let mut line = command.to_owned();
             for a in arguments {
@@ -176,12 +186,17 @@ impl CommandHost for LabHost {
             is_enc.then(|| w[1].clone())
         });
         let decoded = encoded.as_deref().and_then(decode_encoded_command);
+        let known = [script::SERVE, script::BOOTSTRAP].contains(&decoded.as_deref().unwrap_or(""));
+        if known && self.policy.constrained_language {
+            // The bootstrap's first line, inside its try: the catch prints FATAL and exits 3.
+            return Launch::AwaitStdin(Box::new(|_| {
+                Box::pin(async { fatal(session::CLM_PROPERTY_SETTER) })
+            }));
+        }
+        let host = self.process(logon);
         if decoded.as_deref() == Some(script::SERVE) {
-            let state = self.state.clone();
-            let latency = self.latency;
-            let user = user.to_owned();
             return Launch::Interactive(Box::new(move |io: ProcessIo| {
-                Box::pin(async move { serve(state, latency, user, io).await })
+                Box::pin(async move { serve(host, io).await })
             }));
         }
         let is_bootstrap = decoded.as_deref() == Some(script::BOOTSTRAP);
@@ -193,74 +208,82 @@ impl CommandHost for LabHost {
                 exit_code: 1,
             });
         }
-        let state = self.state.clone();
-        let latency = self.latency;
-        let user = user.to_owned();
         Launch::AwaitStdin(Box::new(move |stdin: Vec<u8>| {
-            Box::pin(async move { run_bootstrap(state, latency, &user, &stdin).await })
+            Box::pin(async move { run_bootstrap(host, &stdin).await })
         }))
     }
 }
 
-/// What the bootstrap does with its stdin: parse the request, run the template.
-async fn run_bootstrap(
+/// What one PowerShell process knows of its host: the shared state, and how it was logged on.
+#[derive(Clone)]
+struct Process {
     state: SharedState,
     latency: Latency,
-    user: &str,
-    stdin: &[u8],
-) -> ProcessOutput {
-    state.lock().stats.powershell_runs += 1;
+    logon: Logon,
+    policy: HostPolicy,
+}
+
+impl LabHost {
+    fn process(&self, logon: &Logon) -> Process {
+        Process {
+            state: self.state.clone(),
+            latency: self.latency,
+            logon: logon.clone(),
+            policy: self.policy,
+        }
+    }
+}
+
+impl Process {
+    /// One request's run, its stdout starting with a `stray_output` fault's text if any.
+    fn run(&self) -> Run {
+        let stray = self.state.lock().faults.stray_output.pop_front();
+        Run {
+            state: self.state.clone(),
+            latency: self.latency,
+            user: self.logon.user.clone(),
+            logon: self.logon.clone(),
+            policy: self.policy,
+            unavailable: None,
+            lines: stray.iter().cloned().collect(),
+            stderr: stray.unwrap_or_default(),
+        }
+    }
+}
+
+/// What the bootstrap does with its stdin: parse the request, run the template.
+async fn run_bootstrap(host: Process, stdin: &[u8]) -> ProcessOutput {
+    host.state.lock().stats.powershell_runs += 1;
     let payload: Payload = match serde_json::from_slice(stdin) {
         Ok(p) => p,
         Err(e) => return fatal(&format!("Conversion from JSON failed with error: {e}")),
     };
     let Some(template) = recognise(&payload.script) else {
-        state.lock().stats.rejected_scripts += 1;
+        host.state.lock().stats.rejected_scripts += 1;
         return fatal("mailboxd lab: the script on stdin is not one of mailboxd's templates");
     };
-    let stray = state.lock().faults.stray_output.pop_front();
-    let mut run = Run {
-        state,
-        latency,
-        user: user.to_owned(),
-        lines: stray.iter().cloned().collect(),
-        stderr: stray.unwrap_or_default(),
+    let mut run = host.run();
+    // The session counts against PowerShellMaxConcurrency until the template's finally
+    // removes it; a process killed before that leaves it to the idle timeout (the slot's drop).
+    let slot = match run.open_session(&payload).await {
+        Ok(slot) => slot,
+        Err(failure) => return run.session_failed(failure),
     };
-    if let Err(failure) = run.open_session(&payload).await {
-        let mut r = failure;
-        r.scope = Some("session".into());
-        run.lines.push(r.to_line());
-        return run.output();
-    }
-    // The Exchange session counts against PowerShellMaxConcurrency until the process ends.
-    let remote = payload.data.session.mode == ExchangeMode::Remote;
     run.accounts(template, &payload).await;
-    if remote {
-        run.state.lock().faults.close_session(&run.user);
+    if let Some(slot) = slot {
+        run.remove_session(slot);
     }
     run.output()
 }
 
-/// Gives a warm process's Exchange session back to PowerShellMaxConcurrency when the process
-/// ends, however it ends (stdin closed, terminated, its shell deleted).
-struct SessionSlot {
-    state: SharedState,
-    user: String,
-}
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        self.state.lock().faults.close_session(&self.user);
-    }
-}
-
 /// What serve.ps1 does: request after request from stdin, the Exchange session opened by the
-/// first and kept, each request's output ending with `MAILBOXD-DONE <id>`.
-async fn serve(state: SharedState, latency: Latency, user: String, mut io: ProcessIo) -> i32 {
-    state.lock().stats.powershell_runs += 1;
+/// first and kept, each request's output ending with `MAILBOXD-DONE <id>`. When stdin closes
+/// it removes the session; killed (terminated, its shell deleted), it leaves it to the idle
+/// timeout.
+async fn serve(host: Process, mut io: ProcessIo) -> i32 {
+    host.state.lock().stats.powershell_runs += 1;
     let mut pending = Vec::new();
-    let mut slot: Option<SessionSlot> = None;
-    let mut opened = false;
+    let mut warm = WarmSession::default();
     while let Some(chunk) = io.stdin.recv().await {
         pending.extend(chunk);
         while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
@@ -268,25 +291,29 @@ async fn serve(state: SharedState, latency: Latency, user: String, mut io: Proce
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let out = serve_one(&state, latency, &user, &line, &mut opened, &mut slot).await;
+            let out = serve_one(&host, &line, &mut warm).await;
             io.stdout(&out.stdout);
             if !out.stderr.is_empty() {
                 io.stderr(&out.stderr);
             }
         }
     }
-    drop(slot);
+    if let Some(slot) = warm.slot.take() {
+        host.run().remove_session(slot);
+    }
     0
 }
 
-async fn serve_one(
-    state: &SharedState,
-    latency: Latency,
-    user: &str,
-    line: &[u8],
-    opened: &mut bool,
-    slot: &mut Option<SessionSlot>,
-) -> ProcessOutput {
+/// A warm process's Exchange session: opened by the first request that asks for it.
+#[derive(Default)]
+struct WarmSession {
+    opened: bool,
+    slot: Option<SessionSlot>,
+    /// Why the cmdlets do not work in this process (it stays so with the session).
+    unavailable: Option<Unavailable>,
+}
+
+async fn serve_one(host: &Process, line: &[u8], warm: &mut WarmSession) -> ProcessOutput {
     let done = |id: &str, mut out: ProcessOutput| {
         out.stdout
             .extend(format!("{}{id}\r\n", script::DONE_MARKER).into_bytes());
@@ -303,41 +330,31 @@ async fn serve_one(
     };
     let payload = request.payload;
     let Some(template) = recognise(&payload.script) else {
-        state.lock().stats.rejected_scripts += 1;
+        host.state.lock().stats.rejected_scripts += 1;
         return done(
             &request.id,
             fatal("mailboxd lab: the script on stdin is not one of mailboxd's templates"),
         );
     };
-    let stray = state.lock().faults.stray_output.pop_front();
-    let mut run = Run {
-        state: state.clone(),
-        latency,
-        user: user.to_owned(),
-        lines: stray.iter().cloned().collect(),
-        stderr: stray.unwrap_or_default(),
-    };
+    let mut run = host.run();
     // The template reuses the session while it is open (common.ps1, session.warm).
-    if !(*opened && payload.data.session.warm) {
-        if let Err(failure) = run.open_session(&payload).await {
-            let mut r = failure;
-            r.scope = Some("session".into());
-            run.lines.push(r.to_line());
-            return done(&request.id, run.output());
-        }
-        if payload.data.session.mode == ExchangeMode::Remote {
-            if payload.data.session.warm {
-                *slot = Some(SessionSlot {
-                    state: state.clone(),
-                    user: user.to_owned(),
-                });
-            } else {
-                state.lock().faults.close_session(user);
-            }
-        }
-        *opened = payload.data.session.warm;
+    if warm.opened && payload.data.session.warm {
+        run.unavailable = warm.unavailable;
+        run.accounts(template, &payload).await;
+        return done(&request.id, run.output());
     }
+    let slot = match run.open_session(&payload).await {
+        Ok(slot) => slot,
+        Err(failure) => return done(&request.id, run.session_failed(failure)),
+    };
     run.accounts(template, &payload).await;
+    if payload.data.session.warm {
+        warm.opened = true;
+        warm.slot = slot;
+        warm.unavailable = run.unavailable;
+    } else if let Some(slot) = slot {
+        run.remove_session(slot);
+    }
     done(&request.id, run.output())
 }
 
@@ -362,6 +379,11 @@ struct Run {
     state: SharedState,
     latency: Latency,
     user: String,
+    /// How the process was logged on (the second hop).
+    logon: Logon,
+    policy: HostPolicy,
+    /// Set when the session opened but the recipient cmdlets cannot work in this process.
+    unavailable: Option<Unavailable>,
     lines: Vec<String>,
     /// What the run prints on stderr (a `stray_output` fault).
     stderr: String,
@@ -421,6 +443,12 @@ impl Run {
             if !self.latency.cmdlet.is_zero() {
                 tokio::time::sleep(self.latency.cmdlet).await;
             }
+            if let Some(why) = self.unavailable {
+                let mut r = self.unavailable_cmdlet(why, account, template);
+                r.job_id = Some(account.job_id.to_string());
+                self.lines.push(r.to_line());
+                continue;
+            }
             let injected = {
                 let mut st = self.state.lock();
                 if remote && !dropped && st.faults.sessions_to_drop > 0 {
@@ -469,6 +497,10 @@ impl Run {
         let mut st = self.state.lock();
         let seq = st.invocations.len() as u64 + 1;
         st.stats.cmdlets += 1;
+        // Exchange counts the cmdlets run in its runspace, each call (not one per account).
+        if super::parameter_sets::Cmdlet::find(cmdlet).is_some() {
+            st.faults.charge_cmdlet(&self.user);
+        }
         st.invocations.push(Invocation {
             seq,
             at: Utc::now(),
@@ -498,70 +530,22 @@ impl Run {
         Err(Box::new(binding_error(cmdlet, &refused)))
     }
 
-    async fn open_session(&mut self, payload: &Payload) -> Result<(), ResultLine> {
-        let session = &payload.data.session;
-        // A remote session counts against PowerShellMaxConcurrency from the moment it is
-        // being opened until the process ends; a refusal comes back at once.
-        let refused = match session.mode {
-            ExchangeMode::Remote => self.state.lock().faults.open_session(&self.user).err(),
-            _ => None,
-        };
-        if refused.is_none() && !self.latency.session.is_zero() {
-            tokio::time::sleep(self.latency.session).await;
-        }
-        match session.mode {
-            ExchangeMode::None => {}
-            ExchangeMode::Snapin => {
-                let mut p = Map::new();
-                p.insert(
-                    "Name".into(),
-                    json!("Microsoft.Exchange.Management.PowerShell.RecipientManagement"),
-                );
-                self.record("Add-PSSnapin", p, None);
-            }
-            ExchangeMode::Remote => {
-                let Some(uri) = session.connection_uris.first() else {
-                    if refused.is_none() {
-                        self.state.lock().faults.close_session(&self.user);
-                    }
-                    return Err(error(
-                        "RuntimeException",
-                        "OperationStopped",
-                        "NewPSSession",
-                        "0",
-                        "no Exchange server could be reached: ".into(),
-                    ));
-                };
-                let mut p = Map::new();
-                p.insert("ConfigurationName".into(), json!("Microsoft.Exchange"));
-                p.insert("ConnectionUri".into(), json!(uri));
-                p.insert("Authentication".into(), json!("Kerberos"));
-                if let Some(c) = &session.credential {
-                    // The credential's user name is recorded; its password never is.
-                    p.insert("Credential".into(), json!(c.username));
-                }
-                if let Some(message) = refused {
-                    self.record("New-PSSession", p, Some("PSRemotingTransportException"));
-                    return Err(ResultLine {
-                        status: "error".into(),
-                        category: Some("OpenError".into()),
-                        reason: Some("PSRemotingTransportException".into()),
-                        error_id: Some("IncorrectProtocolVersion,PSSessionOpenFailed".into()),
-                        message: Some(message),
-                        ..ResultLine::default()
-                    });
-                }
-                self.record("New-PSSession", p, None);
-            }
-        }
-        self.state.lock().stats.exchange_sessions += 1;
-        if session.view_entire_forest {
-            let mut p = Map::new();
-            p.insert("ViewEntireForest".into(), json!(true));
-            self.bind("Set-ADServerSettings", &p).map_err(|e| *e)?;
-            self.record("Set-ADServerSettings", p, None);
-        }
-        Ok(())
+    /// The first cmdlet of the template, where the cmdlets cannot work (session::Unavailable).
+    fn unavailable_cmdlet(
+        &self,
+        why: Unavailable,
+        account: &AccountData,
+        template: Template,
+    ) -> ResultLine {
+        let (cmdlet, task) = first_cmdlet(template);
+        let dc = account
+            .domain_controller
+            .as_deref()
+            .unwrap_or("dc1.corp.example");
+        let r = session::unavailable_error(why, cmdlet, task, dc);
+        self.record(cmdlet, Self::common(account), r.reason.as_deref());
+        self.state.lock().stats.accounts_processed += 1;
+        r
     }
 
     fn common(account: &AccountData) -> Map<String, Value> {
@@ -702,10 +686,11 @@ impl Run {
             .alias
             .clone()
             .unwrap_or_else(|| default_alias(target));
+        // No address in the call: the email address policy decides (address_policy.rs).
         let primary = account
             .primary_smtp_address
             .clone()
-            .unwrap_or_else(|| format!("{alias}@{}", super::directory::LAB_DOMAIN));
+            .unwrap_or_else(|| super::address_policy::primary_for(target, &alias, &st.accounts));
         let rra = account.remote_routing_address.clone().unwrap_or_default();
         // The hybrid configuration accepts the tenant's coexistence domain only.
         let accepted = rra
@@ -871,6 +856,9 @@ mod tests {
             state: SharedState::default(),
             latency: Latency::default(),
             user: "svc".into(),
+            logon: Logon::cleartext("svc"),
+            policy: HostPolicy::default(),
+            unavailable: None,
             lines: Vec::new(),
             stderr: String::new(),
         };

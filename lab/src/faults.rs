@@ -421,8 +421,16 @@ impl Faults {
                 message: throttled_message(max, window.as_secs().max(1) as u32, wait),
             });
         }
-        times.push_back(now);
         None
+    }
+
+    /// Counts one recipient cmdlet the process ran against the user's budget: every call
+    /// counts in Exchange's PowerShellMaxCmdlets, not only the first of each account.
+    pub fn charge_cmdlet(&mut self, user: &str) {
+        if self.throttle.cmdlet_budget.is_some() {
+            let times = self.cmdlet_times.entry(user.to_owned()).or_default();
+            times.push_back(Instant::now());
+        }
     }
 
     /// What `GET /lab/faults` shows.

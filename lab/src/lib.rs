@@ -3,6 +3,7 @@
 //! its own state as JSON under `/lab/`; in-process callers read the same state through
 //! [`Lab`]'s typed accessors.
 
+pub mod address_policy;
 mod api;
 pub mod cmd;
 mod config;
@@ -26,7 +27,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{LOOPBACK_ANY_PORT, LabConfig};
 pub use directory::{AccountSeed, LabAccount, Recipient};
-pub use exchange::{Invocation, LabState, Latency, SharedState, Stats};
+pub use exchange::{HostPolicy, Invocation, LabState, Latency, SharedState, Stats};
 pub use faults::{FaultRequest, Throttle};
 pub use listener::serve;
 
@@ -207,7 +208,10 @@ impl Lab {
 
     /// Exchange sessions open now, over all users.
     pub fn exchange_sessions_open(&self) -> usize {
-        self.state.lock().faults.open_sessions()
+        let mut st = self.state.lock();
+        // Sessions no one removed count until their idle timeout, then free.
+        exchange::reap_orphaned_sessions(&mut st);
+        st.faults.open_sessions()
     }
 
     /// The most Exchange sessions one user had open at once.
@@ -314,6 +318,7 @@ fn router(
         state: state.clone(),
         hostname: HOSTNAME.to_owned(),
         latency: cfg.latency,
+        policy: cfg.host_policy,
     });
     let wsman_cfg = wsman::WsmanConfig {
         users: vec![(cfg.user.clone(), cfg.password.clone())],
@@ -324,6 +329,7 @@ fn router(
         cbt_hardening: cfg.cbt_hardening,
         kerberos: cfg.kerberos.clone(),
         credssp,
+        trusted_for_delegation: cfg.trusted_for_delegation,
     };
     wsman::router(wsman_cfg, host)
         .layer(middleware::from_fn_with_state(

@@ -6,6 +6,10 @@
 //! base64 of UTF-16LE, with `-EncodedCommand`), and everything else is one JSON document
 //! on the process's stdin.
 
+mod cmdlets;
+
+pub use cmdlets::{MAX_CMDLETS_PER_ACCOUNT, session_cmdlets};
+
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -5,18 +5,23 @@ use anyhow::Context;
 use clap::Subcommand;
 use uuid::Uuid;
 
+use super::table::{self, Align, Table};
 use crate::store::{ActionRefused, Attempt, Job, JobFilter, JobState, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
-    /// List jobs, newest first.
+    /// List jobs, newest first, a page at a time.
     List {
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]
         account: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// Jobs per page.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..))]
         limit: i64,
+        /// Which page (1: the newest jobs).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+        page: i64,
         #[arg(long)]
         json: bool,
     },
@@ -46,15 +51,17 @@ pub async fn run(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             state,
             account,
             limit,
+            page,
             json,
         } => {
             let filter = JobFilter {
                 state: state.as_deref().map(job_state).transpose()?,
                 account,
                 limit,
+                offset: (page - 1).saturating_mul(limit),
                 ..Default::default()
             };
-            list(store, &filter, json).await
+            list(store, &filter, page, json).await
         }
         JobsCommand::Show { id, json } => show(store, id, json).await,
         JobsCommand::Retry { id, json } => {
@@ -78,38 +85,52 @@ fn job_state(s: &str) -> anyhow::Result<JobState> {
     })
 }
 
-async fn list(store: &Store, filter: &JobFilter, json: bool) -> anyhow::Result<i32> {
-    let list = store.list_jobs(filter).await?;
+async fn list(store: &Store, filter: &JobFilter, page: i64, json: bool) -> anyhow::Result<i32> {
+    let listing = store.page_jobs(filter).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-    } else {
-        print_list(&list);
+        println!("{}", serde_json::to_string_pretty(&listing.jobs)?);
+        return Ok(0);
+    }
+    if listing.jobs.is_empty() {
+        println!("no jobs on page {page}");
+        return Ok(0);
+    }
+    print!("{}", job_table(&listing.jobs).render());
+    let shown_through = filter.offset + listing.jobs.len() as i64;
+    let how = format!("use --page {} or a larger --limit", page + 1);
+    if let Some(more) = table::more(shown_through, listing.total, &how) {
+        println!("{more}");
     }
     Ok(0)
 }
 
-fn print_list(list: &[Job]) {
-    println!(
-        "{:<36}  {:<6}  {:<20}  {:<16}  {:>7}  {:<19}  DETAIL",
-        "ID", "TYPE", "ACCOUNT", "STATE", "ATTEMPT", "UPDATED"
-    );
+fn job_table(list: &[Job]) -> Table {
+    let mut t = Table::new(&[
+        ("ID", Align::Left),
+        ("TYPE", Align::Left),
+        ("ACCOUNT", Align::Left),
+        ("STATE", Align::Left),
+        ("ATTEMPT", Align::Right),
+        ("UPDATED", Align::Left),
+        ("DETAIL", Align::Left),
+    ]);
     for j in list {
         let detail = j
             .outcome
             .map(|o| o.to_string())
             .or_else(|| j.last_error.clone())
             .unwrap_or_default();
-        println!(
-            "{:<36}  {:<6}  {:<20}  {:<16}  {:>7}  {:<19}  {}",
-            j.id,
-            j.kind,
-            j.event.account.sam_account_name,
-            j.state,
+        t.row(vec![
+            j.id.to_string(),
+            j.kind.to_string(),
+            j.event.account.sam_account_name.to_string(),
+            j.state.to_string(),
             format!("{}/{}", j.attempt, j.max_attempts),
-            j.updated_at.format("%Y-%m-%d %H:%M:%S"),
-            detail.chars().take(80).collect::<String>()
-        );
+            j.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            detail.chars().take(80).collect(),
+        ]);
     }
+    t
 }
 
 async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {

@@ -4,9 +4,11 @@
 //! than print one listing has a file of its own, holding its arguments with its code.
 
 mod jobs;
+mod outcomes;
 mod poison;
 mod publish;
 mod reconcile;
+mod table;
 
 use std::path::PathBuf;
 
@@ -21,6 +23,7 @@ use crate::telemetry::LogFormat;
 pub use jobs::JobsCommand;
 pub use poison::PoisonCommand;
 pub use publish::PublishArgs;
+use table::{Align, Table};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,14 +83,21 @@ pub enum Command {
     /// The alert outbox.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// The outcome outbox: what the IAM system was told, what still waits for the broker.
+    #[command(subcommand)]
+    Outcomes(outcomes::OutcomesCommand),
 }
 
 impl Command {
-    /// The demo prints its own progress; its daemon only speaks up about problems.
+    /// The demo prints its own progress; its daemon only speaks up about problems. `check`
+    /// looks at the queue passively: a queue that does not exist yet makes the broker close
+    /// the channel (404), which lapin logs as an ERROR above the table, while the table
+    /// reports it as the normal answer it is (and any other failure as FAIL).
     pub fn log_level(&self) -> &'static str {
         match self {
             #[cfg(feature = "lab")]
             Command::Demo(_) => "warn",
+            Command::Check { .. } => "info,lapin::channel=off",
             _ => "info",
         }
     }
@@ -149,6 +159,7 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
         Command::Check { json } => check(&settings, json).await,
         Command::Jobs(cmd) => jobs::run(cmd, &store(&settings).await?).await,
         Command::Poison(cmd) => poison::run(cmd, &store(&settings).await?, &settings).await,
+        Command::Outcomes(cmd) => outcomes::run(cmd, &store(&settings).await?).await,
         Command::Alerts(AlertsCommand::List { limit, json }) => {
             alerts(&store(&settings).await?, limit, json).await
         }
@@ -178,17 +189,22 @@ async fn check(settings: &Settings, json: bool) -> anyhow::Result<i32> {
 }
 
 fn print_probes(probes: &[Probe]) -> anyhow::Result<()> {
-    println!("{:<40} {:<6} {:>7}  DETAIL", "CHECK", "STATUS", "MS");
+    let mut t = Table::new(&[
+        ("CHECK", Align::Left),
+        ("STATUS", Align::Left),
+        ("MS", Align::Right),
+        ("DETAIL", Align::Left),
+    ]);
     for p in probes {
         let status = serde_json::to_value(p.status)?;
-        println!(
-            "{:<40} {:<6} {:>7}  {}",
-            p.name,
-            status.as_str().unwrap_or_default(),
-            p.ms,
-            p.detail
-        );
+        t.row(vec![
+            p.name.clone(),
+            status.as_str().unwrap_or_default().to_owned(),
+            p.ms.to_string(),
+            p.detail.clone(),
+        ]);
     }
+    print!("{}", t.render());
     Ok(())
 }
 
@@ -198,19 +214,26 @@ async fn alerts(store: &Store, limit: i64, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&alerts)?);
         return Ok(0);
     }
-    println!(
-        "{:>6}  {:<20}  {:<10}  {:<6}  SUBJECT",
-        "ID", "CREATED", "KIND", "SENT"
-    );
-    for a in alerts {
-        println!(
-            "{:>6}  {:<20}  {:<10}  {:<6}  {}",
-            a.id,
-            a.created_at.format("%Y-%m-%d %H:%M:%S"),
-            a.kind,
-            if a.sent_at.is_some() { "yes" } else { "no" },
-            a.subject
-        );
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("CREATED", Align::Left),
+        ("KIND", Align::Left),
+        ("SENT", Align::Left),
+        ("SUBJECT", Align::Left),
+    ]);
+    for a in &alerts {
+        t.row(vec![
+            a.id.to_string(),
+            a.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            a.kind.to_string(),
+            if a.sent_at.is_some() { "yes" } else { "no" }.to_owned(),
+            a.subject.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    let total = store.count_alerts().await?;
+    if let Some(more) = table::more(alerts.len() as i64, total, "use a larger --limit") {
+        println!("{more}");
     }
     Ok(0)
 }

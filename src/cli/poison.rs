@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use super::table::{self, Align, Table};
 use crate::config::Settings;
 use crate::publish::{ReplayError, replay_poison};
 use crate::store::{PoisonMessage, Store};
@@ -57,19 +58,26 @@ async fn list(store: &Store, limit: i64, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(0);
     }
-    println!(
-        "{:>6}  {:<19}  {:<18}  {:>7}  REASON",
-        "ID", "RECEIVED", "ROUTING KEY", "BYTES"
-    );
-    for p in list {
-        println!(
-            "{:>6}  {:<19}  {:<18}  {:>7}  {}",
-            p.id,
-            p.received_at.format("%Y-%m-%d %H:%M:%S"),
-            p.routing_key,
-            p.body_size,
-            p.reason
-        );
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("RECEIVED", Align::Left),
+        ("ROUTING KEY", Align::Left),
+        ("BYTES", Align::Right),
+        ("REASON", Align::Left),
+    ]);
+    for p in &list {
+        t.row(vec![
+            p.id.to_string(),
+            p.received_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            p.routing_key.clone(),
+            p.body_size.to_string(),
+            p.reason.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    let total = store.count_poison().await?;
+    if let Some(more) = table::more(list.len() as i64, total, "use a larger --limit") {
+        println!("{more}");
     }
     Ok(0)
 }

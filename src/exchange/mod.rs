@@ -105,7 +105,9 @@ impl Exchange {
     /// Warm processes hold slots of the cluster's session budget for as long as they live.
     pub fn with_budget(mut self, budget: std::sync::Arc<crate::budget::SessionBudget>) -> Exchange {
         if let Some(pool) = &self.warm {
-            self.warm = Some(std::sync::Arc::new(pool.with_budget(budget)));
+            let pool = std::sync::Arc::new(pool.with_budget(budget));
+            warm::WarmPool::reap_idle(&pool);
+            self.warm = Some(pool);
         }
         self
     }
@@ -113,6 +115,11 @@ impl Exchange {
     /// Whether batches run in warm processes (which hold their own session slots).
     pub fn is_warm(&self) -> bool {
         self.warm.is_some()
+    }
+
+    /// Cmdlets opening this Exchange session costs in Exchange's cmdlet budget.
+    pub fn session_cmdlets(&self) -> u32 {
+        ps_templates::session_cmdlets(&self.session)
     }
 
     /// Ends the warm processes (shutdown); nothing without warm sessions.
@@ -181,6 +188,14 @@ impl Exchange {
             .find(|r| r.scope.as_deref() == Some("session"))
         {
             let message = self.redact(session_error.message.as_deref().unwrap_or("unknown error"));
+            // The host's set-up (the second hop, its execution policy): no retry mends it,
+            // and the job, the alert and the circuit say what does.
+            if let Some(problem) = crate::windows_host::HostProblem::recognise(&message) {
+                return Err(ExchangeError::Session {
+                    class: ErrorClass::Systemic,
+                    message: format!("{} — {message}", problem.explain()),
+                });
+            }
             // A session that cannot open is the configuration's fault, never one account's.
             let class = match classify(session_error.reason.as_deref(), &message) {
                 ErrorClass::Permanent => ErrorClass::Systemic,
@@ -202,6 +217,18 @@ impl Exchange {
             // Not one account's problem: the session mode does not fit this host.
             let message = self.redact(r.message.as_deref().unwrap_or("CommandNotFoundException"));
             return Err(ExchangeError::CmdletsMissing { message });
+        }
+        if let Some(r) = last.values().find(|r| second_hop_directory(r)) {
+            // The snap-in reached the DC anonymously: every account fails the same way until
+            // the host's logon can authenticate onwards.
+            let message = self.redact(r.message.as_deref().unwrap_or("000004DC"));
+            return Err(ExchangeError::Session {
+                class: ErrorClass::Systemic,
+                message: format!(
+                    "{} — {message}",
+                    crate::windows_host::HostProblem::SecondHopDirectory.explain()
+                ),
+            });
         }
         if let Some(r) = last.values().find(|r| dropped(r)) {
             let message = self.redact(r.message.as_deref().unwrap_or("the session was dropped"));
@@ -276,6 +303,14 @@ impl Exchange {
         }
         t
     }
+}
+
+/// Whether an account's cmdlet failed because the process reached the DC without a bind of
+/// its own (the snap-in after a logon that holds no network credentials).
+fn second_hop_directory(r: &ResultLine) -> bool {
+    r.status == "error"
+        && crate::windows_host::HostProblem::recognise(r.message.as_deref().unwrap_or(""))
+            == Some(crate::windows_host::HostProblem::SecondHopDirectory)
 }
 
 /// Whether a result line is an account's cmdlet failing because Exchange dropped the session.

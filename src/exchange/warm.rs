@@ -115,10 +115,11 @@ fn find_line(hay: &[u8], marker: &[u8]) -> Option<usize> {
     Some(at + nl + 1)
 }
 
-/// An idle process is not reused after this long: the host deletes a shell that saw no
-/// request for its IdleTimeOut (300 s as mailboxd opens them), and a request sent into a
-/// deleted shell would only fail.
-const MAX_IDLE: Duration = Duration::from_secs(240);
+/// An idle process ends after this long without a batch, giving its session slot back: a
+/// replica gone quiet must not keep Exchange sessions that busy replicas wait for. (The host
+/// also deletes a shell that saw no request for its IdleTimeOut, 300 s as mailboxd opens
+/// them.) A replica whose work returns later pays one session set-up for it.
+const MAX_IDLE: Duration = Duration::from_secs(30);
 
 pub struct WarmPool {
     client: WinrmClient,
@@ -218,6 +219,30 @@ impl WarmPool {
             tokio::spawn(p.close());
         }
         None
+    }
+
+    /// Ends idle processes past `MAX_IDLE`, looking every few seconds for as long as the pool
+    /// lives: without it, a replica that gets no more work would keep them (and their slots).
+    pub fn reap_idle(pool: &Arc<WarmPool>) {
+        let pool = Arc::downgrade(pool);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAX_IDLE / 6);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let stale: Vec<WarmProcess> = {
+                    let mut idle = pool.idle.lock();
+                    let (stale, fresh) = std::mem::take(&mut *idle)
+                        .into_iter()
+                        .partition(|p| p.last_used.elapsed() >= MAX_IDLE);
+                    *idle = fresh;
+                    stale
+                };
+                for p in stale {
+                    tokio::spawn(p.close());
+                }
+            }
+        });
     }
 
     /// Ends every idle process (shutdown).

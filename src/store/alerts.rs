@@ -188,6 +188,13 @@ impl Store {
         )
     }
 
+    /// Every alert in the outbox, sent or not.
+    pub async fn count_alerts(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM alerts")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Unsent alerts: (all pending, those whose last send failed).
     pub async fn alert_outbox_depth(&self) -> Result<(i64, i64), StoreError> {
         Ok(sqlx::query_as(

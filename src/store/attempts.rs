@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{AttemptOutcome, ErrorClass, Store, StoreError};
+use super::{AttemptOutcome, DirectoryView, ErrorClass, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Attempt {
@@ -33,6 +33,8 @@ pub struct AttemptRecord {
     pub transcript: Option<String>,
     pub domain_controller: Option<String>,
     pub directory: Option<serde_json::Value>,
+    /// The account and its addresses as the attempt last read them: the outcome reports it.
+    pub view: Option<DirectoryView>,
 }
 
 impl AttemptRecord {
@@ -43,6 +45,7 @@ impl AttemptRecord {
             transcript: None,
             domain_controller: None,
             directory: None,
+            view: None,
         }
     }
 }

@@ -246,6 +246,31 @@ text_column! {
 }
 
 text_column! {
+    /// What an outcome message reports: how the job ended, or that it waits for the sync.
+    pub enum OutcomeResult as "outcome result" {
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        Superseded = "superseded",
+        WaitingForSync = "waiting_for_sync",
+    }
+}
+
+impl OutcomeResult {
+    /// The result a job's new state reports, if it reports one.
+    pub fn of(state: JobState) -> Option<OutcomeResult> {
+        match state {
+            JobState::Succeeded => Some(OutcomeResult::Succeeded),
+            JobState::Failed => Some(OutcomeResult::Failed),
+            JobState::Cancelled => Some(OutcomeResult::Cancelled),
+            JobState::Superseded => Some(OutcomeResult::Superseded),
+            JobState::WaitingForSync => Some(OutcomeResult::WaitingForSync),
+            JobState::Queued | JobState::Running | JobState::Retrying => None,
+        }
+    }
+}
+
+text_column! {
     /// What a signed-in person may do on the dashboard: viewers read, operators also act.
     pub enum Role as "dashboard role" {
         Viewer = "viewer",

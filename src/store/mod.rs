@@ -1,6 +1,6 @@
 //! The only module that speaks SQL (LISTEN included): jobs, their attempts, operator
-//! actions, poison messages, the alert outbox, reconciliation runs and the cluster-wide
-//! Exchange session budget, one file each.
+//! actions, poison messages, the alert and outcome outboxes, reconciliation runs and the
+//! cluster-wide Exchange session and cmdlet budgets, one file each.
 //!
 //! Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_by`,
 //! `locked_until`), so any number of replicas can share one database. The enums kept in
@@ -10,10 +10,13 @@ mod alerts;
 mod attempts;
 mod bench;
 mod budget;
+mod cmdlets;
 mod columns;
 mod jobs;
 mod operator;
+mod outcomes;
 mod poison;
+mod queue_view;
 mod reconcile;
 mod sessions;
 mod wake_ups;
@@ -21,10 +24,13 @@ mod wake_ups;
 pub use alerts::*;
 pub use attempts::*;
 pub use budget::*;
+pub use cmdlets::*;
 pub use columns::*;
 pub use jobs::*;
 pub use operator::*;
+pub use outcomes::*;
 pub use poison::*;
+pub use queue_view::*;
 pub use reconcile::*;
 pub use sessions::*;
 pub use wake_ups::*;

@@ -1,11 +1,13 @@
 //! Operator actions: retry or cancel one job, retry many, each recorded in
-//! `operator_actions` (who did what, when) in the transaction that did it.
+//! `operator_actions` (who did what, when) in the transaction that did it; a cancel's
+//! outcome message too.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{ActionKind, ErrorClass, JobState, Store, StoreError};
+use super::outcomes::insert_outcomes_of;
+use super::{ActionKind, ErrorClass, JobState, OutcomeResult, Store, StoreError};
 use crate::event::EventKind;
 
 /// One operator action on a job.
@@ -36,7 +38,7 @@ pub enum ActionRefused {
 }
 
 /// What a retry writes on a job: due now, with a fresh set of attempts.
-const REQUEUE: &str =
+pub(super) const REQUEUE: &str =
     "state = $2, next_attempt_at = now(), attempt = 0, finished_at = NULL, updated_at = now()";
 
 impl Store {
@@ -155,6 +157,10 @@ impl Store {
                 .bind(actor)
                 .execute(&mut *tx)
                 .await?;
+            // A cancel answers the event: its outcome is written with it.
+            if let Some(result) = OutcomeResult::of(to) {
+                insert_outcomes_of(&mut tx, &[id], result).await?;
+            }
             tx.commit().await?;
             return Ok(Ok(()));
         }

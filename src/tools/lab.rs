@@ -75,6 +75,19 @@ pub struct LabArgs {
     /// Accept and offer CredSSP on both listeners (off by default, as on Windows).
     #[arg(long)]
     pub credssp: bool,
+    /// The host is trusted for delegation in AD: Kerberos logons can make the second hop
+    /// (without it, only Basic logons and an explicit exchange credential can).
+    #[arg(long)]
+    pub trusted_for_delegation: bool,
+    /// Group Policy sets the execution policy to AllSigned: Import-PSSession is refused.
+    #[arg(long)]
+    pub all_signed: bool,
+    /// PowerShell runs in Constrained Language Mode: the bootstrap is refused.
+    #[arg(long)]
+    pub constrained_language: bool,
+    /// How long Exchange keeps a session nobody removed.
+    #[arg(long, default_value = "15m", value_parser = parse_dur)]
+    pub session_idle_timeout: std::time::Duration,
 }
 
 fn parse_budget(s: &str) -> Result<(u32, std::time::Duration), String> {
@@ -140,7 +153,11 @@ fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
         .with_max_envelope_kb(args.max_envelope_kb)
         .with_cbt_hardening(cbt)
         .with_kerberos(kerberos)
-        .with_credssp(args.credssp);
+        .with_credssp(args.credssp)
+        .with_delegation(args.trusted_for_delegation)
+        .with_all_signed(args.all_signed)
+        .with_constrained_language(args.constrained_language)
+        .with_session_idle_timeout(args.session_idle_timeout);
     if let Some(listen) = args.tls_listen {
         cfg = cfg.with_tls(listen, args.tls_cert_out.clone());
     }

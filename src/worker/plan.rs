@@ -192,6 +192,8 @@ mod tests {
             hidden,
             target_address: (recipient == RecipientType::RemoteMailbox)
                 .then(|| "SMTP:j@t.mail.onmicrosoft.com".into()),
+            mail: None,
+            proxy_addresses: Vec::new(),
             cloud_synced: synced,
             archive_guid: None,
             archive_name: None,

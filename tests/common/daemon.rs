@@ -24,7 +24,23 @@ pub fn daemon_env(s: &Settings, winrm_password: &str) -> Env {
         env.push(var("MAILBOXD_ADMIN_TOKEN", token.expose_secret()));
     }
     env.extend(smtp_env(s));
+    env.extend(outcomes_env(s));
     env
+}
+
+/// `[outcomes]`, when the settings name an outcome exchange.
+fn outcomes_env(s: &Settings) -> Env {
+    let o = &s.outcomes;
+    let Some(exchange) = &o.exchange else {
+        return Vec::new();
+    };
+    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    vec![
+        var("MAILBOXD__OUTCOMES__EXCHANGE", exchange),
+        var("MAILBOXD__OUTCOMES__POLL_INTERVAL", ms(o.poll_interval)),
+        var("MAILBOXD__OUTCOMES__RETRY_BASE", ms(o.retry_base)),
+        var("MAILBOXD__OUTCOMES__RETRY_CAP", ms(o.retry_cap)),
+    ]
 }
 
 /// The database, the broker names, the WinRM host and the worker's test timings.
@@ -91,6 +107,10 @@ fn exchange_env(s: &Settings) -> Env {
             "MAILBOXD__EXCHANGE__CONNECTION_URIS",
             x.connection_uris.join(","),
         ));
+    }
+    if let Some(hop) = x.second_hop {
+        let hop = format!("{hop:?}").to_lowercase();
+        env.push(var("MAILBOXD__EXCHANGE__SECOND_HOP", hop));
     }
     if let Some(user) = &x.username {
         env.push(var("MAILBOXD__EXCHANGE__USERNAME", user));

@@ -1,12 +1,12 @@
 //! A WinRS command host for protocol tests: `slow` answers after 2.5 s, anything else
 //! echoes its stdin on stdout and stderr and exits 7.
 
-use lab::wsman::{CommandHost, Launch, ProcessOutput};
+use lab::wsman::{CommandHost, Launch, Logon, ProcessOutput};
 
 pub struct EchoHost;
 
 impl CommandHost for EchoHost {
-    fn launch(&self, _user: &str, command: &str, _args: &[String]) -> Launch {
+    fn launch(&self, _logon: &Logon, command: &str, _args: &[String]) -> Launch {
         if command == "slow" {
             return Launch::AwaitStdin(Box::new(|_| {
                 Box::pin(async {

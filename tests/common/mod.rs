@@ -12,6 +12,8 @@
 pub mod ad;
 pub mod daemon;
 pub mod echo_host;
+pub mod outcomes;
+pub mod schema;
 pub mod scratch;
 pub mod signin;
 pub mod smtp;
@@ -131,7 +133,10 @@ impl TestEnv {
         s.winrm.username = lab::DEFAULT_USER.into();
         s.winrm.password = Some(SecretString::from(winrm_password.clone()));
         s.winrm.allow_unencrypted = true;
-        s.exchange.mode = ExchangeMode::None;
+        // Remote, as on a real host ("none" finds no Exchange cmdlets); the second hop works
+        // because the lab's WinRM logon is Basic (a cleartext logon).
+        s.exchange.mode = ExchangeMode::Remote;
+        s.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
         s.exchange.batch_linger = Duration::ZERO;
         // Directory checks against the lab's domain controller, as a deployment does against AD.
         s.ldap = mailboxd::tools::lab_setup::ldap_settings(&lab, lab::DEFAULT_USER, ldap_password)
@@ -280,9 +285,15 @@ impl TestEnv {
 
     /// Runs a CLI command of the binary against this environment; returns stdout.
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_with(args, &[])
+    }
+
+    /// The same with settings of its own (`MAILBOXD__…` variables) on top.
+    pub fn cli_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> (i32, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_mailboxd"))
             .args(args)
             .envs(self.daemon_env())
+            .envs(extra_env.iter().copied())
             .output()
             .expect("run mailboxd");
         (
@@ -325,6 +336,24 @@ impl TestEnv {
                     "no job for event {event_id} after 30 s"
                 );
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (bounded) until job `id` has `attempts` attempts on record and has ended: an
+    /// operator's retry ran.
+    pub async fn wait_attempts(&self, id: uuid::Uuid, attempts: usize) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (job, done) = self.store.get_job(id).await.expect("query").expect("job");
+            if done.len() == attempts && job.state.is_terminal() {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} has {} attempt(s), not {attempts}, after 30 s: {job:?}",
+                done.len()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -390,6 +419,17 @@ impl TestEnv {
             .unwrap_or_else(|| panic!("lab has no account {sam}"))
     }
 
+    /// Turns outcome messages on for this test's daemon (`test.<tag>.outcomes`, quick
+    /// retries) and returns the IAM system's queue bound to that exchange.
+    pub async fn expect_outcomes(&mut self) -> outcomes::OutcomeQueue {
+        let exchange = format!("test.{}.outcomes", self.tag);
+        self.settings.outcomes.exchange = Some(exchange.clone());
+        self.settings.outcomes.poll_interval = Duration::from_millis(100);
+        self.settings.outcomes.retry_base = Duration::from_millis(200);
+        self.settings.outcomes.retry_cap = Duration::from_secs(1);
+        outcomes::OutcomeQueue::bound_to(&self.settings.amqp.url, &exchange).await
+    }
+
     /// Kept for tests written before the guards: dropping the `TestEnv` does all of it.
     pub async fn cleanup(self) {
         drop(self);
@@ -408,4 +448,19 @@ pub fn free_port() -> u16 {
 pub fn http() -> reqwest::Client {
     winrm::tls::install_provider();
     reqwest::Client::new()
+}
+
+/// One account of a batch as the worker hands it to the Exchange client: a joiner for
+/// `identity` with the tenant's routing address, on the lab's DC.
+pub fn account_data(identity: &str) -> mailboxd::exchange::AccountData {
+    mailboxd::exchange::AccountData {
+        job_id: uuid::Uuid::new_v4(),
+        identity: identity.into(),
+        sam_account_name: identity.into(),
+        domain_controller: Some("dc1.corp.example".into()),
+        remote_routing_address: Some(format!("{identity}@tenant.mail.onmicrosoft.com")),
+        alias: None,
+        primary_smtp_address: None,
+        archive: false,
+    }
 }

@@ -21,7 +21,7 @@ const REMOVAL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs `work` to completion on a fresh thread and runtime, from sync code inside or outside
 /// a tokio runtime.
-fn run_detached_to_end<F>(work: F)
+pub fn run_detached_to_end<F>(work: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {

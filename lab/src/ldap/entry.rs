@@ -104,6 +104,8 @@ pub(super) fn entry(a: &LabAccount, synced: bool) -> Entry {
     opt("msExchArchiveName", a.msExchArchiveName.clone());
     opt("mailNickname", a.mailNickname.clone());
     opt("mail", a.primary_smtp_address.clone());
+    opt("givenName", a.given_name.clone());
+    opt("sn", a.surname.clone());
     if let Some(g) = a.msExchArchiveGUID {
         attrs.push(("msExchArchiveGUID".into(), vec![g.to_bytes_le().to_vec()]));
     }

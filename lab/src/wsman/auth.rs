@@ -16,7 +16,7 @@ use winrm::acceptor::{
 use winrm::ntlm;
 
 use super::fault::Fault;
-use super::{Server, WsmanConfig};
+use super::{Logon, Server, WsmanConfig};
 
 pub(super) fn authenticate(cfg: &WsmanConfig, headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -110,6 +110,24 @@ impl ConnCtx {
         }
     }
 
+    /// The logon Windows gives a process started on this connection: NTLM proves the user
+    /// without handing the host anything it could reuse; Kerberos likewise, unless AD trusts
+    /// the host for delegation (constrained delegation: the host may ask for tickets for the
+    /// user itself).
+    pub(super) fn logon(&self, cfg: &WsmanConfig) -> Option<Logon> {
+        let user = self.user()?.to_owned();
+        let network_credentials = match self {
+            ConnCtx::Ntlm(_) => false,
+            ConnCtx::Kerberos(_) => cfg.trusted_for_delegation,
+            // The client delegated its password: the process can use it onwards.
+            ConnCtx::CredSsp(_) => true,
+        };
+        Some(Logon {
+            user,
+            network_credentials,
+        })
+    }
+
     pub(super) fn wrap(&mut self, plain: &[u8]) -> Result<Vec<u8>, ntlm::NtlmError> {
         match self {
             ConnCtx::Ntlm(a) => a.wrap(plain),
@@ -182,7 +200,7 @@ pub(super) fn negotiate(
     server: &Server,
     conn: Option<&Arc<ConnSecurity>>,
     token: &str,
-) -> Result<(String, Option<Vec<u8>>), Box<Response>> {
+) -> Result<(Logon, Option<Vec<u8>>), Box<Response>> {
     let Some(conn) = conn else {
         return Err(Box::new(unauthorized(&server.cfg)));
     };
@@ -210,8 +228,12 @@ pub(super) fn negotiate(
                         Fault::access_denied().render(None, &server.cfg.hostname),
                     ));
                 }
-                *slot = Some(ConnCtx::Kerberos(Box::new(a)));
-                Ok((user, Some(ap_rep)))
+                let ctx = ConnCtx::Kerberos(Box::new(a));
+                let logon = ctx.logon(&server.cfg);
+                *slot = Some(ctx);
+                logon
+                    .map(|l| (l, Some(ap_rep)))
+                    .ok_or_else(|| Box::new(unauthorized(&server.cfg)))
             }
             Err(e) => {
                 *slot = None;
@@ -234,7 +256,13 @@ pub(super) fn negotiate(
         server.cfg.cbt_hardening,
     ) {
         Ok(Accepted::Challenge(c)) => Err(Box::new(challenge(&c))),
-        Ok(Accepted::User(u)) => Ok((u, None)),
+        Ok(Accepted::User(user)) => Ok((
+            Logon {
+                user,
+                network_credentials: false,
+            },
+            None,
+        )),
         Err(e) => {
             *slot = None;
             tracing::info!(error = %e, "lab refused an NTLM logon");
@@ -265,7 +293,7 @@ pub(super) fn credssp(
     server: &Server,
     conn: Option<&Arc<ConnSecurity>>,
     token: &str,
-) -> Result<(String, Option<Vec<u8>>), Box<Response>> {
+) -> Result<(Logon, Option<Vec<u8>>), Box<Response>> {
     let (Some(conn), Some(cfg)) = (conn, &server.cfg.credssp) else {
         // CredSSP off (Windows' default): the anonymous 401, which does not offer it.
         return Err(Box::new(unauthorized(&server.cfg)));
@@ -291,7 +319,13 @@ pub(super) fn credssp(
     };
     match acceptor.step(&token) {
         Ok(CredSspAccepted::Continue(t)) => Err(Box::new(credssp_challenge(&t))),
-        Ok(CredSspAccepted::Delegated(logon)) => Ok((logon.user, None)),
+        Ok(CredSspAccepted::Delegated(delegated)) => Ok((
+            Logon {
+                user: delegated.user,
+                network_credentials: true,
+            },
+            None,
+        )),
         Ok(CredSspAccepted::Refused { token, reason }) => {
             *slot = None;
             tracing::info!(%reason, "lab refused a CredSSP logon");

@@ -72,9 +72,32 @@ impl ProcessIo {
     }
 }
 
+/// Who a process runs as, as the WinRM service logged the client on — the second hop
+/// (notes/windows-reality.md §1) depends on it: a process whose logon holds no network
+/// credentials cannot authenticate onwards (to Exchange, to a domain controller) as the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logon {
+    pub user: String,
+    /// Whether the logon can authenticate onwards as `user`: Basic (a cleartext logon: the
+    /// host was given the password), CredSSP (credentials delegated), Kerberos with the host
+    /// trusted for delegation; not NTLM, not plain Kerberos.
+    pub network_credentials: bool,
+}
+
+impl Logon {
+    /// HTTP Basic: WinRM logs the user on with the password it was sent, so the process
+    /// holds credentials it can use for the next hop.
+    pub fn cleartext(user: impl Into<String>) -> Logon {
+        Logon {
+            user: user.into(),
+            network_credentials: true,
+        }
+    }
+}
+
 /// Decides what a command does.
 pub trait CommandHost: Send + Sync + 'static {
-    fn launch(&self, user: &str, command: &str, arguments: &[String]) -> Launch;
+    fn launch(&self, logon: &Logon, command: &str, arguments: &[String]) -> Launch;
 }
 
 pub struct WsmanConfig {
@@ -94,6 +117,9 @@ pub struct WsmanConfig {
     pub kerberos: Option<LabKerberos>,
     /// CredSSP accepted (and offered) when set; Windows' default is off.
     pub credssp: Option<LabCredSsp>,
+    /// The host's computer account is trusted for delegation in AD (constrained delegation
+    /// to Exchange and the DCs): a Kerberos logon then reaches the second hop.
+    pub trusted_for_delegation: bool,
 }
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(7200);
@@ -160,7 +186,7 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
     // MaxEnvelopeSizekb, which http.sys refuses before WinRM sees it.
     let limit = server.cfg.max_envelope_kb * 1024;
     let raw = axum::body::to_bytes(body, limit + 4096).await.ok();
-    let (user, reply_token) = match sender(&server, conn.as_ref(), &headers) {
+    let (logon, reply_token) = match sender(&server, conn.as_ref(), &headers) {
         Ok(who) => who,
         Err(r) => return *r,
     };
@@ -181,7 +207,7 @@ async fn handle(State(server): State<Arc<Server>>, req: axum::extract::Request) 
         };
     }
     let client_ip = connect.map(|c| c.0.ip().to_string()).unwrap_or_default();
-    let mut resp = soap(&server, &user, &client_ip, &body).await;
+    let mut resp = soap(&server, &logon, &client_ip, &body).await;
     if let Some(t) = &reply_token {
         resp = with_token(resp, t);
     }
@@ -197,7 +223,7 @@ fn sender(
     server: &Server,
     conn: Option<&Arc<ConnSecurity>>,
     headers: &HeaderMap,
-) -> Result<(String, Option<Vec<u8>>), Box<Response>> {
+) -> Result<(Logon, Option<Vec<u8>>), Box<Response>> {
     let scheme = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -210,17 +236,12 @@ fn sender(
         }
         Some((s, token)) if s.eq_ignore_ascii_case("credssp") => credssp(server, conn, token),
         Some(_) => authenticate(&server.cfg, headers)
-            .map(|u| (u, None))
+            .map(|u| (Logon::cleartext(u), None))
             .ok_or_else(|| Box::new(unauthorized(&server.cfg))),
         // Later requests on an NTLM-authenticated connection carry no Authorization header.
         None => conn
-            .and_then(|c| {
-                c.ctx
-                    .lock()
-                    .as_ref()
-                    .and_then(|a| a.user().map(str::to_owned))
-            })
-            .map(|u| (u, None))
+            .and_then(|c| c.ctx.lock().as_ref().and_then(|a| a.logon(&server.cfg)))
+            .map(|l| (l, None))
             .ok_or_else(|| Box::new(unauthorized(&server.cfg))),
     }
 }
@@ -290,7 +311,8 @@ async fn seal_reply(resp: Response, conn: Option<&Arc<ConnSecurity>>) -> Respons
 }
 
 /// Answers one (plaintext) SOAP request.
-async fn soap(server: &Server, user: &str, client_ip: &str, body: &[u8]) -> Response {
+async fn soap(server: &Server, logon: &Logon, client_ip: &str, body: &[u8]) -> Response {
+    let user = logon.user.as_str();
     let machine = server.cfg.hostname.clone();
     let Ok(text) = std::str::from_utf8(body) else {
         return (StatusCode::BAD_REQUEST, "request body is not UTF-8").into_response();
@@ -339,7 +361,7 @@ async fn soap(server: &Server, user: &str, client_ip: &str, body: &[u8]) -> Resp
             "The WS-Management service cannot process the request because the resource URI is not supported by the lab. ",
         )),
         soap::ACTION_CREATE => shell::create(server, &env, user, client_ip, &relates),
-        soap::ACTION_COMMAND => shell::command(server, &env, user, &relates),
+        soap::ACTION_COMMAND => shell::command(server, &env, logon, &relates),
         soap::ACTION_SEND => shell::send(server, &env, &relates),
         soap::ACTION_RECEIVE => shell::receive(server, &env, timeout, max_envelope, &relates).await,
         soap::ACTION_SIGNAL => shell::signal(server, &env, &relates),

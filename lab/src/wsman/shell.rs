@@ -11,7 +11,9 @@ use tokio::sync::Notify;
 use winrm::soap::{self, Envelope, esc};
 
 use super::fault::{Fault, reply};
-use super::{Command, DEFAULT_IDLE, ENVELOPE_OVERHEAD, Launch, ProcessIo, Server, ShellState};
+use super::{
+    Command, DEFAULT_IDLE, ENVELOPE_OVERHEAD, Launch, Logon, ProcessIo, Server, ShellState,
+};
 
 /// Forgets shells that were idle longer than their IdleTimeOut (as WinRM does).
 pub(super) fn expire(shells: &mut HashMap<String, ShellState>) {
@@ -96,7 +98,7 @@ pub(super) fn with_shell<T>(
 pub(super) fn command(
     server: &Server,
     env: &Envelope,
-    user: &str,
+    logon: &Logon,
     relates: &str,
 ) -> Result<String, Fault> {
     let line = env
@@ -113,7 +115,7 @@ pub(super) fn command(
         .collect();
     // Make sure the shell exists before the host does anything.
     with_shell(server, env, |_| Ok(()))?;
-    let launched = server.host.launch(user, &cmd, &args);
+    let launched = server.host.launch(logon, &cmd, &args);
     let mut c = Command {
         stdin: Vec::new(),
         consumer: None,

@@ -9,9 +9,10 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Job;
+use crate::store::outcomes::{Ending, OutcomeMessage, insert_outcomes, message};
 use crate::store::{
-    AttemptOutcome, AttemptRecord, ErrorClass, JobOutcome, JobState, NewAlert, NewAttempt, Store,
-    StoreError, insert_attempts, insert_job_alert,
+    AttemptOutcome, AttemptRecord, ErrorClass, JobOutcome, JobState, NewAlert, NewAttempt,
+    OutcomeResult, Store, StoreError, insert_attempts, insert_job_alert,
 };
 
 /// What one attempt came to, as the worker decided.
@@ -55,6 +56,20 @@ struct Transition<'a> {
     next_at: Option<DateTime<Utc>>,
     /// The attempt does not count (it is given back).
     deferred: bool,
+}
+
+impl Transition<'_> {
+    /// The outcome message the job's new state reports, if it reports one.
+    fn message(&self, job: &Job, record: &AttemptRecord) -> Option<OutcomeMessage> {
+        let ending = Ending {
+            result: OutcomeResult::of(self.state)?,
+            outcome: self.outcome,
+            attempts: job.attempt - i32::from(self.deferred),
+            error: self.class.zip(self.error),
+            view: record.view.as_ref(),
+        };
+        Some(message(job, ending))
+    }
 }
 
 impl Resolution {
@@ -166,6 +181,13 @@ impl Store {
             })
             .collect();
         insert_attempts(&mut tx, replica, &attempts).await?;
+        let answers: Vec<(&Job, OutcomeMessage)> = outcomes
+            .iter()
+            .zip(&transitions)
+            .filter(|((job, _, _), _)| held.contains(&job.id))
+            .filter_map(|((job, record, _), t)| Some((*job, t.message(job, record)?)))
+            .collect();
+        insert_outcomes(&mut tx, &answers).await?;
         // Alerts last, so that they can list every attempt including this one.
         for (job, _, resolution) in outcomes {
             if let Some(alert) = resolution.alert()

@@ -10,7 +10,8 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::event::Event;
-use crate::store::{JobState, Store, StoreError};
+use crate::store::outcomes::insert_outcomes_of;
+use crate::store::{JobState, OutcomeResult, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -65,6 +66,18 @@ impl Store {
         events: &[Event],
         max_attempts: i32,
     ) -> Result<Vec<Inserted>, StoreError> {
+        self.insert_deliveries(events, &[], max_attempts).await
+    }
+
+    /// `insert_events` with each event's AMQP `reply_to` (by index; missing ones have none),
+    /// where its outcome goes as well. Jobs that are moot at once, and older pending jobs a
+    /// new one supersedes, get their outcome in the same transaction.
+    pub async fn insert_deliveries(
+        &self,
+        events: &[Event],
+        reply_to: &[Option<String>],
+        max_attempts: i32,
+    ) -> Result<Vec<Inserted>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -78,8 +91,21 @@ impl Store {
         let newest = newest_per_account(&mut tx, &accounts).await?;
         let decision = decide(events, &accounts, &known, &newest);
         if !decision.rows.is_empty() {
-            insert_rows(&mut tx, events, &accounts, &decision.rows, max_attempts).await?;
-            supersede_older(&mut tx, events, &accounts, &decision.rows, &newest).await?;
+            let batch = Batch {
+                events,
+                accounts: &accounts,
+                reply_to,
+            };
+            insert_rows(&mut tx, &batch, &decision.rows, max_attempts).await?;
+            let mut moot = supersede_older(&mut tx, &batch, &decision.rows, &newest).await?;
+            moot.extend(
+                decision
+                    .rows
+                    .iter()
+                    .filter(|r| r.superseded_by.is_some())
+                    .map(|r| r.id),
+            );
+            insert_outcomes_of(&mut tx, &moot, OutcomeResult::Superseded).await?;
         }
         tx.commit().await?;
         Ok(decision.inserted)
@@ -226,14 +252,25 @@ fn batch_winners<'a>(
     winner
 }
 
+/// The batch being inserted: the events, their account keys and reply-to addresses.
+struct Batch<'a> {
+    events: &'a [Event],
+    accounts: &'a [String],
+    reply_to: &'a [Option<String>],
+}
+
 /// Writes the new job rows in one statement.
 async fn insert_rows(
     tx: &mut Transaction<'_, Postgres>,
-    events: &[Event],
-    accounts: &[String],
+    batch: &Batch<'_>,
     rows: &[NewRow],
     max_attempts: i32,
 ) -> Result<(), StoreError> {
+    let Batch {
+        events,
+        accounts,
+        reply_to,
+    } = batch;
     let event = |r: &NewRow| &events[r.index];
     let payloads = rows
         .iter()
@@ -242,13 +279,14 @@ async fn insert_rows(
         .map_err(|e| StoreError::Corrupt(format!("cannot serialise event: {e}")))?;
     sqlx::query(
         "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
-                           occurred_at, superseded_by, finished_at)
+                           occurred_at, superseded_by, finished_at, reply_to)
          SELECT u.id, u.event_id, u.kind, u.account, u.payload, u.source, u.state, $10,
                 u.occurred_at, u.superseded_by,
-                CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END
+                CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END, u.reply_to
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
-                       $7::text[], $8::timestamptz[], $9::uuid[])
-                AS u(id, event_id, kind, account, payload, source, state, occurred_at, superseded_by)",
+                       $7::text[], $8::timestamptz[], $9::uuid[], $11::text[])
+                AS u(id, event_id, kind, account, payload, source, state, occurred_at, superseded_by,
+                     reply_to)",
     )
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| event(r).id.as_str()).collect::<Vec<_>>())
@@ -260,33 +298,41 @@ async fn insert_rows(
     .bind(rows.iter().map(|r| event(r).occurred_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.superseded_by).collect::<Vec<_>>())
     .bind(max_attempts)
+    .bind(
+        rows.iter()
+            .map(|r| reply_to.get(r.index).cloned().flatten())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 /// Latest intent wins: older pending jobs of each account that got a new queued job are
-/// moot now. Only accounts with stored jobs can have any.
+/// moot now. Only accounts with stored jobs can have any. Returns the ones it superseded.
 async fn supersede_older(
     tx: &mut Transaction<'_, Postgres>,
-    events: &[Event],
-    accounts: &[String],
+    batch: &Batch<'_>,
     rows: &[NewRow],
     newest: &Newest,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Uuid>, StoreError> {
+    let Batch {
+        events, accounts, ..
+    } = batch;
     let winners: Vec<&NewRow> = rows
         .iter()
         .filter(|r| r.state() == JobState::Queued && newest.contains_key(&accounts[r.index]))
         .collect();
     if winners.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    sqlx::query(
+    Ok(sqlx::query_scalar(
         "UPDATE jobs SET state = $5, superseded_by = u.id, finished_at = now(), updated_at = now()
            FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(account, id, occurred_at)
           WHERE jobs.account = u.account AND jobs.id <> u.id
             AND jobs.state = ANY($4)
-            AND jobs.occurred_at <= u.occurred_at",
+            AND jobs.occurred_at <= u.occurred_at
+         RETURNING jobs.id",
     )
     .bind(
         winners
@@ -303,7 +349,6 @@ async fn supersede_older(
     )
     .bind(&JobState::PENDING[..])
     .bind(JobState::Superseded)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .fetch_all(&mut **tx)
+    .await?)
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use super::{Attempt, AttemptOutcome, ErrorClass, JobOutcome, JobState, Store, StoreError, secs};
@@ -40,6 +41,10 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The event's AMQP `reply_to`: its outcome goes there too.
+    pub reply_to: Option<String>,
+    /// The newer job of the account that made this one moot.
+    pub superseded_by: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -57,10 +62,18 @@ pub struct JobFilter {
     pub offset: i64,
 }
 
+/// One page of a job listing.
+#[derive(Debug, Clone, Default)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Jobs the filter selects on every page (0 when this page is past the last).
+    pub total: i64,
+}
+
 /// The columns a [`Job`] is read from.
-const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, max_attempts, \
-    next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, created_at, \
-    updated_at, started_at, finished_at";
+pub(super) const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, \
+    max_attempts, next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, \
+    created_at, updated_at, started_at, finished_at, reply_to, superseded_by";
 
 /// Jobs whose lease ran out (their replica died): the lost attempt recorded, due again now.
 /// `state = 'running'` is in the text, rendered from the enum, so that the planner uses the
@@ -212,14 +225,16 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Deletes finished jobs older than `age` (not failed ones: those wait for an operator),
-    /// a bounded chunk per call so a large backlog never holds long locks.
+    /// Deletes finished jobs older than `age` (not failed ones: those wait for an operator;
+    /// nor one whose outcome is still unsent), with their sent outcomes, a bounded chunk per
+    /// call so a large backlog never holds long locks.
     pub async fn prune(&self, age: Duration, chunk: i64) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
                 SELECT id FROM jobs
                  WHERE state = ANY($3)
                    AND finished_at < now() - make_interval(secs => $1)
+                   AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = jobs.id AND o.sent_at IS NULL)
                  LIMIT $2)",
         )
         .bind(secs(age))
@@ -253,8 +268,14 @@ impl Store {
     }
 
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
+        Ok(self.page_jobs(f).await?.jobs)
+    }
+
+    /// The jobs `f` selects (its `limit` from its `offset`, newest first) and how many it
+    /// selects in all, so that a listing can say how many more there are.
+    pub async fn page_jobs(&self, f: &JobFilter) -> Result<JobPage, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS}, count(*) OVER () AS total FROM jobs
               WHERE ($1::text IS NULL OR state = $1)
                 AND ($2::text IS NULL OR account = lower($2))
                 AND ($3::text IS NULL OR kind = $3)
@@ -272,7 +293,13 @@ impl Store {
         .bind(f.until)
         .bind(f.offset.max(0))
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        let total = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            None => 0,
+        };
+        let jobs = rows.iter().map(Job::from_row).collect::<Result<_, _>>()?;
+        Ok(JobPage { jobs, total })
     }
 
     /// Job counts by state (every state present, zero where none).
@@ -288,22 +315,5 @@ impl Store {
                 (s, n)
             })
             .collect())
-    }
-
-    /// Jobs finished per hour over the last 24 hours: (hour, succeeded, failed).
-    pub async fn finished_per_hour(&self) -> Result<Vec<(DateTime<Utc>, i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT h.hour,
-                    count(j.id) FILTER (WHERE j.state = $1),
-                    count(j.id) FILTER (WHERE j.state = $2)
-               FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
-                                    date_trunc('hour', now()), interval '1 hour') AS h(hour)
-               LEFT JOIN jobs j ON j.finished_at >= h.hour AND j.finished_at < h.hour + interval '1 hour'
-              GROUP BY h.hour ORDER BY h.hour",
-        )
-        .bind(JobState::Succeeded)
-        .bind(JobState::Failed)
-        .fetch_all(&self.pool)
-        .await?)
     }
 }

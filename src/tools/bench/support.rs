@@ -83,14 +83,16 @@ pub(crate) fn bench_database_url(url: &str) -> anyhow::Result<String> {
     Ok(u.to_string())
 }
 
-/// mailboxd's Exchange client pointed at a lab (Basic over loopback HTTP, no session).
+/// mailboxd's Exchange client pointed at a lab (Basic over loopback HTTP, remote session).
 pub(crate) fn lab_exchange(lab: &Lab, password: String) -> anyhow::Result<Exchange> {
     let mut s = Settings::default();
     s.winrm.endpoint = lab.endpoint();
     s.winrm.username = lab::DEFAULT_USER.into();
     s.winrm.password = Some(SecretString::from(password));
     s.winrm.allow_unencrypted = true;
-    s.exchange.mode = ExchangeMode::None;
+    // Remote: "none" finds no Exchange cmdlets in the lab, as on a real host.
+    s.exchange.mode = ExchangeMode::Remote;
+    s.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
     let client = crate::app::winrm_client(&s)?;
     Ok(Exchange::new(client, &s.exchange, s.winrm.endpoint.clone()))
 }

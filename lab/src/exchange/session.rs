@@ -1,0 +1,403 @@
+//! Opening the Exchange session as common.ps1 does, on a host that behaves like Windows
+//! (notes/windows-reality.md §1, §5, §6): the process's logon decides whether the second
+//! hop works, Group Policy's execution policy and the language mode decide whether the
+//! bootstrap and Import-PSSession may run, and a session nobody removed keeps counting
+//! against PowerShellMaxConcurrency until its idle timeout.
+//!
+//! Error texts are Windows' own (research/windows-errors.md); where a text was composed
+//! from parts or inferred, the constant says so.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::{LabState, Run, SharedState, error};
+use ps_templates::{ExchangeMode, Payload, ResultLine, SessionData};
+
+/// How the Windows host itself is set up, beyond WinRM.
+#[derive(Debug, Clone, Copy)]
+pub struct HostPolicy {
+    /// An AllSigned execution policy set by Group Policy, which `-ExecutionPolicy Bypass`
+    /// cannot override: the bootstrap (a command, not a file) runs, Import-PSSession's
+    /// unsigned temporary module does not.
+    pub all_signed: bool,
+    /// Constrained Language Mode (WDAC/AppLocker): no method calls or property setters on
+    /// non-core types, so the bootstrap's first line is refused.
+    pub constrained_language: bool,
+    /// How long Exchange keeps a session nobody removed (New-PSSessionOption -IdleTimeout,
+    /// as the server grants it).
+    pub session_idle_timeout: Duration,
+}
+
+/// The IdleTimeout common.ps1 asks for (New-PSSessionOption -IdleTimeout, milliseconds).
+pub const TEMPLATE_IDLE_TIMEOUT_MS: u64 = 900_000;
+
+impl Default for HostPolicy {
+    fn default() -> Self {
+        HostPolicy {
+            all_signed: false,
+            constrained_language: false,
+            session_idle_timeout: Duration::from_millis(TEMPLATE_IDLE_TIMEOUT_MS),
+        }
+    }
+}
+
+/// The exception message of the bootstrap's first line under Constrained Language Mode
+/// (`[Console]::OutputEncoding = …`; verbatim, wslutilities/wslu#297).
+pub const CLM_PROPERTY_SETTER: &str =
+    "Cannot set property. Property setting is supported only on core types in this language mode.";
+
+/// What a logon without network credentials gets from New-PSSession -Authentication
+/// Kerberos (verbatim body: PowerShell/Win32-OpenSSH#2100 and microsoft/diskspd#171; the
+/// tail from the Negotiate variant, Yowko's blog).
+fn second_hop_refusal(host: &str) -> String {
+    format!(
+        "[{host}] Connecting to remote server {host} failed with the following error message : WinRM cannot process the request. The following error with errorcode 0x8009030e occurred while using Kerberos authentication: A specified logon session does not exist. It may already have been terminated.\r\n Possible causes are:\r\n  -The user name or password specified are invalid.\r\n  -Kerberos is used when no authentication method and no user name are specified.\r\n  -Kerberos accepts domain user names, but not local user names.\r\n  -The Service Principal Name (SPN) for the remote computer name and port does not exist.\r\n  -The client and remote computers are in different domains and there is no trust between the two domains.\r\n After checking for the above issues, try the following:\r\n  -Check the Event Viewer for events related to authentication.\r\n  -Change the authentication method; add the destination computer to the WinRM TrustedHosts configuration setting or use HTTPS transport.\r\n Note that computers in the TrustedHosts list might not be authenticated.\r\n   -For more information about WinRM configuration, run the following command: winrm help config. For more information, see the about_Remote_Troubleshooting Help topic."
+    )
+}
+
+/// Its FullyQualifiedErrorId (1312 = ERROR_NO_SUCH_LOGON_SESSION; seen with the Negotiate
+/// wording, the Kerberos one carries the same Win32 error — medium confidence).
+const SECOND_HOP_ERROR_ID: &str = "1312,PSSessionOpenFailed";
+
+/// Import-PSSession under an AllSigned policy. COMPOSED: the Import-PSSession docs say the
+/// temporary module's unsigned files are refused, and this is PowerShell 5.1's
+/// MshSignature_NotSigned text (with 5.1's one-slash `https:/go`) applied to that module;
+/// the exact Import-PSSession wording was not found.
+fn not_signed(user: &str) -> String {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let file =
+        format!("C:\\Users\\{user}\\AppData\\Local\\Temp\\tmp_{tag}.mbx\\tmp_{tag}.mbx.psm1");
+    format!(
+        "File {file} cannot be loaded. The file {file} is not digitally signed. You cannot run this script on the current system. For more information about running scripts and setting execution policy, see about_Execution_Policies at https:/go.microsoft.com/fwlink/?LinkID=135170."
+    )
+}
+
+/// Why the recipient cmdlets cannot work in this process, though the session "opened".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unavailable {
+    /// `exchange.mode = "none"`: a fresh `powershell.exe -NoProfile` has no Exchange cmdlets.
+    CmdletsMissing,
+    /// The snap-in runs as a logon without network credentials: its LDAP bind is anonymous.
+    AnonymousDirectory,
+}
+
+/// The error the first recipient cmdlet of a run gets when it cannot work.
+pub(super) fn unavailable_error(
+    why: Unavailable,
+    cmdlet: &str,
+    task: &str,
+    dc: &str,
+) -> ResultLine {
+    match why {
+        // Verbatim, learn.microsoft.com Q&A 1363212.
+        Unavailable::CmdletsMissing => ResultLine {
+            status: "error".into(),
+            category: Some("ObjectNotFound".into()),
+            reason: Some("CommandNotFoundException".into()),
+            error_id: Some("CommandNotFoundException".into()),
+            message: Some(format!(
+                "The term '{cmdlet}' is not recognized as the name of a cmdlet, function, script file, or operable program. Check the spelling of the name, or if a path was included, verify that the path is correct and try again."
+            )),
+            ..ResultLine::default()
+        },
+        // INFERRED wrapper: Exchange's ADOperationException form (research §5) around what
+        // an anonymous bind gets — ADSI's "An operations error occurred." and the DC's
+        // 000004DC diagnostic, each seen verbatim in its own layer (research §2). No
+        // transcript of the snap-in itself in this case was found.
+        Unavailable::AnonymousDirectory => error(
+            "ADOperationException",
+            "NotSpecified",
+            task,
+            "4DC",
+            format!(
+                "Active Directory operation failed on {dc}. This error is not retriable. Additional information: An operations error occurred.\r\nActive directory response: 000004DC: LdapErr: DSID-0C090A5C, comment: In order to perform this operation a successful bind must be completed on the connection., data 0, v4563"
+            ),
+        ),
+    }
+}
+
+/// An Exchange session counted against PowerShellMaxConcurrency: given back when the template
+/// removes it, else (the process was killed) only after the idle timeout.
+pub(super) struct SessionSlot {
+    state: SharedState,
+    user: String,
+    idle_timeout: Duration,
+    removed: bool,
+}
+
+impl SessionSlot {
+    /// Counts a new session for `user`, or Exchange's throttling refusal.
+    fn open(state: &SharedState, user: &str, idle_timeout: Duration) -> Result<Self, String> {
+        {
+            let mut st = state.lock();
+            reap(&mut st);
+            st.faults.open_session(user)?;
+        }
+        Ok(SessionSlot {
+            state: state.clone(),
+            user: user.to_owned(),
+            idle_timeout,
+            removed: false,
+        })
+    }
+
+    /// Remove-PSSession: the session is gone at once.
+    pub(super) fn remove(mut self) {
+        self.removed = true;
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut st = self.state.lock();
+        if self.removed {
+            st.faults.close_session(&self.user);
+        } else {
+            let until = Instant::now() + self.idle_timeout;
+            st.orphaned_sessions.push((self.user.clone(), until));
+        }
+    }
+}
+
+/// Gives back the sessions nobody removed whose idle timeout has passed.
+pub(crate) fn reap(st: &mut LabState) {
+    let now = Instant::now();
+    let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.orphaned_sessions)
+        .into_iter()
+        .partition(|(_, until)| *until <= now);
+    st.orphaned_sessions = kept;
+    for (user, _) in expired {
+        st.faults.close_session(&user);
+    }
+}
+
+/// The host part of a connection URI (`http://ex01.corp.example/PowerShell/` → `ex01.corp.example`).
+fn uri_host(uri: &str) -> &str {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    rest.split(['/', ':']).next().unwrap_or(rest)
+}
+
+/// What common.ps1 throws when no connection URI worked (a thrown string: RuntimeException,
+/// its text as the FullyQualifiedErrorId).
+fn unreachable(failures: &[String]) -> ResultLine {
+    let message = format!(
+        "no Exchange server could be reached: {}",
+        failures.join("; ")
+    );
+    ResultLine {
+        status: "error".into(),
+        category: Some("OperationStopped".into()),
+        reason: Some("RuntimeException".into()),
+        error_id: Some(message.clone()),
+        message: Some(message),
+        ..ResultLine::default()
+    }
+}
+
+impl Run {
+    /// Open-MailboxdExchange, then (for an empty batch) the one-recipient read. A remote
+    /// session comes back as the slot the caller removes when the template would.
+    pub(super) async fn open_session(
+        &mut self,
+        payload: &Payload,
+    ) -> Result<Option<SessionSlot>, ResultLine> {
+        let session = &payload.data.session;
+        let slot = match session.mode {
+            ExchangeMode::None => {
+                self.unavailable = Some(Unavailable::CmdletsMissing);
+                None
+            }
+            ExchangeMode::Snapin => {
+                self.snapin().await;
+                None
+            }
+            ExchangeMode::Remote => Some(self.remote(session).await?),
+        };
+        self.state.lock().stats.exchange_sessions += 1;
+        match self.after_open(payload) {
+            Ok(()) => Ok(slot),
+            Err(failure) => {
+                // The template removes the session it opened before it reports the failure.
+                if let Some(slot) = slot {
+                    self.remove_session(slot);
+                }
+                Err(*failure)
+            }
+        }
+    }
+
+    /// Set-ADServerSettings when asked for, and an empty batch's one-recipient read.
+    fn after_open(&self, payload: &Payload) -> Result<(), Box<ResultLine>> {
+        if payload.data.session.view_entire_forest {
+            let mut p = Map::new();
+            p.insert("ViewEntireForest".into(), json!(true));
+            self.cmdlet("Set-ADServerSettings", "SetADServerSettings", p, "")?;
+        }
+        if payload.data.accounts.is_empty() {
+            let mut p = Map::new();
+            p.insert("ResultSize".into(), json!(1));
+            self.cmdlet(
+                "Get-RemoteMailbox",
+                "GetRemoteMailbox",
+                p,
+                "dc1.corp.example",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A cmdlet of the session's set-up, recorded; it fails when the cmdlets cannot work.
+    fn cmdlet(
+        &self,
+        cmdlet: &str,
+        task: &str,
+        parameters: Map<String, Value>,
+        dc: &str,
+    ) -> Result<(), Box<ResultLine>> {
+        // Set-ADServerSettings only changes the session's settings: no directory access.
+        let why = self
+            .unavailable
+            .filter(|w| *w == Unavailable::CmdletsMissing || cmdlet != "Set-ADServerSettings");
+        let Some(why) = why else {
+            self.bind(cmdlet, &parameters)?;
+            self.record(cmdlet, parameters, None);
+            return Ok(());
+        };
+        let failure = unavailable_error(why, cmdlet, task, dc);
+        self.record(cmdlet, parameters, failure.reason.as_deref());
+        Err(Box::new(failure))
+    }
+
+    async fn snapin(&mut self) {
+        self.pause_for_session().await;
+        let mut p = Map::new();
+        p.insert(
+            "Name".into(),
+            json!("Microsoft.Exchange.Management.PowerShell.RecipientManagement"),
+        );
+        self.record("Add-PSSnapin", p, None);
+        if !self.logon.network_credentials {
+            self.unavailable = Some(Unavailable::AnonymousDirectory);
+        }
+    }
+
+    async fn pause_for_session(&self) {
+        if !self.latency.session.is_zero() {
+            tokio::time::sleep(self.latency.session).await;
+        }
+    }
+
+    /// New-PSSession and Import-PSSession for each connection URI until one works.
+    async fn remote(&mut self, session: &SessionData) -> Result<SessionSlot, ResultLine> {
+        let mut failures = Vec::new();
+        for uri in &session.connection_uris {
+            match self.remote_one(session, uri).await {
+                Ok(slot) => return Ok(slot),
+                Err(Refusal::Throttled(r)) => return Err(*r),
+                Err(Refusal::Failed(f)) => failures.push(f),
+            }
+        }
+        Err(unreachable(&failures))
+    }
+
+    async fn remote_one(
+        &mut self,
+        session: &SessionData,
+        uri: &str,
+    ) -> Result<SessionSlot, Refusal> {
+        let mut p = Map::new();
+        p.insert("ConfigurationName".into(), json!("Microsoft.Exchange"));
+        p.insert("ConnectionUri".into(), json!(uri));
+        p.insert("Authentication".into(), json!("Kerberos"));
+        p.insert(
+            "SessionOption".into(),
+            json!({ "IdleTimeout": TEMPLATE_IDLE_TIMEOUT_MS }),
+        );
+        if let Some(c) = &session.credential {
+            // The credential's user name is recorded; its password never is.
+            p.insert("Credential".into(), json!(c.username));
+        }
+        // The second hop: without -Credential, the process authenticates to Exchange as its
+        // own logon, which only works when that logon holds network credentials.
+        if session.credential.is_none() && !self.logon.network_credentials {
+            self.record("New-PSSession", p, Some("PSRemotingTransportException"));
+            let message = second_hop_refusal(uri_host(uri));
+            return Err(Refusal::Failed(format!(
+                "{uri}: {message} ({SECOND_HOP_ERROR_ID})"
+            )));
+        }
+        // Counted from the moment it is being opened; a throttling refusal comes back at once.
+        let idle = self.policy.session_idle_timeout;
+        let slot = match SessionSlot::open(&self.state, &self.user, idle) {
+            Ok(slot) => slot,
+            Err(message) => {
+                self.record("New-PSSession", p, Some("PSRemotingTransportException"));
+                return Err(Refusal::Throttled(Box::new(ResultLine {
+                    status: "error".into(),
+                    category: Some("OpenError".into()),
+                    reason: Some("PSRemotingTransportException".into()),
+                    error_id: Some("IncorrectProtocolVersion,PSSessionOpenFailed".into()),
+                    message: Some(message),
+                    ..ResultLine::default()
+                })));
+            }
+        };
+        self.pause_for_session().await;
+        self.record("New-PSSession", p, None);
+        self.import(session, uri, slot)
+    }
+
+    /// Import-PSSession of the names the templates use; on failure the template removes the
+    /// session it just opened.
+    fn import(
+        &self,
+        session: &SessionData,
+        uri: &str,
+        slot: SessionSlot,
+    ) -> Result<SessionSlot, Refusal> {
+        let mut names = vec![
+            "Enable-RemoteMailbox",
+            "Set-RemoteMailbox",
+            "Get-RemoteMailbox",
+        ];
+        if session.view_entire_forest {
+            names.push("Set-ADServerSettings");
+        }
+        let mut p = Map::new();
+        p.insert("CommandName".into(), json!(names));
+        if !self.policy.all_signed {
+            self.record("Import-PSSession", p, None);
+            return Ok(slot);
+        }
+        self.record("Import-PSSession", p, Some("PSSecurityException"));
+        self.record("Remove-PSSession", Map::new(), None);
+        slot.remove();
+        let message = not_signed(&self.user);
+        Err(Refusal::Failed(format!(
+            "{uri}: {message} (UnauthorizedAccess)"
+        )))
+    }
+
+    /// The session's failure as the template reports it: one `scope: session` line.
+    pub(super) fn session_failed(mut self, failure: ResultLine) -> crate::wsman::ProcessOutput {
+        let mut r = failure;
+        r.scope = Some("session".into());
+        self.lines.push(r.to_line());
+        self.output()
+    }
+
+    /// The template's finally (or serve.ps1's end): Remove-PSSession.
+    pub(super) fn remove_session(&self, slot: SessionSlot) {
+        self.record("Remove-PSSession", Map::new(), None);
+        slot.remove();
+    }
+}
+
+/// Why one connection URI did not give a session.
+enum Refusal {
+    /// Exchange's throttling: reported as it is, the next URI would be refused the same way.
+    Throttled(Box<ResultLine>),
+    /// `<uri>: <message> (<error id>)`, as common.ps1 collects it.
+    Failed(String),
+}

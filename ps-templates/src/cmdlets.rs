@@ -1,0 +1,115 @@
+//! How many Exchange cmdlets a batch runs, read off the templates: what Exchange's cmdlet
+//! budget (PowerShellMaxCmdlets per PowerShellMaxCmdletsTimePeriod) counts. The daemon takes
+//! the most a batch may run from the budget before it runs, and gives back what it did not
+//! run once the results say which path each account took.
+
+use crate::{AccountData, ExchangeMode, SessionData, Template};
+
+/// Cmdlets Exchange runs to set up one remote session: `Import-PSSession` asks the session
+/// for its commands and their formatting (`Get-Command`, `Get-FormatData`). Not documented
+/// either way, so counted: over-counting only paces a little slower.
+const IMPORT_CMDLETS: u32 = 2;
+
+/// The most cmdlets any one account of any template may run (an enable with its archive).
+pub const MAX_CMDLETS_PER_ACCOUNT: u32 = 4;
+
+impl Template {
+    /// The most cmdlets one account of this template may run.
+    ///
+    /// - enable-remote-mailbox: `Enable-RemoteMailbox`; on RecipientTaskException
+    ///   `Get-RemoteMailbox`, then `Set-RemoteMailbox` for a hidden one (a rehire); plus
+    ///   `Enable-RemoteMailbox -Archive` when an archive is asked for.
+    /// - hide-remote-mailbox: `Get-RemoteMailbox`, then `Set-RemoteMailbox`.
+    pub fn max_cmdlets(self, account: &AccountData) -> u32 {
+        match self {
+            Template::EnableRemoteMailbox => 3 + u32::from(account.archive),
+            Template::HideRemoteMailbox => 2,
+        }
+    }
+
+    /// The cmdlets one account ran, from the status its result line reported; `None` for a
+    /// status that does not say (an error: counted as the most it may have run).
+    pub fn cmdlets_ran(self, account: &AccountData, status: &str) -> Option<u32> {
+        // The archive call is made unless Get-RemoteMailbox showed one: "enabled" never
+        // looked, the others may have seen one, so they count it too.
+        let archive = u32::from(account.archive);
+        match (self, status) {
+            (Template::EnableRemoteMailbox, "enabled") => Some(1 + archive),
+            (Template::EnableRemoteMailbox, "already") => Some(2 + archive),
+            (Template::EnableRemoteMailbox, "unhidden") => Some(3 + archive),
+            (Template::HideRemoteMailbox, "already" | "not_remote") => Some(1),
+            (Template::HideRemoteMailbox, "hidden") => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// Cmdlets opening the session costs in Exchange: the import in remote mode, and
+/// `Set-ADServerSettings` when the whole forest is viewed. The snap-in and `none` modes run
+/// no Exchange session, so nothing of Exchange's budget.
+pub fn session_cmdlets(session: &SessionData) -> u32 {
+    match session.mode {
+        ExchangeMode::Remote => IMPORT_CMDLETS + u32::from(session.view_entire_forest),
+        ExchangeMode::Snapin | ExchangeMode::None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(archive: bool) -> AccountData {
+        AccountData {
+            job_id: uuid::Uuid::nil(),
+            identity: "jdoe".into(),
+            sam_account_name: "jdoe".into(),
+            domain_controller: None,
+            remote_routing_address: None,
+            alias: None,
+            primary_smtp_address: None,
+            archive,
+        }
+    }
+
+    #[test]
+    fn what_ran_never_exceeds_the_most_counted() {
+        let statuses = [
+            "enabled",
+            "already",
+            "unhidden",
+            "hidden",
+            "not_remote",
+            "error",
+        ];
+        for t in Template::ALL {
+            for archive in [false, true] {
+                let a = account(archive);
+                for s in statuses {
+                    let ran = t.cmdlets_ran(&a, s).unwrap_or(t.max_cmdlets(&a));
+                    assert!(ran <= t.max_cmdlets(&a), "{t:?} {s} archive={archive}");
+                    assert!(t.max_cmdlets(&a) <= MAX_CMDLETS_PER_ACCOUNT);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_joiner_runs_one_cmdlet_and_one_more_for_its_archive() {
+        let t = Template::EnableRemoteMailbox;
+        assert_eq!(t.cmdlets_ran(&account(false), "enabled"), Some(1));
+        assert_eq!(t.cmdlets_ran(&account(true), "enabled"), Some(2));
+        assert_eq!(t.cmdlets_ran(&account(false), "error"), None);
+    }
+
+    #[test]
+    fn only_a_remote_session_costs_cmdlets() {
+        // From JSON, as the host reads it: fields added later keep their defaults.
+        let mut s: SessionData = serde_json::from_value(serde_json::json!({
+            "mode": "remote", "connection_uris": [], "view_entire_forest": true
+        }))
+        .expect("a session document");
+        assert_eq!(session_cmdlets(&s), 3);
+        s.mode = ExchangeMode::Snapin;
+        assert_eq!(session_cmdlets(&s), 0);
+    }
+}

@@ -1,0 +1,242 @@
+//! What the dashboard's queue views read and do beyond single jobs: the rows a filter
+//! matches (to group failures by error signature and to act on them), bulk actions on a
+//! set of jobs recorded once with their count, and the queue's health at a glance
+//! (oldest waiting work, throughput, time to done, the alert outbox).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::operator::REQUEUE;
+use super::{ActionKind, ErrorClass, JobState, Store, StoreError};
+use crate::event::EventKind;
+
+/// A job as the queue views list it: enough to filter and group, without the event.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct QueueRow {
+    pub id: Uuid,
+    pub account: String,
+    pub kind: EventKind,
+    pub state: JobState,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub last_error_class: Option<ErrorClass>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which jobs a queue view reads: every field narrows, `None` (or no states) takes all.
+#[derive(Debug, Clone, Default)]
+pub struct QueueQuery {
+    pub states: Vec<JobState>,
+    pub kind: Option<EventKind>,
+    pub error_class: Option<ErrorClass>,
+    /// The account's name, any case.
+    pub account: Option<String>,
+    /// Created at or after / before.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+/// One bulk action: who moved how many jobs matching which filter.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct BulkAction {
+    pub id: i64,
+    pub action: ActionKind,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+    pub filter: String,
+    pub jobs: i32,
+}
+
+/// The queue's waiting work at a glance.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct QueueAges {
+    /// The oldest queued or retrying job's creation.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub waiting_for_sync: i64,
+    /// When the longest-waiting joiner's event occurred (its sync deadline counts from it).
+    pub oldest_sync_event: Option<DateTime<Utc>>,
+    /// Alerts not sent yet (and not folded or suppressed), and of those, failing to send.
+    pub alerts_pending: i64,
+    pub alerts_failing: i64,
+}
+
+/// Jobs finished in one hour or day: succeeded, failed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Throughput {
+    pub bucket: DateTime<Utc>,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+/// Seconds from a job's creation to its success, per hour: median and 95th percentile.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TimeToDone {
+    pub hour: DateTime<Utc>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+}
+
+/// The bucket of a throughput series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Store {
+    /// The jobs `q` matches, most recently updated first, at most `q.limit`.
+    pub async fn queue_rows(&self, q: &QueueQuery) -> Result<Vec<QueueRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, account, kind, state, attempt, max_attempts, last_error, last_error_class,
+                    created_at, updated_at
+               FROM jobs
+              WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
+                AND ($2::text IS NULL OR kind = $2)
+                AND ($3::text IS NULL OR last_error_class = $3)
+                AND ($4::text IS NULL OR account = lower($4))
+                AND ($5::timestamptz IS NULL OR created_at >= $5)
+                AND ($6::timestamptz IS NULL OR created_at < $6)
+              ORDER BY updated_at DESC, id LIMIT $7",
+        )
+        .bind(&q.states)
+        .bind(q.kind)
+        .bind(q.error_class)
+        .bind(&q.account)
+        .bind(q.since)
+        .bind(q.until)
+        .bind(q.limit.max(1))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Retries or cancels the jobs among `ids` that may be (a retry takes failed, cancelled
+    /// and waiting jobs, a cancel pending ones), in one transaction recorded once in
+    /// `bulk_actions` with `filter` and the count, and per job in `operator_actions`.
+    pub async fn bulk_act(
+        &self,
+        ids: &[Uuid],
+        action: ActionKind,
+        actor: &str,
+        filter: &str,
+    ) -> Result<BulkAction, StoreError> {
+        let (set, from, to) = match action {
+            ActionKind::Retry => (REQUEUE, &JobState::RETRYABLE[..], JobState::Queued),
+            ActionKind::Cancel => (
+                "state = $2, finished_at = now(), updated_at = now()",
+                &JobState::PENDING[..],
+                JobState::Cancelled,
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        let moved: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET {set} WHERE id = ANY($1) AND state = ANY($3) RETURNING id"
+        )))
+        .bind(ids)
+        .bind(to)
+        .bind(from)
+        .fetch_all(&mut *tx)
+        .await?;
+        let bulk: BulkAction = sqlx::query_as(
+            "INSERT INTO bulk_actions (action, actor, filter, jobs) VALUES ($1, $2, $3, $4)
+             RETURNING id, action, actor, at, filter, jobs",
+        )
+        .bind(action)
+        .bind(actor)
+        .bind(filter)
+        .bind(i32::try_from(moved.len()).unwrap_or(i32::MAX))
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO operator_actions (job_id, action, actor, detail)
+             SELECT id, $2, $3, $4 FROM unnest($1::uuid[]) AS id",
+        )
+        .bind(&moved)
+        .bind(action)
+        .bind(actor)
+        .bind(format!("bulk #{}: {filter}", bulk.id))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(bulk)
+    }
+
+    /// The latest bulk actions, newest first.
+    pub async fn list_bulk_actions(&self, limit: i64) -> Result<Vec<BulkAction>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, action, actor, at, filter, jobs FROM bulk_actions ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How old the waiting work is, and what waits in the alert outbox.
+    pub async fn queue_ages(&self) -> Result<QueueAges, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT min(created_at) FROM jobs WHERE state = ANY($1)) AS oldest_pending,
+                    (SELECT count(*) FROM jobs WHERE state = $2) AS waiting_for_sync,
+                    (SELECT min(occurred_at) FROM jobs WHERE state = $2) AS oldest_sync_event,
+                    (SELECT count(*) FROM alerts WHERE sent_at IS NULL AND folded_into IS NULL
+                        AND NOT suppressed) AS alerts_pending,
+                    (SELECT count(*) FROM alerts WHERE sent_at IS NULL AND folded_into IS NULL
+                        AND NOT suppressed AND last_error IS NOT NULL) AS alerts_failing",
+        )
+        .bind([JobState::Queued, JobState::Retrying])
+        .bind(JobState::WaitingForSync)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Jobs finished per hour over the last 24 hours or per day over the last 30 days,
+    /// oldest first, every bucket present.
+    pub async fn throughput(&self, bucket: Bucket) -> Result<Vec<Throughput>, StoreError> {
+        let (unit, span) = match bucket {
+            Bucket::Hour => ("hour", "23 hours"),
+            Bucket::Day => ("day", "29 days"),
+        };
+        // Jobs are counted in one pass over the span, then laid on every bucket of it.
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH done AS (
+                SELECT date_trunc('{unit}', finished_at) AS bucket,
+                       count(*) FILTER (WHERE state = $1) AS succeeded,
+                       count(*) FILTER (WHERE state = $2) AS failed
+                  FROM jobs WHERE finished_at >= date_trunc('{unit}', now()) - interval '{span}'
+                 GROUP BY 1)
+             SELECT b.bucket, coalesce(d.succeeded, 0) AS succeeded, coalesce(d.failed, 0) AS failed
+               FROM generate_series(date_trunc('{unit}', now()) - interval '{span}',
+                                    date_trunc('{unit}', now()), interval '1 {unit}') AS b(bucket)
+               LEFT JOIN done d ON d.bucket = b.bucket
+              ORDER BY b.bucket"
+        )))
+        .bind(JobState::Succeeded)
+        .bind(JobState::Failed)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Time from creation to success per hour over the last 24 hours (hours without a
+    /// success carry no figures).
+    pub async fn time_to_done(&self) -> Result<Vec<TimeToDone>, StoreError> {
+        Ok(sqlx::query_as(
+            "WITH done AS (
+                SELECT date_trunc('hour', finished_at) AS hour,
+                       extract(epoch FROM finished_at - created_at) AS secs
+                  FROM jobs WHERE state = $1
+                   AND finished_at >= date_trunc('hour', now()) - interval '23 hours')
+             SELECT h.hour,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY d.secs)::float8 AS p50,
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY d.secs)::float8 AS p95
+               FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
+                                    date_trunc('hour', now()), interval '1 hour') AS h(hour)
+               LEFT JOIN done d ON d.hour = h.hour
+              GROUP BY h.hour ORDER BY h.hour",
+        )
+        .bind(JobState::Succeeded)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
