@@ -129,10 +129,8 @@ async fn visitor(s: &AdminState, headers: &HeaderMap, write: bool) -> Result<Vis
             page_with_status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again",
-                &format!(
-                    "<p>Your session cannot be checked now: {}</p>",
-                    esc(&e.to_string())
-                ),
+                "<p>Your session cannot be checked right now (the directory or the database did \
+                 not answer); try again shortly.</p>",
             )
         })?,
         None => None,
@@ -605,12 +603,18 @@ fn refused(user: &str, client: SocketAddr, e: &SignInError) -> Response {
         SignInError::Directory(_) | SignInError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     tracing::warn!(target: "audit", user = %user.chars().take(256).collect::<String>(), client = %client.ip(), reason = %e, "dashboard sign-in refused");
+    // Someone not signed in learns nothing about the directory or the database behind it.
+    let shown = if status == StatusCode::SERVICE_UNAVAILABLE {
+        "Sign-in is not possible right now (the directory or the database did not answer); try again shortly.".to_owned()
+    } else {
+        e.to_string()
+    };
     page_with_status(
         status,
         "Sign in",
         &format!(
             "<p class=\"bad\" id=\"error\">{}</p>{LOGIN_FORM}",
-            esc(&e.to_string())
+            esc(&shown)
         ),
     )
 }

@@ -4,16 +4,15 @@
 //!
 //! The cookie carries a random 32-byte session id; the database keeps only its SHA-256.
 //! The CSRF token of a session is derived from its id, so nothing else is stored for it.
-//! Failed sign-ins are counted per user name and per client address (in this replica).
+//! Failed sign-ins are counted per user name and per client address in the database, so
+//! the limit holds however a load balancer spreads the attempts over replicas.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use parking_lot::Mutex;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
@@ -87,7 +86,6 @@ pub struct SignIn {
     directory: Option<Directory>,
     store: Store,
     cfg: Arc<SignInConfig>,
-    failures: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
 }
 
 fn sha256(parts: &[&[u8]]) -> Vec<u8> {
@@ -137,6 +135,20 @@ pub fn lookup(name: &str, domain: &str) -> Option<Lookup> {
     })
 }
 
+/// What failed sign-ins are counted under: the user name (`CORP\jdoe`, `jdoe` and
+/// `jdoe@corp.example` count as one) and the client's address.
+fn failure_keys(lookup: Option<&Lookup>, typed: &str, client: IpAddr) -> [String; 2] {
+    let user = match lookup {
+        Some(Lookup::Sam(s)) => s.as_str(),
+        Some(Lookup::Upn(u)) => u.split('@').next().unwrap_or(u),
+        _ => typed.trim(),
+    };
+    [
+        format!("user:{}", user.to_lowercase()),
+        format!("addr:{client}"),
+    ]
+}
+
 impl SignIn {
     pub fn new(directory: Option<Directory>, store: Store, cfg: SignInConfig) -> SignIn {
         let groups = cfg.viewer_groups.len() + cfg.operator_groups.len();
@@ -144,7 +156,6 @@ impl SignIn {
             directory: directory.filter(|_| groups > 0),
             store,
             cfg: Arc::new(cfg),
-            failures: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -161,22 +172,20 @@ impl SignIn {
         client: IpAddr,
     ) -> Result<(String, Session), SignInError> {
         let directory = self.directory.as_ref().ok_or(SignInError::Off)?;
-        let keys = [
-            format!("user:{}", name.trim().to_lowercase()),
-            format!("addr:{client}"),
-        ];
-        if let Some(minutes) = self.blocked(&keys) {
+        let lookup = lookup(name, &self.cfg.domain);
+        let keys = failure_keys(lookup.as_ref(), name, client);
+        if let Some(minutes) = self.blocked(&keys).await? {
             return Err(SignInError::TooMany { minutes });
         }
-        let checked = match lookup(name, &self.cfg.domain) {
-            Some(lookup) => directory.check_password(&lookup, password).await,
+        let checked = match &lookup {
+            Some(lookup) => directory.check_password(lookup, password).await,
             None => Err(PasswordRefused::Wrong),
         };
         let person = match checked {
             Ok(p) => p,
             Err(e) => {
                 if !matches!(e, PasswordRefused::Directory(_)) {
-                    self.failed(&keys);
+                    self.store.record_signin_failure(&keys).await?;
                 }
                 return Err(e.into());
             }
@@ -186,7 +195,7 @@ impl SignIn {
             .role_of(directory, &person.dn)
             .await?
             .ok_or_else(|| SignInError::NoGroup(who.clone()))?;
-        self.failures.lock().remove(&keys[0]);
+        self.store.clear_signin_failures(&keys[0]).await?;
         let raw: [u8; 32] = rand::random();
         let cookie = URL_SAFE_NO_PAD.encode(raw);
         let hash = sha256(&[&raw]);
@@ -266,32 +275,13 @@ impl SignIn {
     }
 
     /// Minutes until one of `keys` may try again, when one has used its failures.
-    fn blocked(&self, keys: &[String; 2]) -> Option<u64> {
-        let mut failures = self.failures.lock();
-        let now = Instant::now();
+    async fn blocked(&self, keys: &[String; 2]) -> Result<Option<u64>, StoreError> {
+        let counts = self.store.signin_failures(keys, FAILURE_WINDOW).await?;
         let limits = [MAX_FAILURES_PER_USER, MAX_FAILURES_PER_ADDRESS];
-        keys.iter().zip(limits).find_map(|(k, max)| {
-            let list = failures.get_mut(k)?;
-            list.retain(|t| now.duration_since(*t) < FAILURE_WINDOW);
-            let oldest = *list.first()?;
-            (list.len() >= max)
-                .then(|| (FAILURE_WINDOW - now.duration_since(oldest)).as_secs() / 60 + 1)
-        })
-    }
-
-    fn failed(&self, keys: &[String; 2]) {
-        let mut failures = self.failures.lock();
-        // Bounded memory: a flood of distinct names forgets the oldest entries' windows.
-        if failures.len() > 100_000 {
-            let now = Instant::now();
-            failures.retain(|_, v| {
-                v.last()
-                    .is_some_and(|t| now.duration_since(*t) < FAILURE_WINDOW)
-            });
-        }
-        for k in keys {
-            failures.entry(k.clone()).or_default().push(Instant::now());
-        }
+        Ok(keys.iter().zip(limits).find_map(|(k, max)| {
+            let (_, n, left) = counts.iter().find(|(s, ..)| s == k)?;
+            (*n >= max as i64).then(|| left.as_secs() / 60 + 1)
+        }))
     }
 }
 
@@ -324,6 +314,15 @@ mod tests {
         );
         assert_eq!(lookup("jd\0oe", "CORP"), None);
         assert_eq!(lookup("", "CORP"), None);
+    }
+
+    #[test]
+    fn every_spelling_of_a_user_name_counts_its_failures_together() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        for typed in ["CORP\\JDoe", "jdoe", "jdoe@corp.example"] {
+            let keys = failure_keys(lookup(typed, "CORP").as_ref(), typed, ip);
+            assert_eq!(keys, ["user:jdoe", "addr:10.1.2.3"], "{typed}");
+        }
     }
 
     #[test]

@@ -231,6 +231,13 @@ async fn wrong_passwords_disabled_accounts_and_outsiders_are_refused_and_guessin
     let (status, _, page) = b.sign_in(&p.viewer, &p.password(&p.viewer)).await;
     assert_eq!(status, 429, "{page}");
     assert!(page.contains("too many failed sign-ins"), "{page}");
+    // Another replica counts the same failures.
+    let other = env.start_daemon().await;
+    let (status, _, page) = Browser::new(other.admin_addr)
+        .sign_in(&p.viewer, &p.password(&p.viewer))
+        .await;
+    assert_eq!(status, 429, "{page}");
+    other.stop().await;
     // Another person is not held up by it.
     let (status, _, page) = Browser::new(app.admin_addr)
         .sign_in(&p.operator, &p.password(&p.operator))

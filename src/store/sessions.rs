@@ -1,6 +1,7 @@
 //! Dashboard sessions of people signed in with AD (`operator_sessions`): only the hash of
 //! the session id is stored, expiry is decided by the database's clock so every replica
-//! agrees, and an ended session stays on record with why it ended.
+//! agrees, and an ended session stays on record with why it ended. Failed sign-ins
+//! (`signin_failures`) are counted here too, so every replica sees the same count.
 
 use std::time::Duration;
 
@@ -117,5 +118,51 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected())
+    }
+
+    /// Records a failed sign-in against each subject (`user:…`, `addr:…`), and forgets
+    /// failures older than a day.
+    pub async fn record_signin_failure(&self, subjects: &[String]) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO signin_failures (subject) SELECT unnest($1::text[])")
+            .bind(subjects)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM signin_failures WHERE at < now() - interval '1 day'")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Per subject with failures within `window`: how many, and how long until the oldest
+    /// of them leaves the window.
+    pub async fn signin_failures(
+        &self,
+        subjects: &[String],
+        window: Duration,
+    ) -> Result<Vec<(String, i64, Duration)>, StoreError> {
+        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+            "SELECT subject, count(*),
+                    extract(epoch FROM min(at) + make_interval(secs => $2) - now())::float8
+               FROM signin_failures
+              WHERE subject = ANY($1) AND at > now() - make_interval(secs => $2)
+              GROUP BY subject",
+        )
+        .bind(subjects)
+        .bind(secs(window))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n, left)| (s, n, Duration::from_secs_f64(left.max(0.0))))
+            .collect())
+    }
+
+    /// Forgets a subject's failures (the person signed in).
+    pub async fn clear_signin_failures(&self, subject: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM signin_failures WHERE subject = $1")
+            .bind(subject)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
