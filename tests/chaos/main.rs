@@ -44,7 +44,7 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     let mut accounts: Vec<_> = joiners.iter().map(|s| seed(s)).collect();
     accounts.extend(leavers.iter().map(|s| remote(s, true, false)));
     // Exchange-like pauses keep the queue busy while the blows land.
-    let env = TestEnv::with_latency(
+    let mut env = TestEnv::with_latency(
         accounts,
         lab::Latency {
             session: Duration::from_millis(300),
@@ -57,6 +57,8 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
         ("MAILBOXD__EXCHANGE__BATCH_SIZE", "10"),
         ("MAILBOXD__WORKER__CONCURRENCY", "4"),
     ];
+    // The IAM system listens for the answers, through every blow below.
+    let mut answers = env.expect_outcomes().await;
     let mut replicas = Replicas((0..3).map(|_| env.spawn_daemon(&extra)).collect());
 
     let publisher = env.publisher().await;
@@ -182,6 +184,29 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     }
     assert_eq!(opened, closed, "each opened circuit alert has its recovery");
     assert!(opened <= outages, "{opened} alerts for {outages} outages");
+
+    // Every event was answered once: one outcome (one message_id) per job, correlated to
+    // its event; a kill between the broker's confirm and the outbox's update may resend an
+    // outcome, but only with the same message_id, so the IAM system drops it.
+    common::outcomes::wait_all_sent(&env.store, n).await;
+    answers.reconnect().await;
+    let received = answers.drain().await;
+    let mut by_event: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    for r in &received {
+        let event = r.correlation_id.clone().expect("correlation_id");
+        let id = r.message_id.clone().expect("message_id");
+        by_event.entry(event).or_default().insert(id);
+    }
+    for id in &ids {
+        let answered = by_event.get(id).map_or(0, |m| m.len());
+        assert_eq!(answered, 1, "event {id}: {answered} distinct outcomes");
+    }
+    assert_eq!(by_event.len(), n, "no outcome for an event not sent");
+    eprintln!(
+        "chaos: {n} events, {} outcome messages received ({} resent with the same message_id)",
+        received.len(),
+        received.len() - n
+    );
 
     drop(replicas);
 }

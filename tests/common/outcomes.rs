@@ -104,6 +104,15 @@ impl OutcomeQueue {
         }
     }
 
+    /// A new connection to the same queue, after the broker dropped every connection.
+    pub async fn reconnect(&mut self) {
+        let conn = mailboxd::intake::connect(&self.url, "test IAM system")
+            .await
+            .expect("RabbitMQ answers");
+        self.ch = conn.create_channel().await.expect("a channel");
+        self._conn = conn;
+    }
+
     /// Everything in the queue now, in order (acked: read once).
     pub async fn drain(&self) -> Vec<Received> {
         let mut out = Vec::new();
