@@ -304,7 +304,7 @@ fn the_configuration_reference_lists_exactly_the_keys_the_code_accepts() {
     let stale: Vec<_> = doc_names.difference(&code_names).collect();
     assert!(
         missing.is_empty() && stale.is_empty(),
-        "docs/configuration.md is out of date.\n  in src/config.rs but not documented: {missing:?}\n  documented but not in src/config.rs: {stale:?}"
+        "docs/configuration.md is out of date.\n  in src/config but not documented: {missing:?}\n  documented but not in src/config: {stale:?}"
     );
     for (name, key) in &code {
         let row = &doc[name];

@@ -1,0 +1,150 @@
+//! `[winrm]` and `[exchange]`: how mailboxd reaches the Windows host, and how the host's
+//! PowerShell reaches Exchange (the session mode, the second hop, the budgets).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WinrmAuth {
+    Basic,
+    Ntlm,
+    Kerberos,
+    /// `credssp`: NTLM inside CredSSP, the password delegated to the host (docs/security.md).
+    CredSsp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Winrm {
+    pub endpoint: String,
+    pub auth: WinrmAuth,
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Basic auth over plain HTTP sends the password in clear text: only with this set.
+    pub allow_unencrypted: bool,
+    /// WS-Management OperationTimeout for each Receive poll.
+    #[serde(with = "humantime_secs")]
+    pub operation_timeout: Duration,
+    /// Kerberos: the domain's KDC, `tcp://dc1.corp.example:88` (TCP only).
+    pub kdc: Option<String>,
+    /// Kerberos: the host's service principal; `HTTP/<endpoint host>` when unset.
+    pub spn: Option<String>,
+    /// CredSSP: SHA-256 fingerprints of the host's CredSSP certificate (`CN=WSMAN-<host>`).
+    pub credssp_cert_sha256: Vec<String>,
+    /// CredSSP: do not check the host's CredSSP certificate (logged at start-up).
+    pub credssp_skip_cert_check: bool,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+/// The host script's contract owns the mode names; the configuration reads them.
+pub use ps_templates::ExchangeMode;
+
+/// How the PowerShell process on the Windows host authenticates onwards, to Exchange and the
+/// domain controllers (the double hop, docs/operations.md): WinRM's NTLM or Kerberos logon
+/// leaves it no credentials of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecondHop {
+    /// `exchange.username`/`password_file`: New-PSSession -Credential (remote mode only).
+    Credential,
+    /// Kerberos constrained delegation configured in AD for the host's computer account.
+    Delegation,
+    /// CredSSP (`winrm.auth = "credssp"`): the credentials are delegated to the host.
+    Credssp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Exchange {
+    pub mode: ExchangeMode,
+    pub connection_uris: Vec<String>,
+    pub view_entire_forest: bool,
+    /// Domain of the cloud routing address, e.g. `tenant.mail.onmicrosoft.com`.
+    pub remote_routing_domain: String,
+    /// Accounts per PowerShell run (amortises the Exchange session set-up).
+    /// Long-lived PowerShell processes kept on the host, each with its Exchange session
+    /// open, fed batch after batch (0: a new process and session per batch). Keep it below
+    /// Exchange's PowerShellMaxConcurrency and WinRM's MaxShellsPerUser.
+    pub warm_sessions: usize,
+    /// A warm process is replaced after this many batches.
+    pub warm_max_requests: u32,
+    pub batch_size: u32,
+    /// Exchange sessions (each one WinRM shell) open at once across every replica sharing
+    /// the database: cold batches and warm processes alike. Keep it below Exchange's
+    /// PowerShellMaxConcurrency (18 by default) and WinRM's MaxShellsPerUser (30), leaving
+    /// room for people and other tools on the same account.
+    pub max_sessions: u32,
+    /// A replica's hold on a session slot lasts this long without its heartbeat (renewed
+    /// every third of it): a killed replica's slots come back by themselves after it.
+    #[serde(with = "humantime_secs")]
+    pub session_lease: Duration,
+    /// Exchange's PowerShellMaxCmdlets for the service account: cmdlets all replicas run
+    /// within `cmdlet_window` (its PowerShellMaxCmdletsTimePeriod). Batches are paced to it
+    /// instead of being refused. Unset (Exchange's default is Unlimited): not paced.
+    pub max_cmdlets: Option<u32>,
+    #[serde(default, with = "humantime_opt")]
+    pub cmdlet_window: Option<Duration>,
+    /// A batch smaller than `batch_size` waits this long for more jobs before it runs, so a
+    /// burst shares Exchange sessions instead of paying one per trickle. 0: run at once.
+    #[serde(with = "humantime_secs")]
+    pub batch_linger: Duration,
+    /// How the second hop is solved; absent: implied by the other settings (an Exchange
+    /// credential, or a Basic/CredSSP WinRM logon), else mailboxd refuses to start.
+    pub second_hop: Option<SecondHop>,
+    /// Explicit Exchange credential for `remote` mode (sent on stdin, never on a command line).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub password: Option<SecretString>,
+}
+
+impl Default for Winrm {
+    fn default() -> Self {
+        Winrm {
+            endpoint: "https://127.0.0.1:5986/wsman".into(),
+            auth: WinrmAuth::Basic,
+            username: "mailboxd".into(),
+            password_file: None,
+            ca_file: None,
+            allow_unencrypted: false,
+            operation_timeout: Duration::from_secs(20),
+            kdc: None,
+            spn: None,
+            credssp_cert_sha256: Vec::new(),
+            credssp_skip_cert_check: false,
+            password: None,
+        }
+    }
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange {
+            // A fresh powershell.exe has no Exchange cmdlets, so "none" cannot be the default.
+            mode: ExchangeMode::Remote,
+            connection_uris: Vec::new(),
+            view_entire_forest: false,
+            remote_routing_domain: "tenant.mail.onmicrosoft.com".into(),
+            warm_sessions: 0,
+            warm_max_requests: 100,
+            batch_size: 50,
+            max_sessions: 12,
+            session_lease: Duration::from_secs(30),
+            max_cmdlets: None,
+            cmdlet_window: None,
+            batch_linger: Duration::from_millis(200),
+            second_hop: None,
+            username: None,
+            password_file: None,
+            password: None,
+        }
+    }
+}
