@@ -269,18 +269,8 @@ async fn exchange_session(s: &Settings) -> Verdict {
                 s.second_hop_remedy()
             ),
         ),
-        Err(e) => fail(explain_host(&e.to_string())),
-    }
-}
-
-/// A session failure, with what it means and what to do when it is the host's set-up.
-fn explain_host(error: &str) -> String {
-    match crate::windows_host::HostProblem::recognise(error) {
-        // The Exchange client explains the session failures it recognises itself.
-        Some(problem) if !error.contains(&problem.explain()) => {
-            format!("{} — {error}", problem.explain())
-        }
-        _ => error.to_owned(),
+        // The Exchange client's errors already say what a host set-up problem means.
+        Err(e) => fail(e),
     }
 }
 

@@ -48,6 +48,11 @@ impl HostProblem {
         }
     }
 
+    /// `message` led by what it means and what to do, when it is the host's set-up.
+    pub fn explained(message: &str) -> Option<String> {
+        HostProblem::recognise(message).map(|p| format!("{} — {message}", p.explain()))
+    }
+
     /// What it means and what to do, for an operator.
     pub fn explain(self) -> String {
         match self {

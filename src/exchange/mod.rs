@@ -15,6 +15,7 @@ pub use classify::{ExchangeError, advice, classify, session_dropped, throttling}
 
 use crate::config;
 use crate::store::ErrorClass;
+use crate::windows_host::HostProblem;
 use ps_templates::ParsedOutput;
 pub use ps_templates::{
     AccountData, BatchData, CredentialData, Payload, ResultLine, SessionData, Template,
@@ -190,10 +191,10 @@ impl Exchange {
             let message = self.redact(session_error.message.as_deref().unwrap_or("unknown error"));
             // The host's set-up (the second hop, its execution policy): no retry mends it,
             // and the job, the alert and the circuit say what does.
-            if let Some(problem) = crate::windows_host::HostProblem::recognise(&message) {
+            if let Some(message) = HostProblem::explained(&message) {
                 return Err(ExchangeError::Session {
                     class: ErrorClass::Systemic,
-                    message: format!("{} — {message}", problem.explain()),
+                    message,
                 });
             }
             // A session that cannot open is the configuration's fault, never one account's.
@@ -224,10 +225,7 @@ impl Exchange {
             let message = self.redact(r.message.as_deref().unwrap_or("000004DC"));
             return Err(ExchangeError::Session {
                 class: ErrorClass::Systemic,
-                message: format!(
-                    "{} — {message}",
-                    crate::windows_host::HostProblem::SecondHopDirectory.explain()
-                ),
+                message: HostProblem::explained(&message).unwrap_or(message),
             });
         }
         if let Some(r) = last.values().find(|r| dropped(r)) {
@@ -235,10 +233,14 @@ impl Exchange {
             return Err(ExchangeError::SessionDropped { message });
         }
         match &parsed.fatal {
-            Some(fatal) => Err(ExchangeError::Script {
-                exit_code,
-                message: self.redact(fatal),
-            }),
+            Some(fatal) => {
+                // Constrained Language Mode stops the bootstrap itself: say what it means.
+                let message = self.redact(fatal);
+                Err(ExchangeError::Script {
+                    exit_code,
+                    message: HostProblem::explained(&message).unwrap_or(message),
+                })
+            }
             None => Ok(()),
         }
     }
@@ -309,8 +311,8 @@ impl Exchange {
 /// its own (the snap-in after a logon that holds no network credentials).
 fn second_hop_directory(r: &ResultLine) -> bool {
     r.status == "error"
-        && crate::windows_host::HostProblem::recognise(r.message.as_deref().unwrap_or(""))
-            == Some(crate::windows_host::HostProblem::SecondHopDirectory)
+        && HostProblem::recognise(r.message.as_deref().unwrap_or(""))
+            == Some(HostProblem::SecondHopDirectory)
 }
 
 /// Whether a result line is an account's cmdlet failing because Exchange dropped the session.
