@@ -301,7 +301,7 @@ impl Settings {
                 ),
             ),
             (_, Some(_)) => Ok(()),
-            (mode, None) if !self.second_hop_implied() => invalid(
+            (mode, None) if self.implied_second_hop().is_none() => invalid(
                 "exchange.second_hop",
                 format!(
                     "{} mode without an explicit credential cannot reach Exchange from the host: {remedies}",
@@ -312,32 +312,32 @@ impl Settings {
         }
     }
 
-    /// Whether the other settings already solve the second hop: an Exchange credential
-    /// (remote mode), a CredSSP logon, or a Basic one — WinRM logs a Basic user on with the
-    /// password it was sent (a cleartext logon), and that logon can authenticate onwards.
-    fn second_hop_implied(&self) -> bool {
-        (self.exchange.mode == ExchangeMode::Remote && self.exchange.username.is_some())
-            || self.winrm_is_credssp()
-            || self.winrm.auth == WinrmAuth::Basic
+    /// The answer the other settings already give to the second hop, if any: an Exchange
+    /// credential (remote mode), a CredSSP logon, or a Basic one — WinRM logs a Basic user on
+    /// with the password it was sent (a cleartext logon), which can authenticate onwards.
+    fn implied_second_hop(&self) -> Option<&'static str> {
+        if self.exchange.mode == ExchangeMode::Remote && self.exchange.username.is_some() {
+            Some("an explicit Exchange credential")
+        } else if self.winrm_is_credssp() {
+            Some("CredSSP (the WinRM logon's password is delegated)")
+        } else if self.winrm.auth == WinrmAuth::Basic {
+            Some("a Basic WinRM logon (the host was given the password)")
+        } else {
+            None
+        }
     }
 
     /// Which answer to the second hop is in force, in words (`mailboxd check` prints it).
     pub fn second_hop_remedy(&self) -> &'static str {
-        let x = &self.exchange;
-        match (x.mode, x.second_hop) {
+        match (self.exchange.mode, self.exchange.second_hop) {
             (ExchangeMode::None, _) => "none needed (exchange.mode = \"none\")",
             (_, Some(SecondHop::Delegation)) => "Kerberos delegation configured in AD",
             (ExchangeMode::Remote, Some(SecondHop::Credential)) => {
                 "an explicit Exchange credential"
             }
-            (ExchangeMode::Remote, None) if x.username.is_some() => {
-                "an explicit Exchange credential"
-            }
-            _ if self.winrm_is_credssp() => "CredSSP (the WinRM logon's password is delegated)",
-            _ if self.winrm.auth == WinrmAuth::Basic => {
-                "a Basic WinRM logon (the host was given the password)"
-            }
-            _ => "none (the daemon refuses this configuration)",
+            _ => self
+                .implied_second_hop()
+                .unwrap_or("none (the daemon refuses this configuration)"),
         }
     }
 
