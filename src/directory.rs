@@ -19,7 +19,10 @@ use uuid::Uuid;
 
 use crate::config::{self, SyncRule};
 
+mod entry;
 mod person;
+use entry::first;
+pub use entry::{account_filter, account_from_entry, escape_filter_bytes, escape_filter_value};
 pub use person::{PasswordRefused, Person};
 
 /// msExchRecipientTypeDetails values that are remote (cloud) recipients: RemoteUserMailbox,
@@ -696,145 +699,4 @@ fn bind_reason(rc: u32, text: &str) -> String {
         "refused"
     };
     format!("{why} (LDAP result {rc})")
-}
-
-fn first(e: &SearchEntry, name: &str) -> Option<String> {
-    e.attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.first().cloned())
-}
-
-fn all(e: &SearchEntry, name: &str) -> Vec<String> {
-    e.attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
-fn first_bin(e: &SearchEntry, name: &str) -> Option<Vec<u8>> {
-    e.bin_attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| v.first().cloned())
-        // ldap3 keeps a binary value that happens to be valid UTF-8 among the text ones.
-        .or_else(|| first(e, name).map(String::into_bytes))
-}
-
-fn present(e: &SearchEntry, name: &str) -> bool {
-    e.attrs
-        .keys()
-        .chain(e.bin_attrs.keys())
-        .any(|k| k.eq_ignore_ascii_case(name))
-}
-
-/// Builds the account from the attributes a DC returned; missing attributes mean "not set".
-pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
-    let uac = first(e, "userAccountControl")
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
-    let type_details = first(e, "msExchRecipientTypeDetails").and_then(|v| v.parse::<i64>().ok());
-    let cloud_synced = match rule {
-        SyncRule::ConsistencyGuid => present(e, "mS-DS-ConsistencyGuid"),
-        SyncRule::ExternalDirectoryObjectId => present(e, "msDS-ExternalDirectoryObjectId"),
-        SyncRule::Off => true,
-    };
-    Account {
-        distinguished_name: e.dn.clone(),
-        sam_account_name: first(e, "sAMAccountName").unwrap_or_default(),
-        user_principal_name: first(e, "userPrincipalName"),
-        object_guid: first_bin(e, "objectGUID")
-            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
-            .map(Uuid::from_bytes_le),
-        user_account_control: uac,
-        disabled: uac & UAC_DISABLED != 0,
-        recipient: RecipientType::from_type_details(type_details),
-        recipient_type_details: type_details,
-        hidden: first(e, "msExchHideFromAddressLists")
-            .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
-        target_address: first(e, "targetAddress"),
-        mail: first(e, "mail"),
-        proxy_addresses: all(e, "proxyAddresses"),
-        cloud_synced,
-        archive_guid: first_bin(e, "msExchArchiveGUID")
-            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
-            .map(Uuid::from_bytes_le)
-            .filter(|g| !g.is_nil()),
-        archive_name: first(e, "msExchArchiveName"),
-    }
-}
-
-/// Escapes a value for an LDAP search filter (RFC 4515 §3): `*`, `(`, `)`, `\` and NUL,
-/// plus every non-printable or non-ASCII byte, as `\XX`.
-pub fn escape_filter_value(value: &str) -> String {
-    escape_filter_bytes(value.as_bytes())
-}
-
-/// Escapes raw octets for a filter; printable ASCII other than the specials stays as is.
-pub fn escape_filter_bytes(value: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
-    for &b in value {
-        match b {
-            b'*' | b'(' | b')' | b'\\' | 0 => out.push_str(&format!("\\{b:02x}")),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\{b:02x}")),
-        }
-    }
-    out
-}
-
-/// `(&(objectCategory=person)(objectClass=user)(sAMAccountName=<escaped>))`
-pub fn account_filter(sam_account_name: &str) -> String {
-    format!(
-        "(&(objectCategory=person)(objectClass=user)(sAMAccountName={}))",
-        escape_filter_value(sam_account_name)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filter_values_cannot_break_out_of_their_assertion() {
-        assert_eq!(escape_filter_value("jdoe"), "jdoe");
-        assert_eq!(
-            escape_filter_value("*)(objectClass=*"),
-            "\\2a\\29\\28objectClass=\\2a"
-        );
-        assert_eq!(escape_filter_value("a\\b\0"), "a\\5cb\\00");
-        assert_eq!(escape_filter_value("jürgen"), "j\\c3\\bcrgen");
-        let f = account_filter("x)(|(cn=*");
-        assert_eq!(f.matches('(').count(), f.matches(')').count());
-        assert!(!f.contains("(|"));
-    }
-
-    #[test]
-    fn guid_filters_use_the_wire_byte_order() {
-        // notes/exchange.md §8: the first three fields are little-endian on the wire.
-        let g = Uuid::parse_str("b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f").unwrap();
-        assert_eq!(
-            Lookup::Guid(g).filter(),
-            r"(&(objectClass=user)(objectGUID=\c3\a2\f0\b1\e5\d4\07\f6\18\29\3a\4b\5c\6d\7e\8f))"
-        );
-    }
-
-    #[test]
-    fn recipient_types_follow_exchange_values() {
-        use RecipientType::{MailUser, OnPremMailbox, Other, RemoteMailbox};
-        assert_eq!(RecipientType::from_type_details(None), RecipientType::None);
-        assert_eq!(
-            RecipientType::from_type_details(Some(2_147_483_648)),
-            RemoteMailbox
-        );
-        assert_eq!(
-            RecipientType::from_type_details(Some(34_359_738_368)),
-            RemoteMailbox
-        );
-        assert_eq!(RecipientType::from_type_details(Some(1)), OnPremMailbox);
-        assert_eq!(RecipientType::from_type_details(Some(4)), OnPremMailbox);
-        assert_eq!(RecipientType::from_type_details(Some(128)), MailUser);
-        assert_eq!(RecipientType::from_type_details(Some(64)), Other);
-    }
 }
