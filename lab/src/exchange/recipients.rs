@@ -1,0 +1,294 @@
+//! The recipient cmdlets as the templates call them, against the lab's directory: Enable-
+//! RemoteMailbox (mailbox, then the archive as its own call), Get-RemoteMailbox and
+//! Set-RemoteMailbox, each bound against its parameter sets first and recorded, with
+//! Exchange's errors for what Exchange refuses.
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+/// What Get-RemoteMailbox shows of a remote mailbox.
+struct Existing {
+    index: usize,
+    remote_routing_address: Option<String>,
+    hidden: bool,
+    /// ArchiveGuid is set (msExchArchiveGUID).
+    archive: bool,
+}
+
+impl Run {
+    pub(super) fn common(account: &AccountData) -> Map<String, Value> {
+        let mut p = Map::new();
+        p.insert("Identity".into(), json!(account.identity));
+        if let Some(dc) = &account.domain_controller {
+            p.insert("DomainController".into(), json!(dc));
+        }
+        p
+    }
+
+    fn not_found(task: &str, account: &AccountData) -> ResultLine {
+        let dc = account
+            .domain_controller
+            .as_deref()
+            .unwrap_or("dc1.corp.example");
+        error(
+            "ManagementObjectNotFoundException",
+            "NotSpecified",
+            task,
+            "8B8D3C",
+            format!(
+                "The operation couldn't be performed because object '{}' couldn't be found on '{dc}'.",
+                account.identity
+            ),
+        )
+    }
+
+    /// enable-remote-mailbox.ps1, step by step: the mailbox, then (a second call, in the
+    /// Archive parameter set) the archive when one is asked for and not there yet.
+    pub(super) fn enable(&self, account: &AccountData) -> ResultLine {
+        let common = Self::common(account);
+        let (result, existing) = match self.enable_mailbox(account, &common) {
+            Ok(done) => done,
+            Err(e) => return *e,
+        };
+        let needs_archive = account.archive && !existing.as_ref().is_some_and(|e| e.archive);
+        if let Err(e) = needs_archive
+            .then(|| self.enable_archive(account, &common))
+            .transpose()
+        {
+            return *e;
+        }
+        result
+    }
+
+    /// The mailbox call; on "already a remote mailbox", what Get-RemoteMailbox showed.
+    fn enable_mailbox(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+    ) -> Result<(ResultLine, Option<Existing>), Box<ResultLine>> {
+        let mut params = common.clone();
+        params.insert(
+            "RemoteRoutingAddress".into(),
+            json!(account.remote_routing_address.clone().unwrap_or_default()),
+        );
+        if let Some(a) = &account.alias {
+            params.insert("Alias".into(), json!(a));
+        }
+        if let Some(p) = &account.primary_smtp_address {
+            params.insert("PrimarySmtpAddress".into(), json!(p));
+        }
+        self.bind("Enable-RemoteMailbox", &params)?;
+        let outcome = self.try_enable(account);
+        let failed = outcome.as_ref().err().and_then(|e| e.reason.clone());
+        self.record("Enable-RemoteMailbox", params, failed.as_deref());
+        let enable_error = match outcome {
+            Ok(()) => return Ok((status("enabled"), None)),
+            Err(e) => e,
+        };
+        if enable_error.reason.as_deref() != Some("RecipientTaskException") {
+            return Err(enable_error);
+        }
+        // Exchange has no "already enabled" no-op: ask Get-RemoteMailbox.
+        let Some(existing) = self.get_remote_mailbox(account, common)? else {
+            return Err(enable_error);
+        };
+        let mut r = status("already");
+        r.remote_routing_address = existing.remote_routing_address.clone();
+        if existing.hidden {
+            let mut p = common.clone();
+            p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
+            self.bind("Set-RemoteMailbox", &p)?;
+            self.record("Set-RemoteMailbox", p, None);
+            self.state.lock().accounts[existing.index].set_hidden(false);
+            r.status = "unhidden".into();
+        }
+        Ok((r, Some(existing)))
+    }
+
+    /// `Enable-RemoteMailbox -Identity … -Archive`: provisions the cloud archive.
+    fn enable_archive(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+    ) -> Result<(), Box<ResultLine>> {
+        let mut params = common.clone();
+        params.insert("Archive".into(), json!(true));
+        self.bind("Enable-RemoteMailbox", &params)?;
+        let found = self.find_remote(account);
+        let error = found
+            .is_none()
+            .then_some("ManagementObjectNotFoundException");
+        self.record("Enable-RemoteMailbox", params, error);
+        let Some(existing) = found else {
+            return Err(Box::new(Self::not_found("EnableRemoteMailbox", account)));
+        };
+        self.state.lock().accounts[existing.index].enable_archive();
+        Ok(())
+    }
+
+    fn try_enable(&self, account: &AccountData) -> Result<(), Box<ResultLine>> {
+        const TASK: &str = "EnableRemoteMailbox";
+        let mut st = self.state.lock();
+        let Some(index) = st.find(&account.identity) else {
+            return Err(Box::new(Self::not_found(TASK, account)));
+        };
+        let target = &st.accounts[index];
+        let type_name = match target.recipient {
+            Recipient::None => None,
+            Recipient::Remote => Some("RemoteUserMailbox"),
+            Recipient::Onprem => Some("UserMailbox"),
+        };
+        if let Some(type_name) = type_name {
+            return Err(Box::new(error(
+                "RecipientTaskException",
+                "InvalidArgument",
+                TASK,
+                "2882FF3D",
+                format!(
+                    "This task does not support recipients of this type. The specified recipient {} is of type {type_name}. Please make sure that this recipient matches the required recipient type for this task.",
+                    target.distinguished_name
+                ),
+            )));
+        }
+        let alias = account
+            .alias
+            .clone()
+            .unwrap_or_else(|| default_alias(target));
+        // No address in the call: the email address policy decides (address_policy.rs).
+        let primary = account
+            .primary_smtp_address
+            .clone()
+            .unwrap_or_else(|| crate::address_policy::primary_for(target, &alias, &st.accounts));
+        let rra = account.remote_routing_address.clone().unwrap_or_default();
+        // The hybrid configuration accepts the tenant's coexistence domain only.
+        let accepted = rra
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| d.to_ascii_lowercase().ends_with(".mail.onmicrosoft.com"));
+        if !accepted {
+            return Err(Box::new(error(
+                "ErrorCannotFindTargetDeliveryDomainException",
+                "NotSpecified",
+                TASK,
+                "6A8B1F",
+                "Couldn't find a target delivery domain for the remote routing address. Run the Hybrid Configuration Wizard or specify -RemoteRoutingAddress.".into(),
+            )));
+        }
+        // Proxy addresses are unique forest-wide.
+        let wanted = [format!("smtp:{primary}"), format!("smtp:{rra}")];
+        if let Some(holder) = st.accounts.iter().enumerate().find_map(|(i, a)| {
+            (i != index
+                && a.proxy_addresses
+                    .iter()
+                    .any(|p| wanted.iter().any(|w| w.eq_ignore_ascii_case(p))))
+            .then(|| a.distinguished_name.clone())
+        }) {
+            return Err(Box::new(error(
+                "ProxyAddressExistsException",
+                "NotSpecified",
+                TASK,
+                "A9D1E3",
+                format!(
+                    "The proxy address \"SMTP:{primary}\" is already being used by the proxy addresses or LegacyExchangeDN of \"{holder}\". Please choose another proxy address."
+                ),
+            )));
+        }
+        st.accounts[index].make_remote(&rra, &alias, &primary);
+        Ok(())
+    }
+
+    /// Get-RemoteMailbox, bound and recorded: the remote mailbox, if the identity names one.
+    fn get_remote_mailbox(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+    ) -> Result<Option<Existing>, Box<ResultLine>> {
+        self.bind("Get-RemoteMailbox", common)?;
+        let existing = self.find_remote(account);
+        let error = existing
+            .is_none()
+            .then_some("ManagementObjectNotFoundException");
+        self.record("Get-RemoteMailbox", common.clone(), error);
+        Ok(existing)
+    }
+
+    fn find_remote(&self, account: &AccountData) -> Option<Existing> {
+        let st = self.state.lock();
+        st.find(&account.identity)
+            .filter(|i| st.accounts[*i].recipient == Recipient::Remote)
+            .map(|index| {
+                let a = &st.accounts[index];
+                Existing {
+                    index,
+                    remote_routing_address: a.remote_routing_address.clone(),
+                    hidden: a.hidden,
+                    archive: a.msExchArchiveGUID.is_some(),
+                }
+            })
+    }
+
+    /// A cmdlet that fails with an injected fault (or Exchange's spent budget): the first
+    /// cmdlet the template would run is recorded with the error, and nothing changes.
+    pub(super) fn injected(
+        &self,
+        account: &AccountData,
+        template: Template,
+        fault: &crate::faults::CmdletError,
+    ) -> ResultLine {
+        let dc = account
+            .domain_controller
+            .as_deref()
+            .unwrap_or("dc1.corp.example");
+        let cmdlet = first_cmdlet(template).0;
+        self.failed_call(account, template, fault.render(cmdlet, account, dc))
+    }
+
+    /// The template's first cmdlet, recorded as failing with `r`, as Get-MailboxdError
+    /// reports it: PowerShell's own id when it raised the error, else Exchange's task id
+    /// with its routing prefix.
+    pub(super) fn failed_call(
+        &self,
+        account: &AccountData,
+        template: Template,
+        r: crate::faults::Rendered,
+    ) -> ResultLine {
+        let (cmdlet, task) = first_cmdlet(template);
+        self.record(cmdlet, Self::common(account), Some(&r.reason));
+        match r.error_id {
+            Some(id) => ResultLine {
+                status: "error".into(),
+                category: Some(r.category),
+                reason: Some(r.reason),
+                error_id: Some(id),
+                message: Some(r.message),
+                ..ResultLine::default()
+            },
+            None => error(&r.reason, &r.category, task, "0", r.message),
+        }
+    }
+
+    /// hide-remote-mailbox.ps1, step by step.
+    pub(super) fn hide(&self, account: &AccountData) -> ResultLine {
+        let common = Self::common(account);
+        let existing = match self.get_remote_mailbox(account, &common) {
+            Ok(existing) => existing,
+            Err(e) => return *e,
+        };
+        let Some(existing) = existing else {
+            let mut r = Self::not_found("GetRemoteMailbox", account);
+            r.status = "not_remote".into();
+            return r;
+        };
+        if existing.hidden {
+            return status("already");
+        }
+        let mut p = common;
+        p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
+        if let Err(e) = self.bind("Set-RemoteMailbox", &p) {
+            return *e;
+        }
+        self.record("Set-RemoteMailbox", p, None);
+        self.state.lock().accounts[existing.index].set_hidden(true);
+        status("hidden")
+    }
+}
