@@ -253,13 +253,15 @@ impl Worker {
             Some(c) => Some(c.take(most_cmdlets(template, &accounts, session)).await),
             None => None,
         };
+        // Kept only to settle a grant: without a cmdlet budget the batch is not copied.
+        let settled = grant.map(|g| (g, accounts.clone()));
         let result = tokio::time::timeout(
             self.cfg.batch_timeout,
-            self.exchange.run_batch(template, accounts.clone()),
+            self.exchange.run_batch(template, accounts),
         )
         .await
         .unwrap_or(Err(ExchangeError::Hung(self.cfg.batch_timeout)));
-        if let Some(grant) = grant {
+        if let Some((grant, accounts)) = settled {
             grant
                 .settle(cmdlets_ran(template, &accounts, &result, session))
                 .await;
