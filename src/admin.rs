@@ -24,6 +24,8 @@ use crate::store::{ActionRefused, JobFilter, JobState, Store};
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Store,
+    /// The daemon's tasks and intake's progress: what makes `/readyz` say not ready.
+    pub health: std::sync::Arc<crate::health::Health>,
     pub broker_connected: watch::Receiver<bool>,
     pub circuit: std::sync::Arc<crate::circuit::Circuit>,
     /// The Exchange session budget (this replica's share, and the cluster's use in the store).
@@ -62,6 +64,8 @@ pub fn router(state: AdminState) -> Router {
 
 /// Prometheus text format. Open like `/healthz`: it holds counts, never names or secrets.
 async fn metrics(State(st): State<AdminState>) -> Response {
+    // Sets the task and intake gauges this scrape reports.
+    st.health.problems();
     let broker = *st.broker_connected.borrow();
     let body =
         crate::metrics::render(&st.store, st.circuit.status().open, broker, &st.budget).await;
@@ -474,7 +478,14 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, Json<serde_json::Va
     let broker = *s.broker_connected.borrow();
     let circuit = s.circuit.status();
     let budget = exchange_budget(&s).await;
-    let ready = database && broker;
+    let mut problems = s.health.problems();
+    if !broker {
+        problems.insert(0, "not connected to RabbitMQ: intake takes no events".into());
+    }
+    if !database {
+        problems.insert(0, "PostgreSQL does not answer".into());
+    }
+    let ready = problems.is_empty();
     let code = if ready {
         StatusCode::OK
     } else {
@@ -483,7 +494,7 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, Json<serde_json::Va
     (
         code,
         Json(
-            json!({"ready": ready, "database": database, "broker": broker, "circuit": circuit, "exchange_budget": budget}),
+            json!({"ready": ready, "problems": problems, "database": database, "broker": broker, "circuit": circuit, "exchange_budget": budget}),
         ),
     )
 }

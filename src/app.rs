@@ -16,6 +16,7 @@ use crate::circuit::Circuit;
 use crate::config::{Settings, WinrmAuth};
 use crate::directory::Directory;
 use crate::exchange::Exchange;
+use crate::health::{Health, Task, supervise};
 use crate::signin::{SignIn, SignInConfig};
 use crate::store::Store;
 use crate::{admin, dashboard, intake, worker};
@@ -105,22 +106,48 @@ impl App {
             settings.worker.circuit_cooldown,
         ));
 
-        let mut tasks = vec![tokio::spawn(intake::run(
+        let health = Health::new(settings.amqp.stall_after);
+        let supervised = |task: Task| (task, health.clone(), shutdown_rx.clone());
+        let report = intake::Reporting {
+            connected: connected_tx,
+            health: health.clone(),
+        };
+        let (amqp, st, max_attempts) = (
             settings.amqp.clone(),
             store.clone(),
             settings.worker.max_attempts,
-            shutdown_rx.clone(),
-            connected_tx,
-        ))];
+        );
+        let (stop, mut tasks) = (shutdown_rx.clone(), Vec::new());
+        let (task, h, sd) = supervised(Task::one("intake"));
+        tasks.push(tokio::spawn(supervise(task, h, sd, move || {
+            // A restarted intake is not connected until it has connected again.
+            report.connected.send_replace(false);
+            intake::run(
+                amqp.clone(),
+                st.clone(),
+                max_attempts,
+                stop.clone(),
+                report.clone(),
+            )
+        })));
         if let (Some(dir), Some(every)) = (&directory, settings.reconcile.interval) {
-            tasks.push(tokio::spawn(crate::reconcile::scheduled(
+            let (dir, st, cfg, stop) = (
                 dir.clone(),
                 store.clone(),
                 settings.reconcile.clone(),
-                settings.worker.max_attempts,
-                every,
                 shutdown_rx.clone(),
-            )));
+            );
+            let (task, h, sd) = supervised(Task::one("reconcile_schedule"));
+            tasks.push(tokio::spawn(supervise(task, h, sd, move || {
+                crate::reconcile::scheduled(
+                    dir.clone(),
+                    st.clone(),
+                    cfg.clone(),
+                    max_attempts,
+                    every,
+                    stop.clone(),
+                )
+            })));
         }
         let w = worker::Worker {
             store: store.clone(),
@@ -136,28 +163,10 @@ impl App {
             require_cloud_sync: settings.ldap.require_cloud_sync,
             budget: budget.clone(),
         };
-        tasks.push(tokio::spawn(w.run(shutdown_rx.clone())));
-        tasks.push(tokio::spawn(crate::alert::sender::run(
-            store.clone(),
-            settings.smtp.clone(),
-            settings.admin.public_url.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::outcomes::run(
-            store.clone(),
-            settings.amqp.clone(),
-            settings.outcomes.clone(),
-            shutdown_rx.clone(),
-        )));
-        if let Some(iiq) = crate::identityiq::Client::from_config(&settings.identityiq)? {
-            tasks.push(tokio::spawn(crate::identityiq::run(
-                store.clone(),
-                iiq,
-                settings.outcomes.clone(),
-                shutdown_rx.clone(),
-            )));
-        }
-        let state = admin_state(&settings, &store, connected_rx, circuit, budget, signin);
+        tasks.push(tokio::spawn(w.run(shutdown_rx.clone(), health.clone())));
+        tasks.extend(senders(&settings, &store, &health, &shutdown_rx)?);
+        let parts = (connected_rx, health, circuit, budget);
+        let state = admin_state(&settings, &store, parts, signin);
         let (admin_addr, admin) = serve_admin(&settings.admin, state, shutdown_rx).await?;
         tasks.push(admin);
         tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
@@ -214,6 +223,51 @@ impl Drop for App {
     }
 }
 
+/// The tasks that tell people what happened, each supervised: the alert sender, the outcome
+/// publisher and, when configured, the IdentityIQ launcher.
+fn senders(
+    settings: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let (st, smtp, url, stop) = (
+        store.clone(),
+        settings.smtp.clone(),
+        settings.admin.public_url.clone(),
+        shutdown.clone(),
+    );
+    let alerts = supervise(
+        Task::one("alert_sender"),
+        health.clone(),
+        shutdown.clone(),
+        move || crate::alert::sender::run(st.clone(), smtp.clone(), url.clone(), stop.clone()),
+    );
+    let (st, amqp, cfg, stop) = (
+        store.clone(),
+        settings.amqp.clone(),
+        settings.outcomes.clone(),
+        shutdown.clone(),
+    );
+    let outcomes = supervise(
+        Task::one("outcome_publisher"),
+        health.clone(),
+        shutdown.clone(),
+        move || crate::outcomes::run(st.clone(), amqp.clone(), cfg.clone(), stop.clone()),
+    );
+    let mut tasks = vec![tokio::spawn(alerts), tokio::spawn(outcomes)];
+    if let Some(iiq) = crate::identityiq::Client::from_config(&settings.identityiq)? {
+        let (st, cfg, stop) = (store.clone(), settings.outcomes.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(supervise(
+            Task::one("identityiq_launcher"),
+            health.clone(),
+            shutdown.clone(),
+            move || crate::identityiq::run(st.clone(), iiq.clone(), cfg.clone(), stop.clone()),
+        )));
+    }
+    Ok(tasks)
+}
+
 /// The Exchange side from `[exchange]` and `[winrm]`, with a warning for a warm-session
 /// count the host or the workers cannot use.
 fn exchange(settings: &Settings) -> anyhow::Result<Exchange> {
@@ -244,16 +298,24 @@ fn exchange(settings: &Settings) -> anyhow::Result<Exchange> {
     Ok(exchange)
 }
 
+/// What the admin listener reports: (the broker link, the daemon's health, the circuit, the
+/// Exchange session budget).
+type Reported = (
+    watch::Receiver<bool>,
+    Arc<Health>,
+    Arc<Circuit>,
+    Arc<crate::budget::SessionBudget>,
+);
+
 fn admin_state(
     settings: &Settings,
     store: &Store,
-    broker_connected: watch::Receiver<bool>,
-    circuit: Arc<Circuit>,
-    budget: Arc<crate::budget::SessionBudget>,
+    (broker_connected, health, circuit, budget): Reported,
     signin: SignIn,
 ) -> AdminState {
     AdminState {
         store: store.clone(),
+        health,
         broker_connected,
         circuit,
         budget,

@@ -36,6 +36,7 @@ enum Launch {
     Failed(String),
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     url: String,

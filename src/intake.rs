@@ -5,6 +5,7 @@
 //! dead-letter queue keeps a copy too). Connection loss: reconnect with capped, jittered
 //! backoff; the broker redelivers what was unacked and the event id deduplicates it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,6 +18,7 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
 
 use crate::config;
+use crate::health::Health;
 use crate::event::{self, Event, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
 use crate::store::{NewPoison, Store};
 
@@ -126,21 +128,30 @@ pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), la
     Ok(())
 }
 
+/// What intake reports as it goes: whether it is connected to the broker, and how long its
+/// deliveries wait for their commit (`/readyz`, the metrics).
+#[derive(Clone)]
+pub struct Reporting {
+    pub connected: watch::Sender<bool>,
+    pub health: Arc<Health>,
+}
+
 /// Runs until `shutdown` turns true, reconnecting as needed.
 pub async fn run(
     cfg: config::Amqp,
     store: Store,
     max_attempts: i32,
     mut shutdown: watch::Receiver<bool>,
-    connected: watch::Sender<bool>,
+    report: Reporting,
 ) {
+    let connected = &report.connected;
     let mut failures: u32 = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
         let result = tokio::select! {
-            r = consume(&cfg, &store, max_attempts, &connected, &mut failures) => r,
+            r = consume(&cfg, &store, max_attempts, &report, &mut failures) => r,
             _ = shutdown.changed() => return,
         };
         connected.send_replace(false);
@@ -164,11 +175,11 @@ async fn consume(
     cfg: &config::Amqp,
     store: &Store,
     max_attempts: i32,
-    connected: &watch::Sender<bool>,
+    report: &Reporting,
     failures: &mut u32,
 ) -> Result<(), IntakeError> {
     let conn = connect(&cfg.url, &connection_name(cfg)).await?;
-    let result = consume_on(&conn, cfg, store, max_attempts, connected, failures).await;
+    let result = consume_on(&conn, cfg, store, max_attempts, report, failures).await;
     // Close explicitly so the broker requeues our unacked deliveries at once, instead of
     // holding them for a connection that lingers.
     let _ = conn.close(320, "mailboxd intake reconnecting".into()).await;
@@ -180,7 +191,7 @@ async fn consume_on(
     cfg: &config::Amqp,
     store: &Store,
     max_attempts: i32,
-    connected: &watch::Sender<bool>,
+    report: &Reporting,
     failures: &mut u32,
 ) -> Result<(), IntakeError> {
     let ch = conn.create_channel().await?;
@@ -195,7 +206,7 @@ async fn consume_on(
             FieldTable::default(),
         )
         .await?;
-    connected.send_replace(true);
+    report.connected.send_replace(true);
     *failures = 0;
     let rules = event::IntakeRules {
         iiq_applications: cfg.iiq_applications.clone(),
@@ -214,23 +225,26 @@ async fn consume_on(
                 Ok(None) | Err(_) => break,
             }
         }
-        handle_batch(store, max_attempts, &rules, batch).await?;
+        handle_batch(store, &report.health, max_attempts, &rules, batch).await?;
     }
 }
 
 /// Retries a database write until it succeeds: the deliveries stay unacked meanwhile
-/// (prefetch stops the flow), so a database outage delays events and loses none.
-async fn with_db_retry<T, F, Fut>(what: &str, mut op: F) -> T
+/// (prefetch stops the flow), so a database outage delays events and loses none. The wait
+/// is reported to `health`: past `amqp.stall_after` the replica is not ready (stalled).
+async fn with_db_retry<T, F, Fut>(health: &Health, what: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
 {
+    let waiting = health.intake_storing();
     let mut failures = 0u32;
     loop {
         match op().await {
             Ok(v) => return v,
             Err(e) => {
                 failures = failures.saturating_add(1);
+                waiting.failed(&e.to_string());
                 let delay = crate::backoff::full_jitter(
                     failures,
                     Duration::from_millis(200),
@@ -245,6 +259,7 @@ where
 
 async fn handle_batch(
     store: &Store,
+    health: &Health,
     max_attempts: i32,
     rules: &event::IntakeRules,
     batch: Vec<lapin::message::Delivery>,
@@ -288,7 +303,7 @@ async fn handle_batch(
                     body,
                 };
                 let id =
-                    with_db_retry("store a poison message", || store.insert_poison(&poison)).await;
+                    with_db_retry(health, "store a poison message", || store.insert_poison(&poison)).await;
                 metrics::counter!("mailboxd_poison_received_total").increment(1);
                 tracing::warn!(poison_id = id, reason = %reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
                 delivery
@@ -310,7 +325,7 @@ async fn handle_batch(
         })
         .collect();
     if !events.is_empty() {
-        let inserted = with_db_retry("store jobs", || {
+        let inserted = with_db_retry(health, "store jobs", || {
             store.insert_deliveries(&events, &reply_to, max_attempts)
         })
         .await;
@@ -324,23 +339,13 @@ async fn handle_batch(
             metrics::counter!("mailboxd_events_ingested_total", "format" => format).increment(1);
         }
     }
-    failpoint("intake-after-commit");
+    crate::failpoint::abort_at("intake-after-commit");
     // One frame acks the whole batch: every delivery up to the last tag on this channel is
     // either in this batch (committed above) or was rejected already.
     if let Some((last, _)) = good.iter().max_by_key(|(d, _)| d.delivery_tag) {
         last.ack(BasicAckOptions { multiple: true }).await?;
     }
     Ok(())
-}
-
-/// A crash hook for the tests that kill the daemon between commit and ack (and between an
-/// outcome's confirm and its row marked sent: `outcomes-after-confirm`).
-/// Set `MAILBOXD_FAILPOINT=intake-after-commit` to abort the process at that point.
-pub(crate) fn failpoint(name: &str) {
-    if std::env::var("MAILBOXD_FAILPOINT").is_ok_and(|v| v == name) {
-        tracing::error!(failpoint = name, "failpoint reached: aborting");
-        std::process::abort();
-    }
 }
 
 fn table_to_json(t: &FieldTable) -> serde_json::Value {

@@ -16,6 +16,8 @@ pub mod dashboard;
 pub mod directory;
 pub mod event;
 pub mod exchange;
+pub mod failpoint;
+pub mod health;
 pub mod identityiq;
 pub mod intake;
 pub mod metrics;

@@ -145,7 +145,7 @@ async fn round(
     };
     match published {
         Ok(sent) => {
-            intake::failpoint("outcomes-after-confirm");
+            crate::failpoint::abort_at("outcomes-after-confirm");
             store.outcomes_sent(replica, &sent).await?;
             metrics::counter!("mailboxd_outcomes_published_total").increment(sent.len() as u64);
         }

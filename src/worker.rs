@@ -12,7 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -21,6 +24,7 @@ use crate::circuit::{Circuit, Permit};
 use crate::config;
 use crate::directory::{AccountState, Directory, Lookup};
 use crate::event::{EventKind, check_address};
+use crate::health::{Health, Task, panic_message, supervise};
 use crate::exchange::{
     AccountData, AccountOutcome, BatchResult, Exchange, ExchangeError, Template, throttling,
 };
@@ -63,21 +67,37 @@ fn at(delay: Duration) -> DateTime<Utc> {
 }
 
 impl Worker {
-    /// Runs `concurrency` claim loops until shutdown.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+    /// Runs `concurrency` claim loops and the pruner until shutdown, each supervised: a
+    /// loop that panics is reported to `health` and started again (`health::supervise`).
+    pub async fn run(self, shutdown: watch::Receiver<bool>, health: Arc<Health>) {
         let wake = self.store.wake_ups();
-        let pruner = tokio::spawn(prune(self.store.clone(), self.cfg.retention));
-        let mut loops = Vec::new();
+        let (store, retention) = (self.store.clone(), self.cfg.retention);
+        let mut tasks = vec![tokio::spawn(supervise(
+            Task::one("pruner"),
+            health.clone(),
+            shutdown.clone(),
+            move || prune(store.clone(), retention),
+        ))];
         for i in 0..self.cfg.concurrency {
-            let w = self.clone();
-            let wake = wake.clone();
-            let shutdown = shutdown.clone();
-            loops.push(tokio::spawn(async move {
-                w.claim_loop(i, wake, shutdown).await
-            }));
+            let (w, wake, stop) = (self.clone(), wake.clone(), shutdown.clone());
+            let task = Task {
+                kind: "claim_loop",
+                index: i,
+            };
+            tasks.push(tokio::spawn(supervise(
+                task,
+                health.clone(),
+                shutdown.clone(),
+                move || {
+                    let (w, wake, stop) = (w.clone(), wake.clone(), stop.clone());
+                    async move { w.claim_loop(i, wake, stop).await }
+                },
+            )));
         }
-        for l in loops {
-            let _ = l.await;
+        // The pruner never ends by itself: it is stopped once the loops are.
+        let pruner = tasks.remove(0);
+        for t in tasks {
+            let _ = t.await;
         }
         pruner.abort();
     }
@@ -87,6 +107,7 @@ impl Worker {
             if *shutdown.borrow() {
                 return;
             }
+            crate::failpoint::claim_loop_panic();
             // The Windows side is down: wait, then let one loop probe it with one job.
             let (limit, probe) = match self.circuit.permit() {
                 Permit::Go => (i64::from(self.batch_size), None),
@@ -166,14 +187,60 @@ impl Worker {
     }
 
     /// Runs one claimed batch: joiners and leavers each in one PowerShell process, the
-    /// leases kept alive meanwhile.
+    /// leases kept alive meanwhile by a heartbeat that is part of this future (it ends with
+    /// the batch, whatever way the batch ends). A panic in the batch is caught (`isolate`).
     pub async fn process(&self, jobs: Vec<Job>) {
-        let heartbeat = tokio::spawn(heartbeat(
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+        let heartbeat = heartbeat(
             self.store.clone(),
             self.replica.clone(),
-            jobs.iter().map(|j| j.id).collect(),
+            ids,
             self.cfg.lease,
-        ));
+        );
+        tokio::select! {
+            () = self.isolate(jobs) => {}
+            () = heartbeat => {}
+        }
+    }
+
+    /// Runs a batch; if it panics, runs the jobs it still holds again in halves, down to one
+    /// job alone. So the jobs batched with one that panics finish normally (in the same
+    /// attempt), and only the job that panics alone is released with the failure recorded
+    /// (`panicked`): retried like any transient failure, failed with an alert once its
+    /// attempts are spent. A panic never ends the claim loop or leaves a job `running`.
+    async fn isolate(&self, jobs: Vec<Job>) {
+        let mut groups = vec![jobs];
+        while let Some(group) = groups.pop() {
+            let alone = group.len() == 1;
+            let keys: Vec<(Uuid, i32)> = group.iter().map(|j| (j.id, j.attempt)).collect();
+            let Err(payload) = AssertUnwindSafe(self.run_kinds(group))
+                .catch_unwind()
+                .await
+            else {
+                continue;
+            };
+            let why = panic_message(payload.as_ref());
+            metrics::counter!("mailboxd_batch_panics_total").increment(1);
+            let held = match self.store.held_jobs(&self.replica, &keys).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::error!(error = %e, panic = %why, jobs = keys.len(), "a batch panicked and its jobs cannot be read back; they run again after their lease");
+                    continue;
+                }
+            };
+            tracing::error!(panic = %why, jobs = keys.len(), unfinished = held.len(), alone, "a batch panicked (a bug in mailboxd)");
+            if alone {
+                self.panicked(held, &why).await;
+            } else {
+                let mut held = held;
+                let half = held.split_off(held.len() / 2);
+                groups.extend([held, half].into_iter().filter(|g| !g.is_empty()));
+            }
+        }
+    }
+
+    /// The jobs of a batch, one PowerShell process per kind.
+    async fn run_kinds(&self, jobs: Vec<Job>) {
         let mut by_kind: HashMap<EventKind, Vec<Job>> = HashMap::new();
         for job in jobs {
             by_kind.entry(job.kind).or_default().push(job);
@@ -181,7 +248,29 @@ impl Worker {
         for (kind, jobs) in by_kind {
             self.run_group(kind, jobs).await;
         }
-        heartbeat.abort();
+    }
+
+    /// A job that panicked alone: its attempt is recorded as an internal error, and it is
+    /// retried or failed (with its alert) like any transient failure.
+    async fn panicked(&self, jobs: Vec<Job>, why: &str) {
+        let error = format!(
+            "internal error: mailboxd panicked while running this job ({}); this is a bug in mailboxd, please report it with the log",
+            why.chars().take(300).collect::<String>()
+        );
+        for job in jobs {
+            // The alert's text comes from the same data that made the batch panic: if
+            // writing it panics too, the job fails with a plain alert instead.
+            let res = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.failure(&job, ErrorClass::Transient, error.clone())
+            }))
+            .unwrap_or_else(|_| Resolution::Failed {
+                alert: Some(crate::alert::for_job_that_panicked(&job, &error)),
+                class: ErrorClass::Transient,
+                error: error.clone(),
+            });
+            self.finish(&job, &AttemptRecord::new(Utc::now()), res)
+                .await;
+        }
     }
 
     /// One kind's jobs: those that can run are checked in AD, the rest of them go to
@@ -211,6 +300,11 @@ impl Worker {
     async fn prepare(&self, jobs: Vec<Job>, started_at: DateTime<Utc>) -> Vec<Pending> {
         let mut pending = Vec::new();
         for job in jobs {
+            if job.attempt > job.max_attempts {
+                self.spent(&job, started_at).await;
+                continue;
+            }
+            crate::failpoint::panic_for_account(&job.account);
             match self.account_data(&job) {
                 Ok(data) => {
                     let ev = &job.event.account;
@@ -233,6 +327,22 @@ impl Worker {
             }
         }
         pending
+    }
+
+    /// A job claimed again after its last attempt ended without an outcome (its lease
+    /// expired: the replica stopped, perhaps killed by this very job) is not run again: it
+    /// fails with an alert, so that a job that crashes mailboxd cannot crash it forever.
+    async fn spent(&self, job: &Job, started_at: DateTime<Utc>) {
+        let error = format!(
+            "gave up: the last of its {} attempts ended without an outcome (the replica running it stopped: a crash, a kill or a lost database connection); see the attempts, then retry the job",
+            job.max_attempts
+        );
+        let res = Resolution::Failed {
+            alert: Some(crate::alert::for_job_that_panicked(job, &error)),
+            class: ErrorClass::Transient,
+            error,
+        };
+        self.finish(job, &AttemptRecord::new(started_at), res).await;
     }
 
     /// Runs the batch's template in one PowerShell process, within `worker.batch_timeout`.

@@ -12,6 +12,18 @@ use crate::store::{ErrorClass, Job, NewAlert};
 /// The alert for a job that failed for good: what happened and what to do next.
 pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
     let sam = job.event.account.sam_account_name.as_str();
+    let digest_key = format!("{}:{}:{}", class.as_str(), job.kind, signature(error, sam));
+    failed_job(job, class, error, digest_key)
+}
+
+/// The same alert for a job that made mailboxd panic (or crash), digested under a fixed key
+/// rather than its error's signature: writing it runs no more code over the job's data.
+pub fn for_job_that_panicked(job: &Job, error: &str) -> NewAlert {
+    failed_job(job, ErrorClass::Transient, error, format!("internal:{}", job.kind))
+}
+
+fn failed_job(job: &Job, class: ErrorClass, error: &str, digest_key: String) -> NewAlert {
+    let sam = job.event.account.sam_account_name.as_str();
     let what = match job.kind {
         EventKind::Joiner => "not enabled",
         EventKind::Leaver => "not hidden",
@@ -27,12 +39,7 @@ pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
     };
     NewAlert {
         kind: class.as_str().to_owned(),
-        digest_key: Some(format!(
-            "{}:{}:{}",
-            class.as_str(),
-            job.kind,
-            signature(error, sam)
-        )),
+        digest_key: Some(digest_key),
         account: Some(sam.to_owned()),
         subject: format!("[mailboxd] Mailbox for {sam} {what}: {short}"),
         body: format!(

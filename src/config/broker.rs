@@ -34,6 +34,9 @@ pub struct Amqp {
     pub iiq_applications: Vec<String>,
     /// Domains an event's remote routing address may use; empty: any.
     pub allowed_routing_domains: Vec<String>,
+    /// Deliveries waiting this long for their commit make intake stalled (`/readyz` 503).
+    #[serde(with = "humantime_secs")]
+    pub stall_after: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -73,6 +76,7 @@ impl Default for Amqp {
             queue_expires: None,
             iiq_applications: vec!["Active Directory".into()],
             allowed_routing_domains: Vec::new(),
+            stall_after: Duration::from_secs(60),
         }
     }
 }

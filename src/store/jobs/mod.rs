@@ -199,6 +199,34 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// Of the given (job, attempt) pairs, the jobs `replica` still runs in that attempt: what
+    /// a batch that panicked left unfinished.
+    pub async fn held_jobs(
+        &self,
+        replica: &str,
+        attempts: &[(Uuid, i32)],
+    ) -> Result<Vec<Job>, StoreError> {
+        let (ids, tries): (Vec<Uuid>, Vec<i32>) = attempts.iter().copied().unzip();
+        let columns = JOB_COLUMNS
+            .split(", ")
+            .map(|c| format!("j.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM jobs j
+               JOIN unnest($1::uuid[], $2::int4[]) AS k(id, attempt)
+                 ON k.id = j.id AND k.attempt = j.attempt
+              WHERE j.state = $3 AND j.locked_by = $4
+              ORDER BY j.created_at"
+        )))
+        .bind(&ids)
+        .bind(&tries)
+        .bind(JobState::Running)
+        .bind(replica)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Gives back the jobs `replica` is running (shutdown past its deadline): due again at
     /// once, the interrupted attempt recorded and not counted.
     pub async fn release_running(&self, replica: &str) -> Result<u64, StoreError> {

@@ -78,12 +78,16 @@ async fn drain_queue(amqp: &Amqp, store: &Store, n: usize) -> anyhow::Result<f64
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (connected, _) = tokio::sync::watch::channel(false);
     let started = Instant::now();
+    let report = crate::intake::Reporting {
+        connected,
+        health: crate::health::Health::new(amqp.stall_after),
+    };
     let intake = tokio::spawn(crate::intake::run(
         amqp.clone(),
         store.clone(),
         3,
         stop_rx,
-        connected,
+        report,
     ));
     loop {
         let stored: i64 = store.count_by_state().await?.iter().map(|(_, c)| c).sum();
