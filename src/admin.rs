@@ -480,7 +480,10 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, Json<serde_json::Va
     let budget = exchange_budget(&s).await;
     let mut problems = s.health.problems();
     if !broker {
-        problems.insert(0, "not connected to RabbitMQ: intake takes no events".into());
+        problems.insert(
+            0,
+            "not connected to RabbitMQ: intake takes no events".into(),
+        );
     }
     if !database {
         problems.insert(0, "PostgreSQL does not answer".into());

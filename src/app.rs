@@ -107,48 +107,11 @@ impl App {
         ));
 
         let health = Health::new(settings.amqp.stall_after);
-        let supervised = |task: Task| (task, health.clone(), shutdown_rx.clone());
         let report = intake::Reporting {
             connected: connected_tx,
             health: health.clone(),
         };
-        let (amqp, st, max_attempts) = (
-            settings.amqp.clone(),
-            store.clone(),
-            settings.worker.max_attempts,
-        );
-        let (stop, mut tasks) = (shutdown_rx.clone(), Vec::new());
-        let (task, h, sd) = supervised(Task::one("intake"));
-        tasks.push(tokio::spawn(supervise(task, h, sd, move || {
-            // A restarted intake is not connected until it has connected again.
-            report.connected.send_replace(false);
-            intake::run(
-                amqp.clone(),
-                st.clone(),
-                max_attempts,
-                stop.clone(),
-                report.clone(),
-            )
-        })));
-        if let (Some(dir), Some(every)) = (&directory, settings.reconcile.interval) {
-            let (dir, st, cfg, stop) = (
-                dir.clone(),
-                store.clone(),
-                settings.reconcile.clone(),
-                shutdown_rx.clone(),
-            );
-            let (task, h, sd) = supervised(Task::one("reconcile_schedule"));
-            tasks.push(tokio::spawn(supervise(task, h, sd, move || {
-                crate::reconcile::scheduled(
-                    dir.clone(),
-                    st.clone(),
-                    cfg.clone(),
-                    max_attempts,
-                    every,
-                    stop.clone(),
-                )
-            })));
-        }
+        let mut tasks = feeders(&settings, &store, directory.as_ref(), report, &shutdown_rx);
         let w = worker::Worker {
             store: store.clone(),
             exchange: exchange.clone(),
@@ -221,6 +184,58 @@ impl Drop for App {
             t.abort();
         }
     }
+}
+
+/// The tasks that bring work in, each supervised: intake and, when scheduled, reconcile.
+fn feeders(
+    settings: &Settings,
+    store: &Store,
+    directory: Option<&Directory>,
+    report: intake::Reporting,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let health = report.health.clone();
+    let (amqp, st, max_attempts, stop) = (
+        settings.amqp.clone(),
+        store.clone(),
+        settings.worker.max_attempts,
+        shutdown.clone(),
+    );
+    let intake = supervise(
+        Task::one("intake"),
+        health.clone(),
+        shutdown.clone(),
+        move || {
+            // A restarted intake is not connected until it has connected again.
+            report.connected.send_replace(false);
+            intake::run(
+                amqp.clone(),
+                st.clone(),
+                max_attempts,
+                stop.clone(),
+                report.clone(),
+            )
+        },
+    );
+    let mut tasks = vec![tokio::spawn(intake)];
+    if let (Some(dir), Some(every)) = (directory, settings.reconcile.interval) {
+        let (dir, st, cfg, stop) = (
+            dir.clone(),
+            store.clone(),
+            settings.reconcile.clone(),
+            shutdown.clone(),
+        );
+        tasks.push(tokio::spawn(supervise(
+            Task::one("reconcile_schedule"),
+            health,
+            shutdown.clone(),
+            move || {
+                let (dir, st, cfg) = (dir.clone(), st.clone(), cfg.clone());
+                crate::reconcile::scheduled(dir, st, cfg, max_attempts, every, stop.clone())
+            },
+        )));
+    }
+    tasks
 }
 
 /// The tasks that tell people what happened, each supervised: the alert sender, the outcome

@@ -238,6 +238,14 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     } else {
         "<p class=\"bad\" id=\"broker\">Broker <b>disconnected</b>: events wait in RabbitMQ until mailboxd reconnects.</p>"
     });
+    // A task that is down or an intake that cannot commit: what /readyz answers 503 for.
+    let problems = s.health.problems();
+    if !problems.is_empty() {
+        body.push_str(&format!(
+            "<p class=\"bad\" id=\"health\">This replica is <b>not ready</b>: {}.</p>",
+            esc(&problems.join("; "))
+        ));
+    }
     body.push_str(&outcomes_line(&s).await);
     body.push_str("<h2>Queue</h2><div class=\"cards\">");
     for state in JobState::ALL {

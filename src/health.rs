@@ -106,10 +106,10 @@ impl Health {
         metrics::gauge!("mailboxd_intake_stalled").set(f64::from(u8::from(stalled)));
         if stalled {
             let w = self.intake.lock();
-            let error = w
-                .last_error
-                .as_deref()
-                .map_or_else(|| "no answer yet".to_owned(), |e| format!("last error: {e}"));
+            let error = w.last_error.as_deref().map_or_else(
+                || "no answer yet".to_owned(),
+                |e| format!("last error: {e}"),
+            );
             problems.push(format!(
                 "intake stalled: deliveries have waited {}s for their commit (amqp.stall_after = {}s), {} failed tries, {error}",
                 waited.as_secs(),
@@ -122,7 +122,10 @@ impl Health {
 
     /// How long the deliveries intake holds have waited for their commit (zero: none wait).
     fn intake_waited(&self) -> Duration {
-        self.intake.lock().since.map_or(Duration::ZERO, |s| s.elapsed())
+        self.intake
+            .lock()
+            .since
+            .map_or(Duration::ZERO, |s| s.elapsed())
     }
 
     fn task_down(&self, task: &Task, why: String, restart_in: Duration) {

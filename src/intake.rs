@@ -18,8 +18,8 @@ use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
 
 use crate::config;
-use crate::health::Health;
 use crate::event::{self, Event, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
+use crate::health::Health;
 use crate::store::{NewPoison, Store};
 
 /// Deliveries gathered into one database transaction at most.
@@ -302,8 +302,10 @@ async fn handle_batch(
                         .map_or(serde_json::Value::Null, table_to_json),
                     body,
                 };
-                let id =
-                    with_db_retry(health, "store a poison message", || store.insert_poison(&poison)).await;
+                let id = with_db_retry(health, "store a poison message", || {
+                    store.insert_poison(&poison)
+                })
+                .await;
                 metrics::counter!("mailboxd_poison_received_total").increment(1);
                 tracing::warn!(poison_id = id, reason = %reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
                 delivery

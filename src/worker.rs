@@ -9,10 +9,9 @@ mod view;
 pub use plan::{Plan, Wanted, plan};
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -24,10 +23,10 @@ use crate::circuit::{Circuit, Permit};
 use crate::config;
 use crate::directory::{AccountState, Directory, Lookup};
 use crate::event::{EventKind, check_address};
-use crate::health::{Health, Task, panic_message, supervise};
 use crate::exchange::{
     AccountData, AccountOutcome, BatchResult, Exchange, ExchangeError, Template, throttling,
 };
+use crate::health::{Health, Task, panic_message, supervise};
 use crate::store::{
     AttemptRecord, ErrorClass, Job, JobOutcome, NewAlert, Resolution, SlotPurpose, Store,
     StoreError, WakeUps,
@@ -213,10 +212,7 @@ impl Worker {
         while let Some(group) = groups.pop() {
             let alone = group.len() == 1;
             let keys: Vec<(Uuid, i32)> = group.iter().map(|j| (j.id, j.attempt)).collect();
-            let Err(payload) = AssertUnwindSafe(self.run_kinds(group))
-                .catch_unwind()
-                .await
-            else {
+            let Err(payload) = AssertUnwindSafe(self.run_kinds(group)).catch_unwind().await else {
                 continue;
             };
             let why = panic_message(payload.as_ref());

@@ -79,7 +79,13 @@ fn problems(body: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_that_panics_gives_its_jobs_back_and_the_jobs_batched_with_it_succeed() {
-    let env = TestEnv::new(vec![seed("bomb"), seed("calm1"), seed("calm2"), seed("later")]).await;
+    let env = TestEnv::new(vec![
+        seed("bomb"),
+        seed("calm1"),
+        seed("calm2"),
+        seed("later"),
+    ])
+    .await;
     let publisher = env.publisher().await;
     // Queued before the daemon starts, so that one claim takes the three together.
     let (bomb, calm1, calm2) = (env.joiner("bomb"), env.joiner("calm1"), env.joiner("calm2"));
@@ -138,7 +144,12 @@ async fn a_batch_that_panics_gives_its_jobs_back_and_the_jobs_batched_with_it_su
     // Counted: at least once per attempt of the job that panics; no task had to restart.
     let panics = metric(&env, &d, "mailboxd_batch_panics_total").await;
     assert!(panics.is_some_and(|n| n >= 3.0), "{panics:?}");
-    let restarts = metric(&env, &d, "mailboxd_task_restarts_total{task=\"claim_loop\"}").await;
+    let restarts = metric(
+        &env,
+        &d,
+        "mailboxd_task_restarts_total{task=\"claim_loop\"}",
+    )
+    .await;
     assert_eq!(restarts, None, "the claim loop never died");
     assert_eq!(readyz(&env, &d).await.0, 200);
 }
@@ -166,7 +177,12 @@ async fn a_claim_loop_that_panics_is_not_ready_then_started_again() {
     let body = wait_readyz(&env, &d, 200, Duration::from_secs(5)).await;
     assert_eq!(body["problems"], serde_json::json!([]), "{body}");
     assert_eq!(
-        metric(&env, &d, "mailboxd_task_restarts_total{task=\"claim_loop\"}").await,
+        metric(
+            &env,
+            &d,
+            "mailboxd_task_restarts_total{task=\"claim_loop\"}"
+        )
+        .await,
         Some(3.0)
     );
     assert_eq!(
@@ -204,10 +220,7 @@ async fn an_intake_that_cannot_commit_is_not_ready_with_the_reason_until_it_comm
     );
     assert_eq!(body["database"], true, "the database answers: {body}");
     assert_eq!(body["broker"], true, "the broker is connected: {body}");
-    assert_eq!(
-        metric(&env, &d, "mailboxd_intake_stalled").await,
-        Some(1.0)
-    );
+    assert_eq!(metric(&env, &d, "mailboxd_intake_stalled").await, Some(1.0));
     assert!(
         env.store.job_by_event(&ev.id).await.unwrap().is_none(),
         "nothing was stored"
@@ -227,8 +240,41 @@ async fn an_intake_that_cannot_commit_is_not_ready_with_the_reason_until_it_comm
     env.wait_succeeded(&ev.id).await;
     let body = wait_readyz(&env, &d, 200, Duration::from_secs(10)).await;
     assert_eq!(body["problems"], serde_json::json!([]), "{body}");
+    assert_eq!(metric(&env, &d, "mailboxd_intake_stalled").await, Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_intake_whose_insert_waits_on_a_lock_is_stalled_until_the_lock_goes() {
+    let env = TestEnv::new(vec![seed("locked")]).await;
+    let vars = env_with(&env, &[("MAILBOXD__AMQP__STALL_AFTER", "2s")]);
+    let d = env.spawn_logged(&[], vars).await;
+    wait_readyz(&env, &d, 200, Duration::from_secs(10)).await;
+
+    // Someone holds a lock on the jobs table (a long migration, a VACUUM FULL): inserts wait
+    // without an error, reads go on.
+    let mut lock = env.store.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE jobs IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let ev = env.joiner("locked");
+    env.publisher().await.publish(&ev).await.unwrap();
+
+    let body = wait_readyz(&env, &d, 503, Duration::from_secs(15)).await;
+    let why = problems(&body);
+    assert!(
+        why.contains("intake stalled") && why.contains("0 failed tries, no answer yet"),
+        "{body}"
+    );
+    let waited = metric(&env, &d, "mailboxd_intake_uncommitted_seconds").await;
+    assert!(waited.is_some_and(|s| s >= 2.0), "{waited:?}");
+
+    lock.rollback().await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    let body = wait_readyz(&env, &d, 200, Duration::from_secs(10)).await;
+    assert_eq!(body["problems"], serde_json::json!([]), "{body}");
     assert_eq!(
-        metric(&env, &d, "mailboxd_intake_stalled").await,
+        metric(&env, &d, "mailboxd_intake_uncommitted_seconds").await,
         Some(0.0)
     );
 }

@@ -19,7 +19,12 @@ pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
 /// The same alert for a job that made mailboxd panic (or crash), digested under a fixed key
 /// rather than its error's signature: writing it runs no more code over the job's data.
 pub fn for_job_that_panicked(job: &Job, error: &str) -> NewAlert {
-    failed_job(job, ErrorClass::Transient, error, format!("internal:{}", job.kind))
+    failed_job(
+        job,
+        ErrorClass::Transient,
+        error,
+        format!("internal:{}", job.kind),
+    )
 }
 
 fn failed_job(job: &Job, class: ErrorClass, error: &str, digest_key: String) -> NewAlert {
