@@ -12,6 +12,7 @@
 //! | `outcomes-after-confirm` | the process aborts after the broker confirmed an outcome, before its row is marked sent |
 //! | `batch-panic:<account>` | a batch holding a job for `<account>` panics (every time) |
 //! | `claim-loop-panic:<n>` | the first `n` turns of the claim loops panic (before claiming) |
+//! | `decode-panic:<marker>` | reading a message whose body holds `<marker>` panics |
 
 /// Aborts the process if `name` is armed.
 pub fn abort_at(name: &str) {
@@ -25,6 +26,16 @@ pub fn abort_at(name: &str) {
 pub fn panic_for_account(account: &str) {
     if armed::value("batch-panic").is_some_and(|a| a.eq_ignore_ascii_case(account)) {
         panic!("failpoint batch-panic: a batch with {account} panics");
+    }
+}
+
+/// Panics if `decode-panic:<marker>` is armed and the message body holds the marker.
+pub fn panic_for_body(body: &[u8]) {
+    let Some(marker) = armed::value("decode-panic").filter(|m| !m.is_empty()) else {
+        return;
+    };
+    if body.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+        panic!("failpoint decode-panic: reading a message with {marker} panics");
     }
 }
 

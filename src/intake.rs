@@ -274,7 +274,7 @@ async fn handle_batch(
             message_id: props.message_id().as_ref().map(ShortString::as_str),
             routing_key: delivery.routing_key.as_str(),
         };
-        match event::decode(&received, rules) {
+        match decode_caught(&received, rules) {
             Ok(d) => {
                 if !d.credentials.is_empty() {
                     tracing::warn!(
@@ -289,7 +289,7 @@ async fn handle_batch(
                 good.push((delivery, d.events));
             }
             Err(reason) => {
-                let body = received.poison_body();
+                let body = poison_copy(&received);
                 let poison = NewPoison {
                     reason: reason.to_string(),
                     routing_key: delivery.routing_key.to_string(),
@@ -348,6 +348,37 @@ async fn handle_batch(
         last.ack(BasicAckOptions { multiple: true }).await?;
     }
     Ok(())
+}
+
+/// Decodes a delivery. A decoder that panics (a bug) makes the message poison, with the
+/// panic in its reason: letting the panic end intake would only take the same message
+/// again, and again, holding every delivery behind it.
+fn decode_caught(
+    received: &event::Delivery<'_>,
+    rules: &event::IntakeRules,
+) -> Result<event::Decoded, String> {
+    let decode = || {
+        crate::failpoint::panic_for_body(received.body);
+        event::decode(received, rules)
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(decoded) => decoded.map_err(|e| e.to_string()),
+        Err(payload) => {
+            let why = crate::health::panic_message(payload.as_ref());
+            tracing::error!(panic = %why, "reading a message panicked (a bug in mailboxd); it is stored as poison");
+            metrics::counter!("mailboxd_decode_panics_total").increment(1);
+            Err(format!(
+                "internal error: mailboxd panicked reading this message ({}); a bug in mailboxd, please report it",
+                why.chars().take(300).collect::<String>()
+            ))
+        }
+    }
+}
+
+/// What of a refused delivery is kept; nothing of it if even that panics.
+fn poison_copy(received: &event::Delivery<'_>) -> Vec<u8> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| received.poison_body()))
+        .unwrap_or_else(|_| b"[body withheld by mailboxd: reading it panicked]".to_vec())
 }
 
 fn table_to_json(t: &FieldTable) -> serde_json::Value {

@@ -36,6 +36,7 @@
 //! | `mailboxd_task_restarts_total` | counter | `task` (a supervised task that panicked and was started again) |
 //! | `mailboxd_tasks_down` | gauge | `task` (instances down now, waiting to start again) |
 //! | `mailboxd_batch_panics_total` | counter | — (batches that panicked, caught in the claim loop) |
+//! | `mailboxd_decode_panics_total` | counter | — (messages whose reading panicked: stored as poison) |
 //! | `mailboxd_intake_stalled` | gauge | — (1: deliveries waited longer than `amqp.stall_after` for their commit) |
 //! | `mailboxd_intake_uncommitted_seconds` | gauge | — (how long the deliveries intake holds have waited for their commit) |
 //! | `mailboxd_intake_store_failures_total` | counter | — (failed tries to store deliveries) |

@@ -278,3 +278,37 @@ async fn an_intake_whose_insert_waits_on_a_lock_is_stalled_until_the_lock_goes()
         Some(0.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_whose_reading_panics_is_poison_and_intake_goes_on() {
+    let env = TestEnv::new(vec![seed("crasher"), seed("behind")]).await;
+    let vars = env_with(&env, &[("MAILBOXD_FAILPOINT", "decode-panic:crasher")]);
+    let d = env.spawn_logged(&[], vars).await;
+    let publisher = env.publisher().await;
+    let (crasher, behind) = (env.joiner("crasher"), env.joiner("behind"));
+    publisher.publish(&crasher).await.unwrap();
+    publisher.publish(&behind).await.unwrap();
+
+    // The delivery behind it is not held up.
+    env.wait_succeeded(&behind.id).await;
+    let poison = env.store.list_poison(10).await.unwrap();
+    assert_eq!(poison.len(), 1, "{poison:#?}");
+    assert!(
+        poison[0].reason.starts_with(
+            "internal error: mailboxd panicked reading this message (failpoint decode-panic"
+        ),
+        "{poison:#?}"
+    );
+    assert_eq!(poison[0].message_id.as_deref(), Some(crasher.id.as_str()));
+    assert!(env.store.job_by_event(&crasher.id).await.unwrap().is_none());
+    assert_eq!(
+        metric(&env, &d, "mailboxd_decode_panics_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&env, &d, "mailboxd_task_restarts_total{task=\"intake\"}").await,
+        None,
+        "intake never stopped"
+    );
+    assert_eq!(readyz(&env, &d).await.0, 200);
+}
