@@ -312,3 +312,46 @@ async fn a_message_whose_reading_panics_is_poison_and_intake_goes_on() {
     );
     assert_eq!(readyz(&env, &d).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_replica_dies_in_its_last_attempt_fails_instead_of_running_again() {
+    let env = TestEnv::new(vec![seed("deadly")]).await;
+    // The Windows side hangs, so the attempt is in flight when its replica dies.
+    env.fault(serde_json::json!({"fault": "stall", "seconds": 60}))
+        .await;
+    let vars = env_with(
+        &env,
+        &[
+            ("MAILBOXD__WORKER__MAX_ATTEMPTS", "1"),
+            ("MAILBOXD__WORKER__LEASE", "2s"),
+        ],
+    );
+    let mut first = env.spawn_logged(&[], vars.clone()).await;
+    let ev = env.joiner("deadly");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_job(&ev.id, |j| j.state == JobState::Running).await;
+    // Killed as a crash kills it: nothing is released.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    env.fault(serde_json::json!({"fault": "clear"})).await;
+    let _second = env.spawn_logged(&[], vars).await;
+    let job = env.wait_terminal(&ev.id).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    let error = job.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("gave up: the last of its 1 attempts ended without an outcome"),
+        "{error}"
+    );
+    let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
+    let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [AttemptOutcome::LeaseExpired, AttemptOutcome::Failed]
+    );
+    let alerts = env.store.list_alerts(50).await.unwrap();
+    assert!(
+        alerts.iter().any(|a| a.job_id == Some(job.id)),
+        "{alerts:#?}"
+    );
+}
