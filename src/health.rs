@@ -155,25 +155,32 @@ pub const TASK_KINDS: [&str; 7] = [
     "reconcile_schedule",
 ];
 
-/// A supervised task: its kind (the metric label) and which one of that kind.
+/// A supervised task: its kind (the metric label) and, when there are several of that kind,
+/// which one.
 #[derive(Debug, Clone, Copy)]
 pub struct Task {
     pub kind: &'static str,
-    pub index: u32,
+    pub index: Option<u32>,
 }
 
 impl Task {
     pub fn one(kind: &'static str) -> Task {
-        Task { kind, index: 0 }
+        Task { kind, index: None }
+    }
+
+    pub fn nth(kind: &'static str, index: u32) -> Task {
+        Task {
+            kind,
+            index: Some(index),
+        }
     }
 }
 
 impl std::fmt::Display for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.kind == "claim_loop" {
-            write!(f, "{}#{}", self.kind, self.index)
-        } else {
-            f.write_str(self.kind)
+        match self.index {
+            Some(i) => write!(f, "{}#{i}", self.kind),
+            None => f.write_str(self.kind),
         }
     }
 }

@@ -79,12 +79,8 @@ impl Worker {
         ))];
         for i in 0..self.cfg.concurrency {
             let (w, wake, stop) = (self.clone(), wake.clone(), shutdown.clone());
-            let task = Task {
-                kind: "claim_loop",
-                index: i,
-            };
             tasks.push(tokio::spawn(supervise(
-                task,
+                Task::nth("claim_loop", i),
                 health.clone(),
                 shutdown.clone(),
                 move || {
