@@ -6,7 +6,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # The image carries the lab by default (the compose stack runs `mailboxd lab` from it);
-# `--build-arg FEATURES=production` builds the daemon alone, with no lab or acceptor code.
+# `--build-arg FEATURES=production` builds the daemon alone, with no lab or acceptor code and
+# no test failpoints (MAILBOXD_FAILPOINT, src/failpoint.rs).
 ARG FEATURES=default
 # Dependencies first, so a source change does not rebuild them: the workspace's manifests
 # with empty crates.

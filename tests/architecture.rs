@@ -63,7 +63,7 @@ fn only_the_tools_import_the_lab() {
 }
 
 #[test]
-fn a_build_without_the_lab_feature_has_no_lab_and_no_acceptor_code() {
+fn a_build_without_the_lab_feature_has_no_lab_no_acceptor_code_and_no_failpoints() {
     let tree = cargo(&[
         "tree",
         "--no-default-features",
@@ -94,6 +94,20 @@ fn a_build_without_the_lab_feature_has_no_lab_and_no_acceptor_code() {
     let default = cargo(&["tree", "-e", "features,normal", "-p", "mailboxd"]);
     assert!(default.contains("mailboxd-lab"));
     assert!(default.contains("mailboxd-winrm feature \"acceptor\""));
+    // The test failpoints (src/failpoint.rs) are compiled only with their feature, which the
+    // default features turn on and a production build does not.
+    let own = |extra: &[&str]| {
+        let mut args = vec!["tree", "-e", "features,normal", "-p", "mailboxd"];
+        args.extend(extra);
+        args.extend(["-i", "mailboxd"]);
+        cargo(&args)
+    };
+    let production = own(&["--no-default-features"]);
+    assert!(
+        !production.contains("mailboxd feature \"failpoints\""),
+        "the test failpoints are in the production build:\n{production}"
+    );
+    assert!(own(&[]).contains("mailboxd feature \"failpoints\""));
 }
 
 #[test]
