@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use common::TestDatabase;
-use mailboxd::event::{Account, AccountName, Event, EventKind};
+use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
 use mailboxd::store::{AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution};
 
 /// A migrated database of the test's own (dropped with it); derefs to its `Store`.
@@ -20,21 +20,20 @@ async fn fresh_store() -> TestDatabase {
 }
 
 fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
-    Event {
+    Draft {
         id: id.into(),
         kind,
         occurred_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap(),
-        account: Account {
-            sam_account_name: AccountName::parse(sam).unwrap(),
-            object_guid: None,
-            distinguished_name: None,
-            user_principal_name: None,
-            created_on_server: None,
+        account: DraftAccount {
+            sam_account_name: sam.into(),
+            ..DraftAccount::default()
         },
         mailbox: None,
         source: Some("test".into()),
         identity: None,
     }
+    .validate(Utc::now())
+    .unwrap()
 }
 
 #[tokio::test]
