@@ -34,6 +34,9 @@ pub struct Amqp {
     pub iiq_applications: Vec<String>,
     /// Domains an event's remote routing address may use; empty: any.
     pub allowed_routing_domains: Vec<String>,
+    /// Queues an event's `reply_to` may name besides the broker-named ones (`amq.gen-…`,
+    /// direct reply-to `amq.rabbitmq.reply-to…`): exact names, or prefixes ending in `*`.
+    pub reply_to_allowed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -73,6 +76,7 @@ impl Default for Amqp {
             queue_expires: None,
             iiq_applications: vec!["Active Directory".into()],
             allowed_routing_domains: Vec::new(),
+            reply_to_allowed: Vec::new(),
         }
     }
 }
