@@ -212,12 +212,9 @@ async fn identityiq_values_meet_the_same_rules_as_their_json_twins() {
     publish(
         &env,
         "ad.user.created",
-        &format!(
-            r#"<AccountRequest application="Active Directory" op="Create" nativeIdentity="dotted1">
+        br#"<AccountRequest application="Active Directory" op="Create" nativeIdentity="dotted1">
                  <AttributeRequest name="distinguishedName" value="just some text"/>
-               </AccountRequest>"#
-        )
-        .into_bytes(),
+               </AccountRequest>"#,
         xml("iiq-bad-dn"),
     )
     .await;

@@ -54,6 +54,37 @@ async fn inserting_the_same_event_twice_keeps_one_job() {
     );
 }
 
+/// What PostgreSQL refuses in the data itself is told apart from an outage: intake poisons
+/// the one delivery instead of retrying forever (issue 29).
+#[tokio::test]
+async fn postgresql_refusing_a_nul_is_a_data_exception_and_the_rows_are_not_stored() {
+    let store = fresh_store().await;
+    let e = event("nul-reply", EventKind::Joiner, "jdoe", 0);
+    let reply = mailboxd::store::ReplyTo {
+        queue: Some("amq.gen-\0x".into()),
+        refused: None,
+    };
+    let err = store
+        .insert_deliveries(std::slice::from_ref(&e), &[reply], 5)
+        .await
+        .unwrap_err();
+    assert!(err.is_data_exception(), "{err}");
+    assert!(store.job_by_event("nul-reply").await.unwrap().is_none());
+    let refused = mailboxd::store::ReplyTo {
+        queue: None,
+        refused: Some("\"x\" not used: test".into()),
+    };
+    store
+        .insert_deliveries(std::slice::from_ref(&e), &[refused], 5)
+        .await
+        .unwrap();
+    let job = store.job_by_event("nul-reply").await.unwrap().unwrap();
+    assert_eq!(
+        job.reply_to_refused.as_deref(),
+        Some("\"x\" not used: test")
+    );
+}
+
 #[tokio::test]
 async fn a_newer_event_supersedes_and_an_older_one_arrives_superseded() {
     let store = fresh_store().await;
