@@ -23,7 +23,7 @@ pub use format::Format;
 /// The JSON contract's decoder: the format docs/events.md documents.
 pub use json::parse;
 pub use model::{
-    Account, AccountName, Checked, Draft, DraftAccount, DraftMailbox, Event, EventKind,
+    Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, EventKind,
     MAX_MESSAGE_BYTES, Mailbox, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER, SCHEMA_V1,
 };
 pub use rules::IntakeRules;
