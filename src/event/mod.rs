@@ -23,8 +23,8 @@ pub use format::Format;
 /// The JSON contract's decoder: the format docs/events.md documents.
 pub use json::parse;
 pub use model::{
-    Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, EventKind,
-    MAX_MESSAGE_BYTES, Mailbox, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER, SCHEMA_V1,
+    Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, EventKind, MAX_MESSAGE_BYTES,
+    Mailbox, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER, SCHEMA_V1,
 };
 pub use rules::IntakeRules;
 pub use validate::{MAX_CLOCK_SKEW, check_address, check_hostname};
