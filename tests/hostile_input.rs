@@ -367,6 +367,13 @@ async fn reply_to_naming_mailboxds_own_queue_is_dropped_and_the_event_still_proc
             .is_some_and(|r| r.contains("one of mailboxd's own queues")),
         "{job:?}"
     );
+    // An operator sees it on the job.
+    let (code, out, err) = env.cli(&["jobs", "show", &job.id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("reply_to   refused: \"") && out.contains("one of mailboxd's own queues"),
+        "{out}"
+    );
     an_ordinary_joiner_still_succeeds(&env, "after5").await;
     // The outcome was not fed back into mailboxd's own queue (it would be poison there).
     assert!(env.store.list_poison(10).await.unwrap().is_empty());
