@@ -413,3 +413,39 @@ async fn credential_fields_of_a_refused_json_body_are_not_stored() {
         .collect();
     assert!(found.is_empty(), "the credential is stored: {found:?}");
 }
+
+/// lapin decodes header tables by recursion in its own I/O thread: 1,000 nested tables (7 KB)
+/// aborted the daemon with the default 2 MiB stack. The binary (not the in-process daemon:
+/// this is about the process's thread stacks) must store it as poison and go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn headers_nested_a_thousand_tables_deep_do_not_abort_the_daemon() {
+    let env = TestEnv::new(vec![seed("after7")]).await;
+    let mut daemon = env.spawn_logged(&[], env.daemon_env()).await;
+    assert!(daemon.exit_status().is_none(), "{}", daemon.logs());
+    let mut deep = AMQPValue::Boolean(true);
+    for _ in 0..1_000 {
+        let mut t = FieldTable::default();
+        t.insert("d".into(), deep);
+        deep = AMQPValue::FieldTable(t);
+    }
+    let mut headers = FieldTable::default();
+    headers.insert("x-deep".into(), deep);
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id("deep-headers".into())
+        .with_headers(headers);
+    publish(&env, "ad.user.created", b"{not json", props).await;
+
+    let p = wait_poison(&env, "deep-headers").await;
+    assert!(p.reason.contains("not valid JSON"), "{p:?}");
+    let kept = p.headers.map(|h| h.to_string()).unwrap_or_default();
+    assert!(
+        kept.contains("nested deeper than 16 levels: not kept"),
+        "{kept}"
+    );
+    assert!(daemon.exit_status().is_none(), "{}", daemon.logs());
+    let ev = env.joiner("after7");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    assert!(daemon.exit_status().is_none(), "{}", daemon.logs());
+}
