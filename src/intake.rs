@@ -45,10 +45,22 @@ pub fn dead_letter_queue(cfg: &config::Amqp) -> String {
     format!("{}.dead", cfg.queue)
 }
 
+/// The largest AMQP frame mailboxd accepts (RabbitMQ's default). A message's properties
+/// must fit one frame, and lapin decodes header tables by recursion: this bounds how deep a
+/// sender can nest them whatever the broker allows (see `main`'s thread stack).
+pub const FRAME_MAX: u32 = 128 * 1024;
+
 /// Connects to the broker; `name` shows in the broker's connection list (who is this?).
+/// The URL's `frame_max` is used when it is smaller than [`FRAME_MAX`], else `FRAME_MAX`.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    Connection::connect(
-        url,
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e: String| lapin::Error::from(std::io::Error::other(e)))?;
+    // 0 would mean "no limit" in AMQP.
+    let asked = uri.query.frame_max.filter(|f| *f != 0);
+    uri.query.frame_max = Some(asked.unwrap_or(FRAME_MAX).min(FRAME_MAX));
+    Connection::connect_uri(
+        uri,
         ConnectionProperties::default().with_connection_name(name.into()),
     )
     .await
