@@ -142,6 +142,7 @@ impl Settings {
                 .with_list_parse_key("smtp.to")
                 .with_list_parse_key("amqp.iiq_applications")
                 .with_list_parse_key("amqp.allowed_routing_domains")
+                .with_list_parse_key("amqp.reply_to_allowed")
                 .with_list_parse_key("admin.viewer_groups")
                 .with_list_parse_key("admin.operator_groups")
                 .try_parsing(true),

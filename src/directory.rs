@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::config::{self, SyncRule};
 
+mod controllers;
 mod entry;
 mod person;
 use entry::first;
@@ -251,6 +252,8 @@ struct Inner {
     pool_size: usize,
     sync_rule: SyncRule,
     pool: Mutex<HashMap<String, Vec<Conn>>>,
+    /// The DNS name each configured controller (by URL) reported and Exchange is given.
+    learned: Mutex<HashMap<String, String>>,
     next: std::sync::atomic::AtomicUsize,
 }
 
@@ -304,38 +307,23 @@ impl Directory {
                 pool_size: cfg.pool_size.max(1),
                 sync_rule: cfg.sync_rule,
                 pool: Mutex::new(HashMap::new()),
+                learned: Mutex::new(HashMap::new()),
                 next: std::sync::atomic::AtomicUsize::new(0),
             }),
         }))
     }
 
-    /// The domain controllers in the order they will be tried: `preferred` (the DC the
-    /// account was created on, from the event) first, then the configured list.
+    /// The configured domain controllers in the order they will be tried: the one
+    /// `preferred` (the DC the account was created on, from the event) names first, then
+    /// the rest. A name that is not a configured DC is ignored with a warning, never
+    /// contacted (`controllers`).
     pub fn order(&self, preferred: Option<&str>) -> Vec<url::Url> {
-        let mut out = Vec::with_capacity(self.inner.urls.len() + 1);
-        if let Some(host) = preferred {
-            let known = self
-                .inner
-                .urls
-                .iter()
-                .find(|u| u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host)));
-            match known {
-                Some(u) => out.push(u.clone()),
-                None => {
-                    // Same scheme and port as the first configured DC, on the named host.
-                    let mut u = self.inner.urls[0].clone();
-                    if u.set_host(Some(host)).is_ok() {
-                        out.push(u);
-                    }
-                }
-            }
-        }
-        for u in &self.inner.urls {
-            if !out.contains(u) {
-                out.push(u.clone());
-            }
-        }
-        out
+        let learned = self.inner.learned.lock().clone();
+        controllers::ordered(
+            &self.inner.urls,
+            |u| learned.get(u.as_str()).cloned(),
+            preferred,
+        )
     }
 
     /// Reads the account from the first domain controller that answers.
@@ -616,12 +604,16 @@ impl Directory {
             .search("", Scope::Base, "(objectClass=*)", vec!["dnsHostName"])
             .await
             .map_err(|e| ReadError::Unreachable(connect_reason(&e)))?;
-        let dns_host_name = root
+        let reported = root
             .0
             .into_iter()
             .map(SearchEntry::construct)
-            .find_map(|e| first(&e, "dnsHostName"))
-            .unwrap_or_else(|| url.host_str().unwrap_or_default().to_owned());
+            .find_map(|e| first(&e, "dnsHostName"));
+        let dns_host_name = controllers::exchange_name(url, reported.as_deref());
+        self.inner
+            .learned
+            .lock()
+            .insert(url.to_string(), dns_host_name.clone());
         Ok(Conn {
             ldap,
             dns_host_name,

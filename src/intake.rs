@@ -5,22 +5,25 @@
 //! dead-letter queue keeps a copy too). Connection loss: reconnect with capped, jittered
 //! backoff; the broker redelivers what was unacked and the event id deduplicates it.
 
+mod batch;
+mod reply_to;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
 
 use crate::config;
-use crate::event::{self, Event, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
+use crate::event::{self, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
 use crate::health::Health;
-use crate::store::{NewPoison, Store};
+use crate::store::Store;
 
 /// Deliveries gathered into one database transaction at most.
 const BATCH_MAX: usize = 500;
@@ -44,10 +47,22 @@ pub fn dead_letter_queue(cfg: &config::Amqp) -> String {
     format!("{}.dead", cfg.queue)
 }
 
+/// The largest AMQP frame mailboxd accepts (RabbitMQ's default). A message's properties
+/// must fit one frame, and lapin decodes header tables by recursion: this bounds how deep a
+/// sender can nest them whatever the broker allows (see `main`'s thread stack).
+pub const FRAME_MAX: u32 = 128 * 1024;
+
 /// Connects to the broker; `name` shows in the broker's connection list (who is this?).
+/// The URL's `frame_max` is used when it is smaller than [`FRAME_MAX`], else `FRAME_MAX`.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    Connection::connect(
-        url,
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e: String| lapin::Error::from(std::io::Error::other(e)))?;
+    // 0 would mean "no limit" in AMQP.
+    let asked = uri.query.frame_max.filter(|f| *f != 0);
+    uri.query.frame_max = Some(asked.unwrap_or(FRAME_MAX).min(FRAME_MAX));
+    Connection::connect_uri(
+        uri,
         ConnectionProperties::default().with_connection_name(name.into()),
     )
     .await
@@ -208,9 +223,12 @@ async fn consume_on(
         .await?;
     report.connected.send_replace(true);
     *failures = 0;
-    let rules = event::IntakeRules {
-        iiq_applications: cfg.iiq_applications.clone(),
-        allowed_routing_domains: cfg.allowed_routing_domains.clone(),
+    let rules = batch::Rules {
+        event: event::IntakeRules {
+            iiq_applications: cfg.iiq_applications.clone(),
+            allowed_routing_domains: cfg.allowed_routing_domains.clone(),
+        },
+        reply_to: reply_to::ReplyToRule::new(cfg),
     };
     tracing::info!(queue = %cfg.queue, prefetch = cfg.prefetch, "intake consuming");
     loop {
@@ -225,192 +243,7 @@ async fn consume_on(
                 Ok(None) | Err(_) => break,
             }
         }
-        handle_batch(store, &report.health, max_attempts, &rules, batch).await?;
-    }
-}
-
-/// Retries a database write until it succeeds: the deliveries stay unacked meanwhile
-/// (prefetch stops the flow), so a database outage delays events and loses none. The wait
-/// is reported to `health`: past `amqp.stall_after` the replica is not ready (stalled).
-async fn with_db_retry<T, F, Fut>(health: &Health, what: &str, mut op: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
-{
-    let waiting = health.intake_storing();
-    let mut failures = 0u32;
-    loop {
-        match op().await {
-            Ok(v) => return v,
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                waiting.failed(&e.to_string());
-                let delay = crate::backoff::full_jitter(
-                    failures,
-                    Duration::from_millis(200),
-                    Duration::from_secs(30),
-                );
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "intake cannot {what}; holding the deliveries and retrying");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-async fn handle_batch(
-    store: &Store,
-    health: &Health,
-    max_attempts: i32,
-    rules: &event::IntakeRules,
-    batch: Vec<lapin::message::Delivery>,
-) -> Result<(), IntakeError> {
-    let mut good: Vec<(lapin::message::Delivery, Vec<Event>)> = Vec::new();
-    for delivery in batch {
-        let props = &delivery.properties;
-        let content_type = props.content_type().as_ref().map(ShortString::as_str);
-        let received = event::Delivery {
-            body: &delivery.data,
-            content_type,
-            message_id: props.message_id().as_ref().map(ShortString::as_str),
-            routing_key: delivery.routing_key.as_str(),
-        };
-        match decode_caught(&received, rules) {
-            Ok(d) => {
-                if !d.credentials.is_empty() {
-                    tracing::warn!(
-                        attributes = ?d.credentials,
-                        routing_key = %delivery.routing_key,
-                        "an IdentityIQ plan carried credentials; they were dropped unread — the sender should stop sending them"
-                    );
-                }
-                for why in &d.ignored {
-                    tracing::info!(routing_key = %delivery.routing_key, "ignored: {why}");
-                }
-                good.push((delivery, d.events));
-            }
-            Err(reason) => {
-                let body = poison_copy(&received);
-                let poison = NewPoison {
-                    reason: reason.to_string(),
-                    routing_key: delivery.routing_key.to_string(),
-                    exchange: delivery.exchange.to_string(),
-                    content_type: content_type.map(str::to_owned),
-                    message_id: props.message_id().as_ref().map(|s| s.to_string()),
-                    headers: props
-                        .headers()
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, table_to_json),
-                    body,
-                };
-                let id = with_db_retry(health, "store a poison message", || {
-                    store.insert_poison(&poison)
-                })
-                .await;
-                metrics::counter!("mailboxd_poison_received_total").increment(1);
-                tracing::warn!(poison_id = id, reason = %reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
-                delivery
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await?;
-            }
-        }
-    }
-    if good.is_empty() {
-        return Ok(());
-    }
-    let events: Vec<Event> = good.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
-    // A sender that set reply_to asks for the outcome there as well.
-    let reply_to: Vec<Option<String>> = good
-        .iter()
-        .flat_map(|(d, e)| {
-            let to = d.properties.reply_to().as_ref().map(|s| s.to_string());
-            std::iter::repeat_n(to, e.len())
-        })
-        .collect();
-    if !events.is_empty() {
-        let inserted = with_db_retry(health, "store jobs", || {
-            store.insert_deliveries(&events, &reply_to, max_attempts)
-        })
-        .await;
-        for (ev, ins) in events.iter().zip(&inserted) {
-            tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
-            let format = if ev.source.as_deref() == Some("identityiq") {
-                "identityiq"
-            } else {
-                "json"
-            };
-            metrics::counter!("mailboxd_events_ingested_total", "format" => format).increment(1);
-        }
-    }
-    crate::failpoint::abort_at("intake-after-commit");
-    // One frame acks the whole batch: every delivery up to the last tag on this channel is
-    // either in this batch (committed above) or was rejected already.
-    if let Some((last, _)) = good.iter().max_by_key(|(d, _)| d.delivery_tag) {
-        last.ack(BasicAckOptions { multiple: true }).await?;
-    }
-    Ok(())
-}
-
-/// Decodes a delivery. A decoder that panics (a bug) makes the message poison, with the
-/// panic in its reason: letting the panic end intake would only take the same message
-/// again, and again, holding every delivery behind it.
-fn decode_caught(
-    received: &event::Delivery<'_>,
-    rules: &event::IntakeRules,
-) -> Result<event::Decoded, String> {
-    let decode = || {
-        crate::failpoint::panic_for_body(received.body);
-        event::decode(received, rules)
-    };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
-        Ok(decoded) => decoded.map_err(|e| e.to_string()),
-        Err(payload) => {
-            let why = crate::health::panic_message(payload.as_ref());
-            tracing::error!(panic = %why, "reading a message panicked (a bug in mailboxd); it is stored as poison");
-            metrics::counter!("mailboxd_decode_panics_total").increment(1);
-            Err(format!(
-                "internal error: mailboxd panicked reading this message ({}); a bug in mailboxd, please report it",
-                why.chars().take(300).collect::<String>()
-            ))
-        }
-    }
-}
-
-/// What of a refused delivery is kept; nothing of it if even that panics.
-fn poison_copy(received: &event::Delivery<'_>) -> Vec<u8> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| received.poison_body()))
-        .unwrap_or_else(|_| b"[body withheld by mailboxd: reading it panicked]".to_vec())
-}
-
-fn table_to_json(t: &FieldTable) -> serde_json::Value {
-    serde_json::Value::Object(
-        t.inner()
-            .iter()
-            .map(|(k, v)| (k.to_string(), value_to_json(v)))
-            .collect(),
-    )
-}
-
-fn value_to_json(v: &AMQPValue) -> serde_json::Value {
-    use serde_json::json;
-    match v {
-        AMQPValue::Boolean(b) => json!(b),
-        AMQPValue::ShortShortInt(n) => json!(n),
-        AMQPValue::ShortShortUInt(n) => json!(n),
-        AMQPValue::ShortInt(n) => json!(n),
-        AMQPValue::ShortUInt(n) => json!(n),
-        AMQPValue::LongInt(n) => json!(n),
-        AMQPValue::LongUInt(n) => json!(n),
-        AMQPValue::LongLongInt(n) => json!(n),
-        AMQPValue::Float(n) => json!(n),
-        AMQPValue::Double(n) => json!(n),
-        AMQPValue::ShortString(s) => json!(s.as_str()),
-        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
-        AMQPValue::FieldArray(a) => {
-            serde_json::Value::Array(a.as_slice().iter().map(value_to_json).collect())
-        }
-        AMQPValue::Timestamp(t) => json!(t),
-        AMQPValue::FieldTable(t) => table_to_json(t),
-        other => json!(format!("{other:?}")),
+        batch::handle(store, &report.health, max_attempts, &rules, batch).await?;
     }
 }
 

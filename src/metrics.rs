@@ -14,6 +14,7 @@
 //! | `mailboxd_broker_connected` | gauge | — |
 //! | `mailboxd_events_ingested_total` | counter | `format` (json, identityiq) |
 //! | `mailboxd_poison_received_total` | counter | — |
+//! | `mailboxd_reply_to_refused_total` | counter | — |
 //! | `mailboxd_attempts_total` | counter | `outcome`, `class` |
 //! | `mailboxd_attempt_duration_seconds` | histogram | `outcome` |
 //! | `mailboxd_batch_size` | histogram | `kind` |

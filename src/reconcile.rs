@@ -374,26 +374,29 @@ async fn record_failed(
     store.finish_reconcile_run(run_id, &record).await
 }
 
-/// The job a difference becomes: an ordinary event, sourced `reconcile`.
+/// The job a difference becomes: an ordinary event, sourced `reconcile`, through the same
+/// validation as an event from the broker (AD's values are checked like a sender's).
 fn to_event(run_id: i64, d: &Difference) -> Result<Event, String> {
     let kind = d.kind.job().ok_or("reported only")?;
     let sam = AccountName::parse(&d.sam_account_name)?;
     let key = d.object_guid.map_or_else(|| sam.key(), |g| g.to_string());
-    Ok(Event {
+    let now = Utc::now();
+    event::Draft {
         id: format!("reconcile-{run_id}-{key}"),
         kind,
-        occurred_at: Utc::now(),
-        account: event::Account {
-            sam_account_name: sam,
-            object_guid: d.object_guid,
+        occurred_at: now,
+        account: event::DraftAccount {
+            sam_account_name: d.sam_account_name.clone(),
+            object_guid: d.object_guid.map(|g| g.to_string()),
             distinguished_name: Some(d.distinguished_name.clone()),
-            user_principal_name: None,
-            created_on_server: None,
+            ..event::DraftAccount::default()
         },
         mailbox: None,
         source: Some("reconcile".into()),
         identity: None,
-    })
+    }
+    .validate(now)
+    .map_err(|e| e.to_string())
 }
 
 /// The daemon's schedule: every `interval`, one replica (the advisory lock's holder) runs.

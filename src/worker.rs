@@ -699,7 +699,9 @@ impl Worker {
                 .object_guid
                 .map_or_else(|| sam.to_owned(), |g| g.to_string()),
             sam_account_name: sam.to_owned(),
-            domain_controller: ev.account.created_on_server.clone(),
+            // Set from the configured DC that answered the directory check, never from the
+            // event: no value of an event chooses where Exchange (or mailboxd) connects.
+            domain_controller: None,
             remote_routing_address,
             alias: mailbox.alias,
             primary_smtp_address: mailbox.primary_smtp_address,

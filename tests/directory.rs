@@ -143,21 +143,43 @@ async fn a_dead_domain_controller_is_skipped_and_all_dead_names_every_host() {
     assert_eq!(state.domain_controller, ad.name);
     assert!(state.account.is_some());
 
-    // The DC named in the event is tried first, even when it is not in the list.
-    cfg.urls = vec!["ldaps://127.0.0.9".into()];
+    // The DC named in the event is tried first when it is a configured one, by its URL's
+    // host or the DNS name it reported; a host that is not configured is never contacted.
+    cfg.urls = vec!["ldaps://127.0.0.9".into(), format!("ldaps://{}", ad.host)];
     let dir = directory(&cfg);
-    assert_eq!(
-        dir.order(Some("localhost"))
+    let order = |dir: &Directory, named| {
+        dir.order(Some(named))
             .iter()
             .map(|u| u.to_string())
-            .collect::<Vec<_>>(),
-        vec!["ldaps://localhost", "ldaps://127.0.0.9"]
+            .collect::<Vec<_>>()
+    };
+    let configured = vec![
+        "ldaps://127.0.0.9".to_owned(),
+        format!("ldaps://{}", ad.host),
+    ];
+    assert_eq!(
+        order(&dir, ad.host.as_str()),
+        vec![configured[1].clone(), configured[0].clone()]
     );
+    assert_eq!(order(&dir, "stranger.example"), configured);
     let state = dir
-        .read(&Lookup::Sam(sam.clone()), Some("localhost"))
+        .read(&Lookup::Sam(sam.clone()), Some(&ad.host.to_uppercase()))
         .await
         .expect("the creating DC answers");
     assert!(state.account.is_some());
+    // Its reported name now finds it too.
+    assert_eq!(order(&dir, ad.name.as_str())[0], configured[1]);
+
+    cfg.urls = vec!["ldaps://127.0.0.9".into()];
+    let err = directory(&cfg)
+        .read(&Lookup::Sam(sam.clone()), Some(&ad.host))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("127.0.0.9") && !text.contains(&ad.host),
+        "an event's host was contacted: {text}"
+    );
 
     cfg.urls = vec!["ldaps://127.0.0.9".into(), "ldaps://127.0.0.10:1636".into()];
     let err = directory(&cfg)

@@ -175,10 +175,12 @@ async fn a_burst_of_joiners_and_leavers_answers_each_event_once_with_what_ad_sho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sender_that_sets_reply_to_gets_the_outcome_there_without_an_outcome_exchange() {
-    let env = TestEnv::new(vec![seed("asks")]).await;
+    let mut env = TestEnv::new(vec![seed("asks")]).await;
     assert!(env.settings.outcomes.exchange.is_none());
     let reply =
         OutcomeQueue::declare(&env.settings.amqp.url, &format!("test.{}.reply", env.tag)).await;
+    // A named reply queue is allowed only when the configuration names it (by prefix here).
+    env.settings.amqp.reply_to_allowed = vec![format!("test.{}.*", env.tag)];
     let app = env.start_daemon().await;
     let _topology = env.publisher().await;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use common::TestDatabase;
-use mailboxd::event::{Account, AccountName, Event, EventKind};
+use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
 use mailboxd::store::{AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution};
 
 /// A migrated database of the test's own (dropped with it); derefs to its `Store`.
@@ -20,21 +20,20 @@ async fn fresh_store() -> TestDatabase {
 }
 
 fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
-    Event {
+    Draft {
         id: id.into(),
         kind,
         occurred_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap(),
-        account: Account {
-            sam_account_name: AccountName::parse(sam).unwrap(),
-            object_guid: None,
-            distinguished_name: None,
-            user_principal_name: None,
-            created_on_server: None,
+        account: DraftAccount {
+            sam_account_name: sam.into(),
+            ..DraftAccount::default()
         },
         mailbox: None,
         source: Some("test".into()),
         identity: None,
     }
+    .validate(Utc::now())
+    .unwrap()
 }
 
 #[tokio::test]
@@ -52,6 +51,37 @@ async fn inserting_the_same_event_twice_keeps_one_job() {
     assert_eq!(
         again,
         vec![Inserted::Duplicate(id), Inserted::Duplicate(id)]
+    );
+}
+
+/// What PostgreSQL refuses in the data itself is told apart from an outage: intake poisons
+/// the one delivery instead of retrying forever (issue 29).
+#[tokio::test]
+async fn postgresql_refusing_a_nul_is_a_data_exception_and_the_rows_are_not_stored() {
+    let store = fresh_store().await;
+    let e = event("nul-reply", EventKind::Joiner, "jdoe", 0);
+    let reply = mailboxd::store::ReplyTo {
+        queue: Some("amq.gen-\0x".into()),
+        refused: None,
+    };
+    let err = store
+        .insert_deliveries(std::slice::from_ref(&e), &[reply], 5)
+        .await
+        .unwrap_err();
+    assert!(err.is_data_exception(), "{err}");
+    assert!(store.job_by_event("nul-reply").await.unwrap().is_none());
+    let refused = mailboxd::store::ReplyTo {
+        queue: None,
+        refused: Some("\"x\" not used: test".into()),
+    };
+    store
+        .insert_deliveries(std::slice::from_ref(&e), &[refused], 5)
+        .await
+        .unwrap();
+    let job = store.job_by_event("nul-reply").await.unwrap().unwrap();
+    assert_eq!(
+        job.reply_to_refused.as_deref(),
+        Some("\"x\" not used: test")
     );
 }
 

@@ -73,13 +73,7 @@ fn shorten(text: &str, max: usize) -> String {
 /// The problem an error describes, without what differs between accounts (the name,
 /// ids, numbers), so that the same failure for many accounts folds into one digest.
 pub fn signature(error: &str, sam: &str) -> String {
-    let mut text = error.replace(sam, "<account>");
-    if !sam.is_empty() {
-        let lower = text.to_lowercase();
-        if let Some(i) = lower.find(&sam.to_lowercase()) {
-            text.replace_range(i..i + sam.len(), "<account>");
-        }
-    }
+    let text = replace_ignoring_case(error, sam, "<account>");
     let mut out = String::with_capacity(text.len());
     let mut in_hex = 0usize;
     for c in text.chars() {
@@ -95,6 +89,46 @@ pub fn signature(error: &str, sam: &str) -> String {
         out.push(c);
     }
     out.chars().take(200).collect()
+}
+
+/// `text` with every occurrence of `needle` in any case replaced by `with`. Compared char by
+/// char, never through a lower-cased copy: a char's lower case may differ in byte length
+/// (U+212A KELVIN SIGN is 3 bytes, its `k` one), so an offset into a lower-cased copy is
+/// not an offset into the original.
+fn replace_ignoring_case(text: &str, needle: &str, with: &str) -> String {
+    let want: Vec<char> = needle.chars().collect();
+    if want.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match match_len(rest, &want) {
+            Some(len) => {
+                out.push_str(with);
+                rest = &rest[len..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+/// The byte length of the prefix of `s` that is `want` in any case, char for char.
+fn match_len(s: &str, want: &[char]) -> Option<usize> {
+    let mut chars = s.char_indices();
+    let mut end = 0;
+    for w in want {
+        let (i, c) = chars.next()?;
+        if c != *w && !c.to_lowercase().eq(w.to_lowercase()) {
+            return None;
+        }
+        end = i + c.len_utf8();
+    }
+    Some(end)
 }
 
 /// The subjects of the circuit's two alerts for `endpoint`: (opened, closed). They name the
@@ -138,5 +172,60 @@ pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
              See the queue: mailboxd jobs list --state retrying\n",
             secs = outage.as_secs()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_is_replaced_in_any_case_even_when_lower_case_changes_the_length() {
+        // U+212A KELVIN SIGN lower-cases to a 1-byte 'k'; 'İ' to 'i' + U+0307 (3 bytes from 2);
+        // 'ẞ' to 'ß'. None of them may shift the replacement or panic.
+        let cases = [
+            (
+                "\u{212A}elvin refused for jdoe",
+                "jdoe",
+                "\u{212A}elvin refused for <account>",
+            ),
+            (
+                "JDOE: \u{212A}\u{212A}\u{212A} not found",
+                "jdoe",
+                "<account>: \u{212A}\u{212A}\u{212A} not found",
+            ),
+            ("İİİ jDoe İ", "jdoe", "İİİ <account> İ"),
+            ("kelvin failed", "\u{212A}elvin", "<account> failed"),
+            ("\u{212A}ELVIN failed", "kelvin", "<account> failed"),
+            ("ẞtraße x", "ßtraße", "<account> x"),
+            ("no match here", "jdoe", "no match here"),
+            ("", "jdoe", ""),
+        ];
+        for (error, sam, want) in cases {
+            assert_eq!(
+                replace_ignoring_case(error, sam, "<account>"),
+                want,
+                "{error:?}"
+            );
+            // And the whole signature never panics on them.
+            let _ = signature(error, sam);
+        }
+        assert_eq!(
+            signature("\u{212A}\u{212A} mailbox for jdoe failed: 42", "jdoe"),
+            "\u{212A}\u{212A} mailbox for <account> failed: #"
+        );
+    }
+
+    #[test]
+    fn every_char_boundary_of_case_changing_text_is_safe() {
+        let hostile = "\u{212A}İẞΣ\u{1E9E}ǅ";
+        for a in hostile.chars() {
+            for b in hostile.chars() {
+                let error = format!("{a}{b} x{a}y {b}");
+                for sam in [format!("{a}"), format!("x{a}y"), format!("{b}{a}")] {
+                    let _ = signature(&error, &sam);
+                }
+            }
+        }
     }
 }

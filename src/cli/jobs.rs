@@ -191,6 +191,12 @@ fn print_job(job: &Job) {
             job.last_error_class.map_or("?", |c| c.as_str())
         );
     }
+    if let Some(q) = &job.reply_to {
+        println!("reply_to   {q}");
+    }
+    if let Some(why) = &job.reply_to_refused {
+        println!("reply_to   refused: {why}");
+    }
 }
 
 fn print_attempts(attempts: &[Attempt]) {

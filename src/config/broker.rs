@@ -37,6 +37,9 @@ pub struct Amqp {
     /// Deliveries waiting this long for their commit make intake stalled (`/readyz` 503).
     #[serde(with = "humantime_secs")]
     pub stall_after: Duration,
+    /// Queues an event's `reply_to` may name besides the broker-named ones (`amq.gen-…`,
+    /// direct reply-to `amq.rabbitmq.reply-to…`): exact names, or prefixes ending in `*`.
+    pub reply_to_allowed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -77,6 +80,7 @@ impl Default for Amqp {
             iiq_applications: vec!["Active Directory".into()],
             allowed_routing_domains: Vec::new(),
             stall_after: Duration::from_secs(60),
+            reply_to_allowed: Vec::new(),
         }
     }
 }

@@ -137,6 +137,51 @@ pub struct Mailbox {
     pub archive: Option<bool>,
 }
 
+/// An event as a decoder read it: every value still unchecked text. The only way from
+/// here to an [`Event`] is `Draft::validate` (in `validate`), which applies every rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub id: String,
+    pub kind: EventKind,
+    pub occurred_at: DateTime<Utc>,
+    pub account: DraftAccount,
+    pub mailbox: Option<DraftMailbox>,
+    pub source: Option<String>,
+    pub identity: Option<String>,
+}
+
+/// [`Account`] before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DraftAccount {
+    pub sam_account_name: String,
+    pub object_guid: Option<String>,
+    pub distinguished_name: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub created_on_server: Option<String>,
+}
+
+/// [`Mailbox`] before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DraftMailbox {
+    pub alias: Option<String>,
+    pub remote_routing_address: Option<String>,
+    pub primary_smtp_address: Option<String>,
+    pub archive: Option<bool>,
+}
+
+/// Proof that an [`Event`] went through `Draft::validate` (or was read back from the
+/// store, which only ever held validated events): its constructor is private to `event`,
+/// so no code outside it can build an `Event` field by field and skip a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked(());
+
+impl Checked {
+    /// An event the store kept: it was validated when it was stored.
+    fn stored() -> Checked {
+        Checked(())
+    }
+}
+
 /// A validated event: the job's payload, stored as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -153,6 +198,32 @@ pub struct Event {
     /// `nativeIdentity`): what its outcome names, so the IAM system finds the identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    #[serde(skip, default = "Checked::stored")]
+    checked: Checked,
+}
+
+impl Event {
+    /// For `Draft::validate` alone, once every value passed its rule.
+    pub(super) fn validated(
+        id: String,
+        kind: EventKind,
+        occurred_at: DateTime<Utc>,
+        account: Account,
+        mailbox: Option<Mailbox>,
+        source: Option<String>,
+        identity: Option<String>,
+    ) -> Event {
+        Event {
+            id,
+            kind,
+            occurred_at,
+            account,
+            mailbox,
+            source,
+            identity,
+            checked: Checked(()),
+        }
+    }
 }
 
 #[cfg(test)]

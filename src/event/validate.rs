@@ -1,11 +1,89 @@
 //! The rules Active Directory and Exchange apply to each value of an event. Every value
-//! later reaches an LDAP filter or a PowerShell cmdlet (as data), so each is checked here,
-//! once, with a reason an IAM engineer can act on; both decoders use these checks.
+//! later reaches an LDAP filter, a PowerShell cmdlet (as data) or a PostgreSQL text column,
+//! so each is checked here, once, with a reason an IAM engineer can act on. A decoder hands
+//! over a [`Draft`]; [`Draft::validate`] is the only way to an [`Event`], so no decoder —
+//! today's JSON and IdentityIQ ones or a future one — can skip a check.
 
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::error::EventError;
-use super::model::AccountName;
+use super::model::{Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, Mailbox};
+
+/// How far in the future an `occurred_at` may lie: the clock skew Kerberos tolerates by
+/// default between a client and a DC. An event from further ahead would order every later
+/// event of its account behind it ("latest intent wins").
+pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+
+impl Draft {
+    /// The event, if every value obeys its rule; else the first broken rule, named by
+    /// the model's field (`account.sam_account_name`, …). `now` bounds `occurred_at`.
+    pub fn validate(self, now: DateTime<Utc>) -> Result<Event, EventError> {
+        let id = checked("id", self.id, |s| check_text(s, 200))?;
+        if self.occurred_at > now + MAX_CLOCK_SKEW {
+            return Err(EventError::invalid(
+                "occurred_at",
+                format!(
+                    "{} is more than {} minutes ahead of this server's clock ({now}); check the sender's clock",
+                    self.occurred_at,
+                    MAX_CLOCK_SKEW.num_minutes()
+                ),
+            ));
+        }
+        let text = |field, v: Option<String>, max| {
+            v.map(|s| checked(field, s, |s| check_text(s, max)))
+                .transpose()
+        };
+        Ok(Event::validated(
+            id,
+            self.kind,
+            self.occurred_at,
+            account(self.account)?,
+            self.mailbox.map(mailbox).transpose()?,
+            text("source", self.source, 100)?,
+            text("identity", self.identity, 200)?,
+        ))
+    }
+}
+
+fn account(a: DraftAccount) -> Result<Account, EventError> {
+    Ok(Account {
+        sam_account_name: account_name("account.sam_account_name", &a.sam_account_name)?,
+        object_guid: a
+            .object_guid
+            .map(|g| guid("account.object_guid", &g))
+            .transpose()?,
+        user_principal_name: a
+            .user_principal_name
+            .map(|u| checked("account.user_principal_name", u, check_address))
+            .transpose()?,
+        distinguished_name: a
+            .distinguished_name
+            .map(|d| checked("account.distinguished_name", d, check_dn))
+            .transpose()?,
+        created_on_server: a
+            .created_on_server
+            .map(|h| checked("account.created_on_server", h, check_hostname))
+            .transpose()?,
+    })
+}
+
+fn mailbox(m: DraftMailbox) -> Result<Mailbox, EventError> {
+    let address =
+        |field, value: Option<String>| value.map(|a| checked(field, a, check_address)).transpose();
+    Ok(Mailbox {
+        alias: m
+            .alias
+            .map(|a| checked("mailbox.alias", a, check_alias))
+            .transpose()?,
+        remote_routing_address: address(
+            "mailbox.remote_routing_address",
+            m.remote_routing_address,
+        )?,
+        primary_smtp_address: address("mailbox.primary_smtp_address", m.primary_smtp_address)?,
+        archive: m.archive,
+    })
+}
 
 /// `raw` if `check` accepts it, else the field's error with `check`'s reason.
 pub fn checked(
@@ -36,6 +114,43 @@ pub fn check_text(s: &str, max: usize) -> Result<(), String> {
     }
     if s.chars().any(char::is_control) {
         return Err("contains control characters".into());
+    }
+    Ok(())
+}
+
+/// A distinguished name (RFC 4514): at most 2048 bytes, no control characters, and
+/// comma-separated `type=value` components (a `\,` or `\+` escape inside a value allowed).
+/// The attribute type is a name (`CN`, `OU`, `DC`, …) or an OID.
+pub fn check_dn(s: &str) -> Result<(), String> {
+    check_text(s, 2048)?;
+    let mut component = String::new();
+    let mut components = Vec::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                component.push(c);
+                component.extend(chars.next());
+            }
+            ',' => components.push(std::mem::take(&mut component)),
+            _ => component.push(c),
+        }
+    }
+    components.push(component);
+    for c in &components {
+        let Some((kind, value)) = c.split_once('=') else {
+            return Err(format!("component {c:?} is not of the form type=value"));
+        };
+        let kind = kind.trim();
+        let name = kind.starts_with(|c: char| c.is_ascii_alphabetic())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let oid = !kind.is_empty()
+            && kind
+                .split('.')
+                .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !(name || oid) || value.trim().is_empty() {
+            return Err(format!("component {c:?} is not of the form type=value"));
+        }
     }
     Ok(())
 }
@@ -99,6 +214,31 @@ pub fn check_alias(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distinguished_names_are_checked() {
+        for ok in [
+            "CN=J Doe,OU=Staff,DC=corp,DC=example",
+            "CN=Doe\\, John,OU=Staff,DC=corp,DC=example",
+            "cn=o'brien+uid=7, ou=x,dc=y",
+            "2.5.4.3=x,DC=corp",
+        ] {
+            assert!(check_dn(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "jdoe",
+            "CN=a,,DC=b",
+            "CN=a,DC=",
+            "=a,DC=b",
+            "CN=a\0,DC=b",
+            "CN=a\u{0},DC=b",
+            "CN=a,DC=b\n",
+        ] {
+            assert!(check_dn(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_dn(&format!("CN={},DC=b", "x".repeat(2048))).is_err());
+    }
 
     #[test]
     fn addresses_are_checked() {

@@ -55,6 +55,16 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether PostgreSQL refused the data itself (SQLSTATE class 22, data exception: a
+    /// NUL in text, `\u0000` in jsonb, a value out of range): retrying the same rows can
+    /// never succeed, unlike an outage.
+    pub fn is_data_exception(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(e))
+            if e.code().is_some_and(|c| c.starts_with("22")))
+    }
+}
+
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {

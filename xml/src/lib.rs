@@ -1,6 +1,11 @@
 //! A small element tree over quick-xml, for SOAP envelopes (a few KB each): parse once,
 //! then look elements up by namespace URI and local name, never by prefix (every WinRM
 //! client and server picks its own prefixes).
+//!
+//! The sender decides how deep a document nests, so nothing here recurses over the tree:
+//! parsing refuses more than [`MAX_DEPTH`] levels, and searching and dropping walk it with
+//! a stack of their own (a 50,000-level tree dropped by the default recursive drop
+//! overflows the thread's stack).
 
 pub use quick_xml::escape::escape;
 use quick_xml::events::Event;
@@ -16,6 +21,21 @@ pub struct Element {
     pub children: Vec<Element>,
     /// Concatenated text content directly inside this element, unescaped.
     pub text: String,
+}
+
+/// How deep elements may nest: far beyond any SOAP envelope or IdentityIQ plan (a dozen
+/// levels), far below what any recursion over the tree could not afford.
+pub const MAX_DEPTH: usize = 256;
+
+impl Drop for Element {
+    /// Drops the subtree iteratively: each descendant is emptied of its children before
+    /// it is dropped, so no drop recurses.
+    fn drop(&mut self) {
+        let mut pending = std::mem::take(&mut self.children);
+        while let Some(mut e) = pending.pop() {
+            pending.append(&mut e.children);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,7 +83,9 @@ fn parse_doc(text: &str, external_doctype_ok: bool) -> Result<Element, XmlError>
                 let mut el = Element {
                     ns,
                     name: e.local_name().as_ref().to_owned(),
-                    ..Element::default()
+                    attrs: Vec::new(),
+                    children: Vec::new(),
+                    text: String::new(),
                 };
                 for a in e.attributes() {
                     let a = a.map_err(|e| XmlError(e.to_string()))?;
@@ -72,6 +94,11 @@ fn parse_doc(text: &str, external_doctype_ok: bool) -> Result<Element, XmlError>
                         .map_err(|e| XmlError(e.to_string()))?;
                     el.attrs
                         .push((a.key.local_name().as_ref().to_owned(), value.into_owned()));
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(XmlError(format!(
+                        "elements nest more than {MAX_DEPTH} levels deep"
+                    )));
                 }
                 if matches!(event, Event::Empty(_)) {
                     match stack.last_mut() {
@@ -157,15 +184,15 @@ impl Element {
         Some(el)
     }
 
-    /// First descendant (depth-first) with this name.
+    /// First descendant (depth-first, document order) with this name; walked with a stack
+    /// of its own, not by recursion.
     pub fn find(&self, ns: &str, name: &str) -> Option<&Element> {
-        for c in &self.children {
-            if c.is(ns, name) {
-                return Some(c);
+        let mut pending: Vec<&Element> = self.children.iter().rev().collect();
+        while let Some(e) = pending.pop() {
+            if e.is(ns, name) {
+                return Some(e);
             }
-            if let Some(f) = c.find(ns, name) {
-                return Some(f);
-            }
+            pending.extend(e.children.iter().rev());
         }
         None
     }
@@ -197,6 +224,38 @@ mod tests {
             assert_eq!(y.text, "t<1A");
             assert_eq!(y.attr("k"), Some("v&w"));
         }
+    }
+
+    #[test]
+    fn find_walks_in_document_order() {
+        let doc = parse("<r><a><x n='1'/></a><x n='2'/></r>").unwrap();
+        assert_eq!(doc.find("", "x").and_then(|x| x.attr("n")), Some("1"));
+        assert!(doc.find("", "nothing").is_none());
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused_and_deep_trees_drop_without_recursion() {
+        let nested = |n: usize| format!("{}{}", "<a>".repeat(n), "</a>".repeat(n));
+        assert!(parse(&nested(MAX_DEPTH)).is_ok());
+        let err = parse(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(err.0.contains("nest more than 256"), "{err}");
+        let err = parse(&nested(50_000)).unwrap_err();
+        assert!(err.0.contains("nest more than"), "{err}");
+        // A tree deeper than the parser allows (built by code) still drops on a small stack.
+        let deep = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let mut root = Element::default();
+                for _ in 0..200_000 {
+                    let mut parent = Element::default();
+                    parent.children.push(root);
+                    root = parent;
+                }
+                drop(root);
+            })
+            .unwrap();
+        deep.join()
+            .expect("dropping a deep tree does not overflow the stack");
     }
 
     #[test]

@@ -19,8 +19,7 @@ use xml::Element;
 
 use super::error::EventError;
 use super::format::strip_bom;
-use super::model::{Account, Event, EventKind, Mailbox};
-use super::validate::{account_name, check_address, check_hostname, check_text, checked, guid};
+use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind};
 pub use request::is_credential;
 use request::{Values, children, credential_names, sets_disabled};
 
@@ -47,17 +46,19 @@ pub fn parse(
         Some(m) if !m.is_empty() => m.to_owned(),
         _ => content_id(body),
     };
-    let identity = plan_identity(&root)?;
+    let identity = plan_identity(&root);
     let mut out = Parsed::default();
     for (i, req) in account_requests(&root)?.into_iter().enumerate() {
         out.credentials
             .extend(credential_names(req).map(str::to_owned));
         match for_mailboxd(req, applications) {
-            Ok(kind) => {
-                let mut event = to_event(req, kind, format!("{base_id}#{i}"), received_at)?;
-                event.identity = identity.clone();
-                out.events.push(event)
-            }
+            Ok(kind) => out.events.push(to_event(
+                req,
+                kind,
+                format!("{base_id}#{i}"),
+                received_at,
+                identity.clone(),
+            )?),
             Err(why) => out.ignored.push(format!("AccountRequest #{i} {why}")),
         }
     }
@@ -82,16 +83,15 @@ fn document(body: &[u8]) -> Result<Element, EventError> {
 }
 
 /// The identity a plan is for: its `nativeIdentity` (IdentityIQ's identity name on an
-/// identity-level plan), or an `identity` attribute.
-fn plan_identity(root: &Element) -> Result<Option<String>, EventError> {
+/// identity-level plan), or an `identity` attribute. Checked with the event it goes into.
+fn plan_identity(root: &Element) -> Option<String> {
     if root.name != "ProvisioningPlan" {
-        return Ok(None);
+        return None;
     }
     root.attr("nativeIdentity")
         .or(root.attr("identity"))
         .filter(|n| !n.is_empty())
-        .map(|n| checked("identity", n.to_owned(), |s| check_text(s, 200)))
-        .transpose()
+        .map(str::to_owned)
 }
 
 fn account_requests(root: &Element) -> Result<Vec<&Element>, EventError> {
@@ -124,25 +124,56 @@ fn to_event(
     kind: EventKind,
     id: String,
     received_at: DateTime<Utc>,
+    identity: Option<String>,
 ) -> Result<Event, EventError> {
     let values = Values::of(req);
-    let account = account(req, &values)?;
-    let mailbox = mailbox(&values)?;
-    let has_mailbox = mailbox != Mailbox::default();
-    Ok(Event {
+    let mailbox = mailbox(&values);
+    Draft {
         id,
         kind,
         occurred_at: received_at,
-        account,
-        mailbox: has_mailbox.then_some(mailbox),
+        account: account(req, &values)?,
+        mailbox: (mailbox != DraftMailbox::default()).then_some(mailbox),
         source: Some("identityiq".into()),
-        identity: None,
-    })
+        identity,
+    }
+    .validate(received_at)
+    .map_err(in_iiq_terms)
+}
+
+/// The IdentityIQ attribute each field of the model is read from: a broken rule is
+/// reported with the name the sender wrote.
+const ATTRIBUTES: [(&str, &str); 9] = [
+    ("account.sam_account_name", "sAMAccountName"),
+    ("account.object_guid", "objectGUID"),
+    ("account.user_principal_name", "userPrincipalName"),
+    ("account.created_on_server", "createdOnServer"),
+    (
+        "account.distinguished_name",
+        "nativeIdentity or distinguishedName",
+    ),
+    ("mailbox.alias", "mailNickname"),
+    ("mailbox.remote_routing_address", "remoteRoutingAddress"),
+    ("mailbox.primary_smtp_address", "mail"),
+    ("id", "id (the AMQP message_id)"),
+];
+
+fn in_iiq_terms(e: EventError) -> EventError {
+    match e {
+        EventError::Invalid { field, reason } => EventError::Invalid {
+            field: ATTRIBUTES
+                .iter()
+                .find(|(model, _)| *model == field)
+                .map_or(field, |(_, attribute)| attribute),
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// The account: its name from `sAMAccountName` or a `nativeIdentity` that is not a DN; its
 /// DN from a `nativeIdentity` that is one, or `distinguishedName`.
-fn account(req: &Element, values: &Values) -> Result<Account, EventError> {
+fn account(req: &Element, values: &Values) -> Result<DraftAccount, EventError> {
     let native = req.attr("nativeIdentity").filter(|n| !n.is_empty());
     let native_dn = native.filter(|n| n.contains('=') && n.contains(','));
     let sam = values
@@ -152,39 +183,27 @@ fn account(req: &Element, values: &Values) -> Result<Account, EventError> {
             "sAMAccountName (an AttributeRequest, or a nativeIdentity that is not a DN)",
         ))?;
     let owned = |name| values.get(name).map(str::to_owned);
-    Ok(Account {
-        sam_account_name: account_name("sAMAccountName", sam)?,
-        object_guid: values
-            .get("objectGUID")
-            .map(|g| guid("objectGUID", g))
-            .transpose()?,
-        user_principal_name: owned("userPrincipalName")
-            .map(|u| checked("userPrincipalName", u, check_address))
-            .transpose()?,
-        created_on_server: owned("createdOnServer")
-            .map(|h| checked("createdOnServer", h, check_hostname))
-            .transpose()?,
+    Ok(DraftAccount {
+        sam_account_name: sam.to_owned(),
+        object_guid: owned("objectGUID"),
+        user_principal_name: owned("userPrincipalName"),
+        created_on_server: owned("createdOnServer"),
         distinguished_name: native_dn
             .or(values.get("distinguishedName"))
             .map(str::to_owned),
     })
 }
 
-fn mailbox(values: &Values) -> Result<Mailbox, EventError> {
-    let address = |name: &'static str| {
-        values
-            .get(name)
-            .map(|a| checked(name, a.to_owned(), check_address))
-            .transpose()
-    };
-    Ok(Mailbox {
-        alias: values.get("mailNickname").map(str::to_owned),
-        remote_routing_address: address("remoteRoutingAddress")?,
-        primary_smtp_address: address("mail")?,
+fn mailbox(values: &Values) -> DraftMailbox {
+    let owned = |name| values.get(name).map(str::to_owned);
+    DraftMailbox {
+        alias: owned("mailNickname"),
+        remote_routing_address: owned("remoteRoutingAddress"),
+        primary_smtp_address: owned("mail"),
         archive: values
             .get("archive")
             .map(|v| v.eq_ignore_ascii_case("true")),
-    })
+    }
 }
 
 /// A stable id for a document without a message id: redeliveries of the same bytes

@@ -4,12 +4,7 @@
 
 use xml::Element;
 
-/// Whether an attribute name looks like a credential: `pwdText`, `password`, `*Password*`,
-/// `*secret*` (any case).
-pub fn is_credential(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "pwdtext" || n.contains("password") || n.contains("secret")
-}
+pub use super::super::credentials::is_credential;
 
 /// The children of `e` with this local name.
 pub fn children<'a>(e: &'a Element, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
@@ -76,26 +71,5 @@ impl Values {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credential_names_are_recognised() {
-        for n in [
-            "pwdText",
-            "password",
-            "ExchangePassword",
-            "clientSecret",
-            "PASSWORD",
-        ] {
-            assert!(is_credential(n), "{n}");
-        }
-        for n in ["sAMAccountName", "username", "flow", "pwdLastSet"] {
-            assert!(!is_credential(n), "{n}");
-        }
     }
 }

@@ -8,11 +8,29 @@ use super::request::is_credential;
 
 const REMOVED: &str = "[removed by mailboxd: credentials are never stored]";
 
-/// The document as XML text again, with every credential value removed.
+/// The document as XML text again, with every credential value removed. Written with a
+/// stack of its own rather than by recursion: the sender decides how deep a tree is.
 pub fn rewrite(root: &Element) -> String {
     let mut out = String::new();
-    write(root, &mut out);
+    let mut pending = vec![Step::Open(root)];
+    while let Some(step) = pending.pop() {
+        match step {
+            Step::Close(name) => out.push_str(&format!("</{name}>")),
+            Step::Open(e) => {
+                if open(e, &mut out) {
+                    pending.push(Step::Close(&e.name));
+                    pending.extend(e.children.iter().rev().map(Step::Open));
+                }
+            }
+        }
+    }
     out
+}
+
+/// What is left to write: an element, or the end tag of one whose children come first.
+enum Step<'a> {
+    Open(&'a Element),
+    Close(&'a str),
 }
 
 /// Whether the element holds a credential's value (in a `value` attribute or its children).
@@ -21,7 +39,9 @@ fn holds_credential(e: &Element) -> bool {
         || (e.name == "entry" && e.attr("key").is_some_and(is_credential))
 }
 
-fn write(e: &Element, out: &mut String) {
+/// Writes the start tag and text of `e`; `false` when it was written as empty (`<x/>`),
+/// with neither children nor an end tag to follow.
+fn open(e: &Element, out: &mut String) -> bool {
     let secret = holds_credential(e);
     out.push('<');
     out.push_str(&e.name);
@@ -31,12 +51,9 @@ fn write(e: &Element, out: &mut String) {
     }
     if secret || (e.children.is_empty() && e.text.trim().is_empty()) {
         out.push_str("/>");
-        return;
+        return false;
     }
     out.push('>');
     out.push_str(&escape(e.text.as_str()));
-    for c in &e.children {
-        write(c, out);
-    }
-    out.push_str(&format!("</{}>", e.name));
+    true
 }

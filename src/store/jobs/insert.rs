@@ -75,7 +75,7 @@ impl Store {
     pub async fn insert_deliveries(
         &self,
         events: &[Event],
-        reply_to: &[Option<String>],
+        reply_to: &[ReplyTo],
         max_attempts: i32,
     ) -> Result<Vec<Inserted>, StoreError> {
         if events.is_empty() {
@@ -256,7 +256,15 @@ fn batch_winners<'a>(
 struct Batch<'a> {
     events: &'a [Event],
     accounts: &'a [String],
-    reply_to: &'a [Option<String>],
+    reply_to: &'a [ReplyTo],
+}
+
+/// An event's AMQP `reply_to` as the intake judged it: the queue its outcome goes to as
+/// well, or the one it named and was refused (with why), kept on the job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub queue: Option<String>,
+    pub refused: Option<String>,
 }
 
 /// Writes the new job rows in one statement.
@@ -279,14 +287,15 @@ async fn insert_rows(
         .map_err(|e| StoreError::Corrupt(format!("cannot serialise event: {e}")))?;
     sqlx::query(
         "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
-                           occurred_at, superseded_by, finished_at, reply_to)
+                           occurred_at, superseded_by, finished_at, reply_to, reply_to_refused)
          SELECT u.id, u.event_id, u.kind, u.account, u.payload, u.source, u.state, $10,
                 u.occurred_at, u.superseded_by,
-                CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END, u.reply_to
+                CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END, u.reply_to,
+                u.reply_to_refused
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
-                       $7::text[], $8::timestamptz[], $9::uuid[], $11::text[])
+                       $7::text[], $8::timestamptz[], $9::uuid[], $11::text[], $12::text[])
                 AS u(id, event_id, kind, account, payload, source, state, occurred_at, superseded_by,
-                     reply_to)",
+                     reply_to, reply_to_refused)",
     )
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| event(r).id.as_str()).collect::<Vec<_>>())
@@ -300,7 +309,12 @@ async fn insert_rows(
     .bind(max_attempts)
     .bind(
         rows.iter()
-            .map(|r| reply_to.get(r.index).cloned().flatten())
+            .map(|r| reply_to.get(r.index).and_then(|t| t.queue.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| reply_to.get(r.index).and_then(|t| t.refused.clone()))
             .collect::<Vec<_>>(),
     )
     .execute(&mut **tx)

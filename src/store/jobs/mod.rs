@@ -43,6 +43,8 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// The event's AMQP `reply_to`: its outcome goes there too.
     pub reply_to: Option<String>,
+    /// A `reply_to` the event named that mailboxd refused to send to, and why.
+    pub reply_to_refused: Option<String>,
     /// The newer job of the account that made this one moot.
     pub superseded_by: Option<Uuid>,
 }
@@ -73,7 +75,7 @@ pub struct JobPage {
 /// The columns a [`Job`] is read from.
 pub(super) const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, \
     max_attempts, next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, \
-    created_at, updated_at, started_at, finished_at, reply_to, superseded_by";
+    created_at, updated_at, started_at, finished_at, reply_to, reply_to_refused, superseded_by";
 
 /// Jobs whose lease ran out (their replica died): the lost attempt recorded, due again now.
 /// `state = 'running'` is in the text, rendered from the enum, so that the planner uses the

@@ -1,0 +1,369 @@
+//! One batch of deliveries: decoded, the refused ones stored as poison and rejected, the
+//! rest stored as jobs in one transaction and acknowledged with one frame.
+//!
+//! Everything stored is storable: the event's values passed the model's rules, and what
+//! is kept beside them (AMQP headers, `message_id`, `content_type`, names) is cleaned of
+//! what PostgreSQL refuses (NUL). Should PostgreSQL still refuse a batch's data (SQLSTATE
+//! class 22), the batch is stored again one delivery at a time and only the delivery it
+//! refuses becomes poison: data never holds up intake, an outage does (retried until it
+//! ends).
+
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+
+use super::IntakeError;
+use super::reply_to::ReplyToRule;
+use crate::event::{self, Event};
+use crate::health::Health;
+use crate::store::{Inserted, NewPoison, ReplyTo, Store, StoreError};
+
+/// What a delivery is checked against beyond decoding.
+pub struct Rules {
+    pub event: event::IntakeRules,
+    pub reply_to: ReplyToRule,
+}
+
+/// A delivery that decoded, with its events and where their outcomes may go.
+struct Accepted {
+    delivery: Delivery,
+    events: Vec<Event>,
+    reply_to: ReplyTo,
+}
+
+pub async fn handle(
+    store: &Store,
+    health: &Health,
+    max_attempts: i32,
+    rules: &Rules,
+    batch: Vec<Delivery>,
+) -> Result<(), IntakeError> {
+    let mut good = Vec::new();
+    for delivery in batch {
+        match decode(&delivery, &rules.event) {
+            Ok(events) => {
+                let reply_to = reply_to(&delivery, &rules.reply_to);
+                good.push(Accepted {
+                    delivery,
+                    events,
+                    reply_to,
+                });
+            }
+            Err(reason) => poison(store, health, &delivery, reason).await?,
+        }
+    }
+    store_accepted(store, health, max_attempts, good).await
+}
+
+/// The delivery's events, or why it is poison.
+fn decode(delivery: &Delivery, rules: &event::IntakeRules) -> Result<Vec<Event>, String> {
+    let props = &delivery.properties;
+    let received = event::Delivery {
+        body: &delivery.data,
+        content_type: props.content_type().as_ref().map(ShortString::as_str),
+        message_id: props.message_id().as_ref().map(ShortString::as_str),
+        routing_key: delivery.routing_key.as_str(),
+    };
+    let d = decode_caught(&received, rules)?;
+    if !d.credentials.is_empty() {
+        tracing::warn!(
+            attributes = ?d.credentials,
+            routing_key = %delivery.routing_key,
+            "an IdentityIQ plan carried credentials; they were dropped unread — the sender should stop sending them"
+        );
+    }
+    for why in &d.ignored {
+        tracing::info!(routing_key = %delivery.routing_key, "ignored: {why}");
+    }
+    Ok(d.events)
+}
+
+/// The delivery's `reply_to` if outcomes may go there; a refused one is dropped with a
+/// warning and kept on the job (`reply_to_refused`), and the event is processed anyway.
+fn reply_to(delivery: &Delivery, rule: &ReplyToRule) -> ReplyTo {
+    let Some(queue) = delivery.properties.reply_to().as_ref() else {
+        return ReplyTo::default();
+    };
+    match rule.check(queue.as_str()) {
+        Ok(()) => ReplyTo {
+            queue: Some(queue.to_string()),
+            refused: None,
+        },
+        Err(why) => {
+            let refused = format!("{:?} not used: {why}", storable(queue.as_str()));
+            tracing::warn!(routing_key = %delivery.routing_key, "reply_to {refused}; the outcome goes to the outcome exchange only");
+            metrics::counter!("mailboxd_reply_to_refused_total").increment(1);
+            ReplyTo {
+                queue: None,
+                refused: Some(refused),
+            }
+        }
+    }
+}
+
+/// Stores the accepted deliveries' jobs and acknowledges them; a delivery whose data
+/// PostgreSQL refuses becomes poison instead.
+async fn store_accepted(
+    store: &Store,
+    health: &Health,
+    max_attempts: i32,
+    good: Vec<Accepted>,
+) -> Result<(), IntakeError> {
+    if good.is_empty() {
+        return Ok(());
+    }
+    let mut refused = Vec::new();
+    if let Err(e) = insert(store, health, &good, max_attempts).await {
+        tracing::warn!(error = %e, "PostgreSQL refused data in a batch; storing its deliveries one at a time");
+        for (i, one) in good.iter().enumerate() {
+            if let Err(e) = insert(store, health, std::slice::from_ref(one), max_attempts).await {
+                refused.push((i, e));
+            }
+        }
+    }
+    crate::failpoint::abort_at("intake-after-commit");
+    for (i, e) in &refused {
+        let reason = format!("PostgreSQL refused to store this event: {e}");
+        poison(store, health, &good[*i].delivery, reason).await?;
+    }
+    // One frame acks the whole batch: every delivery up to the last tag on this channel is
+    // either in this batch (committed above) or was rejected already.
+    let stored = good
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !refused.iter().any(|(r, _)| r == i));
+    if let Some((_, last)) = stored.max_by_key(|(_, a)| a.delivery.delivery_tag) {
+        last.delivery
+            .ack(BasicAckOptions { multiple: true })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts the jobs of `accepted` in one transaction, retrying while the database is
+/// unreachable; `Err` only when PostgreSQL refused the data itself.
+async fn insert(
+    store: &Store,
+    health: &Health,
+    accepted: &[Accepted],
+    max_attempts: i32,
+) -> Result<(), StoreError> {
+    let events: Vec<Event> = accepted
+        .iter()
+        .flat_map(|a| a.events.iter().cloned())
+        .collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let reply_to: Vec<ReplyTo> = accepted
+        .iter()
+        .flat_map(|a| std::iter::repeat_n(a.reply_to.clone(), a.events.len()))
+        .collect();
+    let inserted: Vec<Inserted> = with_db_retry(health, "store jobs", || {
+        store.insert_deliveries(&events, &reply_to, max_attempts)
+    })
+    .await?;
+    for (ev, ins) in events.iter().zip(&inserted) {
+        tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
+        let format = if ev.source.as_deref() == Some("identityiq") {
+            "identityiq"
+        } else {
+            "json"
+        };
+        metrics::counter!("mailboxd_events_ingested_total", "format" => format).increment(1);
+    }
+    Ok(())
+}
+
+/// Stores the delivery in the poison table and rejects it (to the dead-letter queue). If
+/// PostgreSQL refuses even the cleaned properties, the row keeps the reason and the body
+/// alone; if it refuses that too, the broker's dead-letter copy is what remains.
+async fn poison(
+    store: &Store,
+    health: &Health,
+    delivery: &Delivery,
+    reason: String,
+) -> Result<(), IntakeError> {
+    let props = &delivery.properties;
+    let received = event::Delivery {
+        body: &delivery.data,
+        content_type: props.content_type().as_ref().map(ShortString::as_str),
+        message_id: None,
+        routing_key: delivery.routing_key.as_str(),
+    };
+    let mut row = NewPoison {
+        reason: storable(&reason),
+        routing_key: storable(delivery.routing_key.as_str()),
+        exchange: storable(delivery.exchange.as_str()),
+        content_type: props.content_type().as_ref().map(|s| storable(s.as_str())),
+        message_id: props.message_id().as_ref().map(|s| storable(s.as_str())),
+        headers: props
+            .headers()
+            .as_ref()
+            .map_or(serde_json::Value::Null, |t| table_to_json(t, 0)),
+        body: poison_copy(&received),
+    };
+    let mut stored = with_db_retry(health, "store a poison message", || store.insert_poison(&row)).await;
+    if let Err(e) = &stored {
+        tracing::warn!(error = %e, "PostgreSQL refused a poison message's properties; keeping its reason and body only");
+        row.reason = format!(
+            "{} (its AMQP properties could not be stored: {e})",
+            row.reason
+        );
+        (row.content_type, row.message_id, row.headers) = (None, None, serde_json::Value::Null);
+        stored = with_db_retry(health, "store a poison message", || store.insert_poison(&row)).await;
+    }
+    match stored {
+        Ok(id) => {
+            tracing::warn!(poison_id = id, reason = %row.reason, routing_key = %row.routing_key, "poison message stored and dead-lettered");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, reason = %row.reason, "PostgreSQL refused the poison message; only the dead-letter queue keeps it");
+        }
+    }
+    metrics::counter!("mailboxd_poison_received_total").increment(1);
+    delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await?;
+    Ok(())
+}
+
+/// Retries a database write while the database is unreachable: the deliveries stay unacked
+/// meanwhile (prefetch stops the flow), so an outage delays events and loses none. A data
+/// exception (SQLSTATE class 22) is returned at once: the same rows would fail forever.
+/// The wait is reported to `health`: past `amqp.stall_after` the replica is not ready.
+async fn with_db_retry<T, F, Fut>(health: &Health, what: &str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let waiting = health.intake_storing();
+    let mut failures = 0u32;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_data_exception() => return Err(e),
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                waiting.failed(&e.to_string());
+                let delay = crate::backoff::full_jitter(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(30),
+                );
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "intake cannot {what}; holding the deliveries and retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Decodes a delivery. A decoder that panics (a bug) makes the message poison, with the
+/// panic in its reason: letting the panic end intake would only take the same message
+/// again, and again, holding every delivery behind it.
+fn decode_caught(
+    received: &event::Delivery<'_>,
+    rules: &event::IntakeRules,
+) -> Result<event::Decoded, String> {
+    let decode = || {
+        crate::failpoint::panic_for_body(received.body);
+        event::decode(received, rules)
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(decoded) => decoded.map_err(|e| e.to_string()),
+        Err(payload) => {
+            let why = crate::health::panic_message(payload.as_ref());
+            tracing::error!(panic = %why, "reading a message panicked (a bug in mailboxd); it is stored as poison");
+            metrics::counter!("mailboxd_decode_panics_total").increment(1);
+            Err(format!(
+                "internal error: mailboxd panicked reading this message ({}); a bug in mailboxd, please report it",
+                why.chars().take(300).collect::<String>()
+            ))
+        }
+    }
+}
+
+/// What of a refused delivery is kept; nothing of it if even that panics.
+fn poison_copy(received: &event::Delivery<'_>) -> Vec<u8> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| received.poison_body()))
+        .unwrap_or_else(|_| b"[body withheld by mailboxd: reading it panicked]".to_vec())
+}
+
+/// Text PostgreSQL can store: a NUL (which neither `text` nor `jsonb` accepts) becomes
+/// U+FFFD, the replacement character.
+fn storable(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+/// How deep nested header tables and arrays are kept: the rest is summarised.
+const MAX_HEADER_DEPTH: usize = 16;
+
+fn table_to_json(t: &FieldTable, depth: usize) -> serde_json::Value {
+    serde_json::Value::Object(
+        t.inner()
+            .iter()
+            .map(|(k, v)| (storable(k.as_str()), value_to_json(v, depth + 1)))
+            .collect(),
+    )
+}
+
+/// An AMQP header value as JSON, nested tables and arrays down to `MAX_HEADER_DEPTH`
+/// levels (the sender chooses the depth; what is deeper is not kept).
+fn value_to_json(v: &AMQPValue, depth: usize) -> serde_json::Value {
+    use serde_json::json;
+    if depth > MAX_HEADER_DEPTH {
+        return json!(format!(
+            "[nested deeper than {MAX_HEADER_DEPTH} levels: not kept]"
+        ));
+    }
+    match v {
+        AMQPValue::Boolean(b) => json!(b),
+        AMQPValue::ShortShortInt(n) => json!(n),
+        AMQPValue::ShortShortUInt(n) => json!(n),
+        AMQPValue::ShortInt(n) => json!(n),
+        AMQPValue::ShortUInt(n) => json!(n),
+        AMQPValue::LongInt(n) => json!(n),
+        AMQPValue::LongUInt(n) => json!(n),
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::Float(n) => json!(n),
+        AMQPValue::Double(n) => json!(n),
+        AMQPValue::ShortString(s) => json!(storable(s.as_str())),
+        AMQPValue::LongString(s) => json!(storable(&String::from_utf8_lossy(s.as_bytes()))),
+        AMQPValue::FieldArray(a) => serde_json::Value::Array(
+            a.as_slice()
+                .iter()
+                .map(|v| value_to_json(v, depth + 1))
+                .collect(),
+        ),
+        AMQPValue::Timestamp(t) => json!(t),
+        AMQPValue::FieldTable(t) => table_to_json(t, depth),
+        other => json!(storable(&format!("{other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_made_storable() {
+        let mut t = FieldTable::default();
+        t.insert("x-a\0".into(), AMQPValue::LongString("v\0w".into()));
+        let mut inner = FieldTable::default();
+        inner.insert("k".into(), AMQPValue::ShortString("\0".into()));
+        t.insert("nested".into(), AMQPValue::FieldTable(inner));
+        let json = table_to_json(&t, 0).to_string();
+        assert!(!json.contains("\\u0000"), "{json}");
+        assert!(json.contains("v\u{FFFD}w"), "{json}");
+        let mut deep = AMQPValue::Boolean(true);
+        for _ in 0..100 {
+            let mut t = FieldTable::default();
+            t.insert("d".into(), deep);
+            deep = AMQPValue::FieldTable(t);
+        }
+        let json = value_to_json(&deep, 0).to_string();
+        assert!(json.contains("not kept"), "{json}");
+    }
+}
