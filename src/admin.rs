@@ -490,6 +490,13 @@ async fn list_audit(
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
+    if q
+        .actor
+        .as_ref()
+        .is_some_and(|a| a.len() > 256 || a.chars().any(char::is_control))
+    {
+        return bad_request("actor must be at most 256 characters without control characters");
+    }
     let limit = match q.limit {
         None => 100,
         Some(n @ 1..=1000) => n,
