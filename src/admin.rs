@@ -490,8 +490,7 @@ async fn list_audit(
         Ok(q) => q,
         Err(e) => return bad_request(e),
     };
-    if q
-        .actor
+    if q.actor
         .as_ref()
         .is_some_and(|a| a.len() > 256 || a.chars().any(char::is_control))
     {

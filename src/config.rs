@@ -642,10 +642,26 @@ mod tests {
             #[serde(deserialize_with = "admin::dn_list_for_tests")]
             g: Vec<String>,
         }
-        let parse = |v: serde_json::Value| {
-            serde_json::from_value::<G>(serde_json::json!({ "g": v }))
+        // Through the configuration crate, as the environment's text or a file's array.
+        let from = |v: config::Value| {
+            config::Config::builder()
+                .set_override("g", v)
+                .unwrap()
+                .build()
+                .unwrap()
+                .try_deserialize::<G>()
                 .unwrap()
                 .g
+        };
+        let parse = |v: serde_json::Value| match v {
+            serde_json::Value::String(t) => from(t.into()),
+            serde_json::Value::Array(a) => from(
+                a.into_iter()
+                    .map(|x| x.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+            other => panic!("{other}"),
         };
         let users = "CN=mbx-operators,CN=Users,DC=corp,DC=example";
         let ou = "CN=Ops\\; Night,OU=Groups,DC=corp,DC=example";

@@ -54,7 +54,7 @@ pub enum SignInError {
 }
 
 /// What every refused sign-in shows, whatever the reason.
-pub const REFUSED: &str = "Sign-in refused: the user name or password is wrong, the account may not use the dashboard, or there were too many failed attempts. Try again later, or ask the dashboard's administrators.";
+pub const REFUSED: &str = "Sign-in refused: the user name or password is wrong, the account may not use the dashboard, or there were too many failed attempts. Try again later, or ask the administrators of the dashboard.";
 
 /// Why a sign-in was refused: for the log, never for the page.
 #[derive(Debug, thiserror::Error)]
@@ -314,7 +314,7 @@ impl SignIn {
         name: &str,
         password: &SecretString,
     ) -> Result<(String, Session), SignInError> {
-        let refused = |r| SignInError::Refused(r);
+        let refused = SignInError::Refused;
         let lookup = lookup(name, &self.cfg.domain).ok_or(refused(Refusal::UnknownUser))?;
         let found = directory
             .find_person(&lookup)

@@ -305,7 +305,13 @@ async fn named_tokens_read_or_act_as_their_role_and_are_recorded_by_name() {
         "{body}"
     );
 
-    let (status, body) = call(&env, "POST", &retry, Some("operator-token-for-tests-e27c58b4")).await;
+    let (status, body) = call(
+        &env,
+        "POST",
+        &retry,
+        Some("operator-token-for-tests-e27c58b4"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     env.wait_job(&bad.id, |j| {
         j.attempt == 1 && j.state.is_terminal() && j.updated_at > failed.updated_at
@@ -356,9 +362,19 @@ async fn named_tokens_read_or_act_as_their_role_and_are_recorded_by_name() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|l| l["message"] == "request refused" && l["status"] == 403)
         .unwrap_or_else(|| panic!("no log line for the refused action: {logs}"));
-    assert_eq!(refused["request"], format!("POST /api/v1/jobs/{}/retry", failed.id));
-    assert_eq!(refused["reason"], "a viewer token asked to act", "{refused}");
-    for secret in ["viewer-token-for-tests-91d3f0a6", "operator-token-for-tests-e27c58b4", TOKEN] {
+    assert_eq!(
+        refused["request"],
+        format!("POST /api/v1/jobs/{}/retry", failed.id)
+    );
+    assert_eq!(
+        refused["reason"], "a viewer token asked to act",
+        "{refused}"
+    );
+    for secret in [
+        "viewer-token-for-tests-91d3f0a6",
+        "operator-token-for-tests-e27c58b4",
+        TOKEN,
+    ] {
         assert!(!logs.contains(secret), "a token reached the log");
     }
 }

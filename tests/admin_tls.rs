@@ -102,7 +102,10 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
     // A `__Host-` cookie: only ever set over HTTPS, for this host and path alone.
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("__Host-mailboxd_session="), "{cookie}");
-    assert!(cookie.contains("; Secure") && cookie.contains("; Path=/"), "{cookie}");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("; Path=/"),
+        "{cookie}"
+    );
     assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
     let session = cookie.split(';').next().unwrap();
     let r = https

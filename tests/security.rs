@@ -634,9 +634,17 @@ async fn weak_api_tokens_and_an_ldap_bind_dn_without_a_password_are_refused_at_s
     let env = TestEnv::new(vec![]).await;
     // A guessable admin token: refused with the rule, the value itself never printed.
     for format in ["human", "json"] {
-        let daemon = start_with(&env, format, &[("MAILBOXD_ADMIN_TOKEN", "changeme-admin-1")]).await;
+        let daemon = start_with(
+            &env,
+            format,
+            &[("MAILBOXD_ADMIN_TOKEN", "changeme-admin-1")],
+        )
+        .await;
         let logs = daemon.logs();
-        assert!(!logs.contains("changeme-admin-1"), "the token reached the log: {logs}");
+        assert!(
+            !logs.contains("changeme-admin-1"),
+            "the token reached the log: {logs}"
+        );
         assert_refused(daemon, format, "API tokens need at least 128 bits");
     }
     // A named token in a file, just as weak.

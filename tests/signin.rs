@@ -133,7 +133,11 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
         .iter()
         .map(|r| (r["actor"].as_str().unwrap(), r["action"].as_str().unwrap()))
         .collect();
-    assert_eq!(actions, [(who.as_str(), "retry"), (who.as_str(), "sign in")], "{out}");
+    assert_eq!(
+        actions,
+        [(who.as_str(), "retry"), (who.as_str(), "sign in")],
+        "{out}"
+    );
     assert_eq!(trail[0]["subject"], format!("job {id}"));
     assert_eq!(trail[0]["client"], "127.0.0.1");
 
@@ -235,7 +239,10 @@ async fn wrong_passwords_disabled_accounts_and_outsiders_get_one_refusal_and_gue
         assert!(page.contains(mailboxd::signin::REFUSED), "{user}: {page}");
         pages.push(page);
     }
-    assert!(pages.windows(2).all(|w| w[0] == w[1]), "one page for every reason");
+    assert!(
+        pages.windows(2).all(|w| w[0] == w[1]),
+        "one page for every reason"
+    );
 
     // Guessing: after the allowed failures for one account, even the right password is
     // refused, under any spelling of the name (sAMAccountName, DOMAIN\\sam, UPN, case).

@@ -179,24 +179,40 @@ impl Admin {
 /// every DN has commas; RFC 4514 makes `;` a special character that must be escaped
 /// (`\;`) inside a value, so an unescaped `;` is always between two DNs.
 fn dn_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    use serde::de::Error;
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        List(Vec<String>),
-        Text(String),
+    // `deserialize_seq` with a visitor that takes a text too: the configuration's values
+    // hand either to it, and the docs' tracer sees a list of strings.
+    d.deserialize_seq(DnList)
+}
+
+struct DnList;
+
+impl<'de> serde::de::Visitor<'de> for DnList {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of DNs, or DNs separated by ';', or a JSON array of DNs")
     }
-    match Raw::deserialize(d)? {
-        Raw::List(l) => Ok(l.into_iter().map(|dn| dn.trim().to_owned()).collect()),
-        Raw::Text(t) if t.trim_start().starts_with('[') => serde_json::from_str::<Vec<String>>(&t)
-            .map(|l| l.into_iter().map(|dn| dn.trim().to_owned()).collect())
-            .map_err(|e| D::Error::custom(format!("a JSON array of DNs: {e}"))),
-        Raw::Text(t) => Ok(split_unescaped(&t, ';')
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(dn) = seq.next_element::<String>()? {
+            out.push(dn.trim().to_owned());
+        }
+        Ok(out)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<Vec<String>, E> {
+        if t.trim_start().starts_with('[') {
+            return serde_json::from_str::<Vec<String>>(t)
+                .map(|l| l.into_iter().map(|dn| dn.trim().to_owned()).collect())
+                .map_err(|e| E::custom(format!("a JSON array of DNs: {e}")));
+        }
+        Ok(split_unescaped(t, ';')
             .into_iter()
             .map(str::trim)
             .filter(|dn| !dn.is_empty())
             .map(str::to_owned)
-            .collect()),
+            .collect())
     }
 }
 

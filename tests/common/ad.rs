@@ -393,7 +393,10 @@ impl TestAd {
     /// person's own workstation would find.
     pub async fn can_bind(&self, who: &str, password: &str) -> bool {
         let mut ldap = self.admin().await;
-        let r = ldap.simple_bind(who, password).await.expect("bind answered");
+        let r = ldap
+            .simple_bind(who, password)
+            .await
+            .expect("bind answered");
         r.rc == 0
     }
 
