@@ -492,7 +492,7 @@ async fn list_audit(
     };
     if q.actor
         .as_ref()
-        .is_some_and(|a| a.len() > 256 || a.chars().any(char::is_control))
+        .is_some_and(|a| a.chars().count() > 256 || a.chars().any(char::is_control))
     {
         return bad_request("actor must be at most 256 characters without control characters");
     }

@@ -325,7 +325,8 @@ async fn signing_out_ends_the_session_on_every_replica_and_leaving_the_groups_en
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, _, page) = again.sign_in(&p.operator, &p.password(&p.operator)).await;
-    assert_eq!(status, 403, "no group, no new session either: {page}");
+    assert_eq!(status, 401, "no group, no new session either: {page}");
+    assert!(page.contains(mailboxd::signin::REFUSED), "{page}");
     a.stop().await;
     b.stop().await;
 }
