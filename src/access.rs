@@ -2,7 +2,7 @@
 //! operator (also actions), recorded by name (`api:<name>`); `admin.token` is an operator
 //! token named `admin.token_name`. Reads need a token unless `admin.open_reads` is set;
 //! without any token the API is off. (People use the dashboard with their AD sign-in,
-//! `signin`; no token is ever kept in a cookie.)
+//! `signin`; no token is ever kept in a cookie.) The audit trail is `audit`.
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -65,12 +65,6 @@ impl Access {
             None => Err(Refusal::NoToken),
         }
     }
-}
-
-/// One structured line of the audit trail (`target: "audit"`, for a SIEM): who did what
-/// to which object, and how it ended.
-pub fn audit(actor: &str, action: &str, subject: &str, outcome: &str) {
-    tracing::info!(target: "audit", actor, action, subject, outcome, "operator action");
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::access::{Access, Refusal};
+use crate::admin_guard::ClientAddr;
+use crate::audit::Entry;
 use crate::store::{ActionRefused, JobFilter, JobState, Store};
 
 #[derive(Clone)]
@@ -33,8 +35,11 @@ pub struct AdminState {
     pub access: Access,
     /// AD sign-in and the dashboard's sessions.
     pub signin: crate::signin::SignIn,
-    /// Session cookies get `Secure` (the dashboard is reached over HTTPS).
+    /// Session cookies get `Secure` and the `__Host-` name (the dashboard is reached over
+    /// HTTPS).
     pub secure_cookies: bool,
+    /// Proxies whose `X-Forwarded-For` names the client (`admin.trusted_proxies`).
+    pub trusted_proxies: std::sync::Arc<Vec<ipnet::IpNet>>,
     /// For replaying poison messages to the broker.
     pub amqp: crate::config::Amqp,
     /// How long a joiner may wait for the cloud sync (the dashboard shows the deadline).
@@ -58,6 +63,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/poison/{id}/replay", post(replay_poison))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/reconcile/runs", get(list_reconcile_runs))
+        .route("/api/v1/audit", get(list_audit))
         .route("/api/v1/openapi.json", get(openapi))
         .with_state(state)
 }
@@ -91,7 +97,7 @@ fn refuse(s: &AdminState, headers: &HeaderMap, write: bool) -> Option<Response> 
 }
 
 fn refusal(r: Refusal) -> Response {
-    match r {
+    let mut resp = match r {
         Refusal::Disabled => problem(
             StatusCode::FORBIDDEN,
             "the API is disabled: set admin.token_file (or MAILBOXD_ADMIN_TOKEN) or [[admin.tokens]] to use it",
@@ -104,7 +110,15 @@ fn refusal(r: Refusal) -> Response {
             StatusCode::FORBIDDEN,
             "this token may only read (role = \"viewer\"); use an operator token to act",
         ),
-    }
+    };
+    let why = match r {
+        Refusal::Disabled => "the API is off (no token configured)",
+        Refusal::NoToken => "no token, or not one of the configured tokens",
+        Refusal::ReadOnly => "a viewer token asked to act",
+    };
+    resp.extensions_mut()
+        .insert(crate::admin_guard::RefusedBecause(why.into()));
+    resp
 }
 
 /// The actor of an action (`api:<token name>`), or why the caller may not act.
@@ -290,7 +304,7 @@ async fn show_job(
 /// Retry or cancel one job, as the token's holder: 200, 404, or 409 with the job's state.
 async fn job_action(
     s: AdminState,
-    headers: HeaderMap,
+    (headers, client): (HeaderMap, ClientAddr),
     id: Result<Path<Uuid>, PathRejection>,
     retry: bool,
 ) -> Response {
@@ -308,7 +322,8 @@ async fn job_action(
         s.store.cancel_job(id, &actor).await
     };
     let what = if retry { "retry" } else { "cancel" };
-    crate::access::audit(&actor, what, &format!("job {id}"), outcome(&r));
+    let entry = Entry::new(&actor, what, &format!("job {id}"), outcome(&r));
+    crate::audit::record(&s.store, entry.from(client.0)).await;
     match r {
         Ok(Ok(())) => Json(json!({ "id": id, "ok": true })).into_response(),
         Ok(Err(ActionRefused::NotFound)) => problem(StatusCode::NOT_FOUND, format!("no job {id}")),
@@ -331,18 +346,20 @@ pub fn outcome<E>(r: &Result<Result<(), ActionRefused>, E>) -> &'static str {
 
 async fn retry_job(
     State(s): State<AdminState>,
+    Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
-    job_action(s, headers, id, true).await
+    job_action(s, (headers, client), id, true).await
 }
 
 async fn cancel_job(
     State(s): State<AdminState>,
+    Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Response {
-    job_action(s, headers, id, false).await
+    job_action(s, (headers, client), id, false).await
 }
 
 #[derive(Deserialize)]
@@ -386,6 +403,7 @@ fn bulk_filter(q: BulkQuery) -> Result<crate::store::BulkRetry, String> {
 
 async fn bulk_retry(
     State(s): State<AdminState>,
+    Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     q: Result<Query<BulkQuery>, QueryRejection>,
 ) -> Response {
@@ -402,7 +420,8 @@ async fn bulk_retry(
     };
     match s.store.retry_matching(&filter, &actor).await {
         Ok(ids) => {
-            crate::access::audit(&actor, "bulk retry", &format!("{} jobs", ids.len()), "done");
+            let entry = Entry::new(&actor, "bulk retry", &format!("{} jobs", ids.len()), "done");
+            crate::audit::record(&s.store, entry.from(client.0)).await;
             Json(json!({ "retried": ids.len(), "ids": ids })).into_response()
         }
         Err(e) => internal(e),
@@ -419,6 +438,7 @@ async fn list_poison(State(s): State<AdminState>, headers: HeaderMap) -> Respons
 /// `POST /api/v1/poison/{id}/replay`: publish the stored message again (as it was).
 async fn replay_poison(
     State(s): State<AdminState>,
+    Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     id: Result<Path<i64>, PathRejection>,
 ) -> Response {
@@ -431,11 +451,15 @@ async fn replay_poison(
         Err(e) => return bad_request(e),
     };
     use crate::publish::ReplayError;
-    match crate::publish::replay_poison(&s.store, &s.amqp, id, None).await {
-        Ok(key) => {
-            crate::access::audit(&actor, "replay", &format!("poison {id}"), "done");
-            Json(json!({ "id": id, "replayed_to": key })).into_response()
-        }
+    let r = crate::publish::replay_poison(&s.store, &s.amqp, id, None).await;
+    let done = match &r {
+        Ok(key) => format!("done: to {key}"),
+        Err(e) => format!("refused: {e}"),
+    };
+    let entry = Entry::new(&actor, "replay", &format!("poison {id}"), &done);
+    crate::audit::record(&s.store, entry.from(client.0)).await;
+    match r {
+        Ok(key) => Json(json!({ "id": id, "replayed_to": key })).into_response(),
         Err(ReplayError::NotFound(_)) => {
             problem(StatusCode::NOT_FOUND, format!("no poison message {id}"))
         }
@@ -449,6 +473,39 @@ async fn list_alerts(State(s): State<AdminState>, headers: HeaderMap) -> Respons
         return r;
     }
     listing("alerts", s.store.list_alerts(100).await)
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    actor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/audit?actor=…&limit=…`: the audit trail, newest first (read-only).
+async fn list_audit(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    if let Some(r) = refuse(&s, &headers, false) {
+        return r;
+    }
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_request(e),
+    };
+    if q.actor
+        .as_ref()
+        .is_some_and(|a| a.chars().count() > 256 || a.chars().any(char::is_control))
+    {
+        return bad_request("actor must be at most 256 characters without control characters");
+    }
+    let limit = match q.limit {
+        None => 100,
+        Some(n @ 1..=1000) => n,
+        Some(n) => return bad_request(format!("limit {n} is outside 1..=1000")),
+    };
+    listing("audit", s.store.list_audit(q.actor.as_deref(), limit).await)
 }
 
 async fn list_reconcile_runs(State(s): State<AdminState>, headers: HeaderMap) -> Response {

@@ -99,10 +99,12 @@ impl axum::serve::Listener for TlsListener {
 impl TlsListener {
     /// Serves TLS on `tcp` with the files' configuration until `shutdown`; reloads it on
     /// SIGHUP or when a file changes.
+    /// At most `max_handshakes` handshakes (and finished streams not yet served) at once.
     pub fn start(
         tcp: TcpListener,
         cert: &Path,
         key: &Path,
+        max_handshakes: usize,
         shutdown: watch::Receiver<bool>,
     ) -> Result<TlsListener, TlsError> {
         let local = tcp.local_addr().map_err(|source| TlsError::Read {
@@ -121,7 +123,8 @@ impl TlsListener {
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         #[cfg(not(unix))]
         let hup = None;
-        tokio::spawn(accept(tcp, certs.clone(), tx, shutdown.clone()));
+        let slots = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
+        tokio::spawn(accept(tcp, certs.clone(), tx, slots, shutdown.clone()));
         tokio::spawn(reload(certs, hup, shutdown));
         Ok(TlsListener { streams, local })
     }
@@ -131,12 +134,19 @@ async fn accept(
     tcp: TcpListener,
     certs: Arc<Certs>,
     tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    slots: Arc<tokio::sync::Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
-            r = tcp.accept() => r,
+            r = async {
+                let slot = slots.clone().acquire_owned().await.ok()?;
+                Some((slot, tcp.accept().await))
+            } => r,
             _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let Some((slot, accepted)) = accepted else {
+            return;
         };
         let (stream, addr) = match accepted {
             Ok(s) => s,
@@ -150,9 +160,11 @@ async fn accept(
         let acceptor = tokio_rustls::TlsAcceptor::from(certs.current.read().clone());
         let tx = tx.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    let _ = tx.send((tls, addr)).await;
+                    // Bounded too: a stream the server does not take in time is dropped.
+                    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, tx.send((tls, addr))).await;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(client = %addr, error = %e, "admin TLS handshake failed")

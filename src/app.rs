@@ -97,7 +97,7 @@ impl App {
         .context("setting up the Exchange session budget")?;
         let exchange = exchange(&settings)?.with_budget(budget.clone());
         let directory = Directory::from_config(&settings.ldap)?;
-        let signin = signin(&settings, directory.clone(), &store);
+        let signin = signin(&settings, directory.clone(), &store).await;
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected_tx, connected_rx) = watch::channel(false);
@@ -344,6 +344,7 @@ fn admin_state(
                 .as_deref()
                 .is_some_and(|u| u.starts_with("https://")),
         sync_deadline: settings.worker.sync_deadline,
+        trusted_proxies: Arc::new(settings.admin.proxies().unwrap_or_default()),
     }
 }
 
@@ -364,15 +365,16 @@ fn access(a: &crate::config::Admin) -> Access {
     Access::new(shared.chain(named).collect(), a.open_reads)
 }
 
-/// AD sign-in for the dashboard, from `[admin]` (off without groups or a directory).
-fn signin(settings: &Settings, directory: Option<Directory>, store: &Store) -> SignIn {
+/// AD sign-in for the dashboard, from `[admin]` (off without groups or a directory), its
+/// limit on failures kept below AD's lockout policy.
+async fn signin(settings: &Settings, directory: Option<Directory>, store: &Store) -> SignIn {
     let a = &settings.admin;
     let domain = if a.domain.is_empty() {
         crate::signin::domain_of(&settings.ldap.base_dn)
     } else {
         a.domain.clone()
     };
-    SignIn::new(
+    let mut signin = SignIn::new(
         directory,
         store.clone(),
         SignInConfig {
@@ -384,12 +386,17 @@ fn signin(settings: &Settings, directory: Option<Directory>, store: &Store) -> S
                 lifetime: a.session_lifetime,
             },
             group_check_interval: a.group_check_interval,
+            failures: crate::signin::FailureLimits::default(),
         },
-    )
+    );
+    if signin.enabled() {
+        signin.adopt_lockout_policy().await;
+    }
+    signin
 }
 
 /// Binds the admin listener and serves the API and the dashboard on it until shutdown,
-/// over HTTPS when `admin.tls_cert_file` is set.
+/// over HTTPS when `admin.tls_cert_file` is set, every request through `admin_guard`.
 async fn serve_admin(
     settings: &crate::config::Admin,
     state: AdminState,
@@ -399,28 +406,47 @@ async fn serve_admin(
     let (listener, addr) = admin::bind(listen)
         .await
         .with_context(|| format!("binding admin.listen {listen}"))?;
-    let router = admin::router(state.clone()).merge(dashboard::router(state));
+    let tls = settings.tls_cert_file.is_some() && settings.tls_key_file.is_some();
+    let guard = crate::admin_guard::Guard {
+        trusted_proxies: state.trusted_proxies.clone(),
+        tls,
+        public_origin: settings.public_url.as_deref().and_then(origin_of),
+    };
+    let router = admin::router(state.clone())
+        .merge(dashboard::router(state))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::admin_guard::guard,
+        ));
+    let limits = crate::admin_serve::Limits {
+        header_read_timeout: settings.header_read_timeout,
+        request_timeout: REQUEST_TIMEOUT,
+        max_connections: settings.max_connections,
+    };
     let task = match (&settings.tls_cert_file, &settings.tls_key_file) {
         (Some(cert), Some(key)) => {
-            let tls = crate::admin_tls::TlsListener::start(listener, cert, key, shutdown.clone())?;
-            tokio::spawn(serve(tls, router, shutdown))
+            let tls = crate::admin_tls::TlsListener::start(
+                listener,
+                cert,
+                key,
+                settings.max_connections,
+                shutdown.clone(),
+            )?;
+            tokio::spawn(crate::admin_serve::serve(tls, router, limits, shutdown))
         }
-        _ => tokio::spawn(serve(listener, router, shutdown)),
+        _ => tokio::spawn(crate::admin_serve::serve(
+            listener, router, limits, shutdown,
+        )),
     };
     Ok((addr, task))
 }
 
-async fn serve<L>(listener: L, router: axum::Router, mut shutdown: watch::Receiver<bool>)
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
-    use axum::serve::ListenerExt;
-    // `tap_io` is what lets any listener give handlers the client's address.
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let serve = axum::serve(listener.tap_io(|_| {}), service).with_graceful_shutdown(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-    });
-    if let Err(e) = serve.await {
-        tracing::error!(error = %e, "admin server stopped");
-    }
+/// A whole admin request (a slow body included) is abandoned after this: the slowest
+/// handler is a bulk action over 10 000 jobs, well within it.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `https://host[:port]` of a URL, as browsers write `Origin`.
+fn origin_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(u.origin().ascii_serialization()).filter(|o| o != "null")
 }

@@ -18,6 +18,7 @@ mod smtp;
 mod windows;
 mod worker;
 
+pub(crate) use admin::split_unescaped;
 pub use admin::*;
 pub use broker::*;
 pub use directory::*;
@@ -143,17 +144,11 @@ impl Settings {
                 .with_list_parse_key("amqp.iiq_applications")
                 .with_list_parse_key("amqp.allowed_routing_domains")
                 .with_list_parse_key("amqp.reply_to_allowed")
-                .with_list_parse_key("admin.viewer_groups")
-                .with_list_parse_key("admin.operator_groups")
+                .with_list_parse_key("admin.trusted_proxies")
                 .try_parsing(true),
         );
+        // Group DNs are not list-parsed at commas (every DN has them): `dn_list` splits them.
         let mut settings: Settings = builder.build()?.try_deserialize()?;
-        for groups in [
-            &mut settings.admin.viewer_groups,
-            &mut settings.admin.operator_groups,
-        ] {
-            *groups = group_dns(std::mem::take(groups));
-        }
         settings.read_secrets()?;
         settings.validate()?;
         Ok(settings)
@@ -241,6 +236,8 @@ impl Settings {
             });
         }
         self.validate_tokens()?;
+        self.validate_admin()?;
+        self.validate_ldap_bind()?;
         if self.admin.tls_cert_file.is_some() != self.admin.tls_key_file.is_some() {
             return Err(ConfigError::Invalid {
                 key: "admin.tls_cert_file",
@@ -403,6 +400,13 @@ impl Settings {
                     t.token_file.display()
                 )));
             }
+            if let Some(weak) = weak_token(secret) {
+                return Err(invalid(format!(
+                    "{}: {} holds a token of about {weak:.0} bits; {TOKEN_ADVICE}",
+                    t.name,
+                    t.token_file.display()
+                )));
+            }
             if !secrets.insert(secret) {
                 return Err(invalid(format!(
                     "{}: the same token as another one; give each its own",
@@ -414,25 +418,34 @@ impl Settings {
     }
 }
 
-/// Group DNs as given: whole DNs from the file, or the pieces of one environment variable
-/// that the list separator (a comma) cut apart, joined again. A group's DN starts with
-/// `CN=`, so a piece that does not is the rest of the DN before it.
-fn group_dns(items: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for item in items {
-        let starts = item
-            .trim_start()
-            .get(..3)
-            .is_some_and(|p| p.eq_ignore_ascii_case("CN="));
-        match out.last_mut() {
-            Some(dn) if !starts => {
-                dn.push(',');
-                dn.push_str(&item);
-            }
-            _ => out.push(item.trim().to_owned()),
-        }
-    }
-    out
+/// The least estimated strength of an API token, in bits.
+pub const MIN_TOKEN_BITS: f64 = 128.0;
+const TOKEN_ADVICE: &str = "API tokens need at least 128 bits (estimated as length × log2 of the character classes used: e.g. 32 hex digits or 24 base64 characters); make one with `openssl rand -hex 32`";
+
+/// The estimated strength of a token in bits, when it is below [`MIN_TOKEN_BITS`]: its
+/// length times log2 of the alphabet its character classes span (lower case 26, upper case
+/// 26, digits 10, anything else 33; only hex digits: 16). An estimate for random tokens, which an API token
+/// must be: a word repeated to length passes it and is still weak.
+pub fn weak_token(token: &str) -> Option<f64> {
+    let has = |f: fn(char) -> bool| token.chars().any(f);
+    // Hex digits span 16 symbols whatever classes they touch.
+    let hex = !token.is_empty() && token.chars().all(|c| c.is_ascii_hexdigit());
+    let alphabet = if hex {
+        16
+    } else {
+        [
+            (has(|c| c.is_ascii_lowercase()), 26),
+            (has(|c| c.is_ascii_uppercase()), 26),
+            (has(|c| c.is_ascii_digit()), 10),
+            (has(|c| !c.is_ascii_alphanumeric()), 33),
+        ]
+        .iter()
+        .filter(|(used, _)| *used)
+        .map(|(_, n)| n)
+        .sum::<u32>()
+    };
+    let bits = token.chars().count() as f64 * f64::from(alphabet.max(1)).log2();
+    (bits < MIN_TOKEN_BITS).then_some(bits)
 }
 
 /// A secret from a file (trailing newline stripped) or, failing that, an environment variable.
@@ -532,26 +545,26 @@ mod tests {
     }
 
     #[test]
-    fn group_dns_cut_at_commas_by_the_environment_are_joined_again() {
-        let cut = "CN=Ops,OU=Groups,DC=corp,DC=example,CN=Smith\\, J,DC=corp"
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(
-            group_dns(cut),
-            [
-                "CN=Ops,OU=Groups,DC=corp,DC=example",
-                "CN=Smith\\, J,DC=corp"
-            ]
-        );
-        let whole = vec!["CN=A,DC=x".to_owned(), "cn=B,DC=x".to_owned()];
-        assert_eq!(group_dns(whole.clone()), whole);
-    }
-
-    #[test]
-    fn the_shipped_example_configuration_loads() {
+    fn the_shipped_example_configuration_loads_once_given_its_ldap_password() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/mailboxd.example.toml");
-        let s = Settings::load(Some(&path)).expect("deploy/mailboxd.example.toml is valid");
+        // As shipped, its bind_dn has no password: refused, not an anonymous bind.
+        match Settings::load(Some(&path)) {
+            Err(ConfigError::Invalid { key, reason }) => {
+                assert_eq!(key, "ldap.password_file");
+                assert!(reason.contains("anonymous bind"), "{reason}");
+            }
+            other => panic!("a bind_dn without a password must be refused: {other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("ldap-password");
+        std::fs::write(&pw, "svc-password\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "# password_file = \"/run/credentials/mailboxd/ldap-password\"",
+            &format!("password_file = {:?}", pw),
+        );
+        let given = dir.path().join("mailboxd.toml");
+        std::fs::write(&given, text).unwrap();
+        let s = Settings::load(Some(&given)).expect("deploy/mailboxd.example.toml is valid");
         assert_eq!(s.ldap.sync_rule, SyncRule::ConsistencyGuid);
         assert_eq!(s.worker.sync_deadline, Duration::from_secs(7200));
     }
@@ -565,7 +578,7 @@ mod tests {
             ("ldap", "ldap-S3cret-value"),
             ("smtp", "smtp-S3cret-value"),
             ("exchange", "exch-S3cret-value"),
-            ("token", "token-S3cret-value"),
+            ("token", "token-S3cret-value-0123456789"),
         ] {
             let p = dir.path().join(name);
             std::fs::write(&p, format!("{value}\n")).unwrap();
@@ -585,7 +598,7 @@ mod tests {
         );
         assert_eq!(
             s.admin.token.as_ref().unwrap().expose_secret(),
-            "token-S3cret-value"
+            "token-S3cret-value-0123456789"
         );
         // ...all five are known as what to black out of texts from outside...
         let mut all = s.secret_values();
@@ -601,6 +614,74 @@ mod tests {
             assert!(!shown.contains("S3cret"), "secret leaked: {shown}");
             assert!(shown.contains("REDACTED"));
         }
+    }
+
+    #[test]
+    fn api_tokens_below_128_bits_are_weak() {
+        for weak in [
+            "ops-token-for-tests",
+            "0123456789abcdef0123456789",
+            "aaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(weak_token(weak).is_some(), "{weak}");
+        }
+        // `openssl rand -hex 32` / `-hex 16`, 22 base64 characters.
+        for strong in [
+            "6f1d0c2a9b3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c",
+            "6f1d0c2a9b3e4f5a6b7c8d9e0f1a2b3c",
+            "q3Zx9_Lm2Pw8Rt5Yv1Bn0KsT",
+            "qwZxeLmoPwhRtaYvcBnxKsTu",
+        ] {
+            assert!(weak_token(strong).is_none(), "{strong}");
+        }
+    }
+
+    #[test]
+    fn group_dns_from_the_environment_are_separated_by_semicolons_or_a_json_array() {
+        #[derive(Deserialize, Debug)]
+        struct G {
+            #[serde(deserialize_with = "admin::dn_list_for_tests")]
+            g: Vec<String>,
+        }
+        // Through the configuration crate, as the environment's text or a file's array.
+        let from = |v: config::Value| {
+            config::Config::builder()
+                .set_override("g", v)
+                .unwrap()
+                .build()
+                .unwrap()
+                .try_deserialize::<G>()
+                .unwrap()
+                .g
+        };
+        let parse = |v: serde_json::Value| match v {
+            serde_json::Value::String(t) => from(t.into()),
+            serde_json::Value::Array(a) => from(
+                a.into_iter()
+                    .map(|x| x.as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+            other => panic!("{other}"),
+        };
+        let users = "CN=mbx-operators,CN=Users,DC=corp,DC=example";
+        let ou = "CN=Ops\\; Night,OU=Groups,DC=corp,DC=example";
+        assert_eq!(parse(format!("{users};{ou}").into()), [users, ou]);
+        assert_eq!(parse(format!(" {users} ; ").into()), [users]);
+        assert_eq!(parse(serde_json::json!([users, ou])), [users, ou]);
+        assert_eq!(
+            parse(serde_json::to_string(&[users, ou]).unwrap().into()),
+            [users, ou]
+        );
+        assert_eq!(admin::dn_problem(users), None);
+        assert_eq!(admin::dn_problem(ou), None);
+        let glued = format!("{users},CN=mbx-viewers,CN=Users,DC=corp,DC=example");
+        assert!(
+            admin::dn_problem(&glued)
+                .unwrap()
+                .contains("separate DNs with ';'")
+        );
+        assert!(admin::dn_problem("mbx-operators").is_some());
     }
 
     #[test]

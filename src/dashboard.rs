@@ -22,11 +22,11 @@ mod list;
 mod live;
 mod timeline;
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, Form, Path, State};
+use axum::extract::{Extension, Form, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -35,10 +35,25 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::admin::AdminState;
+use crate::admin_guard::{ClientAddr, RefusedBecause};
+use crate::audit::Entry;
 use crate::signin::{Session, SignInError};
 use crate::store::{Job, JobState, OperatorAction, Role};
 
+/// The session cookie's name over plain HTTP.
 const COOKIE: &str = "mailboxd_session";
+/// Its name when `Secure`: browsers take a `__Host-` cookie only from HTTPS, for this
+/// host alone (no `Domain`) and the whole site (`Path=/`), so a sibling host or a plain
+/// HTTP page cannot set or shadow it.
+const HOST_COOKIE: &str = "__Host-mailboxd_session";
+
+fn cookie_name(s: &AdminState) -> &'static str {
+    if s.secure_cookies {
+        HOST_COOKIE
+    } else {
+        COOKIE
+    }
+}
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -55,6 +70,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/alerts", get(alerts))
         .route("/poison", get(poison))
         .route("/reconcile", get(reconcile))
+        .route("/static/dashboard.css", get(style))
+        .route("/static/dashboard.js", get(script))
         .with_state(state)
 }
 
@@ -74,14 +91,14 @@ fn esc(s: &str) -> String {
     out
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
 }
 
@@ -110,7 +127,7 @@ impl Visitor {
     fn page(&self, title: &str, body: &str) -> Response {
         let who = match &self.session {
             Some(s) => format!(
-                "<span id=\"who\">{} ({})</span> <form method=\"post\" action=\"/logout\" style=\"display:inline\">{}<button id=\"logout\" type=\"submit\">Sign out</button></form>",
+                "<span id=\"who\">{} ({})</span> <form method=\"post\" action=\"/logout\" class=\"inline\">{}<button id=\"logout\" type=\"submit\">Sign out</button></form>",
                 esc(&s.person),
                 s.role,
                 self.csrf_field()
@@ -123,7 +140,7 @@ impl Visitor {
 
 /// The visitor, or the response when they may not see (or, for `write`, change) anything.
 async fn visitor(s: &AdminState, headers: &HeaderMap, write: bool) -> Result<Visitor, Response> {
-    let session = match cookie_value(headers) {
+    let session = match cookie_value(headers, cookie_name(s)) {
         Some(c) => s.signin.session(&c).await.map_err(|e| {
             tracing::error!(error = %e, "cannot check a dashboard session");
             page_with_status(
@@ -155,11 +172,13 @@ async fn visitor(s: &AdminState, headers: &HeaderMap, write: bool) -> Result<Vis
 }
 
 fn forbidden(why: &str) -> Response {
-    page_with_status(
+    let mut r = page_with_status(
         StatusCode::FORBIDDEN,
         "Not allowed",
         &format!("<p>{}</p><p><a href=\"/login\">Sign in</a></p>", esc(why)),
-    )
+    );
+    r.extensions_mut().insert(RefusedBecause(why.to_owned()));
+    r
 }
 
 /// The operator session a state-changing form was sent in, its CSRF token checked.
@@ -183,33 +202,35 @@ fn render(status: StatusCode, title: &str, who: &str, body: &str) -> Response {
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{t} · mailboxd</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 0; color: #1b1b1b; }}
-header {{ background: #17324d; color: #fff; padding: .6em 1.2em; }}
-header a {{ color: #fff; margin-right: 1.2em; text-decoration: none; }}
-main {{ padding: 1em 1.2em; max-width: 80em; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; padding: .3em .6em; border-bottom: 1px solid #ddd; vertical-align: top; }}
-.state-failed {{ color: #a40000; font-weight: bold; }} .state-succeeded {{ color: #1d6b1d; }}
-.state-retrying, .state-waiting_for_sync {{ color: #8a5a00; }} .state-running {{ color: #0b4f8a; }}
-.bad {{ background: #fde7e7; padding: .5em; }} .good {{ background: #e6f4e6; padding: .5em; }}
-.cards {{ display: flex; flex-wrap: wrap; gap: .8em; }} .card {{ border: 1px solid #ccc; padding: .6em 1em; min-width: 8em; }}
-.card b {{ font-size: 1.6em; display: block; }} pre {{ white-space: pre-wrap; background: #f4f4f4; padding: .6em; }}
-.card small {{ display: block; font-size: .55em; font-weight: normal; }} .muted {{ color: #555; }}
-a.button {{ display: inline-block; border: 1px solid #17324d; padding: .2em .7em; border-radius: 3px; color: #17324d; text-decoration: none; }}
-.group {{ border-left: 4px solid #a40000; padding: .1em 1em; margin: 1em 0; }} tr:target {{ background: #fff4c2; }}
-.swatch {{ display: inline-block; width: .8em; height: .8em; }} .swatch-ok {{ background: #2e7d32; }} .swatch-bad {{ background: #c62828; }}
-a:focus-visible, button:focus-visible, input:focus-visible, select:focus-visible, summary:focus-visible {{ outline: 3px solid #f0a500; outline-offset: 2px; }}
-.skip {{ position: absolute; left: -999px; }} .skip:focus {{ left: 1em; top: .4em; background: #fff; color: #17324d; padding: .3em; }}
-</style></head>
+<link rel="stylesheet" href="/static/dashboard.css">
+<script src="/static/dashboard.js" defer></script></head>
 <body><a class="skip" href='#main'>Skip to the content</a><header><a href="/"><b>mailboxd</b></a><a href="/jobs">Jobs</a><a href="/failures">Failures</a><a href="/bulk">Bulk actions</a><a href="/alerts">Alerts</a><a href="/poison">Poison</a><a href="/reconcile">Reconcile</a>{who}</header>
 <main id="main"><h1>{t}</h1>
 {body}
-</main><script>{local}</script></body></html>"#,
+</main></body></html>"#,
         t = esc(title),
-        local = live::LOCAL_TIMES
     );
     (status, Html(html)).into_response()
+}
+
+/// The style sheet (a browser asks again each time: it changes with the binary).
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", live::STYLE)
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", live::SCRIPT)
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn state_cell(state: &str) -> String {
@@ -376,8 +397,8 @@ fn action_buttons(id: Uuid, v: &Visitor) -> String {
     }
     let csrf = v.csrf_field();
     format!(
-        "<form method=\"post\" action=\"/jobs/{id}/retry\" style=\"display:inline\">{csrf}<button id=\"retry\" type=\"submit\">Retry now</button></form> \
-         <form method=\"post\" action=\"/jobs/{id}/cancel\" style=\"display:inline\">{csrf}<button id=\"cancel\" type=\"submit\">Cancel</button></form>"
+        "<form method=\"post\" action=\"/jobs/{id}/retry\" class=\"inline\">{csrf}<button id=\"retry\" type=\"submit\">Retry now</button></form> \
+         <form method=\"post\" action=\"/jobs/{id}/cancel\" class=\"inline\">{csrf}<button id=\"cancel\" type=\"submit\">Cancel</button></form>"
     )
 }
 
@@ -417,7 +438,13 @@ fn csrf(f: Result<Form<CsrfForm>, FormRejection>) -> String {
     f.map(|Form(f)| f.csrf).unwrap_or_default()
 }
 
-async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool, csrf: &str) -> Response {
+async fn act(
+    s: AdminState,
+    (headers, client): (HeaderMap, ClientAddr),
+    id: Uuid,
+    retry: bool,
+    csrf: &str,
+) -> Response {
     let session = match operator(&s, &headers, csrf).await {
         Ok(session) => session,
         Err(r) => return r,
@@ -429,12 +456,13 @@ async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool, csrf: &st
         s.store.cancel_job(id, &actor).await
     };
     let what = if retry { "retry" } else { "cancel" };
-    crate::access::audit(
+    let entry = Entry::new(
         &actor,
         what,
         &format!("job {id}"),
         crate::admin::outcome(&r),
     );
+    crate::audit::record(&s.store, entry.from(client.0)).await;
     match r {
         Ok(Ok(())) => Redirect::to(&format!("/jobs/{id}")).into_response(),
         Ok(Err(e)) => page_with_status(
@@ -455,20 +483,22 @@ async fn act(s: AdminState, headers: HeaderMap, id: Uuid, retry: bool, csrf: &st
 
 async fn retry(
     State(s): State<AdminState>,
+    Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
     f: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    act(s, headers, id, true, &csrf(f)).await
+    act(s, (headers, client), id, true, &csrf(f)).await
 }
 
 async fn cancel(
     State(s): State<AdminState>,
+    Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
     f: Result<Form<CsrfForm>, FormRejection>,
 ) -> Response {
-    act(s, headers, id, false, &csrf(f)).await
+    act(s, (headers, client), id, false, &csrf(f)).await
 }
 
 async fn alerts(State(s): State<AdminState>, headers: HeaderMap) -> Response {
@@ -577,17 +607,21 @@ struct LoginForm {
     password: SecretString,
 }
 
-/// Signs the person in with AD; refusals are logged (never the password) and counted.
+/// Signs the person in with AD; refusals are logged with their reason (never the
+/// password) and all look the same to the person.
 async fn login(
     State(s): State<AdminState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client)): Extension<ClientAddr>,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let (cookie, session) = match s.signin.sign_in(&f.user, &f.password, client.ip()).await {
+    let (cookie, session) = match s.signin.sign_in(&f.user, &f.password, client).await {
         Ok(ok) => ok,
         Err(e) => return refused(&f.user, client, &e),
     };
-    tracing::info!(target: "audit", actor = %format!("dashboard:{}", session.person), role = %session.role, client = %client.ip(), "signed in to the dashboard");
+    let actor = format!("dashboard:{}", session.person);
+    let entry = Entry::new(&actor, "sign in", &format!("role {}", session.role), "done");
+    crate::audit::record(&s.store, entry.from(client)).await;
+    let name = cookie_name(&s);
     let secure = if s.secure_cookies { "; Secure" } else { "" };
     (
         StatusCode::SEE_OTHER,
@@ -595,27 +629,28 @@ async fn login(
             (header::LOCATION, "/".to_owned()),
             (
                 header::SET_COOKIE,
-                format!("{COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/{secure}"),
+                format!("{name}={cookie}; HttpOnly; SameSite=Strict; Path=/{secure}"),
             ),
         ],
     )
         .into_response()
 }
 
-/// The page for a refused sign-in, and its log line.
-fn refused(user: &str, client: SocketAddr, e: &SignInError) -> Response {
-    let status = match e {
-        SignInError::Refused(_) => StatusCode::UNAUTHORIZED,
-        SignInError::NoGroup(_) | SignInError::Off => StatusCode::FORBIDDEN,
-        SignInError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-        SignInError::Directory(_) | SignInError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    tracing::warn!(target: "audit", user = %user.chars().take(256).collect::<String>(), client = %client.ip(), reason = %e, "dashboard sign-in refused");
-    // Someone not signed in learns nothing about the directory or the database behind it.
-    let shown = if status == StatusCode::SERVICE_UNAVAILABLE {
-        "Sign-in is not possible right now (the directory or the database did not answer); try again shortly.".to_owned()
-    } else {
-        e.to_string()
+/// The page for a refused sign-in, and its log line: one text and one status for every
+/// reason about the account, so the page says nothing about it.
+fn refused(user: &str, client: IpAddr, e: &SignInError) -> Response {
+    let typed: String = user.chars().take(256).collect();
+    // A log line, not a row: anyone can cause refusals, so they must not fill the database.
+    // (The typed name goes to the log as typed: both log formats escape it.)
+    tracing::warn!(target: "audit", user = %typed, client = %client, reason = %e, "dashboard sign-in refused");
+    let (status, shown) = match e {
+        SignInError::Refused(_) => (StatusCode::UNAUTHORIZED, crate::signin::REFUSED.to_owned()),
+        SignInError::Off => (StatusCode::FORBIDDEN, e.to_string()),
+        // Someone not signed in learns nothing about the directory or the database behind it.
+        SignInError::Directory(_) | SignInError::Store(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in is not possible right now (the directory or the database did not answer); try again shortly.".to_owned(),
+        ),
     };
     page_with_status(
         status,
@@ -651,14 +686,17 @@ async fn logout(
             &format!("<p>{}</p>", esc(&e.to_string())),
         );
     }
-    tracing::info!(target: "audit", actor = %format!("dashboard:{}", session.person), "signed out of the dashboard");
+    let actor = format!("dashboard:{}", session.person);
+    crate::audit::record(&s.store, Entry::new(&actor, "sign out", "", "done")).await;
+    let name = cookie_name(&s);
+    let secure = if s.secure_cookies { "; Secure" } else { "" };
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/login".to_owned()),
             (
                 header::SET_COOKIE,
-                format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+                format!("{name}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}"),
             ),
         ],
     )

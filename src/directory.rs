@@ -24,7 +24,7 @@ mod entry;
 mod person;
 use entry::first;
 pub use entry::{account_filter, account_from_entry, escape_filter_bytes, escape_filter_value};
-pub use person::{PasswordRefused, Person};
+pub use person::{Candidate, LockoutPolicy, PasswordRefused, Person};
 
 /// msExchRecipientTypeDetails values that are remote (cloud) recipients: RemoteUserMailbox,
 /// RemoteRoomMailbox, RemoteEquipmentMailbox, RemoteSharedMailbox (notes/exchange.md §10).
@@ -586,6 +586,15 @@ impl Directory {
                 .as_ref()
                 .map(|p| p.expose_secret().to_owned())
                 .unwrap_or_default();
+            // An empty password makes the bind anonymous, and a DC says "success" to it.
+            if pw.is_empty() {
+                return Err(ReadError::Fatal(DirectoryError::BindRefused {
+                    url: url.to_string(),
+                    bind_dn: inner.bind_dn.clone(),
+                    reason: "no password is configured (an empty one would be an anonymous bind)"
+                        .into(),
+                }));
+            }
             let res = ldap
                 .with_timeout(inner.timeout)
                 .simple_bind(&inner.bind_dn, &pw)

@@ -3,9 +3,12 @@
 
 pub mod access;
 pub mod admin;
+pub mod admin_guard;
+pub mod admin_serve;
 pub mod admin_tls;
 pub mod alert;
 pub mod app;
+pub mod audit;
 pub mod backoff;
 pub mod budget;
 pub mod check;

@@ -1,6 +1,14 @@
 //! Logging: human-readable on a terminal, JSON lines for log shippers.
+//!
+//! A logged value may come from outside (an event, a typed user name, a peer's error text).
+//! JSON escapes it; the human format writes it as it is, so a newline in a value would
+//! start what looks like a log line of its own. The human format's writer escapes every
+//! control character of an event but its final newline: one event is one line.
+
+use std::io::{self, Write};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -14,16 +22,99 @@ pub fn init(format: LogFormat, default: &str) {
         EnvFilter::new(format!("{default},sqlx=warn,lapin=warn,amq_protocol=warn"))
     });
     // Colours only for a person at a terminal, never into files or log shippers.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi);
     let _ = match format {
-        LogFormat::Human => builder.try_init(),
+        LogFormat::Human => builder.with_writer(OneLine { ansi }).try_init(),
         LogFormat::Json => builder
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
     };
+}
+
+/// Stderr, one escaped line per event (the formatter hands over each event whole, in one
+/// `write_all`). With colours on, ESC is kept: the colour codes are the formatter's.
+#[derive(Debug, Clone, Copy)]
+struct OneLine {
+    ansi: bool,
+}
+
+impl<'a> MakeWriter<'a> for OneLine {
+    type Writer = Escaping<io::Stderr>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Escaping {
+            inner: io::stderr(),
+            ansi: self.ansi,
+        }
+    }
+}
+
+pub struct Escaping<W> {
+    inner: W,
+    ansi: bool,
+}
+
+impl<W: Write> Write for Escaping<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(one_line(buf, self.ansi).as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `event` with every control character escaped but its final newline: one line.
+pub fn one_line(event: &[u8], ansi: bool) -> String {
+    let text = String::from_utf8_lossy(event);
+    match text.strip_suffix('\n') {
+        Some(body) => escape_controls(body, ansi) + "\n",
+        None => escape_controls(&text, ansi),
+    }
+}
+
+/// `text` with control characters and Unicode line breaks escaped (`\n`, `\u{1b}`), tabs
+/// kept, and ESC kept when `ansi`.
+pub fn escape_controls(text: &str, ansi: bool) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\u{1b}' if ansi => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_with_a_newline_cannot_forge_a_log_line() {
+        let event = b"2026-12-07T06:00:00Z  WARN audit: dashboard sign-in refused user=x\n2026-12-07T06:00:01Z  INFO audit: signed in actor=admin\n";
+        let line = one_line(event, false);
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(line.ends_with("actor=admin\n"));
+        assert!(line.contains("user=x\\n2026"));
+        assert_eq!(one_line(b"a\x1b[31mb\r\n", false), "a\\u{1b}[31mb\\r\n");
+        assert_eq!(one_line(b"a\x1b[31mb\n", true), "a\x1b[31mb\n");
+    }
 }

@@ -7,7 +7,7 @@ use lab::Recipient;
 use secrecy::SecretString;
 use serde_json::Value;
 
-const TOKEN: &str = "ops-token-for-tests";
+const TOKEN: &str = "ops-token-for-tests-4b7e19c2d05a";
 
 /// A request to the API with `token` (if any): (status, JSON body or Null).
 async fn call(env: &TestEnv, method: &str, url: &str, token: Option<&str>) -> (u16, Value) {
@@ -279,8 +279,8 @@ async fn named_tokens_read_or_act_as_their_role_and_are_recorded_by_name() {
     let toml = format!(
         "[[admin.tokens]]\nname = \"grafana\"\nrole = \"viewer\"\ntoken_file = {:?}\n\
          [[admin.tokens]]\nname = \"deploy-bot\"\nrole = \"operator\"\ntoken_file = {:?}\n",
-        file("viewer", "viewer-token-for-tests"),
-        file("operator", "operator-token-for-tests"),
+        file("viewer", "viewer-token-for-tests-91d3f0a6"),
+        file("operator", "operator-token-for-tests-e27c58b4"),
     );
     let config = file("mailboxd.toml", &toml);
     let daemon = env
@@ -295,7 +295,7 @@ async fn named_tokens_read_or_act_as_their_role_and_are_recorded_by_name() {
     let base = format!("http://{}/api/v1", daemon.admin);
     let retry = format!("{base}/jobs/{}/retry", failed.id);
 
-    let viewer = Some("viewer-token-for-tests");
+    let viewer = Some("viewer-token-for-tests-91d3f0a6");
     let (status, list) = call(&env, "GET", &format!("{base}/jobs"), viewer).await;
     assert_eq!(status, 200, "{list}");
     let (status, body) = call(&env, "POST", &retry, viewer).await;
@@ -305,7 +305,13 @@ async fn named_tokens_read_or_act_as_their_role_and_are_recorded_by_name() {
         "{body}"
     );
 
-    let (status, body) = call(&env, "POST", &retry, Some("operator-token-for-tests")).await;
+    let (status, body) = call(
+        &env,
+        "POST",
+        &retry,
+        Some("operator-token-for-tests-e27c58b4"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     env.wait_job(&bad.id, |j| {
         j.attempt == 1 && j.state.is_terminal() && j.updated_at > failed.updated_at
@@ -322,13 +328,53 @@ async fn named_tokens_read_or_act_as_their_role_and_are_recorded_by_name() {
         .map(|a| a["actor"].as_str().unwrap())
         .collect();
     assert_eq!(actors, ["api:deploy-bot", "api:admin"], "{shown}");
+    // The audit trail has both actions, readable with a viewer token, newest first.
+    let (status, audit) = call(&env, "GET", &format!("{base}/audit"), viewer).await;
+    assert_eq!(status, 200, "{audit}");
+    let rows: Vec<(&str, &str, &str, &str)> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_str().unwrap();
+            (f("actor"), f("action"), f("subject"), f("outcome"))
+        })
+        .collect();
+    let subject = format!("job {}", failed.id);
+    assert_eq!(
+        rows,
+        [
+            ("api:admin", "retry", subject.as_str(), "done"),
+            ("api:deploy-bot", "retry", subject.as_str(), "done"),
+        ],
+        "{audit}"
+    );
+    assert_eq!(audit["audit"][0]["client"], "127.0.0.1", "{audit}");
     let logs = daemon.logs();
     assert!(
         logs.lines()
             .any(|l| l.contains(r#""target":"audit""#) && l.contains("api:deploy-bot")),
         "{logs}"
     );
-    for secret in ["viewer-token-for-tests", "operator-token-for-tests", TOKEN] {
+    // The viewer token's refused action is on the log, with why.
+    let refused = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "request refused" && l["status"] == 403)
+        .unwrap_or_else(|| panic!("no log line for the refused action: {logs}"));
+    assert_eq!(
+        refused["request"],
+        format!("POST /api/v1/jobs/{}/retry", failed.id)
+    );
+    assert_eq!(
+        refused["reason"], "a viewer token asked to act",
+        "{refused}"
+    );
+    for secret in [
+        "viewer-token-for-tests-91d3f0a6",
+        "operator-token-for-tests-e27c58b4",
+        TOKEN,
+    ] {
         assert!(!logs.contains(secret), "a token reached the log");
     }
 }

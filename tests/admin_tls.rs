@@ -1,5 +1,6 @@
 //! The admin listener over HTTPS with a configured certificate: probes and the API answer
-//! on it, plain HTTP does not, the session cookie is `Secure`, and a renewed certificate
+//! on it, plain HTTP does not, answers carry HSTS, the session cookie is a `Secure`
+//! `__Host-` one, and a renewed certificate
 //! written over the files (or announced with SIGHUP) is served without a restart.
 
 mod common;
@@ -93,8 +94,37 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000",
+        "HSTS over HTTPS"
+    );
+    // A `__Host-` cookie: only ever set over HTTPS, for this host and path alone.
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-mailboxd_session="), "{cookie}");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("; Path=/"),
+        "{cookie}"
+    );
+    assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+    let session = cookie.split(';').next().unwrap();
+    let r = https
+        .get(format!("https://{addr}/jobs"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the session cookie opens the dashboard");
+    assert!(r.headers().contains_key("strict-transport-security"));
+    // The plain name is not read behind HTTPS (a sibling host or HTTP page could set it).
+    let plain = session.replacen("__Host-", "", 1);
+    let r = https
+        .get(format!("https://{addr}/jobs"))
+        .header("cookie", plain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "sent to the sign-in page");
 
     // A renewed certificate written over the files is served, the daemon still running.
     assert_eq!(

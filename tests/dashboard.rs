@@ -299,7 +299,7 @@ async fn failures_read_as_one_group_and_bulk_actions_confirm_the_count_and_filte
     // The overview: live, and the health at a glance.
     let (_, home) = browser.get("/").await;
     assert!(
-        home.contains(r#"<div id="live">"#) && home.contains(r#"id="updated""#),
+        home.contains(r#"<div id="live" data-refresh-ms="#) && home.contains(r#"id="updated""#),
         "{home}"
     );
     assert!(

@@ -252,12 +252,14 @@ impl Driver {
         .await;
     }
 
-    /// Fills the sign-in form and sends it.
+    /// Fills the sign-in form, sends it and waits for the signed-in page (a click returns
+    /// before the form's navigation ends; a `go` right after it could be overtaken by it).
     async fn sign_in(&self, base: &str, user: &str, password: &str) {
         self.go(&format!("{base}/login")).await;
         self.type_into("input[name=user]", user).await;
         self.type_into("input[name=password]", password).await;
         self.click("#login").await;
+        self.find("#who").await;
     }
 }
 

@@ -628,3 +628,54 @@ async fn hostile_values_in_every_field_stay_data_or_are_refused() {
     assert!(!all.contains("Remove-Mailbox"), "{all}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn weak_api_tokens_and_an_ldap_bind_dn_without_a_password_are_refused_at_start() {
+    let env = TestEnv::new(vec![]).await;
+    // A guessable admin token: refused with the rule, the value itself never printed.
+    for format in ["human", "json"] {
+        let daemon = start_with(
+            &env,
+            format,
+            &[("MAILBOXD_ADMIN_TOKEN", "changeme-admin-1")],
+        )
+        .await;
+        let logs = daemon.logs();
+        assert!(
+            !logs.contains("changeme-admin-1"),
+            "the token reached the log: {logs}"
+        );
+        assert_refused(daemon, format, "API tokens need at least 128 bits");
+    }
+    // A named token in a file, just as weak.
+    let dir = tempfile::tempdir().unwrap();
+    let weak = dir.path().join("grafana-token");
+    std::fs::write(&weak, "grafana-read-token\n").unwrap();
+    let config = dir.path().join("mailboxd.toml");
+    std::fs::write(
+        &config,
+        format!("[[admin.tokens]]\nname = \"grafana\"\nrole = \"viewer\"\ntoken_file = {weak:?}\n"),
+    )
+    .unwrap();
+    let daemon = env
+        .spawn_logged(&["--config", config.to_str().unwrap()], env.daemon_env())
+        .await;
+    assert_refused(daemon, "human", "grafana:");
+    // The service account named without its password would bind anonymously, and AD
+    // answers an anonymous bind with success: refused before it could look like it works.
+    let mut vars = env.daemon_env();
+    vars.retain(|(k, _)| k != "MAILBOXD_LDAP_PASSWORD");
+    assert_refused(env.spawn_logged(&[], vars).await, "human", "anonymous bind");
+    let daemon = start_with(&env, "json", &[("MAILBOXD_LDAP_PASSWORD", "")]).await;
+    assert_refused(daemon, "json", "ldap.bind_dn is");
+    // 32 hex digits (`openssl rand -hex 16`) are enough.
+    let strong = start_with(
+        &env,
+        "human",
+        &[("MAILBOXD_ADMIN_TOKEN", "6f1d0c2a9b3e4f5a6b7c8d9e0f1a2b3c")],
+    )
+    .await;
+    let mut strong = strong;
+    assert!(strong.exit_status().is_none(), "{}", strong.logs());
+    assert!(strong.stop().success());
+}

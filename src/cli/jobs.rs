@@ -65,14 +65,17 @@ pub async fn run(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
         }
         JobsCommand::Show { id, json } => show(store, id, json).await,
         JobsCommand::Retry { id, json } => {
-            report(id, "retry", store.retry_job(id, &cli_actor()).await?, json)
+            let actor = cli_actor();
+            let r = store.retry_job(id, &actor).await;
+            audited(store, &actor, "retry", id, &r).await;
+            report(id, "retry", r?, json)
         }
-        JobsCommand::Cancel { id, json } => report(
-            id,
-            "cancel",
-            store.cancel_job(id, &cli_actor()).await?,
-            json,
-        ),
+        JobsCommand::Cancel { id, json } => {
+            let actor = cli_actor();
+            let r = store.cancel_job(id, &actor).await;
+            audited(store, &actor, "cancel", id, &r).await;
+            report(id, "cancel", r?, json)
+        }
     }
 }
 
@@ -216,12 +219,26 @@ fn print_attempts(attempts: &[Attempt]) {
     }
 }
 
-/// Who a CLI action is recorded as: the operating-system user.
+/// Who a CLI action is recorded as: the operating-system user, as the kernel knows it.
 fn cli_actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
+    crate::audit::cli_actor()
+}
+
+/// Puts a retry or cancel on the audit trail.
+async fn audited<E>(
+    store: &Store,
+    actor: &str,
+    action: &str,
+    id: Uuid,
+    r: &Result<Result<(), ActionRefused>, E>,
+) {
+    let entry = crate::audit::Entry::new(
+        actor,
+        action,
+        &format!("job {id}"),
+        crate::admin::outcome(r),
+    );
+    crate::audit::record(store, entry).await;
 }
 
 /// What became of a retry or cancel: 0 when done, 1 (with the reason) when refused.

@@ -86,6 +86,9 @@ pub enum Command {
     /// The outcome outbox: what the IAM system was told, what still waits for the broker.
     #[command(subcommand)]
     Outcomes(outcomes::OutcomesCommand),
+    /// The audit trail: every operator action from the dashboard, the API and the CLI.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 impl Command {
@@ -108,6 +111,20 @@ pub struct DemoArgs {
     /// Joiner events to publish (leavers and a rehire are added).
     #[arg(long, default_value_t = 8)]
     pub events: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Newest first: when, who, what, on what, how it ended, from where.
+    List {
+        /// Only this actor's actions (e.g. `dashboard:CORP\jdoe`, `api:deploy-bot`).
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +180,9 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
         Command::Outcomes(cmd) => outcomes::run(cmd, &store(&settings).await?).await,
         Command::Alerts(AlertsCommand::List { limit, json }) => {
             alerts(&store(&settings).await?, limit, json).await
+        }
+        Command::Audit(AuditCommand::List { actor, limit, json }) => {
+            audit(&store(&settings).await?, actor.as_deref(), limit, json).await
         }
         #[cfg(feature = "lab")]
         Command::Lab(_) | Command::Demo(_) => unreachable!("handled before loading settings"),
@@ -236,5 +256,33 @@ async fn alerts(store: &Store, limit: i64, json: bool) -> anyhow::Result<i32> {
     if let Some(more) = table::more(alerts.len() as i64, total, "use a larger --limit") {
         println!("{more}");
     }
+    Ok(0)
+}
+
+async fn audit(store: &Store, actor: Option<&str>, limit: i64, json: bool) -> anyhow::Result<i32> {
+    let rows = store.list_audit(actor, limit.clamp(1, 100_000)).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    let mut t = Table::new(&[
+        ("AT", Align::Left),
+        ("ACTOR", Align::Left),
+        ("ACTION", Align::Left),
+        ("SUBJECT", Align::Left),
+        ("OUTCOME", Align::Left),
+        ("CLIENT", Align::Left),
+    ]);
+    for r in &rows {
+        t.row(vec![
+            r.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.actor.clone(),
+            r.action.clone(),
+            r.subject.clone(),
+            r.outcome.clone(),
+            r.client.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print!("{}", t.render());
     Ok(0)
 }

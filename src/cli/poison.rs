@@ -120,7 +120,21 @@ async fn replay(
     body: Option<Vec<u8>>,
     json: bool,
 ) -> anyhow::Result<i32> {
-    match replay_poison(store, &settings.amqp, id, body).await {
+    let edited = if body.is_some() {
+        " with a corrected body"
+    } else {
+        ""
+    };
+    let r = replay_poison(store, &settings.amqp, id, body).await;
+    let outcome = match &r {
+        Ok(key) => format!("done: to {key}"),
+        Err(e) => format!("refused: {e}"),
+    };
+    let actor = crate::audit::cli_actor();
+    let entry =
+        crate::audit::Entry::new(&actor, "replay", &format!("poison {id}{edited}"), &outcome);
+    crate::audit::record(store, entry).await;
+    match r {
         Ok(key) => {
             if json {
                 println!("{}", serde_json::json!({"id": id, "replayed_to": key}));

@@ -38,12 +38,36 @@ pub struct PublishArgs {
     pub file: Option<PathBuf>,
 }
 
+/// Publishes, and puts what was published on the audit trail (when the database can be
+/// reached: publishing needs only the broker, so a missing database is a warning).
 pub async fn run(mut args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> {
     let publisher = Publisher::connect(&settings.amqp).await?;
-    match args.file.take() {
-        Some(path) => publish_file(&publisher, &path).await,
-        None => publish_one(&publisher, args).await,
+    let (r, subject) = match args.file.take() {
+        Some(path) => {
+            let subject = format!("events from {}", path.display());
+            (publish_file(&publisher, &path).await, subject)
+        }
+        None => {
+            let subject = format!(
+                "{} event for {}",
+                args.kind.as_deref().unwrap_or("?"),
+                args.sam.as_deref().unwrap_or("?")
+            );
+            (publish_one(&publisher, args).await, subject)
+        }
+    };
+    let outcome = match &r {
+        Ok(_) => "done".to_owned(),
+        Err(e) => format!("error: {e}"),
+    };
+    let entry = crate::audit::Entry::new(&crate::audit::cli_actor(), "publish", &subject, &outcome);
+    match super::store(settings).await {
+        Ok(store) => crate::audit::record(&store, entry).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "the publish is not on the audit trail: the database cannot be reached")
+        }
     }
+    r
 }
 
 /// One line of a JSON-lines file, ready to publish: its routing key (from its type), the

@@ -32,6 +32,29 @@ pub async fn run(
     )
     .await;
     lock.release().await?;
+    let action = if dry_run {
+        "reconcile dry run"
+    } else {
+        "reconcile"
+    };
+    let (subject, outcome) = match &result {
+        Ok(r) => (
+            format!(
+                "run {}: {} differences, {} jobs queued",
+                r.run_id,
+                r.differences.len(),
+                r.jobs_created
+            ),
+            if r.capped {
+                "capped: nothing queued".to_owned()
+            } else {
+                "done".to_owned()
+            },
+        ),
+        Err(e) => (String::new(), format!("error: {e}")),
+    };
+    let entry = crate::audit::Entry::new(&crate::audit::cli_actor(), action, &subject, &outcome);
+    crate::audit::record(store, entry).await;
     let r = result?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);

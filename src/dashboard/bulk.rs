@@ -2,7 +2,7 @@
 //! (GET) states the exact count and the filter in words; only its form (POST) acts, on at
 //! most that many jobs, recorded once with the count and per job (`Store::bulk_act`).
 
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Extension, Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -137,6 +137,7 @@ pub struct ConfirmedForm {
 
 pub async fn act(
     State(s): State<AdminState>,
+    Extension(client): Extension<crate::admin_guard::ClientAddr>,
     headers: HeaderMap,
     Path(action): Path<String>,
     Form(form): Form<ConfirmedForm>,
@@ -154,12 +155,13 @@ pub async fn act(
         .store
         .bulk_act(&ids, action, &actor, &filter.describe())
         .await?;
-    crate::access::audit(
+    let entry = crate::audit::Entry::new(
         &actor,
         &format!("bulk {}", action.as_str()),
         &format!("bulk #{}: {} jobs matching {}", b.id, b.jobs, b.filter),
-        "ok",
+        "done",
     );
+    crate::audit::record(&s.store, entry.from(client.0)).await;
     Ok(Redirect::to(&format!("/bulk#bulk-{}", b.id)).into_response())
 }
 

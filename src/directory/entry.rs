@@ -32,6 +32,13 @@ fn first_bin(e: &SearchEntry, name: &str) -> Option<Vec<u8>> {
         .or_else(|| first(e, name).map(String::into_bytes))
 }
 
+/// The entry's objectGUID (AD sends its bytes in little-endian field order).
+pub(super) fn guid(e: &SearchEntry) -> Option<Uuid> {
+    first_bin(e, "objectGUID")
+        .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+        .map(Uuid::from_bytes_le)
+}
+
 fn present(e: &SearchEntry, name: &str) -> bool {
     e.attrs
         .keys()
@@ -54,9 +61,7 @@ pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
         distinguished_name: e.dn.clone(),
         sam_account_name: first(e, "sAMAccountName").unwrap_or_default(),
         user_principal_name: first(e, "userPrincipalName"),
-        object_guid: first_bin(e, "objectGUID")
-            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
-            .map(Uuid::from_bytes_le),
+        object_guid: guid(e),
         user_account_control: uac,
         disabled: uac & UAC_DISABLED != 0,
         recipient: RecipientType::from_type_details(type_details),

@@ -3,8 +3,11 @@
 //! account, and their group membership with nested groups resolved by the DC itself
 //! (`LDAP_MATCHING_RULE_IN_CHAIN`, which AD and Samba both evaluate).
 
+use std::time::Duration;
+
 use ldap3::{Scope, SearchEntry, SearchOptions};
 use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
 
 use super::{Directory, DirectoryError, Lookup, ReadError, UAC_DISABLED, escape_filter_value};
 
@@ -13,7 +16,8 @@ use super::{Directory, DirectoryError, Lookup, ReadError, UAC_DISABLED, escape_f
 const UF_LOCKOUT: i64 = 0x10;
 /// The transitive member-of matching rule.
 const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
-const PERSON_ATTRS: [&str; 3] = [
+const PERSON_ATTRS: [&str; 4] = [
+    "objectGUID",
     "sAMAccountName",
     "userAccountControl",
     "msDS-User-Account-Control-Computed",
@@ -22,6 +26,8 @@ const PERSON_ATTRS: [&str; 3] = [
 /// A person's account as the DC shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Person {
+    /// objectGUID: the same person whatever spelling of their name was typed.
+    pub guid: Uuid,
     pub dn: String,
     pub sam_account_name: String,
     pub disabled: bool,
@@ -43,18 +49,42 @@ pub enum PasswordRefused {
     Directory(#[from] DirectoryError),
 }
 
-fn person_from(e: &SearchEntry) -> Person {
+/// A person found for a sign-in, and the controller that found them (where their password
+/// is tried, so replication lag cannot make them unknown there).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub person: Person,
+    url: url::Url,
+}
+
+/// The domain's account lockout policy (on the domain object): after `threshold` wrong
+/// passwords within `observation_window` AD locks the account; 0 means never.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub threshold: u32,
+    pub observation_window: Duration,
+}
+
+/// A person from a search entry; `None` without an objectGUID (not an AD account).
+fn person_from(e: &SearchEntry) -> Option<Person> {
     let int = |name: &str| {
         super::first(e, name)
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0)
     };
-    Person {
+    Some(Person {
+        guid: super::entry::guid(e)?,
         dn: e.dn.clone(),
         sam_account_name: super::first(e, "sAMAccountName").unwrap_or_default(),
         disabled: int("userAccountControl") & UAC_DISABLED != 0,
         locked: int("msDS-User-Account-Control-Computed") & UF_LOCKOUT != 0,
-    }
+    })
+}
+
+/// An interval attribute of AD (negative 100-nanosecond units) as a duration.
+fn ad_interval(v: Option<String>) -> Duration {
+    let ticks = v.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    Duration::from_nanos(ticks.unsigned_abs().saturating_mul(100))
 }
 
 /// What a refused bind as a person means: AD's diagnostic `data` code says it.
@@ -134,17 +164,11 @@ impl Directory {
         })
     }
 
-    /// Checks a person's password: finds them (by sAMAccountName or UPN), binds as them
-    /// on a fresh connection to the controller that found them, and refuses a disabled
-    /// or locked account. The password goes only into that bind.
-    pub async fn check_password(
-        &self,
-        lookup: &Lookup,
-        password: &SecretString,
-    ) -> Result<Person, PasswordRefused> {
-        // An empty password would be an unauthenticated bind, which a DC accepts.
-        if password.expose_secret().is_empty() || matches!(lookup, Lookup::Guid(_)) {
-            return Err(PasswordRefused::Wrong);
+    /// Finds the person a sign-in names (by sAMAccountName or UPN) with the service
+    /// account; `None` when no single account matches.
+    pub async fn find_person(&self, lookup: &Lookup) -> Result<Option<Candidate>, DirectoryError> {
+        if matches!(lookup, Lookup::Guid(_)) {
+            return Ok(None);
         }
         let (url, entries) = self
             .search_anywhere(
@@ -155,13 +179,34 @@ impl Directory {
             )
             .await?;
         let [entry] = entries.as_slice() else {
-            return Err(PasswordRefused::Wrong);
+            return Ok(None);
         };
-        let person = person_from(entry);
+        Ok(person_from(entry).map(|person| Candidate { person, url }))
+    }
+
+    /// Checks a found person's password by a bind as them on a fresh connection to the
+    /// controller that found them; a disabled or locked account is refused without a bind.
+    /// The password goes only into that bind.
+    pub async fn check_password(
+        &self,
+        who: &Candidate,
+        password: &SecretString,
+    ) -> Result<(), PasswordRefused> {
+        let (person, url) = (&who.person, &who.url);
+        // An empty password would be an unauthenticated bind, which a DC accepts.
+        if password.expose_secret().is_empty() {
+            return Err(PasswordRefused::Wrong);
+        }
+        if person.disabled {
+            return Err(PasswordRefused::Disabled);
+        }
+        if person.locked {
+            return Err(PasswordRefused::Locked);
+        }
         if url.scheme() == "ldap" && !self.inner.starttls {
             tracing::warn!(dc = %url, "a person's password is checked over LDAP without TLS (ldap.allow_plaintext = true)");
         }
-        let mut ldap = self.open(&url).await.map_err(|e| match e {
+        let mut ldap = self.open(url).await.map_err(|e| match e {
             ReadError::Unreachable(tried) => DirectoryError::AllUnreachable { tried },
             ReadError::Fatal(e) => e,
         })?;
@@ -173,9 +218,7 @@ impl Directory {
             })?;
         let _ = ldap.unbind().await;
         match bound.rc {
-            0 if person.disabled => Err(PasswordRefused::Disabled),
-            0 if person.locked => Err(PasswordRefused::Locked),
-            0 => Ok(person),
+            0 => Ok(()),
             49 => Err(refused_bind(&bound.text)),
             rc => Err(PasswordRefused::Directory(DirectoryError::Search {
                 domain_controller: url.to_string(),
@@ -187,12 +230,34 @@ impl Directory {
         }
     }
 
+    /// The domain's lockout policy, read from the domain object (the `DC=` part of
+    /// `ldap.base_dn`), which every authenticated account may read.
+    pub async fn lockout_policy(&self) -> Result<LockoutPolicy, DirectoryError> {
+        let root = domain_root(&self.inner.base_dn);
+        let (_, entries) = self
+            .search_anywhere(
+                &root,
+                Scope::Base,
+                "(objectClass=*)",
+                &["lockoutThreshold", "lockOutObservationWindow"],
+            )
+            .await?;
+        let e = entries.first();
+        let get = |name: &str| e.and_then(|e| super::first(e, name));
+        Ok(LockoutPolicy {
+            threshold: get("lockoutThreshold")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            observation_window: ad_interval(get("lockOutObservationWindow")),
+        })
+    }
+
     /// The person with this DN as the directory shows them now (`None`: gone).
     pub async fn person(&self, dn: &str) -> Result<Option<Person>, DirectoryError> {
         let (_, entries) = self
             .search_anywhere(dn, Scope::Base, "(objectClass=user)", &PERSON_ATTRS)
             .await?;
-        Ok(entries.first().map(person_from))
+        Ok(entries.first().and_then(person_from))
     }
 
     /// Whether the object `dn` is a member of any of `groups` (DNs), directly or through
@@ -215,9 +280,35 @@ impl Directory {
     }
 }
 
+/// The domain's own DN within `base_dn`: its `DC=` components (`OU=x,DC=corp,DC=example`
+/// → `DC=corp,DC=example`).
+fn domain_root(base_dn: &str) -> String {
+    crate::config::split_unescaped(base_dn, ',')
+        .into_iter()
+        .map(str::trim)
+        .filter(|rdn| rdn.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("DC=")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lockout_policy_is_read_from_the_domain_object_in_ad_units() {
+        assert_eq!(
+            domain_root("OU=People,DC=corp,DC=example"),
+            "DC=corp,DC=example"
+        );
+        assert_eq!(domain_root("dc=corp, dc=example"), "dc=corp,dc=example");
+        // 30 minutes, as AD stores it.
+        assert_eq!(
+            ad_interval(Some("-18000000000".into())),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(ad_interval(None), Duration::ZERO);
+    }
 
     #[test]
     fn a_refused_bind_says_why_from_the_ad_data_code() {

@@ -8,6 +8,7 @@
 
 mod alerts;
 mod attempts;
+mod audit;
 mod bench;
 mod budget;
 mod cmdlets;
@@ -23,6 +24,7 @@ mod wake_ups;
 
 pub use alerts::*;
 pub use attempts::*;
+pub use audit::*;
 pub use budget::*;
 pub use cmdlets::*;
 pub use columns::*;

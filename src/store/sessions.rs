@@ -1,7 +1,8 @@
 //! Dashboard sessions of people signed in with AD (`operator_sessions`): only the hash of
 //! the session id is stored, expiry is decided by the database's clock so every replica
-//! agrees, and an ended session stays on record with why it ended. Failed sign-ins
-//! (`signin_failures`) are counted here too, so every replica sees the same count.
+//! agrees, and an ended session stays on record with why it ended. Failed sign-ins are
+//! counted here too (`signin_attempts`, per account and per client network), one atomic
+//! statement per attempt, so every replica and every parallel request sees the same count.
 
 use std::time::Duration;
 
@@ -120,49 +121,71 @@ impl Store {
         .rows_affected())
     }
 
-    /// Records a failed sign-in against each subject (`user:…`, `addr:…`), and forgets
-    /// failures older than a day.
-    pub async fn record_signin_failure(&self, subjects: &[String]) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO signin_failures (subject) SELECT unnest($1::text[])")
-            .bind(subjects)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM signin_failures WHERE at < now() - interval '1 day'")
-            .execute(&self.pool)
-            .await?;
+    /// Takes one attempt from `subject`'s budget of `limit` failed sign-ins (`guid:…` an
+    /// account, `addr:…` a client network), in one statement: parallel requests are
+    /// serialised on the row, so no more than `limit` of them get through. The count
+    /// starts again once the last attempt is `window` old (as AD's own counter does).
+    /// `false`: the budget is spent, the attempt must not reach the directory.
+    pub async fn take_signin_attempt(
+        &self,
+        subject: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<bool, StoreError> {
+        let taken: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO signin_attempts AS a (subject, failures) VALUES ($1, 1)
+             ON CONFLICT (subject) DO UPDATE
+                SET failures = CASE WHEN a.last_at < now() - make_interval(secs => $3)
+                                    THEN 1 ELSE a.failures + 1 END,
+                    last_at = now()
+              WHERE a.last_at < now() - make_interval(secs => $3) OR a.failures < $2
+             RETURNING failures",
+        )
+        .bind(subject)
+        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+        .bind(secs(window))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Gives an attempt back (it never reached a verdict: the directory did not answer,
+    /// or it succeeded and the network's budget is for failures).
+    pub async fn give_back_signin_attempt(&self, subject: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE signin_attempts SET failures = greatest(failures - 1, 0) WHERE subject = $1",
+        )
+        .bind(subject)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// Per subject with failures within `window`: how many, and how long until the oldest
-    /// of them leaves the window.
+    /// Forgets a subject's failures (the person signed in), and budgets idle for a day.
+    pub async fn clear_signin_attempts(&self, subject: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM signin_attempts WHERE subject = $1 OR last_at < now() - interval '1 day'",
+        )
+        .bind(subject)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The failures counted against `subject` now (0 when none or the window passed).
     pub async fn signin_failures(
         &self,
-        subjects: &[String],
+        subject: &str,
         window: Duration,
-    ) -> Result<Vec<(String, i64, Duration)>, StoreError> {
-        let rows: Vec<(String, i64, f64)> = sqlx::query_as(
-            "SELECT subject, count(*),
-                    extract(epoch FROM min(at) + make_interval(secs => $2) - now())::float8
-               FROM signin_failures
-              WHERE subject = ANY($1) AND at > now() - make_interval(secs => $2)
-              GROUP BY subject",
+    ) -> Result<i64, StoreError> {
+        let n: Option<i32> = sqlx::query_scalar(
+            "SELECT failures FROM signin_attempts
+              WHERE subject = $1 AND last_at >= now() - make_interval(secs => $2)",
         )
-        .bind(subjects)
+        .bind(subject)
         .bind(secs(window))
-        .fetch_all(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(s, n, left)| (s, n, Duration::from_secs_f64(left.max(0.0))))
-            .collect())
-    }
-
-    /// Forgets a subject's failures (the person signed in).
-    pub async fn clear_signin_failures(&self, subject: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM signin_failures WHERE subject = $1")
-            .bind(subject)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        Ok(n.map_or(0, i64::from))
     }
 }

@@ -341,12 +341,25 @@ impl TestAd {
     /// Locks the account out the way AD does: a fine-grained password policy (PSO) with a
     /// lockout threshold of 2 applied to it, then two binds with a wrong password.
     pub async fn lock_out(&self, dn: &str, upn: &str) {
+        self.lockout_policy(dn, 2).await;
+        for _ in 0..2 {
+            assert!(
+                !self.can_bind(upn, "not-the-password").await,
+                "a wrong password is refused"
+            );
+        }
+    }
+
+    /// Applies a fine-grained password policy (PSO) to `dn` that locks it out after
+    /// `threshold` wrong passwords within 30 minutes, as a domain's policy would.
+    pub async fn lockout_policy(&self, dn: &str, threshold: u32) {
         let mut ldap = self.admin().await;
         let cn = format!("pso-{}", Uuid::new_v4().simple());
         let pso = format!(
             "CN={cn},CN=Password Settings Container,CN=System,{}",
             self.base_dn
         );
+        let threshold = threshold.to_string();
         let attrs: Vec<(&str, HashSet<&str>)> = vec![
             ("objectClass", HashSet::from(["msDS-PasswordSettings"])),
             ("msDS-PasswordSettingsPrecedence", HashSet::from(["1"])),
@@ -362,7 +375,7 @@ impl TestAd {
                 "msDS-MaximumPasswordAge",
                 HashSet::from(["-36288000000000"]),
             ),
-            ("msDS-LockoutThreshold", HashSet::from(["2"])),
+            ("msDS-LockoutThreshold", HashSet::from([threshold.as_str()])),
             (
                 "msDS-LockoutObservationWindow",
                 HashSet::from(["-18000000000"]),
@@ -374,14 +387,33 @@ impl TestAd {
             .await
             .and_then(|r| r.success())
             .unwrap_or_else(|e| panic!("add {pso}: {e}"));
-        for _ in 0..2 {
-            let mut user = self.admin().await;
-            let r = user
-                .simple_bind(upn, "not-the-password")
-                .await
-                .expect("bind");
-            assert_eq!(r.rc, 49, "a wrong password is refused: {r:?}");
-        }
+    }
+
+    /// Whether a simple bind as `who` (a UPN or DN) with `password` succeeds: what the
+    /// person's own workstation would find.
+    pub async fn can_bind(&self, who: &str, password: &str) -> bool {
+        let mut ldap = self.admin().await;
+        let r = ldap
+            .simple_bind(who, password)
+            .await
+            .expect("bind answered");
+        r.rc == 0
+    }
+
+    /// One attribute of `dn` as the DC shows it now (`badPwdCount`, `lockoutTime`,
+    /// `msDS-User-Account-Control-Computed`, …).
+    pub async fn attribute(&self, dn: &str, name: &str) -> Option<String> {
+        let mut ldap = self.admin().await;
+        let (entries, _) = ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec![name])
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("read {name} of {dn}: {e}"));
+        let e = SearchEntry::construct(entries.into_iter().next()?);
+        e.attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.first().cloned())
     }
 
     /// Sets or clears the ACCOUNTDISABLE bit.
