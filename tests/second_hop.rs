@@ -24,6 +24,7 @@ async fn credssp_env(sam: &str, mode: ExchangeMode) -> TestEnv {
     env.settings.winrm.allow_unencrypted = false;
     env.settings.exchange.mode = mode;
     env.settings.exchange.username = None;
+    env.settings.exchange.password = None;
     env
 }
 
@@ -81,6 +82,8 @@ async fn over_ntlm_the_daemon_refuses_to_start_and_explains_the_double_hop() {
         env.settings.winrm.auth = WinrmAuth::Ntlm;
         env.settings.winrm.allow_unencrypted = false;
         env.settings.exchange.mode = mode;
+        env.settings.exchange.username = None;
+        env.settings.exchange.password = None;
         let refused = match mailboxd::app::App::start(env.settings.clone()).await {
             Ok(_) => panic!("{mode:?} over NTLM without an answer to the second hop started"),
             Err(e) => format!("{e:#}"),
@@ -115,6 +118,8 @@ async fn kerberos_env(sam: &str, trusted_for_delegation: bool) -> TestEnv {
     w.spn = Some(kdc.spn.clone());
     w.allow_unencrypted = false;
     env.settings.exchange.second_hop = Some(SecondHop::Delegation);
+    env.settings.exchange.username = None;
+    env.settings.exchange.password = None;
     env.settings.worker.circuit_cooldown = Duration::from_secs(30);
     env
 }

@@ -29,6 +29,12 @@ pub(super) fn authenticate(cfg: &WsmanConfig, headers: &HeaderMap) -> Option<Str
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
+    // Basic authenticates local accounts only (Logon::local): a domain account's name
+    // (`DOMAIN\\user`, `user@domain`) gets the anonymous 401, as from a host whose local
+    // account database has no such user.
+    if user.contains(['\\', '@']) {
+        return None;
+    }
     let mut found = None;
     for (u, p) in &cfg.users {
         let ok = u

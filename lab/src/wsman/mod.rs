@@ -78,19 +78,22 @@ impl ProcessIo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logon {
     pub user: String,
-    /// Whether the logon can authenticate onwards as `user`: Basic (a cleartext logon: the
-    /// host was given the password), CredSSP (credentials delegated), Kerberos with the host
-    /// trusted for delegation; not NTLM, not plain Kerberos.
+    /// Whether the logon can authenticate onwards as a domain user: CredSSP (credentials
+    /// delegated), Kerberos with the host trusted for delegation (the LDAP hop only, see
+    /// `exchange::session`); not NTLM, not plain Kerberos, not Basic.
     pub network_credentials: bool,
 }
 
 impl Logon {
-    /// HTTP Basic: WinRM logs the user on with the password it was sent, so the process
-    /// holds credentials it can use for the next hop.
-    pub fn cleartext(user: impl Into<String>) -> Logon {
+    /// HTTP Basic: WinRM accepts Basic for local accounts only ("…or for a local account
+    /// with Basic authentication", learn.microsoft.com/windows/win32/winrm/
+    /// connectionoptions-username; PSWSMan's about_PSWSManAuthentication: Basic — local
+    /// yes, domain no, delegation no). A local account of the jump host has no domain
+    /// identity, so its processes cannot authenticate onwards to Exchange or a DC.
+    pub fn local(user: impl Into<String>) -> Logon {
         Logon {
             user: user.into(),
-            network_credentials: true,
+            network_credentials: false,
         }
     }
 }
@@ -236,7 +239,7 @@ fn sender(
         }
         Some((s, token)) if s.eq_ignore_ascii_case("credssp") => credssp(server, conn, token),
         Some(_) => authenticate(&server.cfg, headers)
-            .map(|u| (Logon::cleartext(u), None))
+            .map(|u| (Logon::local(u), None))
             .ok_or_else(|| Box::new(unauthorized(&server.cfg))),
         // Later requests on an NTLM-authenticated connection carry no Authorization header.
         None => conn
