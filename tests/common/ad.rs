@@ -338,10 +338,12 @@ impl TestAd {
         .unwrap_or_else(|e| panic!("set the password of {dn}: {e}"));
     }
 
-    /// Locks the account out the way AD does: a fine-grained password policy (PSO) with a
-    /// lockout threshold of 2 applied to it, then two binds with a wrong password.
-    pub async fn lock_out(&self, dn: &str, upn: &str) {
+    /// A fine-grained password policy (PSO) with lockout `threshold` applied to the account:
+    /// from then on the DC counts its bad passwords (badPwdCount; AD counts nothing where no
+    /// lockout threshold applies).
+    pub async fn lockout_policy(&self, dn: &str, threshold: u32) {
         let mut ldap = self.admin().await;
+        let threshold = threshold.to_string();
         let cn = format!("pso-{}", Uuid::new_v4().simple());
         let pso = format!(
             "CN={cn},CN=Password Settings Container,CN=System,{}",
@@ -362,7 +364,7 @@ impl TestAd {
                 "msDS-MaximumPasswordAge",
                 HashSet::from(["-36288000000000"]),
             ),
-            ("msDS-LockoutThreshold", HashSet::from(["2"])),
+            ("msDS-LockoutThreshold", HashSet::from([threshold.as_str()])),
             (
                 "msDS-LockoutObservationWindow",
                 HashSet::from(["-18000000000"]),
@@ -374,6 +376,12 @@ impl TestAd {
             .await
             .and_then(|r| r.success())
             .unwrap_or_else(|e| panic!("add {pso}: {e}"));
+    }
+
+    /// Locks the account out the way AD does: a fine-grained password policy (PSO) with a
+    /// lockout threshold of 2 applied to it, then two binds with a wrong password.
+    pub async fn lock_out(&self, dn: &str, upn: &str) {
+        self.lockout_policy(dn, 2).await;
         for _ in 0..2 {
             let mut user = self.admin().await;
             let r = user
@@ -382,6 +390,29 @@ impl TestAd {
                 .expect("bind");
             assert_eq!(r.rc, 49, "a wrong password is refused: {r:?}");
         }
+    }
+
+    /// The account's badPwdCount on this DC: the bad passwords AD counts toward its lockout
+    /// (a Kerberos pre-authentication failure counts like a failed bind).
+    pub async fn bad_pwd_count(&self, dn: &str) -> u32 {
+        let mut ldap = self.admin().await;
+        let (entries, _) = ldap
+            .search(
+                dn,
+                ldap3::Scope::Base,
+                "(objectClass=*)",
+                vec!["badPwdCount"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("read badPwdCount of {dn}: {e}"));
+        entries
+            .into_iter()
+            .next()
+            .map(ldap3::SearchEntry::construct)
+            .and_then(|e| e.attrs.get("badPwdCount").and_then(|v| v.first().cloned()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Sets or clears the ACCOUNTDISABLE bit.
