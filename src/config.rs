@@ -433,8 +433,16 @@ mod tests {
         credential.exchange.username = Some("CORP\\svc".into());
         credential.exchange.password = Some(SecretString::from("x"));
         assert!(credential.validate_exchange().is_ok());
+        // Delegation carries the snap-in's LDAP hop, not WinRM's hop to Exchange.
         let mut delegation = remote(WinrmAuth::Kerberos);
         delegation.exchange.second_hop = Some(SecondHop::Delegation);
+        let (key, reason) = invalid_key(&delegation).expect("refused in remote mode");
+        assert_eq!(key, "exchange.second_hop");
+        assert!(
+            reason.contains("Doesn't support the second hop for WinRM"),
+            "{reason}"
+        );
+        delegation.exchange.mode = ExchangeMode::Snapin;
         assert!(delegation.validate_exchange().is_ok());
         // Basic logs a local account on: no domain identity to pass on.
         assert_eq!(

@@ -167,7 +167,9 @@ impl Settings {
     /// An answer to the second hop that works on a real host for this mode and logon
     /// (docs/operations.md, "Which settings work on a real host").
     pub(super) fn validate_second_hop(&self) -> Result<(), ConfigError> {
-        use crate::windows_host::{BASIC_IS_LOCAL, SECOND_HOP_REMEDIES as remedies};
+        use crate::windows_host::{
+            BASIC_IS_LOCAL, DELEGATION_IS_NOT_WINRM, SECOND_HOP_REMEDIES as remedies,
+        };
         let x = &self.exchange;
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         if x.mode == ExchangeMode::None {
@@ -217,6 +219,10 @@ impl Settings {
                     "exchange.second_hop = \"delegation\" needs winrm.auth = \"kerberos\": only a Kerberos logon can be delegated onwards. {remedies}"
                 ),
             ),
+            (ExchangeMode::Remote, Some(SecondHop::Delegation)) => invalid(
+                "exchange.second_hop",
+                format!("{DELEGATION_IS_NOT_WINRM} {remedies}"),
+            ),
             (_, Some(_)) => Ok(()),
             (mode, None) if self.implied_second_hop().is_none() => invalid(
                 "exchange.second_hop",
@@ -246,7 +252,9 @@ impl Settings {
     pub fn second_hop_remedy(&self) -> &'static str {
         match (self.exchange.mode, self.exchange.second_hop) {
             (ExchangeMode::None, _) => "none needed (exchange.mode = \"none\")",
-            (_, Some(SecondHop::Delegation)) => "Kerberos delegation configured in AD",
+            (_, Some(SecondHop::Delegation)) => {
+                "Kerberos delegation to the domain controllers configured in AD"
+            }
             (ExchangeMode::Remote, Some(SecondHop::Credential)) => {
                 "an explicit Exchange credential"
             }

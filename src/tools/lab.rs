@@ -75,8 +75,9 @@ pub struct LabArgs {
     /// Accept and offer CredSSP on both listeners (off by default, as on Windows).
     #[arg(long)]
     pub credssp: bool,
-    /// The host is trusted for delegation in AD: Kerberos logons can make the second hop
-    /// (without it, only Basic logons and an explicit exchange credential can).
+    /// The host is trusted for delegation in AD: a Kerberos logon's LDAP hop (snapin mode)
+    /// works; WinRM's second hop to Exchange does not (only CredSSP or an explicit
+    /// exchange credential make that one).
     #[arg(long)]
     pub trusted_for_delegation: bool,
     /// Group Policy sets the execution policy to AllSigned: Import-PSSession is refused.

@@ -291,7 +291,8 @@ impl Run {
             json!("Microsoft.Exchange.Management.PowerShell.RecipientManagement"),
         );
         self.record("Add-PSSnapin", p, None);
-        if !self.logon.network_credentials {
+        // The snap-in's hop is LDAP to a DC: CredSSP's password or delegated Kerberos reach it.
+        if !self.logon.network_credentials && !self.logon.delegated_kerberos {
             self.unavailable = Some(Unavailable::AnonymousDirectory);
         }
     }
@@ -341,7 +342,10 @@ impl Run {
             }
         }
         // The second hop: without -Credential, the process authenticates to Exchange as its
-        // own logon, which only works when that logon holds network credentials.
+        // own logon, which only works when that logon holds network credentials. Kerberos
+        // delegation does not carry WinRM's second hop (Microsoft lists it so for every form);
+        // what Windows answers then is not public: the lab gives the same no-logon-session
+        // refusal as for a logon without delegation.
         if session.credential.is_none() && !self.logon.network_credentials {
             self.record("New-PSSession", p, Some("PSRemotingTransportException"));
             let message = second_hop_refusal(uri_host(uri));

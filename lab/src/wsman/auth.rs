@@ -117,20 +117,16 @@ impl ConnCtx {
     }
 
     /// The logon Windows gives a process started on this connection: NTLM proves the user
-    /// without handing the host anything it could reuse; Kerberos likewise, unless AD trusts
-    /// the host for delegation (constrained delegation: the host may ask for tickets for the
-    /// user itself).
+    /// without handing the host anything it could reuse; Kerberos likewise, except that AD
+    /// may trust the host for delegation (the host then asks for tickets for the user to
+    /// other services itself — not for WinRM's second hop).
     pub(super) fn logon(&self, cfg: &WsmanConfig) -> Option<Logon> {
         let user = self.user()?.to_owned();
-        let network_credentials = match self {
-            ConnCtx::Ntlm(_) => false,
-            ConnCtx::Kerberos(_) => cfg.trusted_for_delegation,
-            // The client delegated its password: the process can use it onwards.
-            ConnCtx::CredSsp(_) => true,
-        };
         Some(Logon {
             user,
-            network_credentials,
+            // The client delegated its password: the process can use it onwards.
+            network_credentials: matches!(self, ConnCtx::CredSsp(_)),
+            delegated_kerberos: matches!(self, ConnCtx::Kerberos(_)) && cfg.trusted_for_delegation,
         })
     }
 
@@ -266,6 +262,7 @@ pub(super) fn negotiate(
             Logon {
                 user,
                 network_credentials: false,
+                delegated_kerberos: false,
             },
             None,
         )),
@@ -329,6 +326,7 @@ pub(super) fn credssp(
             Logon {
                 user: delegated.user,
                 network_credentials: true,
+                delegated_kerberos: false,
             },
             None,
         )),

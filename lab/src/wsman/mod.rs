@@ -78,10 +78,15 @@ impl ProcessIo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logon {
     pub user: String,
-    /// Whether the logon can authenticate onwards as a domain user: CredSSP (credentials
-    /// delegated), Kerberos with the host trusted for delegation (the LDAP hop only, see
-    /// `exchange::session`); not NTLM, not plain Kerberos, not Basic.
+    /// Whether the logon can authenticate onwards as a domain user to anything: CredSSP
+    /// (the password was delegated); not NTLM, not Kerberos, not Basic.
     pub network_credentials: bool,
+    /// A Kerberos logon to a host AD trusts for (constrained or resource-based) delegation:
+    /// the host may get tickets as the user for other services — the DCs' `ldap/`, which
+    /// the snap-in uses — but Microsoft lists every form of Kerberos delegation as
+    /// "Doesn't support the second hop for WinRM" (PS-remoting-second-hop.md), so not for
+    /// New-PSSession to Exchange.
+    pub delegated_kerberos: bool,
 }
 
 impl Logon {
@@ -94,6 +99,7 @@ impl Logon {
         Logon {
             user: user.into(),
             network_credentials: false,
+            delegated_kerberos: false,
         }
     }
 }
@@ -121,7 +127,7 @@ pub struct WsmanConfig {
     /// CredSSP accepted (and offered) when set; Windows' default is off.
     pub credssp: Option<LabCredSsp>,
     /// The host's computer account is trusted for delegation in AD (constrained delegation
-    /// to Exchange and the DCs): a Kerberos logon then reaches the second hop.
+    /// to the DCs): a Kerberos logon's LDAP hop then works; WinRM's second hop does not.
     pub trusted_for_delegation: bool,
 }
 
