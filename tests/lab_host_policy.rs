@@ -509,3 +509,37 @@ async fn the_exchange_password_reaches_no_cmdlet_parameter_nor_the_module_log() 
     assert!(text.contains("Access is denied."), "{text}");
     assert!(text.contains("AccessDenied,PSSessionOpenFailed"), "{text}");
 }
+
+#[tokio::test]
+async fn a_host_that_refuses_remote_shells_is_systemic_and_names_the_policy() {
+    let lab = start(lab_config().with_remote_shells_disabled(true)).await;
+    let ex = exchange(&lab, Auth::Ntlm, &exchange_cfg(ExchangeMode::Remote, true));
+    let e = ex
+        .run_batch(Template::EnableRemoteMailbox, vec![account("alice")])
+        .await
+        .expect_err("a shell opened on a host that refuses them");
+    let text = e.to_string();
+    // Windows' own words (jpboyce/cb_cis_windows_2016#5), then what to change.
+    assert!(
+        text.contains("The WS-Management service cannot process the request. The service is configured to not accept any remote shell requests"),
+        "{text}"
+    );
+    assert!(text.contains("Allow Remote Shell Access"), "{text}");
+    // The host's set-up, not the account's: systemic (the circuit opens, no attempts used).
+    assert_eq!(e.class(), ErrorClass::Systemic, "{text}");
+    assert!(lab.invocations().is_empty());
+    assert!(
+        lab.account("alice")
+            .unwrap()
+            .remote_routing_address
+            .is_none()
+    );
+    // `mailboxd check` says the same.
+    let p = check_exchange(&lab, exchange_cfg(ExchangeMode::Remote, true)).await;
+    assert_eq!(p.status, mailboxd::check::Status::Fail);
+    assert!(
+        p.detail.contains("Allow Remote Shell Access"),
+        "{}",
+        p.detail
+    );
+}

@@ -40,6 +40,9 @@ pub struct LabConfig {
     pub trusted_for_delegation: bool,
     /// The host's execution policy, language mode and Exchange session idle timeout.
     pub host_policy: HostPolicy,
+    /// Group Policy "Allow Remote Shell Access" = Disabled (CIS-hardened hosts): every shell
+    /// is refused.
+    pub remote_shells_disabled: bool,
     /// Other domain accounts (name, password) an explicit Exchange credential may name,
     /// besides `user` with its domain password.
     pub domain_accounts: Vec<(String, SecretString)>,
@@ -76,6 +79,7 @@ impl LabConfig {
             trusted_for_delegation: false,
             host_policy: HostPolicy::default(),
             domain_accounts: Vec::new(),
+            remote_shells_disabled: false,
         }
     }
 
@@ -184,6 +188,12 @@ impl LabConfig {
     /// WDAC/AppLocker puts PowerShell in Constrained Language Mode.
     pub fn with_constrained_language(mut self, constrained: bool) -> LabConfig {
         self.host_policy.constrained_language = constrained;
+        self
+    }
+
+    /// Group Policy "Allow Remote Shell Access" is Disabled: every shell is refused.
+    pub fn with_remote_shells_disabled(mut self, disabled: bool) -> LabConfig {
+        self.remote_shells_disabled = disabled;
         self
     }
 

@@ -338,6 +338,7 @@ fn router(
         kerberos: cfg.kerberos.clone(),
         credssp,
         trusted_for_delegation: cfg.trusted_for_delegation,
+        allow_remote_shell_access: !cfg.remote_shells_disabled,
     };
     wsman::router(wsman_cfg, host)
         .layer(middleware::from_fn_with_state(

@@ -57,7 +57,8 @@ impl ExchangeError {
                 | WinrmError::EnvelopeTooLarge(_)
                 | WinrmError::Kerberos(_)
                 | WinrmError::CredSsp(_)
-                | WinrmError::CredSspNotOffered(_),
+                | WinrmError::CredSspNotOffered(_)
+                | WinrmError::ShellsNotAllowed(_),
             ) => ErrorClass::Systemic,
             ExchangeError::Winrm(_) => ErrorClass::Transient,
             ExchangeError::Session { class, .. } => *class,

@@ -80,6 +80,10 @@ pub struct LabArgs {
     /// exchange credential make that one).
     #[arg(long)]
     pub trusted_for_delegation: bool,
+    /// Group Policy "Allow Remote Shell Access" is Disabled (CIS hardening): every shell is
+    /// refused.
+    #[arg(long)]
+    pub remote_shells_disabled: bool,
     /// Group Policy sets the execution policy to AllSigned: Import-PSSession is refused.
     #[arg(long)]
     pub all_signed: bool,
@@ -156,6 +160,7 @@ fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
         .with_kerberos(kerberos)
         .with_credssp(args.credssp)
         .with_delegation(args.trusted_for_delegation)
+        .with_remote_shells_disabled(args.remote_shells_disabled)
         .with_all_signed(args.all_signed)
         .with_constrained_language(args.constrained_language)
         .with_session_idle_timeout(args.session_idle_timeout);

@@ -59,6 +59,10 @@ pub enum WinrmError {
     CredSsp(String),
     #[error("the WinRM host answered HTTP {status}: {body_excerpt}")]
     Http { status: u16, body_excerpt: String },
+    #[error(
+        "the Windows host refuses every remote shell ({0}): its Group Policy \"Allow Remote Shell Access\" (Computer Configuration > Administrative Templates > Windows Components > Windows Remote Shell) is Disabled, as CIS Level 2 hardening sets it; mailboxd runs PowerShell through a remote shell, so set it to Enabled or Not Configured for mailboxd's host (or exempt that host from the hardening GPO)"
+    )]
+    ShellsNotAllowed(WsmanFault),
     #[error("WS-Management fault: {0}")]
     Fault(WsmanFault),
     #[error("unexpected WinRM reply: {0}")]
@@ -199,6 +203,13 @@ impl WinrmError {
             (Some(CODE_ENVELOPE_TOO_LARGE), _) | (_, "EncodingLimit") => {
                 WinrmError::EnvelopeTooLarge(f.to_string())
             }
+            // No public fault code for this refusal: its message, Windows' own (English).
+            _ if f
+                .to_string()
+                .contains("not accept any remote shell requests") =>
+            {
+                WinrmError::ShellsNotAllowed(f)
+            }
             _ => WinrmError::Fault(f),
         }
     }
@@ -222,6 +233,7 @@ impl WinrmError {
             | WinrmError::CredSsp(_)
             | WinrmError::AccessDenied(_)
             | WinrmError::EnvelopeTooLarge(_)
+            | WinrmError::ShellsNotAllowed(_)
             | WinrmError::Fault(_)
             | WinrmError::Protocol(_) => false,
         }
@@ -240,6 +252,7 @@ impl WinrmError {
                 | WinrmError::CredSspNotOffered(_)
                 | WinrmError::CredSsp(_)
                 | WinrmError::AccessDenied(_)
+                | WinrmError::ShellsNotAllowed(_)
         )
     }
 
@@ -262,6 +275,7 @@ impl WinrmError {
             WinrmError::CredSspNotOffered(_) => "credssp_not_offered",
             WinrmError::CredSsp(_) => "credssp",
             WinrmError::Http { .. } => "http",
+            WinrmError::ShellsNotAllowed(_) => "shells_not_allowed",
             WinrmError::Fault(_) => "fault",
             WinrmError::Protocol(_) => "protocol",
         }

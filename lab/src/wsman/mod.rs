@@ -129,6 +129,9 @@ pub struct WsmanConfig {
     /// The host's computer account is trusted for delegation in AD (constrained delegation
     /// to the DCs): a Kerberos logon's LDAP hop then works; WinRM's second hop does not.
     pub trusted_for_delegation: bool,
+    /// Group Policy "Allow Remote Shell Access" (Windows' default: allowed); off, every
+    /// shell is refused.
+    pub allow_remote_shell_access: bool,
 }
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(7200);
