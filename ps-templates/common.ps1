@@ -1,6 +1,8 @@
 # mailboxd common prelude: prepended to every template. Output helpers and the Exchange
 # session (design section 5). Every value comes from $Data, never from this text.
-param([Parameter(Mandatory = $true)] $Data)
+# $Secret: the Exchange password, read by the bootstrap from stdin's first line (empty
+# when there is none); it never passes through a cmdlet, which module logging would record.
+param([Parameter(Mandatory = $true)] $Data, [System.Security.SecureString] $Secret)
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -31,8 +33,8 @@ function Open-MailboxdExchange {
         'remote' {
             $credential = $null
             if ($null -ne $Session.credential) {
-                $secure = ConvertTo-SecureString -String ([string]$Session.credential.password) -AsPlainText -Force -ErrorAction Stop
-                $credential = New-Object -TypeName System.Management.Automation.PSCredential -ArgumentList ([string]$Session.credential.username), $secure -ErrorAction Stop
+                # A constructor, not New-Object: no cmdlet parameter carries the credential.
+                $credential = [System.Management.Automation.PSCredential]::new([string]$Session.credential.username, $Secret)
             }
             # Set-ADServerSettings only when used: a least-privilege role may lack it, and
             # importing a name the role lacks fails the whole import.

@@ -70,6 +70,18 @@ pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
     Ok(WinrmClient::new(cfg)?)
 }
 
+/// The circuit breaker from `[worker]`: refused credentials pause it for at least
+/// `credential_probe_interval` (AD's lockout window).
+fn circuit(settings: &Settings) -> Arc<Circuit> {
+    Arc::new(
+        Circuit::new(
+            settings.worker.circuit_threshold,
+            settings.worker.circuit_cooldown,
+        )
+        .with_credential_floor(settings.worker.credential_probe_interval),
+    )
+}
+
 impl App {
     /// Connects, migrates and starts every part. Returns once the admin listener is bound.
     pub async fn start(settings: Settings) -> anyhow::Result<App> {
@@ -101,10 +113,7 @@ impl App {
         let replica = crate::replica_name().to_owned();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected_tx, connected_rx) = watch::channel(false);
-        let circuit = Arc::new(Circuit::new(
-            settings.worker.circuit_threshold,
-            settings.worker.circuit_cooldown,
-        ));
+        let circuit = circuit(&settings);
 
         let health = Health::new(settings.amqp.stall_after);
         let report = intake::Reporting {

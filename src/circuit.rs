@@ -51,6 +51,8 @@ struct Inner {
 pub struct Circuit {
     threshold: u32,
     base_cooldown: Duration,
+    /// The shortest pause after refused credentials (`worker.credential_probe_interval`).
+    credential_floor: Duration,
     inner: Mutex<Inner>,
 }
 
@@ -59,6 +61,7 @@ impl Circuit {
         Circuit {
             threshold: threshold.max(1),
             base_cooldown: cooldown,
+            credential_floor: Duration::ZERO,
             inner: Mutex::new(Inner {
                 failures: 0,
                 open_until: None,
@@ -69,6 +72,26 @@ impl Circuit {
                 opened_at: None,
             }),
         }
+    }
+
+    /// After refused credentials the circuit pauses at least `floor`: every probe sends the
+    /// credentials again, and AD counts each refusal toward the account's lockout.
+    pub fn with_credential_floor(mut self, floor: Duration) -> Circuit {
+        self.credential_floor = floor;
+        self
+    }
+
+    /// A batch failed because the credentials were refused: opens at once (or keeps open)
+    /// and pauses no less than the credential floor. Same answer as [`Circuit::failure`].
+    pub fn credentials_refused(&self, reason: &str) -> (Option<Duration>, bool) {
+        let (opened, open) = self.failure(true, reason);
+        let mut s = self.lock();
+        let floor = Instant::now() + self.credential_floor;
+        if s.open_until.is_some_and(|t| t < floor) {
+            s.open_until = Some(floor);
+        }
+        drop(s);
+        (opened.map(|pause| pause.max(self.credential_floor)), open)
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
@@ -223,6 +246,35 @@ mod tests {
         assert_eq!(c.success(), None, "a closed circuit closes nothing");
         assert_eq!(c.permit(), Permit::Go);
         assert!(!c.status().open);
+    }
+
+    #[test]
+    fn refused_credentials_open_at_once_and_probe_no_faster_than_the_lockout_floor() {
+        let floor = Duration::from_secs(1800);
+        let c = Circuit::new(3, Duration::from_millis(10)).with_credential_floor(floor);
+        let (opened, open) = c.credentials_refused("KDC_ERR_PREAUTH_FAILED");
+        assert!(open);
+        assert_eq!(
+            opened,
+            Some(floor),
+            "the first refusal opens it, for the floor"
+        );
+        assert!(c.reopens_in() > Duration::from_secs(1790));
+        std::thread::sleep(Duration::from_millis(20)); // past the 10 ms cooldown
+        assert!(
+            matches!(c.permit(), Permit::Wait(_)),
+            "no probe before the floor"
+        );
+        // Ordinary failures keep the ordinary cooldown.
+        let c = Circuit::new(1, Duration::from_millis(10)).with_credential_floor(floor);
+        c.failure(true, "unreachable");
+        std::thread::sleep(Duration::from_millis(20));
+        let Permit::Probe(_) = c.permit() else {
+            panic!("an ordinary outage probes after its cooldown")
+        };
+        // The probe then meets refused credentials: the floor applies from now on.
+        assert_eq!(c.credentials_refused("401"), (None, true));
+        assert!(c.reopens_in() > Duration::from_secs(1790));
     }
 
     #[test]

@@ -271,76 +271,7 @@ impl Settings {
         if x.username.is_some() && x.password.is_none() {
             return invalid("exchange.password_file", "exchange.username is set without a password: set exchange.password_file or MAILBOXD_EXCHANGE_PASSWORD".into());
         }
-        let remedies = crate::windows_host::SECOND_HOP_REMEDIES;
-        match (x.mode, x.second_hop) {
-            (ExchangeMode::None, _) => Ok(()),
-            (ExchangeMode::Snapin, Some(SecondHop::Credential)) => invalid(
-                "exchange.second_hop",
-                format!(
-                    "the snap-in runs as the WinRM logon and cannot use an Exchange credential. {remedies}"
-                ),
-            ),
-            (ExchangeMode::Remote, Some(SecondHop::Credential)) if x.username.is_none() => invalid(
-                "exchange.username",
-                format!(
-                    "exchange.second_hop = \"credential\" needs exchange.username and exchange.password_file. {remedies}"
-                ),
-            ),
-            (_, Some(SecondHop::Credssp)) if !self.winrm_is_credssp() => invalid(
-                "winrm.auth",
-                format!(
-                    "exchange.second_hop = \"credssp\" needs winrm.auth = \"credssp\". {remedies}"
-                ),
-            ),
-            (_, Some(SecondHop::Delegation)) if self.winrm.auth != WinrmAuth::Kerberos => invalid(
-                "winrm.auth",
-                format!(
-                    "exchange.second_hop = \"delegation\" needs winrm.auth = \"kerberos\": only a Kerberos logon can be delegated onwards. {remedies}"
-                ),
-            ),
-            (_, Some(_)) => Ok(()),
-            (mode, None) if self.implied_second_hop().is_none() => invalid(
-                "exchange.second_hop",
-                format!(
-                    "{} mode without an explicit credential cannot reach Exchange from the host: {remedies}",
-                    format!("{mode:?}").to_lowercase()
-                ),
-            ),
-            (_, None) => Ok(()),
-        }
-    }
-
-    /// The answer the other settings already give to the second hop, if any: an Exchange
-    /// credential (remote mode), a CredSSP logon, or a Basic one — WinRM logs a Basic user on
-    /// with the password it was sent (a cleartext logon), which can authenticate onwards.
-    fn implied_second_hop(&self) -> Option<&'static str> {
-        if self.exchange.mode == ExchangeMode::Remote && self.exchange.username.is_some() {
-            Some("an explicit Exchange credential")
-        } else if self.winrm_is_credssp() {
-            Some("CredSSP (the WinRM logon's password is delegated)")
-        } else if self.winrm.auth == WinrmAuth::Basic {
-            Some("a Basic WinRM logon (the host was given the password)")
-        } else {
-            None
-        }
-    }
-
-    /// Which answer to the second hop is in force, in words (`mailboxd check` prints it).
-    pub fn second_hop_remedy(&self) -> &'static str {
-        match (self.exchange.mode, self.exchange.second_hop) {
-            (ExchangeMode::None, _) => "none needed (exchange.mode = \"none\")",
-            (_, Some(SecondHop::Delegation)) => "Kerberos delegation configured in AD",
-            (ExchangeMode::Remote, Some(SecondHop::Credential)) => {
-                "an explicit Exchange credential"
-            }
-            _ => self
-                .implied_second_hop()
-                .unwrap_or("none (the daemon refuses this configuration)"),
-        }
-    }
-
-    fn winrm_is_credssp(&self) -> bool {
-        self.winrm.auth == WinrmAuth::CredSsp
+        self.validate_second_hop()
     }
 }
 
@@ -516,11 +447,22 @@ mod tests {
         credential.exchange.username = Some("CORP\\svc".into());
         credential.exchange.password = Some(SecretString::from("x"));
         assert!(credential.validate_exchange().is_ok());
+        // Delegation carries the snap-in's LDAP hop, not WinRM's hop to Exchange.
         let mut delegation = remote(WinrmAuth::Kerberos);
         delegation.exchange.second_hop = Some(SecondHop::Delegation);
+        let (key, reason) = invalid_key(&delegation).expect("refused in remote mode");
+        assert_eq!(key, "exchange.second_hop");
+        assert!(
+            reason.contains("Doesn't support the second hop for WinRM"),
+            "{reason}"
+        );
+        delegation.exchange.mode = ExchangeMode::Snapin;
         assert!(delegation.validate_exchange().is_ok());
-        // Basic is a cleartext logon: the host holds the password.
-        assert!(remote(WinrmAuth::Basic).validate_exchange().is_ok());
+        // Basic logs a local account on: no domain identity to pass on.
+        assert_eq!(
+            invalid_key(&remote(WinrmAuth::Basic)).map(|k| k.0),
+            Some("winrm.auth")
+        );
         let mut credssp = remote(WinrmAuth::Ntlm);
         credssp.exchange.second_hop = Some(SecondHop::Credssp);
         assert_eq!(invalid_key(&credssp).map(|k| k.0), Some("winrm.auth"));

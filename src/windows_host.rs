@@ -19,16 +19,29 @@ pub enum HostProblem {
     ConstrainedLanguage,
     /// No Exchange cmdlets in the process: `exchange.mode = "none"` on a fresh powershell.exe.
     NoExchangeCmdlets,
+    /// New-PSSession refused with "Access is denied." (`AccessDenied,PSSessionOpenFailed`):
+    /// the explicit Exchange credential's password, or the account's remote PowerShell right.
+    ExchangeCredentialRefused,
 }
 
+/// Why a Basic WinRM logon cannot answer the second hop (learn.microsoft.com/windows/win32/
+/// winrm/connectionoptions-username; PSWSMan's about_PSWSManAuthentication matrix).
+pub const BASIC_IS_LOCAL: &str = "winrm.auth = \"basic\" logs on a local account of the Windows host: WinRM accepts Basic for local accounts only (\"You can supply UserName and Password for a domain account when using negotiate or Kerberos authentication, or for a local account with Basic authentication\", Microsoft's WinRM ConnectionOptions documentation), and a local account has no domain identity to authenticate onwards to Exchange or a domain controller.";
+
+/// Why Kerberos delegation cannot answer remote mode's second hop (MicrosoftDocs/
+/// PowerShell-Docs, PS-remoting-second-hop.md; no public refusal text exists).
+pub const DELEGATION_IS_NOT_WINRM: &str = "exchange.second_hop = \"delegation\" cannot work in remote mode: the hop from the Windows host to Exchange's /PowerShell is WinRM, and Microsoft lists classic and resource-based constrained delegation (and unconstrained) as \"Doesn't support the second hop for WinRM\" (\"Making the second hop in PowerShell Remoting\"). Delegation works for snapin mode, whose onward hop is LDAP to the domain controllers; in remote mode use an explicit Exchange credential or CredSSP.";
+
 /// The double hop and its three remedies, as start-up and `check` explain it.
-pub const SECOND_HOP_REMEDIES: &str = "WinRM logs mailboxd on to the Windows host with NTLM or Kerberos, which proves who it is but leaves the host no credentials to use onwards; the PowerShell process there then cannot authenticate to Exchange or to a domain controller (the double hop). Remedies: (1) an explicit Exchange credential: set exchange.username and exchange.password_file (New-PSSession -Credential; remote mode only); (2) Kerberos constrained delegation configured in AD for the host, e.g. Set-ADComputer EX01 -PrincipalsAllowedToDelegateToAccount (Get-ADComputer IQSVC01) for each Exchange server (and the DCs for snapin mode), then set exchange.second_hop = \"delegation\" and winrm.auth = \"kerberos\"; (3) CredSSP: Enable-WSManCredSSP -Role Server on the host, winrm.auth = \"credssp\", exchange.second_hop = \"credssp\". See docs/operations.md, \"The second hop\".";
+pub const SECOND_HOP_REMEDIES: &str = "WinRM logs mailboxd on to the Windows host with NTLM, Kerberos or Basic (a local account), which proves who it is but leaves the host no credentials to use onwards; the PowerShell process there then cannot authenticate to Exchange or to a domain controller (the double hop). Remedies: (1) an explicit Exchange credential: set exchange.username and exchange.password_file (New-PSSession -Credential; remote mode only); (2) snapin mode only (its onward hop is LDAP; constrained delegation does not carry WinRM's second hop to Exchange): Kerberos constrained delegation configured in AD for the host to the domain controllers, e.g. Set-ADComputer DC1 -PrincipalsAllowedToDelegateToAccount (Get-ADComputer IQSVC01) for each DC, then set exchange.second_hop = \"delegation\" and winrm.auth = \"kerberos\"; (3) CredSSP: Enable-WSManCredSSP -Role Server on the host, winrm.auth = \"credssp\", exchange.second_hop = \"credssp\". See docs/operations.md, \"The second hop\".";
 
 impl HostProblem {
     /// Recognises a host problem in a session failure's text (message and error id).
     pub fn recognise(text: &str) -> Option<HostProblem> {
         let has = |needle: &str| text.contains(needle);
-        if has("0x8009030e") || has("1312,PSSessionOpenFailed") {
+        if has("AccessDenied,PSSessionOpenFailed") {
+            Some(HostProblem::ExchangeCredentialRefused)
+        } else if has("0x8009030e") || has("1312,PSSessionOpenFailed") {
             Some(HostProblem::SecondHopExchange)
         } else if has("000004DC") {
             Some(HostProblem::SecondHopDirectory)
@@ -64,6 +77,7 @@ impl HostProblem {
             ),
             HostProblem::ExecutionPolicy => "the host's execution policy (AllSigned or Restricted, set by Group Policy, which -ExecutionPolicy Bypass cannot override) refuses Import-PSSession's temporary module, whose files are unsigned. Check with Get-ExecutionPolicy -List on the host; exempt the service account or host from that policy (RemoteSigned is enough), or use exchange.mode = \"snapin\", which imports no module.".into(),
             HostProblem::ConstrainedLanguage => "PowerShell on the host runs in Constrained Language Mode (WDAC or AppLocker): mailboxd's bootstrap reads stdin and runs its template with .NET calls that mode forbids. Check $ExecutionContext.SessionState.LanguageMode in a session as the service account; allow mailboxd's host or account in the WDAC/AppLocker policy, or run it on a host without that policy.".into(),
+            HostProblem::ExchangeCredentialRefused => "Exchange refused the session's credential (Access is denied): check exchange.username and the password in exchange.password_file, that the account is not locked out, and that it may use remote PowerShell (Get-User <account> | Format-List RemotePowerShellEnabled). mailboxd does not retry it faster than worker.credential_probe_interval, since each try counts toward AD's account lockout.".into(),
             HostProblem::NoExchangeCmdlets => "the PowerShell process has no Exchange cmdlets: a fresh powershell.exe -NoProfile loads none. Set exchange.mode = \"remote\" (with exchange.connection_uris) or \"snapin\" (Exchange Management Tools installed on the host).".into(),
         }
     }

@@ -557,9 +557,13 @@ impl Worker {
     /// Tells the circuit the host failed, raising the one alert if that opened it.
     /// Returns whether the circuit is open now.
     async fn host_failed(&self, e: &ExchangeError, reason: &str) -> bool {
-        let (opened, open) = self
-            .circuit
-            .failure(e.class() == ErrorClass::Systemic, reason);
+        // Refused credentials: each probe counts toward AD's lockout (circuit's floor).
+        let (opened, open) = if e.refuses_credentials() {
+            self.circuit.credentials_refused(reason)
+        } else {
+            self.circuit
+                .failure(e.class() == ErrorClass::Systemic, reason)
+        };
         if let Some(pause) = opened {
             metrics::counter!("mailboxd_circuit_transitions_total", "to" => "open").increment(1);
             let alert = crate::alert::circuit_opened(self.exchange.endpoint(), reason, pause);

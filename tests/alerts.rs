@@ -85,7 +85,10 @@ async fn fifty_identical_failures_become_one_digest_without_the_planted_secret()
     const N: usize = 50;
     const PLANTED: &str = "Planted-S3cret-9";
     let accounts: Vec<_> = (0..N).map(|i| seed(&format!("dig{i:02}"))).collect();
-    let mut env = TestEnv::new(accounts).await;
+    // The Exchange credential is a domain account the lab's domain knows.
+    let cfg = common::lab_config(accounts)
+        .with_domain_account("svc-exchange", secrecy::SecretString::from(PLANTED));
+    let mut env = TestEnv::with_lab(cfg).await;
     let port = free_port();
     let maildir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(port, maildir.path());

@@ -12,31 +12,51 @@ use mailboxd::exchange::{AccountOutcome, Exchange, Template};
 use mailboxd::store::ErrorClass;
 use secrecy::SecretString;
 use uuid::Uuid;
-use winrm::{ClientConfig, WinrmClient};
+use winrm::{Auth, ClientConfig, WinrmClient};
 
+/// A lab whose domain also knows `svc-exch` (a dedicated Exchange service account).
 async fn lab_with(accounts: Vec<lab::AccountSeed>) -> Lab {
-    common::start_lab(accounts, lab::Latency::default(), 30).await
+    let cfg = common::lab_config(accounts)
+        .with_domain_account("svc-exch", SecretString::from("Exch-S3cret!"));
+    Lab::start(cfg).await.expect("lab starts")
 }
 
-/// A WinRM client for the lab (Basic over its plain-HTTP listener).
+/// A lab with CredSSP on (`Enable-WSManCredSSP -Role Server`), for snap-in mode.
+async fn credssp_lab_with(accounts: Vec<lab::AccountSeed>) -> Lab {
+    let cfg = common::lab_config(accounts).with_credssp(true);
+    Lab::start(cfg).await.expect("lab starts")
+}
+
+/// A WinRM client for the lab: a domain account over NTLM (sealed over plain HTTP).
 fn client(lab: &Lab) -> WinrmClient {
+    client_with(lab, Auth::Ntlm)
+}
+
+fn client_with(lab: &Lab, auth: Auth) -> WinrmClient {
     let mut cfg = ClientConfig::new(
         lab.endpoint().parse().unwrap(),
         lab::DEFAULT_USER,
         SecretString::from(LAB_PASSWORD),
     );
-    cfg.allow_unencrypted = true;
+    cfg.auth = auth;
+    cfg.credssp_cert_sha256 = lab.credssp_cert_sha256.iter().cloned().collect();
     WinrmClient::new(cfg).unwrap()
 }
 
+/// Remote mode with an explicit Exchange credential (the second hop from an NTLM logon);
+/// snap-in mode over CredSSP, whose delegated logon reaches the domain controller.
 fn exchange(lab: &Lab, mode: ExchangeMode) -> Exchange {
-    let client = client(lab);
-    let ex = config::Exchange {
+    let mut ex = config::Exchange {
         mode,
         connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
         ..config::Exchange::default()
     };
-    Exchange::new(client, &ex, lab.endpoint())
+    if mode == ExchangeMode::Remote {
+        ex.username = Some("CORP\\mailboxd".into());
+        ex.password = Some(SecretString::from(LAB_PASSWORD));
+        return Exchange::new(client(lab), &ex, lab.endpoint());
+    }
+    Exchange::new(client_with(lab, Auth::CredSsp), &ex, lab.endpoint())
 }
 
 fn status(o: &AccountOutcome) -> String {
@@ -122,7 +142,7 @@ async fn a_proxy_address_in_use_is_a_permanent_error() {
 
 #[tokio::test]
 async fn hiding_is_idempotent_and_never_touches_a_non_remote_account() {
-    let lab = lab_with(vec![remote("leaver", true, false), seed("plain")]).await;
+    let lab = credssp_lab_with(vec![remote("leaver", true, false), seed("plain")]).await;
     let ex = exchange(&lab, ExchangeMode::Snapin);
     let first = account("leaver");
     let plain = account("plain");
@@ -245,7 +265,10 @@ async fn a_warm_process_lost_with_its_host_is_replaced_without_failing_the_batch
     let lab = lab_with(vec![seed("w1"), seed("w2")]).await;
     let addr = lab.addr;
     let ex_cfg = config::Exchange {
-        mode: ExchangeMode::Snapin,
+        mode: ExchangeMode::Remote,
+        connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
+        username: Some("CORP\\mailboxd".into()),
+        password: Some(SecretString::from(LAB_PASSWORD)),
         warm_sessions: 1,
         ..config::Exchange::default()
     };
@@ -288,7 +311,7 @@ async fn a_warm_process_lost_with_its_host_is_replaced_without_failing_the_batch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lab_serves_its_state_as_json_under_lab() {
     let lab = lab_with(vec![seed("api1"), remote("api2", true, false)]).await;
-    let ex = exchange(&lab, ExchangeMode::Snapin);
+    let ex = exchange(&lab, ExchangeMode::Remote);
     ex.run_batch(Template::EnableRemoteMailbox, vec![account("api1")])
         .await
         .unwrap();

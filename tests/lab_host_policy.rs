@@ -21,6 +21,7 @@ use uuid::Uuid;
 use winrm::{Auth, ClientConfig, ShellOptions, WinrmClient};
 
 const EXCHANGE_URI: &str = "http://ex01.corp.example/PowerShell/";
+const EXCHANGE_USER: &str = "CORP\\mailboxd";
 
 async fn start(cfg: LabConfig) -> Lab {
     let cfg = cfg.with_accounts(vec![seed("alice")]).without_directory();
@@ -49,8 +50,9 @@ fn exchange_cfg(mode: ExchangeMode, credential: bool) -> config::Exchange {
         ..config::Exchange::default()
     };
     if credential {
-        x.username = Some("CORP\\svc-exchange".into());
-        x.password = Some(SecretString::from("exchange-pass"));
+        // The lab's domain account: the lab checks the name and the password it was sent.
+        x.username = Some(EXCHANGE_USER.into());
+        x.password = Some(SecretString::from(LAB_PASSWORD));
     }
     x
 }
@@ -110,7 +112,7 @@ async fn an_explicit_exchange_credential_makes_the_second_hop_after_ntlm() {
         run.outcomes[&id]
     );
     let session = &lab.invocations_of("New-PSSession")[0];
-    assert_eq!(session.text("Credential"), Some("CORP\\svc-exchange"));
+    assert_eq!(session.text("Credential"), Some(EXCHANGE_USER));
     // The session asks for an idle timeout, and the template removes it when done.
     assert_eq!(
         session.parameter("SessionOption"),
@@ -149,15 +151,19 @@ async fn the_snapin_after_ntlm_binds_anonymously_and_check_reads_a_recipient() {
         "{text}"
     );
     assert!(text.contains("Enable-WSManCredSSP"), "{text}");
-    // Basic is a cleartext logon: the snap-in's directory access works.
-    let ok = exchange(
+    // Basic logs a local account on (WinRM accepts Basic for local accounts only): no domain
+    // identity either, so the snap-in binds anonymously just the same.
+    let basic = exchange(
         &lab,
         Auth::Basic,
         &exchange_cfg(ExchangeMode::Snapin, false),
     );
-    ok.run_batch(Template::EnableRemoteMailbox, Vec::new())
-        .await
-        .expect("the snap-in reads the directory after a Basic logon");
+    let text = session_failure(&basic).await.to_string();
+    assert_eq!(
+        HostProblem::recognise(&text),
+        Some(HostProblem::SecondHopDirectory),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -192,11 +198,7 @@ async fn an_import_refused_by_allsigned_removes_its_session_and_leaks_none() {
         ..Throttle::default()
     };
     let lab = start(lab_config().with_all_signed(true).with_throttle(throttle)).await;
-    let ex = exchange(
-        &lab,
-        Auth::Basic,
-        &exchange_cfg(ExchangeMode::Remote, false),
-    );
+    let ex = exchange(&lab, Auth::Ntlm, &exchange_cfg(ExchangeMode::Remote, true));
     // More failed imports than PowerShellMaxConcurrency allows sessions: none is throttled,
     // because each failed import removes its session.
     for _ in 0..4 {
@@ -221,11 +223,7 @@ async fn an_import_refused_by_allsigned_removes_its_session_and_leaks_none() {
 #[tokio::test]
 async fn constrained_language_mode_still_prints_a_fatal_line() {
     let lab = start(lab_config().with_constrained_language(true)).await;
-    let ex = exchange(
-        &lab,
-        Auth::Basic,
-        &exchange_cfg(ExchangeMode::Remote, false),
-    );
+    let ex = exchange(&lab, Auth::Ntlm, &exchange_cfg(ExchangeMode::Remote, true));
     let e = session_failure(&ex).await;
     let text = e.to_string();
     assert!(text.contains("Cannot set property. Property setting is supported only on core types in this language mode."), "{text}");
@@ -239,7 +237,7 @@ async fn constrained_language_mode_still_prints_a_fatal_line() {
 /// One request to a warm process (serve.ps1) that opens and keeps its session; the process is
 /// then killed by deleting its shell, so nothing removes the session.
 async fn kill_a_warm_process(lab: &Lab) {
-    let c = client(lab, Auth::Basic);
+    let c = client(lab, Auth::Ntlm);
     let shell = c.open_shell(&ShellOptions::default()).await.unwrap();
     let args = ps_templates::serve_arguments();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -253,7 +251,9 @@ async fn kill_a_warm_process(lab: &Lab) {
             connection_uris: vec![EXCHANGE_URI.into()],
             view_entire_forest: false,
             warm: true,
-            credential: None,
+            credential: Some(ps_templates::CredentialData {
+                username: EXCHANGE_USER.into(),
+            }),
         },
         accounts: vec![account("alice")],
     };
@@ -262,7 +262,9 @@ async fn kill_a_warm_process(lab: &Lab) {
         id: "1".into(),
         payload: ps_templates::Payload::new(Template::EnableRemoteMailbox, data),
     };
-    let mut line = serde_json::to_vec(&request).unwrap();
+    // serve.ps1 reads the Exchange password's line first, then the requests.
+    let mut line = ps_templates::secret_line(Some(LAB_PASSWORD)).unwrap();
+    line.extend(serde_json::to_vec(&request).unwrap());
     line.push(b'\n');
     p.send(&line, false).await.unwrap();
     let mut stdout = Vec::new();
@@ -292,11 +294,7 @@ async fn a_killed_process_session_counts_until_its_idle_timeout_then_frees() {
         1,
         "the killed process's session still counts"
     );
-    let ex = exchange(
-        &lab,
-        Auth::Basic,
-        &exchange_cfg(ExchangeMode::Remote, false),
-    );
+    let ex = exchange(&lab, Auth::Ntlm, &exchange_cfg(ExchangeMode::Remote, true));
     // The leak shows up as throttling: PowerShellMaxConcurrency is 1 and the orphan holds it.
     match session_failure(&ex).await {
         ExchangeError::Throttled { .. } => {}
@@ -325,9 +323,9 @@ async fn a_killed_process_session_counts_until_its_idle_timeout_then_frees() {
 async fn check_exchange(lab: &Lab, x: config::Exchange) -> mailboxd::check::Probe {
     let mut s = mailboxd::config::Settings::default();
     s.winrm.endpoint = lab.endpoint();
+    s.winrm.auth = mailboxd::config::WinrmAuth::Ntlm;
     s.winrm.username = lab::DEFAULT_USER.into();
     s.winrm.password = Some(SecretString::from(LAB_PASSWORD));
-    s.winrm.allow_unencrypted = true;
     s.exchange = x;
     let probes = mailboxd::check::run(&s).await;
     probes
@@ -339,7 +337,7 @@ async fn check_exchange(lab: &Lab, x: config::Exchange) -> mailboxd::check::Prob
 #[tokio::test]
 async fn check_says_in_words_what_allsigned_and_constrained_language_mean() {
     let signed = start(lab_config().with_all_signed(true)).await;
-    let p = check_exchange(&signed, exchange_cfg(ExchangeMode::Remote, false)).await;
+    let p = check_exchange(&signed, exchange_cfg(ExchangeMode::Remote, true)).await;
     assert_eq!(p.status, mailboxd::check::Status::Fail);
     assert!(
         p.detail
@@ -353,7 +351,7 @@ async fn check_says_in_words_what_allsigned_and_constrained_language_mean() {
         p.detail
     );
     let clm = start(lab_config().with_constrained_language(true)).await;
-    let p = check_exchange(&clm, exchange_cfg(ExchangeMode::Remote, false)).await;
+    let p = check_exchange(&clm, exchange_cfg(ExchangeMode::Remote, true)).await;
     assert_eq!(p.status, mailboxd::check::Status::Fail);
     assert!(
         p.detail
@@ -362,7 +360,7 @@ async fn check_says_in_words_what_allsigned_and_constrained_language_mean() {
         p.detail
     );
     let fine = start(lab_config()).await;
-    let p = check_exchange(&fine, exchange_cfg(ExchangeMode::Remote, false)).await;
+    let p = check_exchange(&fine, exchange_cfg(ExchangeMode::Remote, true)).await;
     assert_eq!(p.status, mailboxd::check::Status::Ok, "{}", p.detail);
     assert!(p.detail.contains("read a recipient"), "{}", p.detail);
 }
@@ -395,4 +393,153 @@ async fn check_names_the_second_hop_and_its_fix_before_and_after_trying_it() {
     assert_eq!(p.status, mailboxd::check::Status::Fail);
     assert!(p.detail.contains("winrm.auth"), "{}", p.detail);
     assert!(lab.invocations_of("New-PSSession").is_empty());
+}
+
+#[tokio::test]
+async fn basic_is_a_local_logon_that_passes_nothing_on_and_mailboxd_refuses_it_at_start() {
+    let lab = start(lab_config()).await;
+    // The lab: a Basic logon's process has no domain identity — remote mode without a
+    // credential fails the second hop as an NTLM logon does …
+    let ex = exchange(
+        &lab,
+        Auth::Basic,
+        &exchange_cfg(ExchangeMode::Remote, false),
+    );
+    let text = session_failure(&ex).await.to_string();
+    assert_eq!(
+        HostProblem::recognise(&text),
+        Some(HostProblem::SecondHopExchange),
+        "{text}"
+    );
+    // … a domain account's name is not accepted over Basic at all …
+    let mut cfg = ClientConfig::new(
+        lab.endpoint().parse().unwrap(),
+        "CORP\\mailboxd",
+        SecretString::from(LAB_PASSWORD),
+    );
+    cfg.auth = Auth::Basic;
+    cfg.allow_unencrypted = true;
+    let domain = WinrmClient::new(cfg).unwrap();
+    let refused = domain.open_shell(&ShellOptions::default()).await;
+    assert!(refused.is_err(), "Basic accepted a domain account");
+    // … and an explicit Exchange credential is what works from a local logon.
+    let ok = exchange(&lab, Auth::Basic, &exchange_cfg(ExchangeMode::Remote, true));
+    ok.run_batch(Template::EnableRemoteMailbox, Vec::new())
+        .await
+        .expect("New-PSSession -Credential from a local logon");
+
+    // mailboxd: Basic without an explicit credential, or in snap-in mode, is refused before
+    // anything is tried, saying why.
+    let settings = |mode, credential| {
+        let mut s = mailboxd::config::Settings::default();
+        s.winrm.auth = mailboxd::config::WinrmAuth::Basic;
+        s.exchange = exchange_cfg(mode, credential);
+        s
+    };
+    for (mode, credential) in [
+        (ExchangeMode::Remote, false),
+        (ExchangeMode::Snapin, false),
+        (ExchangeMode::Snapin, true),
+    ] {
+        match settings(mode, credential).validate_exchange() {
+            Err(config::ConfigError::Invalid { key, reason }) => {
+                assert_eq!(key, "winrm.auth", "{mode:?}");
+                assert!(reason.contains("local account"), "{reason}");
+                assert!(reason.contains("kerberos"), "{reason}");
+            }
+            other => panic!("{mode:?}, credential {credential}: {other:?}"),
+        }
+    }
+    assert!(
+        settings(ExchangeMode::Remote, true)
+            .validate_exchange()
+            .is_ok()
+    );
+    // The default is a logon a domain account can use.
+    assert_eq!(
+        mailboxd::config::Settings::default().winrm.auth,
+        mailboxd::config::WinrmAuth::Kerberos
+    );
+}
+
+#[tokio::test]
+async fn the_exchange_password_reaches_no_cmdlet_parameter_nor_the_module_log() {
+    let lab = start(lab_config()).await;
+    let cold = exchange(&lab, Auth::Ntlm, &exchange_cfg(ExchangeMode::Remote, true));
+    let mut warm_cfg = exchange_cfg(ExchangeMode::Remote, true);
+    warm_cfg.warm_sessions = 1;
+    let warm = exchange(&lab, Auth::Ntlm, &warm_cfg);
+    for ex in [&cold, &warm] {
+        let a = account("alice");
+        let id = a.job_id;
+        let run = ex
+            .run_batch(Template::HideRemoteMailbox, vec![a])
+            .await
+            .expect("the session opens with the password from stdin's first line");
+        assert!(
+            matches!(&run.outcomes[&id], AccountOutcome::Done { .. }),
+            "{:?}",
+            run.outcomes[&id]
+        );
+    }
+    warm.close().await;
+    // Both processes read the request through ConvertFrom-Json, which module logging
+    // records with its input: the request is there, the password is not.
+    let log = lab.module_log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(log.iter().all(|e| e.contains("alice")), "{log:?}");
+    let invocations = lab.invocations();
+    assert!(invocations.iter().any(|i| i.cmdlet == "New-PSSession"));
+    for text in log.iter().cloned().chain(
+        invocations
+            .iter()
+            .map(|i| serde_json::to_string(&i.parameters).unwrap()),
+    ) {
+        assert!(
+            !text.contains(LAB_PASSWORD),
+            "the password was logged: {text}"
+        );
+    }
+    // The lab does check the password it was given: a wrong one is refused.
+    let mut wrong = exchange_cfg(ExchangeMode::Remote, true);
+    wrong.password = Some(SecretString::from("not-the-password"));
+    let text = session_failure(&exchange(&lab, Auth::Ntlm, &wrong))
+        .await
+        .to_string();
+    assert!(text.contains("Access is denied."), "{text}");
+    assert!(text.contains("AccessDenied,PSSessionOpenFailed"), "{text}");
+}
+
+#[tokio::test]
+async fn a_host_that_refuses_remote_shells_is_systemic_and_names_the_policy() {
+    let lab = start(lab_config().with_remote_shells_disabled(true)).await;
+    let ex = exchange(&lab, Auth::Ntlm, &exchange_cfg(ExchangeMode::Remote, true));
+    let e = ex
+        .run_batch(Template::EnableRemoteMailbox, vec![account("alice")])
+        .await
+        .expect_err("a shell opened on a host that refuses them");
+    let text = e.to_string();
+    // Windows' own words (jpboyce/cb_cis_windows_2016#5), then what to change.
+    assert!(
+        text.contains("The WS-Management service cannot process the request. The service is configured to not accept any remote shell requests"),
+        "{text}"
+    );
+    assert!(text.contains("Allow Remote Shell Access"), "{text}");
+    // The host's set-up, not the account's: systemic (the circuit opens, no attempts used).
+    assert_eq!(e.class(), ErrorClass::Systemic, "{text}");
+    assert!(lab.invocations().is_empty());
+    assert!(
+        lab.account("alice")
+            .unwrap()
+            .remote_routing_address
+            .is_none()
+    );
+    // `mailboxd check` says the same.
+    let p = check_exchange(&lab, exchange_cfg(ExchangeMode::Remote, true)).await;
+    assert_eq!(p.status, mailboxd::check::Status::Fail);
+    assert!(
+        p.detail.contains("Allow Remote Shell Access"),
+        "{}",
+        p.detail
+    );
 }

@@ -1,9 +1,10 @@
 //! The second hop through the real daemon: a joiner whose PowerShell process on the host must
 //! authenticate onwards to Exchange (remote mode, no Exchange credential) or to a domain
 //! controller (snap-in mode). CredSSP delegates the password, so both succeed; NTLM cannot
-//! be delegated, so the daemon refuses to start and says why; Kerberos works only where AD
-//! trusts the host for delegation, and where it does not the failure is systemic (the circuit
-//! opens, the job keeps its attempts) with Windows' own error and the remedies.
+//! be delegated, so the daemon refuses to start and says why; Kerberos delegation carries the
+//! snap-in's LDAP hop only where AD trusts the host for delegation (where it does not, the
+//! failure is systemic: the circuit opens, the job keeps its attempts), and never WinRM's hop
+//! to Exchange, so the daemon refuses it in remote mode.
 
 mod common;
 
@@ -24,6 +25,7 @@ async fn credssp_env(sam: &str, mode: ExchangeMode) -> TestEnv {
     env.settings.winrm.allow_unencrypted = false;
     env.settings.exchange.mode = mode;
     env.settings.exchange.username = None;
+    env.settings.exchange.password = None;
     env
 }
 
@@ -81,6 +83,8 @@ async fn over_ntlm_the_daemon_refuses_to_start_and_explains_the_double_hop() {
         env.settings.winrm.auth = WinrmAuth::Ntlm;
         env.settings.winrm.allow_unencrypted = false;
         env.settings.exchange.mode = mode;
+        env.settings.exchange.username = None;
+        env.settings.exchange.password = None;
         let refused = match mailboxd::app::App::start(env.settings.clone()).await {
             Ok(_) => panic!("{mode:?} over NTLM without an answer to the second hop started"),
             Err(e) => format!("{e:#}"),
@@ -98,7 +102,8 @@ async fn over_ntlm_the_daemon_refuses_to_start_and_explains_the_double_hop() {
     }
 }
 
-/// The daemon logs on with Kerberos (the test DC's KDC) and claims delegation.
+/// The daemon logs on with Kerberos (the test DC's KDC) and claims delegation, in snap-in
+/// mode (the hop delegation can carry: LDAP to the DCs).
 async fn kerberos_env(sam: &str, trusted_for_delegation: bool) -> TestEnv {
     let kdc = TestKdc::get();
     // The lab admits the account by its name without the realm, as Windows' ACLs do.
@@ -115,6 +120,9 @@ async fn kerberos_env(sam: &str, trusted_for_delegation: bool) -> TestEnv {
     w.spn = Some(kdc.spn.clone());
     w.allow_unencrypted = false;
     env.settings.exchange.second_hop = Some(SecondHop::Delegation);
+    env.settings.exchange.mode = ExchangeMode::Snapin;
+    env.settings.exchange.username = None;
+    env.settings.exchange.password = None;
     env.settings.worker.circuit_cooldown = Duration::from_secs(30);
     env
 }
@@ -139,7 +147,7 @@ async fn kerberos_delegation_claimed_but_not_configured_opens_the_circuit_withou
     );
     let error = job.last_error.unwrap_or_default();
     assert!(error.contains("the second hop failed"), "{error}");
-    assert!(error.contains("0x8009030e"), "{error}");
+    assert!(error.contains("000004DC"), "{error}");
     assert!(
         readyz.to_string().contains("second hop"),
         "the circuit names the cause: {readyz}"
@@ -157,4 +165,37 @@ async fn kerberos_to_a_host_trusted_for_delegation_makes_the_second_hop() {
     env.wait_succeeded(&ev.id).await;
     assert!(env.mailbox("hopdeleg").remote_routing_address.is_some());
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kerberos_delegation_does_not_carry_winrms_second_hop_to_exchange() {
+    // The lab: a host trusted for delegation, New-PSSession to Exchange without a
+    // credential from a Kerberos logon — refused as without delegation.
+    let env = kerberos_env("hopwinrm", true).await;
+    let mut x = env.settings.exchange.clone();
+    x.mode = ExchangeMode::Remote;
+    let client = mailboxd::app::winrm_client(&env.settings).expect("a Kerberos client");
+    let ex = mailboxd::exchange::Exchange::new(client, &x, env.lab.endpoint());
+    let e = ex
+        .run_batch(
+            mailboxd::exchange::Template::EnableRemoteMailbox,
+            Vec::new(),
+        )
+        .await
+        .expect_err("delegation carried WinRM's second hop");
+    assert!(e.to_string().contains("0x8009030e"), "{e}");
+    // mailboxd: refused at start in remote mode, saying why and what works instead.
+    let mut settings = env.settings.clone();
+    settings.exchange.mode = ExchangeMode::Remote;
+    let refused = match mailboxd::app::App::start(settings).await {
+        Ok(_) => panic!("remote mode with delegation started"),
+        Err(e) => format!("{e:#}"),
+    };
+    for words in [
+        "Doesn't support the second hop for WinRM",
+        "snapin mode",
+        "explicit Exchange credential",
+    ] {
+        assert!(refused.contains(words), "{refused}");
+    }
 }

@@ -132,6 +132,7 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
     let mut cfg = common::lab_config(vec![seed("sec-fail"), seed("sec-ok")])
         .with_ldap_password(SecretString::from(p.ldap.clone()));
     cfg.password = SecretString::from(p.winrm.clone());
+    let cfg = cfg.with_domain_account("svc-exchange", SecretString::from(p.exchange.clone()));
     let mut env = TestEnv::with_lab(cfg).await;
 
     // Alerts go to an SMTP server that wants a login: the SMTP password is really used.
@@ -325,6 +326,21 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
     for (pid, _, argv) in &procs {
         hay.add(format!("cmdline of {pid}"), argv.clone());
     }
+    // What the Windows host's PowerShell logging records: every cmdlet's parameters (module
+    // logging) and ConvertFrom-Json's input, the request itself. The Exchange password
+    // travels on stdin's first line and becomes a SecureString by method calls only.
+    let module_log = env.lab.module_log();
+    assert!(
+        module_log.iter().any(|e| e.contains("sec-ok")),
+        "the host's module log records the requests: {module_log:?}"
+    );
+    for (n, entry) in module_log.into_iter().enumerate() {
+        hay.add(format!("host module log #{n}"), entry);
+    }
+    for i in env.lab.invocations() {
+        let params = serde_json::to_string(&i.parameters).unwrap_or_default();
+        hay.add(format!("host: {} #{} parameters", i.cmdlet, i.seq), params);
+    }
 
     // The logs, after a clean stop (shutdown logs included).
     let status = daemon.stop();
@@ -400,11 +416,13 @@ fn assert_warned(mut daemon: Daemon, expected: &str) {
 async fn winrm_basic_auth_over_plain_http_needs_allow_unencrypted() {
     let env = TestEnv::new(vec![]).await;
     assert!(env.settings.winrm.endpoint.starts_with("http://"));
+    // Basic (a local account of the host; the Exchange credential answers the second hop).
+    let basic = ("MAILBOXD__WINRM__AUTH", "basic");
     for format in ["human", "json"] {
         let refused = start_with(
             &env,
             format,
-            &[("MAILBOXD__WINRM__ALLOW_UNENCRYPTED", "false")],
+            &[basic, ("MAILBOXD__WINRM__ALLOW_UNENCRYPTED", "false")],
         )
         .await;
         assert_refused(
@@ -415,13 +433,14 @@ async fn winrm_basic_auth_over_plain_http_needs_allow_unencrypted() {
     }
     // Without the setting in the environment at all: the default refuses too.
     let mut vars = env.daemon_env();
-    vars.retain(|(k, _)| k != "MAILBOXD__WINRM__ALLOW_UNENCRYPTED");
+    vars.retain(|(k, _)| k != "MAILBOXD__WINRM__ALLOW_UNENCRYPTED" && k != basic.0);
+    vars.push((basic.0.into(), basic.1.into()));
     assert_refused(env.spawn_logged(&[], vars).await, "human", "is plain HTTP");
 
     let allowed = start_with(
         &env,
         "human",
-        &[("MAILBOXD__WINRM__ALLOW_UNENCRYPTED", "true")],
+        &[basic, ("MAILBOXD__WINRM__ALLOW_UNENCRYPTED", "true")],
     )
     .await;
     assert_warned(allowed, "winrm.allow_unencrypted is set");

@@ -208,6 +208,7 @@ async fn a_receive_that_times_out_twice_then_completes_is_one_result() {
             kerberos: None,
             credssp: None,
             trusted_for_delegation: false,
+            allow_remote_shell_access: true,
         },
         Arc::new(common::echo_host::EchoHost),
     )

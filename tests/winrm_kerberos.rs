@@ -74,8 +74,9 @@ async fn a_wrong_password_fails_at_the_kdc_with_what_to_check() {
     match c.open_shell(&ShellOptions::default()).await {
         Err(e @ WinrmError::Kerberos(_)) => {
             let text = e.to_string();
+            // The KDC's refusal by its RFC 4120 name, and what to fix.
             assert!(
-                text.contains("winrm.kdc") && text.contains("password"),
+                text.contains("KDC_ERR_PREAUTH_FAILED") && text.contains("winrm.password_file"),
                 "{text}"
             );
             assert!(e.is_systemic() && !e.is_transient());

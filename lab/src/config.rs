@@ -40,6 +40,12 @@ pub struct LabConfig {
     pub trusted_for_delegation: bool,
     /// The host's execution policy, language mode and Exchange session idle timeout.
     pub host_policy: HostPolicy,
+    /// Group Policy "Allow Remote Shell Access" = Disabled (CIS-hardened hosts): every shell
+    /// is refused.
+    pub remote_shells_disabled: bool,
+    /// Other domain accounts (name, password) an explicit Exchange credential may name,
+    /// besides `user` with its domain password.
+    pub domain_accounts: Vec<(String, SecretString)>,
 }
 
 /// `127.0.0.1:0`: a free loopback port, picked when the lab binds.
@@ -72,6 +78,8 @@ impl LabConfig {
             credssp: false,
             trusted_for_delegation: false,
             host_policy: HostPolicy::default(),
+            domain_accounts: Vec::new(),
+            remote_shells_disabled: false,
         }
     }
 
@@ -181,6 +189,35 @@ impl LabConfig {
     pub fn with_constrained_language(mut self, constrained: bool) -> LabConfig {
         self.host_policy.constrained_language = constrained;
         self
+    }
+
+    /// Group Policy "Allow Remote Shell Access" is Disabled: every shell is refused.
+    pub fn with_remote_shells_disabled(mut self, disabled: bool) -> LabConfig {
+        self.remote_shells_disabled = disabled;
+        self
+    }
+
+    /// Another domain account (its name without the domain) an explicit Exchange credential
+    /// may name, e.g. a dedicated Exchange service account.
+    pub fn with_domain_account(
+        mut self,
+        user: impl Into<String>,
+        password: SecretString,
+    ) -> LabConfig {
+        self.domain_accounts.push((user.into(), password));
+        self
+    }
+
+    /// The domain accounts an Exchange credential may name: `user` with its domain password,
+    /// and those added.
+    pub(crate) fn all_domain_accounts(&self) -> Vec<(String, SecretString)> {
+        let own = (
+            self.user.clone(),
+            self.ldap_password.clone().unwrap_or(self.password.clone()),
+        );
+        std::iter::once(own)
+            .chain(self.domain_accounts.iter().cloned())
+            .collect()
     }
 
     /// How long Exchange keeps a session nobody removed (tests use a short one).

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -116,6 +117,10 @@ pub struct LabState {
     /// Exchange sessions no one removed (their process was killed), by user, and when their
     /// idle timeout gives them back to PowerShellMaxConcurrency.
     pub orphaned_sessions: Vec<(String, std::time::Instant)>,
+    /// What the host's module logging (event 4103) records of the bootstrap's own cmdlets:
+    /// `ConvertFrom-Json`'s pipeline input, the request as the process read it. (The Exchange
+    /// cmdlets' parameters are in `invocations`.)
+    pub module_log: Vec<String>,
 }
 
 impl LabState {
@@ -136,6 +141,8 @@ pub struct LabHost {
     pub hostname: String,
     pub latency: Latency,
     pub policy: HostPolicy,
+    /// The domain accounts (name, password) an explicit Exchange credential may name.
+    pub domain_accounts: Vec<(String, SecretString)>,
 }
 
 impl CommandHost for LabHost {
@@ -222,6 +229,9 @@ struct Process {
     latency: Latency,
     logon: Logon,
     policy: HostPolicy,
+    domain_accounts: Vec<(String, SecretString)>,
+    /// The SecureString the bootstrap built from stdin's first line (None: an empty line).
+    secret: Option<SecretString>,
 }
 
 impl LabHost {
@@ -231,6 +241,8 @@ impl LabHost {
             latency: self.latency,
             logon: logon.clone(),
             policy: self.policy,
+            domain_accounts: self.domain_accounts.clone(),
+            secret: None,
         }
     }
 }
@@ -245,6 +257,8 @@ impl Process {
             user: self.logon.user.clone(),
             logon: self.logon.clone(),
             policy: self.policy,
+            domain_accounts: self.domain_accounts.clone(),
+            secret: self.secret.clone(),
             unavailable: None,
             lines: stray.iter().cloned().collect(),
             stderr: stray.unwrap_or_default(),
@@ -252,9 +266,24 @@ impl Process {
     }
 }
 
-/// What the bootstrap does with its stdin: parse the request, run the template.
-async fn run_bootstrap(host: Process, stdin: &[u8]) -> ProcessOutput {
+impl Process {
+    /// `ConvertFrom-Json` of one request, as module logging records it (its pipeline input).
+    fn convert_from_json(&self, input: &[u8]) {
+        let entry = format!(
+            "CommandInvocation(ConvertFrom-Json): \"ConvertFrom-Json\"\r\nParameterBinding(ConvertFrom-Json): name=\"InputObject\"; value=\"{}\"",
+            String::from_utf8_lossy(input).trim_end()
+        );
+        self.state.lock().module_log.push(entry);
+    }
+}
+
+/// What the bootstrap does with its stdin: the password's line, then the request; run the
+/// template.
+async fn run_bootstrap(mut host: Process, stdin: &[u8]) -> ProcessOutput {
     host.state.lock().stats.powershell_runs += 1;
+    let (secret, stdin) = script::split_secret_line(stdin);
+    host.secret = secret.map(SecretString::from);
+    host.convert_from_json(stdin);
     let payload: Payload = match serde_json::from_slice(stdin) {
         Ok(p) => p,
         Err(e) => return fatal(&format!("Conversion from JSON failed with error: {e}")),
@@ -281,14 +310,21 @@ async fn run_bootstrap(host: Process, stdin: &[u8]) -> ProcessOutput {
 /// first and kept, each request's output ending with `MAILBOXD-DONE <id>`. When stdin closes
 /// it removes the session; killed (terminated, its shell deleted), it leaves it to the idle
 /// timeout.
-async fn serve(host: Process, mut io: ProcessIo) -> i32 {
+async fn serve(mut host: Process, mut io: ProcessIo) -> i32 {
     host.state.lock().stats.powershell_runs += 1;
     let mut pending = Vec::new();
     let mut warm = WarmSession::default();
+    // serve.ps1 reads the password's line before the first request.
+    let mut secret_read = false;
     while let Some(chunk) = io.stdin.recv().await {
         pending.extend(chunk);
         while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
+            if !secret_read {
+                secret_read = true;
+                host.secret = script::split_secret_line(&line).0.map(SecretString::from);
+                continue;
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -320,6 +356,7 @@ async fn serve_one(host: &Process, line: &[u8], warm: &mut WarmSession) -> Proce
             .extend(format!("{}{id}\r\n", script::DONE_MARKER).into_bytes());
         out
     };
+    host.convert_from_json(line);
     let request: script::WarmRequest = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => {
@@ -374,6 +411,10 @@ struct Run {
     /// How the process was logged on (the second hop).
     logon: Logon,
     policy: HostPolicy,
+    /// The domain accounts an explicit Exchange credential may name (user, password).
+    domain_accounts: Vec<(String, SecretString)>,
+    /// The Exchange password the bootstrap read from stdin's first line.
+    secret: Option<SecretString>,
     /// Set when the session opened but the recipient cmdlets cannot work in this process.
     unavailable: Option<Unavailable>,
     lines: Vec<String>,
@@ -574,8 +615,10 @@ mod tests {
             state: SharedState::default(),
             latency: Latency::default(),
             user: "svc".into(),
-            logon: Logon::cleartext("svc"),
+            logon: Logon::local("svc"),
             policy: HostPolicy::default(),
+            domain_accounts: vec![("svc".into(), SecretString::from("pw"))],
+            secret: None,
             unavailable: None,
             lines: Vec::new(),
             stderr: String::new(),

@@ -126,6 +126,13 @@ impl Lab {
         self.state.lock().invocations.clone()
     }
 
+    /// What the host's module logging recorded of the bootstrap's own cmdlets
+    /// (`ConvertFrom-Json`'s input), in order: with `invocations`, every cmdlet parameter a
+    /// Windows host with module logging on would have written to its event log.
+    pub fn module_log(&self) -> Vec<String> {
+        self.state.lock().module_log.clone()
+    }
+
     /// The calls of one cmdlet, in order.
     pub fn invocations_of(&self, cmdlet: &str) -> Vec<Invocation> {
         let st = self.state.lock();
@@ -319,6 +326,7 @@ fn router(
         hostname: HOSTNAME.to_owned(),
         latency: cfg.latency,
         policy: cfg.host_policy,
+        domain_accounts: cfg.all_domain_accounts(),
     });
     let wsman_cfg = wsman::WsmanConfig {
         users: vec![(cfg.user.clone(), cfg.password.clone())],
@@ -330,6 +338,7 @@ fn router(
         kerberos: cfg.kerberos.clone(),
         credssp,
         trusted_for_delegation: cfg.trusted_for_delegation,
+        allow_remote_shell_access: !cfg.remote_shells_disabled,
     };
     wsman::router(wsman_cfg, host)
         .layer(middleware::from_fn_with_state(

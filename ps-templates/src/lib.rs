@@ -3,8 +3,10 @@
 //! (design §5). The daemon writes this contract and the lab reads it, so it is its own crate.
 //!
 //! Values never go into script text: the command line is a constant (the bootstrap,
-//! base64 of UTF-16LE, with `-EncodedCommand`), and everything else is one JSON document
-//! on the process's stdin.
+//! base64 of UTF-16LE, with `-EncodedCommand`), and everything else goes on the process's
+//! stdin: first the Exchange password on a line of its own ([`secret_line`]), then one JSON
+//! document (a warm process: one per line). The password is kept out of the JSON because
+//! the host's module logging records `ConvertFrom-Json`'s input.
 
 mod cmdlets;
 
@@ -109,25 +111,51 @@ pub struct SessionData {
     /// Keep the session open for the next request (a warm process).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warm: bool,
-    /// Explicit Exchange credential (remote mode only). Travels on stdin over the
-    /// encrypted WinRM channel; never on a command line, never on disk.
+    /// Explicit Exchange credential (remote mode only): its user name here, its password
+    /// on stdin's first line ([`secret_line`]), over the encrypted WinRM channel; never on a
+    /// command line, never on disk, never through a cmdlet's parameters on the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialData>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CredentialData {
     pub username: String,
-    pub password: String,
 }
 
-impl std::fmt::Debug for CredentialData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialData")
-            .field("username", &self.username)
-            .field("password", &"[REDACTED]")
-            .finish()
+/// Why a password cannot travel as stdin's first line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretLineError {
+    #[error(
+        "the Exchange password contains a line break, which cannot travel as one line on stdin: choose a password without CR or LF"
+    )]
+    LineBreak,
+}
+
+/// Stdin's first line for the bootstrap and serve.ps1: the Exchange password and CRLF (an
+/// empty line when there is none). The host reads it with `ReadLine` and builds a
+/// SecureString from it with method calls, which PowerShell's logging does not record.
+pub fn secret_line(password: Option<&str>) -> Result<Vec<u8>, SecretLineError> {
+    let password = password.unwrap_or("");
+    if password.contains(['\r', '\n']) {
+        return Err(SecretLineError::LineBreak);
     }
+    let mut line = Vec::with_capacity(password.len() + 2);
+    line.extend_from_slice(password.as_bytes());
+    line.extend_from_slice(b"\r\n");
+    Ok(line)
+}
+
+/// Splits stdin into its first line (the password, `None` when empty) and the rest, as the
+/// bootstrap's `ReadLine` does (LF or CRLF ends the line). What the lab reads.
+pub fn split_secret_line(stdin: &[u8]) -> (Option<String>, &[u8]) {
+    let (line, rest) = match stdin.iter().position(|&b| b == b'\n') {
+        Some(at) => (&stdin[..at], &stdin[at + 1..]),
+        None => (stdin, &stdin[stdin.len()..]),
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let secret = String::from_utf8_lossy(line).into_owned();
+    ((!secret.is_empty()).then_some(secret), rest)
 }
 
 /// One account in a batch.
@@ -248,6 +276,19 @@ pub fn parse_stdout(stdout: &str) -> ParsedOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_secret_line_round_trips_and_refuses_line_breaks() {
+        let mut stdin = secret_line(Some("pä ss")).unwrap();
+        stdin.extend_from_slice(b"{\"a\":1}");
+        let (secret, rest) = split_secret_line(&stdin);
+        assert_eq!(secret.as_deref(), Some("pä ss"));
+        assert_eq!(rest, b"{\"a\":1}");
+        let empty = secret_line(None).unwrap();
+        assert_eq!(empty, b"\r\n");
+        assert_eq!(split_secret_line(&empty).0, None);
+        assert_eq!(secret_line(Some("a\nb")), Err(SecretLineError::LineBreak));
+    }
 
     #[test]
     fn result_lines_are_separated_from_noise() {

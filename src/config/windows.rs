@@ -97,7 +97,7 @@ pub struct Exchange {
     #[serde(with = "humantime_secs")]
     pub batch_linger: Duration,
     /// How the second hop is solved; absent: implied by the other settings (an Exchange
-    /// credential, or a Basic/CredSSP WinRM logon), else mailboxd refuses to start.
+    /// credential, or a CredSSP WinRM logon), else mailboxd refuses to start.
     pub second_hop: Option<SecondHop>,
     /// Explicit Exchange credential for `remote` mode (sent on stdin, never on a command line).
     pub username: Option<String>,
@@ -110,7 +110,9 @@ impl Default for Winrm {
     fn default() -> Self {
         Winrm {
             endpoint: "https://127.0.0.1:5986/wsman".into(),
-            auth: WinrmAuth::Basic,
+            // A domain account, as a real deployment uses; Kerberos because NTLM is being
+            // disabled (docs/operations.md). Needs winrm.kdc.
+            auth: WinrmAuth::Kerberos,
             username: "mailboxd".into(),
             password_file: None,
             ca_file: None,
@@ -145,6 +147,120 @@ impl Default for Exchange {
             username: None,
             password_file: None,
             password: None,
+        }
+    }
+}
+
+impl WinrmAuth {
+    /// The name `winrm.auth` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            WinrmAuth::Basic => "basic",
+            WinrmAuth::Ntlm => "ntlm",
+            WinrmAuth::Kerberos => "kerberos",
+            WinrmAuth::CredSsp => "credssp",
+        }
+    }
+}
+
+impl Settings {
+    /// An answer to the second hop that works on a real host for this mode and logon
+    /// (docs/operations.md, "Which settings work on a real host").
+    pub(super) fn validate_second_hop(&self) -> Result<(), ConfigError> {
+        use crate::windows_host::{
+            BASIC_IS_LOCAL, DELEGATION_IS_NOT_WINRM, SECOND_HOP_REMEDIES as remedies,
+        };
+        let x = &self.exchange;
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if x.mode == ExchangeMode::None {
+            return Ok(());
+        }
+        if let Some(p) = &x.password {
+            use secrecy::ExposeSecret;
+            if let Err(e) = ps_templates::secret_line(Some(p.expose_secret())) {
+                return invalid("exchange.password_file", e.to_string());
+            }
+        }
+        let basic = self.winrm.auth == WinrmAuth::Basic;
+        match (x.mode, x.second_hop) {
+            (ExchangeMode::Snapin, _) if basic => invalid(
+                "winrm.auth",
+                format!(
+                    "{BASIC_IS_LOCAL} The snap-in runs as that logon, so it cannot reach a domain controller. {remedies}"
+                ),
+            ),
+            (ExchangeMode::Remote, _) if basic && x.username.is_none() => invalid(
+                "winrm.auth",
+                format!(
+                    "{BASIC_IS_LOCAL} With Basic, remote mode needs an explicit Exchange credential (exchange.username and exchange.password_file), or use a domain account with winrm.auth = \"kerberos\". {remedies}"
+                ),
+            ),
+            (ExchangeMode::Snapin, Some(SecondHop::Credential)) => invalid(
+                "exchange.second_hop",
+                format!(
+                    "the snap-in runs as the WinRM logon and cannot use an Exchange credential. {remedies}"
+                ),
+            ),
+            (ExchangeMode::Remote, Some(SecondHop::Credential)) if x.username.is_none() => invalid(
+                "exchange.username",
+                format!(
+                    "exchange.second_hop = \"credential\" needs exchange.username and exchange.password_file. {remedies}"
+                ),
+            ),
+            (_, Some(SecondHop::Credssp)) if self.winrm.auth != WinrmAuth::CredSsp => invalid(
+                "winrm.auth",
+                format!(
+                    "exchange.second_hop = \"credssp\" needs winrm.auth = \"credssp\". {remedies}"
+                ),
+            ),
+            (_, Some(SecondHop::Delegation)) if self.winrm.auth != WinrmAuth::Kerberos => invalid(
+                "winrm.auth",
+                format!(
+                    "exchange.second_hop = \"delegation\" needs winrm.auth = \"kerberos\": only a Kerberos logon can be delegated onwards. {remedies}"
+                ),
+            ),
+            (ExchangeMode::Remote, Some(SecondHop::Delegation)) => invalid(
+                "exchange.second_hop",
+                format!("{DELEGATION_IS_NOT_WINRM} {remedies}"),
+            ),
+            (_, Some(_)) => Ok(()),
+            (mode, None) if self.implied_second_hop().is_none() => invalid(
+                "exchange.second_hop",
+                format!(
+                    "{} mode without an explicit credential cannot reach Exchange from the host: {remedies}",
+                    format!("{mode:?}").to_lowercase()
+                ),
+            ),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// The answer the other settings already give to the second hop, if any: an Exchange
+    /// credential (remote mode) or a CredSSP logon. Not Basic: it logs a local account on,
+    /// which has no domain identity to pass on.
+    fn implied_second_hop(&self) -> Option<&'static str> {
+        if self.exchange.mode == ExchangeMode::Remote && self.exchange.username.is_some() {
+            Some("an explicit Exchange credential")
+        } else if self.winrm.auth == WinrmAuth::CredSsp {
+            Some("CredSSP (the WinRM logon's password is delegated)")
+        } else {
+            None
+        }
+    }
+
+    /// Which answer to the second hop is in force, in words (`mailboxd check` prints it).
+    pub fn second_hop_remedy(&self) -> &'static str {
+        match (self.exchange.mode, self.exchange.second_hop) {
+            (ExchangeMode::None, _) => "none needed (exchange.mode = \"none\")",
+            (_, Some(SecondHop::Delegation)) => {
+                "Kerberos delegation to the domain controllers configured in AD"
+            }
+            (ExchangeMode::Remote, Some(SecondHop::Credential)) => {
+                "an explicit Exchange credential"
+            }
+            _ => self
+                .implied_second_hop()
+                .unwrap_or("none (the daemon refuses this configuration)"),
         }
     }
 }

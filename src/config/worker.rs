@@ -31,6 +31,13 @@ pub struct Worker {
     /// How long the open circuit pauses work before one probe batch (doubles while it fails, up to 10 min).
     #[serde(with = "humantime_secs")]
     pub circuit_cooldown: Duration,
+    /// The shortest pause of the circuit after refused credentials (a wrong password, a KDC
+    /// refusal, a refused CredSSP or Exchange logon): each probe sends the credentials again
+    /// and counts toward AD's account lockout. 30 min is twice the lockout observation window
+    /// Windows' security baselines recommend ("Reset account lockout counter after" 15 min;
+    /// CIS: 15 or more), so a replica's probes add at most one bad try to any window.
+    #[serde(with = "humantime_secs")]
+    pub credential_probe_interval: Duration,
     /// How often a joiner in `waiting_for_sync` asks the directory again.
     #[serde(with = "humantime_secs")]
     pub sync_poll_interval: Duration,
@@ -59,6 +66,7 @@ impl Default for Worker {
             batch_timeout: Duration::from_secs(900),
             circuit_threshold: 3,
             circuit_cooldown: Duration::from_secs(60),
+            credential_probe_interval: Duration::from_secs(30 * 60),
             sync_poll_interval: Duration::from_secs(300),
             sync_deadline: Duration::from_secs(2 * 3600),
             retention: Duration::from_secs(30 * 24 * 3600),

@@ -46,12 +46,19 @@ impl ExchangeError {
     pub fn class(&self) -> ErrorClass {
         match self {
             // What only an administrator can mend: credentials, rights, certificates, settings.
+            // Kerberos and CredSSP too: a KDC refusal (wrong password, no AES key, clock skew,
+            // unknown SPN, revoked account) or a refused CredSSP logon is not mended by a
+            // retry, and each retry counts toward AD's account lockout.
             ExchangeError::Winrm(
                 WinrmError::Unauthorized
                 | WinrmError::Config(_)
                 | WinrmError::AccessDenied(_)
                 | WinrmError::Tls(_)
-                | WinrmError::EnvelopeTooLarge(_),
+                | WinrmError::EnvelopeTooLarge(_)
+                | WinrmError::Kerberos(_)
+                | WinrmError::CredSsp(_)
+                | WinrmError::CredSspNotOffered(_)
+                | WinrmError::ShellsNotAllowed(_),
             ) => ErrorClass::Systemic,
             ExchangeError::Winrm(_) => ErrorClass::Transient,
             ExchangeError::Session { class, .. } => *class,
@@ -60,6 +67,20 @@ impl ExchangeError {
             ExchangeError::Hung(_) => ErrorClass::Transient,
             ExchangeError::SessionDropped { .. } => ErrorClass::Transient,
             ExchangeError::CmdletsMissing { .. } => ErrorClass::Systemic,
+        }
+    }
+
+    /// Credentials were refused (WinRM's, the KDC's, CredSSP's, or Exchange's for the
+    /// explicit credential): probing again sends them again, which counts toward AD's
+    /// lockout, so the circuit waits at least `worker.credential_probe_interval`.
+    pub fn refuses_credentials(&self) -> bool {
+        match self {
+            ExchangeError::Winrm(e) => e.refuses_credentials(),
+            ExchangeError::Session { message, .. } => {
+                crate::windows_host::HostProblem::recognise(message)
+                    == Some(crate::windows_host::HostProblem::ExchangeCredentialRefused)
+            }
+            _ => false,
         }
     }
 }

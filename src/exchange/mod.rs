@@ -52,29 +52,38 @@ pub struct Exchange {
     session: SessionData,
     endpoint: String,
     secrets: Vec<String>,
+    /// Stdin's first line: the Exchange password (or an empty line), read by the bootstrap
+    /// apart from the JSON (ps_templates::secret_line).
+    secret_line: std::sync::Arc<secrecy::SecretSlice<u8>>,
     /// Warm sessions (`exchange.warm_sessions` > 0): batches go to long-lived processes.
     warm: Option<std::sync::Arc<warm::WarmPool>>,
 }
 
 impl Exchange {
     pub fn new(winrm: WinrmClient, cfg: &config::Exchange, endpoint: String) -> Exchange {
-        let credential = match (&cfg.username, &cfg.password) {
-            (Some(username), Some(password)) => Some(CredentialData {
-                username: username.clone(),
-                password: password.expose_secret().to_owned(),
-            }),
-            _ => None,
+        let (credential, password) = match (&cfg.username, &cfg.password) {
+            (Some(username), Some(password)) => (
+                Some(CredentialData {
+                    username: username.clone(),
+                }),
+                Some(password.expose_secret()),
+            ),
+            _ => (None, None),
         };
-        let secrets = credential
+        let secrets = password
             .iter()
-            .map(|c| c.password.clone())
+            .map(|p| (*p).to_owned())
             .filter(|p| !p.is_empty())
             .collect();
+        // Config validation refuses a password with a line break; an empty line otherwise.
+        let line = ps_templates::secret_line(password).unwrap_or_else(|_| b"\r\n".to_vec());
+        let secret_line = std::sync::Arc::new(secrecy::SecretSlice::from(line));
         let warm = (cfg.warm_sessions > 0).then(|| {
             std::sync::Arc::new(warm::WarmPool::new(
                 winrm.clone(),
                 cfg.warm_sessions,
                 cfg.warm_max_requests,
+                secret_line.clone(),
             ))
         });
         Exchange {
@@ -89,6 +98,7 @@ impl Exchange {
             },
             endpoint,
             secrets,
+            secret_line,
         }
     }
 
@@ -166,12 +176,15 @@ impl Exchange {
 
     /// One PowerShell process in a shell of its own, the shell deleted afterwards.
     async fn run_in_new_process(&self, payload: &Payload) -> Result<CommandOutput, WinrmError> {
-        let stdin = payload.to_bytes();
+        let mut stdin = self.secret_line.expose_secret().to_vec();
+        stdin.extend(payload.to_bytes());
+        let stdin = secrecy::SecretSlice::from(stdin);
+        let stdin = stdin.expose_secret();
         let args = ps_templates::command_arguments();
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let shell = self.winrm.open_shell(&ShellOptions::default()).await?;
         let run = shell
-            .run(ps_templates::POWERSHELL, &arg_refs, Some(&stdin))
+            .run(ps_templates::POWERSHELL, &arg_refs, Some(stdin))
             .await;
         // Always give the shell back: leaked shells count against the host's quota.
         if let Err(e) = shell.close().await {

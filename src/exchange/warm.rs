@@ -31,6 +31,7 @@ impl WarmProcess {
     async fn start(
         client: &WinrmClient,
         budget: Option<&Arc<SessionBudget>>,
+        secret_line: &secrecy::SecretSlice<u8>,
     ) -> Result<WarmProcess, WinrmError> {
         // No shell is opened before the budget allows one more Exchange session.
         let slot = match budget {
@@ -40,7 +41,10 @@ impl WarmProcess {
         let shell = client.open_shell(&ShellOptions::default()).await?;
         let args = script::serve_arguments();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = shell.start(script::POWERSHELL, &refs, true).await?;
+        let mut process = shell.start(script::POWERSHELL, &refs, true).await?;
+        // serve.ps1 reads the Exchange password first, on a line of its own.
+        use secrecy::ExposeSecret;
+        process.send(secret_line.expose_secret(), false).await?;
         Ok(WarmProcess {
             shell,
             process,
@@ -129,11 +133,19 @@ pub struct WarmPool {
     /// How long a batch waits for a free warm process before it is retried.
     wait: Duration,
     budget: Option<Arc<SessionBudget>>,
+    /// What each new process is sent first: the Exchange password's line.
+    secret_line: Arc<secrecy::SecretSlice<u8>>,
 }
 
 impl WarmPool {
-    pub fn new(client: WinrmClient, size: usize, max_requests: u32) -> WarmPool {
+    pub fn new(
+        client: WinrmClient,
+        size: usize,
+        max_requests: u32,
+        secret_line: Arc<secrecy::SecretSlice<u8>>,
+    ) -> WarmPool {
         WarmPool {
+            secret_line,
             client,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
@@ -152,6 +164,7 @@ impl WarmPool {
             max_requests: self.max_requests,
             wait: self.wait,
             budget: Some(budget),
+            secret_line: self.secret_line.clone(),
         }
     }
 
@@ -182,7 +195,9 @@ impl WarmPool {
                     }
                 },
                 None => {
-                    let mut p = WarmProcess::start(&self.client, self.budget.as_ref()).await?;
+                    let mut p =
+                        WarmProcess::start(&self.client, self.budget.as_ref(), &self.secret_line)
+                            .await?;
                     if let Err(e) = p.send(&line).await {
                         tokio::spawn(p.close());
                         return Err(e);

@@ -10,7 +10,7 @@ use anyhow::Context;
 use secrecy::SecretString;
 
 use crate::app::App;
-use crate::config::{ExchangeMode, Settings};
+use crate::config::Settings;
 use crate::event::EventKind;
 use crate::publish::{EventSpec, Publisher};
 use crate::store::{self, Job, JobState};
@@ -86,16 +86,12 @@ fn demo_settings(
     password: SecretString,
     run_id: &str,
 ) -> Settings {
-    settings.winrm.endpoint = lab.endpoint();
-    settings.winrm.username = lab::DEFAULT_USER.into();
-    settings.winrm.password = Some(password.clone());
-    settings.winrm.allow_unencrypted = true; // loopback only
+    // A domain account over NTLM, the second hop answered by an explicit Exchange credential.
+    super::lab_setup::point_at_lab(&mut settings, lab, password.clone(), password.clone());
     // Directory checks against the lab's domain controller, as against AD.
     if let Some(ldap) = super::lab_setup::ldap_settings(lab, lab::DEFAULT_USER, password) {
         settings.ldap = ldap;
     }
-    settings.exchange.mode = ExchangeMode::Remote;
-    settings.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
     settings.amqp.exchange = format!("mailboxd.demo.{run_id}");
     settings.amqp.queue = format!("mailboxd.demo.{run_id}");
     settings.amqp.dead_letter_exchange = format!("mailboxd.demo.{run_id}.dlx");

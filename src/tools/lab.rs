@@ -75,10 +75,15 @@ pub struct LabArgs {
     /// Accept and offer CredSSP on both listeners (off by default, as on Windows).
     #[arg(long)]
     pub credssp: bool,
-    /// The host is trusted for delegation in AD: Kerberos logons can make the second hop
-    /// (without it, only Basic logons and an explicit exchange credential can).
+    /// The host is trusted for delegation in AD: a Kerberos logon's LDAP hop (snapin mode)
+    /// works; WinRM's second hop to Exchange does not (only CredSSP or an explicit
+    /// exchange credential make that one).
     #[arg(long)]
     pub trusted_for_delegation: bool,
+    /// Group Policy "Allow Remote Shell Access" is Disabled (CIS hardening): every shell is
+    /// refused.
+    #[arg(long)]
+    pub remote_shells_disabled: bool,
     /// Group Policy sets the execution policy to AllSigned: Import-PSSession is refused.
     #[arg(long)]
     pub all_signed: bool,
@@ -155,6 +160,7 @@ fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
         .with_kerberos(kerberos)
         .with_credssp(args.credssp)
         .with_delegation(args.trusted_for_delegation)
+        .with_remote_shells_disabled(args.remote_shells_disabled)
         .with_all_signed(args.all_signed)
         .with_constrained_language(args.constrained_language)
         .with_session_idle_timeout(args.session_idle_timeout);

@@ -19,3 +19,29 @@ pub fn ldap_settings(lab: &Lab, user: &str, password: SecretString) -> Option<co
         ..config::Ldap::default()
     })
 }
+
+/// The URI of the lab's Exchange server (what `exchange.connection_uris` names).
+pub const LAB_EXCHANGE_URI: &str = "http://lab-ex01.corp.example/PowerShell/";
+
+/// `[winrm]` and `[exchange]` pointed at the lab as a real deployment with a domain service
+/// account sets them (docs/operations.md, "Which settings work on a real host"): NTLM, which
+/// seals every message over plain HTTP (the lab has no KDC of its own; against a real domain
+/// Kerberos is the recommendation, shown in tests/second_hop.rs), remote mode, and the
+/// explicit Exchange credential that answers the second hop (the domain account's
+/// `user@domain` and `domain_password`).
+pub fn point_at_lab(
+    s: &mut config::Settings,
+    lab: &Lab,
+    winrm_password: SecretString,
+    domain_password: SecretString,
+) {
+    s.winrm.endpoint = lab.endpoint();
+    s.winrm.auth = config::WinrmAuth::Ntlm;
+    s.winrm.username = lab::DEFAULT_USER.into();
+    s.winrm.password = Some(winrm_password);
+    s.winrm.allow_unencrypted = false;
+    s.exchange.mode = config::ExchangeMode::Remote;
+    s.exchange.connection_uris = vec![LAB_EXCHANGE_URI.into()];
+    s.exchange.username = Some(Lab::bind_dn(lab::DEFAULT_USER));
+    s.exchange.password = Some(domain_password);
+}

@@ -416,6 +416,29 @@ impl TestAd {
             .and_then(|(_, v)| v.first().cloned())
     }
 
+    /// The account's badPwdCount on this DC: the bad passwords AD counts toward its lockout
+    /// (a Kerberos pre-authentication failure counts like a failed bind).
+    pub async fn bad_pwd_count(&self, dn: &str) -> u32 {
+        let mut ldap = self.admin().await;
+        let (entries, _) = ldap
+            .search(
+                dn,
+                ldap3::Scope::Base,
+                "(objectClass=*)",
+                vec!["badPwdCount"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("read badPwdCount of {dn}: {e}"));
+        entries
+            .into_iter()
+            .next()
+            .map(ldap3::SearchEntry::construct)
+            .and_then(|e| e.attrs.get("badPwdCount").and_then(|v| v.first().cloned()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Sets or clears the ACCOUNTDISABLE bit.
     pub async fn set_disabled(&self, dn: &str, disabled: bool) {
         let mut ldap = self.admin().await;

@@ -62,7 +62,11 @@ fn core_env(s: &Settings, winrm_password: &str) -> Env {
         var("MAILBOXD__AMQP__QUEUE_EXPIRES", "300s"),
         var("MAILBOXD__WINRM__ENDPOINT", &s.winrm.endpoint),
         var("MAILBOXD__WINRM__USERNAME", &s.winrm.username),
-        var("MAILBOXD__WINRM__ALLOW_UNENCRYPTED", "true"),
+        var("MAILBOXD__WINRM__AUTH", s.winrm.auth.name()),
+        var(
+            "MAILBOXD__WINRM__ALLOW_UNENCRYPTED",
+            s.winrm.allow_unencrypted.to_string(),
+        ),
         var("MAILBOXD_WINRM_PASSWORD", winrm_password),
         var("MAILBOXD__EXCHANGE__MODE", mode),
         var("MAILBOXD__EXCHANGE__BATCH_LINGER", "0s"),

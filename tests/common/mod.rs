@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use lab::{self, AccountSeed, Lab, LabAccount, LabConfig};
 use mailboxd::app::App;
-use mailboxd::config::{Amqp, ExchangeMode, Settings};
+use mailboxd::config::{Amqp, Settings};
 use mailboxd::event::EventKind;
 use mailboxd::publish::{EventSpec, Publisher};
 use mailboxd::store::{Job, JobState, Store};
@@ -130,14 +130,14 @@ impl TestEnv {
         let mut s = Settings::default();
         s.database.url = database.url.clone();
         s.amqp = broker.amqp.clone();
-        s.winrm.endpoint = lab.endpoint();
-        s.winrm.username = lab::DEFAULT_USER.into();
-        s.winrm.password = Some(SecretString::from(winrm_password.clone()));
-        s.winrm.allow_unencrypted = true;
-        // Remote, as on a real host ("none" finds no Exchange cmdlets); the second hop works
-        // because the lab's WinRM logon is Basic (a cleartext logon).
-        s.exchange.mode = ExchangeMode::Remote;
-        s.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
+        // As a real deployment with a domain account: NTLM, remote mode ("none" finds no
+        // Exchange cmdlets), the second hop answered by an explicit Exchange credential.
+        mailboxd::tools::lab_setup::point_at_lab(
+            &mut s,
+            &lab,
+            SecretString::from(winrm_password.clone()),
+            ldap_password.clone(),
+        );
         s.exchange.batch_linger = Duration::ZERO;
         // Directory checks against the lab's domain controller, as a deployment does against AD.
         s.ldap = mailboxd::tools::lab_setup::ldap_settings(&lab, lab::DEFAULT_USER, ldap_password)

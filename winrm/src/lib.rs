@@ -23,7 +23,7 @@ pub use client::{
     Auth, ClientConfig, CommandOutput, Process, ReceiveChunk, Shell, ShellOptions, WinrmClient,
     parse_receive,
 };
-pub use error::{WinrmError, WsmanFault};
+pub use error::{KdcRefusal, WinrmError, WsmanFault};
 
 /// Everything the client does with bytes a host sends back, for the fuzz target
 /// (`fuzz/fuzz_targets/winrm_reply.rs`) and its smoke test: it must never panic.

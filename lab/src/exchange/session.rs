@@ -56,6 +56,20 @@ fn second_hop_refusal(host: &str) -> String {
     )
 }
 
+/// New-PSSession with a credential Exchange's domain does not accept. The text is the
+/// common WinRM "Access is denied." refusal: its prefix seen verbatim for a refused remote
+/// logon (irohastack.com, "Enter-PSSession -Credential domain\\user … failed with the following
+/// error message : Access is"), the tail as every PSSessionOpenFailed message ends
+/// (emtunc.org, a New-PSSession to Exchange). Whether Exchange's /PowerShell answers a wrong
+/// password with exactly this (rather than a Kerberos logon error) is not public.
+fn access_denied(host: &str) -> String {
+    format!(
+        "[{host}] Connecting to remote server {host} failed with the following error message : Access is denied. For more information, see the about_Remote_Troubleshooting Help topic."
+    )
+}
+
+const ACCESS_DENIED_ID: &str = "AccessDenied,PSSessionOpenFailed";
+
 /// Its FullyQualifiedErrorId (1312 = ERROR_NO_SUCH_LOGON_SESSION; seen with the Negotiate
 /// wording, the Kerberos one carries the same Win32 error — medium confidence).
 const SECOND_HOP_ERROR_ID: &str = "1312,PSSessionOpenFailed";
@@ -277,7 +291,8 @@ impl Run {
             json!("Microsoft.Exchange.Management.PowerShell.RecipientManagement"),
         );
         self.record("Add-PSSnapin", p, None);
-        if !self.logon.network_credentials {
+        // The snap-in's hop is LDAP to a DC: CredSSP's password or delegated Kerberos reach it.
+        if !self.logon.network_credentials && !self.logon.delegated_kerberos {
             self.unavailable = Some(Unavailable::AnonymousDirectory);
         }
     }
@@ -315,11 +330,22 @@ impl Run {
             json!({ "IdleTimeout": TEMPLATE_IDLE_TIMEOUT_MS }),
         );
         if let Some(c) = &session.credential {
-            // The credential's user name is recorded; its password never is.
+            // The credential's user name is recorded (module logging shows a PSCredential by
+            // its user name); its password never is.
             p.insert("Credential".into(), json!(c.username));
+            if !self.credential_accepted(&c.username) {
+                self.record("New-PSSession", p, Some("PSRemotingTransportException"));
+                let message = access_denied(uri_host(uri));
+                return Err(Refusal::Failed(format!(
+                    "{uri}: {message} ({ACCESS_DENIED_ID})"
+                )));
+            }
         }
         // The second hop: without -Credential, the process authenticates to Exchange as its
-        // own logon, which only works when that logon holds network credentials.
+        // own logon, which only works when that logon holds network credentials. Kerberos
+        // delegation does not carry WinRM's second hop (Microsoft lists it so for every form);
+        // what Windows answers then is not public: the lab gives the same no-logon-session
+        // refusal as for a logon without delegation.
         if session.credential.is_none() && !self.logon.network_credentials {
             self.record("New-PSSession", p, Some("PSRemotingTransportException"));
             let message = second_hop_refusal(uri_host(uri));
@@ -346,6 +372,25 @@ impl Run {
         self.pause_for_session().await;
         self.record("New-PSSession", p, None);
         self.import(session, uri, slot)
+    }
+
+    /// Whether the domain accepts the explicit credential: the domain account's name (bare,
+    /// `DOMAIN\\user` or `user@domain`) and the password the bootstrap read from stdin.
+    fn credential_accepted(&self, username: &str) -> bool {
+        use secrecy::ExposeSecret;
+        let bare = username
+            .rsplit('\\')
+            .next()
+            .unwrap_or(username)
+            .split('@')
+            .next()
+            .unwrap_or(username);
+        let Some(secret) = &self.secret else {
+            return false;
+        };
+        self.domain_accounts.iter().any(|(user, password)| {
+            bare.eq_ignore_ascii_case(user) && secret.expose_secret() == password.expose_secret()
+        })
     }
 
     /// Import-PSSession of the names the templates use; on failure the template removes the

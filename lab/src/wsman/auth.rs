@@ -29,6 +29,12 @@ pub(super) fn authenticate(cfg: &WsmanConfig, headers: &HeaderMap) -> Option<Str
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
+    // Basic authenticates local accounts only (Logon::local): a domain account's name
+    // (`DOMAIN\\user`, `user@domain`) gets the anonymous 401, as from a host whose local
+    // account database has no such user.
+    if user.contains(['\\', '@']) {
+        return None;
+    }
     let mut found = None;
     for (u, p) in &cfg.users {
         let ok = u
@@ -111,20 +117,16 @@ impl ConnCtx {
     }
 
     /// The logon Windows gives a process started on this connection: NTLM proves the user
-    /// without handing the host anything it could reuse; Kerberos likewise, unless AD trusts
-    /// the host for delegation (constrained delegation: the host may ask for tickets for the
-    /// user itself).
+    /// without handing the host anything it could reuse; Kerberos likewise, except that AD
+    /// may trust the host for delegation (the host then asks for tickets for the user to
+    /// other services itself — not for WinRM's second hop).
     pub(super) fn logon(&self, cfg: &WsmanConfig) -> Option<Logon> {
         let user = self.user()?.to_owned();
-        let network_credentials = match self {
-            ConnCtx::Ntlm(_) => false,
-            ConnCtx::Kerberos(_) => cfg.trusted_for_delegation,
-            // The client delegated its password: the process can use it onwards.
-            ConnCtx::CredSsp(_) => true,
-        };
         Some(Logon {
             user,
-            network_credentials,
+            // The client delegated its password: the process can use it onwards.
+            network_credentials: matches!(self, ConnCtx::CredSsp(_)),
+            delegated_kerberos: matches!(self, ConnCtx::Kerberos(_)) && cfg.trusted_for_delegation,
         })
     }
 
@@ -260,6 +262,7 @@ pub(super) fn negotiate(
             Logon {
                 user,
                 network_credentials: false,
+                delegated_kerberos: false,
             },
             None,
         )),
@@ -323,6 +326,7 @@ pub(super) fn credssp(
             Logon {
                 user: delegated.user,
                 network_credentials: true,
+                delegated_kerberos: false,
             },
             None,
         )),

@@ -138,6 +138,25 @@ impl Fault {
         }
     }
 
+    /// A host whose Group Policy "Allow Remote Shell Access" is Disabled (CIS Level 2,
+    /// "Ensure Allow Remote Shell Access is set to Disabled") refuses every shell. The message
+    /// is Windows' own (jpboyce/cb_cis_windows_2016#5); the SOAP code, subcode and WSManFault
+    /// code of this refusal are not public: the lab uses the generic Receiver/InternalError
+    /// shape with code 0 rather than invent a number, and mailboxd recognises the message.
+    pub(super) fn shells_not_allowed() -> Fault {
+        const TEXT: &str = "The WS-Management service cannot process the request. The service is configured to not accept any remote shell requests. ";
+        Fault {
+            action: FAULT_ACTION_WSMAN,
+            code: "s:Receiver",
+            subcode: "w:InternalError",
+            reason: TEXT,
+            detail: None,
+            wsman_code: 0,
+            message: TEXT.into(),
+            cim: false,
+        }
+    }
+
     pub(super) fn invalid_parameter() -> Fault {
         Fault {
             action: FAULT_ACTION_WSMAN,

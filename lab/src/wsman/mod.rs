@@ -78,19 +78,28 @@ impl ProcessIo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logon {
     pub user: String,
-    /// Whether the logon can authenticate onwards as `user`: Basic (a cleartext logon: the
-    /// host was given the password), CredSSP (credentials delegated), Kerberos with the host
-    /// trusted for delegation; not NTLM, not plain Kerberos.
+    /// Whether the logon can authenticate onwards as a domain user to anything: CredSSP
+    /// (the password was delegated); not NTLM, not Kerberos, not Basic.
     pub network_credentials: bool,
+    /// A Kerberos logon to a host AD trusts for (constrained or resource-based) delegation:
+    /// the host may get tickets as the user for other services — the DCs' `ldap/`, which
+    /// the snap-in uses — but Microsoft lists every form of Kerberos delegation as
+    /// "Doesn't support the second hop for WinRM" (PS-remoting-second-hop.md), so not for
+    /// New-PSSession to Exchange.
+    pub delegated_kerberos: bool,
 }
 
 impl Logon {
-    /// HTTP Basic: WinRM logs the user on with the password it was sent, so the process
-    /// holds credentials it can use for the next hop.
-    pub fn cleartext(user: impl Into<String>) -> Logon {
+    /// HTTP Basic: WinRM accepts Basic for local accounts only ("…or for a local account
+    /// with Basic authentication", learn.microsoft.com/windows/win32/winrm/
+    /// connectionoptions-username; PSWSMan's about_PSWSManAuthentication: Basic — local
+    /// yes, domain no, delegation no). A local account of the jump host has no domain
+    /// identity, so its processes cannot authenticate onwards to Exchange or a DC.
+    pub fn local(user: impl Into<String>) -> Logon {
         Logon {
             user: user.into(),
-            network_credentials: true,
+            network_credentials: false,
+            delegated_kerberos: false,
         }
     }
 }
@@ -118,8 +127,11 @@ pub struct WsmanConfig {
     /// CredSSP accepted (and offered) when set; Windows' default is off.
     pub credssp: Option<LabCredSsp>,
     /// The host's computer account is trusted for delegation in AD (constrained delegation
-    /// to Exchange and the DCs): a Kerberos logon then reaches the second hop.
+    /// to the DCs): a Kerberos logon's LDAP hop then works; WinRM's second hop does not.
     pub trusted_for_delegation: bool,
+    /// Group Policy "Allow Remote Shell Access" (Windows' default: allowed); off, every
+    /// shell is refused.
+    pub allow_remote_shell_access: bool,
 }
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(7200);
@@ -236,7 +248,7 @@ fn sender(
         }
         Some((s, token)) if s.eq_ignore_ascii_case("credssp") => credssp(server, conn, token),
         Some(_) => authenticate(&server.cfg, headers)
-            .map(|u| (Logon::cleartext(u), None))
+            .map(|u| (Logon::local(u), None))
             .ok_or_else(|| Box::new(unauthorized(&server.cfg))),
         // Later requests on an NTLM-authenticated connection carry no Authorization header.
         None => conn

@@ -46,6 +46,9 @@ pub(super) fn create(
         .and_then(|s| s.child(soap::NS_SHELL, "IdleTimeOut"))
         .and_then(|t| soap::parse_xs_duration(t.trimmed_text()))
         .unwrap_or(DEFAULT_IDLE);
+    if !server.cfg.allow_remote_shell_access {
+        return Err(Fault::shells_not_allowed());
+    }
     let mut shells = server.shells.lock();
     expire(&mut shells);
     let owned = shells.values().filter(|s| s.owner == user).count();

@@ -35,9 +35,9 @@ pub(crate) fn spawn_daemon(
     let toml = format!(
         "[database]\nurl = {}\n\
          [amqp]\nurl = {}\nexchange = {}\nqueue = {}\ndead_letter_exchange = {}\nqueue_expires = \"600s\"\nqueue_type = {}\nprefetch = {}\n\
-         [winrm]\nendpoint = {}\nusername = {}\npassword_file = {}\nallow_unencrypted = true\n\
+         [winrm]\nendpoint = {}\nauth = {}\nusername = {}\npassword_file = {}\nallow_unencrypted = {}\n\
          [ldap]\nurls = {}\nbase_dn = {}\nbind_dn = {}\npassword_file = {}\nstarttls = false\nallow_plaintext = true\n\
-         [exchange]\nmode = \"remote\"\nconnection_uris = {}\nbatch_size = {}\nbatch_linger = {}\n\
+         [exchange]\nmode = \"remote\"\nconnection_uris = {}\nusername = {}\npassword_file = {}\nbatch_size = {}\nbatch_linger = {}\n\
          [worker]\nconcurrency = {}\npoll_interval = {}\n\
          [admin]\nlisten = {}\n",
         toml_str(&s.database.url),
@@ -48,13 +48,17 @@ pub(crate) fn spawn_daemon(
         toml_str(s.amqp.queue_type.as_str()),
         s.amqp.prefetch,
         toml_str(&s.winrm.endpoint),
+        toml_str(s.winrm.auth.name()),
         toml_str(&s.winrm.username),
         secret_file("winrm-password", &s.winrm.password)?,
+        s.winrm.allow_unencrypted,
         list(&s.ldap.urls),
         toml_str(&s.ldap.base_dn),
         toml_str(&s.ldap.bind_dn),
         secret_file("ldap-password", &s.ldap.password)?,
         list(&s.exchange.connection_uris),
+        toml_str(s.exchange.username.as_deref().unwrap_or_default()),
+        secret_file("exchange-password", &s.exchange.password)?,
         s.exchange.batch_size,
         ms(s.exchange.batch_linger),
         s.worker.concurrency,

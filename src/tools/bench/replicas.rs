@@ -47,7 +47,16 @@ fn daemon_env(s: &Settings, b: &ReplicaBurst) -> Vec<(String, String)> {
         ),
         ("MAILBOXD__WINRM__ENDPOINT", s.winrm.endpoint.clone()),
         ("MAILBOXD__WINRM__USERNAME", s.winrm.username.clone()),
-        ("MAILBOXD__WINRM__ALLOW_UNENCRYPTED", "true".into()),
+        ("MAILBOXD__WINRM__AUTH", s.winrm.auth.name().into()),
+        (
+            "MAILBOXD__WINRM__ALLOW_UNENCRYPTED",
+            s.winrm.allow_unencrypted.to_string(),
+        ),
+        (
+            "MAILBOXD__EXCHANGE__USERNAME",
+            s.exchange.username.clone().unwrap_or_default(),
+        ),
+        ("MAILBOXD_EXCHANGE_PASSWORD", secret(&s.exchange.password)),
         ("MAILBOXD_WINRM_PASSWORD", secret(&s.winrm.password)),
         ("MAILBOXD__LDAP__URLS", s.ldap.urls.join(",")),
         ("MAILBOXD__LDAP__BASE_DN", s.ldap.base_dn.clone()),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::SecretString;
 
-use crate::config::{ExchangeMode, Settings};
+use crate::config::Settings;
 use crate::event::EventKind;
 use crate::exchange::{AccountData, Exchange};
 use crate::store::Store;
@@ -41,12 +41,8 @@ pub(crate) async fn daemon_settings(
     let mut s = settings.clone();
     s.database.url = bench_database_url(&settings.database.url)?;
     s.amqp = bench_amqp(&settings.amqp);
-    s.winrm.endpoint = lab.endpoint();
-    s.winrm.username = lab::DEFAULT_USER.into();
-    s.winrm.password = Some(SecretString::from(password.to_owned()));
-    s.winrm.allow_unencrypted = true;
-    s.exchange.mode = ExchangeMode::Remote;
-    s.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
+    let secret = || SecretString::from(password.to_owned());
+    crate::tools::lab_setup::point_at_lab(&mut s, lab, secret(), secret());
     s.worker.poll_interval = Duration::from_millis(200);
     s.admin.listen = "127.0.0.1:0".into();
     s.smtp.host = String::new();
@@ -83,16 +79,12 @@ pub(crate) fn bench_database_url(url: &str) -> anyhow::Result<String> {
     Ok(u.to_string())
 }
 
-/// mailboxd's Exchange client pointed at a lab (Basic over loopback HTTP, remote session).
+/// mailboxd's Exchange client pointed at a lab as a deployment would be (NTLM, a remote
+/// session with an explicit Exchange credential).
 pub(crate) fn lab_exchange(lab: &Lab, password: String) -> anyhow::Result<Exchange> {
     let mut s = Settings::default();
-    s.winrm.endpoint = lab.endpoint();
-    s.winrm.username = lab::DEFAULT_USER.into();
-    s.winrm.password = Some(SecretString::from(password));
-    s.winrm.allow_unencrypted = true;
-    // Remote: "none" finds no Exchange cmdlets in the lab, as on a real host.
-    s.exchange.mode = ExchangeMode::Remote;
-    s.exchange.connection_uris = vec!["http://lab-ex01.corp.example/PowerShell/".into()];
+    let secret = || SecretString::from(password.clone());
+    crate::tools::lab_setup::point_at_lab(&mut s, lab, secret(), secret());
     let client = crate::app::winrm_client(&s)?;
     Ok(Exchange::new(client, &s.exchange, s.winrm.endpoint.clone()))
 }
