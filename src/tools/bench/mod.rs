@@ -119,6 +119,10 @@ pub enum Which {
         /// Jobs claimed per claim (the worker's batch).
         #[arg(long, default_value_t = 50)]
         batch: i64,
+        /// Exit 1 if claim + finish runs below this fraction of the plain loop measured in
+        /// the same run (the CI guard: a ratio, never an absolute time).
+        #[arg(long)]
+        min_ratio: Option<f64>,
     },
     /// Resident memory of the daemon (`mailboxd run` as its own process): idle, with N jobs
     /// queued (the lab stalls, so they wait), and after they drained.
@@ -156,7 +160,8 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             jobs,
             workers,
             batch,
-        } => queue::run(settings, jobs, &workers, batch, &out).await,
+            min_ratio,
+        } => queue::run(settings, jobs, &workers, batch, min_ratio, &out).await,
         Which::Reconcile {
             accounts,
             use_config,
