@@ -90,6 +90,10 @@ pub enum Which {
         /// With --replicas: Exchange's session limit in the lab and exchange.max_sessions.
         #[arg(long, default_value_t = 6)]
         exchange_sessions: usize,
+        /// With --replicas: exchange.max_sessions of the daemons, when it should not match
+        /// the lab (e.g. 12, the default, to see the limit learned from Exchange's refusal).
+        #[arg(long)]
+        max_sessions: Option<usize>,
     },
     /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
     /// INSERT of the same rows as the ceiling.
@@ -182,6 +186,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             batch_size,
             replicas: Some(replicas),
             exchange_sessions,
+            max_sessions,
             ..
         } => {
             let b = replicas::ReplicaBurst {
@@ -189,6 +194,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
                 replicas,
                 concurrency,
                 sessions: exchange_sessions,
+                max_sessions: max_sessions.unwrap_or(exchange_sessions),
                 session,
                 cmdlet,
                 batch_size: batch_size.unwrap_or(20),
