@@ -64,7 +64,10 @@ fn daemon_env(s: &Settings, b: &ReplicaBurst) -> Vec<(String, String)> {
         ),
         ("MAILBOXD__EXCHANGE__BATCH_SIZE", b.batch_size.to_string()),
         ("MAILBOXD__EXCHANGE__BATCH_LINGER", "1s".into()),
-        ("MAILBOXD__EXCHANGE__MAX_SESSIONS", b.max_sessions.to_string()),
+        (
+            "MAILBOXD__EXCHANGE__MAX_SESSIONS",
+            b.max_sessions.to_string(),
+        ),
         ("MAILBOXD__WORKER__CONCURRENCY", b.concurrency.to_string()),
         ("MAILBOXD__WORKER__POLL_INTERVAL", "200ms".into()),
         ("MAILBOXD__WORKER__BATCH_TIMEOUT", "3600s".into()),
