@@ -23,22 +23,43 @@ else
 fi
 BIN="$TARGET/$PROFILE/mailboxd"
 
+FAILED=""
 bench() {
     echo "== mailboxd bench $*" >&2
-    "$BIN" bench "$@" --proof-dir "$OUT"
+    "$BIN" bench "$@" --proof-dir "$OUT" || FAILED="$FAILED $1"
 }
 
 bench lab --cmdlets 200 --cmdlet-latency 20ms --concurrency 4
-bench queue --jobs 5000 --workers 1,4
+bench queue --jobs 20000 --workers 1,4 --min-ratio 0.3
 bench ingest --events 10000
 bench burst --accounts 2000 --session 3s --cmdlet 50ms --concurrency 8 --naive-sample 2
 bench latency --events 50
 bench memory --jobs 10000
 bench reconcile --accounts 10000
 
-python3 - "$OUT" "$PROFILE" <<'PY'
-import json, os, platform, sys
-out, profile = sys.argv[1], sys.argv[2]
+# Which code the figures are of: the commit, "+dirty" when the tree had changes.
+COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT+dirty"; fi
+
+python3 - "$OUT" "$PROFILE" "$COMMIT" <<'PY'
+import datetime, json, os, platform, sys
+out, profile, commit = sys.argv[1], sys.argv[2], sys.argv[3]
+when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+# Every figure keeps the commit it was measured on: in its own JSON file, and appended to
+# target/proof-history.jsonl (one line per bench and run) so that a regression can be dated.
+for name in sorted(os.listdir(out)):
+    if not name.endswith(".json"):
+        continue
+    path = os.path.join(out, name)
+    with open(path) as f:
+        data = json.load(f)
+    data["commit"], data["measured_at"], data["profile"] = commit, when, profile
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(os.path.dirname(out.rstrip("/")), "proof-history.jsonl"), "a") as f:
+        f.write(json.dumps({"bench": name[:-5], **data}) + "\n")
 
 def load(name):
     try:
@@ -76,8 +97,10 @@ if i:
 q = load("queue")
 if q:
     for r in q["rows"]:
+        target = "≥ 0.5× plain (CI floor 0.3×)" + (", ≥ 10,000/s" if r['workers'] >= 4 else "")
+        met = r['ratio'] >= 0.5 and (r['workers'] < 4 or r['mailboxd_jobs_per_s'] >= 10000)
         rows.append(("queue", f"{q['jobs']} empty jobs, {r['workers']} worker(s): {r['mailboxd_jobs_per_s']:.0f} jobs/s; "
-                     f"plain UPDATE…SKIP LOCKED {r['plain_jobs_per_s']:.0f}/s", "—", f"{r['ratio']:.2f}× plain", ""))
+                     f"plain UPDATE…SKIP LOCKED {r['plain_jobs_per_s']:.0f}/s", target, f"{r['ratio']:.2f}× plain", ok(met)))
 r = load("reconcile")
 if r:
     rows.append(("reconcile", f"{r['scanned']} accounts dry run, {r['differences']} differences, {r['accounts_per_s']:.0f}/s",
@@ -88,10 +111,15 @@ if lab:
                  "—", f"overhead {lab['overhead_pct']:.1f} %", ""))
 
 with open(os.path.join(out, "SUMMARY.md"), "w") as f:
-    f.write(f"# mailboxd proof figures\n\n{os.cpu_count()} CPUs, {platform.machine()}, {profile} build. "
+    f.write(f"# mailboxd proof figures\n\nCommit {commit}, measured {when}; "
+            f"{os.cpu_count()} CPUs, {platform.machine()}, {profile} build. "
             "Reproduce: `bash benches/proof.sh`; raw results in `target/proof/*.json`.\n\n")
     f.write("| bench | what | target | measured | met |\n|---|---|---|---|---|\n")
     for row in rows:
         f.write("| " + " | ".join(row) + " |\n")
 print(open(os.path.join(out, "SUMMARY.md")).read())
 PY
+if [ -n "$FAILED" ]; then
+    echo "below its floor:$FAILED" >&2
+    exit 1
+fi

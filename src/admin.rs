@@ -580,6 +580,8 @@ async fn exchange_budget(s: &AdminState) -> serde_json::Value {
         "in_use": cluster.as_ref().map(|c| c.in_use),
         "replicas_holding": cluster.as_ref().map(|c| c.holders),
         "throttled_last_15m": cluster.as_ref().map(|c| c.throttled_recently),
+        "learned_max_sessions": cluster.as_ref().and_then(|c| c.learned_max_sessions),
+        "learned_at": cluster.as_ref().and_then(|c| c.learned_at),
         "last_throttled_at": cluster.and_then(|c| c.last_throttled_at),
         "replica": local,
     })

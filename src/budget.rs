@@ -33,6 +33,22 @@ const RECHECK: Duration = Duration::from_millis(500);
 /// The wait after a throttled session when Exchange states none.
 pub const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(5);
 
+/// How long the cluster runs at a limit Exchange stated, without a refusal, before it offers
+/// Exchange one more session (the limit goes back up only as far as Exchange accepts).
+pub const LEARNED_LIMIT_QUIET: Duration = Duration::from_secs(600);
+
+/// The session limit an Exchange refusal states: "… you have exceeded the maximum number of
+/// connections allowed : 6 for the policy party : MaxConcurrency" (the MaxConcurrency
+/// refusal of a remote PowerShell runspace; its text is not localized, it comes from the
+/// server's throttling policy).
+pub fn stated_session_limit(message: &str) -> Option<u32> {
+    const MARK: &str = "maximum number of connections allowed";
+    let rest = &message[message.find(MARK)? + MARK.len()..];
+    let rest = rest.trim_start_matches([' ', ':']);
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|n| *n > 0)
+}
+
 /// This replica's adaptive share of the budget (AIMD).
 #[derive(Debug)]
 struct Share {
@@ -194,8 +210,27 @@ impl SessionBudget {
     }
 
     /// Exchange throttled a session anyway: halve the share, pause for the stated wait, and
-    /// record it for the cluster's view. Returns the wait the jobs are deferred by.
+    /// record it for the cluster's view. When the refusal states Exchange's limit below the
+    /// configured one, every replica adopts it through the store (one refusal teaches the
+    /// whole cluster). Returns the wait the jobs are deferred by.
     pub async fn throttled(&self, retry_after: Option<Duration>, message: &str) -> Duration {
+        if let Some(limit) = stated_session_limit(message).filter(|n| *n < self.max) {
+            match self
+                .store
+                .learn_session_limit(limit, &self.holder, message)
+                .await
+            {
+                Ok(true) => tracing::warn!(
+                    limit,
+                    configured = self.max,
+                    "Exchange allows {limit} sessions, fewer than exchange.max_sessions: every replica now uses at most {limit} (set exchange.max_sessions = {limit} to match)"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record the session limit Exchange stated")
+                }
+            }
+        }
         let wait = retry_after.unwrap_or(DEFAULT_THROTTLE_WAIT);
         {
             let mut share = self.share.lock();
@@ -302,6 +337,19 @@ async fn renew(budget: std::sync::Weak<SessionBudget>, lease: Duration) {
     loop {
         tick.tick().await;
         let Some(b) = budget.upgrade() else { return };
+        match b
+            .store
+            .raise_learned_limit(b.max, LEARNED_LIMIT_QUIET)
+            .await
+        {
+            Ok(learned) => {
+                metrics::gauge!("mailboxd_exchange_sessions_limit")
+                    .set(f64::from(learned.map_or(b.max, |n| n.unsigned_abs())));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look at the learned Exchange session limit")
+            }
+        }
         let leases: Vec<Uuid> = b.leases.lock().iter().copied().collect();
         if leases.is_empty() {
             continue;

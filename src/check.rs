@@ -123,10 +123,13 @@ async fn session_budget(s: &Settings) -> Verdict {
         Ok(u) => (
             Status::Ok,
             format!(
-                "{budget}; in use now: {} by {} replica(s); Exchange throttling refusals in the last 15 min: {}; {}",
+                "{budget}; in use now: {} by {} replica(s); Exchange throttling refusals in the last 15 min: {}{}; {}",
                 u.in_use,
                 u.holders,
                 u.throttled_recently,
+                u.learned_max_sessions.map_or(String::new(), |n| format!(
+                    "; Exchange stated a limit of {n} sessions in a refusal: every replica uses at most {n} (set exchange.max_sessions = {n})"
+                )),
                 cmdlet_budget(s, &store).await
             ),
         ),

@@ -301,6 +301,12 @@ async fn exchange_budget(s: &AdminState) -> String {
         ),
         _ => "Exchange refused nothing in the last 15 minutes.".into(),
     };
+    let learned = match cluster.as_ref().and_then(|c| c.learned_max_sessions) {
+        Some(n) => format!(
+            " <b id=\"learned-limit\">Exchange allows only {n} sessions</b> (its refusal said so): every replica uses at most {n} until Exchange accepts more; set <code>exchange.max_sessions = {n}</code> to match."
+        ),
+        None => String::new(),
+    };
     let cmdlets = match s.budget.cmdlets() {
         Some(c) => format!(
             "Cmdlets: {} of {} used in the {} s window (all replicas); {} batch(es) of this replica waiting for room.",
@@ -316,7 +322,7 @@ async fn exchange_budget(s: &AdminState) -> String {
     };
     format!(
         "<h2>Exchange budget</h2><p id=\"exchange-budget\">Sessions: {in_use} of {max} in use (all replicas). \
-         This replica may hold {share} and holds {held}; {waiting} batch(es) waiting for a session. {refusals}</p>\
+         This replica may hold {share} and holds {held}; {waiting} batch(es) waiting for a session. {refusals}{learned}</p>\
          <p id=\"cmdlet-budget\">{cmdlets}</p>",
         max = local.max_sessions,
         share = local.share,

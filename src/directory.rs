@@ -12,7 +12,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use std::time::Duration;
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions, StdStream,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
@@ -564,10 +566,14 @@ impl Directory {
     /// Opens a connection (TLS or StartTLS, as configured) without binding.
     async fn open(&self, url: &url::Url) -> Result<Ldap, ReadError> {
         let inner = &self.inner;
+        let tcp = connect_tcp(url, inner.timeout)
+            .await
+            .map_err(|e| ReadError::Unreachable(connect_reason(&e)))?;
         let settings = LdapConnSettings::new()
             .set_conn_timeout(inner.timeout)
             .set_config(inner.tls.clone())
-            .set_starttls(url.scheme() == "ldap" && inner.starttls);
+            .set_starttls(url.scheme() == "ldap" && inner.starttls)
+            .set_std_stream(StdStream::Tcp(tcp));
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url.as_str())
             .await
             .map_err(|e| ReadError::Unreachable(connect_reason(&e)))?;
@@ -662,6 +668,25 @@ fn classify_op_error(e: LdapError, dc: &str) -> SearchFailure {
         }),
         other => SearchFailure::Connection(other.to_string()),
     }
+}
+
+/// The TCP connection to a DC, opened here because ldap3 opens its own without
+/// `TCP_NODELAY`: the pooled connections carry several searches at once, and Nagle holds a
+/// request written while another is unanswered until the DC's delayed ACK (up to 40 ms).
+pub async fn connect_tcp(
+    url: &url::Url,
+    timeout: Duration,
+) -> Result<std::net::TcpStream, LdapError> {
+    let port = url
+        .port()
+        .unwrap_or(if url.scheme() == "ldaps" { 636 } else { 389 });
+    let host = match url.host_str() {
+        Some("") | None => "localhost",
+        Some(h) => h.trim_start_matches('[').trim_end_matches(']'),
+    };
+    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await??;
+    tcp.set_nodelay(true)?;
+    Ok(tcp.into_std()?)
 }
 
 fn connect_reason(e: &LdapError) -> String {

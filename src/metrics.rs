@@ -86,6 +86,12 @@ pub async fn render(
     metrics::gauge!("mailboxd_exchange_session_waiters").set(local.waiting as f64);
     if let Ok(cluster) = store.budget_use().await {
         metrics::gauge!("mailboxd_exchange_sessions_in_use").set(cluster.in_use as f64);
+        // What every replica uses now: the configured maximum, or the lower limit Exchange
+        // stated in a refusal (learned through the store).
+        let limit = cluster
+            .learned_max_sessions
+            .map_or(local.max_sessions, |n| n.unsigned_abs());
+        metrics::gauge!("mailboxd_exchange_sessions_limit").set(f64::from(limit));
     }
     if let Some(cmdlets) = budget.cmdlets() {
         metrics::gauge!("mailboxd_exchange_cmdlet_waiters").set(cmdlets.waiting() as f64);

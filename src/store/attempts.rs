@@ -50,16 +50,6 @@ impl AttemptRecord {
     }
 }
 
-/// An attempt row to write: which try of which job, what it came to, and its record.
-pub(super) struct NewAttempt<'a> {
-    pub job_id: Uuid,
-    pub attempt: i32,
-    pub outcome: AttemptOutcome,
-    pub class: Option<ErrorClass>,
-    pub error: Option<&'a str>,
-    pub record: &'a AttemptRecord,
-}
-
 /// One line of a job's history for its alert: the try, when, how it ended, the error's
 /// class and the first 160 characters of its text, and the host.
 #[derive(Debug, sqlx::FromRow)]
@@ -84,40 +74,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
-}
-
-/// Writes the attempt rows of a batch by `replica` in one statement.
-pub(super) async fn insert_attempts(
-    tx: &mut Transaction<'_, Postgres>,
-    replica: &str,
-    rows: &[NewAttempt<'_>],
-) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome, error_class,
-                                   error_message, transcript, domain_controller, directory)
-         SELECT u.job_id, u.attempt, $2, u.host, u.started_at, u.outcome, u.class, u.error,
-                u.transcript, u.dc, u.directory
-           FROM unnest($1::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::text[],
-                       $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[])
-                AS u(job_id, attempt, host, started_at, outcome, class, error, transcript, dc, directory)",
-    )
-    .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
-    .bind(replica)
-    .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.record.host.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.record.started_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.outcome).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.class).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.error).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.record.transcript.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.record.domain_controller.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.record.directory.as_ref()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// A job's attempts so far, for the history in its alert.

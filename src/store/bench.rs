@@ -6,7 +6,7 @@ use super::{JobState, Store, StoreError};
 impl Store {
     /// Empties the job tables (bench databases only).
     pub async fn bench_reset(&self) -> Result<(), StoreError> {
-        sqlx::query("TRUNCATE jobs, job_attempts, alerts, exchange_session_slots, exchange_throttle_events CASCADE")
+        sqlx::query("TRUNCATE jobs, job_attempts, alerts, exchange_session_slots, exchange_throttle_events, exchange_learned_limit CASCADE")
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -24,7 +24,16 @@ pub struct BudgetUse {
     /// Exchange's refusals over the last 15 minutes, all replicas.
     pub throttled_recently: i64,
     pub last_throttled_at: Option<DateTime<Utc>>,
+    /// The session limit Exchange stated in a refusal, in force below the configured
+    /// `exchange.max_sessions` (None: the configured value holds).
+    pub learned_max_sessions: Option<i32>,
+    pub learned_at: Option<DateTime<Utc>>,
 }
+
+/// Slots a replica may use: its configured `max` ($n), or fewer when Exchange stated a lower
+/// limit (migration 0013). In the look-up itself, so every replica adopts it at once.
+const SLOT_CAP: &str =
+    "least($4, coalesce((SELECT max_sessions FROM exchange_learned_limit WHERE id), $4))";
 
 impl Store {
     /// Makes sure slots `0 .. max` exist (replicas with a smaller `max` ignore the rest).
@@ -49,17 +58,17 @@ impl Store {
         max: u32,
         lease_for: Duration,
     ) -> Result<Option<i32>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "UPDATE exchange_session_slots s
                 SET holder = $1, lease = $2, purpose = $3, acquired_at = now(),
                     leased_until = now() + make_interval(secs => $5)
               WHERE s.slot = (
                     SELECT slot FROM exchange_session_slots
-                     WHERE slot < $4 AND (holder IS NULL OR leased_until < now())
+                     WHERE slot < {SLOT_CAP} AND (holder IS NULL OR leased_until < now())
                      ORDER BY slot LIMIT 1
                      FOR UPDATE SKIP LOCKED)
-             RETURNING s.slot",
-        )
+             RETURNING s.slot"
+        )))
         .bind(holder)
         .bind(lease)
         .bind(purpose)
@@ -121,6 +130,66 @@ impl Store {
         Ok(())
     }
 
+    /// Exchange refused a session stating its limit `max`: every replica uses at most that
+    /// many slots from its next look-up on. Returns whether this lowered the limit in force.
+    pub async fn learn_session_limit(
+        &self,
+        max: u32,
+        replica: &str,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO exchange_learned_limit (max_sessions, replica, message)
+             VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE
+                SET max_sessions = excluded.max_sessions, learned_at = now(), raised_at = NULL,
+                    replica = excluded.replica, message = excluded.message
+              WHERE exchange_learned_limit.max_sessions <> excluded.max_sessions
+                 OR exchange_learned_limit.raised_at IS NOT NULL",
+        )
+        .bind(i32::try_from(max.max(1)).unwrap_or(i32::MAX))
+        .bind(replica)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Gives Exchange one more session than it last stated, after `quiet` without a
+    /// refusal; back at `configured`, the learned limit is dropped. A refusal at the raised
+    /// level learns the stated limit again. Returns the limit in force afterwards, if any.
+    pub async fn raise_learned_limit(
+        &self,
+        configured: u32,
+        quiet: Duration,
+    ) -> Result<Option<i32>, StoreError> {
+        let configured = i32::try_from(configured).unwrap_or(i32::MAX);
+        let now: Option<i32> = sqlx::query_scalar(
+            "WITH quiet AS (
+                SELECT 1 FROM exchange_learned_limit
+                 WHERE id AND coalesce(raised_at, learned_at) < now() - make_interval(secs => $2)
+                   AND NOT EXISTS (SELECT 1 FROM exchange_throttle_events
+                                    WHERE at > now() - make_interval(secs => $2)))
+             , raised AS (
+                UPDATE exchange_learned_limit SET max_sessions = max_sessions + 1, raised_at = now()
+                 WHERE id AND EXISTS (SELECT 1 FROM quiet) AND max_sessions + 1 < $1
+                RETURNING max_sessions)
+             , dropped AS (
+                DELETE FROM exchange_learned_limit
+                 WHERE id AND EXISTS (SELECT 1 FROM quiet) AND max_sessions + 1 >= $1
+                RETURNING 1)
+             SELECT CASE WHEN EXISTS (SELECT 1 FROM dropped) THEN NULL
+                         ELSE coalesce((SELECT max_sessions FROM raised),
+                                       (SELECT max_sessions FROM exchange_learned_limit WHERE id))
+                    END",
+        )
+        .bind(configured)
+        .bind(secs(quiet))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(now.filter(|n| *n < configured))
+    }
+
     /// The budget in use now, cluster-wide.
     pub async fn budget_use(&self) -> Result<BudgetUse, StoreError> {
         let (in_use, holders): (i64, i64) = sqlx::query_as(
@@ -135,11 +204,18 @@ impl Store {
         )
         .fetch_one(&self.pool)
         .await?;
+        let learned: Option<(i32, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT max_sessions, coalesce(raised_at, learned_at) FROM exchange_learned_limit WHERE id",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(BudgetUse {
             in_use,
             holders,
             throttled_recently,
             last_throttled_at,
+            learned_max_sessions: learned.map(|l| l.0),
+            learned_at: learned.map(|l| l.1),
         })
     }
 

@@ -6,14 +6,14 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
 use uuid::Uuid;
 
 use super::Job;
-use crate::store::outcomes::{Ending, OutcomeMessage, insert_outcomes, message};
+use crate::store::outcomes::{Ending, OutcomeMessage, message, routing_key};
 use crate::store::{
-    AttemptOutcome, AttemptRecord, ErrorClass, JobOutcome, JobState, NewAlert, NewAttempt,
-    OutcomeResult, Store, StoreError, insert_attempts, insert_job_alert,
+    AttemptOutcome, AttemptRecord, ErrorClass, JobOutcome, JobState, NewAlert, OutcomeResult,
+    Store, StoreError, insert_job_alert,
 };
 
 /// What one attempt came to, as the worker decided.
@@ -157,47 +157,37 @@ impl Store {
         Ok(held.first().copied().unwrap_or(false))
     }
 
-    /// `finish` for many jobs in one transaction (one commit, one WAL flush): a batch's
-    /// outcomes land together. Returns, per job, whether this replica still held it.
+    /// `finish` for many jobs at once: one statement moves the jobs and writes their
+    /// attempt and outcome rows (one round trip, one commit); only a final failure's alert
+    /// needs a transaction around it. Returns, per job, whether this replica still held it.
     pub async fn finish_many(
         &self,
         replica: &str,
         outcomes: &[FinishedJob<'_>],
     ) -> Result<Vec<bool>, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
         let transitions: Vec<Transition<'_>> =
             outcomes.iter().map(|(_, _, r)| r.transition()).collect();
-        let mut tx = self.pool.begin().await?;
-        let held = move_jobs(&mut tx, replica, outcomes, &transitions).await?;
-        let attempts: Vec<NewAttempt<'_>> = outcomes
-            .iter()
-            .zip(&transitions)
-            .filter(|((job, _, _), _)| held.contains(&job.id))
-            .map(|((job, record, resolution), t)| NewAttempt {
-                job_id: job.id,
-                attempt: job.attempt,
-                outcome: resolution.attempt_outcome(),
-                class: t.class,
-                error: t.error,
-                record,
-            })
-            .collect();
-        insert_attempts(&mut tx, replica, &attempts).await?;
-        let answers: Vec<(&Job, OutcomeMessage)> = outcomes
-            .iter()
-            .zip(&transitions)
-            .filter(|((job, _, _), _)| held.contains(&job.id))
-            .filter_map(|((job, record, _), t)| Some((*job, t.message(job, record)?)))
-            .collect();
-        insert_outcomes(&mut tx, &answers, self.identityiq).await?;
-        // Alerts last, so that they can list every attempt including this one.
-        for (job, _, resolution) in outcomes {
-            if let Some(alert) = resolution.alert()
-                && held.contains(&job.id)
-            {
-                insert_job_alert(&mut tx, job.id, alert).await?;
+        let rows = FinishRows::new(outcomes, &transitions)?;
+        let alerts = outcomes.iter().any(|(_, _, r)| r.alert().is_some());
+        let held = if alerts {
+            let mut tx = self.pool.begin().await?;
+            let held = rows.write(&mut *tx, replica, self.identityiq).await?;
+            // Alerts last, so that they can list every attempt including this one.
+            for (job, _, resolution) in outcomes {
+                if let Some(alert) = resolution.alert()
+                    && held.contains(&job.id)
+                {
+                    insert_job_alert(&mut tx, job.id, alert).await?;
+                }
             }
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+            held
+        } else {
+            rows.write(&self.pool, replica, self.identityiq).await?
+        };
         Ok(outcomes
             .iter()
             .map(|(job, _, _)| held.contains(&job.id))
@@ -205,47 +195,151 @@ impl Store {
     }
 }
 
-/// One statement moves every job still leased to `replica`; returns the ones it moved.
-async fn move_jobs(
-    tx: &mut Transaction<'_, Postgres>,
-    replica: &str,
-    outcomes: &[FinishedJob<'_>],
-    transitions: &[Transition<'_>],
-) -> Result<HashSet<Uuid>, StoreError> {
-    let held: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE jobs SET state = u.state, outcome = coalesce(u.outcome, jobs.outcome),
-                last_error = u.error, last_error_class = u.class,
-                next_attempt_at = coalesce(u.next_at, jobs.next_attempt_at),
-                locked_by = NULL, locked_until = NULL, updated_at = now(),
-                finished_at = CASE WHEN u.terminal THEN now() ELSE NULL END,
-                attempt = jobs.attempt - CASE WHEN u.deferred THEN 1 ELSE 0 END
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                       $6::timestamptz[], $7::bool[], $8::bool[])
-                AS u(id, state, outcome, error, class, next_at, terminal, deferred)
-          WHERE jobs.id = u.id AND jobs.locked_by = $9 AND jobs.state = $10
-         RETURNING jobs.id",
-    )
-    .bind(
-        outcomes
+/// Moves every job still leased to the replica ($20), writes the attempt row of each one it
+/// moved and the outcome row of those that report one, and returns the ones it moved. The
+/// inserts join the `UPDATE`'s `RETURNING`, so a job taken over meanwhile writes nothing.
+const FINISH: &str = "WITH u AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::timestamptz[], $7::bool[], $8::bool[], $9::int[], $10::text[],
+                             $11::timestamptz[], $12::text[], $13::text[], $14::text[],
+                             $15::jsonb[], $16::uuid[], $17::text[], $18::jsonb[], $19::text[])
+                      WITH ORDINALITY
+             AS u(id, state, outcome, error, class, next_at, terminal, deferred, attempt, host,
+                  started_at, attempt_outcome, transcript, dc, directory, outcome_id, result,
+                  body, routing_key, n))
+    , moved AS (
+        UPDATE jobs SET state = u.state, outcome = coalesce(u.outcome, jobs.outcome),
+               last_error = u.error, last_error_class = u.class,
+               next_attempt_at = coalesce(u.next_at, jobs.next_attempt_at),
+               locked_by = NULL, locked_until = NULL, updated_at = now(),
+               finished_at = CASE WHEN u.terminal THEN now() ELSE NULL END,
+               attempt = jobs.attempt - CASE WHEN u.deferred THEN 1 ELSE 0 END
+          FROM u
+         WHERE jobs.id = u.id AND jobs.locked_by = $20 AND jobs.state = $21
+        RETURNING jobs.id, jobs.account, jobs.event_id, jobs.kind, jobs.reply_to)
+    , attempts AS (
+        INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome,
+                                  error_class, error_message, transcript, domain_controller,
+                                  directory)
+        SELECT u.id, u.attempt, $20, u.host, u.started_at, u.attempt_outcome, u.class, u.error,
+               u.transcript, u.dc, u.directory
+          FROM u JOIN moved m ON m.id = u.id ORDER BY u.n)
+    , answers AS (
+        INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body,
+                              iiq_state)
+        SELECT u.outcome_id, u.id, m.account, m.event_id, u.result, u.routing_key,
+               m.reply_to, u.body, CASE WHEN $23 THEN 'pending' END
+          FROM u JOIN moved m ON m.id = u.id
+         WHERE u.outcome_id IS NOT NULL
+           AND (u.result <> $22
+                OR NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = u.id AND o.result = $22))
+         ORDER BY u.n)
+    SELECT id FROM moved";
+
+/// The columns of [`FINISH`], one entry per job.
+struct FinishRows<'a> {
+    ids: Vec<Uuid>,
+    transitions: &'a [Transition<'a>],
+    attempts: Vec<i32>,
+    hosts: Vec<Option<&'a str>>,
+    started: Vec<DateTime<Utc>>,
+    attempt_outcomes: Vec<AttemptOutcome>,
+    transcripts: Vec<Option<&'a str>>,
+    dcs: Vec<Option<&'a str>>,
+    directories: Vec<Option<&'a serde_json::Value>>,
+    outcome_ids: Vec<Option<Uuid>>,
+    results: Vec<Option<OutcomeResult>>,
+    bodies: Vec<Option<serde_json::Value>>,
+    routing_keys: Vec<Option<String>>,
+}
+
+impl<'a> FinishRows<'a> {
+    fn new(
+        outcomes: &'a [FinishedJob<'a>],
+        transitions: &'a [Transition<'a>],
+    ) -> Result<FinishRows<'a>, StoreError> {
+        let messages: Vec<Option<OutcomeMessage>> = outcomes
             .iter()
-            .map(|(job, _, _)| job.id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(transitions.iter().map(|t| t.state).collect::<Vec<_>>())
-    .bind(transitions.iter().map(|t| t.outcome).collect::<Vec<_>>())
-    .bind(transitions.iter().map(|t| t.error).collect::<Vec<_>>())
-    .bind(transitions.iter().map(|t| t.class).collect::<Vec<_>>())
-    .bind(transitions.iter().map(|t| t.next_at).collect::<Vec<_>>())
-    .bind(
-        transitions
+            .zip(transitions)
+            .map(|((job, record, _), t)| t.message(job, record))
+            .collect();
+        let bodies = messages
             .iter()
-            .map(|t| t.state.is_terminal())
-            .collect::<Vec<_>>(),
-    )
-    .bind(transitions.iter().map(|t| t.deferred).collect::<Vec<_>>())
-    .bind(replica)
-    .bind(JobState::Running)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(held.into_iter().collect())
+            .map(|m| m.as_ref().map(serde_json::to_value).transpose())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(format!("cannot serialise an outcome: {e}")))?;
+        Ok(FinishRows {
+            ids: outcomes.iter().map(|(j, _, _)| j.id).collect(),
+            transitions,
+            attempts: outcomes.iter().map(|(j, _, _)| j.attempt).collect(),
+            hosts: outcomes.iter().map(|(_, r, _)| r.host.as_deref()).collect(),
+            started: outcomes.iter().map(|(_, r, _)| r.started_at).collect(),
+            attempt_outcomes: outcomes
+                .iter()
+                .map(|(_, _, r)| r.attempt_outcome())
+                .collect(),
+            transcripts: outcomes
+                .iter()
+                .map(|(_, r, _)| r.transcript.as_deref())
+                .collect(),
+            dcs: outcomes
+                .iter()
+                .map(|(_, r, _)| r.domain_controller.as_deref())
+                .collect(),
+            directories: outcomes
+                .iter()
+                .map(|(_, r, _)| r.directory.as_ref())
+                .collect(),
+            outcome_ids: messages.iter().map(|m| m.as_ref().map(|m| m.id)).collect(),
+            results: messages
+                .iter()
+                .map(|m| m.as_ref().map(|m| m.result))
+                .collect(),
+            bodies,
+            routing_keys: messages
+                .iter()
+                .map(|m| m.as_ref().map(|m| routing_key(m.kind, m.result)))
+                .collect(),
+        })
+    }
+
+    /// Runs [`FINISH`]; returns the jobs it moved.
+    async fn write<'e, E>(
+        &self,
+        on: E,
+        replica: &str,
+        identityiq: bool,
+    ) -> Result<HashSet<Uuid>, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = Postgres>,
+    {
+        let t = self.transitions;
+        let held: Vec<Uuid> = sqlx::query_scalar(FINISH)
+            .bind(&self.ids)
+            .bind(t.iter().map(|t| t.state).collect::<Vec<_>>())
+            .bind(t.iter().map(|t| t.outcome).collect::<Vec<_>>())
+            .bind(t.iter().map(|t| t.error).collect::<Vec<_>>())
+            .bind(t.iter().map(|t| t.class).collect::<Vec<_>>())
+            .bind(t.iter().map(|t| t.next_at).collect::<Vec<_>>())
+            .bind(t.iter().map(|t| t.state.is_terminal()).collect::<Vec<_>>())
+            .bind(t.iter().map(|t| t.deferred).collect::<Vec<_>>())
+            .bind(&self.attempts)
+            .bind(&self.hosts)
+            .bind(&self.started)
+            .bind(&self.attempt_outcomes)
+            .bind(&self.transcripts)
+            .bind(&self.dcs)
+            .bind(&self.directories)
+            .bind(&self.outcome_ids)
+            .bind(&self.results)
+            .bind(&self.bodies)
+            .bind(&self.routing_keys)
+            .bind(replica)
+            .bind(JobState::Running)
+            .bind(OutcomeResult::WaitingForSync)
+            .bind(identityiq)
+            .fetch_all(on)
+            .await?;
+        Ok(held.into_iter().collect())
+    }
 }

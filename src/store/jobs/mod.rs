@@ -102,7 +102,10 @@ static EXPIRE_LEASES: LazyLock<String> = LazyLock::new(|| {
 
 /// Due jobs, at most one per account and none of an account that has one running, leased
 /// to a replica. The states are in the text for the `jobs_claimable` and
-/// `jobs_one_running_per_account` partial indexes (see [`EXPIRE_LEASES`]).
+/// `jobs_one_running_per_account` partial indexes (see [`EXPIRE_LEASES`]). It locks no more
+/// rows than it may take: rows locked and then left would be skipped by a concurrent claim
+/// of another worker for nothing. (Pending jobs of one account are rare: a newer event
+/// supersedes them, so the one-per-account step seldom leaves a batch short.)
 static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH due AS (
@@ -110,7 +113,7 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
              WHERE j.state IN {pending} AND j.next_attempt_at <= now()
                AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.account = j.account AND r.state = '{running}')
              ORDER BY j.next_attempt_at, j.created_at
-             LIMIT $1 * 2
+             LIMIT $1
              FOR UPDATE SKIP LOCKED)
          , one_per_account AS (
             SELECT DISTINCT ON (j.account) j.id FROM jobs j JOIN due d ON d.id = j.id
@@ -133,15 +136,24 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// How often a replica's claims look for expired leases: a dead replica's jobs run again
+/// at most this much after their lease ran out, and a busy queue does not pay the look-up
+/// (one more round trip) with every batch.
+pub const LEASE_RESCUE_EVERY: Duration = Duration::from_millis(250);
+
 impl Store {
-    /// Claims up to `limit` due jobs for `replica`, at most one per account.
-    /// Also takes over jobs whose lease expired (their replica died).
+    /// Claims up to `limit` due jobs for `replica`, at most one per account, in one
+    /// statement (one round trip). Every [`LEASE_RESCUE_EVERY`] it first takes over jobs
+    /// whose lease expired (their replica died).
     pub async fn claim(
         &self,
         replica: &str,
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
+        if self.rescue_due() {
+            self.rescue_expired_leases().await?;
+        }
         // A concurrent claim by another replica can race on the per-account unique
         // index; that statement then fails as a whole and is simply tried again.
         for _ in 0..5 {
@@ -157,28 +169,42 @@ impl Store {
         Ok(Vec::new())
     }
 
+    /// Whether this handle's last look for expired leases is [`LEASE_RESCUE_EVERY`] ago
+    /// (and if so, notes that one is made now).
+    fn rescue_due(&self) -> bool {
+        let mut last = self.last_rescue.lock();
+        let due = last.is_none_or(|at| at.elapsed() >= LEASE_RESCUE_EVERY);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
+    /// Makes jobs whose lease ran out (their replica died) due again at once, the lost
+    /// attempt recorded. Returns how many.
+    pub async fn rescue_expired_leases(&self) -> Result<u64, StoreError> {
+        let r = sqlx::query(EXPIRE_LEASES.as_str())
+            .bind(AttemptOutcome::LeaseExpired)
+            .bind(ErrorClass::Transient)
+            .bind(JobState::Retrying)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn try_claim(
         &self,
         replica: &str,
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(EXPIRE_LEASES.as_str())
-            .bind(AttemptOutcome::LeaseExpired)
-            .bind(ErrorClass::Transient)
-            .bind(JobState::Retrying)
-            .execute(&mut *tx)
-            .await?;
-        let jobs = sqlx::query_as(CLAIM_DUE.as_str())
+        Ok(sqlx::query_as(CLAIM_DUE.as_str())
             .bind(limit)
             .bind(replica)
             .bind(secs(lease))
             .bind(JobState::Running)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(jobs)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Extends the lease of jobs this replica is still running.

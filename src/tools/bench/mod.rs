@@ -90,6 +90,10 @@ pub enum Which {
         /// With --replicas: Exchange's session limit in the lab and exchange.max_sessions.
         #[arg(long, default_value_t = 6)]
         exchange_sessions: usize,
+        /// With --replicas: exchange.max_sessions of the daemons, when it should not match
+        /// the lab (e.g. 12, the default, to see the limit learned from Exchange's refusal).
+        #[arg(long)]
+        max_sessions: Option<usize>,
     },
     /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
     /// INSERT of the same rows as the ceiling.
@@ -119,6 +123,10 @@ pub enum Which {
         /// Jobs claimed per claim (the worker's batch).
         #[arg(long, default_value_t = 50)]
         batch: i64,
+        /// Exit 1 if claim + finish runs below this fraction of the plain loop measured in
+        /// the same run (the CI guard: a ratio, never an absolute time).
+        #[arg(long)]
+        min_ratio: Option<f64>,
     },
     /// Resident memory of the daemon (`mailboxd run` as its own process): idle, with N jobs
     /// queued (the lab stalls, so they wait), and after they drained.
@@ -156,7 +164,8 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             jobs,
             workers,
             batch,
-        } => queue::run(settings, jobs, &workers, batch, &out).await,
+            min_ratio,
+        } => queue::run(settings, jobs, &workers, batch, min_ratio, &out).await,
         Which::Reconcile {
             accounts,
             use_config,
@@ -177,6 +186,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             batch_size,
             replicas: Some(replicas),
             exchange_sessions,
+            max_sessions,
             ..
         } => {
             let b = replicas::ReplicaBurst {
@@ -184,6 +194,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
                 replicas,
                 concurrency,
                 sessions: exchange_sessions,
+                max_sessions: max_sessions.unwrap_or(exchange_sessions),
                 session,
                 cmdlet,
                 batch_size: batch_size.unwrap_or(20),

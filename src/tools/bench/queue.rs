@@ -26,6 +26,7 @@ pub(crate) async fn run(
     jobs: usize,
     workers: &[usize],
     batch: i64,
+    min_ratio: Option<f64>,
     output: &Output,
 ) -> anyhow::Result<i32> {
     let url = bench_database_url(&settings.database.url)?;
@@ -65,7 +66,21 @@ pub(crate) async fn run(
             );
         }
     }
-    Ok(0)
+    Ok(guard(&rows, min_ratio))
+}
+
+/// 1 if claim + finish fell below `min_ratio` of the plain loop with any worker count.
+fn guard(rows: &[QueueRow], min_ratio: Option<f64>) -> i32 {
+    let Some(min) = min_ratio else { return 0 };
+    let mut code = 0;
+    for r in rows.iter().filter(|r| r.ratio < min) {
+        eprintln!(
+            "bench queue: with {} worker(s) claim + finish ran at {:.2}× the plain loop, below the {min:.2}× floor: the queue engine got slower (see docs/performance.md)",
+            r.workers, r.ratio
+        );
+        code = 1;
+    }
+    code
 }
 
 /// `jobs` joiners for distinct accounts, through the same insert path as the intake.

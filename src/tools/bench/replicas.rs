@@ -16,8 +16,10 @@ pub struct ReplicaBurst {
     pub replicas: usize,
     /// worker.concurrency of each replica.
     pub concurrency: usize,
-    /// Exchange's PowerShellMaxConcurrency in the lab, and exchange.max_sessions.
+    /// Exchange's PowerShellMaxConcurrency in the lab.
     pub sessions: usize,
+    /// exchange.max_sessions of the daemons (usually `sessions`).
+    pub max_sessions: usize,
     pub session: Duration,
     pub cmdlet: Duration,
     pub batch_size: u32,
@@ -71,7 +73,10 @@ fn daemon_env(s: &Settings, b: &ReplicaBurst) -> Vec<(String, String)> {
         ),
         ("MAILBOXD__EXCHANGE__BATCH_SIZE", b.batch_size.to_string()),
         ("MAILBOXD__EXCHANGE__BATCH_LINGER", "1s".into()),
-        ("MAILBOXD__EXCHANGE__MAX_SESSIONS", b.sessions.to_string()),
+        (
+            "MAILBOXD__EXCHANGE__MAX_SESSIONS",
+            b.max_sessions.to_string(),
+        ),
         ("MAILBOXD__WORKER__CONCURRENCY", b.concurrency.to_string()),
         ("MAILBOXD__WORKER__POLL_INTERVAL", "200ms".into()),
         ("MAILBOXD__WORKER__BATCH_TIMEOUT", "3600s".into()),
@@ -183,6 +188,7 @@ fn report(
         "replicas": b.replicas,
         "concurrency_per_replica": b.concurrency,
         "exchange_sessions": b.sessions,
+        "max_sessions": b.max_sessions,
         "succeeded": succeeded,
         "elapsed_s": elapsed,
         "throughput_per_s": n as f64 / elapsed,
