@@ -205,7 +205,10 @@ async fn poison(
             .map_or(serde_json::Value::Null, |t| table_to_json(t, 0)),
         body: poison_copy(&received),
     };
-    let mut stored = with_db_retry(health, "store a poison message", || store.insert_poison(&row)).await;
+    let mut stored = with_db_retry(health, "store a poison message", || {
+        store.insert_poison(&row)
+    })
+    .await;
     if let Err(e) = &stored {
         tracing::warn!(error = %e, "PostgreSQL refused a poison message's properties; keeping its reason and body only");
         row.reason = format!(
@@ -213,7 +216,10 @@ async fn poison(
             row.reason
         );
         (row.content_type, row.message_id, row.headers) = (None, None, serde_json::Value::Null);
-        stored = with_db_retry(health, "store a poison message", || store.insert_poison(&row)).await;
+        stored = with_db_retry(health, "store a poison message", || {
+            store.insert_poison(&row)
+        })
+        .await;
     }
     match stored {
         Ok(id) => {
