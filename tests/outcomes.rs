@@ -444,7 +444,11 @@ async fn an_identityiq_that_refuses_the_credential_raises_one_alert_and_is_not_a
         publisher.publish(&ev).await.unwrap();
         env.wait_succeeded(&ev.id).await;
     }
-    let rows = wait_outcomes(&env, 2, |o| o.iiq_state.as_deref() == Some("refused")).await;
+    // Both deliveries settle: IdentityIQ refused, the broker's copy sent (they run apart).
+    let rows = wait_outcomes(&env, 2, |o| {
+        o.iiq_state.as_deref() == Some("refused") && o.sent_at.is_some()
+    })
+    .await;
     assert!(
         rows.iter().all(|o| o
             .iiq_last_error
