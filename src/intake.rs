@@ -13,7 +13,7 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::watch;
 
 use crate::config;
@@ -249,18 +249,20 @@ async fn handle_batch(
     rules: &event::IntakeRules,
     batch: Vec<lapin::message::Delivery>,
 ) -> Result<(), IntakeError> {
-    let mut good: Vec<(lapin::message::Delivery, Vec<Event>)> = Vec::new();
+    let mut good: Vec<(lapin::message::Delivery, Vec<Event>, Option<String>)> = Vec::new();
     for delivery in batch {
-        let props = &delivery.properties;
-        let content_type = props.content_type().as_ref().map(ShortString::as_str);
-        let received = event::Delivery {
-            body: &delivery.data,
-            content_type,
-            message_id: props.message_id().as_ref().map(ShortString::as_str),
-            routing_key: delivery.routing_key.as_str(),
-        };
-        match event::decode(&received, rules) {
-            Ok(d) => {
+        let stored = read_delivery(
+            &delivery.properties,
+            delivery.exchange.as_str(),
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            rules,
+        );
+        match stored {
+            Stored::Events {
+                decoded: d,
+                reply_to,
+            } => {
                 if !d.credentials.is_empty() {
                     tracing::warn!(
                         attributes = ?d.credentials,
@@ -271,26 +273,13 @@ async fn handle_batch(
                 for why in &d.ignored {
                     tracing::info!(routing_key = %delivery.routing_key, "ignored: {why}");
                 }
-                good.push((delivery, d.events));
+                good.push((delivery, d.events, reply_to));
             }
-            Err(reason) => {
-                let body = received.poison_body();
-                let poison = NewPoison {
-                    reason: reason.to_string(),
-                    routing_key: delivery.routing_key.to_string(),
-                    exchange: delivery.exchange.to_string(),
-                    content_type: content_type.map(str::to_owned),
-                    message_id: props.message_id().as_ref().map(|s| s.to_string()),
-                    headers: props
-                        .headers()
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, table_to_json),
-                    body,
-                };
+            Stored::Poison(poison) => {
                 let id =
                     with_db_retry("store a poison message", || store.insert_poison(&poison)).await;
                 metrics::counter!("mailboxd_poison_received_total").increment(1);
-                tracing::warn!(poison_id = id, reason = %reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
+                tracing::warn!(poison_id = id, reason = %poison.reason, routing_key = %delivery.routing_key, "poison message stored and dead-lettered");
                 delivery
                     .reject(BasicRejectOptions { requeue: false })
                     .await?;
@@ -300,14 +289,14 @@ async fn handle_batch(
     if good.is_empty() {
         return Ok(());
     }
-    let events: Vec<Event> = good.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+    let events: Vec<Event> = good
+        .iter()
+        .flat_map(|(_, e, _)| e.iter().cloned())
+        .collect();
     // A sender that set reply_to asks for the outcome there as well.
     let reply_to: Vec<Option<String>> = good
         .iter()
-        .flat_map(|(d, e)| {
-            let to = d.properties.reply_to().as_ref().map(|s| s.to_string());
-            std::iter::repeat_n(to, e.len())
-        })
+        .flat_map(|(_, e, to)| std::iter::repeat_n(to.clone(), e.len()))
         .collect();
     if !events.is_empty() {
         let inserted = with_db_retry("store jobs", || {
@@ -327,10 +316,59 @@ async fn handle_batch(
     failpoint("intake-after-commit");
     // One frame acks the whole batch: every delivery up to the last tag on this channel is
     // either in this batch (committed above) or was rejected already.
-    if let Some((last, _)) = good.iter().max_by_key(|(d, _)| d.delivery_tag) {
+    if let Some((last, _, _)) = good.iter().max_by_key(|(d, _, _)| d.delivery_tag) {
         last.ack(BasicAckOptions { multiple: true }).await?;
     }
     Ok(())
+}
+
+/// What intake stores for one delivery, decided from its properties and body alone.
+#[derive(Debug)]
+pub enum Stored {
+    /// Jobs for these events; their outcomes also go to `reply_to` when the sender set it.
+    Events {
+        decoded: event::Decoded,
+        reply_to: Option<String>,
+    },
+    /// The row `poison_messages` keeps of a refused delivery.
+    Poison(NewPoison),
+}
+
+/// Decodes one delivery into what intake stores: the events and their `reply_to`, or the
+/// poison row with the properties (headers included) a refused one is kept with. No I/O,
+/// so the fuzz target `amqp_delivery` runs exactly this on arbitrary properties and bodies.
+pub fn read_delivery(
+    props: &BasicProperties,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    rules: &event::IntakeRules,
+) -> Stored {
+    let content_type = props.content_type().as_ref().map(ShortString::as_str);
+    let received = event::Delivery {
+        body,
+        content_type,
+        message_id: props.message_id().as_ref().map(ShortString::as_str),
+        routing_key,
+    };
+    match event::decode(&received, rules) {
+        Ok(decoded) => Stored::Events {
+            decoded,
+            reply_to: props.reply_to().as_ref().map(|s| s.to_string()),
+        },
+        Err(reason) => Stored::Poison(NewPoison {
+            reason: reason.to_string(),
+            routing_key: routing_key.to_owned(),
+            exchange: exchange.to_owned(),
+            content_type: content_type.map(str::to_owned),
+            message_id: props.message_id().as_ref().map(|s| s.to_string()),
+            headers: props
+                .headers()
+                .as_ref()
+                .map_or(serde_json::Value::Null, table_to_json),
+            body: received.poison_body(),
+        }),
+    }
 }
 
 /// A crash hook for the tests that kill the daemon between commit and ack (and between an

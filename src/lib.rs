@@ -16,6 +16,9 @@ pub mod dashboard;
 pub mod directory;
 pub mod event;
 pub mod exchange;
+/// The fuzz targets' entry points (`fuzz/`), also replayed over their corpus by `cargo test`.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identityiq;
 pub mod intake;
 pub mod metrics;
