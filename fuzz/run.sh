@@ -19,6 +19,10 @@ else
     targets=()
     for f in fuzz_targets/*.rs; do targets+=("$(basename "$f" .rs)"); done
 fi
+if ! command -v c++ >/dev/null 2>&1; then
+    # libfuzzer-sys compiles libFuzzer (C++) in its build script.
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-/var/tmp/mailboxd-target}-fuzz}"
 # What `cargo fuzz build --sanitizer none` passes, without its nightly-only flags.
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
