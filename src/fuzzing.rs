@@ -141,13 +141,12 @@ pub fn xml_tree(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    for parsed in [xml::parse(text), xml::parse_allowing_external_doctype(text)] {
-        if let Ok(root) = parsed {
-            let _ = (
-                root.find("", "entry"),
-                root.attr("key"),
-                root.trimmed_text(),
-            );
-        }
+    let trees = [xml::parse(text), xml::parse_allowing_external_doctype(text)];
+    for root in trees.into_iter().flatten() {
+        let _ = (
+            root.find("", "entry"),
+            root.attr("key"),
+            root.trimmed_text(),
+        );
     }
 }
