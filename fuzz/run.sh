@@ -44,7 +44,7 @@ for t in "${targets[@]}"; do
     "$bin/$t" "$learned" "corpus/$t" \
         -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="artifacts/$t/" 2>&1 |
-        grep -E '^(#[0-9]+ +(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|==[0-9]+==|SUMMARY|Done|    #|thread|panicked|artifact_prefix|Test unit written)' || true
+        grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss|==[0-9]+==|SUMMARY|Done|    #|thread|panicked|artifact_prefix|Test unit written)' || true
     # The pipe hides libFuzzer's exit status: a crash leaves its input behind instead.
     if [ -n "$(ls -A "artifacts/$t")" ]; then
         echo "fuzz: $t crashed; inputs in fuzz/artifacts/$t/ (replay: $bin/$t <file>)" >&2
