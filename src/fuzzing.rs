@@ -8,8 +8,11 @@ use std::sync::OnceLock;
 
 use crate::event::{self, Delivery, IntakeRules, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
 
+/// A target: arbitrary bytes in, nothing out; a panic is the failure.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("json_event", json_event),
     ("iiq_event", iiq_event),
     ("amqp_delivery", amqp_delivery),
