@@ -153,8 +153,8 @@ mod tests {
     use super::*;
     use crate::directory::Lookup;
 
-    /// Found by the `ldap_entry` fuzz target: ldap3's `SearchEntry::construct` panicked on
-    /// an entry whose DN is not UTF-8 (`fuzz/corpus/ldap_entry/bad-dn.ber`).
+    /// Found writing the `ldap_entry` fuzz target: ldap3's `SearchEntry::construct` panics
+    /// on an entry whose DN is not UTF-8 (the seed `fuzz/corpus/ldap_entry/bad-dn.ber`).
     #[test]
     fn a_malformed_search_entry_is_skipped_instead_of_panicking() {
         let entry = |bytes: &[u8]| {
