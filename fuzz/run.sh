@@ -40,7 +40,7 @@ for t in "${targets[@]}"; do
     learned="$CARGO_TARGET_DIR/fuzz-corpus/$t"
     mkdir -p "$learned" "artifacts/$t"
     echo "== fuzz $t for ${seconds}s"
-    # -max_len: bigger inputs than intake's own limits only slow the search down.
+    # -max_len: 16 KiB keeps each run fast; bigger bodies are the poison samples' job.
     "$bin/$t" "$learned" "corpus/$t" \
         -max_total_time="$seconds" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="artifacts/$t/" 2>&1 |
