@@ -25,7 +25,9 @@ mod controllers;
 mod entry;
 mod person;
 use entry::first;
-pub use entry::{account_filter, account_from_entry, escape_filter_bytes, escape_filter_value};
+pub use entry::{
+    account_filter, account_from_entry, escape_filter_bytes, escape_filter_value, search_entry,
+};
 pub use person::{Candidate, LockoutPolicy, PasswordRefused, Person};
 
 /// msExchRecipientTypeDetails values that are remote (cloud) recipients: RemoteUserMailbox,
@@ -418,10 +420,9 @@ impl Directory {
                 .await
                 .map_err(search_err)?;
             while let Some(entry) = stream.next().await.map_err(search_err)? {
-                each(account_from_entry(
-                    &SearchEntry::construct(entry),
-                    self.inner.sync_rule,
-                ));
+                if let Some(entry) = search_entry(entry) {
+                    each(account_from_entry(&entry, self.inner.sync_rule));
+                }
             }
             let res = stream.finish().await;
             if res.rc != 0 {
@@ -517,7 +518,7 @@ impl Directory {
         let entries: Vec<SearchEntry> = entries
             .into_iter()
             .filter(|e| !e.is_ref() && !e.is_intermediate())
-            .map(SearchEntry::construct)
+            .filter_map(search_entry)
             .collect();
         if entries.len() > 1 || res.rc == 4 {
             return Err(SearchFailure::Fatal(DirectoryError::Ambiguous {
@@ -622,7 +623,7 @@ impl Directory {
         let reported = root
             .0
             .into_iter()
-            .map(SearchEntry::construct)
+            .filter_map(search_entry)
             .find_map(|e| first(&e, "dnsHostName"));
         let dns_host_name = controllers::exchange_name(url, reported.as_deref());
         self.inner

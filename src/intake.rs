@@ -247,6 +247,46 @@ async fn consume_on(
     }
 }
 
+/// What intake keeps of one delivery, before any database: the events (and the reply_to
+/// their outcomes may go to), or the poison row. The fuzz target `amqp_delivery` runs it.
+#[derive(Debug)]
+pub enum Stored {
+    Events {
+        events: Vec<event::Event>,
+        reply_to: Option<String>,
+    },
+    Poison(crate::store::NewPoison),
+}
+
+/// A delivery's properties and body read the way intake reads them (`batch`), with the
+/// reply_to rule of `cfg`.
+pub fn read_delivery(
+    props: &lapin::BasicProperties,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    rules: &event::IntakeRules,
+    cfg: &config::Amqp,
+) -> Stored {
+    match batch::decode_body(props, routing_key, body, rules) {
+        Ok(events) => Stored::Events {
+            events,
+            reply_to: props
+                .reply_to()
+                .as_ref()
+                .filter(|q| reply_to::ReplyToRule::new(cfg).check(q.as_str()).is_ok())
+                .map(|q| q.to_string()),
+        },
+        Err(reason) => Stored::Poison(batch::poison_row(
+            props,
+            exchange,
+            routing_key,
+            body,
+            &reason,
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

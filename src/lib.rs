@@ -20,6 +20,9 @@ pub mod directory;
 pub mod event;
 pub mod exchange;
 pub mod failpoint;
+/// The fuzz targets' entry points (`fuzz/`), also replayed over their corpus by `cargo test`.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod identityiq;
 pub mod intake;

@@ -1,7 +1,5 @@
-//! Arbitrary bytes as a WinRM host's reply: SOAP, faults, Receive streams, the encrypted
-//! multipart framing, CLIXML. Run: `cargo fuzz run winrm_reply fuzz/corpus/winrm_reply`.
+//! `mailboxd::fuzzing::winrm_reply` under libFuzzer: see that function for what the bytes are, and
+//! the README ("Fuzzing") for how to run it.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    winrm::read_untrusted_reply(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mailboxd::fuzzing::winrm_reply(data));

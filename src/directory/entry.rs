@@ -2,7 +2,8 @@
 //! attribute values AD returns (text and binary) and the escaping that keeps event values
 //! data inside a filter.
 
-use ldap3::SearchEntry;
+use ldap3::asn1::{PL, StructureTag};
+use ldap3::{ResultEntry, SearchEntry};
 use uuid::Uuid;
 
 use super::{Account, RecipientType, UAC_DISABLED};
@@ -44,6 +45,51 @@ fn present(e: &SearchEntry, name: &str) -> bool {
         .keys()
         .chain(e.bin_attrs.keys())
         .any(|k| k.eq_ignore_ascii_case(name))
+}
+
+/// The entry of a search result, or `None` when it is not shaped as RFC 4511 §4.5.2 says
+/// (a DN or attribute description that is not UTF-8, a missing part): ldap3's
+/// `SearchEntry::construct` panics on those, and a DC's answer must not stop a worker.
+pub fn search_entry(re: ResultEntry) -> Option<SearchEntry> {
+    if well_formed(&re.0) {
+        Some(SearchEntry::construct(re))
+    } else {
+        tracing::warn!("a domain controller sent a malformed search result entry; skipped");
+        None
+    }
+}
+
+/// `SearchResultEntry ::= [APPLICATION 4] SEQUENCE { objectName, attributes }`, each
+/// attribute a SEQUENCE of a UTF-8 description and a SET of OCTET STRING values: exactly
+/// what `SearchEntry::construct` expects of it.
+fn well_formed(tag: &StructureTag) -> bool {
+    let PL::C(parts) = &tag.payload else {
+        return false;
+    };
+    let [dn, attrs, ..] = parts.as_slice() else {
+        return false;
+    };
+    let PL::C(attrs) = &attrs.payload else {
+        return false;
+    };
+    tag.id == 4 && utf8(dn) && attrs.iter().all(well_formed_attribute)
+}
+
+fn well_formed_attribute(attr: &StructureTag) -> bool {
+    let PL::C(parts) = &attr.payload else {
+        return false;
+    };
+    let [name, values, ..] = parts.as_slice() else {
+        return false;
+    };
+    let PL::C(values) = &values.payload else {
+        return false;
+    };
+    utf8(name) && values.iter().all(|v| matches!(v.payload, PL::P(_)))
+}
+
+fn utf8(tag: &StructureTag) -> bool {
+    matches!(&tag.payload, PL::P(bytes) if std::str::from_utf8(bytes).is_ok())
 }
 
 /// Builds the account from the attributes a DC returned; missing attributes mean "not set".
@@ -111,6 +157,30 @@ pub fn account_filter(sam_account_name: &str) -> String {
 mod tests {
     use super::*;
     use crate::directory::Lookup;
+
+    /// Found writing the `ldap_entry` fuzz target: ldap3's `SearchEntry::construct` panics
+    /// on an entry whose DN is not UTF-8 (the seed `fuzz/corpus/ldap_entry/bad-dn.ber`).
+    #[test]
+    fn a_malformed_search_entry_is_skipped_instead_of_panicking() {
+        let entry = |bytes: &[u8]| {
+            let (_, tag) = ldap3::asn1::parse_tag(bytes).expect("BER");
+            search_entry(ResultEntry::new(tag))
+        };
+        // [APPLICATION 4] { DN 0xff 0xfe, { { "cn", { 0xff } } } }
+        let bad_dn = [
+            0x64, 0x11, 0x04, 0x02, 0xff, 0xfe, 0x30, 0x0b, 0x30, 0x09, 0x04, 0x02, b'c', b'n',
+            0x31, 0x03, 0x04, 0x01, 0xff,
+        ];
+        assert!(entry(&bad_dn).is_none());
+        // No attribute list at all.
+        assert!(entry(&[0x64, 0x03, 0x04, 0x01, b'x']).is_none());
+        // The same entry with a UTF-8 DN is read, its binary value kept as bytes.
+        let mut good = bad_dn;
+        good[4..6].copy_from_slice(b"CN");
+        let read = entry(&good).expect("a well-formed entry");
+        assert_eq!(read.dn, "CN");
+        assert_eq!(read.bin_attrs["cn"], vec![vec![0xff]]);
+    }
 
     #[test]
     fn filter_values_cannot_break_out_of_their_assertion() {

@@ -151,7 +151,7 @@ impl Directory {
             let mut entries: Vec<SearchEntry> = entries
                 .into_iter()
                 .filter(|e| !e.is_ref() && !e.is_intermediate())
-                .map(SearchEntry::construct)
+                .filter_map(super::search_entry)
                 .collect();
             if res.rc == 4 {
                 // Make "more than one" visible even if the DC sent only the first.

@@ -163,6 +163,17 @@ impl Exchange {
             Some(pool) => run_warm(pool, &payload).await?,
             None => self.run_in_new_process(&payload).await?,
         };
+        self.read_output(&output, ids)
+    }
+
+    /// What the PowerShell process's output says about the batch of jobs `ids`: the
+    /// `MAILBOXD-RESULT` lines, a fatal line, the exit code and stderr, each redacted. The
+    /// host's output is untrusted bytes: the fuzz target `ps_result` runs exactly this.
+    pub fn read_output(
+        &self,
+        output: &CommandOutput,
+        ids: Vec<Uuid>,
+    ) -> Result<BatchResult, ExchangeError> {
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = winrm::clixml::readable(&output.stderr);
         let parsed = ps_templates::parse_stdout(&stdout);

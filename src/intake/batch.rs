@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -59,23 +60,38 @@ pub async fn handle(
 
 /// The delivery's events, or why it is poison.
 fn decode(delivery: &Delivery, rules: &event::IntakeRules) -> Result<Vec<Event>, String> {
-    let props = &delivery.properties;
+    decode_body(
+        &delivery.properties,
+        delivery.routing_key.as_str(),
+        &delivery.data,
+        rules,
+    )
+}
+
+/// A delivery's events from its properties and body, or why it is poison: the part of
+/// intake that reads what the sender chose (fuzzed through `intake::read_delivery`).
+pub(super) fn decode_body(
+    props: &BasicProperties,
+    routing_key: &str,
+    body: &[u8],
+    rules: &event::IntakeRules,
+) -> Result<Vec<Event>, String> {
     let received = event::Delivery {
-        body: &delivery.data,
+        body,
         content_type: props.content_type().as_ref().map(ShortString::as_str),
         message_id: props.message_id().as_ref().map(ShortString::as_str),
-        routing_key: delivery.routing_key.as_str(),
+        routing_key,
     };
     let d = decode_caught(&received, rules)?;
     if !d.credentials.is_empty() {
         tracing::warn!(
             attributes = ?d.credentials,
-            routing_key = %delivery.routing_key,
+            routing_key = %routing_key,
             "an IdentityIQ plan carried credentials; they were dropped unread — the sender should stop sending them"
         );
     }
     for why in &d.ignored {
-        tracing::info!(routing_key = %delivery.routing_key, "ignored: {why}");
+        tracing::info!(routing_key = %routing_key, "ignored: {why}");
     }
     Ok(d.events)
 }
@@ -186,25 +202,13 @@ async fn poison(
     delivery: &Delivery,
     reason: String,
 ) -> Result<(), IntakeError> {
-    let props = &delivery.properties;
-    let received = event::Delivery {
-        body: &delivery.data,
-        content_type: props.content_type().as_ref().map(ShortString::as_str),
-        message_id: None,
-        routing_key: delivery.routing_key.as_str(),
-    };
-    let mut row = NewPoison {
-        reason: storable(&reason),
-        routing_key: storable(delivery.routing_key.as_str()),
-        exchange: storable(delivery.exchange.as_str()),
-        content_type: props.content_type().as_ref().map(|s| storable(s.as_str())),
-        message_id: props.message_id().as_ref().map(|s| storable(s.as_str())),
-        headers: props
-            .headers()
-            .as_ref()
-            .map_or(serde_json::Value::Null, |t| table_to_json(t, 0)),
-        body: poison_copy(&received),
-    };
+    let mut row = poison_row(
+        &delivery.properties,
+        delivery.exchange.as_str(),
+        delivery.routing_key.as_str(),
+        &delivery.data,
+        &reason,
+    );
     let mut stored = with_db_retry(health, "store a poison message", || {
         store.insert_poison(&row)
     })
@@ -234,6 +238,35 @@ async fn poison(
         .reject(BasicRejectOptions { requeue: false })
         .await?;
     Ok(())
+}
+
+/// The row `poison_messages` keeps of a refused delivery: every value made storable, the
+/// body only as `Delivery::poison_body` allows.
+pub(super) fn poison_row(
+    props: &BasicProperties,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    reason: &str,
+) -> NewPoison {
+    let received = event::Delivery {
+        body,
+        content_type: props.content_type().as_ref().map(ShortString::as_str),
+        message_id: None,
+        routing_key,
+    };
+    NewPoison {
+        reason: storable(reason),
+        routing_key: storable(routing_key),
+        exchange: storable(exchange),
+        content_type: props.content_type().as_ref().map(|s| storable(s.as_str())),
+        message_id: props.message_id().as_ref().map(|s| storable(s.as_str())),
+        headers: props
+            .headers()
+            .as_ref()
+            .map_or(serde_json::Value::Null, |t| table_to_json(t, 0)),
+        body: poison_copy(&received),
+    }
 }
 
 /// Retries a database write while the database is unreachable: the deliveries stay unacked

@@ -1,0 +1,162 @@
+//! The fuzz targets' entry points: each runs the daemon's own code on bytes an outsider
+//! controls, exactly as the daemon does, and must return without panicking whatever the
+//! bytes. `fuzz/fuzz_targets/<name>.rs` calls `<name>` under libFuzzer, and
+//! `tests/fuzz_corpus.rs` replays every file of `fuzz/corpus/<name>/` through it in
+//! `cargo test`. Thin wrappers on purpose: the decoders they call are the ones to change.
+
+use std::sync::OnceLock;
+
+use crate::event::{self, Delivery, IntakeRules, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
+
+/// A target: arbitrary bytes in, nothing out; a panic is the failure.
+pub type Target = fn(&[u8]);
+
+/// Every target by name, for the corpus replay.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("json_event", json_event),
+    ("iiq_event", iiq_event),
+    ("amqp_delivery", amqp_delivery),
+    ("ps_result", ps_result),
+    ("winrm_reply", winrm_reply),
+    ("ldap_entry", ldap_entry),
+    ("xml_tree", xml_tree),
+];
+
+/// The intake's rules with the shipped defaults (`[amqp]`), plus an allow-list so the
+/// routing-domain check runs too.
+fn rules() -> &'static IntakeRules {
+    static RULES: OnceLock<IntakeRules> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let amqp = crate::config::Amqp::default();
+        IntakeRules {
+            iiq_applications: amqp.iiq_applications,
+            allowed_routing_domains: vec!["tenant.mail.onmicrosoft.com".into()],
+        }
+    })
+}
+
+/// One delivery's body through `event::decode` as a given content type, and what the poison
+/// table would keep of it when refused.
+fn decode_as(body: &[u8], content_type: &str) {
+    for routing_key in [ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER] {
+        let delivery = Delivery {
+            body,
+            content_type: Some(content_type),
+            message_id: Some("fuzz-message-id"),
+            routing_key,
+        };
+        if event::decode(&delivery, rules()).is_err() {
+            let _ = delivery.poison_body();
+        }
+    }
+}
+
+/// A body as a `mailboxd.event/v1` JSON event.
+pub fn json_event(data: &[u8]) {
+    decode_as(data, "application/json");
+}
+
+/// A body as IdentityIQ XML (a ProvisioningPlan or an AccountRequest).
+pub fn iiq_event(data: &[u8]) {
+    decode_as(data, "application/xml");
+}
+
+/// AMQP basic properties (headers included) in their wire encoding, then the body: what
+/// intake stores of the delivery (`intake::read_delivery`), the poison row's headers as
+/// the JSON that goes to the database.
+pub fn amqp_delivery(data: &[u8]) {
+    let Ok((body, props)) = lapin::protocol::basic::parse_properties(data) else {
+        return;
+    };
+    let cfg = crate::config::Amqp::default();
+    let stored = crate::intake::read_delivery(
+        &props,
+        "iam.events",
+        ROUTING_KEY_JOINER,
+        body,
+        rules(),
+        &cfg,
+    );
+    if let crate::intake::Stored::Poison(row) = stored {
+        let _ = serde_json::to_string(&row.headers);
+    }
+}
+
+/// A PowerShell process's stdout, as the worker reads a batch's result
+/// (`Exchange::read_output`): the `MAILBOXD-RESULT` lines for the batch's jobs, the fatal
+/// line, redaction, classification.
+pub fn ps_result(data: &[u8]) {
+    let output = winrm::CommandOutput {
+        stdout: data.to_vec(),
+        stderr: Vec::new(),
+        exit_code: 0,
+    };
+    // The batch: every job the lines name, and one they do not.
+    let parsed = ps_templates::parse_stdout(&String::from_utf8_lossy(data));
+    let mut ids: Vec<uuid::Uuid> = parsed
+        .results
+        .iter()
+        .filter_map(|r| r.job_id.as_deref()?.parse().ok())
+        .collect();
+    ids.push(uuid::Uuid::nil());
+    if let Some(exchange) = exchange() {
+        let _ = exchange.read_output(&output, ids);
+    }
+}
+
+/// An Exchange client that never connects (nothing here sends), redacting one secret.
+fn exchange() -> Option<&'static crate::exchange::Exchange> {
+    static EXCHANGE: OnceLock<Option<crate::exchange::Exchange>> = OnceLock::new();
+    EXCHANGE
+        .get_or_init(|| {
+            let endpoint = url::Url::parse("http://127.0.0.1:5985/wsman").ok()?;
+            let mut cfg = winrm::ClientConfig::new(endpoint, "fuzz", "unused".to_owned().into());
+            cfg.allow_unencrypted = true;
+            let client = winrm::WinrmClient::new(cfg).ok()?;
+            let ex = crate::exchange::Exchange::new(
+                client,
+                &crate::config::Exchange::default(),
+                "fuzz".into(),
+            );
+            Some(ex.redacting(["S3cret!".to_owned()]))
+        })
+        .as_ref()
+}
+
+/// A WinRM host's reply: SOAP, faults, Receive streams, the encrypted framing, CLIXML.
+pub fn winrm_reply(data: &[u8]) {
+    winrm::read_untrusted_reply(data);
+}
+
+/// A BER `SearchResultEntry` from a domain controller, read into an account as the
+/// directory does (`directory::search_entry`, then `account_from_entry` under each rule).
+pub fn ldap_entry(data: &[u8]) {
+    let Ok((_, tag)) = ldap3::asn1::parse_tag(data) else {
+        return;
+    };
+    let Some(entry) = crate::directory::search_entry(ldap3::ResultEntry::new(tag)) else {
+        return;
+    };
+    for rule in [
+        crate::config::SyncRule::ConsistencyGuid,
+        crate::config::SyncRule::ExternalDirectoryObjectId,
+        crate::config::SyncRule::Off,
+    ] {
+        let _ = crate::directory::account_from_entry(&entry, rule);
+    }
+}
+
+/// Any text as an XML document (the `xml` crate's tree, both parse modes), walked.
+pub fn xml_tree(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let trees = [xml::parse(text), xml::parse_allowing_external_doctype(text)];
+    for root in trees.into_iter().flatten() {
+        let _ = (
+            root.find("", "entry"),
+            root.attr("key"),
+            root.trimmed_text(),
+        );
+    }
+}
