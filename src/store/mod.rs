@@ -123,6 +123,21 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// Drops the database `url` names (closing its sessions) and creates it again, empty: for a
+/// throwaway database such as the benchmarks', whose migrations may come from another build.
+pub async fn recreate_database(url: &str) -> Result<(), StoreError> {
+    let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+    let name = opts
+        .get_database()
+        .ok_or_else(|| StoreError::Url("the URL names no database".into()))?
+        .to_owned();
+    let mut admin = opts.clone().database("postgres").connect().await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let drop = format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)");
+    admin.execute(sqlx::AssertSqlSafe(drop)).await?;
+    ensure_database(url).await
+}
+
 /// Creates the database named in `url` if it does not exist (used by `demo` and tests):
 /// connects to the server's `postgres` database to do it.
 pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
