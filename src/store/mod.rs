@@ -123,17 +123,27 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// Drops the database `url` names (closing its sessions) and creates it again, empty: for a
-/// throwaway database such as the benchmarks', whose migrations may come from another build.
-pub async fn recreate_database(url: &str) -> Result<(), StoreError> {
+/// A connection to the server's `postgres` database, and the name of the database `url`
+/// names: what creating or dropping that database needs.
+async fn server_connection(url: &str) -> Result<(sqlx::PgConnection, String), StoreError> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
     let name = opts
         .get_database()
         .ok_or_else(|| StoreError::Url("the URL names no database".into()))?
         .to_owned();
-    let mut admin = opts.clone().database("postgres").connect().await?;
-    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    let drop = format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)");
+    Ok((opts.database("postgres").connect().await?, name))
+}
+
+/// A database name as a quoted SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Drops the database `url` names (closing its sessions) and creates it again, empty: for a
+/// throwaway database such as the benchmarks', whose migrations may come from another build.
+pub async fn recreate_database(url: &str) -> Result<(), StoreError> {
+    let (mut admin, name) = server_connection(url).await?;
+    let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(&name));
     admin.execute(sqlx::AssertSqlSafe(drop)).await?;
     ensure_database(url).await
 }
@@ -141,19 +151,13 @@ pub async fn recreate_database(url: &str) -> Result<(), StoreError> {
 /// Creates the database named in `url` if it does not exist (used by `demo` and tests):
 /// connects to the server's `postgres` database to do it.
 pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
-    let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
-    let name = opts
-        .get_database()
-        .ok_or_else(|| StoreError::Url("the URL names no database".into()))?
-        .to_owned();
-    let mut admin = opts.clone().database("postgres").connect().await?;
+    let (mut admin, name) = server_connection(url).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(&name)
         .fetch_optional(&mut admin)
         .await?;
     if exists.is_none() {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        let create = format!("CREATE DATABASE {quoted}");
+        let create = format!("CREATE DATABASE {}", quoted(&name));
         match admin.execute(sqlx::AssertSqlSafe(create)).await {
             Ok(_) => {}
             // Another process created it between our check and our CREATE.
