@@ -199,6 +199,86 @@ fn the_checkers_find_what_they_look_for() {
     );
 }
 
+#[test]
+fn the_map_checkers_find_what_they_look_for() {
+    // The table: a row that lists too much, one that lists too little, one for a module that
+    // is gone, a module without a row, a cell that is not a list.
+    let md = "## The daemon's modules\n\n| module | what it is | uses |\n|---|---|---|\n\
+              | `a` | x | `b` (why), `c` |\n| `b` | y | — |\n| `gone` | z | — |\n\
+              | `d` | w | all of the above |\n";
+    let (rows, unread) = module_table(md);
+    assert_eq!(
+        unread,
+        vec![
+            "line 8, row `d`: cannot read \"all of the above\": write names in backticks \
+             separated by commas (a note in parentheses after a name), or — for none"
+                .to_owned()
+        ]
+    );
+    let mut imports = Imports::new();
+    imports
+        .entry("a".into())
+        .or_default()
+        .entry("b".into())
+        .or_default()
+        .insert("src/a.rs".into());
+    imports
+        .entry("b".into())
+        .or_default()
+        .entry("a".into())
+        .or_default()
+        .insert("src/b.rs".into());
+    imports.entry("c".into()).or_default();
+    let problems = compare_uses(&rows, &imports);
+    assert!(
+        problems[0].starts_with("line 5, row `a`: lists `c`, which it does not import"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("row `b`: does not list `a`, which src/b.rs imports"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[2].starts_with("module `c` has no row"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[3].contains("row `gone`: no src/gone.rs"),
+        "{problems:?}"
+    );
+    assert_eq!(problems.len(), 4, "{problems:?}");
+
+    // Citations: a missing document, a section of a document that is not named, and what
+    // passes (a file that exists, a URL, an RFC's section, a list of sections).
+    let here = root().join("tests/architecture.rs");
+    let text = "// see notes/winrm.md and docs/operations.md, https://x.example/a/b.md,\n\
+                // learn.microsoft.com/x/y.md, RFC 4121 §4.1, §4.2 and §4.3; design §3.\n";
+    let found = citation_problems(&comments_only(text), &here);
+    assert_eq!(
+        found,
+        vec![
+            (
+                1,
+                "cites `notes/winrm.md`, which is not in the repository".to_owned()
+            ),
+            (
+                2,
+                "cites design §3.: a section of a document that is not in the repository"
+                    .to_owned()
+            ),
+        ]
+    );
+    // Only comments are read in source: a path in a string literal is data.
+    assert!(comments_only("let p = \"notes/x.md\"; // ok\n").trim() == "// ok");
+    assert!(code_only("let s = r#\"// not a comment\"#; x").contains("; x"));
+
+    assert!(function_exists("worker::Worker::claim_loop"));
+    assert!(function_exists("store::Store::claim"));
+    assert!(function_exists("winrm::client::Shell::run"));
+    assert!(!function_exists("worker::Worker::no_such_function"));
+    assert!(!function_exists("no_such_module::run"));
+}
+
 /// Whether code names a path starting at crate `name` (`lab::x`, `use lab;`), as opposed to
 /// a module of that name further down a path (`crate::tools::lab::…`).
 fn names_crate(code: &str, name: &str) -> bool {
