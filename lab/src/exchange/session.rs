@@ -115,11 +115,11 @@ pub(super) fn unavailable_error(
             )),
             ..ResultLine::default()
         },
-        // INFERRED wrapper: Exchange's ADOperationException form (as in `faults::
-        // insufficient_rights_message`) around what an anonymous bind gets — ADSI's "An
-        // operations error occurred." and the DC's 000004DC diagnostic, each seen verbatim
-        // in its own layer (xebialabs/overthere#78). No
-        // transcript of the snap-in itself in this case was found.
+        // INFERRED wrapper: Exchange's ADOperationException form (as in
+        // `faults::insufficient_rights_message`) around what an anonymous bind gets — ADSI's
+        // "An operations error occurred." and the DC's 000004DC diagnostic, each seen
+        // verbatim in its own layer in published transcripts. No transcript of the snap-in
+        // itself in this case was found.
         Unavailable::AnonymousDirectory => error(
             "ADOperationException",
             "NotSpecified",
