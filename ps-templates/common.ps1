@@ -1,5 +1,5 @@
 # mailboxd common prelude: prepended to every template. Output helpers and the Exchange
-# session (design section 5). Every value comes from $Data, never from this text.
+# session. Every value comes from $Data, never from this text.
 # $Secret: the Exchange password, read by the bootstrap from stdin's first line (empty
 # when there is none); it never passes through a cmdlet, which module logging would record.
 param([Parameter(Mandatory = $true)] $Data, [System.Security.SecureString] $Secret)

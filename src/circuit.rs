@@ -1,4 +1,5 @@
-//! The circuit breaker between the worker and the Windows side (design §3): when the host
+//! The circuit breaker between the worker and the Windows side (docs/decisions.md, the
+//! `systemic` error class): when the host
 //! refuses the credentials or stays unreachable, work pauses instead of burning every job's
 //! attempts, operations get one alert, and a single probe batch tests the host from time to time.
 

@@ -1,4 +1,5 @@
-//! Directory checks against Active Directory (design §4): what is true of an account on
+//! Directory checks against Active Directory (docs/decisions.md, "What the directory decides
+//! before Exchange is asked"): what is true of an account on
 //! the domain controller that Exchange will be told to use.
 //!
 //! One `Directory` holds a small pool of bound ldap3 connections per domain controller
@@ -31,7 +32,8 @@ pub use entry::{
 pub use person::{Candidate, LockoutPolicy, PasswordRefused, Person};
 
 /// msExchRecipientTypeDetails values that are remote (cloud) recipients: RemoteUserMailbox,
-/// RemoteRoomMailbox, RemoteEquipmentMailbox, RemoteSharedMailbox (notes/exchange.md §10).
+/// RemoteRoomMailbox, RemoteEquipmentMailbox, RemoteSharedMailbox (2147483648, 8589934592,
+/// 17179869184, 34359738368).
 const REMOTE_TYPES_MASK: i64 = 0xE_8000_0000;
 /// msExchRecipientTypeDetails of a mail user (Enable-RemoteMailbox converts it).
 const MAIL_USER: i64 = 128;

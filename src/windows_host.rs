@@ -1,5 +1,6 @@
 //! What a refusal from the Windows host means and what to do about it, in words: the second
-//! hop (notes/windows-reality.md §1) and the host's PowerShell policy (§6). Shared by start-up
+//! hop (docs/operations.md, "The second hop") and the host's PowerShell policy (an AllSigned
+//! execution policy, Constrained Language Mode, no Exchange cmdlets). Shared by start-up
 //! validation, `mailboxd check` and the classification of a session that will not open.
 //!
 //! Recognition uses what is not localized: error codes, error ids, exception type names.
@@ -28,8 +29,9 @@ pub enum HostProblem {
 /// winrm/connectionoptions-username; PSWSMan's about_PSWSManAuthentication matrix).
 pub const BASIC_IS_LOCAL: &str = "winrm.auth = \"basic\" logs on a local account of the Windows host: WinRM accepts Basic for local accounts only (\"You can supply UserName and Password for a domain account when using negotiate or Kerberos authentication, or for a local account with Basic authentication\", Microsoft's WinRM ConnectionOptions documentation), and a local account has no domain identity to authenticate onwards to Exchange or a domain controller.";
 
-/// Why Kerberos delegation cannot answer remote mode's second hop (MicrosoftDocs/
-/// PowerShell-Docs, PS-remoting-second-hop.md; no public refusal text exists).
+/// Why Kerberos delegation cannot answer remote mode's second hop
+/// (https://learn.microsoft.com/powershell/scripting/security/remoting/ps-remoting-second-hop;
+/// no public refusal text exists).
 pub const DELEGATION_IS_NOT_WINRM: &str = "exchange.second_hop = \"delegation\" cannot work in remote mode: the hop from the Windows host to Exchange's /PowerShell is WinRM, and Microsoft lists classic and resource-based constrained delegation (and unconstrained) as \"Doesn't support the second hop for WinRM\" (\"Making the second hop in PowerShell Remoting\"). Delegation works for snapin mode, whose onward hop is LDAP to the domain controllers; in remote mode use an explicit Exchange credential or CredSSP.";
 
 /// The double hop and its three remedies, as start-up and `check` explain it.

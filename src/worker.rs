@@ -1,7 +1,8 @@
-//! The job state machine (design §3): claim a batch, check each account in AD (`plan`),
-//! run the rest through Exchange, verify in AD, and record one outcome per job — success,
-//! retry with backoff, failure with an alert, cancel, or a deferral that uses no attempt
-//! while the Windows side is down (`circuit`) or the account waits for the cloud sync.
+//! The job state machine (ARCHITECTURE.md, "Job states"): claim a batch, check each account
+//! in AD (`plan`), run the rest through Exchange, verify in AD, and record one outcome per
+//! job — success, retry with backoff, failure with an alert, cancel, or a deferral that uses
+//! no attempt while the Windows side is down (`circuit`) or the account waits for the cloud
+//! sync.
 
 mod plan;
 mod view;

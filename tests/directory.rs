@@ -240,7 +240,7 @@ async fn hostile_names_match_only_themselves() {
     assert!(matches!(err, DirectoryError::InvalidLookup(_)), "{err:?}");
 }
 
-/// The worker against the real DC: every pre-check decision of design §4.
+/// The worker against the real DC: every pre-check decision of docs/decisions.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_worker_decides_from_what_the_domain_controller_shows() {
     let ad = TestAd::get();

@@ -78,7 +78,7 @@ async fn after_ntlm_new_pssession_without_a_credential_fails_the_second_hop() {
     let ex = exchange(&lab, Auth::Ntlm, &exchange_cfg(ExchangeMode::Remote, false));
     let e = session_failure(&ex).await;
     let text = e.to_string();
-    // Windows' text, as New-PSSession gives it (research §1).
+    // Windows' text, as New-PSSession gives it (PowerShell/Win32-OpenSSH#2100).
     assert!(text.contains("The following error with errorcode 0x8009030e occurred while using Kerberos authentication: A specified logon session does not exist. It may already have been terminated."), "{text}");
     assert!(text.contains("1312,PSSessionOpenFailed"), "{text}");
     // Systemic: the circuit opens, no retry is spent on it.

@@ -1,4 +1,5 @@
-//! Errors a real Windows/Exchange side returns (research/windows-errors.md §4–§8), each
+//! Errors a real Windows/Exchange side returns (docs/operations.md, "What Exchange's errors
+//! mean, and what to do"), each
 //! injected in the lab with its real text and seen through the daemon: the job's state, its
 //! error class, the attempts used and what the operator is told to do.
 

@@ -58,7 +58,7 @@ fn the_grammar_does_catch_broken_powershell() {
 /// The cmdlets that reach Exchange or the host's session set-up. Their errors must stop the
 /// account's try block: Import-PSSession's proxy functions do not see the script's
 /// `$ErrorActionPreference`, so a failure there would be a non-terminating error the template
-/// reports as success (notes/windows-reality.md, "templates robust on a real host").
+/// reports as success.
 const GUARDED: &[&str] = &[
     "Enable-RemoteMailbox",
     "Set-RemoteMailbox",

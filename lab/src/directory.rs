@@ -181,7 +181,8 @@ impl LabAccount {
         a
     }
 
-    /// What Enable-RemoteMailbox writes (notes/exchange.md §1).
+    /// What Enable-RemoteMailbox writes: it mail-enables the existing user as a remote
+    /// mailbox, on-premises AD only (the cloud mailbox comes with the sync).
     pub fn make_remote(&mut self, rra: &str, alias: &str, primary: &str) {
         self.recipient = Recipient::Remote;
         self.remote_routing_address = Some(rra.to_owned());
@@ -198,7 +199,7 @@ impl LabAccount {
     /// What `Enable-RemoteMailbox -Archive` writes: the archive's GUID and name, and
     /// msExchRemoteRecipientType 3 (ProvisionMailbox | ProvisionArchive). The value 3 and the
     /// name's "In-Place Archive - <name>" shape are from memory of real tenants, not from a
-    /// source in research/windows-errors.md.
+    /// published source.
     pub fn enable_archive(&mut self) {
         self.archive = true;
         self.msExchArchiveGUID = Some(Uuid::new_v4());
@@ -267,7 +268,7 @@ pub fn seeded(n: usize) -> Vec<AccountSeed> {
         .collect()
 }
 
-/// Why AD would refuse to add an account (research/windows-errors.md §10), with the LDAP
+/// Why AD would refuse to add an account, with the LDAP
 /// diagnostic a domain controller returns for it. DSIDs vary by DC build; these are ones seen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddRefused {

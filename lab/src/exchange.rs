@@ -453,7 +453,7 @@ fn first_cmdlet(template: Template) -> (&'static str, &'static str) {
     }
 }
 
-/// A ParameterBindingException as Windows PowerShell 5.1 reports it (research §3): raised by
+/// A ParameterBindingException as Windows PowerShell 5.1 reports it: raised by
 /// the local proxy, so no routing prefix and no PSComputerName.
 fn binding_error(cmdlet: &str, refused: &super::parameter_sets::BindingError) -> ResultLine {
     ResultLine {

@@ -156,7 +156,7 @@ impl CmdletError {
     }
 }
 
-/// Exchange's text for a write a protected account's ACL denies (research §5: Zachary
+/// Exchange's text for a write a protected account's ACL denies (Zachary
 /// Loeber's New-MoveRequest transcript; TechNet bb885050; KB 3096158). The DSID varies by
 /// DC build.
 pub fn insufficient_rights_message(dc: &str) -> String {
@@ -165,7 +165,8 @@ pub fn insufficient_rights_message(dc: &str) -> String {
     )
 }
 
-/// A value Exchange cannot convert (research §6). The frame and ids are seen in transcripts;
+/// A value Exchange cannot convert (MicrosoftDocs/office-docs-powershell#1763). The frame and
+/// ids are seen in transcripts;
 /// for -PrimarySmtpAddress / -RemoteRoutingAddress the whole text is composed by the pattern
 /// (no transcript for those parameters was found).
 fn transformation_error(cmdlet: &str, account: &AccountData) -> Rendered {
@@ -186,7 +187,7 @@ fn transformation_error(cmdlet: &str, account: &AccountData) -> Rendered {
     }
 }
 
-/// Windows PowerShell 5.1 without the Exchange cmdlets (research §8, learn.microsoft.com
+/// Windows PowerShell 5.1 without the Exchange cmdlets (learn.microsoft.com
 /// Q&A 1363212, verbatim).
 fn command_not_found(cmdlet: &str) -> Rendered {
     Rendered {
@@ -199,7 +200,7 @@ fn command_not_found(cmdlet: &str) -> Rendered {
     }
 }
 
-/// A session Exchange dropped, mid-command (research §7: KB 3090768 "InvalidShellID error in
+/// A session Exchange dropped, mid-command (KB 3090768 "InvalidShellID error in
 /// RPS", verbatim but for the lab's names).
 pub fn session_dropped() -> Rendered {
     Rendered {
@@ -222,7 +223,7 @@ fn timestamp() -> String {
 }
 
 /// The WS-Management user-load quota (PowerShellMaxCmdlets per PowerShellMaxCmdletsTimePeriod):
-/// the only text seen for that limit (research §4a, c7solutions; an EMC 2010 transcript).
+/// the only text seen for that limit (c7solutions; an EMC 2010 transcript).
 /// No Exchange 2013+ text for a spent cmdlet budget was found.
 pub fn throttled_message(requests: u32, seconds: u32, wait_ms: u64) -> String {
     format!(
@@ -372,7 +373,7 @@ impl Faults {
         let n = self.sessions.entry(user.to_owned()).or_default();
         if *n >= max {
             self.throttled += 1;
-            // Composed (research §4b): the sentence from an EXO transcript
+            // Composed: the sentence from an EXO transcript
             // (Microsoft365DSC#359), the on-prem prefix and record from an Exchange AuthZ
             // refusal (learn.microsoft.com Q&A 310545); no on-prem transcript of exactly this.
             return Err(format!(

@@ -2,7 +2,7 @@
 //! PowerShell's binding of named parameters against them.
 //!
 //! Source: MicrosoftDocs/office-docs-powershell, `exchange/exchange-ps/ExchangePowerShell/
-//! <Cmdlet>.md` (research/windows-errors.md §3). Only the parameters a template could send
+//! <Cmdlet>.md`. Only the parameters a template could send
 //! are listed per set; a name not listed is refused as PowerShell refuses it. Implicit
 //! remoting binds the sets in the local proxy function, so the refusal has no PSComputerName.
 
@@ -245,7 +245,7 @@ impl Cmdlet {
                 .find(|s| s.name == self.default_set)
                 .map(|s| s.name),
         };
-        // The text and ids of Windows PowerShell 5.1 (research §3); for an Exchange cmdlet
+        // The text and ids of Windows PowerShell 5.1; for an Exchange cmdlet
         // they are composed from other cmdlets' transcripts: none for Exchange was found.
         // A single set missing its mandatory parameter would get MissingMandatoryParameter
         // on a real host; the templates always pass -Identity, so the lab does not model it.

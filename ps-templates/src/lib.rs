@@ -1,6 +1,7 @@
 //! The PowerShell mailboxd runs on the Windows host, and the contract with it: the fixed
 //! bootstrap, the templates, the stdin payload and the `MAILBOXD-RESULT` lines that come back
-//! (design §5). The daemon writes this contract and the lab reads it, so it is its own crate.
+//! (docs/security.md, "Injection: no event value ever becomes code"). The daemon writes this
+//! contract and the lab reads it, so it is its own crate.
 //!
 //! Values never go into script text: the command line is a constant (the bootstrap,
 //! base64 of UTF-16LE, with `-EncodedCommand`), and everything else goes on the process's

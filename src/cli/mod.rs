@@ -1,4 +1,5 @@
-//! The command line (design §7). Every command that lists or shows takes `--json`.
+//! The command line (README.md lists the commands). Every command that lists or shows takes
+//! `--json`.
 //!
 //! This file is the grammar (clap) and the dispatch; each command group that does more
 //! than print one listing has a file of its own, holding its arguments with its code.

@@ -81,7 +81,8 @@ pub struct Ldap {
     pub password: Option<SecretString>,
 }
 
-/// How to tell from on-premises AD that an account reached Entra ID (notes/exchange.md §6).
+/// How to tell from on-premises AD that an account reached Entra ID (docs/decisions.md,
+/// "Telling from on-premises AD that an account reached Entra ID").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncRule {

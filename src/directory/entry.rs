@@ -198,7 +198,8 @@ mod tests {
 
     #[test]
     fn guid_filters_use_the_wire_byte_order() {
-        // notes/exchange.md §8: the first three fields are little-endian on the wire.
+        // objectGUID is 16 raw octets in the .NET layout: the first three fields of the string
+        // form are little-endian on the wire.
         let g = Uuid::parse_str("b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f").unwrap();
         assert_eq!(
             Lookup::Guid(g).filter(),

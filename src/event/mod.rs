@@ -1,4 +1,4 @@
-//! The event contract (design §2): what the IAM system publishes, decoded and validated.
+//! The event contract (docs/events.md): what the IAM system publishes, decoded and validated.
 //!
 //! One model, [`Event`] (`model`), with the rules its values must follow (`validate`), and
 //! two decoders into it: the JSON contract (`json`) and IdentityIQ's XML (`iiq`). [`decode`]

@@ -85,11 +85,12 @@ impl ExchangeError {
     }
 }
 
-/// Whether an error is Exchange's throttling (notes/exchange.md §5), and how long it asks to
-/// wait. The refusals arrive as a generic PSRemotingTransportException, so the text is all
-/// there is to go on; `Some(None)`: throttled, no wait given. Three wordings: the
+/// Whether an error is Exchange's throttling (docs/decisions.md, "Exchange's throttling"),
+/// and how long it asks to wait. The refusals arrive as a generic
+/// PSRemotingTransportException, so the text is all there is to go on; `Some(None)`:
+/// throttled, no wait given. Three wordings: the
 /// MaxConcurrency and runspace-budget refusals, and the WS-Management user load quota
-/// ("…will not be approved for at least Z milliseconds", research §4a).
+/// ("…will not be approved for at least Z milliseconds", from an Exchange 2010 transcript).
 pub fn throttling(message: &str) -> Option<Option<std::time::Duration>> {
     if message.contains("user load quota") {
         let wait = message
@@ -114,7 +115,7 @@ pub fn throttling(message: &str) -> Option<Option<std::time::Duration>> {
     Some(wait)
 }
 
-/// Whether a result says Exchange dropped the session (research §7): the routing prefix's
+/// Whether a result says Exchange dropped the session (KB 3090768): the routing prefix's
 /// `FailureCategory=WSMan-InvalidShellID`, or PowerShell's InvalidSessionState for a session
 /// found Broken. Ids, not localized text.
 pub fn session_dropped(error_id: Option<&str>, message: &str) -> bool {
@@ -147,7 +148,8 @@ pub fn advice(reason: Option<&str>, message: &str) -> Option<&'static str> {
 }
 
 /// Maps an Exchange/PowerShell exception type to what mailboxd does about it
-/// (notes/exchange.md §2). Classify on the type name, never on localized text.
+/// (docs/decisions.md, "What an attempt's error leads to"). Classify on the type name, never
+/// on localized text.
 pub fn classify(reason: Option<&str>, message: &str) -> ErrorClass {
     match reason.unwrap_or("") {
         "ProxyAddressExistsException"
@@ -211,7 +213,7 @@ mod tests {
 
     #[test]
     fn the_user_load_quota_is_throttling_and_its_wait_is_the_retry_time() {
-        // c7solutions / an EMC 2010 transcript (research §4a), verbatim.
+        // c7solutions / an EMC 2010 transcript, verbatim.
         let quota = "The WS-Management service cannot process the request. The user load quota of 1000 requests per 2 seconds has been exceeded. Send future requests at a slower rate or raise the quota for this user. The next request from this user will not be approved for at least 2 milliseconds.";
         assert_eq!(
             throttling(quota),
@@ -225,7 +227,7 @@ mod tests {
 
     #[test]
     fn insufficient_access_rights_is_permanent_for_the_account_with_what_to_do() {
-        // Zachary Loeber's transcript (research §5), whitespace normalised.
+        // Zachary Loeber's New-MoveRequest transcript, whitespace normalised.
         let text = "Active Directory operation failed on yourdc.corp.contoso.local. This error is not retriable. Additional information: Insufficient access rights to perform the operation.\nActive directory response: 00002098: SecErr: DSID-03150BB9, problem 4003 (INSUFF_ACCESS_RIGHTS), data 0";
         assert_eq!(
             classify(Some("ADOperationException"), text),
@@ -245,7 +247,7 @@ mod tests {
 
     #[test]
     fn an_argument_transformation_error_is_permanent() {
-        // MicrosoftDocs/office-docs-powershell#1763 (research §6), through implicit remoting.
+        // MicrosoftDocs/office-docs-powershell#1763, through implicit remoting.
         let text = "Cannot process argument transformation on parameter 'Mailbox'. Cannot convert the \"3be24c07-6f3d-4f90-b506-c69508776ade\" value of type \"System.Guid\" to type \"Microsoft.Exchange.Configuration.Tasks.MailboxLocationIdParameter\".";
         let reason = Some("ParameterBindingArgumentTransformationException");
         assert_eq!(classify(reason, text), ErrorClass::Permanent);
@@ -254,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_dropped_session_is_recognised_by_its_failure_category() {
-        // KB 3090768 "InvalidShellID error in RPS" (research §7).
+        // KB 3090768 "InvalidShellID error in RPS".
         let text = "Processing data for a remote command failed with the following error message: [ClientAccessServer=Server1,BackEndServer=Server2,RequestId=<>,TimeStamp=DateTime] [FailureCategory=WSMan-InvalidShellID] The request for the Windows Remote Shell with ShellId <> failed because the shell was not found on the server.";
         assert!(session_dropped(Some("JobFailure"), text));
         assert!(session_dropped(
@@ -269,7 +271,7 @@ mod tests {
 
     #[test]
     fn missing_exchange_cmdlets_are_systemic() {
-        // learn.microsoft.com Q&A 1363212 (research §8), verbatim.
+        // learn.microsoft.com Q&A 1363212, verbatim.
         let text = "The term 'Enable-RemoteMailbox' is not recognized as the name of a cmdlet, function, script file, or operable program. Check the spelling of the name, or if a path was included, verify that the path is correct and try again.";
         assert_eq!(
             classify(Some("CommandNotFoundException"), text),

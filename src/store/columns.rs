@@ -116,7 +116,7 @@ macro_rules! text_column {
 }
 
 text_column! {
-    /// Where a job is in its life (design §3).
+    /// Where a job is in its life (ARCHITECTURE.md, "Job states", has every transition).
     pub enum JobState as "job state" {
         Queued = "queued",
         Running = "running",
@@ -207,7 +207,8 @@ text_column! {
 }
 
 text_column! {
-    /// Why an attempt failed, which decides what happens next (design §3).
+    /// Why an attempt failed, which decides what happens next (docs/decisions.md, "What an
+    /// attempt's error leads to").
     pub enum ErrorClass as "error class" {
         /// Network, WinRM timeouts, throttling, replication lag: retry with backoff.
         Transient = "transient",

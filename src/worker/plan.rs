@@ -1,5 +1,6 @@
-//! What the directory decides before Exchange is asked (design §4, notes/exchange.md §10),
-//! and whether the directory shows afterwards what Exchange said it did.
+//! What the directory decides before Exchange is asked, and whether the directory shows
+//! afterwards what Exchange said it did (the table: docs/decisions.md, "What the directory
+//! decides before Exchange is asked").
 
 use crate::directory::{Account, AccountState, RecipientType};
 use crate::event::EventKind;

@@ -1,7 +1,7 @@
 //! Kerberos for WinRM, both ends, on `sspi`: the client logs on with the account's password
 //! against the domain's KDC (over TCP) and asks for a ticket to the host's `HTTP/<fqdn>` SPN;
 //! the lab accepts it with the SPN's key from a keytab. Messages are sealed as with NTLM, with
-//! the Kerberos wrap token (60 bytes for AES) as the header (notes/kerberos.md).
+//! the Kerberos wrap token (60 bytes for AES) as the header.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

@@ -1,4 +1,4 @@
-//! WS-Management / WinRS (notes/winrm.md): the protocol and a client that runs a command in
+//! WS-Management / WinRS (MS-WSMV): the protocol and a client that runs a command in
 //! a cmd shell on a Windows host, with stdin, and collects its output. The envelopes (`soap`)
 //! are shared with the lab's server; the server halves of NTLM and Kerberos are in
 //! [`acceptor`], behind the `acceptor` feature, because only a server needs them.

@@ -1,7 +1,7 @@
 //! NTLM for WinRM, both ends: the client's handshake, the lab's acceptor, and WinRM message
 //! encryption (MS-WSMV 2.2.9.1: `multipart/encrypted`, the NTLM signature, then the RC4-sealed
 //! envelope). The crypto is `sspi`'s; what lives here is the framing and the two checks sspi's
-//! acceptor leaves to its caller (notes/ntlm-server.md §4: the account name and the NTProofStr).
+//! acceptor leaves to its caller (the account name and the NTProofStr: see `acceptor::ntlm`).
 
 use secrecy::{ExposeSecret, SecretString};
 use sspi::{

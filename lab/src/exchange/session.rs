@@ -1,10 +1,10 @@
 //! Opening the Exchange session as common.ps1 does, on a host that behaves like Windows
-//! (notes/windows-reality.md §1, §5, §6): the process's logon decides whether the second
-//! hop works, Group Policy's execution policy and the language mode decide whether the
-//! bootstrap and Import-PSSession may run, and a session nobody removed keeps counting
-//! against PowerShellMaxConcurrency until its idle timeout.
+//! (docs/operations.md, "The second hop" and "Sessions that do not leak"): the process's
+//! logon decides whether the second hop works, Group Policy's execution policy and the
+//! language mode decide whether the bootstrap and Import-PSSession may run, and a session
+//! nobody removed keeps counting against PowerShellMaxConcurrency until its idle timeout.
 //!
-//! Error texts are Windows' own (research/windows-errors.md); where a text was composed
+//! Error texts are Windows' own, from published transcripts; where a text was composed
 //! from parts or inferred, the constant says so.
 
 use std::time::{Duration, Instant};
@@ -115,10 +115,11 @@ pub(super) fn unavailable_error(
             )),
             ..ResultLine::default()
         },
-        // INFERRED wrapper: Exchange's ADOperationException form (research §5) around what
-        // an anonymous bind gets — ADSI's "An operations error occurred." and the DC's
-        // 000004DC diagnostic, each seen verbatim in its own layer (research §2). No
-        // transcript of the snap-in itself in this case was found.
+        // INFERRED wrapper: Exchange's ADOperationException form (as in
+        // `faults::insufficient_rights_message`) around what an anonymous bind gets — ADSI's
+        // "An operations error occurred." and the DC's 000004DC diagnostic, each seen
+        // verbatim in its own layer in published transcripts. No transcript of the snap-in
+        // itself in this case was found.
         Unavailable::AnonymousDirectory => error(
             "ADOperationException",
             "NotSpecified",

@@ -1,5 +1,5 @@
 //! The lab's WinRM service: WS-Management's WinRS cmd shell as Windows answers it
-//! (notes/winrm.md §12; replies shaped like the recorded traffic in tests/fixtures/winrm).
+//! (replies shaped like the recorded traffic in tests/fixtures/winrm).
 //! What a command does is up to a [`CommandHost`].
 //!
 //! `auth` is who may in (Basic, NTLM and Kerberos per connection, sealing), `shell` the
@@ -73,7 +73,7 @@ impl ProcessIo {
 }
 
 /// Who a process runs as, as the WinRM service logged the client on — the second hop
-/// (notes/windows-reality.md §1) depends on it: a process whose logon holds no network
+/// (docs/operations.md, "The second hop") depends on it: a process whose logon holds no network
 /// credentials cannot authenticate onwards (to Exchange, to a domain controller) as the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Logon {
@@ -84,7 +84,8 @@ pub struct Logon {
     /// A Kerberos logon to a host AD trusts for (constrained or resource-based) delegation:
     /// the host may get tickets as the user for other services — the DCs' `ldap/`, which
     /// the snap-in uses — but Microsoft lists every form of Kerberos delegation as
-    /// "Doesn't support the second hop for WinRM" (PS-remoting-second-hop.md), so not for
+    /// "Doesn't support the second hop for WinRM" (learn.microsoft.com, "Making the second
+    /// hop in PowerShell Remoting"), so not for
     /// New-PSSession to Exchange.
     pub delegated_kerberos: bool,
 }

@@ -1,4 +1,4 @@
-//! IdentityIQ's XML, accepted besides the JSON contract (design §2): a `ProvisioningPlan`
+//! IdentityIQ's XML, accepted besides the JSON contract (docs/events.md): a `ProvisioningPlan`
 //! with `AccountRequest`s, or a bare `AccountRequest`. Each AccountRequest for one of the
 //! configured AD applications becomes one event: `op="Create"` → joiner, `op="Disable"`
 //! (or an `IIQDisabled` attribute request set to true) → leaver; anything else is ignored

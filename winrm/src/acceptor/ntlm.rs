@@ -1,5 +1,6 @@
 //! The server half of NTLM (the lab's WinRM listener): sspi's acceptor plus the two checks it
-//! leaves to its caller (notes/ntlm-server.md §4: the account name and the NTProofStr).
+//! leaves to its caller: the account name (sspi accepts any wire user and domain with the
+//! right password) and the NTProofStr (without a MIC, sspi accepts any password).
 
 use hmac::{KeyInit, Mac};
 use md4::Digest;
