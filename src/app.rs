@@ -51,48 +51,28 @@ impl App {
         let (connected, broker_connected) = watch::channel(false);
         let (stop, shutdown) = Shutdown::new();
 
+        // The background services, each supervised, in the order data flows.
         let (s, st, h) = (&settings, &store, &health);
-        let worker = worker::Worker {
-            store: store.clone(),
-            exchange: exchange.clone(),
-            cfg: s.worker.clone(),
-            batch_size: budget.batch_size(s.exchange.batch_size, exchange.session_cmdlets())?,
-            batch_linger: s.exchange.batch_linger,
-            remote_routing_domain: s.exchange.remote_routing_domain.clone(),
-            replica: replica.clone(),
-            circuit: circuit.clone(),
-            directory: directory.clone(),
-            require_cloud_sync: s.ldap.require_cloud_sync,
-            budget: budget.clone(),
-        };
-        let report = intake::Reporting {
-            connected,
-            health: h.clone(),
-        };
+        let parts = (
+            exchange.clone(),
+            circuit.clone(),
+            budget.clone(),
+            directory.clone(),
+        );
+        let claim_loops = claim_loops(s, st, h, parts)?;
+        let iiq = identityiq_delivery(s, st, h)?;
         let mut tasks = vec![
-            intake::spawn(intake_deps(s, st, report), shutdown.clone()),
-            worker::claim::spawn(
-                worker::claim::Deps {
-                    worker,
-                    health: h.clone(),
-                },
-                shutdown.clone(),
-            ),
+            intake::spawn(intake_deps(s, st, h, connected), shutdown.clone()),
+            worker::claim::spawn(claim_loops, shutdown.clone()),
             worker::prune::spawn(pruning(s, st, h), shutdown.clone()),
             alert::sender::spawn(alert_sending(s, st, h), shutdown.clone()),
             outcome_publisher::spawn(publishing(s, st, h), shutdown.clone()),
         ];
+        if let Some(deps) = iiq {
+            tasks.push(identityiq::spawn(deps, shutdown.clone()));
+        }
         if let Some(deps) = reconcile_schedule(s, st, h, directory) {
             tasks.push(reconcile::schedule::spawn(deps, shutdown.clone()));
-        }
-        if let Some(client) = identityiq::Client::from_config(&s.identityiq)? {
-            let deps = identityiq::Deps {
-                store: store.clone(),
-                client,
-                cfg: s.outcomes.clone(),
-                health: h.clone(),
-            };
-            tasks.push(identityiq::spawn(deps, shutdown.clone()));
         }
         let state = admin_state(s, st, (broker_connected, health, circuit, budget), signin);
         let (admin_addr, admin) = serve_admin(&settings.admin, state, shutdown).await?;
@@ -172,13 +152,59 @@ fn circuit(cfg: &crate::config::Worker) -> Arc<Circuit> {
     )
 }
 
-fn intake_deps(s: &Settings, store: &Store, report: intake::Reporting) -> intake::Deps {
+/// Intake, reporting its broker link on `connected` (what `/readyz` reads).
+fn intake_deps(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+    connected: watch::Sender<bool>,
+) -> intake::Deps {
     intake::Deps {
         amqp: s.amqp.clone(),
         store: store.clone(),
         max_attempts: s.worker.max_attempts,
-        report,
+        report: intake::Reporting {
+            connected,
+            health: health.clone(),
+        },
     }
+}
+
+/// What the claim loops share: the Exchange side, the circuit, the session budget and the
+/// directory (`None`: Exchange's answers are trusted).
+type WorkerParts = (
+    Exchange,
+    Arc<Circuit>,
+    Arc<SessionBudget>,
+    Option<Directory>,
+);
+
+/// The claim loops' worker from `[worker]`, `[exchange]` and `[ldap]`; the batch size is
+/// the configured one unless the cmdlet budget allows fewer accounts per batch.
+fn claim_loops(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+    (exchange, circuit, budget, directory): WorkerParts,
+) -> anyhow::Result<worker::claim::Deps> {
+    let batch_size = budget.batch_size(s.exchange.batch_size, exchange.session_cmdlets())?;
+    let worker = worker::Worker {
+        store: store.clone(),
+        exchange,
+        cfg: s.worker.clone(),
+        batch_size,
+        batch_linger: s.exchange.batch_linger,
+        remote_routing_domain: s.exchange.remote_routing_domain.clone(),
+        replica: crate::replica_name().to_owned(),
+        circuit,
+        directory,
+        require_cloud_sync: s.ldap.require_cloud_sync,
+        budget,
+    };
+    Ok(worker::claim::Deps {
+        worker,
+        health: health.clone(),
+    })
 }
 
 fn pruning(s: &Settings, store: &Store, health: &Arc<Health>) -> worker::prune::Deps {
@@ -205,6 +231,23 @@ fn publishing(s: &Settings, store: &Store, health: &Arc<Health>) -> outcome_publ
         cfg: s.outcomes.clone(),
         health: health.clone(),
     }
+}
+
+/// IdentityIQ delivery, when `identityiq.base_url` is set.
+fn identityiq_delivery(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+) -> anyhow::Result<Option<identityiq::Deps>> {
+    let Some(client) = identityiq::Client::from_config(&s.identityiq)? else {
+        return Ok(None);
+    };
+    Ok(Some(identityiq::Deps {
+        store: store.clone(),
+        client,
+        cfg: s.outcomes.clone(),
+        health: health.clone(),
+    }))
 }
 
 /// The reconcile schedule, when `reconcile.interval` is set and there is a directory.
