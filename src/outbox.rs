@@ -53,3 +53,55 @@ pub fn next_try(attempts: i32, cfg: &config::Outcomes) -> chrono::DateTime<Utc> 
     let wait = backoff::doubling(n, cfg.retry_base, cfg.retry_cap);
     Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Delivers `due` one round at a time, then finds nothing; counts its rounds.
+    struct Counting {
+        due: usize,
+        rounds: Arc<AtomicUsize>,
+    }
+
+    impl Round for Counting {
+        async fn round(&mut self) -> usize {
+            self.rounds.fetch_add(1, Ordering::SeqCst);
+            let n = self.due.min(1);
+            self.due -= n;
+            n
+        }
+    }
+
+    #[tokio::test]
+    async fn rounds_go_on_at_once_while_there_is_work_then_wait_until_the_stop() {
+        let (stop, shutdown) = Shutdown::new();
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let outbox = Counting {
+            due: 3,
+            rounds: rounds.clone(),
+        };
+        let task = tokio::spawn(run(outbox, Duration::from_secs(60), shutdown));
+        // Three rounds with work and the empty one after them, without waiting.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while rounds.load(Ordering::SeqCst) < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the rounds did not go on"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Then the poll interval, which the stop cuts short.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 4, "an empty round waits");
+        stop.stop();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the stop ends the wait")
+            .unwrap();
+        assert_eq!(rounds.load(Ordering::SeqCst), 4, "no round after the stop");
+    }
+}

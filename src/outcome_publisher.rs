@@ -2,7 +2,7 @@
 //! `outcomes.exchange` topic exchange with its routing key (`joiner.succeeded`, …) and to
 //! the event's `reply_to`, with publisher confirms, `message_id` = the outcome's id (the same
 //! on a resend) and `correlation_id` = the event id. A row is marked sent only after every
-//! confirm came back; a failed round leaves it pending, due again after a doubling wait.
+//! confirm came back; a failed round leaves it unsent, due again after a doubling wait.
 
 use std::sync::Arc;
 
@@ -177,7 +177,7 @@ async fn publish(
     cfg: &config::Outcomes,
     rows: &[OutcomeRow],
 ) -> Result<Vec<(Uuid, String)>, NotPublished> {
-    let mut pending: Vec<(PublisherConfirm, Destination)> = Vec::new();
+    let mut unconfirmed: Vec<(PublisherConfirm, Destination)> = Vec::new();
     let mut sent = Vec::with_capacity(rows.len());
     for row in rows {
         let body = row.body.to_string();
@@ -185,7 +185,7 @@ async fn publish(
         for to in destinations(cfg, row) {
             let confirm = send(ch, &to, row, body.as_bytes()).await?;
             delivered.push(to.describe());
-            pending.push((confirm, to));
+            unconfirmed.push((confirm, to));
         }
         if delivered.is_empty() {
             delivered.push("nowhere: no outcomes.exchange configured and no reply_to".into());
@@ -195,7 +195,7 @@ async fn publish(
     // Confirmed well within the lease, or not at all: a resend by another replica after the
     // lease must not race this one.
     let wait = cfg.lease / 2;
-    for (confirm, to) in pending {
+    for (confirm, to) in unconfirmed {
         let confirmation = tokio::time::timeout(wait, confirm)
             .await
             .map_err(|_| NotPublished::Unconfirmed(wait))??;
