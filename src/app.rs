@@ -1,6 +1,9 @@
-//! Wires the parts into the daemon (`mailboxd run`): store → intake, worker, alert sender,
-//! outcome publisher (and IdentityIQ launcher), reconcile schedule, and the admin listener with the API and the dashboard on it. The
-//! parts do not know each other's wiring; it is all here, in the order things start.
+//! Wires the parts into the daemon (`mailboxd run`): the store, the clients built from their
+//! configuration sections, then the background services — intake, claim loops, pruning, alert
+//! sender, outcome publisher, IdentityIQ delivery, reconcile schedule — and the admin listener
+//! with the API and the dashboard on it. Every service has the same shape,
+//! `spawn(Deps, Shutdown) -> JoinHandle<()>`, and runs under `health::supervise`; `App` owns
+//! the one `Stop`. The parts do not know each other's wiring; it is all here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
