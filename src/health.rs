@@ -12,9 +12,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::shutdown::Shutdown;
 use futures::FutureExt;
 use parking_lot::Mutex;
+
+use crate::shutdown::Shutdown;
 
 /// First wait before a panicked task starts again; doubles per panic in a row, up to
 /// [`RESTART_CAP`].
