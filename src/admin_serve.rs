@@ -16,9 +16,11 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
+
+use crate::shutdown::Shutdown;
 
 /// The limits of one listener (`admin.header_read_timeout`, `admin.max_connections`).
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +34,8 @@ pub struct Limits {
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves `router` on `listener` until `shutdown`.
-pub async fn serve<L>(
-    mut listener: L,
-    router: Router,
-    limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
-) where
+pub async fn serve<L>(mut listener: L, router: Router, limits: Limits, shutdown: Shutdown)
+where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -51,7 +49,7 @@ pub async fn serve<L>(
                 let (io, peer) = listener.accept().await;
                 Some((slot, io, peer))
             } => a,
-            _ = shutdown.wait_for(|s| *s) => break,
+            () = shutdown.stopped() => break,
         };
         let Some((slot, io, peer)) = accepted else {
             break;
@@ -68,13 +66,8 @@ pub async fn serve<L>(
 
 /// One connection: HTTP/1.1 with the header deadline, each request under the request
 /// deadline and told its peer (`ConnectInfo`).
-async fn connection<I>(
-    io: I,
-    peer: SocketAddr,
-    router: Router,
-    limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn connection<I>(io: I, peer: SocketAddr, router: Router, limits: Limits, shutdown: Shutdown)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -99,7 +92,7 @@ async fn connection<I>(
     tokio::pin!(conn);
     let done = tokio::select! {
         r = conn.as_mut() => Some(r),
-        _ = shutdown.wait_for(|s| *s) => None,
+        () = shutdown.stopped() => None,
     };
     let result = match done {
         Some(r) => r,

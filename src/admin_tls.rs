@@ -15,8 +15,10 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
+
+use crate::shutdown::Shutdown;
 
 /// How often the files are looked at for a change.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -105,7 +107,7 @@ impl TlsListener {
         cert: &Path,
         key: &Path,
         max_handshakes: usize,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Result<TlsListener, TlsError> {
         let local = tcp.local_addr().map_err(|source| TlsError::Read {
             path: "admin.listen".into(),
@@ -135,7 +137,7 @@ async fn accept(
     certs: Arc<Certs>,
     tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
     slots: Arc<tokio::sync::Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -143,7 +145,7 @@ async fn accept(
                 let slot = slots.clone().acquire_owned().await.ok()?;
                 Some((slot, tcp.accept().await))
             } => r,
-            _ = shutdown.wait_for(|s| *s) => return,
+            () = shutdown.stopped() => return,
         };
         let Some((slot, accepted)) = accepted else {
             return;
@@ -185,7 +187,7 @@ type Hangup = tokio::signal::unix::Signal;
 #[cfg(not(unix))]
 type Hangup = ();
 
-async fn reload(certs: Arc<Certs>, mut hup: Option<Hangup>, mut shutdown: watch::Receiver<bool>) {
+async fn reload(certs: Arc<Certs>, mut hup: Option<Hangup>, shutdown: Shutdown) {
     let mut seen = stamps(&certs);
     loop {
         let hangup = async {
@@ -198,7 +200,7 @@ async fn reload(certs: Arc<Certs>, mut hup: Option<Hangup>, mut shutdown: watch:
         let why = tokio::select! {
             _ = hangup => "SIGHUP",
             _ = tokio::time::sleep(WATCH_EVERY) => "changed",
-            _ = shutdown.wait_for(|s| *s) => return,
+            () = shutdown.stopped() => return,
         };
         let now = stamps(&certs);
         if why == "changed" && now == seen {

@@ -1,152 +1,91 @@
-//! Wires the parts into the daemon (`mailboxd run`): store → intake, worker, alert sender,
-//! outcome publisher (and IdentityIQ launcher), reconcile schedule, and the admin listener with the API and the dashboard on it. The
-//! parts do not know each other's wiring; it is all here, in the order things start.
+//! Wires the parts into the daemon (`mailboxd run`): the store, the clients built from their
+//! configuration sections, then the background services — intake, claim loops, pruning, alert
+//! sender, outcome publisher, IdentityIQ delivery, reconcile schedule — and the admin listener
+//! with the API and the dashboard on it. Every service has the same shape,
+//! `spawn(Deps, Shutdown) -> JoinHandle<()>`, and runs under `health::supervise`; `App` owns
+//! the one `Stop`. The parts do not know each other's wiring; it is all here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access::{Access, Token};
 use crate::admin::AdminState;
+use crate::budget::SessionBudget;
 use crate::circuit::Circuit;
-use crate::config::{Settings, WinrmAuth};
+use crate::config::Settings;
 use crate::directory::Directory;
 use crate::exchange::Exchange;
-use crate::health::{Health, Task, supervise};
+use crate::health::Health;
+use crate::shutdown::{Shutdown, Stop};
 use crate::signin::{SignIn, SignInConfig};
 use crate::store::Store;
-use crate::{admin, dashboard, intake, worker};
-use winrm::{Auth, ClientConfig, WinrmClient};
+use crate::{admin, alert, dashboard, identityiq, intake, outcome_publisher, reconcile, worker};
 
 /// A running daemon.
 pub struct App {
     pub admin_addr: SocketAddr,
     pub store: Store,
     pub replica: String,
-    shutdown: watch::Sender<bool>,
+    stop: Stop,
     tasks: Vec<JoinHandle<()>>,
     grace: std::time::Duration,
     /// Its warm processes are ended at shutdown.
     exchange: Exchange,
 }
 
-/// Builds the WinRM client from `[winrm]`, refusing what would be unsafe.
-pub fn winrm_client(s: &Settings) -> anyhow::Result<WinrmClient> {
-    let endpoint = url::Url::parse(&s.winrm.endpoint).context("winrm.endpoint")?;
-    let password: SecretString = s
-        .winrm
-        .password
-        .clone()
-        .context("no WinRM password: set MAILBOXD_WINRM_PASSWORD or winrm.password_file")?;
-    let auth = match s.winrm.auth {
-        WinrmAuth::Basic => Auth::Basic,
-        WinrmAuth::Ntlm => Auth::Ntlm,
-        WinrmAuth::Kerberos => Auth::Kerberos,
-        WinrmAuth::CredSsp => Auth::CredSsp,
-    };
-    // NTLM and Kerberos seal every message over plain HTTP; Basic would not.
-    if endpoint.scheme() == "http" && auth == Auth::Basic {
-        if s.winrm.allow_unencrypted {
-            tracing::warn!(endpoint = %endpoint, "winrm.allow_unencrypted is set: the WinRM password and all data cross the network in clear text");
-        } else {
-            anyhow::bail!(
-                "winrm.endpoint {endpoint} is plain HTTP: use https:// (port 5986), or set winrm.allow_unencrypted = true knowingly"
-            );
-        }
-    }
-    let mut cfg = ClientConfig::new(endpoint, s.winrm.username.clone(), password);
-    cfg.auth = auth;
-    cfg.allow_unencrypted = s.winrm.allow_unencrypted;
-    cfg.ca_file = s.winrm.ca_file.clone();
-    cfg.operation_timeout = s.winrm.operation_timeout;
-    cfg.kdc = s.winrm.kdc.clone();
-    cfg.spn = s.winrm.spn.clone();
-    cfg.credssp_cert_sha256 = s.winrm.credssp_cert_sha256.clone();
-    cfg.credssp_skip_cert_check = s.winrm.credssp_skip_cert_check;
-    Ok(WinrmClient::new(cfg)?)
-}
-
-/// The circuit breaker from `[worker]`: refused credentials pause it for at least
-/// `credential_probe_interval` (AD's lockout window).
-fn circuit(settings: &Settings) -> Arc<Circuit> {
-    Arc::new(
-        Circuit::new(
-            settings.worker.circuit_threshold,
-            settings.worker.circuit_cooldown,
-        )
-        .with_credential_floor(settings.worker.credential_probe_interval),
-    )
-}
-
 impl App {
     /// Connects, migrates and starts every part. Returns once the admin listener is bound.
     pub async fn start(settings: Settings) -> anyhow::Result<App> {
         crate::metrics::handle();
-        let store = Store::connect(&settings.database.url, settings.database.max_connections)
+        let store = store(&settings).await?;
+        let budget = SessionBudget::from_config(&store, &settings.exchange)
             .await
-            .context("connecting to PostgreSQL")?
-            .delivering_to_identityiq(settings.identityiq.base_url.is_some());
-        store.migrate().await.context("migrating the database")?;
-        let budget = crate::budget::SessionBudget::start(
-            store.clone(),
-            crate::replica_name().to_owned(),
-            settings.exchange.max_sessions,
-            settings.exchange.session_lease,
-            crate::budget::CmdletLimit::from_config(&settings.exchange).map(|limit| {
-                crate::budget::CmdletBudget::new(
-                    store.clone(),
-                    crate::replica_name().to_owned(),
-                    limit,
-                    settings.exchange.session_lease,
-                )
-            }),
-        )
-        .await
-        .context("setting up the Exchange session budget")?;
+            .context("setting up the Exchange session budget")?;
         let exchange = exchange(&settings)?.with_budget(budget.clone());
         let directory = Directory::from_config(&settings.ldap)?;
         let signin = signin(&settings, directory.clone(), &store).await;
         let replica = crate::replica_name().to_owned();
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (connected_tx, connected_rx) = watch::channel(false);
-        let circuit = circuit(&settings);
-
+        let circuit = circuit(&settings.worker);
         let health = Health::new(settings.amqp.stall_after);
-        let report = intake::Reporting {
-            connected: connected_tx,
-            health: health.clone(),
-        };
-        let mut tasks = feeders(&settings, &store, directory.as_ref(), report, &shutdown_rx);
-        let w = worker::Worker {
-            store: store.clone(),
-            exchange: exchange.clone(),
-            cfg: settings.worker.clone(),
-            batch_size: budget
-                .batch_size(settings.exchange.batch_size, exchange.session_cmdlets())?,
-            batch_linger: settings.exchange.batch_linger,
-            remote_routing_domain: settings.exchange.remote_routing_domain.clone(),
-            replica: replica.clone(),
-            circuit: circuit.clone(),
-            directory,
-            require_cloud_sync: settings.ldap.require_cloud_sync,
-            budget: budget.clone(),
-        };
-        tasks.push(tokio::spawn(w.run(shutdown_rx.clone(), health.clone())));
-        tasks.extend(senders(&settings, &store, &health, &shutdown_rx)?);
-        let parts = (connected_rx, health, circuit, budget);
-        let state = admin_state(&settings, &store, parts, signin);
-        let (admin_addr, admin) = serve_admin(&settings.admin, state, shutdown_rx).await?;
+        let (connected, broker_connected) = watch::channel(false);
+        let (stop, shutdown) = Shutdown::new();
+
+        // The background services, each supervised, in the order data flows.
+        let (s, st, h) = (&settings, &store, &health);
+        let parts = (
+            exchange.clone(),
+            circuit.clone(),
+            budget.clone(),
+            directory.clone(),
+        );
+        let claim_loops = claim_loops(s, st, h, parts)?;
+        let iiq = identityiq_delivery(s, st, h)?;
+        let mut tasks = vec![
+            intake::spawn(intake_deps(s, st, h, connected), shutdown.clone()),
+            worker::claim::spawn(claim_loops, shutdown.clone()),
+            worker::prune::spawn(pruning(s, st, h), shutdown.clone()),
+            alert::sender::spawn(alert_sending(s, st, h), shutdown.clone()),
+            outcome_publisher::spawn(publishing(s, st, h), shutdown.clone()),
+        ];
+        if let Some(deps) = iiq {
+            tasks.push(identityiq::spawn(deps, shutdown.clone()));
+        }
+        if let Some(deps) = reconcile_schedule(s, st, h, directory) {
+            tasks.push(reconcile::schedule::spawn(deps, shutdown.clone()));
+        }
+        let state = admin_state(s, st, (broker_connected, health, circuit, budget), signin);
+        let (admin_addr, admin) = serve_admin(&settings.admin, state, shutdown).await?;
         tasks.push(admin);
         tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
         Ok(App {
             admin_addr,
             store,
             replica,
-            shutdown,
+            stop,
             tasks,
             grace: settings.worker.shutdown_grace,
             exchange,
@@ -158,7 +97,7 @@ impl App {
     /// check makes running it again safe). Deliveries not yet committed stay unacked and
     /// the broker redelivers them.
     pub async fn stop(mut self) {
-        self.shutdown.send_replace(true);
+        self.stop.stop();
         let deadline = tokio::time::Instant::now() + self.grace;
         let mut late = 0;
         for t in std::mem::take(&mut self.tasks) {
@@ -188,108 +127,147 @@ impl App {
 /// once, so it takes nothing more from the broker or the database.
 impl Drop for App {
     fn drop(&mut self) {
-        self.shutdown.send_replace(true);
+        self.stop.stop();
         for t in &self.tasks {
             t.abort();
         }
     }
 }
 
-/// The tasks that bring work in, each supervised: intake and, when scheduled, reconcile.
-fn feeders(
-    settings: &Settings,
-    store: &Store,
-    directory: Option<&Directory>,
-    report: intake::Reporting,
-    shutdown: &watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
-    let health = report.health.clone();
-    let (amqp, st, max_attempts, stop) = (
-        settings.amqp.clone(),
-        store.clone(),
-        settings.worker.max_attempts,
-        shutdown.clone(),
-    );
-    let intake = supervise(
-        Task::one("intake"),
-        health.clone(),
-        shutdown.clone(),
-        move || {
-            // A restarted intake is not connected until it has connected again.
-            report.connected.send_replace(false);
-            intake::run(
-                amqp.clone(),
-                st.clone(),
-                max_attempts,
-                stop.clone(),
-                report.clone(),
-            )
-        },
-    );
-    let mut tasks = vec![tokio::spawn(intake)];
-    if let (Some(dir), Some(every)) = (directory, settings.reconcile.interval) {
-        let (dir, st, cfg, stop) = (
-            dir.clone(),
-            store.clone(),
-            settings.reconcile.clone(),
-            shutdown.clone(),
-        );
-        tasks.push(tokio::spawn(supervise(
-            Task::one("reconcile_schedule"),
-            health,
-            shutdown.clone(),
-            move || {
-                let (dir, st, cfg) = (dir.clone(), st.clone(), cfg.clone());
-                crate::reconcile::scheduled(dir, st, cfg, max_attempts, every, stop.clone())
-            },
-        )));
-    }
-    tasks
+/// The store from `[database]`, migrated; it records outcomes for IdentityIQ when
+/// `identityiq.base_url` is set.
+async fn store(settings: &Settings) -> anyhow::Result<Store> {
+    let db = &settings.database;
+    let store = Store::connect(&db.url, db.max_connections)
+        .await
+        .context("connecting to PostgreSQL")?
+        .delivering_to_identityiq(settings.identityiq.base_url.is_some());
+    store.migrate().await.context("migrating the database")?;
+    Ok(store)
 }
 
-/// The tasks that tell people what happened, each supervised: the alert sender, the outcome
-/// publisher and, when configured, the IdentityIQ launcher.
-fn senders(
-    settings: &Settings,
+/// The circuit breaker from `[worker]`: refused credentials pause it for at least
+/// `credential_probe_interval` (AD's lockout window).
+fn circuit(cfg: &crate::config::Worker) -> Arc<Circuit> {
+    Arc::new(
+        Circuit::new(cfg.circuit_threshold, cfg.circuit_cooldown)
+            .with_credential_floor(cfg.credential_probe_interval),
+    )
+}
+
+/// Intake, reporting its broker link on `connected` (what `/readyz` reads).
+fn intake_deps(
+    s: &Settings,
     store: &Store,
     health: &Arc<Health>,
-    shutdown: &watch::Receiver<bool>,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let (st, smtp, url, stop) = (
-        store.clone(),
-        settings.smtp.clone(),
-        settings.admin.public_url.clone(),
-        shutdown.clone(),
-    );
-    let alerts = supervise(
-        Task::one("alert_sender"),
-        health.clone(),
-        shutdown.clone(),
-        move || crate::alert::sender::run(st.clone(), smtp.clone(), url.clone(), stop.clone()),
-    );
-    let (st, amqp, cfg, stop) = (
-        store.clone(),
-        settings.amqp.clone(),
-        settings.outcomes.clone(),
-        shutdown.clone(),
-    );
-    let outcomes = supervise(
-        Task::one("outcome_publisher"),
-        health.clone(),
-        shutdown.clone(),
-        move || crate::outcomes::run(st.clone(), amqp.clone(), cfg.clone(), stop.clone()),
-    );
-    let mut tasks = vec![tokio::spawn(alerts), tokio::spawn(outcomes)];
-    if let Some(iiq) = crate::identityiq::Client::from_config(&settings.identityiq)? {
-        let (st, cfg, stop) = (store.clone(), settings.outcomes.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(supervise(
-            Task::one("identityiq_launcher"),
-            health.clone(),
-            shutdown.clone(),
-            move || crate::identityiq::run(st.clone(), iiq.clone(), cfg.clone(), stop.clone()),
-        )));
+    connected: watch::Sender<bool>,
+) -> intake::Deps {
+    intake::Deps {
+        amqp: s.amqp.clone(),
+        store: store.clone(),
+        max_attempts: s.worker.max_attempts,
+        report: intake::Reporting {
+            connected,
+            health: health.clone(),
+        },
     }
-    Ok(tasks)
+}
+
+/// What the claim loops share: the Exchange side, the circuit, the session budget and the
+/// directory (`None`: Exchange's answers are trusted).
+type WorkerParts = (
+    Exchange,
+    Arc<Circuit>,
+    Arc<SessionBudget>,
+    Option<Directory>,
+);
+
+/// The claim loops' worker from `[worker]`, `[exchange]` and `[ldap]`; the batch size is
+/// the configured one unless the cmdlet budget allows fewer accounts per batch.
+fn claim_loops(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+    (exchange, circuit, budget, directory): WorkerParts,
+) -> anyhow::Result<worker::claim::Deps> {
+    let batch_size = budget.batch_size(s.exchange.batch_size, exchange.session_cmdlets())?;
+    let worker = worker::Worker {
+        store: store.clone(),
+        exchange,
+        cfg: s.worker.clone(),
+        batch_size,
+        batch_linger: s.exchange.batch_linger,
+        remote_routing_domain: s.exchange.remote_routing_domain.clone(),
+        replica: crate::replica_name().to_owned(),
+        circuit,
+        directory,
+        require_cloud_sync: s.ldap.require_cloud_sync,
+        budget,
+    };
+    Ok(worker::claim::Deps {
+        worker,
+        health: health.clone(),
+    })
+}
+
+fn pruning(s: &Settings, store: &Store, health: &Arc<Health>) -> worker::prune::Deps {
+    worker::prune::Deps {
+        store: store.clone(),
+        retention: s.worker.retention,
+        health: health.clone(),
+    }
+}
+
+fn alert_sending(s: &Settings, store: &Store, health: &Arc<Health>) -> alert::sender::Deps {
+    alert::sender::Deps {
+        store: store.clone(),
+        smtp: s.smtp.clone(),
+        public_url: s.admin.public_url.clone(),
+        health: health.clone(),
+    }
+}
+
+fn publishing(s: &Settings, store: &Store, health: &Arc<Health>) -> outcome_publisher::Deps {
+    outcome_publisher::Deps {
+        store: store.clone(),
+        amqp: s.amqp.clone(),
+        cfg: s.outcomes.clone(),
+        health: health.clone(),
+    }
+}
+
+/// IdentityIQ delivery, when `identityiq.base_url` is set.
+fn identityiq_delivery(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+) -> anyhow::Result<Option<identityiq::Deps>> {
+    let Some(client) = identityiq::Client::from_config(&s.identityiq)? else {
+        return Ok(None);
+    };
+    Ok(Some(identityiq::Deps {
+        store: store.clone(),
+        client,
+        cfg: s.outcomes.clone(),
+        health: health.clone(),
+    }))
+}
+
+/// The reconcile schedule, when `reconcile.interval` is set and there is a directory.
+fn reconcile_schedule(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+    directory: Option<Directory>,
+) -> Option<reconcile::schedule::Deps> {
+    Some(reconcile::schedule::Deps {
+        directory: directory?,
+        cfg: s.reconcile.clone(),
+        interval: s.reconcile.interval?,
+        store: store.clone(),
+        max_attempts: s.worker.max_attempts,
+        health: health.clone(),
+    })
 }
 
 /// The Exchange side from `[exchange]` and `[winrm]`, with a warning for a warm-session
@@ -302,7 +280,7 @@ fn exchange(settings: &Settings) -> anyhow::Result<Exchange> {
             "exchange.mode = \"none\": a fresh powershell.exe -NoProfile has no Exchange cmdlets, so every batch fails with CommandNotFoundException unless the host provides them some other way"
         );
     }
-    let client = winrm_client(settings)?;
+    let client = settings.winrm.client()?;
     let exchange = Exchange::new(client, &settings.exchange, settings.winrm.endpoint.clone())
         .redacting(settings.secret_values());
     let warm = settings.exchange.warm_sessions;
@@ -328,7 +306,7 @@ type Reported = (
     watch::Receiver<bool>,
     Arc<Health>,
     Arc<Circuit>,
-    Arc<crate::budget::SessionBudget>,
+    Arc<SessionBudget>,
 );
 
 fn admin_state(
@@ -409,7 +387,7 @@ async fn signin(settings: &Settings, directory: Option<Directory>, store: &Store
 async fn serve_admin(
     settings: &crate::config::Admin,
     state: AdminState,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listen = &settings.listen;
     let (listener, addr) = admin::bind(listen)

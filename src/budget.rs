@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::config;
 use crate::store::{SlotPurpose, Store, StoreError};
 
 pub mod cmdlets;
@@ -115,6 +116,26 @@ impl Drop for SlotGuard {
 }
 
 impl SessionBudget {
+    /// The budget `[exchange]` describes (`max_sessions`, `session_lease`, and the cmdlet
+    /// window when `max_cmdlets` is set), held in `store` under this replica's name.
+    pub async fn from_config(
+        store: &Store,
+        cfg: &config::Exchange,
+    ) -> Result<Arc<SessionBudget>, StoreError> {
+        let replica = crate::replica_name().to_owned();
+        let cmdlets = CmdletLimit::from_config(cfg).map(|limit| {
+            CmdletBudget::new(store.clone(), replica.clone(), limit, cfg.session_lease)
+        });
+        SessionBudget::start(
+            store.clone(),
+            replica,
+            cfg.max_sessions,
+            cfg.session_lease,
+            cmdlets,
+        )
+        .await
+    }
+
     /// Creates the slots and starts the heartbeat that renews this replica's holdings.
     pub async fn start(
         store: Store,

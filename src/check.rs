@@ -157,7 +157,7 @@ async fn cmdlet_budget(s: &Settings, store: &crate::store::Store) -> String {
 
 /// Connects and looks at the queue without declaring it (passive): a check changes nothing.
 async fn rabbitmq(s: &Settings) -> Verdict {
-    let conn = match crate::intake::connect(&s.amqp.url, "mailboxd check").await {
+    let conn = match crate::broker::connect(&s.amqp.url, "mailboxd check").await {
         Ok(conn) => conn,
         Err(e) => return fail(format!("{e} (amqp.url)")),
     };
@@ -223,7 +223,7 @@ async fn ldap(s: &Settings) -> Vec<Probe> {
 
 /// Runs `hostname` in a WinRM shell: credentials, transport and the host's answer.
 async fn winrm_hostname(s: &Settings) -> Verdict {
-    let client = match crate::app::winrm_client(s) {
+    let client = match s.winrm.client() {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -252,7 +252,7 @@ async fn exchange_session(s: &Settings) -> Verdict {
     if let Err(e) = s.validate_exchange() {
         return fail(e);
     }
-    let client = match crate::app::winrm_client(s) {
+    let client = match s.winrm.client() {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

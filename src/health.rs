@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+
+use crate::shutdown::Shutdown;
 
 /// First wait before a panicked task starts again; doubles per panic in a row, up to
 /// [`RESTART_CAP`].
@@ -196,12 +197,8 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs the task `start` makes until it returns. A panic is logged, counted in `mailboxd_task_restarts_total{task}`, shown by `/readyz` while the
 /// task is down, and the task starts again after a doubling wait (1 s up to 60 s).
-pub async fn supervise<F, Fut>(
-    task: Task,
-    health: Arc<Health>,
-    mut shutdown: watch::Receiver<bool>,
-    mut start: F,
-) where
+pub async fn supervise<F, Fut>(task: Task, health: Arc<Health>, shutdown: Shutdown, mut start: F)
+where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -213,7 +210,7 @@ pub async fn supervise<F, Fut>(
         let Err(payload) = AssertUnwindSafe(start()).catch_unwind().await else {
             return;
         };
-        if *shutdown.borrow() {
+        if shutdown.is_stopping() {
             return;
         }
         let why = format!("panicked: {}", panic_message(payload.as_ref()));
@@ -228,9 +225,8 @@ pub async fn supervise<F, Fut>(
         tracing::error!(task = %task, reason = %why, restart_in_s = wait.as_secs(), "a task of the daemon stopped; starting it again");
         metrics::counter!("mailboxd_task_restarts_total", "task" => task.kind).increment(1);
         health.task_down(&task, why, wait);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => return,
+        if !shutdown.pause(wait).await {
+            return;
         }
     }
 }
@@ -242,7 +238,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_task_is_reported_and_started_again() {
         let health = Health::new(Duration::from_secs(60));
-        let (_stop, shutdown) = watch::channel(false);
+        let (_stop, shutdown) = Shutdown::new();
         let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let counted = runs.clone();
         let task = tokio::spawn(supervise(

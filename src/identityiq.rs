@@ -5,14 +5,18 @@
 //! 4xx that retrying cannot change (a bad workflow name, 401, 403) marks it refused and raises
 //! one alert; anything else (network, 408, 429, 5xx) is retried with doubling waits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::{self, IdentityIqAuth};
+use crate::health::{Health, Task, supervise};
+use crate::outbox;
+use crate::shutdown::Shutdown;
 use crate::store::{NewAlert, OutcomeChannel, OutcomeRow, Store, StoreError};
 
 /// The schemas of a LaunchedWorkflow request.
@@ -179,29 +183,55 @@ pub fn request(workflow: &str, outcome: &Value) -> Value {
     })
 }
 
-/// Launches due outcomes until shutdown (every replica runs one; the lease keeps them apart).
-pub async fn run(
+/// What IdentityIQ delivery needs.
+pub struct Deps {
+    pub store: Store,
+    pub client: Client,
+    pub cfg: config::Outcomes,
+    pub health: Arc<Health>,
+}
+
+/// Launches due outcomes until the daemon stops (every replica runs one; the lease keeps
+/// them apart), supervised.
+pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+    let Deps {
+        store,
+        client,
+        cfg,
+        health,
+    } = deps;
+    tokio::spawn(supervise(
+        Task::one("identityiq_launcher"),
+        health,
+        shutdown.clone(),
+        move || {
+            let launcher = Launcher {
+                store: store.clone(),
+                client: client.clone(),
+                cfg: cfg.clone(),
+                replica: crate::replica_name().to_owned(),
+            };
+            outbox::run(launcher, cfg.poll_interval, shutdown.clone())
+        },
+    ))
+}
+
+/// One replica's launcher: the outbox it reads and the client it launches with.
+struct Launcher {
     store: Store,
     client: Client,
     cfg: config::Outcomes,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let replica = crate::replica_name().to_owned();
-    loop {
-        let launched = match round(&store, &client, &cfg, &replica).await {
-            Ok(n) => n,
-            Err(e) => {
+    replica: String,
+}
+
+impl outbox::Round for Launcher {
+    async fn round(&mut self) -> usize {
+        round(&self.store, &self.client, &self.cfg, &self.replica)
+            .await
+            .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "IdentityIQ delivery failed");
                 0
-            }
-        };
-        let go_on = match launched {
-            0 => crate::outcomes::pause(cfg.poll_interval, &mut shutdown).await,
-            _ => !*shutdown.borrow(),
-        };
-        if !go_on {
-            return;
-        }
+            })
     }
 }
 
@@ -212,7 +242,7 @@ async fn round(
     cfg: &config::Outcomes,
     replica: &str,
 ) -> Result<usize, StoreError> {
-    let rows = crate::outcomes::claim(store, OutcomeChannel::IdentityIq, replica, cfg).await?;
+    let rows = outbox::claim(store, OutcomeChannel::IdentityIq, replica, cfg).await?;
     for row in &rows {
         match client.launch(row).await {
             Launch::Launched => {
@@ -231,7 +261,7 @@ async fn round(
             Launch::Failed(why) => {
                 metrics::counter!("mailboxd_identityiq_launches_total", "result" => "failed")
                     .increment(1);
-                let next = crate::outcomes::next_try(row.attempts, cfg);
+                let next = outbox::next_try(row.attempts, cfg);
                 store
                     .outcomes_failed(OutcomeChannel::IdentityIq, replica, &[row.id], &why, next)
                     .await?;

@@ -12,17 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::Connection;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use crate::broker;
 use crate::config;
-use crate::event::{self, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
-use crate::health::Health;
+use crate::event;
+use crate::health::{Health, Task, supervise};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Deliveries gathered into one database transaction at most.
@@ -42,105 +42,9 @@ pub enum IntakeError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Queue names derived from the configuration.
-pub fn dead_letter_queue(cfg: &config::Amqp) -> String {
-    format!("{}.dead", cfg.queue)
-}
-
-/// The largest AMQP frame mailboxd accepts (RabbitMQ's default). A message's properties
-/// must fit one frame, and lapin decodes header tables by recursion: this bounds how deep a
-/// sender can nest them whatever the broker allows (see `main`'s thread stack).
-pub const FRAME_MAX: u32 = 128 * 1024;
-
-/// Connects to the broker; `name` shows in the broker's connection list (who is this?).
-/// The URL's `frame_max` is used when it is smaller than [`FRAME_MAX`], else `FRAME_MAX`.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let mut uri: lapin::uri::AMQPUri = url
-        .parse()
-        .map_err(|e: String| lapin::Error::from(std::io::Error::other(e)))?;
-    // 0 would mean "no limit" in AMQP.
-    let asked = uri.query.frame_max.filter(|f| *f != 0);
-    uri.query.frame_max = Some(asked.unwrap_or(FRAME_MAX).min(FRAME_MAX));
-    Connection::connect_uri(
-        uri,
-        ConnectionProperties::default().with_connection_name(name.into()),
-    )
-    .await
-}
-
 /// The intake's connection name: operators (and the reconnect test) find it by its queue.
 pub fn connection_name(cfg: &config::Amqp) -> String {
     format!("mailboxd intake {} {}", cfg.queue, crate::replica_name())
-}
-
-/// Declares the exchange, the durable queue with its dead-letter exchange and queue, and
-/// the bindings for both routing keys. Idempotent; also shipped as deploy/rabbitmq/definitions.json.
-pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    ch.exchange_declare(
-        cfg.exchange.as_str().into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        cfg.dead_letter_exchange.as_str().into(),
-        ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    // Both queues: the configured type, and a TTL only for throwaway queues (demo, tests).
-    let base_args = || {
-        let mut t = FieldTable::default();
-        t.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(cfg.queue_type.as_str().into()),
-        );
-        if let Some(expires) = cfg.queue_expires {
-            let ms = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
-            t.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
-        }
-        t
-    };
-    let dead_args = base_args();
-    let mut args = base_args();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(cfg.dead_letter_exchange.as_str().into()),
-    );
-    let queue_opts = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    let dead = dead_letter_queue(cfg);
-    ch.queue_declare(dead.as_str().into(), queue_opts, dead_args)
-        .await?;
-    ch.queue_bind(
-        dead.as_str().into(),
-        cfg.dead_letter_exchange.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_declare(cfg.queue.as_str().into(), queue_opts, args)
-        .await?;
-    for key in [ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER] {
-        ch.queue_bind(
-            cfg.queue.as_str().into(),
-            cfg.exchange.as_str().into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// What intake reports as it goes: whether it is connected to the broker, and how long its
@@ -151,23 +55,58 @@ pub struct Reporting {
     pub health: Arc<Health>,
 }
 
-/// Runs until `shutdown` turns true, reconnecting as needed.
-pub async fn run(
+/// What intake needs: its `[amqp]` section, the store, the attempts each job gets, and
+/// where it reports.
+pub struct Deps {
+    pub amqp: config::Amqp,
+    pub store: Store,
+    pub max_attempts: i32,
+    pub report: Reporting,
+}
+
+/// Consumes until the daemon stops, supervised.
+pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+    let Deps {
+        amqp,
+        store,
+        max_attempts,
+        report,
+    } = deps;
+    tokio::spawn(supervise(
+        Task::one("intake"),
+        report.health.clone(),
+        shutdown.clone(),
+        move || {
+            // A restarted intake is not connected until it has connected again.
+            report.connected.send_replace(false);
+            run(
+                amqp.clone(),
+                store.clone(),
+                max_attempts,
+                shutdown.clone(),
+                report.clone(),
+            )
+        },
+    ))
+}
+
+/// Runs until the daemon stops, reconnecting as needed.
+async fn run(
     cfg: config::Amqp,
     store: Store,
     max_attempts: i32,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     report: Reporting,
 ) {
     let connected = &report.connected;
     let mut failures: u32 = 0;
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_stopping() {
             return;
         }
         let result = tokio::select! {
             r = consume(&cfg, &store, max_attempts, &report, &mut failures) => r,
-            _ = shutdown.changed() => return,
+            () = shutdown.stopped() => return,
         };
         connected.send_replace(false);
         if let Err(e) = result {
@@ -178,9 +117,8 @@ pub async fn run(
                 Duration::from_secs(30),
             );
             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "intake lost RabbitMQ; reconnecting");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
+            if !shutdown.pause(delay).await {
+                return;
             }
         }
     }
@@ -193,7 +131,7 @@ async fn consume(
     report: &Reporting,
     failures: &mut u32,
 ) -> Result<(), IntakeError> {
-    let conn = connect(&cfg.url, &connection_name(cfg)).await?;
+    let conn = broker::connect(&cfg.url, &connection_name(cfg)).await?;
     let result = consume_on(&conn, cfg, store, max_attempts, report, failures).await;
     // Close explicitly so the broker requeues our unacked deliveries at once, instead of
     // holding them for a connection that lingers.
@@ -210,7 +148,7 @@ async fn consume_on(
     failures: &mut u32,
 ) -> Result<(), IntakeError> {
     let ch = conn.create_channel().await?;
-    declare_topology(&ch, cfg).await?;
+    broker::declare_topology(&ch, cfg).await?;
     ch.basic_qos(cfg.prefetch, BasicQosOptions::default())
         .await?;
     let mut consumer = ch
@@ -284,54 +222,5 @@ pub fn read_delivery(
             body,
             &reason,
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The shipped definitions must declare exactly what the daemon declares with its
-    /// defaults, or the broker refuses the second declaration (PRECONDITION_FAILED).
-    #[test]
-    fn shipped_rabbitmq_definitions_match_the_default_topology() {
-        let defs: serde_json::Value =
-            serde_json::from_str(include_str!("../deploy/rabbitmq/definitions.json")).unwrap();
-        let cfg = config::Amqp::default();
-        let exchanges: Vec<(&str, &str)> = defs["exchanges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| (e["name"].as_str().unwrap(), e["type"].as_str().unwrap()))
-            .collect();
-        assert!(exchanges.contains(&(cfg.exchange.as_str(), "topic")));
-        assert!(exchanges.contains(&(cfg.dead_letter_exchange.as_str(), "fanout")));
-        let queue = defs["queues"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|q| q["name"] == cfg.queue.as_str())
-            .unwrap();
-        assert_eq!(queue["durable"], true);
-        assert_eq!(queue["arguments"]["x-queue-type"], cfg.queue_type.as_str());
-        assert_eq!(
-            queue["arguments"]["x-dead-letter-exchange"],
-            cfg.dead_letter_exchange.as_str()
-        );
-        let keys: Vec<&str> = defs["bindings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|b| b["destination"] == cfg.queue.as_str())
-            .map(|b| b["routing_key"].as_str().unwrap())
-            .collect();
-        assert_eq!(keys, vec![ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER]);
-        assert!(
-            defs["queues"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|q| q["name"] == dead_letter_queue(&cfg).as_str())
-        );
     }
 }

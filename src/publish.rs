@@ -5,9 +5,9 @@
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 
+use crate::broker;
 use crate::config;
 use crate::event::{EventKind, SCHEMA_V1};
-use crate::intake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -110,9 +110,9 @@ impl Publisher {
     /// Connects, declares the topology (so nothing published now can be dropped for want
     /// of a queue) and turns on publisher confirms.
     pub async fn connect(cfg: &config::Amqp) -> Result<Publisher, PublishError> {
-        let conn = intake::connect(&cfg.url, "mailboxd publish").await?;
+        let conn = broker::connect(&cfg.url, "mailboxd publish").await?;
         let ch = conn.create_channel().await?;
-        intake::declare_topology(&ch, cfg).await?;
+        broker::declare_topology(&ch, cfg).await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(Publisher {
             _conn: conn,

@@ -17,6 +17,8 @@ use crate::directory::{Account, Directory, DirectoryError, RecipientType};
 use crate::event::{self, AccountName, Event, EventKind};
 use crate::store::{Inserted, NewAlert, RunRecord, Store, StoreError};
 
+pub mod schedule;
+
 /// Differences kept in the run record and shown to operators (all are counted).
 const SAMPLE: usize = 200;
 
@@ -397,48 +399,4 @@ fn to_event(run_id: i64, d: &Difference) -> Result<Event, String> {
     }
     .validate(now)
     .map_err(|e| e.to_string())
-}
-
-/// The daemon's schedule: every `interval`, one replica (the advisory lock's holder) runs.
-pub async fn scheduled(
-    dir: Directory,
-    store: Store,
-    cfg: config::Reconcile,
-    max_attempts: i32,
-    interval: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let lock = match store.try_reconcile_lock().await {
-            Ok(Some(l)) => l,
-            Ok(None) => {
-                tracing::debug!("another replica is reconciling");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot take the reconcile lock");
-                continue;
-            }
-        };
-        match run(&dir, &store, &cfg, max_attempts, false, false).await {
-            Ok(r) => tracing::info!(
-                run_id = r.run_id,
-                scanned = r.scanned,
-                differences = r.differences.len(),
-                jobs_created = r.jobs_created,
-                capped = r.capped,
-                "reconciliation finished"
-            ),
-            Err(e) => tracing::error!(error = %e, "reconciliation failed"),
-        }
-        if let Err(e) = lock.release().await {
-            tracing::warn!(error = %e, "cannot release the reconcile lock (it goes with the connection)");
-        }
-    }
 }

@@ -4,7 +4,10 @@
 //! no attempt while the Windows side is down (`circuit`) or the account waits for the cloud
 //! sync.
 
+pub mod claim;
+mod heartbeat;
 mod plan;
+pub mod prune;
 mod view;
 
 pub use plan::{Plan, Wanted, plan};
@@ -16,21 +19,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
-use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::budget::{SessionBudget, SlotGuard};
-use crate::circuit::{Circuit, Permit};
+use crate::budget::SessionBudget;
+use crate::circuit::Circuit;
 use crate::config;
 use crate::directory::{AccountState, Directory, Lookup};
 use crate::event::{EventKind, check_address};
 use crate::exchange::{
     AccountData, AccountOutcome, BatchResult, Exchange, ExchangeError, Template, throttling,
 };
-use crate::health::{Health, Task, panic_message, supervise};
+use crate::health::panic_message;
 use crate::store::{
-    AttemptRecord, ErrorClass, Job, JobOutcome, NewAlert, Resolution, SlotPurpose, Store,
-    StoreError, WakeUps,
+    AttemptRecord, ErrorClass, Job, JobOutcome, NewAlert, Resolution, Store, StoreError,
 };
 
 #[derive(Clone)]
@@ -52,7 +53,7 @@ pub struct Worker {
 }
 
 /// One job on its way through a batch.
-struct Pending {
+struct Prepared {
     job: Job,
     data: AccountData,
     lookup: Lookup,
@@ -67,127 +68,12 @@ fn at(delay: Duration) -> DateTime<Utc> {
 }
 
 impl Worker {
-    /// Runs `concurrency` claim loops and the pruner until shutdown, each supervised: a
-    /// loop that panics is reported to `health` and started again (`health::supervise`).
-    pub async fn run(self, shutdown: watch::Receiver<bool>, health: Arc<Health>) {
-        let wake = self.store.wake_ups();
-        let (store, retention) = (self.store.clone(), self.cfg.retention);
-        let mut tasks = vec![tokio::spawn(supervise(
-            Task::one("pruner"),
-            health.clone(),
-            shutdown.clone(),
-            move || prune(store.clone(), retention),
-        ))];
-        for i in 0..self.cfg.concurrency {
-            let (w, wake, stop) = (self.clone(), wake.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(supervise(
-                Task::nth("claim_loop", i),
-                health.clone(),
-                shutdown.clone(),
-                move || {
-                    let (w, wake, stop) = (w.clone(), wake.clone(), stop.clone());
-                    async move { w.claim_loop(i, wake, stop).await }
-                },
-            )));
-        }
-        // The pruner never ends by itself: it is stopped once the loops are.
-        let pruner = tasks.remove(0);
-        for t in tasks {
-            let _ = t.await;
-        }
-        pruner.abort();
-    }
-
-    async fn claim_loop(&self, slot: u32, mut wake: WakeUps, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            crate::failpoint::claim_loop_panic();
-            // The Windows side is down: wait, then let one loop probe it with one job.
-            let (limit, probe) = match self.circuit.permit() {
-                Permit::Go => (i64::from(self.batch_size), None),
-                Permit::Probe(probe) => (1, Some(probe)),
-                Permit::Wait(d) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(d.min(self.cfg.poll_interval)) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                    continue;
-                }
-            };
-            // A session slot first, so no job is leased while its batch waits for one.
-            let Some(session) = self.session_slot(&mut shutdown).await else {
-                return;
-            };
-            // Before claiming, so that a job queued meanwhile still wakes the wait below.
-            wake.mark_seen();
-            let worked = match self.claim_batch(limit).await {
-                Ok(jobs) if !jobs.is_empty() => {
-                    tracing::debug!(slot, jobs = jobs.len(), "claimed a batch");
-                    self.process(jobs).await;
-                    true
-                }
-                Ok(_) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim jobs; retrying");
-                    false
-                }
-            };
-            drop(session);
-            if let Some(probe) = probe {
-                self.circuit.probe_ended(probe);
-            }
-            if worked {
-                continue;
-            }
-            tokio::select! {
-                _ = wake.next() => {}
-                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-
-    /// Waits for an Exchange session slot for one cold batch; `Some(None)` with warm
-    /// sessions (the process holds the slot), `None` at shutdown.
-    async fn session_slot(
-        &self,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<Option<SlotGuard>> {
-        if self.exchange.is_warm() {
-            return Some(None);
-        }
-        tokio::select! {
-            slot = self.budget.acquire(SlotPurpose::Batch) => Some(Some(slot)),
-            _ = shutdown.changed() => None,
-        }
-    }
-
-    /// Claims up to `limit` jobs, letting a burst fill the batch: one more claim after the
-    /// linger. The jobs already claimed are leased, so waiting holds nothing up elsewhere.
-    async fn claim_batch(&self, limit: i64) -> Result<Vec<Job>, StoreError> {
-        let mut jobs = self
-            .store
-            .claim(&self.replica, limit, self.cfg.lease)
-            .await?;
-        let room = limit - jobs.len() as i64;
-        if !jobs.is_empty() && room > 0 && !self.batch_linger.is_zero() {
-            tokio::time::sleep(self.batch_linger).await;
-            match self.store.claim(&self.replica, room, self.cfg.lease).await {
-                Ok(more) => jobs.extend(more),
-                Err(e) => tracing::warn!(error = %e, "cannot claim more jobs for the batch"),
-            }
-        }
-        Ok(jobs)
-    }
-
     /// Runs one claimed batch: joiners and leavers each in one PowerShell process, the
     /// leases kept alive meanwhile by a heartbeat that is part of this future (it ends with
     /// the batch, whatever way the batch ends). A panic in the batch is caught (`isolate`).
     pub async fn process(&self, jobs: Vec<Job>) {
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-        let heartbeat = heartbeat(
+        let heartbeat = heartbeat::heartbeat(
             self.store.clone(),
             self.replica.clone(),
             ids,
@@ -270,28 +156,28 @@ impl Worker {
     /// Exchange in one batch, and every job ends with one recorded outcome.
     async fn run_group(&self, kind: EventKind, jobs: Vec<Job>) {
         let started_at = Utc::now();
-        let mut pending = self.prepare(jobs, started_at).await;
+        let mut prepared = self.prepare(jobs, started_at).await;
         if let Some(dir) = &self.directory {
-            pending = self.precheck(dir, kind, pending, started_at).await;
+            prepared = self.precheck(dir, kind, prepared, started_at).await;
         }
         metrics::histogram!("mailboxd_batch_size", "kind" => kind.as_str())
-            .record(pending.len() as f64);
-        if pending.is_empty() {
+            .record(prepared.len() as f64);
+        if prepared.is_empty() {
             return;
         }
-        match self.run_batch(kind, &pending).await {
+        match self.run_batch(kind, &prepared).await {
             Ok(result) => {
                 self.budget.session_opened();
                 self.host_answered().await;
-                self.settle(kind, &pending, result, started_at).await;
+                self.settle(kind, &prepared, result, started_at).await;
             }
-            Err(e) => self.batch_failed(&pending, e, started_at).await,
+            Err(e) => self.batch_failed(&prepared, e, started_at).await,
         }
     }
 
     /// What each job needs for the template; a job that cannot run at all fails here.
-    async fn prepare(&self, jobs: Vec<Job>, started_at: DateTime<Utc>) -> Vec<Pending> {
-        let mut pending = Vec::new();
+    async fn prepare(&self, jobs: Vec<Job>, started_at: DateTime<Utc>) -> Vec<Prepared> {
+        let mut prepared = Vec::new();
         for job in jobs {
             if job.attempt > job.max_attempts {
                 self.spent(&job, started_at).await;
@@ -305,7 +191,7 @@ impl Worker {
                         || Lookup::Sam(ev.sam_account_name.as_str().to_owned()),
                         Lookup::Guid,
                     );
-                    pending.push(Pending {
+                    prepared.push(Prepared {
                         job,
                         data,
                         lookup,
@@ -319,7 +205,7 @@ impl Worker {
                 }
             }
         }
-        pending
+        prepared
     }
 
     /// A job claimed again after its last attempt ended without an outcome (its lease
@@ -342,13 +228,13 @@ impl Worker {
     async fn run_batch(
         &self,
         kind: EventKind,
-        pending: &[Pending],
+        prepared: &[Prepared],
     ) -> Result<BatchResult, ExchangeError> {
         let template = match kind {
             EventKind::Joiner => Template::EnableRemoteMailbox,
             EventKind::Leaver => Template::HideRemoteMailbox,
         };
-        let accounts: Vec<AccountData> = pending.iter().map(|p| p.data.clone()).collect();
+        let accounts: Vec<AccountData> = prepared.iter().map(|p| p.data.clone()).collect();
         let session = self.exchange.session_cmdlets();
         // Paced to Exchange's cmdlet budget: the batch waits for room in the window shared
         // by every replica instead of being refused (its jobs stay leased; no attempt used).
@@ -378,10 +264,10 @@ impl Worker {
         &self,
         dir: &Directory,
         kind: EventKind,
-        pending: Vec<Pending>,
+        prepared: Vec<Prepared>,
         started_at: DateTime<Utc>,
-    ) -> Vec<Pending> {
-        let reads = pending
+    ) -> Vec<Prepared> {
+        let reads = prepared
             .into_iter()
             .map(|p| self.check_one(dir, kind, p, started_at));
         futures::future::join_all(reads)
@@ -397,9 +283,9 @@ impl Worker {
         &self,
         dir: &Directory,
         kind: EventKind,
-        mut p: Pending,
+        mut p: Prepared,
         started_at: DateTime<Utc>,
-    ) -> Option<Pending> {
+    ) -> Option<Prepared> {
         let preferred = p.job.event.account.created_on_server.clone();
         let state = match dir.read(&p.lookup, preferred.as_deref()).await {
             Ok(state) => state,
@@ -459,13 +345,13 @@ impl Worker {
     async fn settle(
         &self,
         kind: EventKind,
-        pending: &[Pending],
+        prepared: &[Prepared],
         result: BatchResult,
         started_at: DateTime<Utc>,
     ) {
         let host = Some(self.exchange.endpoint().to_owned());
         let transcript = (!result.transcript.is_empty()).then_some(result.transcript);
-        let deciding = pending.iter().map(|p| {
+        let deciding = prepared.iter().map(|p| {
             let outcome = result.outcomes.get(&p.job.id).cloned();
             let mut record = self.record(started_at, p);
             record.host = host.clone();
@@ -483,7 +369,7 @@ impl Worker {
     async fn judge(
         &self,
         kind: EventKind,
-        p: &Pending,
+        p: &Prepared,
         outcome: Option<AccountOutcome>,
         record: &mut AttemptRecord,
     ) -> Resolution {
@@ -524,8 +410,13 @@ impl Worker {
 
     /// The whole batch failed: count it against the circuit (not when Exchange only
     /// throttled), then retry or defer every job of it.
-    async fn batch_failed(&self, pending: &[Pending], e: ExchangeError, started_at: DateTime<Utc>) {
-        tracing::warn!(error = %e, jobs = pending.len(), "batch failed as a whole");
+    async fn batch_failed(
+        &self,
+        prepared: &[Prepared],
+        e: ExchangeError,
+        started_at: DateTime<Utc>,
+    ) {
+        tracing::warn!(error = %e, jobs = prepared.len(), "batch failed as a whole");
         if let ExchangeError::Winrm(w) = &e {
             metrics::counter!("mailboxd_winrm_errors_total", "kind" => w.kind()).increment(1);
         }
@@ -543,7 +434,7 @@ impl Worker {
         let host_is_up = throttled.is_some() || matches!(e, ExchangeError::SessionDropped { .. });
         let open = !host_is_up && self.host_failed(&e, &reason).await;
         let host = Some(self.exchange.endpoint().to_owned());
-        let finished: Vec<Finished<'_>> = pending
+        let finished: Vec<Finished<'_>> = prepared
             .iter()
             .map(|p| {
                 let mut record = self.record(started_at, p);
@@ -611,7 +502,7 @@ impl Worker {
             .await
     }
 
-    fn record(&self, started_at: DateTime<Utc>, p: &Pending) -> AttemptRecord {
+    fn record(&self, started_at: DateTime<Utc>, p: &Prepared) -> AttemptRecord {
         let mut record = AttemptRecord::new(started_at);
         if let Some(before) = &p.before {
             record.domain_controller = Some(before.domain_controller.clone());
@@ -626,7 +517,7 @@ impl Worker {
     async fn verify(
         &self,
         kind: EventKind,
-        p: &Pending,
+        p: &Prepared,
         status: JobOutcome,
         record: &mut AttemptRecord,
     ) -> Resolution {
@@ -856,40 +747,6 @@ fn log_outcome(job: &Job, res: &Resolution, held: bool) {
         }
         Resolution::Cancelled { note } => {
             tracing::info!(job_id = %job.id, account = %job.account, %note, "job cancelled")
-        }
-    }
-}
-
-/// Extends the leases of a batch's jobs every third of the lease until aborted.
-async fn heartbeat(store: Store, replica: String, ids: Vec<Uuid>, lease: Duration) {
-    let mut tick = tokio::time::interval(lease / 3);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        if let Err(e) = store.heartbeat(&replica, &ids, lease).await {
-            tracing::warn!(error = %e, "lease heartbeat failed");
-        }
-    }
-}
-
-/// Retention: every few minutes, delete finished jobs past `worker.retention`. Any replica
-/// may do it; the deletes are idempotent and chunked.
-async fn prune(store: Store, retention: Duration) {
-    let mut tick =
-        tokio::time::interval(Duration::from_secs(300).min(retention.max(Duration::from_secs(1))));
-    loop {
-        tick.tick().await;
-        loop {
-            match store.prune(retention, 1000).await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(deleted = n, "pruned finished jobs past retention")
-                }
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot prune finished jobs; trying again later");
-                    break;
-                }
-            }
         }
     }
 }

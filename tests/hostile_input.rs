@@ -21,7 +21,7 @@ use tokio::io::AsyncReadExt;
 /// broker's confirm (the topology is declared by `env.publisher()` first).
 async fn publish(env: &TestEnv, routing_key: &str, body: &[u8], props: BasicProperties) {
     let _topology = env.publisher().await;
-    let conn = mailboxd::intake::connect(&env.settings.amqp.url, "test hostile sender")
+    let conn = mailboxd::broker::connect(&env.settings.amqp.url, "test hostile sender")
         .await
         .expect("RabbitMQ answers");
     let ch = conn.create_channel().await.expect("a channel");

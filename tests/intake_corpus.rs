@@ -128,8 +128,8 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
     assert!(String::from_utf8_lossy(&full.body).contains("withheld"));
 
     // Every bad message was dead-lettered too.
-    let dead = mailboxd::intake::dead_letter_queue(&env.settings.amqp);
-    let conn = mailboxd::intake::connect(&env.settings.amqp.url, "corpus test")
+    let dead = mailboxd::broker::dead_letter_queue(&env.settings.amqp);
+    let conn = mailboxd::broker::connect(&env.settings.amqp.url, "corpus test")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();

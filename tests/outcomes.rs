@@ -185,7 +185,7 @@ async fn a_sender_that_sets_reply_to_gets_the_outcome_there_without_an_outcome_e
     let _topology = env.publisher().await;
 
     let ev = env.joiner("asks");
-    let conn = mailboxd::intake::connect(&env.settings.amqp.url, "test IAM sender")
+    let conn = mailboxd::broker::connect(&env.settings.amqp.url, "test IAM sender")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();

@@ -192,11 +192,11 @@ async fn an_unparsable_message_is_kept_as_poison_and_the_daemon_keeps_going() {
     // ...not turned into a job...
     assert!(env.store.job_by_event("bad-1").await.unwrap().is_none());
     // ...and dead-lettered by the broker.
-    let conn = mailboxd::intake::connect(&env.settings.amqp.url, "test")
+    let conn = mailboxd::broker::connect(&env.settings.amqp.url, "test")
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let dead = mailboxd::intake::dead_letter_queue(&env.settings.amqp);
+    let dead = mailboxd::broker::dead_letter_queue(&env.settings.amqp);
     let got = ch
         .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
         .await

@@ -174,7 +174,7 @@ async fn kerberos_delegation_does_not_carry_winrms_second_hop_to_exchange() {
     let env = kerberos_env("hopwinrm", true).await;
     let mut x = env.settings.exchange.clone();
     x.mode = ExchangeMode::Remote;
-    let client = mailboxd::app::winrm_client(&env.settings).expect("a Kerberos client");
+    let client = env.settings.winrm.client().expect("a Kerberos client");
     let ex = mailboxd::exchange::Exchange::new(client, &x, env.lab.endpoint());
     let e = ex
         .run_batch(

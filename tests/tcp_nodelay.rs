@@ -83,7 +83,7 @@ async fn postgresql_connections_set_nodelay() {
 #[tokio::test]
 async fn rabbitmq_connections_set_nodelay() {
     let url = common::amqp_url();
-    let conn = mailboxd::intake::connect(&url, "mailboxd nodelay test")
+    let conn = mailboxd::broker::connect(&url, "mailboxd nodelay test")
         .await
         .expect("connect to RabbitMQ");
     assert_all_nodelay("RabbitMQ (lapin)", peer_of(&url));

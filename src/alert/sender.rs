@@ -1,7 +1,8 @@
 //! The SMTP side of alerts: one email (plain text and HTML) per alert or digest, sent with
-//! lettre, and `run`, which delivers the outbox until shutdown. Without `[smtp].host` alerts
-//! stay in the outbox (visible with `mailboxd alerts list`) and `run` returns at once.
+//! lettre, and `spawn`, which delivers the outbox until shutdown. Without `[smtp].host` alerts
+//! stay in the outbox (visible with `mailboxd alerts list`) and the task ends at once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
@@ -10,10 +11,13 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::delivery::{self, Delivered, DeliveryPolicy};
 use crate::config::{Smtp, SmtpTls};
+use crate::health::{Health, Task, supervise};
+use crate::outbox;
+use crate::shutdown::Shutdown;
 use crate::store::{Alert, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -246,14 +250,40 @@ impl Sender {
     }
 }
 
-/// Delivers the outbox until shutdown: a round every second, at once again after a round
-/// that sent everything it took.
-pub async fn run(
-    store: Store,
-    cfg: Smtp,
-    public_url: Option<String>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// What the alert sender needs.
+pub struct Deps {
+    pub store: Store,
+    pub smtp: Smtp,
+    /// The dashboard's address, for links in the emails.
+    pub public_url: Option<String>,
+    pub health: Arc<Health>,
+}
+
+/// Delivers the outbox until the daemon stops, supervised: a round every second, at once
+/// again after a round that sent everything it took.
+pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+    let Deps {
+        store,
+        smtp,
+        public_url,
+        health,
+    } = deps;
+    tokio::spawn(supervise(
+        Task::one("alert_sender"),
+        health,
+        shutdown.clone(),
+        move || {
+            run(
+                store.clone(),
+                smtp.clone(),
+                public_url.clone(),
+                shutdown.clone(),
+            )
+        },
+    ))
+}
+
+async fn run(store: Store, cfg: Smtp, public_url: Option<String>, shutdown: Shutdown) {
     if cfg.host.is_empty() {
         tracing::warn!("no [smtp].host: alerts stay in the outbox (mailboxd alerts list)");
         return;
@@ -271,23 +301,42 @@ pub async fn run(
         digest_window: cfg.digest_window,
         hourly_cap: cfg.hourly_cap,
     };
-    loop {
-        match delivery::deliver(&store, &policy, |alerts, note| sender.send(alerts, note)).await {
+    let mailer = Mailer {
+        store,
+        sender,
+        policy,
+    };
+    outbox::run(mailer, Duration::from_secs(1), shutdown).await;
+}
+
+/// One replica's alert emails: the outbox, the SMTP client and the delivery policy.
+struct Mailer {
+    store: Store,
+    sender: Sender,
+    policy: DeliveryPolicy,
+}
+
+impl outbox::Round for Mailer {
+    /// A round with a failed email counts as nothing sent: the next waits its second.
+    async fn round(&mut self) -> usize {
+        let sender = &self.sender;
+        match delivery::deliver(&self.store, &self.policy, |alerts, note| {
+            sender.send(alerts, note)
+        })
+        .await
+        {
             Ok(Delivered { sent, failed }) if sent + failed > 0 => {
                 tracing::info!(sent, failed, "alert outbox delivered");
                 metrics::counter!("mailboxd_alerts_sent_total").increment(u64::from(sent));
                 metrics::counter!("mailboxd_alert_send_failures_total")
                     .increment(u64::from(failed));
-                if failed == 0 {
-                    continue;
-                }
+                if failed == 0 { sent as usize } else { 0 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the alert outbox"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the alert outbox");
+                0
+            }
         }
     }
 }

@@ -193,7 +193,7 @@ async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i
 /// `mailboxd run`: the daemon, until SIGTERM or Ctrl-C.
 async fn run(settings: Settings) -> anyhow::Result<i32> {
     let app = crate::app::App::start(settings).await?;
-    crate::signal::shutdown().await;
+    crate::signal::stop_requested().await;
     tracing::info!("shutting down");
     app.stop().await;
     Ok(0)

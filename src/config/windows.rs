@@ -44,6 +44,46 @@ pub struct Winrm {
     pub password: Option<SecretString>,
 }
 
+impl Winrm {
+    /// The WinRM client this section describes, refusing what would be unsafe: Basic over
+    /// plain HTTP only with `allow_unencrypted` (NTLM, Kerberos and CredSSP seal every
+    /// message; Basic would not).
+    pub fn client(&self) -> anyhow::Result<winrm::WinrmClient> {
+        use anyhow::Context;
+        use winrm::Auth;
+        let endpoint = url::Url::parse(&self.endpoint).context("winrm.endpoint")?;
+        let password: SecretString = self
+            .password
+            .clone()
+            .context("no WinRM password: set MAILBOXD_WINRM_PASSWORD or winrm.password_file")?;
+        let auth = match self.auth {
+            WinrmAuth::Basic => Auth::Basic,
+            WinrmAuth::Ntlm => Auth::Ntlm,
+            WinrmAuth::Kerberos => Auth::Kerberos,
+            WinrmAuth::CredSsp => Auth::CredSsp,
+        };
+        if endpoint.scheme() == "http" && auth == Auth::Basic {
+            if self.allow_unencrypted {
+                tracing::warn!(endpoint = %endpoint, "winrm.allow_unencrypted is set: the WinRM password and all data cross the network in clear text");
+            } else {
+                anyhow::bail!(
+                    "winrm.endpoint {endpoint} is plain HTTP: use https:// (port 5986), or set winrm.allow_unencrypted = true knowingly"
+                );
+            }
+        }
+        let mut cfg = winrm::ClientConfig::new(endpoint, self.username.clone(), password);
+        cfg.auth = auth;
+        cfg.allow_unencrypted = self.allow_unencrypted;
+        cfg.ca_file = self.ca_file.clone();
+        cfg.operation_timeout = self.operation_timeout;
+        cfg.kdc = self.kdc.clone();
+        cfg.spn = self.spn.clone();
+        cfg.credssp_cert_sha256 = self.credssp_cert_sha256.clone();
+        cfg.credssp_skip_cert_check = self.credssp_skip_cert_check;
+        Ok(winrm::WinrmClient::new(cfg)?)
+    }
+}
+
 /// The host script's contract owns the mode names; the configuration reads them.
 pub use ps_templates::ExchangeMode;
 

@@ -19,7 +19,7 @@ impl ReplyToRule {
     pub fn new(cfg: &config::Amqp) -> ReplyToRule {
         ReplyToRule {
             allowed: cfg.reply_to_allowed.clone(),
-            own: vec![cfg.queue.clone(), super::dead_letter_queue(cfg)],
+            own: vec![cfg.queue.clone(), crate::broker::dead_letter_queue(cfg)],
         }
     }
 

@@ -116,7 +116,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<i32> {
     print_addresses(&lab, &args, accounts);
     tokio::select! {
         _ = lab.wait() => {}
-        _ = crate::signal::shutdown() => {}
+        _ = crate::signal::stop_requested() => {}
     }
     Ok(0)
 }

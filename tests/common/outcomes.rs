@@ -86,7 +86,7 @@ impl OutcomeQueue {
 
     /// A queue the sender names in `reply_to`.
     pub async fn declare(url: &str, name: &str) -> OutcomeQueue {
-        let conn = mailboxd::intake::connect(url, "test IAM system")
+        let conn = mailboxd::broker::connect(url, "test IAM system")
             .await
             .expect("RabbitMQ answers");
         let ch = conn.create_channel().await.expect("a channel");
@@ -106,7 +106,7 @@ impl OutcomeQueue {
 
     /// A new connection to the same queue, after the broker dropped every connection.
     pub async fn reconnect(&mut self) {
-        let conn = mailboxd::intake::connect(&self.url, "test IAM system")
+        let conn = mailboxd::broker::connect(&self.url, "test IAM system")
             .await
             .expect("RabbitMQ answers");
         self.ch = conn.create_channel().await.expect("a channel");
@@ -141,7 +141,7 @@ impl Drop for OutcomeQueue {
     fn drop(&mut self) {
         let (url, queue, exchange) = (self.url.clone(), self.queue.clone(), self.exchange.clone());
         run_detached_to_end(async move {
-            let Ok(conn) = mailboxd::intake::connect(&url, "test cleanup").await else {
+            let Ok(conn) = mailboxd::broker::connect(&url, "test cleanup").await else {
                 return;
             };
             let Ok(ch) = conn.create_channel().await else {

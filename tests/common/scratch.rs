@@ -127,14 +127,14 @@ impl Drop for TestBroker {
 
 async fn delete_topology(a: &Amqp) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let Ok(conn) = mailboxd::intake::connect(&a.url, "test cleanup").await else {
+    let Ok(conn) = mailboxd::broker::connect(&a.url, "test cleanup").await else {
         eprintln!("cannot reach RabbitMQ to delete {}", a.queue);
         return;
     };
     let Ok(ch) = conn.create_channel().await else {
         return;
     };
-    let dead = mailboxd::intake::dead_letter_queue(a);
+    let dead = mailboxd::broker::dead_letter_queue(a);
     for q in [a.queue.as_str(), dead.as_str()] {
         let _ = ch
             .queue_delete(q.into(), QueueDeleteOptions::default())
@@ -150,7 +150,7 @@ async fn delete_topology(a: &Amqp) {
 
 /// Whether the broker has a queue of that name (a passive declare succeeds).
 pub async fn queue_exists(amqp_url: &str, queue: &str) -> bool {
-    let conn = mailboxd::intake::connect(amqp_url, "test check")
+    let conn = mailboxd::broker::connect(amqp_url, "test check")
         .await
         .expect("RabbitMQ answers");
     let ch = conn.create_channel().await.expect("a channel");
@@ -168,7 +168,7 @@ pub async fn queue_exists(amqp_url: &str, queue: &str) -> bool {
 
 /// Whether the broker has an exchange of that name (a passive declare succeeds).
 pub async fn exchange_exists(amqp_url: &str, exchange: &str) -> bool {
-    let conn = mailboxd::intake::connect(amqp_url, "test check")
+    let conn = mailboxd::broker::connect(amqp_url, "test check")
         .await
         .expect("RabbitMQ answers");
     let ch = conn.create_channel().await.expect("a channel");

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use super::credssp::{CredSspTrust, client_tls_config, parse_sha256};
 use super::error::WinrmError;
 use super::soap::{self, Envelope, RequestHeader, esc};
-use super::transport::{BasicTransport, Mechanism, NtlmTransport};
+use super::transport::{BasicTransport, Mechanism, SealedTransport};
 use xml::Element;
 
 /// How the client authenticates.
@@ -106,7 +106,7 @@ pub struct CommandOutput {
 
 enum Transport {
     Basic(BasicTransport),
-    Ntlm(NtlmTransport),
+    Sealed(SealedTransport),
 }
 
 struct Inner {
@@ -229,7 +229,7 @@ impl WinrmClient {
                 } else {
                     None
                 };
-                Transport::Ntlm(NtlmTransport::new(
+                Transport::Sealed(SealedTransport::new(
                     mechanism,
                     cfg.endpoint.clone(),
                     cfg.username.clone(),
@@ -279,7 +279,7 @@ impl WinrmClient {
         );
         let reply = match &self.inner.transport {
             Transport::Basic(t) => t.post(envelope).await?,
-            Transport::Ntlm(t) => t.post(envelope).await?,
+            Transport::Sealed(t) => t.post(envelope).await?,
         };
         let (status, text) = (reply.status, reply.body);
         match status {

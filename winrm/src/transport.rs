@@ -1,9 +1,10 @@
 //! Moving one SOAP envelope to the host and its reply back, per authentication scheme.
 //!
-//! Basic rides reqwest. NTLM authenticates a TCP connection, not a request, and reqwest's
-//! pool cannot promise which connection a request takes; so that scheme drives hyper's
-//! HTTP/1.1 connection API on connections it owns: each is authenticated once, carries one
-//! request at a time and its own sealing state, and is kept for the next request.
+//! Basic rides reqwest. NTLM, Kerberos and CredSSP authenticate a TCP connection, not a
+//! request, and reqwest's pool cannot promise which connection a request takes; so those
+//! schemes share one [`SealedTransport`], which drives hyper's HTTP/1.1 connection API on
+//! connections it owns: each is authenticated once, carries one request at a time and its
+//! own sealing state, and is kept for the next request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,8 +145,9 @@ fn credssp_error(e: CredSspError) -> WinrmError {
     }
 }
 
-/// Where and how an NTLM or Kerberos connection is made (both through `Negotiate`).
-pub(crate) struct NtlmTransport {
+/// Where and how a connection for NTLM, Kerberos (both through `Negotiate`) or CredSSP is
+/// made: authenticated once, every message on it sealed.
+pub(crate) struct SealedTransport {
     pub mechanism: Mechanism,
     pub endpoint: url::Url,
     pub username: String,
@@ -154,16 +156,16 @@ pub(crate) struct NtlmTransport {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
-    idle: Mutex<Vec<NtlmConn>>,
+    idle: Mutex<Vec<SealedConn>>,
 }
 
-struct NtlmConn {
+struct SealedConn {
     sender: SendRequest<Full<Bytes>>,
     ctx: SecCtx,
     last_used: Instant,
 }
 
-impl NtlmTransport {
+impl SealedTransport {
     pub fn new(
         mechanism: Mechanism,
         endpoint: url::Url,
@@ -172,8 +174,8 @@ impl NtlmTransport {
         tls: Option<Arc<rustls::ClientConfig>>,
         connect_timeout: Duration,
         read_timeout: Duration,
-    ) -> NtlmTransport {
-        NtlmTransport {
+    ) -> SealedTransport {
+        SealedTransport {
             mechanism,
             endpoint,
             username,
@@ -196,7 +198,7 @@ impl NtlmTransport {
         }
     }
 
-    fn take_idle(&self) -> Option<NtlmConn> {
+    fn take_idle(&self) -> Option<SealedConn> {
         let mut idle = self.idle.lock();
         while let Some(c) = idle.pop() {
             if !c.sender.is_closed() && c.last_used.elapsed() < MAX_IDLE {
@@ -206,13 +208,13 @@ impl NtlmTransport {
         None
     }
 
-    fn give_back(&self, mut c: NtlmConn) {
+    fn give_back(&self, mut c: SealedConn) {
         c.last_used = Instant::now();
         self.idle.lock().push(c);
     }
 
     /// Opens a connection (TLS when https) and runs the NTLM handshake on it.
-    async fn connect(&self) -> Result<NtlmConn, WinrmError> {
+    async fn connect(&self) -> Result<SealedConn, WinrmError> {
         let addr = self.authority();
         let port = self.endpoint.port_or_known_default().unwrap_or(5985);
         let tcp = tokio::time::timeout(
@@ -257,7 +259,7 @@ impl NtlmTransport {
             // pubKeyAuth, not channel binding, ties CredSSP to its (inner) TLS session.
             Mechanism::CredSsp { tls } => self.credssp_handshake(&mut sender, tls).await?,
         };
-        Ok(NtlmConn {
+        Ok(SealedConn {
             sender,
             ctx,
             last_used: Instant::now(),

@@ -167,7 +167,7 @@ async fn naive_rate(s: &Settings, b: &Burst) -> anyhow::Result<f64> {
         return Ok(1.0 / (b.session + b.cmdlet).as_secs_f64());
     }
     let exchange = {
-        let client = crate::app::winrm_client(s)?;
+        let client = s.winrm.client()?;
         let mut cold = s.exchange.clone();
         cold.warm_sessions = 0;
         Exchange::new(client, &cold, s.winrm.endpoint.clone())

@@ -56,9 +56,9 @@ pub(crate) async fn run(settings: &Settings, n: usize, output: &Output) -> anyho
 async fn fill_queue(amqp: &Amqp, n: usize) -> anyhow::Result<(Vec<Event>, f64)> {
     let publisher = crate::publish::Publisher::connect(amqp).await?;
     {
-        let conn = crate::intake::connect(&amqp.url, "mailboxd bench ingest").await?;
+        let conn = crate::broker::connect(&amqp.url, "mailboxd bench ingest").await?;
         let ch = conn.create_channel().await?;
-        crate::intake::declare_topology(&ch, amqp).await?;
+        crate::broker::declare_topology(&ch, amqp).await?;
     }
     let mut bodies = Vec::with_capacity(n);
     let mut events = Vec::with_capacity(n);
@@ -75,20 +75,22 @@ async fn fill_queue(amqp: &Amqp, n: usize) -> anyhow::Result<(Vec<Event>, f64)> 
 
 /// The intake alone, from a full queue to `n` committed jobs: the seconds it took.
 async fn drain_queue(amqp: &Amqp, store: &Store, n: usize) -> anyhow::Result<f64> {
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop, stop_rx) = crate::shutdown::Shutdown::new();
     let (connected, _) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let report = crate::intake::Reporting {
         connected,
         health: crate::health::Health::new(amqp.stall_after),
     };
-    let intake = tokio::spawn(crate::intake::run(
-        amqp.clone(),
-        store.clone(),
-        3,
+    let intake = crate::intake::spawn(
+        crate::intake::Deps {
+            amqp: amqp.clone(),
+            store: store.clone(),
+            max_attempts: 3,
+            report,
+        },
         stop_rx,
-        report,
-    ));
+    );
     loop {
         let stored: i64 = store.count_by_state().await?.iter().map(|(_, c)| c).sum();
         if stored as usize >= n {
@@ -97,14 +99,14 @@ async fn drain_queue(amqp: &Amqp, store: &Store, n: usize) -> anyhow::Result<f64
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ingest_s = started.elapsed().as_secs_f64();
-    stop.send_replace(true);
+    stop.stop();
     let _ = tokio::time::timeout(Duration::from_secs(5), intake).await;
     Ok(ingest_s)
 }
 
 /// Deletes the bench's queue: it held this run's events only.
 async fn delete_queue(amqp: &Amqp) {
-    if let Ok(conn) = crate::intake::connect(&amqp.url, "mailboxd bench cleanup").await
+    if let Ok(conn) = crate::broker::connect(&amqp.url, "mailboxd bench cleanup").await
         && let Ok(ch) = conn.create_channel().await
     {
         let _ = ch

@@ -85,7 +85,7 @@ pub(crate) fn lab_exchange(lab: &Lab, password: String) -> anyhow::Result<Exchan
     let mut s = Settings::default();
     let secret = || SecretString::from(password.clone());
     crate::tools::lab_setup::point_at_lab(&mut s, lab, secret(), secret());
-    let client = crate::app::winrm_client(&s)?;
+    let client = s.winrm.client()?;
     Ok(Exchange::new(client, &s.exchange, s.winrm.endpoint.clone()))
 }
 

@@ -2,21 +2,24 @@
 //! `outcomes.exchange` topic exchange with its routing key (`joiner.succeeded`, …) and to
 //! the event's `reply_to`, with publisher confirms, `message_id` = the outcome's id (the same
 //! on a resend) and `correlation_id` = the event id. A row is marked sent only after every
-//! confirm came back; a failed round leaves it pending, due again after a doubling wait.
+//! confirm came back; a failed round leaves it unsent, due again after a doubling wait.
 
-use chrono::Utc;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind, PublisherConfirm};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config;
+use crate::health::{Health, Task, supervise};
+use crate::shutdown::Shutdown;
 use crate::store::{OUTCOME_SCHEMA_V1, OutcomeChannel, OutcomeRow, Store};
-use crate::{backoff, intake};
+use crate::{broker, outbox};
 
+/// Why a round of outcomes was not published; its outcomes stay due and are sent again.
 #[derive(Debug, thiserror::Error)]
-pub enum OutcomeError {
+pub enum NotPublished {
     #[error(
         "RabbitMQ: {0} (is the broker reachable at amqp.url? the outcome stays pending and is published again)"
     )]
@@ -36,23 +39,13 @@ struct Link {
 }
 
 impl Link {
-    async fn open(amqp: &config::Amqp, cfg: &config::Outcomes) -> Result<Link, OutcomeError> {
+    async fn open(amqp: &config::Amqp, cfg: &config::Outcomes) -> Result<Link, NotPublished> {
         let name = format!("mailboxd outcomes {}", crate::replica_name());
-        let conn = intake::connect(&amqp.url, &name).await?;
+        let conn = broker::connect(&amqp.url, &name).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         if let Some(exchange) = &cfg.exchange {
-            let durable = ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            };
-            ch.exchange_declare(
-                exchange.as_str().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+            broker::declare_outcome_exchange(&ch, exchange).await?;
         }
         Ok(Link { _conn: conn, ch })
     }
@@ -62,58 +55,65 @@ impl Link {
     }
 }
 
-/// Publishes outcomes until shutdown (every replica runs one; the lease keeps them apart).
-pub async fn run(
+/// What the outcome publisher needs.
+pub struct Deps {
+    pub store: Store,
+    pub amqp: config::Amqp,
+    pub cfg: config::Outcomes,
+    pub health: Arc<Health>,
+}
+
+/// Publishes outcomes until the daemon stops (every replica runs one; the lease keeps them
+/// apart), supervised.
+pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+    let Deps {
+        store,
+        amqp,
+        cfg,
+        health,
+    } = deps;
+    tokio::spawn(supervise(
+        Task::one("outcome_publisher"),
+        health,
+        shutdown.clone(),
+        move || {
+            let publisher = Publisher {
+                store: store.clone(),
+                amqp: amqp.clone(),
+                cfg: cfg.clone(),
+                replica: crate::replica_name().to_owned(),
+                link: None,
+            };
+            outbox::run(publisher, cfg.poll_interval, shutdown.clone())
+        },
+    ))
+}
+
+/// One replica's publisher: the outbox it reads and its broker link, kept between rounds.
+struct Publisher {
     store: Store,
     amqp: config::Amqp,
     cfg: config::Outcomes,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let replica = crate::replica_name().to_owned();
-    let mut link: Option<Link> = None;
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let sent = match round(&store, &amqp, &cfg, &replica, &mut link).await {
-            Ok(n) => n,
-            Err(e) => {
+    replica: String,
+    link: Option<Link>,
+}
+
+impl outbox::Round for Publisher {
+    async fn round(&mut self) -> usize {
+        let Publisher {
+            store,
+            amqp,
+            cfg,
+            replica,
+            link,
+        } = self;
+        round(store, amqp, cfg, replica, link)
+            .await
+            .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "outcome publishing failed");
                 0
-            }
-        };
-        if sent == 0 && !pause(cfg.poll_interval, &mut shutdown).await {
-            return;
-        }
+            })
     }
-}
-
-/// Waits `poll` after a round that found nothing; false when the daemon is stopping.
-pub(crate) async fn pause(poll: std::time::Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(poll) => true,
-        _ = shutdown.wait_for(|s| *s) => false,
-    }
-}
-
-/// A round's worth of outcomes due on `channel`, leased to `replica`.
-pub(crate) async fn claim(
-    store: &Store,
-    channel: OutcomeChannel,
-    replica: &str,
-    cfg: &config::Outcomes,
-) -> Result<Vec<OutcomeRow>, crate::store::StoreError> {
-    let limit = i64::from(cfg.batch_size.max(1));
-    store
-        .claim_outcomes(channel, replica, limit, cfg.lease)
-        .await
-}
-
-/// When an outcome that failed `attempts` times on a channel is due again.
-pub(crate) fn next_try(attempts: i32, cfg: &config::Outcomes) -> chrono::DateTime<Utc> {
-    let n = u32::try_from(attempts).unwrap_or(u32::MAX);
-    let wait = backoff::doubling(n, cfg.retry_base, cfg.retry_cap);
-    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
 }
 
 /// One round: claim due outcomes, publish them, record what the broker confirmed. Returns
@@ -125,7 +125,7 @@ async fn round(
     replica: &str,
     link: &mut Option<Link>,
 ) -> Result<usize, crate::store::StoreError> {
-    let rows = claim(store, OutcomeChannel::Amqp, replica, cfg).await?;
+    let rows = outbox::claim(store, OutcomeChannel::Amqp, replica, cfg).await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -154,7 +154,7 @@ async fn round(
             metrics::counter!("mailboxd_outcome_publish_failures_total").increment(1);
             tracing::warn!(error = %e, outcomes = rows.len(), "outcomes not confirmed; they stay pending");
             for row in &rows {
-                let next = next_try(row.attempts, cfg);
+                let next = outbox::next_try(row.attempts, cfg);
                 store
                     .outcomes_failed(
                         OutcomeChannel::Amqp,
@@ -176,8 +176,8 @@ async fn publish(
     ch: &Channel,
     cfg: &config::Outcomes,
     rows: &[OutcomeRow],
-) -> Result<Vec<(Uuid, String)>, OutcomeError> {
-    let mut pending: Vec<(PublisherConfirm, Destination)> = Vec::new();
+) -> Result<Vec<(Uuid, String)>, NotPublished> {
+    let mut unconfirmed: Vec<(PublisherConfirm, Destination)> = Vec::new();
     let mut sent = Vec::with_capacity(rows.len());
     for row in rows {
         let body = row.body.to_string();
@@ -185,7 +185,7 @@ async fn publish(
         for to in destinations(cfg, row) {
             let confirm = send(ch, &to, row, body.as_bytes()).await?;
             delivered.push(to.describe());
-            pending.push((confirm, to));
+            unconfirmed.push((confirm, to));
         }
         if delivered.is_empty() {
             delivered.push("nowhere: no outcomes.exchange configured and no reply_to".into());
@@ -195,12 +195,12 @@ async fn publish(
     // Confirmed well within the lease, or not at all: a resend by another replica after the
     // lease must not race this one.
     let wait = cfg.lease / 2;
-    for (confirm, to) in pending {
+    for (confirm, to) in unconfirmed {
         let confirmation = tokio::time::timeout(wait, confirm)
             .await
-            .map_err(|_| OutcomeError::Unconfirmed(wait))??;
+            .map_err(|_| NotPublished::Unconfirmed(wait))??;
         if !confirmation.is_ack() {
-            return Err(OutcomeError::Nacked);
+            return Err(NotPublished::Nacked);
         }
         // A reply queue that is gone returns the message: the sender stopped listening,
         // and publishing again cannot help.
@@ -250,7 +250,7 @@ async fn send(
     to: &Destination,
     row: &OutcomeRow,
     body: &[u8],
-) -> Result<PublisherConfirm, OutcomeError> {
+) -> Result<PublisherConfirm, NotPublished> {
     let (exchange, routing_key, mandatory) = match to {
         // Who listens on the outcome exchange is the consumers' business: no mandatory.
         Destination::Exchange { name, routing_key } => (name.as_str(), routing_key.as_str(), false),
