@@ -21,7 +21,8 @@ use uuid::Uuid;
 use crate::access::{Access, Refusal};
 use crate::admin_guard::ClientAddr;
 use crate::audit::Entry;
-use crate::store::{ActionRefused, JobFilter, JobState, Store};
+use crate::job::JobState;
+use crate::store::{ActionRefused, JobFilter, Store};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -181,7 +182,7 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
 /// error class and the page size (`max` at most, `default` when absent).
 struct Filters {
     kind: Option<crate::event::EventKind>,
-    error_class: Option<crate::store::ErrorClass>,
+    error_class: Option<crate::job::ErrorClass>,
     limit: i64,
 }
 
@@ -207,7 +208,7 @@ fn filters(
         .transpose()?;
     let error_class = error_class
         .map(|c| {
-            crate::store::ErrorClass::parse(c).ok_or_else(|| {
+            crate::job::ErrorClass::parse(c).ok_or_else(|| {
                 format!("error_class {c:?}: transient, not_synced, permanent or systemic")
             })
         })

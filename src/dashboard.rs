@@ -37,8 +37,9 @@ use uuid::Uuid;
 use crate::admin::AdminState;
 use crate::admin_guard::{ClientAddr, RefusedBecause};
 use crate::audit::Entry;
+use crate::job::JobState;
 use crate::signin::{Session, SignInError};
-use crate::store::{Job, JobState, OperatorAction, Role};
+use crate::store::{Job, OperatorAction, Role};
 
 /// The session cookie's name over plain HTTP.
 const COOKIE: &str = "mailboxd_session";

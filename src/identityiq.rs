@@ -12,8 +12,9 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::alert::NewAlert;
 use crate::config::{self, IdentityIqAuth};
-use crate::store::{NewAlert, OutcomeChannel, OutcomeRow, Store, StoreError};
+use crate::store::{OutcomeChannel, OutcomeRow, Store, StoreError};
 
 /// The schemas of a LaunchedWorkflow request.
 pub const LAUNCHED_WORKFLOW_SCHEMA: &str =
@@ -246,7 +247,7 @@ const REFUSED_QUIET: Duration = Duration::from_secs(3600);
 
 fn refused_alert(why: &str) -> NewAlert {
     NewAlert {
-        kind: "identityiq".into(),
+        kind: crate::alert::AlertKind::IdentityIq,
         subject: "IdentityIQ refuses mailboxd's workflow launches".into(),
         body: format!(
             "{why}\n\nWhat to do: a 401 or 403 means identityiq.username and its credential \

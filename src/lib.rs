@@ -26,7 +26,9 @@ pub mod fuzzing;
 pub mod health;
 pub mod identityiq;
 pub mod intake;
+pub mod job;
 pub mod metrics;
+pub mod outcome;
 pub mod outcomes;
 pub mod publish;
 pub mod reconcile;
@@ -34,6 +36,7 @@ pub mod signal;
 pub mod signin;
 pub mod store;
 pub mod telemetry;
+mod text_enum;
 #[cfg(feature = "lab")]
 pub mod tools;
 pub mod windows_host;

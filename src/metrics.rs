@@ -100,7 +100,7 @@ pub async fn render(
         }
     }
     if let Ok(counts) = store.count_by_state().await {
-        for state in crate::store::JobState::ALL {
+        for state in crate::job::JobState::ALL {
             let n = counts
                 .iter()
                 .find(|(s, _)| *s == state)

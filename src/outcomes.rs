@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config;
-use crate::store::{OUTCOME_SCHEMA_V1, OutcomeChannel, OutcomeRow, Store};
+use crate::outcome::OUTCOME_SCHEMA_V1;
+use crate::store::{OutcomeChannel, OutcomeRow, Store};
 use crate::{backoff, intake};
 
 #[derive(Debug, thiserror::Error)]

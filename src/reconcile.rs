@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::alert::NewAlert;
 use crate::config::{self, DEFAULT_RECONCILE_FILTER};
 use crate::directory::{Account, Directory, DirectoryError, RecipientType};
 use crate::event::{self, AccountName, Event, EventKind};
-use crate::store::{Inserted, NewAlert, RunRecord, Store, StoreError};
+use crate::store::{Inserted, RunRecord, Store, StoreError};
 
 /// Differences kept in the run record and shown to operators (all are counted).
 const SAMPLE: usize = 200;
@@ -258,7 +259,7 @@ async fn alert_capped(
 ) -> anyhow::Result<()> {
     let cap = cfg.max_jobs_per_run;
     let alert = NewAlert {
-        kind: "reconcile".into(),
+        kind: crate::alert::AlertKind::Reconcile,
         digest_key: None,
         account: None,
         subject: format!(

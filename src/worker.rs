@@ -18,19 +18,18 @@ use futures::FutureExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::alert::NewAlert;
 use crate::budget::{SessionBudget, SlotGuard};
 use crate::circuit::{Circuit, Permit};
 use crate::config;
 use crate::directory::{AccountState, Directory, Lookup};
 use crate::event::{EventKind, check_address};
 use crate::exchange::{
-    AccountData, AccountOutcome, BatchResult, Exchange, ExchangeError, Template, throttling,
+    AccountData, AccountReply, BatchResult, Exchange, ExchangeError, Template, throttling,
 };
 use crate::health::{Health, Task, panic_message, supervise};
-use crate::store::{
-    AttemptRecord, ErrorClass, Job, JobOutcome, NewAlert, Resolution, SlotPurpose, Store,
-    StoreError, WakeUps,
-};
+use crate::job::{ErrorClass, JobOutcome, Resolution};
+use crate::store::{AttemptRecord, Job, SlotPurpose, Store, StoreError, WakeUps};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -483,23 +482,14 @@ impl Worker {
         &self,
         kind: EventKind,
         p: &Pending,
-        outcome: Option<AccountOutcome>,
+        outcome: Option<AccountReply>,
         record: &mut AttemptRecord,
     ) -> Resolution {
         match outcome {
-            Some(AccountOutcome::Done { status }) => match JobOutcome::parse(&status) {
-                Some(status) => self.verify(kind, p, status, record).await,
-                // The templates report only the statuses mailboxd knows: anything else
-                // comes from a host that does not run them as shipped.
-                None => self.failure(
-                    &p.job,
-                    ErrorClass::Transient,
-                    format!("Exchange reported the unknown status {status:?}; see the transcript"),
-                ),
-            },
+            Some(AccountReply::Done { outcome }) => self.verify(kind, p, outcome, record).await,
             // Exchange's cmdlet budget was spent: not the job's fault, no attempt used; the
             // wait Exchange stated is honoured.
-            Some(AccountOutcome::Failed {
+            Some(AccountReply::Failed {
                 message,
                 retry_after,
                 ..
@@ -512,7 +502,7 @@ impl Worker {
                     at: at(wait),
                 }
             }
-            Some(AccountOutcome::Failed {
+            Some(AccountReply::Failed {
                 class,
                 message,
                 retry_after,
@@ -775,27 +765,18 @@ fn most_cmdlets(template: Template, accounts: &[AccountData], session: u32) -> u
             .sum::<u32>()
 }
 
-/// The cmdlets a batch that came back ran: per account what its status says, the most it may
-/// have run where the status does not say (an error, or no result at all).
+/// The cmdlets a batch ran: what Exchange's answer counted (`BatchResult::cmdlets_ran`),
+/// the most it may have run when the batch failed as a whole.
 fn cmdlets_ran(
     template: Template,
     accounts: &[AccountData],
     result: &Result<BatchResult, ExchangeError>,
     session: u32,
 ) -> u32 {
-    let Ok(result) = result else {
-        return most_cmdlets(template, accounts, session);
-    };
-    let per_account = accounts.iter().map(|a| {
-        let status = match result.outcomes.get(&a.job_id) {
-            Some(AccountOutcome::Done { status }) => Some(status.as_str()),
-            _ => None,
-        };
-        status
-            .and_then(|s| template.cmdlets_ran(a, s))
-            .unwrap_or_else(|| template.max_cmdlets(a))
-    });
-    session + per_account.sum::<u32>()
+    match result {
+        Ok(result) => session + result.cmdlets_ran,
+        Err(_) => most_cmdlets(template, accounts, session),
+    }
 }
 
 /// A retry no sooner than Exchange's throttling asked (`wait`); other resolutions as they are.

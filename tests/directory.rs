@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::ad::{TestAd, User};
 use common::{TestEnv, remote, seed};
 use mailboxd::directory::{Directory, DirectoryError, Lookup, RecipientType};
-use mailboxd::store::{ErrorClass, JobOutcome, JobState};
+use mailboxd::job::{ErrorClass, JobOutcome, JobState};
 
 fn tag() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
@@ -187,7 +187,7 @@ async fn a_dead_domain_controller_is_skipped_and_all_dead_names_every_host() {
         .await
         .unwrap_err();
     assert!(matches!(err, DirectoryError::AllUnreachable { .. }));
-    assert_eq!(err.class(), mailboxd::store::ErrorClass::Transient);
+    assert_eq!(err.class(), mailboxd::job::ErrorClass::Transient);
     let text = err.to_string();
     assert!(
         text.contains("127.0.0.9") && text.contains("127.0.0.10:1636"),

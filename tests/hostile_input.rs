@@ -14,7 +14,8 @@ use common::{TestEnv, seed};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use mailboxd::store::{JobFilter, JobState, PoisonMessage};
+use mailboxd::job::JobState;
+use mailboxd::store::{JobFilter, PoisonMessage};
 use tokio::io::AsyncReadExt;
 
 /// Publishes `body` with the given properties on the test's exchange, waiting for the

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, remote, seed};
-use mailboxd::store::{JobOutcome, JobState};
+use mailboxd::job::{JobOutcome, JobState};
 
 fn data(rel: &str) -> Vec<u8> {
     std::fs::read(

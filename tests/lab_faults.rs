@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestEnv, lab_config, seed};
 use mailboxd::config::ExchangeMode;
-use mailboxd::store::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
+use mailboxd::job::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
 use serde_json::json;
 
 fn errors_of(calls: &[lab::Invocation]) -> Vec<String> {

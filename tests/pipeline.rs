@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{TestEnv, remote, seed, wait_exit};
 use lab::Recipient;
 use lapin::options::BasicGetOptions;
-use mailboxd::store::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
+use mailboxd::job::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_published_joiner_gets_a_remote_mailbox() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 use common::{TestEnv, seed};
-use mailboxd::store::{AttemptOutcome, ErrorClass, JobState};
+use mailboxd::job::{AttemptOutcome, ErrorClass, JobState};
 use serde_json::Value;
 
 /// `daemon_env()` with quick retries, one claim loop and `extra` on top.

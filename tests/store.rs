@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::TestDatabase;
 use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
-use mailboxd::store::{AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution};
+use mailboxd::job::{AttemptOutcome, JobOutcome, JobState, Resolution};
+use mailboxd::store::{AttemptRecord, Inserted};
 
 /// A migrated database of the test's own (dropped with it); derefs to its `Store`.
 async fn fresh_store() -> TestDatabase {
@@ -204,7 +205,7 @@ async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
     let jobs = store.claim("r", 1, Duration::from_secs(60)).await.unwrap();
     let record = AttemptRecord::new(Utc::now());
     let fail = Resolution::Failed {
-        class: mailboxd::store::ErrorClass::Permanent,
+        class: mailboxd::job::ErrorClass::Permanent,
         error: "ProxyAddressExistsException: taken".into(),
         alert: None,
     };
@@ -291,12 +292,12 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
                 outcome: JobOutcome::Enabled,
             },
             "bad" => Resolution::Failed {
-                class: mailboxd::store::ErrorClass::Permanent,
+                class: mailboxd::job::ErrorClass::Permanent,
                 error: "no".into(),
                 alert: None,
             },
             _ => Resolution::Retry {
-                class: mailboxd::store::ErrorClass::Transient,
+                class: mailboxd::job::ErrorClass::Transient,
                 error: "later".into(),
                 at: Utc::now() + chrono::Duration::hours(1),
             },
@@ -374,7 +375,7 @@ async fn each_outage_is_one_alert_and_one_recovery_whichever_replicas_report_it(
     let ep = "https://iqsvc01.corp.example:5986/wsman";
     let opened = mailboxd::alert::circuit_opened(ep, "connection refused", Duration::from_secs(1));
     let closed = mailboxd::alert::circuit_closed(ep, Duration::from_secs(30));
-    let raise = |a: &mailboxd::store::NewAlert, opening: bool| {
+    let raise = |a: &mailboxd::alert::NewAlert, opening: bool| {
         let store = store.clone();
         let a = a.clone();
         let (o, c) = (opened.subject.clone(), closed.subject.clone());
@@ -432,7 +433,8 @@ async fn a_queued_job_wakes_whoever_waits_for_work() {
 /// out oldest first and one at a time, and two replicas never hold the same one.
 #[tokio::test]
 async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_in_order() {
-    use mailboxd::store::{OutcomeChannel, OutcomeFilter, OutcomeResult};
+    use mailboxd::outcome::OutcomeResult;
+    use mailboxd::store::{OutcomeChannel, OutcomeFilter};
     let store = fresh_store().await;
     // "mover": a joiner superseded by a newer leaver; "quit": cancelled by an operator.
     store

@@ -4,10 +4,26 @@
 //! what goes out when (digests, the hourly cap, retries); `sender` is the SMTP side.
 
 pub mod delivery;
+pub mod draft;
 pub mod sender;
 
+pub use draft::{AlertKind, NewAlert};
+
 use crate::event::EventKind;
-use crate::store::{ErrorClass, Job, NewAlert};
+use crate::job::ErrorClass;
+use crate::store::Job;
+
+impl From<ErrorClass> for AlertKind {
+    /// A job's alert is of its error's class: `smtp.to_by_class` routes both alike.
+    fn from(class: ErrorClass) -> AlertKind {
+        match class {
+            ErrorClass::Transient => AlertKind::Transient,
+            ErrorClass::NotSynced => AlertKind::NotSynced,
+            ErrorClass::Permanent => AlertKind::Permanent,
+            ErrorClass::Systemic => AlertKind::Systemic,
+        }
+    }
+}
 
 /// The alert for a job that failed for good: what happened and what to do next.
 pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
@@ -43,7 +59,7 @@ fn failed_job(job: &Job, class: ErrorClass, error: &str, digest_key: String) -> 
         }
     };
     NewAlert {
-        kind: class.as_str().to_owned(),
+        kind: class.into(),
         digest_key: Some(digest_key),
         account: Some(sam.to_owned()),
         subject: format!("[mailboxd] Mailbox for {sam} {what}: {short}"),
@@ -145,7 +161,7 @@ pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) 
     NewAlert {
         digest_key: None,
         account: None,
-        kind: ErrorClass::Systemic.as_str().to_owned(),
+        kind: AlertKind::Systemic,
         subject: circuit_subjects(endpoint).0,
         body: format!(
             "mailboxd stopped sending work to {endpoint} after: {reason}\n\n\
@@ -164,7 +180,7 @@ pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
     NewAlert {
         digest_key: None,
         account: None,
-        kind: ErrorClass::Systemic.as_str().to_owned(),
+        kind: AlertKind::Systemic,
         subject: circuit_subjects(endpoint).1,
         body: format!(
             "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n\

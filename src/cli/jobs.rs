@@ -6,7 +6,8 @@ use clap::Subcommand;
 use uuid::Uuid;
 
 use super::table::{self, Align, Table};
-use crate::store::{ActionRefused, Attempt, Job, JobFilter, JobState, Store};
+use crate::job::JobState;
+use crate::store::{ActionRefused, Attempt, Job, JobFilter, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {

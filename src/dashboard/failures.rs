@@ -14,7 +14,8 @@ use super::filter::{MAX_ROWS, QueueFilter, row_signature};
 use super::live::{region, when};
 use super::{esc, visitor};
 use crate::admin::AdminState;
-use crate::store::{ErrorClass, JobState, QueueRow, StoreError};
+use crate::job::{ErrorClass, JobState};
+use crate::store::{QueueRow, StoreError};
 
 /// Accounts a group names before "and N more".
 const ACCOUNTS_SHOWN: usize = 12;

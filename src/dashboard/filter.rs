@@ -9,7 +9,8 @@ use serde::Deserialize;
 use super::esc;
 use crate::alert::signature;
 use crate::event::EventKind;
-use crate::store::{ErrorClass, JobState, QueueQuery, QueueRow};
+use crate::job::{ErrorClass, JobState};
+use crate::store::{QueueQuery, QueueRow};
 
 /// Rows a view or bulk action reads at most; the pages say when a filter matches more.
 pub const MAX_ROWS: i64 = 5000;

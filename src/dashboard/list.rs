@@ -10,7 +10,7 @@ use super::live::{region, when};
 use super::{esc, page_with_status, state_cell, visitor};
 use crate::admin::AdminState;
 use crate::event::EventKind;
-use crate::store::{ErrorClass, JobState};
+use crate::job::{ErrorClass, JobState};
 
 /// Jobs a list shows.
 const SHOWN: usize = 200;

@@ -13,12 +13,13 @@ use uuid::Uuid;
 
 use super::attempts::{HistoryLine, history};
 use super::{Store, StoreError, secs};
+use crate::alert::draft::{AlertKind, NewAlert};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Alert {
     pub id: i64,
     pub job_id: Option<Uuid>,
-    pub kind: String,
+    pub kind: AlertKind,
     pub subject: String,
     pub body: String,
     pub created_at: DateTime<Utc>,
@@ -30,16 +31,6 @@ pub struct Alert {
     pub account: Option<String>,
     pub folded_into: Option<i64>,
     pub suppressed: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewAlert {
-    pub kind: String,
-    pub subject: String,
-    pub body: String,
-    /// Alerts with the same key within the digest window go out as one email.
-    pub digest_key: Option<String>,
-    pub account: Option<String>,
 }
 
 /// A circuit that opens again within this long after a recovery alert is the same problem
@@ -59,7 +50,7 @@ pub(super) async fn insert_job_alert(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(job_id)
-    .bind(&alert.kind)
+    .bind(alert.kind)
     .bind(&alert.subject)
     .bind(&body)
     .bind(&alert.digest_key)
@@ -105,7 +96,7 @@ impl Store {
               WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE subject = $2
                                    AND created_at > now() - make_interval(secs => $4))",
         )
-        .bind(&alert.kind)
+        .bind(alert.kind)
         .bind(&alert.subject)
         .bind(&alert.body)
         .bind(secs(quiet))
@@ -145,7 +136,7 @@ impl Store {
         let write = circuit_alert_due(latest, opening);
         if write {
             sqlx::query("INSERT INTO alerts (kind, subject, body) VALUES ($1, $2, $3)")
-                .bind(&alert.kind)
+                .bind(alert.kind)
                 .bind(&alert.subject)
                 .bind(&alert.body)
                 .execute(&mut *tx)

@@ -6,7 +6,9 @@ use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{AttemptOutcome, DirectoryView, ErrorClass, Store, StoreError};
+use super::{Store, StoreError};
+use crate::job::{AttemptOutcome, ErrorClass};
+use crate::outcome::DirectoryView;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Attempt {

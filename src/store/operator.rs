@@ -7,8 +7,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::outcomes::insert_outcomes_of;
-use super::{ActionKind, ErrorClass, JobState, OutcomeResult, Store, StoreError};
+use super::{Store, StoreError};
 use crate::event::EventKind;
+use crate::job::{ActionKind, ErrorClass, JobState};
+use crate::outcome::OutcomeResult;
 
 /// One operator action on a job.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

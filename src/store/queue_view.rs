@@ -8,8 +8,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::operator::REQUEUE;
-use super::{ActionKind, ErrorClass, JobState, Store, StoreError};
+use super::{Store, StoreError};
 use crate::event::EventKind;
+use crate::job::{ActionKind, ErrorClass, JobState};
 
 /// A job as the queue views list it: enough to filter and group, without the event.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

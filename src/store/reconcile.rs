@@ -6,7 +6,8 @@ use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
 
-use super::{JobState, Store, StoreError};
+use super::{Store, StoreError};
+use crate::job::JobState;
 
 /// Advisory lock key for "a reconciliation is running" (any stable number of our own).
 const RECONCILE_LOCK: i64 = 0x6d62_7864_7263; // "mbxdrc"

@@ -3,7 +3,7 @@
 
 use crate::directory::{Account, AccountState, RecipientType};
 use crate::event::EventKind;
-use crate::store::{ErrorClass, JobOutcome};
+use crate::job::{ErrorClass, JobOutcome};
 
 /// What the directory check decided for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,10 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::event::Event;
+use crate::job::JobState;
+use crate::outcome::OutcomeResult;
 use crate::store::outcomes::insert_outcomes_of;
-use crate::store::{JobState, OutcomeResult, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {

@@ -16,8 +16,10 @@ use serde::Serialize;
 use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
-use super::{Attempt, AttemptOutcome, ErrorClass, JobOutcome, JobState, Store, StoreError, secs};
+use super::{Attempt, Store, StoreError, secs};
 use crate::event::{Event, EventKind};
+use crate::job::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
+use crate::outcome::IdentityIqDelivery;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Job {
@@ -126,7 +128,7 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
                          attempt = attempt + 1, started_at = now(), updated_at = now()
            FROM picked WHERE jobs.id = picked.id
          RETURNING {columns}",
-        pending = JobState::sql_list(&JobState::PENDING),
+        pending = super::columns::sql_list(&JobState::PENDING),
         running = JobState::Running,
         columns = JOB_COLUMNS
             .split(", ")
@@ -291,12 +293,13 @@ impl Store {
                  WHERE state = ANY($3)
                    AND finished_at < now() - make_interval(secs => $1)
                    AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = jobs.id
-                                     AND (o.sent_at IS NULL OR o.iiq_state = 'pending'))
+                                     AND (o.sent_at IS NULL OR o.iiq_state = $4))
                  LIMIT $2)",
         )
         .bind(secs(age))
         .bind(chunk)
         .bind(&JobState::PRUNABLE[..])
+        .bind(IdentityIqDelivery::Pending)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
