@@ -247,7 +247,11 @@ mod tests {
             assert_eq!(AttemptOutcome::parse(a.as_str()), Some(a));
         }
         let err = "Queued".parse::<JobState>().unwrap_err();
-        assert_eq!(err.to_string(), "\"Queued\" is not a job state");
+        assert_eq!(
+            err.to_string(),
+            "\"Queued\" is not a valid job state (one of: queued, running, retrying, \
+             waiting_for_sync, succeeded, failed, cancelled, superseded)"
+        );
         assert_eq!(
             serde_json::json!(JobState::WaitingForSync),
             "waiting_for_sync"

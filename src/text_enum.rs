@@ -5,12 +5,13 @@
 //! string. The vocabulary modules (`job`, `outcome`, `alert`) declare their enums with it;
 //! `store` only adds the column encoding (`store::columns`).
 
-/// A text that names no variant of the enum it was read as.
+/// A text that names no variant of the enum it was read as; it says which texts would.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not a {what}")]
+#[error("{text:?} is not a valid {what} (one of: {})", expected.join(", "))]
 pub struct UnknownText {
     pub what: &'static str,
     pub text: String,
+    pub expected: &'static [&'static str],
 }
 
 /// An enum and the text each variant is written as, with everything derived from that pair.
@@ -50,6 +51,7 @@ macro_rules! text_enum {
                 $name::parse(text).ok_or_else(|| $crate::text_enum::UnknownText {
                     what: $what,
                     text: text.to_owned(),
+                    expected: &[$($text),+],
                 })
             }
         }

@@ -67,7 +67,7 @@ async fn an_ordinary_joiner_still_succeeds(env: &TestEnv, sam: &str) {
     let running = env
         .store
         .list_jobs(&JobFilter {
-            state: Some(JobState::Running),
+            states: vec![JobState::Running],
             limit: 100,
             ..JobFilter::default()
         })

@@ -87,6 +87,7 @@ impl FromStr for EventKind {
         EventKind::parse(text).ok_or_else(|| UnknownText {
             what: "job kind",
             text: text.to_owned(),
+            expected: &["joiner", "leaver"],
         })
     }
 }

@@ -51,9 +51,14 @@ pub struct Job {
     pub superseded_by: Option<Uuid>,
 }
 
+/// Which jobs a listing, a queue view or a bulk action takes: every field narrows, `None`
+/// (or no states) takes all. The one filter of the API, the dashboard and the CLI, each of
+/// which reads it from its own query string or arguments.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
-    pub state: Option<JobState>,
+    /// Any of these states (none: every state).
+    pub states: Vec<JobState>,
+    /// The account's name, any case.
     pub account: Option<String>,
     pub kind: Option<EventKind>,
     /// Of the last error.
@@ -336,7 +341,7 @@ impl Store {
     pub async fn page_jobs(&self, f: &JobFilter) -> Result<JobPage, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS}, count(*) OVER () AS total FROM jobs
-              WHERE ($1::text IS NULL OR state = $1)
+              WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
                 AND ($2::text IS NULL OR account = lower($2))
                 AND ($3::text IS NULL OR kind = $3)
                 AND ($5::text IS NULL OR last_error_class = $5)
@@ -344,7 +349,7 @@ impl Store {
                 AND ($7::timestamptz IS NULL OR created_at < $7)
               ORDER BY created_at DESC, id LIMIT $4 OFFSET $8"
         )))
-        .bind(f.state)
+        .bind(&f.states)
         .bind(&f.account)
         .bind(f.kind)
         .bind(if f.limit > 0 { f.limit } else { 100 })
