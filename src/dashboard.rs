@@ -338,12 +338,12 @@ async fn outcomes_line(s: &AdminState) -> String {
     if c.failing > 0 {
         format!(
             "<p class=\"bad\" id=\"outcomes\">Outcomes: <b>{}</b> could not be published to the IAM system ({} waiting in all); <code>mailboxd outcomes list --status failing</code> shows why. None is lost.</p>",
-            c.failing, c.pending
+            c.failing, c.unsent
         )
     } else {
         format!(
             "<p class=\"good\" id=\"outcomes\">Outcomes: {} waiting to be published to the IAM system.</p>",
-            c.pending
+            c.unsent
         )
     }
 }

@@ -1,7 +1,7 @@
 //! The job's vocabulary, beside `event` (what comes in): where a job is in its life
-//! (`JobState` and its named sets), what it came to (`JobOutcome`), why an attempt failed
-//! (`ErrorClass`), what one attempt came to (`AttemptOutcome`), what the worker decided
-//! (`Resolution`) and what an operator did (`ActionKind`). `store` maps these to its
+//! (`JobState` and its named sets), what it did to the mailbox (`JobEffect`), why an
+//! attempt failed (`ErrorClass`), how one attempt ended (`AttemptEnd`), what the worker
+//! decided (`Resolution`) and what an operator did (`ActionKind`). `store` maps these to its
 //! columns and back (`store::columns`); the text of each variant is the column's text.
 
 use chrono::{DateTime, Utc};
@@ -52,14 +52,15 @@ text_enum! {
 }
 
 impl JobState {
-    /// Waiting for a worker to claim them: a claim, a supersede and an operator cancel take
-    /// jobs in these states, and the `jobs_claimable` index covers exactly them.
-    pub const PENDING: [JobState; 3] = [
+    /// Waiting for a worker to claim them (once due): a claim, a supersede and an
+    /// operator cancel take jobs in these states, and the `jobs_claimable` index covers
+    /// exactly them.
+    pub const CLAIMABLE: [JobState; 3] = [
         JobState::Queued,
         JobState::Retrying,
         JobState::WaitingForSync,
     ];
-    /// Not finished yet: pending, or running now.
+    /// Not finished yet: claimable, or running now.
     pub const UNFINISHED: [JobState; 4] = [
         JobState::Queued,
         JobState::Retrying,
@@ -100,10 +101,12 @@ impl JobState {
 }
 
 text_enum! {
-    /// What a job that ended without an error came to: what Exchange reported (`enabled`,
-    /// `unhidden`, `hidden`, `already`, `not_remote`), what the directory showed before
-    /// Exchange was asked (`already`, `not_remote`, `gone`), or a stale event (`stale`).
-    pub enum JobOutcome as "job outcome" {
+    /// What a job that ended without an error did to the account's mailbox, or why it did
+    /// nothing: what Exchange reported (`enabled`, `unhidden`, `hidden`, `already`,
+    /// `not_remote`), what the directory showed before Exchange was asked (`already`,
+    /// `not_remote`, `gone`), or a stale event (`stale`). Kept in `jobs.outcome`, and the
+    /// `outcome` field of the outcome message ("outcome" alone names that message).
+    pub enum JobEffect as "job outcome" {
         /// A remote mailbox was enabled.
         Enabled = "enabled",
         /// A hidden remote mailbox (a rehire) was made visible again.
@@ -136,8 +139,8 @@ text_enum! {
 }
 
 text_enum! {
-    /// What one attempt came to, as its `job_attempts` row records it.
-    pub enum AttemptOutcome as "attempt outcome" {
+    /// How one attempt ended, as its `job_attempts` row records it (`outcome` column).
+    pub enum AttemptEnd as "attempt outcome" {
         Succeeded = "succeeded",
         Retrying = "retrying",
         WaitingForSync = "waiting_for_sync",
@@ -164,7 +167,7 @@ text_enum! {
 #[derive(Debug, Clone)]
 pub enum Resolution {
     Succeeded {
-        outcome: JobOutcome,
+        outcome: JobEffect,
     },
     Retry {
         class: ErrorClass,
@@ -205,17 +208,17 @@ impl Resolution {
     }
 
     /// What the attempt's record says it came to.
-    pub fn attempt_outcome(&self) -> AttemptOutcome {
+    pub fn attempt_outcome(&self) -> AttemptEnd {
         match self {
-            Resolution::Succeeded { .. } => AttemptOutcome::Succeeded,
+            Resolution::Succeeded { .. } => AttemptEnd::Succeeded,
             Resolution::Retry {
                 class: ErrorClass::NotSynced,
                 ..
-            } => AttemptOutcome::WaitingForSync,
-            Resolution::Retry { .. } => AttemptOutcome::Retrying,
-            Resolution::Failed { .. } => AttemptOutcome::Failed,
-            Resolution::Cancelled { .. } => AttemptOutcome::Cancelled,
-            Resolution::Deferred { .. } => AttemptOutcome::Deferred,
+            } => AttemptEnd::WaitingForSync,
+            Resolution::Retry { .. } => AttemptEnd::Retrying,
+            Resolution::Failed { .. } => AttemptEnd::Failed,
+            Resolution::Cancelled { .. } => AttemptEnd::Cancelled,
+            Resolution::Deferred { .. } => AttemptEnd::Deferred,
         }
     }
 
@@ -237,14 +240,14 @@ mod tests {
         for s in JobState::ALL {
             assert_eq!(s.as_str().parse::<JobState>(), Ok(s));
         }
-        for o in JobOutcome::ALL {
-            assert_eq!(JobOutcome::parse(o.as_str()), Some(o));
+        for o in JobEffect::ALL {
+            assert_eq!(JobEffect::parse(o.as_str()), Some(o));
         }
         for c in ErrorClass::ALL {
             assert_eq!(ErrorClass::parse(c.as_str()), Some(c));
         }
-        for a in AttemptOutcome::ALL {
-            assert_eq!(AttemptOutcome::parse(a.as_str()), Some(a));
+        for a in AttemptEnd::ALL {
+            assert_eq!(AttemptEnd::parse(a.as_str()), Some(a));
         }
         let err = "Queued".parse::<JobState>().unwrap_err();
         assert_eq!(

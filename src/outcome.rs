@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{Event, EventKind};
-use crate::job::{ErrorClass, JobOutcome, JobState};
+use crate::job::{ErrorClass, JobEffect, JobState};
 use crate::text_enum::text_enum;
 
 /// The `schema` of every outcome message.
@@ -126,7 +126,7 @@ pub struct OutcomeMessage {
     pub kind: EventKind,
     pub result: OutcomeResult,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<JobOutcome>,
+    pub outcome: Option<JobEffect>,
     pub at: DateTime<Utc>,
     pub attempts: i32,
     /// The identity in the IAM system, when the event named it.
@@ -183,7 +183,7 @@ pub struct AnsweredJob<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Ending<'a> {
     pub result: OutcomeResult,
-    pub outcome: Option<JobOutcome>,
+    pub outcome: Option<JobEffect>,
     /// Attempts used (a deferral gives its attempt back).
     pub attempts: i32,
     pub error: Option<(ErrorClass, &'a str)>,

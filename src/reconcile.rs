@@ -293,7 +293,7 @@ async fn queue(
         .iter()
         .map(|d| d.sam_account_name.to_lowercase())
         .collect();
-    let pending = store.pending_accounts(&keys).await?;
+    let pending = store.accounts_with_unfinished_jobs(&keys).await?;
     let mut queued = Queued::default();
     let mut events = Vec::new();
     for d in actionable {

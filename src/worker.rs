@@ -28,7 +28,7 @@ use crate::exchange::{
     AccountData, AccountReply, BatchResult, Exchange, ExchangeError, Template, throttling,
 };
 use crate::health::{Health, Task, panic_message, supervise};
-use crate::job::{ErrorClass, JobOutcome, Resolution};
+use crate::job::{ErrorClass, JobEffect, Resolution};
 use crate::store::{AttemptRecord, Job, SlotPurpose, Store, StoreError, WakeUps};
 
 #[derive(Clone)]
@@ -616,7 +616,7 @@ impl Worker {
         &self,
         kind: EventKind,
         p: &Pending,
-        status: JobOutcome,
+        status: JobEffect,
         record: &mut AttemptRecord,
     ) -> Resolution {
         let (Some(dir), Some(before)) = (&self.directory, &p.before) else {

@@ -14,7 +14,7 @@ use common::{LAB_PASSWORD, seed};
 use lab::{Lab, LabConfig, Throttle};
 use mailboxd::config::{self, ExchangeMode};
 use mailboxd::exchange::{AccountReply, Exchange, ExchangeError, Template};
-use mailboxd::job::{ErrorClass, JobOutcome};
+use mailboxd::job::{ErrorClass, JobEffect};
 use mailboxd::windows_host::HostProblem;
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -107,7 +107,7 @@ async fn an_explicit_exchange_credential_makes_the_second_hop_after_ntlm() {
         .await
         .expect("the session opens with -Credential");
     assert!(
-        matches!(&run.outcomes[&id], AccountReply::Done { outcome } if *outcome == JobOutcome::Enabled),
+        matches!(&run.outcomes[&id], AccountReply::Done { outcome } if *outcome == JobEffect::Enabled),
         "{:?}",
         run.outcomes[&id]
     );

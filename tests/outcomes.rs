@@ -474,7 +474,7 @@ async fn an_identityiq_that_refuses_the_credential_raises_one_alert_and_is_not_a
         "the password stays out"
     );
     // Nothing is left pending for IdentityIQ.
-    assert_eq!(env.store.outcome_counts().await.unwrap().pending, 0);
+    assert_eq!(env.store.outcome_counts().await.unwrap().unsent, 0);
     app.stop().await;
 }
 

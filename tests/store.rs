@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::TestDatabase;
 use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
-use mailboxd::job::{AttemptOutcome, JobOutcome, JobState, Resolution};
+use mailboxd::job::{AttemptEnd, JobEffect, JobState, Resolution};
 use mailboxd::store::{AttemptRecord, Inserted};
 
 /// A migrated database of the test's own (dropped with it); derefs to its `Store`.
@@ -165,7 +165,7 @@ async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt()
     // The dead replica's late answer is refused: it no longer holds the job.
     let record = AttemptRecord::new(Utc::now());
     let ok = Resolution::Succeeded {
-        outcome: JobOutcome::Hidden,
+        outcome: JobEffect::Hidden,
     };
     assert!(
         !store
@@ -181,10 +181,10 @@ async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt()
     );
     let (job, attempts) = store.get_job(again[0].id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Succeeded);
-    let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
+    let outcomes: Vec<AttemptEnd> = attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(
         outcomes,
-        vec![AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded]
+        vec![AttemptEnd::LeaseExpired, AttemptEnd::Succeeded]
     );
     assert_eq!(attempts[0].replica, "dead-replica");
 }
@@ -244,7 +244,7 @@ async fn an_event_older_than_the_last_processed_one_is_recorded_and_skipped() {
     let jobs = store.claim("r", 10, Duration::from_secs(60)).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let ok = Resolution::Succeeded {
-        outcome: JobOutcome::Hidden,
+        outcome: JobEffect::Hidden,
     };
     assert!(
         store
@@ -289,7 +289,7 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
     for j in &jobs {
         let res = match j.event_id.as_str() {
             "ok" => Resolution::Succeeded {
-                outcome: JobOutcome::Enabled,
+                outcome: JobEffect::Enabled,
             },
             "bad" => Resolution::Failed {
                 class: mailboxd::job::ErrorClass::Permanent,
@@ -458,7 +458,7 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
     let claimed = store.claim("w", 10, lease).await.unwrap();
     let leaver = claimed.iter().find(|j| j.event_id == "l").unwrap();
     let done = Resolution::Succeeded {
-        outcome: JobOutcome::Hidden,
+        outcome: JobEffect::Hidden,
     };
     let record = AttemptRecord::new(Utc::now());
     assert!(store.finish(leaver, "w", &record, &done).await.unwrap());
@@ -527,7 +527,7 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
         vec!["l"]
     );
     let counts = store.outcome_counts().await.unwrap();
-    assert_eq!((counts.pending, counts.failing), (2, 0));
+    assert_eq!((counts.unsent, counts.failing), (2, 0));
 }
 
 #[tokio::test]

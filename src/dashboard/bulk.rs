@@ -19,7 +19,7 @@ use crate::store::StoreError;
 fn movable(action: ActionKind) -> &'static [JobState] {
     match action {
         ActionKind::Retry => &JobState::RETRYABLE,
-        ActionKind::Cancel => &JobState::PENDING,
+        ActionKind::Cancel => &JobState::CLAIMABLE,
     }
 }
 

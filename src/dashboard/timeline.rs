@@ -124,7 +124,7 @@ pub fn event(job: &Job) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::AttemptOutcome;
+    use crate::job::AttemptEnd;
 
     #[test]
     fn attempts_after_a_manual_retry_say_so() {
@@ -135,7 +135,7 @@ mod tests {
             host: None,
             started_at: t,
             finished_at: t + chrono::Duration::milliseconds(1500),
-            outcome: AttemptOutcome::Failed,
+            outcome: AttemptEnd::Failed,
             error_class: None,
             error_message: None,
             transcript: None,

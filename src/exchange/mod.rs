@@ -14,7 +14,7 @@ use uuid::Uuid;
 pub use classify::{ExchangeError, advice, classify, session_dropped, throttling};
 
 use crate::config;
-use crate::job::{ErrorClass, JobOutcome};
+use crate::job::{ErrorClass, JobEffect};
 use crate::windows_host::HostProblem;
 pub use ps_templates::{
     AccountData, BatchData, CredentialData, Payload, ResultLine, SessionData, Template,
@@ -30,7 +30,7 @@ const TRANSCRIPT_CAP: usize = 8 * 1024;
 pub enum AccountReply {
     /// Exchange did it, or it was already true: `enabled`, `already`, `unhidden`,
     /// `hidden` or `not_remote`.
-    Done { outcome: JobOutcome },
+    Done { outcome: JobEffect },
     Failed {
         class: ErrorClass,
         message: String,
@@ -374,13 +374,13 @@ impl Exchange {
 }
 
 /// What a template's status says the job came to; `None` for an error.
-fn job_outcome(status: ResultStatus) -> Option<JobOutcome> {
+fn job_outcome(status: ResultStatus) -> Option<JobEffect> {
     match status {
-        ResultStatus::Enabled => Some(JobOutcome::Enabled),
-        ResultStatus::Unhidden => Some(JobOutcome::Unhidden),
-        ResultStatus::Hidden => Some(JobOutcome::Hidden),
-        ResultStatus::Already => Some(JobOutcome::Already),
-        ResultStatus::NotRemote => Some(JobOutcome::NotRemote),
+        ResultStatus::Enabled => Some(JobEffect::Enabled),
+        ResultStatus::Unhidden => Some(JobEffect::Unhidden),
+        ResultStatus::Hidden => Some(JobEffect::Hidden),
+        ResultStatus::Already => Some(JobEffect::Already),
+        ResultStatus::NotRemote => Some(JobEffect::NotRemote),
         ResultStatus::Error => None,
     }
 }

@@ -7,7 +7,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-use crate::job::{AttemptOutcome, ErrorClass};
+use crate::job::{AttemptEnd, ErrorClass};
 use crate::outcome::DirectoryView;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -17,7 +17,7 @@ pub struct Attempt {
     pub host: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    pub outcome: AttemptOutcome,
+    pub outcome: AttemptEnd,
     pub error_class: Option<ErrorClass>,
     pub error_message: Option<String>,
     pub transcript: Option<String>,
@@ -58,7 +58,7 @@ impl AttemptRecord {
 pub(super) struct HistoryLine {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
-    pub outcome: AttemptOutcome,
+    pub outcome: AttemptEnd,
     pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
     pub host: Option<String>,

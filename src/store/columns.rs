@@ -13,7 +13,7 @@ use sqlx::{Decode, Encode, Postgres, Type};
 
 use crate::alert::draft::AlertKind;
 use crate::event::EventKind;
-use crate::job::{ActionKind, AttemptOutcome, ErrorClass, JobOutcome, JobState};
+use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState};
 use crate::outcome::{IdentityIqDelivery, OutcomeResult};
 use crate::text_enum::{UnknownText, text_enum};
 
@@ -65,9 +65,9 @@ text_encoding!(Role);
 
 // The vocabulary modules name the states; the store only stores them.
 text_encoding!(JobState);
-text_encoding!(JobOutcome);
+text_encoding!(JobEffect);
 text_encoding!(ErrorClass);
-text_encoding!(AttemptOutcome);
+text_encoding!(AttemptEnd);
 text_encoding!(ActionKind);
 text_encoding!(OutcomeResult);
 text_encoding!(IdentityIqDelivery);
@@ -105,7 +105,7 @@ mod tests {
         for index in [
             format!(
                 "CREATE INDEX jobs_claimable ON jobs (next_attempt_at) WHERE state IN {};",
-                sql_list(&JobState::PENDING)
+                sql_list(&JobState::CLAIMABLE)
             ),
             format!("CREATE UNIQUE INDEX jobs_one_running_per_account ON jobs (account) {running}"),
             format!("CREATE INDEX jobs_expired_leases ON jobs (locked_until) {running}"),

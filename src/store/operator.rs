@@ -65,7 +65,7 @@ impl Store {
             ActionKind::Cancel,
             sql,
             JobState::Cancelled,
-            &JobState::PENDING,
+            &JobState::CLAIMABLE,
         )
         .await
     }

@@ -186,7 +186,10 @@ pub enum OutcomeFilter {
 /// Counts for the metrics and the dashboard.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct OutcomeCounts {
-    pub pending: i64,
+    /// Not yet delivered everywhere they are due.
+    #[serde(rename = "pending")]
+    pub unsent: i64,
+    /// Of those, the ones whose last delivery failed.
     pub failing: i64,
 }
 
@@ -329,7 +332,7 @@ impl Store {
     }
 
     pub async fn outcome_counts(&self) -> Result<OutcomeCounts, StoreError> {
-        let (pending, failing): (i64, i64) = sqlx::query_as(
+        let (unsent, failing): (i64, i64) = sqlx::query_as(
             "SELECT count(*),
                     count(*) FILTER (WHERE (sent_at IS NULL AND last_error IS NOT NULL)
                                         OR (iiq_state = $1 AND iiq_last_error IS NOT NULL))
@@ -338,6 +341,6 @@ impl Store {
         .bind(IdentityIqDelivery::Pending)
         .fetch_one(&self.pool)
         .await?;
-        Ok(OutcomeCounts { pending, failing })
+        Ok(OutcomeCounts { unsent, failing })
     }
 }

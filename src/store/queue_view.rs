@@ -116,7 +116,7 @@ impl Store {
             ActionKind::Retry => (REQUEUE, &JobState::RETRYABLE[..], JobState::Queued),
             ActionKind::Cancel => (
                 "state = $2, finished_at = now(), updated_at = now()",
-                &JobState::PENDING[..],
+                &JobState::CLAIMABLE[..],
                 JobState::Cancelled,
             ),
         };

@@ -70,7 +70,7 @@ impl Store {
     }
 
     /// The accounts (lower-cased keys) among `keys` that have a job not yet finished.
-    pub async fn pending_accounts(
+    pub async fn accounts_with_unfinished_jobs(
         &self,
         keys: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {

@@ -10,7 +10,7 @@ use sqlx::Postgres;
 use uuid::Uuid;
 
 use super::Job;
-use crate::job::{AttemptOutcome, ErrorClass, JobOutcome, JobState, Resolution};
+use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, Resolution};
 use crate::outcome::{Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
 use crate::store::outcomes::message;
 use crate::store::{AttemptRecord, Store, StoreError, insert_job_alert};
@@ -19,7 +19,7 @@ use crate::store::{AttemptRecord, Store, StoreError, insert_job_alert};
 struct Transition<'a> {
     state: JobState,
     /// Kept as it was when `None`.
-    outcome: Option<JobOutcome>,
+    outcome: Option<JobEffect>,
     class: Option<ErrorClass>,
     error: Option<&'a str>,
     /// Kept as it was when `None`.
@@ -72,7 +72,7 @@ fn transition(resolution: &Resolution) -> Transition<'_> {
             ..to
         },
         Resolution::Cancelled { note } => Transition {
-            outcome: Some(JobOutcome::Stale),
+            outcome: Some(JobEffect::Stale),
             error: Some(note),
             ..to
         },
@@ -184,7 +184,7 @@ struct FinishRows<'a> {
     attempts: Vec<i32>,
     hosts: Vec<Option<&'a str>>,
     started: Vec<DateTime<Utc>>,
-    attempt_outcomes: Vec<AttemptOutcome>,
+    attempt_outcomes: Vec<AttemptEnd>,
     transcripts: Vec<Option<&'a str>>,
     dcs: Vec<Option<&'a str>>,
     directories: Vec<Option<&'a serde_json::Value>>,

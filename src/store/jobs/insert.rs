@@ -363,7 +363,7 @@ async fn supersede_older(
             .map(|r| events[r.index].occurred_at)
             .collect::<Vec<_>>(),
     )
-    .bind(&JobState::PENDING[..])
+    .bind(&JobState::CLAIMABLE[..])
     .bind(JobState::Superseded)
     .fetch_all(&mut **tx)
     .await?)

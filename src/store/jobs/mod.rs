@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{Attempt, Store, StoreError, secs};
 use crate::event::{Event, EventKind};
-use crate::job::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
+use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState};
 use crate::outcome::IdentityIqDelivery;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -30,7 +30,7 @@ pub struct Job {
     #[sqlx(rename = "payload", json)]
     pub event: Event,
     pub state: JobState,
-    pub outcome: Option<JobOutcome>,
+    pub outcome: Option<JobEffect>,
     pub attempt: i32,
     pub max_attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
@@ -133,7 +133,7 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
                          attempt = attempt + 1, started_at = now(), updated_at = now()
            FROM picked WHERE jobs.id = picked.id
          RETURNING {columns}",
-        pending = super::columns::sql_list(&JobState::PENDING),
+        pending = super::columns::sql_list(&JobState::CLAIMABLE),
         running = JobState::Running,
         columns = JOB_COLUMNS
             .split(", ")
@@ -191,7 +191,7 @@ impl Store {
     /// attempt recorded. Returns how many.
     pub async fn rescue_expired_leases(&self) -> Result<u64, StoreError> {
         let r = sqlx::query(EXPIRE_LEASES.as_str())
-            .bind(AttemptOutcome::LeaseExpired)
+            .bind(AttemptEnd::LeaseExpired)
             .bind(ErrorClass::Transient)
             .bind(JobState::Retrying)
             .execute(&self.pool)
@@ -280,7 +280,7 @@ impl Store {
         )
         .bind(replica)
         .bind(JobState::Running)
-        .bind(AttemptOutcome::Released)
+        .bind(AttemptEnd::Released)
         .bind(ErrorClass::Transient)
         .bind(JobState::Retrying)
         .execute(&self.pool)

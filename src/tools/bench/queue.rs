@@ -117,7 +117,7 @@ async fn claim_and_finish(store: &Store, workers: usize, batch: i64) -> anyhow::
         tokio::spawn(async move {
             let replica = format!("bench-{i}");
             let ok = Resolution::Succeeded {
-                outcome: crate::job::JobOutcome::Enabled,
+                outcome: crate::job::JobEffect::Enabled,
             };
             loop {
                 let jobs = store
