@@ -18,7 +18,6 @@ use futures::FutureExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::alert::NewAlert;
 use crate::budget::{SessionBudget, SlotGuard};
 use crate::circuit::{Circuit, Permit};
 use crate::config;
@@ -447,7 +446,7 @@ impl Worker {
         };
         metrics::counter!("mailboxd_circuit_transitions_total", "to" => "closed").increment(1);
         let alert = crate::alert::circuit_closed(self.exchange.endpoint(), outage);
-        if let Err(err) = self.raise_circuit_alert(&alert, false).await {
+        if let Err(err) = self.store.raise_circuit_alert(&alert).await {
             tracing::error!(error = %err, "cannot write the recovery alert");
         }
     }
@@ -557,7 +556,7 @@ impl Worker {
         if let Some(pause) = opened {
             metrics::counter!("mailboxd_circuit_transitions_total", "to" => "open").increment(1);
             let alert = crate::alert::circuit_opened(self.exchange.endpoint(), reason, pause);
-            if let Err(err) = self.raise_circuit_alert(&alert, true).await {
+            if let Err(err) = self.store.raise_circuit_alert(&alert).await {
                 tracing::error!(error = %err, "cannot write the circuit alert");
             }
         }
@@ -586,18 +585,6 @@ impl Worker {
             },
             None => self.failure(job, class, reason.to_owned()),
         }
-    }
-
-    /// Writes the circuit's opened/closed alert, one pair per outage across replicas.
-    async fn raise_circuit_alert(
-        &self,
-        alert: &NewAlert,
-        opening: bool,
-    ) -> Result<bool, StoreError> {
-        let (opened, closed) = crate::alert::circuit_subjects(self.exchange.endpoint());
-        self.store
-            .raise_circuit_alert(alert, &opened, &closed, opening)
-            .await
     }
 
     fn record(&self, started_at: DateTime<Utc>, p: &Pending) -> AttemptRecord {

@@ -375,16 +375,10 @@ async fn each_outage_is_one_alert_and_one_recovery_whichever_replicas_report_it(
     let ep = "https://iqsvc01.corp.example:5986/wsman";
     let opened = mailboxd::alert::circuit_opened(ep, "connection refused", Duration::from_secs(1));
     let closed = mailboxd::alert::circuit_closed(ep, Duration::from_secs(30));
-    let raise = |a: &mailboxd::alert::NewAlert, opening: bool| {
+    let raise = |a: &mailboxd::alert::CircuitAlert, _opening: bool| {
         let store = store.clone();
         let a = a.clone();
-        let (o, c) = (opened.subject.clone(), closed.subject.clone());
-        async move {
-            store
-                .raise_circuit_alert(&a, &o, &c, opening)
-                .await
-                .expect("alert")
-        }
+        async move { store.raise_circuit_alert(&a).await.expect("alert") }
     };
     // A recovery nobody announced is not news.
     assert!(!raise(&closed, false).await);

@@ -7,7 +7,7 @@ pub mod delivery;
 pub mod draft;
 pub mod sender;
 
-pub use draft::{AlertKind, NewAlert};
+pub use draft::{AlertKind, CircuitAlert, CircuitChange, NewAlert};
 
 use crate::event::EventKind;
 use crate::job::ErrorClass;
@@ -147,47 +147,48 @@ fn match_len(s: &str, want: &[char]) -> Option<usize> {
     Some(end)
 }
 
-/// The subjects of the circuit's two alerts for `endpoint`: (opened, closed). They name the
-/// pair the store keeps to one per outage.
-pub fn circuit_subjects(endpoint: &str) -> (String, String) {
-    (
-        format!("[mailboxd] Windows host {endpoint} unavailable: mailbox jobs paused"),
-        format!("[mailboxd] Windows host {endpoint} available again: mailbox jobs resumed"),
-    )
-}
-
 /// The one alert for operations when the circuit opens (the Windows side is down).
-pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) -> NewAlert {
-    NewAlert {
-        digest_key: None,
-        account: None,
-        kind: AlertKind::Systemic,
-        subject: circuit_subjects(endpoint).0,
-        body: format!(
-            "mailboxd stopped sending work to {endpoint} after: {reason}\n\n\
-             Jobs are kept and wait; none uses up its attempts while the host is down. mailboxd \
-             tries again every {secs:.1} s or so (longer while it stays down) and resumes by itself once the host answers.\n\n\
-             What to do: check that the host is up, that WinRM answers on the configured endpoint, \
-             and that the service account's password has not expired or been locked.\n\
-             See the queue: mailboxd jobs list --state retrying\n",
-            secs = pause.as_secs_f64()
-        ),
+pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) -> CircuitAlert {
+    let change = CircuitChange::Opened;
+    CircuitAlert {
+        endpoint: endpoint.to_owned(),
+        change,
+        alert: NewAlert {
+            digest_key: None,
+            account: None,
+            kind: AlertKind::Systemic,
+            subject: CircuitAlert::subject(endpoint, change),
+            body: format!(
+                "mailboxd stopped sending work to {endpoint} after: {reason}\n\n\
+                 Jobs are kept and wait; none uses up its attempts while the host is down. mailboxd \
+                 tries again every {secs:.1} s or so (longer while it stays down) and resumes by itself once the host answers.\n\n\
+                 What to do: check that the host is up, that WinRM answers on the configured endpoint, \
+                 and that the service account's password has not expired or been locked.\n\
+                 See the queue: mailboxd jobs list --state retrying\n",
+                secs = pause.as_secs_f64()
+            ),
+        },
     }
 }
 
 /// The one recovery alert when the circuit closes again.
-pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
-    NewAlert {
-        digest_key: None,
-        account: None,
-        kind: AlertKind::Systemic,
-        subject: circuit_subjects(endpoint).1,
-        body: format!(
-            "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n\
-             Nothing to do, unless this keeps happening: then look at the host's availability.\n\
-             See the queue: mailboxd jobs list --state retrying\n",
-            secs = outage.as_secs()
-        ),
+pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> CircuitAlert {
+    let change = CircuitChange::Closed;
+    CircuitAlert {
+        endpoint: endpoint.to_owned(),
+        change,
+        alert: NewAlert {
+            digest_key: None,
+            account: None,
+            kind: AlertKind::Systemic,
+            subject: CircuitAlert::subject(endpoint, change),
+            body: format!(
+                "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n\
+                 Nothing to do, unless this keeps happening: then look at the host's availability.\n\
+                 See the queue: mailboxd jobs list --state retrying\n",
+                secs = outage.as_secs()
+            ),
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::attempts::{HistoryLine, history};
 use super::{Store, StoreError, secs};
-use crate::alert::draft::{AlertKind, NewAlert};
+use crate::alert::draft::{AlertKind, CircuitAlert, CircuitChange, NewAlert};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Alert {
@@ -105,17 +105,17 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// A circuit alert, paired across replicas: `opened` is written unless the outage was
-    /// announced already (the newest of the pair is an `opened`), `closed` only after an
-    /// `opened` — so each outage is one alert and one recovery, whichever replica sees it
-    /// first and however many see it.
-    pub async fn raise_circuit_alert(
-        &self,
-        alert: &NewAlert,
-        opened_subject: &str,
-        closed_subject: &str,
-        opening: bool,
-    ) -> Result<bool, StoreError> {
+    /// A circuit alert, paired across replicas per endpoint: `opened` is written unless the
+    /// outage was announced already (the newest of the endpoint's pair is an `opened`),
+    /// `closed` only after an `opened` — so each outage is one alert and one recovery,
+    /// whichever replica sees it first and however many see it. The pair is found by its
+    /// subjects (`CircuitAlert::subject`): the outbox keeps no other trace of the endpoint.
+    pub async fn raise_circuit_alert(&self, circuit: &CircuitAlert) -> Result<bool, StoreError> {
+        let opened_subject = CircuitAlert::subject(&circuit.endpoint, CircuitChange::Opened);
+        let closed_subject = CircuitAlert::subject(&circuit.endpoint, CircuitChange::Closed);
+        let (opened_subject, closed_subject) = (opened_subject.as_str(), closed_subject.as_str());
+        let opening = circuit.change == CircuitChange::Opened;
+        let alert = &circuit.alert;
         let mut tx = self.pool.begin().await?;
         // One decision at a time per endpoint, cluster-wide.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailboxd circuit alert ' || $1))")
