@@ -1,10 +1,8 @@
-//! The column encoding of the enums the database keeps as text — job states, job outcomes,
-//! error classes, attempt outcomes, operator actions, outcome results, alert kinds, roles —
+//! The column encoding of the enums the database keeps as text — job states, job effects,
+//! error classes, attempt ends, operator actions, outcome results, alert kinds, roles —
 //! each read and written as the text its vocabulary module gives it (`text_enum!`), so SQL
 //! binds and reads the enums themselves and no string of a state is written anywhere else
 //! in Rust. The vocabulary itself lives beside `event`: `job`, `outcome`, `alert::draft`.
-
-use std::str::FromStr;
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -15,7 +13,7 @@ use crate::alert::draft::AlertKind;
 use crate::event::EventKind;
 use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState};
 use crate::outcome::{IdentityIqDelivery, OutcomeResult};
-use crate::text_enum::{UnknownText, text_enum};
+use crate::text_enum::text_enum;
 
 /// Stores an enum that has `as_str` and `parse` in a Postgres text column (arrays too).
 macro_rules! text_encoding {
@@ -79,17 +77,6 @@ text_encoding!(EventKind);
 pub(super) fn sql_list(states: &[JobState]) -> String {
     let quoted: Vec<String> = states.iter().map(|s| format!("'{s}'")).collect();
     format!("({})", quoted.join(", "))
-}
-
-impl FromStr for EventKind {
-    type Err = UnknownText;
-    fn from_str(text: &str) -> Result<EventKind, UnknownText> {
-        EventKind::parse(text).ok_or_else(|| UnknownText {
-            what: "job kind",
-            text: text.to_owned(),
-            expected: &["joiner", "leaver"],
-        })
-    }
 }
 
 #[cfg(test)]
