@@ -18,7 +18,7 @@ use futures::FutureExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::budget::{SessionBudget, SlotGuard};
+use crate::budget::{SessionBudget, SlotGuard, SlotPurpose};
 use crate::circuit::{Circuit, Permit};
 use crate::config;
 use crate::directory::{AccountState, Directory, Lookup};
@@ -28,7 +28,7 @@ use crate::exchange::{
 };
 use crate::health::{Health, Task, panic_message, supervise};
 use crate::job::{ErrorClass, JobEffect, Resolution};
-use crate::store::{AttemptRecord, Job, SlotPurpose, Store, StoreError, WakeUps};
+use crate::store::{AttemptRecord, Job, Store, StoreError, WakeUps};
 
 #[derive(Clone)]
 pub struct Worker {

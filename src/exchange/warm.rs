@@ -12,8 +12,7 @@ use tokio::sync::Semaphore;
 use std::sync::Arc;
 
 use super::HostOutput;
-use crate::budget::{SessionBudget, SlotGuard};
-use crate::store::SlotPurpose;
+use crate::budget::{SessionBudget, SlotGuard, SlotPurpose};
 use ps_templates::{self as script, Payload, WarmRequest};
 use winrm::{CommandOutput, Process, Shell, ShellOptions, WinrmClient, WinrmError};
 

@@ -10,6 +10,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
 use crate::alert::draft::AlertKind;
+use crate::budget::slot::SlotPurpose;
 use crate::event::EventKind;
 use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState};
 use crate::outcome::{IdentityIqDelivery, OutcomeResult};
@@ -71,6 +72,7 @@ text_encoding!(OutcomeResult);
 text_encoding!(IdentityIqDelivery);
 text_encoding!(AlertKind);
 text_encoding!(EventKind);
+text_encoding!(SlotPurpose);
 
 /// `('queued', 'retrying', …)`: for the statements that must name states in their text,
 /// so that the planner can match a partial index (a bound parameter cannot).
@@ -101,15 +103,3 @@ mod tests {
         }
     }
 }
-
-text_enum! {
-    /// What an Exchange session slot is held for.
-    pub enum SlotPurpose as "session slot purpose" {
-        /// One cold batch: a new shell and Exchange session, closed when the batch ends.
-        Batch = "batch",
-        /// A warm PowerShell process, for as long as it lives.
-        Warm = "warm",
-    }
-}
-
-text_encoding!(SlotPurpose);
