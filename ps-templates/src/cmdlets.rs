@@ -47,12 +47,17 @@ impl Template {
     /// The cmdlets a batch of `accounts` ran, from each one's last result line: what its
     /// status says, the most it may have run where it does not say (an error, no line).
     pub fn batch_cmdlets_ran(self, accounts: &[AccountData], output: &crate::ParsedOutput) -> u32 {
-        let last = output.last_results();
+        // Each job's last status: a later line (a second run's) replaces an earlier one.
+        let last: std::collections::HashMap<uuid::Uuid, ResultStatus> = output
+            .results
+            .iter()
+            .filter_map(|r| Some((r.job_id.as_deref()?.parse().ok()?, r.status)))
+            .collect();
         accounts
             .iter()
             .map(|a| {
-                last.get(a.job_id.to_string().as_str())
-                    .and_then(|r| self.cmdlets_ran(a, r.status))
+                last.get(&a.job_id)
+                    .and_then(|status| self.cmdlets_ran(a, *status))
                     .unwrap_or_else(|| self.max_cmdlets(a))
             })
             .sum()
@@ -120,6 +125,30 @@ mod tests {
             Some(2)
         );
         assert_eq!(t.cmdlets_ran(&account(false), ResultStatus::Error), None);
+    }
+
+    #[test]
+    fn a_batch_counts_each_accounts_last_status_and_the_most_where_none() {
+        let (new, again, silent) = (account(true), account(false), account(false));
+        let mut again = again;
+        again.job_id = uuid::Uuid::from_u128(1);
+        let mut silent = silent;
+        silent.job_id = uuid::Uuid::from_u128(2);
+        let line = |a: &AccountData, s: &str| {
+            format!(
+                "MAILBOXD-RESULT {{\"job_id\":\"{}\",\"status\":\"{s}\"}}\n",
+                a.job_id
+            )
+        };
+        let stdout = [
+            line(&new, "enabled"),
+            line(&again, "error"),
+            line(&again, "already"),
+        ]
+        .concat();
+        let t = Template::EnableRemoteMailbox;
+        let ran = t.batch_cmdlets_ran(&[new, again, silent.clone()], &crate::parse_stdout(&stdout));
+        assert_eq!(ran, 2 + 2 + t.max_cmdlets(&silent));
     }
 
     #[test]
