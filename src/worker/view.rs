@@ -1,5 +1,5 @@
-//! What an outcome reports of the account: a directory read turned into the store's
-//! `DirectoryView` (the addresses as AD shows them, not as the event asked).
+//! What an outcome reports of the account: a directory read turned into the outcome
+//! contract's `DirectoryView` (the addresses as AD shows them, not as the event asked).
 
 use crate::directory::{AccountState, RecipientType};
 use crate::outcome::{self, DirectoryView, MailboxAddresses, OutcomeAccount};
