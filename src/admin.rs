@@ -21,7 +21,9 @@ use uuid::Uuid;
 use crate::access::{Access, Refusal};
 use crate::admin_guard::ClientAddr;
 use crate::audit::Entry;
-use crate::store::{ActionRefused, JobFilter, JobState, Store};
+use crate::event::EventKind;
+use crate::job::{ErrorClass, JobState};
+use crate::store::{ActionRefused, JobFilter, Store};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -145,13 +147,15 @@ fn internal(e: impl std::fmt::Display) -> Response {
     )
 }
 
+/// `GET /api/v1/jobs?state=…&type=…&error_class=…`: states, types and classes read by
+/// their own `Deserialize` (a value that names none is a 400 saying which would).
 #[derive(Deserialize)]
 struct JobQuery {
-    state: Option<String>,
+    state: Option<JobState>,
     account: Option<String>,
     #[serde(rename = "type")]
-    kind: Option<String>,
-    error_class: Option<String>,
+    kind: Option<EventKind>,
+    error_class: Option<ErrorClass>,
     /// RFC 3339: jobs created at or after.
     since: Option<String>,
     /// RFC 3339: jobs created before.
@@ -177,79 +181,41 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
     problem(StatusCode::BAD_REQUEST, e.to_string())
 }
 
-/// The filters both the job list and bulk retry take, checked: the account, the type, the
-/// error class and the page size (`max` at most, `default` when absent).
-struct Filters {
-    kind: Option<crate::event::EventKind>,
-    error_class: Option<crate::store::ErrorClass>,
-    limit: i64,
-}
-
-fn filters(
+/// The account and the page size both the job list and bulk retry take, checked (`max` at
+/// most, `default` when absent).
+fn checked_account_and_limit(
     account: &Option<String>,
-    kind: Option<&str>,
-    error_class: Option<&str>,
     limit: Option<i64>,
     default: i64,
     max: i64,
-) -> Result<Filters, String> {
+) -> Result<i64, String> {
     if account
         .as_ref()
         .is_some_and(|a| a.len() > 256 || a.chars().any(char::is_control))
     {
         return Err("account must be at most 256 characters without control characters".into());
     }
-    let kind = kind
-        .map(|k| {
-            crate::event::EventKind::parse(k)
-                .ok_or_else(|| format!("unknown type {k:?}: joiner or leaver"))
-        })
-        .transpose()?;
-    let error_class = error_class
-        .map(|c| {
-            crate::store::ErrorClass::parse(c).ok_or_else(|| {
-                format!("error_class {c:?}: transient, not_synced, permanent or systemic")
-            })
-        })
-        .transpose()?;
-    let limit = match limit {
-        None => default,
-        Some(n) if (1..=max).contains(&n) => n,
-        Some(n) => return Err(format!("limit {n} is outside 1..={max}")),
-    };
-    Ok(Filters {
-        kind,
-        error_class,
-        limit,
-    })
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(format!("limit {n} is outside 1..={max}")),
+    }
 }
 
 fn job_filter(q: JobQuery) -> Result<JobFilter, String> {
-    let f = filters(
-        &q.account,
-        q.kind.as_deref(),
-        q.error_class.as_deref(),
-        q.limit,
-        100,
-        1000,
-    )?;
-    let state = q
-        .state
-        .as_deref()
-        .map(|v| JobState::parse(v).ok_or_else(|| format!("unknown state {v:?}")))
-        .transpose()?;
+    let limit = checked_account_and_limit(&q.account, q.limit, 100, 1000)?;
     let offset = q.offset.unwrap_or(0);
     if !(0..=1_000_000_000).contains(&offset) {
         return Err("offset must be within 0..=1000000000".into());
     }
     Ok(JobFilter {
-        state,
+        states: q.state.into_iter().collect(),
         account: q.account,
-        kind: f.kind,
-        error_class: f.error_class,
+        kind: q.kind,
+        error_class: q.error_class,
         since: time_param("since", q.since.as_deref())?,
         until: time_param("until", q.until.as_deref())?,
-        limit: f.limit,
+        limit,
         offset,
     })
 }
@@ -365,39 +331,33 @@ async fn cancel_job(
 #[derive(Deserialize)]
 struct BulkQuery {
     /// `failed` (default) or `cancelled`.
-    state: Option<String>,
+    state: Option<JobState>,
     account: Option<String>,
     #[serde(rename = "type")]
-    kind: Option<String>,
-    error_class: Option<String>,
+    kind: Option<EventKind>,
+    error_class: Option<ErrorClass>,
     limit: Option<i64>,
 }
 
 /// `POST /api/v1/jobs/retry?state=failed&error_class=systemic…`: retry every match.
-fn bulk_filter(q: BulkQuery) -> Result<crate::store::BulkRetry, String> {
-    let f = filters(
-        &q.account,
-        q.kind.as_deref(),
-        q.error_class.as_deref(),
-        q.limit,
-        1000,
-        10_000,
-    )?;
-    let state = match q.state.as_deref().unwrap_or("failed") {
-        "failed" => JobState::Failed,
-        "cancelled" => JobState::Cancelled,
+fn bulk_filter(q: BulkQuery) -> Result<JobFilter, String> {
+    let limit = checked_account_and_limit(&q.account, q.limit, 1000, 10_000)?;
+    let state = match q.state.unwrap_or(JobState::Failed) {
+        state @ (JobState::Failed | JobState::Cancelled) => state,
         other => {
             return Err(format!(
-                "bulk retry takes state=failed or state=cancelled, not {other:?}"
+                "bulk retry takes state=failed or state=cancelled, not {:?}",
+                other.as_str()
             ));
         }
     };
-    Ok(crate::store::BulkRetry {
+    Ok(JobFilter {
         states: vec![state],
         account: q.account,
-        kind: f.kind,
-        error_class: f.error_class,
-        limit: f.limit,
+        kind: q.kind,
+        error_class: q.error_class,
+        limit,
+        ..JobFilter::default()
     })
 }
 

@@ -21,11 +21,13 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::config;
-use crate::store::{SlotPurpose, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 pub mod cmdlets;
+pub mod slot;
 
 pub use cmdlets::{CmdletBudget, CmdletBudgetError, CmdletGrant, CmdletLimit};
+pub use slot::SlotPurpose;
 
 /// How long a waiter sleeps between looks when no release wakes it (a lost NOTIFY, or a
 /// killed holder whose lease expires without one).

@@ -37,8 +37,9 @@ use uuid::Uuid;
 use crate::admin::AdminState;
 use crate::admin_guard::{ClientAddr, RefusedBecause};
 use crate::audit::Entry;
+use crate::job::JobState;
 use crate::signin::{Session, SignInError};
-use crate::store::{Job, JobState, OperatorAction, Role};
+use crate::store::{Job, OperatorAction, Role};
 
 /// The session cookie's name over plain HTTP.
 const COOKIE: &str = "mailboxd_session";
@@ -337,12 +338,12 @@ async fn outcomes_line(s: &AdminState) -> String {
     if c.failing > 0 {
         format!(
             "<p class=\"bad\" id=\"outcomes\">Outcomes: <b>{}</b> could not be published to the IAM system ({} waiting in all); <code>mailboxd outcomes list --status failing</code> shows why. None is lost.</p>",
-            c.failing, c.pending
+            c.failing, c.unsent
         )
     } else {
         format!(
             "<p class=\"good\" id=\"outcomes\">Outcomes: {} waiting to be published to the IAM system.</p>",
-            c.pending
+            c.unsent
         )
     }
 }

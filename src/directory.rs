@@ -98,8 +98,8 @@ pub enum DirectoryError {
 impl DirectoryError {
     /// How the worker treats it: a refused bind breaks every job (systemic), a directory
     /// that cannot be reached or answer may recover (transient), duplicates need a person.
-    pub fn class(&self) -> crate::store::ErrorClass {
-        use crate::store::ErrorClass;
+    pub fn class(&self) -> crate::job::ErrorClass {
+        use crate::job::ErrorClass;
         match self {
             DirectoryError::AllUnreachable { .. } | DirectoryError::Search { .. } => {
                 ErrorClass::Transient

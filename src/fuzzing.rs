@@ -99,8 +99,22 @@ pub fn ps_result(data: &[u8]) {
         .filter_map(|r| r.job_id.as_deref()?.parse().ok())
         .collect();
     ids.push(uuid::Uuid::nil());
+    let accounts: Vec<ps_templates::AccountData> = ids
+        .into_iter()
+        .map(|job_id| ps_templates::AccountData {
+            job_id,
+            identity: "jdoe".into(),
+            sam_account_name: "jdoe".into(),
+            domain_controller: None,
+            remote_routing_address: None,
+            alias: None,
+            primary_smtp_address: None,
+            archive: false,
+        })
+        .collect();
     if let Some(exchange) = exchange() {
-        let _ = exchange.read_output(&output, ids);
+        let template = ps_templates::Template::EnableRemoteMailbox;
+        let _ = exchange.read_output(template, &accounts, &output);
     }
 }
 

@@ -13,11 +13,12 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use crate::alert::NewAlert;
 use crate::config::{self, IdentityIqAuth};
 use crate::health::{Health, Task, supervise};
 use crate::outbox;
 use crate::shutdown::Shutdown;
-use crate::store::{NewAlert, OutcomeChannel, OutcomeRow, Store, StoreError};
+use crate::store::{OutcomeChannel, OutcomeRow, Store, StoreError};
 
 /// The schemas of a LaunchedWorkflow request.
 pub const LAUNCHED_WORKFLOW_SCHEMA: &str =
@@ -276,7 +277,7 @@ const REFUSED_QUIET: Duration = Duration::from_secs(3600);
 
 fn refused_alert(why: &str) -> NewAlert {
     NewAlert {
-        kind: "identityiq".into(),
+        kind: crate::alert::AlertKind::IdentityIq,
         subject: "IdentityIQ refuses mailboxd's workflow launches".into(),
         body: format!(
             "{why}\n\nWhat to do: a 401 or 403 means identityiq.username and its credential \

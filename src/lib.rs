@@ -27,8 +27,10 @@ pub mod fuzzing;
 pub mod health;
 pub mod identityiq;
 pub mod intake;
+pub mod job;
 pub mod metrics;
 mod outbox;
+pub mod outcome;
 pub mod outcome_publisher;
 pub mod publish;
 pub mod reconcile;
@@ -37,6 +39,7 @@ pub mod signal;
 pub mod signin;
 pub mod store;
 pub mod telemetry;
+mod text_enum;
 #[cfg(feature = "lab")]
 pub mod tools;
 pub mod windows_host;

@@ -100,7 +100,7 @@ pub async fn render(
         }
     }
     if let Ok(counts) = store.count_by_state().await {
-        for state in crate::store::JobState::ALL {
+        for state in crate::job::JobState::ALL {
             let n = counts
                 .iter()
                 .find(|(s, _)| *s == state)
@@ -113,7 +113,7 @@ pub async fn render(
         metrics::gauge!("mailboxd_alert_outbox", "status" => "failing").set(failing as f64);
     }
     if let Ok(c) = store.outcome_counts().await {
-        metrics::gauge!("mailboxd_outcome_outbox", "status" => "pending").set(c.pending as f64);
+        metrics::gauge!("mailboxd_outcome_outbox", "status" => "pending").set(c.unsent as f64);
         metrics::gauge!("mailboxd_outcome_outbox", "status" => "failing").set(c.failing as f64);
     }
     if let Ok(n) = store.count_poison().await {

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use crate::config;
 use crate::health::{Health, Task, supervise};
+use crate::outcome::OUTCOME_SCHEMA_V1;
 use crate::shutdown::Shutdown;
-use crate::store::{OUTCOME_SCHEMA_V1, OutcomeChannel, OutcomeRow, Store};
+use crate::store::{OutcomeChannel, OutcomeRow, Store};
 use crate::{broker, outbox};
 
 /// Why a round of outcomes was not published; its outcomes stay due and are sent again.

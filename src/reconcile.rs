@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::alert::NewAlert;
 use crate::config::{self, DEFAULT_RECONCILE_FILTER};
 use crate::directory::{Account, Directory, DirectoryError, RecipientType};
 use crate::event::{self, AccountName, Event, EventKind};
-use crate::store::{Inserted, NewAlert, RunRecord, Store, StoreError};
+use crate::store::{Inserted, RunRecord, Store, StoreError};
 
 pub mod schedule;
 
@@ -260,7 +261,7 @@ async fn alert_capped(
 ) -> anyhow::Result<()> {
     let cap = cfg.max_jobs_per_run;
     let alert = NewAlert {
-        kind: "reconcile".into(),
+        kind: crate::alert::AlertKind::Reconcile,
         digest_key: None,
         account: None,
         subject: format!(
@@ -294,7 +295,7 @@ async fn queue(
         .iter()
         .map(|d| d.sam_account_name.to_lowercase())
         .collect();
-    let pending = store.pending_accounts(&keys).await?;
+    let pending = store.accounts_with_unfinished_jobs(&keys).await?;
     let mut queued = Queued::default();
     let mut events = Vec::new();
     for d in actionable {

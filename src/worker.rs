@@ -27,12 +27,11 @@ use crate::config;
 use crate::directory::{AccountState, Directory, Lookup};
 use crate::event::{EventKind, check_address};
 use crate::exchange::{
-    AccountData, AccountOutcome, BatchResult, Exchange, ExchangeError, Template, throttling,
+    AccountData, AccountReply, BatchResult, Exchange, ExchangeError, Template, throttling,
 };
 use crate::health::panic_message;
-use crate::store::{
-    AttemptRecord, ErrorClass, Job, JobOutcome, NewAlert, Resolution, Store, StoreError,
-};
+use crate::job::{ErrorClass, JobEffect, Resolution};
+use crate::store::{AttemptRecord, Job, Store};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -335,7 +334,7 @@ impl Worker {
         };
         metrics::counter!("mailboxd_circuit_transitions_total", "to" => "closed").increment(1);
         let alert = crate::alert::circuit_closed(self.exchange.endpoint(), outage);
-        if let Err(err) = self.raise_circuit_alert(&alert, false).await {
+        if let Err(err) = self.store.raise_circuit_alert(&alert).await {
             tracing::error!(error = %err, "cannot write the recovery alert");
         }
     }
@@ -370,23 +369,14 @@ impl Worker {
         &self,
         kind: EventKind,
         p: &Prepared,
-        outcome: Option<AccountOutcome>,
+        outcome: Option<AccountReply>,
         record: &mut AttemptRecord,
     ) -> Resolution {
         match outcome {
-            Some(AccountOutcome::Done { status }) => match JobOutcome::parse(&status) {
-                Some(status) => self.verify(kind, p, status, record).await,
-                // The templates report only the statuses mailboxd knows: anything else
-                // comes from a host that does not run them as shipped.
-                None => self.failure(
-                    &p.job,
-                    ErrorClass::Transient,
-                    format!("Exchange reported the unknown status {status:?}; see the transcript"),
-                ),
-            },
+            Some(AccountReply::Done { outcome }) => self.verify(kind, p, outcome, record).await,
             // Exchange's cmdlet budget was spent: not the job's fault, no attempt used; the
             // wait Exchange stated is honoured.
-            Some(AccountOutcome::Failed {
+            Some(AccountReply::Failed {
                 message,
                 retry_after,
                 ..
@@ -399,7 +389,7 @@ impl Worker {
                     at: at(wait),
                 }
             }
-            Some(AccountOutcome::Failed {
+            Some(AccountReply::Failed {
                 class,
                 message,
                 retry_after,
@@ -459,7 +449,7 @@ impl Worker {
         if let Some(pause) = opened {
             metrics::counter!("mailboxd_circuit_transitions_total", "to" => "open").increment(1);
             let alert = crate::alert::circuit_opened(self.exchange.endpoint(), reason, pause);
-            if let Err(err) = self.raise_circuit_alert(&alert, true).await {
+            if let Err(err) = self.store.raise_circuit_alert(&alert).await {
                 tracing::error!(error = %err, "cannot write the circuit alert");
             }
         }
@@ -490,18 +480,6 @@ impl Worker {
         }
     }
 
-    /// Writes the circuit's opened/closed alert, one pair per outage across replicas.
-    async fn raise_circuit_alert(
-        &self,
-        alert: &NewAlert,
-        opening: bool,
-    ) -> Result<bool, StoreError> {
-        let (opened, closed) = crate::alert::circuit_subjects(self.exchange.endpoint());
-        self.store
-            .raise_circuit_alert(alert, &opened, &closed, opening)
-            .await
-    }
-
     fn record(&self, started_at: DateTime<Utc>, p: &Prepared) -> AttemptRecord {
         let mut record = AttemptRecord::new(started_at);
         if let Some(before) = &p.before {
@@ -518,7 +496,7 @@ impl Worker {
         &self,
         kind: EventKind,
         p: &Prepared,
-        status: JobOutcome,
+        status: JobEffect,
         record: &mut AttemptRecord,
     ) -> Resolution {
         let (Some(dir), Some(before)) = (&self.directory, &p.before) else {
@@ -667,27 +645,18 @@ fn most_cmdlets(template: Template, accounts: &[AccountData], session: u32) -> u
             .sum::<u32>()
 }
 
-/// The cmdlets a batch that came back ran: per account what its status says, the most it may
-/// have run where the status does not say (an error, or no result at all).
+/// The cmdlets a batch ran: what Exchange's answer counted (`BatchResult::cmdlets_ran`),
+/// the most it may have run when the batch failed as a whole.
 fn cmdlets_ran(
     template: Template,
     accounts: &[AccountData],
     result: &Result<BatchResult, ExchangeError>,
     session: u32,
 ) -> u32 {
-    let Ok(result) = result else {
-        return most_cmdlets(template, accounts, session);
-    };
-    let per_account = accounts.iter().map(|a| {
-        let status = match result.outcomes.get(&a.job_id) {
-            Some(AccountOutcome::Done { status }) => Some(status.as_str()),
-            _ => None,
-        };
-        status
-            .and_then(|s| template.cmdlets_ran(a, s))
-            .unwrap_or_else(|| template.max_cmdlets(a))
-    });
-    session + per_account.sum::<u32>()
+    match result {
+        Ok(result) => session + result.cmdlets_ran,
+        Err(_) => most_cmdlets(template, accounts, session),
+    }
 }
 
 /// A retry no sooner than Exchange's throttling asked (`wait`); other resolutions as they are.

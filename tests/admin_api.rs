@@ -102,7 +102,7 @@ async fn operators_list_show_and_retry_jobs_with_the_token() {
     assert_eq!(call(&env, "POST", &retry, Some(TOKEN)).await.0, 200);
     let rerun = env
         .wait_job(&bad.id, |j| {
-            j.state == mailboxd::store::JobState::Failed && j.updated_at > failed.updated_at
+            j.state == mailboxd::job::JobState::Failed && j.updated_at > failed.updated_at
         })
         .await;
     assert_eq!(

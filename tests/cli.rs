@@ -168,7 +168,7 @@ async fn jobs_retry_from_the_cli_answers_in_json_and_is_on_the_record() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ok"], true, "{v}");
     let actions = env.store.job_actions(job.id).await.unwrap();
-    assert_eq!(actions[0].action, mailboxd::store::ActionKind::Retry);
+    assert_eq!(actions[0].action, mailboxd::job::ActionKind::Retry);
     assert!(actions[0].actor.starts_with("cli:"), "{actions:?}");
     let (code, out, _) = env.cli(&[
         "jobs",

@@ -5,7 +5,7 @@ mod common;
 use common::ad::{TestAd, User};
 use common::signin::{Browser, csrf, people};
 use common::{TestEnv, seed};
-use mailboxd::store::JobState;
+use mailboxd::job::JobState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_signs_in_sees_the_queue_and_retries_a_failed_job() {

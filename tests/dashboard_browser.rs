@@ -292,7 +292,7 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
     let failed = env.wait_terminal(&bad.id).await;
     env.wait_succeeded(&good.id).await;
     env.wait_job(&wait.id, |j| {
-        j.state == mailboxd::store::JobState::WaitingForSync
+        j.state == mailboxd::job::JobState::WaitingForSync
     })
     .await;
     let base = format!("http://{}", app.admin_addr);
@@ -463,7 +463,7 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     for e in &waiting {
         publisher.publish(e).await.unwrap();
         env.wait_job(&e.id, |j| {
-            j.state == mailboxd::store::JobState::WaitingForSync
+            j.state == mailboxd::job::JobState::WaitingForSync
         })
         .await;
     }
@@ -477,7 +477,7 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     assert!(b.text("#bulk-2").await.contains("cancelled 2"));
     for e in &waiting {
         let job = env.wait_terminal(&e.id).await;
-        assert_eq!(job.state, mailboxd::store::JobState::Cancelled);
+        assert_eq!(job.state, mailboxd::job::JobState::Cancelled);
     }
     b.go(&format!("{base}/")).await;
     b.find("#chart-days").await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::ad::{TestAd, User};
 use common::{TestEnv, remote, seed};
 use mailboxd::directory::{Directory, DirectoryError, Lookup, RecipientType};
-use mailboxd::store::{ErrorClass, JobOutcome, JobState};
+use mailboxd::job::{ErrorClass, JobEffect, JobState};
 
 fn tag() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
@@ -187,7 +187,7 @@ async fn a_dead_domain_controller_is_skipped_and_all_dead_names_every_host() {
         .await
         .unwrap_err();
     assert!(matches!(err, DirectoryError::AllUnreachable { .. }));
-    assert_eq!(err.class(), mailboxd::store::ErrorClass::Transient);
+    assert_eq!(err.class(), mailboxd::job::ErrorClass::Transient);
     let text = err.to_string();
     assert!(
         text.contains("127.0.0.9") && text.contains("127.0.0.10:1636"),
@@ -328,7 +328,7 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     let leaver = publish(env.leaver(&n("leaver"))).await;
 
     let job = env.wait_succeeded(&already).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    assert_eq!(job.outcome, Some(JobEffect::Already));
 
     let job = env.wait_terminal(&onprem).await;
     assert_eq!(job.state, JobState::Failed);
@@ -361,9 +361,9 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     );
 
     let job = env.wait_succeeded(&nomailbox).await;
-    assert_eq!(job.outcome, Some(JobOutcome::NotRemote));
+    assert_eq!(job.outcome, Some(JobEffect::NotRemote));
     let job = env.wait_succeeded(&was_hidden).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    assert_eq!(job.outcome, Some(JobEffect::Already));
 
     // None of those reached Exchange.
     let calls = env.lab.invocations();
@@ -415,7 +415,7 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     // Once AD shows what Exchange wrote, the next attempt is a no-op success.
     ad.stamp_remote(&joiner_dn, &rra(&n("joiner")), false).await;
     let job = env.wait_succeeded(&joiner).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    assert_eq!(job.outcome, Some(JobEffect::Already));
     // (A retry before the stamp may have called it again: Exchange refused that one.)
     assert_eq!(
         env.lab
@@ -444,7 +444,7 @@ async fn the_worker_decides_from_what_the_domain_controller_shows() {
     assert_eq!(hides[0].flag("HiddenFromAddressListsEnabled"), Some(true));
     ad.stamp_remote(&leaver_dn, &rra(&n("leaver")), true).await;
     let job = env.wait_succeeded(&leaver).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    assert_eq!(job.outcome, Some(JobEffect::Already));
 
     app.stop().await;
 }

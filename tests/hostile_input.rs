@@ -14,7 +14,8 @@ use common::{TestEnv, seed};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use mailboxd::store::{JobFilter, JobState, PoisonMessage};
+use mailboxd::job::JobState;
+use mailboxd::store::{JobFilter, PoisonMessage};
 use tokio::io::AsyncReadExt;
 
 /// Publishes `body` with the given properties on the test's exchange, waiting for the
@@ -66,7 +67,7 @@ async fn an_ordinary_joiner_still_succeeds(env: &TestEnv, sam: &str) {
     let running = env
         .store
         .list_jobs(&JobFilter {
-            state: Some(JobState::Running),
+            states: vec![JobState::Running],
             limit: 100,
             ..JobFilter::default()
         })

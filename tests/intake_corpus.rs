@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, remote, seed};
-use mailboxd::store::{JobOutcome, JobState};
+use mailboxd::job::{JobEffect, JobState};
 
 fn data(rel: &str) -> Vec<u8> {
     std::fs::read(
@@ -207,7 +207,7 @@ async fn identityiq_plans_become_jobs_without_their_credentials() {
         (job.kind.to_string().as_str(), job.account.as_str()),
         ("leaver", "lleaver")
     );
-    assert_eq!(job.outcome, Some(JobOutcome::Hidden));
+    assert_eq!(job.outcome, Some(JobEffect::Hidden));
     let job = env.wait_succeeded("plan-modify-disable#0").await;
     assert_eq!(job.account, "ddisabled");
 

@@ -178,7 +178,7 @@ async fn a_wrong_kerberos_password_opens_the_circuit_and_sends_no_more_bad_passw
     // The job waits without spending attempts; one alert says what to fix.
     let job = env
         .wait_job(&ev.id, |j| {
-            j.last_error.is_some() && j.state != mailboxd::store::JobState::Running
+            j.last_error.is_some() && j.state != mailboxd::job::JobState::Running
         })
         .await;
     assert_eq!(job.attempt, 0, "{job:?}");

@@ -8,8 +8,8 @@ use common::account_data as account;
 use common::{LAB_PASSWORD, remote, seed};
 use lab::{self, Lab, Recipient};
 use mailboxd::config::{self, ExchangeMode};
-use mailboxd::exchange::{AccountOutcome, Exchange, Template};
-use mailboxd::store::ErrorClass;
+use mailboxd::exchange::{AccountReply, Exchange, Template};
+use mailboxd::job::ErrorClass;
 use secrecy::SecretString;
 use uuid::Uuid;
 use winrm::{Auth, ClientConfig, WinrmClient};
@@ -59,10 +59,10 @@ fn exchange(lab: &Lab, mode: ExchangeMode) -> Exchange {
     Exchange::new(client_with(lab, Auth::CredSsp), &ex, lab.endpoint())
 }
 
-fn status(o: &AccountOutcome) -> String {
+fn status(o: &AccountReply) -> String {
     match o {
-        AccountOutcome::Done { status } => status.clone(),
-        AccountOutcome::Failed { class, message, .. } => format!("{class:?}: {message}"),
+        AccountReply::Done { outcome } => outcome.to_string(),
+        AccountReply::Failed { class, message, .. } => format!("{class:?}: {message}"),
     }
 }
 
@@ -87,14 +87,14 @@ async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
     assert_eq!(status(&r.outcomes[&ids[0]]), "enabled");
     assert_eq!(status(&r.outcomes[&ids[1]]), "already");
     match &r.outcomes[&ids[2]] {
-        AccountOutcome::Failed { class, message, .. } => {
+        AccountReply::Failed { class, message, .. } => {
             assert_eq!(*class, ErrorClass::Permanent);
             assert!(message.contains("is of type UserMailbox"), "{message}");
         }
         other => panic!("on-prem mailbox must fail: {other:?}"),
     }
     match &r.outcomes[&ids[3]] {
-        AccountOutcome::Failed { class, message, .. } => {
+        AccountReply::Failed { class, message, .. } => {
             assert_eq!(
                 *class,
                 ErrorClass::Transient,
@@ -129,7 +129,7 @@ async fn a_proxy_address_in_use_is_a_permanent_error() {
         .await
         .unwrap();
     match &r.outcomes[&id] {
-        AccountOutcome::Failed { class, message, .. } => {
+        AccountReply::Failed { class, message, .. } => {
             assert_eq!(*class, ErrorClass::Permanent);
             assert!(
                 message.starts_with("ProxyAddressExistsException"),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestEnv, lab_config, seed};
 use mailboxd::config::ExchangeMode;
-use mailboxd::store::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
+use mailboxd::job::{AttemptEnd, ErrorClass, JobEffect, JobState};
 use serde_json::json;
 
 fn errors_of(calls: &[lab::Invocation]) -> Vec<String> {
@@ -45,9 +45,9 @@ async fn a_throttled_cmdlet_defers_the_joiner_by_the_stated_wait_without_an_atte
     assert_eq!(
         outcomes,
         vec![
-            AttemptOutcome::Deferred,
-            AttemptOutcome::Deferred,
-            AttemptOutcome::Succeeded
+            AttemptEnd::Deferred,
+            AttemptEnd::Deferred,
+            AttemptEnd::Succeeded
         ],
         "{attempts:?}"
     );
@@ -123,7 +123,7 @@ async fn a_probe_that_never_reached_the_host_lets_the_next_one_probe() {
     let ready = env.joiner("jready");
     publisher.publish(&ready).await.unwrap();
     let ready = env.wait_succeeded(&ready.id).await;
-    assert_eq!(ready.outcome, Some(JobOutcome::Already));
+    assert_eq!(ready.outcome, Some(JobEffect::Already));
     let deferred = env.wait_succeeded(&deferred.id).await;
     assert_eq!(deferred.attempt, 1, "{deferred:?}");
     app.stop().await;
@@ -214,7 +214,7 @@ async fn replication_lag_keeps_the_joiner_waiting_until_the_dc_has_the_account()
         "{job:?}"
     );
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Enabled));
+    assert_eq!(job.outcome, Some(JobEffect::Enabled));
     // Exchange was asked only once the DC had the account.
     let calls = env.lab.invocations_for("Enable-RemoteMailbox", "jlag");
     assert_eq!(errors_of(&calls), vec!["ok"]);

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::{LAB_PASSWORD, seed};
 use lab::{Lab, LabConfig, Throttle};
 use mailboxd::config::{self, ExchangeMode};
-use mailboxd::exchange::{AccountOutcome, Exchange, ExchangeError, Template};
-use mailboxd::store::ErrorClass;
+use mailboxd::exchange::{AccountReply, Exchange, ExchangeError, Template};
+use mailboxd::job::{ErrorClass, JobEffect};
 use mailboxd::windows_host::HostProblem;
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -107,7 +107,7 @@ async fn an_explicit_exchange_credential_makes_the_second_hop_after_ntlm() {
         .await
         .expect("the session opens with -Credential");
     assert!(
-        matches!(&run.outcomes[&id], AccountOutcome::Done { status } if status == "enabled"),
+        matches!(&run.outcomes[&id], AccountReply::Done { outcome } if *outcome == JobEffect::Enabled),
         "{:?}",
         run.outcomes[&id]
     );
@@ -477,7 +477,7 @@ async fn the_exchange_password_reaches_no_cmdlet_parameter_nor_the_module_log() 
             .await
             .expect("the session opens with the password from stdin's first line");
         assert!(
-            matches!(&run.outcomes[&id], AccountOutcome::Done { .. }),
+            matches!(&run.outcomes[&id], AccountReply::Done { .. }),
             "{:?}",
             run.outcomes[&id]
         );

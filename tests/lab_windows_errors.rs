@@ -7,7 +7,7 @@ mod common;
 
 use common::{TestEnv, seed};
 use mailboxd::config::ExchangeMode;
-use mailboxd::store::{ErrorClass, JobState};
+use mailboxd::job::{ErrorClass, JobState};
 use serde_json::json;
 
 fn remote_mode(env: &mut TestEnv) {

@@ -11,7 +11,8 @@ use common::outcomes::{OutcomeQueue, Received, wait_all_sent};
 use common::{TestEnv, remote, seed, wait_exit};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
-use mailboxd::store::{JobState, OutcomeFilter};
+use mailboxd::job::JobState;
+use mailboxd::store::OutcomeFilter;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_joiners_and_leavers_answers_each_event_once_with_what_ad_shows() {
@@ -387,7 +388,10 @@ async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
     for ev in &events {
         env.wait_terminal(&ev.id).await;
     }
-    let rows = wait_outcomes(&env, 3, |o| o.iiq_state.as_deref() == Some("sent")).await;
+    let rows = wait_outcomes(&env, 3, |o| {
+        o.iiq_state == Some(mailboxd::outcome::IdentityIqDelivery::Sent)
+    })
+    .await;
 
     let launches = iiq.launches();
     assert_eq!(launches.len(), 3, "one launch per outcome: {launches:#?}");
@@ -446,7 +450,7 @@ async fn an_identityiq_that_refuses_the_credential_raises_one_alert_and_is_not_a
     }
     // Both deliveries settle: IdentityIQ refused, the broker's copy sent (they run apart).
     let rows = wait_outcomes(&env, 2, |o| {
-        o.iiq_state.as_deref() == Some("refused") && o.sent_at.is_some()
+        o.iiq_state == Some(mailboxd::outcome::IdentityIqDelivery::Refused) && o.sent_at.is_some()
     })
     .await;
     assert!(
@@ -459,7 +463,10 @@ async fn an_identityiq_that_refuses_the_credential_raises_one_alert_and_is_not_a
     );
     assert_eq!(iiq.launches().len(), 2, "each tried once, not retried");
     let alerts = env.store.list_alerts(10).await.unwrap();
-    let refused: Vec<_> = alerts.iter().filter(|a| a.kind == "identityiq").collect();
+    let refused: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == mailboxd::alert::AlertKind::IdentityIq)
+        .collect();
     assert_eq!(refused.len(), 1, "one alert for the problem: {alerts:#?}");
     assert!(refused[0].body.contains("401"));
     assert!(
@@ -467,7 +474,7 @@ async fn an_identityiq_that_refuses_the_credential_raises_one_alert_and_is_not_a
         "the password stays out"
     );
     // Nothing is left pending for IdentityIQ.
-    assert_eq!(env.store.outcome_counts().await.unwrap().pending, 0);
+    assert_eq!(env.store.outcome_counts().await.unwrap().unsent, 0);
     app.stop().await;
 }
 

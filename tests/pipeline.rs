@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{TestEnv, remote, seed, wait_exit};
 use lab::Recipient;
 use lapin::options::BasicGetOptions;
-use mailboxd::store::{AttemptOutcome, ErrorClass, JobOutcome, JobState};
+use mailboxd::job::{AttemptEnd, ErrorClass, JobEffect, JobState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_published_joiner_gets_a_remote_mailbox() {
@@ -21,7 +21,7 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     publisher.publish(&ev).await.unwrap();
 
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Enabled));
+    assert_eq!(job.outcome, Some(JobEffect::Enabled));
     assert_eq!(job.attempt, 1);
 
     // The lab shows what Exchange would have written to AD.
@@ -65,7 +65,7 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     assert_eq!(after["recipient"], "remote_mailbox", "{after}");
     assert_eq!(after["archive_guid"], archive_guid.to_string(), "{after}");
     assert_eq!(after["archive_name"], "In-Place Archive - jdoe");
-    assert_eq!(attempts[0].outcome, AttemptOutcome::Succeeded);
+    assert_eq!(attempts[0].outcome, AttemptEnd::Succeeded);
     assert_eq!(
         attempts[0].host.as_deref(),
         Some(env.settings.winrm.endpoint.as_str())
@@ -134,7 +134,7 @@ async fn a_leaver_is_hidden_from_the_address_lists() {
     let ev = env.leaver("gone");
     publisher.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Hidden));
+    assert_eq!(job.outcome, Some(JobEffect::Hidden));
     let m = env.mailbox("gone");
     assert_eq!(m.msExchHideFromAddressLists, Some(true));
     assert_eq!(
@@ -150,7 +150,7 @@ async fn a_leaver_is_hidden_from_the_address_lists() {
     let ev = env.leaver("hidden");
     publisher.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    assert_eq!(job.outcome, Some(JobEffect::Already));
     assert!(
         env.lab
             .invocations_for("Set-RemoteMailbox", "hidden")
@@ -298,7 +298,7 @@ async fn an_archive_asked_for_an_existing_mailbox_is_added_once_and_then_counts_
     ev.archive = true;
     publisher.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    assert_eq!(job.outcome, Some(JobEffect::Already));
     let calls = env
         .lab
         .invocations_for("Enable-RemoteMailbox", "no.archive");
@@ -315,7 +315,7 @@ async fn an_archive_asked_for_an_existing_mailbox_is_added_once_and_then_counts_
     ev.archive = true;
     publisher.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Already));
+    assert_eq!(job.outcome, Some(JobEffect::Already));
     assert!(
         env.lab
             .invocations_for("Enable-RemoteMailbox", "has.archive")
@@ -333,7 +333,7 @@ async fn a_rehire_makes_the_hidden_mailbox_visible_again() {
     let ev = env.joiner("back");
     env.publisher().await.publish(&ev).await.unwrap();
     let job = env.wait_succeeded(&ev.id).await;
-    assert_eq!(job.outcome, Some(JobOutcome::Unhidden));
+    assert_eq!(job.outcome, Some(JobEffect::Unhidden));
     assert_eq!(env.mailbox("back").msExchHideFromAddressLists, Some(false));
     app.stop().await;
 }
@@ -418,10 +418,10 @@ async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
     let _second = env.spawn_daemon(&short_lease);
     let job = env.wait_succeeded(&ev.id).await;
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
+    let outcomes: Vec<AttemptEnd> = attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(
         outcomes,
-        vec![AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded],
+        vec![AttemptEnd::LeaseExpired, AttemptEnd::Succeeded],
         "{attempts:?}"
     );
 
@@ -502,7 +502,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             "attempts were burned during the outage: {job:?}"
         );
         let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-        assert_eq!(attempts.last().unwrap().outcome, AttemptOutcome::Succeeded);
+        assert_eq!(attempts.last().unwrap().outcome, AttemptEnd::Succeeded);
     }
     let deferred = {
         let mut n = 0;
@@ -511,7 +511,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
             n += attempts
                 .iter()
-                .filter(|a| a.outcome == AttemptOutcome::Deferred)
+                .filter(|a| a.outcome == AttemptEnd::Deferred)
                 .count();
         }
         n
@@ -586,7 +586,7 @@ async fn sigterm_lets_work_finish_briefly_then_hands_it_to_another_replica() {
     assert_eq!(job.state, JobState::Retrying, "{job:?}");
     assert_eq!(job.attempt, 0);
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    assert_eq!(attempts.last().unwrap().outcome, AttemptOutcome::Released);
+    assert_eq!(attempts.last().unwrap().outcome, AttemptEnd::Released);
 
     let app = env.start_daemon().await;
     let job = env.wait_succeeded(&ev.id).await;
@@ -658,9 +658,9 @@ async fn one_batch_reports_each_account_on_its_own() {
         publisher.publish(e).await.unwrap();
     }
     let ok = env.wait_succeeded(&ok.id).await;
-    assert_eq!(ok.outcome, Some(JobOutcome::Enabled));
+    assert_eq!(ok.outcome, Some(JobEffect::Enabled));
     let already = env.wait_succeeded(&already.id).await;
-    assert_eq!(already.outcome, Some(JobOutcome::Already));
+    assert_eq!(already.outcome, Some(JobEffect::Already));
     let missing = env
         .wait_job(&missing.id, |j| j.state == JobState::Retrying)
         .await;

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestEnv, seed, wait_exit};
-use mailboxd::store::JobState;
+use mailboxd::job::JobState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_run_every_job_exactly_once() {

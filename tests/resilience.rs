@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 use common::{TestEnv, seed};
-use mailboxd::store::{AttemptOutcome, ErrorClass, JobState};
+use mailboxd::job::{AttemptEnd, ErrorClass, JobState};
 use serde_json::Value;
 
 /// `daemon_env()` with quick retries, one claim loop and `extra` on top.
@@ -118,7 +118,7 @@ async fn a_batch_that_panics_gives_its_jobs_back_and_the_jobs_batched_with_it_su
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(attempts.len(), 3, "{attempts:#?}");
     for a in &attempts {
-        assert_ne!(a.outcome, AttemptOutcome::LeaseExpired, "{a:#?}");
+        assert_ne!(a.outcome, AttemptEnd::LeaseExpired, "{a:#?}");
         assert_eq!(a.error_class, Some(ErrorClass::Transient), "{a:#?}");
         let message = a.error_message.as_deref().unwrap_or_default();
         assert!(
@@ -344,11 +344,8 @@ async fn a_job_whose_replica_dies_in_its_last_attempt_fails_instead_of_running_a
         "{error}"
     );
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
-    let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
-    assert_eq!(
-        outcomes,
-        [AttemptOutcome::LeaseExpired, AttemptOutcome::Failed]
-    );
+    let outcomes: Vec<AttemptEnd> = attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [AttemptEnd::LeaseExpired, AttemptEnd::Failed]);
     let alerts = env.store.list_alerts(50).await.unwrap();
     assert!(
         alerts.iter().any(|a| a.job_id == Some(job.id)),

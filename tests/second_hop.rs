@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::ad::TestKdc;
 use common::{TestEnv, lab_config, seed};
 use mailboxd::config::{ExchangeMode, SecondHop, WinrmAuth};
-use mailboxd::store::JobState;
+use mailboxd::job::JobState;
 
 /// A lab with CredSSP on, and the daemon's settings to log on with it (the host's CredSSP
 /// certificate pinned, as docs/security.md asks).

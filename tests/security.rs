@@ -10,7 +10,7 @@ use base64::Engine;
 use common::smtp::{SmtpSink, decode_parts};
 use common::{Daemon, TestEnv, free_port, seed};
 use mailboxd::config::{ExchangeMode, SmtpTls};
-use mailboxd::store::JobState;
+use mailboxd::job::JobState;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::TestDatabase;
+use mailboxd::budget::SlotPurpose;
 use mailboxd::budget::{SessionBudget, stated_session_limit};
-use mailboxd::store::SlotPurpose;
 
 /// The refusal as Exchange words it (the lab's copy, from a real server's transcript).
 const REFUSAL: &str = "[lab-ex01.corp.example] Processing data from remote server lab-ex01.corp.example failed with the following error message: [ClientAccessServer=LAB-EX01,BackEndServer=lab-ex01.corp.example,RequestId=1,TimeStamp=2] [AuthZRequestId=3][FailureCategory=AuthZ-AuthorizationException] Fail to create a runspace because you have exceeded the maximum number of connections allowed : 6 for the policy party : MaxConcurrency. Please close existing runspace and try again.";

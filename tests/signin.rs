@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::TestEnv;
 use common::ad::{TestAd, User};
 use common::signin::{Browser, People, csrf, people};
-use mailboxd::store::JobState;
+use mailboxd::job::JobState;
 use secrecy::SecretString;
 
 const TOKEN: &str = "signin-test-api-token-0c6e2f9a71b4";

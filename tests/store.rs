@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::TestDatabase;
 use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
-use mailboxd::store::{AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution};
+use mailboxd::job::{AttemptEnd, JobEffect, JobState, Resolution};
+use mailboxd::store::{AttemptRecord, Inserted};
 
 /// A migrated database of the test's own (dropped with it); derefs to its `Store`.
 async fn fresh_store() -> TestDatabase {
@@ -164,7 +165,7 @@ async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt()
     // The dead replica's late answer is refused: it no longer holds the job.
     let record = AttemptRecord::new(Utc::now());
     let ok = Resolution::Succeeded {
-        outcome: JobOutcome::Hidden,
+        outcome: JobEffect::Hidden,
     };
     assert!(
         !store
@@ -180,10 +181,10 @@ async fn an_expired_lease_makes_the_job_run_again_and_records_the_lost_attempt()
     );
     let (job, attempts) = store.get_job(again[0].id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Succeeded);
-    let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
+    let outcomes: Vec<AttemptEnd> = attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(
         outcomes,
-        vec![AttemptOutcome::LeaseExpired, AttemptOutcome::Succeeded]
+        vec![AttemptEnd::LeaseExpired, AttemptEnd::Succeeded]
     );
     assert_eq!(attempts[0].replica, "dead-replica");
 }
@@ -204,7 +205,7 @@ async fn operators_can_retry_a_failed_job_and_cancel_a_queued_one() {
     let jobs = store.claim("r", 1, Duration::from_secs(60)).await.unwrap();
     let record = AttemptRecord::new(Utc::now());
     let fail = Resolution::Failed {
-        class: mailboxd::store::ErrorClass::Permanent,
+        class: mailboxd::job::ErrorClass::Permanent,
         error: "ProxyAddressExistsException: taken".into(),
         alert: None,
     };
@@ -243,7 +244,7 @@ async fn an_event_older_than_the_last_processed_one_is_recorded_and_skipped() {
     let jobs = store.claim("r", 10, Duration::from_secs(60)).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let ok = Resolution::Succeeded {
-        outcome: JobOutcome::Hidden,
+        outcome: JobEffect::Hidden,
     };
     assert!(
         store
@@ -288,15 +289,15 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
     for j in &jobs {
         let res = match j.event_id.as_str() {
             "ok" => Resolution::Succeeded {
-                outcome: JobOutcome::Enabled,
+                outcome: JobEffect::Enabled,
             },
             "bad" => Resolution::Failed {
-                class: mailboxd::store::ErrorClass::Permanent,
+                class: mailboxd::job::ErrorClass::Permanent,
                 error: "no".into(),
                 alert: None,
             },
             _ => Resolution::Retry {
-                class: mailboxd::store::ErrorClass::Transient,
+                class: mailboxd::job::ErrorClass::Transient,
                 error: "later".into(),
                 at: Utc::now() + chrono::Duration::hours(1),
             },
@@ -374,16 +375,10 @@ async fn each_outage_is_one_alert_and_one_recovery_whichever_replicas_report_it(
     let ep = "https://iqsvc01.corp.example:5986/wsman";
     let opened = mailboxd::alert::circuit_opened(ep, "connection refused", Duration::from_secs(1));
     let closed = mailboxd::alert::circuit_closed(ep, Duration::from_secs(30));
-    let raise = |a: &mailboxd::store::NewAlert, opening: bool| {
+    let raise = |a: &mailboxd::alert::CircuitAlert, _opening: bool| {
         let store = store.clone();
         let a = a.clone();
-        let (o, c) = (opened.subject.clone(), closed.subject.clone());
-        async move {
-            store
-                .raise_circuit_alert(&a, &o, &c, opening)
-                .await
-                .expect("alert")
-        }
+        async move { store.raise_circuit_alert(&a).await.expect("alert") }
     };
     // A recovery nobody announced is not news.
     assert!(!raise(&closed, false).await);
@@ -432,7 +427,8 @@ async fn a_queued_job_wakes_whoever_waits_for_work() {
 /// out oldest first and one at a time, and two replicas never hold the same one.
 #[tokio::test]
 async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_in_order() {
-    use mailboxd::store::{OutcomeChannel, OutcomeFilter, OutcomeResult};
+    use mailboxd::outcome::OutcomeResult;
+    use mailboxd::store::{OutcomeChannel, OutcomeFilter};
     let store = fresh_store().await;
     // "mover": a joiner superseded by a newer leaver; "quit": cancelled by an operator.
     store
@@ -456,7 +452,7 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
     let claimed = store.claim("w", 10, lease).await.unwrap();
     let leaver = claimed.iter().find(|j| j.event_id == "l").unwrap();
     let done = Resolution::Succeeded {
-        outcome: JobOutcome::Hidden,
+        outcome: JobEffect::Hidden,
     };
     let record = AttemptRecord::new(Utc::now());
     assert!(store.finish(leaver, "w", &record, &done).await.unwrap());
@@ -525,7 +521,7 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
         vec!["l"]
     );
     let counts = store.outcome_counts().await.unwrap();
-    assert_eq!((counts.pending, counts.failing), (2, 0));
+    assert_eq!((counts.unsent, counts.failing), (2, 0));
 }
 
 #[tokio::test]

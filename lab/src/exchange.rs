@@ -20,7 +20,9 @@ mod session;
 use super::cmd;
 use super::directory::{LabAccount, Recipient, default_alias};
 use super::wsman::{CommandHost, Launch, Logon, ProcessIo, ProcessOutput};
-use ps_templates::{self as script, AccountData, ExchangeMode, Payload, ResultLine, Template};
+use ps_templates::{
+    self as script, AccountData, ExchangeMode, Payload, ResultLine, ResultStatus, Template,
+};
 pub use session::HostPolicy;
 pub(crate) use session::reap as reap_orphaned_sessions;
 use session::{SessionSlot, Unavailable};
@@ -425,7 +427,7 @@ struct Run {
 /// An Exchange error as the template's `Get-MailboxdError` reports it.
 fn error(reason: &str, category: &str, task: &str, hex: &str, message: String) -> ResultLine {
     ResultLine {
-        status: "error".into(),
+        status: ResultStatus::Error,
         category: Some(category.into()),
         reason: Some(reason.into()),
         error_id: Some(format!(
@@ -438,11 +440,8 @@ fn error(reason: &str, category: &str, task: &str, hex: &str, message: String) -
     }
 }
 
-fn status(s: &str) -> ResultLine {
-    ResultLine {
-        status: s.into(),
-        ..ResultLine::default()
-    }
+fn status(s: ResultStatus) -> ResultLine {
+    ResultLine::with_status(s)
 }
 
 /// The first cmdlet a template runs, and its Exchange task class.
@@ -457,7 +456,7 @@ fn first_cmdlet(template: Template) -> (&'static str, &'static str) {
 /// the local proxy, so no routing prefix and no PSComputerName.
 fn binding_error(cmdlet: &str, refused: &super::parameter_sets::BindingError) -> ResultLine {
     ResultLine {
-        status: "error".into(),
+        status: ResultStatus::Error,
         category: Some("InvalidArgument".into()),
         reason: Some("ParameterBindingException".into()),
         error_id: Some(format!("{},{cmdlet}", refused.error_id)),

@@ -3,7 +3,7 @@
 //! the most a batch may run from the budget before it runs, and gives back what it did not
 //! run once the results say which path each account took.
 
-use crate::{AccountData, ExchangeMode, SessionData, Template};
+use crate::{AccountData, ExchangeMode, ResultStatus, SessionData, Template};
 
 /// Cmdlets Exchange runs to set up one remote session: `Import-PSSession` asks the session
 /// for its commands and their formatting (`Get-Command`, `Get-FormatData`). Not documented
@@ -29,18 +29,38 @@ impl Template {
 
     /// The cmdlets one account ran, from the status its result line reported; `None` for a
     /// status that does not say (an error: counted as the most it may have run).
-    pub fn cmdlets_ran(self, account: &AccountData, status: &str) -> Option<u32> {
+    pub fn cmdlets_ran(self, account: &AccountData, status: ResultStatus) -> Option<u32> {
+        use ResultStatus::*;
         // The archive call is made unless Get-RemoteMailbox showed one: "enabled" never
         // looked, the others may have seen one, so they count it too.
         let archive = u32::from(account.archive);
         match (self, status) {
-            (Template::EnableRemoteMailbox, "enabled") => Some(1 + archive),
-            (Template::EnableRemoteMailbox, "already") => Some(2 + archive),
-            (Template::EnableRemoteMailbox, "unhidden") => Some(3 + archive),
-            (Template::HideRemoteMailbox, "already" | "not_remote") => Some(1),
-            (Template::HideRemoteMailbox, "hidden") => Some(2),
+            (Template::EnableRemoteMailbox, Enabled) => Some(1 + archive),
+            (Template::EnableRemoteMailbox, Already) => Some(2 + archive),
+            (Template::EnableRemoteMailbox, Unhidden) => Some(3 + archive),
+            (Template::HideRemoteMailbox, Already | NotRemote) => Some(1),
+            (Template::HideRemoteMailbox, Hidden) => Some(2),
             _ => None,
         }
+    }
+
+    /// The cmdlets a batch of `accounts` ran, from each one's last result line: what its
+    /// status says, the most it may have run where it does not say (an error, no line).
+    pub fn batch_cmdlets_ran(self, accounts: &[AccountData], output: &crate::ParsedOutput) -> u32 {
+        // Each job's last status: a later line (a second run's) replaces an earlier one.
+        let last: std::collections::HashMap<uuid::Uuid, ResultStatus> = output
+            .results
+            .iter()
+            .filter_map(|r| Some((r.job_id.as_deref()?.parse().ok()?, r.status)))
+            .collect();
+        accounts
+            .iter()
+            .map(|a| {
+                last.get(&a.job_id)
+                    .and_then(|status| self.cmdlets_ran(a, *status))
+                    .unwrap_or_else(|| self.max_cmdlets(a))
+            })
+            .sum()
     }
 }
 
@@ -74,19 +94,19 @@ mod tests {
     #[test]
     fn what_ran_never_exceeds_the_most_counted() {
         let statuses = [
-            "enabled",
-            "already",
-            "unhidden",
-            "hidden",
-            "not_remote",
-            "error",
+            ResultStatus::Enabled,
+            ResultStatus::Already,
+            ResultStatus::Unhidden,
+            ResultStatus::Hidden,
+            ResultStatus::NotRemote,
+            ResultStatus::Error,
         ];
         for t in Template::ALL {
             for archive in [false, true] {
                 let a = account(archive);
                 for s in statuses {
                     let ran = t.cmdlets_ran(&a, s).unwrap_or(t.max_cmdlets(&a));
-                    assert!(ran <= t.max_cmdlets(&a), "{t:?} {s} archive={archive}");
+                    assert!(ran <= t.max_cmdlets(&a), "{t:?} {s:?} archive={archive}");
                     assert!(t.max_cmdlets(&a) <= MAX_CMDLETS_PER_ACCOUNT);
                 }
             }
@@ -96,9 +116,39 @@ mod tests {
     #[test]
     fn a_new_joiner_runs_one_cmdlet_and_one_more_for_its_archive() {
         let t = Template::EnableRemoteMailbox;
-        assert_eq!(t.cmdlets_ran(&account(false), "enabled"), Some(1));
-        assert_eq!(t.cmdlets_ran(&account(true), "enabled"), Some(2));
-        assert_eq!(t.cmdlets_ran(&account(false), "error"), None);
+        assert_eq!(
+            t.cmdlets_ran(&account(false), ResultStatus::Enabled),
+            Some(1)
+        );
+        assert_eq!(
+            t.cmdlets_ran(&account(true), ResultStatus::Enabled),
+            Some(2)
+        );
+        assert_eq!(t.cmdlets_ran(&account(false), ResultStatus::Error), None);
+    }
+
+    #[test]
+    fn a_batch_counts_each_accounts_last_status_and_the_most_where_none() {
+        let (new, again, silent) = (account(true), account(false), account(false));
+        let mut again = again;
+        again.job_id = uuid::Uuid::from_u128(1);
+        let mut silent = silent;
+        silent.job_id = uuid::Uuid::from_u128(2);
+        let line = |a: &AccountData, s: &str| {
+            format!(
+                "MAILBOXD-RESULT {{\"job_id\":\"{}\",\"status\":\"{s}\"}}\n",
+                a.job_id
+            )
+        };
+        let stdout = [
+            line(&new, "enabled"),
+            line(&again, "error"),
+            line(&again, "already"),
+        ]
+        .concat();
+        let t = Template::EnableRemoteMailbox;
+        let ran = t.batch_cmdlets_ran(&[new, again, silent.clone()], &crate::parse_stdout(&stdout));
+        assert_eq!(ran, 2 + 2 + t.max_cmdlets(&silent));
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! the host's module logging records `ConvertFrom-Json`'s input.
 
 mod cmdlets;
+mod result;
 
 pub use cmdlets::{MAX_CMDLETS_PER_ACCOUNT, session_cmdlets};
+pub use result::{ResultLine, ResultScope, ResultStatus};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -215,43 +217,35 @@ impl Payload {
     }
 }
 
-/// One `MAILBOXD-RESULT` line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct ResultLine {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-    /// `session` for a failure to open the Exchange session; absent per account.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_routing_address: Option<String>,
-}
-
-impl ResultLine {
-    pub fn to_line(&self) -> String {
-        format!(
-            "{RESULT_MARKER}{}",
-            serde_json::to_string(self).unwrap_or_default()
-        )
-    }
-}
-
-/// The parsed stdout of one run: result lines, a fatal message if any, and the rest.
+/// The parsed stdout of one run: result lines, a fatal message if any, and the rest. A
+/// result line whose status or scope is not one the templates write is malformed: read
+/// here once, the statuses are enums everywhere after.
 #[derive(Debug, Default)]
 pub struct ParsedOutput {
     pub results: Vec<ResultLine>,
     pub fatal: Option<String>,
     pub other: Vec<String>,
     pub malformed: Vec<String>,
+}
+
+impl ParsedOutput {
+    /// Appends the output of a later run (a warm batch's second try) as if it had
+    /// followed on the same stdout: its result lines after these, its fatal line (if any)
+    /// the one that counts.
+    pub fn extend(&mut self, later: ParsedOutput) {
+        self.results.extend(later.results);
+        self.fatal = later.fatal.or(self.fatal.take());
+        self.other.extend(later.other);
+        self.malformed.extend(later.malformed);
+    }
+
+    /// Each job's last result line: a later line (a second run's) replaces an earlier one.
+    pub fn last_results(&self) -> std::collections::HashMap<&str, &ResultLine> {
+        self.results
+            .iter()
+            .filter_map(|r| r.job_id.as_deref().map(|id| (id, r)))
+            .collect()
+    }
 }
 
 pub fn parse_stdout(stdout: &str) -> ParsedOutput {
@@ -292,11 +286,18 @@ mod tests {
     }
 
     #[test]
+    fn a_status_the_templates_never_write_is_a_malformed_line() {
+        let p = parse_stdout("MAILBOXD-RESULT {\"job_id\":\"a\",\"status\":\"Enabled\"}\n");
+        assert!(p.results.is_empty());
+        assert_eq!(p.malformed.len(), 1);
+    }
+
+    #[test]
     fn result_lines_are_separated_from_noise() {
         let stdout = "WARNING: something\r\nMAILBOXD-RESULT {\"job_id\":\"a\",\"status\":\"enabled\"}\r\nMAILBOXD-RESULT {broken\r\n\r\nMAILBOXD-FATAL boom\r\n";
         let p = parse_stdout(stdout);
         assert_eq!(p.results.len(), 1);
-        assert_eq!(p.results[0].status, "enabled");
+        assert_eq!(p.results[0].status, ResultStatus::Enabled);
         assert_eq!(p.malformed.len(), 1);
         assert_eq!(p.fatal.as_deref(), Some("boom"));
         assert_eq!(p.other, vec!["WARNING: something".to_owned()]);

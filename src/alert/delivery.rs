@@ -125,7 +125,7 @@ mod tests {
         Alert {
             id,
             job_id: None,
-            kind: "permanent".into(),
+            kind: crate::alert::AlertKind::Permanent,
             subject: format!("alert {id}"),
             body: String::new(),
             created_at: chrono::Utc::now(),

@@ -4,10 +4,26 @@
 //! what goes out when (digests, the hourly cap, retries); `sender` is the SMTP side.
 
 pub mod delivery;
+pub mod draft;
 pub mod sender;
 
+pub use draft::{AlertKind, CircuitAlert, CircuitChange, NewAlert};
+
 use crate::event::EventKind;
-use crate::store::{ErrorClass, Job, NewAlert};
+use crate::job::ErrorClass;
+use crate::store::Job;
+
+impl From<ErrorClass> for AlertKind {
+    /// A job's alert is of its error's class: `smtp.to_by_class` routes both alike.
+    fn from(class: ErrorClass) -> AlertKind {
+        match class {
+            ErrorClass::Transient => AlertKind::Transient,
+            ErrorClass::NotSynced => AlertKind::NotSynced,
+            ErrorClass::Permanent => AlertKind::Permanent,
+            ErrorClass::Systemic => AlertKind::Systemic,
+        }
+    }
+}
 
 /// The alert for a job that failed for good: what happened and what to do next.
 pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
@@ -43,7 +59,7 @@ fn failed_job(job: &Job, class: ErrorClass, error: &str, digest_key: String) -> 
         }
     };
     NewAlert {
-        kind: class.as_str().to_owned(),
+        kind: class.into(),
         digest_key: Some(digest_key),
         account: Some(sam.to_owned()),
         subject: format!("[mailboxd] Mailbox for {sam} {what}: {short}"),
@@ -131,47 +147,48 @@ fn match_len(s: &str, want: &[char]) -> Option<usize> {
     Some(end)
 }
 
-/// The subjects of the circuit's two alerts for `endpoint`: (opened, closed). They name the
-/// pair the store keeps to one per outage.
-pub fn circuit_subjects(endpoint: &str) -> (String, String) {
-    (
-        format!("[mailboxd] Windows host {endpoint} unavailable: mailbox jobs paused"),
-        format!("[mailboxd] Windows host {endpoint} available again: mailbox jobs resumed"),
-    )
-}
-
 /// The one alert for operations when the circuit opens (the Windows side is down).
-pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) -> NewAlert {
-    NewAlert {
-        digest_key: None,
-        account: None,
-        kind: ErrorClass::Systemic.as_str().to_owned(),
-        subject: circuit_subjects(endpoint).0,
-        body: format!(
-            "mailboxd stopped sending work to {endpoint} after: {reason}\n\n\
-             Jobs are kept and wait; none uses up its attempts while the host is down. mailboxd \
-             tries again every {secs:.1} s or so (longer while it stays down) and resumes by itself once the host answers.\n\n\
-             What to do: check that the host is up, that WinRM answers on the configured endpoint, \
-             and that the service account's password has not expired or been locked.\n\
-             See the queue: mailboxd jobs list --state retrying\n",
-            secs = pause.as_secs_f64()
-        ),
+pub fn circuit_opened(endpoint: &str, reason: &str, pause: std::time::Duration) -> CircuitAlert {
+    let change = CircuitChange::Opened;
+    CircuitAlert {
+        endpoint: endpoint.to_owned(),
+        change,
+        alert: NewAlert {
+            digest_key: None,
+            account: None,
+            kind: AlertKind::Systemic,
+            subject: CircuitAlert::subject(endpoint, change),
+            body: format!(
+                "mailboxd stopped sending work to {endpoint} after: {reason}\n\n\
+                 Jobs are kept and wait; none uses up its attempts while the host is down. mailboxd \
+                 tries again every {secs:.1} s or so (longer while it stays down) and resumes by itself once the host answers.\n\n\
+                 What to do: check that the host is up, that WinRM answers on the configured endpoint, \
+                 and that the service account's password has not expired or been locked.\n\
+                 See the queue: mailboxd jobs list --state retrying\n",
+                secs = pause.as_secs_f64()
+            ),
+        },
     }
 }
 
 /// The one recovery alert when the circuit closes again.
-pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> NewAlert {
-    NewAlert {
-        digest_key: None,
-        account: None,
-        kind: ErrorClass::Systemic.as_str().to_owned(),
-        subject: circuit_subjects(endpoint).1,
-        body: format!(
-            "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n\
-             Nothing to do, unless this keeps happening: then look at the host's availability.\n\
-             See the queue: mailboxd jobs list --state retrying\n",
-            secs = outage.as_secs()
-        ),
+pub fn circuit_closed(endpoint: &str, outage: std::time::Duration) -> CircuitAlert {
+    let change = CircuitChange::Closed;
+    CircuitAlert {
+        endpoint: endpoint.to_owned(),
+        change,
+        alert: NewAlert {
+            digest_key: None,
+            account: None,
+            kind: AlertKind::Systemic,
+            subject: CircuitAlert::subject(endpoint, change),
+            body: format!(
+                "{endpoint} answers again after about {secs} s; mailboxd has resumed the paused jobs.\n\n\
+                 Nothing to do, unless this keeps happening: then look at the host's availability.\n\
+                 See the queue: mailboxd jobs list --state retrying\n",
+                secs = outage.as_secs()
+            ),
+        },
     }
 }
 

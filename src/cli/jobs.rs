@@ -1,19 +1,20 @@
 //! `mailboxd jobs …`: list, show, retry and cancel jobs. Tables for a terminal, `--json`
 //! for scripts; an action by the CLI is recorded as the operating-system user.
 
-use anyhow::Context;
 use clap::Subcommand;
 use uuid::Uuid;
 
 use super::table::{self, Align, Table};
-use crate::store::{ActionRefused, Attempt, Job, JobFilter, JobState, Store};
+use crate::job::JobState;
+use crate::store::{ActionRefused, Attempt, Job, JobFilter, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
     /// List jobs, newest first, a page at a time.
     List {
+        /// Only jobs in this state (a wrong one is refused with the list of states).
         #[arg(long)]
-        state: Option<String>,
+        state: Option<JobState>,
         #[arg(long)]
         account: Option<String>,
         /// Jobs per page.
@@ -55,7 +56,7 @@ pub async fn run(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             json,
         } => {
             let filter = JobFilter {
-                state: state.as_deref().map(job_state).transpose()?,
+                states: state.into_iter().collect(),
                 account,
                 limit,
                 offset: (page - 1).saturating_mul(limit),
@@ -77,15 +78,6 @@ pub async fn run(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
             report(id, "cancel", r?, json)
         }
     }
-}
-
-fn job_state(s: &str) -> anyhow::Result<JobState> {
-    JobState::parse(s).with_context(|| {
-        format!(
-            "unknown state {s:?}; one of: {}",
-            JobState::ALL.map(JobState::as_str).join(", ")
-        )
-    })
 }
 
 async fn list(store: &Store, filter: &JobFilter, page: i64, json: bool) -> anyhow::Result<i32> {

@@ -12,13 +12,14 @@ use super::filter::{BadFilter, FilterForm, MAX_ROWS, QueueFilter};
 use super::live::when;
 use super::{esc, operator, page_with_status, visitor};
 use crate::admin::AdminState;
-use crate::store::{ActionKind, JobState, StoreError};
+use crate::job::{ActionKind, JobState};
+use crate::store::StoreError;
 
 /// The states an action can move a job out of.
 fn movable(action: ActionKind) -> &'static [JobState] {
     match action {
         ActionKind::Retry => &JobState::RETRYABLE,
-        ActionKind::Cancel => &JobState::PENDING,
+        ActionKind::Cancel => &JobState::CLAIMABLE,
     }
 }
 

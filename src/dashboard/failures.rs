@@ -14,7 +14,8 @@ use super::filter::{MAX_ROWS, QueueFilter, row_signature};
 use super::live::{region, when};
 use super::{esc, visitor};
 use crate::admin::AdminState;
-use crate::store::{ErrorClass, JobState, QueueRow, StoreError};
+use crate::job::{ErrorClass, JobState};
+use crate::store::{JobFilter, QueueRow, StoreError};
 
 /// Accounts a group names before "and N more".
 const ACCOUNTS_SHOWN: usize = 12;
@@ -40,10 +41,12 @@ impl Group {
 
     fn filter(&self, states: &[JobState]) -> QueueFilter {
         QueueFilter {
-            states: states.to_vec(),
-            class: self.class,
+            jobs: JobFilter {
+                states: states.to_vec(),
+                error_class: self.class,
+                ..JobFilter::default()
+            },
             signature: Some(self.signature.clone()),
-            ..Default::default()
         }
     }
 }
@@ -90,8 +93,11 @@ pub fn group(rows: &[QueueRow]) -> Vec<Group> {
 /// The failure groups now, and whether the row cap left jobs out.
 async fn current(s: &AdminState) -> Result<(Vec<Group>, bool), StoreError> {
     let all = QueueFilter {
-        states: vec![JobState::Failed, JobState::Retrying],
-        ..Default::default()
+        jobs: JobFilter {
+            states: vec![JobState::Failed, JobState::Retrying],
+            ..JobFilter::default()
+        },
+        signature: None,
     };
     let rows = s.store.queue_rows(&all.query()).await?;
     Ok((group(&rows), rows.len() as i64 >= MAX_ROWS))

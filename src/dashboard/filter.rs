@@ -1,5 +1,5 @@
-//! The queue filter the job list, the failures view and bulk actions share: states, kind,
-//! error class, error signature, account and a time range. Read from the query string (or
+//! The queue filter the job list, the failures view and bulk actions share: the store's
+//! `JobFilter` (states, kind, error class, account, a time range) and an error signature. Read from the query string (or
 //! a confirmation form), checked strictly — a bulk action must never run on a filter it
 //! silently dropped — and written back as links, hidden fields and words.
 
@@ -9,7 +9,8 @@ use serde::Deserialize;
 use super::esc;
 use crate::alert::signature;
 use crate::event::EventKind;
-use crate::store::{ErrorClass, JobState, QueueQuery, QueueRow};
+use crate::job::{ErrorClass, JobState};
+use crate::store::{JobFilter, QueueRow};
 
 /// Rows a view or bulk action reads at most; the pages say when a filter matches more.
 pub const MAX_ROWS: i64 = 5000;
@@ -27,17 +28,13 @@ pub struct FilterForm {
     pub until: Option<String>,
 }
 
-/// A checked filter.
+/// A checked filter: the store's job filter, and the error signature the rows it returns
+/// must also have (computed here, from the text of the last error).
 #[derive(Debug, Clone, Default)]
 pub struct QueueFilter {
-    pub states: Vec<JobState>,
-    pub kind: Option<EventKind>,
-    pub class: Option<ErrorClass>,
+    pub jobs: JobFilter,
     /// The error signature (as `alert::signature` makes it) the last error must have.
     pub signature: Option<String>,
-    pub account: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
 }
 
 /// A filter field that names nothing: which, and what it held.
@@ -74,33 +71,32 @@ impl FilterForm {
             if s.is_empty() {
                 continue;
             }
-            states.push(JobState::parse(s).ok_or_else(|| BadFilter {
+            states.push(s.parse::<JobState>().map_err(|_| BadFilter {
                 field: "state",
                 value: s.to_owned(),
                 hint: "use the states the overview lists",
             })?);
         }
         let kind = match given(&self.kind) {
-            Some(k) => Some(EventKind::parse(k).ok_or_else(|| BadFilter {
+            Some(k) => Some(k.parse::<EventKind>().map_err(|_| BadFilter {
                 field: "type",
                 value: k.to_owned(),
                 hint: "joiner or leaver",
             })?),
             None => None,
         };
-        let class = match given(&self.class) {
-            Some(c) => Some(ErrorClass::parse(c).ok_or_else(|| BadFilter {
+        let error_class = match given(&self.class) {
+            Some(c) => Some(c.parse::<ErrorClass>().map_err(|_| BadFilter {
                 field: "class",
                 value: c.to_owned(),
                 hint: "transient, not_synced, permanent or systemic",
             })?),
             None => None,
         };
-        Ok(QueueFilter {
+        let jobs = JobFilter {
             states,
             kind,
-            class,
-            signature: given(&self.signature).map(str::to_owned),
+            error_class,
             account: given(&self.account).map(str::to_owned),
             since: given(&self.since)
                 .map(|v| parse_time("since", v))
@@ -108,6 +104,12 @@ impl FilterForm {
             until: given(&self.until)
                 .map(|v| parse_time("until", v))
                 .transpose()?,
+            limit: MAX_ROWS,
+            offset: 0,
+        };
+        Ok(QueueFilter {
+            jobs,
+            signature: given(&self.signature).map(str::to_owned),
         })
     }
 }
@@ -118,15 +120,12 @@ pub fn row_signature(row: &QueueRow) -> String {
 }
 
 impl QueueFilter {
-    pub fn query(&self) -> QueueQuery {
-        QueueQuery {
-            states: self.states.clone(),
-            kind: self.kind,
-            error_class: self.class,
-            account: self.account.clone(),
-            since: self.since,
-            until: self.until,
+    /// What the store selects: the filter without its signature, at most [`MAX_ROWS`].
+    pub fn query(&self) -> JobFilter {
+        JobFilter {
             limit: MAX_ROWS,
+            offset: 0,
+            ..self.jobs.clone()
         }
     }
 
@@ -140,15 +139,16 @@ impl QueueFilter {
     /// The (name, value) pairs that write this filter back.
     fn pairs(&self) -> Vec<(&'static str, String)> {
         let fmt = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%M").to_string();
-        let states: Vec<&str> = self.states.iter().map(|s| s.as_str()).collect();
+        let j = &self.jobs;
+        let states: Vec<&str> = j.states.iter().map(|s| s.as_str()).collect();
         [
             ("state", (!states.is_empty()).then(|| states.join(","))),
-            ("type", self.kind.map(|k| k.to_string())),
-            ("class", self.class.map(|c| c.as_str().to_owned())),
+            ("type", j.kind.map(|k| k.to_string())),
+            ("class", j.error_class.map(|c| c.as_str().to_owned())),
             ("signature", self.signature.clone()),
-            ("account", self.account.clone()),
-            ("since", self.since.as_ref().map(fmt)),
-            ("until", self.until.as_ref().map(fmt)),
+            ("account", j.account.clone()),
+            ("since", j.since.as_ref().map(fmt)),
+            ("until", j.until.as_ref().map(fmt)),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -174,16 +174,17 @@ impl QueueFilter {
 
     /// The filter in words, as a confirmation states it and the record keeps it.
     pub fn describe(&self) -> String {
-        let states: Vec<&str> = self.states.iter().map(|s| s.as_str()).collect();
+        let j = &self.jobs;
+        let states: Vec<&str> = j.states.iter().map(|s| s.as_str()).collect();
         let parts: Vec<String> = [
             (!states.is_empty()).then(|| format!("state {}", states.join(" or "))),
-            self.kind.map(|k| format!("type {k}")),
-            self.class.map(|c| format!("error class {}", c.as_str())),
+            j.kind.map(|k| format!("type {k}")),
+            j.error_class.map(|c| format!("error class {}", c.as_str())),
             self.signature.as_ref().map(|s| format!("error “{s}”")),
-            self.account.as_ref().map(|a| format!("account {a}")),
-            self.since
+            j.account.as_ref().map(|a| format!("account {a}")),
+            j.since
                 .map(|t| format!("created from {} UTC", t.format("%Y-%m-%d %H:%M"))),
-            self.until
+            j.until
                 .map(|t| format!("created before {} UTC", t.format("%Y-%m-%d %H:%M"))),
         ]
         .into_iter()

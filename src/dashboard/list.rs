@@ -10,7 +10,7 @@ use super::live::{region, when};
 use super::{esc, page_with_status, state_cell, visitor};
 use crate::admin::AdminState;
 use crate::event::EventKind;
-use crate::store::{ErrorClass, JobState};
+use crate::job::{ErrorClass, JobState};
 
 /// Jobs a list shows.
 const SHOWN: usize = 200;
@@ -84,13 +84,14 @@ fn options<T: Copy + PartialEq>(
         .collect()
 }
 
-fn form_html(f: &QueueFilter) -> String {
+fn form_html(queue: &QueueFilter) -> String {
+    let f = &queue.jobs;
     let state = (f.states.len() == 1).then(|| f.states[0]);
     let time = |t: &Option<chrono::DateTime<chrono::Utc>>| {
         t.map(|t| t.format("%Y-%m-%dT%H:%M").to_string())
             .unwrap_or_default()
     };
-    let signature = f.signature.as_ref().map_or(String::new(), |s| {
+    let signature = queue.signature.as_ref().map_or(String::new(), |s| {
         format!(
             "<input type=\"hidden\" name=\"signature\" value=\"{v}\"> <span>Error “{v}”</span>",
             v = esc(s)
@@ -117,7 +118,7 @@ fn form_html(f: &QueueFilter) -> String {
         states = options(&JobState::ALL, state, |s| s.as_str().to_owned()),
         kinds = options(&[EventKind::Joiner, EventKind::Leaver], f.kind, |k| k
             .to_string()),
-        classes = options(&ErrorClass::ALL, f.class, |c| c.as_str().to_owned()),
+        classes = options(&ErrorClass::ALL, f.error_class, |c| c.as_str().to_owned()),
         since = time(&f.since),
         until = time(&f.until),
     )

@@ -5,7 +5,8 @@
 
 use super::esc;
 use super::live::when;
-use crate::store::{ActionKind, Attempt, Job, OperatorAction};
+use crate::job::ActionKind;
+use crate::store::{Attempt, Job, OperatorAction};
 
 /// One entry of the timeline, in the order things happened.
 enum Entry<'a> {
@@ -123,7 +124,7 @@ pub fn event(job: &Job) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::AttemptOutcome;
+    use crate::job::AttemptEnd;
 
     #[test]
     fn attempts_after_a_manual_retry_say_so() {
@@ -134,7 +135,7 @@ mod tests {
             host: None,
             started_at: t,
             finished_at: t + chrono::Duration::milliseconds(1500),
-            outcome: AttemptOutcome::Failed,
+            outcome: AttemptEnd::Failed,
             error_class: None,
             error_message: None,
             transcript: None,

@@ -42,6 +42,19 @@ impl EventKind {
     }
 }
 
+/// What a query string, a form or a column names a kind by (`Deserialize` is serde's, for
+/// the event's own JSON).
+impl std::str::FromStr for EventKind {
+    type Err = crate::text_enum::UnknownText;
+    fn from_str(text: &str) -> Result<EventKind, Self::Err> {
+        EventKind::parse(text).ok_or_else(|| crate::text_enum::UnknownText {
+            what: "job kind",
+            text: text.to_owned(),
+            expected: &["joiner", "leaver"],
+        })
+    }
+}
+
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())

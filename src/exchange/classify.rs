@@ -2,7 +2,7 @@
 //! (transient, permanent, systemic) of an account's error, decided on exception type names
 //! because Exchange's message texts are localized.
 
-use crate::store::ErrorClass;
+use crate::job::ErrorClass;
 use winrm::WinrmError;
 
 /// A failure of the whole batch, before any account could be judged.

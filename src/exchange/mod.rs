@@ -14,23 +14,23 @@ use uuid::Uuid;
 pub use classify::{ExchangeError, advice, classify, session_dropped, throttling};
 
 use crate::config;
-use crate::store::ErrorClass;
+use crate::job::{ErrorClass, JobEffect};
 use crate::windows_host::HostProblem;
-use ps_templates::ParsedOutput;
 pub use ps_templates::{
     AccountData, BatchData, CredentialData, Payload, ResultLine, SessionData, Template,
 };
+use ps_templates::{ParsedOutput, ResultScope, ResultStatus};
 use winrm::{CommandOutput, ShellOptions, WinrmClient, WinrmError};
 
 /// Transcript kept per attempt at most (the store keeps an excerpt, not a log).
 const TRANSCRIPT_CAP: usize = 8 * 1024;
 
-/// What happened to one account.
+/// What Exchange said for one account: it did it (or it was so already), or it failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccountOutcome {
-    /// Exchange did it, or it was already true: the status says which
-    /// (`enabled`, `already`, `unhidden`, `hidden`, `not_remote`).
-    Done { status: String },
+pub enum AccountReply {
+    /// Exchange did it, or it was already true: `enabled`, `already`, `unhidden`,
+    /// `hidden` or `not_remote`.
+    Done { outcome: JobEffect },
     Failed {
         class: ErrorClass,
         message: String,
@@ -41,8 +41,42 @@ pub enum AccountOutcome {
 
 #[derive(Debug)]
 pub struct BatchResult {
-    pub outcomes: HashMap<Uuid, AccountOutcome>,
+    pub outcomes: HashMap<Uuid, AccountReply>,
     pub transcript: String,
+    /// The Exchange cmdlets the accounts ran (the session's own not counted): what each
+    /// one's status says, the most it may have run where the status does not say.
+    pub cmdlets_ran: u32,
+}
+
+/// One PowerShell run's output, its stdout parsed once, where it arrives.
+#[derive(Debug)]
+pub struct HostOutput {
+    pub parsed: ParsedOutput,
+    pub stderr: Vec<u8>,
+    pub exit_code: i64,
+}
+
+impl HostOutput {
+    pub fn read(output: &CommandOutput) -> HostOutput {
+        HostOutput {
+            parsed: ps_templates::parse_stdout(&String::from_utf8_lossy(&output.stdout)),
+            stderr: output.stderr.clone(),
+            exit_code: output.exit_code,
+        }
+    }
+
+    /// Appends a later run's output, as if it had followed on the same process.
+    fn extend(&mut self, later: HostOutput) {
+        self.parsed.extend(later.parsed);
+        self.stderr.extend(later.stderr);
+        self.exit_code = later.exit_code;
+    }
+
+    /// Whether Exchange dropped the session during this run (an account's cmdlet failed
+    /// with it): a warm process is then not kept.
+    pub fn session_lost(&self) -> bool {
+        self.parsed.results.iter().any(dropped)
+    }
 }
 
 /// The Exchange side as the worker sees it.
@@ -151,7 +185,6 @@ impl Exchange {
         template: Template,
         accounts: Vec<AccountData>,
     ) -> Result<BatchResult, ExchangeError> {
-        let ids: Vec<Uuid> = accounts.iter().map(|a| a.job_id).collect();
         let payload = Payload::new(
             template,
             BatchData {
@@ -161,27 +194,38 @@ impl Exchange {
         );
         let output = match &self.warm {
             Some(pool) => run_warm(pool, &payload).await?,
-            None => self.run_in_new_process(&payload).await?,
+            None => HostOutput::read(&self.run_in_new_process(&payload).await?),
         };
-        self.read_output(&output, ids)
+        self.judge_output(template, &payload.data.accounts, &output)
     }
 
-    /// What the PowerShell process's output says about the batch of jobs `ids`: the
+    /// What the PowerShell process's output says about the batch of `accounts`: the
     /// `MAILBOXD-RESULT` lines, a fatal line, the exit code and stderr, each redacted. The
     /// host's output is untrusted bytes: the fuzz target `ps_result` runs exactly this.
     pub fn read_output(
         &self,
+        template: Template,
+        accounts: &[AccountData],
         output: &CommandOutput,
-        ids: Vec<Uuid>,
     ) -> Result<BatchResult, ExchangeError> {
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        self.judge_output(template, accounts, &HostOutput::read(output))
+    }
+
+    fn judge_output(
+        &self,
+        template: Template,
+        accounts: &[AccountData],
+        output: &HostOutput,
+    ) -> Result<BatchResult, ExchangeError> {
+        let parsed = &output.parsed;
         let stderr = winrm::clixml::readable(&output.stderr);
-        let parsed = ps_templates::parse_stdout(&stdout);
         let transcript = self.redact(&excerpt(&parsed.other, &parsed.malformed, &stderr));
-        self.batch_failure(&parsed, output.exit_code)?;
+        self.batch_failure(parsed, output.exit_code)?;
+        let ids = accounts.iter().map(|a| a.job_id).collect();
         Ok(BatchResult {
             outcomes: self.outcomes(&parsed.results, ids, output.exit_code),
             transcript,
+            cmdlets_ran: template.batch_cmdlets_ran(accounts, parsed),
         })
     }
 
@@ -210,7 +254,7 @@ impl Exchange {
         if let Some(session_error) = parsed
             .results
             .iter()
-            .find(|r| r.scope.as_deref() == Some("session"))
+            .find(|r| r.scope == Some(ResultScope::Session))
         {
             let message = self.redact(session_error.message.as_deref().unwrap_or("unknown error"));
             // The host's set-up (the second hop, its execution policy): no retry mends it,
@@ -234,7 +278,7 @@ impl Exchange {
             }
             return Err(ExchangeError::Session { class, message });
         }
-        let last = last_results(&parsed.results);
+        let last = parsed.last_results();
         if let Some(r) = last
             .values()
             .find(|r| r.reason.as_deref() == Some("CommandNotFoundException"))
@@ -276,7 +320,7 @@ impl Exchange {
         results: &[ResultLine],
         ids: Vec<Uuid>,
         exit_code: i64,
-    ) -> HashMap<Uuid, AccountOutcome> {
+    ) -> HashMap<Uuid, AccountReply> {
         let mut outcomes = HashMap::new();
         for r in results {
             let Some(id) = r.job_id.as_deref().and_then(|s| Uuid::parse_str(s).ok()) else {
@@ -287,7 +331,7 @@ impl Exchange {
             }
         }
         for id in ids {
-            outcomes.entry(id).or_insert_with(|| AccountOutcome::Failed {
+            outcomes.entry(id).or_insert_with(|| AccountReply::Failed {
                 class: ErrorClass::Transient,
                 retry_after: None,
                 message: format!(
@@ -298,11 +342,9 @@ impl Exchange {
         outcomes
     }
 
-    fn outcome(&self, r: &ResultLine) -> AccountOutcome {
-        if r.status != "error" {
-            return AccountOutcome::Done {
-                status: r.status.clone(),
-            };
+    fn outcome(&self, r: &ResultLine) -> AccountReply {
+        if let Some(outcome) = job_outcome(r.status) {
+            return AccountReply::Done { outcome };
         }
         let message = self.redact(r.message.as_deref().unwrap_or("no message"));
         let class = classify(r.reason.as_deref(), &message);
@@ -315,7 +357,7 @@ impl Exchange {
         if let Some(advice) = advice {
             message = format!("{message} — what to do: {advice}");
         }
-        AccountOutcome::Failed {
+        AccountReply::Failed {
             class,
             message,
             retry_after,
@@ -331,36 +373,41 @@ impl Exchange {
     }
 }
 
+/// What a template's status says the job came to; `None` for an error.
+fn job_outcome(status: ResultStatus) -> Option<JobEffect> {
+    match status {
+        ResultStatus::Enabled => Some(JobEffect::Enabled),
+        ResultStatus::Unhidden => Some(JobEffect::Unhidden),
+        ResultStatus::Hidden => Some(JobEffect::Hidden),
+        ResultStatus::Already => Some(JobEffect::Already),
+        ResultStatus::NotRemote => Some(JobEffect::NotRemote),
+        ResultStatus::Error => None,
+    }
+}
+
 /// Whether an account's cmdlet failed because the process reached the DC without a bind of
 /// its own (the snap-in after a logon that holds no network credentials).
 fn second_hop_directory(r: &ResultLine) -> bool {
-    r.status == "error"
+    r.status.is_error()
         && HostProblem::recognise(r.message.as_deref().unwrap_or(""))
             == Some(HostProblem::SecondHopDirectory)
 }
 
 /// Whether a result line is an account's cmdlet failing because Exchange dropped the session.
 fn dropped(r: &ResultLine) -> bool {
-    r.status == "error"
+    r.status.is_error()
         && session_dropped(r.error_id.as_deref(), r.message.as_deref().unwrap_or(""))
-}
-
-/// Each job's last result line: a later line (a second run's) replaces an earlier one.
-fn last_results(results: &[ResultLine]) -> HashMap<&str, &ResultLine> {
-    results
-        .iter()
-        .filter_map(|r| r.job_id.as_deref().map(|id| (id, r)))
-        .collect()
 }
 
 /// Runs a batch in a warm process. When Exchange dropped that process's session (its idle
 /// timeout, an IIS recycle; the kept session looked Opened), the accounts it failed did not
 /// run: they go once more to a fresh process with a new session, and their second results
 /// follow the first ones (the later line for a job is the one that counts).
-async fn run_warm(pool: &warm::WarmPool, payload: &Payload) -> Result<CommandOutput, WinrmError> {
+async fn run_warm(pool: &warm::WarmPool, payload: &Payload) -> Result<HostOutput, WinrmError> {
     let first = pool.run(payload, true).await?;
-    let parsed = ps_templates::parse_stdout(&String::from_utf8_lossy(&first.stdout));
-    let again: Vec<String> = last_results(&parsed.results)
+    let again: Vec<String> = first
+        .parsed
+        .last_results()
         .into_iter()
         .filter(|(_, r)| dropped(r))
         .map(|(id, _)| id.to_owned())
@@ -379,9 +426,7 @@ async fn run_warm(pool: &warm::WarmPool, payload: &Payload) -> Result<CommandOut
         .retain(|a| again.contains(&a.job_id.to_string()));
     let second = pool.run(&retry, false).await?;
     let mut merged = first;
-    merged.stdout.extend(second.stdout);
-    merged.stderr.extend(second.stderr);
-    merged.exit_code = second.exit_code;
+    merged.extend(second);
     Ok(merged)
 }
 

@@ -11,8 +11,8 @@ use tokio::sync::Semaphore;
 
 use std::sync::Arc;
 
-use crate::budget::{SessionBudget, SlotGuard};
-use crate::store::SlotPurpose;
+use super::HostOutput;
+use crate::budget::{SessionBudget, SlotGuard, SlotPurpose};
 use ps_templates::{self as script, Payload, WarmRequest};
 use winrm::{CommandOutput, Process, Shell, ShellOptions, WinrmClient, WinrmError};
 
@@ -103,15 +103,6 @@ impl WarmProcess {
     }
 }
 
-/// Whether Exchange dropped the process's session: kept, it would fail every later request.
-fn session_lost(out: &CommandOutput) -> bool {
-    let text = String::from_utf8_lossy(&out.stdout);
-    ps_templates::parse_stdout(&text).results.iter().any(|r| {
-        r.status == "error"
-            && super::session_dropped(r.error_id.as_deref(), r.message.as_deref().unwrap_or(""))
-    })
-}
-
 /// The end (after its CRLF) of the line holding `marker`, if it arrived whole.
 fn find_line(hay: &[u8], marker: &[u8]) -> Option<usize> {
     let at = hay.windows(marker.len()).position(|w| w == marker)?;
@@ -169,8 +160,9 @@ impl WarmPool {
     }
 
     /// Runs one payload in a warm process: an idle one when `reuse`, else (and when none is
-    /// idle) a new one. A process whose Exchange session was dropped is not kept.
-    pub async fn run(&self, payload: &Payload, reuse: bool) -> Result<CommandOutput, WinrmError> {
+    /// idle) a new one. A process whose Exchange session was dropped is not kept (kept, it
+    /// would fail every later request).
+    pub async fn run(&self, payload: &Payload, reuse: bool) -> Result<HostOutput, WinrmError> {
         let _permit = tokio::time::timeout(self.wait, self.permits.acquire())
             .await
             .map_err(|_| WinrmError::Timeout)?
@@ -206,10 +198,10 @@ impl WarmPool {
                 }
             }
         };
-        let out = p.read_until_done(&id).await;
+        let out = p.read_until_done(&id).await.map(|o| HostOutput::read(&o));
         match &out {
             // Healthy and not yet due for recycling: back to the pool.
-            Ok(o) if o.exit_code == 0 && p.process.exit_code().is_none() && !session_lost(o) => {
+            Ok(o) if o.exit_code == 0 && p.process.exit_code().is_none() && !o.session_lost() => {
                 if p.requests >= self.max_requests {
                     tokio::spawn(p.close());
                 } else {

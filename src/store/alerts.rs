@@ -13,12 +13,13 @@ use uuid::Uuid;
 
 use super::attempts::{HistoryLine, history};
 use super::{Store, StoreError, secs};
+use crate::alert::draft::{AlertKind, CircuitAlert, CircuitChange, NewAlert};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Alert {
     pub id: i64,
     pub job_id: Option<Uuid>,
-    pub kind: String,
+    pub kind: AlertKind,
     pub subject: String,
     pub body: String,
     pub created_at: DateTime<Utc>,
@@ -30,16 +31,6 @@ pub struct Alert {
     pub account: Option<String>,
     pub folded_into: Option<i64>,
     pub suppressed: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewAlert {
-    pub kind: String,
-    pub subject: String,
-    pub body: String,
-    /// Alerts with the same key within the digest window go out as one email.
-    pub digest_key: Option<String>,
-    pub account: Option<String>,
 }
 
 /// A circuit that opens again within this long after a recovery alert is the same problem
@@ -59,7 +50,7 @@ pub(super) async fn insert_job_alert(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(job_id)
-    .bind(&alert.kind)
+    .bind(alert.kind)
     .bind(&alert.subject)
     .bind(&body)
     .bind(&alert.digest_key)
@@ -105,7 +96,7 @@ impl Store {
               WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE subject = $2
                                    AND created_at > now() - make_interval(secs => $4))",
         )
-        .bind(&alert.kind)
+        .bind(alert.kind)
         .bind(&alert.subject)
         .bind(&alert.body)
         .bind(secs(quiet))
@@ -114,17 +105,17 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// A circuit alert, paired across replicas: `opened` is written unless the outage was
-    /// announced already (the newest of the pair is an `opened`), `closed` only after an
-    /// `opened` — so each outage is one alert and one recovery, whichever replica sees it
-    /// first and however many see it.
-    pub async fn raise_circuit_alert(
-        &self,
-        alert: &NewAlert,
-        opened_subject: &str,
-        closed_subject: &str,
-        opening: bool,
-    ) -> Result<bool, StoreError> {
+    /// A circuit alert, paired across replicas per endpoint: `opened` is written unless the
+    /// outage was announced already (the newest of the endpoint's pair is an `opened`),
+    /// `closed` only after an `opened` — so each outage is one alert and one recovery,
+    /// whichever replica sees it first and however many see it. The pair is found by its
+    /// subjects (`CircuitAlert::subject`): the outbox keeps no other trace of the endpoint.
+    pub async fn raise_circuit_alert(&self, circuit: &CircuitAlert) -> Result<bool, StoreError> {
+        let opened_subject = CircuitAlert::subject(&circuit.endpoint, CircuitChange::Opened);
+        let closed_subject = CircuitAlert::subject(&circuit.endpoint, CircuitChange::Closed);
+        let (opened_subject, closed_subject) = (opened_subject.as_str(), closed_subject.as_str());
+        let opening = circuit.change == CircuitChange::Opened;
+        let alert = &circuit.alert;
         let mut tx = self.pool.begin().await?;
         // One decision at a time per endpoint, cluster-wide.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailboxd circuit alert ' || $1))")
@@ -145,7 +136,7 @@ impl Store {
         let write = circuit_alert_due(latest, opening);
         if write {
             sqlx::query("INSERT INTO alerts (kind, subject, body) VALUES ($1, $2, $3)")
-                .bind(&alert.kind)
+                .bind(alert.kind)
                 .bind(&alert.subject)
                 .bind(&alert.body)
                 .execute(&mut *tx)

@@ -6,7 +6,9 @@ use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{AttemptOutcome, DirectoryView, ErrorClass, Store, StoreError};
+use super::{Store, StoreError};
+use crate::job::{AttemptEnd, ErrorClass};
+use crate::outcome::DirectoryView;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Attempt {
@@ -15,7 +17,7 @@ pub struct Attempt {
     pub host: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
-    pub outcome: AttemptOutcome,
+    pub outcome: AttemptEnd,
     pub error_class: Option<ErrorClass>,
     pub error_message: Option<String>,
     pub transcript: Option<String>,
@@ -56,7 +58,7 @@ impl AttemptRecord {
 pub(super) struct HistoryLine {
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
-    pub outcome: AttemptOutcome,
+    pub outcome: AttemptEnd,
     pub error_class: Option<ErrorClass>,
     pub error: Option<String>,
     pub host: Option<String>,

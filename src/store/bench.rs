@@ -1,7 +1,8 @@
 //! SQL for `mailboxd bench queue`: the reference loop that mailboxd's claim-and-finish is
 //! measured against, and resetting the bench database between runs.
 
-use super::{JobState, Store, StoreError};
+use super::{Store, StoreError};
+use crate::job::JobState;
 
 impl Store {
     /// Empties the job tables (bench databases only).

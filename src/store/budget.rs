@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{SlotPurpose, Store, StoreError, WakeUps, secs};
+use super::{Store, StoreError, WakeUps, secs};
+use crate::budget::slot::SlotPurpose;
 
 /// The channel a released slot notifies.
 pub(super) const SLOTS_CHANNEL: &str = "mailboxd_session_slots";

@@ -3,8 +3,10 @@
 //! cluster-wide Exchange session and cmdlet budgets, one file each.
 //!
 //! Jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease (`locked_by`,
-//! `locked_until`), so any number of replicas can share one database. The enums kept in
-//! text columns are mapped in `columns`; nothing else here writes a state as a string.
+//! `locked_until`), so any number of replicas can share one database. The vocabulary it
+//! keeps — the job's (`crate::job`), the outcome contract's (`crate::outcome`), the alert
+//! kinds — is defined beside `event`; `columns` maps those enums to their text columns,
+//! and nothing here writes a state as a string.
 
 mod alerts;
 mod attempts;

@@ -7,8 +7,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::outcomes::insert_outcomes_of;
-use super::{ActionKind, ErrorClass, JobState, OutcomeResult, Store, StoreError};
-use crate::event::EventKind;
+use super::{JobFilter, Store, StoreError};
+use crate::job::{ActionKind, JobState};
+use crate::outcome::OutcomeResult;
 
 /// One operator action on a job.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -17,17 +18,6 @@ pub struct OperatorAction {
     pub actor: String,
     pub at: DateTime<Utc>,
     pub detail: Option<String>,
-}
-
-/// Which jobs a bulk retry takes.
-#[derive(Debug, Clone)]
-pub struct BulkRetry {
-    /// Failed and/or cancelled.
-    pub states: Vec<JobState>,
-    pub account: Option<String>,
-    pub kind: Option<EventKind>,
-    pub error_class: Option<ErrorClass>,
-    pub limit: i64,
 }
 
 /// Why an operator action was refused.
@@ -75,26 +65,29 @@ impl Store {
             ActionKind::Cancel,
             sql,
             JobState::Cancelled,
-            &JobState::PENDING,
+            &JobState::CLAIMABLE,
         )
         .await
     }
 
     /// Bulk retry: every failed or cancelled job matching the filter is queued again (at
-    /// most `filter.limit`), each one recorded as an operator action. Returns their ids.
+    /// most `filter.limit`, the filter's states narrowed to those two), each one recorded
+    /// as an operator action. Returns their ids.
     pub async fn retry_matching(
         &self,
-        filter: &BulkRetry,
+        filter: &JobFilter,
         actor: &str,
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "WITH picked AS (
                 SELECT id FROM jobs
-                 WHERE state = ANY($1)
+                 WHERE (cardinality($1::text[]) = 0 OR state = ANY($1)) AND state = ANY($7)
                    AND ($3::text IS NULL OR account = lower($3))
                    AND ($4::text IS NULL OR kind = $4)
                    AND ($5::text IS NULL OR last_error_class = $5)
+                   AND ($8::timestamptz IS NULL OR created_at >= $8)
+                   AND ($9::timestamptz IS NULL OR created_at < $9)
                  ORDER BY updated_at LIMIT $6 FOR UPDATE SKIP LOCKED)
              UPDATE jobs SET {REQUEUE}
                FROM picked WHERE jobs.id = picked.id
@@ -106,6 +99,9 @@ impl Store {
         .bind(filter.kind)
         .bind(filter.error_class)
         .bind(filter.limit)
+        .bind(&[JobState::Failed, JobState::Cancelled][..])
+        .bind(filter.since)
+        .bind(filter.until)
         .fetch_all(&mut *tx)
         .await?;
         sqlx::query(

@@ -1,158 +1,41 @@
-//! The outcome outbox: one `mailboxd.outcome/v1` message per job that reached a final state
-//! or started waiting for the cloud sync, written in the transaction that moved the job, so
-//! an outcome is never lost and never written twice. The publisher (`crate::outcomes`)
-//! claims due rows with `FOR UPDATE SKIP LOCKED` and a lease, oldest unsent row of an
-//! account first, and marks them sent only after the broker confirmed them.
+//! The outcome outbox: one row per `mailboxd.outcome/v1` message (the contract is
+//! `crate::outcome`), written in the transaction that moved the job, so an outcome is never
+//! lost and never written twice. The publishers claim due rows with `FOR UPDATE SKIP
+//! LOCKED` and a lease, oldest unsent row of an account first, and mark them sent only
+//! after the broker (or IdentityIQ) confirmed them.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::jobs::JOB_COLUMNS;
-use super::{ErrorClass, Job, JobOutcome, OutcomeResult, Store, StoreError, secs};
-use crate::event::EventKind;
+use super::{Job, Store, StoreError, secs};
+use crate::outcome::{AnsweredJob, Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
 
-/// The `schema` of every outcome message.
-pub const OUTCOME_SCHEMA_V1: &str = "mailboxd.outcome/v1";
-
-/// The account as the outcome names it: what AD showed, else what the event said.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutcomeAccount {
-    pub sam_account_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_guid: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_principal_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub distinguished_name: Option<String>,
-}
-
-/// A recipient's addresses as AD shows them (Exchange's address policy usually decided
-/// the primary one, not the event).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailboxAddresses {
-    /// `mail`, or the `SMTP:` proxy address when `mail` is empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_smtp_address: Option<String>,
-    pub proxy_addresses: Vec<String>,
-    /// `targetAddress` without its `SMTP:` prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_routing_address: Option<String>,
-    /// `remote_mailbox`, `onprem_mailbox`, `mail_user`, `other` or `none`.
-    pub recipient_type: String,
-    pub hidden: bool,
-}
-
-/// The account and its mailbox as a domain controller showed them during the attempt:
-/// after the change when the worker read it again to verify, else before.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryView {
-    pub account: OutcomeAccount,
-    pub mailbox: MailboxAddresses,
-}
-
-/// A failure as the IAM system is told it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OutcomeError {
-    pub message: String,
-    pub class: ErrorClass,
-    pub what_to_do: &'static str,
-}
-
-/// The `mailboxd.outcome/v1` message (docs/events.md, docs/outcome.schema.json).
-#[derive(Debug, Clone, Serialize)]
-pub struct OutcomeMessage {
-    pub schema: &'static str,
-    /// The outcome's own id: the AMQP `message_id`, the same on a resend.
-    pub id: Uuid,
-    /// The event it answers: also the AMQP `correlation_id`.
-    pub event_id: String,
-    pub job_id: Uuid,
-    #[serde(rename = "type")]
-    pub kind: EventKind,
-    pub result: OutcomeResult,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<JobOutcome>,
-    pub at: DateTime<Utc>,
-    pub attempts: i32,
-    /// The identity in the IAM system, when the event named it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
-    pub account: OutcomeAccount,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mailbox: Option<MailboxAddresses>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<OutcomeError>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub superseded_by: Option<Uuid>,
-}
-
-/// What the IAM system can do about a failure of this class.
-pub fn what_to_do(class: ErrorClass) -> &'static str {
-    match class {
-        ErrorClass::Permanent => {
-            "correct the account or the event (the error names what Exchange refused) and send the event again, or ask operations to retry the job"
-        }
-        ErrorClass::NotSynced => {
-            "the account did not reach Entra ID in time: have the identity team check Entra Connect's sync scope, then ask operations to retry the job"
-        }
-        ErrorClass::Transient | ErrorClass::Systemic => {
-            "nothing on the identity: mailboxd's operators were alerted and will retry the job once the Windows side works again"
-        }
-    }
-}
-
-/// How a job ended (or that it waits), for its outcome message.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Ending<'a> {
-    pub result: OutcomeResult,
-    pub outcome: Option<JobOutcome>,
-    /// Attempts used (a deferral gives its attempt back).
-    pub attempts: i32,
-    pub error: Option<(ErrorClass, &'a str)>,
-    pub view: Option<&'a DirectoryView>,
-}
-
-/// The outcome message of `job` ending as `ending`.
-pub(super) fn message(job: &Job, ending: Ending<'_>) -> OutcomeMessage {
-    let account = match ending.view {
-        Some(v) => v.account.clone(),
-        None => OutcomeAccount {
-            sam_account_name: job.event.account.sam_account_name.to_string(),
-            object_guid: job.event.account.object_guid,
-            user_principal_name: job.event.account.user_principal_name.clone(),
-            distinguished_name: job.event.account.distinguished_name.clone(),
-        },
-    };
-    OutcomeMessage {
-        schema: OUTCOME_SCHEMA_V1,
-        id: Uuid::new_v4(),
-        event_id: job.event_id.clone(),
-        job_id: job.id,
+/// The job as its outcome message names it.
+pub(super) fn answered(job: &Job) -> AnsweredJob<'_> {
+    AnsweredJob {
+        id: job.id,
+        event_id: &job.event_id,
         kind: job.kind,
-        result: ending.result,
-        outcome: ending.outcome,
-        at: Utc::now(),
-        attempts: ending.attempts,
-        identity: job.event.identity.clone(),
-        account,
-        mailbox: ending.view.map(|v| v.mailbox.clone()),
-        error: ending.error.map(|(class, message)| OutcomeError {
-            message: message.to_owned(),
-            class,
-            what_to_do: what_to_do(class),
-        }),
+        event: &job.event,
         superseded_by: job.superseded_by,
     }
 }
 
-/// `joiner.succeeded`, `leaver.failed`, `joiner.waiting_for_sync`, …
-pub fn routing_key(kind: EventKind, result: OutcomeResult) -> String {
-    format!("{kind}.{result}")
+/// The outcome message of `job` ending as `ending`.
+pub(super) fn message(job: &Job, ending: Ending<'_>) -> OutcomeMessage {
+    crate::outcome::message(answered(job), ending)
 }
+
+/// An outcome row still due for IdentityIQ, as SQL: the state is in the text (rendered
+/// from the enum) like every condition the claims build.
+static IIQ_DUE: LazyLock<String> =
+    LazyLock::new(|| format!("iiq_state = '{}'", IdentityIqDelivery::Pending));
 
 /// Writes outcome rows in the caller's transaction. A job reports that it waits for the
 /// sync once, not at every poll.
@@ -173,7 +56,7 @@ pub(super) async fn insert_outcomes(
         "INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body,
                                iiq_state)
          SELECT u.id, u.job_id, u.account, u.event_id, u.result, u.routing_key, u.reply_to, u.body,
-                CASE WHEN $10 THEN 'pending' END
+                CASE WHEN $10 THEN $11 END
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::jsonb[]) WITH ORDINALITY
                 AS u(id, job_id, account, event_id, result, routing_key, reply_to, body, n)
@@ -196,7 +79,7 @@ pub(super) async fn insert_outcomes(
     .bind(rows.iter().map(|(_, m)| m.result).collect::<Vec<_>>())
     .bind(
         rows.iter()
-            .map(|(_, m)| routing_key(m.kind, m.result))
+            .map(|(_, m)| m.routing_key())
             .collect::<Vec<_>>(),
     )
     .bind(
@@ -207,6 +90,7 @@ pub(super) async fn insert_outcomes(
     .bind(bodies)
     .bind(OutcomeResult::WaitingForSync)
     .bind(identityiq)
+    .bind(IdentityIqDelivery::Pending)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -231,16 +115,7 @@ pub(super) async fn insert_outcomes_of(
     .await?;
     let rows: Vec<(&Job, OutcomeMessage)> = jobs
         .iter()
-        .map(|job| {
-            let ending = Ending {
-                result,
-                outcome: None,
-                attempts: job.attempt,
-                error: None,
-                view: None,
-            };
-            (job, message(job, ending))
-        })
+        .map(|job| (job, message(job, Ending::moved(result, job.attempt))))
         .collect();
     insert_outcomes(tx, &rows, identityiq).await
 }
@@ -263,8 +138,8 @@ pub struct OutcomeRow {
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub delivered: Option<String>,
-    /// IdentityIQ: not for it (`None`), `pending`, `sent` or `refused`.
-    pub iiq_state: Option<String>,
+    /// IdentityIQ: not for it (`None`), or where its delivery there stands.
+    pub iiq_state: Option<IdentityIqDelivery>,
     pub iiq_last_error: Option<String>,
 }
 
@@ -279,10 +154,10 @@ pub enum OutcomeChannel {
 
 impl OutcomeChannel {
     /// The condition of a row still due on this channel.
-    fn pending(self) -> &'static str {
+    fn due(self) -> &'static str {
         match self {
             OutcomeChannel::Amqp => "sent_at IS NULL",
-            OutcomeChannel::IdentityIq => "iiq_state = 'pending'",
+            OutcomeChannel::IdentityIq => IIQ_DUE.as_str(),
         }
     }
 
@@ -311,7 +186,10 @@ pub enum OutcomeFilter {
 /// Counts for the metrics and the dashboard.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct OutcomeCounts {
-    pub pending: i64,
+    /// Not yet delivered everywhere they are due.
+    #[serde(rename = "pending")]
+    pub unsent: i64,
+    /// Of those, the ones whose last delivery failed.
     pub failing: i64,
 }
 
@@ -326,7 +204,7 @@ impl Store {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<OutcomeRow>, StoreError> {
-        let (due, p) = (channel.pending(), channel.prefix());
+        let (due, p) = (channel.due(), channel.prefix());
         let returning = OUTCOME_COLUMNS
             .split(", ")
             .map(|c| match c {
@@ -415,13 +293,15 @@ impl Store {
         refused: Option<&str>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE outcomes SET iiq_state = CASE WHEN $3::text IS NULL THEN 'sent' ELSE 'refused' END,
+            "UPDATE outcomes SET iiq_state = CASE WHEN $3::text IS NULL THEN $4 ELSE $5 END,
                                  iiq_last_error = $3, iiq_locked_by = NULL, iiq_locked_until = NULL
               WHERE id = $1 AND iiq_locked_by = $2",
         )
         .bind(id)
         .bind(replica)
         .bind(refused)
+        .bind(IdentityIqDelivery::Sent)
+        .bind(IdentityIqDelivery::Refused)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -436,32 +316,31 @@ impl Store {
     ) -> Result<Vec<OutcomeRow>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {OUTCOME_COLUMNS} FROM outcomes
-              WHERE ($1 = 'all' OR sent_at IS NULL OR iiq_state = 'pending')
-                AND ($1 <> 'failing' OR (sent_at IS NULL AND last_error IS NOT NULL)
-                     OR (iiq_state = 'pending' AND iiq_last_error IS NOT NULL))
+              WHERE ($1 OR sent_at IS NULL OR iiq_state = $5)
+                AND (NOT $4 OR (sent_at IS NULL AND last_error IS NOT NULL)
+                     OR (iiq_state = $5 AND iiq_last_error IS NOT NULL))
                 AND ($2::text IS NULL OR account = lower($2))
               ORDER BY seq DESC LIMIT $3"
         )))
-        .bind(match filter {
-            OutcomeFilter::All => "all",
-            OutcomeFilter::Unsent => "unsent",
-            OutcomeFilter::Failing => "failing",
-        })
+        .bind(filter == OutcomeFilter::All)
         .bind(account)
         .bind(limit)
+        .bind(filter == OutcomeFilter::Failing)
+        .bind(IdentityIqDelivery::Pending)
         .fetch_all(&self.pool)
         .await?)
     }
 
     pub async fn outcome_counts(&self) -> Result<OutcomeCounts, StoreError> {
-        let (pending, failing): (i64, i64) = sqlx::query_as(
+        let (unsent, failing): (i64, i64) = sqlx::query_as(
             "SELECT count(*),
                     count(*) FILTER (WHERE (sent_at IS NULL AND last_error IS NOT NULL)
-                                        OR (iiq_state = 'pending' AND iiq_last_error IS NOT NULL))
-               FROM outcomes WHERE sent_at IS NULL OR iiq_state = 'pending'",
+                                        OR (iiq_state = $1 AND iiq_last_error IS NOT NULL))
+               FROM outcomes WHERE sent_at IS NULL OR iiq_state = $1",
         )
+        .bind(IdentityIqDelivery::Pending)
         .fetch_one(&self.pool)
         .await?;
-        Ok(OutcomeCounts { pending, failing })
+        Ok(OutcomeCounts { unsent, failing })
     }
 }

@@ -8,8 +8,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::operator::REQUEUE;
-use super::{ActionKind, ErrorClass, JobState, Store, StoreError};
+use super::{JobFilter, Store, StoreError};
 use crate::event::EventKind;
+use crate::job::{ActionKind, ErrorClass, JobState};
 
 /// A job as the queue views list it: enough to filter and group, without the event.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -24,20 +25,6 @@ pub struct QueueRow {
     pub last_error_class: Option<ErrorClass>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// Which jobs a queue view reads: every field narrows, `None` (or no states) takes all.
-#[derive(Debug, Clone, Default)]
-pub struct QueueQuery {
-    pub states: Vec<JobState>,
-    pub kind: Option<EventKind>,
-    pub error_class: Option<ErrorClass>,
-    /// The account's name, any case.
-    pub account: Option<String>,
-    /// Created at or after / before.
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub limit: i64,
 }
 
 /// One bulk action: who moved how many jobs matching which filter.
@@ -88,8 +75,9 @@ pub enum Bucket {
 }
 
 impl Store {
-    /// The jobs `q` matches, most recently updated first, at most `q.limit`.
-    pub async fn queue_rows(&self, q: &QueueQuery) -> Result<Vec<QueueRow>, StoreError> {
+    /// The jobs `q` matches, most recently updated first, at most `q.limit` from
+    /// `q.offset`.
+    pub async fn queue_rows(&self, q: &JobFilter) -> Result<Vec<QueueRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, account, kind, state, attempt, max_attempts, last_error, last_error_class,
                     created_at, updated_at
@@ -100,7 +88,7 @@ impl Store {
                 AND ($4::text IS NULL OR account = lower($4))
                 AND ($5::timestamptz IS NULL OR created_at >= $5)
                 AND ($6::timestamptz IS NULL OR created_at < $6)
-              ORDER BY updated_at DESC, id LIMIT $7",
+              ORDER BY updated_at DESC, id LIMIT $7 OFFSET $8",
         )
         .bind(&q.states)
         .bind(q.kind)
@@ -109,6 +97,7 @@ impl Store {
         .bind(q.since)
         .bind(q.until)
         .bind(q.limit.max(1))
+        .bind(q.offset.max(0))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -127,7 +116,7 @@ impl Store {
             ActionKind::Retry => (REQUEUE, &JobState::RETRYABLE[..], JobState::Queued),
             ActionKind::Cancel => (
                 "state = $2, finished_at = now(), updated_at = now()",
-                &JobState::PENDING[..],
+                &JobState::CLAIMABLE[..],
                 JobState::Cancelled,
             ),
         };

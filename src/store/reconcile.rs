@@ -6,7 +6,8 @@ use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
 
-use super::{JobState, Store, StoreError};
+use super::{Store, StoreError};
+use crate::job::JobState;
 
 /// Advisory lock key for "a reconciliation is running" (any stable number of our own).
 const RECONCILE_LOCK: i64 = 0x6d62_7864_7263; // "mbxdrc"
@@ -69,7 +70,7 @@ impl Store {
     }
 
     /// The accounts (lower-cased keys) among `keys` that have a job not yet finished.
-    pub async fn pending_accounts(
+    pub async fn accounts_with_unfinished_jobs(
         &self,
         keys: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {

@@ -12,8 +12,9 @@ use secrecy::SecretString;
 use crate::app::App;
 use crate::config::Settings;
 use crate::event::EventKind;
+use crate::job::JobState;
 use crate::publish::{EventSpec, Publisher};
-use crate::store::{self, Job, JobState};
+use crate::store::{self, Job};
 use lab::{self, AccountSeed, Lab, LabConfig};
 
 const DEADLINE: Duration = Duration::from_secs(120);

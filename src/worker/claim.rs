@@ -10,10 +10,11 @@ use tokio::task::JoinHandle;
 
 use super::Worker;
 use crate::budget::SlotGuard;
+use crate::budget::SlotPurpose;
 use crate::circuit::Permit;
 use crate::health::{Health, Task, supervise};
 use crate::shutdown::Shutdown;
-use crate::store::{Job, SlotPurpose, StoreError, WakeUps};
+use crate::store::{Job, StoreError, WakeUps};
 
 /// What the claim loops need: the worker that runs their batches, and where a panic is
 /// reported.

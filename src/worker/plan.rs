@@ -4,7 +4,7 @@
 
 use crate::directory::{Account, AccountState, RecipientType};
 use crate::event::EventKind;
-use crate::store::{ErrorClass, JobOutcome};
+use crate::job::{ErrorClass, JobEffect};
 
 /// What the directory check decided for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,7 +12,7 @@ pub enum Plan {
     /// Run the template against the domain controller that answered.
     Run,
     /// Already true: succeeded without touching Exchange.
-    Done(JobOutcome),
+    Done(JobEffect),
     /// The event is stale (a leaver whose account is enabled again).
     Cancel(String),
     /// Joiner not synced to the cloud yet.
@@ -44,7 +44,7 @@ pub fn plan(
                 "account {sam:?} is not on domain controller {dc} yet (replication lag, or it was never created); retried"
             ),
         ),
-        (EventKind::Leaver, None) => Plan::Done(JobOutcome::Gone),
+        (EventKind::Leaver, None) => Plan::Done(JobEffect::Gone),
         (EventKind::Joiner, Some(a)) => joiner(a, sam, dc, wanted, require_cloud_sync),
         (EventKind::Leaver, Some(a)) => leaver(a, sam, dc),
     }
@@ -100,7 +100,7 @@ fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -
         _ if a.hidden => Plan::Run,
         // The mailbox is there, its archive not: the template's second call adds it.
         _ if wanted.archive && a.archive_guid.is_none() => Plan::Run,
-        _ => Plan::Done(JobOutcome::Already),
+        _ => Plan::Done(JobEffect::Already),
     }
 }
 
@@ -113,9 +113,9 @@ fn leaver(a: &Account, sam: &str, dc: &str) -> Plan {
             a.user_account_control
         ))
     } else if a.recipient != RecipientType::RemoteMailbox {
-        Plan::Done(JobOutcome::NotRemote)
+        Plan::Done(JobEffect::NotRemote)
     } else if a.hidden {
-        Plan::Done(JobOutcome::Already)
+        Plan::Done(JobEffect::Already)
     } else {
         Plan::Run
     }
@@ -125,7 +125,7 @@ fn leaver(a: &Account, sam: &str, dc: &str) -> Plan {
 /// mailbox, and its archive (msExchArchiveGUID) when one was asked for.
 pub fn verified(
     kind: EventKind,
-    status: JobOutcome,
+    status: JobEffect,
     after: &AccountState,
     archive: bool,
 ) -> Result<(), String> {
@@ -146,7 +146,7 @@ pub fn verified(
     }
     let ok = match (kind, status) {
         (EventKind::Joiner, _) => mailbox,
-        (EventKind::Leaver, JobOutcome::NotRemote) => a.recipient != RecipientType::RemoteMailbox,
+        (EventKind::Leaver, JobEffect::NotRemote) => a.recipient != RecipientType::RemoteMailbox,
         (EventKind::Leaver, _) => a.hidden,
     };
     if ok {
@@ -205,7 +205,7 @@ mod tests {
     #[derive(Debug, PartialEq, Eq)]
     enum Shape {
         Run,
-        Done(JobOutcome),
+        Done(JobEffect),
         Cancel,
         Wait,
         Fail(ErrorClass),
@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn every_directory_decision_of_the_design() {
         use EventKind::{Joiner, Leaver};
-        use JobOutcome::{Already, Gone, NotRemote};
+        use JobEffect::{Already, Gone, NotRemote};
         use RecipientType::*;
         let rra = Some("j@t.mail.onmicrosoft.com");
         let transient = Shape::Fail(ErrorClass::Transient);
@@ -352,7 +352,7 @@ mod tests {
         assert!(
             verified(
                 EventKind::Joiner,
-                JobOutcome::Already,
+                JobEffect::Already,
                 &state(Some(a.clone())),
                 true
             )
@@ -366,16 +366,8 @@ mod tests {
             wanted,
             false,
         );
-        assert_eq!(shape(&p), Shape::Done(JobOutcome::Already));
-        assert!(
-            verified(
-                EventKind::Joiner,
-                JobOutcome::Enabled,
-                &state(Some(a)),
-                true
-            )
-            .is_ok()
-        );
+        assert_eq!(shape(&p), Shape::Done(JobEffect::Already));
+        assert!(verified(EventKind::Joiner, JobEffect::Enabled, &state(Some(a)), true).is_ok());
     }
 
     #[test]
@@ -383,11 +375,11 @@ mod tests {
         let hidden = state(Some(acct(RecipientType::RemoteMailbox, true, true, true)));
         let visible = state(Some(acct(RecipientType::RemoteMailbox, false, false, true)));
         let plain = state(Some(acct(RecipientType::None, true, false, true)));
-        assert!(verified(EventKind::Leaver, JobOutcome::Hidden, &hidden, false).is_ok());
-        assert!(verified(EventKind::Leaver, JobOutcome::Hidden, &visible, false).is_err());
-        assert!(verified(EventKind::Leaver, JobOutcome::NotRemote, &plain, false).is_ok());
-        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &visible, false).is_ok());
-        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &hidden, false).is_err());
-        assert!(verified(EventKind::Joiner, JobOutcome::Enabled, &state(None), false).is_err());
+        assert!(verified(EventKind::Leaver, JobEffect::Hidden, &hidden, false).is_ok());
+        assert!(verified(EventKind::Leaver, JobEffect::Hidden, &visible, false).is_err());
+        assert!(verified(EventKind::Leaver, JobEffect::NotRemote, &plain, false).is_ok());
+        assert!(verified(EventKind::Joiner, JobEffect::Enabled, &visible, false).is_ok());
+        assert!(verified(EventKind::Joiner, JobEffect::Enabled, &hidden, false).is_err());
+        assert!(verified(EventKind::Joiner, JobEffect::Enabled, &state(None), false).is_err());
     }
 }

@@ -1,8 +1,8 @@
-//! What an outcome reports of the account: a directory read turned into the store's
-//! `DirectoryView` (the addresses as AD shows them, not as the event asked).
+//! What an outcome reports of the account: a directory read turned into the outcome
+//! contract's `DirectoryView` (the addresses as AD shows them, not as the event asked).
 
 use crate::directory::{AccountState, RecipientType};
-use crate::store::{DirectoryView, MailboxAddresses, OutcomeAccount};
+use crate::outcome::{self, DirectoryView, MailboxAddresses, OutcomeAccount};
 
 /// The view of the account in `state`, if the domain controller found it.
 pub(super) fn of(state: &AccountState) -> Option<DirectoryView> {
@@ -29,18 +29,19 @@ pub(super) fn of(state: &AccountState) -> Option<DirectoryView> {
             primary_smtp_address: primary,
             proxy_addresses: a.proxy_addresses.clone(),
             remote_routing_address,
-            recipient_type: recipient_type(a.recipient).to_owned(),
+            recipient_type: recipient_type(a.recipient),
             hidden: a.hidden,
         },
     })
 }
 
-fn recipient_type(r: RecipientType) -> &'static str {
+/// What the directory read says the recipient is, as the outcome contract names it.
+fn recipient_type(r: RecipientType) -> outcome::RecipientType {
     match r {
-        RecipientType::None => "none",
-        RecipientType::RemoteMailbox => "remote_mailbox",
-        RecipientType::OnPremMailbox => "onprem_mailbox",
-        RecipientType::MailUser => "mail_user",
-        RecipientType::Other => "other",
+        RecipientType::None => outcome::RecipientType::None,
+        RecipientType::RemoteMailbox => outcome::RecipientType::RemoteMailbox,
+        RecipientType::OnPremMailbox => outcome::RecipientType::OnPremMailbox,
+        RecipientType::MailUser => outcome::RecipientType::MailUser,
+        RecipientType::Other => outcome::RecipientType::Other,
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{KillOnDrop, TestEnv, remote, seed};
 use lab::Recipient;
-use mailboxd::store::JobState;
+use mailboxd::job::JobState;
 use serde_json::json;
 
 fn env_usize(name: &str, default: usize) -> usize {

@@ -26,8 +26,9 @@ use lab::{self, AccountSeed, Lab, LabAccount, LabConfig};
 use mailboxd::app::App;
 use mailboxd::config::{Amqp, Settings};
 use mailboxd::event::EventKind;
+use mailboxd::job::JobState;
 use mailboxd::publish::{EventSpec, Publisher};
-use mailboxd::store::{Job, JobState, Store};
+use mailboxd::store::{Job, Store};
 use secrecy::SecretString;
 use serde_json::Value;
 

@@ -83,7 +83,7 @@ impl Run {
         let failed = outcome.as_ref().err().and_then(|e| e.reason.clone());
         self.record("Enable-RemoteMailbox", params, failed.as_deref());
         let enable_error = match outcome {
-            Ok(()) => return Ok((status("enabled"), None)),
+            Ok(()) => return Ok((status(ResultStatus::Enabled), None)),
             Err(e) => e,
         };
         if enable_error.reason.as_deref() != Some("RecipientTaskException") {
@@ -93,7 +93,7 @@ impl Run {
         let Some(existing) = self.get_remote_mailbox(account, common)? else {
             return Err(enable_error);
         };
-        let mut r = status("already");
+        let mut r = status(ResultStatus::Already);
         r.remote_routing_address = existing.remote_routing_address.clone();
         if existing.hidden {
             let mut p = common.clone();
@@ -101,7 +101,7 @@ impl Run {
             self.bind("Set-RemoteMailbox", &p)?;
             self.record("Set-RemoteMailbox", p, None);
             self.state.lock().accounts[existing.index].set_hidden(false);
-            r.status = "unhidden".into();
+            r.status = ResultStatus::Unhidden;
         }
         Ok((r, Some(existing)))
     }
@@ -256,7 +256,7 @@ impl Run {
         self.record(cmdlet, Self::common(account), Some(&r.reason));
         match r.error_id {
             Some(id) => ResultLine {
-                status: "error".into(),
+                status: ResultStatus::Error,
                 category: Some(r.category),
                 reason: Some(r.reason),
                 error_id: Some(id),
@@ -276,11 +276,11 @@ impl Run {
         };
         let Some(existing) = existing else {
             let mut r = Self::not_found("GetRemoteMailbox", account);
-            r.status = "not_remote".into();
+            r.status = ResultStatus::NotRemote;
             return r;
         };
         if existing.hidden {
-            return status("already");
+            return status(ResultStatus::Already);
         }
         let mut p = common;
         p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
@@ -289,6 +289,6 @@ impl Run {
         }
         self.record("Set-RemoteMailbox", p, None);
         self.state.lock().accounts[existing.index].set_hidden(true);
-        status("hidden")
+        status(ResultStatus::Hidden)
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use super::{LabState, Run, SharedState, error};
-use ps_templates::{ExchangeMode, Payload, ResultLine, SessionData};
+use ps_templates::{ExchangeMode, Payload, ResultLine, ResultStatus, SessionData};
 
 /// How the Windows host itself is set up, beyond WinRM.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +106,7 @@ pub(super) fn unavailable_error(
     match why {
         // Verbatim, learn.microsoft.com Q&A 1363212.
         Unavailable::CmdletsMissing => ResultLine {
-            status: "error".into(),
+            status: ResultStatus::Error,
             category: Some("ObjectNotFound".into()),
             reason: Some("CommandNotFoundException".into()),
             error_id: Some("CommandNotFoundException".into()),
@@ -201,7 +201,7 @@ fn unreachable(failures: &[String]) -> ResultLine {
         failures.join("; ")
     );
     ResultLine {
-        status: "error".into(),
+        status: ResultStatus::Error,
         category: Some("OperationStopped".into()),
         reason: Some("RuntimeException".into()),
         error_id: Some(message.clone()),
@@ -361,7 +361,7 @@ impl Run {
             Err(message) => {
                 self.record("New-PSSession", p, Some("PSRemotingTransportException"));
                 return Err(Refusal::Throttled(Box::new(ResultLine {
-                    status: "error".into(),
+                    status: ResultStatus::Error,
                     category: Some("OpenError".into()),
                     reason: Some("PSRemotingTransportException".into()),
                     error_id: Some("IncorrectProtocolVersion,PSSessionOpenFailed".into()),
@@ -428,7 +428,7 @@ impl Run {
     /// The session's failure as the template reports it: one `scope: session` line.
     pub(super) fn session_failed(mut self, failure: ResultLine) -> crate::wsman::ProcessOutput {
         let mut r = failure;
-        r.scope = Some("session".into());
+        r.scope = Some(ps_templates::ResultScope::Session);
         self.lines.push(r.to_line());
         self.output()
     }

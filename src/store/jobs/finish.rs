@@ -10,47 +10,16 @@ use sqlx::Postgres;
 use uuid::Uuid;
 
 use super::Job;
-use crate::store::outcomes::{Ending, OutcomeMessage, message, routing_key};
-use crate::store::{
-    AttemptOutcome, AttemptRecord, ErrorClass, JobOutcome, JobState, NewAlert, OutcomeResult,
-    Store, StoreError, insert_job_alert,
-};
-
-/// What one attempt came to, as the worker decided.
-#[derive(Debug, Clone)]
-pub enum Resolution {
-    Succeeded {
-        outcome: JobOutcome,
-    },
-    Retry {
-        class: ErrorClass,
-        error: String,
-        at: DateTime<Utc>,
-    },
-    Failed {
-        class: ErrorClass,
-        error: String,
-        alert: Option<NewAlert>,
-    },
-    /// The directory says the job must not run (a leaver whose account is enabled again):
-    /// cancelled with a note, no alert.
-    Cancelled {
-        note: String,
-    },
-    /// Not the job's fault (the Windows side is down: the circuit is open, or the account
-    /// waits for the cloud sync). Retried at `at` without using up one of its attempts.
-    Deferred {
-        class: ErrorClass,
-        error: String,
-        at: DateTime<Utc>,
-    },
-}
+use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, Resolution};
+use crate::outcome::{Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
+use crate::store::outcomes::message;
+use crate::store::{AttemptRecord, Store, StoreError, insert_job_alert};
 
 /// What a resolution writes on the job row.
 struct Transition<'a> {
     state: JobState,
     /// Kept as it was when `None`.
-    outcome: Option<JobOutcome>,
+    outcome: Option<JobEffect>,
     class: Option<ErrorClass>,
     error: Option<&'a str>,
     /// Kept as it was when `None`.
@@ -73,68 +42,40 @@ impl Transition<'_> {
     }
 }
 
-impl Resolution {
-    fn transition(&self) -> Transition<'_> {
-        let to = |state| Transition {
-            state,
-            outcome: None,
-            class: None,
-            error: None,
-            next_at: None,
-            deferred: false,
-        };
-        let waiting = |class: &ErrorClass| match class {
-            ErrorClass::NotSynced => JobState::WaitingForSync,
-            _ => JobState::Retrying,
-        };
-        match self {
-            Resolution::Succeeded { outcome } => Transition {
-                outcome: Some(*outcome),
-                ..to(JobState::Succeeded)
-            },
-            Resolution::Retry { class, error, at } | Resolution::Deferred { class, error, at } => {
-                Transition {
-                    class: Some(*class),
-                    error: Some(error),
-                    next_at: Some(*at),
-                    deferred: matches!(self, Resolution::Deferred { .. }),
-                    ..to(waiting(class))
-                }
-            }
-            Resolution::Failed { class, error, .. } => Transition {
+/// What a resolution writes on the job row.
+fn transition(resolution: &Resolution) -> Transition<'_> {
+    let to = Transition {
+        state: resolution.state(),
+        outcome: None,
+        class: None,
+        error: None,
+        next_at: None,
+        deferred: false,
+    };
+    match resolution {
+        Resolution::Succeeded { outcome } => Transition {
+            outcome: Some(*outcome),
+            ..to
+        },
+        Resolution::Retry { class, error, at } | Resolution::Deferred { class, error, at } => {
+            Transition {
                 class: Some(*class),
                 error: Some(error),
-                ..to(JobState::Failed)
-            },
-            Resolution::Cancelled { note } => Transition {
-                outcome: Some(JobOutcome::Stale),
-                error: Some(note),
-                ..to(JobState::Cancelled)
-            },
+                next_at: Some(*at),
+                deferred: matches!(resolution, Resolution::Deferred { .. }),
+                ..to
+            }
         }
-    }
-
-    /// What the attempt's record says it came to.
-    pub fn attempt_outcome(&self) -> AttemptOutcome {
-        match self {
-            Resolution::Succeeded { .. } => AttemptOutcome::Succeeded,
-            Resolution::Retry {
-                class: ErrorClass::NotSynced,
-                ..
-            } => AttemptOutcome::WaitingForSync,
-            Resolution::Retry { .. } => AttemptOutcome::Retrying,
-            Resolution::Failed { .. } => AttemptOutcome::Failed,
-            Resolution::Cancelled { .. } => AttemptOutcome::Cancelled,
-            Resolution::Deferred { .. } => AttemptOutcome::Deferred,
-        }
-    }
-
-    /// The alert a final failure raises, if any.
-    fn alert(&self) -> Option<&NewAlert> {
-        match self {
-            Resolution::Failed { alert, .. } => alert.as_ref(),
-            _ => None,
-        }
+        Resolution::Failed { class, error, .. } => Transition {
+            class: Some(*class),
+            error: Some(error),
+            ..to
+        },
+        Resolution::Cancelled { note } => Transition {
+            outcome: Some(JobEffect::Stale),
+            error: Some(note),
+            ..to
+        },
     }
 }
 
@@ -169,7 +110,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let transitions: Vec<Transition<'_>> =
-            outcomes.iter().map(|(_, _, r)| r.transition()).collect();
+            outcomes.iter().map(|(_, _, r)| transition(r)).collect();
         let rows = FinishRows::new(outcomes, &transitions)?;
         let alerts = outcomes.iter().any(|(_, _, r)| r.alert().is_some());
         let held = if alerts {
@@ -228,7 +169,7 @@ const FINISH: &str = "WITH u AS (
         INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body,
                               iiq_state)
         SELECT u.outcome_id, u.id, m.account, m.event_id, u.result, u.routing_key,
-               m.reply_to, u.body, CASE WHEN $23 THEN 'pending' END
+               m.reply_to, u.body, CASE WHEN $23 THEN $24 END
           FROM u JOIN moved m ON m.id = u.id
          WHERE u.outcome_id IS NOT NULL
            AND (u.result <> $22
@@ -243,7 +184,7 @@ struct FinishRows<'a> {
     attempts: Vec<i32>,
     hosts: Vec<Option<&'a str>>,
     started: Vec<DateTime<Utc>>,
-    attempt_outcomes: Vec<AttemptOutcome>,
+    attempt_outcomes: Vec<AttemptEnd>,
     transcripts: Vec<Option<&'a str>>,
     dcs: Vec<Option<&'a str>>,
     directories: Vec<Option<&'a serde_json::Value>>,
@@ -298,7 +239,7 @@ impl<'a> FinishRows<'a> {
             bodies,
             routing_keys: messages
                 .iter()
-                .map(|m| m.as_ref().map(|m| routing_key(m.kind, m.result)))
+                .map(|m| m.as_ref().map(OutcomeMessage::routing_key))
                 .collect(),
         })
     }
@@ -338,6 +279,7 @@ impl<'a> FinishRows<'a> {
             .bind(JobState::Running)
             .bind(OutcomeResult::WaitingForSync)
             .bind(identityiq)
+            .bind(IdentityIqDelivery::Pending)
             .fetch_all(on)
             .await?;
         Ok(held.into_iter().collect())

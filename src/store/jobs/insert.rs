@@ -10,8 +10,10 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::event::Event;
+use crate::job::JobState;
+use crate::outcome::OutcomeResult;
 use crate::store::outcomes::insert_outcomes_of;
-use crate::store::{JobState, OutcomeResult, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -361,7 +363,7 @@ async fn supersede_older(
             .map(|r| events[r.index].occurred_at)
             .collect::<Vec<_>>(),
     )
-    .bind(&JobState::PENDING[..])
+    .bind(&JobState::CLAIMABLE[..])
     .bind(JobState::Superseded)
     .fetch_all(&mut **tx)
     .await?)

@@ -16,8 +16,10 @@ use serde::Serialize;
 use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
-use super::{Attempt, AttemptOutcome, ErrorClass, JobOutcome, JobState, Store, StoreError, secs};
+use super::{Attempt, Store, StoreError, secs};
 use crate::event::{Event, EventKind};
+use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState};
+use crate::outcome::IdentityIqDelivery;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Job {
@@ -28,7 +30,7 @@ pub struct Job {
     #[sqlx(rename = "payload", json)]
     pub event: Event,
     pub state: JobState,
-    pub outcome: Option<JobOutcome>,
+    pub outcome: Option<JobEffect>,
     pub attempt: i32,
     pub max_attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
@@ -49,9 +51,14 @@ pub struct Job {
     pub superseded_by: Option<Uuid>,
 }
 
+/// Which jobs a listing, a queue view or a bulk action takes: every field narrows, `None`
+/// (or no states) takes all. The one filter of the API, the dashboard and the CLI, each of
+/// which reads it from its own query string or arguments.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
-    pub state: Option<JobState>,
+    /// Any of these states (none: every state).
+    pub states: Vec<JobState>,
+    /// The account's name, any case.
     pub account: Option<String>,
     pub kind: Option<EventKind>,
     /// Of the last error.
@@ -126,7 +133,7 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
                          attempt = attempt + 1, started_at = now(), updated_at = now()
            FROM picked WHERE jobs.id = picked.id
          RETURNING {columns}",
-        pending = JobState::sql_list(&JobState::PENDING),
+        pending = super::columns::sql_list(&JobState::CLAIMABLE),
         running = JobState::Running,
         columns = JOB_COLUMNS
             .split(", ")
@@ -184,7 +191,7 @@ impl Store {
     /// attempt recorded. Returns how many.
     pub async fn rescue_expired_leases(&self) -> Result<u64, StoreError> {
         let r = sqlx::query(EXPIRE_LEASES.as_str())
-            .bind(AttemptOutcome::LeaseExpired)
+            .bind(AttemptEnd::LeaseExpired)
             .bind(ErrorClass::Transient)
             .bind(JobState::Retrying)
             .execute(&self.pool)
@@ -273,7 +280,7 @@ impl Store {
         )
         .bind(replica)
         .bind(JobState::Running)
-        .bind(AttemptOutcome::Released)
+        .bind(AttemptEnd::Released)
         .bind(ErrorClass::Transient)
         .bind(JobState::Retrying)
         .execute(&self.pool)
@@ -291,12 +298,13 @@ impl Store {
                  WHERE state = ANY($3)
                    AND finished_at < now() - make_interval(secs => $1)
                    AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = jobs.id
-                                     AND (o.sent_at IS NULL OR o.iiq_state = 'pending'))
+                                     AND (o.sent_at IS NULL OR o.iiq_state = $4))
                  LIMIT $2)",
         )
         .bind(secs(age))
         .bind(chunk)
         .bind(&JobState::PRUNABLE[..])
+        .bind(IdentityIqDelivery::Pending)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
@@ -333,7 +341,7 @@ impl Store {
     pub async fn page_jobs(&self, f: &JobFilter) -> Result<JobPage, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS}, count(*) OVER () AS total FROM jobs
-              WHERE ($1::text IS NULL OR state = $1)
+              WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
                 AND ($2::text IS NULL OR account = lower($2))
                 AND ($3::text IS NULL OR kind = $3)
                 AND ($5::text IS NULL OR last_error_class = $5)
@@ -341,7 +349,7 @@ impl Store {
                 AND ($7::timestamptz IS NULL OR created_at < $7)
               ORDER BY created_at DESC, id LIMIT $4 OFFSET $8"
         )))
-        .bind(f.state)
+        .bind(&f.states)
         .bind(&f.account)
         .bind(f.kind)
         .bind(if f.limit > 0 { f.limit } else { 100 })

@@ -12,7 +12,8 @@ use super::support::{
 };
 use crate::config::Settings;
 use crate::exchange::{Exchange, Template};
-use crate::store::{JobFilter, JobState, Store};
+use crate::job::JobState;
+use crate::store::{JobFilter, Store};
 use lab::Lab;
 
 /// What `mailboxd bench burst` was asked for.

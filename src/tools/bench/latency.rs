@@ -7,7 +7,7 @@ use super::output::{Output, percentile};
 use super::support::{daemon_settings, lab_config};
 use crate::config::Settings;
 use crate::event::EventKind;
-use crate::store::JobState;
+use crate::job::JobState;
 use lab::Lab;
 
 /// p50 target for one event, event → done, with zero lab latency (the "prove it" issue).

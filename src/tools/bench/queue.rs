@@ -11,7 +11,8 @@ use super::output::Output;
 use super::support::bench_database_url;
 use crate::config::Settings;
 use crate::event::EventKind;
-use crate::store::{AttemptRecord, Resolution, Store};
+use crate::job::Resolution;
+use crate::store::{AttemptRecord, Store};
 
 #[derive(Serialize)]
 struct QueueRow {
@@ -116,7 +117,7 @@ async fn claim_and_finish(store: &Store, workers: usize, batch: i64) -> anyhow::
         tokio::spawn(async move {
             let replica = format!("bench-{i}");
             let ok = Resolution::Succeeded {
-                outcome: crate::store::JobOutcome::Enabled,
+                outcome: crate::job::JobEffect::Enabled,
             };
             loop {
                 let jobs = store

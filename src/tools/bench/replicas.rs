@@ -8,7 +8,8 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
-use crate::store::{JobFilter, JobState, Store};
+use crate::job::JobState;
+use crate::store::{JobFilter, Store};
 
 /// What one run is asked to do.
 pub struct ReplicaBurst {

@@ -1,0 +1,241 @@
+//! The outgoing contract, as `event` is the incoming one: the `mailboxd.outcome/v1`
+//! message a job's final state (or its first wait for the cloud sync) reports to the IAM
+//! system (docs/events.md, docs/outcome.schema.json) — its body, what the IAM system can do
+//! about a failure (`what_to_do`), its routing key — and the states of its delivery to
+//! IdentityIQ. Assembled here alone; `store` writes the message into the outcome outbox in
+//! the transaction that moved the job, and the publishers send what `store` keeps.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{Event, EventKind};
+use crate::job::{ErrorClass, JobEffect, JobState};
+use crate::text_enum::text_enum;
+
+/// The `schema` of every outcome message.
+pub const OUTCOME_SCHEMA_V1: &str = "mailboxd.outcome/v1";
+
+text_enum! {
+    /// What an outcome message reports: how the job ended, or that it waits for the sync.
+    pub enum OutcomeResult as "outcome result" {
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        Superseded = "superseded",
+        WaitingForSync = "waiting_for_sync",
+    }
+}
+
+impl OutcomeResult {
+    /// The result a job's new state reports, if it reports one.
+    pub fn of(state: JobState) -> Option<OutcomeResult> {
+        match state {
+            JobState::Succeeded => Some(OutcomeResult::Succeeded),
+            JobState::Failed => Some(OutcomeResult::Failed),
+            JobState::Cancelled => Some(OutcomeResult::Cancelled),
+            JobState::Superseded => Some(OutcomeResult::Superseded),
+            JobState::WaitingForSync => Some(OutcomeResult::WaitingForSync),
+            JobState::Queued | JobState::Running | JobState::Retrying => None,
+        }
+    }
+}
+
+text_enum! {
+    /// Where an outcome's delivery to IdentityIQ stands (`outcomes.iiq_state`; a row not
+    /// for IdentityIQ has none).
+    pub enum IdentityIqDelivery as "IdentityIQ delivery state" {
+        /// Due: the IdentityIQ deliverer claims it.
+        Pending = "pending",
+        /// IdentityIQ launched the workflow.
+        Sent = "sent",
+        /// IdentityIQ refused it with a lasting 4xx: one alert, never retried.
+        Refused = "refused",
+    }
+}
+
+text_enum! {
+    /// What the account is in Exchange's eyes, as an outcome reports it.
+    pub enum RecipientType as "recipient type" {
+        /// A cloud mailbox the on-premises Exchange knows of.
+        RemoteMailbox = "remote_mailbox",
+        /// A mailbox on the on-premises servers.
+        OnPremMailbox = "onprem_mailbox",
+        /// A mail user (what Enable-RemoteMailbox converts).
+        MailUser = "mail_user",
+        /// Another recipient type.
+        Other = "other",
+        /// Not a recipient.
+        None = "none",
+    }
+}
+
+/// The account as the outcome names it: what AD showed, else what the event said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeAccount {
+    pub sam_account_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_guid: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_principal_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinguished_name: Option<String>,
+}
+
+/// A recipient's addresses as AD shows them (Exchange's address policy usually decided
+/// the primary one, not the event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxAddresses {
+    /// `mail`, or the `SMTP:` proxy address when `mail` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_smtp_address: Option<String>,
+    pub proxy_addresses: Vec<String>,
+    /// `targetAddress` without its `SMTP:` prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_routing_address: Option<String>,
+    pub recipient_type: RecipientType,
+    pub hidden: bool,
+}
+
+/// The account and its mailbox as a domain controller showed them during the attempt:
+/// after the change when the worker read it again to verify, else before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryView {
+    pub account: OutcomeAccount,
+    pub mailbox: MailboxAddresses,
+}
+
+/// A failure as the IAM system is told it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportedFailure {
+    pub message: String,
+    pub class: ErrorClass,
+    pub what_to_do: &'static str,
+}
+
+/// The `mailboxd.outcome/v1` message (docs/events.md, docs/outcome.schema.json).
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeMessage {
+    pub schema: &'static str,
+    /// The outcome's own id: the AMQP `message_id`, the same on a resend.
+    pub id: Uuid,
+    /// The event it answers: also the AMQP `correlation_id`.
+    pub event_id: String,
+    pub job_id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub result: OutcomeResult,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<JobEffect>,
+    pub at: DateTime<Utc>,
+    pub attempts: i32,
+    /// The identity in the IAM system, when the event named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    pub account: OutcomeAccount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<MailboxAddresses>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ReportedFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<Uuid>,
+}
+
+impl OutcomeMessage {
+    /// `joiner.succeeded`, `leaver.failed`, `joiner.waiting_for_sync`, …
+    pub fn routing_key(&self) -> String {
+        routing_key(self.kind, self.result)
+    }
+}
+
+/// What the IAM system can do about a failure of this class.
+pub fn what_to_do(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::Permanent => {
+            "correct the account or the event (the error names what Exchange refused) and send the event again, or ask operations to retry the job"
+        }
+        ErrorClass::NotSynced => {
+            "the account did not reach Entra ID in time: have the identity team check Entra Connect's sync scope, then ask operations to retry the job"
+        }
+        ErrorClass::Transient | ErrorClass::Systemic => {
+            "nothing on the identity: mailboxd's operators were alerted and will retry the job once the Windows side works again"
+        }
+    }
+}
+
+/// `joiner.succeeded`, `leaver.failed`, `joiner.waiting_for_sync`, …
+pub fn routing_key(kind: EventKind, result: OutcomeResult) -> String {
+    format!("{kind}.{result}")
+}
+
+/// The job an outcome answers, as the message names it.
+#[derive(Debug, Clone, Copy)]
+pub struct AnsweredJob<'a> {
+    pub id: Uuid,
+    pub event_id: &'a str,
+    pub kind: EventKind,
+    pub event: &'a Event,
+    /// The newer job of the account that made this one moot.
+    pub superseded_by: Option<Uuid>,
+}
+
+/// How a job ended (or that it waits), for its outcome message.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    pub result: OutcomeResult,
+    pub outcome: Option<JobEffect>,
+    /// Attempts used (a deferral gives its attempt back).
+    pub attempts: i32,
+    pub error: Option<(ErrorClass, &'a str)>,
+    pub view: Option<&'a DirectoryView>,
+}
+
+impl Ending<'_> {
+    /// The ending of a job an operator cancelled or a newer event superseded: no attempt,
+    /// no directory read.
+    pub fn moved(result: OutcomeResult, attempts: i32) -> Ending<'static> {
+        Ending {
+            result,
+            outcome: None,
+            attempts,
+            error: None,
+            view: None,
+        }
+    }
+}
+
+/// The outcome message of `job` ending as `ending`.
+pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
+    let account = match ending.view {
+        Some(v) => v.account.clone(),
+        None => {
+            let a = &job.event.account;
+            OutcomeAccount {
+                sam_account_name: a.sam_account_name.to_string(),
+                object_guid: a.object_guid,
+                user_principal_name: a.user_principal_name.clone(),
+                distinguished_name: a.distinguished_name.clone(),
+            }
+        }
+    };
+    OutcomeMessage {
+        schema: OUTCOME_SCHEMA_V1,
+        id: Uuid::new_v4(),
+        event_id: job.event_id.to_owned(),
+        job_id: job.id,
+        kind: job.kind,
+        result: ending.result,
+        outcome: ending.outcome,
+        at: Utc::now(),
+        attempts: ending.attempts,
+        identity: job.event.identity.clone(),
+        account,
+        mailbox: ending.view.map(|v| v.mailbox.clone()),
+        error: ending.error.map(|(class, message)| ReportedFailure {
+            message: message.to_owned(),
+            class,
+            what_to_do: what_to_do(class),
+        }),
+        superseded_by: job.superseded_by,
+    }
+}
