@@ -68,6 +68,7 @@ impl App {
             intake::spawn(intake_deps(s, st, h, connected), shutdown.clone()),
             worker::claim::spawn(claim_loops, shutdown.clone()),
             worker::prune::spawn(pruning(s, st, h), shutdown.clone()),
+            worker::rescue::spawn(lease_rescue(st, h), shutdown.clone()),
             alert::sender::spawn(alert_sending(s, st, h), shutdown.clone()),
             outcome_publisher::spawn(publishing(s, st, h), shutdown.clone()),
         ];
@@ -214,6 +215,13 @@ fn pruning(s: &Settings, store: &Store, health: &Arc<Health>) -> worker::prune::
     worker::prune::Deps {
         store: store.clone(),
         retention: s.worker.retention,
+        health: health.clone(),
+    }
+}
+
+fn lease_rescue(store: &Store, health: &Arc<Health>) -> worker::rescue::Deps {
+    worker::rescue::Deps {
+        store: store.clone(),
         health: health.clone(),
     }
 }

@@ -8,6 +8,7 @@ pub mod claim;
 mod heartbeat;
 mod plan;
 pub mod prune;
+pub mod rescue;
 mod view;
 
 pub use plan::{Plan, Wanted, plan};

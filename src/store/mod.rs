@@ -75,8 +75,6 @@ pub struct Store {
     pool: PgPool,
     /// Outcomes written through this handle are also due for IdentityIQ (`[identityiq]`).
     identityiq: bool,
-    /// When this handle's claims last looked for expired leases (see `Store::claim`).
-    last_rescue: std::sync::Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Store {
@@ -93,7 +91,6 @@ impl Store {
         Ok(Store {
             pool,
             identityiq: false,
-            last_rescue: Default::default(),
         })
     }
 

@@ -1,8 +1,8 @@
 //! The claim loops: `worker.concurrency` of them, each claiming a batch when jobs are due
 //! (woken by `LISTEN`, or every `worker.poll_interval`), holding an Exchange session slot
 //! while its batch runs, and waiting while the circuit is open (one loop probes). Jobs whose
-//! lease expired (their replica died) are taken back by the claim itself: `Store::claim`
-//! rescues them first, at most every `store::LEASE_RESCUE_EVERY`.
+//! lease expired (their replica died) are made due again by lease rescue (`rescue`), whose
+//! state change wakes these loops.
 
 use std::sync::Arc;
 

@@ -143,24 +143,16 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// How often a replica's claims look for expired leases: a dead replica's jobs run again
-/// at most this much after their lease ran out, and a busy queue does not pay the look-up
-/// (one more round trip) with every batch.
-pub const LEASE_RESCUE_EVERY: Duration = Duration::from_millis(250);
-
 impl Store {
     /// Claims up to `limit` due jobs for `replica`, at most one per account, in one
-    /// statement (one round trip). Every [`LEASE_RESCUE_EVERY`] it first takes over jobs
-    /// whose lease expired (their replica died).
+    /// statement (one round trip). Jobs whose lease expired are made due again by lease
+    /// rescue (`worker::rescue`, [`Store::rescue_expired_leases`]), not here.
     pub async fn claim(
         &self,
         replica: &str,
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        if self.rescue_due() {
-            self.rescue_expired_leases().await?;
-        }
         // A concurrent claim by another replica can race on the per-account unique
         // index; that statement then fails as a whole and is simply tried again.
         for _ in 0..5 {
@@ -174,17 +166,6 @@ impl Store {
             }
         }
         Ok(Vec::new())
-    }
-
-    /// Whether this handle's last look for expired leases is [`LEASE_RESCUE_EVERY`] ago
-    /// (and if so, notes that one is made now).
-    fn rescue_due(&self) -> bool {
-        let mut last = self.last_rescue.lock();
-        let due = last.is_none_or(|at| at.elapsed() >= LEASE_RESCUE_EVERY);
-        if due {
-            *last = Some(std::time::Instant::now());
-        }
-        due
     }
 
     /// Makes jobs whose lease ran out (their replica died) due again at once, the lost
