@@ -1,41 +1,41 @@
 //! mailboxd: provisions hybrid Exchange remote mailboxes for joiner and leaver events.
 //! See ARCHITECTURE.md for the map.
 
-pub mod access;
-pub mod admin;
-pub mod admin_guard;
-pub mod admin_serve;
-pub mod admin_tls;
+mod access;
+mod admin;
+mod admin_guard;
+mod admin_serve;
+mod admin_tls;
 pub mod alert;
 pub mod app;
 pub mod audit;
-pub mod backoff;
+mod backoff;
 pub mod broker;
 pub mod budget;
 pub mod check;
-pub mod circuit;
+mod circuit;
 pub mod cli;
 pub mod config;
-pub mod dashboard;
+mod dashboard;
 pub mod directory;
 pub mod event;
 pub mod exchange;
-pub mod failpoint;
+mod failpoint;
 /// The fuzz targets' entry points (`fuzz/`), also replayed over their corpus by `cargo test`.
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod health;
-pub mod identityiq;
+mod health;
+mod identityiq;
 pub mod intake;
 pub mod job;
-pub mod metrics;
+mod metrics;
 mod outbox;
 pub mod outcome;
-pub mod outcome_publisher;
+mod outcome_publisher;
 pub mod publish;
 pub mod reconcile;
 mod shutdown;
-pub mod signal;
+mod signal;
 pub mod signin;
 pub mod store;
 pub mod telemetry;
@@ -43,7 +43,7 @@ mod text_enum;
 #[cfg(feature = "lab")]
 pub mod tools;
 pub mod windows_host;
-pub mod worker;
+mod worker;
 
 use std::sync::OnceLock;
 
