@@ -19,7 +19,7 @@ pub fn dead_letter_queue(cfg: &config::Amqp) -> String {
 /// The largest AMQP frame mailboxd accepts (RabbitMQ's default). A message's properties
 /// must fit one frame, and lapin decodes header tables by recursion: this bounds how deep a
 /// sender can nest them whatever the broker allows (see `main`'s thread stack).
-pub const FRAME_MAX: u32 = 128 * 1024;
+pub(crate) const FRAME_MAX: u32 = 128 * 1024;
 
 /// Connects to the broker; `name` shows in the broker's connection list (who is this?).
 /// The URL's `frame_max` is used when it is smaller than [`FRAME_MAX`], else `FRAME_MAX`.
@@ -39,7 +39,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
 
 /// Declares the exchange, the durable queue with its dead-letter exchange and queue, and
 /// the bindings for both routing keys. Idempotent; also shipped as deploy/rabbitmq/definitions.json.
-pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), lapin::Error> {
+pub(crate) async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -108,7 +108,7 @@ pub async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result<(), la
 }
 
 /// Declares the durable topic exchange outcomes are published to (`outcomes.exchange`).
-pub async fn declare_outcome_exchange(ch: &Channel, name: &str) -> Result<(), lapin::Error> {
+pub(crate) async fn declare_outcome_exchange(ch: &Channel, name: &str) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()

@@ -34,11 +34,11 @@ pub use slot::SlotPurpose;
 const RECHECK: Duration = Duration::from_millis(500);
 
 /// The wait after a throttled session when Exchange states none.
-pub const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long the cluster runs at a limit Exchange stated, without a refusal, before it offers
 /// Exchange one more session (the limit goes back up only as far as Exchange accepts).
-pub const LEARNED_LIMIT_QUIET: Duration = Duration::from_secs(600);
+pub(crate) const LEARNED_LIMIT_QUIET: Duration = Duration::from_secs(600);
 
 /// The session limit an Exchange refusal states: "… you have exceeded the maximum number of
 /// connections allowed : 6 for the policy party : MaxConcurrency" (the MaxConcurrency
@@ -227,7 +227,7 @@ impl SessionBudget {
     }
 
     /// A batch got its Exchange session: additive increase of this replica's share.
-    pub fn session_opened(&self) {
+    pub(crate) fn session_opened(&self) {
         let mut share = self.share.lock();
         share.limit = (share.limit + 1).min(self.max);
     }

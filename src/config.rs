@@ -92,7 +92,7 @@ mod humantime_opt {
 }
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => (&t[..i], t[i..].trim()),
@@ -155,7 +155,7 @@ impl Settings {
     }
 
     /// Reads every secret from its `*_file` path or its environment variable.
-    pub fn read_secrets(&mut self) -> Result<(), ConfigError> {
+    pub(crate) fn read_secrets(&mut self) -> Result<(), ConfigError> {
         self.winrm.password = secret(
             "MAILBOXD_WINRM_PASSWORD",
             self.winrm.password_file.as_deref(),
@@ -180,7 +180,7 @@ impl Settings {
 
     /// Every secret value this configuration holds (non-empty, longest first): what must
     /// not reach a log, a stored error, an email or a response, even when a peer echoes it.
-    pub fn secret_values(&self) -> Vec<String> {
+    pub(crate) fn secret_values(&self) -> Vec<String> {
         use secrecy::ExposeSecret;
         let mut v: Vec<String> = [
             &self.winrm.password,
@@ -350,14 +350,14 @@ impl Settings {
 }
 
 /// The least estimated strength of an API token, in bits.
-pub const MIN_TOKEN_BITS: f64 = 128.0;
+pub(crate) const MIN_TOKEN_BITS: f64 = 128.0;
 const TOKEN_ADVICE: &str = "API tokens need at least 128 bits (estimated as length × log2 of the character classes used: e.g. 32 hex digits or 24 base64 characters); make one with `openssl rand -hex 32`";
 
 /// The estimated strength of a token in bits, when it is below [`MIN_TOKEN_BITS`]: its
 /// length times log2 of the alphabet its character classes span (lower case 26, upper case
 /// 26, digits 10, anything else 33; only hex digits: 16). An estimate for random tokens, which an API token
 /// must be: a word repeated to length passes it and is still weak.
-pub fn weak_token(token: &str) -> Option<f64> {
+pub(crate) fn weak_token(token: &str) -> Option<f64> {
     let has = |f: fn(char) -> bool| token.chars().any(f);
     // Hex digits span 16 symbols whatever classes they touch.
     let hex = !token.is_empty() && token.chars().all(|c| c.is_ascii_hexdigit());

@@ -189,7 +189,7 @@ pub enum RecipientType {
 }
 
 impl RecipientType {
-    pub fn from_type_details(v: Option<i64>) -> RecipientType {
+    pub(crate) fn from_type_details(v: Option<i64>) -> RecipientType {
         match v {
             None | Some(0) => RecipientType::None,
             Some(t) if t & REMOTE_TYPES_MASK != 0 => RecipientType::RemoteMailbox,
@@ -364,7 +364,7 @@ impl Directory {
     }
 
     /// Reads the account again on the controller that answered before (verification).
-    pub async fn reread(
+    pub(crate) async fn reread(
         &self,
         previous: &AccountState,
         lookup: &Lookup,
@@ -383,7 +383,7 @@ impl Directory {
     /// Reads every user under `base` matching `filter` with the Simple Paged Results
     /// control (`page_size` per page), handing each account to `each` as it arrives, so
     /// a directory of any size is scanned in bounded memory. Returns the DC used.
-    pub async fn scan(
+    pub(crate) async fn scan(
         &self,
         base: &str,
         filter: &str,
@@ -676,7 +676,7 @@ fn classify_op_error(e: LdapError, dc: &str) -> SearchFailure {
 /// The TCP connection to a DC, opened here because ldap3 opens its own without
 /// `TCP_NODELAY`: the pooled connections carry several searches at once, and Nagle holds a
 /// request written while another is unanswered until the DC's delayed ACK (up to 40 ms).
-pub async fn connect_tcp(
+pub(crate) async fn connect_tcp(
     url: &url::Url,
     timeout: Duration,
 ) -> Result<std::net::TcpStream, LdapError> {

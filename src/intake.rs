@@ -31,7 +31,7 @@ const BATCH_MAX: usize = 500;
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum IntakeError {
+pub(crate) enum IntakeError {
     #[error(
         "RabbitMQ: {0} (is the broker reachable at amqp.url, and may this user declare the topology?)"
     )]
@@ -43,7 +43,7 @@ pub enum IntakeError {
 }
 
 /// The intake's connection name: operators (and the reconnect test) find it by its queue.
-pub fn connection_name(cfg: &config::Amqp) -> String {
+pub(crate) fn connection_name(cfg: &config::Amqp) -> String {
     format!("mailboxd intake {} {}", cfg.queue, crate::replica_name())
 }
 

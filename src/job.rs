@@ -55,20 +55,20 @@ impl JobState {
     /// Waiting for a worker to claim them (once due): a claim, a supersede and an
     /// operator cancel take jobs in these states, and the `jobs_claimable` index covers
     /// exactly them.
-    pub const CLAIMABLE: [JobState; 3] = [
+    pub(crate) const CLAIMABLE: [JobState; 3] = [
         JobState::Queued,
         JobState::Retrying,
         JobState::WaitingForSync,
     ];
     /// Not finished yet: claimable, or running now.
-    pub const UNFINISHED: [JobState; 4] = [
+    pub(crate) const UNFINISHED: [JobState; 4] = [
         JobState::Queued,
         JobState::Retrying,
         JobState::WaitingForSync,
         JobState::Running,
     ];
     /// What an operator may run again: what ended without success, or is waiting.
-    pub const RETRYABLE: [JobState; 4] = [
+    pub(crate) const RETRYABLE: [JobState; 4] = [
         JobState::Failed,
         JobState::Cancelled,
         JobState::Retrying,
@@ -76,7 +76,7 @@ impl JobState {
     ];
     /// States that carry the account's intent (the newest of them decides whether an older
     /// event is stale): everything but what was cancelled or superseded.
-    pub const INTENDED: [JobState; 6] = [
+    pub(crate) const INTENDED: [JobState; 6] = [
         JobState::Queued,
         JobState::Retrying,
         JobState::WaitingForSync,
@@ -86,7 +86,7 @@ impl JobState {
     ];
     /// Finished and of no further interest after the retention: failed jobs are kept
     /// until an operator has looked at them.
-    pub const PRUNABLE: [JobState; 3] = [
+    pub(crate) const PRUNABLE: [JobState; 3] = [
         JobState::Succeeded,
         JobState::Cancelled,
         JobState::Superseded,
@@ -208,7 +208,7 @@ impl Resolution {
     }
 
     /// What the attempt's record says it came to.
-    pub fn attempt_outcome(&self) -> AttemptEnd {
+    pub(crate) fn attempt_outcome(&self) -> AttemptEnd {
         match self {
             Resolution::Succeeded { .. } => AttemptEnd::Succeeded,
             Resolution::Retry {

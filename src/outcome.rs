@@ -14,7 +14,7 @@ use crate::job::{ErrorClass, JobEffect, JobState};
 use crate::text_enum::text_enum;
 
 /// The `schema` of every outcome message.
-pub const OUTCOME_SCHEMA_V1: &str = "mailboxd.outcome/v1";
+pub(crate) const OUTCOME_SCHEMA_V1: &str = "mailboxd.outcome/v1";
 
 text_enum! {
     /// What an outcome message reports: how the job ended, or that it waits for the sync.
@@ -193,7 +193,7 @@ pub struct Ending<'a> {
 impl Ending<'_> {
     /// The ending of a job an operator cancelled or a newer event superseded: no attempt,
     /// no directory read.
-    pub fn moved(result: OutcomeResult, attempts: i32) -> Ending<'static> {
+    pub(crate) fn moved(result: OutcomeResult, attempts: i32) -> Ending<'static> {
         Ending {
             result,
             outcome: None,

@@ -137,7 +137,7 @@ impl Publisher {
 
     /// Publishes many messages at full speed: up to `window` unconfirmed at a time, then
     /// waits for their confirms (a nack or an unroutable message is an error).
-    pub async fn publish_many(
+    pub(crate) async fn publish_many(
         &self,
         messages: &[(&str, &[u8], Option<&str>)],
         window: usize,
@@ -217,7 +217,7 @@ fn confirmed(confirm: Confirmation, routing_key: &str) -> Result<(), PublishErro
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub(crate) enum ReplayError {
     #[error("no poison message {0}")]
     NotFound(i64),
     #[error("poison message {0} was stored truncated; replay it with a corrected body")]
@@ -231,7 +231,7 @@ pub enum ReplayError {
 /// Publishes a poison message again (after the sender or mailboxd was fixed), with its
 /// routing key, content type and message id, or with a corrected `body`; marks it replayed.
 /// Returns the routing key used.
-pub async fn replay_poison(
+pub(crate) async fn replay_poison(
     store: &crate::store::Store,
     amqp: &config::Amqp,
     id: i64,

@@ -34,12 +34,12 @@ pub const MAX_FAILURES_PER_USER: u32 = 5;
 /// Failed sign-ins allowed per client network within the window.
 pub const MAX_FAILURES_PER_ADDRESS: u32 = 20;
 /// The window at least (longer when AD's lockout observation window is longer).
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Ended sessions are kept this long (who was signed in when), then deleted.
 const KEEP_ENDED: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
-pub enum SignInError {
+pub(crate) enum SignInError {
     #[error(
         "sign-in with AD is off: set [ldap].urls and admin.viewer_groups or admin.operator_groups"
     )]
@@ -58,7 +58,7 @@ pub const REFUSED: &str = "Sign-in refused: the user name or password is wrong, 
 
 /// Why a sign-in was refused: for the log, never for the page.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("no single account in AD has this name")]
     UnknownUser,
     #[error("{0}")]
@@ -73,7 +73,7 @@ pub enum Refusal {
 
 /// A signed-in person, as a request sees them.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     /// `CORP\jdoe`: what their actions are recorded as.
     pub person: String,
     pub role: Role,
@@ -85,7 +85,7 @@ pub struct Session {
 
 /// How many failed sign-ins are allowed, and within what window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FailureLimits {
+pub(crate) struct FailureLimits {
     pub per_user: u32,
     pub per_address: u32,
     pub window: Duration,
@@ -119,7 +119,7 @@ impl FailureLimits {
 
 /// The settings sign-in needs, from `[admin]`.
 #[derive(Debug, Clone)]
-pub struct SignInConfig {
+pub(crate) struct SignInConfig {
     pub viewer_groups: Vec<String>,
     pub operator_groups: Vec<String>,
     pub domain: String,
@@ -130,7 +130,7 @@ pub struct SignInConfig {
 
 /// AD sign-in and the sessions it opens; cheap to clone.
 #[derive(Clone)]
-pub struct SignIn {
+pub(crate) struct SignIn {
     directory: Option<Directory>,
     store: Store,
     cfg: Arc<SignInConfig>,
@@ -155,7 +155,7 @@ fn csrf_of(cookie: &str) -> String {
 }
 
 /// The NetBIOS-style domain from a base DN: `DC=corp,DC=example` → `CORP`.
-pub fn domain_of(base_dn: &str) -> String {
+pub(crate) fn domain_of(base_dn: &str) -> String {
     base_dn
         .split(',')
         .find_map(|rdn| {
@@ -186,7 +186,11 @@ pub fn lookup(name: &str, domain: &str) -> Option<Lookup> {
 /// The client of a request: the peer, or, when the peer is one of `proxies`, the last
 /// address of `X-Forwarded-For` that is not itself a trusted proxy (each proxy appends the
 /// address it was reached from, so only the right end of the list can be believed).
-pub fn client_address(peer: SocketAddr, forwarded_for: &[&str], proxies: &[IpNet]) -> IpAddr {
+pub(crate) fn client_address(
+    peer: SocketAddr,
+    forwarded_for: &[&str],
+    proxies: &[IpNet],
+) -> IpAddr {
     let trusted = |ip: &IpAddr| proxies.iter().any(|n| n.contains(ip));
     let mut client = peer.ip().to_canonical();
     if !trusted(&client) {
@@ -210,7 +214,7 @@ pub fn client_address(peer: SocketAddr, forwarded_for: &[&str], proxies: &[IpNet
 
 /// What failures from `client` are counted under: its IPv4 address, or its IPv6 /64 (one
 /// host usually holds a whole /64, so single addresses would be free to rotate).
-pub fn address_key(client: IpAddr) -> String {
+pub(crate) fn address_key(client: IpAddr) -> String {
     match client {
         IpAddr::V4(v4) => format!("addr:{v4}"),
         IpAddr::V6(v6) => {
@@ -234,14 +238,9 @@ impl SignIn {
         self.directory.is_some()
     }
 
-    /// The limits on failed sign-ins in force.
-    pub fn failure_limits(&self) -> FailureLimits {
-        self.cfg.failures
-    }
-
     /// Reads AD's lockout policy and keeps the per-account limit below it (logged); when AD
     /// cannot be read, the configured limit stays, with a warning.
-    pub async fn adopt_lockout_policy(&mut self) {
+    pub(crate) async fn adopt_lockout_policy(&mut self) {
         let Some(dir) = &self.directory else { return };
         let ours = self.cfg.failures;
         match dir.lockout_policy().await {
@@ -439,7 +438,7 @@ impl SignIn {
     }
 
     /// Ends the session on every replica.
-    pub async fn sign_out(&self, session: &Session) -> Result<(), SignInError> {
+    pub(crate) async fn sign_out(&self, session: &Session) -> Result<(), SignInError> {
         self.store
             .end_session(&session.id_hash, "signed out")
             .await?;

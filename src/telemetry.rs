@@ -55,7 +55,7 @@ impl<'a> MakeWriter<'a> for OneLine {
     }
 }
 
-pub struct Escaping<W> {
+pub(crate) struct Escaping<W> {
     inner: W,
     ansi: bool,
 }
@@ -76,7 +76,7 @@ impl<W: Write> Write for Escaping<W> {
 }
 
 /// `event` with every control character escaped but its final newline: one line.
-pub fn one_line(event: &[u8], ansi: bool) -> String {
+pub(crate) fn one_line(event: &[u8], ansi: bool) -> String {
     let text = String::from_utf8_lossy(event);
     match text.strip_suffix('\n') {
         Some(body) => escape_controls(body, ansi) + "\n",
@@ -86,7 +86,7 @@ pub fn one_line(event: &[u8], ansi: bool) -> String {
 
 /// `text` with control characters and Unicode line breaks escaped (`\n`, `\u{1b}`), tabs
 /// kept, and ESC kept when `ansi`.
-pub fn escape_controls(text: &str, ansi: bool) -> String {
+pub(crate) fn escape_controls(text: &str, ansi: bool) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {

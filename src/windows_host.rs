@@ -27,15 +27,15 @@ pub enum HostProblem {
 
 /// Why a Basic WinRM logon cannot answer the second hop (learn.microsoft.com/windows/win32/
 /// winrm/connectionoptions-username; PSWSMan's about_PSWSManAuthentication matrix).
-pub const BASIC_IS_LOCAL: &str = "winrm.auth = \"basic\" logs on a local account of the Windows host: WinRM accepts Basic for local accounts only (\"You can supply UserName and Password for a domain account when using negotiate or Kerberos authentication, or for a local account with Basic authentication\", Microsoft's WinRM ConnectionOptions documentation), and a local account has no domain identity to authenticate onwards to Exchange or a domain controller.";
+pub(crate) const BASIC_IS_LOCAL: &str = "winrm.auth = \"basic\" logs on a local account of the Windows host: WinRM accepts Basic for local accounts only (\"You can supply UserName and Password for a domain account when using negotiate or Kerberos authentication, or for a local account with Basic authentication\", Microsoft's WinRM ConnectionOptions documentation), and a local account has no domain identity to authenticate onwards to Exchange or a domain controller.";
 
 /// Why Kerberos delegation cannot answer remote mode's second hop
 /// (https://learn.microsoft.com/powershell/scripting/security/remoting/ps-remoting-second-hop;
 /// no public refusal text exists).
-pub const DELEGATION_IS_NOT_WINRM: &str = "exchange.second_hop = \"delegation\" cannot work in remote mode: the hop from the Windows host to Exchange's /PowerShell is WinRM, and Microsoft lists classic and resource-based constrained delegation (and unconstrained) as \"Doesn't support the second hop for WinRM\" (\"Making the second hop in PowerShell Remoting\"). Delegation works for snapin mode, whose onward hop is LDAP to the domain controllers; in remote mode use an explicit Exchange credential or CredSSP.";
+pub(crate) const DELEGATION_IS_NOT_WINRM: &str = "exchange.second_hop = \"delegation\" cannot work in remote mode: the hop from the Windows host to Exchange's /PowerShell is WinRM, and Microsoft lists classic and resource-based constrained delegation (and unconstrained) as \"Doesn't support the second hop for WinRM\" (\"Making the second hop in PowerShell Remoting\"). Delegation works for snapin mode, whose onward hop is LDAP to the domain controllers; in remote mode use an explicit Exchange credential or CredSSP.";
 
 /// The double hop and its three remedies, as start-up and `check` explain it.
-pub const SECOND_HOP_REMEDIES: &str = "WinRM logs mailboxd on to the Windows host with NTLM, Kerberos or Basic (a local account), which proves who it is but leaves the host no credentials to use onwards; the PowerShell process there then cannot authenticate to Exchange or to a domain controller (the double hop). Remedies: (1) an explicit Exchange credential: set exchange.username and exchange.password_file (New-PSSession -Credential; remote mode only); (2) snapin mode only (its onward hop is LDAP; constrained delegation does not carry WinRM's second hop to Exchange): Kerberos constrained delegation configured in AD for the host to the domain controllers, e.g. Set-ADComputer DC1 -PrincipalsAllowedToDelegateToAccount (Get-ADComputer IQSVC01) for each DC, then set exchange.second_hop = \"delegation\" and winrm.auth = \"kerberos\"; (3) CredSSP: Enable-WSManCredSSP -Role Server on the host, winrm.auth = \"credssp\", exchange.second_hop = \"credssp\". See docs/operations.md, \"The second hop\".";
+pub(crate) const SECOND_HOP_REMEDIES: &str = "WinRM logs mailboxd on to the Windows host with NTLM, Kerberos or Basic (a local account), which proves who it is but leaves the host no credentials to use onwards; the PowerShell process there then cannot authenticate to Exchange or to a domain controller (the double hop). Remedies: (1) an explicit Exchange credential: set exchange.username and exchange.password_file (New-PSSession -Credential; remote mode only); (2) snapin mode only (its onward hop is LDAP; constrained delegation does not carry WinRM's second hop to Exchange): Kerberos constrained delegation configured in AD for the host to the domain controllers, e.g. Set-ADComputer DC1 -PrincipalsAllowedToDelegateToAccount (Get-ADComputer IQSVC01) for each DC, then set exchange.second_hop = \"delegation\" and winrm.auth = \"kerberos\"; (3) CredSSP: Enable-WSManCredSSP -Role Server on the host, winrm.auth = \"credssp\", exchange.second_hop = \"credssp\". See docs/operations.md, \"The second hop\".";
 
 impl HostProblem {
     /// Recognises a host problem in a session failure's text (message and error id).
@@ -64,12 +64,12 @@ impl HostProblem {
     }
 
     /// `message` led by what it means and what to do, when it is the host's set-up.
-    pub fn explained(message: &str) -> Option<String> {
+    pub(crate) fn explained(message: &str) -> Option<String> {
         HostProblem::recognise(message).map(|p| format!("{} — {message}", p.explain()))
     }
 
     /// What it means and what to do, for an operator.
-    pub fn explain(self) -> String {
+    pub(crate) fn explain(self) -> String {
         match self {
             HostProblem::SecondHopExchange => format!(
                 "the second hop failed: New-PSSession to Exchange ran without a credential from a logon that has none to pass on (Kerberos 0x8009030e). {SECOND_HOP_REMEDIES}"

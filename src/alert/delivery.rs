@@ -17,7 +17,7 @@ const CAPPED: &str = "not emailed: the hourly cap (smtp.hourly_cap) was reached"
 
 /// How the alert outbox is emailed.
 #[derive(Debug, Clone)]
-pub struct DeliveryPolicy {
+pub(crate) struct DeliveryPolicy {
     /// Alerts read per round.
     pub limit: i64,
     /// The wait after a first failed send; it doubles per further failure.
@@ -30,7 +30,7 @@ pub struct DeliveryPolicy {
 
 /// What one round did: emails sent, emails that failed (and will be tried again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     pub sent: u32,
     pub failed: u32,
 }
@@ -38,7 +38,7 @@ pub struct Delivered {
 /// Delivers the alerts due now with `send` (one call per email: the alerts it carries and
 /// an optional note to append), each marked sent, suppressed or rescheduled in the round
 /// that locked it.
-pub async fn deliver<F, Fut>(
+pub(crate) async fn deliver<F, Fut>(
     store: &Store,
     policy: &DeliveryPolicy,
     send: F,

@@ -26,7 +26,7 @@ impl From<ErrorClass> for AlertKind {
 }
 
 /// The alert for a job that failed for good: what happened and what to do next.
-pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
+pub(crate) fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
     let sam = job.event.account.sam_account_name.as_str();
     let digest_key = format!("{}:{}:{}", class.as_str(), job.kind, signature(error, sam));
     failed_job(job, class, error, digest_key)
@@ -34,7 +34,7 @@ pub fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
 
 /// The same alert for a job that made mailboxd panic (or crash), digested under a fixed key
 /// rather than its error's signature: writing it runs no more code over the job's data.
-pub fn for_job_that_panicked(job: &Job, error: &str) -> NewAlert {
+pub(crate) fn for_job_that_panicked(job: &Job, error: &str) -> NewAlert {
     failed_job(
         job,
         ErrorClass::Transient,

@@ -21,7 +21,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{Alert, Store};
 
 #[derive(Debug, thiserror::Error)]
-pub enum SenderError {
+pub(crate) enum SenderError {
     #[error("smtp.{key}: {reason}")]
     Config { key: &'static str, reason: String },
 }
@@ -33,7 +33,7 @@ fn config(key: &'static str, reason: impl std::fmt::Display) -> SenderError {
     }
 }
 
-pub struct Sender {
+pub(crate) struct Sender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -228,7 +228,7 @@ impl Sender {
     }
 
     /// Connects (TLS and AUTH as configured) and says NOOP: `mailboxd check`.
-    pub async fn test_connection(&self) -> Result<bool, String> {
+    pub(crate) async fn test_connection(&self) -> Result<bool, String> {
         self.transport
             .test_connection()
             .await

@@ -103,7 +103,7 @@ impl CmdletBudget {
 
     /// The most accounts one batch may hold so that its cmdlets fit the window at all:
     /// `batch_size`, or fewer when the budget is small.
-    pub fn accounts_per_batch(
+    pub(crate) fn accounts_per_batch(
         &self,
         batch_size: u32,
         session_cmdlets: u32,

@@ -289,7 +289,7 @@ impl Settings {
     }
 
     /// Which answer to the second hop is in force, in words (`mailboxd check` prints it).
-    pub fn second_hop_remedy(&self) -> &'static str {
+    pub(crate) fn second_hop_remedy(&self) -> &'static str {
         match (self.exchange.mode, self.exchange.second_hop) {
             (ExchangeMode::None, _) => "none needed (exchange.mode = \"none\")",
             (_, Some(SecondHop::Delegation)) => {

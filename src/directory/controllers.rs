@@ -9,7 +9,7 @@ use url::Url;
 /// Whether `named` (from an event or from AD) names the configured host `configured`: the
 /// same DNS name in any case, or a short name that is the other's first label
 /// (`dc1` and `dc1.corp.example`). Two different FQDNs never match, nor does an address.
-pub fn names_host(configured: &str, named: &str) -> bool {
+pub(crate) fn names_host(configured: &str, named: &str) -> bool {
     if configured.eq_ignore_ascii_case(named) {
         return true;
     }
@@ -23,7 +23,7 @@ pub fn names_host(configured: &str, named: &str) -> bool {
 /// first (matched against each URL's host and the DNS name that controller reported,
 /// `learned`), then the rest in configured order. A `preferred` that names none of them
 /// is ignored with a warning: it is never contacted.
-pub fn ordered(
+pub(crate) fn ordered(
     urls: &[Url],
     learned: impl Fn(&Url) -> Option<String>,
     preferred: Option<&str>,
@@ -54,7 +54,7 @@ pub fn ordered(
 /// name it reported when that names the configured host, or — configured by address,
 /// where no name can be compared — when it is a valid DNS name; otherwise the configured
 /// host itself, never a name only the answer supplied.
-pub fn exchange_name(url: &Url, reported: Option<&str>) -> String {
+pub(crate) fn exchange_name(url: &Url, reported: Option<&str>) -> String {
     let configured = url.host_str().unwrap_or_default();
     let Some(reported) = reported.filter(|r| crate::event::check_hostname(r).is_ok()) else {
         return configured.to_owned();

@@ -166,7 +166,10 @@ impl Directory {
 
     /// Finds the person a sign-in names (by sAMAccountName or UPN) with the service
     /// account; `None` when no single account matches.
-    pub async fn find_person(&self, lookup: &Lookup) -> Result<Option<Candidate>, DirectoryError> {
+    pub(crate) async fn find_person(
+        &self,
+        lookup: &Lookup,
+    ) -> Result<Option<Candidate>, DirectoryError> {
         if matches!(lookup, Lookup::Guid(_)) {
             return Ok(None);
         }
@@ -187,7 +190,7 @@ impl Directory {
     /// Checks a found person's password by a bind as them on a fresh connection to the
     /// controller that found them; a disabled or locked account is refused without a bind.
     /// The password goes only into that bind.
-    pub async fn check_password(
+    pub(crate) async fn check_password(
         &self,
         who: &Candidate,
         password: &SecretString,
@@ -262,7 +265,11 @@ impl Directory {
 
     /// Whether the object `dn` is a member of any of `groups` (DNs), directly or through
     /// nested groups.
-    pub async fn member_of_any(&self, dn: &str, groups: &[String]) -> Result<bool, DirectoryError> {
+    pub(crate) async fn member_of_any(
+        &self,
+        dn: &str,
+        groups: &[String],
+    ) -> Result<bool, DirectoryError> {
         if groups.is_empty() {
             return Ok(false);
         }

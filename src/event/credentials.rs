@@ -14,7 +14,7 @@ pub fn is_credential(name: &str) -> bool {
 
 /// Whether a text mentions a credential-looking word anywhere (ASCII, any case): what is
 /// known of a body that could not be parsed.
-pub fn mentions_credential(body: &[u8]) -> bool {
+pub(crate) fn mentions_credential(body: &[u8]) -> bool {
     let lower = body.to_ascii_lowercase();
     ["password", "passwd", "secret", "token", "credential", "pwd"]
         .iter()

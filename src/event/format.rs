@@ -30,12 +30,12 @@ fn first_char_is_angle_bracket(body: &[u8]) -> bool {
 }
 
 /// The body without a UTF-8 byte-order mark, which Windows senders often put first.
-pub fn strip_bom(body: &[u8]) -> &[u8] {
+pub(crate) fn strip_bom(body: &[u8]) -> &[u8] {
     body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body)
 }
 
 /// The media type of a Content-Type value, lower-cased, without parameters.
-pub fn media_type(content_type: &str) -> String {
+pub(crate) fn media_type(content_type: &str) -> String {
     content_type
         .split(';')
         .next()

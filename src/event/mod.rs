@@ -47,7 +47,7 @@ impl Delivery<'_> {
     /// What of this delivery the poison table may keep when it is refused: the body with
     /// its credentials removed (JSON keys and IdentityIQ attributes alike), and none of it
     /// when it is over the size limit or too broken to tell where a credential might be.
-    pub fn poison_body(&self) -> Vec<u8> {
+    pub(crate) fn poison_body(&self) -> Vec<u8> {
         poison::keepable(self.body, self.format())
     }
 }

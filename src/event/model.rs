@@ -186,7 +186,7 @@ pub struct DraftMailbox {
 /// store, which only ever held validated events): its constructor is private to `event`,
 /// so no code outside it can build an `Event` field by field and skip a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checked(());
+pub(crate) struct Checked(());
 
 impl Checked {
     /// An event the store kept: it was validated when it was stored.

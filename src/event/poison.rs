@@ -11,14 +11,14 @@ use super::iiq;
 use super::model::MAX_MESSAGE_BYTES;
 
 /// What replaces a credential's value.
-pub const REMOVED: &str = "[removed by mailboxd: credentials are never stored]";
+pub(crate) const REMOVED: &str = "[removed by mailboxd: credentials are never stored]";
 const TOO_LARGE: &[u8] = b"[body withheld by mailboxd: over the size limit, so it was not read]";
 const UNREADABLE_XML: &[u8] = b"[body withheld by mailboxd: unreadable XML may hold credentials]";
 const UNREADABLE_JSON: &[u8] =
     b"[body withheld by mailboxd: unreadable JSON that mentions a credential-looking word]";
 
 /// The body as the poison table may keep it.
-pub fn keepable(body: &[u8], format: Format) -> Vec<u8> {
+pub(crate) fn keepable(body: &[u8], format: Format) -> Vec<u8> {
     if body.len() > MAX_MESSAGE_BYTES {
         return TOO_LARGE.to_vec();
     }

@@ -97,7 +97,7 @@ pub fn checked(
 }
 
 /// A sAMAccountName, or the field's error.
-pub fn account_name(field: &'static str, raw: &str) -> Result<AccountName, EventError> {
+pub(crate) fn account_name(field: &'static str, raw: &str) -> Result<AccountName, EventError> {
     AccountName::parse(raw).map_err(|r| EventError::invalid(field, r))
 }
 
@@ -108,7 +108,7 @@ pub fn guid(field: &'static str, raw: &str) -> Result<Uuid, EventError> {
 }
 
 /// Free text: 1–`max` bytes, no control characters.
-pub fn check_text(s: &str, max: usize) -> Result<(), String> {
+pub(crate) fn check_text(s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() || s.len() > max {
         return Err(format!("must be 1-{max} bytes"));
     }
@@ -121,7 +121,7 @@ pub fn check_text(s: &str, max: usize) -> Result<(), String> {
 /// A distinguished name (RFC 4514): at most 2048 bytes, no control characters, and
 /// comma-separated `type=value` components (a `\,` or `\+` escape inside a value allowed).
 /// The attribute type is a name (`CN`, `OU`, `DC`, …) or an OID.
-pub fn check_dn(s: &str) -> Result<(), String> {
+pub(crate) fn check_dn(s: &str) -> Result<(), String> {
     check_text(s, 2048)?;
     let mut component = String::new();
     let mut components = Vec::new();
@@ -196,7 +196,7 @@ pub fn check_hostname(s: &str) -> Result<(), String> {
 }
 
 /// Exchange aliases: letters, digits and ``!#$%&'*+-/=?^_`{|}~`` and dots (not leading/trailing).
-pub fn check_alias(s: &str) -> Result<(), String> {
+pub(crate) fn check_alias(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 64 {
         return Err("must be 1-64 characters".into());
     }

@@ -50,7 +50,7 @@ pub struct BatchResult {
 
 /// One PowerShell run's output, its stdout parsed once, where it arrives.
 #[derive(Debug)]
-pub struct HostOutput {
+pub(crate) struct HostOutput {
     pub parsed: ParsedOutput,
     pub stderr: Vec<u8>,
     pub exit_code: i64,
@@ -74,7 +74,7 @@ impl HostOutput {
 
     /// Whether Exchange dropped the session during this run (an account's cmdlet failed
     /// with it): a warm process is then not kept.
-    pub fn session_lost(&self) -> bool {
+    pub(crate) fn session_lost(&self) -> bool {
         self.parsed.results.iter().any(dropped)
     }
 }
@@ -139,7 +139,7 @@ impl Exchange {
     /// Also writes `[REDACTED]` for these values (the other secrets the daemon holds: the
     /// WinRM, LDAP and SMTP passwords, the admin token) wherever Exchange's output is kept:
     /// an error text that echoes one must not carry it into the database, the API or an email.
-    pub fn redacting(mut self, secrets: impl IntoIterator<Item = String>) -> Exchange {
+    pub(crate) fn redacting(mut self, secrets: impl IntoIterator<Item = String>) -> Exchange {
         self.secrets
             .extend(secrets.into_iter().filter(|s| !s.is_empty()));
         self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
@@ -148,7 +148,10 @@ impl Exchange {
     }
 
     /// Warm processes hold slots of the cluster's session budget for as long as they live.
-    pub fn with_budget(mut self, budget: std::sync::Arc<crate::budget::SessionBudget>) -> Exchange {
+    pub(crate) fn with_budget(
+        mut self,
+        budget: std::sync::Arc<crate::budget::SessionBudget>,
+    ) -> Exchange {
         if let Some(pool) = &self.warm {
             let pool = std::sync::Arc::new(pool.with_budget(budget));
             warm::WarmPool::reap_idle(&pool);
@@ -158,12 +161,12 @@ impl Exchange {
     }
 
     /// Whether batches run in warm processes (which hold their own session slots).
-    pub fn is_warm(&self) -> bool {
+    pub(crate) fn is_warm(&self) -> bool {
         self.warm.is_some()
     }
 
     /// Cmdlets opening this Exchange session costs in Exchange's cmdlet budget.
-    pub fn session_cmdlets(&self) -> u32 {
+    pub(crate) fn session_cmdlets(&self) -> u32 {
         ps_templates::session_cmdlets(&self.session)
     }
 
@@ -202,7 +205,7 @@ impl Exchange {
     /// What the PowerShell process's output says about the batch of `accounts`: the
     /// `MAILBOXD-RESULT` lines, a fatal line, the exit code and stderr, each redacted. The
     /// host's output is untrusted bytes: the fuzz target `ps_result` runs exactly this.
-    pub fn read_output(
+    pub(crate) fn read_output(
         &self,
         template: Template,
         accounts: &[AccountData],

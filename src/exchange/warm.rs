@@ -116,7 +116,7 @@ fn find_line(hay: &[u8], marker: &[u8]) -> Option<usize> {
 /// them.) A replica whose work returns later pays one session set-up for it.
 const MAX_IDLE: Duration = Duration::from_secs(30);
 
-pub struct WarmPool {
+pub(crate) struct WarmPool {
     client: WinrmClient,
     idle: Mutex<Vec<WarmProcess>>,
     permits: Semaphore,
@@ -147,7 +147,7 @@ impl WarmPool {
     }
 
     /// The same pool (not started yet), its processes holding slots of `budget`.
-    pub fn with_budget(&self, budget: Arc<SessionBudget>) -> WarmPool {
+    pub(crate) fn with_budget(&self, budget: Arc<SessionBudget>) -> WarmPool {
         WarmPool {
             client: self.client.clone(),
             idle: Mutex::new(Vec::new()),
@@ -230,7 +230,7 @@ impl WarmPool {
 
     /// Ends idle processes past `MAX_IDLE`, looking every few seconds for as long as the pool
     /// lives: without it, a replica that gets no more work would keep them (and their slots).
-    pub fn reap_idle(pool: &Arc<WarmPool>) {
+    pub(crate) fn reap_idle(pool: &Arc<WarmPool>) {
         let pool = Arc::downgrade(pool);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(MAX_IDLE / 6);
@@ -258,10 +258,5 @@ impl WarmPool {
         for p in all {
             p.close().await;
         }
-    }
-
-    /// Processes kept open now.
-    pub fn idle(&self) -> usize {
-        self.idle.lock().len()
     }
 }

@@ -22,7 +22,7 @@ use crate::health::Health;
 use crate::store::{Inserted, NewPoison, ReplyTo, Store, StoreError};
 
 /// What a delivery is checked against beyond decoding.
-pub struct Rules {
+pub(crate) struct Rules {
     pub event: event::IntakeRules,
     pub reply_to: ReplyToRule,
 }

@@ -10,7 +10,7 @@ const BROKER_NAMED: [&str; 2] = ["amq.gen-", "amq.rabbitmq.reply-to"];
 
 /// The `reply_to` rule of one deployment (`amqp.reply_to_allowed`).
 #[derive(Debug, Clone)]
-pub struct ReplyToRule {
+pub(crate) struct ReplyToRule {
     allowed: Vec<String>,
     own: Vec<String>,
 }

@@ -35,7 +35,7 @@ pub struct Alert {
 
 /// A circuit that opens again within this long after a recovery alert is the same problem
 /// (another replica noticing late, or a flapping host), not a new email.
-pub const CIRCUIT_REOPEN_QUIET: Duration = Duration::from_secs(60);
+pub(crate) const CIRCUIT_REOPEN_QUIET: Duration = Duration::from_secs(60);
 
 /// Writes a failed job's alert with its attempts so far appended to the body.
 pub(super) async fn insert_job_alert(
@@ -89,7 +89,11 @@ fn history_text(lines: &[HistoryLine]) -> String {
 impl Store {
     /// An alert not tied to one job (e.g. the circuit opened), written unless the same
     /// subject was raised within `quiet`: one email per real problem, not a storm.
-    pub async fn raise_alert(&self, alert: &NewAlert, quiet: Duration) -> Result<bool, StoreError> {
+    pub(crate) async fn raise_alert(
+        &self,
+        alert: &NewAlert,
+        quiet: Duration,
+    ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO alerts (kind, subject, body)
              SELECT $1, $2, $3
@@ -149,7 +153,7 @@ impl Store {
     /// Locks the alerts due now for one delivery round (at most `limit`; those with a
     /// digest key only once the oldest of their key is `digest_window` old, so a burst
     /// becomes one email). What becomes of them is written through the round.
-    pub async fn alert_round(
+    pub(crate) async fn alert_round(
         &self,
         limit: i64,
         digest_window: Duration,
@@ -180,28 +184,20 @@ impl Store {
     }
 
     /// Every alert in the outbox, sent or not.
-    pub async fn count_alerts(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn count_alerts(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM alerts")
             .fetch_one(&self.pool)
             .await?)
     }
 
     /// Unsent alerts: (all pending, those whose last send failed).
-    pub async fn alert_outbox_depth(&self) -> Result<(i64, i64), StoreError> {
+    pub(crate) async fn alert_outbox_depth(&self) -> Result<(i64, i64), StoreError> {
         Ok(sqlx::query_as(
             "SELECT count(*), count(*) FILTER (WHERE last_error IS NOT NULL)
                FROM alerts WHERE sent_at IS NULL",
         )
         .fetch_one(&self.pool)
         .await?)
-    }
-
-    pub async fn count_unsent_alerts(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM alerts WHERE sent_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?,
-        )
     }
 }
 
@@ -222,19 +218,19 @@ fn circuit_alert_due(latest: Option<(bool, bool)>, opening: bool) -> bool {
 /// One delivery round of the outbox: the due alerts, locked until `commit`, and what
 /// became of each, written in the same transaction — so a crash between a send and the
 /// commit sends that alert again at most once (with the same Message-ID).
-pub struct AlertRound {
+pub(crate) struct AlertRound {
     tx: Transaction<'static, Postgres>,
     due: Vec<Alert>,
 }
 
 impl AlertRound {
     /// The locked alerts, oldest first (taken: the round keeps only the locks).
-    pub fn take_due(&mut self) -> Vec<Alert> {
+    pub(crate) fn take_due(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.due)
     }
 
     /// Emails sent within the last hour (a digest counts once; suppressed ones not at all).
-    pub async fn sent_last_hour(&mut self) -> Result<i64, StoreError> {
+    pub(crate) async fn sent_last_hour(&mut self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT count(*) FROM alerts WHERE sent_at > now() - interval '1 hour'
                 AND NOT suppressed AND folded_into IS NULL",
@@ -244,7 +240,7 @@ impl AlertRound {
     }
 
     /// `ids` went out as one email: the first carried it, the others are folded into it.
-    pub async fn mark_sent(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+    pub(crate) async fn mark_sent(&mut self, ids: &[i64]) -> Result<(), StoreError> {
         let Some(first) = ids.first() else {
             return Ok(());
         };
@@ -261,7 +257,11 @@ impl AlertRound {
     }
 
     /// `ids` are not emailed, for `reason`: done with, and kept for `mailboxd alerts list`.
-    pub async fn mark_suppressed(&mut self, ids: &[i64], reason: &str) -> Result<(), StoreError> {
+    pub(crate) async fn mark_suppressed(
+        &mut self,
+        ids: &[i64],
+        reason: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE alerts SET sent_at = now(), suppressed = true, last_error = $2
               WHERE id = ANY($1)",
@@ -274,7 +274,7 @@ impl AlertRound {
     }
 
     /// Sending `ids` failed with `error`: tried again after `delay`.
-    pub async fn reschedule(
+    pub(crate) async fn reschedule(
         &mut self,
         ids: &[i64],
         error: &str,

@@ -8,7 +8,7 @@ use super::{Store, StoreError};
 
 /// One action on record.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct AuditRow {
+pub(crate) struct AuditRow {
     pub id: i64,
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -20,7 +20,7 @@ pub struct AuditRow {
 
 /// What an action puts on record.
 #[derive(Debug, Clone, Copy)]
-pub struct NewAudit<'a> {
+pub(crate) struct NewAudit<'a> {
     pub actor: &'a str,
     pub action: &'a str,
     pub subject: &'a str,
@@ -29,7 +29,7 @@ pub struct NewAudit<'a> {
 }
 
 impl Store {
-    pub async fn insert_audit(&self, a: NewAudit<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn insert_audit(&self, a: NewAudit<'_>) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit_log (actor, action, subject, outcome, client)
              VALUES ($1, $2, $3, $4, $5)",
@@ -45,7 +45,7 @@ impl Store {
     }
 
     /// The newest `limit` rows, optionally of one actor, newest first.
-    pub async fn list_audit(
+    pub(crate) async fn list_audit(
         &self,
         actor: Option<&str>,
         limit: i64,

@@ -6,7 +6,7 @@ use crate::job::JobState;
 
 impl Store {
     /// Empties the job tables (bench databases only).
-    pub async fn bench_reset(&self) -> Result<(), StoreError> {
+    pub(crate) async fn bench_reset(&self) -> Result<(), StoreError> {
         sqlx::query("TRUNCATE jobs, job_attempts, alerts, exchange_session_slots, exchange_throttle_events, exchange_learned_limit CASCADE")
             .execute(&self.pool)
             .await?;
@@ -14,7 +14,7 @@ impl Store {
     }
 
     /// Puts every job back to `queued`, for the reference loop to work through.
-    pub async fn bench_requeue(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn bench_requeue(&self) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "UPDATE jobs SET state = $1, locked_by = NULL, locked_until = NULL,
                     finished_at = NULL, attempt = 0, next_attempt_at = now()",
@@ -27,7 +27,7 @@ impl Store {
 
     /// The ceiling: the plainest Postgres queue step, `UPDATE … WHERE id IN (SELECT … FOR
     /// UPDATE SKIP LOCKED) RETURNING id`, completing up to `batch` jobs in one statement.
-    pub async fn bench_plain_step(&self, batch: i64) -> Result<u64, StoreError> {
+    pub(crate) async fn bench_plain_step(&self, batch: i64) -> Result<u64, StoreError> {
         // The state it takes is in the text, as in the claim, for the partial index.
         let r = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET state = $2, finished_at = now()
@@ -45,7 +45,7 @@ impl Store {
 
     /// The ceiling for ingest: the same job rows as the intake writes, inserted with plain
     /// batched `INSERT … SELECT FROM unnest` (no dedup, no advisory lock, no supersede).
-    pub async fn bench_raw_insert(
+    pub(crate) async fn bench_raw_insert(
         &self,
         events: &[crate::event::Event],
         batch: usize,

@@ -38,7 +38,7 @@ const SLOT_CAP: &str =
 
 impl Store {
     /// Makes sure slots `0 .. max` exist (replicas with a smaller `max` ignore the rest).
-    pub async fn ensure_session_slots(&self, max: u32) -> Result<(), StoreError> {
+    pub(crate) async fn ensure_session_slots(&self, max: u32) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO exchange_session_slots (slot)
              SELECT generate_series(0, $1 - 1) ON CONFLICT DO NOTHING",
@@ -51,7 +51,7 @@ impl Store {
 
     /// Takes a free slot below `max` (or one whose lease ran out) as `lease` for `holder`;
     /// `None` when all are held.
-    pub async fn acquire_session_slot(
+    pub(crate) async fn acquire_session_slot(
         &self,
         holder: &str,
         lease: Uuid,
@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// Extends the given holdings (the heartbeat); returns how many were still held.
-    pub async fn renew_session_slots(
+    pub(crate) async fn renew_session_slots(
         &self,
         leases: &[Uuid],
         lease_for: Duration,
@@ -98,7 +98,7 @@ impl Store {
     }
 
     /// Frees one holding and wakes the replicas waiting for a slot.
-    pub async fn release_session_slot(&self, lease: Uuid) -> Result<(), StoreError> {
+    pub(crate) async fn release_session_slot(&self, lease: Uuid) -> Result<(), StoreError> {
         sqlx::query(
             "WITH freed AS (
                 UPDATE exchange_session_slots
@@ -133,7 +133,7 @@ impl Store {
 
     /// Exchange refused a session stating its limit `max`: every replica uses at most that
     /// many slots from its next look-up on. Returns whether this lowered the limit in force.
-    pub async fn learn_session_limit(
+    pub(crate) async fn learn_session_limit(
         &self,
         max: u32,
         replica: &str,
@@ -220,17 +220,6 @@ impl Store {
         })
     }
 
-    /// Slots held by `holder` under a live lease (tests and `check`).
-    pub async fn slots_held_by(&self, holder: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM exchange_session_slots
-              WHERE holder = $1 AND leased_until >= now()",
-        )
-        .bind(holder)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     /// Replicas holding slots under a live lease, with how many each.
     pub async fn slot_holders(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(sqlx::query_as(
@@ -243,7 +232,7 @@ impl Store {
     }
 
     /// Starts listening for released slots.
-    pub fn slot_wake_ups(&self) -> WakeUps {
+    pub(crate) fn slot_wake_ups(&self) -> WakeUps {
         self.wake_ups_on(SLOTS_CHANNEL)
     }
 }

@@ -17,7 +17,7 @@ const KEEP_FOR: Duration = Duration::from_secs(3600);
 
 /// What one look at the window came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmdletTake {
+pub(crate) enum CmdletTake {
     /// The cmdlets are taken: the grant's id, to settle it once the batch is back.
     Granted(i64),
     /// No room: enough of the window frees itself after this long (sooner when a running
@@ -28,7 +28,7 @@ pub enum CmdletTake {
 impl Store {
     /// Takes `cmdlets` (at most `max`) from the window of `max` if there is room, counted
     /// until `hold_for` from now unless settled sooner.
-    pub async fn take_cmdlets(
+    pub(crate) async fn take_cmdlets(
         &self,
         holder: &str,
         cmdlets: u32,
@@ -86,7 +86,7 @@ impl Store {
 
     /// Keeps a running batch's grant counting for `hold` from now (its replica's heartbeat);
     /// a settled grant is left as it is.
-    pub async fn renew_cmdlets(
+    pub(crate) async fn renew_cmdlets(
         &self,
         id: i64,
         hold: Duration,
@@ -106,7 +106,7 @@ impl Store {
 
     /// The grant's batch is back: it counts the cmdlets that ran (never more than taken)
     /// until `window` from now, and the replicas waiting for room look again.
-    pub async fn settle_cmdlets(
+    pub(crate) async fn settle_cmdlets(
         &self,
         id: i64,
         ran: u32,
@@ -140,7 +140,7 @@ impl Store {
     }
 
     /// Starts listening for settled grants.
-    pub fn cmdlet_wake_ups(&self) -> WakeUps {
+    pub(crate) fn cmdlet_wake_ups(&self) -> WakeUps {
         self.wake_ups_on(CMDLETS_CHANNEL)
     }
 }

@@ -11,6 +11,8 @@
 mod alerts;
 mod attempts;
 mod audit;
+/// Only the benchmarks (`tools`, feature `lab`) use these.
+#[cfg(feature = "lab")]
 mod bench;
 mod budget;
 mod cmdlets;
@@ -26,15 +28,15 @@ mod wake_ups;
 
 pub use alerts::*;
 pub use attempts::*;
-pub use audit::*;
+pub(crate) use audit::*;
 pub use budget::*;
-pub use cmdlets::*;
+pub(crate) use cmdlets::*;
 pub use columns::*;
 pub use jobs::*;
 pub use operator::*;
 pub use outcomes::*;
 pub use poison::*;
-pub use queue_view::*;
+pub(crate) use queue_view::*;
 pub use reconcile::*;
 pub use sessions::*;
 pub use wake_ups::*;
@@ -95,7 +97,7 @@ impl Store {
     }
 
     /// This handle writes outcomes due for IdentityIQ as well (when `[identityiq]` is set).
-    pub fn delivering_to_identityiq(mut self, on: bool) -> Store {
+    pub(crate) fn delivering_to_identityiq(mut self, on: bool) -> Store {
         self.identityiq = on;
         self
     }
@@ -140,7 +142,8 @@ fn quoted(name: &str) -> String {
 
 /// Drops the database `url` names (closing its sessions) and creates it again, empty: for a
 /// throwaway database such as the benchmarks', whose migrations may come from another build.
-pub async fn recreate_database(url: &str) -> Result<(), StoreError> {
+#[cfg(feature = "lab")]
+pub(crate) async fn recreate_database(url: &str) -> Result<(), StoreError> {
     let (mut admin, name) = server_connection(url).await?;
     let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(&name));
     admin.execute(sqlx::AssertSqlSafe(drop)).await?;

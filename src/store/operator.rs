@@ -73,7 +73,7 @@ impl Store {
     /// Bulk retry: every failed or cancelled job matching the filter is queued again (at
     /// most `filter.limit`, the filter's states narrowed to those two), each one recorded
     /// as an operator action. Returns their ids.
-    pub async fn retry_matching(
+    pub(crate) async fn retry_matching(
         &self,
         filter: &JobFilter,
         actor: &str,

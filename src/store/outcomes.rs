@@ -261,7 +261,7 @@ impl Store {
 
     /// Gives outcomes back after a failed delivery on `channel`: due again at `next`, the
     /// error kept.
-    pub async fn outcomes_failed(
+    pub(crate) async fn outcomes_failed(
         &self,
         channel: OutcomeChannel,
         replica: &str,
@@ -286,7 +286,7 @@ impl Store {
 
     /// Ends an outcome's IdentityIQ delivery: `sent`, or `refused` with the reason (a 4xx
     /// that retrying cannot change). Only while `replica` holds it.
-    pub async fn identityiq_done(
+    pub(crate) async fn identityiq_done(
         &self,
         replica: &str,
         id: Uuid,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Store, StoreError};
 
 /// Raw bytes kept per poison message at most.
-pub const POISON_BODY_CAP: usize = 256 * 1024;
+pub(crate) const POISON_BODY_CAP: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct NewPoison {
@@ -37,7 +37,7 @@ pub struct PoisonMessage {
 }
 
 impl Store {
-    pub async fn insert_poison(&self, p: &NewPoison) -> Result<i64, StoreError> {
+    pub(crate) async fn insert_poison(&self, p: &NewPoison) -> Result<i64, StoreError> {
         let truncated = p.body.len() > POISON_BODY_CAP;
         let body = &p.body[..p.body.len().min(POISON_BODY_CAP)];
         let id = sqlx::query_scalar(
@@ -59,7 +59,7 @@ impl Store {
         Ok(id)
     }
 
-    pub async fn count_poison(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn count_poison(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM poison_messages")
             .fetch_one(&self.pool)
             .await?)
@@ -85,7 +85,7 @@ impl Store {
 }
 
 impl Store {
-    pub async fn mark_poison_replayed(&self, id: i64) -> Result<(), StoreError> {
+    pub(crate) async fn mark_poison_replayed(&self, id: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE poison_messages SET replayed_at = now() WHERE id = $1")
             .bind(id)
             .execute(&self.pool)

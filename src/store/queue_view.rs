@@ -14,7 +14,7 @@ use crate::job::{ActionKind, ErrorClass, JobState};
 
 /// A job as the queue views list it: enough to filter and group, without the event.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct QueueRow {
+pub(crate) struct QueueRow {
     pub id: Uuid,
     pub account: String,
     pub kind: EventKind,
@@ -29,7 +29,7 @@ pub struct QueueRow {
 
 /// One bulk action: who moved how many jobs matching which filter.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct BulkAction {
+pub(crate) struct BulkAction {
     pub id: i64,
     pub action: ActionKind,
     pub actor: String,
@@ -40,7 +40,7 @@ pub struct BulkAction {
 
 /// The queue's waiting work at a glance.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
-pub struct QueueAges {
+pub(crate) struct QueueAges {
     /// The oldest queued or retrying job's creation.
     pub oldest_pending: Option<DateTime<Utc>>,
     pub waiting_for_sync: i64,
@@ -53,7 +53,7 @@ pub struct QueueAges {
 
 /// Jobs finished in one hour or day: succeeded, failed.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Throughput {
+pub(crate) struct Throughput {
     pub bucket: DateTime<Utc>,
     pub succeeded: i64,
     pub failed: i64,
@@ -61,7 +61,7 @@ pub struct Throughput {
 
 /// Seconds from a job's creation to its success, per hour: median and 95th percentile.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TimeToDone {
+pub(crate) struct TimeToDone {
     pub hour: DateTime<Utc>,
     pub p50: Option<f64>,
     pub p95: Option<f64>,
@@ -69,7 +69,7 @@ pub struct TimeToDone {
 
 /// The bucket of a throughput series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bucket {
+pub(crate) enum Bucket {
     Hour,
     Day,
 }
@@ -77,7 +77,7 @@ pub enum Bucket {
 impl Store {
     /// The jobs `q` matches, most recently updated first, at most `q.limit` from
     /// `q.offset`.
-    pub async fn queue_rows(&self, q: &JobFilter) -> Result<Vec<QueueRow>, StoreError> {
+    pub(crate) async fn queue_rows(&self, q: &JobFilter) -> Result<Vec<QueueRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, account, kind, state, attempt, max_attempts, last_error, last_error_class,
                     created_at, updated_at
@@ -105,7 +105,7 @@ impl Store {
     /// Retries or cancels the jobs among `ids` that may be (a retry takes failed, cancelled
     /// and waiting jobs, a cancel pending ones), in one transaction recorded once in
     /// `bulk_actions` with `filter` and the count, and per job in `operator_actions`.
-    pub async fn bulk_act(
+    pub(crate) async fn bulk_act(
         &self,
         ids: &[Uuid],
         action: ActionKind,
@@ -154,7 +154,10 @@ impl Store {
     }
 
     /// The latest bulk actions, newest first.
-    pub async fn list_bulk_actions(&self, limit: i64) -> Result<Vec<BulkAction>, StoreError> {
+    pub(crate) async fn list_bulk_actions(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<BulkAction>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, action, actor, at, filter, jobs FROM bulk_actions ORDER BY id DESC LIMIT $1",
         )
@@ -164,7 +167,7 @@ impl Store {
     }
 
     /// How old the waiting work is, and what waits in the alert outbox.
-    pub async fn queue_ages(&self) -> Result<QueueAges, StoreError> {
+    pub(crate) async fn queue_ages(&self) -> Result<QueueAges, StoreError> {
         Ok(sqlx::query_as(
             "SELECT (SELECT min(created_at) FROM jobs WHERE state = ANY($1)) AS oldest_pending,
                     (SELECT count(*) FROM jobs WHERE state = $2) AS waiting_for_sync,
@@ -182,7 +185,7 @@ impl Store {
 
     /// Jobs finished per hour over the last 24 hours or per day over the last 30 days,
     /// oldest first, every bucket present.
-    pub async fn throughput(&self, bucket: Bucket) -> Result<Vec<Throughput>, StoreError> {
+    pub(crate) async fn throughput(&self, bucket: Bucket) -> Result<Vec<Throughput>, StoreError> {
         let (unit, span) = match bucket {
             Bucket::Hour => ("hour", "23 hours"),
             Bucket::Day => ("day", "29 days"),
@@ -209,7 +212,7 @@ impl Store {
 
     /// Time from creation to success per hour over the last 24 hours (hours without a
     /// success carry no figures).
-    pub async fn time_to_done(&self) -> Result<Vec<TimeToDone>, StoreError> {
+    pub(crate) async fn time_to_done(&self) -> Result<Vec<TimeToDone>, StoreError> {
         Ok(sqlx::query_as(
             "WITH done AS (
                 SELECT date_trunc('hour', finished_at) AS hour,

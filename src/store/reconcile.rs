@@ -13,7 +13,7 @@ use crate::job::JobState;
 const RECONCILE_LOCK: i64 = 0x6d62_7864_7263; // "mbxdrc"
 
 /// Held while this replica reconciles; `release` gives the lock back.
-pub struct ReconcileLock {
+pub(crate) struct ReconcileLock {
     conn: PoolConnection<Postgres>,
 }
 
@@ -46,7 +46,7 @@ pub struct ReconcileRun {
 }
 
 /// What a finished run records.
-pub struct RunRecord<'a> {
+pub(crate) struct RunRecord<'a> {
     pub domain_controller: Option<&'a str>,
     pub scanned: i32,
     pub differences: i32,
@@ -60,7 +60,7 @@ pub struct RunRecord<'a> {
 
 impl Store {
     /// Takes the reconcile lock if no other replica holds it.
-    pub async fn try_reconcile_lock(&self) -> Result<Option<ReconcileLock>, StoreError> {
+    pub(crate) async fn try_reconcile_lock(&self) -> Result<Option<ReconcileLock>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(RECONCILE_LOCK)
@@ -70,7 +70,7 @@ impl Store {
     }
 
     /// The accounts (lower-cased keys) among `keys` that have a job not yet finished.
-    pub async fn accounts_with_unfinished_jobs(
+    pub(crate) async fn accounts_with_unfinished_jobs(
         &self,
         keys: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
@@ -84,7 +84,7 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    pub async fn start_reconcile_run(
+    pub(crate) async fn start_reconcile_run(
         &self,
         replica: &str,
         dry_run: bool,
@@ -98,7 +98,11 @@ impl Store {
         .await?)
     }
 
-    pub async fn finish_reconcile_run(&self, id: i64, r: &RunRecord<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn finish_reconcile_run(
+        &self,
+        id: i64,
+        r: &RunRecord<'_>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE reconcile_runs SET finished_at = now(), domain_controller = $2, scanned = $3,
                     differences = $4, by_kind = $5, sample = $6, jobs_created = $7,

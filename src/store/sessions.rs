@@ -97,7 +97,11 @@ impl Store {
     }
 
     /// Records that the person's groups were read again and what role they give now.
-    pub async fn session_checked(&self, id_hash: &[u8], role: Role) -> Result<(), StoreError> {
+    pub(crate) async fn session_checked(
+        &self,
+        id_hash: &[u8],
+        role: Role,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE operator_sessions SET groups_checked_at = now(), role = $2
               WHERE id_hash = $1 AND ended_at IS NULL",
@@ -110,7 +114,7 @@ impl Store {
     }
 
     /// Deletes sessions that ended (or started) longer than `keep` ago.
-    pub async fn purge_sessions(&self, keep: Duration) -> Result<u64, StoreError> {
+    pub(crate) async fn purge_sessions(&self, keep: Duration) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "DELETE FROM operator_sessions
               WHERE coalesce(ended_at, created_at) < now() - make_interval(secs => $1)",
@@ -126,7 +130,7 @@ impl Store {
     /// serialised on the row, so no more than `limit` of them get through. The count
     /// starts again once the last attempt is `window` old (as AD's own counter does).
     /// `false`: the budget is spent, the attempt must not reach the directory.
-    pub async fn take_signin_attempt(
+    pub(crate) async fn take_signin_attempt(
         &self,
         subject: &str,
         limit: u32,
@@ -151,7 +155,7 @@ impl Store {
 
     /// Gives an attempt back (it never reached a verdict: the directory did not answer,
     /// or it succeeded and the network's budget is for failures).
-    pub async fn give_back_signin_attempt(&self, subject: &str) -> Result<(), StoreError> {
+    pub(crate) async fn give_back_signin_attempt(&self, subject: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signin_attempts SET failures = greatest(failures - 1, 0) WHERE subject = $1",
         )
@@ -162,7 +166,7 @@ impl Store {
     }
 
     /// Forgets a subject's failures (the person signed in), and budgets idle for a day.
-    pub async fn clear_signin_attempts(&self, subject: &str) -> Result<(), StoreError> {
+    pub(crate) async fn clear_signin_attempts(&self, subject: &str) -> Result<(), StoreError> {
         sqlx::query(
             "DELETE FROM signin_attempts WHERE subject = $1 OR last_at < now() - interval '1 day'",
         )
@@ -170,22 +174,5 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// The failures counted against `subject` now (0 when none or the window passed).
-    pub async fn signin_failures(
-        &self,
-        subject: &str,
-        window: Duration,
-    ) -> Result<i64, StoreError> {
-        let n: Option<i32> = sqlx::query_scalar(
-            "SELECT failures FROM signin_attempts
-              WHERE subject = $1 AND last_at >= now() - make_interval(secs => $2)",
-        )
-        .bind(subject)
-        .bind(secs(window))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(n.map_or(0, i64::from))
     }
 }

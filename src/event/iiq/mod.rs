@@ -70,7 +70,7 @@ pub fn parse(
 /// The document with every credential value removed, for the poison table. `None` when
 /// the document cannot be parsed: then nobody can tell where a credential might be, and
 /// the body is withheld.
-pub fn sanitized(body: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn sanitized(body: &[u8]) -> Option<Vec<u8>> {
     let root = document(body).ok()?;
     Some(sanitize::rewrite(&root).into_bytes())
 }

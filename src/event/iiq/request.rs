@@ -36,14 +36,14 @@ fn value_of(e: &Element) -> Option<String> {
 }
 
 /// Names of the credential attributes the request carries (their values are never read).
-pub fn credential_names(req: &Element) -> impl Iterator<Item = &str> {
+pub(crate) fn credential_names(req: &Element) -> impl Iterator<Item = &str> {
     named_elements(req)
         .map(|(name, _)| name)
         .filter(|name| is_credential(name))
 }
 
 /// Whether the request sets `IIQDisabled` to true: IdentityIQ's way to disable in a Modify.
-pub fn sets_disabled(req: &Element) -> bool {
+pub(crate) fn sets_disabled(req: &Element) -> bool {
     named_elements(req).any(|(n, e)| {
         n.eq_ignore_ascii_case("IIQDisabled")
             && value_of(e).is_some_and(|v| v.eq_ignore_ascii_case("true"))
@@ -51,7 +51,7 @@ pub fn sets_disabled(req: &Element) -> bool {
 }
 
 /// The request's values except credentials, looked up by name in any case.
-pub struct Values(Vec<(String, String)>);
+pub(crate) struct Values(Vec<(String, String)>);
 
 impl Values {
     pub fn of(req: &Element) -> Values {

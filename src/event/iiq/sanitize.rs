@@ -10,7 +10,7 @@ const REMOVED: &str = "[removed by mailboxd: credentials are never stored]";
 
 /// The document as XML text again, with every credential value removed. Written with a
 /// stack of its own rather than by recursion: the sender decides how deep a tree is.
-pub fn rewrite(root: &Element) -> String {
+pub(crate) fn rewrite(root: &Element) -> String {
     let mut out = String::new();
     let mut pending = vec![Step::Open(root)];
     while let Some(step) = pending.pop() {

@@ -80,7 +80,7 @@ fn transition(resolution: &Resolution) -> Transition<'_> {
 }
 
 /// One job's attempt as the worker hands it in.
-pub type FinishedJob<'a> = (&'a Job, &'a AttemptRecord, &'a Resolution);
+pub(crate) type FinishedJob<'a> = (&'a Job, &'a AttemptRecord, &'a Resolution);
 
 impl Store {
     /// Records an attempt and moves the job on (see the module doc). Returns false, and
@@ -101,7 +101,7 @@ impl Store {
     /// `finish` for many jobs at once: one statement moves the jobs and writes their
     /// attempt and outcome rows (one round trip, one commit); only a final failure's alert
     /// needs a transaction around it. Returns, per job, whether this replica still held it.
-    pub async fn finish_many(
+    pub(crate) async fn finish_many(
         &self,
         replica: &str,
         outcomes: &[FinishedJob<'_>],

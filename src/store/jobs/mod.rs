@@ -5,7 +5,6 @@
 mod finish;
 mod insert;
 
-pub use finish::*;
 pub use insert::*;
 
 use std::sync::LazyLock;
@@ -73,7 +72,7 @@ pub struct JobFilter {
 
 /// One page of a job listing.
 #[derive(Debug, Clone, Default)]
-pub struct JobPage {
+pub(crate) struct JobPage {
     pub jobs: Vec<Job>,
     /// Jobs the filter selects on every page (0 when this page is past the last).
     pub total: i64,
@@ -170,7 +169,7 @@ impl Store {
 
     /// Makes jobs whose lease ran out (their replica died) due again at once, the lost
     /// attempt recorded. Returns how many.
-    pub async fn rescue_expired_leases(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn rescue_expired_leases(&self) -> Result<u64, StoreError> {
         let r = sqlx::query(EXPIRE_LEASES.as_str())
             .bind(AttemptEnd::LeaseExpired)
             .bind(ErrorClass::Transient)
@@ -196,7 +195,7 @@ impl Store {
     }
 
     /// Extends the lease of jobs this replica is still running.
-    pub async fn heartbeat(
+    pub(crate) async fn heartbeat(
         &self,
         replica: &str,
         ids: &[Uuid],
@@ -217,7 +216,7 @@ impl Store {
 
     /// Of the given (job, attempt) pairs, the jobs `replica` still runs in that attempt: what
     /// a batch that panicked left unfinished.
-    pub async fn held_jobs(
+    pub(crate) async fn held_jobs(
         &self,
         replica: &str,
         attempts: &[(Uuid, i32)],
@@ -245,7 +244,7 @@ impl Store {
 
     /// Gives back the jobs `replica` is running (shutdown past its deadline): due again at
     /// once, the interrupted attempt recorded and not counted.
-    pub async fn release_running(&self, replica: &str) -> Result<u64, StoreError> {
+    pub(crate) async fn release_running(&self, replica: &str) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "WITH mine AS (
                 SELECT id FROM jobs WHERE state = $2 AND locked_by = $1 FOR UPDATE)
@@ -319,7 +318,7 @@ impl Store {
 
     /// The jobs `f` selects (its `limit` from its `offset`, newest first) and how many it
     /// selects in all, so that a listing can say how many more there are.
-    pub async fn page_jobs(&self, f: &JobFilter) -> Result<JobPage, StoreError> {
+    pub(crate) async fn page_jobs(&self, f: &JobFilter) -> Result<JobPage, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS}, count(*) OVER () AS total FROM jobs
               WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
