@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// One API token: its name (what actions are recorded as), its secret and whether it may act.
 #[derive(Clone)]
-pub struct Token {
+pub(crate) struct Token {
     pub name: String,
     pub secret: SecretString,
     pub can_act: bool,
@@ -16,14 +16,14 @@ pub struct Token {
 
 /// The API's tokens and what they open.
 #[derive(Clone)]
-pub struct Access {
+pub(crate) struct Access {
     tokens: Vec<Token>,
     open_reads: bool,
 }
 
 /// Why a caller may not do what it asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// No token is configured: the API is off.
     Disabled,
     /// Tokens are configured and the caller presented none of them.
@@ -33,11 +33,11 @@ pub enum Refusal {
 }
 
 impl Access {
-    pub fn new(tokens: Vec<Token>, open_reads: bool) -> Access {
+    pub(crate) fn new(tokens: Vec<Token>, open_reads: bool) -> Access {
         Access { tokens, open_reads }
     }
 
-    pub fn open_reads(&self) -> bool {
+    pub(crate) fn open_reads(&self) -> bool {
         self.open_reads
     }
 
@@ -55,7 +55,11 @@ impl Access {
 
     /// Who a caller that `presented` this token (if any) is, when they may read, or with
     /// `write` act: `api:<token name>`, or `None` for an anonymous open read.
-    pub fn check(&self, presented: Option<&str>, write: bool) -> Result<Option<String>, Refusal> {
+    pub(crate) fn check(
+        &self,
+        presented: Option<&str>,
+        write: bool,
+    ) -> Result<Option<String>, Refusal> {
         let token = presented.and_then(|p| self.token(p));
         match token {
             Some(t) if write && !t.can_act => Err(Refusal::ReadOnly),

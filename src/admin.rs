@@ -26,7 +26,7 @@ use crate::job::{ErrorClass, JobState};
 use crate::store::{ActionRefused, JobFilter, Store};
 
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub store: Store,
     /// The daemon's tasks and intake's progress: what makes `/readyz` say not ready.
     pub health: std::sync::Arc<crate::health::Health>,
@@ -48,7 +48,7 @@ pub struct AdminState {
     pub sync_deadline: std::time::Duration,
 }
 
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     if state.access.open_reads() {
         tracing::warn!("admin.open_reads is set: the job API can be read without a token");
     }
@@ -301,7 +301,7 @@ async fn job_action(
 }
 
 /// How an action ended, for the audit trail.
-pub fn outcome<E>(r: &Result<Result<(), ActionRefused>, E>) -> &'static str {
+pub(crate) fn outcome<E>(r: &Result<Result<(), ActionRefused>, E>) -> &'static str {
     match r {
         Ok(Ok(())) => "done",
         Ok(Err(ActionRefused::NotFound)) => "not found",
@@ -476,7 +476,7 @@ async fn list_reconcile_runs(State(s): State<AdminState>, headers: HeaderMap) ->
 }
 
 /// The OpenAPI 3 description of this API (`tests/admin_api.rs` checks it covers every route).
-pub const OPENAPI: &str = include_str!("admin_api/openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("admin_api/openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
@@ -547,7 +547,7 @@ async fn exchange_budget(s: &AdminState) -> serde_json::Value {
     })
 }
 
-pub async fn bind(listen: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+pub(crate) async fn bind(listen: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))

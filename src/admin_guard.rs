@@ -16,15 +16,15 @@ use ipnet::IpNet;
 /// The client a request came from, as the guard worked it out (handlers read it from the
 /// request's extensions).
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub IpAddr);
+pub(crate) struct ClientAddr(pub IpAddr);
 
 /// Why a handler refused a request (a response extension): the guard's log line says it.
 #[derive(Debug, Clone)]
-pub struct RefusedBecause(pub String);
+pub(crate) struct RefusedBecause(pub String);
 
 /// What the guard needs to know about the listener.
 #[derive(Debug, Clone)]
-pub struct Guard {
+pub(crate) struct Guard {
     pub trusted_proxies: Arc<Vec<IpNet>>,
     /// The listener serves HTTPS itself: answers carry HSTS.
     pub tls: bool,
@@ -49,7 +49,7 @@ fn authority(origin: &str) -> Option<&str> {
 /// where a request comes from in `Sec-Fetch-Site` (and, older ones, `Origin`); a client
 /// that sends neither is no browser (curl, the CLI, automation with a token) and is not a
 /// cross-site forgery.
-pub fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> Result<(), String> {
+pub(crate) fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> Result<(), String> {
     let get = |name| {
         headers
             .get(name)
@@ -81,7 +81,7 @@ fn safe(method: &Method) -> bool {
 }
 
 /// The middleware: see the module's description.
-pub async fn guard(
+pub(crate) async fn guard(
     State(g): State<Guard>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,

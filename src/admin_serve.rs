@@ -24,7 +24,7 @@ use crate::shutdown::Shutdown;
 
 /// The limits of one listener (`admin.header_read_timeout`, `admin.max_connections`).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
@@ -34,7 +34,7 @@ pub struct Limits {
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Serves `router` on `listener` until `shutdown`.
-pub async fn serve<L>(mut listener: L, router: Router, limits: Limits, shutdown: Shutdown)
+pub(crate) async fn serve<L>(mut listener: L, router: Router, limits: Limits, shutdown: Shutdown)
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {

@@ -26,7 +26,7 @@ const WATCH_EVERY: Duration = Duration::from_secs(2);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("cannot read {path}: {source} (check admin.tls_cert_file / admin.tls_key_file)")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path} holds no {what} in PEM form")]
@@ -50,7 +50,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Reads the certificate chain and the private key into a server configuration.
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     winrm::tls::install_provider();
     let pem = read(cert)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
@@ -76,7 +76,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
 }
 
 /// The admin listener's HTTPS side: finished TLS streams and their clients' addresses.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     streams: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
 }
@@ -102,7 +102,7 @@ impl TlsListener {
     /// Serves TLS on `tcp` with the files' configuration until `shutdown`; reloads it on
     /// SIGHUP or when a file changes.
     /// At most `max_handshakes` handshakes (and finished streams not yet served) at once.
-    pub fn start(
+    pub(crate) fn start(
         tcp: TcpListener,
         cert: &Path,
         key: &Path,

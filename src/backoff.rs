@@ -13,14 +13,14 @@ use std::time::Duration;
 use rand::Rng;
 
 /// The ceiling for try `n`: `min(cap, base·2^(n-1))` (try 0 counts as try 1).
-pub fn doubling(n: u32, base: Duration, cap: Duration) -> Duration {
+pub(crate) fn doubling(n: u32, base: Duration, cap: Duration) -> Duration {
     // 2^30 times any sensible base is past any sensible cap; the clamp keeps the power finite.
     let factor = 2u32.saturating_pow(n.saturating_sub(1).min(30));
     base.saturating_mul(factor).min(cap)
 }
 
 /// Exponential backoff with full jitter: a random delay in `[0, doubling(n, base, cap)]`.
-pub fn full_jitter(n: u32, base: Duration, cap: Duration) -> Duration {
+pub(crate) fn full_jitter(n: u32, base: Duration, cap: Duration) -> Duration {
     let ceiling = doubling(n, base, cap);
     let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
     Duration::from_millis(rand::rng().random_range(0..=ms))

@@ -14,7 +14,7 @@ use crate::backoff;
 const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
+pub(crate) enum Permit {
     /// Closed: claim as usual.
     Go,
     /// Half-open: this caller runs the one probe batch, and hands the probe back with
@@ -26,10 +26,10 @@ pub enum Permit {
 
 /// The one probe a half-open circuit lets out at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Probe(u64);
+pub(crate) struct Probe(u64);
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct CircuitStatus {
+pub(crate) struct CircuitStatus {
     pub open: bool,
     pub reason: Option<String>,
     /// Seconds until the next probe, when open.
@@ -49,7 +49,7 @@ struct Inner {
     opened_at: Option<Instant>,
 }
 
-pub struct Circuit {
+pub(crate) struct Circuit {
     threshold: u32,
     base_cooldown: Duration,
     /// The shortest pause after refused credentials (`worker.credential_probe_interval`).
@@ -58,7 +58,7 @@ pub struct Circuit {
 }
 
 impl Circuit {
-    pub fn new(threshold: u32, cooldown: Duration) -> Circuit {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Circuit {
         Circuit {
             threshold: threshold.max(1),
             base_cooldown: cooldown,
@@ -77,14 +77,14 @@ impl Circuit {
 
     /// After refused credentials the circuit pauses at least `floor`: every probe sends the
     /// credentials again, and AD counts each refusal toward the account's lockout.
-    pub fn with_credential_floor(mut self, floor: Duration) -> Circuit {
+    pub(crate) fn with_credential_floor(mut self, floor: Duration) -> Circuit {
         self.credential_floor = floor;
         self
     }
 
     /// A batch failed because the credentials were refused: opens at once (or keeps open)
     /// and pauses no less than the credential floor. Same answer as [`Circuit::failure`].
-    pub fn credentials_refused(&self, reason: &str) -> (Option<Duration>, bool) {
+    pub(crate) fn credentials_refused(&self, reason: &str) -> (Option<Duration>, bool) {
         let (opened, open) = self.failure(true, reason);
         let mut s = self.lock();
         let floor = Instant::now() + self.credential_floor;
@@ -106,7 +106,7 @@ impl Circuit {
         backoff::doubling(failed_probes.saturating_add(1), self.base_cooldown, cap)
     }
 
-    pub fn permit(&self) -> Permit {
+    pub(crate) fn permit(&self) -> Permit {
         let mut s = self.lock();
         match s.open_until {
             None => Permit::Go,
@@ -128,7 +128,7 @@ impl Circuit {
     /// The probe's batch is over. If it reached the host, `success` or `failure` has
     /// settled the probe already; if not (nothing was due, the directory settled its job,
     /// Exchange only throttled), the next claim probes instead.
-    pub fn probe_ended(&self, probe: Probe) {
+    pub(crate) fn probe_ended(&self, probe: Probe) {
         let mut s = self.lock();
         if s.probe == Some(probe.0) {
             s.probe = None;
@@ -137,7 +137,7 @@ impl Circuit {
 
     /// A batch reached the Windows side and came back: close. Returns how long the outage
     /// lasted when this closed an open circuit (the caller raises the one recovery alert).
-    pub fn success(&self) -> Option<Duration> {
+    pub(crate) fn success(&self) -> Option<Duration> {
         let mut s = self.lock();
         let outage = s.opened_at.take().map(|t| t.elapsed());
         if let Some(d) = outage {
@@ -156,7 +156,7 @@ impl Circuit {
 
     /// A whole batch failed. Returns `Some(pause)` when this opened the circuit (the
     /// caller raises the one alert), and whether the circuit is open now.
-    pub fn failure(&self, systemic: bool, reason: &str) -> (Option<Duration>, bool) {
+    pub(crate) fn failure(&self, systemic: bool, reason: &str) -> (Option<Duration>, bool) {
         let mut s = self.lock();
         s.failures = s.failures.saturating_add(1);
         let now = Instant::now();
@@ -186,13 +186,13 @@ impl Circuit {
     }
 
     /// When work may resume (for deferred jobs' next attempt).
-    pub fn reopens_in(&self) -> Duration {
+    pub(crate) fn reopens_in(&self) -> Duration {
         self.lock().open_until.map_or(Duration::ZERO, |t| {
             t.saturating_duration_since(Instant::now())
         })
     }
 
-    pub fn status(&self) -> CircuitStatus {
+    pub(crate) fn status(&self) -> CircuitStatus {
         let s = self.lock();
         CircuitStatus {
             open: s.open_until.is_some(),

@@ -70,7 +70,7 @@ mod humantime_secs {
         Text(String),
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match Raw::deserialize(d)? {
             Raw::Int(s) => Ok(Duration::from_secs(s)),
             Raw::Float(s) if s >= 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
@@ -84,7 +84,9 @@ mod humantime_opt {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         #[derive(Deserialize)]
         struct Wrap(#[serde(with = "super::humantime_secs")] Duration);
         Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))

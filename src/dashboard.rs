@@ -56,7 +56,7 @@ fn cookie_name(s: &AdminState) -> &'static str {
     }
 }
 
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/login", get(login_form).post(login))

@@ -15,7 +15,7 @@
 //! | `decode-panic:<marker>` | reading a message whose body holds `<marker>` panics |
 
 /// Aborts the process if `name` is armed.
-pub fn abort_at(name: &str) {
+pub(crate) fn abort_at(name: &str) {
     if armed::value(name).is_some() {
         tracing::error!(failpoint = name, "failpoint reached: aborting");
         std::process::abort();
@@ -23,14 +23,14 @@ pub fn abort_at(name: &str) {
 }
 
 /// Panics if `batch-panic:<account>` is armed for this account.
-pub fn panic_for_account(account: &str) {
+pub(crate) fn panic_for_account(account: &str) {
     if armed::value("batch-panic").is_some_and(|a| a.eq_ignore_ascii_case(account)) {
         panic!("failpoint batch-panic: a batch with {account} panics");
     }
 }
 
 /// Panics if `decode-panic:<marker>` is armed and the message body holds the marker.
-pub fn panic_for_body(body: &[u8]) {
+pub(crate) fn panic_for_body(body: &[u8]) {
     let Some(marker) = armed::value("decode-panic").filter(|m| !m.is_empty()) else {
         return;
     };
@@ -40,7 +40,7 @@ pub fn panic_for_body(body: &[u8]) {
 }
 
 /// Panics on the first `n` calls when `claim-loop-panic:<n>` is armed.
-pub fn claim_loop_panic() {
+pub(crate) fn claim_loop_panic() {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEEN: AtomicU32 = AtomicU32::new(0);
     let Some(n) = armed::value("claim-loop-panic").and_then(|n| n.parse::<u32>().ok()) else {
@@ -77,7 +77,7 @@ mod armed {
     }
 
     /// The value of an armed failpoint (`""` when it has none); `None` when not armed.
-    pub fn value(name: &str) -> Option<&'static str> {
+    pub(super) fn value(name: &str) -> Option<&'static str> {
         all()
             .iter()
             .find(|(n, _)| n == name)
@@ -89,7 +89,7 @@ mod armed {
 mod armed {
     /// Never armed: a build without the `failpoints` feature has no hooks.
     #[inline(always)]
-    pub fn value(_name: &str) -> Option<&'static str> {
+    pub(crate) fn value(_name: &str) -> Option<&'static str> {
         None
     }
 }

@@ -146,7 +146,7 @@ impl Health {
 }
 
 /// Every kind of supervised task, so that each reports its gauge (zero included).
-pub const TASK_KINDS: [&str; 7] = [
+pub(crate) const TASK_KINDS: [&str; 7] = [
     "intake",
     "claim_loop",
     "pruner",
@@ -159,17 +159,17 @@ pub const TASK_KINDS: [&str; 7] = [
 /// A supervised task: its kind (the metric label) and, when there are several of that kind,
 /// which one.
 #[derive(Debug, Clone, Copy)]
-pub struct Task {
+pub(crate) struct Task {
     pub kind: &'static str,
     pub index: Option<u32>,
 }
 
 impl Task {
-    pub fn one(kind: &'static str) -> Task {
+    pub(crate) fn one(kind: &'static str) -> Task {
         Task { kind, index: None }
     }
 
-    pub fn nth(kind: &'static str, index: u32) -> Task {
+    pub(crate) fn nth(kind: &'static str, index: u32) -> Task {
         Task {
             kind,
             index: Some(index),
@@ -187,7 +187,7 @@ impl std::fmt::Display for Task {
 }
 
 /// The text of a panic's payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -197,8 +197,12 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs the task `start` makes until it returns. A panic is logged, counted in `mailboxd_task_restarts_total{task}`, shown by `/readyz` while the
 /// task is down, and the task starts again after a doubling wait (1 s up to 60 s).
-pub async fn supervise<F, Fut>(task: Task, health: Arc<Health>, shutdown: Shutdown, mut start: F)
-where
+pub(crate) async fn supervise<F, Fut>(
+    task: Task,
+    health: Arc<Health>,
+    shutdown: Shutdown,
+    mut start: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {

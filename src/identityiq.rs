@@ -21,12 +21,12 @@ use crate::shutdown::Shutdown;
 use crate::store::{OutcomeChannel, OutcomeRow, Store, StoreError};
 
 /// The schemas of a LaunchedWorkflow request.
-pub const LAUNCHED_WORKFLOW_SCHEMA: &str =
+pub(crate) const LAUNCHED_WORKFLOW_SCHEMA: &str =
     "urn:ietf:params:scim:schemas:sailpoint:1.0:LaunchedWorkflow";
-pub const TASK_RESULT_SCHEMA: &str = "urn:ietf:params:scim:schemas:sailpoint:1.0:TaskResult";
+pub(crate) const TASK_RESULT_SCHEMA: &str = "urn:ietf:params:scim:schemas:sailpoint:1.0:TaskResult";
 
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityIqError {
+pub(crate) enum IdentityIqError {
     #[error("identityiq: {0}")]
     Config(String),
 }
@@ -42,7 +42,7 @@ enum Launch {
 }
 
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     url: String,
     authorization: secrecy::SecretString,
@@ -53,7 +53,7 @@ pub struct Client {
 
 impl Client {
     /// `None` when `[identityiq] base_url` is not set.
-    pub fn from_config(cfg: &config::IdentityIq) -> Result<Option<Client>, IdentityIqError> {
+    pub(crate) fn from_config(cfg: &config::IdentityIq) -> Result<Option<Client>, IdentityIqError> {
         let (Some(base), Some(credential)) = (&cfg.base_url, &cfg.credential) else {
             return Ok(None);
         };
@@ -130,7 +130,7 @@ impl Client {
 
 /// The LaunchedWorkflow request for one outcome: every field the workflow may want as its
 /// own input entry (strings), and the whole outcome as JSON in `outcome`.
-pub fn request(workflow: &str, outcome: &Value) -> Value {
+pub(crate) fn request(workflow: &str, outcome: &Value) -> Value {
     let text = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,
@@ -185,7 +185,7 @@ pub fn request(workflow: &str, outcome: &Value) -> Value {
 }
 
 /// What IdentityIQ delivery needs.
-pub struct Deps {
+pub(crate) struct Deps {
     pub store: Store,
     pub client: Client,
     pub cfg: config::Outcomes,
@@ -194,7 +194,7 @@ pub struct Deps {
 
 /// Launches due outcomes until the daemon stops (every replica runs one; the lease keeps
 /// them apart), supervised.
-pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+pub(crate) fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
     let Deps {
         store,
         client,

@@ -1,6 +1,10 @@
 //! mailboxd: provisions hybrid Exchange remote mailboxes for joiner and leaver events.
 //! See ARCHITECTURE.md for the map.
 
+// `pub` means used outside the daemon (the binary, the tests, the fuzz targets): everything
+// else is `pub(crate)`, so the compiler finds dead code.
+#![warn(unreachable_pub)]
+
 mod access;
 mod admin;
 mod admin_guard;

@@ -50,7 +50,7 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide recorder once (several in-process daemons share it, as tests
 /// run them) and returns the handle that renders the text format.
-pub fn handle() -> Option<&'static PrometheusHandle> {
+pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let buckets = [
@@ -73,7 +73,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 }
 
 /// The scrape: recorded metrics plus the queue's state read now.
-pub async fn render(
+pub(crate) async fn render(
     store: &crate::store::Store,
     circuit_open: bool,
     broker_connected: bool,

@@ -16,14 +16,14 @@ use crate::shutdown::Shutdown;
 use crate::store::{OutcomeChannel, OutcomeRow, Store, StoreError};
 
 /// One outbox's delivery round.
-pub trait Round: Send {
+pub(crate) trait Round: Send {
     /// Takes what is due and delivers it (logging what failed): how many went out, 0 when
     /// the loop should wait before the next round.
     fn round(&mut self) -> impl Future<Output = usize> + Send;
 }
 
 /// Runs rounds until the daemon stops, waiting `poll` after a round that delivered nothing.
-pub async fn run(mut outbox: impl Round, poll: Duration, shutdown: Shutdown) {
+pub(crate) async fn run(mut outbox: impl Round, poll: Duration, shutdown: Shutdown) {
     loop {
         if shutdown.is_stopping() {
             return;
@@ -35,7 +35,7 @@ pub async fn run(mut outbox: impl Round, poll: Duration, shutdown: Shutdown) {
 }
 
 /// A round's worth of outcomes due on `channel`, leased to `replica`.
-pub async fn claim(
+pub(crate) async fn claim(
     store: &Store,
     channel: OutcomeChannel,
     replica: &str,
@@ -48,7 +48,7 @@ pub async fn claim(
 }
 
 /// When an outcome that failed `attempts` times on a channel is due again.
-pub fn next_try(attempts: i32, cfg: &config::Outcomes) -> chrono::DateTime<Utc> {
+pub(crate) fn next_try(attempts: i32, cfg: &config::Outcomes) -> chrono::DateTime<Utc> {
     let n = u32::try_from(attempts).unwrap_or(u32::MAX);
     let wait = backoff::doubling(n, cfg.retry_base, cfg.retry_cap);
     Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()

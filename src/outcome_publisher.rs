@@ -20,7 +20,7 @@ use crate::{broker, outbox};
 
 /// Why a round of outcomes was not published; its outcomes stay due and are sent again.
 #[derive(Debug, thiserror::Error)]
-pub enum NotPublished {
+pub(crate) enum NotPublished {
     #[error(
         "RabbitMQ: {0} (is the broker reachable at amqp.url? the outcome stays pending and is published again)"
     )]
@@ -57,7 +57,7 @@ impl Link {
 }
 
 /// What the outcome publisher needs.
-pub struct Deps {
+pub(crate) struct Deps {
     pub store: Store,
     pub amqp: config::Amqp,
     pub cfg: config::Outcomes,
@@ -66,7 +66,7 @@ pub struct Deps {
 
 /// Publishes outcomes until the daemon stops (every replica runs one; the lease keeps them
 /// apart), supervised.
-pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+pub(crate) fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
     let Deps {
         store,
         amqp,

@@ -1,7 +1,7 @@
 //! Waiting for the signal to stop: SIGTERM (systemd, Kubernetes, `docker stop`) or Ctrl-C.
 
 /// Returns when the process is asked to stop.
-pub async fn stop_requested() {
+pub(crate) async fn stop_requested() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -105,7 +105,7 @@ impl FailureLimits {
     /// Limits that stay below AD's lockout: fewer failures than its threshold, counted over
     /// at least its observation window (a failure older than our window but inside AD's
     /// would still count there).
-    pub fn below(self, ad: LockoutPolicy) -> FailureLimits {
+    pub(crate) fn below(self, ad: LockoutPolicy) -> FailureLimits {
         if ad.threshold == 0 {
             return self;
         }
@@ -225,7 +225,7 @@ pub(crate) fn address_key(client: IpAddr) -> String {
 }
 
 impl SignIn {
-    pub fn new(directory: Option<Directory>, store: Store, cfg: SignInConfig) -> SignIn {
+    pub(crate) fn new(directory: Option<Directory>, store: Store, cfg: SignInConfig) -> SignIn {
         let groups = cfg.viewer_groups.len() + cfg.operator_groups.len();
         SignIn {
             directory: directory.filter(|_| groups > 0),
@@ -234,7 +234,7 @@ impl SignIn {
         }
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.directory.is_some()
     }
 
@@ -279,7 +279,7 @@ impl SignIn {
     /// value (the session id) and the session. One attempt of the client's network budget
     /// is taken first and one of the account's before its password reaches AD; both stay
     /// taken when the attempt fails.
-    pub async fn sign_in(
+    pub(crate) async fn sign_in(
         &self,
         name: &str,
         password: &SecretString,
@@ -404,7 +404,7 @@ impl SignIn {
     /// The session this cookie value opens, if it is open; its groups and account are
     /// read again from AD when `group_check_interval` has passed, and the session ends if
     /// the person left the groups or the account was disabled or locked.
-    pub async fn session(&self, cookie: &str) -> Result<Option<Session>, SignInError> {
+    pub(crate) async fn session(&self, cookie: &str) -> Result<Option<Session>, SignInError> {
         let Some(hash) = id_hash(cookie) else {
             return Ok(None);
         };

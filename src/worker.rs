@@ -4,14 +4,14 @@
 //! no attempt while the Windows side is down (`circuit`) or the account waits for the cloud
 //! sync.
 
-pub mod claim;
+pub(crate) mod claim;
 mod heartbeat;
 mod plan;
-pub mod prune;
-pub mod rescue;
+pub(crate) mod prune;
+pub(crate) mod rescue;
 mod view;
 
-pub use plan::{Plan, Wanted, plan};
+pub(crate) use plan::{Plan, Wanted, plan};
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -35,7 +35,7 @@ use crate::job::{ErrorClass, JobEffect, Resolution};
 use crate::store::{AttemptRecord, Job, Store};
 
 #[derive(Clone)]
-pub struct Worker {
+pub(crate) struct Worker {
     pub store: Store,
     pub exchange: Exchange,
     pub cfg: config::Worker,
@@ -71,7 +71,7 @@ impl Worker {
     /// Runs one claimed batch: joiners and leavers each in one PowerShell process, the
     /// leases kept alive meanwhile by a heartbeat that is part of this future (it ends with
     /// the batch, whatever way the batch ends). A panic in the batch is caught (`isolate`).
-    pub async fn process(&self, jobs: Vec<Job>) {
+    pub(crate) async fn process(&self, jobs: Vec<Job>) {
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
         let heartbeat = heartbeat::heartbeat(
             self.store.clone(),

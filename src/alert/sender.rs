@@ -57,7 +57,7 @@ fn html_escape(s: &str) -> String {
 }
 
 impl Sender {
-    pub fn new(cfg: &Smtp, public_url: Option<String>) -> Result<Sender, SenderError> {
+    pub(crate) fn new(cfg: &Smtp, public_url: Option<String>) -> Result<Sender, SenderError> {
         winrm::tls::install_provider();
         let tls = || -> Result<TlsParameters, SenderError> {
             let mut b = TlsParameters::builder(cfg.host.clone());
@@ -180,7 +180,7 @@ impl Sender {
     /// The email for one alert or a digest: a plain-text and an HTML part. The Message-ID
     /// is derived from the (first) alert, so a resend after a crash carries the same id
     /// and mail systems can drop the duplicate.
-    pub fn message(&self, alerts: &[Alert], note: Option<&str>) -> Result<Message, String> {
+    pub(crate) fn message(&self, alerts: &[Alert], note: Option<&str>) -> Result<Message, String> {
         let first = alerts.first().ok_or("no alert to send")?;
         let (subject, text, link) = self.compose(alerts, note);
         let html = HTML
@@ -235,7 +235,11 @@ impl Sender {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn send(&self, alerts: Vec<Alert>, note: Option<String>) -> Result<(), String> {
+    pub(crate) async fn send(
+        &self,
+        alerts: Vec<Alert>,
+        note: Option<String>,
+    ) -> Result<(), String> {
         let msg = self.message(&alerts, note.as_deref())?;
         self.transport
             .send(msg)

@@ -46,7 +46,7 @@ pub enum JobsCommand {
     },
 }
 
-pub async fn run(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
+pub(super) async fn run(cmd: JobsCommand, store: &Store) -> anyhow::Result<i32> {
     match cmd {
         JobsCommand::List {
             state,

@@ -29,7 +29,7 @@ pub enum Which {
     Failing,
 }
 
-pub async fn run(cmd: OutcomesCommand, store: &Store) -> anyhow::Result<i32> {
+pub(super) async fn run(cmd: OutcomesCommand, store: &Store) -> anyhow::Result<i32> {
     let OutcomesCommand::List {
         status,
         account,

@@ -35,7 +35,11 @@ pub enum PoisonCommand {
     },
 }
 
-pub async fn run(cmd: PoisonCommand, store: &Store, settings: &Settings) -> anyhow::Result<i32> {
+pub(super) async fn run(
+    cmd: PoisonCommand,
+    store: &Store,
+    settings: &Settings,
+) -> anyhow::Result<i32> {
     match cmd {
         PoisonCommand::List { limit, json } => list(store, limit, json).await,
         PoisonCommand::Show { id, json } => show(store, id, json).await,

@@ -40,7 +40,7 @@ pub struct PublishArgs {
 
 /// Publishes, and puts what was published on the audit trail (when the database can be
 /// reached: publishing needs only the broker, so a missing database is a warning).
-pub async fn run(mut args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> {
+pub(super) async fn run(mut args: PublishArgs, settings: &Settings) -> anyhow::Result<i32> {
     let publisher = Publisher::connect(&settings.amqp).await?;
     let (r, subject) = match args.file.take() {
         Some(path) => {

@@ -11,7 +11,7 @@ use crate::store::Store;
 /// Exit code of a run that found more differences than `reconcile.max_jobs_per_run`.
 const CAPPED: i32 = 3;
 
-pub async fn run(
+pub(super) async fn run(
     dir: &Directory,
     store: &Store,
     settings: &Settings,

@@ -16,7 +16,7 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    pub fn new(columns: &[(&'static str, Align)]) -> Table {
+    pub(super) fn new(columns: &[(&'static str, Align)]) -> Table {
         Table {
             columns: columns.to_vec(),
             rows: Vec::new(),
@@ -24,12 +24,12 @@ impl Table {
     }
 
     /// One row, a cell per column.
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
     /// The header and the rows, each line ending in a newline.
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let headers: Vec<String> = self.columns.iter().map(|(h, _)| (*h).to_owned()).collect();
         let widths: Vec<usize> = (0..self.columns.len())
             .map(|i| {
@@ -66,7 +66,7 @@ impl Table {
 
 /// Under a listing that showed rows up to `shown_through` of `total`: how many more there
 /// are and how to see them; `None` when it showed the last one.
-pub fn more(shown_through: i64, total: i64, how: &str) -> Option<String> {
+pub(super) fn more(shown_through: i64, total: i64, how: &str) -> Option<String> {
     let rest = total - shown_through;
     (rest > 0).then(|| format!("… {rest} more; {how}"))
 }

@@ -32,7 +32,7 @@ fn verb(action: ActionKind) -> (&'static str, &'static str) {
 
 /// Why a bulk action page cannot go on; each says what to do instead.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub(super) enum Refused {
     #[error("Bulk actions are retry and cancel.")]
     NoSuchAction,
     #[error("{0}; correct it in the address or start again from the job list.")]
@@ -78,7 +78,7 @@ async fn matching(
     Ok((ids, capped))
 }
 
-pub async fn confirm(
+pub(super) async fn confirm(
     State(s): State<AdminState>,
     headers: HeaderMap,
     Path(action): Path<String>,
@@ -126,7 +126,7 @@ pub async fn confirm(
 }
 
 #[derive(Deserialize)]
-pub struct ConfirmedForm {
+pub(super) struct ConfirmedForm {
     #[serde(flatten)]
     filter: FilterForm,
     /// The count the confirmation stated: never more jobs than that are moved.
@@ -136,7 +136,7 @@ pub struct ConfirmedForm {
     csrf: String,
 }
 
-pub async fn act(
+pub(super) async fn act(
     State(s): State<AdminState>,
     Extension(client): Extension<crate::admin_guard::ClientAddr>,
     headers: HeaderMap,
@@ -167,7 +167,7 @@ pub async fn act(
 }
 
 /// The latest bulk actions: who moved how many jobs matching what.
-pub async fn list(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+pub(super) async fn list(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     let v = match visitor(&s, &headers, false).await {
         Ok(v) => v,
         Err(r) => return r,

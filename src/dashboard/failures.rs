@@ -22,7 +22,7 @@ const ACCOUNTS_SHOWN: usize = 12;
 
 /// The jobs that fail the same way.
 #[derive(Debug, Clone)]
-pub struct Group {
+pub(super) struct Group {
     pub class: Option<ErrorClass>,
     pub signature: String,
     /// The newest job's error in full.
@@ -35,7 +35,7 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn jobs(&self) -> usize {
+    pub(super) fn jobs(&self) -> usize {
         self.failed + self.retrying
     }
 
@@ -53,7 +53,7 @@ impl Group {
 
 /// Groups rows (newest first, as the store gives them) by class and signature, the
 /// largest group first.
-pub fn group(rows: &[QueueRow]) -> Vec<Group> {
+pub(super) fn group(rows: &[QueueRow]) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<(Option<ErrorClass>, String), usize> = HashMap::new();
     for r in rows {
@@ -115,7 +115,7 @@ fn unreadable(e: &StoreError) -> String {
 const ON_OVERVIEW: usize = 3;
 
 /// The largest failure groups for the overview, each with its group retry for an operator.
-pub async fn summary(s: &AdminState, can_act: bool) -> String {
+pub(super) async fn summary(s: &AdminState, can_act: bool) -> String {
     let groups = match current(s).await {
         Ok((groups, _)) => groups,
         Err(e) => return format!("<h2>Failures</h2>{}", unreadable(&e)),
@@ -153,7 +153,7 @@ pub async fn summary(s: &AdminState, can_act: bool) -> String {
     )
 }
 
-pub async fn failures(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+pub(super) async fn failures(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     let v = match visitor(&s, &headers, false).await {
         Ok(v) => v,
         Err(r) => return r,

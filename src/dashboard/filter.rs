@@ -13,11 +13,11 @@ use crate::job::{ErrorClass, JobState};
 use crate::store::{JobFilter, QueueRow};
 
 /// Rows a view or bulk action reads at most; the pages say when a filter matches more.
-pub const MAX_ROWS: i64 = 5000;
+pub(super) const MAX_ROWS: i64 = 5000;
 
 /// The filter as sent: every field optional text, `state` a comma-separated list.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct FilterForm {
+pub(super) struct FilterForm {
     pub state: Option<String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -31,7 +31,7 @@ pub struct FilterForm {
 /// A checked filter: the store's job filter, and the error signature the rows it returns
 /// must also have (computed here, from the text of the last error).
 #[derive(Debug, Clone, Default)]
-pub struct QueueFilter {
+pub(super) struct QueueFilter {
     pub jobs: JobFilter,
     /// The error signature (as `alert::signature` makes it) the last error must have.
     pub signature: Option<String>,
@@ -40,7 +40,7 @@ pub struct QueueFilter {
 /// A filter field that names nothing: which, and what it held.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the filter's {field} {value:?} is not valid: {hint}")]
-pub struct BadFilter {
+pub(super) struct BadFilter {
     pub field: &'static str,
     pub value: String,
     pub hint: &'static str,
@@ -65,7 +65,7 @@ fn parse_time(field: &'static str, v: &str) -> Result<DateTime<Utc>, BadFilter> 
 }
 
 impl FilterForm {
-    pub fn check(&self) -> Result<QueueFilter, BadFilter> {
+    pub(super) fn check(&self) -> Result<QueueFilter, BadFilter> {
         let mut states = Vec::new();
         for s in given(&self.state).unwrap_or("").split(',').map(str::trim) {
             if s.is_empty() {
@@ -115,13 +115,13 @@ impl FilterForm {
 }
 
 /// The signature of a job's last error: what the failures view groups by.
-pub fn row_signature(row: &QueueRow) -> String {
+pub(super) fn row_signature(row: &QueueRow) -> String {
     signature(row.last_error.as_deref().unwrap_or(""), &row.account)
 }
 
 impl QueueFilter {
     /// What the store selects: the filter without its signature, at most [`MAX_ROWS`].
-    pub fn query(&self) -> JobFilter {
+    pub(super) fn query(&self) -> JobFilter {
         JobFilter {
             limit: MAX_ROWS,
             offset: 0,
@@ -130,7 +130,7 @@ impl QueueFilter {
     }
 
     /// Whether a row the store returned for [`Self::query`] also has the signature.
-    pub fn keeps(&self, row: &QueueRow) -> bool {
+    pub(super) fn keeps(&self, row: &QueueRow) -> bool {
         self.signature
             .as_ref()
             .is_none_or(|s| *s == row_signature(row))
@@ -156,7 +156,7 @@ impl QueueFilter {
     }
 
     /// The filter as a query string (without `?`), URL-encoded.
-    pub fn to_query(&self) -> String {
+    pub(super) fn to_query(&self) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in self.pairs() {
             q.append_pair(k, &v);
@@ -165,7 +165,7 @@ impl QueueFilter {
     }
 
     /// The filter as hidden form fields, HTML-escaped.
-    pub fn hidden_fields(&self) -> String {
+    pub(super) fn hidden_fields(&self) -> String {
         self.pairs()
             .iter()
             .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", esc(v)))
@@ -173,7 +173,7 @@ impl QueueFilter {
     }
 
     /// The filter in words, as a confirmation states it and the record keeps it.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let j = &self.jobs;
         let states: Vec<&str> = j.states.iter().map(|s| s.as_str()).collect();
         let parts: Vec<String> = [

@@ -10,7 +10,7 @@ use crate::admin::AdminState;
 use crate::store::{Bucket, QueueAges, StoreError, Throughput, TimeToDone};
 
 /// "3 h 12 min", "45 s": an age an operator reads at a glance.
-pub fn age(secs: i64) -> String {
+pub(super) fn age(secs: i64) -> String {
     let secs = secs.max(0);
     match secs {
         0..60 => format!("{secs} s"),
@@ -21,7 +21,7 @@ pub fn age(secs: i64) -> String {
 }
 
 /// A duration in seconds: tenths below ten seconds (most jobs take one or two), else [`age`].
-pub fn seconds(secs: f64) -> String {
+pub(super) fn seconds(secs: f64) -> String {
     if secs < 10.0 {
         format!("{:.1} s", secs.max(0.0))
     } else {
@@ -31,7 +31,7 @@ pub fn seconds(secs: f64) -> String {
 
 /// The health cards, the charts and the time-to-done table; said instead when the store
 /// does not answer (never "none waiting" by mistake).
-pub async fn section(s: &AdminState) -> String {
+pub(super) async fn section(s: &AdminState) -> String {
     read(s).await.unwrap_or_else(|e| {
         format!(
             "<h2>Health</h2><p class=\"bad\" id=\"health-unreadable\">The queue's health cannot be read now: {}</p>",

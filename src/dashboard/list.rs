@@ -15,7 +15,7 @@ use crate::job::{ErrorClass, JobState};
 /// Jobs a list shows.
 const SHOWN: usize = 200;
 
-pub async fn jobs(
+pub(super) async fn jobs(
     State(s): State<AdminState>,
     headers: HeaderMap,
     Query(form): Query<FilterForm>,

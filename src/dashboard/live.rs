@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 const REFRESH_MS: u32 = 3000;
 
 /// A time as the viewer's clock shows it (set by the script), UTC on hover and without it.
-pub fn when(t: DateTime<Utc>) -> String {
+pub(super) fn when(t: DateTime<Utc>) -> String {
     format!(
         "<time datetime=\"{}\" title=\"{utc}\">{utc}</time>",
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -20,7 +20,7 @@ pub fn when(t: DateTime<Utc>) -> String {
 
 /// `body` as the live part of a page, with its "updated" line; `static/dashboard.js`
 /// refreshes it (and without JavaScript the page reads as it was served).
-pub fn region(body: &str) -> String {
+pub(super) fn region(body: &str) -> String {
     format!(
         "<p id=\"updated\" class=\"muted\">Served at {now}; reload for newer.</p>\
          <div id=\"live\" data-refresh-ms=\"{REFRESH_MS}\">{body}</div>",
@@ -30,5 +30,5 @@ pub fn region(body: &str) -> String {
 
 /// The dashboard's style sheet and script, served under `/static/` (no inline code, so the
 /// Content-Security-Policy allows only files from this origin).
-pub const STYLE: &str = include_str!("static/dashboard.css");
-pub const SCRIPT: &str = include_str!("static/dashboard.js");
+pub(super) const STYLE: &str = include_str!("static/dashboard.css");
+pub(super) const SCRIPT: &str = include_str!("static/dashboard.js");

@@ -71,7 +71,7 @@ fn attempt_row(a: &Attempt, label: &str) -> String {
 }
 
 /// The attempts and operator actions of `job` as one table, oldest first.
-pub fn section(job: &Job, attempts: &[Attempt], actions: &[OperatorAction]) -> String {
+pub(super) fn section(job: &Job, attempts: &[Attempt], actions: &[OperatorAction]) -> String {
     let mut entries: Vec<Entry> = attempts.iter().map(Entry::Attempt).collect();
     entries.extend(actions.iter().map(Entry::Action));
     // Stable: an action and an attempt in the same instant keep the action first.
@@ -113,7 +113,7 @@ pub fn section(job: &Job, attempts: &[Attempt], actions: &[OperatorAction]) -> S
 
 /// The event as the job keeps it: the validated fields only (what was not part of the
 /// event schema, credentials included, was never stored).
-pub fn event(job: &Job) -> String {
+pub(super) fn event(job: &Job) -> String {
     let json = serde_json::to_string_pretty(&job.event).unwrap_or_default();
     format!(
         "<details id=\"event\"><summary>The event as received</summary><pre>{}</pre></details>",

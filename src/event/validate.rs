@@ -86,7 +86,7 @@ fn mailbox(m: DraftMailbox) -> Result<Mailbox, EventError> {
 }
 
 /// `raw` if `check` accepts it, else the field's error with `check`'s reason.
-pub fn checked(
+pub(super) fn checked(
     field: &'static str,
     raw: String,
     check: impl FnOnce(&str) -> Result<(), String>,
@@ -102,7 +102,7 @@ pub(crate) fn account_name(field: &'static str, raw: &str) -> Result<AccountName
 }
 
 /// An objectGUID, with or without the braces AD tools print around it.
-pub fn guid(field: &'static str, raw: &str) -> Result<Uuid, EventError> {
+pub(super) fn guid(field: &'static str, raw: &str) -> Result<Uuid, EventError> {
     Uuid::parse_str(raw.trim_matches(|c| c == '{' || c == '}'))
         .map_err(|e| EventError::invalid(field, e.to_string()))
 }

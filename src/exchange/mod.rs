@@ -57,7 +57,7 @@ pub(crate) struct HostOutput {
 }
 
 impl HostOutput {
-    pub fn read(output: &CommandOutput) -> HostOutput {
+    pub(crate) fn read(output: &CommandOutput) -> HostOutput {
         HostOutput {
             parsed: ps_templates::parse_stdout(&String::from_utf8_lossy(&output.stdout)),
             stderr: output.stderr.clone(),

@@ -129,7 +129,7 @@ pub(crate) struct WarmPool {
 }
 
 impl WarmPool {
-    pub fn new(
+    pub(crate) fn new(
         client: WinrmClient,
         size: usize,
         max_requests: u32,
@@ -162,7 +162,11 @@ impl WarmPool {
     /// Runs one payload in a warm process: an idle one when `reuse`, else (and when none is
     /// idle) a new one. A process whose Exchange session was dropped is not kept (kept, it
     /// would fail every later request).
-    pub async fn run(&self, payload: &Payload, reuse: bool) -> Result<HostOutput, WinrmError> {
+    pub(crate) async fn run(
+        &self,
+        payload: &Payload,
+        reuse: bool,
+    ) -> Result<HostOutput, WinrmError> {
         let _permit = tokio::time::timeout(self.wait, self.permits.acquire())
             .await
             .map_err(|_| WinrmError::Timeout)?
@@ -253,7 +257,7 @@ impl WarmPool {
     }
 
     /// Ends every idle process (shutdown).
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let all: Vec<WarmProcess> = std::mem::take(&mut *self.idle.lock());
         for p in all {
             p.close().await;

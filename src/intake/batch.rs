@@ -34,7 +34,7 @@ struct Accepted {
     reply_to: ReplyTo,
 }
 
-pub async fn handle(
+pub(super) async fn handle(
     store: &Store,
     health: &Health,
     max_attempts: i32,

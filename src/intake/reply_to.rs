@@ -16,7 +16,7 @@ pub(crate) struct ReplyToRule {
 }
 
 impl ReplyToRule {
-    pub fn new(cfg: &config::Amqp) -> ReplyToRule {
+    pub(super) fn new(cfg: &config::Amqp) -> ReplyToRule {
         ReplyToRule {
             allowed: cfg.reply_to_allowed.clone(),
             own: vec![cfg.queue.clone(), crate::broker::dead_letter_queue(cfg)],
@@ -24,7 +24,7 @@ impl ReplyToRule {
     }
 
     /// `Ok` if outcomes may go to `queue`; else why not (for the log and the job).
-    pub fn check(&self, queue: &str) -> Result<(), String> {
+    pub(super) fn check(&self, queue: &str) -> Result<(), String> {
         if queue.is_empty() || queue.len() > 255 || queue.chars().any(char::is_control) {
             return Err(
                 "it is not a queue name (empty, over 255 bytes or with control characters)".into(),

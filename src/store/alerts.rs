@@ -293,7 +293,7 @@ impl AlertRound {
     }
 
     /// Writes what became of the round's alerts and releases their locks.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
     }

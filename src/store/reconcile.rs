@@ -18,7 +18,7 @@ pub(crate) struct ReconcileLock {
 }
 
 impl ReconcileLock {
-    pub async fn release(mut self) -> Result<(), StoreError> {
+    pub(crate) async fn release(mut self) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(RECONCILE_LOCK)
             .execute(&mut *self.conn)

@@ -18,7 +18,7 @@ use crate::store::{Job, StoreError, WakeUps};
 
 /// What the claim loops need: the worker that runs their batches, and where a panic is
 /// reported.
-pub struct Deps {
+pub(crate) struct Deps {
     pub worker: Worker,
     pub health: Arc<Health>,
 }
@@ -26,7 +26,7 @@ pub struct Deps {
 /// Runs `worker.concurrency` claim loops until the daemon stops, each supervised: a loop
 /// that panics is reported to `health` and started again. The handle ends with the last
 /// loop, so waiting for it waits for the batches in flight.
-pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+pub(crate) fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
     let Deps { worker, health } = deps;
     let wake = worker.store.wake_ups();
     let loops: Vec<JoinHandle<()>> = (0..worker.cfg.concurrency)

@@ -8,7 +8,7 @@ use crate::job::{ErrorClass, JobEffect};
 
 /// What the directory check decided for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// Run the template against the domain controller that answered.
     Run,
     /// Already true: succeeded without touching Exchange.
@@ -22,14 +22,14 @@ pub enum Plan {
 
 /// What a joiner asks for besides the mailbox: where it routes, and whether an archive.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Wanted<'a> {
+pub(crate) struct Wanted<'a> {
     pub remote_routing_address: Option<&'a str>,
     /// `mailbox.archive`: the mailbox has a cloud archive too.
     pub archive: bool,
 }
 
 /// Decides from what the domain controller shows whether Exchange needs to be asked.
-pub fn plan(
+pub(crate) fn plan(
     kind: EventKind,
     sam: &str,
     state: &AccountState,
@@ -123,7 +123,7 @@ fn leaver(a: &Account, sam: &str, dc: &str) -> Plan {
 
 /// Whether the account now shows what Exchange said it did: for a joiner a visible remote
 /// mailbox, and its archive (msExchArchiveGUID) when one was asked for.
-pub fn verified(
+pub(super) fn verified(
     kind: EventKind,
     status: JobEffect,
     after: &AccountState,

@@ -11,14 +11,14 @@ use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// What pruning needs.
-pub struct Deps {
+pub(crate) struct Deps {
     pub store: Store,
     pub retention: Duration,
     pub health: Arc<Health>,
 }
 
 /// Prunes until the daemon stops, supervised.
-pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+pub(crate) fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
     let Deps {
         store,
         retention,

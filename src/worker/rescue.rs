@@ -15,16 +15,16 @@ use crate::store::Store;
 /// How often a replica looks for expired leases: a dead replica's jobs run again at most this
 /// much after their lease ran out. The look is one indexed `UPDATE` that finds nothing on a
 /// healthy system, and claims no longer pay it with every batch.
-pub const EVERY: Duration = Duration::from_millis(250);
+pub(crate) const EVERY: Duration = Duration::from_millis(250);
 
 /// What lease rescue needs.
-pub struct Deps {
+pub(crate) struct Deps {
     pub store: Store,
     pub health: Arc<Health>,
 }
 
 /// Rescues expired leases until the daemon stops, supervised.
-pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
+pub(crate) fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
     let Deps { store, health } = deps;
     tokio::spawn(supervise(
         Task::one("lease_rescue"),

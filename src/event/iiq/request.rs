@@ -7,7 +7,10 @@ use xml::Element;
 pub use super::super::credentials::is_credential;
 
 /// The children of `e` with this local name.
-pub fn children<'a>(e: &'a Element, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+pub(super) fn children<'a>(
+    e: &'a Element,
+    name: &'a str,
+) -> impl Iterator<Item = &'a Element> + 'a {
     e.children.iter().filter(move |c| c.name == name)
 }
 
@@ -54,7 +57,7 @@ pub(crate) fn sets_disabled(req: &Element) -> bool {
 pub(crate) struct Values(Vec<(String, String)>);
 
 impl Values {
-    pub fn of(req: &Element) -> Values {
+    pub(super) fn of(req: &Element) -> Values {
         Values(
             named_elements(req)
                 // Credentials are never read, whatever the request holds.
@@ -65,7 +68,7 @@ impl Values {
     }
 
     /// The value of the first attribute of this name, unless that is empty.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))

@@ -12,7 +12,7 @@ use crate::job::JobState;
 use crate::store::{JobFilter, Store};
 
 /// What one run is asked to do.
-pub struct ReplicaBurst {
+pub(super) struct ReplicaBurst {
     pub accounts: usize,
     pub replicas: usize,
     /// worker.concurrency of each replica.
