@@ -42,7 +42,7 @@ async fn every_event_survives_kills_broker_and_database_drops_and_host_outages()
     let joiners: Vec<String> = (0..n / 2).map(|i| format!("cj{i:05}")).collect();
     let leavers: Vec<String> = (0..n - n / 2).map(|i| format!("cl{i:05}")).collect();
     let mut accounts: Vec<_> = joiners.iter().map(|s| seed(s)).collect();
-    accounts.extend(leavers.iter().map(|s| remote(s, true, false)));
+    accounts.extend(leavers.iter().map(|s| remote(s).disabled()));
     // Exchange-like pauses keep the queue busy while the blows land.
     let mut env = TestEnv::with_latency(
         accounts,

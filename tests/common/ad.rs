@@ -45,6 +45,13 @@ impl User {
     }
 }
 
+/// Whether a mailbox shows in the address lists (`msExchHideFromAddressLists`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressLists {
+    Shown,
+    Hidden,
+}
+
 /// A value of `ad.env`, which `deploy/dev/samba-ad.sh start` writes for the running test DC.
 pub fn ad_env(key: &str) -> String {
     let dir =
@@ -267,8 +274,8 @@ impl TestAd {
         .expect("stamp mS-DS-ConsistencyGuid");
     }
 
-    /// Writes what Enable-RemoteMailbox writes on the account.
-    pub async fn stamp_remote(&self, dn: &str, target: &str, hidden: bool) {
+    /// Writes what Enable-RemoteMailbox writes on the account (and Disable-…'s hiding).
+    pub async fn stamp_remote(&self, dn: &str, target: &str, lists: AddressLists) {
         let mut ldap = self.admin().await;
         let set = |k: &str, v: &str| Mod::Replace(k.to_owned(), HashSet::from([v.to_owned()]));
         let mut mods = vec![
@@ -278,7 +285,10 @@ impl TestAd {
         ];
         mods.push(set(
             "msExchHideFromAddressLists",
-            if hidden { "TRUE" } else { "FALSE" },
+            match lists {
+                AddressLists::Shown => "FALSE",
+                AddressLists::Hidden => "TRUE",
+            },
         ));
         ldap.modify(dn, mods)
             .await
