@@ -64,8 +64,22 @@ fn json_lines(logs: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_parallel_wrong_passwords_under_two_spellings_reach_ad_five_times_and_lock_nothing() {
+/// A viewer AD would lock at its sixth wrong password, and a daemon (the binary, logging
+/// JSON) behind a trusted proxy at 127.0.0.1.
+struct Guessed {
+    ad: TestAd,
+    p: People,
+    sam: String,
+    upn: String,
+    dn: String,
+    guid: uuid::Uuid,
+    env: TestEnv,
+    daemon: common::Daemon,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn given_a_viewer_ad_locks_at_the_sixth_wrong_password() -> Guessed {
     let ad = TestAd::get();
     let p = people(&ad).await;
     let (sam, dn, guid) = viewer(&ad, &p, "par").await;
@@ -84,17 +98,39 @@ async fn fifty_parallel_wrong_passwords_under_two_spellings_reach_ad_five_times_
     ]);
     let daemon = env.spawn_logged(&["--log-format", "json"], vars).await;
     let base = format!("http://{}", daemon.admin);
-    let http = no_redirects();
+    Guessed {
+        ad,
+        p,
+        sam,
+        upn,
+        dn,
+        guid,
+        env,
+        daemon,
+        base,
+        http: no_redirects(),
+    }
+}
 
-    // 50 guesses at once, from 50 addresses (behind the trusted proxy, so the limit per
-    // address does not stop them): the limit per account alone must hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_parallel_wrong_passwords_under_two_spellings_reach_ad_five_times_and_lock_nothing() {
+    let g = given_a_viewer_ad_locks_at_the_sixth_wrong_password().await;
+    when_fifty_wrong_passwords_arrive_at_once_from_fifty_addresses(&g).await;
+    then_ad_saw_at_most_the_limit_and_the_rest_was_refused_without_asking(&g).await;
+    then_nothing_is_locked_in_ad_and_the_limit_holds_for_the_right_password(&g).await;
+    then_the_log_states_the_limits(&g.daemon.logs());
+}
+
+/// 50 guesses at once, from 50 addresses (behind the trusted proxy, so the limit per
+/// address does not stop them): the limit per account alone must hold.
+async fn when_fifty_wrong_passwords_arrive_at_once_from_fifty_addresses(g: &Guessed) {
     let guesses = (0..50).map(|i| {
         let user = if i % 2 == 0 {
-            format!("CORP\\{sam}")
+            format!("CORP\\{}", g.sam)
         } else {
-            upn.clone()
+            g.upn.clone()
         };
-        let (http, base) = (http.clone(), base.clone());
+        let (http, base) = (g.http.clone(), g.base.clone());
         async move {
             let xff = format!("198.51.100.{}", i + 1);
             sign_in_from(&http, &base, &user, &format!("guess-{i}"), Some(&xff)).await
@@ -105,25 +141,27 @@ async fn fifty_parallel_wrong_passwords_under_two_spellings_reach_ad_five_times_
         assert_eq!(*status, 401, "{page}");
         assert!(page.contains(REFUSED), "{page}");
     }
+}
 
-    // AD saw at most the limit: its own count of wrong passwords, and ours.
-    let bad: u32 = ad
-        .attribute(&dn, "badPwdCount")
-        .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+/// AD saw at most the limit: its own count of wrong passwords, and ours.
+async fn then_ad_saw_at_most_the_limit_and_the_rest_was_refused_without_asking(g: &Guessed) {
+    let bad: u32 =
+        g.ad.attribute(&g.dn, "badPwdCount")
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
     assert!(
         (1..=MAX_FAILURES_PER_USER).contains(&bad),
         "wrong passwords that reached AD: {bad}"
     );
     let counted: i32 =
         sqlx::query_scalar("SELECT failures FROM signin_attempts WHERE subject = $1")
-            .bind(format!("guid:{guid}"))
-            .fetch_one(env.store.pool())
+            .bind(format!("guid:{}", g.guid))
+            .fetch_one(g.env.store.pool())
             .await
             .unwrap();
     assert_eq!(counted as u32, MAX_FAILURES_PER_USER);
-    let logs = daemon.logs();
+    let logs = g.daemon.logs();
     let reasons: Vec<String> = json_lines(&logs)
         .iter()
         .filter(|l| l["message"] == "dashboard sign-in refused")
@@ -142,31 +180,31 @@ async fn fifty_parallel_wrong_passwords_under_two_spellings_reach_ad_five_times_
     println!(
         "50 parallel guesses: {asked} reached AD (its badPwdCount {bad}), {held} refused without a bind"
     );
+}
 
+async fn then_nothing_is_locked_in_ad_and_the_limit_holds_for_the_right_password(g: &Guessed) {
     // Not locked out in AD: the account's computed lockout bit is clear...
-    let computed: i64 = ad
-        .attribute(&dn, "msDS-User-Account-Control-Computed")
-        .await
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let computed: i64 =
+        g.ad.attribute(&g.dn, "msDS-User-Account-Control-Computed")
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
     assert_eq!(computed & 0x10, 0, "locked out in AD");
     // ...and the dashboard still refuses the right password, under a third spelling,
     // without asking AD...
-    let (status, _) = sign_in_from(
-        &http,
-        &base,
-        &sam.to_uppercase(),
-        &p.password(&sam),
-        Some("203.0.113.9"),
-    )
-    .await;
+    let right = g.p.password(&g.sam);
+    let third = g.sam.to_uppercase();
+    let (status, _) = sign_in_from(&g.http, &g.base, &third, &right, Some("203.0.113.9")).await;
     assert_eq!(status, 401, "the limit holds for the right password too");
     // ...while the person's own logon works (and resets AD's count).
     assert!(
-        ad.can_bind(&upn, &p.password(&sam)).await,
+        g.ad.can_bind(&g.upn, &right).await,
         "AD refuses the right password"
     );
-    let limits = json_lines(&logs)
+}
+
+fn then_the_log_states_the_limits(logs: &str) {
+    let limits = json_lines(logs)
         .into_iter()
         .find(|l| l["message"] == "dashboard sign-in limits")
         .unwrap_or_else(|| panic!("no line with the sign-in limits: {logs}"));
@@ -315,8 +353,15 @@ async fn every_answer_carries_the_security_headers_and_another_sites_page_cannot
     let daemon = env.spawn_logged(&["--log-format", "json"], vars).await;
     let base = format!("http://{}", daemon.admin);
     let http = no_redirects();
+    then_pages_have_no_inline_code_and_are_never_cached(&http, &base).await;
+    then_api_answers_and_refusals_carry_the_headers_too(&http, &base).await;
+    then_a_form_another_sites_page_posts_is_refused(&http, &base).await;
+    then_the_same_origin_and_clients_that_are_no_browser_pass(&http, &base).await;
+    then_every_refusal_is_on_the_log_without_a_token(&daemon.logs());
+}
 
-    // Pages: no inline script or style (the CSP forbids them), never cached.
+/// Pages: no inline script or style (the CSP forbids them), never cached.
+async fn then_pages_have_no_inline_code_and_are_never_cached(http: &reqwest::Client, base: &str) {
     for path in [
         "/",
         "/jobs",
@@ -357,7 +402,10 @@ async fn every_answer_carries_the_security_headers_and_another_sites_page_cannot
             "{path}"
         );
     }
-    // API answers and refusals carry them too, and are never cached.
+}
+
+/// API answers and refusals carry them too, and are never cached.
+async fn then_api_answers_and_refusals_carry_the_headers_too(http: &reqwest::Client, base: &str) {
     let r = http
         .get(format!("{base}/api/v1/jobs"))
         .bearer_auth(TOKEN)
@@ -375,8 +423,10 @@ async fn every_answer_carries_the_security_headers_and_another_sites_page_cannot
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_secure_headers(&r, "API refusal");
+}
 
-    // A form another site's page posts: refused before anything else, /login included.
+/// A form another site's page posts: refused before anything else, /login included.
+async fn then_a_form_another_sites_page_posts_is_refused(http: &reqwest::Client, base: &str) {
     let login = "user=admin&password=guess";
     let cross = [
         ("sec-fetch-site", "cross-site"),
@@ -407,12 +457,18 @@ async fn every_answer_carries_the_security_headers_and_another_sites_page_cannot
         403,
         "a token does not make a cross-site request right"
     );
-    // The same origin (a browser on this page) and clients that are no browser pass.
-    let origin = format!("http://{}", daemon.admin);
+}
+
+/// The same origin (a browser on this page) and clients that are no browser pass.
+async fn then_the_same_origin_and_clients_that_are_no_browser_pass(
+    http: &reqwest::Client,
+    base: &str,
+) {
+    let origin = base;
     let r = http
         .post(format!("{base}/api/v1/jobs/retry?state=failed"))
         .bearer_auth(TOKEN)
-        .header("origin", &origin)
+        .header("origin", origin)
         .header("sec-fetch-site", "same-origin")
         .send()
         .await
@@ -425,10 +481,11 @@ async fn every_answer_carries_the_security_headers_and_another_sites_page_cannot
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
 
-    // Every refusal is on the log: the cross-site forms and the refused token.
-    let logs = daemon.logs();
-    let refused: Vec<Value> = json_lines(&logs)
+/// Every refusal is on the log: the cross-site forms and the refused token.
+fn then_every_refusal_is_on_the_log_without_a_token(logs: &str) {
+    let refused: Vec<Value> = json_lines(logs)
         .into_iter()
         .filter(|l| l["message"] == "request refused")
         .collect();
@@ -535,6 +592,13 @@ async fn slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
     app.stop().await;
 }
 
+/// The CLI's caller as someone who claims to be mallory in the environment.
+const MALLORY: [(&str, &str); 3] = [
+    ("USER", "mallory"),
+    ("SUDO_USER", "mallory"),
+    ("LOGNAME", "mallory"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_channel_puts_its_actions_on_the_audit_trail_with_the_cli_user_from_the_kernel() {
     let mut onprem = common::seed("audonprem");
@@ -544,12 +608,21 @@ async fn every_channel_puts_its_actions_on_the_audit_trail_with_the_cli_user_fro
     let daemon = env
         .spawn_logged(&["--log-format", "json"], env.daemon_env())
         .await;
-    let publisher = env.publisher().await;
     let bad = env.joiner("audonprem");
-    publisher.publish(&bad).await.unwrap();
+    env.publisher().await.publish(&bad).await.unwrap();
     let failed = env.wait_terminal(&bad.id).await;
+    when_the_api_retries_the_failed_job(&env, &daemon, &bad, &failed).await;
+    let pid = when_the_cli_retries_replays_publishes_and_reconciles(&env, &failed).await;
+    let me = then_the_trail_names_the_cli_user_from_the_kernel(&env, &failed, &pid);
+    then_the_table_the_api_and_the_log_show_the_same_trail(&env, &daemon, &me).await;
+}
 
-    // The API.
+async fn when_the_api_retries_the_failed_job(
+    env: &TestEnv,
+    daemon: &common::Daemon,
+    bad: &mailboxd::publish::EventSpec,
+    failed: &mailboxd::store::Job,
+) {
     let r = env
         .http
         .post(format!(
@@ -565,15 +638,18 @@ async fn every_channel_puts_its_actions_on_the_audit_trail_with_the_cli_user_fro
         j.state.is_terminal() && j.updated_at > failed.updated_at
     })
     .await;
-    // The CLI, run by someone who claims to be mallory in the environment.
-    let claim = [
-        ("USER", "mallory"),
-        ("SUDO_USER", "mallory"),
-        ("LOGNAME", "mallory"),
-    ];
-    let (code, _, err) = env.cli_with(&["jobs", "retry", &failed.id.to_string()], &claim);
+}
+
+/// The CLI, run by someone who claims to be mallory in the environment: a retry, a poison
+/// replay, a publish and a dry run. Returns the poison message's id.
+async fn when_the_cli_retries_replays_publishes_and_reconciles(
+    env: &TestEnv,
+    failed: &mailboxd::store::Job,
+) -> String {
+    let (code, _, err) = env.cli_with(&["jobs", "retry", &failed.id.to_string()], &MALLORY);
     assert_eq!(code, 0, "{err}");
-    publisher
+    env.publisher()
+        .await
         .publish_raw(
             "ad.user.created",
             b"{oops",
@@ -591,13 +667,22 @@ async fn every_channel_puts_its_actions_on_the_audit_trail_with_the_cli_user_fro
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pid = env.store.list_poison(5).await.unwrap()[0].id.to_string();
-    let (code, _, err) = env.cli_with(&["poison", "replay", &pid], &claim);
+    let (code, _, err) = env.cli_with(&["poison", "replay", &pid], &MALLORY);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = env.cli_with(&["publish", "joiner", "--sam", "audnew"], &claim);
+    let (code, _, err) = env.cli_with(&["publish", "joiner", "--sam", "audnew"], &MALLORY);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = env.cli_with(&["reconcile", "--dry-run"], &claim);
+    let (code, _, err) = env.cli_with(&["reconcile", "--dry-run"], &MALLORY);
     assert_eq!(code, 0, "{err}");
+    pid
+}
 
+/// `mailboxd audit list`: every action, newest first, the CLI's user as the kernel knows
+/// it. Returns that user's actor name.
+fn then_the_trail_names_the_cli_user_from_the_kernel(
+    env: &TestEnv,
+    failed: &mailboxd::store::Job,
+    pid: &str,
+) -> String {
     let (code, out, err) = env.cli(&["audit", "list", "--json"]);
     assert_eq!(code, 0, "{err}");
     let trail: Vec<Value> = serde_json::from_str(&out).unwrap();
@@ -631,10 +716,19 @@ async fn every_channel_puts_its_actions_on_the_audit_trail_with_the_cli_user_fro
     assert_eq!(trail[2]["subject"], format!("poison {pid}"));
     assert_eq!(trail[1]["subject"], "joiner event for audnew");
     assert_eq!(trail[4]["client"], "127.0.0.1");
-    // The human table and the API show the same trail.
+    me
+}
+
+/// The human table and the API show the same trail, and each action is an audit log line
+/// of the daemon or the CLI run.
+async fn then_the_table_the_api_and_the_log_show_the_same_trail(
+    env: &TestEnv,
+    daemon: &common::Daemon,
+    me: &str,
+) {
     let (_, table, _) = env.cli(&["audit", "list", "--actor", "api:admin"]);
     assert!(
-        table.contains("api:admin") && !table.contains(&me),
+        table.contains("api:admin") && !table.contains(me),
         "{table}"
     );
     let api: Value = env
@@ -649,7 +743,6 @@ async fn every_channel_puts_its_actions_on_the_audit_trail_with_the_cli_user_fro
         .unwrap();
     assert_eq!(api["audit"].as_array().unwrap().len(), 2, "{api}");
     assert_eq!(api["audit"][0]["action"], "reconcile dry run", "{api}");
-    // And each action is an audit log line of the daemon or the CLI run.
     assert!(
         json_lines(&daemon.logs())
             .iter()

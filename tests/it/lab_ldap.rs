@@ -98,8 +98,16 @@ fn search(lab: &Lab, filter: &str, extra: &[&str]) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldapsearch_reads_the_lab_like_active_directory() {
     let lab = lab_with_accounts().await;
+    then_the_root_dse_answers_anonymously(&lab);
+    then_one_account_reads_the_way_ad_shows_it(&lab);
+    then_filters_select_as_ad_selects(&lab);
+    then_scopes_size_limits_and_pages_work(&lab);
+    then_a_wrong_password_is_refused_the_way_ad_refuses_it(&lab);
+    lab.stop();
+}
 
-    // rootDSE, anonymously.
+/// rootDSE, anonymously.
+fn then_the_root_dse_answers_anonymously(lab: &Lab) {
     let url = lab.ldap_url().unwrap();
     let out = Command::new("ldapsearch")
         .args([
@@ -117,11 +125,13 @@ async fn ldapsearch_reads_the_lab_like_active_directory() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("dnsHostName: lab-dc1.corp.example"), "{text}");
+}
 
-    // One account, the way AD shows it.
+/// One account, the way AD shows it.
+fn then_one_account_reads_the_way_ad_shows_it(lab: &Lab) {
     let (code, out) = ldap_tool(
         "ldapsearch",
-        &lab,
+        lab,
         &[
             "-LLL",
             "-b",
@@ -149,9 +159,12 @@ async fn ldapsearch_reads_the_lab_like_active_directory() {
         "{out}"
     );
     assert!(out.contains("mS-DS-ConsistencyGuid:: "), "{out}");
+}
 
-    // Filters: presence, and/or/not, substring, AD's bitwise-AND matching rule.
-    let (_, out) = search(&lab, "(msExchRecipientTypeDetails=*)", &[]);
+/// Filters: presence, and/or/not, substring, AD's bitwise-AND matching rule; an escaped
+/// filter value is a literal, never syntax.
+fn then_filters_select_as_ad_selects(lab: &Lab) {
+    let (_, out) = search(lab, "(msExchRecipientTypeDetails=*)", &[]);
     assert_eq!(
         dns(&out),
         vec![
@@ -159,7 +172,7 @@ async fn ldapsearch_reads_the_lab_like_active_directory() {
             "CN=remote01,CN=Users,DC=corp,DC=example"
         ]
     );
-    let (_, out) = search(&lab, "(userAccountControl:1.2.840.113556.1.4.803:=2)", &[]);
+    let (_, out) = search(lab, "(userAccountControl:1.2.840.113556.1.4.803:=2)", &[]);
     assert_eq!(
         dns(&out),
         vec![
@@ -168,33 +181,35 @@ async fn ldapsearch_reads_the_lab_like_active_directory() {
         ]
     );
     let (_, out) = search(
-        &lab,
+        lab,
         "(&(objectCategory=person)(sAMAccountName=user0000*)(!(sAMAccountName=*2)))",
         &[],
     );
     assert_eq!(dns(&out).len(), 2, "{out}");
     let (_, out) = search(
-        &lab,
+        lab,
         "(|(sAMAccountName=fresh01)(sAMAccountName=gone01))",
         &[],
     );
     assert_eq!(dns(&out).len(), 2, "{out}");
     let (_, out) = search(
-        &lab,
+        lab,
         "(&(objectClass=user)(!(mS-DS-ConsistencyGuid=*)))",
         &[],
     );
     assert_eq!(dns(&out), vec!["CN=fresh01,CN=Users,DC=corp,DC=example"]);
     // An escaped filter value is a literal, never syntax.
-    let (_, out) = search(&lab, r"(sAMAccountName=x\29\28y)", &[]);
+    let (_, out) = search(lab, r"(sAMAccountName=x\29\28y)", &[]);
     assert_eq!(dns(&out), vec![r"CN=x)(y,CN=Users,DC=corp,DC=example"]);
-    let (_, out) = search(&lab, r"(sAMAccountName=\2a)", &[]);
+    let (_, out) = search(lab, r"(sAMAccountName=\2a)", &[]);
     assert!(dns(&out).is_empty(), "{out}");
+}
 
-    // Scopes.
+/// Scopes; a size limit, and simple paged results bringing everything in pages of 2.
+fn then_scopes_size_limits_and_pages_work(lab: &Lab) {
     let (_, out) = ldap_tool(
         "ldapsearch",
-        &lab,
+        lab,
         &[
             "-LLL",
             "-b",
@@ -209,7 +224,7 @@ async fn ldapsearch_reads_the_lab_like_active_directory() {
     assert_eq!(dns(&out), vec!["CN=gone01,CN=Users,DC=corp,DC=example"]);
     let (_, out) = ldap_tool(
         "ldapsearch",
-        &lab,
+        lab,
         &[
             "-LLL",
             "-b",
@@ -224,14 +239,17 @@ async fn ldapsearch_reads_the_lab_like_active_directory() {
     assert_eq!(dns(&out).len(), 9, "{out}");
 
     // Size limit, and simple paged results bringing everything in pages of 2.
-    let (code, out) = search(&lab, "(objectClass=user)", &["-z", "3"]);
+    let (code, out) = search(lab, "(objectClass=user)", &["-z", "3"]);
     assert_eq!(code, 4, "sizeLimitExceeded: {out}");
     assert_eq!(dns(&out).len(), 3);
-    let (code, out) = search(&lab, "(objectClass=user)", &["-E", "pr=2/noprompt"]);
+    let (code, out) = search(lab, "(objectClass=user)", &["-E", "pr=2/noprompt"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(dns(&out).len(), 9, "{out}");
+}
 
-    // A wrong password is refused the way AD refuses it.
+/// A wrong password is refused the way AD refuses it.
+fn then_a_wrong_password_is_refused_the_way_ad_refuses_it(lab: &Lab) {
+    let url = lab.ldap_url().unwrap();
     let out = Command::new("ldapsearch")
         .args([
             "-x",
@@ -251,8 +269,6 @@ async fn ldapsearch_reads_the_lab_like_active_directory() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(49), "{text}");
     assert!(text.contains("data 52e"), "{text}");
-
-    lab.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
