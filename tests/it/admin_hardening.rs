@@ -73,8 +73,9 @@ struct Guessed {
     upn: String,
     dn: String,
     guid: uuid::Uuid,
-    env: TestEnv,
+    /// Before `env`: fields drop in order, and the daemon must go before its database.
     daemon: common::Daemon,
+    env: TestEnv,
     base: String,
     http: reqwest::Client,
 }
@@ -105,8 +106,8 @@ async fn given_a_viewer_ad_locks_at_the_sixth_wrong_password() -> Guessed {
         upn,
         dn,
         guid,
-        env,
         daemon,
+        env,
         base,
         http: no_redirects(),
     }

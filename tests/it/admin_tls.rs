@@ -41,8 +41,21 @@ async fn served(addr: std::net::SocketAddr, roots: &[CertificateDer<'static>]) -
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without_a_restart() {
+/// A daemon whose admin listener serves HTTPS with a certificate from files.
+struct Https {
+    p: common::signin::People,
+    env: TestEnv,
+    app: mailboxd::app::App,
+    addr: std::net::SocketAddr,
+    /// A client that trusts the first certificate.
+    https: reqwest::Client,
+    first: CertificateDer<'static>,
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn given_an_admin_listener_with_a_certificate_from_files() -> Https {
     let ad = TestAd::get();
     let p = people(&ad).await;
     let mut env = TestEnv::new(vec![]).await;
@@ -56,13 +69,37 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
     env.settings.admin.tls_key_file = Some(key_path.clone());
     let app = env.start_daemon().await;
     let addr = app.admin_addr;
-
     let https = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    // The probes stay reachable, over HTTPS.
+    Https {
+        p,
+        env,
+        app,
+        addr,
+        https,
+        first,
+        cert_path,
+        key_path,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without_a_restart() {
+    let t = given_an_admin_listener_with_a_certificate_from_files().await;
+    then_the_probes_answer_over_https_and_plain_http_gets_nothing(&t).await;
+    then_behind_https_the_session_cookie_is_a_secure_host_cookie(&t).await;
+    let second = when_a_renewed_certificate_is_written_over_the_files_it_is_served(&t).await;
+    when_sighup_announces_files_that_look_unchanged_the_new_one_is_served(&t, second).await;
+    t.app.stop().await;
+}
+
+/// The probes stay reachable, over HTTPS; plain HTTP gets no answer.
+async fn then_the_probes_answer_over_https_and_plain_http_gets_nothing(t: &Https) {
+    let (https, addr) = (&t.https, t.addr);
     for path in ["/healthz", "/readyz", "/metrics"] {
         let _scrape = common::METRICS_SCRAPE.lock().await;
         let r = https
@@ -77,10 +114,18 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
         );
     }
     // Plain HTTP gets no answer from it.
-    let plain = env.http.get(format!("http://{addr}/healthz")).send().await;
+    let plain = t
+        .env
+        .http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await;
     assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+}
 
-    // Behind HTTPS the session cookie is `Secure`.
+/// Behind HTTPS the session cookie is `Secure`, and HSTS is sent.
+async fn then_behind_https_the_session_cookie_is_a_secure_host_cookie(t: &Https) {
+    let (https, addr, p) = (&t.https, t.addr, &t.p);
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
             ("user", p.operator.as_str()),
@@ -126,15 +171,21 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "sent to the sign-in page");
+}
 
-    // A renewed certificate written over the files is served, the daemon still running.
+/// A renewed certificate written over the files is served, the daemon still running.
+async fn when_a_renewed_certificate_is_written_over_the_files_it_is_served(
+    t: &Https,
+) -> CertificateDer<'static> {
+    let (addr, first) = (t.addr, &t.first);
+    let (cert_path, key_path) = (&t.cert_path, &t.key_path);
     assert_eq!(
-        served(addr, std::slice::from_ref(&first)).await,
+        served(addr, std::slice::from_ref(first)).await,
         first.to_vec()
     );
     let (pem2, key2, second) = certificate();
-    std::fs::write(&key_path, &key2).unwrap();
-    std::fs::write(&cert_path, &pem2).unwrap();
+    std::fs::write(key_path, &key2).unwrap();
+    std::fs::write(cert_path, &pem2).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while served(addr, &[first.clone(), second.clone()]).await != second.to_vec() {
         assert!(
@@ -143,11 +194,21 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    second
+}
 
-    // SIGHUP reloads too: files replaced with their old modification times (so the watcher
-    // sees no change), then the signal; the process lives on and serves the new one.
+/// SIGHUP reloads too: files replaced with their old modification times (so the watcher
+/// sees no change), then the signal; the process lives on and serves the new one. The
+/// signal goes to the whole test process: only daemons with an HTTPS admin listener act
+/// on it (they read their files again); the others' handler ignores it.
+async fn when_sighup_announces_files_that_look_unchanged_the_new_one_is_served(
+    t: &Https,
+    second: CertificateDer<'static>,
+) {
+    let (addr, first) = (t.addr, t.first.clone());
+    let (cert_path, key_path) = (&t.cert_path, &t.key_path);
     let (pem3, key3, third) = certificate();
-    for (path, text) in [(&key_path, &key3), (&cert_path, &pem3)] {
+    for (path, text) in [(key_path, &key3), (cert_path, &pem3)] {
         let was = std::fs::metadata(path).unwrap().modified().unwrap();
         std::fs::write(path, text).unwrap();
         std::fs::File::options()
@@ -171,7 +232,6 @@ async fn the_admin_listener_serves_https_and_takes_a_renewed_certificate_without
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -22,6 +22,10 @@ fn data(rel: &str) -> Vec<u8> {
 
 const SECRETS: [&str; 2] = ["Pl4in-Text-S3cret", "Init1alP4ss!"];
 
+/// A poison message as the test publishes it (the file it came from) and the words its
+/// stored reason must contain.
+type Expected = Vec<(String, String)>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_flow() {
     let env = TestEnv::new(vec![seed("before"), seed("after")]).await;
@@ -30,7 +34,22 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
 
     let before = env.joiner("before");
     publisher.publish(&before).await.unwrap();
+    let expected = when_every_file_of_the_corpus_and_an_oversize_message_arrive(&publisher).await;
+    let after = env.joiner("after");
+    publisher.publish(&after).await.unwrap();
 
+    env.wait_succeeded(&before.id).await;
+    env.wait_succeeded(&after.id).await;
+    let poison = then_each_is_poison_with_its_precise_reason(&env, &expected).await;
+    then_credentials_and_unreadable_bodies_are_not_kept(&env, &poison).await;
+    then_every_bad_message_was_dead_lettered_too(&env, expected.len()).await;
+    app.stop().await;
+}
+
+/// Publishes tests/data/poison as its manifest says, then one message a byte over the limit.
+async fn when_every_file_of_the_corpus_and_an_oversize_message_arrive(
+    publisher: &mailboxd::publish::Publisher,
+) -> Expected {
     let manifest = String::from_utf8(data("poison/expected.tsv")).unwrap();
     let mut expected = Vec::new();
     for line in manifest
@@ -62,12 +81,13 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
         .await
         .unwrap();
     expected.push(("oversize".into(), "the limit is".into()));
+    expected
+}
 
-    let after = env.joiner("after");
-    publisher.publish(&after).await.unwrap();
-
-    env.wait_succeeded(&before.id).await;
-    env.wait_succeeded(&after.id).await;
+async fn then_each_is_poison_with_its_precise_reason(
+    env: &TestEnv,
+    expected: &Expected,
+) -> Vec<mailboxd::store::PoisonMessage> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let poison = loop {
         let p = env.store.list_poison(100).await.unwrap();
@@ -89,7 +109,7 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(poison.len(), expected.len());
-    for (file, reason) in &expected {
+    for (file, reason) in expected {
         let id = format!("corpus-{file}");
         let row = poison
             .iter()
@@ -102,7 +122,15 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
             row.reason
         );
     }
-    // The plan with credentials was kept without them.
+    poison
+}
+
+/// The plan with credentials was kept without them; nothing unreadable that might hold a
+/// credential was kept raw.
+async fn then_credentials_and_unreadable_bodies_are_not_kept(
+    env: &TestEnv,
+    poison: &[mailboxd::store::PoisonMessage],
+) {
     let row = poison
         .iter()
         .find(|p| p.message_id.as_deref() == Some("corpus-iiq-no-sam-with-password.xml"))
@@ -119,15 +147,15 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
         body.contains("CN=Nobody"),
         "the rest of the plan is kept: {body}"
     );
-    // Nothing unreadable that might hold a credential was kept raw.
     let unclosed = poison
         .iter()
         .find(|p| p.message_id.as_deref() == Some("corpus-unclosed.xml"))
         .unwrap();
     let full = env.store.get_poison(unclosed.id).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&full.body).contains("withheld"));
+}
 
-    // Every bad message was dead-lettered too.
+async fn then_every_bad_message_was_dead_lettered_too(env: &TestEnv, expected: usize) {
     let dead = mailboxd::intake::dead_letter_queue(&env.settings.amqp);
     let conn = mailboxd::intake::connect(&env.settings.amqp.url, "corpus test")
         .await
@@ -135,7 +163,7 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
     let ch = conn.create_channel().await.unwrap();
     let mut count = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while count < expected.len() && Instant::now() < deadline {
+    while count < expected && Instant::now() < deadline {
         match ch
             .basic_get(
                 dead.as_str().into(),
@@ -148,9 +176,7 @@ async fn every_hostile_message_is_poison_with_its_reason_and_neighbours_still_fl
             None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    assert_eq!(count, expected.len());
-
-    app.stop().await;
+    assert_eq!(count, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

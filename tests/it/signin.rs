@@ -44,11 +44,12 @@ async fn failed_job(env: &TestEnv, sam: &str) -> uuid::Uuid {
     job.id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them() {
-    let ad = TestAd::get();
-    let p = people(&ad).await;
-    let (env, sam) = world(&ad, &p).await;
+/// The daemon (the binary, logging JSON) with the dashboard's groups from a config file.
+/// Keep the directory while it runs.
+async fn given_a_daemon_with_the_groups_in_its_config(
+    env: &TestEnv,
+    p: &People,
+) -> (tempfile::TempDir, common::Daemon) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mailboxd.toml");
     std::fs::write(
@@ -65,9 +66,34 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
             env.daemon_env(),
         )
         .await;
-    let id = failed_job(&env, &sam).await;
+    (dir, daemon)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them() {
+    let ad = TestAd::get();
+    let p = people(&ad).await;
+    let (env, sam) = world(&ad, &p).await;
+    let (_dir, daemon) = given_a_daemon_with_the_groups_in_its_config(&env, &p).await;
+    let id = failed_job(&env, &sam).await;
     let mut browser = Browser::new(&daemon.admin);
+    let password = when_the_operator_signs_in_after_a_typo(&mut browser, &p).await;
+    when_they_retry_the_job_with_the_pages_csrf_token(&browser, &p, id).await;
+    let who = format!("dashboard:CORP\\{}", p.operator);
+    then_the_job_the_api_and_the_cli_name_them(&env, &daemon, &browser, &who, id).await;
+    then_the_sign_in_and_the_retry_are_on_the_audit_trail(&env, &who, id);
+    then_the_log_has_the_retry_and_the_refusal_but_no_password(
+        &daemon.logs(),
+        &p,
+        &who,
+        id,
+        &password,
+    );
+}
+
+/// Not signed in: sent to the sign-in page; a typo refused, then `CORP\name` signs in with
+/// a strict session cookie. Returns the password.
+async fn when_the_operator_signs_in_after_a_typo(browser: &mut Browser, p: &People) -> String {
     let (status, _) = browser.get("/").await;
     assert_eq!(status, 303, "not signed in: sent to the sign-in page");
     let (status, _, _) = browser.sign_in(&p.operator, "Typo-in-the-password").await;
@@ -85,7 +111,16 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
         !set_cookie.contains(TOKEN) && !set_cookie.contains(&password),
         "{set_cookie}"
     );
+    password
+}
 
+/// A form without the page's CSRF token is refused, and changes nothing; with it the
+/// retry is done.
+async fn when_they_retry_the_job_with_the_pages_csrf_token(
+    browser: &Browser,
+    p: &People,
+    id: uuid::Uuid,
+) {
     let (status, page) = browser.get(&format!("/jobs/{id}")).await;
     assert_eq!(status, 200);
     assert!(
@@ -93,18 +128,24 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
         "{page}"
     );
     assert!(page.contains(r#"id="retry""#), "{page}");
-    // A form without the page's CSRF token is refused, and changes nothing.
     let r = browser.post(&format!("/jobs/{id}/retry"), &[]).await;
     assert_eq!(r.status(), 403);
     let r = browser
         .post(&format!("/jobs/{id}/retry"), &[("csrf", &csrf(&page))])
         .await;
     assert_eq!(r.status(), 303);
+}
 
-    let who = format!("dashboard:CORP\\{}", p.operator);
+async fn then_the_job_the_api_and_the_cli_name_them(
+    env: &TestEnv,
+    daemon: &common::Daemon,
+    browser: &Browser,
+    who: &str,
+    id: uuid::Uuid,
+) {
     let (_, page) = browser.get(&format!("/jobs/{id}")).await;
     assert!(
-        page.contains(r#"id="actions""#) && page.contains(&who),
+        page.contains(r#"id="actions""#) && page.contains(who),
         "{page}"
     );
     let api: serde_json::Value = env
@@ -117,13 +158,15 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
         .json()
         .await
         .unwrap();
-    assert_eq!(api["actions"][0]["actor"], who.as_str(), "{api}");
+    assert_eq!(api["actions"][0]["actor"], who, "{api}");
     assert_eq!(api["actions"][0]["action"], "retry", "{api}");
     let (code, out, err) = env.cli(&["jobs", "show", &id.to_string()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("retry by {who}")), "{out}");
+}
 
-    // The dashboard's sign-in and retry are on the audit trail, with the client.
+/// The dashboard's sign-in and retry are on the audit trail, with the client.
+fn then_the_sign_in_and_the_retry_are_on_the_audit_trail(env: &TestEnv, who: &str, id: uuid::Uuid) {
     let (code, out, err) = env.cli(&["audit", "list", "--json"]);
     assert_eq!(code, 0, "{err}");
     let trail: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -133,21 +176,24 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
         .iter()
         .map(|r| (r["actor"].as_str().unwrap(), r["action"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        actions,
-        [(who.as_str(), "retry"), (who.as_str(), "sign in")],
-        "{out}"
-    );
+    assert_eq!(actions, [(who, "retry"), (who, "sign in")], "{out}");
     assert_eq!(trail[0]["subject"], format!("job {id}"));
     assert_eq!(trail[0]["client"], "127.0.0.1");
+}
 
-    let logs = daemon.logs();
+fn then_the_log_has_the_retry_and_the_refusal_but_no_password(
+    logs: &str,
+    p: &People,
+    who: &str,
+    id: uuid::Uuid,
+    password: &str,
+) {
     let audit = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|l| l["target"] == "audit" && l["action"] == "retry")
         .unwrap_or_else(|| panic!("no audit line for the retry in {logs}"));
-    assert_eq!(audit["actor"], who.as_str(), "{audit}");
+    assert_eq!(audit["actor"], who, "{audit}");
     assert_eq!(audit["subject"], format!("job {id}"), "{audit}");
     assert_eq!(audit["outcome"], "done", "{audit}");
     let refused = logs
@@ -163,7 +209,7 @@ async fn an_ad_operator_retries_a_job_and_the_job_the_api_and_the_log_name_them(
             .contains("wrong user name or password"),
         "{refused}"
     );
-    for secret in [password.as_str(), "Typo-in-the-password"] {
+    for secret in [password, "Typo-in-the-password"] {
         assert!(!logs.contains(secret), "a password reached the log");
     }
 }
