@@ -354,20 +354,38 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter_cancelled() {
+/// The live story's world: the operator's daemon, with accounts in AD for a burst of one
+/// problem, one already remote and two the cloud sync has not stamped yet.
+struct Live {
+    p: common::signin::People,
+    env: TestEnv,
+    app: mailboxd::app::App,
+    publisher: mailboxd::publish::Publisher,
+    base: String,
+}
+
+impl Live {
+    fn n(&self, s: &str) -> String {
+        format!("{s}{}", self.p.t)
+    }
+
+    fn burst(&self) -> [String; 3] {
+        [self.n("burstann"), self.n("burstbob"), self.n("burstcy")]
+    }
+}
+
+/// In AD: three on-premises mailboxes (one problem), an account already remote, and two
+/// the cloud sync has not stamped yet.
+async fn given_a_burst_a_remote_account_and_two_not_synced() -> Live {
     let ad = TestAd::get();
     let p = people(&ad).await;
     let n = |s: &str| format!("{s}{}", p.t);
-    // In AD: three on-premises mailboxes (one problem), an account already remote, and two
-    // the cloud sync has not stamped yet.
-    let burst = [n("burstann"), n("burstbob"), n("burstcy")];
     let onprem = User {
         type_details: Some(1),
         ..User::default()
     };
-    for sam in &burst {
-        ad.add_user(sam, sam, &onprem).await;
+    for sam in [n("burstann"), n("burstbob"), n("burstcy")] {
+        ad.add_user(&sam, &sam, &onprem).await;
     }
     let fine_user = User::remote(&format!("{}@tenant.mail.onmicrosoft.com", n("livefine")));
     ad.add_user(&n("livefine"), &n("livefine"), &fine_user)
@@ -381,32 +399,62 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
     let base = format!("http://{}", app.admin_addr);
+    Live {
+        p,
+        env,
+        app,
+        publisher,
+        base,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter_cancelled() {
+    let l = given_a_burst_a_remote_account_and_two_not_synced().await;
     let b = Driver::start().await;
-    b.sign_in(&base, &p.operator, &p.password(&p.operator))
+    b.sign_in(&l.base, &l.p.operator, &l.p.password(&l.p.operator))
         .await;
+    then_a_job_finishing_shows_on_the_open_overview(&b, &l).await;
+    let events = then_a_burst_appears_as_one_group_without_a_reload(&b, &l).await;
+    then_the_failures_view_reads_times_in_the_viewers_zone(&b, &l).await;
+    when_one_confirmed_action_retries_the_group_with_the_keyboard(&b, &l, &events).await;
+    when_a_bulk_cancel_from_the_filtered_list_is_confirmed(&b, &l).await;
+    b.go(&format!("{}/", l.base)).await;
+    b.find("#chart-days").await;
+    b.js("document.getElementById('chart').scrollIntoView(); return null;")
+        .await;
+    b.screenshot("overview-health").await;
+    drop(b);
+    l.app.stop().await;
+}
 
-    // The overview, open: a job finishing shows without a reload.
+/// The overview, open: a job finishing shows without a reload.
+async fn then_a_job_finishing_shows_on_the_open_overview(b: &Driver, l: &Live) {
     assert_eq!(b.text("#count-succeeded b").await, "0");
     b.mark().await;
-    let fine = env.joiner(&n("livefine"));
-    publisher.publish(&fine).await.unwrap();
-    env.wait_succeeded(&fine.id).await;
+    let fine = l.env.joiner(&l.n("livefine"));
+    l.publisher.publish(&fine).await.unwrap();
+    l.env.wait_succeeded(&fine.id).await;
     b.wait_text("#count-succeeded b", "1").await;
     b.not_reloaded().await;
     assert!(b.text("#updated").await.contains("updated"));
     b.screenshot("overview-live").await;
+}
 
-    // Still open: a burst of one problem appears as one group on the overview and on the
-    // failures view, both without a reload.
+/// Still open: a burst of one problem appears as one group on the overview, without a
+/// reload. Returns the burst's events.
+async fn then_a_burst_appears_as_one_group_without_a_reload(
+    b: &Driver,
+    l: &Live,
+) -> Vec<mailboxd::publish::EventSpec> {
     assert!(
         b.text("#top-failures")
             .await
             .contains("No failed or retrying job")
     );
-    let events: Vec<_> = burst.iter().map(|sam| env.joiner(sam)).collect();
+    let events: Vec<_> = l.burst().iter().map(|sam| l.env.joiner(sam)).collect();
     for e in &events {
-        publisher.publish(e).await.unwrap();
+        l.publisher.publish(e).await.unwrap();
     }
     let top = b.wait_text("#top-failures", "3 jobs —").await;
     assert!(top.contains("has an on-premises mailbox"), "{top}");
@@ -414,9 +462,12 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     b.js("document.getElementById('top-failures').scrollIntoView(); return null;")
         .await;
     b.screenshot("overview-failures").await;
+    events
+}
 
-    b.go(&format!("{base}/failures")).await;
-    // Times read in the viewer's zone, UTC on hover.
+/// The failures view shows the group too; times read in the viewer's zone, UTC on hover.
+async fn then_the_failures_view_reads_times_in_the_viewers_zone(b: &Driver, l: &Live) {
+    b.go(&format!("{}/failures", l.base)).await;
     let t = b
         .js("var t=document.querySelector('#group-0 time');return [t.textContent,t.title,t.getAttribute('datetime')];")
         .await;
@@ -436,8 +487,14 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     let title = b.text("#group-0-title").await;
     assert!(title.contains("3 jobs —"), "{title}");
     b.screenshot("failures").await;
+}
 
-    // One confirmed action retries the group, done with the keyboard; the jobs run again.
+/// One confirmed action retries the group, done with the keyboard; the jobs run again.
+async fn when_one_confirmed_action_retries_the_group_with_the_keyboard(
+    b: &Driver,
+    l: &Live,
+    events: &[mailboxd::publish::EventSpec],
+) {
     b.tab_to("group-0-retry").await;
     b.press(ENTER).await;
     let count = b.text("#bulk-count").await;
@@ -450,24 +507,28 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     b.press(ENTER).await;
     assert!(b.text("#bulk-1").await.contains("retried 3"), "the record");
     b.screenshot("bulk-actions").await;
-    for e in &events {
-        let job = env.wait_terminal(&e.id).await;
-        env.wait_attempts(job.id, 2).await;
+    for e in events {
+        let job = l.env.wait_terminal(&e.id).await;
+        l.env.wait_attempts(job.id, 2).await;
     }
+}
 
-    // A bulk cancel from the filtered job list, through its confirmation.
-    let waiting: Vec<_> = [n("livewait1"), n("livewait2")]
+/// A bulk cancel from the filtered job list, through its confirmation.
+async fn when_a_bulk_cancel_from_the_filtered_list_is_confirmed(b: &Driver, l: &Live) {
+    let waiting: Vec<_> = [l.n("livewait1"), l.n("livewait2")]
         .iter()
-        .map(|sam| env.joiner(sam))
+        .map(|sam| l.env.joiner(sam))
         .collect();
     for e in &waiting {
-        publisher.publish(e).await.unwrap();
-        env.wait_job(&e.id, |j| {
-            j.state == mailboxd::store::JobState::WaitingForSync
-        })
-        .await;
+        l.publisher.publish(e).await.unwrap();
+        l.env
+            .wait_job(&e.id, |j| {
+                j.state == mailboxd::store::JobState::WaitingForSync
+            })
+            .await;
     }
-    b.go(&format!("{base}/jobs?state=waiting_for_sync")).await;
+    b.go(&format!("{}/jobs?state=waiting_for_sync", l.base))
+        .await;
     b.screenshot("jobs-filtered").await;
     b.click("#bulk-cancel").await;
     let count = b.text("#bulk-count").await;
@@ -476,15 +537,7 @@ async fn in_a_browser_failures_appear_live_as_one_group_are_retried_and_a_filter
     b.click("#confirm").await;
     assert!(b.text("#bulk-2").await.contains("cancelled 2"));
     for e in &waiting {
-        let job = env.wait_terminal(&e.id).await;
+        let job = l.env.wait_terminal(&e.id).await;
         assert_eq!(job.state, mailboxd::store::JobState::Cancelled);
     }
-    b.go(&format!("{base}/")).await;
-    b.find("#chart-days").await;
-    b.js("document.getElementById('chart').scrollIntoView(); return null;")
-        .await;
-    b.screenshot("overview-health").await;
-
-    drop(b);
-    app.stop().await;
 }

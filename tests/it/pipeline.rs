@@ -436,10 +436,13 @@ async fn a_replica_killed_mid_batch_leaves_nothing_half_done() {
     assert_eq!(env.mailbox("midway").recipient, Recipient::Remote);
 }
 
+fn outage_accounts() -> Vec<lab::AccountSeed> {
+    vec![seed("out1"), seed("out2"), seed("out3")]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts() {
-    let accounts = || vec![seed("out1"), seed("out2"), seed("out3")];
-    let mut env = TestEnv::new(accounts()).await;
+    let mut env = TestEnv::new(outage_accounts()).await;
     // Only the Windows host is down here; the replacement lab below has fresh state, which a
     // directory read from the old lab would not show, so this story runs without the DC.
     env.settings.ldap = Default::default();
@@ -459,10 +462,26 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
     for e in &events {
         publisher.publish(e).await.unwrap();
     }
-
-    // The circuit opens and readiness says why.
+    then_the_circuit_opens_and_readiness_says_why(&env, &app).await;
+    env.lab = when_the_host_comes_back_after_a_few_failed_probes(addr).await;
+    then_every_job_succeeds_having_waited_without_burning_attempts(&env, &events).await;
+    then_one_alert_opened_the_outage_and_one_closed_it(&env).await;
     let readyz = format!("http://{}/readyz", app.admin_addr);
-    let status = env.wait_circuit_open(&app).await;
+    let v: serde_json::Value = env
+        .http
+        .get(&readyz)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["circuit"]["open"], false, "{v}");
+    app.stop().await;
+}
+
+async fn then_the_circuit_opens_and_readiness_says_why(env: &TestEnv, app: &mailboxd::app::App) {
+    let status = env.wait_circuit_open(app).await;
     assert!(
         status["circuit"]["reason"]
             .as_str()
@@ -474,8 +493,13 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
         status["ready"], true,
         "still taking in events while the host is down"
     );
+}
 
-    // Let the probes fail a few times (the pause doubles each time), then bring the host back.
+/// Lets the probes fail a few times (the pause doubles each time), then brings the host
+/// back on its old address.
+async fn when_the_host_comes_back_after_a_few_failed_probes(
+    addr: std::net::SocketAddr,
+) -> lab::Lab {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut lab = None;
     for _ in 0..50 {
@@ -484,7 +508,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             lab::DEFAULT_USER,
             secrecy::SecretString::from(common::LAB_PASSWORD),
         )
-        .with_accounts(accounts());
+        .with_accounts(outage_accounts());
         match lab::Lab::start(cfg).await {
             Ok(l) => {
                 lab = Some(l);
@@ -493,9 +517,14 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    env.lab = lab.expect("the lab's port is free again");
+    lab.expect("the lab's port is free again")
+}
 
-    for e in &events {
+async fn then_every_job_succeeds_having_waited_without_burning_attempts(
+    env: &TestEnv,
+    events: &[mailboxd::publish::EventSpec],
+) {
+    for e in events {
         let job = env.wait_succeeded(&e.id).await;
         assert!(
             job.attempt < 3,
@@ -506,7 +535,7 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
     }
     let deferred = {
         let mut n = 0;
-        for e in &events {
+        for e in events {
             let job = env.store.job_by_event(&e.id).await.unwrap().unwrap();
             let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
             n += attempts
@@ -520,7 +549,10 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
         deferred >= 2,
         "jobs waited for the host: {deferred} deferred attempts"
     );
-    // One alert when the outage began and one when it ended, none per job.
+}
+
+/// One alert when the outage began and one when it ended, none per job.
+async fn then_one_alert_opened_the_outage_and_one_closed_it(env: &TestEnv) {
     let alerts = env.store.list_alerts(10).await.unwrap();
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     let subjects: Vec<&str> = alerts.iter().map(|a| a.subject.as_str()).collect();
@@ -541,18 +573,6 @@ async fn a_windows_host_outage_pauses_work_with_one_alert_and_burns_no_attempts(
         "{subjects:?}"
     );
     assert!(alerts.iter().all(|a| a.job_id.is_none()));
-    let v: serde_json::Value = env
-        .http
-        .get(&readyz)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["circuit"]["open"], false, "{v}");
-
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

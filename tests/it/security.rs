@@ -10,6 +10,7 @@ use base64::Engine;
 use common::smtp::{SmtpSink, decode_parts};
 use common::{Daemon, TestEnv, free_port, seed};
 use mailboxd::config::{ExchangeMode, SmtpTls};
+use mailboxd::publish::EventSpec;
 use mailboxd::store::JobState;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -541,31 +542,21 @@ async fn alert_email_goes_out_in_clear_text_only_with_smtp_tls_none() {
     assert_warned(daemon, "smtp.tls = \"none\": alert emails");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hostile_values_in_every_field_stay_data_or_are_refused() {
-    // Name, alias and both addresses carry PowerShell syntax that their rules allow; the
-    // typographic quotes and `$(…)` in a name are covered by pipeline.rs.
-    let name = "h'`$x{1}\u{2018}\u{201E}";
-    let alias = "a'`$(x)|{y}&b";
-    let alias = alias.replace(['(', ')'], ""); // not allowed in an alias: Exchange's rules
-    let routing = "r'`$|{z}@tenant.mail.onmicrosoft.com";
-    let primary = "p'`$&x@corp.example";
-    let mut env = TestEnv::new(vec![seed(name), seed("ok-after")]).await;
-    // Without a directory the name itself is the -Identity Exchange receives.
-    env.settings.ldap = Default::default();
-    let app = env.start_daemon().await;
-    let publisher = env.publisher().await;
+/// Name, alias and both addresses carry PowerShell syntax that their rules allow; the
+/// typographic quotes and `$(…)` in a name are covered by pipeline.rs.
+const HOSTILE_NAME: &str = "h'`$x{1}\u{2018}\u{201E}";
+const HOSTILE_ROUTING: &str = "r'`$|{z}@tenant.mail.onmicrosoft.com";
+const HOSTILE_PRIMARY: &str = "p'`$&x@corp.example";
 
-    let mut ev = env.joiner(name);
-    ev.alias = Some(alias.clone());
-    ev.remote_routing_address = Some(routing.into());
-    ev.primary_smtp_address = Some(primary.into());
-    publisher.publish(&ev).await.expect("publish");
-    env.wait_succeeded(&ev.id).await;
+/// The hostile alias, without what Exchange's rules do not allow in an alias.
+fn hostile_alias() -> String {
+    "a'`$(x)|{y}&b".replace(['(', ')'], "")
+}
 
-    // `;` and line breaks end a PowerShell statement: AD and SMTP do not allow them in
-    // these fields, so such events are refused as poison before anything runs.
-    let refused = [
+/// `;` and line breaks end a PowerShell statement: AD and SMTP do not allow them in these
+/// fields, so such events are refused as poison before anything runs.
+fn events_that_end_a_statement(env: &TestEnv) -> Vec<(&'static str, EventSpec)> {
+    vec![
         ("name with ;", {
             let mut e = env.joiner("x;Remove-Mailbox");
             e.alias = Some("semi".into());
@@ -587,7 +578,25 @@ async fn hostile_values_in_every_field_stay_data_or_are_refused() {
             e.remote_routing_address = Some("x;Remove-Mailbox@tenant.mail.onmicrosoft.com".into());
             e
         }),
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_values_in_every_field_stay_data_or_are_refused() {
+    let mut env = TestEnv::new(vec![seed(HOSTILE_NAME), seed("ok-after")]).await;
+    // Without a directory the name itself is the -Identity Exchange receives.
+    env.settings.ldap = Default::default();
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+
+    let mut ev = env.joiner(HOSTILE_NAME);
+    ev.alias = Some(hostile_alias());
+    ev.remote_routing_address = Some(HOSTILE_ROUTING.into());
+    ev.primary_smtp_address = Some(HOSTILE_PRIMARY.into());
+    publisher.publish(&ev).await.expect("publish");
+    env.wait_succeeded(&ev.id).await;
+
+    let refused = events_that_end_a_statement(&env);
     for (_, e) in &refused {
         publisher.publish(e).await.expect("publish");
     }
@@ -595,6 +604,12 @@ async fn hostile_values_in_every_field_stay_data_or_are_refused() {
     let after = env.joiner("ok-after");
     publisher.publish(&after).await.expect("publish");
     env.wait_succeeded(&after.id).await;
+    then_each_is_poison_and_none_became_a_job(&env, &refused).await;
+    then_exchange_got_the_values_byte_for_byte_and_only_the_templates_cmdlets(&env);
+    app.stop().await;
+}
+
+async fn then_each_is_poison_and_none_became_a_job(env: &TestEnv, refused: &[(&str, EventSpec)]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let poison = loop {
         let p = env.store.list_poison(50).await.expect("poison");
@@ -605,7 +620,7 @@ async fn hostile_values_in_every_field_stay_data_or_are_refused() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(poison.len(), refused.len(), "{poison:?}");
-    for (what, e) in &refused {
+    for (what, e) in refused {
         assert!(
             env.store
                 .job_by_event(&e.id)
@@ -615,9 +630,12 @@ async fn hostile_values_in_every_field_stay_data_or_are_refused() {
             "{what} became a job"
         );
     }
+}
 
-    // Exactly the two expected Enable-RemoteMailbox calls, values byte for byte, and
-    // nothing but the template's cmdlets ran.
+/// Exactly the two expected Enable-RemoteMailbox calls, values byte for byte, and nothing
+/// but the template's cmdlets ran.
+fn then_exchange_got_the_values_byte_for_byte_and_only_the_templates_cmdlets(env: &TestEnv) {
+    let alias = hostile_alias();
     let calls = env.lab.invocations();
     let enable: Vec<&lab::Invocation> = calls
         .iter()
@@ -625,10 +643,10 @@ async fn hostile_values_in_every_field_stay_data_or_are_refused() {
         .collect();
     assert_eq!(enable.len(), 2, "{calls:#?}");
     let p = enable[0];
-    assert_eq!(p.identity(), Some(name));
+    assert_eq!(p.identity(), Some(HOSTILE_NAME));
     assert_eq!(p.text("Alias"), Some(alias.as_str()));
-    assert_eq!(p.text("RemoteRoutingAddress"), Some(routing));
-    assert_eq!(p.text("PrimarySmtpAddress"), Some(primary));
+    assert_eq!(p.text("RemoteRoutingAddress"), Some(HOSTILE_ROUTING));
+    assert_eq!(p.text("PrimarySmtpAddress"), Some(HOSTILE_PRIMARY));
     assert_eq!(enable[1].identity(), Some("ok-after"));
     assert!(
         calls.iter().all(|c| [
@@ -645,7 +663,6 @@ async fn hostile_values_in_every_field_stay_data_or_are_refused() {
     );
     let all = serde_json::to_string(&calls).expect("JSON");
     assert!(!all.contains("Remove-Mailbox"), "{all}");
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
