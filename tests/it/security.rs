@@ -130,15 +130,35 @@ impl Haystack {
 /// planted and Exchange echoing them; then everything readable is searched for them.
 async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str) {
     let p = Planted::new();
+    let maildir = tempfile::tempdir().expect("maildir");
+    let (env, sink) = given_every_secret_planted_in_the_lab_and_the_settings(&p, &maildir).await;
+    let config_dir = tempfile::tempdir().expect("config dir");
+    let mut daemon = start_with_secrets_from(&env, &p, from, log_format, &config_dir).await;
+    let jobs = when_exchange_echoes_the_secrets_in_errors_and_warnings(&env, &p).await;
+    then_support_got_the_alert_through_an_smtp_login(&env, &sink, &daemon).await;
+
+    let mut hay = Haystack::default();
+    search_emails_and_the_database(&mut hay, &env, &sink).await;
+    search_the_admin_api_metrics_and_dashboard(&mut hay, &env, &p, &daemon, &jobs).await;
+    search_command_lines(&mut hay, &daemon);
+    search_what_the_host_records(&mut hay, &env);
+    search_the_logs_after_a_clean_stop(&mut hay, &mut daemon, log_format);
+    hay.assert_free_of(&p.needles());
+}
+
+/// The lab accepts the planted WinRM, LDAP and Exchange passwords; alerts go to an SMTP
+/// server that wants a login (so the SMTP password is really used); the API wants the token.
+async fn given_every_secret_planted_in_the_lab_and_the_settings(
+    p: &Planted,
+    maildir: &tempfile::TempDir,
+) -> (TestEnv, SmtpSink) {
     let mut cfg = common::lab_config(vec![seed("sec-fail"), seed("sec-ok")])
         .with_ldap_password(SecretString::from(p.ldap.clone()));
     cfg.password = SecretString::from(p.winrm.clone());
     let cfg = cfg.with_domain_account("svc-exchange", SecretString::from(p.exchange.clone()));
     let mut env = TestEnv::with_lab(cfg).await;
 
-    // Alerts go to an SMTP server that wants a login: the SMTP password is really used.
     let port = free_port();
-    let maildir = tempfile::tempdir().expect("maildir");
     let sink = SmtpSink::with_login(port, maildir.path(), SMTP_USER, &p.smtp);
     common::smtp::send_to_sink(&mut env, port, "iam-support@corp.example");
     env.settings.smtp.username = Some(SMTP_USER.into());
@@ -151,12 +171,21 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
     env.settings.exchange.username = Some(EXCHANGE_USER.into());
     env.settings.exchange.password = Some(SecretString::from(p.exchange.clone()));
     env.settings.admin.token = Some(SecretString::from(p.admin_token.clone()));
+    (env, sink)
+}
 
+/// The daemon (the binary) with the secrets from files or from the environment.
+async fn start_with_secrets_from(
+    env: &TestEnv,
+    p: &Planted,
+    from: SecretsFrom,
+    log_format: &str,
+    dir: &tempfile::TempDir,
+) -> Daemon {
     let mut daemon_env = env.daemon_env();
     daemon_env.push(("RUST_LOG".into(), "info,mailboxd=debug".into()));
     // The dashboard's pages are read without a sign-in (the token is for the API only).
     daemon_env.push(("MAILBOXD__ADMIN__OPEN_READS".into(), "true".into()));
-    let dir = tempfile::tempdir().expect("config dir");
     let config = dir.path().join("mailboxd.toml");
     let mut args = vec!["--log-format", log_format];
     if from == SecretsFrom::Files {
@@ -201,9 +230,17 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         "the daemon did not start: {}",
         daemon.logs()
     );
+    daemon
+}
+
+/// A joiner Exchange refuses for good, its error text echoing the credentials; a joiner
+/// that fails once the same way (a transient error), then succeeds. Returns both jobs.
+async fn when_exchange_echoes_the_secrets_in_errors_and_warnings(
+    env: &TestEnv,
+    p: &Planted,
+) -> [mailboxd::store::Job; 2] {
     let publisher = env.publisher().await;
 
-    // A joiner Exchange refuses for good, its error text echoing the credentials.
     env.fault(json!({"fault": "cmdlet_errors", "count": 1, "error": {
         "reason": "ProxyAddressExistsException",
         "message": p.exchange_error("The proxy address is already being used.")
@@ -219,7 +256,6 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         "Exchange's own words reach the operator, the secrets in them blacked out: {error}"
     );
 
-    // A joiner that fails once the same way (a transient error), then succeeds.
     env.fault(json!({"fault": "cmdlet_errors", "count": 1, "error": {
         "reason": "ManagementObjectNotFoundException",
         "message": p.exchange_error("The object couldn't be found on the domain controller.")
@@ -234,8 +270,14 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
     publisher.publish(&retried).await.expect("publish");
     let ok = env.wait_succeeded(&retried.id).await;
     assert_eq!(ok.attempt, 2, "one failed attempt, then success: {ok:?}");
+    [failed, ok]
+}
 
-    // Support got the alert, through a login with the SMTP password.
+async fn then_support_got_the_alert_through_an_smtp_login(
+    env: &TestEnv,
+    sink: &SmtpSink,
+    daemon: &Daemon,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while sink.messages().is_empty() || sink.logins() == 0 {
         assert!(
@@ -246,14 +288,14 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
 
-    let mut hay = Haystack::default();
-    // Emails, raw and decoded.
+/// Emails, raw and decoded; every text-like column of every table.
+async fn search_emails_and_the_database(hay: &mut Haystack, env: &TestEnv, sink: &SmtpSink) {
     for (i, mail) in sink.messages().iter().enumerate() {
         hay.add(format!("email #{i}"), mail.clone());
         hay.add(format!("email #{i} (decoded)"), decode_parts(mail));
     }
-    // Every text-like column of every table.
     let rows = env.database_text().await;
     assert!(
         rows.iter()
@@ -269,7 +311,16 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
     for (column, value) in rows {
         hay.add(format!("database {column}"), value);
     }
-    // The admin API (with the token), the metrics and the dashboard (open reads).
+}
+
+/// The admin API (with the token), the metrics and the dashboard (open reads).
+async fn search_the_admin_api_metrics_and_dashboard(
+    hay: &mut Haystack,
+    env: &TestEnv,
+    p: &Planted,
+    daemon: &Daemon,
+    jobs: &[mailboxd::store::Job; 2],
+) {
     let base = format!("http://{}", daemon.admin);
     let mut api = vec![
         "/healthz".to_owned(),
@@ -289,7 +340,7 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         "/poison".into(),
         "/reconcile".into(),
     ];
-    for job in [&failed, &ok] {
+    for job in jobs {
         api.push(format!("/api/v1/jobs/{}", job.id));
         api.push(format!("/jobs/{}", job.id));
     }
@@ -312,8 +363,11 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         hay.add(format!("GET {path}"), body);
     }
     assert!(transcripts >= 3, "the job details show their attempts");
-    // Command lines, as `ps` shows them to every user of the machine: the daemon's own,
-    // anything it started, and (generically) every process.
+}
+
+/// Command lines, as `ps` shows them to every user of the machine: the daemon's own,
+/// anything it started, and (generically) every process.
+fn search_command_lines(hay: &mut Haystack, daemon: &Daemon) {
     let procs = common::process_command_lines();
     let own = procs
         .iter()
@@ -327,9 +381,12 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
     for (pid, _, argv) in &procs {
         hay.add(format!("cmdline of {pid}"), argv.clone());
     }
-    // What the Windows host's PowerShell logging records: every cmdlet's parameters (module
-    // logging) and ConvertFrom-Json's input, the request itself. The Exchange password
-    // travels on stdin's first line and becomes a SecureString by method calls only.
+}
+
+/// What the Windows host's PowerShell logging records: every cmdlet's parameters (module
+/// logging) and ConvertFrom-Json's input, the request itself. The Exchange password
+/// travels on stdin's first line and becomes a SecureString by method calls only.
+fn search_what_the_host_records(hay: &mut Haystack, env: &TestEnv) {
     let module_log = env.lab.module_log();
     assert!(
         module_log.iter().any(|e| e.contains("sec-ok")),
@@ -342,8 +399,10 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         let params = serde_json::to_string(&i.parameters).unwrap_or_default();
         hay.add(format!("host: {} #{} parameters", i.cmdlet, i.seq), params);
     }
+}
 
-    // The logs, after a clean stop (shutdown logs included).
+/// The logs, after a clean stop (shutdown logs included).
+fn search_the_logs_after_a_clean_stop(hay: &mut Haystack, daemon: &mut Daemon, log_format: &str) {
     let status = daemon.stop();
     assert!(status.success(), "{status:?}: {}", daemon.logs());
     let logs = daemon.logs();
@@ -355,8 +414,6 @@ async fn no_planted_secret_leaves_the_daemon(from: SecretsFrom, log_format: &str
         }
     }
     hay.add(format!("daemon logs ({log_format})"), logs);
-
-    hay.assert_free_of(&p.needles());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
