@@ -379,6 +379,15 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
     let (env, app, ..) = queue_with_a_failure("monprem", "mfine", Api::WithoutToken).await;
+    when_a_malformed_message_becomes_poison(&env).await;
+    let text = scrape_metrics(&env, &app).await;
+    then_the_gauges_show_this_tests_queue_as_its_database_has_it(&text);
+    then_poison_cannot_be_replayed_without_a_token(&env, &app).await;
+    then_the_counters_show_at_least_this_tests_share(&text);
+    app.stop().await;
+}
+
+async fn when_a_malformed_message_becomes_poison(env: &TestEnv) {
     let publisher = env.publisher().await;
     publisher
         .publish_raw("ad.user.created", b"{nope", Some("application/json"), None)
@@ -389,7 +398,10 @@ async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
 
+/// `/metrics`, open like /healthz (one scrape at a time in this binary).
+async fn scrape_metrics(env: &TestEnv, app: &mailboxd::app::App) -> String {
     let scrape = common::METRICS_SCRAPE.lock().await;
     let r = env
         .http
@@ -400,22 +412,36 @@ async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
     assert_eq!(r.status(), 200, "open like /healthz");
     let text = r.text().await.unwrap();
     drop(scrape);
-    // The queue as the database has it (this test's database).
+    text
+}
+
+/// The queue as the database has it (this test's database), the outboxes, the circuit
+/// and the broker.
+fn then_the_gauges_show_this_tests_queue_as_its_database_has_it(text: &str) {
     assert_eq!(
-        sample(&text, "mailboxd_jobs", &[r#"state="succeeded""#]),
+        sample(text, "mailboxd_jobs", &[r#"state="succeeded""#]),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "mailboxd_jobs", &[r#"state="failed""#]),
+        sample(text, "mailboxd_jobs", &[r#"state="failed""#]),
         Some(1.0)
     );
     assert_eq!(
-        sample(&text, "mailboxd_jobs", &[r#"state="running""#]),
+        sample(text, "mailboxd_jobs", &[r#"state="running""#]),
         Some(0.0)
     );
-    assert_eq!(sample(&text, "mailboxd_poison_messages", &[]), Some(1.0));
-    // Poison can be replayed through the API too (this one is still bad: poison again).
+    assert_eq!(sample(text, "mailboxd_poison_messages", &[]), Some(1.0));
+    assert_eq!(
+        sample(text, "mailboxd_alert_outbox", &[r#"status="pending""#]),
+        Some(1.0)
+    );
+    assert_eq!(sample(text, "mailboxd_circuit_open", &[]), Some(0.0));
+    assert_eq!(sample(text, "mailboxd_broker_connected", &[]), Some(1.0));
+}
+
+/// Poison can be replayed through the API too, but not without a token configured.
+async fn then_poison_cannot_be_replayed_without_a_token(env: &TestEnv, app: &mailboxd::app::App) {
     let poison = env.store.list_poison(5).await.unwrap();
     let r = env
         .http
@@ -431,25 +457,16 @@ async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
         403,
         "no token configured in this test: no writes"
     );
-    assert_eq!(
-        sample(&text, "mailboxd_alert_outbox", &[r#"status="pending""#]),
-        Some(1.0)
-    );
-    assert_eq!(sample(&text, "mailboxd_circuit_open", &[]), Some(0.0));
-    assert_eq!(sample(&text, "mailboxd_broker_connected", &[]), Some(1.0));
-    // What happened (process-wide counters: at least this test's share).
+}
+
+/// What happened (process-wide counters: at least this test's share).
+fn then_the_counters_show_at_least_this_tests_share(text: &str) {
     assert!(
-        sample(
-            &text,
-            "mailboxd_attempts_total",
-            &[r#"outcome="succeeded""#]
-        )
-        .unwrap_or(0.0)
-            >= 1.0
+        sample(text, "mailboxd_attempts_total", &[r#"outcome="succeeded""#]).unwrap_or(0.0) >= 1.0
     );
     assert!(
         sample(
-            &text,
+            text,
             "mailboxd_attempts_total",
             &[r#"outcome="failed""#, r#"class="permanent""#]
         )
@@ -458,21 +475,20 @@ async fn prometheus_sees_the_queue_the_attempts_and_the_circuit() {
     );
     assert!(
         sample(
-            &text,
+            text,
             "mailboxd_events_ingested_total",
             &[r#"format="json""#]
         )
         .unwrap_or(0.0)
             >= 2.0
     );
-    assert!(sample(&text, "mailboxd_poison_received_total", &[]).unwrap_or(0.0) >= 1.0);
+    assert!(sample(text, "mailboxd_poison_received_total", &[]).unwrap_or(0.0) >= 1.0);
     assert!(
         text.contains("mailboxd_attempt_duration_seconds_bucket"),
         "{text}"
     );
     assert!(text.contains("mailboxd_batch_size_bucket"), "{text}");
     assert!(!text.contains(common::LAB_PASSWORD));
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

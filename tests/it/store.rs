@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::TestDatabase;
 use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
-use mailboxd::store::{AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution};
+use mailboxd::store::{
+    AttemptOutcome, AttemptRecord, Inserted, JobOutcome, JobState, Resolution, Store,
+};
 
 /// A migrated database of the test's own (dropped with it); derefs to its `Store`.
 async fn fresh_store() -> TestDatabase {
@@ -430,11 +432,11 @@ async fn a_queued_job_wakes_whoever_waits_for_work() {
 /// Outcomes: every way a job ends writes its one outcome in the same transaction (a
 /// supersede, an operator's cancel, a worker's finish), an account's outcomes are handed
 /// out oldest first and one at a time, and two replicas never hold the same one.
-#[tokio::test]
-async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_in_order() {
-    use mailboxd::store::{OutcomeChannel, OutcomeFilter, OutcomeResult};
-    let store = fresh_store().await;
-    // "mover": a joiner superseded by a newer leaver; "quit": cancelled by an operator.
+const OUTCOME_LEASE: Duration = Duration::from_secs(60);
+
+/// "mover": a joiner superseded by a newer leaver; "quit": cancelled by an operator; the
+/// leaver runs and succeeds.
+async fn given_a_superseded_joiner_a_cancelled_one_and_a_succeeded_leaver(store: &Store) {
     store
         .insert_events(
             &[
@@ -452,15 +454,26 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
     let quit = store.job_by_event("q").await.unwrap().unwrap();
     assert_eq!(store.cancel_job(quit.id, "test").await.unwrap(), Ok(()));
     // The leaver runs and succeeds.
-    let lease = Duration::from_secs(60);
-    let claimed = store.claim("w", 10, lease).await.unwrap();
+    let claimed = store.claim("w", 10, OUTCOME_LEASE).await.unwrap();
     let leaver = claimed.iter().find(|j| j.event_id == "l").unwrap();
     let done = Resolution::Succeeded {
         outcome: JobOutcome::Hidden,
     };
     let record = AttemptRecord::new(Utc::now());
     assert!(store.finish(leaver, "w", &record, &done).await.unwrap());
+}
 
+#[tokio::test]
+async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_in_order() {
+    let store = fresh_store().await;
+    given_a_superseded_joiner_a_cancelled_one_and_a_succeeded_leaver(&store).await;
+    then_each_ending_wrote_one_outcome(&store).await;
+    let (a, b) = then_two_replicas_get_only_the_older_outcome_of_an_account(&store).await;
+    then_once_the_joiners_is_confirmed_the_leavers_is_due(&store, &a, &b).await;
+}
+
+async fn then_each_ending_wrote_one_outcome(store: &Store) {
+    use mailboxd::store::{OutcomeFilter, OutcomeResult};
     let mut all = store
         .list_outcomes(OutcomeFilter::All, None, 100)
         .await
@@ -480,9 +493,18 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
     );
     let leaver_job = store.job_by_event("l").await.unwrap().unwrap();
     assert_eq!(all[0].body["superseded_by"], leaver_job.id.to_string());
+}
 
-    // Two replicas: "mover" has two unsent outcomes, only the older one is handed out, and
-    // nobody gets what the other holds.
+/// Two replicas: "mover" has two unsent outcomes, only the older one is handed out, and
+/// nobody gets what the other holds. Returns what each replica holds.
+async fn then_two_replicas_get_only_the_older_outcome_of_an_account(
+    store: &Store,
+) -> (
+    Vec<mailboxd::store::OutcomeRow>,
+    Vec<mailboxd::store::OutcomeRow>,
+) {
+    use mailboxd::store::OutcomeChannel;
+    let lease = OUTCOME_LEASE;
     let (a, b) = tokio::join!(
         store.claim_outcomes(OutcomeChannel::Amqp, "a", 10, lease),
         store.claim_outcomes(OutcomeChannel::Amqp, "b", 10, lease)
@@ -498,7 +520,18 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
             .unwrap()
             .is_empty()
     );
-    // The joiner's outcome is confirmed: now the leaver's is due, for one replica.
+    (a, b)
+}
+
+/// The joiner's outcome is confirmed: now the leaver's is due, for one replica; another
+/// replica's confirm cannot mark what it does not hold.
+async fn then_once_the_joiners_is_confirmed_the_leavers_is_due(
+    store: &Store,
+    a: &[mailboxd::store::OutcomeRow],
+    b: &[mailboxd::store::OutcomeRow],
+) {
+    use mailboxd::store::OutcomeChannel;
+    let lease = OUTCOME_LEASE;
     let (holder, row) = match a.iter().find(|o| o.event_id == "j") {
         Some(r) => ("a", r),
         None => ("b", b.iter().find(|o| o.event_id == "j").unwrap()),
@@ -508,7 +541,6 @@ async fn every_ending_writes_one_outcome_and_replicas_send_an_accounts_outcomes_
         .await
         .unwrap();
     assert_eq!(sent, 1);
-    // Another replica's confirm cannot mark what it does not hold.
     assert_eq!(
         store
             .outcomes_sent("c", &[(row.id, "exchange x".into())])
