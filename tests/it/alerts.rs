@@ -80,17 +80,21 @@ async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_identical_failures_become_one_digest_without_the_planted_secret() {
-    const N: usize = 50;
-    const PLANTED: &str = "Planted-S3cret-9";
+const DIGEST_OF: usize = 50;
+const PLANTED: &str = "Planted-S3cret-9";
+
+/// Fifty accounts whose joiners Exchange refuses with one error that echoes the Exchange
+/// credential mailboxd holds; permanent failures mailed to support, in digests.
+async fn given_fifty_joiners_exchange_refuses_echoing_the_credential(
+    maildir: &tempfile::TempDir,
+) -> (TestEnv, SmtpSink) {
+    const N: usize = DIGEST_OF;
     let accounts: Vec<_> = (0..N).map(|i| seed(&format!("dig{i:02}"))).collect();
     // The Exchange credential is a domain account the lab's domain knows.
     let cfg = common::lab_config(accounts)
         .with_domain_account("svc-exchange", secrecy::SecretString::from(PLANTED));
     let mut env = TestEnv::with_lab(cfg).await;
     let port = free_port();
-    let maildir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(port, maildir.path());
     send_to_sink(&mut env, port, "operations@corp.example");
     env.settings
@@ -107,6 +111,14 @@ async fn fifty_identical_failures_become_one_digest_without_the_planted_secret()
         "message": format!("The proxy address is already being used (bound as CORP\\svc-exchange with {PLANTED}).")
     }}))
     .await;
+    (env, sink)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_identical_failures_become_one_digest_without_the_planted_secret() {
+    const N: usize = DIGEST_OF;
+    let maildir = tempfile::tempdir().unwrap();
+    let (env, sink) = given_fifty_joiners_exchange_refuses_echoing_the_credential(&maildir).await;
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
     let mut ids = Vec::new();
@@ -131,7 +143,17 @@ async fn fifty_identical_failures_become_one_digest_without_the_planted_secret()
         assert!(Instant::now() < deadline, "alerts not all delivered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mails = sink.messages();
+    then_one_digest_names_every_account_without_the_secret(&sink.messages());
+    let alerts = env.store.list_alerts(100).await.unwrap();
+    assert_eq!(alerts.len(), N);
+    assert_eq!(alerts.iter().filter(|a| a.folded_into.is_none()).count(), 1);
+    app.stop().await;
+}
+
+/// One email, to the class's recipient, plain and HTML, naming every account and linking
+/// the dashboard, without the planted secret.
+fn then_one_digest_names_every_account_without_the_secret(mails: &[String]) {
+    const N: usize = DIGEST_OF;
     assert_eq!(
         mails.len(),
         1,
@@ -167,11 +189,6 @@ async fn fifty_identical_failures_become_one_digest_without_the_planted_secret()
         !mail.contains(PLANTED) && !decoded.contains(PLANTED),
         "the secret leaked"
     );
-    let alerts = env.store.list_alerts(100).await.unwrap();
-    assert_eq!(alerts.len(), N);
-    assert_eq!(alerts.iter().filter(|a| a.folded_into.is_none()).count(), 1);
-
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -263,8 +263,24 @@ impl Driver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
+/// The first story's world: a failed job, a succeeded one and one waiting for the sync.
+struct Queue {
+    p: common::signin::People,
+    env: TestEnv,
+    app: mailboxd::app::App,
+    failed: mailboxd::store::Job,
+    base: String,
+}
+
+impl Queue {
+    fn n(&self, s: &str) -> String {
+        format!("{s}{}", self.p.t)
+    }
+}
+
+/// In AD: an on-premises mailbox (its joiner fails), an account already remote (its joiner
+/// succeeds) and one the cloud sync has not stamped (its joiner waits for it).
+async fn given_a_failed_a_succeeded_and_a_waiting_job() -> Queue {
     let ad = TestAd::get();
     let p = people(&ad).await;
     let n = |s: &str| format!("{s}{}", p.t);
@@ -275,7 +291,6 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
     ad.add_user(&n("webonprem"), &n("webonprem"), &onprem).await;
     let fine = User::remote(&format!("{}@tenant.mail.onmicrosoft.com", n("webfine")));
     ad.add_user(&n("webfine"), &n("webfine"), &fine).await;
-    // Not stamped by the cloud sync: its joiner waits for it.
     ad.add_user(&n("webwait"), &n("webwait"), &User::default())
         .await;
     let mut env = TestEnv::new(vec![]).await;
@@ -296,19 +311,39 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
     })
     .await;
     let base = format!("http://{}", app.admin_addr);
+    Queue {
+        p,
+        env,
+        app,
+        failed,
+        base,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
+    let q = given_a_failed_a_succeeded_and_a_waiting_job().await;
+    let (p, base) = (&q.p, &q.base);
     let b = Driver::start().await;
     b.go(&format!("{base}/")).await;
     // Not signed in: the sign-in form.
     b.find("input[name=user]").await;
     b.sign_in(
-        &base,
+        base,
         &format!("CORP\\{}", p.operator),
         &p.password(&p.operator),
     )
     .await;
+    then_the_overview_shows_counts_circuit_and_broker_at_a_glance(&b).await;
+    then_the_failed_job_opens_from_the_failed_list(&b, &q).await;
+    when_retried_the_browser_comes_back_and_the_job_runs_again(&b, &q).await;
+    then_a_viewer_sees_the_same_job_without_buttons(&b, &q).await;
+    drop(b);
+    q.app.stop().await;
+}
 
-    // The overview: counts by state, circuit and broker at a glance.
+/// The overview: counts by state, circuit and broker at a glance.
+async fn then_the_overview_shows_counts_circuit_and_broker_at_a_glance(b: &Driver) {
     assert_eq!(b.text("#count-succeeded b").await, "1");
     assert_eq!(b.text("#count-failed b").await, "1");
     assert_eq!(b.text("#count-waiting_for_sync b").await, "1");
@@ -316,27 +351,35 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
     assert!(b.text("#broker").await.contains("Broker connected"));
     assert!(b.text("#who").await.contains("(operator)"));
     b.screenshot("overview").await;
+}
 
-    // The failed job from the failed list.
+async fn then_the_failed_job_opens_from_the_failed_list(b: &Driver, q: &Queue) {
+    let base = &q.base;
     b.go(&format!("{base}/jobs?state=failed")).await;
     b.screenshot("jobs").await;
     b.click("#jobs a").await;
-    assert_eq!(b.text("#account").await, n("webonprem"));
+    assert_eq!(b.text("#account").await, q.n("webonprem"));
     assert_eq!(b.text("#state").await, "failed");
     b.screenshot("job").await;
+}
 
-    // Retry: the browser comes back to the job page and the job runs again.
+/// Retry: the browser comes back to the job page and the job runs again.
+async fn when_retried_the_browser_comes_back_and_the_job_runs_again(b: &Driver, q: &Queue) {
+    let (base, failed, p) = (&q.base, &q.failed, &q.p);
     b.click("#retry").await;
-    env.wait_attempts(failed.id, 2).await;
+    q.env.wait_attempts(failed.id, 2).await;
     b.go(&format!("{base}/jobs/{}", failed.id)).await;
     let who = format!("dashboard:CORP\\{}", p.operator);
     assert!(b.text("#actions").await.contains(&who));
     b.screenshot("job-after-retry").await;
+}
 
-    // Signed out, then in as a viewer: the same job, no buttons.
+/// Signed out, then in as a viewer: the same job, no buttons.
+async fn then_a_viewer_sees_the_same_job_without_buttons(b: &Driver, q: &Queue) {
+    let (base, failed, p) = (&q.base, &q.failed, &q.p);
     b.click("#logout").await;
     b.find("input[name=user]").await;
-    b.sign_in(&base, &p.viewer, &p.password(&p.viewer)).await;
+    b.sign_in(base, &p.viewer, &p.password(&p.viewer)).await;
     b.go(&format!("{base}/jobs/{}", failed.id)).await;
     assert!(b.text("#who").await.contains("(viewer)"));
     assert_eq!(b.text("#state").await, "failed");
@@ -349,9 +392,6 @@ async fn in_a_browser_an_operator_sees_the_queue_and_retries_a_failed_job() {
         .await;
     assert_eq!(buttons.as_array().map(Vec::len), Some(0), "{buttons}");
     b.screenshot("job-as-viewer").await;
-
-    drop(b);
-    app.stop().await;
 }
 
 /// The live story's world: the operator's daemon, with accounts in AD for a burst of one
