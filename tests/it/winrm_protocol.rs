@@ -210,9 +210,16 @@ async fn the_lab_answers_a_recorded_pypsrp_session_like_windows_did() {
     let lab = common::start_lab(vec![], lab::Latency::default(), 30).await;
     let url = lab.endpoint();
     let http = common::http();
+    let shell = then_create_answers_like_the_recording(&http, &url).await;
+    let command = then_a_command_answers_like_the_recording(&http, &url, &shell).await;
+    then_receive_gives_the_recorded_streams(&http, &url, &shell, &command).await;
+    then_after_ctrl_c_a_receive_gets_windows_fault(&http, &url, &shell, &command).await;
+    then_delete_answers_and_the_shell_is_gone(&http, &url, &shell).await;
+}
 
-    // Create: same reply structure as the recording, a new ShellId.
-    let (status, text) = post(&http, &url, fixture("create_shell_request.xml")).await;
+/// Create: same reply structure as the recording, a new ShellId.
+async fn then_create_answers_like_the_recording(http: &reqwest::Client, url: &str) -> String {
+    let (status, text) = post(http, url, fixture("create_shell_request.xml")).await;
     assert_eq!(status, 200, "{text}");
     let reply = Envelope::parse(&text).unwrap();
     let recorded = envelope("create_shell_response.xml");
@@ -228,11 +235,17 @@ async fn the_lab_answers_a_recorded_pypsrp_session_like_windows_did() {
         .unwrap()
         .trimmed_text()
         .to_owned();
+    shell
+}
 
-    // Command `cmd.exe /c echo hi`, with the recorded request's ShellId swapped for ours.
-    let req =
-        fixture("command_request.xml").replace("4283CBDC-3706-415B-88BD-B385F3E51A53", &shell);
-    let (status, text) = post(&http, &url, req).await;
+/// Command `cmd.exe /c echo hi`, with the recorded request's ShellId swapped for ours.
+async fn then_a_command_answers_like_the_recording(
+    http: &reqwest::Client,
+    url: &str,
+    shell: &str,
+) -> String {
+    let req = fixture("command_request.xml").replace("4283CBDC-3706-415B-88BD-B385F3E51A53", shell);
+    let (status, text) = post(http, url, req).await;
     assert_eq!(status, 200, "{text}");
     let reply = Envelope::parse(&text).unwrap();
     assert_eq!(
@@ -245,34 +258,49 @@ async fn the_lab_answers_a_recorded_pypsrp_session_like_windows_did() {
         .unwrap()
         .trimmed_text()
         .to_owned();
+    command
+}
 
-    // Receive: "hi\r\n", Done, exit code 0 — the recorded reply, byte for byte in its streams.
+/// Receive: "hi\r\n", Done, exit code 0 — the recorded reply, byte for byte in its streams.
+async fn then_receive_gives_the_recorded_streams(
+    http: &reqwest::Client,
+    url: &str,
+    shell: &str,
+    command: &str,
+) {
     let req = fixture("receive_request.xml")
-        .replace("4283CBDC-3706-415B-88BD-B385F3E51A53", &shell)
-        .replace("CF84C20A-0A35-43FA-AF78-0B4711DA5F30", &command);
-    let (status, text) = post(&http, &url, req).await;
+        .replace("4283CBDC-3706-415B-88BD-B385F3E51A53", shell)
+        .replace("CF84C20A-0A35-43FA-AF78-0B4711DA5F30", command);
+    let (status, text) = post(http, url, req).await;
     assert_eq!(status, 200, "{text}");
     let reply = Envelope::parse(&text).unwrap();
     let recorded = envelope("receive_response_done.xml");
     assert_eq!(shape(&reply.body), shape(&recorded.body));
-    let ours = parse_receive(&reply.body, &command).unwrap();
+    let ours = parse_receive(&reply.body, command).unwrap();
     let theirs = parse_receive(&recorded.body, "CF84C20A-0A35-43FA-AF78-0B4711DA5F30").unwrap();
     assert_eq!(ours, theirs);
+}
 
-    // Signal ctrl_c, then a Receive for the released command gets Windows' fault.
+/// Signal ctrl_c, then a Receive for the released command gets Windows' fault.
+async fn then_after_ctrl_c_a_receive_gets_windows_fault(
+    http: &reqwest::Client,
+    url: &str,
+    shell: &str,
+    command: &str,
+) {
     let req = fixture("signal_request_ctrl_c.xml")
-        .replace("4283CBDC-3706-415B-88BD-B385F3E51A53", &shell)
-        .replace("CF84C20A-0A35-43FA-AF78-0B4711DA5F30", &command);
-    let (status, text) = post(&http, &url, req).await;
+        .replace("4283CBDC-3706-415B-88BD-B385F3E51A53", shell)
+        .replace("CF84C20A-0A35-43FA-AF78-0B4711DA5F30", command);
+    let (status, text) = post(http, url, req).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(
         shape(&Envelope::parse(&text).unwrap().body),
         shape(&envelope("signal_response.xml").body)
     );
     let req = fixture("receive_request.xml")
-        .replace("4283CBDC-3706-415B-88BD-B385F3E51A53", &shell)
-        .replace("CF84C20A-0A35-43FA-AF78-0B4711DA5F30", &command);
-    let (status, text) = post(&http, &url, req).await;
+        .replace("4283CBDC-3706-415B-88BD-B385F3E51A53", shell)
+        .replace("CF84C20A-0A35-43FA-AF78-0B4711DA5F30", command);
+    let (status, text) = post(http, url, req).await;
     assert_eq!(status, 500);
     let fault = Envelope::parse(&text).unwrap().fault().unwrap();
     let recorded = envelope("fault_invalid_selectors_unknown_command_2150858843.xml")
@@ -282,17 +310,19 @@ async fn the_lab_answers_a_recorded_pypsrp_session_like_windows_did() {
         (fault.code, &fault.subcode, &fault.message),
         (recorded.code, &recorded.subcode, &recorded.message)
     );
+}
 
-    // Delete, then the shell is gone.
+/// Delete, then the shell is gone.
+async fn then_delete_answers_and_the_shell_is_gone(http: &reqwest::Client, url: &str, shell: &str) {
     let req =
-        fixture("delete_shell_request.xml").replace("4283CBDC-3706-415B-88BD-B385F3E51A53", &shell);
-    let (status, text) = post(&http, &url, req.clone()).await;
+        fixture("delete_shell_request.xml").replace("4283CBDC-3706-415B-88BD-B385F3E51A53", shell);
+    let (status, text) = post(http, url, req.clone()).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(
         shape(&Envelope::parse(&text).unwrap().body),
         shape(&envelope("delete_shell_response.xml").body)
     );
-    let (status, _) = post(&http, &url, req).await;
+    let (status, _) = post(http, url, req).await;
     assert_eq!(status, 500);
 }
 
