@@ -179,16 +179,9 @@ async fn then_every_bad_message_was_dead_lettered_too(env: &TestEnv, expected: u
     assert_eq!(count, expected);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn identityiq_plans_become_jobs_without_their_credentials() {
-    let env = TestEnv::new(vec![
-        seed("jjoiner"),
-        remote("lleaver").disabled(),
-        remote("ddisabled").disabled(),
-    ])
-    .await;
-    let app = env.start_daemon().await;
-    let publisher = env.publisher().await;
+/// Four IdentityIQ plans (create, disable, a group change, a modify that disables), the
+/// create plan twice: the same plan makes the same jobs once.
+async fn when_identityiq_sends_its_plans(publisher: &mailboxd::publish::Publisher) {
     for (file, id) in [
         ("iiq/create.xml", "plan-create"),
         ("iiq/disable.xml", "plan-disable"),
@@ -205,7 +198,6 @@ async fn identityiq_plans_become_jobs_without_their_credentials() {
             .await
             .unwrap();
     }
-    // Published twice: the same plan makes the same jobs once.
     publisher
         .publish_raw(
             "ad.user.created",
@@ -215,7 +207,25 @@ async fn identityiq_plans_become_jobs_without_their_credentials() {
         )
         .await
         .unwrap();
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identityiq_plans_become_jobs_without_their_credentials() {
+    let env = TestEnv::new(vec![
+        seed("jjoiner"),
+        remote("lleaver").disabled(),
+        remote("ddisabled").disabled(),
+    ])
+    .await;
+    let app = env.start_daemon().await;
+    when_identityiq_sends_its_plans(&env.publisher().await).await;
+    then_each_plan_that_changes_a_mailbox_is_one_job(&env).await;
+    then_the_other_plans_made_no_job_and_nothing_was_poison(&env).await;
+    then_the_credentials_are_nowhere_in_the_database(&env).await;
+    app.stop().await;
+}
+
+async fn then_each_plan_that_changes_a_mailbox_is_one_job(env: &TestEnv) {
     let job = env.wait_succeeded("plan-create#0").await;
     assert_eq!(job.kind.to_string(), "joiner");
     assert_eq!(job.account, "jjoiner");
@@ -236,8 +246,10 @@ async fn identityiq_plans_become_jobs_without_their_credentials() {
     assert_eq!(job.outcome, Some(JobOutcome::Hidden));
     let job = env.wait_succeeded("plan-modify-disable#0").await;
     assert_eq!(job.account, "ddisabled");
+}
 
-    // The HR Portal request and the group change made no job; nothing was poison.
+/// The HR Portal request and the group change made no job; nothing was poison.
+async fn then_the_other_plans_made_no_job_and_nothing_was_poison(env: &TestEnv) {
     let all = env
         .store
         .list_jobs(&mailboxd::store::JobFilter {
@@ -249,8 +261,9 @@ async fn identityiq_plans_become_jobs_without_their_credentials() {
     assert_eq!(all.len(), 3, "{all:?}");
     assert!(all.iter().all(|j| j.state == JobState::Succeeded));
     assert!(env.store.list_poison(10).await.unwrap().is_empty());
+}
 
-    // The credentials are nowhere in the database.
+async fn then_the_credentials_are_nowhere_in_the_database(env: &TestEnv) {
     let dump: String =
         sqlx::query_scalar("SELECT coalesce(string_agg(payload::text, ' '), '') FROM jobs")
             .fetch_one(env.store.pool())
@@ -260,6 +273,4 @@ async fn identityiq_plans_become_jobs_without_their_credentials() {
         assert!(!dump.contains(s), "credential {s} stored in a job");
     }
     assert!(!dump.contains("svc-exchange"));
-
-    app.stop().await;
 }

@@ -24,7 +24,15 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     assert_eq!(job.outcome, Some(JobOutcome::Enabled));
     assert_eq!(job.attempt, 1);
 
-    // The lab shows what Exchange would have written to AD.
+    let archive_guid = then_the_lab_shows_what_exchange_would_have_written_to_ad(&env);
+    then_enable_remote_mailbox_ran_twice_as_the_parameter_sets_require(&env);
+    then_the_attempt_is_on_record_with_its_host_and_what_ad_showed(&env, &job, archive_guid).await;
+    then_operations_see_it_through_the_cli(&env, &job);
+    app.stop().await;
+}
+
+/// The lab shows what Exchange would have written to AD; returns the archive's GUID.
+fn then_the_lab_shows_what_exchange_would_have_written_to_ad(env: &TestEnv) -> uuid::Uuid {
     let m = env.mailbox("jdoe");
     assert_eq!(m.recipient, Recipient::Remote);
     assert_eq!(m.msExchRecipientTypeDetails, Some(2_147_483_648i64));
@@ -38,10 +46,12 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     );
     assert!(m.archive, "-Archive was asked for");
 
-    let archive_guid = m.msExchArchiveGUID.expect("msExchArchiveGUID");
+    m.msExchArchiveGUID.expect("msExchArchiveGUID")
+}
 
-    // Two Enable-RemoteMailbox calls, as the parameter sets require: the mailbox with the
-    // values from the event, then -Archive (a set without -RemoteRoutingAddress).
+/// Two Enable-RemoteMailbox calls, as the parameter sets require: the mailbox with the
+/// values from the event, then -Archive (a set without -RemoteRoutingAddress).
+fn then_enable_remote_mailbox_ran_twice_as_the_parameter_sets_require(env: &TestEnv) {
     let calls = env.lab.invocations_for("Enable-RemoteMailbox", "jdoe");
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(
@@ -56,9 +66,15 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     assert_eq!(calls[1].flag("Archive"), Some(true));
     assert_eq!(calls[1].text("RemoteRoutingAddress"), None);
     assert!(calls.iter().all(|c| c.succeeded()), "{calls:?}");
+}
 
-    // The attempt is on record with the host that ran it, and with what AD showed after:
-    // the mailbox and its archive, read back from the domain controller.
+/// The attempt is on record with the host that ran it, and with what AD showed after:
+/// the mailbox and its archive, read back from the domain controller.
+async fn then_the_attempt_is_on_record_with_its_host_and_what_ad_showed(
+    env: &TestEnv,
+    job: &mailboxd::store::Job,
+    archive_guid: uuid::Uuid,
+) {
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
     assert_eq!(attempts.len(), 1);
     let after = &attempts[0].directory.as_ref().unwrap()["after"]["account"];
@@ -70,8 +86,10 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
         attempts[0].host.as_deref(),
         Some(env.settings.winrm.endpoint.as_str())
     );
+}
 
-    // Operations see it through the CLI.
+/// Operations see it through the CLI.
+fn then_operations_see_it_through_the_cli(env: &TestEnv, job: &mailboxd::store::Job) {
     let (code, out, err) = env.cli(&["jobs", "list", "--json"]);
     assert_eq!(code, 0, "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -82,8 +100,6 @@ async fn a_published_joiner_gets_a_remote_mailbox() {
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["job"]["event"]["account"]["sam_account_name"], "jdoe");
     assert_eq!(shown["attempts"][0]["outcome"], "succeeded");
-
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -111,8 +111,16 @@ async fn a_batch_that_panics_gives_its_jobs_back_and_the_jobs_batched_with_it_su
     publisher.publish(&later).await.unwrap();
     env.wait_succeeded(&later.id).await;
 
-    // The job that panics is given back at once each time (the lease is 30 s: three expired
-    // leases would take 90 s, wait_terminal gives up after 30), then fails with an alert.
+    then_the_job_that_panics_is_given_back_each_time_then_fails_with_an_alert(&env, &bomb).await;
+    then_panics_are_counted_and_no_task_had_to_restart(&env, &d).await;
+}
+
+/// The job that panics is given back at once each time (the lease is 30 s: three expired
+/// leases would take 90 s, wait_terminal gives up after 30), then fails with an alert.
+async fn then_the_job_that_panics_is_given_back_each_time_then_fails_with_an_alert(
+    env: &TestEnv,
+    bomb: &mailboxd::publish::EventSpec,
+) {
     let job = env.wait_terminal(&bomb.id).await;
     assert_eq!(job.state, JobState::Failed, "{job:?}");
     let (_, attempts) = env.store.get_job(job.id).await.unwrap().unwrap();
@@ -140,18 +148,15 @@ async fn a_batch_that_panics_gives_its_jobs_back_and_the_jobs_batched_with_it_su
         .into_iter()
         .find(|(s, _)| *s == JobState::Running);
     assert_eq!(running, Some((JobState::Running, 0)));
+}
 
-    // Counted: at least once per attempt of the job that panics; no task had to restart.
-    let panics = metric(&env, &d, "mailboxd_batch_panics_total").await;
+/// Counted: at least once per attempt of the job that panics; no task had to restart.
+async fn then_panics_are_counted_and_no_task_had_to_restart(env: &TestEnv, d: &Daemon) {
+    let panics = metric(env, d, "mailboxd_batch_panics_total").await;
     assert!(panics.is_some_and(|n| n >= 3.0), "{panics:?}");
-    let restarts = metric(
-        &env,
-        &d,
-        "mailboxd_task_restarts_total{task=\"claim_loop\"}",
-    )
-    .await;
+    let restarts = metric(env, d, "mailboxd_task_restarts_total{task=\"claim_loop\"}").await;
     assert_eq!(restarts, None, "the claim loop never died");
-    assert_eq!(readyz(&env, &d).await.0, 200);
+    assert_eq!(readyz(env, d).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

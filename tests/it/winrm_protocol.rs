@@ -229,13 +229,12 @@ async fn then_create_answers_like_the_recording(http: &reqwest::Client, url: &st
         reply.relates_to(),
         Some("uuid:FC40E3CD-53E9-4315-B486-6D538B25D1F5")
     );
-    let shell = reply
+    reply
         .body
         .find(soap::NS_SHELL, "ShellId")
         .unwrap()
         .trimmed_text()
-        .to_owned();
-    shell
+        .to_owned()
 }
 
 /// Command `cmd.exe /c echo hi`, with the recorded request's ShellId swapped for ours.
@@ -252,13 +251,12 @@ async fn then_a_command_answers_like_the_recording(
         shape(&reply.body),
         shape(&envelope("command_response.xml").body)
     );
-    let command = reply
+    reply
         .body
         .find(soap::NS_SHELL, "CommandId")
         .unwrap()
         .trimmed_text()
-        .to_owned();
-    command
+        .to_owned()
 }
 
 /// Receive: "hi\r\n", Done, exit code 0 — the recorded reply, byte for byte in its streams.
