@@ -270,9 +270,8 @@ async fn an_event_older_than_the_last_processed_one_is_recorded_and_skipped() {
     );
 }
 
-#[tokio::test]
-async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
-    let store = fresh_store().await;
+/// Three jobs: one succeeded, one failed for good, one retrying in an hour.
+async fn given_a_succeeded_a_failed_and_a_retrying_job(store: &Store) {
     store
         .insert_events(
             &[
@@ -305,7 +304,19 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
         };
         assert!(store.finish(j, "r", &record, &res).await.unwrap());
     }
-    // Nothing is old enough yet.
+}
+
+#[tokio::test]
+async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
+    let store = fresh_store().await;
+    given_a_succeeded_a_failed_and_a_retrying_job(&store).await;
+    when_old_enough_only_the_succeeded_job_with_its_outcome_sent_is_pruned(&store).await;
+    then_its_sent_outcome_went_with_it_and_failed_and_pending_jobs_stay(&store).await;
+}
+
+/// Nothing is old enough at first; then not while its outcome is unsent (the IAM system
+/// has not heard of it yet); once sent, the succeeded job goes.
+async fn when_old_enough_only_the_succeeded_job_with_its_outcome_sent_is_pruned(store: &Store) {
     assert_eq!(
         store.prune(Duration::from_secs(3600), 100).await.unwrap(),
         0
@@ -325,6 +336,9 @@ async fn retention_prunes_finished_jobs_but_keeps_failed_ones() {
     let sent: Vec<_> = outcomes.iter().map(|o| (o.id, "test".to_owned())).collect();
     assert_eq!(store.outcomes_sent("r", &sent).await.unwrap(), 2);
     assert_eq!(store.prune(Duration::from_millis(1), 100).await.unwrap(), 1);
+}
+
+async fn then_its_sent_outcome_went_with_it_and_failed_and_pending_jobs_stay(store: &Store) {
     assert!(store.job_by_event("ok").await.unwrap().is_none());
     let left = store
         .list_outcomes(mailboxd::store::OutcomeFilter::All, None, 10)

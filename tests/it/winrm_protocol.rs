@@ -329,10 +329,19 @@ async fn the_lab_refuses_what_windows_refuses() {
     let lab = common::start_lab(vec![], lab::Latency::default(), 2).await;
     let url = lab.endpoint();
     let http = common::http();
+    then_without_credentials_both_schemes_are_offered_and_get_is_refused(&http, &url).await;
+    then_an_invalid_operation_timeout_is_fault_2150858767(&http, &url).await;
+    then_a_receive_without_a_command_id_is_fault_87(&http, &url).await;
+    then_the_third_shell_is_refused_with_quota_limit(&http, &url).await;
+}
 
-    // No credentials: 401 with both schemes offered, empty body.
+/// No credentials: 401 with both schemes offered, empty body.
+async fn then_without_credentials_both_schemes_are_offered_and_get_is_refused(
+    http: &reqwest::Client,
+    url: &str,
+) {
     let r = http
-        .post(&url)
+        .post(url)
         .body(fixture("create_shell_request.xml"))
         .send()
         .await
@@ -350,20 +359,24 @@ async fn the_lab_refuses_what_windows_refuses() {
     );
     assert!(r.text().await.unwrap().is_empty());
     // GET is not WS-Management.
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 405);
+    assert_eq!(http.get(url).send().await.unwrap().status(), 405);
+}
 
-    // An invalid OperationTimeout: fault 2150858767, as recorded.
+/// An invalid OperationTimeout: fault 2150858767, as recorded.
+async fn then_an_invalid_operation_timeout_is_fault_2150858767(http: &reqwest::Client, url: &str) {
     let bad = fixture("create_shell_request.xml").replace("PT20S", "PT-1S");
-    let (status, text) = post(&http, &url, bad).await;
+    let (status, text) = post(http, url, bad).await;
     assert_eq!(status, 500);
     let f = Envelope::parse(&text).unwrap().fault().unwrap();
     assert_eq!(
         (f.code, f.subcode.as_str()),
         (Some(2_150_858_767), "InvalidMessageInformationHeader")
     );
+}
 
-    // Receive without a CommandId: fault 87.
-    let (_, text) = post(&http, &url, fixture("create_shell_request.xml")).await;
+/// Receive without a CommandId: fault 87.
+async fn then_a_receive_without_a_command_id_is_fault_87(http: &reqwest::Client, url: &str) {
+    let (_, text) = post(http, url, fixture("create_shell_request.xml")).await;
     let shell = Envelope::parse(&text)
         .unwrap()
         .body
@@ -374,15 +387,18 @@ async fn the_lab_refuses_what_windows_refuses() {
     let req = fixture("receive_request.xml")
         .replace("4283CBDC-3706-415B-88BD-B385F3E51A53", &shell)
         .replace(" CommandId=\"CF84C20A-0A35-43FA-AF78-0B4711DA5F30\"", "");
-    let (status, text) = post(&http, &url, req).await;
+    let (status, text) = post(http, url, req).await;
     assert_eq!(status, 500);
     assert_eq!(
         Envelope::parse(&text).unwrap().fault().unwrap().code,
         Some(87)
     );
+}
 
-    // MaxShellsPerUser (2 here): the third Create is refused with QuotaLimit.
-    let (status, _) = post(&http, &url, fixture("create_shell_request.xml")).await;
+/// MaxShellsPerUser (2 here, one held by the step before): the next Create is accepted, the
+/// client's after it refused with QuotaLimit.
+async fn then_the_third_shell_is_refused_with_quota_limit(http: &reqwest::Client, url: &str) {
+    let (status, _) = post(http, url, fixture("create_shell_request.xml")).await;
     assert_eq!(status, 200);
     let mut cfg = ClientConfig::new(
         url.parse().unwrap(),
