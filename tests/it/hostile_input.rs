@@ -95,12 +95,18 @@ fn xml(message_id: &str) -> BasicProperties {
         .with_message_id(message_id.into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_event_naming_another_host_never_makes_mailboxd_connect_or_bind_there() {
-    let env = TestEnv::new(vec![seed("stranger1"), seed("named1"), seed("after1")]).await;
-    // An attacker's listener on another loopback address, on the port of the configured DC
-    // (where a substituted host would be dialled): it counts connections and keeps what it
-    // is sent (a simple bind would carry the service account's name and password).
+/// An attacker's listener on another loopback address, on the port of the configured DC
+/// (where a substituted host would be dialled): it counts connections and keeps what it is
+/// sent (a simple bind would carry the service account's name and password).
+struct Attacker {
+    connections: Arc<AtomicUsize>,
+    received: Arc<parking_lot::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn given_an_attacker_listening_where_a_substituted_dc_would_be_dialled(
+    env: &TestEnv,
+) -> Attacker {
     let port = env.lab.ldap_addr.expect("the lab serves LDAP").port();
     let listener = tokio::net::TcpListener::bind(("127.0.0.2", port))
         .await
@@ -125,6 +131,17 @@ async fn an_event_naming_another_host_never_makes_mailboxd_connect_or_bind_there
             }
         }
     });
+    Attacker {
+        connections,
+        received,
+        task: attacker,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_naming_another_host_never_makes_mailboxd_connect_or_bind_there() {
+    let env = TestEnv::new(vec![seed("stranger1"), seed("named1"), seed("after1")]).await;
+    let attacker = given_an_attacker_listening_where_a_substituted_dc_would_be_dialled(&env).await;
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
 
@@ -140,20 +157,27 @@ async fn an_event_naming_another_host_never_makes_mailboxd_connect_or_bind_there
     env.wait_succeeded(&named.id).await;
     an_ordinary_joiner_still_succeeds(&env, "after1").await;
     app.stop().await;
-    attacker.abort();
+    attacker.task.abort();
+    then_nothing_reached_the_attacker(&env, &attacker);
+    then_exchange_was_given_the_configured_dc_never_the_events(&env);
+}
 
+fn then_nothing_reached_the_attacker(env: &TestEnv, attacker: &Attacker) {
     let secret = env.settings.ldap.password.as_ref().map(|p| {
         use secrecy::ExposeSecret;
         p.expose_secret().to_owned()
     });
-    let got = String::from_utf8_lossy(&received.lock()).into_owned();
+    let got = String::from_utf8_lossy(&attacker.received.lock()).into_owned();
     assert_eq!(
-        connections.load(Ordering::SeqCst),
+        attacker.connections.load(Ordering::SeqCst),
         0,
         "mailboxd connected to the host an event named; it was sent {got:?}"
     );
     assert!(secret.is_some_and(|s| !got.contains(&s)));
-    // Exchange was given the configured DC (by the name it reports), never the event's.
+}
+
+/// Exchange was given the configured DC (by the name it reports), never the event's.
+fn then_exchange_was_given_the_configured_dc_never_the_events(env: &TestEnv) {
     for sam in ["stranger1", "named1"] {
         let calls = env.lab.invocations_for("Enable-RemoteMailbox", sam);
         assert!(!calls.is_empty(), "{sam} was not enabled");
@@ -277,15 +301,25 @@ async fn identityiq_xml_nested_tens_of_thousands_deep_is_poison_and_the_daemon_k
 async fn nul_bytes_in_headers_reply_to_and_identityiq_values_never_stop_intake() {
     let env = TestEnv::new(vec![seed("nul1"), seed("nul2"), seed("after4")]).await;
     let app = env.start_daemon().await;
+    when_a_poison_messages_header_and_message_id_hold_nul(&env).await;
+    let ev = when_a_valid_events_reply_to_holds_nul(&env).await;
+    when_identityiq_values_hold_nul_raw_and_as_a_reference(&env).await;
+    then_the_poison_is_stored_cleaned(&env).await;
+    then_the_event_is_processed_and_its_reply_to_refused(&env, &ev).await;
+    then_the_identityiq_plans_are_poison(&env).await;
+    an_ordinary_joiner_still_succeeds(&env, "after4").await;
+    app.stop().await;
+}
 
-    // 1. A poison message whose header and message id hold NUL: stored cleaned.
+/// 1. A poison message whose header and message id hold NUL: stored cleaned.
+async fn when_a_poison_messages_header_and_message_id_hold_nul(env: &TestEnv) {
     let mut headers = FieldTable::default();
     headers.insert(
         "x-trace\0id".into(),
         AMQPValue::LongString("abc\0def".into()),
     );
     publish(
-        &env,
+        env,
         "ad.user.created",
         b"{not json",
         BasicProperties::default()
@@ -294,10 +328,13 @@ async fn nul_bytes_in_headers_reply_to_and_identityiq_values_never_stop_intake()
             .with_headers(headers),
     )
     .await;
-    // 2. A valid event whose reply_to holds a NUL: processed, the reply_to refused.
+}
+
+/// 2. A valid event whose reply_to holds a NUL: processed, the reply_to refused.
+async fn when_a_valid_events_reply_to_holds_nul(env: &TestEnv) -> mailboxd::publish::EventSpec {
     let ev = env.joiner("nul1");
     publish(
-        &env,
+        env,
         ev.kind.routing_key(),
         ev.to_json().to_string().as_bytes(),
         BasicProperties::default()
@@ -306,18 +343,30 @@ async fn nul_bytes_in_headers_reply_to_and_identityiq_values_never_stop_intake()
             .with_reply_to("amq.gen-\0evil".into()),
     )
     .await;
-    // 3. An IdentityIQ value with a NUL, as a raw byte and as a character reference.
+    ev
+}
+
+/// 3. An IdentityIQ value with a NUL, as a raw byte and as a character reference.
+async fn when_identityiq_values_hold_nul_raw_and_as_a_reference(env: &TestEnv) {
     for (id, alias) in [("iiq-nul-raw", "a\0b"), ("iiq-nul-ref", "a&#0;b")] {
         let attr = format!("<AttributeRequest name=\"mailNickname\" value=\"{alias}\"/>");
-        publish(&env, "ad.user.created", &plan("nul2", &attr), xml(id)).await;
+        publish(env, "ad.user.created", &plan("nul2", &attr), xml(id)).await;
     }
+}
 
-    let p = wait_poison(&env, "nul-header\u{FFFD}").await;
+async fn then_the_poison_is_stored_cleaned(env: &TestEnv) {
+    let p = wait_poison(env, "nul-header\u{FFFD}").await;
     assert!(p.reason.contains("not valid JSON"), "{p:?}");
     assert_eq!(
         p.headers,
         Some(serde_json::json!({"x-trace\u{FFFD}id": "abc\u{FFFD}def"}))
     );
+}
+
+async fn then_the_event_is_processed_and_its_reply_to_refused(
+    env: &TestEnv,
+    ev: &mailboxd::publish::EventSpec,
+) {
     let job = env.wait_succeeded(&ev.id).await;
     assert_eq!(job.reply_to, None);
     assert!(
@@ -326,8 +375,11 @@ async fn nul_bytes_in_headers_reply_to_and_identityiq_values_never_stop_intake()
             .is_some_and(|r| r.contains("not a queue name")),
         "{job:?}"
     );
+}
+
+async fn then_the_identityiq_plans_are_poison(env: &TestEnv) {
     for id in ["iiq-nul-raw", "iiq-nul-ref"] {
-        let p = wait_poison(&env, id).await;
+        let p = wait_poison(env, id).await;
         assert!(
             p.reason.contains("mailNickname") || p.reason.contains("XML"),
             "{p:?}"
@@ -340,8 +392,6 @@ async fn nul_bytes_in_headers_reply_to_and_identityiq_values_never_stop_intake()
             .unwrap()
             .is_none()
     );
-    an_ordinary_joiner_still_succeeds(&env, "after4").await;
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
