@@ -25,8 +25,16 @@ async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
     let ev = env.joiner("onprem");
     env.publisher().await.publish(&ev).await.unwrap();
     env.wait_terminal(&ev.id).await;
+    then_while_smtp_is_down_the_alert_is_kept_with_the_reason(&env).await;
+    // SMTP comes back: exactly one email, the one support staff can act on.
+    let sink = SmtpSink::start(port, maildir.path());
+    when_smtp_comes_back_the_alert_is_delivered_and_marked_sent(&env, &sink).await;
+    then_support_gets_one_email_they_can_act_on(&sink.messages());
+    app.stop().await;
+}
 
-    // The send fails while SMTP is down; the alert is kept with the reason.
+/// The send fails while SMTP is down; the alert is kept with the reason.
+async fn then_while_smtp_is_down_the_alert_is_kept_with_the_reason(env: &TestEnv) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let kept = loop {
         let alerts = env.store.list_alerts(10).await.unwrap();
@@ -39,9 +47,12 @@ async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
     assert_eq!(kept.len(), 1);
     assert!(kept[0].sent_at.is_none());
     assert!(kept[0].last_error.is_some());
+}
 
-    // SMTP comes back: exactly one email, the one support staff can act on.
-    let sink = SmtpSink::start(port, maildir.path());
+async fn when_smtp_comes_back_the_alert_is_delivered_and_marked_sent(
+    env: &TestEnv,
+    sink: &SmtpSink,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while sink.messages().is_empty() {
         assert!(
@@ -59,7 +70,9 @@ async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
         assert!(Instant::now() < deadline, "the alert was not marked sent");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mails = sink.messages();
+}
+
+fn then_support_gets_one_email_they_can_act_on(mails: &[String]) {
     assert_eq!(mails.len(), 1, "{mails:?}");
     let mail = &mails[0];
     assert!(
@@ -76,8 +89,6 @@ async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
         "{decoded}"
     );
     assert!(!mail.contains(common::LAB_PASSWORD));
-
-    app.stop().await;
 }
 
 const DIGEST_OF: usize = 50;

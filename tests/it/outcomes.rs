@@ -427,10 +427,18 @@ async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
         env.wait_terminal(&ev.id).await;
     }
     let rows = wait_outcomes(&env, 3, |o| o.iiq_state.as_deref() == Some("sent")).await;
-
     let launches = iiq.launches();
+    then_identityiq_got_one_well_formed_launch_per_stored_outcome(&launches, &rows);
+    then_each_launch_carries_the_account_the_result_and_what_to_do(&launches, &events[0].id);
+    app.stop().await;
+}
+
+fn then_identityiq_got_one_well_formed_launch_per_stored_outcome(
+    launches: &[common::identityiq::Launch],
+    rows: &[mailboxd::store::OutcomeRow],
+) {
     assert_eq!(launches.len(), 3, "one launch per outcome: {launches:#?}");
-    for l in &launches {
+    for l in launches {
         assert!(l.problems.is_empty(), "{:?}", l.problems);
         assert_eq!(l.workflow, "mailboxd Outcome");
     }
@@ -443,6 +451,12 @@ async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
         ids,
         stored.iter().map(String::as_str).collect::<HashSet<_>>()
     );
+}
+
+fn then_each_launch_carries_the_account_the_result_and_what_to_do(
+    launches: &[common::identityiq::Launch],
+    first_event: &str,
+) {
     let of = |sam: &str| {
         launches
             .iter()
@@ -461,7 +475,7 @@ async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
     );
     assert_eq!(of("iiq.b").input["email"], "Emile.Zola@corp.example");
     assert_eq!(of("iiq.a").input["result"], "succeeded");
-    assert_eq!(of("iiq.a").input["eventId"], events[0].id);
+    assert_eq!(of("iiq.a").input["eventId"], first_event);
     assert!(of("iiq.a").input["nativeIdentity"].starts_with("CN=iiq.a,"));
     let failed = of("iiq.onprem");
     assert_eq!(failed.input["result"], "failed");
@@ -469,7 +483,6 @@ async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
     assert!(failed.input["whatToDo"].contains("correct the account"));
     let whole: serde_json::Value = serde_json::from_str(&failed.input["outcomeJson"]).unwrap();
     assert_eq!(whole["schema"], "mailboxd.outcome/v1");
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
