@@ -446,10 +446,15 @@ async fn check_names_the_second_hop_and_its_fix_before_and_after_trying_it() {
 #[tokio::test]
 async fn basic_is_a_local_logon_that_passes_nothing_on_and_mailboxd_refuses_it_at_start() {
     let lab = start(lab_config()).await;
-    // The lab: a Basic logon's process has no domain identity — remote mode without a
-    // credential fails the second hop as an NTLM logon does …
+    then_the_lab_gives_a_basic_logon_no_domain_identity(&lab).await;
+    then_mailboxd_refuses_basic_without_an_explicit_credential_at_start();
+}
+
+/// The lab: a Basic logon's process has no domain identity — remote mode without a
+/// credential fails the second hop as an NTLM logon does …
+async fn then_the_lab_gives_a_basic_logon_no_domain_identity(lab: &Lab) {
     let ex = exchange(
-        &lab,
+        lab,
         Auth::Basic,
         &exchange_cfg(ExchangeMode::Remote, Credential::FromLogon),
     );
@@ -472,16 +477,18 @@ async fn basic_is_a_local_logon_that_passes_nothing_on_and_mailboxd_refuses_it_a
     assert!(refused.is_err(), "Basic accepted a domain account");
     // … and an explicit Exchange credential is what works from a local logon.
     let ok = exchange(
-        &lab,
+        lab,
         Auth::Basic,
         &exchange_cfg(ExchangeMode::Remote, Credential::Explicit),
     );
     ok.run_batch(Template::EnableRemoteMailbox, Vec::new())
         .await
         .expect("New-PSSession -Credential from a local logon");
+}
 
-    // mailboxd: Basic without an explicit credential, or in snap-in mode, is refused before
-    // anything is tried, saying why.
+/// mailboxd: Basic without an explicit credential, or in snap-in mode, is refused before
+/// anything is tried, saying why. The default is a logon a domain account can use.
+fn then_mailboxd_refuses_basic_without_an_explicit_credential_at_start() {
     let settings = |mode, credential| {
         let mut s = mailboxd::config::Settings::default();
         s.winrm.auth = mailboxd::config::WinrmAuth::Basic;
@@ -507,7 +514,6 @@ async fn basic_is_a_local_logon_that_passes_nothing_on_and_mailboxd_refuses_it_a
             .validate_exchange()
             .is_ok()
     );
-    // The default is a logon a domain account can use.
     assert_eq!(
         mailboxd::config::Settings::default().winrm.auth,
         mailboxd::config::WinrmAuth::Kerberos

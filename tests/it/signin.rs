@@ -258,10 +258,35 @@ async fn wrong_passwords_disabled_accounts_and_outsiders_get_one_refusal_and_gue
     let (env, _) = world(&ad, &p).await;
     let app = env.start_daemon().await;
     let mut b = Browser::new(app.admin_addr);
+    let refused = then_every_refusal_is_one_page_whatever_the_reason(&ad, &p, &mut b).await;
+    let spellings = when_the_allowed_failures_are_spent_under_any_spelling(&p, &mut b).await;
+    let (status, _, page) = b.sign_in(&spellings[0], &p.password(&p.viewer)).await;
+    assert_eq!(status, 401, "{page}");
+    assert_eq!(page, refused, "the same refusal as any other");
+    // Another replica counts the same failures.
+    let other = env.start_daemon().await;
+    let (status, _, page) = Browser::new(other.admin_addr)
+        .sign_in(&spellings[2], &p.password(&p.viewer))
+        .await;
+    assert_eq!(status, 401, "{page}");
+    other.stop().await;
+    // Another person is not held up by it.
+    let (status, _, page) = Browser::new(app.admin_addr)
+        .sign_in(&p.operator, &p.password(&p.operator))
+        .await;
+    assert_eq!(status, 303, "{page}");
+    app.stop().await;
+}
 
-    // Every refusal is the same status and the same page, whatever the reason: a wrong
-    // password, an empty one (no anonymous bind), a disabled or locked account, someone in
-    // no group, another domain, no such account. The page says nothing about the account.
+/// Every refusal is the same status and the same page, whatever the reason: a wrong
+/// password, an empty one (no anonymous bind), a disabled or locked account, someone in
+/// no group, another domain, no such account. The page says nothing about the account.
+/// Returns that page.
+async fn then_every_refusal_is_one_page_whatever_the_reason(
+    ad: &TestAd,
+    p: &People,
+    b: &mut Browser,
+) -> String {
     let locked = format!("lck{}", p.t);
     let (locked_dn, _) = ad.add_user(&locked, &locked, &User::default()).await;
     ad.set_password(&locked_dn, &p.password(&locked)).await;
@@ -289,9 +314,16 @@ async fn wrong_passwords_disabled_accounts_and_outsiders_get_one_refusal_and_gue
         pages.windows(2).all(|w| w[0] == w[1]),
         "one page for every reason"
     );
+    pages.swap_remove(0)
+}
 
-    // Guessing: after the allowed failures for one account, even the right password is
-    // refused, under any spelling of the name (sAMAccountName, DOMAIN\\sam, UPN, case).
+/// Guessing: after the allowed failures for one account, even the right password is
+/// refused, under any spelling of the name (sAMAccountName, DOMAIN\\sam, UPN, case).
+/// Returns the spellings.
+async fn when_the_allowed_failures_are_spent_under_any_spelling(
+    p: &People,
+    b: &mut Browser,
+) -> [String; 5] {
     let spellings = [
         p.viewer.clone(),
         format!("CORP\\{}", p.viewer),
@@ -303,22 +335,7 @@ async fn wrong_passwords_disabled_accounts_and_outsiders_get_one_refusal_and_gue
         let (status, _, _) = b.sign_in(user, "guess").await;
         assert_eq!(status, 401);
     }
-    let (status, _, page) = b.sign_in(&spellings[0], &p.password(&p.viewer)).await;
-    assert_eq!(status, 401, "{page}");
-    assert_eq!(page, pages[0], "the same refusal as any other");
-    // Another replica counts the same failures.
-    let other = env.start_daemon().await;
-    let (status, _, page) = Browser::new(other.admin_addr)
-        .sign_in(&spellings[2], &p.password(&p.viewer))
-        .await;
-    assert_eq!(status, 401, "{page}");
-    other.stop().await;
-    // Another person is not held up by it.
-    let (status, _, page) = Browser::new(app.admin_addr)
-        .sign_in(&p.operator, &p.password(&p.operator))
-        .await;
-    assert_eq!(status, 303, "{page}");
-    app.stop().await;
+    spellings
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
