@@ -126,40 +126,39 @@ fn etype_and_skew_refusals_say_what_to_fix() {
     assert!(!down.refuses_credentials());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_wrong_kerberos_password_opens_the_circuit_and_sends_no_more_bad_passwords() {
-    let kdc = TestKdc::get();
-    let ad = TestAd::get();
-    let (sam, dn) = account(&ad, "Right-Pa55word!").await;
-    // The Windows security baseline's lockout threshold (10): AD counts bad passwords only
-    // where a threshold applies.
+/// A fresh AD account under the Windows baseline's lockout threshold (10: AD counts bad
+/// passwords only where a threshold applies), and a daemon given a wrong password for it.
+/// Returns the account's DN.
+async fn given_a_daemon_with_a_wrong_kerberos_password(
+    kdc: &TestKdc,
+    ad: &TestAd,
+) -> (TestEnv, String) {
+    let (sam, dn) = account(ad, "Right-Pa55word!").await;
     ad.lockout_policy(&dn, 10).await;
     let cfg = lab_config(vec![seed("lockme")]).with_kerberos(Some(kdc.lab(&[sam.as_str()])));
     let mut env = TestEnv::with_lab(cfg).await;
     let w = &mut env.settings.winrm;
     w.auth = WinrmAuth::Kerberos;
-    w.username = format!("{sam}@{}", realm(&kdc));
+    w.username = format!("{sam}@{}", realm(kdc));
     w.password = Some(SecretString::from("Wrong-Pa55word!"));
     w.kdc = Some(kdc.kdc.clone());
     w.spn = Some(kdc.spn.clone());
     // An ordinary outage would be probed every 200 ms (doubling): refused credentials wait
     // for worker.credential_probe_interval (its default, 30 min) instead.
     env.settings.worker.circuit_cooldown = Duration::from_millis(200);
+    (env, dn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_kerberos_password_opens_the_circuit_and_sends_no_more_bad_passwords() {
+    let kdc = TestKdc::get();
+    let ad = TestAd::get();
+    let (env, dn) = given_a_daemon_with_a_wrong_kerberos_password(&kdc, &ad).await;
     let before = ad.bad_pwd_count(&dn).await;
     let app = env.start_daemon().await;
     let ev = env.joiner("lockme");
     env.publisher().await.publish(&ev).await.expect("published");
-    let readyz = env.wait_circuit_open(&app).await;
-    let reason = readyz["circuit"]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(reason.contains("KDC_ERR_PREAUTH_FAILED"), "{readyz}");
-    let retry_in = readyz["circuit"]["retry_in_s"].as_u64().unwrap_or_default();
-    assert!(
-        retry_in > 29 * 60,
-        "the next probe waits for the lockout window: {readyz}"
-    );
+    then_the_circuit_opens_until_the_lockout_window_ends(&env, &app).await;
     let opened = ad.bad_pwd_count(&dn).await;
     assert!(
         opened > before,
@@ -175,9 +174,34 @@ async fn a_wrong_kerberos_password_opens_the_circuit_and_sends_no_more_bad_passw
         opened,
         "the daemon kept sending the bad password"
     );
-    // The job waits without spending attempts; one alert says what to fix.
+    then_the_job_waits_without_attempts_and_one_alert_says_what_to_fix(&env, &ev.id).await;
+    app.stop().await;
+}
+
+async fn then_the_circuit_opens_until_the_lockout_window_ends(
+    env: &TestEnv,
+    app: &mailboxd::app::App,
+) {
+    let readyz = env.wait_circuit_open(app).await;
+    let reason = readyz["circuit"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("KDC_ERR_PREAUTH_FAILED"), "{readyz}");
+    let retry_in = readyz["circuit"]["retry_in_s"].as_u64().unwrap_or_default();
+    assert!(
+        retry_in > 29 * 60,
+        "the next probe waits for the lockout window: {readyz}"
+    );
+}
+
+/// The job waits without spending attempts; one alert says what to fix.
+async fn then_the_job_waits_without_attempts_and_one_alert_says_what_to_fix(
+    env: &TestEnv,
+    event: &str,
+) {
     let job = env
-        .wait_job(&ev.id, |j| {
+        .wait_job(event, |j| {
             j.last_error.is_some() && j.state != mailboxd::store::JobState::Running
         })
         .await;
@@ -193,5 +217,4 @@ async fn a_wrong_kerberos_password_opens_the_circuit_and_sends_no_more_bad_passw
         "{}",
         circuit[0].body
     );
-    app.stop().await;
 }

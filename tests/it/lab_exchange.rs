@@ -308,6 +308,18 @@ async fn a_warm_process_lost_with_its_host_is_replaced_without_failing_the_batch
 
 /// The lab's HTTP API (what an operator's `curl` and the Python peers read) shows the same
 /// state as its typed accessors.
+/// `GET path` on the lab's own HTTP API, as JSON.
+async fn lab_json(lab: &Lab, path: &str) -> serde_json::Value {
+    let url = format!("http://{}{path}", lab.addr);
+    let r = common::http()
+        .get(url)
+        .send()
+        .await
+        .expect("the lab answers");
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json::<serde_json::Value>().await.expect("JSON")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lab_serves_its_state_as_json_under_lab() {
     let lab = lab_with(vec![seed("api1"), remote("api2").disabled()]).await;
@@ -315,17 +327,13 @@ async fn the_lab_serves_its_state_as_json_under_lab() {
     ex.run_batch(Template::EnableRemoteMailbox, vec![account("api1")])
         .await
         .unwrap();
-    let http = common::http();
-    let get = |path: &'static str| {
-        let (http, url) = (http.clone(), format!("http://{}{path}", lab.addr));
-        async move {
-            let r = http.get(url).send().await.expect("the lab answers");
-            assert!(r.status().is_success(), "{path}: {}", r.status());
-            r.json::<serde_json::Value>().await.expect("JSON")
-        }
-    };
+    then_lab_invocations_are_the_typed_invocations(&lab).await;
+    then_lab_mailboxes_are_the_typed_accounts(&lab).await;
+    then_lab_stats_are_the_typed_stats(&lab).await;
+}
 
-    let invocations = get("/lab/invocations").await;
+async fn then_lab_invocations_are_the_typed_invocations(lab: &Lab) {
+    let invocations = lab_json(lab, "/lab/invocations").await;
     let typed = lab.invocations();
     assert_eq!(invocations.as_array().map(Vec::len), Some(typed.len()));
     assert_eq!(invocations[0]["cmdlet"], typed[0].cmdlet.as_str());
@@ -340,8 +348,10 @@ async fn the_lab_serves_its_state_as_json_under_lab() {
     assert_eq!(json_enable[0]["parameters"]["Identity"], "api1");
     assert!(json_enable[0]["error"].is_null());
     assert_eq!(enable[0].identity(), Some("api1"));
+}
 
-    let mailboxes = get("/lab/mailboxes").await;
+async fn then_lab_mailboxes_are_the_typed_accounts(lab: &Lab) {
+    let mailboxes = lab_json(lab, "/lab/mailboxes").await;
     let api1 = mailboxes
         .as_array()
         .unwrap()
@@ -357,8 +367,10 @@ async fn the_lab_serves_its_state_as_json_under_lab() {
         mailboxes.as_array().map(Vec::len),
         Some(lab.accounts().len())
     );
+}
 
-    let stats = get("/lab/stats").await;
+async fn then_lab_stats_are_the_typed_stats(lab: &Lab) {
+    let stats = lab_json(lab, "/lab/stats").await;
     assert_eq!(
         stats["stats"]["powershell_runs"],
         lab.stats().powershell_runs
