@@ -130,7 +130,13 @@ fn compose_cli() -> Option<(Command, &'static str)> {
 #[test]
 fn the_compose_stack_validates_and_keeps_every_password_out() {
     let compose = format!("{}/deploy/compose.yaml", root());
-    // 1. No password inline, in the compose file or anything it mounts.
+    no_password_is_inline_in_the_compose_file_or_what_it_mounts();
+    the_real_compose_implementation_accepts_the_file(&compose);
+    the_structure_has_health_checks_start_order_file_secrets_and_mounts(&compose);
+}
+
+/// 1. No password inline, in the compose file or anything it mounts.
+fn no_password_is_inline_in_the_compose_file_or_what_it_mounts() {
     for path in [
         "deploy/compose.yaml",
         "deploy/compose/mailboxd.toml",
@@ -159,11 +165,13 @@ fn the_compose_stack_validates_and_keeps_every_password_out() {
         ignore.lines().any(|l| l.trim() == "*"),
         "the generated secrets must never be committed"
     );
+}
 
-    // 2. The real compose implementation accepts the file.
+/// 2. The real compose implementation accepts the file.
+fn the_real_compose_implementation_accepts_the_file(compose: &str) {
     match compose_cli() {
         Some((mut cmd, name)) => {
-            let (ok, text) = run(cmd.args(["-f", &compose, "config", "--services"]));
+            let (ok, text) = run(cmd.args(["-f", compose, "config", "--services"]));
             assert!(ok, "{name} config rejected deploy/compose.yaml:\n{text}");
             for service in [
                 "postgres",
@@ -186,11 +194,13 @@ fn the_compose_stack_validates_and_keeps_every_password_out() {
              installs the latter): only the structural checks ran"
         ),
     }
+}
 
-    // 3. Structure: health checks, start order with conditions, file secrets, mounts.
+/// 3. Structure: health checks, start order with conditions, file secrets, mounts.
+fn the_structure_has_health_checks_start_order_file_secrets_and_mounts(compose: &str) {
     let (ok, text) = run(Command::new("python3")
         .arg(format!("{}/tests/deploy/check_compose.py", root()))
-        .arg(&compose));
+        .arg(compose));
     assert!(
         ok,
         "tests/deploy/check_compose.py (needs PyYAML: bash deploy/dev/services.sh):\n{text}"
@@ -288,74 +298,82 @@ fn the_kubernetes_manifests_validate() {
 
 /// The checker is only worth something if it fails: each of these breaks one manifest in a
 /// copy of deploy/k8s, and the check must name the problem.
+/// One line broken in one manifest each: (file, the line, broken as, what the check says).
+const BROKEN_MANIFESTS: [(&str, &str, &str, &str); 8] = [
+    (
+        "deployment.yaml",
+        "  replicas: 2",
+        "  replcas: 2",
+        "'replcas' was unexpected",
+    ),
+    (
+        "deployment.yaml",
+        "readOnlyRootFilesystem: true",
+        "readOnlyRootFilesystem: false",
+        "root filesystem not read-only",
+    ),
+    (
+        "deployment.yaml",
+        "path: /readyz",
+        "path: /ready",
+        "readinessProbe",
+    ),
+    (
+        "servicemonitor.yaml",
+        "- port: admin",
+        "- port: metrics",
+        "not a port name",
+    ),
+    (
+        "servicemonitor.yaml",
+        "interval: 30s",
+        "intervall: 30s",
+        "'intervall' was unexpected",
+    ),
+    (
+        "configmap.yaml",
+        "secrets/ldap-password",
+        "secrets/ldap-pw",
+        "ldap.password_file",
+    ),
+    (
+        "service.yaml",
+        "port: 8080",
+        "port: \"8080\"",
+        "is not of type 'integer'",
+    ),
+    (
+        "pdb.yaml",
+        "matchLabels:\n      app.kubernetes.io/name: mailboxd",
+        "matchLabels:\n      app.kubernetes.io/name: mailbox",
+        "PodDisruptionBudget",
+    ),
+];
+
+/// The manifests copied to a temporary directory with `from` replaced by `to` in `file`:
+/// the check must fail and say `want`.
+fn the_check_refuses(file: &str, from: &str, to: &str, want: &str) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for entry in std::fs::read_dir(format!("{}/deploy/k8s", root())).expect("deploy/k8s") {
+        let entry = entry.expect("a directory entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    let path = dir.path().join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} no longer contains {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    let (ok, out) = check_k8s(dir.path());
+    assert!(!ok, "{file} with {to:?} passed the check");
+    assert!(
+        out.contains(want),
+        "{file} with {to:?}: expected {want:?} in:\n{out}"
+    );
+}
+
 #[test]
 fn a_broken_kubernetes_manifest_fails_the_check() {
-    let cases = [
-        (
-            "deployment.yaml",
-            "  replicas: 2",
-            "  replcas: 2",
-            "'replcas' was unexpected",
-        ),
-        (
-            "deployment.yaml",
-            "readOnlyRootFilesystem: true",
-            "readOnlyRootFilesystem: false",
-            "root filesystem not read-only",
-        ),
-        (
-            "deployment.yaml",
-            "path: /readyz",
-            "path: /ready",
-            "readinessProbe",
-        ),
-        (
-            "servicemonitor.yaml",
-            "- port: admin",
-            "- port: metrics",
-            "not a port name",
-        ),
-        (
-            "servicemonitor.yaml",
-            "interval: 30s",
-            "intervall: 30s",
-            "'intervall' was unexpected",
-        ),
-        (
-            "configmap.yaml",
-            "secrets/ldap-password",
-            "secrets/ldap-pw",
-            "ldap.password_file",
-        ),
-        (
-            "service.yaml",
-            "port: 8080",
-            "port: \"8080\"",
-            "is not of type 'integer'",
-        ),
-        (
-            "pdb.yaml",
-            "matchLabels:\n      app.kubernetes.io/name: mailboxd",
-            "matchLabels:\n      app.kubernetes.io/name: mailbox",
-            "PodDisruptionBudget",
-        ),
-    ];
-    for (file, from, to, want) in cases {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        for entry in std::fs::read_dir(format!("{}/deploy/k8s", root())).expect("deploy/k8s") {
-            let entry = entry.expect("a directory entry");
-            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
-        }
-        let path = dir.path().join(file);
-        let text = std::fs::read_to_string(&path).expect("read");
-        assert!(text.contains(from), "{file} no longer contains {from:?}");
-        std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
-        let (ok, out) = check_k8s(dir.path());
-        assert!(!ok, "{file} with {to:?} passed the check");
-        assert!(
-            out.contains(want),
-            "{file} with {to:?}: expected {want:?} in:\n{out}"
-        );
+    for (file, from, to, want) in BROKEN_MANIFESTS {
+        the_check_refuses(file, from, to, want);
     }
 }
 
