@@ -132,19 +132,28 @@ async fn a_dead_domain_controller_is_skipped_and_all_dead_names_every_host() {
     let t = tag();
     let sam = format!("fo{t}");
     ad.add_user(&sam, &sam, &User::default()).await;
+    then_a_dead_dc_is_skipped(&ad, &sam).await;
+    then_the_dc_named_in_the_event_goes_first_when_it_is_configured(&ad, &sam).await;
+    then_a_host_that_is_not_configured_is_never_contacted(&ad, &sam).await;
+    then_all_dead_names_every_host_as_transient(&ad, sam).await;
+}
 
-    // Nothing listens on 127.0.0.9: connection refused at once.
+/// Nothing listens on 127.0.0.9: connection refused at once, the next DC answers.
+async fn then_a_dead_dc_is_skipped(ad: &TestAd, sam: &str) {
     let mut cfg = ad.settings();
     cfg.urls = vec!["ldaps://127.0.0.9".into(), format!("ldaps://{}", ad.host)];
     let state = directory(&cfg)
-        .read(&Lookup::Sam(sam.clone()), None)
+        .read(&Lookup::Sam(sam.to_owned()), None)
         .await
         .expect("second DC answers");
     assert_eq!(state.domain_controller, ad.name);
     assert!(state.account.is_some());
+}
 
-    // The DC named in the event is tried first when it is a configured one, by its URL's
-    // host or the DNS name it reported; a host that is not configured is never contacted.
+/// The DC named in the event is tried first when it is a configured one, by its URL's
+/// host or the DNS name it reported.
+async fn then_the_dc_named_in_the_event_goes_first_when_it_is_configured(ad: &TestAd, sam: &str) {
+    let mut cfg = ad.settings();
     cfg.urls = vec!["ldaps://127.0.0.9".into(), format!("ldaps://{}", ad.host)];
     let dir = directory(&cfg);
     let order = |dir: &Directory, named| {
@@ -163,16 +172,19 @@ async fn a_dead_domain_controller_is_skipped_and_all_dead_names_every_host() {
     );
     assert_eq!(order(&dir, "stranger.example"), configured);
     let state = dir
-        .read(&Lookup::Sam(sam.clone()), Some(&ad.host.to_uppercase()))
+        .read(&Lookup::Sam(sam.to_owned()), Some(&ad.host.to_uppercase()))
         .await
         .expect("the creating DC answers");
     assert!(state.account.is_some());
     // Its reported name now finds it too.
     assert_eq!(order(&dir, ad.name.as_str())[0], configured[1]);
+}
 
+async fn then_a_host_that_is_not_configured_is_never_contacted(ad: &TestAd, sam: &str) {
+    let mut cfg = ad.settings();
     cfg.urls = vec!["ldaps://127.0.0.9".into()];
     let err = directory(&cfg)
-        .read(&Lookup::Sam(sam.clone()), Some(&ad.host))
+        .read(&Lookup::Sam(sam.to_owned()), Some(&ad.host))
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -180,7 +192,10 @@ async fn a_dead_domain_controller_is_skipped_and_all_dead_names_every_host() {
         text.contains("127.0.0.9") && !text.contains(&ad.host),
         "an event's host was contacted: {text}"
     );
+}
 
+async fn then_all_dead_names_every_host_as_transient(ad: &TestAd, sam: String) {
+    let mut cfg = ad.settings();
     cfg.urls = vec!["ldaps://127.0.0.9".into(), "ldaps://127.0.0.10:1636".into()];
     let err = directory(&cfg)
         .read(&Lookup::Sam(sam), None)

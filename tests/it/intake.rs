@@ -44,6 +44,31 @@ async fn stored(env: &TestEnv) -> i64 {
         .sum()
 }
 
+/// The broker closes the intake's connection twice, once 500 and once 2,500 jobs are
+/// stored; returns how many were stored at each close.
+async fn when_the_broker_drops_the_intake_at_500_and_2500_stored(env: &TestEnv) -> Vec<i64> {
+    let queue = env.settings.amqp.queue.clone();
+    let mut kills = Vec::new();
+    for threshold in [500, 2_500] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stored(env).await < threshold {
+            assert!(
+                Instant::now() < deadline,
+                "ingest stalled below {threshold}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Found only once the intake has reconnected after the previous kill.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !close_intake_connection(&queue).await {
+            assert!(Instant::now() < deadline, "no intake connection to close");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        kills.push(stored(env).await);
+    }
+    kills
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_event_becomes_exactly_one_job_when_the_broker_drops_the_connection() {
     const EVENTS: usize = 5_000;
@@ -56,52 +81,39 @@ async fn every_event_becomes_exactly_one_job_when_the_broker_drops_the_connectio
     let events: Vec<_> = (0..EVENTS)
         .map(|i| env.leaver(&format!("gone{i:05}")))
         .collect();
-    let queue = env.settings.amqp.queue.clone();
     let publishing = async {
         for e in &events {
             publisher.publish(e).await.unwrap();
         }
     };
-    let chaos = async {
-        let mut kills = Vec::new();
-        for threshold in [500, 2_500] {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while stored(&env).await < threshold {
-                assert!(
-                    Instant::now() < deadline,
-                    "ingest stalled below {threshold}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            // Found only once the intake has reconnected after the previous kill.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !close_intake_connection(&queue).await {
-                assert!(Instant::now() < deadline, "no intake connection to close");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            kills.push(stored(&env).await);
-        }
-        kills
-    };
+    let chaos = when_the_broker_drops_the_intake_at_500_and_2500_stored(&env);
     let ((), kills) = tokio::join!(publishing, chaos);
     println!("intake connection closed by the broker at {kills:?} stored jobs");
     assert!(
         kills.iter().all(|&n| n < EVENTS as i64),
         "the connection must drop while events still flow: {kills:?}"
     );
+    then_every_event_is_exactly_one_job(&env, &events).await;
+    app.stop().await;
+}
 
+/// Exactly one job per event: the event id is unique, so no more than the events' rows
+/// exist, and every published id has its row; nothing was poison.
+async fn then_every_event_is_exactly_one_job(
+    env: &TestEnv,
+    events: &[mailboxd::publish::EventSpec],
+) {
+    let n = events.len() as i64;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while stored(&env).await < EVENTS as i64 {
+    while stored(env).await < n {
         assert!(
             Instant::now() < deadline,
-            "only {} of {EVENTS} events stored",
-            stored(&env).await
+            "only {} of {n} events stored",
+            stored(env).await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Exactly one job per event: the event id is unique, so no more than EVENTS rows exist,
-    // and every published id has its row.
-    assert_eq!(stored(&env).await, EVENTS as i64);
+    assert_eq!(stored(env).await, n);
     for e in events.iter().step_by(97) {
         assert!(
             env.store.job_by_event(&e.id).await.unwrap().is_some(),
@@ -110,5 +122,4 @@ async fn every_event_becomes_exactly_one_job_when_the_broker_drops_the_connectio
         );
     }
     assert!(env.store.list_poison(10).await.unwrap().is_empty());
-    app.stop().await;
 }
