@@ -542,13 +542,35 @@ async fn alert_email_goes_out_in_clear_text_only_with_smtp_tls_none() {
     common::smtp::send_to_sink(&mut env, port, "iam-support@corp.example");
     env.settings.smtp.retry_base = Duration::from_millis(200);
     env.settings.smtp.digest_window = Duration::from_millis(200);
-
     // The default (STARTTLS required): the alert is held back, never sent in clear text.
     env.settings.smtp.tls = SmtpTls::Starttls;
     let daemon = env.spawn_logged(&[], env.daemon_env()).await;
     let ev = env.joiner("tls-onprem");
     env.publisher().await.publish(&ev).await.expect("publish");
     assert_eq!(env.wait_terminal(&ev.id).await.state, JobState::Failed);
+    then_without_starttls_the_alert_is_held_back_and_the_refusal_logged(&env, &sink, daemon).await;
+    // Said explicitly: it goes out, and the daemon said at start that it would be clear text.
+    env.settings.smtp.tls = SmtpTls::None;
+    let daemon = env.spawn_logged(&[], env.daemon_env()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.messages().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered: {}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_warned(daemon, "smtp.tls = \"none\": alert emails");
+}
+
+/// The alert is kept unsent with why; nothing reached the sink; the daemon logged the
+/// refusal as a warning and never said it would send in clear text.
+async fn then_without_starttls_the_alert_is_held_back_and_the_refusal_logged(
+    env: &TestEnv,
+    sink: &SmtpSink,
+    daemon: Daemon,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let alert = loop {
         let alerts = env.store.list_alerts(10).await.expect("alerts");
@@ -583,20 +605,6 @@ async fn alert_email_goes_out_in_clear_text_only_with_smtp_tls_none() {
         "{}",
         daemon.logs()
     );
-
-    // Said explicitly: it goes out, and the daemon said at start that it would be clear text.
-    env.settings.smtp.tls = SmtpTls::None;
-    let daemon = env.spawn_logged(&[], env.daemon_env()).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sink.messages().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "not delivered: {}",
-            daemon.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_warned(daemon, "smtp.tls = \"none\": alert emails");
 }
 
 /// Name, alias and both addresses carry PowerShell syntax that their rules allow; the
