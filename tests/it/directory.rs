@@ -521,24 +521,32 @@ async fn a_joiner_waits_for_the_cloud_sync_until_its_deadline() {
     publisher.publish(&ev).await.unwrap();
     let ev_late = env.joiner(&late);
     publisher.publish(&ev_late).await.unwrap();
+    then_it_waits_for_the_sync_without_using_attempts(&env, &ev.id).await;
+    // Entra Connect stamps the account: the joiner goes ahead.
+    ad.stamp_synced(&dn, guid).await;
+    then_the_joiner_goes_ahead(&env, &ev.id, guid).await;
+    then_the_other_fails_at_the_deadline_with_the_reason(&env, &ev_late.id).await;
+    app.stop().await;
+}
 
+/// Before the sync nothing runs in Exchange, and waiting uses no attempts.
+async fn then_it_waits_for_the_sync_without_using_attempts(env: &TestEnv, event: &str) {
     let job = env
-        .wait_job(&ev.id, |j| j.state == JobState::WaitingForSync)
+        .wait_job(event, |j| j.state == JobState::WaitingForSync)
         .await;
     assert_eq!(job.last_error_class, Some(ErrorClass::NotSynced));
     assert!(env.lab.invocations().is_empty(), "ran before the sync");
-    // Waiting uses no attempts.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let job = env.store.job_by_event(&ev.id).await.unwrap().unwrap();
+    let job = env.store.job_by_event(event).await.unwrap().unwrap();
     assert!(
         matches!(job.state, JobState::WaitingForSync | JobState::Running),
         "{job:?}"
     );
     assert!(job.attempt <= 1, "waiting used attempts: {job:?}");
+}
 
-    // Entra Connect stamps the account: the joiner goes ahead.
-    ad.stamp_synced(&dn, guid).await;
-    env.wait_job(&ev.id, |j| j.state != JobState::WaitingForSync)
+async fn then_the_joiner_goes_ahead(env: &TestEnv, event: &str, guid: uuid::Uuid) {
+    env.wait_job(event, |j| j.state != JobState::WaitingForSync)
         .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while env
@@ -552,15 +560,15 @@ async fn a_joiner_waits_for_the_cloud_sync_until_its_deadline() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
 
-    // The other one never syncs: it fails at the deadline with the reason.
-    let job = env.wait_terminal(&ev_late.id).await;
+/// The other one never syncs: it fails at the deadline with the reason.
+async fn then_the_other_fails_at_the_deadline_with_the_reason(env: &TestEnv, event: &str) {
+    let job = env.wait_terminal(event).await;
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.last_error_class, Some(ErrorClass::NotSynced));
     assert!(
         job.last_error.as_deref().unwrap().contains("sync_deadline"),
         "{job:?}"
     );
-
-    app.stop().await;
 }

@@ -66,47 +66,49 @@ fn the_client_reads_every_recorded_receive_reply() {
     );
 }
 
+/// Each recorded fault, the code and subcode Windows sent, and the kind the worker acts on.
+const RECORDED_FAULTS: [(&str, u32, &str, &str); 6] = [
+    (
+        "fault_receive_operation_timeout_2150858793.xml",
+        2_150_858_793,
+        "TimedOut",
+        "operation_timeout",
+    ),
+    (
+        "fault_invalid_selectors_unknown_command_2150858843.xml",
+        2_150_858_843,
+        "InvalidSelectors",
+        "shell_gone",
+    ),
+    (
+        "fault_invalid_parameter_87.xml",
+        87,
+        "InvalidParameter",
+        "fault",
+    ),
+    (
+        "fault_command_not_found_2147942402.xml",
+        2_147_942_402,
+        "InternalError",
+        "fault",
+    ),
+    (
+        "fault_invalid_header_timeout_2150858767.xml",
+        2_150_858_767,
+        "InvalidMessageInformationHeader",
+        "fault",
+    ),
+    (
+        "fault_shell_quota_exceeded_2150859173.xml",
+        2_150_859_173,
+        "QuotaLimit",
+        "shell_quota",
+    ),
+];
+
 #[test]
 fn every_recorded_fault_becomes_a_typed_fault() {
-    // Each recorded fault, the code and subcode Windows sent, and the kind the worker acts on.
-    for (file, code, subcode, kind) in [
-        (
-            "fault_receive_operation_timeout_2150858793.xml",
-            2_150_858_793u32,
-            "TimedOut",
-            "operation_timeout",
-        ),
-        (
-            "fault_invalid_selectors_unknown_command_2150858843.xml",
-            2_150_858_843,
-            "InvalidSelectors",
-            "shell_gone",
-        ),
-        (
-            "fault_invalid_parameter_87.xml",
-            87,
-            "InvalidParameter",
-            "fault",
-        ),
-        (
-            "fault_command_not_found_2147942402.xml",
-            2_147_942_402,
-            "InternalError",
-            "fault",
-        ),
-        (
-            "fault_invalid_header_timeout_2150858767.xml",
-            2_150_858_767,
-            "InvalidMessageInformationHeader",
-            "fault",
-        ),
-        (
-            "fault_shell_quota_exceeded_2150859173.xml",
-            2_150_859_173,
-            "QuotaLimit",
-            "shell_quota",
-        ),
-    ] {
+    for (file, code, subcode, kind) in RECORDED_FAULTS {
         let f = envelope(file)
             .fault()
             .unwrap_or_else(|| panic!("{file} is a fault"));
