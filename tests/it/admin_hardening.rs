@@ -535,19 +535,28 @@ async fn slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
     env.settings.admin.max_connections = 3;
     let app = env.start_daemon().await;
     let addr = app.admin_addr;
-    let connect = || tokio::net::TcpStream::connect(addr);
+    then_a_client_sending_headers_slowly_is_cut_off_at_the_deadline(addr).await;
+    then_an_idle_kept_alive_connection_is_closed(addr).await;
+    then_beyond_the_cap_a_client_waits_until_a_connection_is_let_go(addr).await;
+    app.stop().await;
+}
 
-    // Headers sent slowly (slowloris): the connection is closed at the header deadline.
-    let mut slow = connect().await.unwrap();
+/// Headers sent slowly (slowloris): the connection is closed at the header deadline.
+async fn then_a_client_sending_headers_slowly_is_cut_off_at_the_deadline(
+    addr: std::net::SocketAddr,
+) {
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
     let took = closed_within(&mut slow, Duration::from_secs(5)).await;
     let took = took.expect("a client that never finishes its headers is cut off");
     assert!(took >= Duration::from_millis(900), "{took:?}");
+}
 
-    // A kept-alive connection with no next request is closed too.
-    let mut idle = connect().await.unwrap();
+/// A kept-alive connection with no next request is closed too.
+async fn then_an_idle_kept_alive_connection_is_closed(addr: std::net::SocketAddr) {
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -561,9 +570,14 @@ async fn slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     let took = closed_within(&mut idle, Duration::from_secs(5)).await;
     assert!(took.is_some(), "an idle kept-alive connection stays open");
+}
 
-    // The cap: with three connections held, a fourth client waits until one is let go
-    // (here: cut off at its header deadline); with two held it is answered at once.
+/// The cap: with three connections held, a fourth client waits until one is let go
+/// (here: cut off at its header deadline); with two held it is answered at once.
+async fn then_beyond_the_cap_a_client_waits_until_a_connection_is_let_go(
+    addr: std::net::SocketAddr,
+) {
+    let connect = || tokio::net::TcpStream::connect(addr);
     // A client that keeps no connection open between requests.
     let fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -590,7 +604,6 @@ async fn slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
         "served beyond the cap: {slow:?}"
     );
     drop(held);
-    app.stop().await;
 }
 
 /// The CLI's caller as someone who claims to be mallory in the environment.

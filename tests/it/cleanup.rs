@@ -65,8 +65,12 @@ async fn a_test_that_panics_leaves_no_database_queue_lab_or_daemon_behind() {
     let err = doomed.await.expect_err("the doomed test panicked");
     assert!(err.is_panic(), "{err:?}");
     let started = rx.await.expect("the doomed test got far enough");
+    then_nothing_it_started_is_left(&started).await;
+}
 
-    // The guards finished before the unwinding went on: gone at once.
+/// The guards finished before the unwinding went on: gone at once; aborted tasks let go
+/// of their sockets as the runtime gets to them.
+async fn then_nothing_it_started_is_left(started: &Started) {
     assert!(
         !database_exists(&started.database).await,
         "database {} left behind",
@@ -89,7 +93,6 @@ async fn a_test_that_panics_leaves_no_database_queue_lab_or_daemon_behind() {
         "the spawned daemon {} still runs",
         started.child_pid
     );
-    // Aborted tasks let go of their sockets as the runtime gets to them.
     wait_closed(started.lab, "the lab's WinRM listener").await;
     wait_closed(started.ldap, "the lab's domain controller").await;
     wait_closed(started.admin, "the in-process daemon's admin listener").await;

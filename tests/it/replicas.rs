@@ -36,7 +36,18 @@ async fn three_replicas_run_every_job_exactly_once() {
         // One attempt each: no job was claimed twice or lost its lease.
         assert_eq!(attempts.len(), 1, "{attempts:?}");
     }
-    // Exactly one successful Enable-RemoteMailbox per account in the lab's log.
+    then_exchange_enabled_each_account_exactly_once(&env, N);
+    then_the_work_was_shared(&env, &ids).await;
+    for mut child in replicas {
+        let _ = nix_term(&child);
+        if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
+            let _ = child.kill();
+        }
+    }
+}
+
+/// Exactly one successful Enable-RemoteMailbox per account in the lab's log.
+fn then_exchange_enabled_each_account_exactly_once(env: &TestEnv, accounts: usize) {
     let mut per_identity = std::collections::HashMap::<String, usize>::new();
     for c in env
         .lab
@@ -48,9 +59,11 @@ async fn three_replicas_run_every_job_exactly_once() {
             .entry(c.identity().expect("an -Identity").to_owned())
             .or_default() += 1;
     }
-    assert_eq!(per_identity.len(), N);
+    assert_eq!(per_identity.len(), accounts);
     assert!(per_identity.values().all(|n| *n == 1));
-    // The work was shared.
+}
+
+async fn then_the_work_was_shared(env: &TestEnv, ids: &[String]) {
     let replicas_used: std::collections::HashSet<String> = {
         let mut set = std::collections::HashSet::new();
         for id in ids.iter().step_by(7) {
@@ -61,13 +74,6 @@ async fn three_replicas_run_every_job_exactly_once() {
         set
     };
     assert!(replicas_used.len() >= 2, "{replicas_used:?}");
-
-    for mut child in replicas {
-        let _ = nix_term(&child);
-        if wait_exit(&mut child, Duration::from_secs(10)).is_none() {
-            let _ = child.kill();
-        }
-    }
 }
 
 fn nix_term(child: &std::process::Child) -> std::io::Result<()> {
