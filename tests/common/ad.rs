@@ -313,15 +313,22 @@ impl TestAd {
         dn
     }
 
-    /// Puts `member` (a user's or a group's DN) into `group`, or takes it out.
-    pub async fn set_member(&self, group: &str, member: &str, is_member: bool) {
-        let mut ldap = self.admin().await;
+    /// Adds `member` (a DN) to `group`.
+    pub async fn add_member(&self, group: &str, member: &str) {
         let values = HashSet::from([member.to_owned()]);
-        let m = if is_member {
-            Mod::Add("member".to_owned(), values)
-        } else {
-            Mod::Delete("member".to_owned(), values)
-        };
+        self.modify_member(group, Mod::Add("member".to_owned(), values))
+            .await;
+    }
+
+    /// Takes `member` (a DN) out of `group`.
+    pub async fn remove_member(&self, group: &str, member: &str) {
+        let values = HashSet::from([member.to_owned()]);
+        self.modify_member(group, Mod::Delete("member".to_owned(), values))
+            .await;
+    }
+
+    async fn modify_member(&self, group: &str, m: Mod<String>) {
+        let mut ldap = self.admin().await;
         ldap.modify(group, vec![m])
             .await
             .and_then(|r| r.success())
@@ -449,15 +456,14 @@ impl TestAd {
             .unwrap_or(0)
     }
 
-    /// Sets or clears the ACCOUNTDISABLE bit.
-    pub async fn set_disabled(&self, dn: &str, disabled: bool) {
+    /// Sets the ACCOUNTDISABLE bit (546: a normal account, no password required, disabled).
+    pub async fn disable(&self, dn: &str) {
         let mut ldap = self.admin().await;
-        let uac = if disabled { "546" } else { "544" };
         ldap.modify(
             dn,
             vec![Mod::Replace(
                 "userAccountControl".to_owned(),
-                HashSet::from([uac.to_owned()]),
+                HashSet::from(["546".to_owned()]),
             )],
         )
         .await

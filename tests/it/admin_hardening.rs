@@ -25,7 +25,7 @@ async fn viewer(ad: &TestAd, p: &People, prefix: &str) -> (String, String, uuid:
     let sam = format!("{prefix}{}", p.t);
     let (dn, guid) = ad.add_user(&sam, &sam, &User::default()).await;
     ad.set_password(&dn, &p.password(&sam)).await;
-    ad.set_member(&p.viewers, &dn, true).await;
+    ad.add_member(&p.viewers, &dn).await;
     (sam, dn, guid)
 }
 

@@ -90,7 +90,7 @@ async fn each_kdc_refusal_is_named_with_what_to_fix() {
     }
     // A disabled account: the KDC revokes its credentials.
     let (sam, dn) = account(&ad, "Disabled-Pa55word!").await;
-    ad.set_disabled(&dn, true).await;
+    ad.disable(&dn).await;
     let e = refusal(&client(
         &kdc,
         &lab,

@@ -290,7 +290,7 @@ async fn then_every_refusal_is_one_page_whatever_the_reason(
     let locked = format!("lck{}", p.t);
     let (locked_dn, _) = ad.add_user(&locked, &locked, &User::default()).await;
     ad.set_password(&locked_dn, &p.password(&locked)).await;
-    ad.set_member(&p.team, &locked_dn, true).await;
+    ad.add_member(&p.team, &locked_dn).await;
     ad.lock_out(&locked_dn, &format!("{locked}@corp.example"))
         .await;
     let tries = [
@@ -373,7 +373,7 @@ async fn signing_out_ends_the_session_on_every_replica_and_leaving_the_groups_en
     let (status, _, _) = again.sign_in(&p.operator, &p.password(&p.operator)).await;
     assert_eq!(status, 303);
     assert_eq!(again.get("/jobs").await.0, 200);
-    ad.set_member(&p.team, &p.operator_dn, false).await;
+    ad.remove_member(&p.team, &p.operator_dn).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, _) = again.at(b.admin_addr).get("/jobs").await;
