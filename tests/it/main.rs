@@ -6,6 +6,13 @@
 //! reads back every socket of its process (other suites' connections to the same PostgreSQL
 //! and RabbitMQ would be counted), `tests/chaos` closes every broker connection and must not
 //! run beside anything, and `tests/architecture.rs` and `tests/docs.rs` only read files.
+//!
+//! What the suites here share as one process, and why that is safe: failpoints and
+//! environment variables go only to spawned daemons (`env.spawn_daemon`, never `set_var`);
+//! in-process daemons share the one metrics recorder, so a test scraping `/metrics` holds
+//! `common::METRICS_SCRAPE` (a scrape sets the queue gauges from its own database first), and
+//! counters are asserted as "at least this test's share"; `admin_tls` sends SIGHUP to the
+//! process, which only daemons with an HTTPS admin listener act on.
 
 #[path = "../common/mod.rs"]
 mod common;
