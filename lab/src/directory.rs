@@ -117,6 +117,14 @@ impl AccountSeed {
         }
     }
 
+    /// A user with an on-premises mailbox (a joiner for it cannot get a remote one).
+    pub fn onprem(sam: &str) -> AccountSeed {
+        AccountSeed {
+            recipient: Recipient::Onprem,
+            ..AccountSeed::user(sam)
+        }
+    }
+
     /// The account disabled in AD (a leaver).
     #[must_use]
     pub fn disabled(self) -> AccountSeed {

@@ -36,6 +36,15 @@ pub struct User {
 }
 
 impl User {
+    /// A user with an on-premises mailbox (msExchRecipientTypeDetails 1).
+    pub fn onprem() -> User {
+        User {
+            type_details: Some(1),
+            ..User::default()
+        }
+    }
+
+    /// A user with a remote mailbox whose routing address is `target`.
     pub fn remote(target: &str) -> User {
         User {
             type_details: Some(2_147_483_648),

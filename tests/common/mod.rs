@@ -57,6 +57,11 @@ pub fn seed(sam: &str) -> AccountSeed {
     AccountSeed::user(sam)
 }
 
+/// A user with an on-premises mailbox: a joiner for it fails for good.
+pub fn onprem(sam: &str) -> AccountSeed {
+    AccountSeed::onprem(sam)
+}
+
 /// A user with a remote mailbox: `remote("gone").disabled()`, `remote("back").hidden()`.
 pub fn remote(sam: &str) -> AccountSeed {
     AccountSeed::remote(sam)

@@ -3,7 +3,6 @@
 use crate::common;
 
 use common::{TestEnv, seed};
-use lab::Recipient;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -43,8 +42,7 @@ async fn queue_with_a_failure(
     mailboxd::publish::EventSpec,
     mailboxd::store::Job,
 ) {
-    let mut onprem = seed(bad);
-    onprem.recipient = Recipient::Onprem;
+    let onprem = common::onprem(bad);
     let mut env = TestEnv::new(vec![onprem, seed(good)]).await;
     if api == Api::BehindTheToken {
         env.settings.admin.token = Some(SecretString::from(TOKEN));
@@ -260,8 +258,7 @@ async fn given_a_daemon_with_named_tokens(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn named_tokens_read_or_act_as_their_role_and_are_recorded_by_name() {
-    let mut onprem = seed("tokonprem");
-    onprem.recipient = Recipient::Onprem;
+    let onprem = common::onprem("tokonprem");
     let mut env = TestEnv::new(vec![onprem]).await;
     let (_dir, daemon) = given_a_daemon_with_named_tokens(&mut env).await;
     let bad = env.joiner("tokonprem");

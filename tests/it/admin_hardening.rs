@@ -615,8 +615,7 @@ const MALLORY: [(&str, &str); 3] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_channel_puts_its_actions_on_the_audit_trail_with_the_cli_user_from_the_kernel() {
-    let mut onprem = common::seed("audonprem");
-    onprem.recipient = lab::Recipient::Onprem;
+    let onprem = common::onprem("audonprem");
     let mut env = TestEnv::new(vec![onprem]).await;
     env.settings.admin.token = Some(SecretString::from(TOKEN));
     let daemon = env

@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::smtp::{SmtpSink, decode_parts, send_to_sink};
 use common::{TestEnv, free_port, seed};
-use lab::Recipient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_job_reaches_support_by_email_even_after_an_smtp_outage() {
-    let mut onprem = seed("onprem");
-    onprem.recipient = Recipient::Onprem;
+    let onprem = common::onprem("onprem");
     let mut env = TestEnv::new(vec![onprem]).await;
     let port = free_port(); // nothing listens there yet: SMTP is down
     let maildir = tempfile::tempdir().unwrap();

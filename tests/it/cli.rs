@@ -156,8 +156,7 @@ async fn check_tries_every_dependency_and_names_what_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_retry_from_the_cli_answers_in_json_and_is_on_the_record() {
-    let mut onprem = common::seed("clionprem");
-    onprem.recipient = lab::Recipient::Onprem;
+    let onprem = common::onprem("clionprem");
     let env = common::TestEnv::new(vec![onprem]).await;
     let app = env.start_daemon().await;
     let ev = env.joiner("clionprem");

@@ -24,10 +24,7 @@ async fn given_a_failed_job_and_a_succeeded_one_with_a_hostile_name() -> OneFail
     let p = people(&ad).await;
     let onprem = format!("dashonprem{}", p.t);
     let hostile = format!("o'brien&co{}", p.t);
-    let onprem_user = User {
-        type_details: Some(1),
-        ..User::default()
-    };
+    let onprem_user = User::onprem();
     ad.add_user(&onprem, &onprem, &onprem_user).await;
     let remote = User::remote(&format!("{hostile}@tenant.mail.onmicrosoft.com"));
     ad.add_user(&format!("obrien{}", p.t), &hostile, &remote)
@@ -294,10 +291,7 @@ async fn given_three_failures_for_one_reason_a_success_and_two_waiting_for_sync(
     let ad = TestAd::get();
     let p = people(&ad).await;
     let sam = |name: &str| format!("{name}{}", p.t);
-    let onprem = User {
-        type_details: Some(1),
-        ..User::default()
-    };
+    let onprem = User::onprem();
     for name in ["grpann", "grpbob", "grpcy"] {
         ad.add_user(&sam(name), &sam(name), &onprem).await;
     }

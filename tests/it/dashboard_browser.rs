@@ -284,10 +284,7 @@ async fn given_a_failed_a_succeeded_and_a_waiting_job() -> Queue {
     let ad = TestAd::get();
     let p = people(&ad).await;
     let n = |s: &str| format!("{s}{}", p.t);
-    let onprem = User {
-        type_details: Some(1),
-        ..User::default()
-    };
+    let onprem = User::onprem();
     ad.add_user(&n("webonprem"), &n("webonprem"), &onprem).await;
     let fine = User::remote(&format!("{}@tenant.mail.onmicrosoft.com", n("webfine")));
     ad.add_user(&n("webfine"), &n("webfine"), &fine).await;
@@ -420,10 +417,7 @@ async fn given_a_burst_a_remote_account_and_two_not_synced() -> Live {
     let ad = TestAd::get();
     let p = people(&ad).await;
     let n = |s: &str| format!("{s}{}", p.t);
-    let onprem = User {
-        type_details: Some(1),
-        ..User::default()
-    };
+    let onprem = User::onprem();
     for sam in [n("burstann"), n("burstbob"), n("burstcy")] {
         ad.add_user(&sam, &sam, &onprem).await;
     }

@@ -298,10 +298,7 @@ async fn given_an_account_in_every_situation() -> DcWorld {
         async move { ad.add_user(&sam, &sam, &user).await }
     };
     add("already", User::remote(&rra(&n("already")))).await;
-    let onprem = User {
-        type_details: Some(1),
-        ..User::default()
-    };
+    let onprem = User::onprem();
     add("onprem", onprem).await;
     add("reenabled", User::remote(&rra(&n("reenabled")))).await;
     let disabled = User {

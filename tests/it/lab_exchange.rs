@@ -6,7 +6,7 @@ use crate::common;
 use common::account_data as account;
 
 use common::{LAB_PASSWORD, remote, seed};
-use lab::{self, Lab, Recipient};
+use lab::{self, Lab};
 use mailboxd::config::{self, ExchangeMode};
 use mailboxd::exchange::{AccountOutcome, Exchange, Template};
 use mailboxd::store::ErrorClass;
@@ -68,8 +68,7 @@ fn status(o: &AccountOutcome) -> String {
 
 #[tokio::test]
 async fn one_batch_gives_one_outcome_per_account_in_exchanges_own_words() {
-    let mut onprem = seed("onprem");
-    onprem.recipient = Recipient::Onprem;
+    let onprem = common::onprem("onprem");
     let lab = lab_with(vec![seed("fresh"), remote("already"), onprem]).await;
     let ex = exchange(&lab, ExchangeMode::Remote);
     let accounts = vec![

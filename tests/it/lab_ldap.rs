@@ -11,8 +11,7 @@ use mailboxd::directory::{Directory, Lookup, RecipientType};
 use secrecy::SecretString;
 
 async fn lab_with_accounts() -> Lab {
-    let mut disabled = seed("gone01");
-    disabled.disabled = true;
+    let disabled = seed("gone01").disabled();
     let mut unsynced = seed("fresh01");
     unsynced.synced = false;
     start_lab(

@@ -42,8 +42,7 @@ async fn given_people_leavers_and_an_onprem_account() -> TestEnv {
         .map(|(s, g, sn)| lab::AccountSeed::person(s, g, sn))
         .collect();
     accounts.extend(leavers().iter().map(|s| remote(s).disabled()));
-    let mut onprem = seed("onprem");
-    onprem.recipient = lab::Recipient::Onprem;
+    let onprem = common::onprem("onprem");
     accounts.push(onprem);
     TestEnv::new(accounts).await
 }
@@ -403,8 +402,7 @@ async fn text(env: &TestEnv, url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
-    let mut onprem = seed("iiq.onprem");
-    onprem.recipient = lab::Recipient::Onprem;
+    let onprem = common::onprem("iiq.onprem");
     let mut env = TestEnv::new(vec![
         lab::AccountSeed::person("iiq.a", "Ada", "Byron"),
         lab::AccountSeed::person("iiq.b", "Émile", "Zola"),

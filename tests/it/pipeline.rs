@@ -357,8 +357,7 @@ async fn a_rehire_makes_the_hidden_mailbox_visible_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_permanent_exchange_error_fails_the_job_once_and_raises_one_alert() {
     // An on-premises mailbox must never be turned into a remote one.
-    let mut onprem = seed("onprem");
-    onprem.recipient = lab::Recipient::Onprem;
+    let onprem = common::onprem("onprem");
     let mut env = TestEnv::new(vec![onprem]).await;
     // Exchange's own refusal, not the directory pre-check (tests/it/directory.rs covers that).
     env.settings.ldap = Default::default();

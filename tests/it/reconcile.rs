@@ -78,13 +78,7 @@ async fn world() -> World {
                 ..User::default()
             },
         ),
-        (
-            "onprem",
-            User {
-                type_details: Some(1),
-                ..User::default()
-            },
-        ),
+        ("onprem", User::onprem()),
         (
             "excluded",
             User {

@@ -533,8 +533,7 @@ async fn ldap_without_tls_needs_allow_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alert_email_goes_out_in_clear_text_only_with_smtp_tls_none() {
-    let mut onprem = seed("tls-onprem");
-    onprem.recipient = lab::Recipient::Onprem; // Enable-RemoteMailbox fails for good
+    let onprem = common::onprem("tls-onprem"); // Enable-RemoteMailbox fails for good
     let mut env = TestEnv::new(vec![onprem]).await;
     let port = free_port();
     let maildir = tempfile::tempdir().expect("maildir");

@@ -20,15 +20,7 @@ const TOKEN: &str = "signin-test-api-token-0c6e2f9a71b4";
 /// that failed for good (an on-premises mailbox in AD).
 async fn world(ad: &TestAd, p: &People) -> (TestEnv, String) {
     let sam = format!("onprem{}", p.t);
-    ad.add_user(
-        &sam,
-        &sam,
-        &User {
-            type_details: Some(1),
-            ..User::default()
-        },
-    )
-    .await;
+    ad.add_user(&sam, &sam, &User::onprem()).await;
     let mut env = TestEnv::new(vec![]).await;
     p.grant(ad, &mut env.settings);
     env.settings.admin.token = Some(SecretString::from(TOKEN));
