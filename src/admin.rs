@@ -475,7 +475,7 @@ async fn list_reconcile_runs(State(s): State<AdminState>, headers: HeaderMap) ->
     listing("runs", s.store.list_reconcile_runs(50).await)
 }
 
-/// The OpenAPI 3 description of this API (`tests/admin_api.rs` checks it covers every route).
+/// The OpenAPI 3 description of this API (`tests/it/admin_api.rs` checks it covers every route).
 pub(crate) const OPENAPI: &str = include_str!("admin_api/openapi.json");
 
 async fn openapi() -> Response {

@@ -1,7 +1,7 @@
 //! The fuzz targets' entry points: each runs the daemon's own code on bytes an outsider
 //! controls, exactly as the daemon does, and must return without panicking whatever the
 //! bytes. `fuzz/fuzz_targets/<name>.rs` calls `<name>` under libFuzzer, and
-//! `tests/fuzz_corpus.rs` replays every file of `fuzz/corpus/<name>/` through it in
+//! `tests/it/fuzz_corpus.rs` replays every file of `fuzz/corpus/<name>/` through it in
 //! `cargo test`. Thin wrappers on purpose: the decoders they call are the ones to change.
 
 use std::sync::OnceLock;

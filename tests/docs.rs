@@ -7,7 +7,7 @@
 //! - every fenced `json` example in `docs/events.md` is accepted both by
 //!   `docs/event.schema.json` and by `mailboxd::event::parse`;
 //! - every fenced `json outcome` example there is accepted by `docs/outcome.schema.json`
-//!   (tests/outcomes.rs holds that schema to what the daemon publishes);
+//!   (tests/it/outcomes.rs holds that schema to what the daemon publishes);
 //! - every poison JSON in `tests/data/poison/` that the code refuses for a reason the schema
 //!   can express is refused by the schema too, and a table of edge cases gets the same verdict
 //!   from both.
@@ -458,7 +458,7 @@ fn fenced_blocks(markdown: &str, opening: &str) -> Vec<String> {
 }
 
 /// The outcome messages on docs/events.md (fenced ```json outcome, so that the event checks
-/// above leave them alone) are what docs/outcome.schema.json accepts; tests/outcomes.rs holds
+/// above leave them alone) are what docs/outcome.schema.json accepts; tests/it/outcomes.rs holds
 /// the schema to what the daemon really publishes.
 #[test]
 fn every_outcome_example_in_the_event_docs_is_accepted_by_the_outcome_schema() {

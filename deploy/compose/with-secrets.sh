@@ -3,7 +3,7 @@
 # LDAP, SMTP and admin secrets from *_file paths itself, but the database and broker
 # passwords are part of their URLs: this adds them from the compose secrets, so that no
 # password is in compose.yaml, in the TOML or on a command line, then runs mailboxd.
-# (MAILBOXD_SECRETS_DIR and MAILBOXD_BIN exist for tests/deploy_artifacts.rs.)
+# (MAILBOXD_SECRETS_DIR and MAILBOXD_BIN exist for tests/it/deploy_artifacts.rs.)
 set -eu
 dir="${MAILBOXD_SECRETS_DIR:-/run/secrets}"
 secret() { tr -d '\r\n' < "$dir/$1"; }

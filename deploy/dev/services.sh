@@ -55,7 +55,7 @@ fi
 log "RabbitMQ ready"
 
 # --- Python peers for the independent-client tests (WinRM clients run against the lab) ---
-# requests-credssp is pywinrm's CredSSP transport (tests/winrm_credssp.rs).
+# requests-credssp is pywinrm's CredSSP transport (tests/it/winrm_credssp.rs).
 if ! python3 -c 'import winrm, requests_credssp, pypsrp, aiosmtpd, yaml, schemathesis' >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
   log "installing pywinrm, requests-credssp, pypsrp and aiosmtpd"
   python3 -m pip install -q pywinrm requests-credssp pypsrp aiosmtpd pyyaml schemathesis
@@ -70,7 +70,7 @@ if ! python3 -c 'import kerberos' >/dev/null 2>&1 || ! command -v kinit >/dev/nu
 fi
 log "pykerberos and kinit ready"
 
-# --- Deployment checks (tests/deploy_artifacts.rs): a compose implementation for
+# --- Deployment checks (tests/it/deploy_artifacts.rs): a compose implementation for
 # `compose config` (Debian's docker-compose where the docker compose plugin is missing; no
 # Docker engine is needed) and kubernetes-validate (the Kubernetes schemas ship in the wheel,
 # nothing is fetched at run time) with jsonschema (also the event schema's validator) ---

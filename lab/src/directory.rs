@@ -108,13 +108,38 @@ impl AccountSeed {
         }
     }
 
-    /// A user with a remote mailbox, disabled and/or hidden as given.
-    pub fn remote(sam: &str, disabled: bool, hidden: bool) -> AccountSeed {
+    /// An enabled user with a remote mailbox, shown in the address lists; `.disabled()` and
+    /// `.hidden()` say otherwise at the call site.
+    pub fn remote(sam: &str) -> AccountSeed {
         AccountSeed {
-            disabled,
-            hidden,
             recipient: Recipient::Remote,
             ..AccountSeed::user(sam)
+        }
+    }
+
+    /// A user with an on-premises mailbox (a joiner for it cannot get a remote one).
+    pub fn onprem(sam: &str) -> AccountSeed {
+        AccountSeed {
+            recipient: Recipient::Onprem,
+            ..AccountSeed::user(sam)
+        }
+    }
+
+    /// The account disabled in AD (a leaver).
+    #[must_use]
+    pub fn disabled(self) -> AccountSeed {
+        AccountSeed {
+            disabled: true,
+            ..self
+        }
+    }
+
+    /// The mailbox hidden from the address lists.
+    #[must_use]
+    pub fn hidden(self) -> AccountSeed {
+        AccountSeed {
+            hidden: true,
+            ..self
         }
     }
 }

@@ -65,9 +65,9 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
 fn lab_config(joiners: usize, password: SecretString) -> LabConfig {
     let mut accounts = lab::directory::seeded(joiners);
     accounts.extend([
-        AccountSeed::remote("leaver01", true, false),
-        AccountSeed::remote("leaver02", true, false),
-        AccountSeed::remote("rehire01", false, true),
+        AccountSeed::remote("leaver01").disabled(),
+        AccountSeed::remote("leaver02").disabled(),
+        AccountSeed::remote("rehire01").hidden(),
         AccountSeed::user("d'arcy$"),
     ]);
     LabConfig::loopback(password)

@@ -26,7 +26,7 @@ pub const LAB_EXCHANGE_URI: &str = "http://lab-ex01.corp.example/PowerShell/";
 /// `[winrm]` and `[exchange]` pointed at the lab as a real deployment with a domain service
 /// account sets them (docs/operations.md, "Which settings work on a real host"): NTLM, which
 /// seals every message over plain HTTP (the lab has no KDC of its own; against a real domain
-/// Kerberos is the recommendation, shown in tests/second_hop.rs), remote mode, and the
+/// Kerberos is the recommendation, shown in tests/it/second_hop.rs), remote mode, and the
 /// explicit Exchange credential that answers the second hop (the domain account's
 /// `user@domain` and `domain_password`).
 pub fn point_at_lab(

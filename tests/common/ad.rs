@@ -36,6 +36,15 @@ pub struct User {
 }
 
 impl User {
+    /// A user with an on-premises mailbox (msExchRecipientTypeDetails 1).
+    pub fn onprem() -> User {
+        User {
+            type_details: Some(1),
+            ..User::default()
+        }
+    }
+
+    /// A user with a remote mailbox whose routing address is `target`.
     pub fn remote(target: &str) -> User {
         User {
             type_details: Some(2_147_483_648),
@@ -43,6 +52,13 @@ impl User {
             ..User::default()
         }
     }
+}
+
+/// Whether a mailbox shows in the address lists (`msExchHideFromAddressLists`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressLists {
+    Shown,
+    Hidden,
 }
 
 /// A value of `ad.env`, which `deploy/dev/samba-ad.sh start` writes for the running test DC.
@@ -267,8 +283,8 @@ impl TestAd {
         .expect("stamp mS-DS-ConsistencyGuid");
     }
 
-    /// Writes what Enable-RemoteMailbox writes on the account.
-    pub async fn stamp_remote(&self, dn: &str, target: &str, hidden: bool) {
+    /// Writes what Enable-RemoteMailbox writes on the account (and Disable-…'s hiding).
+    pub async fn stamp_remote(&self, dn: &str, target: &str, lists: AddressLists) {
         let mut ldap = self.admin().await;
         let set = |k: &str, v: &str| Mod::Replace(k.to_owned(), HashSet::from([v.to_owned()]));
         let mut mods = vec![
@@ -278,7 +294,10 @@ impl TestAd {
         ];
         mods.push(set(
             "msExchHideFromAddressLists",
-            if hidden { "TRUE" } else { "FALSE" },
+            match lists {
+                AddressLists::Shown => "FALSE",
+                AddressLists::Hidden => "TRUE",
+            },
         ));
         ldap.modify(dn, mods)
             .await
@@ -303,15 +322,22 @@ impl TestAd {
         dn
     }
 
-    /// Puts `member` (a user's or a group's DN) into `group`, or takes it out.
-    pub async fn set_member(&self, group: &str, member: &str, is_member: bool) {
-        let mut ldap = self.admin().await;
+    /// Adds `member` (a DN) to `group`.
+    pub async fn add_member(&self, group: &str, member: &str) {
         let values = HashSet::from([member.to_owned()]);
-        let m = if is_member {
-            Mod::Add("member".to_owned(), values)
-        } else {
-            Mod::Delete("member".to_owned(), values)
-        };
+        self.modify_member(group, Mod::Add("member".to_owned(), values))
+            .await;
+    }
+
+    /// Takes `member` (a DN) out of `group`.
+    pub async fn remove_member(&self, group: &str, member: &str) {
+        let values = HashSet::from([member.to_owned()]);
+        self.modify_member(group, Mod::Delete("member".to_owned(), values))
+            .await;
+    }
+
+    async fn modify_member(&self, group: &str, m: Mod<String>) {
+        let mut ldap = self.admin().await;
         ldap.modify(group, vec![m])
             .await
             .and_then(|r| r.success())
@@ -439,15 +465,14 @@ impl TestAd {
             .unwrap_or(0)
     }
 
-    /// Sets or clears the ACCOUNTDISABLE bit.
-    pub async fn set_disabled(&self, dn: &str, disabled: bool) {
+    /// Sets the ACCOUNTDISABLE bit (546: a normal account, no password required, disabled).
+    pub async fn disable(&self, dn: &str) {
         let mut ldap = self.admin().await;
-        let uac = if disabled { "546" } else { "544" };
         ldap.modify(
             dn,
             vec![Mod::Replace(
                 "userAccountControl".to_owned(),
-                HashSet::from([uac.to_owned()]),
+                HashSet::from(["546".to_owned()]),
             )],
         )
         .await

@@ -58,8 +58,14 @@ pub fn seed(sam: &str) -> AccountSeed {
     AccountSeed::user(sam)
 }
 
-pub fn remote(sam: &str, disabled: bool, hidden: bool) -> AccountSeed {
-    AccountSeed::remote(sam, disabled, hidden)
+/// A user with an on-premises mailbox: a joiner for it fails for good.
+pub fn onprem(sam: &str) -> AccountSeed {
+    AccountSeed::onprem(sam)
+}
+
+/// A user with a remote mailbox: `remote("gone").disabled()`, `remote("back").hidden()`.
+pub fn remote(sam: &str) -> AccountSeed {
+    AccountSeed::remote(sam)
 }
 
 /// A lab on a random loopback port, accepting `DEFAULT_USER` / `LAB_PASSWORD`.
@@ -492,3 +498,8 @@ pub fn account_data(identity: &str) -> mailboxd::exchange::AccountData {
         archive: false,
     }
 }
+
+/// Held while a test scrapes an in-process daemon's `/metrics`. In-process daemons share the
+/// process's one metrics recorder, and a scrape first sets the queue gauges from its own
+/// database: two scrapes at once in one test binary could each render the other's numbers.
+pub static METRICS_SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -39,7 +39,7 @@ pub async fn people(ad: &TestAd) -> People {
     let team = ad.add_group(&format!("mbx-team-{short}")).await;
     let viewers = ad.add_group(&format!("mbx-view-{short}")).await;
     // Nested: the operator is in the team, the team is in the operators' group.
-    ad.set_member(&operators, &team, true).await;
+    ad.add_member(&operators, &team).await;
     let mut p = People {
         t: short.to_owned(),
         operators,
@@ -51,19 +51,19 @@ pub async fn people(ad: &TestAd) -> People {
         disabled: format!("off{short}"),
         outsider: format!("out{short}"),
     };
-    for (sam, group, disabled) in [
-        (p.operator.clone(), Some(p.team.clone()), false),
-        (p.viewer.clone(), Some(p.viewers.clone()), false),
-        (p.disabled.clone(), Some(p.team.clone()), true),
-        (p.outsider.clone(), None, false),
+    for (sam, group) in [
+        (p.operator.clone(), Some(p.team.clone())),
+        (p.viewer.clone(), Some(p.viewers.clone())),
+        (p.disabled.clone(), Some(p.team.clone())),
+        (p.outsider.clone(), None),
     ] {
         let (dn, _) = ad.add_user(&sam, &sam, &User::default()).await;
         ad.set_password(&dn, &p.password(&sam)).await;
         if let Some(g) = group {
-            ad.set_member(&g, &dn, true).await;
+            ad.add_member(&g, &dn).await;
         }
-        if disabled {
-            ad.set_disabled(&dn, true).await;
+        if sam == p.disabled {
+            ad.disable(&dn).await;
         }
         if sam == p.operator {
             p.operator_dn = dn;

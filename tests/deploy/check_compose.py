@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Structural checks of deploy/compose.yaml (run by tests/deploy_artifacts.rs, beside the real
+"""Structural checks of deploy/compose.yaml (run by tests/it/deploy_artifacts.rs, beside the real
 `docker compose config` when one is installed): the services, their health checks, start order
 with conditions, every secret a file, no password in an environment value, every mounted file
 present. Usage: check_compose.py COMPOSE_FILE; prints the problems and exits 1 if any."""

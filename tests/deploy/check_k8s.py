@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the Kubernetes manifests in a directory (deploy/k8s; run by tests/deploy_artifacts.rs):
+"""Checks the Kubernetes manifests in a directory (deploy/k8s; run by tests/it/deploy_artifacts.rs):
 
 1. every built-in kind against the Kubernetes OpenAPI schemas, strictly (unknown fields are
    errors), for the oldest and the newest version the team supports, with kubernetes-validate

@@ -1,0 +1,56 @@
+//! The integration suites, one module each, in one test binary: `tests/common` and the
+//! product are compiled and linked once instead of once per suite. One suite:
+//! `cargo test --test it pipeline::`.
+//!
+//! Suites that need a process of their own stay separate binaries: `tests/tcp_nodelay.rs`
+//! reads back every socket of its process (other suites' connections to the same PostgreSQL
+//! and RabbitMQ would be counted), `tests/chaos` closes every broker connection and must not
+//! run beside anything, and `tests/architecture.rs` and `tests/docs.rs` only read files.
+//!
+//! What the suites here share as one process, and why that is safe: failpoints and
+//! environment variables go only to spawned daemons (`env.spawn_daemon`, never `set_var`);
+//! in-process daemons share the one metrics recorder, so a test scraping `/metrics` holds
+//! `common::METRICS_SCRAPE` (a scrape sets the queue gauges from its own database first), and
+//! counters are asserted as "at least this test's share"; `admin_tls` sends SIGHUP to the
+//! process, which only daemons with an HTTPS admin listener act on.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod admin_api;
+mod admin_hardening;
+mod admin_tls;
+mod alerts;
+mod cleanup;
+mod cli;
+mod dashboard;
+mod dashboard_browser;
+mod deploy_artifacts;
+mod directory;
+mod fuzz_corpus;
+mod hostile_input;
+mod intake;
+mod intake_corpus;
+mod kerberos_lockout;
+mod lab_exchange;
+mod lab_faults;
+mod lab_host_policy;
+mod lab_ldap;
+mod lab_windows_errors;
+mod outcomes;
+mod peer_clients;
+mod pipeline;
+mod reconcile;
+mod replicas;
+mod resilience;
+mod second_hop;
+mod security;
+mod session_limit;
+mod signin;
+mod store;
+mod templates_syntax;
+mod warm_sessions;
+mod winrm_auth;
+mod winrm_credssp;
+mod winrm_kerberos;
+mod winrm_protocol;
