@@ -169,7 +169,7 @@ impl Store {
 
     /// Makes jobs whose lease ran out (their replica died) due again at once, the lost
     /// attempt recorded. Returns how many.
-    pub(crate) async fn rescue_expired_leases(&self) -> Result<u64, StoreError> {
+    pub async fn rescue_expired_leases(&self) -> Result<u64, StoreError> {
         let r = sqlx::query(EXPIRE_LEASES.as_str())
             .bind(AttemptEnd::LeaseExpired)
             .bind(ErrorClass::Transient)
