@@ -35,11 +35,13 @@ pub struct NewAlert {
     pub account: Option<String>,
 }
 
-/// Which of a circuit's two alerts: the Windows side went away, or came back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CircuitChange {
-    Opened,
-    Closed,
+text_enum! {
+    /// Which of a circuit's two alerts: the Windows side went away, or came back (the
+    /// `alerts.circuit_change` column).
+    pub enum CircuitChange as "circuit change" {
+        Opened = "opened",
+        Closed = "closed",
+    }
 }
 
 /// One of a circuit's alerts: what it is about (the WinRM endpoint), which of the pair it
@@ -52,8 +54,8 @@ pub struct CircuitAlert {
 }
 
 impl CircuitAlert {
-    /// The subject of `endpoint`'s alert for `change`. Made here alone: the outbox has no
-    /// column for what an alert is about, so the store finds an endpoint's pair by these.
+    /// The subject of `endpoint`'s alert for `change`: text for people only; the store
+    /// pairs an endpoint's alerts on `alerts.circuit_endpoint` and `circuit_change`.
     pub fn subject(endpoint: &str, change: CircuitChange) -> String {
         match change {
             CircuitChange::Opened => {

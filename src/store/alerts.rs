@@ -112,39 +112,40 @@ impl Store {
     /// A circuit alert, paired across replicas per endpoint: `opened` is written unless the
     /// outage was announced already (the newest of the endpoint's pair is an `opened`),
     /// `closed` only after an `opened` — so each outage is one alert and one recovery,
-    /// whichever replica sees it first and however many see it. The pair is found by its
-    /// subjects (`CircuitAlert::subject`): the outbox keeps no other trace of the endpoint.
+    /// whichever replica sees it first and however many see it. The pair is found by what it
+    /// is about (`alerts.circuit_endpoint`, `circuit_change`), never by its subject text.
     pub async fn raise_circuit_alert(&self, circuit: &CircuitAlert) -> Result<bool, StoreError> {
-        let opened_subject = CircuitAlert::subject(&circuit.endpoint, CircuitChange::Opened);
-        let closed_subject = CircuitAlert::subject(&circuit.endpoint, CircuitChange::Closed);
-        let (opened_subject, closed_subject) = (opened_subject.as_str(), closed_subject.as_str());
         let opening = circuit.change == CircuitChange::Opened;
         let alert = &circuit.alert;
         let mut tx = self.pool.begin().await?;
         // One decision at a time per endpoint, cluster-wide.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailboxd circuit alert ' || $1))")
-            .bind(opened_subject)
+            .bind(&circuit.endpoint)
             .execute(&mut *tx)
             .await?;
-        let latest: Option<(String, bool)> = sqlx::query_as(
-            "SELECT subject, created_at > now() - make_interval(secs => $3)
-               FROM alerts WHERE subject = $1 OR subject = $2
+        let latest: Option<(CircuitChange, bool)> = sqlx::query_as(
+            "SELECT circuit_change, created_at > now() - make_interval(secs => $2)
+               FROM alerts WHERE circuit_endpoint = $1
               ORDER BY id DESC LIMIT 1",
         )
-        .bind(opened_subject)
-        .bind(closed_subject)
+        .bind(&circuit.endpoint)
         .bind(secs(CIRCUIT_REOPEN_QUIET))
         .fetch_optional(&mut *tx)
         .await?;
-        let latest = latest.map(|(subject, recent)| (subject == opened_subject, recent));
+        let latest = latest.map(|(change, recent)| (change == CircuitChange::Opened, recent));
         let write = circuit_alert_due(latest, opening);
         if write {
-            sqlx::query("INSERT INTO alerts (kind, subject, body) VALUES ($1, $2, $3)")
-                .bind(alert.kind)
-                .bind(&alert.subject)
-                .bind(&alert.body)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO alerts (kind, subject, body, circuit_endpoint, circuit_change)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(alert.kind)
+            .bind(&alert.subject)
+            .bind(&alert.body)
+            .bind(&circuit.endpoint)
+            .bind(circuit.change)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(write)

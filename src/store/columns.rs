@@ -9,7 +9,7 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
 use sqlx::{Decode, Encode, Postgres, Type};
 
-use crate::alert::draft::AlertKind;
+use crate::alert::draft::{AlertKind, CircuitChange};
 use crate::budget::slot::SlotPurpose;
 use crate::event::EventKind;
 use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState};
@@ -71,6 +71,7 @@ text_encoding!(ActionKind);
 text_encoding!(OutcomeResult);
 text_encoding!(IdentityIqDelivery);
 text_encoding!(AlertKind);
+text_encoding!(CircuitChange);
 text_encoding!(EventKind);
 text_encoding!(SlotPurpose);
 
