@@ -200,7 +200,7 @@ fn the_checkers_find_what_they_look_for() {
 }
 
 #[test]
-fn the_map_checkers_find_what_they_look_for() {
+fn the_table_checker_finds_rows_that_do_not_match_the_imports() {
     // The table: a row that lists too much, one that lists too little, one for a module that
     // is gone, a module without a row, a cell that is not a list.
     let md = "## The daemon's modules\n\n| module | what it is | uses |\n|---|---|---|\n\
@@ -247,7 +247,10 @@ fn the_map_checkers_find_what_they_look_for() {
         "{problems:?}"
     );
     assert_eq!(problems.len(), 4, "{problems:?}");
+}
 
+#[test]
+fn the_citation_checker_finds_documents_that_are_not_in_the_repository() {
     // Citations: a missing document, a section of a document that is not named, and what
     // passes (a file that exists, a URL, an RFC's section, a list of sections).
     let here = root().join("tests/architecture.rs");
@@ -271,7 +274,10 @@ fn the_map_checkers_find_what_they_look_for() {
     // Only comments are read in source: a path in a string literal is data.
     assert!(comments_only("let p = \"notes/x.md\"; // ok\n").trim() == "// ok");
     assert!(code_only("let s = r#\"// not a comment\"#; x").contains("; x"));
+}
 
+#[test]
+fn the_walk_checker_finds_functions_that_do_not_exist() {
     assert!(function_exists("worker::Worker::claim_loop"));
     assert!(function_exists("store::Store::claim"));
     assert!(function_exists("winrm::client::Shell::run"));
