@@ -6,6 +6,18 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::text_enum::text_enum;
+
+text_enum! {
+    /// What someone may do, whether they came with an API token (`admin.tokens[].role`) or
+    /// signed in to the dashboard (from their AD groups; the `dashboard_sessions.role` column):
+    /// read, or also act (retry, cancel, replay).
+    pub enum Role as "role" {
+        Viewer = "viewer",
+        Operator = "operator",
+    }
+}
+
 /// One API token: its name (what actions are recorded as), its secret and whether it may act.
 #[derive(Clone)]
 pub(crate) struct Token {

@@ -354,7 +354,7 @@ fn access(a: &crate::config::Admin) -> Access {
         Some(Token {
             name: t.name.clone(),
             secret: t.token.clone()?,
-            can_act: t.role == crate::config::TokenRole::Operator,
+            can_act: t.role == crate::access::Role::Operator,
         })
     });
     Access::new(shared.chain(named).collect(), a.open_reads)

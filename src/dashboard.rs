@@ -34,12 +34,13 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::access::Role;
 use crate::admin::AdminState;
 use crate::admin_guard::{ClientAddr, RefusedBecause};
 use crate::audit::Entry;
 use crate::job::JobState;
 use crate::signin::{Session, SignInError};
-use crate::store::{Job, OperatorAction, Role};
+use crate::store::{Job, OperatorAction};
 
 /// The session cookie's name over plain HTTP.
 const COOKIE: &str = "mailboxd_session";

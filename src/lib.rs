@@ -5,7 +5,7 @@
 // else is `pub(crate)`, so the compiler finds dead code.
 #![warn(unreachable_pub)]
 
-mod access;
+pub mod access;
 mod admin;
 mod admin_guard;
 mod admin_serve;

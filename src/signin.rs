@@ -23,10 +23,11 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
+use crate::access::Role;
 use crate::directory::{
     Candidate, Directory, DirectoryError, LockoutPolicy, Lookup, PasswordRefused,
 };
-use crate::store::{NewSession, Role, SessionLimits, Store, StoreError};
+use crate::store::{NewSession, SessionLimits, Store, StoreError};
 
 /// Failed sign-ins allowed per account within the window, at most (lower when AD's
 /// lockout threshold is lower: [`SignIn::adopt_lockout_policy`]).

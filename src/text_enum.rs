@@ -68,10 +68,31 @@ macro_rules! text_enum {
             }
         }
 
+        // As an enum of unit variants named by their texts (what `#[derive(Deserialize)]`
+        // does), so a format that lists an enum's values (the configuration reference's
+        // tracer) sees them; a plain string is read as well.
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
-                let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
-                text.parse::<$name>().map_err(serde::de::Error::custom)
+                struct Text;
+                impl<'de> serde::de::Visitor<'de> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        write!(f, "a {}", $what)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        text.parse::<$name>().map_err(E::custom)
+                    }
+                    fn visit_enum<A: serde::de::EnumAccess<'de>>(
+                        self,
+                        data: A,
+                    ) -> Result<$name, A::Error> {
+                        use serde::de::VariantAccess;
+                        let (text, variant) = data.variant::<String>()?;
+                        variant.unit_variant()?;
+                        text.parse::<$name>().map_err(serde::de::Error::custom)
+                    }
+                }
+                d.deserialize_enum(stringify!($name), &[$($text),+], Text)
             }
         }
     };

@@ -66,19 +66,11 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct ApiToken {
     pub name: String,
-    pub role: TokenRole,
+    pub role: crate::access::Role,
     /// File holding the token (trailing newline stripped).
     pub token_file: PathBuf,
     #[serde(skip)]
     pub token: Option<SecretString>,
-}
-
-/// What an API token may do: read, or also act (retry, cancel, replay).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenRole {
-    Viewer,
-    Operator,
 }
 
 impl Default for Admin {

@@ -4,6 +4,7 @@
 //! binds and reads the enums themselves and no string of a state is written anywhere else
 //! in Rust. The vocabulary itself lives beside `event`: `job`, `outcome`, `alert::draft`.
 
+use crate::access::Role;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
@@ -14,7 +15,6 @@ use crate::budget::slot::SlotPurpose;
 use crate::event::EventKind;
 use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState};
 use crate::outcome::{IdentityIqDelivery, OutcomeResult};
-use crate::text_enum::text_enum;
 
 /// Stores an enum that has `as_str` and `parse` in a Postgres text column (arrays too).
 macro_rules! text_encoding {
@@ -50,14 +50,6 @@ macro_rules! text_encoding {
             }
         }
     };
-}
-
-text_enum! {
-    /// What a signed-in person may do on the dashboard: viewers read, operators also act.
-    pub enum Role as "dashboard role" {
-        Viewer = "viewer",
-        Operator = "operator",
-    }
 }
 
 text_encoding!(Role);

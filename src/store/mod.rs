@@ -31,7 +31,6 @@ pub use attempts::*;
 pub(crate) use audit::*;
 pub use budget::*;
 pub(crate) use cmdlets::*;
-pub use columns::*;
 pub use jobs::*;
 pub use operator::*;
 pub use outcomes::*;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Role, Store, StoreError};
+use super::{Store, StoreError};
+use crate::access::Role;
 
 /// A session to record at sign-in.
 #[derive(Debug, Clone)]

@@ -572,7 +572,8 @@ async fn then_once_the_joiners_is_confirmed_the_leavers_is_due(
 
 #[tokio::test]
 async fn dashboard_sessions_end_when_idle_too_old_or_signed_out_and_stay_ended() {
-    use mailboxd::store::{NewSession, Role, SessionLimits};
+    use mailboxd::access::Role;
+    use mailboxd::store::{NewSession, SessionLimits};
     let store = fresh_store().await;
     let long = Duration::from_secs(3600);
     let open = |idle, lifetime| SessionLimits { idle, lifetime };
