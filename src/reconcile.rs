@@ -101,21 +101,46 @@ pub fn difference(a: &Account) -> Option<Difference> {
     })
 }
 
-/// Scans every scope, reports the differences and (unless `dry_run`) queues jobs for them.
+/// What a run does with the differences it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Reports them only (`mailboxd reconcile --dry-run`).
+    DryRun,
+    /// Queues a job for each, through the event path.
+    QueueJobs,
+}
+
+/// Whether a run shows a progress line on the terminal every second (the CLI), or not (the
+/// schedule, `--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressLines {
+    Shown,
+    Hidden,
+}
+
+/// Scans every scope, reports the differences and (in `Mode::QueueJobs`) queues jobs for them.
 pub async fn run(
     dir: &Directory,
     store: &Store,
     cfg: &config::Reconcile,
     max_attempts: i32,
-    dry_run: bool,
-    progress: bool,
+    mode: Mode,
+    progress: ProgressLines,
 ) -> anyhow::Result<Report> {
+    let dry_run = mode == Mode::DryRun;
     let started = Instant::now();
     let run_id = store
         .start_reconcile_run(crate::replica_name(), dry_run)
         .await?;
     let mut found = Scan::default();
-    if let Err(e) = scan_scopes(dir, cfg, Progress::new(progress), &mut found).await {
+    if let Err(e) = scan_scopes(
+        dir,
+        cfg,
+        Progress::new(progress == ProgressLines::Shown),
+        &mut found,
+    )
+    .await
+    {
         record_failed(store, run_id, found.scanned, &e.to_string()).await?;
         return Err(e.into());
     }

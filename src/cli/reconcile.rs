@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::directory::Directory;
-use crate::reconcile::Report;
+use crate::reconcile::{Mode, ProgressLines, Report};
 use crate::store::Store;
 
 /// Exit code of a run that found more differences than `reconcile.max_jobs_per_run`.
@@ -27,8 +27,16 @@ pub(super) async fn run(
         store,
         &settings.reconcile,
         settings.worker.max_attempts,
-        dry_run,
-        !json,
+        if dry_run {
+            Mode::DryRun
+        } else {
+            Mode::QueueJobs
+        },
+        if json {
+            ProgressLines::Hidden
+        } else {
+            ProgressLines::Shown
+        },
     )
     .await;
     lock.release().await?;

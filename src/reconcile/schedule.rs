@@ -71,7 +71,16 @@ async fn scheduled(
                 continue;
             }
         };
-        match super::run(&dir, &store, &cfg, max_attempts, false, false).await {
+        match super::run(
+            &dir,
+            &store,
+            &cfg,
+            max_attempts,
+            super::Mode::QueueJobs,
+            super::ProgressLines::Hidden,
+        )
+        .await
+        {
             Ok(r) => tracing::info!(
                 run_id = r.run_id,
                 scanned = r.scanned,

@@ -15,16 +15,30 @@ const MAX_ATTEMPTS: i32 = 5;
 
 /// `mailboxd reconcile --dry-run`: reports the differences, queues nothing.
 async fn dry_run(dir: &Directory, env: &TestEnv, cfg: &Reconcile) -> reconcile::Report {
-    reconcile::run(dir, &env.store, cfg, MAX_ATTEMPTS, true, false)
-        .await
-        .unwrap()
+    reconcile::run(
+        dir,
+        &env.store,
+        cfg,
+        MAX_ATTEMPTS,
+        reconcile::Mode::DryRun,
+        reconcile::ProgressLines::Hidden,
+    )
+    .await
+    .unwrap()
 }
 
 /// `mailboxd reconcile`: queues a job for each difference (no progress lines).
 async fn real_run(dir: &Directory, env: &TestEnv, cfg: &Reconcile) -> reconcile::Report {
-    reconcile::run(dir, &env.store, cfg, MAX_ATTEMPTS, false, false)
-        .await
-        .unwrap()
+    reconcile::run(
+        dir,
+        &env.store,
+        cfg,
+        MAX_ATTEMPTS,
+        reconcile::Mode::QueueJobs,
+        reconcile::ProgressLines::Hidden,
+    )
+    .await
+    .unwrap()
 }
 
 struct World {

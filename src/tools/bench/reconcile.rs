@@ -132,6 +132,18 @@ async fn dry_run(
     let before = peak_rss_mib();
     let mut rcfg = settings.reconcile.clone();
     rcfg.max_jobs_per_run = usize::MAX;
-    let report = crate::reconcile::run(&directory, &store, &rcfg, 3, true, !json).await?;
+    let report = crate::reconcile::run(
+        &directory,
+        &store,
+        &rcfg,
+        3,
+        crate::reconcile::Mode::DryRun,
+        if json {
+            crate::reconcile::ProgressLines::Hidden
+        } else {
+            crate::reconcile::ProgressLines::Shown
+        },
+    )
+    .await?;
     Ok((report, before, peak_rss_mib()))
 }
