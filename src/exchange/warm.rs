@@ -41,10 +41,12 @@ impl WarmProcess {
         let shell = client.open_shell(&ShellOptions::default()).await?;
         let args = script::serve_arguments();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut process = shell.start(script::POWERSHELL, &refs, true).await?;
+        let mut process = shell
+            .start(script::POWERSHELL, &refs, winrm::Stdin::Read)
+            .await?;
         // serve.ps1 reads the Exchange password first, on a line of its own.
         use secrecy::ExposeSecret;
-        process.send(secret_line.expose_secret(), false).await?;
+        process.send(secret_line.expose_secret()).await?;
         Ok(WarmProcess {
             shell,
             process,
@@ -59,7 +61,7 @@ impl WarmProcess {
     async fn send(&mut self, line: &[u8]) -> Result<(), WinrmError> {
         self.requests += 1;
         self.last_used = Instant::now();
-        self.process.send(line, false).await
+        self.process.send(line).await
     }
 
     /// Reads until the DONE line of request `id`.
@@ -95,7 +97,7 @@ impl WarmProcess {
             shell, mut process, ..
         } = self;
         // Closing stdin lets serve.ps1 end (and close the Exchange session); then the shell goes.
-        let _ = process.send(&[], true).await;
+        let _ = process.send_last(&[]).await;
         process.terminate().await;
         if let Err(e) = shell.close().await {
             tracing::debug!(error = %e, "deleting a warm session's shell failed");

@@ -274,7 +274,7 @@ async fn kill_a_warm_process(lab: &Lab) {
     let args = ps_templates::serve_arguments();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut p = shell
-        .start(ps_templates::POWERSHELL, &args, true)
+        .start(ps_templates::POWERSHELL, &args, winrm::Stdin::Read)
         .await
         .unwrap();
     let mut data = ps_templates::BatchData {
@@ -298,7 +298,7 @@ async fn kill_a_warm_process(lab: &Lab) {
     let mut line = ps_templates::secret_line(Some(LAB_PASSWORD)).unwrap();
     line.extend(serde_json::to_vec(&request).unwrap());
     line.push(b'\n');
-    p.send(&line, false).await.unwrap();
+    p.send(&line).await.unwrap();
     let mut stdout = Vec::new();
     while !String::from_utf8_lossy(&stdout).contains("MAILBOXD-DONE 1") {
         stdout.extend(p.receive().await.unwrap().stdout);

@@ -274,12 +274,15 @@ async fn one_process_takes_stdin_in_several_sends_on_a_long_lived_shell() {
     let c = client(&t.lab.endpoint(), Auth::Ntlm, common::LAB_PASSWORD, None);
     let shell = c.open_shell(&ShellOptions::default()).await.expect("shell");
     for round in 0..3 {
-        let mut p = shell.start("more", &[], true).await.expect("start");
-        p.send(format!("request {round}a\n").as_bytes(), false)
+        let mut p = shell
+            .start("more", &[], winrm::Stdin::Read)
+            .await
+            .expect("start");
+        p.send(format!("request {round}a\n").as_bytes())
             .await
             .expect("first send");
-        p.send(b"request b\n", false).await.expect("second send");
-        p.send(b"end\n", true).await.expect("last send");
+        p.send(b"request b\n").await.expect("second send");
+        p.send_last(b"end\n").await.expect("last send");
         let out = p.wait().await.expect("output");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
@@ -302,7 +305,10 @@ async fn a_cancelled_caller_does_not_leak_its_shell() {
             .await
             .expect("shell");
         // Waits on stdin that never closes: only the timeout ends this.
-        let mut p = shell.start("more", &[], true).await.expect("start");
+        let mut p = shell
+            .start("more", &[], winrm::Stdin::Read)
+            .await
+            .expect("start");
         p.wait().await
     })
     .await;

@@ -443,7 +443,7 @@ impl Shell {
         &self,
         command: &str,
         arguments: &[&str],
-        reads_stdin: bool,
+        stdin: Stdin,
     ) -> Result<Process, WinrmError> {
         let mut body = format!(
             "<rsp:CommandLine><rsp:Command>{}</rsp:Command>",
@@ -456,7 +456,10 @@ impl Shell {
         let options = [
             (
                 "WINRS_CONSOLEMODE_STDIN",
-                if reads_stdin { "FALSE" } else { "TRUE" },
+                match stdin {
+                    Stdin::Read => "FALSE",
+                    Stdin::Unused => "TRUE",
+                },
             ),
             ("WINRS_SKIP_CMD_SHELL", "FALSE"),
         ];
@@ -485,10 +488,15 @@ impl Shell {
         arguments: &[&str],
         stdin: Option<&[u8]>,
     ) -> Result<CommandOutput, WinrmError> {
-        let mut p = self.start(command, arguments, stdin.is_some()).await?;
+        let use_stdin = if stdin.is_some() {
+            Stdin::Read
+        } else {
+            Stdin::Unused
+        };
+        let mut p = self.start(command, arguments, use_stdin).await?;
         let result = async {
             if let Some(data) = stdin {
-                p.send(data, true).await?;
+                p.send_last(data).await?;
             }
             p.wait().await
         }
@@ -496,6 +504,14 @@ impl Shell {
         p.terminate().await;
         result
     }
+}
+
+/// Whether a started process reads its stdin (WinRS's `WINRS_CONSOLEMODE_STDIN`: a pipe it
+/// reads, or the console's input, which nobody writes to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    Read,
+    Unused,
 }
 
 /// A command running in a shell (which must stay open while it runs).
@@ -516,9 +532,18 @@ impl Process {
         self.done
     }
 
-    /// Writes to the process's stdin, in as many Send envelopes as MaxEnvelopeSize needs;
-    /// `end` closes stdin after the data.
-    pub async fn send(&mut self, data: &[u8], end: bool) -> Result<(), WinrmError> {
+    /// Writes to the process's stdin, which stays open for more, in as many Send envelopes as
+    /// MaxEnvelopeSize needs.
+    pub async fn send(&mut self, data: &[u8]) -> Result<(), WinrmError> {
+        self.write_stdin(data, false).await
+    }
+
+    /// Writes the last of the process's stdin and closes it (its end of file).
+    pub async fn send_last(&mut self, data: &[u8]) -> Result<(), WinrmError> {
+        self.write_stdin(data, true).await
+    }
+
+    async fn write_stdin(&mut self, data: &[u8], end: bool) -> Result<(), WinrmError> {
         let c = &self.client;
         // What fits in one envelope after base64 growth, less room for the header.
         let room = (c.inner.cfg.max_envelope_size as usize)

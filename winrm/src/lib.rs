@@ -20,8 +20,8 @@ mod transport;
 pub use xml;
 
 pub use client::{
-    Auth, ClientConfig, CommandOutput, Process, ReceiveChunk, Shell, ShellOptions, WinrmClient,
-    parse_receive,
+    Auth, ClientConfig, CommandOutput, Process, ReceiveChunk, Shell, ShellOptions, Stdin,
+    WinrmClient, parse_receive,
 };
 pub use error::{KdcRefusal, WinrmError, WsmanFault};
 
