@@ -133,6 +133,16 @@ fn insufficient_rights(message: &str) -> bool {
         || message.contains("INSUF_ACCESS_RIGHTS")
 }
 
+/// What the same rights error on every account of a snap-in batch means: the Management
+/// Tools without a server have no RBAC, so their writes run with the WinRM account's own AD
+/// rights, which only "Recipient Management EMT" (or Domain Admins) grants.
+pub(crate) const EMT_RIGHTS_MISSING: &str = "every account of the batch was refused with insufficient access rights: in exchange.mode = \"snapin\" the Exchange Management Tools have no RBAC (learn.microsoft.com, manage-hybrid-exchange-recipients-with-management-tools), so the WinRM account (winrm.username) writes with its own AD rights. Add it to the group \"Recipient Management EMT\" (created once by a Domain Admin running Add-PermissionForEMT.ps1 from $env:ExchangeInstallPath\\Scripts, the snap-in loaded) and let it log on anew; `mailboxd check` says whether it is a member";
+
+/// Whether an account's error is the DC refusing a write for lack of rights.
+pub(crate) fn refused_for_rights(reason: Option<&str>, message: &str) -> bool {
+    reason == Some("ADOperationException") && insufficient_rights(message)
+}
+
 /// What an operator does about an account's error, where mailboxd knows; appended to the
 /// job's error and so to its alert.
 pub fn advice(reason: Option<&str>, message: &str) -> Option<&'static str> {

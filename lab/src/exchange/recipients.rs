@@ -43,6 +43,47 @@ impl Run {
         )
     }
 
+    /// Whether the snap-in's writes are refused: without RBAC they run with the WinRM
+    /// account's own AD rights, which a member of neither "Recipient Management EMT" nor
+    /// Domain Admins lacks on user objects.
+    fn emt_denied(&self) -> bool {
+        self.snapin && self.policy.emt_missing
+    }
+
+    /// The DC's refusal of such a write, as Exchange reports it: the text of
+    /// `faults::insufficient_rights_message` (its sources there). No transcript of the
+    /// Management Tools refusing an account outside "Recipient Management EMT" was found; the
+    /// refusal is the DC's (problem 4003, INSUFF_ACCESS_RIGHTS), so this is its form.
+    fn rights_error(task: &str, account: &AccountData) -> ResultLine {
+        let dc = account
+            .domain_controller
+            .as_deref()
+            .unwrap_or("dc1.corp.example");
+        error(
+            "ADOperationException",
+            "NotSpecified",
+            task,
+            "0",
+            crate::faults::insufficient_rights_message(dc),
+        )
+    }
+
+    /// A write (Set-RemoteMailbox, Enable-RemoteMailbox -Archive) the snap-in refuses without
+    /// EMT membership, recorded as failed.
+    fn write_refused(
+        &self,
+        cmdlet: &str,
+        task: &str,
+        params: &Map<String, Value>,
+        account: &AccountData,
+    ) -> Result<(), Box<ResultLine>> {
+        if !self.emt_denied() {
+            return Ok(());
+        }
+        self.record(cmdlet, params.clone(), Some("ADOperationException"));
+        Err(Box::new(Self::rights_error(task, account)))
+    }
+
     /// enable-remote-mailbox.ps1, step by step: the mailbox, then (a second call, in the
     /// Archive parameter set) the archive when one is asked for and not there yet.
     pub(super) fn enable(&self, account: &AccountData) -> ResultLine {
@@ -99,6 +140,7 @@ impl Run {
             let mut p = common.clone();
             p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
             self.bind("Set-RemoteMailbox", &p)?;
+            self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
             self.record("Set-RemoteMailbox", p, None);
             self.state.lock().accounts[existing.index].set_hidden(false);
             r.status = ResultStatus::Unhidden;
@@ -115,6 +157,12 @@ impl Run {
         let mut params = common.clone();
         params.insert("Archive".into(), json!(true));
         self.bind("Enable-RemoteMailbox", &params)?;
+        self.write_refused(
+            "Enable-RemoteMailbox",
+            "EnableRemoteMailbox",
+            &params,
+            account,
+        )?;
         let found = self.find_remote(account);
         let error = found
             .is_none()
@@ -192,6 +240,9 @@ impl Run {
                     "The proxy address \"SMTP:{primary}\" is already being used by the proxy addresses or LegacyExchangeDN of \"{holder}\". Please choose another proxy address."
                 ),
             )));
+        }
+        if self.emt_denied() {
+            return Err(Box::new(Self::rights_error(TASK, account)));
         }
         st.accounts[index].make_remote(&rra, &alias, &primary);
         Ok(())
@@ -284,7 +335,10 @@ impl Run {
         }
         let mut p = common;
         p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
-        if let Err(e) = self.bind("Set-RemoteMailbox", &p) {
+        if let Err(e) = self
+            .bind("Set-RemoteMailbox", &p)
+            .and_then(|()| self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account))
+        {
             return *e;
         }
         self.record("Set-RemoteMailbox", p, None);
