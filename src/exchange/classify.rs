@@ -150,6 +150,9 @@ pub fn advice(reason: Option<&str>, message: &str) -> Option<&'static str> {
         "ADOperationException" if insufficient_rights(message) => Some(
             "the account is most likely protected (adminCount=1: a member, now or once, of a protected group such as Domain Admins, whose ACL AdminSDHolder resets every hour with inheritance off); enable inheritance on that account (and clear adminCount if it is no longer protected) or grant the Exchange servers the rights on that account, then retry the job",
         ),
+        "ResourceMailbox" => Some(
+            "a joiner is a person's, but the account's remote mailbox is a room or equipment mailbox; mailboxd does not convert a resource. Fix it by hand: if the account really is the person's, run Set-RemoteMailbox <account> -Type Regular on premises (and Set-Mailbox -Type Regular in Exchange Online), then retry the job; otherwise correct the account the IAM system sends",
+        ),
         "ParameterBindingArgumentTransformationException" => Some(
             "Exchange cannot convert a value of the event to the parameter's type (named above); correct the value in the IAM system and send the event again",
         ),
@@ -170,7 +173,8 @@ pub fn classify(reason: Option<&str>, message: &str) -> ErrorClass {
         | "ParameterBindingValidationException"
         | "ArgumentException"
         | "DataValidationException"
-        | "ParameterBindingArgumentTransformationException" => ErrorClass::Permanent,
+        | "ParameterBindingArgumentTransformationException"
+        | "ResourceMailbox" => ErrorClass::Permanent,
         "ADOperationException" if insufficient_rights(message) => ErrorClass::Permanent,
         "CommandNotFoundException" | "UnauthorizedAccessException" | "PSSecurityException" => {
             ErrorClass::Systemic

@@ -390,6 +390,7 @@ fn job_outcome(status: ResultStatus) -> Option<JobEffect> {
     match status {
         ResultStatus::Enabled => Some(JobEffect::Enabled),
         ResultStatus::Unhidden => Some(JobEffect::Unhidden),
+        ResultStatus::Converted => Some(JobEffect::Converted),
         ResultStatus::Hidden => Some(JobEffect::Hidden),
         ResultStatus::Already => Some(JobEffect::Already),
         ResultStatus::NotRemote => Some(JobEffect::NotRemote),

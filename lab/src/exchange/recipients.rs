@@ -6,6 +6,22 @@
 use serde_json::{Map, Value, json};
 
 use super::*;
+use crate::directory::RemoteType;
+
+/// What enable-remote-mailbox.ps1 returns for a room or equipment mailbox: mailboxd's own
+/// refusal (no cmdlet failed), for a person's joiner that names a resource.
+fn resource_mailbox(kind: RemoteType) -> ResultLine {
+    ResultLine {
+        status: ResultStatus::Error,
+        category: Some("InvalidType".into()),
+        reason: Some("ResourceMailbox".into()),
+        message: Some(format!(
+            "the account is a {}, not a person's mailbox",
+            kind.type_name()
+        )),
+        ..ResultLine::default()
+    }
+}
 
 /// What Get-RemoteMailbox shows of a remote mailbox.
 struct Existing {
@@ -14,6 +30,8 @@ struct Existing {
     hidden: bool,
     /// ArchiveGuid is set (msExchArchiveGUID).
     archive: bool,
+    /// RecipientTypeDetails: a user, shared, room or equipment remote mailbox.
+    remote_type: RemoteType,
 }
 
 impl Run {
@@ -136,6 +154,16 @@ impl Run {
         };
         let mut r = status(ResultStatus::Already);
         r.remote_routing_address = existing.remote_routing_address.clone();
+        match existing.remote_type {
+            RemoteType::Room | RemoteType::Equipment => {
+                return Err(Box::new(resource_mailbox(existing.remote_type)));
+            }
+            RemoteType::Shared => {
+                self.set_remote_type(account, common, existing.index)?;
+                r.status = ResultStatus::Converted;
+            }
+            RemoteType::Regular => {}
+        }
         if existing.hidden {
             let mut p = common.clone();
             p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
@@ -143,9 +171,31 @@ impl Run {
             self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
             self.record("Set-RemoteMailbox", p, None);
             self.state.lock().accounts[existing.index].set_hidden(false);
-            r.status = ResultStatus::Unhidden;
+            if r.status == ResultStatus::Already {
+                r.status = ResultStatus::Unhidden;
+            }
         }
         Ok((r, Some(existing)))
+    }
+
+    /// `Set-RemoteMailbox -Type Regular`: a converted (shared) remote mailbox is a user's again.
+    fn set_remote_type(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+        index: usize,
+    ) -> Result<(), Box<ResultLine>> {
+        let mut p = common.clone();
+        p.insert("Type".into(), json!("Regular"));
+        self.bind("Set-RemoteMailbox", &p)?;
+        self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
+        let kind = p
+            .get("Type")
+            .and_then(Value::as_str)
+            .and_then(RemoteType::parse);
+        self.record("Set-RemoteMailbox", p, None);
+        self.state.lock().accounts[index].set_remote_type(kind.unwrap_or_default());
+        Ok(())
     }
 
     /// `Enable-RemoteMailbox -Identity … -Archive`: provisions the cloud archive.
@@ -274,6 +324,7 @@ impl Run {
                     remote_routing_address: a.remote_routing_address.clone(),
                     hidden: a.hidden,
                     archive: a.msExchArchiveGUID.is_some(),
+                    remote_type: a.remote_type(),
                 }
             })
     }
