@@ -383,6 +383,33 @@ mod tests {
     }
 
     #[test]
+    fn a_joiner_on_a_converted_shared_mailbox_runs_and_counts_once_it_is_a_user_mailbox() {
+        let mut a = acct(RecipientType::RemoteMailbox, false, false, true);
+        a.recipient_type_details = Some(34_359_738_368);
+        let p = plan(
+            EventKind::Joiner,
+            "j",
+            &state(Some(a.clone())),
+            Wanted::default(),
+            false,
+        );
+        assert_eq!(shape(&p), Shape::Run, "shared is not already done");
+        let still_shared = state(Some(a.clone()));
+        assert!(
+            verified(
+                EventKind::Joiner,
+                JobEffect::Converted,
+                &still_shared,
+                false
+            )
+            .is_err()
+        );
+        a.recipient_type_details = Some(REMOTE_USER_MAILBOX);
+        let user = state(Some(a));
+        assert!(verified(EventKind::Joiner, JobEffect::Converted, &user, false).is_ok());
+    }
+
+    #[test]
     fn success_counts_only_when_the_directory_shows_it() {
         let hidden = state(Some(acct(RecipientType::RemoteMailbox, true, true, true)));
         let visible = state(Some(acct(RecipientType::RemoteMailbox, false, false, true)));

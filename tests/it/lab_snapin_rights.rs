@@ -88,6 +88,22 @@ async fn through_the_daemon_the_circuit_opens_once_and_no_job_uses_an_attempt() 
     env.settings.winrm.allow_unencrypted = false;
     env.settings.exchange.mode = ExchangeMode::Snapin;
     env.settings.exchange.batch_linger = Duration::from_secs(2);
+    // `mailboxd check` reads a recipient, which any account may: it says what it cannot see.
+    let probe = mailboxd::check::run(&env.settings)
+        .await
+        .into_iter()
+        .find(|p| p.name == "Exchange session")
+        .expect("an Exchange probe");
+    assert!(
+        probe.detail.contains("RBAC does not apply"),
+        "{}",
+        probe.detail
+    );
+    assert!(
+        probe.detail.contains("Recipient Management EMT"),
+        "{}",
+        probe.detail
+    );
     let (a, b) = (env.joiner("emt4"), env.joiner("emt5"));
     let publisher = env.publisher().await;
     publisher.publish(&a).await.expect("published");
