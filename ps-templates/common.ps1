@@ -72,7 +72,10 @@ function Open-MailboxdExchange {
         }
         default { throw ('unknown Exchange session mode: ' + [string]$Session.mode) }
     }
-    if ($Session.view_entire_forest) {
+    # Remote mode only: the RecipientManagement snap-in has no Set-ADServerSettings (its
+    # documented cmdlet list). There every cmdlet carries -DomainController (the DC the
+    # account was found on), which reads and writes that DC's domain.
+    if ($Session.view_entire_forest -and [string]$Session.mode -eq 'remote') {
         try {
             Set-ADServerSettings -ViewEntireForest $true -ErrorAction Stop
         } catch {

@@ -1,7 +1,9 @@
 # mailboxd template: enable-remote-mailbox (joiner). Follows common.ps1.
 # Exchange has no "already enabled" no-op: Enable-RemoteMailbox on a remote mailbox fails with
 # RecipientTaskException, so that error is checked with Get-RemoteMailbox. A remote mailbox
-# hidden from the address lists is a rehire: the joiner makes it visible again.
+# hidden from the address lists is a rehire: the joiner makes it visible again. A joiner is a
+# person's: a leaver's mailbox converted to shared becomes a user mailbox again (-Type
+# Regular); a room or equipment mailbox is not a person's, and is left for a human.
 # -Archive is a parameter set of its own, without -RemoteRoutingAddress: the archive is a
 # second call once the mailbox exists, made only when it has no archive yet.
 Invoke-MailboxdBatch -Session $Data.session -Accounts $Data.accounts -Action {
@@ -20,9 +22,22 @@ Invoke-MailboxdBatch -Session $Data.session -Accounts $Data.accounts -Action {
         try { $existing = Get-RemoteMailbox @common } catch { $existing = $null }
         if ($null -eq $existing) { throw $enableError }
         $result = @{ status = 'already'; remote_routing_address = [string]$existing.RemoteRoutingAddress }
+        $kind = [string]$existing.RecipientTypeDetails
+        if ($kind -in @('RemoteRoomMailbox', 'RemoteEquipmentMailbox')) {
+            return @{
+                status   = 'error'
+                category = 'InvalidType'
+                reason   = 'ResourceMailbox'
+                message  = ('the account is a {0}, not a person''s mailbox' -f $kind)
+            }
+        }
+        if ($kind -eq 'RemoteSharedMailbox') {
+            Set-RemoteMailbox @common -Type Regular
+            $result.status = 'converted'
+        }
         if ($existing.HiddenFromAddressListsEnabled) {
             Set-RemoteMailbox @common -HiddenFromAddressListsEnabled $false
-            $result.status = 'unhidden'
+            if ($result.status -eq 'already') { $result.status = 'unhidden' }
         }
     }
     if ($account.archive -eq $true) {

@@ -267,13 +267,23 @@ async fn exchange_session(s: &Settings) -> Verdict {
         Ok(_) => (
             Status::Ok,
             format!(
-                "session opened in {} mode and read a recipient (the second hop works: {})",
+                "session opened in {} mode and read a recipient (the second hop works: {}){}",
                 format!("{:?}", s.exchange.mode).to_lowercase(),
-                s.second_hop_remedy()
+                s.second_hop_remedy(),
+                snapin_rights(s)
             ),
         ),
         // The Exchange client's errors already say what a host set-up problem means.
         Err(e) => fail(e),
+    }
+}
+
+/// In snap-in mode a read proves nothing about writes: the Management Tools have no RBAC.
+fn snapin_rights(s: &Settings) -> &'static str {
+    if s.exchange.mode == crate::config::ExchangeMode::Snapin {
+        "; RBAC does not apply in snapin mode: writes need winrm.username in \"Recipient Management EMT\" (Add-PermissionForEMT.ps1) or Domain Admins"
+    } else {
+        ""
     }
 }
 

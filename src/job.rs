@@ -111,6 +111,9 @@ text_enum! {
         Enabled = "enabled",
         /// A hidden remote mailbox (a rehire) was made visible again.
         Unhidden = "unhidden",
+        /// A rehire whose remote mailbox had been converted to shared: made a user mailbox
+        /// again (`Set-RemoteMailbox -Type Regular`) and visible.
+        Converted = "converted",
         /// The remote mailbox was hidden from the address lists.
         Hidden = "hidden",
         /// It was true already: nothing to do.

@@ -185,6 +185,13 @@ impl LabConfig {
         self
     }
 
+    /// The WinRM account is not in "Recipient Management EMT" (nor Domain Admins): in
+    /// `snapin` mode every write fails with insufficient access rights.
+    pub fn with_emt_missing(mut self, missing: bool) -> LabConfig {
+        self.host_policy.emt_missing = missing;
+        self
+    }
+
     /// WDAC/AppLocker puts PowerShell in Constrained Language Mode.
     pub fn with_constrained_language(mut self, constrained: bool) -> LabConfig {
         self.host_policy.constrained_language = constrained;

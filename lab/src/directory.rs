@@ -20,6 +20,86 @@ pub enum Recipient {
     Onprem,
 }
 
+/// The kind of a remote mailbox, as `Enable-RemoteMailbox -Room|-Equipment|-Shared` or
+/// `Set-RemoteMailbox -Type Regular|Room|Equipment|Shared` stamps it
+/// (https://learn.microsoft.com/powershell/module/exchange/set-remotemailbox). A leaver's mailbox converted to shared is
+/// the common case: a rehire finds it so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteType {
+    #[default]
+    Regular,
+    Shared,
+    Room,
+    Equipment,
+}
+
+impl RemoteType {
+    /// `-Type`'s value as Exchange binds it (ConvertibleRemoteMailboxSubType).
+    pub fn parse(value: &str) -> Option<RemoteType> {
+        [
+            RemoteType::Regular,
+            RemoteType::Shared,
+            RemoteType::Room,
+            RemoteType::Equipment,
+        ]
+        .into_iter()
+        .find(|t| format!("{t:?}").eq_ignore_ascii_case(value))
+    }
+
+    /// Get-RemoteMailbox's RecipientTypeDetails.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            RemoteType::Regular => "RemoteUserMailbox",
+            RemoteType::Shared => "RemoteSharedMailbox",
+            RemoteType::Room => "RemoteRoomMailbox",
+            RemoteType::Equipment => "RemoteEquipmentMailbox",
+        }
+    }
+
+    /// msExchRecipientTypeDetails: RemoteUserMailbox 2147483648, RemoteRoomMailbox
+    /// 8589934592, RemoteEquipmentMailbox 17179869184, RemoteSharedMailbox 34359738368
+    /// (the RecipientTypeDetails enum, learn.microsoft.com ff344739(v=exchg.150); the
+    /// PowerShell Gallery's S.DS.P 2.1.2 transform for msExchRecipientTypeDetails).
+    pub fn type_details(self) -> i64 {
+        match self {
+            RemoteType::Regular => RECIPIENT_TYPE_REMOTE_USER_MAILBOX,
+            RemoteType::Room => 8_589_934_592,
+            RemoteType::Equipment => 17_179_869_184,
+            RemoteType::Shared => 34_359_738_368,
+        }
+    }
+
+    /// msExchRemoteRecipientType's kind bits: RoomMailbox 0x20, EquipmentMailbox 0x40,
+    /// SharedMailbox both (RemoteRecipientType, learn.microsoft.com ff443320(v=exchg.150);
+    /// the PowerShell Gallery's S.DS.P 2.1.6 transform for msExchRemoteRecipientType).
+    fn kind_bits(self) -> i64 {
+        match self {
+            RemoteType::Regular => 0,
+            RemoteType::Room => 0x20,
+            RemoteType::Equipment => 0x40,
+            RemoteType::Shared => 0x60,
+        }
+    }
+
+    /// msExchRecipientDisplayType: Room -2147481850, Equipment -2147481594, else
+    /// SyncedMailboxUser (the PowerShell Gallery's S.DS.P transform for it).
+    fn display_type(self) -> i64 {
+        match self {
+            RemoteType::Room => -2_147_481_850,
+            RemoteType::Equipment => -2_147_481_594,
+            RemoteType::Regular | RemoteType::Shared => DISPLAY_TYPE_SYNCED_MAILBOX_USER,
+        }
+    }
+
+    fn from_type_details(v: Option<i64>) -> RemoteType {
+        [RemoteType::Shared, RemoteType::Room, RemoteType::Equipment]
+            .into_iter()
+            .find(|t| Some(t.type_details()) == v)
+            .unwrap_or_default()
+    }
+}
+
 /// One line of `--accounts-file` (JSON lines).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +125,10 @@ pub struct AccountSeed {
     pub given_name: Option<String>,
     #[serde(default)]
     pub surname: Option<String>,
+    /// A remote mailbox's kind (`recipient: "remote"` only): "shared" for a leaver's
+    /// converted mailbox.
+    #[serde(default)]
+    pub remote_type: RemoteType,
 }
 
 /// An account as `GET /lab/mailboxes` shows it, with the AD attributes Exchange wrote.
@@ -96,6 +180,7 @@ impl AccountSeed {
             archive: false,
             given_name: None,
             surname: None,
+            remote_type: RemoteType::Regular,
         }
     }
 
@@ -134,8 +219,16 @@ impl AccountSeed {
         }
     }
 
-    /// The mailbox hidden from the address lists.
+    /// The remote mailbox converted (`Set-RemoteMailbox -Type …`), e.g. a leaver's to shared.
     #[must_use]
+    pub fn converted(self, remote_type: RemoteType) -> AccountSeed {
+        AccountSeed {
+            remote_type,
+            ..self
+        }
+    }
+
+    /// The mailbox hidden from the address lists.
     pub fn hidden(self) -> AccountSeed {
         AccountSeed {
             hidden: true,
@@ -188,6 +281,7 @@ impl LabAccount {
                 if seed.archive {
                     a.enable_archive();
                 }
+                a.set_remote_type(seed.remote_type);
             }
             Recipient::Onprem => {
                 a.recipient = Recipient::Onprem;
@@ -230,6 +324,20 @@ impl LabAccount {
         self.msExchArchiveGUID = Some(Uuid::new_v4());
         self.msExchArchiveName = Some(format!("In-Place Archive - {}", self.sam_account_name));
         self.msExchRemoteRecipientType = Some(3);
+    }
+
+    /// What `Set-RemoteMailbox -Type` writes: the three msExch type attributes, the
+    /// archive and migration bits of msExchRemoteRecipientType kept.
+    pub fn set_remote_type(&mut self, t: RemoteType) {
+        let flags = self.msExchRemoteRecipientType.unwrap_or(1) & !0x60;
+        self.msExchRemoteRecipientType = Some(flags | t.kind_bits());
+        self.msExchRecipientTypeDetails = Some(t.type_details());
+        self.msExchRecipientDisplayType = Some(t.display_type());
+    }
+
+    /// The remote mailbox's kind, read off msExchRecipientTypeDetails.
+    pub fn remote_type(&self) -> RemoteType {
+        RemoteType::from_type_details(self.msExchRecipientTypeDetails)
     }
 
     pub fn set_hidden(&mut self, hidden: bool) {

@@ -262,6 +262,7 @@ impl Process {
             domain_accounts: self.domain_accounts.clone(),
             secret: self.secret.clone(),
             unavailable: None,
+            snapin: false,
             lines: stray.iter().cloned().collect(),
             stderr: stray.unwrap_or_default(),
         }
@@ -419,6 +420,8 @@ struct Run {
     secret: Option<SecretString>,
     /// Set when the session opened but the recipient cmdlets cannot work in this process.
     unavailable: Option<Unavailable>,
+    /// The cmdlets run in the RecipientManagement snap-in (`exchange.mode = "snapin"`).
+    snapin: bool,
     lines: Vec<String>,
     /// What the run prints on stderr (a `stray_output` fault).
     stderr: String,
@@ -470,6 +473,7 @@ impl Run {
     async fn accounts(&mut self, template: Template, payload: &Payload) {
         // Once Exchange dropped the session, every later cmdlet of this process fails too.
         let remote = payload.data.session.mode == ExchangeMode::Remote;
+        self.snapin = payload.data.session.mode == ExchangeMode::Snapin;
         let mut dropped = false;
         for account in &payload.data.accounts {
             if !self.latency.cmdlet.is_zero() {
@@ -608,20 +612,80 @@ mod tests {
         assert_eq!(recognise(&tampered), None);
     }
 
-    #[test]
-    fn the_old_one_call_archive_is_refused_as_powershell_refuses_it() {
-        let run = Run {
+    fn test_run(snapin: bool, policy: HostPolicy) -> Run {
+        Run {
             state: SharedState::default(),
             latency: Latency::default(),
             user: "svc".into(),
             logon: Logon::local("svc"),
-            policy: HostPolicy::default(),
+            policy,
             domain_accounts: vec![("svc".into(), SecretString::from("pw"))],
             secret: None,
             unavailable: None,
+            snapin,
             lines: Vec::new(),
             stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_snapin_has_no_set_adserversettings() {
+        // What common.ps1 did before in snapin mode with view_entire_forest.
+        let run = test_run(true, HostPolicy::default());
+        let mut p = Map::new();
+        p.insert("ViewEntireForest".into(), json!(true));
+        let refused = run
+            .cmdlet("Set-ADServerSettings", "SetADServerSettings", p, "")
+            .unwrap_err();
+        assert_eq!(refused.reason.as_deref(), Some("CommandNotFoundException"));
+        assert!(
+            refused
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("The term 'Set-ADServerSettings' is not recognized"))
+        );
+        // In remote mode the session's own cmdlet works.
+        let remote = test_run(false, HostPolicy::default());
+        let mut p = Map::new();
+        p.insert("ViewEntireForest".into(), json!(true));
+        assert!(
+            remote
+                .cmdlet("Set-ADServerSettings", "SetADServerSettings", p, "")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn without_emt_membership_the_snapins_writes_are_refused() {
+        let policy = HostPolicy {
+            emt_missing: true,
+            ..HostPolicy::default()
         };
+        let run = test_run(true, policy);
+        run.state
+            .lock()
+            .accounts
+            .push(LabAccount::from_seed(crate::directory::AccountSeed::user(
+                "jdoe",
+            )));
+        let account: AccountData = serde_json::from_value(json!({
+            "job_id": uuid::Uuid::new_v4(), "identity": "jdoe", "sam_account_name": "jdoe",
+            "domain_controller": "dc1.corp.example",
+            "remote_routing_address": "jdoe@tenant.mail.onmicrosoft.com"}))
+        .unwrap();
+        let r = run.enable(&account);
+        assert_eq!(r.reason.as_deref(), Some("ADOperationException"));
+        assert_eq!(
+            r.message.as_deref(),
+            Some(crate::faults::insufficient_rights_message("dc1.corp.example").as_str())
+        );
+        let st = run.state.lock();
+        assert_eq!(st.accounts[0].recipient, Recipient::None, "nothing written");
+    }
+
+    #[test]
+    fn the_old_one_call_archive_is_refused_as_powershell_refuses_it() {
+        let run = test_run(false, HostPolicy::default());
         // What enable-remote-mailbox.ps1 sent before: the mailbox and -Archive in one call.
         let old: Map<String, Value> = [
             ("Identity", json!("jdoe")),

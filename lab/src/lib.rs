@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use config::{LOOPBACK_ANY_PORT, LabConfig};
-pub use directory::{AccountSeed, LabAccount, Recipient};
+pub use directory::{AccountSeed, LabAccount, Recipient, RemoteType};
 pub use exchange::{HostPolicy, Invocation, LabState, Latency, SharedState, Stats};
 pub use faults::{FaultRequest, Throttle};
 pub use listener::serve;

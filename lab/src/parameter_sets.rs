@@ -95,6 +95,7 @@ pub const SET_REMOTE_MAILBOX: Cmdlet = Cmdlet {
         mandatory: &["Identity"],
         optional: &[
             "HiddenFromAddressListsEnabled",
+            "Type",
             "DomainController",
             "RemoteRoutingAddress",
             "PrimarySmtpAddress",

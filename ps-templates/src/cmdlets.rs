@@ -11,18 +11,19 @@ use crate::{AccountData, ExchangeMode, ResultStatus, SessionData, Template};
 const IMPORT_CMDLETS: u32 = 2;
 
 /// The most cmdlets any one account of any template may run (an enable with its archive).
-pub const MAX_CMDLETS_PER_ACCOUNT: u32 = 4;
+pub const MAX_CMDLETS_PER_ACCOUNT: u32 = 5;
 
 impl Template {
     /// The most cmdlets one account of this template may run.
     ///
     /// - enable-remote-mailbox: `Enable-RemoteMailbox`; on RecipientTaskException
-    ///   `Get-RemoteMailbox`, then `Set-RemoteMailbox` for a hidden one (a rehire); plus
+    ///   `Get-RemoteMailbox`, then `Set-RemoteMailbox -Type Regular` for a converted shared
+    ///   one and `Set-RemoteMailbox` for a hidden one (a rehire); plus
     ///   `Enable-RemoteMailbox -Archive` when an archive is asked for.
     /// - hide-remote-mailbox: `Get-RemoteMailbox`, then `Set-RemoteMailbox`.
     pub fn max_cmdlets(self, account: &AccountData) -> u32 {
         match self {
-            Template::EnableRemoteMailbox => 3 + u32::from(account.archive),
+            Template::EnableRemoteMailbox => 4 + u32::from(account.archive),
             Template::HideRemoteMailbox => 2,
         }
     }
@@ -38,6 +39,8 @@ impl Template {
             (Template::EnableRemoteMailbox, Enabled) => Some(1 + archive),
             (Template::EnableRemoteMailbox, Already) => Some(2 + archive),
             (Template::EnableRemoteMailbox, Unhidden) => Some(3 + archive),
+            // Converted, and unhidden only if it was hidden: counted as if it was.
+            (Template::EnableRemoteMailbox, Converted) => Some(4 + archive),
             (Template::HideRemoteMailbox, Already | NotRemote) => Some(1),
             (Template::HideRemoteMailbox, Hidden) => Some(2),
             _ => None,

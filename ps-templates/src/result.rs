@@ -13,6 +13,9 @@ pub enum ResultStatus {
     Enabled,
     /// It was a hidden remote mailbox (a rehire): made visible again.
     Unhidden,
+    /// It was a remote mailbox converted to shared (a leaver's, a rehire now): made a user
+    /// mailbox again (`Set-RemoteMailbox -Type Regular`) and visible.
+    Converted,
     /// `Set-RemoteMailbox` hid the remote mailbox from the address lists.
     Hidden,
     /// It was so already: nothing changed.

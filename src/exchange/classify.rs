@@ -133,12 +133,25 @@ fn insufficient_rights(message: &str) -> bool {
         || message.contains("INSUF_ACCESS_RIGHTS")
 }
 
+/// What the same rights error on every account of a snap-in batch means: the Management
+/// Tools without a server have no RBAC, so their writes run with the WinRM account's own AD
+/// rights, which only "Recipient Management EMT" (or Domain Admins) grants.
+pub(crate) const EMT_RIGHTS_MISSING: &str = "every account of the batch was refused with insufficient access rights: in exchange.mode = \"snapin\" the Exchange Management Tools have no RBAC (learn.microsoft.com, manage-hybrid-exchange-recipients-with-management-tools), so the WinRM account (winrm.username) writes with its own AD rights. Add it to the group \"Recipient Management EMT\" (created once by a Domain Admin running Add-PermissionForEMT.ps1 from $env:ExchangeInstallPath\\Scripts, the snap-in loaded) and let it log on anew; `mailboxd check` says whether it is a member";
+
+/// Whether an account's error is the DC refusing a write for lack of rights.
+pub(crate) fn refused_for_rights(reason: Option<&str>, message: &str) -> bool {
+    reason == Some("ADOperationException") && insufficient_rights(message)
+}
+
 /// What an operator does about an account's error, where mailboxd knows; appended to the
 /// job's error and so to its alert.
 pub fn advice(reason: Option<&str>, message: &str) -> Option<&'static str> {
     match reason.unwrap_or("") {
         "ADOperationException" if insufficient_rights(message) => Some(
             "the account is most likely protected (adminCount=1: a member, now or once, of a protected group such as Domain Admins, whose ACL AdminSDHolder resets every hour with inheritance off); enable inheritance on that account (and clear adminCount if it is no longer protected) or grant the Exchange servers the rights on that account, then retry the job",
+        ),
+        "ResourceMailbox" => Some(
+            "a joiner is a person's, but the account's remote mailbox is a room or equipment mailbox; mailboxd does not convert a resource. Fix it by hand: if the account really is the person's, run Set-RemoteMailbox <account> -Type Regular on premises (and Set-Mailbox -Type Regular in Exchange Online), then retry the job; otherwise correct the account the IAM system sends",
         ),
         "ParameterBindingArgumentTransformationException" => Some(
             "Exchange cannot convert a value of the event to the parameter's type (named above); correct the value in the IAM system and send the event again",
@@ -160,7 +173,8 @@ pub fn classify(reason: Option<&str>, message: &str) -> ErrorClass {
         | "ParameterBindingValidationException"
         | "ArgumentException"
         | "DataValidationException"
-        | "ParameterBindingArgumentTransformationException" => ErrorClass::Permanent,
+        | "ParameterBindingArgumentTransformationException"
+        | "ResourceMailbox" => ErrorClass::Permanent,
         "ADOperationException" if insufficient_rights(message) => ErrorClass::Permanent,
         "CommandNotFoundException" | "UnauthorizedAccessException" | "PSSecurityException" => {
             ErrorClass::Systemic

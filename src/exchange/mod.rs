@@ -290,6 +290,15 @@ impl Exchange {
             let message = self.redact(r.message.as_deref().unwrap_or("CommandNotFoundException"));
             return Err(ExchangeError::CmdletsMissing { message });
         }
+        if self.session.mode == ps_templates::ExchangeMode::Snapin && emt_missing(&last) {
+            // Not N protected accounts: the snap-in's account lacks the rights for them all.
+            let first = last.values().find_map(|r| r.message.as_deref());
+            let message = self.redact(first.unwrap_or("INSUFF_ACCESS_RIGHTS"));
+            return Err(ExchangeError::Session {
+                class: ErrorClass::Systemic,
+                message: format!("{} — {message}", classify::EMT_RIGHTS_MISSING),
+            });
+        }
         if let Some(r) = last.values().find(|r| second_hop_directory(r)) {
             // The snap-in reached the DC anonymously: every account fails the same way until
             // the host's logon can authenticate onwards.
@@ -381,11 +390,25 @@ fn job_outcome(status: ResultStatus) -> Option<JobEffect> {
     match status {
         ResultStatus::Enabled => Some(JobEffect::Enabled),
         ResultStatus::Unhidden => Some(JobEffect::Unhidden),
+        ResultStatus::Converted => Some(JobEffect::Converted),
         ResultStatus::Hidden => Some(JobEffect::Hidden),
         ResultStatus::Already => Some(JobEffect::Already),
         ResultStatus::NotRemote => Some(JobEffect::NotRemote),
         ResultStatus::Error => None,
     }
+}
+
+/// Whether every account of a batch of two or more failed with the DC's insufficient access
+/// rights (one account alone may be a protected one, AdminSDHolder's doing).
+fn emt_missing(last: &HashMap<&str, &ResultLine>) -> bool {
+    last.len() >= 2
+        && last.values().all(|r| {
+            r.status.is_error()
+                && classify::refused_for_rights(
+                    r.reason.as_deref(),
+                    r.message.as_deref().unwrap_or(""),
+                )
+        })
 }
 
 /// Whether an account's cmdlet failed because the process reached the DC without a bind of

@@ -6,6 +6,10 @@ use crate::directory::{Account, AccountState, RecipientType};
 use crate::event::EventKind;
 use crate::job::{ErrorClass, JobEffect};
 
+/// msExchRecipientTypeDetails of a remote user mailbox (RemoteUserMailbox, 0x80000000); a
+/// remote shared, room or equipment mailbox has its own value.
+const REMOTE_USER_MAILBOX: i64 = 2_147_483_648;
+
 /// What the directory check decided for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Plan {
@@ -98,6 +102,10 @@ fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -
         )),
         // Hidden: a rehire. The template makes it visible again.
         _ if a.hidden => Plan::Run,
+        // A shared, room or equipment remote mailbox (a leaver's converted to shared, most
+        // often): not a person's mailbox yet. The template converts a shared one back with
+        // -Type Regular and refuses a resource, with what to do.
+        _ if a.recipient_type_details != Some(REMOTE_USER_MAILBOX) => Plan::Run,
         // The mailbox is there, its archive not: the template's second call adds it.
         _ if wanted.archive && a.archive_guid.is_none() => Plan::Run,
         _ => Plan::Done(JobEffect::Already),
@@ -145,6 +153,10 @@ pub(super) fn verified(
         ));
     }
     let ok = match (kind, status) {
+        // Converted: a user mailbox now, not the shared one it was.
+        (EventKind::Joiner, JobEffect::Converted) => {
+            mailbox && a.recipient_type_details == Some(REMOTE_USER_MAILBOX)
+        }
         (EventKind::Joiner, _) => mailbox,
         (EventKind::Leaver, JobEffect::NotRemote) => a.recipient != RecipientType::RemoteMailbox,
         (EventKind::Leaver, _) => a.hidden,
@@ -368,6 +380,33 @@ mod tests {
         );
         assert_eq!(shape(&p), Shape::Done(JobEffect::Already));
         assert!(verified(EventKind::Joiner, JobEffect::Enabled, &state(Some(a)), true).is_ok());
+    }
+
+    #[test]
+    fn a_joiner_on_a_converted_shared_mailbox_runs_and_counts_once_it_is_a_user_mailbox() {
+        let mut a = acct(RecipientType::RemoteMailbox, false, false, true);
+        a.recipient_type_details = Some(34_359_738_368);
+        let p = plan(
+            EventKind::Joiner,
+            "j",
+            &state(Some(a.clone())),
+            Wanted::default(),
+            false,
+        );
+        assert_eq!(shape(&p), Shape::Run, "shared is not already done");
+        let still_shared = state(Some(a.clone()));
+        assert!(
+            verified(
+                EventKind::Joiner,
+                JobEffect::Converted,
+                &still_shared,
+                false
+            )
+            .is_err()
+        );
+        a.recipient_type_details = Some(REMOTE_USER_MAILBOX);
+        let user = state(Some(a));
+        assert!(verified(EventKind::Joiner, JobEffect::Converted, &user, false).is_ok());
     }
 
     #[test]

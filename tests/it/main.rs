@@ -36,6 +36,8 @@ mod lab_exchange;
 mod lab_faults;
 mod lab_host_policy;
 mod lab_ldap;
+mod lab_rehire;
+mod lab_snapin_rights;
 mod lab_windows_errors;
 mod outcomes;
 mod peer_clients;

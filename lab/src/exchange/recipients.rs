@@ -6,6 +6,22 @@
 use serde_json::{Map, Value, json};
 
 use super::*;
+use crate::directory::RemoteType;
+
+/// What enable-remote-mailbox.ps1 returns for a room or equipment mailbox: mailboxd's own
+/// refusal (no cmdlet failed), for a person's joiner that names a resource.
+fn resource_mailbox(kind: RemoteType) -> ResultLine {
+    ResultLine {
+        status: ResultStatus::Error,
+        category: Some("InvalidType".into()),
+        reason: Some("ResourceMailbox".into()),
+        message: Some(format!(
+            "the account is a {}, not a person's mailbox",
+            kind.type_name()
+        )),
+        ..ResultLine::default()
+    }
+}
 
 /// What Get-RemoteMailbox shows of a remote mailbox.
 struct Existing {
@@ -14,6 +30,8 @@ struct Existing {
     hidden: bool,
     /// ArchiveGuid is set (msExchArchiveGUID).
     archive: bool,
+    /// RecipientTypeDetails: a user, shared, room or equipment remote mailbox.
+    remote_type: RemoteType,
 }
 
 impl Run {
@@ -41,6 +59,47 @@ impl Run {
                 account.identity
             ),
         )
+    }
+
+    /// Whether the snap-in's writes are refused: without RBAC they run with the WinRM
+    /// account's own AD rights, which a member of neither "Recipient Management EMT" nor
+    /// Domain Admins lacks on user objects.
+    fn emt_denied(&self) -> bool {
+        self.snapin && self.policy.emt_missing
+    }
+
+    /// The DC's refusal of such a write, as Exchange reports it: the text of
+    /// `faults::insufficient_rights_message` (its sources there). No transcript of the
+    /// Management Tools refusing an account outside "Recipient Management EMT" was found; the
+    /// refusal is the DC's (problem 4003, INSUFF_ACCESS_RIGHTS), so this is its form.
+    fn rights_error(task: &str, account: &AccountData) -> ResultLine {
+        let dc = account
+            .domain_controller
+            .as_deref()
+            .unwrap_or("dc1.corp.example");
+        error(
+            "ADOperationException",
+            "NotSpecified",
+            task,
+            "0",
+            crate::faults::insufficient_rights_message(dc),
+        )
+    }
+
+    /// A write (Set-RemoteMailbox, Enable-RemoteMailbox -Archive) the snap-in refuses without
+    /// EMT membership, recorded as failed.
+    fn write_refused(
+        &self,
+        cmdlet: &str,
+        task: &str,
+        params: &Map<String, Value>,
+        account: &AccountData,
+    ) -> Result<(), Box<ResultLine>> {
+        if !self.emt_denied() {
+            return Ok(());
+        }
+        self.record(cmdlet, params.clone(), Some("ADOperationException"));
+        Err(Box::new(Self::rights_error(task, account)))
     }
 
     /// enable-remote-mailbox.ps1, step by step: the mailbox, then (a second call, in the
@@ -95,15 +154,48 @@ impl Run {
         };
         let mut r = status(ResultStatus::Already);
         r.remote_routing_address = existing.remote_routing_address.clone();
+        match existing.remote_type {
+            RemoteType::Room | RemoteType::Equipment => {
+                return Err(Box::new(resource_mailbox(existing.remote_type)));
+            }
+            RemoteType::Shared => {
+                self.set_remote_type(account, common, existing.index)?;
+                r.status = ResultStatus::Converted;
+            }
+            RemoteType::Regular => {}
+        }
         if existing.hidden {
             let mut p = common.clone();
             p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
             self.bind("Set-RemoteMailbox", &p)?;
+            self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
             self.record("Set-RemoteMailbox", p, None);
             self.state.lock().accounts[existing.index].set_hidden(false);
-            r.status = ResultStatus::Unhidden;
+            if r.status == ResultStatus::Already {
+                r.status = ResultStatus::Unhidden;
+            }
         }
         Ok((r, Some(existing)))
+    }
+
+    /// `Set-RemoteMailbox -Type Regular`: a converted (shared) remote mailbox is a user's again.
+    fn set_remote_type(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+        index: usize,
+    ) -> Result<(), Box<ResultLine>> {
+        let mut p = common.clone();
+        p.insert("Type".into(), json!("Regular"));
+        self.bind("Set-RemoteMailbox", &p)?;
+        self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
+        let kind = p
+            .get("Type")
+            .and_then(Value::as_str)
+            .and_then(RemoteType::parse);
+        self.record("Set-RemoteMailbox", p, None);
+        self.state.lock().accounts[index].set_remote_type(kind.unwrap_or_default());
+        Ok(())
     }
 
     /// `Enable-RemoteMailbox -Identity … -Archive`: provisions the cloud archive.
@@ -115,6 +207,12 @@ impl Run {
         let mut params = common.clone();
         params.insert("Archive".into(), json!(true));
         self.bind("Enable-RemoteMailbox", &params)?;
+        self.write_refused(
+            "Enable-RemoteMailbox",
+            "EnableRemoteMailbox",
+            &params,
+            account,
+        )?;
         let found = self.find_remote(account);
         let error = found
             .is_none()
@@ -193,6 +291,9 @@ impl Run {
                 ),
             )));
         }
+        if self.emt_denied() {
+            return Err(Box::new(Self::rights_error(TASK, account)));
+        }
         st.accounts[index].make_remote(&rra, &alias, &primary);
         Ok(())
     }
@@ -223,6 +324,7 @@ impl Run {
                     remote_routing_address: a.remote_routing_address.clone(),
                     hidden: a.hidden,
                     archive: a.msExchArchiveGUID.is_some(),
+                    remote_type: a.remote_type(),
                 }
             })
     }
@@ -284,7 +386,10 @@ impl Run {
         }
         let mut p = common;
         p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
-        if let Err(e) = self.bind("Set-RemoteMailbox", &p) {
+        if let Err(e) = self
+            .bind("Set-RemoteMailbox", &p)
+            .and_then(|()| self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account))
+        {
             return *e;
         }
         self.record("Set-RemoteMailbox", p, None);

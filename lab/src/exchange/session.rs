@@ -27,6 +27,11 @@ pub struct HostPolicy {
     /// How long Exchange keeps a session nobody removed (New-PSSessionOption -IdleTimeout,
     /// as the server grants it).
     pub session_idle_timeout: Duration,
+    /// The WinRM account is in neither "Recipient Management EMT" (the group
+    /// `Add-PermissionForEMT.ps1` creates) nor Domain Admins. The Management Tools without a
+    /// server have no RBAC: in `snapin` mode their writes run with the account's own AD
+    /// rights, so every write is refused (reads still work).
+    pub emt_missing: bool,
 }
 
 /// The IdleTimeout common.ps1 asks for (New-PSSessionOption -IdleTimeout, milliseconds).
@@ -38,6 +43,7 @@ impl Default for HostPolicy {
             all_signed: false,
             constrained_language: false,
             session_idle_timeout: Duration::from_millis(TEMPLATE_IDLE_TIMEOUT_MS),
+            emt_missing: false,
         }
     }
 }
@@ -244,7 +250,10 @@ impl Run {
 
     /// Set-ADServerSettings when asked for, and an empty batch's one-recipient read.
     fn after_open(&self, payload: &Payload) -> Result<(), Box<ResultLine>> {
-        if payload.data.session.view_entire_forest {
+        // common.ps1 calls it in remote mode only (the snap-in has no such cmdlet).
+        if payload.data.session.view_entire_forest
+            && payload.data.session.mode == ExchangeMode::Remote
+        {
             let mut p = Map::new();
             p.insert("ViewEntireForest".into(), json!(true));
             self.cmdlet("Set-ADServerSettings", "SetADServerSettings", p, "")?;
@@ -263,13 +272,20 @@ impl Run {
     }
 
     /// A cmdlet of the session's set-up, recorded; it fails when the cmdlets cannot work.
-    fn cmdlet(
+    pub(super) fn cmdlet(
         &self,
         cmdlet: &str,
         task: &str,
         parameters: Map<String, Value>,
         dc: &str,
     ) -> Result<(), Box<ResultLine>> {
+        if self.snapin && cmdlet == "Set-ADServerSettings" {
+            // The RecipientManagement snap-in's documented cmdlet list has no
+            // Set-ADServerSettings: PowerShell does not know the name.
+            let failure = unavailable_error(Unavailable::CmdletsMissing, cmdlet, task, dc);
+            self.record(cmdlet, parameters, failure.reason.as_deref());
+            return Err(Box::new(failure));
+        }
         // Set-ADServerSettings only changes the session's settings: no directory access.
         let why = self
             .unavailable
@@ -285,6 +301,7 @@ impl Run {
     }
 
     async fn snapin(&mut self) {
+        self.snapin = true;
         self.pause_for_session().await;
         let mut p = Map::new();
         p.insert(

@@ -1,0 +1,78 @@
+//! Rehires of converted mailboxes: a leaver's remote mailbox is often converted to shared
+//! (`Set-RemoteMailbox -Type Shared`). The lab stamps the documented type values and shows
+//! Get-RemoteMailbox's RecipientTypeDetails; a joiner for such an account is not "unhidden":
+//! it converts it back with `-Type Regular` and says so, and refuses a room or equipment
+//! mailbox with what to do.
+
+use crate::common;
+
+use common::{TestEnv, remote};
+use lab::RemoteType;
+use mailboxd::job::{JobEffect, JobState};
+
+/// msExchRecipientTypeDetails of RemoteUserMailbox and RemoteSharedMailbox (the lab's
+/// directory cites the sources).
+const REMOTE_USER: i64 = 2_147_483_648;
+const REMOTE_SHARED: i64 = 34_359_738_368;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rehire_of_a_mailbox_converted_to_shared_is_converted_back_and_shown() {
+    let env = TestEnv::new(vec![
+        remote("shared.back").converted(RemoteType::Shared).hidden(),
+    ])
+    .await;
+    // Given the leaver's mailbox as the conversion left it.
+    let before = env.mailbox("shared.back");
+    assert_eq!(before.msExchRecipientTypeDetails, Some(REMOTE_SHARED));
+    assert_eq!(before.msExchRemoteRecipientType, Some(97));
+    // When the person is hired again.
+    let app = env.start_daemon().await;
+    let ev = env.joiner("shared.back");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    // Then the outcome says it was converted, and AD shows a visible user mailbox.
+    assert_eq!(job.outcome, Some(JobEffect::Converted));
+    let after = env.mailbox("shared.back");
+    assert_eq!(after.msExchRecipientTypeDetails, Some(REMOTE_USER));
+    assert_eq!(after.msExchRemoteRecipientType, Some(1));
+    assert_eq!(after.msExchHideFromAddressLists, Some(false));
+    let sets = env.lab.invocations_of("Set-RemoteMailbox");
+    assert_eq!(sets[0].text("Type"), Some("Regular"), "{sets:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_visible_shared_mailbox_is_converted_too_not_reported_already() {
+    let env = TestEnv::new(vec![remote("shared.vis").converted(RemoteType::Shared)]).await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("shared.vis");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.outcome, Some(JobEffect::Converted));
+    assert_eq!(
+        env.mailbox("shared.vis").msExchRecipientTypeDetails,
+        Some(REMOTE_USER)
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_joiner_on_a_room_mailbox_fails_once_with_what_to_do() {
+    let env = TestEnv::new(vec![remote("room.1").converted(RemoteType::Room)]).await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("room.1");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_terminal(&ev.id).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert_eq!(job.attempt, 1, "permanent: no retry: {job:?}");
+    let error = job.last_error.unwrap_or_default();
+    assert!(error.contains("RemoteRoomMailbox"), "{error}");
+    assert!(error.contains("-Type Regular"), "{error}");
+    // Nothing was changed on the resource.
+    assert!(env.lab.invocations_of("Set-RemoteMailbox").is_empty());
+    assert_eq!(
+        env.mailbox("room.1").msExchRecipientTypeDetails,
+        Some(8_589_934_592)
+    );
+    app.stop().await;
+}
