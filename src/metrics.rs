@@ -75,7 +75,7 @@ pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
 /// Sets the gauges read from the store at scrape time: jobs per state, the alert and
 /// outcome outboxes, poison messages. Apart from [`render`] so `bench scrape` times it.
 pub(crate) async fn queue_gauges(store: &crate::store::Store) {
-    if let Ok(counts) = store.count_by_state().await {
+    if let Ok(counts) = store.job_counts().await {
         for state in crate::job::JobState::ALL {
             let n = counts
                 .iter()

@@ -166,6 +166,32 @@ impl Store {
         .await?)
     }
 
+    /// Job counts by state (every state present, zero where none), from the counts the
+    /// jobs table's triggers keep (migration 0018): a few rows however long the history.
+    /// Folds the appended changes into one row per state first, so they stay few.
+    pub async fn job_counts(&self) -> Result<Vec<(JobState, i64)>, StoreError> {
+        sqlx::query(
+            "WITH moved AS (DELETE FROM job_state_counts RETURNING state, n)
+             INSERT INTO job_state_counts (state, n)
+             SELECT state, sum(n) FROM moved GROUP BY state HAVING sum(n) <> 0",
+        )
+        .execute(&self.pool)
+        .await?;
+        let rows: Vec<(JobState, i64)> =
+            sqlx::query_as("SELECT state, sum(n)::bigint FROM job_state_counts GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(JobState::ALL
+            .into_iter()
+            .map(|s| {
+                (
+                    s,
+                    rows.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n),
+                )
+            })
+            .collect())
+    }
+
     /// How old the waiting work is, and what waits in the alert outbox.
     pub(crate) async fn queue_ages(&self) -> Result<QueueAges, StoreError> {
         Ok(sqlx::query_as(

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::output::{ms, percentile, Output};
+use super::output::{Output, ms, percentile};
 use crate::config::Settings;
 use crate::store::{Bucket, Store};
 
