@@ -38,8 +38,22 @@ async fn given_jobs(store: &Store, n: usize) {
     store.insert_events(&events, 3).await.unwrap();
 }
 
-async fn sql(store: &Store, statement: &'static str) {
-    sqlx::query(statement).execute(store.pool()).await.unwrap();
+async fn sql(store: &Store, statements: &[&'static str]) {
+    for statement in statements {
+        sqlx::query(*statement).execute(store.pool()).await.unwrap();
+    }
+}
+
+/// Succeeded and failed jobs per hour of their finish: from the kept counts, or counted.
+async fn per_hour(store: &Store, kept: bool) -> Vec<(String, chrono::DateTime<Utc>, i64)> {
+    let q = if kept {
+        "SELECT state, hour, sum(n)::bigint FROM job_state_counts WHERE hour IS NOT NULL
+          GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2"
+    } else {
+        "SELECT state, date_trunc('hour', finished_at, 'UTC'), count(*) FROM jobs
+          WHERE state IN ('succeeded', 'failed') GROUP BY 1, 2 ORDER BY 1, 2"
+    };
+    sqlx::query_as(q).fetch_all(store.pool()).await.unwrap()
 }
 
 #[tokio::test]
@@ -50,32 +64,28 @@ async fn the_counts_equal_a_direct_count_through_every_kind_of_change() {
         .claim("r1", 10, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(
-        db.store.job_counts().await.unwrap(),
-        db.store.count_by_state().await.unwrap()
-    );
+    let direct = db.store.count_by_state().await.unwrap();
+    assert_eq!(db.store.job_counts().await.unwrap(), direct);
 
-    // When jobs finish, fail, retry, are deleted, and more arrive, with folds between.
+    // When jobs finish, fail, retry, are deleted, and more arrive, with a fold between.
     sql(
         &db.store,
-        "UPDATE jobs SET state = 'succeeded' WHERE state = 'running'",
-    )
-    .await;
-    sql(
-        &db.store,
-        "UPDATE jobs SET state = 'failed' WHERE event_id IN ('e10', 'e11')",
+        &[
+            "UPDATE jobs SET state = 'succeeded', finished_at = now() WHERE state = 'running'",
+            "UPDATE jobs SET state = 'failed', finished_at = now() - interval '2 days'
+          WHERE event_id IN ('e10', 'e11')",
+            "UPDATE jobs SET finished_at = now() - interval '3 hours' WHERE event_id = 'e1'",
+        ],
     )
     .await;
     db.store.job_counts().await.unwrap();
     sql(
         &db.store,
-        "UPDATE jobs SET state = 'retrying' WHERE event_id = 'e12'",
-    )
-    .await;
-    sql(&db.store, "UPDATE jobs SET updated_at = now()").await;
-    sql(
-        &db.store,
-        "DELETE FROM jobs WHERE event_id IN ('e0', 'e13')",
+        &[
+            "UPDATE jobs SET state = 'retrying' WHERE event_id = 'e12'",
+            "UPDATE jobs SET updated_at = now()",
+            "DELETE FROM jobs WHERE event_id IN ('e0', 'e13')",
+        ],
     )
     .await;
     given_jobs(&db.store, 45).await;
@@ -83,16 +93,13 @@ async fn the_counts_equal_a_direct_count_through_every_kind_of_change() {
     // Then the counts are a direct count's, fold after fold.
     let direct = db.store.count_by_state().await.unwrap();
     assert_eq!(db.store.job_counts().await.unwrap(), direct);
-    assert_eq!(db.store.job_counts().await.unwrap(), direct);
-    sql(&db.store, "TRUNCATE jobs CASCADE").await;
-    assert!(
-        db.store
-            .job_counts()
-            .await
-            .unwrap()
-            .iter()
-            .all(|(_, n)| *n == 0)
+    assert_eq!(
+        per_hour(&db.store, true).await,
+        per_hour(&db.store, false).await
     );
+    sql(&db.store, &["TRUNCATE jobs CASCADE"]).await;
+    let after = db.store.job_counts().await.unwrap();
+    assert!(after.iter().all(|(_, n)| *n == 0), "{after:?}");
 }
 
 #[tokio::test]

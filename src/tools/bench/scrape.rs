@@ -40,9 +40,9 @@ pub(crate) async fn run(
         if size <= filled {
             continue;
         }
-        fill(&store, filled, size).await?;
+        store.bench_fill_history(filled as i64, size as i64).await?;
         filled = size;
-        sqlx::query("ANALYZE").execute(store.pool()).await?;
+        store.bench_analyze().await?;
         let (metrics_p50_ms, metrics_p95_ms) = time(scrapes, || metrics(&store)).await?;
         let (overview_p50_ms, overview_p95_ms) = time(scrapes, || overview(&store)).await?;
         rows.push(ScrapeRow {
@@ -96,59 +96,5 @@ async fn overview(store: &Store) -> anyhow::Result<()> {
     store.throughput(Bucket::Hour).await?;
     store.throughput(Bucket::Day).await?;
     store.time_to_done().await?;
-    Ok(())
-}
-
-/// Jobs `from..to` (distinct accounts), finished ones spread over the last 29 days with an
-/// outcome row each (sent). Per 1,000: 4 % failed, 10 % superseded, 0.5 % cancelled,
-/// 0.5 % queued, 0.2 % retrying, 0.3 % waiting for the sync, the rest succeeded.
-async fn fill(store: &Store, from: usize, to: usize) -> anyhow::Result<()> {
-    const STATE: &str = "CASE WHEN g % 1000 < 40 THEN 'failed'
-                              WHEN g % 1000 < 140 THEN 'superseded'
-                              WHEN g % 1000 < 145 THEN 'cancelled'
-                              WHEN g % 1000 < 150 THEN 'queued'
-                              WHEN g % 1000 < 152 THEN 'retrying'
-                              WHEN g % 1000 < 155 THEN 'waiting_for_sync'
-                              ELSE 'succeeded' END";
-    let step = 100_000;
-    let mut lo = from;
-    while lo < to {
-        let hi = (lo + step).min(to);
-        let sql = format!(
-            "INSERT INTO jobs (id, event_id, kind, account, payload, state, max_attempts,
-                               attempt, occurred_at, created_at, updated_at, finished_at,
-                               last_error, last_error_class)
-             SELECT gen_random_uuid(), 'bench-' || g, 'joiner', 'bench' || g,
-                    jsonb_build_object('account', 'bench' || g), s, 3, 1, t, t, t + d,
-                    CASE WHEN s IN ('succeeded', 'failed', 'superseded', 'cancelled')
-                         THEN t + d END,
-                    CASE WHEN s = 'failed' THEN 'mailbox not found' END,
-                    CASE WHEN s = 'failed' THEN 'permanent' END
-               FROM generate_series($1::bigint, $2::bigint - 1) AS g,
-                    LATERAL (SELECT {STATE} AS s,
-                                    now() - (g % (29 * 86400)) * interval '1 second' AS t,
-                                    (g % 120) * interval '1 second' AS d) x"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(lo as i64)
-            .bind(hi as i64)
-            .execute(store.pool())
-            .await?;
-        sqlx::query(
-            "INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, body,
-                                   created_at, sent_at, delivered)
-             SELECT gen_random_uuid(), j.id, j.account, j.event_id, j.state,
-                    'joiner.' || j.state, '{}'::jsonb, j.finished_at, j.finished_at, 'exchange'
-               FROM jobs j
-              WHERE j.event_id = ANY(SELECT 'bench-' || g
-                                       FROM generate_series($1::bigint, $2::bigint - 1) g)
-                AND j.finished_at IS NOT NULL",
-        )
-        .bind(lo as i64)
-        .bind(hi as i64)
-        .execute(store.pool())
-        .await?;
-        lo = hi;
-    }
     Ok(())
 }
