@@ -1,6 +1,8 @@
 //! Prometheus metrics (`/metrics` on the admin listener). Counters and histograms are
 //! recorded where things happen; queue depths are read from PostgreSQL at scrape time, so
-//! every replica reports the same truth about the shared queue.
+//! every replica reports the same truth about the shared queue. Jobs per state come from the
+//! counts the jobs table's triggers keep (migration 0018), never from counting the table: a
+//! scrape costs the same with a month of history (issue 35, `bench scrape`).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
