@@ -1,6 +1,8 @@
 //! Prometheus metrics (`/metrics` on the admin listener). Counters and histograms are
 //! recorded where things happen; queue depths are read from PostgreSQL at scrape time, so
-//! every replica reports the same truth about the shared queue.
+//! every replica reports the same truth about the shared queue. Jobs per state come from the
+//! counts the jobs table's triggers keep (migration 0018), never from counting the table: a
+//! scrape costs the same with a month of history (issue 35, `bench scrape`).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -72,6 +74,31 @@ pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Sets the gauges read from the store at scrape time: jobs per state, the alert and
+/// outcome outboxes, poison messages. Apart from [`render`] so `bench scrape` times it.
+pub(crate) async fn queue_gauges(store: &crate::store::Store) {
+    if let Ok(counts) = store.job_counts().await {
+        for state in crate::job::JobState::ALL {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!("mailboxd_jobs", "state" => state.as_str()).set(n as f64);
+        }
+    }
+    if let Ok((pending, failing)) = store.alert_outbox_depth().await {
+        metrics::gauge!("mailboxd_alert_outbox", "status" => "pending").set(pending as f64);
+        metrics::gauge!("mailboxd_alert_outbox", "status" => "failing").set(failing as f64);
+    }
+    if let Ok(c) = store.outcome_counts().await {
+        metrics::gauge!("mailboxd_outcome_outbox", "status" => "pending").set(c.unsent as f64);
+        metrics::gauge!("mailboxd_outcome_outbox", "status" => "failing").set(c.failing as f64);
+    }
+    if let Ok(n) = store.count_poison().await {
+        metrics::gauge!("mailboxd_poison_messages").set(n as f64);
+    }
+}
+
 /// The scrape: recorded metrics plus the queue's state read now.
 pub(crate) async fn render(
     store: &crate::store::Store,
@@ -99,26 +126,7 @@ pub(crate) async fn render(
             metrics::gauge!("mailboxd_exchange_cmdlets_in_window").set(n as f64);
         }
     }
-    if let Ok(counts) = store.count_by_state().await {
-        for state in crate::job::JobState::ALL {
-            let n = counts
-                .iter()
-                .find(|(s, _)| *s == state)
-                .map_or(0, |(_, n)| *n);
-            metrics::gauge!("mailboxd_jobs", "state" => state.as_str()).set(n as f64);
-        }
-    }
-    if let Ok((pending, failing)) = store.alert_outbox_depth().await {
-        metrics::gauge!("mailboxd_alert_outbox", "status" => "pending").set(pending as f64);
-        metrics::gauge!("mailboxd_alert_outbox", "status" => "failing").set(failing as f64);
-    }
-    if let Ok(c) = store.outcome_counts().await {
-        metrics::gauge!("mailboxd_outcome_outbox", "status" => "pending").set(c.unsent as f64);
-        metrics::gauge!("mailboxd_outcome_outbox", "status" => "failing").set(c.failing as f64);
-    }
-    if let Ok(n) = store.count_poison().await {
-        metrics::gauge!("mailboxd_poison_messages").set(n as f64);
-    }
+    queue_gauges(store).await;
     metrics::gauge!("mailboxd_circuit_open").set(f64::from(u8::from(circuit_open)));
     metrics::gauge!("mailboxd_broker_connected").set(f64::from(u8::from(broker_connected)));
     handle().map(PrometheusHandle::render).unwrap_or_default()

@@ -86,4 +86,67 @@ impl Store {
         }
         Ok(n)
     }
+
+    /// `bench scrape`'s history, set-based: jobs `from..to` (distinct accounts), spread
+    /// evenly over the last 29 days at any size, finished ones with an outcome row each
+    /// (sent). Per 1,000: 4 % failed, 10 % superseded, 0.5 % cancelled, the rest succeeded;
+    /// among the first 10,000 also 0.5 % queued, 0.2 % retrying, 0.3 % waiting for the sync
+    /// (the work at hand, the same at every size).
+    pub(crate) async fn bench_fill_history(&self, from: i64, to: i64) -> Result<(), StoreError> {
+        const STATE: &str = "CASE WHEN g % 1000 < 40 THEN 'failed'
+                                  WHEN g % 1000 < 140 THEN 'superseded'
+                                  WHEN g % 1000 < 145 THEN 'cancelled'
+                                  WHEN g >= 10000 THEN 'succeeded'
+                                  WHEN g % 1000 < 150 THEN 'queued'
+                                  WHEN g % 1000 < 152 THEN 'retrying'
+                                  WHEN g % 1000 < 155 THEN 'waiting_for_sync'
+                                  ELSE 'succeeded' END";
+        let step = 100_000;
+        let mut lo = from;
+        while lo < to {
+            let hi = (lo + step).min(to);
+            let sql = format!(
+                "INSERT INTO jobs (id, event_id, kind, account, payload, state, max_attempts,
+                                   attempt, occurred_at, created_at, updated_at, finished_at,
+                                   last_error, last_error_class)
+                 SELECT gen_random_uuid(), 'bench-' || g, 'joiner', 'bench' || g,
+                        jsonb_build_object('account', 'bench' || g), s, 3, 1, t, t, t + d,
+                        CASE WHEN s IN ('succeeded', 'failed', 'superseded', 'cancelled')
+                             THEN t + d END,
+                        CASE WHEN s = 'failed' THEN 'mailbox not found' END,
+                        CASE WHEN s = 'failed' THEN 'permanent' END
+                   FROM generate_series($1::bigint, $2::bigint - 1) AS g,
+                        LATERAL (SELECT {STATE} AS s,
+                                        now() - (g * 7919 % (29 * 86400)) * interval '1 second' AS t,
+                                        (g % 120) * interval '1 second' AS d) x"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(lo)
+                .bind(hi)
+                .execute(&self.pool)
+                .await?;
+            sqlx::query(
+                "INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, body,
+                                       created_at, sent_at, delivered)
+                 SELECT gen_random_uuid(), j.id, j.account, j.event_id, j.state,
+                        'joiner.' || j.state, '{}'::jsonb, j.finished_at, j.finished_at, 'exchange'
+                   FROM jobs j
+                  WHERE j.event_id = ANY(SELECT 'bench-' || g
+                                           FROM generate_series($1::bigint, $2::bigint - 1) g)
+                    AND j.finished_at IS NOT NULL",
+            )
+            .bind(lo)
+            .bind(hi)
+            .execute(&self.pool)
+            .await?;
+            lo = hi;
+        }
+        Ok(())
+    }
+
+    /// Fresh planner statistics after a fill, as autovacuum would gather them.
+    pub(crate) async fn bench_analyze(&self) -> Result<(), StoreError> {
+        sqlx::query("ANALYZE").execute(&self.pool).await?;
+        Ok(())
+    }
 }

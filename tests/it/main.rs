@@ -45,6 +45,7 @@ mod pipeline;
 mod reconcile;
 mod replicas;
 mod resilience;
+mod scrape_counts;
 mod second_hop;
 mod security;
 mod session_limit;

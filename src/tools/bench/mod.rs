@@ -15,6 +15,7 @@ mod process;
 mod queue;
 mod reconcile;
 mod replicas;
+mod scrape;
 mod support;
 mod winrm;
 
@@ -137,6 +138,14 @@ pub enum Which {
         #[arg(long)]
         no_drain: bool,
     },
+    /// What `/metrics` and the dashboard overview read, timed (p50/p95 of --scrapes runs)
+    /// with 10k, 100k and 1M jobs of history in the table (filled set-based).
+    Scrape {
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 20)]
+        scrapes: usize,
+    },
     /// Single-event latency: one joiner at a time, N times, against a lab with zero latency;
     /// event published → job succeeded, p50/p95/p99.
     Latency {
@@ -172,6 +181,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
         } => reconcile::run(settings, accounts, use_config, &out).await,
         Which::Ingest { events } => ingest::run(settings, events, &out).await,
         Which::Memory { jobs, no_drain } => memory::run(settings, jobs, !no_drain, &out).await,
+        Which::Scrape { jobs, scrapes } => scrape::run(settings, jobs, scrapes, &out).await,
         Which::Latency { events } => latency::run(settings, events, &out).await,
         Which::Winrm {
             shells,
