@@ -244,7 +244,7 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let counts = s.store.count_by_state().await.unwrap_or_default();
+    let counts = s.store.job_counts().await.unwrap_or_default();
     let circuit = s.circuit.status();
     let broker = *s.broker_connected.borrow();
     let mut body = String::new();

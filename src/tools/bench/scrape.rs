@@ -18,8 +18,7 @@ struct ScrapeRow {
     metrics_p95_ms: f64,
     overview_p50_ms: f64,
     overview_p95_ms: f64,
-    /// The overview without its counts per state (src/dashboard.rs still counts them
-    /// with `count_by_state`): the health section's reads.
+    /// The overview without its counts per state: the health section's reads.
     health_p50_ms: f64,
     health_p95_ms: f64,
 }
@@ -106,7 +105,7 @@ async fn metrics(store: &Store) -> anyhow::Result<()> {
 
 /// The store reads of the dashboard overview: the counts per state and the health section.
 async fn overview(store: &Store) -> anyhow::Result<()> {
-    store.count_by_state().await?;
+    store.job_counts().await?;
     health(store).await
 }
 
