@@ -186,7 +186,10 @@ mod tests {
         }
     }
 
-    fn acct(recipient: RecipientType, disabled: bool, hidden: bool, synced: bool) -> Account {
+    /// An enabled, visible account synced to the cloud, with this recipient type; the
+    /// `Seed` methods change one thing each.
+    fn acct(recipient: RecipientType) -> Account {
+        let (disabled, hidden, synced) = (false, false, true);
         Account {
             distinguished_name: "CN=j,CN=Users,DC=corp,DC=example".into(),
             sam_account_name: "j".into(),
@@ -213,6 +216,28 @@ mod tests {
         }
     }
 
+    trait Seed {
+        fn disabled(self) -> Self;
+        fn hidden(self) -> Self;
+        fn not_synced(self) -> Self;
+    }
+
+    impl Seed for Account {
+        fn disabled(mut self) -> Account {
+            self.disabled = true;
+            self.user_account_control = 514;
+            self
+        }
+        fn hidden(mut self) -> Account {
+            self.hidden = true;
+            self
+        }
+        fn not_synced(mut self) -> Account {
+            self.cloud_synced = false;
+            self
+        }
+    }
+
     /// A plan without its text, to compare decisions.
     #[derive(Debug, PartialEq, Eq)]
     enum Shape {
@@ -233,117 +258,84 @@ mod tests {
         }
     }
 
+    /// What `plan` decides for an account AD shows like this (the sync required or not),
+    /// the event asking for the usual remote routing address.
+    fn decide(kind: EventKind, a: Option<Account>, require_sync: bool) -> Shape {
+        let wanted = Wanted {
+            remote_routing_address: Some("j@t.mail.onmicrosoft.com"),
+            archive: false,
+        };
+        shape(&plan(kind, "j", &state(a), wanted, require_sync))
+    }
+
+    /// docs/decisions.md, "What the directory decides before Exchange is asked": a joiner.
     #[test]
-    fn every_directory_decision_of_the_design() {
-        use EventKind::{Joiner, Leaver};
-        use JobEffect::{Already, Gone, NotRemote};
+    fn a_joiner_runs_only_where_the_directory_says_it_should() {
         use RecipientType::*;
-        let rra = Some("j@t.mail.onmicrosoft.com");
-        let transient = Shape::Fail(ErrorClass::Transient);
-        let permanent = || Shape::Fail(ErrorClass::Permanent);
-        let rows: Vec<(EventKind, Option<Account>, bool, Shape)> = vec![
-            (Joiner, Option::None, false, transient),
+        let (fail, done) = (Shape::Fail, Shape::Done);
+        let rows = [
+            (Option::None, false, fail(ErrorClass::Transient)),
+            (Some(acct(None)), false, Shape::Run),
+            (Some(acct(MailUser)), false, Shape::Run),
+            (Some(acct(RemoteMailbox)), false, done(JobEffect::Already)),
+            (Some(acct(RemoteMailbox).hidden()), false, Shape::Run),
             (
-                Joiner,
-                Some(acct(None, false, false, true)),
-                false,
-                Shape::Run,
-            ),
-            (
-                Joiner,
-                Some(acct(MailUser, false, false, true)),
-                false,
-                Shape::Run,
-            ),
-            (
-                Joiner,
-                Some(acct(RemoteMailbox, false, false, true)),
-                false,
-                Shape::Done(Already),
-            ),
-            (
-                Joiner,
-                Some(acct(RemoteMailbox, false, true, true)),
-                false,
-                Shape::Run,
-            ),
-            (
-                Joiner,
-                Some(acct(RemoteMailbox, true, true, true)),
+                Some(acct(RemoteMailbox).disabled().hidden()),
                 false,
                 Shape::Cancel,
             ),
             (
-                Joiner,
-                Some(acct(OnPremMailbox, false, false, true)),
+                Some(acct(OnPremMailbox)),
                 false,
-                permanent(),
+                fail(ErrorClass::Permanent),
             ),
-            (
-                Joiner,
-                Some(acct(Other, false, false, true)),
-                false,
-                permanent(),
-            ),
-            (
-                Joiner,
-                Some(acct(None, false, false, false)),
-                true,
-                Shape::Wait,
-            ),
-            (
-                Joiner,
-                Some(acct(None, false, false, false)),
-                false,
-                Shape::Run,
-            ),
-            (Leaver, Option::None, false, Shape::Done(Gone)),
-            (
-                Leaver,
-                Some(acct(RemoteMailbox, false, false, true)),
-                false,
-                Shape::Cancel,
-            ),
-            (
-                Leaver,
-                Some(acct(None, true, false, true)),
-                false,
-                Shape::Done(NotRemote),
-            ),
-            (
-                Leaver,
-                Some(acct(RemoteMailbox, true, true, true)),
-                false,
-                Shape::Done(Already),
-            ),
-            (
-                Leaver,
-                Some(acct(RemoteMailbox, true, false, true)),
-                false,
-                Shape::Run,
-            ),
+            (Some(acct(Other)), false, fail(ErrorClass::Permanent)),
+            (Some(acct(None).not_synced()), true, Shape::Wait),
+            (Some(acct(None).not_synced()), false, Shape::Run),
         ];
-        for (kind, a, require_sync, want) in rows {
-            let desc = format!("{kind:?} {a:?} sync={require_sync}");
-            let wanted = Wanted {
-                remote_routing_address: rra,
-                archive: false,
-            };
-            let p = plan(kind, "j", &state(a), wanted, require_sync);
-            assert_eq!(shape(&p), want, "{desc}: {p:?}");
+        for (a, require_sync, want) in rows {
+            let desc = format!("{a:?} sync={require_sync}");
+            assert_eq!(decide(EventKind::Joiner, a, require_sync), want, "{desc}");
         }
-        // A remote mailbox routed elsewhere is a conflict for a person, not a no-op.
+    }
+
+    /// docs/decisions.md, "What the directory decides before Exchange is asked": a leaver.
+    #[test]
+    fn a_leaver_runs_only_where_the_directory_says_it_should() {
+        use RecipientType::*;
+        let rows = [
+            (Option::None, Shape::Done(JobEffect::Gone)),
+            (Some(acct(RemoteMailbox)), Shape::Cancel),
+            (
+                Some(acct(None).disabled()),
+                Shape::Done(JobEffect::NotRemote),
+            ),
+            (
+                Some(acct(RemoteMailbox).disabled().hidden()),
+                Shape::Done(JobEffect::Already),
+            ),
+            (Some(acct(RemoteMailbox).disabled()), Shape::Run),
+        ];
+        for (a, want) in rows {
+            let desc = format!("{a:?}");
+            assert_eq!(decide(EventKind::Leaver, a, false), want, "{desc}");
+        }
+    }
+
+    /// A remote mailbox routed elsewhere is a conflict for a person, not a no-op.
+    #[test]
+    fn a_joiner_whose_remote_mailbox_routes_elsewhere_fails_for_a_person() {
         let p = plan(
-            Joiner,
+            EventKind::Joiner,
             "j",
-            &state(Some(acct(RemoteMailbox, false, false, true))),
+            &state(Some(acct(RecipientType::RemoteMailbox))),
             Wanted {
                 remote_routing_address: Some("other@t.mail.onmicrosoft.com"),
                 archive: false,
             },
             false,
         );
-        assert_eq!(shape(&p), permanent());
+        assert_eq!(shape(&p), Shape::Fail(ErrorClass::Permanent));
     }
 
     #[test]
@@ -352,7 +344,7 @@ mod tests {
             remote_routing_address: Some("j@t.mail.onmicrosoft.com"),
             archive: true,
         };
-        let mut a = acct(RecipientType::RemoteMailbox, false, false, true);
+        let mut a = acct(RecipientType::RemoteMailbox);
         let p = plan(
             EventKind::Joiner,
             "j",
@@ -384,7 +376,7 @@ mod tests {
 
     #[test]
     fn a_joiner_on_a_converted_shared_mailbox_runs_and_counts_once_it_is_a_user_mailbox() {
-        let mut a = acct(RecipientType::RemoteMailbox, false, false, true);
+        let mut a = acct(RecipientType::RemoteMailbox);
         a.recipient_type_details = Some(34_359_738_368);
         let p = plan(
             EventKind::Joiner,
@@ -411,9 +403,9 @@ mod tests {
 
     #[test]
     fn success_counts_only_when_the_directory_shows_it() {
-        let hidden = state(Some(acct(RecipientType::RemoteMailbox, true, true, true)));
-        let visible = state(Some(acct(RecipientType::RemoteMailbox, false, false, true)));
-        let plain = state(Some(acct(RecipientType::None, true, false, true)));
+        let hidden = state(Some(acct(RecipientType::RemoteMailbox).disabled().hidden()));
+        let visible = state(Some(acct(RecipientType::RemoteMailbox)));
+        let plain = state(Some(acct(RecipientType::None).disabled()));
         assert!(verified(EventKind::Leaver, JobEffect::Hidden, &hidden, false).is_ok());
         assert!(verified(EventKind::Leaver, JobEffect::Hidden, &visible, false).is_err());
         assert!(verified(EventKind::Leaver, JobEffect::NotRemote, &plain, false).is_ok());
