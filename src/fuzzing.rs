@@ -31,6 +31,7 @@ fn rules() -> &'static IntakeRules {
         IntakeRules {
             iiq_applications: amqp.iiq_applications,
             allowed_routing_domains: vec!["tenant.mail.onmicrosoft.com".into()],
+            midpoint: amqp.midpoint,
         }
     })
 }
@@ -44,6 +45,7 @@ fn decode_as(body: &[u8], content_type: &str) {
             content_type: Some(content_type),
             message_id: Some("fuzz-message-id"),
             routing_key,
+            message_type: None,
         };
         if event::decode(&delivery, rules()).is_err() {
             let _ = delivery.poison_body();

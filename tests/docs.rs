@@ -532,7 +532,11 @@ fn schema_level(err: &EventError) -> bool {
         EventError::Invalid { reason, .. } => {
             !reason.contains("routing key") && !reason.contains("allowed routing domains")
         }
-        EventError::TooLarge(_) | EventError::ContentType(_) | EventError::Xml(_) => false,
+        EventError::TooLarge(_)
+        | EventError::ContentType(_)
+        | EventError::Xml(_)
+        | EventError::Midpoint(_)
+        | EventError::Amqp10(_) => false,
     }
 }
 

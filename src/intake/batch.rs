@@ -81,6 +81,7 @@ pub(super) fn decode_body(
         content_type: props.content_type().as_ref().map(ShortString::as_str),
         message_id: props.message_id().as_ref().map(ShortString::as_str),
         routing_key,
+        message_type: props.kind().as_ref().map(ShortString::as_str),
     };
     let d = decode_caught(&received, rules)?;
     if !d.credentials.is_empty() {
@@ -254,6 +255,7 @@ pub(super) fn poison_row(
         content_type: props.content_type().as_ref().map(ShortString::as_str),
         message_id: None,
         routing_key,
+        message_type: props.kind().as_ref().map(ShortString::as_str),
     };
     NewPoison {
         reason: storable(reason),
