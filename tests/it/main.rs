@@ -37,6 +37,7 @@ mod lab_faults;
 mod lab_host_policy;
 mod lab_ldap;
 mod lab_windows_errors;
+mod midpoint;
 mod outcomes;
 mod peer_clients;
 mod pipeline;
