@@ -184,10 +184,10 @@ async fn insert(
     .await?;
     for (ev, ins) in events.iter().zip(&inserted) {
         tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
-        let format = if ev.source.as_deref() == Some("identityiq") {
-            "identityiq"
-        } else {
-            "json"
+        let format = match ev.source.as_deref() {
+            Some("identityiq") => "identityiq",
+            Some("midpoint") => "midpoint",
+            _ => "json",
         };
         metrics::counter!("mailboxd_events_ingested_total", "format" => format).increment(1);
     }
