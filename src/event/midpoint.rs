@@ -203,7 +203,8 @@ fn modify_reason(wire: &Wire, map: &AttributeMap) -> String {
         .chain(wire.attributes.iter().flat_map(|a| a.keys()))
         .map(|n| local(n))
         .collect();
-    changed.dedup();
+    changed.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+    changed.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
     let changed: String = changed.join(", ").chars().take(300).collect();
     format!(
         "a modify of {changed} is nothing for mailboxd: only {} set to {} is (a leaver)",
