@@ -78,6 +78,30 @@ def properties(content_type=None, headers=None, reply_to=None, message_id=None):
     return struct.pack(">H", flags) + out
 
 
+# --- AMQP 1.0 message sections (OASIS AMQP 1.0 part 3, 3.2; encodings part 1, 1.6) ---
+def section(code, encoded):
+    return bytes([0x00, 0x53, code]) + encoded
+
+
+def amqp10_string(text):
+    b = text.encode()
+    if len(b) < 256:
+        return bytes([0xA1, len(b)]) + b
+    return bytes([0xB1]) + struct.pack(">I", len(b)) + b
+
+
+def amqp10_value(text):
+    return section(0x77, amqp10_string(text))
+
+
+def amqp10_properties(message_id):
+    s = amqp10_string(message_id)
+    return section(0x73, bytes([0xC0, len(s) + 1, 0x01]) + s)
+
+
+HEADER_DURABLE = section(0x70, bytes([0xC0, 0x02, 0x01, 0x41]))
+
+
 # --- LDAP SearchResultEntry (RFC 4511 §4.5.2) in BER ---
 def ber(tag, content):
     n = len(content)
@@ -119,6 +143,15 @@ def main():
 
     headers = {"x-source": "identityiq", "x-retry": 1, "x-trace": {"span": "a1"},
                "x-tags": ["joiner", True], "x-raw": b"\x00\x01"}
+    for f in sorted((ROOT / "tests" / "data" / "midpoint").glob("*.json")):
+        put("midpoint_event", f.name, f.read_bytes())
+        text = f.read_text()
+        put("amqp10_body", f"value-{f.stem}", amqp10_value(text))
+        put("amqp10_body", f"full-{f.stem}",
+            HEADER_DURABLE + amqp10_properties(f"ID:{f.stem}") + amqp10_value(text))
+        data = f.read_bytes()
+        put("amqp10_body", f"data-{f.stem}",
+            section(0x75, bytes([0xB0]) + struct.pack(">I", len(data)) + data))
     put("amqp_delivery", "json-with-headers", properties(
         "application/json", headers, "amq.gen-Xa2", "m-1") + jsons[0].encode())
     put("amqp_delivery", "json-no-properties", struct.pack(">H", 0) + jsons[1].encode())

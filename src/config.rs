@@ -146,6 +146,9 @@ impl Settings {
                 .with_list_parse_key("amqp.iiq_applications")
                 .with_list_parse_key("amqp.allowed_routing_domains")
                 .with_list_parse_key("amqp.reply_to_allowed")
+                .with_list_parse_key("amqp.midpoint.object_classes")
+                .with_list_parse_key("amqp.midpoint.login_attributes")
+                .with_list_parse_key("amqp.midpoint.disabled_values")
                 .with_list_parse_key("admin.trusted_proxies")
                 .try_parsing(true),
         );

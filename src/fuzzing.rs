@@ -15,6 +15,8 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("json_event", json_event),
     ("iiq_event", iiq_event),
+    ("midpoint_event", midpoint_event),
+    ("amqp10_body", amqp10_body),
     ("amqp_delivery", amqp_delivery),
     ("ps_result", ps_result),
     ("winrm_reply", winrm_reply),
@@ -31,6 +33,7 @@ fn rules() -> &'static IntakeRules {
         IntakeRules {
             iiq_applications: amqp.iiq_applications,
             allowed_routing_domains: vec!["tenant.mail.onmicrosoft.com".into()],
+            midpoint: amqp.midpoint,
         }
     })
 }
@@ -38,12 +41,19 @@ fn rules() -> &'static IntakeRules {
 /// One delivery's body through `event::decode` as a given content type, and what the poison
 /// table would keep of it when refused.
 fn decode_as(body: &[u8], content_type: &str) {
+    decode_with(body, Some(content_type), None);
+}
+
+/// One delivery's body with the given content type and AMQP `type` property, on both
+/// routing keys.
+fn decode_with(body: &[u8], content_type: Option<&str>, message_type: Option<&str>) {
     for routing_key in [ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER] {
         let delivery = Delivery {
             body,
-            content_type: Some(content_type),
+            content_type,
             message_id: Some("fuzz-message-id"),
             routing_key,
+            message_type,
         };
         if event::decode(&delivery, rules()).is_err() {
             let _ = delivery.poison_body();
@@ -59,6 +69,18 @@ pub fn json_event(data: &[u8]) {
 /// A body as IdentityIQ XML (a ProvisioningPlan or an AccountRequest).
 pub fn iiq_event(data: &[u8]) {
     decode_as(data, "application/xml");
+}
+
+/// A body as midPoint sends it (`simplifiedJson`, JMS text): without a content type, so
+/// the body decides its format and type.
+pub fn midpoint_event(data: &[u8]) {
+    decode_with(data, None, None);
+}
+
+/// A body of AMQP 1.0 sections, as RabbitMQ hands a message published over AMQP 1.0 to
+/// intake (`type` `amqp-1.0`): opened (`event::amqp10`), then decoded as what it carried.
+pub fn amqp10_body(data: &[u8]) {
+    decode_with(data, None, Some(event::amqp10::MESSAGE_TYPE));
 }
 
 /// AMQP basic properties (headers included) in their wire encoding, then the body: what

@@ -165,6 +165,7 @@ async fn consume_on(
         event: event::IntakeRules {
             iiq_applications: cfg.iiq_applications.clone(),
             allowed_routing_domains: cfg.allowed_routing_domains.clone(),
+            midpoint: cfg.midpoint.clone(),
         },
         reply_to: reply_to::ReplyToRule::new(cfg),
     };

@@ -329,7 +329,8 @@ fn the_configuration_reference_lists_exactly_the_keys_the_code_accepts() {
         let env = format!(
             "MAILBOXD__{}__{}",
             section.to_uppercase(),
-            field.to_uppercase()
+            // A key of a table within a section (`amqp.midpoint.…`): `__` between the parts.
+            field.to_uppercase().replace('.', "__")
         );
         let structured = name.contains("[]") || kind == "table" || kind == "list of tables";
         if structured {
@@ -428,6 +429,25 @@ fn routing_key(body: &[u8]) -> &'static str {
 
 fn code_accepts(body: &[u8]) -> Result<event::Event, EventError> {
     event::parse(body, Some("application/json"), None, routing_key(body))
+}
+
+/// midPoint's requests on docs/events.md (fenced ```json midpoint) are the samples the
+/// decoder's tests and tests/it/midpoint.rs use (tests/data/midpoint), byte for byte.
+#[test]
+fn every_midpoint_example_in_the_event_docs_is_a_tested_sample() {
+    let blocks = fenced_blocks(&repo("docs/events.md"), "```json midpoint");
+    assert!(blocks.len() >= 2, "midPoint examples on docs/events.md");
+    let dir = format!("{}/tests/data/midpoint", env!("CARGO_MANIFEST_DIR"));
+    let samples: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/data/midpoint")
+        .map(|f| std::fs::read_to_string(f.expect("entry").path()).expect("a sample"))
+        .collect();
+    for block in blocks {
+        assert!(
+            samples.iter().any(|s| s.trim() == block.trim()),
+            "docs/events.md shows a midPoint request that is not in tests/data/midpoint:\n{block}"
+        );
+    }
 }
 
 /// The fenced ```json blocks of a Markdown file (events).
@@ -532,7 +552,11 @@ fn schema_level(err: &EventError) -> bool {
         EventError::Invalid { reason, .. } => {
             !reason.contains("routing key") && !reason.contains("allowed routing domains")
         }
-        EventError::TooLarge(_) | EventError::ContentType(_) | EventError::Xml(_) => false,
+        EventError::TooLarge(_)
+        | EventError::ContentType(_)
+        | EventError::Xml(_)
+        | EventError::Midpoint(_)
+        | EventError::Amqp10(_) => false,
     }
 }
 

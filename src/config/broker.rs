@@ -40,6 +40,8 @@ pub struct Amqp {
     /// Queues an event's `reply_to` may name besides the broker-named ones (`amq.gen-…`,
     /// direct reply-to `amq.rabbitmq.reply-to…`): exact names, or prefixes ending in `*`.
     pub reply_to_allowed: Vec<String>,
+    /// midPoint's asynchronous provisioning requests: what their attributes mean.
+    pub midpoint: crate::event::midpoint::AttributeMap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -81,6 +83,7 @@ impl Default for Amqp {
             allowed_routing_domains: Vec::new(),
             stall_after: Duration::from_secs(60),
             reply_to_allowed: Vec::new(),
+            midpoint: crate::event::midpoint::AttributeMap::default(),
         }
     }
 }

@@ -20,6 +20,12 @@ pub enum EventError {
     Invalid { field: &'static str, reason: String },
     #[error("IdentityIQ XML could not be read: {0}")]
     Xml(String),
+    /// A midPoint request that is nothing for mailboxd, or not one it can read.
+    #[error("midPoint request refused: {0}")]
+    Midpoint(String),
+    /// An AMQP 1.0 body (`type` `amqp-1.0`) whose sections could not be read.
+    #[error("{0}")]
+    Amqp10(String),
 }
 
 impl EventError {

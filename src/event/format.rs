@@ -1,26 +1,52 @@
 //! Which decoder a delivery is for. IdentityIQ senders do not always set a content type, so
-//! without one the first character decides: XML starts with `<`, JSON never does.
+//! without one the first character decides: XML starts with `<`, JSON never does. A JSON
+//! body is midPoint's when it has `operation` and `objectClass` and no `schema`: midPoint's
+//! JMS text comes as `text/plain` or without a content type, and on one routing key for
+//! every operation, so the body has to tell.
 
-/// The two formats the intake accepts.
+/// The formats the intake accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// The `mailboxd.event/v1` contract.
     Json,
     /// IdentityIQ's ProvisioningPlan / AccountRequest XML.
     IdentityIq,
+    /// midPoint's asynchronous provisioning request (`simplifiedJson`).
+    Midpoint,
 }
 
 impl Format {
     /// `application/xml` or `text/xml` is IdentityIQ, any other content type is JSON (whose
     /// decoder refuses what is not `application/json`); without one, a body whose first
-    /// character (after a byte-order mark and white space) is `<` is IdentityIQ.
+    /// character (after a byte-order mark and white space) is `<` is IdentityIQ. JSON that
+    /// is midPoint's (`is_midpoint`) without a content type, or as
+    /// `application/json` or `text/plain`, is midPoint.
     pub fn of(body: &[u8], content_type: Option<&str>) -> Format {
-        match content_type.map(media_type).as_deref() {
-            Some("application/xml" | "text/xml") => Format::IdentityIq,
-            Some(base) if !base.is_empty() => Format::Json,
-            _ if first_char_is_angle_bracket(body) => Format::IdentityIq,
+        let base = content_type.map(media_type).unwrap_or_default();
+        match base.as_str() {
+            "application/xml" | "text/xml" => Format::IdentityIq,
+            "" if first_char_is_angle_bracket(body) => Format::IdentityIq,
+            "" | "application/json" | "text/plain" if is_midpoint(body) => Format::Midpoint,
             _ => Format::Json,
         }
+    }
+}
+
+/// Whether a JSON body is a midPoint request rather than mailboxd's own contract: an
+/// object with `operation` and `objectClass` and without `schema` (which every
+/// `mailboxd.event/v1` event has). Values are skipped unread, without recursion.
+fn is_midpoint(body: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        schema: Option<IgnoredAny>,
+        operation: Option<IgnoredAny>,
+        object_class: Option<IgnoredAny>,
+    }
+    match serde_json::from_slice::<Probe>(strip_bom(body)) {
+        Ok(p) => p.schema.is_none() && p.operation.is_some() && p.object_class.is_some(),
+        Err(_) => false,
     }
 }
 
@@ -60,5 +86,16 @@ mod tests {
         );
         assert_eq!(Format::of(b"{}", None), Format::Json);
         assert_eq!(Format::of(b"<x/>", Some("text/plain")), Format::Json);
+        let midpoint = br#"{"operation":"add","objectClass":"AccountObjectClass"}"#;
+        for ct in [
+            None,
+            Some("text/plain"),
+            Some("application/json; charset=utf-8"),
+        ] {
+            assert_eq!(Format::of(midpoint, ct), Format::Midpoint, "{ct:?}");
+        }
+        let ours = br#"{"schema":"mailboxd.event/v1","operation":"add","objectClass":"x"}"#;
+        assert_eq!(Format::of(ours, None), Format::Json);
+        assert_eq!(Format::of(br#"{"operation":"add"}"#, None), Format::Json);
     }
 }

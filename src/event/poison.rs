@@ -24,7 +24,7 @@ pub(crate) fn keepable(body: &[u8], format: Format) -> Vec<u8> {
     }
     match format {
         Format::IdentityIq => iiq::sanitized(body).unwrap_or_else(|| UNREADABLE_XML.to_vec()),
-        Format::Json => json_without_credentials(body),
+        Format::Json | Format::Midpoint => json_without_credentials(body),
     }
 }
 

@@ -12,6 +12,8 @@ pub struct IntakeRules {
     pub iiq_applications: Vec<String>,
     /// Domains a remote routing address may use; empty: any.
     pub allowed_routing_domains: Vec<String>,
+    /// What midPoint's attributes mean (`[amqp.midpoint]`).
+    pub midpoint: super::midpoint::AttributeMap,
 }
 
 impl IntakeRules {

@@ -81,6 +81,7 @@ pub(super) fn decode_body(
         content_type: props.content_type().as_ref().map(ShortString::as_str),
         message_id: props.message_id().as_ref().map(ShortString::as_str),
         routing_key,
+        message_type: props.kind().as_ref().map(ShortString::as_str),
     };
     let d = decode_caught(&received, rules)?;
     if !d.credentials.is_empty() {
@@ -183,10 +184,10 @@ async fn insert(
     .await?;
     for (ev, ins) in events.iter().zip(&inserted) {
         tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
-        let format = if ev.source.as_deref() == Some("identityiq") {
-            "identityiq"
-        } else {
-            "json"
+        let format = match ev.source.as_deref() {
+            Some("identityiq") => "identityiq",
+            Some("midpoint") => "midpoint",
+            _ => "json",
         };
         metrics::counter!("mailboxd_events_ingested_total", "format" => format).increment(1);
     }
@@ -254,6 +255,7 @@ pub(super) fn poison_row(
         content_type: props.content_type().as_ref().map(ShortString::as_str),
         message_id: None,
         routing_key,
+        message_type: props.kind().as_ref().map(ShortString::as_str),
     };
     NewPoison {
         reason: storable(reason),

@@ -105,3 +105,21 @@ fn the_binary_seeds_reach_the_daemons_readers() {
     assert_eq!(account.sam_account_name, "jdoe");
     assert!(account.disabled && account.cloud_synced && account.object_guid.is_some());
 }
+
+/// The AMQP 1.0 seeds open to midPoint's requests and become the events they stand for.
+#[test]
+fn the_amqp10_seeds_open_to_midpoints_requests() {
+    let rules = mailboxd::event::IntakeRules::default();
+    for (name, kind) in [("full-add", "joiner"), ("value-modify-disable", "leaver")] {
+        let body = std::fs::read(fuzz_dir().join("corpus/amqp10_body").join(name)).expect("seed");
+        let delivery = mailboxd::event::Delivery {
+            body: &body,
+            content_type: None,
+            message_id: None,
+            routing_key: "midpoint",
+            message_type: Some(mailboxd::event::amqp10::MESSAGE_TYPE),
+        };
+        let decoded = mailboxd::event::decode(&delivery, &rules).expect(name);
+        assert_eq!(decoded.events[0].kind.as_str(), kind, "{name}");
+    }
+}

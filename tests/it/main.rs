@@ -39,6 +39,7 @@ mod lab_ldap;
 mod lab_rehire;
 mod lab_snapin_rights;
 mod lab_windows_errors;
+mod midpoint;
 mod outcomes;
 mod peer_clients;
 mod pipeline;

@@ -209,13 +209,19 @@ fn mailbox(values: &Values) -> DraftMailbox {
 /// A stable id for a document without a message id: redeliveries of the same bytes
 /// dedup to the same jobs.
 fn content_id(body: &[u8]) -> String {
+    content_id_with("iiq", body)
+}
+
+/// `<prefix>-<FNV-1a of the body>-<its length>`: what a format without ids (midPoint's
+/// too) names a body by.
+pub(crate) fn content_id_with(prefix: &str, body: &[u8]) -> String {
     // FNV-1a, 64 bit: stable across builds and platforms (unlike std's hasher).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in body {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("iiq-{h:016x}-{}", body.len())
+    format!("{prefix}-{h:016x}-{}", body.len())
 }
 
 #[cfg(test)]

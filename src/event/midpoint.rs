@@ -1,0 +1,336 @@
+//! midPoint's asynchronous (messaging) outbound provisioning (4.3 and later, experimental
+//! there), decoded into events: one message per operation in the `simplifiedJson` form of
+//! midPoint's `JsonAsyncProvisioningRequest` — `operation` (`add`, `modify`, `delete`),
+//! `objectClass`, `attributes`, `primaryIdentifiers`, `secondaryIdentifiers`, `changes`
+//! (per attribute `add`/`delete`/`replace` lists). Every attribute holds a list of values;
+//! names are unqualified (`login`) or, from `simplifiedQualifiedJson`, qualified
+//! (`http://…/resource/instance-3#login`), and only the part after `#` is compared.
+//!
+//! Which attributes mean what is the deployment's [`AttributeMap`] (`[amqp.midpoint]`):
+//! `add` is a joiner, `delete` or a change of the disabled attribute to a disabled value a
+//! leaver, and any other modification is refused with its reason, so it is kept as poison
+//! and visible rather than silently dropped. midPoint sends no event id and no time: the
+//! id is the AMQP `message_id` (a JMS sender sets one) or else a hash of the body, and
+//! `occurred_at` is when mailboxd received it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::EventError;
+use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind};
+
+/// What `[amqp.midpoint]` says the attributes of midPoint's messages mean. Names are
+/// compared without case, on the unqualified part.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributeMap {
+    /// The object classes that are AD accounts; any other is refused.
+    pub object_classes: Vec<String>,
+    /// The attributes that may hold the sAMAccountName, the first one present wins.
+    pub login_attributes: Vec<String>,
+    /// The attribute a disable changes (midPoint's outbound mapping of the account's
+    /// activation to the resource schema).
+    pub disabled_attribute: String,
+    /// Values of `disabled_attribute` that mean disabled (compared without case; `true`,
+    /// `false` and numbers by their JSON text).
+    pub disabled_values: Vec<String>,
+    pub object_guid_attribute: String,
+    pub distinguished_name_attribute: String,
+    pub user_principal_name_attribute: String,
+    pub alias_attribute: String,
+    pub primary_smtp_address_attribute: String,
+}
+
+impl Default for AttributeMap {
+    fn default() -> Self {
+        AttributeMap {
+            object_classes: vec!["AccountObjectClass".into(), "__ACCOUNT__".into()],
+            login_attributes: vec!["sAMAccountName".into(), "login".into()],
+            disabled_attribute: "administrativeStatus".into(),
+            disabled_values: vec!["disabled".into()],
+            object_guid_attribute: "objectGUID".into(),
+            distinguished_name_attribute: "distinguishedName".into(),
+            user_principal_name_attribute: "userPrincipalName".into(),
+            alias_attribute: "mailNickname".into(),
+            primary_smtp_address_attribute: "mail".into(),
+        }
+    }
+}
+
+/// Attribute name → its values, as midPoint sends them.
+type Attributes = BTreeMap<String, Option<Vec<Value>>>;
+
+/// The message as sent; unknown fields (`additionalInformation`) are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    operation: Option<String>,
+    object_class: Option<String>,
+    #[serde(default)]
+    attributes: Option<Attributes>,
+    #[serde(default)]
+    primary_identifiers: Option<Attributes>,
+    #[serde(default)]
+    secondary_identifiers: Option<Attributes>,
+    #[serde(default)]
+    changes: Option<BTreeMap<String, Option<Delta>>>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    add: Option<Vec<Value>>,
+    replace: Option<Vec<Value>>,
+}
+
+/// Decodes one midPoint request. `message_id` (the AMQP property) is the event id; without
+/// it `content_id` (a hash of the body) is.
+pub fn parse(
+    body: &[u8],
+    message_id: Option<&str>,
+    content_id: impl FnOnce() -> String,
+    received_at: DateTime<Utc>,
+    map: &AttributeMap,
+) -> Result<Event, EventError> {
+    let wire: Wire = serde_json::from_slice(super::format::strip_bom(body))
+        .map_err(|e| EventError::Json(e.to_string()))?;
+    let operation = wire.operation.as_deref().unwrap_or_default();
+    let class = wire.object_class.as_deref().unwrap_or_default();
+    if !map.object_classes.iter().any(|c| same(c, class)) {
+        return Err(refused(format!(
+            "objectClass {class:?} is not an AD account for mailboxd (amqp.midpoint.object_classes: {})",
+            map.object_classes.join(", ")
+        )));
+    }
+    let kind = match operation {
+        "add" => EventKind::Joiner,
+        "delete" => EventKind::Leaver,
+        "modify" if disables(&wire, map) => EventKind::Leaver,
+        "modify" => return Err(refused(modify_reason(&wire, map))),
+        other => {
+            return Err(refused(format!(
+                "operation {other:?} is none of add, modify, delete"
+            )));
+        }
+    };
+    let id = match message_id {
+        Some(m) if !m.is_empty() => m.to_owned(),
+        _ => content_id(),
+    };
+    draft(&wire, map, id, kind, received_at)?.validate(received_at)
+}
+
+fn draft(
+    wire: &Wire,
+    map: &AttributeMap,
+    id: String,
+    kind: EventKind,
+    received_at: DateTime<Utc>,
+) -> Result<Draft, EventError> {
+    let sources = [
+        &wire.primary_identifiers,
+        &wire.secondary_identifiers,
+        &wire.attributes,
+    ];
+    let value = |name: &str| sources.iter().find_map(|s| first_text(s.as_ref()?, name));
+    let sam = map
+        .login_attributes
+        .iter()
+        .find_map(|a| value(a))
+        .ok_or_else(|| {
+            refused(format!(
+                "no login attribute ({}) among the identifiers or attributes",
+                map.login_attributes.join(", ")
+            ))
+        })?;
+    let mailbox = DraftMailbox {
+        alias: value(&map.alias_attribute),
+        primary_smtp_address: value(&map.primary_smtp_address_attribute),
+        ..DraftMailbox::default()
+    };
+    Ok(Draft {
+        id,
+        kind,
+        occurred_at: received_at,
+        account: DraftAccount {
+            sam_account_name: sam,
+            object_guid: value(&map.object_guid_attribute),
+            distinguished_name: value(&map.distinguished_name_attribute),
+            user_principal_name: value(&map.user_principal_name_attribute),
+            created_on_server: None,
+        },
+        mailbox: (kind == EventKind::Joiner && mailbox != DraftMailbox::default())
+            .then_some(mailbox),
+        source: Some("midpoint".into()),
+        identity: None,
+    })
+}
+
+/// Whether a modify sets the disabled attribute to a disabled value: in `changes` (an
+/// `add` or `replace`), or in `attributes` (midPoint's `changeMapAsAttributes` form).
+fn disables(wire: &Wire, map: &AttributeMap) -> bool {
+    let disabled = |values: &[Value]| {
+        values.iter().any(|v| {
+            let text = text_of(v);
+            map.disabled_values
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&text))
+        })
+    };
+    let in_changes = wire.changes.iter().flatten().any(|(name, delta)| {
+        same(&map.disabled_attribute, name)
+            && delta.as_ref().is_some_and(|d| {
+                [&d.add, &d.replace]
+                    .into_iter()
+                    .flatten()
+                    .any(|v| disabled(v))
+            })
+    });
+    let in_attributes = wire.attributes.iter().flatten().any(|(name, values)| {
+        same(&map.disabled_attribute, name) && values.as_deref().is_some_and(disabled)
+    });
+    in_changes || in_attributes
+}
+
+/// Why a modify is nothing for mailboxd: the attributes it changes, named.
+fn modify_reason(wire: &Wire, map: &AttributeMap) -> String {
+    let mut changed: Vec<&str> = wire
+        .changes
+        .iter()
+        .flat_map(|c| c.keys())
+        .chain(wire.attributes.iter().flat_map(|a| a.keys()))
+        .map(|n| local(n))
+        .collect();
+    changed.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+    changed.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    let changed: String = changed.join(", ").chars().take(300).collect();
+    format!(
+        "a modify of {changed} is nothing for mailboxd: only {} set to {} is (a leaver)",
+        map.disabled_attribute,
+        map.disabled_values.join(" or ")
+    )
+}
+
+fn refused(reason: String) -> EventError {
+    EventError::Midpoint(reason)
+}
+
+/// The first value of `name` in `attrs`, as text, if it is a string or a number.
+fn first_text(attrs: &Attributes, name: &str) -> Option<String> {
+    let values = attrs.iter().find(|(k, _)| same(name, k))?.1.as_ref()?;
+    match values.first()? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A name without its namespace (`…/instance-3#login` → `login`).
+fn local(name: &str) -> &str {
+    name.rsplit_once('#').map_or(name, |(_, l)| l)
+}
+
+/// Whether the configured `want` names the attribute or class `got`.
+fn same(want: &str, got: &str) -> bool {
+    local(want).eq_ignore_ascii_case(local(got))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// midPoint's documented samples (docs/resources/asynchronous/outbound/configuration in
+    /// midPoint's repository: the add, the relative modify, the `changeMapAsAttributes`
+    /// modify) and the disable and delete of the same account in the same shape.
+    fn sample(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/data/midpoint/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn decode(body: &[u8], map: &AttributeMap) -> Result<Event, EventError> {
+        parse(body, None, || "hash-id".into(), Utc::now(), map)
+    }
+
+    #[test]
+    fn the_documented_add_is_a_joiner_and_a_disable_or_delete_a_leaver() {
+        let map = AttributeMap::default();
+        let add = decode(&sample("add.json"), &map).unwrap();
+        assert_eq!(add.kind, EventKind::Joiner);
+        assert_eq!(add.account.sam_account_name.as_str(), "jack");
+        assert_eq!(
+            (add.id.as_str(), add.source.as_deref()),
+            ("hash-id", Some("midpoint"))
+        );
+        for leaver in ["modify-disable.json", "delete.json"] {
+            let e = decode(&sample(leaver), &map).unwrap();
+            assert_eq!(e.kind, EventKind::Leaver, "{leaver}");
+            assert_eq!(e.account.sam_account_name.as_str(), "jack", "{leaver}");
+        }
+        let id = parse(
+            &sample("add.json"),
+            Some("ID:7"),
+            String::new,
+            Utc::now(),
+            &map,
+        );
+        assert_eq!(id.unwrap().id, "ID:7");
+    }
+
+    #[test]
+    fn qualified_names_and_the_mapped_attributes_are_read() {
+        let e = decode(&sample("add-qualified.json"), &AttributeMap::default()).unwrap();
+        assert_eq!(e.account.sam_account_name.as_str(), "jsparrow");
+        assert_eq!(
+            e.account.user_principal_name.as_deref(),
+            Some("jack.sparrow@corp.example")
+        );
+        let alias = e.mailbox.and_then(|m| m.alias);
+        assert_eq!(alias.as_deref(), Some("jack.sparrow"));
+    }
+
+    #[test]
+    fn other_modifications_are_refused_with_what_they_change() {
+        let map = AttributeMap::default();
+        for name in ["modify-full-name.json", "modify-as-attributes.json"] {
+            let err = decode(&sample(name), &map).unwrap_err().to_string();
+            assert!(err.contains("midPoint request refused"), "{err}");
+            assert!(
+                err.contains("fullName") && err.contains("administrativeStatus"),
+                "{err}"
+            );
+        }
+        let group = br#"{"operation":"add","objectClass":"GroupObjectClass","attributes":{}}"#;
+        let err = decode(group, &map).unwrap_err().to_string();
+        assert!(err.contains("GroupObjectClass"), "{err}");
+        let nameless = br#"{"operation":"delete","objectClass":"AccountObjectClass"}"#;
+        let err = decode(nameless, &map).unwrap_err().to_string();
+        assert!(err.contains("no login attribute"), "{err}");
+        let bad = br#"{"operation":"add","objectClass":"AccountObjectClass","attributes":{"login":["a;b"]}}"#;
+        let err = decode(bad, &map).unwrap_err().to_string();
+        assert!(err.contains("account.sam_account_name"), "{err}");
+    }
+
+    #[test]
+    fn the_map_decides_which_change_disables() {
+        let map = AttributeMap {
+            disabled_attribute: "enabled".into(),
+            disabled_values: vec!["false".into()],
+            ..AttributeMap::default()
+        };
+        let body = br#"{"operation":"modify","objectClass":"AccountObjectClass",
+            "primaryIdentifiers":{"login":["jack"]},"changes":{"enabled":{"replace":[false]}}}"#;
+        assert_eq!(decode(body, &map).unwrap().kind, EventKind::Leaver);
+        let enabled = String::from_utf8_lossy(body).replace("[false]", "[true]");
+        assert!(decode(enabled.as_bytes(), &map).is_err());
+        assert!(decode(&sample("modify-disable.json"), &map).is_err());
+    }
+}
