@@ -4,7 +4,7 @@
 # asked of rustc with stable codegen options (-C passes / -C llvm-args), so neither nightly
 # nor cargo-fuzz is needed. A crash stops the run: its input is in fuzz/artifacts/<target>/.
 #
-#   bash fuzz/run.sh                 # every target, 20 s each (what CI runs)
+#   bash fuzz/run.sh                 # every target, 20 s each (CI runs 10 s each: `run.sh 10`)
 #   bash fuzz/run.sh 600 ps_result   # one target for 10 minutes
 #
 # The committed corpus (fuzz/corpus/<target>/) is only read; what the fuzzer learns goes to
