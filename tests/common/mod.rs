@@ -28,7 +28,7 @@ use mailboxd::config::{Amqp, Settings};
 use mailboxd::event::EventKind;
 use mailboxd::job::JobState;
 use mailboxd::publish::{EventSpec, Publisher};
-use mailboxd::store::{Job, Store};
+use mailboxd::store::{Job, PoisonMessage, Store};
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -361,6 +361,25 @@ impl TestEnv {
                 Instant::now() < deadline,
                 "job {id} has {} attempt(s), not {attempts}, after 30 s: {job:?}",
                 done.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (bounded) for the poison row whose AMQP message id is `message_id`.
+    pub async fn wait_poison(&self, message_id: &str) -> PoisonMessage {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = self.store.list_poison(100).await.expect("poison list");
+            if let Some(p) = rows
+                .into_iter()
+                .find(|p| p.message_id.as_deref() == Some(message_id))
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no poison message {message_id:?} after 30 s"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

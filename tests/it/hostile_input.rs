@@ -8,14 +8,13 @@ use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use common::{TestEnv, seed};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use mailboxd::job::JobState;
-use mailboxd::store::{JobFilter, PoisonMessage};
+use mailboxd::store::JobFilter;
 use tokio::io::AsyncReadExt;
 
 /// Publishes `body` with the given properties on the test's exchange, waiting for the
@@ -37,25 +36,6 @@ async fn publish(env: &TestEnv, routing_key: &str, body: &[u8], props: BasicProp
     .expect("published")
     .await
     .expect("confirmed");
-}
-
-/// Waits (bounded) for the poison row whose AMQP message id is `message_id`.
-async fn wait_poison(env: &TestEnv, message_id: &str) -> PoisonMessage {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows = env.store.list_poison(100).await.expect("poison list");
-        if let Some(p) = rows
-            .into_iter()
-            .find(|p| p.message_id.as_deref() == Some(message_id))
-        {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no poison message {message_id:?} after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// An ordinary joiner published now succeeds, and no job is left `running`: intake and
@@ -244,8 +224,8 @@ async fn identityiq_values_meet_the_same_rules_as_their_json_twins() {
     )
     .await;
 
-    let iiq = wait_poison(&env, "iiq-kelvin").await;
-    let json = wait_poison(&env, &twin.id).await;
+    let iiq = env.wait_poison("iiq-kelvin").await;
+    let json = env.wait_poison(&twin.id).await;
     assert!(
         iiq.reason.contains("invalid field mailNickname")
             && iiq.reason.contains("Exchange does not allow in an alias"),
@@ -256,7 +236,7 @@ async fn identityiq_values_meet_the_same_rules_as_their_json_twins() {
             && json.reason.contains("Exchange does not allow in an alias"),
         "{json:?}"
     );
-    let dn = wait_poison(&env, "iiq-bad-dn").await;
+    let dn = env.wait_poison("iiq-bad-dn").await;
     assert!(
         dn.reason
             .contains("invalid field nativeIdentity or distinguishedName"),
@@ -283,7 +263,7 @@ async fn identityiq_xml_nested_tens_of_thousands_deep_is_poison_and_the_daemon_k
     assert!(body.len() < mailboxd::event::MAX_MESSAGE_BYTES);
     publish(&env, "ad.user.created", body.as_bytes(), xml("iiq-deep")).await;
 
-    let p = wait_poison(&env, "iiq-deep").await;
+    let p = env.wait_poison("iiq-deep").await;
     assert!(p.reason.contains("nest more than 256 levels"), "{p:?}");
     let kept = String::from_utf8_lossy(&p.body);
     assert!(kept.starts_with("[body withheld by mailboxd"), "{kept}");
@@ -356,7 +336,7 @@ async fn when_identityiq_values_hold_nul_raw_and_as_a_reference(env: &TestEnv) {
 }
 
 async fn then_the_poison_is_stored_cleaned(env: &TestEnv) {
-    let p = wait_poison(env, "nul-header\u{FFFD}").await;
+    let p = env.wait_poison("nul-header\u{FFFD}").await;
     assert!(p.reason.contains("not valid JSON"), "{p:?}");
     assert_eq!(
         p.headers,
@@ -380,7 +360,7 @@ async fn then_the_event_is_processed_and_its_reply_to_refused(
 
 async fn then_the_identityiq_plans_are_poison(env: &TestEnv) {
     for id in ["iiq-nul-raw", "iiq-nul-ref"] {
-        let p = wait_poison(env, id).await;
+        let p = env.wait_poison(id).await;
         assert!(
             p.reason.contains("mailNickname") || p.reason.contains("XML"),
             "{p:?}"
@@ -451,7 +431,7 @@ async fn credential_fields_of_a_refused_json_body_are_not_stored() {
             .with_message_id("cred-1".into()),
     )
     .await;
-    let p = wait_poison(&env, "cred-1").await;
+    let p = env.wait_poison("cred-1").await;
     assert!(p.reason.contains("unknown schema"), "{p:?}");
     let kept: serde_json::Value = serde_json::from_slice(&p.body).expect("still JSON");
     assert_eq!(kept["account"]["sam_account_name"], "jdoe");
@@ -487,7 +467,7 @@ async fn headers_nested_a_thousand_tables_deep_do_not_abort_the_daemon() {
         .with_headers(headers);
     publish(&env, "ad.user.created", b"{not json", props).await;
 
-    let p = wait_poison(&env, "deep-headers").await;
+    let p = env.wait_poison("deep-headers").await;
     assert!(p.reason.contains("not valid JSON"), "{p:?}");
     let kept = p.headers.map(|h| h.to_string()).unwrap_or_default();
     assert!(

@@ -6,14 +6,11 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
-
 use common::{TestEnv, remote, seed};
 use lab::Recipient;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use mailboxd::job::JobEffect;
-use mailboxd::store::PoisonMessage;
 
 /// The one routing key midPoint's JMS destination publishes every operation with.
 const FIXED_KEY: &str = "ad.user.created";
@@ -58,24 +55,6 @@ fn amqp10(text: &[u8], message_id: &str) -> Vec<u8> {
     out
 }
 
-async fn wait_poison(env: &TestEnv, message_id: &str) -> PoisonMessage {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows = env.store.list_poison(100).await.expect("poison list");
-        if let Some(p) = rows
-            .into_iter()
-            .find(|p| p.message_id.as_deref() == Some(message_id))
-        {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no poison {message_id:?} after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_documented_add_on_the_fixed_key_enables_the_joiner() {
     // Given an account midPoint created, and the daemon.
@@ -117,7 +96,7 @@ async fn another_modify_is_kept_as_poison_with_its_reason() {
     )
     .await;
     // Then no job: the refusal names what changed and what would have counted.
-    let poison = wait_poison(&env, "ID:mp-mod-1").await;
+    let poison = env.wait_poison("ID:mp-mod-1").await;
     assert!(
         poison.reason.contains("midPoint request refused"),
         "{}",
