@@ -4,8 +4,6 @@
 //! decided (`Resolution`) and what an operator did (`ActionKind`). `store` maps these to its
 //! columns and back (`store::columns`); the text of each variant is the column's text.
 
-use chrono::{DateTime, Utc};
-
 use crate::alert::draft::NewAlert;
 use crate::text_enum::text_enum;
 
@@ -172,10 +170,13 @@ pub enum Resolution {
     Succeeded {
         outcome: JobEffect,
     },
+    /// Tried again `after` this long, counted from when the attempt is recorded (on the
+    /// database's clock, like the attempt's `finished_at` and the claim), so that time spent
+    /// writing it never shortens a wait Exchange asked for.
     Retry {
         class: ErrorClass,
         error: String,
-        at: DateTime<Utc>,
+        after: std::time::Duration,
     },
     Failed {
         class: ErrorClass,
@@ -188,11 +189,12 @@ pub enum Resolution {
         note: String,
     },
     /// Not the job's fault (the Windows side is down: the circuit is open, or the account
-    /// waits for the cloud sync). Retried at `at` without using up one of its attempts.
+    /// waits for the cloud sync). Retried `after` this long (counted as for `Retry`) without
+    /// using up one of its attempts.
     Deferred {
         class: ErrorClass,
         error: String,
-        at: DateTime<Utc>,
+        after: std::time::Duration,
     },
 }
 

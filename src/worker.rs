@@ -63,10 +63,6 @@ struct Prepared {
 /// A job's attempt as it is recorded: the job, its record, what it came to.
 type Finished<'a> = (&'a Job, AttemptRecord, Resolution);
 
-fn at(delay: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
-}
-
 impl Worker {
     /// Runs one claimed batch: joiners and leavers each in one PowerShell process, the
     /// leases kept alive meanwhile by a heartbeat that is part of this future (it ends with
@@ -387,7 +383,7 @@ impl Worker {
                 Resolution::Deferred {
                     class: ErrorClass::Transient,
                     error: message,
-                    at: at(wait),
+                    after: wait,
                 }
             }
             Some(AccountReply::Failed {
@@ -475,7 +471,7 @@ impl Worker {
             Some(wait) => Resolution::Deferred {
                 class,
                 error: reason.to_owned(),
-                at: at(wait),
+                after: wait,
             },
             None => self.failure(job, class, reason.to_owned()),
         }
@@ -544,7 +540,7 @@ impl Worker {
         Resolution::Deferred {
             class: ErrorClass::NotSynced,
             error: reason,
-            at: at(self.cfg.sync_poll_interval),
+            after: self.cfg.sync_poll_interval,
         }
     }
 
@@ -597,7 +593,7 @@ impl Worker {
             return Resolution::Retry {
                 class,
                 error,
-                at: at(delay),
+                after: delay,
             };
         }
         Resolution::Failed {
@@ -667,13 +663,13 @@ fn no_sooner_than(res: Resolution, wait: Option<Duration>) -> Resolution {
             Resolution::Retry {
                 class,
                 error,
-                at: next,
+                after,
             },
             Some(wait),
         ) => Resolution::Retry {
             class,
             error,
-            at: next.max(at(wait)),
+            after: after.max(wait),
         },
         (res, _) => res,
     }
@@ -706,14 +702,18 @@ fn log_outcome(job: &Job, res: &Resolution, held: bool) {
         Resolution::Succeeded { outcome } => {
             tracing::info!(job_id = %job.id, account = %job.account, kind = %job.kind, outcome = outcome.as_str(), "job succeeded")
         }
-        Resolution::Retry { class, error, at } => {
-            tracing::warn!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, next_attempt_at = %at, "job will retry")
+        Resolution::Retry {
+            class,
+            error,
+            after,
+        } => {
+            tracing::warn!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, retry_in = ?after, "job will retry")
         }
         Resolution::Failed { class, error, .. } => {
             tracing::error!(job_id = %job.id, account = %job.account, class = class.as_str(), %error, "job failed")
         }
-        Resolution::Deferred { error, at, .. } => {
-            tracing::info!(job_id = %job.id, account = %job.account, %error, next_attempt_at = %at, "job deferred without using an attempt")
+        Resolution::Deferred { error, after, .. } => {
+            tracing::info!(job_id = %job.id, account = %job.account, %error, retry_in = ?after, "job deferred without using an attempt")
         }
         Resolution::Cancelled { note } => {
             tracing::info!(job_id = %job.id, account = %job.account, %note, "job cancelled")

@@ -300,7 +300,7 @@ async fn given_a_succeeded_a_failed_and_a_retrying_job(store: &Store) {
             _ => Resolution::Retry {
                 class: mailboxd::job::ErrorClass::Transient,
                 error: "later".into(),
-                at: Utc::now() + chrono::Duration::hours(1),
+                after: std::time::Duration::from_secs(3600),
             },
         };
         assert!(store.finish(j, "r", &record, &res).await.unwrap());

@@ -22,8 +22,8 @@ struct Transition<'a> {
     outcome: Option<JobEffect>,
     class: Option<ErrorClass>,
     error: Option<&'a str>,
-    /// Kept as it was when `None`.
-    next_at: Option<DateTime<Utc>>,
+    /// Seconds from the write (`now()`) to the next try; kept as it was when `None`.
+    retry_in: Option<f64>,
     /// The attempt does not count (it is given back).
     deferred: bool,
 }
@@ -49,7 +49,7 @@ fn transition(resolution: &Resolution) -> Transition<'_> {
         outcome: None,
         class: None,
         error: None,
-        next_at: None,
+        retry_in: None,
         deferred: false,
     };
     match resolution {
@@ -57,15 +57,22 @@ fn transition(resolution: &Resolution) -> Transition<'_> {
             outcome: Some(*outcome),
             ..to
         },
-        Resolution::Retry { class, error, at } | Resolution::Deferred { class, error, at } => {
-            Transition {
-                class: Some(*class),
-                error: Some(error),
-                next_at: Some(*at),
-                deferred: matches!(resolution, Resolution::Deferred { .. }),
-                ..to
-            }
+        Resolution::Retry {
+            class,
+            error,
+            after,
         }
+        | Resolution::Deferred {
+            class,
+            error,
+            after,
+        } => Transition {
+            class: Some(*class),
+            error: Some(error),
+            retry_in: Some(after.as_secs_f64()),
+            deferred: matches!(resolution, Resolution::Deferred { .. }),
+            ..to
+        },
         Resolution::Failed { class, error, .. } => Transition {
             class: Some(*class),
             error: Some(error),
@@ -141,17 +148,18 @@ impl Store {
 /// inserts join the `UPDATE`'s `RETURNING`, so a job taken over meanwhile writes nothing.
 const FINISH: &str = "WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                             $6::timestamptz[], $7::bool[], $8::bool[], $9::int[], $10::text[],
+                             $6::float8[], $7::bool[], $8::bool[], $9::int[], $10::text[],
                              $11::timestamptz[], $12::text[], $13::text[], $14::text[],
                              $15::jsonb[], $16::uuid[], $17::text[], $18::jsonb[], $19::text[])
                       WITH ORDINALITY
-             AS u(id, state, outcome, error, class, next_at, terminal, deferred, attempt, host,
+             AS u(id, state, outcome, error, class, retry_in, terminal, deferred, attempt, host,
                   started_at, attempt_outcome, transcript, dc, directory, outcome_id, result,
                   body, routing_key, n))
     , moved AS (
         UPDATE jobs SET state = u.state, outcome = coalesce(u.outcome, jobs.outcome),
                last_error = u.error, last_error_class = u.class,
-               next_attempt_at = coalesce(u.next_at, jobs.next_attempt_at),
+               next_attempt_at = coalesce(now() + make_interval(secs => u.retry_in),
+                                         jobs.next_attempt_at),
                locked_by = NULL, locked_until = NULL, updated_at = now(),
                finished_at = CASE WHEN u.terminal THEN now() ELSE NULL END,
                attempt = jobs.attempt - CASE WHEN u.deferred THEN 1 ELSE 0 END
@@ -261,7 +269,7 @@ impl<'a> FinishRows<'a> {
             .bind(t.iter().map(|t| t.outcome).collect::<Vec<_>>())
             .bind(t.iter().map(|t| t.error).collect::<Vec<_>>())
             .bind(t.iter().map(|t| t.class).collect::<Vec<_>>())
-            .bind(t.iter().map(|t| t.next_at).collect::<Vec<_>>())
+            .bind(t.iter().map(|t| t.retry_in).collect::<Vec<_>>())
             .bind(t.iter().map(|t| t.state.is_terminal()).collect::<Vec<_>>())
             .bind(t.iter().map(|t| t.deferred).collect::<Vec<_>>())
             .bind(&self.attempts)
