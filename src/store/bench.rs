@@ -110,7 +110,11 @@ impl Store {
                                    attempt, occurred_at, created_at, updated_at, finished_at,
                                    last_error, last_error_class)
                  SELECT gen_random_uuid(), 'bench-' || g, 'joiner', 'bench' || g,
-                        jsonb_build_object('account', 'bench' || g), s, 3, 1, t, t, t + d,
+                        jsonb_build_object('id', gen_random_uuid(), 'type', 'joiner',
+                                           'source', 'bench', 'occurred_at', t,
+                                           'account', jsonb_build_object('sam_account_name',
+                                                                         'bench' || g)),
+                        s, 3, 1, t, t, t + d,
                         CASE WHEN s IN ('succeeded', 'failed', 'superseded', 'cancelled')
                              THEN t + d END,
                         CASE WHEN s = 'failed' THEN 'mailbox not found' END,

@@ -6,6 +6,7 @@
 //! (the daemon as a child process) are what they share.
 
 mod burst;
+mod history;
 mod ingest;
 mod lab;
 mod latency;
@@ -146,6 +147,16 @@ pub enum Which {
         #[arg(long, default_value_t = 20)]
         scrapes: usize,
     },
+    /// Every dashboard page and API list (p50/p95 over HTTP) and the drain of --joiners new
+    /// joiners, with an empty table and with --history finished jobs (4 % failed) in it.
+    History {
+        #[arg(long, default_value_t = 1_000_000)]
+        history: usize,
+        #[arg(long, default_value_t = 1_000)]
+        joiners: usize,
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+    },
     /// Single-event latency: one joiner at a time, N times, against a lab with zero latency;
     /// event published → job succeeded, p50/p95/p99.
     Latency {
@@ -182,6 +193,11 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
         Which::Ingest { events } => ingest::run(settings, events, &out).await,
         Which::Memory { jobs, no_drain } => memory::run(settings, jobs, !no_drain, &out).await,
         Which::Scrape { jobs, scrapes } => scrape::run(settings, jobs, scrapes, &out).await,
+        Which::History {
+            history,
+            joiners,
+            requests,
+        } => history::run(settings, history, joiners, requests, &out).await,
         Which::Latency { events } => latency::run(settings, events, &out).await,
         Which::Winrm {
             shells,
