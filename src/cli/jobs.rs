@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::table::{self, Align, Table};
 use crate::job::JobState;
-use crate::store::{ActionRefused, Attempt, Job, JobFilter, Store};
+use crate::store::{ActionRefused, Attempt, Job, JobFilter, JobPage, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
@@ -93,7 +93,9 @@ async fn list(store: &Store, filter: &JobFilter, page: i64, json: bool) -> anyho
     print!("{}", job_table(&listing.jobs).render());
     let shown_through = filter.offset + listing.jobs.len() as i64;
     let how = format!("use --page {} or a larger --limit", page + 1);
-    if let Some(more) = table::more(shown_through, listing.total, &how) {
+    if listing.more >= JobPage::COUNTED {
+        println!("… more than {} more; {how}", JobPage::COUNTED - 1);
+    } else if let Some(more) = table::more(shown_through, shown_through + listing.more, &how) {
         println!("{more}");
     }
     Ok(0)

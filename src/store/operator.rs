@@ -79,29 +79,19 @@ impl Store {
         actor: &str,
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut q = sqlx::QueryBuilder::new("SELECT id FROM jobs");
+        filter.push_where(&mut q);
+        q.push(" AND state = ANY(")
+            .push_bind(&[JobState::Failed, JobState::Cancelled][..])
+            .push(") ORDER BY updated_at LIMIT ")
+            .push_bind(filter.limit)
+            .push(" FOR UPDATE SKIP LOCKED");
+        let picked: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *tx).await?;
         let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "WITH picked AS (
-                SELECT id FROM jobs
-                 WHERE (cardinality($1::text[]) = 0 OR state = ANY($1)) AND state = ANY($7)
-                   AND ($3::text IS NULL OR account = lower($3))
-                   AND ($4::text IS NULL OR kind = $4)
-                   AND ($5::text IS NULL OR last_error_class = $5)
-                   AND ($8::timestamptz IS NULL OR created_at >= $8)
-                   AND ($9::timestamptz IS NULL OR created_at < $9)
-                 ORDER BY updated_at LIMIT $6 FOR UPDATE SKIP LOCKED)
-             UPDATE jobs SET {REQUEUE}
-               FROM picked WHERE jobs.id = picked.id
-             RETURNING jobs.id"
+            "UPDATE jobs SET {REQUEUE} WHERE id = ANY($1) RETURNING id"
         )))
-        .bind(&filter.states)
+        .bind(&picked)
         .bind(JobState::Queued)
-        .bind(&filter.account)
-        .bind(filter.kind)
-        .bind(filter.error_class)
-        .bind(filter.limit)
-        .bind(&[JobState::Failed, JobState::Cancelled][..])
-        .bind(filter.since)
-        .bind(filter.until)
         .fetch_all(&mut *tx)
         .await?;
         sqlx::query(

@@ -75,31 +75,20 @@ pub(crate) enum Bucket {
 }
 
 impl Store {
-    /// The jobs `q` matches, most recently updated first, at most `q.limit` from
-    /// `q.offset`.
-    pub(crate) async fn queue_rows(&self, q: &JobFilter) -> Result<Vec<QueueRow>, StoreError> {
-        Ok(sqlx::query_as(
+    /// The jobs `f` matches, most recently updated first, at most `f.limit` from
+    /// `f.offset`.
+    pub(crate) async fn queue_rows(&self, f: &JobFilter) -> Result<Vec<QueueRow>, StoreError> {
+        let mut q = sqlx::QueryBuilder::new(
             "SELECT id, account, kind, state, attempt, max_attempts, last_error, last_error_class,
                     created_at, updated_at
-               FROM jobs
-              WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
-                AND ($2::text IS NULL OR kind = $2)
-                AND ($3::text IS NULL OR last_error_class = $3)
-                AND ($4::text IS NULL OR account = lower($4))
-                AND ($5::timestamptz IS NULL OR created_at >= $5)
-                AND ($6::timestamptz IS NULL OR created_at < $6)
-              ORDER BY updated_at DESC, id LIMIT $7 OFFSET $8",
-        )
-        .bind(&q.states)
-        .bind(q.kind)
-        .bind(q.error_class)
-        .bind(&q.account)
-        .bind(q.since)
-        .bind(q.until)
-        .bind(q.limit.max(1))
-        .bind(q.offset.max(0))
-        .fetch_all(&self.pool)
-        .await?)
+               FROM jobs",
+        );
+        f.push_where(&mut q);
+        q.push(" ORDER BY updated_at DESC, id LIMIT ")
+            .push_bind(f.limit.max(1))
+            .push(" OFFSET ")
+            .push_bind(f.offset.max(0));
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 
     /// Retries or cancels the jobs among `ids` that may be (a retry takes failed, cancelled

@@ -2,9 +2,12 @@
 //! jobs back at shutdown, retention, and the reads operators and metrics use. Inserting
 //! jobs from events is in `insert`, recording an attempt's outcome in `finish`.
 
+mod filter;
 mod finish;
 mod insert;
 
+pub use filter::JobFilter;
+pub(crate) use filter::JobPage;
 pub use insert::*;
 
 use std::sync::LazyLock;
@@ -12,7 +15,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use super::{Attempt, Store, StoreError, secs};
@@ -48,34 +50,6 @@ pub struct Job {
     pub reply_to_refused: Option<String>,
     /// The newer job of the account that made this one moot.
     pub superseded_by: Option<Uuid>,
-}
-
-/// Which jobs a listing, a queue view or a bulk action takes: every field narrows, `None`
-/// (or no states) takes all. The one filter of the API, the dashboard and the CLI, each of
-/// which reads it from its own query string or arguments.
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    /// Any of these states (none: every state).
-    pub states: Vec<JobState>,
-    /// The account's name, any case.
-    pub account: Option<String>,
-    pub kind: Option<EventKind>,
-    /// Of the last error.
-    pub error_class: Option<ErrorClass>,
-    /// Created at or after / before.
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub limit: i64,
-    /// Rows to skip (pagination; newest first).
-    pub offset: i64,
-}
-
-/// One page of a job listing.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct JobPage {
-    pub jobs: Vec<Job>,
-    /// Jobs the filter selects on every page (0 when this page is past the last).
-    pub total: i64,
 }
 
 /// The columns a [`Job`] is read from.
@@ -310,41 +284,6 @@ impl Store {
         .bind(event_id)
         .fetch_optional(&self.pool)
         .await?)
-    }
-
-    pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        Ok(self.page_jobs(f).await?.jobs)
-    }
-
-    /// The jobs `f` selects (its `limit` from its `offset`, newest first) and how many it
-    /// selects in all, so that a listing can say how many more there are.
-    pub(crate) async fn page_jobs(&self, f: &JobFilter) -> Result<JobPage, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS}, count(*) OVER () AS total FROM jobs
-              WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
-                AND ($2::text IS NULL OR account = lower($2))
-                AND ($3::text IS NULL OR kind = $3)
-                AND ($5::text IS NULL OR last_error_class = $5)
-                AND ($6::timestamptz IS NULL OR created_at >= $6)
-                AND ($7::timestamptz IS NULL OR created_at < $7)
-              ORDER BY created_at DESC, id LIMIT $4 OFFSET $8"
-        )))
-        .bind(&f.states)
-        .bind(&f.account)
-        .bind(f.kind)
-        .bind(if f.limit > 0 { f.limit } else { 100 })
-        .bind(f.error_class)
-        .bind(f.since)
-        .bind(f.until)
-        .bind(f.offset.max(0))
-        .fetch_all(&self.pool)
-        .await?;
-        let total = match rows.first() {
-            Some(row) => row.try_get("total")?,
-            None => 0,
-        };
-        let jobs = rows.iter().map(Job::from_row).collect::<Result<_, _>>()?;
-        Ok(JobPage { jobs, total })
     }
 
     /// Job counts by state (every state present, zero where none).
