@@ -9,3 +9,14 @@
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id);
 CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated_at DESC, id);
 CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs (state, created_at DESC, id);
+
+-- Time from creation to success per finished hour (the overview's "time to done"): an hour
+-- that is over never changes, so its median and 95th percentile are computed once, by the
+-- first read after it ends, and read from here after; only the current hour is computed from
+-- `jobs` on every read (with a month of history, the last 24 hours hold ~34,000 successes:
+-- 140 ms per overview before).
+CREATE TABLE job_done_hours (
+    hour  timestamptz PRIMARY KEY,
+    p50   double precision,   -- seconds; NULL: no job succeeded in that hour
+    p95   double precision
+);

@@ -35,6 +35,7 @@ pub use jobs::*;
 pub use operator::*;
 pub use outcomes::*;
 pub use poison::*;
+pub use queue_view::TimeToDone;
 pub(crate) use queue_view::*;
 pub use reconcile::*;
 pub use sessions::*;
@@ -83,6 +84,10 @@ impl Store {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Url(e.to_string()))?
             .application_name("mailboxd")
+            // Every statement here is short, but with a month of history the planner's cost
+            // estimates pass `jit_above_cost` and PostgreSQL spends 0.7 s compiling a
+            // statement that then runs in 10 ms (measured on the overview's time to done).
+            .options([("jit", "off")])
             .log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)

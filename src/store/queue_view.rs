@@ -61,7 +61,7 @@ pub(crate) struct Throughput {
 
 /// Seconds from a job's creation to its success, per hour: median and 95th percentile.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct TimeToDone {
+pub struct TimeToDone {
     pub hour: DateTime<Utc>,
     pub p50: Option<f64>,
     pub p95: Option<f64>,
@@ -237,24 +237,61 @@ impl Store {
     }
 
     /// Time from creation to success per hour over the last 24 hours (hours without a
-    /// success carry no figures).
-    pub(crate) async fn time_to_done(&self) -> Result<Vec<TimeToDone>, StoreError> {
+    /// success carry no figures). Hours that are over come from `job_done_hours`, computed
+    /// once by the first read after they end; only the hour not settled yet (the current
+    /// one, and the one before in the first minute of an hour) reads `jobs`.
+    pub async fn time_to_done(&self) -> Result<Vec<TimeToDone>, StoreError> {
+        self.settle_done_hours().await?;
         Ok(sqlx::query_as(
-            "WITH done AS (
+            "WITH current AS (
                 SELECT date_trunc('hour', finished_at) AS hour,
-                       extract(epoch FROM finished_at - created_at) AS secs
-                  FROM jobs WHERE state = $1
-                   AND finished_at >= date_trunc('hour', now()) - interval '23 hours')
-             SELECT h.hour,
-                    percentile_cont(0.5) WITHIN GROUP (ORDER BY d.secs)::float8 AS p50,
-                    percentile_cont(0.95) WITHIN GROUP (ORDER BY d.secs)::float8 AS p95
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY secs)::float8 AS p50,
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY secs)::float8 AS p95
+                  FROM (SELECT finished_at, extract(epoch FROM finished_at - created_at) AS secs
+                          FROM jobs WHERE state = $1
+                           AND finished_at >= date_trunc('hour', now() - interval '1 minute')) d
+                 GROUP BY 1)
+             SELECT h.hour, coalesce(c.p50, d.p50) AS p50, coalesce(c.p95, d.p95) AS p95
                FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
                                     date_trunc('hour', now()), interval '1 hour') AS h(hour)
-               LEFT JOIN done d ON d.hour = h.hour
-              GROUP BY h.hour ORDER BY h.hour",
+               LEFT JOIN job_done_hours d ON d.hour = h.hour
+               LEFT JOIN current c ON c.hour = h.hour
+              ORDER BY h.hour",
         )
         .bind(JobState::Succeeded)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Computes the figures of the hours of the last day that ended over a minute ago and
+    /// are not in `job_done_hours` yet (a minute: a finish committed just after the hour
+    /// still counts in it), and forgets those older than two days.
+    async fn settle_done_hours(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH forgotten AS (DELETE FROM job_done_hours WHERE hour < now() - interval '2 days')
+                , missing AS MATERIALIZED (
+                    SELECT h.hour
+                      FROM generate_series(date_trunc('hour', now()) - interval '23 hours',
+                                           date_trunc('hour', now() - interval '1 minute')
+                                               - interval '1 hour',
+                                           interval '1 hour') AS h(hour)
+                     WHERE NOT EXISTS (SELECT 1 FROM job_done_hours x WHERE x.hour = h.hour))
+             INSERT INTO job_done_hours (hour, p50, p95)
+             SELECT m.hour,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY d.secs)::float8,
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY d.secs)::float8
+               FROM missing m
+               LEFT JOIN LATERAL (
+                    SELECT extract(epoch FROM finished_at - created_at) AS secs
+                      FROM jobs WHERE state = $1
+                       AND finished_at >= m.hour AND finished_at < m.hour + interval '1 hour') d
+                    ON true
+              GROUP BY m.hour
+             ON CONFLICT (hour) DO NOTHING",
+        )
+        .bind(JobState::Succeeded)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

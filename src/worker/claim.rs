@@ -1,6 +1,6 @@
 //! The claim loops: `worker.concurrency` of them, each claiming a batch when jobs are due
-//! (woken by `LISTEN`, or every `worker.poll_interval`), holding an Exchange session slot
-//! while its batch runs, and waiting while the circuit is open (one loop probes). Jobs whose
+//! (woken by `LISTEN`, at the next job's due time, or every `worker.poll_interval`), holding
+//! an Exchange session slot only while its batch runs, and waiting while the circuit is open (one loop probes). Jobs whose
 //! lease expired (their replica died) are made due again by lease rescue (`rescue`), whose
 //! state change wakes these loops.
 
@@ -57,6 +57,9 @@ impl Worker {
                 return;
             }
             crate::failpoint::claim_loop_panic();
+            if !self.wait_until_due(&mut wake, &shutdown).await {
+                continue;
+            }
             // The Windows side is down: wait, then let one loop probe it with one job.
             let (limit, probe) = match self.circuit.permit() {
                 Permit::Go => (i64::from(self.batch_size), None),
@@ -99,6 +102,29 @@ impl Worker {
                 () = shutdown.stopped() => return,
             }
         }
+    }
+
+    /// Returns true when a job is due now. Otherwise waits, holding no Exchange session
+    /// slot, until a wake-up, the next job's due time or `worker.poll_interval`, whichever
+    /// comes first, and returns false: idle loops never take one of the sessions every
+    /// replica shares just to find no work, and a retry runs when it is due rather than at
+    /// the next poll.
+    async fn wait_until_due(&self, wake: &mut WakeUps, shutdown: &Shutdown) -> bool {
+        // Before reading, so that a job queued meanwhile still wakes the wait below.
+        wake.mark_seen();
+        let wait = match self.store.next_due_in().await {
+            Ok(Some(d)) if d.is_zero() => return true,
+            Ok(Some(d)) => d.min(self.cfg.poll_interval),
+            Ok(None) => self.cfg.poll_interval,
+            // The claim that follows says what is wrong with the database.
+            Err(_) => return true,
+        };
+        tokio::select! {
+            _ = wake.next() => {}
+            _ = tokio::time::sleep(wait) => {}
+            () = shutdown.stopped() => {}
+        }
+        false
     }
 
     /// Waits for an Exchange session slot for one cold batch; `Some(None)` with warm

@@ -70,6 +70,30 @@ async fn a_throttled_cmdlet_defers_the_joiner_by_the_stated_wait_without_an_atte
     app.stop().await;
 }
 
+/// A retry runs when it is due, not at the next poll, and idle claim loops wait for that
+/// time without holding a session: with the poll interval at a minute, a joiner Exchange
+/// throttled twice for 500 ms still succeeds within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deferred_joiner_runs_when_it_is_due_not_at_the_next_poll() {
+    let mut env = TestEnv::new(vec![seed("jdue")]).await;
+    env.settings.worker.poll_interval = Duration::from_secs(60);
+    env.fault(json!({"fault": "cmdlet_errors", "count": 2, "error": "throttled"}))
+        .await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("jdue");
+    env.publisher().await.publish(&ev).await.unwrap();
+    let job = env.wait_succeeded(&ev.id).await;
+    let took = job.finished_at.unwrap() - job.created_at;
+    assert!(took < chrono::Duration::seconds(10), "took {took}");
+    let calls = env.lab.invocations_for("Enable-RemoteMailbox", "jdue");
+    assert_eq!(
+        calls.len(),
+        3,
+        "two throttled tries and the one that worked"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_custom_permanent_error_fails_the_job_with_exchanges_text() {
     let env = TestEnv::new(vec![seed("jproxy")]).await;

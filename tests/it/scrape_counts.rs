@@ -123,3 +123,37 @@ async fn the_counts_never_read_the_jobs_table() {
     let queued = counts.iter().find(|(s, _)| s.as_str() == "queued");
     assert_eq!(queued.map(|(_, n)| *n), Some(5));
 }
+
+/// Time to done per hour: an hour that is over is computed once, by the first read after it
+/// ends, and kept; the hour under way is read from the jobs every time.
+#[tokio::test]
+async fn time_to_done_of_an_hour_that_is_over_is_computed_once_and_kept() {
+    let db = fresh_store().await;
+    given_jobs(&db.store, 3).await;
+    sql(
+        &db.store,
+        &[
+            "UPDATE jobs SET state = 'succeeded',
+                    finished_at = date_trunc('hour', now()) - interval '150 minutes'",
+            "UPDATE jobs SET created_at = finished_at - interval '60 seconds' WHERE event_id = 'e0'",
+            "UPDATE jobs SET created_at = finished_at - interval '120 seconds' WHERE event_id = 'e1'",
+            "UPDATE jobs SET finished_at = now(), created_at = now() - interval '30 seconds'
+              WHERE event_id = 'e2'",
+        ],
+    )
+    .await;
+    let first = db.store.time_to_done().await.unwrap();
+    assert_eq!(first.len(), 24, "{first:?}");
+    let past = &first[20];
+    assert_eq!((past.p50, past.p95), (Some(90.0), Some(117.0)), "{first:?}");
+    let now = first.last().unwrap();
+    assert_eq!(now.p50.map(f64::round), Some(30.0), "{first:?}");
+    // Kept: changing that hour's jobs now (nothing in mailboxd does) changes nothing shown.
+    sql(
+        &db.store,
+        &["UPDATE jobs SET created_at = finished_at - interval '1 hour' WHERE event_id = 'e0'"],
+    )
+    .await;
+    let again = db.store.time_to_done().await.unwrap();
+    assert_eq!((again[20].p50, again[20].p95), (Some(90.0), Some(117.0)));
+}

@@ -116,6 +116,14 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+static NEXT_DUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM jobs
+          WHERE state IN {pending}",
+        pending = super::columns::sql_list(&JobState::CLAIMABLE),
+    )
+});
+
 impl Store {
     /// Claims up to `limit` due jobs for `replica`, at most one per account, in one
     /// statement (one round trip). Jobs whose lease expired are made due again by lease
@@ -139,6 +147,15 @@ impl Store {
             }
         }
         Ok(Vec::new())
+    }
+
+    /// How long until the earliest claimable job is due: zero when one is due now, `None`
+    /// when none is queued. The partial index on claimable jobs answers it in one step.
+    pub(crate) async fn next_due_in(&self) -> Result<Option<Duration>, StoreError> {
+        let secs: Option<f64> = sqlx::query_scalar(NEXT_DUE.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
     }
 
     /// Makes jobs whose lease ran out (their replica died) due again at once, the lost
