@@ -123,6 +123,8 @@ pub struct LabState {
     /// `ConvertFrom-Json`'s pipeline input, the request as the process read it. (The Exchange
     /// cmdlets' parameters are in `invocations`.)
     pub module_log: Vec<String>,
+    /// The cloud: Entra sync and Exchange Online over these accounts (`cloud`).
+    pub cloud: crate::cloud::Cloud,
 }
 
 impl LabState {
