@@ -331,6 +331,17 @@ impl Store {
         .await?)
     }
 
+    /// Every answer a job gave, oldest first: its on-premises outcome and, with `[cloud]`,
+    /// its cloud one.
+    pub async fn job_outcomes(&self, job_id: Uuid) -> Result<Vec<OutcomeRow>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE job_id = $1 ORDER BY seq"
+        )))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn outcome_counts(&self) -> Result<OutcomeCounts, StoreError> {
         let (unsent, failing): (i64, i64) = sqlx::query_as(
             "SELECT count(*),
