@@ -23,7 +23,8 @@ use crate::worker::view;
 /// The organisation of every Exchange Online LegacyExchangeDN: an `X500:` proxy address
 /// under it is the cloud mailbox's, written back by Entra. Practitioner lore (X500/IMCEAEX
 /// articles, tenants seen), not on a Microsoft page; Microsoft's writeback list only says
-/// `cloudLegacyExchangeDN` → `proxyAddresses` (entra-docs, cloud-sync/exchange-hybrid.md).
+/// `cloudLegacyExchangeDN` → `proxyAddresses`
+/// (learn.microsoft.com/entra/identity/hybrid/cloud-sync/exchange-hybrid).
 const CLOUD_X500_PREFIX: &str = "x500:/o=exchangelabs/";
 
 /// Where the watch learns the cloud's state: one variant per way. From AD now; the

@@ -140,7 +140,7 @@ async fn stats(State(lab): State<LabHttp>) -> Json<serde_json::Value> {
 /// `POST /lab/cloud/sync`: one Entra sync cycle now; answers how many have run.
 async fn cloud_sync(State(lab): State<LabHttp>) -> Json<serde_json::Value> {
     let mut st = lab.state.lock();
-    crate::cloud::sync_cycle(&mut st, std::time::Instant::now());
+    st.cloud_sync(std::time::Instant::now());
     Json(serde_json::json!({ "cycles": st.cloud.cycles }))
 }
 
@@ -155,7 +155,7 @@ async fn cloud_change(
             format!("not a cloud user change ({e})"),
         )
     })?;
-    if crate::cloud::change(&mut lab.state.lock(), &c) {
+    if lab.state.lock().cloud_change(&c) {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err((StatusCode::NOT_FOUND, format!("no account {:?}", c.account)))
@@ -167,7 +167,9 @@ async fn cloud_user(
     State(lab): State<LabHttp>,
     axum::extract::Path(sam): axum::extract::Path<String>,
 ) -> Result<Json<crate::cloud::CloudUserView>, StatusCode> {
-    crate::cloud::view(&lab.state.lock(), &sam)
+    lab.state
+        .lock()
+        .cloud_user(&sam)
         .map(Json)
         .ok_or(StatusCode::NOT_FOUND)
 }

@@ -6,8 +6,8 @@
 //! by a `not_synced` fault), in this order:
 //! 1. **Writeback** of a mailbox that existed when the cycle started (so on the cycle after
 //!    the one that made it): the attributes of Microsoft's "Exchange hybrid writeback" list
-//!    (learn.microsoft.com, entra-docs docs/identity/hybrid/cloud-sync/exchange-hybrid.md,
-//!    "Attributes synchronized"): `cloudLegacyExchangeDN` → `proxyAddresses` (an
+//!    (learn.microsoft.com/entra/identity/hybrid/cloud-sync/exchange-hybrid, "Attributes
+//!    synchronized"): `cloudLegacyExchangeDN` → `proxyAddresses` (an
 //!    "Expression" mapping), `cloudMSExchArchiveStatus` → `msExchArchiveStatus`, `cloudAnchor`
 //!    → `msDS-ExternalDirectoryObjectId`. Microsoft's table does not say what the expression
 //!    makes of the DN; that it is added as an `X500:` proxy address, and the DN's
@@ -22,7 +22,8 @@
 //!    provisioning error set on the user holds it "Setting up" (no mailbox, so no writeback;
 //!    the error text is kept, as Graph's `serviceProvisioningErrors` keeps it). A licensed
 //!    user with no remote mailbox gets a mailbox EXO made on its own — the licence-first
-//!    case the practitioners describe (peers.md, "The cloud side") — marked `licence_first`
+//!    case practitioners describe (msb365.blog ?p=1126, c7solutions.com ?p=2079, the benw
+//!    TechNet post "Dude – why isn't a mailbox being provisioned") — marked `licence_first`
 //!    so a later guard can be tested against it. An on-premises mailbox is left alone: its
 //!    synced msExchMailboxGuid tells EXO not to provision one (the same sources).
 //!
@@ -36,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::directory::{LabAccount, Recipient};
-use crate::exchange::LabState;
+use crate::faults::Faults;
 
 /// How the lab's cloud behaves (`LabConfig::with_cloud`).
 #[derive(Debug, Clone, Default)]
@@ -156,16 +157,15 @@ impl Cloud {
 }
 
 /// Applies a change to one account's cloud user; false if no account has that name.
-pub fn change(st: &mut LabState, c: &CloudUserChange) -> bool {
-    let Some(a) = st
-        .accounts
+pub fn change(cloud: &mut Cloud, accounts: &[LabAccount], c: &CloudUserChange) -> bool {
+    let Some(a) = accounts
         .iter()
         .find(|a| a.sam_account_name.eq_ignore_ascii_case(&c.account))
         .cloned()
     else {
         return false;
     };
-    let u = st.cloud.user(&a);
+    let u = cloud.user(&a);
     if let Some(l) = c.licensed {
         u.licensed = l;
     }
@@ -176,18 +176,18 @@ pub fn change(st: &mut LabState, c: &CloudUserChange) -> bool {
 }
 
 /// One Entra sync cycle with EXO's provisioning (see the module docs).
-pub fn sync_cycle(st: &mut LabState, now: Instant) {
-    st.cloud.cycles += 1;
-    let delay = st.cloud.config.mailbox_delay;
-    for i in 0..st.accounts.len() {
-        let a = st.accounts[i].clone();
-        if !a.synced || st.faults.unsynced(&a.sam_account_name) {
+pub fn sync_cycle(cloud: &mut Cloud, accounts: &mut [LabAccount], faults: &Faults, now: Instant) {
+    cloud.cycles += 1;
+    let delay = cloud.config.mailbox_delay;
+    for account in accounts.iter_mut() {
+        let a = account.clone();
+        if !a.synced || faults.unsynced(&a.sam_account_name) {
             continue;
         }
-        let u = st.cloud.user(&a);
+        let u = cloud.user(&a);
         if let Some(m) = u.mailbox.clone().filter(|_| !u.written_back) {
             u.written_back = true;
-            write_back(&mut st.accounts[i], &m);
+            write_back(account, &m);
             continue;
         }
         if u.mailbox.is_some() || !u.licensed || u.provisioning_error.is_some() {
@@ -234,18 +234,17 @@ fn write_back(a: &mut LabAccount, m: &ExoMailbox) {
 }
 
 /// One account's cloud user as the cloud shows it, if the account exists.
-pub fn view(st: &LabState, sam: &str) -> Option<CloudUserView> {
-    let a = st
-        .accounts
+pub fn view(
+    cloud: &Cloud,
+    accounts: &[LabAccount],
+    faults: &Faults,
+    sam: &str,
+) -> Option<CloudUserView> {
+    let a = accounts
         .iter()
         .find(|a| a.sam_account_name.eq_ignore_ascii_case(sam))?;
-    let synced = a.synced && !st.faults.unsynced(&a.sam_account_name);
-    let u = st
-        .cloud
-        .users
-        .get(&a.object_guid)
-        .cloned()
-        .unwrap_or_default();
+    let synced = a.synced && !faults.unsynced(&a.sam_account_name);
+    let u = cloud.users.get(&a.object_guid).cloned().unwrap_or_default();
     let mailbox = match (&u.mailbox, &u.provisioning_error) {
         (Some(_), _) => MailboxState::Ready,
         (None, Some(e)) if u.licensed => MailboxState::SettingUp { error: e.clone() },
@@ -277,27 +276,39 @@ pub fn view(st: &LabState, sam: &str) -> Option<CloudUserView> {
     })
 }
 
-/// Runs a cycle every `interval` until the task is aborted (with the lab).
-pub(crate) async fn run_every(state: crate::SharedState, interval: Duration) {
-    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
-    loop {
-        tick.tick().await;
-        sync_cycle(&mut state.lock(), Instant::now());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::directory::AccountSeed;
 
-    fn state(seeds: Vec<AccountSeed>, licensed: &[&str]) -> LabState {
-        let mut st = LabState {
-            accounts: seeds.into_iter().map(LabAccount::from_seed).collect(),
-            ..LabState::default()
+    struct St {
+        cloud: Cloud,
+        accounts: Vec<LabAccount>,
+        faults: Faults,
+    }
+
+    fn state(seeds: Vec<AccountSeed>, licensed: &[&str]) -> St {
+        let config = CloudConfig {
+            licensed: licensed.iter().map(|s| (*s).to_owned()).collect(),
+            ..CloudConfig::default()
         };
-        st.cloud.config.licensed = licensed.iter().map(|s| (*s).to_owned()).collect();
-        st
+        St {
+            cloud: Cloud::new(config),
+            accounts: seeds.into_iter().map(LabAccount::from_seed).collect(),
+            faults: Faults::default(),
+        }
+    }
+
+    fn sync_cycle(st: &mut St, now: Instant) {
+        super::sync_cycle(&mut st.cloud, &mut st.accounts, &st.faults, now);
+    }
+
+    fn view(st: &St, sam: &str) -> Option<CloudUserView> {
+        super::view(&st.cloud, &st.accounts, &st.faults, sam)
+    }
+
+    fn change(st: &mut St, c: &CloudUserChange) -> bool {
+        super::change(&mut st.cloud, &st.accounts, c)
     }
 
     #[test]

@@ -128,6 +128,21 @@ pub struct LabState {
 }
 
 impl LabState {
+    /// One Entra sync cycle with Exchange Online's provisioning and the writeback (`cloud`).
+    pub fn cloud_sync(&mut self, now: std::time::Instant) {
+        crate::cloud::sync_cycle(&mut self.cloud, &mut self.accounts, &self.faults, now);
+    }
+
+    /// Changes one account's licence or provisioning error; false if there is no such account.
+    pub fn cloud_change(&mut self, c: &crate::cloud::CloudUserChange) -> bool {
+        crate::cloud::change(&mut self.cloud, &self.accounts, c)
+    }
+
+    /// The account's user as the cloud shows it.
+    pub fn cloud_user(&self, sam: &str) -> Option<crate::cloud::CloudUserView> {
+        crate::cloud::view(&self.cloud, &self.accounts, &self.faults, sam)
+    }
+
     /// The account `identity` names, as the domain controller sees it now (an account
     /// still replicating is on no DC yet).
     pub fn find(&self, identity: &str) -> Option<usize> {

@@ -65,7 +65,7 @@ impl Lab {
         let cloud_task = cfg
             .cloud
             .sync_interval
-            .map(|every| tokio::spawn(cloud::run_every(state.clone(), every)));
+            .map(|every| tokio::spawn(sync_cloud_every(state.clone(), every)));
         let (ldap_addr, ldap_task) = match cfg.ldap_listen {
             Some(listen) => {
                 let (addr, task) = start_directory(listen, &cfg, &state).await?;
@@ -242,7 +242,7 @@ impl Lab {
     /// Runs one Entra sync cycle now (with Exchange Online's provisioning and the hybrid
     /// writeback, `cloud` module docs), as `POST /lab/cloud/sync` does.
     pub fn cloud_sync(&self) {
-        cloud::sync_cycle(&mut self.state.lock(), std::time::Instant::now());
+        self.state.lock().cloud_sync(std::time::Instant::now());
     }
 
     /// Licenses (or unlicenses) the account `sam` in the cloud; false if there is no such
@@ -253,7 +253,7 @@ impl Lab {
             licensed: Some(licensed),
             provisioning_error: None,
         };
-        cloud::change(&mut self.state.lock(), &c)
+        self.state.lock().cloud_change(&c)
     }
 
     /// Holds the account's cloud mailbox "Setting up" with this error text (`""` clears
@@ -264,13 +264,13 @@ impl Lab {
             licensed: None,
             provisioning_error: Some(error.to_owned()),
         };
-        cloud::change(&mut self.state.lock(), &c)
+        self.state.lock().cloud_change(&c)
     }
 
     /// The account's user as the cloud shows it (licence, mailbox, recipient type,
     /// addresses, cloud ids): what a Graph stand-in answers from.
     pub fn cloud_user(&self, sam: &str) -> Option<cloud::CloudUserView> {
-        cloud::view(&self.state.lock(), sam)
+        self.state.lock().cloud_user(sam)
     }
 
     /// Waits until the server stops (it runs until the process ends, or `stop`).
@@ -320,6 +320,15 @@ fn initial_state(cfg: &LabConfig) -> SharedState {
         cloud: cloud::Cloud::new(cfg.cloud.clone()),
         ..LabState::default()
     }))
+}
+
+/// Runs a cloud sync cycle every `interval` until the task is aborted (with the lab).
+async fn sync_cloud_every(state: SharedState, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval.max(std::time::Duration::from_millis(10)));
+    loop {
+        tick.tick().await;
+        state.lock().cloud_sync(std::time::Instant::now());
+    }
 }
 
 /// Binds the domain controller on `listen` and serves it in the background.
