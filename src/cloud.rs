@@ -94,6 +94,12 @@ fn seen_in_ad(w: &Watch, found: &[Account]) -> Seen {
             reason: "the account is no longer in AD under this name and objectGUID".into(),
         };
     };
+    seen(a)
+}
+
+/// What one account as AD shows it says of its cloud mailbox (also the fuzz target's, on
+/// any LDAP entry: `fuzzing::ldap_entry`).
+pub(crate) fn seen(a: &Account) -> Seen {
     let x500 = a
         .proxy_addresses
         .iter()

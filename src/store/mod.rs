@@ -101,7 +101,7 @@ impl Store {
     }
 
     /// This handle starts a cloud watch for every joiner's success (when `[cloud]` confirms).
-    pub(crate) fn watching_the_cloud(mut self, policy: Option<WatchPolicy>) -> Store {
+    pub fn watching_the_cloud(mut self, policy: Option<WatchPolicy>) -> Store {
         self.cloud_watch = policy;
         self
     }
