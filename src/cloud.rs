@@ -15,9 +15,9 @@ use crate::alert::{AlertKind, NewAlert};
 use crate::config;
 use crate::directory::{Account, AccountState, Directory, DirectoryError};
 use crate::health::{Health, Task, supervise};
-use crate::outcome::{self, AnsweredJob, CloudAnswer, CloudSourceName, DirectoryView};
+use crate::outcome::{self, CloudAnswer, CloudSourceName, DirectoryView};
 use crate::shutdown::Shutdown;
-use crate::store::{Store, Watch, WatchEnd, WatchNext};
+use crate::store::{Store, Watch, WatchEnd, WatchNext, answered};
 use crate::worker::view;
 
 /// The organisation of every Exchange Online LegacyExchangeDN: an `X500:` proxy address
@@ -40,7 +40,7 @@ pub enum CloudSource {
 pub enum Seen {
     /// The cloud mailbox exists.
     Mailbox {
-        view: Option<DirectoryView>,
+        view: Box<Option<DirectoryView>>,
         answer: Evidence,
     },
     /// Not yet: why, in words an operator can act on.
@@ -120,7 +120,7 @@ pub(crate) fn seen(a: &Account) -> Seen {
         account: Some(a.clone()),
     };
     Seen::Mailbox {
-        view: view::of(&state),
+        view: Box::new(view::of(&state)),
         answer: Evidence {
             legacy_exchange_dn: x500.get(5..).map(str::to_owned),
             external_directory_object_id: a.external_directory_object_id.clone(),
@@ -231,23 +231,16 @@ impl Checker {
 
     /// The watch's end (its outcome), or when to look again.
     fn decide<'w>(&self, w: &'w Watch, seen: Seen) -> Result<WatchEnd<'w>, WatchNext> {
-        let mut answer = CloudAnswer {
-            source: self.source.name(),
-            watched_since: w.created_at,
-            deadline: w.deadline_at,
-            checks: w.checks,
-            legacy_exchange_dn: None,
-            external_directory_object_id: None,
-            archive_status: None,
-        };
-        let job = answered(w);
+        let mut answer =
+            CloudAnswer::watched(self.source.name(), w.created_at, w.deadline_at, w.checks);
+        let job = answered(&w.job);
         match seen {
             Seen::Mailbox { view, answer: ev } => {
                 answer.legacy_exchange_dn = ev.legacy_exchange_dn;
                 answer.external_directory_object_id = ev.external_directory_object_id;
                 answer.archive_status = ev.archive_status;
                 let message =
-                    outcome::cloud_message(job, w.job.attempt, view.as_ref(), answer, None);
+                    outcome::cloud_message(job, w.job.attempt, (*view).as_ref(), answer, None);
                 Ok(WatchEnd {
                     job: &w.job,
                     message,
@@ -271,16 +264,6 @@ impl Checker {
                 seen: reason,
             }),
         }
-    }
-}
-
-fn answered(w: &Watch) -> AnsweredJob<'_> {
-    AnsweredJob {
-        id: w.job.id,
-        event_id: &w.job.event_id,
-        kind: w.job.kind,
-        event: &w.job.event,
-        superseded_by: w.job.superseded_by,
     }
 }
 

@@ -149,6 +149,26 @@ text_enum! {
     }
 }
 
+impl CloudAnswer {
+    /// The answer of a watch, before anything showed the mailbox.
+    pub fn watched(
+        source: CloudSourceName,
+        watched_since: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+        checks: i32,
+    ) -> CloudAnswer {
+        CloudAnswer {
+            source,
+            watched_since,
+            deadline,
+            checks,
+            legacy_exchange_dn: None,
+            external_directory_object_id: None,
+            archive_status: None,
+        }
+    }
+}
+
 /// The cloud answer's own part: where it was learnt and what showed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloudAnswer {

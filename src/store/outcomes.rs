@@ -17,7 +17,7 @@ use super::{Job, Store, StoreError, secs};
 use crate::outcome::{AnsweredJob, Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
 
 /// The job as its outcome message names it.
-pub(super) fn answered(job: &Job) -> AnsweredJob<'_> {
+pub fn answered(job: &Job) -> AnsweredJob<'_> {
     AnsweredJob {
         id: job.id,
         event_id: &job.event_id,

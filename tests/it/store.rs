@@ -628,8 +628,8 @@ async fn dashboard_sessions_end_when_idle_too_old_or_signed_out_and_stay_ended()
 /// else's until its lease runs out, and a replica that lost it cannot end it.
 #[tokio::test]
 async fn a_joiners_success_starts_one_cloud_watch_that_replicas_claim_under_a_lease() {
-    use mailboxd::outcome::{AnsweredJob, CloudAnswer, CloudSourceName, cloud_message};
-    use mailboxd::store::{WatchEnd, WatchPolicy};
+    use mailboxd::outcome::{CloudAnswer, CloudSourceName, cloud_message};
+    use mailboxd::store::{WatchEnd, WatchPolicy, answered};
     let db = fresh_store().await;
     let store = (*db).clone().watching_the_cloud(Some(WatchPolicy {
         source: CloudSourceName::Directory,
@@ -661,25 +661,10 @@ async fn a_joiners_success_starts_one_cloud_watch_that_replicas_claim_under_a_le
     assert_eq!((second.len(), second[0].checks), (1, 2));
 
     let w = &second[0];
-    let answer = CloudAnswer {
-        source: CloudSourceName::Directory,
-        watched_since: w.created_at,
-        deadline: w.deadline_at,
-        checks: w.checks,
-        legacy_exchange_dn: None,
-        external_directory_object_id: None,
-        archive_status: None,
-    };
-    let answered = AnsweredJob {
-        id: w.job.id,
-        event_id: &w.job.event_id,
-        kind: w.job.kind,
-        event: &w.job.event,
-        superseded_by: None,
-    };
+    let answer = CloudAnswer::watched(CloudSourceName::Directory, w.created_at, w.deadline_at, 2);
     let end = WatchEnd {
         job: &w.job,
-        message: cloud_message(answered, 1, None, answer, None),
+        message: cloud_message(answered(&w.job), 1, None, answer, None),
         alert: None,
     };
     assert_eq!(
