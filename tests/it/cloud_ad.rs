@@ -102,6 +102,28 @@ async fn a_licensed_joiner_hears_on_premises_then_from_the_cloud_with_its_x500_a
         "both answer the event"
     );
     assert_ne!(cloud.message_id, onprem.message_id, "two answers");
+    then_it_carries_the_cloud_x500_address_ad_shows(&env, &cloud);
+    schema_accepts(&[&onprem, &cloud]);
+    let job = env.store.job_by_event(&ev.id).await.unwrap().unwrap();
+    assert_eq!(
+        job.state,
+        mailboxd::job::JobState::Succeeded,
+        "the on-premises outcome stays"
+    );
+    // Operators see both answers on the job.
+    let (code, shown, _) = env.cli(&["jobs", "show", &job.id.to_string()]);
+    assert_eq!(code, 0);
+    assert!(
+        shown.contains("answer     joiner.succeeded")
+            && shown.contains("answer     joiner.cloud_confirmed"),
+        "{shown}"
+    );
+    app.stop().await;
+}
+
+/// The cloud answer names the cloud mailbox the lab's Exchange Online made, by the X500
+/// address Entra wrote back, beside the addresses AD had.
+fn then_it_carries_the_cloud_x500_address_ad_shows(env: &TestEnv, cloud: &Received) {
     let dn = env
         .lab
         .cloud_user("ann.lee")
@@ -126,14 +148,6 @@ async fn a_licensed_joiner_hears_on_premises_then_from_the_cloud_with_its_x500_a
         "{proxies:?}"
     );
     assert_eq!(b["mailbox"]["recipient_type"], "remote_mailbox");
-    schema_accepts(&[&onprem, &cloud]);
-    let job = env.store.job_by_event(&ev.id).await.unwrap().unwrap();
-    assert_eq!(
-        job.state,
-        mailboxd::job::JobState::Succeeded,
-        "the on-premises outcome stays"
-    );
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
