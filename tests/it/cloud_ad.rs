@@ -284,3 +284,39 @@ async fn wait_checked_twice(env: &TestEnv, job: uuid::Uuid) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The lab's cloud is driven over HTTP as well (what a Graph stand-in or a demo uses): a
+/// licence and two sync cycles give a remote mailbox its cloud mailbox and the writeback.
+#[tokio::test]
+async fn the_lab_cloud_is_driven_and_read_over_its_http_api() {
+    let lab = lab::Lab::start(common::lab_config(vec![common::remote("eve")]))
+        .await
+        .unwrap();
+    let (http, base) = (common::http(), format!("http://{}/lab/cloud", lab.addr));
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}/{path}")).json(&body).send()
+    };
+    let licence = serde_json::json!({"account": "eve", "licensed": true});
+    assert_eq!(post("users", licence).await.unwrap().status(), 204);
+    let nobody = serde_json::json!({"account": "nobody", "licensed": true});
+    assert_eq!(post("users", nobody).await.unwrap().status(), 404);
+    let bad = serde_json::json!({"account": "eve", "licence": true});
+    assert_eq!(post("users", bad).await.unwrap().status(), 400);
+    for _ in 0..2 {
+        post("sync", serde_json::json!({})).await.unwrap();
+    }
+    let eve: serde_json::Value = http
+        .get(format!("{base}/users/eve"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(eve["mailbox"]["state"], "ready");
+    assert_eq!(eve["recipient_type_details"], "UserMailbox");
+    assert_eq!(eve["written_back"], true);
+    let dn = eve["legacy_exchange_dn"].as_str().unwrap();
+    let x500 = format!("X500:{dn}");
+    assert!(lab.account("eve").unwrap().proxy_addresses.contains(&x500));
+}
