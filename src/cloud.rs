@@ -200,14 +200,21 @@ impl Checker {
         let seen = match self.source.observe(watches).await {
             Ok(s) => s,
             Err(e) => {
+                // An outage of the DCs is no answer about the cloud: no watch ends on it,
+                // even past its deadline (MailboxdCloudWatchesOverdue says so meanwhile).
                 tracing::warn!(error = %e, watches = watches.len(), "cloud check failed");
-                let reason = e.to_string();
-                watches
+                let again: Vec<WatchNext> = watches
                     .iter()
-                    .map(|_| Seen::NotYet {
-                        reason: reason.clone(),
+                    .map(|w| WatchNext {
+                        job_id: w.job.id,
+                        wait: self.settings.poll_interval,
+                        seen: e.to_string(),
                     })
-                    .collect()
+                    .collect();
+                if let Err(e) = self.store.watch_again(&self.replica, &again).await {
+                    tracing::warn!(error = %e, "cannot reschedule cloud watches; they come back after the lease");
+                }
+                return;
             }
         };
         let mut ends = Vec::new();

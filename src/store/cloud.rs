@@ -144,11 +144,14 @@ impl Store {
     }
 
     /// Gives watches back to be checked again after their wait (never later than their
-    /// deadline, so the failure comes on time), if `replica` still holds them.
+    /// deadline, so the failure comes on time; a watch already past it is checked again
+    /// after the wait), if `replica` still holds them.
     pub async fn watch_again(&self, replica: &str, next: &[WatchNext]) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE cloud_watches w
-                SET next_check_at = least(now() + make_interval(secs => u.wait), w.deadline_at),
+                SET next_check_at = CASE WHEN w.deadline_at > now()
+                                         THEN least(now() + make_interval(secs => u.wait), w.deadline_at)
+                                         ELSE now() + make_interval(secs => u.wait) END,
                     last_seen = u.seen, locked_by = NULL, locked_until = NULL
                FROM unnest($1::uuid[], $2::float8[], $3::text[]) AS u(id, wait, seen)
               WHERE w.job_id = u.id AND w.locked_by = $4 AND w.resolved_at IS NULL",
