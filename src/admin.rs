@@ -260,7 +260,13 @@ async fn show_job(
     match s.store.get_job(id).await {
         Ok(Some((job, attempts))) => {
             let actions = s.store.job_actions(id).await.unwrap_or_default();
-            Json(json!({ "job": job, "attempts": attempts, "actions": actions })).into_response()
+            let outcomes = s.store.job_outcomes(id).await.unwrap_or_default();
+            let cloud_watch = s.store.cloud_watch(id).await.unwrap_or_default();
+            Json(
+                json!({ "job": job, "attempts": attempts, "actions": actions,
+                         "outcomes": outcomes, "cloud_watch": cloud_watch }),
+            )
+            .into_response()
         }
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => internal(e),

@@ -23,7 +23,9 @@ use crate::health::Health;
 use crate::shutdown::{Shutdown, Stop};
 use crate::signin::{SignIn, SignInConfig};
 use crate::store::Store;
-use crate::{admin, alert, dashboard, identityiq, intake, outcome_publisher, reconcile, worker};
+use crate::{
+    admin, alert, cloud, dashboard, identityiq, intake, outcome_publisher, reconcile, worker,
+};
 
 /// A running daemon.
 pub struct App {
@@ -74,6 +76,9 @@ impl App {
         ];
         if let Some(deps) = iiq {
             tasks.push(identityiq::spawn(deps, shutdown.clone()));
+        }
+        if let Some(deps) = cloud_watch(s, st, h, directory.clone())? {
+            tasks.push(cloud::spawn(deps, shutdown.clone()));
         }
         if let Some(deps) = reconcile_schedule(s, st, h, directory) {
             tasks.push(reconcile::schedule::spawn(deps, shutdown.clone()));
@@ -142,7 +147,8 @@ async fn store(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(&db.url, db.max_connections)
         .await
         .context("connecting to PostgreSQL")?
-        .delivering_to_identityiq(settings.identityiq.base_url.is_some());
+        .delivering_to_identityiq(settings.identityiq.base_url.is_some())
+        .watching_the_cloud(watch_policy(&settings.cloud));
     store.migrate().await.context("migrating the database")?;
     Ok(store)
 }
@@ -262,6 +268,41 @@ fn identityiq_delivery(
 }
 
 /// The reconcile schedule, when `reconcile.interval` is set and there is a directory.
+/// What a joiner's success writes for the cloud confirmation, when `[cloud]` confirms.
+fn watch_policy(c: &crate::config::Cloud) -> Option<crate::store::WatchPolicy> {
+    let source = match c.confirm {
+        crate::config::CloudConfirmation::Off => return None,
+        crate::config::CloudConfirmation::Directory => crate::outcome::CloudSourceName::Directory,
+    };
+    Some(crate::store::WatchPolicy {
+        source,
+        first_check: c.poll_interval,
+        deadline: c.deadline,
+    })
+}
+
+/// The cloud confirmation's service, when `[cloud]` confirms; AD's way needs `[ldap]`.
+fn cloud_watch(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+    directory: Option<Directory>,
+) -> anyhow::Result<Option<cloud::Deps>> {
+    let source = match s.cloud.confirm {
+        crate::config::CloudConfirmation::Off => return Ok(None),
+        crate::config::CloudConfirmation::Directory => cloud::CloudSource::Directory(
+            directory.context("cloud.confirm = \"directory\" reads AD: configure [ldap]")?,
+        ),
+    };
+    Ok(Some(cloud::Deps {
+        store: store.clone(),
+        source,
+        settings: s.cloud.clone(),
+        replica: crate::replica_name().to_owned(),
+        health: health.clone(),
+    }))
+}
+
 fn reconcile_schedule(
     s: &Settings,
     store: &Store,

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 mod admin;
 mod broker;
+mod cloud;
 mod directory;
 mod outcomes;
 mod smtp;
@@ -21,6 +22,7 @@ mod worker;
 pub(crate) use admin::split_unescaped;
 pub use admin::*;
 pub use broker::*;
+pub use cloud::*;
 pub use directory::*;
 pub use outcomes::*;
 pub use smtp::*;
@@ -55,6 +57,7 @@ pub struct Settings {
     pub reconcile: Reconcile,
     pub outcomes: Outcomes,
     pub identityiq: IdentityIq,
+    pub cloud: Cloud,
 }
 
 /// Durations are written as seconds (`30`) or with a unit (`"30s"`, `"5m"`, `"1h"`, `"250ms"`).
@@ -208,6 +211,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.identityiq.validate()?;
+        self.cloud.validate()?;
         if self.worker.concurrency == 0 {
             return Err(ConfigError::Invalid {
                 key: "worker.concurrency",

@@ -14,6 +14,7 @@
 //! (`bulk`), health at a glance (`health`), the job page's timeline (`timeline`) and the
 //! self-refreshing part of a page (`live`).
 
+mod answers;
 mod bulk;
 mod failures;
 mod filter;
@@ -270,6 +271,7 @@ async fn overview(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         ));
     }
     body.push_str(&outcomes_line(&s).await);
+    body.push_str(&answers::cloud_line(&s.store).await);
     body.push_str("<h2>Queue</h2><div class=\"cards\">");
     for state in JobState::ALL {
         let n = counts
@@ -365,6 +367,7 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
     let body = [
         job_table(&j),
         action_buttons(id, &v),
+        answers::section(&s.store, id).await,
         timeline::section(&j, &attempts, &actions),
         timeline::event(&j),
         operator_actions(&actions),

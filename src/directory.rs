@@ -44,7 +44,7 @@ const ONPREM_MAILBOX_TYPES: [i64; 6] = [1, 2, 4, 8, 16, 32];
 const UAC_DISABLED: i64 = 0x2;
 
 /// The attributes every account read asks for.
-const ACCOUNT_ATTRS: [&str; 15] = [
+const ACCOUNT_ATTRS: [&str; 16] = [
     "sAMAccountName",
     "mail",
     "userPrincipalName",
@@ -60,6 +60,7 @@ const ACCOUNT_ATTRS: [&str; 15] = [
     "msDS-ExternalDirectoryObjectId",
     "msExchArchiveGUID",
     "msExchArchiveName",
+    "msExchArchiveStatus",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +223,10 @@ pub struct Account {
     pub archive_guid: Option<Uuid>,
     /// msExchArchiveName.
     pub archive_name: Option<String>,
+    /// msExchArchiveStatus, as Entra's Exchange hybrid writeback puts it (1: active archive).
+    pub archive_status: Option<i64>,
+    /// msDS-ExternalDirectoryObjectId (`User_<Entra object id>`), written back by Entra.
+    pub external_directory_object_id: Option<String>,
 }
 
 /// The answer to one read: which domain controller answered, and what it holds.
@@ -439,6 +444,26 @@ impl Directory {
         Err(DirectoryError::AllUnreachable {
             tried: tried.join("; "),
         })
+    }
+
+    /// Reads the users with these sAMAccountNames in one search (one OR filter, every value
+    /// escaped) on the first domain controller that answers: the cloud watch's batch read.
+    /// Names that hold control characters are left out (no AD name holds one).
+    pub(crate) async fn read_many(&self, sams: &[&str]) -> Result<Vec<Account>, DirectoryError> {
+        let terms: String = sams
+            .iter()
+            .filter(|s| !s.chars().any(char::is_control))
+            .map(|s| format!("(sAMAccountName={})", escape_filter_value(s)))
+            .collect();
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = format!("(&(objectCategory=person)(objectClass=user)(|{terms}))");
+        let base = self.inner.base_dn.clone();
+        let mut found = Vec::new();
+        let page = i32::try_from(sams.len()).unwrap_or(i32::MAX);
+        self.scan(&base, &filter, page, |a| found.push(a)).await?;
+        Ok(found)
     }
 
     /// The base DN searches start from (`[ldap].base_dn`).

@@ -165,7 +165,8 @@ pub fn winrm_reply(data: &[u8]) {
 }
 
 /// A BER `SearchResultEntry` from a domain controller, read into an account as the
-/// directory does (`directory::search_entry`, then `account_from_entry` under each rule).
+/// directory does (`directory::search_entry`, then `account_from_entry` under each rule),
+/// and what the cloud watch makes of it (`cloud::seen`).
 pub fn ldap_entry(data: &[u8]) {
     let Ok((_, tag)) = ldap3::asn1::parse_tag(data) else {
         return;
@@ -178,7 +179,8 @@ pub fn ldap_entry(data: &[u8]) {
         crate::config::SyncRule::ExternalDirectoryObjectId,
         crate::config::SyncRule::Off,
     ] {
-        let _ = crate::directory::account_from_entry(&entry, rule);
+        let account = crate::directory::account_from_entry(&entry, rule);
+        let _ = crate::cloud::seen(&account);
     }
 }
 

@@ -146,7 +146,7 @@ impl Health {
 }
 
 /// Every kind of supervised task, so that each reports its gauge (zero included).
-pub(crate) const TASK_KINDS: [&str; 7] = [
+pub(crate) const TASK_KINDS: [&str; 8] = [
     "intake",
     "claim_loop",
     "pruner",
@@ -154,6 +154,7 @@ pub(crate) const TASK_KINDS: [&str; 7] = [
     "outcome_publisher",
     "identityiq_launcher",
     "reconcile_schedule",
+    "cloud_watch",
 ];
 
 /// A supervised task: its kind (the metric label) and, when there are several of that kind,

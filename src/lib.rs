@@ -19,6 +19,7 @@ pub mod budget;
 pub mod check;
 mod circuit;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 mod dashboard;
 pub mod directory;

@@ -12,6 +12,9 @@
 //! | `mailboxd_outcomes_published_total` / `mailboxd_outcome_publish_failures_total` | counter | — |
 //! | `mailboxd_identityiq_launches_total` | counter | `result` (launched, refused, failed) |
 //! | `mailboxd_poison_messages` | gauge | — |
+//! | `mailboxd_cloud_watches` | gauge | `state` (waiting: joiners whose cloud mailbox is awaited; overdue: past their deadline, not checked since) |
+//! | `mailboxd_cloud_oldest_watch_seconds` | gauge | — (age of the oldest waiting cloud watch) |
+//! | `mailboxd_cloud_failed_total` | counter | — (joiners whose cloud mailbox did not show by the deadline, this replica) |
 //! | `mailboxd_circuit_open` | gauge | — |
 //! | `mailboxd_broker_connected` | gauge | — |
 //! | `mailboxd_events_ingested_total` | counter | `format` (json, identityiq) |
@@ -96,6 +99,14 @@ pub(crate) async fn queue_gauges(store: &crate::store::Store) {
     }
     if let Ok(n) = store.count_poison().await {
         metrics::gauge!("mailboxd_poison_messages").set(n as f64);
+    }
+    if let Ok(c) = store.cloud_watch_counts().await {
+        metrics::gauge!("mailboxd_cloud_watches", "state" => "waiting").set(c.waiting as f64);
+        metrics::gauge!("mailboxd_cloud_watches", "state" => "overdue").set(c.overdue as f64);
+        let age = c
+            .oldest
+            .map_or(0.0, |t| (chrono::Utc::now() - t).as_seconds_f64().max(0.0));
+        metrics::gauge!("mailboxd_cloud_oldest_watch_seconds").set(age);
     }
 }
 

@@ -24,6 +24,11 @@ text_enum! {
         Cancelled = "cancelled",
         Superseded = "superseded",
         WaitingForSync = "waiting_for_sync",
+        /// The second, cloud answer of a joiner that succeeded on premises: its Exchange
+        /// Online mailbox is confirmed (`cloud` says how).
+        CloudConfirmed = "cloud_confirmed",
+        /// The second answer: no cloud mailbox was seen by the deadline (`error` says why).
+        CloudFailed = "cloud_failed",
     }
 }
 
@@ -105,12 +110,83 @@ pub struct DirectoryView {
     pub mailbox: MailboxAddresses,
 }
 
+text_enum! {
+    /// A failure's class as the outcome reports it: a job's `ErrorClass`, or the cloud's.
+    pub enum ReportedClass as "reported error class" {
+        Transient = "transient",
+        NotSynced = "not_synced",
+        Permanent = "permanent",
+        Systemic = "systemic",
+        /// No cloud mailbox was seen by the cloud deadline (`cloud_failed`).
+        NoCloudMailbox = "no_cloud_mailbox",
+    }
+}
+
+impl From<ErrorClass> for ReportedClass {
+    fn from(c: ErrorClass) -> ReportedClass {
+        match c {
+            ErrorClass::Transient => ReportedClass::Transient,
+            ErrorClass::NotSynced => ReportedClass::NotSynced,
+            ErrorClass::Permanent => ReportedClass::Permanent,
+            ErrorClass::Systemic => ReportedClass::Systemic,
+        }
+    }
+}
+
 /// A failure as the IAM system is told it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReportedFailure {
     pub message: String,
-    pub class: ErrorClass,
+    pub class: ReportedClass,
     pub what_to_do: &'static str,
+}
+
+text_enum! {
+    /// Where mailboxd learnt the cloud's state (`[cloud] confirm`).
+    pub enum CloudSourceName as "cloud source" {
+        /// AD alone: Entra's Exchange hybrid writeback on the user.
+        Directory = "directory",
+    }
+}
+
+impl CloudAnswer {
+    /// The answer of a watch, before anything showed the mailbox.
+    pub fn watched(
+        source: CloudSourceName,
+        watched_since: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+        checks: i32,
+    ) -> CloudAnswer {
+        CloudAnswer {
+            source,
+            watched_since,
+            deadline,
+            checks,
+            legacy_exchange_dn: None,
+            external_directory_object_id: None,
+            archive_status: None,
+        }
+    }
+}
+
+/// The cloud answer's own part: where it was learnt and what showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudAnswer {
+    pub source: CloudSourceName,
+    /// When the on-premises success started the watch.
+    pub watched_since: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    /// Checks made (LDAP reads of the account).
+    pub checks: i32,
+    /// The cloud mailbox's LegacyExchangeDN, from the `X500:` proxy address written back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_exchange_dn: Option<String>,
+    /// `msDS-ExternalDirectoryObjectId` (`User_<Entra object id>`), when written back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_directory_object_id: Option<String>,
+    /// `msExchArchiveStatus`, when written back (1: an active archive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_status: Option<i64>,
 }
 
 /// The `mailboxd.outcome/v1` message (docs/events.md, docs/outcome.schema.json).
@@ -139,6 +215,9 @@ pub struct OutcomeMessage {
     pub error: Option<ReportedFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<Uuid>,
+    /// The cloud answer (`cloud_confirmed`, `cloud_failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudAnswer>,
 }
 
 impl OutcomeMessage {
@@ -233,9 +312,41 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
         mailbox: ending.view.map(|v| v.mailbox.clone()),
         error: ending.error.map(|(class, message)| ReportedFailure {
             message: message.to_owned(),
-            class,
+            class: class.into(),
             what_to_do: what_to_do(class),
         }),
         superseded_by: job.superseded_by,
+        cloud: None,
     }
+}
+
+/// What the IAM system can do about a joiner whose cloud mailbox did not appear. From AD
+/// alone mailboxd cannot tell which of the three it is.
+pub const CLOUD_WHAT_TO_DO: &str = "check in the Microsoft 365 admin center that the user has an Exchange Online licence, that its mailbox is not held \"Setting up\" by a provisioning error (Get-User's/Graph's service provisioning errors name it), and that Entra Connect syncs the account; once fixed, the mailbox appears with the next sync (mailboxd does not watch again)";
+
+/// The second, cloud outcome of a joiner that succeeded on premises: `cloud_confirmed` with
+/// the addresses AD shows, or `cloud_failed` with why.
+pub fn cloud_message(
+    job: AnsweredJob<'_>,
+    attempts: i32,
+    view: Option<&DirectoryView>,
+    cloud: CloudAnswer,
+    failure: Option<&str>,
+) -> OutcomeMessage {
+    let result = match failure {
+        None => OutcomeResult::CloudConfirmed,
+        Some(_) => OutcomeResult::CloudFailed,
+    };
+    let mut m = message(job, Ending::moved(result, attempts));
+    if let Some(v) = view {
+        m.account = v.account.clone();
+        m.mailbox = Some(v.mailbox.clone());
+    }
+    m.error = failure.map(|message| ReportedFailure {
+        message: message.to_owned(),
+        class: ReportedClass::NoCloudMailbox,
+        what_to_do: CLOUD_WHAT_TO_DO,
+    });
+    m.cloud = Some(cloud);
+    m
 }

@@ -9,7 +9,7 @@ mod heartbeat;
 mod plan;
 pub(crate) mod prune;
 pub(crate) mod rescue;
-mod view;
+pub(crate) mod view;
 
 pub(crate) use plan::{Plan, Wanted, plan};
 

@@ -19,6 +19,9 @@ pub(crate) fn routes(state: SharedState, down: Arc<tokio::sync::Notify>) -> Rout
         .route("/lab/mailboxes", get(mailboxes))
         .route("/lab/stats", get(stats))
         .route("/lab/faults", get(list_faults).post(set_fault))
+        .route("/lab/cloud/sync", axum::routing::post(cloud_sync))
+        .route("/lab/cloud/users", axum::routing::post(cloud_change))
+        .route("/lab/cloud/users/{sam}", get(cloud_user))
         .with_state(LabHttp { state, down })
 }
 
@@ -132,4 +135,41 @@ async fn stats(State(lab): State<LabHttp>) -> Json<serde_json::Value> {
         "exchange_sessions_open": st.faults.open_sessions(),
         "exchange_sessions_high_water": st.faults.sessions_high_water,
     }))
+}
+
+/// `POST /lab/cloud/sync`: one Entra sync cycle now; answers how many have run.
+async fn cloud_sync(State(lab): State<LabHttp>) -> Json<serde_json::Value> {
+    let mut st = lab.state.lock();
+    st.cloud_sync(std::time::Instant::now());
+    Json(serde_json::json!({ "cycles": st.cloud.cycles }))
+}
+
+/// `POST /lab/cloud/users` `{"account": "jdoe", "licensed": true, "provisioning_error": "…"}`.
+async fn cloud_change(
+    State(lab): State<LabHttp>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, (StatusCode, String)> {
+    let c: crate::cloud::CloudUserChange = serde_json::from_slice(&body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("not a cloud user change ({e})"),
+        )
+    })?;
+    if lab.state.lock().cloud_change(&c) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err((StatusCode::NOT_FOUND, format!("no account {:?}", c.account)))
+    }
+}
+
+/// `GET /lab/cloud/users/{sam}`: the user as the cloud shows it.
+async fn cloud_user(
+    State(lab): State<LabHttp>,
+    axum::extract::Path(sam): axum::extract::Path<String>,
+) -> Result<Json<crate::cloud::CloudUserView>, StatusCode> {
+    lab.state
+        .lock()
+        .cloud_user(&sam)
+        .map(Json)
+        .ok_or(StatusCode::NOT_FOUND)
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use secrecy::SecretString;
 
+use crate::cloud::CloudConfig;
 use crate::{AccountSeed, DEFAULT_USER, FaultRequest, HostPolicy, Latency, Throttle, wsman};
 
 /// A lab's configuration (see the module docs for how to build one).
@@ -46,6 +47,8 @@ pub struct LabConfig {
     /// Other domain accounts (name, password) an explicit Exchange credential may name,
     /// besides `user` with its domain password.
     pub domain_accounts: Vec<(String, SecretString)>,
+    /// The simulated Entra sync and Exchange Online (`cloud`).
+    pub cloud: CloudConfig,
 }
 
 /// `127.0.0.1:0`: a free loopback port, picked when the lab binds.
@@ -80,6 +83,7 @@ impl LabConfig {
             host_policy: HostPolicy::default(),
             domain_accounts: Vec::new(),
             remote_shells_disabled: false,
+            cloud: CloudConfig::default(),
         }
     }
 
@@ -230,6 +234,12 @@ impl LabConfig {
     /// How long Exchange keeps a session nobody removed (tests use a short one).
     pub fn with_session_idle_timeout(mut self, idle: std::time::Duration) -> LabConfig {
         self.host_policy.session_idle_timeout = idle;
+        self
+    }
+
+    /// How the lab's cloud behaves: licences from the start, EXO's delay, a sync schedule.
+    pub fn with_cloud(mut self, cloud: CloudConfig) -> LabConfig {
+        self.cloud = cloud;
         self
     }
 }

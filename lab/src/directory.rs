@@ -160,6 +160,9 @@ pub struct LabAccount {
     /// What `-Archive` writes in AD: the archive's GUID and name.
     pub msExchArchiveGUID: Option<Uuid>,
     pub msExchArchiveName: Option<String>,
+    /// What the cloud's hybrid writeback puts here (`cloud::sync_cycle`): 1 for an active
+    /// archive.
+    pub msExchArchiveStatus: Option<i64>,
 }
 
 /// The lab's AD domain.
@@ -270,6 +273,7 @@ impl LabAccount {
             archive: false,
             msExchArchiveGUID: None,
             msExchArchiveName: None,
+            msExchArchiveStatus: None,
         };
         let alias = default_alias(&a);
         match seed.recipient {

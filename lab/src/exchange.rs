@@ -123,9 +123,26 @@ pub struct LabState {
     /// `ConvertFrom-Json`'s pipeline input, the request as the process read it. (The Exchange
     /// cmdlets' parameters are in `invocations`.)
     pub module_log: Vec<String>,
+    /// The cloud: Entra sync and Exchange Online over these accounts (`cloud`).
+    pub cloud: crate::cloud::Cloud,
 }
 
 impl LabState {
+    /// One Entra sync cycle with Exchange Online's provisioning and the writeback (`cloud`).
+    pub fn cloud_sync(&mut self, now: std::time::Instant) {
+        crate::cloud::sync_cycle(&mut self.cloud, &mut self.accounts, &self.faults, now);
+    }
+
+    /// Changes one account's licence or provisioning error; false if there is no such account.
+    pub fn cloud_change(&mut self, c: &crate::cloud::CloudUserChange) -> bool {
+        crate::cloud::change(&mut self.cloud, &self.accounts, c)
+    }
+
+    /// The account's user as the cloud shows it.
+    pub fn cloud_user(&self, sam: &str) -> Option<crate::cloud::CloudUserView> {
+        crate::cloud::view(&self.cloud, &self.accounts, &self.faults, sam)
+    }
+
     /// The account `identity` names, as the domain controller sees it now (an account
     /// still replicating is on no DC yet).
     pub fn find(&self, identity: &str) -> Option<usize> {

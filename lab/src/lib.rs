@@ -5,6 +5,7 @@
 
 pub mod address_policy;
 mod api;
+pub mod cloud;
 pub mod cmd;
 mod config;
 pub mod directory;
@@ -53,12 +54,18 @@ pub struct Lab {
     task: JoinHandle<()>,
     ldap_task: Option<JoinHandle<()>>,
     tls_task: Option<JoinHandle<()>>,
+    /// The cloud's sync schedule, when `CloudConfig::sync_interval` is set.
+    cloud_task: Option<JoinHandle<()>>,
 }
 
 impl Lab {
     /// Binds and serves in the background.
     pub async fn start(cfg: LabConfig) -> std::io::Result<Lab> {
         let state = initial_state(&cfg);
+        let cloud_task = cfg
+            .cloud
+            .sync_interval
+            .map(|every| tokio::spawn(sync_cloud_every(state.clone(), every)));
         let (ldap_addr, ldap_task) = match cfg.ldap_listen {
             Some(listen) => {
                 let (addr, task) = start_directory(listen, &cfg, &state).await?;
@@ -97,6 +104,7 @@ impl Lab {
             state,
             task,
             ldap_task,
+            cloud_task,
         })
     }
 
@@ -231,6 +239,40 @@ impl Lab {
         api::apply_fault(&self.state, &self.down, req);
     }
 
+    /// Runs one Entra sync cycle now (with Exchange Online's provisioning and the hybrid
+    /// writeback, `cloud` module docs), as `POST /lab/cloud/sync` does.
+    pub fn cloud_sync(&self) {
+        self.state.lock().cloud_sync(std::time::Instant::now());
+    }
+
+    /// Licenses (or unlicenses) the account `sam` in the cloud; false if there is no such
+    /// account.
+    pub fn set_licensed(&self, sam: &str, licensed: bool) -> bool {
+        let c = cloud::CloudUserChange {
+            account: sam.to_owned(),
+            licensed: Some(licensed),
+            provisioning_error: None,
+        };
+        self.state.lock().cloud_change(&c)
+    }
+
+    /// Holds the account's cloud mailbox "Setting up" with this error text (`""` clears
+    /// it); false if there is no such account.
+    pub fn set_provisioning_error(&self, sam: &str, error: &str) -> bool {
+        let c = cloud::CloudUserChange {
+            account: sam.to_owned(),
+            licensed: None,
+            provisioning_error: Some(error.to_owned()),
+        };
+        self.state.lock().cloud_change(&c)
+    }
+
+    /// The account's user as the cloud shows it (licence, mailbox, recipient type,
+    /// addresses, cloud ids): what a Graph stand-in answers from.
+    pub fn cloud_user(&self, sam: &str) -> Option<cloud::CloudUserView> {
+        self.state.lock().cloud_user(sam)
+    }
+
     /// Waits until the server stops (it runs until the process ends, or `stop`).
     pub async fn wait(&mut self) {
         let _ = (&mut self.task).await;
@@ -243,6 +285,9 @@ impl Lab {
             t.abort();
         }
         if let Some(t) = &self.ldap_task {
+            t.abort();
+        }
+        if let Some(t) = &self.cloud_task {
             t.abort();
         }
     }
@@ -272,8 +317,18 @@ fn initial_state(cfg: &LabConfig) -> SharedState {
     Arc::new(Mutex::new(LabState {
         accounts,
         faults,
+        cloud: cloud::Cloud::new(cfg.cloud.clone()),
         ..LabState::default()
     }))
+}
+
+/// Runs a cloud sync cycle every `interval` until the task is aborted (with the lab).
+async fn sync_cloud_every(state: SharedState, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval.max(std::time::Duration::from_millis(10)));
+    loop {
+        tick.tick().await;
+        state.lock().cloud_sync(std::time::Instant::now());
+    }
 }
 
 /// Binds the domain controller on `listen` and serves it in the background.

@@ -21,6 +21,8 @@ text_enum! {
         IdentityIq = "identityiq",
         /// A reconcile run found more differences than it may act on.
         Reconcile = "reconcile",
+        /// A joiner's cloud mailbox did not show by the cloud deadline (`[cloud]`).
+        Cloud = "cloud",
     }
 }
 

@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use super::table::{self, Align, Table};
 use crate::job::JobState;
-use crate::store::{ActionRefused, Attempt, Job, JobFilter, JobPage, Store};
+use crate::store::{
+    ActionRefused, Attempt, CloudWatchRow, Job, JobFilter, JobPage, OutcomeRow, Store,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
@@ -136,16 +138,18 @@ async fn show(store: &Store, id: Uuid, json: bool) -> anyhow::Result<i32> {
         return Ok(1);
     };
     let actions = store.job_actions(id).await?;
+    let outcomes = store.job_outcomes(id).await?;
+    let watch = store.cloud_watch(id).await?;
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"job": job, "attempts": attempts, "actions": actions})
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({"job": job, "attempts": attempts,
+                "actions": actions, "outcomes": outcomes, "cloud_watch": watch}))?
         );
     } else {
         print_job(&job);
         print_attempts(&attempts);
+        print_answers(&outcomes, watch.as_ref());
         for a in &actions {
             println!(
                 "  {} {} by {}{}",
@@ -193,6 +197,35 @@ fn print_job(job: &Job) {
     }
     if let Some(why) = &job.reply_to_refused {
         println!("reply_to   refused: {why}");
+    }
+}
+
+/// What the IAM system was told (the on-premises answer, then the cloud one) and, while
+/// it waits, the cloud watch.
+fn print_answers(outcomes: &[OutcomeRow], watch: Option<&CloudWatchRow>) {
+    for o in outcomes {
+        let error = o.body["error"]["message"]
+            .as_str()
+            .map(|m| format!(": {m}"));
+        println!(
+            "answer     {} at {} ({}){}",
+            o.routing_key,
+            o.created_at.format("%Y-%m-%d %H:%M:%S"),
+            o.sent_at.map_or("not sent yet", |_| "sent"),
+            error.unwrap_or_default()
+        );
+    }
+    if let Some(w) = watch.filter(|w| w.resolved_at.is_none()) {
+        println!(
+            "cloud      waiting since {} (deadline {}, {} checks){}",
+            w.created_at.format("%Y-%m-%d %H:%M:%S"),
+            w.deadline_at.format("%Y-%m-%d %H:%M:%S"),
+            w.checks,
+            w.last_seen
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        );
     }
 }
 

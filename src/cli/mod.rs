@@ -72,7 +72,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// The simulated Windows side: a WinRM host emulating Exchange's recipient cmdlets.
     #[cfg(feature = "lab")]
-    Lab(crate::tools::lab::LabArgs),
+    Lab(Box<crate::tools::lab::LabArgs>),
     /// Publish events to RabbitMQ (with publisher confirms).
     Publish(PublishArgs),
     /// See and steer the job queue.
@@ -141,7 +141,7 @@ pub enum AlertsCommand {
 pub async fn main(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         #[cfg(feature = "lab")]
-        Command::Lab(args) => crate::tools::lab::run(args).await,
+        Command::Lab(args) => crate::tools::lab::run(*args).await,
         #[cfg(feature = "lab")]
         Command::Demo(args) => crate::tools::demo::run(args.events, cli.config.as_deref()).await,
         command => {

@@ -123,6 +123,8 @@ pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
             .map(Uuid::from_bytes_le)
             .filter(|g| !g.is_nil()),
         archive_name: first(e, "msExchArchiveName"),
+        archive_status: first(e, "msExchArchiveStatus").and_then(|v| v.parse::<i64>().ok()),
+        external_directory_object_id: first(e, "msDS-ExternalDirectoryObjectId"),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::alert::draft::{AlertKind, CircuitChange};
 use crate::budget::slot::SlotPurpose;
 use crate::event::EventKind;
 use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState};
-use crate::outcome::{IdentityIqDelivery, OutcomeResult};
+use crate::outcome::{CloudSourceName, IdentityIqDelivery, OutcomeResult};
 
 /// Stores an enum that has `as_str` and `parse` in a Postgres text column (arrays too).
 macro_rules! text_encoding {
@@ -66,6 +66,7 @@ text_encoding!(AlertKind);
 text_encoding!(CircuitChange);
 text_encoding!(EventKind);
 text_encoding!(SlotPurpose);
+text_encoding!(CloudSourceName);
 
 /// `('queued', 'retrying', …)`: for the statements that must name states in their text,
 /// so that the planner can match a partial index (a bound parameter cannot).

@@ -15,6 +15,7 @@ mod audit;
 #[cfg(feature = "lab")]
 mod bench;
 mod budget;
+mod cloud;
 mod cmdlets;
 mod columns;
 mod jobs;
@@ -30,6 +31,7 @@ pub use alerts::*;
 pub use attempts::*;
 pub(crate) use audit::*;
 pub use budget::*;
+pub use cloud::*;
 pub(crate) use cmdlets::*;
 pub use jobs::*;
 pub use operator::*;
@@ -77,6 +79,8 @@ pub struct Store {
     pool: PgPool,
     /// Outcomes written through this handle are also due for IdentityIQ (`[identityiq]`).
     identityiq: bool,
+    /// A joiner's success written through this handle starts a cloud watch (`[cloud]`).
+    cloud_watch: Option<WatchPolicy>,
 }
 
 impl Store {
@@ -97,7 +101,19 @@ impl Store {
         Ok(Store {
             pool,
             identityiq: false,
+            cloud_watch: None,
         })
+    }
+
+    /// This handle starts a cloud watch for every joiner's success (when `[cloud]` confirms).
+    pub fn watching_the_cloud(mut self, policy: Option<WatchPolicy>) -> Store {
+        self.cloud_watch = policy;
+        self
+    }
+
+    /// What `finish` writes besides the job: IdentityIQ's outcome state, the cloud watch.
+    fn outboxes(&self) -> (bool, Option<WatchPolicy>) {
+        (self.identityiq, self.cloud_watch)
     }
 
     /// This handle writes outcomes due for IdentityIQ as well (when `[identityiq]` is set).

@@ -17,7 +17,7 @@ use super::{Job, Store, StoreError, secs};
 use crate::outcome::{AnsweredJob, Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
 
 /// The job as its outcome message names it.
-pub(super) fn answered(job: &Job) -> AnsweredJob<'_> {
+pub fn answered(job: &Job) -> AnsweredJob<'_> {
     AnsweredJob {
         id: job.id,
         event_id: &job.event_id,
@@ -327,6 +327,17 @@ impl Store {
         .bind(limit)
         .bind(filter == OutcomeFilter::Failing)
         .bind(IdentityIqDelivery::Pending)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every answer a job gave, oldest first: its on-premises outcome and, with `[cloud]`,
+    /// its cloud one.
+    pub async fn job_outcomes(&self, job_id: Uuid) -> Result<Vec<OutcomeRow>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {OUTCOME_COLUMNS} FROM outcomes WHERE job_id = $1 ORDER BY seq"
+        )))
+        .bind(job_id)
         .fetch_all(&self.pool)
         .await?)
     }

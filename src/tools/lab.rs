@@ -51,6 +51,20 @@ pub struct LabArgs {
     /// Faults in force from the start: JSON lines, each one body of POST /lab/faults.
     #[arg(long)]
     pub faults_file: Option<PathBuf>,
+    /// Run an Entra sync cycle (with Exchange Online's provisioning and the hybrid writeback
+    /// to the lab's AD) this often, e.g. 30s; without it the cloud syncs only on
+    /// `POST /lab/cloud/sync`.
+    #[arg(long, value_parser = parse_dur)]
+    pub cloud_sync_interval: Option<std::time::Duration>,
+    /// How long after a cycle first sees a user synced, licensed and with its remote
+    /// mailbox Exchange Online makes the mailbox.
+    #[arg(long, default_value = "0s", value_parser = parse_dur)]
+    pub cloud_mailbox_delay: std::time::Duration,
+    /// An account licensed for Exchange Online from the start (repeat it); more with
+    /// `POST /lab/cloud/users`. A licence before the remote mailbox makes EXO create a
+    /// mailbox of its own (the licence-first trap).
+    #[arg(long)]
+    pub cloud_licensed: Vec<String>,
     /// WinRM MaxEnvelopeSizekb: larger requests get HTTP 413.
     #[arg(long, default_value_t = 500)]
     pub max_envelope_kb: usize,
@@ -163,7 +177,12 @@ fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
         .with_remote_shells_disabled(args.remote_shells_disabled)
         .with_all_signed(args.all_signed)
         .with_constrained_language(args.constrained_language)
-        .with_session_idle_timeout(args.session_idle_timeout);
+        .with_session_idle_timeout(args.session_idle_timeout)
+        .with_cloud(lab::cloud::CloudConfig {
+            mailbox_delay: args.cloud_mailbox_delay,
+            sync_interval: args.cloud_sync_interval,
+            licensed: args.cloud_licensed.clone(),
+        });
     if let Some(listen) = args.tls_listen {
         cfg = cfg.with_tls(listen, args.tls_cert_out.clone());
     }

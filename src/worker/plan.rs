@@ -213,6 +213,8 @@ mod tests {
             cloud_synced: synced,
             archive_guid: None,
             archive_name: None,
+            archive_status: None,
+            external_directory_object_id: None,
         }
     }
 

@@ -5,7 +5,7 @@ use crate::directory::{AccountState, RecipientType};
 use crate::outcome::{self, DirectoryView, MailboxAddresses, OutcomeAccount};
 
 /// The view of the account in `state`, if the domain controller found it.
-pub(super) fn of(state: &AccountState) -> Option<DirectoryView> {
+pub(crate) fn of(state: &AccountState) -> Option<DirectoryView> {
     let a = state.account.as_ref()?;
     let primary = a.mail.clone().or_else(|| {
         a.proxy_addresses

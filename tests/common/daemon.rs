@@ -25,7 +25,24 @@ pub fn daemon_env(s: &Settings, winrm_password: &str) -> Env {
     }
     env.extend(smtp_env(s));
     env.extend(outcomes_env(s));
+    env.extend(cloud_env(s));
     env
+}
+
+/// `[cloud]`, when the settings confirm joiners in the cloud.
+fn cloud_env(s: &Settings) -> Env {
+    let c = &s.cloud;
+    if c.confirm == mailboxd::config::CloudConfirmation::Off {
+        return Vec::new();
+    }
+    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    vec![
+        var("MAILBOXD__CLOUD__CONFIRM", "directory"),
+        var("MAILBOXD__CLOUD__DEADLINE", ms(c.deadline)),
+        var("MAILBOXD__CLOUD__POLL_INTERVAL", ms(c.poll_interval)),
+        var("MAILBOXD__CLOUD__POLL_CAP", ms(c.poll_cap)),
+        var("MAILBOXD__CLOUD__LEASE", ms(c.lease)),
+    ]
 }
 
 /// `[outcomes]`, when the settings name an outcome exchange.

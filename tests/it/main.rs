@@ -23,6 +23,7 @@ mod admin_tls;
 mod alerts;
 mod cleanup;
 mod cli;
+mod cloud_ad;
 mod dashboard;
 mod dashboard_browser;
 mod deploy_artifacts;

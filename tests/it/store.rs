@@ -623,3 +623,59 @@ async fn dashboard_sessions_end_when_idle_too_old_or_signed_out_and_stay_ended()
             .is_none()
     );
 }
+
+/// Replicas share the cloud watches a joiner's success starts: a claimed watch is nobody
+/// else's until its lease runs out, and a replica that lost it cannot end it.
+#[tokio::test]
+async fn a_joiners_success_starts_one_cloud_watch_that_replicas_claim_under_a_lease() {
+    use mailboxd::outcome::{CloudAnswer, CloudSourceName, cloud_message};
+    use mailboxd::store::{WatchEnd, WatchPolicy, answered};
+    let db = fresh_store().await;
+    let store = (*db).clone().watching_the_cloud(Some(WatchPolicy {
+        source: CloudSourceName::Directory,
+        first_check: Duration::ZERO,
+        deadline: Duration::from_secs(3600),
+    }));
+    let joiner = event("j", EventKind::Joiner, "newbie", 0);
+    store.insert_events(&[joiner], 5).await.unwrap();
+    let job = store.claim("w", 1, Duration::from_secs(60)).await.unwrap();
+    let enabled = Resolution::Succeeded {
+        outcome: JobEffect::Enabled,
+    };
+    let record = AttemptRecord::new(Utc::now());
+    assert!(store.finish(&job[0], "w", &record, &enabled).await.unwrap());
+
+    let lease = Duration::from_millis(300);
+    let first = store.claim_watches("a", 10, lease).await.unwrap();
+    assert_eq!(first.len(), 1, "one watch for the joiner");
+    assert_eq!(first[0].sam_account_name, "newbie");
+    assert!(
+        store
+            .claim_watches("b", 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await; // let a's lease run out
+    let second = store.claim_watches("b", 10, lease).await.unwrap();
+    assert_eq!((second.len(), second[0].checks), (1, 2));
+
+    let w = &second[0];
+    let answer = CloudAnswer::watched(CloudSourceName::Directory, w.created_at, w.deadline_at, 2);
+    let end = WatchEnd {
+        job: &w.job,
+        message: cloud_message(answered(&w.job), 1, None, answer, None),
+        alert: None,
+    };
+    assert_eq!(
+        store
+            .end_watches("a", std::slice::from_ref(&end))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.end_watches("b", &[end]).await.unwrap(), 1);
+    let answers = store.job_outcomes(w.job.id).await.unwrap();
+    let keys: Vec<&str> = answers.iter().map(|o| o.routing_key.as_str()).collect();
+    assert_eq!(keys, ["joiner.succeeded", "joiner.cloud_confirmed"]);
+}

@@ -102,6 +102,10 @@ pub(super) fn entry(a: &LabAccount, synced: bool) -> Entry {
     );
     opt("targetAddress", a.targetAddress.clone());
     opt("msExchArchiveName", a.msExchArchiveName.clone());
+    opt(
+        "msExchArchiveStatus",
+        a.msExchArchiveStatus.map(|v| v.to_string()),
+    );
     opt("mailNickname", a.mailNickname.clone());
     opt("mail", a.primary_smtp_address.clone());
     opt("givenName", a.given_name.clone());
@@ -119,7 +123,8 @@ pub(super) fn entry(a: &LabAccount, synced: bool) -> Entry {
         ));
     }
     if synced {
-        // What Entra Connect writes: the source anchor, and (hybrid writeback) the cloud id.
+        // What Entra Connect writes: the source anchor, and (hybrid writeback, cloudAnchor,
+        // for every user in scope: `cloud` module docs) the cloud id.
         attrs.push((
             "mS-DS-ConsistencyGuid".into(),
             vec![a.object_guid.to_bytes_le().to_vec()],
@@ -137,9 +142,7 @@ pub(super) fn entry(a: &LabAccount, synced: bool) -> Entry {
 
 /// A stable stand-in for the Entra object id of a synced account.
 fn cloud_id(g: Uuid) -> Uuid {
-    let mut b = *g.as_bytes();
-    b.reverse();
-    Uuid::from_bytes(b)
+    crate::cloud::object_id(g)
 }
 
 pub(super) fn select(e: &Entry, wanted: &[String], types_only: bool) -> LdapSearchResultEntry {

@@ -10,10 +10,11 @@ use sqlx::Postgres;
 use uuid::Uuid;
 
 use super::Job;
+use crate::event::EventKind;
 use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, Resolution};
 use crate::outcome::{Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
 use crate::store::outcomes::message;
-use crate::store::{AttemptRecord, Store, StoreError, insert_job_alert};
+use crate::store::{AttemptRecord, Store, StoreError, WatchPolicy, insert_job_alert};
 
 /// What a resolution writes on the job row.
 struct Transition<'a> {
@@ -122,7 +123,7 @@ impl Store {
         let alerts = outcomes.iter().any(|(_, _, r)| r.alert().is_some());
         let held = if alerts {
             let mut tx = self.pool.begin().await?;
-            let held = rows.write(&mut *tx, replica, self.identityiq).await?;
+            let held = rows.write(&mut *tx, replica, self.outboxes()).await?;
             // Alerts last, so that they can list every attempt including this one.
             for (job, _, resolution) in outcomes {
                 if let Some(alert) = resolution.alert()
@@ -134,7 +135,7 @@ impl Store {
             tx.commit().await?;
             held
         } else {
-            rows.write(&self.pool, replica, self.identityiq).await?
+            rows.write(&self.pool, replica, self.outboxes()).await?
         };
         Ok(outcomes
             .iter()
@@ -144,7 +145,8 @@ impl Store {
 }
 
 /// Moves every job still leased to the replica ($20), writes the attempt row of each one it
-/// moved and the outcome row of those that report one, and returns the ones it moved. The
+/// moved, the outcome row of those that report one and, when the cloud confirmation is on
+/// ($25 its source), the cloud watch of a joiner's success; returns the ones it moved. The
 /// inserts join the `UPDATE`'s `RETURNING`, so a job taken over meanwhile writes nothing.
 const FINISH: &str = "WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -183,6 +185,16 @@ const FINISH: &str = "WITH u AS (
            AND (u.result <> $22
                 OR NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = u.id AND o.result = $22))
          ORDER BY u.n)
+    , watches AS (
+        INSERT INTO cloud_watches (job_id, account, object_guid, source, deadline_at,
+                                   next_check_at)
+        SELECT u.id, coalesce(u.body->'account'->>'sam_account_name', m.account),
+               (u.body->'account'->>'object_guid')::uuid, $25,
+               now() + make_interval(secs => $26), now() + make_interval(secs => $27)
+          FROM u JOIN moved m ON m.id = u.id
+         WHERE $25::text IS NOT NULL AND u.state = $28 AND m.kind = $29
+           AND u.body IS NOT NULL
+        ON CONFLICT (job_id) DO NOTHING)
     SELECT id FROM moved";
 
 /// The columns of [`FINISH`], one entry per job.
@@ -257,7 +269,7 @@ impl<'a> FinishRows<'a> {
         &self,
         on: E,
         replica: &str,
-        identityiq: bool,
+        (identityiq, watch): (bool, Option<WatchPolicy>),
     ) -> Result<HashSet<Uuid>, StoreError>
     where
         E: sqlx::Executor<'e, Database = Postgres>,
@@ -288,6 +300,11 @@ impl<'a> FinishRows<'a> {
             .bind(OutcomeResult::WaitingForSync)
             .bind(identityiq)
             .bind(IdentityIqDelivery::Pending)
+            .bind(watch.map(|w| w.source))
+            .bind(watch.map_or(0.0, |w| w.deadline.as_secs_f64()))
+            .bind(watch.map_or(0.0, |w| w.first_check.as_secs_f64()))
+            .bind(JobState::Succeeded)
+            .bind(EventKind::Joiner)
             .fetch_all(on)
             .await?;
         Ok(held.into_iter().collect())

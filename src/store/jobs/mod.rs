@@ -260,7 +260,7 @@ impl Store {
     }
 
     /// Deletes finished jobs older than `age` (not failed ones: those wait for an operator;
-    /// nor one whose outcome is still unsent), with their sent outcomes, a bounded chunk per
+    /// nor one whose outcome is still unsent or whose cloud watch still waits), with their sent outcomes, a bounded chunk per
     /// call so a large backlog never holds long locks.
     pub async fn prune(&self, age: Duration, chunk: i64) -> Result<u64, StoreError> {
         let r = sqlx::query(
@@ -270,6 +270,8 @@ impl Store {
                    AND finished_at < now() - make_interval(secs => $1)
                    AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = jobs.id
                                      AND (o.sent_at IS NULL OR o.iiq_state = $4))
+                   AND NOT EXISTS (SELECT 1 FROM cloud_watches w WHERE w.job_id = jobs.id
+                                     AND w.resolved_at IS NULL)
                  LIMIT $2)",
         )
         .bind(secs(age))
