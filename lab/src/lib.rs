@@ -339,6 +339,7 @@ fn router(
         credssp,
         trusted_for_delegation: cfg.trusted_for_delegation,
         allow_remote_shell_access: !cfg.remote_shells_disabled,
+        deny_ntlm: cfg.deny_ntlm,
     };
     wsman::router(wsman_cfg, host)
         .layer(middleware::from_fn_with_state(

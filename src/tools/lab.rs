@@ -84,6 +84,14 @@ pub struct LabArgs {
     /// refused.
     #[arg(long)]
     pub remote_shells_disabled: bool,
+    /// Group Policy "Network security: Restrict NTLM: Incoming NTLM traffic" = Deny all
+    /// accounts: NTLM is refused inside Negotiate and inside CredSSP; Kerberos still works.
+    #[arg(long)]
+    pub deny_ntlm: bool,
+    /// The WinRM account is in neither "Recipient Management EMT" nor Domain Admins: in
+    /// snapin mode every write fails with insufficient access rights.
+    #[arg(long)]
+    pub emt_missing: bool,
     /// Group Policy sets the execution policy to AllSigned: Import-PSSession is refused.
     #[arg(long)]
     pub all_signed: bool,
@@ -161,6 +169,8 @@ fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
         .with_credssp(args.credssp)
         .with_delegation(args.trusted_for_delegation)
         .with_remote_shells_disabled(args.remote_shells_disabled)
+        .with_ntlm_denied(args.deny_ntlm)
+        .with_emt_missing(args.emt_missing)
         .with_all_signed(args.all_signed)
         .with_constrained_language(args.constrained_language)
         .with_session_idle_timeout(args.session_idle_timeout);
@@ -232,6 +242,7 @@ fn read_kerberos(path: &Path, args: &LabArgs) -> anyhow::Result<lab::wsman::LabK
         } else {
             args.kerberos_user.clone()
         },
+        service_logon: None,
     })
 }
 

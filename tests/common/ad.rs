@@ -109,6 +109,7 @@ impl TestKdc {
             spn: self.spn.clone(),
             key: winrm::acceptor::service_key(&entries, &self.spn).expect("an AES key for the SPN"),
             allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            service_logon: None,
         }
     }
 }
@@ -303,6 +304,25 @@ impl TestAd {
             .await
             .and_then(|r| r.success())
             .expect("stamp Exchange attributes");
+    }
+
+    /// A service account holding `spn` with AES keys only (as samba-ad.sh makes the lab's):
+    /// a user `sam` with `password`; returns its DN.
+    pub async fn add_service_account(&self, sam: &str, password: &str, spn: &str) -> String {
+        let (dn, _) = self.add_user(sam, sam, &User::onprem()).await;
+        self.set_password(&dn, password).await;
+        let mut ldap = self.admin().await;
+        ldap.modify(
+            &dn,
+            vec![
+                Mod::Replace("servicePrincipalName", HashSet::from([spn])),
+                Mod::Replace("msDS-SupportedEncryptionTypes", HashSet::from(["24"])),
+            ],
+        )
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("SPN {spn} on {dn}: {e}"));
+        dn
     }
 
     /// Creates a (global security) group under CN=Users; returns its DN.

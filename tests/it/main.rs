@@ -57,4 +57,5 @@ mod warm_sessions;
 mod winrm_auth;
 mod winrm_credssp;
 mod winrm_kerberos;
+mod winrm_ntlm_denied;
 mod winrm_protocol;
