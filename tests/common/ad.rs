@@ -342,6 +342,26 @@ impl TestAd {
         dn
     }
 
+    /// The group `cn` under CN=Users, made unless it exists (a domain-wide name several
+    /// tests share, such as "Recipient Management EMT"); returns its DN.
+    pub async fn ensure_group(&self, cn: &str) -> String {
+        let mut ldap = self.admin().await;
+        let dn = format!("CN={cn},CN=Users,{}", self.base_dn);
+        let r = ldap
+            .add(
+                &dn,
+                vec![
+                    ("objectClass", HashSet::from(["top", "group"])),
+                    ("sAMAccountName", HashSet::from([cn])),
+                ],
+            )
+            .await
+            .expect("add group");
+        // 68 entryAlreadyExists: another test made it.
+        assert!([0, 68].contains(&r.rc), "add group {dn}: {r:?}");
+        dn
+    }
+
     /// Adds `member` (a DN) to `group`.
     pub async fn add_member(&self, group: &str, member: &str) {
         let values = HashSet::from([member.to_owned()]);
