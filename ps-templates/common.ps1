@@ -122,6 +122,21 @@ function Invoke-MailboxdBatch {
     }
     try {
         foreach ($account in $Accounts) {
+            # Once Exchange dropped the session (Broken), Import-PSSession's proxies would open
+            # a new one by themselves: prompting for an explicit credential, which fails under
+            # -NonInteractive, or silently with CredSSP, leaving a session nobody removes.
+            # The rest of the batch is not run; mailboxd runs it again with a new session.
+            if ($null -ne $opened -and $opened.State -ne 'Opened') {
+                Write-MailboxdResult -Result @{
+                    status   = 'error'
+                    category = 'InvalidOperation'
+                    reason   = 'InvalidSessionState'
+                    error_id = 'InvalidSessionState'
+                    message  = ('the Exchange session is {0}: not run, so that no implicit-remoting proxy opens a session by itself; mailboxd runs the account again with a new session' -f $opened.State)
+                    job_id   = [string]$account.job_id
+                }
+                continue
+            }
             # ErrorAction with every call: Import-PSSession's proxy functions do not see this
             # script's $ErrorActionPreference.
             $common = @{ Identity = [string]$account.identity; ErrorAction = 'Stop' }

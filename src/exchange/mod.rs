@@ -308,7 +308,13 @@ impl Exchange {
                 message: HostProblem::explained(&message).unwrap_or(message),
             });
         }
-        if let Some(r) = last.values().find(|r| dropped(r)) {
+        // Exchange's own words for the drop first; the template's lines for the accounts it
+        // then did not run (InvalidSessionState) only say that it stopped.
+        let cause = last
+            .values()
+            .filter(|r| dropped(r))
+            .min_by_key(|r| r.error_id.as_deref() == Some("InvalidSessionState"));
+        if let Some(r) = cause {
             let message = self.redact(r.message.as_deref().unwrap_or("the session was dropped"));
             return Err(ExchangeError::SessionDropped { message });
         }

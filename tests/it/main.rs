@@ -49,6 +49,7 @@ mod resilience;
 mod scrape_counts;
 mod second_hop;
 mod security;
+mod session_drop;
 mod session_limit;
 mod signin;
 mod store;

@@ -138,6 +138,77 @@ pub(super) fn unavailable_error(
     }
 }
 
+/// What ConsoleHost answers a prompt under `-NonInteractive` (verbatim, in many public
+/// transcripts).
+#[cfg(test)]
+pub(super) const NON_INTERACTIVE: &str =
+    "Windows PowerShell is in NonInteractive mode. Read and Prompt functionality is not available.";
+
+/// The template's own line for an account it did not run because the session was no longer
+/// Opened (common.ps1, `Invoke-MailboxdBatch`): mailboxd's text, no Windows one.
+pub(super) fn session_not_opened(state: &str) -> ResultLine {
+    ResultLine {
+        status: ResultStatus::Error,
+        category: Some("InvalidOperation".into()),
+        reason: Some("InvalidSessionState".into()),
+        error_id: Some("InvalidSessionState".into()),
+        message: Some(format!(
+            "the Exchange session is {state}: not run, so that no implicit-remoting proxy opens a session by itself; mailboxd runs the account again with a new session"
+        )),
+        ..ResultLine::default()
+    }
+}
+
+// What the templates before the session check met after a drop; they no longer call a
+// proxy on a session that is not Opened, so only the lab's tests run this.
+#[cfg(test)]
+impl Run {
+    /// What a proxy function made by Import-PSSession does when it is called and its session
+    /// is not Opened (PowerShell's ImplicitRemotingCommands.cs, `Get-PSImplicitRemotingSession`):
+    /// it writes `Creating a new session for implicit remoting of "<cmdlet>" command...` with
+    /// Write-Host and runs New-PSSession again. When the session had an explicit credential
+    /// that New-PSSession takes `-Credential ($host.UI.PromptForCredential(…))`
+    /// (`CredentialParameterTemplate`), which fails under `-NonInteractive`; without one (a
+    /// CredSSP logon's own credentials) the new session opens silently, and nothing removes
+    /// it: it counts against PowerShellMaxConcurrency until its idle timeout.
+    pub(super) fn reconnect_by_proxy(
+        &mut self,
+        cmdlet: &str,
+        explicit_credential: bool,
+    ) -> Result<(), Box<ResultLine>> {
+        self.lines.push(format!(
+            "Creating a new session for implicit remoting of \"{cmdlet}\" command..."
+        ));
+        if explicit_credential {
+            // COMPOSED: the inner text is verbatim; the wrapper is how PowerShell reports an
+            // exception thrown by a .NET method ($host.UI.PromptForCredential) in a script.
+            // No transcript of this exact proxy failure was found.
+            return Err(Box::new(ResultLine {
+                status: ResultStatus::Error,
+                category: Some("NotSpecified".into()),
+                reason: Some("MethodInvocationException".into()),
+                error_id: Some("HostException".into()),
+                message: Some(format!(
+                    "Exception calling \"PromptForCredential\" with \"4\" argument(s): \"{NON_INTERACTIVE}\""
+                )),
+                ..ResultLine::default()
+            }));
+        }
+        self.record("New-PSSession", Map::new(), None);
+        // Opened by the proxy, removed by nobody: dropped without `remove`, so it idles out.
+        let slot = SessionSlot::open(&self.state, &self.user, self.policy.session_idle_timeout);
+        slot.map(drop).map_err(|m| {
+            Box::new(super::error(
+                "PSRemotingTransportException",
+                "OpenError",
+                "NewPSSession",
+                "0",
+                m,
+            ))
+        })
+    }
+}
+
 /// An Exchange session counted against PowerShellMaxConcurrency: given back when the template
 /// removes it, else (the process was killed) only after the idle timeout.
 pub(super) struct SessionSlot {
@@ -463,4 +534,38 @@ enum Refusal {
     Throttled(Box<ResultLine>),
     /// `<uri>: <message> (<error id>)`, as common.ps1 collects it.
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::test_run;
+    use super::*;
+
+    /// What the template met before it checked the session: the next account's proxy
+    /// prompts for the explicit credential under -NonInteractive and fails.
+    #[test]
+    fn a_proxy_with_an_explicit_credential_prompts_and_fails_non_interactive() {
+        let mut run = test_run(false, HostPolicy::default());
+        let e = run
+            .reconnect_by_proxy("Enable-RemoteMailbox", true)
+            .unwrap_err();
+        assert!(e.message.as_deref().unwrap_or("").contains(NON_INTERACTIVE));
+        assert_eq!(
+            run.lines,
+            ["Creating a new session for implicit remoting of \"Enable-RemoteMailbox\" command..."]
+        );
+    }
+
+    /// …and with CredSSP it opens a session silently, which nobody removes: it still counts
+    /// against PowerShellMaxConcurrency after the process ended.
+    #[test]
+    fn a_proxy_without_a_credential_opens_a_session_nobody_removes() {
+        let mut run = test_run(false, HostPolicy::default());
+        run.reconnect_by_proxy("Enable-RemoteMailbox", false)
+            .expect("opens silently");
+        let mut st = run.state.lock();
+        reap(&mut st);
+        assert_eq!(st.orphaned_sessions.len(), 1, "left to idle out");
+        assert_eq!(st.faults.sessions.get("svc"), Some(&1));
+    }
 }
