@@ -56,7 +56,19 @@ function Open-MailboxdExchange {
                     }
                     if ($null -ne $credential) { $options.Credential = $credential }
                     $candidate = New-PSSession @options
-                    Import-PSSession -Session $candidate -CommandName $commands -DisableNameChecking -AllowClobber -ErrorAction Stop | Out-Null
+                    $import = @{
+                        Session             = $candidate
+                        CommandName         = $commands
+                        DisableNameChecking = $true
+                        AllowClobber        = $true
+                        ErrorAction         = 'Stop'
+                    }
+                    # An AllSigned execution policy refuses the unsigned temporary module:
+                    # Import-PSSession -Certificate signs it (the thumbprint is 40 hex digits).
+                    if ($Session.signing_certificate) {
+                        $import.Certificate = Get-Item -LiteralPath ('Cert:\CurrentUser\My\' + [string]$Session.signing_certificate) -ErrorAction Stop
+                    }
+                    Import-PSSession @import | Out-Null
                     $opened = $candidate
                     break
                 } catch {

@@ -196,6 +196,13 @@ impl LabConfig {
         self
     }
 
+    /// The connection URIs name a load-balanced namespace without an alternate service
+    /// account: Kerberos to Exchange fails with SEC_E_WRONG_PRINCIPAL (0x80090322).
+    pub fn with_load_balanced_without_asa(mut self, on: bool) -> LabConfig {
+        self.host_policy.load_balanced_without_asa = on;
+        self
+    }
+
     /// WDAC/AppLocker puts PowerShell in Constrained Language Mode.
     pub fn with_constrained_language(mut self, constrained: bool) -> LabConfig {
         self.host_policy.constrained_language = constrained;

@@ -23,8 +23,8 @@ use super::wsman::{CommandHost, Launch, Logon, ProcessIo, ProcessOutput};
 use ps_templates::{
     self as script, AccountData, ExchangeMode, Payload, ResultLine, ResultStatus, Template,
 };
-pub use session::HostPolicy;
 pub(crate) use session::reap as reap_orphaned_sessions;
+pub use session::{HostPolicy, LAB_SIGNING_THUMBPRINT};
 use session::{SessionSlot, Unavailable};
 
 /// Decodes `-EncodedCommand`'s argument (how the lab recognises the bootstrap).

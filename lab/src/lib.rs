@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 
 pub use config::{LOOPBACK_ANY_PORT, LabConfig};
 pub use directory::{AccountSeed, LabAccount, Recipient, RemoteType};
-pub use exchange::{HostPolicy, Invocation, LabState, Latency, SharedState, Stats};
+pub use exchange::{
+    HostPolicy, Invocation, LAB_SIGNING_THUMBPRINT, LabState, Latency, SharedState, Stats,
+};
 pub use faults::{FaultRequest, Throttle};
 pub use listener::serve;
 

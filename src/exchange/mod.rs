@@ -129,6 +129,7 @@ impl Exchange {
                 view_entire_forest: cfg.view_entire_forest,
                 warm: cfg.warm_sessions > 0,
                 credential,
+                signing_certificate: cfg.signing_certificate_thumbprint.clone(),
             },
             endpoint,
             secrets,

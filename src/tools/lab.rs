@@ -92,6 +92,10 @@ pub struct LabArgs {
     /// snapin mode every write fails with insufficient access rights.
     #[arg(long)]
     pub emt_missing: bool,
+    /// The Exchange connection URIs name a load-balanced namespace without an alternate
+    /// service account: Kerberos to Exchange fails with 0x80090322.
+    #[arg(long)]
+    pub load_balanced_without_asa: bool,
     /// Group Policy sets the execution policy to AllSigned: Import-PSSession is refused.
     #[arg(long)]
     pub all_signed: bool,
@@ -171,6 +175,7 @@ fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
         .with_remote_shells_disabled(args.remote_shells_disabled)
         .with_ntlm_denied(args.deny_ntlm)
         .with_emt_missing(args.emt_missing)
+        .with_load_balanced_without_asa(args.load_balanced_without_asa)
         .with_all_signed(args.all_signed)
         .with_constrained_language(args.constrained_language)
         .with_session_idle_timeout(args.session_idle_timeout);

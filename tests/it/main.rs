@@ -27,6 +27,7 @@ mod dashboard;
 mod dashboard_browser;
 mod deploy_artifacts;
 mod directory;
+mod exchange_names;
 mod fuzz_corpus;
 mod hostile_input;
 mod intake;
