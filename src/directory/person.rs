@@ -351,7 +351,10 @@ impl Directory {
             .search_anywhere(&root, Scope::Subtree, &filter, &["cn"])
             .await?;
         for g in &groups {
-            if self.member_of_any(&who.dn, &[g.dn.clone()]).await? {
+            if self
+                .member_of_any(&who.dn, std::slice::from_ref(&g.dn))
+                .await?
+            {
                 return Ok(EmtRights::Member(super::first(g, "cn").unwrap_or_default()));
             }
         }

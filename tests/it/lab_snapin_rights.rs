@@ -134,8 +134,10 @@ async fn through_the_daemon_the_circuit_opens_once_and_no_job_uses_an_attempt() 
 
 /// `mailboxd check` in snap-in mode with the WinRM account `sam` against the test DC.
 async fn check_emt(sam: &str) -> mailboxd::check::Probe {
-    let mut s = mailboxd::config::Settings::default();
-    s.ldap = TestAd::get().settings();
+    let mut s = mailboxd::config::Settings {
+        ldap: TestAd::get().settings(),
+        ..Default::default()
+    };
     s.winrm.username = format!("CORP\\{sam}");
     s.exchange.mode = ExchangeMode::Snapin;
     mailboxd::check::emt_rights(&s).await
