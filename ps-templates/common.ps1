@@ -56,7 +56,19 @@ function Open-MailboxdExchange {
                     }
                     if ($null -ne $credential) { $options.Credential = $credential }
                     $candidate = New-PSSession @options
-                    Import-PSSession -Session $candidate -CommandName $commands -DisableNameChecking -AllowClobber -ErrorAction Stop | Out-Null
+                    $import = @{
+                        Session             = $candidate
+                        CommandName         = $commands
+                        DisableNameChecking = $true
+                        AllowClobber        = $true
+                        ErrorAction         = 'Stop'
+                    }
+                    # An AllSigned execution policy refuses the unsigned temporary module:
+                    # Import-PSSession -Certificate signs it (the thumbprint is 40 hex digits).
+                    if ($Session.signing_certificate) {
+                        $import.Certificate = Get-Item -LiteralPath ('Cert:\CurrentUser\My\' + [string]$Session.signing_certificate) -ErrorAction Stop
+                    }
+                    Import-PSSession @import | Out-Null
                     $opened = $candidate
                     break
                 } catch {
@@ -122,6 +134,21 @@ function Invoke-MailboxdBatch {
     }
     try {
         foreach ($account in $Accounts) {
+            # Once Exchange dropped the session (Broken), Import-PSSession's proxies would open
+            # a new one by themselves: prompting for an explicit credential, which fails under
+            # -NonInteractive, or silently with CredSSP, leaving a session nobody removes.
+            # The rest of the batch is not run; mailboxd runs it again with a new session.
+            if ($null -ne $opened -and $opened.State -ne 'Opened') {
+                Write-MailboxdResult -Result @{
+                    status   = 'error'
+                    category = 'InvalidOperation'
+                    reason   = 'InvalidSessionState'
+                    error_id = 'InvalidSessionState'
+                    message  = ('the Exchange session is {0}: not run, so that no implicit-remoting proxy opens a session by itself; mailboxd runs the account again with a new session' -f $opened.State)
+                    job_id   = [string]$account.job_id
+                }
+                continue
+            }
             # ErrorAction with every call: Import-PSSession's proxy functions do not see this
             # script's $ErrorActionPreference.
             $common = @{ Identity = [string]$account.identity; ErrorAction = 'Stop' }

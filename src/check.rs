@@ -56,6 +56,9 @@ pub async fn run(s: &Settings) -> Vec<Probe> {
     out.extend(ldap(s).await);
     out.push(timed("WinRM", winrm_hostname(s)).await);
     out.push(timed("Exchange session", exchange_session(s)).await);
+    if s.exchange.mode == crate::config::ExchangeMode::Snapin {
+        out.push(emt_rights(s).await);
+    }
     out.push(timed("Exchange session budget", session_budget(s)).await);
     out.push(if s.smtp.host.is_empty() {
         skipped("SMTP", "[smtp].host is empty: alerts stay in the outbox")
@@ -285,6 +288,49 @@ fn snapin_rights(s: &Settings) -> &'static str {
     } else {
         ""
     }
+}
+
+/// Snap-in mode writes with the WinRM account's own AD rights (no RBAC): reads over LDAP
+/// whether it is, nestedly, in "Recipient Management EMT" or Domain Admins.
+pub async fn emt_rights(s: &Settings) -> Probe {
+    const NAME: &str = "Exchange Management Tools rights";
+    let dir = match crate::directory::Directory::from_config(&s.ldap) {
+        Ok(Some(dir)) => dir,
+        Ok(None) => {
+            return skipped(
+                NAME,
+                "[ldap].urls is empty: the group membership of winrm.username is not read",
+            );
+        }
+        Err(e) => return untimed(NAME, Status::Fail, e.to_string()),
+    };
+    let user = s.winrm.username.as_str();
+    let domain = user.split_once('\\').map_or("", |(d, _)| d);
+    let Some(lookup) = crate::signin::lookup(user, domain) else {
+        return untimed(
+            NAME,
+            Status::Fail,
+            format!("winrm.username {user:?} is no account name"),
+        );
+    };
+    timed(NAME, async move {
+        use crate::directory::{EMT_GROUP, EmtRights};
+        let rbac = "RBAC does not apply in snapin mode (the Management Tools write with the account's own AD rights)";
+        match dir.emt_rights(&lookup).await {
+            Ok(EmtRights::Member(group)) => (Status::Ok, format!("winrm.username {user} is a member of {group} (directly or nested): it may manage recipients; {rbac}")),
+            Ok(EmtRights::NotMember { emt_group_exists }) => fail(format!(
+                "winrm.username {user} is in neither \"{EMT_GROUP}\" nor Domain Admins, so every write fails with insufficient access rights; {rbac}: {}",
+                if emt_group_exists {
+                    format!("add it to \"{EMT_GROUP}\"")
+                } else {
+                    format!("no \"{EMT_GROUP}\" group exists: run Add-PermissionForEMT.ps1 (Exchange's scripts folder) once, then add the account to it")
+                }
+            )),
+            Ok(EmtRights::NoSuchAccount) => fail(format!("no account {lookup} in the domain: check winrm.username")),
+            Err(e) => fail(e),
+        }
+    })
+    .await
 }
 
 async fn smtp(s: &Settings) -> Verdict {

@@ -277,11 +277,32 @@ impl Settings {
         if x.mode == ExchangeMode::Remote && x.connection_uris.is_empty() {
             return invalid("exchange.connection_uris", "remote mode (the default) opens New-PSSession to these: set at least one, e.g. [\"http://ex01.corp.example/PowerShell/\"], or set exchange.mode = \"snapin\"".into());
         }
+        if let Some(uri) = x.connection_uris.iter().find(|u| names_an_ip(u)) {
+            return invalid(
+                "exchange.connection_uris",
+                format!(
+                    "{uri} names an IP address: New-PSSession uses Kerberos, which does not support IP addresses (about_Remote_Troubleshooting); name each Exchange server by its FQDN"
+                ),
+            );
+        }
+        if let Some(t) = &x.signing_certificate_thumbprint
+            && !(t.len() == 40 && t.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return invalid("exchange.signing_certificate_thumbprint", "40 hexadecimal digits, as Get-ChildItem Cert:\\CurrentUser\\My shows a certificate's Thumbprint".into());
+        }
         if x.username.is_some() && x.password.is_none() {
             return invalid("exchange.password_file", "exchange.username is set without a password: set exchange.password_file or MAILBOXD_EXCHANGE_PASSWORD".into());
         }
         self.validate_second_hop()
     }
+}
+
+/// Whether a connection URI's host is an IP address (Kerberos needs a name).
+fn names_an_ip(uri: &str) -> bool {
+    matches!(
+        url::Url::parse(uri).ok().as_ref().and_then(url::Url::host),
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))
+    )
 }
 
 impl Settings {

@@ -29,7 +29,7 @@ use entry::first;
 pub use entry::{
     account_filter, account_from_entry, escape_filter_bytes, escape_filter_value, search_entry,
 };
-pub use person::{Candidate, LockoutPolicy, PasswordRefused, Person};
+pub use person::{Candidate, EMT_GROUP, EmtRights, LockoutPolicy, PasswordRefused, Person};
 
 /// msExchRecipientTypeDetails values that are remote (cloud) recipients: RemoteUserMailbox,
 /// RemoteRoomMailbox, RemoteEquipmentMailbox, RemoteSharedMailbox (2147483648, 8589934592,

@@ -23,6 +23,9 @@ pub enum HostProblem {
     /// New-PSSession refused with "Access is denied." (`AccessDenied,PSSessionOpenFailed`):
     /// the explicit Exchange credential's password, or the account's remote PowerShell right.
     ExchangeCredentialRefused,
+    /// Kerberos to the connection URI's name failed with SEC_E_WRONG_PRINCIPAL (0x80090322):
+    /// a load-balanced name, an alias or an IP, whose SPN the answering server does not hold.
+    WrongPrincipal,
 }
 
 /// Why a Basic WinRM logon cannot answer the second hop (learn.microsoft.com/windows/win32/
@@ -43,6 +46,8 @@ impl HostProblem {
         let has = |needle: &str| text.contains(needle);
         if has("AccessDenied,PSSessionOpenFailed") {
             Some(HostProblem::ExchangeCredentialRefused)
+        } else if has("0x80090322") || has("-2146893022,") {
+            Some(HostProblem::WrongPrincipal)
         } else if has("0x8009030e") || has("1312,PSSessionOpenFailed") {
             Some(HostProblem::SecondHopExchange)
         } else if has("000004DC") {
@@ -77,9 +82,10 @@ impl HostProblem {
             HostProblem::SecondHopDirectory => format!(
                 "the second hop failed: the Exchange snap-in reached the domain controller anonymously (LDAP 000004DC, a successful bind is required). {SECOND_HOP_REMEDIES}"
             ),
-            HostProblem::ExecutionPolicy => "the host's execution policy (AllSigned or Restricted, set by Group Policy, which -ExecutionPolicy Bypass cannot override) refuses Import-PSSession's temporary module, whose files are unsigned. Check with Get-ExecutionPolicy -List on the host; exempt the service account or host from that policy (RemoteSigned is enough), or use exchange.mode = \"snapin\", which imports no module.".into(),
+            HostProblem::ExecutionPolicy => "the host's execution policy (AllSigned or Restricted, set by Group Policy, which -ExecutionPolicy Bypass cannot override) refuses Import-PSSession's temporary module, whose files are unsigned. Check with Get-ExecutionPolicy -List on the host; exempt the service account or host from that policy (RemoteSigned is enough); or sign the module: set exchange.signing_certificate_thumbprint to a code-signing certificate the host trusts (in the service account's Cert:\\CurrentUser\\My), which mailboxd passes to Import-PSSession -Certificate; or use exchange.mode = \"snapin\", which imports no module.".into(),
             HostProblem::ConstrainedLanguage => "PowerShell on the host runs in Constrained Language Mode (WDAC or AppLocker): mailboxd's bootstrap reads stdin and runs its template with .NET calls that mode forbids. Check $ExecutionContext.SessionState.LanguageMode in a session as the service account; allow mailboxd's host or account in the WDAC/AppLocker policy, or run it on a host without that policy.".into(),
             HostProblem::ExchangeCredentialRefused => "Exchange refused the session's credential (Access is denied): check exchange.username and the password in exchange.password_file, that the account is not locked out, and that it may use remote PowerShell (Get-User <account> | Format-List RemotePowerShellEnabled). mailboxd does not retry it faster than worker.credential_probe_interval, since each try counts toward AD's account lockout.".into(),
+            HostProblem::WrongPrincipal => "Kerberos to Exchange failed with SEC_E_WRONG_PRINCIPAL (0x80090322, \"An unknown security error occurred.\"): the name in exchange.connection_uris is not one whose HTTP/ SPN the answering server holds — typically a load-balanced namespace, a DNS alias or an IP address. Use each server's FQDN in exchange.connection_uris (mailboxd tries them in turn), or configure an alternate service account for the load-balanced namespace (learn.microsoft.com, \"Configure Kerberos authentication for load-balanced Client Access services\").".into(),
             HostProblem::NoExchangeCmdlets => "the PowerShell process has no Exchange cmdlets: a fresh powershell.exe -NoProfile loads none. Set exchange.mode = \"remote\" (with exchange.connection_uris) or \"snapin\" (Exchange Management Tools installed on the host).".into(),
         }
     }

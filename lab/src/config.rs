@@ -44,6 +44,9 @@ pub struct LabConfig {
     /// Group Policy "Allow Remote Shell Access" = Disabled (CIS-hardened hosts): every shell
     /// is refused.
     pub remote_shells_disabled: bool,
+    /// Group Policy "Network security: Restrict NTLM: Incoming NTLM traffic" = Deny all
+    /// accounts: NTLM is refused inside Negotiate and inside CredSSP; Kerberos still works.
+    pub deny_ntlm: bool,
     /// Other domain accounts (name, password) an explicit Exchange credential may name,
     /// besides `user` with its domain password.
     pub domain_accounts: Vec<(String, SecretString)>,
@@ -84,6 +87,7 @@ impl LabConfig {
             domain_accounts: Vec::new(),
             remote_shells_disabled: false,
             cloud: CloudConfig::default(),
+            deny_ntlm: false,
         }
     }
 
@@ -196,9 +200,23 @@ impl LabConfig {
         self
     }
 
+    /// The connection URIs name a load-balanced namespace without an alternate service
+    /// account: Kerberos to Exchange fails with SEC_E_WRONG_PRINCIPAL (0x80090322).
+    pub fn with_load_balanced_without_asa(mut self, on: bool) -> LabConfig {
+        self.host_policy.load_balanced_without_asa = on;
+        self
+    }
+
     /// WDAC/AppLocker puts PowerShell in Constrained Language Mode.
     pub fn with_constrained_language(mut self, constrained: bool) -> LabConfig {
         self.host_policy.constrained_language = constrained;
+        self
+    }
+
+    /// The host denies incoming NTLM ("Restrict NTLM: Incoming NTLM traffic" = Deny all
+    /// accounts, what Microsoft's roadmap makes the default): only Kerberos logs on.
+    pub fn with_ntlm_denied(mut self, denied: bool) -> LabConfig {
+        self.deny_ntlm = denied;
         self
     }
 

@@ -23,8 +23,8 @@ use super::wsman::{CommandHost, Launch, Logon, ProcessIo, ProcessOutput};
 use ps_templates::{
     self as script, AccountData, ExchangeMode, Payload, ResultLine, ResultStatus, Template,
 };
-pub use session::HostPolicy;
 pub(crate) use session::reap as reap_orphaned_sessions;
+pub use session::{HostPolicy, LAB_SIGNING_THUMBPRINT};
 use session::{SessionSlot, Unavailable};
 
 /// Decodes `-EncodedCommand`'s argument (how the lab recognises the bootstrap).
@@ -488,7 +488,6 @@ fn binding_error(cmdlet: &str, refused: &super::parameter_sets::BindingError) ->
 impl Run {
     /// Each account of the request, in its own try/catch as the template does.
     async fn accounts(&mut self, template: Template, payload: &Payload) {
-        // Once Exchange dropped the session, every later cmdlet of this process fails too.
         let remote = payload.data.session.mode == ExchangeMode::Remote;
         self.snapin = payload.data.session.mode == ExchangeMode::Snapin;
         let mut dropped = false;
@@ -502,9 +501,19 @@ impl Run {
                 self.lines.push(r.to_line());
                 continue;
             }
+            // The template checks the session before each account (common.ps1): once Exchange
+            // dropped it, the runspace is Broken and the rest of the batch is not run, so no
+            // proxy reconnects by itself (what PowerShell would do: session.rs's
+            // `reconnect_by_proxy`).
+            if dropped {
+                let mut r = session::session_not_opened("Broken");
+                r.job_id = Some(account.job_id.to_string());
+                self.lines.push(r.to_line());
+                continue;
+            }
             let injected = {
                 let mut st = self.state.lock();
-                if remote && !dropped && st.faults.sessions_to_drop > 0 {
+                if remote && st.faults.sessions_to_drop > 0 {
                     st.faults.sessions_to_drop -= 1;
                     dropped = true;
                 }
@@ -629,7 +638,7 @@ mod tests {
         assert_eq!(recognise(&tampered), None);
     }
 
-    fn test_run(snapin: bool, policy: HostPolicy) -> Run {
+    pub(super) fn test_run(snapin: bool, policy: HostPolicy) -> Run {
         Run {
             state: SharedState::default(),
             latency: Latency::default(),

@@ -28,7 +28,9 @@ use tokio::task::JoinHandle;
 
 pub use config::{LOOPBACK_ANY_PORT, LabConfig};
 pub use directory::{AccountSeed, LabAccount, Recipient, RemoteType};
-pub use exchange::{HostPolicy, Invocation, LabState, Latency, SharedState, Stats};
+pub use exchange::{
+    HostPolicy, Invocation, LAB_SIGNING_THUMBPRINT, LabState, Latency, SharedState, Stats,
+};
 pub use faults::{FaultRequest, Throttle};
 pub use listener::serve;
 
@@ -394,6 +396,7 @@ fn router(
         credssp,
         trusted_for_delegation: cfg.trusted_for_delegation,
         allow_remote_shell_access: !cfg.remote_shells_disabled,
+        deny_ntlm: cfg.deny_ntlm,
     };
     wsman::router(wsman_cfg, host)
         .layer(middleware::from_fn_with_state(

@@ -119,6 +119,11 @@ pub struct SessionData {
     /// command line, never on disk, never through a cmdlet's parameters on the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialData>,
+    /// Thumbprint (40 hex digits, checked at start) of a code-signing certificate in the
+    /// account's `Cert:\CurrentUser\My`: Import-PSSession -Certificate signs its temporary
+    /// module, which an AllSigned execution policy requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_certificate: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

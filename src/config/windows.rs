@@ -144,6 +144,9 @@ pub struct Exchange {
     pub password_file: Option<PathBuf>,
     #[serde(skip)]
     pub password: Option<SecretString>,
+    /// A code-signing certificate's thumbprint for Import-PSSession -Certificate, where an
+    /// AllSigned execution policy refuses the unsigned temporary module.
+    pub signing_certificate_thumbprint: Option<String>,
 }
 
 impl Default for Winrm {
@@ -187,6 +190,7 @@ impl Default for Exchange {
             username: None,
             password_file: None,
             password: None,
+            signing_certificate_thumbprint: None,
         }
     }
 }

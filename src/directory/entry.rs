@@ -24,7 +24,7 @@ fn all(e: &SearchEntry, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn first_bin(e: &SearchEntry, name: &str) -> Option<Vec<u8>> {
+pub(super) fn first_bin(e: &SearchEntry, name: &str) -> Option<Vec<u8>> {
     e.bin_attrs
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))

@@ -9,7 +9,10 @@ use ldap3::{Scope, SearchEntry, SearchOptions};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{Directory, DirectoryError, Lookup, ReadError, UAC_DISABLED, escape_filter_value};
+use super::{
+    Directory, DirectoryError, Lookup, ReadError, UAC_DISABLED, escape_filter_bytes,
+    escape_filter_value,
+};
 
 /// msDS-User-Account-Control-Computed UF_LOCKOUT: AD computes it from lockoutTime and the
 /// lockout policy (userAccountControl's own bit is never set on a DC).
@@ -284,6 +287,81 @@ impl Directory {
             .search_anywhere(dn, Scope::Base, &filter, &["1.1"])
             .await?;
         Ok(!entries.is_empty())
+    }
+}
+
+/// The group the Exchange Management Tools' rights come from without an Exchange server
+/// (created by Add-PermissionForEMT.ps1; learn.microsoft.com, "Manage hybrid Exchange
+/// recipients with management tools").
+pub const EMT_GROUP: &str = "Recipient Management EMT";
+/// Domain Admins' relative ID (MS-DTYP 2.4.2.4, DOMAIN_GROUP_RID_ADMINS): found by SID, so
+/// the check holds on a DC whose groups carry localized names.
+const DOMAIN_ADMINS_RID: u32 = 512;
+
+/// What the account's recipient-management rights in snap-in mode rest on (no RBAC there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmtRights {
+    /// A (possibly nested) member of this group, which grants them.
+    Member(String),
+    /// In neither group; `emt_group_exists` says whether Add-PermissionForEMT.ps1 ever ran.
+    NotMember { emt_group_exists: bool },
+    /// No account of that name under the domain.
+    NoSuchAccount,
+}
+
+/// The SID of the domain's group with relative ID `rid`: the domain SID with one more
+/// sub-authority (MS-DTYP 2.4.2.2: revision, count, 6-byte authority, 32-bit LE sub-authorities).
+fn domain_group_sid(domain_sid: &[u8], rid: u32) -> Option<Vec<u8>> {
+    let count = *domain_sid.get(1)?;
+    if domain_sid.len() != 8 + 4 * usize::from(count) {
+        return None;
+    }
+    let mut sid = domain_sid.to_vec();
+    sid[1] = count.checked_add(1)?;
+    sid.extend_from_slice(&rid.to_le_bytes());
+    Some(sid)
+}
+
+impl Directory {
+    /// Whether `account` (the WinRM account) is, directly or through nested groups, in
+    /// "Recipient Management EMT" or Domain Admins: the only rights the Management Tools
+    /// write with once no Exchange server is left. Reads only.
+    pub async fn emt_rights(&self, account: &Lookup) -> Result<EmtRights, DirectoryError> {
+        let root = domain_root(&self.inner.base_dn);
+        let (_, who) = self
+            .search_anywhere(&root, Scope::Subtree, &account.filter(), &["1.1"])
+            .await?;
+        let [who] = who.as_slice() else {
+            return Ok(EmtRights::NoSuchAccount);
+        };
+        let (_, domain) = self
+            .search_anywhere(&root, Scope::Base, "(objectClass=*)", &["objectSid"])
+            .await?;
+        let admins = domain
+            .first()
+            .and_then(|d| super::entry::first_bin(d, "objectSid"))
+            .and_then(|sid| domain_group_sid(&sid, DOMAIN_ADMINS_RID))
+            .map(|sid| format!("(objectSid={})", escape_filter_bytes(&sid)))
+            .unwrap_or_default();
+        let filter = format!(
+            "(&(objectClass=group)(|(cn={}){admins}))",
+            escape_filter_value(EMT_GROUP)
+        );
+        let (_, groups) = self
+            .search_anywhere(&root, Scope::Subtree, &filter, &["cn"])
+            .await?;
+        for g in &groups {
+            if self
+                .member_of_any(&who.dn, std::slice::from_ref(&g.dn))
+                .await?
+            {
+                return Ok(EmtRights::Member(super::first(g, "cn").unwrap_or_default()));
+            }
+        }
+        let emt_group_exists = groups
+            .iter()
+            .any(|g| super::first(g, "cn").is_some_and(|cn| cn.eq_ignore_ascii_case(EMT_GROUP)));
+        Ok(EmtRights::NotMember { emt_group_exists })
     }
 }
 

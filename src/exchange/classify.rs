@@ -58,6 +58,8 @@ impl ExchangeError {
                 | WinrmError::Kerberos(_)
                 | WinrmError::CredSsp(_)
                 | WinrmError::CredSspNotOffered(_)
+                | WinrmError::NtlmBlocked(_)
+                | WinrmError::NtlmRefused
                 | WinrmError::ShellsNotAllowed(_),
             ) => ErrorClass::Systemic,
             ExchangeError::Winrm(_) => ErrorClass::Transient,

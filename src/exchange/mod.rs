@@ -129,6 +129,7 @@ impl Exchange {
                 view_entire_forest: cfg.view_entire_forest,
                 warm: cfg.warm_sessions > 0,
                 credential,
+                signing_certificate: cfg.signing_certificate_thumbprint.clone(),
             },
             endpoint,
             secrets,
@@ -308,7 +309,13 @@ impl Exchange {
                 message: HostProblem::explained(&message).unwrap_or(message),
             });
         }
-        if let Some(r) = last.values().find(|r| dropped(r)) {
+        // Exchange's own words for the drop first; the template's lines for the accounts it
+        // then did not run (InvalidSessionState) only say that it stopped.
+        let cause = last
+            .values()
+            .filter(|r| dropped(r))
+            .min_by_key(|r| r.error_id.as_deref() == Some("InvalidSessionState"));
+        if let Some(r) = cause {
             let message = self.redact(r.message.as_deref().unwrap_or("the session was dropped"));
             return Err(ExchangeError::SessionDropped { message });
         }

@@ -98,6 +98,18 @@ pub struct LabArgs {
     /// refused.
     #[arg(long)]
     pub remote_shells_disabled: bool,
+    /// Group Policy "Network security: Restrict NTLM: Incoming NTLM traffic" = Deny all
+    /// accounts: NTLM is refused inside Negotiate and inside CredSSP; Kerberos still works.
+    #[arg(long)]
+    pub deny_ntlm: bool,
+    /// The WinRM account is in neither "Recipient Management EMT" nor Domain Admins: in
+    /// snapin mode every write fails with insufficient access rights.
+    #[arg(long)]
+    pub emt_missing: bool,
+    /// The Exchange connection URIs name a load-balanced namespace without an alternate
+    /// service account: Kerberos to Exchange fails with 0x80090322.
+    #[arg(long)]
+    pub load_balanced_without_asa: bool,
     /// Group Policy sets the execution policy to AllSigned: Import-PSSession is refused.
     #[arg(long)]
     pub all_signed: bool,
@@ -175,6 +187,9 @@ fn lab_config(args: &LabArgs) -> anyhow::Result<LabConfig> {
         .with_credssp(args.credssp)
         .with_delegation(args.trusted_for_delegation)
         .with_remote_shells_disabled(args.remote_shells_disabled)
+        .with_ntlm_denied(args.deny_ntlm)
+        .with_emt_missing(args.emt_missing)
+        .with_load_balanced_without_asa(args.load_balanced_without_asa)
         .with_all_signed(args.all_signed)
         .with_constrained_language(args.constrained_language)
         .with_session_idle_timeout(args.session_idle_timeout)
@@ -251,6 +266,7 @@ fn read_kerberos(path: &Path, args: &LabArgs) -> anyhow::Result<lab::wsman::LabK
         } else {
             args.kerberos_user.clone()
         },
+        service_logon: None,
     })
 }
 

@@ -109,6 +109,7 @@ impl TestKdc {
             spn: self.spn.clone(),
             key: winrm::acceptor::service_key(&entries, &self.spn).expect("an AES key for the SPN"),
             allowed: allowed.iter().map(|s| s.to_string()).collect(),
+            service_logon: None,
         }
     }
 }
@@ -305,6 +306,25 @@ impl TestAd {
             .expect("stamp Exchange attributes");
     }
 
+    /// A service account holding `spn` with AES keys only (as samba-ad.sh makes the lab's):
+    /// a user `sam` with `password`; returns its DN.
+    pub async fn add_service_account(&self, sam: &str, password: &str, spn: &str) -> String {
+        let (dn, _) = self.add_user(sam, sam, &User::onprem()).await;
+        self.set_password(&dn, password).await;
+        let mut ldap = self.admin().await;
+        ldap.modify(
+            &dn,
+            vec![
+                Mod::Replace("servicePrincipalName", HashSet::from([spn])),
+                Mod::Replace("msDS-SupportedEncryptionTypes", HashSet::from(["24"])),
+            ],
+        )
+        .await
+        .and_then(|r| r.success())
+        .unwrap_or_else(|e| panic!("SPN {spn} on {dn}: {e}"));
+        dn
+    }
+
     /// Creates a (global security) group under CN=Users; returns its DN.
     pub async fn add_group(&self, cn: &str) -> String {
         let mut ldap = self.admin().await;
@@ -319,6 +339,26 @@ impl TestAd {
         .await
         .and_then(|r| r.success())
         .unwrap_or_else(|e| panic!("add group {dn}: {e}"));
+        dn
+    }
+
+    /// The group `cn` under CN=Users, made unless it exists (a domain-wide name several
+    /// tests share, such as "Recipient Management EMT"); returns its DN.
+    pub async fn ensure_group(&self, cn: &str) -> String {
+        let mut ldap = self.admin().await;
+        let dn = format!("CN={cn},CN=Users,{}", self.base_dn);
+        let r = ldap
+            .add(
+                &dn,
+                vec![
+                    ("objectClass", HashSet::from(["top", "group"])),
+                    ("sAMAccountName", HashSet::from([cn])),
+                ],
+            )
+            .await
+            .expect("add group");
+        // 68 entryAlreadyExists: another test made it.
+        assert!([0, 68].contains(&r.rc), "add group {dn}: {r:?}");
         dn
     }
 

@@ -286,6 +286,7 @@ async fn kill_a_warm_process(lab: &Lab) {
             credential: Some(ps_templates::CredentialData {
                 username: EXCHANGE_USER.into(),
             }),
+            signing_certificate: None,
         },
         accounts: vec![account("alice")],
     };

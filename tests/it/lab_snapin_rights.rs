@@ -9,8 +9,10 @@ use crate::common;
 use std::time::Duration;
 
 use common::account_data as account;
+use common::ad::{TestAd, User};
 use common::{LAB_PASSWORD, TestEnv, lab_config, seed};
 use lab::Lab;
+use mailboxd::check::Status;
 use mailboxd::config::{self, ExchangeMode, WinrmAuth};
 use mailboxd::exchange::{AccountReply, Exchange, ExchangeError, Template};
 use mailboxd::job::{ErrorClass, JobState};
@@ -128,4 +130,70 @@ async fn through_the_daemon_the_circuit_opens_once_and_no_job_uses_an_attempt() 
     }
     assert!(env.mailbox("emt4").remote_routing_address.is_none());
     app.stop().await;
+}
+
+/// `mailboxd check` in snap-in mode with the WinRM account `sam` against the test DC.
+async fn check_emt(sam: &str) -> mailboxd::check::Probe {
+    let mut s = mailboxd::config::Settings {
+        ldap: TestAd::get().settings(),
+        ..Default::default()
+    };
+    s.winrm.username = format!("CORP\\{sam}");
+    s.exchange.mode = ExchangeMode::Snapin;
+    mailboxd::check::emt_rights(&s).await
+}
+
+#[tokio::test]
+async fn check_reads_over_ldap_whether_the_account_is_nestedly_in_emt() {
+    let ad = TestAd::get();
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let emt = ad.ensure_group("Recipient Management EMT").await;
+    let nested = ad.add_group(&format!("emt-ops-{tag}")).await;
+    ad.add_member(&emt, &nested).await;
+    let (inside, outside) = (format!("emt-in-{tag}"), format!("emt-out-{tag}"));
+    let (dn, _) = ad.add_user(&inside, &inside, &User::onprem()).await;
+    ad.add_member(&nested, &dn).await;
+    ad.add_user(&outside, &outside, &User::onprem()).await;
+
+    let member = check_emt(&inside).await;
+    assert_eq!(member.status, Status::Ok, "{}", member.detail);
+    assert!(
+        member.detail.contains("Recipient Management EMT"),
+        "{}",
+        member.detail
+    );
+    assert!(
+        member.detail.contains("RBAC does not apply"),
+        "{}",
+        member.detail
+    );
+
+    let stranger = check_emt(&outside).await;
+    assert_eq!(stranger.status, Status::Fail, "{}", stranger.detail);
+    assert!(
+        stranger.detail.contains("nor Domain Admins"),
+        "{}",
+        stranger.detail
+    );
+    assert!(
+        stranger
+            .detail
+            .contains("add it to \"Recipient Management EMT\""),
+        "{}",
+        stranger.detail
+    );
+}
+
+#[tokio::test]
+async fn check_finds_domain_admins_by_its_well_known_rid() {
+    let ad = TestAd::get();
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let admin = format!("emt-da-{tag}");
+    let (dn, _) = ad.add_user(&admin, &admin, &User::onprem()).await;
+    let domain_admins = format!("CN=Domain Admins,CN=Users,{}", ad.base_dn);
+    ad.add_member(&domain_admins, &dn).await;
+    let p = check_emt(&admin).await;
+    assert_eq!(p.status, Status::Ok, "{}", p.detail);
+    assert!(p.detail.contains("Domain Admins"), "{}", p.detail);
+    ad.remove_member(&domain_admins, &dn).await;
 }

@@ -125,6 +125,7 @@ async fn pywinrm_sees_windows_behaviour_from_the_wsman_service() {
         credssp: None,
         trusted_for_delegation: false,
         allow_remote_shell_access: true,
+        deny_ntlm: false,
     };
     let app = wsman::router(cfg, Arc::new(PeerHost));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

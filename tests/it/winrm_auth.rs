@@ -103,7 +103,7 @@ async fn a_wrong_password_is_a_clear_auth_error_not_a_hang() {
         let started = Instant::now();
         let c = client(&endpoint, auth, "not-the-password", Some(t.ca.path()));
         match c.open_shell(&ShellOptions::default()).await {
-            Err(e @ WinrmError::Unauthorized) => {
+            Err(e @ (WinrmError::Unauthorized | WinrmError::NtlmRefused)) => {
                 assert!(e.to_string().contains("winrm.username"), "{e}")
             }
             Err(e) => panic!("{auth:?} {endpoint}: expected Unauthorized, got {e}"),
@@ -209,6 +209,7 @@ async fn a_receive_that_times_out_twice_then_completes_is_one_result() {
             credssp: None,
             trusted_for_delegation: false,
             allow_remote_shell_access: true,
+            deny_ntlm: false,
         },
         Arc::new(common::echo_host::EchoHost),
     )

@@ -431,6 +431,7 @@ async fn the_client_streams_large_stdin_and_output_across_envelopes() {
             credssp: None,
             trusted_for_delegation: false,
             allow_remote_shell_access: true,
+            deny_ntlm: false,
         },
         std::sync::Arc::new(common::echo_host::EchoHost),
     );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use secrecy::SecretString;
 
-use super::credssp::{CredSspTrust, client_tls_config, parse_sha256};
+use super::credssp::{CredSspKerberos, CredSspTrust, client_tls_config, parse_sha256};
 use super::error::WinrmError;
 use super::soap::{self, Envelope, RequestHeader, esc};
 use super::transport::{BasicTransport, Mechanism, SealedTransport};
@@ -198,7 +198,17 @@ fn credssp_mechanism(cfg: &ClientConfig) -> Result<Mechanism, WinrmError> {
         CredSspTrust::Pinned(pins)
     };
     let tls = client_tls_config(trust).map_err(|e| WinrmError::Config(e.to_string()))?;
-    Ok(Mechanism::CredSsp { tls })
+    // With a KDC, CredSSP logs on with Kerberos first, as pyspnego's does: a domain that
+    // denies NTLM (Microsoft's roadmap disables it by default) still admits the account.
+    let kerberos = cfg.kdc.clone().map(|kdc| CredSspKerberos {
+        kdc,
+        spn: cfg
+            .spn
+            .clone()
+            .unwrap_or_else(|| format!("HTTP/{}", cfg.endpoint.host_str().unwrap_or_default())),
+        timeout: cfg.connect_timeout,
+    });
+    Ok(Mechanism::CredSsp { tls, kerberos })
 }
 
 /// A WinRM client for one endpoint; cheap to clone.

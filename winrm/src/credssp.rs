@@ -1,6 +1,7 @@
 //! CredSSP (MS-CSSP) for WinRM, the client half and what both halves share.
 //!
-//! sspi's `CredSspClient` runs the TSRequest state machine (SPNEGO/NTLM, the public-key
+//! sspi's `CredSspClient` runs the TSRequest state machine (SPNEGO: Kerberos first when a KDC
+//! is configured, as pyspnego's CredSSP does, else NTLM; the public-key
 //! binding, the delegated TSCredentials); rustls runs CredSSP's own TLS session over in-memory
 //! buffers, because in WinRM every TLS record travels base64-encoded in an
 //! `Authorization: CredSSP` header during the handshake, and afterwards that same session
@@ -17,7 +18,14 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Digest;
 use sspi::credssp::{ClientMode, ClientState, CredSspClient, CredSspMode, TsRequest};
 use sspi::ntlm::NtlmConfig;
-use sspi::{AuthIdentity, Credentials, NegotiateConfig, Username};
+use sspi::{AuthIdentity, Credentials, KerberosConfig, NegotiateConfig, Username};
+
+use crate::kerberos::TcpKdc;
+
+/// STATUS_NTLM_BLOCKED (MS-ERREF 2.3.1: "The authentication failed because NTLM was
+/// blocked."), which a host denying incoming NTLM puts in the TSRequest's errorCode
+/// (MS-CSSP 2.2.1 carries a failed SPNEGO exchange's NTSTATUS there).
+pub const STATUS_NTLM_BLOCKED: u32 = 0xC000_0418;
 
 /// What went wrong in CredSSP, by what to look at next.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +40,9 @@ pub enum CredSspError {
     Untrusted(String),
     #[error("the host refused the credentials inside CredSSP{}", .0.map(|c| format!(" (status {c:#010x})")).unwrap_or_default())]
     Refused(Option<u32>),
+    /// The KDC refused the Kerberos logon inside CredSSP (its text names the refusal).
+    #[error("Kerberos inside CredSSP: {0}")]
+    Kerberos(String),
     #[error("CredSSP protocol: {0}")]
     Protocol(String),
     #[error("CredSSP message encryption: {0}")]
@@ -292,16 +303,29 @@ pub struct CredSspInitiator {
     tls: Connection,
     phase: Phase,
     spn: String,
+    /// Kerberos first (the KDC, `tcp://dc:88`), NTLM only when the KDC cannot be reached;
+    /// `None`: NTLM.
+    kerberos: Option<CredSspKerberos>,
+}
+
+/// Where CredSSP's SPNEGO gets Kerberos tickets: the KDC and the host's SPN.
+#[derive(Clone, Debug)]
+pub struct CredSspKerberos {
+    pub kdc: String,
+    pub spn: String,
+    pub timeout: std::time::Duration,
 }
 
 impl CredSspInitiator {
     /// A context for `user` (`DOMAIN\user`, `user@domain` or `user`) at `host`; returns it
-    /// and the first token (the TLS ClientHello).
+    /// and the first token (the TLS ClientHello). With `kerberos`, the legs after the TLS
+    /// handshake may talk to the KDC: run `step` off the async runtime then.
     pub fn start(
         user: &str,
         password: &SecretString,
         host: &str,
         tls: Arc<ClientConfig>,
+        kerberos: Option<CredSspKerberos>,
     ) -> Result<(CredSspInitiator, Vec<u8>), CredSspError> {
         let name = ServerName::try_from(host.to_owned()).map_err(protocol)?;
         let conn: Connection = ClientConnection::new(tls, name)
@@ -316,10 +340,15 @@ impl CredSspInitiator {
             username,
             password: password.expose_secret().to_owned().into(),
         };
+        let spn = match &kerberos {
+            Some(k) => k.spn.clone(),
+            None => format!("HTTP/{host}"),
+        };
         let mut me = CredSspInitiator {
             tls: conn,
             phase: Phase::Tls(Box::new(identity)),
-            spn: format!("HTTP/{host}"),
+            spn,
+            kerberos,
         };
         let hello = drain(&mut me.tls)?;
         Ok((me, hello))
@@ -351,18 +380,39 @@ impl CredSspInitiator {
         if let Some(code) = ts.error_code {
             return Err(CredSspError::Refused(Some(code.0)));
         }
-        let state = client
-            .process(ts)
-            .resolve_to_result()
-            .map_err(|e| match e.nstatus {
-                Some(s) => CredSspError::Refused(Some(s.0)),
-                None => protocol(e),
-            })?;
+        let state = resolve(self.kerberos.as_ref(), client.process(ts))?;
         self.emit(state)
     }
+}
 
-    /// TLS is up: binds the host's certificate key and sends the first TSRequest (SPNEGO
-    /// with NTLM, as Windows' client and pywinrm do).
+/// Runs one sspi step to its end, with the KDC when Kerberos is on (blocking).
+fn resolve(
+    kerberos: Option<&CredSspKerberos>,
+    mut step: sspi::generator::Generator<
+        '_,
+        sspi::NetworkRequest,
+        sspi::Result<Vec<u8>>,
+        sspi::Result<ClientState>,
+    >,
+) -> Result<ClientState, CredSspError> {
+    let result = match kerberos {
+        Some(k) => step.resolve_with_client(&TcpKdc { timeout: k.timeout }),
+        None => step.resolve_to_result(),
+    };
+    result.map_err(|e| match e.nstatus {
+        Some(s) => CredSspError::Refused(Some(s.0)),
+        None if crate::error::KdcRefusal::recognise(&e.to_string()).is_some() => {
+            CredSspError::Kerberos(e.to_string())
+        }
+        None => protocol(e),
+    })
+}
+
+impl CredSspInitiator {
+    /// TLS is up: binds the host's certificate key and sends the first TSRequest: SPNEGO
+    /// with Kerberos first when a KDC is configured (pyspnego's CredSSP does the same;
+    /// sspi falls back to NTLM only when the KDC cannot be reached or does not know the
+    /// account, never after the KDC refused the password), else with NTLM as pywinrm does.
     fn begin_auth(&mut self) -> Result<Vec<u8>, CredSspError> {
         let Phase::Tls(identity) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return Err(protocol("the TLS handshake finished twice"));
@@ -373,11 +423,18 @@ impl CredSspInitiator {
             .and_then(|c| c.first())
             .ok_or_else(|| protocol("the host sent no CredSSP certificate"))?;
         let public_key = subject_public_key(cert.as_ref())?;
-        let mode = ClientMode::Negotiate(NegotiateConfig::new(
-            Box::new(NtlmConfig::default()),
-            Some("ntlm".into()),
-            "mailboxd".into(),
-        ));
+        let mode = ClientMode::Negotiate(match &self.kerberos {
+            Some(k) => NegotiateConfig::new(
+                Box::new(KerberosConfig::new_with_kdc_url(&k.kdc, "mailboxd".into())),
+                Some("kerberos,ntlm".into()),
+                "mailboxd".into(),
+            ),
+            None => NegotiateConfig::new(
+                Box::new(NtlmConfig::default()),
+                Some("ntlm".into()),
+                "mailboxd".into(),
+            ),
+        });
         let mut client = Box::new(
             CredSspClient::new(
                 public_key,
@@ -388,10 +445,7 @@ impl CredSspInitiator {
             )
             .map_err(protocol)?,
         );
-        let state = client
-            .process(TsRequest::default())
-            .resolve_to_result()
-            .map_err(protocol)?;
+        let state = resolve(self.kerberos.as_ref(), client.process(TsRequest::default()))?;
         self.phase = Phase::Auth(client);
         self.emit(state)
     }

@@ -57,6 +57,14 @@ pub enum WinrmError {
     CredSspNotOffered(String),
     #[error("CredSSP with the WinRM host failed: {0}")]
     CredSsp(String),
+    #[error(
+        "the domain denies NTLM ({0}; Group Policy \"Network security: Restrict NTLM: Incoming NTLM traffic\", which Microsoft's roadmap makes the default): use winrm.auth = kerberos with winrm.kdc, or, for CredSSP, set winrm.kdc (and winrm.spn) so CredSSP logs on with Kerberos"
+    )]
+    NtlmBlocked(String),
+    #[error(
+        "the WinRM host refused the NTLM logon (HTTP 401): either the password of winrm.username is wrong, or the host denies NTLM (Group Policy \"Network security: Restrict NTLM: Incoming NTLM traffic\" — over HTTP Windows answers both with the same 401). Kerberos works in both cases and is what to use as NTLM is retired: winrm.auth = kerberos with winrm.kdc"
+    )]
+    NtlmRefused,
     #[error("the WinRM host answered HTTP {status}: {body_excerpt}")]
     Http { status: u16, body_excerpt: String },
     #[error(
@@ -187,7 +195,7 @@ impl WinrmError {
     /// again and count toward AD's account lockout, so nothing retries faster than its window.
     pub fn refuses_credentials(&self) -> bool {
         match self {
-            WinrmError::Unauthorized | WinrmError::CredSsp(_) => true,
+            WinrmError::Unauthorized | WinrmError::NtlmRefused | WinrmError::CredSsp(_) => true,
             WinrmError::Kerberos(_) => self.kdc_refusal().is_some(),
             _ => false,
         }
@@ -231,6 +239,8 @@ impl WinrmError {
             | WinrmError::Kerberos(_)
             | WinrmError::CredSspNotOffered(_)
             | WinrmError::CredSsp(_)
+            | WinrmError::NtlmBlocked(_)
+            | WinrmError::NtlmRefused
             | WinrmError::AccessDenied(_)
             | WinrmError::EnvelopeTooLarge(_)
             | WinrmError::ShellsNotAllowed(_)
@@ -251,6 +261,8 @@ impl WinrmError {
                 | WinrmError::Kerberos(_)
                 | WinrmError::CredSspNotOffered(_)
                 | WinrmError::CredSsp(_)
+                | WinrmError::NtlmBlocked(_)
+                | WinrmError::NtlmRefused
                 | WinrmError::AccessDenied(_)
                 | WinrmError::ShellsNotAllowed(_)
         )
@@ -274,6 +286,8 @@ impl WinrmError {
             WinrmError::Kerberos(_) => "kerberos",
             WinrmError::CredSspNotOffered(_) => "credssp_not_offered",
             WinrmError::CredSsp(_) => "credssp",
+            WinrmError::NtlmBlocked(_) => "ntlm_blocked",
+            WinrmError::NtlmRefused => "ntlm_refused",
             WinrmError::Http { .. } => "http",
             WinrmError::ShellsNotAllowed(_) => "shells_not_allowed",
             WinrmError::Fault(_) => "fault",

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 
-use super::credssp::{CredSspError, CredSspInitiator};
+use super::credssp::{CredSspError, CredSspInitiator, CredSspKerberos, STATUS_NTLM_BLOCKED};
 use super::error::WinrmError;
 use super::kerberos::KrbInitiator;
 use super::ntlm::{self, Initiator, NtlmError};
@@ -104,6 +104,8 @@ pub(crate) enum Mechanism {
     /// says), then the password delegated to the host.
     CredSsp {
         tls: Arc<rustls::ClientConfig>,
+        /// Kerberos inside CredSSP's SPNEGO (first; NTLM when the KDC cannot be reached).
+        kerberos: Option<CredSspKerberos>,
     },
 }
 
@@ -140,7 +142,11 @@ impl SecCtx {
 /// A CredSSP failure as the worker sorts it: a refused password is Unauthorized as with NTLM.
 fn credssp_error(e: CredSspError) -> WinrmError {
     match e {
+        CredSspError::Refused(Some(STATUS_NTLM_BLOCKED)) => WinrmError::NtlmBlocked(
+            "CredSSP's logon came back STATUS_NTLM_BLOCKED (0xC0000418)".into(),
+        ),
         CredSspError::Refused(_) => WinrmError::Unauthorized,
+        CredSspError::Kerberos(text) => WinrmError::Kerberos(text),
         other => WinrmError::CredSsp(other.to_string()),
     }
 }
@@ -257,7 +263,9 @@ impl SealedTransport {
                     .await?
             }
             // pubKeyAuth, not channel binding, ties CredSSP to its (inner) TLS session.
-            Mechanism::CredSsp { tls } => self.credssp_handshake(&mut sender, tls).await?,
+            Mechanism::CredSsp { tls, kerberos } => {
+                self.credssp_handshake(&mut sender, tls, kerberos).await?
+            }
         };
         Ok(SealedConn {
             sender,
@@ -302,7 +310,7 @@ impl SealedTransport {
             .await?;
         match resp.status().as_u16() {
             200..=299 => {}
-            401 => return Err(WinrmError::Unauthorized),
+            401 => return Err(WinrmError::NtlmRefused),
             s => {
                 return Err(WinrmError::Http {
                     status: s,
@@ -376,9 +384,10 @@ impl SealedTransport {
         &self,
         sender: &mut SendRequest<Full<Bytes>>,
         tls: Arc<rustls::ClientConfig>,
+        kerberos: Option<CredSspKerberos>,
     ) -> Result<SecCtx, WinrmError> {
         let (mut ctx, mut token) =
-            CredSspInitiator::start(&self.username, &self.password, &self.host(), tls)
+            CredSspInitiator::start(&self.username, &self.password, &self.host(), tls, kerberos)
                 .map_err(credssp_error)?;
         // 5 legs with pywinrm's shape, 6 with sspi's own SPNEGO ordering; a bound stops a loop.
         for leg in 0..10 {
@@ -389,7 +398,17 @@ impl SealedTransport {
             drain(resp).await?;
             match (status, reply) {
                 (200..=299, _) if ctx.is_done() => return Ok(SecCtx::CredSsp(Box::new(ctx))),
-                (401, Some(t)) => token = ctx.step(&t).map_err(credssp_error)?,
+                (401, Some(t)) => {
+                    // A leg may talk to the KDC (blocking, inside sspi): off the runtime's threads.
+                    let (back, next) = tokio::task::spawn_blocking(move || {
+                        let next = ctx.step(&t);
+                        (ctx, next)
+                    })
+                    .await
+                    .map_err(|e| WinrmError::CredSsp(format!("the CredSSP task failed: {e}")))?;
+                    ctx = back;
+                    token = next.map_err(credssp_error)?;
+                }
                 (401, None) if leg == 0 => return Err(WinrmError::CredSspNotOffered(offers)),
                 (401, None) => return Err(WinrmError::Unauthorized),
                 (s, _) => {

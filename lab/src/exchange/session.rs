@@ -32,7 +32,14 @@ pub struct HostPolicy {
     /// server have no RBAC: in `snapin` mode their writes run with the account's own AD
     /// rights, so every write is refused (reads still work).
     pub emt_missing: bool,
+    /// The connection URIs name a load-balanced namespace whose `HTTP/` SPN is not on the
+    /// server that answers (no alternate service account): Kerberos to it fails.
+    pub load_balanced_without_asa: bool,
 }
+
+/// The code-signing certificate the lab host holds in the service account's
+/// `Cert:\CurrentUser\My` and trusts as a publisher (a made-up thumbprint: the lab signs nothing).
+pub const LAB_SIGNING_THUMBPRINT: &str = "6A1F0C3B9E2D4A5B8C7D6E5F4A3B2C1D0E9F8A7B";
 
 /// The IdleTimeout common.ps1 asks for (New-PSSessionOption -IdleTimeout, milliseconds).
 pub const TEMPLATE_IDLE_TIMEOUT_MS: u64 = 900_000;
@@ -44,6 +51,7 @@ impl Default for HostPolicy {
             constrained_language: false,
             session_idle_timeout: Duration::from_millis(TEMPLATE_IDLE_TIMEOUT_MS),
             emt_missing: false,
+            load_balanced_without_asa: false,
         }
     }
 }
@@ -57,8 +65,30 @@ pub const CLM_PROPERTY_SETTER: &str =
 /// Kerberos (verbatim body: PowerShell/Win32-OpenSSH#2100 and microsoft/diskspd#171; the
 /// tail from the Negotiate variant, Yowko's blog).
 fn second_hop_refusal(host: &str) -> String {
+    kerberos_refusal(
+        host,
+        "0x8009030e",
+        "A specified logon session does not exist. It may already have been terminated.",
+    )
+}
+
+/// Kerberos to a name whose SPN the answering server does not hold (a load-balanced
+/// namespace without an alternate service account): SEC_E_WRONG_PRINCIPAL. The errorcode
+/// and its text verbatim from serverfault q/580411 (the same WinRM message body);
+/// learn.microsoft.com "Configure Kerberos authentication for load-balanced Client Access
+/// services" is why.
+fn wrong_principal(host: &str) -> String {
+    kerberos_refusal(host, "0x80090322", "An unknown security error occurred.")
+}
+
+/// Its FullyQualifiedErrorId: the HRESULT as PowerShell prints it (-2146893022 =
+/// 0x80090322) — medium confidence, no New-PSSession transcript with the id was found.
+const WRONG_PRINCIPAL_ERROR_ID: &str = "-2146893022,PSSessionOpenFailed";
+
+/// WinRM's Kerberos refusal as New-PSSession reports it.
+fn kerberos_refusal(host: &str, code: &str, text: &str) -> String {
     format!(
-        "[{host}] Connecting to remote server {host} failed with the following error message : WinRM cannot process the request. The following error with errorcode 0x8009030e occurred while using Kerberos authentication: A specified logon session does not exist. It may already have been terminated.\r\n Possible causes are:\r\n  -The user name or password specified are invalid.\r\n  -Kerberos is used when no authentication method and no user name are specified.\r\n  -Kerberos accepts domain user names, but not local user names.\r\n  -The Service Principal Name (SPN) for the remote computer name and port does not exist.\r\n  -The client and remote computers are in different domains and there is no trust between the two domains.\r\n After checking for the above issues, try the following:\r\n  -Check the Event Viewer for events related to authentication.\r\n  -Change the authentication method; add the destination computer to the WinRM TrustedHosts configuration setting or use HTTPS transport.\r\n Note that computers in the TrustedHosts list might not be authenticated.\r\n   -For more information about WinRM configuration, run the following command: winrm help config. For more information, see the about_Remote_Troubleshooting Help topic."
+        "[{host}] Connecting to remote server {host} failed with the following error message : WinRM cannot process the request. The following error with errorcode {code} occurred while using Kerberos authentication: {text}\r\n Possible causes are:\r\n  -The user name or password specified are invalid.\r\n  -Kerberos is used when no authentication method and no user name are specified.\r\n  -Kerberos accepts domain user names, but not local user names.\r\n  -The Service Principal Name (SPN) for the remote computer name and port does not exist.\r\n  -The client and remote computers are in different domains and there is no trust between the two domains.\r\n After checking for the above issues, try the following:\r\n  -Check the Event Viewer for events related to authentication.\r\n  -Change the authentication method; add the destination computer to the WinRM TrustedHosts configuration setting or use HTTPS transport.\r\n Note that computers in the TrustedHosts list might not be authenticated.\r\n   -For more information about WinRM configuration, run the following command: winrm help config. For more information, see the about_Remote_Troubleshooting Help topic."
     )
 }
 
@@ -135,6 +165,77 @@ pub(super) fn unavailable_error(
                 "Active Directory operation failed on {dc}. This error is not retriable. Additional information: An operations error occurred.\r\nActive directory response: 000004DC: LdapErr: DSID-0C090A5C, comment: In order to perform this operation a successful bind must be completed on the connection., data 0, v4563"
             ),
         ),
+    }
+}
+
+/// What ConsoleHost answers a prompt under `-NonInteractive` (verbatim, in many public
+/// transcripts).
+#[cfg(test)]
+pub(super) const NON_INTERACTIVE: &str =
+    "Windows PowerShell is in NonInteractive mode. Read and Prompt functionality is not available.";
+
+/// The template's own line for an account it did not run because the session was no longer
+/// Opened (common.ps1, `Invoke-MailboxdBatch`): mailboxd's text, no Windows one.
+pub(super) fn session_not_opened(state: &str) -> ResultLine {
+    ResultLine {
+        status: ResultStatus::Error,
+        category: Some("InvalidOperation".into()),
+        reason: Some("InvalidSessionState".into()),
+        error_id: Some("InvalidSessionState".into()),
+        message: Some(format!(
+            "the Exchange session is {state}: not run, so that no implicit-remoting proxy opens a session by itself; mailboxd runs the account again with a new session"
+        )),
+        ..ResultLine::default()
+    }
+}
+
+// What the templates before the session check met after a drop; they no longer call a
+// proxy on a session that is not Opened, so only the lab's tests run this.
+#[cfg(test)]
+impl Run {
+    /// What a proxy function made by Import-PSSession does when it is called and its session
+    /// is not Opened (PowerShell's ImplicitRemotingCommands.cs, `Get-PSImplicitRemotingSession`):
+    /// it writes `Creating a new session for implicit remoting of "<cmdlet>" command...` with
+    /// Write-Host and runs New-PSSession again. When the session had an explicit credential
+    /// that New-PSSession takes `-Credential ($host.UI.PromptForCredential(…))`
+    /// (`CredentialParameterTemplate`), which fails under `-NonInteractive`; without one (a
+    /// CredSSP logon's own credentials) the new session opens silently, and nothing removes
+    /// it: it counts against PowerShellMaxConcurrency until its idle timeout.
+    pub(super) fn reconnect_by_proxy(
+        &mut self,
+        cmdlet: &str,
+        explicit_credential: bool,
+    ) -> Result<(), Box<ResultLine>> {
+        self.lines.push(format!(
+            "Creating a new session for implicit remoting of \"{cmdlet}\" command..."
+        ));
+        if explicit_credential {
+            // COMPOSED: the inner text is verbatim; the wrapper is how PowerShell reports an
+            // exception thrown by a .NET method ($host.UI.PromptForCredential) in a script.
+            // No transcript of this exact proxy failure was found.
+            return Err(Box::new(ResultLine {
+                status: ResultStatus::Error,
+                category: Some("NotSpecified".into()),
+                reason: Some("MethodInvocationException".into()),
+                error_id: Some("HostException".into()),
+                message: Some(format!(
+                    "Exception calling \"PromptForCredential\" with \"4\" argument(s): \"{NON_INTERACTIVE}\""
+                )),
+                ..ResultLine::default()
+            }));
+        }
+        self.record("New-PSSession", Map::new(), None);
+        // Opened by the proxy, removed by nobody: dropped without `remove`, so it idles out.
+        let slot = SessionSlot::open(&self.state, &self.user, self.policy.session_idle_timeout);
+        slot.map(drop).map_err(|m| {
+            Box::new(super::error(
+                "PSRemotingTransportException",
+                "OpenError",
+                "NewPSSession",
+                "0",
+                m,
+            ))
+        })
     }
 }
 
@@ -347,6 +448,14 @@ impl Run {
             "SessionOption".into(),
             json!({ "IdleTimeout": TEMPLATE_IDLE_TIMEOUT_MS }),
         );
+        if self.policy.load_balanced_without_asa {
+            // Kerberos is used with or without -Credential (-Authentication Kerberos).
+            self.record("New-PSSession", p, Some("PSRemotingTransportException"));
+            let message = wrong_principal(uri_host(uri));
+            return Err(Refusal::Failed(format!(
+                "{uri}: {message} ({WRONG_PRINCIPAL_ERROR_ID})"
+            )));
+        }
         if let Some(c) = &session.credential {
             // The credential's user name is recorded (module logging shows a PSCredential by
             // its user name); its password never is.
@@ -429,7 +538,25 @@ impl Run {
         }
         let mut p = Map::new();
         p.insert("CommandName".into(), json!(names));
-        if !self.policy.all_signed {
+        let signed = match session.signing_certificate.as_deref() {
+            None => false,
+            Some(t) if t.eq_ignore_ascii_case(LAB_SIGNING_THUMBPRINT) => {
+                p.insert("Certificate".into(), json!(t));
+                true
+            }
+            Some(other) => {
+                // Get-Item on a thumbprint the store does not hold (PowerShell's own text).
+                self.record("Get-Item", Map::new(), Some("ItemNotFoundException"));
+                self.record("Remove-PSSession", Map::new(), None);
+                slot.remove();
+                return Err(Refusal::Failed(format!(
+                    "{uri}: Cannot find path 'Cert:\\CurrentUser\\My\\{other}' because it does not exist. (PathNotFound,Microsoft.PowerShell.Commands.GetItemCommand)"
+                )));
+            }
+        };
+        // A module signed with a certificate whose publisher the host trusts runs under
+        // AllSigned (about_Execution_Policies); an unsigned one does not.
+        if !self.policy.all_signed || signed {
             self.record("Import-PSSession", p, None);
             return Ok(slot);
         }
@@ -463,4 +590,38 @@ enum Refusal {
     Throttled(Box<ResultLine>),
     /// `<uri>: <message> (<error id>)`, as common.ps1 collects it.
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::test_run;
+    use super::*;
+
+    /// What the template met before it checked the session: the next account's proxy
+    /// prompts for the explicit credential under -NonInteractive and fails.
+    #[test]
+    fn a_proxy_with_an_explicit_credential_prompts_and_fails_non_interactive() {
+        let mut run = test_run(false, HostPolicy::default());
+        let e = run
+            .reconnect_by_proxy("Enable-RemoteMailbox", true)
+            .unwrap_err();
+        assert!(e.message.as_deref().unwrap_or("").contains(NON_INTERACTIVE));
+        assert_eq!(
+            run.lines,
+            ["Creating a new session for implicit remoting of \"Enable-RemoteMailbox\" command..."]
+        );
+    }
+
+    /// …and with CredSSP it opens a session silently, which nobody removes: it still counts
+    /// against PowerShellMaxConcurrency after the process ended.
+    #[test]
+    fn a_proxy_without_a_credential_opens_a_session_nobody_removes() {
+        let mut run = test_run(false, HostPolicy::default());
+        run.reconnect_by_proxy("Enable-RemoteMailbox", false)
+            .expect("opens silently");
+        let mut st = run.state.lock();
+        reap(&mut st);
+        assert_eq!(st.orphaned_sessions.len(), 1, "left to idle out");
+        assert_eq!(st.faults.sessions.get("svc"), Some(&1));
+    }
 }

@@ -174,6 +174,24 @@ pub struct LabKerberos {
     pub spn: String,
     pub key: KeytabEntry,
     pub allowed: Vec<String>,
+    /// The SPN holder's own logon (`user@REALM`, password, KDC URL), for Kerberos
+    /// user-to-user, which CredSSP clients built on sspi always ask for (a Windows host
+    /// answers it with its machine account's TGT); without it only plain tickets work.
+    pub service_logon: Option<ServiceLogon>,
+}
+
+/// An account's password logon at a KDC.
+#[derive(Clone)]
+pub struct ServiceLogon {
+    pub user: String,
+    pub password: secrecy::SecretString,
+    pub kdc: String,
+}
+
+impl std::fmt::Debug for ServiceLogon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {} (password [REDACTED])", self.user, self.kdc)
+    }
 }
 
 pub(super) fn challenge(token: &[u8]) -> Response {
@@ -244,6 +262,16 @@ pub(super) fn negotiate(
             }
         };
     }
+    // A host denying incoming NTLM ("Network security: Restrict NTLM: Incoming NTLM
+    // traffic" = Deny all accounts) blocks the logon when the AUTHENTICATE arrives, whatever
+    // the password; Microsoft documents that it returns "an NTLM blocked error message"
+    // (STATUS_NTLM_BLOCKED), but over WinRM's HTTP that is only a 401 with the schemes it
+    // offers: no public transcript shows more, so the lab answers exactly that.
+    if server.cfg.deny_ntlm && token.get(8..12) == Some(&[3, 0, 0, 0]) {
+        *slot = None;
+        tracing::info!("lab denies NTLM: logon refused");
+        return Err(Box::new(unauthorized(&server.cfg)));
+    }
     // A NEGOTIATE message starts a new context, also on a connection that had one.
     if token.get(8..12) == Some(&[1, 0, 0, 0]) {
         *slot = Some(ConnCtx::Ntlm(Box::default()));
@@ -310,7 +338,17 @@ pub(super) fn credssp(
     // A ClientHello starts a new context, also on a connection that had one.
     if acceptor::credssp::is_client_hello(&token) {
         match CredSspAcceptor::new(&cfg.cert, &server.cfg.users, &cfg.domains) {
-            Ok(a) => *slot = Some(ConnCtx::CredSsp(Box::new(a))),
+            Ok(mut a) => {
+                // Windows' CredSSP speaks SPNEGO: Kerberos when the host has keys for it.
+                if let Some(krb) = &server.cfg.kerberos {
+                    a = a.with_kerberos(&krb.spn, &krb.key, &krb.allowed);
+                    if let Some(l) = &krb.service_logon {
+                        a = a.with_user_to_user(&l.user, &l.password, &l.kdc);
+                    }
+                }
+                let a = a.with_ntlm_denied(server.cfg.deny_ntlm);
+                *slot = Some(ConnCtx::CredSsp(Box::new(a)));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "lab cannot start a CredSSP context");
                 return Err(Box::new(unauthorized(&server.cfg)));

@@ -28,7 +28,7 @@ use winrm::acceptor::CbtHardening;
 use winrm::ntlm;
 use winrm::soap::{self, Envelope};
 
-pub use auth::{ConnSecurity, LabCredSsp, LabKerberos};
+pub use auth::{ConnSecurity, LabCredSsp, LabKerberos, ServiceLogon};
 use auth::{authenticate, credssp, negotiate, unauthorized, with_token};
 use fault::{Fault, reply, soap_response};
 
@@ -133,6 +133,9 @@ pub struct WsmanConfig {
     /// Group Policy "Allow Remote Shell Access" (Windows' default: allowed); off, every
     /// shell is refused.
     pub allow_remote_shell_access: bool,
+    /// "Restrict NTLM: Incoming NTLM traffic" = Deny all accounts: NTLM refused in Negotiate
+    /// and in CredSSP.
+    pub deny_ntlm: bool,
 }
 
 const DEFAULT_IDLE: Duration = Duration::from_secs(7200);

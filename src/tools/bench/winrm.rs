@@ -107,6 +107,7 @@ fn lab_config(password: &str, ca: &Path, kdc: Option<&Kdc>) -> anyhow::Result<La
                 spn: k.spn.clone(),
                 key,
                 allowed: vec![account],
+                service_logon: None,
             })
         }
         None => None,

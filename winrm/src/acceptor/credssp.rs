@@ -1,32 +1,35 @@
 //! The server half of CredSSP: what a WinRM listener with `Auth/CredSSP=true` does. sspi's
 //! `CredSspServer` runs the TSRequests; rustls the inner TLS session in memory; this module
 //! adds what sspi leaves to the caller: the lab's RSA certificate, the version floor, that the
-//! delegated credentials are the account that authenticated and its configured password,
-//! and Windows' error code.
+//! delegated credentials are the account that authenticated and its configured password
+//! (or, after Kerberos, an account the host admits), and Windows' error codes.
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{Connection, ServerConfig, ServerConnection};
 use secrecy::{ExposeSecret, SecretString};
 use sspi::credssp::{
     CredSspServer, CredentialsProxy, NStatusCode, ServerError, ServerMode, ServerState, TsRequest,
 };
+use sspi::kerberos::ServerProperties;
 use sspi::ntlm::NtlmConfig;
-use sspi::{AuthIdentity, NegotiateConfig, Username};
+use sspi::{AuthIdentity, KerberosConfig, KerberosServerConfig, NegotiateConfig, Username};
 use subtle::ConstantTimeEq;
 
+use super::kerberos::KeytabEntry;
 use super::ntlm::{field, from_utf16le};
 use crate::credssp::{
-    CredSspError, drain, feed, seal_message, send_ts, sha256_fingerprint, subject_public_key,
-    unseal_message,
+    CredSspError, STATUS_NTLM_BLOCKED, drain, feed, seal_message, send_ts, sha256_fingerprint,
+    subject_public_key, unseal_message,
 };
+use crate::kerberos::TcpKdc;
 
 /// MS-CSSP v5 is the CVE-2018-0886 fix (the nonce-bound public-key hash): older is refused.
 pub const MIN_VERSION: u32 = 5;
 /// What Windows reports for a bad user name or password.
 const STATUS_LOGON_FAILURE: u32 = 0xC000_006D;
-
 /// The listener's CredSSP certificate and TLS settings, made once at start-up.
 #[derive(Clone)]
 pub struct CredSspCert {
@@ -94,6 +97,10 @@ pub fn is_client_hello(token: &[u8]) -> bool {
 struct Accounts {
     users: Vec<(String, SecretString)>,
     domains: Vec<String>,
+    /// Accounts a Kerberos logon may be for (the host's Remote Management Users).
+    kerberos_allowed: Vec<String>,
+    /// The account sspi's Kerberos acceptor authenticated, when it asked for it by name.
+    kerberos_user: Arc<Mutex<Option<String>>>,
 }
 
 impl Accounts {
@@ -119,6 +126,21 @@ impl CredentialsProxy for Accounts {
         if !self.domain_ok(domain_of(username)) {
             return Err(denied());
         }
+        // After Kerberos the ticket proved the account; sspi wants an identity to go on with,
+        // whose password it does not use. The lab cannot check a Kerberos account's password
+        // (it holds only the SPN's key), so delegated credentials are not checked either.
+        if let Some(k) = self
+            .kerberos_allowed
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(username.account_name()))
+            && username.inner().contains('@')
+        {
+            *self.kerberos_user.lock() = Some(k.clone());
+            return Ok(Accounts::identity(
+                username.clone(),
+                &SecretString::from(""),
+            ));
+        }
         self.users
             .iter()
             .find(|(u, _)| u.eq_ignore_ascii_case(username.account_name()))
@@ -138,6 +160,16 @@ impl CredentialsProxy for Accounts {
             for d in &self.domains {
                 push(Username::new(user, Some(d)));
                 push(Username::parse(&format!("{user}@{d}")));
+            }
+        }
+        // SPNEGO's mechListMIC check looks a Kerberos client up here by its UPN. No password
+        // goes with it: an NTLM logon as such a name still fails in `finish`, which wants the
+        // configured password delegated.
+        for user in &self.kerberos_allowed {
+            for d in &self.domains {
+                if let Ok(n) = Username::parse(&format!("{user}@{d}")) {
+                    all.push(Accounts::identity(n, &SecretString::from("")));
+                }
             }
         }
         Ok(all)
@@ -175,6 +207,12 @@ pub struct CredSspAcceptor {
     /// (domain, user) of the NTLM AUTHENTICATE the client sent.
     authenticated: Option<(String, String)>,
     user: Option<String>,
+    /// The SPN and its key, when the host accepts Kerberos inside CredSSP's SPNEGO.
+    kerberos: Option<(String, KeytabEntry)>,
+    /// The SPN holder's logon and the KDC, for user-to-user.
+    u2u: Option<(AuthIdentity, String)>,
+    /// "Restrict NTLM: Incoming NTLM traffic" = Deny all accounts.
+    deny_ntlm: bool,
 }
 
 impl CredSspAcceptor {
@@ -193,12 +231,50 @@ impl CredSspAcceptor {
             accounts: Accounts {
                 users: users.to_vec(),
                 domains: domains.to_vec(),
+                kerberos_allowed: Vec::new(),
+                kerberos_user: Arc::default(),
             },
             server: None,
             spnego: false,
             authenticated: None,
             user: None,
+            kerberos: None,
+            u2u: None,
+            deny_ntlm: false,
         })
+    }
+
+    /// Kerberos user-to-user too (RFC 4120 §2.9.2; sspi's CredSSP client always asks for
+    /// it): the SPN holder logs on at `kdc` to hand the client its TGT.
+    pub fn with_user_to_user(
+        mut self,
+        user: &str,
+        password: &SecretString,
+        kdc: &str,
+    ) -> CredSspAcceptor {
+        if let Ok(name) = Username::parse(user) {
+            self.u2u = Some((Accounts::identity(name, password), kdc.to_owned()));
+        }
+        self
+    }
+
+    /// Kerberos inside SPNEGO too (as Windows' CredSSP accepts it): `spn`'s key, and the
+    /// accounts a ticket may be for.
+    pub fn with_kerberos(
+        mut self,
+        spn: &str,
+        key: &KeytabEntry,
+        allowed: &[String],
+    ) -> CredSspAcceptor {
+        self.kerberos = Some((spn.to_owned(), key.clone()));
+        self.accounts.kerberos_allowed = allowed.to_vec();
+        self
+    }
+
+    /// The host denies incoming NTLM: an NTLM token inside CredSSP gets STATUS_NTLM_BLOCKED.
+    pub fn with_ntlm_denied(mut self, denied: bool) -> CredSspAcceptor {
+        self.deny_ntlm = denied;
+        self
     }
 
     /// The account this connection authenticated as.
@@ -220,6 +296,16 @@ impl CredSspAcceptor {
                 "CredSSP version {} (below {MIN_VERSION})",
                 ts.version
             ));
+        }
+        // NTLM's first message, raw or inside SPNEGO, is where a host denying NTLM stops:
+        // Microsoft documents that it "return[s] an NTLM blocked error message to the client"
+        // ("Network security: Restrict NTLM: Incoming NTLM traffic"), and CredSSP carries
+        // the NTSTATUS of a failed SPNEGO exchange in errorCode (MS-CSSP 2.2.1).
+        if self.deny_ntlm
+            && let Some(t) = &ts.nego_tokens
+            && t.windows(8).any(|w| w == b"NTLMSSP\0")
+        {
+            return self.refuse_with(STATUS_NTLM_BLOCKED, "NTLM is denied on this host".into());
         }
         if let Some(t) = &ts.nego_tokens
             && let Some(who) = authenticate_user(t)
@@ -249,11 +335,7 @@ impl CredSspAcceptor {
             let mode = if raw {
                 ServerMode::Ntlm(NtlmConfig::default())
             } else {
-                ServerMode::Negotiate(NegotiateConfig::new(
-                    Box::new(NtlmConfig::default()),
-                    Some("ntlm".into()),
-                    "LAB".into(),
-                ))
+                ServerMode::Negotiate(self.negotiate_config()?)
             };
             let server =
                 CredSspServer::new(self.cert.public_key.clone(), self.accounts.clone(), mode)
@@ -266,8 +348,13 @@ impl CredSspAcceptor {
         // pyspnego (pywinrm's default) sends its last SPNEGO token and pubKeyAuth in ONE
         // TSRequest; sspi then drops its own mechListMIC token but spends sequence number 0
         // on it, and the client rejects the MIC. Split in two, answer both in one TSRequest.
+        // User-to-user asks the KDC for the SPN holder's TGT: a blocking call, which the lab
+        // (a test double on one host with its KDC) makes in place.
+        let kdc = TcpKdc {
+            timeout: std::time::Duration::from_secs(5),
+        };
         if !(self.spnego && ts.nego_tokens.is_some() && ts.pub_key_auth.is_some()) {
-            return Ok(server.process(ts).resolve_to_result());
+            return Ok(server.process(ts).resolve_with_client(&kdc));
         }
         let mut first = ts.clone();
         first.pub_key_auth = None;
@@ -287,6 +374,44 @@ impl CredSspAcceptor {
         })
     }
 
+    /// SPNEGO with Kerberos preferred when the host has a keytab, NTLM unless denied.
+    fn negotiate_config(&self) -> Result<NegotiateConfig, CredSspError> {
+        let packages = if self.deny_ntlm {
+            "kerberos,!ntlm"
+        } else {
+            "kerberos,ntlm"
+        };
+        let Some((spn, key)) = &self.kerberos else {
+            return Ok(NegotiateConfig::new(
+                Box::new(NtlmConfig::default()),
+                Some("ntlm".into()),
+                "LAB".into(),
+            ));
+        };
+        let parts: Vec<&str> = spn.split('/').collect();
+        let logon = self
+            .u2u
+            .as_ref()
+            .map(|(id, _)| sspi::CredentialsBuffers::AuthIdentity(id.clone().into()));
+        let kdc = self.u2u.as_ref().map_or("tcp://127.0.0.1:88", |(_, k)| k);
+        let server_properties = ServerProperties::new(
+            &parts,
+            logon,
+            std::time::Duration::from_secs(300),
+            Some(key.key.clone().into()),
+        )
+        .map_err(|e| CredSspError::Protocol(e.to_string()))?;
+        Ok(NegotiateConfig::new(
+            Box::new(KerberosServerConfig {
+                // The KDC is contacted only for user-to-user (the SPN holder's own TGT).
+                kerberos_config: KerberosConfig::new_with_kdc_url(kdc, "LAB".into()),
+                server_properties,
+            }),
+            Some(packages.into()),
+            "LAB".into(),
+        ))
+    }
+
     /// sspi decrypted TSPasswordCreds but compared them with nothing: the delegated account
     /// must be the one that authenticated, a configured one, with its configured password.
     fn finish(&mut self, delegated: &AuthIdentity) -> Result<CredSspAccepted, CredSspError> {
@@ -294,8 +419,12 @@ impl CredSspAcceptor {
         let domain = domain_of(&delegated.username)
             .unwrap_or_default()
             .to_owned();
+        let kerberos_user = self.accounts.kerberos_user.lock().clone();
         let Some((auth_domain, auth_user)) = self.authenticated.clone() else {
-            return self.refuse("no NTLM AUTHENTICATE seen".into());
+            return match kerberos_user {
+                Some(k) => self.finish_kerberos(k, name, domain),
+                None => self.refuse("no NTLM AUTHENTICATE or Kerberos ticket seen".into()),
+            };
         };
         if !auth_user.eq_ignore_ascii_case(&name) {
             return self.refuse(format!(
@@ -327,11 +456,39 @@ impl CredSspAcceptor {
         Ok(CredSspAccepted::Delegated(DelegatedLogon { user, domain }))
     }
 
+    /// After Kerberos: the delegated account must be the ticket's.
+    fn finish_kerberos(
+        &mut self,
+        ticket_user: String,
+        name: String,
+        domain: String,
+    ) -> Result<CredSspAccepted, CredSspError> {
+        if !ticket_user.eq_ignore_ascii_case(&name) || !self.accounts.domain_ok(Some(&domain)) {
+            return self.refuse(format!(
+                "delegated {name:?}@{domain:?} but the ticket is for {ticket_user:?}"
+            ));
+        }
+        self.server = None;
+        self.user = Some(ticket_user.clone());
+        Ok(CredSspAccepted::Delegated(DelegatedLogon {
+            user: ticket_user,
+            domain,
+        }))
+    }
+
     /// Refuses with Windows' STATUS_LOGON_FAILURE in a TSRequest (sspi's own codes differ).
     fn refuse(&mut self, reason: String) -> Result<CredSspAccepted, CredSspError> {
+        self.refuse_with(STATUS_LOGON_FAILURE, reason)
+    }
+
+    fn refuse_with(
+        &mut self,
+        status: u32,
+        reason: String,
+    ) -> Result<CredSspAccepted, CredSspError> {
         self.server = None;
         let ts = TsRequest {
-            error_code: Some(NStatusCode(STATUS_LOGON_FAILURE)),
+            error_code: Some(NStatusCode(status)),
             ..TsRequest::default()
         };
         let token = send_ts(&mut self.tls, &ts).unwrap_or_default();

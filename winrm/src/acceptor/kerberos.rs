@@ -170,6 +170,29 @@ fn check_binding(
     }
 }
 
+impl KeytabEntry {
+    /// The AES256 key AD derives for a user account holding `spn` from its password (salt:
+    /// the realm then the sAMAccountName, RFC 3962 string-to-key), as a keytab would hold it.
+    pub fn from_password(
+        spn: &str,
+        realm: &str,
+        sam: &str,
+        password: &str,
+    ) -> Result<KeytabEntry, String> {
+        let salt = format!("{}{sam}", realm.to_uppercase());
+        let key = CipherSuite::Aes256CtsHmacSha196
+            .cipher()
+            .generate_key_from_password(password.as_bytes(), salt.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(KeytabEntry {
+            components: spn.split('/').map(str::to_owned).collect(),
+            realm: realm.to_uppercase(),
+            enctype: 18,
+            key,
+        })
+    }
+}
+
 /// AES256 (18) before AES128 (17): the key must match the ticket's enctype, and AD issues
 /// AES256 tickets to accounts with `msDS-SupportedEncryptionTypes` 24.
 pub fn service_key(entries: &[KeytabEntry], spn: &str) -> Option<KeytabEntry> {
