@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::jobs::Newest;
 use super::operator::REQUEUE;
 use super::{JobFilter, Store, StoreError};
 use crate::event::EventKind;
@@ -78,16 +79,14 @@ impl Store {
     /// The jobs `f` matches, most recently updated first, at most `f.limit` from
     /// `f.offset`.
     pub(crate) async fn queue_rows(&self, f: &JobFilter) -> Result<Vec<QueueRow>, StoreError> {
-        let mut q = sqlx::QueryBuilder::new(
-            "SELECT id, account, kind, state, attempt, max_attempts, last_error, last_error_class,
-                    created_at, updated_at
-               FROM jobs",
+        let mut q = sqlx::QueryBuilder::new("");
+        f.push_listing(
+            &mut q,
+            "id, account, kind, state, attempt, max_attempts, last_error, last_error_class, \
+             created_at, updated_at",
+            Newest::Updated,
+            (f.limit.max(1), f.offset.max(0)),
         );
-        f.push_where(&mut q);
-        q.push(" ORDER BY updated_at DESC, id LIMIT ")
-            .push_bind(f.limit.max(1))
-            .push(" OFFSET ")
-            .push_bind(f.offset.max(0));
         Ok(q.build_query_as().fetch_all(&self.pool).await?)
     }
 

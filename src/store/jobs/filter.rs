@@ -48,6 +48,23 @@ impl JobPage {
 /// A page's size when the filter gives none.
 const DEFAULT_LIMIT: i64 = 100;
 
+/// The order of a listing: newest first by creation (the API, the CLI) or by the last change
+/// (the dashboard), ties broken by id.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::store) enum Newest {
+    Created,
+    Updated,
+}
+
+impl Newest {
+    fn order_by(self) -> &'static str {
+        match self {
+            Newest::Created => " ORDER BY created_at DESC, id",
+            Newest::Updated => " ORDER BY updated_at DESC, id",
+        }
+    }
+}
+
 impl JobFilter {
     /// Appends ` WHERE …` with the conditions this filter sets, and only those.
     pub(in crate::store) fn push_where(&self, q: &mut QueryBuilder<Postgres>) {
@@ -61,6 +78,11 @@ impl JobFilter {
                 q.push(" AND state = ANY(").push_bind(many).push(")");
             }
         }
+        self.push_other_conditions(q);
+    }
+
+    /// Every condition but the states.
+    fn push_other_conditions(&self, q: &mut QueryBuilder<Postgres>) {
         if let Some(account) = &self.account {
             q.push(" AND account = lower(").push_bind(account).push(")");
         }
@@ -78,6 +100,44 @@ impl JobFilter {
         }
     }
 
+    /// `SELECT {columns} FROM jobs` as this filter selects them, in `order`, `limit` rows from
+    /// `offset`. Several states are read one state at a time and merged: PostgreSQL 15 cannot
+    /// read `state = ANY(…)` from a (state, time) index in time order and walks the whole
+    /// time index instead (170 ms for 5,000 of 40,000 failed jobs among a million; each
+    /// state's own index read: a few ms). `columns` must hold `id` and the order's column.
+    pub(in crate::store) fn push_listing(
+        &self,
+        q: &mut QueryBuilder<Postgres>,
+        columns: &str,
+        order: Newest,
+        (limit, offset): (i64, i64),
+    ) {
+        if self.states.len() < 2 {
+            q.push(format!("SELECT {columns} FROM jobs"));
+            self.push_where(q);
+        } else {
+            q.push("SELECT * FROM (");
+            for (i, state) in self.states.iter().enumerate() {
+                if i > 0 {
+                    q.push(" UNION ALL ");
+                }
+                q.push(format!("(SELECT {columns} FROM jobs WHERE state = "))
+                    .push_bind(*state);
+                self.push_other_conditions(q);
+                q.push(order.order_by())
+                    .push(" LIMIT ")
+                    .push_bind(limit + offset)
+                    .push(")");
+            }
+            q.push(") merged");
+        }
+        q.push(order.order_by())
+            .push(" LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+    }
+
     fn page_limit(&self) -> i64 {
         if self.limit > 0 {
             self.limit
@@ -90,12 +150,9 @@ impl JobFilter {
 impl Store {
     /// The jobs `f` selects: its `limit` from its `offset`, newest first.
     pub async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        let mut q = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs"));
-        f.push_where(&mut q);
-        q.push(" ORDER BY created_at DESC, id LIMIT ")
-            .push_bind(f.page_limit())
-            .push(" OFFSET ")
-            .push_bind(f.offset.max(0));
+        let mut q = QueryBuilder::new("");
+        let page = (f.page_limit(), f.offset.max(0));
+        f.push_listing(&mut q, JOB_COLUMNS, Newest::Created, page);
         let rows = q.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(Job::from_row).collect::<Result<_, _>>()?)
     }

@@ -8,6 +8,7 @@ mod insert;
 
 pub use filter::JobFilter;
 pub(crate) use filter::JobPage;
+pub(in crate::store) use filter::Newest;
 pub use insert::*;
 
 use std::sync::LazyLock;
