@@ -203,6 +203,7 @@ fn claim_loops(
         circuit,
         directory,
         require_cloud_sync: s.ldap.require_cloud_sync,
+        leaver: s.leaver,
         budget,
     };
     Ok(worker::claim::Deps {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 mod admin;
 mod broker;
 mod directory;
+mod leaver;
 mod outcomes;
 mod smtp;
 mod windows;
@@ -22,6 +23,7 @@ pub(crate) use admin::split_unescaped;
 pub use admin::*;
 pub use broker::*;
 pub use directory::*;
+pub use leaver::*;
 pub use outcomes::*;
 pub use smtp::*;
 pub use windows::*;
@@ -55,6 +57,7 @@ pub struct Settings {
     pub reconcile: Reconcile,
     pub outcomes: Outcomes,
     pub identityiq: IdentityIq,
+    pub leaver: Leaver,
 }
 
 /// Durations are written as seconds (`30`) or with a unit (`"30s"`, `"5m"`, `"1h"`, `"250ms"`).

@@ -42,6 +42,8 @@ pub struct AttributeMap {
     pub user_principal_name_attribute: String,
     pub alias_attribute: String,
     pub primary_smtp_address_attribute: String,
+    /// The attribute read as a joiner's `mailbox.type` (user, shared, room, equipment).
+    pub mailbox_type_attribute: String,
 }
 
 impl Default for AttributeMap {
@@ -56,6 +58,7 @@ impl Default for AttributeMap {
             user_principal_name_attribute: "userPrincipalName".into(),
             alias_attribute: "mailNickname".into(),
             primary_smtp_address_attribute: "mail".into(),
+            mailbox_type_attribute: "mailboxType".into(),
         }
     }
 }
@@ -148,6 +151,7 @@ fn draft(
     let mailbox = DraftMailbox {
         alias: value(&map.alias_attribute),
         primary_smtp_address: value(&map.primary_smtp_address_attribute),
+        kind: value(&map.mailbox_type_attribute),
         ..DraftMailbox::default()
     };
     Ok(Draft {

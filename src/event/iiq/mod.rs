@@ -143,7 +143,7 @@ fn to_event(
 
 /// The IdentityIQ attribute each field of the model is read from: a broken rule is
 /// reported with the name the sender wrote.
-const ATTRIBUTES: [(&str, &str); 9] = [
+const ATTRIBUTES: [(&str, &str); 10] = [
     ("account.sam_account_name", "sAMAccountName"),
     ("account.object_guid", "objectGUID"),
     ("account.user_principal_name", "userPrincipalName"),
@@ -155,6 +155,7 @@ const ATTRIBUTES: [(&str, &str); 9] = [
     ("mailbox.alias", "mailNickname"),
     ("mailbox.remote_routing_address", "remoteRoutingAddress"),
     ("mailbox.primary_smtp_address", "mail"),
+    ("mailbox.type", "mailboxType"),
     ("id", "id (the AMQP message_id)"),
 ];
 
@@ -203,6 +204,9 @@ fn mailbox(values: &Values) -> DraftMailbox {
         archive: values
             .get("archive")
             .map(|v| v.eq_ignore_ascii_case("true")),
+        // IdentityIQ's AD connector has no attribute for the remote mailbox's type:
+        // mailboxd reads its own, `mailboxType` (docs/events.md, "IdentityIQ").
+        kind: owned("mailboxType"),
     }
 }
 
