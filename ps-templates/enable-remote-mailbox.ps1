@@ -3,9 +3,10 @@
 # RecipientTaskException, so that error is checked with Get-RemoteMailbox. A remote mailbox
 # hidden from the address lists is a rehire: the joiner makes it visible again.
 # mailbox_type picks Enable-RemoteMailbox's parameter set: Default (a person's), or the
-# -Shared, -Room or -Equipment switch, each a set of its own (Enable-RemoteMailbox.md); the
+# -Shared, -Room or -Equipment switch, each a set of its own (learn.microsoft.com/powershell/
+# module/exchange/enable-remotemailbox); the
 # switch is looked up in a constant table, never taken from the data as text. A remote mailbox
-# of another type is converted with Set-RemoteMailbox -Type (Set-RemoteMailbox.md: Regular,
+# of another type is converted with Set-RemoteMailbox -Type (its documented values: Regular,
 # Room, Equipment, Shared), most often a leaver's converted to shared and hired again; a room
 # or equipment mailbox is never converted away: it is left for a human, with what to do.
 # -Archive is a parameter set of its own, without -RemoteRoutingAddress: the archive is a

@@ -256,8 +256,7 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
 /// Whether the IAM system may remove the leaver's Exchange Online licence: the leaver
 /// succeeded and AD shows a shared remote mailbox without an archive. A shared mailbox needs
 /// no licence unless it holds over 50 GB, uses in-place archiving or is on litigation hold
-/// (MicrosoftDocs/microsoft-365-docs, microsoft-365/admin/email/remove-license-from-shared-
-/// mailbox.md); the archive is in AD, the size and the hold are not (docs/events.md).
+/// (learn.microsoft.com, "Remove a license from a shared mailbox"); the archive is in AD, the size and the hold are not (docs/events.md).
 fn licence_removable(kind: EventKind, ending: &Ending<'_>) -> bool {
     let shared = ending.view.is_some_and(|v| {
         v.mailbox.recipient_type == RecipientType::RemoteMailbox

@@ -300,7 +300,7 @@ mod tests {
         );
     }
 
-    /// Room, Equipment and Shared are sets of their own (Enable-RemoteMailbox.md, the
+    /// Room, Equipment and Shared are sets of their own (its page on learn.microsoft.com: the
     /// syntax blocks and each switch's "You can't use this switch with …"; the -Equipment
     /// yaml's "Parameter Sets: Equipment, Shared" contradicts both and is not followed).
     #[test]
