@@ -160,8 +160,10 @@ text_enum! {
     /// What kind of remote mailbox a joiner asks for (`mailbox.type`): each is one of
     /// Enable-RemoteMailbox's parameter sets (Default, `-Shared`, `-Room`, `-Equipment`) and
     /// one value of `Set-RemoteMailbox -Type` (Regular, Shared, Room, Equipment).
+    #[derive(Default)]
     pub enum MailboxType as "mailbox type" {
         /// A person's mailbox (Exchange: RemoteUserMailbox, `-Type Regular`).
+        #[default]
         User = "user",
         /// A shared mailbox (RemoteSharedMailbox, `-Shared`).
         Shared = "shared",
@@ -169,12 +171,6 @@ text_enum! {
         Room = "room",
         /// An equipment resource mailbox (RemoteEquipmentMailbox, `-Equipment`).
         Equipment = "equipment",
-    }
-}
-
-impl Default for MailboxType {
-    fn default() -> Self {
-        MailboxType::User
     }
 }
 
