@@ -508,63 +508,18 @@ mod tests {
 
     #[test]
     fn success_counts_only_when_the_directory_shows_it() {
+        use EventKind::{Joiner, Leaver};
         let hidden = state(Some(acct(RecipientType::RemoteMailbox).disabled().hidden()));
         let visible = state(Some(acct(RecipientType::RemoteMailbox)));
         let plain = state(Some(acct(RecipientType::None).disabled()));
-        assert!(
-            verified(
-                EventKind::Leaver,
-                JobEffect::Hidden,
-                &hidden,
-                Wanted::default()
-            )
-            .is_ok()
-        );
-        assert!(
-            verified(
-                EventKind::Leaver,
-                JobEffect::Hidden,
-                &visible,
-                Wanted::default()
-            )
-            .is_err()
-        );
-        assert!(
-            verified(
-                EventKind::Leaver,
-                JobEffect::NotRemote,
-                &plain,
-                Wanted::default()
-            )
-            .is_ok()
-        );
-        assert!(
-            verified(
-                EventKind::Joiner,
-                JobEffect::Enabled,
-                &visible,
-                Wanted::default()
-            )
-            .is_ok()
-        );
-        assert!(
-            verified(
-                EventKind::Joiner,
-                JobEffect::Enabled,
-                &hidden,
-                Wanted::default()
-            )
-            .is_err()
-        );
-        assert!(
-            verified(
-                EventKind::Joiner,
-                JobEffect::Enabled,
-                &state(None),
-                Wanted::default()
-            )
-            .is_err()
-        );
+        let shows =
+            |kind, effect, st: &AccountState| verified(kind, effect, st, Wanted::default()).is_ok();
+        assert!(shows(Leaver, JobEffect::Hidden, &hidden));
+        assert!(!shows(Leaver, JobEffect::Hidden, &visible));
+        assert!(shows(Leaver, JobEffect::NotRemote, &plain));
+        assert!(shows(Joiner, JobEffect::Enabled, &visible));
+        assert!(!shows(Joiner, JobEffect::Enabled, &hidden));
+        assert!(!shows(Joiner, JobEffect::Enabled, &state(None)));
     }
 
     /// msExchRecipientTypeDetails of each remote type (MailboxType::from_type_details).
