@@ -272,6 +272,7 @@ fn reconcile_schedule(
     Some(reconcile::schedule::Deps {
         directory: directory?,
         cfg: s.reconcile.clone(),
+        leaver: s.leaver,
         interval: s.reconcile.interval?,
         store: store.clone(),
         max_attempts: s.worker.max_attempts,
