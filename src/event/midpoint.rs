@@ -251,6 +251,7 @@ fn same(want: &str, got: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MailboxType;
 
     /// midPoint's documented samples (docs/resources/asynchronous/outbound/configuration in
     /// midPoint's repository: the add, the relative modify, the `changeMapAsAttributes`
@@ -299,6 +300,20 @@ mod tests {
         );
         let alias = e.mailbox.and_then(|m| m.alias);
         assert_eq!(alias.as_deref(), Some("jack.sparrow"));
+    }
+
+    #[test]
+    fn the_mapped_mailbox_type_is_read_and_checked() {
+        let body = |t: &str| {
+            format!(
+                r#"{{"operation":"add","objectClass":"AccountObjectClass","attributes":{{"login":["sales"],"mailboxType":["{t}"]}}}}"#
+            )
+        };
+        let map = AttributeMap::default();
+        let e = decode(body("shared").as_bytes(), &map).unwrap();
+        assert_eq!(e.mailbox.map(|m| m.kind), Some(MailboxType::Shared));
+        let err = decode(body("team").as_bytes(), &map).unwrap_err();
+        assert!(err.to_string().contains("mailbox.type"), "{err}");
     }
 
     #[test]

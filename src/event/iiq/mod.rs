@@ -303,4 +303,20 @@ mod tests {
         );
         assert_eq!(p.credentials, ["pwdText"]);
     }
+
+    #[test]
+    fn mailbox_type_is_read_and_a_wrong_one_is_named_by_its_attribute() {
+        let doc = |t: &str| {
+            format!(
+                r#"<AccountRequest application="Active Directory" op="Create" nativeIdentity="room1">
+                <AttributeRequest name="mailboxType" value="{t}"/></AccountRequest>"#
+            )
+        };
+        let apps = vec!["Active Directory".to_owned()];
+        let p = parse(doc("room").as_bytes(), Some("m"), Utc::now(), &apps).unwrap();
+        let kind = p.events[0].mailbox.as_ref().map(|m| m.kind);
+        assert_eq!(kind, Some(crate::event::MailboxType::Room));
+        let err = parse(doc("Raum").as_bytes(), Some("m"), Utc::now(), &apps).unwrap_err();
+        assert!(err.to_string().contains("mailboxType"), "{err}");
+    }
 }
