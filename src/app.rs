@@ -209,6 +209,7 @@ fn claim_loops(
         circuit,
         directory,
         require_cloud_sync: s.ldap.require_cloud_sync,
+        leaver: s.leaver,
         budget,
     };
     Ok(worker::claim::Deps {
@@ -312,6 +313,7 @@ fn reconcile_schedule(
     Some(reconcile::schedule::Deps {
         directory: directory?,
         cfg: s.reconcile.clone(),
+        leaver: s.leaver,
         interval: s.reconcile.interval?,
         store: store.clone(),
         max_attempts: s.worker.max_attempts,

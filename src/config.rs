@@ -14,6 +14,7 @@ mod admin;
 mod broker;
 mod cloud;
 mod directory;
+mod leaver;
 mod outcomes;
 mod smtp;
 mod windows;
@@ -24,6 +25,7 @@ pub use admin::*;
 pub use broker::*;
 pub use cloud::*;
 pub use directory::*;
+pub use leaver::*;
 pub use outcomes::*;
 pub use smtp::*;
 pub use windows::*;
@@ -58,6 +60,7 @@ pub struct Settings {
     pub outcomes: Outcomes,
     pub identityiq: IdentityIq,
     pub cloud: Cloud,
+    pub leaver: Leaver,
 }
 
 /// Durations are written as seconds (`30`) or with a unit (`"30s"`, `"5m"`, `"1h"`, `"250ms"`).

@@ -132,6 +132,7 @@ pub fn ps_result(data: &[u8]) {
             alias: None,
             primary_smtp_address: None,
             archive: false,
+            ..ps_templates::AccountData::default()
         })
         .collect();
     if let Some(exchange) = exchange() {

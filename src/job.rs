@@ -109,11 +109,15 @@ text_enum! {
         Enabled = "enabled",
         /// A hidden remote mailbox (a rehire) was made visible again.
         Unhidden = "unhidden",
-        /// A rehire whose remote mailbox had been converted to shared: made a user mailbox
-        /// again (`Set-RemoteMailbox -Type Regular`) and visible.
+        /// A joiner whose remote mailbox was of another type than it asks (most often a
+        /// rehire whose mailbox had been converted to shared): converted
+        /// (`Set-RemoteMailbox -Type`, `Regular` for a person) and made visible.
         Converted = "converted",
         /// The remote mailbox was hidden from the address lists.
         Hidden = "hidden",
+        /// A leaver under `leaver.action = "shared"`: the user mailbox is a shared one now
+        /// (`Set-RemoteMailbox -Type Shared`); its Exchange Online licence may be removed.
+        Shared = "shared",
         /// It was true already: nothing to do.
         Already = "already",
         /// A leaver without a remote mailbox: nothing to hide.

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, MailboxType};
 use crate::job::{ErrorClass, JobEffect, JobState};
 use crate::text_enum::text_enum;
 
@@ -99,6 +99,14 @@ pub struct MailboxAddresses {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_routing_address: Option<String>,
     pub recipient_type: RecipientType,
+    /// A remote mailbox's type, from msExchRecipientTypeDetails: `user`, `shared`, `room`
+    /// or `equipment` (absent for another recipient, or a remote type mailboxd does not
+    /// manage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox_type: Option<MailboxType>,
+    /// The remote mailbox has a cloud archive (msExchArchiveGUID is set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archive: bool,
     pub hidden: bool,
 }
 
@@ -218,6 +226,10 @@ pub struct OutcomeMessage {
     /// The cloud answer (`cloud_confirmed`, `cloud_failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud: Option<CloudAnswer>,
+    /// A leaver whose mailbox AD shows as a shared one without an archive: its Exchange
+    /// Online licence may be removed now (`licence_removable`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub licence_removable: bool,
 }
 
 impl OutcomeMessage {
@@ -317,6 +329,7 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
         }),
         superseded_by: job.superseded_by,
         cloud: None,
+        licence_removable: licence_removable(job.kind, &ending),
     }
 }
 
@@ -349,4 +362,17 @@ pub fn cloud_message(
     });
     m.cloud = Some(cloud);
     m
+}
+
+/// Whether the IAM system may remove the leaver's Exchange Online licence: the leaver
+/// succeeded and AD shows a shared remote mailbox without an archive. A shared mailbox needs
+/// no licence unless it holds over 50 GB, uses in-place archiving or is on litigation hold
+/// (learn.microsoft.com, "Remove a license from a shared mailbox"); the archive is in AD, the size and the hold are not (docs/events.md).
+fn licence_removable(kind: EventKind, ending: &Ending<'_>) -> bool {
+    let shared = ending.view.is_some_and(|v| {
+        v.mailbox.recipient_type == RecipientType::RemoteMailbox
+            && v.mailbox.mailbox_type == Some(MailboxType::Shared)
+            && !v.mailbox.archive
+    });
+    kind == EventKind::Leaver && ending.result == OutcomeResult::Succeeded && shared
 }

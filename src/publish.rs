@@ -7,7 +7,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm
 
 use crate::broker;
 use crate::config;
-use crate::event::{EventKind, SCHEMA_V1};
+use crate::event::{EventKind, MailboxType, SCHEMA_V1};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -43,6 +43,8 @@ pub struct EventSpec {
     pub archive: bool,
     /// The identity in the IAM system (`identity`).
     pub identity: Option<String>,
+    /// `mailbox.type`; absent (a person's mailbox) when `None`.
+    pub mailbox_type: Option<MailboxType>,
 }
 
 impl EventSpec {
@@ -61,6 +63,7 @@ impl EventSpec {
             source: "mailboxd-publish".into(),
             archive: false,
             identity: None,
+            mailbox_type: None,
         }
     }
 
@@ -98,6 +101,9 @@ impl EventSpec {
         }
         if self.archive {
             mailbox.insert("archive".into(), serde_json::json!(true));
+        }
+        if let Some(kind) = self.mailbox_type {
+            mailbox.insert("type".into(), serde_json::json!(kind.as_str()));
         }
         if !mailbox.is_empty() {
             ev["mailbox"] = serde_json::Value::Object(mailbox);

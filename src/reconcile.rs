@@ -2,9 +2,11 @@
 //! difference into an ordinary job (same store path as events: dedup, supersede, one
 //! running job per account), with source `reconcile`.
 //!
-//! Rule: an enabled user in scope should have a visible remote mailbox; a disabled user in
-//! scope should have its remote mailbox hidden. On-premises mailboxes are reported and
-//! never touched.
+//! Rule: an enabled user in scope should have a visible remote mailbox (of the type it has: a
+//! hidden room is made visible as a room); a disabled user in scope should have its remote
+//! user mailbox hidden, or converted to shared under `leaver.action = "shared"`. A shared,
+//! room or equipment mailbox whose account is disabled is how Exchange makes them, not a
+//! missed leaver. On-premises mailboxes are reported and never touched.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use serde::Serialize;
 use crate::alert::NewAlert;
 use crate::config::{self, DEFAULT_RECONCILE_FILTER};
 use crate::directory::{Account, Directory, DirectoryError, RecipientType};
-use crate::event::{self, AccountName, Event, EventKind};
+use crate::event::{self, AccountName, Event, EventKind, MailboxType};
 use crate::store::{Inserted, RunRecord, Store, StoreError};
 
 pub mod schedule;
@@ -30,8 +32,11 @@ pub enum DiffKind {
     MissingMailbox,
     /// Enabled user whose remote mailbox is hidden: a rehire the events missed.
     HiddenButEnabled,
-    /// Disabled user whose remote mailbox is still in the address lists: a missed leaver.
+    /// Disabled user whose remote user mailbox is still in the address lists: a missed leaver.
     VisibleLeaver,
+    /// Disabled user whose remote mailbox is still a user mailbox under
+    /// `leaver.action = "shared"`: a leaver not kept as shared yet.
+    UnsharedLeaver,
     /// Has an on-premises mailbox: reported only.
     OnPremMailbox,
 }
@@ -40,7 +45,7 @@ impl DiffKind {
     fn job(self) -> Option<EventKind> {
         match self {
             DiffKind::MissingMailbox | DiffKind::HiddenButEnabled => Some(EventKind::Joiner),
-            DiffKind::VisibleLeaver => Some(EventKind::Leaver),
+            DiffKind::VisibleLeaver | DiffKind::UnsharedLeaver => Some(EventKind::Leaver),
             DiffKind::OnPremMailbox => None,
         }
     }
@@ -53,6 +58,10 @@ pub struct Difference {
     pub object_guid: Option<uuid::Uuid>,
     pub distinguished_name: String,
     pub reason: String,
+    /// The remote mailbox's type as AD shows it: what a joiner it becomes asks for, so a
+    /// hidden room is made visible as a room, never converted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox_type: Option<MailboxType>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,8 +80,15 @@ pub struct Report {
     pub elapsed_s: f64,
 }
 
-/// What one account needs, if anything.
-pub fn difference(a: &Account) -> Option<Difference> {
+/// What one account needs under `[leaver]`, if anything.
+pub fn difference(a: &Account, leaver: config::Leaver) -> Option<Difference> {
+    let remote_type = (a.recipient == RecipientType::RemoteMailbox)
+        .then(|| {
+            a.recipient_type_details
+                .and_then(MailboxType::from_type_details)
+        })
+        .flatten();
+    let user = remote_type == Some(MailboxType::User);
     let (kind, reason) = match (a.disabled, a.recipient, a.hidden) {
         (_, RecipientType::OnPremMailbox, _) => (
             DiffKind::OnPremMailbox,
@@ -82,11 +98,16 @@ pub fn difference(a: &Account) -> Option<Difference> {
             DiffKind::MissingMailbox,
             "enabled user without a remote mailbox".to_owned(),
         ),
-        (false, RecipientType::RemoteMailbox, true) => (
+        (false, RecipientType::RemoteMailbox, true) if remote_type.is_some() => (
             DiffKind::HiddenButEnabled,
             "enabled user whose remote mailbox is hidden from the address lists".to_owned(),
         ),
-        (true, RecipientType::RemoteMailbox, false) => (
+        (true, RecipientType::RemoteMailbox, _) if user && leaver.to_shared() => (
+            DiffKind::UnsharedLeaver,
+            "disabled user whose remote mailbox is still a user mailbox (leaver.action = \"shared\")"
+                .to_owned(),
+        ),
+        (true, RecipientType::RemoteMailbox, false) if user => (
             DiffKind::VisibleLeaver,
             "disabled user whose remote mailbox is still in the address lists".to_owned(),
         ),
@@ -98,6 +119,7 @@ pub fn difference(a: &Account) -> Option<Difference> {
         object_guid: a.object_guid,
         distinguished_name: a.distinguished_name.clone(),
         reason,
+        mailbox_type: remote_type,
     })
 }
 
@@ -123,6 +145,7 @@ pub async fn run(
     dir: &Directory,
     store: &Store,
     cfg: &config::Reconcile,
+    leaver: config::Leaver,
     max_attempts: i32,
     mode: Mode,
     progress: ProgressLines,
@@ -136,6 +159,7 @@ pub async fn run(
     if let Err(e) = scan_scopes(
         dir,
         cfg,
+        leaver,
         Progress::new(progress == ProgressLines::Shown),
         &mut found,
     )
@@ -198,6 +222,7 @@ fn scopes(dir: &Directory, cfg: &config::Reconcile) -> Vec<config::ReconcileScop
 async fn scan_scopes(
     dir: &Directory,
     cfg: &config::Reconcile,
+    leaver: config::Leaver,
     mut progress: Progress,
     found: &mut Scan,
 ) -> Result<(), DirectoryError> {
@@ -206,7 +231,7 @@ async fn scan_scopes(
             .scan(&scope.base_dn, &scope.filter, cfg.page_size, |a| {
                 found.scanned += 1;
                 progress.tick(found.scanned, found.differences.len());
-                if let Some(d) = difference(&a) {
+                if let Some(d) = difference(&a, leaver) {
                     found.differences.push(d);
                 }
             })
@@ -419,10 +444,80 @@ fn to_event(run_id: i64, d: &Difference) -> Result<Event, String> {
             distinguished_name: Some(d.distinguished_name.clone()),
             ..event::DraftAccount::default()
         },
-        mailbox: None,
+        // A joiner asks for the type AD shows (a hidden room stays a room); none: a person's.
+        mailbox: d.mailbox_type.map(|t| event::DraftMailbox {
+            kind: Some(t.as_str().to_owned()),
+            ..event::DraftMailbox::default()
+        }),
         source: Some("reconcile".into()),
         identity: None,
     }
     .validate(now)
     .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disabled account with a remote mailbox of this msExchRecipientTypeDetails.
+    fn remote(details: i64, disabled: bool, hidden: bool) -> Account {
+        Account {
+            distinguished_name: "CN=r,CN=Users,DC=corp,DC=example".into(),
+            sam_account_name: "r".into(),
+            user_principal_name: None,
+            object_guid: None,
+            user_account_control: if disabled { 514 } else { 512 },
+            disabled,
+            recipient: RecipientType::from_type_details(Some(details)),
+            recipient_type_details: Some(details),
+            hidden,
+            target_address: None,
+            mail: None,
+            proxy_addresses: Vec::new(),
+            cloud_synced: true,
+            archive_guid: None,
+            archive_name: None,
+        }
+    }
+
+    /// docs/decisions.md, "Mailbox types": a shared or resource mailbox's account is
+    /// disabled by design, so only a user mailbox makes a missed leaver; a hidden room whose
+    /// account is enabled becomes a joiner that asks for a room.
+    #[test]
+    fn only_a_person_s_mailbox_is_a_leaver_and_a_room_stays_a_room() {
+        const USER: i64 = 2_147_483_648;
+        const ROOM: i64 = 8_589_934_592;
+        const SHARED: i64 = 34_359_738_368;
+        let hide = config::Leaver::default();
+        let shared = config::Leaver {
+            action: config::LeaverAction::Shared,
+            ..hide
+        };
+        let kind = |a: Account, policy| difference(&a, policy).map(|d| d.kind);
+        let rows = [
+            (
+                remote(USER, true, false),
+                hide,
+                Some(DiffKind::VisibleLeaver),
+            ),
+            (remote(USER, true, true), hide, None),
+            (
+                remote(USER, true, true),
+                shared,
+                Some(DiffKind::UnsharedLeaver),
+            ),
+            (remote(SHARED, true, true), shared, None),
+            (remote(SHARED, true, false), hide, None),
+            (remote(ROOM, true, false), shared, None),
+        ];
+        for (a, policy, want) in rows {
+            let desc = format!("{a:?} {policy:?}");
+            assert_eq!(kind(a, policy), want, "{desc}");
+        }
+        let room = difference(&remote(ROOM, false, true), hide).expect("a hidden room");
+        assert_eq!(room.kind, DiffKind::HiddenButEnabled);
+        let ev = to_event(1, &room).expect("an event");
+        assert_eq!(ev.mailbox.map(|m| m.kind), Some(MailboxType::Room));
+    }
 }

@@ -26,9 +26,10 @@ use crate::budget::SessionBudget;
 use crate::circuit::Circuit;
 use crate::config;
 use crate::directory::{AccountState, Directory, Lookup};
-use crate::event::{EventKind, check_address};
+use crate::event::{EventKind, MailboxType, check_address};
 use crate::exchange::{
-    AccountData, AccountReply, BatchResult, Exchange, ExchangeError, Template, throttling,
+    AccountData, AccountReply, BatchResult, Exchange, ExchangeError, RemoteMailboxType, Template,
+    throttling,
 };
 use crate::health::panic_message;
 use crate::job::{ErrorClass, JobEffect, Resolution};
@@ -47,6 +48,8 @@ pub(crate) struct Worker {
     /// `None`: no domain controller configured, Exchange's answers are trusted.
     pub directory: Option<Directory>,
     pub require_cloud_sync: bool,
+    /// `[leaver]`: hide a leaver's mailbox, or convert it to shared.
+    pub leaver: config::Leaver,
     /// The cluster-wide Exchange session budget: a cold batch holds a slot while it runs
     /// (a warm process holds its own, see `exchange::warm`).
     pub budget: Arc<SessionBudget>,
@@ -294,15 +297,11 @@ impl Worker {
                 return None;
             }
         };
-        let wanted = Wanted {
-            remote_routing_address: p.data.remote_routing_address.as_deref(),
-            archive: p.data.archive,
-        };
         let decision = plan(
             kind,
             &p.data.sam_account_name,
             &state,
-            wanted,
+            Wanted::of(&p.job.event, &p.data),
             self.require_cloud_sync,
         );
         p.data.domain_controller = Some(state.domain_controller.clone());
@@ -503,7 +502,7 @@ impl Worker {
             Ok(after) => {
                 record.directory = Some(serde_json::json!({ "before": before, "after": after }));
                 record.view = view::of(&after);
-                match plan::verified(kind, status, &after, p.data.archive) {
+                match plan::verified(kind, status, &after, Wanted::of(&p.job.event, &p.data)) {
                     Ok(()) => Resolution::Succeeded { outcome: status },
                     Err(why) => self.failure(&p.job, ErrorClass::Transient, why),
                 }
@@ -577,6 +576,11 @@ impl Worker {
             alias: mailbox.alias,
             primary_smtp_address: mailbox.primary_smtp_address,
             archive: mailbox.archive.unwrap_or(false),
+            mailbox_type: remote_type(mailbox.kind),
+            // The template converts only a user mailbox, and hides a resource whatever
+            // the policy; the pre-check (`plan::leaver_steps`) decides the same from AD.
+            to_shared: job.kind == EventKind::Leaver && self.leaver.to_shared(),
+            keep_visible: job.kind == EventKind::Leaver && self.leaver.keep_visible(),
         })
     }
 
@@ -718,5 +722,15 @@ fn log_outcome(job: &Job, res: &Resolution, held: bool) {
         Resolution::Cancelled { note } => {
             tracing::info!(job_id = %job.id, account = %job.account, %note, "job cancelled")
         }
+    }
+}
+
+/// The template's name for a mailbox type (`Set-RemoteMailbox -Type`'s values).
+fn remote_type(kind: MailboxType) -> RemoteMailboxType {
+    match kind {
+        MailboxType::User => RemoteMailboxType::Regular,
+        MailboxType::Shared => RemoteMailboxType::Shared,
+        MailboxType::Room => RemoteMailboxType::Room,
+        MailboxType::Equipment => RemoteMailboxType::Equipment,
     }
 }

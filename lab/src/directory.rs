@@ -47,6 +47,37 @@ impl RemoteType {
         .find(|t| format!("{t:?}").eq_ignore_ascii_case(value))
     }
 
+    /// The type a template asks for (the contract's name for the same four values).
+    pub fn of(t: ps_templates::RemoteMailboxType) -> RemoteType {
+        match t {
+            ps_templates::RemoteMailboxType::Regular => RemoteType::Regular,
+            ps_templates::RemoteMailboxType::Shared => RemoteType::Shared,
+            ps_templates::RemoteMailboxType::Room => RemoteType::Room,
+            ps_templates::RemoteMailboxType::Equipment => RemoteType::Equipment,
+        }
+    }
+
+    /// `-Type`'s value for it.
+    pub fn type_value(self) -> &'static str {
+        match self {
+            RemoteType::Regular => "Regular",
+            RemoteType::Shared => "Shared",
+            RemoteType::Room => "Room",
+            RemoteType::Equipment => "Equipment",
+        }
+    }
+
+    /// Enable-RemoteMailbox's switch for it: each is a parameter set of its own; a regular
+    /// mailbox is the Default set, without one.
+    pub fn switch(self) -> Option<&'static str> {
+        (self != RemoteType::Regular).then(|| self.type_value())
+    }
+
+    /// A room or equipment mailbox.
+    pub fn is_resource(self) -> bool {
+        matches!(self, RemoteType::Room | RemoteType::Equipment)
+    }
+
     /// Get-RemoteMailbox's RecipientTypeDetails.
     pub fn type_name(self) -> &'static str {
         match self {

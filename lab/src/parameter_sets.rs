@@ -300,6 +300,39 @@ mod tests {
         );
     }
 
+    /// Room, Equipment and Shared are sets of their own (its page on learn.microsoft.com: the
+    /// syntax blocks and each switch's "You can't use this switch with …"; the -Equipment
+    /// yaml's "Parameter Sets: Equipment, Shared" contradicts both and is not followed).
+    #[test]
+    fn each_resource_switch_binds_its_own_set_and_refuses_a_mix() {
+        let e = &ENABLE_REMOTE_MAILBOX;
+        let base = [
+            "Identity",
+            "DomainController",
+            "RemoteRoutingAddress",
+            "Alias",
+        ];
+        for switch in ["Room", "Equipment", "Shared"] {
+            let mut names = base.to_vec();
+            names.extend([switch, "ACLableSyncedObjectEnabled", "PrimarySmtpAddress"]);
+            assert_eq!(e.bind(&params(&names)), Ok(switch));
+            for other in ["Room", "Equipment", "Shared", "Archive", "ArchiveName"] {
+                if other == switch {
+                    continue;
+                }
+                let refused = e.bind(&params(&["Identity", switch, other])).unwrap_err();
+                assert_eq!(
+                    refused.error_id, "AmbiguousParameterSet",
+                    "{switch} + {other}"
+                );
+                assert_eq!(
+                    refused.message,
+                    "Parameter set cannot be resolved using the specified named parameters."
+                );
+            }
+        }
+    }
+
     #[test]
     fn an_unknown_parameter_is_named_in_the_refusal() {
         let err = SET_REMOTE_MAILBOX

@@ -20,7 +20,8 @@ impl Template {
     ///   `Get-RemoteMailbox`, then `Set-RemoteMailbox -Type Regular` for a converted shared
     ///   one and `Set-RemoteMailbox` for a hidden one (a rehire); plus
     ///   `Enable-RemoteMailbox -Archive` when an archive is asked for.
-    /// - hide-remote-mailbox: `Get-RemoteMailbox`, then `Set-RemoteMailbox`.
+    /// - hide-remote-mailbox: `Get-RemoteMailbox`, then one `Set-RemoteMailbox` (hiding,
+    ///   converting to shared, or both in one call).
     pub fn max_cmdlets(self, account: &AccountData) -> u32 {
         match self {
             Template::EnableRemoteMailbox => 4 + u32::from(account.archive),
@@ -42,7 +43,7 @@ impl Template {
             // Converted, and unhidden only if it was hidden: counted as if it was.
             (Template::EnableRemoteMailbox, Converted) => Some(4 + archive),
             (Template::HideRemoteMailbox, Already | NotRemote) => Some(1),
-            (Template::HideRemoteMailbox, Hidden) => Some(2),
+            (Template::HideRemoteMailbox, Hidden | Shared) => Some(2),
             _ => None,
         }
     }
@@ -91,6 +92,7 @@ mod tests {
             alias: None,
             primary_smtp_address: None,
             archive,
+            ..AccountData::default()
         }
     }
 
@@ -101,6 +103,7 @@ mod tests {
             ResultStatus::Already,
             ResultStatus::Unhidden,
             ResultStatus::Hidden,
+            ResultStatus::Shared,
             ResultStatus::NotRemote,
             ResultStatus::Error,
         ];

@@ -167,7 +167,7 @@ pub fn split_secret_line(stdin: &[u8]) -> (Option<String>, &[u8]) {
 }
 
 /// One account in a batch.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct AccountData {
     pub job_id: Uuid,
     /// `-Identity`: the objectGUID when known (unambiguous), else the sAMAccountName.
@@ -184,6 +184,38 @@ pub struct AccountData {
     /// `-Archive`: enable the cloud archive too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archive: bool,
+    /// A joiner: the type of remote mailbox (Enable-RemoteMailbox's parameter set, and
+    /// what an existing one is converted to).
+    #[serde(default, skip_serializing_if = "RemoteMailboxType::is_regular")]
+    pub mailbox_type: RemoteMailboxType,
+    /// A leaver: convert a user mailbox to shared (`Set-RemoteMailbox -Type Shared`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub to_shared: bool,
+    /// A leaver converted to shared: leave it in the address lists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_visible: bool,
+}
+
+/// A remote mailbox's type as `Set-RemoteMailbox -Type` names it
+/// (ConvertibleRemoteMailboxSubType: Regular, Room, Equipment, Shared); the template maps
+/// it to Enable-RemoteMailbox's switch through a constant table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum RemoteMailboxType {
+    /// A person's mailbox: Enable-RemoteMailbox's Default parameter set.
+    #[default]
+    Regular,
+    /// `-Shared`.
+    Shared,
+    /// `-Room`.
+    Room,
+    /// `-Equipment`.
+    Equipment,
+}
+
+impl RemoteMailboxType {
+    pub fn is_regular(&self) -> bool {
+        *self == RemoteMailboxType::Regular
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,11 +13,15 @@ pub enum ResultStatus {
     Enabled,
     /// It was a hidden remote mailbox (a rehire): made visible again.
     Unhidden,
-    /// It was a remote mailbox converted to shared (a leaver's, a rehire now): made a user
-    /// mailbox again (`Set-RemoteMailbox -Type Regular`) and visible.
+    /// It was a remote mailbox of another type than the joiner asks (most often a
+    /// leaver's converted to shared, a rehire now): converted (`Set-RemoteMailbox -Type`,
+    /// `Regular` for a person) and made visible.
     Converted,
     /// `Set-RemoteMailbox` hid the remote mailbox from the address lists.
     Hidden,
+    /// A leaver under `leaver.action = "shared"`: the user mailbox was converted to shared
+    /// (`Set-RemoteMailbox -Type Shared`), and hidden unless configured otherwise.
+    Shared,
     /// It was so already: nothing changed.
     Already,
     /// A leaver without a remote mailbox: nothing to hide.

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::config::Settings;
-use crate::event::EventKind;
+use crate::event::{EventKind, MailboxType};
 use crate::publish::{EventSpec, Publisher};
 
 #[derive(Args, Debug)]
@@ -33,6 +33,9 @@ pub struct PublishArgs {
     /// The DC the account was created on.
     #[arg(long)]
     pub dc: Option<String>,
+    /// A joiner's mailbox.type: user, shared, room or equipment (absent: user).
+    #[arg(long)]
+    pub mailbox_type: Option<MailboxType>,
     /// Publish every line of this file (JSON events, one per line) as it is.
     #[arg(long, conflicts_with_all = ["kind", "sam"])]
     pub file: Option<PathBuf>,
@@ -131,6 +134,7 @@ async fn publish_one(publisher: &Publisher, args: PublishArgs) -> anyhow::Result
     spec.alias = args.alias;
     spec.primary_smtp_address = args.primary_smtp_address;
     spec.created_on_server = args.dc;
+    spec.mailbox_type = args.mailbox_type;
     publisher.publish(&spec).await?;
     println!(
         "published {} event {} for {}",

@@ -26,6 +26,7 @@ pub(super) async fn run(
         dir,
         store,
         &settings.reconcile,
+        settings.leaver,
         settings.worker.max_attempts,
         if dry_run {
             Mode::DryRun

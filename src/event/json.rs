@@ -41,6 +41,8 @@ struct WireMailbox {
     remote_routing_address: Option<String>,
     primary_smtp_address: Option<String>,
     archive: Option<bool>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
 /// Parses an AMQP delivery body. `message_id` is the AMQP property, used when the body has no id;
@@ -84,6 +86,7 @@ pub fn parse(
             remote_routing_address: m.remote_routing_address,
             primary_smtp_address: m.primary_smtp_address,
             archive: m.archive,
+            kind: m.kind,
         }),
         source: wire.source,
         identity: wire.identity,
@@ -142,6 +145,7 @@ fn occurred_at(text: Option<String>) -> Result<DateTime<Utc>, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MailboxType;
 
     fn joiner(sam: &str) -> String {
         serde_json::json!({
@@ -236,6 +240,22 @@ mod tests {
         let err = parse(later.as_bytes(), None, None, ROUTING_KEY_JOINER).unwrap_err();
         assert!(
             err.to_string().contains("invalid field occurred_at"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_mailbox_type_is_read_and_a_v1_event_without_it_asks_for_a_user_mailbox() {
+        let typed = |t: &str| {
+            joiner("room1").replace(r#""mailbox":{"#, &format!(r#""mailbox":{{"type":"{t}","#))
+        };
+        let e = parse(typed("room").as_bytes(), None, None, ROUTING_KEY_JOINER).unwrap();
+        assert_eq!(e.mailbox.unwrap().kind, MailboxType::Room);
+        let v1 = parse(joiner("jdoe").as_bytes(), None, None, ROUTING_KEY_JOINER).unwrap();
+        assert_eq!(v1.mailbox.unwrap().kind, MailboxType::User);
+        let err = parse(typed("Room").as_bytes(), None, None, ROUTING_KEY_JOINER).unwrap_err();
+        assert!(
+            err.to_string().contains("mailbox.type") && err.to_string().contains("equipment"),
             "{err}"
         );
     }

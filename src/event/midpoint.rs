@@ -42,6 +42,8 @@ pub struct AttributeMap {
     pub user_principal_name_attribute: String,
     pub alias_attribute: String,
     pub primary_smtp_address_attribute: String,
+    /// The attribute read as a joiner's `mailbox.type` (user, shared, room, equipment).
+    pub mailbox_type_attribute: String,
 }
 
 impl Default for AttributeMap {
@@ -56,6 +58,7 @@ impl Default for AttributeMap {
             user_principal_name_attribute: "userPrincipalName".into(),
             alias_attribute: "mailNickname".into(),
             primary_smtp_address_attribute: "mail".into(),
+            mailbox_type_attribute: "mailboxType".into(),
         }
     }
 }
@@ -148,6 +151,7 @@ fn draft(
     let mailbox = DraftMailbox {
         alias: value(&map.alias_attribute),
         primary_smtp_address: value(&map.primary_smtp_address_attribute),
+        kind: value(&map.mailbox_type_attribute),
         ..DraftMailbox::default()
     };
     Ok(Draft {
@@ -247,6 +251,7 @@ fn same(want: &str, got: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MailboxType;
 
     /// midPoint's documented samples (docs/resources/asynchronous/outbound/configuration in
     /// midPoint's repository: the add, the relative modify, the `changeMapAsAttributes`
@@ -295,6 +300,20 @@ mod tests {
         );
         let alias = e.mailbox.and_then(|m| m.alias);
         assert_eq!(alias.as_deref(), Some("jack.sparrow"));
+    }
+
+    #[test]
+    fn the_mapped_mailbox_type_is_read_and_checked() {
+        let body = |t: &str| {
+            format!(
+                r#"{{"operation":"add","objectClass":"AccountObjectClass","attributes":{{"login":["sales"],"mailboxType":["{t}"]}}}}"#
+            )
+        };
+        let map = AttributeMap::default();
+        let e = decode(body("shared").as_bytes(), &map).unwrap();
+        assert_eq!(e.mailbox.map(|m| m.kind), Some(MailboxType::Shared));
+        let err = decode(body("team").as_bytes(), &map).unwrap_err();
+        assert!(err.to_string().contains("mailbox.type"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::text_enum::text_enum;
+
 pub const SCHEMA_V1: &str = "mailboxd.event/v1";
 pub const ROUTING_KEY_JOINER: &str = "ad.user.created";
 pub const ROUTING_KEY_LEAVER: &str = "ad.user.disabled";
@@ -148,6 +150,73 @@ pub struct Mailbox {
     /// Also enable the cloud archive (`Enable-RemoteMailbox -Archive`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<bool>,
+    /// `mailbox.type`: a person's mailbox unless the event says otherwise (v1 events
+    /// without it, and stored events from before it, are `user`).
+    #[serde(rename = "type", default, skip_serializing_if = "MailboxType::is_user")]
+    pub kind: MailboxType,
+}
+
+text_enum! {
+    /// What kind of remote mailbox a joiner asks for (`mailbox.type`): each is one of
+    /// Enable-RemoteMailbox's parameter sets (Default, `-Shared`, `-Room`, `-Equipment`) and
+    /// one value of `Set-RemoteMailbox -Type` (Regular, Shared, Room, Equipment).
+    #[derive(Default)]
+    pub enum MailboxType as "mailbox type" {
+        /// A person's mailbox (Exchange: RemoteUserMailbox, `-Type Regular`).
+        #[default]
+        User = "user",
+        /// A shared mailbox (RemoteSharedMailbox, `-Shared`).
+        Shared = "shared",
+        /// A room resource mailbox (RemoteRoomMailbox, `-Room`).
+        Room = "room",
+        /// An equipment resource mailbox (RemoteEquipmentMailbox, `-Equipment`).
+        Equipment = "equipment",
+    }
+}
+
+impl MailboxType {
+    pub fn is_user(&self) -> bool {
+        *self == MailboxType::User
+    }
+
+    /// A room or equipment mailbox: a resource, not a person's or a team's.
+    pub fn is_resource(self) -> bool {
+        matches!(self, MailboxType::Room | MailboxType::Equipment)
+    }
+
+    /// `Set-RemoteMailbox -Type`'s value for it (ConvertibleRemoteMailboxSubType).
+    pub fn exchange_type(self) -> &'static str {
+        match self {
+            MailboxType::User => "Regular",
+            MailboxType::Shared => "Shared",
+            MailboxType::Room => "Room",
+            MailboxType::Equipment => "Equipment",
+        }
+    }
+
+    /// Get-RemoteMailbox's RecipientTypeDetails for it.
+    pub fn recipient_type_details(self) -> &'static str {
+        match self {
+            MailboxType::User => "RemoteUserMailbox",
+            MailboxType::Shared => "RemoteSharedMailbox",
+            MailboxType::Room => "RemoteRoomMailbox",
+            MailboxType::Equipment => "RemoteEquipmentMailbox",
+        }
+    }
+
+    /// The remote mailbox type an msExchRecipientTypeDetails value stands for: 2147483648
+    /// RemoteUserMailbox, 8589934592 RemoteRoomMailbox, 17179869184 RemoteEquipmentMailbox,
+    /// 34359738368 RemoteSharedMailbox (the RecipientTypeDetails enum,
+    /// learn.microsoft.com ff344739(v=exchg.150)); `None` for any other value.
+    pub fn from_type_details(details: i64) -> Option<MailboxType> {
+        match details {
+            2_147_483_648 => Some(MailboxType::User),
+            8_589_934_592 => Some(MailboxType::Room),
+            17_179_869_184 => Some(MailboxType::Equipment),
+            34_359_738_368 => Some(MailboxType::Shared),
+            _ => None,
+        }
+    }
 }
 
 /// An event as a decoder read it: every value still unchecked text. The only way from
@@ -180,6 +249,8 @@ pub struct DraftMailbox {
     pub remote_routing_address: Option<String>,
     pub primary_smtp_address: Option<String>,
     pub archive: Option<bool>,
+    /// `mailbox.type` as sent (`user`, `shared`, `room`, `equipment`).
+    pub kind: Option<String>,
 }
 
 /// Proof that an [`Event`] went through `Draft::validate` (or was read back from the

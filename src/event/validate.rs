@@ -8,7 +8,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::error::EventError;
-use super::model::{Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, Mailbox};
+use super::model::{
+    Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, Mailbox, MailboxType,
+};
 
 /// How far in the future an `occurred_at` may lie: the clock skew Kerberos tolerates by
 /// default between a client and a DC. An event from further ahead would order every later
@@ -82,6 +84,14 @@ fn mailbox(m: DraftMailbox) -> Result<Mailbox, EventError> {
         )?,
         primary_smtp_address: address("mailbox.primary_smtp_address", m.primary_smtp_address)?,
         archive: m.archive,
+        kind: m
+            .kind
+            .map(|k| {
+                k.parse::<MailboxType>()
+                    .map_err(|e| EventError::invalid("mailbox.type", e.to_string()))
+            })
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

@@ -153,7 +153,7 @@ pub fn advice(reason: Option<&str>, message: &str) -> Option<&'static str> {
             "the account is most likely protected (adminCount=1: a member, now or once, of a protected group such as Domain Admins, whose ACL AdminSDHolder resets every hour with inheritance off); enable inheritance on that account (and clear adminCount if it is no longer protected) or grant the Exchange servers the rights on that account, then retry the job",
         ),
         "ResourceMailbox" => Some(
-            "a joiner is a person's, but the account's remote mailbox is a room or equipment mailbox; mailboxd does not convert a resource. Fix it by hand: if the account really is the person's, run Set-RemoteMailbox <account> -Type Regular on premises (and Set-Mailbox -Type Regular in Exchange Online), then retry the job; otherwise correct the account the IAM system sends",
+            "the account's remote mailbox is a room or equipment mailbox, not the type the joiner asks for (mailbox.type; a person's when absent); mailboxd does not convert a resource. Fix it by hand: if the account really should be that type, run Set-RemoteMailbox <account> -Type <Regular|Shared|Room|Equipment> on premises (and Set-Mailbox -Type in Exchange Online if the mailbox was migrated), then retry the job; otherwise correct the account or the mailbox.type the IAM system sends",
         ),
         "ParameterBindingArgumentTransformationException" => Some(
             "Exchange cannot convert a value of the event to the parameter's type (named above); correct the value in the IAM system and send the event again",

@@ -17,7 +17,8 @@ use crate::config;
 use crate::job::{ErrorClass, JobEffect};
 use crate::windows_host::HostProblem;
 pub use ps_templates::{
-    AccountData, BatchData, CredentialData, Payload, ResultLine, SessionData, Template,
+    AccountData, BatchData, CredentialData, Payload, RemoteMailboxType, ResultLine, SessionData,
+    Template,
 };
 use ps_templates::{ParsedOutput, ResultScope, ResultStatus};
 use winrm::{CommandOutput, ShellOptions, WinrmClient, WinrmError};
@@ -399,6 +400,7 @@ fn job_outcome(status: ResultStatus) -> Option<JobEffect> {
         ResultStatus::Unhidden => Some(JobEffect::Unhidden),
         ResultStatus::Converted => Some(JobEffect::Converted),
         ResultStatus::Hidden => Some(JobEffect::Hidden),
+        ResultStatus::Shared => Some(JobEffect::Shared),
         ResultStatus::Already => Some(JobEffect::Already),
         ResultStatus::NotRemote => Some(JobEffect::NotRemote),
         ResultStatus::Error => None,

@@ -17,6 +17,8 @@ use crate::store::Store;
 pub struct Deps {
     pub directory: Directory,
     pub cfg: config::Reconcile,
+    /// `[leaver]`: which disabled users are leavers still to do.
+    pub leaver: config::Leaver,
     pub interval: Duration,
     pub store: Store,
     pub max_attempts: i32,
@@ -28,6 +30,7 @@ pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
     let Deps {
         directory,
         cfg,
+        leaver,
         interval,
         store,
         max_attempts,
@@ -39,7 +42,15 @@ pub fn spawn(deps: Deps, shutdown: Shutdown) -> JoinHandle<()> {
         shutdown.clone(),
         move || {
             let (dir, st, cfg) = (directory.clone(), store.clone(), cfg.clone());
-            scheduled(dir, st, cfg, max_attempts, interval, shutdown.clone())
+            scheduled(
+                dir,
+                st,
+                cfg,
+                leaver,
+                max_attempts,
+                interval,
+                shutdown.clone(),
+            )
         },
     ))
 }
@@ -49,6 +60,7 @@ async fn scheduled(
     dir: Directory,
     store: Store,
     cfg: config::Reconcile,
+    leaver: config::Leaver,
     max_attempts: i32,
     interval: Duration,
     shutdown: Shutdown,
@@ -75,6 +87,7 @@ async fn scheduled(
             &dir,
             &store,
             &cfg,
+            leaver,
             max_attempts,
             super::Mode::QueueJobs,
             super::ProgressLines::Hidden,

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::event::EventKind;
+use crate::event::{EventKind, MailboxType};
 use crate::job::JobState;
 use crate::publish::{EventSpec, Publisher};
 use crate::store::{self, Job};
@@ -19,12 +19,16 @@ use lab::{self, AccountSeed, Lab, LabConfig};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The accounts besides the joiners, and what happens to each.
-const EXTRAS: [(EventKind, &str); 4] = [
-    (EventKind::Leaver, "leaver01"),
-    (EventKind::Leaver, "leaver02"),
-    (EventKind::Joiner, "rehire01"),
-    (EventKind::Joiner, "d'arcy$"),
+/// The accounts besides the joiners, what happens to each, and the mailbox type a joiner
+/// asks for (`None`: a person's).
+const EXTRAS: [(EventKind, &str, Option<MailboxType>); 7] = [
+    (EventKind::Leaver, "leaver01", None),
+    (EventKind::Leaver, "leaver02", None),
+    (EventKind::Joiner, "rehire01", None),
+    (EventKind::Joiner, "d'arcy$", None),
+    (EventKind::Joiner, "room01", Some(MailboxType::Room)),
+    (EventKind::Joiner, "beamer01", Some(MailboxType::Equipment)),
+    (EventKind::Joiner, "sales01", Some(MailboxType::Shared)),
 ];
 
 pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
@@ -61,7 +65,8 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
 }
 
 /// The lab with Exchange-like timings and the demo's accounts: `joiners` plain users, two
-/// leavers with a mailbox, a hidden rehire, and a name with `'` and `$` in it.
+/// leavers with a mailbox, a hidden rehire, a name with `'` and `$` in it, and the accounts of
+/// a room, an equipment and a shared mailbox.
 fn lab_config(joiners: usize, password: SecretString) -> LabConfig {
     let mut accounts = lab::directory::seeded(joiners);
     accounts.extend([
@@ -69,6 +74,9 @@ fn lab_config(joiners: usize, password: SecretString) -> LabConfig {
         AccountSeed::remote("leaver02").disabled(),
         AccountSeed::remote("rehire01").hidden(),
         AccountSeed::user("d'arcy$"),
+        AccountSeed::user("room01"),
+        AccountSeed::user("beamer01"),
+        AccountSeed::user("sales01"),
     ]);
     LabConfig::loopback(password)
         .with_accounts(accounts)
@@ -110,7 +118,10 @@ async fn publish_events(settings: &Settings, joiners: usize) -> anyhow::Result<V
     let mut events: Vec<EventSpec> = (1..=joiners)
         .map(|i| EventSpec::new(EventKind::Joiner, format!("user{i:05}")))
         .collect();
-    events.extend(EXTRAS.map(|(kind, sam)| EventSpec::new(kind, sam)));
+    events.extend(EXTRAS.map(|(kind, sam, mailbox_type)| EventSpec {
+        mailbox_type,
+        ..EventSpec::new(kind, sam)
+    }));
     for e in &mut events {
         e.source = "mailboxd-demo".into();
         publisher.publish(e).await?;

@@ -3,12 +3,9 @@
 //! decides before Exchange is asked").
 
 use crate::directory::{Account, AccountState, RecipientType};
-use crate::event::EventKind;
+use crate::event::{Event, EventKind, MailboxType};
+use crate::exchange::AccountData;
 use crate::job::{ErrorClass, JobEffect};
-
-/// msExchRecipientTypeDetails of a remote user mailbox (RemoteUserMailbox, 0x80000000); a
-/// remote shared, room or equipment mailbox has its own value.
-const REMOTE_USER_MAILBOX: i64 = 2_147_483_648;
 
 /// What the directory check decided for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +21,39 @@ pub(crate) enum Plan {
     Fail(ErrorClass, String),
 }
 
-/// What a joiner asks for besides the mailbox: where it routes, and whether an archive.
+/// What a job asks of the mailbox: a joiner its type, where it routes and whether an
+/// archive; a leaver what `[leaver]` says.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Wanted<'a> {
     pub remote_routing_address: Option<&'a str>,
     /// `mailbox.archive`: the mailbox has a cloud archive too.
     pub archive: bool,
+    /// `mailbox.type`: the kind of remote mailbox a joiner asks for.
+    pub kind: MailboxType,
+    /// A leaver: convert a user mailbox to shared (`leaver.action = "shared"`).
+    pub to_shared: bool,
+    /// A leaver's mailbox converted to shared stays in the address lists.
+    pub keep_visible: bool,
+}
+
+impl<'a> Wanted<'a> {
+    /// What `event`, and the template data built from it, ask for.
+    pub(crate) fn of(event: &Event, data: &'a AccountData) -> Wanted<'a> {
+        Wanted {
+            remote_routing_address: data.remote_routing_address.as_deref(),
+            archive: data.archive,
+            kind: event.mailbox.as_ref().map(|m| m.kind).unwrap_or_default(),
+            to_shared: data.to_shared,
+            keep_visible: data.keep_visible,
+        }
+    }
+}
+
+/// The type of a remote mailbox as AD shows it; `None` for a remote type mailboxd does not
+/// manage (a team mailbox, say).
+fn remote_type(a: &Account) -> Option<MailboxType> {
+    a.recipient_type_details
+        .and_then(MailboxType::from_type_details)
 }
 
 /// Decides from what the domain controller shows whether Exchange needs to be asked.
@@ -50,7 +74,7 @@ pub(crate) fn plan(
         ),
         (EventKind::Leaver, None) => Plan::Done(JobEffect::Gone),
         (EventKind::Joiner, Some(a)) => joiner(a, sam, dc, wanted, require_cloud_sync),
-        (EventKind::Leaver, Some(a)) => leaver(a, sam, dc),
+        (EventKind::Leaver, Some(a)) => leaver(a, sam, dc, wanted),
     }
 }
 
@@ -81,40 +105,92 @@ fn joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>, require_cloud_sy
     }
 }
 
-/// A joiner whose account has a remote mailbox already: done, a rehire to unhide, an
-/// archive still to enable, a stale event, or a conflict when it is routed elsewhere.
+/// A joiner whose account has a remote mailbox already: done, a rehire to unhide, a type
+/// to convert, an archive still to enable, a stale event, or a conflict when it is routed
+/// elsewhere or is a resource the event does not ask for.
 fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -> Plan {
     let current = a.target_address.as_deref().map(|t| {
         t.strip_prefix("SMTP:")
             .or(t.strip_prefix("smtp:"))
             .unwrap_or(t)
     });
-    match (current, wanted.remote_routing_address) {
-        (Some(cur), Some(want)) if !cur.eq_ignore_ascii_case(want) => Plan::Fail(
+    if let (Some(cur), Some(want)) = (current, wanted.remote_routing_address)
+        && !cur.eq_ignore_ascii_case(want)
+    {
+        return Plan::Fail(
             ErrorClass::Permanent,
             format!(
                 "account {sam:?} already has a remote mailbox routed to {cur}, not {want}; fix the targetAddress in Exchange or the event"
             ),
-        ),
-        // Hidden and disabled: the leaver came after this joiner; never unhide it.
-        _ if a.hidden && a.disabled => Plan::Cancel(format!(
+        );
+    }
+    match remote_type(a) {
+        // Hidden and disabled: the leaver came after this person's joiner; never unhide
+        // it. (A shared or resource mailbox's account is disabled as a rule.)
+        _ if wanted.kind == MailboxType::User && a.hidden && a.disabled => Plan::Cancel(format!(
             "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
         )),
+        None => Plan::Fail(
+            ErrorClass::Permanent,
+            format!(
+                "account {sam:?} has a remote mailbox of a type mailboxd does not manage (msExchRecipientTypeDetails={}); an Exchange administrator must decide",
+                a.recipient_type_details.unwrap_or_default()
+            ),
+        ),
+        Some(current) if current != wanted.kind && current.is_resource() => Plan::Fail(
+            ErrorClass::Permanent,
+            resource_conflict(sam, current, wanted.kind),
+        ),
+        // Another type (a leaver's converted to shared, most often): the template converts
+        // it with Set-RemoteMailbox -Type, which documents every conversion between them.
+        Some(current) if current != wanted.kind => Plan::Run,
         // Hidden: a rehire. The template makes it visible again.
-        _ if a.hidden => Plan::Run,
-        // A shared, room or equipment remote mailbox (a leaver's converted to shared, most
-        // often): not a person's mailbox yet. The template converts a shared one back with
-        // -Type Regular and refuses a resource, with what to do.
-        _ if a.recipient_type_details != Some(REMOTE_USER_MAILBOX) => Plan::Run,
+        Some(_) if a.hidden => Plan::Run,
         // The mailbox is there, its archive not: the template's second call adds it.
-        _ if wanted.archive && a.archive_guid.is_none() => Plan::Run,
-        _ => Plan::Done(JobEffect::Already),
+        Some(_) if wanted.archive && a.archive_guid.is_none() => Plan::Run,
+        Some(_) => Plan::Done(JobEffect::Already),
     }
 }
 
-/// A leaver: hide the remote mailbox, unless the account is enabled again (stale) or has
-/// nothing to hide.
-fn leaver(a: &Account, sam: &str, dc: &str) -> Plan {
+/// Why a joiner fails on a room or equipment mailbox it does not ask for, and what to do:
+/// a resource carries its booking set-up, so converting it away is a person's decision.
+fn resource_conflict(sam: &str, current: MailboxType, wanted: MailboxType) -> String {
+    format!(
+        "account {sam:?} has a {} ({}), not the {wanted} mailbox the event asks for; mailboxd does not convert a resource. If it really should be a {wanted} mailbox, run Set-RemoteMailbox <account> -Type {} on premises (and Set-Mailbox -Type {} in Exchange Online if the mailbox was migrated), then retry the job; otherwise correct the event's mailbox.type",
+        current.recipient_type_details(),
+        current,
+        wanted.exchange_type(),
+        wanted.exchange_type(),
+    )
+}
+
+/// What a leaver still has to do to a remote mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeaverSteps {
+    /// Convert the user mailbox to shared.
+    pub to_shared: bool,
+    /// Hide it from the address lists.
+    pub hide: bool,
+}
+
+/// The steps `[leaver]` asks for that AD does not show done yet. Only a user mailbox is
+/// converted; a shared one may stay visible when configured; a room or equipment mailbox
+/// (or a type mailboxd does not manage) is only ever hidden, as under `hide`. The leaver
+/// template decides the same from Get-RemoteMailbox.
+pub(crate) fn leaver_steps(a: &Account, wanted: Wanted<'_>) -> LeaverSteps {
+    let current = remote_type(a);
+    let person_or_shared = matches!(current, Some(MailboxType::User | MailboxType::Shared));
+    let keep_visible = wanted.keep_visible && person_or_shared;
+    LeaverSteps {
+        to_shared: wanted.to_shared && current == Some(MailboxType::User),
+        hide: !keep_visible && !a.hidden,
+    }
+}
+
+/// A leaver: hide (or convert to shared) the remote mailbox, unless the account is enabled
+/// again (stale) or has nothing left to do.
+fn leaver(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -> Plan {
+    let steps = leaver_steps(a, wanted);
     if !a.disabled {
         Plan::Cancel(format!(
             "account {sam:?} is enabled again on {dc} (userAccountControl {}): the leaver is stale and was not applied",
@@ -122,7 +198,7 @@ fn leaver(a: &Account, sam: &str, dc: &str) -> Plan {
         ))
     } else if a.recipient != RecipientType::RemoteMailbox {
         Plan::Done(JobEffect::NotRemote)
-    } else if a.hidden {
+    } else if !steps.to_shared && !steps.hide {
         Plan::Done(JobEffect::Already)
     } else {
         Plan::Run
@@ -130,12 +206,13 @@ fn leaver(a: &Account, sam: &str, dc: &str) -> Plan {
 }
 
 /// Whether the account now shows what Exchange said it did: for a joiner a visible remote
-/// mailbox, and its archive (msExchArchiveGUID) when one was asked for.
+/// mailbox of the type asked for, and its archive (msExchArchiveGUID) when one was asked
+/// for; for a leaver nothing left of what `[leaver]` asks.
 pub(super) fn verified(
     kind: EventKind,
     status: JobEffect,
     after: &AccountState,
-    archive: bool,
+    wanted: Wanted<'_>,
 ) -> Result<(), String> {
     let Some(a) = &after.account else {
         return Err(format!(
@@ -144,34 +221,45 @@ pub(super) fn verified(
             status = status.as_str()
         ));
     };
-    let mailbox = a.recipient == RecipientType::RemoteMailbox && !a.hidden;
-    if kind == EventKind::Joiner && mailbox && archive && a.archive_guid.is_none() {
+    let remote = a.recipient == RecipientType::RemoteMailbox;
+    let mailbox = remote && !a.hidden;
+    if kind == EventKind::Joiner && mailbox && wanted.archive && a.archive_guid.is_none() {
         return Err(format!(
             "Exchange reported {status:?} but {} shows no archive (msExchArchiveGUID is not set); retried",
             after.domain_controller,
             status = status.as_str()
         ));
     }
+    let current = remote_type(a);
     let ok = match (kind, status) {
-        // Converted: a user mailbox now, not the shared one it was.
-        (EventKind::Joiner, JobEffect::Converted) => {
-            mailbox && a.recipient_type_details == Some(REMOTE_USER_MAILBOX)
-        }
-        (EventKind::Joiner, _) => mailbox,
-        (EventKind::Leaver, JobEffect::NotRemote) => a.recipient != RecipientType::RemoteMailbox,
-        (EventKind::Leaver, _) => a.hidden,
+        (EventKind::Joiner, _) => mailbox && current == Some(wanted.kind),
+        (EventKind::Leaver, JobEffect::NotRemote) => !remote,
+        (EventKind::Leaver, JobEffect::Shared) if current != Some(MailboxType::Shared) => false,
+        (EventKind::Leaver, _) => remote && leaver_steps(a, wanted) == LeaverSteps::DONE,
     };
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "Exchange reported {status:?} but {} shows recipient type {:?}, hidden {}; retried",
+            "Exchange reported {status:?} but {} shows recipient type {:?} ({}), hidden {}; retried",
             after.domain_controller,
             a.recipient,
+            current.map_or(
+                "a type mailboxd does not manage",
+                MailboxType::recipient_type_details
+            ),
             a.hidden,
             status = status.as_str()
         ))
     }
+}
+
+impl LeaverSteps {
+    /// Nothing left to do.
+    const DONE: LeaverSteps = LeaverSteps {
+        to_shared: false,
+        hide: false,
+    };
 }
 
 #[cfg(test)]
@@ -241,7 +329,7 @@ mod tests {
     }
 
     /// A plan without its text, to compare decisions.
-    #[derive(Debug, PartialEq, Eq)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Shape {
         Run,
         Done(JobEffect),
@@ -265,7 +353,7 @@ mod tests {
     fn decide(kind: EventKind, a: Option<Account>, require_sync: bool) -> Shape {
         let wanted = Wanted {
             remote_routing_address: Some("j@t.mail.onmicrosoft.com"),
-            archive: false,
+            ..Wanted::default()
         };
         shape(&plan(kind, "j", &state(a), wanted, require_sync))
     }
@@ -333,7 +421,7 @@ mod tests {
             &state(Some(acct(RecipientType::RemoteMailbox))),
             Wanted {
                 remote_routing_address: Some("other@t.mail.onmicrosoft.com"),
-                archive: false,
+                ..Wanted::default()
             },
             false,
         );
@@ -345,6 +433,7 @@ mod tests {
         let wanted = Wanted {
             remote_routing_address: Some("j@t.mail.onmicrosoft.com"),
             archive: true,
+            ..Wanted::default()
         };
         let mut a = acct(RecipientType::RemoteMailbox);
         let p = plan(
@@ -360,7 +449,7 @@ mod tests {
                 EventKind::Joiner,
                 JobEffect::Already,
                 &state(Some(a.clone())),
-                true
+                wanted
             )
             .is_err()
         );
@@ -373,7 +462,15 @@ mod tests {
             false,
         );
         assert_eq!(shape(&p), Shape::Done(JobEffect::Already));
-        assert!(verified(EventKind::Joiner, JobEffect::Enabled, &state(Some(a)), true).is_ok());
+        assert!(
+            verified(
+                EventKind::Joiner,
+                JobEffect::Enabled,
+                &state(Some(a)),
+                wanted
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -394,25 +491,179 @@ mod tests {
                 EventKind::Joiner,
                 JobEffect::Converted,
                 &still_shared,
-                false
+                Wanted::default()
             )
             .is_err()
         );
-        a.recipient_type_details = Some(REMOTE_USER_MAILBOX);
+        a.recipient_type_details = Some(2_147_483_648);
         let user = state(Some(a));
-        assert!(verified(EventKind::Joiner, JobEffect::Converted, &user, false).is_ok());
+        assert!(
+            verified(
+                EventKind::Joiner,
+                JobEffect::Converted,
+                &user,
+                Wanted::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn success_counts_only_when_the_directory_shows_it() {
+        use EventKind::{Joiner, Leaver};
         let hidden = state(Some(acct(RecipientType::RemoteMailbox).disabled().hidden()));
         let visible = state(Some(acct(RecipientType::RemoteMailbox)));
         let plain = state(Some(acct(RecipientType::None).disabled()));
-        assert!(verified(EventKind::Leaver, JobEffect::Hidden, &hidden, false).is_ok());
-        assert!(verified(EventKind::Leaver, JobEffect::Hidden, &visible, false).is_err());
-        assert!(verified(EventKind::Leaver, JobEffect::NotRemote, &plain, false).is_ok());
-        assert!(verified(EventKind::Joiner, JobEffect::Enabled, &visible, false).is_ok());
-        assert!(verified(EventKind::Joiner, JobEffect::Enabled, &hidden, false).is_err());
-        assert!(verified(EventKind::Joiner, JobEffect::Enabled, &state(None), false).is_err());
+        let shows =
+            |kind, effect, st: &AccountState| verified(kind, effect, st, Wanted::default()).is_ok();
+        assert!(shows(Leaver, JobEffect::Hidden, &hidden));
+        assert!(!shows(Leaver, JobEffect::Hidden, &visible));
+        assert!(shows(Leaver, JobEffect::NotRemote, &plain));
+        assert!(shows(Joiner, JobEffect::Enabled, &visible));
+        assert!(!shows(Joiner, JobEffect::Enabled, &hidden));
+        assert!(!shows(Joiner, JobEffect::Enabled, &state(None)));
+    }
+
+    /// msExchRecipientTypeDetails of each remote type (MailboxType::from_type_details).
+    fn typed(kind: MailboxType) -> Account {
+        let mut a = acct(RecipientType::RemoteMailbox);
+        a.recipient_type_details = Some(match kind {
+            MailboxType::User => 2_147_483_648,
+            MailboxType::Room => 8_589_934_592,
+            MailboxType::Equipment => 17_179_869_184,
+            MailboxType::Shared => 34_359_738_368,
+        });
+        a
+    }
+
+    /// docs/decisions.md, "Mailbox types": a remote mailbox of another type than the joiner
+    /// asks for is converted, unless it is a resource; an unknown remote type fails.
+    #[test]
+    fn a_joiner_converts_a_user_or_shared_mailbox_but_never_a_resource() {
+        use MailboxType::*;
+        let fail = Shape::Fail(ErrorClass::Permanent);
+        let rows = [
+            (Shared, User, Shape::Run),
+            (User, Shared, Shape::Run),
+            (User, Room, Shape::Run),
+            (Room, Room, Shape::Done(JobEffect::Already)),
+            (Room, User, fail),
+            (Room, Equipment, fail),
+            (Equipment, Shared, fail),
+        ];
+        for (current, kind, want) in rows {
+            let wanted = Wanted {
+                kind,
+                ..Wanted::default()
+            };
+            let p = plan(
+                EventKind::Joiner,
+                "j",
+                &state(Some(typed(current))),
+                wanted,
+                false,
+            );
+            assert_eq!(shape(&p), want, "{current} asked as {kind}");
+        }
+        let mut team = acct(RecipientType::RemoteMailbox);
+        team.recipient_type_details = Some(137_438_953_472);
+        let p = plan(
+            EventKind::Joiner,
+            "j",
+            &state(Some(team)),
+            Wanted::default(),
+            false,
+        );
+        assert_eq!(shape(&p), fail, "a type mailboxd does not manage");
+        // A room's account is disabled as a rule: hidden and disabled is not a stale joiner.
+        let room = state(Some(typed(Room).disabled().hidden()));
+        let asked = Wanted {
+            kind: Room,
+            ..Wanted::default()
+        };
+        assert_eq!(
+            shape(&plan(EventKind::Joiner, "j", &room, asked, false)),
+            Shape::Run
+        );
+        assert!(
+            verified(
+                EventKind::Joiner,
+                JobEffect::Enabled,
+                &state(Some(typed(Room))),
+                asked
+            )
+            .is_ok()
+        );
+        assert!(
+            verified(
+                EventKind::Joiner,
+                JobEffect::Enabled,
+                &state(Some(typed(User))),
+                asked
+            )
+            .is_err()
+        );
+    }
+
+    /// docs/decisions.md, "The leaver policy": under `shared` a user mailbox is converted,
+    /// a shared one stays visible when configured, a resource is only hidden.
+    #[test]
+    fn a_leaver_under_the_shared_policy_converts_only_a_user_mailbox() {
+        use MailboxType::*;
+        let shared_hidden = Wanted {
+            to_shared: true,
+            ..Wanted::default()
+        };
+        let shared_visible = Wanted {
+            keep_visible: true,
+            ..shared_hidden
+        };
+        let rows = [
+            (typed(User).disabled(), shared_hidden, (true, true)),
+            (typed(User).disabled(), shared_visible, (true, false)),
+            (
+                typed(Shared).disabled().hidden(),
+                shared_hidden,
+                (false, false),
+            ),
+            (typed(Shared).disabled(), shared_visible, (false, false)),
+            (typed(Room).disabled(), shared_visible, (false, true)),
+            (typed(User).disabled(), Wanted::default(), (false, true)),
+        ];
+        for (a, wanted, (to_shared, hide)) in rows {
+            let steps = leaver_steps(&a, wanted);
+            assert_eq!(
+                (steps.to_shared, steps.hide),
+                (to_shared, hide),
+                "{a:?} {wanted:?}"
+            );
+            let want = if to_shared || hide {
+                Shape::Run
+            } else {
+                Shape::Done(JobEffect::Already)
+            };
+            assert_eq!(
+                shape(&plan(
+                    EventKind::Leaver,
+                    "j",
+                    &state(Some(a)),
+                    wanted,
+                    false
+                )),
+                want
+            );
+        }
+        let done = state(Some(typed(Shared).disabled().hidden()));
+        let still_user = state(Some(typed(User).disabled().hidden()));
+        assert!(verified(EventKind::Leaver, JobEffect::Shared, &done, shared_hidden).is_ok());
+        assert!(
+            verified(
+                EventKind::Leaver,
+                JobEffect::Shared,
+                &still_user,
+                shared_hidden
+            )
+            .is_err()
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! contract's `DirectoryView` (the addresses as AD shows them, not as the event asked).
 
 use crate::directory::{AccountState, RecipientType};
+use crate::event::MailboxType;
 use crate::outcome::{self, DirectoryView, MailboxAddresses, OutcomeAccount};
 
 /// The view of the account in `state`, if the domain controller found it.
@@ -30,6 +31,13 @@ pub(crate) fn of(state: &AccountState) -> Option<DirectoryView> {
             proxy_addresses: a.proxy_addresses.clone(),
             remote_routing_address,
             recipient_type: recipient_type(a.recipient),
+            mailbox_type: (a.recipient == RecipientType::RemoteMailbox)
+                .then(|| {
+                    a.recipient_type_details
+                        .and_then(MailboxType::from_type_details)
+                })
+                .flatten(),
+            archive: a.archive_guid.is_some(),
             hidden: a.hidden,
         },
     })

@@ -515,6 +515,7 @@ pub fn account_data(identity: &str) -> mailboxd::exchange::AccountData {
         alias: None,
         primary_smtp_address: None,
         archive: false,
+        ..mailboxd::exchange::AccountData::default()
     }
 }
 

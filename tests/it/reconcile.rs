@@ -6,7 +6,7 @@ use crate::common;
 
 use common::TestEnv;
 use common::ad::{TestAd, User};
-use mailboxd::config::{Reconcile, ReconcileScope};
+use mailboxd::config::{Leaver, Reconcile, ReconcileScope};
 use mailboxd::directory::Directory;
 use mailboxd::reconcile::{self, DiffKind};
 
@@ -19,6 +19,7 @@ async fn dry_run(dir: &Directory, env: &TestEnv, cfg: &Reconcile) -> reconcile::
         dir,
         &env.store,
         cfg,
+        Leaver::default(),
         MAX_ATTEMPTS,
         reconcile::Mode::DryRun,
         reconcile::ProgressLines::Hidden,
@@ -33,6 +34,7 @@ async fn real_run(dir: &Directory, env: &TestEnv, cfg: &Reconcile) -> reconcile:
         dir,
         &env.store,
         cfg,
+        Leaver::default(),
         MAX_ATTEMPTS,
         reconcile::Mode::QueueJobs,
         reconcile::ProgressLines::Hidden,

@@ -8,16 +8,17 @@ use serde_json::{Map, Value, json};
 use super::*;
 use crate::directory::RemoteType;
 
-/// What enable-remote-mailbox.ps1 returns for a room or equipment mailbox: mailboxd's own
-/// refusal (no cmdlet failed), for a person's joiner that names a resource.
-fn resource_mailbox(kind: RemoteType) -> ResultLine {
+/// What enable-remote-mailbox.ps1 returns for a room or equipment mailbox the joiner does
+/// not ask for: mailboxd's own refusal (no cmdlet failed).
+fn resource_mailbox(kind: RemoteType, wanted: RemoteType) -> ResultLine {
     ResultLine {
         status: ResultStatus::Error,
         category: Some("InvalidType".into()),
         reason: Some("ResourceMailbox".into()),
         message: Some(format!(
-            "the account is a {}, not a person's mailbox",
-            kind.type_name()
+            "the account is a {}, not the {} mailbox the event asks for",
+            kind.type_name(),
+            wanted.type_value()
         )),
         ..ResultLine::default()
     }
@@ -137,8 +138,12 @@ impl Run {
         if let Some(p) = &account.primary_smtp_address {
             params.insert("PrimarySmtpAddress".into(), json!(p));
         }
+        let wanted = RemoteType::of(account.mailbox_type);
+        if let Some(switch) = wanted.switch() {
+            params.insert(switch.into(), json!(true));
+        }
         self.bind("Enable-RemoteMailbox", &params)?;
-        let outcome = self.try_enable(account);
+        let outcome = self.try_enable(account, wanted);
         let failed = outcome.as_ref().err().and_then(|e| e.reason.clone());
         self.record("Enable-RemoteMailbox", params, failed.as_deref());
         let enable_error = match outcome {
@@ -154,15 +159,13 @@ impl Run {
         };
         let mut r = status(ResultStatus::Already);
         r.remote_routing_address = existing.remote_routing_address.clone();
-        match existing.remote_type {
-            RemoteType::Room | RemoteType::Equipment => {
-                return Err(Box::new(resource_mailbox(existing.remote_type)));
+        if existing.remote_type != wanted {
+            // A resource is never converted away; a user or shared one is (-Type).
+            if existing.remote_type.is_resource() {
+                return Err(Box::new(resource_mailbox(existing.remote_type, wanted)));
             }
-            RemoteType::Shared => {
-                self.set_remote_type(account, common, existing.index)?;
-                r.status = ResultStatus::Converted;
-            }
-            RemoteType::Regular => {}
+            self.set_remote_type(account, common, existing.index, wanted)?;
+            r.status = ResultStatus::Converted;
         }
         if existing.hidden {
             let mut p = common.clone();
@@ -178,15 +181,17 @@ impl Run {
         Ok((r, Some(existing)))
     }
 
-    /// `Set-RemoteMailbox -Type Regular`: a converted (shared) remote mailbox is a user's again.
+    /// `Set-RemoteMailbox -Type <wanted>`: most often a converted (shared) remote mailbox
+    /// made a user's again.
     fn set_remote_type(
         &self,
         account: &AccountData,
         common: &Map<String, Value>,
         index: usize,
+        wanted: RemoteType,
     ) -> Result<(), Box<ResultLine>> {
         let mut p = common.clone();
-        p.insert("Type".into(), json!("Regular"));
+        p.insert("Type".into(), json!(wanted.type_value()));
         self.bind("Set-RemoteMailbox", &p)?;
         self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
         let kind = p
@@ -225,7 +230,7 @@ impl Run {
         Ok(())
     }
 
-    fn try_enable(&self, account: &AccountData) -> Result<(), Box<ResultLine>> {
+    fn try_enable(&self, account: &AccountData, kind: RemoteType) -> Result<(), Box<ResultLine>> {
         const TASK: &str = "EnableRemoteMailbox";
         let mut st = self.state.lock();
         let Some(index) = st.find(&account.identity) else {
@@ -295,6 +300,8 @@ impl Run {
             return Err(Box::new(Self::rights_error(TASK, account)));
         }
         st.accounts[index].make_remote(&rra, &alias, &primary);
+        // -Room, -Equipment and -Shared stamp their type as -Type does afterwards.
+        st.accounts[index].set_remote_type(kind);
         Ok(())
     }
 
@@ -369,7 +376,9 @@ impl Run {
         }
     }
 
-    /// hide-remote-mailbox.ps1, step by step.
+    /// hide-remote-mailbox.ps1, step by step: one Set-RemoteMailbox that converts a user
+    /// mailbox to shared (`to_shared`), hides it (unless `keep_visible` for a user or shared
+    /// one), or both.
     pub(super) fn hide(&self, account: &AccountData) -> ResultLine {
         let common = Self::common(account);
         let existing = match self.get_remote_mailbox(account, &common) {
@@ -381,11 +390,20 @@ impl Run {
             r.status = ResultStatus::NotRemote;
             return r;
         };
-        if existing.hidden {
+        let kind = existing.remote_type;
+        let convert = account.to_shared && kind == RemoteType::Regular;
+        let keep_visible = account.keep_visible && !kind.is_resource();
+        let hide = !keep_visible && !existing.hidden;
+        if !convert && !hide {
             return status(ResultStatus::Already);
         }
         let mut p = common;
-        p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
+        if convert {
+            p.insert("Type".into(), json!(RemoteType::Shared.type_value()));
+        }
+        if hide {
+            p.insert("HiddenFromAddressListsEnabled".into(), json!(true));
+        }
         if let Err(e) = self
             .bind("Set-RemoteMailbox", &p)
             .and_then(|()| self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account))
@@ -393,7 +411,18 @@ impl Run {
             return *e;
         }
         self.record("Set-RemoteMailbox", p, None);
-        self.state.lock().accounts[existing.index].set_hidden(true);
-        status(ResultStatus::Hidden)
+        let mut st = self.state.lock();
+        let target = &mut st.accounts[existing.index];
+        if convert {
+            target.set_remote_type(RemoteType::Shared);
+        }
+        if hide {
+            target.set_hidden(true);
+        }
+        status(if convert {
+            ResultStatus::Shared
+        } else {
+            ResultStatus::Hidden
+        })
     }
 }

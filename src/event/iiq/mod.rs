@@ -143,7 +143,7 @@ fn to_event(
 
 /// The IdentityIQ attribute each field of the model is read from: a broken rule is
 /// reported with the name the sender wrote.
-const ATTRIBUTES: [(&str, &str); 9] = [
+const ATTRIBUTES: [(&str, &str); 10] = [
     ("account.sam_account_name", "sAMAccountName"),
     ("account.object_guid", "objectGUID"),
     ("account.user_principal_name", "userPrincipalName"),
@@ -155,6 +155,7 @@ const ATTRIBUTES: [(&str, &str); 9] = [
     ("mailbox.alias", "mailNickname"),
     ("mailbox.remote_routing_address", "remoteRoutingAddress"),
     ("mailbox.primary_smtp_address", "mail"),
+    ("mailbox.type", "mailboxType"),
     ("id", "id (the AMQP message_id)"),
 ];
 
@@ -203,6 +204,9 @@ fn mailbox(values: &Values) -> DraftMailbox {
         archive: values
             .get("archive")
             .map(|v| v.eq_ignore_ascii_case("true")),
+        // IdentityIQ's AD connector has no attribute for the remote mailbox's type:
+        // mailboxd reads its own, `mailboxType` (docs/events.md, "IdentityIQ").
+        kind: owned("mailboxType"),
     }
 }
 
@@ -298,5 +302,21 @@ mod tests {
             ]
         );
         assert_eq!(p.credentials, ["pwdText"]);
+    }
+
+    #[test]
+    fn mailbox_type_is_read_and_a_wrong_one_is_named_by_its_attribute() {
+        let doc = |t: &str| {
+            format!(
+                r#"<AccountRequest application="Active Directory" op="Create" nativeIdentity="room1">
+                <AttributeRequest name="mailboxType" value="{t}"/></AccountRequest>"#
+            )
+        };
+        let apps = vec!["Active Directory".to_owned()];
+        let p = parse(doc("room").as_bytes(), Some("m"), Utc::now(), &apps).unwrap();
+        let kind = p.events[0].mailbox.as_ref().map(|m| m.kind);
+        assert_eq!(kind, Some(crate::event::MailboxType::Room));
+        let err = parse(doc("Raum").as_bytes(), Some("m"), Utc::now(), &apps).unwrap_err();
+        assert!(err.to_string().contains("mailboxType"), "{err}");
     }
 }

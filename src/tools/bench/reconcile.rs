@@ -136,6 +136,7 @@ async fn dry_run(
         &directory,
         &store,
         &rcfg,
+        settings.leaver,
         3,
         crate::reconcile::Mode::DryRun,
         if json {

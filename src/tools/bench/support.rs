@@ -99,6 +99,7 @@ pub(crate) fn account(sam: &str) -> AccountData {
         alias: None,
         primary_smtp_address: None,
         archive: false,
+        ..AccountData::default()
     }
 }
 
