@@ -478,6 +478,8 @@ mod tests {
             cloud_synced: true,
             archive_guid: None,
             archive_name: None,
+            archive_status: None,
+            external_directory_object_id: None,
         }
     }
 
