@@ -13,6 +13,7 @@ use serde::Deserialize;
 mod admin;
 mod broker;
 mod directory;
+mod graph;
 mod outcomes;
 mod smtp;
 mod windows;
@@ -22,6 +23,7 @@ pub(crate) use admin::split_unescaped;
 pub use admin::*;
 pub use broker::*;
 pub use directory::*;
+pub use graph::*;
 pub use outcomes::*;
 pub use smtp::*;
 pub use windows::*;
@@ -55,6 +57,7 @@ pub struct Settings {
     pub reconcile: Reconcile,
     pub outcomes: Outcomes,
     pub identityiq: IdentityIq,
+    pub graph: Graph,
 }
 
 /// Durations are written as seconds (`30`) or with a unit (`"30s"`, `"5m"`, `"1h"`, `"250ms"`).
@@ -180,6 +183,10 @@ impl Settings {
             "MAILBOXD_IDENTITYIQ_CREDENTIAL",
             self.identityiq.credential_file.as_deref(),
         )?;
+        self.graph.private_key = secret(
+            "MAILBOXD_GRAPH_PRIVATE_KEY",
+            self.graph.private_key_file.as_deref(),
+        )?;
         Ok(())
     }
 
@@ -194,6 +201,7 @@ impl Settings {
             &self.exchange.password,
             &self.admin.token,
             &self.identityiq.credential,
+            &self.graph.private_key,
         ]
         .into_iter()
         .chain(self.admin.tokens.iter().map(|t| &t.token))
@@ -208,6 +216,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.identityiq.validate()?;
+        self.graph.validate()?;
         if self.worker.concurrency == 0 {
             return Err(ConfigError::Invalid {
                 key: "worker.concurrency",
