@@ -62,7 +62,9 @@ impl UserRef {
         if ok {
             Ok(UserRef::Upn(text.to_owned()))
         } else {
-            Err(GraphError::Config(format!("{text:?} is not a user principal name")))
+            Err(GraphError::Config(format!(
+                "{text:?} is not a user principal name"
+            )))
         }
     }
 
@@ -196,12 +198,14 @@ impl GraphClient {
             .map_err(|_| GraphError::Config("graph.graph_url cannot be a base".into()))?
             .push("mailboxSettings");
         let mailbox = match self.get(url, Read::MailboxSettings).await? {
-            Answer::Body(b) => MailboxAnswer::Exists(parse_mailbox_settings(&b).map_err(
-                |detail| GraphError::Unexpected {
-                    status: 200,
-                    detail,
-                },
-            )?),
+            Answer::Body(b) => {
+                MailboxAnswer::Exists(parse_mailbox_settings(&b).map_err(|detail| {
+                    GraphError::Unexpected {
+                        status: 200,
+                        detail,
+                    }
+                })?)
+            }
             Answer::NoMailbox | Answer::NotFound => MailboxAnswer::None,
         };
         Ok(view::view(graph_user, mailbox))
@@ -271,7 +275,9 @@ impl GraphClient {
         if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
             return Ok(t.value.clone());
         }
-        let assertion = self.credential.assertion(&self.token_url, SystemTime::now())?;
+        let assertion = self
+            .credential
+            .assertion(&self.token_url, SystemTime::now())?;
         let fresh = self.redeem(&assertion).await?;
         let keep = fresh
             .expires_in
@@ -328,7 +334,10 @@ pub fn parse_token_response(body: &[u8]) -> Result<AccessToken, String> {
     }
     let b: Body = serde_json::from_slice(body).map_err(|e| format!("not a token answer: {e}"))?;
     if !b.token_type.eq_ignore_ascii_case("bearer") || b.access_token.is_empty() {
-        return Err(format!("token_type {:?}, expected a Bearer token", b.token_type));
+        return Err(format!(
+            "token_type {:?}, expected a Bearer token",
+            b.token_type
+        ));
     }
     Ok(AccessToken {
         value: b.access_token.into(),

@@ -118,7 +118,8 @@ impl Lab {
     /// `https://localhost:port` of the TLS listener, where the Graph stand-in answers both
     /// as the identity platform (`authority_url`) and as Microsoft Graph (`graph_url`).
     pub fn https_url(&self) -> Option<String> {
-        self.tls_addr.map(|a| format!("https://localhost:{}", a.port()))
+        self.tls_addr
+            .map(|a| format!("https://localhost:{}", a.port()))
     }
 
     /// The Graph stand-in's tenant: its apps, users and what it answered.

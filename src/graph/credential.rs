@@ -51,10 +51,7 @@ pub struct AssertionClaims {
 impl AssertionClaims {
     /// The claims Microsoft documents for `client_id` at `token_url`, valid from `now`.
     pub fn new(client_id: &str, token_url: &str, now: SystemTime) -> AssertionClaims {
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         AssertionClaims {
             aud: token_url.to_owned(),
             iss: client_id.to_owned(),

@@ -18,10 +18,14 @@ pub enum GraphError {
         description: String,
     },
     /// Graph answered 401: the token was not accepted.
-    #[error("Microsoft Graph refused the access token ({code}: {message}) — check that graph.graph_url is Microsoft Graph of the same cloud as graph.authority_url")]
+    #[error(
+        "Microsoft Graph refused the access token ({code}: {message}) — check that graph.graph_url is Microsoft Graph of the same cloud as graph.authority_url"
+    )]
     TokenNotAccepted { code: String, message: String },
     /// Graph answered 403: the app lacks an application permission.
-    #[error("Microsoft Graph denied {what} ({code}: {message}) — grant the application permission {permission} to the app registration (API permissions → Microsoft Graph → Application permissions) and give admin consent")]
+    #[error(
+        "Microsoft Graph denied {what} ({code}: {message}) — grant the application permission {permission} to the app registration (API permissions → Microsoft Graph → Application permissions) and give admin consent"
+    )]
     PermissionMissing {
         what: &'static str,
         permission: &'static str,
@@ -38,7 +42,9 @@ pub enum GraphError {
     #[error("Microsoft's answer was not understood (HTTP {status}: {detail})")]
     Unexpected { status: u16, detail: String },
     /// No answer: DNS, TCP, TLS (CA checks), or the deadline.
-    #[error("cannot reach {url}: {detail} — check the network path, and for a certificate error graph.ca_file")]
+    #[error(
+        "cannot reach {url}: {detail} — check the network path, and for a certificate error graph.ca_file"
+    )]
     Network { url: String, detail: String },
 }
 
@@ -91,7 +97,9 @@ fn remedy(code: Option<u32>) -> &'static str {
             "the certificate itself is refused: use a certificate the tenant accepts"
         }
         Some(700025) => "the app is registered as a public client: it cannot use a certificate",
-        _ => "see the code in Microsoft's AADSTS error reference; mailboxd's request is fixed, so report it if it names a parameter",
+        _ => {
+            "see the code in Microsoft's AADSTS error reference; mailboxd's request is fixed, so report it if it names a parameter"
+        }
     }
 }
 
@@ -139,7 +147,8 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
     const CAP: Duration = Duration::from_secs(3600);
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(3600.0)));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let at = std::time::SystemTime::from(at);
@@ -153,9 +162,15 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_fractions_and_dates() {
         let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(parse_retry_after("2.128", now), Some(Duration::from_millis(2128)));
+        assert_eq!(
+            parse_retry_after("2.128", now),
+            Some(Duration::from_millis(2128))
+        );
         assert_eq!(parse_retry_after("10", now), Some(Duration::from_secs(10)));
-        assert_eq!(parse_retry_after("999999", now), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_retry_after("999999", now),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         // 2001-09-09T01:46:40Z is the epoch + 1e9 s: 30 s later.

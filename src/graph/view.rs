@@ -13,8 +13,7 @@ use serde::Deserialize;
 use crate::text_enum::text_enum;
 
 /// The `$select` of the user read: exactly what the view needs.
-pub const USER_SELECT: &str =
-    "id,userPrincipalName,mail,proxyAddresses,provisionedPlans,serviceProvisioningErrors,assignedLicenses";
+pub const USER_SELECT: &str = "id,userPrincipalName,mail,proxyAddresses,provisionedPlans,serviceProvisioningErrors,assignedLicenses";
 
 /// The most of one provisioning error's text kept (it ends up in outcomes and alerts).
 const MAX_ERROR_TEXT: usize = 1000;
@@ -183,7 +182,11 @@ fn exchange_errors(user: &GraphUser) -> Vec<String> {
     user.service_provisioning_errors
         .iter()
         .filter(|e| !e.is_resolved)
-        .filter(|e| e.service_instance.to_ascii_lowercase().starts_with("exchange"))
+        .filter(|e| {
+            e.service_instance
+                .to_ascii_lowercase()
+                .starts_with("exchange")
+        })
         .map(|e| error_text(&e.error_detail))
         .collect()
 }
@@ -231,12 +234,36 @@ mod tests {
     fn the_states_follow_exchange_plan_errors_and_mailbox() {
         let exists = MailboxAnswer::Exists(Some(MailboxPurpose::User));
         let cases = [
-            (user(&[("exchange", "Success")], &[]), exists, CloudMailboxState::Exists),
-            (user(&[("exchange", "PendingInput")], &[]), MailboxAnswer::None, CloudMailboxState::Pending),
-            (user(&[("exchange", "Error")], &[]), MailboxAnswer::None, CloudMailboxState::SettingUp),
-            (user(&[("exchange", "Success")], &["<x/>"]), MailboxAnswer::None, CloudMailboxState::SettingUp),
-            (user(&[("SharePoint", "Success")], &[]), MailboxAnswer::None, CloudMailboxState::NoExchangeLicence),
-            (user(&[], &[]), MailboxAnswer::None, CloudMailboxState::NoExchangeLicence),
+            (
+                user(&[("exchange", "Success")], &[]),
+                exists,
+                CloudMailboxState::Exists,
+            ),
+            (
+                user(&[("exchange", "PendingInput")], &[]),
+                MailboxAnswer::None,
+                CloudMailboxState::Pending,
+            ),
+            (
+                user(&[("exchange", "Error")], &[]),
+                MailboxAnswer::None,
+                CloudMailboxState::SettingUp,
+            ),
+            (
+                user(&[("exchange", "Success")], &["<x/>"]),
+                MailboxAnswer::None,
+                CloudMailboxState::SettingUp,
+            ),
+            (
+                user(&[("SharePoint", "Success")], &[]),
+                MailboxAnswer::None,
+                CloudMailboxState::NoExchangeLicence,
+            ),
+            (
+                user(&[], &[]),
+                MailboxAnswer::None,
+                CloudMailboxState::NoExchangeLicence,
+            ),
         ];
         for (u, answer, want) in cases {
             assert_eq!(view(u, answer).state, want);

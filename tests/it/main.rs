@@ -28,6 +28,7 @@ mod dashboard_browser;
 mod deploy_artifacts;
 mod directory;
 mod fuzz_corpus;
+mod graph;
 mod hostile_input;
 mod intake;
 mod intake_corpus;

@@ -110,7 +110,10 @@ impl Tenant {
 
     /// Adds or replaces a user (by object ID).
     pub fn set_user(&self, user: GraphUser) {
-        self.state.lock().users.insert(user.id.to_ascii_lowercase(), user);
+        self.state
+            .lock()
+            .users
+            .insert(user.id.to_ascii_lowercase(), user);
     }
 
     /// Removes a user: Graph answers 404 for it.
@@ -120,7 +123,11 @@ impl Tenant {
 
     /// One user as it stands, by object ID.
     pub fn user(&self, id: &str) -> Option<GraphUser> {
-        self.state.lock().users.get(&id.to_ascii_lowercase()).cloned()
+        self.state
+            .lock()
+            .users
+            .get(&id.to_ascii_lowercase())
+            .cloned()
     }
 
     /// Changes one user in place (nothing when it does not exist): the other setters' base.
@@ -140,7 +147,9 @@ impl Tenant {
 
     /// Sets (or clears) Exchange's provisioning error: the mailbox stays "Setting up".
     pub fn set_provisioning_error(&self, id: &str, description: Option<&str>) {
-        self.update_user(id, |u| u.provisioning_error = description.map(str::to_owned));
+        self.update_user(id, |u| {
+            u.provisioning_error = description.map(str::to_owned)
+        });
     }
 
     /// Creates (with its `userPurpose`) or removes the user's cloud mailbox.
@@ -176,7 +185,10 @@ pub(crate) fn routes(tenant: Tenant) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token::token))
         .route("/v1.0/users", get(users::list))
         .route("/v1.0/users/{id}", get(users::user))
-        .route("/v1.0/users/{id}/mailboxSettings", get(users::mailbox_settings))
+        .route(
+            "/v1.0/users/{id}/mailboxSettings",
+            get(users::mailbox_settings),
+        )
         .with_state(tenant)
 }
 
@@ -201,7 +213,8 @@ impl AppCertificate {
         let pkcs8 = key.to_pkcs8_der().map_err(|e| fail(&e))?;
         let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| fail(&e))?;
         let pair = rcgen::KeyPair::try_from(pkcs8.as_bytes()).map_err(|e| fail(&e))?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(&e))?;
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(&e))?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name.to_owned());

@@ -78,7 +78,11 @@ fn grant(tenant: &Tenant, tenant_in_path: &str, url: &str, body: &[u8]) -> Resul
         ));
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
-    let field = |name: &str| form.get(name).filter(|v| !v.is_empty()).ok_or_else(|| missing(name));
+    let field = |name: &str| {
+        form.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| missing(name))
+    };
     let grant_type = field("grant_type")?;
     if grant_type != "client_credentials" {
         return Err(refuse(
@@ -95,7 +99,9 @@ fn grant(tenant: &Tenant, tenant_in_path: &str, url: &str, body: &[u8]) -> Resul
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             70011,
-            format!("The provided value for the input parameter 'scope' isn't valid. The scope {scope} isn't valid."),
+            format!(
+                "The provided value for the input parameter 'scope' isn't valid. The scope {scope} isn't valid."
+            ),
         ));
     }
     let app = tenant
@@ -197,7 +203,9 @@ fn verified_claims(
     v.validate_exp = false;
     v.validate_nbf = false;
     v.validate_aud = false;
-    jsonwebtoken::decode(assertion, &key, &v).ok().map(|d| d.claims)
+    jsonwebtoken::decode(assertion, &key, &v)
+        .ok()
+        .map(|d| d.claims)
 }
 
 fn check_claims(
@@ -288,7 +296,7 @@ fn tenant_now(tenant: &Tenant) -> u64 {
 
 fn iso(secs: u64) -> String {
     chrono::DateTime::from_timestamp(secs as i64, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.7fZ").to_string())
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S.0000000Z").to_string())
         .unwrap_or_default()
 }
 

@@ -29,7 +29,10 @@ pub(super) async fn list(
     Query(q): Params,
 ) -> Response {
     let answer = authorize(&tenant, &headers, USER_ROLES).map(|()| {
-        let top = q.get("$top").and_then(|t| t.parse().ok()).unwrap_or(100usize);
+        let top = q
+            .get("$top")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(100usize);
         let st = tenant.state.lock();
         let value: Vec<Value> = st
             .users
@@ -106,20 +109,40 @@ fn authorize(tenant: &Tenant, headers: &HeaderMap, roles: &[&str]) -> Result<(),
         .filter(|t| !t.is_empty());
     let mut st = tenant.state.lock();
     let Some(token) = bearer else {
-        return Err(error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token is empty."));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty.",
+        ));
     };
     let Some(issued) = st.tokens.get(token) else {
         // The message Graph gives a token it cannot validate (as practitioners quote it).
-        return Err(error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token validation failure."));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token validation failure.",
+        ));
     };
     if Instant::now() >= issued.expires {
-        return Err(error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Lifetime validation failed, the token is expired.",
+        ));
     }
     if !issued.roles.iter().any(|r| roles.contains(&r.as_str())) {
         return Err(if roles == MAILBOX_ROLES {
-            error(StatusCode::FORBIDDEN, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+            error(
+                StatusCode::FORBIDDEN,
+                "ErrorAccessDenied",
+                "Access is denied. Check credentials and try again.",
+            )
         } else {
-            error(StatusCode::FORBIDDEN, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+            error(
+                StatusCode::FORBIDDEN,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
         });
     }
     if let Some((left, wait)) = st.throttle.as_mut() {
@@ -135,7 +158,11 @@ fn authorize(tenant: &Tenant, headers: &HeaderMap, roles: &[&str]) -> Result<(),
 
 /// 429 as Graph's throttling guidance shows it: `Retry-After` in seconds, `TooManyRequests`.
 fn throttled(wait: std::time::Duration) -> Response {
-    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.");
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        "Please retry again later.",
+    );
     let secs = format!("{:.3}", wait.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&secs) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -146,19 +173,24 @@ fn throttled(wait: std::time::Duration) -> Response {
 /// A user by object ID or UPN (both compared as Entra does, without case).
 fn find(tenant: &Tenant, key: &str) -> Option<GraphUser> {
     let st = tenant.state.lock();
-    st.users.get(&key.to_ascii_lowercase()).cloned().or_else(|| {
-        st.users
-            .values()
-            .find(|u| u.user_principal_name.eq_ignore_ascii_case(key))
-            .cloned()
-    })
+    st.users
+        .get(&key.to_ascii_lowercase())
+        .cloned()
+        .or_else(|| {
+            st.users
+                .values()
+                .find(|u| u.user_principal_name.eq_ignore_ascii_case(key))
+                .cloned()
+        })
 }
 
 fn not_found(id: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "Request_ResourceNotFound",
-        &format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+        &format!(
+            "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+        ),
     )
 }
 
