@@ -27,6 +27,7 @@ pub use view::{
 
 use crate::config;
 use error::{GraphErrorBody, TokenErrorBody, first_line};
+pub(crate) use view::view as cloud_view;
 
 /// The scope of an app-only token for Graph (the client-credentials grant's `.default`).
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
@@ -89,7 +90,7 @@ struct CachedToken {
 
 /// The read, for the permission a 403 names.
 #[derive(Debug, Clone, Copy)]
-enum Read {
+pub(crate) enum Read {
     User,
     MailboxSettings,
 }
@@ -111,7 +112,7 @@ impl Read {
 }
 
 /// One Graph answer that is not a failure.
-enum Answer {
+pub(crate) enum Answer {
     Body(Vec<u8>),
     /// 404 `Request_ResourceNotFound` (or any 404 of a user read).
     NotFound,
@@ -365,7 +366,7 @@ pub fn token_refusal(status: u16, body: &[u8]) -> GraphError {
 }
 
 /// A Graph answer into what the read found, or the failure.
-fn classify(
+pub(crate) fn classify(
     status: u16,
     retry_after: Option<Duration>,
     body: &[u8],

@@ -134,7 +134,7 @@ pub fn parse_mailbox_settings(body: &[u8]) -> Result<Option<MailboxPurpose>, Str
 }
 
 /// Exchange's plans and errors, with the mailbox read, into one state.
-pub(super) fn view(user: GraphUser, mailbox: MailboxAnswer) -> CloudMailboxView {
+pub(crate) fn view(user: GraphUser, mailbox: MailboxAnswer) -> CloudMailboxView {
     let provisioning_errors = exchange_errors(&user);
     let exchange: Vec<&ProvisionedPlan> = user
         .provisioned_plans
