@@ -105,3 +105,53 @@ impl Graph {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured() -> Graph {
+        Graph {
+            tenant_id: Some("contoso.onmicrosoft.com".into()),
+            client_id: Some("0a4c1c7e-2f0b-4a57-9d5b-6c1e2f3a4b5c".into()),
+            certificate_file: Some("/etc/mailboxd/graph.pem".into()),
+            private_key: Some("-----BEGIN PRIVATE KEY-----".to_owned().into()),
+            ..Graph::default()
+        }
+    }
+
+    fn refused_key(g: &Graph) -> Option<&'static str> {
+        match g.validate() {
+            Err(ConfigError::Invalid { key, .. }) => Some(key),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn off_by_default_and_every_part_required_once_on() {
+        assert!(!Graph::default().enabled());
+        assert_eq!(refused_key(&Graph::default()), None);
+        assert_eq!(refused_key(&configured()), None);
+        let cases: [(fn(&mut Graph), &str); 5] = [
+            (
+                |g| g.tenant_id = Some("../common".into()),
+                "graph.tenant_id",
+            ),
+            (
+                |g| g.client_id = Some("not-a-guid".into()),
+                "graph.client_id",
+            ),
+            (|g| g.certificate_file = None, "graph.certificate_file"),
+            (|g| g.private_key = None, "graph.private_key_file"),
+            (
+                |g| g.graph_url = "http://graph.microsoft.com".into(),
+                "graph.graph_url",
+            ),
+        ];
+        for (change, key) in cases {
+            let mut g = configured();
+            change(&mut g);
+            assert_eq!(refused_key(&g), Some(key));
+        }
+    }
+}
