@@ -77,7 +77,8 @@ impl UserRef {
     }
 }
 
-/// A token as the endpoint issued it.
+/// A token as the endpoint issued it (its value redacted in `Debug`).
+#[derive(Debug)]
 pub struct AccessToken {
     pub value: SecretString,
     pub expires_in: Duration,

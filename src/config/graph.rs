@@ -132,7 +132,8 @@ mod tests {
         assert!(!Graph::default().enabled());
         assert_eq!(refused_key(&Graph::default()), None);
         assert_eq!(refused_key(&configured()), None);
-        let cases: [(fn(&mut Graph), &str); 5] = [
+        type Change = fn(&mut Graph);
+        let cases: [(Change, &str); 5] = [
             (
                 |g| g.tenant_id = Some("../common".into()),
                 "graph.tenant_id",

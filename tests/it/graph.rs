@@ -50,8 +50,7 @@ async fn graph_lab(cert: &'static AppCertificate, roles: &[&str]) -> GraphLab {
     let cert_file = files.path().join("app.pem");
     std::fs::write(&cert_file, &cert.certificate_pem).expect("write certificate");
     let base = lab.https_url().expect("the lab serves HTTPS");
-    let mut settings = Settings::default();
-    settings.graph = Graph {
+    let graph = Graph {
         tenant_id: Some(LAB_TENANT_ID.into()),
         client_id: Some(CLIENT_ID.into()),
         certificate_file: Some(cert_file),
@@ -60,6 +59,10 @@ async fn graph_lab(cert: &'static AppCertificate, roles: &[&str]) -> GraphLab {
         authority_url: base.clone(),
         graph_url: base,
         ..Graph::default()
+    };
+    let settings = Settings {
+        graph,
+        ..Settings::default()
     };
     GraphLab {
         lab,
@@ -262,7 +265,7 @@ async fn the_token_endpoint_refuses_a_wrong_audience_an_expired_assertion_and_a_
     ];
     for (claims, code) in cases {
         let assertion = client.credential().sign(&claims).expect("signed");
-        let refused = client.redeem(&assertion).await.err().expect("refused");
+        let refused = client.redeem(&assertion).await.expect_err("refused");
         assert_eq!(refused.aadsts(), Some(code), "{refused}");
     }
     let assertion = client.credential().sign(&good).expect("signed");
@@ -279,11 +282,7 @@ async fn throttling_hands_back_graphs_stated_wait_and_the_next_read_succeeds() {
     let client = t.client();
     let anna_ref = UserRef::object_id(ANNA).expect("id");
 
-    let throttled = client
-        .mailbox_view(&anna_ref)
-        .await
-        .err()
-        .expect("throttled");
+    let throttled = client.mailbox_view(&anna_ref).await.expect_err("throttled");
     assert_eq!(
         throttled.retry_after(),
         Some(Duration::from_millis(2500)),
@@ -306,8 +305,7 @@ async fn a_missing_permission_names_the_application_permission_to_grant() {
         .client()
         .mailbox_view(&UserRef::object_id(ANNA).expect("id"))
         .await
-        .err()
-        .expect("denied");
+        .expect_err("denied");
     assert!(
         matches!(
             denied,

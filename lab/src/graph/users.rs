@@ -22,6 +22,12 @@ const USER_ROLES: &[&str] = &[USER_READ_ALL, "User.ReadWrite.All", "Directory.Re
 const MAILBOX_ROLES: &[&str] = &[MAILBOX_SETTINGS_READ, "MailboxSettings.ReadWrite"];
 
 type Params = Query<HashMap<String, String>>;
+/// A refusal, boxed: a `Response` is large.
+type Refused = Box<Response>;
+
+fn boxed(r: Response) -> Refused {
+    Box::new(r)
+}
 
 pub(super) async fn list(
     State(tenant): State<Tenant>,
@@ -53,7 +59,7 @@ pub(super) async fn user(
     Query(q): Params,
 ) -> Response {
     let answer = authorize(&tenant, &headers, USER_ROLES).and_then(|()| {
-        let u = find(&tenant, &id).ok_or_else(|| not_found(&id))?;
+        let u = find(&tenant, &id).ok_or_else(|| boxed(not_found(&id)))?;
         let mut body = select(user_json(&u), q.get("$select"));
         body["@odata.context"] = json!(format!("{GRAPH}/$metadata#users/$entity"));
         Ok(Json(body).into_response())
@@ -70,20 +76,20 @@ pub(super) async fn mailbox_settings(
         // Exchange answers for the mailbox: an unknown user is its ErrorInvalidUser (the
         // text as Graph returns it to practitioners; Microsoft's reference lists no text).
         let u = find(&tenant, &id).ok_or_else(|| {
-            error(
+            boxed(error(
                 StatusCode::NOT_FOUND,
                 "ErrorInvalidUser",
                 &format!("The requested user '{id}' is invalid."),
-            )
+            ))
         })?;
         let Some(purpose) = u.mailbox else {
             // The code is Graph's; the text is what it says with it (widely quoted; not in
             // Microsoft's reference).
-            return Err(error(
+            return Err(boxed(error(
                 StatusCode::NOT_FOUND,
                 "MailboxNotEnabledForRESTAPI",
                 "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
-            ));
+            )));
         };
         Ok(Json(json!({
             "@odata.context": format!("{GRAPH}/$metadata#users('{}')/mailboxSettings", u.id),
@@ -101,7 +107,7 @@ pub(super) async fn mailbox_settings(
 }
 
 /// The bearer token (issued, unexpired), one of `roles` in it, and the throttle.
-fn authorize(tenant: &Tenant, headers: &HeaderMap, roles: &[&str]) -> Result<(), Response> {
+fn authorize(tenant: &Tenant, headers: &HeaderMap, roles: &[&str]) -> Result<(), Refused> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -109,29 +115,29 @@ fn authorize(tenant: &Tenant, headers: &HeaderMap, roles: &[&str]) -> Result<(),
         .filter(|t| !t.is_empty());
     let mut st = tenant.state.lock();
     let Some(token) = bearer else {
-        return Err(error(
+        return Err(boxed(error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Access token is empty.",
-        ));
+        )));
     };
     let Some(issued) = st.tokens.get(token) else {
         // The message Graph gives a token it cannot validate (as practitioners quote it).
-        return Err(error(
+        return Err(boxed(error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Access token validation failure.",
-        ));
+        )));
     };
     if Instant::now() >= issued.expires {
-        return Err(error(
+        return Err(boxed(error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Lifetime validation failed, the token is expired.",
-        ));
+        )));
     }
     if !issued.roles.iter().any(|r| roles.contains(&r.as_str())) {
-        return Err(if roles == MAILBOX_ROLES {
+        return Err(boxed(if roles == MAILBOX_ROLES {
             error(
                 StatusCode::FORBIDDEN,
                 "ErrorAccessDenied",
@@ -143,7 +149,7 @@ fn authorize(tenant: &Tenant, headers: &HeaderMap, roles: &[&str]) -> Result<(),
                 "Authorization_RequestDenied",
                 "Insufficient privileges to complete the operation.",
             )
-        });
+        }));
     }
     if let Some((left, wait)) = st.throttle.as_mut() {
         let wait = *wait;
@@ -151,7 +157,7 @@ fn authorize(tenant: &Tenant, headers: &HeaderMap, roles: &[&str]) -> Result<(),
         if *left == 0 {
             st.throttle = None;
         }
-        return Err(throttled(wait));
+        return Err(boxed(throttled(wait)));
     }
     Ok(())
 }
@@ -264,8 +270,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn record(tenant: &Tenant, path: String, answer: Result<Response, Response>) -> Response {
-    let r = answer.unwrap_or_else(|e| e);
+fn record(tenant: &Tenant, path: String, answer: Result<Response, Refused>) -> Response {
+    let r = answer.unwrap_or_else(|e| *e);
     tenant.state.lock().calls.push(GraphCall {
         method: "GET",
         path,
