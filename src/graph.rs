@@ -54,7 +54,7 @@ impl UserRef {
         let guid = text.strip_prefix("User_").unwrap_or(text);
         uuid::Uuid::parse_str(guid)
             .map(UserRef::ObjectId)
-            .map_err(|_| GraphError::Config(format!("{text:?} is not an Entra object ID")))
+            .map_err(|_| GraphError::NotAUser(text.to_owned()))
     }
 
     /// A user principal name (`name@domain`, no control characters).
@@ -130,6 +130,16 @@ pub struct GraphClient {
     token: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
+impl std::fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("token_url", &self.token_url)
+            .field("graph_url", &self.graph_url.as_str())
+            .field("credential", &self.credential)
+            .finish_non_exhaustive()
+    }
+}
+
 impl GraphClient {
     /// `None` when `[graph]` is not configured (no `tenant_id`).
     pub fn from_config(cfg: &config::Graph) -> Result<Option<GraphClient>, GraphError> {
@@ -145,15 +155,8 @@ impl GraphClient {
         let credential = AppCredential::load(client_id, cert, key)?;
         let mut builder = reqwest::Client::builder().timeout(cfg.timeout).no_proxy();
         if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                GraphError::Config(format!("cannot read graph.ca_file {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                GraphError::Config(format!("graph.ca_file {} is not PEM: {e}", path.display()))
-            })?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
+            builder = winrm::tls::trust_ca_file(builder, "graph.ca_file", path)
+                .map_err(GraphError::Config)?;
         }
         let http = builder
             .build()
@@ -246,29 +249,31 @@ impl GraphClient {
         url
     }
 
-    /// A GET with the bearer token; a 401 drops the cached token and tries once more.
+    /// A GET with the bearer token; a 401 drops the cached token and tries once more (a
+    /// token revoked or expired early).
     async fn get(&self, url: url::Url, read: Read) -> Result<Answer, GraphError> {
-        for attempt in 0..2 {
-            let token = self.token().await?;
-            let sent = self
-                .http
-                .get(url.clone())
-                .bearer_auth(token.expose_secret())
-                .header("Accept", "application/json")
-                .send()
-                .await;
-            let response = sent.map_err(|e| network(url.as_str(), &e))?;
-            let status = response.status().as_u16();
-            let retry_after = retry_after_header(&response);
-            let body = read_capped(response, url.as_str()).await?;
-            match classify(status, retry_after, &body, read) {
-                Err(GraphError::TokenNotAccepted { .. }) if attempt == 0 => {
-                    *self.token.lock().await = None;
-                }
-                other => return other,
-            }
+        let first = self.get_once(url.clone(), read).await;
+        if !matches!(first, Err(GraphError::TokenNotAccepted { .. })) {
+            return first;
         }
-        unreachable!("the loop returns on its second attempt")
+        *self.token.lock().await = None;
+        self.get_once(url, read).await
+    }
+
+    async fn get_once(&self, url: url::Url, read: Read) -> Result<Answer, GraphError> {
+        let token = self.token().await?;
+        let sent = self
+            .http
+            .get(url.clone())
+            .bearer_auth(token.expose_secret())
+            .header("Accept", "application/json")
+            .send()
+            .await;
+        let response = sent.map_err(|e| network(url.as_str(), &e))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after_header(&response);
+        let body = read_capped(response, url.as_str()).await?;
+        classify(status, retry_after, &body, read)
     }
 
     /// A valid token: the cached one, or a fresh one from the token endpoint.

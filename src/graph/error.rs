@@ -10,6 +10,11 @@ pub enum GraphError {
     /// The `[graph]` settings or the files they name.
     #[error("graph: {0}")]
     Config(String),
+    /// The text that should name a user names none: it is never sent.
+    #[error(
+        "{0:?} names no Entra user: expected an object ID (msDS-ExternalDirectoryObjectId, User_<GUID> or the GUID) or a user principal name"
+    )]
+    NotAUser(String),
     /// The token endpoint refused the request (`error`, AADSTS code, Microsoft's text).
     #[error("the token endpoint refused the client assertion: {description} — {}", remedy(*code))]
     TokenRefused {

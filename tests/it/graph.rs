@@ -364,3 +364,57 @@ async fn the_stand_in_answers_with_microsofts_error_shapes() {
             .starts_with("AADSTS70003: ")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_replaced_once_without_failing_the_read() {
+    let t = graph_lab(registered_cert(), ALL_READS).await;
+    t.lab.graph().set_user(anna(Some("Success"), Some("user")));
+    let client = t.client();
+    let anna_ref = UserRef::object_id(ANNA).expect("id");
+    client.mailbox_view(&anna_ref).await.expect("Graph answers");
+
+    t.lab.graph().revoke_tokens();
+    let view = client
+        .mailbox_view(&anna_ref)
+        .await
+        .expect("a fresh token, then the answer");
+    assert_eq!(view.state, CloudMailboxState::Exists);
+    assert_eq!(t.lab.graph().tokens_issued(), 2);
+    let statuses: Vec<u16> = t.lab.graph().calls().iter().map(|c| c.status).collect();
+    assert_eq!(statuses, vec![200, 200, 401, 200, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_key_that_is_not_the_certificates_is_refused_before_any_request() {
+    let mut t = graph_lab(registered_cert(), ALL_READS).await;
+    let other_key = other_cert().private_key_pem.expose_secret().to_owned();
+    t.settings.graph.private_key = Some(other_key.clone().into());
+
+    let refused = GraphClient::from_config(&t.settings.graph).expect_err("refused");
+    let text = refused.to_string();
+    assert!(
+        text.contains("graph.private_key_file is not the key of graph.certificate_file"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&other_key[30..60]),
+        "the key never shows in an error"
+    );
+    assert!(t.lab.graph().calls().is_empty() && t.lab.graph().tokens_issued() == 0);
+}
+
+#[test]
+fn only_an_object_id_or_a_upn_names_a_user() {
+    let guid = "1b2c3d4e-0000-4000-8000-00000000a001";
+    assert!(UserRef::object_id(&format!("User_{guid}")).is_ok());
+    assert!(UserRef::object_id(guid).is_ok());
+    for bad in ["../../users", "User_", "1b2c3d4e"] {
+        assert!(
+            matches!(UserRef::object_id(bad), Err(GraphError::NotAUser(_))),
+            "{bad}"
+        );
+    }
+    assert!(UserRef::upn("anna.berg@corp.example").is_ok());
+    assert!(UserRef::upn("anna\r\n@corp.example").is_err());
+    assert!(UserRef::upn("no-at-sign").is_err());
+}

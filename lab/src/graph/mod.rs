@@ -72,6 +72,7 @@ struct TenantState {
     apps: Vec<RegisteredApp>,
     users: BTreeMap<String, GraphUser>,
     tokens: HashMap<String, IssuedToken>,
+    issued: usize,
     /// Seconds the tenant's clock is ahead of this host's (negative: behind).
     clock_skew: i64,
     /// Graph reads still to refuse with 429, and the wait they state.
@@ -168,14 +169,20 @@ impl Tenant {
         self.state.lock().throttle = Some((requests, wait));
     }
 
+    /// Revokes every token issued so far (as an administrator revoking the app's sessions):
+    /// Graph answers 401 to them.
+    pub fn revoke_tokens(&self) {
+        self.state.lock().tokens.clear();
+    }
+
     /// Every Graph read answered so far (the token endpoint not included), in order.
     pub fn calls(&self) -> Vec<GraphCall> {
         self.state.lock().calls.clone()
     }
 
-    /// Tokens issued so far.
+    /// Tokens issued so far (revoked ones included).
     pub fn tokens_issued(&self) -> usize {
-        self.state.lock().tokens.len()
+        self.state.lock().issued
     }
 }
 

@@ -274,7 +274,9 @@ fn check_claims(
 /// A fresh opaque token for the app's permissions.
 fn issue(tenant: &Tenant, roles: Vec<String>) -> String {
     let token = format!("lab-graph-{}", uuid::Uuid::new_v4().simple());
-    tenant.state.lock().tokens.insert(
+    let mut st = tenant.state.lock();
+    st.issued += 1;
+    st.tokens.insert(
         token.clone(),
         IssuedToken {
             roles,
