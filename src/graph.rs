@@ -463,3 +463,31 @@ fn network(url: &str, e: &reqwest::Error) -> GraphError {
 fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(body).chars().take(300).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One client serves every task of the daemon: it and its reads' futures cross threads.
+    #[test]
+    fn the_client_and_its_reads_can_be_shared_across_tasks() {
+        fn shared<T: Send + Sync + 'static>() {}
+        fn send<F: std::future::Future + Send>(_: F) {}
+        shared::<GraphClient>();
+        let _reads = |c: &GraphClient, u: &UserRef| {
+            send(c.mailbox_view(u));
+            send(c.probe());
+        };
+    }
+
+    #[test]
+    fn a_token_refusal_keeps_microsofts_first_line_and_code() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS700024: Client assertion is not within its valid time range.\r\nTrace ID: 1\r\nCorrelation ID: 2","error_codes":[700024]}"#;
+        let e = token_refusal(401, body);
+        assert_eq!(e.aadsts(), Some(700024));
+        let text = e.to_string();
+        assert!(text.contains("valid time range. —"), "{text}");
+        assert!(!text.contains("Trace ID"), "{text}");
+        assert!(text.contains("clock"), "{text}");
+    }
+}
