@@ -37,6 +37,8 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 /// The wait after a 429 that names none (Graph documents that it always sends Retry-After).
 const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(30);
+/// The error codes of a user Graph does not know.
+const NO_SUCH_USER: &[&str] = &["Request_ResourceNotFound", "ErrorInvalidUser"];
 /// The most of an answer read: Graph's user and settings answers are a few KiB.
 const MAX_BODY: usize = 1 << 20;
 
@@ -390,7 +392,9 @@ pub(crate) fn classify(
     };
     match status {
         _ if code == "MailboxNotEnabledForRESTAPI" => Ok(Answer::NoMailbox),
-        404 => Ok(Answer::NotFound),
+        // Graph's "no such user" (Exchange's for the mailbox reads); any other 404 is not
+        // Graph answering about a user (a wrong graph_url, a proxy) and must not read as one.
+        404 if NO_SUCH_USER.contains(&code.as_str()) => Ok(Answer::NotFound),
         401 => Err(GraphError::TokenNotAccepted { code, message }),
         403 => Err(GraphError::PermissionMissing {
             what: read.what(),

@@ -418,3 +418,21 @@ fn only_an_object_id_or_a_upn_names_a_user() {
     assert!(UserRef::upn("anna\r\n@corp.example").is_err());
     assert!(UserRef::upn("no-at-sign").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_that_is_not_graphs_no_such_user_is_not_read_as_not_synced() {
+    let mut t = graph_lab(registered_cert(), ALL_READS).await;
+    // graph_url pointing one level off: every read is a 404 with no Graph error code.
+    t.settings.graph.graph_url = format!("{}/not-graph", t.lab.https_url().expect("https"));
+
+    let answer = t
+        .client()
+        .mailbox_view(&UserRef::object_id(ANNA).expect("id"))
+        .await;
+    assert!(
+        matches!(answer, Err(GraphError::Unexpected { status: 404, .. })),
+        "{answer:?}"
+    );
+    let probe = check::graph_probe(&t.settings).await;
+    assert_eq!(probe.status, Status::Fail, "{probe:?}");
+}
