@@ -436,3 +436,15 @@ async fn a_404_that_is_not_graphs_no_such_user_is_not_read_as_not_synced() {
     let probe = check::graph_probe(&t.settings).await;
     assert_eq!(probe.status, Status::Fail, "{probe:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_checks_are_on_without_a_ca_file_the_lab_is_not_trusted() {
+    let mut t = graph_lab(registered_cert(), ALL_READS).await;
+    t.settings.graph.ca_file = None;
+
+    let probe = check::graph_probe(&t.settings).await;
+    assert_eq!(probe.status, Status::Fail, "{probe:?}");
+    assert!(probe.detail.contains("UnknownIssuer"), "{}", probe.detail);
+    assert!(probe.detail.contains("graph.ca_file"), "{}", probe.detail);
+    assert_eq!(t.lab.graph().tokens_issued(), 0);
+}
