@@ -155,4 +155,24 @@ mod tests {
             assert_eq!(refused_key(&g), Some(key));
         }
     }
+
+    #[test]
+    fn the_private_key_is_read_from_its_file_and_never_printed() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("graph.key");
+        let pem =
+            "-----BEGIN PRIVATE KEY-----\nMIIEvK3y-S3cret-material\n-----END PRIVATE KEY-----\n";
+        std::fs::write(&key, pem).expect("key file");
+        let toml = format!(
+            "[graph]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"0a4c1c7e-2f0b-4a57-9d5b-6c1e2f3a4b5c\"\ncertificate_file = \"/etc/mailboxd/graph.pem\"\nprivate_key_file = {key:?}\n"
+        );
+        let cfg = dir.path().join("mailboxd.toml");
+        std::fs::write(&cfg, toml).expect("config file");
+        let s = Settings::load(Some(&cfg)).expect("valid settings");
+        let read = s.graph.private_key.as_ref().expect("the key was read");
+        assert!(read.expose_secret().contains("MIIEvK3y-S3cret-material"));
+        assert!(s.secret_values().iter().any(|v| v.contains("S3cret")));
+        assert!(!format!("{s:?}").contains("S3cret"));
+    }
 }
