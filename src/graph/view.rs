@@ -65,6 +65,9 @@ pub struct CloudUser {
     pub user_principal_name: String,
     pub mail: Option<String>,
     pub proxy_addresses: Vec<String>,
+    /// How many licences are assigned: with `NoExchangeLicence`, 0 means none at all, more
+    /// means a licence whose Exchange Online plan is disabled.
+    pub assigned_licences: usize,
 }
 
 /// The user resource, as much of it as `USER_SELECT` asks for.
@@ -161,6 +164,7 @@ pub(crate) fn view(user: GraphUser, mailbox: MailboxAnswer) -> CloudMailboxView 
             user_principal_name: user.user_principal_name,
             mail: user.mail,
             proxy_addresses: user.proxy_addresses,
+            assigned_licences: user.assigned_licenses.len(),
         }),
         provisioning_errors,
         purpose,

@@ -162,6 +162,7 @@ async fn an_unlicensed_user_reads_as_no_exchange_licence_and_an_unknown_one_as_n
         .await
         .expect("Graph answers");
     assert_eq!(view.state, CloudMailboxState::NoExchangeLicence);
+    assert_eq!(view.user.expect("the cloud user").assigned_licences, 0);
 
     // Licensed a moment ago: the plan is there, the mailbox not yet.
     t.lab.graph().set_licence(
