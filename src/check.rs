@@ -65,7 +65,29 @@ pub async fn run(s: &Settings) -> Vec<Probe> {
     } else {
         timed("SMTP", smtp(s)).await
     });
+    out.push(graph_probe(s).await);
     out
+}
+
+/// Microsoft Graph, when `[graph]` is configured: a token with the certificate, then one read.
+pub async fn graph_probe(s: &Settings) -> Probe {
+    if !s.graph.enabled() {
+        return skipped(
+            "Microsoft Graph",
+            "[graph].tenant_id is not set: the cloud mailbox is not read from Graph",
+        );
+    }
+    timed("Microsoft Graph", async {
+        match crate::graph::GraphClient::from_config(&s.graph) {
+            Ok(Some(client)) => match client.probe().await {
+                Ok(found) => (Status::Ok, found),
+                Err(e) => fail(e),
+            },
+            Ok(None) => fail("[graph] is incomplete: tenant_id, client_id, certificate_file and private_key_file"),
+            Err(e) => fail(e),
+        }
+    })
+    .await
 }
 
 /// What one probe found.

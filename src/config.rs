@@ -15,6 +15,7 @@ mod broker;
 mod cloud;
 mod directory;
 mod leaver;
+mod graph;
 mod outcomes;
 mod smtp;
 mod windows;
@@ -26,6 +27,7 @@ pub use broker::*;
 pub use cloud::*;
 pub use directory::*;
 pub use leaver::*;
+pub use graph::*;
 pub use outcomes::*;
 pub use smtp::*;
 pub use windows::*;
@@ -61,6 +63,7 @@ pub struct Settings {
     pub identityiq: IdentityIq,
     pub cloud: Cloud,
     pub leaver: Leaver,
+    pub graph: Graph,
 }
 
 /// Durations are written as seconds (`30`) or with a unit (`"30s"`, `"5m"`, `"1h"`, `"250ms"`).
@@ -186,6 +189,10 @@ impl Settings {
             "MAILBOXD_IDENTITYIQ_CREDENTIAL",
             self.identityiq.credential_file.as_deref(),
         )?;
+        self.graph.private_key = secret(
+            "MAILBOXD_GRAPH_PRIVATE_KEY",
+            self.graph.private_key_file.as_deref(),
+        )?;
         Ok(())
     }
 
@@ -200,6 +207,7 @@ impl Settings {
             &self.exchange.password,
             &self.admin.token,
             &self.identityiq.credential,
+            &self.graph.private_key,
         ]
         .into_iter()
         .chain(self.admin.tokens.iter().map(|t| &t.token))
@@ -215,6 +223,7 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.identityiq.validate()?;
         self.cloud.validate()?;
+        self.graph.validate()?;
         if self.worker.concurrency == 0 {
             return Err(ConfigError::Invalid {
                 key: "worker.concurrency",

@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("winrm_reply", winrm_reply),
     ("ldap_entry", ldap_entry),
     ("xml_tree", xml_tree),
+    ("graph_response", graph_response),
 ];
 
 /// The intake's rules with the shipped defaults (`[amqp]`), plus an allow-list so the
@@ -198,4 +199,25 @@ pub fn xml_tree(data: &[u8]) {
             root.trimmed_text(),
         );
     }
+}
+
+/// A body from Microsoft's token endpoint or from Graph, through every reader the Graph
+/// client has (`graph`): the token answer, a token refusal, a Graph answer under each status
+/// the client tells apart, the user and mailboxSettings readers and the view they make, the
+/// provisioning error's XML, and the same text as a `Retry-After` value.
+pub fn graph_response(data: &[u8]) {
+    use crate::graph::{self, MailboxAnswer, Read};
+    let _ = graph::parse_token_response(data);
+    let _ = graph::token_refusal(400, data).to_string();
+    for status in [200, 401, 403, 404, 429, 503, 418] {
+        let _ = graph::classify(status, None, data, Read::MailboxSettings);
+    }
+    if let Ok(user) = graph::parse_user(data) {
+        let _ = graph::cloud_view(user.clone(), MailboxAnswer::None);
+        let _ = graph::cloud_view(user, MailboxAnswer::Exists(None));
+    }
+    let _ = graph::parse_mailbox_settings(data);
+    let text = String::from_utf8_lossy(data);
+    let _ = graph::error_text(&text);
+    let _ = graph::parse_retry_after(&text, std::time::SystemTime::now());
 }

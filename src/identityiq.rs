@@ -62,15 +62,8 @@ impl Client {
         }
         let mut builder = reqwest::Client::builder().timeout(cfg.timeout).no_proxy();
         if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                IdentityIqError::Config(format!("cannot read ca_file {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                IdentityIqError::Config(format!("ca_file {} is not PEM: {e}", path.display()))
-            })?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
+            builder = winrm::tls::trust_ca_file(builder, "ca_file", path)
+                .map_err(IdentityIqError::Config)?;
         }
         let http = builder
             .build()

@@ -29,6 +29,7 @@ mod failpoint;
 /// The fuzz targets' entry points (`fuzz/`), also replayed over their corpus by `cargo test`.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod graph;
 mod health;
 mod identityiq;
 pub mod intake;

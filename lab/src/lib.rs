@@ -11,6 +11,7 @@ mod config;
 pub mod directory;
 pub mod exchange;
 pub mod faults;
+pub mod graph;
 pub mod ldap;
 mod listener;
 pub mod parameter_sets;
@@ -58,6 +59,7 @@ pub struct Lab {
     tls_task: Option<JoinHandle<()>>,
     /// The cloud's sync schedule, when `CloudConfig::sync_interval` is set.
     cloud_task: Option<JoinHandle<()>>,
+    graph: graph::Tenant,
 }
 
 impl Lab {
@@ -78,7 +80,8 @@ impl Lab {
         let down = Arc::new(tokio::sync::Notify::new());
         let credssp = credssp_settings(&cfg).await?;
         let credssp_cert_sha256 = credssp.as_ref().map(|c| c.cert.fingerprint.clone());
-        let app = router(&cfg, &state, &down, credssp);
+        let graph = graph::Tenant::default();
+        let app = router(&cfg, &state, &down, credssp).merge(graph::routes(graph.clone()));
         let (tls_addr, tls_cert_pem, tls_task) = match cfg.tls_listen {
             Some(listen) => {
                 let (addr, pem, task) = start_tls(listen, &cfg, app.clone()).await?;
@@ -107,6 +110,7 @@ impl Lab {
             task,
             ldap_task,
             cloud_task,
+            graph,
         })
     }
 
@@ -119,6 +123,18 @@ impl Lab {
     pub fn tls_endpoint(&self) -> Option<String> {
         self.tls_addr
             .map(|a| format!("https://localhost:{}/wsman", a.port()))
+    }
+
+    /// `https://localhost:port` of the TLS listener, where the Graph stand-in answers both
+    /// as the identity platform (`authority_url`) and as Microsoft Graph (`graph_url`).
+    pub fn https_url(&self) -> Option<String> {
+        self.tls_addr
+            .map(|a| format!("https://localhost:{}", a.port()))
+    }
+
+    /// The Graph stand-in's tenant: its apps, users and what it answered.
+    pub fn graph(&self) -> &graph::Tenant {
+        &self.graph
     }
 
     /// `ldap://addr` of the lab's domain controller, when it serves one.

@@ -30,6 +30,7 @@ mod deploy_artifacts;
 mod directory;
 mod exchange_names;
 mod fuzz_corpus;
+mod graph;
 mod hostile_input;
 mod intake;
 mod intake_corpus;

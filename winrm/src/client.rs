@@ -143,15 +143,8 @@ fn basic_http_client(
         .pool_idle_timeout(Duration::from_secs(60))
         .no_proxy();
     if let Some(path) = &cfg.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            WinrmError::Config(format!("cannot read winrm.ca_file {}: {e}", path.display()))
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            WinrmError::Config(format!("winrm.ca_file {} is not PEM: {e}", path.display()))
-        })?;
-        for c in certs {
-            builder = builder.add_root_certificate(c);
-        }
+        builder = crate::tls::trust_ca_file(builder, "winrm.ca_file", path)
+            .map_err(WinrmError::Config)?;
     }
     builder
         .build()

@@ -35,6 +35,23 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     ))
 }
 
+/// `builder` trusting the PEM certificates of `path` as well as the system roots (the setting
+/// `key` named in the error: `cannot read <key> …`, `<key> … is not PEM`).
+pub fn trust_ca_file(
+    mut builder: reqwest::ClientBuilder,
+    key: &str,
+    path: &Path,
+) -> Result<reqwest::ClientBuilder, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read {key} {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{key} {} is not PEM: {e}", path.display()))?;
+    for c in certs {
+        builder = builder.add_root_certificate(c);
+    }
+    Ok(builder)
+}
+
 /// The certificates of a PEM bundle (other blocks are skipped).
 pub fn pem_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
