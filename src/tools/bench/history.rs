@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::output::{Output, ms, percentile};
-use super::support::{daemon_settings, lab_config, progress};
+use super::support::{daemon_settings, joiner_bodies_for, lab_config, progress, publish_joiners};
 use crate::config::Settings;
-use crate::event::EventKind;
 use lab::Lab;
 
 /// The pages and lists timed: what an operator opens first, and the lists they filter.
@@ -110,27 +109,9 @@ async fn drain(
     let (before, _) = progress(store).await?;
     let n = accounts.clone().count();
     let publisher = crate::publish::Publisher::connect(&s.amqp).await?;
-    let bodies: Vec<(String, Vec<u8>)> = accounts
-        .map(|i| {
-            let spec = crate::publish::EventSpec::new(EventKind::Joiner, format!("user{i:05}"));
-            (
-                spec.id.clone(),
-                serde_json::to_vec(&spec.to_json()).unwrap_or_default(),
-            )
-        })
-        .collect();
-    let msgs: Vec<(&str, &[u8], Option<&str>)> = bodies
-        .iter()
-        .map(|(id, b)| {
-            (
-                EventKind::Joiner.routing_key(),
-                b.as_slice(),
-                Some(id.as_str()),
-            )
-        })
-        .collect();
+    let bodies = joiner_bodies_for(accounts);
     let started = Instant::now();
-    publisher.publish_many(&msgs, 2000).await?;
+    publish_joiners(&publisher, &bodies).await?;
     loop {
         let (done, _) = progress(store).await?;
         if (done - before) as usize >= n {

@@ -105,7 +105,14 @@ pub(crate) fn account(sam: &str) -> AccountData {
 
 /// `n` joiners for `user00001`… as (event id, JSON body).
 pub(crate) fn joiner_bodies(n: usize) -> Vec<(String, Vec<u8>)> {
-    (1..=n)
+    joiner_bodies_for(1..=n)
+}
+
+/// Joiners for `user{i:05}`, each `i` of `accounts`, as (event id, JSON body).
+pub(crate) fn joiner_bodies_for(
+    accounts: std::ops::RangeInclusive<usize>,
+) -> Vec<(String, Vec<u8>)> {
+    accounts
         .map(|i| {
             let spec = crate::publish::EventSpec::new(EventKind::Joiner, format!("user{i:05}"));
             let body = serde_json::to_vec(&spec.to_json()).unwrap_or_default();
