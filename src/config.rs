@@ -224,6 +224,12 @@ impl Settings {
         self.identityiq.validate()?;
         self.cloud.validate()?;
         self.graph.validate()?;
+        if self.cloud.confirm == CloudConfirmation::Graph && self.graph.tenant_id.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "cloud.confirm",
+                reason: "\"graph\" reads Microsoft Graph: configure [graph] (tenant_id, client_id, certificate_file, private_key_file)".into(),
+            });
+        }
         if self.worker.concurrency == 0 {
             return Err(ConfigError::Invalid {
                 key: "worker.concurrency",
