@@ -23,7 +23,6 @@ use crate::worker::view;
 mod graph;
 
 pub use graph::GraphSource;
-pub(crate) use graph::user_ref;
 
 /// The organisation of every Exchange Online LegacyExchangeDN: an `X500:` proxy address
 /// under it is the cloud mailbox's, written back by Entra. Practitioner lore (X500/IMCEAEX

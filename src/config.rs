@@ -460,6 +460,27 @@ mod tests {
     }
 
     #[test]
+    fn cloud_confirmation_by_graph_without_graph_is_refused_with_what_to_configure() {
+        let mut s = Settings::default();
+        s.cloud.confirm = CloudConfirmation::Graph;
+        match s.validate() {
+            Err(ConfigError::Invalid { key, reason }) => {
+                assert_eq!(key, "cloud.confirm");
+                assert!(reason.contains("configure [graph]"), "{reason}");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        s.graph.tenant_id = Some("5f1b7c3e-1ab0-4c1d-9e2f-0123456789ab".into());
+        assert!(!matches!(
+            s.validate(),
+            Err(ConfigError::Invalid {
+                key: "cloud.confirm",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn the_default_mode_is_remote_and_asks_for_its_servers() {
         let s = Settings::default();
         assert_eq!(s.exchange.mode, ExchangeMode::Remote);

@@ -101,16 +101,12 @@ fn unanswered(e: GraphError) -> Result<Seen, CloudReadError> {
     Err(CloudReadError::Graph(e))
 }
 
-/// The user Graph is asked about: its Entra object ID as Entra wrote it back, else its UPN.
-pub(crate) fn user_ref(a: &Account) -> Option<UserRef> {
-    a.external_directory_object_id
-        .as_deref()
-        .and_then(|id| UserRef::object_id(id).ok())
-        .or_else(|| {
-            a.user_principal_name
-                .as_deref()
-                .and_then(|u| UserRef::upn(u).ok())
-        })
+/// The user Graph is asked about (`UserRef::of_account`).
+fn user_ref(a: &Account) -> Option<UserRef> {
+    UserRef::of_account(
+        a.external_directory_object_id.as_deref(),
+        a.user_principal_name.as_deref(),
+    )
 }
 
 /// What Graph's view says of the account's cloud mailbox.

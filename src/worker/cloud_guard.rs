@@ -2,13 +2,13 @@
 //! shows without any recipient is asked about in Microsoft Graph first. When Exchange Online
 //! already has a mailbox for the user (its licence came before any remote mailbox, so EXO
 //! made one on its own), enabling a remote mailbox would make a second, conflicting object
-//! (practitioner sources in notes/peers.md "The cloud side": msb365.blog ?p=1126,
+//! (practitioner sources: msb365.blog ?p=1126,
 //! c7solutions.com ?p=2079, the benw TechNet post): the job fails once, for good, before
 //! Exchange is called. Graph out of reach or refusing mailboxd is no answer: the joiner is
 //! retried, never run blindly.
 
 use crate::directory::{Account, RecipientType};
-use crate::graph::{CloudMailboxState, GraphClient};
+use crate::graph::{CloudMailboxState, GraphClient, UserRef};
 use crate::job::ErrorClass;
 
 /// What the operator does about a licence-first cloud mailbox. The ExchangeGuid stamp is
@@ -27,7 +27,11 @@ pub(super) async fn licence_first(
     };
     // Without an object ID or UPN Graph cannot be asked; the cloud watch reports the user
     // as not synced later, and nothing here can be a duplicate Graph would know of.
-    let Some(user) = crate::cloud::user_ref(a) else {
+    let user = UserRef::of_account(
+        a.external_directory_object_id.as_deref(),
+        a.user_principal_name.as_deref(),
+    );
+    let Some(user) = user else {
         return Ok(());
     };
     match graph.mailbox_view(&user).await {

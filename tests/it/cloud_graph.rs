@@ -215,3 +215,94 @@ async fn a_joiner_licensed_before_its_remote_mailbox_is_stopped_before_enable_re
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graph_throttling_postpones_the_check_without_counting_it() {
+    let (env, iam, _files) =
+        given_graph(&[("el.ek", "El", "Ek")], &[], Duration::from_secs(60)).await;
+    let app = env.start_daemon().await;
+    let ev = env.joiner("el.ek");
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    env.lab.graph().throttle(3, Duration::from_millis(300));
+    assert!(env.lab.set_licensed("el.ek", true));
+    let cloud = heard(&iam, &mut Vec::new(), "joiner.cloud_confirmed", 1)
+        .await
+        .remove(0);
+
+    let id = env.lab.cloud_user("el.ek").unwrap().object_id.to_string();
+    let user_reads: Vec<u16> = env
+        .lab
+        .graph()
+        .calls()
+        .iter()
+        .filter(|c| c.path == format!("/v1.0/users/{id}"))
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(
+        user_reads.iter().filter(|s| **s == 429).count(),
+        3,
+        "{user_reads:?}"
+    );
+    let answered = user_reads.iter().filter(|s| **s == 200).count();
+    // One answered read was the guard's before Enable-RemoteMailbox; the others the checks.
+    assert_eq!(
+        cloud.body["cloud"]["checks"],
+        answered as i64 - 1,
+        "{user_reads:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graph_refusal_of_mailboxd_is_one_alert_and_fails_no_joiner() {
+    let people = [("fi.fo", "Fi", "Fo"), ("gu.go", "Gu", "Go")];
+    let (env, iam, _files) = given_graph(&people, &[], Duration::from_secs(2)).await;
+    let app = env.start_daemon().await;
+    let publisher = env.publisher().await;
+    let mut jobs = Vec::new();
+    for sam in ["fi.fo", "gu.go"] {
+        let ev = env.joiner(sam);
+        publisher.publish(&ev).await.unwrap();
+        jobs.push(env.wait_succeeded(&ev.id).await.id);
+    }
+    // An administrator takes MailboxSettings.Read away and revokes the app's tokens.
+    env.lab
+        .graph()
+        .register_app(CLIENT_ID, &app_cert().certificate_der, &[USER_READ_ALL]);
+    env.lab.graph().revoke_tokens();
+    // Checked again and again (every 200 ms: past the 2 s deadline), the watches still wait.
+    for job in &jobs {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while env
+            .store
+            .cloud_watch(*job)
+            .await
+            .unwrap()
+            .is_none_or(|w| w.checks < 12)
+        {
+            assert!(std::time::Instant::now() < deadline, "not checked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let w = env.store.cloud_watch(*job).await.unwrap().unwrap();
+        assert_eq!(w.result, None, "{w:?}");
+        assert!(
+            w.last_seen
+                .unwrap_or_default()
+                .contains("MailboxSettings.Read")
+        );
+    }
+    assert!(
+        iam.drain()
+            .await
+            .iter()
+            .all(|m| m.routing_key != "joiner.cloud_failed")
+    );
+    let alerts = env.store.list_alerts(50).await.unwrap();
+    let refusals = alerts
+        .iter()
+        .filter(|a| a.subject.contains("Microsoft Graph refuses"))
+        .count();
+    assert_eq!(refusals, 1, "one alert: {alerts:#?}");
+    app.stop().await;
+}
