@@ -12,8 +12,7 @@ use std::time::Duration;
 use common::TestEnv;
 use common::outcomes::{OutcomeQueue, Received};
 use lab::cloud::CloudConfig;
-use lab::graph::{AppCertificate, LAB_TENANT_ID, MAILBOX_SETTINGS_READ, USER_READ_ALL};
-use secrecy::ExposeSecret;
+use lab::graph::{AppCertificate, MAILBOX_SETTINGS_READ, USER_READ_ALL};
 
 const CLIENT_ID: &str = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f";
 
@@ -49,25 +48,8 @@ async fn given_graph(
     env.lab
         .graph()
         .register_app(CLIENT_ID, &cert.certificate_der, &roles);
-    let cert_file = files.path().join("app.pem");
-    std::fs::write(&cert_file, &cert.certificate_pem).expect("write certificate");
-    let base = env.lab.https_url().expect("the lab serves HTTPS");
-    env.settings.graph = mailboxd::config::Graph {
-        tenant_id: Some(LAB_TENANT_ID.into()),
-        client_id: Some(CLIENT_ID.into()),
-        certificate_file: Some(cert_file),
-        private_key: Some(cert.private_key_pem.expose_secret().to_owned().into()),
-        ca_file: Some(ca),
-        authority_url: base.clone(),
-        graph_url: base,
-        ..mailboxd::config::Graph::default()
-    };
-    let c = &mut env.settings.cloud;
-    c.confirm = mailboxd::config::CloudConfirmation::Graph;
-    c.deadline = deadline;
-    c.poll_interval = Duration::from_millis(200);
-    c.poll_cap = Duration::from_millis(500);
-    c.lease = Duration::from_secs(1);
+    env.settings.graph = common::graph::settings(&env.lab, CLIENT_ID, cert, files.path(), ca);
+    env.confirm_in_cloud(mailboxd::config::CloudConfirmation::Graph, deadline);
     let iam = env.expect_outcomes().await;
     (env, iam, files)
 }
@@ -148,12 +130,7 @@ async fn without_a_licence_or_held_setting_up_the_cloud_answer_says_why_at_the_d
     let (env, iam, _files) = given_graph(&people, &[], Duration::from_secs(3)).await;
     let error = "test-set provisioning error: the lab holds the mailbox";
     let app = env.start_daemon().await;
-    let publisher = env.publisher().await;
-    for sam in ["bo.ng", "cy.ng"] {
-        let ev = env.joiner(sam);
-        publisher.publish(&ev).await.unwrap();
-        env.wait_succeeded(&ev.id).await;
-    }
+    env.joiners_succeeded(&["bo.ng", "cy.ng"]).await;
     assert!(env.lab.set_provisioning_error("cy.ng", error));
     assert!(env.lab.set_licensed("cy.ng", true));
 
@@ -259,13 +236,7 @@ async fn a_graph_refusal_of_mailboxd_is_one_alert_and_fails_no_joiner() {
     let people = [("fi.fo", "Fi", "Fo"), ("gu.go", "Gu", "Go")];
     let (env, iam, _files) = given_graph(&people, &[], Duration::from_secs(2)).await;
     let app = env.start_daemon().await;
-    let publisher = env.publisher().await;
-    let mut jobs = Vec::new();
-    for sam in ["fi.fo", "gu.go"] {
-        let ev = env.joiner(sam);
-        publisher.publish(&ev).await.unwrap();
-        jobs.push(env.wait_succeeded(&ev.id).await.id);
-    }
+    let jobs = env.joiners_succeeded(&["fi.fo", "gu.go"]).await;
     // An administrator takes MailboxSettings.Read away and revokes the app's tokens.
     env.lab
         .graph()
@@ -276,7 +247,7 @@ async fn a_graph_refusal_of_mailboxd_is_one_alert_and_fails_no_joiner() {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while env
             .store
-            .cloud_watch(*job)
+            .cloud_watch(job.id)
             .await
             .unwrap()
             .is_none_or(|w| w.checks < 12)
@@ -284,7 +255,7 @@ async fn a_graph_refusal_of_mailboxd_is_one_alert_and_fails_no_joiner() {
             assert!(std::time::Instant::now() < deadline, "not checked");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let w = env.store.cloud_watch(*job).await.unwrap().unwrap();
+        let w = env.store.cloud_watch(job.id).await.unwrap().unwrap();
         assert_eq!(w.result, None, "{w:?}");
         assert!(
             w.last_seen
