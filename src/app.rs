@@ -49,6 +49,9 @@ impl App {
             .context("setting up the Exchange session budget")?;
         let exchange = exchange(&settings)?.with_budget(budget.clone());
         let directory = Directory::from_config(&settings.ldap)?;
+        let graph = crate::graph::GraphClient::from_config(&settings.graph)
+            .context("setting up the Microsoft Graph client ([graph])")?
+            .map(Arc::new);
         let signin = signin(&settings, directory.clone(), &store).await;
         let replica = crate::replica_name().to_owned();
         let circuit = circuit(&settings.worker);
@@ -63,6 +66,7 @@ impl App {
             circuit.clone(),
             budget.clone(),
             directory.clone(),
+            graph.clone(),
         );
         let claim_loops = claim_loops(s, st, h, parts)?;
         let iiq = identityiq_delivery(s, st, h)?;
@@ -77,7 +81,7 @@ impl App {
         if let Some(deps) = iiq {
             tasks.push(identityiq::spawn(deps, shutdown.clone()));
         }
-        if let Some(deps) = cloud_watch(s, st, h, directory.clone())? {
+        if let Some(deps) = cloud_watch(s, st, h, (directory.clone(), graph))? {
             tasks.push(cloud::spawn(deps, shutdown.clone()));
         }
         if let Some(deps) = reconcile_schedule(s, st, h, directory) {
@@ -187,6 +191,7 @@ type WorkerParts = (
     Arc<Circuit>,
     Arc<SessionBudget>,
     Option<Directory>,
+    Option<Arc<crate::graph::GraphClient>>,
 );
 
 /// The claim loops' worker from `[worker]`, `[exchange]` and `[ldap]`; the batch size is
@@ -195,7 +200,7 @@ fn claim_loops(
     s: &Settings,
     store: &Store,
     health: &Arc<Health>,
-    (exchange, circuit, budget, directory): WorkerParts,
+    (exchange, circuit, budget, directory, graph): WorkerParts,
 ) -> anyhow::Result<worker::claim::Deps> {
     let batch_size = budget.batch_size(s.exchange.batch_size, exchange.session_cmdlets())?;
     let worker = worker::Worker {
@@ -211,6 +216,7 @@ fn claim_loops(
         require_cloud_sync: s.ldap.require_cloud_sync,
         leaver: s.leaver,
         budget,
+        graph,
     };
     Ok(worker::claim::Deps {
         worker,
@@ -274,6 +280,7 @@ fn watch_policy(c: &crate::config::Cloud) -> Option<crate::store::WatchPolicy> {
     let source = match c.confirm {
         crate::config::CloudConfirmation::Off => return None,
         crate::config::CloudConfirmation::Directory => crate::outcome::CloudSourceName::Directory,
+        crate::config::CloudConfirmation::Graph => crate::outcome::CloudSourceName::Graph,
     };
     Some(crate::store::WatchPolicy {
         source,
@@ -282,18 +289,25 @@ fn watch_policy(c: &crate::config::Cloud) -> Option<crate::store::WatchPolicy> {
     })
 }
 
-/// The cloud confirmation's service, when `[cloud]` confirms; AD's way needs `[ldap]`.
+/// The cloud confirmation's service, when `[cloud]` confirms; AD's way needs `[ldap]`,
+/// Graph's `[graph]` and `[ldap]` (the object IDs Entra wrote back).
 fn cloud_watch(
     s: &Settings,
     store: &Store,
     health: &Arc<Health>,
-    directory: Option<Directory>,
+    (directory, graph): (Option<Directory>, Option<Arc<crate::graph::GraphClient>>),
 ) -> anyhow::Result<Option<cloud::Deps>> {
     let source = match s.cloud.confirm {
         crate::config::CloudConfirmation::Off => return Ok(None),
         crate::config::CloudConfirmation::Directory => cloud::CloudSource::Directory(
             directory.context("cloud.confirm = \"directory\" reads AD: configure [ldap]")?,
         ),
+        crate::config::CloudConfirmation::Graph => cloud::CloudSource::Graph(cloud::GraphSource {
+            directory: directory.context(
+                "cloud.confirm = \"graph\" finds each user's Entra object ID in AD: configure [ldap]",
+            )?,
+            client: graph.context("cloud.confirm = \"graph\" reads Microsoft Graph: configure [graph]")?,
+        }),
     };
     Ok(Some(cloud::Deps {
         store: store.clone(),

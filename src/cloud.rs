@@ -15,10 +15,14 @@ use crate::alert::{AlertKind, NewAlert};
 use crate::config;
 use crate::directory::{Account, AccountState, Directory, DirectoryError};
 use crate::health::{Health, Task, supervise};
-use crate::outcome::{self, CloudAnswer, CloudSourceName, DirectoryView};
+use crate::outcome::{self, CloudAnswer, CloudFailure, CloudSourceName, DirectoryView};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, Watch, WatchEnd, WatchNext, answered};
 use crate::worker::view;
+
+mod graph;
+
+pub use graph::GraphSource;
 
 /// The organisation of every Exchange Online LegacyExchangeDN: an `X500:` proxy address
 /// under it is the cloud mailbox's, written back by Entra. Practitioner lore (X500/IMCEAEX
@@ -27,12 +31,13 @@ use crate::worker::view;
 /// (learn.microsoft.com/entra/identity/hybrid/cloud-sync/exchange-hybrid).
 const CLOUD_X500_PREFIX: &str = "x500:/o=exchangelabs/";
 
-/// Where the watch learns the cloud's state: one variant per way. From AD now; the
-/// Microsoft Graph way joins here as a second variant with its own `observe`.
+/// Where the watch learns the cloud's state: one variant per way, each with its `observe`.
 #[derive(Clone)]
 pub enum CloudSource {
     /// AD alone: Entra's Exchange hybrid writeback on the user, read on the configured DCs.
     Directory(Directory),
+    /// Microsoft Graph (`[graph]`), the user found by the object ID AD shows (`graph`).
+    Graph(GraphSource),
 }
 
 /// What one check saw of one watched account.
@@ -43,8 +48,17 @@ pub enum Seen {
         view: Box<Option<DirectoryView>>,
         answer: Evidence,
     },
-    /// Not yet: why, in words an operator can act on.
-    NotYet { reason: String },
+    /// Not yet: why, in words an operator can act on, and what to do if it stays so.
+    NotYet {
+        reason: String,
+        what_to_do: &'static str,
+    },
+    /// No answer about the cloud this time (Graph throttled or unreachable): looked at
+    /// again, never ended on, even past its deadline. A stated wait is not counted a check.
+    Unanswered {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// What showed the cloud mailbox.
@@ -53,22 +67,33 @@ pub struct Evidence {
     pub legacy_exchange_dn: Option<String>,
     pub external_directory_object_id: Option<String>,
     pub archive_status: Option<i64>,
+    pub user_principal_name: Option<String>,
+    pub proxy_addresses: Vec<String>,
+    pub purpose: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloudReadError {
     #[error("cannot read the watched accounts in AD: {0} (the watches are checked again later)")]
     Directory(#[from] DirectoryError),
+    /// Microsoft refuses mailboxd itself (its credential, a permission, the settings): no
+    /// answer about any user, so no watch ends on it; one alert.
+    #[error(
+        "Microsoft Graph refuses mailboxd: {0} (the cloud watches wait and are checked again later)"
+    )]
+    Graph(crate::graph::GraphError),
 }
 
 impl CloudSource {
     pub fn name(&self) -> CloudSourceName {
         match self {
             CloudSource::Directory(_) => CloudSourceName::Directory,
+            CloudSource::Graph(_) => CloudSourceName::Graph,
         }
     }
 
-    /// What the cloud shows for each watch, in order: one LDAP search for the batch.
+    /// What the cloud shows for each watch, in order: one LDAP search for the batch (and
+    /// Graph's reads per account, `graph`).
     pub async fn observe(&self, watches: &[Watch]) -> Result<Vec<Seen>, CloudReadError> {
         match self {
             CloudSource::Directory(d) => {
@@ -79,6 +104,7 @@ impl CloudSource {
                 let found = d.read_many(&sams).await?;
                 Ok(watches.iter().map(|w| seen_in_ad(w, &found)).collect())
             }
+            CloudSource::Graph(g) => g.observe(watches).await,
         }
     }
 }
@@ -86,15 +112,22 @@ impl CloudSource {
 /// What AD shows of the watched account: the cloud mailbox when an `X500:` proxy address
 /// under the cloud's organisation was written back.
 fn seen_in_ad(w: &Watch, found: &[Account]) -> Seen {
-    let Some(a) = found.iter().find(|a| {
+    account_of(w, found).map_or_else(gone, seen)
+}
+
+/// The watched account among those read: the same name and, when known, objectGUID.
+fn account_of<'a>(w: &Watch, found: &'a [Account]) -> Option<&'a Account> {
+    found.iter().find(|a| {
         a.sam_account_name.eq_ignore_ascii_case(&w.sam_account_name)
             && (w.object_guid.is_none() || a.object_guid == w.object_guid)
-    }) else {
-        return Seen::NotYet {
-            reason: "the account is no longer in AD under this name and objectGUID".into(),
-        };
-    };
-    seen(a)
+    })
+}
+
+fn gone() -> Seen {
+    Seen::NotYet {
+        reason: "the account is no longer in AD under this name and objectGUID".into(),
+        what_to_do: outcome::CLOUD_WHAT_TO_DO,
+    }
 }
 
 /// What one account as AD shows it says of its cloud mailbox (also the fuzz target's, on
@@ -112,6 +145,7 @@ pub(crate) fn seen(a: &Account) -> Seen {
         };
         return Seen::NotYet {
             reason: reason.into(),
+            what_to_do: outcome::CLOUD_WHAT_TO_DO,
         };
     };
     let state = AccountState {
@@ -125,6 +159,7 @@ pub(crate) fn seen(a: &Account) -> Seen {
             legacy_exchange_dn: x500.get(5..).map(str::to_owned),
             external_directory_object_id: a.external_directory_object_id.clone(),
             archive_status: a.archive_status,
+            ..Evidence::default()
         },
     }
 }
@@ -203,12 +238,14 @@ impl Checker {
                 // An outage of the DCs is no answer about the cloud: no watch ends on it,
                 // even past its deadline (MailboxdCloudWatchesOverdue says so meanwhile).
                 tracing::warn!(error = %e, watches = watches.len(), "cloud check failed");
+                self.alert_refusal(&e).await;
                 let again: Vec<WatchNext> = watches
                     .iter()
                     .map(|w| WatchNext {
                         job_id: w.job.id,
                         wait: self.settings.poll_interval,
                         seen: e.to_string(),
+                        counted: true,
                     })
                     .collect();
                 if let Err(e) = self.store.watch_again(&self.replica, &again).await {
@@ -236,6 +273,26 @@ impl Checker {
         }
     }
 
+    /// Microsoft refusing mailboxd is one alert (per hour), not one per watch.
+    async fn alert_refusal(&self, e: &CloudReadError) {
+        let CloudReadError::Graph(g) = e else {
+            return;
+        };
+        let alert = NewAlert {
+            kind: AlertKind::Cloud,
+            digest_key: None,
+            account: None,
+            subject: "[mailboxd] Microsoft Graph refuses mailboxd: cloud confirmations wait".into(),
+            body: format!(
+                "The cloud watches read Microsoft Graph ([cloud] confirm = \"graph\") and Microsoft refused mailboxd itself:\n\n{g}\n\nNo joiner fails on this; their watches are checked again until it is fixed (MailboxdCloudWatchesOverdue meanwhile). Try it:  mailboxd check\n"
+            ),
+        };
+        let quiet = Duration::from_secs(3600);
+        if let Err(e) = self.store.raise_alert(&alert, quiet).await {
+            tracing::warn!(error = %e, "cannot write the Graph refusal's alert");
+        }
+    }
+
     /// The watch's end (its outcome), or when to look again.
     fn decide<'w>(&self, w: &'w Watch, seen: Seen) -> Result<WatchEnd<'w>, WatchNext> {
         let mut answer =
@@ -246,6 +303,9 @@ impl Checker {
                 answer.legacy_exchange_dn = ev.legacy_exchange_dn;
                 answer.external_directory_object_id = ev.external_directory_object_id;
                 answer.archive_status = ev.archive_status;
+                answer.user_principal_name = ev.user_principal_name;
+                answer.proxy_addresses = ev.proxy_addresses;
+                answer.purpose = ev.purpose;
                 let message =
                     outcome::cloud_message(job, w.job.attempt, (*view).as_ref(), answer, None);
                 Ok(WatchEnd {
@@ -254,21 +314,35 @@ impl Checker {
                     alert: None,
                 })
             }
-            Seen::NotYet { reason } if w.past_deadline => {
-                let error = failure_text(&self.settings, &reason);
-                let alert = cloud_alert(w, &error);
+            Seen::NotYet { reason, what_to_do } if w.past_deadline => {
+                let error = failure_text(&self.settings, self.source.name(), &reason);
+                let alert = cloud_alert(w, &error, what_to_do);
+                let failure = CloudFailure {
+                    message: &error,
+                    what_to_do,
+                };
                 let message =
-                    outcome::cloud_message(job, w.job.attempt, None, answer, Some(&error));
+                    outcome::cloud_message(job, w.job.attempt, None, answer, Some(failure));
                 Ok(WatchEnd {
                     job: &w.job,
                     message,
                     alert: Some(alert),
                 })
             }
-            Seen::NotYet { reason } => Err(WatchNext {
+            Seen::NotYet { reason, .. } => Err(WatchNext {
                 job_id: w.job.id,
                 wait: next_wait(&self.settings, w.checks),
                 seen: reason,
+                counted: true,
+            }),
+            Seen::Unanswered {
+                reason,
+                retry_after,
+            } => Err(WatchNext {
+                job_id: w.job.id,
+                wait: retry_after.unwrap_or(self.settings.poll_interval),
+                seen: reason,
+                counted: retry_after.is_none(),
             }),
         }
     }
@@ -282,8 +356,15 @@ pub(crate) fn next_wait(s: &config::Cloud, checks: i32) -> Duration {
         .min(s.poll_cap)
 }
 
-/// The cloud failure's reason: what AD showed last, and what AD cannot tell.
-fn failure_text(s: &config::Cloud, last: &str) -> String {
+/// The cloud failure's reason: what the source showed last (and, from AD, what AD cannot
+/// tell).
+fn failure_text(s: &config::Cloud, source: CloudSourceName, last: &str) -> String {
+    if source == CloudSourceName::Graph {
+        return format!(
+            "no Exchange Online mailbox within {}: {last}",
+            humanize(s.deadline)
+        );
+    }
     format!(
         "no cloud mailbox written back to AD within {}: {last}. From AD alone mailboxd cannot tell whether the Exchange Online licence is missing, a provisioning error holds the mailbox \"Setting up\", or the account is not synced",
         humanize(s.deadline)
@@ -300,7 +381,7 @@ fn humanize(d: Duration) -> String {
 }
 
 /// The one alert of a cloud failure.
-fn cloud_alert(w: &Watch, error: &str) -> NewAlert {
+fn cloud_alert(w: &Watch, error: &str, todo: &str) -> NewAlert {
     let sam = &w.sam_account_name;
     NewAlert {
         kind: AlertKind::Cloud,
@@ -309,13 +390,12 @@ fn cloud_alert(w: &Watch, error: &str) -> NewAlert {
         subject: format!("[mailboxd] No Exchange Online mailbox for {sam} by the deadline"),
         body: format!(
             "Job {id} (joiner for {sam}, event {event}) succeeded on premises at {since}, but \
-             its cloud mailbox did not show in AD by {deadline}.\n\n{error}\n\nWhat to do: {todo}\n\n\
+             its cloud mailbox did not show by {deadline}.\n\n{error}\n\nWhat to do: {todo}\n\n\
              Show it:  mailboxd jobs show {id}\n",
             id = w.job.id,
             event = w.job.event_id,
             since = w.created_at,
             deadline = w.deadline_at,
-            todo = outcome::CLOUD_WHAT_TO_DO,
         ),
     }
 }

@@ -224,6 +224,12 @@ impl Settings {
         self.identityiq.validate()?;
         self.cloud.validate()?;
         self.graph.validate()?;
+        if self.cloud.confirm == CloudConfirmation::Graph && self.graph.tenant_id.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "cloud.confirm",
+                reason: "\"graph\" reads Microsoft Graph: configure [graph] (tenant_id, client_id, certificate_file, private_key_file)".into(),
+            });
+        }
         if self.worker.concurrency == 0 {
             return Err(ConfigError::Invalid {
                 key: "worker.concurrency",
@@ -451,6 +457,27 @@ mod tests {
             Err(ConfigError::Invalid { key, reason }) => Some((key, reason)),
             _ => None,
         }
+    }
+
+    #[test]
+    fn cloud_confirmation_by_graph_without_graph_is_refused_with_what_to_configure() {
+        let mut s = Settings::default();
+        s.cloud.confirm = CloudConfirmation::Graph;
+        match s.validate() {
+            Err(ConfigError::Invalid { key, reason }) => {
+                assert_eq!(key, "cloud.confirm");
+                assert!(reason.contains("configure [graph]"), "{reason}");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        s.graph.tenant_id = Some("5f1b7c3e-1ab0-4c1d-9e2f-0123456789ab".into());
+        assert!(!matches!(
+            s.validate(),
+            Err(ConfigError::Invalid {
+                key: "cloud.confirm",
+                ..
+            })
+        ));
     }
 
     #[test]

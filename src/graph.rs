@@ -71,6 +71,14 @@ impl UserRef {
         }
     }
 
+    /// The user to ask about for an AD account: its Entra object ID as Entra wrote it back
+    /// (`msDS-ExternalDirectoryObjectId`), else its UPN; `None` when it shows neither.
+    pub fn of_account(external_id: Option<&str>, upn: Option<&str>) -> Option<UserRef> {
+        external_id
+            .and_then(|id| UserRef::object_id(id).ok())
+            .or_else(|| upn.and_then(|u| UserRef::upn(u).ok()))
+    }
+
     fn segment(&self) -> String {
         match self {
             UserRef::ObjectId(g) => g.to_string(),

@@ -154,6 +154,8 @@ text_enum! {
     pub enum CloudSourceName as "cloud source" {
         /// AD alone: Entra's Exchange hybrid writeback on the user.
         Directory = "directory",
+        /// Microsoft Graph: the user's Exchange plan, provisioning errors and mailboxSettings.
+        Graph = "graph",
     }
 }
 
@@ -173,6 +175,9 @@ impl CloudAnswer {
             legacy_exchange_dn: None,
             external_directory_object_id: None,
             archive_status: None,
+            user_principal_name: None,
+            proxy_addresses: Vec::new(),
+            purpose: None,
         }
     }
 }
@@ -195,6 +200,22 @@ pub struct CloudAnswer {
     /// `msExchArchiveStatus`, when written back (1: an active archive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive_status: Option<i64>,
+    /// The user's UPN in Entra ID (Graph).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_principal_name: Option<String>,
+    /// The addresses Exchange Online holds for the user (Graph's `proxyAddresses`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_addresses: Vec<String>,
+    /// The cloud mailbox's `userPurpose` (Graph's mailboxSettings): user, shared, room, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+/// Why a watch ended without a cloud mailbox, and what the IAM system can do about it.
+#[derive(Debug, Clone, Copy)]
+pub struct CloudFailure<'a> {
+    pub message: &'a str,
+    pub what_to_do: &'static str,
 }
 
 /// The `mailboxd.outcome/v1` message (docs/events.md, docs/outcome.schema.json).
@@ -344,7 +365,7 @@ pub fn cloud_message(
     attempts: i32,
     view: Option<&DirectoryView>,
     cloud: CloudAnswer,
-    failure: Option<&str>,
+    failure: Option<CloudFailure<'_>>,
 ) -> OutcomeMessage {
     let result = match failure {
         None => OutcomeResult::CloudConfirmed,
@@ -355,10 +376,10 @@ pub fn cloud_message(
         m.account = v.account.clone();
         m.mailbox = Some(v.mailbox.clone());
     }
-    m.error = failure.map(|message| ReportedFailure {
-        message: message.to_owned(),
+    m.error = failure.map(|f| ReportedFailure {
+        message: f.message.to_owned(),
         class: ReportedClass::NoCloudMailbox,
-        what_to_do: CLOUD_WHAT_TO_DO,
+        what_to_do: f.what_to_do,
     });
     m.cloud = Some(cloud);
     m

@@ -5,6 +5,7 @@
 //! sync.
 
 pub(crate) mod claim;
+mod cloud_guard;
 mod heartbeat;
 mod plan;
 pub(crate) mod prune;
@@ -53,6 +54,8 @@ pub(crate) struct Worker {
     /// The cluster-wide Exchange session budget: a cold batch holds a slot while it runs
     /// (a warm process holds its own, see `exchange::warm`).
     pub budget: Arc<SessionBudget>,
+    /// `[graph]`: the licence-first guard asks it before Enable-RemoteMailbox.
+    pub graph: Option<Arc<crate::graph::GraphClient>>,
 }
 
 /// One job on its way through a batch.
@@ -312,7 +315,10 @@ impl Worker {
         }
         p.before = Some(state);
         let res = match decision {
-            Plan::Run => return Some(p),
+            Plan::Run => match self.guard(kind, &p).await {
+                Ok(()) => return Some(p),
+                Err((class, reason)) => self.failure(&p.job, class, reason),
+            },
             Plan::Done(outcome) => Resolution::Succeeded { outcome },
             Plan::Cancel(note) => Resolution::Cancelled { note },
             Plan::WaitForSync(reason) => self.wait_for_sync(&p.job, reason),
@@ -320,6 +326,15 @@ impl Worker {
         };
         self.finish(&p.job, &self.record(started_at, &p), res).await;
         None
+    }
+
+    /// The checks in the cloud before a joiner runs (`cloud_guard`), when `[graph]` is set.
+    async fn guard(&self, kind: EventKind, p: &Prepared) -> Result<(), (ErrorClass, String)> {
+        let Some(graph) = self.graph.as_deref().filter(|_| kind == EventKind::Joiner) else {
+            return Ok(());
+        };
+        let account = p.before.as_ref().and_then(|s| s.account.as_ref());
+        cloud_guard::licence_first(graph, account).await
     }
 
     /// The batch came back from the Windows side: the host answers, so an open circuit

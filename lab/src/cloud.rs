@@ -36,8 +36,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::directory::{LabAccount, Recipient};
+use crate::directory::{LabAccount, Recipient, RemoteType};
 use crate::faults::Faults;
+use crate::graph::{GraphUser, Tenant};
+
+/// The SKU of "Exchange Online (Plan 1)" (EXCHANGESTANDARD), the licence the lab assigns:
+/// Microsoft's "Product names and service plan identifiers for licensing" table
+/// (learn.microsoft.com/entra/identity/users/licensing-service-plan-reference).
+pub const EXCHANGE_ONLINE_PLAN_1_SKU: &str = "4b9405b0-7788-4568-add1-99614e613b69";
 
 /// How the lab's cloud behaves (`LabConfig::with_cloud`).
 #[derive(Debug, Clone, Default)]
@@ -243,6 +249,10 @@ pub fn view(
     let a = accounts
         .iter()
         .find(|a| a.sam_account_name.eq_ignore_ascii_case(sam))?;
+    Some(view_of(cloud, a, faults))
+}
+
+fn view_of(cloud: &Cloud, a: &LabAccount, faults: &Faults) -> CloudUserView {
     let synced = a.synced && !faults.unsynced(&a.sam_account_name);
     let u = cloud.users.get(&a.object_guid).cloned().unwrap_or_default();
     let mailbox = match (&u.mailbox, &u.provisioning_error) {
@@ -255,7 +265,7 @@ pub fn view(
         (None, Recipient::Remote) => "MailUser",
         (None, _) => "User",
     };
-    Some(CloudUserView {
+    CloudUserView {
         sam_account_name: a.sam_account_name.clone(),
         synced,
         object_id: object_id(a.object_guid),
@@ -273,7 +283,54 @@ pub fn view(
         legacy_exchange_dn: u.mailbox.as_ref().map(|m| m.legacy_exchange_dn.clone()),
         licence_first: u.mailbox.as_ref().is_some_and(|m| m.licence_first),
         written_back: u.written_back,
-    })
+    }
+}
+
+/// Shows the cloud to the Graph stand-in: every account's cloud user as Graph would answer
+/// for it (`GraphUser`), an account out of the sync scope removed (Graph's 404). The cloud
+/// stays the one model; the tenant only answers from what this writes.
+pub fn publish(cloud: &Cloud, accounts: &[LabAccount], faults: &Faults, tenant: &Tenant) {
+    for a in accounts {
+        let id = object_id(a.object_guid).to_string();
+        let v = view_of(cloud, a, faults);
+        if v.synced {
+            tenant.set_user(graph_user(a, &v, id));
+        } else {
+            tenant.remove_user(&id);
+        }
+    }
+}
+
+/// One synced user as Graph shows it. The exchange plan's `provisioningStatus`: Microsoft's
+/// provisionedPlan reference gives only "Success" as an example; "PendingInput" for a plan
+/// not provisioned yet is what tenants show (not a Microsoft page), and a "Setting up" user
+/// is told by its `serviceProvisioningErrors`, not by its plan.
+fn graph_user(a: &LabAccount, v: &CloudUserView, id: String) -> GraphUser {
+    let (plan, error) = match &v.mailbox {
+        MailboxState::Ready => ("Success", None),
+        MailboxState::SettingUp { error } => ("PendingInput", Some(error.clone())),
+        MailboxState::None => ("PendingInput", None),
+    };
+    let purpose = match a.remote_type() {
+        RemoteType::Regular => "user",
+        RemoteType::Shared => "shared",
+        RemoteType::Room => "room",
+        RemoteType::Equipment => "equipment",
+    };
+    GraphUser {
+        id,
+        user_principal_name: a.user_principal_name.clone(),
+        mail: v.primary_smtp_address.clone(),
+        proxy_addresses: v.email_addresses.clone(),
+        licences: if v.licensed {
+            vec![EXCHANGE_ONLINE_PLAN_1_SKU.to_owned()]
+        } else {
+            Vec::new()
+        },
+        exchange_plan: v.licensed.then(|| plan.to_owned()),
+        provisioning_error: error,
+        mailbox: (v.mailbox == MailboxState::Ready).then(|| purpose.to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -356,5 +413,47 @@ mod tests {
         assert!(!bob.written_back);
         let cy = view(&st, "cy").unwrap();
         assert!(cy.licence_first && cy.written_back);
+    }
+
+    #[test]
+    fn graph_shows_what_the_cloud_did_to_each_user() {
+        let mut st = state(
+            vec![
+                AccountSeed::remote("ann"),
+                AccountSeed::remote("bob"),
+                AccountSeed::user("cy"),
+            ],
+            &["ann", "bob"],
+        );
+        let err = CloudUserChange {
+            account: "bob".into(),
+            licensed: None,
+            provisioning_error: Some("test-set error".into()),
+        };
+        change(&mut st, &err);
+        sync_cycle(&mut st, Instant::now());
+        let tenant = Tenant::default();
+        publish(&st.cloud, &st.accounts, &st.faults, &tenant);
+        let graph = |st: &St, sam: &str| tenant.user(&view(st, sam).unwrap().object_id.to_string());
+
+        let ann = graph(&st, "ann").expect("synced users are in Graph");
+        assert_eq!(ann.mailbox.as_deref(), Some("user"));
+        assert_eq!(ann.exchange_plan.as_deref(), Some("Success"));
+        assert_eq!(ann.licences, [EXCHANGE_ONLINE_PLAN_1_SKU]);
+        let bob = graph(&st, "bob").unwrap();
+        assert_eq!(bob.mailbox, None);
+        assert_eq!(bob.provisioning_error.as_deref(), Some("test-set error"));
+        let cy = graph(&st, "cy").unwrap();
+        assert!(cy.licences.is_empty() && cy.exchange_plan.is_none());
+
+        st.faults.apply(&crate::faults::FaultRequest::NotSynced {
+            account: "cy".into(),
+            seconds: 60.0,
+        });
+        publish(&st.cloud, &st.accounts, &st.faults, &tenant);
+        assert!(
+            graph(&st, "cy").is_none(),
+            "out of the sync scope: Graph's 404"
+        );
     }
 }

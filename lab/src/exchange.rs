@@ -125,17 +125,27 @@ pub struct LabState {
     pub module_log: Vec<String>,
     /// The cloud: Entra sync and Exchange Online over these accounts (`cloud`).
     pub cloud: crate::cloud::Cloud,
+    /// The Graph stand-in's tenant, which the cloud feeds (`cloud::publish`).
+    pub graph: crate::graph::Tenant,
 }
 
 impl LabState {
     /// One Entra sync cycle with Exchange Online's provisioning and the writeback (`cloud`).
     pub fn cloud_sync(&mut self, now: std::time::Instant) {
         crate::cloud::sync_cycle(&mut self.cloud, &mut self.accounts, &self.faults, now);
+        self.publish_cloud();
+    }
+
+    /// What the cloud shows now, to the Graph stand-in.
+    fn publish_cloud(&self) {
+        crate::cloud::publish(&self.cloud, &self.accounts, &self.faults, &self.graph);
     }
 
     /// Changes one account's licence or provisioning error; false if there is no such account.
     pub fn cloud_change(&mut self, c: &crate::cloud::CloudUserChange) -> bool {
-        crate::cloud::change(&mut self.cloud, &self.accounts, c)
+        let changed = crate::cloud::change(&mut self.cloud, &self.accounts, c);
+        self.publish_cloud();
+        changed
     }
 
     /// The account's user as the cloud shows it.

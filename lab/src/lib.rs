@@ -80,7 +80,7 @@ impl Lab {
         let down = Arc::new(tokio::sync::Notify::new());
         let credssp = credssp_settings(&cfg).await?;
         let credssp_cert_sha256 = credssp.as_ref().map(|c| c.cert.fingerprint.clone());
-        let graph = graph::Tenant::default();
+        let graph = state.lock().graph.clone();
         let app = router(&cfg, &state, &down, credssp).merge(graph::routes(graph.clone()));
         let (tls_addr, tls_cert_pem, tls_task) = match cfg.tls_listen {
             Some(listen) => {

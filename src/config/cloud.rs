@@ -17,6 +17,9 @@ pub enum CloudConfirmation {
     /// From AD alone: what Entra's Exchange hybrid writeback puts on the user once the
     /// cloud mailbox exists (the X500 proxy address), read on the configured DCs.
     Directory,
+    /// From Microsoft Graph (`[graph]`): the user's Exchange plan, its provisioning errors
+    /// (the text behind "Setting up") and whether its mailboxSettings answer.
+    Graph,
 }
 
 /// The cloud confirmation of joiners.

@@ -48,6 +48,8 @@ pub struct WatchNext {
     pub job_id: Uuid,
     pub wait: Duration,
     pub seen: String,
+    /// False for a wait Microsoft stated (throttling): the claim's check is given back.
+    pub counted: bool,
 }
 
 /// A watch that ends with its second outcome (and, for a failure, its alert).
@@ -152,14 +154,17 @@ impl Store {
                 SET next_check_at = CASE WHEN w.deadline_at > now()
                                          THEN least(now() + make_interval(secs => u.wait), w.deadline_at)
                                          ELSE now() + make_interval(secs => u.wait) END,
-                    last_seen = u.seen, locked_by = NULL, locked_until = NULL
-               FROM unnest($1::uuid[], $2::float8[], $3::text[]) AS u(id, wait, seen)
+                    last_seen = u.seen, locked_by = NULL, locked_until = NULL,
+                    checks = w.checks - CASE WHEN u.counted THEN 0 ELSE 1 END
+               FROM unnest($1::uuid[], $2::float8[], $3::text[], $5::bool[])
+                    AS u(id, wait, seen, counted)
               WHERE w.job_id = u.id AND w.locked_by = $4 AND w.resolved_at IS NULL",
         )
         .bind(next.iter().map(|n| n.job_id).collect::<Vec<_>>())
         .bind(next.iter().map(|n| secs(n.wait)).collect::<Vec<_>>())
         .bind(next.iter().map(|n| n.seen.as_str()).collect::<Vec<_>>())
         .bind(replica)
+        .bind(next.iter().map(|n| n.counted).collect::<Vec<_>>())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -12,6 +12,7 @@
 pub mod ad;
 pub mod daemon;
 pub mod echo_host;
+pub mod graph;
 pub mod identityiq;
 pub mod outcomes;
 pub mod schema;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use lab::{self, AccountSeed, Lab, LabAccount, LabConfig};
 use mailboxd::app::App;
-use mailboxd::config::{Amqp, Settings};
+use mailboxd::config::{Amqp, CloudConfirmation, Settings};
 use mailboxd::event::EventKind;
 use mailboxd::job::JobState;
 use mailboxd::publish::{EventSpec, Publisher};
@@ -393,6 +394,29 @@ impl TestEnv {
         let job = self.wait_terminal(event_id).await;
         assert_eq!(job.state, JobState::Succeeded, "job: {job:?}");
         job
+    }
+
+    /// Confirms joiners in the cloud by `confirm`, checking every 200–500 ms, failing them
+    /// at `deadline`.
+    pub fn confirm_in_cloud(&mut self, confirm: CloudConfirmation, deadline: Duration) {
+        let c = &mut self.settings.cloud;
+        c.confirm = confirm;
+        c.deadline = deadline;
+        c.poll_interval = Duration::from_millis(200);
+        c.poll_cap = Duration::from_millis(500);
+        c.lease = Duration::from_secs(1);
+    }
+
+    /// Publishes a joiner for each of `sams`, one after the other, each until it succeeded.
+    pub async fn joiners_succeeded(&self, sams: &[&str]) -> Vec<Job> {
+        let publisher = self.publisher().await;
+        let mut jobs = Vec::new();
+        for sam in sams {
+            let ev = self.joiner(sam);
+            publisher.publish(&ev).await.expect("published");
+            jobs.push(self.wait_succeeded(&ev.id).await);
+        }
+        jobs
     }
 
     /// GET `url` and read its JSON body.

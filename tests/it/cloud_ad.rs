@@ -30,12 +30,7 @@ async fn given_a_cloud(
         licensed: Vec::new(),
     };
     let mut env = TestEnv::with_lab(common::lab_config(accounts).with_cloud(cloud)).await;
-    let c = &mut env.settings.cloud;
-    c.confirm = mailboxd::config::CloudConfirmation::Directory;
-    c.deadline = deadline;
-    c.poll_interval = Duration::from_millis(200);
-    c.poll_cap = Duration::from_millis(500);
-    c.lease = Duration::from_secs(1);
+    env.confirm_in_cloud(mailboxd::config::CloudConfirmation::Directory, deadline);
     let iam = env.expect_outcomes().await;
     (env, iam)
 }
@@ -161,12 +156,7 @@ async fn an_unlicensed_joiner_and_one_held_setting_up_fail_in_the_cloud_at_the_d
     .await;
     let error = "test-set provisioning error: the lab holds the mailbox";
     let app = env.start_daemon().await;
-    let publisher = env.publisher().await;
-    for sam in ["bo.ng", "cy.ng"] {
-        let ev = env.joiner(sam);
-        publisher.publish(&ev).await.unwrap();
-        env.wait_succeeded(&ev.id).await;
-    }
+    env.joiners_succeeded(&["bo.ng", "cy.ng"]).await;
     // Only cy.ng is licensed, and a provisioning error holds its mailbox "Setting up".
     assert!(env.lab.set_provisioning_error("cy.ng", error));
     assert!(env.lab.set_licensed("cy.ng", true));

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use lab::graph::{AppCertificate, GraphUser, MAILBOX_SETTINGS_READ, USER_READ_ALL};
 use lab::{Lab, graph::LAB_TENANT_ID};
 use mailboxd::check::{self, Status};
-use mailboxd::config::{Graph, Settings};
+use mailboxd::config::Settings;
 use mailboxd::graph::{
     AssertionClaims, CloudMailboxState, GraphClient, GraphError, MailboxPurpose, UserRef,
 };
@@ -47,19 +47,7 @@ async fn graph_lab(cert: &'static AppCertificate, roles: &[&str]) -> GraphLab {
     let lab = Lab::start(cfg).await.expect("lab starts");
     lab.graph()
         .register_app(CLIENT_ID, &registered_cert().certificate_der, roles);
-    let cert_file = files.path().join("app.pem");
-    std::fs::write(&cert_file, &cert.certificate_pem).expect("write certificate");
-    let base = lab.https_url().expect("the lab serves HTTPS");
-    let graph = Graph {
-        tenant_id: Some(LAB_TENANT_ID.into()),
-        client_id: Some(CLIENT_ID.into()),
-        certificate_file: Some(cert_file),
-        private_key: Some(cert.private_key_pem.expose_secret().to_owned().into()),
-        ca_file: Some(ca),
-        authority_url: base.clone(),
-        graph_url: base,
-        ..Graph::default()
-    };
+    let graph = common::graph::settings(&lab, CLIENT_ID, cert, files.path(), ca);
     let settings = Settings {
         graph,
         ..Settings::default()

@@ -24,6 +24,7 @@ mod alerts;
 mod cleanup;
 mod cli;
 mod cloud_ad;
+mod cloud_graph;
 mod dashboard;
 mod dashboard_browser;
 mod deploy_artifacts;
