@@ -251,6 +251,26 @@ pub struct OutcomeMessage {
     /// Online licence may be removed now (`licence_removable`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub licence_removable: bool,
+    /// A succeeded leaver: whether Exchange Online follows the change made on premises.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_the_cloud: Option<InTheCloud>,
+}
+
+text_enum! {
+    /// Whether a change made on premises reaches Exchange Online.
+    pub enum CloudFollows as "cloud follows" {
+        /// The directory sync carries it.
+        NextSync = "next_sync",
+        /// The tenant manages Exchange attributes in the cloud: it stays on premises.
+        CloudManaged = "cloud_managed",
+    }
+}
+
+/// Where a leaver's change takes effect in Exchange Online (`in_the_cloud`).
+#[derive(Debug, Clone, Serialize)]
+pub struct InTheCloud {
+    pub state: CloudFollows,
+    pub note: &'static str,
 }
 
 impl OutcomeMessage {
@@ -300,6 +320,9 @@ pub struct Ending<'a> {
     pub attempts: i32,
     pub error: Option<(ErrorClass, &'a str)>,
     pub view: Option<&'a DirectoryView>,
+    /// The tenant manages Exchange attributes in the cloud: a change made on premises stays
+    /// there (`leaver.exchange_attributes`).
+    pub stays_on_premises: bool,
 }
 
 impl Ending<'_> {
@@ -312,6 +335,7 @@ impl Ending<'_> {
             attempts,
             error: None,
             view: None,
+            stays_on_premises: false,
         }
     }
 }
@@ -351,7 +375,26 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
         superseded_by: job.superseded_by,
         cloud: None,
         licence_removable: licence_removable(job.kind, &ending),
+        in_the_cloud: in_the_cloud(job.kind, &ending),
     }
+}
+
+/// Where a succeeded leaver's change takes effect in Exchange Online, in words.
+fn in_the_cloud(kind: EventKind, ending: &Ending<'_>) -> Option<InTheCloud> {
+    if kind != EventKind::Leaver || ending.result != OutcomeResult::Succeeded {
+        return None;
+    }
+    Some(if ending.stays_on_premises {
+        InTheCloud {
+            state: CloudFollows::CloudManaged,
+            note: "done on premises only: the tenant manages the mailbox's Exchange attributes in the cloud (IsExchangeCloudManaged), so the directory sync does not carry this change to Exchange Online; make it there (Set-Mailbox -HiddenFromAddressListsEnabled $true, or -Type Shared for a conversion)",
+        }
+    } else {
+        InTheCloud {
+            state: CloudFollows::NextSync,
+            note: "done on premises; Exchange Online follows with the next directory sync",
+        }
+    })
 }
 
 /// What the IAM system can do about a joiner whose cloud mailbox did not appear. From AD

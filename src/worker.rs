@@ -493,6 +493,7 @@ impl Worker {
 
     fn record(&self, started_at: DateTime<Utc>, p: &Prepared) -> AttemptRecord {
         let mut record = AttemptRecord::new(started_at);
+        record.stays_on_premises = self.leaver.stays_on_premises();
         if let Some(before) = &p.before {
             record.domain_controller = Some(before.domain_controller.clone());
             record.directory = Some(serde_json::json!({ "before": before }));

@@ -16,12 +16,29 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// `leaver.exchange_attributes`: where the tenant manages the mailboxes' Exchange
+    /// attributes, so where a change made on premises takes effect.
+    pub enum ExchangeAttributes as "place Exchange attributes are managed" {
+        /// On premises (hybrid as it has always been): the directory sync carries the hide
+        /// or the conversion to Exchange Online.
+        OnPremises = "on_premises",
+        /// In the cloud (Exchange Online's `IsExchangeCloudManaged`, on by default for a
+        /// tenant with `ExchangeAttributesCloudManagedByDefault`, 2025): the sync no longer
+        /// carries Exchange attributes from AD, so the change stays on premises and the
+        /// outcome says to make it in Exchange Online. No documented read shows the flag to
+        /// mailboxd (Graph does not expose it), so the tenant's setting is stated here.
+        Cloud = "cloud",
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Leaver {
     pub action: LeaverAction,
     /// With `action = "shared"`: hide the shared mailbox from the address lists too.
     pub hide_shared: bool,
+    pub exchange_attributes: ExchangeAttributes,
 }
 
 impl Default for Leaver {
@@ -29,6 +46,7 @@ impl Default for Leaver {
         Leaver {
             action: LeaverAction::Hide,
             hide_shared: true,
+            exchange_attributes: ExchangeAttributes::OnPremises,
         }
     }
 }
@@ -37,6 +55,12 @@ impl Leaver {
     /// Whether a leaver's mailbox is converted to shared.
     pub fn to_shared(self) -> bool {
         self.action == LeaverAction::Shared
+    }
+
+    /// Whether a change made on premises stops there (the tenant manages Exchange attributes
+    /// in the cloud).
+    pub fn stays_on_premises(self) -> bool {
+        self.exchange_attributes == ExchangeAttributes::Cloud
     }
 
     /// Whether a leaver's mailbox, once shared, stays in the address lists.

@@ -37,6 +37,9 @@ pub struct AttemptRecord {
     pub directory: Option<serde_json::Value>,
     /// The account and its addresses as the attempt last read them: the outcome reports it.
     pub view: Option<DirectoryView>,
+    /// What the attempt changed on premises stays there (`leaver.exchange_attributes =
+    /// "cloud"`): the outcome says so.
+    pub stays_on_premises: bool,
 }
 
 impl AttemptRecord {
@@ -48,6 +51,7 @@ impl AttemptRecord {
             domain_controller: None,
             directory: None,
             view: None,
+            stays_on_premises: false,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::common;
 use common::outcomes::wait_all_sent;
 use common::{TestEnv, remote, seed};
 use lab::RemoteType;
-use mailboxd::config::LeaverAction;
+use mailboxd::config::{ExchangeAttributes, LeaverAction};
 use mailboxd::event::MailboxType;
 use mailboxd::job::{JobEffect, JobState};
 
@@ -149,6 +149,7 @@ async fn a_leaver_under_the_shared_policy_ends_shared_and_a_rehire_turns_it_back
     assert_eq!(got[0].body["outcome"], "shared");
     assert_eq!(got[0].body["mailbox"]["mailbox_type"], "shared");
     assert_eq!(got[0].body["licence_removable"], true, "{:#}", got[0].body);
+    assert_eq!(got[0].body["in_the_cloud"]["state"], "next_sync");
     let body = [got[0].body.to_string().into_bytes()];
     let verdict = &common::schema::verdicts("outcome.schema.json", &body)[0];
     assert!(verdict.valid, "{:?}", verdict.errors);
@@ -214,4 +215,35 @@ async fn enable_in_ad(env: &TestEnv, sam: &str) {
         .and_then(|r| r.success())
         .expect("userAccountControl replaced");
     assert!(!env.mailbox(sam).disabled);
+}
+
+/// A tenant that manages Exchange attributes in the cloud: the hide stays on premises, and
+/// the leaver's outcome tells the IAM system to make it in Exchange Online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leaver_in_a_cloud_managed_tenant_is_told_to_hide_it_in_exchange_online() {
+    let mut env = TestEnv::new(vec![remote("leaves.3").disabled()]).await;
+    env.settings.leaver.exchange_attributes = ExchangeAttributes::Cloud;
+    let outcomes = env.expect_outcomes().await;
+    let app = env.start_daemon().await;
+    let leaver = env.leaver("leaves.3");
+    env.publisher().await.publish(&leaver).await.unwrap();
+    let job = env.wait_succeeded(&leaver.id).await;
+    assert_eq!(job.outcome, Some(JobEffect::Hidden));
+    assert_eq!(
+        env.mailbox("leaves.3").msExchHideFromAddressLists,
+        Some(true)
+    );
+    wait_all_sent(&env.store, 1).await;
+    let got = outcomes.drain().await;
+    let cloud = &got[0].body["in_the_cloud"];
+    assert_eq!(cloud["state"], "cloud_managed", "{:#}", got[0].body);
+    let note = cloud["note"].as_str().unwrap();
+    assert!(
+        note.contains("Set-Mailbox -HiddenFromAddressListsEnabled $true"),
+        "{note}"
+    );
+    let body = [got[0].body.to_string().into_bytes()];
+    let verdict = &common::schema::verdicts("outcome.schema.json", &body)[0];
+    assert!(verdict.valid, "{:?}", verdict.errors);
+    app.stop().await;
 }
