@@ -212,6 +212,10 @@ pub struct Account {
     pub disabled: bool,
     pub recipient: RecipientType,
     pub recipient_type_details: Option<i64>,
+    /// msExchRemoteRecipientType: the RemoteRecipientType flags (ProvisionMailbox 1,
+    /// ProvisionArchive 2, Migrated 4, DeprovisionMailbox 8, DeprovisionArchive 16, Room 32,
+    /// Equipment 64); the joiner reads the Migrated bit (`worker::plan`).
+    pub remote_recipient_type: Option<i64>,
     pub hidden: bool,
     pub target_address: Option<String>,
     /// `mail`: the primary SMTP address as AD shows it (Exchange's address policy sets it).

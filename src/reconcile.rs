@@ -471,6 +471,7 @@ mod tests {
             disabled,
             recipient: RecipientType::from_type_details(Some(details)),
             recipient_type_details: Some(details),
+            remote_recipient_type: None,
             hidden,
             target_address: None,
             mail: None,

@@ -160,6 +160,10 @@ pub struct AccountSeed {
     /// converted mailbox.
     #[serde(default)]
     pub remote_type: RemoteType,
+    /// A remote mailbox moved from on premises by a move request (`recipient: "remote"`
+    /// only): msExchRemoteRecipientType carries Migrated (4) instead of ProvisionMailbox (1).
+    #[serde(default)]
+    pub migrated: bool,
 }
 
 /// An account as `GET /lab/mailboxes` shows it, with the AD attributes Exchange wrote.
@@ -215,6 +219,7 @@ impl AccountSeed {
             given_name: None,
             surname: None,
             remote_type: RemoteType::Regular,
+            migrated: false,
         }
     }
 
@@ -258,6 +263,16 @@ impl AccountSeed {
     pub fn converted(self, remote_type: RemoteType) -> AccountSeed {
         AccountSeed {
             remote_type,
+            ..self
+        }
+    }
+
+    /// The remote mailbox migrated from on premises (a move request), not provisioned by
+    /// Enable-RemoteMailbox.
+    #[must_use]
+    pub fn migrated(self) -> AccountSeed {
+        AccountSeed {
+            migrated: true,
             ..self
         }
     }
@@ -316,6 +331,9 @@ impl LabAccount {
                 if seed.archive {
                     a.enable_archive();
                 }
+                if seed.migrated {
+                    a.mark_migrated();
+                }
                 a.set_remote_type(seed.remote_type);
             }
             Recipient::Onprem => {
@@ -359,6 +377,15 @@ impl LabAccount {
         self.msExchArchiveGUID = Some(Uuid::new_v4());
         self.msExchArchiveName = Some(format!("In-Place Archive - {}", self.sam_account_name));
         self.msExchRemoteRecipientType = Some(3);
+    }
+
+    /// What a completed move to Exchange Online leaves in msExchRemoteRecipientType: the
+    /// Migrated flag (4) in place of ProvisionMailbox (1), the archive bit kept (the values
+    /// 4, 6 and 20 practitioners list for moved mailboxes: identitydude.com 2015-03-26,
+    /// connectioncloudsupport.zendesk.com "Recipient Type Values in Hybrid Environment").
+    pub fn mark_migrated(&mut self) {
+        let flags = self.msExchRemoteRecipientType.unwrap_or(1) & !0x1;
+        self.msExchRemoteRecipientType = Some(flags | 0x4);
     }
 
     /// What `Set-RemoteMailbox -Type` writes: the three msExch type attributes, the

@@ -112,6 +112,8 @@ pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
         disabled: uac & UAC_DISABLED != 0,
         recipient: RecipientType::from_type_details(type_details),
         recipient_type_details: type_details,
+        remote_recipient_type: first(e, "msExchRemoteRecipientType")
+            .and_then(|v| v.parse::<i64>().ok()),
         hidden: first(e, "msExchHideFromAddressLists")
             .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
         target_address: first(e, "targetAddress"),

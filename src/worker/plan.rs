@@ -130,6 +130,11 @@ fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -
         _ if wanted.kind == MailboxType::User && a.hidden && a.disabled => Plan::Cancel(format!(
             "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
         )),
+        // A migrated user mailbox hidden by the leaver: it may have been purged in the
+        // cloud, and then no licence brings it back (see `migrated_rehire`).
+        Some(MailboxType::User) if wanted.kind == MailboxType::User && a.hidden && migrated(a) => {
+            Plan::Fail(ErrorClass::Permanent, migrated_rehire(sam, a))
+        }
         None => Plan::Fail(
             ErrorClass::Permanent,
             format!(
@@ -150,6 +155,32 @@ fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -
         Some(_) if wanted.archive && a.archive_guid.is_none() => Plan::Run,
         Some(_) => Plan::Done(JobEffect::Already),
     }
+}
+
+/// msExchRemoteRecipientType's Migrated flag (RemoteRecipientType.Migrated, 4: the
+/// member order of learn.microsoft.com ff443320(v=exchg.150); the values 4, 6, 20 and 100
+/// practitioners list for moved mailboxes, docs/decisions.md).
+const REMOTE_MIGRATED: i64 = 0x4;
+
+/// The account's remote mailbox was moved from on premises to Exchange Online.
+fn migrated(a: &Account) -> bool {
+    a.remote_recipient_type
+        .is_some_and(|v| v & REMOTE_MIGRATED != 0)
+}
+
+/// Why a rehire of a migrated user mailbox stops before Exchange. Microsoft's Ben Winzenz
+/// (TechNet, 2018-09-18, "Dude - why isn't a mailbox being provisioned/created in Exchange
+/// Online after licensing?"): a migrated mailbox left unlicensed is disconnected and, after
+/// 30 days, purged; licensing the user again then provisions no mailbox, because
+/// msExchRemoteRecipientType says Migrated. Tim McMichael (TechNet, 2018-04-29): with the
+/// on-premises ExchangeGuid synced, Exchange Online assumes the mailbox is to be migrated
+/// again. Unhiding it (what a rehire otherwise does) would report success for a mailbox
+/// that may not exist; whether it still does, only Exchange Online knows.
+fn migrated_rehire(sam: &str, a: &Account) -> String {
+    format!(
+        "account {sam:?} is a rehire whose user mailbox was migrated to Exchange Online (msExchRemoteRecipientType={} has the Migrated flag, 4) and is hidden since the person left. If its Exchange Online licence was removed more than 30 days ago, Exchange Online has purged the mailbox, and licensing the user again creates no new one: AD says the mailbox was migrated and its synced ExchangeGuid makes Exchange Online expect a mailbox move (Microsoft TechNet, benw 2018-09-18 \"Dude - why isn't a mailbox being provisioned/created in Exchange Online after licensing?\"). mailboxd stopped before calling Exchange. What to do: look the user up in Exchange Online (Get-Mailbox). If the mailbox is there, license the user again and unhide it on premises (Set-RemoteMailbox <account> -HiddenFromAddressListsEnabled $false); a retry of this job then finds it done. If it is gone, apply the fix that post gives for a migrated user who gets no mailbox, then retry this job",
+        a.remote_recipient_type.unwrap_or_default()
+    )
 }
 
 /// Why a joiner fails on a room or equipment mailbox it does not ask for, and what to do:
@@ -293,6 +324,7 @@ mod tests {
                 RecipientType::Other => Some(64),
                 RecipientType::None => None,
             },
+            remote_recipient_type: None,
             hidden,
             target_address: (recipient == RecipientType::RemoteMailbox)
                 .then(|| "SMTP:j@t.mail.onmicrosoft.com".into()),
@@ -534,6 +566,53 @@ mod tests {
             MailboxType::Shared => 34_359_738_368,
         });
         a
+    }
+
+    /// docs/decisions.md, "A rehire of a migrated mailbox": a hidden user mailbox AD says was
+    /// migrated (msExchRemoteRecipientType with the Migrated flag, 4) fails for good before
+    /// Exchange; one Enable-RemoteMailbox provisioned (1), a visible one, a stale (disabled)
+    /// joiner and a migrated shared mailbox go on as before.
+    #[test]
+    fn a_rehire_of_a_migrated_user_mailbox_fails_with_what_to_do() {
+        use MailboxType::*;
+        let joiner = |a: Account| {
+            let p = plan(
+                EventKind::Joiner,
+                "j",
+                &state(Some(a)),
+                Wanted::default(),
+                false,
+            );
+            (shape(&p), p)
+        };
+        let with = |mut a: Account, flags: i64| {
+            a.remote_recipient_type = Some(flags);
+            a
+        };
+        // 4 Migrated, 6 with a cloud archive, 20 with the archive deprovisioned.
+        for flags in [4, 6, 20] {
+            let (got, p) = joiner(with(typed(User).hidden(), flags));
+            assert_eq!(got, Shape::Fail(ErrorClass::Permanent), "{flags}");
+            let Plan::Fail(_, text) = p else {
+                unreachable!()
+            };
+            assert!(
+                text.contains(&format!("msExchRemoteRecipientType={flags}")),
+                "{text}"
+            );
+            assert!(text.contains("Get-Mailbox"), "{text}");
+            assert!(
+                text.contains("-HiddenFromAddressListsEnabled $false"),
+                "{text}"
+            );
+        }
+        assert_eq!(joiner(with(typed(User).hidden(), 1)).0, Shape::Run);
+        let visible = joiner(with(typed(User), 4)).0;
+        assert_eq!(visible, Shape::Done(JobEffect::Already));
+        let stale = joiner(with(typed(User).disabled().hidden(), 4)).0;
+        assert_eq!(stale, Shape::Cancel);
+        // 100: a migrated mailbox converted to shared needs no licence, so it was not purged.
+        assert_eq!(joiner(with(typed(Shared).hidden(), 100)).0, Shape::Run);
     }
 
     /// docs/decisions.md, "Mailbox types": a remote mailbox of another type than the joiner
