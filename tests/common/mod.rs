@@ -529,6 +529,19 @@ pub fn http() -> reqwest::Client {
 
 /// One account of a batch as the worker hands it to the Exchange client: a joiner for
 /// `identity` with the tenant's routing address, on the lab's DC.
+/// A WinRM client's settings for the test lab: `DEFAULT_USER` / `LAB_PASSWORD` over `auth`,
+/// the lab's CredSSP certificate pinned.
+pub fn lab_client_config(lab: &Lab, auth: winrm::Auth) -> winrm::ClientConfig {
+    let mut cfg = winrm::ClientConfig::new(
+        lab.endpoint().parse().unwrap(),
+        lab::DEFAULT_USER,
+        SecretString::from(LAB_PASSWORD),
+    );
+    cfg.auth = auth;
+    cfg.credssp_cert_sha256 = lab.credssp_cert_sha256.iter().cloned().collect();
+    cfg
+}
+
 pub fn account_data(identity: &str) -> mailboxd::exchange::AccountData {
     mailboxd::exchange::AccountData {
         job_id: uuid::Uuid::new_v4(),

@@ -33,14 +33,7 @@ fn client(lab: &Lab) -> WinrmClient {
 }
 
 fn client_with(lab: &Lab, auth: Auth) -> WinrmClient {
-    let mut cfg = ClientConfig::new(
-        lab.endpoint().parse().unwrap(),
-        lab::DEFAULT_USER,
-        SecretString::from(LAB_PASSWORD),
-    );
-    cfg.auth = auth;
-    cfg.credssp_cert_sha256 = lab.credssp_cert_sha256.iter().cloned().collect();
-    WinrmClient::new(cfg).unwrap()
+    WinrmClient::new(common::lab_client_config(lab, auth)).unwrap()
 }
 
 /// Remote mode with an explicit Exchange credential (the second hop from an NTLM logon);

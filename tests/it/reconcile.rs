@@ -15,32 +15,25 @@ const MAX_ATTEMPTS: i32 = 5;
 
 /// `mailboxd reconcile --dry-run`: reports the differences, queues nothing.
 async fn dry_run(dir: &Directory, env: &TestEnv, cfg: &Reconcile) -> reconcile::Report {
-    reconcile::run(
-        dir,
-        &env.store,
-        cfg,
-        Leaver::default(),
-        MAX_ATTEMPTS,
-        reconcile::Mode::DryRun,
-        reconcile::ProgressLines::Hidden,
-    )
-    .await
-    .unwrap()
+    run(dir, env, cfg, reconcile::Mode::DryRun).await
 }
 
 /// `mailboxd reconcile`: queues a job for each difference (no progress lines).
 async fn real_run(dir: &Directory, env: &TestEnv, cfg: &Reconcile) -> reconcile::Report {
-    reconcile::run(
-        dir,
-        &env.store,
-        cfg,
-        Leaver::default(),
-        MAX_ATTEMPTS,
-        reconcile::Mode::QueueJobs,
-        reconcile::ProgressLines::Hidden,
-    )
-    .await
-    .unwrap()
+    run(dir, env, cfg, reconcile::Mode::QueueJobs).await
+}
+
+async fn run(
+    dir: &Directory,
+    env: &TestEnv,
+    cfg: &Reconcile,
+    mode: reconcile::Mode,
+) -> reconcile::Report {
+    let leaver = Leaver::default();
+    let lines = reconcile::ProgressLines::Hidden;
+    reconcile::run(dir, &env.store, cfg, leaver, MAX_ATTEMPTS, mode, lines)
+        .await
+        .unwrap()
 }
 
 struct World {

@@ -13,17 +13,11 @@ use lab::{FaultRequest, Lab};
 use mailboxd::config::{self, ExchangeMode};
 use mailboxd::exchange::{Exchange, ExchangeError, Template};
 use secrecy::SecretString;
-use winrm::{Auth, ClientConfig, WinrmClient};
+use winrm::{Auth, WinrmClient};
 
 /// Remote mode through `auth`; an explicit Exchange credential unless CredSSP carries one.
 fn remote(lab: &Lab, auth: Auth) -> Exchange {
-    let mut cfg = ClientConfig::new(
-        lab.endpoint().parse().unwrap(),
-        lab::DEFAULT_USER,
-        SecretString::from(LAB_PASSWORD),
-    );
-    cfg.auth = auth;
-    cfg.credssp_cert_sha256 = lab.credssp_cert_sha256.iter().cloned().collect();
+    let cfg = common::lab_client_config(lab, auth);
     let mut x = config::Exchange {
         mode: ExchangeMode::Remote,
         connection_uris: vec!["http://ex01.corp.example/PowerShell/".into()],
