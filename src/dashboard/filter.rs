@@ -114,9 +114,13 @@ impl FilterForm {
     }
 }
 
-/// The signature of a job's last error: what the failures view groups by.
-pub(super) fn row_signature(row: &QueueRow) -> String {
-    signature(row.last_error.as_deref().unwrap_or(""), &row.account)
+/// The signature of a job's last error: what the failures view groups by. The stored one;
+/// computed for a job whose error was written before signatures were stored.
+fn row_signature(row: &QueueRow) -> String {
+    match row.last_error.as_deref() {
+        Some(error) if row.error_signature.is_empty() => signature(error, &row.account),
+        _ => row.error_signature.clone(),
+    }
 }
 
 impl QueueFilter {

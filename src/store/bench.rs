@@ -101,6 +101,10 @@ impl Store {
                                   WHEN g % 1000 < 152 THEN 'retrying'
                                   WHEN g % 1000 < 155 THEN 'waiting_for_sync'
                                   ELSE 'succeeded' END";
+        // Four ways to fail, none naming the account or a number: each is its own signature.
+        const ERRORS: &str = "'mailbox not found', 'the proxy address is already being used', \
+                              'the user is not licensed for Exchange Online', \
+                              'Exchange refused the session: access denied'";
         let step = 100_000;
         let mut lo = from;
         while lo < to {
@@ -108,7 +112,7 @@ impl Store {
             let sql = format!(
                 "INSERT INTO jobs (id, event_id, kind, account, payload, state, max_attempts,
                                    attempt, occurred_at, created_at, updated_at, finished_at,
-                                   last_error, last_error_class)
+                                   last_error, last_error_class, error_signature)
                  SELECT gen_random_uuid(), 'bench-' || g, 'joiner', 'bench' || g,
                         jsonb_build_object('id', gen_random_uuid(), 'type', 'joiner',
                                            'source', 'bench', 'occurred_at', t,
@@ -117,12 +121,14 @@ impl Store {
                         s, 3, 1, t, t, t + d,
                         CASE WHEN s IN ('succeeded', 'failed', 'superseded', 'cancelled')
                              THEN t + d END,
-                        CASE WHEN s = 'failed' THEN 'mailbox not found' END,
-                        CASE WHEN s = 'failed' THEN 'permanent' END
+                        CASE WHEN s = 'failed' THEN e END,
+                        CASE WHEN s = 'failed' THEN 'permanent' END,
+                        CASE WHEN s = 'failed' THEN e ELSE '' END
                    FROM generate_series($1::bigint, $2::bigint - 1) AS g,
                         LATERAL (SELECT {STATE} AS s,
                                         now() - (g * 7919 % (29 * 86400)) * interval '1 second' AS t,
-                                        (g % 120) * interval '1 second' AS d) x"
+                                        (g % 120) * interval '1 second' AS d,
+                                        (ARRAY[{ERRORS}])[1 + g % 4] AS e) x"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(lo)

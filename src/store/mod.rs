@@ -18,6 +18,7 @@ mod budget;
 mod cloud;
 mod cmdlets;
 mod columns;
+mod failures;
 mod jobs;
 mod operator;
 mod outcomes;
@@ -33,6 +34,7 @@ pub(crate) use audit::*;
 pub use budget::*;
 pub use cloud::*;
 pub(crate) use cmdlets::*;
+pub use failures::FailureGroup;
 pub use jobs::*;
 pub use operator::*;
 pub use outcomes::*;
@@ -126,10 +128,12 @@ impl Store {
         &self.pool
     }
 
-    /// Applies the embedded migrations; sqlx holds an advisory lock while it does, so
-    /// replicas starting together do not race.
+    /// Applies the embedded migrations (sqlx holds an advisory lock while it does, so
+    /// replicas starting together do not race), then signs the failed and retrying jobs whose error
+    /// has no signature yet (what migration 0025 cannot do in SQL: see `sign_failures`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
+        self.sign_failures().await?;
         Ok(())
     }
 

@@ -24,6 +24,9 @@ pub(crate) struct QueueRow {
     pub max_attempts: i32,
     pub last_error: Option<String>,
     pub last_error_class: Option<ErrorClass>,
+    /// `alert::signature` of `last_error` as stored with it ('' for none, or for a job
+    /// written before migration 0025 and not signed since).
+    pub error_signature: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -83,7 +86,7 @@ impl Store {
         f.push_listing(
             &mut q,
             "id, account, kind, state, attempt, max_attempts, last_error, last_error_class, \
-             created_at, updated_at",
+             error_signature, created_at, updated_at",
             Newest::Updated,
             (f.limit.max(1), f.offset.max(0)),
         );

@@ -30,6 +30,7 @@ mod dashboard_browser;
 mod deploy_artifacts;
 mod directory;
 mod exchange_names;
+mod failure_groups;
 mod fuzz_corpus;
 mod graph;
 mod hostile_input;

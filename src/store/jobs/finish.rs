@@ -13,6 +13,7 @@ use super::Job;
 use crate::event::EventKind;
 use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, Resolution};
 use crate::outcome::{Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
+use crate::store::failures::error_signature;
 use crate::store::outcomes::message;
 use crate::store::{AttemptRecord, Store, StoreError, WatchPolicy, insert_job_alert};
 
@@ -153,14 +154,15 @@ const FINISH: &str = "WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::float8[], $7::bool[], $8::bool[], $9::int[], $10::text[],
                              $11::timestamptz[], $12::text[], $13::text[], $14::text[],
-                             $15::jsonb[], $16::uuid[], $17::text[], $18::jsonb[], $19::text[])
+                             $15::jsonb[], $16::uuid[], $17::text[], $18::jsonb[], $19::text[],
+                             $30::text[])
                       WITH ORDINALITY
              AS u(id, state, outcome, error, class, retry_in, terminal, deferred, attempt, host,
                   started_at, attempt_outcome, transcript, dc, directory, outcome_id, result,
-                  body, routing_key, n))
+                  body, routing_key, signature, n))
     , moved AS (
         UPDATE jobs SET state = u.state, outcome = coalesce(u.outcome, jobs.outcome),
-               last_error = u.error, last_error_class = u.class,
+               last_error = u.error, last_error_class = u.class, error_signature = u.signature,
                next_attempt_at = coalesce(now() + make_interval(secs => u.retry_in),
                                          jobs.next_attempt_at),
                locked_by = NULL, locked_until = NULL, updated_at = now(),
@@ -213,6 +215,8 @@ struct FinishRows<'a> {
     results: Vec<Option<OutcomeResult>>,
     bodies: Vec<Option<serde_json::Value>>,
     routing_keys: Vec<Option<String>>,
+    /// `jobs.error_signature` of each job's new last error (the failure groups' key).
+    signatures: Vec<String>,
 }
 
 impl<'a> FinishRows<'a> {
@@ -262,6 +266,11 @@ impl<'a> FinishRows<'a> {
                 .iter()
                 .map(|m| m.as_ref().map(OutcomeMessage::routing_key))
                 .collect(),
+            signatures: outcomes
+                .iter()
+                .zip(transitions)
+                .map(|((job, _, _), t)| error_signature(t.error, &job.account))
+                .collect(),
         })
     }
 
@@ -306,6 +315,7 @@ impl<'a> FinishRows<'a> {
             .bind(watch.map_or(0.0, |w| w.first_check.as_secs_f64()))
             .bind(JobState::Succeeded)
             .bind(EventKind::Joiner)
+            .bind(&self.signatures)
             .fetch_all(on)
             .await?;
         Ok(held.into_iter().collect())

@@ -58,6 +58,9 @@ pub(super) const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, stat
     max_attempts, next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, \
     created_at, updated_at, started_at, finished_at, reply_to, reply_to_refused, superseded_by";
 
+/// The last error of a job whose lease ran out.
+const LEASE_EXPIRED: &str = "lease expired: the replica running it stopped";
+
 /// Jobs whose lease ran out (their replica died): the lost attempt recorded, due again now.
 /// `state = 'running'` is in the text, rendered from the enum, so that the planner uses the
 /// `jobs_expired_leases` partial index; a bound parameter could not match it.
@@ -74,8 +77,7 @@ static EXPIRE_LEASES: LazyLock<String> = LazyLock::new(|| {
               FROM jobs j JOIN expired e ON e.id = j.id)
          UPDATE jobs SET state = $3, locked_by = NULL, locked_until = NULL,
                          next_attempt_at = now(), updated_at = now(),
-                         last_error = 'lease expired: the replica running it stopped',
-                         last_error_class = $2
+                         last_error = $4, last_error_class = $2, error_signature = $5
            FROM expired WHERE jobs.id = expired.id",
         running = JobState::Running,
     )
@@ -166,6 +168,11 @@ impl Store {
             .bind(AttemptEnd::LeaseExpired)
             .bind(ErrorClass::Transient)
             .bind(JobState::Retrying)
+            .bind(LEASE_EXPIRED)
+            .bind(crate::store::failures::error_signature(
+                Some(LEASE_EXPIRED),
+                "",
+            ))
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())
