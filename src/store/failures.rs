@@ -10,7 +10,7 @@ use crate::job::{ErrorClass, JobState};
 
 /// Jobs a group's account list is read from (the newest), so that a group of 40,000 jobs
 /// does not read them all to name a dozen accounts.
-const ACCOUNT_SCAN: i64 = 200;
+const ACCOUNT_SCAN: i64 = 60;
 
 /// The jobs that fail the same way, as the store counts them.
 #[derive(Debug, Clone, sqlx::FromRow)]
