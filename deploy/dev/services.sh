@@ -52,15 +52,21 @@ if ! rmq_up >/dev/null 2>&1; then
   rabbitmq-server -detached >/dev/null 2>&1 || true
   wait_for 120 RabbitMQ rmq_up
 fi
-log "RabbitMQ ready"
+# AMQP 1.0 on the same port, for the AMQP 1.0 client test (midPoint's JMS path over AMQP 1.0,
+# tests/it/midpoint.rs); enabling is idempotent and needs no restart.
+if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_amqp1_0; then
+  rabbitmq-plugins enable rabbitmq_amqp1_0 >/dev/null
+fi
+log "RabbitMQ ready (with AMQP 1.0)"
 
 # --- Python peers for the independent-client tests (WinRM clients run against the lab) ---
 # requests-credssp is pywinrm's CredSSP transport (tests/it/winrm_credssp.rs).
-if ! python3 -c 'import winrm, requests_credssp, pypsrp, aiosmtpd, yaml, schemathesis' >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
-  log "installing pywinrm, requests-credssp, pypsrp and aiosmtpd"
-  python3 -m pip install -q pywinrm requests-credssp pypsrp aiosmtpd pyyaml schemathesis
+# python-qpid-proton (Apache Qpid Proton) is the AMQP 1.0 client of tests/peers/amqp10_send.py.
+if ! python3 -c 'import winrm, requests_credssp, pypsrp, aiosmtpd, yaml, schemathesis, proton' >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
+  log "installing pywinrm, requests-credssp, pypsrp, aiosmtpd and python-qpid-proton"
+  python3 -m pip install -q pywinrm requests-credssp pypsrp aiosmtpd pyyaml schemathesis python-qpid-proton
 fi
-log "pywinrm (with requests-credssp), pypsrp and aiosmtpd (the SMTP sink the alert tests start) ready"
+log "pywinrm (with requests-credssp), pypsrp, aiosmtpd (the SMTP sink the alert tests start) and Qpid Proton ready"
 
 # --- pykerberos (pywinrm's Kerberos transport, built against MIT krb5) and kinit ---
 if ! python3 -c 'import kerberos' >/dev/null 2>&1 || ! command -v kinit >/dev/null 2>&1; then

@@ -133,3 +133,63 @@ async fn an_add_wrapped_as_amqp_1_0_enables_the_joiner() {
     assert_eq!(env.mailbox("jack").recipient, Recipient::Remote);
     app.stop().await;
 }
+
+/// Sends `files` (message id, sample name) through RabbitMQ's AMQP 1.0 plugin with Apache
+/// Qpid Proton (tests/peers/amqp10_send.py) to the event exchange on the fixed key: the path
+/// midPoint takes with an AMQP 1.0 JMS client. Fails, never skips, without the client.
+async fn send_over_amqp10(env: &TestEnv, files: &[(&str, &str)]) {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import proton"])
+        .status();
+    assert!(
+        have.is_ok_and(|s| s.success()),
+        "Apache Qpid Proton (python-qpid-proton) is missing: deploy/dev/services.sh installs it"
+    );
+    let url = url::Url::parse(&env.settings.amqp.url).expect("the test's AMQP URL");
+    let mut args = vec![
+        format!("{}/tests/peers/amqp10_send.py", env!("CARGO_MANIFEST_DIR")),
+        url.host_str().unwrap_or("127.0.0.1").to_owned(),
+        url.port().unwrap_or(5672).to_string(),
+        env.settings.amqp.exchange.clone(),
+        FIXED_KEY.to_owned(),
+    ];
+    for (id, name) in files {
+        let path = format!("{}/tests/data/midpoint/{name}", env!("CARGO_MANIFEST_DIR"));
+        args.push(format!("{id}={path}"));
+    }
+    let user = url.username().to_owned();
+    let password = url.password().unwrap_or("").to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args(args)
+            .env("AMQP_USER", user)
+            .env("AMQP_PASSWORD", password)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "amqp10_send.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_add_sent_by_an_amqp_1_0_client_through_rabbitmq_enables_the_joiner() {
+    // Given an account midPoint created, and the daemon.
+    let env = TestEnv::new(vec![seed("jack")]).await;
+    let _topology = env.publisher().await;
+    let app = env.start_daemon().await;
+    // When midPoint's add is sent by a real AMQP 1.0 client through RabbitMQ's AMQP 1.0
+    // plugin on the fixed key (the broker hands the 0-9-1 consumer the AMQP 1.0 sections,
+    // `type` amqp-1.0), as a JMS TextMessage over AMQP 1.0 travels.
+    send_over_amqp10(&env, &[("ID:qpid-add-1", "add.json")]).await;
+    // Then the body decided: the joiner got its mailbox, keyed on the JMS message id.
+    let joiner = env.wait_succeeded("ID:qpid-add-1").await;
+    assert_eq!(joiner.outcome, Some(JobEffect::Enabled));
+    assert_eq!(env.mailbox("jack").recipient, Recipient::Remote);
+    app.stop().await;
+}
