@@ -8,7 +8,8 @@
 //!
 //! Which attributes mean what is the deployment's [`AttributeMap`] (`[amqp.midpoint]`):
 //! `add` is a joiner, `delete` or a change of the disabled attribute to a disabled value a
-//! leaver, and any other modification is refused with its reason, so it is kept as poison
+//! leaver, a change of it to another value (enabled again) a joiner — a rehire, whose hidden
+//! mailbox the worker shows again — and any other modification is refused with its reason, so it is kept as poison
 //! and visible rather than silently dropped. midPoint sends no event id and no time: the
 //! id is the AMQP `message_id` (a JMS sender sets one) or else a hash of the body, and
 //! `occurred_at` is when mailboxd received it.
@@ -110,8 +111,11 @@ pub fn parse(
     let kind = match operation {
         "add" => EventKind::Joiner,
         "delete" => EventKind::Leaver,
-        "modify" if disables(&wire, map) => EventKind::Leaver,
-        "modify" => return Err(refused(modify_reason(&wire, map))),
+        "modify" => match disables(&wire, map) {
+            Some(true) => EventKind::Leaver,
+            Some(false) => EventKind::Joiner,
+            None => return Err(refused(modify_reason(&wire, map))),
+        },
         other => {
             return Err(refused(format!(
                 "operation {other:?} is none of add, modify, delete"
@@ -172,30 +176,37 @@ fn draft(
     })
 }
 
-/// Whether a modify sets the disabled attribute to a disabled value: in `changes` (an
-/// `add` or `replace`), or in `attributes` (midPoint's `changeMapAsAttributes` form).
-fn disables(wire: &Wire, map: &AttributeMap) -> bool {
-    let disabled = |values: &[Value]| {
-        values.iter().any(|v| {
-            let text = text_of(v);
-            map.disabled_values
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(&text))
-        })
-    };
-    let in_changes = wire.changes.iter().flatten().any(|(name, delta)| {
-        same(&map.disabled_attribute, name)
-            && delta.as_ref().is_some_and(|d| {
-                [&d.add, &d.replace]
-                    .into_iter()
-                    .flatten()
-                    .any(|v| disabled(v))
-            })
+/// What a modify does to the account's activation: the values it sets the disabled attribute
+/// to, in `changes` (an `add` or `replace`) or in `attributes` (midPoint's
+/// `changeMapAsAttributes` form). `Some(true)`: a disabled value (a leaver); `Some(false)`:
+/// only other values (enabled again: a joiner, which a rehire's hidden mailbox answers by
+/// being shown again); `None`: the modify does not set it.
+fn disables(wire: &Wire, map: &AttributeMap) -> Option<bool> {
+    let changes = wire.changes.iter().flatten().filter_map(|(name, delta)| {
+        let d = delta
+            .as_ref()
+            .filter(|_| same(&map.disabled_attribute, name))?;
+        Some([&d.add, &d.replace].into_iter().flatten().flatten())
     });
-    let in_attributes = wire.attributes.iter().flatten().any(|(name, values)| {
-        same(&map.disabled_attribute, name) && values.as_deref().is_some_and(disabled)
-    });
-    in_changes || in_attributes
+    let attributes = wire
+        .attributes
+        .iter()
+        .flatten()
+        .filter(|(name, _)| same(&map.disabled_attribute, name))
+        .filter_map(|(_, values)| values.as_ref().map(|v| v.iter()));
+    let set: Vec<String> = changes
+        .flatten()
+        .chain(attributes.flatten())
+        .map(text_of)
+        .collect();
+    if set.is_empty() {
+        return None;
+    }
+    Some(set.iter().any(|text| {
+        map.disabled_values
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(text))
+    }))
 }
 
 /// Why a modify is nothing for mailboxd: the attributes it changes, named.
@@ -211,7 +222,7 @@ fn modify_reason(wire: &Wire, map: &AttributeMap) -> String {
     changed.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
     let changed: String = changed.join(", ").chars().take(300).collect();
     format!(
-        "a modify of {changed} is nothing for mailboxd: only {} set to {} is (a leaver)",
+        "a modify of {changed} is nothing for mailboxd: only {} is (set to {}: a leaver; to another value: enabled again, a joiner)",
         map.disabled_attribute,
         map.disabled_values.join(" or ")
     )
@@ -339,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn the_map_decides_which_change_disables() {
+    fn the_map_decides_which_change_disables_and_which_enables_again() {
         let map = AttributeMap {
             disabled_attribute: "enabled".into(),
             disabled_values: vec!["false".into()],
@@ -348,8 +359,30 @@ mod tests {
         let body = br#"{"operation":"modify","objectClass":"AccountObjectClass",
             "primaryIdentifiers":{"login":["jack"]},"changes":{"enabled":{"replace":[false]}}}"#;
         assert_eq!(decode(body, &map).unwrap().kind, EventKind::Leaver);
+        // Enabled again: a joiner (a rehire), with nothing but the account.
         let enabled = String::from_utf8_lossy(body).replace("[false]", "[true]");
-        assert!(decode(enabled.as_bytes(), &map).is_err());
+        let rehire = decode(enabled.as_bytes(), &map).unwrap();
+        assert_eq!(rehire.kind, EventKind::Joiner);
+        assert!(rehire.mailbox.is_none());
+        // An attribute the map does not name is nothing, whatever its value.
         assert!(decode(&sample("modify-disable.json"), &map).is_err());
+        // The default map: administrativeStatus enabled, in either form.
+        let default = AttributeMap::default();
+        let on =
+            String::from_utf8_lossy(&sample("modify-disable.json")).replace("disabled", "enabled");
+        assert_eq!(
+            decode(on.as_bytes(), &default).unwrap().kind,
+            EventKind::Joiner
+        );
+        let as_attributes = br#"{"operation":"modify","objectClass":"AccountObjectClass",
+            "primaryIdentifiers":{"login":["jack"]},"attributes":{"administrativeStatus":["ENABLED"]}}"#;
+        assert_eq!(
+            decode(as_attributes, &default).unwrap().kind,
+            EventKind::Joiner
+        );
+        // An emptied value list sets nothing.
+        let emptied = br#"{"operation":"modify","objectClass":"AccountObjectClass",
+            "primaryIdentifiers":{"login":["jack"]},"changes":{"administrativeStatus":{"replace":[]}}}"#;
+        assert!(decode(emptied, &default).is_err());
     }
 }

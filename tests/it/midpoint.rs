@@ -84,6 +84,22 @@ async fn a_disabling_modify_on_the_same_key_hides_the_leaver() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_modify_that_enables_the_account_again_shows_the_rehire_its_mailbox() {
+    // Given a rehired account (enabled again in AD) whose remote mailbox the leaver hid.
+    let env = TestEnv::new(vec![remote("jack").hidden()]).await;
+    let app = env.start_daemon().await;
+    // When midPoint's modify sets administrativeStatus back to enabled, on the same key.
+    let enabled =
+        String::from_utf8_lossy(&sample("modify-disable.json")).replace("disabled", "enabled");
+    publish(&env, enabled.as_bytes(), with_id("ID:mp-on-1")).await;
+    // Then it was a joiner: the mailbox is in the address lists again.
+    let job = env.wait_succeeded("ID:mp-on-1").await;
+    assert_eq!(job.outcome, Some(JobEffect::Unhidden));
+    assert_eq!(env.mailbox("jack").msExchHideFromAddressLists, Some(false));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_modify_is_kept_as_poison_with_its_reason() {
     // Given the daemon.
     let env = TestEnv::new(vec![seed("jack")]).await;
