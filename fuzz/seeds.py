@@ -182,6 +182,14 @@ def main():
     put("ldap_entry", "rootdse.ber", entry("", {"dnsHostName": ["dc1.corp.example"]}))
     put("ldap_entry", "bad-dn.ber", entry(b"\xff\xfe", {"cn": [b"\xff"]}))
 
+    # Authorization header values as the HTTP intake reads them (RFC 6750, RFC 7617).
+    put("http_authorization", "bearer", "Bearer mF_9.B5f-4.1JqM")
+    put("http_authorization", "basic", "Basic aXNjOnBhOnNz")
+    put("http_authorization", "basic-not-base64", "bAsIc !!!")
+    put("http_authorization", "basic-not-utf8", "Basic //79")
+    put("http_authorization", "two-tokens", "Bearer a b")
+    put("http_authorization", "other-scheme", "Digest username=\"x\"")
+
     if WINRM_FIXTURES:
         for f in sorted(WINRM_FIXTURES.glob("*.xml")):
             if "response" in f.name or f.name.startswith("fault"):

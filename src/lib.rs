@@ -31,6 +31,7 @@ mod failpoint;
 pub mod fuzzing;
 pub mod graph;
 mod health;
+mod http_intake;
 mod identityiq;
 pub mod intake;
 pub mod job;
