@@ -190,6 +190,14 @@ def main():
     put("http_authorization", "two-tokens", "Bearer a b")
     put("http_authorization", "other-scheme", "Digest username=\"x\"")
 
+    # traceparent header values (W3C Trace Context §3.2), valid and refused.
+    put("traceparent", "w3c-example", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    put("traceparent", "later-version", "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more")
+    put("traceparent", "version-ff", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    put("traceparent", "zero-trace", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+    put("traceparent", "upper-case", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")
+    put("traceparent", "multibyte-at-55", "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u00e9")
+
     if WINRM_FIXTURES:
         for f in sorted(WINRM_FIXTURES.glob("*.xml")):
             if "response" in f.name or f.name.startswith("fault"):

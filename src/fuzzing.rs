@@ -24,6 +24,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("xml_tree", xml_tree),
     ("graph_response", graph_response),
     ("http_authorization", http_authorization),
+    ("traceparent", traceparent),
 ];
 
 /// The intake's rules with the shipped defaults (`[amqp]`), plus an allow-list so the
@@ -227,4 +228,13 @@ pub fn graph_response(data: &[u8]) {
 /// credentials it presents (`http_intake::parse_authorization`).
 pub fn http_authorization(data: &[u8]) {
     let _ = crate::http_intake::parse_authorization(data);
+}
+
+/// A `traceparent` header value (W3C Trace Context), as intake reads it from an AMQP or an
+/// HTTP header; what it keeps must read back the same.
+pub fn traceparent(data: &[u8]) {
+    if let Ok(t) = crate::trace::TraceParent::parse(data) {
+        let kept = t.to_string();
+        assert_eq!(crate::trace::TraceParent::parse(kept.as_bytes()), Ok(t));
+    }
 }

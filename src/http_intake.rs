@@ -36,6 +36,7 @@ use crate::event::{self, Event};
 use crate::intake::keep::{self, Patience, storable};
 use crate::shutdown::Shutdown;
 use crate::store::{Inserted, NewPoison, ReplyTo, Store, StoreError};
+use crate::trace::{self, TraceParent};
 
 /// The path of mailboxd's own events (and whatever else `event::decode` reads).
 pub(crate) const EVENTS_PATH: &str = "/v1/events";
@@ -250,7 +251,9 @@ async fn store(
 ) -> Response {
     let events = decoded.events;
     let reply_to = vec![ReplyTo::default(); events.len()];
-    match keep::store_events(&s.store, Patience::Once, &events, &reply_to, s.max_attempts).await {
+    let traces = vec![received.trace.clone(); events.len()];
+    let carried = (reply_to.as_slice(), traces.as_slice());
+    match keep::store_events(&s.store, Patience::Once, &events, carried, s.max_attempts).await {
         Ok(inserted) => accepted(&events, &inserted, decoded.ignored),
         Err(e) if e.is_data_exception() => {
             let why = format!("PostgreSQL refused to store this event: {e}");
@@ -313,6 +316,8 @@ struct Received {
     route: Route,
     content_type: Option<String>,
     headers: serde_json::Value,
+    /// The request's `traceparent` header (W3C Trace Context), if valid.
+    trace: Option<TraceParent>,
 }
 
 impl Received {
@@ -330,10 +335,12 @@ impl Received {
             "user_agent": text(header::USER_AGENT),
             "content_length": text(header::CONTENT_LENGTH),
         });
+        let trace_header = headers.get(trace::HEADER).map(HeaderValue::as_bytes);
         Received {
             route,
             content_type: text(header::CONTENT_TYPE),
             headers: kept,
+            trace: trace::accept(trace_header, route.path()),
         }
     }
 

@@ -49,6 +49,7 @@ pub mod telemetry;
 mod text_enum;
 #[cfg(feature = "lab")]
 pub mod tools;
+mod trace;
 pub mod windows_host;
 mod worker;
 

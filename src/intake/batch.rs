@@ -19,6 +19,7 @@ use super::reply_to::ReplyToRule;
 use crate::event::{self, Event};
 use crate::health::Health;
 use crate::store::{NewPoison, ReplyTo, Store, StoreError};
+use crate::trace::{self, TraceParent};
 
 /// What a delivery is checked against beyond decoding.
 pub(crate) struct Rules {
@@ -31,6 +32,7 @@ struct Accepted {
     delivery: Delivery,
     events: Vec<Event>,
     reply_to: ReplyTo,
+    trace: Option<TraceParent>,
 }
 
 pub(super) async fn handle(
@@ -45,10 +47,12 @@ pub(super) async fn handle(
         match decode(&delivery, &rules.event) {
             Ok(events) => {
                 let reply_to = reply_to(&delivery, &rules.reply_to);
+                let trace = trace_parent(&delivery.properties, delivery.routing_key.as_str());
                 good.push(Accepted {
                     delivery,
                     events,
                     reply_to,
+                    trace,
                 });
             }
             Err(reason) => poison(store, health, &delivery, reason).await?,
@@ -163,9 +167,24 @@ async fn insert(
         .iter()
         .flat_map(|a| std::iter::repeat_n(a.reply_to.clone(), a.events.len()))
         .collect();
+    let traces: Vec<Option<TraceParent>> = accepted
+        .iter()
+        .flat_map(|a| std::iter::repeat_n(a.trace.clone(), a.events.len()))
+        .collect();
     let patience = Patience::UntilStored(health);
-    keep::store_events(store, patience, &events, &reply_to, max_attempts).await?;
+    keep::store_events(store, patience, &events, (&reply_to, &traces), max_attempts).await?;
     Ok(())
+}
+
+/// The delivery's `traceparent` header (W3C Trace Context), if it sent a valid one.
+fn trace_parent(props: &BasicProperties, routing_key: &str) -> Option<TraceParent> {
+    let value = props.headers().as_ref()?.inner().get(trace::HEADER)?;
+    let bytes = match value {
+        AMQPValue::LongString(s) => s.as_bytes(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes(),
+        _ => b"",
+    };
+    trace::accept(Some(bytes), routing_key)
 }
 
 /// Stores the delivery in the poison table and rejects it (to the dead-letter queue), which
@@ -269,6 +288,27 @@ fn value_to_json(v: &AMQPValue, depth: usize) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_valid_traceparent_header_is_kept_and_a_hostile_one_is_not() {
+        let with = |v: AMQPValue| {
+            let mut t = FieldTable::default();
+            t.insert("traceparent".into(), v);
+            BasicProperties::default().with_headers(t)
+        };
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let kept = trace_parent(&with(AMQPValue::LongString(good.into())), "k");
+        assert_eq!(kept.map(|t| t.to_string()).as_deref(), Some(good));
+        let short = trace_parent(&with(AMQPValue::ShortString(good.into())), "k");
+        assert!(short.is_some());
+        let hostile = format!("{good}\r\nX-Injected: 1");
+        assert_eq!(
+            trace_parent(&with(AMQPValue::LongString(hostile.as_str().into())), "k"),
+            None
+        );
+        assert_eq!(trace_parent(&with(AMQPValue::LongInt(7)), "k"), None);
+        assert_eq!(trace_parent(&BasicProperties::default(), "k"), None);
+    }
 
     #[test]
     fn header_values_are_made_storable() {

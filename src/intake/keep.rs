@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::event::{self, Event};
 use crate::health::Health;
 use crate::store::{Inserted, NewPoison, ReplyTo, Store, StoreError};
+use crate::trace::TraceParent;
 
 /// How a store write meets an unreachable database.
 #[derive(Clone, Copy)]
@@ -109,14 +110,14 @@ pub(crate) fn poison_copy(received: &event::Delivery<'_>) -> Vec<u8> {
         .unwrap_or_else(|_| b"[body withheld by mailboxd: reading it panicked]".to_vec())
 }
 
-/// Stores `events` (each with its `reply_to`, by index) as jobs in one transaction:
+/// Stores `events` (each with its `reply_to` and `traceparent`, by index) as jobs in one transaction:
 /// `Inserted` per event, in order. `Err` when PostgreSQL refused the data itself, or, with
 /// `Patience::Once`, when it could not be reached.
 pub(crate) async fn store_events(
     store: &Store,
     patience: Patience<'_>,
     events: &[Event],
-    reply_to: &[ReplyTo],
+    (reply_to, traces): (&[ReplyTo], &[Option<TraceParent>]),
     max_attempts: i32,
 ) -> Result<Vec<Inserted>, StoreError> {
     if events.is_empty() {
@@ -124,7 +125,7 @@ pub(crate) async fn store_events(
     }
     let inserted: Vec<Inserted> = patience
         .run("store jobs", || {
-            store.insert_deliveries(events, reply_to, max_attempts)
+            store.insert_traced(events, reply_to, traces, max_attempts)
         })
         .await?;
     for (ev, ins) in events.iter().zip(&inserted) {

@@ -19,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const TOKEN: &str = "1f0c8a4d9b7e6a5c3d2b1a09f8e7d6c5";
 const USER: &str = "isc-trigger";
 const PASSWORD: &str = "9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a";
+/// W3C Trace Context's example `traceparent`.
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 /// The body limit these tests configure: small, so an oversized body is cheap.
 const LIMIT: usize = 4096;
 
@@ -47,6 +49,7 @@ async fn given_an_http_intake() -> Intake {
     h.username = Some(USER.into());
     h.password = Some(SecretString::from(PASSWORD));
     h.max_body_bytes = LIMIT;
+    env.settings.admin.open_reads = true;
     let app = env.start_daemon().await;
     let addr = app.http_intake_addr.expect("the HTTP intake listens");
     let https = reqwest::Client::builder()
@@ -69,6 +72,16 @@ impl Intake {
         body: &[u8],
         auth: Option<&str>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.send(body, auth, None).await
+    }
+
+    /// `post` with a `traceparent` header.
+    async fn send(
+        &self,
+        body: &[u8],
+        auth: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self
             .https
             .post(&self.url)
@@ -76,6 +89,9 @@ impl Intake {
             .body(body.to_vec());
         if let Some(a) = auth {
             req = req.header("authorization", a);
+        }
+        if let Some(t) = traceparent {
+            req = req.header("traceparent", t);
         }
         let r = req.send().await.expect("the intake answers");
         let status = r.status().as_u16();
@@ -98,7 +114,7 @@ fn joiner(env: &TestEnv, sam: &str) -> (String, Vec<u8>) {
 async fn a_joiner_over_https_is_answered_with_its_job_only_after_the_commit() {
     let t = given_an_http_intake().await;
     let (id, body) = joiner(&t.env, "hjoiner");
-    let (status, _, answer) = t.post(&body, Some(&bearer())).await;
+    let (status, _, answer) = t.send(&body, Some(&bearer()), Some(TRACE)).await;
     assert_eq!(status, 202, "{answer}");
     let job_id = answer["job_id"].as_str().expect("a job id").to_owned();
     assert_eq!(answer["jobs"][0]["result"], "accepted", "{answer}");
@@ -111,6 +127,22 @@ async fn a_joiner_over_https_is_answered_with_its_job_only_after_the_commit() {
         .unwrap()
         .expect("the job row");
     assert_eq!(job.id.to_string(), job_id);
+    // The W3C traceparent it came with is kept with the job, and its page shows the trace.
+    assert_eq!(job.trace_parent.as_deref(), Some(TRACE));
+    let page = t
+        .env
+        .http
+        .get(format!("http://{}/jobs/{job_id}", t.app.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<td id=\"trace-id\">4bf92f3577b34da6a3ce929d0e0e4736</td>"),
+        "{page}"
+    );
 
     // The same event again (a sender's retry): 200 with the same job, nothing new.
     let (status, _, again) = t.post(&body, Some(&bearer())).await;
@@ -128,9 +160,18 @@ async fn a_joiner_over_https_is_answered_with_its_job_only_after_the_commit() {
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     let (id2, body2) = joiner(&t.env, "hother");
-    let (status, _, answer) = t.post(&body2, Some(&format!("Basic {basic}"))).await;
+    // With a hostile traceparent, which is refused: the event goes on without a trace.
+    let hostile = format!("{TRACE}\r\n").to_uppercase();
+    let (status, _, answer) = t
+        .send(
+            &body2,
+            Some(&format!("Basic {basic}")),
+            Some(hostile.trim()),
+        )
+        .await;
     assert_eq!(status, 202, "{answer}");
-    assert!(t.env.store.job_by_event(&id2).await.unwrap().is_some());
+    let job2 = t.env.store.job_by_event(&id2).await.unwrap().unwrap();
+    assert_eq!(job2.trace_parent, None);
     t.app.stop().await;
 }
 
