@@ -27,6 +27,8 @@ const LIMIT: usize = 4096;
 /// A daemon with the HTTP intake on a free port over HTTPS, and a client that trusts it.
 struct Intake {
     env: TestEnv,
+    /// The IAM system's queue on the outcome exchange.
+    iam: common::outcomes::OutcomeQueue,
     app: mailboxd::app::App,
     url: String,
     https: reqwest::Client,
@@ -50,6 +52,7 @@ async fn given_an_http_intake() -> Intake {
     h.password = Some(SecretString::from(PASSWORD));
     h.max_body_bytes = LIMIT;
     env.settings.admin.open_reads = true;
+    let iam = env.expect_outcomes().await;
     let app = env.start_daemon().await;
     let addr = app.http_intake_addr.expect("the HTTP intake listens");
     let https = reqwest::Client::builder()
@@ -58,6 +61,7 @@ async fn given_an_http_intake() -> Intake {
         .unwrap();
     Intake {
         env,
+        iam,
         app,
         url: format!("https://{addr}/v1/events"),
         https,
@@ -153,8 +157,17 @@ async fn a_joiner_over_https_is_answered_with_its_job_only_after_the_commit() {
     );
     assert_eq!(again["jobs"][0]["result"], "duplicate", "{again}");
 
-    // The event becomes the mailbox, as one from the broker does.
+    // The event becomes the mailbox, as one from the broker does, and its outcome carries
+    // the trace back: in the body and as the AMQP header.
     t.env.wait_succeeded(&id).await;
+    common::outcomes::wait_all_sent(&t.env.store, 1).await;
+    let heard = t.iam.drain().await;
+    let outcome = heard
+        .iter()
+        .find(|o| o.correlation_id.as_deref() == Some(id.as_str()))
+        .expect("the joiner's outcome");
+    assert_eq!(outcome.body["trace_parent"], TRACE, "{:#}", outcome.body);
+    assert_eq!(outcome.traceparent.as_deref(), Some(TRACE));
 
     // Basic credentials work too (RFC 7617), for a sender that has no bearer token.
     use base64::Engine;
@@ -355,5 +368,51 @@ async fn a_joiner_posted_twice_at_once_is_one_job() {
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 202], "{} / {}", a.2, b.2);
     assert_eq!(a.2["job_id"], b.2["job_id"]);
+    t.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_traceparent_header_on_an_amqp_delivery_is_kept_and_comes_back_with_the_outcome() {
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    let t = given_an_http_intake().await;
+    let ev = t.env.joiner("hjoiner");
+    let mut headers = FieldTable::default();
+    headers.insert("traceparent".into(), AMQPValue::LongString(TRACE.into()));
+    // The topology (exchange, queue, binding) is declared by `publisher()` first.
+    let _topology = t.env.publisher().await;
+    let conn = mailboxd::broker::connect(&t.env.settings.amqp.url, "trace test")
+        .await
+        .expect("RabbitMQ answers");
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        t.env.settings.amqp.exchange.as_str().into(),
+        ev.kind.routing_key().into(),
+        BasicPublishOptions::default(),
+        ev.to_json().to_string().as_bytes(),
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_headers(headers),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let job = t.env.wait_succeeded(&ev.id).await;
+    assert_eq!(job.trace_parent.as_deref(), Some(TRACE));
+    common::outcomes::wait_all_sent(&t.env.store, 1).await;
+    let heard = t.iam.drain().await;
+    let outcome = heard
+        .iter()
+        .find(|o| o.correlation_id.as_deref() == Some(ev.id.as_str()))
+        .expect("the joiner's outcome");
+    assert_eq!(outcome.traceparent.as_deref(), Some(TRACE));
+    assert_eq!(outcome.body["trace_parent"], TRACE);
+    let body = serde_json::to_vec(&outcome.body).unwrap();
+    let verdict = &common::schema::verdicts("outcome.schema.json", &[body])[0];
+    assert!(verdict.valid, "docs/outcome.schema.json: {verdict:?}");
+    let _ = conn.close(200, "done".into()).await;
     t.app.stop().await;
 }
