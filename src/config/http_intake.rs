@@ -125,3 +125,68 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRONG: &str = "1f0c8a4d9b7e6a5c3d2b1a09f8e7d6c5";
+
+    fn listening() -> Settings {
+        let mut s = Settings::default();
+        let h = &mut s.http_intake;
+        h.listen = Some("127.0.0.1:8443".into());
+        h.tls_cert_file = Some("/etc/mailboxd/intake.crt".into());
+        h.tls_key_file = Some("/etc/mailboxd/intake.key".into());
+        h.token = Some(SecretString::from(STRONG));
+        s
+    }
+
+    fn refused_key(s: &Settings) -> Option<&'static str> {
+        match s.validate_http_intake() {
+            Err(ConfigError::Invalid { key, .. }) => Some(key),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_listening_intake_needs_tls_a_strong_credential_and_a_readable_body_limit() {
+        assert_eq!(
+            refused_key(&Settings::default()),
+            None,
+            "off: nothing to check"
+        );
+        assert_eq!(refused_key(&listening()), None);
+        let mut s = listening();
+        s.http_intake.tls_key_file = None;
+        assert_eq!(refused_key(&s), Some("http_intake.tls_cert_file"));
+        let mut s = listening();
+        s.http_intake.token = None;
+        assert_eq!(refused_key(&s), Some("http_intake.token_file"));
+        s.http_intake.token = Some(SecretString::from("password1"));
+        assert_eq!(refused_key(&s), Some("http_intake.token_file"));
+        let mut s = listening();
+        s.http_intake.username = Some("isc".into());
+        assert_eq!(
+            refused_key(&s),
+            Some("http_intake.password_file"),
+            "no password"
+        );
+        s.http_intake.password = Some(SecretString::from("short"));
+        assert_eq!(refused_key(&s), Some("http_intake.password_file"));
+        s.http_intake.password = Some(SecretString::from(STRONG));
+        assert_eq!(refused_key(&s), None);
+        s.http_intake.username = Some("is:c".into());
+        assert_eq!(refused_key(&s), Some("http_intake.username"));
+        let mut s = listening();
+        s.http_intake.password = Some(SecretString::from(STRONG));
+        assert_eq!(
+            refused_key(&s),
+            Some("http_intake.username"),
+            "a password alone"
+        );
+        let mut s = listening();
+        s.http_intake.max_body_bytes = crate::event::MAX_MESSAGE_BYTES + 1;
+        assert_eq!(refused_key(&s), Some("http_intake.max_body_bytes"));
+    }
+}
