@@ -99,6 +99,19 @@ impl fmt::Display for TraceParent {
     }
 }
 
+/// A header value as it is kept: the valid trace, or `None` with a warning saying why the
+/// value was refused (never the value itself, which the sender chose).
+pub(crate) fn accept(value: Option<&[u8]>, from: &str) -> Option<TraceParent> {
+    match TraceParent::parse(value?) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            tracing::warn!(from = %from, reason = %why, "a traceparent was refused; the event goes on without a trace");
+            metrics::counter!("mailboxd_traceparent_refused_total").increment(1);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,18 +187,5 @@ mod tests {
             TraceParent::parse(long.as_bytes()),
             Err(TraceError::TooLong)
         );
-    }
-}
-
-/// A header value as it is kept: the valid trace, or `None` with a warning saying why the
-/// value was refused (never the value itself, which the sender chose).
-pub(crate) fn accept(value: Option<&[u8]>, from: &str) -> Option<TraceParent> {
-    match TraceParent::parse(value?) {
-        Ok(t) => Some(t),
-        Err(why) => {
-            tracing::warn!(from = %from, reason = %why, "a traceparent was refused; the event goes on without a trace");
-            metrics::counter!("mailboxd_traceparent_refused_total").increment(1);
-            None
-        }
     }
 }
