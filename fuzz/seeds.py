@@ -182,6 +182,22 @@ def main():
     put("ldap_entry", "rootdse.ber", entry("", {"dnsHostName": ["dc1.corp.example"]}))
     put("ldap_entry", "bad-dn.ber", entry(b"\xff\xfe", {"cn": [b"\xff"]}))
 
+    # Authorization header values as the HTTP intake reads them (RFC 6750, RFC 7617).
+    put("http_authorization", "bearer", "Bearer mF_9.B5f-4.1JqM")
+    put("http_authorization", "basic", "Basic aXNjOnBhOnNz")
+    put("http_authorization", "basic-not-base64", "bAsIc !!!")
+    put("http_authorization", "basic-not-utf8", "Basic //79")
+    put("http_authorization", "two-tokens", "Bearer a b")
+    put("http_authorization", "other-scheme", "Digest username=\"x\"")
+
+    # traceparent header values (W3C Trace Context §3.2), valid and refused.
+    put("traceparent", "w3c-example", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    put("traceparent", "later-version", "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more")
+    put("traceparent", "version-ff", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    put("traceparent", "zero-trace", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+    put("traceparent", "upper-case", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")
+    put("traceparent", "multibyte-at-55", "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u00e9")
+
     if WINRM_FIXTURES:
         for f in sorted(WINRM_FIXTURES.glob("*.xml")):
             if "response" in f.name or f.name.startswith("fault"):

@@ -24,12 +24,15 @@ use crate::shutdown::{Shutdown, Stop};
 use crate::signin::{SignIn, SignInConfig};
 use crate::store::Store;
 use crate::{
-    admin, alert, cloud, dashboard, identityiq, intake, outcome_publisher, reconcile, worker,
+    admin, alert, cloud, dashboard, http_intake, identityiq, intake, outcome_publisher, reconcile,
+    worker,
 };
 
 /// A running daemon.
 pub struct App {
     pub admin_addr: SocketAddr,
+    /// Where the HTTP intake listens, when `http_intake.listen` is set.
+    pub http_intake_addr: Option<SocketAddr>,
     pub store: Store,
     pub replica: String,
     stop: Stop,
@@ -87,12 +90,20 @@ impl App {
         if let Some(deps) = reconcile_schedule(s, st, h, directory) {
             tasks.push(reconcile::schedule::spawn(deps, shutdown.clone()));
         }
+        let http_intake_addr = match serve_http_intake(s, st, shutdown.clone()).await? {
+            Some((addr, task)) => {
+                tasks.push(task);
+                Some(addr)
+            }
+            None => None,
+        };
         let state = admin_state(s, st, (broker_connected, health, circuit, budget), signin);
         let (admin_addr, admin) = serve_admin(&settings.admin, state, shutdown).await?;
         tasks.push(admin);
         tracing::info!(%admin_addr, replica = %replica, "mailboxd running");
         Ok(App {
             admin_addr,
+            http_intake_addr,
             store,
             replica,
             stop,
@@ -164,6 +175,22 @@ fn circuit(cfg: &crate::config::Worker) -> Arc<Circuit> {
         Circuit::new(cfg.circuit_threshold, cfg.circuit_cooldown)
             .with_credential_floor(cfg.credential_probe_interval),
     )
+}
+
+/// The HTTP intake on its own listener, when `http_intake.listen` is set: the same
+/// decoding rules as the broker's intake (`[amqp]`'s allow-lists and attribute maps).
+async fn serve_http_intake(
+    s: &Settings,
+    store: &Store,
+    shutdown: Shutdown,
+) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+    let state = http_intake::HttpIntake::new(
+        &s.http_intake,
+        store.clone(),
+        intake::event_rules(&s.amqp),
+        s.worker.max_attempts,
+    );
+    http_intake::start(&s.http_intake, state, shutdown).await
 }
 
 /// Intake, reporting its broker link on `connected` (what `/readyz` reads).

@@ -15,6 +15,7 @@ mod broker;
 mod cloud;
 mod directory;
 mod graph;
+mod http_intake;
 mod leaver;
 mod outcomes;
 mod smtp;
@@ -27,6 +28,7 @@ pub use broker::*;
 pub use cloud::*;
 pub use directory::*;
 pub use graph::*;
+pub use http_intake::*;
 pub use leaver::*;
 pub use outcomes::*;
 pub use smtp::*;
@@ -64,6 +66,7 @@ pub struct Settings {
     pub cloud: Cloud,
     pub leaver: Leaver,
     pub graph: Graph,
+    pub http_intake: HttpIntake,
 }
 
 /// Durations are written as seconds (`30`) or with a unit (`"30s"`, `"5m"`, `"1h"`, `"250ms"`).
@@ -193,6 +196,14 @@ impl Settings {
             "MAILBOXD_GRAPH_PRIVATE_KEY",
             self.graph.private_key_file.as_deref(),
         )?;
+        self.http_intake.token = secret(
+            "MAILBOXD_HTTP_INTAKE_TOKEN",
+            self.http_intake.token_file.as_deref(),
+        )?;
+        self.http_intake.password = secret(
+            "MAILBOXD_HTTP_INTAKE_PASSWORD",
+            self.http_intake.password_file.as_deref(),
+        )?;
         Ok(())
     }
 
@@ -208,6 +219,8 @@ impl Settings {
             &self.admin.token,
             &self.identityiq.credential,
             &self.graph.private_key,
+            &self.http_intake.token,
+            &self.http_intake.password,
         ]
         .into_iter()
         .chain(self.admin.tokens.iter().map(|t| &t.token))
@@ -265,6 +278,7 @@ impl Settings {
         self.validate_tokens()?;
         self.validate_admin()?;
         self.validate_ldap_bind()?;
+        self.validate_http_intake()?;
         if self.admin.tls_cert_file.is_some() != self.admin.tls_key_file.is_some() {
             return Err(ConfigError::Invalid {
                 key: "admin.tls_cert_file",

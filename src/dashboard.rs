@@ -385,7 +385,7 @@ fn job_table(j: &Job) -> String {
          <tr><th>Type</th><td>{}</td></tr><tr><th>State</th><td id=\"state\" class=\"state-{st}\">{st}</td></tr>\
          <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td id=\"attempt-count\">{} of {}</td></tr>\
          <tr><th>Next attempt</th><td>{}</td></tr><tr><th>Event</th><td>{} (source {}, occurred {})</td></tr>\
-         <tr><th>Last error</th><td>{} {}</td></tr></table>",
+         <tr><th>Last error</th><td>{} {}</td></tr>{}</table>",
         esc(j.event.account.sam_account_name.as_str()),
         j.kind,
         esc(j.outcome.map_or("", |o| o.as_str())),
@@ -397,8 +397,22 @@ fn job_table(j: &Job) -> String {
         live::when(j.occurred_at),
         esc(j.last_error_class.map_or("", |c| c.as_str())),
         esc(j.last_error.as_deref().unwrap_or("")),
+        trace_row(j),
         st = esc(j.state.as_str()),
     )
+}
+
+/// The trace the event came with (its W3C trace id, what a tracing back end finds it by).
+fn trace_row(j: &Job) -> String {
+    j.trace_parent
+        .as_deref()
+        .and_then(|t| crate::trace::TraceParent::parse(t.as_bytes()).ok())
+        .map_or_else(String::new, |t| {
+            format!(
+                "<tr><th>Trace</th><td id=\"trace-id\">{}</td></tr>",
+                esc(t.trace_id())
+            )
+        })
 }
 
 /// Retry and cancel, for operators only: a viewer's page has no buttons to press.

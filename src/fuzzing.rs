@@ -23,6 +23,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ldap_entry", ldap_entry),
     ("xml_tree", xml_tree),
     ("graph_response", graph_response),
+    ("http_authorization", http_authorization),
+    ("traceparent", traceparent),
 ];
 
 /// The intake's rules with the shipped defaults (`[amqp]`), plus an allow-list so the
@@ -220,4 +222,19 @@ pub fn graph_response(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = graph::error_text(&text);
     let _ = graph::parse_retry_after(&text, std::time::SystemTime::now());
+}
+
+/// An `Authorization` header value, as the HTTP intake reads it before comparing the
+/// credentials it presents (`http_intake::parse_authorization`).
+pub fn http_authorization(data: &[u8]) {
+    let _ = crate::http_intake::parse_authorization(data);
+}
+
+/// A `traceparent` header value (W3C Trace Context), as intake reads it from an AMQP or an
+/// HTTP header; what it keeps must read back the same.
+pub fn traceparent(data: &[u8]) {
+    if let Ok(t) = crate::trace::TraceParent::parse(data) {
+        let kept = t.to_string();
+        assert_eq!(crate::trace::TraceParent::parse(kept.as_bytes()), Ok(t));
+    }
 }

@@ -6,6 +6,7 @@
 //! backoff; the broker redelivers what was unacked and the event id deduplicates it.
 
 mod batch;
+pub(crate) mod keep;
 mod reply_to;
 
 use std::sync::Arc;
@@ -162,11 +163,7 @@ async fn consume_on(
     report.connected.send_replace(true);
     *failures = 0;
     let rules = batch::Rules {
-        event: event::IntakeRules {
-            iiq_applications: cfg.iiq_applications.clone(),
-            allowed_routing_domains: cfg.allowed_routing_domains.clone(),
-            midpoint: cfg.midpoint.clone(),
-        },
+        event: event_rules(cfg),
         reply_to: reply_to::ReplyToRule::new(cfg),
     };
     tracing::info!(queue = %cfg.queue, prefetch = cfg.prefetch, "intake consuming");
@@ -183,6 +180,16 @@ async fn consume_on(
             }
         }
         batch::handle(store, &report.health, max_attempts, &rules, batch).await?;
+    }
+}
+
+/// What an event must obey beyond its decoder, from `[amqp]`: the same for every
+/// transport (the broker, the HTTP intake).
+pub(crate) fn event_rules(cfg: &config::Amqp) -> event::IntakeRules {
+    event::IntakeRules {
+        iiq_applications: cfg.iiq_applications.clone(),
+        allowed_routing_domains: cfg.allowed_routing_domains.clone(),
+        midpoint: cfg.midpoint.clone(),
     }
 }
 

@@ -31,6 +31,7 @@ mod failpoint;
 pub mod fuzzing;
 pub mod graph;
 mod health;
+mod http_intake;
 mod identityiq;
 pub mod intake;
 pub mod job;
@@ -48,6 +49,7 @@ pub mod telemetry;
 mod text_enum;
 #[cfg(feature = "lab")]
 pub mod tools;
+mod trace;
 pub mod windows_host;
 mod worker;
 

@@ -20,6 +20,8 @@
 //! | `mailboxd_events_ingested_total` | counter | `format` (json, identityiq) |
 //! | `mailboxd_poison_received_total` | counter | — |
 //! | `mailboxd_reply_to_refused_total` | counter | — |
+//! | `mailboxd_http_intake_requests_total` | counter | `status` (the HTTP intake's answers: 202, 200, 400, 401, 408, 413, 501, 503, 404) |
+//! | `mailboxd_traceparent_refused_total` | counter | — (an event's `traceparent` that broke W3C Trace Context's rules: the event went on without a trace) |
 //! | `mailboxd_attempts_total` | counter | `outcome`, `class` |
 //! | `mailboxd_attempt_duration_seconds` | histogram | `outcome` |
 //! | `mailboxd_batch_size` | histogram | `kind` |

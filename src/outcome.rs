@@ -254,6 +254,10 @@ pub struct OutcomeMessage {
     /// A succeeded leaver: whether Exchange Online follows the change made on premises.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_the_cloud: Option<InTheCloud>,
+    /// The W3C `traceparent` the event came with (also the AMQP header `traceparent`), so
+    /// the IAM system finds its own trace again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 text_enum! {
@@ -309,6 +313,8 @@ pub struct AnsweredJob<'a> {
     pub event: &'a Event,
     /// The newer job of the account that made this one moot.
     pub superseded_by: Option<Uuid>,
+    /// The W3C `traceparent` the event came with, validated at intake.
+    pub trace_parent: Option<&'a str>,
 }
 
 /// How a job ended (or that it waits), for its outcome message.
@@ -376,6 +382,7 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
         cloud: None,
         licence_removable: licence_removable(job.kind, &ending),
         in_the_cloud: in_the_cloud(job.kind, &ending),
+        trace_parent: job.trace_parent.map(str::to_owned),
     }
 }
 

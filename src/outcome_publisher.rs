@@ -264,6 +264,10 @@ async fn send(
         .with_correlation_id(row.event_id.clone().into())
         .with_type(OUTCOME_SCHEMA_V1.into())
         .with_timestamp(u64::try_from(row.created_at.timestamp()).unwrap_or_default());
+    let props = match trace_header(row) {
+        Some(headers) => props.with_headers(headers),
+        None => props,
+    };
     let options = BasicPublishOptions {
         mandatory,
         ..BasicPublishOptions::default()
@@ -271,4 +275,17 @@ async fn send(
     Ok(ch
         .basic_publish(exchange.into(), routing_key.into(), options, body, props)
         .await?)
+}
+
+/// The `traceparent` header of an outcome whose event came with one (W3C Trace Context):
+/// the body's `trace_parent`, read again through its rules before it leaves.
+fn trace_header(row: &OutcomeRow) -> Option<lapin::types::FieldTable> {
+    let text = row.body.get("trace_parent")?.as_str()?;
+    let trace = crate::trace::TraceParent::parse(text.as_bytes()).ok()?;
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        crate::trace::HEADER.into(),
+        lapin::types::AMQPValue::LongString(trace.to_string().into()),
+    );
+    Some(headers)
 }

@@ -718,6 +718,13 @@ fn log_outcome(job: &Job, res: &Resolution, held: bool) {
         let secs = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1e3;
         metrics::histogram!("mailboxd_attempt_duration_seconds", "outcome" => outcome).record(secs);
     }
+    // The trace the event came with (W3C Trace Context): the job's lines carry its id.
+    let trace_id = job
+        .trace_parent
+        .as_deref()
+        .and_then(|t| t.split('-').nth(1))
+        .unwrap_or_default();
+    let _trace = tracing::info_span!("job", trace_id).entered();
     match res {
         Resolution::Succeeded { outcome } => {
             tracing::info!(job_id = %job.id, account = %job.account, kind = %job.kind, outcome = outcome.as_str(), "job succeeded")

@@ -8,18 +8,18 @@
 //! refuses becomes poison: data never holds up intake, an outage does (retried until it
 //! ends).
 
-use std::time::Duration;
-
 use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 use super::IntakeError;
+use super::keep::{self, Patience, storable};
 use super::reply_to::ReplyToRule;
 use crate::event::{self, Event};
 use crate::health::Health;
-use crate::store::{Inserted, NewPoison, ReplyTo, Store, StoreError};
+use crate::store::{NewPoison, ReplyTo, Store, StoreError};
+use crate::trace::{self, TraceParent};
 
 /// What a delivery is checked against beyond decoding.
 pub(crate) struct Rules {
@@ -32,6 +32,7 @@ struct Accepted {
     delivery: Delivery,
     events: Vec<Event>,
     reply_to: ReplyTo,
+    trace: Option<TraceParent>,
 }
 
 pub(super) async fn handle(
@@ -46,10 +47,12 @@ pub(super) async fn handle(
         match decode(&delivery, &rules.event) {
             Ok(events) => {
                 let reply_to = reply_to(&delivery, &rules.reply_to);
+                let trace = trace_parent(&delivery.properties, delivery.routing_key.as_str());
                 good.push(Accepted {
                     delivery,
                     events,
                     reply_to,
+                    trace,
                 });
             }
             Err(reason) => poison(store, health, &delivery, reason).await?,
@@ -83,18 +86,7 @@ pub(super) fn decode_body(
         routing_key,
         message_type: props.kind().as_ref().map(ShortString::as_str),
     };
-    let d = decode_caught(&received, rules)?;
-    if !d.credentials.is_empty() {
-        tracing::warn!(
-            attributes = ?d.credentials,
-            routing_key = %routing_key,
-            "an IdentityIQ plan carried credentials; they were dropped unread — the sender should stop sending them"
-        );
-    }
-    for why in &d.ignored {
-        tracing::info!(routing_key = %routing_key, "ignored: {why}");
-    }
-    Ok(d.events)
+    Ok(keep::decode(&received, rules, routing_key)?.events)
 }
 
 /// The delivery's `reply_to` if outcomes may go there; a refused one is dropped with a
@@ -171,70 +163,46 @@ async fn insert(
         .iter()
         .flat_map(|a| a.events.iter().cloned())
         .collect();
-    if events.is_empty() {
-        return Ok(());
-    }
     let reply_to: Vec<ReplyTo> = accepted
         .iter()
         .flat_map(|a| std::iter::repeat_n(a.reply_to.clone(), a.events.len()))
         .collect();
-    let inserted: Vec<Inserted> = with_db_retry(health, "store jobs", || {
-        store.insert_deliveries(&events, &reply_to, max_attempts)
-    })
-    .await?;
-    for (ev, ins) in events.iter().zip(&inserted) {
-        tracing::debug!(event_id = %ev.id, job_id = %ins.job_id(), outcome = ?ins, "event stored");
-        let format = match ev.source.as_deref() {
-            Some("identityiq") => "identityiq",
-            Some("midpoint") => "midpoint",
-            _ => "json",
-        };
-        metrics::counter!("mailboxd_events_ingested_total", "format" => format).increment(1);
-    }
+    let traces: Vec<Option<TraceParent>> = accepted
+        .iter()
+        .flat_map(|a| std::iter::repeat_n(a.trace.clone(), a.events.len()))
+        .collect();
+    let patience = Patience::UntilStored(health);
+    keep::store_events(store, patience, &events, (&reply_to, &traces), max_attempts).await?;
     Ok(())
 }
 
-/// Stores the delivery in the poison table and rejects it (to the dead-letter queue). If
-/// PostgreSQL refuses even the cleaned properties, the row keeps the reason and the body
-/// alone; if it refuses that too, the broker's dead-letter copy is what remains.
+/// The delivery's `traceparent` header (W3C Trace Context), if it sent a valid one.
+fn trace_parent(props: &BasicProperties, routing_key: &str) -> Option<TraceParent> {
+    let value = props.headers().as_ref()?.inner().get(trace::HEADER)?;
+    let bytes = match value {
+        AMQPValue::LongString(s) => s.as_bytes(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes(),
+        _ => b"",
+    };
+    trace::accept(Some(bytes), routing_key)
+}
+
+/// Stores the delivery in the poison table and rejects it (to the dead-letter queue), which
+/// keeps a copy should PostgreSQL refuse even the reduced row (`keep::store_poison`).
 async fn poison(
     store: &Store,
     health: &Health,
     delivery: &Delivery,
     reason: String,
 ) -> Result<(), IntakeError> {
-    let mut row = poison_row(
+    let row = poison_row(
         &delivery.properties,
         delivery.exchange.as_str(),
         delivery.routing_key.as_str(),
         &delivery.data,
         &reason,
     );
-    let mut stored = with_db_retry(health, "store a poison message", || {
-        store.insert_poison(&row)
-    })
-    .await;
-    if let Err(e) = &stored {
-        tracing::warn!(error = %e, "PostgreSQL refused a poison message's properties; keeping its reason and body only");
-        row.reason = format!(
-            "{} (its AMQP properties could not be stored: {e})",
-            row.reason
-        );
-        (row.content_type, row.message_id, row.headers) = (None, None, serde_json::Value::Null);
-        stored = with_db_retry(health, "store a poison message", || {
-            store.insert_poison(&row)
-        })
-        .await;
-    }
-    match stored {
-        Ok(id) => {
-            tracing::warn!(poison_id = id, reason = %row.reason, routing_key = %row.routing_key, "poison message stored and dead-lettered");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, reason = %row.reason, "PostgreSQL refused the poison message; only the dead-letter queue keeps it");
-        }
-    }
-    metrics::counter!("mailboxd_poison_received_total").increment(1);
+    keep::store_poison(store, Patience::UntilStored(health), row).await?;
     delivery
         .reject(BasicRejectOptions { requeue: false })
         .await?;
@@ -267,75 +235,8 @@ pub(super) fn poison_row(
             .headers()
             .as_ref()
             .map_or(serde_json::Value::Null, |t| table_to_json(t, 0)),
-        body: poison_copy(&received),
+        body: keep::poison_copy(&received),
     }
-}
-
-/// Retries a database write while the database is unreachable: the deliveries stay unacked
-/// meanwhile (prefetch stops the flow), so an outage delays events and loses none. A data
-/// exception (SQLSTATE class 22) is returned at once: the same rows would fail forever.
-/// The wait is reported to `health`: past `amqp.stall_after` the replica is not ready.
-async fn with_db_retry<T, F, Fut>(health: &Health, what: &str, mut op: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let waiting = health.intake_storing();
-    let mut failures = 0u32;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_data_exception() => return Err(e),
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                waiting.failed(&e.to_string());
-                let delay = crate::backoff::full_jitter(
-                    failures,
-                    Duration::from_millis(200),
-                    Duration::from_secs(30),
-                );
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "intake cannot {what}; holding the deliveries and retrying");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// Decodes a delivery. A decoder that panics (a bug) makes the message poison, with the
-/// panic in its reason: letting the panic end intake would only take the same message
-/// again, and again, holding every delivery behind it.
-fn decode_caught(
-    received: &event::Delivery<'_>,
-    rules: &event::IntakeRules,
-) -> Result<event::Decoded, String> {
-    let decode = || {
-        crate::failpoint::panic_for_body(received.body);
-        event::decode(received, rules)
-    };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
-        Ok(decoded) => decoded.map_err(|e| e.to_string()),
-        Err(payload) => {
-            let why = crate::health::panic_message(payload.as_ref());
-            tracing::error!(panic = %why, "reading a message panicked (a bug in mailboxd); it is stored as poison");
-            metrics::counter!("mailboxd_decode_panics_total").increment(1);
-            Err(format!(
-                "internal error: mailboxd panicked reading this message ({}); a bug in mailboxd, please report it",
-                why.chars().take(300).collect::<String>()
-            ))
-        }
-    }
-}
-
-/// What of a refused delivery is kept; nothing of it if even that panics.
-fn poison_copy(received: &event::Delivery<'_>) -> Vec<u8> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| received.poison_body()))
-        .unwrap_or_else(|_| b"[body withheld by mailboxd: reading it panicked]".to_vec())
-}
-
-/// Text PostgreSQL can store: a NUL (which neither `text` nor `jsonb` accepts) becomes
-/// U+FFFD, the replacement character.
-fn storable(s: &str) -> String {
-    s.replace('\0', "\u{FFFD}")
 }
 
 /// How deep nested header tables and arrays are kept: the rest is summarised.
@@ -387,6 +288,27 @@ fn value_to_json(v: &AMQPValue, depth: usize) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_valid_traceparent_header_is_kept_and_a_hostile_one_is_not() {
+        let with = |v: AMQPValue| {
+            let mut t = FieldTable::default();
+            t.insert("traceparent".into(), v);
+            BasicProperties::default().with_headers(t)
+        };
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let kept = trace_parent(&with(AMQPValue::LongString(good.into())), "k");
+        assert_eq!(kept.map(|t| t.to_string()).as_deref(), Some(good));
+        let short = trace_parent(&with(AMQPValue::ShortString(good.into())), "k");
+        assert!(short.is_some());
+        let hostile = format!("{good}\r\nX-Injected: 1");
+        assert_eq!(
+            trace_parent(&with(AMQPValue::LongString(hostile.as_str().into())), "k"),
+            None
+        );
+        assert_eq!(trace_parent(&with(AMQPValue::LongInt(7)), "k"), None);
+        assert_eq!(trace_parent(&BasicProperties::default(), "k"), None);
+    }
 
     #[test]
     fn header_values_are_made_storable() {

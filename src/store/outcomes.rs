@@ -24,6 +24,7 @@ pub fn answered(job: &Job) -> AnsweredJob<'_> {
         kind: job.kind,
         event: &job.event,
         superseded_by: job.superseded_by,
+        trace_parent: job.trace_parent.as_deref(),
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Received {
     pub message_id: Option<String>,
     pub correlation_id: Option<String>,
     pub kind: Option<String>,
+    /// The AMQP header `traceparent`, when the outcome carries one.
+    pub traceparent: Option<String>,
     pub body: Value,
 }
 
@@ -130,6 +132,12 @@ impl OutcomeQueue {
                 message_id: text(p.message_id()),
                 correlation_id: text(p.correlation_id()),
                 kind: text(p.kind()),
+                traceparent: p
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| h.inner().get("traceparent"))
+                    .and_then(|v| v.as_long_string())
+                    .map(|s| s.to_string()),
                 body: serde_json::from_slice(&m.delivery.data).expect("an outcome is JSON"),
             });
         }

@@ -34,6 +34,7 @@ mod failure_groups;
 mod fuzz_corpus;
 mod graph;
 mod hostile_input;
+mod http_intake;
 mod intake;
 mod intake_corpus;
 mod kerberos_lockout;

@@ -14,6 +14,7 @@ use crate::job::JobState;
 use crate::outcome::OutcomeResult;
 use crate::store::outcomes::insert_outcomes_of;
 use crate::store::{Store, StoreError};
+use crate::trace::TraceParent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -80,6 +81,19 @@ impl Store {
         reply_to: &[ReplyTo],
         max_attempts: i32,
     ) -> Result<Vec<Inserted>, StoreError> {
+        self.insert_traced(events, reply_to, &[], max_attempts)
+            .await
+    }
+
+    /// `insert_deliveries` with the `traceparent` each event came with (by index; missing
+    /// ones have none), kept on its job.
+    pub(crate) async fn insert_traced(
+        &self,
+        events: &[Event],
+        reply_to: &[ReplyTo],
+        traces: &[Option<TraceParent>],
+        max_attempts: i32,
+    ) -> Result<Vec<Inserted>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -97,6 +111,7 @@ impl Store {
                 events,
                 accounts: &accounts,
                 reply_to,
+                traces,
             };
             insert_rows(&mut tx, &batch, &decision.rows, max_attempts).await?;
             let mut moot = supersede_older(&mut tx, &batch, &decision.rows, &newest).await?;
@@ -259,6 +274,7 @@ struct Batch<'a> {
     events: &'a [Event],
     accounts: &'a [String],
     reply_to: &'a [ReplyTo],
+    traces: &'a [Option<TraceParent>],
 }
 
 /// An event's AMQP `reply_to` as the intake judged it: the queue its outcome goes to as
@@ -280,6 +296,7 @@ async fn insert_rows(
         events,
         accounts,
         reply_to,
+        traces,
     } = batch;
     let event = |r: &NewRow| &events[r.index];
     let payloads = rows
@@ -289,15 +306,17 @@ async fn insert_rows(
         .map_err(|e| StoreError::Corrupt(format!("cannot serialise event: {e}")))?;
     sqlx::query(
         "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
-                           occurred_at, superseded_by, finished_at, reply_to, reply_to_refused)
+                           occurred_at, superseded_by, finished_at, reply_to, reply_to_refused,
+                           trace_parent)
          SELECT u.id, u.event_id, u.kind, u.account, u.payload, u.source, u.state, $10,
                 u.occurred_at, u.superseded_by,
                 CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END, u.reply_to,
-                u.reply_to_refused
+                u.reply_to_refused, u.trace_parent
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
-                       $7::text[], $8::timestamptz[], $9::uuid[], $11::text[], $12::text[])
+                       $7::text[], $8::timestamptz[], $9::uuid[], $11::text[], $12::text[],
+                       $13::text[])
                 AS u(id, event_id, kind, account, payload, source, state, occurred_at, superseded_by,
-                     reply_to, reply_to_refused)",
+                     reply_to, reply_to_refused, trace_parent)",
     )
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| event(r).id.as_str()).collect::<Vec<_>>())
@@ -317,6 +336,11 @@ async fn insert_rows(
     .bind(
         rows.iter()
             .map(|r| reply_to.get(r.index).and_then(|t| t.refused.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| traces.get(r.index).and_then(|t| t.as_ref().map(|t| t.to_string())))
             .collect::<Vec<_>>(),
     )
     .execute(&mut **tx)

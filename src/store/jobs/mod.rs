@@ -51,12 +51,15 @@ pub struct Job {
     pub reply_to_refused: Option<String>,
     /// The newer job of the account that made this one moot.
     pub superseded_by: Option<Uuid>,
+    /// The W3C `traceparent` the event came with (version-00 form, validated at intake).
+    pub trace_parent: Option<String>,
 }
 
 /// The columns a [`Job`] is read from.
 pub(super) const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, \
     max_attempts, next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, \
-    created_at, updated_at, started_at, finished_at, reply_to, reply_to_refused, superseded_by";
+    created_at, updated_at, started_at, finished_at, reply_to, reply_to_refused, superseded_by, \
+    trace_parent";
 
 /// The last error of a job whose lease ran out.
 const LEASE_EXPIRED: &str = "lease expired: the replica running it stopped";
