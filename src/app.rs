@@ -215,6 +215,7 @@ fn claim_loops(
         directory,
         require_cloud_sync: s.ldap.require_cloud_sync,
         leaver: s.leaver,
+        joiner: s.joiner,
         budget,
         graph,
     };

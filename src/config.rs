@@ -15,6 +15,7 @@ mod broker;
 mod cloud;
 mod directory;
 mod graph;
+mod joiner;
 mod leaver;
 mod outcomes;
 mod smtp;
@@ -27,6 +28,7 @@ pub use broker::*;
 pub use cloud::*;
 pub use directory::*;
 pub use graph::*;
+pub use joiner::*;
 pub use leaver::*;
 pub use outcomes::*;
 pub use smtp::*;
@@ -62,6 +64,7 @@ pub struct Settings {
     pub outcomes: Outcomes,
     pub identityiq: IdentityIq,
     pub cloud: Cloud,
+    pub joiner: Joiner,
     pub leaver: Leaver,
     pub graph: Graph,
 }

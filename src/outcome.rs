@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{Event, EventKind, MailboxType};
-use crate::job::{ErrorClass, JobEffect, JobState};
+use crate::job::{ErrorClass, JobEffect, JobState, JobStep};
 use crate::text_enum::text_enum;
 
 /// The `schema` of every outcome message.
@@ -29,6 +29,9 @@ text_enum! {
         CloudConfirmed = "cloud_confirmed",
         /// The second answer: no cloud mailbox was seen by the deadline (`error` says why).
         CloudFailed = "cloud_failed",
+        /// A joiner's start date came: the mailbox it created hidden (`hidden_until`) is in
+        /// the address lists now, as AD shows (the step `make_visible` succeeded).
+        Visible = "visible",
     }
 }
 
@@ -41,7 +44,18 @@ impl OutcomeResult {
             JobState::Cancelled => Some(OutcomeResult::Cancelled),
             JobState::Superseded => Some(OutcomeResult::Superseded),
             JobState::WaitingForSync => Some(OutcomeResult::WaitingForSync),
-            JobState::Queued | JobState::Running | JobState::Retrying => None,
+            JobState::Queued | JobState::Running | JobState::Retrying | JobState::Scheduled => {
+                None
+            }
+        }
+    }
+
+    /// The result a job's new state reports, the job being `step` of its event: the step
+    /// that makes a mailbox visible reports its success as `visible`.
+    pub fn of_step(state: JobState, step: Option<JobStep>) -> Option<OutcomeResult> {
+        match (OutcomeResult::of(state)?, step) {
+            (OutcomeResult::Succeeded, Some(JobStep::MakeVisible)) => Some(OutcomeResult::Visible),
+            (result, _) => Some(result),
         }
     }
 }
@@ -254,6 +268,10 @@ pub struct OutcomeMessage {
     /// A succeeded leaver: whether Exchange Online follows the change made on premises.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_the_cloud: Option<InTheCloud>,
+    /// A joiner with a start date still ahead: the mailbox exists, hidden from the address
+    /// lists until this instant, when `joiner.visible` follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_until: Option<DateTime<Utc>>,
 }
 
 text_enum! {
@@ -323,6 +341,8 @@ pub struct Ending<'a> {
     /// The tenant manages Exchange attributes in the cloud: a change made on premises stays
     /// there (`leaver.exchange_attributes`).
     pub stays_on_premises: bool,
+    /// A joiner left hidden until its start date.
+    pub hidden_until: Option<DateTime<Utc>>,
 }
 
 impl Ending<'_> {
@@ -336,6 +356,7 @@ impl Ending<'_> {
             error: None,
             view: None,
             stays_on_premises: false,
+            hidden_until: None,
         }
     }
 }
@@ -376,6 +397,7 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
         cloud: None,
         licence_removable: licence_removable(job.kind, &ending),
         in_the_cloud: in_the_cloud(job.kind, &ending),
+        hidden_until: ending.hidden_until,
     }
 }
 

@@ -18,7 +18,8 @@ impl Template {
     ///
     /// - enable-remote-mailbox: `Enable-RemoteMailbox`; on RecipientTaskException
     ///   `Get-RemoteMailbox`, then `Set-RemoteMailbox -Type Regular` for a converted shared
-    ///   one and `Set-RemoteMailbox` for a hidden one (a rehire); plus
+    ///   one and `Set-RemoteMailbox` for a hidden one (a rehire, or a start date's step) or,
+    ///   with `hidden` (a start date ahead), one to hide it; plus
     ///   `Enable-RemoteMailbox -Archive` when an archive is asked for.
     /// - hide-remote-mailbox: `Get-RemoteMailbox`, then one `Set-RemoteMailbox` (hiding,
     ///   converting to shared, or both in one call).
@@ -37,7 +38,9 @@ impl Template {
         // looked, the others may have seen one, so they count it too.
         let archive = u32::from(account.archive);
         match (self, status) {
-            (Template::EnableRemoteMailbox, Enabled) => Some(1 + archive),
+            (Template::EnableRemoteMailbox, Enabled) => Some(1 + u32::from(account.hidden) + archive),
+            // An existing visible mailbox hidden until the start date.
+            (Template::EnableRemoteMailbox, Hidden) => Some(3 + archive),
             (Template::EnableRemoteMailbox, Already) => Some(2 + archive),
             (Template::EnableRemoteMailbox, Unhidden) => Some(3 + archive),
             // Converted, and unhidden only if it was hidden: counted as if it was.

@@ -43,6 +43,7 @@ struct WireMailbox {
     archive: Option<bool>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    start_date: Option<String>,
 }
 
 /// Parses an AMQP delivery body. `message_id` is the AMQP property, used when the body has no id;
@@ -87,6 +88,7 @@ pub fn parse(
             primary_smtp_address: m.primary_smtp_address,
             archive: m.archive,
             kind: m.kind,
+            start_date: m.start_date,
         }),
         source: wire.source,
         identity: wire.identity,

@@ -44,6 +44,9 @@ pub struct AttributeMap {
     pub primary_smtp_address_attribute: String,
     /// The attribute read as a joiner's `mailbox.type` (user, shared, room, equipment).
     pub mailbox_type_attribute: String,
+    /// The attribute read as a joiner's `mailbox.start_date` (a day or an RFC 3339
+    /// date-time; midPoint's `activation/validFrom` mapped outbound to it, say).
+    pub start_date_attribute: String,
 }
 
 impl Default for AttributeMap {
@@ -59,6 +62,7 @@ impl Default for AttributeMap {
             alias_attribute: "mailNickname".into(),
             primary_smtp_address_attribute: "mail".into(),
             mailbox_type_attribute: "mailboxType".into(),
+            start_date_attribute: "startDate".into(),
         }
     }
 }
@@ -152,6 +156,7 @@ fn draft(
         alias: value(&map.alias_attribute),
         primary_smtp_address: value(&map.primary_smtp_address_attribute),
         kind: value(&map.mailbox_type_attribute),
+        start_date: value(&map.start_date_attribute),
         ..DraftMailbox::default()
     };
     Ok(Draft {

@@ -20,7 +20,12 @@ use crate::outcome::{AnsweredJob, Ending, IdentityIqDelivery, OutcomeMessage, Ou
 pub fn answered(job: &Job) -> AnsweredJob<'_> {
     AnsweredJob {
         id: job.id,
-        event_id: &job.event_id,
+        // A later step answers its event, under the event's own id.
+        event_id: if job.step.is_some() {
+            &job.event.id
+        } else {
+            &job.event_id
+        },
         kind: job.kind,
         event: &job.event,
         superseded_by: job.superseded_by,

@@ -143,7 +143,7 @@ fn to_event(
 
 /// The IdentityIQ attribute each field of the model is read from: a broken rule is
 /// reported with the name the sender wrote.
-const ATTRIBUTES: [(&str, &str); 10] = [
+const ATTRIBUTES: [(&str, &str); 11] = [
     ("account.sam_account_name", "sAMAccountName"),
     ("account.object_guid", "objectGUID"),
     ("account.user_principal_name", "userPrincipalName"),
@@ -156,6 +156,7 @@ const ATTRIBUTES: [(&str, &str); 10] = [
     ("mailbox.remote_routing_address", "remoteRoutingAddress"),
     ("mailbox.primary_smtp_address", "mail"),
     ("mailbox.type", "mailboxType"),
+    ("mailbox.start_date", "startDate"),
     ("id", "id (the AMQP message_id)"),
 ];
 
@@ -207,6 +208,9 @@ fn mailbox(values: &Values) -> DraftMailbox {
         // IdentityIQ's AD connector has no attribute for the remote mailbox's type:
         // mailboxd reads its own, `mailboxType` (docs/events.md, "IdentityIQ").
         kind: owned("mailboxType"),
+        // Nor for the first day: the plan carries the identity's start date (an identity
+        // attribute such as `startDate`, mapped in the provisioning policy) as `startDate`.
+        start_date: owned("startDate"),
     }
 }
 

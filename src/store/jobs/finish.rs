@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::Job;
 use crate::event::EventKind;
-use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, Resolution};
+use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, JobStep, Resolution};
 use crate::outcome::{Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
 use crate::store::outcomes::message;
 use crate::store::{AttemptRecord, Store, StoreError, WatchPolicy, insert_job_alert};
@@ -33,12 +33,13 @@ impl Transition<'_> {
     /// The outcome message the job's new state reports, if it reports one.
     fn message(&self, job: &Job, record: &AttemptRecord) -> Option<OutcomeMessage> {
         let ending = Ending {
-            result: OutcomeResult::of(self.state)?,
+            result: OutcomeResult::of_step(self.state, job.step)?,
             outcome: self.outcome,
             attempts: job.attempt - i32::from(self.deferred),
             error: self.class.zip(self.error),
             view: record.view.as_ref(),
             stays_on_premises: record.stays_on_premises,
+            hidden_until: record.hidden_until.filter(|_| self.state == JobState::Succeeded),
         };
         Some(message(job, ending))
     }
@@ -146,9 +147,12 @@ impl Store {
 }
 
 /// Moves every job still leased to the replica ($20), writes the attempt row of each one it
-/// moved, the outcome row of those that report one and, when the cloud confirmation is on
-/// ($25 its source), the cloud watch of a joiner's success; returns the ones it moved. The
-/// inserts join the `UPDATE`'s `RETURNING`, so a job taken over meanwhile writes nothing.
+/// moved, the outcome row of those that report one, when the cloud confirmation is on
+/// ($25 its source) the cloud watch of a joiner's success and, for a joiner that succeeded
+/// hidden until its start date ($30), the step that makes it visible (`steps`: a job of the
+/// account in state $31, due then, unless a newer event of the account is stored already,
+/// which decides instead); returns the ones it moved. The inserts join the `UPDATE`'s
+/// `RETURNING`, so a job taken over meanwhile writes nothing.
 const FINISH: &str = "WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::float8[], $7::bool[], $8::bool[], $9::int[], $10::text[],
@@ -168,7 +172,7 @@ const FINISH: &str = "WITH u AS (
                attempt = jobs.attempt - CASE WHEN u.deferred THEN 1 ELSE 0 END
           FROM u
          WHERE jobs.id = u.id AND jobs.locked_by = $20 AND jobs.state = $21
-        RETURNING jobs.id, jobs.account, jobs.event_id, jobs.kind, jobs.reply_to)
+        RETURNING jobs.id, jobs.account, jobs.event_id, jobs.kind, jobs.reply_to, jobs.step)
     , attempts AS (
         INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome,
                                   error_class, error_message, transcript, domain_controller,
@@ -194,8 +198,22 @@ const FINISH: &str = "WITH u AS (
                now() + make_interval(secs => $26), now() + make_interval(secs => $27)
           FROM u JOIN moved m ON m.id = u.id
          WHERE $25::text IS NOT NULL AND u.state = $28 AND m.kind = $29
-           AND u.body IS NOT NULL
+           AND u.body IS NOT NULL AND m.step IS NULL
         ON CONFLICT (job_id) DO NOTHING)
+    , steps AS (
+        INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
+                          next_attempt_at, occurred_at, reply_to, step)
+        SELECT gen_random_uuid(), j.event_id || '/' || $32, j.kind, j.account, j.payload,
+               j.source, $31, j.max_attempts, v.visible_at, j.occurred_at, j.reply_to, $32
+          FROM unnest($1::uuid[], $30::timestamptz[]) AS v(id, visible_at)
+          JOIN moved m ON m.id = v.id
+          JOIN u ON u.id = v.id
+          JOIN jobs j ON j.id = v.id
+         WHERE v.visible_at IS NOT NULL AND u.state = $28 AND m.kind = $29 AND m.step IS NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs n
+                            WHERE n.account = j.account AND n.id <> j.id
+                              AND n.occurred_at > j.occurred_at AND n.state = ANY($33))
+        ON CONFLICT (event_id) DO NOTHING)
     SELECT id FROM moved";
 
 /// The columns of [`FINISH`], one entry per job.
@@ -213,6 +231,8 @@ struct FinishRows<'a> {
     results: Vec<Option<OutcomeResult>>,
     bodies: Vec<Option<serde_json::Value>>,
     routing_keys: Vec<Option<String>>,
+    /// A joiner left hidden until its start date: when its step is due.
+    visible_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl<'a> FinishRows<'a> {
@@ -262,6 +282,7 @@ impl<'a> FinishRows<'a> {
                 .iter()
                 .map(|m| m.as_ref().map(OutcomeMessage::routing_key))
                 .collect(),
+            visible_at: outcomes.iter().map(|(_, r, _)| r.hidden_until).collect(),
         })
     }
 
@@ -306,6 +327,10 @@ impl<'a> FinishRows<'a> {
             .bind(watch.map_or(0.0, |w| w.first_check.as_secs_f64()))
             .bind(JobState::Succeeded)
             .bind(EventKind::Joiner)
+            .bind(&self.visible_at)
+            .bind(JobState::Scheduled)
+            .bind(JobStep::MakeVisible)
+            .bind(&JobState::INTENDED[..])
             .fetch_all(on)
             .await?;
         Ok(held.into_iter().collect())

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{Attempt, Store, StoreError, secs};
 use crate::event::{Event, EventKind};
-use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState};
+use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, JobStep};
 use crate::outcome::IdentityIqDelivery;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -51,12 +51,14 @@ pub struct Job {
     pub reply_to_refused: Option<String>,
     /// The newer job of the account that made this one moot.
     pub superseded_by: Option<Uuid>,
+    /// A later step of the event (a joiner's start date), not the event itself.
+    pub step: Option<JobStep>,
 }
 
 /// The columns a [`Job`] is read from.
 pub(super) const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, \
     max_attempts, next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, \
-    created_at, updated_at, started_at, finished_at, reply_to, reply_to_refused, superseded_by";
+    created_at, updated_at, started_at, finished_at, reply_to, reply_to_refused, superseded_by, step";
 
 /// Jobs whose lease ran out (their replica died): the lost attempt recorded, due again now.
 /// `state = 'running'` is in the text, rendered from the enum, so that the planner uses the
