@@ -225,6 +225,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.identityiq.validate()?;
+        self.joiner.start_of_day()?;
         self.cloud.validate()?;
         self.graph.validate()?;
         if self.cloud.confirm == CloudConfirmation::Graph && self.graph.tenant_id.is_none() {

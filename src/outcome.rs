@@ -44,9 +44,7 @@ impl OutcomeResult {
             JobState::Cancelled => Some(OutcomeResult::Cancelled),
             JobState::Superseded => Some(OutcomeResult::Superseded),
             JobState::WaitingForSync => Some(OutcomeResult::WaitingForSync),
-            JobState::Queued | JobState::Running | JobState::Retrying | JobState::Scheduled => {
-                None
-            }
+            JobState::Queued | JobState::Running | JobState::Retrying | JobState::Scheduled => None,
         }
     }
 

@@ -52,7 +52,7 @@ pub(crate) struct Worker {
     /// `[leaver]`: hide a leaver's mailbox, or convert it to shared.
     pub leaver: config::Leaver,
     /// `[joiner]`: when a start date given as a day begins.
-    pub joiner: config::Joiner,
+    pub joiner: config::StartOfDay,
     /// The cluster-wide Exchange session budget: a cold batch holds a slot while it runs
     /// (a warm process holds its own, see `exchange::warm`).
     pub budget: Arc<SessionBudget>,
@@ -585,7 +585,7 @@ impl Worker {
             return None;
         }
         let start = job.event.mailbox.as_ref()?.start_date?;
-        let at = start.instant(self.joiner.start_time, self.joiner.utc_offset);
+        let at = start.instant(self.joiner.time, self.joiner.offset);
         (at > now).then_some(at)
     }
 

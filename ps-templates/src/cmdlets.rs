@@ -38,7 +38,9 @@ impl Template {
         // looked, the others may have seen one, so they count it too.
         let archive = u32::from(account.archive);
         match (self, status) {
-            (Template::EnableRemoteMailbox, Enabled) => Some(1 + u32::from(account.hidden) + archive),
+            (Template::EnableRemoteMailbox, Enabled) => {
+                Some(1 + u32::from(account.hidden) + archive)
+            }
             // An existing visible mailbox hidden until the start date.
             (Template::EnableRemoteMailbox, Hidden) => Some(3 + archive),
             (Template::EnableRemoteMailbox, Already) => Some(2 + archive),

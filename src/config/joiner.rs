@@ -1,21 +1,22 @@
 //! `[joiner]`: when a joiner's start date begins (`mailbox.start_date`).
 
 use chrono::{FixedOffset, NaiveTime};
-use serde::{Deserialize, Deserializer, de::Error};
+use serde::Deserialize;
+
+use super::ConfigError;
 
 /// When "the person's first day" begins for a start date given as a day: `start_time` on
 /// that day, at `utc_offset`. A start date sent as an RFC 3339 date-time carries its own
-/// instant and ignores both.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// instant and ignores both. Kept as written and read by [`Joiner::start_of_day`], which
+/// `Settings::validate` runs at start, so a wrong value stops the start with its reason.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Joiner {
     /// `"HH:MM"` on the start day: the mailbox appears in the address lists then.
-    #[serde(deserialize_with = "time_of_day")]
-    pub start_time: NaiveTime,
+    pub start_time: String,
     /// The organisation's offset from UTC (`"+01:00"`, `"-05:00"`, `"Z"`): a fixed offset,
     /// without daylight saving time.
-    #[serde(deserialize_with = "offset")]
-    pub utc_offset: FixedOffset,
+    pub utc_offset: String,
 }
 
 impl Default for Joiner {
@@ -23,28 +24,40 @@ impl Default for Joiner {
     /// anywhere from UTC−12 to UTC+8, and by 09:00 at the latest up to UTC+9.
     fn default() -> Self {
         Joiner {
-            start_time: NaiveTime::MIN,
-            utc_offset: FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()),
+            start_time: "00:00".into(),
+            utc_offset: "+00:00".into(),
         }
     }
 }
 
-fn time_of_day<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
-    let text = String::deserialize(d)?;
-    NaiveTime::parse_from_str(text.trim(), "%H:%M").map_err(|_| {
-        D::Error::custom(format!(
-            "joiner.start_time {text:?} is not a time of day as HH:MM (\"00:00\", \"07:30\")"
-        ))
-    })
+/// `[joiner]` read: when a start day begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartOfDay {
+    pub time: NaiveTime,
+    pub offset: FixedOffset,
 }
 
-fn offset<'de, D: Deserializer<'de>>(d: D) -> Result<FixedOffset, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_offset(text.trim()).ok_or_else(|| {
-        D::Error::custom(format!(
-            "joiner.utc_offset {text:?} is not an offset from UTC as ±HH:MM (\"+01:00\", \"-05:00\") or \"Z\""
-        ))
-    })
+impl Joiner {
+    /// The time and offset a start day begins at, or which setting is wrong and why.
+    pub fn start_of_day(&self) -> Result<StartOfDay, ConfigError> {
+        let time = NaiveTime::parse_from_str(self.start_time.trim(), "%H:%M").map_err(|_| {
+            ConfigError::Invalid {
+                key: "joiner.start_time",
+                reason: format!(
+                    "{:?} is not a time of day as HH:MM (\"00:00\", \"07:30\")",
+                    self.start_time
+                ),
+            }
+        })?;
+        let offset = parse_offset(self.utc_offset.trim()).ok_or_else(|| ConfigError::Invalid {
+            key: "joiner.utc_offset",
+            reason: format!(
+                "{:?} is not an offset from UTC as ±HH:MM (\"+01:00\", \"-05:00\") or \"Z\"",
+                self.utc_offset
+            ),
+        })?;
+        Ok(StartOfDay { time, offset })
+    }
 }
 
 /// `Z`, or `±HH:MM` within ±23:59.
@@ -71,6 +84,20 @@ fn parse_offset(text: &str) -> Option<FixedOffset> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_start_of_day_is_midnight_utc_and_a_wrong_value_names_its_key() {
+        let d = Joiner::default()
+            .start_of_day()
+            .expect("the defaults are valid");
+        assert_eq!((d.time, d.offset.local_minus_utc()), (NaiveTime::MIN, 0));
+        let wrong = Joiner {
+            start_time: "7am".into(),
+            ..Joiner::default()
+        };
+        let err = wrong.start_of_day().expect_err("7am is refused");
+        assert!(err.to_string().contains("joiner.start_time"), "{err}");
+    }
 
     #[test]
     fn offsets_are_read_as_iso_8601_writes_them_and_nothing_else() {

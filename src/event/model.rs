@@ -410,13 +410,25 @@ mod tests {
         let nine = NaiveTime::from_hms_opt(9, 0, 0).expect("a time");
         let cet = FixedOffset::east_opt(3600).expect("an offset");
         let day = StartDate::parse("2027-01-04").expect("a day");
-        assert_eq!(day.instant(nine, cet).to_rfc3339(), "2027-01-04T08:00:00+00:00");
+        assert_eq!(
+            day.instant(nine, cet).to_rfc3339(),
+            "2027-01-04T08:00:00+00:00"
+        );
         let at = StartDate::parse("2027-01-04T06:30:00-05:00").expect("a date-time");
-        assert_eq!(at.instant(nine, cet).to_rfc3339(), "2027-01-04T11:30:00+00:00");
+        assert_eq!(
+            at.instant(nine, cet).to_rfc3339(),
+            "2027-01-04T11:30:00+00:00"
+        );
         for (d, text) in [(day, "2027-01-04"), (at, "2027-01-04T06:30:00-05:00")] {
             assert_eq!(String::from(d), text);
         }
-        for bad in ["2027-13-01", "04.01.2027", "2027-01-04T08:00:00", "", "tomorrow"] {
+        for bad in [
+            "2027-13-01",
+            "04.01.2027",
+            "2027-01-04T08:00:00",
+            "",
+            "tomorrow",
+        ] {
             assert!(StartDate::parse(bad).is_err(), "{bad:?}");
         }
         assert!(StartDate::parse(&"9".repeat(41)).is_err());

@@ -95,8 +95,7 @@ fn mailbox(m: DraftMailbox) -> Result<Mailbox, EventError> {
         start_date: m
             .start_date
             .map(|d| {
-                StartDate::parse(d.trim())
-                    .map_err(|r| EventError::invalid("mailbox.start_date", r))
+                StartDate::parse(d.trim()).map_err(|r| EventError::invalid("mailbox.start_date", r))
             })
             .transpose()?,
     })

@@ -76,9 +76,10 @@ pub(super) async fn insert_outcomes(
             .map(|(j, _)| j.account.as_str())
             .collect::<Vec<_>>(),
     )
+    // The event the message answers (a later step's job has an event id of its own).
     .bind(
         rows.iter()
-            .map(|(j, _)| j.event_id.as_str())
+            .map(|(_, m)| m.event_id.as_str())
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|(_, m)| m.result).collect::<Vec<_>>())

@@ -143,7 +143,7 @@ fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -
             && !wanted.scheduled =>
         {
             Plan::Cancel(format!(
-            "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
+                "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
             ))
         }
         // A migrated user mailbox hidden by the leaver: it may have been purged in the

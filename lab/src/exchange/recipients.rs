@@ -199,7 +199,11 @@ impl Run {
         self.bind("Set-RemoteMailbox", &p)?;
         self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
         let Some(found) = self.find_remote(account) else {
-            self.record("Set-RemoteMailbox", p, Some("ManagementObjectNotFoundException"));
+            self.record(
+                "Set-RemoteMailbox",
+                p,
+                Some("ManagementObjectNotFoundException"),
+            );
             return Err(Box::new(Self::not_found("SetRemoteMailbox", account)));
         };
         self.record("Set-RemoteMailbox", p, None);

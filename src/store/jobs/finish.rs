@@ -39,7 +39,9 @@ impl Transition<'_> {
             error: self.class.zip(self.error),
             view: record.view.as_ref(),
             stays_on_premises: record.stays_on_premises,
-            hidden_until: record.hidden_until.filter(|_| self.state == JobState::Succeeded),
+            hidden_until: record
+                .hidden_until
+                .filter(|_| self.state == JobState::Succeeded),
         };
         Some(message(job, ending))
     }
@@ -183,7 +185,8 @@ const FINISH: &str = "WITH u AS (
     , answers AS (
         INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body,
                               iiq_state)
-        SELECT u.outcome_id, u.id, m.account, m.event_id, u.result, u.routing_key,
+        SELECT u.outcome_id, u.id, m.account, coalesce(u.body->>'event_id', m.event_id),
+               u.result, u.routing_key,
                m.reply_to, u.body, CASE WHEN $23 THEN $24 END
           FROM u JOIN moved m ON m.id = u.id
          WHERE u.outcome_id IS NOT NULL
