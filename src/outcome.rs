@@ -460,3 +460,28 @@ fn licence_removable(kind: EventKind, ending: &Ending<'_>) -> bool {
     });
     kind == EventKind::Leaver && ending.result == OutcomeResult::Succeeded && shared
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_steps_success_is_visible_and_its_other_endings_are_as_any_jobs() {
+        let step = Some(JobStep::MakeVisible);
+        let of = OutcomeResult::of_step;
+        assert_eq!(of(JobState::Succeeded, step), Some(OutcomeResult::Visible));
+        assert_eq!(
+            of(JobState::Succeeded, None),
+            Some(OutcomeResult::Succeeded)
+        );
+        assert_eq!(
+            of(JobState::Superseded, step),
+            Some(OutcomeResult::Superseded)
+        );
+        assert_eq!(of(JobState::Scheduled, step), None);
+        assert_eq!(
+            routing_key(EventKind::Joiner, OutcomeResult::Visible),
+            "joiner.visible"
+        );
+    }
+}

@@ -252,6 +252,8 @@ mod tests {
             last_error_class: Some(ErrorClass::Transient),
             created_at: at,
             updated_at: at,
+            next_attempt_at: at,
+            step: None,
         }
     }
 

@@ -322,6 +322,13 @@ mod tests {
     }
 
     #[test]
+    fn the_mapped_start_date_is_read() {
+        let e = decode(&sample("add-start-date.json"), &AttributeMap::default()).unwrap();
+        let at = e.mailbox.and_then(|m| m.start_date).map(String::from);
+        assert_eq!(at.as_deref(), Some("2027-01-04T09:00:00+01:00"));
+    }
+
+    #[test]
     fn other_modifications_are_refused_with_what_they_change() {
         let map = AttributeMap::default();
         for name in ["modify-full-name.json", "modify-as-attributes.json"] {

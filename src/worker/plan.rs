@@ -574,6 +574,44 @@ mod tests {
         assert!(!shows(Joiner, JobEffect::Enabled, &state(None)));
     }
 
+    /// A start date: the joiner ahead of it wants the mailbox hidden (a disabled starter is
+    /// not a stale rehire), its step wants it visible even while the account is disabled,
+    /// and each succeeds only when AD shows it so.
+    #[test]
+    fn a_start_date_keeps_the_mailbox_hidden_until_its_step_makes_it_visible() {
+        use RecipientType::RemoteMailbox;
+        let ahead = Wanted {
+            hidden: true,
+            ..Wanted::default()
+        };
+        let step = Wanted {
+            scheduled: true,
+            ..Wanted::default()
+        };
+        let decide =
+            |a: Account, w| shape(&plan(EventKind::Joiner, "j", &state(Some(a)), w, false));
+        let starter = || acct(RemoteMailbox).disabled();
+        assert_eq!(
+            decide(starter().hidden(), ahead),
+            Shape::Done(JobEffect::Already)
+        );
+        assert_eq!(decide(acct(RemoteMailbox), ahead), Shape::Run);
+        assert_eq!(decide(starter().hidden(), step), Shape::Run);
+        assert_eq!(
+            decide(acct(RemoteMailbox), step),
+            Shape::Done(JobEffect::Already)
+        );
+        // Without a start date, hidden and disabled is a leaver's mailbox: stale.
+        assert_eq!(decide(starter().hidden(), Wanted::default()), Shape::Cancel);
+        let shows = |a: Account, w| {
+            verified(EventKind::Joiner, JobEffect::Enabled, &state(Some(a)), w).is_ok()
+        };
+        assert!(shows(starter().hidden(), ahead));
+        assert!(!shows(starter(), ahead));
+        assert!(shows(starter(), step));
+        assert!(!shows(starter().hidden(), step));
+    }
+
     /// msExchRecipientTypeDetails of each remote type (MailboxType::from_type_details).
     fn typed(kind: MailboxType) -> Account {
         let mut a = acct(RecipientType::RemoteMailbox);

@@ -323,4 +323,20 @@ mod tests {
         let err = parse(doc("Raum").as_bytes(), Some("m"), Utc::now(), &apps).unwrap_err();
         assert!(err.to_string().contains("mailboxType"), "{err}");
     }
+
+    #[test]
+    fn the_start_date_is_read_from_start_date_and_a_wrong_one_named_by_it() {
+        let doc = |d: &str| {
+            format!(
+                r#"<AccountRequest application="Active Directory" op="Create" nativeIdentity="jnew">
+                <AttributeRequest name="startDate" value="{d}"/></AccountRequest>"#
+            )
+        };
+        let apps = vec!["Active Directory".to_owned()];
+        let p = parse(doc("2027-01-04").as_bytes(), Some("m"), Utc::now(), &apps).unwrap();
+        let day = p.events[0].mailbox.as_ref().and_then(|m| m.start_date);
+        assert_eq!(day.map(String::from).as_deref(), Some("2027-01-04"));
+        let err = parse(doc("next monday").as_bytes(), Some("m"), Utc::now(), &apps).unwrap_err();
+        assert!(err.to_string().contains("startDate"), "{err}");
+    }
 }
