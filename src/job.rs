@@ -74,7 +74,16 @@ impl JobState {
         JobState::Running,
     ];
     /// What an operator may run again (now): what ended without success, or is waiting.
-    pub(crate) const RETRYABLE: [JobState; 5] = [
+    /// A bulk retry by filter takes these; a scheduled step is never swept up with them.
+    pub(crate) const RETRYABLE: [JobState; 4] = [
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Retrying,
+        JobState::WaitingForSync,
+    ];
+    /// What an operator's retry of one job takes: [`JobState::RETRYABLE`], and a scheduled
+    /// step run before its time ("run now": the person starts early).
+    pub(crate) const RUNNABLE_NOW: [JobState; 5] = [
         JobState::Failed,
         JobState::Cancelled,
         JobState::Retrying,
