@@ -22,6 +22,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use common::outcomes::wait_all_sent;
 use common::{TestEnv, seed};
 use mailboxd::job::{JobEffect, JobState, JobStep};
+use mailboxd::publish::EventSpec;
 use mailboxd::store::Job;
 
 /// A first day a year ahead, and the instant `[joiner]`'s defaults make of it (00:00 UTC).
@@ -36,6 +37,28 @@ fn first_day() -> (String, DateTime<Utc>) {
 async fn step_in(env: &TestEnv, event_id: &str, state: JobState) -> Job {
     env.wait_job(&format!("{event_id}/make_visible"), |j| j.state == state)
         .await
+}
+
+/// A joiner for `sam` whose first day is a year ahead, published and succeeded (hidden);
+/// the event and its scheduled step.
+async fn scheduled_joiner(env: &TestEnv, sam: &str) -> (EventSpec, Job) {
+    let mut ev = env.joiner(sam);
+    ev.start_date = Some(first_day().0);
+    env.publisher().await.publish(&ev).await.unwrap();
+    env.wait_succeeded(&ev.id).await;
+    let step = step_in(env, &ev.id, JobState::Scheduled).await;
+    (ev, step)
+}
+
+/// Every message the IAM system received is valid against docs/outcome.schema.json.
+fn assert_valid_outcomes(got: &[common::outcomes::Received]) {
+    let bodies: Vec<Vec<u8>> = got
+        .iter()
+        .map(|m| m.body.to_string().into_bytes())
+        .collect();
+    for v in common::schema::verdicts("outcome.schema.json", &bodies) {
+        assert!(v.valid, "{:?}", v.errors);
+    }
 }
 
 /// Whether the lab's directory shows the account's mailbox hidden from the address lists.
@@ -117,13 +140,7 @@ async fn a_joiner_with_a_start_date_is_hidden_until_that_day_and_visible_after_i
         assert_eq!(m.correlation_id.as_deref(), Some(ev.id.as_str()));
         assert_eq!(m.body["event_id"], ev.id.as_str());
     }
-    let bodies: Vec<Vec<u8>> = got
-        .iter()
-        .map(|m| m.body.to_string().into_bytes())
-        .collect();
-    for v in common::schema::verdicts("outcome.schema.json", &bodies) {
-        assert!(v.valid, "{:?}", v.errors);
-    }
+    assert_valid_outcomes(&got);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,11 +150,7 @@ async fn a_leaver_before_the_day_cancels_the_unhide() {
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
     // Given a joiner with a start date, its mailbox hidden and its step scheduled.
-    let mut ev = env.joiner("starter.2");
-    ev.start_date = Some(first_day().0);
-    publisher.publish(&ev).await.unwrap();
-    env.wait_succeeded(&ev.id).await;
-    let scheduled = step_in(&env, &ev.id, JobState::Scheduled).await;
+    let (ev, scheduled) = scheduled_joiner(&env, "starter.2").await;
     // When the person leaves before the first day.
     let leaver = env.leaver("starter.2");
     publisher.publish(&leaver).await.unwrap();
@@ -158,13 +171,7 @@ async fn a_leaver_before_the_day_cancels_the_unhide() {
         keys,
         ["joiner.succeeded", "joiner.superseded", "leaver.succeeded"]
     );
-    let bodies: Vec<Vec<u8>> = got
-        .iter()
-        .map(|m| m.body.to_string().into_bytes())
-        .collect();
-    for v in common::schema::verdicts("outcome.schema.json", &bodies) {
-        assert!(v.valid, "{:?}", v.errors);
-    }
+    assert_valid_outcomes(&got);
     app.stop().await;
 }
 
@@ -172,11 +179,7 @@ async fn a_leaver_before_the_day_cancels_the_unhide() {
 async fn reconciliation_runs_again_a_start_step_that_failed_after_its_day() {
     let env = TestEnv::new(vec![seed("starter.3").disabled()]).await;
     let _app = env.start_daemon().await;
-    let mut ev = env.joiner("starter.3");
-    ev.start_date = Some(first_day().0);
-    env.publisher().await.publish(&ev).await.unwrap();
-    env.wait_succeeded(&ev.id).await;
-    let step = step_in(&env, &ev.id, JobState::Scheduled).await;
+    let (ev, step) = scheduled_joiner(&env, "starter.3").await;
     // Given the day came (run now) and Exchange refused the step for good.
     env.fault(serde_json::json!({"fault": "cmdlet_errors", "count": 1, "error": {
         "reason": "ProxyAddressExistsException",
