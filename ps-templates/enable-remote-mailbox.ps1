@@ -5,7 +5,8 @@
 # joiner's start date is still ahead (hidden): then the mailbox is hidden right after it is
 # enabled (Set-RemoteMailbox -HiddenFromAddressListsEnabled, learn.microsoft.com/powershell/
 # module/exchange/set-remotemailbox), or stays hidden, until mailboxd's scheduled step runs
-# this template again without hidden on that day.
+# this template with make_visible on that day: Get-RemoteMailbox, then Set-RemoteMailbox
+# -HiddenFromAddressListsEnabled $false, no Enable-RemoteMailbox.
 # mailbox_type picks Enable-RemoteMailbox's parameter set: Default (a person's), or the
 # -Shared, -Room or -Equipment switch, each a set of its own (learn.microsoft.com/powershell/
 # module/exchange/enable-remotemailbox); the
@@ -36,6 +37,13 @@ Invoke-MailboxdBatch -Session $Data.session -Accounts $Data.accounts -Action {
     if ($account.alias) { $enable.Alias = [string]$account.alias }
     if ($account.primary_smtp_address) { $enable.PrimarySmtpAddress = [string]$account.primary_smtp_address }
     if ($wanted -ne 'Regular') { $enable[$switchOf[$wanted]] = $true }
+    if ($account.make_visible -eq $true) {
+        # The start date's step: the mailbox exists, hidden since the joiner; show it.
+        $existing = Get-RemoteMailbox @common
+        if (-not $existing.HiddenFromAddressListsEnabled) { return @{ status = 'already' } }
+        Set-RemoteMailbox @common -HiddenFromAddressListsEnabled $false
+        return @{ status = 'unhidden' }
+    }
     $hidden = $account.hidden -eq $true
     $existing = $null
     try {

@@ -33,7 +33,7 @@ use crate::exchange::{
     throttling,
 };
 use crate::health::panic_message;
-use crate::job::{ErrorClass, JobEffect, Resolution};
+use crate::job::{ErrorClass, JobEffect, JobStep, Resolution};
 use crate::store::{AttemptRecord, Job, Store};
 
 #[derive(Clone)]
@@ -629,6 +629,7 @@ impl Worker {
             keep_visible: job.kind == EventKind::Leaver && self.leaver.keep_visible(),
             // Decided with the clock by `prepare` (`hidden_until`).
             hidden: false,
+            make_visible: job.step == Some(JobStep::MakeVisible),
         })
     }
 

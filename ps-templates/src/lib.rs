@@ -199,6 +199,11 @@ pub struct AccountData {
     /// enabled) until the step that makes it visible.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hidden: bool,
+    /// A start date's step: the mailbox the joiner created hidden exists; only make it
+    /// visible (`Get-RemoteMailbox`, then `Set-RemoteMailbox -HiddenFromAddressListsEnabled
+    /// $false` if it is hidden), without calling Enable-RemoteMailbox again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub make_visible: bool,
 }
 
 /// A remote mailbox's type as `Set-RemoteMailbox -Type` names it

@@ -86,7 +86,17 @@ pub(crate) fn plan(
 }
 
 /// A joiner: enable a remote mailbox unless the account has one or is another recipient.
+/// A start date's step only makes visible the remote mailbox its joiner created.
 fn joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>, require_cloud_sync: bool) -> Plan {
+    if wanted.scheduled && a.recipient != RecipientType::RemoteMailbox {
+        return Plan::Fail(
+            ErrorClass::Permanent,
+            format!(
+                "account {sam:?} has no remote mailbox on {dc} any more (msExchRecipientTypeDetails={}), though its joiner created one hidden until the start date: someone removed or changed it; send the joiner again (or retry the joiner's job) to create it, or leave it if that was meant",
+                a.recipient_type_details.unwrap_or_default()
+            ),
+        );
+    }
     match a.recipient {
         RecipientType::RemoteMailbox => remote_mailbox_joiner(a, sam, dc, wanted),
         RecipientType::OnPremMailbox => Plan::Fail(
@@ -601,6 +611,8 @@ mod tests {
             decide(acct(RemoteMailbox), step),
             Shape::Done(JobEffect::Already)
         );
+        let gone = acct(RecipientType::MailUser);
+        assert_eq!(decide(gone, step), Shape::Fail(ErrorClass::Permanent));
         // Without a start date, hidden and disabled is a leaver's mailbox: stale.
         assert_eq!(decide(starter().hidden(), Wanted::default()), Shape::Cancel);
         let shows = |a: Account, w| {

@@ -120,6 +120,11 @@ async fn a_joiner_with_a_start_date_is_hidden_until_that_day_and_visible_after_i
             .and_then(|s| s.flag("HiddenFromAddressListsEnabled")),
         Some(false)
     );
+    // Made visible without Enable-RemoteMailbox again: Get-RemoteMailbox, Set-RemoteMailbox.
+    let enables = env.lab.invocations_for("Enable-RemoteMailbox", "starter.1");
+    assert_eq!(enables.len(), 1, "only the joiner's: {enables:?}");
+    let gets = env.lab.invocations_for("Get-RemoteMailbox", "starter.1");
+    assert_eq!(gets.len(), 1, "{gets:?}");
     // And the IAM system heard both, each valid against the documented schema.
     wait_all_sent(&env.store, 2).await;
     let got = outcomes.drain().await;

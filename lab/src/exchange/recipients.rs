@@ -108,6 +108,9 @@ impl Run {
     /// archive when one is asked for and not there yet.
     pub(super) fn enable(&self, account: &AccountData) -> ResultLine {
         let common = Self::common(account);
+        if account.make_visible {
+            return self.make_visible(account, &common);
+        }
         let (mut result, existing) = match self.enable_mailbox(account, &common) {
             Ok(done) => done,
             Err(e) => return *e,
@@ -184,6 +187,23 @@ impl Run {
             }
         }
         Ok((r, Some(existing)))
+    }
+
+    /// enable-remote-mailbox.ps1 for a start date's step (`make_visible`): Get-RemoteMailbox,
+    /// then, if it is hidden, `Set-RemoteMailbox -HiddenFromAddressListsEnabled $false`.
+    fn make_visible(&self, account: &AccountData, common: &Map<String, Value>) -> ResultLine {
+        let existing = match self.get_remote_mailbox(account, common) {
+            Ok(Some(existing)) => existing,
+            Ok(None) => return Self::not_found("GetRemoteMailbox", account),
+            Err(e) => return *e,
+        };
+        if !existing.hidden {
+            return status(ResultStatus::Already);
+        }
+        match self.set_hidden(account, common, false) {
+            Ok(()) => status(ResultStatus::Unhidden),
+            Err(e) => *e,
+        }
     }
 
     /// `Set-RemoteMailbox -HiddenFromAddressListsEnabled <hidden>` on the account's remote
@@ -378,7 +398,7 @@ impl Run {
             .domain_controller
             .as_deref()
             .unwrap_or("dc1.corp.example");
-        let cmdlet = first_cmdlet(template).0;
+        let cmdlet = first_cmdlet(template, account).0;
         self.failed_call(account, template, fault.render(cmdlet, account, dc))
     }
 
@@ -391,7 +411,7 @@ impl Run {
         template: Template,
         r: crate::faults::Rendered,
     ) -> ResultLine {
-        let (cmdlet, task) = first_cmdlet(template);
+        let (cmdlet, task) = first_cmdlet(template, account);
         self.record(cmdlet, Self::common(account), Some(&r.reason));
         match r.error_id {
             Some(id) => ResultLine {
