@@ -183,6 +183,9 @@ fn print_job(job: &Job) {
         job.outcome.map(|o| format!(" ({o})")).unwrap_or_default()
     );
     println!("attempts   {}/{}", job.attempt, job.max_attempts);
+    if let Some(step) = job.step {
+        println!("step       {step} (a later step of its event)");
+    }
     println!("occurred   {}", job.occurred_at);
     println!("created    {}", job.created_at);
     if !job.state.is_terminal() {
