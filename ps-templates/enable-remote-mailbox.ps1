@@ -1,7 +1,12 @@
 # mailboxd template: enable-remote-mailbox (joiner). Follows common.ps1.
 # Exchange has no "already enabled" no-op: Enable-RemoteMailbox on a remote mailbox fails with
 # RecipientTaskException, so that error is checked with Get-RemoteMailbox. A remote mailbox
-# hidden from the address lists is a rehire: the joiner makes it visible again.
+# hidden from the address lists is a rehire: the joiner makes it visible again, unless the
+# joiner's start date is still ahead (hidden): then the mailbox is hidden right after it is
+# enabled (Set-RemoteMailbox -HiddenFromAddressListsEnabled, learn.microsoft.com/powershell/
+# module/exchange/set-remotemailbox), or stays hidden, until mailboxd's scheduled step runs
+# this template with make_visible on that day: Get-RemoteMailbox, then Set-RemoteMailbox
+# -HiddenFromAddressListsEnabled $false, no Enable-RemoteMailbox.
 # mailbox_type picks Enable-RemoteMailbox's parameter set: Default (a person's), or the
 # -Shared, -Room or -Equipment switch, each a set of its own (learn.microsoft.com/powershell/
 # module/exchange/enable-remotemailbox); the
@@ -32,6 +37,14 @@ Invoke-MailboxdBatch -Session $Data.session -Accounts $Data.accounts -Action {
     if ($account.alias) { $enable.Alias = [string]$account.alias }
     if ($account.primary_smtp_address) { $enable.PrimarySmtpAddress = [string]$account.primary_smtp_address }
     if ($wanted -ne 'Regular') { $enable[$switchOf[$wanted]] = $true }
+    if ($account.make_visible -eq $true) {
+        # The start date's step: the mailbox exists, hidden since the joiner; show it.
+        $existing = Get-RemoteMailbox @common
+        if (-not $existing.HiddenFromAddressListsEnabled) { return @{ status = 'already' } }
+        Set-RemoteMailbox @common -HiddenFromAddressListsEnabled $false
+        return @{ status = 'unhidden' }
+    }
+    $hidden = $account.hidden -eq $true
     $existing = $null
     try {
         Enable-RemoteMailbox @enable | Out-Null
@@ -58,10 +71,14 @@ Invoke-MailboxdBatch -Session $Data.session -Accounts $Data.accounts -Action {
             Set-RemoteMailbox @convert
             $result.status = 'converted'
         }
-        if ($existing.HiddenFromAddressListsEnabled) {
+        if ($existing.HiddenFromAddressListsEnabled -and -not $hidden) {
             Set-RemoteMailbox @common -HiddenFromAddressListsEnabled $false
             if ($result.status -eq 'already') { $result.status = 'unhidden' }
         }
+    }
+    if ($hidden -and -not ($null -ne $existing -and $existing.HiddenFromAddressListsEnabled)) {
+        Set-RemoteMailbox @common -HiddenFromAddressListsEnabled $true
+        if ($result.status -eq 'already') { $result.status = 'hidden' }
     }
     if ($account.archive -eq $true) {
         $hasArchive = $null -ne $existing -and

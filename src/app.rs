@@ -242,6 +242,7 @@ fn claim_loops(
         directory,
         require_cloud_sync: s.ldap.require_cloud_sync,
         leaver: s.leaver,
+        joiner: s.joiner.start_of_day()?,
         budget,
         graph,
     };

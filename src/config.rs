@@ -16,6 +16,7 @@ mod cloud;
 mod directory;
 mod graph;
 mod http_intake;
+mod joiner;
 mod leaver;
 mod outcomes;
 mod smtp;
@@ -29,6 +30,7 @@ pub use cloud::*;
 pub use directory::*;
 pub use graph::*;
 pub use http_intake::*;
+pub use joiner::*;
 pub use leaver::*;
 pub use outcomes::*;
 pub use smtp::*;
@@ -64,6 +66,7 @@ pub struct Settings {
     pub outcomes: Outcomes,
     pub identityiq: IdentityIq,
     pub cloud: Cloud,
+    pub joiner: Joiner,
     pub leaver: Leaver,
     pub graph: Graph,
     pub http_intake: HttpIntake,
@@ -235,6 +238,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.identityiq.validate()?;
+        self.joiner.start_of_day()?;
         self.cloud.validate()?;
         self.graph.validate()?;
         if self.cloud.confirm == CloudConfirmation::Graph && self.graph.tenant_id.is_none() {

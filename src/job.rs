@@ -31,6 +31,12 @@ text_enum! {
         /// the sync deadline. In: a pre-check or attempt that found it unsynced (its
         /// outcome message sent once). Out: like `retrying`. Not pruned.
         WaitingForSync = "waiting_for_sync",
+        /// A step due at a set time, not before: a joiner's start date, whose mailbox is
+        /// hidden until `next_attempt_at` ([`JobStep::MakeVisible`]). In: the joiner's
+        /// success, in its transaction. Out: a claim once due (→ running), a newer event of
+        /// the account (→ superseded), an operator's cancel, or retry (→ queued: due now).
+        /// Not pruned.
+        Scheduled = "scheduled",
         /// Done, and AD shows it. In: the worker, after the verification read (or a
         /// pre-check that found nothing to do). Final. Pruned after the retention.
         Succeeded = "succeeded",
@@ -53,31 +59,44 @@ impl JobState {
     /// Waiting for a worker to claim them (once due): a claim, a supersede and an
     /// operator cancel take jobs in these states, and the `jobs_claimable` index covers
     /// exactly them.
-    pub(crate) const CLAIMABLE: [JobState; 3] = [
+    pub(crate) const CLAIMABLE: [JobState; 4] = [
         JobState::Queued,
         JobState::Retrying,
         JobState::WaitingForSync,
+        JobState::Scheduled,
     ];
     /// Not finished yet: claimable, or running now.
-    pub(crate) const UNFINISHED: [JobState; 4] = [
+    pub(crate) const UNFINISHED: [JobState; 5] = [
         JobState::Queued,
         JobState::Retrying,
         JobState::WaitingForSync,
+        JobState::Scheduled,
         JobState::Running,
     ];
-    /// What an operator may run again: what ended without success, or is waiting.
+    /// What an operator may run again (now): what ended without success, or is waiting.
+    /// A bulk retry by filter takes these; a scheduled step is never swept up with them.
     pub(crate) const RETRYABLE: [JobState; 4] = [
         JobState::Failed,
         JobState::Cancelled,
         JobState::Retrying,
         JobState::WaitingForSync,
     ];
+    /// What an operator's retry of one job takes: [`JobState::RETRYABLE`], and a scheduled
+    /// step run before its time ("run now": the person starts early).
+    pub(crate) const RUNNABLE_NOW: [JobState; 5] = [
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Retrying,
+        JobState::WaitingForSync,
+        JobState::Scheduled,
+    ];
     /// States that carry the account's intent (the newest of them decides whether an older
     /// event is stale): everything but what was cancelled or superseded.
-    pub(crate) const INTENDED: [JobState; 6] = [
+    pub(crate) const INTENDED: [JobState; 7] = [
         JobState::Queued,
         JobState::Retrying,
         JobState::WaitingForSync,
+        JobState::Scheduled,
         JobState::Running,
         JobState::Succeeded,
         JobState::Failed,
@@ -95,6 +114,17 @@ impl JobState {
             self,
             JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Superseded
         )
+    }
+}
+
+text_enum! {
+    /// A job that is a later step of its event rather than the event itself
+    /// (`jobs.step`; `None` for the event's own job). Its outcome answers the same event.
+    pub enum JobStep as "job step" {
+        /// A joiner's start date has come: make the mailbox the joiner created hidden
+        /// visible in the address lists (`Set-RemoteMailbox -HiddenFromAddressListsEnabled
+        /// $false`); its outcome is `joiner.visible`.
+        MakeVisible = "make_visible",
     }
 }
 
@@ -262,7 +292,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "\"Queued\" is not a valid job state (one of: queued, running, retrying, \
-             waiting_for_sync, succeeded, failed, cancelled, superseded)"
+             waiting_for_sync, scheduled, succeeded, failed, cancelled, superseded)"
         );
         assert_eq!(
             serde_json::json!(JobState::WaitingForSync),

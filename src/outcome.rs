@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{Event, EventKind, MailboxType};
-use crate::job::{ErrorClass, JobEffect, JobState};
+use crate::job::{ErrorClass, JobEffect, JobState, JobStep};
 use crate::text_enum::text_enum;
 
 /// The `schema` of every outcome message.
@@ -29,6 +29,9 @@ text_enum! {
         CloudConfirmed = "cloud_confirmed",
         /// The second answer: no cloud mailbox was seen by the deadline (`error` says why).
         CloudFailed = "cloud_failed",
+        /// A joiner's start date came: the mailbox it created hidden (`hidden_until`) is in
+        /// the address lists now, as AD shows (the step `make_visible` succeeded).
+        Visible = "visible",
     }
 }
 
@@ -41,7 +44,16 @@ impl OutcomeResult {
             JobState::Cancelled => Some(OutcomeResult::Cancelled),
             JobState::Superseded => Some(OutcomeResult::Superseded),
             JobState::WaitingForSync => Some(OutcomeResult::WaitingForSync),
-            JobState::Queued | JobState::Running | JobState::Retrying => None,
+            JobState::Queued | JobState::Running | JobState::Retrying | JobState::Scheduled => None,
+        }
+    }
+
+    /// The result a job's new state reports, the job being `step` of its event: the step
+    /// that makes a mailbox visible reports its success as `visible`.
+    pub fn of_step(state: JobState, step: Option<JobStep>) -> Option<OutcomeResult> {
+        match (OutcomeResult::of(state)?, step) {
+            (OutcomeResult::Succeeded, Some(JobStep::MakeVisible)) => Some(OutcomeResult::Visible),
+            (result, _) => Some(result),
         }
     }
 }
@@ -258,6 +270,10 @@ pub struct OutcomeMessage {
     /// the IAM system finds its own trace again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_parent: Option<String>,
+    /// A joiner with a start date still ahead: the mailbox exists, hidden from the address
+    /// lists until this instant, when `joiner.visible` follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_until: Option<DateTime<Utc>>,
 }
 
 text_enum! {
@@ -329,6 +345,8 @@ pub struct Ending<'a> {
     /// The tenant manages Exchange attributes in the cloud: a change made on premises stays
     /// there (`leaver.exchange_attributes`).
     pub stays_on_premises: bool,
+    /// A joiner left hidden until its start date.
+    pub hidden_until: Option<DateTime<Utc>>,
 }
 
 impl Ending<'_> {
@@ -342,6 +360,7 @@ impl Ending<'_> {
             error: None,
             view: None,
             stays_on_premises: false,
+            hidden_until: None,
         }
     }
 }
@@ -383,6 +402,7 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
         licence_removable: licence_removable(job.kind, &ending),
         in_the_cloud: in_the_cloud(job.kind, &ending),
         trace_parent: job.trace_parent.map(str::to_owned),
+        hidden_until: ending.hidden_until,
     }
 }
 
@@ -446,4 +466,29 @@ fn licence_removable(kind: EventKind, ending: &Ending<'_>) -> bool {
             && !v.mailbox.archive
     });
     kind == EventKind::Leaver && ending.result == OutcomeResult::Succeeded && shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_steps_success_is_visible_and_its_other_endings_are_as_any_jobs() {
+        let step = Some(JobStep::MakeVisible);
+        let of = OutcomeResult::of_step;
+        assert_eq!(of(JobState::Succeeded, step), Some(OutcomeResult::Visible));
+        assert_eq!(
+            of(JobState::Succeeded, None),
+            Some(OutcomeResult::Succeeded)
+        );
+        assert_eq!(
+            of(JobState::Superseded, step),
+            Some(OutcomeResult::Superseded)
+        );
+        assert_eq!(of(JobState::Scheduled, step), None);
+        assert_eq!(
+            routing_key(EventKind::Joiner, OutcomeResult::Visible),
+            "joiner.visible"
+        );
+    }
 }

@@ -45,6 +45,8 @@ pub struct EventSpec {
     pub identity: Option<String>,
     /// `mailbox.type`; absent (a person's mailbox) when `None`.
     pub mailbox_type: Option<MailboxType>,
+    /// `mailbox.start_date` as sent: a day (`2027-01-04`) or an RFC 3339 date-time.
+    pub start_date: Option<String>,
 }
 
 impl EventSpec {
@@ -64,6 +66,7 @@ impl EventSpec {
             archive: false,
             identity: None,
             mailbox_type: None,
+            start_date: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl EventSpec {
             ("alias", &self.alias),
             ("remote_routing_address", &self.remote_routing_address),
             ("primary_smtp_address", &self.primary_smtp_address),
+            ("start_date", &self.start_date),
         ] {
             if let Some(v) = v {
                 mailbox.insert(k.into(), serde_json::json!(v));

@@ -6,9 +6,11 @@
 //! hidden room is made visible as a room); a disabled user in scope should have its remote
 //! user mailbox hidden, or converted to shared under `leaver.action = "shared"`. A shared,
 //! room or equipment mailbox whose account is disabled is how Exchange makes them, not a
-//! missed leaver. On-premises mailboxes are reported and never touched.
+//! missed leaver. On-premises mailboxes are reported and never touched. A mailbox still
+//! hidden after its start date, whose step to make it visible failed or was cancelled, has
+//! that step queued again (the store knows the start dates, AD whether it is still hidden).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -39,6 +41,9 @@ pub enum DiffKind {
     UnsharedLeaver,
     /// Has an on-premises mailbox: reported only.
     OnPremMailbox,
+    /// A remote mailbox still hidden after its joiner's start date, whose step
+    /// (`make_visible`) failed or was cancelled: the step is queued again.
+    OverdueStartDate,
 }
 
 impl DiffKind {
@@ -46,8 +51,13 @@ impl DiffKind {
         match self {
             DiffKind::MissingMailbox | DiffKind::HiddenButEnabled => Some(EventKind::Joiner),
             DiffKind::VisibleLeaver | DiffKind::UnsharedLeaver => Some(EventKind::Leaver),
-            DiffKind::OnPremMailbox => None,
+            DiffKind::OnPremMailbox | DiffKind::OverdueStartDate => None,
         }
+    }
+
+    /// A job is queued for it: an event's, or a step run again.
+    fn actionable(self) -> bool {
+        self.job().is_some() || self == DiffKind::OverdueStartDate
     }
 }
 
@@ -62,6 +72,9 @@ pub struct Difference {
     /// hidden room is made visible as a room, never converted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox_type: Option<MailboxType>,
+    /// An overdue start date: the step to run again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,7 +133,32 @@ pub fn difference(a: &Account, leaver: config::Leaver) -> Option<Difference> {
         distinguished_name: a.distinguished_name.clone(),
         reason,
         mailbox_type: remote_type,
+        step: None,
     })
+}
+
+/// An account whose start date passed with its mailbox still hidden (`overdue`: the store's
+/// start steps that did not succeed, by account key), else what `[leaver]` asks of it.
+fn difference_of(
+    a: &Account,
+    leaver: config::Leaver,
+    overdue: &HashMap<String, uuid::Uuid>,
+) -> Option<Difference> {
+    let step = overdue.get(&a.sam_account_name.to_lowercase());
+    match step {
+        Some(&step) if a.recipient == RecipientType::RemoteMailbox && a.hidden => {
+            Some(Difference {
+                kind: DiffKind::OverdueStartDate,
+                sam_account_name: a.sam_account_name.clone(),
+                object_guid: a.object_guid,
+                distinguished_name: a.distinguished_name.clone(),
+                reason: "remote mailbox still hidden after its start date; its step to make it visible did not succeed".to_owned(),
+                mailbox_type: None,
+                step: Some(step),
+            })
+        }
+        _ => difference(a, leaver),
+    }
 }
 
 /// What a run does with the differences it finds.
@@ -155,7 +193,10 @@ pub async fn run(
     let run_id = store
         .start_reconcile_run(crate::replica_name(), dry_run)
         .await?;
-    let mut found = Scan::default();
+    let mut found = Scan {
+        overdue: store.overdue_start_steps().await?,
+        ..Scan::default()
+    };
     if let Err(e) = scan_scopes(
         dir,
         cfg,
@@ -169,10 +210,7 @@ pub async fn run(
         return Err(e.into());
     }
     let differences = one_per_account(found.differences);
-    let actionable: Vec<&Difference> = differences
-        .iter()
-        .filter(|d| d.kind.job().is_some())
-        .collect();
+    let actionable: Vec<&Difference> = differences.iter().filter(|d| d.kind.actionable()).collect();
     let capped = actionable.len() > cfg.max_jobs_per_run;
     let queued = match (dry_run, capped) {
         (true, _) => Queued::default(),
@@ -205,6 +243,8 @@ struct Scan {
     scanned: usize,
     differences: Vec<Difference>,
     domain_controllers: Vec<String>,
+    /// Start steps past their day that did not succeed, by account key.
+    overdue: HashMap<String, uuid::Uuid>,
 }
 
 /// The configured scopes, or the whole domain with the default filter.
@@ -231,7 +271,7 @@ async fn scan_scopes(
             .scan(&scope.base_dn, &scope.filter, cfg.page_size, |a| {
                 found.scanned += 1;
                 progress.tick(found.scanned, found.differences.len());
-                if let Some(d) = difference(&a, leaver) {
+                if let Some(d) = difference_of(&a, leaver, &found.overdue) {
                     found.differences.push(d);
                 }
             })
@@ -351,6 +391,12 @@ async fn queue(
     for d in actionable {
         if pending.contains(&d.sam_account_name.to_lowercase()) {
             queued.skipped_pending += 1;
+            continue;
+        }
+        if let Some(step) = d.step {
+            // Run again now, as an operator's retry would, on the audit of its job.
+            let again = store.retry_job(step, "reconcile").await?;
+            queued.jobs_created += usize::from(again.is_ok());
             continue;
         }
         match to_event(run_id, d) {

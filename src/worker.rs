@@ -33,7 +33,7 @@ use crate::exchange::{
     throttling,
 };
 use crate::health::panic_message;
-use crate::job::{ErrorClass, JobEffect, Resolution};
+use crate::job::{ErrorClass, JobEffect, JobStep, Resolution};
 use crate::store::{AttemptRecord, Job, Store};
 
 #[derive(Clone)]
@@ -51,6 +51,8 @@ pub(crate) struct Worker {
     pub require_cloud_sync: bool,
     /// `[leaver]`: hide a leaver's mailbox, or convert it to shared.
     pub leaver: config::Leaver,
+    /// `[joiner]`: when a start date given as a day begins.
+    pub joiner: config::StartOfDay,
     /// The cluster-wide Exchange session budget: a cold batch holds a slot while it runs
     /// (a warm process holds its own, see `exchange::warm`).
     pub budget: Arc<SessionBudget>,
@@ -64,6 +66,18 @@ struct Prepared {
     data: AccountData,
     lookup: Lookup,
     before: Option<AccountState>,
+    /// A joiner whose start date is ahead: hidden until then (`data.hidden`).
+    hidden_until: Option<DateTime<Utc>>,
+}
+
+impl Prepared {
+    /// What the job asks of the mailbox.
+    fn wanted(&self) -> Wanted<'_> {
+        Wanted {
+            scheduled: self.job.step.is_some(),
+            ..Wanted::of(&self.job.event, &self.data)
+        }
+    }
 }
 
 /// A job's attempt as it is recorded: the job, its record, what it came to.
@@ -186,8 +200,10 @@ impl Worker {
                 continue;
             }
             crate::failpoint::panic_for_account(&job.account);
+            let hidden_until = self.hidden_until(&job, started_at);
             match self.account_data(&job) {
-                Ok(data) => {
+                Ok(mut data) => {
+                    data.hidden = hidden_until.is_some();
                     let ev = &job.event.account;
                     let lookup = ev.object_guid.map_or_else(
                         || Lookup::Sam(ev.sam_account_name.as_str().to_owned()),
@@ -198,6 +214,7 @@ impl Worker {
                         data,
                         lookup,
                         before: None,
+                        hidden_until,
                     });
                 }
                 Err(message) => {
@@ -304,7 +321,7 @@ impl Worker {
             kind,
             &p.data.sam_account_name,
             &state,
-            Wanted::of(&p.job.event, &p.data),
+            p.wanted(),
             self.require_cloud_sync,
         );
         p.data.domain_controller = Some(state.domain_controller.clone());
@@ -494,6 +511,7 @@ impl Worker {
     fn record(&self, started_at: DateTime<Utc>, p: &Prepared) -> AttemptRecord {
         let mut record = AttemptRecord::new(started_at);
         record.stays_on_premises = self.leaver.stays_on_premises();
+        record.hidden_until = p.hidden_until;
         if let Some(before) = &p.before {
             record.domain_controller = Some(before.domain_controller.clone());
             record.directory = Some(serde_json::json!({ "before": before }));
@@ -518,7 +536,7 @@ impl Worker {
             Ok(after) => {
                 record.directory = Some(serde_json::json!({ "before": before, "after": after }));
                 record.view = view::of(&after);
-                match plan::verified(kind, status, &after, Wanted::of(&p.job.event, &p.data)) {
+                match plan::verified(kind, status, &after, p.wanted()) {
                     Ok(()) => Resolution::Succeeded { outcome: status },
                     Err(why) => self.failure(&p.job, ErrorClass::Transient, why),
                 }
@@ -559,6 +577,18 @@ impl Worker {
         }
     }
 
+    /// When a joiner's mailbox becomes visible, if that is still ahead at `now`: its start
+    /// date (`mailbox.start_date`, a day read through `[joiner]`). The step that makes it
+    /// visible (`JobStep::MakeVisible`) and a joiner whose day has come are never hidden.
+    fn hidden_until(&self, job: &Job, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if job.kind != EventKind::Joiner || job.step.is_some() {
+            return None;
+        }
+        let start = job.event.mailbox.as_ref()?.start_date?;
+        let at = start.instant(self.joiner.time, self.joiner.offset);
+        (at > now).then_some(at)
+    }
+
     /// Builds what the template needs for one job, or says why it cannot run at all.
     fn account_data(&self, job: &Job) -> Result<AccountData, String> {
         let ev = &job.event;
@@ -597,6 +627,9 @@ impl Worker {
             // the policy; the pre-check (`plan::leaver_steps`) decides the same from AD.
             to_shared: job.kind == EventKind::Leaver && self.leaver.to_shared(),
             keep_visible: job.kind == EventKind::Leaver && self.leaver.keep_visible(),
+            // Decided with the clock by `prepare` (`hidden_until`).
+            hidden: false,
+            make_visible: job.step == Some(JobStep::MakeVisible),
         })
     }
 

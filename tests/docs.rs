@@ -500,9 +500,16 @@ fn every_outcome_example_in_the_event_docs_is_accepted_by_the_outcome_schema() {
     assert_eq!(
         results,
         BTreeSet::from(
-            ["failed", "succeeded", "cloud_confirmed", "cloud_failed"].map(String::from)
+            [
+                "failed",
+                "succeeded",
+                "cloud_confirmed",
+                "cloud_failed",
+                "visible"
+            ]
+            .map(String::from)
         ),
-        "a success and a failure are shown, on premises and in the cloud"
+        "a success and a failure are shown, on premises and in the cloud, and a start date's day"
     );
     // And the schema refuses what breaks the contract.
     let broken = [

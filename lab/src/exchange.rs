@@ -474,9 +474,13 @@ fn status(s: ResultStatus) -> ResultLine {
     ResultLine::with_status(s)
 }
 
-/// The first cmdlet a template runs, and its Exchange task class.
-fn first_cmdlet(template: Template) -> (&'static str, &'static str) {
+/// The first cmdlet a template runs for `account`, and its Exchange task class.
+fn first_cmdlet(template: Template, account: &AccountData) -> (&'static str, &'static str) {
     match template {
+        // A start date's step looks the mailbox up first.
+        Template::EnableRemoteMailbox if account.make_visible => {
+            ("Get-RemoteMailbox", "GetRemoteMailbox")
+        }
         Template::EnableRemoteMailbox => ("Enable-RemoteMailbox", "EnableRemoteMailbox"),
         Template::HideRemoteMailbox => ("Get-RemoteMailbox", "GetRemoteMailbox"),
     }
@@ -609,7 +613,7 @@ impl Run {
         account: &AccountData,
         template: Template,
     ) -> ResultLine {
-        let (cmdlet, task) = first_cmdlet(template);
+        let (cmdlet, task) = first_cmdlet(template, account);
         let dc = account
             .domain_controller
             .as_deref()

@@ -18,12 +18,15 @@ impl Template {
     ///
     /// - enable-remote-mailbox: `Enable-RemoteMailbox`; on RecipientTaskException
     ///   `Get-RemoteMailbox`, then `Set-RemoteMailbox -Type Regular` for a converted shared
-    ///   one and `Set-RemoteMailbox` for a hidden one (a rehire); plus
-    ///   `Enable-RemoteMailbox -Archive` when an archive is asked for.
+    ///   one and `Set-RemoteMailbox` for a hidden one (a rehire, or a start date's step) or,
+    ///   with `hidden` (a start date ahead), one to hide it; plus
+    ///   `Enable-RemoteMailbox -Archive` when an archive is asked for. A start date's step
+    ///   (`make_visible`): `Get-RemoteMailbox`, then `Set-RemoteMailbox` if it is hidden.
     /// - hide-remote-mailbox: `Get-RemoteMailbox`, then one `Set-RemoteMailbox` (hiding,
     ///   converting to shared, or both in one call).
     pub fn max_cmdlets(self, account: &AccountData) -> u32 {
         match self {
+            Template::EnableRemoteMailbox if account.make_visible => 2,
             Template::EnableRemoteMailbox => 4 + u32::from(account.archive),
             Template::HideRemoteMailbox => 2,
         }
@@ -36,8 +39,20 @@ impl Template {
         // The archive call is made unless Get-RemoteMailbox showed one: "enabled" never
         // looked, the others may have seen one, so they count it too.
         let archive = u32::from(account.archive);
+        if self == Template::EnableRemoteMailbox && account.make_visible {
+            // Get-RemoteMailbox, and Set-RemoteMailbox if it was hidden.
+            return match status {
+                Already => Some(1),
+                Unhidden => Some(2),
+                _ => None,
+            };
+        }
         match (self, status) {
-            (Template::EnableRemoteMailbox, Enabled) => Some(1 + archive),
+            (Template::EnableRemoteMailbox, Enabled) => {
+                Some(1 + u32::from(account.hidden) + archive)
+            }
+            // An existing visible mailbox hidden until the start date.
+            (Template::EnableRemoteMailbox, Hidden) => Some(3 + archive),
             (Template::EnableRemoteMailbox, Already) => Some(2 + archive),
             (Template::EnableRemoteMailbox, Unhidden) => Some(3 + archive),
             // Converted, and unhidden only if it was hidden: counted as if it was.

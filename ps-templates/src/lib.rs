@@ -194,6 +194,16 @@ pub struct AccountData {
     /// A leaver converted to shared: leave it in the address lists.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_visible: bool,
+    /// A joiner whose start date is still ahead: the mailbox is hidden from the address
+    /// lists (`Set-RemoteMailbox -HiddenFromAddressListsEnabled $true` right after it is
+    /// enabled) until the step that makes it visible.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+    /// A start date's step: the mailbox the joiner created hidden exists; only make it
+    /// visible (`Get-RemoteMailbox`, then `Set-RemoteMailbox -HiddenFromAddressListsEnabled
+    /// $false` if it is hidden), without calling Enable-RemoteMailbox again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub make_visible: bool,
 }
 
 /// A remote mailbox's type as `Set-RemoteMailbox -Type` names it

@@ -114,9 +114,11 @@ fn job_table(list: &[Job]) -> Table {
         ("DETAIL", Align::Left),
     ]);
     for j in list {
-        let detail = j
-            .outcome
-            .map(|o| o.to_string())
+        let scheduled = (j.state == JobState::Scheduled)
+            .then(|| j.step.map(|s| format!("{s} due {}", j.next_attempt_at)))
+            .flatten();
+        let detail = scheduled
+            .or_else(|| j.outcome.map(|o| o.to_string()))
             .or_else(|| j.last_error.clone())
             .unwrap_or_default();
         t.row(vec![
@@ -181,6 +183,9 @@ fn print_job(job: &Job) {
         job.outcome.map(|o| format!(" ({o})")).unwrap_or_default()
     );
     println!("attempts   {}/{}", job.attempt, job.max_attempts);
+    if let Some(step) = job.step {
+        println!("step       {step} (a later step of its event)");
+    }
     println!("occurred   {}", job.occurred_at);
     println!("created    {}", job.created_at);
     if !job.state.is_terminal() {

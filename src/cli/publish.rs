@@ -36,6 +36,10 @@ pub struct PublishArgs {
     /// A joiner's mailbox.type: user, shared, room or equipment (absent: user).
     #[arg(long)]
     pub mailbox_type: Option<MailboxType>,
+    /// A joiner's mailbox.start_date: the first day (2027-01-04) or an RFC 3339 date-time;
+    /// the mailbox stays hidden from the address lists until then.
+    #[arg(long)]
+    pub start_date: Option<String>,
     /// Publish every line of this file (JSON events, one per line) as it is.
     #[arg(long, conflicts_with_all = ["kind", "sam"])]
     pub file: Option<PathBuf>,
@@ -135,6 +139,7 @@ async fn publish_one(publisher: &Publisher, args: PublishArgs) -> anyhow::Result
     spec.primary_smtp_address = args.primary_smtp_address;
     spec.created_on_server = args.dc;
     spec.mailbox_type = args.mailbox_type;
+    spec.start_date = args.start_date;
     publisher.publish(&spec).await?;
     println!(
         "published {} event {} for {}",

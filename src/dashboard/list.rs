@@ -52,7 +52,7 @@ pub(super) async fn jobs(
             state = state_cell(j.state.as_str()),
             n = j.attempt,
             max = j.max_attempts,
-            err = esc(&j.last_error.clone().unwrap_or_default().chars().take(140).collect::<String>()),
+            err = esc(&j.detail().chars().take(140).collect::<String>()),
             at = when(j.updated_at),
         ));
     }

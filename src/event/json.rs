@@ -43,6 +43,7 @@ struct WireMailbox {
     archive: Option<bool>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    start_date: Option<String>,
 }
 
 /// Parses an AMQP delivery body. `message_id` is the AMQP property, used when the body has no id;
@@ -87,6 +88,7 @@ pub fn parse(
             primary_smtp_address: m.primary_smtp_address,
             archive: m.archive,
             kind: m.kind,
+            start_date: m.start_date,
         }),
         source: wire.source,
         identity: wire.identity,
@@ -242,6 +244,24 @@ mod tests {
             err.to_string().contains("invalid field occurred_at"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_start_date_is_read_as_a_day_or_an_instant_and_a_v1_event_has_none() {
+        let dated = |d: &str| {
+            joiner("jnew").replace(
+                r#""mailbox":{"#,
+                &format!(r#""mailbox":{{"start_date":"{d}","#),
+            )
+        };
+        let read = |d: &str| parse(dated(d).as_bytes(), None, None, ROUTING_KEY_JOINER);
+        let day = read("2027-01-04").unwrap().mailbox.unwrap().start_date;
+        assert_eq!(day.map(String::from).as_deref(), Some("2027-01-04"));
+        assert!(read("2027-01-04T08:00:00+01:00").is_ok());
+        let err = read("04/01/2027").unwrap_err();
+        assert!(err.to_string().contains("mailbox.start_date"), "{err}");
+        let v1 = parse(joiner("jdoe").as_bytes(), None, None, ROUTING_KEY_JOINER).unwrap();
+        assert_eq!(v1.mailbox.unwrap().start_date, None);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct AttributeMap {
     pub primary_smtp_address_attribute: String,
     /// The attribute read as a joiner's `mailbox.type` (user, shared, room, equipment).
     pub mailbox_type_attribute: String,
+    /// The attribute read as a joiner's `mailbox.start_date` (a day or an RFC 3339
+    /// date-time; midPoint's `activation/validFrom` mapped outbound to it, say).
+    pub start_date_attribute: String,
 }
 
 impl Default for AttributeMap {
@@ -60,6 +63,7 @@ impl Default for AttributeMap {
             alias_attribute: "mailNickname".into(),
             primary_smtp_address_attribute: "mail".into(),
             mailbox_type_attribute: "mailboxType".into(),
+            start_date_attribute: "startDate".into(),
         }
     }
 }
@@ -156,6 +160,7 @@ fn draft(
         alias: value(&map.alias_attribute),
         primary_smtp_address: value(&map.primary_smtp_address_attribute),
         kind: value(&map.mailbox_type_attribute),
+        start_date: value(&map.start_date_attribute),
         ..DraftMailbox::default()
     };
     Ok(Draft {
@@ -325,6 +330,13 @@ mod tests {
         assert_eq!(e.mailbox.map(|m| m.kind), Some(MailboxType::Shared));
         let err = decode(body("team").as_bytes(), &map).unwrap_err();
         assert!(err.to_string().contains("mailbox.type"), "{err}");
+    }
+
+    #[test]
+    fn the_mapped_start_date_is_read() {
+        let e = decode(&sample("add-start-date.json"), &AttributeMap::default()).unwrap();
+        let at = e.mailbox.and_then(|m| m.start_date).map(String::from);
+        assert_eq!(at.as_deref(), Some("2027-01-04T09:00:00+01:00"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -154,6 +154,10 @@ pub struct Mailbox {
     /// without it, and stored events from before it, are `user`).
     #[serde(rename = "type", default, skip_serializing_if = "MailboxType::is_user")]
     pub kind: MailboxType,
+    /// `mailbox.start_date`: the person's first day. The mailbox is created at once, hidden
+    /// from the address lists, and made visible on that day (a scheduled step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_date: Option<StartDate>,
 }
 
 text_enum! {
@@ -219,6 +223,71 @@ impl MailboxType {
     }
 }
 
+/// `mailbox.start_date`: when a joiner's mailbox appears in the address lists. A day (what
+/// an HR system knows: `2027-01-04`) becomes an instant through `[joiner] start_time` and
+/// `[joiner] utc_offset` (`StartDate::instant`); a date-time with its offset
+/// (`2027-01-04T08:00:00+01:00`) is that instant, whatever the configuration says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StartDate {
+    Day(NaiveDate),
+    At(DateTime<FixedOffset>),
+}
+
+impl StartDate {
+    /// The longest text either form takes (an RFC 3339 date-time with nanoseconds).
+    const MAX_LEN: usize = 40;
+
+    /// `YYYY-MM-DD`, or an RFC 3339 date-time with an offset (`Z` or `±hh:mm`).
+    pub fn parse(raw: &str) -> Result<StartDate, String> {
+        if raw.len() > Self::MAX_LEN {
+            return Err(format!(
+                "is {} bytes; a start date is a day (2027-01-04) or an RFC 3339 date-time",
+                raw.len()
+            ));
+        }
+        if let Ok(day) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+            return Ok(StartDate::Day(day));
+        }
+        DateTime::parse_from_rfc3339(raw)
+            .map(StartDate::At)
+            .map_err(|_| {
+                format!(
+                    "{raw:?} is neither a day (2027-01-04) nor an RFC 3339 date-time with an offset (2027-01-04T08:00:00+01:00)"
+                )
+            })
+    }
+
+    /// The instant the mailbox becomes visible: a day at `time` in `offset`, or the
+    /// date-time as given.
+    pub fn instant(self, time: NaiveTime, offset: FixedOffset) -> DateTime<Utc> {
+        match self {
+            StartDate::At(at) => at.with_timezone(&Utc),
+            StartDate::Day(day) => {
+                let local = day.and_time(time);
+                // A fixed offset maps every local time to exactly one instant.
+                (local - offset).and_utc()
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for StartDate {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        StartDate::parse(&value)
+    }
+}
+
+impl From<StartDate> for String {
+    fn from(d: StartDate) -> String {
+        match d {
+            StartDate::Day(day) => day.format("%Y-%m-%d").to_string(),
+            StartDate::At(at) => at.to_rfc3339(),
+        }
+    }
+}
+
 /// An event as a decoder read it: every value still unchecked text. The only way from
 /// here to an [`Event`] is `Draft::validate` (in `validate`), which applies every rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +320,8 @@ pub struct DraftMailbox {
     pub archive: Option<bool>,
     /// `mailbox.type` as sent (`user`, `shared`, `room`, `equipment`).
     pub kind: Option<String>,
+    /// `mailbox.start_date` as sent (`2027-01-04`, or an RFC 3339 date-time).
+    pub start_date: Option<String>,
 }
 
 /// Proof that an [`Event`] went through `Draft::validate` (or was read back from the
@@ -332,5 +403,34 @@ mod tests {
         ] {
             assert!(AccountName::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_start_day_is_its_configured_time_in_its_offset_and_a_date_time_is_itself() {
+        let nine = NaiveTime::from_hms_opt(9, 0, 0).expect("a time");
+        let cet = FixedOffset::east_opt(3600).expect("an offset");
+        let day = StartDate::parse("2027-01-04").expect("a day");
+        assert_eq!(
+            day.instant(nine, cet).to_rfc3339(),
+            "2027-01-04T08:00:00+00:00"
+        );
+        let at = StartDate::parse("2027-01-04T06:30:00-05:00").expect("a date-time");
+        assert_eq!(
+            at.instant(nine, cet).to_rfc3339(),
+            "2027-01-04T11:30:00+00:00"
+        );
+        for (d, text) in [(day, "2027-01-04"), (at, "2027-01-04T06:30:00-05:00")] {
+            assert_eq!(String::from(d), text);
+        }
+        for bad in [
+            "2027-13-01",
+            "04.01.2027",
+            "2027-01-04T08:00:00",
+            "",
+            "tomorrow",
+        ] {
+            assert!(StartDate::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(StartDate::parse(&"9".repeat(41)).is_err());
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::error::EventError;
 use super::model::{
-    Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, Mailbox, MailboxType,
+    Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, Mailbox, MailboxType, StartDate,
 };
 
 /// How far in the future an `occurred_at` may lie: the clock skew Kerberos tolerates by
@@ -92,6 +92,12 @@ fn mailbox(m: DraftMailbox) -> Result<Mailbox, EventError> {
             })
             .transpose()?
             .unwrap_or_default(),
+        start_date: m
+            .start_date
+            .map(|d| {
+                StartDate::parse(d.trim()).map_err(|r| EventError::invalid("mailbox.start_date", r))
+            })
+            .transpose()?,
     })
 }
 

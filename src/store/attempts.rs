@@ -40,6 +40,9 @@ pub struct AttemptRecord {
     /// What the attempt changed on premises stays there (`leaver.exchange_attributes =
     /// "cloud"`): the outcome says so.
     pub stays_on_premises: bool,
+    /// A joiner with a start date still ahead: its mailbox was left hidden until this
+    /// instant, when the step that makes it visible is due (written with the success).
+    pub hidden_until: Option<DateTime<Utc>>,
 }
 
 impl AttemptRecord {
@@ -52,6 +55,7 @@ impl AttemptRecord {
             directory: None,
             view: None,
             stays_on_premises: false,
+            hidden_until: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use sqlx::{Decode, Encode, Postgres, Type};
 use crate::alert::draft::{AlertKind, CircuitChange};
 use crate::budget::slot::SlotPurpose;
 use crate::event::EventKind;
-use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState};
+use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState, JobStep};
 use crate::outcome::{CloudSourceName, IdentityIqDelivery, OutcomeResult};
 
 /// Stores an enum that has `as_str` and `parse` in a Postgres text column (arrays too).
@@ -57,6 +57,7 @@ text_encoding!(Role);
 // The vocabulary modules name the states; the store only stores them.
 text_encoding!(JobState);
 text_encoding!(JobEffect);
+text_encoding!(JobStep);
 text_encoding!(ErrorClass);
 text_encoding!(AttemptEnd);
 text_encoding!(ActionKind);
@@ -80,10 +81,15 @@ mod tests {
     use super::*;
 
     /// The claim names its states in its text to use the partial indexes of migration
-    /// 0001: the indexes and the enums must name the same states.
+    /// 0001 (`jobs_claimable` as 0020 made it again): the indexes and the enums must name
+    /// the same states.
     #[test]
     fn the_claims_partial_indexes_cover_the_states_it_names() {
-        let migration = include_str!("../../migrations/0001_jobs.sql");
+        let migration = [
+            include_str!("../../migrations/0001_jobs.sql"),
+            include_str!("../../migrations/0020_start_dates.sql"),
+        ]
+        .concat();
         let running = format!("WHERE state = '{}';", JobState::Running);
         for index in [
             format!(

@@ -32,8 +32,8 @@ pub(super) const REQUEUE: &str =
     "state = $2, next_attempt_at = now(), attempt = 0, finished_at = NULL, updated_at = now()";
 
 impl Store {
-    /// Operator retry: a failed, cancelled, retrying or waiting job runs again now,
-    /// with a fresh set of attempts.
+    /// Operator retry: a failed, cancelled, retrying or waiting job runs again now, with a
+    /// fresh set of attempts; a scheduled step runs now, before its time.
     pub async fn retry_job(
         &self,
         id: Uuid,
@@ -46,7 +46,7 @@ impl Store {
             ActionKind::Retry,
             &sql,
             JobState::Queued,
-            &JobState::RETRYABLE,
+            &JobState::RUNNABLE_NOW,
         )
         .await
     }

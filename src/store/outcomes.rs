@@ -20,7 +20,12 @@ use crate::outcome::{AnsweredJob, Ending, IdentityIqDelivery, OutcomeMessage, Ou
 pub fn answered(job: &Job) -> AnsweredJob<'_> {
     AnsweredJob {
         id: job.id,
-        event_id: &job.event_id,
+        // A later step answers its event, under the event's own id.
+        event_id: if job.step.is_some() {
+            &job.event.id
+        } else {
+            &job.event_id
+        },
         kind: job.kind,
         event: &job.event,
         superseded_by: job.superseded_by,
@@ -72,9 +77,10 @@ pub(super) async fn insert_outcomes(
             .map(|(j, _)| j.account.as_str())
             .collect::<Vec<_>>(),
     )
+    // The event the message answers (a later step's job has an event id of its own).
     .bind(
         rows.iter()
-            .map(|(j, _)| j.event_id.as_str())
+            .map(|(_, m)| m.event_id.as_str())
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|(_, m)| m.result).collect::<Vec<_>>())

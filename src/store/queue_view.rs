@@ -11,7 +11,7 @@ use super::jobs::Newest;
 use super::operator::REQUEUE;
 use super::{JobFilter, Store, StoreError};
 use crate::event::EventKind;
-use crate::job::{ActionKind, ErrorClass, JobState};
+use crate::job::{ActionKind, ErrorClass, JobState, JobStep};
 
 /// A job as the queue views list it: enough to filter and group, without the event.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -29,6 +29,20 @@ pub(crate) struct QueueRow {
     pub error_signature: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When a claimable job is due: a scheduled step's time.
+    pub next_attempt_at: DateTime<Utc>,
+    pub step: Option<JobStep>,
+}
+
+impl QueueRow {
+    /// What the list's detail column says: a scheduled step and when it is due, else the
+    /// last error.
+    pub(crate) fn detail(&self) -> String {
+        match (self.state, self.step) {
+            (JobState::Scheduled, Some(step)) => format!("{step} due {}", self.next_attempt_at),
+            _ => self.last_error.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// One bulk action: who moved how many jobs matching which filter.
@@ -86,7 +100,7 @@ impl Store {
         f.push_listing(
             &mut q,
             "id, account, kind, state, attempt, max_attempts, last_error, last_error_class, \
-             error_signature, created_at, updated_at",
+             error_signature, created_at, updated_at, next_attempt_at, step",
             Newest::Updated,
             (f.limit.max(1), f.offset.max(0)),
         );

@@ -7,7 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
 
 use super::{Store, StoreError};
-use crate::job::JobState;
+use crate::job::{JobState, JobStep};
 
 /// Advisory lock key for "a reconciliation is running" (any stable number of our own).
 const RECONCILE_LOCK: i64 = 0x6d62_7864_7263; // "mbxdrc"
@@ -78,6 +78,28 @@ impl Store {
             "SELECT DISTINCT account FROM jobs WHERE account = ANY($1) AND state = ANY($2)",
         )
         .bind(keys)
+        .bind(&JobState::UNFINISHED[..])
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Start dates whose day has come and whose step did not make the mailbox visible: the
+    /// account's step (`make_visible`) ended failed or cancelled, is past its start instant,
+    /// and no other job of the account is newer or unfinished. Account key → the step's id.
+    pub(crate) async fn overdue_start_steps(
+        &self,
+    ) -> Result<std::collections::HashMap<String, uuid::Uuid>, StoreError> {
+        let rows: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+            "SELECT DISTINCT ON (s.account) s.account, s.id FROM jobs s
+              WHERE s.step = $1 AND s.state = ANY($2) AND s.next_attempt_at <= now()
+                AND NOT EXISTS (SELECT 1 FROM jobs n
+                                 WHERE n.account = s.account AND n.id <> s.id
+                                   AND (n.occurred_at > s.occurred_at OR n.state = ANY($3)))
+              ORDER BY s.account, s.occurred_at DESC",
+        )
+        .bind(JobStep::MakeVisible)
+        .bind([JobState::Failed, JobState::Cancelled])
         .bind(&JobState::UNFINISHED[..])
         .fetch_all(&self.pool)
         .await?;

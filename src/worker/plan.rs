@@ -34,6 +34,11 @@ pub(crate) struct Wanted<'a> {
     pub to_shared: bool,
     /// A leaver's mailbox converted to shared stays in the address lists.
     pub keep_visible: bool,
+    /// A joiner whose start date is ahead: its mailbox hidden from the address lists.
+    pub hidden: bool,
+    /// The step of a start date (`JobStep::MakeVisible`): the mailbox is hidden because
+    /// mailboxd hid it until that day, not because the person left.
+    pub scheduled: bool,
 }
 
 impl<'a> Wanted<'a> {
@@ -45,6 +50,8 @@ impl<'a> Wanted<'a> {
             kind: event.mailbox.as_ref().map(|m| m.kind).unwrap_or_default(),
             to_shared: data.to_shared,
             keep_visible: data.keep_visible,
+            hidden: data.hidden,
+            scheduled: false,
         }
     }
 }
@@ -79,7 +86,17 @@ pub(crate) fn plan(
 }
 
 /// A joiner: enable a remote mailbox unless the account has one or is another recipient.
+/// A start date's step only makes visible the remote mailbox its joiner created.
 fn joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>, require_cloud_sync: bool) -> Plan {
+    if wanted.scheduled && a.recipient != RecipientType::RemoteMailbox {
+        return Plan::Fail(
+            ErrorClass::Permanent,
+            format!(
+                "account {sam:?} has no remote mailbox on {dc} any more (msExchRecipientTypeDetails={}), though its joiner created one hidden until the start date: someone removed or changed it; send the joiner again (or retry the joiner's job) to create it, or leave it if that was meant",
+                a.recipient_type_details.unwrap_or_default()
+            ),
+        );
+    }
     match a.recipient {
         RecipientType::RemoteMailbox => remote_mailbox_joiner(a, sam, dc, wanted),
         RecipientType::OnPremMailbox => Plan::Fail(
@@ -126,10 +143,19 @@ fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -
     }
     match remote_type(a) {
         // Hidden and disabled: the leaver came after this person's joiner; never unhide
-        // it. (A shared or resource mailbox's account is disabled as a rule.)
-        _ if wanted.kind == MailboxType::User && a.hidden && a.disabled => Plan::Cancel(format!(
-            "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
-        )),
+        // it. (A shared or resource mailbox's account is disabled as a rule.) Not when a
+        // start date hid it: a starter's account is often disabled until the first day, and
+        // any later event of the account supersedes the step.
+        _ if wanted.kind == MailboxType::User
+            && a.hidden
+            && a.disabled
+            && !wanted.hidden
+            && !wanted.scheduled =>
+        {
+            Plan::Cancel(format!(
+                "account {sam:?} is disabled and hidden on {dc}: the joiner is stale (a rehire must be enabled in AD first)"
+            ))
+        }
         // A migrated user mailbox hidden by the leaver: it may have been purged in the
         // cloud, and then no licence brings it back (see `migrated_rehire`).
         Some(MailboxType::User) if wanted.kind == MailboxType::User && a.hidden && migrated(a) => {
@@ -149,8 +175,9 @@ fn remote_mailbox_joiner(a: &Account, sam: &str, dc: &str, wanted: Wanted<'_>) -
         // Another type (a leaver's converted to shared, most often): the template converts
         // it with Set-RemoteMailbox -Type, which documents every conversion between them.
         Some(current) if current != wanted.kind => Plan::Run,
-        // Hidden: a rehire. The template makes it visible again.
-        Some(_) if a.hidden => Plan::Run,
+        // Hidden: a rehire (or a start date's day come); the template makes it visible
+        // again. Visible while a start date is ahead: the template hides it.
+        Some(_) if a.hidden != wanted.hidden => Plan::Run,
         // The mailbox is there, its archive not: the template's second call adds it.
         Some(_) if wanted.archive && a.archive_guid.is_none() => Plan::Run,
         Some(_) => Plan::Done(JobEffect::Already),
@@ -253,7 +280,8 @@ pub(super) fn verified(
         ));
     };
     let remote = a.recipient == RecipientType::RemoteMailbox;
-    let mailbox = remote && !a.hidden;
+    // A joiner's mailbox as asked: in the address lists, or hidden until its start date.
+    let mailbox = remote && a.hidden == wanted.hidden;
     if kind == EventKind::Joiner && mailbox && wanted.archive && a.archive_guid.is_none() {
         return Err(format!(
             "Exchange reported {status:?} but {} shows no archive (msExchArchiveGUID is not set); retried",
@@ -554,6 +582,46 @@ mod tests {
         assert!(shows(Joiner, JobEffect::Enabled, &visible));
         assert!(!shows(Joiner, JobEffect::Enabled, &hidden));
         assert!(!shows(Joiner, JobEffect::Enabled, &state(None)));
+    }
+
+    /// A start date: the joiner ahead of it wants the mailbox hidden (a disabled starter is
+    /// not a stale rehire), its step wants it visible even while the account is disabled,
+    /// and each succeeds only when AD shows it so.
+    #[test]
+    fn a_start_date_keeps_the_mailbox_hidden_until_its_step_makes_it_visible() {
+        use RecipientType::RemoteMailbox;
+        let ahead = Wanted {
+            hidden: true,
+            ..Wanted::default()
+        };
+        let step = Wanted {
+            scheduled: true,
+            ..Wanted::default()
+        };
+        let decide =
+            |a: Account, w| shape(&plan(EventKind::Joiner, "j", &state(Some(a)), w, false));
+        let starter = || acct(RemoteMailbox).disabled();
+        assert_eq!(
+            decide(starter().hidden(), ahead),
+            Shape::Done(JobEffect::Already)
+        );
+        assert_eq!(decide(acct(RemoteMailbox), ahead), Shape::Run);
+        assert_eq!(decide(starter().hidden(), step), Shape::Run);
+        assert_eq!(
+            decide(acct(RemoteMailbox), step),
+            Shape::Done(JobEffect::Already)
+        );
+        let gone = acct(RecipientType::MailUser);
+        assert_eq!(decide(gone, step), Shape::Fail(ErrorClass::Permanent));
+        // Without a start date, hidden and disabled is a leaver's mailbox: stale.
+        assert_eq!(decide(starter().hidden(), Wanted::default()), Shape::Cancel);
+        let shows = |a: Account, w| {
+            verified(EventKind::Joiner, JobEffect::Enabled, &state(Some(a)), w).is_ok()
+        };
+        assert!(shows(starter().hidden(), ahead));
+        assert!(!shows(starter(), ahead));
+        assert!(shows(starter(), step));
+        assert!(!shows(starter().hidden(), step));
     }
 
     /// msExchRecipientTypeDetails of each remote type (MailboxType::from_type_details).

@@ -45,6 +45,7 @@ mod lab_ldap;
 mod lab_mailbox_types;
 mod lab_rehire;
 mod lab_snapin_rights;
+mod lab_start_dates;
 mod lab_windows_errors;
 mod midpoint;
 mod outcomes;

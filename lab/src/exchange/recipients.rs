@@ -103,14 +103,27 @@ impl Run {
         Err(Box::new(Self::rights_error(task, account)))
     }
 
-    /// enable-remote-mailbox.ps1, step by step: the mailbox, then (a second call, in the
-    /// Archive parameter set) the archive when one is asked for and not there yet.
+    /// enable-remote-mailbox.ps1, step by step: the mailbox, hidden when the joiner's start
+    /// date is ahead (`hidden`), then (a second call, in the Archive parameter set) the
+    /// archive when one is asked for and not there yet.
     pub(super) fn enable(&self, account: &AccountData) -> ResultLine {
         let common = Self::common(account);
-        let (result, existing) = match self.enable_mailbox(account, &common) {
+        if account.make_visible {
+            return self.make_visible(account, &common);
+        }
+        let (mut result, existing) = match self.enable_mailbox(account, &common) {
             Ok(done) => done,
             Err(e) => return *e,
         };
+        let hidden_already = existing.as_ref().is_some_and(|e| e.hidden);
+        if account.hidden && !hidden_already {
+            if let Err(e) = self.set_hidden(account, &common, true) {
+                return *e;
+            }
+            if result.status == ResultStatus::Already {
+                result.status = ResultStatus::Hidden;
+            }
+        }
         let needs_archive = account.archive && !existing.as_ref().is_some_and(|e| e.archive);
         if let Err(e) = needs_archive
             .then(|| self.enable_archive(account, &common))
@@ -167,18 +180,55 @@ impl Run {
             self.set_remote_type(account, common, existing.index, wanted)?;
             r.status = ResultStatus::Converted;
         }
-        if existing.hidden {
-            let mut p = common.clone();
-            p.insert("HiddenFromAddressListsEnabled".into(), json!(false));
-            self.bind("Set-RemoteMailbox", &p)?;
-            self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
-            self.record("Set-RemoteMailbox", p, None);
-            self.state.lock().accounts[existing.index].set_hidden(false);
+        if existing.hidden && !account.hidden {
+            self.set_hidden(account, common, false)?;
             if r.status == ResultStatus::Already {
                 r.status = ResultStatus::Unhidden;
             }
         }
         Ok((r, Some(existing)))
+    }
+
+    /// enable-remote-mailbox.ps1 for a start date's step (`make_visible`): Get-RemoteMailbox,
+    /// then, if it is hidden, `Set-RemoteMailbox -HiddenFromAddressListsEnabled $false`.
+    fn make_visible(&self, account: &AccountData, common: &Map<String, Value>) -> ResultLine {
+        let existing = match self.get_remote_mailbox(account, common) {
+            Ok(Some(existing)) => existing,
+            Ok(None) => return Self::not_found("GetRemoteMailbox", account),
+            Err(e) => return *e,
+        };
+        if !existing.hidden {
+            return status(ResultStatus::Already);
+        }
+        match self.set_hidden(account, common, false) {
+            Ok(()) => status(ResultStatus::Unhidden),
+            Err(e) => *e,
+        }
+    }
+
+    /// `Set-RemoteMailbox -HiddenFromAddressListsEnabled <hidden>` on the account's remote
+    /// mailbox (the one Enable-RemoteMailbox made, or the one it found).
+    fn set_hidden(
+        &self,
+        account: &AccountData,
+        common: &Map<String, Value>,
+        hidden: bool,
+    ) -> Result<(), Box<ResultLine>> {
+        let mut p = common.clone();
+        p.insert("HiddenFromAddressListsEnabled".into(), json!(hidden));
+        self.bind("Set-RemoteMailbox", &p)?;
+        self.write_refused("Set-RemoteMailbox", "SetRemoteMailbox", &p, account)?;
+        let Some(found) = self.find_remote(account) else {
+            self.record(
+                "Set-RemoteMailbox",
+                p,
+                Some("ManagementObjectNotFoundException"),
+            );
+            return Err(Box::new(Self::not_found("SetRemoteMailbox", account)));
+        };
+        self.record("Set-RemoteMailbox", p, None);
+        self.state.lock().accounts[found.index].set_hidden(hidden);
+        Ok(())
     }
 
     /// `Set-RemoteMailbox -Type <wanted>`: most often a converted (shared) remote mailbox
@@ -348,7 +398,7 @@ impl Run {
             .domain_controller
             .as_deref()
             .unwrap_or("dc1.corp.example");
-        let cmdlet = first_cmdlet(template).0;
+        let cmdlet = first_cmdlet(template, account).0;
         self.failed_call(account, template, fault.render(cmdlet, account, dc))
     }
 
@@ -361,7 +411,7 @@ impl Run {
         template: Template,
         r: crate::faults::Rendered,
     ) -> ResultLine {
-        let (cmdlet, task) = first_cmdlet(template);
+        let (cmdlet, task) = first_cmdlet(template, account);
         self.record(cmdlet, Self::common(account), Some(&r.reason));
         match r.error_id {
             Some(id) => ResultLine {

@@ -143,7 +143,7 @@ fn to_event(
 
 /// The IdentityIQ attribute each field of the model is read from: a broken rule is
 /// reported with the name the sender wrote.
-const ATTRIBUTES: [(&str, &str); 10] = [
+const ATTRIBUTES: [(&str, &str); 11] = [
     ("account.sam_account_name", "sAMAccountName"),
     ("account.object_guid", "objectGUID"),
     ("account.user_principal_name", "userPrincipalName"),
@@ -156,6 +156,7 @@ const ATTRIBUTES: [(&str, &str); 10] = [
     ("mailbox.remote_routing_address", "remoteRoutingAddress"),
     ("mailbox.primary_smtp_address", "mail"),
     ("mailbox.type", "mailboxType"),
+    ("mailbox.start_date", "startDate"),
     ("id", "id (the AMQP message_id)"),
 ];
 
@@ -207,6 +208,9 @@ fn mailbox(values: &Values) -> DraftMailbox {
         // IdentityIQ's AD connector has no attribute for the remote mailbox's type:
         // mailboxd reads its own, `mailboxType` (docs/events.md, "IdentityIQ").
         kind: owned("mailboxType"),
+        // Nor for the first day: the plan carries the identity's start date (an identity
+        // attribute such as `startDate`, mapped in the provisioning policy) as `startDate`.
+        start_date: owned("startDate"),
     }
 }
 
@@ -318,5 +322,21 @@ mod tests {
         assert_eq!(kind, Some(crate::event::MailboxType::Room));
         let err = parse(doc("Raum").as_bytes(), Some("m"), Utc::now(), &apps).unwrap_err();
         assert!(err.to_string().contains("mailboxType"), "{err}");
+    }
+
+    #[test]
+    fn the_start_date_is_read_from_start_date_and_a_wrong_one_named_by_it() {
+        let doc = |d: &str| {
+            format!(
+                r#"<AccountRequest application="Active Directory" op="Create" nativeIdentity="jnew">
+                <AttributeRequest name="startDate" value="{d}"/></AccountRequest>"#
+            )
+        };
+        let apps = vec!["Active Directory".to_owned()];
+        let p = parse(doc("2027-01-04").as_bytes(), Some("m"), Utc::now(), &apps).unwrap();
+        let day = p.events[0].mailbox.as_ref().and_then(|m| m.start_date);
+        assert_eq!(day.map(String::from).as_deref(), Some("2027-01-04"));
+        let err = parse(doc("next monday").as_bytes(), Some("m"), Utc::now(), &apps).unwrap_err();
+        assert!(err.to_string().contains("startDate"), "{err}");
     }
 }

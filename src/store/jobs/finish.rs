@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::Job;
 use crate::event::EventKind;
-use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, Resolution};
+use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, JobStep, Resolution};
 use crate::outcome::{Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
 use crate::store::failures::error_signature;
 use crate::store::outcomes::message;
@@ -34,12 +34,15 @@ impl Transition<'_> {
     /// The outcome message the job's new state reports, if it reports one.
     fn message(&self, job: &Job, record: &AttemptRecord) -> Option<OutcomeMessage> {
         let ending = Ending {
-            result: OutcomeResult::of(self.state)?,
+            result: OutcomeResult::of_step(self.state, job.step)?,
             outcome: self.outcome,
             attempts: job.attempt - i32::from(self.deferred),
             error: self.class.zip(self.error),
             view: record.view.as_ref(),
             stays_on_premises: record.stays_on_premises,
+            hidden_until: record
+                .hidden_until
+                .filter(|_| self.state == JobState::Succeeded),
         };
         Some(message(job, ending))
     }
@@ -147,15 +150,18 @@ impl Store {
 }
 
 /// Moves every job still leased to the replica ($20), writes the attempt row of each one it
-/// moved, the outcome row of those that report one and, when the cloud confirmation is on
-/// ($25 its source), the cloud watch of a joiner's success; returns the ones it moved. The
-/// inserts join the `UPDATE`'s `RETURNING`, so a job taken over meanwhile writes nothing.
+/// moved, the outcome row of those that report one, when the cloud confirmation is on
+/// ($25 its source) the cloud watch of a joiner's success and, for a joiner that succeeded
+/// hidden until its start date ($30), the step that makes it visible (`steps`: a job of the
+/// account in state $31, due then, unless a newer event of the account is stored already,
+/// which decides instead); returns the ones it moved. The inserts join the `UPDATE`'s
+/// `RETURNING`, so a job taken over meanwhile writes nothing.
 const FINISH: &str = "WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::float8[], $7::bool[], $8::bool[], $9::int[], $10::text[],
                              $11::timestamptz[], $12::text[], $13::text[], $14::text[],
                              $15::jsonb[], $16::uuid[], $17::text[], $18::jsonb[], $19::text[],
-                             $30::text[])
+                             $34::text[])
                       WITH ORDINALITY
              AS u(id, state, outcome, error, class, retry_in, terminal, deferred, attempt, host,
                   started_at, attempt_outcome, transcript, dc, directory, outcome_id, result,
@@ -170,7 +176,7 @@ const FINISH: &str = "WITH u AS (
                attempt = jobs.attempt - CASE WHEN u.deferred THEN 1 ELSE 0 END
           FROM u
          WHERE jobs.id = u.id AND jobs.locked_by = $20 AND jobs.state = $21
-        RETURNING jobs.id, jobs.account, jobs.event_id, jobs.kind, jobs.reply_to)
+        RETURNING jobs.id, jobs.account, jobs.event_id, jobs.kind, jobs.reply_to, jobs.step)
     , attempts AS (
         INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome,
                                   error_class, error_message, transcript, domain_controller,
@@ -181,7 +187,8 @@ const FINISH: &str = "WITH u AS (
     , answers AS (
         INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body,
                               iiq_state)
-        SELECT u.outcome_id, u.id, m.account, m.event_id, u.result, u.routing_key,
+        SELECT u.outcome_id, u.id, m.account, coalesce(u.body->>'event_id', m.event_id),
+               u.result, u.routing_key,
                m.reply_to, u.body, CASE WHEN $23 THEN $24 END
           FROM u JOIN moved m ON m.id = u.id
          WHERE u.outcome_id IS NOT NULL
@@ -196,8 +203,23 @@ const FINISH: &str = "WITH u AS (
                now() + make_interval(secs => $26), now() + make_interval(secs => $27)
           FROM u JOIN moved m ON m.id = u.id
          WHERE $25::text IS NOT NULL AND u.state = $28 AND m.kind = $29
-           AND u.body IS NOT NULL
+           AND u.body IS NOT NULL AND m.step IS NULL
         ON CONFLICT (job_id) DO NOTHING)
+    , steps AS (
+        INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
+                          next_attempt_at, occurred_at, reply_to, step, trace_parent)
+        SELECT gen_random_uuid(), j.event_id || '/' || $32, j.kind, j.account, j.payload,
+               j.source, $31, j.max_attempts, v.visible_at, j.occurred_at, j.reply_to, $32,
+               j.trace_parent
+          FROM unnest($1::uuid[], $30::timestamptz[]) AS v(id, visible_at)
+          JOIN moved m ON m.id = v.id
+          JOIN u ON u.id = v.id
+          JOIN jobs j ON j.id = v.id
+         WHERE v.visible_at IS NOT NULL AND u.state = $28 AND m.kind = $29 AND m.step IS NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs n
+                            WHERE n.account = j.account AND n.id <> j.id
+                              AND n.occurred_at > j.occurred_at AND n.state = ANY($33))
+        ON CONFLICT (event_id) DO NOTHING)
     SELECT id FROM moved";
 
 /// The columns of [`FINISH`], one entry per job.
@@ -217,6 +239,8 @@ struct FinishRows<'a> {
     routing_keys: Vec<Option<String>>,
     /// `jobs.error_signature` of each job's new last error (the failure groups' key).
     signatures: Vec<String>,
+    /// A joiner left hidden until its start date: when its step is due.
+    visible_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl<'a> FinishRows<'a> {
@@ -271,6 +295,7 @@ impl<'a> FinishRows<'a> {
                 .zip(transitions)
                 .map(|((job, _, _), t)| error_signature(t.error, &job.account))
                 .collect(),
+            visible_at: outcomes.iter().map(|(_, r, _)| r.hidden_until).collect(),
         })
     }
 
@@ -315,6 +340,10 @@ impl<'a> FinishRows<'a> {
             .bind(watch.map_or(0.0, |w| w.first_check.as_secs_f64()))
             .bind(JobState::Succeeded)
             .bind(EventKind::Joiner)
+            .bind(&self.visible_at)
+            .bind(JobState::Scheduled)
+            .bind(JobStep::MakeVisible)
+            .bind(&JobState::INTENDED[..])
             .bind(&self.signatures)
             .fetch_all(on)
             .await?;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{Attempt, Store, StoreError, secs};
 use crate::event::{Event, EventKind};
-use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState};
+use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, JobStep};
 use crate::outcome::IdentityIqDelivery;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -53,13 +53,15 @@ pub struct Job {
     pub superseded_by: Option<Uuid>,
     /// The W3C `traceparent` the event came with (version-00 form, validated at intake).
     pub trace_parent: Option<String>,
+    /// A later step of the event (a joiner's start date), not the event itself.
+    pub step: Option<JobStep>,
 }
 
 /// The columns a [`Job`] is read from.
 pub(super) const JOB_COLUMNS: &str = "id, event_id, kind, account, payload, state, outcome, attempt, \
     max_attempts, next_attempt_at, locked_by, locked_until, last_error, last_error_class, occurred_at, \
     created_at, updated_at, started_at, finished_at, reply_to, reply_to_refused, superseded_by, \
-    trace_parent";
+    trace_parent, step";
 
 /// The last error of a job whose lease ran out.
 const LEASE_EXPIRED: &str = "lease expired: the replica running it stopped";
