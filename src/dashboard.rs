@@ -374,7 +374,7 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
     ]
     .concat();
     v.page(
-        &format!("Job for {}", j.event.account.sam_account_name.as_str()),
+        &format!("Job for {}", j.event.account.name()),
         &body,
     )
 }
@@ -386,7 +386,7 @@ fn job_table(j: &Job) -> String {
          <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td id=\"attempt-count\">{} of {}</td></tr>\
          <tr><th>Next attempt</th><td>{}</td></tr><tr><th>Event</th><td>{} (source {}, occurred {})</td></tr>\
          <tr><th>Last error</th><td>{} {}</td></tr></table>",
-        esc(j.event.account.sam_account_name.as_str()),
+        esc(&j.event.account.name()),
         j.kind,
         esc(j.outcome.map_or("", |o| o.as_str())),
         j.attempt,

@@ -73,9 +73,7 @@ pub fn parse(
         kind,
         occurred_at,
         account: DraftAccount {
-            sam_account_name: wa
-                .sam_account_name
-                .ok_or(EventError::Missing("account.sam_account_name"))?,
+            sam_account_name: wa.sam_account_name,
             object_guid: wa.object_guid,
             distinguished_name: wa.distinguished_name,
             user_principal_name: wa.user_principal_name,
@@ -168,7 +166,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.kind, EventKind::Joiner);
-        assert_eq!(e.account.sam_account_name.as_str(), "jdoe");
+        assert_eq!(e.account.name(), "jdoe");
         assert_eq!(e.source.as_deref(), Some("identityiq"));
     }
 

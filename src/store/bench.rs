@@ -58,7 +58,7 @@ impl Store {
             let kinds: Vec<_> = chunk.iter().map(|e| e.kind).collect();
             let accounts: Vec<String> = chunk
                 .iter()
-                .map(|e| e.account.sam_account_name.key())
+                .map(|e| e.account.name_key())
                 .collect();
             let payloads: Vec<serde_json::Value> = chunk
                 .iter()
