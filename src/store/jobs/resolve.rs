@@ -90,7 +90,7 @@ impl Store {
         }
         let answer = match newer_job(&mut tx, &key, job, occurred_at).await? {
             Some(newer) => {
-                superseded(&mut tx, job, newer, guid).await?;
+                superseded(&mut tx, job, newer, guid, sam).await?;
                 insert_outcomes_of(&mut tx, &[job], OutcomeResult::Superseded, self.identityiq)
                     .await?;
                 Resolved::Superseded(newer)
@@ -127,15 +127,17 @@ async fn newer_job(
     .await?)
 }
 
-/// The job ends superseded by `newer`, keyed on the account it turned out to be.
+/// The job ends superseded by `newer`, keyed on the account it turned out to be and shown
+/// under AD's `sam`.
 async fn superseded(
     tx: &mut Transaction<'_, Postgres>,
     job: Uuid,
     newer: Uuid,
     guid: Uuid,
+    sam: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE jobs SET state = $2, superseded_by = $3, account_guid = $4,
+        "UPDATE jobs SET state = $2, superseded_by = $3, account_guid = $4, account = $5,
                         locked_by = NULL, locked_until = NULL, attempt = greatest(attempt - 1, 0),
                         finished_at = now(), updated_at = now()
           WHERE id = $1",
@@ -144,6 +146,7 @@ async fn superseded(
     .bind(JobState::Superseded)
     .bind(newer)
     .bind(guid)
+    .bind(sam.to_lowercase())
     .execute(&mut **tx)
     .await?;
     Ok(())
