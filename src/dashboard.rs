@@ -373,10 +373,7 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
         operator_actions(&actions),
     ]
     .concat();
-    v.page(
-        &format!("Job for {}", j.event.account.name()),
-        &body,
-    )
+    v.page(&format!("Job for {}", j.event.account.name()), &body)
 }
 
 fn job_table(j: &Job) -> String {

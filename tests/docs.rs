@@ -673,6 +673,28 @@ fn the_schema_and_the_code_agree_on_account_names() {
 #[test]
 fn the_schema_and_the_code_agree_on_the_other_account_fields() {
     assert_schema_and_code_agree(&[
+        // One name at least, any of the four (issue 34); a null one is none.
+        (
+            true,
+            account(r#"{"distinguished_name":"CN=J Doe,OU=Staff,DC=corp,DC=example"}"#),
+        ),
+        (
+            true,
+            account(r#"{"object_guid":"b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f"}"#),
+        ),
+        (
+            true,
+            account(r#"{"user_principal_name":"jdoe@corp.example"}"#),
+        ),
+        (false, account(r#"{}"#)),
+        (
+            false,
+            account(r#"{"object_guid":null,"user_principal_name":null}"#),
+        ),
+        (
+            false,
+            account(r#"{"created_on_server":"dc01.corp.example"}"#),
+        ),
         (
             true,
             account(

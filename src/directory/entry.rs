@@ -280,10 +280,7 @@ mod tests {
             assert!(check_under(bad, base).is_err(), "{bad}");
         }
         // A DN with a \\2C is the DN with \\, (one RDN whose value holds a comma).
-        assert_eq!(
-            dn_parts("CN=a\\2Cb,DC=x"),
-            dn_parts("cn=a\\,b, dc=X")
-        );
+        assert_eq!(dn_parts("CN=a\\2Cb,DC=x"), dn_parts("cn=a\\,b, dc=X"));
     }
 
     #[test]
@@ -292,11 +289,9 @@ mod tests {
         let (base, scope, filter) = Lookup::Dn(dn.into()).search("DC=corp,DC=example");
         assert_eq!((base.as_str(), scope), (dn, ldap3::Scope::Base));
         assert_eq!(filter, "(&(objectCategory=person)(objectClass=user))");
-        assert!(
-            Lookup::Dn(dn.into())
-                .filter()
-                .ends_with("(distinguishedName=CN=x\\29\\28objectClass=\\2a,OU=Staff,DC=corp,DC=example))")
-        );
+        assert!(Lookup::Dn(dn.into()).filter().ends_with(
+            "(distinguishedName=CN=x\\29\\28objectClass=\\2a,OU=Staff,DC=corp,DC=example))"
+        ));
     }
 
     #[test]

@@ -268,8 +268,14 @@ mod tests {
         let guid = "b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f";
         let dn = "CN=Doe\\, J,OU=Staff,DC=corp,DC=example";
         for (account, key) in [
-            (serde_json::json!({ "distinguished_name": dn }), dn.to_lowercase()),
-            (serde_json::json!({ "object_guid": format!("{{{guid}}}") }), guid.into()),
+            (
+                serde_json::json!({ "distinguished_name": dn }),
+                dn.to_lowercase(),
+            ),
+            (
+                serde_json::json!({ "object_guid": format!("{{{guid}}}") }),
+                guid.into(),
+            ),
             (
                 serde_json::json!({ "user_principal_name": "J.Doe@corp.example" }),
                 "j.doe@corp.example".into(),
@@ -281,11 +287,17 @@ mod tests {
         }
         let both = with(serde_json::json!({ "sam_account_name": "JDoe", "object_guid": guid }));
         let both = both.unwrap().account;
-        assert_eq!((both.key(), both.name_key()), (guid.to_owned(), "jdoe".to_owned()));
+        assert_eq!(
+            (both.key(), both.name_key()),
+            (guid.to_owned(), "jdoe".to_owned())
+        );
         let err = with(serde_json::json!({})).unwrap_err().to_string();
         assert!(err.contains("account.sam_account_name (or"), "{err}");
         let err = with(serde_json::json!({ "distinguished_name": "jdoe" })).unwrap_err();
-        assert!(err.to_string().contains("account.distinguished_name"), "{err}");
+        assert!(
+            err.to_string().contains("account.distinguished_name"),
+            "{err}"
+        );
     }
 
     #[test]

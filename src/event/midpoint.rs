@@ -336,6 +336,11 @@ mod tests {
         let group = br#"{"operation":"add","objectClass":"GroupObjectClass","attributes":{}}"#;
         let err = decode(group, &map).unwrap_err().to_string();
         assert!(err.contains("GroupObjectClass"), "{err}");
+        let by_dn = br#"{"operation":"delete","objectClass":"AccountObjectClass",
+            "primaryIdentifiers":{"distinguishedName":["CN=Jack,OU=Staff,DC=corp,DC=example"]}}"#;
+        let e = decode(by_dn, &map).unwrap();
+        assert_eq!(e.account.sam_account_name, None);
+        assert_eq!(e.account.name(), "CN=Jack,OU=Staff,DC=corp,DC=example");
         let nameless = br#"{"operation":"delete","objectClass":"AccountObjectClass"}"#;
         let err = decode(nameless, &map).unwrap_err().to_string();
         assert!(err.contains("no login attribute"), "{err}");

@@ -73,9 +73,8 @@ impl Worker {
                 tracing::warn!(job_id = %job.id, "the job's lease was lost before it was keyed on its account");
             }
             Err(e) => {
-                let message = format!(
-                    "cannot key the job on its account's objectGUID {guid}: {e}; retried"
-                );
+                let message =
+                    format!("cannot key the job on its account's objectGUID {guid}: {e}; retried");
                 self.ended(job, started_at, ErrorClass::Transient, message)
                     .await;
             }

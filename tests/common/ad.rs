@@ -199,7 +199,10 @@ impl TestAd {
         let mut ldap = self.admin().await;
         let dn = format!("CN={cn},CN=Users,{}", self.base_dn);
         let uac = if u.disabled { "546" } else { "544" };
-        let upn = u.upn.clone().unwrap_or_else(|| format!("{sam}@corp.example"));
+        let upn = u
+            .upn
+            .clone()
+            .unwrap_or_else(|| format!("{sam}@corp.example"));
         let attrs: Vec<(&str, HashSet<&str>)> = vec![
             (
                 "objectClass",
@@ -209,10 +212,7 @@ impl TestAd {
             ("userPrincipalName", HashSet::from([upn.as_str()])),
             ("userAccountControl", HashSet::from([uac])),
         ];
-        ldap.add(&dn, attrs)
-            .await
-            .and_then(|r| r.success())
-            .is_ok()
+        ldap.add(&dn, attrs).await.and_then(|r| r.success()).is_ok()
     }
 
     /// `add_user` in the container `parent`.

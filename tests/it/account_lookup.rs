@@ -36,7 +36,14 @@ async fn given_a_daemon_on_the_dc(ad: &TestAd) -> TestEnv {
 }
 
 async fn publish(env: &TestEnv, kind: &str, body: &[u8]) {
-    let key = format!("ad.user.{}", if kind == "joiner" { "created" } else { "disabled" });
+    let key = format!(
+        "ad.user.{}",
+        if kind == "joiner" {
+            "created"
+        } else {
+            "disabled"
+        }
+    );
     env.publisher()
         .await
         .publish_raw(&key, body, Some("application/json"), None)
@@ -59,7 +66,9 @@ async fn events_naming_one_account_by_dn_upn_and_guid_supersede_each_other_as_on
         upn: Some(upn.clone()),
         ..User::default()
     };
-    let (dn, guid) = ad.add_user(&format!("Ann Lookup {t}"), &format!("al{t}"), &user).await;
+    let (dn, guid) = ad
+        .add_user(&format!("Ann Lookup {t}"), &format!("al{t}"), &user)
+        .await;
     let env = given_a_daemon_on_the_dc(&ad).await;
 
     let (by_dn, dn_body) = event("joiner", json!({ "distinguished_name": dn }), 3);
@@ -136,7 +145,8 @@ async fn names_that_find_nothing_or_two_accounts_fail_clearly_and_hostile_values
         upn: Some(starred.clone()),
         ..User::default()
     };
-    ad.add_user(&format!("Star {t}"), &format!("st{t}"), &gone).await;
+    ad.add_user(&format!("Star {t}"), &format!("st{t}"), &gone)
+        .await;
     let env = given_a_daemon_on_the_dc(&ad).await;
     let app = env.start_daemon().await;
 
@@ -168,7 +178,10 @@ async fn names_that_find_nothing_or_two_accounts_fail_clearly_and_hostile_values
         assert_eq!(job.last_error_class, Some(ErrorClass::Permanent));
         let error = job.last_error.unwrap_or_default();
         assert!(error.contains(reason), "{account}: {error}");
-        assert!(error.contains("send the objectGUID") || error.contains("fix the"), "{error}");
+        assert!(
+            error.contains("send the objectGUID") || error.contains("fix the"),
+            "{error}"
+        );
     }
     // The UPN with a literal `*` finds its one account, and only it.
     let (id, body) = event("leaver", json!({ "user_principal_name": starred }), 1);
@@ -189,9 +202,11 @@ async fn then_samba_refuses_a_second_account_with_the_upn(ad: &TestAd, env: &Tes
         disabled: true,
         ..User::default()
     };
-    ad.add_user(&format!("Twice A {t}"), &format!("ta{t}"), &user).await;
+    ad.add_user(&format!("Twice A {t}"), &format!("ta{t}"), &user)
+        .await;
     assert!(
-        !ad.try_add_user(&format!("Twice B {t}"), &format!("tb{t}"), &user).await,
+        !ad.try_add_user(&format!("Twice B {t}"), &format!("tb{t}"), &user)
+            .await,
         "Samba let a duplicate userPrincipalName in"
     );
     let (id, body) = event("leaver", json!({ "user_principal_name": upn }), 1);
@@ -210,7 +225,11 @@ async fn a_upn_two_accounts_hold_fails_as_ambiguous_with_what_to_do() {
     };
     let env = TestEnv::new(vec![twice("twice1"), twice("twice2")]).await;
     let app = env.start_daemon().await;
-    let (id, body) = event("leaver", json!({ "user_principal_name": "twice@corp.example" }), 1);
+    let (id, body) = event(
+        "leaver",
+        json!({ "user_principal_name": "twice@corp.example" }),
+        1,
+    );
     publish(&env, "leaver", &body).await;
     let job = env.wait_terminal(&id).await;
     assert_eq!(

@@ -194,12 +194,14 @@ async fn rekey(
     .fetch_one(&mut **tx)
     .await?;
     if !busy {
-        sqlx::query("UPDATE jobs SET account_guid = $2, account = $3, updated_at = now() WHERE id = $1")
-            .bind(job)
-            .bind(guid)
-            .bind(&name)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET account_guid = $2, account = $3, updated_at = now() WHERE id = $1",
+        )
+        .bind(job)
+        .bind(guid)
+        .bind(&name)
+        .execute(&mut **tx)
+        .await?;
         return Ok(Resolved::Keyed);
     }
     sqlx::query(
