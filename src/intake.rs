@@ -166,6 +166,8 @@ async fn consume_on(
             iiq_applications: cfg.iiq_applications.clone(),
             allowed_routing_domains: cfg.allowed_routing_domains.clone(),
             midpoint: cfg.midpoint.clone(),
+            // Identity Security Cloud posts over HTTP only; over AMQP no source is AD.
+            isc: event::isc::IscRules::default(),
         },
         reply_to: reply_to::ReplyToRule::new(cfg),
     };

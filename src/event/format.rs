@@ -2,7 +2,8 @@
 //! without one the first character decides: XML starts with `<`, JSON never does. A JSON
 //! body is midPoint's when it has `operation` and `objectClass` and no `schema`: midPoint's
 //! JMS text comes as `text/plain` or without a content type, and on one routing key for
-//! every operation, so the body has to tell.
+//! every operation, so the body has to tell. Identity Security Cloud's Provisioning Completed
+//! payload is JSON with `trackingNumber` and `accountRequests` and none of the others' keys.
 
 /// The formats the intake accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub enum Format {
     IdentityIq,
     /// midPoint's asynchronous provisioning request (`simplifiedJson`).
     Midpoint,
+    /// Identity Security Cloud's Provisioning Completed trigger payload (`isc::is_isc`).
+    Isc,
 }
 
 impl Format {
@@ -27,6 +30,7 @@ impl Format {
             "application/xml" | "text/xml" => Format::IdentityIq,
             "" if first_char_is_angle_bracket(body) => Format::IdentityIq,
             "" | "application/json" | "text/plain" if is_midpoint(body) => Format::Midpoint,
+            "" | "application/json" if super::isc::is_isc(body) => Format::Isc,
             _ => Format::Json,
         }
     }
@@ -97,5 +101,8 @@ mod tests {
         let ours = br#"{"schema":"mailboxd.event/v1","operation":"add","objectClass":"x"}"#;
         assert_eq!(Format::of(ours, None), Format::Json);
         assert_eq!(Format::of(br#"{"operation":"add"}"#, None), Format::Json);
+        let isc = br#"{"trackingNumber":"t","accountRequests":[]}"#;
+        assert_eq!(Format::of(isc, Some("application/json")), Format::Isc);
+        assert_eq!(Format::of(isc, Some("text/plain")), Format::Json);
     }
 }
