@@ -450,6 +450,25 @@ fn every_midpoint_example_in_the_event_docs_is_a_tested_sample() {
     }
 }
 
+/// The Identity Security Cloud payloads docs/events.md shows are the samples the decoder's
+/// tests read (tests/data/isc).
+#[test]
+fn every_isc_example_in_the_event_docs_is_a_tested_sample() {
+    let blocks = fenced_blocks(&repo("docs/events.md"), "```json isc");
+    assert!(!blocks.is_empty(), "an ISC example on docs/events.md");
+    let dir = format!("{}/tests/data/isc", env!("CARGO_MANIFEST_DIR"));
+    let samples: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/data/isc")
+        .map(|f| std::fs::read_to_string(f.expect("entry").path()).expect("a sample"))
+        .collect();
+    for block in blocks {
+        assert!(
+            samples.iter().any(|s| s.trim() == block.trim()),
+            "docs/events.md shows an ISC payload that is not in tests/data/isc:\n{block}"
+        );
+    }
+}
+
 /// The fenced ```json blocks of a Markdown file (events).
 fn json_blocks(markdown: &str) -> Vec<String> {
     fenced_blocks(markdown, "```json")

@@ -14,7 +14,7 @@ pub enum Format {
     IdentityIq,
     /// midPoint's asynchronous provisioning request (`simplifiedJson`).
     Midpoint,
-    /// Identity Security Cloud's Provisioning Completed trigger payload (`isc::is_isc`).
+    /// Identity Security Cloud's Provisioning Completed trigger payload (`is_isc`).
     Isc,
 }
 
@@ -30,7 +30,7 @@ impl Format {
             "application/xml" | "text/xml" => Format::IdentityIq,
             "" if first_char_is_angle_bracket(body) => Format::IdentityIq,
             "" | "application/json" | "text/plain" if is_midpoint(body) => Format::Midpoint,
-            "" | "application/json" if super::isc::is_isc(body) => Format::Isc,
+            "" | "application/json" if is_isc(body) => Format::Isc,
             _ => Format::Json,
         }
     }
@@ -50,6 +50,32 @@ fn is_midpoint(body: &[u8]) -> bool {
     }
     match serde_json::from_slice::<Probe>(strip_bom(body)) {
         Ok(p) => p.schema.is_none() && p.operation.is_some() && p.object_class.is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Whether a JSON body is a Provisioning Completed payload: an object with
+/// `trackingNumber` and `accountRequests` and none of the keys that make it mailboxd's own
+/// event (`schema`) or midPoint's request (`operation`, `objectClass`).
+pub(super) fn is_isc(body: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        schema: Option<IgnoredAny>,
+        operation: Option<IgnoredAny>,
+        object_class: Option<IgnoredAny>,
+        tracking_number: Option<IgnoredAny>,
+        account_requests: Option<IgnoredAny>,
+    }
+    match serde_json::from_slice::<Probe>(strip_bom(body)) {
+        Ok(p) => {
+            p.schema.is_none()
+                && p.operation.is_none()
+                && p.object_class.is_none()
+                && p.tracking_number.is_some()
+                && p.account_requests.is_some()
+        }
         Err(_) => false,
     }
 }

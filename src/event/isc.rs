@@ -60,32 +60,6 @@ struct WireRequest {
     provisioning_result: Option<String>,
 }
 
-/// Whether a JSON body is a Provisioning Completed payload: an object with
-/// `trackingNumber` and `accountRequests` and none of the keys that make it mailboxd's own
-/// event (`schema`) or midPoint's request (`operation`, `objectClass`).
-pub(super) fn is_isc(body: &[u8]) -> bool {
-    use serde::de::IgnoredAny;
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        schema: Option<IgnoredAny>,
-        operation: Option<IgnoredAny>,
-        object_class: Option<IgnoredAny>,
-        tracking_number: Option<IgnoredAny>,
-        account_requests: Option<IgnoredAny>,
-    }
-    match serde_json::from_slice::<Probe>(strip_bom(body)) {
-        Ok(p) => {
-            p.schema.is_none()
-                && p.operation.is_none()
-                && p.object_class.is_none()
-                && p.tracking_number.is_some()
-                && p.account_requests.is_some()
-        }
-        Err(_) => false,
-    }
-}
-
 /// Decodes one Provisioning Completed payload into the events it carries for mailboxd and
 /// the reasons the other account requests are not; an account request for mailboxd whose
 /// values break a rule refuses the whole payload.
@@ -254,6 +228,7 @@ mod tests {
 
     #[test]
     fn the_content_check_tells_it_from_the_other_json_formats() {
+        use crate::event::format::is_isc;
         assert!(is_isc(&sample("provisioning-completed.json")));
         assert!(is_isc(&sample("create.json")));
         for other in [
