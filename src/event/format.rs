@@ -36,48 +36,41 @@ impl Format {
     }
 }
 
+/// Which of the keys that tell the JSON formats apart a body has at its top level. Values
+/// are skipped unread, without recursion; `None` when the body is no JSON object.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Keys {
+    schema: Option<serde::de::IgnoredAny>,
+    operation: Option<serde::de::IgnoredAny>,
+    object_class: Option<serde::de::IgnoredAny>,
+    tracking_number: Option<serde::de::IgnoredAny>,
+    account_requests: Option<serde::de::IgnoredAny>,
+}
+
+fn keys(body: &[u8]) -> Option<Keys> {
+    serde_json::from_slice::<Keys>(strip_bom(body)).ok()
+}
+
 /// Whether a JSON body is a midPoint request rather than mailboxd's own contract: an
 /// object with `operation` and `objectClass` and without `schema` (which every
-/// `mailboxd.event/v1` event has). Values are skipped unread, without recursion.
+/// `mailboxd.event/v1` event has).
 fn is_midpoint(body: &[u8]) -> bool {
-    use serde::de::IgnoredAny;
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        schema: Option<IgnoredAny>,
-        operation: Option<IgnoredAny>,
-        object_class: Option<IgnoredAny>,
-    }
-    match serde_json::from_slice::<Probe>(strip_bom(body)) {
-        Ok(p) => p.schema.is_none() && p.operation.is_some() && p.object_class.is_some(),
-        Err(_) => false,
-    }
+    keys(body)
+        .is_some_and(|k| k.schema.is_none() && k.operation.is_some() && k.object_class.is_some())
 }
 
 /// Whether a JSON body is a Provisioning Completed payload: an object with
 /// `trackingNumber` and `accountRequests` and none of the keys that make it mailboxd's own
 /// event (`schema`) or midPoint's request (`operation`, `objectClass`).
 pub(super) fn is_isc(body: &[u8]) -> bool {
-    use serde::de::IgnoredAny;
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        schema: Option<IgnoredAny>,
-        operation: Option<IgnoredAny>,
-        object_class: Option<IgnoredAny>,
-        tracking_number: Option<IgnoredAny>,
-        account_requests: Option<IgnoredAny>,
-    }
-    match serde_json::from_slice::<Probe>(strip_bom(body)) {
-        Ok(p) => {
-            p.schema.is_none()
-                && p.operation.is_none()
-                && p.object_class.is_none()
-                && p.tracking_number.is_some()
-                && p.account_requests.is_some()
-        }
-        Err(_) => false,
-    }
+    keys(body).is_some_and(|k| {
+        k.schema.is_none()
+            && k.operation.is_none()
+            && k.object_class.is_none()
+            && k.tracking_number.is_some()
+            && k.account_requests.is_some()
+    })
 }
 
 fn first_char_is_angle_bracket(body: &[u8]) -> bool {
