@@ -166,7 +166,7 @@ impl Account {
 
     /// The key that serialises work per account as the event alone knows it: the
     /// objectGUID when the event gives one, else `name_key`. The worker re-keys a job on the
-    /// objectGUID AD shows once it has read the account (`jobs.account_key`).
+    /// objectGUID AD shows once it has read the account (migration 0023).
     pub fn key(&self) -> String {
         self.object_guid
             .map_or_else(|| self.name_key(), |g| g.to_string())

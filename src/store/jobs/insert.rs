@@ -83,7 +83,8 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // The key that serialises work (`jobs.account_key`): the objectGUID when the event
+        // The key that serialises work (`coalesce(account_guid::text, account)`, migration
+        // 0023): the objectGUID when the event
         // gives one, else its name, until the worker re-keys it (`resolve_account`).
         let accounts: Vec<String> = events.iter().map(|e| e.account.key()).collect();
         let mut tx = self.pool.begin().await?;
@@ -151,9 +152,10 @@ async fn newest_per_account(
     accounts: &[String],
 ) -> Result<Newest, StoreError> {
     let rows: Vec<(String, DateTime<Utc>, Uuid)> = sqlx::query_as(
-        "SELECT DISTINCT ON (account_key) account_key, occurred_at, id FROM jobs
-          WHERE account_key = ANY($1) AND state = ANY($2)
-          ORDER BY account_key, occurred_at DESC, created_at DESC",
+        "SELECT DISTINCT ON (coalesce(account_guid::text, account))
+                coalesce(account_guid::text, account), occurred_at, id FROM jobs
+          WHERE coalesce(account_guid::text, account) = ANY($1) AND state = ANY($2)
+          ORDER BY coalesce(account_guid::text, account), occurred_at DESC, created_at DESC",
     )
     .bind(accounts)
     .bind(&JobState::INTENDED[..])
@@ -253,7 +255,7 @@ fn batch_winners<'a>(
     winner
 }
 
-/// The batch being inserted: the events, their account keys (`jobs.account_key`) and
+/// The batch being inserted: the events, their account keys (see `insert_deliveries`) and
 /// reply-to addresses.
 struct Batch<'a> {
     events: &'a [Event],
@@ -354,7 +356,7 @@ async fn supersede_older(
     Ok(sqlx::query_scalar(
         "UPDATE jobs SET state = $5, superseded_by = u.id, finished_at = now(), updated_at = now()
            FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(account, id, occurred_at)
-          WHERE jobs.account_key = u.account AND jobs.id <> u.id
+          WHERE coalesce(jobs.account_guid::text, jobs.account) = u.account AND jobs.id <> u.id
             AND jobs.state = ANY($4)
             AND jobs.occurred_at <= u.occurred_at
          RETURNING jobs.id",

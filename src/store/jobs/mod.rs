@@ -85,7 +85,8 @@ static EXPIRE_LEASES: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Due jobs, at most one per account and none of an account that has one running, leased
-/// to a replica. An account is its key (`account_key`: the objectGUID once known) and, for
+/// to a replica. An account is its key (`coalesce(account_guid::text, account)`, migration
+/// 0023: the objectGUID once known, else the name the event used) and, for
 /// the index a replica of the previous version still relies on, its name (`account`); both
 /// are unique among the running jobs. The states are in the text for the `jobs_claimable`,
 /// `jobs_one_running_per_key` and `jobs_one_running_per_account` partial indexes (see
@@ -98,15 +99,17 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
         "WITH due AS (
             SELECT j.id FROM jobs j
              WHERE j.state IN {pending} AND j.next_attempt_at <= now()
-               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.account_key = j.account_key AND r.state = '{running}')
+               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE coalesce(r.account_guid::text, r.account)
+                                                        = coalesce(j.account_guid::text, j.account)
+                                                      AND r.state = '{running}')
                AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.account = j.account AND r.state = '{running}')
              ORDER BY j.next_attempt_at, j.created_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
          , one_per_key AS (
-            SELECT DISTINCT ON (j.account_key) j.id, j.account, j.occurred_at
+            SELECT DISTINCT ON (coalesce(j.account_guid::text, j.account)) j.id, j.account, j.occurred_at
               FROM jobs j JOIN due d ON d.id = j.id
-             ORDER BY j.account_key, j.occurred_at DESC)
+             ORDER BY coalesce(j.account_guid::text, j.account), j.occurred_at DESC)
          , one_per_account AS (
             SELECT DISTINCT ON (k.account) k.id FROM one_per_key k
              ORDER BY k.account, k.occurred_at DESC)

@@ -116,7 +116,8 @@ async fn newer_job(
 ) -> Result<Option<Uuid>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT id FROM jobs
-          WHERE account_key = $1 AND id <> $2 AND state = ANY($3) AND occurred_at > $4
+          WHERE coalesce(account_guid::text, account) = $1 AND id <> $2 AND state = ANY($3)
+            AND occurred_at > $4
           ORDER BY occurred_at DESC, created_at DESC LIMIT 1",
     )
     .bind(key)
@@ -161,7 +162,8 @@ async fn supersede_older(
 ) -> Result<Vec<Uuid>, StoreError> {
     Ok(sqlx::query_scalar(
         "UPDATE jobs SET state = $5, superseded_by = $2, finished_at = now(), updated_at = now()
-          WHERE account_key = $1 AND id <> $2 AND state = ANY($3) AND occurred_at <= $4
+          WHERE coalesce(account_guid::text, account) = $1 AND id <> $2 AND state = ANY($3)
+            AND occurred_at <= $4
          RETURNING id",
     )
     .bind(key)
@@ -185,7 +187,8 @@ async fn rekey(
     let name = sam.to_lowercase();
     let busy: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM jobs
-                         WHERE (account_key = $1 OR account = $2) AND id <> $3 AND state = $4)",
+                         WHERE (coalesce(account_guid::text, account) = $1 OR account = $2)
+                           AND id <> $3 AND state = $4)",
     )
     .bind(guid.to_string())
     .bind(&name)
