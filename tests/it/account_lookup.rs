@@ -245,3 +245,75 @@ async fn a_upn_two_accounts_hold_fails_as_ambiguous_with_what_to_do() {
     );
     app.stop().await;
 }
+
+/// The store's half, step by step (no daemon): three events name one account by its
+/// objectGUID, a UPN and a DN; all three run at once (to intake they are three accounts).
+/// Keyed on the GUID as each is read, the rules of an insert hold again: a job of the
+/// account is running, so the UPN one waits (no attempt used); the newer DN one supersedes
+/// it and waits too; an older one read later is superseded by the newest.
+#[tokio::test]
+async fn resolving_a_name_applies_supersede_and_one_running_job_per_account() {
+    use mailboxd::store::Resolved;
+    let env = TestEnv::new(Vec::new()).await;
+    let guid = uuid::Uuid::new_v4();
+    let sam = format!("bz{}", tag());
+    let dn = format!("CN={sam},CN=Users,DC=corp,DC=example");
+    let by = |account: Value, minutes_ago| event("joiner", account, minutes_ago);
+    let (a, a_body) = by(
+        json!({ "object_guid": guid.to_string(), "sam_account_name": sam }),
+        3,
+    );
+    let (c, c_body) = by(
+        json!({ "user_principal_name": format!("{sam}@corp.example") }),
+        2,
+    );
+    let (b, b_body) = by(json!({ "distinguished_name": dn }), 1);
+    let parse = |b: &[u8]| mailboxd::event::parse(b, None, None, "").unwrap();
+    let events = [parse(&a_body), parse(&c_body), parse(&b_body)];
+    env.store.insert_events(&events, 5).await.unwrap();
+    let lease = std::time::Duration::from_secs(60);
+    assert_eq!(env.store.claim("r1", 10, lease).await.unwrap().len(), 3);
+    let job = |id: String| {
+        let store = env.store.clone();
+        async move { store.job_by_event(&id).await.unwrap().unwrap() }
+    };
+    let resolve = |id: uuid::Uuid| env.store.resolve_account(id, "r1", guid, &sam);
+
+    assert_eq!(
+        resolve(job(a.clone()).await.id).await.unwrap(),
+        Resolved::Keyed
+    );
+    assert_eq!(
+        resolve(job(c.clone()).await.id).await.unwrap(),
+        Resolved::Busy
+    );
+    let waiting = job(c.clone()).await;
+    assert_eq!(
+        (waiting.state, waiting.attempt),
+        (JobState::Retrying, 0),
+        "{waiting:?}"
+    );
+    assert_eq!(
+        resolve(job(b.clone()).await.id).await.unwrap(),
+        Resolved::Busy
+    );
+    let newest = job(b.clone()).await;
+    let superseded = job(c.clone()).await;
+    assert_eq!(superseded.state, JobState::Superseded, "{superseded:?}");
+    assert_eq!(superseded.superseded_by, Some(newest.id));
+    assert_eq!(newest.account, sam, "shown under AD's name");
+    assert_eq!(job(a.clone()).await.state, JobState::Running);
+    // The account's jobs now share one key: one runs at a time.
+    assert!(env.store.claim("r1", 10, lease).await.unwrap().is_empty());
+
+    let (old, old_body) = by(json!({ "distinguished_name": dn }), 5);
+    env.store
+        .insert_events(&[parse(&old_body)], 5)
+        .await
+        .unwrap();
+    let claimed = env.store.claim("r1", 10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    let answer = resolve(job(old.clone()).await.id).await.unwrap();
+    assert_eq!(answer, Resolved::Superseded(newest.id));
+    assert_eq!(job(old).await.state, JobState::Superseded);
+}
