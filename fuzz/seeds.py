@@ -143,6 +143,8 @@ def main():
 
     headers = {"x-source": "identityiq", "x-retry": 1, "x-trace": {"span": "a1"},
                "x-tags": ["joiner", True], "x-raw": b"\x00\x01"}
+    for f in sorted((ROOT / "tests" / "data" / "isc").glob("*.json")):
+        put("isc_event", f.name, f.read_bytes())
     for f in sorted((ROOT / "tests" / "data" / "midpoint").glob("*.json")):
         put("midpoint_event", f.name, f.read_bytes())
         text = f.read_text()

@@ -373,10 +373,7 @@ async fn job(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<Uui
         operator_actions(&actions),
     ]
     .concat();
-    v.page(
-        &format!("Job for {}", j.event.account.sam_account_name.as_str()),
-        &body,
-    )
+    v.page(&format!("Job for {}", j.event.account.name()), &body)
 }
 
 fn job_table(j: &Job) -> String {
@@ -386,7 +383,7 @@ fn job_table(j: &Job) -> String {
          <tr><th>Outcome</th><td>{}</td></tr><tr><th>Attempts</th><td id=\"attempt-count\">{} of {}</td></tr>\
          <tr><th>Next attempt</th><td>{}</td></tr><tr><th>Event</th><td>{} (source {}, occurred {})</td></tr>\
          <tr><th>Last error</th><td>{} {}</td></tr>{}</table>",
-        esc(j.event.account.sam_account_name.as_str()),
+        esc(&j.event.account.name()),
         j.kind,
         esc(j.outcome.map_or("", |o| o.as_str())),
         j.attempt,

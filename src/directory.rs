@@ -94,6 +94,8 @@ pub enum DirectoryError {
     Config(String),
     #[error("{0}: no AD account can have this name (control characters); fix the event")]
     InvalidLookup(String),
+    #[error("{lookup}: {reason}")]
+    UnusableName { lookup: String, reason: String },
 }
 
 impl DirectoryError {
@@ -106,9 +108,9 @@ impl DirectoryError {
                 ErrorClass::Transient
             }
             DirectoryError::BindRefused { .. } | DirectoryError::Config(_) => ErrorClass::Systemic,
-            DirectoryError::Ambiguous { .. } | DirectoryError::InvalidLookup(_) => {
-                ErrorClass::Permanent
-            }
+            DirectoryError::Ambiguous { .. }
+            | DirectoryError::InvalidLookup(_)
+            | DirectoryError::UnusableName { .. } => ErrorClass::Permanent,
         }
     }
 
@@ -121,20 +123,51 @@ impl DirectoryError {
             DirectoryError::Ambiguous { .. } => "ambiguous",
             DirectoryError::Config(_) => "config",
             DirectoryError::InvalidLookup(_) => "invalid_lookup",
+            DirectoryError::UnusableName { .. } => "unusable_name",
         }
     }
 }
 
 /// How to find an account: objectGUID is exact and survives renames; otherwise the
-/// sAMAccountName or the UPN.
+/// sAMAccountName, the UPN or the distinguishedName.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     Guid(Uuid),
     Sam(String),
     Upn(String),
+    /// A distinguishedName (checked as one by the event's validation): read as the base
+    /// object of a base-scope search, never put into a filter.
+    Dn(String),
 }
 
+/// The filter every account search ends in: a person's user object.
+const PERSON: &str = "(&(objectCategory=person)(objectClass=user))";
+
 impl Lookup {
+    /// How to find the account an event names: by its objectGUID when the event gives one
+    /// (exact, survives renames and moves), else its sAMAccountName, its distinguishedName,
+    /// its userPrincipalName, in that order. `None`: the event names none.
+    pub fn of(account: &crate::event::Account) -> Option<Lookup> {
+        if let Some(g) = account.object_guid {
+            return Some(Lookup::Guid(g));
+        }
+        if let Some(sam) = &account.sam_account_name {
+            return Some(Lookup::Sam(sam.as_str().to_owned()));
+        }
+        account
+            .distinguished_name
+            .clone()
+            .map(Lookup::Dn)
+            .or_else(|| account.user_principal_name.clone().map(Lookup::Upn))
+    }
+
+    /// Whether AD not showing the account may mean the name is wrong or out of date
+    /// rather than that the account is gone: a DN changes when the account is moved or
+    /// renamed, a UPN when it is renamed. A missing objectGUID or sAMAccountName is gone.
+    pub fn may_be_stale(&self) -> bool {
+        matches!(self, Lookup::Dn(_) | Lookup::Upn(_))
+    }
+
     /// Where and how to search. A GUID is read as AD's `<GUID=…>` base object (AD and Samba
     /// both resolve it, and it keeps binary values out of the filter); names are searched
     /// in the subtree with an escaped filter.
@@ -145,6 +178,7 @@ impl Lookup {
                 Scope::Base,
                 "(objectClass=user)".into(),
             ),
+            Lookup::Dn(dn) => (dn.clone(), Scope::Base, PERSON.into()),
             _ => (base_dn.to_owned(), Scope::Subtree, self.filter()),
         }
     }
@@ -164,6 +198,10 @@ impl Lookup {
                 "(&(objectCategory=person)(objectClass=user)(userPrincipalName={}))",
                 escape_filter_value(u)
             ),
+            Lookup::Dn(dn) => format!(
+                "(&(objectCategory=person)(objectClass=user)(distinguishedName={}))",
+                escape_filter_value(dn)
+            ),
         }
     }
 }
@@ -174,6 +212,7 @@ impl std::fmt::Display for Lookup {
             Lookup::Guid(g) => write!(f, "objectGUID {g}"),
             Lookup::Sam(s) => write!(f, "sAMAccountName {s:?}"),
             Lookup::Upn(u) => write!(f, "userPrincipalName {u:?}"),
+            Lookup::Dn(dn) => write!(f, "distinguishedName {dn:?}"),
         }
     }
 }
@@ -349,12 +388,20 @@ impl Directory {
     ) -> Result<AccountState, DirectoryError> {
         let value = match lookup {
             Lookup::Guid(_) => "",
-            Lookup::Sam(v) | Lookup::Upn(v) => v.as_str(),
+            Lookup::Sam(v) | Lookup::Upn(v) | Lookup::Dn(v) => v.as_str(),
         };
         // Samba ends an assertion value at an escaped \00; AD names never hold control
         // characters, so such a value can only ever be a mistake or an attack.
         if value.chars().any(char::is_control) {
             return Err(DirectoryError::InvalidLookup(lookup.to_string()));
+        }
+        if let Lookup::Dn(dn) = lookup {
+            entry::check_under(dn, &self.inner.base_dn).map_err(|reason| {
+                DirectoryError::UnusableName {
+                    lookup: lookup.to_string(),
+                    reason,
+                }
+            })?;
         }
         let mut tried = Vec::new();
         for url in self.order(preferred_dc) {
@@ -535,10 +582,20 @@ impl Directory {
             Err(e) => return Err(classify_op_error(e, &conn.dns_host_name)),
         };
         // 4 = sizeLimitExceeded: more than one object matched. 32 = noSuchObject: a
-        // `<GUID=…>` base that names nothing.
+        // `<GUID=…>` or DN base that names nothing. 34 = invalidDNSyntax: the DC does not
+        // read the DN as one (RFC 4511, 4.1.9).
         let (entries, res) = (search.0, search.1);
-        if res.rc == 32 && matches!(lookup, Lookup::Guid(_)) {
+        if res.rc == 32 && matches!(lookup, Lookup::Guid(_) | Lookup::Dn(_)) {
             return Ok(None);
+        }
+        if res.rc == 34 && matches!(lookup, Lookup::Dn(_)) {
+            return Err(SearchFailure::Fatal(DirectoryError::UnusableName {
+                lookup: lookup.to_string(),
+                reason: format!(
+                    "domain controller {} does not read it as a DN ({}); fix the event",
+                    conn.dns_host_name, res.text
+                ),
+            }));
         }
         if res.rc != 0 && res.rc != 4 {
             return Err(SearchFailure::Fatal(DirectoryError::Search {

@@ -16,6 +16,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("json_event", json_event),
     ("iiq_event", iiq_event),
     ("midpoint_event", midpoint_event),
+    ("isc_event", isc_event),
     ("amqp10_body", amqp10_body),
     ("amqp_delivery", amqp_delivery),
     ("ps_result", ps_result),
@@ -37,6 +38,9 @@ fn rules() -> &'static IntakeRules {
             iiq_applications: amqp.iiq_applications,
             allowed_routing_domains: vec!["tenant.mail.onmicrosoft.com".into()],
             midpoint: amqp.midpoint,
+            isc: event::isc::IscRules {
+                ad_sources: vec!["Corporate Active Directory".into()],
+            },
         }
     })
 }
@@ -72,6 +76,14 @@ pub fn json_event(data: &[u8]) {
 /// A body as IdentityIQ XML (a ProvisioningPlan or an AccountRequest).
 pub fn iiq_event(data: &[u8]) {
     decode_as(data, "application/xml");
+}
+
+/// A body as Identity Security Cloud's Provisioning Completed trigger posts it: through the
+/// decoder the HTTP listener calls, and through `event::decode` as `application/json`
+/// (where the content check must send it to the right decoder).
+pub fn isc_event(data: &[u8]) {
+    let _ = event::isc::parse(data, chrono::Utc::now(), &rules().isc);
+    decode_as(data, "application/json");
 }
 
 /// A body as midPoint sends it (`simplifiedJson`, JMS text): without a content type, so

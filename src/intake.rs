@@ -190,6 +190,8 @@ pub(crate) fn event_rules(cfg: &config::Amqp) -> event::IntakeRules {
         iiq_applications: cfg.iiq_applications.clone(),
         allowed_routing_domains: cfg.allowed_routing_domains.clone(),
         midpoint: cfg.midpoint.clone(),
+        // Identity Security Cloud posts over HTTP only; over AMQP no source is AD.
+        isc: event::isc::IscRules::default(),
     }
 }
 

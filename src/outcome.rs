@@ -90,7 +90,9 @@ text_enum! {
 /// The account as the outcome names it: what AD showed, else what the event said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeAccount {
-    pub sam_account_name: String,
+    /// Absent only when AD was not read and the event named the account otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sam_account_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_guid: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,7 +374,7 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
         None => {
             let a = &job.event.account;
             OutcomeAccount {
-                sam_account_name: a.sam_account_name.to_string(),
+                sam_account_name: a.sam_account_name.as_ref().map(|s| s.to_string()),
                 object_guid: a.object_guid,
                 user_principal_name: a.user_principal_name.clone(),
                 distinguished_name: a.distinguished_name.clone(),

@@ -485,7 +485,7 @@ fn to_event(run_id: i64, d: &Difference) -> Result<Event, String> {
         kind,
         occurred_at: now,
         account: event::DraftAccount {
-            sam_account_name: d.sam_account_name.clone(),
+            sam_account_name: Some(d.sam_account_name.clone()),
             object_guid: d.object_guid.map(|g| g.to_string()),
             distinguished_name: Some(d.distinguished_name.clone()),
             ..event::DraftAccount::default()

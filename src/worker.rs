@@ -10,6 +10,7 @@ mod heartbeat;
 mod plan;
 pub(crate) mod prune;
 pub(crate) mod rescue;
+mod resolve;
 pub(crate) mod view;
 
 pub(crate) use plan::{Plan, Wanted, plan};
@@ -201,14 +202,9 @@ impl Worker {
             }
             crate::failpoint::panic_for_account(&job.account);
             let hidden_until = self.hidden_until(&job, started_at);
-            match self.account_data(&job) {
-                Ok(mut data) => {
+            match self.lookup_and_data(&job) {
+                Ok((lookup, mut data)) => {
                     data.hidden = hidden_until.is_some();
-                    let ev = &job.event.account;
-                    let lookup = ev.object_guid.map_or_else(
-                        || Lookup::Sam(ev.sam_account_name.as_str().to_owned()),
-                        Lookup::Guid,
-                    );
                     prepared.push(Prepared {
                         job,
                         data,
@@ -317,13 +313,18 @@ impl Worker {
                 return None;
             }
         };
-        let decision = plan(
-            kind,
-            &p.data.sam_account_name,
-            &state,
-            p.wanted(),
-            self.require_cloud_sync,
-        );
+        if !self.resolve(&mut p, &state, started_at).await {
+            return None;
+        }
+        let decision = resolve::unmatched(kind, &p.lookup, &state).unwrap_or_else(|| {
+            plan(
+                kind,
+                &p.data.sam_account_name,
+                &state,
+                p.wanted(),
+                self.require_cloud_sync,
+            )
+        });
         p.data.domain_controller = Some(state.domain_controller.clone());
         if let Some(g) = state.account.as_ref().and_then(|a| a.object_guid) {
             // The GUID read from AD: unambiguous, whatever the event named.
@@ -590,13 +591,19 @@ impl Worker {
     }
 
     /// Builds what the template needs for one job, or says why it cannot run at all.
-    fn account_data(&self, job: &Job) -> Result<AccountData, String> {
+    /// `sam`: the account's sAMAccountName, `None` while only AD can tell it (the event
+    /// named the account otherwise): then the data is built again once AD has been read
+    /// (`resolve`), and until then names the account as the event did.
+    fn account_data(&self, job: &Job, sam: Option<&str>) -> Result<AccountData, String> {
         let ev = &job.event;
-        let sam = ev.account.sam_account_name.as_str();
+        let named = ev.account.name();
+        let known = sam;
+        let sam = sam.unwrap_or(&named);
         let mailbox = ev.mailbox.clone().unwrap_or_default();
         let remote_routing_address = match (job.kind, mailbox.remote_routing_address) {
             (EventKind::Leaver, _) => None,
             (EventKind::Joiner, Some(a)) => Some(a),
+            (EventKind::Joiner, None) if known.is_none() && mailbox.alias.is_none() => None,
             (EventKind::Joiner, None) => {
                 let local = mailbox.alias.as_deref().unwrap_or(sam);
                 let derived = format!("{local}@{}", self.remote_routing_domain);

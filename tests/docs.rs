@@ -435,19 +435,33 @@ fn code_accepts(body: &[u8]) -> Result<event::Event, EventError> {
 /// decoder's tests and tests/it/midpoint.rs use (tests/data/midpoint), byte for byte.
 #[test]
 fn every_midpoint_example_in_the_event_docs_is_a_tested_sample() {
-    let blocks = fenced_blocks(&repo("docs/events.md"), "```json midpoint");
-    assert!(blocks.len() >= 2, "midPoint examples on docs/events.md");
-    let dir = format!("{}/tests/data/midpoint", env!("CARGO_MANIFEST_DIR"));
-    let samples: Vec<String> = std::fs::read_dir(&dir)
-        .expect("tests/data/midpoint")
+    let shown = examples_are_samples("```json midpoint", "tests/data/midpoint");
+    assert!(shown >= 2, "midPoint examples on docs/events.md");
+}
+
+/// The Identity Security Cloud payloads docs/events.md shows (fenced ```json isc) are the
+/// samples the decoder's tests read (tests/data/isc).
+#[test]
+fn every_isc_example_in_the_event_docs_is_a_tested_sample() {
+    let shown = examples_are_samples("```json isc", "tests/data/isc");
+    assert!(shown >= 1, "an ISC example on docs/events.md");
+}
+
+/// Checks that every block of docs/events.md fenced with `opening` is, trimmed, one of the
+/// files in `dir`; returns how many blocks there are.
+fn examples_are_samples(opening: &str, dir: &str) -> usize {
+    let blocks = fenced_blocks(&repo("docs/events.md"), opening);
+    let samples: Vec<String> = std::fs::read_dir(format!("{}/{dir}", env!("CARGO_MANIFEST_DIR")))
+        .expect(dir)
         .map(|f| std::fs::read_to_string(f.expect("entry").path()).expect("a sample"))
         .collect();
-    for block in blocks {
+    for block in &blocks {
         assert!(
             samples.iter().any(|s| s.trim() == block.trim()),
-            "docs/events.md shows a midPoint request that is not in tests/data/midpoint:\n{block}"
+            "docs/events.md shows an example ({opening}) that is not in {dir}:\n{block}"
         );
     }
+    blocks.len()
 }
 
 /// The fenced ```json blocks of a Markdown file (events).
@@ -680,6 +694,28 @@ fn the_schema_and_the_code_agree_on_account_names() {
 #[test]
 fn the_schema_and_the_code_agree_on_the_other_account_fields() {
     assert_schema_and_code_agree(&[
+        // One name at least, any of the four (issue 34); a null one is none.
+        (
+            true,
+            account(r#"{"distinguished_name":"CN=J Doe,OU=Staff,DC=corp,DC=example"}"#),
+        ),
+        (
+            true,
+            account(r#"{"object_guid":"b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f"}"#),
+        ),
+        (
+            true,
+            account(r#"{"user_principal_name":"jdoe@corp.example"}"#),
+        ),
+        (false, account(r#"{}"#)),
+        (
+            false,
+            account(r#"{"object_guid":null,"user_principal_name":null}"#),
+        ),
+        (
+            false,
+            account(r#"{"created_on_server":"dc01.corp.example"}"#),
+        ),
         (
             true,
             account(

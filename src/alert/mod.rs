@@ -27,8 +27,8 @@ impl From<ErrorClass> for AlertKind {
 
 /// The alert for a job that failed for good: what happened and what to do next.
 pub(crate) fn for_failed_job(job: &Job, class: ErrorClass, error: &str) -> NewAlert {
-    let sam = job.event.account.sam_account_name.as_str();
-    let digest_key = format!("{}:{}:{}", class.as_str(), job.kind, signature(error, sam));
+    let sam = job.event.account.name();
+    let digest_key = format!("{}:{}:{}", class.as_str(), job.kind, signature(error, &sam));
     failed_job(job, class, error, digest_key)
 }
 
@@ -44,7 +44,7 @@ pub(crate) fn for_job_that_panicked(job: &Job, error: &str) -> NewAlert {
 }
 
 fn failed_job(job: &Job, class: ErrorClass, error: &str, digest_key: String) -> NewAlert {
-    let sam = job.event.account.sam_account_name.as_str();
+    let sam = job.event.account.name();
     let what = match job.kind {
         EventKind::Joiner => "not enabled",
         EventKind::Leaver => "not hidden",

@@ -124,7 +124,7 @@ fn job_table(list: &[Job]) -> Table {
         t.row(vec![
             j.id.to_string(),
             j.kind.to_string(),
-            j.event.account.sam_account_name.to_string(),
+            j.event.account.name(),
             j.state.to_string(),
             format!("{}/{}", j.attempt, j.max_attempts),
             j.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -176,7 +176,7 @@ fn print_job(job: &Job) {
         job.kind,
         job.event.source.as_deref().unwrap_or("?")
     );
-    println!("account    {}", job.event.account.sam_account_name);
+    println!("account    {}", job.event.account.name());
     println!(
         "state      {}{}",
         job.state,

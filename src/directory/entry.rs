@@ -157,6 +157,64 @@ pub fn account_filter(sam_account_name: &str) -> String {
     )
 }
 
+/// The RDNs of a DN (RFC 4514), from the left, each as `type=value` with its escapes
+/// decoded (`\,` and `\2C` alike), spaces around the parts dropped and lower-cased: what
+/// AD compares a DN by. `None` when an escape is cut off or not one.
+fn dn_parts(dn: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut part: Vec<u8> = Vec::new();
+    let bytes = dn.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                let next = *bytes.get(i + 1)?;
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        part.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        part.push(next);
+                        i += 2;
+                    }
+                }
+                continue;
+            }
+            b',' => parts.push(std::mem::take(&mut part)),
+            b => part.push(b),
+        }
+        i += 1;
+    }
+    parts.push(part);
+    parts
+        .into_iter()
+        .map(|p| {
+            let text = String::from_utf8(p).ok()?;
+            let (kind, value) = text.split_once('=')?;
+            Some(format!("{}={}", kind.trim(), value.trim()).to_lowercase())
+        })
+        .collect()
+}
+
+/// `Ok` when `dn` names an object at or under `base_dn` (compared as AD compares DNs), so
+/// that an event's DN can only ever name an account mailboxd manages; else why not.
+pub(super) fn check_under(dn: &str, base_dn: &str) -> Result<(), String> {
+    let (Some(dn_parts), Some(base)) = (dn_parts(dn), dn_parts(base_dn)) else {
+        return Err("is not a distinguished name (a broken escape); fix the event".into());
+    };
+    if dn_parts.len() > base.len() && dn_parts.ends_with(&base) {
+        return Ok(());
+    }
+    Err(format!(
+        "is not under [ldap].base_dn {base_dn:?}: mailboxd manages only the accounts there; fix the DN in the event (or base_dn, if the account is meant to be managed)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +256,42 @@ mod tests {
         let f = account_filter("x)(|(cn=*");
         assert_eq!(f.matches('(').count(), f.matches(')').count());
         assert!(!f.contains("(|"));
+    }
+
+    #[test]
+    fn a_dn_must_lie_under_the_base_dn_compared_as_ad_compares_dns() {
+        let base = "DC=corp,DC=example";
+        for ok in [
+            "CN=J Doe,OU=Staff,DC=corp,DC=example",
+            "cn=j doe, ou=staff, dc=CORP, dc=Example",
+            "CN=Doe\\, John,OU=Staff,DC=corp,DC=example",
+            "CN=x,DC=corp,DC=\\65xample",
+        ] {
+            assert_eq!(check_under(ok, base), Ok(()), "{ok}");
+        }
+        for bad in [
+            "DC=corp,DC=example",
+            "CN=x,DC=corp,DC=evil",
+            "CN=x,DC=corp\\,DC=example",
+            "CN=x,DC=example",
+            "CN=x\\",
+            "CN=Administrator,CN=Users,DC=other,DC=example",
+        ] {
+            assert!(check_under(bad, base).is_err(), "{bad}");
+        }
+        // A DN with a \\2C is the DN with \\, (one RDN whose value holds a comma).
+        assert_eq!(dn_parts("CN=a\\2Cb,DC=x"), dn_parts("cn=a\\,b, dc=X"));
+    }
+
+    #[test]
+    fn dn_lookups_read_the_dn_as_a_base_object_and_never_as_filter_text() {
+        let dn = "CN=x)(objectClass=*,OU=Staff,DC=corp,DC=example";
+        let (base, scope, filter) = Lookup::Dn(dn.into()).search("DC=corp,DC=example");
+        assert_eq!((base.as_str(), scope), (dn, ldap3::Scope::Base));
+        assert_eq!(filter, "(&(objectCategory=person)(objectClass=user))");
+        assert!(Lookup::Dn(dn.into()).filter().ends_with(
+            "(distinguishedName=CN=x\\29\\28objectClass=\\2a,OU=Staff,DC=corp,DC=example))"
+        ));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! without one the first character decides: XML starts with `<`, JSON never does. A JSON
 //! body is midPoint's when it has `operation` and `objectClass` and no `schema`: midPoint's
 //! JMS text comes as `text/plain` or without a content type, and on one routing key for
-//! every operation, so the body has to tell.
+//! every operation, so the body has to tell. Identity Security Cloud's Provisioning Completed
+//! payload is JSON with `trackingNumber` and `accountRequests` and none of the others' keys.
 
 /// The formats the intake accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub enum Format {
     IdentityIq,
     /// midPoint's asynchronous provisioning request (`simplifiedJson`).
     Midpoint,
+    /// Identity Security Cloud's Provisioning Completed trigger payload (`is_isc`).
+    Isc,
 }
 
 impl Format {
@@ -27,27 +30,47 @@ impl Format {
             "application/xml" | "text/xml" => Format::IdentityIq,
             "" if first_char_is_angle_bracket(body) => Format::IdentityIq,
             "" | "application/json" | "text/plain" if is_midpoint(body) => Format::Midpoint,
+            "" | "application/json" if is_isc(body) => Format::Isc,
             _ => Format::Json,
         }
     }
 }
 
+/// Which of the keys that tell the JSON formats apart a body has at its top level. Values
+/// are skipped unread, without recursion; `None` when the body is no JSON object.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Keys {
+    schema: Option<serde::de::IgnoredAny>,
+    operation: Option<serde::de::IgnoredAny>,
+    object_class: Option<serde::de::IgnoredAny>,
+    tracking_number: Option<serde::de::IgnoredAny>,
+    account_requests: Option<serde::de::IgnoredAny>,
+}
+
+fn keys(body: &[u8]) -> Option<Keys> {
+    serde_json::from_slice::<Keys>(strip_bom(body)).ok()
+}
+
 /// Whether a JSON body is a midPoint request rather than mailboxd's own contract: an
 /// object with `operation` and `objectClass` and without `schema` (which every
-/// `mailboxd.event/v1` event has). Values are skipped unread, without recursion.
+/// `mailboxd.event/v1` event has).
 fn is_midpoint(body: &[u8]) -> bool {
-    use serde::de::IgnoredAny;
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        schema: Option<IgnoredAny>,
-        operation: Option<IgnoredAny>,
-        object_class: Option<IgnoredAny>,
-    }
-    match serde_json::from_slice::<Probe>(strip_bom(body)) {
-        Ok(p) => p.schema.is_none() && p.operation.is_some() && p.object_class.is_some(),
-        Err(_) => false,
-    }
+    keys(body)
+        .is_some_and(|k| k.schema.is_none() && k.operation.is_some() && k.object_class.is_some())
+}
+
+/// Whether a JSON body is a Provisioning Completed payload: an object with
+/// `trackingNumber` and `accountRequests` and none of the keys that make it mailboxd's own
+/// event (`schema`) or midPoint's request (`operation`, `objectClass`).
+pub(super) fn is_isc(body: &[u8]) -> bool {
+    keys(body).is_some_and(|k| {
+        k.schema.is_none()
+            && k.operation.is_none()
+            && k.object_class.is_none()
+            && k.tracking_number.is_some()
+            && k.account_requests.is_some()
+    })
 }
 
 fn first_char_is_angle_bracket(body: &[u8]) -> bool {
@@ -97,5 +120,8 @@ mod tests {
         let ours = br#"{"schema":"mailboxd.event/v1","operation":"add","objectClass":"x"}"#;
         assert_eq!(Format::of(ours, None), Format::Json);
         assert_eq!(Format::of(br#"{"operation":"add"}"#, None), Format::Json);
+        let isc = br#"{"trackingNumber":"t","accountRequests":[]}"#;
+        assert_eq!(Format::of(isc, Some("application/json")), Format::Isc);
+        assert_eq!(Format::of(isc, Some("text/plain")), Format::Json);
     }
 }

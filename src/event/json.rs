@@ -74,9 +74,7 @@ pub fn parse(
         kind,
         occurred_at,
         account: DraftAccount {
-            sam_account_name: wa
-                .sam_account_name
-                .ok_or(EventError::Missing("account.sam_account_name"))?,
+            sam_account_name: wa.sam_account_name,
             object_guid: wa.object_guid,
             distinguished_name: wa.distinguished_name,
             user_principal_name: wa.user_principal_name,
@@ -170,7 +168,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.kind, EventKind::Joiner);
-        assert_eq!(e.account.sam_account_name.as_str(), "jdoe");
+        assert_eq!(e.account.name(), "jdoe");
         assert_eq!(e.source.as_deref(), Some("identityiq"));
     }
 
@@ -276,6 +274,48 @@ mod tests {
         let err = parse(typed("Room").as_bytes(), None, None, ROUTING_KEY_JOINER).unwrap_err();
         assert!(
             err.to_string().contains("mailbox.type") && err.to_string().contains("equipment"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_account_may_be_named_by_dn_guid_or_upn_alone_but_by_one_at_least() {
+        let with = |account: serde_json::Value| {
+            let mut ev: serde_json::Value = serde_json::from_str(&joiner("jdoe")).unwrap();
+            ev["account"] = account;
+            parse(ev.to_string().as_bytes(), None, None, ROUTING_KEY_JOINER)
+        };
+        let guid = "b1f0a2c3-d4e5-f607-1829-3a4b5c6d7e8f";
+        let dn = "CN=Doe\\, J,OU=Staff,DC=corp,DC=example";
+        for (account, key) in [
+            (
+                serde_json::json!({ "distinguished_name": dn }),
+                dn.to_lowercase(),
+            ),
+            (
+                serde_json::json!({ "object_guid": format!("{{{guid}}}") }),
+                guid.into(),
+            ),
+            (
+                serde_json::json!({ "user_principal_name": "J.Doe@corp.example" }),
+                "j.doe@corp.example".into(),
+            ),
+        ] {
+            let e = with(account.clone()).unwrap_or_else(|e| panic!("{account}: {e}"));
+            assert_eq!(e.account.sam_account_name, None);
+            assert_eq!(e.account.key(), key, "{account}");
+        }
+        let both = with(serde_json::json!({ "sam_account_name": "JDoe", "object_guid": guid }));
+        let both = both.unwrap().account;
+        assert_eq!(
+            (both.key(), both.name_key()),
+            (guid.to_owned(), "jdoe".to_owned())
+        );
+        let err = with(serde_json::json!({})).unwrap_err().to_string();
+        assert!(err.contains("account.sam_account_name (or"), "{err}");
+        let err = with(serde_json::json!({ "distinguished_name": "jdoe" })).unwrap_err();
+        assert!(
+            err.to_string().contains("account.distinguished_name"),
             "{err}"
         );
     }

@@ -30,7 +30,9 @@ use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind};
 pub struct AttributeMap {
     /// The object classes that are AD accounts; any other is refused.
     pub object_classes: Vec<String>,
-    /// The attributes that may hold the sAMAccountName, the first one present wins.
+    /// The attributes that may hold the sAMAccountName, the first one present wins. A
+    /// message without any may still name the account by the DN, objectGUID or UPN
+    /// attribute below: mailboxd then finds it in AD by that.
     pub login_attributes: Vec<String>,
     /// The attribute a disable changes (midPoint's outbound mapping of the account's
     /// activation to the resource schema).
@@ -38,8 +40,11 @@ pub struct AttributeMap {
     /// Values of `disabled_attribute` that mean disabled (compared without case; `true`,
     /// `false` and numbers by their JSON text).
     pub disabled_values: Vec<String>,
+    /// The attribute holding the objectGUID (as text, with or without braces).
     pub object_guid_attribute: String,
+    /// The attribute holding the distinguishedName.
     pub distinguished_name_attribute: String,
+    /// The attribute holding the userPrincipalName.
     pub user_principal_name_attribute: String,
     pub alias_attribute: String,
     pub primary_smtp_address_attribute: String,
@@ -146,16 +151,23 @@ fn draft(
         &wire.attributes,
     ];
     let value = |name: &str| sources.iter().find_map(|s| first_text(s.as_ref()?, name));
-    let sam = map
-        .login_attributes
-        .iter()
-        .find_map(|a| value(a))
-        .ok_or_else(|| {
-            refused(format!(
-                "no login attribute ({}) among the identifiers or attributes",
-                map.login_attributes.join(", ")
-            ))
-        })?;
+    let sam = map.login_attributes.iter().find_map(|a| value(a));
+    let account = DraftAccount {
+        sam_account_name: sam,
+        object_guid: value(&map.object_guid_attribute),
+        distinguished_name: value(&map.distinguished_name_attribute),
+        user_principal_name: value(&map.user_principal_name_attribute),
+        created_on_server: None,
+    };
+    if account == DraftAccount::default() {
+        return Err(refused(format!(
+            "no login attribute ({}), nor {}, {} or {}, among the identifiers or attributes",
+            map.login_attributes.join(", "),
+            map.distinguished_name_attribute,
+            map.object_guid_attribute,
+            map.user_principal_name_attribute
+        )));
+    }
     let mailbox = DraftMailbox {
         alias: value(&map.alias_attribute),
         primary_smtp_address: value(&map.primary_smtp_address_attribute),
@@ -167,13 +179,7 @@ fn draft(
         id,
         kind,
         occurred_at: received_at,
-        account: DraftAccount {
-            sam_account_name: sam,
-            object_guid: value(&map.object_guid_attribute),
-            distinguished_name: value(&map.distinguished_name_attribute),
-            user_principal_name: value(&map.user_principal_name_attribute),
-            created_on_server: None,
-        },
+        account,
         mailbox: (kind == EventKind::Joiner && mailbox != DraftMailbox::default())
             .then_some(mailbox),
         source: Some("midpoint".into()),
@@ -286,7 +292,7 @@ mod tests {
         let map = AttributeMap::default();
         let add = decode(&sample("add.json"), &map).unwrap();
         assert_eq!(add.kind, EventKind::Joiner);
-        assert_eq!(add.account.sam_account_name.as_str(), "jack");
+        assert_eq!(add.account.name(), "jack");
         assert_eq!(
             (add.id.as_str(), add.source.as_deref()),
             ("hash-id", Some("midpoint"))
@@ -294,7 +300,7 @@ mod tests {
         for leaver in ["modify-disable.json", "delete.json"] {
             let e = decode(&sample(leaver), &map).unwrap();
             assert_eq!(e.kind, EventKind::Leaver, "{leaver}");
-            assert_eq!(e.account.sam_account_name.as_str(), "jack", "{leaver}");
+            assert_eq!(e.account.name(), "jack", "{leaver}");
         }
         let id = parse(
             &sample("add.json"),
@@ -309,7 +315,7 @@ mod tests {
     #[test]
     fn qualified_names_and_the_mapped_attributes_are_read() {
         let e = decode(&sample("add-qualified.json"), &AttributeMap::default()).unwrap();
-        assert_eq!(e.account.sam_account_name.as_str(), "jsparrow");
+        assert_eq!(e.account.name(), "jsparrow");
         assert_eq!(
             e.account.user_principal_name.as_deref(),
             Some("jack.sparrow@corp.example")
@@ -353,6 +359,11 @@ mod tests {
         let group = br#"{"operation":"add","objectClass":"GroupObjectClass","attributes":{}}"#;
         let err = decode(group, &map).unwrap_err().to_string();
         assert!(err.contains("GroupObjectClass"), "{err}");
+        let by_dn = br#"{"operation":"delete","objectClass":"AccountObjectClass",
+            "primaryIdentifiers":{"distinguishedName":["CN=Jack,OU=Staff,DC=corp,DC=example"]}}"#;
+        let e = decode(by_dn, &map).unwrap();
+        assert_eq!(e.account.sam_account_name, None);
+        assert_eq!(e.account.name(), "CN=Jack,OU=Staff,DC=corp,DC=example");
         let nameless = br#"{"operation":"delete","objectClass":"AccountObjectClass"}"#;
         let err = decode(nameless, &map).unwrap_err().to_string();
         assert!(err.contains("no login attribute"), "{err}");

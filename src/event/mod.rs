@@ -1,8 +1,9 @@
 //! The event contract (docs/events.md): what the IAM system publishes, decoded and validated.
 //!
 //! One model, [`Event`] (`model`), with the rules its values must follow (`validate`), and
-//! three decoders into it: the JSON contract (`json`), IdentityIQ's XML (`iiq`) and
-//! midPoint's asynchronous provisioning requests (`midpoint`). [`decode`] is the one entry
+//! four decoders into it: the JSON contract (`json`), IdentityIQ's XML (`iiq`),
+//! midPoint's asynchronous provisioning requests (`midpoint`) and Identity Security Cloud's
+//! Provisioning Completed trigger (`isc`). [`decode`] is the one entry
 //! for a delivery: it opens an AMQP 1.0 body (`amqp10`), picks the decoder (`format`) and
 //! applies the deployment's allow-lists (`rules`). Dependencies run one way — the decoders
 //! use the model, the model knows no decoder — so another format is one more file beside them.
@@ -12,6 +13,7 @@ mod credentials;
 mod error;
 mod format;
 pub mod iiq;
+pub mod isc;
 pub mod json;
 pub mod midpoint;
 mod model;
@@ -122,6 +124,7 @@ fn decode_one(delivery: &Delivery<'_>, rules: &IntakeRules) -> Result<Decoded, E
             )?],
             ..Decoded::default()
         },
+        Format::Isc => isc::parse(delivery.body, Utc::now(), &rules.isc)?,
         Format::IdentityIq => iiq::parse(
             delivery.body,
             delivery.message_id,

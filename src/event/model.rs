@@ -125,9 +125,14 @@ impl fmt::Display for AccountName {
     }
 }
 
+/// The account an event is about, by every name the sender gave: at least one of the
+/// sAMAccountName, the objectGUID, the distinguishedName and the userPrincipalName
+/// (`Draft::validate` refuses an event with none). Which one finds it in AD, and how the
+/// job is keyed before and after, is `Account::lookup_order` and docs/decisions.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
-    pub sam_account_name: AccountName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sam_account_name: Option<AccountName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_guid: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,6 +142,35 @@ pub struct Account {
     /// The DC the account was created on: the one sure to have it already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_on_server: Option<String>,
+}
+
+impl Account {
+    /// The name people know the account by: the sAMAccountName, else the UPN, the DN or
+    /// the objectGUID the event gave (for logs, alerts and the dashboard).
+    pub fn name(&self) -> String {
+        if let Some(sam) = &self.sam_account_name {
+            return sam.as_str().to_owned();
+        }
+        self.user_principal_name
+            .clone()
+            .or_else(|| self.distinguished_name.clone())
+            .or_else(|| self.object_guid.map(|g| g.to_string()))
+            .unwrap_or_default()
+    }
+
+    /// What the jobs table shows as the job's account until AD is read (`jobs.account`):
+    /// the name, lower-cased as AD compares it.
+    pub fn name_key(&self) -> String {
+        self.name().to_lowercase()
+    }
+
+    /// The key that serialises work per account as the event alone knows it: the
+    /// objectGUID when the event gives one, else `name_key`. The worker re-keys a job on the
+    /// objectGUID AD shows once it has read the account (migration 0023).
+    pub fn key(&self) -> String {
+        self.object_guid
+            .map_or_else(|| self.name_key(), |g| g.to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -301,10 +335,10 @@ pub struct Draft {
     pub identity: Option<String>,
 }
 
-/// [`Account`] before validation.
+/// [`Account`] before validation: at least one of the four names must be there.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DraftAccount {
-    pub sam_account_name: String,
+    pub sam_account_name: Option<String>,
     pub object_guid: Option<String>,
     pub distinguished_name: Option<String>,
     pub user_principal_name: Option<String>,

@@ -24,7 +24,7 @@ pub(crate) fn keepable(body: &[u8], format: Format) -> Vec<u8> {
     }
     match format {
         Format::IdentityIq => iiq::sanitized(body).unwrap_or_else(|| UNREADABLE_XML.to_vec()),
-        Format::Json | Format::Midpoint => json_without_credentials(body),
+        Format::Json | Format::Midpoint | Format::Isc => json_without_credentials(body),
     }
 }
 
@@ -44,6 +44,13 @@ fn json_without_credentials(body: &[u8]) -> Vec<u8> {
     while let Some(v) = pending.pop() {
         match v {
             Value::Object(map) => {
+                // A name/value pair (Identity Security Cloud's attributeRequests): the
+                // value of a credential-looking name goes too.
+                let named = map.get("attributeName").and_then(Value::as_str);
+                if named.is_some_and(is_credential) && map.contains_key("attributeValue") {
+                    map.insert("attributeValue".into(), Value::String(REMOVED.into()));
+                    removed = true;
+                }
                 for (k, v) in map.iter_mut() {
                     if is_credential(k) {
                         *v = Value::String(REMOVED.into());
@@ -75,6 +82,9 @@ mod tests {
             assert!(!kept.contains(secret), "{kept}");
         }
         assert!(kept.contains("jdoe") && kept.contains(REMOVED), "{kept}");
+        let pair = br#"{"accountRequests":[{"attributeRequests":[{"attributeName":"password","attributeValue":"Pa55"}]}]}"#;
+        let kept = String::from_utf8(keepable(pair, Format::Isc)).unwrap();
+        assert!(!kept.contains("Pa55") && kept.contains(REMOVED), "{kept}");
         // Nothing to remove: the bytes as they came.
         let plain = br#"{ "schema" : "x" }"#;
         assert_eq!(keepable(plain, Format::Json), plain);

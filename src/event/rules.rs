@@ -14,6 +14,9 @@ pub struct IntakeRules {
     pub allowed_routing_domains: Vec<String>,
     /// What midPoint's attributes mean (`[amqp.midpoint]`).
     pub midpoint: super::midpoint::AttributeMap,
+    /// Which Identity Security Cloud sources are this AD (set by the listener that takes
+    /// ISC's triggers; default: none).
+    pub isc: super::isc::IscRules,
 }
 
 impl IntakeRules {

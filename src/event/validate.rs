@@ -49,8 +49,20 @@ impl Draft {
 }
 
 fn account(a: DraftAccount) -> Result<Account, EventError> {
+    let named = a.sam_account_name.is_some()
+        || a.object_guid.is_some()
+        || a.distinguished_name.is_some()
+        || a.user_principal_name.is_some();
+    if !named {
+        return Err(EventError::Missing(
+            "account.sam_account_name (or account.distinguished_name, account.object_guid, account.user_principal_name)",
+        ));
+    }
     Ok(Account {
-        sam_account_name: account_name("account.sam_account_name", &a.sam_account_name)?,
+        sam_account_name: a
+            .sam_account_name
+            .map(|s| account_name("account.sam_account_name", &s))
+            .transpose()?,
         object_guid: a
             .object_guid
             .map(|g| guid("account.object_guid", &g))

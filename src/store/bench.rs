@@ -56,10 +56,7 @@ impl Store {
             let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::new_v4()).collect();
             let event_ids: Vec<&str> = chunk.iter().map(|e| e.id.as_str()).collect();
             let kinds: Vec<_> = chunk.iter().map(|e| e.kind).collect();
-            let accounts: Vec<String> = chunk
-                .iter()
-                .map(|e| e.account.sam_account_name.key())
-                .collect();
+            let accounts: Vec<String> = chunk.iter().map(|e| e.account.name_key()).collect();
             let payloads: Vec<serde_json::Value> = chunk
                 .iter()
                 .map(|e| serde_json::to_value(e).unwrap_or_default())

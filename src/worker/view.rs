@@ -21,7 +21,7 @@ pub(crate) fn of(state: &AccountState) -> Option<DirectoryView> {
     });
     Some(DirectoryView {
         account: OutcomeAccount {
-            sam_account_name: a.sam_account_name.clone(),
+            sam_account_name: Some(a.sam_account_name.clone()),
             object_guid: a.object_guid,
             user_principal_name: a.user_principal_name.clone(),
             distinguished_name: Some(a.distinguished_name.clone()),

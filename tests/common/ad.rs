@@ -193,6 +193,28 @@ impl TestAd {
         self.add_user_at(&users, cn, sam, u).await
     }
 
+    /// A plain user under CN=Users (no Exchange attributes), or `false` when the DC refuses
+    /// it (a constraint of the DC's, such as a unique userPrincipalName).
+    pub async fn try_add_user(&self, cn: &str, sam: &str, u: &User) -> bool {
+        let mut ldap = self.admin().await;
+        let dn = format!("CN={cn},CN=Users,{}", self.base_dn);
+        let uac = if u.disabled { "546" } else { "544" };
+        let upn = u
+            .upn
+            .clone()
+            .unwrap_or_else(|| format!("{sam}@corp.example"));
+        let attrs: Vec<(&str, HashSet<&str>)> = vec![
+            (
+                "objectClass",
+                HashSet::from(["top", "person", "organizationalPerson", "user"]),
+            ),
+            ("sAMAccountName", HashSet::from([sam])),
+            ("userPrincipalName", HashSet::from([upn.as_str()])),
+            ("userAccountControl", HashSet::from([uac])),
+        ];
+        ldap.add(&dn, attrs).await.and_then(|r| r.success()).is_ok()
+    }
+
     /// `add_user` in the container `parent`.
     pub async fn add_user_at(&self, parent: &str, cn: &str, sam: &str, u: &User) -> (String, Uuid) {
         let mut ldap = self.admin().await;

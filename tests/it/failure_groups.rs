@@ -22,7 +22,7 @@ async fn given_joiners(store: &Store, n: usize) {
                 kind: EventKind::Joiner,
                 occurred_at: Utc::now(),
                 account: DraftAccount {
-                    sam_account_name: format!("user{i:02}"),
+                    sam_account_name: Some(format!("user{i:02}")),
                     ..DraftAccount::default()
                 },
                 mailbox: None,

@@ -81,7 +81,7 @@ fn the_binary_seeds_reach_the_daemons_readers() {
     };
     match read(&props, body) {
         mailboxd::intake::Stored::Events { events, reply_to } => {
-            assert_eq!(events[0].account.sam_account_name.as_str(), "jdoe");
+            assert_eq!(events[0].account.name(), "jdoe");
             assert_eq!(reply_to.as_deref(), Some("amq.gen-Xa2"));
         }
         other => panic!("the seed's event was refused: {other:?}"),

@@ -17,6 +17,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod account_lookup;
 mod admin_api;
 mod admin_hardening;
 mod admin_tls;

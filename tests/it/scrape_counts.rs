@@ -24,7 +24,7 @@ async fn given_jobs(store: &Store, n: usize) {
                 kind: EventKind::Joiner,
                 occurred_at: Utc::now(),
                 account: DraftAccount {
-                    sam_account_name: format!("user{i}"),
+                    sam_account_name: Some(format!("user{i}")),
                     ..DraftAccount::default()
                 },
                 mailbox: None,

@@ -26,7 +26,7 @@ fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
         kind,
         occurred_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap(),
         account: DraftAccount {
-            sam_account_name: sam.into(),
+            sam_account_name: Some(sam.into()),
             ..DraftAccount::default()
         },
         mailbox: None,

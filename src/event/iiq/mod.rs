@@ -186,7 +186,7 @@ fn account(req: &Element, values: &Values) -> Result<DraftAccount, EventError> {
         ))?;
     let owned = |name| values.get(name).map(str::to_owned);
     Ok(DraftAccount {
-        sam_account_name: sam.to_owned(),
+        sam_account_name: Some(sam.to_owned()),
         object_guid: owned("objectGUID"),
         user_principal_name: owned("userPrincipalName"),
         created_on_server: owned("createdOnServer"),
@@ -277,7 +277,7 @@ mod tests {
             (joiner.id.as_str(), joiner.kind),
             ("m1#0", EventKind::Joiner)
         );
-        assert_eq!(joiner.account.sam_account_name.as_str(), "jdoe");
+        assert_eq!(joiner.account.name(), "jdoe");
         // The plan's nativeIdentity is the identity both requests belong to.
         assert_eq!(joiner.identity.as_deref(), Some("John.Doe"));
         assert_eq!(leaver.identity.as_deref(), Some("John.Doe"));
@@ -296,7 +296,7 @@ mod tests {
             (leaver.id.as_str(), leaver.kind),
             ("m1#1", EventKind::Leaver)
         );
-        assert_eq!(leaver.account.sam_account_name.as_str(), "leaver1");
+        assert_eq!(leaver.account.name(), "leaver1");
         assert_eq!(leaver.mailbox, None);
         assert_eq!(
             p.ignored,

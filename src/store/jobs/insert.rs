@@ -97,10 +97,10 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let accounts: Vec<String> = events
-            .iter()
-            .map(|e| e.account.sam_account_name.key())
-            .collect();
+        // The key that serialises work (`coalesce(account_guid::text, account)`, migration
+        // 0023): the objectGUID when the event
+        // gives one, else its name, until the worker re-keys it (`resolve_account`).
+        let accounts: Vec<String> = events.iter().map(|e| e.account.key()).collect();
         let mut tx = self.pool.begin().await?;
         lock_accounts(&mut tx, &accounts).await?;
         let known = known_events(&mut tx, events).await?;
@@ -131,7 +131,7 @@ impl Store {
 
 /// Serialises with other replicas' inserts for the same accounts, so that "latest intent
 /// wins" holds across replicas; in sorted order, so two batches cannot deadlock.
-async fn lock_accounts(
+pub(super) async fn lock_accounts(
     tx: &mut Transaction<'_, Postgres>,
     accounts: &[String],
 ) -> Result<(), StoreError> {
@@ -167,9 +167,10 @@ async fn newest_per_account(
     accounts: &[String],
 ) -> Result<Newest, StoreError> {
     let rows: Vec<(String, DateTime<Utc>, Uuid)> = sqlx::query_as(
-        "SELECT DISTINCT ON (account) account, occurred_at, id FROM jobs
-          WHERE account = ANY($1) AND state = ANY($2)
-          ORDER BY account, occurred_at DESC, created_at DESC",
+        "SELECT DISTINCT ON (coalesce(account_guid::text, account))
+                coalesce(account_guid::text, account), occurred_at, id FROM jobs
+          WHERE coalesce(account_guid::text, account) = ANY($1) AND state = ANY($2)
+          ORDER BY coalesce(account_guid::text, account), occurred_at DESC, created_at DESC",
     )
     .bind(accounts)
     .bind(&JobState::INTENDED[..])
@@ -269,7 +270,8 @@ fn batch_winners<'a>(
     winner
 }
 
-/// The batch being inserted: the events, their account keys and reply-to addresses.
+/// The batch being inserted: the events, their account keys (see `insert_deliveries`) and
+/// reply-to addresses.
 struct Batch<'a> {
     events: &'a [Event],
     accounts: &'a [String],
@@ -294,9 +296,9 @@ async fn insert_rows(
 ) -> Result<(), StoreError> {
     let Batch {
         events,
-        accounts,
         reply_to,
         traces,
+        ..
     } = batch;
     let event = |r: &NewRow| &events[r.index];
     let payloads = rows
@@ -307,21 +309,25 @@ async fn insert_rows(
     sqlx::query(
         "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
                            occurred_at, superseded_by, finished_at, reply_to, reply_to_refused,
-                           trace_parent)
+                           trace_parent, account_guid)
          SELECT u.id, u.event_id, u.kind, u.account, u.payload, u.source, u.state, $10,
                 u.occurred_at, u.superseded_by,
                 CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END, u.reply_to,
-                u.reply_to_refused, u.trace_parent
+                u.reply_to_refused, u.trace_parent, u.account_guid
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
                        $7::text[], $8::timestamptz[], $9::uuid[], $11::text[], $12::text[],
-                       $13::text[])
+                       $13::text[], $14::uuid[])
                 AS u(id, event_id, kind, account, payload, source, state, occurred_at, superseded_by,
-                     reply_to, reply_to_refused, trace_parent)",
+                     reply_to, reply_to_refused, trace_parent, account_guid)",
     )
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| event(r).id.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| event(r).kind).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| accounts[r.index].as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| event(r).account.name_key())
+            .collect::<Vec<_>>(),
+    )
     .bind(payloads)
     .bind(rows.iter().map(|r| event(r).source.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(NewRow::state).collect::<Vec<_>>())
@@ -341,6 +347,11 @@ async fn insert_rows(
     .bind(
         rows.iter()
             .map(|r| traces.get(r.index).and_then(|t| t.as_ref().map(|t| t.to_string())))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| event(r).account.object_guid)
             .collect::<Vec<_>>(),
     )
     .execute(&mut **tx)
@@ -369,7 +380,7 @@ async fn supersede_older(
     Ok(sqlx::query_scalar(
         "UPDATE jobs SET state = $5, superseded_by = u.id, finished_at = now(), updated_at = now()
            FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(account, id, occurred_at)
-          WHERE jobs.account = u.account AND jobs.id <> u.id
+          WHERE coalesce(jobs.account_guid::text, jobs.account) = u.account AND jobs.id <> u.id
             AND jobs.state = ANY($4)
             AND jobs.occurred_at <= u.occurred_at
          RETURNING jobs.id",

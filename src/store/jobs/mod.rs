@@ -1,15 +1,18 @@
 //! Jobs: the row, claiming due jobs under a lease, the heartbeat that extends it, giving
 //! jobs back at shutdown, retention, and the reads operators and metrics use. Inserting
-//! jobs from events is in `insert`, recording an attempt's outcome in `finish`.
+//! jobs from events is in `insert`, recording an attempt's outcome in `finish`, re-keying a
+//! job on the objectGUID its account turned out to have in `resolve`.
 
 mod filter;
 mod finish;
 mod insert;
+mod resolve;
 
 pub use filter::JobFilter;
 pub(crate) use filter::JobPage;
 pub(in crate::store) use filter::Newest;
 pub use insert::*;
+pub use resolve::Resolved;
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -89,8 +92,12 @@ static EXPIRE_LEASES: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Due jobs, at most one per account and none of an account that has one running, leased
-/// to a replica. The states are in the text for the `jobs_claimable` and
-/// `jobs_one_running_per_account` partial indexes (see [`EXPIRE_LEASES`]). It locks no more
+/// to a replica. An account is its key (`coalesce(account_guid::text, account)`, migration
+/// 0023: the objectGUID once known, else the name the event used) and, for
+/// the index a replica of the previous version still relies on, its name (`account`); both
+/// are unique among the running jobs. The states are in the text for the `jobs_claimable`,
+/// `jobs_one_running_per_key` and `jobs_one_running_per_account` partial indexes (see
+/// [`EXPIRE_LEASES`]). It locks no more
 /// rows than it may take: rows locked and then left would be skipped by a concurrent claim
 /// of another worker for nothing. (Pending jobs of one account are rare: a newer event
 /// supersedes them, so the one-per-account step seldom leaves a batch short.)
@@ -99,13 +106,20 @@ static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
         "WITH due AS (
             SELECT j.id FROM jobs j
              WHERE j.state IN {pending} AND j.next_attempt_at <= now()
+               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE coalesce(r.account_guid::text, r.account)
+                                                        = coalesce(j.account_guid::text, j.account)
+                                                      AND r.state = '{running}')
                AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.account = j.account AND r.state = '{running}')
              ORDER BY j.next_attempt_at, j.created_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
+         , one_per_key AS (
+            SELECT DISTINCT ON (coalesce(j.account_guid::text, j.account)) j.id, j.account, j.occurred_at
+              FROM jobs j JOIN due d ON d.id = j.id
+             ORDER BY coalesce(j.account_guid::text, j.account), j.occurred_at DESC)
          , one_per_account AS (
-            SELECT DISTINCT ON (j.account) j.id FROM jobs j JOIN due d ON d.id = j.id
-             ORDER BY j.account, j.occurred_at DESC)
+            SELECT DISTINCT ON (k.account) k.id FROM one_per_key k
+             ORDER BY k.account, k.occurred_at DESC)
          , picked AS (
             SELECT o.id FROM one_per_account o JOIN jobs j ON j.id = o.id
              ORDER BY j.next_attempt_at, j.created_at LIMIT $1)
