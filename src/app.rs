@@ -184,12 +184,14 @@ async fn serve_http_intake(
     store: &Store,
     shutdown: Shutdown,
 ) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
-    let state = http_intake::HttpIntake::new(
-        &s.http_intake,
-        store.clone(),
-        intake::event_rules(&s.amqp),
-        s.worker.max_attempts,
-    );
+    let rules = crate::event::IntakeRules {
+        isc: crate::event::isc::IscRules {
+            ad_sources: s.http_intake.isc_ad_sources.clone(),
+        },
+        ..intake::event_rules(&s.amqp)
+    };
+    let state =
+        http_intake::HttpIntake::new(&s.http_intake, store.clone(), rules, s.worker.max_attempts);
     http_intake::start(&s.http_intake, state, shutdown).await
 }
 

@@ -212,9 +212,6 @@ async fn answer(
         Err(Undecodable::Refused(why)) => {
             return keep_poison(s, &received, &bytes, why, StatusCode::BAD_REQUEST).await;
         }
-        Err(Undecodable::NoDecoder(why)) => {
-            return keep_poison(s, &received, &bytes, why, StatusCode::NOT_IMPLEMENTED).await;
-        }
     };
     store(s, &received, &bytes, decoded).await
 }
@@ -223,8 +220,6 @@ async fn answer(
 enum Undecodable {
     /// The decoder refused it: the sender's to fix (400).
     Refused(String),
-    /// This build has no decoder for the route (501).
-    NoDecoder(String),
 }
 
 /// The events of a body, by its route's decoder.
@@ -235,9 +230,17 @@ fn decode(
 ) -> Result<event::Decoded, Undecodable> {
     match route {
         Route::Events => keep::decode(received, rules, route.path()).map_err(Undecodable::Refused),
-        Route::IscProvisioningCompleted => Err(Undecodable::NoDecoder(
-            "this mailboxd has no decoder for Identity Security Cloud's Provisioning Completed event yet; the request is kept as a poison message".into(),
-        )),
+        // Only ISC's payload here, so that a body meant for another endpoint is not taken
+        // for what it is not; the same decoder as everywhere (`event::isc`), with the AD
+        // sources `http_intake.isc_ad_sources` names.
+        Route::IscProvisioningCompleted if received.format() != event::Format::Isc => {
+            Err(Undecodable::Refused(format!(
+                "{ISC_PROVISIONING_COMPLETED_PATH} takes Identity Security Cloud's Provisioning Completed payload (JSON with trackingNumber and accountRequests); send mailboxd's own events to {EVENTS_PATH}"
+            )))
+        }
+        Route::IscProvisioningCompleted => {
+            keep::decode(received, rules, route.path()).map_err(Undecodable::Refused)
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub struct HttpIntake {
     pub header_read_timeout: Duration,
     /// Connections (and TLS handshakes) served at once.
     pub max_connections: usize,
+    /// The Identity Security Cloud sources (by name or id, without case) that are this
+    /// Active Directory: only their account requests in a Provisioning Completed payload
+    /// become events. Empty (the default): none do.
+    pub isc_ad_sources: Vec<String>,
     #[serde(skip)]
     pub token: Option<SecretString>,
     #[serde(skip)]
@@ -50,6 +54,7 @@ impl Default for HttpIntake {
             max_body_bytes: crate::event::MAX_MESSAGE_BYTES,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 64,
+            isc_ad_sources: Vec::new(),
             token: None,
             password: None,
         }

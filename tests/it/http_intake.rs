@@ -51,6 +51,7 @@ async fn given_an_http_intake() -> Intake {
     h.username = Some(USER.into());
     h.password = Some(SecretString::from(PASSWORD));
     h.max_body_bytes = LIMIT;
+    h.isc_ad_sources = vec!["Corporate Active Directory".into()];
     env.settings.admin.open_reads = true;
     let iam = env.expect_outcomes().await;
     let app = env.start_daemon().await;
@@ -261,21 +262,68 @@ async fn refusals_are_clear_and_what_was_refused_is_kept_or_left_with_the_sender
     assert!(row.reason.contains("max_body_bytes"), "{}", row.reason);
     then_a_declared_oversized_body_is_refused_before_it_is_sent(&t).await;
 
-    // Identity Security Cloud's trigger: not decoded by this build, said so, and kept.
-    let isc = t
-        .url
-        .replace("/v1/events", "/v1/isc/provisioning-completed");
-    let r = t
-        .https
-        .post(&isc)
-        .header("authorization", bearer())
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 501);
-    let answer: Value = r.json().await.unwrap();
+    // A body for another endpoint posted to Identity Security Cloud's: refused and kept.
+    let (status, answer) = t.post_isc(b"{}").await;
+    assert_eq!(status, 400, "{answer}");
     assert!(answer["poison_id"].is_i64(), "{answer}");
+    t.app.stop().await;
+}
+
+fn isc_sample(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/data/isc/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+impl Intake {
+    /// POSTs `body` to Identity Security Cloud's endpoint with the bearer token.
+    async fn post_isc(&self, body: &[u8]) -> (u16, Value) {
+        let url = self
+            .url
+            .replace("/v1/events", "/v1/isc/provisioning-completed");
+        let r = self
+            .https
+            .post(&url)
+            .header("authorization", bearer())
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identity_security_clouds_provisioning_completed_becomes_a_joiner_after_the_commit() {
+    let t = given_an_http_intake().await;
+    // When ISC posts its documented example (a Modify of an AD account): nothing for
+    // mailboxd, answered 200 with the reason, no job.
+    let (status, answer) = t.post_isc(&isc_sample("provisioning-completed.json")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["jobs"].as_array().unwrap().is_empty(), "{answer}");
+    assert!(answer["ignored"].to_string().contains("Modify"), "{answer}");
+    // When it posts the same payload for an AD account it created.
+    let (status, answer) = t.post_isc(&isc_sample("create.json")).await;
+    // Then a joiner named by its DN, there the moment the 202 is.
+    assert_eq!(status, 202, "{answer}");
+    let event_id = "isc:4b4d982dddff4267ab12f0f1e72b5a6d:0";
+    assert_eq!(answer["jobs"][0]["event_id"], event_id, "{answer}");
+    let job = t
+        .env
+        .store
+        .job_by_event(event_id)
+        .await
+        .unwrap()
+        .expect("the job");
+    assert_eq!(job.id.to_string(), answer["job_id"].as_str().unwrap());
+    assert_eq!(job.kind, mailboxd::event::EventKind::Joiner);
+    assert_eq!(
+        job.event.account.distinguished_name.as_deref(),
+        Some("CN=Rob.Robertson,ou=csm,ou=sales,dc=helpco,dc=com")
+    );
+    // And ISC's retry of it (the same trackingNumber) is the same job.
+    let (status, again) = t.post_isc(&isc_sample("create.json")).await;
+    assert_eq!((status, &again["job_id"]), (200, &answer["job_id"]));
     t.app.stop().await;
 }
 
