@@ -7,7 +7,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm
 
 use crate::broker;
 use crate::config;
-use crate::event::{EventKind, MailboxType, SCHEMA_V1};
+use crate::event::{EventKind, MailboxType, Rename, SCHEMA_V1};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -45,6 +45,8 @@ pub struct EventSpec {
     pub identity: Option<String>,
     /// `mailbox.type`; absent (a person's mailbox) when `None`.
     pub mailbox_type: Option<MailboxType>,
+    /// A mover's new values (`rename`).
+    pub rename: Option<Rename>,
 }
 
 impl EventSpec {
@@ -64,6 +66,7 @@ impl EventSpec {
             archive: false,
             identity: None,
             mailbox_type: None,
+            rename: None,
         }
     }
 
@@ -107,6 +110,9 @@ impl EventSpec {
         }
         if !mailbox.is_empty() {
             ev["mailbox"] = serde_json::Value::Object(mailbox);
+        }
+        if let Some(rename) = &self.rename {
+            ev["rename"] = serde_json::json!(rename);
         }
         ev
     }

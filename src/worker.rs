@@ -7,6 +7,7 @@
 pub(crate) mod claim;
 mod cloud_guard;
 mod heartbeat;
+mod mover;
 mod plan;
 pub(crate) mod prune;
 pub(crate) mod rescue;
@@ -235,6 +236,7 @@ impl Worker {
         let template = match kind {
             EventKind::Joiner => Template::EnableRemoteMailbox,
             EventKind::Leaver => Template::HideRemoteMailbox,
+            EventKind::Mover => Template::RenameRemoteMailbox,
         };
         let accounts: Vec<AccountData> = prepared.iter().map(|p| p.data.clone()).collect();
         let session = self.exchange.session_cmdlets();
@@ -498,6 +500,7 @@ impl Worker {
             record.domain_controller = Some(before.domain_controller.clone());
             record.directory = Some(serde_json::json!({ "before": before }));
             record.view = view::of(before);
+            record.view_before = record.view.clone();
         }
         record
     }
@@ -518,7 +521,12 @@ impl Worker {
             Ok(after) => {
                 record.directory = Some(serde_json::json!({ "before": before, "after": after }));
                 record.view = view::of(&after);
-                match plan::verified(kind, status, &after, Wanted::of(&p.job.event, &p.data)) {
+                let wanted = Wanted::of(&p.job.event, &p.data);
+                let checked = match kind {
+                    EventKind::Mover => mover::verified(status, before, &after, wanted),
+                    _ => plan::verified(kind, status, &after, wanted),
+                };
+                match checked {
                     Ok(()) => Resolution::Succeeded { outcome: status },
                     Err(why) => self.failure(&p.job, ErrorClass::Transient, why),
                 }
@@ -563,9 +571,12 @@ impl Worker {
     fn account_data(&self, job: &Job) -> Result<AccountData, String> {
         let ev = &job.event;
         let sam = ev.account.sam_account_name.as_str();
+        if job.kind == EventKind::Mover {
+            return self.mover_data(job);
+        }
         let mailbox = ev.mailbox.clone().unwrap_or_default();
         let remote_routing_address = match (job.kind, mailbox.remote_routing_address) {
-            (EventKind::Leaver, _) => None,
+            (EventKind::Leaver | EventKind::Mover, _) => None,
             (EventKind::Joiner, Some(a)) => Some(a),
             (EventKind::Joiner, None) => {
                 let local = mailbox.alias.as_deref().unwrap_or(sam);
@@ -597,6 +608,40 @@ impl Worker {
             // the policy; the pre-check (`plan::leaver_steps`) decides the same from AD.
             to_shared: job.kind == EventKind::Leaver && self.leaver.to_shared(),
             keep_visible: job.kind == EventKind::Leaver && self.leaver.keep_visible(),
+            user_principal_name: None,
+        })
+    }
+
+    /// A mover's template data: its new values, and the remote routing address that follows
+    /// a new alias in the tenant's domain (`windows.remote_routing_domain`, as a joiner's).
+    fn mover_data(&self, job: &Job) -> Result<AccountData, String> {
+        let ev = &job.event;
+        let sam = ev.account.sam_account_name.as_str();
+        let rename = ev.rename.clone().unwrap_or_default();
+        let remote_routing_address = rename
+            .alias
+            .as_deref()
+            .map(|alias| {
+                let derived = format!("{alias}@{}", self.remote_routing_domain);
+                check_address(&derived).map(|()| derived).map_err(|r| {
+                    format!(
+                        "cannot derive a remote routing address from the new alias {alias:?} ({r}); send another rename.alias"
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(AccountData {
+            job_id: job.id,
+            identity: ev
+                .account
+                .object_guid
+                .map_or_else(|| sam.to_owned(), |g| g.to_string()),
+            sam_account_name: sam.to_owned(),
+            remote_routing_address,
+            alias: rename.alias,
+            primary_smtp_address: rename.primary_smtp_address,
+            user_principal_name: rename.user_principal_name,
+            ..AccountData::default()
         })
     }
 

@@ -22,10 +22,13 @@ impl Template {
     ///   `Enable-RemoteMailbox -Archive` when an archive is asked for.
     /// - hide-remote-mailbox: `Get-RemoteMailbox`, then one `Set-RemoteMailbox` (hiding,
     ///   converting to shared, or both in one call).
+    /// - rename-remote-mailbox: `Get-RemoteMailbox`, one `Set-RemoteMailbox`, and with the
+    ///   address policy disabled a second one that adds the new remote routing address.
     pub fn max_cmdlets(self, account: &AccountData) -> u32 {
         match self {
             Template::EnableRemoteMailbox => 4 + u32::from(account.archive),
             Template::HideRemoteMailbox => 2,
+            Template::RenameRemoteMailbox => 3,
         }
     }
 
@@ -44,6 +47,7 @@ impl Template {
             (Template::EnableRemoteMailbox, Converted) => Some(4 + archive),
             (Template::HideRemoteMailbox, Already | NotRemote) => Some(1),
             (Template::HideRemoteMailbox, Hidden | Shared) => Some(2),
+            (Template::RenameRemoteMailbox, Already | NotRemote) => Some(1),
             _ => None,
         }
     }

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::error::EventError;
 use super::format::media_type;
 use super::model::{
-    Draft, DraftAccount, DraftMailbox, Event, EventKind, MAX_MESSAGE_BYTES, ROUTING_KEY_JOINER,
-    ROUTING_KEY_LEAVER, SCHEMA_V1,
+    Draft, DraftAccount, DraftMailbox, Event, EventKind, MAX_MESSAGE_BYTES, ROUTING_KEYS, Rename,
+    SCHEMA_V1,
 };
 
 /// The JSON as sent.
@@ -24,6 +24,15 @@ struct Wire {
     mailbox: Option<WireMailbox>,
     source: Option<String>,
     identity: Option<String>,
+    rename: Option<WireRename>,
+}
+
+/// A mover's new values.
+#[derive(Deserialize)]
+struct WireRename {
+    alias: Option<String>,
+    user_principal_name: Option<String>,
+    primary_smtp_address: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +99,11 @@ pub fn parse(
         }),
         source: wire.source,
         identity: wire.identity,
+        rename: wire.rename.map(|r| Rename {
+            alias: r.alias,
+            user_principal_name: r.user_principal_name,
+            primary_smtp_address: r.primary_smtp_address,
+        }),
     }
     .validate(Utc::now())
 }
@@ -118,10 +132,10 @@ fn event_kind(kind: Option<String>, routing_key: &str) -> Result<EventKind, Even
     let kind = EventKind::parse(&text).ok_or_else(|| {
         EventError::invalid(
             "type",
-            format!("{text:?} is neither \"joiner\" nor \"leaver\""),
+            format!("{text:?} is none of \"joiner\", \"leaver\", \"mover\""),
         )
     })?;
-    let known_key = routing_key == ROUTING_KEY_JOINER || routing_key == ROUTING_KEY_LEAVER;
+    let known_key = ROUTING_KEYS.contains(&routing_key);
     if known_key && routing_key != kind.routing_key() {
         return Err(EventError::invalid(
             "type",
@@ -145,7 +159,7 @@ fn occurred_at(text: Option<String>) -> Result<DateTime<Utc>, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::MailboxType;
+    use crate::event::{MailboxType, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
 
     fn joiner(sam: &str) -> String {
         serde_json::json!({

@@ -169,6 +169,7 @@ fn draft(
             .then_some(mailbox),
         source: Some("midpoint".into()),
         identity: None,
+        rename: None,
     })
 }
 

@@ -3,7 +3,7 @@
 //! decides before Exchange is asked").
 
 use crate::directory::{Account, AccountState, RecipientType};
-use crate::event::{Event, EventKind, MailboxType};
+use crate::event::{Event, EventKind, MailboxType, Rename};
 use crate::exchange::AccountData;
 use crate::job::{ErrorClass, JobEffect};
 
@@ -34,17 +34,20 @@ pub(crate) struct Wanted<'a> {
     pub to_shared: bool,
     /// A leaver's mailbox converted to shared stays in the address lists.
     pub keep_visible: bool,
+    /// A mover's new values (its remote routing address is `remote_routing_address`).
+    pub rename: Option<&'a Rename>,
 }
 
 impl<'a> Wanted<'a> {
     /// What `event`, and the template data built from it, ask for.
-    pub(crate) fn of(event: &Event, data: &'a AccountData) -> Wanted<'a> {
+    pub(crate) fn of(event: &'a Event, data: &'a AccountData) -> Wanted<'a> {
         Wanted {
             remote_routing_address: data.remote_routing_address.as_deref(),
             archive: data.archive,
             kind: event.mailbox.as_ref().map(|m| m.kind).unwrap_or_default(),
             to_shared: data.to_shared,
             keep_visible: data.keep_visible,
+            rename: event.rename.as_ref(),
         }
     }
 }
@@ -75,6 +78,7 @@ pub(crate) fn plan(
         (EventKind::Leaver, None) => Plan::Done(JobEffect::Gone),
         (EventKind::Joiner, Some(a)) => joiner(a, sam, dc, wanted, require_cloud_sync),
         (EventKind::Leaver, Some(a)) => leaver(a, sam, dc, wanted),
+        (EventKind::Mover, a) => super::mover::plan(a.as_ref(), sam, dc, wanted),
     }
 }
 
@@ -267,6 +271,8 @@ pub(super) fn verified(
         (EventKind::Leaver, JobEffect::NotRemote) => !remote,
         (EventKind::Leaver, JobEffect::Shared) if current != Some(MailboxType::Shared) => false,
         (EventKind::Leaver, _) => remote && leaver_steps(a, wanted) == LeaverSteps::DONE,
+        // The worker asks `mover::verified`, which compares with the read before.
+        (EventKind::Mover, _) => false,
     };
     if ok {
         Ok(())
@@ -330,11 +336,13 @@ mod tests {
                 .then(|| "SMTP:j@t.mail.onmicrosoft.com".into()),
             mail: None,
             proxy_addresses: Vec::new(),
+            alias: None,
             cloud_synced: synced,
             archive_guid: None,
             archive_name: None,
             archive_status: None,
             external_directory_object_id: None,
+            address_policy_enabled: true,
         }
     }
 

@@ -32,6 +32,7 @@ fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
         mailbox: None,
         source: Some("test".into()),
         identity: None,
+        rename: None,
     }
     .validate(Utc::now())
     .unwrap()

@@ -45,7 +45,7 @@ impl Run {
         p
     }
 
-    fn not_found(task: &str, account: &AccountData) -> ResultLine {
+    pub(super) fn not_found(task: &str, account: &AccountData) -> ResultLine {
         let dc = account
             .domain_controller
             .as_deref()
@@ -89,7 +89,7 @@ impl Run {
 
     /// A write (Set-RemoteMailbox, Enable-RemoteMailbox -Archive) the snap-in refuses without
     /// EMT membership, recorded as failed.
-    fn write_refused(
+    pub(super) fn write_refused(
         &self,
         cmdlet: &str,
         task: &str,

@@ -19,9 +19,9 @@ use xml::Element;
 
 use super::error::EventError;
 use super::format::strip_bom;
-use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind};
+use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind, Rename};
 pub use request::is_credential;
-use request::{Values, children, credential_names, sets_disabled};
+use request::{Values, children, credential_names, renames, sets_disabled};
 
 /// What one IdentityIQ document came to.
 #[derive(Debug, Default)]
@@ -115,6 +115,7 @@ fn for_mailboxd(req: &Element, applications: &[String]) -> Result<EventKind, Str
         "Create" => Ok(EventKind::Joiner),
         "Disable" => Ok(EventKind::Leaver),
         "Modify" if sets_disabled(req) => Ok(EventKind::Leaver),
+        "Modify" if renames(req) => Ok(EventKind::Mover),
         _ => Err(format!("op {op:?} for {app:?}: nothing for mailboxd")),
     }
 }
@@ -128,14 +129,22 @@ fn to_event(
 ) -> Result<Event, EventError> {
     let values = Values::of(req);
     let mailbox = mailbox(&values);
+    let mut account = account(req, &values)?;
+    let rename = (kind == EventKind::Mover).then(|| {
+        // A Modify's userPrincipalName is the new one, not what finds the account.
+        account.user_principal_name = None;
+        rename(&values)
+    });
     Draft {
         id,
         kind,
         occurred_at: received_at,
-        account: account(req, &values)?,
-        mailbox: (mailbox != DraftMailbox::default()).then_some(mailbox),
+        account,
+        mailbox: (kind != EventKind::Mover && mailbox != DraftMailbox::default())
+            .then_some(mailbox),
         source: Some("identityiq".into()),
         identity,
+        rename,
     }
     .validate(received_at)
     .map_err(in_iiq_terms)
@@ -143,7 +152,7 @@ fn to_event(
 
 /// The IdentityIQ attribute each field of the model is read from: a broken rule is
 /// reported with the name the sender wrote.
-const ATTRIBUTES: [(&str, &str); 10] = [
+const ATTRIBUTES: [(&str, &str); 13] = [
     ("account.sam_account_name", "sAMAccountName"),
     ("account.object_guid", "objectGUID"),
     ("account.user_principal_name", "userPrincipalName"),
@@ -156,6 +165,9 @@ const ATTRIBUTES: [(&str, &str); 10] = [
     ("mailbox.remote_routing_address", "remoteRoutingAddress"),
     ("mailbox.primary_smtp_address", "mail"),
     ("mailbox.type", "mailboxType"),
+    ("rename.alias", "mailNickname"),
+    ("rename.user_principal_name", "userPrincipalName"),
+    ("rename.primary_smtp_address", "mail"),
     ("id", "id (the AMQP message_id)"),
 ];
 
@@ -207,6 +219,18 @@ fn mailbox(values: &Values) -> DraftMailbox {
         // IdentityIQ's AD connector has no attribute for the remote mailbox's type:
         // mailboxd reads its own, `mailboxType` (docs/events.md, "IdentityIQ").
         kind: owned("mailboxType"),
+    }
+}
+
+/// A mover's new values: what a Modify sets of `mailNickname`, `userPrincipalName` and
+/// `mail` (IdentityIQ's AD connector's names; `sAMAccountName` names the account, renamed
+/// by the connector before mailboxd hears of it).
+fn rename(values: &Values) -> Rename {
+    let owned = |name| values.get(name).map(str::to_owned);
+    Rename {
+        alias: owned("mailNickname"),
+        user_principal_name: owned("userPrincipalName"),
+        primary_smtp_address: owned("mail"),
     }
 }
 
