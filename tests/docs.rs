@@ -423,6 +423,7 @@ fn routing_key(body: &[u8]) -> &'static str {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     match v["type"].as_str() {
         Some("leaver") => event::ROUTING_KEY_LEAVER,
+        Some("mover") => event::ROUTING_KEY_MOVER,
         _ => event::ROUTING_KEY_JOINER,
     }
 }
