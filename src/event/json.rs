@@ -159,7 +159,7 @@ fn occurred_at(text: Option<String>) -> Result<DateTime<Utc>, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{MailboxType, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
+    use crate::event::{MailboxType, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER, ROUTING_KEY_MOVER};
 
     fn joiner(sam: &str) -> String {
         serde_json::json!({
@@ -272,6 +272,39 @@ mod tests {
             err.to_string().contains("mailbox.type") && err.to_string().contains("equipment"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_mover_carries_its_new_values_in_rename_and_nowhere_else() {
+        let mover = |rename: &str, extra: &str| {
+            format!(
+                r#"{{"schema":"mailboxd.event/v1","id":"m1","type":"mover","occurred_at":"2026-11-22T10:00:00Z","account":{{"sam_account_name":"jsmith"}}{rename}{extra}}}"#
+            )
+        };
+        let ok = mover(r#","rename":{"alias":"jdoe","user_principal_name":"jane.doe@corp.example"}"#, "");
+        let e = parse(ok.as_bytes(), None, None, ROUTING_KEY_MOVER).unwrap();
+        assert_eq!(e.kind, EventKind::Mover);
+        assert_eq!(e.rename.unwrap().alias.as_deref(), Some("jdoe"));
+        let refused = [
+            (mover("", ""), ROUTING_KEY_MOVER, "missing field rename"),
+            (mover(r#","rename":{}"#, ""), ROUTING_KEY_MOVER, "names nothing to change"),
+            (mover(r#","rename":{"alias":"j doe"}"#, ""), ROUTING_KEY_MOVER, "rename.alias"),
+            (
+                mover(r#","rename":{"alias":"jdoe"}"#, r#","mailbox":{"alias":"x"}"#),
+                ROUTING_KEY_MOVER,
+                "not in mailbox",
+            ),
+            (mover(r#","rename":{"alias":"jdoe"}"#, ""), ROUTING_KEY_JOINER, "routing key"),
+            (
+                joiner("jdoe").replace(r#""source""#, r#""rename":{"alias":"x"},"source""#),
+                ROUTING_KEY_JOINER,
+                "only a mover carries it",
+            ),
+        ];
+        for (body, key, want) in refused {
+            let err = parse(body.as_bytes(), None, None, key).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
     }
 
     #[test]

@@ -276,6 +276,37 @@ mod tests {
     }
 
     #[test]
+    fn a_modify_that_sets_mail_nickname_upn_or_mail_is_a_mover_named_by_its_attributes() {
+        let doc = br#"<ProvisioningPlan nativeIdentity="Jane.Smith">
+            <AccountRequest application="Active Directory" op="Modify" nativeIdentity="CN=J Smith,OU=Staff,DC=corp,DC=example">
+              <AttributeRequest name="sAMAccountName" value="jsmith"/>
+              <AttributeRequest name="mailNickname" op="Set" value="jdoe"/>
+              <AttributeRequest name="userPrincipalName" op="Set" value="jane.doe@corp.example"/>
+              <AttributeRequest name="mail" op="Set"><Value><String>jane.doe@corp.example</String></Value></AttributeRequest>
+            </AccountRequest>
+            <AccountRequest application="Active Directory" op="Modify" nativeIdentity="other">
+              <AttributeRequest name="mail" op="Remove" value="x@corp.example"/>
+            </AccountRequest>
+        </ProvisioningPlan>"#;
+        let apps = vec!["Active Directory".to_owned()];
+        let p = parse(doc, Some("m2"), Utc::now(), &apps).unwrap();
+        assert_eq!(p.events.len(), 1, "{:?}", p.ignored);
+        let mover = &p.events[0];
+        assert_eq!(mover.kind, EventKind::Mover);
+        assert_eq!(mover.account.sam_account_name.as_str(), "jsmith");
+        // The new UPN is the rename's, never what finds the account.
+        assert_eq!(mover.account.user_principal_name, None);
+        assert_eq!(mover.mailbox, None);
+        let r = mover.rename.as_ref().unwrap();
+        assert_eq!(r.alias.as_deref(), Some("jdoe"));
+        assert_eq!(r.user_principal_name.as_deref(), Some("jane.doe@corp.example"));
+        assert_eq!(r.primary_smtp_address.as_deref(), Some("jane.doe@corp.example"));
+        let bad = String::from_utf8_lossy(doc).replace("value=\"jdoe\"", "value=\"j doe\"");
+        let err = parse(bad.as_bytes(), Some("m3"), Utc::now(), &apps).unwrap_err();
+        assert!(err.to_string().contains("mailNickname"), "{err}");
+    }
+
+    #[test]
     fn each_request_for_mailboxd_is_an_event_and_the_rest_are_ignored_with_a_reason() {
         let doc = br#"<ProvisioningPlan nativeIdentity="John.Doe">
             <AccountRequest application="Active Directory" op="Create" nativeIdentity="CN=J Doe,OU=Staff,DC=corp,DC=example">
