@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::EventError;
-use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind};
+use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind, Rename};
 
 /// What `[amqp.midpoint]` says the attributes of midPoint's messages mean. Names are
 /// compared without case, on the unqualified part.
@@ -111,6 +111,7 @@ pub fn parse(
         "add" => EventKind::Joiner,
         "delete" => EventKind::Leaver,
         "modify" if disables(&wire, map) => EventKind::Leaver,
+        "modify" if renames(&wire, map) => EventKind::Mover,
         "modify" => return Err(refused(modify_reason(&wire, map))),
         other => {
             return Err(refused(format!(
@@ -154,6 +155,7 @@ fn draft(
         kind: value(&map.mailbox_type_attribute),
         ..DraftMailbox::default()
     };
+    let mover = kind == EventKind::Mover;
     Ok(Draft {
         id,
         kind,
@@ -162,15 +164,50 @@ fn draft(
             sam_account_name: sam,
             object_guid: value(&map.object_guid_attribute),
             distinguished_name: value(&map.distinguished_name_attribute),
-            user_principal_name: value(&map.user_principal_name_attribute),
+            // A mover's changed UPN is its new one, not what finds the account.
+            user_principal_name: value(&map.user_principal_name_attribute).filter(|_| !mover),
             created_on_server: None,
         },
         mailbox: (kind == EventKind::Joiner && mailbox != DraftMailbox::default())
             .then_some(mailbox),
         source: Some("midpoint".into()),
         identity: None,
-        rename: None,
+        rename: mover.then(|| Rename {
+            alias: changed(wire, &map.alias_attribute),
+            user_principal_name: changed(wire, &map.user_principal_name_attribute),
+            primary_smtp_address: changed(wire, &map.primary_smtp_address_attribute),
+        }),
     })
+}
+
+/// The attributes whose change makes a modify a mover: the mapped alias, UPN and primary
+/// address.
+fn rename_attributes(map: &AttributeMap) -> [&str; 3] {
+    [
+        &map.alias_attribute,
+        &map.user_principal_name_attribute,
+        &map.primary_smtp_address_attribute,
+    ]
+}
+
+/// Whether a modify gives one of [`rename_attributes`] a new value.
+fn renames(wire: &Wire, map: &AttributeMap) -> bool {
+    rename_attributes(map)
+        .into_iter()
+        .any(|name| changed(wire, name).is_some())
+}
+
+/// The new value a modify gives `name`: the first text of its `replace` or `add` in
+/// `changes`, or (midPoint's `changeMapAsAttributes` form) of `attributes`.
+fn changed(wire: &Wire, name: &str) -> Option<String> {
+    let in_changes = wire.changes.iter().flatten().find_map(|(n, delta)| {
+        let d = delta.as_ref().filter(|_| same(name, n))?;
+        [&d.replace, &d.add]
+            .into_iter()
+            .flatten()
+            .find_map(|values| values.first().map(text_of))
+    });
+    in_changes.or_else(|| first_text(wire.attributes.as_ref()?, name))
 }
 
 /// Whether a modify sets the disabled attribute to a disabled value: in `changes` (an
@@ -212,9 +249,10 @@ fn modify_reason(wire: &Wire, map: &AttributeMap) -> String {
     changed.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
     let changed: String = changed.join(", ").chars().take(300).collect();
     format!(
-        "a modify of {changed} is nothing for mailboxd: only {} set to {} is (a leaver)",
+        "a modify of {changed} is nothing for mailboxd: only {} set to {} is (a leaver), or a new {} (a mover)",
         map.disabled_attribute,
-        map.disabled_values.join(" or ")
+        map.disabled_values.join(" or "),
+        rename_attributes(map).join(", ")
     )
 }
 
@@ -315,6 +353,23 @@ mod tests {
         assert_eq!(e.mailbox.map(|m| m.kind), Some(MailboxType::Shared));
         let err = decode(body("team").as_bytes(), &map).unwrap_err();
         assert!(err.to_string().contains("mailbox.type"), "{err}");
+    }
+
+    #[test]
+    fn a_modify_of_the_mapped_alias_upn_or_mail_is_a_mover() {
+        let map = AttributeMap::default();
+        let body = br#"{"operation":"modify","objectClass":"AccountObjectClass",
+            "primaryIdentifiers":{"login":["jack"]},
+            "attributes":{"userPrincipalName":["old@corp.example"]},
+            "changes":{"mailNickname":{"replace":["jsparrow"]},
+                       "userPrincipalName":{"replace":["jack.sparrow@corp.example"]}}}"#;
+        let e = decode(body, &map).unwrap();
+        assert_eq!(e.kind, EventKind::Mover);
+        assert_eq!(e.account.user_principal_name, None, "not the lookup");
+        let r = e.rename.unwrap();
+        assert_eq!(r.alias.as_deref(), Some("jsparrow"));
+        assert_eq!(r.user_principal_name.as_deref(), Some("jack.sparrow@corp.example"));
+        assert_eq!(r.primary_smtp_address, None);
     }
 
     #[test]
