@@ -7,7 +7,6 @@
 pub(crate) mod claim;
 mod cloud_guard;
 mod heartbeat;
-mod mover;
 mod plan;
 pub(crate) mod prune;
 pub(crate) mod rescue;
@@ -523,7 +522,7 @@ impl Worker {
                 record.view = view::of(&after);
                 let wanted = Wanted::of(&p.job.event, &p.data);
                 let checked = match kind {
-                    EventKind::Mover => mover::verified(status, before, &after, wanted),
+                    EventKind::Mover => plan::mover::verified(status, before, &after, wanted),
                     _ => plan::verified(kind, status, &after, wanted),
                 };
                 match checked {

@@ -2,6 +2,8 @@
 //! afterwards what Exchange said it did (the table: docs/decisions.md, "What the directory
 //! decides before Exchange is asked").
 
+pub(super) mod mover;
+
 use crate::directory::{Account, AccountState, RecipientType};
 use crate::event::{Event, EventKind, MailboxType, Rename};
 use crate::exchange::AccountData;
@@ -78,7 +80,7 @@ pub(crate) fn plan(
         (EventKind::Leaver, None) => Plan::Done(JobEffect::Gone),
         (EventKind::Joiner, Some(a)) => joiner(a, sam, dc, wanted, require_cloud_sync),
         (EventKind::Leaver, Some(a)) => leaver(a, sam, dc, wanted),
-        (EventKind::Mover, a) => super::mover::plan(a.as_ref(), sam, dc, wanted),
+        (EventKind::Mover, a) => mover::plan(a.as_ref(), sam, dc, wanted),
     }
 }
 

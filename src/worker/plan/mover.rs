@@ -8,7 +8,7 @@
 //! (`Set-RemoteMailbox -PrimarySmtpAddress`) and Exchange keeps the old one as a proxy
 //! address. Either way the old primary must still be a proxy address afterwards.
 
-use super::plan::{Plan, Wanted};
+use super::{Plan, Wanted};
 use crate::directory::{Account, AccountState, RecipientType};
 use crate::job::{ErrorClass, JobEffect};
 
@@ -98,7 +98,7 @@ pub(super) fn plan(a: Option<&Account>, sam: &str, dc: &str, wanted: Wanted<'_>)
 /// Whether AD shows, after Exchange reported `status`, what the mover asked for: the new
 /// alias, UPN and remote routing address; without a policy the new primary; and the old
 /// primary (from `before`) still a proxy address.
-pub(super) fn verified(
+pub(in crate::worker) fn verified(
     status: JobEffect,
     before: &AccountState,
     after: &AccountState,
