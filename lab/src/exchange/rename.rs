@@ -195,8 +195,9 @@ impl Run {
             a.primary_smtp_address = Some(p.clone());
         }
         if policy {
-            // The hybrid configuration's template in the default policy:
-            // %m@<tenant>.mail.onmicrosoft.com, the routing address of the new alias.
+            // The hybrid set-up's template in the default policy,
+            // %m@<tenant>.mail.onmicrosoft.com: the routing address of the new alias. Only
+            // recipients under a policy get it by themselves (cgoosen/Fix-ProxyAddress, README).
             let coexistence = format!("{alias}@tenant.mail.onmicrosoft.com");
             a.proxy_addresses = with_secondary(&a.proxy_addresses, &coexistence);
         }
