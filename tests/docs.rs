@@ -763,18 +763,36 @@ fn mover(rest: &str) -> String {
 fn the_schema_and_the_code_agree_on_a_movers_rename() {
     assert_schema_and_code_agree(&[
         (true, mover(r#","rename":{"alias":"jdoe"}"#)),
-        (true, mover(r#","rename":{"user_principal_name":"j@corp.example","alias":null}"#)),
-        (true, mover(r#","rename":{"primary_smtp_address":"o'brien$x@corp.example"}"#)),
+        (
+            true,
+            mover(r#","rename":{"user_principal_name":"j@corp.example","alias":null}"#),
+        ),
+        (
+            true,
+            mover(r#","rename":{"primary_smtp_address":"o'brien$x@corp.example"}"#),
+        ),
         (true, mover(r#","rename":{"alias":"jdoe"},"mailbox":null"#)),
         (false, mover("")),
         (false, mover(r#","rename":null"#)),
         (false, mover(r#","rename":{}"#)),
         (false, mover(r#","rename":{"alias":null}"#)),
         (false, mover(r#","rename":{"alias":"j doe"}"#)),
-        (false, mover(r#","rename":{"primary_smtp_address":"nodomain"}"#)),
+        (
+            false,
+            mover(r#","rename":{"primary_smtp_address":"nodomain"}"#),
+        ),
         (false, mover(r#","rename":{"alias":"jdoe"},"mailbox":{}"#)),
-        (true, joiner(r#"{"sam_account_name":"jdoe"}"#, r#","rename":null"#)),
-        (false, joiner(r#"{"sam_account_name":"jdoe"}"#, r#","rename":{"alias":"x"}"#)),
+        (
+            true,
+            joiner(r#"{"sam_account_name":"jdoe"}"#, r#","rename":null"#),
+        ),
+        (
+            false,
+            joiner(
+                r#"{"sam_account_name":"jdoe"}"#,
+                r#","rename":{"alias":"x"}"#,
+            ),
+        ),
     ]);
 }
 

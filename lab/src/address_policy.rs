@@ -325,8 +325,14 @@ mod tests {
             ]
         );
         let added = with_secondary(&before, "jdoe@tenant.mail.onmicrosoft.com");
-        assert_eq!(added.last().map(String::as_str), Some("smtp:jdoe@tenant.mail.onmicrosoft.com"));
-        assert_eq!(with_secondary(&added, "JDOE@tenant.mail.onmicrosoft.com"), added);
+        assert_eq!(
+            added.last().map(String::as_str),
+            Some("smtp:jdoe@tenant.mail.onmicrosoft.com")
+        );
+        assert_eq!(
+            with_secondary(&added, "JDOE@tenant.mail.onmicrosoft.com"),
+            added
+        );
     }
 
     #[test]

@@ -382,8 +382,7 @@ impl LabAccount {
     /// What `-EmailAddressPolicyEnabled` writes: msExchPoliciesExcluded set to every
     /// policy's GUID when false, cleared when true.
     pub fn set_address_policy(&mut self, enabled: bool) {
-        self.msExchPoliciesExcluded =
-            (!enabled).then(|| ALL_POLICIES_EXCLUDED.to_owned());
+        self.msExchPoliciesExcluded = (!enabled).then(|| ALL_POLICIES_EXCLUDED.to_owned());
     }
 
     /// What Enable-RemoteMailbox writes: it mail-enables the existing user as a remote

@@ -281,20 +281,38 @@ mod tests {
                 r#"{{"schema":"mailboxd.event/v1","id":"m1","type":"mover","occurred_at":"2026-11-22T10:00:00Z","account":{{"sam_account_name":"jsmith"}}{rename}{extra}}}"#
             )
         };
-        let ok = mover(r#","rename":{"alias":"jdoe","user_principal_name":"jane.doe@corp.example"}"#, "");
+        let ok = mover(
+            r#","rename":{"alias":"jdoe","user_principal_name":"jane.doe@corp.example"}"#,
+            "",
+        );
         let e = parse(ok.as_bytes(), None, None, ROUTING_KEY_MOVER).unwrap();
         assert_eq!(e.kind, EventKind::Mover);
         assert_eq!(e.rename.unwrap().alias.as_deref(), Some("jdoe"));
         let refused = [
             (mover("", ""), ROUTING_KEY_MOVER, "missing field rename"),
-            (mover(r#","rename":{}"#, ""), ROUTING_KEY_MOVER, "names nothing to change"),
-            (mover(r#","rename":{"alias":"j doe"}"#, ""), ROUTING_KEY_MOVER, "rename.alias"),
             (
-                mover(r#","rename":{"alias":"jdoe"}"#, r#","mailbox":{"alias":"x"}"#),
+                mover(r#","rename":{}"#, ""),
+                ROUTING_KEY_MOVER,
+                "names nothing to change",
+            ),
+            (
+                mover(r#","rename":{"alias":"j doe"}"#, ""),
+                ROUTING_KEY_MOVER,
+                "rename.alias",
+            ),
+            (
+                mover(
+                    r#","rename":{"alias":"jdoe"}"#,
+                    r#","mailbox":{"alias":"x"}"#,
+                ),
                 ROUTING_KEY_MOVER,
                 "not in mailbox",
             ),
-            (mover(r#","rename":{"alias":"jdoe"}"#, ""), ROUTING_KEY_JOINER, "routing key"),
+            (
+                mover(r#","rename":{"alias":"jdoe"}"#, ""),
+                ROUTING_KEY_JOINER,
+                "routing key",
+            ),
             (
                 joiner("jdoe").replace(r#""source""#, r#""rename":{"alias":"x"},"source""#),
                 ROUTING_KEY_JOINER,
@@ -302,7 +320,9 @@ mod tests {
             ),
         ];
         for (body, key, want) in refused {
-            let err = parse(body.as_bytes(), None, None, key).unwrap_err().to_string();
+            let err = parse(body.as_bytes(), None, None, key)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
     }

@@ -368,7 +368,10 @@ mod tests {
         assert_eq!(e.account.user_principal_name, None, "not the lookup");
         let r = e.rename.unwrap();
         assert_eq!(r.alias.as_deref(), Some("jsparrow"));
-        assert_eq!(r.user_principal_name.as_deref(), Some("jack.sparrow@corp.example"));
+        assert_eq!(
+            r.user_principal_name.as_deref(),
+            Some("jack.sparrow@corp.example")
+        );
         assert_eq!(r.primary_smtp_address, None);
     }
 

@@ -246,7 +246,9 @@ pub struct Rename {
 
 impl Rename {
     pub fn is_empty(&self) -> bool {
-        self.alias.is_none() && self.user_principal_name.is_none() && self.primary_smtp_address.is_none()
+        self.alias.is_none()
+            && self.user_principal_name.is_none()
+            && self.primary_smtp_address.is_none()
     }
 }
 

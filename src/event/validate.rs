@@ -60,7 +60,9 @@ fn rename(
 ) -> Result<Option<Rename>, EventError> {
     let Some(r) = rename else {
         if kind == EventKind::Mover {
-            return Err(EventError::Missing("rename (a mover's new alias, user_principal_name or primary_smtp_address)"));
+            return Err(EventError::Missing(
+                "rename (a mover's new alias, user_principal_name or primary_smtp_address)",
+            ));
         }
         return Ok(None);
     };

@@ -70,15 +70,24 @@ async fn under_the_policy_a_rename_gets_the_policys_next_address_and_keeps_the_o
     let sets = env.lab.invocations_for("Set-RemoteMailbox", "jsmith.1");
     assert_eq!(sets.len(), 1, "{sets:?}");
     assert_eq!(sets[0].text("Alias"), Some("jmueller.1"));
-    assert_eq!(sets[0].text("UserPrincipalName"), Some("jane.mueller@corp.example"));
+    assert_eq!(
+        sets[0].text("UserPrincipalName"),
+        Some("jane.mueller@corp.example")
+    );
     let routing = format!("jmueller.1@{TENANT}");
     assert_eq!(sets[0].text("RemoteRoutingAddress"), Some(routing.as_str()));
     assert_eq!(sets[0].parameter("PrimarySmtpAddress"), None);
     // And AD shows the policy's address (numbered, transliterated), the old one kept.
     let after = env.mailbox("jsmith.1");
-    assert_eq!(after.primary_smtp_address.as_deref(), Some("Jane.Mueller2@corp.example"));
+    assert_eq!(
+        after.primary_smtp_address.as_deref(),
+        Some("Jane.Mueller2@corp.example")
+    );
     assert_eq!(after.targetAddress, Some(format!("SMTP:{routing}")));
-    assert_eq!(after.msExchPoliciesExcluded, None, "the policy still applies");
+    assert_eq!(
+        after.msExchPoliciesExcluded, None,
+        "the policy still applies"
+    );
     let all = proxies(&env, "jsmith.1");
     for want in [
         "SMTP:Jane.Mueller2@corp.example".to_owned(),
@@ -93,10 +102,19 @@ async fn under_the_policy_a_rename_gets_the_policys_next_address_and_keeps_the_o
     assert_eq!(got[0].routing_key, "mover.succeeded");
     let body = &got[0].body;
     assert_eq!(body["outcome"], "renamed");
-    assert_eq!(body["mailbox_before"]["primary_smtp_address"], "jsmith.1@corp.example");
-    assert_eq!(body["mailbox"]["primary_smtp_address"], "Jane.Mueller2@corp.example");
+    assert_eq!(
+        body["mailbox_before"]["primary_smtp_address"],
+        "jsmith.1@corp.example"
+    );
+    assert_eq!(
+        body["mailbox"]["primary_smtp_address"],
+        "Jane.Mueller2@corp.example"
+    );
     assert_eq!(body["mailbox"]["remote_routing_address"], routing.as_str());
-    assert_eq!(body["account"]["user_principal_name"], "jane.mueller@corp.example");
+    assert_eq!(
+        body["account"]["user_principal_name"],
+        "jane.mueller@corp.example"
+    );
     assert_valid_outcome(body);
     app.stop().await;
 }
@@ -141,13 +159,19 @@ async fn without_the_policy_mailboxd_sets_the_primary_and_hostile_values_stay_da
     assert_eq!(after.targetAddress, Some(format!("SMTP:{routing}")));
     let all = proxies(&env, "bo.1");
     assert_eq!(all[0], format!("SMTP:{primary}"));
-    assert!(all.contains(&"smtp:bo.1@corp.example".to_owned()), "{all:?}");
+    assert!(
+        all.contains(&"smtp:bo.1@corp.example".to_owned()),
+        "{all:?}"
+    );
     assert!(all.contains(&format!("smtp:{routing}")), "{all:?}");
     assert!(after.msExchPoliciesExcluded.is_some(), "still off");
     // And the outcome says so, before and after.
     wait_all_sent(&env.store, 1).await;
     let body = &outcomes.drain().await[0].body;
-    assert_eq!(body["mailbox_before"]["primary_smtp_address"], "bo.1@corp.example");
+    assert_eq!(
+        body["mailbox_before"]["primary_smtp_address"],
+        "bo.1@corp.example"
+    );
     assert_eq!(body["mailbox"]["primary_smtp_address"], primary);
     assert_valid_outcome(body);
     app.stop().await;
@@ -177,7 +201,10 @@ async fn a_new_primary_alone_under_the_policy_fails_once_with_what_to_do() {
     );
     publisher.publish(&no_mailbox).await.unwrap();
     // Then each fails on its first attempt, before Exchange is asked, saying what to do.
-    for (ev, says) in [(&asked, "turn the policy off"), (&no_mailbox, "send a joiner first")] {
+    for (ev, says) in [
+        (&asked, "turn the policy off"),
+        (&no_mailbox, "send a joiner first"),
+    ] {
         let job = env.wait_terminal(&ev.id).await;
         assert_eq!((job.state, job.attempt), (JobState::Failed, 1), "{job:?}");
         let error = job.last_error.unwrap_or_default();

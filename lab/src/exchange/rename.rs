@@ -43,7 +43,11 @@ impl Run {
                 .filter(|n| !old.is_some_and(|o| o.eq_ignore_ascii_case(n)))
                 .map(str::to_owned)
         };
-        if let Some(a) = account.alias.as_ref().filter(|a| cur.alias.as_ref() != Some(a)) {
+        if let Some(a) = account
+            .alias
+            .as_ref()
+            .filter(|a| cur.alias.as_ref() != Some(a))
+        {
             set.insert("Alias".into(), json!(a));
         }
         if let Some(u) = differs(&account.user_principal_name, Some(&cur.upn)) {
@@ -160,7 +164,12 @@ impl Run {
             .get("EmailAddresses")
             .and_then(|e| e.get("Add"))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         // Proxy addresses are unique forest-wide (the same refusal as Enable-RemoteMailbox's).
         let wanted: Vec<String> = primary
@@ -233,4 +242,82 @@ fn held_elsewhere(
         })?;
         Some((a.distinguished_name.clone(), held.clone()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::AccountSeed;
+    use crate::exchange::HostPolicy;
+    use crate::exchange::tests::test_run;
+
+    fn with(seeds: Vec<AccountSeed>) -> Run {
+        let run = test_run(false, HostPolicy::default());
+        run.state
+            .lock()
+            .accounts
+            .extend(seeds.into_iter().map(LabAccount::from_seed));
+        run
+    }
+
+    fn data(identity: &str, fields: Value) -> AccountData {
+        let mut v = json!({"job_id": uuid::Uuid::new_v4(), "identity": identity, "sam_account_name": identity});
+        if let (Some(o), Some(extra)) = (v.as_object_mut(), fields.as_object()) {
+            o.extend(extra.clone());
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn email_addresses_and_primary_smtp_address_are_refused_together_and_nothing_changes() {
+        let run = with(vec![AccountSeed::remote("jdoe").without_address_policy()]);
+        let account = data("jdoe", json!({}));
+        let mut p = Run::common(&account);
+        p.insert("PrimarySmtpAddress".into(), json!("new@corp.example"));
+        p.insert(
+            "EmailAddresses".into(),
+            json!({"Add": ["smtp:x@corp.example"]}),
+        );
+        let refused = run.set_remote_mailbox(&account, p).unwrap_err();
+        assert_eq!(
+            refused.message.as_deref(),
+            Some(
+                "You can't use the EmailAddresses and PrimarySmtpAddress parameters in the same command."
+            )
+        );
+        let a = run.state.lock().accounts[0].clone();
+        assert_eq!(a.primary_smtp_address.as_deref(), Some("jdoe@corp.example"));
+        let calls = run.state.lock().invocations.clone();
+        assert_eq!(
+            calls.last().and_then(|c| c.error.clone()).as_deref(),
+            Some("ArgumentException")
+        );
+    }
+
+    #[test]
+    fn a_primary_another_recipient_holds_is_refused_and_a_second_rename_is_already() {
+        let run = with(vec![
+            AccountSeed::remote("jdoe").without_address_policy(),
+            AccountSeed::remote("taken"),
+        ]);
+        let clash = data(
+            "jdoe",
+            json!({"primary_smtp_address": "TAKEN@corp.example"}),
+        );
+        let r = run.rename(&clash);
+        assert_eq!(r.reason.as_deref(), Some("ProxyAddressExistsException"));
+        let fine = data(
+            "jdoe",
+            json!({"alias": "jd2", "remote_routing_address": "jd2@tenant.mail.onmicrosoft.com"}),
+        );
+        assert_eq!(run.rename(&fine).status, ResultStatus::Renamed);
+        assert_eq!(run.rename(&fine).status, ResultStatus::Already);
+        // A -PrimarySmtpAddress under a policy turns it off, as Exchange does on enable.
+        let run = with(vec![AccountSeed::remote("eap")]);
+        let account = data("eap", json!({}));
+        let mut p = Run::common(&account);
+        p.insert("PrimarySmtpAddress".into(), json!("eap.new@corp.example"));
+        run.set_remote_mailbox(&account, p).unwrap();
+        assert!(!run.state.lock().accounts[0].address_policy_enabled());
+    }
 }

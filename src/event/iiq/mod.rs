@@ -299,8 +299,14 @@ mod tests {
         assert_eq!(mover.mailbox, None);
         let r = mover.rename.as_ref().unwrap();
         assert_eq!(r.alias.as_deref(), Some("jdoe"));
-        assert_eq!(r.user_principal_name.as_deref(), Some("jane.doe@corp.example"));
-        assert_eq!(r.primary_smtp_address.as_deref(), Some("jane.doe@corp.example"));
+        assert_eq!(
+            r.user_principal_name.as_deref(),
+            Some("jane.doe@corp.example")
+        );
+        assert_eq!(
+            r.primary_smtp_address.as_deref(),
+            Some("jane.doe@corp.example")
+        );
         let bad = String::from_utf8_lossy(doc).replace("value=\"jdoe\"", "value=\"j doe\"");
         let err = parse(bad.as_bytes(), Some("m3"), Utc::now(), &apps).unwrap_err();
         assert!(err.to_string().contains("mailNickname"), "{err}");

@@ -122,7 +122,10 @@ pub(in crate::worker) fn verified(
     let missing: Vec<&str> = [
         (c.alias, "the alias (mailNickname)"),
         (c.user_principal_name, "the userPrincipalName"),
-        (c.remote_routing_address, "the remote routing address (targetAddress)"),
+        (
+            c.remote_routing_address,
+            "the remote routing address (targetAddress)",
+        ),
         (
             c.primary && !a.address_policy_enabled,
             "the primary address (mail)",
@@ -151,10 +154,9 @@ pub(in crate::worker) fn verified(
 /// `address` is one of the account's proxy addresses (`SMTP:` or `smtp:`).
 fn has_proxy(a: &Account, address: &str) -> bool {
     a.proxy_addresses.iter().any(|p| {
-        p.split_once(':')
-            .is_some_and(|(scheme, addr)| {
-                scheme.eq_ignore_ascii_case("smtp") && addr.eq_ignore_ascii_case(address)
-            })
+        p.split_once(':').is_some_and(|(scheme, addr)| {
+            scheme.eq_ignore_ascii_case("smtp") && addr.eq_ignore_ascii_case(address)
+        })
     })
 }
 
@@ -265,11 +267,24 @@ mod tests {
             "SMTP:jane.doe@corp.example".into(),
             "smtp:Jane.Smith@corp.example".into(),
         ];
-        let ok = verified(JobEffect::Renamed, &before, &state(after.clone()), asking(&r, rra));
+        let ok = verified(
+            JobEffect::Renamed,
+            &before,
+            &state(after.clone()),
+            asking(&r, rra),
+        );
         assert_eq!(ok, Ok(()));
         after.proxy_addresses.pop();
-        let lost = verified(JobEffect::Renamed, &before, &state(after.clone()), asking(&r, rra));
-        assert!(lost.unwrap_err().contains("old primary address Jane.Smith@corp.example"));
+        let lost = verified(
+            JobEffect::Renamed,
+            &before,
+            &state(after.clone()),
+            asking(&r, rra),
+        );
+        assert!(
+            lost.unwrap_err()
+                .contains("old primary address Jane.Smith@corp.example")
+        );
         after.alias = Some("jsmith".into());
         let stale = verified(JobEffect::Renamed, &before, &state(after), asking(&r, rra));
         assert!(stale.unwrap_err().contains("the alias (mailNickname)"));
