@@ -590,10 +590,7 @@ impl Worker {
         };
         Ok(AccountData {
             job_id: job.id,
-            identity: ev
-                .account
-                .object_guid
-                .map_or_else(|| sam.to_owned(), |g| g.to_string()),
+            identity: exchange_identity(ev),
             sam_account_name: sam.to_owned(),
             // Set from the configured DC that answered the directory check, never from the
             // event: no value of an event chooses where Exchange (or mailboxd) connects.
@@ -631,10 +628,7 @@ impl Worker {
             .transpose()?;
         Ok(AccountData {
             job_id: job.id,
-            identity: ev
-                .account
-                .object_guid
-                .map_or_else(|| sam.to_owned(), |g| g.to_string()),
+            identity: exchange_identity(ev),
             sam_account_name: sam.to_owned(),
             remote_routing_address,
             alias: rename.alias,
@@ -695,6 +689,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// `-Identity` for the event's account: its objectGUID when the event names one
+/// (unambiguous), else its sAMAccountName; the directory check replaces it with the GUID AD
+/// shows.
+fn exchange_identity(ev: &crate::event::Event) -> String {
+    let a = &ev.account;
+    a.object_guid
+        .map_or_else(|| a.sam_account_name.as_str().to_owned(), |g| g.to_string())
 }
 
 /// The most cmdlets a batch may run: what its grant takes from Exchange's cmdlet budget.

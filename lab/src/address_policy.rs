@@ -21,6 +21,15 @@ use crate::directory::LabAccount;
 /// The primary address Exchange gives `account` (alias `alias`) under the lab's policy,
 /// numbered past every address another account holds.
 pub fn primary_for(account: &LabAccount, alias: &str, accounts: &[LabAccount]) -> String {
+    policy_primary(account, alias, accounts.iter())
+}
+
+/// The policy's primary for `account`, numbered past every address `others` hold.
+fn policy_primary<'a>(
+    account: &LabAccount,
+    alias: &str,
+    others: impl Iterator<Item = &'a LabAccount> + Clone,
+) -> String {
     let person = Person {
         given_name: account.given_name.as_deref(),
         surname: account.surname.as_deref(),
@@ -28,7 +37,7 @@ pub fn primary_for(account: &LabAccount, alias: &str, accounts: &[LabAccount]) -
         ..Person::default()
     };
     AddressPolicy::default().primary(&person, |candidate| {
-        accounts.iter().any(|a| {
+        others.clone().any(|a| {
             a.proxy_addresses.iter().any(|p| {
                 p.split_once(':')
                     .is_some_and(|(_, addr)| addr.eq_ignore_ascii_case(candidate))
@@ -41,22 +50,12 @@ pub fn primary_for(account: &LabAccount, alias: &str, accounts: &[LabAccount]) -
 /// rename): as [`primary_for`], but numbered past the addresses of the other accounts only
 /// (its own old addresses are no collision: the policy may give it its old primary back).
 pub fn renamed_primary(index: usize, alias: &str, accounts: &[LabAccount]) -> String {
-    let account = &accounts[index];
-    let person = Person {
-        given_name: account.given_name.as_deref(),
-        surname: account.surname.as_deref(),
-        alias,
-        ..Person::default()
-    };
-    AddressPolicy::default().primary(&person, |candidate| {
-        accounts.iter().enumerate().any(|(i, a)| {
-            i != index
-                && a.proxy_addresses.iter().any(|p| {
-                    p.split_once(':')
-                        .is_some_and(|(_, addr)| addr.eq_ignore_ascii_case(candidate))
-                })
-        })
-    })
+    let others = accounts
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| *i != index)
+        .map(|(_, a)| a);
+    policy_primary(&accounts[index], alias, others)
 }
 
 /// `proxies` with `primary` as the one `SMTP:` address: the old primary demoted to a

@@ -179,14 +179,8 @@ impl Run {
             .chain(added.iter().map(|a| strip_scheme(a).to_owned()))
             .collect();
         if let Some((holder, address)) = held_elsewhere(&st.accounts, index, &wanted) {
-            return Err(Box::new(error(
-                "ProxyAddressExistsException",
-                "NotSpecified",
-                TASK,
-                "A9D1E3",
-                format!(
-                    "The proxy address \"SMTP:{address}\" is already being used by the proxy addresses or LegacyExchangeDN of \"{holder}\". Please choose another proxy address."
-                ),
+            return Err(Box::new(super::recipients::proxy_address_exists(
+                TASK, &address, &holder,
             )));
         }
         let a = &mut st.accounts[index];
