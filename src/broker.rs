@@ -9,7 +9,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::config;
-use crate::event::{ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
+use crate::event::ROUTING_KEYS;
 
 /// Queue names derived from the configuration.
 pub fn dead_letter_queue(cfg: &config::Amqp) -> String {
@@ -94,7 +94,7 @@ pub(crate) async fn declare_topology(ch: &Channel, cfg: &config::Amqp) -> Result
     .await?;
     ch.queue_declare(cfg.queue.as_str().into(), queue_opts, args)
         .await?;
-    for key in [ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER] {
+    for key in ROUTING_KEYS {
         ch.queue_bind(
             cfg.queue.as_str().into(),
             cfg.exchange.as_str().into(),
@@ -160,7 +160,7 @@ mod tests {
             .filter(|b| b["destination"] == cfg.queue.as_str())
             .map(|b| b["routing_key"].as_str().unwrap())
             .collect();
-        assert_eq!(keys, vec![ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER]);
+        assert_eq!(keys, ROUTING_KEYS.to_vec());
         assert!(
             defs["queues"]
                 .as_array()

@@ -44,7 +44,7 @@ const ONPREM_MAILBOX_TYPES: [i64; 6] = [1, 2, 4, 8, 16, 32];
 const UAC_DISABLED: i64 = 0x2;
 
 /// The attributes every account read asks for.
-const ACCOUNT_ATTRS: [&str; 16] = [
+const ACCOUNT_ATTRS: [&str; 17] = [
     "sAMAccountName",
     "mail",
     "userPrincipalName",
@@ -61,6 +61,7 @@ const ACCOUNT_ATTRS: [&str; 16] = [
     "msExchArchiveGUID",
     "msExchArchiveName",
     "msExchArchiveStatus",
+    "msExchPoliciesExcluded",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +262,8 @@ pub struct Account {
     pub mail: Option<String>,
     /// Every proxy address, `SMTP:` (primary) and `smtp:` (secondary) prefixes kept.
     pub proxy_addresses: Vec<String>,
+    /// `mailNickname`: the Exchange alias.
+    pub alias: Option<String>,
     pub cloud_synced: bool,
     /// msExchArchiveGUID: the mailbox has a (cloud) archive.
     pub archive_guid: Option<Uuid>,
@@ -270,6 +273,9 @@ pub struct Account {
     pub archive_status: Option<i64>,
     /// msDS-ExternalDirectoryObjectId (`User_<Entra object id>`), written back by Entra.
     pub external_directory_object_id: Option<String>,
+    /// Exchange's email address policy applies (EmailAddressPolicyEnabled): msExchPoliciesExcluded
+    /// does not hold [`entry::ALL_POLICIES_EXCLUDED`].
+    pub address_policy_enabled: bool,
 }
 
 /// The answer to one read: which domain controller answered, and what it holds.

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use crate::event::{self, Delivery, IntakeRules, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER};
+use crate::event::{self, Delivery, IntakeRules, ROUTING_KEY_JOINER, ROUTING_KEYS};
 
 /// A target: arbitrary bytes in, nothing out; a panic is the failure.
 pub type Target = fn(&[u8]);
@@ -51,10 +51,10 @@ fn decode_as(body: &[u8], content_type: &str) {
     decode_with(body, Some(content_type), None);
 }
 
-/// One delivery's body with the given content type and AMQP `type` property, on both
-/// routing keys.
+/// One delivery's body with the given content type and AMQP `type` property, on every
+/// routing key.
 fn decode_with(body: &[u8], content_type: Option<&str>, message_type: Option<&str>) {
-    for routing_key in [ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER] {
+    for routing_key in ROUTING_KEYS {
         let delivery = Delivery {
             body,
             content_type,
@@ -151,8 +151,9 @@ pub fn ps_result(data: &[u8]) {
         })
         .collect();
     if let Some(exchange) = exchange() {
-        let template = ps_templates::Template::EnableRemoteMailbox;
-        let _ = exchange.read_output(template, &accounts, &output);
+        for template in ps_templates::Template::ALL {
+            let _ = exchange.read_output(template, &accounts, &output);
+        }
     }
 }
 

@@ -148,6 +148,9 @@ text_enum! {
         /// A leaver under `leaver.action = "shared"`: the user mailbox is a shared one now
         /// (`Set-RemoteMailbox -Type Shared`); its Exchange Online licence may be removed.
         Shared = "shared",
+        /// A mover: the remote mailbox has its new alias, UPN or primary address
+        /// (`Set-RemoteMailbox`), the old primary kept as a secondary address.
+        Renamed = "renamed",
         /// It was true already: nothing to do.
         Already = "already",
         /// A leaver without a remote mailbox: nothing to hide.

@@ -254,6 +254,9 @@ pub struct OutcomeMessage {
     pub account: OutcomeAccount,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<MailboxAddresses>,
+    /// A mover: the addresses as AD showed them before the change (`mailbox` is after).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailbox_before: Option<MailboxAddresses>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ReportedFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -344,6 +347,8 @@ pub struct Ending<'a> {
     pub attempts: i32,
     pub error: Option<(ErrorClass, &'a str)>,
     pub view: Option<&'a DirectoryView>,
+    /// The account as the attempt read it before any change (a mover's `mailbox_before`).
+    pub before: Option<&'a DirectoryView>,
     /// The tenant manages Exchange attributes in the cloud: a change made on premises stays
     /// there (`leaver.exchange_attributes`).
     pub stays_on_premises: bool,
@@ -361,6 +366,7 @@ impl Ending<'_> {
             attempts,
             error: None,
             view: None,
+            before: None,
             stays_on_premises: false,
             hidden_until: None,
         }
@@ -394,6 +400,10 @@ pub fn message(job: AnsweredJob<'_>, ending: Ending<'_>) -> OutcomeMessage {
         identity: job.event.identity.clone(),
         account,
         mailbox: ending.view.map(|v| v.mailbox.clone()),
+        mailbox_before: ending
+            .before
+            .filter(|_| job.kind == EventKind::Mover)
+            .map(|v| v.mailbox.clone()),
         error: ending.error.map(|(class, message)| ReportedFailure {
             message: message.to_owned(),
             class: class.into(),

@@ -7,7 +7,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm
 
 use crate::broker;
 use crate::config;
-use crate::event::{EventKind, MailboxType, SCHEMA_V1};
+use crate::event::{EventKind, MailboxType, Rename, SCHEMA_V1};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -47,6 +47,8 @@ pub struct EventSpec {
     pub mailbox_type: Option<MailboxType>,
     /// `mailbox.start_date` as sent: a day (`2027-01-04`) or an RFC 3339 date-time.
     pub start_date: Option<String>,
+    /// A mover's new values (`rename`).
+    pub rename: Option<Rename>,
 }
 
 impl EventSpec {
@@ -67,6 +69,7 @@ impl EventSpec {
             identity: None,
             mailbox_type: None,
             start_date: None,
+            rename: None,
         }
     }
 
@@ -111,6 +114,9 @@ impl EventSpec {
         }
         if !mailbox.is_empty() {
             ev["mailbox"] = serde_json::Value::Object(mailbox);
+        }
+        if let Some(rename) = &self.rename {
+            ev["rename"] = serde_json::json!(rename);
         }
         ev
     }

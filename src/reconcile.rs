@@ -497,6 +497,7 @@ fn to_event(run_id: i64, d: &Difference) -> Result<Event, String> {
         }),
         source: Some("reconcile".into()),
         identity: None,
+        rename: None,
     }
     .validate(now)
     .map_err(|e| e.to_string())
@@ -522,11 +523,13 @@ mod tests {
             target_address: None,
             mail: None,
             proxy_addresses: Vec::new(),
+            alias: None,
             cloud_synced: true,
             archive_guid: None,
             archive_name: None,
             archive_status: None,
             external_directory_object_id: None,
+            address_policy_enabled: true,
         }
     }
 

@@ -248,6 +248,7 @@ impl Worker {
         let template = match kind {
             EventKind::Joiner => Template::EnableRemoteMailbox,
             EventKind::Leaver => Template::HideRemoteMailbox,
+            EventKind::Mover => Template::RenameRemoteMailbox,
         };
         let accounts: Vec<AccountData> = prepared.iter().map(|p| p.data.clone()).collect();
         let session = self.exchange.session_cmdlets();
@@ -517,6 +518,7 @@ impl Worker {
             record.domain_controller = Some(before.domain_controller.clone());
             record.directory = Some(serde_json::json!({ "before": before }));
             record.view = view::of(before);
+            record.view_before = record.view.clone();
         }
         record
     }
@@ -537,7 +539,12 @@ impl Worker {
             Ok(after) => {
                 record.directory = Some(serde_json::json!({ "before": before, "after": after }));
                 record.view = view::of(&after);
-                match plan::verified(kind, status, &after, p.wanted()) {
+                let wanted = p.wanted();
+                let checked = match kind {
+                    EventKind::Mover => plan::mover::verified(status, before, &after, wanted),
+                    _ => plan::verified(kind, status, &after, wanted),
+                };
+                match checked {
                     Ok(()) => Resolution::Succeeded { outcome: status },
                     Err(why) => self.failure(&p.job, ErrorClass::Transient, why),
                 }
@@ -599,9 +606,12 @@ impl Worker {
         let named = ev.account.name();
         let known = sam;
         let sam = sam.unwrap_or(&named);
+        if job.kind == EventKind::Mover {
+            return self.mover_data(job, sam);
+        }
         let mailbox = ev.mailbox.clone().unwrap_or_default();
         let remote_routing_address = match (job.kind, mailbox.remote_routing_address) {
-            (EventKind::Leaver, _) => None,
+            (EventKind::Leaver | EventKind::Mover, _) => None,
             (EventKind::Joiner, Some(a)) => Some(a),
             (EventKind::Joiner, None) if known.is_none() && mailbox.alias.is_none() => None,
             (EventKind::Joiner, None) => {
@@ -617,10 +627,7 @@ impl Worker {
         };
         Ok(AccountData {
             job_id: job.id,
-            identity: ev
-                .account
-                .object_guid
-                .map_or_else(|| sam.to_owned(), |g| g.to_string()),
+            identity: exchange_identity(ev, sam),
             sam_account_name: sam.to_owned(),
             // Set from the configured DC that answered the directory check, never from the
             // event: no value of an event chooses where Exchange (or mailboxd) connects.
@@ -637,6 +644,36 @@ impl Worker {
             // Decided with the clock by `prepare` (`hidden_until`).
             hidden: false,
             make_visible: job.step == Some(JobStep::MakeVisible),
+            user_principal_name: None,
+        })
+    }
+
+    /// A mover's template data: its new values, and the remote routing address that follows
+    /// a new alias in the tenant's domain (`windows.remote_routing_domain`, as a joiner's).
+    fn mover_data(&self, job: &Job, sam: &str) -> Result<AccountData, String> {
+        let ev = &job.event;
+        let rename = ev.rename.clone().unwrap_or_default();
+        let remote_routing_address = rename
+            .alias
+            .as_deref()
+            .map(|alias| {
+                let derived = format!("{alias}@{}", self.remote_routing_domain);
+                check_address(&derived).map(|()| derived).map_err(|r| {
+                    format!(
+                        "cannot derive a remote routing address from the new alias {alias:?} ({r}); send another rename.alias"
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(AccountData {
+            job_id: job.id,
+            identity: exchange_identity(ev, sam),
+            sam_account_name: sam.to_owned(),
+            remote_routing_address,
+            alias: rename.alias,
+            primary_smtp_address: rename.primary_smtp_address,
+            user_principal_name: rename.user_principal_name,
+            ..AccountData::default()
         })
     }
 
@@ -691,6 +728,15 @@ impl Worker {
             }
         }
     }
+}
+
+/// `-Identity` for the event's account: its objectGUID when the event names one
+/// (unambiguous), else `sam` (AD's sAMAccountName once read, or the name the event gave);
+/// the directory check replaces it with the GUID AD shows.
+fn exchange_identity(ev: &crate::event::Event, sam: &str) -> String {
+    ev.account
+        .object_guid
+        .map_or_else(|| sam.to_owned(), |g| g.to_string())
 }
 
 /// The most cmdlets a batch may run: what its grant takes from Exchange's cmdlet budget.

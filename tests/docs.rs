@@ -423,6 +423,7 @@ fn routing_key(body: &[u8]) -> &'static str {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     match v["type"].as_str() {
         Some("leaver") => event::ROUTING_KEY_LEAVER,
+        Some("mover") => event::ROUTING_KEY_MOVER,
         _ => event::ROUTING_KEY_JOINER,
     }
 }
@@ -562,8 +563,8 @@ fn every_json_example_in_the_event_docs_is_accepted_by_the_schema_and_the_code()
     }
     assert_eq!(
         kinds,
-        BTreeSet::from(["joiner", "leaver"]),
-        "examples of both kinds"
+        BTreeSet::from(["joiner", "leaver", "mover"]),
+        "examples of every kind"
     );
 }
 
@@ -790,6 +791,50 @@ fn the_schema_and_the_code_agree_on_the_mailbox_fields() {
                 r#"{{"remote_routing_address":"{}@tenant.mail.onmicrosoft.com"}}"#,
                 "x".repeat(65)
             )),
+        ),
+    ]);
+}
+
+fn mover(rest: &str) -> String {
+    format!(
+        r#"{{"schema":"mailboxd.event/v1","id":"m-1","type":"mover","occurred_at":"2026-11-22T10:00:00Z","account":{{"sam_account_name":"jsmith"}}{rest}}}"#
+    )
+}
+
+/// A mover's `rename`: required there (at least one value), refused elsewhere, no `mailbox`.
+#[test]
+fn the_schema_and_the_code_agree_on_a_movers_rename() {
+    assert_schema_and_code_agree(&[
+        (true, mover(r#","rename":{"alias":"jdoe"}"#)),
+        (
+            true,
+            mover(r#","rename":{"user_principal_name":"j@corp.example","alias":null}"#),
+        ),
+        (
+            true,
+            mover(r#","rename":{"primary_smtp_address":"o'brien$x@corp.example"}"#),
+        ),
+        (true, mover(r#","rename":{"alias":"jdoe"},"mailbox":null"#)),
+        (false, mover("")),
+        (false, mover(r#","rename":null"#)),
+        (false, mover(r#","rename":{}"#)),
+        (false, mover(r#","rename":{"alias":null}"#)),
+        (false, mover(r#","rename":{"alias":"j doe"}"#)),
+        (
+            false,
+            mover(r#","rename":{"primary_smtp_address":"nodomain"}"#),
+        ),
+        (false, mover(r#","rename":{"alias":"jdoe"},"mailbox":{}"#)),
+        (
+            true,
+            joiner(r#"{"sam_account_name":"jdoe"}"#, r#","rename":null"#),
+        ),
+        (
+            false,
+            joiner(
+                r#"{"sam_account_name":"jdoe"}"#,
+                r#","rename":{"alias":"x"}"#,
+            ),
         ),
     ]);
 }

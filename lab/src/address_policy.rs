@@ -9,12 +9,27 @@
 //! becomes `-`, `Ä` `Ae`, `ß` `ss`, `é` `e`, …) or dropped. When the address is taken,
 //! Exchange appends a number to the local part, starting at 2 (`John.Smith2@…`). A template
 //! that gives nothing (no given name or surname) falls back to the alias.
+//!
+//! On a rename (`renamed_primary`, `with_primary`) the policy is applied again as Exchange
+//! applies it on any change to a recipient it covers: the new primary from the template,
+//! the old primary kept as a secondary `smtp:` address, since email address policies only
+//! add addresses and never remove one (Practical 365, "Exchange Server 2010 Email Address
+//! Policies"; ucservice.blogspot.com 2013-12, "Exchange Server 2010 email address policy").
 
 use crate::directory::LabAccount;
 
 /// The primary address Exchange gives `account` (alias `alias`) under the lab's policy,
 /// numbered past every address another account holds.
 pub fn primary_for(account: &LabAccount, alias: &str, accounts: &[LabAccount]) -> String {
+    policy_primary(account, alias, accounts.iter())
+}
+
+/// The policy's primary for `account`, numbered past every address `others` hold.
+fn policy_primary<'a>(
+    account: &LabAccount,
+    alias: &str,
+    others: impl Iterator<Item = &'a LabAccount> + Clone,
+) -> String {
     let person = Person {
         given_name: account.given_name.as_deref(),
         surname: account.surname.as_deref(),
@@ -22,13 +37,59 @@ pub fn primary_for(account: &LabAccount, alias: &str, accounts: &[LabAccount]) -
         ..Person::default()
     };
     AddressPolicy::default().primary(&person, |candidate| {
-        accounts.iter().any(|a| {
+        others.clone().any(|a| {
             a.proxy_addresses.iter().any(|p| {
                 p.split_once(':')
                     .is_some_and(|(_, addr)| addr.eq_ignore_ascii_case(candidate))
             })
         })
     })
+}
+
+/// The primary address the policy gives the account at `index` when it is changed (a
+/// rename): as [`primary_for`], but numbered past the addresses of the other accounts only
+/// (its own old addresses are no collision: the policy may give it its old primary back).
+pub fn renamed_primary(index: usize, alias: &str, accounts: &[LabAccount]) -> String {
+    let others = accounts
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| *i != index)
+        .map(|(_, a)| a);
+    policy_primary(&accounts[index], alias, others)
+}
+
+/// `proxies` with `primary` as the one `SMTP:` address: the old primary demoted to a
+/// secondary `smtp:` address (Exchange keeps it: policies only add addresses, and a new
+/// primary set by hand demotes the old one), an `smtp:` copy of the new one promoted.
+pub fn with_primary(proxies: &[String], primary: &str) -> Vec<String> {
+    let mut out = vec![format!("SMTP:{primary}")];
+    for p in proxies {
+        let Some((scheme, addr)) = p.split_once(':') else {
+            out.push(p.clone());
+            continue;
+        };
+        if scheme.eq_ignore_ascii_case("smtp") {
+            if !addr.eq_ignore_ascii_case(primary) {
+                out.push(format!("smtp:{addr}"));
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// `proxies` with `address` added as a secondary `smtp:` address unless it is one already.
+pub fn with_secondary(proxies: &[String], address: &str) -> Vec<String> {
+    let known = proxies.iter().any(|p| {
+        p.split_once(':')
+            .is_some_and(|(s, a)| s.eq_ignore_ascii_case("smtp") && a.eq_ignore_ascii_case(address))
+    });
+    let mut out = proxies.to_vec();
+    if !known {
+        out.push(format!("smtp:{address}"));
+    }
+    out
 }
 
 /// What the template reads of an account.
@@ -243,6 +304,34 @@ mod tests {
         assert_eq!(p.local_part(&person("Ian", "Smith")), "alias");
         let p = AddressPolicy::parse("%%%g@corp.example").unwrap();
         assert_eq!(p.local_part(&person("Ian", "Smith")), "%Ian");
+    }
+
+    #[test]
+    fn a_new_primary_demotes_the_old_one_and_keeps_the_rest() {
+        let before = [
+            "SMTP:Jane.Smith@corp.example".to_owned(),
+            "smtp:jsmith@tenant.mail.onmicrosoft.com".to_owned(),
+            "smtp:jane.doe@corp.example".to_owned(),
+            "X500:/o=ExchangeLabs/cn=jsmith".to_owned(),
+        ];
+        assert_eq!(
+            with_primary(&before, "Jane.Doe@corp.example"),
+            [
+                "SMTP:Jane.Doe@corp.example",
+                "smtp:Jane.Smith@corp.example",
+                "smtp:jsmith@tenant.mail.onmicrosoft.com",
+                "X500:/o=ExchangeLabs/cn=jsmith",
+            ]
+        );
+        let added = with_secondary(&before, "jdoe@tenant.mail.onmicrosoft.com");
+        assert_eq!(
+            added.last().map(String::as_str),
+            Some("smtp:jdoe@tenant.mail.onmicrosoft.com")
+        );
+        assert_eq!(
+            with_secondary(&added, "JDOE@tenant.mail.onmicrosoft.com"),
+            added
+        );
     }
 
     #[test]

@@ -164,6 +164,10 @@ pub struct AccountSeed {
     /// only): msExchRemoteRecipientType carries Migrated (4) instead of ProvisionMailbox (1).
     #[serde(default)]
     pub migrated: bool,
+    /// Exchange's email address policy does not apply to it (EmailAddressPolicyEnabled
+    /// false: msExchPoliciesExcluded holds every policy's GUID).
+    #[serde(default)]
+    pub policy_excluded: bool,
 }
 
 /// An account as `GET /lab/mailboxes` shows it, with the AD attributes Exchange wrote.
@@ -198,7 +202,12 @@ pub struct LabAccount {
     /// What the cloud's hybrid writeback puts here (`cloud::sync_cycle`): 1 for an active
     /// archive.
     pub msExchArchiveStatus: Option<i64>,
+    /// `{26491cfc-9e50-4857-861b-0cb8df22b5d7}` when EmailAddressPolicyEnabled is false.
+    pub msExchPoliciesExcluded: Option<String>,
 }
+
+/// What msExchPoliciesExcluded holds for a recipient no email address policy applies to.
+pub const ALL_POLICIES_EXCLUDED: &str = "{26491cfc-9e50-4857-861b-0cb8df22b5d7}";
 
 /// The lab's AD domain.
 pub const LAB_DOMAIN: &str = "corp.example";
@@ -220,6 +229,7 @@ impl AccountSeed {
             surname: None,
             remote_type: RemoteType::Regular,
             migrated: false,
+            policy_excluded: false,
         }
     }
 
@@ -277,6 +287,15 @@ impl AccountSeed {
         }
     }
 
+    /// Exchange's email address policy turned off for it (EmailAddressPolicyEnabled false).
+    #[must_use]
+    pub fn without_address_policy(self) -> AccountSeed {
+        AccountSeed {
+            policy_excluded: true,
+            ..self
+        }
+    }
+
     /// The mailbox hidden from the address lists.
     pub fn hidden(self) -> AccountSeed {
         AccountSeed {
@@ -320,6 +339,7 @@ impl LabAccount {
             msExchArchiveGUID: None,
             msExchArchiveName: None,
             msExchArchiveStatus: None,
+            msExchPoliciesExcluded: None,
         };
         let alias = default_alias(&a);
         match seed.recipient {
@@ -350,7 +370,19 @@ impl LabAccount {
         if seed.hidden {
             a.set_hidden(true);
         }
+        a.set_address_policy(!seed.policy_excluded);
         a
+    }
+
+    /// EmailAddressPolicyEnabled: msExchPoliciesExcluded does not hold every policy.
+    pub fn address_policy_enabled(&self) -> bool {
+        self.msExchPoliciesExcluded.is_none()
+    }
+
+    /// What `-EmailAddressPolicyEnabled` writes: msExchPoliciesExcluded set to every
+    /// policy's GUID when false, cleared when true.
+    pub fn set_address_policy(&mut self, enabled: bool) {
+        self.msExchPoliciesExcluded = (!enabled).then(|| ALL_POLICIES_EXCLUDED.to_owned());
     }
 
     /// What Enable-RemoteMailbox writes: it mail-enables the existing user as a remote

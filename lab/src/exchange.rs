@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 mod recipients;
+mod rename;
 mod session;
 
 use super::cmd;
@@ -482,7 +483,9 @@ fn first_cmdlet(template: Template, account: &AccountData) -> (&'static str, &'s
             ("Get-RemoteMailbox", "GetRemoteMailbox")
         }
         Template::EnableRemoteMailbox => ("Enable-RemoteMailbox", "EnableRemoteMailbox"),
-        Template::HideRemoteMailbox => ("Get-RemoteMailbox", "GetRemoteMailbox"),
+        Template::HideRemoteMailbox | Template::RenameRemoteMailbox => {
+            ("Get-RemoteMailbox", "GetRemoteMailbox")
+        }
     }
 }
 
@@ -544,6 +547,7 @@ impl Run {
                 (Some(fault), t) => self.injected(account, t, &fault),
                 (None, Template::EnableRemoteMailbox) => self.enable(account),
                 (None, Template::HideRemoteMailbox) => self.hide(account),
+                (None, Template::RenameRemoteMailbox) => self.rename(account),
             };
             result.job_id = Some(account.job_id.to_string());
             self.state.lock().stats.accounts_processed += 1;

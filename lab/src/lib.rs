@@ -287,6 +287,23 @@ impl Lab {
 
     /// The account's user as the cloud shows it (licence, mailbox, recipient type,
     /// addresses, cloud ids): what a Graph stand-in answers from.
+    /// What an IAM system's AD connector writes before a mover's event: the account's
+    /// givenName and sn (what the email address policy builds the primary address from).
+    /// False when no account has this sAMAccountName.
+    pub fn rename_person(&self, sam: &str, given_name: &str, surname: &str) -> bool {
+        let mut st = self.state.lock();
+        let Some(a) = st
+            .accounts
+            .iter_mut()
+            .find(|a| a.sam_account_name.eq_ignore_ascii_case(sam))
+        else {
+            return false;
+        };
+        a.given_name = Some(given_name.to_owned());
+        a.surname = Some(surname.to_owned());
+        true
+    }
+
     pub fn cloud_user(&self, sam: &str) -> Option<cloud::CloudUserView> {
         self.state.lock().cloud_user(sam)
     }

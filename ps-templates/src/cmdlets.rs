@@ -24,11 +24,14 @@ impl Template {
     ///   (`make_visible`): `Get-RemoteMailbox`, then `Set-RemoteMailbox` if it is hidden.
     /// - hide-remote-mailbox: `Get-RemoteMailbox`, then one `Set-RemoteMailbox` (hiding,
     ///   converting to shared, or both in one call).
+    /// - rename-remote-mailbox: `Get-RemoteMailbox`, one `Set-RemoteMailbox`, and with the
+    ///   address policy disabled a second one that adds the new remote routing address.
     pub fn max_cmdlets(self, account: &AccountData) -> u32 {
         match self {
             Template::EnableRemoteMailbox if account.make_visible => 2,
             Template::EnableRemoteMailbox => 4 + u32::from(account.archive),
             Template::HideRemoteMailbox => 2,
+            Template::RenameRemoteMailbox => 3,
         }
     }
 
@@ -59,6 +62,7 @@ impl Template {
             (Template::EnableRemoteMailbox, Converted) => Some(4 + archive),
             (Template::HideRemoteMailbox, Already | NotRemote) => Some(1),
             (Template::HideRemoteMailbox, Hidden | Shared) => Some(2),
+            (Template::RenameRemoteMailbox, Already | NotRemote) => Some(1),
             _ => None,
         }
     }

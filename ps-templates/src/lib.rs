@@ -25,6 +25,7 @@ pub const SERVE: &str = include_str!("../serve.ps1");
 const COMMON: &str = include_str!("../common.ps1");
 const ENABLE: &str = include_str!("../enable-remote-mailbox.ps1");
 const HIDE: &str = include_str!("../hide-remote-mailbox.ps1");
+const RENAME: &str = include_str!("../rename-remote-mailbox.ps1");
 
 /// Ends the output of one request in a warm process (`MAILBOXD-DONE <id>`).
 pub const DONE_MARKER: &str = "MAILBOXD-DONE ";
@@ -53,15 +54,22 @@ pub enum ExchangeMode {
 pub enum Template {
     EnableRemoteMailbox,
     HideRemoteMailbox,
+    /// A mover: a new alias, UPN or primary SMTP address (`Set-RemoteMailbox`).
+    RenameRemoteMailbox,
 }
 
 impl Template {
-    pub const ALL: [Template; 2] = [Template::EnableRemoteMailbox, Template::HideRemoteMailbox];
+    pub const ALL: [Template; 3] = [
+        Template::EnableRemoteMailbox,
+        Template::HideRemoteMailbox,
+        Template::RenameRemoteMailbox,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Template::EnableRemoteMailbox => "enable-remote-mailbox",
             Template::HideRemoteMailbox => "hide-remote-mailbox",
+            Template::RenameRemoteMailbox => "rename-remote-mailbox",
         }
     }
 
@@ -70,6 +78,7 @@ impl Template {
         let body = match self {
             Template::EnableRemoteMailbox => ENABLE,
             Template::HideRemoteMailbox => HIDE,
+            Template::RenameRemoteMailbox => RENAME,
         };
         format!("{COMMON}\n{body}")
     }
@@ -181,6 +190,9 @@ pub struct AccountData {
     pub alias: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_smtp_address: Option<String>,
+    /// A mover: the new `-UserPrincipalName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_principal_name: Option<String>,
     /// `-Archive`: enable the cloud archive too.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archive: bool,

@@ -22,6 +22,9 @@ pub enum ResultStatus {
     /// A leaver under `leaver.action = "shared"`: the user mailbox was converted to shared
     /// (`Set-RemoteMailbox -Type Shared`), and hidden unless configured otherwise.
     Shared,
+    /// A mover: `Set-RemoteMailbox` gave the remote mailbox its new alias, UPN or primary
+    /// address (and the remote routing address that follows the alias).
+    Renamed,
     /// It was so already: nothing changed.
     Already,
     /// A leaver without a remote mailbox: nothing to hide.

@@ -48,6 +48,7 @@ fn failed_job(job: &Job, class: ErrorClass, error: &str, digest_key: String) -> 
     let what = match job.kind {
         EventKind::Joiner => "not enabled",
         EventKind::Leaver => "not hidden",
+        EventKind::Mover => "not renamed",
     };
     let short = shorten(error, 110);
     let next = match class {

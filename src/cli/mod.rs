@@ -109,8 +109,8 @@ impl Command {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Joiner events to publish (leavers, a rehire, and a room, an equipment and a shared
-    /// mailbox are added).
+    /// Joiner events to publish (leavers, a rehire, a room, an equipment and a shared
+    /// mailbox, and a mover are added).
     #[arg(long, default_value_t = 8)]
     pub events: usize,
 }

@@ -11,7 +11,7 @@ use crate::publish::{EventSpec, Publisher};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
-    /// joiner or leaver (omit with --file).
+    /// joiner or leaver (omit with --file; a mover's `rename` goes in a file).
     #[arg(value_parser = ["joiner", "leaver"])]
     pub kind: Option<String>,
     /// sAMAccountName of the account.
@@ -112,7 +112,7 @@ fn read_line<'a>(line: &'a str, path: &Path, number: usize) -> anyhow::Result<Li
         .and_then(EventKind::parse)
     else {
         bail!(
-            "{} line {number}: \"type\" must be joiner or leaver",
+            "{} line {number}: \"type\" must be joiner, leaver or mover",
             path.display()
         );
     };

@@ -116,8 +116,11 @@ fn form_html(queue: &QueueFilter) -> String {
          <button type=\"submit\">Search</button></form>",
         acct = esc(f.account.as_deref().unwrap_or("")),
         states = options(&JobState::ALL, state, |s| s.as_str().to_owned()),
-        kinds = options(&[EventKind::Joiner, EventKind::Leaver], f.kind, |k| k
-            .to_string()),
+        kinds = options(
+            &[EventKind::Joiner, EventKind::Leaver, EventKind::Mover],
+            f.kind,
+            |k| k.to_string()
+        ),
         classes = options(&ErrorClass::ALL, f.error_class, |c| c.as_str().to_owned()),
         since = time(&f.since),
         until = time(&f.until),

@@ -92,6 +92,11 @@ fn utf8(tag: &StructureTag) -> bool {
     matches!(&tag.payload, PL::P(bytes) if std::str::from_utf8(bytes).is_ok())
 }
 
+/// What msExchPoliciesExcluded holds when a recipient's EmailAddressPolicyEnabled is false:
+/// every policy excluded (Exchange writes it; the ConnId Exchange connector reads
+/// EmailAddressPolicyEnabled off it the same way, `ExchangeUtility`).
+pub(super) const ALL_POLICIES_EXCLUDED: &str = "{26491cfc-9e50-4857-861b-0cb8df22b5d7}";
+
 /// Builds the account from the attributes a DC returned; missing attributes mean "not set".
 pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
     let uac = first(e, "userAccountControl")
@@ -119,6 +124,7 @@ pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
         target_address: first(e, "targetAddress"),
         mail: first(e, "mail"),
         proxy_addresses: all(e, "proxyAddresses"),
+        alias: first(e, "mailNickname"),
         cloud_synced,
         archive_guid: first_bin(e, "msExchArchiveGUID")
             .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
@@ -127,6 +133,9 @@ pub fn account_from_entry(e: &SearchEntry, rule: SyncRule) -> Account {
         archive_name: first(e, "msExchArchiveName"),
         archive_status: first(e, "msExchArchiveStatus").and_then(|v| v.parse::<i64>().ok()),
         external_directory_object_id: first(e, "msDS-ExternalDirectoryObjectId"),
+        address_policy_enabled: !all(e, "msExchPoliciesExcluded")
+            .iter()
+            .any(|v| v.trim().eq_ignore_ascii_case(ALL_POLICIES_EXCLUDED)),
     }
 }
 

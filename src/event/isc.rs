@@ -96,6 +96,7 @@ pub fn parse(
                     mailbox: None,
                     source: Some("isc".into()),
                     identity: identity.clone(),
+                    rename: None,
                 }
                 .validate(received_at)?,
             ),

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::error::EventError;
 use super::format::media_type;
 use super::model::{
-    Draft, DraftAccount, DraftMailbox, Event, EventKind, MAX_MESSAGE_BYTES, ROUTING_KEY_JOINER,
-    ROUTING_KEY_LEAVER, SCHEMA_V1,
+    Draft, DraftAccount, DraftMailbox, Event, EventKind, MAX_MESSAGE_BYTES, ROUTING_KEYS, Rename,
+    SCHEMA_V1,
 };
 
 /// The JSON as sent.
@@ -24,6 +24,15 @@ struct Wire {
     mailbox: Option<WireMailbox>,
     source: Option<String>,
     identity: Option<String>,
+    rename: Option<WireRename>,
+}
+
+/// A mover's new values.
+#[derive(Deserialize)]
+struct WireRename {
+    alias: Option<String>,
+    user_principal_name: Option<String>,
+    primary_smtp_address: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +99,11 @@ pub fn parse(
         }),
         source: wire.source,
         identity: wire.identity,
+        rename: wire.rename.map(|r| Rename {
+            alias: r.alias,
+            user_principal_name: r.user_principal_name,
+            primary_smtp_address: r.primary_smtp_address,
+        }),
     }
     .validate(Utc::now())
 }
@@ -118,10 +132,10 @@ fn event_kind(kind: Option<String>, routing_key: &str) -> Result<EventKind, Even
     let kind = EventKind::parse(&text).ok_or_else(|| {
         EventError::invalid(
             "type",
-            format!("{text:?} is neither \"joiner\" nor \"leaver\""),
+            format!("{text:?} is none of \"joiner\", \"leaver\", \"mover\""),
         )
     })?;
-    let known_key = routing_key == ROUTING_KEY_JOINER || routing_key == ROUTING_KEY_LEAVER;
+    let known_key = ROUTING_KEYS.contains(&routing_key);
     if known_key && routing_key != kind.routing_key() {
         return Err(EventError::invalid(
             "type",
@@ -145,7 +159,7 @@ fn occurred_at(text: Option<String>) -> Result<DateTime<Utc>, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::MailboxType;
+    use crate::event::{MailboxType, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER, ROUTING_KEY_MOVER};
 
     fn joiner(sam: &str) -> String {
         serde_json::json!({
@@ -318,6 +332,59 @@ mod tests {
             err.to_string().contains("account.distinguished_name"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_mover_carries_its_new_values_in_rename_and_nowhere_else() {
+        let mover = |rename: &str, extra: &str| {
+            format!(
+                r#"{{"schema":"mailboxd.event/v1","id":"m1","type":"mover","occurred_at":"2026-11-22T10:00:00Z","account":{{"sam_account_name":"jsmith"}}{rename}{extra}}}"#
+            )
+        };
+        let ok = mover(
+            r#","rename":{"alias":"jdoe","user_principal_name":"jane.doe@corp.example"}"#,
+            "",
+        );
+        let e = parse(ok.as_bytes(), None, None, ROUTING_KEY_MOVER).unwrap();
+        assert_eq!(e.kind, EventKind::Mover);
+        assert_eq!(e.rename.unwrap().alias.as_deref(), Some("jdoe"));
+        let refused = [
+            (mover("", ""), ROUTING_KEY_MOVER, "missing field rename"),
+            (
+                mover(r#","rename":{}"#, ""),
+                ROUTING_KEY_MOVER,
+                "names nothing to change",
+            ),
+            (
+                mover(r#","rename":{"alias":"j doe"}"#, ""),
+                ROUTING_KEY_MOVER,
+                "rename.alias",
+            ),
+            (
+                mover(
+                    r#","rename":{"alias":"jdoe"}"#,
+                    r#","mailbox":{"alias":"x"}"#,
+                ),
+                ROUTING_KEY_MOVER,
+                "not in mailbox",
+            ),
+            (
+                mover(r#","rename":{"alias":"jdoe"}"#, ""),
+                ROUTING_KEY_JOINER,
+                "routing key",
+            ),
+            (
+                joiner("jdoe").replace(r#""source""#, r#""rename":{"alias":"x"},"source""#),
+                ROUTING_KEY_JOINER,
+                "only a mover carries it",
+            ),
+        ];
+        for (body, key, want) in refused {
+            let err = parse(body.as_bytes(), None, None, key)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
     }
 
     #[test]

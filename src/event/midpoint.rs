@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::EventError;
-use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind};
+use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind, Rename};
 
 /// What `[amqp.midpoint]` says the attributes of midPoint's messages mean. Names are
 /// compared without case, on the unqualified part.
@@ -123,6 +123,7 @@ pub fn parse(
         "modify" => match disables(&wire, map) {
             Some(true) => EventKind::Leaver,
             Some(false) => EventKind::Joiner,
+            None if renames(&wire, map) => EventKind::Mover,
             None => return Err(refused(modify_reason(&wire, map))),
         },
         other => {
@@ -152,11 +153,13 @@ fn draft(
     ];
     let value = |name: &str| sources.iter().find_map(|s| first_text(s.as_ref()?, name));
     let sam = map.login_attributes.iter().find_map(|a| value(a));
+    let mover = kind == EventKind::Mover;
     let account = DraftAccount {
         sam_account_name: sam,
         object_guid: value(&map.object_guid_attribute),
         distinguished_name: value(&map.distinguished_name_attribute),
-        user_principal_name: value(&map.user_principal_name_attribute),
+        // A mover's changed UPN is its new one, not what finds the account.
+        user_principal_name: value(&map.user_principal_name_attribute).filter(|_| !mover),
         created_on_server: None,
     };
     if account == DraftAccount::default() {
@@ -184,7 +187,42 @@ fn draft(
             .then_some(mailbox),
         source: Some("midpoint".into()),
         identity: None,
+        rename: mover.then(|| Rename {
+            alias: changed(wire, &map.alias_attribute),
+            user_principal_name: changed(wire, &map.user_principal_name_attribute),
+            primary_smtp_address: changed(wire, &map.primary_smtp_address_attribute),
+        }),
     })
+}
+
+/// The attributes whose change makes a modify a mover: the mapped alias, UPN and primary
+/// address.
+fn rename_attributes(map: &AttributeMap) -> [&str; 3] {
+    [
+        &map.alias_attribute,
+        &map.user_principal_name_attribute,
+        &map.primary_smtp_address_attribute,
+    ]
+}
+
+/// Whether a modify gives one of [`rename_attributes`] a new value.
+fn renames(wire: &Wire, map: &AttributeMap) -> bool {
+    rename_attributes(map)
+        .into_iter()
+        .any(|name| changed(wire, name).is_some())
+}
+
+/// The new value a modify gives `name`: the first text of its `replace` or `add` in
+/// `changes`, or (midPoint's `changeMapAsAttributes` form) of `attributes`.
+fn changed(wire: &Wire, name: &str) -> Option<String> {
+    let in_changes = wire.changes.iter().flatten().find_map(|(n, delta)| {
+        let d = delta.as_ref().filter(|_| same(name, n))?;
+        [&d.replace, &d.add]
+            .into_iter()
+            .flatten()
+            .find_map(|values| values.first().map(text_of))
+    });
+    in_changes.or_else(|| first_text(wire.attributes.as_ref()?, name))
 }
 
 /// What a modify does to the account's activation: the values it sets the disabled attribute
@@ -233,9 +271,10 @@ fn modify_reason(wire: &Wire, map: &AttributeMap) -> String {
     changed.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
     let changed: String = changed.join(", ").chars().take(300).collect();
     format!(
-        "a modify of {changed} is nothing for mailboxd: only {} is (set to {}: a leaver; to another value: enabled again, a joiner)",
+        "a modify of {changed} is nothing for mailboxd: only {} is (set to {}: a leaver; to another value: enabled again, a joiner), or a new {} (a mover)",
         map.disabled_attribute,
-        map.disabled_values.join(" or ")
+        map.disabled_values.join(" or "),
+        rename_attributes(map).join(", ")
     )
 }
 
@@ -343,6 +382,26 @@ mod tests {
         let e = decode(&sample("add-start-date.json"), &AttributeMap::default()).unwrap();
         let at = e.mailbox.and_then(|m| m.start_date).map(String::from);
         assert_eq!(at.as_deref(), Some("2027-01-04T09:00:00+01:00"));
+    }
+
+    #[test]
+    fn a_modify_of_the_mapped_alias_upn_or_mail_is_a_mover() {
+        let map = AttributeMap::default();
+        let body = br#"{"operation":"modify","objectClass":"AccountObjectClass",
+            "primaryIdentifiers":{"login":["jack"]},
+            "attributes":{"userPrincipalName":["old@corp.example"]},
+            "changes":{"mailNickname":{"replace":["jsparrow"]},
+                       "userPrincipalName":{"replace":["jack.sparrow@corp.example"]}}}"#;
+        let e = decode(body, &map).unwrap();
+        assert_eq!(e.kind, EventKind::Mover);
+        assert_eq!(e.account.user_principal_name, None, "not the lookup");
+        let r = e.rename.unwrap();
+        assert_eq!(r.alias.as_deref(), Some("jsparrow"));
+        assert_eq!(
+            r.user_principal_name.as_deref(),
+            Some("jack.sparrow@corp.example")
+        );
+        assert_eq!(r.primary_smtp_address, None);
     }
 
     #[test]

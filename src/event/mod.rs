@@ -29,7 +29,8 @@ pub use format::Format;
 pub use json::parse;
 pub use model::{
     Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, EventKind, MAX_MESSAGE_BYTES,
-    Mailbox, MailboxType, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER, SCHEMA_V1,
+    Mailbox, MailboxType, ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER, ROUTING_KEY_MOVER, ROUTING_KEYS,
+    Rename, SCHEMA_V1,
 };
 pub use rules::IntakeRules;
 pub use validate::{MAX_CLOCK_SKEW, check_address, check_hostname};

@@ -12,6 +12,10 @@ use crate::text_enum::text_enum;
 pub const SCHEMA_V1: &str = "mailboxd.event/v1";
 pub const ROUTING_KEY_JOINER: &str = "ad.user.created";
 pub const ROUTING_KEY_LEAVER: &str = "ad.user.disabled";
+/// A mover: a rename or a change of address (`type` `mover`).
+pub const ROUTING_KEY_MOVER: &str = "ad.user.renamed";
+/// Every routing key of the JSON contract: what the queue is bound to.
+pub const ROUTING_KEYS: [&str; 3] = [ROUTING_KEY_JOINER, ROUTING_KEY_LEAVER, ROUTING_KEY_MOVER];
 /// Messages above this size are refused before parsing.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
@@ -20,6 +24,9 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 pub enum EventKind {
     Joiner,
     Leaver,
+    /// A rename or a change of address of an account's remote mailbox: a new alias, UPN
+    /// or primary SMTP address (`rename`).
+    Mover,
 }
 
 impl EventKind {
@@ -27,18 +34,21 @@ impl EventKind {
         match self {
             EventKind::Joiner => "joiner",
             EventKind::Leaver => "leaver",
+            EventKind::Mover => "mover",
         }
     }
     pub fn routing_key(self) -> &'static str {
         match self {
             EventKind::Joiner => ROUTING_KEY_JOINER,
             EventKind::Leaver => ROUTING_KEY_LEAVER,
+            EventKind::Mover => ROUTING_KEY_MOVER,
         }
     }
     pub fn parse(text: &str) -> Option<EventKind> {
         match text {
             "joiner" => Some(EventKind::Joiner),
             "leaver" => Some(EventKind::Leaver),
+            "mover" => Some(EventKind::Mover),
             _ => None,
         }
     }
@@ -52,7 +62,7 @@ impl std::str::FromStr for EventKind {
         EventKind::parse(text).ok_or_else(|| crate::text_enum::UnknownText {
             what: "job kind",
             text: text.to_owned(),
-            expected: &["joiner", "leaver"],
+            expected: &["joiner", "leaver", "mover"],
         })
     }
 }
@@ -322,6 +332,29 @@ impl From<StartDate> for String {
     }
 }
 
+/// What a mover changes (`rename`): each value the new one, at least one given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Rename {
+    /// The new Exchange alias (mailNickname); the remote routing address follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The new userPrincipalName.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_principal_name: Option<String>,
+    /// The new primary SMTP address: set only where the email address policy does not
+    /// decide it (EmailAddressPolicyEnabled false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_smtp_address: Option<String>,
+}
+
+impl Rename {
+    pub fn is_empty(&self) -> bool {
+        self.alias.is_none()
+            && self.user_principal_name.is_none()
+            && self.primary_smtp_address.is_none()
+    }
+}
+
 /// An event as a decoder read it: every value still unchecked text. The only way from
 /// here to an [`Event`] is `Draft::validate` (in `validate`), which applies every rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +366,8 @@ pub struct Draft {
     pub mailbox: Option<DraftMailbox>,
     pub source: Option<String>,
     pub identity: Option<String>,
+    /// A mover's new values (`rename`), still unchecked.
+    pub rename: Option<Rename>,
 }
 
 /// [`Account`] before validation: at least one of the four names must be there.
@@ -387,6 +422,9 @@ pub struct Event {
     /// `nativeIdentity`): what its outcome names, so the IAM system finds the identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// A mover's new values (present on a mover only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename: Option<Rename>,
     #[serde(skip, default = "Checked::stored")]
     checked: Checked,
 }
@@ -410,8 +448,14 @@ impl Event {
             mailbox,
             source,
             identity,
+            rename: None,
             checked: Checked(()),
         }
+    }
+
+    /// A mover's checked new values, for `Draft::validate` alone.
+    pub(super) fn with_rename(self, rename: Option<Rename>) -> Event {
+        Event { rename, ..self }
     }
 }
 

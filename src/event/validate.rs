@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::error::EventError;
 use super::model::{
-    Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, Mailbox, MailboxType, StartDate,
+    Account, AccountName, Draft, DraftAccount, DraftMailbox, Event, EventKind, Mailbox,
+    MailboxType, Rename, StartDate,
 };
 
 /// How far in the future an `occurred_at` may lie: the clock skew Kerberos tolerates by
@@ -36,6 +37,7 @@ impl Draft {
             v.map(|s| checked(field, s, |s| check_text(s, max)))
                 .transpose()
         };
+        let rename = rename(self.kind, self.rename, self.mailbox.is_some())?;
         Ok(Event::validated(
             id,
             self.kind,
@@ -44,8 +46,54 @@ impl Draft {
             self.mailbox.map(mailbox).transpose()?,
             text("source", self.source, 100)?,
             text("identity", self.identity, 200)?,
-        ))
+        )
+        .with_rename(rename))
     }
+}
+
+/// A mover's new values: required on a mover (at least one), refused on any other event; a
+/// mover names them in `rename`, not in `mailbox` (a joiner's wishes).
+fn rename(
+    kind: EventKind,
+    rename: Option<Rename>,
+    has_mailbox: bool,
+) -> Result<Option<Rename>, EventError> {
+    let Some(r) = rename else {
+        if kind == EventKind::Mover {
+            return Err(EventError::Missing(
+                "rename (a mover's new alias, user_principal_name or primary_smtp_address)",
+            ));
+        }
+        return Ok(None);
+    };
+    if kind != EventKind::Mover {
+        return Err(EventError::invalid(
+            "rename",
+            format!("only a mover carries it, not a {kind}; send it with type \"mover\""),
+        ));
+    }
+    if has_mailbox {
+        return Err(EventError::invalid(
+            "mailbox",
+            "a mover names its new values in rename (alias, user_principal_name, primary_smtp_address), not in mailbox",
+        ));
+    }
+    if r.is_empty() {
+        return Err(EventError::invalid(
+            "rename",
+            "names nothing to change: give alias, user_principal_name or primary_smtp_address",
+        ));
+    }
+    let address =
+        |field, value: Option<String>| value.map(|a| checked(field, a, check_address)).transpose();
+    Ok(Some(Rename {
+        alias: r
+            .alias
+            .map(|a| checked("rename.alias", a, check_alias))
+            .transpose()?,
+        user_principal_name: address("rename.user_principal_name", r.user_principal_name)?,
+        primary_smtp_address: address("rename.primary_smtp_address", r.primary_smtp_address)?,
+    }))
 }
 
 fn account(a: DraftAccount) -> Result<Account, EventError> {

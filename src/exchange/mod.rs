@@ -401,6 +401,7 @@ fn job_outcome(status: ResultStatus) -> Option<JobEffect> {
         ResultStatus::Converted => Some(JobEffect::Converted),
         ResultStatus::Hidden => Some(JobEffect::Hidden),
         ResultStatus::Shared => Some(JobEffect::Shared),
+        ResultStatus::Renamed => Some(JobEffect::Renamed),
         ResultStatus::Already => Some(JobEffect::Already),
         ResultStatus::NotRemote => Some(JobEffect::NotRemote),
         ResultStatus::Error => None,

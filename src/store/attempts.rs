@@ -37,6 +37,9 @@ pub struct AttemptRecord {
     pub directory: Option<serde_json::Value>,
     /// The account and its addresses as the attempt last read them: the outcome reports it.
     pub view: Option<DirectoryView>,
+    /// The account as the attempt first read it, before any change: a mover's outcome
+    /// reports it beside `view`.
+    pub view_before: Option<DirectoryView>,
     /// What the attempt changed on premises stays there (`leaver.exchange_attributes =
     /// "cloud"`): the outcome says so.
     pub stays_on_premises: bool,
@@ -54,6 +57,7 @@ impl AttemptRecord {
             domain_controller: None,
             directory: None,
             view: None,
+            view_before: None,
             stays_on_premises: false,
             hidden_until: None,
         }

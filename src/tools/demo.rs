@@ -11,7 +11,7 @@ use secrecy::SecretString;
 
 use crate::app::App;
 use crate::config::Settings;
-use crate::event::{EventKind, MailboxType};
+use crate::event::{EventKind, MailboxType, Rename};
 use crate::job::JobState;
 use crate::publish::{EventSpec, Publisher};
 use crate::store::{self, Job};
@@ -31,6 +31,9 @@ const EXTRAS: [(EventKind, &str, Option<MailboxType>); 7] = [
     (EventKind::Joiner, "sales01", Some(MailboxType::Shared)),
 ];
 
+/// The account a mover renames: Jane Smith, married, becomes Jane Doe (alias `jdoe01`).
+const MOVER: &str = "mover01";
+
 pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -46,6 +49,8 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
         lab.ldap_url().unwrap_or_default()
     );
     let settings = demo_settings(settings, &lab, password, &run_id);
+    // The mover's new surname, as the IAM system's AD connector writes it before the event.
+    lab.rename_person(MOVER, "Jane", "Doe");
     store::ensure_database(&settings.database.url)
         .await
         .with_context(|| format!("creating the database at {}", settings.database.url))?;
@@ -59,14 +64,23 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     let elapsed = started.elapsed();
     app.stop().await;
     let invocations = lab.invocations().len();
+    let moved = lab.account(MOVER);
     lab.stop();
     print_outcomes(&events, &outcome);
+    if let Some(a) = moved {
+        // What the address policy gave the mover, as AD shows it.
+        println!(
+            "{MOVER}    primary {} (proxy addresses: {})",
+            a.primary_smtp_address.unwrap_or_default(),
+            a.proxy_addresses.join(", ")
+        );
+    }
     Ok(print_summary(&events, &outcome, elapsed, invocations))
 }
 
 /// The lab with Exchange-like timings and the demo's accounts: `joiners` plain users, two
 /// leavers with a mailbox, a hidden rehire, a name with `'` and `$` in it, and the accounts of
-/// a room, an equipment and a shared mailbox.
+/// a room, an equipment and a shared mailbox, and a person's mailbox for the mover.
 fn lab_config(joiners: usize, password: SecretString) -> LabConfig {
     let mut accounts = lab::directory::seeded(joiners);
     accounts.extend([
@@ -77,6 +91,11 @@ fn lab_config(joiners: usize, password: SecretString) -> LabConfig {
         AccountSeed::user("room01"),
         AccountSeed::user("beamer01"),
         AccountSeed::user("sales01"),
+        AccountSeed {
+            given_name: Some("Jane".into()),
+            surname: Some("Smith".into()),
+            ..AccountSeed::remote(MOVER)
+        },
     ]);
     LabConfig::loopback(password)
         .with_accounts(accounts)
@@ -122,6 +141,13 @@ async fn publish_events(settings: &Settings, joiners: usize) -> anyhow::Result<V
         mailbox_type,
         ..EventSpec::new(kind, sam)
     }));
+    events.push(EventSpec {
+        rename: Some(Rename {
+            alias: Some("jdoe01".into()),
+            ..Rename::default()
+        }),
+        ..EventSpec::new(EventKind::Mover, MOVER)
+    });
     for e in &mut events {
         e.source = "mailboxd-demo".into();
         publisher.publish(e).await?;

@@ -2,8 +2,10 @@
 //! afterwards what Exchange said it did (the table: docs/decisions.md, "What the directory
 //! decides before Exchange is asked").
 
+pub(super) mod mover;
+
 use crate::directory::{Account, AccountState, RecipientType};
-use crate::event::{Event, EventKind, MailboxType};
+use crate::event::{Event, EventKind, MailboxType, Rename};
 use crate::exchange::AccountData;
 use crate::job::{ErrorClass, JobEffect};
 
@@ -39,11 +41,13 @@ pub(crate) struct Wanted<'a> {
     /// The step of a start date (`JobStep::MakeVisible`): the mailbox is hidden because
     /// mailboxd hid it until that day, not because the person left.
     pub scheduled: bool,
+    /// A mover's new values (its remote routing address is `remote_routing_address`).
+    pub rename: Option<&'a Rename>,
 }
 
 impl<'a> Wanted<'a> {
     /// What `event`, and the template data built from it, ask for.
-    pub(crate) fn of(event: &Event, data: &'a AccountData) -> Wanted<'a> {
+    pub(crate) fn of(event: &'a Event, data: &'a AccountData) -> Wanted<'a> {
         Wanted {
             remote_routing_address: data.remote_routing_address.as_deref(),
             archive: data.archive,
@@ -52,6 +56,7 @@ impl<'a> Wanted<'a> {
             keep_visible: data.keep_visible,
             hidden: data.hidden,
             scheduled: false,
+            rename: event.rename.as_ref(),
         }
     }
 }
@@ -82,6 +87,7 @@ pub(crate) fn plan(
         (EventKind::Leaver, None) => Plan::Done(JobEffect::Gone),
         (EventKind::Joiner, Some(a)) => joiner(a, sam, dc, wanted, require_cloud_sync),
         (EventKind::Leaver, Some(a)) => leaver(a, sam, dc, wanted),
+        (EventKind::Mover, a) => mover::plan(a.as_ref(), sam, dc, wanted),
     }
 }
 
@@ -295,6 +301,8 @@ pub(super) fn verified(
         (EventKind::Leaver, JobEffect::NotRemote) => !remote,
         (EventKind::Leaver, JobEffect::Shared) if current != Some(MailboxType::Shared) => false,
         (EventKind::Leaver, _) => remote && leaver_steps(a, wanted) == LeaverSteps::DONE,
+        // The worker asks `mover::verified`, which compares with the read before.
+        (EventKind::Mover, _) => false,
     };
     if ok {
         Ok(())
@@ -358,11 +366,13 @@ mod tests {
                 .then(|| "SMTP:j@t.mail.onmicrosoft.com".into()),
             mail: None,
             proxy_addresses: Vec::new(),
+            alias: None,
             cloud_synced: synced,
             archive_guid: None,
             archive_name: None,
             archive_status: None,
             external_directory_object_id: None,
+            address_policy_enabled: true,
         }
     }
 

@@ -118,5 +118,13 @@ pub(super) fn unmatched(kind: EventKind, lookup: &Lookup, state: &AccountState) 
                 "no account has {lookup} on domain controller {dc}: it may have been moved or renamed since the IAM system read it, so mailboxd does not take it as gone; send the objectGUID or the sAMAccountName (or the current name), then retry the job"
             ),
         ),
+        // A rename may itself be why the old name finds nothing: the account is there under
+        // its new one, and only the IAM system knows which.
+        EventKind::Mover => Plan::Fail(
+            ErrorClass::Permanent,
+            format!(
+                "no account has {lookup} on domain controller {dc}: a renamed account is found by its objectGUID or sAMAccountName, not by the name it had before; send the mover with one of those, then retry the job"
+            ),
+        ),
     })
 }

@@ -28,6 +28,7 @@ async fn given_joiners(store: &Store, n: usize) {
                 mailbox: None,
                 source: None,
                 identity: None,
+                rename: None,
             }
             .validate(Utc::now())
             .unwrap()

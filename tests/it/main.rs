@@ -44,6 +44,7 @@ mod lab_faults;
 mod lab_host_policy;
 mod lab_ldap;
 mod lab_mailbox_types;
+mod lab_movers;
 mod lab_rehire;
 mod lab_snapin_rights;
 mod lab_start_dates;

@@ -30,6 +30,7 @@ async fn given_jobs(store: &Store, n: usize) {
                 mailbox: None,
                 source: None,
                 identity: None,
+                rename: None,
             }
             .validate(Utc::now())
             .unwrap()

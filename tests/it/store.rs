@@ -32,6 +32,7 @@ fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
         mailbox: None,
         source: Some("test".into()),
         identity: None,
+        rename: None,
     }
     .validate(Utc::now())
     .unwrap()
@@ -104,6 +105,48 @@ async fn a_newer_event_supersedes_and_an_older_one_arrives_superseded() {
     assert_eq!(state("j").await, JobState::Superseded);
     assert_eq!(state("l").await, JobState::Queued);
     assert_eq!(state("old").await, JobState::Superseded);
+}
+
+/// A mover changes addresses, not whether the mailbox exists or shows: it never supersedes
+/// a pending leaver or joiner, nor is superseded by one; a newer mover replaces an older one.
+#[tokio::test]
+async fn movers_have_their_own_lane_of_latest_intent() {
+    let store = fresh_store().await;
+    let mover = |id: &str, minute: u32| {
+        let at = Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap();
+        let json = serde_json::json!({
+            "schema": "mailboxd.event/v1", "id": id, "type": "mover",
+            "occurred_at": at.to_rfc3339(),
+            "account": {"sam_account_name": "jsmith"},
+            "rename": {"alias": format!("a{minute}")}
+        });
+        mailboxd::event::parse(json.to_string().as_bytes(), None, None, "ad.user.renamed").unwrap()
+    };
+    store
+        .insert_events(&[event("leave", EventKind::Leaver, "jsmith", 1)], 5)
+        .await
+        .unwrap();
+    store.insert_events(&[mover("m2", 2)], 5).await.unwrap();
+    store.insert_events(&[mover("m3", 3)], 5).await.unwrap();
+    // A mover older than the leaver is not stale for it; one older than a mover is.
+    let r = store.insert_events(&[mover("m0", 0)], 5).await.unwrap();
+    assert!(matches!(r[0], Inserted::Stale(_)), "{r:?}");
+    let state = |id: &str| {
+        let store = store.clone();
+        let id = id.to_owned();
+        async move { store.job_by_event(&id).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state("leave").await, JobState::Queued);
+    assert_eq!(state("m2").await, JobState::Superseded);
+    assert_eq!(state("m3").await, JobState::Queued);
+    assert_eq!(state("m0").await, JobState::Superseded);
+    // And a newer joiner supersedes the leaver, not the mover.
+    store
+        .insert_events(&[event("back", EventKind::Joiner, "jsmith", 4)], 5)
+        .await
+        .unwrap();
+    assert_eq!(state("leave").await, JobState::Superseded);
+    assert_eq!(state("m3").await, JobState::Queued);
 }
 
 #[tokio::test]

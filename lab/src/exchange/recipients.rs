@@ -24,6 +24,20 @@ fn resource_mailbox(kind: RemoteType, wanted: RemoteType) -> ResultLine {
     }
 }
 
+/// Exchange's refusal of a proxy address another recipient holds (they are unique
+/// forest-wide).
+pub(super) fn proxy_address_exists(task: &str, address: &str, holder: &str) -> ResultLine {
+    error(
+        "ProxyAddressExistsException",
+        "NotSpecified",
+        task,
+        "A9D1E3",
+        format!(
+            "The proxy address \"SMTP:{address}\" is already being used by the proxy addresses or LegacyExchangeDN of \"{holder}\". Please choose another proxy address."
+        ),
+    )
+}
+
 /// What Get-RemoteMailbox shows of a remote mailbox.
 struct Existing {
     index: usize,
@@ -45,7 +59,7 @@ impl Run {
         p
     }
 
-    fn not_found(task: &str, account: &AccountData) -> ResultLine {
+    pub(super) fn not_found(task: &str, account: &AccountData) -> ResultLine {
         let dc = account
             .domain_controller
             .as_deref()
@@ -89,7 +103,7 @@ impl Run {
 
     /// A write (Set-RemoteMailbox, Enable-RemoteMailbox -Archive) the snap-in refuses without
     /// EMT membership, recorded as failed.
-    fn write_refused(
+    pub(super) fn write_refused(
         &self,
         cmdlet: &str,
         task: &str,
@@ -336,15 +350,7 @@ impl Run {
                     .any(|p| wanted.iter().any(|w| w.eq_ignore_ascii_case(p))))
             .then(|| a.distinguished_name.clone())
         }) {
-            return Err(Box::new(error(
-                "ProxyAddressExistsException",
-                "NotSpecified",
-                TASK,
-                "A9D1E3",
-                format!(
-                    "The proxy address \"SMTP:{primary}\" is already being used by the proxy addresses or LegacyExchangeDN of \"{holder}\". Please choose another proxy address."
-                ),
-            )));
+            return Err(Box::new(proxy_address_exists(TASK, &primary, &holder)));
         }
         if self.emt_denied() {
             return Err(Box::new(Self::rights_error(TASK, account)));

@@ -107,6 +107,7 @@ pub(super) fn entry(a: &LabAccount, synced: bool) -> Entry {
         a.msExchArchiveStatus.map(|v| v.to_string()),
     );
     opt("mailNickname", a.mailNickname.clone());
+    opt("msExchPoliciesExcluded", a.msExchPoliciesExcluded.clone());
     opt("mail", a.primary_smtp_address.clone());
     opt("givenName", a.given_name.clone());
     opt("sn", a.surname.clone());

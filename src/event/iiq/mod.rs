@@ -19,9 +19,9 @@ use xml::Element;
 
 use super::error::EventError;
 use super::format::strip_bom;
-use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind};
+use super::model::{Draft, DraftAccount, DraftMailbox, Event, EventKind, Rename};
 pub use request::is_credential;
-use request::{Values, children, credential_names, sets_disabled};
+use request::{Values, children, credential_names, renames, sets_disabled};
 
 /// What one IdentityIQ document came to.
 #[derive(Debug, Default)]
@@ -115,6 +115,7 @@ fn for_mailboxd(req: &Element, applications: &[String]) -> Result<EventKind, Str
         "Create" => Ok(EventKind::Joiner),
         "Disable" => Ok(EventKind::Leaver),
         "Modify" if sets_disabled(req) => Ok(EventKind::Leaver),
+        "Modify" if renames(req) => Ok(EventKind::Mover),
         _ => Err(format!("op {op:?} for {app:?}: nothing for mailboxd")),
     }
 }
@@ -128,14 +129,22 @@ fn to_event(
 ) -> Result<Event, EventError> {
     let values = Values::of(req);
     let mailbox = mailbox(&values);
+    let mut account = account(req, &values)?;
+    let rename = (kind == EventKind::Mover).then(|| {
+        // A Modify's userPrincipalName is the new one, not what finds the account.
+        account.user_principal_name = None;
+        rename(&values)
+    });
     Draft {
         id,
         kind,
         occurred_at: received_at,
-        account: account(req, &values)?,
-        mailbox: (mailbox != DraftMailbox::default()).then_some(mailbox),
+        account,
+        mailbox: (kind != EventKind::Mover && mailbox != DraftMailbox::default())
+            .then_some(mailbox),
         source: Some("identityiq".into()),
         identity,
+        rename,
     }
     .validate(received_at)
     .map_err(in_iiq_terms)
@@ -143,7 +152,7 @@ fn to_event(
 
 /// The IdentityIQ attribute each field of the model is read from: a broken rule is
 /// reported with the name the sender wrote.
-const ATTRIBUTES: [(&str, &str); 11] = [
+const ATTRIBUTES: [(&str, &str); 14] = [
     ("account.sam_account_name", "sAMAccountName"),
     ("account.object_guid", "objectGUID"),
     ("account.user_principal_name", "userPrincipalName"),
@@ -157,6 +166,9 @@ const ATTRIBUTES: [(&str, &str); 11] = [
     ("mailbox.primary_smtp_address", "mail"),
     ("mailbox.type", "mailboxType"),
     ("mailbox.start_date", "startDate"),
+    ("rename.alias", "mailNickname"),
+    ("rename.user_principal_name", "userPrincipalName"),
+    ("rename.primary_smtp_address", "mail"),
     ("id", "id (the AMQP message_id)"),
 ];
 
@@ -214,6 +226,18 @@ fn mailbox(values: &Values) -> DraftMailbox {
     }
 }
 
+/// A mover's new values: what a Modify sets of `mailNickname`, `userPrincipalName` and
+/// `mail` (IdentityIQ's AD connector's names; `sAMAccountName` names the account, renamed
+/// by the connector before mailboxd hears of it).
+fn rename(values: &Values) -> Rename {
+    let owned = |name| values.get(name).map(str::to_owned);
+    Rename {
+        alias: owned("mailNickname"),
+        user_principal_name: owned("userPrincipalName"),
+        primary_smtp_address: owned("mail"),
+    }
+}
+
 /// A stable id for a document without a message id: redeliveries of the same bytes
 /// dedup to the same jobs.
 fn content_id(body: &[u8]) -> String {
@@ -253,6 +277,43 @@ mod tests {
             "{clean}"
         );
         assert!(sanitized(b"<ProvisioningPlan><oops").is_none());
+    }
+
+    #[test]
+    fn a_modify_that_sets_mail_nickname_upn_or_mail_is_a_mover_named_by_its_attributes() {
+        let doc = br#"<ProvisioningPlan nativeIdentity="Jane.Smith">
+            <AccountRequest application="Active Directory" op="Modify" nativeIdentity="CN=J Smith,OU=Staff,DC=corp,DC=example">
+              <AttributeRequest name="sAMAccountName" value="jsmith"/>
+              <AttributeRequest name="mailNickname" op="Set" value="jdoe"/>
+              <AttributeRequest name="userPrincipalName" op="Set" value="jane.doe@corp.example"/>
+              <AttributeRequest name="mail" op="Set"><Value><String>jane.doe@corp.example</String></Value></AttributeRequest>
+            </AccountRequest>
+            <AccountRequest application="Active Directory" op="Modify" nativeIdentity="other">
+              <AttributeRequest name="mail" op="Remove" value="x@corp.example"/>
+            </AccountRequest>
+        </ProvisioningPlan>"#;
+        let apps = vec!["Active Directory".to_owned()];
+        let p = parse(doc, Some("m2"), Utc::now(), &apps).unwrap();
+        assert_eq!(p.events.len(), 1, "{:?}", p.ignored);
+        let mover = &p.events[0];
+        assert_eq!(mover.kind, EventKind::Mover);
+        assert_eq!(mover.account.name(), "jsmith");
+        // The new UPN is the rename's, never what finds the account.
+        assert_eq!(mover.account.user_principal_name, None);
+        assert_eq!(mover.mailbox, None);
+        let r = mover.rename.as_ref().unwrap();
+        assert_eq!(r.alias.as_deref(), Some("jdoe"));
+        assert_eq!(
+            r.user_principal_name.as_deref(),
+            Some("jane.doe@corp.example")
+        );
+        assert_eq!(
+            r.primary_smtp_address.as_deref(),
+            Some("jane.doe@corp.example")
+        );
+        let bad = String::from_utf8_lossy(doc).replace("value=\"jdoe\"", "value=\"j doe\"");
+        let err = parse(bad.as_bytes(), Some("m3"), Utc::now(), &apps).unwrap_err();
+        assert!(err.to_string().contains("mailNickname"), "{err}");
     }
 
     #[test]

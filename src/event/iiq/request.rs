@@ -53,6 +53,18 @@ pub(crate) fn sets_disabled(req: &Element) -> bool {
     })
 }
 
+/// What a Modify sets that makes it a mover: a new alias, UPN or primary address.
+const RENAME_ATTRIBUTES: [&str; 3] = ["mailNickname", "userPrincipalName", "mail"];
+
+/// Whether the request sets (op `Set`, or no op) one of [`RENAME_ATTRIBUTES`].
+pub(crate) fn renames(req: &Element) -> bool {
+    children(req, "AttributeRequest").any(|c| {
+        c.attr("name")
+            .is_some_and(|n| RENAME_ATTRIBUTES.iter().any(|r| r.eq_ignore_ascii_case(n)))
+            && c.attr("op").is_none_or(|op| op == "Set")
+    })
+}
+
 /// The request's values except credentials, looked up by name in any case.
 pub(crate) struct Values(Vec<(String, String)>);
 

@@ -39,6 +39,7 @@ impl Transition<'_> {
             attempts: job.attempt - i32::from(self.deferred),
             error: self.class.zip(self.error),
             view: record.view.as_ref(),
+            before: record.view_before.as_ref(),
             stays_on_premises: record.stays_on_premises,
             hidden_until: record
                 .hidden_until

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::job::JobState;
 use crate::outcome::OutcomeResult;
 use crate::store::outcomes::insert_outcomes_of;
@@ -34,8 +34,21 @@ impl Inserted {
     }
 }
 
-/// The newest stored job of an account that carries its intent: when it happened, which.
+/// The newest stored job of an account's lane that carries its intent: when it happened,
+/// which (keyed by [`lane`]).
 type Newest = HashMap<String, (DateTime<Utc>, Uuid)>;
+
+/// Where "latest intent wins" applies: an account's joiners and leavers decide whether it has
+/// a visible mailbox, its movers what the mailbox's addresses are. A mover never supersedes a
+/// pending joiner or leaver (the mailbox must still be made, or hidden), nor is superseded by
+/// one; a newer mover supersedes an older one.
+fn lane(account: &str, kind: EventKind) -> String {
+    match kind {
+        // A sAMAccountName holds no control character, so the marker cannot collide.
+        EventKind::Mover => format!("{account}\u{1}mover"),
+        EventKind::Joiner | EventKind::Leaver => account.to_owned(),
+    }
+}
 
 /// A job row to write for the event at `index` of the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +117,13 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         lock_accounts(&mut tx, &accounts).await?;
         let known = known_events(&mut tx, events).await?;
-        let newest = newest_per_account(&mut tx, &accounts).await?;
-        let decision = decide(events, &accounts, &known, &newest);
+        let newest = newest_per_lane(&mut tx, &accounts).await?;
+        let lanes: Vec<String> = events
+            .iter()
+            .zip(&accounts)
+            .map(|(e, a)| lane(a, e.kind))
+            .collect();
+        let decision = decide(events, &lanes, &known, &newest);
         if !decision.rows.is_empty() {
             let batch = Batch {
                 events,
@@ -114,7 +132,8 @@ impl Store {
                 traces,
             };
             insert_rows(&mut tx, &batch, &decision.rows, max_attempts).await?;
-            let mut moot = supersede_older(&mut tx, &batch, &decision.rows, &newest).await?;
+            let mut moot =
+                supersede_older(&mut tx, &batch, &lanes, &decision.rows, &newest).await?;
             moot.extend(
                 decision
                     .rows
@@ -161,22 +180,34 @@ async fn known_events(
     Ok(rows.into_iter().collect())
 }
 
-/// The newest stored event per account, pending or already processed.
-async fn newest_per_account(
+/// The newest stored event per account and [`lane`], pending or already processed.
+async fn newest_per_lane(
     tx: &mut Transaction<'_, Postgres>,
     accounts: &[String],
 ) -> Result<Newest, StoreError> {
-    let rows: Vec<(String, DateTime<Utc>, Uuid)> = sqlx::query_as(
-        "SELECT DISTINCT ON (coalesce(account_guid::text, account))
-                coalesce(account_guid::text, account), occurred_at, id FROM jobs
+    let rows: Vec<(String, bool, DateTime<Utc>, Uuid)> = sqlx::query_as(
+        "SELECT DISTINCT ON (coalesce(account_guid::text, account), kind = $3)
+                coalesce(account_guid::text, account), kind = $3, occurred_at, id FROM jobs
           WHERE coalesce(account_guid::text, account) = ANY($1) AND state = ANY($2)
-          ORDER BY coalesce(account_guid::text, account), occurred_at DESC, created_at DESC",
+          ORDER BY coalesce(account_guid::text, account), kind = $3, occurred_at DESC,
+                   created_at DESC",
     )
     .bind(accounts)
     .bind(&JobState::INTENDED[..])
+    .bind(EventKind::Mover)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows.into_iter().map(|(a, t, id)| (a, (t, id))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(a, mover, t, id)| {
+            let kind = if mover {
+                EventKind::Mover
+            } else {
+                EventKind::Joiner
+            };
+            (lane(&a, kind), (t, id))
+        })
+        .collect())
 }
 
 /// Decides every event: a duplicate (of a stored job or of an earlier event in the batch),
@@ -184,12 +215,12 @@ async fn newest_per_account(
 /// stored or comes later in the batch.
 fn decide(
     events: &[Event],
-    accounts: &[String],
+    lanes: &[String],
     known: &HashMap<String, Uuid>,
     newest: &Newest,
 ) -> Decision {
     let ids = assign_ids(events, known);
-    let winners = batch_winners(events, accounts, &ids);
+    let winners = batch_winners(events, lanes, &ids);
     let mut decision = Decision {
         inserted: Vec::with_capacity(events.len()),
         rows: Vec::new(),
@@ -203,10 +234,10 @@ fn decide(
             Slot::Fresh(id) => *id,
         };
         let stored_newer = newest
-            .get(&accounts[i])
+            .get(&lanes[i])
             .filter(|(t, _)| *t > events[i].occurred_at)
             .map(|(_, id)| *id);
-        let winner = winners[accounts[i].as_str()];
+        let winner = winners[lanes[i].as_str()];
         let superseded_by = stored_newer.or_else(|| (winner != i).then(|| ids[winner].id()));
         decision.inserted.push(match superseded_by {
             Some(_) => Inserted::Stale(id),
@@ -251,10 +282,11 @@ fn assign_ids(events: &[Event], known: &HashMap<String, Uuid>) -> Vec<Slot> {
         .collect()
 }
 
-/// Per account, the index of the newest new event of the batch (a later one wins a tie).
+/// Per account and [`lane`], the index of the newest new event of the batch (a later one
+/// wins a tie).
 fn batch_winners<'a>(
     events: &[Event],
-    accounts: &'a [String],
+    lanes: &'a [String],
     ids: &[Slot],
 ) -> HashMap<&'a str, usize> {
     let mut winner: HashMap<&str, usize> = HashMap::new();
@@ -262,7 +294,7 @@ fn batch_winners<'a>(
         if matches!(ids[i], Slot::Duplicate(_)) {
             continue;
         }
-        let w = winner.entry(accounts[i].as_str()).or_insert(i);
+        let w = winner.entry(lanes[i].as_str()).or_insert(i);
         if e.occurred_at >= events[*w].occurred_at {
             *w = i;
         }
@@ -364,6 +396,7 @@ async fn insert_rows(
 async fn supersede_older(
     tx: &mut Transaction<'_, Postgres>,
     batch: &Batch<'_>,
+    lanes: &[String],
     rows: &[NewRow],
     newest: &Newest,
 ) -> Result<Vec<Uuid>, StoreError> {
@@ -372,17 +405,19 @@ async fn supersede_older(
     } = batch;
     let winners: Vec<&NewRow> = rows
         .iter()
-        .filter(|r| r.state() == JobState::Queued && newest.contains_key(&accounts[r.index]))
+        .filter(|r| r.state() == JobState::Queued && newest.contains_key(&lanes[r.index]))
         .collect();
     if winners.is_empty() {
         return Ok(Vec::new());
     }
     Ok(sqlx::query_scalar(
         "UPDATE jobs SET state = $5, superseded_by = u.id, finished_at = now(), updated_at = now()
-           FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(account, id, occurred_at)
+           FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $6::bool[])
+                AS u(account, id, occurred_at, mover)
           WHERE coalesce(jobs.account_guid::text, jobs.account) = u.account AND jobs.id <> u.id
             AND jobs.state = ANY($4)
             AND jobs.occurred_at <= u.occurred_at
+            AND (jobs.kind = $7) = u.mover
          RETURNING jobs.id",
     )
     .bind(
@@ -400,6 +435,13 @@ async fn supersede_older(
     )
     .bind(&JobState::CLAIMABLE[..])
     .bind(JobState::Superseded)
+    .bind(
+        winners
+            .iter()
+            .map(|r| events[r.index].kind == EventKind::Mover)
+            .collect::<Vec<_>>(),
+    )
+    .bind(EventKind::Mover)
     .fetch_all(&mut **tx)
     .await?)
 }
