@@ -34,6 +34,9 @@ const EXTRAS: [(EventKind, &str, Option<MailboxType>); 7] = [
 /// The account a mover renames: Jane Smith, married, becomes Jane Doe (alias `jdoe01`).
 const MOVER: &str = "mover01";
 
+/// A joiner whose first day is a week ahead: created now, hidden until then.
+const STARTER: &str = "starter01";
+
 pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -65,6 +68,7 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
     app.stop().await;
     let invocations = lab.invocations().len();
     let moved = lab.account(MOVER);
+    let starter = lab.account(STARTER);
     lab.stop();
     print_outcomes(&events, &outcome);
     if let Some(a) = moved {
@@ -75,7 +79,20 @@ pub async fn run(joiners: usize, config: Option<&Path>) -> anyhow::Result<i32> {
             a.proxy_addresses.join(", ")
         );
     }
+    if let Some(a) = starter {
+        // Its mailbox exists, hidden until its first day, when the scheduled step shows it.
+        println!(
+            "{STARTER}  hidden from the address lists: {}; visible from its first day, {}",
+            a.msExchHideFromAddressLists.unwrap_or(false),
+            starts_on()
+        );
+    }
     Ok(print_summary(&events, &outcome, elapsed, invocations))
+}
+
+/// The starter's first day: a week from today (UTC).
+fn starts_on() -> String {
+    (chrono::Utc::now().date_naive() + chrono::Days::new(7)).to_string()
 }
 
 /// The lab with Exchange-like timings and the demo's accounts: `joiners` plain users, two
@@ -91,6 +108,7 @@ fn lab_config(joiners: usize, password: SecretString) -> LabConfig {
         AccountSeed::user("room01"),
         AccountSeed::user("beamer01"),
         AccountSeed::user("sales01"),
+        AccountSeed::user(STARTER),
         AccountSeed {
             given_name: Some("Jane".into()),
             surname: Some("Smith".into()),
@@ -128,6 +146,9 @@ fn demo_settings(
     settings.worker.backoff_cap = Duration::from_secs(5);
     settings.worker.poll_interval = Duration::from_millis(500);
     settings.admin.listen = "127.0.0.1:0".into();
+    // Leavers kept as shared mailboxes (the licence can go), to show the policy at work;
+    // `hide` is the daemon's default.
+    settings.leaver.action = crate::config::LeaverAction::Shared;
     settings
 }
 
@@ -147,6 +168,10 @@ async fn publish_events(settings: &Settings, joiners: usize) -> anyhow::Result<V
             ..Rename::default()
         }),
         ..EventSpec::new(EventKind::Mover, MOVER)
+    });
+    events.push(EventSpec {
+        start_date: Some(starts_on()),
+        ..EventSpec::new(EventKind::Joiner, STARTER)
     });
     for e in &mut events {
         e.source = "mailboxd-demo".into();
