@@ -44,6 +44,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process and matched at once: the size of its largest variant (`publish`'s
+// flags) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon: intake, workers, admin HTTP.
