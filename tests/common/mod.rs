@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use lab::{self, AccountSeed, Lab, LabAccount, LabConfig};
 use mailboxd::app::App;
 use mailboxd::config::{Amqp, CloudConfirmation, Settings};
-use mailboxd::event::EventKind;
+use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
 use mailboxd::job::JobState;
 use mailboxd::publish::{EventSpec, Publisher};
 use mailboxd::store::{Job, PoisonMessage, Store};
@@ -560,3 +560,27 @@ pub fn account_data(identity: &str) -> mailboxd::exchange::AccountData {
 /// process's one metrics recorder, and a scrape first sets the queue gauges from its own
 /// database: two scrapes at once in one test binary could each render the other's numbers.
 pub static METRICS_SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `n` joiners with the event ids `e0`, `e1`, … for the accounts `name(0)`, `name(1)`, …,
+/// occurring now and validated as intake validates them: jobs for a store-level story.
+pub fn joiners(n: usize, name: impl Fn(usize) -> String) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            Draft {
+                id: format!("e{i}"),
+                kind: EventKind::Joiner,
+                occurred_at: chrono::Utc::now(),
+                account: DraftAccount {
+                    sam_account_name: Some(name(i)),
+                    ..DraftAccount::default()
+                },
+                mailbox: None,
+                source: None,
+                identity: None,
+                rename: None,
+            }
+            .validate(chrono::Utc::now())
+            .expect("a valid joiner")
+        })
+        .collect()
+}

@@ -10,30 +10,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::TestDatabase;
-use mailboxd::event::{Draft, DraftAccount, EventKind};
 use mailboxd::job::{ErrorClass, JobEffect, Resolution};
 use mailboxd::store::{AttemptRecord, Store};
 
 async fn given_joiners(store: &Store, n: usize) {
-    let events: Vec<_> = (0..n)
-        .map(|i| {
-            Draft {
-                id: format!("e{i}"),
-                kind: EventKind::Joiner,
-                occurred_at: Utc::now(),
-                account: DraftAccount {
-                    sam_account_name: Some(format!("user{i:02}")),
-                    ..DraftAccount::default()
-                },
-                mailbox: None,
-                source: None,
-                identity: None,
-                rename: None,
-            }
-            .validate(Utc::now())
-            .unwrap()
-        })
-        .collect();
+    let events = common::joiners(n, |i| format!("user{i:02}"));
     store.insert_events(&events, 3).await.unwrap();
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::TestDatabase;
-use mailboxd::event::{Draft, DraftAccount, EventKind};
 use mailboxd::store::Store;
 
 async fn fresh_store() -> TestDatabase {
@@ -17,25 +16,7 @@ async fn fresh_store() -> TestDatabase {
 }
 
 async fn given_jobs(store: &Store, n: usize) {
-    let events: Vec<_> = (0..n)
-        .map(|i| {
-            Draft {
-                id: format!("e{i}"),
-                kind: EventKind::Joiner,
-                occurred_at: Utc::now(),
-                account: DraftAccount {
-                    sam_account_name: Some(format!("user{i}")),
-                    ..DraftAccount::default()
-                },
-                mailbox: None,
-                source: None,
-                identity: None,
-                rename: None,
-            }
-            .validate(Utc::now())
-            .unwrap()
-        })
-        .collect();
+    let events = common::joiners(n, |i| format!("user{i}"));
     store.insert_events(&events, 3).await.unwrap();
 }
 
