@@ -19,29 +19,24 @@
 use crate::directory::LabAccount;
 
 /// The primary address Exchange gives `account` (alias `alias`) under the lab's policy,
-/// numbered past every address another account holds.
-pub fn primary_for(account: &LabAccount, alias: &str, accounts: &[LabAccount]) -> String {
-    policy_primary(account, alias, accounts.iter())
-}
-
-/// The policy's primary for `account`, numbered past every address `others` hold.
-fn policy_primary<'a>(
-    account: &LabAccount,
-    alias: &str,
-    others: impl Iterator<Item = &'a LabAccount> + Clone,
-) -> String {
+/// numbered past every address another account holds (`taken`: whether one does; the
+/// directory's address index answers it).
+pub fn primary_for(account: &LabAccount, alias: &str, taken: impl Fn(&str) -> bool) -> String {
     let person = Person {
         given_name: account.given_name.as_deref(),
         surname: account.surname.as_deref(),
         alias,
         ..Person::default()
     };
-    AddressPolicy::default().primary(&person, |candidate| {
-        others.clone().any(|a| {
-            a.proxy_addresses.iter().any(|p| {
-                p.split_once(':')
-                    .is_some_and(|(_, addr)| addr.eq_ignore_ascii_case(candidate))
-            })
+    AddressPolicy::default().primary(&person, taken)
+}
+
+/// Whether one of `others` holds `candidate` under any scheme.
+fn held_by<'a>(mut others: impl Iterator<Item = &'a LabAccount>, candidate: &str) -> bool {
+    others.any(|a| {
+        a.proxy_addresses.iter().any(|p| {
+            p.split_once(':')
+                .is_some_and(|(_, addr)| addr.eq_ignore_ascii_case(candidate))
         })
     })
 }
@@ -50,12 +45,16 @@ fn policy_primary<'a>(
 /// rename): as [`primary_for`], but numbered past the addresses of the other accounts only
 /// (its own old addresses are no collision: the policy may give it its old primary back).
 pub fn renamed_primary(index: usize, alias: &str, accounts: &[LabAccount]) -> String {
-    let others = accounts
-        .iter()
-        .enumerate()
-        .filter(move |(i, _)| *i != index)
-        .map(|(_, a)| a);
-    policy_primary(&accounts[index], alias, others)
+    let others = || {
+        accounts
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != index)
+            .map(|(_, a)| a)
+    };
+    primary_for(&accounts[index], alias, |candidate| {
+        held_by(others(), candidate)
+    })
 }
 
 /// `proxies` with `primary` as the one `SMTP:` address: the old primary demoted to a

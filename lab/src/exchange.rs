@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 mod recipients;
 mod rename;
@@ -128,12 +129,17 @@ pub struct LabState {
     pub cloud: crate::cloud::Cloud,
     /// The Graph stand-in's tenant, which the cloud feeds (`cloud::publish`).
     pub graph: crate::graph::Tenant,
+    /// `accounts` by sAMAccountName, objectGUID and address: kept by whatever changes an
+    /// account (`reindex`).
+    pub(crate) index: crate::index::AccountIndex,
 }
 
 impl LabState {
     /// One Entra sync cycle with Exchange Online's provisioning and the writeback (`cloud`).
     pub fn cloud_sync(&mut self, now: std::time::Instant) {
         crate::cloud::sync_cycle(&mut self.cloud, &mut self.accounts, &self.faults, now);
+        // The writeback adds X500 addresses anywhere: index the directory anew.
+        self.index = crate::index::AccountIndex::build(&self.accounts);
         self.publish_cloud();
     }
 
@@ -155,11 +161,47 @@ impl LabState {
     }
 
     /// The account `identity` names, as the domain controller sees it now (an account
-    /// still replicating is on no DC yet).
+    /// still replicating is on no DC yet): by objectGUID or sAMAccountName through the
+    /// index, by UPN or DN (rare) with a scan.
     pub fn find(&self, identity: &str) -> Option<usize> {
-        self.accounts
-            .iter()
-            .position(|a| a.matches(identity) && !self.faults.lagging(&a.sam_account_name))
+        let id = identity.trim();
+        let hit = match Uuid::parse_str(id.trim_matches(|c| c == '{' || c == '}')) {
+            Ok(g) => {
+                return self
+                    .index
+                    .guid(&self.accounts, g)
+                    .filter(|i| self.visible(*i));
+            }
+            Err(_) => {
+                let sam = id.rsplit_once('\\').map_or(id, |(_, s)| s);
+                self.index.sam(&self.accounts, sam)
+            }
+        };
+        hit.filter(|i| self.visible(*i)).or_else(|| {
+            self.accounts
+                .iter()
+                .position(|a| a.matches(identity) && !self.faults.lagging(&a.sam_account_name))
+        })
+    }
+
+    /// Whether account `i` is on the domain controllers yet (not still replicating).
+    fn visible(&self, i: usize) -> bool {
+        !self.faults.lagging(&self.accounts[i].sam_account_name)
+    }
+
+    /// Adds accounts to the directory, indexed.
+    #[cfg(test)]
+    pub(crate) fn add_accounts(&mut self, accounts: impl IntoIterator<Item = LabAccount>) {
+        let from = self.accounts.len();
+        self.accounts.extend(accounts);
+        for i in from..self.accounts.len() {
+            self.reindex(i);
+        }
+    }
+
+    /// Keeps the index true to account `i` after a change to it.
+    pub(crate) fn reindex(&mut self, i: usize) {
+        self.index.refresh(&self.accounts, i);
     }
 }
 
@@ -706,12 +748,9 @@ mod tests {
             ..HostPolicy::default()
         };
         let run = test_run(true, policy);
-        run.state
-            .lock()
-            .accounts
-            .push(LabAccount::from_seed(crate::directory::AccountSeed::user(
-                "jdoe",
-            )));
+        run.state.lock().add_accounts([LabAccount::from_seed(
+            crate::directory::AccountSeed::user("jdoe"),
+        )]);
         let account: AccountData = serde_json::from_value(json!({
             "job_id": uuid::Uuid::new_v4(), "identity": "jdoe", "sam_account_name": "jdoe",
             "domain_controller": "dc1.corp.example",

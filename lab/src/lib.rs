@@ -12,6 +12,7 @@ pub mod directory;
 pub mod exchange;
 pub mod faults;
 pub mod graph;
+mod index;
 pub mod ldap;
 mod listener;
 pub mod parameter_sets;
@@ -336,7 +337,7 @@ impl Drop for Lab {
 
 /// The directory from the seeds, the faults in force from the start, no calls yet.
 fn initial_state(cfg: &LabConfig) -> SharedState {
-    let accounts = cfg
+    let accounts: Vec<LabAccount> = cfg
         .accounts
         .iter()
         .cloned()
@@ -350,6 +351,7 @@ fn initial_state(cfg: &LabConfig) -> SharedState {
         faults.apply(f);
     }
     Arc::new(Mutex::new(LabState {
+        index: index::AccountIndex::build(&accounts),
         accounts,
         faults,
         cloud: cloud::Cloud::new(cfg.cloud.clone()),

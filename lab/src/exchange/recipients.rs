@@ -323,10 +323,11 @@ impl Run {
             .clone()
             .unwrap_or_else(|| default_alias(target));
         // No address in the call: the email address policy decides (address_policy.rs).
-        let primary = account
-            .primary_smtp_address
-            .clone()
-            .unwrap_or_else(|| crate::address_policy::primary_for(target, &alias, &st.accounts));
+        let primary = account.primary_smtp_address.clone().unwrap_or_else(|| {
+            crate::address_policy::primary_for(target, &alias, |candidate| {
+                !st.index.holders(&st.accounts, candidate).is_empty()
+            })
+        });
         let rra = account.remote_routing_address.clone().unwrap_or_default();
         // The hybrid configuration accepts the tenant's coexistence domain only.
         let accepted = rra
@@ -343,12 +344,19 @@ impl Run {
         }
         // Proxy addresses are unique forest-wide.
         let wanted = [format!("smtp:{primary}"), format!("smtp:{rra}")];
-        if let Some(holder) = st.accounts.iter().enumerate().find_map(|(i, a)| {
-            (i != index
-                && a.proxy_addresses
-                    .iter()
-                    .any(|p| wanted.iter().any(|w| w.eq_ignore_ascii_case(p))))
-            .then(|| a.distinguished_name.clone())
+        let mut holders: Vec<usize> = wanted
+            .iter()
+            .flat_map(|w| st.index.holders(&st.accounts, w))
+            .filter(|i| *i != index)
+            .collect();
+        holders.sort_unstable();
+        // The index finds an address under any scheme; Exchange's check is on SMTP ones.
+        if let Some(holder) = holders.into_iter().find_map(|i| {
+            let a = &st.accounts[i];
+            a.proxy_addresses
+                .iter()
+                .any(|p| wanted.iter().any(|w| w.eq_ignore_ascii_case(p)))
+                .then(|| a.distinguished_name.clone())
         }) {
             return Err(Box::new(proxy_address_exists(TASK, &primary, &holder)));
         }
@@ -358,6 +366,7 @@ impl Run {
         st.accounts[index].make_remote(&rra, &alias, &primary);
         // -Room, -Equipment and -Shared stamp their type as -Type does afterwards.
         st.accounts[index].set_remote_type(kind);
+        st.reindex(index);
         Ok(())
     }
 

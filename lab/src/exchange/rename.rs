@@ -207,6 +207,7 @@ impl Run {
         for address in &added {
             a.proxy_addresses = with_secondary(&a.proxy_addresses, strip_scheme(address));
         }
+        st.reindex(index);
         Ok(())
     }
 }
@@ -249,8 +250,7 @@ mod tests {
         let run = test_run(false, HostPolicy::default());
         run.state
             .lock()
-            .accounts
-            .extend(seeds.into_iter().map(LabAccount::from_seed));
+            .add_accounts(seeds.into_iter().map(LabAccount::from_seed));
         run
     }
 

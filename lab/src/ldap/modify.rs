@@ -38,6 +38,7 @@ pub(super) fn modify(req: &LdapModifyRequest, state: &SharedState) -> LdapResult
         }
     }
     st.accounts[i] = a;
+    st.reindex(i);
     result(LdapResultCode::Success, "")
 }
 

@@ -93,10 +93,11 @@ fn in_scope<'a>(
         let g = Uuid::parse_str(guid.trim_matches(|c| c == '{' || c == '}'))
             .map_err(|_| result(LdapResultCode::InvalidDNSyntax, "malformed <GUID=…> base"))?;
         return Ok(st
-            .accounts
-            .iter()
+            .index
+            .guid(&st.accounts, g)
+            .map(|i| &st.accounts[i])
+            .into_iter()
             .filter(visible)
-            .filter(|a| a.object_guid == g)
             .collect());
     }
     let base_lc = base.to_lowercase();
@@ -112,6 +113,17 @@ fn in_scope<'a>(
         LdapSearchScope::Subtree => base_lc == domain_lc || base_lc == users_lc || dn == base_lc,
         LdapSearchScope::Children => base_lc == domain_lc || base_lc == users_lc,
     };
+    // Most searches name one account: its index entry is the only candidate.
+    if let Some(sam) = required_equality(&req.filter, "sAMAccountName") {
+        return Ok(st
+            .index
+            .sam(&st.accounts, sam)
+            .map(|i| &st.accounts[i])
+            .into_iter()
+            .filter(visible)
+            .filter(|a| covers(&a.distinguished_name.to_lowercase()))
+            .collect());
+    }
     Ok(st
         .accounts
         .iter()

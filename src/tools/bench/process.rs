@@ -37,9 +37,9 @@ pub(crate) fn spawn_daemon(
          [amqp]\nurl = {}\nexchange = {}\nqueue = {}\ndead_letter_exchange = {}\nqueue_expires = \"600s\"\nqueue_type = {}\nprefetch = {}\n\
          [winrm]\nendpoint = {}\nauth = {}\nusername = {}\npassword_file = {}\nallow_unencrypted = {}\n\
          [ldap]\nurls = {}\nbase_dn = {}\nbind_dn = {}\npassword_file = {}\nstarttls = false\nallow_plaintext = true\n\
-         [exchange]\nmode = \"remote\"\nconnection_uris = {}\nusername = {}\npassword_file = {}\nbatch_size = {}\nbatch_linger = {}\n\
+         [exchange]\nmode = \"remote\"\nconnection_uris = {}\nusername = {}\npassword_file = {}\nbatch_size = {}\nbatch_linger = {}\nwarm_sessions = {}\nmax_sessions = {}\n\
          [worker]\nconcurrency = {}\npoll_interval = {}\n\
-         [admin]\nlisten = {}\n",
+         [admin]\nlisten = {}\nopen_reads = {}\n",
         toml_str(&s.database.url),
         toml_str(&s.amqp.url),
         toml_str(&s.amqp.exchange),
@@ -61,9 +61,12 @@ pub(crate) fn spawn_daemon(
         secret_file("exchange-password", &s.exchange.password)?,
         s.exchange.batch_size,
         ms(s.exchange.batch_linger),
+        s.exchange.warm_sessions,
+        s.exchange.max_sessions,
         s.worker.concurrency,
         ms(s.worker.poll_interval),
         toml_str(&s.admin.listen),
+        s.admin.open_reads,
     );
     let config = dir.join("mailboxd.toml");
     std::fs::write(&config, toml)?;
