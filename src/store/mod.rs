@@ -83,6 +83,8 @@ pub struct Store {
     identityiq: bool,
     /// A joiner's success written through this handle starts a cloud watch (`[cloud]`).
     cloud_watch: Option<WatchPolicy>,
+    /// The last time to done, while it is worth keeping (`queue_view::DoneMemo`).
+    done_memo: queue_view::DoneMemo,
 }
 
 impl Store {
@@ -104,6 +106,7 @@ impl Store {
             pool,
             identityiq: false,
             cloud_watch: None,
+            done_memo: queue_view::DoneMemo::default(),
         })
     }
 
