@@ -65,6 +65,7 @@ async fn postgresql_refusing_a_nul_is_a_data_exception_and_the_rows_are_not_stor
     let reply = mailboxd::store::ReplyTo {
         queue: Some("amq.gen-\0x".into()),
         refused: None,
+        ..Default::default()
     };
     let err = store
         .insert_deliveries(std::slice::from_ref(&e), &[reply], 5)
@@ -75,6 +76,7 @@ async fn postgresql_refusing_a_nul_is_a_data_exception_and_the_rows_are_not_stor
     let refused = mailboxd::store::ReplyTo {
         queue: None,
         refused: Some("\"x\" not used: test".into()),
+        ..Default::default()
     };
     store
         .insert_deliveries(std::slice::from_ref(&e), &[refused], 5)
