@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod ad;
+pub mod callback;
 pub mod daemon;
 pub mod echo_host;
 pub mod graph;
