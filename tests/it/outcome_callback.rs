@@ -180,7 +180,8 @@ fn then_the_request_is_the_documented_one(req: &Seen, row: &OutcomeRow, event_id
         Some(expected_signature(&req.body).as_str()),
         "the signature is the HMAC-SHA256 of the exact body"
     );
-    let verdict = &common::schema::verdicts("outcome.schema.json", &[req.body.clone()])[0];
+    let verdict =
+        &common::schema::verdicts("outcome.schema.json", std::slice::from_ref(&req.body))[0];
     assert!(verdict.json && verdict.valid, "{:?}", verdict.errors);
     let body: Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(body, row.body, "the body is the stored outcome");
