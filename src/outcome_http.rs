@@ -24,7 +24,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{OutcomeChannel, OutcomeRow, Store, StoreError};
 
 /// The longest `Retry-After` honoured: a receiver that asks for more is asked again then.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+pub(crate) const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
 /// The same refusal again within this long is the same problem, not another email.
 const REFUSED_QUIET: Duration = Duration::from_secs(3600);
@@ -156,11 +156,17 @@ impl Receiver {
 
 /// `Retry-After` as seconds or an HTTP date, at most [`RETRY_AFTER_CAP`].
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    let wait = match text.trim().parse::<u64>() {
+    read_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.as_bytes())
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3: delay-seconds or an HTTP date) as the wait it
+/// asks for, at most [`RETRY_AFTER_CAP`]; a date past is no wait; anything else is `None`.
+pub(crate) fn read_retry_after(value: &[u8]) -> Option<Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let wait = match text.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => {
-            let at = chrono::DateTime::parse_from_rfc2822(text.trim()).ok()?;
+            let at = chrono::DateTime::parse_from_rfc2822(text).ok()?;
             (at.with_timezone(&Utc) - Utc::now())
                 .to_std()
                 .unwrap_or_default()
