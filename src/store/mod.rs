@@ -126,7 +126,7 @@ impl Store {
 
     /// This handle writes outcomes due for the HTTP callback as well, those `due` names
     /// (when `[outcome_callback]` is set).
-    pub(crate) fn delivering_to_callback(mut self, due: CallbackDue) -> Store {
+    pub fn delivering_to_callback(mut self, due: CallbackDue) -> Store {
         self.channels.callback = due;
         self
     }

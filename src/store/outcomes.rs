@@ -340,7 +340,7 @@ impl Store {
     /// Ends an outcome's delivery on an HTTP `channel` (IdentityIQ, the callback): `sent`,
     /// or `refused` with the reason (a 4xx that retrying cannot change). Only while
     /// `replica` holds it; the broker's channel has no such state and is never ended here.
-    pub(crate) async fn http_delivery_done(
+    pub async fn http_delivery_done(
         &self,
         channel: OutcomeChannel,
         replica: &str,

@@ -585,3 +585,26 @@ pub fn joiners(n: usize, name: impl Fn(usize) -> String) -> Vec<Event> {
         })
         .collect()
 }
+
+/// The event `id` of `kind` for `sam`, occurring at 10:`minute` on a fixed day (so a test
+/// orders events by the minute it gives), validated as intake validates it.
+pub fn event_at(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
+    use chrono::TimeZone;
+    Draft {
+        id: id.into(),
+        kind,
+        occurred_at: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 22, 10, minute, 0)
+            .unwrap(),
+        account: DraftAccount {
+            sam_account_name: Some(sam.into()),
+            ..DraftAccount::default()
+        },
+        mailbox: None,
+        source: Some("test".into()),
+        identity: None,
+        rename: None,
+    }
+    .validate(chrono::Utc::now())
+    .expect("a valid event")
+}

@@ -340,3 +340,97 @@ async fn a_receiver_whose_ca_is_not_trusted_gets_nothing_and_the_error_names_the
         "no request got past the handshake"
     );
 }
+
+/// The callback's rows in the store, with two replicas: only the outcomes of events that came
+/// over the HTTP intake are due there (by default); of an account only the oldest due one is
+/// handed out, to one replica; another replica cannot end what it does not hold; a lease that
+/// runs out (its replica died) hands the row to another.
+#[tokio::test]
+async fn replicas_share_the_callbacks_rows_oldest_per_account_under_a_lease() {
+    use mailboxd::event::EventKind;
+    use mailboxd::store::{CallbackDue, OutcomeChannel, ReplyTo};
+    let db = common::scratch::TestDatabase::create_empty(&common::fresh_tag(), 4).await;
+    db.migrate().await.unwrap();
+    let store = (*db)
+        .clone()
+        .delivering_to_callback(CallbackDue::HttpIntake);
+    let http = ReplyTo {
+        http_intake: true,
+        ..ReplyTo::default()
+    };
+    // Per account, an older joiner superseded by a newer leaver in the same batch.
+    let batch = |sam: &str| {
+        [
+            common::event_at(&format!("{sam}-old"), EventKind::Joiner, sam, 0),
+            common::event_at(&format!("{sam}-new"), EventKind::Leaver, sam, 5),
+        ]
+    };
+    let over_http = batch("cbhttp");
+    store
+        .insert_deliveries(&over_http, &[http.clone(), http], 3)
+        .await
+        .unwrap();
+    store.insert_events(&batch("cbamqp"), 3).await.unwrap();
+    // The newer leaver over HTTP is cancelled: its outcome is due after the superseded one's.
+    let newer = store.job_by_event("cbhttp-new").await.unwrap().unwrap();
+    assert_eq!(store.cancel_job(newer.id, "test").await.unwrap(), Ok(()));
+
+    let lease = Duration::from_millis(300);
+    let (a, b) = tokio::join!(
+        store.claim_outcomes(OutcomeChannel::Callback, "a", 10, lease),
+        store.claim_outcomes(OutcomeChannel::Callback, "b", 10, lease)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let held: Vec<&str> = a.iter().chain(&b).map(|o| o.event_id.as_str()).collect();
+    assert_eq!(
+        held,
+        vec!["cbhttp-old"],
+        "the broker's event is not due; the newer waits"
+    );
+    let (holder, other, row) = if a.is_empty() {
+        ("b", "a", &b[0])
+    } else {
+        ("a", "b", &a[0])
+    };
+    assert!(
+        !store
+            .http_delivery_done(OutcomeChannel::Callback, other, row.id, None)
+            .await
+            .unwrap()
+    );
+    // The holder dies: once its lease is out the row goes to another replica, its attempt counted.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let again = store
+        .claim_outcomes(OutcomeChannel::Callback, "c", 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (row.id, 2));
+    assert!(
+        !store
+            .http_delivery_done(OutcomeChannel::Callback, holder, row.id, None)
+            .await
+            .unwrap(),
+        "the lease moved on"
+    );
+    assert!(
+        store
+            .http_delivery_done(OutcomeChannel::Callback, "c", row.id, None)
+            .await
+            .unwrap()
+    );
+    let next = store
+        .claim_outcomes(OutcomeChannel::Callback, "a", 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].event_id, "cbhttp-new");
+    let amqp = store
+        .list_outcomes(OutcomeFilter::All, Some("cbamqp"), 10)
+        .await
+        .unwrap();
+    assert!(
+        !amqp.is_empty() && amqp.iter().all(|o| o.callback_state.is_none()),
+        "{amqp:#?}"
+    );
+}

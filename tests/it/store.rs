@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use common::TestDatabase;
-use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
+use mailboxd::event::{Event, EventKind};
 use mailboxd::job::{AttemptEnd, JobEffect, JobState, Resolution};
 use mailboxd::store::{AttemptRecord, Inserted, Store};
 
@@ -21,21 +21,7 @@ async fn fresh_store() -> TestDatabase {
 }
 
 fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
-    Draft {
-        id: id.into(),
-        kind,
-        occurred_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap(),
-        account: DraftAccount {
-            sam_account_name: Some(sam.into()),
-            ..DraftAccount::default()
-        },
-        mailbox: None,
-        source: Some("test".into()),
-        identity: None,
-        rename: None,
-    }
-    .validate(Utc::now())
-    .unwrap()
+    common::event_at(id, kind, sam, minute)
 }
 
 #[tokio::test]
