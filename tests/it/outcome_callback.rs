@@ -40,14 +40,9 @@ struct Given {
 async fn given(accounts: &[&str], script: Vec<Reply>, trust_the_receivers_ca: bool) -> Given {
     let mut env = TestEnv::new(accounts.iter().map(|a| common::seed(a)).collect()).await;
     let dir = tempfile::tempdir().unwrap();
-    let intake = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("rcgen");
-    let (cert, key) = (dir.path().join("intake.pem"), dir.path().join("intake.key"));
-    std::fs::write(&cert, intake.cert.pem()).unwrap();
-    std::fs::write(&key, intake.signing_key.serialize_pem()).unwrap();
-    let h = &mut env.settings.http_intake;
-    h.listen = Some(format!("127.0.0.1:{}", common::free_port()));
-    (h.tls_cert_file, h.tls_key_file) = (Some(cert), Some(key));
-    h.token = Some(SecretString::from(INTAKE_TOKEN));
+    // A fixed port: a restarted daemon listens where the first one did.
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let intake = common::http_intake_over_https(&mut env, dir.path(), listen, INTAKE_TOKEN);
     let ca = TestCa::new("callback receiver CA");
     let receiver = CallbackReceiver::start(&ca, script).await;
     let trusted = if trust_the_receivers_ca {
@@ -67,7 +62,7 @@ async fn given(accounts: &[&str], script: Vec<Reply>, trust_the_receivers_ca: bo
     o.retry_base = Duration::from_millis(200);
     o.retry_cap = Duration::from_secs(1);
     let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(intake.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(intake.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
     Given {
