@@ -3,7 +3,8 @@
 //! outcome as its `input` (SailPoint's LaunchedWorkflow call shape: the LaunchedWorkflow and
 //! TaskResult schema URNs, `workflowName`, key/value/type entries). A 2xx marks it sent; a
 //! 4xx that retrying cannot change (a bad workflow name, 401, 403) marks it refused and raises
-//! one alert; anything else (network, 408, 429, 5xx) is retried with doubling waits.
+//! one alert; anything else (network, 408, 429, 5xx) is retried with doubling waits, a 429
+//! or 503 after its `Retry-After` (`outcome_http`, shared with the outcome callback).
 
 use std::sync::Arc;
 

@@ -66,7 +66,7 @@ impl Client {
         let signing_key = cfg.signing_key.as_ref().map(|k| {
             Arc::new(ring::hmac::Key::new(
                 ring::hmac::HMAC_SHA256,
-                k.expose_secret().trim().as_bytes(),
+                k.expose_secret().as_bytes(),
             ))
         });
         Ok(Some(Client {

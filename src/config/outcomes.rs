@@ -235,6 +235,18 @@ impl OutcomeCallback {
                         .into(),
             });
         }
+        if self
+            .signing_key
+            .as_ref()
+            .is_some_and(|k| secrecy::ExposeSecret::expose_secret(k).is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                key: "outcome_callback.signing_key_file",
+                reason: "the signing key is empty: put the shared HMAC key in it, or unset it to \
+                         send unsigned"
+                    .into(),
+            });
+        }
         if self.timeout.is_zero() {
             return Err(ConfigError::Invalid {
                 key: "outcome_callback.timeout",
@@ -338,6 +350,12 @@ mod tests {
         );
         cb.outcomes = CallbackOutcomes::All;
         assert_eq!(refusal(&cb, false), None);
+        cb.signing_key = Some(SecretString::from(""));
+        assert_eq!(
+            refusal(&cb, false).expect("refused").0,
+            "outcome_callback.signing_key_file"
+        );
+        cb.signing_key = None;
         cb.timeout = Duration::ZERO;
         assert_eq!(
             refusal(&cb, false).expect("refused").0,

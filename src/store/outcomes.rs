@@ -426,3 +426,18 @@ impl Store {
         Ok(OutcomeCounts { unsent, failing })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claims name each channel's due condition in their text so that the planner uses
+    /// its partial index (migrations 0008 and 0026): the two must say the same.
+    #[test]
+    fn each_channels_due_condition_is_its_partial_index() {
+        let iiq = include_str!("../../migrations/0008_outcomes.sql");
+        let callback = include_str!("../../migrations/0026_outcome_callback.sql");
+        assert!(iiq.contains(&format!("WHERE {};", IIQ_DUE.as_str())));
+        assert!(callback.contains(&format!("WHERE {};", CALLBACK_DUE.as_str())));
+    }
+}
