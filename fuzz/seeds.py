@@ -200,6 +200,14 @@ def main():
     put("traceparent", "upper-case", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")
     put("traceparent", "multibyte-at-55", "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u00e9")
 
+    # Retry-After values a receiver of an HTTP outcome channel may send (RFC 9110 §10.2.3).
+    put("retry_after", "seconds", "120")
+    put("retry_after", "http-date", "Wed, 21 Oct 2015 07:28:00 GMT")
+    put("retry_after", "huge", "99999999999999999999999")
+    put("retry_after", "negative", "-5")
+    put("retry_after", "not-utf8", b"\xff\xfe1")
+    put("retry_after", "far-date", "Fri, 31 Dec 9999 23:59:59 GMT")
+
     if WINRM_FIXTURES:
         for f in sorted(WINRM_FIXTURES.glob("*.xml")):
             if "response" in f.name or f.name.startswith("fault"):

@@ -22,10 +22,10 @@ use crate::exchange::Exchange;
 use crate::health::Health;
 use crate::shutdown::{Shutdown, Stop};
 use crate::signin::{SignIn, SignInConfig};
-use crate::store::Store;
+use crate::store::{CallbackDue, Store};
 use crate::{
-    admin, alert, cloud, dashboard, http_intake, identityiq, intake, outcome_publisher, reconcile,
-    worker,
+    admin, alert, cloud, dashboard, http_intake, identityiq, intake, outcome_callback,
+    outcome_http, outcome_publisher, reconcile, worker,
 };
 
 /// A running daemon.
@@ -73,6 +73,7 @@ impl App {
         );
         let claim_loops = claim_loops(s, st, h, parts)?;
         let iiq = identityiq_delivery(s, st, h)?;
+        let callback = callback_delivery(s, st, h)?;
         let mut tasks = vec![
             intake::spawn(intake_deps(s, st, h, connected), shutdown.clone()),
             worker::claim::spawn(claim_loops, shutdown.clone()),
@@ -82,7 +83,10 @@ impl App {
             outcome_publisher::spawn(publishing(s, st, h), shutdown.clone()),
         ];
         if let Some(deps) = iiq {
-            tasks.push(identityiq::spawn(deps, shutdown.clone()));
+            tasks.push(outcome_http::spawn(deps, shutdown.clone()));
+        }
+        if let Some(deps) = callback {
+            tasks.push(outcome_http::spawn(deps, shutdown.clone()));
         }
         if let Some(deps) = cloud_watch(s, st, h, (directory.clone(), graph))? {
             tasks.push(cloud::spawn(deps, shutdown.clone()));
@@ -156,13 +160,14 @@ impl Drop for App {
 }
 
 /// The store from `[database]`, migrated; it records outcomes for IdentityIQ when
-/// `identityiq.base_url` is set.
+/// `identityiq.base_url` is set, and for the callback those `[outcome_callback]` names.
 async fn store(settings: &Settings) -> anyhow::Result<Store> {
     let db = &settings.database;
     let store = Store::connect(&db.url, db.max_connections)
         .await
         .context("connecting to PostgreSQL")?
         .delivering_to_identityiq(settings.identityiq.base_url.is_some())
+        .delivering_to_callback(callback_due(settings))
         .watching_the_cloud(watch_policy(&settings.cloud));
     store.migrate().await.context("migrating the database")?;
     Ok(store)
@@ -292,16 +297,43 @@ fn identityiq_delivery(
     s: &Settings,
     store: &Store,
     health: &Arc<Health>,
-) -> anyhow::Result<Option<identityiq::Deps>> {
-    let Some(client) = identityiq::Client::from_config(&s.identityiq)? else {
-        return Ok(None);
-    };
-    Ok(Some(identityiq::Deps {
+) -> anyhow::Result<Option<outcome_http::Deps<identityiq::Client>>> {
+    let client = identityiq::Client::from_config(&s.identityiq)?;
+    Ok(client.map(|c| http_channel(s, store, health, c)))
+}
+
+/// The outcome callback's delivery, when `outcome_callback.url` is set.
+fn callback_delivery(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+) -> anyhow::Result<Option<outcome_http::Deps<outcome_callback::Client>>> {
+    let client = outcome_callback::Client::from_config(&s.outcome_callback)?;
+    Ok(client.map(|c| http_channel(s, store, health, c)))
+}
+
+fn http_channel<C>(
+    s: &Settings,
+    store: &Store,
+    health: &Arc<Health>,
+    client: C,
+) -> outcome_http::Deps<C> {
+    outcome_http::Deps {
         store: store.clone(),
         client,
         cfg: s.outcomes.clone(),
         health: health.clone(),
-    }))
+    }
+}
+
+/// Which outcomes the callback is sent (`[outcome_callback]`), as the store records them.
+pub(crate) fn callback_due(settings: &Settings) -> CallbackDue {
+    let cb = &settings.outcome_callback;
+    match (&cb.url, cb.outcomes) {
+        (None, _) => CallbackDue::Off,
+        (Some(_), crate::config::CallbackOutcomes::HttpIntake) => CallbackDue::HttpIntake,
+        (Some(_), crate::config::CallbackOutcomes::All) => CallbackDue::All,
+    }
 }
 
 /// The reconcile schedule, when `reconcile.interval` is set and there is a directory.

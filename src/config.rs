@@ -65,6 +65,7 @@ pub struct Settings {
     pub reconcile: Reconcile,
     pub outcomes: Outcomes,
     pub identityiq: IdentityIq,
+    pub outcome_callback: OutcomeCallback,
     pub cloud: Cloud,
     pub joiner: Joiner,
     pub leaver: Leaver,
@@ -195,6 +196,15 @@ impl Settings {
             "MAILBOXD_IDENTITYIQ_CREDENTIAL",
             self.identityiq.credential_file.as_deref(),
         )?;
+        let cb = &mut self.outcome_callback;
+        cb.credential = secret(
+            "MAILBOXD_OUTCOME_CALLBACK_CREDENTIAL",
+            cb.credential_file.as_deref(),
+        )?;
+        cb.signing_key = secret(
+            "MAILBOXD_OUTCOME_CALLBACK_SIGNING_KEY",
+            cb.signing_key_file.as_deref(),
+        )?;
         self.graph.private_key = secret(
             "MAILBOXD_GRAPH_PRIVATE_KEY",
             self.graph.private_key_file.as_deref(),
@@ -221,6 +231,8 @@ impl Settings {
             &self.exchange.password,
             &self.admin.token,
             &self.identityiq.credential,
+            &self.outcome_callback.credential,
+            &self.outcome_callback.signing_key,
             &self.graph.private_key,
             &self.http_intake.token,
             &self.http_intake.password,
@@ -238,6 +250,8 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.identityiq.validate()?;
+        self.outcome_callback
+            .validate(self.http_intake.listen.is_some())?;
         self.joiner.start_of_day()?;
         self.cloud.validate()?;
         self.graph.validate()?;

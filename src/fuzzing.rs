@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("graph_response", graph_response),
     ("http_authorization", http_authorization),
     ("traceparent", traceparent),
+    ("retry_after", retry_after),
 ];
 
 /// The intake's rules with the shipped defaults (`[amqp]`), plus an allow-list so the
@@ -249,5 +250,13 @@ pub fn traceparent(data: &[u8]) {
     if let Ok(t) = crate::trace::TraceParent::parse(data) {
         let kept = t.to_string();
         assert_eq!(crate::trace::TraceParent::parse(kept.as_bytes()), Ok(t));
+    }
+}
+
+/// A `Retry-After` header value, as the HTTP outcome channels (IdentityIQ, the callback) read
+/// it from a receiver's 429 or 503: never a wait longer than the cap.
+pub fn retry_after(data: &[u8]) {
+    if let Some(wait) = crate::outcome_http::read_retry_after(data) {
+        assert!(wait <= crate::outcome_http::RETRY_AFTER_CAP);
     }
 }

@@ -146,13 +146,14 @@ impl Health {
 }
 
 /// Every kind of supervised task, so that each reports its gauge (zero included).
-pub(crate) const TASK_KINDS: [&str; 8] = [
+pub(crate) const TASK_KINDS: [&str; 9] = [
     "intake",
     "claim_loop",
     "pruner",
     "alert_sender",
     "outcome_publisher",
     "identityiq_launcher",
+    "outcome_callback",
     "reconcile_schedule",
     "cloud_watch",
 ];

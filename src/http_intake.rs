@@ -253,7 +253,12 @@ async fn store(
     decoded: event::Decoded,
 ) -> Response {
     let events = decoded.events;
-    let reply_to = vec![ReplyTo::default(); events.len()];
+    // Its sender hears the outcome on the HTTP callback, if one is configured.
+    let back = ReplyTo {
+        http_intake: true,
+        ..ReplyTo::default()
+    };
+    let reply_to = vec![back; events.len()];
     let traces = vec![received.trace.clone(); events.len()];
     let carried = (reply_to.as_slice(), traces.as_slice());
     match keep::store_events(&s.store, Patience::Once, &events, carried, s.max_attempts).await {

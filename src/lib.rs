@@ -38,6 +38,8 @@ pub mod job;
 mod metrics;
 mod outbox;
 pub mod outcome;
+mod outcome_callback;
+mod outcome_http;
 mod outcome_publisher;
 pub mod publish;
 pub mod reconcile;

@@ -11,6 +11,7 @@
 //! | `mailboxd_outcome_outbox` | gauge | `status` (pending, failing) |
 //! | `mailboxd_outcomes_published_total` / `mailboxd_outcome_publish_failures_total` | counter | — |
 //! | `mailboxd_identityiq_launches_total` | counter | `result` (launched, refused, failed) |
+//! | `mailboxd_outcome_callback_total` | counter | `result` (delivered, refused, failed) |
 //! | `mailboxd_poison_messages` | gauge | — |
 //! | `mailboxd_cloud_watches` | gauge | `state` (waiting: joiners whose cloud mailbox is awaited; overdue: past their deadline, not checked since) |
 //! | `mailboxd_cloud_oldest_watch_seconds` | gauge | — (age of the oldest waiting cloud watch) |

@@ -59,14 +59,15 @@ impl OutcomeResult {
 }
 
 text_enum! {
-    /// Where an outcome's delivery to IdentityIQ stands (`outcomes.iiq_state`; a row not
-    /// for IdentityIQ has none).
-    pub enum IdentityIqDelivery as "IdentityIQ delivery state" {
-        /// Due: the IdentityIQ deliverer claims it.
+    /// Where an outcome's delivery over one HTTP channel stands: IdentityIQ's
+    /// (`outcomes.iiq_state`) or the outcome callback's (`outcomes.callback_state`); a row
+    /// not for that channel has none.
+    pub enum HttpDelivery as "HTTP delivery state" {
+        /// Due: the channel's deliverer claims it.
         Pending = "pending",
-        /// IdentityIQ launched the workflow.
+        /// The receiver accepted it (IdentityIQ launched the workflow; the callback answered 2xx).
         Sent = "sent",
-        /// IdentityIQ refused it with a lasting 4xx: one alert, never retried.
+        /// The receiver refused it with a lasting 4xx: one alert, never retried.
         Refused = "refused",
     }
 }

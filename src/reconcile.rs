@@ -67,6 +67,10 @@ pub struct Difference {
     pub sam_account_name: String,
     pub object_guid: Option<uuid::Uuid>,
     pub distinguished_name: String,
+    /// Another name an event may have used for the account (with the DN and the objectGUID):
+    /// a job queued under it counts as the account's (`keys`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_principal_name: Option<String>,
     pub reason: String,
     /// The remote mailbox's type as AD shows it: what a joiner it becomes asks for, so a
     /// hidden room is made visible as a room, never converted.
@@ -131,6 +135,7 @@ pub fn difference(a: &Account, leaver: config::Leaver) -> Option<Difference> {
         sam_account_name: a.sam_account_name.clone(),
         object_guid: a.object_guid,
         distinguished_name: a.distinguished_name.clone(),
+        user_principal_name: a.user_principal_name.clone(),
         reason,
         mailbox_type: remote_type,
         step: None,
@@ -152,6 +157,7 @@ fn difference_of(
                 sam_account_name: a.sam_account_name.clone(),
                 object_guid: a.object_guid,
                 distinguished_name: a.distinguished_name.clone(),
+                user_principal_name: a.user_principal_name.clone(),
                 reason: "remote mailbox still hidden after its start date; its step to make it visible did not succeed".to_owned(),
                 mailbox_type: None,
                 step: Some(step),
@@ -381,15 +387,12 @@ async fn queue(
     actionable: &[&Difference],
     max_attempts: i32,
 ) -> anyhow::Result<Queued> {
-    let keys: Vec<String> = actionable
-        .iter()
-        .map(|d| d.sam_account_name.to_lowercase())
-        .collect();
-    let pending = store.accounts_with_unfinished_jobs(&keys).await?;
+    let all: Vec<String> = actionable.iter().flat_map(|d| keys(d)).collect();
+    let pending = store.accounts_with_unfinished_jobs(&all).await?;
     let mut queued = Queued::default();
     let mut events = Vec::new();
     for d in actionable {
-        if pending.contains(&d.sam_account_name.to_lowercase()) {
+        if keys(d).iter().any(|k| pending.contains(k)) {
             queued.skipped_pending += 1;
             continue;
         }
@@ -475,6 +478,23 @@ async fn record_failed(
 
 /// The job a difference becomes: an ordinary event, sourced `reconcile`, through the same
 /// validation as an event from the broker (AD's values are checked like a sender's).
+/// Every key a job of the difference's account may be stored under
+/// (`coalesce(account_guid::text, account)`, migration 0023): its objectGUID once the worker
+/// read it or the event gave it; until then the name the event used, lower-cased — the
+/// sAMAccountName, the DN or the UPN.
+fn keys(d: &Difference) -> Vec<String> {
+    let names = [
+        Some(&d.sam_account_name),
+        Some(&d.distinguished_name),
+        d.user_principal_name.as_ref(),
+    ];
+    d.object_guid
+        .map(|g| g.to_string())
+        .into_iter()
+        .chain(names.into_iter().flatten().map(|n| n.to_lowercase()))
+        .collect()
+}
+
 fn to_event(run_id: i64, d: &Difference) -> Result<Event, String> {
     let kind = d.kind.job().ok_or("reported only")?;
     let sam = AccountName::parse(&d.sam_account_name)?;

@@ -19,6 +19,8 @@ text_enum! {
         Systemic = "systemic",
         /// IdentityIQ refused an outcome for good.
         IdentityIq = "identityiq",
+        /// The outcome callback refused an outcome for good (`[outcome_callback]`).
+        OutcomeCallback = "outcome_callback",
         /// A reconcile run found more differences than it may act on.
         Reconcile = "reconcile",
         /// A joiner's cloud mailbox did not show by the cloud deadline (`[cloud]`).

@@ -159,7 +159,8 @@ async fn store(settings: &Settings) -> anyhow::Result<Store> {
     Ok(Store::connect(&settings.database.url, 2)
         .await
         .context("connecting to PostgreSQL (database.url)")?
-        .delivering_to_identityiq(settings.identityiq.base_url.is_some()))
+        .delivering_to_identityiq(settings.identityiq.base_url.is_some())
+        .delivering_to_callback(crate::app::callback_due(settings)))
 }
 
 async fn with_settings(command: Command, settings: Settings) -> anyhow::Result<i32> {

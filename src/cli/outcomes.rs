@@ -1,5 +1,6 @@
 //! `mailboxd outcomes list`: the outcome outbox — what was told to the IAM system, and what
-//! is still waiting for the broker (with the last error).
+//! is still waiting for the broker, IdentityIQ or the HTTP callback (with the last error),
+//! or was refused by them.
 
 use clap::{Subcommand, ValueEnum};
 
@@ -9,7 +10,8 @@ use crate::store::{OutcomeFilter, Store};
 pub enum OutcomesCommand {
     /// Outcomes, newest first.
     List {
-        /// `all`, `unsent` (not confirmed yet) or `failing` (unsent after a failed publish).
+        /// `all`, `unsent` (not confirmed yet everywhere it is due), `failing` (unsent after a
+        /// failed delivery) or `refused` (refused for good by IdentityIQ or the callback).
         #[arg(long, value_enum, default_value_t = Which::All)]
         status: Which,
         /// Only this account's (sAMAccountName).
@@ -27,6 +29,7 @@ pub enum Which {
     All,
     Unsent,
     Failing,
+    Refused,
 }
 
 pub(super) async fn run(cmd: OutcomesCommand, store: &Store) -> anyhow::Result<i32> {
@@ -40,6 +43,7 @@ pub(super) async fn run(cmd: OutcomesCommand, store: &Store) -> anyhow::Result<i
         Which::All => OutcomeFilter::All,
         Which::Unsent => OutcomeFilter::Unsent,
         Which::Failing => OutcomeFilter::Failing,
+        Which::Refused => OutcomeFilter::Refused,
     };
     let rows = store
         .list_outcomes(filter, account.as_deref(), limit)
@@ -62,6 +66,19 @@ pub(super) async fn run(cmd: OutcomesCommand, store: &Store) -> anyhow::Result<i
             (None, Some(e)) => format!("FAILING: {e}"),
             (None, None) => "pending".to_owned(),
         };
+        let status = [
+            ("identityiq", r.iiq_state, &r.iiq_last_error),
+            ("callback", r.callback_state, &r.callback_last_error),
+        ]
+        .into_iter()
+        .filter_map(|(name, state, error)| {
+            let state = state?;
+            Some(match error {
+                Some(e) => format!("{name} {state}: {e}"),
+                None => format!("{name} {state}"),
+            })
+        })
+        .fold(status, |all, one| format!("{all}; {one}"));
         println!(
             "{:<36}  {:<20}  {:<20}  {:<24}  {:<4}  {status}",
             r.id,

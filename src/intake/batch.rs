@@ -99,6 +99,7 @@ fn reply_to(delivery: &Delivery, rule: &ReplyToRule) -> ReplyTo {
         Ok(()) => ReplyTo {
             queue: Some(queue.to_string()),
             refused: None,
+            ..ReplyTo::default()
         },
         Err(why) => {
             let refused = format!("{:?} not used: {why}", storable(queue.as_str()));
@@ -107,6 +108,7 @@ fn reply_to(delivery: &Delivery, rule: &ReplyToRule) -> ReplyTo {
             ReplyTo {
                 queue: None,
                 refused: Some(refused),
+                ..ReplyTo::default()
             }
         }
     }

@@ -196,7 +196,7 @@ impl Store {
         let kept: Vec<&WatchEnd<'_>> = ends.iter().filter(|e| held.contains(&e.job.id)).collect();
         let rows: Vec<(&Job, OutcomeMessage)> =
             kept.iter().map(|e| (e.job, e.message.clone())).collect();
-        insert_outcomes(&mut tx, &rows, self.identityiq).await?;
+        insert_outcomes(&mut tx, &rows, self.channels).await?;
         for e in &kept {
             if let Some(alert) = &e.alert {
                 insert_job_alert(&mut tx, e.job.id, alert).await?;

@@ -14,7 +14,7 @@ use crate::alert::draft::{AlertKind, CircuitChange};
 use crate::budget::slot::SlotPurpose;
 use crate::event::EventKind;
 use crate::job::{ActionKind, AttemptEnd, ErrorClass, JobEffect, JobState, JobStep};
-use crate::outcome::{CloudSourceName, IdentityIqDelivery, OutcomeResult};
+use crate::outcome::{CloudSourceName, HttpDelivery, OutcomeResult};
 
 /// Stores an enum that has `as_str` and `parse` in a Postgres text column (arrays too).
 macro_rules! text_encoding {
@@ -62,7 +62,7 @@ text_encoding!(ErrorClass);
 text_encoding!(AttemptEnd);
 text_encoding!(ActionKind);
 text_encoding!(OutcomeResult);
-text_encoding!(IdentityIqDelivery);
+text_encoding!(HttpDelivery);
 text_encoding!(AlertKind);
 text_encoding!(CircuitChange);
 text_encoding!(EventKind);

@@ -79,8 +79,8 @@ impl StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
-    /// Outcomes written through this handle are also due for IdentityIQ (`[identityiq]`).
-    identityiq: bool,
+    /// Which channels beside the broker the outcomes written through this handle are due on.
+    channels: OutcomeChannels,
     /// A joiner's success written through this handle starts a cloud watch (`[cloud]`).
     cloud_watch: Option<WatchPolicy>,
     /// The last time to done, while it is worth keeping (`queue_view::DoneMemo`).
@@ -104,7 +104,7 @@ impl Store {
             .await?;
         Ok(Store {
             pool,
-            identityiq: false,
+            channels: OutcomeChannels::default(),
             cloud_watch: None,
             done_memo: queue_view::DoneMemo::default(),
         })
@@ -116,14 +116,21 @@ impl Store {
         self
     }
 
-    /// What `finish` writes besides the job: IdentityIQ's outcome state, the cloud watch.
-    fn outboxes(&self) -> (bool, Option<WatchPolicy>) {
-        (self.identityiq, self.cloud_watch)
+    /// What `finish` writes besides the job: the outcome's channels, the cloud watch.
+    fn outboxes(&self) -> (OutcomeChannels, Option<WatchPolicy>) {
+        (self.channels, self.cloud_watch)
     }
 
     /// This handle writes outcomes due for IdentityIQ as well (when `[identityiq]` is set).
     pub(crate) fn delivering_to_identityiq(mut self, on: bool) -> Store {
-        self.identityiq = on;
+        self.channels.identityiq = on;
+        self
+    }
+
+    /// This handle writes outcomes due for the HTTP callback as well, those `due` names
+    /// (when `[outcome_callback]` is set).
+    pub fn delivering_to_callback(mut self, due: CallbackDue) -> Store {
+        self.channels.callback = due;
         self
     }
 

@@ -145,7 +145,7 @@ impl Store {
                 .await?;
             // A cancel answers the event: its outcome is written with it.
             if let Some(result) = OutcomeResult::of(to) {
-                insert_outcomes_of(&mut tx, &[id], result, self.identityiq).await?;
+                insert_outcomes_of(&mut tx, &[id], result, self.channels).await?;
             }
             tx.commit().await?;
             return Ok(Ok(()));

@@ -2,7 +2,8 @@
 //! `crate::outcome`), written in the transaction that moved the job, so an outcome is never
 //! lost and never written twice. The publishers claim due rows with `FOR UPDATE SKIP
 //! LOCKED` and a lease, oldest unsent row of an account first, and mark them sent only
-//! after the broker (or IdentityIQ) confirmed them.
+//! after the broker (or IdentityIQ, or the HTTP callback) confirmed them. Each channel has
+//! its own delivery columns (`OutcomeChannel`), set when the row is written.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::jobs::JOB_COLUMNS;
 use super::{Job, Store, StoreError, secs};
-use crate::outcome::{AnsweredJob, Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
+use crate::outcome::{AnsweredJob, Ending, HttpDelivery, OutcomeMessage, OutcomeResult};
 
 /// The job as its outcome message names it.
 pub fn answered(job: &Job) -> AnsweredJob<'_> {
@@ -39,16 +40,48 @@ pub(super) fn message(job: &Job, ending: Ending<'_>) -> OutcomeMessage {
 }
 
 /// An outcome row still due for IdentityIQ, as SQL: the state is in the text (rendered
-/// from the enum) like every condition the claims build.
+/// from the enum) like every condition the claims build, so the partial index applies.
 static IIQ_DUE: LazyLock<String> =
-    LazyLock::new(|| format!("iiq_state = '{}'", IdentityIqDelivery::Pending));
+    LazyLock::new(|| format!("iiq_state = '{}'", HttpDelivery::Pending));
+/// The same for the HTTP callback (migration 0026's `outcomes_callback_pending`).
+static CALLBACK_DUE: LazyLock<String> =
+    LazyLock::new(|| format!("callback_state = '{}'", HttpDelivery::Pending));
+
+/// Which channels beside the broker an outcome is due on when it is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeChannels {
+    /// `[identityiq]`: every outcome.
+    pub identityiq: bool,
+    pub callback: CallbackDue,
+}
+
+/// Which outcomes the HTTP callback (`[outcome_callback]`) is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CallbackDue {
+    /// No callback configured.
+    #[default]
+    Off,
+    /// Those of jobs whose event came over the HTTP intake (`jobs.http_intake`).
+    HttpIntake,
+    All,
+}
+
+impl OutcomeChannels {
+    /// The binds of `CASE WHEN $all OR ($http AND jobs.http_intake) THEN 'pending' END`.
+    pub(super) fn callback_binds(self) -> (bool, bool) {
+        (
+            self.callback == CallbackDue::All,
+            self.callback == CallbackDue::HttpIntake,
+        )
+    }
+}
 
 /// Writes outcome rows in the caller's transaction. A job reports that it waits for the
 /// sync once, not at every poll.
 pub(super) async fn insert_outcomes(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[(&Job, OutcomeMessage)],
-    identityiq: bool,
+    channels: OutcomeChannels,
 ) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
@@ -60,12 +93,13 @@ pub(super) async fn insert_outcomes(
         .map_err(|e| StoreError::Corrupt(format!("cannot serialise an outcome: {e}")))?;
     sqlx::query(
         "INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body,
-                               iiq_state)
+                               iiq_state, callback_state)
          SELECT u.id, u.job_id, u.account, u.event_id, u.result, u.routing_key, u.reply_to, u.body,
-                CASE WHEN $10 THEN $11 END
+                CASE WHEN $10 THEN $11 END, CASE WHEN $12 OR ($13 AND j.http_intake) THEN $11 END
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                        $7::text[], $8::jsonb[]) WITH ORDINALITY
                 AS u(id, job_id, account, event_id, result, routing_key, reply_to, body, n)
+           LEFT JOIN jobs j ON j.id = u.job_id
           WHERE u.result <> $9
              OR NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = u.job_id AND o.result = $9)
           ORDER BY u.n",
@@ -96,8 +130,10 @@ pub(super) async fn insert_outcomes(
     )
     .bind(bodies)
     .bind(OutcomeResult::WaitingForSync)
-    .bind(identityiq)
-    .bind(IdentityIqDelivery::Pending)
+    .bind(channels.identityiq)
+    .bind(HttpDelivery::Pending)
+    .bind(channels.callback_binds().0)
+    .bind(channels.callback_binds().1)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -109,7 +145,7 @@ pub(super) async fn insert_outcomes_of(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[Uuid],
     result: OutcomeResult,
-    identityiq: bool,
+    channels: OutcomeChannels,
 ) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
@@ -124,7 +160,7 @@ pub(super) async fn insert_outcomes_of(
         .iter()
         .map(|job| (job, message(job, Ending::moved(result, job.attempt))))
         .collect();
-    insert_outcomes(tx, &rows, identityiq).await
+    insert_outcomes(tx, &rows, channels).await
 }
 
 /// An outcome row as the publisher and `mailboxd outcomes list` see it.
@@ -146,8 +182,11 @@ pub struct OutcomeRow {
     pub last_error: Option<String>,
     pub delivered: Option<String>,
     /// IdentityIQ: not for it (`None`), or where its delivery there stands.
-    pub iiq_state: Option<IdentityIqDelivery>,
+    pub iiq_state: Option<HttpDelivery>,
     pub iiq_last_error: Option<String>,
+    /// The HTTP callback: not for it (`None`), or where its delivery there stands.
+    pub callback_state: Option<HttpDelivery>,
+    pub callback_last_error: Option<String>,
 }
 
 /// Where an outcome goes: each is claimed, retried and marked on its own columns.
@@ -157,6 +196,8 @@ pub enum OutcomeChannel {
     Amqp,
     /// An IdentityIQ workflow launch: `iiq_state`, `iiq_attempts`, `iiq_locked_by`, …
     IdentityIq,
+    /// The HTTP callback: `callback_state`, `callback_attempts`, …
+    Callback,
 }
 
 impl OutcomeChannel {
@@ -165,6 +206,7 @@ impl OutcomeChannel {
         match self {
             OutcomeChannel::Amqp => "sent_at IS NULL",
             OutcomeChannel::IdentityIq => IIQ_DUE.as_str(),
+            OutcomeChannel::Callback => CALLBACK_DUE.as_str(),
         }
     }
 
@@ -173,21 +215,25 @@ impl OutcomeChannel {
         match self {
             OutcomeChannel::Amqp => "",
             OutcomeChannel::IdentityIq => "iiq_",
+            OutcomeChannel::Callback => "callback_",
         }
     }
 }
 
 const OUTCOME_COLUMNS: &str = "id, seq, job_id, account, event_id, result, routing_key, reply_to, body, \
-    created_at, sent_at, attempts, next_attempt_at, last_error, delivered, iiq_state, iiq_last_error";
+    created_at, sent_at, attempts, next_attempt_at, last_error, delivered, iiq_state, iiq_last_error, \
+    callback_state, callback_last_error";
 
 /// Which outcomes `mailboxd outcomes list` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutcomeFilter {
     All,
-    /// Not yet delivered everywhere it is due (the broker, IdentityIQ).
+    /// Not yet delivered everywhere it is due (the broker, IdentityIQ, the callback).
     Unsent,
-    /// Unsent after at least one failed publish (or IdentityIQ launch).
+    /// Unsent after at least one failed publish (or IdentityIQ launch, or callback POST).
     Failing,
+    /// Refused for good by IdentityIQ or the callback (a lasting 4xx): an operator's case.
+    Refused,
 }
 
 /// Counts for the metrics and the dashboard.
@@ -291,24 +337,30 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Ends an outcome's IdentityIQ delivery: `sent`, or `refused` with the reason (a 4xx
-    /// that retrying cannot change). Only while `replica` holds it.
-    pub(crate) async fn identityiq_done(
+    /// Ends an outcome's delivery on an HTTP `channel` (IdentityIQ, the callback): `sent`,
+    /// or `refused` with the reason (a 4xx that retrying cannot change). Only while
+    /// `replica` holds it; the broker's channel has no such state and is never ended here.
+    pub async fn http_delivery_done(
         &self,
+        channel: OutcomeChannel,
         replica: &str,
         id: Uuid,
         refused: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "UPDATE outcomes SET iiq_state = CASE WHEN $3::text IS NULL THEN $4 ELSE $5 END,
-                                 iiq_last_error = $3, iiq_locked_by = NULL, iiq_locked_until = NULL
-              WHERE id = $1 AND iiq_locked_by = $2",
-        )
+        if channel == OutcomeChannel::Amqp {
+            return Ok(false);
+        }
+        let p = channel.prefix();
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outcomes SET {p}state = CASE WHEN $3::text IS NULL THEN $4 ELSE $5 END,
+                                 {p}last_error = $3, {p}locked_by = NULL, {p}locked_until = NULL
+              WHERE id = $1 AND {p}locked_by = $2"
+        )))
         .bind(id)
         .bind(replica)
         .bind(refused)
-        .bind(IdentityIqDelivery::Sent)
-        .bind(IdentityIqDelivery::Refused)
+        .bind(HttpDelivery::Sent)
+        .bind(HttpDelivery::Refused)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -323,17 +375,27 @@ impl Store {
     ) -> Result<Vec<OutcomeRow>, StoreError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {OUTCOME_COLUMNS} FROM outcomes
-              WHERE ($1 OR sent_at IS NULL OR iiq_state = $5)
+              WHERE CASE $1
+                    WHEN 'refused' THEN iiq_state = $6 OR callback_state = $6
+                    WHEN 'all' THEN true
+                    ELSE (sent_at IS NULL OR iiq_state = $5 OR callback_state = $5)
+                    END
                 AND (NOT $4 OR (sent_at IS NULL AND last_error IS NOT NULL)
-                     OR (iiq_state = $5 AND iiq_last_error IS NOT NULL))
+                     OR (iiq_state = $5 AND iiq_last_error IS NOT NULL)
+                     OR (callback_state = $5 AND callback_last_error IS NOT NULL))
                 AND ($2::text IS NULL OR account = lower($2))
               ORDER BY seq DESC LIMIT $3"
         )))
-        .bind(filter == OutcomeFilter::All)
+        .bind(match filter {
+            OutcomeFilter::All => "all",
+            OutcomeFilter::Refused => "refused",
+            OutcomeFilter::Unsent | OutcomeFilter::Failing => "unsent",
+        })
         .bind(account)
         .bind(limit)
         .bind(filter == OutcomeFilter::Failing)
-        .bind(IdentityIqDelivery::Pending)
+        .bind(HttpDelivery::Pending)
+        .bind(HttpDelivery::Refused)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -353,12 +415,29 @@ impl Store {
         let (unsent, failing): (i64, i64) = sqlx::query_as(
             "SELECT count(*),
                     count(*) FILTER (WHERE (sent_at IS NULL AND last_error IS NOT NULL)
-                                        OR (iiq_state = $1 AND iiq_last_error IS NOT NULL))
-               FROM outcomes WHERE sent_at IS NULL OR iiq_state = $1",
+                                        OR (iiq_state = $1 AND iiq_last_error IS NOT NULL)
+                                        OR (callback_state = $1
+                                            AND callback_last_error IS NOT NULL))
+               FROM outcomes WHERE sent_at IS NULL OR iiq_state = $1 OR callback_state = $1",
         )
-        .bind(IdentityIqDelivery::Pending)
+        .bind(HttpDelivery::Pending)
         .fetch_one(&self.pool)
         .await?;
         Ok(OutcomeCounts { unsent, failing })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claims name each channel's due condition in their text so that the planner uses
+    /// its partial index (migrations 0008 and 0026): the two must say the same.
+    #[test]
+    fn each_channels_due_condition_is_its_partial_index() {
+        let iiq = include_str!("../../migrations/0008_outcomes.sql");
+        let callback = include_str!("../../migrations/0026_outcome_callback.sql");
+        assert!(iiq.contains(&format!("WHERE {};", IIQ_DUE.as_str())));
+        assert!(callback.contains(&format!("WHERE {};", CALLBACK_DUE.as_str())));
     }
 }

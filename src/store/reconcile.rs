@@ -69,13 +69,16 @@ impl Store {
         Ok(got.then_some(ReconcileLock { conn }))
     }
 
-    /// The accounts (lower-cased keys) among `keys` that have a job not yet finished.
+    /// The account keys among `keys` that have a job not yet finished. A job's key is
+    /// `coalesce(account_guid::text, account)` (migration 0023, its `jobs_account_key`
+    /// index): the objectGUID once known, else the lower-cased name its event used.
     pub(crate) async fn accounts_with_unfinished_jobs(
         &self,
         keys: &[String],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT account FROM jobs WHERE account = ANY($1) AND state = ANY($2)",
+            "SELECT DISTINCT coalesce(account_guid::text, account) FROM jobs
+              WHERE coalesce(account_guid::text, account) = ANY($1) AND state = ANY($2)",
         )
         .bind(keys)
         .bind(&JobState::UNFINISHED[..])

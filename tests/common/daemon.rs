@@ -26,6 +26,66 @@ pub fn daemon_env(s: &Settings, winrm_password: &str) -> Env {
     env.extend(smtp_env(s));
     env.extend(outcomes_env(s));
     env.extend(cloud_env(s));
+    env.extend(http_intake_env(s));
+    env.extend(callback_env(s));
+    env
+}
+
+/// `[http_intake]`, when it listens: the listener, its certificate and the bearer token.
+fn http_intake_env(s: &Settings) -> Env {
+    let h = &s.http_intake;
+    let Some(listen) = &h.listen else {
+        return Vec::new();
+    };
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let mut env = vec![
+        var("MAILBOXD__HTTP_INTAKE__LISTEN", listen),
+        var(
+            "MAILBOXD__HTTP_INTAKE__TLS_CERT_FILE",
+            path(&h.tls_cert_file),
+        ),
+        var("MAILBOXD__HTTP_INTAKE__TLS_KEY_FILE", path(&h.tls_key_file)),
+    ];
+    if let Some(token) = &h.token {
+        env.push(var("MAILBOXD_HTTP_INTAKE_TOKEN", token.expose_secret()));
+    }
+    env
+}
+
+/// `[outcome_callback]`, when it has a URL: the secrets through their variables.
+fn callback_env(s: &Settings) -> Env {
+    let c = &s.outcome_callback;
+    let Some(url) = &c.url else {
+        return Vec::new();
+    };
+    let mut env = vec![
+        var("MAILBOXD__OUTCOME_CALLBACK__URL", url),
+        var(
+            "MAILBOXD__OUTCOME_CALLBACK__TIMEOUT",
+            format!("{}ms", c.timeout.as_millis()),
+        ),
+    ];
+    if c.outcomes == mailboxd::config::CallbackOutcomes::All {
+        env.push(var("MAILBOXD__OUTCOME_CALLBACK__OUTCOMES", "all"));
+    }
+    if let Some(ca) = &c.ca_file {
+        env.push(var(
+            "MAILBOXD__OUTCOME_CALLBACK__CA_FILE",
+            ca.display().to_string(),
+        ));
+    }
+    for (name, secret) in [
+        ("MAILBOXD_OUTCOME_CALLBACK_CREDENTIAL", &c.credential),
+        ("MAILBOXD_OUTCOME_CALLBACK_SIGNING_KEY", &c.signing_key),
+    ] {
+        if let Some(v) = secret {
+            env.push(var(name, v.expose_secret()));
+        }
+    }
     env
 }
 

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod ad;
+pub mod callback;
 pub mod daemon;
 pub mod echo_host;
 pub mod graph;
@@ -583,4 +584,47 @@ pub fn joiners(n: usize, name: impl Fn(usize) -> String) -> Vec<Event> {
             .expect("a valid joiner")
         })
         .collect()
+}
+
+/// The event `id` of `kind` for `sam`, occurring at 10:`minute` on a fixed day (so a test
+/// orders events by the minute it gives), validated as intake validates it.
+pub fn event_at(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
+    use chrono::TimeZone;
+    Draft {
+        id: id.into(),
+        kind,
+        occurred_at: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 22, 10, minute, 0)
+            .unwrap(),
+        account: DraftAccount {
+            sam_account_name: Some(sam.into()),
+            ..DraftAccount::default()
+        },
+        mailbox: None,
+        source: Some("test".into()),
+        identity: None,
+        rename: None,
+    }
+    .validate(chrono::Utc::now())
+    .expect("a valid event")
+}
+
+/// The HTTP intake on HTTPS for `env`: listening on `listen`, a fresh self-signed certificate
+/// for 127.0.0.1 written to `dir`, `token` as its bearer token. Returns the certificate, for
+/// a client that trusts it.
+pub fn http_intake_over_https(
+    env: &mut TestEnv,
+    dir: &std::path::Path,
+    listen: String,
+    token: &str,
+) -> rcgen::Certificate {
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("rcgen");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, c.cert.pem()).unwrap();
+    std::fs::write(&key_path, c.signing_key.serialize_pem()).unwrap();
+    let h = &mut env.settings.http_intake;
+    h.listen = Some(listen);
+    (h.tls_cert_file, h.tls_key_file) = (Some(cert_path), Some(key_path));
+    h.token = Some(SecretString::from(token));
+    c.cert
 }

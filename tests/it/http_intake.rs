@@ -39,15 +39,8 @@ struct Intake {
 async fn given_an_http_intake() -> Intake {
     let mut env = TestEnv::new(vec![common::seed("hjoiner"), common::seed("hother")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("rcgen");
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, c.cert.pem()).unwrap();
-    std::fs::write(&key_path, c.signing_key.serialize_pem()).unwrap();
+    let cert = common::http_intake_over_https(&mut env, dir.path(), "127.0.0.1:0".into(), TOKEN);
     let h = &mut env.settings.http_intake;
-    h.listen = Some("127.0.0.1:0".into());
-    h.tls_cert_file = Some(cert_path);
-    h.tls_key_file = Some(key_path);
-    h.token = Some(SecretString::from(TOKEN));
     h.username = Some(USER.into());
     h.password = Some(SecretString::from(PASSWORD));
     h.max_body_bytes = LIMIT;
@@ -57,7 +50,7 @@ async fn given_an_http_intake() -> Intake {
     let app = env.start_daemon().await;
     let addr = app.http_intake_addr.expect("the HTTP intake listens");
     let https = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(c.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
     Intake {
@@ -66,7 +59,7 @@ async fn given_an_http_intake() -> Intake {
         app,
         url: format!("https://{addr}/v1/events"),
         https,
-        cert: c.cert.der().clone(),
+        cert: cert.der().clone(),
         _dir: dir,
     }
 }

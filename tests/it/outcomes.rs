@@ -426,7 +426,7 @@ async fn identityiq_gets_one_well_formed_launched_workflow_per_outcome() {
         env.wait_terminal(&ev.id).await;
     }
     let rows = wait_outcomes(&env, 3, |o| {
-        o.iiq_state == Some(mailboxd::outcome::IdentityIqDelivery::Sent)
+        o.iiq_state == Some(mailboxd::outcome::HttpDelivery::Sent)
     })
     .await;
     let launches = iiq.launches();
@@ -500,7 +500,7 @@ async fn an_identityiq_that_refuses_the_credential_raises_one_alert_and_is_not_a
     }
     // Both deliveries settle: IdentityIQ refused, the broker's copy sent (they run apart).
     let rows = wait_outcomes(&env, 2, |o| {
-        o.iiq_state == Some(mailboxd::outcome::IdentityIqDelivery::Refused) && o.sent_at.is_some()
+        o.iiq_state == Some(mailboxd::outcome::HttpDelivery::Refused) && o.sent_at.is_some()
     })
     .await;
     assert!(

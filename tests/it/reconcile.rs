@@ -202,6 +202,50 @@ async fn a_real_run_queues_those_jobs_once_and_a_second_run_none() {
     assert_eq!(again.skipped_pending, 3);
 }
 
+/// A job whose event named the account by its DN or UPN, queued before any worker read its
+/// objectGUID, is stored under that name (`coalesce(account_guid::text, account)`): the
+/// reconcile counts it as the account's unfinished job and queues nothing beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_under_the_accounts_dn_or_upn_counts_as_its_unfinished_job() {
+    let w = world().await;
+    let env = TestEnv::new(vec![]).await;
+    let dir = Directory::from_config(&w.ad.settings()).unwrap().unwrap();
+    let dry = dry_run(&dir, &env, &cfg(&w, 100)).await;
+    let of = |name: &str| {
+        dry.differences
+            .iter()
+            .find(|d| d.sam_account_name == w.n(name))
+            .unwrap_or_else(|| panic!("no difference for {name}: {dry:?}"))
+    };
+    let upn = of("gone")
+        .user_principal_name
+        .clone()
+        .expect("AD shows its UPN");
+    let by_dn = serde_json::json!({"distinguished_name": of("newhire").distinguished_name});
+    let by_upn = serde_json::json!({"user_principal_name": upn});
+    let events: Vec<mailboxd::event::Event> = [("joiner", by_dn), ("leaver", by_upn)]
+        .into_iter()
+        .map(|(kind, account)| {
+            let body = serde_json::json!({
+                "schema": "mailboxd.event/v1", "id": uuid::Uuid::new_v4().to_string(),
+                "type": kind, "occurred_at": chrono::Utc::now().to_rfc3339(),
+                "account": account, "source": "iam",
+            });
+            mailboxd::event::parse(body.to_string().as_bytes(), None, None, "test").unwrap()
+        })
+        .collect();
+    env.store
+        .insert_events(&events, MAX_ATTEMPTS)
+        .await
+        .unwrap();
+    let r = real_run(&dir, &env, &cfg(&w, 100)).await;
+    assert_eq!(
+        r.skipped_pending, 2,
+        "the DN's and the UPN's jobs count: {r:?}"
+    );
+    assert_eq!(r.jobs_created, 1, "only the rehire is queued: {r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_stops_a_run_and_raises_an_alert() {
     let w = world().await;

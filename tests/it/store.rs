@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use common::TestDatabase;
-use mailboxd::event::{Draft, DraftAccount, Event, EventKind};
+use mailboxd::event::{Event, EventKind};
 use mailboxd::job::{AttemptEnd, JobEffect, JobState, Resolution};
 use mailboxd::store::{AttemptRecord, Inserted, Store};
 
@@ -21,21 +21,7 @@ async fn fresh_store() -> TestDatabase {
 }
 
 fn event(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
-    Draft {
-        id: id.into(),
-        kind,
-        occurred_at: Utc.with_ymd_and_hms(2026, 11, 22, 10, minute, 0).unwrap(),
-        account: DraftAccount {
-            sam_account_name: Some(sam.into()),
-            ..DraftAccount::default()
-        },
-        mailbox: None,
-        source: Some("test".into()),
-        identity: None,
-        rename: None,
-    }
-    .validate(Utc::now())
-    .unwrap()
+    common::event_at(id, kind, sam, minute)
 }
 
 #[tokio::test]
@@ -65,6 +51,7 @@ async fn postgresql_refusing_a_nul_is_a_data_exception_and_the_rows_are_not_stor
     let reply = mailboxd::store::ReplyTo {
         queue: Some("amq.gen-\0x".into()),
         refused: None,
+        ..Default::default()
     };
     let err = store
         .insert_deliveries(std::slice::from_ref(&e), &[reply], 5)
@@ -75,6 +62,7 @@ async fn postgresql_refusing_a_nul_is_a_data_exception_and_the_rows_are_not_stor
     let refused = mailboxd::store::ReplyTo {
         queue: None,
         refused: Some("\"x\" not used: test".into()),
+        ..Default::default()
     };
     store
         .insert_deliveries(std::slice::from_ref(&e), &[refused], 5)

@@ -12,10 +12,12 @@ use uuid::Uuid;
 use super::Job;
 use crate::event::EventKind;
 use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, JobStep, Resolution};
-use crate::outcome::{Ending, IdentityIqDelivery, OutcomeMessage, OutcomeResult};
+use crate::outcome::{Ending, HttpDelivery, OutcomeMessage, OutcomeResult};
 use crate::store::failures::error_signature;
 use crate::store::outcomes::message;
-use crate::store::{AttemptRecord, Store, StoreError, WatchPolicy, insert_job_alert};
+use crate::store::{
+    AttemptRecord, OutcomeChannels, Store, StoreError, WatchPolicy, insert_job_alert,
+};
 
 /// What a resolution writes on the job row.
 struct Transition<'a> {
@@ -177,7 +179,8 @@ const FINISH: &str = "WITH u AS (
                attempt = jobs.attempt - CASE WHEN u.deferred THEN 1 ELSE 0 END
           FROM u
          WHERE jobs.id = u.id AND jobs.locked_by = $20 AND jobs.state = $21
-        RETURNING jobs.id, jobs.account, jobs.event_id, jobs.kind, jobs.reply_to, jobs.step)
+        RETURNING jobs.id, jobs.account, jobs.event_id, jobs.kind, jobs.reply_to, jobs.step,
+                  jobs.http_intake)
     , attempts AS (
         INSERT INTO job_attempts (job_id, attempt, replica, host, started_at, outcome,
                                   error_class, error_message, transcript, domain_controller,
@@ -187,10 +190,11 @@ const FINISH: &str = "WITH u AS (
           FROM u JOIN moved m ON m.id = u.id ORDER BY u.n)
     , answers AS (
         INSERT INTO outcomes (id, job_id, account, event_id, result, routing_key, reply_to, body,
-                              iiq_state)
+                              iiq_state, callback_state)
         SELECT u.outcome_id, u.id, m.account, coalesce(u.body->>'event_id', m.event_id),
                u.result, u.routing_key,
-               m.reply_to, u.body, CASE WHEN $23 THEN $24 END
+               m.reply_to, u.body, CASE WHEN $23 THEN $24 END,
+               CASE WHEN $35 OR ($36 AND m.http_intake) THEN $24 END
           FROM u JOIN moved m ON m.id = u.id
          WHERE u.outcome_id IS NOT NULL
            AND (u.result <> $22
@@ -208,10 +212,10 @@ const FINISH: &str = "WITH u AS (
         ON CONFLICT (job_id) DO NOTHING)
     , steps AS (
         INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
-                          next_attempt_at, occurred_at, reply_to, step, trace_parent)
+                          next_attempt_at, occurred_at, reply_to, step, trace_parent, http_intake)
         SELECT gen_random_uuid(), j.event_id || '/' || $32, j.kind, j.account, j.payload,
                j.source, $31, j.max_attempts, v.visible_at, j.occurred_at, j.reply_to, $32,
-               j.trace_parent
+               j.trace_parent, j.http_intake
           FROM unnest($1::uuid[], $30::timestamptz[]) AS v(id, visible_at)
           JOIN moved m ON m.id = v.id
           JOIN u ON u.id = v.id
@@ -305,7 +309,7 @@ impl<'a> FinishRows<'a> {
         &self,
         on: E,
         replica: &str,
-        (identityiq, watch): (bool, Option<WatchPolicy>),
+        (channels, watch): (OutcomeChannels, Option<WatchPolicy>),
     ) -> Result<HashSet<Uuid>, StoreError>
     where
         E: sqlx::Executor<'e, Database = Postgres>,
@@ -334,8 +338,8 @@ impl<'a> FinishRows<'a> {
             .bind(replica)
             .bind(JobState::Running)
             .bind(OutcomeResult::WaitingForSync)
-            .bind(identityiq)
-            .bind(IdentityIqDelivery::Pending)
+            .bind(channels.identityiq)
+            .bind(HttpDelivery::Pending)
             .bind(watch.map(|w| w.source))
             .bind(watch.map_or(0.0, |w| w.deadline.as_secs_f64()))
             .bind(watch.map_or(0.0, |w| w.first_check.as_secs_f64()))
@@ -346,6 +350,8 @@ impl<'a> FinishRows<'a> {
             .bind(JobStep::MakeVisible)
             .bind(&JobState::INTENDED[..])
             .bind(&self.signatures)
+            .bind(channels.callback_binds().0)
+            .bind(channels.callback_binds().1)
             .fetch_all(on)
             .await?;
         Ok(held.into_iter().collect())

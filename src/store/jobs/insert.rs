@@ -141,7 +141,7 @@ impl Store {
                     .filter(|r| r.superseded_by.is_some())
                     .map(|r| r.id),
             );
-            insert_outcomes_of(&mut tx, &moot, OutcomeResult::Superseded, self.identityiq).await?;
+            insert_outcomes_of(&mut tx, &moot, OutcomeResult::Superseded, self.channels).await?;
         }
         tx.commit().await?;
         Ok(decision.inserted)
@@ -311,12 +311,15 @@ struct Batch<'a> {
     traces: &'a [Option<TraceParent>],
 }
 
-/// An event's AMQP `reply_to` as the intake judged it: the queue its outcome goes to as
-/// well, or the one it named and was refused (with why), kept on the job.
+/// Where an event's outcome goes back besides the outcome exchange: its AMQP `reply_to` as
+/// the intake judged it (the queue its outcome goes to as well, or the one it named and was
+/// refused, with why), kept on the job; and whether it came over the HTTP intake, whose
+/// senders hear outcomes on the HTTP callback (`[outcome_callback]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplyTo {
     pub queue: Option<String>,
     pub refused: Option<String>,
+    pub http_intake: bool,
 }
 
 /// Writes the new job rows in one statement.
@@ -341,16 +344,16 @@ async fn insert_rows(
     sqlx::query(
         "INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
                            occurred_at, superseded_by, finished_at, reply_to, reply_to_refused,
-                           trace_parent, account_guid)
+                           trace_parent, account_guid, http_intake)
          SELECT u.id, u.event_id, u.kind, u.account, u.payload, u.source, u.state, $10,
                 u.occurred_at, u.superseded_by,
                 CASE WHEN u.superseded_by IS NULL THEN NULL ELSE now() END, u.reply_to,
-                u.reply_to_refused, u.trace_parent, u.account_guid
+                u.reply_to_refused, u.trace_parent, u.account_guid, u.http_intake
            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
                        $7::text[], $8::timestamptz[], $9::uuid[], $11::text[], $12::text[],
-                       $13::text[], $14::uuid[])
+                       $13::text[], $14::uuid[], $15::bool[])
                 AS u(id, event_id, kind, account, payload, source, state, occurred_at, superseded_by,
-                     reply_to, reply_to_refused, trace_parent, account_guid)",
+                     reply_to, reply_to_refused, trace_parent, account_guid, http_intake)",
     )
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| event(r).id.as_str()).collect::<Vec<_>>())
@@ -384,6 +387,11 @@ async fn insert_rows(
     .bind(
         rows.iter()
             .map(|r| event(r).account.object_guid)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| reply_to.get(r.index).is_some_and(|t| t.http_intake))
             .collect::<Vec<_>>(),
     )
     .execute(&mut **tx)

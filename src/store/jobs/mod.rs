@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::{Attempt, Store, StoreError, secs};
 use crate::event::{Event, EventKind};
 use crate::job::{AttemptEnd, ErrorClass, JobEffect, JobState, JobStep};
-use crate::outcome::IdentityIqDelivery;
+use crate::outcome::HttpDelivery;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Job {
@@ -296,7 +296,8 @@ impl Store {
                  WHERE state = ANY($3)
                    AND finished_at < now() - make_interval(secs => $1)
                    AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.job_id = jobs.id
-                                     AND (o.sent_at IS NULL OR o.iiq_state = $4))
+                                     AND (o.sent_at IS NULL OR o.iiq_state = $4
+                                          OR o.callback_state = $4))
                    AND NOT EXISTS (SELECT 1 FROM cloud_watches w WHERE w.job_id = jobs.id
                                      AND w.resolved_at IS NULL)
                  LIMIT $2)",
@@ -304,7 +305,7 @@ impl Store {
         .bind(secs(age))
         .bind(chunk)
         .bind(&JobState::PRUNABLE[..])
-        .bind(IdentityIqDelivery::Pending)
+        .bind(HttpDelivery::Pending)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())

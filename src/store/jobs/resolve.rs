@@ -91,13 +91,13 @@ impl Store {
         let answer = match newer_job(&mut tx, &key, job, occurred_at).await? {
             Some(newer) => {
                 superseded(&mut tx, job, newer, guid, sam).await?;
-                insert_outcomes_of(&mut tx, &[job], OutcomeResult::Superseded, self.identityiq)
+                insert_outcomes_of(&mut tx, &[job], OutcomeResult::Superseded, self.channels)
                     .await?;
                 Resolved::Superseded(newer)
             }
             None => {
                 let moot = supersede_older(&mut tx, &key, job, occurred_at).await?;
-                insert_outcomes_of(&mut tx, &moot, OutcomeResult::Superseded, self.identityiq)
+                insert_outcomes_of(&mut tx, &moot, OutcomeResult::Superseded, self.channels)
                     .await?;
                 rekey(&mut tx, job, replica, guid, sam).await?
             }
