@@ -41,6 +41,9 @@ struct Seen {
     recipient_cmdlets: u64,
     /// Exchange sessions the lab opened.
     sessions_opened: u64,
+    /// From the first recipient cmdlet to the last, seconds: the run without the daemons'
+    /// start and the last batch's verification.
+    active_s: f64,
 }
 
 /// The daemon's configuration as environment variables (the secrets too: never on a
@@ -195,17 +198,24 @@ pub(crate) async fn run(
         .filter(|j| j.state == JobState::Succeeded)
         .count();
     let retries: i64 = jobs.iter().map(|j| i64::from(j.attempt.max(1) - 1)).sum();
+    let counted: Vec<_> = lab
+        .invocations()
+        .into_iter()
+        .filter(|i| lab::parameter_sets::Cmdlet::find(&i.cmdlet).is_some())
+        .map(|i| i.at)
+        .collect();
+    let active_s = match (counted.iter().min(), counted.iter().max()) {
+        (Some(first), Some(last)) => (*last - *first).num_milliseconds() as f64 / 1e3,
+        _ => 0.0,
+    };
     let seen = Seen {
         elapsed,
         succeeded,
         retries,
         throttled: lab.throttled(),
-        recipient_cmdlets: lab
-            .invocations()
-            .iter()
-            .filter(|i| lab::parameter_sets::Cmdlet::find(&i.cmdlet).is_some())
-            .count() as u64,
+        recipient_cmdlets: counted.len() as u64,
         sessions_opened: lab.stats().exchange_sessions,
+        active_s,
     };
     lab.stop();
     report(&b, &s, &seen, output)
@@ -233,6 +243,10 @@ fn budget_reached(b: &ReplicaBurst, s: &Settings, seen: &Seen) -> Option<serde_j
         "cmdlets_per_s": counted as f64 / seen.elapsed,
         "budget_per_s": allowed_per_s,
         "fraction_of_budget": counted as f64 / seen.elapsed / allowed_per_s,
+        // While cmdlets ran: the most a sliding window allows in that span is one window's
+        // worth more than the rate, so this one is taken against (span + window).
+        "active_s": seen.active_s,
+        "fraction_while_active": counted as f64 / ((seen.active_s + window.as_secs_f64()) * allowed_per_s),
     }))
 }
 
@@ -283,14 +297,16 @@ fn report(
         );
         if let Some(c) = &budget {
             println!(
-                "cmdlet budget {} per {}s: {:.1} cmdlets/s counted ({} recipient + {} session) of {:.1}/s = {:.0} % of the budget",
+                "cmdlet budget {} per {}s: {:.1} cmdlets/s counted ({} recipient + {} session) of {:.1}/s = {:.0} % of the budget ({:.0} % while cmdlets ran, {:.1}s)",
                 c["max_cmdlets"],
                 c["cmdlet_window_s"],
                 c["cmdlets_per_s"].as_f64().unwrap_or_default(),
                 c["recipient_cmdlets"],
                 c["session_cmdlets"],
                 c["budget_per_s"].as_f64().unwrap_or_default(),
-                c["fraction_of_budget"].as_f64().unwrap_or_default() * 100.0
+                c["fraction_of_budget"].as_f64().unwrap_or_default() * 100.0,
+                c["fraction_while_active"].as_f64().unwrap_or_default() * 100.0,
+                c["active_s"].as_f64().unwrap_or_default()
             );
         }
     }
