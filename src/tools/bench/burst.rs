@@ -161,16 +161,17 @@ async fn wait_all_terminal(
     json: bool,
     started: Instant,
 ) -> anyhow::Result<()> {
+    let mut shown = 0;
     loop {
         let (done, _) = progress(store).await?;
         if done as usize >= n {
             return Ok(());
         }
-        if !json && started.elapsed().as_secs().is_multiple_of(5) {
-            eprint!(
-                "\r{done}/{n} done after {:.0}s",
-                started.elapsed().as_secs_f64()
-            );
+        // Once per five seconds (the loop looks every 100 ms).
+        let secs = started.elapsed().as_secs();
+        if !json && secs >= shown + 5 {
+            shown = secs;
+            eprint!("\r{done}/{n} done after {secs}s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -98,14 +98,14 @@ pub enum Which {
         max_sessions: Option<usize>,
         /// With --replicas: Exchange's cmdlet budget in the lab (PowerShellMaxCmdlets), and
         /// exchange.max_cmdlets of the daemons, which pace their batches to it.
-        #[arg(long, requires = "cmdlet_window")]
+        #[arg(long, requires_all = ["cmdlet_window", "replicas"])]
         max_cmdlets: Option<u32>,
         /// With --max-cmdlets: its window (PowerShellMaxCmdletsTimePeriod, exchange.cmdlet_window).
         #[arg(long, value_parser = parse_dur, requires = "max_cmdlets")]
         cmdlet_window: Option<Duration>,
         /// Exit 1 if the daemon's throughput is below this fraction of the lab's limit
         /// measured in the same run (the CI guard: a ratio, never an absolute time).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "replicas")]
         min_fraction: Option<f64>,
     },
     /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
