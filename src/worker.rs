@@ -180,6 +180,9 @@ impl Worker {
         }
         metrics::histogram!("mailboxd_batch_size", "kind" => kind.as_str())
             .record(prepared.len() as f64);
+        if prepared.is_empty() {
+            return;
+        }
         // Paced to Exchange's cmdlet budget: in runs whose expected cmdlets fit its window.
         let template = template(kind);
         let max = self.budget.cmdlets().map(|c| c.limit().max);

@@ -24,15 +24,20 @@ impl Prepared {
 }
 
 /// `items` in runs, in order, each costing at most `max` with the `session`'s cmdlets
-/// (one account alone however much it costs); one run when `max` is `None` (no budget).
+/// (one account alone however much it costs); one run when `max` is `None` (no budget),
+/// none when there are no items.
 pub(super) fn runs<T>(
     items: Vec<T>,
     cost: impl Fn(&T) -> u32,
     session: u32,
     max: Option<u32>,
 ) -> Vec<Vec<T>> {
-    let Some(max) = max else {
-        return vec![items];
+    let Some(max) = max.filter(|_| !items.is_empty()) else {
+        return if items.is_empty() {
+            Vec::new()
+        } else {
+            vec![items]
+        };
     };
     let mut runs: Vec<Vec<T>> = Vec::new();
     let mut spent = 0;
@@ -69,7 +74,9 @@ mod tests {
         let mixed = vec![5, 5, 30, 5, 50, 1];
         let split = runs(mixed, |c| *c, 2, Some(40));
         assert_eq!(split, [vec![5, 5], vec![30, 5], vec![50], vec![1]]);
-        // No budget: one run, whatever it costs.
+        // No budget: one run, whatever it costs; nothing to run: no run, budget or not.
         assert_eq!(runs(vec![5u32; 100], |c| *c, 2, None).len(), 1);
+        assert!(runs(Vec::<u32>::new(), |c| *c, 2, None).is_empty());
+        assert!(runs(Vec::<u32>::new(), |c| *c, 2, Some(40)).is_empty());
     }
 }
