@@ -294,8 +294,9 @@ impl SessionBudget {
         self.max
     }
 
-    /// Accounts per batch: `configured` (`exchange.batch_size`), or fewer so that one
-    /// batch's cmdlets fit Exchange's cmdlet budget; an error when not even one account fits.
+    /// Accounts per batch: `configured` (`exchange.batch_size`), or fewer when not even
+    /// that many new joiners fit Exchange's cmdlet budget; an error when one account's
+    /// longest path does not fit.
     pub fn batch_size(
         &self,
         configured: u32,
@@ -304,11 +305,11 @@ impl SessionBudget {
         let Some(c) = &self.cmdlets else {
             return Ok(configured);
         };
-        let n = c.accounts_per_batch(
-            configured,
-            session_cmdlets,
+        let per_account = (
+            ps_templates::LEAST_CMDLETS_PER_ACCOUNT,
             ps_templates::MAX_CMDLETS_PER_ACCOUNT,
-        )?;
+        );
+        let n = c.accounts_per_batch(configured, session_cmdlets, per_account)?;
         if n < configured {
             tracing::info!(
                 batch_size = n,

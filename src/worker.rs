@@ -8,6 +8,7 @@ pub(crate) mod claim;
 mod cloud_guard;
 mod data;
 mod heartbeat;
+mod pacing;
 mod plan;
 pub(crate) mod prune;
 pub(crate) mod rescue;
@@ -182,13 +183,20 @@ impl Worker {
         if prepared.is_empty() {
             return;
         }
-        match self.run_batch(kind, &prepared).await {
-            Ok(result) => {
-                self.budget.session_opened();
-                self.host_answered().await;
-                self.settle(kind, &prepared, result, started_at).await;
+        // Paced to Exchange's cmdlet budget: in runs whose expected cmdlets fit its window.
+        let template = template(kind);
+        let max = self.budget.cmdlets().map(|c| c.limit().max);
+        let session = self.exchange.session_cmdlets();
+        let cost = |p: &Prepared| p.expected_cmdlets(template);
+        for run in pacing::runs(prepared, cost, session, max) {
+            match self.run_batch(template, &run).await {
+                Ok(result) => {
+                    self.budget.session_opened();
+                    self.host_answered().await;
+                    self.settle(kind, &run, result, started_at).await;
+                }
+                Err(e) => self.batch_failed(&run, e, started_at).await,
             }
-            Err(e) => self.batch_failed(&prepared, e, started_at).await,
         }
     }
 
@@ -242,20 +250,23 @@ impl Worker {
     /// Runs the batch's template in one PowerShell process, within `worker.batch_timeout`.
     async fn run_batch(
         &self,
-        kind: EventKind,
+        template: Template,
         prepared: &[Prepared],
     ) -> Result<BatchResult, ExchangeError> {
-        let template = match kind {
-            EventKind::Joiner => Template::EnableRemoteMailbox,
-            EventKind::Leaver => Template::HideRemoteMailbox,
-            EventKind::Mover => Template::RenameRemoteMailbox,
-        };
         let accounts: Vec<AccountData> = prepared.iter().map(|p| p.data.clone()).collect();
         let session = self.exchange.session_cmdlets();
         // Paced to Exchange's cmdlet budget: the batch waits for room in the window shared
-        // by every replica instead of being refused (its jobs stay leased; no attempt used).
+        // by every replica instead of being refused (its jobs stay leased; no attempt used),
+        // for what the directory predicts it runs (`pacing`).
+        let expected = || {
+            session
+                + prepared
+                    .iter()
+                    .map(|p| p.expected_cmdlets(template))
+                    .sum::<u32>()
+        };
         let grant = match self.budget.cmdlets() {
-            Some(c) => Some(c.take(most_cmdlets(template, &accounts, session)).await),
+            Some(c) => Some(c.take(expected()).await),
             None => None,
         };
         // Kept only to settle a grant: without a cmdlet budget the batch is not copied.
@@ -638,7 +649,16 @@ impl Worker {
     }
 }
 
-/// The most cmdlets a batch may run: what its grant takes from Exchange's cmdlet budget.
+/// The template a kind of job runs.
+fn template(kind: EventKind) -> Template {
+    match kind {
+        EventKind::Joiner => Template::EnableRemoteMailbox,
+        EventKind::Leaver => Template::HideRemoteMailbox,
+        EventKind::Mover => Template::RenameRemoteMailbox,
+    }
+}
+
+/// The most cmdlets a batch may run: what it counts when it failed as a whole.
 fn most_cmdlets(template: Template, accounts: &[AccountData], session: u32) -> u32 {
     session
         + accounts

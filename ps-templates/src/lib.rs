@@ -12,7 +12,7 @@
 mod cmdlets;
 mod result;
 
-pub use cmdlets::{MAX_CMDLETS_PER_ACCOUNT, session_cmdlets};
+pub use cmdlets::{LEAST_CMDLETS_PER_ACCOUNT, MAX_CMDLETS_PER_ACCOUNT, Seen, session_cmdlets};
 pub use result::{ResultLine, ResultScope, ResultStatus};
 
 use base64::Engine;

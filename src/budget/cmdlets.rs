@@ -1,10 +1,12 @@
 //! Exchange's cmdlet budget for every replica (issue 22): PowerShellMaxCmdlets per
 //! PowerShellMaxCmdletsTimePeriod counts the service account's cmdlets, whoever runs them, so
-//! a batch takes the most cmdlets it may run from one window shared through PostgreSQL
-//! (`store::cmdlets`) before it runs, and waits — no attempt used, nothing refused — while the
-//! window is spent. A running batch's grant is leased and renewed like a session slot. Once the batch is back its grant is lowered to what really ran and counts
-//! until the window after the batch's end: every cmdlet started before then, so the window
-//! mailboxd keeps never ends before Exchange's does.
+//! a batch takes the cmdlets it is expected to run (the path the directory predicts, issue
+//! 35: `worker::pacing`) from one window shared through PostgreSQL (`store::cmdlets`) before
+//! it runs, and waits — no attempt used, nothing refused — while the window is spent. A
+//! running batch's grant is leased and renewed like a session slot. Once the batch is back
+//! its grant is set to what really ran, more than it took if AD changed meanwhile, and
+//! counts until the window after the batch's end: every cmdlet started before then, so the
+//! window mailboxd keeps never ends before Exchange's does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,22 +103,28 @@ impl CmdletBudget {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// The most accounts one batch may hold so that its cmdlets fit the window at all:
-    /// `batch_size`, or fewer when the budget is small.
+    /// The most accounts one batch may hold: `batch_size`, or fewer so that a batch of new
+    /// joiners (`least` cmdlets each, the cheapest path) with its session takes at most half
+    /// the window: two batches' grants then fit at once, and a batch waits for one grant
+    /// to leave the window, never for the whole window to empty (a grant counts for the
+    /// window after its batch ended, so one filling the window would leave it idle while its
+    /// batch runs). A batch expected to cost more is run in parts that fit
+    /// (`worker::pacing`). An error when one account's longest path (`most`) does not fit.
     pub(crate) fn accounts_per_batch(
         &self,
         batch_size: u32,
         session_cmdlets: u32,
-        per_account: u32,
+        (least, most): (u32, u32),
     ) -> Result<u32, CmdletBudgetError> {
         let room = self.limit.max.saturating_sub(session_cmdlets);
-        match room / per_account.max(1) {
-            0 => Err(CmdletBudgetError::TooSmall {
+        if room < most {
+            return Err(CmdletBudgetError::TooSmall {
                 max: self.limit.max,
-                needed: session_cmdlets + per_account,
-            }),
-            n => Ok(n.min(batch_size)),
+                needed: session_cmdlets + most,
+            });
         }
+        let half = (self.limit.max / 2).saturating_sub(session_cmdlets);
+        Ok((half / least.max(1)).clamp(1, batch_size.max(1)))
     }
 
     /// Waits until the window has room for `cmdlets` and takes them. Cancel-safe: a

@@ -17,8 +17,8 @@ use crate::config;
 use crate::job::{ErrorClass, JobEffect};
 use crate::windows_host::HostProblem;
 pub use ps_templates::{
-    AccountData, BatchData, CredentialData, Payload, RemoteMailboxType, ResultLine, SessionData,
-    Template,
+    AccountData, BatchData, CredentialData, Payload, RemoteMailboxType, ResultLine, Seen,
+    SessionData, Template,
 };
 use ps_templates::{ParsedOutput, ResultScope, ResultStatus};
 use winrm::{CommandOutput, ShellOptions, WinrmClient, WinrmError};

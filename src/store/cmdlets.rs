@@ -17,7 +17,7 @@ const KEEP_FOR: Duration = Duration::from_secs(3600);
 
 /// What one look at the window came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CmdletTake {
+pub enum CmdletTake {
     /// The cmdlets are taken: the grant's id, to settle it once the batch is back.
     Granted(i64),
     /// No room: enough of the window frees itself after this long (sooner when a running
@@ -28,7 +28,7 @@ pub(crate) enum CmdletTake {
 impl Store {
     /// Takes `cmdlets` (at most `max`) from the window of `max` if there is room, counted
     /// until `hold_for` from now unless settled sooner.
-    pub(crate) async fn take_cmdlets(
+    pub async fn take_cmdlets(
         &self,
         holder: &str,
         cmdlets: u32,
@@ -104,9 +104,11 @@ impl Store {
         Ok(())
     }
 
-    /// The grant's batch is back: it counts the cmdlets that ran (never more than taken)
-    /// until `window` from now, and the replicas waiting for room look again.
-    pub(crate) async fn settle_cmdlets(
+    /// The grant's batch is back: it counts the cmdlets that ran until `window` from now —
+    /// more than it took when the batch ran a longer path than the directory predicted, so
+    /// that the window holds every cmdlet Exchange counted —, and the replicas waiting for
+    /// room look again.
+    pub async fn settle_cmdlets(
         &self,
         id: i64,
         ran: u32,
@@ -115,7 +117,7 @@ impl Store {
         sqlx::query(
             "WITH settled AS (
                 UPDATE exchange_cmdlet_grants
-                   SET cmdlets = least(cmdlets, $2),
+                   SET cmdlets = $2,
                        counts_until = now() + make_interval(secs => $3)
                  WHERE id = $1 RETURNING id)
              SELECT pg_notify($4, id::text) FROM settled",

@@ -33,7 +33,7 @@ pub use attempts::*;
 pub(crate) use audit::*;
 pub use budget::*;
 pub use cloud::*;
-pub(crate) use cmdlets::*;
+pub use cmdlets::CmdletTake;
 pub use failures::FailureGroup;
 pub use jobs::*;
 pub use operator::*;

@@ -6,7 +6,7 @@ pub(super) mod mover;
 
 use crate::directory::{Account, AccountState, RecipientType};
 use crate::event::{Event, EventKind, MailboxType, Rename};
-use crate::exchange::AccountData;
+use crate::exchange::{AccountData, Seen};
 use crate::job::{ErrorClass, JobEffect};
 
 /// What the directory check decided for one job.
@@ -226,6 +226,31 @@ fn resource_conflict(sam: &str, current: MailboxType, wanted: MailboxType) -> St
         wanted.exchange_type(),
         wanted.exchange_type(),
     )
+}
+
+/// What the template will find of the account, as AD shows it now: the path it takes, and
+/// so the cmdlets its batch reserves from Exchange's budget (`Template::expected_cmdlets`).
+pub(crate) fn seen(a: &Account, wanted: Wanted<'_>) -> Seen {
+    let remote_mailbox = a.recipient == RecipientType::RemoteMailbox;
+    // The mover's second Set-RemoteMailbox: no address policy adds the new routing address
+    // to the proxy addresses (PowerShell compares without case, as here).
+    let adds_routing_address = wanted.rename.is_some()
+        && !a.address_policy_enabled
+        && wanted.remote_routing_address.is_some_and(|r| {
+            mover::differs(mover::routing(a), Some(r))
+                && !a.proxy_addresses.iter().any(|p| {
+                    p.split_once(':').is_some_and(|(scheme, addr)| {
+                        scheme.eq_ignore_ascii_case("smtp") && addr.eq_ignore_ascii_case(r)
+                    })
+                })
+        });
+    Seen {
+        remote_mailbox,
+        hidden: remote_mailbox && a.hidden,
+        other_type: remote_mailbox && remote_type(a).is_some_and(|t| t != wanted.kind),
+        archive: a.archive_guid.is_some(),
+        adds_routing_address,
+    }
 }
 
 /// What a leaver still has to do to a remote mailbox.

@@ -26,6 +26,7 @@ mod cleanup;
 mod cli;
 mod cloud_ad;
 mod cloud_graph;
+mod cmdlet_grants;
 mod dashboard;
 mod dashboard_browser;
 mod deploy_artifacts;

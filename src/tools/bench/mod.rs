@@ -97,6 +97,17 @@ pub enum Which {
         /// the lab (e.g. 12, the default, to see the limit learned from Exchange's refusal).
         #[arg(long)]
         max_sessions: Option<usize>,
+        /// With --replicas: Exchange's cmdlet budget in the lab (PowerShellMaxCmdlets), and
+        /// exchange.max_cmdlets of the daemons, which pace their batches to it.
+        #[arg(long, requires_all = ["cmdlet_window", "replicas"])]
+        max_cmdlets: Option<u32>,
+        /// With --max-cmdlets: its window (PowerShellMaxCmdletsTimePeriod, exchange.cmdlet_window).
+        #[arg(long, value_parser = parse_dur, requires = "max_cmdlets")]
+        cmdlet_window: Option<Duration>,
+        /// Exit 1 if the daemon's throughput is below this fraction of the lab's limit
+        /// measured in the same run (the CI guard: a ratio, never an absolute time).
+        #[arg(long, conflicts_with = "replicas")]
+        min_fraction: Option<f64>,
     },
     /// Ingest rate: N events waiting in the queue → committed jobs, against a plain batched
     /// INSERT of the same rows as the ceiling.
@@ -254,6 +265,8 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             replicas: Some(replicas),
             exchange_sessions,
             max_sessions,
+            max_cmdlets,
+            cmdlet_window,
             ..
         } => {
             let b = replicas::ReplicaBurst {
@@ -265,6 +278,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
                 session,
                 cmdlet,
                 batch_size: batch_size.unwrap_or(20),
+                cmdlet_budget: max_cmdlets.zip(cmdlet_window),
             };
             replicas::run(settings, b, &out).await
         }
@@ -277,6 +291,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
             warm,
             batch_size,
             replicas: None,
+            min_fraction,
             ..
         } => {
             let burst = burst::Burst {
@@ -287,6 +302,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
                 naive_sample,
                 warm,
                 batch_size,
+                min_fraction,
             };
             burst::run(settings, &burst, &out).await
         }

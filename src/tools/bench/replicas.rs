@@ -1,6 +1,8 @@
 //! `mailboxd bench burst --replicas N`: the same burst through N daemon processes sharing
 //! one database, against a lab whose Exchange allows fewer sessions than N × concurrency —
 //! throughput against the session limit, attempts paid for retries, throttled refusals.
+//! With a cmdlet budget (`--max-cmdlets`, `--cmdlet-window`) the lab refuses cmdlets past it
+//! and the daemons pace their batches to it: how much of the budget they reach (issue 35).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +26,24 @@ pub(super) struct ReplicaBurst {
     pub session: Duration,
     pub cmdlet: Duration,
     pub batch_size: u32,
+    /// Exchange's cmdlet budget in the lab and the daemons' `exchange.max_cmdlets` /
+    /// `exchange.cmdlet_window`.
+    pub cmdlet_budget: Option<(u32, Duration)>,
+}
+
+/// What the lab saw of a run.
+struct Seen {
+    elapsed: f64,
+    succeeded: usize,
+    retries: i64,
+    throttled: u64,
+    /// Exchange cmdlets the lab counted against the budget (its recipient cmdlets, every call).
+    recipient_cmdlets: u64,
+    /// Exchange sessions the lab opened.
+    sessions_opened: u64,
+    /// From the first recipient cmdlet to the last, seconds: the run without the daemons'
+    /// start and the last batch's verification.
+    active_s: f64,
 }
 
 /// The daemon's configuration as environment variables (the secrets too: never on a
@@ -86,6 +106,18 @@ fn daemon_env(s: &Settings, b: &ReplicaBurst) -> Vec<(String, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
+    .chain(b.cmdlet_budget.into_iter().flat_map(|(max, window)| {
+        [
+            (
+                "MAILBOXD__EXCHANGE__MAX_CMDLETS".to_owned(),
+                max.to_string(),
+            ),
+            (
+                "MAILBOXD__EXCHANGE__CMDLET_WINDOW".to_owned(),
+                format!("{}ms", window.as_millis()),
+            ),
+        ]
+    }))
     .collect()
 }
 
@@ -137,6 +169,7 @@ pub(crate) async fn run(
     let mut cfg = super::support::lab_config(b.accounts, b.session, b.cmdlet, &password);
     cfg.ldap_listen = Some(([127, 0, 0, 1], 0).into());
     cfg.throttle.max_sessions_per_user = b.sessions;
+    cfg.throttle.cmdlet_budget = b.cmdlet_budget;
     let lab = lab::Lab::start(cfg).await?;
     let s = super::support::daemon_settings(settings, &lab, &password).await?;
     let env = daemon_env(&s, &b);
@@ -165,20 +198,73 @@ pub(crate) async fn run(
         .filter(|j| j.state == JobState::Succeeded)
         .count();
     let retries: i64 = jobs.iter().map(|j| i64::from(j.attempt.max(1) - 1)).sum();
-    let throttled = lab.throttled();
+    let counted: Vec<_> = lab
+        .invocations()
+        .into_iter()
+        .filter(|i| lab::parameter_sets::Cmdlet::find(&i.cmdlet).is_some())
+        .map(|i| i.at)
+        .collect();
+    let active_s = match (counted.iter().min(), counted.iter().max()) {
+        (Some(first), Some(last)) => (*last - *first).num_milliseconds() as f64 / 1e3,
+        _ => 0.0,
+    };
+    let seen = Seen {
+        elapsed,
+        succeeded,
+        retries,
+        throttled: lab.throttled(),
+        recipient_cmdlets: counted.len() as u64,
+        sessions_opened: lab.stats().exchange_sessions,
+        active_s,
+    };
     lab.stop();
-    report(&b, elapsed, succeeded, retries, throttled, output)
+    report(&b, &s, &seen, output)
+}
+
+/// How much of the cmdlet budget the run used: every cmdlet Exchange counted — the lab's
+/// recipient cmdlets and each remote session's import — against what the budget allows in
+/// the run's time.
+fn budget_reached(b: &ReplicaBurst, s: &Settings, seen: &Seen) -> Option<serde_json::Value> {
+    let (max, window) = b.cmdlet_budget?;
+    let client = s.winrm.client().ok()?;
+    // The daemons run a remote session (`daemon_env`).
+    let mut exchange = s.exchange.clone();
+    exchange.mode = crate::config::ExchangeMode::Remote;
+    let session = crate::exchange::Exchange::new(client, &exchange, s.winrm.endpoint.clone())
+        .session_cmdlets();
+    let session_cmdlets = u64::from(session) * seen.sessions_opened;
+    let counted = seen.recipient_cmdlets + session_cmdlets;
+    let allowed_per_s = f64::from(max) / window.as_secs_f64();
+    Some(serde_json::json!({
+        "max_cmdlets": max,
+        "cmdlet_window_s": window.as_secs_f64(),
+        "recipient_cmdlets": seen.recipient_cmdlets,
+        "session_cmdlets": session_cmdlets,
+        "cmdlets_per_s": counted as f64 / seen.elapsed,
+        "budget_per_s": allowed_per_s,
+        "fraction_of_budget": counted as f64 / seen.elapsed / allowed_per_s,
+        // While cmdlets ran: the most a sliding window allows in that span is one window's
+        // worth more than the rate, so this one is taken against (span + window).
+        "active_s": seen.active_s,
+        "fraction_while_active": counted as f64 / ((seen.active_s + window.as_secs_f64()) * allowed_per_s),
+    }))
 }
 
 fn report(
     b: &ReplicaBurst,
-    elapsed: f64,
-    succeeded: usize,
-    retries: i64,
-    throttled: u64,
+    s: &Settings,
+    seen: &Seen,
     output: &super::output::Output,
 ) -> anyhow::Result<i32> {
+    let Seen {
+        elapsed,
+        succeeded,
+        retries,
+        throttled,
+        ..
+    } = *seen;
     let n = b.accounts;
+    let budget = budget_reached(b, s, seen);
     // The session limit: `sessions` batches at a time, each a session set-up plus its cmdlets
     // (Get-RemoteMailbox-free: one Enable-RemoteMailbox per account at least).
     let batches = n.div_ceil(b.batch_size.max(1) as usize) as f64;
@@ -197,6 +283,7 @@ fn report(
         "ratio_to_limit": limit_s / elapsed,
         "retries_paid": retries,
         "throttled_refusals": throttled,
+        "cmdlet_budget": budget,
     });
     if output.emit("burst-replicas", &out)? {
         println!(
@@ -208,6 +295,20 @@ fn report(
             n as f64 / limit_s,
             limit_s / elapsed * 100.0
         );
+        if let Some(c) = &budget {
+            println!(
+                "cmdlet budget {} per {}s: {:.1} cmdlets/s counted ({} recipient + {} session) of {:.1}/s = {:.0} % of the budget ({:.0} % while cmdlets ran, {:.1}s)",
+                c["max_cmdlets"],
+                c["cmdlet_window_s"],
+                c["cmdlets_per_s"].as_f64().unwrap_or_default(),
+                c["recipient_cmdlets"],
+                c["session_cmdlets"],
+                c["budget_per_s"].as_f64().unwrap_or_default(),
+                c["fraction_of_budget"].as_f64().unwrap_or_default() * 100.0,
+                c["fraction_while_active"].as_f64().unwrap_or_default() * 100.0,
+                c["active_s"].as_f64().unwrap_or_default()
+            );
+        }
     }
     Ok(if succeeded == n { 0 } else { 1 })
 }

@@ -73,9 +73,15 @@ pub(crate) fn bench_amqp(base: &crate::config::Amqp) -> crate::config::Amqp {
 }
 
 /// The same server as `database.url`, database `mailboxd_bench`: never the real queue.
+/// `MAILBOXD_BENCH_DATABASE` names another, so that benches run side by side on one server
+/// (each empties its database first) do not empty each other's.
 pub(crate) fn bench_database_url(url: &str) -> anyhow::Result<String> {
     let mut u = url::Url::parse(url).context("database.url")?;
-    u.set_path("/mailboxd_bench");
+    let name = std::env::var("MAILBOXD_BENCH_DATABASE")
+        .ok()
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .unwrap_or_else(|| "mailboxd_bench".to_owned());
+    u.set_path(&format!("/{name}"));
     Ok(u.to_string())
 }
 

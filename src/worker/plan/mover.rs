@@ -23,7 +23,7 @@ struct Changes {
 }
 
 /// `targetAddress` without its `SMTP:` prefix.
-fn routing(a: &Account) -> Option<&str> {
+pub(super) fn routing(a: &Account) -> Option<&str> {
     a.target_address.as_deref().map(|t| {
         t.split_once(':')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("smtp"))
@@ -31,7 +31,7 @@ fn routing(a: &Account) -> Option<&str> {
     })
 }
 
-fn differs(current: Option<&str>, wanted: Option<&str>) -> bool {
+pub(super) fn differs(current: Option<&str>, wanted: Option<&str>) -> bool {
     wanted.is_some_and(|w| !current.is_some_and(|c| c.eq_ignore_ascii_case(w)))
 }
 
@@ -288,5 +288,33 @@ mod tests {
         after.alias = Some("jsmith".into());
         let stale = verified(JobEffect::Renamed, &before, &state(after), asking(&r, rra));
         assert!(stale.unwrap_err().contains("the alias (mailNickname)"));
+    }
+
+    #[test]
+    fn a_mover_without_a_policy_is_paced_for_the_second_set_only_when_it_adds_the_address() {
+        use crate::exchange::{AccountData, Template};
+        let r = Rename {
+            alias: Some("jane.doe".into()),
+            ..Rename::default()
+        };
+        let new_rra = Some("jane.doe@t.mail.onmicrosoft.com");
+        let expected = |a: &Account, rra| {
+            let seen = crate::worker::plan::seen(a, asking(&r, rra));
+            Template::RenameRemoteMailbox.expected_cmdlets(&AccountData::default(), &seen)
+        };
+        // Under a policy Exchange adds the new routing address: Get and one Set.
+        assert_eq!(expected(&remote(true), new_rra), 2);
+        // Without one, the second Set adds it to the proxy addresses.
+        assert_eq!(expected(&remote(false), new_rra), 3);
+        // Unless it is there already (any case), or it does not change.
+        let mut known = remote(false);
+        known
+            .proxy_addresses
+            .push("smtp:Jane.Doe@t.mail.onmicrosoft.com".into());
+        assert_eq!(expected(&known, new_rra), 2);
+        assert_eq!(
+            expected(&remote(false), Some("jsmith@t.mail.onmicrosoft.com")),
+            2
+        );
     }
 }

@@ -490,3 +490,68 @@ fn a_leaver_under_the_shared_policy_converts_only_a_user_mailbox() {
         .is_err()
     );
 }
+
+/// The cmdlets a joiner's batch reserves for the path AD shows (`seen`, then the template's
+/// `expected_cmdlets`), for every account the plan sends to Exchange.
+fn expected_for_joiner(a: &Account, data: &AccountData, wanted: Wanted<'_>) -> u32 {
+    crate::exchange::Template::EnableRemoteMailbox.expected_cmdlets(data, &seen(a, wanted))
+}
+
+#[test]
+fn each_joiner_path_the_directory_shows_is_paced_at_what_it_runs() {
+    use RecipientType::*;
+    let data = |archive, hidden| AccountData {
+        archive,
+        hidden,
+        ..AccountData::default()
+    };
+    let wanted = |d: &AccountData| Wanted {
+        archive: d.archive,
+        hidden: d.hidden,
+        ..Wanted::default()
+    };
+    let plain = data(false, false);
+    // No recipient yet: Enable-RemoteMailbox alone; a mail user the same.
+    assert_eq!(expected_for_joiner(&acct(None), &plain, wanted(&plain)), 1);
+    assert_eq!(
+        expected_for_joiner(&acct(MailUser), &plain, wanted(&plain)),
+        1
+    );
+    // With an archive, and hidden until a start date ahead: one call each more.
+    let starter = data(true, true);
+    assert_eq!(
+        expected_for_joiner(&acct(None), &starter, wanted(&starter)),
+        3
+    );
+    // A rehire: the hidden remote mailbox (Enable fails, Get, Set to unhide).
+    let rehire = acct(RemoteMailbox).hidden();
+    assert_eq!(expected_for_joiner(&rehire, &plain, wanted(&plain)), 3);
+    // Its archive missing as well: one more.
+    let with_archive = data(true, false);
+    assert_eq!(
+        expected_for_joiner(&rehire, &with_archive, wanted(&with_archive)),
+        4
+    );
+    // A leaver's mailbox converted to shared, hired again: converted and unhidden.
+    let mut shared = acct(RemoteMailbox).hidden();
+    shared.recipient_type_details = Some(34_359_738_368);
+    assert_eq!(expected_for_joiner(&shared, &plain, wanted(&plain)), 4);
+    // The start date's step on the mailbox its joiner hid: Get, then Set.
+    let step = AccountData {
+        make_visible: true,
+        ..AccountData::default()
+    };
+    let scheduled = Wanted {
+        scheduled: true,
+        ..Wanted::default()
+    };
+    assert_eq!(expected_for_joiner(&rehire, &step, scheduled), 2);
+}
+
+#[test]
+fn a_leaver_is_paced_at_its_get_and_set() {
+    let a = acct(RecipientType::RemoteMailbox).disabled();
+    let t = crate::exchange::Template::HideRemoteMailbox;
+    let data = AccountData::default();
+    assert_eq!(t.expected_cmdlets(&data, &seen(&a, Wanted::default())), 2);
+}
