@@ -79,10 +79,11 @@ pub(crate) struct Throughput {
 
 /// The time to done last read, kept while reading it is slow (see `Store::time_to_done`);
 /// shared by the clones of a `Store`.
+/// When a reading was kept, and the reading.
+type Kept = Option<(std::time::Instant, Vec<TimeToDone>)>;
+
 #[derive(Debug, Clone, Default)]
-pub(crate) struct DoneMemo(
-    std::sync::Arc<parking_lot::Mutex<Option<(std::time::Instant, Vec<TimeToDone>)>>>,
-);
+pub(crate) struct DoneMemo(std::sync::Arc<parking_lot::Mutex<Kept>>);
 
 impl DoneMemo {
     /// A reading that took this long is kept…
