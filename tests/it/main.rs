@@ -50,6 +50,7 @@ mod lab_snapin_rights;
 mod lab_start_dates;
 mod lab_windows_errors;
 mod midpoint;
+mod otlp;
 mod outcomes;
 mod peer_clients;
 mod pipeline;
