@@ -279,3 +279,29 @@ impl HttpClient for OnRuntime {
             .map_err(|e| Box::new(e) as opentelemetry_http::HttpError)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_holds_at_most_its_bound_and_frees_what_an_export_took_exported_or_not() {
+        let q = Queue::new(2);
+        assert!(q.take() && q.take());
+        assert!(!q.take(), "over the bound: dropped");
+        assert!(q.full.load(Ordering::Acquire));
+        q.release(1);
+        assert!(!q.full.load(Ordering::Acquire));
+        assert!(q.take());
+        assert!(!q.take());
+        // A release never goes below empty, whatever the SDK reports.
+        q.release(10);
+        assert_eq!(q.held.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn no_endpoint_no_export() {
+        let off = crate::config::Telemetry::default();
+        assert!(start(&off).expect("off is no error").is_none());
+    }
+}

@@ -8,7 +8,7 @@
 use std::io::{self, Write};
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Layer, SubscriberExt as _};
 use tracing_subscriber::registry::Registry;
@@ -37,14 +37,18 @@ pub fn init(
             "{default},sqlx=warn,lapin=warn,amq_protocol=warn,opentelemetry=off"
         ))
     });
-    let not_spans = filter_fn(|m| m.target() != crate::trace::SPANS);
+    // The exported spans are no log lines (a directive, so `RUST_LOG` keeps it too).
+    let filter = match format!("{}=off", crate::trace::SPANS).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // Colours only for a person at a terminal, never into files or log shippers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let log: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(OneLine { ansi })
-            .with_filter(filter.and(not_spans))
+            .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
@@ -52,7 +56,7 @@ pub fn init(
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .with_filter(filter.and(not_spans))
+            .with_filter(filter)
             .boxed(),
     };
     let mut layers = vec![log];
@@ -66,7 +70,7 @@ pub fn init(
         }
     };
     let exporting = exporting.map(|(tracer, exporting)| {
-        let spans = filter_fn(|m| m.target() == crate::trace::SPANS);
+        let spans = Targets::new().with_target(crate::trace::SPANS, LevelFilter::INFO);
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)

@@ -258,4 +258,35 @@ mod tests {
             Err(TraceError::TooLong)
         );
     }
+
+    #[test]
+    fn a_span_continues_the_senders_trace_and_its_traceparent_names_the_span_itself() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let sender = TraceParent::parse(GOOD.as_bytes()).unwrap();
+        let unsampled = GOOD.replace("-01", "-00");
+        let unsampled = TraceParent::parse(unsampled.as_bytes()).unwrap();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let span = tracing::info_span!(target: SPANS, parent: None, "job");
+            continues(&span, Some(&sender));
+            let own = own(&span).expect("a span of its own");
+            assert_eq!(own.trace_id(), sender.trace_id());
+            assert_ne!(own.parent_id, sender.parent_id);
+            assert_eq!(own.flags, "01");
+            // The sender's sampling decision is kept (parent-based).
+            let span = tracing::info_span!(target: SPANS, parent: None, "job");
+            continues(&span, Some(&unsampled));
+            assert_eq!(own_flags(&span), Some("00".into()));
+        });
+        // Without export: no span of its own, so the sender's traceparent goes on as it came.
+        let span = tracing::info_span!(target: SPANS, parent: None, "job");
+        continues(&span, Some(&sender));
+        assert_eq!(own(&span), None);
+    }
+
+    fn own_flags(span: &tracing::Span) -> Option<String> {
+        own(span).map(|t| t.flags)
+    }
 }

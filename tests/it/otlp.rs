@@ -452,4 +452,6 @@ async fn with_the_collector_down_joiners_succeed_on_time_and_the_failure_is_logg
         "logged once per outage: {logs}"
     );
     assert!(!logs.contains(API_KEY), "the header's secret was logged");
+    // The exported spans are no part of the log lines.
+    assert!(!logs.contains("intake.transport"), "{logs}");
 }
