@@ -60,8 +60,7 @@ pub fn init(
             .boxed(),
     };
     let mut layers = vec![log];
-    // Started after the log so that a refused setting is logged; it has no lines of its own
-    // to lose before the subscriber is in place.
+    // A setting the export refuses still gets the log, to say why the daemon stops.
     let exporting = match otlp.map(otlp::start).transpose() {
         Ok(started) => started.flatten(),
         Err(e) => {

@@ -32,6 +32,11 @@ use common::TestEnv;
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SENDER_SPAN: &str = "00f067aa0ba902b7";
 const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// A second sender's trace, for the event posted to the HTTP intake.
+const HTTP_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const HTTP_SENDER_SPAN: &str = "b7ad6b7169203331";
+/// The HTTP intake's bearer token.
+const INTAKE_TOKEN: &str = "5e0c2b7a9d4f1e8c6a3b0d9f7e5c4a21";
 /// The collector's API key, sent from `otlp_headers_file`.
 const API_KEY: &str = "otlp-7c1e0b9a4d2f8e6c";
 
@@ -265,23 +270,73 @@ fn exporting_env(
     vars
 }
 
+/// The HTTP intake on a free port over HTTPS (a self-signed certificate in `dir`) with a
+/// bearer token, added to `vars`; its URL and a client that trusts it.
+fn http_intake(
+    dir: &std::path::Path,
+    vars: &mut Vec<(String, String)>,
+) -> (String, reqwest::Client) {
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("rcgen");
+    let (cert, key) = (dir.join("intake.pem"), dir.join("intake-key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    for (k, v) in [
+        ("MAILBOXD__HTTP_INTAKE__LISTEN", addr.clone()),
+        (
+            "MAILBOXD__HTTP_INTAKE__TLS_CERT_FILE",
+            cert.display().to_string(),
+        ),
+        (
+            "MAILBOXD__HTTP_INTAKE__TLS_KEY_FILE",
+            key.display().to_string(),
+        ),
+        ("MAILBOXD_HTTP_INTAKE_TOKEN", INTAKE_TOKEN.to_owned()),
+    ] {
+        vars.push((k.to_owned(), v));
+    }
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(c.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    (format!("https://{addr}"), https)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_joiner_with_a_traceparent_comes_back_as_spans_of_that_trace_and_its_outcome_names_mailboxds_span()
  {
-    let mut env = TestEnv::new(vec![common::seed("otraced")]).await;
+    let mut env = TestEnv::new(vec![common::seed("otraced"), common::seed("ohttp")]).await;
     let iam = env.expect_outcomes().await;
     let collector = Collector::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let vars = exporting_env(&env, &collector.url, &collector.ca_file, dir.path(), "10s");
+    let mut vars = exporting_env(&env, &collector.url, &collector.ca_file, dir.path(), "10s");
+    let (intake, https) = http_intake(dir.path(), &mut vars);
     let mut daemon = env.spawn_logged(&[], vars).await;
     assert_eq!(daemon.exit_status(), None, "{}", daemon.logs());
+
+    // One joiner over HTTPS, its traceparent an HTTP header: its intake span continues it.
+    let posted = env.joiner("ohttp");
+    let answer = https
+        .post(format!("{intake}/v1/events"))
+        .header("authorization", format!("Bearer {INTAKE_TOKEN}"))
+        .header("content-type", "application/json")
+        .header(
+            "traceparent",
+            format!("00-{HTTP_TRACE_ID}-{HTTP_SENDER_SPAN}-01"),
+        )
+        .body(posted.to_json().to_string())
+        .send()
+        .await
+        .expect("the HTTP intake answers");
+    assert_eq!(answer.status().as_u16(), 202);
+    let http_job = env.wait_succeeded(&posted.id).await;
 
     let ev = env.joiner("otraced");
     publish(&env, &ev, Some(TRACE)).await;
     let job = env.wait_succeeded(&ev.id).await;
     // What the job keeps is what the sender sent (the job page shows its trace id).
     assert_eq!(job.trace_parent.as_deref(), Some(TRACE));
-    common::outcomes::wait_all_sent(&env.store, 1).await;
+    common::outcomes::wait_all_sent(&env.store, 2).await;
     let heard = iam.drain().await;
     let outcome = heard
         .iter()
@@ -363,6 +418,22 @@ async fn a_joiner_with_a_traceparent_comes_back_as_spans_of_that_trace_and_its_o
         attr(&intake.span, "intake.transport").as_deref(),
         Some("amqp")
     );
+    // The HTTP intake's span and that job's span: children of the second sender's span.
+    let posted_intake = named("intake https")
+        .into_iter()
+        .find(|g| hex(&g.span.trace_id) == HTTP_TRACE_ID)
+        .expect("the HTTP intake's span in its sender's trace");
+    assert_eq!(hex(&posted_intake.span.parent_span_id), HTTP_SENDER_SPAN);
+    assert_eq!(
+        attr(&posted_intake.span, "http.response.status_code").as_deref(),
+        Some("202")
+    );
+    let posted_job = named("job joiner")
+        .into_iter()
+        .find(|g| attr(&g.span, "job.id").as_deref() == Some(http_job.id.to_string().as_str()))
+        .expect("the posted job's span");
+    assert_eq!(hex(&posted_job.span.trace_id), HTTP_TRACE_ID);
+    assert_eq!(hex(&posted_job.span.parent_span_id), HTTP_SENDER_SPAN);
     // The batch: its own trace, linked to the job's span (a batch may hold several traces).
     let batch = named("exchange batch joiner")
         .into_iter()
@@ -389,7 +460,7 @@ async fn a_joiner_with_a_traceparent_comes_back_as_spans_of_that_trace_and_its_o
     assert_eq!(hex(&publish.span.trace_id), TRACE_ID);
     // No secret and no event body in what is exported.
     let exported = format!("{spans:?}");
-    for secret in [env.winrm_password.as_str(), API_KEY] {
+    for secret in [env.winrm_password.as_str(), API_KEY, INTAKE_TOKEN] {
         assert!(!exported.contains(secret), "a secret was exported");
     }
     assert!(!exported.contains(&ev.id), "the event's body was exported");
