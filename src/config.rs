@@ -20,6 +20,7 @@ mod joiner;
 mod leaver;
 mod outcomes;
 mod smtp;
+mod telemetry;
 mod windows;
 mod worker;
 
@@ -34,6 +35,7 @@ pub use joiner::*;
 pub use leaver::*;
 pub use outcomes::*;
 pub use smtp::*;
+pub use telemetry::*;
 pub use windows::*;
 pub use worker::*;
 
@@ -71,6 +73,39 @@ pub struct Settings {
     pub leaver: Leaver,
     pub graph: Graph,
     pub http_intake: HttpIntake,
+    pub telemetry: Telemetry,
+}
+
+/// The configuration's sources, in order: defaults, then the TOML file (if given or if
+/// `mailboxd.toml` exists), then `MAILBOXD__SECTION__KEY` environment variables.
+fn sources(path: Option<&Path>) -> Result<config::Config, ConfigError> {
+    let mut builder = config::Config::builder();
+    match path {
+        Some(p) => {
+            builder = builder.add_source(config::File::from(p).required(true));
+        }
+        None => {
+            builder = builder.add_source(config::File::with_name("mailboxd.toml").required(false));
+        }
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("MAILBOXD")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("ldap.urls")
+            .with_list_parse_key("exchange.connection_uris")
+            .with_list_parse_key("smtp.to")
+            .with_list_parse_key("amqp.iiq_applications")
+            .with_list_parse_key("amqp.allowed_routing_domains")
+            .with_list_parse_key("amqp.reply_to_allowed")
+            .with_list_parse_key("amqp.midpoint.object_classes")
+            .with_list_parse_key("amqp.midpoint.login_attributes")
+            .with_list_parse_key("amqp.midpoint.disabled_values")
+            .with_list_parse_key("admin.trusted_proxies")
+            .try_parsing(true),
+    );
+    Ok(builder.build()?)
 }
 
 /// Durations are written as seconds (`30`) or with a unit (`"30s"`, `"5m"`, `"1h"`, `"250ms"`).
@@ -141,35 +176,8 @@ impl Settings {
     /// Loads defaults, then the TOML file (if given or if `mailboxd.toml` exists), then
     /// `MAILBOXD__SECTION__KEY` environment variables, then reads the secrets.
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder();
-        match path {
-            Some(p) => {
-                builder = builder.add_source(config::File::from(p).required(true));
-            }
-            None => {
-                builder =
-                    builder.add_source(config::File::with_name("mailboxd.toml").required(false));
-            }
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix("MAILBOXD")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("ldap.urls")
-                .with_list_parse_key("exchange.connection_uris")
-                .with_list_parse_key("smtp.to")
-                .with_list_parse_key("amqp.iiq_applications")
-                .with_list_parse_key("amqp.allowed_routing_domains")
-                .with_list_parse_key("amqp.reply_to_allowed")
-                .with_list_parse_key("amqp.midpoint.object_classes")
-                .with_list_parse_key("amqp.midpoint.login_attributes")
-                .with_list_parse_key("amqp.midpoint.disabled_values")
-                .with_list_parse_key("admin.trusted_proxies")
-                .try_parsing(true),
-        );
         // Group DNs are not list-parsed at commas (every DN has them): `dn_list` splits them.
-        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = sources(path)?.try_deserialize()?;
         settings.read_secrets()?;
         settings.validate()?;
         Ok(settings)
@@ -217,6 +225,7 @@ impl Settings {
             "MAILBOXD_HTTP_INTAKE_PASSWORD",
             self.http_intake.password_file.as_deref(),
         )?;
+        self.telemetry.read_secrets()?;
         Ok(())
     }
 
@@ -240,6 +249,7 @@ impl Settings {
         .into_iter()
         .chain(self.admin.tokens.iter().map(|t| &t.token))
         .flatten()
+        .chain(self.telemetry.otlp_headers.iter().map(|(_, v)| v))
         .map(|s| s.expose_secret().to_owned())
         .filter(|s| !s.is_empty())
         .collect();
@@ -297,6 +307,7 @@ impl Settings {
         self.validate_admin()?;
         self.validate_ldap_bind()?;
         self.validate_http_intake()?;
+        self.telemetry.validate()?;
         if self.admin.tls_cert_file.is_some() != self.admin.tls_key_file.is_some() {
             return Err(ConfigError::Invalid {
                 key: "admin.tls_cert_file",

@@ -183,6 +183,18 @@ async fn answer(
         return unauthorized(&s.credentials, why);
     }
     let received = Received::new(route, peer, headers);
+    let span = keep::intake_span("https", route.path(), received.trace.as_ref());
+    let answer = receive(s, &received, headers, body).await;
+    let status = answer.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_client_error() || status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    answer
+}
+
+/// An authenticated request's body read, decoded, stored (or kept as poison), answered.
+async fn receive(s: &HttpIntake, received: &Received, headers: &HeaderMap, body: Body) -> Response {
     let bytes = match read_body(headers, body, s.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyRefusal::TooLarge(size)) => {
@@ -192,7 +204,7 @@ async fn answer(
                 size.map(|n| format!(", Content-Length {n}"))
                     .unwrap_or_default()
             );
-            return keep_poison(s, &received, &[], why, StatusCode::PAYLOAD_TOO_LARGE).await;
+            return keep_poison(s, received, &[], why, StatusCode::PAYLOAD_TOO_LARGE).await;
         }
         Err(BodyRefusal::TooSlow) => {
             return refusal(
@@ -207,13 +219,13 @@ async fn answer(
             );
         }
     };
-    let decoded = match decode(route, &received.delivery(&bytes), &s.rules) {
+    let decoded = match decode(received.route, &received.delivery(&bytes), &s.rules) {
         Ok(d) => d,
         Err(Undecodable::Refused(why)) => {
-            return keep_poison(s, &received, &bytes, why, StatusCode::BAD_REQUEST).await;
+            return keep_poison(s, received, &bytes, why, StatusCode::BAD_REQUEST).await;
         }
     };
-    store(s, &received, &bytes, decoded).await
+    store(s, received, &bytes, decoded).await
 }
 
 /// Why a body became no events.

@@ -36,6 +36,7 @@ mod identityiq;
 pub mod intake;
 pub mod job;
 mod metrics;
+pub mod otlp;
 mod outbox;
 pub mod outcome;
 mod outcome_callback;

@@ -31,16 +31,42 @@ async fn run() -> i32 {
     let cli = mailboxd::cli::Cli::parse();
     let level = cli.command.log_level();
     let format = cli.log_format;
-    mailboxd::telemetry::init(format, level);
-    match mailboxd::cli::main(cli).await {
-        Ok(code) => code,
-        Err(e) => {
-            // A log shipper reading JSON lines sees why the daemon would not start, too.
-            match format {
-                mailboxd::telemetry::LogFormat::Json => tracing::error!("{e:#}"),
-                mailboxd::telemetry::LogFormat::Human => eprintln!("error: {e:#}"),
-            }
-            2
+    // The daemon's spans leave through the log subscriber, so `[telemetry]` is read first
+    // (the other commands export nothing).
+    let otlp = match &cli.command {
+        mailboxd::cli::Command::Run => {
+            Some(mailboxd::config::Telemetry::load(cli.config.as_deref()))
         }
+        _ => None,
+    };
+    let started = match otlp.transpose() {
+        Ok(otlp) => mailboxd::telemetry::init(format, level, otlp.as_ref()).map_err(Into::into),
+        Err(e) => {
+            let _ = mailboxd::telemetry::init(format, level, None);
+            Err(anyhow::Error::from(e))
+        }
+    };
+    let exporting = match started {
+        Ok(exporting) => exporting,
+        Err(e) => return failed(format, &e),
+    };
+    let code = match mailboxd::cli::main(cli).await {
+        Ok(code) => code,
+        Err(e) => failed(format, &e),
+    };
+    if let Some(exporting) = exporting {
+        // Blocks until the queued spans are sent (or the export deadline passes).
+        let _ = tokio::task::spawn_blocking(move || exporting.shutdown()).await;
     }
+    code
+}
+
+/// Says why the command failed, and its exit code.
+fn failed(format: mailboxd::telemetry::LogFormat, e: &anyhow::Error) -> i32 {
+    // A log shipper reading JSON lines sees why the daemon would not start, too.
+    match format {
+        mailboxd::telemetry::LogFormat::Json => tracing::error!("{e:#}"),
+        mailboxd::telemetry::LogFormat::Human => eprintln!("error: {e:#}"),
+    }
+    2
 }

@@ -133,6 +133,7 @@ async fn round(
     if !link.as_ref().is_some_and(Link::usable) {
         *link = None;
     }
+    let spans: Vec<tracing::Span> = rows.iter().map(publish_span).collect();
     let published = match link {
         Some(l) => publish(&l.ch, cfg, &rows).await,
         None => match Link::open(amqp, cfg).await {
@@ -152,6 +153,9 @@ async fn round(
         }
         Err(e) => {
             *link = None;
+            for span in &spans {
+                span.record("otel.status_code", "ERROR");
+            }
             metrics::counter!("mailboxd_outcome_publish_failures_total").increment(1);
             tracing::warn!(error = %e, outcomes = rows.len(), "outcomes not confirmed; they stay pending");
             for row in &rows {
@@ -275,6 +279,28 @@ async fn send(
     Ok(ch
         .basic_publish(exchange.into(), routing_key.into(), options, body, props)
         .await?)
+}
+
+/// The span of one outcome's publication (until the broker confirmed it), a child of the
+/// span the outcome names in `trace_parent` (the job's, when spans are exported).
+fn publish_span(row: &OutcomeRow) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: crate::trace::SPANS,
+        parent: None,
+        "outcome publish",
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.rabbitmq.destination.routing_key = %row.routing_key,
+        outcome.id = %row.id,
+        otel.status_code = tracing::field::Empty,
+    );
+    let parent = row
+        .body
+        .get("trace_parent")
+        .and_then(|t| t.as_str())
+        .and_then(|t| crate::trace::TraceParent::parse(t.as_bytes()).ok());
+    crate::trace::continues(&span, parent.as_ref());
+    span
 }
 
 /// The `traceparent` header of an outcome whose event came with one (W3C Trace Context):

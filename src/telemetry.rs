@@ -8,7 +8,14 @@
 use std::io::{self, Write};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Layer, SubscriberExt as _};
+use tracing_subscriber::registry::Registry;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::config;
+use crate::otlp::{self, Exporting, OtlpError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -16,25 +23,69 @@ pub enum LogFormat {
     Json,
 }
 
-/// `RUST_LOG` overrides `default` (e.g. `info`).
-pub fn init(format: LogFormat, default: &str) {
+/// `RUST_LOG` overrides `default` (e.g. `info`). With `otlp` naming a collector, mailboxd's
+/// spans (`trace::SPANS`) are exported too; the returned export is to be shut down at the
+/// end. Without it no span is recorded at all.
+pub fn init(
+    format: LogFormat,
+    default: &str,
+    otlp: Option<&config::Telemetry>,
+) -> Result<Option<Exporting>, OtlpError> {
+    // The OpenTelemetry crates' own lines repeat each failed export: `otlp` logs once.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{default},sqlx=warn,lapin=warn,amq_protocol=warn"))
+        EnvFilter::new(format!(
+            "{default},sqlx=warn,lapin=warn,amq_protocol=warn,opentelemetry=off"
+        ))
     });
+    // The exported spans are no log lines (a directive, so `RUST_LOG` keeps it too).
+    let filter = match format!("{}=off", crate::trace::SPANS).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // Colours only for a person at a terminal, never into files or log shippers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Human => builder.with_writer(OneLine { ansi }).try_init(),
-        LogFormat::Json => builder
+    let log: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(OneLine { ansi })
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
+            .with_filter(filter)
+            .boxed(),
     };
+    let mut layers = vec![log];
+    // A setting the export refuses still gets the log, to say why the daemon stops.
+    let exporting = match otlp.map(otlp::start).transpose() {
+        Ok(started) => started.flatten(),
+        Err(e) => {
+            let _ = tracing_subscriber::registry().with(layers).try_init();
+            return Err(e);
+        }
+    };
+    let exporting = exporting.map(|(tracer, exporting)| {
+        let spans = Targets::new().with_target(crate::trace::SPANS, LevelFilter::INFO);
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_filter(spans)
+                .boxed(),
+        );
+        exporting
+    });
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    if let Some(e) = &exporting {
+        e.announce();
+    }
+    Ok(exporting)
 }
 
 /// Stderr, one escaped line per event (the formatter hands over each event whole, in one

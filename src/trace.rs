@@ -7,8 +7,23 @@
 //! later version read by its first 55 characters, which must then end or be followed by `-`.
 //! What is kept is the version-00 form (a vendor propagates the version it speaks).
 //! A value that breaks a rule is refused whole: the event is processed without a trace.
+//!
+//! mailboxd's own spans (`span!` with [`SPANS`] as target: intake, a job's attempt, an
+//! Exchange batch, an outcome's publication) continue the sender's trace ([`continues`]);
+//! they are exported over OTLP when `[telemetry]` says where (`otlp`), and then the outcome
+//! carries mailboxd's own span back ([`own`]). Without export they cost a disabled callsite
+//! and the outcome carries the sender's `traceparent` as it came.
 
 use std::fmt;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// The target of the spans that are exported (and of no log line: the log's filter leaves
+/// them out, so log lines read as they did).
+pub(crate) const SPANS: &str = "mailboxd::spans";
 
 /// The name of the header, in AMQP headers and HTTP alike.
 pub(crate) const HEADER: &str = "traceparent";
@@ -90,6 +105,61 @@ impl TraceParent {
     pub(crate) fn trace_id(&self) -> &str {
         &self.trace_id
     }
+
+    /// The sender's span, as OpenTelemetry names it (a remote parent).
+    fn span_context(&self) -> SpanContext {
+        // Checked by `parse`: 32 and 16 lower-case hex digits, not all zero; 2 for the flags.
+        let flags = u8::from_str_radix(&self.flags, 16).unwrap_or(0);
+        SpanContext::new(
+            TraceId::from_hex(&self.trace_id).unwrap_or(TraceId::INVALID),
+            SpanId::from_hex(&self.parent_id).unwrap_or(SpanId::INVALID),
+            TraceFlags::new(flags),
+            true,
+            TraceState::default(),
+        )
+    }
+
+    /// The version-00 value naming `cx`'s span, if it is a valid one.
+    fn of(cx: &SpanContext) -> Option<TraceParent> {
+        cx.is_valid().then(|| TraceParent {
+            trace_id: cx.trace_id().to_string(),
+            parent_id: cx.span_id().to_string(),
+            flags: format!("{:02x}", cx.trace_flags().to_u8()),
+        })
+    }
+}
+
+/// Makes `span` (not yet entered) a child of the sender's span, when the event came with one.
+pub(crate) fn continues(span: &tracing::Span, parent: Option<&TraceParent>) {
+    if let Some(p) = parent {
+        let cx = opentelemetry::Context::new().with_remote_span_context(p.span_context());
+        // Err only when the span is not exported (no `[telemetry]`): nothing to continue.
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// `span`'s own `traceparent` (the trace it continues, its own span id): what mailboxd
+/// sends on in its place. `None` when spans are not exported.
+pub(crate) fn own(span: &tracing::Span) -> Option<TraceParent> {
+    TraceParent::of(&span.context().span().span_context().clone())
+}
+
+/// A claimed job's span (one per attempt), carried with the job until its outcome is
+/// recorded; none when the job was read for anything else.
+#[derive(Debug, Clone)]
+pub(crate) struct JobSpan(pub(crate) tracing::Span);
+
+impl Default for JobSpan {
+    fn default() -> Self {
+        JobSpan(tracing::Span::none())
+    }
+}
+
+/// Links `from` to `to` (both directions are the caller's choice): a batch runs the jobs of
+/// several traces, so it is no child of any of them.
+pub(crate) fn link(from: &tracing::Span, to: &tracing::Span) {
+    let cx = to.context().span().span_context().clone();
+    from.add_link(cx);
 }
 
 /// The version-00 header value.
@@ -187,5 +257,36 @@ mod tests {
             TraceParent::parse(long.as_bytes()),
             Err(TraceError::TooLong)
         );
+    }
+
+    #[test]
+    fn a_span_continues_the_senders_trace_and_its_traceparent_names_the_span_itself() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let sender = TraceParent::parse(GOOD.as_bytes()).unwrap();
+        let unsampled = GOOD.replace("-01", "-00");
+        let unsampled = TraceParent::parse(unsampled.as_bytes()).unwrap();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let span = tracing::info_span!(target: SPANS, parent: None, "job");
+            continues(&span, Some(&sender));
+            let own = own(&span).expect("a span of its own");
+            assert_eq!(own.trace_id(), sender.trace_id());
+            assert_ne!(own.parent_id, sender.parent_id);
+            assert_eq!(own.flags, "01");
+            // The sender's sampling decision is kept (parent-based).
+            let span = tracing::info_span!(target: SPANS, parent: None, "job");
+            continues(&span, Some(&unsampled));
+            assert_eq!(own_flags(&span), Some("00".into()));
+        });
+        // Without export: no span of its own, so the sender's traceparent goes on as it came.
+        let span = tracing::info_span!(target: SPANS, parent: None, "job");
+        continues(&span, Some(&sender));
+        assert_eq!(own(&span), None);
+    }
+
+    fn own_flags(span: &tracing::Span) -> Option<String> {
+        own(span).map(|t| t.flags)
     }
 }

@@ -37,6 +37,7 @@ use crate::exchange::{
 use crate::health::panic_message;
 use crate::job::{ErrorClass, JobEffect, Resolution};
 use crate::store::{AttemptRecord, Job, Store};
+use crate::trace::{self, JobSpan, TraceParent};
 
 #[derive(Clone)]
 pub(crate) struct Worker {
@@ -89,7 +90,8 @@ impl Worker {
     /// Runs one claimed batch: joiners and leavers each in one PowerShell process, the
     /// leases kept alive meanwhile by a heartbeat that is part of this future (it ends with
     /// the batch, whatever way the batch ends). A panic in the batch is caught (`isolate`).
-    pub(crate) async fn process(&self, jobs: Vec<Job>) {
+    pub(crate) async fn process(&self, mut jobs: Vec<Job>) {
+        jobs.iter_mut().for_each(begin_span);
         let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
         let heartbeat = heartbeat::heartbeat(
             self.store.clone(),
@@ -189,7 +191,14 @@ impl Worker {
         let session = self.exchange.session_cmdlets();
         let cost = |p: &Prepared| p.expected_cmdlets(template);
         for run in pacing::runs(prepared, cost, session, max) {
-            match self.run_batch(template, &run).await {
+            let batch = batch_span(kind, &run);
+            let ran = self.run_batch(template, &run).await;
+            if let Err(e) = &ran {
+                batch.record("batch.error_class", e.class().as_str());
+                batch.record("otel.status_code", "ERROR");
+            }
+            drop(batch);
+            match ran {
                 Ok(result) => {
                     self.budget.session_opened();
                     self.host_answered().await;
@@ -700,6 +709,69 @@ fn no_sooner_than(res: Resolution, wait: Option<Duration>) -> Resolution {
     }
 }
 
+/// The attempt's span, continuing the trace the event came with: the job's outcome carries
+/// it back in place of the sender's span (`trace::own`), when spans are exported.
+fn begin_span(job: &mut Job) {
+    let sender = job
+        .trace_parent
+        .as_deref()
+        .and_then(|t| TraceParent::parse(t.as_bytes()).ok());
+    let span = tracing::info_span!(
+        target: trace::SPANS,
+        parent: None,
+        "job",
+        otel.name = %format_args!("job {}", job.kind),
+        job.id = %job.id,
+        job.kind = %job.kind,
+        job.account = %job.account,
+        job.attempt = job.attempt,
+        job.outcome = tracing::field::Empty,
+        job.error_class = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    trace::continues(&span, sender.as_ref());
+    if let Some(own) = trace::own(&span) {
+        job.trace_parent = Some(own.to_string());
+    }
+    job.span = JobSpan(span);
+}
+
+/// The span of one Exchange batch. Its jobs may come from several traces, so it is a root of
+/// its own, linked to each job's span and each job's span to it (OpenTelemetry's way for a
+/// batch: a span has one parent, links name the others).
+fn batch_span(kind: EventKind, prepared: &[Prepared]) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: trace::SPANS,
+        parent: None,
+        "exchange batch",
+        otel.name = %format_args!("exchange batch {kind}"),
+        otel.kind = "client",
+        batch.kind = %kind,
+        batch.jobs = prepared.len(),
+        batch.error_class = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    for p in prepared {
+        trace::link(&span, &p.job.span.0);
+        trace::link(&p.job.span.0, &span);
+    }
+    span
+}
+
+/// The attempt's end on its span: what it came to, and the error's class (never its text,
+/// which may quote what a peer sent).
+fn end_span(job: &Job, res: &Resolution) {
+    let (outcome, class) = labels(res);
+    let span = &job.span.0;
+    span.record("job.outcome", outcome);
+    if class != "none" {
+        span.record("job.error_class", class);
+    }
+    if matches!(res, Resolution::Failed { .. }) {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 /// The metric labels of an attempt: (outcome, class).
 fn labels(res: &Resolution) -> (&'static str, &'static str) {
     match res {
@@ -716,6 +788,7 @@ fn log_outcome(job: &Job, res: &Resolution, held: bool) {
         tracing::warn!(job_id = %job.id, "lease lost before finishing: another replica owns the job now");
         return;
     }
+    end_span(job, res);
     let (outcome, class) = labels(res);
     metrics::counter!("mailboxd_attempts_total", "outcome" => outcome, "class" => class)
         .increment(1);

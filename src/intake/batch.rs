@@ -33,6 +33,8 @@ struct Accepted {
     events: Vec<Event>,
     reply_to: ReplyTo,
     trace: Option<TraceParent>,
+    /// Its intake's span, ended once the batch is stored and acknowledged.
+    span: tracing::Span,
 }
 
 pub(super) async fn handle(
@@ -44,18 +46,26 @@ pub(super) async fn handle(
 ) -> Result<(), IntakeError> {
     let mut good = Vec::new();
     for delivery in batch {
+        let trace = trace_parent(&delivery.properties, delivery.routing_key.as_str());
+        let span = keep::intake_span("amqp", delivery.routing_key.as_str(), trace.as_ref());
         match decode(&delivery, &rules.event) {
             Ok(events) => {
+                span.record("intake.events", events.len());
+                span.record("intake.result", "stored");
                 let reply_to = reply_to(&delivery, &rules.reply_to);
-                let trace = trace_parent(&delivery.properties, delivery.routing_key.as_str());
                 good.push(Accepted {
                     delivery,
                     events,
                     reply_to,
                     trace,
+                    span,
                 });
             }
-            Err(reason) => poison(store, health, &delivery, reason).await?,
+            Err(reason) => {
+                span.record("intake.result", "poison");
+                span.record("otel.status_code", "ERROR");
+                poison(store, health, &delivery, reason).await?
+            }
         }
     }
     store_accepted(store, health, max_attempts, good).await
@@ -136,6 +146,8 @@ async fn store_accepted(
     }
     crate::failpoint::abort_at("intake-after-commit");
     for (i, e) in &refused {
+        good[*i].span.record("intake.result", "poison");
+        good[*i].span.record("otel.status_code", "ERROR");
         let reason = format!("PostgreSQL refused to store this event: {e}");
         poison(store, health, &good[*i].delivery, reason).await?;
     }

@@ -110,6 +110,36 @@ pub(crate) fn poison_copy(received: &event::Delivery<'_>) -> Vec<u8> {
         .unwrap_or_else(|_| b"[body withheld by mailboxd: reading it panicked]".to_vec())
 }
 
+/// The span of one message's intake (`transport`: `amqp`, `https`), continuing the sender's
+/// trace; a sibling of the job's spans, which continue the same parent. Exported only with
+/// `[telemetry]`.
+pub(crate) fn intake_span(
+    transport: &'static str,
+    source: &str,
+    parent: Option<&TraceParent>,
+) -> tracing::Span {
+    let kind = if transport == "amqp" {
+        "consumer"
+    } else {
+        "server"
+    };
+    let span = tracing::info_span!(
+        target: crate::trace::SPANS,
+        parent: None,
+        "intake",
+        otel.name = %format_args!("intake {transport}"),
+        otel.kind = kind,
+        intake.transport = transport,
+        intake.source = %source,
+        intake.events = tracing::field::Empty,
+        intake.result = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    crate::trace::continues(&span, parent);
+    span
+}
+
 /// Stores `events` (each with its `reply_to` and `traceparent`, by index) as jobs in one transaction:
 /// `Inserted` per event, in order. `Err` when PostgreSQL refused the data itself, or, with
 /// `Patience::Once`, when it could not be reached.

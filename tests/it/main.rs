@@ -51,6 +51,7 @@ mod lab_snapin_rights;
 mod lab_start_dates;
 mod lab_windows_errors;
 mod midpoint;
+mod otlp;
 mod outcome_callback;
 mod outcomes;
 mod peer_clients;

@@ -58,6 +58,10 @@ pub struct Job {
     pub trace_parent: Option<String>,
     /// A later step of the event (a joiner's start date), not the event itself.
     pub step: Option<JobStep>,
+    /// This attempt's span, set by the worker that claimed the job (`trace`); no column.
+    #[sqlx(skip)]
+    #[serde(skip)]
+    pub(crate) span: crate::trace::JobSpan,
 }
 
 /// The columns a [`Job`] is read from.
