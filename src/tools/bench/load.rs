@@ -22,15 +22,25 @@ use crate::store::Store;
 use lab::Lab;
 
 /// What `mailboxd bench load` was asked for.
-pub(crate) struct Load {
-    pub(crate) accounts: usize,
-    pub(crate) session: Duration,
-    pub(crate) cmdlet: Duration,
-    pub(crate) concurrency: usize,
-    /// Exit 1 below this fraction of the lab's limit.
-    pub(crate) min_fraction: Option<f64>,
-    /// Exit 1 when the daemon's peak resident memory passes this.
-    pub(crate) max_rss_mib: Option<f64>,
+#[derive(Debug, clap::Args)]
+pub struct Load {
+    #[arg(long, default_value_t = 100_000)]
+    pub accounts: usize,
+    /// Opening an Exchange session in the lab.
+    #[arg(long, default_value = "1s", value_parser = super::parse_dur)]
+    pub session: Duration,
+    /// One cmdlet in the lab.
+    #[arg(long, default_value = "5ms", value_parser = super::parse_dur)]
+    pub cmdlet: Duration,
+    /// Exchange sessions the lab allows, and the daemon's workers.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Exit 1 below this fraction of the lab's limit (e.g. 0.9).
+    #[arg(long)]
+    pub min_fraction: Option<f64>,
+    /// Exit 1 when the daemon's resident memory passes this many MiB (e.g. 64).
+    #[arg(long)]
+    pub max_rss_mib: Option<f64>,
 }
 
 /// How often the daemon's memory is read and the dashboard asked.

@@ -154,25 +154,7 @@ pub enum Which {
     /// An initial load: N joiners at once through `mailboxd run` (its own process) and a
     /// lab whose Exchange is fast but allows --concurrency sessions: the pace against the
     /// lab's limit, the daemon's memory throughout, the dashboard's answer times meanwhile.
-    Load {
-        #[arg(long, default_value_t = 100_000)]
-        accounts: usize,
-        /// Opening an Exchange session in the lab.
-        #[arg(long, default_value = "1s", value_parser = parse_dur)]
-        session: Duration,
-        /// One cmdlet in the lab.
-        #[arg(long, default_value = "5ms", value_parser = parse_dur)]
-        cmdlet: Duration,
-        /// Exchange sessions the lab allows, and the daemon's workers.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// Exit 1 below this fraction of the lab's limit (e.g. 0.9).
-        #[arg(long)]
-        min_fraction: Option<f64>,
-        /// Exit 1 when the daemon's resident memory passes this many MiB (e.g. 64).
-        #[arg(long)]
-        max_rss_mib: Option<f64>,
-    },
+    Load(load::Load),
     /// What `/metrics` and the dashboard overview read, timed (p50/p95 of --scrapes runs)
     /// with 10k, 100k and 1M jobs of history in the table (filled set-based).
     Scrape {
@@ -226,24 +208,7 @@ pub async fn run(args: BenchArgs, settings: &Settings) -> anyhow::Result<i32> {
         } => reconcile::run(settings, accounts, use_config, &out).await,
         Which::Ingest { events } => ingest::run(settings, events, &out).await,
         Which::Memory { jobs, no_drain } => memory::run(settings, jobs, !no_drain, &out).await,
-        Which::Load {
-            accounts,
-            session,
-            cmdlet,
-            concurrency,
-            min_fraction,
-            max_rss_mib,
-        } => {
-            let l = load::Load {
-                accounts,
-                session,
-                cmdlet,
-                concurrency,
-                min_fraction,
-                max_rss_mib,
-            };
-            load::run(settings, &l, &out).await
-        }
+        Which::Load(l) => load::run(settings, &l, &out).await,
         Which::Scrape { jobs, scrapes } => scrape::run(settings, jobs, scrapes, &out).await,
         Which::History {
             history,
