@@ -294,8 +294,9 @@ impl Worker {
         result
     }
 
-    /// Reads every account of the batch from AD and settles the jobs that need no
-    /// Exchange call; returns the rest, pointed at the domain controller that answered.
+    /// Reads every account of the batch from AD, keys the jobs on the objectGUIDs read
+    /// (`resolve_all`) and settles the jobs that need no Exchange call; returns the rest,
+    /// pointed at the domain controller that answered.
     async fn precheck(
         &self,
         dir: &Directory,
@@ -305,38 +306,53 @@ impl Worker {
     ) -> Vec<Prepared> {
         let reads = prepared
             .into_iter()
-            .map(|p| self.check_one(dir, kind, p, started_at));
-        futures::future::join_all(reads)
+            .map(|p| self.read_one(dir, p, started_at));
+        let reads: Vec<(Prepared, AccountState)> = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let reads = self.resolve_all(reads, started_at).await;
+        let decided = reads
+            .into_iter()
+            .map(|(p, state)| self.decide_one(kind, p, state, started_at));
+        futures::future::join_all(decided)
             .await
             .into_iter()
             .flatten()
             .collect()
     }
 
-    /// One account's directory check: the job back if Exchange must run it, or `None`
-    /// once its outcome is recorded.
-    async fn check_one(
+    /// One account read in AD; `None` once a failed read's outcome is recorded.
+    async fn read_one(
         &self,
         dir: &Directory,
-        kind: EventKind,
-        mut p: Prepared,
+        p: Prepared,
         started_at: DateTime<Utc>,
-    ) -> Option<Prepared> {
+    ) -> Option<(Prepared, AccountState)> {
         let preferred = p.job.event.account.created_on_server.clone();
-        let state = match dir.read(&p.lookup, preferred.as_deref()).await {
-            Ok(state) => state,
+        match dir.read(&p.lookup, preferred.as_deref()).await {
+            Ok(state) => Some((p, state)),
             Err(e) => {
                 tracing::warn!(job_id = %p.job.id, error = %e, kind = e.kind(), "directory check failed");
                 metrics::counter!("mailboxd_ldap_errors_total", "kind" => e.kind()).increment(1);
                 let res = self.failure(&p.job, e.class(), e.to_string());
                 self.finish(&p.job, &AttemptRecord::new(started_at), res)
                     .await;
-                return None;
+                None
             }
-        };
-        if !self.resolve(&mut p, &state, started_at).await {
-            return None;
         }
+    }
+
+    /// What AD showed decides: the job back if Exchange must run it, or `None` once its
+    /// outcome is recorded.
+    async fn decide_one(
+        &self,
+        kind: EventKind,
+        mut p: Prepared,
+        state: AccountState,
+        started_at: DateTime<Utc>,
+    ) -> Option<Prepared> {
         let decision = resolve::unmatched(kind, &p.lookup, &state).unwrap_or_else(|| {
             plan(
                 kind,

@@ -4,7 +4,10 @@
 //! the objectGUID AD shows once it has read the account (`store::Store::resolve_account`),
 //! and what it means that a DN or a UPN finds nothing.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::{Prepared, Worker, plan::Plan};
 use crate::directory::{AccountState, Lookup};
@@ -29,42 +32,83 @@ impl Worker {
         Ok((lookup, self.account_data(job, sam)?))
     }
 
-    /// After the first read: the template data from AD's sAMAccountName when the event
-    /// did not give it, and the job keyed on the objectGUID AD showed when the event did
-    /// not give that. `false` when the job has ended here (superseded by a newer job of
-    /// the account, waiting for one that runs, or failed) and must not go on.
-    pub(super) async fn resolve(
+    /// After the first reads of a batch: each job's template data from AD's sAMAccountName
+    /// when the event did not give it, and each job keyed on the objectGUID AD showed when
+    /// the event did not give that — the quiet ones (nothing else of the account pending,
+    /// running or newer) in one statement for the batch, the others one by one by the rules
+    /// of an insert. Returns the jobs that go on; the others have ended here (superseded by
+    /// a newer job of the account, waiting for one that runs, or failed).
+    pub(super) async fn resolve_all(
         &self,
-        p: &mut Prepared,
-        state: &AccountState,
+        reads: Vec<(Prepared, AccountState)>,
         started_at: DateTime<Utc>,
-    ) -> bool {
-        let Some(found) = &state.account else {
-            return true;
-        };
-        let named = &p.job.event.account;
-        if named.sam_account_name.is_none() {
-            match self.account_data(&p.job, Some(&found.sam_account_name)) {
-                // Rebuilt with AD's name; what the start date decided stays.
-                Ok(data) => {
-                    p.data = AccountData {
-                        hidden: p.data.hidden,
-                        ..data
-                    }
-                }
+    ) -> Vec<(Prepared, AccountState)> {
+        let mut named = Vec::with_capacity(reads.len());
+        for (mut p, state) in reads {
+            match self.with_ads_name(&mut p, &state) {
+                Ok(()) => named.push((p, state)),
                 Err(message) => {
                     self.ended(&p.job, started_at, ErrorClass::Permanent, message)
-                        .await;
-                    return false;
+                        .await
                 }
             }
         }
-        let Some(guid) = found.object_guid.filter(|_| named.object_guid.is_none()) else {
-            return true;
+        let wanted: Vec<(Uuid, Uuid, &str)> = named
+            .iter()
+            .filter_map(|(p, s)| Some((p.job.id, key_to(p, s)?, found_sam(s)?)))
+            .collect();
+        let keyed: HashSet<Uuid> = match self.store.key_quiet_accounts(&self.replica, &wanted).await
+        {
+            Ok(keyed) => keyed.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot key the batch's jobs on their objectGUIDs at once; one by one");
+                HashSet::new()
+            }
         };
+        let mut going_on = Vec::with_capacity(named.len());
+        for (p, state) in named {
+            let go = match key_to(&p, &state) {
+                Some(guid) if !keyed.contains(&p.job.id) => {
+                    self.rekey(&p, guid, &state, started_at).await
+                }
+                _ => true,
+            };
+            if go {
+                going_on.push((p, state));
+            }
+        }
+        going_on
+    }
+
+    /// The template data rebuilt with AD's sAMAccountName when the event did not name the
+    /// account by it (what the start date decided stays); the error ends the job.
+    fn with_ads_name(&self, p: &mut Prepared, state: &AccountState) -> Result<(), String> {
+        let Some(found) = &state.account else {
+            return Ok(());
+        };
+        if p.job.event.account.sam_account_name.is_none() {
+            let data = self.account_data(&p.job, Some(&found.sam_account_name))?;
+            p.data = AccountData {
+                hidden: p.data.hidden,
+                ..data
+            };
+        }
+        Ok(())
+    }
+
+    /// One job keyed on `guid` by the rules of an insert (`Store::resolve_account`): `false`
+    /// when it has ended here.
+    async fn rekey(
+        &self,
+        p: &Prepared,
+        guid: Uuid,
+        state: &AccountState,
+        started_at: DateTime<Utc>,
+    ) -> bool {
+        let sam = found_sam(state).unwrap_or_default();
         let resolved = self
             .store
-            .resolve_account(p.job.id, &self.replica, guid, &found.sam_account_name)
+            .resolve_account(p.job.id, &self.replica, guid, sam)
             .await;
         let job = &p.job;
         match resolved {
@@ -92,6 +136,19 @@ impl Worker {
         let res = self.failure(job, class, error);
         self.finish(job, &AttemptRecord::new(started_at), res).await;
     }
+}
+
+/// The objectGUID AD showed, when the event did not give one: what the job is to be keyed on.
+fn key_to(p: &Prepared, state: &AccountState) -> Option<Uuid> {
+    let found = state.account.as_ref()?;
+    found
+        .object_guid
+        .filter(|_| p.job.event.account.object_guid.is_none())
+}
+
+/// The account's sAMAccountName as AD showed it.
+fn found_sam(state: &AccountState) -> Option<&str> {
+    state.account.as_ref().map(|a| a.sam_account_name.as_str())
 }
 
 /// What it means that AD shows no account for a DN or a UPN: a DN changes when the

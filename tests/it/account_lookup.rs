@@ -317,3 +317,101 @@ async fn resolving_a_name_applies_supersede_and_one_running_job_per_account() {
     assert_eq!(answer, Resolved::Superseded(newest.id));
     assert_eq!(job(old).await.state, JobState::Superseded);
 }
+
+/// The batch's fast path (no daemon): a batch of joiners read in AD is keyed on their
+/// objectGUIDs in one statement when nothing else of the account is pending, running or
+/// newer; the rest is left for `resolve_account`, which decides each by the rules of an
+/// insert — here a job whose account has a newer pending job under its GUID, and two jobs of
+/// the batch that AD showed to be one account.
+#[tokio::test]
+async fn a_batch_is_keyed_at_once_only_where_nothing_else_of_the_account_is_pending() {
+    let env = TestEnv::new(Vec::new()).await;
+    let t = tag();
+    let (quiet, busy, twin) = (format!("qa{t}"), format!("qb{t}"), format!("qc{t}"));
+    let (quiet_guid, busy_guid, twin_guid) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let parse = |b: &[u8]| mailboxd::event::parse(b, None, None, "").unwrap();
+    let by_name =
+        |sam: &str, minutes_ago| event("joiner", json!({ "sam_account_name": sam }), minutes_ago);
+    let (q, q_body) = by_name(&quiet, 3);
+    let (b, b_body) = by_name(&busy, 3);
+    let (w1, w1_body) = by_name(&twin, 3);
+    let (w2, w2_body) = event(
+        "joiner",
+        json!({ "user_principal_name": format!("{twin}@corp.example") }),
+        2,
+    );
+    let events = [q_body, b_body, w1_body, w2_body].map(|b| parse(&b));
+    env.store.insert_events(&events, 5).await.unwrap();
+    let lease = std::time::Duration::from_secs(60);
+    assert_eq!(env.store.claim("r1", 10, lease).await.unwrap().len(), 4);
+    // A newer event of `busy`, already keyed on its GUID, arrives while the batch runs.
+    let (_, newer_body) = event(
+        "leaver",
+        json!({ "object_guid": busy_guid.to_string(), "sam_account_name": busy }),
+        1,
+    );
+    env.store
+        .insert_events(&[parse(&newer_body)], 5)
+        .await
+        .unwrap();
+    let id = |e: String| {
+        let store = env.store.clone();
+        async move { store.job_by_event(&e).await.unwrap().unwrap().id }
+    };
+    let (qi, bi, w1i, w2i) = (id(q).await, id(b).await, id(w1).await, id(w2).await);
+    let batch = [
+        (qi, quiet_guid, quiet.as_str()),
+        (bi, busy_guid, busy.as_str()),
+        (w1i, twin_guid, twin.as_str()),
+        (w2i, twin_guid, twin.as_str()),
+    ];
+    let keyed = env.store.key_quiet_accounts("r1", &batch).await.unwrap();
+    assert_eq!(keyed, vec![qi], "only the quiet account is keyed at once");
+    let (job, _) = env.store.get_job(qi).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.account.as_str()),
+        (JobState::Running, quiet.as_str())
+    );
+    // Asked again (the next attempt of a keyed job), it counts as keyed, nothing changed.
+    let again = env
+        .store
+        .key_quiet_accounts("r1", &batch[..1])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![qi]);
+    // Another replica's batch keys nothing of this one's.
+    assert!(
+        env.store
+            .key_quiet_accounts("r2", &batch)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The others go the slow way and meet the rules of an insert.
+    use mailboxd::store::Resolved;
+    let newer = env
+        .store
+        .resolve_account(bi, "r1", busy_guid, &busy)
+        .await
+        .unwrap();
+    assert!(matches!(newer, Resolved::Superseded(_)), "{newer:?}");
+    let first = env
+        .store
+        .resolve_account(w1i, "r1", twin_guid, &twin)
+        .await
+        .unwrap();
+    let second = env
+        .store
+        .resolve_account(w2i, "r1", twin_guid, &twin)
+        .await
+        .unwrap();
+    assert_eq!(first, Resolved::Keyed);
+    assert!(
+        matches!(second, Resolved::Busy | Resolved::Superseded(_)),
+        "{second:?}"
+    );
+}

@@ -36,7 +36,78 @@ pub enum Resolved {
 /// Why a job was given back to wait for another job of its account.
 const BUSY: &str = "another job of the same account (named differently by its event) is running; this one runs after it";
 
+/// The jobs of a batch that the worker's first read keyed on an objectGUID, where nothing
+/// else of that account is pending, running or newer: keyed in one statement. The rest go
+/// through [`Store::resolve_account`], one transaction each. `$5` the running state,
+/// `$6` the intended states, `$7` the claimable ones.
+const KEY_QUIET: &str = "WITH input AS (
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS i(id, guid, name))
+    , held AS (
+        SELECT j.id, j.occurred_at, j.account_guid, i.guid, i.name FROM jobs j JOIN input i ON i.id = j.id
+         WHERE j.state = $5 AND j.locked_by = $4 AND (j.account_guid IS NULL OR j.account_guid = i.guid))
+    , quiet AS (
+        SELECT h.id, h.guid, h.name FROM held h
+         WHERE h.account_guid IS NULL
+           AND NOT EXISTS (
+                SELECT 1 FROM jobs o
+                 WHERE coalesce(o.account_guid::text, o.account) = h.guid::text AND o.id <> h.id
+                   AND ((o.state = ANY($6) AND o.occurred_at > h.occurred_at)
+                        OR o.state = ANY($7) OR o.state = $5))
+           AND NOT EXISTS (
+                SELECT 1 FROM jobs o WHERE o.account = h.name AND o.id <> h.id AND o.state = $5)
+           AND (SELECT count(*) FROM input i WHERE i.guid = h.guid) = 1)
+    , keyed AS (
+        UPDATE jobs SET account_guid = q.guid, account = q.name, updated_at = now()
+          FROM quiet q WHERE jobs.id = q.id
+        RETURNING jobs.id)
+    SELECT id FROM keyed
+    UNION ALL
+    SELECT id FROM held WHERE account_guid = guid";
+
 impl Store {
+    /// [`Store::resolve_account`] for a batch, `(job, objectGUID, sAMAccountName)` each: the
+    /// jobs it keyed (or that were keyed already) in one transaction with intake's inserts
+    /// of those keys held off. The others (another job of the account pending, running or
+    /// newer; two jobs of the batch on one account; a lease lost) are left to
+    /// `resolve_account`, which decides each by the rules of an insert. A batch of joiners
+    /// named by sAMAccountName alone, the common case, costs one transaction here instead of
+    /// one per job.
+    pub async fn key_quiet_accounts(
+        &self,
+        replica: &str,
+        jobs: &[(Uuid, Uuid, &str)],
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.0).collect();
+        let guids: Vec<Uuid> = jobs.iter().map(|j| j.1).collect();
+        let names: Vec<String> = jobs.iter().map(|j| j.2.to_lowercase()).collect();
+        let keys: Vec<String> = guids.iter().map(Uuid::to_string).collect();
+        let mut tx = self.pool.begin().await?;
+        lock_accounts(&mut tx, &keys).await?;
+        let keyed = sqlx::query_scalar(KEY_QUIET)
+            .bind(&ids)
+            .bind(&guids)
+            .bind(&names)
+            .bind(replica)
+            .bind(JobState::Running)
+            .bind(&JobState::INTENDED[..])
+            .bind(&JobState::CLAIMABLE[..])
+            .fetch_all(&mut *tx)
+            .await;
+        match keyed {
+            Ok(keyed) => {
+                tx.commit().await?;
+                Ok(keyed)
+            }
+            // A claim elsewhere took a job of one of these names meanwhile (the unique index
+            // on running jobs): leave them all to `resolve_account`, which sees it.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Keys `job`, running under `replica`'s lease, on `guid`, the objectGUID AD showed for
     /// the account its event named, and shows it under `sam` (AD's sAMAccountName) from
     /// then on. One transaction, serialised with intake's inserts for the same key.
