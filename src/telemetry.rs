@@ -37,10 +37,23 @@ pub fn init(
             "{default},sqlx=warn,lapin=warn,amq_protocol=warn,opentelemetry=off"
         ))
     });
-    // The exported spans are no log lines (a directive, so `RUST_LOG` keeps it too).
-    let filter = match format!("{}=off", crate::trace::SPANS).parse() {
+    // mailboxd's spans are exported only: never log lines (`without_spans`), and disabled
+    // call sites altogether when there is no export. The filter is the subscriber's own, not
+    // the log layer's: an `EnvFilter` as a per-layer filter lost every event after the first
+    // one it filtered out (nothing logged at all with the default `sqlx=warn`).
+    let spans = if otlp.is_some_and(|t| t.otlp_endpoint.is_some()) {
+        "info"
+    } else {
+        "off"
+    };
+    let filter = match format!("{}={spans}", crate::trace::SPANS).parse() {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
+    };
+    let without_spans = || {
+        Targets::new()
+            .with_default(LevelFilter::TRACE)
+            .with_target(crate::trace::SPANS, LevelFilter::OFF)
     };
     // Colours only for a person at a terminal, never into files or log shippers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -48,7 +61,7 @@ pub fn init(
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(OneLine { ansi })
-            .with_filter(filter)
+            .with_filter(without_spans())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
@@ -56,7 +69,7 @@ pub fn init(
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .with_filter(filter)
+            .with_filter(without_spans())
             .boxed(),
     };
     let mut layers = vec![log];
@@ -64,7 +77,10 @@ pub fn init(
     let exporting = match otlp.map(otlp::start).transpose() {
         Ok(started) => started.flatten(),
         Err(e) => {
-            let _ = tracing_subscriber::registry().with(layers).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(layers)
+                .with(filter)
+                .try_init();
             return Err(e);
         }
     };
@@ -81,7 +97,10 @@ pub fn init(
         );
         exporting
     });
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .try_init();
     if let Some(e) = &exporting {
         e.announce();
     }
