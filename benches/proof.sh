@@ -36,7 +36,7 @@ bench burst --accounts 2000 --session 3s --cmdlet 50ms --concurrency 8 --naive-s
 bench latency --events 50
 # An initial load of 100,000 joiners through `mailboxd run` as its own process (issue 35):
 # the goals (>= 90 % of a fast lab's limit, memory under 64 MiB throughout, the dashboard within
-# 250 ms) are rows of SUMMARY.md, not floors: the pace is not met yet (docs/performance.md). ~4 min.
+# 250 ms) are rows of the summary, not floors: the pace is not met yet (docs/performance.md). ~4 min.
 bench load --accounts 100000 --session 1s --cmdlet 5ms --concurrency 4
 bench memory --jobs 10000
 bench reconcile --accounts 10000

@@ -588,6 +588,27 @@ pub fn joiners(n: usize, name: impl Fn(usize) -> String) -> Vec<Event> {
 
 /// The event `id` of `kind` for `sam`, occurring at 10:`minute` on a fixed day (so a test
 /// orders events by the minute it gives), validated as intake validates it.
+/// Publishes `ev` to the daemon's exchange on its routing key, with `props` (what an IAM
+/// sender sets: content type, reply_to, a traceparent header), waiting for the confirm.
+pub async fn publish_with(env: &TestEnv, ev: &EventSpec, props: lapin::BasicProperties) {
+    let conn = mailboxd::broker::connect(&env.settings.amqp.url, "test IAM sender")
+        .await
+        .expect("RabbitMQ answers");
+    let ch = conn.create_channel().await.expect("a channel");
+    ch.basic_publish(
+        env.settings.amqp.exchange.as_str().into(),
+        ev.kind.routing_key().into(),
+        lapin::options::BasicPublishOptions::default(),
+        ev.to_json().to_string().as_bytes(),
+        props,
+    )
+    .await
+    .expect("published")
+    .await
+    .expect("confirmed");
+    let _ = conn.close(200, "published".into()).await;
+}
+
 pub fn event_at(id: &str, kind: EventKind, sam: &str, minute: u32) -> Event {
     use chrono::TimeZone;
     Draft {

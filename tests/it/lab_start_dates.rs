@@ -90,6 +90,16 @@ async fn a_joiner_with_a_start_date_is_hidden_until_that_day_and_visible_after_i
         (step.step, step.next_attempt_at),
         (Some(JobStep::MakeVisible), instant)
     );
+    // Keyed on the objectGUID the joiner's first read found, as the joiner is: the
+    // account's later events supersede it whatever name they use.
+    let keys: Vec<Option<uuid::Uuid>> = sqlx::query_scalar(
+        "SELECT account_guid FROM jobs WHERE id = ANY($1) ORDER BY step NULLS FIRST",
+    )
+    .bind(vec![joiner.id, step.id])
+    .fetch_all(env.store.pool())
+    .await
+    .unwrap();
+    assert!(keys[0].is_some() && keys[0] == keys[1], "{keys:?}");
     let (code, listed, _) = env.cli(&["jobs", "list", "--state", "scheduled"]);
     assert_eq!(code, 0);
     assert!(listed.contains("make_visible due"), "{listed}");

@@ -210,10 +210,6 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 /// Publishes `ev` to the daemon's exchange, with `traceparent` as an AMQP header if given.
 async fn publish(env: &TestEnv, ev: &mailboxd::publish::EventSpec, traceparent: Option<&str>) {
     let _topology = env.publisher().await;
-    let conn = mailboxd::broker::connect(&env.settings.amqp.url, "otlp test")
-        .await
-        .expect("RabbitMQ answers");
-    let ch = conn.create_channel().await.unwrap();
     let mut props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2);
@@ -222,18 +218,7 @@ async fn publish(env: &TestEnv, ev: &mailboxd::publish::EventSpec, traceparent: 
         headers.insert("traceparent".into(), AMQPValue::LongString(t.into()));
         props = props.with_headers(headers);
     }
-    ch.basic_publish(
-        env.settings.amqp.exchange.as_str().into(),
-        ev.kind.routing_key().into(),
-        BasicPublishOptions::default(),
-        ev.to_json().to_string().as_bytes(),
-        props,
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    let _ = conn.close(200, "published".into()).await;
+    common::publish_with(env, ev, props).await;
 }
 
 /// The daemon's environment exporting to `endpoint`, trusting `ca_file`, with the API key

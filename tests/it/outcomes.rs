@@ -222,25 +222,11 @@ async fn a_sender_that_sets_reply_to_gets_the_outcome_there_without_an_outcome_e
     let _topology = env.publisher().await;
 
     let ev = env.joiner("asks");
-    let conn = mailboxd::broker::connect(&env.settings.amqp.url, "test IAM sender")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_message_id(ev.id.as_str().into())
         .with_reply_to(reply.queue.as_str().into());
-    ch.basic_publish(
-        env.settings.amqp.exchange.as_str().into(),
-        ev.kind.routing_key().into(),
-        BasicPublishOptions::default(),
-        ev.to_json().to_string().as_bytes(),
-        props,
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    common::publish_with(&env, &ev, props).await;
 
     env.wait_succeeded(&ev.id).await;
     wait_all_sent(&env.store, 1).await;

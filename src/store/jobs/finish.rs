@@ -211,11 +211,12 @@ const FINISH: &str = "WITH u AS (
            AND u.body IS NOT NULL AND m.step IS NULL
         ON CONFLICT (job_id) DO NOTHING)
     , steps AS (
-        INSERT INTO jobs (id, event_id, kind, account, payload, source, state, max_attempts,
-                          next_attempt_at, occurred_at, reply_to, step, trace_parent, http_intake)
-        SELECT gen_random_uuid(), j.event_id || '/' || $32, j.kind, j.account, j.payload,
-               j.source, $31, j.max_attempts, v.visible_at, j.occurred_at, j.reply_to, $32,
-               j.trace_parent, j.http_intake
+        INSERT INTO jobs (id, event_id, kind, account, account_guid, payload, source, state,
+                          max_attempts, next_attempt_at, occurred_at, reply_to, step,
+                          trace_parent, http_intake)
+        SELECT gen_random_uuid(), j.event_id || '/' || $32, j.kind, j.account, j.account_guid,
+               j.payload, j.source, $31, j.max_attempts, v.visible_at, j.occurred_at,
+               j.reply_to, $32, j.trace_parent, j.http_intake
           FROM unnest($1::uuid[], $30::timestamptz[]) AS v(id, visible_at)
           JOIN moved m ON m.id = v.id
           JOIN u ON u.id = v.id
