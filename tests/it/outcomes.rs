@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::outcomes::{OutcomeQueue, Received, wait_all_sent};
 use common::{TestEnv, remote, seed, wait_exit};
 use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
 use mailboxd::job::JobState;
 use mailboxd::store::OutcomeFilter;
 
