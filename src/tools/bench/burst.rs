@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use super::output::{Output, percentile};
 use super::support::{
-    account, daemon_settings, joiner_bodies, lab_config, progress, publish_joiners,
+    account, daemon_settings, joiner_bodies, lab_config, lab_limit_s, progress, publish_joiners,
 };
 use crate::config::Settings;
 use crate::exchange::{Exchange, Template};
@@ -50,7 +50,7 @@ pub(crate) async fn run(settings: &Settings, b: &Burst, output: &Output) -> anyh
     let throttled = lab.throttled();
     lab.stop();
 
-    let limit_s = n as f64 * b.cmdlet.as_secs_f64() / concurrency as f64 + b.session.as_secs_f64();
+    let limit_s = lab_limit_s(n, b.cmdlet, b.session, concurrency);
     let throughput = n as f64 / measured.elapsed_s;
     let limit_per_s = n as f64 / limit_s;
     let lat = &measured.latencies_ms;

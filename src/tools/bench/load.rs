@@ -14,8 +14,8 @@ use anyhow::Context;
 use super::output::{Output, percentile};
 use super::process::{ChildGuard, spawn_daemon, wait_healthy};
 use super::support::{
-    daemon_settings, free_port, joiner_bodies, lab_config, progress, publish_joiners, rss_mib,
-    tempfile_dir,
+    daemon_settings, free_port, joiner_bodies, lab_config, lab_limit_s, progress, publish_joiners,
+    rss_mib, tempfile_dir,
 };
 use crate::config::Settings;
 use crate::store::Store;
@@ -89,12 +89,6 @@ pub(crate) async fn run(settings: &Settings, l: &Load, output: &Output) -> anyho
         print_table(&out, &m);
     }
     Ok(verdict(l, &m, fraction))
-}
-
-/// The lab's limit: every account's cmdlet through `concurrency` sessions, after one
-/// session start (the sessions stay open: warm).
-fn lab_limit_s(accounts: usize, cmdlet: Duration, session: Duration, concurrency: usize) -> f64 {
-    accounts as f64 * cmdlet.as_secs_f64() / concurrency as f64 + session.as_secs_f64()
 }
 
 /// One warm session per worker, batches of 100 (a batch's results are recorded while the

@@ -30,6 +30,17 @@ pub(crate) fn lab_config(
         })
 }
 
+/// The lab's limit: every account's cmdlet through `concurrency` sessions, after one
+/// session start: a burst's batches, one per session, and a load's warm sessions.
+pub(crate) fn lab_limit_s(
+    accounts: usize,
+    cmdlet: Duration,
+    session: Duration,
+    concurrency: usize,
+) -> f64 {
+    accounts as f64 * cmdlet.as_secs_f64() / concurrency as f64 + session.as_secs_f64()
+}
+
 /// A daemon's settings for one bench run against `lab` (which accepts `password`): the
 /// bench database (migrated, emptied), broker names of its own, Basic auth to the lab over
 /// loopback, a remote Exchange session, the lab's domain controller, no alert emails.
