@@ -32,9 +32,13 @@ pub struct Load {
     /// One cmdlet in the lab.
     #[arg(long, default_value = "5ms", value_parser = super::parse_dur)]
     pub cmdlet: Duration,
-    /// Exchange sessions the lab allows, and the daemon's workers.
+    /// Exchange sessions the lab allows (the daemon's warm sessions and `max_sessions`).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// The daemon's `worker.concurrency` (default: twice the sessions, so that one batch's
+    /// directory check and recording overlap another's run in Exchange).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Exit 1 below this fraction of the lab's limit (e.g. 0.9).
     #[arg(long)]
     pub min_fraction: Option<f64>,
@@ -55,9 +59,11 @@ pub(crate) async fn run(settings: &Settings, l: &Load, output: &Output) -> anyho
     let mut cfg = lab_config(l.accounts, l.session, l.cmdlet, &password);
     cfg.throttle.max_sessions_per_user = concurrency;
     let lab = Lab::start(cfg).await?;
+    let workers = l.workers.unwrap_or(2 * concurrency).max(1);
     let s = load_settings(
         daemon_settings(settings, &lab, &password).await?,
         concurrency,
+        workers,
     );
     let store = Store::connect(&s.database.url, 2).await?;
     let dir = tempfile_dir()?;
@@ -80,6 +86,7 @@ pub(crate) async fn run(settings: &Settings, l: &Load, output: &Output) -> anyho
         "session_s": l.session.as_secs_f64(),
         "cmdlet_ms": l.cmdlet.as_secs_f64() * 1e3,
         "concurrency": concurrency,
+        "workers": workers,
         "measured": "VmRSS of `mailboxd run` (its own process) every 250 ms, and its VmHWM",
         "rss_max_sampled_mib": m.rss_max_mib,
         "rss_peak_mib": m.rss_peak_mib,
@@ -91,14 +98,16 @@ pub(crate) async fn run(settings: &Settings, l: &Load, output: &Output) -> anyho
     Ok(verdict(l, &m, fraction))
 }
 
-/// One warm session per worker, batches of 100 (a batch's results are recorded while the
-/// next one runs elsewhere), reads open on the admin listener for the dashboard probe.
-fn load_settings(mut s: Settings, concurrency: usize) -> Settings {
+/// A warm session per Exchange session the lab allows and `workers` claim loops (more than
+/// the sessions: a batch holds a warm session only while Exchange runs it, so its directory
+/// check, verification and recording overlap another batch's run), batches of 100, reads
+/// open on the admin listener for the dashboard probe.
+fn load_settings(mut s: Settings, concurrency: usize, workers: usize) -> Settings {
     s.exchange.batch_size = 100;
     s.exchange.batch_linger = Duration::from_millis(200);
     s.exchange.warm_sessions = concurrency;
     s.exchange.max_sessions = u32::try_from(concurrency).unwrap_or(8);
-    s.worker.concurrency = u32::try_from(concurrency).unwrap_or(8);
+    s.worker.concurrency = u32::try_from(workers).unwrap_or(8);
     s.admin.listen = format!("127.0.0.1:{}", free_port().unwrap_or(0));
     s.admin.open_reads = true;
     s
