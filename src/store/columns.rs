@@ -81,19 +81,19 @@ mod tests {
     use super::*;
 
     /// The claim names its states in its text to use the partial indexes of migration
-    /// 0001 (`jobs_claimable` as 0020 made it again): the indexes and the enums must name
+    /// 0001 (`jobs_claimable` as 0027 made it again): the indexes and the enums must name
     /// the same states.
     #[test]
     fn the_claims_partial_indexes_cover_the_states_it_names() {
         let migration = [
             include_str!("../../migrations/0001_jobs.sql"),
-            include_str!("../../migrations/0020_start_dates.sql"),
+            include_str!("../../migrations/0027_claim_order.sql"),
         ]
         .concat();
         let running = format!("WHERE state = '{}';", JobState::Running);
         for index in [
             format!(
-                "CREATE INDEX jobs_claimable ON jobs (next_attempt_at) WHERE state IN {};",
+                "CREATE INDEX jobs_claimable ON jobs (next_attempt_at, created_at) WHERE state IN {};",
                 sql_list(&JobState::CLAIMABLE)
             ),
             format!("CREATE UNIQUE INDEX jobs_one_running_per_account ON jobs (account) {running}"),

@@ -22,6 +22,7 @@ mod failures;
 mod jobs;
 mod operator;
 mod outcomes;
+mod planner_stats;
 mod poison;
 mod queue_view;
 mod reconcile;
@@ -85,6 +86,8 @@ pub struct Store {
     cloud_watch: Option<WatchPolicy>,
     /// The last time to done, while it is worth keeping (`queue_view::DoneMemo`).
     done_memo: queue_view::DoneMemo,
+    /// When to analyze `jobs` again after a burst of new jobs (`planner_stats`).
+    analyze: planner_stats::AnalyzeKeeper,
 }
 
 impl Store {
@@ -107,6 +110,7 @@ impl Store {
             channels: OutcomeChannels::default(),
             cloud_watch: None,
             done_memo: queue_view::DoneMemo::default(),
+            analyze: planner_stats::AnalyzeKeeper::default(),
         })
     }
 

@@ -79,28 +79,64 @@ pub(crate) struct Throughput {
 
 /// The time to done last read, kept while reading it is slow (see `Store::time_to_done`);
 /// shared by the clones of a `Store`.
-/// When a reading was kept, and the reading.
-type Kept = Option<(std::time::Instant, Vec<TimeToDone>)>;
-
 #[derive(Debug, Clone, Default)]
-pub(crate) struct DoneMemo(std::sync::Arc<parking_lot::Mutex<Kept>>);
+pub(crate) struct DoneMemo(std::sync::Arc<parking_lot::Mutex<MemoState>>);
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoState {
+    /// When the kept reading was taken, and the reading.
+    kept: Option<(std::time::Instant, Vec<TimeToDone>)>,
+    /// A background read is under way: no second one is started.
+    refreshing: bool,
+}
+
+/// What a read of the time to done does with the memo.
+enum Memo {
+    /// Kept and current: answered from it.
+    Fresh(Vec<TimeToDone>),
+    /// Kept, past [`DoneMemo::KEPT_FOR`] but within [`DoneMemo::SERVED_FOR`]: answered
+    /// from it, and (when `refresh`) this caller starts the one background read.
+    Stale {
+        rows: Vec<TimeToDone>,
+        refresh: bool,
+    },
+    /// Nothing kept, or too old to show: read now.
+    Read,
+}
 
 impl DoneMemo {
     /// A reading that took this long is kept…
     pub(crate) const WORTH_KEEPING: std::time::Duration = std::time::Duration::from_millis(100);
-    /// …for this long.
+    /// …for this long, then read again in the background while it is still shown…
     pub(crate) const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+    /// …for at most this long (a background read that fails or hangs is not hidden).
+    pub(crate) const SERVED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-    fn fresh(&self) -> Option<Vec<TimeToDone>> {
-        let kept = self.0.lock();
-        kept.as_ref()
-            .filter(|(at, _)| at.elapsed() < Self::KEPT_FOR)
-            .map(|(_, rows)| rows.clone())
+    fn look(&self) -> Memo {
+        let mut m = self.0.lock();
+        let Some((at, rows)) = m.kept.as_ref() else {
+            return Memo::Read;
+        };
+        let age = at.elapsed();
+        if age < Self::KEPT_FOR {
+            return Memo::Fresh(rows.clone());
+        }
+        if age >= Self::SERVED_FOR {
+            return Memo::Read;
+        }
+        let rows = rows.clone();
+        let refresh = !std::mem::replace(&mut m.refreshing, true);
+        Memo::Stale { rows, refresh }
     }
 
     fn offer(&self, rows: &[TimeToDone], took: std::time::Duration) {
-        *self.0.lock() =
-            (took >= Self::WORTH_KEEPING).then(|| (std::time::Instant::now(), rows.to_vec()));
+        let mut m = self.0.lock();
+        m.kept = (took >= Self::WORTH_KEEPING).then(|| (std::time::Instant::now(), rows.to_vec()));
+        m.refreshing = false;
+    }
+
+    fn refresh_failed(&self) {
+        self.0.lock().refreshing = false;
     }
 }
 
@@ -232,19 +268,25 @@ impl Store {
         Ok(())
     }
 
-    /// How old the waiting work is, and what waits in the alert outbox.
+    /// How old the waiting work is, and what waits in the alert outbox. The states are in
+    /// the text, one per subquery: each then reads the first entry of its state in
+    /// `jobs_state_created`. Bound as parameters, the cached generic plan counted the
+    /// waiting joiners with a scan of the whole table (every finished job of the month).
     pub(crate) async fn queue_ages(&self) -> Result<QueueAges, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT (SELECT min(created_at) FROM jobs WHERE state = ANY($1)) AS oldest_pending,
-                    (SELECT count(*) FROM jobs WHERE state = $2) AS waiting_for_sync,
-                    (SELECT min(occurred_at) FROM jobs WHERE state = $2) AS oldest_sync_event,
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT least((SELECT min(created_at) FROM jobs WHERE state = '{queued}'),
+                          (SELECT min(created_at) FROM jobs WHERE state = '{retrying}'))
+                        AS oldest_pending,
+                    (SELECT count(*) FROM jobs WHERE state = '{sync}') AS waiting_for_sync,
+                    (SELECT min(occurred_at) FROM jobs WHERE state = '{sync}') AS oldest_sync_event,
                     (SELECT count(*) FROM alerts WHERE sent_at IS NULL AND folded_into IS NULL
                         AND NOT suppressed) AS alerts_pending,
                     (SELECT count(*) FROM alerts WHERE sent_at IS NULL AND folded_into IS NULL
                         AND NOT suppressed AND last_error IS NOT NULL) AS alerts_failing",
-        )
-        .bind([JobState::Queued, JobState::Retrying])
-        .bind(JobState::WaitingForSync)
+            queued = JobState::Queued,
+            retrying = JobState::Retrying,
+            sync = JobState::WaitingForSync,
+        )))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -287,12 +329,31 @@ impl Store {
     /// In an hour with many successes (an initial load: 100,000 in the hour) the current
     /// hour's percentiles sort every one of them (about 1 s per 100,000): a reading that took
     /// [`DoneMemo::WORTH_KEEPING`] or more is kept for [`DoneMemo::KEPT_FOR`], so that every
-    /// live refresh of every open dashboard does not sort them again. A quick reading (a
-    /// normal hour) is never kept: it is always current.
+    /// live refresh of every open dashboard does not sort them again; after that it is still
+    /// shown (up to [`DoneMemo::SERVED_FOR`]) while one background read replaces it. A quick
+    /// reading (a normal hour) is never kept: it is always current.
     pub async fn time_to_done(&self) -> Result<Vec<TimeToDone>, StoreError> {
-        if let Some(kept) = self.done_memo.fresh() {
-            return Ok(kept);
+        match self.done_memo.look() {
+            Memo::Fresh(rows) => Ok(rows),
+            Memo::Stale { rows, refresh } => {
+                // The slow read runs beside the page, never in front of it: an operator's
+                // refresh every few seconds during an initial load is never the one to wait.
+                if refresh {
+                    let store = self.clone();
+                    tokio::spawn(async move {
+                        if store.timed_read_of_done().await.is_err() {
+                            store.done_memo.refresh_failed();
+                        }
+                    });
+                }
+                Ok(rows)
+            }
+            Memo::Read => self.timed_read_of_done().await,
         }
+    }
+
+    /// Reads the time to done and offers the reading to the memo with how long it took.
+    async fn timed_read_of_done(&self) -> Result<Vec<TimeToDone>, StoreError> {
         let started = std::time::Instant::now();
         let rows = self.read_time_to_done().await?;
         self.done_memo.offer(&rows, started.elapsed());
@@ -352,5 +413,46 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn memo_read(ago: Duration) -> DoneMemo {
+        let memo = DoneMemo::default();
+        let at = Instant::now().checked_sub(ago).expect("the clock runs");
+        memo.0.lock().kept = Some((at, Vec::new()));
+        memo
+    }
+
+    #[test]
+    fn a_slow_reading_is_shown_while_one_background_read_replaces_it() {
+        assert!(matches!(DoneMemo::default().look(), Memo::Read));
+        assert!(matches!(
+            memo_read(Duration::from_secs(5)).look(),
+            Memo::Fresh(_)
+        ));
+
+        let stale = memo_read(Duration::from_secs(20));
+        assert!(matches!(stale.look(), Memo::Stale { refresh: true, .. }));
+        // Every other page view meanwhile is answered from it and starts nothing.
+        assert!(matches!(stale.look(), Memo::Stale { refresh: false, .. }));
+        stale.refresh_failed();
+        assert!(matches!(stale.look(), Memo::Stale { refresh: true, .. }));
+        // The background read's answer replaces it and ends the refresh.
+        stale.offer(&[], Duration::from_millis(150));
+        assert!(matches!(stale.look(), Memo::Fresh(_)));
+        assert!(!stale.0.lock().refreshing);
+
+        // Never shown once older than a minute, and a quick reading is never kept.
+        assert!(matches!(
+            memo_read(Duration::from_secs(61)).look(),
+            Memo::Read
+        ));
+        stale.offer(&[], Duration::from_millis(5));
+        assert!(matches!(stale.look(), Memo::Read));
     }
 }

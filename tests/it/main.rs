@@ -56,6 +56,7 @@ mod outcome_callback;
 mod outcomes;
 mod peer_clients;
 mod pipeline;
+mod planner_stats;
 mod reconcile;
 mod replicas;
 mod resilience;

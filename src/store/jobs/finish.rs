@@ -158,7 +158,10 @@ impl Store {
 /// hidden until its start date ($30), the step that makes it visible (`steps`: a job of the
 /// account in state $31, due then, unless a newer event of the account is stored already,
 /// which decides instead); returns the ones it moved. The inserts join the `UPDATE`'s
-/// `RETURNING`, so a job taken over meanwhile writes nothing.
+/// `RETURNING`, so a job taken over meanwhile writes nothing. The `UPDATE` names the ids
+/// outright (`= ANY($1)`) so that it reads them by primary key: joined only to `u`, the
+/// planner estimated one running job of the replica and rescanned `u` for every running
+/// job of the table (0.18 s for a batch of 100 during an initial load).
 const FINISH: &str = "WITH u AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::float8[], $7::bool[], $8::bool[], $9::int[], $10::text[],
@@ -178,7 +181,8 @@ const FINISH: &str = "WITH u AS (
                finished_at = CASE WHEN u.terminal THEN now() ELSE NULL END,
                attempt = jobs.attempt - CASE WHEN u.deferred THEN 1 ELSE 0 END
           FROM u
-         WHERE jobs.id = u.id AND jobs.locked_by = $20 AND jobs.state = $21
+         WHERE jobs.id = ANY($1::uuid[]) AND jobs.id = u.id AND jobs.locked_by = $20
+           AND jobs.state = $21
         RETURNING jobs.id, jobs.account, jobs.event_id, jobs.kind, jobs.reply_to, jobs.step,
                   jobs.http_intake)
     , attempts AS (

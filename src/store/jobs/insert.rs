@@ -144,6 +144,7 @@ impl Store {
             insert_outcomes_of(&mut tx, &moot, OutcomeResult::Superseded, self.channels).await?;
         }
         tx.commit().await?;
+        self.jobs_inserted(decision.rows.len());
         Ok(decision.inserted)
     }
 }

@@ -103,17 +103,25 @@ static EXPIRE_LEASES: LazyLock<String> = LazyLock::new(|| {
 /// `jobs_one_running_per_key` and `jobs_one_running_per_account` partial indexes (see
 /// [`EXPIRE_LEASES`]). It locks no more
 /// rows than it may take: rows locked and then left would be skipped by a concurrent claim
-/// of another worker for nothing. (Pending jobs of one account are rare: a newer event
+/// of another worker for nothing. It walks `jobs_claimable` in its own order and stops at
+/// its batch (2 ms for 100 among 18,000 waiting); "no job of the account running" is a
+/// subquery per job walked (`NOT (SELECT EXISTS …)`), not `NOT EXISTS`: the planner turns
+/// `NOT EXISTS` into an anti-join it sizes from the statistics, and with statistics taken
+/// before a burst (none running, a few waiting) it compared every job walked with every
+/// running one (76,000 comparisons, 160 ms a claim). The statistics themselves are kept up
+/// by `planner_stats`. (Pending jobs of one account are rare: a newer event
 /// supersedes them, so the one-per-account step seldom leaves a batch short.)
 static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH due AS (
             SELECT j.id FROM jobs j
              WHERE j.state IN {pending} AND j.next_attempt_at <= now()
-               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE coalesce(r.account_guid::text, r.account)
-                                                        = coalesce(j.account_guid::text, j.account)
-                                                      AND r.state = '{running}')
-               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.account = j.account AND r.state = '{running}')
+               AND NOT (SELECT EXISTS (SELECT 1 FROM jobs r
+                                        WHERE coalesce(r.account_guid::text, r.account)
+                                              = coalesce(j.account_guid::text, j.account)
+                                          AND r.state = '{running}'))
+               AND NOT (SELECT EXISTS (SELECT 1 FROM jobs r
+                                        WHERE r.account = j.account AND r.state = '{running}'))
              ORDER BY j.next_attempt_at, j.created_at
              LIMIT $1
              FOR UPDATE SKIP LOCKED)

@@ -1,0 +1,132 @@
+//! The planner's statistics on `jobs` kept up with bursts of new jobs.
+//!
+//! A queue's table changes in bursts: an initial load or a reconciliation queues 100,000 jobs
+//! in seconds, while autovacuum analyzes a table at most once a minute (`autovacuum_naptime`)
+//! and only after a tenth of it changed. Until then the planner plans the claim, the re-keying
+//! and the listings for the table it last saw — a few claimable jobs, none running — and picks
+//! plans that read every waiting job for each batch (90–200 ms a claim instead of 2 ms,
+//! measured with `bench load`). So the replica that inserts the jobs asks for an `ANALYZE` of
+//! `jobs` when the new jobs since the last one may have doubled the waiting work: after
+//! [`AnalyzeKeeper::FLOOR`] new jobs, then each time as many new jobs as were waiting at the
+//! last one — a handful of `ANALYZE`s per initial load, one per thousand jobs in quiet times.
+//! It runs beside intake (never in front of it), one at a time per replica.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::Store;
+use crate::job::JobState;
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Jobs this replica inserted since its last `ANALYZE`.
+    since: u64,
+    /// Jobs waiting (claimable) right after the last `ANALYZE`.
+    waiting_then: u64,
+    /// An `ANALYZE` is under way.
+    running: bool,
+    /// `ANALYZE` was refused (the role does not own `jobs`): autovacuum alone keeps them.
+    refused: bool,
+}
+
+/// When to analyze `jobs` again; shared by the clones of a `Store`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AnalyzeKeeper(Arc<Mutex<Counts>>);
+
+impl AnalyzeKeeper {
+    /// New jobs that always justify a fresh look, however little was waiting.
+    pub(crate) const FLOOR: u64 = 1_000;
+
+    /// Counts `n` new jobs; true when the caller is to run the one `ANALYZE` now.
+    fn note(&self, n: u64) -> bool {
+        let mut c = self.0.lock();
+        c.since += n;
+        if c.running || c.refused || c.since < Self::FLOOR.max(c.waiting_then) {
+            return false;
+        }
+        c.running = true;
+        true
+    }
+
+    fn analyzed(&self, waiting: u64) {
+        let mut c = self.0.lock();
+        *c = Counts {
+            waiting_then: waiting,
+            ..Counts::default()
+        };
+    }
+
+    /// Tried again after as many new jobs as the floor, unless refused for good.
+    fn failed(&self, refused: bool) {
+        let mut c = self.0.lock();
+        c.running = false;
+        c.since = 0;
+        c.refused = refused;
+    }
+}
+
+impl Store {
+    /// Notes `n` jobs inserted; starts an `ANALYZE` of `jobs` beside the caller when due.
+    pub(crate) fn jobs_inserted(&self, n: usize) {
+        if !self.analyze.note(n as u64) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move { store.analyze_jobs().await });
+    }
+
+    async fn analyze_jobs(&self) {
+        let analyzed = async {
+            sqlx::query("ANALYZE jobs").execute(&self.pool).await?;
+            let pending = super::columns::sql_list(&JobState::CLAIMABLE);
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM jobs WHERE state IN {pending}"
+            )))
+            .fetch_one(&self.pool)
+            .await
+        }
+        .await;
+        match analyzed {
+            Ok(waiting) => self.analyze.analyzed(u64::try_from(waiting).unwrap_or(0)),
+            Err(e) => {
+                // 42501: insufficient privilege — only the table's owner may analyze it.
+                let refused =
+                    matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42501"));
+                tracing::warn!(error = %e, refused, "cannot analyze the jobs table after a burst of new jobs; claims may be slow until autovacuum does (run mailboxd as the owner of its tables)");
+                self.analyze.failed(refused);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analyzes_after_the_floor_then_when_the_waiting_work_may_have_doubled() {
+        let k = AnalyzeKeeper::default();
+        assert!(!k.note(999));
+        assert!(k.note(1));
+        // One at a time: new jobs meanwhile start none.
+        assert!(!k.note(5_000));
+        k.analyzed(20_000);
+        assert!(!k.note(19_999));
+        assert!(k.note(1));
+        k.analyzed(10);
+        assert!(!k.note(999));
+        assert!(k.note(1));
+    }
+
+    #[test]
+    fn a_refused_analyze_is_not_asked_again() {
+        let k = AnalyzeKeeper::default();
+        assert!(k.note(1_000));
+        k.failed(false);
+        assert!(!k.note(999));
+        assert!(k.note(1));
+        k.failed(true);
+        assert!(!k.note(1_000_000));
+    }
+}
