@@ -409,6 +409,12 @@ async fn serve(mut host: Process, mut io: ProcessIo) -> i32 {
         }
     }
     if let Some(slot) = warm.slot.take() {
+        // Remove-PSSession is a round trip to Exchange like any cmdlet: a client that kills
+        // the process right after closing its input gets there first, and the session stays
+        // counted until Exchange's idle timeout (`SessionSlot`'s drop).
+        if !host.latency.cmdlet.is_zero() {
+            tokio::time::sleep(host.latency.cmdlet).await;
+        }
         host.run().remove_session(slot);
     }
     0

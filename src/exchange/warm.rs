@@ -96,14 +96,36 @@ impl WarmProcess {
         let WarmProcess {
             shell, mut process, ..
         } = self;
-        // Closing stdin lets serve.ps1 end (and close the Exchange session); then the shell goes.
-        let _ = process.send_last(&[]).await;
+        // Closing stdin lets serve.ps1 end, removing its Exchange session on the way out; only
+        // then is the process terminated and the shell deleted. Terminated at once, it lost the
+        // race to its own Remove-PSSession, and Exchange kept counting the session against
+        // PowerShellMaxConcurrency until its idle timeout: a daemon recycling its processes
+        // (`warm_max_requests`) ran out of sessions (seen in `bench load`: every session
+        // refused after the fourth recycle).
+        if process.send_last(&[]).await.is_ok() {
+            let ended = async {
+                while let Ok(chunk) = process.receive().await {
+                    if chunk.exit_code.is_some() {
+                        return;
+                    }
+                }
+            };
+            if tokio::time::timeout(EXIT_WAIT, ended).await.is_err() {
+                tracing::debug!(
+                    "a warm PowerShell process did not end after its input closed; terminating it"
+                );
+            }
+        }
         process.terminate().await;
         if let Err(e) = shell.close().await {
             tracing::debug!(error = %e, "deleting a warm session's shell failed");
         }
     }
 }
+
+/// How long a closed process may take to end by itself (remove its Exchange session) before
+/// it is terminated.
+const EXIT_WAIT: Duration = Duration::from_secs(30);
 
 /// The end (after its CRLF) of the line holding `marker`, if it arrived whole.
 fn find_line(hay: &[u8], marker: &[u8]) -> Option<usize> {

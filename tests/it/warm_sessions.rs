@@ -73,6 +73,19 @@ async fn a_warm_process_is_replaced_after_its_request_budget() {
     for n in &names {
         assert_eq!(enabled.get(n), Some(&1), "{n}");
     }
+    // Each replaced process removed its Exchange session on its way out: only the current
+    // one still counts against PowerShellMaxConcurrency. (A process killed before it reads
+    // the end of its input leaves its session to Exchange's idle timeout, 15 min: a daemon
+    // that recycles its processes would run out of sessions.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while env.lab.exchange_sessions_open() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} Exchange sessions still counted after {runs} processes, one of them current",
+            env.lab.exchange_sessions_open()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     app.stop().await;
 }
 
