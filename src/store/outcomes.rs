@@ -412,15 +412,18 @@ impl Store {
     }
 
     pub async fn outcome_counts(&self) -> Result<OutcomeCounts, StoreError> {
-        let (unsent, failing): (i64, i64) = sqlx::query_as(
+        // Each channel's due condition in the text, as its partial index says it: bound as a
+        // parameter, the generic plan could use none of them and read every outcome ever
+        // written (a month of history on every overview and every `/metrics` scrape).
+        let (unsent, failing): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT count(*),
                     count(*) FILTER (WHERE (sent_at IS NULL AND last_error IS NOT NULL)
-                                        OR (iiq_state = $1 AND iiq_last_error IS NOT NULL)
-                                        OR (callback_state = $1
-                                            AND callback_last_error IS NOT NULL))
-               FROM outcomes WHERE sent_at IS NULL OR iiq_state = $1 OR callback_state = $1",
-        )
-        .bind(HttpDelivery::Pending)
+                                        OR ({iiq} AND iiq_last_error IS NOT NULL)
+                                        OR ({callback} AND callback_last_error IS NOT NULL))
+               FROM outcomes WHERE sent_at IS NULL OR {iiq} OR {callback}",
+            iiq = IIQ_DUE.as_str(),
+            callback = CALLBACK_DUE.as_str(),
+        )))
         .fetch_one(&self.pool)
         .await?;
         Ok(OutcomeCounts { unsent, failing })

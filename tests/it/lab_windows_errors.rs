@@ -130,6 +130,9 @@ async fn a_session_dropped_in_a_warm_process_fails_no_account() {
     let mut env = TestEnv::new(vec![seed("jwarm0"), seed("jwarm1"), seed("jwarm2")]).await;
     remote_mode(&mut env);
     env.settings.exchange.warm_sessions = 1;
+    // One batch at a time: two joiners claimed in two batches at once (a loaded machine)
+    // would rightly start a second process beside the one replacing the dropped session.
+    env.settings.worker.concurrency = 1;
     let app = env.start_daemon().await;
     let publisher = env.publisher().await;
     // A first joiner opens the warm session; then Exchange drops it.
