@@ -41,13 +41,10 @@ pub(super) async fn section(s: &AdminState) -> String {
 }
 
 async fn read(s: &AdminState) -> Result<String, StoreError> {
-    // Independent reads, at once (see the overview).
-    let (ages, hours, days, done) = tokio::try_join!(
-        s.store.queue_ages(),
-        s.store.throughput(Bucket::Hour),
-        s.store.throughput(Bucket::Day),
-        s.store.time_to_done(),
-    )?;
+    let ages = s.store.queue_ages().await?;
+    let hours = s.store.throughput(Bucket::Hour).await?;
+    let days = s.store.throughput(Bucket::Day).await?;
+    let done = s.store.time_to_done().await?;
     Ok([
         cards(&ages, s.sync_deadline, Utc::now()),
         chart(
