@@ -52,6 +52,25 @@ pub fn stated_session_limit(message: &str) -> Option<u32> {
     digits.parse().ok().filter(|n| *n > 0)
 }
 
+/// The session limit the cluster adopts after Exchange refused one session, stating its
+/// limit `stated`, while the cluster held `held` slots (the refused session's own included:
+/// it holds its slot until the refusal has been handled).
+///
+/// Held beyond `stated`, mailboxd's own sessions explain the refusal: adopt `stated`. Held
+/// no more than `stated`, Exchange counts runspaces mailboxd does not hold (another client
+/// of the same account, or a session of an ended process Exchange has not yet let go):
+/// only the `held - 1` others are known to fit, so adopt that (at least 1). Retrying at
+/// `stated` would be refused again at once, every batch, until those runspaces end. Either
+/// way the limit goes back up by one after a quiet period ([`LEARNED_LIMIT_QUIET`]). No
+/// slot held at all (a refusal outside the budget) says nothing about others: `stated`.
+pub fn limit_after_refusal(stated: u32, held: u32) -> u32 {
+    if held == 0 || held > stated {
+        stated
+    } else {
+        held.saturating_sub(1).max(1)
+    }
+}
+
 /// This replica's adaptive share of the budget (AIMD).
 #[derive(Debug)]
 struct Share {
@@ -237,22 +256,8 @@ impl SessionBudget {
     /// configured one, every replica adopts it through the store (one refusal teaches the
     /// whole cluster). Returns the wait the jobs are deferred by.
     pub async fn throttled(&self, retry_after: Option<Duration>, message: &str) -> Duration {
-        if let Some(limit) = stated_session_limit(message).filter(|n| *n < self.max) {
-            match self
-                .store
-                .learn_session_limit(limit, &self.holder, message)
-                .await
-            {
-                Ok(true) => tracing::warn!(
-                    limit,
-                    configured = self.max,
-                    "Exchange allows {limit} sessions, fewer than exchange.max_sessions: every replica now uses at most {limit} (set exchange.max_sessions = {limit} to match)"
-                ),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot record the session limit Exchange stated")
-                }
-            }
+        if let Some(stated) = stated_session_limit(message) {
+            self.learn_limit(stated, message).await;
         }
         let wait = retry_after.unwrap_or(DEFAULT_THROTTLE_WAIT);
         {
@@ -271,6 +276,43 @@ impl SessionBudget {
             tracing::warn!(error = %e, "cannot record the throttling refusal");
         }
         wait
+    }
+
+    /// Exchange refused a session stating its limit: the whole cluster adopts what is left
+    /// of it for mailboxd ([`limit_after_refusal`]), when that is below the configured one.
+    async fn learn_limit(&self, stated: u32, message: &str) {
+        let held = match self.store.held_session_slots().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the Exchange session slots held");
+                u32::MAX
+            }
+        };
+        let limit = limit_after_refusal(stated, held);
+        if limit >= self.max {
+            return;
+        }
+        match self
+            .store
+            .learn_session_limit(limit, &self.holder, message)
+            .await
+        {
+            Ok(true) if limit < stated => tracing::warn!(
+                limit,
+                stated,
+                held,
+                "Exchange refused a session at {stated} of {stated} while mailboxd held {held} slots (this one included): another client or a session not yet ended holds the rest; every replica now uses at most {limit}"
+            ),
+            Ok(true) => tracing::warn!(
+                limit,
+                configured = self.max,
+                "Exchange allows {limit} sessions, fewer than exchange.max_sessions: every replica now uses at most {limit} (set exchange.max_sessions = {limit} to match)"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the session limit Exchange stated")
+            }
+        }
     }
 
     /// This replica's side, now.
@@ -381,5 +423,28 @@ async fn renew(budget: std::sync::Weak<SessionBudget>, lease: Duration) {
         if let Err(e) = b.store.renew_session_slots(&leases, lease).await {
             tracing::warn!(error = %e, "cannot renew the Exchange session slots; they run out after exchange.session_lease");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_after_refusal;
+
+    #[test]
+    fn a_refusal_above_the_stated_limit_adopts_it() {
+        // Configured 12, Exchange allows 6: 12 opened at once, 6 of them refused.
+        assert_eq!(limit_after_refusal(6, 12), 6);
+        assert_eq!(limit_after_refusal(6, 7), 6);
+    }
+
+    #[test]
+    fn a_refusal_at_or_below_the_stated_limit_adopts_what_mailboxd_really_got() {
+        // "4/4" while mailboxd held 3 and opened a 4th: one runspace is someone else's.
+        assert_eq!(limit_after_refusal(4, 4), 3);
+        assert_eq!(limit_after_refusal(4, 2), 1);
+        // Never below one session.
+        assert_eq!(limit_after_refusal(4, 1), 1);
+        // Nothing held: nothing known beyond the stated limit.
+        assert_eq!(limit_after_refusal(4, 0), 4);
     }
 }

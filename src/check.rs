@@ -153,7 +153,7 @@ async fn session_budget(s: &Settings) -> Verdict {
                 u.holders,
                 u.throttled_recently,
                 u.learned_max_sessions.map_or(String::new(), |n| format!(
-                    "; Exchange stated a limit of {n} sessions in a refusal: every replica uses at most {n} (set exchange.max_sessions = {n})"
+                    "; learned from an Exchange refusal: mailboxd may use {n} sessions, and every replica uses at most {n} (set exchange.max_sessions = {n} when that is Exchange's limit; fewer than the refusal stated means another client holds runspaces of the account)"
                 )),
                 cmdlet_budget(s, &store).await
             ),

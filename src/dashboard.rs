@@ -307,7 +307,7 @@ async fn exchange_budget(s: &AdminState) -> String {
     };
     let learned = match cluster.as_ref().and_then(|c| c.learned_max_sessions) {
         Some(n) => format!(
-            " <b id=\"learned-limit\">Exchange allows only {n} sessions</b> (its refusal said so): every replica uses at most {n} until Exchange accepts more; set <code>exchange.max_sessions = {n}</code> to match."
+            " <b id=\"learned-limit\">Exchange leaves mailboxd only {n} sessions</b> (learned from its refusal): every replica uses at most {n} until Exchange accepts more. If the refusal stated {n}, set <code>exchange.max_sessions = {n}</code> to match; if it stated more, another client holds runspaces of the same account."
         ),
         None => String::new(),
     };

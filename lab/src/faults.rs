@@ -390,6 +390,13 @@ impl Faults {
         Ok(())
     }
 
+    /// Counts a runspace of `user` that no mailboxd process opened (an administrator's
+    /// console with the same account): Exchange counts it against PowerShellMaxConcurrency
+    /// like any other, and nothing mailboxd does removes it.
+    pub fn hold_foreign_session(&mut self, user: &str) {
+        *self.sessions.entry(user.to_owned()).or_default() += 1;
+    }
+
     pub fn close_session(&mut self, user: &str) {
         if let Some(n) = self.sessions.get_mut(user) {
             *n = n.saturating_sub(1);

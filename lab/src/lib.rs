@@ -248,6 +248,12 @@ impl Lab {
         st.faults.open_sessions()
     }
 
+    /// Another client of `user` (the WinRM logon, as the lab counts sessions) holds one
+    /// Exchange runspace from now on, as an administrator's open console would.
+    pub fn hold_foreign_session(&self, user: &str) {
+        self.state.lock().faults.hold_foreign_session(user);
+    }
+
     /// The most Exchange sessions one user had open at once.
     pub fn exchange_sessions_high_water(&self) -> usize {
         self.state.lock().faults.sessions_high_water

@@ -191,6 +191,17 @@ impl Store {
         Ok(now.filter(|n| *n < configured))
     }
 
+    /// Slots held under a live lease, cluster-wide.
+    pub(crate) async fn held_session_slots(&self) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM exchange_session_slots
+              WHERE holder IS NOT NULL AND leased_until >= now()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     /// The budget in use now, cluster-wide.
     pub async fn budget_use(&self) -> Result<BudgetUse, StoreError> {
         let (in_use, holders): (i64, i64) = sqlx::query_as(

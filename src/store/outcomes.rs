@@ -47,6 +47,22 @@ static IIQ_DUE: LazyLock<String> =
 static CALLBACK_DUE: LazyLock<String> =
     LazyLock::new(|| format!("callback_state = '{}'", HttpDelivery::Pending));
 
+/// Outcomes not yet delivered on some channel, and those failing. Each channel's due
+/// condition is in the text, as its partial index says it: bound as a parameter, the generic
+/// plan could use none of them and read every outcome ever written (a month of history on
+/// every overview and every `/metrics` scrape).
+static OUTCOME_COUNTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT count(*),
+                count(*) FILTER (WHERE (sent_at IS NULL AND last_error IS NOT NULL)
+                                    OR ({iiq} AND iiq_last_error IS NOT NULL)
+                                    OR ({callback} AND callback_last_error IS NOT NULL))
+           FROM outcomes WHERE sent_at IS NULL OR {iiq} OR {callback}",
+        iiq = IIQ_DUE.as_str(),
+        callback = CALLBACK_DUE.as_str(),
+    )
+});
+
 /// Which channels beside the broker an outcome is due on when it is written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutcomeChannels {
@@ -412,20 +428,9 @@ impl Store {
     }
 
     pub async fn outcome_counts(&self) -> Result<OutcomeCounts, StoreError> {
-        // Each channel's due condition in the text, as its partial index says it: bound as a
-        // parameter, the generic plan could use none of them and read every outcome ever
-        // written (a month of history on every overview and every `/metrics` scrape).
-        let (unsent, failing): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*),
-                    count(*) FILTER (WHERE (sent_at IS NULL AND last_error IS NOT NULL)
-                                        OR ({iiq} AND iiq_last_error IS NOT NULL)
-                                        OR ({callback} AND callback_last_error IS NOT NULL))
-               FROM outcomes WHERE sent_at IS NULL OR {iiq} OR {callback}",
-            iiq = IIQ_DUE.as_str(),
-            callback = CALLBACK_DUE.as_str(),
-        )))
-        .fetch_one(&self.pool)
-        .await?;
+        let (unsent, failing): (i64, i64) = sqlx::query_as(OUTCOME_COUNTS.as_str())
+            .fetch_one(&self.pool)
+            .await?;
         Ok(OutcomeCounts { unsent, failing })
     }
 }

@@ -3,6 +3,8 @@
 //! set of jobs recorded once with their count, and the queue's health at a glance
 //! (oldest waiting work, throughput, time to done, the alert outbox).
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -155,6 +157,24 @@ pub(crate) enum Bucket {
     Day,
 }
 
+/// [`Store::queue_ages`]'s statement, built once: the states in the text.
+static QUEUE_AGES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT least((SELECT min(created_at) FROM jobs WHERE state = '{queued}'),
+                      (SELECT min(created_at) FROM jobs WHERE state = '{retrying}'))
+                    AS oldest_pending,
+                (SELECT count(*) FROM jobs WHERE state = '{sync}') AS waiting_for_sync,
+                (SELECT min(occurred_at) FROM jobs WHERE state = '{sync}') AS oldest_sync_event,
+                (SELECT count(*) FROM alerts WHERE sent_at IS NULL AND folded_into IS NULL
+                    AND NOT suppressed) AS alerts_pending,
+                (SELECT count(*) FROM alerts WHERE sent_at IS NULL AND folded_into IS NULL
+                    AND NOT suppressed AND last_error IS NOT NULL) AS alerts_failing",
+        queued = JobState::Queued,
+        retrying = JobState::Retrying,
+        sync = JobState::WaitingForSync,
+    )
+});
+
 impl Store {
     /// The jobs `f` matches, most recently updated first, at most `f.limit` from
     /// `f.offset`.
@@ -273,22 +293,9 @@ impl Store {
     /// `jobs_state_created`. Bound as parameters, the cached generic plan counted the
     /// waiting joiners with a scan of the whole table (every finished job of the month).
     pub(crate) async fn queue_ages(&self) -> Result<QueueAges, StoreError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT least((SELECT min(created_at) FROM jobs WHERE state = '{queued}'),
-                          (SELECT min(created_at) FROM jobs WHERE state = '{retrying}'))
-                        AS oldest_pending,
-                    (SELECT count(*) FROM jobs WHERE state = '{sync}') AS waiting_for_sync,
-                    (SELECT min(occurred_at) FROM jobs WHERE state = '{sync}') AS oldest_sync_event,
-                    (SELECT count(*) FROM alerts WHERE sent_at IS NULL AND folded_into IS NULL
-                        AND NOT suppressed) AS alerts_pending,
-                    (SELECT count(*) FROM alerts WHERE sent_at IS NULL AND folded_into IS NULL
-                        AND NOT suppressed AND last_error IS NOT NULL) AS alerts_failing",
-            queued = JobState::Queued,
-            retrying = JobState::Retrying,
-            sync = JobState::WaitingForSync,
-        )))
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(QUEUE_AGES.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Jobs finished per hour over the last 24 hours or per day over the last 30 days,

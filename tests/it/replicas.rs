@@ -220,6 +220,42 @@ async fn three_replicas_share_six_exchange_sessions_without_one_throttled_open()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runspace_held_by_another_client_costs_one_refusal_not_one_per_batch() {
+    const N: usize = 120;
+    // Exchange allows 4 sessions and mailboxd is configured for 4, but an administrator's
+    // console holds one runspace of the same account: only 3 are left for mailboxd.
+    let env = throttling_env("frn", N, 4, Duration::from_millis(300)).await;
+    env.lab.hold_foreign_session(&env.settings.winrm.username);
+    let replica = spawn_replicas_with(
+        &env,
+        1,
+        "30s",
+        &[
+            ("MAILBOXD__EXCHANGE__MAX_SESSIONS", "4"),
+            ("MAILBOXD__WORKER__CONCURRENCY", "4"),
+        ],
+    );
+    let ids = publish_joiners(&env, "frn", N).await;
+    wait_all_terminal(&env, N, Duration::from_secs(120)).await;
+
+    // The refusal ("4/4" while mailboxd held 4 with the refused one) taught the cluster 3.
+    let cluster = env.store.budget_use().await.unwrap();
+    assert_eq!(cluster.learned_max_sessions, Some(3), "{cluster:?}");
+    let refused = env.lab.throttled();
+    assert!(
+        (1..=2).contains(&refused),
+        "{refused} refused session opens"
+    );
+    assert!(env.lab.exchange_sessions_high_water() <= 4);
+    for id in &ids {
+        let job = env.store.job_by_event(id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    }
+    stop_all(replica);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_replicas_session_slots_come_back_within_the_lease() {
     const N: usize = 240;
     const LEASE: Duration = Duration::from_secs(3);

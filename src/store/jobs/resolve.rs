@@ -259,6 +259,17 @@ async fn supersede_older(
     .await?)
 }
 
+/// Whether another job of the account runs. The state is in the text, for the partial
+/// indexes on running jobs (see `KEY_QUIET`).
+static KEY_BUSY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM jobs
+                         WHERE (coalesce(account_guid::text, account) = $1 OR account = $2)
+                           AND id <> $3 AND state = '{}')",
+        JobState::Running
+    )
+});
+
 /// Keys the job on `guid` and shows it under AD's `sam` (unless a running job holds that
 /// name), running on, or given back to wait when another job of the account is running.
 async fn rekey(
@@ -269,18 +280,12 @@ async fn rekey(
     sam: &str,
 ) -> Result<Resolved, StoreError> {
     let name = sam.to_lowercase();
-    // The state in the text, for the partial indexes on running jobs (see `KEY_QUIET`).
-    let busy: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM jobs
-                         WHERE (coalesce(account_guid::text, account) = $1 OR account = $2)
-                           AND id <> $3 AND state = '{}')",
-        JobState::Running
-    )))
-    .bind(guid.to_string())
-    .bind(&name)
-    .bind(job)
-    .fetch_one(&mut **tx)
-    .await?;
+    let busy: bool = sqlx::query_scalar(KEY_BUSY.as_str())
+        .bind(guid.to_string())
+        .bind(&name)
+        .bind(job)
+        .fetch_one(&mut **tx)
+        .await?;
     if !busy {
         sqlx::query(
             "UPDATE jobs SET account_guid = $2, account = $3, updated_at = now() WHERE id = $1",
