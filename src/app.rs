@@ -170,6 +170,9 @@ async fn store(settings: &Settings) -> anyhow::Result<Store> {
         .delivering_to_callback(callback_due(settings))
         .watching_the_cloud(watch_policy(&settings.cloud));
     store.migrate().await.context("migrating the database")?;
+    if let Ok(false) = store.autovacuum_on().await {
+        tracing::warn!("{}", crate::store::AUTOVACUUM_OFF);
+    }
     Ok(store)
 }
 

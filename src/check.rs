@@ -116,10 +116,14 @@ async fn postgres(s: &Settings) -> Verdict {
         Ok(store) => store,
         Err(e) => return fail(format!("{e} (database.url)")),
     };
-    match store.ping().await {
-        Ok(()) => (
+    match store.autovacuum_on().await {
+        Ok(true) => (
             Status::Ok,
             "connected; `mailboxd migrate` keeps the schema current".into(),
+        ),
+        Ok(false) => (
+            Status::Ok,
+            format!("connected; {}", crate::store::AUTOVACUUM_OFF),
         ),
         Err(e) => fail(e),
     }

@@ -155,7 +155,20 @@ impl Store {
         self.pool.execute("SELECT 1").await?;
         Ok(())
     }
+
+    /// Whether the server runs autovacuum. Without it every job and outcome update leaves a
+    /// dead row behind for good: claims walk them, partial indexes hold them, and the queue
+    /// and the dashboard slow down as the tables grow.
+    pub async fn autovacuum_on(&self) -> Result<bool, StoreError> {
+        let on: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(on == "on")
+    }
 }
+
+/// What `check` and the daemon's start say when the server does not vacuum by itself.
+pub const AUTOVACUUM_OFF: &str = "autovacuum is OFF on this server: every job and outcome update leaves a dead row that is never reclaimed, and claims and the dashboard slow down as they pile up. Turn it on (autovacuum = on), or run VACUUM ANALYZE jobs, job_attempts, outcomes on a schedule";
 
 /// A duration as the seconds `make_interval(secs => …)` takes.
 fn secs(d: Duration) -> f64 {

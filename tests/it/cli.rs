@@ -123,7 +123,21 @@ async fn check_tries_every_dependency_and_names_what_fails() {
             .unwrap_or_else(|| panic!("no {name} probe: {probes}"))
             .clone()
     };
-    assert_eq!(status("PostgreSQL")["status"], "OK");
+    let postgres = status("PostgreSQL");
+    assert_eq!(postgres["status"], "OK");
+    // A server that does not vacuum by itself is named (the queue's dead rows pile up).
+    let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+        .fetch_one(env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        postgres["detail"]
+            .as_str()
+            .unwrap()
+            .contains("autovacuum is OFF"),
+        autovacuum == "off",
+        "{postgres}"
+    );
     assert_eq!(status("RabbitMQ")["status"], "OK");
     assert_eq!(status("LDAP ldap://")["status"], "OK", "{probes}");
     let winrm = status("WinRM");

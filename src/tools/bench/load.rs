@@ -66,6 +66,7 @@ pub(crate) async fn run(settings: &Settings, l: &Load, output: &Output) -> anyho
         workers,
     );
     let store = Store::connect(&s.database.url, 2).await?;
+    let autovacuum = store.autovacuum_on().await?;
     let dir = tempfile_dir()?;
     let mut child = ChildGuard(spawn_daemon(&s, &dir)?);
     let measured = measure(&mut child, &s, &store, l.accounts, output.json).await;
@@ -87,6 +88,7 @@ pub(crate) async fn run(settings: &Settings, l: &Load, output: &Output) -> anyho
         "cmdlet_ms": l.cmdlet.as_secs_f64() * 1e3,
         "concurrency": concurrency,
         "workers": workers,
+        "autovacuum": autovacuum,
         "measured": "VmRSS of `mailboxd run` (its own process) every 250 ms, and its VmHWM",
         "rss_max_sampled_mib": m.rss_max_mib,
         "rss_peak_mib": m.rss_peak_mib,
@@ -283,9 +285,14 @@ fn print_table(out: &serde_json::Value, m: &Measured) {
         f(&out["ratio_to_limit"]) * 100.0
     );
     println!(
-        "mailboxd run: VmRSS at most {:.1} MiB sampled, VmHWM {:.1} MiB",
+        "mailboxd run: VmRSS at most {:.1} MiB sampled, VmHWM {:.1} MiB; PostgreSQL's autovacuum {}",
         m.rss_max_mib,
-        m.rss_peak_mib.unwrap_or(f64::NAN)
+        m.rss_peak_mib.unwrap_or(f64::NAN),
+        if out["autovacuum"] == true {
+            "on"
+        } else {
+            "off"
+        }
     );
     println!("page during the load    requests  failed  p50 ms  p95 ms  max ms");
     if let Some(pages) = m.pages.as_object() {

@@ -58,9 +58,15 @@ pub(crate) async fn run(
         });
     }
     store.bench_reset().await?;
-    let out = serde_json::json!({ "jobs": jobs, "batch": batch, "rows": rows });
+    // Whether the server vacuums by itself: figures with it off are not a deployment's.
+    let autovacuum = store.autovacuum_on().await?;
+    let out =
+        serde_json::json!({ "jobs": jobs, "batch": batch, "autovacuum": autovacuum, "rows": rows });
     if output.emit("queue", &out)? {
-        println!("{jobs} empty jobs, claimed {batch} at a time (database {url})");
+        println!(
+            "{jobs} empty jobs, claimed {batch} at a time (database {url}, autovacuum {})",
+            if autovacuum { "on" } else { "off" }
+        );
         println!("workers  mailboxd jobs/s  plain UPDATE…RETURNING jobs/s  ratio");
         for r in &rows {
             println!(
