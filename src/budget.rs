@@ -40,6 +40,11 @@ pub(crate) const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(5);
 /// Exchange one more session (the limit goes back up only as far as Exchange accepts).
 pub(crate) const LEARNED_LIMIT_QUIET: Duration = Duration::from_secs(600);
 
+/// How long after the limit was learned (or raised) a refusal may not lower it further from
+/// the slots held: longer than a session takes to open, so that refusals of the sessions
+/// opened together with the one that taught it do not count.
+const REFUSALS_SETTLE: Duration = Duration::from_secs(60);
+
 /// The session limit an Exchange refusal states: "… you have exceeded the maximum number of
 /// connections allowed : 6 for the policy party : MaxConcurrency" (the MaxConcurrency
 /// refusal of a remote PowerShell runspace; its text is not localized, it comes from the
@@ -292,9 +297,13 @@ impl SessionBudget {
         if limit >= self.max {
             return;
         }
+        // Learnt from what mailboxd held, the figure is only as good as the moment: the other
+        // refusals of a burst that just taught the stated limit come back while sessions of
+        // that burst end, and would each take one more away.
+        let settled = (limit < stated).then_some(REFUSALS_SETTLE);
         match self
             .store
-            .learn_session_limit(limit, &self.holder, message)
+            .learn_session_limit(limit, &self.holder, message, settled)
             .await
         {
             Ok(true) if limit < stated => tracing::warn!(

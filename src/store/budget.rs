@@ -131,13 +131,15 @@ impl Store {
         Ok(())
     }
 
-    /// Exchange refused a session stating its limit `max`: every replica uses at most that
-    /// many slots from its next look-up on. Returns whether this lowered the limit in force.
+    /// Exchange refused a session, which says it allows `max`: every replica uses at most
+    /// that many slots from its next look-up on. With `settled`, only if the limit in force
+    /// was not learned or raised within it. Returns whether this changed the limit in force.
     pub(crate) async fn learn_session_limit(
         &self,
         max: u32,
         replica: &str,
         message: &str,
+        settled: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO exchange_learned_limit (max_sessions, replica, message)
@@ -145,12 +147,16 @@ impl Store {
              ON CONFLICT (id) DO UPDATE
                 SET max_sessions = excluded.max_sessions, learned_at = now(), raised_at = NULL,
                     replica = excluded.replica, message = excluded.message
-              WHERE exchange_learned_limit.max_sessions <> excluded.max_sessions
-                 OR exchange_learned_limit.raised_at IS NOT NULL",
+              WHERE (exchange_learned_limit.max_sessions <> excluded.max_sessions
+                     OR exchange_learned_limit.raised_at IS NOT NULL)
+                AND ($4::float8 IS NULL
+                     OR coalesce(exchange_learned_limit.raised_at, exchange_learned_limit.learned_at)
+                        < now() - make_interval(secs => $4))",
         )
         .bind(i32::try_from(max.max(1)).unwrap_or(i32::MAX))
         .bind(replica)
         .bind(message)
+        .bind(settled.map(secs))
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)

@@ -61,8 +61,18 @@ async fn one_refusal_teaches_every_replica_and_the_limit_recovers_only_when_quie
     assert_eq!(cluster.learned_max_sessions, Some(6));
 
     // Replica b was never refused, yet it can take no more than 6 sessions.
-    let held = take_all(&b).await;
+    let mut held = take_all(&b).await;
     assert_eq!(held.len(), 6, "replica b adopted the stated limit");
+
+    // Another refusal of the same burst comes back after one of the 6 ended: the 5 still
+    // held do not teach 4 (the refusal is older than the limit it would correct).
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await; // the release lands
+    a.throttled(Some(Duration::from_millis(1)), REFUSAL).await;
+    assert_eq!(
+        db.store.budget_use().await.unwrap().learned_max_sessions,
+        Some(6)
+    );
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await; // the releases land
 
