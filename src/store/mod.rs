@@ -88,6 +88,8 @@ pub struct Store {
     done_memo: queue_view::DoneMemo,
     /// When to analyze `jobs` again after a burst of new jobs (`planner_stats`).
     analyze: planner_stats::AnalyzeKeeper,
+    /// When to analyze `outcomes` again after a slow claim (`planner_stats`).
+    outcome_analyze: planner_stats::SlowClaimKeeper,
 }
 
 impl Store {
@@ -111,6 +113,7 @@ impl Store {
             cloud_watch: None,
             done_memo: queue_view::DoneMemo::default(),
             analyze: planner_stats::AnalyzeKeeper::default(),
+            outcome_analyze: planner_stats::SlowClaimKeeper::default(),
         })
     }
 

@@ -285,6 +285,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         // The channel's column names and condition are constants of this file.
+        let started = std::time::Instant::now();
         let mut rows: Vec<OutcomeRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH due AS (
                 SELECT o.id FROM outcomes o
@@ -304,6 +305,7 @@ impl Store {
         .bind(secs(lease))
         .fetch_all(&self.pool)
         .await?;
+        self.outcome_claim_took(started.elapsed());
         rows.sort_by_key(|r| r.seq);
         Ok(rows)
     }
