@@ -1,4 +1,4 @@
-//! The planner's statistics on `jobs` kept up with bursts of new jobs.
+//! The planner's statistics on `jobs` and `outcomes` kept up with bursts.
 //!
 //! A queue's table changes in bursts: an initial load or a reconciliation queues 100,000 jobs
 //! in seconds, while autovacuum analyzes a table at most once a minute (`autovacuum_naptime`)
@@ -10,6 +10,9 @@
 //! [`AnalyzeKeeper::FLOOR`] new jobs, then each time as many new jobs as were waiting at the
 //! last one — a handful of `ANALYZE`s per initial load, one per thousand jobs in quiet times.
 //! It runs beside intake (never in front of it), one at a time per replica.
+//!
+//! `outcomes` gets the same care from the other end: a claim of due outcomes that turned slow
+//! asks for its `ANALYZE` ([`SlowClaimKeeper`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,9 +94,7 @@ impl Store {
         match analyzed {
             Ok(waiting) => self.analyze.analyzed(u64::try_from(waiting).unwrap_or(0)),
             Err(e) => {
-                // 42501: insufficient privilege — only the table's owner may analyze it.
-                let refused =
-                    matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42501"));
+                let refused = not_the_owner(&e);
                 tracing::warn!(error = %e, refused, "cannot analyze the jobs table after a burst of new jobs; claims may be slow until autovacuum does (run mailboxd as the owner of its tables)");
                 self.analyze.failed(refused);
             }
@@ -157,14 +158,19 @@ impl Store {
         let store = self.clone();
         tokio::spawn(async move {
             let r = sqlx::query("ANALYZE outcomes").execute(&store.pool).await;
-            let refused =
-                matches!(&r, Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42501"));
+            let refused = r.as_ref().is_err_and(not_the_owner);
             if let Err(e) = &r {
                 tracing::warn!(error = %e, refused, "cannot analyze the outcomes table after a slow claim; outcomes may publish slowly until autovacuum does (run mailboxd as the owner of its tables)");
             }
             store.outcome_analyze.done(refused);
         });
     }
+}
+
+/// 42501, insufficient privilege: only a table's owner may analyze it, and asking again will
+/// not change that.
+fn not_the_owner(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42501"))
 }
 
 #[cfg(test)]

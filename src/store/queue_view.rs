@@ -316,9 +316,9 @@ impl Store {
             Bucket::Hour => ("hour", "23 hours"),
             Bucket::Day => ("day", "29 days"),
         };
-        self.fold_job_counts().await?;
         // From the per-hour counts the jobs table's triggers keep (migration 0018): a few
-        // rows per hour of the span however many jobs finished in it.
+        // rows per hour of the span however many jobs finished in it. Summed, so folded or
+        // not; the overview folds them once, reading the states first (`job_counts`).
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH done AS (
                 SELECT date_trunc('{unit}', hour) AS bucket,
